@@ -1,0 +1,212 @@
+"""Quota accounting shared by every backend: O(1) per write, race-free reservations.
+
+Each quota covers a prefix (``""`` is the whole backend). Its usage is learned once,
+by one listing of the prefix on the first write that needs it, and then kept up to
+date by this process's own writes, copies, moves and deletes. A write reserves its
+bytes before any I/O; the check and the reservation happen with no ``await`` in
+between, so concurrent writers on one event loop can never overshoot together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+from file_storage.errors import StorageQuotaExceededError
+from file_storage.models import ObjectInfo, Usage
+
+Scanner = Callable[[str], AsyncIterator[ObjectInfo]]
+
+
+class _Quota:
+    __slots__ = ("limit", "lock", "pending", "prefix", "reserved", "scanned_at", "sizes", "used")
+
+    def __init__(self, prefix: str, limit: int):
+        self.prefix = prefix
+        self.limit = limit
+        self.used = 0
+        self.reserved = 0
+        self.sizes: dict[str, int] | None = None  # None until the prefix was scanned
+        self.pending: dict[str, int | None] | None = None  # changes seen during a scan
+        self.scanned_at = 0.0
+        self.lock = asyncio.Lock()
+
+    def covers(self, key: str) -> bool:
+        return key.startswith(self.prefix)
+
+    def record(self, key: str, size: int | None) -> None:
+        """Apply a committed write (``size``) or delete (``None``) of ``key``."""
+        if self.pending is not None:
+            self.pending[key] = size
+        if self.sizes is None:
+            return
+        old = self.sizes.pop(key, 0)
+        self.used -= old
+        if size is not None:
+            self.sizes[key] = size
+            self.used += size
+
+
+class Reservation:
+    """Bytes held for one write in flight; commit on success, release on failure."""
+
+    __slots__ = ("_done", "_olds", "_quotas", "_reserved", "key", "operation")
+
+    def __init__(self, quotas: list[_Quota], key: str, operation: str):
+        self._quotas = quotas
+        self.key = key
+        self.operation = operation
+        self._olds = [q.sizes.get(key, 0) if q.sizes is not None else 0 for q in quotas]
+        self._reserved = [0] * len(quotas)
+        self._done = False
+
+    def grow_to(self, total: int, requested: int | None = None) -> None:
+        """Hold enough for a write of ``total`` bytes, or raise without holding more."""
+        extras = []
+        for q, old, held in zip(self._quotas, self._olds, self._reserved, strict=True):
+            extra = max(0, total - old) - held
+            if extra > 0 and q.used + q.reserved + extra > q.limit:
+                raise StorageQuotaExceededError(
+                    used=q.used + q.reserved,
+                    limit=q.limit,
+                    requested=total if requested is None else requested,
+                    prefix=q.prefix,
+                    operation=self.operation,
+                    key=self.key,
+                )
+            extras.append(extra)
+        for i, (q, extra) in enumerate(zip(self._quotas, extras, strict=True)):
+            if extra > 0:
+                q.reserved += extra
+                self._reserved[i] += extra
+
+    def release(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        for q, held in zip(self._quotas, self._reserved, strict=True):
+            q.reserved -= held
+
+    def commit(self, size: int) -> None:
+        if self._done:
+            return
+        self.release()
+        for q in self._quotas:
+            q.record(self.key, size)
+
+
+class QuotaManager:
+    """All quotas of one backend."""
+
+    def __init__(self, scan: Scanner, refresh_seconds: float | None = None):
+        self._scan = scan
+        self._refresh_seconds = refresh_seconds
+        self._quotas: dict[str, _Quota] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._quotas)
+
+    def set(self, prefix: str, limit: int | None) -> None:
+        if limit is None:
+            self._quotas.pop(prefix, None)
+            return
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"a quota is a number of bytes >= 0, got {limit!r}")
+        quota = self._quotas.get(prefix)
+        if quota is None:
+            self._quotas[prefix] = _Quota(prefix, limit)
+        else:
+            quota.limit = limit
+
+    def limit(self, prefix: str) -> int | None:
+        quota = self._quotas.get(prefix)
+        return None if quota is None else quota.limit
+
+    def _covering(self, key: str) -> list[_Quota]:
+        return [q for q in self._quotas.values() if q.covers(key)]
+
+    def _stale(self, q: _Quota) -> bool:
+        if q.sizes is None:
+            return True
+        return (
+            self._refresh_seconds is not None
+            and time.monotonic() - q.scanned_at > self._refresh_seconds
+        )
+
+    async def _ensure_scanned(self, q: _Quota, *, force: bool = False) -> None:
+        if not force and not self._stale(q):
+            return
+        async with q.lock:
+            if not force and not self._stale(q):
+                return
+            q.pending = {}
+            try:
+                sizes: dict[str, int] = {}
+                async for info in self._scan(q.prefix):
+                    sizes[info.key] = info.size
+                # writes and deletes that committed while we listed win over the listing
+                for key, size in q.pending.items():
+                    if size is None:
+                        sizes.pop(key, None)
+                    else:
+                        sizes[key] = size
+            finally:
+                q.pending = None
+            q.sizes = sizes
+            q.used = sum(sizes.values())
+            q.scanned_at = time.monotonic()
+
+    async def reserve(
+        self, key: str, size: int, operation: str, *, requested: int | None = None
+    ) -> Reservation | None:
+        """Reserve ``size`` bytes for writing ``key``; ``None`` when no quota covers it."""
+        if not self._quotas:
+            return None
+        quotas = self._covering(key)
+        if not quotas:
+            return None
+        for q in quotas:
+            await self._ensure_scanned(q)
+        reservation = Reservation(quotas, key, operation)
+        reservation.grow_to(size, requested)
+        return reservation
+
+    def size_of(self, key: str) -> int | None:
+        """The size this process knows for ``key``, if a scanned quota covers it."""
+        for q in self._covering(key):
+            if q.sizes is not None and key in q.sizes:
+                return q.sizes[key]
+        return None
+
+    def forget(self, key: str) -> None:
+        for q in self._covering(key):
+            q.record(key, None)
+
+    def forget_prefix(self, prefix: str) -> None:
+        for q in self._quotas.values():
+            if not (q.prefix.startswith(prefix) or prefix.startswith(q.prefix)):
+                continue
+            if q.pending is not None:
+                # a scan is running: mark what we know; the scan re-lists the rest
+                for key in list(q.sizes or ()):
+                    if key.startswith(prefix):
+                        q.pending[key] = None
+            if q.sizes is not None:
+                for key in [k for k in q.sizes if k.startswith(prefix)]:
+                    q.used -= q.sizes.pop(key)
+
+    async def usage(self, prefix: str) -> Usage:
+        q = self._quotas.get(prefix)
+        if q is None:
+            raise LookupError(prefix)
+        await self._ensure_scanned(q)
+        return Usage(prefix=prefix, used=q.used + q.reserved, limit=q.limit)
+
+    def has(self, prefix: str) -> bool:
+        return prefix in self._quotas
+
+    async def refresh(self, prefix: str | None = None) -> None:
+        for q in list(self._quotas.values()):
+            if prefix is None or q.prefix == prefix:
+                await self._ensure_scanned(q, force=True)

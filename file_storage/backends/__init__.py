@@ -1,0 +1,1 @@
+"""Storage backends. Import a backend from its module, or everything from ``file_storage``."""

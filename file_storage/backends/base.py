@@ -1,0 +1,818 @@
+"""The abstract :class:`StorageBackend`: one contract, many backends.
+
+Public methods are final and run the same steps in order: validate the key, reserve
+quota, call the backend's ``_hook``, translate errors, return a normalized key or
+:class:`ObjectInfo`. Backends implement only the hooks; hooks get valid keys and never
+re-validate or count quota.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self, final
+
+import aiofiles
+import aiofiles.os
+
+from file_storage._keys import KeyLike, validate_key, validate_prefix
+from file_storage._mime import guess_content_type
+from file_storage._quota import QuotaManager, Reservation
+from file_storage._streams import CHUNK_SIZE, Progress, as_bytes, limit_chunks
+from file_storage.errors import (
+    InvalidKeyError,
+    ObjectNotFoundError,
+    StorageConfigError,
+    StorageError,
+    StoragePermissionError,
+    StorageQuotaExceededError,
+    StorageUnavailableError,
+)
+from file_storage.models import ObjectInfo, Usage
+
+__all__ = [
+    "Content",
+    "InvalidKeyError",
+    "KeyLike",
+    "ObjectInfo",
+    "ObjectNotFoundError",
+    "Progress",
+    "StorageBackend",
+    "StorageConfigError",
+    "StorageError",
+    "StoragePermissionError",
+    "StorageQuotaExceededError",
+    "StorageUnavailableError",
+    "Usage",
+]
+
+logger = logging.getLogger("file_storage")
+
+Content = bytes | bytearray | memoryview | AsyncIterable[bytes]
+Method = Literal["GET", "PUT"]
+MAX_PRESIGN_SECONDS = 604800  # 7 days: SigV4's maximum (AWS, "Sharing objects with presigned URLs")
+DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys a request
+
+
+def _normalize_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """Lower-case keys; S3 sends metadata as HTTP headers, so keep both sides to ASCII."""
+    if not metadata:
+        return {}
+    out: dict[str, str] = {}
+    for name, value in metadata.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError("metadata must map str to str")
+        if not name or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name):
+            raise ValueError(f"metadata key {name!r}: use ASCII letters, digits, '-', '_' or '.'")
+        if not all(c.isascii() and (c.isprintable() or c == "\t") for c in value):
+            raise ValueError(f"metadata value of {name!r}: use printable ASCII only")
+        out[name.lower()] = value
+    return out
+
+
+def _check_range(start: int | None, end: int | None, chunk_size: int | None) -> int:
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"{name} must be an int or None")
+    if chunk_size is None:
+        return CHUNK_SIZE
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError("chunk_size must be a positive int")
+    return chunk_size
+
+
+class StorageBackend(abc.ABC):
+    """Where an application keeps its files: the same API on local disk, S3 and memory.
+
+    Args:
+        max_size_bytes: cap on the total bytes stored under the backend's root or
+            prefix (``None``: no cap). A write that would cross it raises
+            :class:`StorageQuotaExceededError` and writes nothing.
+        quota_refresh_seconds: re-scan quota usage at most this often, to see writes
+            made by other processes (``None``: only on :meth:`refresh_usage`).
+    """
+
+    #: bytes the backend puts in front of every key (the S3 prefix); keys must leave room
+    _key_overhead: int = 0
+
+    def __init__(
+        self,
+        *,
+        max_size_bytes: int | None = None,
+        quota_refresh_seconds: float | None = None,
+    ) -> None:
+        self._quotas = QuotaManager(self._scan_for_quota, quota_refresh_seconds)
+        if max_size_bytes is not None:
+            self._quotas.set("", max_size_bytes)
+
+    # ---------------------------------------------------------------- plumbing
+
+    @property
+    def max_size_bytes(self) -> int | None:
+        """The backend-wide quota in bytes, or ``None``."""
+        return self._quotas.limit("")
+
+    def _key(self, path: KeyLike, operation: str) -> str:
+        return validate_key(path, operation, reserved_bytes=self._key_overhead)
+
+    def _prefix(self, prefix: KeyLike, operation: str) -> str:
+        return validate_prefix(prefix, operation, reserved_bytes=self._key_overhead)
+
+    def _map_error(self, exc: Exception, operation: str, key: str | None) -> StorageError | None:
+        """Turn a foreign exception into a StorageError (``None``: let it through, a bug)."""
+        if isinstance(exc, OSError):
+            return _map_os_error(exc, operation, key)
+        return None
+
+    @contextlib.contextmanager
+    def _translate(self, operation: str, key: str | None, size: int | None = None) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        except StorageError as exc:
+            if not exc.operation:
+                exc.operation = operation
+            if exc.key is None:
+                exc.key = key
+            _log_failure(operation, key, exc, started)
+            raise
+        except Exception as exc:
+            mapped = self._map_error(exc, operation, key)
+            if mapped is None:
+                raise
+            if not mapped.operation:
+                mapped.operation = operation
+            if mapped.key is None:
+                mapped.key = key
+            _log_failure(operation, key, mapped, started)
+            raise mapped from exc
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %r done",
+                operation,
+                key,
+                extra={
+                    "operation": operation,
+                    "key": key,
+                    "size": size,
+                    "duration": time.perf_counter() - started,
+                },
+            )
+
+    async def _scan_for_quota(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for info in self._iter_files(prefix):
+            yield info
+
+    # ---------------------------------------------------------------- writes
+
+    @final
+    async def save(
+        self,
+        path: KeyLike,
+        content: Content,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> str:
+        """Store ``content`` at ``path``, replacing any object there.
+
+        Args:
+            path: the key.
+            content: bytes-like, or an async iterable of bytes, streamed and never
+                buffered whole (S3 turns a long stream into a parallel multipart upload).
+            content_type: MIME type; guessed from the key's extension when ``None``.
+            metadata: user metadata (ASCII), returned by :meth:`stat` with lower-cased keys.
+            progress: called as ``progress(bytes_done, bytes_total_or_None)``.
+
+        Returns:
+            The normalized key.
+
+        Raises:
+            InvalidKeyError: bad key. StorageQuotaExceededError: over quota (nothing
+            written). StorageError: the key is a folder or under an object, or I/O failed.
+        """
+        key = self._key(path, "save")
+        ctype = content_type or guess_content_type(key)
+        meta = _normalize_metadata(metadata)
+        if isinstance(content, bytes | bytearray | memoryview):
+            data = bytes(content)
+            with self._translate("save", key, len(data)):
+                reservation = await self._quotas.reserve(key, len(data), "save")
+                await self._write(reservation, self._save(key, data, ctype, meta), len(data))
+                if progress is not None:
+                    progress(len(data), len(data))
+            return key
+        if not isinstance(content, AsyncIterable):
+            raise TypeError("content must be bytes-like or an async iterable of bytes")
+        with self._translate("save", key):
+            reservation = await self._quotas.reserve(key, 0, "save")
+            counter = _Counter()
+            body = _metered(content, counter, reservation, progress)
+            await self._write(reservation, self._save(key, body, ctype, meta), counter)
+        return key
+
+    @staticmethod
+    async def _write(
+        reservation: Reservation | None,
+        hook: Awaitable[None],
+        size: int | _Counter,
+    ) -> None:
+        """Await a write hook, committing its reservation on success and freeing it on failure."""
+        try:
+            await hook
+        except BaseException:
+            if reservation is not None:
+                reservation.release()
+            raise
+        if reservation is not None:
+            reservation.commit(size if isinstance(size, int) else size.value)
+
+    @final
+    async def upload_file(
+        self,
+        local_path: str | os.PathLike[str],
+        path: KeyLike,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> str:
+        """Store the local file ``local_path`` at ``path``, streamed from disk.
+
+        On S3 a file above the multipart threshold is sent as parts in parallel, and a
+        failure or cancellation aborts the upload, leaving nothing behind.
+
+        Returns:
+            The normalized key.
+
+        Raises:
+            ObjectNotFoundError: ``local_path`` does not exist. Otherwise as :meth:`save`.
+        """
+        key = self._key(path, "upload_file")
+        ctype = content_type or guess_content_type(key)
+        meta = _normalize_metadata(metadata)
+        source = Path(local_path)
+        with self._translate("upload_file", key):
+            try:
+                size = (await aiofiles.os.stat(source)).st_size
+            except FileNotFoundError as exc:
+                raise ObjectNotFoundError(f"local file {str(source)!r} not found") from exc
+            reservation = await self._quotas.reserve(key, size, "upload_file")
+            hook = self._upload_file(source, key, size, ctype, meta, progress)
+            await self._write(reservation, hook, size)
+        return key
+
+    @final
+    async def copy(self, src: KeyLike, dst: KeyLike) -> str:
+        """Copy ``src`` to ``dst`` (server-side on S3), keeping content type and metadata.
+
+        Returns:
+            The ``dst`` key.
+
+        Raises:
+            ObjectNotFoundError: ``src`` does not exist.
+        """
+        src_key = self._key(src, "copy")
+        dst_key = self._key(dst, "copy")
+        with self._translate("copy", src_key):
+            if src_key == dst_key:
+                if not await self._exists(src_key):
+                    raise ObjectNotFoundError()
+                return dst_key
+            reservation, size = await self._reserve_copy(src_key, dst_key, "copy")
+            await self._write(reservation, self._copy(src_key, dst_key), size)
+        return dst_key
+
+    @final
+    async def move(self, src: KeyLike, dst: KeyLike) -> str:
+        """Move ``src`` to ``dst``: a copy then a delete (a rename on local disk).
+
+        Returns:
+            The ``dst`` key.
+
+        Raises:
+            ObjectNotFoundError: ``src`` does not exist.
+        """
+        src_key = self._key(src, "move")
+        dst_key = self._key(dst, "move")
+        with self._translate("move", src_key):
+            if src_key == dst_key:
+                if not await self._exists(src_key):
+                    raise ObjectNotFoundError()
+                return dst_key
+            reservation, size = await self._reserve_copy(src_key, dst_key, "move")
+            await self._write(reservation, self._move(src_key, dst_key), size)
+            self._quotas.forget(src_key)
+        return dst_key
+
+    async def _reserve_copy(
+        self, src: str, dst: str, operation: str
+    ) -> tuple[Reservation | None, int]:
+        if not self._quotas:
+            return None, 0
+        size = self._quotas.size_of(src)
+        if size is None:
+            size = (await self._stat(src)).size
+        return await self._quotas.reserve(dst, size, operation), size
+
+    # ---------------------------------------------------------------- reads
+
+    @final
+    async def load(self, path: KeyLike) -> bytes:
+        """Return the whole object at ``path``.
+
+        Raises:
+            ObjectNotFoundError: no object at ``path``.
+        """
+        key = self._key(path, "load")
+        with self._translate("load", key):
+            return await self._load(key)
+
+    @final
+    def stream(
+        self,
+        path: KeyLike,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        chunk_size: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """Iterate over the bytes ``[start, end)`` of the object, like a slice.
+
+        Negative ``start``/``end`` count from the end (one extra ``stat``). Memory stays
+        bounded whatever the size; no chunk is longer than ``chunk_size`` (default 1 MiB).
+        The key is checked now; a missing object raises at the first iteration.
+
+        Raises:
+            ObjectNotFoundError: no object at ``path`` (on first iteration).
+        """
+        key = self._key(path, "stream")
+        size = _check_range(start, end, chunk_size)
+        return self._translated_stream(key, start, end, size)
+
+    async def _translated_stream(
+        self, key: str, start: int | None, end: int | None, chunk_size: int
+    ) -> AsyncIterator[bytes]:
+        with self._translate("stream", key):
+            lo, hi = start or 0, end
+            if lo < 0 or (hi is not None and hi < 0):
+                total = (await self._stat(key)).size
+                lo, _, _ = slice(start, end).indices(total)
+                _, hi, _ = slice(start, end).indices(total)
+            if hi is not None and hi <= lo:
+                # an empty range still says whether the object exists
+                if not await self._exists(key):
+                    raise ObjectNotFoundError()
+                return
+            source = self._stream(key, lo, hi, chunk_size)
+            async with contextlib.aclosing(limit_chunks(source, chunk_size)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+
+    @final
+    async def exists(self, path: KeyLike) -> bool:
+        """True when an object is stored at ``path`` (a folder is not an object)."""
+        key = self._key(path, "exists")
+        with self._translate("exists", key):
+            return await self._exists(key)
+
+    @final
+    async def stat(self, path: KeyLike) -> ObjectInfo:
+        """Return what the backend knows about the object at ``path``.
+
+        Raises:
+            ObjectNotFoundError: no object at ``path``.
+        """
+        key = self._key(path, "stat")
+        with self._translate("stat", key):
+            return await self._stat(key)
+
+    @final
+    async def get_size(self, path: KeyLike) -> int:
+        """Return the size in bytes of the object at ``path``.
+
+        Raises:
+            ObjectNotFoundError: no object at ``path``.
+        """
+        key = self._key(path, "get_size")
+        with self._translate("get_size", key):
+            return (await self._stat(key)).size
+
+    @final
+    async def download_file(
+        self,
+        path: KeyLike,
+        local_path: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+    ) -> Path:
+        """Write the object at ``path`` to the local file ``local_path``.
+
+        Parent folders are created. Bytes go to a temp file beside ``local_path`` that is
+        renamed into place once its size is verified, so a failed download leaves nothing.
+
+        Args:
+            progress: called as ``progress(bytes_done, bytes_total)``.
+
+        Returns:
+            ``local_path`` as a :class:`pathlib.Path`.
+
+        Raises:
+            ObjectNotFoundError: no object at ``path``.
+        """
+        return await self._download(path, local_path, progress)
+
+    async def _download(
+        self, path: KeyLike, local_path: str | os.PathLike[str], progress: Progress | None
+    ) -> Path:
+        key = self._key(path, "download_file")
+        target = Path(local_path)
+        with self._translate("download_file", key):
+            await aiofiles.os.makedirs(target.parent, exist_ok=True)
+            tmp = target.with_name(f".{target.name[:200]}.{uuid.uuid4().hex[:12]}.part")
+            try:
+                expected = await self._download_file(key, tmp, progress)
+                written = (await aiofiles.os.stat(tmp)).st_size
+                if written != expected:
+                    raise StorageUnavailableError(
+                        f"download incomplete: got {written} of {expected} bytes"
+                    )
+                await aiofiles.os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    await aiofiles.os.remove(tmp)
+                raise
+        return target
+
+    # ---------------------------------------------------------------- deletes
+
+    @final
+    async def delete(self, path: KeyLike) -> None:
+        """Delete the object at ``path``; a missing object is not an error."""
+        key = self._key(path, "delete")
+        with self._translate("delete", key):
+            await self._delete(key)
+            self._quotas.forget(key)
+
+    @final
+    async def delete_many(self, paths: Iterable[KeyLike]) -> None:
+        """Delete every key of ``paths`` (batched: S3 sends 1000 a request); idempotent.
+
+        Every key is validated before anything is deleted.
+        """
+        keys = list(dict.fromkeys(self._key(p, "delete_many") for p in paths))
+        if not keys:
+            return
+        with self._translate("delete_many", keys[0] if len(keys) == 1 else None, len(keys)):
+            await self._delete_many(keys)
+            for key in keys:
+                self._quotas.forget(key)
+
+    @final
+    async def delete_prefix(self, prefix: KeyLike) -> int:
+        """Delete every object strictly under the folder ``prefix``; ``""`` deletes all.
+
+        Returns:
+            How many objects were deleted.
+        """
+        folder = self._prefix(prefix, "delete_prefix")
+        with self._translate("delete_prefix", folder):
+            try:
+                return await self._delete_prefix(folder)
+            finally:
+                self._quotas.forget_prefix(folder)
+
+    # ---------------------------------------------------------------- listings
+
+    @final
+    async def list_files(self, prefix: KeyLike = "") -> list[str]:
+        """Return the keys strictly under the folder ``prefix`` (all when ``""``), sorted."""
+        folder = self._prefix(prefix, "list_files")
+        with self._translate("list_files", folder):
+            return [info.key async for info in self._iter_files(folder)]
+
+    @final
+    def iter_files(self, prefix: KeyLike = "") -> AsyncIterator[ObjectInfo]:
+        """Iterate lazily (paginated) over the objects under ``prefix``, sorted by key.
+
+        On S3 ``content_type`` may be ``None`` and ``metadata`` empty; :meth:`stat` has them.
+        """
+        folder = self._prefix(prefix, "iter_files")
+        return self._translated_iter(folder)
+
+    async def _translated_iter(self, folder: str) -> AsyncIterator[ObjectInfo]:
+        with self._translate("iter_files", folder):
+            async with contextlib.aclosing(self._iter_files(folder)) as infos:
+                async for info in infos:
+                    yield info
+
+    @final
+    async def list_dirs(self, prefix: KeyLike = "") -> list[str]:
+        """Return the immediate sub-folders of ``prefix`` as keys (no trailing ``/``), sorted."""
+        folder = self._prefix(prefix, "list_dirs")
+        with self._translate("list_dirs", folder):
+            return sorted(await self._list_dirs(folder))
+
+    @final
+    async def get_total_size(self, prefix: KeyLike = "") -> int:
+        """Return the bytes stored under ``prefix`` (everything when ``""``)."""
+        folder = self._prefix(prefix, "get_total_size")
+        with self._translate("get_total_size", folder):
+            return sum([info.size async for info in self._iter_files(folder)])
+
+    # ---------------------------------------------------------------- quotas
+
+    @final
+    def set_quota(self, prefix: KeyLike, max_bytes: int | None) -> None:
+        """Cap the bytes stored under the folder ``prefix`` (``None`` removes the cap).
+
+        ``""`` is the backend-wide quota (``max_size_bytes``). Every write checks every
+        quota that covers its key. Usage is learned by one listing on first need.
+        """
+        self._quotas.set(self._prefix(prefix, "set_quota"), max_bytes)
+
+    @final
+    async def get_usage(self, prefix: KeyLike = "") -> Usage:
+        """Return the bytes used under ``prefix`` (writes in flight included) and its limit."""
+        folder = self._prefix(prefix, "get_usage")
+        with self._translate("get_usage", folder):
+            if self._quotas.has(folder):
+                return await self._quotas.usage(folder)
+            used = sum([info.size async for info in self._iter_files(folder)])
+            return Usage(prefix=folder, used=used, limit=None)
+
+    @final
+    async def refresh_usage(self, prefix: KeyLike | None = None) -> None:
+        """Re-scan quota usage (all quotas, or the one at ``prefix``) to see foreign writes."""
+        folder = None if prefix is None else self._prefix(prefix, "refresh_usage")
+        with self._translate("refresh_usage", folder):
+            await self._quotas.refresh(folder)
+
+    # ---------------------------------------------------------------- URLs, files, close
+
+    @final
+    async def get_presigned_url(
+        self, path: KeyLike, expires_in: int = 3600, method: Method = "GET"
+    ) -> str:
+        """Return a URL that lets anyone holding it GET or PUT ``path`` until it expires.
+
+        Args:
+            expires_in: seconds, ``1 <= expires_in <= 604800`` (7 days).
+            method: ``"GET"`` or ``"PUT"``; a URL for one never works for the other.
+
+        Raises:
+            ValueError: bad ``expires_in`` or ``method``.
+            StorageConfigError: the backend cannot sign (local without a signing key).
+        """
+        key = self._key(path, "get_presigned_url")
+        if method not in ("GET", "PUT"):
+            raise ValueError(f"method must be 'GET' or 'PUT', not {method!r}")
+        if (
+            isinstance(expires_in, bool)
+            or not isinstance(expires_in, int)
+            or not 1 <= expires_in <= MAX_PRESIGN_SECONDS
+        ):
+            raise ValueError(f"expires_in must be an int in [1, {MAX_PRESIGN_SECONDS}] seconds")
+        with self._translate("get_presigned_url", key):
+            return await self._presign(key, expires_in, method)
+
+    @contextlib.asynccontextmanager
+    async def local_copy(self, path: KeyLike) -> AsyncIterator[Path]:
+        """Give a local file holding the object, for tools that need a real file (FFmpeg).
+
+        The file is a temp copy removed on exit (the local backend may hand its own file:
+        treat it as read-only).
+        """
+        key = self._key(path, "local_copy")
+        async with self._local_copy(key) as local:
+            yield local
+
+    @contextlib.asynccontextmanager
+    async def staged_upload(
+        self,
+        path: KeyLike,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[Path]:
+        """Give a temp file path to write into; it is uploaded to ``path`` on a clean exit.
+
+        On an exception nothing is uploaded and the temp file is removed.
+        """
+        key = self._key(path, "staged_upload")
+        meta = _normalize_metadata(metadata)
+        tmpdir = await asyncio.to_thread(tempfile.mkdtemp, prefix="file_storage-")
+        try:
+            local = Path(tmpdir) / (key.rsplit("/", 1)[-1])
+            yield local
+            if not await aiofiles.os.path.exists(local):
+                raise ObjectNotFoundError(
+                    f"nothing was written to {str(local)!r}", operation="staged_upload", key=key
+                )
+            await self.upload_file(local, key, content_type=content_type, metadata=meta)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmpdir, True)
+
+    @contextlib.asynccontextmanager
+    async def _local_copy(self, key: str) -> AsyncIterator[Path]:
+        tmpdir = await asyncio.to_thread(tempfile.mkdtemp, prefix="file_storage-")
+        try:
+            yield await self.download_file(key, Path(tmpdir) / key.rsplit("/", 1)[-1])
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmpdir, True)
+
+    async def aclose(self) -> None:
+        """Release connections and clients. The backend may be used again afterwards."""
+        await self._aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ---------------------------------------------------------------- hooks
+
+    @abc.abstractmethod
+    async def _save(
+        self,
+        key: str,
+        body: bytes | AsyncIterator[bytes],
+        content_type: str,
+        metadata: dict[str, str],
+    ) -> None:
+        """Store ``body`` at ``key`` atomically: on any error nothing new is visible."""
+
+    @abc.abstractmethod
+    async def _load(self, key: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def _stream(
+        self, key: str, start: int, end: int | None, chunk_size: int
+    ) -> AsyncIterator[bytes]:
+        """Yield bytes ``[start, end)`` (``end`` may pass the size) in chunks of about ``chunk_size``."""
+
+    @abc.abstractmethod
+    async def _exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def _stat(self, key: str) -> ObjectInfo: ...
+
+    @abc.abstractmethod
+    async def _delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Yield the objects strictly under ``prefix`` (``""`` or ending in ``/``), sorted."""
+
+    @abc.abstractmethod
+    async def _list_dirs(self, prefix: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    async def _copy(self, src: str, dst: str) -> None: ...
+
+    async def _move(self, src: str, dst: str) -> None:
+        await self._copy(src, dst)
+        await self._delete(src)
+
+    async def _delete_many(self, keys: list[str]) -> None:
+        for key in keys:
+            await self._delete(key)
+
+    async def _delete_prefix(self, prefix: str) -> int:
+        deleted = 0
+        batch: list[str] = []
+        async for info in self._iter_files(prefix):
+            batch.append(info.key)
+            if len(batch) == DELETE_BATCH:
+                await self._delete_many(batch)
+                deleted += len(batch)
+                batch = []
+        if batch:
+            await self._delete_many(batch)
+            deleted += len(batch)
+        return deleted
+
+    async def _upload_file(
+        self,
+        local_path: Path,
+        key: str,
+        size: int,
+        content_type: str,
+        metadata: dict[str, str],
+        progress: Progress | None,
+    ) -> None:
+        body = _file_chunks(local_path, size, progress)
+        await self._save(key, body, content_type, metadata)
+
+    async def _download_file(self, key: str, local_path: Path, progress: Progress | None) -> int:
+        """Write the object to ``local_path``; return the size the store says it has."""
+        expected = (await self._stat(key)).size
+        done = 0
+        async with aiofiles.open(local_path, "wb") as out:
+            async for chunk in self._stream(key, 0, None, CHUNK_SIZE):
+                await out.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, expected)
+        return expected
+
+    async def _presign(self, key: str, expires_in: int, method: Method) -> str:
+        raise StorageConfigError(f"{type(self).__name__} cannot sign URLs")
+
+    async def _aclose(self) -> None:
+        return None
+
+
+class _Counter:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+async def _metered(
+    source: AsyncIterable[bytes],
+    counter: _Counter,
+    reservation: Reservation | None,
+    progress: Progress | None,
+) -> AsyncIterator[bytes]:
+    """Pass a caller's stream through, enforcing quota and reporting progress as bytes arrive."""
+    async for raw in source:
+        chunk = as_bytes(raw)
+        if not chunk:
+            continue
+        counter.value += len(chunk)
+        if reservation is not None:
+            reservation.grow_to(counter.value)
+        if progress is not None:
+            progress(counter.value, None)
+        yield chunk
+
+
+async def _file_chunks(
+    local_path: Path, size: int, progress: Progress | None
+) -> AsyncIterator[bytes]:
+    done = 0
+    async with aiofiles.open(local_path, "rb") as src:
+        while chunk := await src.read(CHUNK_SIZE):
+            done += len(chunk)
+            if progress is not None:
+                progress(done, size)
+            yield chunk
+    if done != size:
+        raise StorageUnavailableError(f"local file changed size while reading: {done} of {size}")
+
+
+def _map_os_error(exc: OSError, operation: str, key: str | None) -> StorageError:
+    import errno
+
+    if isinstance(exc, FileNotFoundError):
+        return ObjectNotFoundError(operation=operation, key=key)
+    if isinstance(exc, PermissionError):
+        return StoragePermissionError(f"permission denied: {exc.strerror}")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageUnavailableError(f"no space left on device ({exc.strerror})")
+    if isinstance(exc, NotADirectoryError | IsADirectoryError | FileExistsError):
+        return StorageError("a key cannot be both an object and a folder")
+    return StorageError(f"I/O error: {exc.strerror or type(exc).__name__}")
+
+
+def _log_failure(operation: str, key: str | None, exc: StorageError, started: float) -> None:
+    level = logging.DEBUG if isinstance(exc, ObjectNotFoundError | InvalidKeyError) else logging.WARNING
+    if logger.isEnabledFor(level):
+        logger.log(
+            level,
+            "%s failed: %s",
+            operation,
+            exc,
+            extra={
+                "operation": operation,
+                "key": key,
+                "duration": time.perf_counter() - started,
+                "error": type(exc).__name__,
+            },
+        )

@@ -1,0 +1,5 @@
+"""STUB: replaced by the path builder work."""
+
+
+class StoragePathBuilder:
+    pass
