@@ -1,0 +1,96 @@
+"""Backend fixtures shared by every test: memory, local (a real temp dir) and S3 (moto server)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from file_storage import LocalStorageBackend, MemoryStorageBackend, StorageBackend
+
+# S3 credentials for the local moto server only; never real ones.
+FAKE_KEY_ID = "AKIAFAKEFAKEFAKEFAKE"
+FAKE_SECRET = "fake-secret-key-that-must-never-be-printed"
+
+
+@pytest.fixture(autouse=True)
+def _scrub_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never see the developer's STORAGE_*/AWS_* variables, ~/.aws files or .env."""
+    for name in list(os.environ):
+        if name.startswith(("STORAGE_", "AWS_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One moto S3 server for the session, on loopback at a free port (real HTTP and signing)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str) -> str:
+    """A fresh, empty bucket per test: isolation by construction."""
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:20]}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=FAKE_KEY_ID,
+        aws_secret_access_key=FAKE_SECRET,
+    )
+    client.create_bucket(Bucket=name)
+    client.close()
+    return name
+
+
+@pytest.fixture
+def memory_backend() -> MemoryStorageBackend:
+    return MemoryStorageBackend()
+
+
+@pytest.fixture
+def local_backend(tmp_path: Path) -> LocalStorageBackend:
+    return LocalStorageBackend(tmp_path / "storage")
+
+
+@pytest.fixture
+async def s3_backend(moto_endpoint: str, s3_bucket: str) -> AsyncIterator[StorageBackend]:
+    from file_storage import S3StorageBackend
+
+    backend = S3StorageBackend(
+        s3_bucket,
+        prefix="storage",
+        endpoint_url=moto_endpoint,
+        region="us-east-1",
+        access_key_id=FAKE_KEY_ID,
+        secret_access_key=FAKE_SECRET,
+        addressing_style="path",
+    )
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+@pytest.fixture(params=["memory", "local", pytest.param("s3", marks=pytest.mark.s3)])
+def backend(request: pytest.FixtureRequest) -> StorageBackend:
+    """Every conformance test runs once per backend: ids memory, local, s3."""
+    result: StorageBackend = request.getfixturevalue(f"{request.param}_backend")
+    return result
