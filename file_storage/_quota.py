@@ -53,11 +53,18 @@ class Reservation:
 
     __slots__ = ("_done", "_olds", "_quotas", "_reserved", "key", "operation")
 
-    def __init__(self, quotas: list[_Quota], key: str, operation: str):
+    def __init__(self, quotas: list[_Quota], key: str, operation: str, frees: str | None = None):
         self._quotas = quotas
         self.key = key
         self.operation = operation
-        self._olds = [q.sizes.get(key, 0) if q.sizes is not None else 0 for q in quotas]
+        # what each quota gets back when the write lands: the old object at key, and for
+        # a move the source too when the same quota covers it
+        self._olds = [
+            (q.sizes.get(key, 0) + (q.sizes.get(frees, 0) if frees and q.covers(frees) else 0))
+            if q.sizes is not None
+            else 0
+            for q in quotas
+        ]
         self._reserved = [0] * len(quotas)
         self._done = False
 
@@ -158,9 +165,18 @@ class QuotaManager:
             q.scanned_at = time.monotonic()
 
     async def reserve(
-        self, key: str, size: int, operation: str, *, requested: int | None = None
+        self,
+        key: str,
+        size: int,
+        operation: str,
+        *,
+        requested: int | None = None,
+        frees: str | None = None,
     ) -> Reservation | None:
-        """Reserve ``size`` bytes for writing ``key``; ``None`` when no quota covers it."""
+        """Reserve ``size`` bytes for writing ``key``; ``None`` when no quota covers it.
+
+        ``frees``: a key the write removes when it lands (a move's source).
+        """
         if not self._quotas:
             return None
         quotas = self._covering(key)
@@ -168,7 +184,7 @@ class QuotaManager:
             return None
         for q in quotas:
             await self._ensure_scanned(q)
-        reservation = Reservation(quotas, key, operation)
+        reservation = Reservation(quotas, key, operation, frees)
         reservation.grow_to(size, requested)
         return reservation
 

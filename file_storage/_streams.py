@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 CHUNK_SIZE = 1024 * 1024  # 1 MiB: big enough that per-chunk overhead vanishes (see benchmarks)
 
@@ -41,3 +45,14 @@ async def limit_chunks(source: AsyncIterable[bytes], size: int) -> AsyncIterator
             view = memoryview(chunk)
             for i in range(0, len(view), size):
                 yield bytes(view[i : i + size])
+
+
+@contextlib.asynccontextmanager
+async def closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Close an async generator when the block ends, even if abandoned half-way."""
+    try:
+        yield iterator
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -47,7 +47,9 @@ class StorageError(Exception):
 
     def __str__(self) -> str:
         where = " ".join(
-            part for part in (self.operation, repr(self.key) if self.key is not None else "") if part
+            part
+            for part in (self.operation, repr(self.key) if self.key is not None else "")
+            if part
         )
         return f"{where}: {self.detail}" if where else self.detail
 

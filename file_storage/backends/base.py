@@ -35,7 +35,7 @@ import aiofiles.os
 from file_storage._keys import KeyLike, validate_key, validate_prefix
 from file_storage._mime import guess_content_type
 from file_storage._quota import QuotaManager, Reservation
-from file_storage._streams import CHUNK_SIZE, Progress, as_bytes, limit_chunks
+from file_storage._streams import CHUNK_SIZE, Progress, as_bytes, closing, limit_chunks
 from file_storage.errors import (
     InvalidKeyError,
     ObjectNotFoundError,
@@ -142,7 +142,9 @@ class StorageBackend(abc.ABC):
         return None
 
     @contextlib.contextmanager
-    def _translate(self, operation: str, key: str | None, size: int | None = None) -> Iterator[None]:
+    def _translate(
+        self, operation: str, key: str | None, size: int | None = None
+    ) -> Iterator[None]:
         started = time.perf_counter()
         try:
             yield
@@ -318,20 +320,21 @@ class StorageBackend(abc.ABC):
                 if not await self._exists(src_key):
                     raise ObjectNotFoundError()
                 return dst_key
-            reservation, size = await self._reserve_copy(src_key, dst_key, "move")
+            reservation, size = await self._reserve_copy(src_key, dst_key, "move", moving=True)
             await self._write(reservation, self._move(src_key, dst_key), size)
             self._quotas.forget(src_key)
         return dst_key
 
     async def _reserve_copy(
-        self, src: str, dst: str, operation: str
+        self, src: str, dst: str, operation: str, *, moving: bool = False
     ) -> tuple[Reservation | None, int]:
         if not self._quotas:
             return None, 0
         size = self._quotas.size_of(src)
         if size is None:
             size = (await self._stat(src)).size
-        return await self._quotas.reserve(dst, size, operation), size
+        frees = src if moving else None
+        return await self._quotas.reserve(dst, size, operation, frees=frees), size
 
     # ---------------------------------------------------------------- reads
 
@@ -383,7 +386,7 @@ class StorageBackend(abc.ABC):
                     raise ObjectNotFoundError()
                 return
             source = self._stream(key, lo, hi, chunk_size)
-            async with contextlib.aclosing(limit_chunks(source, chunk_size)) as chunks:
+            async with closing(limit_chunks(source, chunk_size)) as chunks:
                 async for chunk in chunks:
                     yield chunk
 
@@ -507,7 +510,7 @@ class StorageBackend(abc.ABC):
         """Return the keys strictly under the folder ``prefix`` (all when ``""``), sorted."""
         folder = self._prefix(prefix, "list_files")
         with self._translate("list_files", folder):
-            return [info.key async for info in self._iter_files(folder)]
+            return await self._list_files(folder)
 
     @final
     def iter_files(self, prefix: KeyLike = "") -> AsyncIterator[ObjectInfo]:
@@ -520,7 +523,7 @@ class StorageBackend(abc.ABC):
 
     async def _translated_iter(self, folder: str) -> AsyncIterator[ObjectInfo]:
         with self._translate("iter_files", folder):
-            async with contextlib.aclosing(self._iter_files(folder)) as infos:
+            async with closing(self._iter_files(folder)) as infos:
                 async for info in infos:
                     yield info
 
@@ -536,7 +539,7 @@ class StorageBackend(abc.ABC):
         """Return the bytes stored under ``prefix`` (everything when ``""``)."""
         folder = self._prefix(prefix, "get_total_size")
         with self._translate("get_total_size", folder):
-            return sum([info.size async for info in self._iter_files(folder)])
+            return await self._total_size(folder)
 
     # ---------------------------------------------------------------- quotas
 
@@ -556,7 +559,7 @@ class StorageBackend(abc.ABC):
         with self._translate("get_usage", folder):
             if self._quotas.has(folder):
                 return await self._quotas.usage(folder)
-            used = sum([info.size async for info in self._iter_files(folder)])
+            used = await self._total_size(folder)
             return Usage(prefix=folder, used=used, limit=None)
 
     @final
@@ -673,7 +676,7 @@ class StorageBackend(abc.ABC):
     def _stream(
         self, key: str, start: int, end: int | None, chunk_size: int
     ) -> AsyncIterator[bytes]:
-        """Yield bytes ``[start, end)`` (``end`` may pass the size) in chunks of about ``chunk_size``."""
+        """Yield bytes ``[start, end)`` (``end`` may pass the size), chunks <= ``chunk_size``."""
 
     @abc.abstractmethod
     async def _exists(self, key: str) -> bool: ...
@@ -693,6 +696,12 @@ class StorageBackend(abc.ABC):
 
     @abc.abstractmethod
     async def _copy(self, src: str, dst: str) -> None: ...
+
+    async def _list_files(self, prefix: str) -> list[str]:
+        return [info.key async for info in self._iter_files(prefix)]
+
+    async def _total_size(self, prefix: str) -> int:
+        return sum([info.size async for info in self._iter_files(prefix)])
 
     async def _move(self, src: str, dst: str) -> None:
         await self._copy(src, dst)
@@ -802,7 +811,9 @@ def _map_os_error(exc: OSError, operation: str, key: str | None) -> StorageError
 
 
 def _log_failure(operation: str, key: str | None, exc: StorageError, started: float) -> None:
-    level = logging.DEBUG if isinstance(exc, ObjectNotFoundError | InvalidKeyError) else logging.WARNING
+    level = (
+        logging.DEBUG if isinstance(exc, ObjectNotFoundError | InvalidKeyError) else logging.WARNING
+    )
     if logger.isEnabledFor(level):
         logger.log(
             level,

@@ -148,7 +148,10 @@ class MemoryStorageBackend(StorageBackend):
 
     async def _copy(self, src: str, dst: str) -> None:
         obj = self._get(src)
-        self._put(dst, _Object(obj.data, obj.content_type, dict(obj.metadata), datetime.now(UTC), obj.etag))
+        self._put(
+            dst,
+            _Object(obj.data, obj.content_type, dict(obj.metadata), datetime.now(UTC), obj.etag),
+        )
 
     async def _move(self, src: str, dst: str) -> None:
         await self._copy(src, dst)

@@ -1,0 +1,49 @@
+"""The one table of valid and invalid keys every backend runs (see API.md, "Keys")."""
+
+from __future__ import annotations
+
+VALID_KEYS = [
+    "a",
+    "file.txt",
+    "users/u1/sessions/s-1/step-0001/screenshot.png",
+    "with space/and [brackets] (parens) {braces}.txt",
+    "unicode/\u00fcber caf\u00e9 \u65e5\u672c\u8a9e.txt",
+    "emoji/\U0001f600 face.png",
+    "rtl/\u05e9\u05dc\u05d5\u05dd.txt",
+    "combining/e\u0301.txt",
+    "dots/.hidden",
+    "dots/...",
+    "dots/a..b",
+    "punct/a+b=c&d;e,f@g#h%i!j~k'l$m^.txt",
+    "quotes/\"double\" and 'single'.txt",
+    "percent/%2F%2e%2E.txt",
+    "colon/a:b*c?<d>|e.txt",
+    "x" * 255,
+    "/".join(["seg"] * 200) + "/end",
+]
+
+INVALID_KEYS = [
+    "",
+    "/abs",
+    "/",
+    "a/",
+    "a//b",
+    "./a",
+    "a/./b",
+    "..",
+    "../escape",
+    "a/../../escape",
+    "a/..",
+    ".",
+    "back\\slash",
+    "..\\windows",
+    "nul\x00byte",
+    "tab\tkey",
+    "new\nline",
+    "del\x7f",
+    "c1\x85control",
+    "x" * 256,
+    "a/" + "\u00e9" * 128,  # 256 UTF-8 bytes in one segment
+    "/".join(["y" * 200] * 6),  # 1205 bytes
+    "\ud800surrogate",
+]

@@ -1,0 +1,70 @@
+"""copy and move: content, content type and metadata kept; missing source typed."""
+
+from __future__ import annotations
+
+import pytest
+
+from file_storage import ObjectNotFoundError, StorageBackend
+
+
+@pytest.fixture
+async def source(backend: StorageBackend) -> StorageBackend:
+    await backend.save("src/a.bin", b"payload", content_type="video/webm", metadata={"k": "v"})
+    return backend
+
+
+async def test_copy_keeps_source(source: StorageBackend) -> None:
+    assert await source.copy("src/a.bin", "dst/b.bin") == "dst/b.bin"
+    assert await source.load("src/a.bin") == b"payload"
+    assert await source.load("dst/b.bin") == b"payload"
+
+
+async def test_copy_keeps_content_type_and_metadata(source: StorageBackend) -> None:
+    await source.copy("src/a.bin", "dst/b.bin")
+    info = await source.stat("dst/b.bin")
+    assert (info.content_type, dict(info.metadata)) == ("video/webm", {"k": "v"})
+
+
+async def test_copy_overwrites_destination(source: StorageBackend) -> None:
+    await source.save("dst/b.txt", b"old", metadata={"old": "1"})
+    await source.copy("src/a.bin", "dst/b.txt")
+    info = await source.stat("dst/b.txt")
+    assert await source.load("dst/b.txt") == b"payload"
+    assert dict(info.metadata) == {"k": "v"}
+
+
+async def test_copy_missing_source_raises_object_not_found(backend: StorageBackend) -> None:
+    with pytest.raises(ObjectNotFoundError) as info:
+        await backend.copy("missing.bin", "dst.bin")
+    assert (info.value.operation, info.value.key) == ("copy", "missing.bin")
+    assert await backend.list_files() == []
+
+
+async def test_copy_onto_itself_keeps_object(source: StorageBackend) -> None:
+    assert await source.copy("src/a.bin", "src/a.bin") == "src/a.bin"
+    assert await source.load("src/a.bin") == b"payload"
+
+
+async def test_move_removes_source(source: StorageBackend) -> None:
+    assert await source.move("src/a.bin", "dst/moved.bin") == "dst/moved.bin"
+    assert await source.list_files() == ["dst/moved.bin"]
+    info = await source.stat("dst/moved.bin")
+    assert (info.content_type, dict(info.metadata)) == ("video/webm", {"k": "v"})
+    assert await source.list_dirs() == ["dst"]
+
+
+async def test_move_missing_source_raises_object_not_found(backend: StorageBackend) -> None:
+    with pytest.raises(ObjectNotFoundError) as info:
+        await backend.move("missing.bin", "dst.bin")
+    assert info.value.operation == "move"
+    assert await backend.list_files() == []
+
+
+async def test_move_onto_itself_keeps_object(source: StorageBackend) -> None:
+    await source.move("src/a.bin", "src/a.bin")
+    assert await source.load("src/a.bin") == b"payload"
+
+
+async def test_move_onto_itself_missing_raises(backend: StorageBackend) -> None:
+    with pytest.raises(ObjectNotFoundError):
+        await backend.move("x.bin", "x.bin")

@@ -1,0 +1,54 @@
+"""delete, delete_many, delete_prefix: idempotent and never touching neighbours."""
+
+from __future__ import annotations
+
+from file_storage import StorageBackend
+
+
+async def test_delete_removes_object(backend: StorageBackend) -> None:
+    await backend.save("a/b.txt", b"x")
+    await backend.delete("a/b.txt")
+    assert not await backend.exists("a/b.txt")
+    assert await backend.list_files() == []
+
+
+async def test_delete_missing_is_not_an_error(backend: StorageBackend) -> None:
+    await backend.delete("never/was.txt")
+    await backend.delete("never/was.txt")
+
+
+async def test_delete_of_folder_deletes_nothing(backend: StorageBackend) -> None:
+    await backend.save("d/inner.txt", b"x")
+    await backend.delete("d")
+    assert await backend.list_files() == ["d/inner.txt"]
+
+
+async def test_delete_many_removes_listed_keys_only(backend: StorageBackend) -> None:
+    for key in ("a", "b", "c", "d/e"):
+        await backend.save(key, b"x")
+    await backend.delete_many(["a", "d/e", "missing", "a"])
+    assert await backend.list_files() == ["b", "c"]
+
+
+async def test_delete_many_empty_is_a_no_op(backend: StorageBackend) -> None:
+    await backend.delete_many([])
+
+
+async def test_delete_prefix_counts_and_spares_neighbours(backend: StorageBackend) -> None:
+    for key in ("users/u1/a", "users/u1/s/b", "users/u10/c", "users/u1-x/d", "users/u1.txt"):
+        await backend.save(key, b"x")
+    assert await backend.delete_prefix("users/u1") == 2
+    assert await backend.list_files() == ["users/u1-x/d", "users/u1.txt", "users/u10/c"]
+
+
+async def test_delete_prefix_missing_returns_zero(backend: StorageBackend) -> None:
+    assert await backend.delete_prefix("nothing") == 0
+
+
+async def test_delete_prefix_everything(backend: StorageBackend) -> None:
+    for key in ("a", "b/c", "d/e/f"):
+        await backend.save(key, b"x", metadata={"k": "v"})
+    assert await backend.delete_prefix("") == 3
+    assert await backend.list_files() == []
+    await backend.save("a", b"fresh")
+    assert dict((await backend.stat("a")).metadata) == {}

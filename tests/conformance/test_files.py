@@ -1,0 +1,117 @@
+"""upload_file, download_file, local_copy, staged_upload: local files in and out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from file_storage import ObjectNotFoundError, StorageBackend
+
+
+async def test_upload_file_round_trip(backend: StorageBackend, tmp_path: Path) -> None:
+    src = tmp_path / "in.mp4"
+    src.write_bytes(os.urandom(300_000))
+    key = await backend.upload_file(src, "videos/v.mp4", metadata={"session": "s1"})
+    assert key == "videos/v.mp4"
+    assert await backend.load(key) == src.read_bytes()
+    info = await backend.stat(key)
+    assert (info.content_type, dict(info.metadata)) == ("video/mp4", {"session": "s1"})
+
+
+async def test_upload_file_accepts_str_path(backend: StorageBackend, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"text")
+    await backend.upload_file(str(src), "t.txt", content_type="text/csv")
+    assert (await backend.stat("t.txt")).content_type == "text/csv"
+
+
+async def test_upload_missing_local_file_raises(backend: StorageBackend, tmp_path: Path) -> None:
+    with pytest.raises(ObjectNotFoundError) as info:
+        await backend.upload_file(tmp_path / "absent.bin", "x.bin")
+    assert info.value.operation == "upload_file"
+    assert await backend.list_files() == []
+
+
+async def test_upload_file_progress(backend: StorageBackend, tmp_path: Path) -> None:
+    src = tmp_path / "in.bin"
+    src.write_bytes(b"z" * 3_000_000)
+    seen: list[tuple[int, int | None]] = []
+    await backend.upload_file(src, "p.bin", progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (3_000_000, 3_000_000)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+async def test_download_file_creates_parents(backend: StorageBackend, tmp_path: Path) -> None:
+    await backend.save("a/b.bin", b"content")
+    target = tmp_path / "deep" / "er" / "out.bin"
+    result = await backend.download_file("a/b.bin", target)
+    assert result == target
+    assert target.read_bytes() == b"content"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.bin"]
+
+
+async def test_download_file_overwrites(backend: StorageBackend, tmp_path: Path) -> None:
+    await backend.save("a.bin", b"new")
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old old old")
+    await backend.download_file("a.bin", str(target))
+    assert target.read_bytes() == b"new"
+
+
+async def test_download_missing_leaves_nothing(backend: StorageBackend, tmp_path: Path) -> None:
+    target = tmp_path / "dl" / "out.bin"
+    with pytest.raises(ObjectNotFoundError) as info:
+        await backend.download_file("missing.bin", target)
+    assert info.value.operation == "download_file"
+    assert list((tmp_path / "dl").iterdir()) == []
+
+
+async def test_download_file_progress(backend: StorageBackend, tmp_path: Path) -> None:
+    await backend.save("p.bin", b"q" * 2_500_000)
+    seen: list[tuple[int, int | None]] = []
+    await backend.download_file("p.bin", tmp_path / "o", progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (2_500_000, 2_500_000)
+
+
+async def test_local_copy_gives_a_real_file(backend: StorageBackend) -> None:
+    data = os.urandom(100_000)
+    await backend.save("rec/video.webm", data)
+    async with backend.local_copy("rec/video.webm") as path:
+        assert isinstance(path, Path)
+        assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest()
+        assert path.suffix == ".webm"
+    assert await backend.load("rec/video.webm") == data
+
+
+async def test_local_copy_missing_raises(backend: StorageBackend) -> None:
+    with pytest.raises(ObjectNotFoundError):
+        async with backend.local_copy("missing.webm"):
+            pass
+
+
+async def test_staged_upload_uploads_on_clean_exit(backend: StorageBackend) -> None:
+    async with backend.staged_upload("out/thumb.png", metadata={"w": "320"}) as path:
+        path.write_bytes(b"\x89PNG fake")
+    assert not path.exists()
+    assert await backend.load("out/thumb.png") == b"\x89PNG fake"
+    info = await backend.stat("out/thumb.png")
+    assert (info.content_type, dict(info.metadata)) == ("image/png", {"w": "320"})
+
+
+async def test_staged_upload_discards_on_exception(backend: StorageBackend) -> None:
+    with pytest.raises(RuntimeError):
+        async with backend.staged_upload("out/x.mp4") as path:
+            path.write_bytes(b"half")
+            raise RuntimeError("ffmpeg failed")
+    assert not path.exists()
+    assert await backend.list_files() == []
+
+
+async def test_staged_upload_with_nothing_written_raises(backend: StorageBackend) -> None:
+    with pytest.raises(ObjectNotFoundError):
+        async with backend.staged_upload("out/never.bin"):
+            pass
+    assert await backend.list_files() == []

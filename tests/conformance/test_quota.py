@@ -1,0 +1,176 @@
+"""Quotas: exact, race-free, per prefix, kept up to date by the library's own writes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from file_storage import StorageBackend, StorageQuotaExceededError
+from file_storage.models import Usage
+
+
+async def stream_of(size: int, chunk: int) -> AsyncIterator[bytes]:
+    for offset in range(0, size, chunk):
+        yield b"q" * min(chunk, size - offset)
+
+
+async def test_write_of_exactly_the_remaining_bytes_succeeds(backend: StorageBackend) -> None:
+    backend.set_quota("", 100)
+    assert backend.max_size_bytes == 100
+    await backend.save("a", b"x" * 60)
+    await backend.save("b", b"x" * 40)
+    assert await backend.get_usage() == Usage(prefix="", used=100, limit=100)
+
+
+async def test_one_byte_over_fails_and_writes_nothing(backend: StorageBackend) -> None:
+    backend.set_quota("", 100)
+    await backend.save("a", b"x" * 60)
+    with pytest.raises(StorageQuotaExceededError) as info:
+        await backend.save("b", b"x" * 41)
+    err = info.value
+    assert (err.used, err.limit, err.requested, err.prefix) == (60, 100, 41, "")
+    assert (err.operation, err.key) == ("save", "b")
+    assert await backend.list_files() == ["a"]
+
+
+async def test_usage_learned_from_existing_objects(backend: StorageBackend) -> None:
+    await backend.save("old/1", b"x" * 30)
+    await backend.save("old/2", b"x" * 30)
+    backend.set_quota("", 100)
+    with pytest.raises(StorageQuotaExceededError):
+        await backend.save("new", b"x" * 41)
+    await backend.save("new", b"x" * 40)
+
+
+async def test_overwrite_counts_only_the_difference(backend: StorageBackend) -> None:
+    backend.set_quota("", 100)
+    await backend.save("k", b"x" * 80)
+    await backend.save("k", b"y" * 100)
+    with pytest.raises(StorageQuotaExceededError) as info:
+        await backend.save("k", b"z" * 101)
+    assert info.value.requested == 101
+    assert await backend.load("k") == b"y" * 100
+    await backend.save("k", b"w" * 10)
+    assert (await backend.get_usage()).used == 10
+
+
+async def test_delete_frees_space(backend: StorageBackend) -> None:
+    backend.set_quota("", 100)
+    await backend.save("a/1", b"x" * 100)
+    await backend.delete("a/1")
+    await backend.save("a/2", b"x" * 100)
+    await backend.delete_many(["a/2"])
+    await backend.save("a/3", b"x" * 50)
+    await backend.save("a/4", b"x" * 50)
+    assert await backend.delete_prefix("a") == 2
+    await backend.save("b", b"x" * 100)
+    assert (await backend.get_usage()).used == 100
+
+
+async def test_copy_counts_and_move_does_not_double_count(backend: StorageBackend) -> None:
+    backend.set_quota("", 100)
+    await backend.save("a", b"x" * 40)
+    await backend.copy("a", "b")
+    with pytest.raises(StorageQuotaExceededError):
+        await backend.copy("a", "c")
+    await backend.move("b", "d")
+    assert (await backend.get_usage()).used == 80
+    assert await backend.list_files() == ["a", "d"]
+
+
+async def test_concurrent_writers_never_overshoot(backend: StorageBackend) -> None:
+    backend.set_quota("", 1000)
+    results = await asyncio.gather(
+        *(backend.save(f"w/{i:02d}", b"x" * 100) for i in range(50)), return_exceptions=True
+    )
+    ok = [r for r in results if isinstance(r, str)]
+    refused = [r for r in results if isinstance(r, StorageQuotaExceededError)]
+    assert (len(ok), len(refused)) == (10, 40)
+    assert sorted(await backend.list_files()) == sorted(ok)
+    assert await backend.get_total_size() == 1000
+
+
+async def test_stream_of_unknown_length_crossing_quota_is_aborted(
+    backend: StorageBackend,
+) -> None:
+    backend.set_quota("", 1000)
+    await backend.save("keep", b"x" * 100)
+    with pytest.raises(StorageQuotaExceededError) as info:
+        await backend.save("big.bin", stream_of(5000, 300))
+    assert info.value.limit == 1000
+    assert await backend.list_files() == ["keep"]
+    assert (await backend.get_usage()).used == 100
+    await backend.save("fits.bin", stream_of(900, 300))
+
+
+async def test_failed_write_releases_its_reservation(backend: StorageBackend) -> None:
+    backend.set_quota("", 1000)
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"x" * 600
+        raise RuntimeError("client went away")
+
+    with pytest.raises(RuntimeError):
+        await backend.save("a", broken())
+    await backend.save("b", b"x" * 1000)
+
+
+async def test_upload_file_over_quota_writes_nothing(
+    backend: StorageBackend, tmp_path: Path
+) -> None:
+    backend.set_quota("", 100)
+    src = tmp_path / "big.bin"
+    src.write_bytes(b"x" * 101)
+    with pytest.raises(StorageQuotaExceededError) as info:
+        await backend.upload_file(src, "big.bin")
+    assert info.value.operation == "upload_file"
+    assert await backend.list_files() == []
+
+
+async def test_per_user_quotas_are_independent(backend: StorageBackend) -> None:
+    backend.set_quota("users/u1", 100)
+    backend.set_quota("users/u2/", 100)
+    backend.set_quota("", 150)
+    await backend.save("users/u1/a", b"x" * 100)
+    with pytest.raises(StorageQuotaExceededError) as info:
+        await backend.save("users/u1/b", b"x")
+    assert info.value.prefix == "users/u1/"
+    await backend.save("users/u2/a", b"x" * 50)
+    with pytest.raises(StorageQuotaExceededError) as info:
+        await backend.save("users/u2/b", b"x")
+    assert info.value.prefix == ""
+    await backend.save("users/u10/a", b"")  # not under users/u1/
+    assert await backend.get_usage("users/u1") == Usage("users/u1/", 100, 100)
+    assert await backend.get_usage("users/u2") == Usage("users/u2/", 50, 100)
+
+
+async def test_usage_without_quota_has_no_limit(backend: StorageBackend) -> None:
+    await backend.save("users/u3/a", b"x" * 7)
+    assert await backend.get_usage("users/u3") == Usage("users/u3/", 7, None)
+
+
+async def test_quota_message_is_actionable(backend: StorageBackend) -> None:
+    backend.set_quota("users/u1", 100_000_000)
+    await backend.save("users/u1/a", b"x" * 99_200_000)
+    with pytest.raises(StorageQuotaExceededError) as info:
+        await backend.save("users/u1/b", b"x" * 5_000_000)
+    assert str(info.value) == (
+        "save 'users/u1/b': quota for users/u1/ is 100.0 MB, 99.2 MB used, "
+        "this write needs 5.0 MB"
+    )
+
+
+async def test_removing_a_quota_lifts_it(backend: StorageBackend) -> None:
+    backend.set_quota("", 10)
+    backend.set_quota("", None)
+    await backend.save("a", b"x" * 11)
+    assert backend.max_size_bytes is None
+
+
+@pytest.mark.parametrize("limit", [-1, 1.5, "10"])
+async def test_bad_quota_raises_value_error(backend: StorageBackend, limit: object) -> None:
+    with pytest.raises(ValueError):
+        backend.set_quota("", limit)  # type: ignore[arg-type]

@@ -1,0 +1,88 @@
+"""stream(): byte ranges like a slice, bounded chunks."""
+
+from __future__ import annotations
+
+import pytest
+
+from file_storage import ObjectNotFoundError, StorageBackend
+
+DATA = bytes(range(256)) * 40  # 10,240 bytes
+
+
+async def read(backend: StorageBackend, key: str, **kwargs: int | None) -> bytes:
+    return b"".join([chunk async for chunk in backend.stream(key, **kwargs)])
+
+
+@pytest.fixture
+async def stored(backend: StorageBackend) -> StorageBackend:
+    await backend.save("r/data.bin", DATA)
+    return backend
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (None, None),
+        (0, None),
+        (0, 1),
+        (0, 10_240),
+        (100, 200),
+        (10_239, None),
+        (10_239, 10_240),
+        (10_240, None),
+        (10_240, 20_000),
+        (5_000, 50_000),
+        (50_000, None),
+        (None, 300),
+        (300, 300),
+        (400, 300),
+        (-100, None),
+        (-100, -50),
+        (None, -10),
+        (-50_000, 10),
+    ],
+)
+async def test_stream_range_matches_slice(
+    stored: StorageBackend, start: int | None, end: int | None
+) -> None:
+    assert await read(stored, "r/data.bin", start=start, end=end) == DATA[start:end]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 1000, 4096, 1 << 20])
+async def test_stream_chunks_never_exceed_chunk_size(
+    stored: StorageBackend, chunk_size: int
+) -> None:
+    chunks = [c async for c in stored.stream("r/data.bin", start=3, chunk_size=chunk_size)]
+    assert all(0 < len(c) <= chunk_size for c in chunks)
+    assert b"".join(chunks) == DATA[3:]
+
+
+async def test_stream_missing_raises_object_not_found_on_iteration(
+    backend: StorageBackend,
+) -> None:
+    iterator = backend.stream("nope.bin")
+    with pytest.raises(ObjectNotFoundError) as info:
+        await read(backend, "nope.bin")
+    assert (info.value.operation, info.value.key) == ("stream", "nope.bin")
+    with pytest.raises(ObjectNotFoundError):
+        await anext(iterator)
+
+
+async def test_stream_empty_range_of_missing_object_raises(backend: StorageBackend) -> None:
+    with pytest.raises(ObjectNotFoundError):
+        await read(backend, "nope.bin", start=5, end=5)
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1])
+async def test_stream_bad_chunk_size_raises_value_error_eagerly(
+    backend: StorageBackend, chunk_size: int
+) -> None:
+    with pytest.raises(ValueError, match="chunk_size"):
+        backend.stream("r/data.bin", chunk_size=chunk_size)
+
+
+async def test_stream_abandoned_half_way_can_be_closed(stored: StorageBackend) -> None:
+    iterator = stored.stream("r/data.bin", chunk_size=100)
+    assert len(await anext(iterator)) == 100
+    await iterator.aclose()  # type: ignore[attr-defined]
+    assert await stored.load("r/data.bin") == DATA
