@@ -156,6 +156,8 @@ class StorageBackend(abc.ABC):
             _log_failure(operation, key, exc, started)
             raise
         except Exception as exc:
+            if _is_caller_error(exc):
+                raise
             mapped = self._map_error(exc, operation, key)
             if mapped is None:
                 raise
@@ -769,8 +771,20 @@ async def _metered(
     reservation: Reservation | None,
     progress: Progress | None,
 ) -> AsyncIterator[bytes]:
-    """Pass a caller's stream through, enforcing quota and reporting progress as bytes arrive."""
-    async for raw in source:
+    """Pass a caller's stream through, enforcing quota and reporting progress as bytes arrive.
+
+    An error raised by the caller's own stream is theirs: it is marked so that it reaches
+    them unchanged instead of being translated like a backend failure.
+    """
+    iterator = aiter(source)
+    while True:
+        try:
+            raw = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except Exception as exc:
+            _mark_caller_error(exc)
+            raise
         chunk = as_bytes(raw)
         if not chunk:
             continue
@@ -780,6 +794,17 @@ async def _metered(
         if progress is not None:
             progress(counter.value, None)
         yield chunk
+
+
+_CALLER_ERROR = "_file_storage_caller_error"
+
+
+def _mark_caller_error(exc: BaseException) -> None:
+    setattr(exc, _CALLER_ERROR, True)
+
+
+def _is_caller_error(exc: BaseException) -> bool:
+    return getattr(exc, _CALLER_ERROR, False) is True
 
 
 async def _file_chunks(
