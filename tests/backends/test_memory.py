@@ -1,0 +1,24 @@
+"""What only the memory backend has."""
+
+from __future__ import annotations
+
+import pytest
+
+from file_storage import MemoryStorageBackend, StorageConfigError
+
+
+async def test_each_instance_is_its_own_store() -> None:
+    first, second = MemoryStorageBackend(), MemoryStorageBackend()
+    await first.save("a", b"x")
+    assert await second.list_files() == []
+
+
+async def test_presign_says_which_backend_to_use(memory_backend: MemoryStorageBackend) -> None:
+    with pytest.raises(StorageConfigError, match="STORAGE_TYPE=LOCAL"):
+        await memory_backend.get_presigned_url("a.txt")
+
+
+async def test_max_size_bytes_from_constructor() -> None:
+    backend = MemoryStorageBackend(max_size_bytes=10)
+    assert backend.max_size_bytes == 10
+    assert "objects=0" in repr(backend)
