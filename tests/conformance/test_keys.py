@@ -38,9 +38,7 @@ OPERATIONS: dict[str, Call] = {
 
 
 @pytest.mark.parametrize("key", VALID_KEYS, ids=range(len(VALID_KEYS)))
-async def test_valid_key_round_trips_and_lists_as_itself(
-    backend: StorageBackend, key: str
-) -> None:
+async def test_valid_key_round_trips_and_lists_as_itself(backend: StorageBackend, key: str) -> None:
     assert await backend.save(key, b"data") == key
     assert await backend.load(key) == b"data"
     assert await backend.list_files() == [key]

@@ -158,8 +158,7 @@ async def test_quota_message_is_actionable(backend: StorageBackend) -> None:
     with pytest.raises(StorageQuotaExceededError) as info:
         await backend.save("users/u1/b", b"x" * 5_000_000)
     assert str(info.value) == (
-        "save 'users/u1/b': quota for users/u1/ is 100.0 MB, 99.2 MB used, "
-        "this write needs 5.0 MB"
+        "save 'users/u1/b': quota for users/u1/ is 100.0 MB, 99.2 MB used, this write needs 5.0 MB"
     )
 
 
