@@ -35,7 +35,17 @@ import aiofiles.os
 from file_storage._keys import KeyLike, validate_key, validate_prefix
 from file_storage._mime import guess_content_type
 from file_storage._quota import QuotaManager, Reservation
-from file_storage._streams import CHUNK_SIZE, Progress, as_bytes, closing, limit_chunks
+from file_storage._streams import CHUNK_SIZE, Progress, closing, limit_chunks
+from file_storage.backends._support import (
+    Counter,
+    check_range,
+    file_chunks,
+    is_caller_error,
+    log_failure,
+    map_os_error,
+    metered,
+    normalize_metadata,
+)
 from file_storage.errors import (
     InvalidKeyError,
     ObjectNotFoundError,
@@ -69,33 +79,6 @@ Content = bytes | bytearray | memoryview | AsyncIterable[bytes]
 Method = Literal["GET", "PUT"]
 MAX_PRESIGN_SECONDS = 604800  # 7 days: SigV4's maximum (AWS, "Sharing objects with presigned URLs")
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys a request
-
-
-def _normalize_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    """Lower-case keys; S3 sends metadata as HTTP headers, so keep both sides to ASCII."""
-    if not metadata:
-        return {}
-    out: dict[str, str] = {}
-    for name, value in metadata.items():
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError("metadata must map str to str")
-        if not name or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name):
-            raise ValueError(f"metadata key {name!r}: use ASCII letters, digits, '-', '_' or '.'")
-        if not all(c.isascii() and (c.isprintable() or c == "\t") for c in value):
-            raise ValueError(f"metadata value of {name!r}: use printable ASCII only")
-        out[name.lower()] = value
-    return out
-
-
-def _check_range(start: int | None, end: int | None, chunk_size: int | None) -> int:
-    for name, value in (("start", start), ("end", end)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise TypeError(f"{name} must be an int or None")
-    if chunk_size is None:
-        return CHUNK_SIZE
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError("chunk_size must be a positive int")
-    return chunk_size
 
 
 class StorageBackend(abc.ABC):
@@ -138,7 +121,7 @@ class StorageBackend(abc.ABC):
     def _map_error(self, exc: Exception, operation: str, key: str | None) -> StorageError | None:
         """Turn a foreign exception into a StorageError (``None``: let it through, a bug)."""
         if isinstance(exc, OSError):
-            return _map_os_error(exc, operation, key)
+            return map_os_error(exc, operation, key)
         return None
 
     @contextlib.contextmanager
@@ -153,10 +136,10 @@ class StorageBackend(abc.ABC):
                 exc.operation = operation
             if exc.key is None:
                 exc.key = key
-            _log_failure(operation, key, exc, started)
+            log_failure(operation, key, exc, started)
             raise
         except Exception as exc:
-            if _is_caller_error(exc):
+            if is_caller_error(exc):
                 raise
             mapped = self._map_error(exc, operation, key)
             if mapped is None:
@@ -165,7 +148,7 @@ class StorageBackend(abc.ABC):
                 mapped.operation = operation
             if mapped.key is None:
                 mapped.key = key
-            _log_failure(operation, key, mapped, started)
+            log_failure(operation, key, mapped, started)
             raise mapped from exc
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -215,7 +198,7 @@ class StorageBackend(abc.ABC):
         """
         key = self._key(path, "save")
         ctype = content_type or guess_content_type(key)
-        meta = _normalize_metadata(metadata)
+        meta = normalize_metadata(metadata)
         if isinstance(content, bytes | bytearray | memoryview):
             data = bytes(content)
             with self._translate("save", key, len(data)):
@@ -228,8 +211,8 @@ class StorageBackend(abc.ABC):
             raise TypeError("content must be bytes-like or an async iterable of bytes")
         with self._translate("save", key):
             reservation = await self._quotas.reserve(key, 0, "save")
-            counter = _Counter()
-            body = _metered(content, counter, reservation, progress)
+            counter = Counter()
+            body = metered(content, counter, reservation, progress)
             await self._write(reservation, self._save(key, body, ctype, meta), counter)
         return key
 
@@ -237,7 +220,7 @@ class StorageBackend(abc.ABC):
     async def _write(
         reservation: Reservation | None,
         hook: Awaitable[None],
-        size: int | _Counter,
+        size: int | Counter,
     ) -> None:
         """Await a write hook, committing its reservation on success and freeing it on failure."""
         try:
@@ -272,7 +255,7 @@ class StorageBackend(abc.ABC):
         """
         key = self._key(path, "upload_file")
         ctype = content_type or guess_content_type(key)
-        meta = _normalize_metadata(metadata)
+        meta = normalize_metadata(metadata)
         source = Path(local_path)
         with self._translate("upload_file", key):
             try:
@@ -370,7 +353,7 @@ class StorageBackend(abc.ABC):
             ObjectNotFoundError: no object at ``path`` (on first iteration).
         """
         key = self._key(path, "stream")
-        size = _check_range(start, end, chunk_size)
+        size = check_range(start, end, chunk_size)
         return self._translated_stream(key, start, end, size)
 
     async def _translated_stream(
@@ -623,7 +606,7 @@ class StorageBackend(abc.ABC):
         On an exception nothing is uploaded and the temp file is removed.
         """
         key = self._key(path, "staged_upload")
-        meta = _normalize_metadata(metadata)
+        meta = normalize_metadata(metadata)
         tmpdir = await asyncio.to_thread(tempfile.mkdtemp, prefix="file_storage-")
         try:
             local = Path(tmpdir) / (key.rsplit("/", 1)[-1])
@@ -736,7 +719,7 @@ class StorageBackend(abc.ABC):
         metadata: dict[str, str],
         progress: Progress | None,
     ) -> None:
-        body = _file_chunks(local_path, size, progress)
+        body = file_chunks(local_path, size, progress)
         await self._save(key, body, content_type, metadata)
 
     async def _download_file(self, key: str, local_path: Path, progress: Progress | None) -> int:
@@ -756,99 +739,3 @@ class StorageBackend(abc.ABC):
 
     async def _aclose(self) -> None:
         return None
-
-
-class _Counter:
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = 0
-
-
-async def _metered(
-    source: AsyncIterable[bytes],
-    counter: _Counter,
-    reservation: Reservation | None,
-    progress: Progress | None,
-) -> AsyncIterator[bytes]:
-    """Pass a caller's stream through, enforcing quota and reporting progress as bytes arrive.
-
-    An error raised by the caller's own stream is theirs: it is marked so that it reaches
-    them unchanged instead of being translated like a backend failure.
-    """
-    iterator = aiter(source)
-    while True:
-        try:
-            raw = await anext(iterator)
-        except StopAsyncIteration:
-            return
-        except Exception as exc:
-            _mark_caller_error(exc)
-            raise
-        chunk = as_bytes(raw)
-        if not chunk:
-            continue
-        counter.value += len(chunk)
-        if reservation is not None:
-            reservation.grow_to(counter.value)
-        if progress is not None:
-            progress(counter.value, None)
-        yield chunk
-
-
-_CALLER_ERROR = "_file_storage_caller_error"
-
-
-def _mark_caller_error(exc: BaseException) -> None:
-    setattr(exc, _CALLER_ERROR, True)
-
-
-def _is_caller_error(exc: BaseException) -> bool:
-    return getattr(exc, _CALLER_ERROR, False) is True
-
-
-async def _file_chunks(
-    local_path: Path, size: int, progress: Progress | None
-) -> AsyncIterator[bytes]:
-    done = 0
-    async with aiofiles.open(local_path, "rb") as src:
-        while chunk := await src.read(CHUNK_SIZE):
-            done += len(chunk)
-            if progress is not None:
-                progress(done, size)
-            yield chunk
-    if done != size:
-        raise StorageUnavailableError(f"local file changed size while reading: {done} of {size}")
-
-
-def _map_os_error(exc: OSError, operation: str, key: str | None) -> StorageError:
-    import errno
-
-    if isinstance(exc, FileNotFoundError):
-        return ObjectNotFoundError(operation=operation, key=key)
-    if isinstance(exc, PermissionError):
-        return StoragePermissionError(f"permission denied: {exc.strerror}")
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageUnavailableError(f"no space left on device ({exc.strerror})")
-    if isinstance(exc, NotADirectoryError | IsADirectoryError | FileExistsError):
-        return StorageError("a key cannot be both an object and a folder")
-    return StorageError(f"I/O error: {exc.strerror or type(exc).__name__}")
-
-
-def _log_failure(operation: str, key: str | None, exc: StorageError, started: float) -> None:
-    level = (
-        logging.DEBUG if isinstance(exc, ObjectNotFoundError | InvalidKeyError) else logging.WARNING
-    )
-    if logger.isEnabledFor(level):
-        logger.log(
-            level,
-            "%s failed: %s",
-            operation,
-            exc,
-            extra={
-                "operation": operation,
-                "key": key,
-                "duration": time.perf_counter() - started,
-                "error": type(exc).__name__,
-            },
-        )

@@ -1,0 +1,144 @@
+"""Helpers of StorageBackend that are not part of the class: arguments, streams, errors, logs."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from pathlib import Path
+
+import aiofiles
+
+from file_storage._quota import Reservation
+from file_storage._streams import CHUNK_SIZE, Progress, as_bytes
+from file_storage.errors import (
+    InvalidKeyError,
+    ObjectNotFoundError,
+    StorageError,
+    StoragePermissionError,
+    StorageUnavailableError,
+)
+
+logger = logging.getLogger("file_storage")
+
+
+def normalize_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """Lower-case keys; S3 sends metadata as HTTP headers, so keep both sides to ASCII."""
+    if not metadata:
+        return {}
+    out: dict[str, str] = {}
+    for name, value in metadata.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError("metadata must map str to str")
+        if not name or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name):
+            raise ValueError(f"metadata key {name!r}: use ASCII letters, digits, '-', '_' or '.'")
+        if not all(c.isascii() and (c.isprintable() or c == "\t") for c in value):
+            raise ValueError(f"metadata value of {name!r}: use printable ASCII only")
+        out[name.lower()] = value
+    return out
+
+
+def check_range(start: int | None, end: int | None, chunk_size: int | None) -> int:
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"{name} must be an int or None")
+    if chunk_size is None:
+        return CHUNK_SIZE
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError("chunk_size must be a positive int")
+    return chunk_size
+
+
+class Counter:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+async def metered(
+    source: AsyncIterable[bytes],
+    counter: Counter,
+    reservation: Reservation | None,
+    progress: Progress | None,
+) -> AsyncIterator[bytes]:
+    """Pass a caller's stream through, enforcing quota and reporting progress as bytes arrive.
+
+    An error raised by the caller's own stream is theirs: it is marked so that it reaches
+    them unchanged instead of being translated like a backend failure.
+    """
+    iterator = aiter(source)
+    while True:
+        try:
+            raw = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except Exception as exc:
+            _mark_caller_error(exc)
+            raise
+        chunk = as_bytes(raw)
+        if not chunk:
+            continue
+        counter.value += len(chunk)
+        if reservation is not None:
+            reservation.grow_to(counter.value)
+        if progress is not None:
+            progress(counter.value, None)
+        yield chunk
+
+
+_CALLER_ERROR = "_file_storage_caller_error"
+
+
+def _mark_caller_error(exc: BaseException) -> None:
+    setattr(exc, _CALLER_ERROR, True)
+
+
+def is_caller_error(exc: BaseException) -> bool:
+    return getattr(exc, _CALLER_ERROR, False) is True
+
+
+async def file_chunks(
+    local_path: Path, size: int, progress: Progress | None
+) -> AsyncIterator[bytes]:
+    done = 0
+    async with aiofiles.open(local_path, "rb") as src:
+        while chunk := await src.read(CHUNK_SIZE):
+            done += len(chunk)
+            if progress is not None:
+                progress(done, size)
+            yield chunk
+    if done != size:
+        raise StorageUnavailableError(f"local file changed size while reading: {done} of {size}")
+
+
+def map_os_error(exc: OSError, operation: str, key: str | None) -> StorageError:
+    if isinstance(exc, FileNotFoundError):
+        return ObjectNotFoundError(operation=operation, key=key)
+    if isinstance(exc, PermissionError):
+        return StoragePermissionError(f"permission denied: {exc.strerror}")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageUnavailableError(f"no space left on device ({exc.strerror})")
+    if isinstance(exc, NotADirectoryError | IsADirectoryError | FileExistsError):
+        return StorageError("a key cannot be both an object and a folder")
+    return StorageError(f"I/O error: {exc.strerror or type(exc).__name__}")
+
+
+def log_failure(operation: str, key: str | None, exc: StorageError, started: float) -> None:
+    level = (
+        logging.DEBUG if isinstance(exc, ObjectNotFoundError | InvalidKeyError) else logging.WARNING
+    )
+    if logger.isEnabledFor(level):
+        logger.log(
+            level,
+            "%s failed: %s",
+            operation,
+            exc,
+            extra={
+                "operation": operation,
+                "key": key,
+                "duration": time.perf_counter() - started,
+                "error": type(exc).__name__,
+            },
+        )
