@@ -1,7 +1,393 @@
-"""STUB: replaced by the settings work."""
+"""Typed configuration read from ``STORAGE_*`` environment variables and a ``.env`` file.
 
-from pydantic_settings import BaseSettings
+Every field names its variable: ``StorageSettings.s3.max_concurrency`` is
+``STORAGE_S3_MAX_CONCURRENCY``. The ``local``, ``s3`` and ``quota`` sections are nested
+models, split from the variable name at the first ``_`` after the prefix. An empty value
+counts as unset. Bad values raise :class:`StorageConfigError` naming the variable, never
+echoing its value. Sizes are given in GB (10^9 bytes) and MB (MiB, 2^20 bytes, as in AWS
+tooling) here only; the ``*_bytes`` properties convert them for the backends.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from file_storage._keys import validate_key
+from file_storage._signing import MIN_SIGNING_KEY_CHARS
+from file_storage.errors import InvalidKeyError, StorageConfigError
+
+__all__ = ["LocalSettings", "QuotaSettings", "S3Settings", "StorageSettings"]
+
+ENV_PREFIX = "STORAGE_"
+GB = 10**9  # quotas are decimal, like disk vendors and S3 billing
+MIB = 2**20  # multipart sizes are binary, like the AWS CLI and boto3's TransferConfig
+MAX_S3_PREFIX_BYTES = 128  # keeps most of S3's 1024-byte key limit for the keys themselves
+# S3 parts are 5 MiB..5 GiB, and one PUT takes at most 5 GiB (AWS, "Amazon S3 multipart
+# upload limits"), so the threshold above which multipart is used must stay <= 5 GiB too.
+MIN_PART_MB = 5
+MAX_PART_MB = 5 * 1024
+_BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
+_REGION = re.compile(r"[A-Za-z0-9_-]+")
+
+_SECTION = ConfigDict(hide_input_in_errors=True, extra="ignore")
+
+
+def _gb_to_bytes(gb: float | None) -> int | None:
+    # through Decimal: int(2.01 * 10**9) is 2009999999, one byte short
+    return None if gb is None else int(Decimal(repr(gb)) * GB)
+
+
+def _check_http_url(value: str | None) -> str | None:
+    """An absolute http(s) URL without credentials, query or fragment; trailing ``/`` dropped."""
+    if value is None:
+        return None
+    _check_url_chars(value)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not contain credentials (use the access key settings)")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    return value.rstrip("/")
+
+
+def _check_url_chars(value: str) -> None:
+    # urlsplit silently drops tabs and newlines; a URL with them is a pasting accident
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("must not contain spaces or control characters")
+
+
+def _check_secret(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and not value.get_secret_value():
+        raise ValueError("must not be empty")
+    return value
+
+
+class LocalSettings(BaseModel):
+    """``STORAGE_LOCAL_*``: the local disk backend."""
+
+    model_config = _SECTION
+
+    path: Path = Field(default=Path("./storage"), description="STORAGE_LOCAL_PATH: the root folder")
+    max_size_gb: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="STORAGE_LOCAL_MAX_SIZE_GB: quota in GB",
+    )
+    base_url: str | None = Field(
+        default=None, description="STORAGE_LOCAL_BASE_URL: where the signed-URL router is mounted"
+    )
+    signing_key: SecretStr | None = Field(
+        default=None, description="STORAGE_LOCAL_SIGNING_KEY: HMAC key for signed local URLs"
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is None or not value.startswith("/"):
+            return _check_http_url(value)
+        # a path on the application's own host, e.g. "/files"
+        _check_url_chars(value)
+        if value.startswith("//") or "?" in value or "#" in value or not value.strip("/"):
+            raise ValueError("must be an http(s) URL or an absolute path such as /files")
+        return value.rstrip("/")
+
+    @field_validator("signing_key")
+    @classmethod
+    def _check_signing_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SIGNING_KEY_CHARS:
+            raise ValueError(f"must be at least {MIN_SIGNING_KEY_CHARS} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _check_signing_pair(self) -> Self:
+        if (self.base_url is None) != (self.signing_key is None):
+            raise ValueError(
+                "STORAGE_LOCAL_BASE_URL and STORAGE_LOCAL_SIGNING_KEY: set both to sign "
+                "local URLs, or neither"
+            )
+        return self
+
+    @property
+    def max_size_bytes(self) -> int | None:
+        """The quota in bytes (``max_size_gb`` * 10^9), or ``None``."""
+        return _gb_to_bytes(self.max_size_gb)
+
+
+class S3Settings(BaseModel):
+    """``STORAGE_S3_*``: S3 and S3-compatible stores (MinIO, R2, ...)."""
+
+    model_config = _SECTION
+
+    bucket: str | None = Field(default=None, description="STORAGE_S3_BUCKET: required for S3")
+    prefix: str = Field(
+        default="storage", description="STORAGE_S3_PREFIX: folder holding every key"
+    )
+    region: str = Field(default="us-east-1", description="STORAGE_S3_REGION")
+    access_key_id: SecretStr | None = Field(default=None, description="STORAGE_S3_ACCESS_KEY_ID")
+    secret_access_key: SecretStr | None = Field(
+        default=None, description="STORAGE_S3_SECRET_ACCESS_KEY"
+    )
+    session_token: SecretStr | None = Field(default=None, description="STORAGE_S3_SESSION_TOKEN")
+    endpoint_url: str | None = Field(
+        default=None, description="STORAGE_S3_ENDPOINT_URL: unset is AWS"
+    )
+    public_endpoint_url: str | None = Field(
+        default=None, description="STORAGE_S3_PUBLIC_ENDPOINT_URL: the host in presigned URLs"
+    )
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        default="auto", description="STORAGE_S3_ADDRESSING_STYLE"
+    )
+    max_size_gb: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="STORAGE_S3_MAX_SIZE_GB: quota in GB"
+    )
+    multipart_threshold_mb: int = Field(
+        default=16, ge=1, le=MAX_PART_MB, description="STORAGE_S3_MULTIPART_THRESHOLD_MB (MiB)"
+    )
+    multipart_chunk_mb: int = Field(
+        default=8, ge=MIN_PART_MB, le=MAX_PART_MB, description="STORAGE_S3_MULTIPART_CHUNK_MB (MiB)"
+    )
+    max_concurrency: int = Field(default=8, ge=1, le=64, description="STORAGE_S3_MAX_CONCURRENCY")
+    sse: Literal["AES256", "aws:kms"] | None = Field(default=None, description="STORAGE_S3_SSE")
+    sse_kms_key_id: str | None = Field(default=None, description="STORAGE_S3_SSE_KMS_KEY_ID")
+    max_attempts: int = Field(default=5, ge=1, description="STORAGE_S3_MAX_ATTEMPTS")
+    retry_mode: Literal["standard", "adaptive"] = Field(
+        default="standard", description="STORAGE_S3_RETRY_MODE"
+    )
+    connect_timeout: float = Field(
+        default=10.0, gt=0, allow_inf_nan=False, description="STORAGE_S3_CONNECT_TIMEOUT (seconds)"
+    )
+    read_timeout: float = Field(
+        default=60.0, gt=0, allow_inf_nan=False, description="STORAGE_S3_READ_TIMEOUT (seconds)"
+    )
+    max_pool_connections: int | None = Field(
+        default=None, ge=1, description="STORAGE_S3_MAX_POOL_CONNECTIONS"
+    )
+    fallback_path: Path | None = Field(
+        default=None, description="STORAGE_S3_FALLBACK_PATH: local spool folder"
+    )
+
+    @field_validator("bucket")
+    @classmethod
+    def _check_bucket(cls, value: str | None) -> str | None:
+        # lenient (case, '_', length): buckets made before 2018 in us-east-1 and some
+        # S3-compatible servers break today's AWS naming rules; S3 itself has the last word
+        if value is not None and not _BUCKET.fullmatch(value):
+            raise ValueError("must be a bucket name: letters, digits, '.', '-' or '_'")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not value:  # only from code: an empty variable means the default
+            return value  # the whole bucket
+        if value.startswith("/") or value.endswith("/"):
+            raise ValueError("must not start or end with '/'")
+        if len(value.encode("utf-8", "replace")) > MAX_S3_PREFIX_BYTES:
+            raise ValueError(f"must be at most {MAX_S3_PREFIX_BYTES} UTF-8 bytes")
+        try:
+            validate_key(value)
+        except InvalidKeyError as exc:
+            raise ValueError(f"must be a valid key ({exc.detail})") from None
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _check_region(cls, value: str) -> str:
+        if not _REGION.fullmatch(value):
+            raise ValueError("must be a region name such as us-east-1")
+        return value
+
+    @field_validator("access_key_id", "secret_access_key", "session_token")
+    @classmethod
+    def _check_credential(cls, value: SecretStr | None) -> SecretStr | None:
+        return _check_secret(value)
+
+    @field_validator("endpoint_url", "public_endpoint_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        return _check_http_url(value)
+
+    @field_validator("addressing_style", "retry_mode", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("sse", mode="before")
+    @classmethod
+    def _normalize_sse(cls, value: object) -> object:
+        if isinstance(value, str):
+            return {"aes256": "AES256", "aws:kms": "aws:kms"}.get(value.lower(), value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Self:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError(
+                "STORAGE_S3_ACCESS_KEY_ID and STORAGE_S3_SECRET_ACCESS_KEY: set both, or "
+                "neither to use the standard AWS credential chain"
+            )
+        if self.session_token is not None and self.access_key_id is None:
+            raise ValueError(
+                "STORAGE_S3_SESSION_TOKEN: needs STORAGE_S3_ACCESS_KEY_ID and "
+                "STORAGE_S3_SECRET_ACCESS_KEY"
+            )
+        if self.sse_kms_key_id is not None and self.sse != "aws:kms":
+            raise ValueError("STORAGE_S3_SSE_KMS_KEY_ID: only used with STORAGE_S3_SSE=aws:kms")
+        return self
+
+    @property
+    def max_size_bytes(self) -> int | None:
+        """The quota in bytes (``max_size_gb`` * 10^9), or ``None``."""
+        return _gb_to_bytes(self.max_size_gb)
+
+    @property
+    def multipart_threshold_bytes(self) -> int:
+        """Files at least this big are uploaded in parts (``multipart_threshold_mb`` * 2^20)."""
+        return self.multipart_threshold_mb * MIB
+
+    @property
+    def multipart_chunk_bytes(self) -> int:
+        """The size of each part (``multipart_chunk_mb`` * 2^20)."""
+        return self.multipart_chunk_mb * MIB
+
+
+class QuotaSettings(BaseModel):
+    """``STORAGE_QUOTA_*``: quota bookkeeping shared by every backend."""
+
+    model_config = _SECTION
+
+    refresh_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="STORAGE_QUOTA_REFRESH_SECONDS: re-scan usage this often",
+    )
 
 
 class StorageSettings(BaseSettings):
-    pass
+    """Which backend to build and how, from ``STORAGE_*`` variables, a ``.env`` file or code.
+
+    ``StorageSettings()`` reads the environment, then ``.env`` in the working directory
+    (the environment wins). Keyword arguments win over both::
+
+        StorageSettings(type="s3", s3={"bucket": "media"})
+
+    Raises:
+        StorageConfigError: a value is missing or invalid. The message names each
+            variable (``STORAGE_S3_MAX_CONCURRENCY: must be <= 64``) and never its value.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        hide_input_in_errors=True,
+    )
+
+    type: Literal["LOCAL", "S3", "MEMORY"] = Field(
+        default="LOCAL", description="STORAGE_TYPE: LOCAL, S3 or MEMORY, any case"
+    )
+    local: LocalSettings = Field(default_factory=LocalSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    quota: QuotaSettings = Field(default_factory=QuotaSettings)
+
+    # BaseSettings' own signature is **values: Any; overridden only to translate errors,
+    # so that no caller ever sees a pydantic error (whose repr carries input values).
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            error = _config_error(exc)
+        except SettingsError as exc:
+            error = _parse_error(exc)
+        else:
+            return
+        # raised outside the except block, so not even __context__ keeps the pydantic
+        # error: it holds the raw inputs, secrets included
+        raise error
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> Self:
+        if self.type == "S3" and self.s3.bucket is None:
+            raise ValueError("STORAGE_S3_BUCKET: required when STORAGE_TYPE is S3")
+        return self
+
+
+def _env_var(loc: tuple[int | str, ...]) -> str:
+    if not loc:  # a check across sections
+        return f"{ENV_PREFIX}*"
+    return ENV_PREFIX + "_".join(str(part) for part in loc).upper()
+
+
+def _describe(error: ErrorDetails) -> str:
+    """Say what is wrong in words that never include the input value."""
+    ctx: dict[str, Any] = error.get("ctx") or {}
+    match error["type"]:
+        case "value_error" | "assertion_error":
+            return str(ctx.get("error", error["msg"]))
+        case "less_than_equal":
+            return f"must be <= {ctx['le']:g}"
+        case "less_than":
+            return f"must be < {ctx['lt']:g}"
+        case "greater_than_equal":
+            return f"must be >= {ctx['ge']:g}"
+        case "greater_than":
+            return f"must be > {ctx['gt']:g}"
+        case "finite_number":
+            return "must be a finite number"
+        case "int_parsing" | "int_type" | "int_from_float":
+            return "must be a whole number"
+        case "float_parsing" | "float_type":
+            return "must be a number"
+        case "literal_error":
+            return f"must be one of {ctx['expected']}"
+        case "missing":
+            return "is required"
+        case _:
+            # pydantic's own messages describe the expected shape, not the input
+            return error["msg"]
+
+
+def _config_error(exc: ValidationError) -> StorageConfigError:
+    problems: list[str] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        detail = _describe(error)
+        # model-level checks already name their variables
+        problems.append(
+            detail if detail.startswith(ENV_PREFIX) else f"{_env_var(error['loc'])}: {detail}"
+        )
+    return StorageConfigError("; ".join(problems))
+
+
+def _parse_error(exc: SettingsError) -> StorageConfigError:
+    # 'error parsing value for field "s3" from source "EnvSettingsSource"'
+    match = re.search(r'field "(\w+)"', str(exc))
+    name = _env_var((match.group(1),)) if match else "STORAGE_*"
+    return StorageConfigError(f"{name}: cannot be parsed (a section takes a JSON object)")

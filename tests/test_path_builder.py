@@ -1,0 +1,391 @@
+"""StoragePathBuilder: every method returns a valid key or raises InvalidKeyError."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+
+import pytest
+
+import file_storage.path_builder as path_builder_module
+from file_storage import InvalidKeyError, MemoryStorageBackend, StoragePathBuilder
+from file_storage._keys import validate_key
+
+HEX = "[0-9a-f]{32}"
+
+# text a hostile client can send as a file name, a title or an identifier
+HOSTILE = [
+    "",
+    ".",
+    "..",
+    "...",
+    "/",
+    "\\",
+    "../../etc/passwd",
+    "..\\..\\windows\\system32",
+    "/etc/passwd",
+    "a/../../b",
+    "a//b",
+    "nul\x00byte",
+    "line\nbreak",
+    "tab\there",
+    "del\x7f",
+    "c1\x85control",
+    "\u202eexe.txt",  # right-to-left override
+    "\u200bzero-width",
+    "\u05e9\u05dc\u05d5\u05dd.txt",  # Hebrew, right to left
+    "\u0645\u0631\u062d\u0628\u0627",  # Arabic
+    "\U0001f600\U0001f468\u200d\U0001f469\u200d\U0001f467",  # emoji, ZWJ family
+    "e\u0301\u0301\u0301",  # stacked combining marks
+    "\ufb01le \uff2a\uff30\uff27",  # ligature, fullwidth
+    " ",
+    "-rf",
+    "CON",
+    "x" * 10_000,
+    "\u00e9" * 1_000,
+]
+
+
+@pytest.fixture
+def paths() -> StoragePathBuilder:
+    return StoragePathBuilder()
+
+
+@pytest.fixture
+def frozen_now(monkeypatch: pytest.MonkeyPatch) -> datetime:
+    now = datetime(2024, 3, 9, 23, 59, tzinfo=UTC)
+    monkeypatch.setattr(path_builder_module, "_utcnow", lambda: now)
+    return now
+
+
+def assert_valid_key(key: str) -> None:
+    assert validate_key(key) == key
+
+
+# ------------------------------------------------------------------ join
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        (("a",), "a"),
+        (("a", "b", "c.txt"), "a/b/c.txt"),
+        (("a/b", "c/d.txt"), "a/b/c/d.txt"),
+        ((PurePosixPath("a/b"), "c"), "a/b/c"),
+        (("users", "\u00e9t\u00e9", "\U0001f600.png"), "users/\u00e9t\u00e9/\U0001f600.png"),
+        (("with space", "[brackets]"), "with space/[brackets]"),
+    ],
+)
+def test_join_returns_parts_joined_by_slash(
+    paths: StoragePathBuilder, parts: tuple[str, ...], expected: str
+) -> None:
+    assert paths.join(*parts) == expected
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        (),
+        ("",),
+        ("a", ""),
+        ("a", PurePosixPath()),
+        ("a", "."),
+        ("a", ".."),
+        ("..", "etc", "passwd"),
+        ("a", "../../b"),
+        ("/etc", "passwd"),
+        ("a/", "b"),
+        ("a", "b/"),
+        ("a//b",),
+        ("a\\b",),
+        ("a", "b\x00"),
+        ("a", "line\nbreak"),
+        ("a", "x" * 256),
+        ("a/" * 600,),
+    ],
+)
+def test_join_rejects_bad_parts(paths: StoragePathBuilder, parts: tuple[str, ...]) -> None:
+    with pytest.raises(InvalidKeyError):
+        paths.join(*parts)
+
+
+def test_join_rejects_a_non_string_part(paths: StoragePathBuilder) -> None:
+    with pytest.raises(InvalidKeyError):
+        paths.join("a", 3)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ user_root / user_path
+
+
+@pytest.mark.parametrize(
+    "slug",
+    [
+        "u1",
+        "jane-doe",
+        "a_b.c",
+        "3f2a9c1e-0000-4000-8000-000000000000",
+        "\u00e9l\u00e8ve",
+        "x" * 255,
+    ],
+)
+def test_user_root_puts_a_slug_under_users(paths: StoragePathBuilder, slug: str) -> None:
+    assert paths.user_root(slug) == f"users/{slug}"
+
+
+@pytest.mark.parametrize(
+    "slug",
+    [
+        "",
+        ".",
+        "..",
+        ".hidden",
+        "trailing.",
+        "a/b",
+        "../admin",
+        "a\\b",
+        "nul\x00",
+        "line\nbreak",
+        "with space",
+        " padded",
+        "nbsp\u00a0",
+        "\u202eevil",
+        "zero\u200bwidth",
+        "e\u0301",  # not NFC: would be a second folder for "é"
+        "x" * 256,
+        "\u00e9" * 128,  # 256 UTF-8 bytes
+    ],
+)
+def test_user_root_rejects_a_hostile_slug(paths: StoragePathBuilder, slug: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        paths.user_root(slug)
+
+
+def test_user_root_rejects_a_non_string_slug(paths: StoragePathBuilder) -> None:
+    with pytest.raises(InvalidKeyError):
+        paths.user_root(None)  # type: ignore[arg-type]
+
+
+def test_user_path_joins_parts_below_the_user_root(paths: StoragePathBuilder) -> None:
+    assert paths.user_path("u1", "media/photos", "a.png") == "users/u1/media/photos/a.png"
+
+
+def test_user_path_without_parts_is_the_user_root(paths: StoragePathBuilder) -> None:
+    assert paths.user_path("u1") == "users/u1"
+
+
+@pytest.mark.parametrize("part", ["", "..", "../u2", "../../etc/passwd", "/abs", "a\\b", "a\x00"])
+def test_user_path_cannot_escape_the_user_folder(paths: StoragePathBuilder, part: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        paths.user_path("u1", part)
+
+
+@pytest.mark.parametrize("slug", ["", "..", "a/b", "\u202e"])
+def test_user_path_rejects_a_hostile_slug(paths: StoragePathBuilder, slug: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        paths.user_path(slug, "file.txt")
+
+
+# ------------------------------------------------------------------ unique
+
+
+@pytest.mark.parametrize(
+    ("filename", "extension"),
+    [
+        ("photo.png", ".png"),
+        ("PHOTO.JPG", ".jpg"),
+        ("a.TAR.GZ", ".gz"),
+        ("archive.tar.gz", ".gz"),
+        ("noext", ""),
+        ("x.", ""),
+        (".bashrc", ""),
+        ("...", ""),
+        ("../../etc/passwd", ""),
+        ("..\\..\\boot.ini", ".ini"),
+        ("C:\\Users\\me\\report.DOCX", ".docx"),
+        ("a.b\\c", ""),
+        ("a.b/c", ""),
+        ("evil.p\x00h\np", ".php"),
+        ("x.\U0001f600", ""),
+        ("x.\u00c9XE", ".exe"),
+        ("x.\uff2a\uff30\uff27", ".jpg"),
+        ("x.\u202egpj", ".gpj"),
+        ("x.mp4 ", ".mp4"),
+        ("x." + "a" * 33, ""),
+        ("x." + "a" * 32, "." + "a" * 32),
+        ("", ""),
+        ("\u0645\u0644\u0641.pdf", ".pdf"),
+        ("y" * 10_000 + ".txt", ".txt"),
+    ],
+)
+def test_unique_keeps_only_the_sanitized_last_extension(
+    paths: StoragePathBuilder, frozen_now: datetime, filename: str, extension: str
+) -> None:
+    key = paths.unique("uploads", filename)
+    assert re.fullmatch(f"uploads/2024/03/{HEX}{re.escape(extension)}", key), key
+    assert_valid_key(key)
+
+
+@pytest.mark.parametrize("filename", HOSTILE)
+def test_unique_lets_nothing_but_the_extension_through(
+    paths: StoragePathBuilder, frozen_now: datetime, filename: str
+) -> None:
+    key = paths.unique("uploads", filename)
+    assert re.fullmatch(f"uploads/2024/03/{HEX}(\\.[a-z0-9]{{1,32}})?", key), key
+
+
+def test_unique_uses_the_utc_year_and_month(paths: StoragePathBuilder) -> None:
+    before = datetime.now(UTC)
+    key = paths.unique("uploads", "a.txt")
+    after = datetime.now(UTC)
+    assert key.split("/")[1:3] in (
+        [f"{before:%Y}", f"{before:%m}"],
+        [f"{after:%Y}", f"{after:%m}"],
+    )
+
+
+def test_unique_accepts_a_nested_group(paths: StoragePathBuilder, frozen_now: datetime) -> None:
+    key = paths.unique(PurePosixPath("users/u1/media"), "a.png")
+    assert re.fullmatch(f"users/u1/media/2024/03/{HEX}\\.png", key)
+
+
+def test_unique_never_repeats(paths: StoragePathBuilder) -> None:
+    keys = {paths.unique("uploads", "a.txt") for _ in range(1_000)}
+    assert len(keys) == 1_000
+
+
+@pytest.mark.parametrize("group", ["", "/", "/abs", "..", "a/../b", "a/", "a//b", "a\\b", "a\x00"])
+def test_unique_rejects_a_bad_group(paths: StoragePathBuilder, group: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        paths.unique(group, "a.txt")
+
+
+def test_unique_rejects_a_non_string_filename(paths: StoragePathBuilder) -> None:
+    with pytest.raises(InvalidKeyError):
+        paths.unique("uploads", b"a.txt")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ temp
+
+
+def test_temp_without_suffix(paths: StoragePathBuilder) -> None:
+    assert re.fullmatch(f"temp/{HEX}", paths.temp())
+
+
+@pytest.mark.parametrize("suffix", [".part", "-upload.bin", ".\u00e9t\u00e9", "..", "."])
+def test_temp_appends_the_suffix_as_given(paths: StoragePathBuilder, suffix: str) -> None:
+    key = paths.temp(suffix)
+    assert re.fullmatch(f"temp/{HEX}{re.escape(suffix)}", key)
+    assert_valid_key(key)
+
+
+@pytest.mark.parametrize(
+    "suffix", ["/x", "a/b", "/../../etc/passwd", "\\x", "x\x00", "x\n", "x" * 224]
+)
+def test_temp_rejects_a_bad_suffix(paths: StoragePathBuilder, suffix: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        paths.temp(suffix)
+
+
+def test_temp_never_repeats(paths: StoragePathBuilder) -> None:
+    assert len({paths.temp() for _ in range(1_000)}) == 1_000
+
+
+# ------------------------------------------------------------------ safe_name
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("report.pdf", "report.pdf"),
+        ("Cr\u00e8me Br\u00fbl\u00e9e.PDF", "Creme_Brulee.PDF"),
+        ("Stra\u00dfe  Plan.tar.gz", "Strasse_Plan.tar.gz"),
+        ("\u00c6sir \u00f8l", "AEsir_ol"),
+        ("\ufb01le", "file"),
+        ("\uff2a\uff30\uff27", "JPG"),
+        ("e\u0301\u0301\u0301", "e"),
+        ("file name (1).JPG", "file_name_1.JPG"),
+        ("a---b___c...d", "a-b_c.d"),
+        ("../../etc/passwd", "etc_passwd"),
+        ("..\\..\\windows\\system32", "windows_system32"),
+        ("a/b\\c", "a_b_c"),
+        (".bashrc", "bashrc"),
+        ("  spaced  ", "spaced"),
+        ("-rf", "rf"),
+        ("x.", "x"),
+        ("nul\x00byte", "nulbyte"),
+        ("tab\there", "tab_here"),
+        ("\u202eexe.txt", "exe.txt"),
+        ("\u043e\u0442\u0447\u0451\u0442.pdf", "file.pdf"),  # Cyrillic: only ".pdf" survives
+        ("\U0001f600.png", "file.png"),
+        ("\u05e9\u05dc\u05d5\u05dd.tar.gz", "file.tar.gz"),
+        ("", "file"),
+        (".", "file"),
+        ("..", "file"),
+        ("...", "file"),
+        ("\U0001f600", "file"),
+        ("\u0645\u0631\u062d\u0628\u0627", "file"),
+        ("\x00\x01\x02", "file"),
+    ],
+)
+def test_safe_name_examples(paths: StoragePathBuilder, text: str, expected: str) -> None:
+    assert paths.safe_name(text) == expected
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_safe_name_always_gives_one_safe_ascii_segment(
+    paths: StoragePathBuilder, text: str
+) -> None:
+    name = paths.safe_name(text)
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name), name
+    assert len(name.encode()) <= 255
+    assert not re.search(r"([._-])\1", name)
+    assert_valid_key(name)
+
+
+def test_safe_name_cuts_long_names_and_keeps_the_extension(paths: StoragePathBuilder) -> None:
+    name = paths.safe_name("x" * 1_000 + ".txt")
+    assert len(name) == 255
+    assert name.endswith("xxx.txt")
+
+
+def test_safe_name_cuts_long_names_without_extension(paths: StoragePathBuilder) -> None:
+    assert paths.safe_name("x" * 1_000) == "x" * 255
+
+
+def test_safe_name_is_idempotent(paths: StoragePathBuilder) -> None:
+    for text in HOSTILE:
+        once = paths.safe_name(text)
+        assert paths.safe_name(once) == once
+
+
+def test_safe_name_rejects_a_non_string(paths: StoragePathBuilder) -> None:
+    with pytest.raises(InvalidKeyError):
+        paths.safe_name(None)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ subclassing
+
+
+class AppPaths(StoragePathBuilder):
+    """An application's layout, built on the base methods."""
+
+    def session_step(self, user_slug: str, session_id: str, step: int) -> str:
+        return self.user_path(user_slug, "sessions", session_id, f"step-{step:03d}")
+
+
+def test_a_subclass_builds_its_layout_on_the_base_methods() -> None:
+    assert AppPaths().session_step("u1", "s42", 7) == "users/u1/sessions/s42/step-007"
+
+
+@pytest.mark.parametrize("session_id", ["", "..", "../../u2", "a/", "a\\b", "a\x00"])
+def test_a_subclass_inherits_the_checks(session_id: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        AppPaths().session_step("u1", session_id, 1)
+
+
+async def test_builder_keys_work_on_a_backend(paths: StoragePathBuilder) -> None:
+    backend = MemoryStorageBackend()
+    key = paths.user_path("u1", paths.safe_name("\U0001f600 holiday \u00e9t\u00e9.JPG"))
+    await backend.save(key, b"x")
+    assert await backend.list_files(paths.user_root("u1")) == ["users/u1/holiday_ete.JPG"]
