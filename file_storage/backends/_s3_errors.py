@@ -1,0 +1,156 @@
+"""botocore/aiohttp -> StorageError translation for the S3 backend.
+
+botocore and aiohttp are looked up in ``sys.modules`` instead of imported: an exception
+can only come from them once they are loaded, and this module must not load them.
+Messages carry the S3 error code and HTTP status, never S3's message text, a URL or a
+credential; the original exception is chained by the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from file_storage.errors import (
+    ObjectNotFoundError,
+    StorageConfigError,
+    StorageError,
+    StoragePermissionError,
+    StorageUnavailableError,
+)
+
+__all__ = ["batch_delete_error", "error_code", "map_s3_error"]
+
+NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
+DENIED = frozenset(
+    {
+        "403",
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+        "AccountProblem",
+    }
+)
+# worth retrying later: botocore already retried these max_attempts times
+TRANSIENT = frozenset(
+    {
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+    }
+)
+# the server computed another checksum than the one sent: the bytes were damaged on
+# the way, so the write did not happen and a retry is the cure
+CORRUPTED = frozenset({"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch"})
+NO_CREDENTIALS = (
+    "no credentials found: set STORAGE_S3_ACCESS_KEY_ID and STORAGE_S3_SECRET_ACCESS_KEY, "
+    "or configure the standard AWS credential chain"
+)
+
+
+def _botocore_exceptions() -> Any:
+    """botocore.exceptions if botocore is loaded, else ``None``."""
+    return sys.modules.get("botocore.exceptions")
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The S3 error code of a botocore ``ClientError``, else ``None``."""
+    errors = _botocore_exceptions()
+    if errors is None or not isinstance(exc, errors.ClientError):
+        return None
+    code = exc.response.get("Error", {}).get("Code")
+    return str(code) if code is not None else None
+
+
+def _attempts(response: dict[str, Any]) -> str:
+    retries = response.get("ResponseMetadata", {}).get("RetryAttempts")
+    if not isinstance(retries, int):
+        return ""
+    attempts = retries + 1
+    return f" after {attempts} attempt{'s' if attempts != 1 else ''}"
+
+
+def _map_client_error(exc: Any, bucket: str) -> StorageError:
+    response: dict[str, Any] = exc.response
+    code = str(response.get("Error", {}).get("Code", "Unknown"))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    http = f"HTTP {status}" if status else "no HTTP status"
+    if code in NOT_FOUND:
+        return ObjectNotFoundError()
+    if code == "NoSuchBucket":
+        return StorageConfigError(f"bucket {bucket!r} does not exist")
+    if code in DENIED or status == 403:
+        return StoragePermissionError(f"access denied by S3 ({code}, {http})")
+    if code in CORRUPTED:
+        return StorageUnavailableError(
+            f"checksum mismatch: S3 rejected damaged data ({code}, {http}); nothing was written"
+        )
+    if code in TRANSIENT or (isinstance(status, int) and status >= 500):
+        return StorageUnavailableError(f"S3 answered {code} ({http}){_attempts(response)}")
+    if code == "PreconditionFailed":
+        return StorageError("the object changed while the operation ran (PreconditionFailed)")
+    return StorageError(f"S3 error {code} ({http})")
+
+
+def map_s3_error(exc: BaseException, *, bucket: str) -> StorageError | None:
+    """Translate an SDK or network exception; ``None`` for anything else (bugs, local OSError)."""
+    if isinstance(exc, asyncio.CancelledError | TypeError):
+        return None
+    errors = _botocore_exceptions()
+    if errors is not None:
+        if isinstance(exc, errors.ClientError):
+            return _map_client_error(exc, bucket)
+        if isinstance(
+            exc,
+            errors.NoCredentialsError
+            | errors.PartialCredentialsError
+            | errors.CredentialRetrievalError,
+        ):
+            return StoragePermissionError(NO_CREDENTIALS)
+        if isinstance(exc, errors.ChecksumError):
+            return StorageUnavailableError(
+                f"checksum mismatch: the data was damaged in transit ({type(exc).__name__})"
+            )
+        if isinstance(
+            exc, errors.ConnectionError | errors.HTTPClientError | errors.IncompleteReadError
+        ):
+            return StorageUnavailableError(f"cannot reach S3 ({type(exc).__name__})")
+        if isinstance(
+            exc,
+            errors.BaseEndpointResolverError
+            | errors.InvalidRegionError
+            | errors.InvalidDNSNameError
+            | errors.InvalidConfigError
+            | errors.UnsupportedS3ConfigurationError,
+        ):
+            return StorageConfigError(f"bad S3 client settings ({type(exc).__name__})")
+        if isinstance(exc, errors.BotoCoreError):
+            return StorageError(f"S3 client error ({type(exc).__name__})")
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is not None and isinstance(exc, aiohttp.ClientError):
+        return StorageUnavailableError(f"cannot reach S3 ({type(exc).__name__})")
+    if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is TimeoutError since 3.11
+        return StorageUnavailableError(f"S3 did not answer in time ({type(exc).__name__})")
+    if isinstance(exc, ConnectionError):
+        return StorageUnavailableError(f"cannot reach S3 ({type(exc).__name__})")
+    return None
+
+
+def batch_delete_error(code: str, failed: int, total: int) -> StorageError:
+    """The error for keys that DeleteObjects reported as not deleted."""
+    detail = f"{failed} of {total} keys not deleted ({code})"
+    if code in DENIED:
+        return StoragePermissionError(f"access denied: {detail}")
+    if code in TRANSIENT:
+        return StorageUnavailableError(detail)
+    return StorageError(detail)

@@ -1,0 +1,378 @@
+"""Moving bytes to and from S3: one request when small, parallel parts when large.
+
+Above the threshold, uploads are multipart uploads and downloads parallel ranged GETs;
+copies above CopyObject's limit use UploadPartCopy. Parts run as tasks, at most
+``concurrency`` at once, and the next part is read only when a slot frees, so memory
+stays at about ``concurrency`` parts whatever the size.
+A multipart upload that fails or is cancelled is aborted (shielded from a second
+cancellation), so no orphan upload keeps costing storage and no partial object appears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import zlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiofiles
+
+from file_storage._streams import CHUNK_SIZE, Progress, rechunk
+from file_storage.errors import StorageError, StorageUnavailableError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Part = dict[str, Any]
+
+# AWS, "Amazon S3 multipart upload limits":
+MAX_PARTS = 10_000  # parts per upload
+MIN_PART_SIZE = 5 * 2**20  # every part but the last
+MAX_PART_SIZE = 5 * 2**30
+MAX_PUT_SIZE = 5 * 2**30  # one PutObject or CopyObject ("Uploading objects", "Copying objects")
+INLINE_CHECKSUM_BYTES = 256 * 2**10  # hash bigger buffers in a thread, off the event loop
+
+
+def crc32(data: bytes | bytearray | memoryview) -> str:
+    """The base64 big-endian CRC32 S3 expects in ``x-amz-checksum-crc32``."""
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
+
+
+async def checksum(data: bytes) -> str:
+    """CRC32 of ``data``, computed in a thread when large (zlib releases the GIL)."""
+    if len(data) <= INLINE_CHECKSUM_BYTES:
+        return crc32(data)
+    return await asyncio.to_thread(crc32, data)
+
+
+def part_size_for(size: int, preferred: int) -> int:
+    """The part size to send ``size`` bytes in at most 10,000 parts."""
+    return max(preferred, -(-size // MAX_PARTS))
+
+
+async def run_bounded(jobs: AsyncGenerator[Awaitable[T], None], limit: int) -> list[T]:
+    """Run what ``jobs`` yields, ``limit`` at a time; on an error cancel the rest, re-raise it."""
+    results: list[T] = []
+    pending: set[asyncio.Future[T]] = set()
+    try:
+        while True:
+            while len(pending) >= limit:
+                pending = await _reap(pending, results)
+            try:
+                job = await anext(jobs)
+            except StopAsyncIteration:
+                break
+            pending.add(asyncio.ensure_future(job))
+        while pending:
+            pending = await _reap(pending, results)
+    except BaseException:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            for task in pending:  # a part that failed on its own: its error is not news
+                if not task.cancelled():
+                    task.exception()
+        raise
+    finally:
+        await jobs.aclose()
+    return results
+
+
+async def _reap(pending: set[asyncio.Future[T]], results: list[T]) -> set[asyncio.Future[T]]:
+    """Wait for one job to end; collect its result or raise its error."""
+    done, rest = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    # read every exception so none is reported as "never retrieved"
+    failures = [exc for task in done if (exc := task.exception()) is not None]
+    if failures:
+        raise failures[0]
+    results.extend(task.result() for task in done)
+    return rest
+
+
+@dataclass
+class Multipart:
+    """One multipart upload to ``key``; ``params`` go to CreateMultipartUpload."""
+
+    client: Any
+    bucket: str
+    key: str
+    params: dict[str, Any]
+    concurrency: int
+    background: set[asyncio.Task[None]]
+    checksums: bool = True
+    upload_id: str = field(default="", init=False)
+
+    async def run(self, jobs: Callable[[Multipart], AsyncGenerator[Awaitable[Part], None]]) -> None:
+        """Create the upload, run the part jobs, complete it; abort on any failure."""
+        extra = {"ChecksumAlgorithm": "CRC32"} if self.checksums else {}
+        create: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(
+            self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, **extra, **self.params
+            )
+        )
+        try:
+            # shielded: a cancel must not lose the id of an upload S3 may have created
+            self.upload_id = (await asyncio.shield(create))["UploadId"]
+        except asyncio.CancelledError:
+            await self._cleanup(create)
+            raise
+        try:
+            parts = await run_bounded(jobs(self), self.concurrency)
+            parts.sort(key=lambda part: int(part["PartNumber"]))
+            await self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            await self._cleanup(create)
+            raise
+
+    async def _cleanup(self, create: asyncio.Future[dict[str, Any]]) -> None:
+        """Abort in a task of its own, kept referenced, so a second cancel cannot skip it."""
+        task = asyncio.ensure_future(self._abort(create))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        await asyncio.shield(task)
+
+    async def _abort(self, create: asyncio.Future[dict[str, Any]]) -> None:
+        """Abort the upload once it exists; S3 drops its parts. Log, never raise."""
+        try:
+            upload_id = (await create)["UploadId"]
+        except Exception:
+            return  # never created: nothing to abort
+        try:
+            await self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=upload_id
+            )
+        except Exception as exc:
+            logger.warning(
+                "could not abort multipart upload of %r (%s); a bucket lifecycle rule "
+                "(AbortIncompleteMultipartUpload) will remove it",
+                self.key,
+                type(exc).__name__,
+            )
+
+    async def put_part(self, number: int, data: bytes) -> Part:
+        """Upload one part with its CRC32, which S3 verifies and the completion repeats."""
+        crc = await checksum(data)
+        response = await self.client.upload_part(
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=data,
+            ChecksumAlgorithm="CRC32",
+            ChecksumCRC32=crc,
+        )
+        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumCRC32": crc}
+
+
+async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield head
+    async for chunk in rest:
+        yield chunk
+
+
+async def _slices(data: bytes, size: int) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for offset in range(0, len(view), size):
+        yield bytes(view[offset : offset + size])
+
+
+def _read_at(path: Path, offset: int, length: int) -> bytes:
+    with path.open("rb") as src:
+        src.seek(offset)
+        return src.read(length)
+
+
+@dataclass
+class Transfer:
+    """A backend's client and sizes; keys here are full S3 keys (prefix included)."""
+
+    client: Any
+    bucket: str
+    threshold: int
+    part_size: int
+    concurrency: int
+    background: set[asyncio.Task[None]]
+
+    def multipart(self, key: str, params: dict[str, Any], *, checksums: bool = True) -> Multipart:
+        return Multipart(
+            self.client, self.bucket, key, params, self.concurrency, self.background, checksums
+        )
+
+    async def put(self, key: str, data: bytes, params: dict[str, Any]) -> None:
+        """One PutObject, with a CRC32 that S3 checks before storing anything."""
+        crc = await checksum(data)
+        await self.client.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ChecksumAlgorithm="CRC32",
+            ChecksumCRC32=crc,
+            **params,
+        )
+
+    async def save(
+        self, key: str, body: bytes | AsyncIterator[bytes], params: dict[str, Any]
+    ) -> None:
+        """Buffer up to the threshold: a stream that ends there is one PutObject, else parts."""
+        if isinstance(body, bytes):
+            if len(body) <= MAX_PUT_SIZE:
+                await self.put(key, body, params)
+                return
+            body = _slices(body, self.part_size)
+        try:
+            head = bytearray()
+            async for chunk in body:
+                head += chunk
+                if len(head) > self.threshold:
+                    break
+            if len(head) <= self.threshold:
+                await self.put(key, bytes(head), params)
+                return
+            await self._save_parts(key, bytes(head), body, params)
+        finally:
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _save_parts(
+        self, key: str, head: bytes, rest: AsyncIterator[bytes], params: dict[str, Any]
+    ) -> None:
+        """Send ``head`` then ``rest`` (length unknown) as parts of ``part_size`` bytes."""
+        size = self.part_size
+
+        async def jobs(upload: Multipart) -> AsyncGenerator[Awaitable[Part], None]:
+            number = 0
+            async for data in rechunk(_chain(head, rest), size):
+                number += 1
+                if number > MAX_PARTS:
+                    raise StorageError(
+                        f"stream longer than {MAX_PARTS} parts of {size} bytes "
+                        "(S3's part limit): raise multipart_chunk_size"
+                    )
+                yield upload.put_part(number, data)
+
+        await self.multipart(key, params).run(jobs)
+
+    async def upload_file(
+        self, key: str, path: Path, size: int, params: dict[str, Any], progress: Progress | None
+    ) -> None:
+        """Send a local file; above the threshold as parts, each read once its slot is free."""
+        if size <= self.threshold:
+            async with aiofiles.open(path, "rb") as src:
+                data = await src.read(size + 1)
+            if len(data) != size:
+                raise StorageUnavailableError(
+                    f"local file changed size while reading: {len(data)} of {size}"
+                )
+            await self.put(key, data, params)
+            if progress is not None:
+                progress(size, size)
+            return
+        part_size = part_size_for(size, self.part_size)
+        done = 0
+
+        async def put(upload: Multipart, number: int, offset: int, length: int) -> Part:
+            nonlocal done
+            data = await asyncio.to_thread(_read_at, path, offset, length)
+            if len(data) != length:
+                raise StorageUnavailableError(
+                    f"local file changed size while reading: part {number} is short"
+                )
+            part = await upload.put_part(number, data)
+            done += length
+            if progress is not None:
+                progress(done, size)
+            return part
+
+        async def jobs(upload: Multipart) -> AsyncGenerator[Awaitable[Part], None]:
+            for number, offset in enumerate(range(0, size, part_size), start=1):
+                yield put(upload, number, offset, min(part_size, size - offset))
+
+        await self.multipart(key, params).run(jobs)
+
+    async def copy(
+        self, src: str, dst: str, sse: dict[str, str], threshold: int, part_size: int
+    ) -> None:
+        """Copy server-side, keeping content type and metadata; multipart above ``threshold``."""
+        source = {"Bucket": self.bucket, "Key": src}
+        head = await self.client.head_object(**source)
+        size: int = head["ContentLength"]
+        if size <= threshold:
+            await self.client.copy_object(
+                Bucket=self.bucket,
+                Key=dst,
+                CopySource=source,
+                MetadataDirective="COPY",
+                ChecksumAlgorithm="CRC32",
+                **sse,
+            )
+            return
+        # a multipart copy makes a new object: carry content type and metadata by hand
+        params = {
+            "ContentType": head.get("ContentType") or "application/octet-stream",
+            "Metadata": head.get("Metadata") or {},
+            **sse,
+        }
+        part_size = part_size_for(size, part_size)
+
+        async def put(upload: Multipart, number: int, first: int, last: int) -> Part:
+            # If-Match: every range comes from the version HEAD saw
+            response = await self.client.upload_part_copy(
+                Bucket=self.bucket,
+                Key=dst,
+                UploadId=upload.upload_id,
+                PartNumber=number,
+                CopySource=source,
+                CopySourceRange=f"bytes={first}-{last}",
+                CopySourceIfMatch=head["ETag"],
+            )
+            return {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
+
+        async def jobs(upload: Multipart) -> AsyncGenerator[Awaitable[Part], None]:
+            for number, offset in enumerate(range(0, size, part_size), start=1):
+                yield put(upload, number, offset, min(offset + part_size, size) - 1)
+
+        await self.multipart(dst, params, checksums=False).run(jobs)
+
+    async def download(
+        self, key: str, local_path: Path, head: dict[str, Any], progress: Progress | None
+    ) -> None:
+        """Write the object into ``local_path``; above the threshold by parallel ranged GETs."""
+        # If-Match pins every request to the version HEAD saw: an overwrite during the
+        # download fails it (PreconditionFailed) instead of mixing two versions
+        size: int = head["ContentLength"]
+        part_size = self.part_size if size > self.threshold else max(size, 1)
+        done = 0
+        async with aiofiles.open(local_path, "wb") as out:
+            await out.truncate(size)
+
+        async def fetch(offset: int, length: int) -> None:
+            nonlocal done
+            extra = {"Range": f"bytes={offset}-{offset + length - 1}"} if length < size else {}
+            response = await self.client.get_object(
+                Bucket=self.bucket, Key=key, IfMatch=head["ETag"], **extra
+            )
+            body = response["Body"]
+            async with body, aiofiles.open(local_path, "r+b") as out:
+                await out.seek(offset)
+                while chunk := await body.read(CHUNK_SIZE):
+                    await out.write(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, size)
+
+        async def jobs() -> AsyncGenerator[Awaitable[None], None]:
+            for offset in range(0, size, part_size):
+                yield fetch(offset, min(part_size, size - offset))
+
+        await run_bounded(jobs(), self.concurrency)

@@ -1,0 +1,604 @@
+"""What only the S3 backend has: prefix layout, multipart, ranged GETs, signing, the client.
+
+The moto server is observed with a plain boto3 client; nothing about the server is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from file_storage import (
+    InvalidKeyError,
+    ObjectNotFoundError,
+    S3StorageBackend,
+    StorageBackend,
+    StorageConfigError,
+    StorageError,
+    StoragePermissionError,
+    StorageUnavailableError,
+)
+from file_storage.backends._s3_errors import batch_delete_error, map_s3_error
+from file_storage.backends._s3_multipart import crc32
+from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
+
+pytestmark = pytest.mark.s3
+
+MiB = 1 << 20
+# the smallest multipart setup S3 allows: 5 MiB parts (AWS multipart limits)
+SMALL: dict[str, Any] = {"multipart_threshold": 5 * MiB, "multipart_chunk_size": 5 * MiB}
+
+MakeBackend = Callable[..., S3StorageBackend]
+
+
+@pytest.fixture
+def raw(moto_endpoint: str) -> Iterator[Any]:
+    """A plain boto3 client, to see what the server holds."""
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=FAKE_KEY_ID,
+        aws_secret_access_key=FAKE_SECRET,
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def make_backend(moto_endpoint: str, s3_bucket: str) -> AsyncIterator[MakeBackend]:
+    """Build backends on the test bucket with extra settings; all are closed afterwards."""
+    made: list[S3StorageBackend] = []
+
+    def make(**overrides: Any) -> S3StorageBackend:
+        options: dict[str, Any] = {
+            "endpoint_url": moto_endpoint,
+            "access_key_id": FAKE_KEY_ID,
+            "secret_access_key": FAKE_SECRET,
+            "addressing_style": "path",
+        }
+        options.update(overrides)
+        backend = S3StorageBackend(options.pop("bucket", s3_bucket), **options)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        await backend.aclose()
+
+
+def stored_keys(raw: Any, bucket: str) -> list[str]:
+    return [item["Key"] for item in raw.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def open_uploads(raw: Any, bucket: str) -> list[Any]:
+    uploads: list[Any] = raw.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    return uploads
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def blocks(*sizes: int) -> AsyncIterator[bytes]:
+    for number, size in enumerate(sizes):
+        yield bytes([number % 256]) * size
+
+
+async def client_of(backend: StorageBackend) -> Any:
+    """The backend's aiobotocore client, to register event hooks that observe requests."""
+    assert isinstance(backend, S3StorageBackend)
+    return await backend._client()
+
+
+# ---------------------------------------------------------------- layout
+
+
+async def test_keys_are_stored_under_the_prefix(
+    s3_backend: StorageBackend, raw: Any, s3_bucket: str
+) -> None:
+    await s3_backend.save("a/b.txt", b"x")
+    raw.put_object(Bucket=s3_bucket, Key="outside.txt", Body=b"y")
+    assert sorted(stored_keys(raw, s3_bucket)) == ["outside.txt", "storage/a/b.txt"]
+    assert await s3_backend.list_files() == ["a/b.txt"]
+    assert not await s3_backend.exists("outside.txt")
+
+
+async def test_empty_prefix_uses_the_bucket_root(
+    make_backend: MakeBackend, raw: Any, s3_bucket: str
+) -> None:
+    backend = make_backend(prefix="")
+    await backend.save("a/b.txt", b"x")
+    assert stored_keys(raw, s3_bucket) == ["a/b.txt"]
+    assert await backend.list_dirs() == ["a"]
+
+
+async def test_key_overflowing_1024_bytes_with_the_prefix_is_rejected(
+    s3_backend: StorageBackend, raw: Any, s3_bucket: str
+) -> None:
+    segments = "/".join(["s" * 200] * 5)  # 1004 bytes
+    fits = segments + "/" + "k" * 11  # 1016 + len("storage/") = 1024
+    with pytest.raises(InvalidKeyError) as info:
+        await s3_backend.save(fits + "x", b"x")
+    assert info.value.operation == "save"
+    await s3_backend.save(fits, b"x")
+    assert [len(k.encode()) for k in stored_keys(raw, s3_bucket)] == [1024]
+
+
+async def test_listings_skip_names_outside_the_key_grammar(
+    s3_backend: StorageBackend, raw: Any, s3_bucket: str
+) -> None:
+    for name in ("storage/console-folder/", "storage/a//b", "storage/ok/c.txt"):
+        raw.put_object(Bucket=s3_bucket, Key=name, Body=b"")
+    assert await s3_backend.list_files() == ["ok/c.txt"]
+
+
+async def test_listing_order_is_pythons_sorted_order(s3_backend: StorageBackend) -> None:
+    # UTF-16 would put U+1F600 (a surrogate pair) before U+FB01; code points do not
+    keys = ["z.txt", "\ufb01.txt", "\U0001f600.txt", "A.txt", "a-b/c.txt", "a/b.txt"]
+    for key in keys:
+        await s3_backend.save(key, b"x")
+    assert await s3_backend.list_files() == sorted(keys)
+
+
+# ---------------------------------------------------------------- multipart uploads
+
+
+async def test_stream_above_threshold_is_a_multipart_upload(
+    make_backend: MakeBackend, raw: Any, s3_bucket: str
+) -> None:
+    backend = make_backend(**SMALL)
+    await backend.save(
+        "big.bin", blocks(6 * MiB, 6 * MiB), content_type="video/webm", metadata={"Who": "me"}
+    )
+    head = raw.head_object(Bucket=s3_bucket, Key="storage/big.bin", ChecksumMode="ENABLED")
+    assert head["ETag"].endswith('-3"')  # 12 MiB in 5 MiB parts
+    assert head["ContentLength"] == 12 * MiB
+    assert head["ContentType"] == "video/webm"
+    assert head["Metadata"] == {"who": "me"}
+    assert "ChecksumCRC32" in head
+    assert await backend.load("big.bin") == bytes([0]) * 6 * MiB + bytes([1]) * 6 * MiB
+
+
+async def test_stream_below_threshold_is_one_put(
+    make_backend: MakeBackend, raw: Any, s3_bucket: str
+) -> None:
+    backend = make_backend(**SMALL)
+    await backend.save("small.bin", blocks(MiB, 3 * MiB))
+    head = raw.head_object(Bucket=s3_bucket, Key="storage/small.bin", ChecksumMode="ENABLED")
+    assert "-" not in head["ETag"]
+    data = bytes([0]) * MiB + bytes([1]) * 3 * MiB
+    assert head["ChecksumCRC32"] == crc32(data)  # the server got and kept our checksum
+
+
+async def test_upload_file_above_threshold_sends_parts(
+    make_backend: MakeBackend, raw: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    backend = make_backend(**SMALL)
+    data = os.urandom(12 * MiB)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    seen: list[tuple[int, int | None]] = []
+    await backend.upload_file(
+        path, "big.bin", metadata={"k": "v"}, progress=lambda d, t: seen.append((d, t))
+    )
+    head = raw.head_object(Bucket=s3_bucket, Key="storage/big.bin")
+    assert head["ETag"].endswith('-3"')
+    assert head["Metadata"] == {"k": "v"}
+    assert seen[-1] == (12 * MiB, 12 * MiB)
+    assert await backend.load("big.bin") == data
+
+
+async def test_upload_file_below_threshold_is_one_put(
+    make_backend: MakeBackend, raw: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    backend = make_backend(**SMALL)
+    path = tmp_path / "small.bin"
+    path.write_bytes(b"y" * MiB)
+    await backend.upload_file(path, "small.bin")
+    assert "-" not in raw.head_object(Bucket=s3_bucket, Key="storage/small.bin")["ETag"]
+
+
+async def test_parts_upload_in_parallel_up_to_max_concurrency(make_backend: MakeBackend) -> None:
+    backend = make_backend(**SMALL, max_concurrency=2)
+    client = await client_of(backend)
+    in_flight = peak = 0
+    pair = asyncio.Event()
+
+    async def before(**_: Any) -> None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        if in_flight == 2:
+            pair.set()
+        # the first part waits for a second one: proof that two run at once
+        await asyncio.wait_for(pair.wait(), timeout=10)
+
+    def after(**_: Any) -> None:
+        nonlocal in_flight
+        in_flight -= 1
+
+    client.meta.events.register("before-call.s3.UploadPart", before)
+    client.meta.events.register("after-call.s3.UploadPart", after)
+    await backend.save("p.bin", blocks(*[5 * MiB] * 6))
+    assert peak == 2
+
+
+async def test_stream_failing_after_some_parts_aborts_the_upload(
+    make_backend: MakeBackend, raw: Any, s3_bucket: str
+) -> None:
+    backend = make_backend(**SMALL)
+
+    async def dies() -> AsyncIterator[bytes]:
+        async for block in blocks(6 * MiB, 5 * MiB, 5 * MiB):
+            yield block
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await backend.save("broken.bin", dies())
+    assert stored_keys(raw, s3_bucket) == []
+    assert open_uploads(raw, s3_bucket) == []
+
+
+async def test_cancelled_upload_aborts_the_multipart_upload(
+    make_backend: MakeBackend, raw: Any, s3_bucket: str
+) -> None:
+    backend = make_backend(**SMALL)
+    stalled = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield b"x" * 6 * MiB  # over the threshold: the multipart upload starts
+        stalled.set()
+        await asyncio.Event().wait()  # the client stalls until cancelled
+        yield b""
+
+    task = asyncio.create_task(backend.save("cancelled.bin", stalls()))
+    await stalled.wait()
+    assert len(open_uploads(raw, s3_bucket)) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert open_uploads(raw, s3_bucket) == []
+    assert stored_keys(raw, s3_bucket) == []
+
+
+async def test_cancel_while_the_upload_is_created_still_aborts_it(
+    make_backend: MakeBackend, raw: Any, s3_bucket: str
+) -> None:
+    backend = make_backend(**SMALL)
+    created, gate = asyncio.Event(), asyncio.Event()
+
+    async def hold(**_: Any) -> None:
+        created.set()  # S3 has made the upload; its id is still on the way back
+        await gate.wait()
+
+    client = await client_of(backend)
+    client.meta.events.register("after-call.s3.CreateMultipartUpload", hold)
+    task = asyncio.create_task(backend.save("late.bin", blocks(6 * MiB)))
+    await created.wait()
+    task.cancel()
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert open_uploads(raw, s3_bucket) == []
+    assert stored_keys(raw, s3_bucket) == []
+
+
+async def test_sse_is_sent_on_every_write(
+    make_backend: MakeBackend, raw: Any, s3_bucket: str
+) -> None:
+    backend = make_backend(**SMALL, sse="AES256")
+    await backend.save("one.bin", b"x")
+    await backend.save("parts.bin", blocks(6 * MiB))
+    await backend.copy("one.bin", "copy.bin")
+    for name in ("one.bin", "parts.bin", "copy.bin"):
+        head = raw.head_object(Bucket=s3_bucket, Key=f"storage/{name}")
+        assert head["ServerSideEncryption"] == "AES256", name
+
+
+# ---------------------------------------------------------------- deletes, downloads, copies
+
+
+async def test_delete_many_sends_batches_of_1000(s3_backend: StorageBackend, raw: Any) -> None:
+    await s3_backend.save("k0001", b"x")
+    await s3_backend.save("k2500", b"x")
+    batches: list[int] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        batches.append(len(params["Delete"]["Objects"]))
+
+    client = await client_of(s3_backend)
+    client.meta.events.register("provide-client-params.s3.DeleteObjects", record)
+    # missing keys are fine: deleting is idempotent
+    await s3_backend.delete_many(f"k{i:04}" for i in range(2501))
+    assert batches == [1000, 1000, 501]
+    assert await s3_backend.list_files() == []
+
+
+async def test_download_file_uses_parallel_ranged_gets(
+    make_backend: MakeBackend, raw: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    data = os.urandom(12 * MiB)
+    raw.put_object(Bucket=s3_bucket, Key="storage/video.webm", Body=data)
+    backend = make_backend(**SMALL)
+    ranges: list[str | None] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        ranges.append(params.get("Range"))
+        assert params.get("IfMatch")  # every range from the same version
+
+    (await client_of(backend)).meta.events.register("provide-client-params.s3.GetObject", record)
+    out = await backend.download_file("video.webm", tmp_path / "out" / "video.webm")
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert set(ranges) == {
+        f"bytes=0-{5 * MiB - 1}",
+        f"bytes={5 * MiB}-{10 * MiB - 1}",
+        f"bytes={10 * MiB}-{12 * MiB - 1}",
+    }
+    assert len(ranges) == 3
+
+
+async def test_copy_above_the_copyobject_limit_uses_upload_part_copy(
+    make_backend: MakeBackend, raw: Any, s3_bucket: str
+) -> None:
+    backend = make_backend()
+    # stand-ins for S3's 5 GiB CopyObject limit, so the path runs on a small object
+    backend._copy_threshold = 6 * MiB
+    backend._copy_part_size = 5 * MiB
+    data = os.urandom(12 * MiB)
+    await backend.save("src.bin", data, content_type="video/mp4", metadata={"a": "1"})
+    await backend.copy("src.bin", "dst.bin")
+    head = raw.head_object(Bucket=s3_bucket, Key="storage/dst.bin")
+    assert head["ETag"].endswith('-3"')
+    assert (head["ContentType"], head["Metadata"]) == ("video/mp4", {"a": "1"})
+    assert await backend.load("dst.bin") == data
+
+
+# ---------------------------------------------------------------- presigned URLs
+
+
+async def test_presigned_get_downloads_over_http(s3_backend: StorageBackend) -> None:
+    await s3_backend.save("doc.txt", b"hello")
+    url = await s3_backend.get_presigned_url("doc.txt", expires_in=60)
+    async with httpx.AsyncClient() as http:
+        response = await http.get(url)
+    assert response.status_code == 200
+    assert response.content == b"hello"
+
+
+async def test_presigned_put_uploads_over_http(s3_backend: StorageBackend) -> None:
+    url = await s3_backend.get_presigned_url("up/new.txt", method="PUT")
+    async with httpx.AsyncClient() as http:
+        response = await http.put(url, content=b"from the browser")
+    assert response.status_code == 200
+    assert await s3_backend.load("up/new.txt") == b"from the browser"
+
+
+async def test_public_endpoint_signs_for_its_host_without_connecting(
+    make_backend: MakeBackend, s3_bucket: str
+) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        public = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        backend = make_backend(public_endpoint_url=public)
+        url = await backend.get_presigned_url("a b.txt")
+        assert url.startswith(f"{public}/{s3_bucket}/storage/a%20b.txt?")
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected: signing is local
+
+
+# ---------------------------------------------------------------- errors
+
+
+async def test_missing_bucket_raises_config_error(make_backend: MakeBackend) -> None:
+    backend = make_backend(bucket="no-such-bucket-here")
+    with pytest.raises(StorageConfigError, match="bucket 'no-such-bucket-here' does not exist"):
+        await backend.load("a.txt")
+
+
+async def test_unreachable_server_raises_unavailable_quickly(make_backend: MakeBackend) -> None:
+    backend = make_backend(
+        endpoint_url=f"http://127.0.0.1:{closed_port()}",
+        max_attempts=1,
+        connect_timeout=1,
+        read_timeout=1,
+    )
+    started = time.perf_counter()
+    with pytest.raises(StorageUnavailableError) as info:
+        await backend.save("a.txt", b"x")
+    assert time.perf_counter() - started < 5
+    assert (info.value.operation, info.value.key) == ("save", "a.txt")
+
+
+async def test_no_credentials_raise_permission_error(make_backend: MakeBackend) -> None:
+    backend = make_backend(access_key_id=None, secret_access_key=None)
+    with pytest.raises(StoragePermissionError, match="STORAGE_S3_ACCESS_KEY_ID"):
+        await backend.exists("a.txt")
+
+
+async def test_secret_never_appears_in_repr_errors_or_logs(
+    make_backend: MakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="file_storage")
+    failing = [
+        make_backend(bucket="no-such-bucket-here"),
+        make_backend(endpoint_url=f"http://127.0.0.1:{closed_port()}", max_attempts=1),
+    ]
+    texts = [repr(backend) for backend in failing]
+    for backend in failing:
+        with pytest.raises(StorageError) as info:
+            await backend.save("a.txt", b"x")
+        texts += [str(info.value), repr(info.value)]
+    texts += [record.getMessage() for record in caplog.records]
+    assert all(FAKE_SECRET not in text for text in texts)
+    assert "no-such-bucket-here" in texts[0]
+
+
+def client_error(code: str, status: int, retries: int = 0) -> Exception:
+    from botocore.exceptions import ClientError
+
+    meta = {"HTTPStatusCode": status, "RetryAttempts": retries}
+    error: Exception = ClientError({"Error": {"Code": code}, "ResponseMetadata": meta}, "PutObject")
+    return error
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("NoSuchKey", 404, ObjectNotFoundError),
+        ("404", 404, ObjectNotFoundError),
+        ("AccessDenied", 403, StoragePermissionError),
+        ("SignatureDoesNotMatch", 403, StoragePermissionError),
+        ("BadDigest", 400, StorageUnavailableError),
+        ("XAmzContentChecksumMismatch", 400, StorageUnavailableError),
+        ("SlowDown", 503, StorageUnavailableError),
+        ("EntityTooSmall", 400, StorageError),
+    ],
+)
+def test_client_errors_map_by_cause(code: str, status: int, expected: type[Exception]) -> None:
+    mapped = map_s3_error(client_error(code, status), bucket="b")
+    assert type(mapped) is expected
+
+
+def test_unavailable_error_reports_botocores_attempt_count() -> None:
+    mapped = map_s3_error(client_error("InternalError", 500, retries=4), bucket="b")
+    assert isinstance(mapped, StorageUnavailableError)
+    assert "after 5 attempts" in str(mapped)
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("AccessDenied", StoragePermissionError),
+        ("SlowDown", StorageUnavailableError),
+        ("InvalidArgument", StorageError),
+    ],
+)
+def test_delete_many_refusals_map_to_typed_errors(code: str, expected: type[Exception]) -> None:
+    mapped = batch_delete_error(code, failed=2, total=10)
+    assert type(mapped) is expected
+    assert "2 of 10 keys not deleted" in str(mapped)
+
+
+def test_bugs_and_cancellation_are_not_translated() -> None:
+    assert map_s3_error(TypeError("bug"), bucket="b") is None
+    assert map_s3_error(asyncio.CancelledError(), bucket="b") is None
+
+
+# ---------------------------------------------------------------- the client
+
+
+@pytest.fixture
+def client_creations(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """Record every aiobotocore client creation (endpoint URLs)."""
+    from aiobotocore.session import AioSession
+
+    created: list[str | None] = []
+    original = AioSession.create_client
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        created.append(kwargs.get("endpoint_url"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AioSession, "create_client", counting)
+    return created
+
+
+async def test_one_client_serves_every_call(
+    make_backend: MakeBackend, client_creations: list[str | None]
+) -> None:
+    backend = make_backend()
+    calls: list[Awaitable[object]] = [backend.save(f"k{i}.txt", b"x") for i in range(20)]
+    await asyncio.gather(*calls)
+    await asyncio.gather(*(backend.load(f"k{i}.txt") for i in range(20)))
+    assert await backend.list_files() == sorted(f"k{i}.txt" for i in range(20))
+    assert len(client_creations) == 1
+
+
+async def test_aclose_then_reuse_opens_a_new_client(
+    make_backend: MakeBackend, client_creations: list[str | None]
+) -> None:
+    backend = make_backend()
+    await backend.save("a.txt", b"x")
+    await backend.aclose()
+    assert await backend.load("a.txt") == b"x"
+    assert len(client_creations) == 2
+
+
+def test_import_does_not_load_the_sdk() -> None:
+    code = (
+        "import file_storage, sys; "
+        "from file_storage import S3StorageBackend; "
+        "S3StorageBackend('bucket', secret_access_key='s', access_key_id='k'); "
+        "print(*sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert not {"aioboto3", "aiobotocore", "botocore", "boto3", "aiohttp"} & set(out)
+
+
+# ---------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(
+    ("overrides", "parameter"),
+    [
+        ({"bucket": "a/b"}, "bucket"),
+        ({"prefix": "/storage"}, "prefix"),
+        ({"prefix": "storage/"}, "prefix"),
+        ({"prefix": "a//b"}, "prefix"),
+        ({"multipart_chunk_size": 5 * MiB - 1}, "multipart_chunk_size"),
+        ({"multipart_threshold": -1}, "multipart_threshold"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"connect_timeout": 0}, "connect_timeout"),
+        ({"addressing_style": "dns"}, "addressing_style"),
+        ({"sse": "AES128"}, "sse"),
+        ({"sse_kms_key_id": "key"}, "sse_kms_key_id"),
+        ({"endpoint_url": "ftp://host"}, "endpoint_url"),
+        ({"public_endpoint_url": "https://user:pw@host"}, "public_endpoint_url"),
+        ({"secret_access_key": None}, "secret_access_key"),
+        ({"max_size_bytes": -1}, "max_size_bytes"),
+        ({"quota_refresh_seconds": -1}, "quota_refresh_seconds"),
+    ],
+)
+def test_bad_settings_raise_config_error_naming_the_parameter(
+    overrides: dict[str, Any], parameter: str
+) -> None:
+    options: dict[str, Any] = {"access_key_id": FAKE_KEY_ID, "secret_access_key": FAKE_SECRET}
+    options.update(overrides)
+    with pytest.raises(StorageConfigError, match=parameter) as info:
+        S3StorageBackend(options.pop("bucket", "bucket"), **options)
+    assert "pw" not in str(info.value)
+
+
+def test_repr_shows_bucket_prefix_and_endpoint_only() -> None:
+    backend = S3StorageBackend(
+        "bucket",
+        access_key_id=FAKE_KEY_ID,
+        secret_access_key=FAKE_SECRET,
+        session_token="token-secret",
+        endpoint_url="http://127.0.0.1:9000/",
+    )
+    assert repr(backend) == (
+        "S3StorageBackend(bucket='bucket', prefix='storage', endpoint_url='http://127.0.0.1:9000')"
+    )
