@@ -371,7 +371,8 @@ class StorageBackend(abc.ABC):
                     raise ObjectNotFoundError()
                 return
             source = self._stream(key, lo, hi, chunk_size)
-            async with closing(limit_chunks(source, chunk_size)) as chunks:
+            # close both generators: an abandoned stream must not hold a file or connection
+            async with closing(source), closing(limit_chunks(source, chunk_size)) as chunks:
                 async for chunk in chunks:
                     yield chunk
 

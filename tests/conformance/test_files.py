@@ -102,11 +102,17 @@ async def test_staged_upload_uploads_on_clean_exit(backend: StorageBackend) -> N
 
 
 async def test_staged_upload_discards_on_exception(backend: StorageBackend) -> None:
-    with pytest.raises(RuntimeError):
+    staged: list[Path] = []
+
+    async def tool_fails() -> None:
         async with backend.staged_upload("out/x.mp4") as path:
+            staged.append(path)
             path.write_bytes(b"half")
             raise RuntimeError("ffmpeg failed")
-    assert not path.exists()
+
+    with pytest.raises(RuntimeError, match="ffmpeg"):
+        await tool_fails()
+    assert not staged[0].exists()
     assert await backend.list_files() == []
 
 

@@ -171,5 +171,5 @@ async def test_removing_a_quota_lifts_it(backend: StorageBackend) -> None:
 
 @pytest.mark.parametrize("limit", [-1, 1.5, "10"])
 async def test_bad_quota_raises_value_error(backend: StorageBackend, limit: object) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="quota"):
         backend.set_quota("", limit)  # type: ignore[arg-type]

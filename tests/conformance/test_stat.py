@@ -25,7 +25,8 @@ async def test_stat_fields(backend: StorageBackend) -> None:
     assert info.size == 2
     assert info.content_type == "application/json"
     assert dict(info.metadata) == {"owner": "u1"}
-    assert isinstance(info.etag, str) and info.etag
+    assert isinstance(info.etag, str)
+    assert info.etag
     assert info.last_modified.tzinfo is not None
     assert before <= info.last_modified <= datetime.now(UTC) + timedelta(seconds=5)
 
