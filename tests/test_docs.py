@@ -30,9 +30,20 @@ def examples() -> list[tuple[str, str]]:
 EXAMPLES = examples()
 
 
+@pytest.fixture(scope="session")
+def ffmpeg_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with an ``ffmpeg`` on it: the static build the imageio-ffmpeg wheel ships."""
+    import imageio_ffmpeg
+
+    folder = tmp_path_factory.mktemp("bin")
+    (folder / "ffmpeg").symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+    return folder
+
+
 @pytest.mark.parametrize("code", [code for _, code in EXAMPLES], ids=[n for n, _ in EXAMPLES])
-def test_doc_example_runs(code: str, tmp_path: Path) -> None:
+def test_doc_example_runs(code: str, tmp_path: Path, ffmpeg_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "AWS_"))}
+    env["PATH"] = f"{ffmpeg_dir}{os.pathsep}{env.get('PATH', '')}"
     env["STORAGE_LOCAL_PATH"] = str(tmp_path / "storage")
     env["PYTHONPATH"] = str(ROOT)
     result = subprocess.run(
