@@ -114,12 +114,11 @@ async def test_disk_full_mid_stream_leaves_no_temp_file(
     local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await local_backend.save("a.bin", b"previous")
-    import aiofiles.threadpool.binary as binary
 
-    async def full(self: object, data: bytes) -> int:
+    def full(fd: int, buffers: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(binary.AsyncBufferedIOBase, "write", full)
+    monkeypatch.setattr(os, "writev", full)
 
     async def body() -> AsyncIterator[bytes]:
         yield b"chunk"
