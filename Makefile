@@ -20,16 +20,27 @@ lint: install
 	$(VENV)/bin/mypy --strict file_storage
 
 test: lint
+	scripts/ensure-chromium
 	$(PY) -m pytest
 
 # The example service on the embedded local backend at http://127.0.0.1:8000
 run: install
 	$(PY) -m uvicorn examples.app:app --host 127.0.0.1 --port 8000
 
-bench: install
+# Benchmarks need the [bench] extra too (s3fs, obstore, psutil, profilers): a stamp of their own.
+# They start a moto server on 127.0.0.1 and write benchmarks/results/latest.{md,json}.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks
 
-bench-quick: install
+bench-quick: $(BENCH_STAMP)
 	$(PY) -m benchmarks --quick
 
 clean:

@@ -10,11 +10,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from typing import Literal
 from urllib.parse import quote, urlencode
 
 Method = str
+Verdict = Literal["valid", "invalid", "expired"]
 
 MIN_SIGNING_KEY_CHARS = 32
+# far beyond any real expiry; keeps int() away from huge digit strings (and its 4300-digit limit)
+_MAX_EXPIRES_DIGITS = 20
 
 
 def _digest(secret: str, method: str, key: str, expires: int) -> str:
@@ -31,6 +35,34 @@ def sign_url(
     return f"{base_url.rstrip('/')}/{quote(key, safe='/')}?{query}"
 
 
+def check(
+    key: str,
+    method: str,
+    expires: str | None,
+    signature: str | None,
+    secret: str,
+    *,
+    now: float | None = None,
+) -> Verdict:
+    """Say whether a URL's ``expires`` and ``signature`` are valid for this method and key.
+
+    ``"expired"`` only for a genuine signature, so a forger learns nothing from it.
+    """
+    if not expires or not signature or len(expires) > _MAX_EXPIRES_DIGITS:
+        return "invalid"
+    # str.isdigit() alone accepts "²" and other digits that int() refuses
+    if not (expires.isascii() and expires.isdigit()):
+        return "invalid"
+    expected = _digest(secret, method, key, int(expires)).encode()
+    # compare first, in constant time, so timing says nothing about the signature; as
+    # bytes, because compare_digest refuses str with non-ASCII characters
+    if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
+        return "invalid"
+    if int(expires) < (now if now is not None else time.time()):
+        return "expired"
+    return "valid"
+
+
 def verify(
     key: str,
     method: str,
@@ -41,9 +73,4 @@ def verify(
     now: float | None = None,
 ) -> bool:
     """True when ``signature`` is valid for this method and key and has not expired."""
-    if not expires or not signature or not expires.isdigit():
-        return False
-    expected = _digest(secret, method, key, int(expires))
-    # compare first, in constant time, so timing says nothing about the signature
-    valid = hmac.compare_digest(expected, signature)
-    return valid and int(expires) >= (now if now is not None else time.time())
+    return check(key, method, expires, signature, secret, now=now) == "valid"

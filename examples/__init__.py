@@ -1,0 +1,1 @@
+"""The example service (see examples/app.py and docs/fastapi.md)."""

@@ -1,0 +1,168 @@
+"""The router that answers the local backend's presigned URLs (GET, HEAD, PUT)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from fastapi import APIRouter, Depends
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from file_storage._fastapi_errors import error_response
+from file_storage._fastapi_response import quote_etag, storage_response
+from file_storage._keys import validate_key
+from file_storage._signing import check
+from file_storage.backends.base import StorageBackend
+from file_storage.backends.local import LocalStorageBackend
+from file_storage.errors import (
+    ObjectNotFoundError,
+    StorageError,
+    StorageQuotaExceededError,
+)
+
+logger = logging.getLogger("file_storage.fastapi")
+
+BackendProvider = Callable[..., StorageBackend | Awaitable[StorageBackend]]
+
+_METHODS = ("GET", "HEAD", "PUT")
+_EXPOSED = "ETag, Content-Length, Content-Range, Accept-Ranges, Last-Modified"
+
+
+def _signing_secret(backend: StorageBackend) -> str | None:
+    if not isinstance(backend, LocalStorageBackend):
+        return None
+    key = backend._signing_key  # the router is the other half of the backend's _presign
+    return None if key is None else key.get_secret_value()
+
+
+def _deny(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def _authorize(request: Request, backend: StorageBackend, key: str, method: str) -> Response | None:
+    """None when the URL is a valid, unexpired signature of ``method`` on ``key``."""
+    secret = _signing_secret(backend)
+    if secret is None:
+        logger.warning("a signed URL was requested but the storage backend cannot sign URLs")
+        return _deny(404, "signed URLs are not enabled on this server")
+    try:
+        # named like the backend call the request leads to, as the backend would name it
+        validate_key(key, "save" if method == "PUT" else "stat")
+    except StorageError as exc:
+        return error_response(exc)
+    verdict = check(
+        key,
+        method,
+        request.query_params.get("expires"),
+        request.query_params.get("signature"),
+        secret,
+    )
+    if verdict == "expired":
+        return _deny(403, "the signed URL has expired")
+    if verdict != "valid":
+        return _deny(403, "invalid signature for this URL and method")
+    return None
+
+
+async def _save_body(backend: StorageBackend, key: str, request: Request) -> Response:
+    # On an error the rest of the body is left unread: uvicorn reads and drops it after
+    # the response, so the client still gets the status instead of a reset connection.
+    content_type = request.headers.get("content-type") or None
+    try:
+        await _check_declared_length(backend, key, request)
+        await backend.save(key, request.stream(), content_type=content_type)
+        info = await backend.stat(key)
+    except StorageError as exc:
+        return error_response(exc)
+    etag = quote_etag(info.etag)
+    return Response(status_code=200, headers={"etag": etag} if etag else {})
+
+
+async def _check_declared_length(backend: StorageBackend, key: str, request: Request) -> None:
+    """Refuse over quota before reading a body whose Content-Length already says so."""
+    limit = backend.max_size_bytes
+    declared = request.headers.get("content-length", "")
+    if limit is None or not (declared.isascii() and declared.isdigit()) or len(declared) > 20:
+        return
+    length = int(declared)
+    usage = await backend.get_usage("")
+    if usage.used + length <= limit:
+        return
+    try:
+        existing = await backend.get_size(key)  # overwriting counts only the difference
+    except ObjectNotFoundError:
+        existing = 0
+    if usage.used - existing + length > limit:
+        raise StorageQuotaExceededError(
+            used=usage.used, limit=limit, requested=length, operation="save", key=key
+        )
+
+
+def build_signed_url_router(
+    get_backend: BackendProvider, allow_origins: Sequence[str] = ()
+) -> APIRouter:
+    """The router behind ``make_signed_url_router`` (see its docstring)."""
+    origins = frozenset(allow_origins)
+    any_origin = "*" in origins
+    # a Depends() default, not an Annotated alias: with postponed annotations FastAPI
+    # resolves annotation strings in module globals, where this closure's names are not
+    backend_dep: StorageBackend = Depends(get_backend)
+    router = APIRouter()
+
+    def cors(request: Request, response: Response) -> Response:
+        origin = request.headers.get("origin")
+        if origins and origin is not None and (any_origin or origin in origins):
+            response.headers["access-control-allow-origin"] = "*" if any_origin else origin
+            response.headers["access-control-expose-headers"] = _EXPOSED
+            if not any_origin:
+                response.headers["vary"] = "Origin"
+        return response
+
+    @router.api_route("/{key:path}", methods=["GET", "HEAD"], include_in_schema=False)
+    async def get_object(
+        key: str, request: Request, backend: StorageBackend = backend_dep
+    ) -> Response:
+        denied = _authorize(request, backend, key, "GET")  # HEAD rides on a GET URL
+        if denied is not None:
+            return cors(request, denied)
+        try:
+            response = await storage_response(backend, key, request)
+        except StorageError as exc:
+            response = error_response(exc)
+        return cors(request, response)
+
+    @router.put("/{key:path}", include_in_schema=False)
+    async def put_object(
+        key: str, request: Request, backend: StorageBackend = backend_dep
+    ) -> Response:
+        denied = _authorize(request, backend, key, "PUT")
+        if denied is not None:
+            return cors(request, denied)
+        try:
+            response = await _save_body(backend, key, request)
+        except ClientDisconnect:
+            logger.info("PUT %r: the client left before sending the whole body", key)
+            return Response(status_code=400)
+        return cors(request, response)
+
+    if origins:
+
+        @router.options("/{key:path}", include_in_schema=False)
+        async def preflight(key: str, request: Request) -> Response:
+            origin = request.headers.get("origin")
+            wanted = request.headers.get("access-control-request-method", "").upper()
+            if origin is None or not (any_origin or origin in origins) or wanted not in _METHODS:
+                return _deny(403, "CORS request not allowed")
+            headers = {
+                "access-control-allow-origin": "*" if any_origin else origin,
+                "access-control-allow-methods": ", ".join(_METHODS),
+                "access-control-max-age": "600",
+                **({} if any_origin else {"vary": "Origin"}),
+            }
+            requested = request.headers.get("access-control-request-headers")
+            if requested:
+                headers["access-control-allow-headers"] = requested
+            return Response(status_code=204, headers=headers)
+
+    return router
