@@ -11,6 +11,10 @@ import pytest
 
 from file_storage import LocalStorageBackend, MemoryStorageBackend, StorageBackend
 
+# moto answers every origin by default; real S3 applies the bucket's CORS rules. Make moto
+# do the same (read when moto is imported) so the browser test proves the example's rule.
+os.environ.setdefault("MOTO_DISABLE_GLOBAL_CORS", "true")
+
 # S3 credentials for the local moto server only; never real ones.
 FAKE_KEY_ID = "AKIAFAKEFAKEFAKEFAKE"
 FAKE_SECRET = "fake-secret-key-that-must-never-be-printed"
