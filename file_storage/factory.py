@@ -95,6 +95,8 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
                 connect_timeout=s3.connect_timeout,
                 read_timeout=s3.read_timeout,
                 max_pool_connections=s3.max_pool_connections,
+                fallback_path=s3.fallback_path,
+                flush_interval_seconds=s3.flush_interval_seconds,
             )
     raise StorageConfigError("STORAGE_TYPE: must be one of LOCAL, S3 or MEMORY")
 

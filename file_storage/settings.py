@@ -184,6 +184,12 @@ class S3Settings(BaseModel):
     fallback_path: Path | None = Field(
         default=None, description="STORAGE_S3_FALLBACK_PATH: local spool folder"
     )
+    flush_interval_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="STORAGE_S3_FLUSH_INTERVAL_SECONDS: upload the spool this often",
+    )
 
     @field_validator("bucket")
     @classmethod
@@ -252,6 +258,10 @@ class S3Settings(BaseModel):
             )
         if self.sse_kms_key_id is not None and self.sse != "aws:kms":
             raise ValueError("STORAGE_S3_SSE_KMS_KEY_ID: only used with STORAGE_S3_SSE=aws:kms")
+        if self.flush_interval_seconds is not None and self.fallback_path is None:
+            raise ValueError(
+                "STORAGE_S3_FLUSH_INTERVAL_SECONDS: only used with STORAGE_S3_FALLBACK_PATH"
+            )
         return self
 
     @property

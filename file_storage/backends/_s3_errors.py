@@ -3,7 +3,9 @@
 botocore and aiohttp are looked up in ``sys.modules`` instead of imported: an exception
 can only come from them once they are loaded, and this module must not load them.
 Messages carry the S3 error code and HTTP status, never S3's message text, a URL or a
-credential; the original exception is chained by the caller.
+credential; the original exception is chained by the caller. An error that outlived
+botocore's retries says how many attempts were made: "S3 unavailable after 5 attempts
+(503 SlowDown)".
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 
-__all__ = ["batch_delete_error", "error_code", "map_s3_error"]
+__all__ = ["batch_delete_error", "error_code", "is_outage", "map_s3_error"]
+
+# set on a network exception by the client's "needs-retry" hook (_s3_config.instrument)
+ATTEMPTS_ATTR = "_file_storage_attempts"
 
 NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 DENIED = frozenset(
@@ -72,12 +77,15 @@ def error_code(exc: BaseException) -> str | None:
     return str(code) if code is not None else None
 
 
-def _attempts(response: dict[str, Any]) -> str:
-    retries = response.get("ResponseMetadata", {}).get("RetryAttempts")
-    if not isinstance(retries, int):
+def _after(attempts: object) -> str:
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
         return ""
-    attempts = retries + 1
     return f" after {attempts} attempt{'s' if attempts != 1 else ''}"
+
+
+def _retries(response: dict[str, Any]) -> object:
+    retries = response.get("ResponseMetadata", {}).get("RetryAttempts")
+    return retries + 1 if isinstance(retries, int) else None
 
 
 def _map_client_error(exc: Any, bucket: str) -> StorageError:
@@ -96,7 +104,8 @@ def _map_client_error(exc: Any, bucket: str) -> StorageError:
             f"checksum mismatch: S3 rejected damaged data ({code}, {http}); nothing was written"
         )
     if code in TRANSIENT or (isinstance(status, int) and status >= 500):
-        return StorageUnavailableError(f"S3 answered {code} ({http}){_attempts(response)}")
+        what = f"{status} {code}" if status else code
+        return StorageUnavailableError(f"S3 unavailable{_after(_retries(response))} ({what})")
     if code == "PreconditionFailed":
         return StorageError("the object changed while the operation ran (PreconditionFailed)")
     return StorageError(f"S3 error {code} ({http})")
@@ -121,10 +130,13 @@ def map_s3_error(exc: BaseException, *, bucket: str) -> StorageError | None:
             return StorageUnavailableError(
                 f"checksum mismatch: the data was damaged in transit ({type(exc).__name__})"
             )
+        after = _after(getattr(exc, ATTEMPTS_ATTR, None))
+        if isinstance(exc, errors.ReadTimeoutError | errors.ConnectTimeoutError):
+            return StorageUnavailableError(f"S3 timed out{after} ({type(exc).__name__})")
         if isinstance(
             exc, errors.ConnectionError | errors.HTTPClientError | errors.IncompleteReadError
         ):
-            return StorageUnavailableError(f"cannot reach S3 ({type(exc).__name__})")
+            return StorageUnavailableError(f"S3 unreachable{after} ({type(exc).__name__})")
         if isinstance(
             exc,
             errors.BaseEndpointResolverError
@@ -136,14 +148,25 @@ def map_s3_error(exc: BaseException, *, bucket: str) -> StorageError | None:
             return StorageConfigError(f"bad S3 client settings ({type(exc).__name__})")
         if isinstance(exc, errors.BotoCoreError):
             return StorageError(f"S3 client error ({type(exc).__name__})")
+    # raised while a response body is read, after botocore returned (never retried)
     aiohttp = sys.modules.get("aiohttp")
     if aiohttp is not None and isinstance(exc, aiohttp.ClientError):
-        return StorageUnavailableError(f"cannot reach S3 ({type(exc).__name__})")
+        return StorageUnavailableError(f"S3 connection failed ({type(exc).__name__})")
     if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is TimeoutError since 3.11
-        return StorageUnavailableError(f"S3 did not answer in time ({type(exc).__name__})")
+        return StorageUnavailableError(f"S3 timed out ({type(exc).__name__})")
     if isinstance(exc, ConnectionError):
-        return StorageUnavailableError(f"cannot reach S3 ({type(exc).__name__})")
+        return StorageUnavailableError(f"S3 connection failed ({type(exc).__name__})")
     return None
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for an SDK or network error saying S3 could not be reached or kept failing
+    (what the fallback spool absorbs); never for a local error or one of ours."""
+    if isinstance(exc, StorageError):
+        return False
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError):
+        return False
+    return isinstance(map_s3_error(exc, bucket=""), StorageUnavailableError)
 
 
 def batch_delete_error(code: str, failed: int, total: int) -> StorageError:

@@ -6,12 +6,17 @@ copies above CopyObject's limit use UploadPartCopy. Parts run as tasks, at most
 stays at about ``concurrency`` parts whatever the size.
 A multipart upload that fails or is cancelled is aborted (shielded from a second
 cancellation), so no orphan upload keeps costing storage and no partial object appears.
+
+Every request body is bytes, so botocore can replay any request it retries: a part that
+fails is retried on its own, never the whole upload. A completion whose answer was lost
+is retried too; S3 may then say NoSuchUpload, and the object is checked instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -22,6 +27,8 @@ from typing import Any, TypeVar
 import aiofiles
 
 from file_storage._streams import CHUNK_SIZE, Progress, rechunk
+from file_storage.backends._s3_errors import batch_delete_error, error_code
+from file_storage.backends.base import DELETE_BATCH
 from file_storage.errors import StorageError, StorageUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -124,15 +131,36 @@ class Multipart:
         try:
             parts = await run_bounded(jobs(self), self.concurrency)
             parts.sort(key=lambda part: int(part["PartNumber"]))
-            await self.client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=self.key,
-                UploadId=self.upload_id,
-                MultipartUpload={"Parts": parts},
-            )
+            try:
+                await self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self.upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+            except Exception as exc:
+                if error_code(exc) != "NoSuchUpload" or not await self._completed(parts):
+                    raise
+                logger.debug("completion of %r was retried after S3 had done it", self.key)
         except BaseException:
             await self._cleanup(create)
             raise
+
+    async def _completed(self, parts: list[Part]) -> bool:
+        """True when the object holds exactly these parts: a retried completion that S3
+        had already done answers NoSuchUpload (AWS, "CompleteMultipartUpload")."""
+        head = await self.client.head_object(
+            Bucket=self.bucket, Key=self.key, ChecksumMode="ENABLED"
+        )
+        digests = b"".join(bytes.fromhex(str(part["ETag"]).strip('"')) for part in parts)
+        etag = f'"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(parts)}"'
+        if head.get("ETag") == etag:
+            return True
+        if not self.checksums:  # SSE-KMS ETags are no MD5: the CRC32s decide
+            return False
+        crcs = b"".join(base64.b64decode(str(part["ChecksumCRC32"])) for part in parts)
+        stored = str(head.get("ChecksumCRC32", "")).split("-", 1)[0]
+        return stored == crc32(crcs)
 
     async def _cleanup(self, create: asyncio.Future[dict[str, Any]]) -> None:
         """Abort in a task of its own, kept referenced, so a second cancel cannot skip it."""
@@ -152,6 +180,8 @@ class Multipart:
                 Bucket=self.bucket, Key=self.key, UploadId=upload_id
             )
         except Exception as exc:
+            if error_code(exc) == "NoSuchUpload":  # a retried abort, or already completed
+                return
             logger.warning(
                 "could not abort multipart upload of %r (%s); a bucket lifecycle rule "
                 "(AbortIncompleteMultipartUpload) will remove it",
@@ -299,6 +329,19 @@ class Transfer:
                 yield put(upload, number, offset, min(part_size, size - offset))
 
         await self.multipart(key, params).run(jobs)
+
+    async def delete_many(self, keys: list[str], user_key: Callable[[str], str | None]) -> None:
+        """DeleteObjects in batches of 1000 (its limit); a refusal raises a typed error."""
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            response = await self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+            )
+            if errors := response.get("Errors") or []:
+                exc = batch_delete_error(str(errors[0].get("Code")), len(errors), len(batch))
+                exc.key = user_key(str(errors[0].get("Key", "")))
+                raise exc
 
     async def copy(
         self, src: str, dst: str, sse: dict[str, str], threshold: int, part_size: int

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import shutil
@@ -81,6 +82,26 @@ MAX_PRESIGN_SECONDS = 604800  # 7 days: SigV4's maximum (AWS, "Sharing objects w
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys a request
 
 
+class _Call:
+    """What one public call did, for its log line: bytes moved and requests sent."""
+
+    __slots__ = ("attempts", "size")
+
+    def __init__(self, size: int | None) -> None:
+        self.size = size
+        self.attempts = 0
+
+
+_call: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("file_storage_call")
+
+
+def count_attempt() -> None:
+    """Count one request sent (a retry included) against the public call running now."""
+    call = _call.get(None)
+    if call is not None:
+        call.attempts += 1
+
+
 class StorageBackend(abc.ABC):
     """Where an application keeps its files: the same API on local disk, S3 and memory.
 
@@ -127,10 +148,12 @@ class StorageBackend(abc.ABC):
     @contextlib.contextmanager
     def _translate(
         self, operation: str, key: str | None, size: int | None = None
-    ) -> Iterator[None]:
+    ) -> Iterator[_Call]:
         started = time.perf_counter()
+        call = _Call(size)
+        token = _call.set(call)
         try:
-            yield
+            yield call
         except StorageError as exc:
             if not exc.operation:
                 exc.operation = operation
@@ -150,16 +173,24 @@ class StorageBackend(abc.ABC):
                 mapped.key = key
             log_failure(operation, key, mapped, started)
             raise mapped from exc
+        finally:
+            with contextlib.suppress(ValueError):  # a generator resumed in another context
+                _call.reset(token)
         if logger.isEnabledFor(logging.DEBUG):
+            duration = time.perf_counter() - started
             logger.debug(
-                "%s %r done",
+                "%s %r done in %.1f ms%s%s",
                 operation,
                 key,
+                duration * 1000,
+                "" if call.size is None else f", {call.size} bytes",
+                f", {call.attempts} requests" if call.attempts else "",
                 extra={
                     "operation": operation,
                     "key": key,
-                    "size": size,
-                    "duration": time.perf_counter() - started,
+                    "size": call.size,
+                    "duration": duration,
+                    "attempts": call.attempts,
                 },
             )
 
@@ -209,11 +240,12 @@ class StorageBackend(abc.ABC):
             return key
         if not isinstance(content, AsyncIterable):
             raise TypeError("content must be bytes-like or an async iterable of bytes")
-        with self._translate("save", key):
+        with self._translate("save", key) as call:
             reservation = await self._quotas.reserve(key, 0, "save")
             counter = Counter()
             body = metered(content, counter, reservation, progress)
             await self._write(reservation, self._save(key, body, ctype, meta), counter)
+            call.size = counter.value
         return key
 
     @staticmethod
@@ -257,9 +289,9 @@ class StorageBackend(abc.ABC):
         ctype = content_type or guess_content_type(key)
         meta = normalize_metadata(metadata)
         source = Path(local_path)
-        with self._translate("upload_file", key):
+        with self._translate("upload_file", key) as call:
             try:
-                size = (await aiofiles.os.stat(source)).st_size
+                size = call.size = (await aiofiles.os.stat(source)).st_size
             except FileNotFoundError as exc:
                 raise ObjectNotFoundError(f"local file {str(source)!r} not found") from exc
             reservation = await self._quotas.reserve(key, size, "upload_file")
@@ -331,8 +363,10 @@ class StorageBackend(abc.ABC):
             ObjectNotFoundError: no object at ``path``.
         """
         key = self._key(path, "load")
-        with self._translate("load", key):
-            return await self._load(key)
+        with self._translate("load", key) as call:
+            data = await self._load(key)
+            call.size = len(data)
+            return data
 
     @final
     def stream(
@@ -434,11 +468,11 @@ class StorageBackend(abc.ABC):
     ) -> Path:
         key = self._key(path, "download_file")
         target = Path(local_path)
-        with self._translate("download_file", key):
+        with self._translate("download_file", key) as call:
             await aiofiles.os.makedirs(target.parent, exist_ok=True)
             tmp = target.with_name(f".{target.name[:200]}.{uuid.uuid4().hex[:12]}.part")
             try:
-                expected = await self._download_file(key, tmp, progress)
+                expected = call.size = await self._download_file(key, tmp, progress)
                 written = (await aiofiles.os.stat(tmp)).st_size
                 if written != expected:
                     raise StorageUnavailableError(

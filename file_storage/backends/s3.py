@@ -2,121 +2,40 @@
 
 The SDK is imported on first use, never by ``import file_storage``. Objects live at
 ``<prefix>/<key>`` in the bucket; every key handed back has the prefix stripped.
+botocore retries throttling, 5xx answers, timeouts and dropped connections itself
+(``max_attempts``, ``retry_mode``); every request body is bytes, so any request can be
+replayed. With ``fallback_path``, writes that S3 cannot take after those retries go to a
+local spool, which :meth:`S3StorageBackend.flush_spool` later uploads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
+import functools
 import logging
-import re
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
 from file_storage._keys import validate_key
+from file_storage._spool import Entry, Spool, read_range
 from file_storage._streams import Progress
 from file_storage.backends import _s3_multipart as mp
-from file_storage.backends._s3_errors import batch_delete_error, error_code, map_s3_error
-from file_storage.backends.base import DELETE_BATCH, Method, StorageBackend
-from file_storage.errors import (
-    InvalidKeyError,
-    StorageConfigError,
-    StorageError,
-)
+from file_storage.backends._s3_config import instrument, open_client, s3_options
+from file_storage.backends._s3_errors import error_code, map_s3_error
+from file_storage.backends._s3_fallback import Fallback
+from file_storage.backends.base import Method, StorageBackend
+from file_storage.errors import InvalidKeyError, StorageError
 from file_storage.models import ObjectInfo
 
 __all__ = ["S3StorageBackend"]
 
 logger = logging.getLogger(__name__)
-
-# legacy us-east-1 names allow capitals and "_" (AWS, "General purpose bucket naming rules")
-_BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
-
-
-def _load_sdk() -> tuple[ModuleType, ModuleType]:
-    """Import aiobotocore and botocore's Config on first client creation."""
-    try:
-        import aiobotocore.session
-        import botocore.config
-    except ImportError as exc:
-        raise StorageConfigError(
-            "the S3 backend needs aioboto3: pip install 'aioboto3>=15'"
-        ) from exc
-    return aiobotocore.session, botocore.config
-
-
-_shared_session: Any = None
-
-
-def _session(session_module: ModuleType) -> Any:
-    """One botocore session per process: it caches the service model, so clients after
-    the first build in milliseconds instead of ~100 ms. Sessions are not bound to an
-    event loop; each backend still owns its client, and credentials go to the client."""
-    global _shared_session
-    if _shared_session is None:
-        _shared_session = session_module.get_session()
-    return _shared_session
-
-
-def _check_url(name: str, url: str | None) -> str | None:
-    """Validate an endpoint URL without echoing it (it could hold credentials)."""
-    if url is None:
-        return None
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise StorageConfigError(f"{name} must be an http:// or https:// URL")
-    if parts.username is not None or parts.password is not None:
-        raise StorageConfigError(f"{name} must not contain credentials")
-    if parts.query or parts.fragment:
-        raise StorageConfigError(f"{name} must not have a query or fragment")
-    return url.rstrip("/")
-
-
-def _is_local(url: str) -> bool:
-    """True for an IP or localhost endpoint, where virtual-host buckets cannot resolve."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise StorageConfigError(f"{name} must be an int >= {minimum}")
-    if maximum is not None and value > maximum:
-        raise StorageConfigError(f"{name} must be at most {maximum}")
-    return value
-
-
-def _seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise StorageConfigError(f"{name} must be a positive number of seconds")
-    return float(value)
-
-
-def _choice(name: str, value: object, allowed: tuple[str | None, ...]) -> Any:
-    if value not in allowed:
-        raise StorageConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}")
-    return value
-
-
-def _secret(name: str, value: str | SecretStr | None) -> SecretStr | None:
-    if value is None or isinstance(value, SecretStr):
-        return value
-    if isinstance(value, str):
-        return SecretStr(value)
-    raise StorageConfigError(f"{name} must be a str or SecretStr")
 
 
 class S3StorageBackend(StorageBackend):
@@ -136,6 +55,12 @@ class S3StorageBackend(StorageBackend):
         max_concurrency: parts in flight per transfer.
         sse: server-side encryption for every write (``"AES256"`` or ``"aws:kms"``).
         max_attempts: total attempts per request (botocore retries the rest).
+        retry_mode: botocore's ``"standard"`` or ``"adaptive"`` (client-side rate limit).
+        connect_timeout, read_timeout: seconds, per attempt.
+        fallback_path: a local folder that keeps ``save``/``upload_file`` writes while
+            S3 is unavailable (see docs/reliability.md); ``None``: such writes fail.
+        flush_interval_seconds: with ``fallback_path``, upload the spool this often in
+            the background; ``None``: only when :meth:`flush_spool` is called.
     """
 
     #: objects above this go through UploadPartCopy (CopyObject takes at most 5 GiB)
@@ -167,68 +92,40 @@ class S3StorageBackend(StorageBackend):
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         max_pool_connections: int | None = None,
+        fallback_path: str | os.PathLike[str] | None = None,
+        flush_interval_seconds: float | None = None,
     ) -> None:
-        if max_size_bytes is not None:
-            _int("max_size_bytes", max_size_bytes, 0)
-        if quota_refresh_seconds is not None and (
-            isinstance(quota_refresh_seconds, bool)
-            or not isinstance(quota_refresh_seconds, int | float)
-            or quota_refresh_seconds < 0
-        ):
-            raise StorageConfigError("quota_refresh_seconds must be a number of seconds >= 0")
+        self._options = options = s3_options(
+            bucket,
+            prefix=prefix,
+            region=region,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+            session_token=session_token,
+            endpoint_url=endpoint_url,
+            public_endpoint_url=public_endpoint_url,
+            addressing_style=addressing_style,
+            max_size_bytes=max_size_bytes,
+            quota_refresh_seconds=quota_refresh_seconds,
+            multipart_threshold=multipart_threshold,
+            multipart_chunk_size=multipart_chunk_size,
+            max_concurrency=max_concurrency,
+            sse=sse,
+            sse_kms_key_id=sse_kms_key_id,
+            max_attempts=max_attempts,
+            retry_mode=retry_mode,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=max_pool_connections,
+            fallback_path=fallback_path,
+            flush_interval_seconds=flush_interval_seconds,
+        )
         super().__init__(max_size_bytes=max_size_bytes, quota_refresh_seconds=quota_refresh_seconds)
-        if not isinstance(bucket, str) or not _BUCKET_NAME.fullmatch(bucket):
-            raise StorageConfigError("bucket must be a valid S3 bucket name")
-        if not isinstance(prefix, str):
-            raise StorageConfigError("prefix must be a str")
-        if prefix:
-            if prefix.startswith("/") or prefix.endswith("/"):
-                raise StorageConfigError("prefix must not start or end with '/'")
-            try:  # leave room for a "/" and at least one byte of key
-                validate_key(prefix, reserved_bytes=2)
-            except InvalidKeyError as exc:
-                raise StorageConfigError(f"prefix is not valid: {exc.detail}") from None
-        if not isinstance(region, str) or not region:
-            raise StorageConfigError("region must be a non-empty str")
-        if access_key_id is not None and not isinstance(access_key_id, str):
-            raise StorageConfigError("access_key_id must be a str")
-        self._secret_access_key = _secret("secret_access_key", secret_access_key)
-        self._session_token = _secret("session_token", session_token)
-        if (access_key_id is None) != (self._secret_access_key is None):
-            raise StorageConfigError("set both access_key_id and secret_access_key, or neither")
-        if self._session_token is not None and access_key_id is None:
-            raise StorageConfigError("session_token needs access_key_id and secret_access_key")
-        self._bucket = bucket
-        self._root = f"{prefix}/" if prefix else ""
+        self._bucket = options.bucket
+        self._root = options.root
         self._key_overhead = len(self._root.encode())
-        self._region = region
-        self._access_key_id = access_key_id
-        self._endpoint_url = _check_url("endpoint_url", endpoint_url)
-        self._public_endpoint_url = _check_url("public_endpoint_url", public_endpoint_url)
-        self._addressing_style: str = _choice(
-            "addressing_style", addressing_style, ("auto", "path", "virtual")
-        )
-        self._threshold = _int("multipart_threshold", multipart_threshold, 0, mp.MAX_PUT_SIZE)
-        self._chunk_size = _int(
-            "multipart_chunk_size", multipart_chunk_size, mp.MIN_PART_SIZE, mp.MAX_PART_SIZE
-        )
-        self._concurrency = _int("max_concurrency", max_concurrency, 1)
-        self._sse: dict[str, str] = {}
-        if _choice("sse", sse, (None, "AES256", "aws:kms")) is not None:
-            self._sse["ServerSideEncryption"] = str(sse)
-        if sse_kms_key_id is not None:
-            if sse != "aws:kms" or not isinstance(sse_kms_key_id, str) or not sse_kms_key_id:
-                raise StorageConfigError("sse_kms_key_id needs sse='aws:kms'")
-            self._sse["SSEKMSKeyId"] = sse_kms_key_id
-        self._max_attempts = _int("max_attempts", max_attempts, 1)
-        self._retry_mode: str = _choice("retry_mode", retry_mode, ("standard", "adaptive"))
-        self._connect_timeout = _seconds("connect_timeout", connect_timeout)
-        self._read_timeout = _seconds("read_timeout", read_timeout)
-        self._pool_size = (
-            max(10, 2 * self._concurrency)
-            if max_pool_connections is None
-            else _int("max_pool_connections", max_pool_connections, 1)
-        )
+        path = options.fallback_path
+        self._fallback = Fallback(None if path is None else Spool(path), options.flush_interval)
         self._lock = asyncio.Lock()
         self._client_stack = contextlib.AsyncExitStack()
         self._s3: Any = None
@@ -238,7 +135,7 @@ class S3StorageBackend(StorageBackend):
     def __repr__(self) -> str:
         return (
             f"S3StorageBackend(bucket={self._bucket!r}, prefix={self._root[:-1]!r}, "
-            f"endpoint_url={self._endpoint_url!r})"
+            f"endpoint_url={self._options.endpoint_url!r})"
         )
 
     # ---------------------------------------------------------------- clients
@@ -248,49 +145,29 @@ class S3StorageBackend(StorageBackend):
         if self._s3 is None:
             async with self._lock:
                 if self._s3 is None:
-                    self._s3 = await self._open(self._endpoint_url)
+                    self._s3 = await self._open(self._options.endpoint_url)
+        self._fallback.start(self.flush_spool)
         return self._s3
 
     async def _signing_client(self) -> Any:
         """The client that signs URLs: a second one bound to public_endpoint_url when set."""
         # SigV4 signs the host: a URL re-pointed after signing no longer verifies
-        if self._public_endpoint_url is None:
+        if self._options.public_endpoint_url is None:
             return await self._client()
         if self._signer is None:
             async with self._lock:
                 if self._signer is None:
-                    self._signer = await self._open(self._public_endpoint_url)
+                    self._signer = await self._open(self._options.public_endpoint_url)
         return self._signer
 
     async def _open(self, endpoint: str | None) -> Any:
-        session_module, config_module = _load_sdk()
-        style = self._addressing_style
-        if style == "auto" and endpoint is not None and _is_local(endpoint):
-            style = "path"
-        config = config_module.Config(
-            region_name=self._region,
-            signature_version="s3v4",  # presigned URLs on custom endpoints need SigV4
-            s3={"addressing_style": style},
-            # total attempts, the first included ("max_attempts" there counts retries only)
-            retries={"total_max_attempts": self._max_attempts, "mode": self._retry_mode},
-            connect_timeout=self._connect_timeout,
-            read_timeout=self._read_timeout,
-            max_pool_connections=self._pool_size,
-        )
-        credentials: dict[str, str] = {}
-        if self._access_key_id is not None and self._secret_access_key is not None:
-            credentials["aws_access_key_id"] = self._access_key_id
-            credentials["aws_secret_access_key"] = self._secret_access_key.get_secret_value()
-            if self._session_token is not None:
-                credentials["aws_session_token"] = self._session_token.get_secret_value()
-        creator = _session(session_module).create_client(
-            "s3", region_name=self._region, endpoint_url=endpoint, config=config, **credentials
-        )
-        client = await self._client_stack.enter_async_context(creator)
+        client = await self._client_stack.enter_async_context(open_client(self._options, endpoint))
+        instrument(client)
         logger.debug("opened S3 client for bucket %r", self._bucket)
         return client
 
     async def _aclose(self) -> None:
+        await self._fallback.stop()
         async with self._lock:
             if self._background:  # aborts of failed uploads still need the client
                 await asyncio.gather(*self._background, return_exceptions=True)
@@ -301,6 +178,34 @@ class S3StorageBackend(StorageBackend):
     def _map_error(self, exc: Exception, operation: str, key: str | None) -> StorageError | None:
         mapped = map_s3_error(exc, bucket=self._bucket)
         return mapped if mapped is not None else super()._map_error(exc, operation, key)
+
+    # ---------------------------------------------------------------- the spool
+
+    async def flush_spool(self) -> int:
+        """Upload what the fallback spool holds to S3, removing each object once S3 has it.
+
+        In key order, a few at a time; an object is dropped only after S3 confirmed it and
+        if no newer write replaced it. Concurrent calls never upload an object twice; after
+        a crash between upload and removal, the next flush sends the same bytes again.
+
+        Returns:
+            How many spooled objects were uploaded (0 without ``fallback_path``).
+
+        Raises:
+            StorageUnavailableError: S3 is still unavailable; what was flushed before
+                stays flushed, the rest stays spooled.
+        """
+        with self._translate("flush_spool", None):
+            concurrency = min(4, self._options.concurrency)
+            flushed = await self._fallback.flush(self._send_spooled, concurrency)
+        if flushed:
+            logger.info("flushed %d spooled objects to S3", flushed)
+        return flushed
+
+    async def _send_spooled(self, entry: Entry, path: Path) -> None:
+        params = self._write_params(entry.content_type, entry.metadata)
+        transfer = await self._transfer()
+        await transfer.upload_file(self._full(entry.key), path, entry.size, params, None)
 
     # ---------------------------------------------------------------- keys
 
@@ -321,15 +226,15 @@ class S3StorageBackend(StorageBackend):
     # ---------------------------------------------------------------- writes
 
     def _write_params(self, content_type: str, metadata: dict[str, str]) -> dict[str, Any]:
-        return {"ContentType": content_type, "Metadata": metadata, **self._sse}
+        return {"ContentType": content_type, "Metadata": metadata, **self._options.sse}
 
     async def _transfer(self) -> mp.Transfer:
         return mp.Transfer(
             client=await self._client(),
             bucket=self._bucket,
-            threshold=self._threshold,
-            part_size=self._chunk_size,
-            concurrency=self._concurrency,
+            threshold=self._options.threshold,
+            part_size=self._options.chunk_size,
+            concurrency=self._options.concurrency,
             background=self._background,
         )
 
@@ -341,7 +246,8 @@ class S3StorageBackend(StorageBackend):
         metadata: dict[str, str],
     ) -> None:
         params = self._write_params(content_type, metadata)
-        await (await self._transfer()).save(self._full(key), body, params)
+        send = functools.partial((await self._transfer()).save, self._full(key), params=params)
+        await self._fallback.save(key, body, content_type, metadata, send)
 
     async def _upload_file(
         self,
@@ -354,32 +260,31 @@ class S3StorageBackend(StorageBackend):
     ) -> None:
         params = self._write_params(content_type, metadata)
         transfer = await self._transfer()
-        await transfer.upload_file(self._full(key), local_path, size, params, progress)
+        send = functools.partial(
+            transfer.upload_file, self._full(key), local_path, size, params, progress
+        )
+        await self._fallback.upload_file(key, local_path, content_type, metadata, send)
 
     async def _copy(self, src: str, dst: str) -> None:
-        transfer = await self._transfer()
-        await transfer.copy(
-            self._full(src), self._full(dst), self._sse, self._copy_threshold, self._copy_part_size
+        copy = functools.partial(
+            (await self._transfer()).copy,
+            self._full(src),
+            self._full(dst),
+            self._options.sse,
+            self._copy_threshold,
+            self._copy_part_size,
         )
+        await self._fallback.copy(src, dst, copy, self._send_spooled)
 
     async def _delete(self, key: str) -> None:
         client = await self._client()
-        await client.delete_object(Bucket=self._bucket, Key=self._full(key))
+        delete = functools.partial(client.delete_object, Bucket=self._bucket, Key=self._full(key))
+        await self._fallback.delete([key], delete)
 
     async def _delete_many(self, keys: list[str]) -> None:
-        client = await self._client()
-        for start in range(0, len(keys), DELETE_BATCH):
-            batch = keys[start : start + DELETE_BATCH]
-            response = await client.delete_objects(
-                Bucket=self._bucket,
-                Delete={"Objects": [{"Key": self._full(k)} for k in batch], "Quiet": True},
-            )
-            errors = response.get("Errors") or []
-            if errors:
-                first = errors[0]
-                exc = batch_delete_error(str(first.get("Code", "Unknown")), len(errors), len(batch))
-                exc.key = self._user_key(str(first.get("Key", "")))
-                raise exc
+        full = [self._full(key) for key in keys]
+        delete = functools.partial((await self._transfer()).delete_many, full, self._user_key)
+        await self._fallback.delete(keys, delete)
 
     # ---------------------------------------------------------------- reads
 
@@ -389,6 +294,8 @@ class S3StorageBackend(StorageBackend):
         return head
 
     async def _load(self, key: str) -> bytes:
+        if (spooled := await self._fallback.read(key)) is not None:
+            return spooled
         client = await self._client()
         response = await client.get_object(Bucket=self._bucket, Key=self._full(key))
         body = response["Body"]
@@ -399,6 +306,10 @@ class S3StorageBackend(StorageBackend):
     async def _stream(
         self, key: str, start: int, end: int | None, chunk_size: int
     ) -> AsyncIterator[bytes]:
+        if (spooled := await self._fallback.open(key)) is not None:
+            async for chunk in read_range(spooled, start, end, chunk_size):
+                yield chunk
+            return
         client = await self._client()
         extra: dict[str, str] = {}
         if start or end is not None:
@@ -417,12 +328,18 @@ class S3StorageBackend(StorageBackend):
                 yield chunk
 
     async def _download_file(self, key: str, local_path: Path, progress: Progress | None) -> int:
+        if (spooled := await self._fallback.copy_to(key, local_path)) is not None:
+            if progress is not None:
+                progress(spooled, spooled)
+            return spooled
         head = await self._head(key)
         await (await self._transfer()).download(self._full(key), local_path, head, progress)
-        size: int = head["ContentLength"]
-        return size
+        length: int = head["ContentLength"]
+        return length
 
     async def _exists(self, key: str) -> bool:
+        if await self._fallback.get(key) is not None:
+            return True
         try:
             await self._head(key)
         except Exception as exc:
@@ -432,6 +349,8 @@ class S3StorageBackend(StorageBackend):
         return True
 
     async def _stat(self, key: str) -> ObjectInfo:
+        if (entry := await self._fallback.get(key)) is not None:
+            return entry.info()
         head = await self._head(key)
         return ObjectInfo(
             key=key,
@@ -442,7 +361,10 @@ class S3StorageBackend(StorageBackend):
             metadata={name.lower(): value for name, value in (head.get("Metadata") or {}).items()},
         )
 
-    async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+    def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        return self._fallback.merge(prefix, self._list_objects(prefix))
+
+    async def _list_objects(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         client = await self._client()
         pages = client.get_paginator("list_objects_v2").paginate(
             Bucket=self._bucket, Prefix=self._full(prefix)
@@ -470,9 +392,11 @@ class S3StorageBackend(StorageBackend):
                 folder = self._user_key(common["Prefix"][:-1])
                 if folder is not None:
                     folders.append(folder)
-        return folders
+        return list(set(folders) | await self._fallback.folders(prefix))
 
     async def _presign(self, key: str, expires_in: int, method: Method) -> str:
+        # the URL must reach the newest version (GET), or replace it (PUT)
+        await self._fallback.flush_key(key, self._send_spooled)
         client = await self._signing_client()
         # no SSE or checksum parameters: they would become signed headers that every
         # uploader must repeat; bucket default encryption covers presigned PUTs

@@ -29,7 +29,7 @@ from file_storage import (
     StoragePermissionError,
     StorageUnavailableError,
 )
-from file_storage.backends._s3_errors import batch_delete_error, map_s3_error
+from file_storage.backends._s3_errors import batch_delete_error, is_outage, map_s3_error
 from file_storage.backends._s3_multipart import crc32
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
 
@@ -498,6 +498,26 @@ def test_delete_many_refusals_map_to_typed_errors(code: str, expected: type[Exce
     assert "2 of 10 keys not deleted" in str(mapped)
 
 
+@pytest.mark.parametrize(
+    ("error", "outage"),
+    [
+        (lambda: client_error("SlowDown", 503, retries=4), True),
+        (lambda: client_error("InternalError", 500), True),
+        (lambda: client_error("AccessDenied", 403), False),
+        (lambda: client_error("NoSuchBucket", 404), False),
+        (lambda: ConnectionResetError("peer"), True),
+        (lambda: TimeoutError(), True),
+        (lambda: OSError(28, "No space left on device"), False),
+        (lambda: StorageUnavailableError("ours"), False),
+        (lambda: ValueError("bug"), False),
+    ],
+)
+def test_only_outages_are_absorbed_by_the_spool(
+    error: Callable[[], Exception], outage: bool
+) -> None:
+    assert is_outage(error()) is outage
+
+
 def test_bugs_and_cancellation_are_not_translated() -> None:
     assert map_s3_error(TypeError("bug"), bucket="b") is None
     assert map_s3_error(asyncio.CancelledError(), bucket="b") is None
@@ -579,6 +599,11 @@ def test_import_does_not_load_the_sdk() -> None:
         ({"secret_access_key": None}, "secret_access_key"),
         ({"max_size_bytes": -1}, "max_size_bytes"),
         ({"quota_refresh_seconds": -1}, "quota_refresh_seconds"),
+        ({"retry_mode": "legacy"}, "retry_mode"),
+        ({"read_timeout": float("inf")}, "read_timeout"),
+        ({"fallback_path": 42}, "fallback_path"),
+        ({"flush_interval_seconds": 60}, "flush_interval_seconds"),
+        ({"fallback_path": "spool", "flush_interval_seconds": 0}, "flush_interval_seconds"),
     ],
 )
 def test_bad_settings_raise_config_error_naming_the_parameter(

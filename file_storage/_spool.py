@@ -1,0 +1,413 @@
+"""The fallback spool: local disk that keeps the writes S3 could not take.
+
+Layout of the spool folder::
+
+    entries/<sha256 of key>.json        one manifest per spooled object: the commit point
+    data/<sha256 of key>.<uuid>.data    its bytes; every version gets a new name
+    data/*.part                         a write in progress, removed when it fails
+    flush.lock                          held (flock) by the process flushing
+
+A data file is written and fsynced before its manifest is written (to a temp name,
+fsynced, renamed): a crash at any moment leaves the previous version or the new one,
+never a mix. Replacing an entry writes a new data file, swaps the manifest, then deletes
+the old data file. An entry is removed only after the store confirmed the upload, and
+only if its manifest still names the data file that was uploaded.
+
+Within a process, a lock per key orders writes, deletes and flushes of that key, so a
+flush can never put an older spooled version over a newer write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from file_storage._streams import CHUNK_SIZE
+from file_storage.models import ObjectInfo
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: flushes are serialized per process only
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["Entry", "Spool", "Writer", "intact", "read_range", "unlock"]
+
+logger = logging.getLogger("file_storage.spool")
+
+STALE_SECONDS = 24 * 3600  # crash leftovers (.part, unreferenced .data) older than this go
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One spooled object: the manifest's content."""
+
+    key: str
+    data: str  # the data file's name in data/
+    size: int
+    sha256: str
+    content_type: str
+    metadata: dict[str, str]
+    spooled_at: datetime
+
+    def info(self) -> ObjectInfo:
+        return ObjectInfo(
+            key=self.key,
+            size=self.size,
+            last_modified=self.spooled_at,
+            etag=f'"{self.sha256}"',
+            content_type=self.content_type,
+            metadata=dict(self.metadata),
+        )
+
+
+def _name(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Writer:
+    """Bytes of one object on their way into the spool, hashed as they are written."""
+
+    def __init__(self, spool: Spool, key: str, content_type: str, metadata: dict[str, str]):
+        self.spool = spool
+        self.key = key
+        self.content_type = content_type
+        self.metadata = metadata
+        self.part = spool.data_dir / f"{_name(key)}.{uuid.uuid4().hex}.part"
+        self.file: IO[bytes] | None = None
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.broken: OSError | None = None
+
+    def _write(self, chunk: bytes) -> None:
+        if self.file is None:
+            self.spool.data_dir.mkdir(parents=True, exist_ok=True)
+            self.file = self.part.open("xb")
+        self.file.write(chunk)
+        self.hash.update(chunk)
+        self.size += len(chunk)
+
+    async def write(self, chunk: bytes) -> None:
+        await asyncio.to_thread(self._write, chunk)
+
+    async def tee(self, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Pass ``source`` through, keeping a copy; a failing local disk only stops the
+        copy (a healthy upload must not fail because the spool's disk is full)."""
+        async for chunk in source:
+            if self.broken is None:
+                try:
+                    await self.write(chunk)
+                except OSError as exc:
+                    self.broken = exc
+                    logger.warning("fallback spool cannot keep a copy of %r: %s", self.key, exc)
+            yield chunk
+
+    async def finish(self, rest: AsyncIterator[bytes] | bytes) -> Entry:
+        """Write ``rest`` (what is left of a stream, or all the bytes), then commit."""
+        if isinstance(rest, bytes):
+            await self.write(rest)
+        else:
+            async for chunk in rest:
+                await self.write(chunk)
+        return await asyncio.to_thread(self._commit)
+
+    async def finish_from(self, local_path: Path) -> Entry:
+        """Copy the local file ``local_path``, then commit."""
+
+        def copy() -> Entry:
+            with local_path.open("rb") as src:
+                while chunk := src.read(CHUNK_SIZE):
+                    self._write(chunk)
+            return self._commit()
+
+        return await asyncio.to_thread(copy)
+
+    def _commit(self) -> Entry:
+        if self.file is None:  # an empty object
+            self._write(b"")
+        assert self.file is not None
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        data = self.part.with_suffix(".data")
+        os.replace(self.part, data)
+        entry = Entry(
+            key=self.key,
+            data=data.name,
+            size=self.size,
+            sha256=self.hash.hexdigest(),
+            content_type=self.content_type,
+            metadata=self.metadata,
+            spooled_at=datetime.now(UTC),
+        )
+        self.spool.commit_sync(entry)
+        return entry
+
+    def close(self) -> None:
+        """Drop an uncommitted write (sync: a second cancellation must not skip it)."""
+        if self.file is not None and not self.file.closed:
+            self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.part.unlink()
+
+
+class Spool:
+    """The spool folder at ``root`` (created on first write)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.entries_dir = root / "entries"
+        self.data_dir = root / "data"
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __repr__(self) -> str:
+        return f"Spool({str(self.root)!r})"
+
+    # ------------------------------------------------------------ locks
+
+    @contextlib.asynccontextmanager
+    async def locked(self, *keys: str) -> AsyncIterator[None]:
+        """Hold the in-process lock of every key (taken in sorted order: no deadlock)."""
+        async with contextlib.AsyncExitStack() as stack:
+            for key in sorted(set(keys)):
+                await stack.enter_async_context(self._lock(key))
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _lock(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]  # no lock kept per key ever seen
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    # ------------------------------------------------------------ reading
+
+    def _load(self, name: str) -> Entry | None:
+        try:
+            raw = json.loads((self.entries_dir / f"{name}.json").read_text("utf-8"))
+            return Entry(
+                key=str(raw["key"]),
+                data=str(raw["data"]),
+                size=int(raw["size"]),
+                sha256=str(raw["sha256"]),
+                content_type=str(raw["content_type"]),
+                metadata={str(k): str(v) for k, v in raw["metadata"].items()},
+                spooled_at=datetime.fromisoformat(raw["spooled_at"]),
+            )
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            logger.error("fallback spool: unreadable manifest %s.json, skipped", name)
+            return None
+
+    async def get(self, key: str) -> Entry | None:
+        """The spooled version of ``key``, or ``None``."""
+        entry = await asyncio.to_thread(self._load, _name(key))
+        return entry if entry is not None and entry.key == key else None
+
+    def _entries(self, prefix: str) -> list[Entry]:
+        try:
+            names = [p.stem for p in self.entries_dir.iterdir() if p.suffix == ".json"]
+        except FileNotFoundError:
+            return []
+        found = (self._load(name) for name in names)
+        return sorted(
+            (e for e in found if e is not None and e.key.startswith(prefix)), key=lambda e: e.key
+        )
+
+    async def entries(self, prefix: str = "") -> list[Entry]:
+        """Every spooled object under ``prefix``, sorted by key."""
+        return await asyncio.to_thread(self._entries, prefix)
+
+    async def spooled(self, keys: list[str]) -> list[str]:
+        """Which of ``keys`` have a spooled version (one directory listing)."""
+
+        def names() -> set[str]:
+            try:
+                return {p.stem for p in self.entries_dir.iterdir()}
+            except FileNotFoundError:
+                return set()
+
+        present = await asyncio.to_thread(names)
+        return [key for key in keys if _name(key) in present] if present else []
+
+    def path(self, entry: Entry) -> Path:
+        return self.data_dir / entry.data
+
+    async def read(self, key: str) -> bytes | None:
+        """The spooled bytes of ``key``; ``None`` when not spooled (or flushed meanwhile)."""
+        entry = await self.get(key)
+        if entry is None:
+            return None
+        with contextlib.suppress(FileNotFoundError):
+            return await asyncio.to_thread(self.path(entry).read_bytes)
+        return None
+
+    async def open(self, key: str) -> IO[bytes] | None:
+        """An open file of the spooled ``key`` (readable even if a flush removes it)."""
+        entry = await self.get(key)
+        if entry is None:
+            return None
+        with contextlib.suppress(FileNotFoundError):
+            return await asyncio.to_thread(self.path(entry).open, "rb")
+        return None
+
+    async def copy_to(self, key: str, local_path: Path) -> int | None:
+        """Copy the spooled ``key`` to ``local_path``; its size, or ``None`` if not spooled."""
+        src = await self.open(key)
+        if src is None:
+            return None
+
+        def copy() -> int:
+            with src, local_path.open("wb") as out:
+                shutil.copyfileobj(src, out, CHUNK_SIZE)
+                return out.tell()
+
+        return await asyncio.to_thread(copy)
+
+    # ------------------------------------------------------------ writing
+
+    def commit_sync(self, entry: Entry) -> None:
+        """Make ``entry`` the spooled version of its key (its data file is in place)."""
+        name = _name(entry.key)
+        previous = self._load(name)
+        self.entries_dir.mkdir(parents=True, exist_ok=True)
+        manifest = self.entries_dir / f"{name}.json"
+        tmp = manifest.with_name(f"{name}.{uuid.uuid4().hex}.tmp")
+        body = dataclasses.asdict(entry) | {"spooled_at": entry.spooled_at.isoformat()}
+        try:
+            with tmp.open("x", encoding="utf-8") as out:
+                json.dump(body, out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, manifest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        _fsync_dir(self.data_dir)
+        _fsync_dir(self.entries_dir)
+        if previous is not None and previous.data != entry.data:
+            with contextlib.suppress(FileNotFoundError):
+                (self.data_dir / previous.data).unlink()
+
+    @contextlib.asynccontextmanager
+    async def writer(
+        self, key: str, content_type: str, metadata: dict[str, str]
+    ) -> AsyncIterator[Writer]:
+        out = Writer(self, key, content_type, metadata)
+        try:
+            yield out
+        finally:
+            out.close()
+
+    def _remove(self, entry: Entry) -> bool:
+        """Drop ``entry`` if it is still the spooled version of its key."""
+        current = self._load(_name(entry.key))
+        if current is None or current.data != entry.data:
+            return False
+        (self.entries_dir / f"{_name(entry.key)}.json").unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.path(entry).unlink()
+        return True
+
+    async def remove(self, entry: Entry) -> bool:
+        """Drop ``entry`` if it is still the spooled version of its key."""
+        return await asyncio.to_thread(self._remove, entry)
+
+    async def discard(self, key: str) -> None:
+        """Forget the spooled version of ``key``: the store has a newer one (lock held)."""
+        entry = await self.get(key)
+        if entry is not None:
+            await asyncio.to_thread(self._remove, entry)
+
+    # ------------------------------------------------------------ flushing
+
+    def try_flush_lock(self) -> int | None:
+        """Take the cross-process flush lock without waiting; its fd, or ``None`` if busy."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "flush.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+        return fd
+
+    def sweep(self) -> None:
+        """Remove what crashes left: old .part, data no manifest names, manifest temps."""
+        named = {entry.data for entry in self._entries("")}
+        cutoff = time.time() - STALE_SECONDS
+        for folder in (self.data_dir, self.entries_dir):
+            with contextlib.suppress(FileNotFoundError):
+                for path in folder.iterdir():
+                    if path.suffix == ".json" or path.name in named:
+                        continue
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink(missing_ok=True)
+                        logger.info("fallback spool: removed leftover %s", path.name)
+
+
+async def read_range(
+    src: IO[bytes], start: int, end: int | None, chunk_size: int
+) -> AsyncIterator[bytes]:
+    """Yield bytes ``[start, end)`` of the open file ``src``, then close it."""
+    try:
+        await asyncio.to_thread(src.seek, start)
+        left = None if end is None else end - start
+        while left is None or left > 0:
+            size = chunk_size if left is None else min(chunk_size, left)
+            chunk = await asyncio.to_thread(src.read, size)
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
+            yield chunk
+    finally:
+        src.close()
+
+
+def intact(path: Path, entry: Entry) -> bool:
+    """True when the data file still has the bytes the manifest describes."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as src:
+            while chunk := src.read(CHUNK_SIZE):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return False
+    return digest.hexdigest() == entry.sha256
+
+
+def unlock(fd: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)

@@ -1,0 +1,100 @@
+"""Fault-test fixtures: a fault proxy in front of moto, backends through it, raw access.
+
+Backends here make 3 attempts with 1 s timeouts, and botocore's backoff between attempts
+is zero (its jitter would make the suite slow and its timing random): the retries
+themselves are botocore's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from file_storage import S3StorageBackend
+from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
+from tests.faults.proxy import FaultProxy
+
+MiB = 1 << 20
+ATTEMPTS = 3
+TIMEOUT = 1.0  # connect and read timeout, seconds
+# the smallest multipart setup S3 allows: 5 MiB parts (AWS multipart limits)
+SMALL: dict[str, Any] = {"multipart_threshold": 5 * MiB, "multipart_chunk_size": 5 * MiB}
+
+MakeBackend = Callable[..., S3StorageBackend]
+
+
+@pytest.fixture
+def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the session's moto server, for one test."""
+    fault_proxy = FaultProxy(moto_endpoint)
+    fault_proxy.start()
+    yield fault_proxy
+    fault_proxy.stop()
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore retries at once instead of after 0..2^n s of jitter."""
+    from botocore.retries.standard import ExponentialBackoff
+
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
+
+
+@pytest.fixture
+def raw(moto_endpoint: str) -> Iterator[Any]:
+    """A plain boto3 client straight to moto (not through the proxy), to see what it holds."""
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=FAKE_KEY_ID,
+        aws_secret_access_key=FAKE_SECRET,
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def make_backend(
+    proxy: FaultProxy, s3_bucket: str, no_backoff: None
+) -> AsyncIterator[MakeBackend]:
+    """Build backends that reach the test bucket through the proxy; all closed afterwards."""
+    made: list[S3StorageBackend] = []
+
+    def make(**overrides: Any) -> S3StorageBackend:
+        options: dict[str, Any] = {
+            "endpoint_url": proxy.endpoint,
+            "access_key_id": FAKE_KEY_ID,
+            "secret_access_key": FAKE_SECRET,
+            "addressing_style": "path",
+            "max_attempts": ATTEMPTS,
+            "connect_timeout": TIMEOUT,
+            "read_timeout": TIMEOUT,
+        }
+        options.update(overrides)
+        backend = S3StorageBackend(s3_bucket, **options)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        await backend.aclose()
+
+
+def stored_keys(raw: Any, bucket: str) -> list[str]:
+    return [item["Key"] for item in raw.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def open_uploads(raw: Any, bucket: str) -> list[Any]:
+    uploads: list[Any] = raw.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    return uploads
+
+
+async def chunks(data: bytes, size: int = MiB) -> AsyncIterator[bytes]:
+    """``data`` as a stream that can be read only once, like an HTTP request body."""
+    for offset in range(0, len(data), size):
+        yield data[offset : offset + size]
