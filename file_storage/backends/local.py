@@ -22,16 +22,26 @@ import os
 import shutil
 import stat as stat_mod
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
 from file_storage._keys import is_valid_segment
 from file_storage._mime import guess_content_type
 from file_storage._streams import Progress
+from file_storage.backends._local_io import (
+    IO_BATCH,
+    TMP_MARK,
+    Walk,
+    discard_tmp,
+    in_pool,
+    io_pool,
+    read_batch,
+    tmp_name,
+    write_all,
+)
 from file_storage.backends.base import Method, StorageBackend
 from file_storage.errors import (
     ObjectNotFoundError,
@@ -45,122 +55,6 @@ __all__ = ["LocalStorageBackend"]
 
 # A backslash is banned from keys, so neither of these can ever be (part of) a key.
 META_DIR = ".file_storage\\meta"
-_TMP_MARK = "\\tmp-"
-_SCAN_BATCH = 1000  # directory entries handed back per thread hop while iterating
-
-
-T = TypeVar("T")
-_IO_BATCH = 8 * 1024 * 1024  # bytes moved per thread hop by streamed reads and writes
-# the streamed writer's own thread: a write can be awaited, or waited for synchronously
-# during clean-up, before its descriptor is closed
-_io_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="file_storage")
-
-
-async def _in_pool(
-    fn: Callable[..., T], *args: Any, cleanup: Callable[[T], object] | None = None
-) -> T:
-    """Run ``fn`` in the I/O pool; if the caller is cancelled meanwhile, wait for the thread
-    to finish (it cannot be stopped) so no descriptor is used after close or leaked."""
-    future = _io_pool.submit(fn, *args)
-    try:
-        return await asyncio.wrap_future(future)
-    except BaseException:
-        if not future.cancel():
-            with contextlib.suppress(BaseException):
-                result = future.result()
-                if cleanup is not None:
-                    cleanup(result)
-        raise
-
-
-def _discard_tmp(opened: tuple[str, str, int]) -> None:
-    _path, tmp, fd = opened
-    os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(tmp)
-
-
-def _write_all(fd: int, chunks: list[bytes]) -> None:
-    views = [memoryview(c) for c in chunks if c]
-    while views:
-        written = os.writev(fd, views[:1024])  # IOV_MAX is 1024 on Linux
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]
-
-
-def _read_batch(fd: int, offset: int, end: int | None, chunk_size: int, count: int) -> list[bytes]:
-    chunks = []
-    for _ in range(count):
-        size = chunk_size if end is None else min(chunk_size, end - offset)
-        if size <= 0:
-            break
-        chunk = os.pread(fd, size, offset)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        offset += len(chunk)
-        if len(chunk) < size:
-            break
-    return chunks
-
-
-def _tmp_name() -> str:
-    return f".{_TMP_MARK}{uuid.uuid4().hex}"
-
-
-class _Walk:
-    """A sorted depth-first walk of a folder, handing back entries in batches.
-
-    Symlinks are followed only where they stay inside ``root``.
-    """
-
-    def __init__(self, root: str, prefix: str, with_stat: bool):
-        self.root = root
-        self.with_stat = with_stat
-        base = os.path.join(root, prefix) if prefix else root
-        self.stack: list[Iterator[tuple[str, str, bool]]] = [self._listing(base, prefix)]
-
-    def _inside(self, entry: os.DirEntry[str]) -> bool:
-        if not entry.is_symlink():
-            return True
-        return os.path.realpath(entry.path).startswith(self.root + os.sep)
-
-    def _listing(self, folder: str, key_prefix: str) -> Iterator[tuple[str, str, bool]]:
-        try:
-            with os.scandir(folder) as it:
-                entries = [
-                    (e.name, e.path, e.is_dir())
-                    for e in it
-                    if is_valid_segment(e.name) and (e.is_dir() or e.is_file()) and self._inside(e)
-                ]
-        except (FileNotFoundError, NotADirectoryError):
-            return iter(())
-        # a folder sorts as "name/" so the walk yields keys in plain sorted() order
-        entries.sort(key=lambda e: e[0] + "/" if e[2] else e[0])
-        return ((key_prefix + name, path, is_dir) for name, path, is_dir in entries)
-
-    def batch(self, limit: int = _SCAN_BATCH) -> list[tuple[str, os.stat_result | None]]:
-        out: list[tuple[str, os.stat_result | None]] = []
-        while self.stack and len(out) < limit:
-            item = next(self.stack[-1], None)
-            if item is None:
-                self.stack.pop()
-                continue
-            key, path, is_dir = item
-            if is_dir:
-                self.stack.append(self._listing(path, key + "/"))
-                continue
-            if self.with_stat:
-                try:
-                    out.append((key, os.stat(path)))
-                except FileNotFoundError:  # deleted while we walked
-                    continue
-            else:
-                out.append((key, None))
-        return out
 
 
 class LocalStorageBackend(StorageBackend):
@@ -323,7 +217,7 @@ class LocalStorageBackend(StorageBackend):
             return
         os.makedirs(os.path.dirname(meta_path), exist_ok=True)
         body = json.dumps({"key": key, "content_type": content_type, "metadata": metadata})
-        tmp = meta_path + _TMP_MARK + uuid.uuid4().hex
+        tmp = meta_path + TMP_MARK + uuid.uuid4().hex
         try:
             with open(tmp, "w", encoding="utf-8") as out:
                 out.write(body)
@@ -362,7 +256,7 @@ class LocalStorageBackend(StorageBackend):
 
     def _save_bytes(self, key: str, data: bytes, content_type: str, meta: dict[str, str]) -> None:
         path = self._path(key)
-        tmp = os.path.join(os.path.dirname(path), _tmp_name())
+        tmp = os.path.join(os.path.dirname(path), tmp_name())
         try:
             with open(tmp, "xb") as out:
                 out.write(data)
@@ -378,7 +272,7 @@ class LocalStorageBackend(StorageBackend):
 
     def _open_tmp(self, key: str) -> tuple[str, str, int]:
         path = self._path(key)
-        tmp = os.path.join(os.path.dirname(path), _tmp_name())
+        tmp = os.path.join(os.path.dirname(path), tmp_name())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         return path, tmp, fd
 
@@ -435,7 +329,7 @@ class LocalStorageBackend(StorageBackend):
     def _copy_sync(self, src: str, dst: str) -> None:
         src_path = self._file_path(src)
         dst_path = self._path(dst)
-        tmp = os.path.join(os.path.dirname(dst_path), _tmp_name())
+        tmp = os.path.join(os.path.dirname(dst_path), tmp_name())
         try:
             shutil.copyfile(src_path, tmp)
             self._place(tmp, dst_path)
@@ -469,14 +363,14 @@ class LocalStorageBackend(StorageBackend):
     def _has_file(self, folder: str) -> bool:
         """True when a valid key lives somewhere below ``folder`` (empty folders are not listed)."""
         return bool(
-            _Walk(self._root_dir(), os.path.relpath(folder, self._root_dir()) + "/", False).batch(1)
+            Walk(self._root_dir(), os.path.relpath(folder, self._root_dir()) + "/", False).batch(1)
         )
 
-    def _walk(self, prefix: str, *, with_stat: bool) -> _Walk:
+    def _walk(self, prefix: str, *, with_stat: bool) -> Walk:
         root = self._root_dir()
         if prefix:
             self._folder(prefix)  # refuse a prefix that a symlink leads out of the root
-        return _Walk(root, prefix, with_stat)
+        return Walk(root, prefix, with_stat)
 
     def _delete_keys(self, keys: list[str]) -> int:
         return sum(self._delete_sync(key) for key in keys)
@@ -493,7 +387,7 @@ class LocalStorageBackend(StorageBackend):
         if isinstance(body, bytes):
             await asyncio.to_thread(self._save_bytes, key, body, content_type, metadata)
             return
-        path, tmp, fd = await _in_pool(self._open_tmp, key, cleanup=_discard_tmp)
+        path, tmp, fd = await in_pool(self._open_tmp, key, cleanup=discard_tmp)
         pending: concurrent.futures.Future[None] | None = None
         try:
             # Chunks are gathered into batches written with one writev per thread hop,
@@ -503,15 +397,15 @@ class LocalStorageBackend(StorageBackend):
             async for chunk in body:
                 batch.append(chunk)
                 batched += len(chunk)
-                if batched >= _IO_BATCH:
+                if batched >= IO_BATCH:
                     if pending is not None:
                         await asyncio.wrap_future(pending)
-                    pending = _io_pool.submit(_write_all, fd, batch)
+                    pending = io_pool.submit(write_all, fd, batch)
                     batch, batched = [], 0
             if pending is not None:
                 await asyncio.wrap_future(pending)
             pending = None
-            await asyncio.to_thread(_write_all, fd, batch)
+            await asyncio.to_thread(write_all, fd, batch)
             os.close(fd)
             fd = -1
             await asyncio.to_thread(self._finish, tmp, path, key, content_type, metadata)
@@ -573,13 +467,13 @@ class LocalStorageBackend(StorageBackend):
     async def _stream(
         self, key: str, start: int, end: int | None, chunk_size: int
     ) -> AsyncIterator[bytes]:
-        fd = await _in_pool(self._open_read, key, cleanup=os.close)
+        fd = await in_pool(self._open_read, key, cleanup=os.close)
         try:
             offset = start
-            per_hop = max(1, min(64, _IO_BATCH // chunk_size))
+            per_hop = max(1, min(64, IO_BATCH // chunk_size))
             while end is None or offset < end:
                 # several chunks per thread hop: the hop, not the copy, is the cost
-                chunks = await _in_pool(_read_batch, fd, offset, end, chunk_size, per_hop)
+                chunks = await in_pool(read_batch, fd, offset, end, chunk_size, per_hop)
                 for chunk in chunks:
                     yield chunk
                 if len(chunks) < per_hop or len(chunks[-1]) < chunk_size:
