@@ -16,7 +16,12 @@ TMP_MARK = "\\tmp-"  # a backslash is banned from keys: a temp name is never a k
 _SCAN_BATCH = 1000  # directory entries handed back per thread hop while iterating
 
 T = TypeVar("T")
-IO_BATCH = 8 * 1024 * 1024  # bytes moved per thread hop by streamed reads and writes
+IO_BATCH = 8 * 1024 * 1024  # bytes written per thread hop by streamed writes
+# Bytes read per hop. Larger batches would cost fewer hops but are slower: glibc hands a
+# freed run of more than 2 MiB at the top of the heap back to the kernel (M_TRIM_THRESHOLD
+# tracks twice the 1 MiB mmap threshold), so every batch would fault its pages in anew.
+# Measured on 1 MiB chunks: 2 MiB per hop 15.8 GB/s, 4 MiB 2.7 GB/s, 1 MiB 10.7 GB/s.
+READ_BATCH = 2 * 1024 * 1024
 # the streamed writer's own thread: a write can be awaited, or waited for synchronously
 # during clean-up, before its descriptor is closed
 io_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="file_storage")

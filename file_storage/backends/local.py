@@ -33,6 +33,7 @@ from file_storage._mime import guess_content_type
 from file_storage._streams import Progress
 from file_storage.backends._local_io import (
     IO_BATCH,
+    READ_BATCH,
     TMP_MARK,
     Walk,
     discard_tmp,
@@ -470,7 +471,7 @@ class LocalStorageBackend(StorageBackend):
         fd = await in_pool(self._open_read, key, cleanup=os.close)
         try:
             offset = start
-            per_hop = max(1, min(64, IO_BATCH // chunk_size))
+            per_hop = max(1, min(64, READ_BATCH // chunk_size))
             while end is None or offset < end:
                 # several chunks per thread hop: the hop, not the copy, is the cost
                 chunks = await in_pool(read_batch, fd, offset, end, chunk_size, per_hop)
