@@ -265,6 +265,13 @@ def open_client(options: S3Options, endpoint: str | None) -> Any:
         connect_timeout=options.connect_timeout,
         read_timeout=options.read_timeout,
         max_pool_connections=options.pool_size,
+        # Client CPU per small request (docs/benchmarks.md): the library validates its own
+        # parameters (keys, bucket, sizes) before any request, so botocore's second
+        # validation pass is skipped; uploads set their CRC32 themselves, so botocore
+        # computes checksums only where an operation requires one (DeleteObjects).
+        # Response checksums are still validated.
+        parameter_validation=False,
+        request_checksum_calculation="when_required",
     )
     credentials: dict[str, str] = {}
     if options.access_key_id is not None and options.secret_access_key is not None:

@@ -18,6 +18,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import os
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,12 @@ Part = dict[str, Any]
 MAX_PARTS = 10_000  # parts per upload
 MIN_PART_SIZE = 5 * 2**20  # every part but the last
 MAX_PART_SIZE = 5 * 2**30
+# Upload bytes buffered in flight, whatever max_concurrency says: each part is held about
+# three times on its way out (our buffer, aiohttp's payload, the socket's unsent buffer).
+# Measured (docs/benchmarks.md), 256 MiB upload with 8 MiB parts: 8 in flight peaked at
+# ~200 MiB RSS, 4 at ~130, 2 at ~85 MiB with throughput 0.97 of raw aioboto3. Smaller
+# parts go more at a time (5 MiB parts: 3), up to max_concurrency.
+MAX_UPLOAD_BUFFER = 16 * 2**20
 MAX_PUT_SIZE = 5 * 2**30  # one PutObject or CopyObject ("Uploading objects", "Copying objects")
 INLINE_CHECKSUM_BYTES = 256 * 2**10  # hash bigger buffers in a thread, off the event loop
 
@@ -217,9 +224,11 @@ async def _slices(data: bytes, size: int) -> AsyncIterator[bytes]:
 
 
 def _read_at(path: Path, offset: int, length: int) -> bytes:
-    with path.open("rb") as src:
-        src.seek(offset)
-        return src.read(length)
+    """Read a part into one new bytes object (short at end of file)."""
+    # bytes, not a reused bytearray: botocore hands bytes to aiohttp without a copy,
+    # while a large bytearray body is refused by aiohttp (it would block the loop)
+    with path.open("rb", buffering=0) as src:
+        return os.pread(src.fileno(), length, offset)
 
 
 @dataclass
@@ -233,9 +242,19 @@ class Transfer:
     concurrency: int
     background: set[asyncio.Task[None]]
 
-    def multipart(self, key: str, params: dict[str, Any], *, checksums: bool = True) -> Multipart:
+    def multipart(
+        self,
+        key: str,
+        params: dict[str, Any],
+        *,
+        checksums: bool = True,
+        part_size: int | None = None,
+    ) -> Multipart:
+        in_flight = self.concurrency
+        if part_size is not None:  # parts that carry bytes from here: bound the buffers
+            in_flight = max(1, min(in_flight, MAX_UPLOAD_BUFFER // part_size))
         return Multipart(
-            self.client, self.bucket, key, params, self.concurrency, self.background, checksums
+            self.client, self.bucket, key, params, in_flight, self.background, checksums
         )
 
     async def put(self, key: str, data: bytes, params: dict[str, Any]) -> None:
@@ -291,7 +310,7 @@ class Transfer:
                     )
                 yield upload.put_part(number, data)
 
-        await self.multipart(key, params).run(jobs)
+        await self.multipart(key, params, part_size=size).run(jobs)
 
     async def upload_file(
         self, key: str, path: Path, size: int, params: dict[str, Any], progress: Progress | None
@@ -328,7 +347,7 @@ class Transfer:
             for number, offset in enumerate(range(0, size, part_size), start=1):
                 yield put(upload, number, offset, min(part_size, size - offset))
 
-        await self.multipart(key, params).run(jobs)
+        await self.multipart(key, params, part_size=part_size).run(jobs)
 
     async def delete_many(self, keys: list[str], user_key: Callable[[str], str | None]) -> None:
         """DeleteObjects in batches of 1000 (its limit); a refusal raises a typed error."""
