@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 
 from file_storage.errors import InvalidKeyError
@@ -12,10 +13,8 @@ MAX_KEY_BYTES = 1024  # S3's limit on an object key, in UTF-8 bytes
 MAX_SEGMENT_BYTES = 255  # NAME_MAX of local file systems (ext4, APFS, NTFS)
 
 
-def _is_bad_char(ch: str) -> bool:
-    code = ord(ch)
-    # C0 controls, DEL and C1 controls; a backslash is a separator on Windows
-    return code < 0x20 or 0x7F <= code < 0xA0 or ch == "\\"
+# C0 controls, DEL and C1 controls; a backslash is a separator on Windows
+_BAD_CHAR = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 
 
 def _as_text(path: object, operation: str) -> str:
@@ -35,10 +34,11 @@ def _check(text: str, operation: str, *, reserved_bytes: int, what: str) -> None
 
     if not text:
         raise fail("empty")
-    for ch in text:
-        if _is_bad_char(ch):
-            reason = "backslash" if ch == "\\" else f"control character U+{ord(ch):04X}"
-            raise fail(f"contains a {reason}")
+    bad = _BAD_CHAR.search(text)
+    if bad is not None:
+        ch = bad.group()
+        reason = "backslash" if ch == "\\" else f"control character U+{ord(ch):04X}"
+        raise fail(f"contains a {reason}")
     try:
         encoded = text.encode("utf-8")
     except UnicodeEncodeError as exc:  # lone surrogates

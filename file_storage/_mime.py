@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -32,9 +33,12 @@ def guess_content_type(key: str) -> str:
     """The MIME type for ``key``'s last extension, or ``application/octet-stream``."""
     name = key.rsplit("/", 1)[-1]
     dot = name.rfind(".")
-    if dot > 0:
-        ext = name[dot:].lower()
-        if ext in _EXTRA:
-            return _EXTRA[ext]
-    guessed, _encoding = _db.guess_type(name, strict=False)
+    return _by_extension(name[dot:].lower()) if dot > 0 else DEFAULT_CONTENT_TYPE
+
+
+@functools.lru_cache(maxsize=1024)
+def _by_extension(ext: str) -> str:
+    if ext in _EXTRA:
+        return _EXTRA[ext]
+    guessed, _encoding = _db.guess_type("x" + ext, strict=False)
     return guessed or DEFAULT_CONTENT_TYPE
