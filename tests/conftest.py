@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,19 +47,32 @@ def moto_endpoint() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def s3_bucket(moto_endpoint: str) -> str:
-    """A fresh, empty bucket per test: isolation by construction."""
+def boto3_client(endpoint: str) -> Any:
+    """A plain boto3 client straight to moto, to set up or see what the server holds."""
     import boto3
 
-    name = f"test-{uuid.uuid4().hex[:20]}"
-    client = boto3.client(
+    return boto3.client(
         "s3",
-        endpoint_url=moto_endpoint,
+        endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id=FAKE_KEY_ID,
         aws_secret_access_key=FAKE_SECRET,
     )
+
+
+@pytest.fixture
+def raw(moto_endpoint: str) -> Iterator[Any]:
+    """A plain boto3 client straight to moto (never through a fault proxy)."""
+    client = boto3_client(moto_endpoint)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str) -> str:
+    """A fresh, empty bucket per test: isolation by construction."""
+    name = f"test-{uuid.uuid4().hex[:20]}"
+    client = boto3_client(moto_endpoint)
     client.create_bucket(Bucket=name)
     client.close()
     return name

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from file_storage import (
 from file_storage.backends._s3_errors import batch_delete_error, is_outage, map_s3_error
 from file_storage.backends._s3_multipart import crc32
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
+from tests.s3util import closed_port, open_uploads, stored_keys
 
 pytestmark = pytest.mark.s3
 
@@ -40,22 +41,6 @@ MiB = 1 << 20
 SMALL: dict[str, Any] = {"multipart_threshold": 5 * MiB, "multipart_chunk_size": 5 * MiB}
 
 MakeBackend = Callable[..., S3StorageBackend]
-
-
-@pytest.fixture
-def raw(moto_endpoint: str) -> Iterator[Any]:
-    """A plain boto3 client, to see what the server holds."""
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=FAKE_KEY_ID,
-        aws_secret_access_key=FAKE_SECRET,
-    )
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -78,22 +63,6 @@ async def make_backend(moto_endpoint: str, s3_bucket: str) -> AsyncIterator[Make
     yield make
     for backend in made:
         await backend.aclose()
-
-
-def stored_keys(raw: Any, bucket: str) -> list[str]:
-    return [item["Key"] for item in raw.list_objects_v2(Bucket=bucket).get("Contents", [])]
-
-
-def open_uploads(raw: Any, bucket: str) -> list[Any]:
-    uploads: list[Any] = raw.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-    return uploads
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def blocks(*sizes: int) -> AsyncIterator[bytes]:

@@ -43,22 +43,6 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def raw(moto_endpoint: str) -> Iterator[Any]:
-    """A plain boto3 client straight to moto (not through the proxy), to see what it holds."""
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=FAKE_KEY_ID,
-        aws_secret_access_key=FAKE_SECRET,
-    )
-    yield client
-    client.close()
-
-
-@pytest.fixture
 async def make_backend(
     proxy: FaultProxy, s3_bucket: str, no_backoff: None
 ) -> AsyncIterator[MakeBackend]:
@@ -83,15 +67,6 @@ async def make_backend(
     yield make
     for backend in made:
         await backend.aclose()
-
-
-def stored_keys(raw: Any, bucket: str) -> list[str]:
-    return [item["Key"] for item in raw.list_objects_v2(Bucket=bucket).get("Contents", [])]
-
-
-def open_uploads(raw: Any, bucket: str) -> list[Any]:
-    uploads: list[Any] = raw.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-    return uploads
 
 
 async def chunks(data: bytes, size: int = MiB) -> AsyncIterator[bytes]:

@@ -26,10 +26,9 @@ from tests.faults.conftest import (
     MakeBackend,
     MiB,
     chunks,
-    open_uploads,
-    stored_keys,
 )
 from tests.faults.proxy import FaultProxy
+from tests.s3util import open_uploads, stored_keys
 
 pytestmark = pytest.mark.s3
 

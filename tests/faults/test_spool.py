@@ -11,7 +11,6 @@ import errno
 import hashlib
 import logging
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -37,10 +36,9 @@ from tests.faults.conftest import (
     MakeBackend,
     MiB,
     chunks,
-    open_uploads,
-    stored_keys,
 )
 from tests.faults.proxy import FaultProxy
+from tests.s3util import closed_port, open_uploads, stored_keys
 
 pytestmark = pytest.mark.s3
 
@@ -292,13 +290,6 @@ async def test_crash_between_upload_and_removal_uploads_the_same_bytes_again(
     assert s3_body(raw, s3_bucket, "a.txt") == b"precious"
     assert stored_keys(raw, s3_bucket) == ["storage/a.txt"]
     assert spool_files(spool_path) == []
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def test_spool_survives_a_process_restart(
