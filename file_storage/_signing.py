@@ -13,7 +13,6 @@ import time
 from typing import Literal
 from urllib.parse import quote, urlencode
 
-Method = str
 Verdict = Literal["valid", "invalid", "expired"]
 
 MIN_SIGNING_KEY_CHARS = 32

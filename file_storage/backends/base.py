@@ -122,7 +122,7 @@ class StorageBackend(abc.ABC):
         max_size_bytes: int | None = None,
         quota_refresh_seconds: float | None = None,
     ) -> None:
-        self._quotas = QuotaManager(self._scan_for_quota, quota_refresh_seconds)
+        self._quotas = QuotaManager(self._iter_files, quota_refresh_seconds)
         if max_size_bytes is not None:
             self._quotas.set("", max_size_bytes)
 
@@ -193,10 +193,6 @@ class StorageBackend(abc.ABC):
                     "attempts": call.attempts,
                 },
             )
-
-    async def _scan_for_quota(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        async for info in self._iter_files(prefix):
-            yield info
 
     # ---------------------------------------------------------------- writes
 

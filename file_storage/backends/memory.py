@@ -153,10 +153,6 @@ class MemoryStorageBackend(StorageBackend):
             _Object(obj.data, obj.content_type, dict(obj.metadata), datetime.now(UTC), obj.etag),
         )
 
-    async def _move(self, src: str, dst: str) -> None:
-        await self._copy(src, dst)
-        self._remove(src)
-
     async def _presign(self, key: str, expires_in: int, method: Method) -> str:
         raise StorageConfigError(
             "the memory backend cannot serve presigned URLs; use STORAGE_TYPE=LOCAL with "
