@@ -11,7 +11,10 @@ from file_storage.backends.memory import MemoryStorageBackend
 from file_storage.backends.s3 import S3StorageBackend
 from file_storage.errors import (
     InvalidKeyError,
+    InvalidMetadataError,
+    ObjectConflictError,
     ObjectNotFoundError,
+    PreconditionFailedError,
     StorageConfigError,
     StorageError,
     StoragePermissionError,
@@ -25,10 +28,13 @@ from file_storage.settings import StorageSettings
 
 __all__ = [
     "InvalidKeyError",
+    "InvalidMetadataError",
     "LocalStorageBackend",
     "MemoryStorageBackend",
+    "ObjectConflictError",
     "ObjectInfo",
     "ObjectNotFoundError",
+    "PreconditionFailedError",
     "S3StorageBackend",
     "StorageBackend",
     "StorageConfigError",

@@ -7,7 +7,10 @@ StorageError
 ├── StorageQuotaExceededError   .used .limit .requested .prefix
 ├── StorageUnavailableError     network, timeout, 5xx after retries: worth retrying
 ├── StoragePermissionError      bad credentials, access denied
-└── StorageConfigError          bad settings, missing bucket, missing extra
+├── StorageConfigError          bad settings, missing bucket, missing extra
+├── ObjectConflictError         the key is a folder, or lies under an object
+├── PreconditionFailedError     a conditional write or pinned read: the condition did not hold
+└── InvalidMetadataError        also ValueError: bad metadata name, or over 2 KiB in all
 ```
 
 Every error carries ``operation`` and ``key`` and reads like
@@ -19,7 +22,10 @@ from __future__ import annotations
 
 __all__ = [
     "InvalidKeyError",
+    "InvalidMetadataError",
+    "ObjectConflictError",
     "ObjectNotFoundError",
+    "PreconditionFailedError",
     "StorageConfigError",
     "StorageError",
     "StoragePermissionError",
@@ -133,6 +139,30 @@ class StorageConfigError(StorageError):
     """Bad settings, a missing bucket, or a missing optional dependency."""
 
     default_detail = "storage is misconfigured"
+
+
+class ObjectConflictError(StorageError):
+    """The key is a folder, or lies under an object: a key is an object or a folder, never both.
+
+    Raised by the local and memory backends (S3 does not check). HTTP 409 in the FastAPI
+    handlers.
+    """
+
+    default_detail = "a key cannot be both an object and a folder"
+
+
+class PreconditionFailedError(StorageError):
+    """A condition did not hold: a conditional write, or a read pinned to an ETag that is
+    no longer current. HTTP 412 in the FastAPI handlers."""
+
+    default_detail = "precondition failed"
+
+
+class InvalidMetadataError(StorageError, ValueError):
+    """A metadata name is not an HTTP token, or names and values together exceed 2 KiB of
+    UTF-8 (S3's limit). Also a ``ValueError``; raised before any I/O. HTTP 400."""
+
+    default_detail = "invalid metadata"
 
 
 def format_bytes(n: int) -> str:

@@ -49,7 +49,10 @@ from file_storage.backends._support import (
 )
 from file_storage.errors import (
     InvalidKeyError,
+    InvalidMetadataError,
+    ObjectConflictError,
     ObjectNotFoundError,
+    PreconditionFailedError,
     StorageConfigError,
     StorageError,
     StoragePermissionError,
@@ -61,9 +64,12 @@ from file_storage.models import ObjectInfo, Usage
 __all__ = [
     "Content",
     "InvalidKeyError",
+    "InvalidMetadataError",
     "KeyLike",
+    "ObjectConflictError",
     "ObjectInfo",
     "ObjectNotFoundError",
+    "PreconditionFailedError",
     "Progress",
     "StorageBackend",
     "StorageConfigError",
@@ -372,6 +378,7 @@ class StorageBackend(abc.ABC):
         start: int | None = None,
         end: int | None = None,
         chunk_size: int | None = None,
+        if_match: str | None = None,
     ) -> AsyncIterator[bytes]:
         """Iterate over the bytes ``[start, end)`` of the object, like a slice.
 
@@ -379,15 +386,29 @@ class StorageBackend(abc.ABC):
         bounded whatever the size; no chunk is longer than ``chunk_size`` (default 1 MiB).
         The key is checked now; a missing object raises at the first iteration.
 
+        Args:
+            if_match: an ETag from :meth:`stat`: the stream then reads exactly that version
+                of the object (all its bytes come from it), or raises
+                :class:`PreconditionFailedError` when the object was replaced since.
+
         Raises:
             ObjectNotFoundError: no object at ``path`` (on first iteration).
+            PreconditionFailedError: ``if_match`` is not the current ETag (on first
+                iteration).
         """
         key = self._key(path, "stream")
         size = check_range(start, end, chunk_size)
-        return self._translated_stream(key, start, end, size)
+        if if_match is not None and (not isinstance(if_match, str) or not if_match):
+            raise TypeError("if_match must be a non-empty str (an ETag) or None")
+        return self._translated_stream(key, start, end, size, if_match)
 
     async def _translated_stream(
-        self, key: str, start: int | None, end: int | None, chunk_size: int
+        self,
+        key: str,
+        start: int | None,
+        end: int | None,
+        chunk_size: int,
+        if_match: str | None = None,
     ) -> AsyncIterator[bytes]:
         with self._translate("stream", key):
             lo, hi = start or 0, end
@@ -396,11 +417,14 @@ class StorageBackend(abc.ABC):
                 lo, _, _ = slice(start, end).indices(total)
                 _, hi, _ = slice(start, end).indices(total)
             if hi is not None and hi <= lo:
-                # an empty range still says whether the object exists
-                if not await self._exists(key):
+                # an empty range still says whether the object exists (and is that version)
+                if if_match is not None:
+                    if (await self._stat(key)).etag != if_match:
+                        raise PreconditionFailedError("the object changed since that ETag")
+                elif not await self._exists(key):
                     raise ObjectNotFoundError()
                 return
-            source = self._stream(key, lo, hi, chunk_size)
+            source = self._stream(key, lo, hi, chunk_size, if_match)
             # close both generators: an abandoned stream must not hold a file or connection
             async with closing(source), closing(limit_chunks(source, chunk_size)) as chunks:
                 async for chunk in chunks:
@@ -690,9 +714,13 @@ class StorageBackend(abc.ABC):
 
     @abc.abstractmethod
     def _stream(
-        self, key: str, start: int, end: int | None, chunk_size: int
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
     ) -> AsyncIterator[bytes]:
-        """Yield bytes ``[start, end)`` (``end`` may pass the size), chunks <= ``chunk_size``."""
+        """Yield bytes ``[start, end)`` (``end`` may pass the size), chunks <= ``chunk_size``.
+
+        With ``if_match``, every byte comes from the version with that ETag, or
+        :class:`PreconditionFailedError` is raised before the first chunk.
+        """
 
     @abc.abstractmethod
     async def _exists(self, key: str) -> bool: ...
@@ -758,7 +786,7 @@ class StorageBackend(abc.ABC):
         expected = (await self._stat(key)).size
         done = 0
         async with aiofiles.open(local_path, "wb") as out:
-            async for chunk in self._stream(key, 0, None, CHUNK_SIZE):
+            async for chunk in self._stream(key, 0, None, CHUNK_SIZE, None):
                 await out.write(chunk)
                 done += len(chunk)
                 if progress is not None:

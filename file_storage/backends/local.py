@@ -466,8 +466,9 @@ class LocalStorageBackend(StorageBackend):
         return await asyncio.to_thread(self._load_sync, key)
 
     async def _stream(
-        self, key: str, start: int, end: int | None, chunk_size: int
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
     ) -> AsyncIterator[bytes]:
+        # TODO(#12): open first, fstat the descriptor, compare if_match, stream that inode
         fd = await in_pool(self._open_read, key, cleanup=os.close)
         try:
             offset = start

@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from file_storage.backends.base import Method, StorageBackend
-from file_storage.errors import ObjectNotFoundError, StorageConfigError, StorageError
+from file_storage.errors import (
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StorageConfigError,
+    StorageError,
+)
 from file_storage.models import ObjectInfo
 
 __all__ = ["MemoryStorageBackend"]
@@ -108,9 +113,12 @@ class MemoryStorageBackend(StorageBackend):
         return self._get(key).data
 
     async def _stream(
-        self, key: str, start: int, end: int | None, chunk_size: int
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
     ) -> AsyncIterator[bytes]:
-        data = self._get(key).data
+        obj = self._get(key)
+        if if_match is not None and obj.etag != if_match:
+            raise PreconditionFailedError("the object changed since that ETag")
+        data = obj.data  # immutable: a later save replaces the object, not these bytes
         stop = len(data) if end is None else min(end, len(data))
         view = memoryview(data)
         for offset in range(start, stop, chunk_size):

@@ -54,11 +54,11 @@ class FaultyBackend(MemoryStorageBackend):
         return await super()._stat(key)
 
     async def _stream(
-        self, key: str, start: int, end: int | None, chunk_size: int
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
     ) -> AsyncIterator[bytes]:
         self._fail("stream", key)
         try:
-            async for chunk in super()._stream(key, start, end, chunk_size):
+            async for chunk in super()._stream(key, start, end, chunk_size, if_match):
                 self.chunks_streamed += 1
                 yield chunk
         finally:
