@@ -88,6 +88,23 @@ async def metered(
         yield chunk
 
 
+_LANDED = "_file_storage_landed"
+
+
+def mark_landed(exc: BaseException) -> None:
+    """Say that the write had already landed when ``exc`` (a cancellation) reached it.
+
+    A hook whose last step cannot be undone (a rename done in a thread) raises the
+    cancellation on, marked, and the base class then counts the write instead of
+    releasing its quota reservation.
+    """
+    setattr(exc, _LANDED, True)
+
+
+def has_landed(exc: BaseException) -> bool:
+    return getattr(exc, _LANDED, False) is True
+
+
 _CALLER_ERROR = "_file_storage_caller_error"
 
 

@@ -41,6 +41,7 @@ from file_storage.backends._support import (
     Counter,
     check_range,
     file_chunks,
+    has_landed,
     is_caller_error,
     log_failure,
     map_os_error,
@@ -259,9 +260,12 @@ class StorageBackend(abc.ABC):
         """Await a write hook, committing its reservation on success and freeing it on failure."""
         try:
             await hook
-        except BaseException:
+        except BaseException as exc:
             if reservation is not None:
-                reservation.release()
+                if has_landed(exc):  # cancelled after the write became visible: count it
+                    reservation.commit(size if isinstance(size, int) else size.value)
+                else:
+                    reservation.release()
             raise
         if reservation is not None:
             reservation.commit(size if isinstance(size, int) else size.value)
