@@ -7,23 +7,64 @@ import mimetypes
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
-# Types the stdlib table misses or gets wrong on some platforms (its table is read
-# from /etc/mime.types where present, so pin the ones our users store most).
+# The types our users store most, pinned: the stdlib's table misses some (.ts, .m4s,
+# .mpd, .yaml, .zst) and changes others between Python versions (.wav, .js), and a
+# key's content type must be the same on every backend, platform and Python.
 _EXTRA = {
+    # video, including HLS/DASH segments and manifests
+    ".mp4": "video/mp4",
+    ".m4v": "video/mp4",
     ".webm": "video/webm",
     ".mkv": "video/x-matroska",
-    ".mp4": "video/mp4",
+    ".mov": "video/quicktime",
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
+    ".mpd": "application/dash+xml",
+    ".m3u8": "application/vnd.apple.mpegurl",
+    # audio
     ".m4a": "audio/mp4",
+    ".mp3": "audio/mpeg",
+    ".opus": "audio/opus",
+    ".ogg": "audio/ogg",
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    # images
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
     ".heic": "image/heic",
     ".heif": "image/heif",
     ".webp": "image/webp",
     ".avif": "image/avif",
+    # text and data
+    ".txt": "text/plain",
     ".log": "text/plain",
     ".md": "text/markdown",
+    ".csv": "text/csv",
+    ".html": "text/html",
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
     ".json": "application/json",
     ".jsonl": "application/x-ndjson",
+    ".ndjson": "application/x-ndjson",
     ".har": "application/json",
+    ".yaml": "application/yaml",
+    ".yml": "application/yaml",
+    ".xml": "application/xml",
     ".parquet": "application/vnd.apache.parquet",
+    ".pdf": "application/pdf",
+    # archives and compression
+    ".zip": "application/zip",
+    ".tar": "application/x-tar",
+    ".gz": "application/gzip",
+    ".tgz": "application/gzip",
+    ".zst": "application/zstd",
+    ".bz2": "application/x-bzip2",
+    ".xz": "application/x-xz",
+    ".7z": "application/x-7z-compressed",
 }
 
 _db = mimetypes.MimeTypes()
