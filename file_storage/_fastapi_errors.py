@@ -9,7 +9,10 @@ from starlette.responses import JSONResponse, Response
 
 from file_storage.errors import (
     InvalidKeyError,
+    InvalidMetadataError,
+    ObjectConflictError,
     ObjectNotFoundError,
+    PreconditionFailedError,
     StorageConfigError,
     StorageError,
     StoragePermissionError,
@@ -40,10 +43,13 @@ class UploadTooLargeError(StorageError):
         )
 
 
-# first match wins; StorageError itself (object/folder clash, unexpected I/O) is a 500
+# first match wins; StorageError itself (unexpected I/O) is a 500
 _STATUS: tuple[tuple[type[StorageError], int], ...] = (
     (ObjectNotFoundError, 404),
     (InvalidKeyError, 400),
+    (InvalidMetadataError, 400),
+    (ObjectConflictError, 409),
+    (PreconditionFailedError, 412),
     (StorageQuotaExceededError, 413),
     (UploadTooLargeError, 413),
     # the store refused the *application's* credentials: the server's fault, not the
@@ -84,8 +90,9 @@ def error_response(exc: StorageError) -> JSONResponse:
 async def storage_error_handler(request: Request, exc: Exception) -> Response:
     """An exception handler answering a :class:`StorageError` with its HTTP status.
 
-    404 not found, 400 invalid key, 413 over quota or upload too large, 502 permission
-    denied by the store, 503 unavailable, 500 misconfigured or anything else. 4xx bodies
+    404 not found, 400 invalid key or metadata, 409 object/folder clash, 412 precondition
+    failed, 413 over quota or upload too large, 502 permission denied by the store, 503
+    unavailable, 500 misconfigured or anything else. 4xx bodies
     carry the error's message (operation, key, reason); 5xx bodies a generic one.
     """
     if not isinstance(exc, StorageError):  # registered for StorageError only

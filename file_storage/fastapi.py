@@ -7,7 +7,7 @@ from file_storage.fastapi import (
 )
 
 app = FastAPI(lifespan=storage_lifespan)        # builds the backend at start-up, closes it at exit
-install_error_handlers(app)                     # StorageError -> 404/400/413/502/503/500
+install_error_handlers(app)                     # StorageError -> 4xx/5xx (docs/fastapi.md)
 app.include_router(signed_url_router, prefix="/files")  # the path of STORAGE_LOCAL_BASE_URL
 
 @app.api_route("/download/{key:path}", methods=["GET", "HEAD"])
@@ -154,10 +154,12 @@ async def save_upload(
 def install_error_handlers(app: Starlette) -> None:
     """Answer every :class:`StorageError` a route raises with its HTTP status.
 
-    ``ObjectNotFoundError`` 404, ``InvalidKeyError`` 400, ``StorageQuotaExceededError``
-    and ``UploadTooLargeError`` 413, ``StoragePermissionError`` 502 (the store refused the
-    server's own credentials), ``StorageUnavailableError`` 503, ``StorageConfigError``
-    and any other ``StorageError`` 500. The body is ``{"detail": ...}``: the error's
+    ``ObjectNotFoundError`` 404, ``InvalidKeyError`` and ``InvalidMetadataError`` 400,
+    ``ObjectConflictError`` 409, ``PreconditionFailedError`` 412,
+    ``StorageQuotaExceededError`` and ``UploadTooLargeError`` 413,
+    ``StoragePermissionError`` 502 (the store refused the server's own credentials),
+    ``StorageUnavailableError`` 503, ``StorageConfigError`` and any other
+    ``StorageError`` 500. The body is ``{"detail": ...}``: the error's
     message for 4xx (operation, key, reason), a generic sentence for 5xx. No message
     ever holds a secret.
     """
