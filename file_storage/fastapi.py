@@ -82,14 +82,23 @@ async def storage_lifespan(app: object = None) -> AsyncIterator[None]:
             async with storage_lifespan(app):
                 yield
 
-    Building the backend at start-up makes bad settings fail the start, not the first
-    request. Shutdown runs :func:`close_storage_backend`.
+    Building the backend and checking the store at start-up makes bad settings fail the
+    start, not the first request: on S3 one ``HeadBucket`` request, on local disk a test
+    write in the root folder (created when missing). Shutdown, or a failed start, runs
+    :func:`close_storage_backend`.
 
     Raises:
-        StorageConfigError: the ``STORAGE_*`` settings are missing or invalid.
+        StorageConfigError: the ``STORAGE_*`` settings are missing or invalid, the bucket
+            does not exist, or the local root is not a folder.
+        StoragePermissionError: the store refused the credentials, or the local root is
+            not writable.
+        StorageUnavailableError: S3 could not be reached (after the configured retries;
+            with ``STORAGE_S3_FALLBACK_PATH`` set, this only logs a warning).
     """
-    get_storage_backend()
+    backend = get_storage_backend()
     try:
+        with backend._translate("check", None):
+            await backend._check()
         yield
     finally:
         await close_storage_backend()
