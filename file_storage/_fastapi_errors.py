@@ -21,7 +21,12 @@ from file_storage.errors import (
     format_bytes,
 )
 
-logger = logging.getLogger("file_storage.fastapi")
+# A 5xx answered here is an exception the server never sees, so it is reported where the
+# server reports an application's exceptions: uvicorn's (and gunicorn's uvicorn workers')
+# configured error log. Under a server that configures no logging it reaches Python's
+# last-resort handler, so it is printed to stderr there too. The library's own loggers
+# ("file_storage") keep their NullHandler: a library stays silent until configured.
+server_logger = logging.getLogger("uvicorn.error")
 
 
 class UploadTooLargeError(StorageError):
@@ -79,12 +84,27 @@ def error_response(exc: StorageError) -> JSONResponse:
     """``{"detail": ...}`` with the error's own message for 4xx, a generic one for 5xx."""
     status = status_for(exc)
     if status >= 500:
-        # the backend already logged the failure at WARNING with its operation and key
-        logger.debug("storage error answered with %d: %s", status, exc)
+        log_server_error(status, exc)
         detail = _SERVER_DETAIL.get(status, "storage error")
     else:
         detail = str(exc)
     return JSONResponse({"detail": detail}, status_code=status)
+
+
+def log_server_error(status: int, exc: StorageError) -> None:
+    """One ERROR line: the status, the operation, the key, the reason and the cause's type.
+
+    ``str(exc)`` never holds a secret or a signed URL; the cause is named by its type only,
+    as SDK messages may carry endpoint URLs.
+    """
+    cause = exc.__cause__
+    server_logger.error(
+        "storage error answered with %d: %s%s",
+        status,
+        exc,
+        "" if cause is None else f" (cause: {type(cause).__name__})",
+        extra={"operation": exc.operation, "key": exc.key, "error": type(exc).__name__},
+    )
 
 
 async def storage_error_handler(request: Request, exc: Exception) -> Response:
