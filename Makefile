@@ -23,8 +23,17 @@ test: lint
 	scripts/ensure-chromium
 	$(PY) -m pytest
 
-# The example service on the embedded local backend at http://127.0.0.1:8000
-run: install
+# The example service on the embedded local backend at http://127.0.0.1:8000. It needs
+# the [run] extra only (FastAPI, uvicorn), not the dev toolchain: a stamp of its own.
+RUN_STAMP := $(VENV)/.installed-run
+
+$(RUN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[run]'
+	touch $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(PY) -m uvicorn examples.app:app --host 127.0.0.1 --port 8000
 
 # Benchmarks need the [bench] extra too (s3fs, obstore, psutil, profilers): a stamp of their own.

@@ -7,7 +7,7 @@ from file_storage.fastapi import (
 )
 
 app = FastAPI(lifespan=storage_lifespan)        # builds the backend at start-up, closes it at exit
-install_error_handlers(app)                     # StorageError -> 404/400/413/502/503/500
+install_error_handlers(app)                     # StorageError -> 4xx/5xx (docs/fastapi.md)
 app.include_router(signed_url_router, prefix="/files")  # the path of STORAGE_LOCAL_BASE_URL
 
 @app.api_route("/download/{key:path}", methods=["GET", "HEAD"])
@@ -82,14 +82,23 @@ async def storage_lifespan(app: object = None) -> AsyncIterator[None]:
             async with storage_lifespan(app):
                 yield
 
-    Building the backend at start-up makes bad settings fail the start, not the first
-    request. Shutdown runs :func:`close_storage_backend`.
+    Building the backend and checking the store at start-up makes bad settings fail the
+    start, not the first request: on S3 one ``HeadBucket`` request, on local disk a test
+    write in the root folder (created when missing). Shutdown, or a failed start, runs
+    :func:`close_storage_backend`.
 
     Raises:
-        StorageConfigError: the ``STORAGE_*`` settings are missing or invalid.
+        StorageConfigError: the ``STORAGE_*`` settings are missing or invalid, the bucket
+            does not exist, or the local root is not a folder.
+        StoragePermissionError: the store refused the credentials, or the local root is
+            not writable.
+        StorageUnavailableError: S3 could not be reached (after the configured retries;
+            with ``STORAGE_S3_FALLBACK_PATH`` set, this only logs a warning).
     """
-    get_storage_backend()
+    backend = get_storage_backend()
     try:
+        with backend._translate("check", None):
+            await backend._check()
         yield
     finally:
         await close_storage_backend()
@@ -154,10 +163,12 @@ async def save_upload(
 def install_error_handlers(app: Starlette) -> None:
     """Answer every :class:`StorageError` a route raises with its HTTP status.
 
-    ``ObjectNotFoundError`` 404, ``InvalidKeyError`` 400, ``StorageQuotaExceededError``
-    and ``UploadTooLargeError`` 413, ``StoragePermissionError`` 502 (the store refused the
-    server's own credentials), ``StorageUnavailableError`` 503, ``StorageConfigError``
-    and any other ``StorageError`` 500. The body is ``{"detail": ...}``: the error's
+    ``ObjectNotFoundError`` 404, ``InvalidKeyError`` and ``InvalidMetadataError`` 400,
+    ``ObjectConflictError`` 409, ``PreconditionFailedError`` 412,
+    ``StorageQuotaExceededError`` and ``UploadTooLargeError`` 413,
+    ``StoragePermissionError`` 502 (the store refused the server's own credentials),
+    ``StorageUnavailableError`` 503, ``StorageConfigError`` and any other
+    ``StorageError`` 500. The body is ``{"detail": ...}``: the error's
     message for 4xx (operation, key, reason), a generic sentence for 5xx. No message
     ever holds a secret.
     """

@@ -205,15 +205,18 @@ class StoragePathBuilder:
     def safe_name(self, text: str) -> str:
         """Turn any text (a user's file name, a title) into a safe ASCII key segment.
 
-        Letters are transliterated (``"Crème Brûlée.PDF"`` gives ``"Creme_Brulee.PDF"``):
-        Unicode NFKD with combining marks dropped, plus a few letters NFKD leaves alone
-        (``ß`` gives ``ss``). Whitespace and ``/`` or ``\\`` become ``_``; anything else
-        outside ``[A-Za-z0-9._-]`` (emoji, scripts with no Latin form, controls) is
-        dropped; runs of ``.``, ``_`` or ``-`` collapse to one. Leading and trailing
-        ``.``, ``_`` and ``-`` are stripped, so the result is never ``.``, ``..``, hidden
-        or mistaken for a command-line option. It is cut to 255 bytes, keeping the
-        extension. When only an extension survives (``"отчёт.pdf"``) the name becomes
-        ``"file.pdf"``; when nothing survives, ``"file"``.
+        Every script is transliterated: Latin letters by Unicode NFKD with combining
+        marks dropped, plus a few letters NFKD leaves alone (``"Crème Brûlée.PDF"``
+        gives ``"Creme_Brulee.PDF"``, ``ß`` gives ``ss``); Cyrillic, Greek, CJK, Arabic,
+        Hebrew and the rest with `anyascii <https://pypi.org/project/anyascii/>`_
+        (``"Привет"`` gives ``"Privet"``, ``"東京"`` gives ``"DongJing"``). Whitespace and
+        ``/`` or ``\\`` become ``_``; emoji and anything else outside ``[A-Za-z0-9._-]``
+        (controls, punctuation) are dropped; runs of ``.``, ``_`` or ``-`` collapse to
+        one. Leading and trailing ``.``, ``_`` and ``-`` are stripped, so the result is
+        never ``.``, ``..``, hidden or mistaken for a command-line option. It is cut to
+        255 bytes, keeping the extension. When only an extension survives
+        (``"😀.pdf"``) the name becomes ``"file.pdf"``; when nothing survives,
+        ``"file"``. The same text always gives the same name.
 
         Args:
             text: any text.
@@ -225,7 +228,7 @@ class StoragePathBuilder:
             InvalidKeyError: ``text`` is not a str.
         """
         raw = _text(text, "a name", "safe_name")
-        name = _SEPARATORS.sub("_", _ascii(raw))
+        name = _SEPARATORS.sub("_", _any_script(raw))
         name = _REPEATS.sub(r"\1", _NOT_SAFE.sub("", name))
         body = name.strip(_EDGE)
         lead = name[: len(name) - len(name.lstrip(_EDGE))]
@@ -240,6 +243,28 @@ def _ascii(text: str) -> str:
     """Transliterate: NFKD ("é" is "e" plus a combining accent), accents dropped."""
     decomposed = unicodedata.normalize("NFKD", text.translate(_TRANSLITERATE))
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _any_script(text: str) -> str:
+    """Every script in ASCII: Latin as :func:`_ascii` does, the others by anyascii.
+
+    Emoji are dropped: anyascii spells them as ``:shortcode:``, which is no file name.
+    """
+    latin = _ascii(text)
+    if latin.isascii():
+        return latin
+    # imported here: `import file_storage` stays light (stdlib, pydantic, aiofiles)
+    from anyascii import anyascii
+
+    out: list[str] = []
+    for ch in text:  # per character: NFKD would split a Hangul syllable into jamo
+        spelled = _ascii(ch)
+        if not spelled.isascii():
+            spelled = anyascii(ch)
+            if len(spelled) > 2 and spelled[0] == spelled[-1] == ":":
+                continue
+        out.append(spelled)
+    return "".join(out)
 
 
 def _extension(filename: str) -> str:

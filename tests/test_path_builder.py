@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
@@ -316,15 +318,15 @@ def test_temp_never_repeats(paths: StoragePathBuilder) -> None:
         ("nul\x00byte", "nulbyte"),
         ("tab\there", "tab_here"),
         ("\u202eexe.txt", "exe.txt"),
-        ("\u043e\u0442\u0447\u0451\u0442.pdf", "file.pdf"),  # Cyrillic: only ".pdf" survives
+        ("\u043e\u0442\u0447\u0451\u0442.pdf", "otchet.pdf"),  # Cyrillic, transliterated
         ("\U0001f600.png", "file.png"),
-        ("\u05e9\u05dc\u05d5\u05dd.tar.gz", "file.tar.gz"),
+        ("\u05e9\u05dc\u05d5\u05dd.tar.gz", "slvm.tar.gz"),
         ("", "file"),
         (".", "file"),
         ("..", "file"),
         ("...", "file"),
         ("\U0001f600", "file"),
-        ("\u0645\u0631\u062d\u0628\u0627", "file"),
+        ("\u0645\u0631\u062d\u0628\u0627", "mrhb"),
         ("\x00\x01\x02", "file"),
     ],
 )
@@ -341,6 +343,86 @@ def test_safe_name_always_gives_one_safe_ascii_segment(
     assert len(name.encode()) <= 255
     assert not re.search(r"([._-])\1", name)
     assert_valid_key(name)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("\u041f\u0440\u0438\u0432\u0435\u0442", "Privet"),  # Cyrillic
+        ("\u041e\u0442\u0447\u0451\u0442 2024.docx", "Otchet_2024.docx"),
+        ("\u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac", "Ellinika"),  # Greek
+        ("\u4f60\u597d\u4e16\u754c", "NiHaoShiJie"),  # Chinese
+        ("\u6771\u4eac 2024.jpg", "DongJing_2024.jpg"),  # Japanese kanji
+        ("\u3053\u3093\u306b\u3061\u306f", "konnichiha"),  # hiragana
+        ("\uc548\ub155\ud558\uc138\uc694.txt", "AnNyeongHaSeYo.txt"),  # Hangul syllables
+        ("\u0645\u0631\u062d\u0628\u0627.pdf", "mrhb.pdf"),  # Arabic
+        ("\u05e9\u05dc\u05d5\u05dd", "slvm"),  # Hebrew
+    ],
+)
+def test_safe_name_transliterates_every_script(
+    paths: StoragePathBuilder, text: str, expected: str
+) -> None:
+    assert paths.safe_name(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("\U0001f600", "file"),
+        ("\U0001f600\U0001f468\u200d\U0001f469\u200d\U0001f467", "file"),  # ZWJ family
+        ("\u2764\ufe0f\U0001f44d\U0001f3fd", "file"),  # heart + variation, skin tone
+        ("\u2764\ufe0f.png", "file.png"),
+    ],
+)
+def test_safe_name_of_emoji_only_falls_back_to_file(
+    paths: StoragePathBuilder, text: str, expected: str
+) -> None:
+    assert paths.safe_name(text) == expected
+
+
+def test_safe_name_of_mixed_scripts_keeps_every_word(paths: StoragePathBuilder) -> None:
+    # Latin, Cyrillic, kanji, an emoji, Greek
+    text = (
+        "Caf\u00e9 \u041c\u043e\u0441\u043a\u0432\u0430 \u6771\u4eac \U0001f600 "
+        "\u0391\u03b8\u03ae\u03bd\u03b1.PDF"
+    )
+    assert paths.safe_name(text) == "Cafe_Moskva_DongJing_Athina.PDF"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # punctuation between transliterated words
+        "\u041f\u0440\u0438\u0432\u0435\u0442, \u043c\u0438\u0440! "
+        "(\u043a\u043e\u043f\u0438\u044f).docx",
+        # "\u00bd" transliterates to "1/2", which must not become a separator
+        "\u00bd \u0441\u0442\u0430\u043a\u0430\u043d\u0430 / \u534a\u676f",
+        "\u0661\u0662\u0663 \u0645\u0644\u0641",  # Arabic-Indic digits
+        "\u4f60" * 300 + ".txt",  # long once transliterated
+        "\ufdfa",  # one Arabic ligature that spells out a whole phrase, with a backquote
+    ],
+)
+def test_safe_name_of_any_script_is_one_valid_stable_segment(
+    paths: StoragePathBuilder, text: str
+) -> None:
+    name = paths.safe_name(text)
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name), name
+    assert len(name.encode()) <= 255
+    assert_valid_key(name)
+    assert paths.safe_name(text) == name  # the same text, the same name
+    assert paths.safe_name(name) == name
+
+
+def test_anyascii_loads_only_when_a_name_needs_it() -> None:
+    code = (
+        "import sys, file_storage; p = file_storage.StoragePathBuilder()\n"
+        "p.safe_name('Cr\\u00e8me.pdf'); print('anyascii' in sys.modules)\n"
+        "p.safe_name('\\u041f\\u0440\\u0438'); print('anyascii' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "True"]
 
 
 def test_safe_name_cuts_long_names_and_keeps_the_extension(paths: StoragePathBuilder) -> None:

@@ -800,5 +800,13 @@ class StorageBackend(abc.ABC):
     async def _presign(self, key: str, expires_in: int, method: Method) -> str:
         raise StorageConfigError(f"{type(self).__name__} cannot sign URLs")
 
+    async def _check(self) -> None:
+        """Raise if the store cannot be used (S3: the bucket; local: the root). Default: no check.
+
+        Run once at start-up by ``storage_lifespan`` inside ``_translate("check", None)``,
+        so a hook raises SDK or OS errors like any other hook.
+        """
+        return None
+
     async def _aclose(self) -> None:
         return None

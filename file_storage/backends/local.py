@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import stat as stat_mod
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -56,6 +57,7 @@ __all__ = ["LocalStorageBackend"]
 
 # A backslash is banned from keys, so neither of these can ever be (part of) a key.
 META_DIR = ".file_storage\\meta"
+CHECK_MARK = ".file_storage\\check-"
 
 
 class LocalStorageBackend(StorageBackend):
@@ -547,6 +549,9 @@ class LocalStorageBackend(StorageBackend):
         # the object is already a local file: hand it over without copying (read-only)
         yield Path(await asyncio.to_thread(self._file_path, key))
 
+    async def _check(self) -> None:
+        await asyncio.to_thread(_check_root, self._root)
+
     async def _presign(self, key: str, expires_in: int, method: Method) -> str:
         if not self._base_url or self._signing_key is None:
             raise StorageConfigError(
@@ -559,3 +564,21 @@ class LocalStorageBackend(StorageBackend):
         return sign_url(
             self._base_url, key, method, expires_in, self._signing_key.get_secret_value()
         )
+
+
+def _check_root(root: Path) -> None:
+    """``root`` is a folder this process can create files in (made when missing)."""
+    try:
+        os.makedirs(root, exist_ok=True)
+        # a real write: os.access() says yes to root on a read-only mount
+        fd, probe = tempfile.mkstemp(prefix=CHECK_MARK, dir=root)  # never a key: a backslash
+        os.close(fd)
+        os.unlink(probe)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise StorageConfigError(f"the storage root {str(root)!r} is not a folder") from exc
+    except OSError as exc:
+        if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+            raise StoragePermissionError(
+                f"cannot write in the storage root {str(root)!r} ({exc.strerror})"
+            ) from exc
+        raise

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 from file_storage.backends.base import Method, StorageBackend
 from file_storage.errors import (
+    ObjectConflictError,
     ObjectNotFoundError,
     PreconditionFailedError,
     StorageConfigError,
-    StorageError,
 )
 from file_storage.models import ObjectInfo
 
@@ -63,11 +63,14 @@ class MemoryStorageBackend(StorageBackend):
     def _put(self, key: str, obj: _Object) -> None:
         # no await in here: the check and the write are one atomic step on the loop
         if key + "/" in self._folders:
-            raise StorageError("a folder exists at this key")
+            # key=: on copy/move the clash is at the destination, not the source the call names
+            raise ObjectConflictError("a folder exists at this key", key=key)
         parents = _parents(key)
         for folder in parents:
             if folder[:-1] in self._objects:
-                raise StorageError(f"an object exists at {folder[:-1]!r}, so it cannot be a folder")
+                raise ObjectConflictError(
+                    f"an object exists at {folder[:-1]!r}, so it cannot be a folder", key=key
+                )
         if key not in self._objects:
             for folder in parents:
                 self._folders[folder] = self._folders.get(folder, 0) + 1

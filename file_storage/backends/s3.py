@@ -27,10 +27,10 @@ from file_storage._spool import Entry, Spool, read_range
 from file_storage._streams import Progress
 from file_storage.backends import _s3_multipart as mp
 from file_storage.backends._s3_config import instrument, open_client, s3_options
-from file_storage.backends._s3_errors import error_code, map_s3_error
+from file_storage.backends._s3_errors import error_code, is_outage, map_s3_error
 from file_storage.backends._s3_fallback import Fallback
 from file_storage.backends.base import Method, StorageBackend
-from file_storage.errors import InvalidKeyError, StorageError
+from file_storage.errors import InvalidKeyError, StorageConfigError, StorageError
 from file_storage.models import ObjectInfo
 
 __all__ = ["S3StorageBackend"]
@@ -174,6 +174,26 @@ class S3StorageBackend(StorageBackend):
             stack, self._client_stack = self._client_stack, contextlib.AsyncExitStack()
             self._s3 = self._signer = None
             await stack.aclose()
+
+    async def _check(self) -> None:
+        # one HeadBucket: a missing bucket, bad credentials or an unreachable endpoint
+        # fail the app's start instead of its first request
+        client = await self._client()
+        try:
+            await client.head_bucket(Bucket=self._bucket)
+        except Exception as exc:
+            # HEAD answers carry no body: a missing bucket is a bare 404, which
+            # map_s3_error would read as a missing object
+            if error_code(exc) in {"404", "NoSuchBucket", "NotFound"}:
+                raise StorageConfigError(f"bucket {self._bucket!r} does not exist") from exc
+            if self._fallback.spool is not None and is_outage(exc):
+                # the spool exists to ride out an outage: starting during one is allowed
+                logger.warning(
+                    "S3 unavailable at start-up (%s): writes go to the fallback spool",
+                    type(exc).__name__,
+                )
+                return
+            raise
 
     def _map_error(self, exc: Exception, operation: str, key: str | None) -> StorageError | None:
         mapped = map_s3_error(exc, bucket=self._bucket)

@@ -6,6 +6,7 @@ import asyncio
 import select
 import socket
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
@@ -135,15 +136,17 @@ async def test_example_sets_the_bucket_cors_rule_once(
     assert len(bucket_cors(moto_endpoint, s3_bucket)) == 1  # not added twice
 
 
-async def test_missing_bucket_is_a_500_that_names_no_secret(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_bucket_gone_after_start_is_a_500_that_names_no_secret(
     serve: Serve,
     client: httpx.AsyncClient,
     s3_storage: StorageBackend,
+    s3_bucket: str,
+    raw: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setenv("STORAGE_S3_BUCKET", "no-such-bucket-here")
+    # a bucket missing at start-up fails the start (tests/integration/test_startup_check.py)
     serve(build_example_app())
+    raw.delete_bucket(Bucket=s3_bucket)
     response = await client.get("/api/files")
     assert response.status_code == 500
     assert response.json() == {"detail": "storage error"}
