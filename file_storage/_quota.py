@@ -75,7 +75,7 @@ class Reservation:
             extra = max(0, total - old) - held
             if extra > 0 and q.used + q.reserved + extra > q.limit:
                 raise StorageQuotaExceededError(
-                    used=q.used + q.reserved,
+                    used=q.used + q.reserved - held,  # what is stored and what others hold
                     limit=q.limit,
                     requested=total if requested is None else requested,
                     prefix=q.prefix,

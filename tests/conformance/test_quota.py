@@ -173,3 +173,104 @@ async def test_removing_a_quota_lifts_it(backend: StorageBackend) -> None:
 async def test_bad_quota_raises_value_error(backend: StorageBackend, limit: object) -> None:
     with pytest.raises(ValueError, match="quota"):
         backend.set_quota("", limit)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ figures of the quota error
+
+
+async def paused_save(
+    backend: StorageBackend, key: str, head: bytes, tail: bytes = b""
+) -> tuple[asyncio.Task[str], asyncio.Event]:
+    """Start a streamed save of ``head + tail`` and return once it holds ``head``'s quota.
+
+    The save then waits, in flight, until the returned gate is set.
+    """
+    gate, pulled = asyncio.Event(), asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head
+        pulled.set()  # the writer asked for more: it has counted ``head``
+        await gate.wait()
+        if tail:
+            yield tail
+
+    task = asyncio.create_task(backend.save(key, body()))
+    waiter = asyncio.create_task(pulled.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()  # raise what stopped the save before it was in flight
+    return task, gate
+
+
+async def settle(task: asyncio.Task[object], turns: int = 20_000) -> None:
+    """Let ``task`` run until it is done or waits on something: a bounded number of turns."""
+    for _ in range(turns):
+        if task.done():
+            return
+        await asyncio.sleep(0)
+
+
+async def assert_ledger_exact(backend: StorageBackend, limit: int) -> None:
+    total = await backend.get_total_size()
+    assert total <= limit
+    assert (await backend.get_usage()).used == total
+
+
+async def test_refused_stream_reports_only_what_others_hold(backend: StorageBackend) -> None:
+    backend.set_quota("", 1000)
+    await backend.save("keep", b"x" * 100)
+    with pytest.raises(StorageQuotaExceededError) as info:
+        await backend.save("big.bin", stream_of(5000, 300))
+    assert (info.value.used, info.value.requested) == (100, 1200)
+
+
+async def test_refused_stream_counts_other_writes_in_flight(backend: StorageBackend) -> None:
+    backend.set_quota("", 1000)
+    await backend.save("keep", b"x" * 100)
+    other, gate = await paused_save(backend, "other", b"o" * 300)
+    with pytest.raises(StorageQuotaExceededError) as info:
+        await backend.save("big.bin", stream_of(5000, 300))
+    assert (info.value.used, info.value.requested) == (400, 900)
+    gate.set()
+    await other
+    await assert_ledger_exact(backend, 1000)
+
+
+async def test_refused_bytes_count_other_writes_in_flight(backend: StorageBackend) -> None:
+    backend.set_quota("", 1000)
+    await backend.save("keep", b"x" * 100)
+    other, gate = await paused_save(backend, "other", b"o" * 300)
+    with pytest.raises(StorageQuotaExceededError) as info:
+        await backend.save("b", b"x" * 601)
+    assert (info.value.used, info.value.requested) == (400, 601)
+    gate.set()
+    await other
+
+
+async def test_refused_upload_file_reports_its_size(
+    backend: StorageBackend, tmp_path: Path
+) -> None:
+    backend.set_quota("", 1000)
+    await backend.save("keep", b"x" * 100)
+    src = tmp_path / "big.bin"
+    src.write_bytes(b"x" * 901)
+    with pytest.raises(StorageQuotaExceededError) as info:
+        await backend.upload_file(src, "big.bin")
+    assert (info.value.used, info.value.requested) == (100, 901)
+
+
+async def test_refused_upload_file_counts_other_writes_in_flight(
+    backend: StorageBackend, tmp_path: Path
+) -> None:
+    backend.set_quota("", 1000)
+    await backend.save("keep", b"x" * 100)
+    src = tmp_path / "big.bin"
+    src.write_bytes(b"x" * 700)
+    other, gate = await paused_save(backend, "other", b"o" * 300)
+    with pytest.raises(StorageQuotaExceededError) as info:
+        await backend.upload_file(src, "big.bin")
+    assert (info.value.used, info.value.requested) == (400, 700)
+    gate.set()
+    await other
+    await assert_ledger_exact(backend, 1000)
