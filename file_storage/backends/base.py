@@ -45,6 +45,7 @@ from file_storage.backends._support import (
     is_caller_error,
     log_failure,
     map_os_error,
+    mark_landed,
     metered,
     normalize_metadata,
 )
@@ -334,6 +335,10 @@ class StorageBackend(abc.ABC):
     @final
     async def move(self, src: KeyLike, dst: KeyLike) -> str:
         """Move ``src`` to ``dst``: a copy then a delete (a rename on local disk).
+
+        On S3 (and any backend without a rename) the copy and the delete are two steps:
+        if the delete fails, ``dst`` stays written, ``src`` stays too, the delete's error
+        is raised, and quota counts both objects (what is really stored).
 
         Returns:
             The ``dst`` key.
@@ -771,7 +776,11 @@ class StorageBackend(abc.ABC):
 
     async def _move(self, src: str, dst: str) -> None:
         await self._copy(src, dst)
-        await self._delete(src)
+        try:
+            await self._delete(src)
+        except BaseException as exc:
+            mark_landed(exc)  # dst is stored whatever the delete did: quota counts it
+            raise
 
     async def _delete_many(self, keys: list[str]) -> None:
         for key in keys:

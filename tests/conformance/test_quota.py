@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from file_storage import (
     ObjectNotFoundError,
     StorageBackend,
+    StoragePermissionError,
     StorageQuotaExceededError,
 )
 from file_storage.backends._support import mark_landed
@@ -463,4 +465,26 @@ async def test_write_cancelled_after_it_landed_is_counted(
     with pytest.raises(asyncio.CancelledError):
         await backend.save("j", stream_of(200, 100))
     assert await backend.get_total_size() == 900
+    await assert_ledger_exact(backend, 1000)
+
+
+# ------------------------------------------------------------------ move = copy, then delete
+
+
+async def test_move_whose_delete_fails_counts_what_it_stored(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.set_quota("", 1000)
+    await backend.save("src", b"x" * 400)
+
+    async def denied(key: str) -> None:
+        raise StoragePermissionError("access denied")
+
+    monkeypatch.setattr(backend, "_delete", denied)
+    # a rename moves or fails whole; a copy then a delete can leave both: either way the
+    # ledger must count exactly what is stored
+    with contextlib.suppress(StoragePermissionError):
+        await backend.move("src", "dst")
+    with contextlib.suppress(StorageQuotaExceededError):
+        await backend.save("more", b"y" * 600)
     await assert_ledger_exact(backend, 1000)
