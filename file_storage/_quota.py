@@ -1,17 +1,35 @@
-"""Quota accounting shared by every backend: O(1) per write, race-free reservations.
+"""Quota accounting shared by every backend: O(1) per write, exact per key, race-free.
 
 Each quota covers a prefix (``""`` is the whole backend). Its usage is learned once,
 by one listing of the prefix on the first write that needs it, and then kept up to
 date by this process's own writes, copies, moves and deletes. A write reserves its
 bytes before any I/O; the check and the reservation happen with no ``await`` in
 between, so concurrent writers on one event loop can never overshoot together.
+
+Exact per key. An overwrite reserves only ``new - old``: it counts on ``old`` being
+replaced when it lands. Anything that changes a key's recorded size in the meantime (a
+delete or move of the key handing ``old`` to another writer, another save of the key
+landing first on disk but committing last, a copy whose source is overwritten while it
+copies) would make the ledger and the store disagree, or let the store exceed the
+limit. So while any quota is set, every operation that changes a key holds that key's
+lock from its reservation to its commit: save and upload_file hold the key, copy and
+move hold both keys (a copy's source so that its size cannot change under it), delete,
+delete_many and delete_prefix hold each key they delete. Multi-key holders take their
+locks in sorted order, so no two operations can wait on each other. Locks are created
+on demand and dropped when no one holds or waits for them, so the table stays as small
+as the number of keys in use. Operations on one key run one after the other; different
+keys never wait on each other. With no quota set nothing is locked and nothing is
+counted. Across processes the ledger is only as fresh as the last scan (``refresh``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 
 from file_storage.errors import StorageQuotaExceededError
 from file_storage.models import ObjectInfo, Usage
@@ -75,7 +93,7 @@ class Reservation:
             extra = max(0, total - old) - held
             if extra > 0 and q.used + q.reserved + extra > q.limit:
                 raise StorageQuotaExceededError(
-                    used=q.used + q.reserved,
+                    used=q.used + q.reserved - held,  # what is stored and what others hold
                     limit=q.limit,
                     requested=total if requested is None else requested,
                     prefix=q.prefix,
@@ -103,13 +121,69 @@ class Reservation:
             q.record(self.key, size)
 
 
+class _KeyLock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0  # holders and waiters: the lock is dropped when none are left
+
+
+class _Held:
+    """Holds the locks of some keys, taken in sorted order, for one ``async with``."""
+
+    __slots__ = ("_entries", "_held", "_locks")
+
+    def __init__(self, locks: dict[str, _KeyLock], keys: list[str]) -> None:
+        self._locks = locks
+        self._entries: list[tuple[str, _KeyLock]] = []
+        self._held = 0
+        for key in keys:
+            entry = locks.get(key)
+            if entry is None:
+                entry = locks[key] = _KeyLock()
+            entry.users += 1
+            self._entries.append((key, entry))
+
+    async def __aenter__(self) -> None:
+        try:
+            for _, entry in self._entries:
+                await entry.lock.acquire()
+                self._held += 1
+        except BaseException:
+            self._unlock()  # cancelled while waiting: give back what was taken
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._unlock()
+
+    def _unlock(self) -> None:
+        for i, (key, entry) in enumerate(self._entries):
+            if i < self._held:
+                entry.lock.release()
+            entry.users -= 1
+            if not entry.users:
+                del self._locks[key]
+        self._entries = []
+        self._held = 0
+
+
+_NOT_LOCKED: AbstractAsyncContextManager[None] = contextlib.nullcontext()
+
+
 class QuotaManager:
-    """All quotas of one backend."""
+    """All quotas of one backend, and the per-key locks that keep them exact."""
 
     def __init__(self, scan: Scanner, refresh_seconds: float | None = None):
         self._scan = scan
         self._refresh_seconds = refresh_seconds
         self._quotas: dict[str, _Quota] = {}
+        self._locks: dict[str, _KeyLock] = {}
 
     def __bool__(self) -> bool:
         return bool(self._quotas)
@@ -129,6 +203,22 @@ class QuotaManager:
     def limit(self, prefix: str) -> int | None:
         quota = self._quotas.get(prefix)
         return None if quota is None else quota.limit
+
+    def hold(self, *keys: str) -> AbstractAsyncContextManager[None]:
+        """Lock ``keys`` from reservation to commit (see the module docstring).
+
+        Nothing is locked when no quota is set.
+        """
+        if not self._quotas:
+            return _NOT_LOCKED
+        return _Held(self._locks, sorted(set(keys)))
+
+    def overlaps(self, prefix: str) -> bool:
+        """True when a quota covers some key under the folder ``prefix``."""
+        return any(
+            q.prefix.startswith(prefix) or prefix.startswith(q.prefix)
+            for q in self._quotas.values()
+        )
 
     def _covering(self, key: str) -> list[_Quota]:
         return [q for q in self._quotas.values() if q.covers(key)]
@@ -198,19 +288,6 @@ class QuotaManager:
     def forget(self, key: str) -> None:
         for q in self._covering(key):
             q.record(key, None)
-
-    def forget_prefix(self, prefix: str) -> None:
-        for q in self._quotas.values():
-            if not (q.prefix.startswith(prefix) or prefix.startswith(q.prefix)):
-                continue
-            if q.pending is not None:
-                # a scan is running: mark what we know; the scan re-lists the rest
-                for key in list(q.sizes or ()):
-                    if key.startswith(prefix):
-                        q.pending[key] = None
-            if q.sizes is not None:
-                for key in [k for k in q.sizes if k.startswith(prefix)]:
-                    q.used -= q.sizes.pop(key)
 
     async def usage(self, prefix: str) -> Usage:
         q = self._quotas.get(prefix)

@@ -95,9 +95,11 @@ class StorageQuotaExceededError(StorageError):
     """A write would push stored bytes over a quota; nothing was written.
 
     Attributes:
-        used: bytes counted against the quota, including writes in flight.
+        used: bytes stored under the quota plus what *other* writes in flight hold,
+            never this write's own bytes.
         limit: the quota in bytes.
-        requested: bytes this write needs.
+        requested: this write's size when known up front (bytes, a local file, a copy),
+            else the bytes a stream had sent when it crossed the limit.
         prefix: the folder the quota covers (``""`` for the whole backend).
     """
 

@@ -45,6 +45,7 @@ from file_storage.backends._support import (
     is_caller_error,
     log_failure,
     map_os_error,
+    mark_landed,
     metered,
     normalize_metadata,
 )
@@ -236,18 +237,20 @@ class StorageBackend(abc.ABC):
         if isinstance(content, bytes | bytearray | memoryview):
             data = bytes(content)
             with self._translate("save", key, len(data)):
-                reservation = await self._quotas.reserve(key, len(data), "save")
-                await self._write(reservation, self._save(key, data, ctype, meta), len(data))
+                async with self._quotas.hold(key):
+                    reservation = await self._quotas.reserve(key, len(data), "save")
+                    await self._write(reservation, self._save(key, data, ctype, meta), len(data))
                 if progress is not None:
                     progress(len(data), len(data))
             return key
         if not isinstance(content, AsyncIterable):
             raise TypeError("content must be bytes-like or an async iterable of bytes")
         with self._translate("save", key) as call:
-            reservation = await self._quotas.reserve(key, 0, "save")
-            counter = Counter()
-            body = metered(content, counter, reservation, progress)
-            await self._write(reservation, self._save(key, body, ctype, meta), counter)
+            async with self._quotas.hold(key):
+                reservation = await self._quotas.reserve(key, 0, "save")
+                counter = Counter()
+                body = metered(content, counter, reservation, progress)
+                await self._write(reservation, self._save(key, body, ctype, meta), counter)
             call.size = counter.value
         return key
 
@@ -300,9 +303,10 @@ class StorageBackend(abc.ABC):
                 size = call.size = (await aiofiles.os.stat(source)).st_size
             except FileNotFoundError as exc:
                 raise ObjectNotFoundError(f"local file {str(source)!r} not found") from exc
-            reservation = await self._quotas.reserve(key, size, "upload_file")
-            hook = self._upload_file(source, key, size, ctype, meta, progress)
-            await self._write(reservation, hook, size)
+            async with self._quotas.hold(key):
+                reservation = await self._quotas.reserve(key, size, "upload_file")
+                hook = self._upload_file(source, key, size, ctype, meta, progress)
+                await self._write(reservation, hook, size)
         return key
 
     @final
@@ -322,13 +326,19 @@ class StorageBackend(abc.ABC):
                 if not await self._exists(src_key):
                     raise ObjectNotFoundError()
                 return dst_key
-            reservation, size = await self._reserve_copy(src_key, dst_key, "copy")
-            await self._write(reservation, self._copy(src_key, dst_key), size)
+            # the source is held too: its size, reserved for dst, cannot change under the copy
+            async with self._quotas.hold(src_key, dst_key):
+                reservation, size = await self._reserve_copy(src_key, dst_key, "copy")
+                await self._write(reservation, self._copy(src_key, dst_key), size)
         return dst_key
 
     @final
     async def move(self, src: KeyLike, dst: KeyLike) -> str:
         """Move ``src`` to ``dst``: a copy then a delete (a rename on local disk).
+
+        On S3 (and any backend without a rename) the copy and the delete are two steps:
+        if the delete fails, ``dst`` stays written, ``src`` stays too, the delete's error
+        is raised, and quota counts both objects (what is really stored).
 
         Returns:
             The ``dst`` key.
@@ -343,9 +353,10 @@ class StorageBackend(abc.ABC):
                 if not await self._exists(src_key):
                     raise ObjectNotFoundError()
                 return dst_key
-            reservation, size = await self._reserve_copy(src_key, dst_key, "move", moving=True)
-            await self._write(reservation, self._move(src_key, dst_key), size)
-            self._quotas.forget(src_key)
+            async with self._quotas.hold(src_key, dst_key):
+                reservation, size = await self._reserve_copy(src_key, dst_key, "move", moving=True)
+                await self._write(reservation, self._move(src_key, dst_key), size)
+                self._quotas.forget(src_key)
         return dst_key
 
     async def _reserve_copy(
@@ -516,8 +527,9 @@ class StorageBackend(abc.ABC):
         """Delete the object at ``path``; a missing object is not an error."""
         key = self._key(path, "delete")
         with self._translate("delete", key):
-            await self._delete(key)
-            self._quotas.forget(key)
+            async with self._quotas.hold(key):
+                await self._delete(key)
+                self._quotas.forget(key)
 
     @final
     async def delete_many(self, paths: Iterable[KeyLike]) -> None:
@@ -529,6 +541,13 @@ class StorageBackend(abc.ABC):
         if not keys:
             return
         with self._translate("delete_many", keys[0] if len(keys) == 1 else None, len(keys)):
+            step = DELETE_BATCH if self._quotas else len(keys)  # bounds the locks held at once
+            for start in range(0, len(keys), step):
+                await self._delete_counted(keys[start : start + step])
+
+    async def _delete_counted(self, keys: list[str]) -> None:
+        """Delete ``keys`` holding their locks, then take them out of the quota ledger."""
+        async with self._quotas.hold(*keys):
             await self._delete_many(keys)
             for key in keys:
                 self._quotas.forget(key)
@@ -542,10 +561,14 @@ class StorageBackend(abc.ABC):
         """
         folder = self._prefix(prefix, "delete_prefix")
         with self._translate("delete_prefix", folder):
-            try:
+            if not self._quotas.overlaps(folder):
                 return await self._delete_prefix(folder)
-            finally:
-                self._quotas.forget_prefix(folder)
+            # under a quota: delete what one listing finds, key by key locked and forgotten,
+            # so that a write racing the delete is either deleted or counted, never lost
+            keys = await self._list_files(folder)
+            for start in range(0, len(keys), DELETE_BATCH):
+                await self._delete_counted(keys[start : start + DELETE_BATCH])
+            return len(keys)
 
     # ---------------------------------------------------------------- listings
 
@@ -753,7 +776,11 @@ class StorageBackend(abc.ABC):
 
     async def _move(self, src: str, dst: str) -> None:
         await self._copy(src, dst)
-        await self._delete(src)
+        try:
+            await self._delete(src)
+        except BaseException as exc:
+            mark_landed(exc)  # dst is stored whatever the delete did: quota counts it
+            raise
 
     async def _delete_many(self, keys: list[str]) -> None:
         for key in keys:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from file_storage import MemoryStorageBackend, StorageConfigError
+from file_storage import MemoryStorageBackend, StorageConfigError, StoragePermissionError
 
 
 async def test_each_instance_is_its_own_store() -> None:
@@ -22,3 +22,20 @@ async def test_max_size_bytes_from_constructor() -> None:
     backend = MemoryStorageBackend(max_size_bytes=10)
     assert backend.max_size_bytes == 10
     assert "objects=0" in repr(backend)
+
+
+async def test_move_whose_delete_fails_keeps_both_and_counts_both(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backend = MemoryStorageBackend(max_size_bytes=1000)
+    await backend.save("src", b"x" * 400)
+
+    async def denied(key: str) -> None:
+        raise StoragePermissionError("access denied")
+
+    monkeypatch.setattr(backend, "_delete", denied)
+    with pytest.raises(StoragePermissionError) as info:
+        await backend.move("src", "dst")
+    assert (info.value.operation, info.value.key) == ("move", "src")
+    assert await backend.list_files() == ["dst", "src"]
+    assert (await backend.get_usage()).used == 800

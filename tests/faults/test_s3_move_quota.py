@@ -1,0 +1,51 @@
+"""S3 move is a copy then a delete: when the delete fails, quota counts both objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from file_storage import (
+    StoragePermissionError,
+    StorageQuotaExceededError,
+    StorageUnavailableError,
+)
+from file_storage.errors import StorageError
+from tests.faults.conftest import ATTEMPTS, MakeBackend
+from tests.faults.proxy import FaultProxy
+from tests.s3util import stored_keys
+
+pytestmark = pytest.mark.s3
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error"),
+    [
+        (403, "AccessDenied", StoragePermissionError),  # DeleteObject denied by a policy
+        (503, "ServiceUnavailable", StorageUnavailableError),  # S3 down for every attempt
+    ],
+)
+async def test_move_whose_delete_fails_keeps_both_and_counts_both(
+    make_backend: MakeBackend,
+    proxy: FaultProxy,
+    raw: Any,
+    s3_bucket: str,
+    status: int,
+    code: str,
+    error: type[StorageError],
+) -> None:
+    backend = make_backend(max_size_bytes=1000)
+    await backend.save("src", b"x" * 400)
+    proxy.fail_next(ATTEMPTS, status=status, code=code, match="DELETE")
+    with pytest.raises(error) as info:
+        await backend.move("src", "dst")
+    assert (info.value.operation, info.value.key) == ("move", "src")
+    assert stored_keys(raw, s3_bucket) == ["storage/dst", "storage/src"]
+    assert (await backend.get_usage()).used == 800
+    with pytest.raises(StorageQuotaExceededError):  # the copy is counted: no room for 600
+        await backend.save("more", b"y" * 600)
+    proxy.clear()
+    await backend.move("src", "dst")  # once S3 deletes again, a retry finishes the move
+    assert stored_keys(raw, s3_bucket) == ["storage/dst"]
+    assert (await backend.get_usage()).used == 400
