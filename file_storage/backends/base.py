@@ -129,7 +129,7 @@ class StorageBackend(abc.ABC):
         max_size_bytes: int | None = None,
         quota_refresh_seconds: float | None = None,
     ) -> None:
-        self._quotas = QuotaManager(self._iter_files, quota_refresh_seconds)
+        self._quotas = QuotaManager(self._usage_scan, quota_refresh_seconds)
         if max_size_bytes is not None:
             self._quotas.set("", max_size_bytes)
 
@@ -744,6 +744,11 @@ class StorageBackend(abc.ABC):
 
     @abc.abstractmethod
     async def _copy(self, src: str, dst: str) -> None: ...
+
+    def _usage_scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """What quotas count under ``prefix`` (first use, refresh): the objects, and any
+        bytes the backend stores beside them (local: other processes' temp files)."""
+        return self._iter_files(prefix)
 
     async def _list_files(self, prefix: str) -> list[str]:
         return [info.key async for info in self._iter_files(prefix)]

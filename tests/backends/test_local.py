@@ -16,7 +16,7 @@ from file_storage import (
     StorageQuotaExceededError,
     StorageUnavailableError,
 )
-from file_storage.backends.local import META_DIR
+from file_storage.backends._local_meta import META_DIR
 
 
 def files_on_disk(root: Path) -> list[str]:
@@ -98,7 +98,7 @@ async def test_disk_full_keeps_previous_version_and_leaves_no_temp_file(
     await local_backend.save("a.bin", b"previous")
     real_replace = os.replace
 
-    def full(src: str, dst: str) -> None:
+    def full(src: str, dst: str, **dir_fds: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "replace", full)
