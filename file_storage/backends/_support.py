@@ -14,6 +14,7 @@ from file_storage._quota import Reservation
 from file_storage._streams import CHUNK_SIZE, Progress, as_bytes
 from file_storage.errors import (
     InvalidKeyError,
+    ObjectConflictError,
     ObjectNotFoundError,
     StorageError,
     StoragePermissionError,
@@ -138,7 +139,7 @@ def map_os_error(exc: OSError, operation: str, key: str | None) -> StorageError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageUnavailableError(f"no space left on device ({exc.strerror})")
     if isinstance(exc, NotADirectoryError | IsADirectoryError | FileExistsError):
-        return StorageError("a key cannot be both an object and a folder")
+        return ObjectConflictError()
     return StorageError(f"I/O error: {exc.strerror or type(exc).__name__}")
 
 

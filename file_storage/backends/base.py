@@ -494,7 +494,9 @@ class StorageBackend(abc.ABC):
         target = Path(local_path)
         with self._translate("download_file", key) as call:
             await aiofiles.os.makedirs(target.parent, exist_ok=True)
-            tmp = target.with_name(f".{target.name[:200]}.{uuid.uuid4().hex[:12]}.part")
+            # cut by UTF-8 bytes, never mid-character: a name is at most 255 bytes
+            stem = os.fsencode(target.name)[:200].decode("utf-8", "ignore")
+            tmp = target.with_name(f".{stem}.{uuid.uuid4().hex[:12]}.part")
             try:
                 expected = call.size = await self._download_file(key, tmp, progress)
                 written = (await aiofiles.os.stat(tmp)).st_size
