@@ -116,20 +116,19 @@ class Gate:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.cancelled = False
+        self.cancelled = threading.Event()
         self.landed = False
         self.started = False
         self.done = threading.Event()
 
     def check(self) -> None:
-        if self.cancelled:
+        if self.cancelled.is_set():
             raise Abandoned
 
 
 def run_gated(gate: Gate, fn: Callable[..., T], *args: Any) -> T:
     with gate.lock:
-        if gate.cancelled:
-            raise Abandoned
+        gate.check()
         gate.started = True
     try:
         return fn(gate, *args)
@@ -167,7 +166,7 @@ async def gated(fn: Callable[..., T], *args: Any, cleanup: Callable[[], object] 
         return await loop.run_in_executor(None, run_gated, gate, fn, *args)
     except asyncio.CancelledError as exc:
         with gate.lock:
-            gate.cancelled = True
+            gate.cancelled.set()
             landed, started = gate.landed, gate.started
         if landed:
             mark_landed(exc)

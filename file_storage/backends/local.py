@@ -83,7 +83,7 @@ logger = logging.getLogger("file_storage")
 T = TypeVar("T")
 
 
-def _checkpoint(point: str) -> None:
+def _checkpoint(point: str, gate: Gate) -> None:
     """A no-op the tests replace to act at a precise step of a write ("rename", "landed")."""
 
 
@@ -157,7 +157,7 @@ class LocalStorageBackend(StorageBackend):
             version = meta_file.stamp(os.fstat(fd))
         finally:
             os.close(fd)
-        _checkpoint("rename")
+        _checkpoint("rename", gate)
         with key_locks(key):
             with gate.lock:
                 gate.check()
@@ -166,7 +166,7 @@ class LocalStorageBackend(StorageBackend):
                 gate.landed = True
             if meta is None:
                 meta_file.drop(self._dir, key)
-        _checkpoint("landed")
+        _checkpoint("landed", gate)
         self._fsync_dir(dir_fd)
 
     def _complete(
@@ -255,7 +255,7 @@ class LocalStorageBackend(StorageBackend):
             try:
                 refuse_folder(dst_fd, dst_name)
                 link = os.readlink(src_name, dir_fd=src_fd) if stat_mod.S_ISLNK(mode) else None
-                _checkpoint("rename")
+                _checkpoint("rename", gate)
                 with key_locks(src, dst):
                     with gate.lock:
                         gate.check()
@@ -279,6 +279,7 @@ class LocalStorageBackend(StorageBackend):
                     if not kept:
                         meta_file.drop(self._dir, dst)
                     meta_file.drop(self._dir, src)
+                _checkpoint("landed", gate)
                 self._fsync_dir(dst_fd)
             finally:
                 os.close(dst_fd)
