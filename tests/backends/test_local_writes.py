@@ -137,7 +137,8 @@ async def test_stale_temp_files_are_swept_and_live_ones_of_others_counted(tmp_pa
     await backend.refresh_usage()
     assert (await backend.get_usage()).used == 300  # the object and the live temp file
     assert not stale.exists()
-    assert live.exists() and ours.exists()
+    assert live.exists()
+    assert ours.exists()
     os.utime(live, (old, old))
     await backend.refresh_usage()
     assert not live.exists()
