@@ -22,3 +22,15 @@ async def test_max_size_bytes_from_constructor() -> None:
     backend = MemoryStorageBackend(max_size_bytes=10)
     assert backend.max_size_bytes == 10
     assert "objects=0" in repr(backend)
+
+
+async def test_a_stream_keeps_reading_the_version_it_opened(
+    memory_backend: MemoryStorageBackend,
+) -> None:
+    old = bytes(range(256)) * 40
+    await memory_backend.save("v.bin", old)
+    etag = (await memory_backend.stat("v.bin")).etag
+    iterator = memory_backend.stream("v.bin", chunk_size=1000, if_match=etag)
+    first = await anext(iterator)
+    await memory_backend.save("v.bin", b"new" * 5000)
+    assert first + b"".join([c async for c in iterator]) == old
