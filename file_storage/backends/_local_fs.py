@@ -27,11 +27,13 @@ from file_storage.errors import (
     StoragePermissionError,
 )
 
+# POSIX only (Linux, macOS); getattr keeps `import file_storage` working elsewhere
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | O_CLOEXEC
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | O_CLOEXEC
 # O_NONBLOCK: opening a FIFO someone put under the root must not hang the thread
-O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | O_CLOEXEC
-O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | O_CLOEXEC
+O_READ = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | O_CLOEXEC
+O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | O_CLOEXEC
 MAX_HOPS = 40  # symlinks followed per operation, as Linux's own limit
 # errnos open(O_NOFOLLOW) gives for a symlink: Linux/macOS ELOOP, FreeBSD EMLINK; with
 # O_DIRECTORY some kernels answer ENOTDIR first
@@ -62,7 +64,7 @@ class Root:
                 os.close(self._fd)
                 self._fd = -1
             os.makedirs(self.path, exist_ok=True)
-            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | O_CLOEXEC)
             self.prefixes = tuple(dict.fromkeys((os.path.realpath(self.path), str(self.path))))
             self._fd, self._pid = fd, os.getpid()
             return fd

@@ -20,7 +20,7 @@ import threading
 import zlib
 from collections.abc import Iterator
 
-from file_storage.backends._local_fs import O_NEW, Root, open_dir
+from file_storage.backends._local_fs import O_NEW, O_READ, Root, open_dir
 from file_storage.backends._local_io import tmp_name
 from file_storage.errors import ObjectNotFoundError, StorageError
 
@@ -59,7 +59,7 @@ def _read(root: Root, key: str) -> dict[str, object]:
     except ObjectNotFoundError:
         return {}
     try:
-        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        src = os.open(name, O_READ, dir_fd=fd)
     except OSError:
         return {}
     finally:

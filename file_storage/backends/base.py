@@ -344,7 +344,12 @@ class StorageBackend(abc.ABC):
                     raise ObjectNotFoundError()
                 return dst_key
             reservation, size = await self._reserve_copy(src_key, dst_key, "move", moving=True)
-            await self._write(reservation, self._move(src_key, dst_key), size)
+            try:
+                await self._write(reservation, self._move(src_key, dst_key), size)
+            except BaseException as exc:
+                if has_landed(exc):  # cancelled once moved: the source is gone
+                    self._quotas.forget(src_key)
+                raise
             self._quotas.forget(src_key)
         return dst_key
 

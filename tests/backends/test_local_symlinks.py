@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from file_storage import LocalStorageBackend, StorageConfigError
+from file_storage import LocalStorageBackend, StorageConfigError, StorageError
 from file_storage._signing import MIN_SIGNING_KEY_CHARS, _digest, verify
 
 SECRET = b"outside the root"
@@ -66,6 +69,48 @@ async def test_folder_swapped_for_a_link_out_during_save_never_writes_outside(
     await local_backend.save("d/new.txt", b"written")  # lands in the folder it opened
     monkeypatch.undo()
     assert swapped()
+    assert sorted(p.name for p in outside.iterdir()) == ["f.txt"]
+    assert (outside / "f.txt").read_bytes() == SECRET
+
+
+async def test_a_thread_swapping_a_folder_and_a_link_out_never_leads_outside(
+    local_backend: LocalStorageBackend, outside: Path
+) -> None:
+    await local_backend.save("d/f.txt", b"inside")
+    root = local_backend.root
+    (root / "d.link").symlink_to(outside)
+    stop = threading.Event()
+
+    aside = itertools.count()
+
+    def put(src: str, dst: str) -> None:
+        for _ in range(100):
+            try:
+                os.rename(root / src, root / dst)
+                return
+            except OSError:  # the backend made a new "d" in the window: move it aside
+                os.rename(root / dst, root / f"aside-{next(aside)}")
+
+    def swap() -> None:
+        for _ in range(20_000):  # bounded: ends by itself even if the test stops early
+            if stop.is_set():
+                return
+            put("d", "d.real")
+            put("d.link", "d")
+            put("d", "d.link")
+            put("d.real", "d")
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    try:
+        for i in range(300):
+            with contextlib.suppress(StorageError):
+                assert await local_backend.load("d/f.txt") != SECRET
+            with contextlib.suppress(StorageError):
+                await local_backend.save(f"d/new-{i}.txt", b"written")
+    finally:
+        stop.set()
+        swapper.join()
     assert sorted(p.name for p in outside.iterdir()) == ["f.txt"]
     assert (outside / "f.txt").read_bytes() == SECRET
 
