@@ -103,7 +103,7 @@ async def test_a_thread_swapping_a_folder_and_a_link_out_never_leads_outside(
     swapper = threading.Thread(target=swap)
     swapper.start()
     try:
-        for i in range(300):
+        for i in range(2000):
             with contextlib.suppress(StorageError):
                 assert await local_backend.load("d/f.txt") != SECRET
             with contextlib.suppress(StorageError):
