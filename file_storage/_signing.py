@@ -47,6 +47,8 @@ def check(
 
     ``"expired"`` only for a genuine signature, so a forger learns nothing from it.
     """
+    if not secret:  # an empty key signs nothing: anyone could compute its signatures
+        return "invalid"
     if not expires or not signature or len(expires) > _MAX_EXPIRES_DIGITS:
         return "invalid"
     # str.isdigit() alone accepts "²" and other digits that int() refuses

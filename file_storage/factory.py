@@ -60,6 +60,7 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
                 quota_refresh_seconds=refresh,
                 base_url=local.base_url,
                 signing_key=local.signing_key,
+                temp_max_age_seconds=local.temp_max_age_seconds,
             )
         case "S3":
             # backends/s3.py imports the SDK only when its first client is built

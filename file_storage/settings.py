@@ -98,6 +98,13 @@ class LocalSettings(BaseModel):
     signing_key: SecretStr | None = Field(
         default=None, description="STORAGE_LOCAL_SIGNING_KEY: HMAC key for signed local URLs"
     )
+    temp_max_age_seconds: float = Field(
+        default=3600,
+        gt=0,
+        allow_inf_nan=False,
+        description="STORAGE_LOCAL_TEMP_MAX_AGE_SECONDS: other processes' temp files older "
+        "than this were left by a crash and are removed",
+    )
 
     @field_validator("base_url")
     @classmethod

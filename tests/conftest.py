@@ -84,8 +84,12 @@ def memory_backend() -> MemoryStorageBackend:
 
 
 @pytest.fixture
-def local_backend(tmp_path: Path) -> LocalStorageBackend:
-    return LocalStorageBackend(tmp_path / "storage")
+async def local_backend(tmp_path: Path) -> AsyncIterator[LocalStorageBackend]:
+    backend = LocalStorageBackend(tmp_path / "storage")
+    try:
+        yield backend
+    finally:
+        await backend.aclose()  # closes the root's descriptor
 
 
 @pytest.fixture

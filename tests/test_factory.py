@@ -171,6 +171,7 @@ def test_local_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -
         "STORAGE_LOCAL_BASE_URL": "https://app.example.com/files/",
         "STORAGE_LOCAL_SIGNING_KEY": SIGNING_KEY,
         "STORAGE_QUOTA_REFRESH_SECONDS": "30",
+        "STORAGE_LOCAL_TEMP_MAX_AGE_SECONDS": "600",
     }.items():
         monkeypatch.setenv(name, value)
     create_storage_backend()
@@ -182,6 +183,7 @@ def test_local_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -
         "max_size_bytes": 2_010_000_000,
         "quota_refresh_seconds": 30.0,
         "base_url": "https://app.example.com/files",
+        "temp_max_age_seconds": 600.0,
     }
 
 

@@ -1,4 +1,4 @@
-"""Disk I/O helpers of the local backend: batched thread hops and a sorted folder walk."""
+"""Disk I/O helpers of the local backend: batched thread hops, temp names, the write gate."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from file_storage._keys import is_valid_segment
+from file_storage.backends._support import mark_landed
 
 TMP_MARK = "\\tmp-"  # a backslash is banned from keys: a temp name is never a key
-_SCAN_BATCH = 1000  # directory entries handed back per thread hop while iterating
 
 T = TypeVar("T")
 IO_BATCH = 8 * 1024 * 1024  # bytes written per thread hop by streamed writes
@@ -44,11 +44,12 @@ async def in_pool(
         raise
 
 
-def discard_tmp(opened: tuple[str, str, int]) -> None:
-    _path, tmp, fd = opened
+def discard_tmp(opened: tuple[int, str, int]) -> None:
+    dir_fd, tmp, fd = opened
     os.close(fd)
     with contextlib.suppress(OSError):
-        os.unlink(tmp)
+        os.unlink(tmp, dir_fd=dir_fd)
+    os.close(dir_fd)
 
 
 def write_all(fd: int, chunks: list[bytes]) -> None:
@@ -78,57 +79,99 @@ def read_batch(fd: int, offset: int, end: int | None, chunk_size: int, count: in
     return chunks
 
 
-def tmp_name() -> str:
-    return f".{TMP_MARK}{uuid.uuid4().hex}"
+def _new_token() -> str:
+    return uuid.uuid4().hex[:12]
 
 
-class Walk:
-    """A sorted depth-first walk of a folder, handing back entries in batches.
+# Names this process's temp files: the quota counts other processes' live temp files, not
+# its own (their bytes are reserved already). A forked child gets a token of its own.
+_token = [_new_token()]
+os.register_at_fork(after_in_child=lambda: _token.__setitem__(0, _new_token()))
 
-    Symlinks are followed only where they stay inside ``root``.
+
+def tmp_name(stem: str = "") -> str:
+    return f"{stem or '.'}{TMP_MARK}{_token[0]}-{uuid.uuid4().hex}"
+
+
+def is_tmp(name: str) -> bool:
+    return TMP_MARK in name
+
+
+def is_own_tmp(name: str) -> bool:
+    return f"{TMP_MARK}{_token[0]}-" in name
+
+
+class Abandoned(Exception):
+    """The caller was cancelled before the write landed: the worker drops it."""
+
+
+class Gate:
+    """Lets a cancelled caller stop a write before its rename, or learn that it landed.
+
+    The worker renames under ``lock`` only when ``cancelled`` is unset and then sets
+    ``landed``; the caller sets ``cancelled`` under the same lock and reads ``landed``.
     """
 
-    def __init__(self, root: str, prefix: str, with_stat: bool):
-        self.root = root
-        self.with_stat = with_stat
-        base = os.path.join(root, prefix) if prefix else root
-        self.stack: list[Iterator[tuple[str, str, bool]]] = [self._listing(base, prefix)]
+    __slots__ = ("cancelled", "done", "landed", "lock", "started")
 
-    def _inside(self, entry: os.DirEntry[str]) -> bool:
-        if not entry.is_symlink():
-            return True
-        return os.path.realpath(entry.path).startswith(self.root + os.sep)
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cancelled = threading.Event()
+        self.landed = False
+        self.started = False
+        self.done = threading.Event()
 
-    def _listing(self, folder: str, key_prefix: str) -> Iterator[tuple[str, str, bool]]:
-        try:
-            with os.scandir(folder) as it:
-                entries = [
-                    (e.name, e.path, e.is_dir())
-                    for e in it
-                    if is_valid_segment(e.name) and (e.is_dir() or e.is_file()) and self._inside(e)
-                ]
-        except (FileNotFoundError, NotADirectoryError):
-            return iter(())
-        # a folder sorts as "name/" so the walk yields keys in plain sorted() order
-        entries.sort(key=lambda e: e[0] + "/" if e[2] else e[0])
-        return ((key_prefix + name, path, is_dir) for name, path, is_dir in entries)
+    def check(self) -> None:
+        if self.cancelled.is_set():
+            raise Abandoned
 
-    def batch(self, limit: int = _SCAN_BATCH) -> list[tuple[str, os.stat_result | None]]:
-        out: list[tuple[str, os.stat_result | None]] = []
-        while self.stack and len(out) < limit:
-            item = next(self.stack[-1], None)
-            if item is None:
-                self.stack.pop()
+
+def run_gated(gate: Gate, fn: Callable[..., T], *args: Any) -> T:
+    with gate.lock:
+        gate.check()
+        gate.started = True
+    try:
+        return fn(gate, *args)
+    finally:
+        gate.done.set()
+
+
+def copy_fd(src: int, dst: int, gate: Gate) -> int:
+    """Copy all of ``src`` (from offset 0) to ``dst``, checking ``gate`` between batches."""
+    offset = 0
+    fast = hasattr(os, "copy_file_range")
+    while True:
+        gate.check()
+        if fast:
+            try:
+                n = os.copy_file_range(src, dst, IO_BATCH, offset)
+            except OSError:  # EXDEV on old kernels, ENOSYS, EINVAL on some file systems
+                fast = False
                 continue
-            key, path, is_dir = item
-            if is_dir:
-                self.stack.append(self._listing(path, key + "/"))
-                continue
-            if self.with_stat:
-                try:
-                    out.append((key, os.stat(path)))
-                except FileNotFoundError:  # deleted while we walked
-                    continue
-            else:
-                out.append((key, None))
-        return out
+        else:
+            chunk = os.pread(src, IO_BATCH, offset)
+            write_all(dst, [chunk])
+            n = len(chunk)
+        if n == 0:
+            return offset
+        offset += n
+
+
+async def gated(fn: Callable[..., T], *args: Any, cleanup: Callable[[], object] | None = None) -> T:
+    """Run a write in a thread; on cancellation stop it before its rename, or mark the
+    cancellation landed when the rename was done (the base class then counts it)."""
+    gate = Gate()
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(None, run_gated, gate, fn, *args)
+    except asyncio.CancelledError as exc:
+        with gate.lock:
+            gate.cancelled.set()
+            landed, started = gate.landed, gate.started
+        if landed:
+            mark_landed(exc)
+        elif started:
+            gate.done.wait()  # it stops at its next check and removes its temp file
+        elif cleanup is not None:
+            cleanup()  # it will never run
+        raise

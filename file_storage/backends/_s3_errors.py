@@ -16,6 +16,7 @@ from typing import Any
 
 from file_storage.errors import (
     ObjectNotFoundError,
+    PreconditionFailedError,
     StorageConfigError,
     StorageError,
     StoragePermissionError,
@@ -107,7 +108,9 @@ def _map_client_error(exc: Any, bucket: str) -> StorageError:
         what = f"{status} {code}" if status else code
         return StorageUnavailableError(f"S3 unavailable{_after(_retries(response))} ({what})")
     if code == "PreconditionFailed":
-        return StorageError("the object changed while the operation ran (PreconditionFailed)")
+        return PreconditionFailedError(
+            "the object changed while the operation ran (PreconditionFailed)"
+        )
     return StorageError(f"S3 error {code} ({http})")
 
 

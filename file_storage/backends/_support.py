@@ -14,6 +14,7 @@ from file_storage._quota import Reservation
 from file_storage._streams import CHUNK_SIZE, Progress, as_bytes
 from file_storage.errors import (
     InvalidKeyError,
+    ObjectConflictError,
     ObjectNotFoundError,
     StorageError,
     StoragePermissionError,
@@ -91,18 +92,23 @@ async def metered(
 _LANDED = "_file_storage_landed"
 
 
-def mark_landed(exc: BaseException) -> None:
-    """Say that the write had already landed when ``exc`` (a cancellation) reached it.
+def mark_landed(exc: BaseException, *, source_kept: bool = False) -> None:
+    """Say that the write had already landed when ``exc`` reached it.
 
     A hook whose last step cannot be undone (a rename done in a thread) raises the
     cancellation on, marked, and the base class then counts the write instead of
-    releasing its quota reservation.
+    releasing its quota reservation. ``source_kept``: a move whose copy landed but whose
+    source is still there (its delete failed), so the source stays counted too.
     """
-    setattr(exc, _LANDED, True)
+    setattr(exc, _LANDED, "kept" if source_kept else True)
 
 
 def has_landed(exc: BaseException) -> bool:
-    return getattr(exc, _LANDED, False) is True
+    return getattr(exc, _LANDED, False) in (True, "kept")
+
+
+def source_kept(exc: BaseException) -> bool:
+    return getattr(exc, _LANDED, False) == "kept"
 
 
 _CALLER_ERROR = "_file_storage_caller_error"
@@ -138,7 +144,7 @@ def map_os_error(exc: OSError, operation: str, key: str | None) -> StorageError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageUnavailableError(f"no space left on device ({exc.strerror})")
     if isinstance(exc, NotADirectoryError | IsADirectoryError | FileExistsError):
-        return StorageError("a key cannot be both an object and a folder")
+        return ObjectConflictError()
     return StorageError(f"I/O error: {exc.strerror or type(exc).__name__}")
 
 

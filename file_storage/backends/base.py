@@ -48,6 +48,7 @@ from file_storage.backends._support import (
     mark_landed,
     metered,
     normalize_metadata,
+    source_kept,
 )
 from file_storage.errors import (
     InvalidKeyError,
@@ -130,7 +131,7 @@ class StorageBackend(abc.ABC):
         max_size_bytes: int | None = None,
         quota_refresh_seconds: float | None = None,
     ) -> None:
-        self._quotas = QuotaManager(self._iter_files, quota_refresh_seconds)
+        self._quotas = QuotaManager(self._usage_scan, quota_refresh_seconds)
         if max_size_bytes is not None:
             self._quotas.set("", max_size_bytes)
 
@@ -155,8 +156,18 @@ class StorageBackend(abc.ABC):
 
     @contextlib.contextmanager
     def _translate(
-        self, operation: str, key: str | None, size: int | None = None
+        self,
+        operation: str,
+        key: str | None,
+        size: int | None = None,
+        *,
+        conflict_key: str | None = None,
     ) -> Iterator[_Call]:
+        """Translate foreign errors, give every error its operation and key, and log.
+
+        ``conflict_key``: the key an :class:`ObjectConflictError` is about when the hook
+        did not say (a copy's or move's destination).
+        """
         started = time.perf_counter()
         call = _Call(size)
         token = _call.set(call)
@@ -166,7 +177,8 @@ class StorageBackend(abc.ABC):
             if not exc.operation:
                 exc.operation = operation
             if exc.key is None:
-                exc.key = key
+                exc.key = conflict_key if isinstance(exc, ObjectConflictError) else None
+                exc.key = exc.key or key
             log_failure(operation, key, exc, started)
             raise
         except Exception as exc:
@@ -178,7 +190,8 @@ class StorageBackend(abc.ABC):
             if not mapped.operation:
                 mapped.operation = operation
             if mapped.key is None:
-                mapped.key = key
+                mapped.key = conflict_key if isinstance(mapped, ObjectConflictError) else None
+                mapped.key = mapped.key or key
             log_failure(operation, key, mapped, started)
             raise mapped from exc
         finally:
@@ -321,7 +334,7 @@ class StorageBackend(abc.ABC):
         """
         src_key = self._key(src, "copy")
         dst_key = self._key(dst, "copy")
-        with self._translate("copy", src_key):
+        with self._translate("copy", src_key, conflict_key=dst_key):
             if src_key == dst_key:
                 if not await self._exists(src_key):
                     raise ObjectNotFoundError()
@@ -348,14 +361,21 @@ class StorageBackend(abc.ABC):
         """
         src_key = self._key(src, "move")
         dst_key = self._key(dst, "move")
-        with self._translate("move", src_key):
+        with self._translate("move", src_key, conflict_key=dst_key):
             if src_key == dst_key:
                 if not await self._exists(src_key):
                     raise ObjectNotFoundError()
                 return dst_key
             async with self._quotas.hold(src_key, dst_key):
                 reservation, size = await self._reserve_copy(src_key, dst_key, "move", moving=True)
-                await self._write(reservation, self._move(src_key, dst_key), size)
+                try:
+                    await self._write(reservation, self._move(src_key, dst_key), size)
+                except BaseException as exc:
+                    # landed: dst is counted; a rename also took the source away, while
+                    # a copy whose delete failed left it (still counted)
+                    if has_landed(exc) and not source_kept(exc):
+                        self._quotas.forget(src_key)
+                    raise
                 self._quotas.forget(src_key)
         return dst_key
 
@@ -505,7 +525,9 @@ class StorageBackend(abc.ABC):
         target = Path(local_path)
         with self._translate("download_file", key) as call:
             await aiofiles.os.makedirs(target.parent, exist_ok=True)
-            tmp = target.with_name(f".{target.name[:200]}.{uuid.uuid4().hex[:12]}.part")
+            # cut by UTF-8 bytes, never mid-character: a name is at most 255 bytes
+            stem = os.fsencode(target.name)[:200].decode("utf-8", "ignore")
+            tmp = target.with_name(f".{stem}.{uuid.uuid4().hex[:12]}.part")
             try:
                 expected = call.size = await self._download_file(key, tmp, progress)
                 written = (await aiofiles.os.stat(tmp)).st_size
@@ -768,6 +790,11 @@ class StorageBackend(abc.ABC):
     @abc.abstractmethod
     async def _copy(self, src: str, dst: str) -> None: ...
 
+    def _usage_scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """What quotas count under ``prefix`` (first use, refresh): the objects, and any
+        bytes the backend stores beside them (local: other processes' temp files)."""
+        return self._iter_files(prefix)
+
     async def _list_files(self, prefix: str) -> list[str]:
         return [info.key async for info in self._iter_files(prefix)]
 
@@ -779,7 +806,7 @@ class StorageBackend(abc.ABC):
         try:
             await self._delete(src)
         except BaseException as exc:
-            mark_landed(exc)  # dst is stored whatever the delete did: quota counts it
+            mark_landed(exc, source_kept=True)  # dst is stored whatever the delete did
             raise
 
     async def _delete_many(self, keys: list[str]) -> None:

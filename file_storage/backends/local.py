@@ -3,11 +3,19 @@
 Writes go to a temp file in the destination folder and are renamed into place, so an
 error or a crash never leaves a partial object. Content type and metadata that cannot
 be derived from the key live in a sidecar folder whose name holds a backslash, which no
-key may contain: listings never show it and no key can collide with it. Every path is
-resolved (symlinks included) and must stay inside the root.
+key may contain: listings never show it and no key can collide with it. Each sidecar
+entry names the file version it describes, so a reader never pairs one write's bytes
+with another write's content type (``_local_meta``).
 
-Small operations run as one thread hop each (open, write, rename together); streams move
-up to 8 MiB per hop (``writev``/``pread`` batches), the next batch overlapping the last.
+Nothing is read or written outside the root, even while someone renames entries under
+it: every operation goes through directory descriptors, one path segment at a time, with
+``O_NOFOLLOW`` (``openat``, ``mkdirat``, ``renameat``, ``unlinkat``, ``fstatat``; Linux
+and macOS both have them). Symlinks that stay inside the root are followed explicitly,
+each target walked again the same way; one leading out is refused (``_local_fs``).
+
+A write cancelled before its rename never lands; one cancelled after it is counted by the
+quota (``mark_landed``). Small operations run as one thread hop each; streams move up to
+8 MiB per hop (``writev``/``pread`` batches), the next batch overlapping the last.
 """
 
 from __future__ import annotations
@@ -16,37 +24,56 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
-import hashlib
-import json
+import logging
 import os
-import shutil
+import posixpath
 import stat as stat_mod
 import tempfile
-import uuid
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import SecretStr
 
 from file_storage._keys import is_valid_segment
 from file_storage._mime import guess_content_type
+from file_storage._signing import MIN_SIGNING_KEY_CHARS
 from file_storage._streams import Progress
+from file_storage.backends import _local_meta as meta_file
+from file_storage.backends._local_fs import (
+    O_NEW,
+    Found,
+    Root,
+    lexical,
+    open_dir,
+    open_object,
+    open_parent,
+    refuse_folder,
+    remove_empty_parents,
+    replace_at,
+)
 from file_storage.backends._local_io import (
     IO_BATCH,
     READ_BATCH,
     TMP_MARK,
-    Walk,
+    Gate,
+    copy_fd,
     discard_tmp,
+    gated,
     in_pool,
     io_pool,
     read_batch,
     tmp_name,
     write_all,
 )
+from file_storage.backends._local_meta import Meta, key_locks
+from file_storage.backends._local_walk import TmpSeen, Walk, sweep_meta, tmp_watcher
 from file_storage.backends.base import Method, StorageBackend
 from file_storage.errors import (
     ObjectNotFoundError,
+    PreconditionFailedError,
     StorageConfigError,
     StorageError,
     StoragePermissionError,
@@ -55,9 +82,15 @@ from file_storage.models import ObjectInfo
 
 __all__ = ["LocalStorageBackend"]
 
-# A backslash is banned from keys, so neither of these can ever be (part of) a key.
-META_DIR = ".file_storage\\meta"
+# A backslash is banned from keys, so this can never be (part of) a key.
 CHECK_MARK = ".file_storage\\check-"
+
+logger = logging.getLogger("file_storage")
+T = TypeVar("T")
+
+
+def _checkpoint(point: str, gate: Gate) -> None:
+    """A no-op the tests replace to act at a precise step of a write ("rename", "landed")."""
 
 
 class LocalStorageBackend(StorageBackend):
@@ -68,9 +101,13 @@ class LocalStorageBackend(StorageBackend):
         max_size_bytes: backend-wide quota in bytes (``STORAGE_LOCAL_MAX_SIZE_GB``).
         quota_refresh_seconds: re-scan quota usage at most this often.
         base_url: where the app mounts ``signed_url_router`` (``STORAGE_LOCAL_BASE_URL``).
-        signing_key: HMAC key for presigned URLs (``STORAGE_LOCAL_SIGNING_KEY``).
+        signing_key: HMAC key for presigned URLs, at least 32 characters
+            (``STORAGE_LOCAL_SIGNING_KEY``).
         durable: ``fsync`` each file and its folder before a write returns (slower;
             survives power loss, not just process crashes).
+        temp_max_age_seconds: temp files of other processes older than this are left by
+            a crash and removed by quota scans and ``refresh_usage``
+            (``STORAGE_LOCAL_TEMP_MAX_AGE_SECONDS``).
     """
 
     def __init__(
@@ -82,13 +119,26 @@ class LocalStorageBackend(StorageBackend):
         base_url: str | None = None,
         signing_key: str | SecretStr | None = None,
         durable: bool = False,
+        temp_max_age_seconds: float = 3600,
     ) -> None:
         super().__init__(max_size_bytes=max_size_bytes, quota_refresh_seconds=quota_refresh_seconds)
         self._root = Path(root).expanduser().absolute()
-        self._real_root: str | None = None
+        self._dir = Root(self._root)
         self._base_url = base_url
         self._signing_key = SecretStr(signing_key) if isinstance(signing_key, str) else signing_key
+        if self._signing_key is not None and (
+            len(self._signing_key.get_secret_value()) < MIN_SIGNING_KEY_CHARS
+        ):
+            raise StorageConfigError(
+                f"signing_key (STORAGE_LOCAL_SIGNING_KEY) must be at least "
+                f"{MIN_SIGNING_KEY_CHARS} characters"
+            )
+        if isinstance(temp_max_age_seconds, bool) or not (
+            isinstance(temp_max_age_seconds, int | float) and temp_max_age_seconds > 0
+        ):
+            raise StorageConfigError("temp_max_age_seconds must be a number of seconds > 0")
         self._durable = durable
+        self._temp_max_age = float(temp_max_age_seconds)
 
     def __repr__(self) -> str:
         return f"LocalStorageBackend(root={str(self._root)!r})"
@@ -98,285 +148,279 @@ class LocalStorageBackend(StorageBackend):
         """The storage folder."""
         return self._root
 
-    # ------------------------------------------------------------ paths (sync, in threads)
+    # ------------------------------------------------------------ writes (sync, in threads)
 
-    def _root_dir(self) -> str:
-        if self._real_root is None:
-            os.makedirs(self._root, exist_ok=True)
-            self._real_root = os.path.realpath(self._root)
-        return self._real_root
+    def _fsync_dir(self, dir_fd: int) -> None:
+        if self._durable:
+            os.fsync(dir_fd)
 
-    def _escape(self, path: str) -> str:
-        """Resolve a symlink met on the way; refuse one that leads out of the root."""
-        real = os.path.realpath(path)
-        if not real.startswith(self._root_dir() + os.sep):
-            raise StoragePermissionError("the key resolves outside the storage root (symlink)")
-        return real
+    def _land(
+        self, gate: Gate, key: str, dir_fd: int, tmp: str, name: str, meta: Meta | None, fd: int
+    ) -> None:
+        """Record the sidecar of the finished temp file, then rename it into place, unless
+        the caller was cancelled first."""
+        try:
+            version = meta_file.stamp(os.fstat(fd))
+        finally:
+            os.close(fd)
+        _checkpoint("rename", gate)
+        with key_locks(key):
+            with gate.lock:
+                gate.check()
+                meta_file.record(self._dir, key, version, meta)
+                replace_at(tmp, dir_fd, name, dir_fd)
+                gate.landed = True
+            if meta is None:
+                meta_file.drop(self._dir, key)
+        _checkpoint("landed", gate)
+        self._fsync_dir(dir_fd)
 
-    def _parent(self, key: str, *, create: bool) -> str:
-        """The real folder holding ``key``, checked one ``lstat`` per key segment.
-
-        Cheaper than ``realpath`` of the whole absolute path, and it refuses a symlink
-        leading out of the root. ``create`` makes missing folders (writes); otherwise a
-        missing folder means the object is missing.
-        """
-        folder = self._root_dir()
-        parts = key.split("/")[:-1]
-        for i, name in enumerate(parts):
-            step = folder + os.sep + name
+    def _complete(
+        self,
+        gate: Gate,
+        key: str,
+        opened: tuple[int, str, int],
+        name: str,
+        fill: Callable[[int], None] | None,
+        meta: Meta | None,
+    ) -> None:
+        """Fill the temp file, sync it and land it; it owns (and closes) both descriptors."""
+        dir_fd, tmp, fd = opened
+        try:
             try:
-                mode = os.lstat(step).st_mode
-            except FileNotFoundError:
-                if not create:
-                    raise ObjectNotFoundError() from None
-                rest = os.path.join(folder, *parts[i:])
-                self._makedirs(rest)
-                return rest
-            if stat_mod.S_ISLNK(mode):
-                step = self._escape(step)
-                mode = os.stat(step).st_mode
-            if not stat_mod.S_ISDIR(mode):
-                if create:
-                    raise StorageError("an object exists where a folder is needed")
-                raise ObjectNotFoundError()
-            folder = step
-        return folder
+                gate.check()
+                if fill is not None:
+                    fill(fd)
+                if self._durable:
+                    os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._land(gate, key, dir_fd, tmp, name, meta, fd)
+        except BaseException:
+            if not gate.landed:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+            raise
+        finally:
+            os.close(dir_fd)
 
-    def _path(self, key: str) -> str:
-        """Where a write of ``key`` lands (parents created); a rename there replaces a link."""
-        return self._parent(key, create=True) + os.sep + key.rsplit("/", 1)[-1]
-
-    def _file_path(self, key: str) -> str:
-        """The real path of the existing regular file of ``key``."""
-        path = self._parent(key, create=False) + os.sep + key.rsplit("/", 1)[-1]
+    def _open_tmp(self, key: str) -> tuple[tuple[int, str, int], str]:
+        dir_fd, name, _ = open_parent(self._dir, key, create=True)
         try:
-            mode = os.lstat(path).st_mode
-            if stat_mod.S_ISLNK(mode):
-                path = self._escape(path)
-                mode = os.stat(path).st_mode
-        except (FileNotFoundError, NotADirectoryError):
-            raise ObjectNotFoundError() from None
-        if not stat_mod.S_ISREG(mode):
-            raise ObjectNotFoundError()
-        return path
+            refuse_folder(dir_fd, name)
+            tmp = tmp_name()
+            fd = os.open(tmp, O_NEW, 0o666, dir_fd=dir_fd)
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        return (dir_fd, tmp, fd), name
 
-    def _folder(self, prefix: str) -> str | None:
-        """The real folder of a prefix (``""`` is the root), or ``None`` when there is none."""
-        if not prefix:
-            return self._root_dir()
-        try:
-            return self._parent(prefix + "x", create=False)
-        except ObjectNotFoundError:
+    def _meta(self, key: str, content_type: str, metadata: dict[str, str]) -> Meta | None:
+        if content_type == guess_content_type(key) and not metadata:
             return None
+        return content_type, metadata
 
-    def _meta_path(self, key: str) -> str:
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        return os.path.join(self._root_dir(), META_DIR, digest[:2], digest)
+    def _save_bytes(self, gate: Gate, key: str, data: bytes, meta: Meta | None) -> None:
+        opened, name = self._open_tmp(key)
+        self._complete(gate, key, opened, name, lambda fd: write_all(fd, [data]), meta)
+
+    def _upload_sync(
+        self, gate: Gate, local_path: Path, key: str, size: int, meta: Meta | None
+    ) -> None:
+        src = os.open(local_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+
+            def fill(fd: int) -> None:
+                copied = copy_fd(src, fd, gate)
+                if copied != size:
+                    raise StorageError(f"local file changed size while copying: {copied} of {size}")
+
+            opened, name = self._open_tmp(key)
+            self._complete(gate, key, opened, name, fill, meta)
+        finally:
+            os.close(src)
+
+    def _copy_sync(self, gate: Gate, src: str, dst: str) -> None:
+        found = open_object(self._dir, src)
+        try:
+            meta = meta_file.lookup(self._dir, src, found.st)
+            opened, name = self._open_tmp(dst)
+            self._complete(
+                gate, dst, opened, name, lambda fd: (copy_fd(found.fd, fd, gate), None)[1], meta
+            )
+        finally:
+            found.close()
+
+    def _move_sync(self, gate: Gate, src: str, dst: str) -> None:
+        open_object(self._dir, src).close()  # the key must lead to an object in the root
+        src_fd, src_name, src_where = open_parent(self._dir, src, create=False)
+        try:
+            mode = os.stat(src_name, dir_fd=src_fd, follow_symlinks=False).st_mode
+            dst_fd, dst_name, dst_where = open_parent(self._dir, dst, create=True)
+            try:
+                refuse_folder(dst_fd, dst_name)
+                link = os.readlink(src_name, dir_fd=src_fd) if stat_mod.S_ISLNK(mode) else None
+                _checkpoint("rename", gate)
+                with key_locks(src, dst):
+                    with gate.lock:
+                        gate.check()
+                        kept = meta_file.copy_versions(self._dir, src, dst)
+                        if link is not None and not link.startswith("/") and src_where != dst_where:
+                            # the link itself moves; its relative target is rewritten so it
+                            # still names the same object from its new folder
+                            target = "/".join(lexical(self._dir, src_where, link)) or "."
+                            relink = posixpath.relpath(target, "/".join(dst_where) or ".")
+                            tmp = tmp_name()
+                            os.symlink(relink, tmp, dir_fd=dst_fd)
+                            try:
+                                replace_at(tmp, dst_fd, dst_name, dst_fd)
+                            except BaseException:
+                                os.unlink(tmp, dir_fd=dst_fd)
+                                raise
+                            os.unlink(src_name, dir_fd=src_fd)
+                        else:
+                            replace_at(src_name, src_fd, dst_name, dst_fd)
+                        gate.landed = True
+                    if not kept:
+                        meta_file.drop(self._dir, dst)
+                    meta_file.drop(self._dir, src)
+                _checkpoint("landed", gate)
+                self._fsync_dir(dst_fd)
+            finally:
+                os.close(dst_fd)
+        finally:
+            os.close(src_fd)
+        remove_empty_parents(self._dir, src_where)
+
+    def _delete_sync(self, key: str) -> bool:
+        try:
+            dir_fd, name, where = open_parent(self._dir, key, create=False)
+        except (ObjectNotFoundError, StorageError):
+            return False
+        try:
+            with key_locks(key):
+                try:
+                    if stat_mod.S_ISDIR(
+                        os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+                    ):
+                        return False  # a folder is not an object
+                    os.unlink(name, dir_fd=dir_fd)  # a symlink is removed itself, never its target
+                except FileNotFoundError:
+                    return False
+                meta_file.drop(self._dir, key)
+        finally:
+            os.close(dir_fd)
+        remove_empty_parents(self._dir, where)
+        return True
+
+    def _delete_keys(self, keys: list[str]) -> int:
+        return sum(self._delete_sync(key) for key in keys)
+
+    # ------------------------------------------------------------ reads (sync, in threads)
 
     @staticmethod
-    def _makedirs(folder: str) -> None:
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except (FileExistsError, NotADirectoryError) as exc:
-            raise StorageError("an object exists where a folder is needed") from exc
+    def _etag(st: os.stat_result) -> str:
+        return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
 
-    def _fsync_dir(self, folder: str) -> None:
-        if self._durable:
-            fd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-    def _place(self, tmp: str, path: str) -> None:
-        """Rename a finished temp file over ``path`` (the atomic step of every write)."""
-        try:
-            os.replace(tmp, path)
-        except IsADirectoryError as exc:
-            raise StorageError("a folder exists at this key") from exc
-        except OSError as exc:
-            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                raise StorageError("a folder exists at this key") from exc
-            raise
-        self._fsync_dir(os.path.dirname(path))
-
-    def _remove_empty_parents(self, path: str) -> None:
-        root = self._root_dir()
-        folder = os.path.dirname(path)
-        while folder != root and folder.startswith(root + os.sep):
-            try:
-                os.rmdir(folder)
-            except OSError:
-                return
-            folder = os.path.dirname(folder)
-
-    # ------------------------------------------------------------ sidecar
-
-    def _write_meta(self, key: str, content_type: str, metadata: dict[str, str]) -> None:
-        meta_path = self._meta_path(key)
-        if content_type == guess_content_type(key) and not metadata:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(meta_path)
-            return
-        os.makedirs(os.path.dirname(meta_path), exist_ok=True)
-        body = json.dumps({"key": key, "content_type": content_type, "metadata": metadata})
-        tmp = meta_path + TMP_MARK + uuid.uuid4().hex
-        try:
-            with open(tmp, "w", encoding="utf-8") as out:
-                out.write(body)
-            os.replace(tmp, meta_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-    def _read_meta(self, key: str) -> tuple[str, dict[str, str]]:
-        try:
-            with open(self._meta_path(key), encoding="utf-8") as src:
-                raw = json.load(src)
-        except (FileNotFoundError, NotADirectoryError, ValueError):
-            return guess_content_type(key), {}
-        return str(raw["content_type"]), {str(k): str(v) for k, v in raw["metadata"].items()}
-
-    def _move_meta(self, src: str, dst: str, *, keep_src: bool) -> None:
-        src_meta = self._meta_path(src)
-        dst_meta = self._meta_path(dst)
-        if not os.path.exists(src_meta):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(dst_meta)
-            return
-        content_type, metadata = self._read_meta(src)
-        self._write_meta(dst, content_type, metadata)
-        if not keep_src:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(src_meta)
-
-    def _drop_meta(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            os.unlink(self._meta_path(key))
-
-    # ------------------------------------------------------------ sync operations
-
-    def _save_bytes(self, key: str, data: bytes, content_type: str, meta: dict[str, str]) -> None:
-        path = self._path(key)
-        tmp = os.path.join(os.path.dirname(path), tmp_name())
-        try:
-            with open(tmp, "xb") as out:
-                out.write(data)
-                if self._durable:
-                    out.flush()
-                    os.fsync(out.fileno())
-            self._place(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        self._write_meta(key, content_type, meta)
-
-    def _open_tmp(self, key: str) -> tuple[str, str, int]:
-        path = self._path(key)
-        tmp = os.path.join(os.path.dirname(path), tmp_name())
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-        return path, tmp, fd
-
-    def _finish(
-        self, tmp: str, path: str, key: str, content_type: str, meta: dict[str, str]
-    ) -> None:
-        if self._durable:
-            with open(tmp, "rb+") as out:
-                os.fsync(out.fileno())
-        self._place(tmp, path)
-        self._write_meta(key, content_type, meta)
-
-    def _info(self, key: str, st: os.stat_result, *, full: bool) -> ObjectInfo:
-        content_type, metadata = self._read_meta(key) if full else (None, {})
+    def _info(self, key: str, st: os.stat_result, meta: Meta | None, *, full: bool) -> ObjectInfo:
+        content_type, metadata = meta or ((guess_content_type(key), {}) if full else (None, {}))
         return ObjectInfo(
             key=key,
             size=st.st_size,
             last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
-            etag=f'"{st.st_mtime_ns:x}-{st.st_size:x}"',
+            etag=self._etag(st),
             content_type=content_type,
             metadata=metadata,
         )
 
-    def _stat_sync(self, key: str) -> ObjectInfo:
-        path = self._file_path(key)
-        return self._info(key, os.stat(path), full=True)
+    @staticmethod
+    def _current(found: Found) -> bool:
+        try:
+            st = os.stat(found.name, dir_fd=found.dir_fd, follow_symlinks=False)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (found.st.st_dev, found.st.st_ino)
 
-    def _open_read(self, key: str) -> int:
-        return os.open(self._file_path(key), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    def _stat_sync(self, key: str) -> ObjectInfo:
+        for attempt in range(3):
+            found = open_object(self._dir, key)
+            try:
+                meta = meta_file.lookup(self._dir, key, found.st)
+                # no record of this version: right when it is still the key's file; else
+                # a newer write replaced it (and its record) meanwhile: read that one
+                if meta is None and attempt < 2 and not self._current(found):
+                    continue
+            finally:
+                found.close()
+            return self._info(key, found.st, meta, full=True)
+        raise AssertionError("unreachable")
 
     def _load_sync(self, key: str) -> bytes:
-        with open(self._file_path(key), "rb") as src:
-            return src.read()
+        found = open_object(self._dir, key)
+        try:
+            with open(found.fd, "rb", closefd=False) as src:
+                return src.read()
+        finally:
+            found.close()
 
     def _exists_sync(self, key: str) -> bool:
         try:
-            self._file_path(key)
-        except (ObjectNotFoundError, StoragePermissionError):
+            open_object(self._dir, key).close()
+        except StorageError:
             return False
         return True
 
-    def _delete_sync(self, key: str) -> bool:
+    def _walk(self, prefix: str, *, with_stat: bool, on_tmp: TmpSeen | None = None) -> Walk:
+        return Walk(self._dir, prefix, with_stat, on_tmp)
+
+    def _has_file(self, prefix: str) -> bool:
+        """True when a valid key lives somewhere below ``prefix`` (empty folders are not listed)."""
         try:
-            path = self._parent(key, create=False) + os.sep + key.rsplit("/", 1)[-1]
-            if stat_mod.S_ISDIR(os.lstat(path).st_mode):
-                return False  # a folder is not an object
-            os.unlink(path)  # a symlink is removed itself, never its target
-        except (ObjectNotFoundError, FileNotFoundError, NotADirectoryError):
+            walk = self._walk(prefix, with_stat=False)
+        except StorageError:
             return False
-        self._drop_meta(key)
-        self._remove_empty_parents(path)
-        return True
-
-    def _copy_sync(self, src: str, dst: str) -> None:
-        src_path = self._file_path(src)
-        dst_path = self._path(dst)
-        tmp = os.path.join(os.path.dirname(dst_path), tmp_name())
         try:
-            shutil.copyfile(src_path, tmp)
-            self._place(tmp, dst_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        self._move_meta(src, dst, keep_src=True)
-
-    def _move_sync(self, src: str, dst: str) -> None:
-        src_path = self._file_path(src)
-        dst_path = self._path(dst)
-        self._place(src_path, dst_path)
-        self._move_meta(src, dst, keep_src=False)
-        self._remove_empty_parents(src_path)
+            return bool(walk.batch(1))
+        finally:
+            walk.close()
 
     def _list_dirs_sync(self, prefix: str) -> list[str]:
-        folder = self._folder(prefix)
-        if folder is None:
+        try:
+            fd, _ = open_dir(self._dir, prefix.rstrip("/").split("/") if prefix else [])
+        except ObjectNotFoundError:
             return []
         try:
-            with os.scandir(folder) as it:
-                return [
-                    prefix + e.name
+            with os.scandir(fd) as it:
+                names = [
+                    e.name
                     for e in it
-                    if e.is_dir() and is_valid_segment(e.name) and self._has_file(e.path)
+                    if is_valid_segment(e.name)
+                    and (e.is_symlink() or e.is_dir(follow_symlinks=False))
                 ]
-        except (FileNotFoundError, NotADirectoryError):
-            return []
+        finally:
+            os.close(fd)
+        return [prefix + name for name in names if self._has_file(prefix + name + "/")]
 
-    def _has_file(self, folder: str) -> bool:
-        """True when a valid key lives somewhere below ``folder`` (empty folders are not listed)."""
-        return bool(
-            Walk(self._root_dir(), os.path.relpath(folder, self._root_dir()) + "/", False).batch(1)
-        )
-
-    def _walk(self, prefix: str, *, with_stat: bool) -> Walk:
-        root = self._root_dir()
-        if prefix:
-            self._folder(prefix)  # refuse a prefix that a symlink leads out of the root
-        return Walk(root, prefix, with_stat)
-
-    def _delete_keys(self, keys: list[str]) -> int:
-        return sum(self._delete_sync(key) for key in keys)
+    async def _usage_scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        # the quota counts objects and the live temp files other processes are writing;
+        # stale ones (left by a crash) are removed on the way
+        now, foreign = time.time(), list[int]()
+        watch = tmp_watcher(self._temp_max_age, now, foreign)
+        walk = await in_pool(Walk, self._dir, prefix, True, watch)
+        try:
+            while batch := await in_pool(walk.batch):
+                for key, st in batch:
+                    assert st is not None
+                    yield self._info(key, st, None, full=False)
+        finally:
+            walk.close()
+        if not prefix:
+            await in_pool(sweep_meta, self._dir, watch)
+        epoch = datetime.fromtimestamp(0, UTC)
+        for i, size in enumerate(foreign):
+            # a backslash: never a key, so never mistaken for (or replaced by) an object
+            yield ObjectInfo(f"{TMP_MARK}{i}", size, epoch, "", None, {})
 
     # ------------------------------------------------------------ hooks
 
@@ -387,11 +431,14 @@ class LocalStorageBackend(StorageBackend):
         content_type: str,
         metadata: dict[str, str],
     ) -> None:
+        meta = self._meta(key, content_type, metadata)
         if isinstance(body, bytes):
-            await asyncio.to_thread(self._save_bytes, key, body, content_type, metadata)
+            await gated(self._save_bytes, key, body, meta)
             return
-        path, tmp, fd = await in_pool(self._open_tmp, key, cleanup=discard_tmp)
+        opened, name = await in_pool(self._open_tmp, key, cleanup=lambda r: discard_tmp(r[0]))
+        fd = opened[2]
         pending: concurrent.futures.Future[None] | None = None
+        handed = False
         try:
             # Chunks are gathered into batches written with one writev per thread hop,
             # while the next batch arrives: a hop per 1 MiB chunk costs half the speed.
@@ -408,20 +455,19 @@ class LocalStorageBackend(StorageBackend):
             if pending is not None:
                 await asyncio.wrap_future(pending)
             pending = None
-            await asyncio.to_thread(write_all, fd, batch)
-            os.close(fd)
-            fd = -1
-            await asyncio.to_thread(self._finish, tmp, path, key, content_type, metadata)
+            await in_pool(write_all, fd, batch)
+            handed = True  # from here the worker owns the descriptors and the temp file
+            await gated(
+                self._complete, key, opened, name, None, meta, cleanup=lambda: discard_tmp(opened)
+            )
         except BaseException:
-            # sync on purpose: a second cancellation must not skip the clean-up, and the
-            # descriptor may close only once no thread writes to it any more
-            if pending is not None:
-                with contextlib.suppress(BaseException):
-                    pending.result()
-            if fd >= 0:
-                os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            if not handed:
+                # sync on purpose: a second cancellation must not skip the clean-up, and
+                # the descriptor may close only once no thread writes to it any more
+                if pending is not None:
+                    with contextlib.suppress(BaseException):
+                        pending.result()
+                discard_tmp(opened)
             raise
 
     async def _upload_file(
@@ -436,31 +482,21 @@ class LocalStorageBackend(StorageBackend):
         if progress is not None:
             await super()._upload_file(local_path, key, size, content_type, metadata, progress)
             return
-
-        def copy_in() -> None:
-            path, tmp, fd = self._open_tmp(key)
-            os.close(fd)
-            try:
-                shutil.copyfile(local_path, tmp)
-                copied = os.stat(tmp).st_size
-                if copied != size:
-                    raise StorageError(f"local file changed size while copying: {copied} of {size}")
-                self._finish(tmp, path, key, content_type, metadata)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-
-        await asyncio.to_thread(copy_in)
+        meta = self._meta(key, content_type, metadata)
+        await gated(self._upload_sync, local_path, key, size, meta)
 
     async def _download_file(self, key: str, local_path: Path, progress: Progress | None) -> int:
         if progress is not None:
             return await super()._download_file(key, local_path, progress)
 
         def copy_out() -> int:
-            src = self._file_path(key)
-            shutil.copyfile(src, local_path)
-            return os.stat(src).st_size
+            found = open_object(self._dir, key)
+            try:
+                with open(local_path, "wb") as out:
+                    copy_fd(found.fd, out.fileno(), Gate())
+                return found.st.st_size
+            finally:
+                found.close()
 
         return await asyncio.to_thread(copy_out)
 
@@ -470,9 +506,13 @@ class LocalStorageBackend(StorageBackend):
     async def _stream(
         self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
     ) -> AsyncIterator[bytes]:
-        # TODO(#12): open first, fstat the descriptor, compare if_match, stream that inode
-        fd = await in_pool(self._open_read, key, cleanup=os.close)
+        # open first and read that descriptor: its inode stays readable even when a write
+        # replaces the key meanwhile, so every byte comes from the version fstat describes
+        found = await in_pool(open_object, self._dir, key, cleanup=Found.close)
         try:
+            if if_match is not None and self._etag(found.st) != if_match:
+                raise PreconditionFailedError("the object changed since that ETag")
+            fd = found.fd
             offset = start
             per_hop = max(1, min(64, READ_BATCH // chunk_size))
             while end is None or offset < end:
@@ -484,7 +524,7 @@ class LocalStorageBackend(StorageBackend):
                     return
                 offset += sum(len(c) for c in chunks)
         finally:
-            os.close(fd)
+            found.close()
 
     async def _exists(self, key: str) -> bool:
         return await asyncio.to_thread(self._exists_sync, key)
@@ -502,25 +542,34 @@ class LocalStorageBackend(StorageBackend):
         def delete_all() -> int:
             walk = self._walk(prefix, with_stat=False)
             deleted = 0
-            while batch := walk.batch():
-                deleted += self._delete_keys([key for key, _ in batch])
+            try:
+                while batch := walk.batch():
+                    deleted += self._delete_keys([key for key, _ in batch])
+            finally:
+                walk.close()
             return deleted
 
         return await asyncio.to_thread(delete_all)
 
     async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        walk = await asyncio.to_thread(self._walk, prefix, with_stat=True)
-        while batch := await asyncio.to_thread(walk.batch):
-            for key, st in batch:
-                assert st is not None
-                yield self._info(key, st, full=False)
+        walk = await in_pool(Walk, self._dir, prefix, True)
+        try:
+            while batch := await in_pool(walk.batch):
+                for key, st in batch:
+                    assert st is not None
+                    yield self._info(key, st, None, full=False)
+        finally:
+            walk.close()
 
     async def _list_files(self, prefix: str) -> list[str]:
         def list_all() -> list[str]:
             walk = self._walk(prefix, with_stat=False)
             keys: list[str] = []
-            while batch := walk.batch():
-                keys.extend(key for key, _ in batch)
+            try:
+                while batch := walk.batch():
+                    keys.extend(key for key, _ in batch)
+            finally:
+                walk.close()
             return keys
 
         return await asyncio.to_thread(list_all)
@@ -529,8 +578,11 @@ class LocalStorageBackend(StorageBackend):
         def total() -> int:
             walk = self._walk(prefix, with_stat=True)
             size = 0
-            while batch := walk.batch():
-                size += sum(st.st_size for _, st in batch if st is not None)
+            try:
+                while batch := walk.batch():
+                    size += sum(st.st_size for _, st in batch if st is not None)
+            finally:
+                walk.close()
             return size
 
         return await asyncio.to_thread(total)
@@ -539,15 +591,20 @@ class LocalStorageBackend(StorageBackend):
         return await asyncio.to_thread(self._list_dirs_sync, prefix)
 
     async def _copy(self, src: str, dst: str) -> None:
-        await asyncio.to_thread(self._copy_sync, src, dst)
+        await gated(self._copy_sync, src, dst)
 
     async def _move(self, src: str, dst: str) -> None:
-        await asyncio.to_thread(self._move_sync, src, dst)
+        await gated(self._move_sync, src, dst)
 
     @contextlib.asynccontextmanager
     async def _local_copy(self, key: str) -> AsyncIterator[Path]:
         # the object is already a local file: hand it over without copying (read-only)
-        yield Path(await asyncio.to_thread(self._file_path, key))
+        def locate() -> Path:
+            found = open_object(self._dir, key)
+            found.close()
+            return Path(self._dir.real(), *found.where, found.name)
+
+        yield await asyncio.to_thread(locate)
 
     async def _check(self) -> None:
         await asyncio.to_thread(_check_root, self._root)
@@ -564,6 +621,9 @@ class LocalStorageBackend(StorageBackend):
         return sign_url(
             self._base_url, key, method, expires_in, self._signing_key.get_secret_value()
         )
+
+    async def _aclose(self) -> None:
+        self._dir.close()
 
 
 def _check_root(root: Path) -> None:

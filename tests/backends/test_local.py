@@ -16,7 +16,7 @@ from file_storage import (
     StorageQuotaExceededError,
     StorageUnavailableError,
 )
-from file_storage.backends.local import META_DIR
+from file_storage.backends._local_meta import META_DIR
 
 
 def files_on_disk(root: Path) -> list[str]:
@@ -98,7 +98,7 @@ async def test_disk_full_keeps_previous_version_and_leaves_no_temp_file(
     await local_backend.save("a.bin", b"previous")
     real_replace = os.replace
 
-    def full(src: str, dst: str) -> None:
+    def full(src: str, dst: str, **dir_fds: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "replace", full)
@@ -194,3 +194,15 @@ async def test_durable_mode_round_trips(tmp_path: Path) -> None:
     await backend.save("d/b.bin", body())
     assert await backend.load("d/a.bin") == b"synced"
     assert await backend.load("d/b.bin") == b"streamed"
+
+
+async def test_a_stream_keeps_reading_the_version_it_opened(
+    local_backend: LocalStorageBackend,
+) -> None:
+    old = bytes(range(256)) * 40
+    await local_backend.save("v.bin", old)
+    etag = (await local_backend.stat("v.bin")).etag
+    iterator = local_backend.stream("v.bin", chunk_size=1000, if_match=etag)
+    first = await anext(iterator)
+    await local_backend.save("v.bin", b"new" * 5000)
+    assert first + b"".join([c async for c in iterator]) == old

@@ -39,3 +39,15 @@ async def test_move_whose_delete_fails_keeps_both_and_counts_both(
     assert (info.value.operation, info.value.key) == ("move", "src")
     assert await backend.list_files() == ["dst", "src"]
     assert (await backend.get_usage()).used == 800
+
+
+async def test_a_stream_keeps_reading_the_version_it_opened(
+    memory_backend: MemoryStorageBackend,
+) -> None:
+    old = bytes(range(256)) * 40
+    await memory_backend.save("v.bin", old)
+    etag = (await memory_backend.stat("v.bin")).etag
+    iterator = memory_backend.stream("v.bin", chunk_size=1000, if_match=etag)
+    first = await anext(iterator)
+    await memory_backend.save("v.bin", b"new" * 5000)
+    assert first + b"".join([c async for c in iterator]) == old

@@ -121,3 +121,21 @@ async def test_staged_upload_with_nothing_written_raises(backend: StorageBackend
         async with backend.staged_upload("out/never.bin"):
             pass
     assert await backend.list_files() == []
+
+
+# 80 CJK characters are 240 bytes of UTF-8: a temp name cut by characters overflows 255
+@pytest.mark.parametrize("name", ["字" * 80 + ".bin", "é" * 127 + "a"], ids=["cjk", "255-bytes"])
+async def test_download_file_to_a_long_multi_byte_name(
+    backend: StorageBackend, tmp_path: Path, name: str
+) -> None:
+    await backend.save("d/x.bin", b"bytes")
+    target = await backend.download_file("d/x.bin", tmp_path / "out" / name)
+    assert target.read_bytes() == b"bytes"
+    assert [p.name for p in target.parent.iterdir()] == [name]
+
+
+async def test_local_copy_of_a_key_with_a_long_multi_byte_name(backend: StorageBackend) -> None:
+    key = "d/" + "字" * 80 + ".bin"
+    await backend.save(key, b"bytes")
+    async with backend.local_copy(key) as path:
+        assert path.read_bytes() == b"bytes"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from file_storage import ObjectNotFoundError, StorageBackend
+from file_storage import ObjectNotFoundError, PreconditionFailedError, StorageBackend
 
 DATA = bytes(range(256)) * 40  # 10,240 bytes
 
@@ -86,3 +86,20 @@ async def test_stream_abandoned_half_way_can_be_closed(stored: StorageBackend) -
     assert len(await anext(iterator)) == 100
     await iterator.aclose()  # type: ignore[attr-defined]
     assert await stored.load("r/data.bin") == DATA
+
+
+async def test_stream_if_match_current_etag_streams_the_object(stored: StorageBackend) -> None:
+    etag = (await stored.stat("r/data.bin")).etag
+    chunks = [c async for c in stored.stream("r/data.bin", chunk_size=1000, if_match=etag)]
+    assert b"".join(chunks) == DATA
+
+
+async def test_stream_if_match_stale_etag_raises_precondition_failed_on_iteration(
+    stored: StorageBackend,
+) -> None:
+    etag = (await stored.stat("r/data.bin")).etag
+    await stored.save("r/data.bin", b"replaced, and of another size")
+    iterator = stored.stream("r/data.bin", if_match=etag)  # nothing is checked yet
+    with pytest.raises(PreconditionFailedError) as info:
+        await anext(iterator)
+    assert (info.value.operation, info.value.key) == ("stream", "r/data.bin")

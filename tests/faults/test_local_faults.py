@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from file_storage import (
     StoragePermissionError,
     StorageUnavailableError,
 )
+from file_storage.backends import local as local_module
 
 PREVIOUS = b"previous version"
 
@@ -30,14 +30,13 @@ def files_under(root: Path) -> list[str]:
 
 @pytest.fixture
 def disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
-    """shutil.copyfile writes a few bytes of the target, then the disk is full."""
+    """A file copy writes a few bytes of the target, then the disk is full."""
 
-    def copyfile(src: Any, dst: Any, *, follow_symlinks: bool = True) -> Any:
-        with open(dst, "wb") as out:
-            out.write(b"partial")
+    def copy_fd(src: int, dst: int, gate: Any) -> int:
+        os.write(dst, b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(shutil, "copyfile", copyfile)
+    monkeypatch.setattr(local_module, "copy_fd", copy_fd)
 
 
 @pytest.fixture
@@ -99,7 +98,7 @@ async def test_download_file_on_a_full_disk_leaves_nothing_at_the_target(
 async def test_move_refused_by_the_disk_keeps_both_objects(
     stored: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refused(src: Any, dst: Any) -> None:
+    def refused(src: Any, dst: Any, **dir_fds: int) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(os, "replace", refused)

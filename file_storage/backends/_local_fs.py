@@ -1,0 +1,272 @@
+"""Path resolution of the local backend through directory descriptors.
+
+Every operation starts from one descriptor of the root and walks the key one segment at a
+time with ``O_NOFOLLOW`` and ``dir_fd=``: the kernel never follows a symlink by itself, so
+a folder or file swapped for a symlink between two steps makes that step fail instead of
+leading out of the root. A symlink met on the way is followed explicitly: its target is
+read (``readlink``), resolved lexically against the real folder holding it, refused when
+it leaves the root, and walked again segment by segment, at most :data:`MAX_HOPS` links
+per operation (a loop is refused like the kernel's ``ELOOP``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat as stat_mod
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from file_storage.errors import (
+    ObjectConflictError,
+    ObjectNotFoundError,
+    StorageError,
+    StoragePermissionError,
+)
+
+# POSIX only (Linux, macOS); getattr keeps `import file_storage` working elsewhere
+O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | O_CLOEXEC
+# O_NONBLOCK: opening a FIFO someone put under the root must not hang the thread
+O_READ = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | O_CLOEXEC
+O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | O_CLOEXEC
+MAX_HOPS = 40  # symlinks followed per operation, as Linux's own limit
+# errnos open(O_NOFOLLOW) gives for a symlink: Linux/macOS ELOOP, FreeBSD EMLINK; with
+# O_DIRECTORY some kernels answer ENOTDIR first
+_LINK_ERRNOS = (errno.ELOOP, errno.EMLINK, errno.ENOTDIR)
+
+
+def outside() -> StoragePermissionError:
+    return StoragePermissionError("the key resolves outside the storage root (symlink)")
+
+
+class Root:
+    """The root folder's descriptor, opened on first use and again after a fork or close."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = -1
+        self._pid = 0
+        self._lock = threading.Lock()
+        self.prefixes: tuple[str, ...] = ()  # absolute spellings of the root
+
+    def fd(self) -> int:
+        if self._fd >= 0 and self._pid == os.getpid():
+            return self._fd
+        with self._lock:
+            if self._fd >= 0 and self._pid == os.getpid():
+                return self._fd
+            if self._fd >= 0:  # inherited across fork: the child's own copy, closed here
+                os.close(self._fd)
+                self._fd = -1
+            os.makedirs(self.path, exist_ok=True)
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | O_CLOEXEC)
+            self.prefixes = tuple(dict.fromkeys((os.path.realpath(self.path), str(self.path))))
+            self._fd, self._pid = fd, os.getpid()
+            return fd
+
+    def real(self) -> str:
+        self.fd()
+        return self.prefixes[0]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0 and self._pid == os.getpid():
+                os.close(self._fd)
+            self._fd = -1
+
+
+class Hops:
+    """Symlinks followed so far by one operation."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def take(self) -> None:
+        self.count += 1
+        if self.count > MAX_HOPS:
+            raise StorageError(f"the key passes more than {MAX_HOPS} symbolic links (a loop)")
+
+
+def lexical(root: Root, where: Sequence[str], target: str) -> list[str]:
+    """The in-root segments a link at folder ``where`` pointing to ``target`` names."""
+    if target.startswith("/"):
+        for prefix in root.prefixes:
+            if target == prefix or target.startswith(prefix.rstrip("/") + "/"):
+                base: list[str] = []
+                rest = target[len(prefix) :]
+                break
+        else:
+            raise outside()
+    else:
+        base, rest = list(where), target
+    for seg in rest.split("/"):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if not base:
+                raise outside()
+            base.pop()
+        elif "\\" in seg:  # the sidecar folder and temp files are never reached by a key
+            raise StoragePermissionError("a symlink leads into the backend's own files")
+        else:
+            base.append(seg)
+    return base
+
+
+def _link_or(fd: int, name: str, create: bool) -> bool:
+    """After a refused open: True when ``name`` is a symlink; else raise what it means."""
+    try:
+        mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        raise ObjectNotFoundError() from None
+    if stat_mod.S_ISLNK(mode):
+        return True
+    if create:
+        raise ObjectConflictError("an object exists where a folder is needed")
+    raise ObjectNotFoundError()
+
+
+def open_dir(
+    root: Root,
+    parts: Sequence[str],
+    *,
+    create: bool = False,
+    follow: bool = True,
+    hops: Hops | None = None,
+) -> tuple[int, list[str]]:
+    """Open the folder ``root/parts...``; return its descriptor (the caller closes it) and
+    its real segments. ``create`` makes missing folders; ``follow`` allows in-root links."""
+    hops = hops or Hops()
+    base = root.fd()
+    cur, where = base, list[str]()
+    todo = list(reversed(parts))
+    try:
+        while todo:
+            name = todo.pop()
+            try:
+                nxt = os.open(name, O_DIR, dir_fd=cur)
+            except FileNotFoundError:
+                if not create:
+                    raise ObjectNotFoundError() from None
+                # made meanwhile, or swapped for a link: the next open tells
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o777, dir_fd=cur)
+                todo.append(name)
+                continue
+            except OSError as exc:
+                if exc.errno not in _LINK_ERRNOS or not _link_or(cur, name, create):
+                    raise
+                if not follow:
+                    raise StoragePermissionError("a symlink where none is allowed") from None
+                hops.take()
+                target = lexical(root, where, os.readlink(name, dir_fd=cur))
+                todo.extend(reversed(target))
+                if cur != base:
+                    os.close(cur)
+                cur, where = base, []
+                continue
+            if cur != base:
+                os.close(cur)
+            cur = nxt
+            where.append(name)
+        if cur == base:
+            cur = os.dup(base)
+        return cur, where
+    except BaseException:
+        if cur != base:
+            os.close(cur)
+        raise
+
+
+class Found(NamedTuple):
+    """An opened object: its descriptor, ``fstat``, and the real folder and name holding it."""
+
+    fd: int
+    st: os.stat_result
+    dir_fd: int
+    name: str
+    where: list[str]
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self.dir_fd)
+
+
+def open_object(root: Root, key: str) -> Found:
+    """Open the regular file of ``key`` for reading, following in-root links explicitly."""
+    hops = Hops()
+    parts = key.split("/")
+    while True:
+        dir_fd, where = open_dir(root, parts[:-1], hops=hops)
+        name = parts[-1]
+        try:
+            try:
+                fd = os.open(name, O_READ, dir_fd=dir_fd)
+            except FileNotFoundError:
+                raise ObjectNotFoundError() from None
+            except OSError as exc:
+                if exc.errno not in _LINK_ERRNOS or not _link_or(dir_fd, name, False):
+                    raise
+                hops.take()
+                parts = lexical(root, where, os.readlink(name, dir_fd=dir_fd))
+                if not parts:
+                    raise ObjectNotFoundError() from None  # a link to the root folder
+                os.close(dir_fd)
+                continue
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            os.close(fd)
+            os.close(dir_fd)
+            raise ObjectNotFoundError()
+        return Found(fd, st, dir_fd, name, where)
+
+
+def open_parent(root: Root, key: str, *, create: bool) -> tuple[int, str, list[str]]:
+    """The folder holding ``key`` (descriptor, owned by the caller), the key's last segment
+    and the folder's real segments. The last segment itself is never followed."""
+    parts = key.split("/")
+    dir_fd, where = open_dir(root, parts[:-1], create=create)
+    return dir_fd, parts[-1], where
+
+
+def remove_empty_parents(root: Root, where: list[str]) -> None:
+    """``rmdir`` the folders ``where`` names, deepest first, up to the first that is not empty."""
+    for depth in range(len(where), 0, -1):
+        try:
+            fd, _ = open_dir(root, where[: depth - 1], follow=False)
+        except (StorageError, OSError):
+            return
+        try:
+            os.rmdir(where[depth - 1], dir_fd=fd)
+        except OSError:
+            return
+        finally:
+            os.close(fd)
+
+
+def refuse_folder(dir_fd: int, name: str) -> None:
+    """Raise ObjectConflictError when ``name`` is a folder (a write would need it as an object)."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat_mod.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            raise ObjectConflictError("a folder exists at this key")
+
+
+def replace_at(src: str, src_fd: int, dst: str, dst_fd: int) -> None:
+    """Rename ``src`` over ``dst`` (the atomic step of every write); a link at ``dst`` is
+    replaced itself, never followed."""
+    try:
+        os.replace(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+    except OSError as exc:
+        if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+            raise ObjectConflictError("a folder exists at this key") from exc
+        raise

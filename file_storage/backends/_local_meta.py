@@ -1,0 +1,152 @@
+"""The local backend's sidecar: content type and metadata, tied to the file version.
+
+A sidecar lives at ``<root>/.file_storage\\meta/<h[:2]>/<h>`` (``h`` the sha256 of the key;
+a backslash is banned from keys, so no key can reach it) and maps *versions* of the key's
+file to what they were written with. A version is the file's ``(st_ino, st_mtime_ns,
+st_size)``: a rename keeps all three, so a write stamps its temp file, records the stamp
+in the sidecar, and only then renames the file into place. A reader ``fstat``s the file
+it opened and takes the entry with that stamp; no entry means the defaults (or, when the
+file was replaced meanwhile, it reads again). Content type and metadata therefore always
+come from the write whose bytes the reader has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import zlib
+from collections.abc import Iterator
+
+from file_storage.backends._local_fs import O_NEW, O_READ, Root, open_dir
+from file_storage.backends._local_io import tmp_name
+from file_storage.errors import ObjectNotFoundError, StorageError
+
+META_DIR = ".file_storage\\meta"
+KEEP = 4  # versions kept per key: the current one and those a reader may still hold open
+
+Meta = tuple[str, dict[str, str]]
+
+# Writes of one key in this process stamp, record and rename one at a time, so the last
+# version renamed is also the last recorded. Striped: a lock per key would grow forever.
+_STRIPES = [threading.Lock() for _ in range(64)]
+
+
+@contextlib.contextmanager
+def key_locks(*keys: str) -> Iterator[None]:
+    stripes = sorted({zlib.crc32(k.encode()) % len(_STRIPES) for k in keys})
+    with contextlib.ExitStack() as stack:
+        for i in stripes:
+            stack.enter_context(_STRIPES[i])
+        yield
+
+
+def stamp(st: os.stat_result) -> str:
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
+def _where(key: str) -> tuple[list[str], str]:
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return [META_DIR, digest[:2]], digest
+
+
+def _read(root: Root, key: str) -> dict[str, object]:
+    parts, name = _where(key)
+    try:
+        fd, _ = open_dir(root, parts, follow=False)
+    except ObjectNotFoundError:
+        return {}
+    try:
+        src = os.open(name, O_READ, dir_fd=fd)
+    except OSError:
+        return {}
+    finally:
+        os.close(fd)
+    try:
+        with open(src, encoding="utf-8") as f:
+            raw = json.load(f)
+    except ValueError:
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _entry(raw: object) -> Meta | None:
+    if not isinstance(raw, dict) or "content_type" not in raw:
+        return None
+    metadata = raw.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        return None
+    return str(raw["content_type"]), {str(k): str(v) for k, v in metadata.items()}
+
+
+def lookup(root: Root, key: str, st: os.stat_result) -> Meta | None:
+    """What the version ``st`` of ``key`` was written with; ``None``: no record of it."""
+    raw = _read(root, key)
+    versions = raw.get("versions")
+    if isinstance(versions, dict):
+        return _entry(versions.get(stamp(st)))
+    return _entry(raw)  # a sidecar written before versions were recorded
+
+
+def versions_of(root: Root, key: str) -> dict[str, object]:
+    raw = _read(root, key).get("versions")
+    return raw if isinstance(raw, dict) else {}
+
+
+def record(root: Root, key: str, version: str, meta: Meta | None) -> None:
+    """Record ``meta`` for ``version`` of ``key`` (call before the rename that installs it).
+
+    ``None`` records nothing: the defaults need no sidecar.
+    """
+    if meta is None:
+        return
+    versions = versions_of(root, key)
+    versions.pop(version, None)
+    kept = dict(list(versions.items())[-(KEEP - 1) :])
+    kept[version] = {"content_type": meta[0], "metadata": meta[1]}
+    _write(root, key, {"key": key, "versions": kept})
+
+
+def copy_versions(root: Root, src: str, dst: str) -> bool:
+    """Give ``dst`` the records of ``src`` (a move keeps the file, so its stamp); False: none."""
+    versions = versions_of(root, src)
+    if not versions:
+        return False
+    merged = versions_of(root, dst)
+    merged.update(versions)
+    _write(root, dst, {"key": dst, "versions": dict(list(merged.items())[-KEEP:])})
+    return True
+
+
+def _write(root: Root, key: str, body: dict[str, object]) -> None:
+    parts, name = _where(key)
+    fd, _ = open_dir(root, parts, create=True, follow=False)
+    try:
+        tmp = tmp_name(name)
+        out = os.open(tmp, O_NEW, 0o666, dir_fd=fd)
+        try:
+            with open(out, "w", encoding="utf-8") as f:
+                f.write(json.dumps(body))
+            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=fd)
+            raise
+    finally:
+        os.close(fd)
+
+
+def drop(root: Root, key: str) -> None:
+    """Forget every version of ``key`` (call after the rename or unlink that replaced it)."""
+    parts, name = _where(key)
+    try:
+        fd, _ = open_dir(root, parts, follow=False)
+    except (ObjectNotFoundError, StorageError):
+        return
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
