@@ -43,7 +43,8 @@ class S3StorageBackend(StorageBackend):
 
     Args:
         bucket: the bucket, which must exist.
-        prefix: the folder in the bucket this backend owns (``""``: the whole bucket).
+        prefix: the folder in the bucket this backend owns (``""`` or ``"/"``: the whole
+            bucket).
         endpoint_url: an S3-compatible server; ``None`` for AWS.
         public_endpoint_url: the address clients use for presigned URLs, when it
             differs from ``endpoint_url`` (a server inside Docker, a proxy).
