@@ -158,7 +158,7 @@ class Fallback:
     async def read(self, key: str) -> bytes | None:
         return None if self.spool is None else await self.spool.read(key)
 
-    async def open(self, key: str) -> IO[bytes] | None:
+    async def open(self, key: str) -> tuple[Entry, IO[bytes]] | None:
         return None if self.spool is None else await self.spool.open(key)
 
     async def copy_to(self, key: str, local_path: Path) -> int | None:

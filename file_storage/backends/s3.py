@@ -30,7 +30,7 @@ from file_storage.backends._s3_config import instrument, open_client, s3_options
 from file_storage.backends._s3_errors import error_code, map_s3_error
 from file_storage.backends._s3_fallback import Fallback
 from file_storage.backends.base import Method, StorageBackend
-from file_storage.errors import InvalidKeyError, StorageError
+from file_storage.errors import InvalidKeyError, PreconditionFailedError, StorageError
 from file_storage.models import ObjectInfo
 
 __all__ = ["S3StorageBackend"]
@@ -308,8 +308,11 @@ class S3StorageBackend(StorageBackend):
         self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
     ) -> AsyncIterator[bytes]:
         if (spooled := await self._fallback.open(key)) is not None:
-            # TODO(#12): pin spooled reads to if_match as well
-            async for chunk in read_range(spooled, start, end, chunk_size):
+            entry, src = spooled  # the file is that entry's version, whatever comes later
+            if if_match is not None and entry.etag != if_match:
+                await asyncio.to_thread(src.close)
+                raise PreconditionFailedError("the object changed since that ETag")
+            async for chunk in read_range(src, start, end, chunk_size):
                 yield chunk
             return
         client = await self._client()

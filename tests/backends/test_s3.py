@@ -22,6 +22,7 @@ import pytest
 from file_storage import (
     InvalidKeyError,
     ObjectNotFoundError,
+    PreconditionFailedError,
     S3StorageBackend,
     StorageBackend,
     StorageConfigError,
@@ -439,12 +440,26 @@ def client_error(code: str, status: int, retries: int = 0) -> Exception:
         ("BadDigest", 400, StorageUnavailableError),
         ("XAmzContentChecksumMismatch", 400, StorageUnavailableError),
         ("SlowDown", 503, StorageUnavailableError),
+        ("PreconditionFailed", 412, PreconditionFailedError),
+        ("412", 412, PreconditionFailedError),  # a HEAD answer has no error body
         ("EntityTooSmall", 400, StorageError),
     ],
 )
 def test_client_errors_map_by_cause(code: str, status: int, expected: type[Exception]) -> None:
     mapped = map_s3_error(client_error(code, status), bucket="b")
     assert type(mapped) is expected
+
+
+async def test_stream_with_a_stale_etag_chains_s3s_412(s3_backend: StorageBackend) -> None:
+    from botocore.exceptions import ClientError
+
+    await s3_backend.save("a.txt", b"one")
+    stale = (await s3_backend.stat("a.txt")).etag
+    assert stale is not None
+    await s3_backend.save("a.txt", b"two")
+    with pytest.raises(PreconditionFailedError) as info:
+        await anext(aiter(s3_backend.stream("a.txt", if_match=stale)))
+    assert isinstance(info.value.__cause__, ClientError)
 
 
 def test_unavailable_error_reports_botocores_attempt_count() -> None:
