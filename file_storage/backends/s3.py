@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import SecretStr
 
 from file_storage._keys import validate_key
+from file_storage._metadata import decode_value, encode_value
 from file_storage._spool import Entry, Spool, read_range
 from file_storage._streams import Progress
 from file_storage.backends import _s3_multipart as mp
@@ -227,7 +228,9 @@ class S3StorageBackend(StorageBackend):
     # ---------------------------------------------------------------- writes
 
     def _write_params(self, content_type: str, metadata: dict[str, str]) -> dict[str, Any]:
-        return {"ContentType": content_type, "Metadata": metadata, **self._options.sse}
+        # header values: RFC 2047 encoded-words where a value would not survive as it is
+        wire = {name: encode_value(value) for name, value in metadata.items()}
+        return {"ContentType": content_type, "Metadata": wire, **self._options.sse}
 
     async def _transfer(self) -> mp.Transfer:
         return mp.Transfer(
@@ -365,7 +368,10 @@ class S3StorageBackend(StorageBackend):
             last_modified=_utc(head["LastModified"]),
             etag=head.get("ETag"),
             content_type=head.get("ContentType"),
-            metadata={name.lower(): value for name, value in (head.get("Metadata") or {}).items()},
+            metadata={
+                name.lower(): decode_value(value)
+                for name, value in (head.get("Metadata") or {}).items()
+            },
         )
 
     def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:

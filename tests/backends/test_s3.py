@@ -507,6 +507,52 @@ def test_bugs_and_cancellation_are_not_translated() -> None:
     assert map_s3_error(asyncio.CancelledError(), bucket="b") is None
 
 
+# ---------------------------------------------------------------- metadata
+
+
+async def test_metadata_stored_rfc_2047_encoded_by_another_tool_decodes_on_stat(
+    s3_backend: StorageBackend, raw: Any, s3_bucket: str
+) -> None:
+    raw.put_object(
+        Bucket=s3_bucket,
+        Key="storage/a.txt",
+        Body=b"x",
+        Metadata={
+            "b-word": "=?UTF-8?B?0J/RgNC40LLQtdGC?=",
+            "q-word": "=?iso-8859-1?Q?caf=E9_cr=E8me?=",
+            "split": "=?utf-8?b?0J8=?= =?utf-8?b?0YA=?=",  # words joined without the space
+            "mixed": "name: =?UTF-8?B?w6k=?= ok",
+            "malformed": "=?UTF-8?B?!!not base64!!?=",
+            "unknown-charset": "=?x-nope?B?aGk=?=",
+            "not-a-word": "x=?UTF-8?B?aGk=?=y",
+            "plain": "just text",
+        },
+    )
+    assert dict((await s3_backend.stat("a.txt")).metadata) == {
+        "b-word": "Привет",
+        "q-word": "café crème",
+        "split": "Пр",
+        "mixed": "name: é ok",
+        "malformed": "=?UTF-8?B?!!not base64!!?=",
+        "unknown-charset": "=?x-nope?B?aGk=?=",
+        "not-a-word": "x=?UTF-8?B?aGk=?=y",
+        "plain": "just text",
+    }
+
+
+async def test_unicode_metadata_travels_as_rfc_2047_words_of_at_most_75_chars(
+    s3_backend: StorageBackend, raw: Any, s3_bucket: str
+) -> None:
+    value = "Отчёт " * 40
+    await s3_backend.save("a.txt", b"x", metadata={"name": value, "plain": "ascii"})
+    sent = raw.head_object(Bucket=s3_bucket, Key="storage/a.txt")["Metadata"]
+    assert sent["plain"] == "ascii"
+    words = sent["name"].split(" ")
+    assert len(words) > 1
+    assert all(w.startswith("=?UTF-8?B?") and w.endswith("?=") and len(w) <= 75 for w in words)
+    assert sent["name"].isascii()
+
+
 # ---------------------------------------------------------------- the client
 
 
