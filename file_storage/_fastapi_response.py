@@ -6,6 +6,7 @@ If-Modified-Since, If-Range) and RFC 6266 / RFC 8187 for Content-Disposition.
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
@@ -23,8 +24,14 @@ from starlette.types import Receive, Scope, Send
 
 from file_storage._keys import KeyLike
 from file_storage.backends.base import StorageBackend
+from file_storage.errors import PreconditionFailedError, StorageUnavailableError
+
+logger = logging.getLogger("file_storage.fastapi")
 
 Disposition = Literal["attachment", "inline"]
+
+# stat, then open that version: replaced in between, the answer is planned again
+_PIN_ATTEMPTS = 3
 
 # a byte range is served whole or refused; digits are capped so int() stays cheap
 _RANGE_SPEC = re.compile(r"([0-9]{0,30})[ \t]*-[ \t]*([0-9]{0,30})")
@@ -62,6 +69,10 @@ async def storage_response(
       allows. ``If-Range`` is honoured.
     - ``If-None-Match`` (or, without it, ``If-Modified-Since``) matching: 304.
     - ``HEAD``: the same status and headers, no body, and the object is not read.
+    - The body is the version the headers describe: the stream is opened with
+      ``if_match`` set to the stat-ed ETag before the status line goes out, and when the
+      object was replaced in between, the answer is planned again from a new stat (up
+      to 3 times, then 503). Once sent, every byte comes from that version.
 
     Args:
         backend: where the object is.
@@ -78,7 +89,32 @@ async def storage_response(
     Raises:
         ObjectNotFoundError: no object at ``key`` (404 with ``install_error_handlers``).
         InvalidKeyError: a bad key (400).
+        StorageUnavailableError: the object was replaced between the stat and the read
+            on every attempt (503).
     """
+    for attempt in range(1, _PIN_ATTEMPTS + 1):
+        try:
+            return await _respond(backend, key, request, filename, content_type, disposition)
+        except PreconditionFailedError as exc:
+            logger.debug("%r replaced while a download started (attempt %d)", key, attempt)
+            if attempt == _PIN_ATTEMPTS:
+                raise StorageUnavailableError(
+                    f"the object was replaced during each of {_PIN_ATTEMPTS} attempts to send it",
+                    operation=exc.operation,
+                    key=exc.key,
+                ) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _respond(
+    backend: StorageBackend,
+    key: KeyLike,
+    request: Request,
+    filename: str | None,
+    content_type: str | None,
+    disposition: Disposition,
+) -> Response:
+    """One attempt: stat, plan the answer, open that version's stream."""
     info = await backend.stat(key)
     size = info.size
     etag = quote_etag(info.etag)
@@ -117,7 +153,7 @@ async def storage_response(
     headers["content-length"] = str(end - start)
     if request.method == "HEAD" or end == start:
         return Response(status_code=status, headers=headers)
-    body = await _open_body(backend, info.key, start, end)
+    body = await _open_body(backend, info.key, start, end, info.etag)
     return _ObjectResponse(body, status_code=status, headers=headers)
 
 
@@ -274,10 +310,11 @@ class _ObjectResponse(Response):
 
 
 async def _open_body(
-    backend: StorageBackend, key: str, start: int, end: int
+    backend: StorageBackend, key: str, start: int, end: int, etag: str | None
 ) -> AsyncIterator[bytes]:
-    """Start the stream before the status line goes out, so a vanished object is a 404."""
-    chunks = backend.stream(key, start=start, end=end)
+    """Start the stream of the stat-ed version before the status line goes out, so a
+    vanished object is a 404 and a replaced one a PreconditionFailedError to retry on."""
+    chunks = backend.stream(key, start=start, end=end, if_match=etag)
     try:
         first = await anext(chunks, b"")
     except BaseException:

@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
+from file_storage._loops import LoopLock
 from file_storage.errors import StorageQuotaExceededError
 from file_storage.models import ObjectInfo, Usage
 
@@ -48,7 +49,7 @@ class _Quota:
         self.sizes: dict[str, int] | None = None  # None until the prefix was scanned
         self.pending: dict[str, int | None] | None = None  # changes seen during a scan
         self.scanned_at = 0.0
-        self.lock = asyncio.Lock()
+        self.lock = LoopLock()  # the backend may be used from one event loop after another
 
     def covers(self, key: str) -> bool:
         return key.startswith(self.prefix)

@@ -62,12 +62,16 @@ class Entry:
     metadata: dict[str, str]
     spooled_at: datetime
 
+    @property
+    def etag(self) -> str:
+        return f'"{self.sha256}"'
+
     def info(self) -> ObjectInfo:
         return ObjectInfo(
             key=self.key,
             size=self.size,
             last_modified=self.spooled_at,
-            etag=f'"{self.sha256}"',
+            etag=self.etag,
             content_type=self.content_type,
             metadata=dict(self.metadata),
         )
@@ -270,20 +274,22 @@ class Spool:
             return await asyncio.to_thread(self.path(entry).read_bytes)
         return None
 
-    async def open(self, key: str) -> IO[bytes] | None:
-        """An open file of the spooled ``key`` (readable even if a flush removes it)."""
+    async def open(self, key: str) -> tuple[Entry, IO[bytes]] | None:
+        """The spooled ``key``'s entry and an open file of exactly that version (readable
+        even if a flush removes it, or a newer write replaces it)."""
         entry = await self.get(key)
         if entry is None:
             return None
         with contextlib.suppress(FileNotFoundError):
-            return await asyncio.to_thread(self.path(entry).open, "rb")
+            return entry, await asyncio.to_thread(self.path(entry).open, "rb")
         return None
 
     async def copy_to(self, key: str, local_path: Path) -> int | None:
         """Copy the spooled ``key`` to ``local_path``; its size, or ``None`` if not spooled."""
-        src = await self.open(key)
-        if src is None:
+        spooled = await self.open(key)
+        if spooled is None:
             return None
+        _, src = spooled
 
         def copy() -> int:
             with src, local_path.open("wb") as out:

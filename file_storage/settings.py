@@ -3,13 +3,15 @@
 Every field names its variable: ``StorageSettings.s3.max_concurrency`` is
 ``STORAGE_S3_MAX_CONCURRENCY``. The ``local``, ``s3`` and ``quota`` sections are nested
 models, split from the variable name at the first ``_`` after the prefix. An empty value
-counts as unset. Bad values raise :class:`StorageConfigError` naming the variable, never
-echoing its value. Sizes are given in GB (10^9 bytes) and MB (MiB, 2^20 bytes, as in AWS
-tooling) here only; the ``*_bytes`` properties convert them for the backends.
+counts as unset, except ``STORAGE_S3_PREFIX=`` (the bucket root). Bad values raise
+:class:`StorageConfigError` naming the variable, never echoing its value. Sizes are given
+in GB (10^9 bytes) and MB (MiB, 2^20 bytes, as in AWS tooling) here only; the ``*_bytes``
+properties convert them for the backends.
 """
 
 from __future__ import annotations
 
+import builtins
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +28,13 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from file_storage._keys import validate_key
 from file_storage._signing import MIN_SIGNING_KEY_CHARS
@@ -38,6 +46,8 @@ ENV_PREFIX = "STORAGE_"
 GB = 10**9  # quotas are decimal, like disk vendors and S3 billing
 MIB = 2**20  # multipart sizes are binary, like the AWS CLI and boto3's TransferConfig
 MAX_S3_PREFIX_BYTES = 128  # keeps most of S3's 1024-byte key limit for the keys themselves
+# the variables whose empty value means something (the bucket root) instead of "unset"
+_EMPTY_MEANS_EMPTY = frozenset({"storage_s3_prefix"})
 # S3 parts are 5 MiB..5 GiB, and one PUT takes at most 5 GiB (AWS, "Amazon S3 multipart
 # upload limits"), so the threshold above which multipart is used must stay <= 5 GiB too.
 MIN_PART_MB = 5
@@ -146,7 +156,8 @@ class S3Settings(BaseModel):
 
     bucket: str | None = Field(default=None, description="STORAGE_S3_BUCKET: required for S3")
     prefix: str = Field(
-        default="storage", description="STORAGE_S3_PREFIX: folder holding every key"
+        default="storage",
+        description="STORAGE_S3_PREFIX: folder holding every key; empty or '/': the bucket root",
     )
     region: str = Field(default="us-east-1", description="STORAGE_S3_REGION")
     access_key_id: SecretStr | None = Field(default=None, description="STORAGE_S3_ACCESS_KEY_ID")
@@ -210,8 +221,8 @@ class S3Settings(BaseModel):
     @field_validator("prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
-        if not value:  # only from code: an empty variable means the default
-            return value  # the whole bucket
+        if value in ("", "/"):  # the whole bucket
+            return ""
         if value.startswith("/") or value.endswith("/"):
             raise ValueError("must not start or end with '/'")
         if len(value.encode("utf-8", "replace")) > MAX_S3_PREFIX_BYTES:
@@ -318,7 +329,8 @@ class StorageSettings(BaseSettings):
         env_nested_delimiter="_",
         env_nested_max_split=1,
         env_file=".env",
-        env_ignore_empty=True,
+        # empty values are dropped by settings_customise_sources, all but the S3 prefix
+        env_ignore_empty=False,
         extra="ignore",
         hide_input_in_errors=True,
     )
@@ -344,6 +356,26 @@ class StorageSettings(BaseSettings):
         # raised outside the except block, so not even __context__ keeps the pydantic
         # error: it holds the raw inputs, secrets included
         raise error
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: builtins.type[BaseSettings],  # "type" is a field here
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # An empty variable counts as unset (a shell or compose file that blanks it), but
+        # STORAGE_S3_PREFIX= must reach the field: it selects the bucket root.
+        for source in (env_settings, dotenv_settings):  # the .env source is an env source
+            if isinstance(source, EnvSettingsSource):
+                source.env_vars = {
+                    name: value
+                    for name, value in source.env_vars.items()
+                    if value != "" or name.lower() in _EMPTY_MEANS_EMPTY
+                }
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
 
     @field_validator("type", mode="before")
     @classmethod

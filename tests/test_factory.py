@@ -8,7 +8,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from pydantic import SecretStr
@@ -28,6 +28,7 @@ from file_storage import (
     create_storage_backend,
     get_storage_backend,
 )
+from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
 
 SECRET = "fake-secret-key-that-must-never-be-printed"
 SIGNING_KEY = "signing-key-" + "x" * 32
@@ -350,3 +351,25 @@ def test_get_with_bad_settings_raises_and_keeps_nothing(
         get_storage_backend()
     monkeypatch.setenv("STORAGE_TYPE", "memory")
     assert type(get_storage_backend()) is MemoryStorageBackend
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("value", ["", "/"])
+async def test_an_empty_or_slash_s3_prefix_works_at_the_bucket_root(
+    monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, s3_bucket: str, raw: Any, value: str
+) -> None:
+    raw.put_object(Bucket=s3_bucket, Key="report.txt", Body=b"at the root")
+    for name, setting in {
+        "STORAGE_TYPE": "S3",
+        "STORAGE_S3_BUCKET": s3_bucket,
+        "STORAGE_S3_PREFIX": value,
+        "STORAGE_S3_ENDPOINT_URL": moto_endpoint,
+        "STORAGE_S3_ACCESS_KEY_ID": FAKE_KEY_ID,
+        "STORAGE_S3_SECRET_ACCESS_KEY": FAKE_SECRET,
+    }.items():
+        monkeypatch.setenv(name, setting)
+    async with create_storage_backend() as backend:
+        assert await backend.list_files() == ["report.txt"]
+        assert await backend.load("report.txt") == b"at the root"
+        await backend.save("docs/new.txt", b"x")
+    assert raw.get_object(Bucket=s3_bucket, Key="docs/new.txt")["Body"].read() == b"x"

@@ -458,3 +458,27 @@ def test_configuration_doc_lists_every_variable() -> None:
     text = (ROOT / "docs" / "configuration.md").read_text()
     documented = set(re.findall(r"^\| `(STORAGE_[A-Z0-9_]+)` \|", text, re.M))
     assert documented == every_variable()
+
+
+# ------------------------------------------------------------------ the bucket root
+
+
+@pytest.mark.parametrize("value", ["", "/"])
+def test_an_empty_or_slash_s3_prefix_selects_the_bucket_root(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    settings = settings_from(monkeypatch, STORAGE_S3_PREFIX=value)
+    assert settings.s3.prefix == ""
+
+
+@pytest.mark.parametrize("value", ["", "/"])
+def test_an_empty_or_slash_s3_prefix_in_dotenv_selects_the_bucket_root(
+    tmp_path: Path, value: str
+) -> None:
+    (tmp_path / ".env").write_text(f"STORAGE_S3_PREFIX={value}\nSTORAGE_S3_REGION=\n")
+    settings = StorageSettings()
+    assert (settings.s3.prefix, settings.s3.region) == ("", "us-east-1")
+
+
+def test_an_unset_s3_prefix_is_still_storage() -> None:
+    assert StorageSettings().s3.prefix == "storage"

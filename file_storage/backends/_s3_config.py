@@ -156,7 +156,7 @@ def s3_options(
 def _root(prefix: object) -> str:
     if not isinstance(prefix, str):
         raise StorageConfigError("prefix must be a str")
-    if not prefix:
+    if prefix in ("", "/"):  # the whole bucket
         return ""
     if prefix.startswith("/") or prefix.endswith("/"):
         raise StorageConfigError("prefix must not start or end with '/'")

@@ -96,6 +96,9 @@ def _map_client_error(exc: Any, bucket: str) -> StorageError:
     http = f"HTTP {status}" if status else "no HTTP status"
     if code in NOT_FOUND:
         return ObjectNotFoundError()
+    if code in ("PreconditionFailed", "412") or status == 412:
+        # an IfMatch that no longer holds: the object was replaced since that ETag
+        return PreconditionFailedError(f"the object changed since that ETag ({code}, {http})")
     if code == "NoSuchBucket":
         return StorageConfigError(f"bucket {bucket!r} does not exist")
     if code in DENIED or status == 403:
@@ -107,10 +110,6 @@ def _map_client_error(exc: Any, bucket: str) -> StorageError:
     if code in TRANSIENT or (isinstance(status, int) and status >= 500):
         what = f"{status} {code}" if status else code
         return StorageUnavailableError(f"S3 unavailable{_after(_retries(response))} ({what})")
-    if code == "PreconditionFailed":
-        return PreconditionFailedError(
-            "the object changed while the operation ran (PreconditionFailed)"
-        )
     return StorageError(f"S3 error {code} ({http})")
 
 

@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
+from file_storage._loops import LoopLock
 from file_storage._spool import Entry, Spool, intact, unlock
 from file_storage._streams import closing
 from file_storage.backends._s3_errors import is_outage
@@ -46,7 +47,7 @@ class Fallback:
     def __init__(self, spool: Spool | None, flush_interval: float | None) -> None:
         self.spool = spool
         self.flush_interval = flush_interval
-        self._flushing: asyncio.Lock | None = None
+        self._flushing = LoopLock()
         self._flusher: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ writes
@@ -158,7 +159,7 @@ class Fallback:
     async def read(self, key: str) -> bytes | None:
         return None if self.spool is None else await self.spool.read(key)
 
-    async def open(self, key: str) -> IO[bytes] | None:
+    async def open(self, key: str) -> tuple[Entry, IO[bytes]] | None:
         return None if self.spool is None else await self.spool.open(key)
 
     async def copy_to(self, key: str, local_path: Path) -> int | None:
@@ -218,9 +219,7 @@ class Fallback:
         if self.spool is None:
             return 0
         spool = self.spool
-        if self._flushing is None:
-            self._flushing = asyncio.Lock()
-        async with self._flushing:  # one flush per process at a time, one per spool
+        async with self._flushing:  # one flush per loop at a time, one per spool
             lock = await asyncio.to_thread(spool.try_flush_lock)
             if lock is None:
                 return 0  # another process is flushing this spool
@@ -248,8 +247,9 @@ class Fallback:
         interval = self.flush_interval
         if self.spool is None or interval is None:
             return
-        if self._flusher is not None and not self._flusher.done():
-            return
+        flusher = self._flusher
+        if flusher is not None and not flusher.done() and flusher.get_loop().is_running():
+            return  # one flusher is enough (a task of a loop that stopped never runs again)
 
         async def every() -> None:
             while True:
@@ -267,6 +267,11 @@ class Fallback:
 
     async def stop(self) -> None:
         flusher, self._flusher = self._flusher, None
-        if flusher is not None:
+        if flusher is None or flusher.done():
+            return
+        loop = flusher.get_loop()
+        if loop is asyncio.get_running_loop():
             flusher.cancel()
             await asyncio.wait([flusher])
+        elif not loop.is_closed():  # another thread's loop, or one that may run again
+            loop.call_soon_threadsafe(flusher.cancel)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 import aiofiles
 
+from file_storage._metadata import normalize_metadata as normalize_metadata  # for base.py
 from file_storage._quota import Reservation
 from file_storage._streams import CHUNK_SIZE, Progress, as_bytes
 from file_storage.errors import (
@@ -22,22 +23,6 @@ from file_storage.errors import (
 )
 
 logger = logging.getLogger("file_storage")
-
-
-def normalize_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    """Lower-case keys; S3 sends metadata as HTTP headers, so keep both sides to ASCII."""
-    if not metadata:
-        return {}
-    out: dict[str, str] = {}
-    for name, value in metadata.items():
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError("metadata must map str to str")
-        if not name or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name):
-            raise ValueError(f"metadata key {name!r}: use ASCII letters, digits, '-', '_' or '.'")
-        if not all(c.isascii() and (c.isprintable() or c == "\t") for c in value):
-            raise ValueError(f"metadata value of {name!r}: use printable ASCII only")
-        out[name.lower()] = value
-    return out
 
 
 def check_range(start: int | None, end: int | None, chunk_size: int | None) -> int:

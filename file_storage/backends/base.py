@@ -234,19 +234,21 @@ class StorageBackend(abc.ABC):
             content: bytes-like, or an async iterable of bytes, streamed and never
                 buffered whole (S3 turns a long stream into a parallel multipart upload).
             content_type: MIME type; guessed from the key's extension when ``None``.
-            metadata: user metadata (ASCII), returned by :meth:`stat` with lower-cased keys.
+            metadata: user metadata: names are HTTP tokens (returned lower-cased by
+                :meth:`stat`), values any ``str``; at most 2 KiB in all, as S3 counts it.
             progress: called as ``progress(bytes_done, bytes_total_or_None)``.
 
         Returns:
             The normalized key.
 
         Raises:
-            InvalidKeyError: bad key. StorageQuotaExceededError: over quota (nothing
-            written). StorageError: the key is a folder or under an object, or I/O failed.
+            InvalidKeyError: bad key. InvalidMetadataError: bad metadata (nothing written).
+            StorageQuotaExceededError: over quota (nothing written). StorageError: the key
+            is a folder or under an object, or I/O failed.
         """
         key = self._key(path, "save")
         ctype = content_type or guess_content_type(key)
-        meta = normalize_metadata(metadata)
+        meta = normalize_metadata(metadata, "save", key)
         if isinstance(content, bytes | bytearray | memoryview):
             data = bytes(content)
             with self._translate("save", key, len(data)):
@@ -309,7 +311,7 @@ class StorageBackend(abc.ABC):
         """
         key = self._key(path, "upload_file")
         ctype = content_type or guess_content_type(key)
-        meta = normalize_metadata(metadata)
+        meta = normalize_metadata(metadata, "upload_file", key)
         source = Path(local_path)
         with self._translate("upload_file", key) as call:
             try:
@@ -710,7 +712,7 @@ class StorageBackend(abc.ABC):
         On an exception nothing is uploaded and the temp file is removed.
         """
         key = self._key(path, "staged_upload")
-        meta = normalize_metadata(metadata)
+        meta = normalize_metadata(metadata, "staged_upload", key)
         tmpdir = await asyncio.to_thread(tempfile.mkdtemp, prefix="file_storage-")
         try:
             local = Path(tmpdir) / (key.rsplit("/", 1)[-1])

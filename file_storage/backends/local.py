@@ -321,7 +321,9 @@ class LocalStorageBackend(StorageBackend):
 
     @staticmethod
     def _etag(st: os.stat_result) -> str:
-        return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+        # the inode too: every write makes a new file (temp + rename), so two versions of
+        # one size written within one tick of a coarse file-system clock still differ
+        return f'"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"'
 
     def _info(self, key: str, st: os.stat_result, meta: Meta | None, *, full: bool) -> ObjectInfo:
         content_type, metadata = meta or ((guess_content_type(key), {}) if full else (None, {}))

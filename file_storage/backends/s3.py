@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any, Literal
 from pydantic import SecretStr
 
 from file_storage._keys import validate_key
+from file_storage._loops import ShutdownHook
+from file_storage._metadata import decode_value, encode_value
 from file_storage._spool import Entry, Spool, read_range
 from file_storage._streams import Progress
 from file_storage.backends import _s3_multipart as mp
@@ -30,7 +33,12 @@ from file_storage.backends._s3_config import instrument, open_client, s3_options
 from file_storage.backends._s3_errors import error_code, is_outage, map_s3_error
 from file_storage.backends._s3_fallback import Fallback
 from file_storage.backends.base import Method, StorageBackend
-from file_storage.errors import InvalidKeyError, StorageConfigError, StorageError
+from file_storage.errors import (
+    InvalidKeyError,
+    PreconditionFailedError,
+    StorageConfigError,
+    StorageError,
+)
 from file_storage.models import ObjectInfo
 
 __all__ = ["S3StorageBackend"]
@@ -43,7 +51,8 @@ class S3StorageBackend(StorageBackend):
 
     Args:
         bucket: the bucket, which must exist.
-        prefix: the folder in the bucket this backend owns (``""``: the whole bucket).
+        prefix: the folder in the bucket this backend owns (``""`` or ``"/"``: the whole
+            bucket).
         endpoint_url: an S3-compatible server; ``None`` for AWS.
         public_endpoint_url: the address clients use for presigned URLs, when it
             differs from ``endpoint_url`` (a server inside Docker, a proxy).
@@ -126,11 +135,9 @@ class S3StorageBackend(StorageBackend):
         self._key_overhead = len(self._root.encode())
         path = options.fallback_path
         self._fallback = Fallback(None if path is None else Spool(path), options.flush_interval)
-        self._lock = asyncio.Lock()
-        self._client_stack = contextlib.AsyncExitStack()
-        self._s3: Any = None
-        self._signer: Any = None
-        self._background: set[asyncio.Task[None]] = set()
+        # clients per event loop: an aiohttp session belongs to the loop it was opened in
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
+        self._loops_lock = threading.Lock()  # threads may each run a loop of their own
 
     def __repr__(self) -> str:
         return (
@@ -140,40 +147,76 @@ class S3StorageBackend(StorageBackend):
 
     # ---------------------------------------------------------------- clients
 
+    def _here(self) -> _LoopClients:
+        """The clients of the running event loop (a new, empty set in a new loop)."""
+        loop = asyncio.get_running_loop()
+        clients = self._loops.get(loop)
+        if clients is None:
+            with self._loops_lock:
+                clients = self._loops.get(loop)
+                if clients is None:
+                    self._forget_closed_loops()
+                    close = functools.partial(self._close_clients, loop)
+                    clients = self._loops[loop] = _LoopClients(close)
+        return clients
+
+    def _forget_closed_loops(self) -> None:
+        for loop, clients in list(self._loops.items()):
+            if loop.is_closed():
+                # closed without shutdown_asyncgens() (asyncio.run always calls it): its
+                # connections cannot be closed any more; drop them, never reuse them
+                del self._loops[loop]
+                if clients.s3 is not None:
+                    logger.warning("dropped the S3 client of an event loop closed under it")
+
     async def _client(self) -> Any:
-        """The backend's one S3 client, opened on first use."""
-        if self._s3 is None:
-            async with self._lock:
-                if self._s3 is None:
-                    self._s3 = await self._open(self._options.endpoint_url)
+        """The backend's S3 client in this event loop, opened on first use."""
+        clients = self._here()
+        if clients.s3 is None:
+            async with clients.lock:
+                if clients.s3 is None:
+                    clients.s3 = await self._open(clients, self._options.endpoint_url)
         self._fallback.start(self.flush_spool)
-        return self._s3
+        return clients.s3
 
     async def _signing_client(self) -> Any:
         """The client that signs URLs: a second one bound to public_endpoint_url when set."""
         # SigV4 signs the host: a URL re-pointed after signing no longer verifies
         if self._options.public_endpoint_url is None:
             return await self._client()
-        if self._signer is None:
-            async with self._lock:
-                if self._signer is None:
-                    self._signer = await self._open(self._options.public_endpoint_url)
-        return self._signer
+        clients = self._here()
+        if clients.signer is None:
+            async with clients.lock:
+                if clients.signer is None:
+                    endpoint = self._options.public_endpoint_url
+                    clients.signer = await self._open(clients, endpoint)
+        return clients.signer
 
-    async def _open(self, endpoint: str | None) -> Any:
-        client = await self._client_stack.enter_async_context(open_client(self._options, endpoint))
+    async def _open(self, clients: _LoopClients, endpoint: str | None) -> Any:
+        client = await clients.stack.enter_async_context(open_client(self._options, endpoint))
         instrument(client)
+        # closed with its loop: asyncio.run finalizes async generators before closing it
+        await clients.hook.arm()
         logger.debug("opened S3 client for bucket %r", self._bucket)
         return client
 
+    async def _close_clients(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._loops_lock:
+            clients = self._loops.pop(loop, None)
+        if clients is None:
+            return
+        async with clients.lock:
+            if clients.background:  # aborts of failed uploads still need the client
+                await asyncio.gather(*clients.background, return_exceptions=True)
+            await clients.stack.aclose()
+
     async def _aclose(self) -> None:
         await self._fallback.stop()
-        async with self._lock:
-            if self._background:  # aborts of failed uploads still need the client
-                await asyncio.gather(*self._background, return_exceptions=True)
-            stack, self._client_stack = self._client_stack, contextlib.AsyncExitStack()
-            self._s3 = self._signer = None
-            await stack.aclose()
+        clients = self._loops.get(asyncio.get_running_loop())
+        if clients is not None:
+            await clients.hook.run()
+        with self._loops_lock:
+            self._forget_closed_loops()
 
     async def _check(self) -> None:
         # one HeadBucket: a missing bucket, bad credentials or an unreachable endpoint
@@ -246,7 +289,9 @@ class S3StorageBackend(StorageBackend):
     # ---------------------------------------------------------------- writes
 
     def _write_params(self, content_type: str, metadata: dict[str, str]) -> dict[str, Any]:
-        return {"ContentType": content_type, "Metadata": metadata, **self._options.sse}
+        # header values: RFC 2047 encoded-words where a value would not survive as it is
+        wire = {name: encode_value(value) for name, value in metadata.items()}
+        return {"ContentType": content_type, "Metadata": wire, **self._options.sse}
 
     async def _transfer(self) -> mp.Transfer:
         return mp.Transfer(
@@ -255,7 +300,7 @@ class S3StorageBackend(StorageBackend):
             threshold=self._options.threshold,
             part_size=self._options.chunk_size,
             concurrency=self._options.concurrency,
-            background=self._background,
+            background=self._here().background,
         )
 
     async def _save(
@@ -327,8 +372,11 @@ class S3StorageBackend(StorageBackend):
         self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
     ) -> AsyncIterator[bytes]:
         if (spooled := await self._fallback.open(key)) is not None:
-            # TODO(#12): pin spooled reads to if_match as well
-            async for chunk in read_range(spooled, start, end, chunk_size):
+            entry, src = spooled  # the file is that entry's version, whatever comes later
+            if if_match is not None and entry.etag != if_match:
+                await asyncio.to_thread(src.close)
+                raise PreconditionFailedError("the object changed since that ETag")
+            async for chunk in read_range(src, start, end, chunk_size):
                 yield chunk
             return
         client = await self._client()
@@ -381,7 +429,10 @@ class S3StorageBackend(StorageBackend):
             last_modified=_utc(head["LastModified"]),
             etag=head.get("ETag"),
             content_type=head.get("ContentType"),
-            metadata={name.lower(): value for name, value in (head.get("Metadata") or {}).items()},
+            metadata={
+                name.lower(): decode_value(value)
+                for name, value in (head.get("Metadata") or {}).items()
+            },
         )
 
     def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
@@ -429,6 +480,20 @@ class S3StorageBackend(StorageBackend):
             ExpiresIn=expires_in,
         )
         return url
+
+
+class _LoopClients:
+    """The S3 clients of one event loop, closed when it shuts down (or by ``aclose``)."""
+
+    __slots__ = ("background", "hook", "lock", "s3", "signer", "stack")
+
+    def __init__(self, close: functools.partial[Any]) -> None:
+        self.lock = asyncio.Lock()
+        self.stack = contextlib.AsyncExitStack()
+        self.s3: Any = None
+        self.signer: Any = None
+        self.background: set[asyncio.Task[None]] = set()
+        self.hook = ShutdownHook(close)
 
 
 def _utc(value: datetime) -> datetime:

@@ -22,6 +22,7 @@ import pytest
 from file_storage import (
     InvalidKeyError,
     ObjectNotFoundError,
+    PreconditionFailedError,
     S3StorageBackend,
     StorageBackend,
     StorageConfigError,
@@ -439,12 +440,26 @@ def client_error(code: str, status: int, retries: int = 0) -> Exception:
         ("BadDigest", 400, StorageUnavailableError),
         ("XAmzContentChecksumMismatch", 400, StorageUnavailableError),
         ("SlowDown", 503, StorageUnavailableError),
+        ("PreconditionFailed", 412, PreconditionFailedError),
+        ("412", 412, PreconditionFailedError),  # a HEAD answer has no error body
         ("EntityTooSmall", 400, StorageError),
     ],
 )
 def test_client_errors_map_by_cause(code: str, status: int, expected: type[Exception]) -> None:
     mapped = map_s3_error(client_error(code, status), bucket="b")
     assert type(mapped) is expected
+
+
+async def test_stream_with_a_stale_etag_chains_s3s_412(s3_backend: StorageBackend) -> None:
+    from botocore.exceptions import ClientError
+
+    await s3_backend.save("a.txt", b"one")
+    stale = (await s3_backend.stat("a.txt")).etag
+    assert stale is not None
+    await s3_backend.save("a.txt", b"two")
+    with pytest.raises(PreconditionFailedError) as info:
+        await anext(aiter(s3_backend.stream("a.txt", if_match=stale)))
+    assert isinstance(info.value.__cause__, ClientError)
 
 
 def test_unavailable_error_reports_botocores_attempt_count() -> None:
@@ -490,6 +505,52 @@ def test_only_outages_are_absorbed_by_the_spool(
 def test_bugs_and_cancellation_are_not_translated() -> None:
     assert map_s3_error(TypeError("bug"), bucket="b") is None
     assert map_s3_error(asyncio.CancelledError(), bucket="b") is None
+
+
+# ---------------------------------------------------------------- metadata
+
+
+async def test_metadata_stored_rfc_2047_encoded_by_another_tool_decodes_on_stat(
+    s3_backend: StorageBackend, raw: Any, s3_bucket: str
+) -> None:
+    raw.put_object(
+        Bucket=s3_bucket,
+        Key="storage/a.txt",
+        Body=b"x",
+        Metadata={
+            "b-word": "=?UTF-8?B?0J/RgNC40LLQtdGC?=",
+            "q-word": "=?iso-8859-1?Q?caf=E9_cr=E8me?=",
+            "split": "=?utf-8?b?0J8=?= =?utf-8?b?0YA=?=",  # words joined without the space
+            "mixed": "name: =?UTF-8?B?w6k=?= ok",
+            "malformed": "=?UTF-8?B?!!not base64!!?=",
+            "unknown-charset": "=?x-nope?B?aGk=?=",
+            "not-a-word": "x=?UTF-8?B?aGk=?=y",
+            "plain": "just text",
+        },
+    )
+    assert dict((await s3_backend.stat("a.txt")).metadata) == {
+        "b-word": "Привет",
+        "q-word": "café crème",
+        "split": "Пр",
+        "mixed": "name: é ok",
+        "malformed": "=?UTF-8?B?!!not base64!!?=",
+        "unknown-charset": "=?x-nope?B?aGk=?=",
+        "not-a-word": "x=?UTF-8?B?aGk=?=y",
+        "plain": "just text",
+    }
+
+
+async def test_unicode_metadata_travels_as_rfc_2047_words_of_at_most_75_chars(
+    s3_backend: StorageBackend, raw: Any, s3_bucket: str
+) -> None:
+    value = "Отчёт " * 40
+    await s3_backend.save("a.txt", b"x", metadata={"name": value, "plain": "ascii"})
+    sent = raw.head_object(Bucket=s3_bucket, Key="storage/a.txt")["Metadata"]
+    assert sent["plain"] == "ascii"
+    words = sent["name"].split(" ")
+    assert len(words) > 1
+    assert all(w.startswith("=?UTF-8?B?") and w.endswith("?=") and len(w) <= 75 for w in words)
+    assert sent["name"].isascii()
 
 
 # ---------------------------------------------------------------- the client

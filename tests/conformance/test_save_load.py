@@ -158,7 +158,7 @@ async def test_metadata_on_streamed_save(backend: StorageBackend) -> None:
 
 @pytest.mark.parametrize(
     "metadata",
-    [{"bad key": "v"}, {"k": "caf\u00e9"}, {"k": "line\nbreak"}, {"": "v"}, {"k\u00e9": "v"}],
+    [{"bad key": "v"}, {"": "v"}, {"k\u00e9": "v"}],
 )
 async def test_bad_metadata_raises_value_error_and_writes_nothing(
     backend: StorageBackend, metadata: dict[str, str]

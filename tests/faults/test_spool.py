@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from file_storage import (
+    PreconditionFailedError,
     S3StorageBackend,
     StorageConfigError,
     StoragePermissionError,
@@ -367,6 +368,20 @@ async def test_newer_write_replaces_the_spooled_version(
     assert await spooling.flush_spool() == 0
     assert s3_body(raw, s3_bucket, "a.txt") == b"new"
     assert spool_files(spool_path) == []
+
+
+async def test_stream_of_a_spooled_object_is_pinned_to_its_etag(
+    spooling: S3StorageBackend, proxy: FaultProxy
+) -> None:
+    proxy.refuse()
+    await spooling.save("a.txt", b"spooled one")
+    etag = (await spooling.stat("a.txt")).etag
+    assert etag is not None
+    assert [c async for c in spooling.stream("a.txt", start=8, if_match=etag)] == [b"one"]
+    await spooling.save("a.txt", b"spooled two")  # a newer spooled version
+    with pytest.raises(PreconditionFailedError) as info:
+        await anext(aiter(spooling.stream("a.txt", if_match=etag)))
+    assert (info.value.operation, info.value.key) == ("stream", "a.txt")
 
 
 async def test_delete_removes_the_spooled_and_the_stored_version(

@@ -1,0 +1,90 @@
+"""Resources of one event loop, for backends used from one loop after another.
+
+A script or task worker calling ``asyncio.run`` per job gives every job a new loop. An
+aiohttp session (inside an aiobotocore client), an ``asyncio.Lock`` that ever had to wait
+and a task all belong to the loop they started on, and fail or leak in the next one. So
+a backend keeps such things per loop, and closes them while their loop can still run
+code: ``asyncio.run`` (and ``asyncio.Runner``, and uvloop) finalize every live async
+generator before closing the loop, and :class:`ShutdownHook` is one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable
+
+__all__ = ["LoopLock", "ShutdownHook"]
+
+logger = logging.getLogger("file_storage")
+
+
+class ShutdownHook:
+    """Run ``callback`` once: when the loop it was armed in shuts down its async generators
+    (before that loop closes), or on :meth:`run`, whichever comes first."""
+
+    __slots__ = ("_agen", "_callback", "_done")
+
+    def __init__(self, callback: Callable[[], Awaitable[None]]) -> None:
+        self._callback = callback
+        self._agen: AsyncGenerator[None, None] | None = None
+        self._done = False
+
+    async def arm(self) -> None:
+        """Watch the running loop (idempotent)."""
+        if self._agen is None and not self._done:
+            agen = self._wait()
+            # the first iteration registers the generator with the running loop, which
+            # finalizes it in shutdown_asyncgens(); the loop keeps only a weak reference
+            await anext(agen)
+            self._agen = agen
+
+    async def run(self) -> None:
+        """Run the callback now, if it has not run yet."""
+        agen, self._agen = self._agen, None
+        if agen is not None:
+            await agen.aclose()  # runs the callback in the generator's finally
+        elif not self._done:
+            await self._call()
+
+    async def _wait(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await self._call()
+
+    async def _call(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            await self._callback()
+        except Exception:  # at loop shutdown nobody could catch it: log, never lose it
+            logger.exception("closing the resources of an event loop failed")
+
+
+class LoopLock:
+    """An ``asyncio.Lock`` usable from one event loop after another: one lock per loop.
+
+    A plain ``asyncio.Lock`` binds to the loop of its first wait and then refuses every
+    other. This one serializes the tasks of each loop, as a lock kept by a loop-bound
+    object would; loops in other threads get locks of their own.
+    """
+
+    __slots__ = ("_locks",)
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def __aenter__(self) -> None:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        await lock.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._locks[asyncio.get_running_loop()].release()

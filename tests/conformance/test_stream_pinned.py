@@ -1,0 +1,42 @@
+"""stream(if_match=): a read pinned to the version an ETag names."""
+
+from __future__ import annotations
+
+import pytest
+
+from file_storage import PreconditionFailedError, StorageBackend
+
+
+async def read(backend: StorageBackend, key: str, **kwargs: object) -> bytes:
+    return b"".join([chunk async for chunk in backend.stream(key, **kwargs)])  # type: ignore[arg-type]
+
+
+async def test_stream_with_the_current_etag_reads_that_version(backend: StorageBackend) -> None:
+    await backend.save("p/a.bin", b"version one")
+    etag = (await backend.stat("p/a.bin")).etag
+    assert etag is not None
+    assert await read(backend, "p/a.bin", if_match=etag) == b"version one"
+    assert await read(backend, "p/a.bin", start=8, if_match=etag) == b"one"
+
+
+async def test_stream_with_a_stale_etag_raises_precondition_failed(
+    backend: StorageBackend,
+) -> None:
+    await backend.save("p/a.bin", b"version one")
+    stale = (await backend.stat("p/a.bin")).etag
+    assert stale is not None
+    await backend.save("p/a.bin", b"version two, longer")
+    with pytest.raises(PreconditionFailedError) as info:
+        await read(backend, "p/a.bin", if_match=stale)
+    assert (info.value.operation, info.value.key) == ("stream", "p/a.bin")
+
+
+async def test_ranged_stream_with_a_stale_etag_raises_precondition_failed(
+    backend: StorageBackend,
+) -> None:
+    await backend.save("p/a.bin", b"version one")
+    stale = (await backend.stat("p/a.bin")).etag
+    assert stale is not None
+    await backend.save("p/a.bin", b"version two")
+    with pytest.raises(PreconditionFailedError):
+        await read(backend, "p/a.bin", start=2, end=5, if_match=stale)
