@@ -24,6 +24,8 @@ _ENV = "FILE_STORAGE_TEST_S3_"
 #: What a test can need from the server, and how a server lacking it is described.
 REASONS = {
     "checks_signatures": "accepts any credentials and signature",
+    "checks_content_md5": "stores a body that does not match its Content-MD5",
+    "checks_crc32": "stores a body that does not match its x-amz-checksum-crc32",
     "presign_expiry": "does not check the expiry of presigned URLs",
     "second_user": "has no second test user (FILE_STORAGE_TEST_S3_OTHER_*)",
     "stores_checksums": "neither checks nor stores flexible checksums (x-amz-checksum-*)",
@@ -32,9 +34,10 @@ REASONS = {
 
 #: What each known server does; a second user comes from the environment.
 FEATURES: dict[str, frozenset[str]] = {
+    # moto 5 echoes a CRC32 back without checking it, and checks no Content-MD5 either
     "moto": frozenset({"stores_checksums", "sse_over_http"}),
     # Ceph RGW 16.2 as scripts/ceph-rgw.sh configures it (docs/compatibility.md)
-    "ceph": frozenset({"checks_signatures", "presign_expiry"}),
+    "ceph": frozenset({"checks_signatures", "presign_expiry", "checks_content_md5"}),
 }
 
 
