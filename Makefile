@@ -27,7 +27,7 @@ test: lint
 # proxy) against a throwaway Ceph RADOS Gateway instead of moto: installs Debian's Ceph
 # packages when missing (root), starts the cluster in a temp dir, always stops it
 # (removes it after a pass; keeps its logs after a failure). See docs/compatibility.md.
-CEPH_TESTS := tests/conformance tests/backends/test_s3.py tests/integration \
+CEPH_TESTS := tests/conformance tests/backends tests/integration \
 	tests/faults/test_s3_integrity.py
 
 test-ceph: install

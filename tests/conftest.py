@@ -44,8 +44,8 @@ def _scrub_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _s3_needs(request: pytest.FixtureRequest) -> None:
     """Skip a test marked ``s3_needs(feature, ...)`` where the S3 server lacks a feature."""
-    marker = request.node.get_closest_marker("s3_needs")
-    if marker is not None and (reason := missing_feature(marker.args)) is not None:
+    needed = [feature for mark in request.node.iter_markers("s3_needs") for feature in mark.args]
+    if needed and (reason := missing_feature(needed)) is not None:
         pytest.skip(reason)
 
 
