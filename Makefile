@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install lint test run bench bench-quick clean
+.PHONY: install lint test test-ceph run bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,22 @@ lint: install
 test: lint
 	scripts/ensure-chromium
 	$(PY) -m pytest
+
+# The S3 tests (conformance, backend, FastAPI integration, integrity through the fault
+# proxy) against a throwaway Ceph RADOS Gateway instead of moto: installs Debian's Ceph
+# packages when missing (root), starts the cluster in a temp dir, always stops it
+# (removes it after a pass; keeps its logs after a failure). See docs/compatibility.md.
+CEPH_TESTS := tests/conformance tests/backends tests/integration \
+	tests/faults/test_s3_integrity.py
+
+test-ceph: install
+	scripts/ceph-rgw.sh install
+	@export CEPH_RGW_DIR="$$(mktemp -d "$${TMPDIR:-/tmp}/file-storage-ceph.XXXXXX")"; \
+	trap 'status=$$?; if [ $$status -eq 0 ]; then scripts/ceph-rgw.sh clean; \
+		else scripts/ceph-rgw.sh stop; echo "ceph logs kept in $$CEPH_RGW_DIR/log" >&2; fi' EXIT; \
+	trap 'exit 130' INT TERM; \
+	scripts/ceph-rgw.sh start && . "$$CEPH_RGW_DIR/env" && \
+	$(PY) -m pytest -p no:cacheprovider -m s3 $(CEPH_TESTS)
 
 # The example service on the embedded local backend at http://127.0.0.1:8000. It needs
 # the [run] extra only (FastAPI, uvicorn), not the dev toolchain: a stamp of its own.

@@ -105,12 +105,22 @@ async def add_bucket_cors(settings: StorageSettings, origins: list[str]) -> None
             if exc.response["Error"]["Code"] != "NoSuchCORSConfiguration":
                 raise
             rules = []
-        if rule in rules:
+        if any(_cors_meaning(existing) == _cors_meaning(rule) for existing in rules):
             return
         await client.put_bucket_cors(
             Bucket=s3.bucket, CORSConfiguration={"CORSRules": [*rules, rule]}
         )
     logger.info("added a CORS rule for %s to bucket %s", ", ".join(origins), s3.bucket)
+
+
+def _cors_meaning(rule: dict[str, Any]) -> tuple[frozenset[str], ...]:
+    """What a CORS rule allows: origins, methods and headers, whatever their order or case,
+    and leaving out what servers add or drop (Ceph RGW returns the methods reordered)."""
+    return (
+        frozenset(rule.get("AllowedOrigins") or ()),
+        frozenset(method.upper() for method in rule.get("AllowedMethods") or ()),
+        frozenset(header.lower() for header in rule.get("AllowedHeaders") or ()),
+    )
 
 
 class PresignRequest(BaseModel):

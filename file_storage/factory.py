@@ -91,6 +91,7 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
                 max_concurrency=s3.max_concurrency,
                 sse=s3.sse,
                 sse_kms_key_id=s3.sse_kms_key_id,
+                checksum=s3.checksum,
                 max_attempts=s3.max_attempts,
                 retry_mode=s3.retry_mode,
                 connect_timeout=s3.connect_timeout,

@@ -186,6 +186,9 @@ class S3Settings(BaseModel):
     max_concurrency: int = Field(default=8, ge=1, le=64, description="STORAGE_S3_MAX_CONCURRENCY")
     sse: Literal["AES256", "aws:kms"] | None = Field(default=None, description="STORAGE_S3_SSE")
     sse_kms_key_id: str | None = Field(default=None, description="STORAGE_S3_SSE_KMS_KEY_ID")
+    checksum: Literal["auto", "crc32", "md5", "off"] = Field(
+        default="auto", description="STORAGE_S3_CHECKSUM: auto, crc32, md5 or off"
+    )
     max_attempts: int = Field(default=5, ge=1, description="STORAGE_S3_MAX_ATTEMPTS")
     retry_mode: Literal["standard", "adaptive"] = Field(
         default="standard", description="STORAGE_S3_RETRY_MODE"

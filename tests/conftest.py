@@ -1,4 +1,10 @@
-"""Backend fixtures shared by every test: memory, local (a real temp dir) and S3 (moto server)."""
+"""Backend fixtures shared by every test: memory, local (a real temp dir) and S3.
+
+The S3 server is moto, started once per session, unless ``FILE_STORAGE_TEST_S3_ENDPOINT``
+names another one (``make test-ceph`` points it at a Ceph RADOS Gateway); what that server
+can prove is declared in tests/s3util.py, and tests marked ``s3_needs(...)`` skip with the
+reason where it lacks it.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +17,16 @@ from typing import Any
 import pytest
 
 from file_storage import LocalStorageBackend, MemoryStorageBackend, StorageBackend
+from tests.s3util import SERVER, missing_feature, remove_bucket
 
 # moto answers every origin by default; real S3 applies the bucket's CORS rules. Make moto
 # do the same (read when moto is imported) so the browser test proves the example's rule.
 os.environ.setdefault("MOTO_DISABLE_GLOBAL_CORS", "true")
 
-# S3 credentials for the local moto server only; never real ones.
-FAKE_KEY_ID = "AKIAFAKEFAKEFAKEFAKE"
-FAKE_SECRET = "fake-secret-key-that-must-never-be-printed"
+# S3 credentials of the test server: moto's accept anything; a throwaway server's test
+# user (scripts/ceph-rgw.sh) comes from the environment. Never real ones.
+FAKE_KEY_ID = SERVER.access_key_id
+FAKE_SECRET = SERVER.secret_access_key
 
 
 @pytest.fixture(autouse=True)
@@ -33,9 +41,21 @@ def _scrub_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def _s3_needs(request: pytest.FixtureRequest) -> None:
+    """Skip a test marked ``s3_needs(feature, ...)`` where the S3 server lacks a feature."""
+    needed = [feature for mark in request.node.iter_markers("s3_needs") for feature in mark.args]
+    if needed and (reason := missing_feature(needed)) is not None:
+        pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """One moto S3 server for the session, on loopback at a free port (real HTTP and signing)."""
+def s3_endpoint() -> Iterator[str]:
+    """The S3 server for the session: ``FILE_STORAGE_TEST_S3_ENDPOINT``, or a moto server
+    on loopback at a free port (real HTTP and signing)."""
+    if SERVER.endpoint is not None:
+        yield SERVER.endpoint
+        return
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -47,8 +67,15 @@ def moto_endpoint() -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def moto_endpoint(s3_endpoint: str) -> str:
+    """The S3 server under test (moto unless ``FILE_STORAGE_TEST_S3_ENDPOINT`` is set): the
+    name the tests were written with, kept so that branches adding tests merge cleanly."""
+    return s3_endpoint
+
+
 def boto3_client(endpoint: str) -> Any:
-    """A plain boto3 client straight to moto, to set up or see what the server holds."""
+    """A plain boto3 client straight to the server, to set up or see what it holds."""
     import boto3
 
     return boto3.client(
@@ -62,20 +89,25 @@ def boto3_client(endpoint: str) -> Any:
 
 @pytest.fixture
 def raw(moto_endpoint: str) -> Iterator[Any]:
-    """A plain boto3 client straight to moto (never through a fault proxy)."""
+    """A plain boto3 client straight to the server (never through a fault proxy)."""
     client = boto3_client(moto_endpoint)
     yield client
     client.close()
 
 
 @pytest.fixture
-def s3_bucket(moto_endpoint: str) -> str:
-    """A fresh, empty bucket per test: isolation by construction."""
+def s3_bucket(moto_endpoint: str) -> Iterator[str]:
+    """A fresh, empty bucket per test: isolation by construction. On a server other than
+    the session's moto, the bucket is emptied and removed afterwards (memory is finite)."""
     name = f"test-{uuid.uuid4().hex[:20]}"
     client = boto3_client(moto_endpoint)
-    client.create_bucket(Bucket=name)
-    client.close()
-    return name
+    try:
+        client.create_bucket(Bucket=name)
+        yield name
+        if SERVER.endpoint is not None:
+            remove_bucket(client, name)
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -49,6 +49,7 @@ class S3Options:
     chunk_size: int
     concurrency: int
     sse: dict[str, str]
+    checksum: str
     max_attempts: int
     retry_mode: str
     connect_timeout: float
@@ -76,6 +77,7 @@ def s3_options(
     max_concurrency: object,
     sse: object,
     sse_kms_key_id: object,
+    checksum: object,
     max_attempts: object,
     retry_mode: object,
     connect_timeout: object,
@@ -133,6 +135,7 @@ def s3_options(
         ),
         concurrency=concurrency,
         sse=encryption,
+        checksum=_choice("checksum", checksum, mp.CHECKSUM_MODES),
         max_attempts=_int("max_attempts", max_attempts, 1),
         retry_mode=_choice("retry_mode", retry_mode, ("standard", "adaptive")),
         connect_timeout=_seconds("connect_timeout", connect_timeout),

@@ -10,6 +10,11 @@ cancellation), so no orphan upload keeps costing storage and no partial object a
 Every request body is bytes, so botocore can replay any request it retries: a part that
 fails is retried on its own, never the whole upload. A completion whose answer was lost
 is retried too; S3 may then say NoSuchUpload, and the object is checked instead.
+
+Every PutObject and UploadPart carries a checksum of its body that the server verifies
+before storing anything (:class:`Checksums`): CRC32 where the server keeps flexible
+checksums, Content-MD5 where it ignores them (Ceph RGW 16 accepts a CRC32 without checking
+it), both until the first answer tells which.
 """
 
 from __future__ import annotations
@@ -56,11 +61,67 @@ def crc32(data: bytes | bytearray | memoryview) -> str:
     return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
 
 
-async def checksum(data: bytes) -> str:
-    """CRC32 of ``data``, computed in a thread when large (zlib releases the GIL)."""
-    if len(data) <= INLINE_CHECKSUM_BYTES:
-        return crc32(data)
-    return await asyncio.to_thread(crc32, data)
+def md5(data: bytes | bytearray | memoryview) -> str:
+    """The base64 MD5 digest of ``Content-MD5`` (RFC 1864)."""
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
+
+
+def _digests(data: bytes, with_crc32: bool, with_md5: bool) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if with_crc32:
+        params["ChecksumAlgorithm"] = "CRC32"
+        params["ChecksumCRC32"] = crc32(data)
+    if with_md5:
+        params["ContentMD5"] = md5(data)
+    return params
+
+
+CHECKSUM_MODES = ("auto", "crc32", "md5", "off")
+
+
+class Checksums:
+    """Which checksum uploads carry, so that the server refuses a body altered in flight.
+
+    ``crc32``: a flexible checksum (``x-amz-checksum-crc32``), which S3 verifies, stores and
+    returns; ``md5``: ``Content-MD5``, which every S3 server verifies (AWS, "PutObject");
+    ``off``: neither. ``auto`` sends both until a PutObject or UploadPart answer shows
+    whether the server keeps the CRC32 (it echoes it back, as AWS S3 does), then only
+    CRC32 where it does and only Content-MD5 where it does not (Ceph RGW 16 accepts a CRC32
+    but neither checks nor stores it). One per backend: the first answer decides for all.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    @property
+    def crc32(self) -> bool:
+        return self.mode in ("auto", "crc32")
+
+    @property
+    def md5(self) -> bool:
+        return self.mode in ("auto", "md5")
+
+    async def params(self, data: bytes, *, with_crc32: bool | None = None) -> dict[str, str]:
+        """Request parameters carrying the checksums of ``data`` (hashed in a thread when
+        large: zlib and hashlib release the GIL)."""
+        use_crc32 = self.crc32 if with_crc32 is None else with_crc32
+        use_md5 = self.md5
+        if len(data) <= INLINE_CHECKSUM_BYTES:
+            return _digests(data, use_crc32, use_md5)
+        return await asyncio.to_thread(_digests, data, use_crc32, use_md5)
+
+    def observe(self, sent: dict[str, str], response: dict[str, Any]) -> None:
+        """In ``auto``, settle on CRC32 or Content-MD5 by whether the CRC32 came back."""
+        if self.mode != "auto" or "ChecksumCRC32" not in sent:
+            return
+        if response.get("ChecksumCRC32"):
+            self.mode = "crc32"
+        else:
+            self.mode = "md5"
+            logger.info(
+                "the S3 server does not return the CRC32 it was sent (no flexible checksums): "
+                "uploads carry Content-MD5 instead"
+            )
 
 
 def part_size_for(size: int, preferred: int) -> int:
@@ -118,8 +179,13 @@ class Multipart:
     params: dict[str, Any]
     concurrency: int
     background: set[asyncio.Task[None]]
-    checksums: bool = True
+    integrity: Checksums
+    checksums: bool = True  # False: the parts carry no data of ours (copies)
     upload_id: str = field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        # the algorithm is fixed at creation: every part then carries a CRC32
+        self.checksums = self.checksums and self.integrity.crc32
 
     async def run(self, jobs: Callable[[Multipart], AsyncGenerator[Awaitable[Part], None]]) -> None:
         """Create the upload, run the part jobs, complete it; abort on any failure."""
@@ -197,18 +263,22 @@ class Multipart:
             )
 
     async def put_part(self, number: int, data: bytes) -> Part:
-        """Upload one part with its CRC32, which S3 verifies and the completion repeats."""
-        crc = await checksum(data)
+        """Upload one part with its checksums, which S3 verifies (the completion repeats
+        a CRC32)."""
+        sums = await self.integrity.params(data, with_crc32=self.checksums)
         response = await self.client.upload_part(
             Bucket=self.bucket,
             Key=self.key,
             UploadId=self.upload_id,
             PartNumber=number,
             Body=data,
-            ChecksumAlgorithm="CRC32",
-            ChecksumCRC32=crc,
+            **sums,
         )
-        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumCRC32": crc}
+        self.integrity.observe(sums, response)
+        part: Part = {"PartNumber": number, "ETag": response["ETag"]}
+        if self.checksums:
+            part["ChecksumCRC32"] = sums["ChecksumCRC32"]
+        return part
 
 
 async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -241,6 +311,7 @@ class Transfer:
     part_size: int
     concurrency: int
     background: set[asyncio.Task[None]]
+    integrity: Checksums  # the backend's: what one answer learns, every upload uses
 
     def multipart(
         self,
@@ -254,20 +325,23 @@ class Transfer:
         if part_size is not None:  # parts that carry bytes from here: bound the buffers
             in_flight = max(1, min(in_flight, MAX_UPLOAD_BUFFER // part_size))
         return Multipart(
-            self.client, self.bucket, key, params, in_flight, self.background, checksums
+            self.client,
+            self.bucket,
+            key,
+            params,
+            in_flight,
+            self.background,
+            self.integrity,
+            checksums,
         )
 
     async def put(self, key: str, data: bytes, params: dict[str, Any]) -> None:
-        """One PutObject, with a CRC32 that S3 checks before storing anything."""
-        crc = await checksum(data)
-        await self.client.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=data,
-            ChecksumAlgorithm="CRC32",
-            ChecksumCRC32=crc,
-            **params,
+        """One PutObject, with checksums that S3 checks before storing anything."""
+        sums = await self.integrity.params(data)
+        response = await self.client.put_object(
+            Bucket=self.bucket, Key=key, Body=data, **sums, **params
         )
+        self.integrity.observe(sums, response)
 
     async def save(
         self, key: str, body: bytes | AsyncIterator[bytes], params: dict[str, Any]
@@ -370,12 +444,14 @@ class Transfer:
         head = await self.client.head_object(**source)
         size: int = head["ContentLength"]
         if size <= threshold:
+            # the copy gets a CRC32 of its own where the server keeps them
+            extra = {"ChecksumAlgorithm": "CRC32"} if self.integrity.crc32 else {}
             await self.client.copy_object(
                 Bucket=self.bucket,
                 Key=dst,
                 CopySource=source,
                 MetadataDirective="COPY",
-                ChecksumAlgorithm="CRC32",
+                **extra,
                 **sse,
             )
             return

@@ -63,6 +63,9 @@ class S3StorageBackend(StorageBackend):
         multipart_chunk_size: the part size, at least 5 MiB (S3's minimum part).
         max_concurrency: parts in flight per transfer.
         sse: server-side encryption for every write (``"AES256"`` or ``"aws:kms"``).
+        checksum: what every upload request carries for the server to verify its body:
+            ``"crc32"``, ``"md5"`` (Content-MD5), ``"off"``, or ``"auto"``: CRC32 where
+            the server keeps flexible checksums, else Content-MD5 (docs/compatibility.md).
         max_attempts: total attempts per request (botocore retries the rest).
         retry_mode: botocore's ``"standard"`` or ``"adaptive"`` (client-side rate limit).
         connect_timeout, read_timeout: seconds, per attempt.
@@ -96,6 +99,7 @@ class S3StorageBackend(StorageBackend):
         max_concurrency: int = 8,
         sse: Literal["AES256", "aws:kms"] | None = None,
         sse_kms_key_id: str | None = None,
+        checksum: Literal["auto", "crc32", "md5", "off"] = "auto",
         max_attempts: int = 5,
         retry_mode: Literal["standard", "adaptive"] = "standard",
         connect_timeout: float = 10.0,
@@ -121,6 +125,7 @@ class S3StorageBackend(StorageBackend):
             max_concurrency=max_concurrency,
             sse=sse,
             sse_kms_key_id=sse_kms_key_id,
+            checksum=checksum,
             max_attempts=max_attempts,
             retry_mode=retry_mode,
             connect_timeout=connect_timeout,
@@ -138,6 +143,7 @@ class S3StorageBackend(StorageBackend):
         # clients per event loop: an aiohttp session belongs to the loop it was opened in
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
         self._loops_lock = threading.Lock()  # threads may each run a loop of their own
+        self._checksums = mp.Checksums(options.checksum)
 
     def __repr__(self) -> str:
         return (
@@ -301,6 +307,7 @@ class S3StorageBackend(StorageBackend):
             part_size=self._options.chunk_size,
             concurrency=self._options.concurrency,
             background=self._here().background,
+            integrity=self._checksums,
         )
 
     async def _save(

@@ -12,6 +12,8 @@ requests they match (``match`` is a substring of ``"METHOD target"``):
 * ``cut_response_after(k, times)``: forward the request, then reset the client after
   ``k`` bytes of the response (``k=0``: the server did the work, the answer was lost);
 * ``stall_next(n)``: swallow the request and never answer, until the client gives up;
+* ``corrupt_next(n, at)``: forward the request with one body byte flipped (byte ``at`` of
+  the body as sent: a bit error a TCP checksum missed, or a broken middlebox);
 * ``refuse()`` / ``restore()``: stop listening (and reset open connections), as a
   server that is down; then listen again on the same port.
 
@@ -37,7 +39,7 @@ _STALL_LIMIT = 60.0  # a stalled request is released after this, whatever the cl
 
 @dataclass
 class _Rule:
-    kind: str  # "fail", "reset", "cut", "stall"
+    kind: str  # "fail", "reset", "cut", "stall", "corrupt"
     times: int
     match: str
     status: int = 503
@@ -131,6 +133,10 @@ class FaultProxy:
         """Never answer the next ``n`` matching requests (the client's read timeout fires)."""
         self._add(_Rule("stall", n, match))
 
+    def corrupt_next(self, n: int = 1, *, at: int = 0, match: str = "") -> None:
+        """Forward the next ``n`` matching requests with body byte ``at`` flipped."""
+        self._add(_Rule("corrupt", n, match, after=at))
+
     def refuse(self) -> None:
         """Stop listening and reset every open connection: the server is down."""
         self._call(self._close_all())
@@ -212,6 +218,10 @@ class FaultProxy:
                 if kind == "cut":
                     assert rule is not None
                     upstream.cut_after = rule.after
+                if kind == "corrupt":
+                    assert rule is not None
+                    await upstream.forward(reader, request, flip_at=rule.after)
+                    continue
                 await upstream.forward(reader, request)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return
@@ -291,9 +301,12 @@ class _Upstream:
             # the server closed (or the client went): the client's connection ends too
             self.client.close()
 
-    async def forward(self, reader: asyncio.StreamReader, request: _Request) -> None:
+    async def forward(
+        self, reader: asyncio.StreamReader, request: _Request, flip_at: int | None = None
+    ) -> None:
         self.writer.write(request.head)
-        await _drain_body(reader, request.headers, self.writer)
+        sink = self.writer if flip_at is None else _Flip(self.writer, flip_at)
+        await _drain_body(reader, request.headers, sink)
         await self.writer.drain()
 
     async def forward_until(
@@ -333,6 +346,21 @@ class _Stop(Exception):
     pass
 
 
+class _Flip:
+    """A writer that inverts the byte at offset ``at`` of what passes through it."""
+
+    def __init__(self, writer: asyncio.StreamWriter, at: int) -> None:
+        self.writer = writer
+        self.at = at
+
+    async def send(self, data: bytes) -> None:
+        if 0 <= self.at < len(data):
+            data = data[: self.at] + bytes([data[self.at] ^ 0xFF]) + data[self.at + 1 :]
+        self.at -= len(data)
+        self.writer.write(data)
+        await self.writer.drain()
+
+
 async def _read_head(reader: asyncio.StreamReader) -> _Request | None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -351,12 +379,12 @@ async def _read_head(reader: asyncio.StreamReader) -> _Request | None:
 async def _drain_body(
     reader: asyncio.StreamReader,
     headers: dict[str, str],
-    sink: asyncio.StreamWriter | _Budget | None,
+    sink: asyncio.StreamWriter | _Budget | _Flip | None,
 ) -> None:
     """Read the request body off ``reader``, passing it to ``sink`` (``None``: discard)."""
 
     async def emit(data: bytes) -> None:
-        if isinstance(sink, _Budget):
+        if isinstance(sink, _Budget | _Flip):
             await sink.send(data)
         elif sink is not None:
             sink.write(data)

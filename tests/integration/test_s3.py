@@ -136,6 +136,34 @@ async def test_example_sets_the_bucket_cors_rule_once(
     assert len(bucket_cors(moto_endpoint, s3_bucket)) == 1  # not added twice
 
 
+async def test_example_knows_its_cors_rule_in_another_shape(
+    s3_storage: StorageBackend, moto_endpoint: str, s3_bucket: str
+) -> None:
+    # the rule as a server may hand it back: methods reordered, header case, an ID added
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=FAKE_KEY_ID,
+        aws_secret_access_key=FAKE_SECRET,
+    )
+    rule = {
+        "ID": "from-the-console",
+        "AllowedOrigins": ["http://127.0.0.1:8000"],
+        "AllowedMethods": ["PUT", "HEAD", "GET"],
+        "AllowedHeaders": ["*"],
+    }
+    try:
+        client.put_bucket_cors(Bucket=s3_bucket, CORSConfiguration={"CORSRules": [rule]})
+    finally:
+        client.close()
+
+    from examples.app import add_bucket_cors
+
+    await add_bucket_cors(StorageSettings(), ["http://127.0.0.1:8000"])
+    assert len(bucket_cors(moto_endpoint, s3_bucket)) == 1
+
+
 async def test_bucket_gone_after_start_is_a_500_that_names_no_secret(
     serve: Serve,
     client: httpx.AsyncClient,
