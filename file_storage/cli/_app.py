@@ -21,7 +21,7 @@ __all__ = ["app"]
 @click.option(
     "--env-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Read STORAGE_* settings from this file instead of .env (the environment wins).",
+    help="Read the STORAGE_* settings from this file only (not the environment, not .env).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks and DEBUG logs.")
 @click.pass_context

@@ -38,8 +38,8 @@ class Options:
 class FileOnlySettings(StorageSettings):
     """Settings read from one env file only: the environment must not leak into them.
 
-    ``migrate --to-env`` builds the destination from such a file while the environment
-    still describes the source; an inherited ``STORAGE_TYPE`` must not win over it.
+    ``--env-file`` and ``migrate --to-env`` name the storage to use; an inherited
+    ``STORAGE_TYPE`` (say, the source's during a migration) must not win over the file.
     """
 
     @classmethod
@@ -55,10 +55,10 @@ class FileOnlySettings(StorageSettings):
 
 
 def settings(options: Options) -> StorageSettings:
-    """The environment, then ``--env-file`` (or ``.env``); the environment wins."""
+    """``--env-file`` alone when given, else the environment then ``.env``, as the app does."""
     if options.env_file is None:
         return StorageSettings()
-    return StorageSettings(_env_file=options.env_file)
+    return file_settings(options.env_file)
 
 
 def file_settings(path: Path) -> StorageSettings:

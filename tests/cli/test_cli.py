@@ -133,12 +133,14 @@ def test_rm_prefix_without_a_terminal_needs_yes(tmp_path: Path) -> None:
     assert cli("ls", env=env).stdout == b"keep/a\n"
 
 
-def test_env_file_gives_the_settings(tmp_path: Path) -> None:
+def test_env_file_alone_gives_the_settings(tmp_path: Path) -> None:
     file = write_env_file(tmp_path / "app.env", {"STORAGE_LOCAL_PATH": str(tmp_path / "elsewhere")})
     (tmp_path / "a").write_bytes(b"a")
-    put = cli("--env-file", file, "put", tmp_path / "a", "e/a", env=cli_env())
+    env = cli_env(STORAGE_TYPE="MEMORY", STORAGE_LOCAL_PATH=str(tmp_path / "ignored"))
+    put = cli("--env-file", file, "put", tmp_path / "a", "e/a", env=env)
     assert put.returncode == 0
     assert (tmp_path / "elsewhere" / "e" / "a").read_bytes() == b"a"
+    assert not (tmp_path / "ignored").exists()
 
 
 def test_no_progress_output_when_not_on_a_terminal(tmp_path: Path) -> None:
