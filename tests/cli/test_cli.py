@@ -218,3 +218,11 @@ def test_console_script_is_installed() -> None:
     result = subprocess.run([script, "--help"], capture_output=True, timeout=60)
     assert result.returncode == 0
     assert b"Usage: file-storage" in result.stdout
+
+
+def test_import_file_storage_loads_no_cli_library() -> None:
+    code = "import file_storage, sys; print(*sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert not {"click", "rich", "file_storage.cli"} & set(out)
