@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import local, quota, report, s3_large, s3_small
+from benchmarks import local, migrate, quota, report, s3_large, s3_small
 from benchmarks._common import FULL, QUICK, MotoServer, Row, Scale, log
 
 RESULTS = Path(__file__).parent / "results"
@@ -35,6 +35,7 @@ SECTIONS: dict[str, Section] = {
     "local-large": lambda m, s, d: asyncio.run(local.run_large(s, d)),
     "quota": lambda m, s, d: asyncio.run(quota.run_quota(s, d)),
     "import": lambda m, s, d: quota.run_import(s),
+    "migrate": migrate.run_migrate,
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks import local, quota, s3_large, s3_small
+from benchmarks import local, migrate, quota, s3_large, s3_small
 from benchmarks import s3_clients as sc
 from benchmarks._common import MIB, Row
 
@@ -295,4 +295,13 @@ def render(rows: list[Row], env: dict[str, str], scale: str, seconds: float) -> 
             f"`import file_storage`: {row.seconds * 1e3:.0f} ms above the bare interpreter "
             f"({row.extra['interpreter_s'] * 1e3:.0f} ms), {row.workload}; {row.note}."
         )
+    if any(r.section == migrate.SECTION for r in rows):
+        lines += [
+            "",
+            f"## {migrate.SECTION}",
+            "",
+            "Peak RSS is above the baseline after imports.",
+            "",
+        ]
+        lines += _bytes_table(rows, migrate.SECTION, None, rss=True)
     return "\n".join(lines).rstrip() + "\n"

@@ -5,6 +5,7 @@ S3-compatible stores (:class:`S3StorageBackend`) and memory (:class:`MemoryStora
 picked by ``STORAGE_TYPE`` through :func:`get_storage_backend`.
 """
 
+from file_storage._migrate import MigrationReport, migrate
 from file_storage.backends.base import StorageBackend
 from file_storage.backends.local import LocalStorageBackend
 from file_storage.backends.memory import MemoryStorageBackend
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidMetadataError",
     "LocalStorageBackend",
     "MemoryStorageBackend",
+    "MigrationReport",
     "ObjectConflictError",
     "ObjectInfo",
     "ObjectNotFoundError",
@@ -48,6 +50,7 @@ __all__ = [
     "close_storage_backend",
     "create_storage_backend",
     "get_storage_backend",
+    "migrate",
 ]
 
 import logging as _logging

@@ -33,6 +33,7 @@ from typing import Literal, Self, final
 import aiofiles
 import aiofiles.os
 
+from file_storage import _batch
 from file_storage._keys import KeyLike, validate_key, validate_prefix
 from file_storage._mime import guess_content_type
 from file_storage._quota import QuotaManager, Reservation
@@ -593,6 +594,50 @@ class StorageBackend(abc.ABC):
             for start in range(0, len(keys), DELETE_BATCH):
                 await self._delete_counted(keys[start : start + DELETE_BATCH])
             return len(keys)
+
+    # ---------------------------------------------------------------- batches
+
+    @final
+    async def save_many(
+        self,
+        items: Mapping[KeyLike, Content] | Iterable[tuple[KeyLike, Content]],
+        *,
+        concurrency: int = 16,
+    ) -> dict[str, str | Exception]:
+        """Save many objects, at most ``concurrency`` at once, each as :meth:`save` would.
+
+        Quota is checked per item, so one object over quota fails alone.
+
+        Args:
+            items: a mapping path -> content, or an iterable of ``(path, content)`` pairs
+                (read whole before the first write; the contents are not read then).
+
+        Returns:
+            For each path as given (``str(path)``), in input order: its key, or the
+            :class:`StorageError` that item raised (an invalid key included). One failure
+            hides no other.
+
+        Raises:
+            TypeError: a path or a content of the wrong type (nothing is written).
+            ValueError: a path given twice, or ``concurrency < 1`` (nothing is written).
+        """
+        return await _batch.save_many(self, items, concurrency)
+
+    @final
+    async def load_many(
+        self, paths: Iterable[KeyLike], *, concurrency: int = 16
+    ) -> dict[str, bytes | Exception]:
+        """Load many objects, at most ``concurrency`` at once, each as :meth:`load` would.
+
+        Returns:
+            For each path as given (``str(path)``, once however often it is given), in
+            input order: its bytes, or the :class:`StorageError` it raised
+            (:class:`ObjectNotFoundError`, :class:`InvalidKeyError`, ...).
+
+        Raises:
+            TypeError: a path of the wrong type. ValueError: ``concurrency < 1``.
+        """
+        return await _batch.load_many(self, paths, concurrency)
 
     # ---------------------------------------------------------------- listings
 

@@ -1,0 +1,274 @@
+"""``migrate``: copy every object under a prefix from one backend to another, resumably.
+
+Built on the public :class:`StorageBackend` API only, so it moves data between any two
+backends. The two listings are walked side by side (both are sorted by key), so the
+destination is listed once instead of asked about every key. A bounded pool of workers
+copies objects: each streams its object through (chunks of 1 MiB; S3 keeps at most its
+part buffers in flight), so memory depends on ``concurrency``, never on sizes or counts.
+
+When is an object at the destination kept (counted as skipped, not written again)?
+
+* it was written after the source object's last change (``last_modified`` not older):
+  a copy made by an earlier run, or the application's own newer write once writes go to
+  the destination (see docs/migration.md). This needs the two clocks to agree, as S3's
+  and an NTP-synced host's do;
+* or it has the same size and the same MD5. Both sides may know it (memory's ETag, a
+  single-part S3 ETag); when only one side does (local against S3, say), the other side
+  is read once and hashed: reading costs far less than writing again. When neither does
+  (local ETags are mtime and size, multipart S3 ETags are no MD5), it is copied again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from file_storage._batch import check_concurrency, run_all
+from file_storage._streams import closing
+from file_storage.backends.base import StorageBackend
+from file_storage.errors import ObjectNotFoundError, PreconditionFailedError, StorageError
+from file_storage.models import ObjectInfo
+
+__all__ = ["MigrationProgress", "MigrationReport", "migrate"]
+
+Outcome = Literal["copied", "skipped", "failed"]
+MigrationProgress = Callable[[str, Outcome, "MigrationReport"], None]
+
+# An S3 ETag is the hex MD5 of the bytes for a single-part upload without SSE-KMS/SSE-C;
+# a multipart one ends in "-<parts>" (AWS, "Checking object integrity"). Local ETags
+# ("<mtime>-<size>") never match.
+_MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
+# object headers copied when the object model carries them (issue #13: cache_control and
+# content_disposition); until then ObjectInfo has none of these and nothing extra is sent
+_HEADERS = ("cache_control", "content_disposition")
+_HASH_IN_THREAD = 256 * 1024  # hash larger chunks off the event loop
+
+
+@dataclass(slots=True)
+class MigrationReport:
+    """What :func:`migrate` did.
+
+    Attributes:
+        copied: objects written to the destination (and verified, when asked).
+        skipped: objects already at the destination, not written again.
+        failed: key -> reason, for every object that could not be moved.
+        bytes: bytes written to the destination.
+    """
+
+    copied: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    bytes: int = 0
+
+
+class _Mismatch(Exception):
+    """The destination does not hold what was copied (a verify failure)."""
+
+
+async def migrate(
+    source: StorageBackend,
+    dest: StorageBackend,
+    prefix: str = "",
+    *,
+    concurrency: int = 16,
+    verify: bool = True,
+    delete_source: bool = False,
+    progress: MigrationProgress | None = None,
+) -> MigrationReport:
+    """Copy every object under ``prefix`` from ``source`` to ``dest``.
+
+    Content type and metadata are kept; bytes are streamed, at most ``concurrency``
+    objects at once. Resumable: an object already at ``dest`` with the same size and
+    checksum is skipped, so re-running after a crash finishes the job without copying
+    anything twice. One object that fails never stops the others.
+
+    Args:
+        prefix: the folder to move (``""``: everything), as in :meth:`StorageBackend.iter_files`.
+        concurrency: objects in flight at once.
+        verify: re-``stat`` each copied object at ``dest`` and compare size, checksum
+            (where known), content type and metadata.
+        delete_source: delete each object from ``source`` once it is verified at
+            ``dest`` (copied and verified, or skipped as identical). Needs ``verify``.
+        progress: called as ``progress(key, outcome, report)`` after each object, with
+            ``outcome`` one of ``"copied"``, ``"skipped"``, ``"failed"`` and the running
+            report.
+
+    Returns:
+        A :class:`MigrationReport`; ``copied + skipped + len(failed)`` objects were seen.
+
+    Raises:
+        ValueError: ``concurrency < 1``, ``delete_source`` without ``verify``, or
+            ``source`` and ``dest`` are the same object.
+        InvalidKeyError: bad ``prefix``.
+        StorageError: a listing failed (objects copied so far stay copied).
+    """
+    if not isinstance(source, StorageBackend) or not isinstance(dest, StorageBackend):
+        raise TypeError("source and dest must be StorageBackend instances")
+    check_concurrency(concurrency)
+    if delete_source and not verify:
+        raise ValueError("delete_source deletes only verified objects: it needs verify=True")
+    if source is dest:
+        raise ValueError("source and dest are the same backend")
+    listing = source.iter_files(prefix)  # checks the prefix now
+    existing = dest.iter_files(prefix)
+    report = MigrationReport()
+    queue: asyncio.Queue[tuple[ObjectInfo, ObjectInfo | None] | None] = asyncio.Queue(
+        maxsize=concurrency
+    )
+    job = _Job(source, dest, verify, delete_source)
+
+    async def produce() -> None:
+        async for pair in _pair_up(listing, existing):
+            await queue.put(pair)
+        for _ in range(concurrency):
+            await queue.put(None)
+
+    async def work() -> None:
+        while (pair := await queue.get()) is not None:
+            info, there = pair
+            outcome: Outcome
+            try:
+                copied = await job.run(info, there)
+            except ObjectNotFoundError as exc:
+                outcome, report.failed[info.key] = "failed", f"gone from the source: {exc}"
+            except (StorageError, ValueError, _Mismatch) as exc:
+                # ValueError: data the destination refuses (metadata it cannot store)
+                outcome, report.failed[info.key] = "failed", str(exc)
+            else:
+                if copied is None:
+                    outcome = "skipped"
+                    report.skipped += 1
+                else:
+                    outcome = "copied"
+                    report.copied += 1
+                    report.bytes += copied
+            if progress is not None:
+                progress(info.key, outcome, report)
+
+    await run_all([produce(), *(work() for _ in range(concurrency))])
+    return report
+
+
+async def _pair_up(
+    listing: AsyncIterator[ObjectInfo], existing: AsyncIterator[ObjectInfo]
+) -> AsyncIterator[tuple[ObjectInfo, ObjectInfo | None]]:
+    """Each source object with the destination object of the same key, or ``None``."""
+    there = await anext(existing, None)
+    async for info in listing:
+        while there is not None and there.key < info.key:
+            there = await anext(existing, None)
+        yield info, there if there is not None and there.key == info.key else None
+
+
+class _Job:
+    """Moves one object; returns the bytes copied, or ``None`` when it was already there."""
+
+    def __init__(
+        self, source: StorageBackend, dest: StorageBackend, verify: bool, delete_source: bool
+    ) -> None:
+        self.source = source
+        self.dest = dest
+        self.verify = verify
+        self.delete_source = delete_source
+
+    async def run(self, info: ObjectInfo, there: ObjectInfo | None) -> int | None:
+        copied = None
+        if there is None or not await self._keep(info, there):
+            copied = await self._copy(info.key)
+        if self.delete_source:
+            await self.source.delete(info.key)
+        return copied
+
+    async def _keep(self, info: ObjectInfo, there: ObjectInfo) -> bool:
+        if there.last_modified >= info.last_modified:
+            return True
+        if info.size != there.size:
+            return False
+        ours, theirs = _md5_of(info.etag), _md5_of(there.etag)
+        try:
+            if ours is None and theirs is not None:
+                ours = await _md5(self.source.stream(info.key, if_match=info.etag))
+            elif theirs is None and ours is not None:
+                theirs = await _md5(self.dest.stream(there.key, if_match=there.etag))
+        except PreconditionFailedError:  # changed since it was listed: copy it
+            return False
+        return ours is not None and ours == theirs
+
+    async def _copy(self, key: str) -> int:
+        info = await self.source.stat(key)
+        digest = hashlib.md5(usedforsecurity=False)
+        counted = [0]
+        chunks = self.source.stream(key, if_match=info.etag)
+        async with closing(_hashed(chunks, digest, counted)) as body:
+            await self.dest.save(
+                key,
+                body,
+                content_type=info.content_type,
+                metadata=info.metadata,
+                **_headers(info),
+            )
+        md5 = digest.hexdigest()
+        if counted[0] != info.size or _md5_of(info.etag) not in (None, md5):
+            raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
+        if self.verify:
+            _check(info, await self.dest.stat(key), md5)
+        return counted[0]
+
+
+def _headers(info: ObjectInfo) -> dict[str, Any]:
+    """The object headers to send with the copy: those the object model knows (see #13)."""
+    return {name: value for name in _HEADERS if (value := getattr(info, name, None)) is not None}
+
+
+def _check(info: ObjectInfo, got: ObjectInfo, md5: str) -> None:
+    problem = None
+    if got.size != info.size:
+        problem = f"size {got.size} != {info.size}"
+    elif _md5_of(got.etag) not in (None, md5):
+        problem = "checksum differs"
+    elif info.content_type is not None and got.content_type != info.content_type:
+        problem = f"content type {got.content_type!r} != {info.content_type!r}"
+    elif dict(got.metadata) != dict(info.metadata):
+        problem = "metadata differs"
+    else:
+        for name in _HEADERS:
+            if getattr(got, name, None) != getattr(info, name, None):
+                problem = f"{name} differs"
+    if problem is not None:
+        raise _Mismatch(f"verify {info.key!r}: the destination has {problem}")
+
+
+def _md5_of(etag: str | None) -> str | None:
+    if etag is None:
+        return None
+    match = _MD5_ETAG.fullmatch(etag)
+    return match.group(1).lower() if match else None
+
+
+async def _update(digest: Any, chunk: bytes) -> None:
+    if len(chunk) >= _HASH_IN_THREAD:
+        await asyncio.to_thread(digest.update, chunk)
+    else:
+        digest.update(chunk)
+
+
+async def _hashed(
+    chunks: AsyncIterator[bytes], digest: Any, counted: list[int]
+) -> AsyncIterator[bytes]:
+    async with closing(chunks):
+        async for chunk in chunks:
+            await _update(digest, chunk)
+            counted[0] += len(chunk)
+            yield chunk
+
+
+async def _md5(chunks: AsyncIterator[bytes]) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    async with closing(chunks):
+        async for chunk in chunks:
+            await _update(digest, chunk)
+    return digest.hexdigest()

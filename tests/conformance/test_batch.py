@@ -1,0 +1,113 @@
+"""save_many / load_many: bounded concurrency, per-key results, one failure hides no other."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import PurePosixPath
+
+import pytest
+
+from file_storage import (
+    InvalidKeyError,
+    ObjectNotFoundError,
+    StorageBackend,
+    StorageQuotaExceededError,
+)
+
+
+async def test_save_many_saves_every_item_and_returns_keys(backend: StorageBackend) -> None:
+    items = {f"batch/{i}.bin": bytes([i]) * (i + 1) for i in range(40)}
+    results = await backend.save_many(items, concurrency=4)
+    assert results == {key: key for key in items}
+    for key, content in items.items():
+        assert await backend.load(key) == content
+
+
+async def test_save_many_takes_pairs_and_streams(backend: StorageBackend) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"stre"
+        yield b"amed"
+
+    results = await backend.save_many([(PurePosixPath("p/a.txt"), b"a"), ("p/b.txt", body())])
+    assert results == {"p/a.txt": "p/a.txt", "p/b.txt": "p/b.txt"}
+    assert await backend.load("p/b.txt") == b"streamed"
+
+
+async def test_save_many_bad_key_fails_alone(backend: StorageBackend) -> None:
+    results = await backend.save_many({"ok/1": b"1", "../escape": b"x", "ok/2": b"2"})
+    assert list(results) == ["ok/1", "../escape", "ok/2"]
+    assert isinstance(results["../escape"], InvalidKeyError)
+    assert results["ok/1"] == "ok/1"
+    assert results["ok/2"] == "ok/2"
+    assert await backend.list_files("") == ["ok/1", "ok/2"]
+
+
+async def test_save_many_checks_quota_per_item(backend: StorageBackend) -> None:
+    backend.set_quota("q", 10)
+    results = await backend.save_many([("q/a", b"x" * 6), ("q/b", b"y" * 6)], concurrency=1)
+    assert results["q/a"] == "q/a"
+    error = results["q/b"]
+    assert isinstance(error, StorageQuotaExceededError)
+    assert error.key == "q/b"
+    assert await backend.list_files("q") == ["q/a"]
+
+
+async def test_save_many_duplicate_path_writes_nothing(backend: StorageBackend) -> None:
+    with pytest.raises(ValueError, match="twice"):
+        await backend.save_many([("d/a", b"1"), ("d/b", b"2"), ("d/a", b"3")])
+    assert await backend.list_files("") == []
+
+
+async def test_save_many_bad_content_type_writes_nothing(backend: StorageBackend) -> None:
+    with pytest.raises(TypeError):
+        await backend.save_many({"t/a": b"1", "t/b": "text"})  # type: ignore[dict-item]
+    assert await backend.list_files("") == []
+
+
+@pytest.mark.parametrize("concurrency", [0, -1, True, 1.5])
+async def test_bulk_refuses_bad_concurrency(backend: StorageBackend, concurrency: object) -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        await backend.save_many({"c/a": b"1"}, concurrency=concurrency)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="concurrency"):
+        await backend.load_many(["c/a"], concurrency=concurrency)  # type: ignore[arg-type]
+    assert await backend.list_files("") == []
+
+
+async def test_load_many_returns_bytes_or_the_error_per_path(backend: StorageBackend) -> None:
+    await backend.save("l/a", b"aaa")
+    await backend.save("l/b", b"bbb")
+    results = await backend.load_many(["l/a", "l/missing", "bad//key", PurePosixPath("l/b")])
+    assert list(results) == ["l/a", "l/missing", "bad//key", "l/b"]
+    assert results["l/a"] == b"aaa"
+    assert results["l/b"] == b"bbb"
+    missing = results["l/missing"]
+    assert isinstance(missing, ObjectNotFoundError)
+    assert (missing.operation, missing.key) == ("load", "l/missing")
+    assert isinstance(results["bad//key"], InvalidKeyError)
+
+
+async def test_load_many_refuses_a_single_str(backend: StorageBackend) -> None:
+    with pytest.raises(TypeError):
+        await backend.load_many("l/a")
+
+
+async def test_load_many_runs_at_most_concurrency_at_once(backend: StorageBackend) -> None:
+    await backend.save_many({f"m/{i}": b"x" for i in range(12)})
+    running = peak = 0
+    load = backend.load
+
+    async def counted(path: str) -> bytes:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await asyncio.sleep(0)  # a yield point, so overlapping calls would show
+            return await load(path)
+        finally:
+            running -= 1
+
+    backend.load = counted  # type: ignore[method-assign]
+    results = await backend.load_many([f"m/{i}" for i in range(12)], concurrency=3)
+    assert all(value == b"x" for value in results.values())
+    assert peak == 3

@@ -1,0 +1,198 @@
+"""migrate(): any backend to any, resumable, verified, one failure never stops the others."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from file_storage import (
+    InvalidKeyError,
+    LocalStorageBackend,
+    MemoryStorageBackend,
+    MigrationReport,
+    ObjectInfo,
+    StorageBackend,
+    migrate,
+)
+
+META = {"owner": "u1", "kind": "avatar"}
+
+
+async def fill(backend: StorageBackend, count: int = 20, folder: str = "data") -> dict[str, bytes]:
+    objects = {f"{folder}/{i:03}.txt": f"object {i} ".encode() * (i + 1) for i in range(count)}
+    for key, content in objects.items():
+        await backend.save(key, content, metadata=META)
+    return objects
+
+
+def touch(root: Path, key: str, seconds_from_now: float) -> None:
+    """Set a local object's mtime (its last_modified) relative to now."""
+    when = time.time() + seconds_from_now
+    os.utime(root / key, (when, when))
+
+
+@pytest.fixture
+def local_root(tmp_path: Path) -> Path:
+    return tmp_path / "local"
+
+
+@pytest.fixture
+def local(local_root: Path) -> LocalStorageBackend:
+    return LocalStorageBackend(local_root)
+
+
+@pytest.mark.parametrize(("src", "dst"), [("memory", "local"), ("local", "memory")])
+async def test_migrate_copies_bytes_content_type_and_metadata(
+    src: str, dst: str, local: LocalStorageBackend
+) -> None:
+    backends: dict[str, StorageBackend] = {"memory": MemoryStorageBackend(), "local": local}
+    source, dest = backends[src], backends[dst]
+    objects = await fill(source)
+    await source.save("data/pic", b"\x89PNG", content_type="image/png")
+    report = await migrate(source, dest)
+    assert report == MigrationReport(
+        copied=21, skipped=0, failed={}, bytes=sum(map(len, objects.values())) + 4
+    )
+    for key, content in objects.items():
+        assert await dest.load(key) == content
+        info = await dest.stat(key)
+        assert (info.content_type, dict(info.metadata)) == ("text/plain", META)
+    assert (await dest.stat("data/pic")).content_type == "image/png"
+
+
+async def test_migrate_local_to_s3_then_rerun_copies_nothing(
+    local: LocalStorageBackend, s3_backend: StorageBackend
+) -> None:
+    objects = await fill(local, 30)
+    first = await migrate(local, s3_backend, concurrency=4)
+    assert (first.copied, first.skipped, first.failed) == (30, 0, {})
+    again = await migrate(local, s3_backend, concurrency=4)
+    assert again == MigrationReport(copied=0, skipped=30, failed={}, bytes=0)
+    for key, content in objects.items():
+        assert await s3_backend.load(key) == content
+        assert dict((await s3_backend.stat(key)).metadata) == META
+
+
+async def test_migrate_moves_only_the_prefix(local: LocalStorageBackend) -> None:
+    dest = MemoryStorageBackend()
+    await fill(local, 3, "users/u1")
+    await fill(local, 3, "users/u10")
+    report = await migrate(local, dest, "users/u1")
+    assert report.copied == 3
+    assert await dest.list_files("") == await local.list_files("users/u1")
+
+
+async def test_migrate_skips_an_identical_older_copy_by_checksum(
+    local: LocalStorageBackend, local_root: Path
+) -> None:
+    # dest (local) older than the source (memory): kept only because the MD5s agree
+    source = MemoryStorageBackend()
+    await source.save("k/same", b"same bytes", metadata=META)
+    await source.save("k/other", b"new  bytes")
+    await local.save("k/same", b"same bytes", metadata=META)
+    await local.save("k/other", b"old  bytes")  # same size, other content
+    touch(local_root, "k/same", -3600)
+    touch(local_root, "k/other", -3600)
+    report = await migrate(source, local)
+    assert (report.copied, report.skipped, report.failed) == (1, 1, {})
+    assert await local.load("k/other") == b"new  bytes"
+
+
+async def test_migrate_recopies_a_source_changed_since_the_last_run(
+    local: LocalStorageBackend, local_root: Path
+) -> None:
+    dest = MemoryStorageBackend()
+    await local.save("c/a.txt", b"version 1")
+    await migrate(local, dest)
+    await local.save("c/a.txt", b"version 2")
+    touch(local_root, "c/a.txt", 3600)  # written after the copy, whatever the clock's grain
+    report = await migrate(local, dest)
+    assert (report.copied, report.skipped) == (1, 0)
+    assert await dest.load("c/a.txt") == b"version 2"
+
+
+async def test_migrate_keeps_a_newer_write_at_the_destination(
+    local: LocalStorageBackend, local_root: Path
+) -> None:
+    # writes already go to dest: the app's newer version must not be overwritten
+    source = MemoryStorageBackend()
+    await source.save("n/a.txt", b"stale")
+    await local.save("n/a.txt", b"the app's newer write")
+    touch(local_root, "n/a.txt", 3600)
+    report = await migrate(source, local)
+    assert (report.copied, report.skipped) == (0, 1)
+    assert await local.load("n/a.txt") == b"the app's newer write"
+
+
+async def test_one_failed_object_never_stops_the_others(local: LocalStorageBackend) -> None:
+    source = MemoryStorageBackend()
+    await fill(source, 10, "small")
+    await source.save("big/huge.bin", b"x" * 1000)
+    local.set_quota("big", 100)
+    report = await migrate(source, local, concurrency=2)
+    assert report.copied == 10
+    assert list(report.failed) == ["big/huge.bin"]
+    assert "quota" in report.failed["big/huge.bin"]
+    assert await local.list_files("big") == []
+
+
+class LyingSizes(MemoryStorageBackend):
+    """A destination whose stat reports one byte too many for keys under bad/."""
+
+    async def _stat(self, key: str) -> ObjectInfo:
+        info = await super()._stat(key)
+        if key.startswith("bad/"):
+            return ObjectInfo(info.key, info.size + 1, info.last_modified, None, "x/y", {})
+        return info
+
+
+async def test_verify_failure_is_reported_and_keeps_the_source() -> None:
+    source, dest = MemoryStorageBackend(), LyingSizes()
+    await source.save("bad/a", b"aaa")
+    await source.save("good/b", b"bbb")
+    report = await migrate(source, dest, delete_source=True)
+    assert report.copied == 1
+    assert "verify 'bad/a'" in report.failed["bad/a"]
+    assert await source.list_files("") == ["bad/a"]  # the unverified object stays
+
+
+async def test_delete_source_removes_copied_and_skipped_objects(
+    local: LocalStorageBackend,
+) -> None:
+    dest = MemoryStorageBackend()
+    objects = await fill(local, 6)
+    await migrate(local, dest, "data")  # an earlier run copied everything...
+    await local.save("data/new.txt", b"new")  # ...and one object came since
+    report = await migrate(local, dest, delete_source=True)
+    assert (report.copied, report.skipped, report.failed) == (1, 6, {})
+    assert await local.list_files("") == []
+    assert await dest.load_many(objects) == objects
+
+
+async def test_progress_reports_every_object() -> None:
+    source, dest = MemoryStorageBackend(), MemoryStorageBackend()
+    await fill(source, 5)
+    await migrate(source, dest)
+    await source.save("data/extra", b"e")
+    seen: list[tuple[str, str, int]] = []
+    await migrate(source, dest, progress=lambda k, o, r: seen.append((k, o, r.skipped)))
+    assert sorted(seen)[-1] == ("data/extra", "copied", 5)
+    assert [o for _, o, _ in seen].count("skipped") == 5
+
+
+async def test_migrate_refuses_bad_arguments() -> None:
+    source, dest = MemoryStorageBackend(), MemoryStorageBackend()
+    await source.save("a", b"a")
+    with pytest.raises(ValueError, match="verify"):
+        await migrate(source, dest, delete_source=True, verify=False)
+    with pytest.raises(ValueError, match="same"):
+        await migrate(source, source)
+    with pytest.raises(ValueError, match="concurrency"):
+        await migrate(source, dest, concurrency=0)
+    with pytest.raises(InvalidKeyError):
+        await migrate(source, dest, "../up")
+    assert await dest.list_files("") == []
+    assert await source.list_files("") == ["a"]
