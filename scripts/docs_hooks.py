@@ -3,11 +3,13 @@
 ``<!-- settings-table -->`` in a page becomes one table per settings section, rendered
 from the pydantic models behind ``StorageSettings``: every ``STORAGE_*`` variable with its
 type, default and description. A field whose description names another variable fails
-the build.
+the build. In the API reference, the Sphinx roles of the docstrings (``:class:`X```)
+show as plain code.
 """
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from pathlib import Path, PurePath
@@ -20,12 +22,17 @@ from pydantic.fields import FieldInfo
 from file_storage.settings import ENV_PREFIX, StorageSettings
 
 SETTINGS_MARKER = "<!-- settings-table -->"
+_SPHINX_ROLE = re.compile(r":(?:class|meth|func|attr|exc|mod|data|obj):(?=<code>)")
 
 
 def on_page_markdown(markdown: str, **_: Any) -> str:
     if SETTINGS_MARKER in markdown:
         markdown = markdown.replace(SETTINGS_MARKER, settings_tables())
     return markdown
+
+
+def on_page_content(html: str, **_: Any) -> str:
+    return _SPHINX_ROLE.sub("", html)
 
 
 def settings_rows() -> list[tuple[str, str, list[tuple[str, str, str, str]]]]:

@@ -62,3 +62,9 @@ def test_a_description_naming_another_variable_fails_the_build(
     monkeypatch.setattr(field, "description", "STORAGE_KIND: which backend")
     with pytest.raises(ValueError, match="STORAGE_TYPE: its description names STORAGE_KIND"):
         hooks.settings_tables()
+
+
+def test_sphinx_roles_of_docstrings_show_as_plain_code() -> None:
+    html = "raises :class:<code>StorageError</code>; see :meth:<code>stat</code>"
+    rendered = _hooks().on_page_content(html)
+    assert rendered == "raises <code>StorageError</code>; see <code>stat</code>"
