@@ -2,7 +2,9 @@
 
 Starts a moto S3 server in its own process on 127.0.0.1 and works in a temp folder;
 prints the Markdown report on stdout (progress on stderr) and writes it to
-``benchmarks/results/latest.md``, with every number in ``latest.json``.
+``benchmarks/results/latest.md``, with every number in ``latest.json``, and the SVG
+charts of docs/benchmarks.md to ``docs/img/benchmarks/`` (with ``--out DIR``: to
+``DIR/plots``, leaving the docs untouched).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import local, migrate, quota, report, s3_large, s3_small
+from benchmarks import local, migrate, plots, quota, report, s3_large, s3_small
 from benchmarks._common import FULL, QUICK, MotoServer, Row, Scale, log
 
 RESULTS = Path(__file__).parent / "results"
@@ -88,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [row.as_dict() for row in rows],
     }
     (args.out / "latest.json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    charts = plots.DOCS_IMAGES if args.out == RESULTS else args.out / "plots"
+    drawn = plots.write_plots([row.as_dict() for row in rows], charts)
     sys.stdout.write(text)
-    log(f"wrote {args.out / 'latest.md'} and latest.json in {seconds:.0f} s")
+    log(f"wrote {args.out / 'latest.md'}, latest.json and {len(drawn)} charts in {seconds:.0f} s")
     return 0
 
 

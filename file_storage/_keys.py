@@ -1,4 +1,4 @@
-"""The single key grammar every backend shares (see API.md, "Keys")."""
+"""The single key grammar every backend shares (see docs/concepts.md, "Keys")."""
 
 from __future__ import annotations
 

@@ -95,18 +95,27 @@ class LocalSettings(BaseModel):
 
     model_config = _SECTION
 
-    path: Path = Field(default=Path("./storage"), description="STORAGE_LOCAL_PATH: the root folder")
+    path: Path = Field(
+        default=Path("./storage"),
+        description="STORAGE_LOCAL_PATH: root folder of the local backend; key k is the file "
+        "<path>/k",
+    )
     max_size_gb: float | None = Field(
         default=None,
         gt=0,
         allow_inf_nan=False,
-        description="STORAGE_LOCAL_MAX_SIZE_GB: quota in GB",
+        description="STORAGE_LOCAL_MAX_SIZE_GB: quota of the local backend in GB (10^9 bytes, "
+        "fractional allowed); unset: no quota",
     )
     base_url: str | None = Field(
-        default=None, description="STORAGE_LOCAL_BASE_URL: where the signed-URL router is mounted"
+        default=None,
+        description="STORAGE_LOCAL_BASE_URL: where the app mounts signed_url_router: an http(s):// "
+        "URL or an absolute path such as /files; needs the signing key",
     )
     signing_key: SecretStr | None = Field(
-        default=None, description="STORAGE_LOCAL_SIGNING_KEY: HMAC key for signed local URLs"
+        default=None,
+        description="STORAGE_LOCAL_SIGNING_KEY: secret HMAC key of signed local URLs, at least 32 "
+        "characters; needs the base URL",
     )
     temp_max_age_seconds: float = Field(
         default=3600,
@@ -154,62 +163,119 @@ class S3Settings(BaseModel):
 
     model_config = _SECTION
 
-    bucket: str | None = Field(default=None, description="STORAGE_S3_BUCKET: required for S3")
+    bucket: str | None = Field(
+        default=None, description="STORAGE_S3_BUCKET: the bucket, which must exist; required for S3"
+    )
     prefix: str = Field(
         default="storage",
-        description="STORAGE_S3_PREFIX: folder holding every key; empty or '/': the bucket root",
+        description="STORAGE_S3_PREFIX: folder in the bucket holding every key (<prefix>/<key>); "
+        "no leading or trailing /, at most 128 bytes; empty or '/': the bucket root",
     )
-    region: str = Field(default="us-east-1", description="STORAGE_S3_REGION")
-    access_key_id: SecretStr | None = Field(default=None, description="STORAGE_S3_ACCESS_KEY_ID")
+    region: str = Field(default="us-east-1", description="STORAGE_S3_REGION: region of the bucket")
+    access_key_id: SecretStr | None = Field(
+        default=None,
+        description="STORAGE_S3_ACCESS_KEY_ID: set with the secret, or leave both unset for the "
+        "standard AWS credential chain (environment, ~/.aws, instance role)",
+    )
     secret_access_key: SecretStr | None = Field(
-        default=None, description="STORAGE_S3_SECRET_ACCESS_KEY"
+        default=None, description="STORAGE_S3_SECRET_ACCESS_KEY: the secret access key"
     )
-    session_token: SecretStr | None = Field(default=None, description="STORAGE_S3_SESSION_TOKEN")
+    session_token: SecretStr | None = Field(
+        default=None,
+        description="STORAGE_S3_SESSION_TOKEN: session token of temporary credentials; needs the "
+        "access key id and secret",
+    )
     endpoint_url: str | None = Field(
-        default=None, description="STORAGE_S3_ENDPOINT_URL: unset is AWS"
+        default=None,
+        description="STORAGE_S3_ENDPOINT_URL: an S3-compatible server (MinIO, Ceph RGW, R2, ...), "
+        "http(s):// without credentials; unset: AWS",
     )
     public_endpoint_url: str | None = Field(
-        default=None, description="STORAGE_S3_PUBLIC_ENDPOINT_URL: the host in presigned URLs"
+        default=None,
+        description="STORAGE_S3_PUBLIC_ENDPOINT_URL: the host browsers reach, put in presigned "
+        "URLs when it differs from the endpoint (a server inside Docker, a proxy)",
     )
     addressing_style: Literal["auto", "path", "virtual"] = Field(
-        default="auto", description="STORAGE_S3_ADDRESSING_STYLE"
+        default="auto",
+        description="STORAGE_S3_ADDRESSING_STYLE: path for MinIO-like servers, virtual for "
+        "bucket host names, auto lets botocore pick",
     )
     max_size_gb: float | None = Field(
-        default=None, gt=0, allow_inf_nan=False, description="STORAGE_S3_MAX_SIZE_GB: quota in GB"
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="STORAGE_S3_MAX_SIZE_GB: quota under the prefix in GB (10^9 bytes, fractional "
+        "allowed); unset: no quota",
     )
     multipart_threshold_mb: int = Field(
-        default=16, ge=1, le=MAX_PART_MB, description="STORAGE_S3_MULTIPART_THRESHOLD_MB (MiB)"
+        default=16,
+        ge=1,
+        le=MAX_PART_MB,
+        description="STORAGE_S3_MULTIPART_THRESHOLD_MB: files and streams at least this big (MiB) "
+        "go as parallel multipart uploads",
     )
     multipart_chunk_mb: int = Field(
-        default=8, ge=MIN_PART_MB, le=MAX_PART_MB, description="STORAGE_S3_MULTIPART_CHUNK_MB (MiB)"
+        default=8,
+        ge=MIN_PART_MB,
+        le=MAX_PART_MB,
+        description="STORAGE_S3_MULTIPART_CHUNK_MB: part size in MiB, within S3's part limits",
     )
-    max_concurrency: int = Field(default=8, ge=1, le=64, description="STORAGE_S3_MAX_CONCURRENCY")
-    sse: Literal["AES256", "aws:kms"] | None = Field(default=None, description="STORAGE_S3_SSE")
-    sse_kms_key_id: str | None = Field(default=None, description="STORAGE_S3_SSE_KMS_KEY_ID")
+    max_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="STORAGE_S3_MAX_CONCURRENCY: parts in flight per transfer",
+    )
+    sse: Literal["AES256", "aws:kms"] | None = Field(
+        default=None, description="STORAGE_S3_SSE: server-side encryption of every write"
+    )
+    sse_kms_key_id: str | None = Field(
+        default=None,
+        description="STORAGE_S3_SSE_KMS_KEY_ID: KMS key id, ARN or alias; only with "
+        "STORAGE_S3_SSE=aws:kms",
+    )
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="STORAGE_S3_MAX_ATTEMPTS: total attempts per request (botocore retries)",
+    )
     checksum: Literal["auto", "crc32", "md5", "off"] = Field(
-        default="auto", description="STORAGE_S3_CHECKSUM: auto, crc32, md5 or off"
+        default="auto",
+        description="STORAGE_S3_CHECKSUM: integrity check of uploads: auto (CRC32 where the server "
+        "keeps it, else Content-MD5), crc32, md5 or off",
     )
-    max_attempts: int = Field(default=5, ge=1, description="STORAGE_S3_MAX_ATTEMPTS")
     retry_mode: Literal["standard", "adaptive"] = Field(
-        default="standard", description="STORAGE_S3_RETRY_MODE"
+        default="standard", description="STORAGE_S3_RETRY_MODE: botocore retry mode"
     )
     connect_timeout: float = Field(
-        default=10.0, gt=0, allow_inf_nan=False, description="STORAGE_S3_CONNECT_TIMEOUT (seconds)"
+        default=10.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="STORAGE_S3_CONNECT_TIMEOUT: seconds to wait for a connection",
     )
     read_timeout: float = Field(
-        default=60.0, gt=0, allow_inf_nan=False, description="STORAGE_S3_READ_TIMEOUT (seconds)"
+        default=60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="STORAGE_S3_READ_TIMEOUT: seconds to wait for data on an open connection",
     )
     max_pool_connections: int | None = Field(
-        default=None, ge=1, description="STORAGE_S3_MAX_POOL_CONNECTIONS"
+        default=None,
+        ge=1,
+        description="STORAGE_S3_MAX_POOL_CONNECTIONS: HTTP connection pool size; unset: picked "
+        "from the concurrency",
     )
     fallback_path: Path | None = Field(
-        default=None, description="STORAGE_S3_FALLBACK_PATH: local spool folder"
+        default=None,
+        description="STORAGE_S3_FALLBACK_PATH: a local spool folder keeping save/upload_file "
+        "writes while S3 is unavailable, until flushed; unset: such writes fail",
     )
     flush_interval_seconds: float | None = Field(
         default=None,
         gt=0,
         allow_inf_nan=False,
-        description="STORAGE_S3_FLUSH_INTERVAL_SECONDS: upload the spool this often",
+        description="STORAGE_S3_FLUSH_INTERVAL_SECONDS: upload the spool this often in the "
+        "background; unset: only when flush_spool() is called",
     )
 
     @field_validator("bucket")
@@ -310,7 +376,8 @@ class QuotaSettings(BaseModel):
         default=None,
         gt=0,
         allow_inf_nan=False,
-        description="STORAGE_QUOTA_REFRESH_SECONDS: re-scan usage this often",
+        description="STORAGE_QUOTA_REFRESH_SECONDS: re-scan quota usage at most this often, to see "
+        "other processes' writes; unset: never",
     )
 
 

@@ -1,4 +1,16 @@
-"""Every Python example in README.md and docs/ runs as it is written."""
+"""Every Python example in README.md and docs/ runs as it is written, as a reader runs it.
+
+Each example runs in a fresh interpreter whose working directory is a new, empty temp
+folder (so ``./storage``, the default root, is its own), with no ``STORAGE_*``/``AWS_*``
+variables and without the repository on ``sys.path``: only the installed package.
+
+- A fence titled with a file name (```` ```python title="app.py" ````) is a file of the
+  reader's project: it runs too, and is written into the working directory of every
+  example of its page, which may import it.
+- ``<!-- docs-test: s3 -->`` on the line before a fence runs it a second time with
+  ``STORAGE_TYPE=S3`` against a fresh bucket on the moto server.
+- ``<!-- docs-test: skip -->`` skips it.
+"""
 
 from __future__ import annotations
 
@@ -6,52 +18,106 @@ import os
 import re
 import subprocess
 import sys
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, boto3_client
+
 ROOT = Path(__file__).resolve().parent.parent
-FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
-SKIP = "<!-- docs-test: skip -->"
+FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.S | re.M)
+TITLE = re.compile(r'title="([\w.-]+\.py)"')
+MARKER = re.compile(r"^<!-- docs-test: (\w+) -->$")
 
 
-def examples() -> list[tuple[str, str]]:
+@dataclass(frozen=True)
+class Example:
+    name: str
+    code: str
+    s3: bool
+    files: tuple[tuple[str, str], ...]  # (name, code) of the page's titled fences
+
+
+def examples() -> list[Example]:
     found = []
-    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         text = doc.read_text(encoding="utf-8")
-        for i, match in enumerate(FENCE.finditer(text)):
+        name = doc.relative_to(ROOT).as_posix()
+        fences = list(FENCE.finditer(text))
+        files = tuple(
+            (title.group(1), m.group(2)) for m in fences if (title := TITLE.search(m.group(1)))
+        )
+        for i, match in enumerate(fences):
             before = text[: match.start()].rstrip().splitlines()[-1:]
-            if before and before[0].strip() == SKIP:
+            marker = MARKER.match(before[0].strip()) if before else None
+            kind = marker.group(1) if marker else None
+            if kind == "skip":
                 continue
-            found.append((f"{doc.name}#{i}", match.group(1)))
+            found.append(Example(f"{name}#{i}", match.group(2), kind == "s3", files))
     return found
 
 
 EXAMPLES = examples()
+RUNS = [pytest.param(e, "local", id=f"{e.name}-local") for e in EXAMPLES] + [
+    pytest.param(e, "s3", id=f"{e.name}-s3", marks=pytest.mark.s3) for e in EXAMPLES if e.s3
+]
 
 
-@pytest.fixture(scope="session")
-def ffmpeg_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with an ``ffmpeg`` on it: the static build the imageio-ffmpeg wheel ships."""
-    import imageio_ffmpeg
-
-    folder = tmp_path_factory.mktemp("bin")
-    (folder / "ffmpeg").symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
-    return folder
-
-
-@pytest.mark.parametrize("code", [code for _, code in EXAMPLES], ids=[n for n, _ in EXAMPLES])
-def test_doc_example_runs(code: str, tmp_path: Path, ffmpeg_dir: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "AWS_"))}
-    env["PATH"] = f"{ffmpeg_dir}{os.pathsep}{env.get('PATH', '')}"
-    env["STORAGE_LOCAL_PATH"] = str(tmp_path / "storage")
-    env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run(
+def _run(
+    code: str, cwd: Path, env: dict[str, str], files: tuple[tuple[str, str], ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    for name, text in files:
+        (cwd / name).write_text(text, encoding="utf-8")
+    return subprocess.run(
         [sys.executable, "-c", code],
-        cwd=tmp_path,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def _reader_env(tmp_path: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("STORAGE_", "AWS_", "PYTHON", "EXAMPLE_"))
+    }
+    env["AWS_CONFIG_FILE"] = str(tmp_path / "no-aws-config")
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "no-aws-credentials")
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    return env
+
+
+@pytest.mark.parametrize(("example", "where"), RUNS)
+def test_doc_example_runs(
+    example: Example, where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    env = _reader_env(tmp_path)
+    if where == "s3":
+        endpoint: str = request.getfixturevalue("moto_endpoint")
+        bucket = f"docs-{uuid.uuid4().hex[:20]}"
+        client = boto3_client(endpoint)
+        client.create_bucket(Bucket=bucket)
+        client.close()
+        env |= {
+            "STORAGE_TYPE": "S3",
+            "STORAGE_S3_BUCKET": bucket,
+            "STORAGE_S3_ENDPOINT_URL": endpoint,
+            "STORAGE_S3_ADDRESSING_STYLE": "path",
+            "STORAGE_S3_ACCESS_KEY_ID": FAKE_KEY_ID,
+            "STORAGE_S3_SECRET_ACCESS_KEY": FAKE_SECRET,
+        }
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    result = _run(example.code, workdir, env, example.files)
     assert result.returncode == 0, result.stderr
+
+
+def test_examples_run_without_the_repository_on_the_path(tmp_path: Path) -> None:
+    # the harness itself: the repository's own folders are not importable from an example
+    result = _run("import examples", tmp_path, _reader_env(tmp_path))
+    assert "No module named 'examples'" in result.stderr

@@ -1,4 +1,4 @@
-"""The public surface of API.md: names, identities, and a light import."""
+"""The public surface (docs/reference.md): names, identities, and a light import."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one table of valid and invalid keys every backend runs (see API.md, "Keys")."""
+"""The one table of valid and invalid keys every backend runs (see docs/concepts.md, "Keys")."""
 
 from __future__ import annotations
 

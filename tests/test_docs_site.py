@@ -1,0 +1,70 @@
+"""The generated parts of the documentation site match the code they come from."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from pydantic_settings import EnvSettingsSource
+
+from file_storage import StorageSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _hooks() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "scripts/docs_hooks.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _table_variables() -> list[str]:
+    return re.findall(r"^\| `(STORAGE_\w+)` \|", _hooks().settings_tables(), re.M)
+
+
+def test_configuration_page_has_the_generated_table() -> None:
+    page = (ROOT / "docs/configuration.md").read_text(encoding="utf-8")
+    rendered = _hooks().on_page_markdown(page)
+    assert "<!-- settings-table -->" in page
+    assert "| `STORAGE_S3_MAX_CONCURRENCY` | integer, >= 1 and <= 64 | `8` |" in rendered
+
+
+def test_configuration_table_lists_every_settings_field() -> None:
+    fields = ["type"]
+    for section in ("local", "s3", "quota"):
+        model = getattr(StorageSettings(), section)
+        fields += [f"{section}_{name}" for name in type(model).model_fields]
+    assert sorted(_table_variables()) == sorted(f"STORAGE_{f.upper()}" for f in fields)
+
+
+@pytest.mark.parametrize("variable", _table_variables())
+def test_each_documented_variable_is_the_one_settings_read(
+    variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, "sentinel")
+    raw = EnvSettingsSource(StorageSettings)()  # what the environment gives, per field
+    section, _, name = variable.removeprefix("STORAGE_").lower().partition("_")
+    found = raw[section] if not name else raw.get(section, {}).get(name)
+    assert found == "sentinel"
+
+
+def test_a_description_naming_another_variable_fails_the_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hooks = _hooks()
+    field = StorageSettings.model_fields["type"]
+    monkeypatch.setattr(field, "description", "STORAGE_KIND: which backend")
+    with pytest.raises(ValueError, match="STORAGE_TYPE: its description names STORAGE_KIND"):
+        hooks.settings_tables()
+
+
+def test_sphinx_roles_of_docstrings_show_as_plain_code() -> None:
+    html = "raises :class:<code>StorageError</code>; see :meth:<code>stat</code>"
+    rendered = _hooks().on_page_content(html)
+    assert rendered == "raises <code>StorageError</code>; see <code>stat</code>"
