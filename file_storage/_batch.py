@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from file_storage.errors import StorageError
 
 if TYPE_CHECKING:
-    from file_storage.backends.base import Content, KeyLike, StorageBackend
+    from file_storage._keys import KeyLike
+    from file_storage.backends._core import Content
+    from file_storage.backends._reads import Reads
+    from file_storage.backends._writes import Writes
 
 T = TypeVar("T")
 
@@ -74,7 +77,7 @@ def _path_name(path: object) -> str:
 
 
 async def save_many(
-    backend: StorageBackend,
+    backend: Writes,
     items: Mapping[KeyLike, Content] | Iterable[tuple[KeyLike, Content]],
     concurrency: int,
 ) -> dict[str, str | Exception]:
@@ -99,7 +102,7 @@ async def save_many(
 
 
 async def load_many(
-    backend: StorageBackend, paths: Iterable[KeyLike], concurrency: int
+    backend: Reads, paths: Iterable[KeyLike], concurrency: int
 ) -> dict[str, bytes | Exception]:
     check_concurrency(concurrency)
     if isinstance(paths, str | PurePosixPath):

@@ -20,8 +20,8 @@ from pydantic import SecretStr
 
 from file_storage._keys import validate_key
 from file_storage.backends import _s3_multipart as mp
+from file_storage.backends._core import count_attempt
 from file_storage.backends._s3_errors import ATTEMPTS_ATTR
-from file_storage.backends.base import count_attempt
 from file_storage.errors import InvalidKeyError, StorageConfigError
 
 __all__ = ["S3Options", "load_sdk", "open_client", "s3_options"]

@@ -42,6 +42,7 @@ from file_storage._mime import guess_content_type
 from file_storage._signing import MIN_SIGNING_KEY_CHARS
 from file_storage._streams import Progress
 from file_storage.backends import _local_meta as meta_file
+from file_storage.backends._core import Method
 from file_storage.backends._local_fs import (
     O_NEW,
     Found,
@@ -70,7 +71,7 @@ from file_storage.backends._local_io import (
 )
 from file_storage.backends._local_meta import Meta, key_locks
 from file_storage.backends._local_walk import TmpSeen, Walk, sweep_meta, tmp_watcher
-from file_storage.backends.base import Method, StorageBackend
+from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
     ObjectNotFoundError,
     PreconditionFailedError,

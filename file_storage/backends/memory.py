@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from file_storage.backends.base import Method, StorageBackend
+from file_storage.backends._core import Method
+from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
     ObjectConflictError,
     ObjectNotFoundError,

@@ -29,10 +29,11 @@ from file_storage._metadata import decode_value, encode_value
 from file_storage._spool import Entry, Spool, read_range
 from file_storage._streams import Progress
 from file_storage.backends import _s3_multipart as mp
+from file_storage.backends._core import Method
 from file_storage.backends._s3_config import instrument, open_client, s3_options
 from file_storage.backends._s3_errors import error_code, is_outage, map_s3_error
 from file_storage.backends._s3_fallback import Fallback
-from file_storage.backends.base import Method, StorageBackend
+from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
     InvalidKeyError,
     PreconditionFailedError,

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from file_storage._migrate import MigrationReport, Outcome, migrate
-from file_storage.backends.base import MAX_PRESIGN_SECONDS, StorageBackend
+from file_storage.backends._core import MAX_PRESIGN_SECONDS
+from file_storage.backends.base import StorageBackend
 from file_storage.cli import _run
 from file_storage.cli._progress import Bar, MigrationBar
 from file_storage.cli._run import Options, emit_json, human, info_dict, run

@@ -1,0 +1,298 @@
+"""The plumbing every backend shares: error translation, call logging, and the hooks.
+
+:class:`BackendCore` holds what the public methods of :class:`StorageBackend` stand on:
+key and prefix checks, ``_translate`` (foreign errors mapped once, chained, logged), the
+quota ledger, and the ``_hook`` methods a backend implements. The public methods live in
+the mixins ``_reads``, ``_writes``, ``_transfers`` and ``_quotas`` (one concern each),
+assembled in :mod:`file_storage.backends.base`.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import contextvars
+import logging
+import time
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Iterator,
+)
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+import aiofiles
+import aiofiles.os
+
+from file_storage._keys import KeyLike, validate_key, validate_prefix
+from file_storage._quota import QuotaManager
+from file_storage._streams import CHUNK_SIZE, Progress
+from file_storage.backends._support import (
+    file_chunks,
+    is_caller_error,
+    log_failure,
+    map_os_error,
+    mark_landed,
+)
+from file_storage.errors import (
+    ObjectConflictError,
+    StorageConfigError,
+    StorageError,
+)
+from file_storage.models import ObjectInfo
+
+logger = logging.getLogger("file_storage")
+
+Content = bytes | bytearray | memoryview | AsyncIterable[bytes]
+Method = Literal["GET", "PUT"]
+MAX_PRESIGN_SECONDS = 604800  # 7 days: SigV4's maximum (AWS, "Sharing objects with presigned URLs")
+DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys a request
+
+
+class _Call:
+    """What one public call did, for its log line: bytes moved and requests sent."""
+
+    __slots__ = ("attempts", "size")
+
+    def __init__(self, size: int | None) -> None:
+        self.size = size
+        self.attempts = 0
+
+
+_call: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("file_storage_call")
+
+
+def count_attempt() -> None:
+    """Count one request sent (a retry included) against the public call running now."""
+    call = _call.get(None)
+    if call is not None:
+        call.attempts += 1
+
+
+class BackendCore(abc.ABC):
+    """The shared state, plumbing and hooks of :class:`StorageBackend` (see there)."""
+
+    #: bytes the backend puts in front of every key (the S3 prefix); keys must leave room
+    _key_overhead: int = 0
+
+    def __init__(
+        self,
+        *,
+        max_size_bytes: int | None = None,
+        quota_refresh_seconds: float | None = None,
+    ) -> None:
+        self._quotas = QuotaManager(self._usage_scan, quota_refresh_seconds)
+        if max_size_bytes is not None:
+            self._quotas.set("", max_size_bytes)
+
+    @property
+    def max_size_bytes(self) -> int | None:
+        """The backend-wide quota in bytes, or ``None``."""
+        return self._quotas.limit("")
+
+    def _key(self, path: KeyLike, operation: str) -> str:
+        return validate_key(path, operation, reserved_bytes=self._key_overhead)
+
+    def _prefix(self, prefix: KeyLike, operation: str) -> str:
+        return validate_prefix(prefix, operation, reserved_bytes=self._key_overhead)
+
+    def _map_error(self, exc: Exception, operation: str, key: str | None) -> StorageError | None:
+        """Turn a foreign exception into a StorageError (``None``: let it through, a bug)."""
+        if isinstance(exc, OSError):
+            return map_os_error(exc, operation, key)
+        return None
+
+    @contextlib.contextmanager
+    def _translate(
+        self,
+        operation: str,
+        key: str | None,
+        size: int | None = None,
+        *,
+        conflict_key: str | None = None,
+    ) -> Iterator[_Call]:
+        """Translate foreign errors, give every error its operation and key, and log.
+
+        ``conflict_key``: the key an :class:`ObjectConflictError` is about when the hook
+        did not say (a copy's or move's destination).
+        """
+        started = time.perf_counter()
+        call = _Call(size)
+        token = _call.set(call)
+        try:
+            yield call
+        except StorageError as exc:
+            if not exc.operation:
+                exc.operation = operation
+            if exc.key is None:
+                exc.key = conflict_key if isinstance(exc, ObjectConflictError) else None
+                exc.key = exc.key or key
+            log_failure(operation, key, exc, started)
+            raise
+        except Exception as exc:
+            if is_caller_error(exc):
+                raise
+            mapped = self._map_error(exc, operation, key)
+            if mapped is None:
+                raise
+            if not mapped.operation:
+                mapped.operation = operation
+            if mapped.key is None:
+                mapped.key = conflict_key if isinstance(mapped, ObjectConflictError) else None
+                mapped.key = mapped.key or key
+            log_failure(operation, key, mapped, started)
+            raise mapped from exc
+        finally:
+            with contextlib.suppress(ValueError):  # a generator resumed in another context
+                _call.reset(token)
+        if logger.isEnabledFor(logging.DEBUG):
+            duration = time.perf_counter() - started
+            logger.debug(
+                "%s %r done in %.1f ms%s%s",
+                operation,
+                key,
+                duration * 1000,
+                "" if call.size is None else f", {call.size} bytes",
+                f", {call.attempts} requests" if call.attempts else "",
+                extra={
+                    "operation": operation,
+                    "key": key,
+                    "size": call.size,
+                    "duration": duration,
+                    "attempts": call.attempts,
+                },
+            )
+
+    async def aclose(self) -> None:
+        """Release connections and clients. The backend may be used again afterwards."""
+        await self._aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @abc.abstractmethod
+    async def _save(
+        self,
+        key: str,
+        body: bytes | AsyncIterator[bytes],
+        content_type: str,
+        metadata: dict[str, str],
+    ) -> None:
+        """Store ``body`` at ``key`` atomically: on any error nothing new is visible."""
+
+    @abc.abstractmethod
+    async def _load(self, key: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def _stream(
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
+    ) -> AsyncIterator[bytes]:
+        """Yield bytes ``[start, end)`` (``end`` may pass the size), chunks <= ``chunk_size``.
+
+        With ``if_match``, every byte comes from the version with that ETag, or
+        :class:`PreconditionFailedError` is raised before the first chunk.
+        """
+
+    @abc.abstractmethod
+    async def _exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def _stat(self, key: str) -> ObjectInfo: ...
+
+    @abc.abstractmethod
+    async def _delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Yield the objects strictly under ``prefix`` (``""`` or ending in ``/``), sorted."""
+
+    @abc.abstractmethod
+    async def _list_dirs(self, prefix: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    async def _copy(self, src: str, dst: str) -> None: ...
+
+    def _usage_scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """What quotas count under ``prefix`` (first use, refresh): the objects, and any
+        bytes the backend stores beside them (local: other processes' temp files)."""
+        return self._iter_files(prefix)
+
+    async def _list_files(self, prefix: str) -> list[str]:
+        return [info.key async for info in self._iter_files(prefix)]
+
+    async def _total_size(self, prefix: str) -> int:
+        return sum([info.size async for info in self._iter_files(prefix)])
+
+    async def _move(self, src: str, dst: str) -> None:
+        await self._copy(src, dst)
+        try:
+            await self._delete(src)
+        except BaseException as exc:
+            mark_landed(exc, source_kept=True)  # dst is stored whatever the delete did
+            raise
+
+    async def _delete_many(self, keys: list[str]) -> None:
+        for key in keys:
+            await self._delete(key)
+
+    async def _delete_prefix(self, prefix: str) -> int:
+        deleted = 0
+        batch: list[str] = []
+        async for info in self._iter_files(prefix):
+            batch.append(info.key)
+            if len(batch) == DELETE_BATCH:
+                await self._delete_many(batch)
+                deleted += len(batch)
+                batch = []
+        if batch:
+            await self._delete_many(batch)
+            deleted += len(batch)
+        return deleted
+
+    async def _upload_file(
+        self,
+        local_path: Path,
+        key: str,
+        size: int,
+        content_type: str,
+        metadata: dict[str, str],
+        progress: Progress | None,
+    ) -> None:
+        body = file_chunks(local_path, size, progress)
+        await self._save(key, body, content_type, metadata)
+
+    async def _download_file(self, key: str, local_path: Path, progress: Progress | None) -> int:
+        """Write the object to ``local_path``; return the size the store says it has."""
+        expected = (await self._stat(key)).size
+        done = 0
+        async with aiofiles.open(local_path, "wb") as out:
+            async for chunk in self._stream(key, 0, None, CHUNK_SIZE, None):
+                await out.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, expected)
+        return expected
+
+    async def _presign(self, key: str, expires_in: int, method: Method) -> str:
+        raise StorageConfigError(f"{type(self).__name__} cannot sign URLs")
+
+    async def _check(self) -> None:
+        """Raise if the store cannot be used (S3: the bucket; local: the root). Default: no check.
+
+        Run once at start-up by ``storage_lifespan`` inside ``_translate("check", None)``,
+        so a hook raises SDK or OS errors like any other hook.
+        """
+        return None
+
+    async def _aclose(self) -> None:
+        return None

@@ -1,0 +1,160 @@
+"""Local files and URLs of :class:`StorageBackend`: download_file, local_copy, staged_upload,
+get_presigned_url.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import (
+    AsyncIterator,
+    Mapping,
+)
+from pathlib import Path
+from typing import final
+
+import aiofiles
+import aiofiles.os
+
+from file_storage._keys import KeyLike
+from file_storage._streams import Progress
+from file_storage.backends._core import (
+    MAX_PRESIGN_SECONDS,
+    Method,
+)
+from file_storage.backends._reads import Reads
+from file_storage.backends._support import (
+    normalize_metadata,
+)
+from file_storage.backends._writes import Writes
+from file_storage.errors import (
+    ObjectNotFoundError,
+    StorageUnavailableError,
+)
+
+
+class Transfers(Writes, Reads):
+    """The transfers of :class:`~file_storage.StorageBackend`; documented there."""
+
+    @final
+    async def download_file(
+        self,
+        path: KeyLike,
+        local_path: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+    ) -> Path:
+        """Write the object at ``path`` to the local file ``local_path``.
+
+        Parent folders are created. Bytes go to a temp file beside ``local_path`` that is
+        renamed into place once its size is verified, so a failed download leaves nothing.
+
+        Args:
+            progress: called as ``progress(bytes_done, bytes_total)``.
+
+        Returns:
+            ``local_path`` as a :class:`pathlib.Path`.
+
+        Raises:
+            ObjectNotFoundError: no object at ``path``.
+        """
+        return await self._download(path, local_path, progress)
+
+    async def _download(
+        self, path: KeyLike, local_path: str | os.PathLike[str], progress: Progress | None
+    ) -> Path:
+        key = self._key(path, "download_file")
+        target = Path(local_path)
+        with self._translate("download_file", key) as call:
+            await aiofiles.os.makedirs(target.parent, exist_ok=True)
+            # cut by UTF-8 bytes, never mid-character: a name is at most 255 bytes
+            stem = os.fsencode(target.name)[:200].decode("utf-8", "ignore")
+            tmp = target.with_name(f".{stem}.{uuid.uuid4().hex[:12]}.part")
+            try:
+                expected = call.size = await self._download_file(key, tmp, progress)
+                written = (await aiofiles.os.stat(tmp)).st_size
+                if written != expected:
+                    raise StorageUnavailableError(
+                        f"download incomplete: got {written} of {expected} bytes"
+                    )
+                await aiofiles.os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    await aiofiles.os.remove(tmp)
+                raise
+        return target
+
+    @final
+    async def get_presigned_url(
+        self, path: KeyLike, expires_in: int = 3600, method: Method = "GET"
+    ) -> str:
+        """Return a URL that lets anyone holding it GET or PUT ``path`` until it expires.
+
+        Args:
+            expires_in: seconds, ``1 <= expires_in <= 604800`` (7 days).
+            method: ``"GET"`` or ``"PUT"``; a URL for one never works for the other.
+
+        Raises:
+            ValueError: bad ``expires_in`` or ``method``.
+            StorageConfigError: the backend cannot sign (local without a signing key).
+        """
+        key = self._key(path, "get_presigned_url")
+        if method not in ("GET", "PUT"):
+            raise ValueError(f"method must be 'GET' or 'PUT', not {method!r}")
+        if (
+            isinstance(expires_in, bool)
+            or not isinstance(expires_in, int)
+            or not 1 <= expires_in <= MAX_PRESIGN_SECONDS
+        ):
+            raise ValueError(f"expires_in must be an int in [1, {MAX_PRESIGN_SECONDS}] seconds")
+        with self._translate("get_presigned_url", key):
+            return await self._presign(key, expires_in, method)
+
+    @contextlib.asynccontextmanager
+    async def local_copy(self, path: KeyLike) -> AsyncIterator[Path]:
+        """Give a local file holding the object, for tools that need a real file (FFmpeg).
+
+        The file is a temp copy removed on exit (the local backend may hand its own file:
+        treat it as read-only).
+        """
+        key = self._key(path, "local_copy")
+        async with self._local_copy(key) as local:
+            yield local
+
+    @contextlib.asynccontextmanager
+    async def staged_upload(
+        self,
+        path: KeyLike,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[Path]:
+        """Give a temp file path to write into; it is uploaded to ``path`` on a clean exit.
+
+        On an exception nothing is uploaded and the temp file is removed.
+        """
+        key = self._key(path, "staged_upload")
+        meta = normalize_metadata(metadata, "staged_upload", key)
+        tmpdir = await asyncio.to_thread(tempfile.mkdtemp, prefix="file_storage-")
+        try:
+            local = Path(tmpdir) / (key.rsplit("/", 1)[-1])
+            yield local
+            if not await aiofiles.os.path.exists(local):
+                raise ObjectNotFoundError(
+                    f"nothing was written to {str(local)!r}", operation="staged_upload", key=key
+                )
+            await self.upload_file(local, key, content_type=content_type, metadata=meta)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmpdir, True)
+
+    @contextlib.asynccontextmanager
+    async def _local_copy(self, key: str) -> AsyncIterator[Path]:
+        tmpdir = await asyncio.to_thread(tempfile.mkdtemp, prefix="file_storage-")
+        try:
+            yield await self.download_file(key, Path(tmpdir) / key.rsplit("/", 1)[-1])
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmpdir, True)

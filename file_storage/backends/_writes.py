@@ -1,0 +1,294 @@
+"""The writing half of :class:`StorageBackend`: save, upload_file, copy, move, deletes, batches.
+
+Each public method checks its keys, holds the keys under quota, reserves, calls the
+hook and commits or releases: see :mod:`file_storage._quota`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import (
+    AsyncIterable,
+    Awaitable,
+    Iterable,
+    Mapping,
+)
+from pathlib import Path
+from typing import final
+
+import aiofiles
+import aiofiles.os
+
+from file_storage import _batch
+from file_storage._keys import KeyLike
+from file_storage._mime import guess_content_type
+from file_storage._quota import Reservation
+from file_storage._streams import Progress
+from file_storage.backends._core import (
+    DELETE_BATCH,
+    BackendCore,
+    Content,
+)
+from file_storage.backends._support import (
+    Counter,
+    has_landed,
+    metered,
+    normalize_metadata,
+    source_kept,
+)
+from file_storage.errors import (
+    ObjectNotFoundError,
+)
+
+
+class Writes(BackendCore):
+    """The writes of :class:`~file_storage.StorageBackend`; documented there."""
+
+    @final
+    async def save(
+        self,
+        path: KeyLike,
+        content: Content,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> str:
+        """Store ``content`` at ``path``, replacing any object there.
+
+        Args:
+            path: the key.
+            content: bytes-like, or an async iterable of bytes, streamed and never
+                buffered whole (S3 turns a long stream into a parallel multipart upload).
+            content_type: MIME type; guessed from the key's extension when ``None``.
+            metadata: user metadata: names are HTTP tokens (returned lower-cased by
+                :meth:`stat`), values any ``str``; at most 2 KiB in all, as S3 counts it.
+            progress: called as ``progress(bytes_done, bytes_total_or_None)``.
+
+        Returns:
+            The normalized key.
+
+        Raises:
+            InvalidKeyError: bad key. InvalidMetadataError: bad metadata (nothing written).
+            StorageQuotaExceededError: over quota (nothing written). StorageError: the key
+            is a folder or under an object, or I/O failed.
+        """
+        key = self._key(path, "save")
+        ctype = content_type or guess_content_type(key)
+        meta = normalize_metadata(metadata, "save", key)
+        if isinstance(content, bytes | bytearray | memoryview):
+            data = bytes(content)
+            with self._translate("save", key, len(data)):
+                async with self._quotas.hold(key):
+                    reservation = await self._quotas.reserve(key, len(data), "save")
+                    await self._write(reservation, self._save(key, data, ctype, meta), len(data))
+                if progress is not None:
+                    progress(len(data), len(data))
+            return key
+        if not isinstance(content, AsyncIterable):
+            raise TypeError("content must be bytes-like or an async iterable of bytes")
+        with self._translate("save", key) as call:
+            async with self._quotas.hold(key):
+                reservation = await self._quotas.reserve(key, 0, "save")
+                counter = Counter()
+                body = metered(content, counter, reservation, progress)
+                await self._write(reservation, self._save(key, body, ctype, meta), counter)
+            call.size = counter.value
+        return key
+
+    @staticmethod
+    async def _write(
+        reservation: Reservation | None,
+        hook: Awaitable[None],
+        size: int | Counter,
+    ) -> None:
+        """Await a write hook, committing its reservation on success and freeing it on failure."""
+        try:
+            await hook
+        except BaseException as exc:
+            if reservation is not None:
+                if has_landed(exc):  # cancelled after the write became visible: count it
+                    reservation.commit(size if isinstance(size, int) else size.value)
+                else:
+                    reservation.release()
+            raise
+        if reservation is not None:
+            reservation.commit(size if isinstance(size, int) else size.value)
+
+    @final
+    async def upload_file(
+        self,
+        local_path: str | os.PathLike[str],
+        path: KeyLike,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> str:
+        """Store the local file ``local_path`` at ``path``, streamed from disk.
+
+        On S3 a file above the multipart threshold is sent as parts in parallel, and a
+        failure or cancellation aborts the upload, leaving nothing behind.
+
+        Returns:
+            The normalized key.
+
+        Raises:
+            ObjectNotFoundError: ``local_path`` does not exist. Otherwise as :meth:`save`.
+        """
+        key = self._key(path, "upload_file")
+        ctype = content_type or guess_content_type(key)
+        meta = normalize_metadata(metadata, "upload_file", key)
+        source = Path(local_path)
+        with self._translate("upload_file", key) as call:
+            try:
+                size = call.size = (await aiofiles.os.stat(source)).st_size
+            except FileNotFoundError as exc:
+                raise ObjectNotFoundError(f"local file {str(source)!r} not found") from exc
+            async with self._quotas.hold(key):
+                reservation = await self._quotas.reserve(key, size, "upload_file")
+                hook = self._upload_file(source, key, size, ctype, meta, progress)
+                await self._write(reservation, hook, size)
+        return key
+
+    @final
+    async def copy(self, src: KeyLike, dst: KeyLike) -> str:
+        """Copy ``src`` to ``dst`` (server-side on S3), keeping content type and metadata.
+
+        Returns:
+            The ``dst`` key.
+
+        Raises:
+            ObjectNotFoundError: ``src`` does not exist.
+        """
+        src_key = self._key(src, "copy")
+        dst_key = self._key(dst, "copy")
+        with self._translate("copy", src_key, conflict_key=dst_key):
+            if src_key == dst_key:
+                if not await self._exists(src_key):
+                    raise ObjectNotFoundError()
+                return dst_key
+            # the source is held too: its size, reserved for dst, cannot change under the copy
+            async with self._quotas.hold(src_key, dst_key):
+                reservation, size = await self._reserve_copy(src_key, dst_key, "copy")
+                await self._write(reservation, self._copy(src_key, dst_key), size)
+        return dst_key
+
+    @final
+    async def move(self, src: KeyLike, dst: KeyLike) -> str:
+        """Move ``src`` to ``dst``: a copy then a delete (a rename on local disk).
+
+        On S3 (and any backend without a rename) the copy and the delete are two steps:
+        if the delete fails, ``dst`` stays written, ``src`` stays too, the delete's error
+        is raised, and quota counts both objects (what is really stored).
+
+        Returns:
+            The ``dst`` key.
+
+        Raises:
+            ObjectNotFoundError: ``src`` does not exist.
+        """
+        src_key = self._key(src, "move")
+        dst_key = self._key(dst, "move")
+        with self._translate("move", src_key, conflict_key=dst_key):
+            if src_key == dst_key:
+                if not await self._exists(src_key):
+                    raise ObjectNotFoundError()
+                return dst_key
+            async with self._quotas.hold(src_key, dst_key):
+                reservation, size = await self._reserve_copy(src_key, dst_key, "move", moving=True)
+                try:
+                    await self._write(reservation, self._move(src_key, dst_key), size)
+                except BaseException as exc:
+                    # landed: dst is counted; a rename also took the source away, while
+                    # a copy whose delete failed left it (still counted)
+                    if has_landed(exc) and not source_kept(exc):
+                        self._quotas.forget(src_key)
+                    raise
+                self._quotas.forget(src_key)
+        return dst_key
+
+    async def _reserve_copy(
+        self, src: str, dst: str, operation: str, *, moving: bool = False
+    ) -> tuple[Reservation | None, int]:
+        if not self._quotas:
+            return None, 0
+        size = self._quotas.size_of(src)
+        if size is None:
+            size = (await self._stat(src)).size
+        frees = src if moving else None
+        return await self._quotas.reserve(dst, size, operation, frees=frees), size
+
+    @final
+    async def delete(self, path: KeyLike) -> None:
+        """Delete the object at ``path``; a missing object is not an error."""
+        key = self._key(path, "delete")
+        with self._translate("delete", key):
+            async with self._quotas.hold(key):
+                await self._delete(key)
+                self._quotas.forget(key)
+
+    @final
+    async def delete_many(self, paths: Iterable[KeyLike]) -> None:
+        """Delete every key of ``paths`` (batched: S3 sends 1000 a request); idempotent.
+
+        Every key is validated before anything is deleted.
+        """
+        keys = list(dict.fromkeys(self._key(p, "delete_many") for p in paths))
+        if not keys:
+            return
+        with self._translate("delete_many", keys[0] if len(keys) == 1 else None, len(keys)):
+            step = DELETE_BATCH if self._quotas else len(keys)  # bounds the locks held at once
+            for start in range(0, len(keys), step):
+                await self._delete_counted(keys[start : start + step])
+
+    async def _delete_counted(self, keys: list[str]) -> None:
+        """Delete ``keys`` holding their locks, then take them out of the quota ledger."""
+        async with self._quotas.hold(*keys):
+            await self._delete_many(keys)
+            for key in keys:
+                self._quotas.forget(key)
+
+    @final
+    async def delete_prefix(self, prefix: KeyLike) -> int:
+        """Delete every object strictly under the folder ``prefix``; ``""`` deletes all.
+
+        Returns:
+            How many objects were deleted.
+        """
+        folder = self._prefix(prefix, "delete_prefix")
+        with self._translate("delete_prefix", folder):
+            if not self._quotas.overlaps(folder):
+                return await self._delete_prefix(folder)
+            # under a quota: delete what one listing finds, key by key locked and forgotten,
+            # so that a write racing the delete is either deleted or counted, never lost
+            keys = await self._list_files(folder)
+            for start in range(0, len(keys), DELETE_BATCH):
+                await self._delete_counted(keys[start : start + DELETE_BATCH])
+            return len(keys)
+
+    @final
+    async def save_many(
+        self,
+        items: Mapping[KeyLike, Content] | Iterable[tuple[KeyLike, Content]],
+        *,
+        concurrency: int = 16,
+    ) -> dict[str, str | Exception]:
+        """Save many objects, at most ``concurrency`` at once, each as :meth:`save` would.
+
+        Quota is checked per item, so one object over quota fails alone.
+
+        Args:
+            items: a mapping path -> content, or an iterable of ``(path, content)`` pairs
+                (read whole before the first write; the contents are not read then).
+
+        Returns:
+            For each path as given (``str(path)``), in input order: its key, or the
+            :class:`StorageError` that item raised (an invalid key included). One failure
+            hides no other.
+
+        Raises:
+            TypeError: a path or a content of the wrong type (nothing is written).
+            ValueError: a path given twice, or ``concurrency < 1`` (nothing is written).
+        """
+        return await _batch.save_many(self, items, concurrency)
