@@ -286,6 +286,10 @@ class BackendCore(abc.ABC):
     async def _presign(self, key: str, expires_in: int, method: Method) -> str:
         raise StorageConfigError(f"{type(self).__name__} cannot sign URLs")
 
+    async def _sweep(self) -> None:
+        """Remove what crashed writers left behind (the local backend's temp files)."""
+        return None
+
     async def _check(self) -> None:
         """Raise if the store cannot be used (S3: the bucket; local: the root). Default: no check.
 

@@ -16,7 +16,7 @@ import errno
 import os
 import stat as stat_mod
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -47,11 +47,13 @@ def outside() -> StoragePermissionError:
 class Root:
     """The root folder's descriptor, opened on first use and again after a fork or close."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_open: Callable[[], object] | None = None) -> None:
         self.path = path
         self._fd = -1
         self._pid = 0
         self._lock = threading.Lock()
+        self._opened_in = 0  # the process that last ran on_open
+        self._on_open = on_open  # run once per process, after the first open
         self.prefixes: tuple[str, ...] = ()  # absolute spellings of the root
 
     def fd(self) -> int:
@@ -67,7 +69,11 @@ class Root:
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | O_CLOEXEC)
             self.prefixes = tuple(dict.fromkeys((os.path.realpath(self.path), str(self.path))))
             self._fd, self._pid = fd, os.getpid()
-            return fd
+            first = self._opened_in != self._pid
+            self._opened_in = self._pid
+        if first and self._on_open is not None:
+            self._on_open()
+        return fd
 
     def real(self) -> str:
         self.fd()

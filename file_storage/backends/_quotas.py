@@ -35,7 +35,13 @@ class Quotas(BackendCore):
 
     @final
     async def refresh_usage(self, prefix: KeyLike | None = None) -> None:
-        """Re-scan quota usage (all quotas, or the one at ``prefix``) to see foreign writes."""
+        """Re-scan quota usage (all quotas, or the one at ``prefix``) to see foreign writes.
+
+        Without ``prefix`` it also removes what crashed writers left behind (on local disk,
+        other processes' temp files older than ``temp_max_age_seconds``), quota or not.
+        """
         folder = None if prefix is None else self._prefix(prefix, "refresh_usage")
         with self._translate("refresh_usage", folder):
+            if folder is None:
+                await self._sweep()
             await self._quotas.refresh(folder)

@@ -124,7 +124,8 @@ class LocalStorageBackend(StorageBackend):
     ) -> None:
         super().__init__(max_size_bytes=max_size_bytes, quota_refresh_seconds=quota_refresh_seconds)
         self._root = Path(root).expanduser().absolute()
-        self._dir = Root(self._root)
+        self._dir = Root(self._root, on_open=self._sweep_in_background)
+        self._sweeping: concurrent.futures.Future[None] | None = None
         self._base_url = base_url
         self._signing_key = SecretStr(signing_key) if isinstance(signing_key, str) else signing_key
         if self._signing_key is not None and (
@@ -405,6 +406,31 @@ class LocalStorageBackend(StorageBackend):
             os.close(fd)
         return [prefix + name for name in names if self._has_file(prefix + name + "/")]
 
+    def _sweep_sync(self) -> None:
+        """Remove the temp files crashed writers of other processes left (older than the
+        temp max age) anywhere under the root, the sidecar folder included."""
+        watch = tmp_watcher(self._temp_max_age, time.time(), [])
+        walk = Walk(self._dir, "", False, watch)
+        try:
+            while walk.batch():
+                pass
+        finally:
+            walk.close()
+        sweep_meta(self._dir, watch)
+
+    def _sweep_in_background(self) -> None:
+        # on first use in each process: one walk in the I/O pool, never in the caller's way
+        def sweep() -> None:
+            try:
+                self._sweep_sync()
+            except Exception:  # a sweep that fails is retried by refresh_usage
+                logger.warning("sweeping stale temp files failed", exc_info=True)
+
+        self._sweeping = io_pool.submit(sweep)
+
+    async def _sweep(self) -> None:
+        await in_pool(self._sweep_sync)
+
     async def _usage_scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         # the quota counts objects and the live temp files other processes are writing;
         # stale ones (left by a crash) are removed on the way
@@ -626,6 +652,10 @@ class LocalStorageBackend(StorageBackend):
         )
 
     async def _aclose(self) -> None:
+        sweeping, self._sweeping = self._sweeping, None
+        if sweeping is not None and not sweeping.cancel():
+            # the sweep walks from the root descriptor: it may not outlive it
+            await asyncio.wrap_future(sweeping)
         self._dir.close()
 
 

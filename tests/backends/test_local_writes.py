@@ -172,3 +172,37 @@ async def test_object_or_folder_clash_raises_object_conflict(
 @pytest.mark.parametrize("exc", [NotADirectoryError(20, "x"), IsADirectoryError(21, "x")])
 def test_os_clash_errors_map_to_object_conflict(exc: OSError) -> None:
     assert isinstance(map_os_error(exc, "save", "a"), ObjectConflictError)
+
+
+def leave_temp_files(folder: Path) -> tuple[Path, Path]:
+    """A crashed writer's temp file (an hour old) and a live one of another process."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stale = folder / f".{TMP_MARK}deadbeef0000-1"
+    live = folder / f".{TMP_MARK}deadbeef0000-2"
+    for path in (stale, live):
+        path.write_bytes(b"t" * 10)
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    return stale, live
+
+
+async def test_stale_temp_files_are_swept_on_first_use_without_a_quota(tmp_path: Path) -> None:
+    stale, live = leave_temp_files(tmp_path / "s" / "d")
+    backend = LocalStorageBackend(tmp_path / "s", temp_max_age_seconds=60)
+    assert await backend.list_files() == []
+    assert backend._sweeping is not None  # started in the background by the first use
+    await asyncio.wrap_future(backend._sweeping)
+    assert not stale.exists()
+    assert live.exists()
+    await backend.aclose()
+
+
+async def test_refresh_usage_sweeps_stale_temp_files_without_a_quota(tmp_path: Path) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", temp_max_age_seconds=60)
+    await backend.save("d/a.bin", b"x")
+    stale, live = leave_temp_files(tmp_path / "s" / "d")
+    await backend.refresh_usage()
+    assert not stale.exists()
+    assert live.exists()
+    assert await backend.list_files() == ["d/a.bin"]
+    await backend.aclose()
