@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from benchmarks._common import KEY_ID, MIB, REGION, SECRET
 
@@ -82,7 +82,7 @@ def _transfer_config() -> Any:
 
 class Library(Contender):
     name = LIBRARY
-    client = "aioboto3"
+    client: Literal["aioboto3", "obstore"] = "aioboto3"
 
     async def open(self) -> None:
         from file_storage import S3StorageBackend
@@ -98,7 +98,7 @@ class Library(Contender):
             multipart_threshold=THRESHOLD,
             multipart_chunk_size=PART,
             max_concurrency=PARALLEL,
-            client=self.client,  # type: ignore[arg-type]
+            client=self.client,
         )
 
     async def close(self) -> None:
