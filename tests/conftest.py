@@ -143,8 +143,36 @@ async def s3_backend(moto_endpoint: str, s3_bucket: str) -> AsyncIterator[Storag
         await backend.aclose()
 
 
-@pytest.fixture(params=["memory", "local", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.fixture
+async def s3_obstore_backend(moto_endpoint: str, s3_bucket: str) -> AsyncIterator[StorageBackend]:
+    """The S3 backend on its obstore transport (``STORAGE_S3_CLIENT=obstore``)."""
+    from file_storage import S3StorageBackend
+
+    backend = S3StorageBackend(
+        s3_bucket,
+        prefix="storage",
+        endpoint_url=moto_endpoint,
+        region="us-east-1",
+        access_key_id=FAKE_KEY_ID,
+        secret_access_key=FAKE_SECRET,
+        addressing_style="path",
+        client="obstore",
+    )
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "local",
+        pytest.param("s3", marks=pytest.mark.s3),
+        pytest.param("s3_obstore", marks=pytest.mark.s3),
+    ]
+)
 def backend(request: pytest.FixtureRequest) -> StorageBackend:
-    """Every conformance test runs once per backend: ids memory, local, s3."""
+    """Every conformance test runs once per backend: ids memory, local, s3, s3_obstore."""
     result: StorageBackend = request.getfixturevalue(f"{request.param}_backend")
     return result
