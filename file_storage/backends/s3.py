@@ -33,7 +33,7 @@ from file_storage.backends._core import Method
 from file_storage.backends._s3_config import instrument, open_client, s3_options
 from file_storage.backends._s3_errors import error_code, is_outage, map_s3_error
 from file_storage.backends._s3_fallback import Fallback
-from file_storage.backends.base import StorageBackend
+from file_storage.backends._s3_versions import S3Versions
 from file_storage.errors import (
     InvalidKeyError,
     PreconditionFailedError,
@@ -47,7 +47,7 @@ __all__ = ["S3StorageBackend"]
 logger = logging.getLogger(__name__)
 
 
-class S3StorageBackend(StorageBackend):
+class S3StorageBackend(S3Versions):
     """Stores objects in an S3 bucket under ``prefix``; see :class:`StorageBackend`.
 
     Args:
