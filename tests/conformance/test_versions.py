@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from file_storage import (
@@ -266,3 +268,18 @@ async def test_never_versioned_overwrite_replaces(backend: StorageBackend) -> No
     assert await _ids(backend, "plain.txt") == ["null"]
     await backend.delete("plain.txt")
     assert await backend.list_versions("plain.txt") == []
+
+
+async def test_concurrent_overwrites_under_quota_count_every_version(
+    versioned: StorageBackend,
+) -> None:
+    versioned.set_quota("", 45)
+    results = await asyncio.gather(
+        *(versioned.save("hot.bin", bytes([i]) * 10) for i in range(6)), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, StorageQuotaExceededError)]
+    assert len(refused) == 2  # 4 x 10 bytes fit under 45, each overwrite keeping the last
+    assert len(await versioned.list_versions("hot.bin")) == 4
+    assert (await versioned.get_usage()).used == 40
+    await versioned.refresh_usage()
+    assert (await versioned.get_usage()).used == 40
