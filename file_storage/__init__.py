@@ -23,7 +23,7 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 from file_storage.factory import close_storage_backend, create_storage_backend, get_storage_backend
-from file_storage.models import ObjectInfo, Usage
+from file_storage.models import ObjectInfo, ObjectVersion, Usage
 from file_storage.path_builder import StoragePathBuilder
 from file_storage.settings import StorageSettings
 
@@ -36,6 +36,7 @@ __all__ = [
     "ObjectConflictError",
     "ObjectInfo",
     "ObjectNotFoundError",
+    "ObjectVersion",
     "PreconditionFailedError",
     "S3StorageBackend",
     "StorageBackend",

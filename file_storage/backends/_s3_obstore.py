@@ -317,6 +317,8 @@ class ObstoreClient:
         return {}
 
     async def delete_objects(self, *, Bucket: str, Delete: dict[str, Any]) -> Any:
+        if any(set(item) - {"Key"} for item in Delete["Objects"]):  # versions: aiobotocore
+            return await self._forward("delete_objects", {"Delete": Delete})
         count_attempt()
         # one DeleteObjects per 1000 keys; a key S3 refused raises (missing keys do not)
         with _from_obstore():
@@ -328,7 +330,13 @@ class ObstoreClient:
     ) -> Any:
         # CopyObject keeps content type and metadata (MetadataDirective COPY, S3's default)
         extra = {name for name in params if name not in _STORE_PARAMS}
-        if extra - {"MetadataDirective"} or params.get("MetadataDirective", "COPY") != "COPY":
+        if (
+            extra - {"MetadataDirective"}
+            or params.get("MetadataDirective", "COPY") != "COPY"
+            # a version of the source, or a copy onto itself (a restore): aiobotocore
+            or set(CopySource) - {"Bucket", "Key"}
+            or CopySource["Key"] == Key
+        ):
             return await self._forward(
                 "copy_object", {"Key": Key, "CopySource": CopySource, **params}
             )

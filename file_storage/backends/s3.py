@@ -34,7 +34,7 @@ from file_storage.backends._s3_config import addressing, instrument, open_client
 from file_storage.backends._s3_errors import error_code, is_outage, map_s3_error
 from file_storage.backends._s3_fallback import Fallback
 from file_storage.backends._s3_obstore import ObstoreClient, ObstoreTransfer, open_store
-from file_storage.backends.base import StorageBackend
+from file_storage.backends._s3_versions import S3Versions
 from file_storage.errors import (
     InvalidKeyError,
     PreconditionFailedError,
@@ -48,7 +48,7 @@ __all__ = ["S3StorageBackend"]
 logger = logging.getLogger(__name__)
 
 
-class S3StorageBackend(StorageBackend):
+class S3StorageBackend(S3Versions):
     """Stores objects in an S3 bucket under ``prefix``; see :class:`StorageBackend`.
 
     Args:
