@@ -87,7 +87,7 @@ class Reservation:
         self._reserved = [0] * len(quotas)
         self._done = False
 
-    def grow_to(self, total: int, requested: int | None = None) -> None:
+    async def grow_to(self, total: int, requested: int | None = None) -> None:
         """Hold enough for a write of ``total`` bytes, or raise without holding more."""
         extras = []
         for q, old, held in zip(self._quotas, self._olds, self._reserved, strict=True):
@@ -107,17 +107,20 @@ class Reservation:
                 q.reserved += extra
                 self._reserved[i] += extra
 
-    def release(self) -> None:
+    async def release(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
         if self._done:
             return
         self._done = True
         for q, held in zip(self._quotas, self._reserved, strict=True):
             q.reserved -= held
 
-    def commit(self, size: int) -> None:
+    async def commit(self, size: int) -> None:
         if self._done:
             return
-        self.release()
+        self._release()
         for q in self._quotas:
             q.record(self.key, size)
 
@@ -276,7 +279,7 @@ class QuotaManager:
         for q in quotas:
             await self._ensure_scanned(q)
         reservation = Reservation(quotas, key, operation, frees)
-        reservation.grow_to(size, requested)
+        await reservation.grow_to(size, requested)  # no await inside: check and hold at once
         return reservation
 
     def size_of(self, key: str) -> int | None:
@@ -286,7 +289,8 @@ class QuotaManager:
                 return q.sizes[key]
         return None
 
-    def forget(self, key: str) -> None:
+    async def forget(self, key: str) -> None:
+        """Take the deleted ``key`` out of the ledger (a coroutine: a shared ledger is remote)."""
         for q in self._covering(key):
             q.record(key, None)
 
@@ -299,6 +303,9 @@ class QuotaManager:
 
     def has(self, prefix: str) -> bool:
         return prefix in self._quotas
+
+    async def aclose(self) -> None:
+        """Release the ledger's connections (none in process)."""
 
     async def refresh(self, prefix: str | None = None) -> None:
         for q in list(self._quotas.values()):
