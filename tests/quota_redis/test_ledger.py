@@ -198,3 +198,48 @@ async def test_fail_open_lets_writes_through_with_one_warning_per_outage(
     outage = [r for r in caplog.records if "Redis unavailable" in r.getMessage()]
     assert len(outage) == 1
     assert "hunter2" not in caplog.text
+
+
+async def test_redis_stopped_fails_closed_and_restarted_resumes_exactly(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    root = tmp_path / "storage"
+    async with local(root, own_redis, namespace, max_size_bytes=1000) as a:
+        a.set_quota("users/u1", 300)
+        await a.save("users/u1/a", b"x" * 100)
+        await a.save("b", b"x" * 200)
+        own_redis.stop()
+        with pytest.raises(StorageUnavailableError, match="Redis") as info:
+            await a.save("users/u1/c", b"x" * 10)
+        assert (info.value.operation, info.value.key) == ("save", "users/u1/c")
+        await a.delete("b")  # deletes never wait for Redis
+        assert await a.load("users/u1/a") == b"x" * 100
+        own_redis.start()  # the same port, and no data: persistence is off
+        # limits come back from the process that set them, usage from one listing
+        with pytest.raises(StorageQuotaExceededError):
+            await a.save("users/u1/c", b"x" * 201)
+        await a.save("users/u1/c", b"x" * 200)
+        assert (await a.get_usage("users/u1")).used == 300
+        assert (await a.get_usage()).used == await a.get_total_size() == 300
+
+
+async def test_a_delete_missed_while_redis_was_away_is_listed_again_once_back(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    from pydantic import SecretStr
+
+    from tests.quota_redis.server import free_port
+
+    async with local(tmp_path / "s", own_redis, namespace, max_size_bytes=1000) as a:
+        await a.save("a", b"x" * 100)
+        await a.save("b", b"x" * 200)
+        # Redis out of reach of this process only, its data kept (a network split)
+        ledger = a._quotas._client  # type: ignore[attr-defined]
+        url = ledger._url
+        await a.aclose()
+        ledger._url = SecretStr(f"redis://127.0.0.1:{free_port()}/0")
+        await a.delete("b")
+        await a.aclose()
+        ledger._url = url
+        assert await a.list_files() == ["a"]
+        assert (await a.get_usage()).used == await a.get_total_size() == 100
