@@ -27,7 +27,7 @@ import hashlib
 import logging
 import uuid
 import weakref
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from types import ModuleType, TracebackType
 from typing import Any
@@ -225,10 +225,11 @@ class _RedisReservation(Reservation):
             self._ledger._missed(self.key, "save")
             return
         self._ledger._reachable()
-        if unlock and hold is not None:
-            hold.locked = False
         if result[0] == "over":
-            # the lease ran out and the new object no longer fits: take it back
+            # the lease ran out and the new object no longer fits: take it back, still
+            # holding its key (the hold unlocks it on exit)
+            if self._ledger.undo is not None:
+                await self._ledger.undo(self.key)
             raise StorageQuotaExceededError(
                 used=int(result[2]),
                 limit=int(result[3]),
@@ -237,6 +238,8 @@ class _RedisReservation(Reservation):
                 operation=self.operation,
                 key=self.key,
             )
+        if unlock and hold is not None:
+            hold.locked = False
         if result[0] == "overshoot":
             logger.warning(
                 "%s %r: its quota lease ran out and the overwrite landed past the quota of %r",
@@ -271,6 +274,8 @@ class RedisQuotaManager(QuotaManager):
         self._dirty: set[str] = set()  # keys changed while Redis was away
         self._outage = False
         self._refreshed: dict[str, float] = {}
+        #: deletes an object the ledger refused after it landed (set by the backend)
+        self.undo: Callable[[str], Awaitable[None]] | None = None
 
     def __repr__(self) -> str:
         return f"RedisQuotaManager(namespace={self.ns!r})"  # never the URL

@@ -159,10 +159,7 @@ if redis.call('EXISTS', rk) == 0 then
     end
   end
   if result[1] == 'over' then
-    if known == 0 then
-      unlock(token, 6, #ARGV)
-      return result
-    end
+    if known == 0 then return result end  -- the caller deletes it, still holding the key
     result = {'overshoot', result[2]}
   end
 end

@@ -110,6 +110,7 @@ class BackendCore(abc.ABC):
                 lease_seconds=quota_lease_seconds,
                 fail_open=quota_fail_open,
             )
+            self._quotas.undo = self._delete
         if max_size_bytes is not None:
             self._quotas.set("", max_size_bytes)
 

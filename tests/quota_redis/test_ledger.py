@@ -243,3 +243,68 @@ async def test_a_delete_missed_while_redis_was_away_is_listed_again_once_back(
         ledger._url = url
         assert await a.list_files() == ["a"]
         assert (await a.get_usage()).used == await a.get_total_size() == 100
+
+
+class GatedLocal(LocalStorageBackend):
+    """Holds each write of ``gated`` between landing and returning: the window in which
+    another process's write of the same key must not land and commit first."""
+
+    gated = ""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.landed = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def _save(self, key: str, body: object, content_type: str, metadata: object) -> None:
+        await super()._save(key, body, content_type, metadata)  # type: ignore[arg-type]
+        if key == self.gated:
+            self.landed.set()
+            await self.gate.wait()
+
+
+async def test_two_processes_writing_one_key_take_turns_so_usage_stays_exact(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    options = {"quota_redis_url": redis_server.url, "quota_redis_namespace": namespace}
+    a = GatedLocal(tmp_path, max_size_bytes=1000, **options)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    a.gated = "k"
+    async with a, b:
+        first = asyncio.create_task(a.save("k", b"x" * 50))
+        await a.landed.wait()
+        second = asyncio.create_task(b.save("k", b"y" * 10))
+        # b's write waits for a's key lock in Redis (without it, it lands now and
+        # commits first, and a's late commit leaves the ledger at 50 for 10 stored)
+        await asyncio.wait({second}, timeout=1.0)
+        a.gate.set()
+        await asyncio.gather(first, second)
+        assert await a.load("k") == b"y" * 10
+        assert (await b.get_usage()).used == await b.get_total_size() == 10
+
+
+async def test_a_commit_after_its_lease_ran_out_checks_the_quota_again(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    import redis.asyncio
+
+    options = {"quota_redis_url": redis_server.url, "quota_redis_namespace": namespace}
+    a = GatedLocal(tmp_path, max_size_bytes=1000, **options)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    a.gated = "n"
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    async with a, b:
+        first = asyncio.create_task(a.save("n", b"x" * 600))
+        await a.landed.wait()
+        # the writer stalled past its lease (a frozen process): Redis frees its bytes
+        leases = "{" + namespace + "}:leases"
+        for member in await client.zrange(leases, 0, -1):
+            await client.zadd(leases, {member: 0})
+        await b.save("other", b"y" * 500)  # fits now, and takes the space
+        a.gate.set()
+        with pytest.raises(StorageQuotaExceededError) as info:
+            await first
+        assert (info.value.used, info.value.limit, info.value.key) == (500, 1000, "n")
+        assert await b.list_files() == ["other"]
+        assert (await b.get_usage()).used == await b.get_total_size() == 500
+    await client.aclose()

@@ -137,12 +137,12 @@ async def test_overwrites_deletes_copies_and_moves_from_four_processes_stay_exac
     store: dict[str, Any], redis_server: RedisServer, namespace: str
 ) -> None:
     results = run_all(
-        specs(store, redis_server, namespace, mode="mixed", writes=6, quotas={"": 12_000})
+        specs(store, redis_server, namespace, mode="mixed", writes=12, quotas={"": 7_000})
     )
     assert sum(r["done"] for r in results) > 0
     async with observer(store, redis_server, namespace) as storage:
         stored = await storage.get_total_size()
-        assert stored <= 12_000
+        assert stored <= 7_000
         assert (await storage.get_usage()).used == stored
 
 

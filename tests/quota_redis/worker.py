@@ -62,7 +62,7 @@ async def mixed(
     storage: StorageBackend, spec: dict[str, Any], rng: random.Random
 ) -> dict[str, int]:
     counts = {"done": 0, "refused": 0, "missing": 0}
-    keys = [f"m/k{i}" for i in range(8)]
+    keys = [f"m/k{i}" for i in range(3)]
 
     async def writer() -> None:
         for _ in range(spec["writes"]):
