@@ -141,7 +141,8 @@ def run_shared_quota(moto: MotoServer, scale: Scale, workdir: Path) -> list[Row]
                     if ledger == "Redis ledger" and redis is None:
                         row.error = "n/a (redis-server is not installed)"
                         continue
-                    base = {
+                    ops = max(50, scale.quota_ops // (4 * processes))
+                    base: dict[str, Any] = {
                         "store": store,
                         "ledger": ledger,
                         "redis": redis.url if redis else "",
@@ -149,11 +150,11 @@ def run_shared_quota(moto: MotoServer, scale: Scale, workdir: Path) -> list[Row]
                         "root": str(workdir / f"shared-{uuid.uuid4().hex[:8]}"),
                         "endpoint": moto.endpoint,
                         "bucket": _bucket(moto) if store == "s3" else "",
-                        "ops": max(50, scale.quota_ops // (4 * processes)),
+                        "ops": ops,
                         "warmup": scale.warmup,
                     }
                     results = _run([{**base, "id": i} for i in range(processes)])
-                    row.ops = base["ops"] * processes
+                    row.ops = ops * processes
                     row.seconds = max(r["seconds"] for r in results)
                     row.cpu_seconds = sum(r["cpu"] for r in results)
     finally:
