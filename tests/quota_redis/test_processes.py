@@ -32,6 +32,7 @@ def spawn(spec: dict[str, Any]) -> subprocess.Popen[str]:
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
 
@@ -40,8 +41,8 @@ def run_all(specs: list[dict[str, Any]]) -> list[dict[str, int]]:
     procs = [spawn(spec) for spec in specs]
     results = []
     for proc in procs:
-        out, _ = proc.communicate(timeout=DEADLINE)
-        assert proc.returncode == 0, out
+        out, err = proc.communicate(timeout=DEADLINE)
+        assert proc.returncode == 0, err[-3000:]
         results.append(json.loads(out.strip().splitlines()[-1]))
     return results
 
@@ -181,5 +182,6 @@ async def test_a_writer_killed_mid_stream_frees_its_reservation_within_the_lease
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
