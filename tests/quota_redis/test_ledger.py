@@ -308,3 +308,38 @@ async def test_a_commit_after_its_lease_ran_out_checks_the_quota_again(
         assert await b.list_files() == ["other"]
         assert (await b.get_usage()).used == await b.get_total_size() == 500
     await client.aclose()
+
+
+async def test_no_credential_of_the_redis_url_shows_in_logs_reprs_or_errors(
+    tmp_path: Path, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from file_storage import StorageSettings, create_storage_backend
+
+    secret = "s3cr3t-redis-password"
+    server = RedisServer(tmp_path / "redis-auth", password=secret)
+    server.workdir.mkdir()
+    server.start()
+    caplog.set_level(logging.DEBUG)
+    try:
+        settings = StorageSettings(
+            local={"path": str(tmp_path / "s"), "max_size_gb": 0.000001},
+            quota={"redis_url": server.url, "redis_namespace": namespace},
+        )
+        storage = create_storage_backend(settings)
+        async with storage:
+            await storage.save("a", b"x" * 600)  # authenticated: the ledger works
+            with pytest.raises(StorageQuotaExceededError) as refused:
+                await storage.save("b", b"x" * 600)
+            shown = [repr(settings), repr(storage), repr(storage._quotas), str(refused.value)]
+        wrong = server.url.replace(secret, "not-the-password-" + secret[::-1])
+        async with LocalStorageBackend(
+            tmp_path / "s", quota_redis_url=wrong, quota_redis_namespace=namespace
+        ) as other:
+            with pytest.raises(StorageUnavailableError) as denied:
+                await other.save("c", b"x")
+            shown += [str(denied.value), repr(denied.value)]
+    finally:
+        server.stop()
+    for text in [*shown, caplog.text]:
+        assert secret not in text
+        assert secret[::-1] not in text
