@@ -218,7 +218,10 @@ class _RedisReservation(Reservation):
         self._done = True
         hold = self._hold
         unlock = hold.keys if hold is not None and hold.locked and hold.keys == [self.key] else []
-        args = [self._ledger.ns, self._id, self.key, size, hold.token if hold else "", *unlock]
+        # a move cannot be undone (its source is gone): it is counted whatever it finds
+        undoable = 0 if self.operation == "move" else 1
+        token = hold.token if hold else ""
+        args = [self._ledger.ns, self._id, self.key, size, token, undoable, *unlock]
         try:
             result = await self._ledger._client.run(lua.COMMIT, args)
         except RedisUnavailable:

@@ -131,13 +131,14 @@ return {'ok'}
 """
 )
 
-# ARGV: ns, id, key, size, token, lock keys...
-# -> {'ok'} | {'over', prefix, used, limit} (lease lost, a new key that no longer fits:
-# nothing recorded) | {'overshoot', prefix} (lease lost, an overwrite: recorded anyway)
+# ARGV: ns, id, key, size, token, undoable ('1': the caller can delete the new object), lock keys...
+# -> {'ok'} | {'over', prefix, used, limit} (lease lost, a new undoable object that no
+# longer fits: nothing recorded) | {'overshoot', prefix} (lease lost: recorded anyway)
 COMMIT = (
     _COMMON
     + """
 local id, key, size, token = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local undoable = ARGV[6] == '1'
 purge(now_ms())
 local rk = ns .. ':rsv:' .. id
 local quotas = covering(key)
@@ -159,13 +160,13 @@ if redis.call('EXISTS', rk) == 0 then
     end
   end
   if result[1] == 'over' then
-    if known == 0 then return result end  -- the caller deletes it, still holding the key
+    if known == 0 and undoable then return result end  -- the caller deletes it, key held
     result = {'overshoot', result[2]}
   end
 end
 release(id)
 for _, ql in ipairs(quotas) do record(ql[1], key, size) end
-unlock(token, 6, #ARGV)
+unlock(token, 7, #ARGV)
 return result
 """
 )
