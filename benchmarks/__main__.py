@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import local, migrate, plots, quota, report, s3_large, s3_small
+from benchmarks import local, migrate, plots, quota, quota_redis, report, s3_large, s3_small
 from benchmarks._common import FULL, QUICK, MotoServer, Row, Scale, log
 
 RESULTS = Path(__file__).parent / "results"
@@ -36,6 +36,7 @@ SECTIONS: dict[str, Section] = {
     "local-small": lambda m, s, d: asyncio.run(local.run_small(s, d)),
     "local-large": lambda m, s, d: asyncio.run(local.run_large(s, d)),
     "quota": lambda m, s, d: asyncio.run(quota.run_quota(s, d)),
+    "quota-redis": quota_redis.run_shared_quota,
     "import": lambda m, s, d: quota.run_import(s),
     "migrate": migrate.run_migrate,
 }

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks import local, migrate, quota, s3_large, s3_small
+from benchmarks import local, migrate, quota, quota_redis, s3_large, s3_small
 from benchmarks import s3_clients as sc
 from benchmarks._common import MIB, Row
 
@@ -315,6 +315,9 @@ def render(rows: list[Row], env: dict[str, str], scale: str, seconds: float) -> 
     lines += _bytes_table(rows, local.LARGE_SECTION, local.LARGE_BASE, rss=False)
     lines += [f"## {quota.SECTION}", ""]
     lines += _quota_table(rows)
+    if any(r.section == quota_redis.SECTION for r in rows):
+        lines += [f"## {quota_redis.SECTION}", ""]
+        lines += _ops_table(rows, quota_redis.SECTION, quota_redis.BASE)
     lines += [f"## {quota.IMPORT_SECTION}", ""]
     for row in (r for r in rows if r.section == quota.IMPORT_SECTION):
         lines.append(

@@ -148,7 +148,7 @@ class Reservation:
         self._reserved = [0] * len(quotas)
         self._done = False
 
-    def grow_to(self, total: int, requested: int | None = None) -> None:
+    async def grow_to(self, total: int, requested: int | None = None) -> None:
         """Hold enough for a write of ``total`` bytes, or raise without holding more."""
         extras = []
         for q, old, held in zip(self._quotas, self._olds, self._reserved, strict=True):
@@ -168,17 +168,20 @@ class Reservation:
                 q.reserved += extra
                 self._reserved[i] += extra
 
-    def release(self) -> None:
+    async def release(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
         if self._done:
             return
         self._done = True
         for q, held in zip(self._quotas, self._reserved, strict=True):
             q.reserved -= held
 
-    def commit(self, size: int) -> None:
+    async def commit(self, size: int) -> None:
         if self._done:
             return
-        self.release()
+        self._release()
         for q in self._quotas:
             if self._keeps:
                 q.keep(self.key)
@@ -242,6 +245,9 @@ _NOT_LOCKED: AbstractAsyncContextManager[None] = contextlib.nullcontext()
 
 class QuotaManager:
     """All quotas of one backend, and the per-key locks that keep them exact."""
+
+    #: counts the prior versions a versioned backend keeps (the Redis ledger does not yet)
+    counts_versions = True
 
     def __init__(
         self, scan: Scanner, refresh_seconds: float | None = None, probe: Probe | None = None
@@ -357,7 +363,7 @@ class QuotaManager:
         for q in quotas:
             await self._ensure_scanned(q)
         reservation = Reservation(quotas, key, operation, frees, keeps=self.keeps)
-        reservation.grow_to(size, requested)
+        await reservation.grow_to(size, requested)  # no await inside: check and hold at once
         return reservation
 
     def size_of(self, key: str) -> int | None:
@@ -372,8 +378,9 @@ class QuotaManager:
         """True when an overwritten or deleted object stays stored as a prior version."""
         return self.versioning != "off"
 
-    def forget(self, key: str) -> None:
-        """``key`` was deleted (on a versioned backend: it became a prior version)."""
+    async def forget(self, key: str) -> None:
+        """``key`` was deleted (on a versioned backend: it became a prior version); a
+        coroutine, as a shared ledger is remote."""
         for q in self._covering(key):
             if self.keeps:
                 q.keep(key)
@@ -398,6 +405,9 @@ class QuotaManager:
 
     def has(self, prefix: str) -> bool:
         return prefix in self._quotas
+
+    async def aclose(self) -> None:
+        """Release the ledger's connections (none in process)."""
 
     async def refresh(self, prefix: str | None = None) -> None:
         for q in list(self._quotas.values()):

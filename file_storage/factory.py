@@ -43,12 +43,21 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
     if settings is None:
         settings = StorageSettings()
     refresh = settings.quota.refresh_seconds
+    quota = settings.quota
     match settings.type:
         case "MEMORY":
             from file_storage.backends.memory import MemoryStorageBackend
 
             logger.debug("creating MEMORY storage backend")
-            return MemoryStorageBackend(quota_refresh_seconds=refresh)
+            if quota.redis_url is None:  # subclasses made for tests may not take the rest
+                return MemoryStorageBackend(quota_refresh_seconds=refresh)
+            return MemoryStorageBackend(
+                quota_refresh_seconds=refresh,
+                quota_redis_url=quota.redis_url,
+                quota_redis_namespace=quota.redis_namespace,
+                quota_lease_seconds=quota.lease_seconds,
+                quota_fail_open=quota.fail_open,
+            )
         case "LOCAL":
             from file_storage.backends.local import LocalStorageBackend
 
@@ -61,6 +70,10 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
                 base_url=local.base_url,
                 signing_key=local.signing_key,
                 temp_max_age_seconds=local.temp_max_age_seconds,
+                quota_redis_url=quota.redis_url,
+                quota_redis_namespace=quota.redis_namespace,
+                quota_lease_seconds=quota.lease_seconds,
+                quota_fail_open=quota.fail_open,
             )
         case "S3":
             # backends/s3.py imports the SDK only when its first client is built
@@ -100,6 +113,10 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
                 fallback_path=s3.fallback_path,
                 flush_interval_seconds=s3.flush_interval_seconds,
                 client=s3.client,
+                quota_redis_url=quota.redis_url,
+                quota_redis_namespace=quota.redis_namespace,
+                quota_lease_seconds=quota.lease_seconds,
+                quota_fail_open=quota.fail_open,
             )
     raise StorageConfigError("STORAGE_TYPE: must be one of LOCAL, S3 or MEMORY")
 

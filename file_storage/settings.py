@@ -385,6 +385,33 @@ class QuotaSettings(BaseModel):
         description="STORAGE_QUOTA_REFRESH_SECONDS: re-scan quota usage at most this often, to see "
         "other processes' writes; unset: never",
     )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="STORAGE_QUOTA_REDIS_URL: keep quotas in this Redis (redis://, rediss:// or "
+        "unix://; extra file_storage[redis]), shared by every process using it; unset: each "
+        "process keeps its own ledger",
+    )
+    redis_namespace: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="STORAGE_QUOTA_REDIS_NAMESPACE: prefix of the ledger's Redis keys; unset: "
+        "derived from the local root or the S3 endpoint, bucket and prefix",
+    )
+    lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="STORAGE_QUOTA_LEASE_SECONDS: a write's reservation and key locks in Redis "
+        "outlive a process that stopped renewing them (killed) by at most this long",
+    )
+    fail_open: bool = Field(
+        default=False,
+        description="STORAGE_QUOTA_FAIL_OPEN: with Redis unreachable, let writes through "
+        "uncounted (one WARNING per outage) instead of failing them with "
+        "StorageUnavailableError",
+    )
 
 
 class StorageSettings(BaseSettings):

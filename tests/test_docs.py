@@ -9,6 +9,8 @@ variables and without the repository on ``sys.path``: only the installed package
   example of its page, which may import it.
 - ``<!-- docs-test: s3 -->`` on the line before a fence runs it a second time with
   ``STORAGE_TYPE=S3`` against a fresh bucket on the moto server.
+- ``<!-- docs-test: redis -->`` runs it with ``STORAGE_QUOTA_REDIS_URL`` naming a
+  throwaway ``redis-server`` (skipped where none is installed).
 - ``<!-- docs-test: skip -->`` skips it.
 """
 
@@ -19,12 +21,14 @@ import re
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, boto3_client
+from tests.quota_redis.server import REDIS_SERVER, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.S | re.M)
@@ -38,6 +42,7 @@ class Example:
     code: str
     s3: bool
     files: tuple[tuple[str, str], ...]  # (name, code) of the page's titled fences
+    redis: bool = False
 
 
 def examples() -> list[Example]:
@@ -55,7 +60,9 @@ def examples() -> list[Example]:
             kind = marker.group(1) if marker else None
             if kind == "skip":
                 continue
-            found.append(Example(f"{name}#{i}", match.group(2), kind == "s3", files))
+            found.append(
+                Example(f"{name}#{i}", match.group(2), kind == "s3", files, kind == "redis")
+            )
     return found
 
 
@@ -92,11 +99,27 @@ def _reader_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(scope="module")
+def docs_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (make test installs it: apt redis-server)")
+    server = RedisServer(tmp_path_factory.mktemp("docs-redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize(("example", "where"), RUNS)
 def test_doc_example_runs(
     example: Example, where: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     env = _reader_env(tmp_path)
+    if example.redis:
+        server: RedisServer = request.getfixturevalue("docs_redis")
+        env["STORAGE_QUOTA_REDIS_URL"] = server.url
+        env["STORAGE_QUOTA_REDIS_NAMESPACE"] = f"docs:{uuid.uuid4().hex[:12]}"
     if where == "s3":
         endpoint: str = request.getfixturevalue("moto_endpoint")
         bucket = f"docs-{uuid.uuid4().hex[:20]}"

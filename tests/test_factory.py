@@ -173,9 +173,16 @@ def test_local_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -
         "STORAGE_LOCAL_SIGNING_KEY": SIGNING_KEY,
         "STORAGE_QUOTA_REFRESH_SECONDS": "30",
         "STORAGE_LOCAL_TEMP_MAX_AGE_SECONDS": "600",
+        "STORAGE_QUOTA_REDIS_URL": "redis://:pw@127.0.0.1:6379/0",
+        "STORAGE_QUOTA_REDIS_NAMESPACE": "app",
+        "STORAGE_QUOTA_LEASE_SECONDS": "20",
+        "STORAGE_QUOTA_FAIL_OPEN": "true",
     }.items():
         monkeypatch.setenv(name, value)
     create_storage_backend()
+    redis_url = seen.pop("quota_redis_url")
+    assert isinstance(redis_url, SecretStr)
+    assert redis_url.get_secret_value() == "redis://:pw@127.0.0.1:6379/0"
     signing_key = seen.pop("signing_key")
     assert isinstance(signing_key, SecretStr)
     assert signing_key.get_secret_value() == SIGNING_KEY
@@ -185,6 +192,9 @@ def test_local_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -
         "quota_refresh_seconds": 30.0,
         "base_url": "https://app.example.com/files",
         "temp_max_age_seconds": 600.0,
+        "quota_redis_namespace": "app",
+        "quota_lease_seconds": 20.0,
+        "quota_fail_open": True,
     }
 
 
@@ -256,6 +266,10 @@ def test_s3_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -> N
         "fallback_path": Path("/var/spool/storage"),
         "flush_interval_seconds": 60.0,
         "client": "obstore",
+        "quota_redis_url": None,
+        "quota_redis_namespace": None,
+        "quota_lease_seconds": 60.0,
+        "quota_fail_open": False,
     }
 
 

@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import logging
 import time
+import uuid
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -21,7 +22,7 @@ from collections.abc import (
 )
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 import aiofiles
 import aiofiles.os
@@ -42,6 +43,9 @@ from file_storage.errors import (
     StorageError,
 )
 from file_storage.models import ObjectInfo, ObjectVersion
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
 
 logger = logging.getLogger("file_storage")
 
@@ -83,8 +87,31 @@ class BackendCore(abc.ABC):
         *,
         max_size_bytes: int | None = None,
         quota_refresh_seconds: float | None = None,
+        quota_redis_url: str | SecretStr | None = None,
+        quota_redis_namespace: str | None = None,
+        quota_lease_seconds: float = 60.0,
+        quota_fail_open: bool = False,
+        quota_identity: str | None = None,
     ) -> None:
-        self._quotas = QuotaManager(self._usage_scan, quota_refresh_seconds, self._versioning)
+        """``quota_identity``: what the backend stores into (its root, or bucket and
+        prefix), from which the default Redis namespace is derived."""
+        if quota_redis_url is None:
+            self._quotas = QuotaManager(self._usage_scan, quota_refresh_seconds, self._versioning)
+        else:
+            # the shared ledger counts writes in flight as reservations in Redis: a seed
+            # lists the objects only (not other processes' temp files)
+            from file_storage._quota_redis import redis_ledger
+
+            self._quotas = redis_ledger(
+                self._iter_files,
+                quota_refresh_seconds,
+                url=quota_redis_url,
+                namespace=quota_redis_namespace,
+                identity=quota_identity or f"{type(self).__name__}:{uuid.uuid4().hex}",
+                lease_seconds=quota_lease_seconds,
+                fail_open=quota_fail_open,
+            )
+            self._quotas.undo = self._delete
         if max_size_bytes is not None:
             self._quotas.set("", max_size_bytes)
 
@@ -168,7 +195,10 @@ class BackendCore(abc.ABC):
 
     async def aclose(self) -> None:
         """Release connections and clients. The backend may be used again afterwards."""
-        await self._aclose()
+        try:
+            await self._aclose()
+        finally:
+            await self._quotas.aclose()
 
     async def __aenter__(self) -> Self:
         return self

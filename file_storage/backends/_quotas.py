@@ -29,7 +29,10 @@ class Quotas(BackendCore):
         folder = self._prefix(prefix, "get_usage")
         with self._translate("get_usage", folder):
             if self._quotas.has(folder):
-                return await self._quotas.usage(folder)
+                try:
+                    return await self._quotas.usage(folder)
+                except LookupError:  # a shared ledger only knows on asking: no quota there
+                    pass
             used = await self._total_size(folder)
             return Usage(prefix=folder, used=used, limit=None)
 

@@ -73,7 +73,7 @@ async def metered(
             continue
         counter.value += len(chunk)
         if reservation is not None:
-            reservation.grow_to(counter.value)
+            await reservation.grow_to(counter.value)
         if progress is not None:
             progress(counter.value, None)
         yield chunk

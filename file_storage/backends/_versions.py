@@ -15,6 +15,7 @@ from typing import final
 
 from file_storage._keys import KeyLike
 from file_storage.backends._writes import Writes
+from file_storage.errors import StorageConfigError
 from file_storage.models import ObjectVersion
 
 
@@ -39,6 +40,11 @@ class Versions(Writes):
         if not isinstance(enabled, bool):
             raise TypeError("enabled must be a bool")
         with self._translate("set_versioning", None):
+            if enabled and not self._quotas.counts_versions:
+                raise StorageConfigError(
+                    "versioning needs the in-process quota ledger: the Redis ledger "
+                    "(STORAGE_QUOTA_REDIS_URL) does not count prior versions yet"
+                )
             if not enabled and await self._versioning() == "off":
                 return  # never enabled: there is nothing to suspend
             await self._set_versioning(enabled)

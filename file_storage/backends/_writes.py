@@ -108,12 +108,12 @@ class Writes(BackendCore):
         except BaseException as exc:
             if reservation is not None:
                 if has_landed(exc):  # cancelled after the write became visible: count it
-                    reservation.commit(size if isinstance(size, int) else size.value)
+                    await reservation.commit(size if isinstance(size, int) else size.value)
                 else:
-                    reservation.release()
+                    await reservation.release()
             raise
         if reservation is not None:
-            reservation.commit(size if isinstance(size, int) else size.value)
+            await reservation.commit(size if isinstance(size, int) else size.value)
 
     @final
     async def upload_file(
@@ -203,9 +203,9 @@ class Writes(BackendCore):
                     # landed: dst is counted; a rename also took the source away, while
                     # a copy whose delete failed left it (still counted)
                     if has_landed(exc) and not source_kept(exc):
-                        self._quotas.forget(src_key)
+                        await self._quotas.forget(src_key)
                     raise
-                self._quotas.forget(src_key)
+                await self._quotas.forget(src_key)
         return dst_key
 
     async def _reserve_copy(
@@ -226,7 +226,7 @@ class Writes(BackendCore):
         with self._translate("delete", key):
             async with self._quotas.hold(key):
                 await self._delete(key)
-                self._quotas.forget(key)
+                await self._quotas.forget(key)
 
     @final
     async def delete_many(self, paths: Iterable[KeyLike]) -> None:
@@ -247,7 +247,7 @@ class Writes(BackendCore):
         async with self._quotas.hold(*keys):
             await self._delete_many(keys)
             for key in keys:
-                self._quotas.forget(key)
+                await self._quotas.forget(key)
 
     @final
     async def delete_prefix(self, prefix: KeyLike) -> int:

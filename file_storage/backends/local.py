@@ -109,6 +109,15 @@ class LocalStorageBackend(LocalVersions):
         temp_max_age_seconds: temp files of other processes older than this are left by
             a crash and removed by quota scans and ``refresh_usage``
             (``STORAGE_LOCAL_TEMP_MAX_AGE_SECONDS``).
+        quota_redis_url: keep quotas in this Redis, shared by every process using it
+            (``STORAGE_QUOTA_REDIS_URL``, extra ``file_storage[redis]``); ``None``: in
+            this process. See the quota guide.
+        quota_redis_namespace: prefix of the ledger's Redis keys
+            (``STORAGE_QUOTA_REDIS_NAMESPACE``); default derived from ``root``.
+        quota_lease_seconds: how long a write's reservation and key locks outlive a
+            process that stopped renewing them (``STORAGE_QUOTA_LEASE_SECONDS``).
+        quota_fail_open: with Redis unreachable, let writes through uncounted instead
+            of failing them (``STORAGE_QUOTA_FAIL_OPEN``).
     """
 
     def __init__(
@@ -121,9 +130,21 @@ class LocalStorageBackend(LocalVersions):
         signing_key: str | SecretStr | None = None,
         durable: bool = False,
         temp_max_age_seconds: float = 3600,
+        quota_redis_url: str | SecretStr | None = None,
+        quota_redis_namespace: str | None = None,
+        quota_lease_seconds: float = 60.0,
+        quota_fail_open: bool = False,
     ) -> None:
-        super().__init__(max_size_bytes=max_size_bytes, quota_refresh_seconds=quota_refresh_seconds)
         self._root = Path(root).expanduser().absolute()
+        super().__init__(
+            max_size_bytes=max_size_bytes,
+            quota_refresh_seconds=quota_refresh_seconds,
+            quota_redis_url=quota_redis_url,
+            quota_redis_namespace=quota_redis_namespace,
+            quota_lease_seconds=quota_lease_seconds,
+            quota_fail_open=quota_fail_open,
+            quota_identity=f"local:{self._root}",
+        )
         self._dir = Root(self._root, on_open=self._sweep_in_background)
         self._sweeping: concurrent.futures.Future[None] | None = None
         self._base_url = base_url

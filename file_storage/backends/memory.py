@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pydantic import SecretStr
+
 from file_storage._quota import VERSION_SEP
 from file_storage.backends._core import Method, Versioning
 from file_storage.backends.base import StorageBackend
@@ -50,8 +52,19 @@ class MemoryStorageBackend(StorageBackend):
         *,
         max_size_bytes: int | None = None,
         quota_refresh_seconds: float | None = None,
+        quota_redis_url: str | SecretStr | None = None,
+        quota_redis_namespace: str | None = None,
+        quota_lease_seconds: float = 60.0,
+        quota_fail_open: bool = False,
     ) -> None:
-        super().__init__(max_size_bytes=max_size_bytes, quota_refresh_seconds=quota_refresh_seconds)
+        super().__init__(
+            max_size_bytes=max_size_bytes,
+            quota_refresh_seconds=quota_refresh_seconds,
+            quota_redis_url=quota_redis_url,
+            quota_redis_namespace=quota_redis_namespace,
+            quota_lease_seconds=quota_lease_seconds,
+            quota_fail_open=quota_fail_open,
+        )
         self._objects: dict[str, _Object] = {}
         self._folders: dict[str, int] = {}  # folder ("a/b/") -> number of objects below it
         self._versioning_state: Versioning = "off"

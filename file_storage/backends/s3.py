@@ -80,6 +80,10 @@ class S3StorageBackend(S3Versions):
             ``object_store``, extra ``file_storage[obstore]``: less client CPU per
             request); what obstore cannot do still goes through aiobotocore, opened on
             first such use (docs/compatibility.md).
+        quota_redis_url, quota_redis_namespace, quota_lease_seconds, quota_fail_open:
+            quotas shared by every process through Redis, as on
+            :class:`~file_storage.LocalStorageBackend` (namespace derived from the
+            endpoint, bucket and prefix).
     """
 
     #: objects above this go through UploadPartCopy (CopyObject takes at most 5 GiB)
@@ -115,6 +119,10 @@ class S3StorageBackend(S3Versions):
         fallback_path: str | os.PathLike[str] | None = None,
         flush_interval_seconds: float | None = None,
         client: Literal["aioboto3", "obstore"] = "aioboto3",
+        quota_redis_url: str | SecretStr | None = None,
+        quota_redis_namespace: str | None = None,
+        quota_lease_seconds: float = 60.0,
+        quota_fail_open: bool = False,
     ) -> None:
         self._options = options = s3_options(
             bucket,
@@ -143,7 +151,15 @@ class S3StorageBackend(S3Versions):
             flush_interval_seconds=flush_interval_seconds,
             client=client,
         )
-        super().__init__(max_size_bytes=max_size_bytes, quota_refresh_seconds=quota_refresh_seconds)
+        super().__init__(
+            max_size_bytes=max_size_bytes,
+            quota_refresh_seconds=quota_refresh_seconds,
+            quota_redis_url=quota_redis_url,
+            quota_redis_namespace=quota_redis_namespace,
+            quota_lease_seconds=quota_lease_seconds,
+            quota_fail_open=quota_fail_open,
+            quota_identity=f"s3:{endpoint_url or 'aws'}/{options.bucket}/{options.root}",
+        )
         self._bucket = options.bucket
         self._root = options.root
         self._key_overhead = len(self._root.encode())

@@ -51,3 +51,10 @@ async def test_a_stream_keeps_reading_the_version_it_opened(
     first = await anext(iterator)
     await memory_backend.save("v.bin", b"new" * 5000)
     assert first + b"".join([c async for c in iterator]) == old
+
+
+async def test_versioning_is_refused_with_the_redis_ledger_which_cannot_count_versions() -> None:
+    # no connection is opened: the refusal comes before any request
+    backend = MemoryStorageBackend(quota_redis_url="redis://127.0.0.1:9/0")
+    with pytest.raises(StorageConfigError, match="Redis ledger"):
+        await backend.set_versioning(True)

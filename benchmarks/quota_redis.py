@@ -1,0 +1,183 @@
+"""The cost of the shared quota ledger: a 4 KiB ``save`` with the Redis ledger, against the
+in-process ledger and against no quota, on local disk and on S3 (moto), from 1 and from 4
+processes writing at once (each with 8 saves in flight).
+
+Every process is a fresh child (``python -m benchmarks.quota_redis '<json>'``) that
+builds its backend, learns the usage (not counted), warms up, then times its saves; a
+row's rate is all the processes' saves over the longest of their timed spans. The Redis
+server is Debian's ``redis-server``, started here on a free loopback port with
+persistence off; without it the Redis rows read n/a.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import KEY_ID, REGION, SECRET, SMALL, MotoServer, Row, Scale, drive, log
+
+SECTION = "shared quota ledger (4 KiB save)"
+BASE = "in-process ledger"
+CONTENDERS = ("no quota", BASE, "Redis ledger")
+LIMIT = 10**15  # never reached: we measure the bookkeeping, not a refusal
+IN_FLIGHT = 8
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class _Redis:
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed")
+        self.process = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def _build(spec: dict[str, Any]) -> Any:
+    from file_storage import LocalStorageBackend, S3StorageBackend
+
+    options: dict[str, Any] = {}
+    if spec["ledger"] != "no quota":
+        options["max_size_bytes"] = LIMIT
+    if spec["ledger"] == "Redis ledger":
+        options |= {"quota_redis_url": spec["redis"], "quota_redis_namespace": spec["ns"]}
+    if spec["store"] == "local":
+        return LocalStorageBackend(spec["root"], **options)
+    return S3StorageBackend(
+        spec["bucket"],
+        prefix="bench",
+        endpoint_url=spec["endpoint"],
+        region=REGION,
+        access_key_id=KEY_ID,
+        secret_access_key=SECRET,
+        addressing_style="path",
+        **options,
+    )
+
+
+async def _child(spec: dict[str, Any]) -> dict[str, float]:
+    data = os.urandom(SMALL)
+    async with _build(spec) as storage:
+        me = spec["id"]
+        await storage.save(f"p{me}/first.bin", data)  # learns usage: not counted
+        await drive(lambda i: storage.save(f"p{me}/w{i}.bin", data), 0, spec["warmup"], IN_FLIGHT)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        await drive(lambda i: storage.save(f"p{me}/{i}.bin", data), 0, spec["ops"], IN_FLIGHT)
+        return {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - cpu0}
+
+
+def _run(specs: list[dict[str, Any]]) -> list[dict[str, float]]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.quota_redis", json.dumps(spec)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for spec in specs
+    ]
+    out = []
+    for proc in procs:
+        text, _ = proc.communicate(timeout=600)
+        if proc.returncode:
+            raise RuntimeError(f"benchmark child exited with {proc.returncode}")
+        out.append(json.loads(text.strip().splitlines()[-1]))
+    return out
+
+
+def run_shared_quota(moto: MotoServer, scale: Scale, workdir: Path) -> list[Row]:
+    redis: _Redis | None
+    try:
+        redis = _Redis(workdir)
+    except RuntimeError as exc:
+        log(f"  shared quota: {exc}")
+        redis = None
+    rows: list[Row] = []
+    try:
+        for store in ("local", "s3"):
+            for processes in (1, 4):
+                workload = f"{store}, {processes} process{'es' if processes > 1 else ''}"
+                for ledger in CONTENDERS:
+                    log(f"  shared quota: {workload}, {ledger}")
+                    row = Row(SECTION, workload, ledger)
+                    rows.append(row)
+                    if ledger == "Redis ledger" and redis is None:
+                        row.error = "n/a (redis-server is not installed)"
+                        continue
+                    ops = max(50, scale.quota_ops // (4 * processes))
+                    base: dict[str, Any] = {
+                        "store": store,
+                        "ledger": ledger,
+                        "redis": redis.url if redis else "",
+                        "ns": f"bench:{uuid.uuid4().hex[:8]}",
+                        "root": str(workdir / f"shared-{uuid.uuid4().hex[:8]}"),
+                        "endpoint": moto.endpoint,
+                        "bucket": _bucket(moto) if store == "s3" else "",
+                        "ops": ops,
+                        "warmup": scale.warmup,
+                    }
+                    results = _run([{**base, "id": i} for i in range(processes)])
+                    row.ops = ops * processes
+                    row.seconds = max(r["seconds"] for r in results)
+                    row.cpu_seconds = sum(r["cpu"] for r in results)
+    finally:
+        if redis is not None:
+            redis.stop()
+    return rows
+
+
+def _bucket(moto: MotoServer) -> str:
+    import boto3
+
+    name = f"bench-shared-{uuid.uuid4().hex[:12]}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto.endpoint,
+        region_name=REGION,
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+    )
+    client.create_bucket(Bucket=name)
+    client.close()
+    return name
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(_child(json.loads(sys.argv[1])))), flush=True)

@@ -1,0 +1,591 @@
+"""The shared quota ledger: limits, usage and reservations in Redis, for many processes.
+
+Same interface as :class:`~file_storage._quota.QuotaManager`; each ledger step is one Lua
+script (see :mod:`file_storage._quota_redis_lua`), so reserve, commit, release and the
+deletes of copies, moves and deletes check and change every quota covering a key in one
+atomic step, whichever process on whichever machine runs it.
+
+Exact per key across processes: an operation holds its keys' locks in Redis (a token
+with a lease, renewed while it runs) as well as in this process, so two writes of one key
+never land in one order and commit in the other. A reservation is a lease too: a process
+killed mid-write stops renewing it, and its bytes are freed when it runs out. A commit
+whose lease ran out checks the quota again.
+
+Usage is learned by one listing per quota, under a Redis lock (N processes starting
+together list once), kept in Redis and so kept across restarts. Redis unreachable: a
+write fails with :class:`StorageUnavailableError` naming Redis (or, failing open,
+proceeds uncounted after one WARNING per outage); deletes never wait for Redis. What
+this process changed while Redis was away is listed again once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import hashlib
+import logging
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from types import ModuleType, TracebackType
+from typing import Any
+
+from pydantic import SecretStr
+
+from file_storage import _quota_redis_lua as lua
+from file_storage._quota import QuotaManager, Reservation, Scanner, _Held
+from file_storage.errors import (
+    StorageConfigError,
+    StorageQuotaExceededError,
+    StorageUnavailableError,
+)
+from file_storage.models import Usage
+
+logger = logging.getLogger("file_storage")
+
+_SEED_BATCH = 1000  # keys staged per script call while a quota is listed
+_MAX_DIRTY = 10_000  # past this many unrecorded keys, every quota is listed again
+_MAX_WAIT = 0.05  # seconds between two tries of a busy key lock or a listing in progress
+
+
+def load_redis() -> ModuleType:
+    """Import the Redis client (extra ``file_storage[redis]``), imported only when used."""
+    try:
+        import redis.asyncio
+    except ImportError as exc:
+        raise StorageConfigError(
+            "STORAGE_QUOTA_REDIS_URL needs the redis client: pip install 'file_storage[redis]'"
+        ) from exc
+    return redis
+
+
+def default_namespace(identity: str) -> str:
+    """A namespace derived from what the backend stores into (root, or bucket and prefix)."""
+    return "file_storage:" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+class RedisUnavailable(Exception):
+    """Redis could not be reached: translated by the caller (fail closed or open)."""
+
+
+class _Client:
+    """The Redis client of each event loop and the scripts registered on it."""
+
+    def __init__(self, url: SecretStr, timeout: float) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._scripts: dict[str, Any] = {}
+
+    def _client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            redis = load_redis()
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            # no retries: a script that timed out may have run, and running it twice
+            # would count twice; a failed step is handled by the ledger instead
+            client = redis.asyncio.Redis.from_url(
+                self._url.get_secret_value(),
+                socket_connect_timeout=self._timeout,
+                socket_timeout=self._timeout,
+                retry=Retry(NoBackoff(), 0),
+                decode_responses=True,
+            )
+            self._clients[loop] = client
+        return client
+
+    async def run(self, script: str, args: Iterable[object]) -> Any:
+        redis = load_redis()
+        client = self._client()
+        registered = self._scripts.get(script)
+        if registered is None:
+            registered = self._scripts[script] = client.register_script(script)
+        try:
+            return await registered(keys=[], args=list(args), client=client)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            # the message names host and port at most; never the URL (its password)
+            raise RedisUnavailable(type(exc).__name__) from exc
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            loop = asyncio.get_running_loop()
+            client = self._clients.pop(loop, None)
+            if client is not None:
+                await client.aclose()
+        self._clients.clear()
+
+
+_current: contextvars.ContextVar[_RedisHeld | None] = contextvars.ContextVar(
+    "file_storage_redis_hold", default=None
+)
+
+
+class _RedisHeld:
+    """Holds keys in this process and in Redis for one ``async with``; renews the lease."""
+
+    def __init__(self, ledger: RedisQuotaManager, keys: list[str]) -> None:
+        self._ledger = ledger
+        self.keys = keys
+        self.token = uuid.uuid4().hex
+        self._local = _Held(ledger._locks, keys)
+        self.locked = False  # in Redis
+        self.reservations: list[str] = []
+        self.deleted: list[str] = []
+        self._renewer: asyncio.Task[None] | None = None
+        self._reset: contextvars.Token[_RedisHeld | None] | None = None
+
+    async def __aenter__(self) -> None:
+        await self._local.__aenter__()
+        try:
+            self.locked = await self._ledger._lock(self)
+        except BaseException:
+            await self._local.__aexit__(None, None, None)
+            raise
+        if self.locked:
+            self._renewer = asyncio.create_task(self._renew())
+        self._reset = _current.set(self)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._reset is not None:
+            _current.reset(self._reset)
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        try:
+            if self.deleted or self.locked:
+                await self._ledger._finish(self)
+        finally:
+            await self._local.__aexit__(exc_type, exc, tb)
+
+    async def _renew(self) -> None:
+        interval = self._ledger.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            args = [self._ledger.ns, self.token, self._ledger.lease_ms, len(self.reservations)]
+            try:
+                await self._ledger._client.run(lua.RENEW, [*args, *self.reservations, *self.keys])
+            except RedisUnavailable:
+                continue  # a lease that runs out is checked again at commit
+
+
+class _RedisReservation(Reservation):
+    """A reservation held in Redis (a lease renewed by the hold while the write runs)."""
+
+    __slots__ = ("_hold", "_id", "_ledger", "_requested")
+
+    def __init__(
+        self, ledger: RedisQuotaManager, hold: _RedisHeld | None, key: str, operation: str
+    ) -> None:
+        self._ledger = ledger
+        self._hold = hold
+        self._id = uuid.uuid4().hex
+        self.key = key
+        self.operation = operation
+        self._done = False
+        if hold is not None:
+            hold.reservations.append(self._id)
+
+    async def grow_to(self, total: int, requested: int | None = None) -> None:
+        try:
+            await self._ledger._reserve(self, total, requested, first=False)
+        except RedisUnavailable as exc:
+            self._ledger._unavailable(self.operation, self.key, exc)  # raises failing closed
+            self._ledger._dirty.add(self.key)
+
+    async def release(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        with contextlib.suppress(RedisUnavailable):  # else the lease runs out on its own
+            await self._ledger._client.run(lua.RELEASE, [self._ledger.ns, self._id])
+
+    async def commit(self, size: int) -> None:
+        if self._done:
+            return
+        self._done = True
+        hold = self._hold
+        unlock = hold.keys if hold is not None and hold.locked and hold.keys == [self.key] else []
+        # a move cannot be undone (its source is gone): it is counted whatever it finds
+        undoable = 0 if self.operation == "move" else 1
+        token = hold.token if hold else ""
+        args = [self._ledger.ns, self._id, self.key, size, token, undoable, *unlock]
+        try:
+            result = await self._ledger._client.run(lua.COMMIT, args)
+        except RedisUnavailable:
+            self._ledger._missed(self.key, "save")
+            return
+        self._ledger._reachable()
+        if result[0] == "over":
+            # the lease ran out and the new object no longer fits: take it back, still
+            # holding its key (the hold unlocks it on exit)
+            if self._ledger.undo is not None:
+                await self._ledger.undo(self.key)
+            raise StorageQuotaExceededError(
+                used=int(result[2]),
+                limit=int(result[3]),
+                requested=size,
+                prefix=result[1],
+                operation=self.operation,
+                key=self.key,
+            )
+        if unlock and hold is not None:
+            hold.locked = False
+        if result[0] == "overshoot":
+            logger.warning(
+                "%s %r: its quota lease ran out and the overwrite landed past the quota of %r",
+                self.operation,
+                self.key,
+                result[1],
+            )
+
+
+class RedisQuotaManager(QuotaManager):
+    """All quotas of one backend, kept in Redis and shared by every process using it."""
+
+    counts_versions = False
+
+    def __init__(
+        self,
+        scan: Scanner,
+        refresh_seconds: float | None,
+        *,
+        url: SecretStr,
+        namespace: str,
+        lease_seconds: float = 60.0,
+        fail_open: bool = False,
+        timeout: float = 5.0,
+    ) -> None:
+        super().__init__(scan, refresh_seconds)
+        self.ns = "{" + namespace + "}"
+        self.lease_seconds = lease_seconds
+        self.lease_ms = max(1, int(lease_seconds * 1000))
+        self._fail_open = fail_open
+        self._client = _Client(url, timeout)
+        self._limits: dict[str, int] = {}  # the limits this process set: pushed again after a reset
+        self._unpushed: dict[str, int | None] = {}
+        self._dirty: set[str] = set()  # keys changed while Redis was away
+        self._outage = False
+        self._refreshed: dict[str, float] = {}
+        #: deletes an object the ledger refused after it landed (set by the backend)
+        self.undo: Callable[[str], Awaitable[None]] | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisQuotaManager(namespace={self.ns!r})"  # never the URL
+
+    def __bool__(self) -> bool:
+        return True  # other processes may have set quotas: every write asks Redis
+
+    def set(self, prefix: str, limit: int | None) -> None:
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise ValueError(f"a quota is a number of bytes >= 0, got {limit!r}")
+        if limit is None:
+            self._limits.pop(prefix, None)
+        else:
+            self._limits[prefix] = limit
+        self._unpushed[prefix] = limit  # sent with this process's next ledger step
+
+    def limit(self, prefix: str) -> int | None:
+        return self._limits.get(prefix)
+
+    def hold(self, *keys: str) -> AbstractAsyncContextManager[None]:
+        return _RedisHeld(self, sorted(set(keys)))
+
+    def overlaps(self, prefix: str) -> bool:
+        return True
+
+    def size_of(self, key: str) -> int | None:
+        return None  # sizes live in Redis; a copy asks the store
+
+    def has(self, prefix: str) -> bool:
+        return True  # Redis knows; usage() raises LookupError when it has no quota there
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- failure handling ---------------------------------------------------------------
+
+    def _reachable(self) -> None:
+        if self._outage:
+            self._outage = False
+            logger.warning("quota ledger: Redis is reachable again")
+
+    def _unavailable(self, operation: str, key: str | None, exc: RedisUnavailable) -> None:
+        """Fail closed (raise), or fail open (log once per outage and go on)."""
+        first = not self._outage
+        self._outage = True
+        if not self._fail_open:
+            raise StorageUnavailableError(
+                "quota ledger: Redis unavailable", operation=operation, key=key
+            ) from exc
+        if first:
+            logger.warning(
+                "quota ledger: Redis unavailable (%s); writes proceed unchecked "
+                "(STORAGE_QUOTA_FAIL_OPEN) until it is back",
+                exc,
+            )
+
+    def _missed(self, key: str, operation: str) -> None:
+        """``key`` changed and Redis could not be told: list its quotas again later."""
+        if not self._outage:
+            self._outage = True
+            logger.warning("quota ledger: Redis unavailable during %s of %r", operation, key)
+        self._dirty.add(key)
+
+    async def _sync(self) -> None:
+        """Push limits set here and report keys changed while Redis was away."""
+        if self._unpushed:
+            pushed = dict(self._unpushed)
+            args: list[object] = [self.ns]
+            for prefix, limit in pushed.items():
+                args += [prefix, "" if limit is None else limit]
+            await self._client.run(lua.SET_LIMITS, args)
+            for prefix, limit in pushed.items():
+                if self._unpushed.get(prefix, limit) == limit:
+                    self._unpushed.pop(prefix, None)
+        if self._dirty:
+            keys = sorted(self._dirty)
+            if len(keys) > _MAX_DIRTY:
+                keys = [""]  # covering("") is the root quota only; list them all below
+                for prefix in self._limits:
+                    self._refreshed.pop(prefix, None)
+            await self._client.run(lua.INVALIDATE, [self.ns, *keys])
+            self._dirty.difference_update(keys)
+            logger.warning(
+                "quota ledger: usage will be listed again (changed while Redis was away)"
+            )
+
+    def _push_all(self) -> None:
+        """Redis lost its data (a restart without persistence): send our limits again."""
+        for prefix, limit in self._limits.items():
+            self._unpushed.setdefault(prefix, limit)
+        if not self._unpushed:
+            self._unpushed[""] = None  # marks the epoch, so writes stop asking
+
+    # -- the ledger steps -------------------------------------------------------------
+
+    async def _lock(self, hold: _RedisHeld) -> bool:
+        """Take ``hold.keys`` in Redis, waiting while another process has one of them."""
+        wait = 0.001
+        while True:
+            try:
+                await self._sync()
+                got = await self._client.run(
+                    lua.LOCK, [self.ns, hold.token, self.lease_ms, *hold.keys]
+                )
+            except RedisUnavailable:
+                return False  # deletes go on; a write then fails (or fails open) at reserve
+            self._reachable()
+            if got:
+                return True
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, _MAX_WAIT)
+
+    async def _finish(self, hold: _RedisHeld) -> None:
+        args: list[object] = [self.ns, hold.token, len(hold.deleted), *hold.deleted]
+        if hold.locked:
+            args += hold.keys
+        try:
+            await self._client.run(lua.FINISH, args)
+        except RedisUnavailable:
+            for key in hold.deleted:
+                self._missed(key, "delete")
+            return  # the locks run out with their lease
+        self._reachable()
+        hold.locked = False
+
+    async def forget(self, key: str) -> None:
+        hold = _current.get()
+        if hold is not None and key in hold.keys:
+            hold.deleted.append(key)  # recorded with the unlock, in one step
+            return
+        try:
+            await self._client.run(lua.FINISH, [self.ns, "", 1, key])
+        except RedisUnavailable:
+            self._missed(key, "delete")
+
+    async def reserve(
+        self,
+        key: str,
+        size: int,
+        operation: str,
+        *,
+        requested: int | None = None,
+        frees: str | None = None,
+    ) -> Reservation | None:
+        reservation = _RedisReservation(self, _current.get(), key, operation)
+        try:
+            found = await self._reserve(reservation, size, requested, first=True, frees=frees)
+        except RedisUnavailable as exc:
+            self._unavailable(operation, key, exc)  # raises when failing closed
+            self._dirty.add(key)  # lands uncounted: list its quotas again once Redis is back
+            return None
+        return reservation if found else None
+
+    async def _reserve(
+        self,
+        reservation: _RedisReservation,
+        total: int,
+        requested: int | None,
+        *,
+        first: bool,
+        frees: str | None = None,
+    ) -> bool:
+        """One reserve step; ``False`` when no quota covers the key."""
+        key = reservation.key
+        while True:
+            await self._sync()
+            await self._refresh_due(key)
+            args = [self.ns, reservation._id, key, total, frees or "", self.lease_ms]
+            result = await self._client.run(lua.RESERVE, [*args, 1 if first else 0])
+            self._reachable()
+            match result[0]:
+                case "ok":
+                    return True
+                case "none":
+                    return False
+                case "reset":
+                    self._push_all()
+                case "unseeded":
+                    await self._seed(result[1], force=False)
+                case "over":
+                    raise StorageQuotaExceededError(
+                        used=int(result[2]),
+                        limit=int(result[3]),
+                        requested=total if requested is None else requested,
+                        prefix=result[1],
+                        operation=reservation.operation,
+                        key=key,
+                    )
+
+    async def _refresh_due(self, key: str) -> None:
+        """``STORAGE_QUOTA_REFRESH_SECONDS``: list the quotas this process set again."""
+        if self._refresh_seconds is None:
+            return
+        loop = asyncio.get_running_loop()
+        for prefix in list(self._limits):
+            if key.startswith(prefix):
+                last = self._refreshed.setdefault(prefix, loop.time())
+                if loop.time() - last > self._refresh_seconds:
+                    self._refreshed[prefix] = loop.time()
+                    await self._seed(prefix, force=True)
+
+    async def _seed(self, prefix: str, *, force: bool) -> None:
+        """List ``prefix`` once (one process does, the others wait) and swap its usage in."""
+        token = uuid.uuid4().hex
+        wait = 0.001
+        while True:
+            state = await self._client.run(
+                lua.SEED_BEGIN, [self.ns, prefix, token, self.lease_ms, 1 if force else 0]
+            )
+            if state == "seeded":
+                return
+            if state == "go":
+                break
+            if force:  # another process is listing it now: that listing is as fresh
+                force = False
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, _MAX_WAIT)
+        total = 0
+        batch: list[object] = []
+        async for info in self._scan(prefix):
+            total += info.size
+            batch += [info.key, info.size]
+            if len(batch) >= 2 * _SEED_BATCH:
+                await self._client.run(
+                    lua.SEED_STAGE, [self.ns, prefix, token, self.lease_ms, *batch]
+                )
+                batch = []
+        if batch:
+            await self._client.run(lua.SEED_STAGE, [self.ns, prefix, token, self.lease_ms, *batch])
+        await self._client.run(lua.SEED_END, [self.ns, prefix, token, total])
+
+    async def usage(self, prefix: str) -> Usage:
+        try:
+            await self._sync()
+            while True:
+                limit, used, reserved, seeded, epoch = await self._client.run(
+                    lua.USAGE, [self.ns, prefix]
+                )
+                if not epoch:
+                    self._push_all()
+                    await self._sync()
+                    continue
+                if limit is None:
+                    raise LookupError(prefix)
+                if seeded:
+                    return Usage(prefix=prefix, used=int(used) + int(reserved), limit=int(limit))
+                await self._seed(prefix, force=False)
+        except RedisUnavailable as exc:
+            raise StorageUnavailableError(
+                "quota ledger: Redis unavailable", operation="get_usage", key=prefix
+            ) from exc
+
+    async def refresh(self, prefix: str | None = None) -> None:
+        try:
+            await self._sync()
+            prefixes = [prefix] if prefix is not None else await self._quota_prefixes()
+            for p in prefixes:
+                await self._seed(p, force=True)
+        except RedisUnavailable as exc:
+            raise StorageUnavailableError(
+                "quota ledger: Redis unavailable", operation="refresh_usage", key=prefix
+            ) from exc
+
+    async def _quota_prefixes(self) -> list[str]:
+        client = self._client._client()
+        redis = load_redis()
+        try:
+            prefixes: list[str] = await client.hkeys(self.ns + ":limits")
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise RedisUnavailable(type(exc).__name__) from exc
+        return sorted(prefixes)
+
+
+def redis_ledger(
+    scan: Scanner,
+    refresh_seconds: float | None,
+    *,
+    url: str | SecretStr,
+    namespace: str | None,
+    identity: str,
+    lease_seconds: float,
+    fail_open: bool,
+) -> RedisQuotaManager:
+    """Check the options and build the ledger (no connection is opened here)."""
+    secret = SecretStr(url) if isinstance(url, str) else url
+    scheme = secret.get_secret_value().partition("://")[0].lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        # never echo the URL: it may carry a password
+        raise StorageConfigError(
+            "quota_redis_url (STORAGE_QUOTA_REDIS_URL) must be a redis://, rediss:// or unix:// URL"
+        )
+    if isinstance(lease_seconds, bool) or not (
+        isinstance(lease_seconds, int | float) and 0 < lease_seconds < 10**6
+    ):
+        raise StorageConfigError("quota_lease_seconds must be a number of seconds > 0")
+    if namespace is not None and not namespace.strip():
+        raise StorageConfigError("quota_redis_namespace must not be empty")
+    load_redis()  # a missing extra fails when the backend is built, not on the first write
+    return RedisQuotaManager(
+        scan,
+        refresh_seconds,
+        url=secret,
+        namespace=namespace or default_namespace(identity),
+        lease_seconds=float(lease_seconds),
+        fail_open=bool(fail_open),
+    )

@@ -1,0 +1,343 @@
+"""The Lua scripts of the Redis quota ledger: each ledger step is one atomic server-side call.
+
+Keys, all under one namespace ``{ns}`` (the braces are a cluster hash tag: every key of
+one ledger lands in one slot, so the scripts may touch keys they compute):
+
+- ``{ns}:epoch``: exists once limits were pushed; missing after Redis lost its data.
+- ``{ns}:limits``: hash quota prefix -> limit in bytes.
+- ``{ns}:q:<prefix>``: hash ``used``, ``reserved``, ``seeded`` (``1`` once listed) and
+  ``seeding`` (the token of the process listing it now).
+- ``{ns}:sz:<prefix>``: hash key -> size of every object under the quota.
+- ``{ns}:pend:<prefix>``: commits and deletes seen while a listing runs (size, ``-1``).
+- ``{ns}:stage:<prefix>``: the sizes a listing found, swapped in when it ends.
+- ``{ns}:lk:<key>``: the per-key lock (a token with an expiry: the lease).
+- ``{ns}:rsv:<id>``: one write's reservation: ``h:<prefix>`` bytes held, ``o:<prefix>``
+  the old size it replaces; ``{ns}:leases`` is a sorted set of reservation id -> expiry
+  in ms. Every script first frees the reservations whose lease ran out.
+
+Time is Redis's own clock (``TIME``), the same for every process on every machine.
+"""
+
+from __future__ import annotations
+
+_COMMON = """
+local ns = ARGV[1]
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function covering(key)
+  local prefixes = {''}
+  local i = 0
+  while true do
+    i = string.find(key, '/', i + 1, true)
+    if not i then break end
+    prefixes[#prefixes + 1] = string.sub(key, 1, i)
+  end
+  local limits = redis.call('HMGET', ns .. ':limits', unpack(prefixes))
+  local out = {}
+  for j, p in ipairs(prefixes) do
+    if limits[j] then out[#out + 1] = {p, tonumber(limits[j])} end
+  end
+  return out
+end
+local function release(id)
+  local rk = ns .. ':rsv:' .. id
+  local held = redis.call('HGETALL', rk)
+  for j = 1, #held, 2 do
+    if string.sub(held[j], 1, 2) == 'h:' then
+      local q = ns .. ':q:' .. string.sub(held[j], 3)
+      redis.call('HINCRBY', q, 'reserved', -tonumber(held[j + 1]))
+    end
+  end
+  redis.call('DEL', rk)
+  redis.call('ZREM', ns .. ':leases', id)
+end
+local function purge(now)
+  local expired = redis.call('ZRANGEBYSCORE', ns .. ':leases', '-inf', now, 'LIMIT', 0, 100)
+  for _, id in ipairs(expired) do release(id) end
+end
+local function num(v)
+  return tonumber(v or '0') or 0
+end
+local function record(p, key, size)
+  local q = ns .. ':q:' .. p
+  if redis.call('HEXISTS', q, 'seeding') == 1 then
+    redis.call('HSET', ns .. ':pend:' .. p, key, size or -1)
+  end
+  if redis.call('HGET', q, 'seeded') ~= '1' then return end
+  local sz = ns .. ':sz:' .. p
+  local old = num(redis.call('HGET', sz, key))
+  if size then redis.call('HSET', sz, key, size) else redis.call('HDEL', sz, key) end
+  redis.call('HINCRBY', q, 'used', (size or 0) - old)
+end
+local function unlock(token, first, last)
+  for j = first, last do
+    local lk = ns .. ':lk:' .. ARGV[j]
+    if redis.call('GET', lk) == token then redis.call('DEL', lk) end
+  end
+end
+"""
+
+# ARGV: ns, id, key, total, frees ('' or a key), lease_ms, first (1: a new reservation)
+# -> {'ok'} | {'none'} | {'reset'} | {'unseeded', prefix} | {'over', prefix, used, limit}
+RESERVE = (
+    _COMMON
+    + """
+local id, key, total, frees = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local lease, first = tonumber(ARGV[6]), ARGV[7] == '1'
+local now = now_ms()
+purge(now)
+if redis.call('EXISTS', ns .. ':epoch') == 0 then return {'reset'} end
+local quotas = covering(key)
+if #quotas == 0 then return {'none'} end
+local rk = ns .. ':rsv:' .. id
+local fresh = first or redis.call('EXISTS', rk) == 0
+local extras, olds = {}, {}
+for j, ql in ipairs(quotas) do
+  local p, limit = ql[1], ql[2]
+  local q = ns .. ':q:' .. p
+  if redis.call('HGET', q, 'seeded') ~= '1' then return {'unseeded', p} end
+  local old, held
+  if fresh then
+    local sz = ns .. ':sz:' .. p
+    old = num(redis.call('HGET', sz, key))
+    if frees ~= '' and string.sub(frees, 1, #p) == p then
+      old = old + num(redis.call('HGET', sz, frees))
+    end
+    held = 0
+  else
+    old = num(redis.call('HGET', rk, 'o:' .. p))
+    held = num(redis.call('HGET', rk, 'h:' .. p))
+  end
+  local extra = math.max(0, total - old) - held
+  if extra > 0 then
+    local f = redis.call('HMGET', q, 'used', 'reserved')
+    local busy = num(f[1]) + num(f[2])
+    if busy + extra > limit then return {'over', p, busy - held, limit} end
+  end
+  extras[j], olds[j] = extra, old
+end
+for j, ql in ipairs(quotas) do
+  local p = ql[1]
+  if extras[j] > 0 then
+    redis.call('HINCRBY', ns .. ':q:' .. p, 'reserved', extras[j])
+    redis.call('HINCRBY', rk, 'h:' .. p, extras[j])
+  end
+  redis.call('HSET', rk, 'o:' .. p, olds[j])
+end
+redis.call('ZADD', ns .. ':leases', now + lease, id)
+return {'ok'}
+"""
+)
+
+# ARGV: ns, id, key, size, token, undoable ('1': the caller can delete the new object), lock keys...
+# -> {'ok'} | {'over', prefix, used, limit} (lease lost, a new undoable object that no
+# longer fits: nothing recorded) | {'overshoot', prefix} (lease lost: recorded anyway)
+COMMIT = (
+    _COMMON
+    + """
+local id, key, size, token = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local undoable = ARGV[6] == '1'
+purge(now_ms())
+local rk = ns .. ':rsv:' .. id
+local quotas = covering(key)
+local result = {'ok'}
+if redis.call('EXISTS', rk) == 0 then
+  -- the lease ran out (or Redis lost it): check again instead of trusting it
+  local known = 0
+  for _, ql in ipairs(quotas) do
+    local p, limit = ql[1], ql[2]
+    local q = ns .. ':q:' .. p
+    if redis.call('HGET', q, 'seeded') == '1' then
+      local old = num(redis.call('HGET', ns .. ':sz:' .. p, key))
+      known = known + old
+      local f = redis.call('HMGET', q, 'used', 'reserved')
+      local busy = num(f[1]) + num(f[2])
+      if size - old > 0 and busy + size - old > limit and result[1] == 'ok' then
+        result = {'over', p, busy, limit}
+      end
+    end
+  end
+  if result[1] == 'over' then
+    if known == 0 and undoable then return result end  -- the caller deletes it, key held
+    result = {'overshoot', result[2]}
+  end
+end
+release(id)
+for _, ql in ipairs(quotas) do record(ql[1], key, size) end
+unlock(token, 7, #ARGV)
+return result
+"""
+)
+
+# ARGV: ns, id
+RELEASE = (
+    _COMMON
+    + """
+purge(now_ms())
+release(ARGV[2])
+return 1
+"""
+)
+
+# ARGV: ns, token, lease_ms, keys... -> 1 when every key is now locked by token, else 0
+LOCK = (
+    _COMMON
+    + """
+local token, lease = ARGV[2], tonumber(ARGV[3])
+for j = 4, #ARGV do
+  local owner = redis.call('GET', ns .. ':lk:' .. ARGV[j])
+  if owner and owner ~= token then return 0 end
+end
+for j = 4, #ARGV do
+  redis.call('SET', ns .. ':lk:' .. ARGV[j], token, 'PX', lease)
+end
+return 1
+"""
+)
+
+# ARGV: ns, token, n_deleted, deleted keys..., lock keys...: record the deletes, unlock
+FINISH = (
+    _COMMON
+    + """
+local token, n = ARGV[2], tonumber(ARGV[3])
+purge(now_ms())
+for j = 4, 3 + n do
+  local key = ARGV[j]
+  for _, ql in ipairs(covering(key)) do record(ql[1], key, nil) end
+end
+unlock(token, 4 + n, #ARGV)
+return 1
+"""
+)
+
+# ARGV: ns, token, lease_ms, n_ids, ids..., lock keys... -> how many locks are still ours
+RENEW = (
+    _COMMON
+    + """
+local token, lease, n = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+for j = 5, 4 + n do
+  if redis.call('EXISTS', ns .. ':rsv:' .. ARGV[j]) == 1 then
+    redis.call('ZADD', ns .. ':leases', now + lease, ARGV[j])
+  end
+end
+local kept = 0
+for j = 5 + n, #ARGV do
+  local lk = ns .. ':lk:' .. ARGV[j]
+  if redis.call('GET', lk) == token then
+    redis.call('PEXPIRE', lk, lease)
+    kept = kept + 1
+  end
+end
+return kept
+"""
+)
+
+# ARGV: ns, prefix, limit-or-'' pairs...: set (or with '' remove) limits; marks the epoch
+SET_LIMITS = (
+    _COMMON
+    + """
+for j = 2, #ARGV, 2 do
+  local p, limit = ARGV[j], ARGV[j + 1]
+  if limit == '' then
+    redis.call('HDEL', ns .. ':limits', p)
+    redis.call('DEL', ns .. ':q:' .. p, ns .. ':sz:' .. p, ns .. ':pend:' .. p,
+      ns .. ':stage:' .. p)
+  else
+    redis.call('HSET', ns .. ':limits', p, limit)
+  end
+end
+redis.call('SET', ns .. ':epoch', '1')
+return 1
+"""
+)
+
+# ARGV: ns, prefix -> {limit or false, used, reserved, seeded}
+USAGE = (
+    _COMMON
+    + """
+local p = ARGV[2]
+purge(now_ms())
+local limit = redis.call('HGET', ns .. ':limits', p)
+local f = redis.call('HMGET', ns .. ':q:' .. p, 'used', 'reserved', 'seeded')
+return {limit, num(f[1]), num(f[2]), f[3] == '1' and 1 or 0,
+  redis.call('EXISTS', ns .. ':epoch')}
+"""
+)
+
+# ARGV: ns, prefix, token, lease_ms, force -> 'seeded' | 'wait' | 'go'
+SEED_BEGIN = (
+    _COMMON
+    + """
+local p, token, lease, force = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1'
+local q = ns .. ':q:' .. p
+if not force and redis.call('HGET', q, 'seeded') == '1' then return 'seeded' end
+if not redis.call('SET', ns .. ':seedlk:' .. p, token, 'NX', 'PX', lease) then return 'wait' end
+redis.call('HSET', q, 'seeding', token)
+redis.call('DEL', ns .. ':pend:' .. p, ns .. ':stage:' .. p)
+return 'go'
+"""
+)
+
+# ARGV: ns, prefix, token, lease_ms, key, size pairs...: stage a batch of the listing
+SEED_STAGE = (
+    _COMMON
+    + """
+local p, token, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
+if redis.call('GET', ns .. ':seedlk:' .. p) ~= token then return 0 end
+redis.call('PEXPIRE', ns .. ':seedlk:' .. p, lease)
+local stage = ns .. ':stage:' .. p
+for j = 5, #ARGV, 2 do redis.call('HSET', stage, ARGV[j], ARGV[j + 1]) end
+return 1
+"""
+)
+
+# ARGV: ns, prefix, token, listed_total -> 1 (swapped in) | 0 (the lock was lost)
+SEED_END = (
+    _COMMON
+    + """
+local p, token, used = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local q, stage, pend = ns .. ':q:' .. p, ns .. ':stage:' .. p, ns .. ':pend:' .. p
+if redis.call('HGET', q, 'seeding') ~= token then return 0 end
+-- commits and deletes that landed while we listed win over the listing
+local changes = redis.call('HGETALL', pend)
+for j = 1, #changes, 2 do
+  local key, size = changes[j], tonumber(changes[j + 1])
+  used = used - num(redis.call('HGET', stage, key))
+  if size < 0 then
+    redis.call('HDEL', stage, key)
+  else
+    redis.call('HSET', stage, key, size)
+    used = used + size
+  end
+end
+if redis.call('EXISTS', stage) == 1 then
+  redis.call('RENAME', stage, ns .. ':sz:' .. p)
+else
+  redis.call('DEL', ns .. ':sz:' .. p)
+end
+redis.call('HSET', q, 'used', used, 'seeded', '1')
+redis.call('HDEL', q, 'seeding')
+redis.call('DEL', pend)
+if redis.call('GET', ns .. ':seedlk:' .. p) == token then
+  redis.call('DEL', ns .. ':seedlk:' .. p)
+end
+return 1
+"""
+)
+
+# ARGV: ns, keys...: the quotas covering these keys are listed again on next use (this
+# process wrote or deleted them while Redis was unreachable)
+INVALIDATE = (
+    _COMMON
+    + """
+for j = 2, #ARGV do
+  for _, ql in ipairs(covering(ARGV[j])) do
+    redis.call('HSET', ns .. ':q:' .. ql[1], 'seeded', '0')
+  end
+end
+return 1
+"""
+)

@@ -1,0 +1,345 @@
+"""The Redis ledger in one process: two backend instances stand for two processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from file_storage import (
+    LocalStorageBackend,
+    StorageQuotaExceededError,
+    StorageUnavailableError,
+)
+from tests.quota_redis.server import RedisServer
+
+
+def local(
+    root: Path, server: RedisServer, namespace: str, **options: object
+) -> LocalStorageBackend:
+    return LocalStorageBackend(
+        root,
+        quota_redis_url=server.url,
+        quota_redis_namespace=namespace,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_limit_set_in_one_process_caps_the_others(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = local(tmp_path, redis_server, namespace)
+    b = local(tmp_path, redis_server, namespace)
+    async with a, b:
+        a.set_quota("users/u1", 100)
+        await a.save("users/u1/a", b"x" * 60)
+        with pytest.raises(StorageQuotaExceededError) as info:
+            await b.save("users/u1/b", b"x" * 41)
+        assert (info.value.used, info.value.limit, info.value.prefix) == (60, 100, "users/u1/")
+        await b.save("users/u1/b", b"x" * 40)
+        assert (await b.get_usage("users/u1")).used == 100
+        assert await a.list_files("users/u1") == ["users/u1/a", "users/u1/b"]
+
+
+async def test_concurrent_writers_of_two_instances_never_overshoot(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    async with a, b:
+        results = await asyncio.gather(
+            *((a if i % 2 else b).save(f"k{i % 7}/{i}", b"x" * (30 + i)) for i in range(60)),
+            return_exceptions=True,
+        )
+        assert all(r is None or isinstance(r, str | StorageQuotaExceededError) for r in results)
+        stored = await a.get_total_size()
+        assert stored <= 1000
+        assert (await a.get_usage()).used == stored
+        assert (await b.get_usage()).used == stored
+
+
+async def test_overwrites_deletes_copies_and_moves_keep_usage_exact(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=10_000)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=10_000)
+    async with a, b:
+        await a.save("k", b"x" * 50)
+        ops = []
+        for i in range(10):
+            one, two = (a, b) if i % 2 else (b, a)
+            ops += [
+                one.save("k", b"y" * (10 * i + 5)),
+                two.copy("k", f"c{i % 3}"),
+                one.move(f"c{(i + 1) % 3}", f"m{i % 2}"),
+                two.delete(f"m{(i + 1) % 2}"),
+                one.save(f"s{i % 4}", b"z" * i),
+                two.delete_many([f"s{(i + 2) % 4}", "nothing"]),
+            ]
+        await asyncio.gather(*ops, return_exceptions=True)
+        await b.delete_prefix("nope")
+        stored = await a.get_total_size()
+        assert (await a.get_usage()).used == stored
+        assert (await b.get_usage()).used == stored
+
+
+async def test_a_stream_is_refused_when_it_crosses_the_shared_limit(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"x" * 300
+
+    async with a, b:
+        await a.save("keep", b"x" * 100)
+        with pytest.raises(StorageQuotaExceededError) as info:
+            await b.save("big", chunks())
+        assert (info.value.used, info.value.limit, info.value.requested) == (100, 1000, 1200)
+        assert await a.list_files() == ["keep"]
+        assert (await a.get_usage()).used == 100
+
+
+async def test_usage_survives_a_process_restart_without_listing(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    async with local(tmp_path, redis_server, namespace, max_size_bytes=1000) as a:
+        await a.save("a", b"x" * 100)
+    listed: list[str] = []
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+
+    async def spy(prefix: str) -> AsyncIterator[object]:
+        listed.append(prefix)
+        if False:
+            yield None
+
+    b._quotas._scan = spy  # type: ignore[assignment]
+    async with b:
+        await b.save("b", b"x" * 100)
+        assert (await b.get_usage()).used == 200
+    assert listed == []
+
+
+async def test_refresh_usage_sees_bytes_written_behind_the_ledger(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    async with local(tmp_path, redis_server, namespace, max_size_bytes=1000) as a:
+        await a.save("a", b"x" * 100)
+        (tmp_path / "foreign").write_bytes(b"y" * 300)
+        assert (await a.get_usage()).used == 100
+        await a.refresh_usage()
+        assert (await a.get_usage()).used == 400
+
+
+async def test_get_usage_without_a_quota_lists(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    async with local(tmp_path, redis_server, namespace) as a:
+        await a.save("d/a", b"x" * 10)
+        usage = await a.get_usage("d")
+        assert (usage.used, usage.limit) == (10, None)
+
+
+async def test_redis_unreachable_fails_writes_closed_naming_redis(
+    tmp_path: Path, namespace: str
+) -> None:
+    from tests.quota_redis.server import free_port
+
+    url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
+    async with LocalStorageBackend(
+        tmp_path, quota_redis_url=url, quota_redis_namespace=namespace, max_size_bytes=100
+    ) as a:
+        with pytest.raises(StorageUnavailableError) as info:
+            await a.save("k", b"x")
+        assert "Redis" in str(info.value)
+        assert (info.value.operation, info.value.key) == ("save", "k")
+        assert "hunter2" not in repr(info.value) + str(info.value) + repr(a._quotas)
+        assert await a.list_files() == []
+
+
+async def test_redis_unreachable_never_blocks_reads_listings_and_deletes(
+    tmp_path: Path, namespace: str
+) -> None:
+    from tests.quota_redis.server import free_port
+
+    (tmp_path / "k").write_bytes(b"abc")
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    async with LocalStorageBackend(
+        tmp_path, quota_redis_url=url, quota_redis_namespace=namespace, max_size_bytes=100
+    ) as a:
+        assert await a.load("k") == b"abc"
+        assert await a.list_files() == ["k"]
+        await a.delete("k")
+        assert await a.list_files() == []
+
+
+async def test_fail_open_lets_writes_through_with_one_warning_per_outage(
+    tmp_path: Path, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.quota_redis.server import free_port
+
+    url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
+    caplog.set_level(logging.WARNING, "file_storage")
+    async with LocalStorageBackend(
+        tmp_path,
+        quota_redis_url=url,
+        quota_redis_namespace=namespace,
+        max_size_bytes=100,
+        quota_fail_open=True,
+    ) as a:
+        for i in range(3):
+            await a.save(f"k{i}", b"x" * 10)
+        assert await a.list_files() == ["k0", "k1", "k2"]
+    outage = [r for r in caplog.records if "Redis unavailable" in r.getMessage()]
+    assert len(outage) == 1
+    assert "hunter2" not in caplog.text
+
+
+async def test_redis_stopped_fails_closed_and_restarted_resumes_exactly(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    root = tmp_path / "storage"
+    async with local(root, own_redis, namespace, max_size_bytes=1000) as a:
+        a.set_quota("users/u1", 300)
+        await a.save("users/u1/a", b"x" * 100)
+        await a.save("b", b"x" * 200)
+        own_redis.stop()
+        with pytest.raises(StorageUnavailableError, match="Redis") as info:
+            await a.save("users/u1/c", b"x" * 10)
+        assert (info.value.operation, info.value.key) == ("save", "users/u1/c")
+        await a.delete("b")  # deletes never wait for Redis
+        assert await a.load("users/u1/a") == b"x" * 100
+        own_redis.start()  # the same port, and no data: persistence is off
+        # limits come back from the process that set them, usage from one listing
+        with pytest.raises(StorageQuotaExceededError):
+            await a.save("users/u1/c", b"x" * 201)
+        await a.save("users/u1/c", b"x" * 200)
+        assert (await a.get_usage("users/u1")).used == 300
+        assert (await a.get_usage()).used == await a.get_total_size() == 300
+
+
+async def test_a_delete_missed_while_redis_was_away_is_listed_again_once_back(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    from pydantic import SecretStr
+
+    from tests.quota_redis.server import free_port
+
+    async with local(tmp_path / "s", own_redis, namespace, max_size_bytes=1000) as a:
+        await a.save("a", b"x" * 100)
+        await a.save("b", b"x" * 200)
+        # Redis out of reach of this process only, its data kept (a network split)
+        ledger = a._quotas._client  # type: ignore[attr-defined]
+        url = ledger._url
+        await a.aclose()
+        ledger._url = SecretStr(f"redis://127.0.0.1:{free_port()}/0")
+        await a.delete("b")
+        await a.aclose()
+        ledger._url = url
+        assert await a.list_files() == ["a"]
+        assert (await a.get_usage()).used == await a.get_total_size() == 100
+
+
+class GatedLocal(LocalStorageBackend):
+    """Holds each write of ``gated`` between landing and returning: the window in which
+    another process's write of the same key must not land and commit first."""
+
+    gated = ""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.landed = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def _save(self, key: str, body: object, content_type: str, metadata: object) -> None:
+        await super()._save(key, body, content_type, metadata)  # type: ignore[arg-type]
+        if key == self.gated:
+            self.landed.set()
+            await self.gate.wait()
+
+
+async def test_two_processes_writing_one_key_take_turns_so_usage_stays_exact(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    options = {"quota_redis_url": redis_server.url, "quota_redis_namespace": namespace}
+    a = GatedLocal(tmp_path, max_size_bytes=1000, **options)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    a.gated = "k"
+    async with a, b:
+        first = asyncio.create_task(a.save("k", b"x" * 50))
+        await a.landed.wait()
+        second = asyncio.create_task(b.save("k", b"y" * 10))
+        # b's write waits for a's key lock in Redis (without it, it lands now and
+        # commits first, and a's late commit leaves the ledger at 50 for 10 stored)
+        await asyncio.wait({second}, timeout=1.0)
+        a.gate.set()
+        await asyncio.gather(first, second)
+        assert await a.load("k") == b"y" * 10
+        assert (await b.get_usage()).used == await b.get_total_size() == 10
+
+
+async def test_a_commit_after_its_lease_ran_out_checks_the_quota_again(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    import redis.asyncio
+
+    options = {"quota_redis_url": redis_server.url, "quota_redis_namespace": namespace}
+    a = GatedLocal(tmp_path, max_size_bytes=1000, **options)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    a.gated = "n"
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    async with a, b:
+        first = asyncio.create_task(a.save("n", b"x" * 600))
+        await a.landed.wait()
+        # the writer stalled past its lease (a frozen process): Redis frees its bytes
+        leases = "{" + namespace + "}:leases"
+        for member in await client.zrange(leases, 0, -1):
+            await client.zadd(leases, {member: 0})
+        await b.save("other", b"y" * 500)  # fits now, and takes the space
+        a.gate.set()
+        with pytest.raises(StorageQuotaExceededError) as info:
+            await first
+        assert (info.value.used, info.value.limit, info.value.key) == (500, 1000, "n")
+        assert await b.list_files() == ["other"]
+        assert (await b.get_usage()).used == await b.get_total_size() == 500
+    await client.aclose()
+
+
+async def test_no_credential_of_the_redis_url_shows_in_logs_reprs_or_errors(
+    tmp_path: Path, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from file_storage import StorageSettings, create_storage_backend
+
+    secret = "s3cr3t-redis-password"
+    server = RedisServer(tmp_path / "redis-auth", password=secret)
+    server.workdir.mkdir()
+    server.start()
+    caplog.set_level(logging.DEBUG)
+    try:
+        settings = StorageSettings(
+            local={"path": str(tmp_path / "s"), "max_size_gb": 0.000001},
+            quota={"redis_url": server.url, "redis_namespace": namespace},
+        )
+        storage = create_storage_backend(settings)
+        async with storage:
+            await storage.save("a", b"x" * 600)  # authenticated: the ledger works
+            with pytest.raises(StorageQuotaExceededError) as refused:
+                await storage.save("b", b"x" * 600)
+            shown = [repr(settings), repr(storage), repr(storage._quotas), str(refused.value)]
+        wrong = server.url.replace(secret, "not-the-password-" + secret[::-1])
+        async with LocalStorageBackend(
+            tmp_path / "s", quota_redis_url=wrong, quota_redis_namespace=namespace
+        ) as other:
+            with pytest.raises(StorageUnavailableError) as denied:
+                await other.save("c", b"x")
+            shown += [str(denied.value), repr(denied.value)]
+    finally:
+        server.stop()
+    for text in [*shown, caplog.text]:
+        assert secret not in text
+        assert secret[::-1] not in text
