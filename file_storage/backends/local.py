@@ -70,6 +70,7 @@ from file_storage.backends._local_io import (
     write_all,
 )
 from file_storage.backends._local_meta import Meta, key_locks
+from file_storage.backends._local_rules import LocalRules
 from file_storage.backends._local_walk import TmpSeen, Walk, sweep_meta, tmp_watcher
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
@@ -109,6 +110,8 @@ class LocalStorageBackend(StorageBackend):
         temp_max_age_seconds: temp files of other processes older than this are left by
             a crash and removed by quota scans and ``refresh_usage``
             (``STORAGE_LOCAL_TEMP_MAX_AGE_SECONDS``).
+        expire_interval_seconds: run ``purge_expired`` this often in the background
+            (``STORAGE_EXPIRE_INTERVAL_SECONDS``); the rules live in a file under the root.
     """
 
     def __init__(
@@ -121,10 +124,16 @@ class LocalStorageBackend(StorageBackend):
         signing_key: str | SecretStr | None = None,
         durable: bool = False,
         temp_max_age_seconds: float = 3600,
+        expire_interval_seconds: float | None = None,
     ) -> None:
-        super().__init__(max_size_bytes=max_size_bytes, quota_refresh_seconds=quota_refresh_seconds)
+        super().__init__(
+            max_size_bytes=max_size_bytes,
+            quota_refresh_seconds=quota_refresh_seconds,
+            expire_interval_seconds=expire_interval_seconds,
+        )
         self._root = Path(root).expanduser().absolute()
         self._dir = Root(self._root, on_open=self._sweep_in_background)
+        self._rules = LocalRules(self._dir, durable)
         self._sweeping: concurrent.futures.Future[None] | None = None
         self._base_url = base_url
         self._signing_key = SecretStr(signing_key) if isinstance(signing_key, str) else signing_key

@@ -47,8 +47,13 @@ class MemoryStorageBackend(StorageBackend):
         *,
         max_size_bytes: int | None = None,
         quota_refresh_seconds: float | None = None,
+        expire_interval_seconds: float | None = None,
     ) -> None:
-        super().__init__(max_size_bytes=max_size_bytes, quota_refresh_seconds=quota_refresh_seconds)
+        super().__init__(
+            max_size_bytes=max_size_bytes,
+            quota_refresh_seconds=quota_refresh_seconds,
+            expire_interval_seconds=expire_interval_seconds,
+        )
         self._objects: dict[str, _Object] = {}
         self._folders: dict[str, int] = {}  # folder ("a/b/") -> number of objects below it
 

@@ -33,6 +33,7 @@ from file_storage.backends._core import Method
 from file_storage.backends._s3_config import instrument, open_client, s3_options
 from file_storage.backends._s3_errors import error_code, is_outage, map_s3_error
 from file_storage.backends._s3_fallback import Fallback
+from file_storage.backends._s3_lifecycle import S3Rules
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
     InvalidKeyError,
@@ -40,7 +41,7 @@ from file_storage.errors import (
     StorageConfigError,
     StorageError,
 )
-from file_storage.models import ObjectInfo
+from file_storage.models import ObjectEvent, ObjectInfo
 
 __all__ = ["S3StorageBackend"]
 
@@ -75,6 +76,8 @@ class S3StorageBackend(StorageBackend):
             S3 is unavailable (see docs/reliability.md); ``None``: such writes fail.
         flush_interval_seconds: with ``fallback_path``, upload the spool this often in
             the background; ``None``: only when :meth:`flush_spool` is called.
+        expire_interval_seconds: accepted like the other backends; unused, as S3 applies
+            expiry rules itself.
     """
 
     #: objects above this go through UploadPartCopy (CopyObject takes at most 5 GiB)
@@ -109,6 +112,7 @@ class S3StorageBackend(StorageBackend):
         max_pool_connections: int | None = None,
         fallback_path: str | os.PathLike[str] | None = None,
         flush_interval_seconds: float | None = None,
+        expire_interval_seconds: float | None = None,
     ) -> None:
         self._options = options = s3_options(
             bucket,
@@ -136,9 +140,14 @@ class S3StorageBackend(StorageBackend):
             fallback_path=fallback_path,
             flush_interval_seconds=flush_interval_seconds,
         )
-        super().__init__(max_size_bytes=max_size_bytes, quota_refresh_seconds=quota_refresh_seconds)
+        super().__init__(
+            max_size_bytes=max_size_bytes,
+            quota_refresh_seconds=quota_refresh_seconds,
+            expire_interval_seconds=expire_interval_seconds,
+        )
         self._bucket = options.bucket
         self._root = options.root
+        self._rules = S3Rules(self._client, self._bucket, self._root)
         self._key_overhead = len(self._root.encode())
         path = options.fallback_path
         self._fallback = Fallback(None if path is None else Spool(path), options.flush_interval)
@@ -268,10 +277,22 @@ class S3StorageBackend(StorageBackend):
         """
         with self._translate("flush_spool", None):
             concurrency = min(4, self._options.concurrency)
-            flushed = await self._fallback.flush(self._send_spooled, concurrency)
+            flushed = await self._fallback.flush(self._flush_one, concurrency)
         if flushed:
             logger.info("flushed %d spooled objects to S3", flushed)
         return flushed
+
+    async def _flush_one(self, entry: Entry, path: Path) -> None:
+        await self._send_spooled(entry, path)
+        if not self._events:
+            return
+        etag = None  # S3's, not the spool's: the spooled copy is still there until this returns
+        try:
+            etag = (await self._head(entry.key)).get("ETag")
+        except Exception as exc:
+            if self._map_error(exc, "flush_spool", entry.key) is None:
+                raise
+        self._events.emit(ObjectEvent("created", entry.key, entry.size, etag))
 
     async def _send_spooled(self, entry: Entry, path: Path) -> None:
         params = self._write_params(entry.content_type, entry.metadata)
