@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 from file_storage._loops import LoopLock
@@ -67,7 +68,9 @@ class Expiry:
 
     def __init__(self, interval: float | None) -> None:
         if interval is not None and (
-            isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not 0 < interval < math.inf
         ):
             raise StorageConfigError(
                 "expire_interval_seconds (STORAGE_EXPIRE_INTERVAL_SECONDS) must be a number "

@@ -43,12 +43,15 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
     if settings is None:
         settings = StorageSettings()
     refresh = settings.quota.refresh_seconds
+    expire = settings.expire.interval_seconds
     match settings.type:
         case "MEMORY":
             from file_storage.backends.memory import MemoryStorageBackend
 
             logger.debug("creating MEMORY storage backend")
-            return MemoryStorageBackend(quota_refresh_seconds=refresh)
+            return MemoryStorageBackend(
+                quota_refresh_seconds=refresh, expire_interval_seconds=expire
+            )
         case "LOCAL":
             from file_storage.backends.local import LocalStorageBackend
 
@@ -61,6 +64,7 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
                 base_url=local.base_url,
                 signing_key=local.signing_key,
                 temp_max_age_seconds=local.temp_max_age_seconds,
+                expire_interval_seconds=expire,
             )
         case "S3":
             # backends/s3.py imports the SDK only when its first client is built

@@ -40,12 +40,20 @@ class CountingMemoryBackend(MemoryStorageBackend):
     built: ClassVar[list[CountingMemoryBackend]] = []
 
     def __init__(
-        self, *, max_size_bytes: int | None = None, quota_refresh_seconds: float | None = None
+        self,
+        *,
+        max_size_bytes: int | None = None,
+        quota_refresh_seconds: float | None = None,
+        expire_interval_seconds: float | None = None,
     ) -> None:
         # widen the race window: a check-and-create without a lock would build twice
         for _ in range(20_000):
             pass
-        super().__init__(max_size_bytes=max_size_bytes, quota_refresh_seconds=quota_refresh_seconds)
+        super().__init__(
+            max_size_bytes=max_size_bytes,
+            quota_refresh_seconds=quota_refresh_seconds,
+            expire_interval_seconds=expire_interval_seconds,
+        )
         self.closed = 0
         CountingMemoryBackend.built.append(self)
 
@@ -173,6 +181,7 @@ def test_local_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -
         "STORAGE_LOCAL_SIGNING_KEY": SIGNING_KEY,
         "STORAGE_QUOTA_REFRESH_SECONDS": "30",
         "STORAGE_LOCAL_TEMP_MAX_AGE_SECONDS": "600",
+        "STORAGE_EXPIRE_INTERVAL_SECONDS": "900",
     }.items():
         monkeypatch.setenv(name, value)
     create_storage_backend()
@@ -185,6 +194,7 @@ def test_local_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -
         "quota_refresh_seconds": 30.0,
         "base_url": "https://app.example.com/files",
         "temp_max_age_seconds": 600.0,
+        "expire_interval_seconds": 900.0,
     }
 
 
