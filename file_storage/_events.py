@@ -178,11 +178,9 @@ def parse_s3_event(message: Mapping[str, Any] | str | bytes, *, prefix: str) -> 
 
 
 def _as_mapping(message: object) -> Mapping[str, Any]:
-    if isinstance(message, bytes | bytearray):
-        message = bytes(message).decode("utf-8")
-    if isinstance(message, str):
+    if isinstance(message, str | bytes | bytearray):
         try:
-            message = json.loads(message)
+            message = json.loads(message)  # bytes: UTF-8, as SQS bodies are
         except ValueError as exc:
             raise ValueError("not an S3 notification: invalid JSON") from exc
     if not isinstance(message, Mapping):
