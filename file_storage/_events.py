@@ -134,10 +134,11 @@ def _log_failure(callback: Callback, event: ObjectEvent) -> None:
 
 # ---------------------------------------------------------------- S3 notifications
 
-# "s3:ObjectCreated:Put", ":Post", ":Copy", ":CompleteMultipartUpload", and
-# "s3:ObjectRemoved:Delete", ":DeleteMarkerCreated" (AWS, "Event notification types")
-_CREATED = "ObjectCreated:"
-_REMOVED = "ObjectRemoved:"
+# "ObjectCreated:Put", ":Post", ":Copy", ":CompleteMultipartUpload"; "ObjectRemoved:Delete",
+# ":DeleteMarkerCreated"; and "LifecycleExpiration:Delete", ":DeleteMarkerCreated": S3
+# applying an expiry rule (AWS, "Supported event types for SQS, SNS, and Lambda")
+_CREATED = ("ObjectCreated:",)
+_REMOVED = ("ObjectRemoved:", "LifecycleExpiration:")
 
 
 def parse_s3_event(message: Mapping[str, Any] | str | bytes, *, prefix: str) -> list[ObjectEvent]:
@@ -145,8 +146,9 @@ def parse_s3_event(message: Mapping[str, Any] | str | bytes, *, prefix: str) -> 
 
     Reads the ``Records`` JSON that S3 sends to SQS, SNS or Lambda, also inside an SNS
     envelope (whose ``Message`` is that JSON as a string). ``s3:ObjectCreated:*`` gives
-    ``"created"`` (with size and ETag), ``s3:ObjectRemoved:*`` (a delete marker included)
-    ``"deleted"``. Keys arrive URL-encoded (``+`` for a space) and are decoded.
+    ``"created"`` (with size and ETag); ``s3:ObjectRemoved:*`` (a delete marker included)
+    and ``s3:LifecycleExpiration:*`` (S3 applying an expiry rule) give ``"deleted"``.
+    Keys arrive URL-encoded (``+`` for a space) and are decoded.
 
     Args:
         message: the notification, as a ``dict`` or its JSON text.

@@ -58,6 +58,12 @@ def test_delete_marker_gives_deleted() -> None:
     ]
 
 
+def test_expiry_by_a_lifecycle_rule_gives_deleted() -> None:
+    assert parse_s3_event(sample("lifecycle_expiration.json"), prefix="storage") == [
+        ObjectEvent("deleted", "temp/upload-2.part")
+    ]
+
+
 def test_sns_envelope_is_unwrapped() -> None:
     assert parse_s3_event(sample("sns_envelope.json"), prefix="storage") == [
         ObjectEvent("created", "uploads/a b.txt", 5, '"5d41402abc4b2a76b9719d911017c592"'),

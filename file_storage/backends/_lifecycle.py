@@ -92,11 +92,13 @@ class Lifecycle(Writes):
                         expired[info.key] = max(cutoff, expired.get(info.key, cutoff))
         deleted = 0
         for key, cutoff in sorted(expired.items()):
-            try:
-                if (await self._stat(key)).last_modified >= cutoff:
-                    continue  # written again since the listing
-            except ObjectNotFoundError:
-                continue
+            with self._translate("purge_expired", key):
+                try:
+                    modified = (await self._stat(key)).last_modified
+                except ObjectNotFoundError:
+                    continue  # deleted since the listing
+            if modified >= cutoff:
+                continue  # written again since the listing
             await self.delete(key)
             deleted += 1
         if deleted:

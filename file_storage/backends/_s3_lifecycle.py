@@ -25,6 +25,8 @@ __all__ = ["RULE_ID", "S3Rules"]
 RULE_ID = "file_storage:"
 MAX_RULE_ID = 255  # characters in a lifecycle rule ID (AWS, "Lifecycle configuration elements")
 MAX_RULES = 1000  # rules in one lifecycle configuration (AWS quota)
+# settings of the whole configuration that GET returns and PUT takes beside the rules
+_KEPT_SETTINGS = ("TransitionDefaultMinimumObjectSize",)
 
 
 def rule_id(full_prefix: str) -> str:
@@ -62,20 +64,24 @@ class S3Rules(RuleStore):
         self._bucket = bucket
         self._root = root
 
-    async def _read(self) -> list[dict[str, Any]]:
+    async def _read(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The rules, and the other settings of the configuration to write back with them."""
         client = await self._client()
         try:
             answer = await client.get_bucket_lifecycle_configuration(Bucket=self._bucket)
         except Exception as exc:
             if error_code(exc) == "NoSuchLifecycleConfiguration":
-                return []
+                return [], {}
             raise
         rules = answer.get("Rules")
-        return list(rules) if isinstance(rules, list) else []
+        # a PUT without it would reset the bucket's choice to S3's default
+        kept = {name: answer[name] for name in _KEPT_SETTINGS if answer.get(name)}
+        return (list(rules) if isinstance(rules, list) else []), kept
 
     async def get(self) -> dict[str, int]:
         found: dict[str, int] = {}
-        for rule in await self._read():
+        rules, _ = await self._read()
+        for rule in rules:
             full = _ours(rule)
             if full is None or not full.startswith(self._root):
                 continue  # another backend's (a different prefix in the same bucket)
@@ -86,7 +92,7 @@ class S3Rules(RuleStore):
 
     async def put(self, prefix: str, days: int | None) -> None:
         full = self._root + prefix
-        rules = await self._read()
+        rules, settings = await self._read()
         kept = [rule for rule in rules if _ours(rule) != full]
         if days is not None:
             kept.append(
@@ -107,5 +113,5 @@ class S3Rules(RuleStore):
         if len(kept) > MAX_RULES:
             raise StorageError(f"a bucket holds at most {MAX_RULES} lifecycle rules")
         await client.put_bucket_lifecycle_configuration(
-            Bucket=self._bucket, LifecycleConfiguration={"Rules": kept}
+            Bucket=self._bucket, LifecycleConfiguration={"Rules": kept}, **settings
         )

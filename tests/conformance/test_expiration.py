@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -30,6 +31,13 @@ async def test_set_expiration_none_removes_only_that_rule(backend: StorageBacken
     await backend.set_expiration("never-set", None)  # removing a missing rule is no error
     await backend.set_expiration("temp", None)
     assert await backend.get_expiration() == {}
+
+
+async def test_concurrent_set_expiration_calls_lose_no_rule(backend: StorageBackend) -> None:
+    # each call reads, changes and writes the whole rule set: they must take turns
+    prefixes = [f"p{i}" for i in range(12)]
+    await asyncio.gather(*(backend.set_expiration(p, 1 + i) for i, p in enumerate(prefixes)))
+    assert await backend.get_expiration() == {f"{p}/": 1 + i for i, p in enumerate(prefixes)}
 
 
 async def test_set_expiration_on_everything(backend: StorageBackend) -> None:
