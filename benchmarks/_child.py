@@ -26,6 +26,7 @@ LOCAL = "file_storage (local)"
 
 IMPORTS: dict[str, tuple[str, ...]] = {
     sc.LIBRARY: ("file_storage", "aiobotocore.session", "botocore.config"),
+    sc.LIBRARY_OBSTORE: ("file_storage", "obstore", "obstore.store"),
     sc.RAW: ("aioboto3", "boto3.s3.transfer"),
     sc.NAIVE: ("aioboto3", "boto3.s3.transfer"),
     sc.S3FS: ("s3fs",),

@@ -203,6 +203,7 @@ def _rss_mib(a: Row, b: Row) -> float:
 def targets(rows: list[Row]) -> list[Target]:
     """The issue's targets, each evaluated on every workload it covers."""
     lib, raw, naive = sc.LIBRARY, sc.RAW, sc.NAIVE
+    ob = sc.LIBRARY_OBSTORE
     small = _workloads(rows, s3_small.SECTION)
     large = _workloads(rows, s3_large.SECTION)
     rss = [
@@ -238,6 +239,31 @@ def targets(rows: list[Row]) -> list[Target]:
                 rows,
                 s3_large.SECTION,
                 [(w, lib, lib) for w in large],
+                _rss_mib,
+                lambda v: v < 100,
+                "{:.0f} MiB",
+            ),
+        ),
+        (
+            "S3 obstore client CPU/op <= 0.35 x aioboto3 (one client)",
+            _check(rows, s, [(w, ob, raw) for w in small], _cpu, lambda v: v <= 0.35),
+        ),
+        (
+            "S3 obstore ops/s >= 1.5 x aioboto3 (one client), c=32",
+            _check(rows, s, [(w, ob, raw) for w in small if "c=32" in w], _ops, lambda v: v >= 1.5),
+        ),
+        (
+            "S3 obstore large MB/s >= 0.95 x aioboto3 (one client)",
+            _check(
+                rows, s3_large.SECTION, [(w, ob, raw) for w in large], _mbs, lambda v: v >= 0.95
+            ),
+        ),
+        (
+            "S3 obstore large client peak RSS < 100 MiB",
+            _check(
+                rows,
+                s3_large.SECTION,
+                [(w, ob, ob) for w in large],
                 _rss_mib,
                 lambda v: v < 100,
                 "{:.0f} MiB",

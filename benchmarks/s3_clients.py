@@ -1,6 +1,7 @@
 """The S3 contenders, each bound to one bucket, all storing key ``k`` at ``bench/k``.
 
 * ``file_storage``: :class:`S3StorageBackend` with its defaults.
+* ``file_storage (obstore)``: the same with ``client="obstore"`` (``STORAGE_S3_CLIENT``).
 * ``aioboto3 (one client)``: what a competent user writes: one client kept open,
   ``put_object`` / ``get_object`` + ``await body.read()``; the floor the library adds to.
 * ``aioboto3 (client per call)``: a new Session and client per call, the pattern the
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from benchmarks._common import KEY_ID, MIB, REGION, SECRET
 
@@ -25,11 +26,12 @@ THRESHOLD = 16 * MIB
 PARALLEL = 8
 
 LIBRARY = "file_storage"
+LIBRARY_OBSTORE = "file_storage (obstore)"
 RAW = "aioboto3 (one client)"
 NAIVE = "aioboto3 (client per call)"
 S3FS = "s3fs"
 OBSTORE = "obstore"
-CONTENDERS = (LIBRARY, RAW, NAIVE, S3FS, OBSTORE)
+CONTENDERS = (LIBRARY, LIBRARY_OBSTORE, RAW, NAIVE, S3FS, OBSTORE)
 
 
 class Contender(abc.ABC):
@@ -80,6 +82,7 @@ def _transfer_config() -> Any:
 
 class Library(Contender):
     name = LIBRARY
+    client: Literal["aioboto3", "obstore"] = "aioboto3"
 
     async def open(self) -> None:
         from file_storage import S3StorageBackend
@@ -95,6 +98,7 @@ class Library(Contender):
             multipart_threshold=THRESHOLD,
             multipart_chunk_size=PART,
             max_concurrency=PARALLEL,
+            client=self.client,
         )
 
     async def close(self) -> None:
@@ -114,6 +118,11 @@ class Library(Contender):
 
     async def download(self, key: str, path: Path) -> None:
         await self.backend.download_file(key, path)
+
+
+class LibraryObstore(Library):
+    name = LIBRARY_OBSTORE
+    client = "obstore"
 
 
 class Raw(Contender):
@@ -312,6 +321,7 @@ class Obstore(Contender):
 
 FACTORIES: dict[str, type[Contender]] = {
     LIBRARY: Library,
+    LIBRARY_OBSTORE: LibraryObstore,
     RAW: Raw,
     NAIVE: Naive,
     S3FS: S3fs,

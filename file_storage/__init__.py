@@ -24,7 +24,7 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 from file_storage.factory import close_storage_backend, create_storage_backend, get_storage_backend
-from file_storage.models import ObjectEvent, ObjectInfo, Usage
+from file_storage.models import ObjectEvent, ObjectInfo, ObjectVersion, Usage
 from file_storage.path_builder import StoragePathBuilder
 from file_storage.settings import StorageSettings
 
@@ -38,6 +38,7 @@ __all__ = [
     "ObjectEvent",
     "ObjectInfo",
     "ObjectNotFoundError",
+    "ObjectVersion",
     "PreconditionFailedError",
     "S3StorageBackend",
     "StorageBackend",

@@ -20,6 +20,14 @@ on demand and dropped when no one holds or waits for them, so the table stays as
 as the number of keys in use. Operations on one key run one after the other; different
 keys never wait on each other. With no quota set nothing is locked and nothing is
 counted. Across processes the ledger is only as fresh as the last scan (``refresh``).
+
+Versions. On a versioned backend an overwrite or a delete keeps the old object as a prior
+version: its bytes stay stored. While versioning is on (or suspended, conservatively),
+a reservation credits nothing for the object it replaces (nor for a move's source), and
+its commit moves the old size into the key's ``kept`` bytes instead of dropping it; a
+delete does the same. The scanner reports prior versions as ``<key>\\<version id>``
+(a backslash: never a key), which count as ``kept`` bytes of ``<key>``, so prefix quotas
+count every version. ``set_kept`` re-learns a key's prior versions after a purge.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
@@ -36,10 +44,30 @@ from file_storage.errors import StorageQuotaExceededError
 from file_storage.models import ObjectInfo, Usage
 
 Scanner = Callable[[str], AsyncIterator[ObjectInfo]]
+# "off": never versioned; "enabled"; "suspended": was enabled, new writes replace
+Probe = Callable[[], Awaitable[str]]
+VERSION_SEP = "\\"  # a scanned name "<key>\\<version id>" is a prior version of <key>
+
+
+def _version_of(name: str) -> str | None:
+    """The key a scanned name is a prior version of, else ``None``."""
+    key, sep, _ = name.partition(VERSION_SEP)
+    return key if sep and key else None
 
 
 class _Quota:
-    __slots__ = ("limit", "lock", "pending", "prefix", "reserved", "scanned_at", "sizes", "used")
+    __slots__ = (
+        "kept",
+        "limit",
+        "lock",
+        "pending",
+        "pending_kept",
+        "prefix",
+        "reserved",
+        "scanned_at",
+        "sizes",
+        "used",
+    )
 
     def __init__(self, prefix: str, limit: int):
         self.prefix = prefix
@@ -48,6 +76,8 @@ class _Quota:
         self.reserved = 0
         self.sizes: dict[str, int] | None = None  # None until the prefix was scanned
         self.pending: dict[str, int | None] | None = None  # changes seen during a scan
+        self.kept: dict[str, int] = {}  # key -> bytes of its prior versions
+        self.pending_kept: dict[str, int] | None = None  # kept bytes moved during a scan
         self.scanned_at = 0.0
         self.lock = LoopLock()  # the backend may be used from one event loop after another
 
@@ -66,21 +96,52 @@ class _Quota:
             self.sizes[key] = size
             self.used += size
 
+    def keep(self, key: str) -> None:
+        """The object at ``key`` becomes a prior version: its bytes stay counted."""
+        if self.pending is not None:
+            old = self.pending.get(key, self.sizes.get(key, 0) if self.sizes else 0)
+            if old and self.pending_kept is not None:
+                self.pending_kept[key] = self.pending_kept.get(key, 0) + old
+        if self.sizes is None:
+            return
+        old = self.sizes.pop(key, 0)
+        if old:
+            self.kept[key] = self.kept.get(key, 0) + old
+
+    def set_kept(self, key: str, total: int) -> None:
+        """``key``'s prior versions now hold ``total`` bytes (after a purge)."""
+        if self.pending_kept is not None:
+            self.pending_kept.pop(key, None)
+        if self.sizes is None:
+            return
+        self.used += total - self.kept.pop(key, 0)
+        if total:
+            self.kept[key] = total
+
 
 class Reservation:
     """Bytes held for one write in flight; commit on success, release on failure."""
 
-    __slots__ = ("_done", "_olds", "_quotas", "_reserved", "key", "operation")
+    __slots__ = ("_done", "_keeps", "_olds", "_quotas", "_reserved", "key", "operation")
 
-    def __init__(self, quotas: list[_Quota], key: str, operation: str, frees: str | None = None):
+    def __init__(
+        self,
+        quotas: list[_Quota],
+        key: str,
+        operation: str,
+        frees: str | None = None,
+        *,
+        keeps: bool = False,
+    ):
         self._quotas = quotas
         self.key = key
         self.operation = operation
+        self._keeps = keeps
         # what each quota gets back when the write lands: the old object at key, and for
         # a move the source too when the same quota covers it
         self._olds = [
             (q.sizes.get(key, 0) + (q.sizes.get(frees, 0) if frees and q.covers(frees) else 0))
-            if q.sizes is not None
+            if q.sizes is not None and not keeps  # versioned: the old bytes stay stored
             else 0
             for q in quotas
         ]
@@ -119,6 +180,8 @@ class Reservation:
             return
         self.release()
         for q in self._quotas:
+            if self._keeps:
+                q.keep(self.key)
             q.record(self.key, size)
 
 
@@ -180,8 +243,13 @@ _NOT_LOCKED: AbstractAsyncContextManager[None] = contextlib.nullcontext()
 class QuotaManager:
     """All quotas of one backend, and the per-key locks that keep them exact."""
 
-    def __init__(self, scan: Scanner, refresh_seconds: float | None = None):
+    def __init__(
+        self, scan: Scanner, refresh_seconds: float | None = None, probe: Probe | None = None
+    ):
         self._scan = scan
+        self._probe = probe
+        #: the backend's versioning state, learned with each scan and kept by set_versioning
+        self.versioning = "off"
         self._refresh_seconds = refresh_seconds
         self._quotas: dict[str, _Quota] = {}
         self._locks: dict[str, _KeyLock] = {}
@@ -238,21 +306,34 @@ class QuotaManager:
         async with q.lock:
             if not force and not self._stale(q):
                 return
+            if self._probe is not None:
+                self.versioning = await self._probe()
             q.pending = {}
+            q.pending_kept = {}
             try:
                 sizes: dict[str, int] = {}
+                kept: dict[str, int] = {}
                 async for info in self._scan(q.prefix):
-                    sizes[info.key] = info.size
+                    if (versioned := _version_of(info.key)) is not None:
+                        kept[versioned] = kept.get(versioned, 0) + info.size
+                    else:
+                        sizes[info.key] = info.size
                 # writes and deletes that committed while we listed win over the listing
                 for key, size in q.pending.items():
                     if size is None:
                         sizes.pop(key, None)
                     else:
                         sizes[key] = size
+                # (a version kept meanwhile may be counted twice until the next scan:
+                # too much, never too little)
+                for key, extra in q.pending_kept.items():
+                    kept[key] = kept.get(key, 0) + extra
             finally:
                 q.pending = None
+                q.pending_kept = None
             q.sizes = sizes
-            q.used = sum(sizes.values())
+            q.kept = kept
+            q.used = sum(sizes.values()) + sum(kept.values())
             q.scanned_at = time.monotonic()
 
     async def reserve(
@@ -275,7 +356,7 @@ class QuotaManager:
             return None
         for q in quotas:
             await self._ensure_scanned(q)
-        reservation = Reservation(quotas, key, operation, frees)
+        reservation = Reservation(quotas, key, operation, frees, keeps=self.keeps)
         reservation.grow_to(size, requested)
         return reservation
 
@@ -286,9 +367,27 @@ class QuotaManager:
                 return q.sizes[key]
         return None
 
+    @property
+    def keeps(self) -> bool:
+        """True when an overwritten or deleted object stays stored as a prior version."""
+        return self.versioning != "off"
+
     def forget(self, key: str) -> None:
+        """``key`` was deleted (on a versioned backend: it became a prior version)."""
+        for q in self._covering(key):
+            if self.keeps:
+                q.keep(key)
+            q.record(key, None)
+
+    def drop(self, key: str) -> None:
+        """``key``'s object is gone for good (a purge deleted even the latest version)."""
         for q in self._covering(key):
             q.record(key, None)
+
+    def set_kept(self, key: str, total: int) -> None:
+        """``key``'s prior versions hold ``total`` bytes now (after a purge)."""
+        for q in self._covering(key):
+            q.set_kept(key, total)
 
     async def usage(self, prefix: str) -> Usage:
         q = self._quotas.get(prefix)

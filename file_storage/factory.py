@@ -103,6 +103,7 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
                 max_pool_connections=s3.max_pool_connections,
                 fallback_path=s3.fallback_path,
                 flush_interval_seconds=s3.flush_interval_seconds,
+                client=s3.client,
             )
     raise StorageConfigError("STORAGE_TYPE: must be one of LOCAL, S3 or MEMORY")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-__all__ = ["ObjectEvent", "ObjectInfo", "Usage"]
+__all__ = ["ObjectEvent", "ObjectInfo", "ObjectVersion", "Usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,25 @@ class Usage:
     prefix: str
     used: int
     limit: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectVersion:
+    """One stored version of a key, as :meth:`StorageBackend.list_versions` returns it.
+
+    Attributes:
+        version_id: the id to pass as ``version_id=`` (S3's VersionId; ``"null"`` for a
+            version written while versioning was off or suspended).
+        size: size in bytes.
+        last_modified: when this version was written, an aware UTC datetime.
+        is_latest: True for the version :meth:`StorageBackend.load` returns; no version is
+            the latest after a ``delete`` on a versioned backend.
+    """
+
+    version_id: str
+    size: int
+    last_modified: datetime
+    is_latest: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -277,6 +277,12 @@ class S3Settings(BaseModel):
         description="STORAGE_S3_FLUSH_INTERVAL_SECONDS: upload the spool this often in the "
         "background; unset: only when flush_spool() is called",
     )
+    client: Literal["aioboto3", "obstore"] = Field(
+        default="aioboto3",
+        description="STORAGE_S3_CLIENT: the S3 transport: aioboto3 (aiobotocore), or obstore "
+        "(the Rust object_store client, extra file_storage[obstore]: less client CPU per "
+        "request); what obstore cannot do still goes through aiobotocore",
+    )
 
     @field_validator("bucket")
     @classmethod

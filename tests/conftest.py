@@ -43,7 +43,11 @@ def _scrub_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture(autouse=True)
 def _s3_needs(request: pytest.FixtureRequest) -> None:
-    """Skip a test marked ``s3_needs(feature, ...)`` where the S3 server lacks a feature."""
+    """Skip a test marked ``s3_needs(feature, ...)`` where the S3 server lacks a feature
+    (a conformance test only on its ``s3`` run: memory and local never lack it)."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("backend", "s3") not in ("s3", "s3_obstore"):
+        return
     needed = [feature for mark in request.node.iter_markers("s3_needs") for feature in mark.args]
     if needed and (reason := missing_feature(needed)) is not None:
         pytest.skip(reason)
@@ -143,8 +147,36 @@ async def s3_backend(moto_endpoint: str, s3_bucket: str) -> AsyncIterator[Storag
         await backend.aclose()
 
 
-@pytest.fixture(params=["memory", "local", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.fixture
+async def s3_obstore_backend(moto_endpoint: str, s3_bucket: str) -> AsyncIterator[StorageBackend]:
+    """The S3 backend on its obstore transport (``STORAGE_S3_CLIENT=obstore``)."""
+    from file_storage import S3StorageBackend
+
+    backend = S3StorageBackend(
+        s3_bucket,
+        prefix="storage",
+        endpoint_url=moto_endpoint,
+        region="us-east-1",
+        access_key_id=FAKE_KEY_ID,
+        secret_access_key=FAKE_SECRET,
+        addressing_style="path",
+        client="obstore",
+    )
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "local",
+        pytest.param("s3", marks=pytest.mark.s3),
+        pytest.param("s3_obstore", marks=pytest.mark.s3),
+    ]
+)
 def backend(request: pytest.FixtureRequest) -> StorageBackend:
-    """Every conformance test runs once per backend: ids memory, local, s3."""
+    """Every conformance test runs once per backend: ids memory, local, s3, s3_obstore."""
     result: StorageBackend = request.getfixturevalue(f"{request.param}_backend")
     return result

@@ -30,6 +30,7 @@ REASONS = {
     "second_user": "has no second test user (FILE_STORAGE_TEST_S3_OTHER_*)",
     "stores_checksums": "neither checks nor stores flexible checksums (x-amz-checksum-*)",
     "sse_over_http": "refuses SSE over plain HTTP (InvalidRequest) unless configured for it",
+    "suspended_versioning": "drops every version of a key written while versioning is suspended",
 }
 
 #: What each known server does; a second user comes from the environment.

@@ -231,6 +231,7 @@ def test_s3_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -> N
         "STORAGE_S3_MAX_POOL_CONNECTIONS": "20",
         "STORAGE_S3_FALLBACK_PATH": "/var/spool/storage",
         "STORAGE_S3_FLUSH_INTERVAL_SECONDS": "60",
+        "STORAGE_S3_CLIENT": "obstore",
         "STORAGE_QUOTA_REFRESH_SECONDS": "15",
     }.items():
         monkeypatch.setenv(name, value)
@@ -264,6 +265,7 @@ def test_s3_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -> N
         "max_pool_connections": 20,
         "fallback_path": Path("/var/spool/storage"),
         "flush_interval_seconds": 60.0,
+        "client": "obstore",
     }
 
 

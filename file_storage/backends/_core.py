@@ -43,11 +43,12 @@ from file_storage.errors import (
     StorageConfigError,
     StorageError,
 )
-from file_storage.models import ObjectEvent, ObjectInfo
+from file_storage.models import ObjectEvent, ObjectInfo, ObjectVersion
 
 logger = logging.getLogger("file_storage")
 
 Content = bytes | bytearray | memoryview | AsyncIterable[bytes]
+Versioning = Literal["off", "enabled", "suspended"]
 Method = Literal["GET", "PUT"]
 MAX_PRESIGN_SECONDS = 604800  # 7 days: SigV4's maximum (AWS, "Sharing objects with presigned URLs")
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys a request
@@ -86,7 +87,7 @@ class BackendCore(abc.ABC):
         quota_refresh_seconds: float | None = None,
         expire_interval_seconds: float | None = None,
     ) -> None:
-        self._quotas = QuotaManager(self._usage_scan, quota_refresh_seconds)
+        self._quotas = QuotaManager(self._usage_scan, quota_refresh_seconds, self._versioning)
         if max_size_bytes is not None:
             self._quotas.set("", max_size_bytes)
         self._events = EventHub()
@@ -334,3 +335,42 @@ class BackendCore(abc.ABC):
 
     async def _aclose(self) -> None:
         return None
+
+    # ---------------------------------------------------------------- versions (_versions)
+
+    def _no_versions(self) -> StorageConfigError:
+        return StorageConfigError(f"{type(self).__name__} does not keep versions")
+
+    async def _versioning(self) -> Versioning:
+        """The store's versioning state: ``"off"`` (never enabled), enabled, suspended."""
+        return "off"
+
+    async def _set_versioning(self, enabled: bool) -> None:
+        raise self._no_versions()
+
+    async def _list_versions(self, key: str) -> list[ObjectVersion]:
+        """The versions of ``key``, newest first (delete markers left out)."""
+        raise self._no_versions()
+
+    async def _stat_version(self, key: str, version_id: str) -> ObjectInfo:
+        raise self._no_versions()
+
+    def _stream_version(
+        self, key: str, version_id: str, start: int, end: int | None, chunk_size: int
+    ) -> AsyncIterator[bytes]:
+        """Yield bytes ``[start, end)`` of one version of ``key``, like ``_stream``."""
+        raise self._no_versions()
+
+    async def _load_version(self, key: str, version_id: str) -> bytes:
+        chunks = self._stream_version(key, version_id, 0, None, CHUNK_SIZE)
+        return b"".join([chunk async for chunk in chunks])
+
+    async def _restore_version(self, key: str, version_id: str) -> None:
+        """Write that version of ``key`` as its new latest version (content type and
+        metadata included)."""
+        raise self._no_versions()
+
+    async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
+        """Delete these versions of ``key`` for good; ``everything``: no version is left,
+        so delete markers go too (S3)."""
+        raise self._no_versions()

@@ -183,7 +183,9 @@ def open_dir(
             cur = nxt
             where.append(name)
         if cur == base:
-            cur = os.dup(base)
+            # a new open of the root, not a dup: dups share one directory offset, so two
+            # threads listing the root through dups would each miss part of it
+            cur = os.open(".", O_DIR, dir_fd=base)
         return cur, where
     except BaseException:
         if cur != base:

@@ -13,6 +13,7 @@ from file_storage.backends._core import (
 )
 from file_storage.backends._support import (
     check_range,
+    check_version_id,
 )
 from file_storage.errors import (
     ObjectNotFoundError,
@@ -25,15 +26,23 @@ class Reads(BackendCore):
     """The reads of :class:`~file_storage.StorageBackend`; documented there."""
 
     @final
-    async def load(self, path: KeyLike) -> bytes:
+    async def load(self, path: KeyLike, *, version_id: str | None = None) -> bytes:
         """Return the whole object at ``path``.
 
+        Args:
+            version_id: read that version (from :meth:`list_versions`) instead of the
+                latest.
+
         Raises:
-            ObjectNotFoundError: no object at ``path``.
+            ObjectNotFoundError: no object at ``path``, or no such version of it.
         """
         key = self._key(path, "load")
+        check_version_id(version_id)
         with self._translate("load", key) as call:
-            data = await self._load(key)
+            if version_id is None:
+                data = await self._load(key)
+            else:
+                data = await self._load_version(key, version_id)
             call.size = len(data)
             return data
 
@@ -46,6 +55,7 @@ class Reads(BackendCore):
         end: int | None = None,
         chunk_size: int | None = None,
         if_match: str | None = None,
+        version_id: str | None = None,
     ) -> AsyncIterator[bytes]:
         """Iterate over the bytes ``[start, end)`` of the object, like a slice.
 
@@ -57,9 +67,12 @@ class Reads(BackendCore):
             if_match: an ETag from :meth:`stat`: the stream then reads exactly that version
                 of the object (all its bytes come from it), or raises
                 :class:`PreconditionFailedError` when the object was replaced since.
+            version_id: read that version (from :meth:`list_versions`) instead of the
+                latest.
 
         Raises:
-            ObjectNotFoundError: no object at ``path`` (on first iteration).
+            ObjectNotFoundError: no object at ``path``, or no such version of it (on
+                first iteration).
             PreconditionFailedError: ``if_match`` is not the current ETag (on first
                 iteration).
         """
@@ -67,7 +80,8 @@ class Reads(BackendCore):
         size = check_range(start, end, chunk_size)
         if if_match is not None and (not isinstance(if_match, str) or not if_match):
             raise TypeError("if_match must be a non-empty str (an ETag) or None")
-        return self._translated_stream(key, start, end, size, if_match)
+        check_version_id(version_id)
+        return self._translated_stream(key, start, end, size, if_match, version_id)
 
     async def _translated_stream(
         self,
@@ -76,22 +90,37 @@ class Reads(BackendCore):
         end: int | None,
         chunk_size: int,
         if_match: str | None = None,
+        version_id: str | None = None,
     ) -> AsyncIterator[bytes]:
         with self._translate("stream", key):
+
+            async def stat() -> ObjectInfo:
+                if version_id is None:
+                    return await self._stat(key)
+                return await self._stat_version(key, version_id)
+
             lo, hi = start or 0, end
             if lo < 0 or (hi is not None and hi < 0):
-                total = (await self._stat(key)).size
+                total = (await stat()).size
                 lo, _, _ = slice(start, end).indices(total)
                 _, hi, _ = slice(start, end).indices(total)
             if hi is not None and hi <= lo:
                 # an empty range still says whether the object exists (and is that version)
                 if if_match is not None:
-                    if (await self._stat(key)).etag != if_match:
+                    if (await stat()).etag != if_match:
                         raise PreconditionFailedError("the object changed since that ETag")
+                elif version_id is not None:
+                    await stat()
                 elif not await self._exists(key):
                     raise ObjectNotFoundError()
                 return
-            source = self._stream(key, lo, hi, chunk_size, if_match)
+            if version_id is None:
+                source = self._stream(key, lo, hi, chunk_size, if_match)
+            else:
+                # a version never changes: if_match only has to name it
+                if if_match is not None and (await stat()).etag != if_match:
+                    raise PreconditionFailedError("that version has another ETag")
+                source = self._stream_version(key, version_id, lo, hi, chunk_size)
             # close both generators: an abandoned stream must not hold a file or connection
             async with closing(source), closing(limit_chunks(source, chunk_size)) as chunks:
                 async for chunk in chunks:
@@ -105,15 +134,22 @@ class Reads(BackendCore):
             return await self._exists(key)
 
     @final
-    async def stat(self, path: KeyLike) -> ObjectInfo:
+    async def stat(self, path: KeyLike, *, version_id: str | None = None) -> ObjectInfo:
         """Return what the backend knows about the object at ``path``.
 
+        Args:
+            version_id: describe that version (from :meth:`list_versions`) instead of
+                the latest.
+
         Raises:
-            ObjectNotFoundError: no object at ``path``.
+            ObjectNotFoundError: no object at ``path``, or no such version of it.
         """
         key = self._key(path, "stat")
+        check_version_id(version_id)
         with self._translate("stat", key):
-            return await self._stat(key)
+            if version_id is None:
+                return await self._stat(key)
+            return await self._stat_version(key, version_id)
 
     @final
     async def get_size(self, path: KeyLike) -> int:

@@ -28,6 +28,8 @@ __all__ = ["S3Options", "load_sdk", "open_client", "s3_options"]
 
 logger = logging.getLogger("file_storage.backends.s3")
 
+CLIENTS = ("aioboto3", "obstore")
+
 # legacy us-east-1 names allow capitals and "_" (AWS, "General purpose bucket naming rules")
 _BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 
@@ -57,6 +59,7 @@ class S3Options:
     pool_size: int
     fallback_path: Path | None
     flush_interval: float | None
+    client: str = "aioboto3"  # the transport: aiobotocore, or obstore (_s3_obstore.py)
 
 
 def s3_options(
@@ -85,6 +88,7 @@ def s3_options(
     max_pool_connections: object,
     fallback_path: object,
     flush_interval_seconds: object,
+    client: object = "aioboto3",
 ) -> S3Options:
     """Check every argument; raise StorageConfigError naming the first bad one."""
     if max_size_bytes is not None:
@@ -153,6 +157,7 @@ def s3_options(
             if flush_interval_seconds is None
             else _seconds("flush_interval_seconds", flush_interval_seconds)
         ),
+        client=_choice("client", client, CLIENTS),
     )
 
 
@@ -253,12 +258,18 @@ def _is_local(url: str) -> bool:
     return True
 
 
-def open_client(options: S3Options, endpoint: str | None) -> Any:
-    """An aiobotocore client context manager for ``endpoint``, retries and timeouts set."""
-    session_module, config_module = load_sdk()
+def addressing(options: S3Options, endpoint: str | None) -> str:
+    """The addressing style for ``endpoint``: "auto" is path style on IP and localhost."""
     style = options.addressing_style
     if style == "auto" and endpoint is not None and _is_local(endpoint):
         style = "path"
+    return style
+
+
+def open_client(options: S3Options, endpoint: str | None) -> Any:
+    """An aiobotocore client context manager for ``endpoint``, retries and timeouts set."""
+    session_module, config_module = load_sdk()
+    style = addressing(options, endpoint)
     config = config_module.Config(
         region_name=options.region,
         signature_version="s3v4",  # presigned URLs on custom endpoints need SigV4

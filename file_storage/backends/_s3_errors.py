@@ -69,8 +69,19 @@ def _botocore_exceptions() -> Any:
     return sys.modules.get("botocore.exceptions")
 
 
+def _obstore_errors() -> Any:
+    """The obstore translation once obstore is loaded (only then can it have raised)."""
+    if "obstore.exceptions" not in sys.modules:
+        return None
+    from file_storage.backends import _s3_obstore_errors
+
+    return _s3_obstore_errors
+
+
 def error_code(exc: BaseException) -> str | None:
-    """The S3 error code of a botocore ``ClientError``, else ``None``."""
+    """The S3 error code of a botocore ``ClientError`` or an obstore error, else ``None``."""
+    if (obstore := _obstore_errors()) is not None and (found := obstore.code(exc)) is not None:
+        return str(found)
     errors = _botocore_exceptions()
     if errors is None or not isinstance(exc, errors.ClientError):
         return None
@@ -93,6 +104,11 @@ def _map_client_error(exc: Any, bucket: str) -> StorageError:
     response: dict[str, Any] = exc.response
     code = str(response.get("Error", {}).get("Code", "Unknown"))
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return map_answer(code, status, _retries(response), bucket)
+
+
+def map_answer(code: str, status: object, attempts: object, bucket: str) -> StorageError:
+    """The error for an S3 error answer (code and HTTP status), whatever client got it."""
     http = f"HTTP {status}" if status else "no HTTP status"
     if code in NOT_FOUND:
         return ObjectNotFoundError()
@@ -109,7 +125,7 @@ def _map_client_error(exc: Any, bucket: str) -> StorageError:
         )
     if code in TRANSIENT or (isinstance(status, int) and status >= 500):
         what = f"{status} {code}" if status else code
-        return StorageUnavailableError(f"S3 unavailable{_after(_retries(response))} ({what})")
+        return StorageUnavailableError(f"S3 unavailable{_after(attempts)} ({what})")
     return StorageError(f"S3 error {code} ({http})")
 
 
@@ -117,6 +133,10 @@ def map_s3_error(exc: BaseException, *, bucket: str) -> StorageError | None:
     """Translate an SDK or network exception; ``None`` for anything else (bugs, local OSError)."""
     if isinstance(exc, asyncio.CancelledError | TypeError):
         return None
+    if (obstore := _obstore_errors()) is not None:
+        mapped: StorageError | None = obstore.map_error(exc, bucket)
+        if mapped is not None:
+            return mapped
     errors = _botocore_exceptions()
     if errors is not None:
         if isinstance(exc, errors.ClientError):

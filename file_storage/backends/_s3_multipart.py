@@ -437,10 +437,21 @@ class Transfer:
                 raise exc
 
     async def copy(
-        self, src: str, dst: str, sse: dict[str, str], threshold: int, part_size: int
+        self,
+        src: str,
+        dst: str,
+        sse: dict[str, str],
+        threshold: int,
+        part_size: int,
+        version_id: str | None = None,
     ) -> None:
-        """Copy server-side, keeping content type and metadata; multipart above ``threshold``."""
+        """Copy server-side, keeping content type and metadata; multipart above ``threshold``.
+
+        ``version_id``: copy that version of ``src`` (a restore).
+        """
         source = {"Bucket": self.bucket, "Key": src}
+        if version_id is not None:
+            source["VersionId"] = version_id
         head = await self.client.head_object(**source)
         size: int = head["ContentLength"]
         if size <= threshold:

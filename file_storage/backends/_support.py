@@ -36,6 +36,11 @@ def check_range(start: int | None, end: int | None, chunk_size: int | None) -> i
     return chunk_size
 
 
+def check_version_id(version_id: str | None) -> None:
+    if version_id is not None and (not isinstance(version_id, str) or not version_id):
+        raise TypeError("version_id must be a non-empty str (from list_versions) or None")
+
+
 class Counter:
     __slots__ = ("value",)
 

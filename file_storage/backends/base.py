@@ -16,6 +16,7 @@ from file_storage.backends._core import (
 from file_storage.backends._lifecycle import Lifecycle
 from file_storage.backends._quotas import Quotas
 from file_storage.backends._transfers import Transfers
+from file_storage.backends._versions import Versions
 from file_storage.errors import (
     InvalidKeyError,
     InvalidMetadataError,
@@ -28,7 +29,7 @@ from file_storage.errors import (
     StorageQuotaExceededError,
     StorageUnavailableError,
 )
-from file_storage.models import ObjectInfo, Usage
+from file_storage.models import ObjectInfo, ObjectVersion, Usage
 
 __all__ = [
     "Content",
@@ -38,6 +39,7 @@ __all__ = [
     "ObjectConflictError",
     "ObjectInfo",
     "ObjectNotFoundError",
+    "ObjectVersion",
     "PreconditionFailedError",
     "Progress",
     "StorageBackend",
@@ -50,7 +52,7 @@ __all__ = [
 ]
 
 
-class StorageBackend(Transfers, Quotas, Lifecycle):
+class StorageBackend(Transfers, Quotas, Versions, Lifecycle):
     """Where an application keeps its files: the same API on local disk, S3 and memory.
 
     Args:

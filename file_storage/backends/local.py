@@ -71,8 +71,8 @@ from file_storage.backends._local_io import (
 )
 from file_storage.backends._local_meta import Meta, key_locks
 from file_storage.backends._local_rules import LocalRules
+from file_storage.backends._local_versions import LocalVersions
 from file_storage.backends._local_walk import TmpSeen, Walk, sweep_meta, tmp_watcher
-from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
@@ -95,7 +95,7 @@ def _checkpoint(point: str, gate: Gate) -> None:
     """A no-op the tests replace to act at a precise step of a write ("rename", "landed")."""
 
 
-class LocalStorageBackend(StorageBackend):
+class LocalStorageBackend(LocalVersions):
     """Stores objects as files under ``root`` (created on first write).
 
     Args:
@@ -179,7 +179,8 @@ class LocalStorageBackend(StorageBackend):
             with gate.lock:
                 gate.check()
                 meta_file.record(self._dir, key, version, meta)
-                replace_at(tmp, dir_fd, name, dir_fd)
+                with self._keeping(key, version):
+                    replace_at(tmp, dir_fd, name, dir_fd)
                 gate.landed = True
             if meta is None:
                 meta_file.drop(self._dir, key)
@@ -273,8 +274,9 @@ class LocalStorageBackend(StorageBackend):
                 refuse_folder(dst_fd, dst_name)
                 link = os.readlink(src_name, dir_fd=src_fd) if stat_mod.S_ISLNK(mode) else None
                 _checkpoint("rename", gate)
+                moved = meta_file.stamp(os.stat(src_name, dir_fd=src_fd, follow_symlinks=False))
                 with key_locks(src, dst):
-                    with gate.lock:
+                    with gate.lock, self._keeping(dst, moved), self._keeping(src, None):
                         gate.check()
                         kept = meta_file.copy_versions(self._dir, src, dst)
                         if link is not None and not link.startswith("/") and src_where != dst_where:
@@ -316,7 +318,8 @@ class LocalStorageBackend(StorageBackend):
                         os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
                     ):
                         return False  # a folder is not an object
-                    os.unlink(name, dir_fd=dir_fd)  # a symlink is removed itself, never its target
+                    with self._keeping(key, None):
+                        os.unlink(name, dir_fd=dir_fd)  # a symlink itself, never its target
                 except FileNotFoundError:
                     return False
                 meta_file.drop(self._dir, key)
@@ -455,6 +458,8 @@ class LocalStorageBackend(StorageBackend):
             walk.close()
         if not prefix:
             await in_pool(sweep_meta, self._dir, watch)
+        async for version in self._version_sizes(prefix):
+            yield version  # prior versions: a versioned backend stores them too
         epoch = datetime.fromtimestamp(0, UTC)
         for i, size in enumerate(foreign):
             # a backslash: never a key, so never mistaken for (or replaced by) an object

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from file_storage.backends._core import Method
+from file_storage._quota import VERSION_SEP
+from file_storage.backends._core import Method, Versioning
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
     ObjectConflictError,
@@ -15,7 +18,7 @@ from file_storage.errors import (
     PreconditionFailedError,
     StorageConfigError,
 )
-from file_storage.models import ObjectInfo
+from file_storage.models import ObjectInfo, ObjectVersion
 
 __all__ = ["MemoryStorageBackend"]
 
@@ -56,6 +59,9 @@ class MemoryStorageBackend(StorageBackend):
         )
         self._objects: dict[str, _Object] = {}
         self._folders: dict[str, int] = {}  # folder ("a/b/") -> number of objects below it
+        self._versioning_state: Versioning = "off"
+        self._live_ids: dict[str, str] = {}  # key -> version id of its object ("null": absent)
+        self._history: dict[str, list[tuple[str, _Object]]] = {}  # prior versions, oldest first
 
     def __repr__(self) -> str:
         return f"MemoryStorageBackend(objects={len(self._objects)})"
@@ -80,9 +86,12 @@ class MemoryStorageBackend(StorageBackend):
         if key not in self._objects:
             for folder in parents:
                 self._folders[folder] = self._folders.get(folder, 0) + 1
+        self._retire(key, replaced=True)
         self._objects[key] = obj
 
-    def _remove(self, key: str) -> bool:
+    def _remove(self, key: str, *, keep: bool = True) -> bool:
+        if keep and key in self._objects:
+            self._retire(key, replaced=False)
         if self._objects.pop(key, None) is None:
             return False
         for folder in _parents(key):
@@ -175,3 +184,84 @@ class MemoryStorageBackend(StorageBackend):
             "the memory backend cannot serve presigned URLs; use STORAGE_TYPE=LOCAL with "
             "STORAGE_LOCAL_BASE_URL and STORAGE_LOCAL_SIGNING_KEY, or S3"
         )
+
+    # ---------------------------------------------------------------- versions
+
+    def _retire(self, key: str, *, replaced: bool) -> None:
+        """Before the object at ``key`` is replaced or deleted: keep it as a prior version
+        when versioning says so (S3's rules), and give a replacing object its id."""
+        state = self._versioning_state
+        if state == "off":
+            return
+        live_id = self._live_ids.pop(key, "null")
+        history = self._history.get(key, [])
+        if state == "suspended":  # the new write is the "null" version: it replaces that one
+            history = [(vid, obj) for vid, obj in history if vid != "null"]
+        obj = self._objects.get(key)
+        if obj is not None and (state == "enabled" or live_id != "null"):
+            history.append((live_id, obj))
+        if history:
+            self._history[key] = history
+        else:
+            self._history.pop(key, None)
+        if replaced and state == "enabled":
+            self._live_ids[key] = uuid.uuid4().hex
+
+    def _version(self, key: str, version_id: str) -> _Object:
+        obj = self._objects.get(key)
+        if obj is not None and self._live_ids.get(key, "null") == version_id:
+            return obj
+        for vid, old in self._history.get(key, ()):
+            if vid == version_id:
+                return old
+        raise ObjectNotFoundError("no such version")
+
+    async def _versioning(self) -> Versioning:
+        return self._versioning_state
+
+    async def _set_versioning(self, enabled: bool) -> None:
+        self._versioning_state = "enabled" if enabled else "suspended"
+
+    async def _list_versions(self, key: str) -> list[ObjectVersion]:
+        versions = [
+            ObjectVersion(vid, len(obj.data), obj.last_modified, False)
+            for vid, obj in reversed(self._history.get(key, []))
+        ]
+        if (live := self._objects.get(key)) is not None:
+            vid = self._live_ids.get(key, "null")
+            versions.insert(0, ObjectVersion(vid, len(live.data), live.last_modified, True))
+        return versions
+
+    async def _stat_version(self, key: str, version_id: str) -> ObjectInfo:
+        return self._info(key, self._version(key, version_id))
+
+    async def _stream_version(
+        self, key: str, version_id: str, start: int, end: int | None, chunk_size: int
+    ) -> AsyncIterator[bytes]:
+        data = self._version(key, version_id).data
+        stop = len(data) if end is None else min(end, len(data))
+        view = memoryview(data)
+        for offset in range(start, stop, chunk_size):
+            yield bytes(view[offset : min(offset + chunk_size, stop)])
+
+    async def _restore_version(self, key: str, version_id: str) -> None:
+        old = self._version(key, version_id)
+        self._put(key, dataclasses.replace(old, last_modified=datetime.now(UTC)))
+
+    async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
+        doomed = set(version_ids)
+        if key in self._objects and self._live_ids.get(key, "null") in doomed:
+            self._live_ids.pop(key, None)
+            self._remove(key, keep=False)
+        history = [(vid, obj) for vid, obj in self._history.get(key, []) if vid not in doomed]
+        if history:
+            self._history[key] = history
+        else:
+            self._history.pop(key, None)
+
+    async def _usage_scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for info in self._iter_files(prefix):
+            yield info
+        for key in sorted(k for k in self._history if k.startswith(prefix)):
+            for vid, obj in self._history.get(key, []):
+                yield self._info(f"{key}{VERSION_SEP}{vid}", obj)

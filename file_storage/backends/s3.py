@@ -30,11 +30,12 @@ from file_storage._spool import Entry, Spool, read_range
 from file_storage._streams import Progress
 from file_storage.backends import _s3_multipart as mp
 from file_storage.backends._core import Method
-from file_storage.backends._s3_config import instrument, open_client, s3_options
+from file_storage.backends._s3_config import addressing, instrument, open_client, s3_options
 from file_storage.backends._s3_errors import error_code, is_outage, map_s3_error
 from file_storage.backends._s3_fallback import Fallback
 from file_storage.backends._s3_lifecycle import S3Rules
-from file_storage.backends.base import StorageBackend
+from file_storage.backends._s3_obstore import ObstoreClient, ObstoreTransfer, open_store
+from file_storage.backends._s3_versions import S3Versions
 from file_storage.errors import (
     InvalidKeyError,
     PreconditionFailedError,
@@ -48,7 +49,7 @@ __all__ = ["S3StorageBackend"]
 logger = logging.getLogger(__name__)
 
 
-class S3StorageBackend(StorageBackend):
+class S3StorageBackend(S3Versions):
     """Stores objects in an S3 bucket under ``prefix``; see :class:`StorageBackend`.
 
     Args:
@@ -76,6 +77,10 @@ class S3StorageBackend(StorageBackend):
             S3 is unavailable (see docs/reliability.md); ``None``: such writes fail.
         flush_interval_seconds: with ``fallback_path``, upload the spool this often in
             the background; ``None``: only when :meth:`flush_spool` is called.
+        client: the transport: ``"aioboto3"`` (aiobotocore), or ``"obstore"`` (the Rust
+            ``object_store``, extra ``file_storage[obstore]``: less client CPU per
+            request); what obstore cannot do still goes through aiobotocore, opened on
+            first such use (docs/compatibility.md).
         expire_interval_seconds: accepted like the other backends; unused, as S3 applies
             expiry rules itself.
     """
@@ -112,6 +117,7 @@ class S3StorageBackend(StorageBackend):
         max_pool_connections: int | None = None,
         fallback_path: str | os.PathLike[str] | None = None,
         flush_interval_seconds: float | None = None,
+        client: Literal["aioboto3", "obstore"] = "aioboto3",
         expire_interval_seconds: float | None = None,
     ) -> None:
         self._options = options = s3_options(
@@ -139,6 +145,7 @@ class S3StorageBackend(StorageBackend):
             max_pool_connections=max_pool_connections,
             fallback_path=fallback_path,
             flush_interval_seconds=flush_interval_seconds,
+            client=client,
         )
         super().__init__(
             max_size_bytes=max_size_bytes,
@@ -155,6 +162,7 @@ class S3StorageBackend(StorageBackend):
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
         self._loops_lock = threading.Lock()  # threads may each run a loop of their own
         self._checksums = mp.Checksums(options.checksum)
+        self._stores: dict[str | None, Any] = {}  # obstore S3Stores, per endpoint
 
     def __repr__(self) -> str:
         return (
@@ -210,12 +218,39 @@ class S3StorageBackend(StorageBackend):
         return clients.signer
 
     async def _open(self, clients: _LoopClients, endpoint: str | None) -> Any:
-        client = await clients.stack.enter_async_context(open_client(self._options, endpoint))
-        instrument(client)
+        if self._options.client == "obstore":
+            client = self._obstore_client(clients, endpoint)
+        else:
+            client = await self._open_boto(clients, endpoint)
         # closed with its loop: asyncio.run finalizes async generators before closing it
         await clients.hook.arm()
         logger.debug("opened S3 client for bucket %r", self._bucket)
         return client
+
+    async def _open_boto(self, clients: _LoopClients, endpoint: str | None) -> Any:
+        client = await clients.stack.enter_async_context(open_client(self._options, endpoint))
+        instrument(client)
+        return client
+
+    def _obstore_client(self, clients: _LoopClients, endpoint: str | None) -> Any:
+        """The obstore transport; calls it cannot serve open an aiobotocore client lazily."""
+        store = self._stores.get(endpoint)
+        if store is None:  # not bound to an event loop: one per endpoint for the backend
+            virtual = addressing(self._options, endpoint) == "virtual" or (
+                endpoint is None and self._options.addressing_style == "auto"
+            )
+            store = self._stores[endpoint] = open_store(self._options, endpoint, virtual)
+        lock = asyncio.Lock()
+
+        async def boto() -> Any:
+            if endpoint not in clients.boto:
+                async with lock:
+                    if endpoint not in clients.boto:
+                        clients.boto[endpoint] = await self._open_boto(clients, endpoint)
+                        logger.debug("opened aiobotocore beside obstore for %r", self._bucket)
+            return clients.boto[endpoint]
+
+        return ObstoreClient(store, self._bucket, boto)
 
     async def _close_clients(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._loops_lock:
@@ -323,7 +358,8 @@ class S3StorageBackend(StorageBackend):
         return {"ContentType": content_type, "Metadata": wire, **self._options.sse}
 
     async def _transfer(self) -> mp.Transfer:
-        return mp.Transfer(
+        kind = ObstoreTransfer if self._options.client == "obstore" else mp.Transfer
+        return kind(
             client=await self._client(),
             bucket=self._bucket,
             threshold=self._options.threshold,
@@ -515,13 +551,14 @@ class S3StorageBackend(StorageBackend):
 class _LoopClients:
     """The S3 clients of one event loop, closed when it shuts down (or by ``aclose``)."""
 
-    __slots__ = ("background", "hook", "lock", "s3", "signer", "stack")
+    __slots__ = ("background", "boto", "hook", "lock", "s3", "signer", "stack")
 
     def __init__(self, close: functools.partial[Any]) -> None:
         self.lock = asyncio.Lock()
         self.stack = contextlib.AsyncExitStack()
         self.s3: Any = None
         self.signer: Any = None
+        self.boto: dict[str | None, Any] = {}  # beside obstore: aiobotocore, per endpoint
         self.background: set[asyncio.Task[None]] = set()
         self.hook = ShutdownHook(close)
 

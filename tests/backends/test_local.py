@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 from collections.abc import AsyncIterator
@@ -206,3 +207,15 @@ async def test_a_stream_keeps_reading_the_version_it_opened(
     first = await anext(iterator)
     await local_backend.save("v.bin", b"new" * 5000)
     assert first + b"".join([c async for c in iterator]) == old
+
+
+async def test_concurrent_listings_of_the_root_each_see_every_object(tmp_path: Path) -> None:
+    # every listing opens the root anew: descriptors dup'ed from one would share a
+    # directory offset, and listings running at once in two threads would each miss keys
+    backend = LocalStorageBackend(tmp_path / "s")
+    keys = sorted(f"k{i:03}" for i in range(300))
+    await backend.save_many({key: b"x" for key in keys})
+    for _ in range(30):
+        listings = await asyncio.gather(*(backend.list_files() for _ in range(4)))
+        assert all(listing == keys for listing in listings)
+    await backend.aclose()

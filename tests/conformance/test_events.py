@@ -157,3 +157,14 @@ async def test_failing_async_callback_is_logged(
 def test_subscribe_rejects_what_is_not_callable(backend: StorageBackend) -> None:
     with pytest.raises(TypeError):
         backend.subscribe("not a function")  # type: ignore[arg-type]
+
+
+async def test_restore_version_emits_created(backend: StorageBackend) -> None:
+    await backend.set_versioning(True)
+    await backend.save("a.txt", b"one")
+    first = (await backend.list_versions("a.txt"))[0].version_id
+    await backend.save("a.txt", b"second")
+    seen = recorder(backend)
+    await backend.restore_version("a.txt", first)
+    etag = (await backend.stat("a.txt")).etag
+    assert seen == [ObjectEvent("created", "a.txt", 3, etag)]

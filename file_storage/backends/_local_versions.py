@@ -1,0 +1,464 @@
+"""Versions on local disk: prior versions of each key, kept beside the objects, hidden.
+
+The versioning state is the file ``<root>/.file_storage\\versioning`` (``enabled`` or
+``suspended``; absent: never enabled). Prior versions of key ``a/b/c.txt`` live in
+``<root>/.file_storage\\versions/a/b/\\<h>/`` (``h``: sha256 of ``c.txt``): the folders of
+the key mirrored, so a prefix quota scans only its own part, and one folder per key whose
+name starts with a backslash, so it never clashes with a key's folder. A backslash is
+banned from keys: no key reaches any of it, and listings never show it. That folder holds
+
+- ``name``: the key's last segment (for scans);
+- ``current``: the version id of the key's live file, by file version (``ino``,
+  ``mtime``, ``size``, as the sidecar): a file it does not name is the ``"null"`` version;
+- ``v-<seq>-<id>``: a prior version, a hard link to the file that was replaced or deleted
+  (no bytes copied), and ``v-<seq>-<id>.json`` with its content type and metadata when
+  they were not the defaults. ``seq`` orders them (nanoseconds when it was kept).
+
+A write keeps the replaced file just before its rename, inside the key's lock and the
+write's gate, and takes it back when the rename fails; a crash in between leaves a link to
+the live file itself, which listings recognise (same inode) and ignore. Everything goes
+through directory descriptors without following links, like the rest of the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, NamedTuple
+
+from file_storage._quota import VERSION_SEP
+from file_storage.backends import _local_meta as meta_file
+from file_storage.backends._core import Versioning
+from file_storage.backends._local_fs import (
+    O_DIR,
+    O_NEW,
+    O_READ,
+    Found,
+    Root,
+    open_dir,
+    open_object,
+    open_parent,
+    remove_empty_parents,
+)
+from file_storage.backends._local_io import gated, in_pool, read_batch, tmp_name
+from file_storage.backends._local_meta import Meta, key_locks
+from file_storage.backends.base import StorageBackend
+from file_storage.errors import ObjectNotFoundError, StorageError
+from file_storage.models import ObjectInfo, ObjectVersion
+
+if TYPE_CHECKING:
+    from file_storage.backends._local_io import Gate
+
+VERSIONS_DIR = ".file_storage\\versions"
+STATE_FILE = ".file_storage\\versioning"
+_CURRENT_KEPT = 4  # live-file stamps remembered per key (a reader may hold an older one)
+
+
+# ------------------------------------------------------------------ small files
+
+
+def _read_text(dir_fd: int, name: str) -> str | None:
+    try:
+        fd = os.open(name, O_READ, dir_fd=dir_fd)
+    except OSError:
+        return None
+    with open(fd, encoding="utf-8") as f:
+        return f.read()
+
+
+def _write_text(dir_fd: int, name: str, text: str) -> None:
+    tmp = tmp_name(name)
+    fd = os.open(tmp, O_NEW, 0o666, dir_fd=dir_fd)
+    try:
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+
+
+def read_state(root: Root) -> Versioning:
+    text = _read_text(root.fd(), STATE_FILE)
+    if text is None:
+        return "off"
+    return "enabled" if text.strip() == "enabled" else "suspended"
+
+
+def write_state(root: Root, enabled: bool) -> None:
+    _write_text(root.fd(), STATE_FILE, "enabled" if enabled else "suspended")
+
+
+# ------------------------------------------------------------------ one key's folder
+
+
+def _folder(key: str) -> list[str]:
+    parts = key.split("/")
+    digest = hashlib.sha256(parts[-1].encode()).hexdigest()[:40]
+    return [VERSIONS_DIR, *parts[:-1], "\\" + digest]
+
+
+class _Kept(NamedTuple):
+    seq: str
+    version_id: str
+    name: str
+
+
+def _kept(dir_fd: int) -> list[_Kept]:
+    """The prior versions in a key's folder, oldest first."""
+    out = []
+    with os.scandir(dir_fd) as it:
+        for e in it:
+            if e.name.startswith("v-") and not e.name.endswith(".json"):
+                _, seq, version_id = e.name.split("-", 2)
+                out.append(_Kept(seq, version_id, e.name))
+    out.sort()
+    return out
+
+
+def _current(dir_fd: int) -> dict[str, str]:
+    text = _read_text(dir_fd, "current")
+    try:
+        raw = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+
+def _meta_of(dir_fd: int, entry: _Kept) -> Meta | None:
+    text = _read_text(dir_fd, entry.name + ".json")
+    if not text:
+        return None
+    try:
+        raw = json.loads(text)
+        return str(raw["content_type"]), {str(k): str(v) for k, v in raw["metadata"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+class _Key:
+    """One key's live file and prior versions, read under its folder's descriptor."""
+
+    def __init__(self, root: Root, key: str, *, create: bool = False) -> None:
+        self.root = root
+        self.key = key
+        self.fd = -1
+        self.where = _folder(key)
+        with contextlib.suppress(ObjectNotFoundError):
+            self.fd, _ = open_dir(root, self.where, create=create, follow=False)
+        if create and _read_text(self.fd, "name") is None:
+            _write_text(self.fd, "name", key.split("/")[-1])
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def live(self) -> Found | None:
+        try:
+            return open_object(self.root, self.key)
+        except StorageError:
+            return None
+
+    def live_id(self, st: os.stat_result) -> str:
+        if self.fd < 0:
+            return "null"
+        return _current(self.fd).get(meta_file.stamp(st), "null")
+
+    def kept(self, live: os.stat_result | None) -> list[_Kept]:
+        """Prior versions, oldest first; links to the live file (a crash) are left out."""
+        if self.fd < 0:
+            return []
+        seen = set() if live is None else {(live.st_dev, live.st_ino)}
+        out = []
+        for entry in _kept(self.fd):
+            try:
+                st = os.stat(entry.name, dir_fd=self.fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                out.append(entry)
+        return out
+
+    def remove(self, entry: _Kept) -> None:
+        for name in (entry.name, entry.name + ".json"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=self.fd)
+
+    def prune(self) -> None:
+        """Remove the key's folder when it keeps no version any more."""
+        if self.fd < 0 or _kept(self.fd):
+            return
+        for name in ("name", "current"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=self.fd)
+        self.close()
+        remove_empty_parents(self.root, self.where)
+
+
+@contextlib.contextmanager
+def keeping(root: Root, key: str, new_stamp: str | None) -> Iterator[None]:
+    """Around the rename (``new_stamp``: the new file's) or unlink (``None``) that replaces
+    the live file of ``key``: keep it as a prior version when versioning says so. Call
+    with the key's lock (``key_locks``) held."""
+    state = read_state(root)
+    if state == "off":
+        yield
+        return
+    folder = _Key(root, key, create=True)
+    live = folder.live()
+    kept: _Kept | None = None
+    try:
+        if live is not None:
+            live_id = folder.live_id(live.st)
+            if state == "enabled" or live_id != "null":
+                kept = _Kept(f"{time.time_ns():020d}", live_id, "")
+                kept = kept._replace(name=f"v-{kept.seq}-{kept.version_id}")
+                # the real file (a link to it was resolved by open_object), never a link
+                os.link(
+                    live.name,
+                    kept.name,
+                    src_dir_fd=live.dir_fd,
+                    dst_dir_fd=folder.fd,
+                    follow_symlinks=False,
+                )
+                meta = meta_file.lookup(root, key, live.st)
+                if meta is not None:
+                    body = {"content_type": meta[0], "metadata": meta[1]}
+                    _write_text(folder.fd, kept.name + ".json", json.dumps(body))
+        if new_stamp is not None and state == "enabled":
+            current = _current(folder.fd)
+            current.pop(new_stamp, None)
+            current = dict(list(current.items())[-(_CURRENT_KEPT - 1) :])
+            current[new_stamp] = uuid.uuid4().hex
+            _write_text(folder.fd, "current", json.dumps(current))
+        try:
+            yield
+        except BaseException:
+            if kept is not None:
+                folder.remove(kept)
+            raise
+        if state == "suspended":  # the new write (or delete) is the "null" version now
+            for entry in _kept(folder.fd):
+                if entry.version_id == "null" and entry != kept:
+                    folder.remove(entry)
+        if new_stamp is None or state != "enabled":  # else "current" names the new file
+            folder.prune()
+    finally:
+        if live is not None:
+            live.close()
+        folder.close()
+
+
+def list_versions(root: Root, key: str) -> list[ObjectVersion]:
+    folder = _Key(root, key)
+    live = folder.live()
+    try:
+        versions = []
+        for entry in reversed(folder.kept(None if live is None else live.st)):
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(entry.name, dir_fd=folder.fd, follow_symlinks=False)
+                when = datetime.fromtimestamp(st.st_mtime, UTC)
+                versions.append(ObjectVersion(entry.version_id, st.st_size, when, False))
+        if live is not None:
+            when = datetime.fromtimestamp(live.st.st_mtime, UTC)
+            latest = ObjectVersion(folder.live_id(live.st), live.st.st_size, when, True)
+            versions.insert(0, latest)
+        return versions
+    finally:
+        if live is not None:
+            live.close()
+        folder.close()
+
+
+def open_version(root: Root, key: str, version_id: str) -> tuple[int, os.stat_result, Meta | None]:
+    """A descriptor of that version's file (the caller closes it), its stat and meta."""
+    folder = _Key(root, key)
+    live = folder.live()
+    try:
+        if live is not None and folder.live_id(live.st) == version_id:
+            return os.dup(live.fd), live.st, meta_file.lookup(root, key, live.st)
+        for entry in folder.kept(None if live is None else live.st):
+            if entry.version_id == version_id:
+                fd = os.open(entry.name, O_READ, dir_fd=folder.fd)
+                return fd, os.fstat(fd), _meta_of(folder.fd, entry)
+        raise ObjectNotFoundError("no such version")
+    finally:
+        if live is not None:
+            live.close()
+        folder.close()
+
+
+def purge(root: Root, key: str, version_ids: list[str]) -> None:
+    """Delete these versions of ``key`` for good (the live file too when named)."""
+    doomed = set(version_ids)
+    with key_locks(key):
+        folder = _Key(root, key)
+        live = folder.live()
+        try:
+            for entry in folder.kept(None if live is None else live.st):
+                if entry.version_id in doomed:
+                    folder.remove(entry)
+            live_id = None if live is None else folder.live_id(live.st)
+            if live is not None and live_id in doomed:
+                # the key's own entry (a link is removed itself, never its target)
+                dir_fd, name, where = open_parent(root, key, create=False)
+                try:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=dir_fd)
+                finally:
+                    os.close(dir_fd)
+                meta_file.drop(root, key)
+                remove_empty_parents(root, where)
+                live_id = None
+            if live_id in (None, "null"):
+                folder.prune()
+        finally:
+            if live is not None:
+                live.close()
+            folder.close()
+
+
+def scan(root: Root, prefix: str) -> list[tuple[str, int]]:
+    """``(<key>\\<version id>, size)`` of every prior version under the folder ``prefix``."""
+    out: list[tuple[str, int]] = []
+    parts = [VERSIONS_DIR, *(prefix.rstrip("/").split("/") if prefix else [])]
+    try:
+        fd, _ = open_dir(root, parts, follow=False)
+    except (StorageError, OSError):
+        return out
+
+    def walk(fd: int, key_prefix: str) -> None:
+        with os.scandir(fd) as it:
+            names = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        for name, is_dir in sorted(names):
+            if not is_dir:
+                continue
+            with contextlib.suppress(OSError):
+                sub = os.open(name, O_DIR, dir_fd=fd)
+                try:
+                    if not name.startswith("\\"):
+                        walk(sub, key_prefix + name + "/")
+                        continue
+                    leaf = _read_text(sub, "name")
+                    if leaf is None:
+                        continue
+                    key = key_prefix + leaf
+                    for entry in _kept(sub):
+                        with contextlib.suppress(FileNotFoundError):
+                            st = os.stat(entry.name, dir_fd=sub, follow_symlinks=False)
+                            out.append((f"{key}{VERSION_SEP}{entry.version_id}", st.st_size))
+                finally:
+                    os.close(sub)
+
+    try:
+        walk(fd, prefix)
+    finally:
+        os.close(fd)
+    return out
+
+
+# ------------------------------------------------------------------ the backend's hooks
+
+
+class LocalVersions(StorageBackend):
+    """The versioning hooks of :class:`~file_storage.LocalStorageBackend`."""
+
+    _dir: Root
+
+    if TYPE_CHECKING:
+
+        def _open_tmp(self, key: str) -> tuple[tuple[int, str, int], str]: ...
+
+        def _complete(
+            self,
+            gate: Gate,
+            key: str,
+            opened: tuple[int, str, int],
+            name: str,
+            fill: Callable[[int], None] | None,
+            meta: Meta | None,
+        ) -> None: ...
+
+        @staticmethod
+        def _etag(st: os.stat_result) -> str: ...
+
+    def _keeping(self, key: str, new_stamp: str | None) -> contextlib.AbstractContextManager[None]:
+        return keeping(self._dir, key, new_stamp)
+
+    async def _versioning(self) -> Versioning:
+        return await asyncio.to_thread(read_state, self._dir)
+
+    async def _set_versioning(self, enabled: bool) -> None:
+        await asyncio.to_thread(write_state, self._dir, enabled)
+
+    async def _list_versions(self, key: str) -> list[ObjectVersion]:
+        return await asyncio.to_thread(list_versions, self._dir, key)
+
+    async def _stat_version(self, key: str, version_id: str) -> ObjectInfo:
+        def stat() -> ObjectInfo:
+            fd, st, meta = open_version(self._dir, key, version_id)
+            os.close(fd)
+            from file_storage._mime import guess_content_type
+
+            content_type, metadata = meta or (guess_content_type(key), {})
+            return ObjectInfo(
+                key=key,
+                size=st.st_size,
+                last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
+                etag=self._etag(st),
+                content_type=content_type,
+                metadata=metadata,
+            )
+
+        return await asyncio.to_thread(stat)
+
+    async def _stream_version(
+        self, key: str, version_id: str, start: int, end: int | None, chunk_size: int
+    ) -> AsyncIterator[bytes]:
+        fd, _, _ = await in_pool(
+            open_version, self._dir, key, version_id, cleanup=lambda r: os.close(r[0])
+        )
+        try:
+            offset = start
+            while end is None or offset < end:
+                chunks = await in_pool(read_batch, fd, offset, end, chunk_size, 8)
+                for chunk in chunks:
+                    yield chunk
+                if len(chunks) < 8 or len(chunks[-1]) < chunk_size:
+                    return
+                offset += sum(len(c) for c in chunks)
+        finally:
+            os.close(fd)
+
+    async def _restore_version(self, key: str, version_id: str) -> None:
+        def restore(gate: Gate) -> None:
+            from file_storage.backends._local_io import copy_fd
+
+            src, _, meta = open_version(self._dir, key, version_id)
+            try:
+                opened, name = self._open_tmp(key)
+                self._complete(
+                    gate, key, opened, name, lambda fd: (copy_fd(src, fd, gate), None)[1], meta
+                )
+            finally:
+                os.close(src)
+
+        await gated(restore)
+
+    async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
+        await asyncio.to_thread(purge, self._dir, key, version_ids)
+
+    async def _version_sizes(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        epoch = datetime.fromtimestamp(0, UTC)
+        for name, size in await in_pool(scan, self._dir, prefix):
+            yield ObjectInfo(name, size, epoch)

@@ -1,0 +1,96 @@
+"""obstore -> StorageError translation for the S3 backend's obstore transport.
+
+obstore raises one class per kind (not found, precondition, permission, ...) and a
+``GenericError`` for the rest, whose message holds the HTTP status and S3's XML error
+answer. The S3 error code and status are read from it and translated by the same table as
+aiobotocore's (:func:`_s3_errors.map_answer`); the message of the result never carries
+obstore's text, which includes request URLs.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from file_storage.backends._s3_errors import NO_CREDENTIALS, map_answer
+from file_storage.backends._s3_obstore import ORIGIN_ATTR
+from file_storage.errors import (
+    PreconditionFailedError,
+    StorageConfigError,
+    StorageError,
+    StoragePermissionError,
+    StorageUnavailableError,
+)
+
+__all__ = ["code", "map_error"]
+
+_CODE = re.compile(r"<Code>([A-Za-z0-9.]+)</Code>")
+_STATUS = re.compile(r"status code: (\d{3})")
+_RETRIES = re.compile(r"after (\d+) retries")
+# what the reqwest / hyper errors under a GenericError say when the network failed
+_TIMEOUT = ("timed out", "TimedOut", "deadline has elapsed")
+_NETWORK = ("error sending request", "connection", "Connection", "dns error", "hyper")
+
+
+def _errors() -> object | None:
+    return sys.modules.get("obstore.exceptions")
+
+
+def _class_code(exc: BaseException) -> str | None:
+    name = type(exc).__name__
+    return {
+        "NotFoundError": "NoSuchKey",
+        "FileNotFoundError": "NoSuchKey",
+        "PreconditionError": "PreconditionFailed",
+        "AlreadyExistsError": "PreconditionFailed",
+        "PermissionDeniedError": "AccessDenied",
+        "UnauthenticatedError": "InvalidAccessKeyId",
+    }.get(name)
+
+
+def _is_obstore(exc: BaseException) -> bool:
+    if getattr(exc, ORIGIN_ATTR, False) and not isinstance(exc, TypeError):
+        return True  # raised by an obstore call (a not-found is a builtin FileNotFoundError)
+    base = getattr(_errors(), "BaseError", None)
+    return base is not None and isinstance(exc, base)
+
+
+def code(exc: BaseException) -> str | None:
+    """The S3 error code of an obstore error (from S3's answer, else from its class)."""
+    if not _is_obstore(exc):
+        return None
+    if (found := _CODE.search(str(exc))) is not None:
+        return found.group(1)
+    return _class_code(exc)
+
+
+def map_error(exc: BaseException, bucket: str) -> StorageError | None:
+    """Translate an obstore error; ``None`` for anything else."""
+    if not _is_obstore(exc):
+        return None
+    text = str(exc)
+    name = type(exc).__name__
+    found = _CODE.search(text)
+    status_match = _STATUS.search(text)
+    status = int(status_match.group(1)) if status_match else None
+    retries = _RETRIES.search(text)
+    attempts = int(retries.group(1)) + 1 if retries else None
+    if name in ("PreconditionError", "AlreadyExistsError"):
+        if name == "AlreadyExistsError":
+            return PreconditionFailedError("the object already exists")
+        return PreconditionFailedError(f"the object changed since that ETag ({name})")
+    if found is not None or status is not None:
+        s3_code = found.group(1) if found else (_class_code(exc) or str(status))
+        return map_answer(s3_code, status, attempts, bucket)
+    if (s3_code := _class_code(exc)) is not None:
+        return map_answer(s3_code, status, attempts, bucket)
+    if name == "UnknownConfigurationKeyError":
+        return StorageConfigError(f"bad S3 client settings ({name})")
+    if "credential" in text.lower():
+        return StoragePermissionError(NO_CREDENTIALS)
+    after = "" if attempts is None else f" after {attempts} attempts"
+    if any(word in text for word in _TIMEOUT):
+        return StorageUnavailableError(f"S3 timed out{after} ({name})")
+    if any(word in text for word in _NETWORK):
+        return StorageUnavailableError(f"S3 unreachable{after} ({name})")
+    return StorageError(f"S3 client error ({name})")

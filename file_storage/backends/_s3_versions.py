@@ -1,0 +1,207 @@
+"""Versioning on S3: bucket versioning, read and managed through the backend's hooks.
+
+``PutBucketVersioning``/``GetBucketVersioning`` for the state, ``ListObjectVersions``
+(prefix = the key, filtered to that exact key) for the versions, ``VersionId`` on
+``HeadObject``/``GetObject`` for reads, ``CopyObject`` of a ``VersionId`` for a restore
+(multipart above 5 GiB), ``DeleteObjects`` with version ids for a purge. The state is
+asked once per backend and then kept (``set_versioning`` updates it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from file_storage._quota import VERSION_SEP
+from file_storage.backends._core import DELETE_BATCH, Versioning
+from file_storage.backends._s3_errors import batch_delete_error, error_code
+from file_storage.backends.base import StorageBackend
+from file_storage.errors import ObjectNotFoundError
+from file_storage.models import ObjectInfo, ObjectVersion
+
+if TYPE_CHECKING:
+    from file_storage.backends import _s3_multipart as mp
+    from file_storage.backends._s3_config import S3Options
+
+logger = logging.getLogger("file_storage")
+
+# what S3 answers for a version id it does not know: 404 (NoSuchVersion), 400 for an id
+# that is not one (InvalidArgument), 405 for a delete marker's id (MethodNotAllowed)
+_NO_VERSION = frozenset({"NoSuchVersion", "InvalidArgument", "400", "MethodNotAllowed", "405"})
+# a server or policy that does not let us read the versioning state: treated as off
+_NO_STATE = frozenset({"AccessDenied", "403", "NotImplemented", "501"})
+
+
+@contextmanager
+def _version_lookup() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        if error_code(exc) in _NO_VERSION:
+            raise ObjectNotFoundError("no such version") from exc
+        raise
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+class S3Versions(StorageBackend):
+    """The versioning hooks of :class:`~file_storage.S3StorageBackend`."""
+
+    _bucket: str
+    _options: S3Options
+    _versioning_state: Versioning | None = None  # asked once, then kept
+
+    if TYPE_CHECKING:
+        _copy_threshold: int
+        _copy_part_size: int
+
+        async def _client(self) -> Any: ...
+
+        def _full(self, key: str) -> str: ...
+
+        def _user_key(self, full: str) -> str | None: ...
+
+        async def _transfer(self) -> mp.Transfer: ...
+
+    async def _versioning(self) -> Versioning:
+        if self._versioning_state is not None:
+            return self._versioning_state
+        client = await self._client()
+        try:
+            response = await client.get_bucket_versioning(Bucket=self._bucket)
+        except Exception as exc:
+            if error_code(exc) not in _NO_STATE:
+                raise
+            # quotas ask this on their first scan: a policy without
+            # s3:GetBucketVersioning must not break them
+            logger.warning("cannot read the bucket's versioning state (%s)", error_code(exc))
+            return "off"
+        status = response.get("Status")
+        state: Versioning = (
+            "enabled" if status == "Enabled" else "suspended" if status == "Suspended" else "off"
+        )
+        self._versioning_state = state
+        return state
+
+    async def _set_versioning(self, enabled: bool) -> None:
+        client = await self._client()
+        await client.put_bucket_versioning(
+            Bucket=self._bucket,
+            VersioningConfiguration={"Status": "Enabled" if enabled else "Suspended"},
+        )
+        self._versioning_state = "enabled" if enabled else "suspended"
+
+    async def _object_versions(self, prefix: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """``("version" or "marker", item)`` for every version under the full ``prefix``."""
+        client = await self._client()
+        pages = client.get_paginator("list_object_versions").paginate(
+            Bucket=self._bucket, Prefix=prefix
+        )
+        async for page in pages:
+            for item in page.get("Versions") or ():
+                yield "version", item
+            for item in page.get("DeleteMarkers") or ():
+                yield "marker", item
+
+    async def _list_versions(self, key: str) -> list[ObjectVersion]:
+        full = self._full(key)
+        return [
+            ObjectVersion(
+                version_id=str(item["VersionId"]),
+                size=item["Size"],
+                last_modified=_utc(item["LastModified"]),
+                is_latest=bool(item["IsLatest"]),
+            )
+            async for kind, item in self._object_versions(full)
+            if kind == "version" and item["Key"] == full
+        ]
+
+    async def _stat_version(self, key: str, version_id: str) -> ObjectInfo:
+        with _version_lookup():
+            return await self._stat_head(key, VersionId=version_id)
+
+    async def _stat_head(self, key: str, **extra: str) -> ObjectInfo:
+        from file_storage._metadata import decode_value
+
+        client = await self._client()
+        head = await client.head_object(Bucket=self._bucket, Key=self._full(key), **extra)
+        return ObjectInfo(
+            key=key,
+            size=head["ContentLength"],
+            last_modified=_utc(head["LastModified"]),
+            etag=head.get("ETag"),
+            content_type=head.get("ContentType"),
+            metadata={
+                name.lower(): decode_value(value)
+                for name, value in (head.get("Metadata") or {}).items()
+            },
+        )
+
+    async def _stream_version(
+        self, key: str, version_id: str, start: int, end: int | None, chunk_size: int
+    ) -> AsyncIterator[bytes]:
+        client = await self._client()
+        extra = {"VersionId": version_id}
+        if start or end is not None:
+            extra["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        try:
+            with _version_lookup():
+                response = await client.get_object(
+                    Bucket=self._bucket, Key=self._full(key), **extra
+                )
+        except Exception as exc:
+            if error_code(exc) == "InvalidRange":  # past the end: an empty slice
+                return
+            raise
+        body = response["Body"]
+        async with body:
+            async for chunk in body.iter_chunks(chunk_size):
+                yield chunk
+
+    async def _restore_version(self, key: str, version_id: str) -> None:
+        full = self._full(key)
+        transfer = await self._transfer()
+        with _version_lookup():
+            await transfer.copy(
+                full,
+                full,
+                self._options.sse,
+                self._copy_threshold,
+                self._copy_part_size,
+                version_id,
+            )
+
+    async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
+        full = self._full(key)
+        doomed = [{"Key": full, "VersionId": vid} for vid in version_ids]
+        if everything:  # the delete markers go too: nothing of the key is left
+            doomed += [
+                {"Key": full, "VersionId": str(item["VersionId"])}
+                async for kind, item in self._object_versions(full)
+                if kind == "marker" and item["Key"] == full
+            ]
+        client = await self._client()
+        for start in range(0, len(doomed), DELETE_BATCH):
+            batch = doomed[start : start + DELETE_BATCH]
+            response = await client.delete_objects(
+                Bucket=self._bucket, Delete={"Objects": batch, "Quiet": True}
+            )
+            if errors := response.get("Errors") or []:
+                raise batch_delete_error(str(errors[0].get("Code")), len(errors), len(batch))
+
+    async def _usage_scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for info in self._iter_files(prefix):
+            yield info
+        if await self._versioning() == "off":
+            return  # one listing, as before versioning
+        async for kind, item in self._object_versions(self._full(prefix)):
+            if kind == "version" and not item["IsLatest"]:
+                key = self._user_key(item["Key"])
+                if key is not None:
+                    name = f"{key}{VERSION_SEP}{item['VersionId']}"
+                    yield ObjectInfo(name, item["Size"], _utc(item["LastModified"]))

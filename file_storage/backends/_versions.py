@@ -1,0 +1,122 @@
+"""Versioning of :class:`StorageBackend`: set_versioning, list_versions, restore_version,
+purge_versions (and the ``version_id=`` of load, stream and stat, in ``_reads``).
+
+On S3 this is bucket versioning. The local and memory backends keep prior versions
+themselves, hidden from listings and counted by quotas. With versioning enabled an
+overwrite or a delete keeps the replaced object as a prior version (a delete leaves no
+latest version: S3's delete marker); suspended, new writes get the version id ``"null"``
+and replace the ``"null"`` version, while prior versions with ids stay. Under a quota,
+restore and purge hold the key's lock like every write (see :mod:`file_storage._quota`).
+"""
+
+from __future__ import annotations
+
+from typing import final
+
+from file_storage._keys import KeyLike
+from file_storage.backends._writes import Writes
+from file_storage.models import ObjectVersion
+
+
+class Versions(Writes):
+    """The versioning of :class:`~file_storage.StorageBackend`; documented there."""
+
+    @final
+    async def set_versioning(self, enabled: bool) -> None:
+        """Keep (``True``) or stop keeping (``False``) prior versions of every object.
+
+        Enabled, every overwrite and every ``delete`` keeps the replaced object as a prior
+        version: :meth:`list_versions` shows it, ``load(path, version_id=...)`` reads it,
+        :meth:`restore_version` brings it back, quotas count it. Disabled again (S3's
+        "suspended"), prior versions stay, and new writes replace the latest version
+        when it was itself written while versioning was off. On S3 this is the bucket's
+        versioning (``PutBucketVersioning``), for the whole bucket, not only the prefix;
+        on local disk a small file under the root records it, so it survives restarts.
+
+        Raises:
+            StorageConfigError: the backend cannot keep versions.
+        """
+        if not isinstance(enabled, bool):
+            raise TypeError("enabled must be a bool")
+        with self._translate("set_versioning", None):
+            if not enabled and await self._versioning() == "off":
+                return  # never enabled: there is nothing to suspend
+            await self._set_versioning(enabled)
+            self._quotas.versioning = "enabled" if enabled else "suspended"
+
+    @final
+    async def list_versions(self, path: KeyLike) -> list[ObjectVersion]:
+        """Return the stored versions of the object at ``path``, newest first.
+
+        The latest version has ``is_latest=True``; after a ``delete`` on a versioned
+        backend none has (S3's delete marker), and the older ones stay restorable. An
+        object written while versioning was off has one version, ``"null"``. A key
+        never written (or purged) has none: ``[]``.
+        """
+        key = self._key(path, "list_versions")
+        with self._translate("list_versions", key):
+            return await self._list_versions(key)
+
+    @final
+    async def restore_version(self, path: KeyLike, version_id: str) -> str:
+        """Make version ``version_id`` of ``path`` the latest again, as a new version.
+
+        The content, content type and metadata of that version are written as a new
+        latest version (server-side on S3: ``CopyObject`` of that ``VersionId``); the
+        version that was the latest stays a prior version, so a restore can be undone
+        like any overwrite. Works after a ``delete`` too. Counted by the quota like a
+        write of that size.
+
+        Returns:
+            The normalized key.
+
+        Raises:
+            ObjectNotFoundError: no such version of ``path``.
+            StorageQuotaExceededError: over quota (nothing written).
+        """
+        key = self._key(path, "restore_version")
+        if not isinstance(version_id, str) or not version_id:
+            raise TypeError("version_id must be a non-empty str (from list_versions)")
+        with self._translate("restore_version", key) as call:
+            async with self._quotas.hold(key):
+                reservation, size = None, 0
+                if self._quotas:
+                    size = call.size = (await self._stat_version(key, version_id)).size
+                    reservation = await self._quotas.reserve(key, size, "restore_version")
+                await self._write(reservation, self._restore_version(key, version_id), size)
+                event = await self._created(key, size if reservation is not None else None)
+        if event is not None:  # the restored version is a new object at the key
+            self._events.emit(event)
+        return key
+
+    @final
+    async def purge_versions(self, path: KeyLike, keep: int = 1) -> int:
+        """Delete all but the newest ``keep`` versions of ``path`` for good.
+
+        ``keep=1`` keeps the latest version (or, after a ``delete``, the newest prior
+        one, still restorable) and frees the bytes of every older one. ``keep=0``
+        erases the key with its whole history (on S3 its delete markers too).
+
+        Returns:
+            How many versions were deleted (delete markers are not counted).
+
+        Raises:
+            ValueError: ``keep < 0``.
+        """
+        key = self._key(path, "purge_versions")
+        if isinstance(keep, bool) or not isinstance(keep, int):
+            raise TypeError("keep must be an int")
+        if keep < 0:
+            raise ValueError("keep must be >= 0")
+        with self._translate("purge_versions", key) as call:
+            async with self._quotas.hold(key):
+                versions = await self._list_versions(key)
+                doomed, kept = versions[keep:], versions[:keep]
+                if doomed or keep == 0:
+                    ids = [v.version_id for v in doomed]
+                    await self._purge_versions(key, ids, keep == 0)
+                call.size = sum(v.size for v in doomed)
+                self._quotas.set_kept(key, sum(v.size for v in kept if not v.is_latest))
+                if any(v.is_latest for v in doomed):
+                    self._quotas.drop(key)
+        return len(doomed)
