@@ -5,6 +5,7 @@ S3-compatible stores (:class:`S3StorageBackend`) and memory (:class:`MemoryStora
 picked by ``STORAGE_TYPE`` through :func:`get_storage_backend`.
 """
 
+from file_storage._events import parse_s3_event
 from file_storage._migrate import MigrationReport, migrate
 from file_storage.backends.base import StorageBackend
 from file_storage.backends.local import LocalStorageBackend
@@ -23,7 +24,7 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 from file_storage.factory import close_storage_backend, create_storage_backend, get_storage_backend
-from file_storage.models import ObjectInfo, ObjectVersion, Usage
+from file_storage.models import ObjectEvent, ObjectInfo, ObjectVersion, Usage
 from file_storage.path_builder import StoragePathBuilder
 from file_storage.settings import StorageSettings
 
@@ -34,6 +35,7 @@ __all__ = [
     "MemoryStorageBackend",
     "MigrationReport",
     "ObjectConflictError",
+    "ObjectEvent",
     "ObjectInfo",
     "ObjectNotFoundError",
     "ObjectVersion",
@@ -52,6 +54,7 @@ __all__ = [
     "create_storage_backend",
     "get_storage_backend",
     "migrate",
+    "parse_s3_event",
 ]
 
 import logging as _logging

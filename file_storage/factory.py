@@ -44,15 +44,19 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
         settings = StorageSettings()
     refresh = settings.quota.refresh_seconds
     quota = settings.quota
+    expire = settings.expire.interval_seconds
     match settings.type:
         case "MEMORY":
             from file_storage.backends.memory import MemoryStorageBackend
 
             logger.debug("creating MEMORY storage backend")
             if quota.redis_url is None:  # subclasses made for tests may not take the rest
-                return MemoryStorageBackend(quota_refresh_seconds=refresh)
+                return MemoryStorageBackend(
+                    quota_refresh_seconds=refresh, expire_interval_seconds=expire
+                )
             return MemoryStorageBackend(
                 quota_refresh_seconds=refresh,
+                expire_interval_seconds=expire,
                 quota_redis_url=quota.redis_url,
                 quota_redis_namespace=quota.redis_namespace,
                 quota_lease_seconds=quota.lease_seconds,
@@ -74,6 +78,7 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
                 quota_redis_namespace=quota.redis_namespace,
                 quota_lease_seconds=quota.lease_seconds,
                 quota_fail_open=quota.fail_open,
+                expire_interval_seconds=expire,
             )
         case "S3":
             # backends/s3.py imports the SDK only when its first client is built

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
-__all__ = ["ObjectInfo", "ObjectVersion", "Usage"]
+__all__ = ["ObjectEvent", "ObjectInfo", "ObjectVersion", "Usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,3 +57,22 @@ class ObjectVersion:
     size: int
     last_modified: datetime
     is_latest: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectEvent:
+    """A change to one object: delivered by ``subscribe``, parsed by ``parse_s3_event``.
+
+    Attributes:
+        type: ``"created"`` (a write, copy or move landed at ``key``) or ``"deleted"``.
+        key: the normalized key.
+        size: the object's size in bytes for ``"created"``; ``None`` for ``"deleted"``
+            (S3's notifications of a delete carry no size either).
+        etag: the new version's ETag for ``"created"`` when known, as ``stat`` returns
+            it; ``None`` for ``"deleted"``.
+    """
+
+    type: Literal["created", "deleted"]
+    key: str
+    size: int | None = None
+    etag: str | None = None

@@ -40,7 +40,7 @@ from file_storage._keys import validate_key
 from file_storage._signing import MIN_SIGNING_KEY_CHARS
 from file_storage.errors import InvalidKeyError, StorageConfigError
 
-__all__ = ["LocalSettings", "QuotaSettings", "S3Settings", "StorageSettings"]
+__all__ = ["ExpireSettings", "LocalSettings", "QuotaSettings", "S3Settings", "StorageSettings"]
 
 ENV_PREFIX = "STORAGE_"
 GB = 10**9  # quotas are decimal, like disk vendors and S3 billing
@@ -414,6 +414,21 @@ class QuotaSettings(BaseModel):
     )
 
 
+class ExpireSettings(BaseModel):
+    """``STORAGE_EXPIRE_*``: lifecycle expiry applied by the backend (local, memory)."""
+
+    model_config = _SECTION
+
+    interval_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="STORAGE_EXPIRE_INTERVAL_SECONDS: run purge_expired this often in the "
+        "background while the backend is in use (local and memory; S3 expires objects "
+        "itself); unset: only when the app calls it",
+    )
+
+
 class StorageSettings(BaseSettings):
     """Which backend to build and how, from ``STORAGE_*`` variables, a ``.env`` file or code.
 
@@ -444,6 +459,7 @@ class StorageSettings(BaseSettings):
     local: LocalSettings = Field(default_factory=LocalSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
+    expire: ExpireSettings = Field(default_factory=ExpireSettings)
 
     # BaseSettings' own signature is **values: Any; overridden only to translate errors,
     # so that no caller ever sees a pydantic error (whose repr carries input values).

@@ -40,12 +40,20 @@ class CountingMemoryBackend(MemoryStorageBackend):
     built: ClassVar[list[CountingMemoryBackend]] = []
 
     def __init__(
-        self, *, max_size_bytes: int | None = None, quota_refresh_seconds: float | None = None
+        self,
+        *,
+        max_size_bytes: int | None = None,
+        quota_refresh_seconds: float | None = None,
+        expire_interval_seconds: float | None = None,
     ) -> None:
         # widen the race window: a check-and-create without a lock would build twice
         for _ in range(20_000):
             pass
-        super().__init__(max_size_bytes=max_size_bytes, quota_refresh_seconds=quota_refresh_seconds)
+        super().__init__(
+            max_size_bytes=max_size_bytes,
+            quota_refresh_seconds=quota_refresh_seconds,
+            expire_interval_seconds=expire_interval_seconds,
+        )
         self.closed = 0
         CountingMemoryBackend.built.append(self)
 
@@ -177,6 +185,7 @@ def test_local_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -
         "STORAGE_QUOTA_REDIS_NAMESPACE": "app",
         "STORAGE_QUOTA_LEASE_SECONDS": "20",
         "STORAGE_QUOTA_FAIL_OPEN": "true",
+        "STORAGE_EXPIRE_INTERVAL_SECONDS": "900",
     }.items():
         monkeypatch.setenv(name, value)
     create_storage_backend()
@@ -195,6 +204,7 @@ def test_local_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -
         "quota_redis_namespace": "app",
         "quota_lease_seconds": 20.0,
         "quota_fail_open": True,
+        "expire_interval_seconds": 900.0,
     }
 
 

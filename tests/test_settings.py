@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from file_storage import StorageConfigError, StorageSettings, create_storage_backend
-from file_storage.settings import LocalSettings, QuotaSettings, S3Settings
+from file_storage.settings import ExpireSettings, LocalSettings, QuotaSettings, S3Settings
 
 # looks like a credential; must never show up in any message, repr or log line
 SECRET = "sEcReT-0123456789-abcdefghij-NEVER-PRINT"
@@ -157,6 +157,7 @@ def test_code_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
             Path("/var/spool/st"),
         ),
         ({"STORAGE_QUOTA_REFRESH_SECONDS": "30"}, "quota", "refresh_seconds", 30.0),
+        ({"STORAGE_EXPIRE_INTERVAL_SECONDS": "600"}, "expire", "interval_seconds", 600.0),
         ({"storage_s3_region": "ap-south-1"}, "s3", "region", "ap-south-1"),
     ],
 )
@@ -430,7 +431,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def every_variable() -> set[str]:
     names = {"STORAGE_TYPE"}
-    for section, model in (("local", LocalSettings), ("s3", S3Settings), ("quota", QuotaSettings)):
+    sections = (
+        ("local", LocalSettings),
+        ("s3", S3Settings),
+        ("quota", QuotaSettings),
+        ("expire", ExpireSettings),
+    )
+    for section, model in sections:
         names |= {f"STORAGE_{section}_{field}".upper() for field in model.model_fields}
     return names
 

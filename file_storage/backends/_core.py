@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Literal, Self
 import aiofiles
 import aiofiles.os
 
+from file_storage._events import EventHub
+from file_storage._expiry import Expiry, MemoryRules, RuleStore
 from file_storage._keys import KeyLike, validate_key, validate_prefix
 from file_storage._quota import QuotaManager
 from file_storage._streams import CHUNK_SIZE, Progress
@@ -42,7 +44,7 @@ from file_storage.errors import (
     StorageConfigError,
     StorageError,
 )
-from file_storage.models import ObjectInfo, ObjectVersion
+from file_storage.models import ObjectEvent, ObjectInfo, ObjectVersion
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -92,6 +94,7 @@ class BackendCore(abc.ABC):
         quota_lease_seconds: float = 60.0,
         quota_fail_open: bool = False,
         quota_identity: str | None = None,
+        expire_interval_seconds: float | None = None,
     ) -> None:
         """``quota_identity``: what the backend stores into (its root, or bucket and
         prefix), from which the default Redis namespace is derived."""
@@ -114,6 +117,10 @@ class BackendCore(abc.ABC):
             self._quotas.undo = self._delete
         if max_size_bytes is not None:
             self._quotas.set("", max_size_bytes)
+        self._events = EventHub()
+        self._expiry = Expiry(expire_interval_seconds)
+        #: where the expiry rules live; a backend with a place of its own replaces it
+        self._rules: RuleStore = MemoryRules()
 
     @property
     def max_size_bytes(self) -> int | None:
@@ -146,6 +153,8 @@ class BackendCore(abc.ABC):
         ``conflict_key``: the key an :class:`ObjectConflictError` is about when the hook
         did not say (a copy's or move's destination).
         """
+        if self._expiry.interval is not None and not self._rules.applies_itself:
+            self._expiry.start(self._purge_expired_now)  # lazily, in each loop that uses us
         started = time.perf_counter()
         call = _Call(size)
         token = _call.set(call)
@@ -195,10 +204,35 @@ class BackendCore(abc.ABC):
 
     async def aclose(self) -> None:
         """Release connections and clients. The backend may be used again afterwards."""
+        await self._expiry.stop()
+        await self._events.drain()
         try:
             await self._aclose()
         finally:
             await self._quotas.aclose()
+
+    async def _created(self, key: str, size: int | None) -> ObjectEvent | None:
+        """The event of a write that landed at ``key`` (``None``: nobody subscribed).
+
+        Its size and ETag come from one stat right after the write (a HEAD on S3, made only
+        while someone subscribes); if that fails, the write's own size and no ETag.
+        """
+        if not self._events:
+            return None
+        etag = None
+        try:
+            info = await self._stat(key)
+        except Exception as exc:
+            if not isinstance(exc, StorageError) and self._map_error(exc, "stat", key) is None:
+                raise  # a bug, not a failed request
+            logger.debug("no ETag for the event of %r: %s", key, type(exc).__name__)
+        else:
+            size, etag = info.size, info.etag
+        return ObjectEvent("created", key, size, etag)
+
+    async def _purge_expired_now(self) -> int:
+        """``purge_expired()``, run by the background interval (the Lifecycle mixin's)."""
+        raise NotImplementedError
 
     async def __aenter__(self) -> Self:
         return self

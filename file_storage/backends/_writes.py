@@ -39,6 +39,7 @@ from file_storage.backends._support import (
 from file_storage.errors import (
     ObjectNotFoundError,
 )
+from file_storage.models import ObjectEvent
 
 
 class Writes(BackendCore):
@@ -82,8 +83,10 @@ class Writes(BackendCore):
                 async with self._quotas.hold(key):
                     reservation = await self._quotas.reserve(key, len(data), "save")
                     await self._write(reservation, self._save(key, data, ctype, meta), len(data))
+                    event = await self._created(key, len(data))
                 if progress is not None:
                     progress(len(data), len(data))
+            self._events.emit(*_present(event))
             return key
         if not isinstance(content, AsyncIterable):
             raise TypeError("content must be bytes-like or an async iterable of bytes")
@@ -93,7 +96,9 @@ class Writes(BackendCore):
                 counter = Counter()
                 body = metered(content, counter, reservation, progress)
                 await self._write(reservation, self._save(key, body, ctype, meta), counter)
+                event = await self._created(key, counter.value)
             call.size = counter.value
+        self._events.emit(*_present(event))
         return key
 
     @staticmethod
@@ -149,6 +154,8 @@ class Writes(BackendCore):
                 reservation = await self._quotas.reserve(key, size, "upload_file")
                 hook = self._upload_file(source, key, size, ctype, meta, progress)
                 await self._write(reservation, hook, size)
+                event = await self._created(key, size)
+        self._events.emit(*_present(event))
         return key
 
     @final
@@ -172,6 +179,8 @@ class Writes(BackendCore):
             async with self._quotas.hold(src_key, dst_key):
                 reservation, size = await self._reserve_copy(src_key, dst_key, "copy")
                 await self._write(reservation, self._copy(src_key, dst_key), size)
+                event = await self._created(dst_key, size if reservation is not None else None)
+        self._events.emit(*_present(event))
         return dst_key
 
     @final
@@ -206,6 +215,8 @@ class Writes(BackendCore):
                         await self._quotas.forget(src_key)
                     raise
                 await self._quotas.forget(src_key)
+                event = await self._created(dst_key, size if reservation is not None else None)
+        self._events.emit(*_present(event), ObjectEvent("deleted", src_key))
         return dst_key
 
     async def _reserve_copy(
@@ -227,6 +238,7 @@ class Writes(BackendCore):
             async with self._quotas.hold(key):
                 await self._delete(key)
                 await self._quotas.forget(key)
+        self._events.emit(ObjectEvent("deleted", key))
 
     @final
     async def delete_many(self, paths: Iterable[KeyLike]) -> None:
@@ -240,7 +252,9 @@ class Writes(BackendCore):
         with self._translate("delete_many", keys[0] if len(keys) == 1 else None, len(keys)):
             step = DELETE_BATCH if self._quotas else len(keys)  # bounds the locks held at once
             for start in range(0, len(keys), step):
-                await self._delete_counted(keys[start : start + step])
+                batch = keys[start : start + step]
+                await self._delete_counted(batch)
+                self._events.emit(*(ObjectEvent("deleted", key) for key in batch))
 
     async def _delete_counted(self, keys: list[str]) -> None:
         """Delete ``keys`` holding their locks, then take them out of the quota ledger."""
@@ -258,13 +272,16 @@ class Writes(BackendCore):
         """
         folder = self._prefix(prefix, "delete_prefix")
         with self._translate("delete_prefix", folder):
-            if not self._quotas.overlaps(folder):
+            if not self._quotas.overlaps(folder) and not self._events:
                 return await self._delete_prefix(folder)
             # under a quota: delete what one listing finds, key by key locked and forgotten,
-            # so that a write racing the delete is either deleted or counted, never lost
+            # so that a write racing the delete is either deleted or counted, never lost;
+            # with subscribers too, as the events name the keys
             keys = await self._list_files(folder)
             for start in range(0, len(keys), DELETE_BATCH):
-                await self._delete_counted(keys[start : start + DELETE_BATCH])
+                batch = keys[start : start + DELETE_BATCH]
+                await self._delete_counted(batch)
+                self._events.emit(*(ObjectEvent("deleted", key) for key in batch))
             return len(keys)
 
     @final
@@ -292,3 +309,7 @@ class Writes(BackendCore):
             ValueError: a path given twice, or ``concurrency < 1`` (nothing is written).
         """
         return await _batch.save_many(self, items, concurrency)
+
+
+def _present(event: ObjectEvent | None) -> tuple[ObjectEvent, ...]:
+    return () if event is None else (event,)

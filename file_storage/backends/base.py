@@ -13,6 +13,7 @@ from file_storage._streams import Progress
 from file_storage.backends._core import (
     Content,
 )
+from file_storage.backends._lifecycle import Lifecycle
 from file_storage.backends._quotas import Quotas
 from file_storage.backends._transfers import Transfers
 from file_storage.backends._versions import Versions
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 
-class StorageBackend(Transfers, Quotas, Versions):
+class StorageBackend(Transfers, Quotas, Versions, Lifecycle):
     """Where an application keeps its files: the same API on local disk, S3 and memory.
 
     Args:
@@ -60,4 +61,6 @@ class StorageBackend(Transfers, Quotas, Versions):
             :class:`StorageQuotaExceededError` and writes nothing.
         quota_refresh_seconds: re-scan quota usage at most this often, to see writes
             made by other processes (``None``: only on :meth:`refresh_usage`).
+        expire_interval_seconds: run :meth:`purge_expired` this often in the background
+            while the backend is in use (``None``: only when called).
     """

@@ -70,6 +70,7 @@ from file_storage.backends._local_io import (
     write_all,
 )
 from file_storage.backends._local_meta import Meta, key_locks
+from file_storage.backends._local_rules import LocalRules
 from file_storage.backends._local_versions import LocalVersions
 from file_storage.backends._local_walk import TmpSeen, Walk, sweep_meta, tmp_watcher
 from file_storage.errors import (
@@ -118,6 +119,8 @@ class LocalStorageBackend(LocalVersions):
             process that stopped renewing them (``STORAGE_QUOTA_LEASE_SECONDS``).
         quota_fail_open: with Redis unreachable, let writes through uncounted instead
             of failing them (``STORAGE_QUOTA_FAIL_OPEN``).
+        expire_interval_seconds: run ``purge_expired`` this often in the background
+            (``STORAGE_EXPIRE_INTERVAL_SECONDS``); the rules live in a file under the root.
     """
 
     def __init__(
@@ -134,6 +137,7 @@ class LocalStorageBackend(LocalVersions):
         quota_redis_namespace: str | None = None,
         quota_lease_seconds: float = 60.0,
         quota_fail_open: bool = False,
+        expire_interval_seconds: float | None = None,
     ) -> None:
         self._root = Path(root).expanduser().absolute()
         super().__init__(
@@ -144,8 +148,10 @@ class LocalStorageBackend(LocalVersions):
             quota_lease_seconds=quota_lease_seconds,
             quota_fail_open=quota_fail_open,
             quota_identity=f"local:{self._root}",
+            expire_interval_seconds=expire_interval_seconds,
         )
         self._dir = Root(self._root, on_open=self._sweep_in_background)
+        self._rules = LocalRules(self._dir, durable)
         self._sweeping: concurrent.futures.Future[None] | None = None
         self._base_url = base_url
         self._signing_key = SecretStr(signing_key) if isinstance(signing_key, str) else signing_key

@@ -56,6 +56,7 @@ class MemoryStorageBackend(StorageBackend):
         quota_redis_namespace: str | None = None,
         quota_lease_seconds: float = 60.0,
         quota_fail_open: bool = False,
+        expire_interval_seconds: float | None = None,
     ) -> None:
         super().__init__(
             max_size_bytes=max_size_bytes,
@@ -64,6 +65,7 @@ class MemoryStorageBackend(StorageBackend):
             quota_redis_namespace=quota_redis_namespace,
             quota_lease_seconds=quota_lease_seconds,
             quota_fail_open=quota_fail_open,
+            expire_interval_seconds=expire_interval_seconds,
         )
         self._objects: dict[str, _Object] = {}
         self._folders: dict[str, int] = {}  # folder ("a/b/") -> number of objects below it

@@ -33,6 +33,7 @@ from file_storage.backends._core import Method
 from file_storage.backends._s3_config import addressing, instrument, open_client, s3_options
 from file_storage.backends._s3_errors import error_code, is_outage, map_s3_error
 from file_storage.backends._s3_fallback import Fallback
+from file_storage.backends._s3_lifecycle import S3Rules
 from file_storage.backends._s3_obstore import ObstoreClient, ObstoreTransfer, open_store
 from file_storage.backends._s3_versions import S3Versions
 from file_storage.errors import (
@@ -41,7 +42,7 @@ from file_storage.errors import (
     StorageConfigError,
     StorageError,
 )
-from file_storage.models import ObjectInfo
+from file_storage.models import ObjectEvent, ObjectInfo
 
 __all__ = ["S3StorageBackend"]
 
@@ -84,6 +85,8 @@ class S3StorageBackend(S3Versions):
             quotas shared by every process through Redis, as on
             :class:`~file_storage.LocalStorageBackend` (namespace derived from the
             endpoint, bucket and prefix).
+        expire_interval_seconds: accepted like the other backends; unused, as S3 applies
+            expiry rules itself.
     """
 
     #: objects above this go through UploadPartCopy (CopyObject takes at most 5 GiB)
@@ -123,6 +126,7 @@ class S3StorageBackend(S3Versions):
         quota_redis_namespace: str | None = None,
         quota_lease_seconds: float = 60.0,
         quota_fail_open: bool = False,
+        expire_interval_seconds: float | None = None,
     ) -> None:
         self._options = options = s3_options(
             bucket,
@@ -159,9 +163,11 @@ class S3StorageBackend(S3Versions):
             quota_lease_seconds=quota_lease_seconds,
             quota_fail_open=quota_fail_open,
             quota_identity=f"s3:{endpoint_url or 'aws'}/{options.bucket}/{options.root}",
+            expire_interval_seconds=expire_interval_seconds,
         )
         self._bucket = options.bucket
         self._root = options.root
+        self._rules = S3Rules(self._client, self._bucket, self._root)
         self._key_overhead = len(self._root.encode())
         path = options.fallback_path
         self._fallback = Fallback(None if path is None else Spool(path), options.flush_interval)
@@ -319,10 +325,22 @@ class S3StorageBackend(S3Versions):
         """
         with self._translate("flush_spool", None):
             concurrency = min(4, self._options.concurrency)
-            flushed = await self._fallback.flush(self._send_spooled, concurrency)
+            flushed = await self._fallback.flush(self._flush_one, concurrency)
         if flushed:
             logger.info("flushed %d spooled objects to S3", flushed)
         return flushed
+
+    async def _flush_one(self, entry: Entry, path: Path) -> None:
+        await self._send_spooled(entry, path)
+        if not self._events:
+            return
+        etag = None  # S3's, not the spool's: the spooled copy is still there until this returns
+        try:
+            etag = (await self._head(entry.key)).get("ETag")
+        except Exception as exc:
+            if self._map_error(exc, "flush_spool", entry.key) is None:
+                raise
+        self._events.emit(ObjectEvent("created", entry.key, entry.size, etag))
 
     async def _send_spooled(self, entry: Entry, path: Path) -> None:
         params = self._write_params(entry.content_type, entry.metadata)

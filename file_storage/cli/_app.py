@@ -199,6 +199,43 @@ def url(ctx: click.Context, key: str, put_: bool, expires: int) -> None:
     run(ctx, work)
 
 
+@app.command("expire")
+@click.argument("prefix", required=False)
+@click.argument("days", type=click.IntRange(min=1), required=False)
+@click.option("--off", is_flag=True, help="Remove the rule of PREFIX.")
+@click.option("--json", "as_json", is_flag=True, help="The rules as a JSON object.")
+@click.pass_context
+def expire(
+    ctx: click.Context, prefix: str | None, days: int | None, off: bool, as_json: bool
+) -> None:
+    """Delete the objects under the folder PREFIX once they are DAYS days old.
+
+    `expire PREFIX --off` removes the rule; `expire` alone prints the rules. On S3 the rule
+    goes into the bucket's lifecycle configuration (S3 applies it); on local disk the
+    application applies it with purge_expired().
+    """
+    if prefix is None:
+        if days is not None or off:
+            raise click.UsageError("give PREFIX with DAYS or --off", ctx)
+    elif (days is None) == (not off):
+        raise click.UsageError("give either DAYS or --off", ctx)
+
+    async def work(backend: StorageBackend) -> None:
+        if prefix is not None:
+            await backend.set_expiration(prefix, None if off else days)
+            if as_json:
+                emit_json(await backend.get_expiration())
+            return
+        rules = await backend.get_expiration()
+        if as_json:
+            emit_json(rules)
+            return
+        for folder, count in rules.items():
+            click.echo(f"{count:>6} days  {folder or '(all)'}")
+
+    run(ctx, work)
+
+
 @app.command("migrate")
 @click.option(
     "--to-env",

@@ -1,0 +1,232 @@
+"""Object events: the subscribers of one backend, and S3 bucket notifications parsed.
+
+:class:`EventHub` delivers an :class:`ObjectEvent` to every subscriber after a write
+succeeded. A plain function is called right there, before the write returns; an
+``async`` one is scheduled as a task, so the write never waits for it. The tasks of one
+subscriber run one after another, in the order of the events, so a ``"created"`` is
+never seen after the ``"deleted"`` that followed it. A callback's exception is logged
+and goes no further: it never breaks the write nor the delivery to others.
+
+:func:`parse_s3_event` reads the notification JSON S3 sends to SQS, SNS or Lambda into
+the same events, so a worker written against ``subscribe`` in development handles a
+queue in production unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import unquote_plus
+
+from file_storage._keys import validate_key, validate_prefix
+from file_storage.errors import InvalidKeyError
+from file_storage.models import ObjectEvent
+
+__all__ = ["Callback", "EventHub", "parse_s3_event"]
+
+logger = logging.getLogger("file_storage.events")
+
+Callback = Callable[[ObjectEvent], Awaitable[None] | None]
+DRAIN_SECONDS = 10.0  # aclose waits this long for async callbacks still running
+
+
+class _Subscriber:
+    __slots__ = ("callback", "tail")
+
+    def __init__(self, callback: Callback) -> None:
+        self.callback = callback
+        self.tail: asyncio.Task[None] | None = None  # the last delivery scheduled
+
+
+class EventHub:
+    """The subscribers of one backend (false when there are none: nothing to compute)."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[_Subscriber] = []
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self._subscribers)
+
+    def subscribe(self, callback: Callback) -> Callable[[], None]:
+        if not callable(callback):
+            raise TypeError("callback must be callable: callback(event)")
+        subscriber = _Subscriber(callback)
+        self._subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            # idempotent; deliveries already scheduled still run
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
+
+        return unsubscribe
+
+    def emit(self, *events: ObjectEvent) -> None:
+        """Deliver ``events`` to every subscriber (call once the change has succeeded)."""
+        for event in events:
+            for subscriber in list(self._subscribers):
+                self._deliver(subscriber, event)
+
+    def _deliver(self, subscriber: _Subscriber, event: ObjectEvent) -> None:
+        try:
+            result = subscriber.callback(event)
+        except Exception:
+            _log_failure(subscriber.callback, event)
+            return
+        if not inspect.isawaitable(result):
+            return
+        loop = asyncio.get_running_loop()
+        previous = subscriber.tail
+        if previous is not None and (previous.done() or previous.get_loop() is not loop):
+            previous = None  # nothing to wait for (a task of another loop cannot be awaited)
+        # a context of its own: the callback's requests are not counted against the write
+        task = loop.create_task(
+            _after(previous, result, subscriber.callback, event), context=contextvars.Context()
+        )
+        subscriber.tail = task
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait for the async deliveries of the running loop; cancel those still running
+        after :data:`DRAIN_SECONDS` (logged)."""
+        loop = asyncio.get_running_loop()
+        here = [task for task in self._pending if task.get_loop() is loop]
+        if not here:
+            return
+        _, late = await asyncio.wait(here, timeout=DRAIN_SECONDS)
+        for task in late:
+            task.cancel()
+        if late:
+            logger.warning("cancelled %d event callbacks still running at aclose", len(late))
+            await asyncio.wait(late)
+
+
+async def _after(
+    previous: asyncio.Task[None] | None,
+    awaitable: Awaitable[None],
+    callback: Callback,
+    event: ObjectEvent,
+) -> None:
+    if previous is not None:
+        await asyncio.wait([previous])  # its outcome is its own: logged there
+    try:
+        await awaitable
+    except Exception:
+        _log_failure(callback, event)
+
+
+def _log_failure(callback: Callback, event: ObjectEvent) -> None:
+    name = getattr(callback, "__qualname__", type(callback).__name__)
+    logger.exception(
+        "event callback %s failed on %s %r",
+        name,
+        event.type,
+        event.key,
+        extra={"operation": "event", "key": event.key, "event": event.type},
+    )
+
+
+# ---------------------------------------------------------------- S3 notifications
+
+# "ObjectCreated:Put", ":Post", ":Copy", ":CompleteMultipartUpload"; "ObjectRemoved:Delete",
+# ":DeleteMarkerCreated"; and "LifecycleExpiration:Delete", ":DeleteMarkerCreated": S3
+# applying an expiry rule (AWS, "Supported event types for SQS, SNS, and Lambda")
+_CREATED = ("ObjectCreated:",)
+_REMOVED = ("ObjectRemoved:", "LifecycleExpiration:")
+
+
+def parse_s3_event(message: Mapping[str, Any] | str | bytes, *, prefix: str) -> list[ObjectEvent]:
+    """Turn an S3 bucket notification into :class:`ObjectEvent` values.
+
+    Reads the ``Records`` JSON that S3 sends to SQS, SNS or Lambda, also inside an SNS
+    envelope (whose ``Message`` is that JSON as a string). ``s3:ObjectCreated:*`` gives
+    ``"created"`` (with size and ETag); ``s3:ObjectRemoved:*`` (a delete marker included)
+    and ``s3:LifecycleExpiration:*`` (S3 applying an expiry rule) give ``"deleted"``.
+    Keys arrive URL-encoded (``+`` for a space) and are decoded.
+
+    Args:
+        message: the notification, as a ``dict`` or its JSON text.
+        prefix: the backend's S3 prefix (``STORAGE_S3_PREFIX``); keys are returned
+            relative to it, and objects outside it are left out.
+
+    Returns:
+        The events in the order of the records. ``s3:TestEvent``, other event types and
+        names that are no valid key are left out.
+
+    Raises:
+        ValueError: ``message`` is not JSON, or not a notification.
+    """
+    body = _as_mapping(message)
+    if "Records" not in body and body.get("Type") == "Notification" and "Message" in body:
+        body = _as_mapping(body["Message"])  # the SNS envelope
+    if body.get("Event") == "s3:TestEvent":
+        return []  # sent once when a notification is configured
+    records = body.get("Records")
+    if not isinstance(records, list):
+        raise ValueError("not an S3 notification: no Records list")
+    root = _root(prefix)
+    events: list[ObjectEvent] = []
+    for record in records:
+        event = _event(record, root) if isinstance(record, Mapping) else None
+        if event is not None:
+            events.append(event)
+    return events
+
+
+def _as_mapping(message: object) -> Mapping[str, Any]:
+    if isinstance(message, str | bytes | bytearray):
+        try:
+            message = json.loads(message)  # bytes: UTF-8, as SQS bodies are
+        except ValueError as exc:
+            raise ValueError("not an S3 notification: invalid JSON") from exc
+    if not isinstance(message, Mapping):
+        raise ValueError("not an S3 notification: expected a JSON object")
+    return message
+
+
+def _root(prefix: str) -> str:
+    """The backend's key root in the bucket, as the S3 backend builds it (``a/b/`` or ``""``)."""
+    if not isinstance(prefix, str):
+        raise TypeError("prefix must be a str: the backend's S3 prefix")
+    stripped = prefix.strip("/")
+    return "" if not stripped else validate_prefix(stripped, "parse_s3_event")
+
+
+def _event(record: Mapping[str, Any], root: str) -> ObjectEvent | None:
+    name = str(record.get("eventName", ""))
+    if name.startswith("s3:"):
+        name = name[3:]  # EventBridge-style names come without it; S3's own have it
+    if name.startswith(_CREATED):
+        kind: Any = "created"
+    elif name.startswith(_REMOVED):
+        kind = "deleted"
+    else:
+        return None
+    s3 = record.get("s3")
+    obj = s3.get("object") if isinstance(s3, Mapping) else None
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("key"), str):
+        return None
+    full = unquote_plus(obj["key"])
+    if not full.startswith(root):
+        return None
+    try:
+        key = validate_key(full[len(root) :], "parse_s3_event")
+    except InvalidKeyError:
+        return None  # a console "folder" (ends in "/") or a name this API cannot hold
+    if kind == "deleted":
+        return ObjectEvent("deleted", key)
+    size = obj.get("size")
+    etag = obj.get("eTag")
+    return ObjectEvent(
+        "created",
+        key,
+        size if isinstance(size, int) and not isinstance(size, bool) else None,
+        # stat() and if_match= use the quoted form HeadObject answers
+        f'"{etag.strip(chr(34))}"' if isinstance(etag, str) and etag else None,
+    )

@@ -1,0 +1,122 @@
+"""Lifecycle expiry: where a backend keeps its rules, and the background purge.
+
+A rule is a folder prefix (``""`` or ``a/b/``) and a number of days. A :class:`RuleStore`
+keeps the rules of one backend: in memory (:class:`MemoryRules`), in a file under the
+local root (``_local_rules``), or in the bucket's lifecycle configuration on S3
+(``_s3_lifecycle``), where S3 applies them itself (``applies_itself``). The others are
+applied by ``purge_expired``, which :class:`Expiry` runs every ``interval`` seconds while
+the backend is in use, in each event loop that uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import math
+from collections.abc import Awaitable, Callable
+
+from file_storage._loops import LoopLock
+from file_storage.errors import StorageConfigError, StorageError
+
+__all__ = ["Expiry", "MemoryRules", "RuleStore", "check_days"]
+
+logger = logging.getLogger("file_storage")
+
+
+def check_days(days: object) -> int | None:
+    """``days`` as set_expiration takes it: a positive int, or ``None`` (no rule)."""
+    if days is None:
+        return None
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ValueError("days must be a positive int (or None to remove the rule)")
+    return days
+
+
+class RuleStore:
+    """The expiry rules of one backend (prefix -> days); this one keeps them in memory."""
+
+    #: the store deletes expired objects by itself (S3 lifecycle): purge_expired does nothing
+    applies_itself = False
+
+    async def get(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    async def put(self, prefix: str, days: int | None) -> None:
+        """Set (``None``: remove) the rule of ``prefix``; the caller serializes calls."""
+        raise NotImplementedError
+
+
+class MemoryRules(RuleStore):
+    """Rules that live as long as the backend object (the memory backend's)."""
+
+    def __init__(self) -> None:
+        self._rules: dict[str, int] = {}
+
+    async def get(self) -> dict[str, int]:
+        return dict(self._rules)
+
+    async def put(self, prefix: str, days: int | None) -> None:
+        if days is None:
+            self._rules.pop(prefix, None)
+        else:
+            self._rules[prefix] = days
+
+
+class Expiry:
+    """The rules' lock, and ``purge`` run every ``interval`` seconds (``None``: never)."""
+
+    def __init__(self, interval: float | None) -> None:
+        if interval is not None and (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not 0 < interval < math.inf
+        ):
+            raise StorageConfigError(
+                "expire_interval_seconds (STORAGE_EXPIRE_INTERVAL_SECONDS) must be a number "
+                "of seconds > 0"
+            )
+        self.interval = interval
+        # set_expiration reads, changes and writes the whole rule set: one at a time
+        self.lock = LoopLock()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, purge: Callable[[], Awaitable[int]]) -> None:
+        """Run ``purge`` in the background of the running loop, unless it already runs there.
+
+        A task of a loop that stopped never runs again, so the next loop gets its own.
+        """
+        interval = self.interval
+        if interval is None:
+            return
+        task = self._task
+        if task is not None and not task.done() and task.get_loop().is_running():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a plain method called outside any loop
+            return
+
+        async def every() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await purge()
+                except StorageError:
+                    pass  # logged by purge_expired; tried again next time
+                except Exception:
+                    logger.exception("background purge of expired objects failed")
+
+        # a context of its own: its requests are not counted against the call starting it
+        self._task = loop.create_task(every(), context=contextvars.Context())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None or task.done():
+            return
+        loop = task.get_loop()
+        if loop is asyncio.get_running_loop():
+            task.cancel()
+            await asyncio.wait([task])
+        elif not loop.is_closed():  # another thread's loop, or one that may run again
+            loop.call_soon_threadsafe(task.cancel)

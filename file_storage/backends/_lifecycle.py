@@ -1,0 +1,133 @@
+"""Operating the data over time: expiry rules (set_expiration, get_expiration,
+purge_expired) and object events (subscribe)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import final
+
+from file_storage._events import Callback
+from file_storage._expiry import check_days
+from file_storage._keys import KeyLike
+from file_storage.backends._writes import Writes
+from file_storage.errors import ObjectNotFoundError
+
+logger = logging.getLogger("file_storage")
+
+
+class Lifecycle(Writes):
+    """Expiry and events of :class:`~file_storage.StorageBackend`; documented there."""
+
+    @final
+    async def set_expiration(self, prefix: KeyLike, days: int | None) -> None:
+        """Delete the objects under the folder ``prefix`` once they are ``days`` days old.
+
+        One rule per prefix: setting it again replaces it, ``days=None`` removes it. An
+        object's age counts from its last write (``last_modified``). On S3 the rule is
+        merged into the bucket's lifecycle configuration (one read and one write of it;
+        rules made by anything else are kept as they are) and S3 deletes the objects
+        itself, usually within a day of their expiry. On local disk and memory the
+        backend keeps the rule (local: in a file under the root, so it survives
+        restarts) and :meth:`purge_expired` applies it.
+
+        Calls in one process take turns; two processes changing the rules of one bucket
+        at the same moment can lose one of the changes (S3 has no conditional write of a
+        lifecycle configuration): set rules from one place, such as a deploy step.
+
+        Args:
+            prefix: a folder, or ``""`` for every object.
+            days: a positive int, or ``None`` to remove the rule.
+
+        Raises:
+            InvalidKeyError: bad prefix. ValueError: bad ``days``.
+            StoragePermissionError: on S3, no ``s3:PutLifecycleConfiguration`` right.
+        """
+        folder = self._prefix(prefix, "set_expiration")
+        checked = check_days(days)
+        with self._translate("set_expiration", folder):
+            async with self._expiry.lock:
+                await self._rules.put(folder, checked)
+
+    @final
+    async def get_expiration(self) -> dict[str, int]:
+        """Return the expiry rules: folder prefix (``""`` or ending in ``/``) -> days.
+
+        On S3, the rules this library made for this backend's prefix, as the bucket holds
+        them now; rules made by other tools are not listed.
+        """
+        with self._translate("get_expiration", None):
+            return dict(sorted((await self._rules.get()).items()))
+
+    @final
+    async def purge_expired(self, now: datetime | None = None) -> int:
+        """Delete the objects older than their rule's days (see :meth:`set_expiration`).
+
+        Each goes through :meth:`delete`, so quotas and subscribers see it. An object is
+        checked again just before its delete, so one rewritten meanwhile stays. On S3
+        this does nothing (S3 applies the rules itself) and returns 0. With
+        ``expire_interval_seconds`` (``STORAGE_EXPIRE_INTERVAL_SECONDS``) it also runs
+        in the background while the backend is in use.
+
+        Args:
+            now: the time to compare with (an aware datetime); ``None``: now.
+
+        Returns:
+            How many objects were deleted.
+        """
+        if now is not None and (not isinstance(now, datetime) or now.utcoffset() is None):
+            raise ValueError("now must be an aware datetime (or None)")
+        moment = datetime.now(UTC) if now is None else now
+        with self._translate("purge_expired", None):
+            if self._rules.applies_itself:
+                return 0
+            rules = await self._rules.get()
+            expired: dict[str, datetime] = {}
+            for folder, days in rules.items():
+                cutoff = moment - timedelta(days=days)
+                async for info in self._iter_files(folder):
+                    if info.last_modified < cutoff:
+                        # nested rules: the shortest one decides
+                        expired[info.key] = max(cutoff, expired.get(info.key, cutoff))
+        deleted = 0
+        for key, cutoff in sorted(expired.items()):
+            with self._translate("purge_expired", key):
+                try:
+                    modified = (await self._stat(key)).last_modified
+                except ObjectNotFoundError:
+                    continue  # deleted since the listing
+            if modified >= cutoff:
+                continue  # written again since the listing
+            await self.delete(key)
+            deleted += 1
+        if deleted:
+            logger.info("purged %d expired objects", deleted)
+        return deleted
+
+    async def _purge_expired_now(self) -> int:
+        return await self.purge_expired()
+
+    @final
+    def subscribe(self, callback: Callback) -> Callable[[], None]:
+        """Call ``callback(event)`` with an :class:`ObjectEvent` after each change this
+        backend makes: ``"created"`` for :meth:`save`, :meth:`upload_file`, :meth:`copy`
+        and a move's destination (and the S3 spool's flush), ``"deleted"`` for
+        :meth:`delete` (a missing key included, as S3 reports it), :meth:`delete_many`,
+        :meth:`delete_prefix`, a move's source and :meth:`purge_expired`.
+
+        Events come only after the change succeeded, from this backend object (not from
+        other processes: on S3 use bucket notifications and :func:`parse_s3_event`). A
+        plain function is called before the write returns, so it must be quick; an
+        ``async`` one runs as a task, each subscriber's tasks one after another in event
+        order, and :meth:`aclose` waits for them (10 s at most). An exception in a
+        callback is logged and never fails the write. While anyone subscribes, each
+        ``"created"`` event costs one :meth:`stat` for its ETag (a HEAD request on S3).
+
+        Returns:
+            A function that ends the subscription (calling it twice is fine).
+
+        Raises:
+            TypeError: ``callback`` is not callable.
+        """
+        return self._events.subscribe(callback)

@@ -1,0 +1,86 @@
+"""The local backend's expiry rules: one small JSON file under the root.
+
+It lives at ``<root>/.file_storage\\lifecycle.json``: a backslash is banned from keys, so
+no key reaches it and listings never show it. It is replaced whole through the root's
+descriptor (a temp file renamed over it), so a reader sees the old rules or the new,
+never half a file, and a crash leaves at most a temp file the stale-temp sweep removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+from file_storage._expiry import RuleStore
+from file_storage.backends._local_fs import O_NEW, O_READ, Root
+from file_storage.backends._local_io import in_pool, tmp_name
+from file_storage.errors import StorageError
+
+__all__ = ["LocalRules"]
+
+RULES_NAME = ".file_storage\\lifecycle.json"
+
+
+class LocalRules(RuleStore):
+    """Rules kept in the root, so they survive restarts and are shared by processes."""
+
+    def __init__(self, root: Root, durable: bool) -> None:
+        self._root = root
+        self._durable = durable
+
+    async def get(self) -> dict[str, int]:
+        return await in_pool(self._read)
+
+    async def put(self, prefix: str, days: int | None) -> None:
+        await in_pool(self._put, prefix, days)
+
+    def _read(self) -> dict[str, int]:
+        try:
+            fd = os.open(RULES_NAME, O_READ, dir_fd=self._root.fd())
+        except FileNotFoundError:
+            return {}
+        with open(fd, encoding="utf-8") as f:
+            try:
+                raw = json.load(f)
+            except ValueError:
+                raw = None
+        rules = raw.get("expiration") if isinstance(raw, dict) else None
+        if not isinstance(rules, dict):
+            raise StorageError(
+                f"the expiry rules file {RULES_NAME!r} in the storage root is damaged: "
+                "fix or remove it, then set the rules again"
+            )
+        return {
+            str(prefix): days
+            for prefix, days in rules.items()
+            if isinstance(days, int) and not isinstance(days, bool) and days > 0
+        }
+
+    def _put(self, prefix: str, days: int | None) -> None:
+        rules = self._read()
+        if days is None:
+            if prefix not in rules:
+                return
+            del rules[prefix]
+        else:
+            rules[prefix] = days
+        self._write(rules)
+
+    def _write(self, rules: dict[str, int]) -> None:
+        dir_fd = self._root.fd()
+        tmp = tmp_name(RULES_NAME)
+        out = os.open(tmp, O_NEW, 0o666, dir_fd=dir_fd)
+        try:
+            with open(out, "w", encoding="utf-8") as f:
+                json.dump({"expiration": dict(sorted(rules.items()))}, f)
+                if self._durable:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, RULES_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+        if self._durable:
+            os.fsync(dir_fd)

@@ -1,0 +1,170 @@
+"""Object events: subscribe() sees every change the backend makes, after it succeeded."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from file_storage import (
+    ObjectEvent,
+    ObjectNotFoundError,
+    StorageBackend,
+    StorageQuotaExceededError,
+)
+
+
+def recorder(backend: StorageBackend) -> list[ObjectEvent]:
+    seen: list[ObjectEvent] = []
+    backend.subscribe(seen.append)
+    return seen
+
+
+async def chunks() -> object:
+    yield b"ab"
+    yield b"cde"
+
+
+async def test_save_emits_created_with_size_and_etag(backend: StorageBackend) -> None:
+    seen = recorder(backend)
+    await backend.save("docs/a.txt", b"hello")
+    etag = (await backend.stat("docs/a.txt")).etag
+    assert seen == [ObjectEvent("created", "docs/a.txt", 5, etag)]
+
+
+async def test_streamed_save_emits_created_with_its_size(backend: StorageBackend) -> None:
+    seen = recorder(backend)
+    await backend.save("s.bin", chunks())  # type: ignore[arg-type]
+    assert [(e.type, e.key, e.size) for e in seen] == [("created", "s.bin", 5)]
+
+
+async def test_upload_file_emits_created(backend: StorageBackend, tmp_path: Path) -> None:
+    source = tmp_path / "clip.webm"
+    source.write_bytes(b"video")
+    seen = recorder(backend)
+    await backend.upload_file(source, "v/clip.webm")
+    etag = (await backend.stat("v/clip.webm")).etag
+    assert seen == [ObjectEvent("created", "v/clip.webm", 5, etag)]
+
+
+async def test_copy_emits_created_for_the_destination(backend: StorageBackend) -> None:
+    await backend.save("a.txt", b"abc")
+    seen = recorder(backend)
+    await backend.copy("a.txt", "b.txt")
+    etag = (await backend.stat("b.txt")).etag
+    assert seen == [ObjectEvent("created", "b.txt", 3, etag)]
+
+
+async def test_move_emits_created_destination_then_deleted_source(
+    backend: StorageBackend,
+) -> None:
+    await backend.save("in/a.txt", b"abc")
+    seen = recorder(backend)
+    await backend.move("in/a.txt", "done/a.txt")
+    etag = (await backend.stat("done/a.txt")).etag
+    assert seen == [
+        ObjectEvent("created", "done/a.txt", 3, etag),
+        ObjectEvent("deleted", "in/a.txt"),
+    ]
+
+
+async def test_deletes_emit_deleted_per_key(backend: StorageBackend) -> None:
+    for key in ("a.txt", "b.txt", "c.txt", "p/1.txt", "p/2.txt"):
+        await backend.save(key, b"x")
+    seen = recorder(backend)
+    await backend.delete("a.txt")
+    await backend.delete_many(["b.txt", "c.txt"])
+    assert await backend.delete_prefix("p") == 2
+    assert seen == [
+        ObjectEvent("deleted", k) for k in ("a.txt", "b.txt", "c.txt", "p/1.txt", "p/2.txt")
+    ]
+    assert await backend.list_files() == []
+
+
+async def test_failed_writes_emit_nothing(backend: StorageBackend) -> None:
+    seen = recorder(backend)
+    with pytest.raises(ObjectNotFoundError):
+        await backend.copy("missing.txt", "b.txt")
+    with pytest.raises(ObjectNotFoundError):
+        await backend.move("missing.txt", "b.txt")
+    backend.set_quota("q", 3)
+    with pytest.raises(StorageQuotaExceededError):
+        await backend.save("q/big.bin", b"too big")
+    assert seen == []
+
+
+async def test_unsubscribe_stops_the_events(backend: StorageBackend) -> None:
+    seen: list[ObjectEvent] = []
+    unsubscribe = backend.subscribe(seen.append)
+    await backend.save("a.txt", b"x")
+    unsubscribe()
+    unsubscribe()  # twice is fine
+    await backend.save("b.txt", b"x")
+    assert [e.key for e in seen] == ["a.txt"]
+
+
+async def test_failing_callback_is_logged_and_never_breaks_the_write(
+    backend: StorageBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(event: ObjectEvent) -> None:
+        raise RuntimeError("callback bug")
+
+    backend.subscribe(broken)
+    seen = recorder(backend)
+    with caplog.at_level(logging.ERROR, logger="file_storage.events"):
+        assert await backend.save("a.txt", b"x") == "a.txt"
+    assert await backend.load("a.txt") == b"x"
+    assert [e.key for e in seen] == ["a.txt"]  # the others still get it
+    assert "callback bug" in caplog.text
+    assert "'a.txt'" in caplog.text
+
+
+async def test_async_callback_runs_in_order_without_holding_the_write(
+    backend: StorageBackend,
+) -> None:
+    release = asyncio.Event()
+    seen: list[tuple[str, str]] = []
+
+    async def slow(event: ObjectEvent) -> None:
+        if not seen:
+            await release.wait()  # the first delivery blocks until the test lets it go
+        seen.append((event.type, event.key))
+
+    backend.subscribe(slow)
+    await backend.save("a.txt", b"x")  # returns although its callback is still waiting
+    await backend.delete("a.txt")
+    assert seen == []
+    release.set()
+    await backend.aclose()  # waits for the deliveries still running
+    assert seen == [("created", "a.txt"), ("deleted", "a.txt")]
+
+
+async def test_failing_async_callback_is_logged(
+    backend: StorageBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(event: ObjectEvent) -> None:
+        raise RuntimeError("async callback bug")
+
+    backend.subscribe(broken)
+    with caplog.at_level(logging.ERROR, logger="file_storage.events"):
+        await backend.save("a.txt", b"x")
+        await backend.aclose()
+    assert "async callback bug" in caplog.text
+
+
+def test_subscribe_rejects_what_is_not_callable(backend: StorageBackend) -> None:
+    with pytest.raises(TypeError):
+        backend.subscribe("not a function")  # type: ignore[arg-type]
+
+
+async def test_restore_version_emits_created(backend: StorageBackend) -> None:
+    await backend.set_versioning(True)
+    await backend.save("a.txt", b"one")
+    first = (await backend.list_versions("a.txt"))[0].version_id
+    await backend.save("a.txt", b"second")
+    seen = recorder(backend)
+    await backend.restore_version("a.txt", first)
+    etag = (await backend.stat("a.txt")).etag
+    assert seen == [ObjectEvent("created", "a.txt", 3, etag)]

@@ -1,0 +1,82 @@
+"""Expiry rules: set_expiration, get_expiration, and what purge_expired never deletes."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from file_storage import InvalidKeyError, StorageBackend
+
+
+async def test_set_expiration_is_read_back_per_folder(backend: StorageBackend) -> None:
+    assert await backend.get_expiration() == {}
+    await backend.set_expiration("sessions/recordings", 30)
+    await backend.set_expiration("temp/", 1)
+    assert await backend.get_expiration() == {"sessions/recordings/": 30, "temp/": 1}
+
+
+async def test_set_expiration_again_replaces_the_rule(backend: StorageBackend) -> None:
+    await backend.set_expiration("logs", 7)
+    await backend.set_expiration("logs/", 90)
+    assert await backend.get_expiration() == {"logs/": 90}
+
+
+async def test_set_expiration_none_removes_only_that_rule(backend: StorageBackend) -> None:
+    await backend.set_expiration("logs", 7)
+    await backend.set_expiration("temp", 1)
+    await backend.set_expiration("logs", None)
+    assert await backend.get_expiration() == {"temp/": 1}
+    await backend.set_expiration("never-set", None)  # removing a missing rule is no error
+    await backend.set_expiration("temp", None)
+    assert await backend.get_expiration() == {}
+
+
+async def test_concurrent_set_expiration_calls_lose_no_rule(backend: StorageBackend) -> None:
+    # each call reads, changes and writes the whole rule set: they must take turns
+    prefixes = [f"p{i}" for i in range(12)]
+    await asyncio.gather(*(backend.set_expiration(p, 1 + i) for i, p in enumerate(prefixes)))
+    assert await backend.get_expiration() == {f"{p}/": 1 + i for i, p in enumerate(prefixes)}
+
+
+async def test_set_expiration_on_everything(backend: StorageBackend) -> None:
+    await backend.set_expiration("", 365)
+    assert await backend.get_expiration() == {"": 365}
+
+
+@pytest.mark.parametrize("days", [0, -1, True, 1.5, "7"])
+async def test_set_expiration_rejects_bad_days(backend: StorageBackend, days: object) -> None:
+    with pytest.raises(ValueError, match="days"):
+        await backend.set_expiration("logs", days)  # type: ignore[arg-type]
+    assert await backend.get_expiration() == {}
+
+
+@pytest.mark.parametrize("prefix", ["/abs", "a//b", "../up", "a\\b"])
+async def test_set_expiration_rejects_bad_prefix(backend: StorageBackend, prefix: str) -> None:
+    with pytest.raises(InvalidKeyError) as info:
+        await backend.set_expiration(prefix, 7)
+    assert info.value.operation == "set_expiration"
+    assert await backend.get_expiration() == {}
+
+
+async def test_purge_expired_keeps_objects_younger_than_their_rule(
+    backend: StorageBackend,
+) -> None:
+    await backend.set_expiration("temp", 1)
+    await backend.save("temp/fresh.txt", b"x")
+    await backend.save("keep/other.txt", b"y")
+    assert await backend.purge_expired(now=datetime.now(UTC)) == 0
+    assert await backend.list_files() == ["keep/other.txt", "temp/fresh.txt"]
+
+
+async def test_purge_expired_rejects_a_naive_now(backend: StorageBackend) -> None:
+    with pytest.raises(ValueError, match="aware"):
+        await backend.purge_expired(now=datetime.now())  # naive: the point of the test
+
+
+async def test_expiry_rules_are_not_objects(backend: StorageBackend) -> None:
+    await backend.set_expiration("logs", 7)
+    assert await backend.list_files() == []
+    assert await backend.list_dirs() == []
+    assert await backend.get_total_size() == 0
