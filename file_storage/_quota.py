@@ -20,22 +20,30 @@ on demand and dropped when no one holds or waits for them, so the table stays as
 as the number of keys in use. Operations on one key run one after the other; different
 keys never wait on each other. With no quota set nothing is locked and nothing is
 counted. Across processes the ledger is only as fresh as the last scan (``refresh``).
+
+One backend may serve several threads, each running an event loop of its own: the key
+and scan locks are :class:`SharedLock` (usable from any loop in any thread), and every
+change of the ledger happens under one ``threading`` lock, so a check and the
+reservation it allows stay one step there too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
-from file_storage._loops import LoopLock
+from file_storage._loops import SharedLock
 from file_storage.errors import StorageQuotaExceededError
 from file_storage.models import ObjectInfo, Usage
 
 Scanner = Callable[[str], AsyncIterator[ObjectInfo]]
+
+# every read-modify-write of a ledger (used, reserved, sizes) and of a lock table
+_LEDGER = threading.RLock()
 
 
 class _Quota:
@@ -49,13 +57,17 @@ class _Quota:
         self.sizes: dict[str, int] | None = None  # None until the prefix was scanned
         self.pending: dict[str, int | None] | None = None  # changes seen during a scan
         self.scanned_at = 0.0
-        self.lock = LoopLock()  # the backend may be used from one event loop after another
+        self.lock = SharedLock()  # any event loop, one after another or in other threads
 
     def covers(self, key: str) -> bool:
         return key.startswith(self.prefix)
 
     def record(self, key: str, size: int | None) -> None:
         """Apply a committed write (``size``) or delete (``None``) of ``key``."""
+        with _LEDGER:
+            self._record(key, size)
+
+    def _record(self, key: str, size: int | None) -> None:
         if self.pending is not None:
             self.pending[key] = size
         if self.sizes is None:
@@ -76,19 +88,28 @@ class Reservation:
         self._quotas = quotas
         self.key = key
         self.operation = operation
+        with _LEDGER:
+            self._olds = self._old_sizes(quotas, key, frees)
+        self._reserved = [0] * len(quotas)
+        self._done = False
+
+    @staticmethod
+    def _old_sizes(quotas: list[_Quota], key: str, frees: str | None) -> list[int]:
         # what each quota gets back when the write lands: the old object at key, and for
         # a move the source too when the same quota covers it
-        self._olds = [
+        return [
             (q.sizes.get(key, 0) + (q.sizes.get(frees, 0) if frees and q.covers(frees) else 0))
             if q.sizes is not None
             else 0
             for q in quotas
         ]
-        self._reserved = [0] * len(quotas)
-        self._done = False
 
     def grow_to(self, total: int, requested: int | None = None) -> None:
         """Hold enough for a write of ``total`` bytes, or raise without holding more."""
+        with _LEDGER:
+            self._grow_to(total, requested)
+
+    def _grow_to(self, total: int, requested: int | None) -> None:
         extras = []
         for q, old, held in zip(self._quotas, self._olds, self._reserved, strict=True):
             extra = max(0, total - old) - held
@@ -108,25 +129,27 @@ class Reservation:
                 self._reserved[i] += extra
 
     def release(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        for q, held in zip(self._quotas, self._reserved, strict=True):
-            q.reserved -= held
+        with _LEDGER:
+            if self._done:
+                return
+            self._done = True
+            for q, held in zip(self._quotas, self._reserved, strict=True):
+                q.reserved -= held
 
     def commit(self, size: int) -> None:
-        if self._done:
-            return
-        self.release()
-        for q in self._quotas:
-            q.record(self.key, size)
+        with _LEDGER:
+            if self._done:
+                return
+            self.release()
+            for q in self._quotas:
+                q.record(self.key, size)
 
 
 class _KeyLock:
     __slots__ = ("lock", "users")
 
     def __init__(self) -> None:
-        self.lock = asyncio.Lock()
+        self.lock = SharedLock()
         self.users = 0  # holders and waiters: the lock is dropped when none are left
 
 
@@ -139,12 +162,13 @@ class _Held:
         self._locks = locks
         self._entries: list[tuple[str, _KeyLock]] = []
         self._held = 0
-        for key in keys:
-            entry = locks.get(key)
-            if entry is None:
-                entry = locks[key] = _KeyLock()
-            entry.users += 1
-            self._entries.append((key, entry))
+        with _LEDGER:
+            for key in keys:
+                entry = locks.get(key)
+                if entry is None:
+                    entry = locks[key] = _KeyLock()
+                entry.users += 1
+                self._entries.append((key, entry))
 
     async def __aenter__(self) -> None:
         try:
@@ -164,14 +188,15 @@ class _Held:
         self._unlock()
 
     def _unlock(self) -> None:
-        for i, (key, entry) in enumerate(self._entries):
-            if i < self._held:
-                entry.lock.release()
-            entry.users -= 1
-            if not entry.users:
-                del self._locks[key]
-        self._entries = []
-        self._held = 0
+        with _LEDGER:
+            for i, (key, entry) in enumerate(self._entries):
+                if i < self._held:
+                    entry.lock.release()
+                entry.users -= 1
+                if not entry.users:
+                    del self._locks[key]
+            self._entries = []
+            self._held = 0
 
 
 _NOT_LOCKED: AbstractAsyncContextManager[None] = contextlib.nullcontext()
@@ -238,22 +263,25 @@ class QuotaManager:
         async with q.lock:
             if not force and not self._stale(q):
                 return
-            q.pending = {}
+            with _LEDGER:
+                q.pending = {}
             try:
                 sizes: dict[str, int] = {}
                 async for info in self._scan(q.prefix):
                     sizes[info.key] = info.size
-                # writes and deletes that committed while we listed win over the listing
-                for key, size in q.pending.items():
-                    if size is None:
-                        sizes.pop(key, None)
-                    else:
-                        sizes[key] = size
+                with _LEDGER:
+                    # writes and deletes that committed while we listed win over the listing
+                    for key, size in q.pending.items():
+                        if size is None:
+                            sizes.pop(key, None)
+                        else:
+                            sizes[key] = size
+                    q.sizes = sizes
+                    q.used = sum(sizes.values())
+                    q.scanned_at = time.monotonic()
             finally:
-                q.pending = None
-            q.sizes = sizes
-            q.used = sum(sizes.values())
-            q.scanned_at = time.monotonic()
+                with _LEDGER:
+                    q.pending = None
 
     async def reserve(
         self,
