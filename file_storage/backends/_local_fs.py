@@ -183,7 +183,9 @@ def open_dir(
             cur = nxt
             where.append(name)
         if cur == base:
-            cur = os.dup(base)
+            # a new open, not a dup: a dup shares the read position, and two scans of
+            # the root at once (listings, the temp-file sweep) would end each other early
+            cur = os.open(".", O_DIR, dir_fd=base)
         return cur, where
     except BaseException:
         if cur != base:

@@ -3,6 +3,7 @@ renaming entries under the root, or a hostile caller, could still do."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -81,3 +82,23 @@ async def test_local_copy_without_proc_hands_a_private_copy(
         assert path.read_bytes() == b"inside"
         assert not path.is_symlink()
     assert not path.exists()
+
+
+async def test_listings_of_the_root_during_the_first_use_sweep_see_every_object(
+    tmp_path: Path,
+) -> None:
+    # each scan reads the root folder through its own descriptor: a dup of the root's
+    # shares the read position, so a listing running beside the temp-file sweep that the
+    # first use starts (or beside another listing) ended early, empty
+    keys = sorted(f"f{i:03}.txt" for i in range(60))
+    root = tmp_path / "root"
+    root.mkdir()
+    for key in keys:
+        (root / key).write_bytes(b"x")
+    for _ in range(30):
+        backend = LocalStorageBackend(root)  # a new process's first use: a sweep starts
+        try:
+            listings = await asyncio.gather(*(backend.list_files() for _ in range(3)))
+            assert listings == [keys] * 3
+        finally:
+            await backend.aclose()
