@@ -11,11 +11,13 @@ generator before closing the loop, and :class:`ShutdownHook` is one.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
-__all__ = ["LoopLock", "ShutdownHook"]
+__all__ = ["LoopLock", "SharedLock", "ShutdownHook"]
 
 logger = logging.getLogger("file_storage")
 
@@ -88,3 +90,72 @@ class LoopLock:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._locks[asyncio.get_running_loop()].release()
+
+
+class _Waiter:
+    __slots__ = ("future", "granted", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.granted = False
+
+    def wake(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+class SharedLock:
+    """A lock for coroutines of any event loop in any thread, granted first come first served.
+
+    One backend may serve several threads, each running its own loop (the process-wide
+    backend in a threaded worker). An ``asyncio.Lock`` binds to the loop of its first
+    wait and wakes waiters without ``call_soon_threadsafe``, so there it raises or loses
+    a wake-up; this one hands the lock over to the next waiter's own loop.
+    """
+
+    __slots__ = ("_held", "_mutex", "_waiters")
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: collections.deque[_Waiter] = collections.deque()
+
+    def locked(self) -> bool:
+        return self._held
+
+    async def acquire(self) -> None:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return
+            waiter = _Waiter(asyncio.get_running_loop())
+            self._waiters.append(waiter)
+        try:
+            await waiter.future
+        except BaseException:
+            with self._mutex:
+                owned = waiter.granted
+                if not owned:
+                    self._waiters.remove(waiter)
+            if owned:  # handed over as the caller was cancelled: pass it on
+                self.release()
+            raise
+
+    def release(self) -> None:
+        with self._mutex:
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                waiter.granted = True  # it owns the lock from here, woken or not
+                try:
+                    waiter.loop.call_soon_threadsafe(waiter.wake)
+                except RuntimeError:  # its loop is closed: nobody waits there any more
+                    continue
+                return
+            self._held = False
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()

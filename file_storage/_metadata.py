@@ -20,7 +20,13 @@ from collections.abc import Mapping
 
 from file_storage.errors import InvalidMetadataError
 
-__all__ = ["MAX_METADATA_BYTES", "decode_value", "encode_value", "normalize_metadata"]
+__all__ = [
+    "MAX_METADATA_BYTES",
+    "check_content_type",
+    "decode_value",
+    "encode_value",
+    "normalize_metadata",
+]
 
 # "Within the PUT request header, the user-defined metadata is limited to 2 KB in size",
 # the sum of the UTF-8 bytes of each key and value (AWS, "Working with object metadata")
@@ -80,6 +86,28 @@ def normalize_metadata(
             "(names plus values; non-ASCII values count RFC 2047 encoded)"
         )
     return out
+
+
+def check_content_type(content_type: str, operation: str = "", key: str | None = None) -> str:
+    """Return ``content_type`` when it can travel as an HTTP header value as it is.
+
+    S3 stores it as the ``Content-Type`` header and ``storage_response`` sends it back:
+    a CR or LF would split that response (or fail it), so it is refused before any I/O.
+
+    Raises:
+        TypeError: not a ``str``.
+        InvalidMetadataError: not printable ASCII, or blank at either end.
+    """
+    if not isinstance(content_type, str):
+        raise TypeError("content_type must be a str")
+    if not _PLAIN.fullmatch(content_type) or not content_type:
+        raise InvalidMetadataError(
+            "content type is not a header value: use printable ASCII, no line breaks, "
+            "nothing blank at either end",
+            operation=operation,
+            key=key,
+        )
+    return content_type
 
 
 def encode_value(value: str) -> str:

@@ -28,18 +28,23 @@ its commit moves the old size into the key's ``kept`` bytes instead of dropping 
 delete does the same. The scanner reports prior versions as ``<key>\\<version id>``
 (a backslash: never a key), which count as ``kept`` bytes of ``<key>``, so prefix quotas
 count every version. ``set_kept`` re-learns a key's prior versions after a purge.
+
+One backend may serve several threads, each running an event loop of its own: the key
+and scan locks are :class:`SharedLock` (usable from any loop in any thread), and every
+change of the ledger happens under one ``threading`` lock, so a check and the
+reservation it allows stay one step there too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
-from file_storage._loops import LoopLock
+from file_storage._loops import SharedLock
 from file_storage.errors import StorageQuotaExceededError
 from file_storage.models import ObjectInfo, Usage
 
@@ -53,6 +58,10 @@ def _version_of(name: str) -> str | None:
     """The key a scanned name is a prior version of, else ``None``."""
     key, sep, _ = name.partition(VERSION_SEP)
     return key if sep and key else None
+
+
+# every read-modify-write of a ledger (used, reserved, sizes) and of a lock table
+_LEDGER = threading.RLock()
 
 
 class _Quota:
@@ -79,13 +88,17 @@ class _Quota:
         self.kept: dict[str, int] = {}  # key -> bytes of its prior versions
         self.pending_kept: dict[str, int] | None = None  # kept bytes moved during a scan
         self.scanned_at = 0.0
-        self.lock = LoopLock()  # the backend may be used from one event loop after another
+        self.lock = SharedLock()  # any event loop, one after another or in other threads
 
     def covers(self, key: str) -> bool:
         return key.startswith(self.prefix)
 
     def record(self, key: str, size: int | None) -> None:
         """Apply a committed write (``size``) or delete (``None``) of ``key``."""
+        with _LEDGER:
+            self._record(key, size)
+
+    def _record(self, key: str, size: int | None) -> None:
         if self.pending is not None:
             self.pending[key] = size
         if self.sizes is None:
@@ -98,6 +111,10 @@ class _Quota:
 
     def keep(self, key: str) -> None:
         """The object at ``key`` becomes a prior version: its bytes stay counted."""
+        with _LEDGER:
+            self._keep(key)
+
+    def _keep(self, key: str) -> None:
         if self.pending is not None:
             old = self.pending.get(key, self.sizes.get(key, 0) if self.sizes else 0)
             if old and self.pending_kept is not None:
@@ -110,6 +127,10 @@ class _Quota:
 
     def set_kept(self, key: str, total: int) -> None:
         """``key``'s prior versions now hold ``total`` bytes (after a purge)."""
+        with _LEDGER:
+            self._set_kept(key, total)
+
+    def _set_kept(self, key: str, total: int) -> None:
         if self.pending_kept is not None:
             self.pending_kept.pop(key, None)
         if self.sizes is None:
@@ -137,19 +158,28 @@ class Reservation:
         self.key = key
         self.operation = operation
         self._keeps = keeps
+        with _LEDGER:
+            self._olds = self._old_sizes(quotas, key, frees, keeps)
+        self._reserved = [0] * len(quotas)
+        self._done = False
+
+    @staticmethod
+    def _old_sizes(quotas: list[_Quota], key: str, frees: str | None, keeps: bool) -> list[int]:
         # what each quota gets back when the write lands: the old object at key, and for
         # a move the source too when the same quota covers it
-        self._olds = [
+        return [
             (q.sizes.get(key, 0) + (q.sizes.get(frees, 0) if frees and q.covers(frees) else 0))
             if q.sizes is not None and not keeps  # versioned: the old bytes stay stored
             else 0
             for q in quotas
         ]
-        self._reserved = [0] * len(quotas)
-        self._done = False
 
     async def grow_to(self, total: int, requested: int | None = None) -> None:
         """Hold enough for a write of ``total`` bytes, or raise without holding more."""
+        with _LEDGER:
+            self._grow_to(total, requested)
+
+    def _grow_to(self, total: int, requested: int | None) -> None:
         extras = []
         for q, old, held in zip(self._quotas, self._olds, self._reserved, strict=True):
             extra = max(0, total - old) - held
@@ -172,27 +202,29 @@ class Reservation:
         self._release()
 
     def _release(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        for q, held in zip(self._quotas, self._reserved, strict=True):
-            q.reserved -= held
+        with _LEDGER:
+            if self._done:
+                return
+            self._done = True
+            for q, held in zip(self._quotas, self._reserved, strict=True):
+                q.reserved -= held
 
     async def commit(self, size: int) -> None:
-        if self._done:
-            return
-        self._release()
-        for q in self._quotas:
-            if self._keeps:
-                q.keep(self.key)
-            q.record(self.key, size)
+        with _LEDGER:
+            if self._done:
+                return
+            self._release()
+            for q in self._quotas:
+                if self._keeps:
+                    q.keep(self.key)
+                q.record(self.key, size)
 
 
 class _KeyLock:
     __slots__ = ("lock", "users")
 
     def __init__(self) -> None:
-        self.lock = asyncio.Lock()
+        self.lock = SharedLock()
         self.users = 0  # holders and waiters: the lock is dropped when none are left
 
 
@@ -205,12 +237,13 @@ class _Held:
         self._locks = locks
         self._entries: list[tuple[str, _KeyLock]] = []
         self._held = 0
-        for key in keys:
-            entry = locks.get(key)
-            if entry is None:
-                entry = locks[key] = _KeyLock()
-            entry.users += 1
-            self._entries.append((key, entry))
+        with _LEDGER:
+            for key in keys:
+                entry = locks.get(key)
+                if entry is None:
+                    entry = locks[key] = _KeyLock()
+                entry.users += 1
+                self._entries.append((key, entry))
 
     async def __aenter__(self) -> None:
         try:
@@ -230,14 +263,15 @@ class _Held:
         self._unlock()
 
     def _unlock(self) -> None:
-        for i, (key, entry) in enumerate(self._entries):
-            if i < self._held:
-                entry.lock.release()
-            entry.users -= 1
-            if not entry.users:
-                del self._locks[key]
-        self._entries = []
-        self._held = 0
+        with _LEDGER:
+            for i, (key, entry) in enumerate(self._entries):
+                if i < self._held:
+                    entry.lock.release()
+                entry.users -= 1
+                if not entry.users:
+                    del self._locks[key]
+            self._entries = []
+            self._held = 0
 
 
 _NOT_LOCKED: AbstractAsyncContextManager[None] = contextlib.nullcontext()
@@ -314,8 +348,9 @@ class QuotaManager:
                 return
             if self._probe is not None:
                 self.versioning = await self._probe()
-            q.pending = {}
-            q.pending_kept = {}
+            with _LEDGER:
+                q.pending = {}
+                q.pending_kept = {}
             try:
                 sizes: dict[str, int] = {}
                 kept: dict[str, int] = {}
@@ -324,23 +359,25 @@ class QuotaManager:
                         kept[versioned] = kept.get(versioned, 0) + info.size
                     else:
                         sizes[info.key] = info.size
-                # writes and deletes that committed while we listed win over the listing
-                for key, size in q.pending.items():
-                    if size is None:
-                        sizes.pop(key, None)
-                    else:
-                        sizes[key] = size
-                # (a version kept meanwhile may be counted twice until the next scan:
-                # too much, never too little)
-                for key, extra in q.pending_kept.items():
-                    kept[key] = kept.get(key, 0) + extra
+                with _LEDGER:
+                    # writes and deletes that committed while we listed win over the listing
+                    for key, size in q.pending.items():
+                        if size is None:
+                            sizes.pop(key, None)
+                        else:
+                            sizes[key] = size
+                    # (a version kept meanwhile may be counted twice until the next scan:
+                    # too much, never too little)
+                    for key, extra in (q.pending_kept or {}).items():
+                        kept[key] = kept.get(key, 0) + extra
+                    q.sizes = sizes
+                    q.kept = kept
+                    q.used = sum(sizes.values()) + sum(kept.values())
+                    q.scanned_at = time.monotonic()
             finally:
-                q.pending = None
-                q.pending_kept = None
-            q.sizes = sizes
-            q.kept = kept
-            q.used = sum(sizes.values()) + sum(kept.values())
-            q.scanned_at = time.monotonic()
+                with _LEDGER:
+                    q.pending = None
+                    q.pending_kept = None
 
     async def reserve(
         self,
@@ -381,10 +418,11 @@ class QuotaManager:
     async def forget(self, key: str) -> None:
         """``key`` was deleted (on a versioned backend: it became a prior version); a
         coroutine, as a shared ledger is remote."""
-        for q in self._covering(key):
-            if self.keeps:
-                q.keep(key)
-            q.record(key, None)
+        with _LEDGER:
+            for q in self._covering(key):
+                if self.keeps:
+                    q.keep(key)
+                q.record(key, None)
 
     def drop(self, key: str) -> None:
         """``key``'s object is gone for good (a purge deleted even the latest version)."""

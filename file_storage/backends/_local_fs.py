@@ -183,8 +183,8 @@ def open_dir(
             cur = nxt
             where.append(name)
         if cur == base:
-            # a new open of the root, not a dup: dups share one directory offset, so two
-            # threads listing the root through dups would each miss part of it
+            # a new open, not a dup: a dup shares the read position, and two scans of
+            # the root at once (listings, the temp-file sweep) would end each other early
             cur = os.open(".", O_DIR, dir_fd=base)
         return cur, where
     except BaseException:

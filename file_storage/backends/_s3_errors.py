@@ -174,6 +174,10 @@ def map_s3_error(exc: BaseException, *, bucket: str) -> StorageError | None:
     aiohttp = sys.modules.get("aiohttp")
     if aiohttp is not None and isinstance(exc, aiohttp.ClientError):
         return StorageUnavailableError(f"S3 connection failed ({type(exc).__name__})")
+    if aiohttp is not None and type(exc) is RuntimeError and str(exc) == "Connection closed.":
+        # aiohttp's StreamReader: the connection closed under a body being read (the
+        # client closed by aclose meanwhile, or the server gone)
+        return StorageUnavailableError("S3 connection closed while reading the body")
     if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is TimeoutError since 3.11
         return StorageUnavailableError(f"S3 timed out ({type(exc).__name__})")
     if isinstance(exc, ConnectionError):

@@ -21,6 +21,7 @@ import aiofiles
 import aiofiles.os
 
 from file_storage._keys import KeyLike
+from file_storage._metadata import check_content_type
 from file_storage._streams import Progress
 from file_storage.backends._core import (
     MAX_PRESIGN_SECONDS,
@@ -139,6 +140,8 @@ class Transfers(Writes, Reads):
         """
         key = self._key(path, "staged_upload")
         meta = normalize_metadata(metadata, "staged_upload", key)
+        if content_type:  # refused before the caller writes anything
+            check_content_type(content_type, "staged_upload", key)
         tmpdir = await asyncio.to_thread(tempfile.mkdtemp, prefix="file_storage-")
         try:
             local = Path(tmpdir) / (key.rsplit("/", 1)[-1])

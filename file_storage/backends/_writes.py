@@ -21,6 +21,7 @@ import aiofiles.os
 
 from file_storage import _batch
 from file_storage._keys import KeyLike
+from file_storage._metadata import check_content_type
 from file_storage._mime import guess_content_type
 from file_storage._quota import Reservation
 from file_storage._streams import Progress
@@ -75,7 +76,7 @@ class Writes(BackendCore):
             is a folder or under an object, or I/O failed.
         """
         key = self._key(path, "save")
-        ctype = content_type or guess_content_type(key)
+        ctype = check_content_type(content_type or guess_content_type(key), "save", key)
         meta = normalize_metadata(metadata, "save", key)
         if isinstance(content, bytes | bytearray | memoryview):
             data = bytes(content)
@@ -142,7 +143,7 @@ class Writes(BackendCore):
             ObjectNotFoundError: ``local_path`` does not exist. Otherwise as :meth:`save`.
         """
         key = self._key(path, "upload_file")
-        ctype = content_type or guess_content_type(key)
+        ctype = check_content_type(content_type or guess_content_type(key), "upload_file", key)
         meta = normalize_metadata(metadata, "upload_file", key)
         source = Path(local_path)
         with self._translate("upload_file", key) as call:

@@ -27,6 +27,7 @@ import errno
 import logging
 import os
 import posixpath
+import shutil
 import stat as stat_mod
 import tempfile
 import time
@@ -659,13 +660,21 @@ class LocalStorageBackend(LocalVersions):
 
     @contextlib.asynccontextmanager
     async def _local_copy(self, key: str) -> AsyncIterator[Path]:
-        # the object is already a local file: hand it over without copying (read-only)
-        def locate() -> Path:
-            found = open_object(self._dir, key)
+        # Never a path under the root: the tool opens it later, when someone renaming
+        # folders there may have swapped one for a link out. The file this call opened is
+        # handed instead, through a private folder: a link to its descriptor where /proc
+        # has one (no copy, and that version even if the key is replaced), else a copy.
+        found = await in_pool(open_object, self._dir, key, cleanup=Found.close)
+        try:
+            tmpdir = await asyncio.to_thread(tempfile.mkdtemp, prefix="file_storage-")
+            try:
+                local = Path(tmpdir, key.rsplit("/", 1)[-1])
+                await asyncio.to_thread(_hand_over, found.fd, local)
+                yield local
+            finally:
+                await asyncio.to_thread(shutil.rmtree, tmpdir, True)
+        finally:
             found.close()
-            return Path(self._dir.real(), *found.where, found.name)
-
-        yield await asyncio.to_thread(locate)
 
     async def _check(self) -> None:
         await asyncio.to_thread(_check_root, self._root)
@@ -689,6 +698,19 @@ class LocalStorageBackend(LocalVersions):
             # the sweep walks from the root descriptor: it may not outlive it
             await asyncio.wrap_future(sweeping)
         self._dir.close()
+
+
+def _hand_over(fd: int, local: Path) -> None:
+    """Make ``local`` name the file open at ``fd``, for another process too."""
+    by_fd = f"/proc/{os.getpid()}/fd/{fd}"
+    if os.path.exists(by_fd):  # Linux: opening the link opens that very file
+        os.symlink(by_fd, local)
+        return
+    out = os.open(local, O_NEW, 0o600)
+    try:
+        copy_fd(fd, out, Gate())
+    finally:
+        os.close(out)
 
 
 def _check_root(root: Path) -> None:
