@@ -143,10 +143,6 @@ def test_types_resolve_from_the_wheel_under_mypy_strict(
     assert 'Incompatible types in assignment (expression has type "int"' in bad.stdout
 
 
-@pytest.mark.skipif(
-    "file-storage" not in PYPROJECT["project"].get("scripts", {}),
-    reason="no file-storage console script yet (the CLI of the cli extra is not merged)",
-)
 def test_console_script_runs(installed: Installed, tmp_path: Path) -> None:
     result = _run(installed.scripts / "file-storage", "--help", cwd=tmp_path)
     assert "usage" in result.stdout.lower()
