@@ -23,13 +23,14 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 from file_storage.factory import close_storage_backend, create_storage_backend, get_storage_backend
-from file_storage.models import ObjectInfo, Usage
+from file_storage.models import ListPage, ObjectInfo, PresignedPost, Usage
 from file_storage.path_builder import StoragePathBuilder
 from file_storage.settings import StorageSettings
 
 __all__ = [
     "InvalidKeyError",
     "InvalidMetadataError",
+    "ListPage",
     "LocalStorageBackend",
     "MemoryStorageBackend",
     "MigrationReport",
@@ -37,6 +38,7 @@ __all__ = [
     "ObjectInfo",
     "ObjectNotFoundError",
     "PreconditionFailedError",
+    "PresignedPost",
     "S3StorageBackend",
     "StorageBackend",
     "StorageConfigError",

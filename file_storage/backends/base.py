@@ -13,6 +13,8 @@ from file_storage._streams import Progress
 from file_storage.backends._core import (
     Content,
 )
+from file_storage.backends._listing import Listings
+from file_storage.backends._posts import Posts
 from file_storage.backends._quotas import Quotas
 from file_storage.backends._transfers import Transfers
 from file_storage.errors import (
@@ -49,7 +51,7 @@ __all__ = [
 ]
 
 
-class StorageBackend(Transfers, Quotas):
+class StorageBackend(Transfers, Quotas, Listings, Posts):
     """Where an application keeps its files: the same API on local disk, S3 and memory.
 
     Args:
