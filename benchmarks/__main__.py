@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import local, migrate, plots, quota, report, s3_large, s3_small
+from benchmarks import local, migrate, pages, plots, quota, report, s3_large, s3_small
 from benchmarks._common import FULL, QUICK, MotoServer, Row, Scale, log
 
 RESULTS = Path(__file__).parent / "results"
@@ -38,6 +38,7 @@ SECTIONS: dict[str, Section] = {
     "quota": lambda m, s, d: asyncio.run(quota.run_quota(s, d)),
     "import": lambda m, s, d: quota.run_import(s),
     "migrate": migrate.run_migrate,
+    "pages": lambda m, s, d: asyncio.run(pages.run_pages(m, s, d)),
 }
 
 
