@@ -183,7 +183,9 @@ def open_dir(
             cur = nxt
             where.append(name)
         if cur == base:
-            cur = os.dup(base)
+            # a fresh open, not os.dup: a dup shares the directory read position, so two
+            # threads listing the root at once would steal each other's entries
+            cur = os.open(".", O_DIR, dir_fd=base)
         return cur, where
     except BaseException:
         if cur != base:
