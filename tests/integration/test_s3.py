@@ -150,7 +150,7 @@ async def test_example_knows_its_cors_rule_in_another_shape(
     rule = {
         "ID": "from-the-console",
         "AllowedOrigins": ["http://127.0.0.1:8000"],
-        "AllowedMethods": ["PUT", "HEAD", "GET"],
+        "AllowedMethods": ["PUT", "POST", "HEAD", "GET"],
         "AllowedHeaders": ["*"],
     }
     try:
