@@ -20,7 +20,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import local, migrate, plots, quota, quota_redis, report, s3_large, s3_small
+from benchmarks import (
+    local,
+    migrate,
+    pages,
+    plots,
+    quota,
+    quota_redis,
+    report,
+    s3_large,
+    s3_small,
+)
 from benchmarks._common import FULL, QUICK, MotoServer, Row, Scale, log
 
 RESULTS = Path(__file__).parent / "results"
@@ -39,6 +49,7 @@ SECTIONS: dict[str, Section] = {
     "quota-redis": quota_redis.run_shared_quota,
     "import": lambda m, s, d: quota.run_import(s),
     "migrate": migrate.run_migrate,
+    "pages": lambda m, s, d: asyncio.run(pages.run_pages(m, s, d)),
 }
 
 

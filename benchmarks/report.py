@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks import local, migrate, quota, quota_redis, s3_large, s3_small
+from benchmarks import local, migrate, pages, quota, quota_redis, s3_large, s3_small
 from benchmarks import s3_clients as sc
 from benchmarks._common import MIB, Row
 
@@ -281,8 +281,31 @@ def targets(rows: list[Row]) -> list[Target]:
             "local large file >= 0.8 x sync 1 MiB chunks",
             _check(rows, local.LARGE_SECTION, local_large, _mbs, lambda v: v >= 0.8),
         ),
+        (
+            "list_page at depth N/2 <= 3 x the first page",
+            _check(
+                rows,
+                pages.SECTION,
+                [(w, pages.DEEP, pages.FIRST) for w in _workloads(rows, pages.SECTION)],
+                lambda deep, first: deep.seconds / first.seconds,
+                lambda v: v <= 3,
+            ),
+        ),
     ]
     return [Target(name, measured, met) for name, (measured, met) in checks]
+
+
+def _pages_table(rows: list[Row]) -> list[str]:
+    lines = []
+    for workload in _workloads(rows, pages.SECTION):
+        first = _find(rows, pages.SECTION, workload, pages.FIRST)
+        deep = _find(rows, pages.SECTION, workload, pages.DEEP)
+        if first is None or deep is None:
+            continue
+        ratio = deep.seconds / first.seconds if first.seconds else float("nan")
+        cells = [f"{first.seconds * 1e3:.1f}", f"{deep.seconds * 1e3:.1f}", f"{ratio:.2f}"]
+        lines.append([workload, *cells])
+    return _table(["workload", "first page (ms)", "page at depth N/2 (ms)", "ratio"], lines)
 
 
 def render(rows: list[Row], env: dict[str, str], scale: str, seconds: float) -> str:
@@ -324,6 +347,9 @@ def render(rows: list[Row], env: dict[str, str], scale: str, seconds: float) -> 
             f"`import file_storage`: {row.seconds * 1e3:.0f} ms above the bare interpreter "
             f"({row.extra['interpreter_s'] * 1e3:.0f} ms), {row.workload}; {row.note}."
         )
+    if any(r.section == pages.SECTION for r in rows):
+        lines += ["", f"## {pages.SECTION}", "", "Best of 5 runs.", ""]
+        lines += _pages_table(rows)
     if any(r.section == migrate.SECTION for r in rows):
         lines += [
             "",

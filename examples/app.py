@@ -1,4 +1,5 @@
-"""The example service: uploads, listing, ranged downloads and browser uploads by presigned PUT.
+"""The example service: uploads, paged listing, ranged downloads, and browser uploads
+straight to storage by presigned PUT or by a size-capped form POST.
 
 Run it with ``make run`` (``uvicorn examples.app:app --host 127.0.0.1 --port 8000``) and
 open http://127.0.0.1:8000. It stores in ``./storage`` unless ``STORAGE_*`` says otherwise,
@@ -6,7 +7,8 @@ and runs unchanged on S3 (``STORAGE_TYPE=S3``, see docs/fastapi.md).
 
 Environment, besides ``STORAGE_*``:
 
-- ``EXAMPLE_MAX_UPLOAD_BYTES``: the largest upload through ``POST /api/files`` (100 MiB).
+- ``EXAMPLE_MAX_UPLOAD_BYTES``: the largest upload through ``POST /api/files`` or a form
+  from ``POST /api/presign-post`` (100 MiB).
 - ``EXAMPLE_SET_BUCKET_CORS=1``: on S3, add the CORS rule browsers need for presigned PUTs
   to the bucket at start-up, for the origins in ``EXAMPLE_CORS_ORIGINS`` (comma-separated,
   ``http://127.0.0.1:8000,http://localhost:8000`` by default).
@@ -20,10 +22,10 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
-from fastapi import FastAPI, HTTPException, Request, Response, UploadFile
+from fastapi import FastAPI, HTTPException, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
@@ -75,7 +77,7 @@ def signed_url_prefix(settings: StorageSettings) -> str:
 
 
 async def add_bucket_cors(settings: StorageSettings, origins: list[str]) -> None:
-    """Add a CORS rule letting ``origins`` GET and PUT objects with presigned URLs.
+    """Add a CORS rule letting ``origins`` GET, PUT and POST objects with presigned URLs.
 
     Rules already on the bucket are kept; the rule is added once. Uses plain aioboto3
     with the same settings as the backend (this is bucket administration, not storage).
@@ -85,7 +87,7 @@ async def add_bucket_cors(settings: StorageSettings, origins: list[str]) -> None
     s3 = settings.s3
     rule = {
         "AllowedOrigins": origins,
-        "AllowedMethods": ["GET", "HEAD", "PUT"],
+        "AllowedMethods": ["GET", "HEAD", "PUT", "POST"],
         "AllowedHeaders": ["*"],
         "ExposeHeaders": ["ETag"],
         "MaxAgeSeconds": 3000,
@@ -134,11 +136,23 @@ class PresignedUpload(BaseModel):
     expires_in: int
 
 
+class PresignedForm(BaseModel):
+    key: str
+    url: str
+    fields: dict[str, str]
+    max_bytes: int
+
+
 class StoredFile(BaseModel):
     key: str
     size: int
     last_modified: str
     url: str
+
+
+class FilePage(BaseModel):
+    files: list[StoredFile]
+    next_start_after: str | None
 
 
 def _own_key(key: str) -> str:
@@ -172,16 +186,23 @@ def create_app() -> FastAPI:
         return FileResponse(INDEX_HTML, media_type="text/html")
 
     @app.get("/api/files")
-    async def list_files(storage: StorageDep) -> list[StoredFile]:
-        return [
+    async def list_files(
+        storage: StorageDep,
+        start_after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> FilePage:
+        # the cursor is a key: a bad one is an InvalidKeyError, answered 400
+        page = await storage.list_page(UPLOADS, limit=limit, start_after=start_after or None)
+        files = [
             StoredFile(
                 key=info.key,
                 size=info.size,
                 last_modified=info.last_modified.isoformat(),
                 url="/api/files/" + quote(info.key),
             )
-            async for info in storage.iter_files(UPLOADS)
+            for info in page.files
         ]
+        return FilePage(files=files, next_start_after=page.next_start_after)
 
     @app.post("/api/files", status_code=201)
     async def upload(file: UploadFile, storage: StorageDep) -> dict[str, str]:
@@ -204,6 +225,16 @@ def create_app() -> FastAPI:
         key = paths.unique(UPLOADS, body.filename)
         url = await storage.get_presigned_url(key, expires_in=PRESIGN_SECONDS, method="PUT")
         return PresignedUpload(key=key, url=url, expires_in=PRESIGN_SECONDS)
+
+    @app.post("/api/presign-post")
+    async def presign_post(body: PresignRequest, storage: StorageDep) -> PresignedForm:
+        """A form upload capped at EXAMPLE_MAX_UPLOAD_BYTES (and the quota left): the
+        store refuses a larger file, whatever the browser claims."""
+        key = paths.unique(UPLOADS, body.filename)
+        post = await storage.get_presigned_post(
+            key, expires_in=PRESIGN_SECONDS, max_bytes=max_upload
+        )
+        return PresignedForm(key=key, url=post.url, fields=post.fields, max_bytes=max_upload)
 
     return app
 

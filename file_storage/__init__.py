@@ -24,13 +24,21 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 from file_storage.factory import close_storage_backend, create_storage_backend, get_storage_backend
-from file_storage.models import ObjectEvent, ObjectInfo, ObjectVersion, Usage
+from file_storage.models import (
+    ListPage,
+    ObjectEvent,
+    ObjectInfo,
+    ObjectVersion,
+    PresignedPost,
+    Usage,
+)
 from file_storage.path_builder import StoragePathBuilder
 from file_storage.settings import StorageSettings
 
 __all__ = [
     "InvalidKeyError",
     "InvalidMetadataError",
+    "ListPage",
     "LocalStorageBackend",
     "MemoryStorageBackend",
     "MigrationReport",
@@ -40,6 +48,7 @@ __all__ = [
     "ObjectNotFoundError",
     "ObjectVersion",
     "PreconditionFailedError",
+    "PresignedPost",
     "S3StorageBackend",
     "StorageBackend",
     "StorageConfigError",

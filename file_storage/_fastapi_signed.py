@@ -1,4 +1,5 @@
-"""The router that answers the local backend's presigned URLs (GET, HEAD, PUT)."""
+"""The router that answers the local backend's presigned URLs (GET, HEAD, PUT) and form
+uploads (POST, see ``_fastapi_post``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from file_storage._fastapi_errors import error_response
+from file_storage._fastapi_post import receive_post
 from file_storage._fastapi_response import quote_etag, storage_response
 from file_storage._keys import validate_key
 from file_storage._signing import check
@@ -25,7 +27,7 @@ logger = logging.getLogger("file_storage.fastapi")
 
 BackendProvider = Callable[..., StorageBackend | Awaitable[StorageBackend]]
 
-_METHODS = ("GET", "HEAD", "PUT")
+_METHODS = ("GET", "HEAD", "PUT", "POST")
 _EXPOSED = "ETag, Content-Length, Content-Range, Accept-Ranges, Last-Modified"
 
 
@@ -144,6 +146,13 @@ def build_signed_url_router(
         except ClientDisconnect:
             logger.info("PUT %r: the client left before sending the whole body", key)
             return Response(status_code=400)
+        return cors(request, response)
+
+    @router.post("/{key:path}", include_in_schema=False)
+    async def post_object(
+        key: str, request: Request, backend: StorageBackend = backend_dep
+    ) -> Response:
+        response = await receive_post(backend, key, request, _signing_secret(backend))
         return cors(request, response)
 
     if origins:

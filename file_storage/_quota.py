@@ -329,6 +329,10 @@ class QuotaManager:
             for q in self._quotas.values()
         )
 
+    def covering(self, key: str) -> list[str]:
+        """The prefixes of the quotas that cover ``key``."""
+        return [q.prefix for q in self._covering(key)]
+
     def _covering(self, key: str) -> list[_Quota]:
         return [q for q in self._quotas.values() if q.covers(key)]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-__all__ = ["ObjectEvent", "ObjectInfo", "ObjectVersion", "Usage"]
+__all__ = ["ListPage", "ObjectEvent", "ObjectInfo", "ObjectVersion", "PresignedPost", "Usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +76,34 @@ class ObjectEvent:
     key: str
     size: int | None = None
     etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    """One page of a listing, for a web API (see :meth:`StorageBackend.list_page`).
+
+    Attributes:
+        files: the objects of the page, sorted by key.
+        dirs: with ``recursive=False``, the immediate sub-folders of the page as keys (no
+            trailing ``/``), sorted; empty with ``recursive=True``.
+        next_start_after: the cursor of the next page: the last key of this one, or when
+            it ends on a folder, the folder's key plus ``/`` (where a folder sorts);
+            ``None`` on the last page.
+    """
+
+    files: list[ObjectInfo]
+    dirs: list[str]
+    next_start_after: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedPost:
+    """A browser form upload (see :meth:`StorageBackend.get_presigned_post`).
+
+    Attributes:
+        url: where the form posts (``multipart/form-data``).
+        fields: the form fields to send, in this order, before the file field ``file``.
+    """
+
+    url: str
+    fields: dict[str, str]

@@ -32,6 +32,7 @@ from file_storage._expiry import Expiry, MemoryRules, RuleStore
 from file_storage._keys import KeyLike, validate_key, validate_prefix
 from file_storage._quota import QuotaManager
 from file_storage._streams import CHUNK_SIZE, Progress
+from file_storage.backends import _pages
 from file_storage.backends._support import (
     file_chunks,
     is_caller_error,
@@ -286,6 +287,18 @@ class BackendCore(abc.ABC):
 
     @abc.abstractmethod
     async def _copy(self, src: str, dst: str) -> None: ...
+
+    def _iter_entries(
+        self, prefix: str, start_after: str | None, recursive: bool, page_size: int
+    ) -> AsyncIterator[_pages.Entry]:
+        """Yield the listing of ``prefix`` after ``start_after`` by the rule of ``_pages``:
+        objects, and with ``recursive=False`` immediate sub-folders (``str`` keys).
+
+        ``page_size`` is how many entries the caller wants (a hint for the size of page
+        requests; ``0``: all). Default: a full listing, filtered; backends with a native
+        way to start after a key override it.
+        """
+        return _pages.entries(self._iter_files(prefix), prefix, start_after, recursive)
 
     def _usage_scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         """What quotas count under ``prefix`` (first use, refresh): the objects, and any

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import stat as stat_mod
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 
 from file_storage._keys import is_valid_segment
@@ -47,14 +48,30 @@ class Walk:
 
     Keys come out in plain ``sorted()`` order. ``on_tmp`` is told about every temp file met.
     Call :meth:`close` (or exhaust it) to release its descriptors.
+
+    ``start_after``: only what sorts after it, by the rule of ``_pages``; each folder
+    level is listed and bisected, and only folders that can hold later keys are entered,
+    so a walk deep into a big tree costs about what its first page does.
+    ``recursive=False``: no folder is entered; each immediate sub-folder that sorts after
+    the cursor and holds a key comes back in its place as ``(key + "/", None)`` (keys
+    never end in ``/``).
     """
 
     def __init__(
-        self, root: Root, prefix: str, with_stat: bool, on_tmp: TmpSeen | None = None
+        self,
+        root: Root,
+        prefix: str,
+        with_stat: bool,
+        on_tmp: TmpSeen | None = None,
+        *,
+        start_after: str | None = None,
+        recursive: bool = True,
     ) -> None:
         self.root = root
         self.with_stat = with_stat
         self.on_tmp = on_tmp
+        self.start_after = start_after
+        self.recursive = recursive
         self.stack: list[_Frame] = []
         parts = prefix.rstrip("/").split("/") if prefix else []
         try:
@@ -108,7 +125,18 @@ class Walk:
             return []
         # a folder sorts as "name/" so the walk yields keys in plain sorted() order
         entries.sort(key=lambda e: e[0] + "/" if e[1] else e[0])
-        return entries
+        return entries if self.start_after is None else self._after(entries)
+
+    def _after(self, entries: list[_Entry]) -> list[_Entry]:
+        """The entries that are, or hold, keys after the cursor (a suffix of the level)."""
+        cursor = self.start_after
+        assert cursor is not None
+        first = bisect_right(entries, cursor, key=lambda e: e[0] + "/" if e[1] else e[0])
+        before = entries[first - 1] if first else None
+        inside = before is not None and before[1] and cursor.startswith(before[0] + "/")
+        if self.recursive and inside:
+            first -= 1  # the folder the cursor is in (before it, then): its later keys follow
+        return entries[first:]
 
     def _follow(self, frame: _Frame, name: str) -> tuple[bool, list[str]] | None:
         """Is the in-root link ``name`` a folder? ``None``: it leads out, dangles or loops."""
@@ -160,7 +188,10 @@ class Walk:
                 os.close(frame.fd)
                 continue
             key, is_dir, name, link = item
-            if is_dir:
+            if is_dir and not self.recursive:
+                if self._holds_key(key):
+                    out.append((key + "/", None))
+            elif is_dir:
                 self._enter(frame, key, name, link)
             elif self.with_stat:
                 st = self._stat(frame, name, link)
@@ -169,6 +200,14 @@ class Walk:
             else:
                 out.append((key, None))
         return out
+
+    def _holds_key(self, folder: str) -> bool:
+        """Does ``folder`` hold a key? (Empty folders are never listed.)"""
+        walk = Walk(self.root, folder + "/", False)
+        try:
+            return bool(walk.batch(1))
+        finally:
+            walk.close()
 
     def close(self) -> None:
         while self.stack:

@@ -11,6 +11,7 @@ from file_storage._streams import closing, limit_chunks
 from file_storage.backends._core import (
     BackendCore,
 )
+from file_storage.backends._pages import validate_cursor
 from file_storage.backends._support import (
     check_range,
     check_version_id,
@@ -170,19 +171,49 @@ class Reads(BackendCore):
             return await self._list_files(folder)
 
     @final
-    def iter_files(self, prefix: KeyLike = "") -> AsyncIterator[ObjectInfo]:
+    def iter_files(
+        self, prefix: KeyLike = "", *, start_after: KeyLike | None = None, recursive: bool = True
+    ) -> AsyncIterator[ObjectInfo]:
         """Iterate lazily (paginated) over the objects under ``prefix``, sorted by key.
 
         On S3 ``content_type`` may be ``None`` and ``metadata`` empty; :meth:`stat` has them.
+
+        Args:
+            start_after: a key (or a folder's key plus ``/``, a cursor of
+                :meth:`list_page`): only objects whose keys sort after it (S3
+                ``StartAfter``). It need not exist, nor lie under ``prefix`` (it is
+                compared as a string).
+            recursive: ``False``: only the objects directly under ``prefix``.
+
+        Raises:
+            InvalidKeyError: a bad ``prefix`` or ``start_after`` (when called).
         """
         folder = self._prefix(prefix, "iter_files")
-        return self._translated_iter(folder)
+        after = (
+            None
+            if start_after is None
+            else validate_cursor(start_after, "iter_files", self._key_overhead)
+        )
+        if not isinstance(recursive, bool):
+            raise TypeError("recursive must be a bool")
+        if after is None and recursive:
+            return self._translated_iter(folder)
+        return self._translated_entries(folder, after, recursive)
 
     async def _translated_iter(self, folder: str) -> AsyncIterator[ObjectInfo]:
         with self._translate("iter_files", folder):
             async with closing(self._iter_files(folder)) as infos:
                 async for info in infos:
                     yield info
+
+    async def _translated_entries(
+        self, folder: str, after: str | None, recursive: bool
+    ) -> AsyncIterator[ObjectInfo]:
+        with self._translate("iter_files", folder):
+            async with closing(self._iter_entries(folder, after, recursive, 0)) as entries:
+                async for entry in entries:
+                    if isinstance(entry, ObjectInfo):
+                        yield entry
 
     @final
     async def list_dirs(self, prefix: KeyLike = "") -> list[str]:

@@ -14,6 +14,8 @@ from file_storage.backends._core import (
     Content,
 )
 from file_storage.backends._lifecycle import Lifecycle
+from file_storage.backends._listing import Listings
+from file_storage.backends._posts import Posts
 from file_storage.backends._quotas import Quotas
 from file_storage.backends._transfers import Transfers
 from file_storage.backends._versions import Versions
@@ -52,7 +54,7 @@ __all__ = [
 ]
 
 
-class StorageBackend(Transfers, Quotas, Versions, Lifecycle):
+class StorageBackend(Transfers, Quotas, Versions, Lifecycle, Listings, Posts):
     """Where an application keeps its files: the same API on local disk, S3 and memory.
 
     Args:

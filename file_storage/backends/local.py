@@ -24,6 +24,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
+import functools
 import logging
 import os
 import posixpath
@@ -40,6 +41,7 @@ from pydantic import SecretStr
 
 from file_storage._keys import is_valid_segment
 from file_storage._mime import guess_content_type
+from file_storage._post_policy import sign_post
 from file_storage._signing import MIN_SIGNING_KEY_CHARS
 from file_storage._streams import Progress
 from file_storage.backends import _local_meta as meta_file
@@ -71,9 +73,11 @@ from file_storage.backends._local_io import (
     write_all,
 )
 from file_storage.backends._local_meta import Meta, key_locks
+from file_storage.backends._local_pages import local_entries
 from file_storage.backends._local_rules import LocalRules
 from file_storage.backends._local_versions import LocalVersions
 from file_storage.backends._local_walk import TmpSeen, Walk, sweep_meta, tmp_watcher
+from file_storage.backends._pages import Entry
 from file_storage.errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
@@ -81,7 +85,7 @@ from file_storage.errors import (
     StorageError,
     StoragePermissionError,
 )
-from file_storage.models import ObjectInfo
+from file_storage.models import ObjectInfo, PresignedPost
 
 __all__ = ["LocalStorageBackend"]
 
@@ -623,6 +627,12 @@ class LocalStorageBackend(LocalVersions):
         finally:
             walk.close()
 
+    def _iter_entries(
+        self, prefix: str, start_after: str | None, recursive: bool, page_size: int
+    ) -> AsyncIterator[Entry]:
+        describe = functools.partial(self._info, meta=None, full=False)
+        return local_entries(self._dir, describe, prefix, start_after, recursive, page_size)
+
     async def _list_files(self, prefix: str) -> list[str]:
         def list_all() -> list[str]:
             walk = self._walk(prefix, with_stat=False)
@@ -691,6 +701,16 @@ class LocalStorageBackend(LocalVersions):
         return sign_url(
             self._base_url, key, method, expires_in, self._signing_key.get_secret_value()
         )
+
+    async def _presign_post(
+        self, key: str, expires_in: int, max_bytes: int | None, content_type: str
+    ) -> PresignedPost:
+        if not self._base_url or self._signing_key is None:
+            await self._presign(key, expires_in, "PUT")  # raises what is missing
+        assert self._base_url
+        assert self._signing_key is not None
+        secret = self._signing_key.get_secret_value()
+        return sign_post(self._base_url, key, expires_in, max_bytes, content_type, secret)
 
     async def _aclose(self) -> None:
         sweeping, self._sweeping = self._sweeping, None

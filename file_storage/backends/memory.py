@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import uuid
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from pydantic import SecretStr
 
 from file_storage._quota import VERSION_SEP
 from file_storage.backends._core import Method, Versioning
+from file_storage.backends._pages import Entry, folder_end
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
     ObjectConflictError,
@@ -72,6 +74,7 @@ class MemoryStorageBackend(StorageBackend):
         self._versioning_state: Versioning = "off"
         self._live_ids: dict[str, str] = {}  # key -> version id of its object ("null": absent)
         self._history: dict[str, list[tuple[str, _Object]]] = {}  # prior versions, oldest first
+        self._index: list[str] = []  # the keys, sorted: listings bisect instead of sorting
 
     def __repr__(self) -> str:
         return f"MemoryStorageBackend(objects={len(self._objects)})"
@@ -96,6 +99,7 @@ class MemoryStorageBackend(StorageBackend):
         if key not in self._objects:
             for folder in parents:
                 self._folders[folder] = self._folders.get(folder, 0) + 1
+            insort(self._index, key)
         self._retire(key, replaced=True)
         self._objects[key] = obj
 
@@ -104,6 +108,7 @@ class MemoryStorageBackend(StorageBackend):
             self._retire(key, replaced=False)
         if self._objects.pop(key, None) is None:
             return False
+        del self._index[bisect_left(self._index, key)]
         for folder in _parents(key):
             left = self._folders[folder] - 1
             if left:
@@ -162,17 +167,43 @@ class MemoryStorageBackend(StorageBackend):
         self._remove(key)
 
     async def _delete_prefix(self, prefix: str) -> int:
-        doomed = [k for k in self._objects if k.startswith(prefix)]
+        doomed = self._index[self._first(prefix, None) : self._end(prefix)]
         for key in doomed:
             self._remove(key)
         return len(doomed)
 
+    def _first(self, prefix: str, start_after: str | None) -> int:
+        if start_after is None or start_after < prefix:
+            return bisect_left(self._index, prefix)
+        return bisect_right(self._index, start_after)
+
+    def _end(self, prefix: str) -> int:
+        return len(self._index) if not prefix else bisect_left(self._index, folder_end(prefix[:-1]))
+
     async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        keys = sorted(k for k in self._objects if k.startswith(prefix))
-        for key in keys:
+        async for entry in self._iter_entries(prefix, None, True, 0):
+            if isinstance(entry, ObjectInfo):
+                yield entry
+
+    async def _iter_entries(
+        self, prefix: str, start_after: str | None, recursive: bool, page_size: int
+    ) -> AsyncIterator[Entry]:
+        # each step bisects from the last key handed out: O(log n), and right however
+        # the index changed while the caller held the iterator
+        index = self._index
+        pos = self._first(prefix, start_after)
+        while pos < len(index) and (key := index[pos]).startswith(prefix):
+            name, slash, _ = key[len(prefix) :].partition("/")
+            if slash and not recursive:
+                folder = prefix + name
+                if start_after is None or folder + "/" > start_after:
+                    yield folder
+                pos = bisect_left(index, folder_end(folder))
+                continue
             obj = self._objects.get(key)
             if obj is not None:
                 yield self._info(key, obj)
+            pos = bisect_right(index, key)
 
     async def _list_dirs(self, prefix: str) -> list[str]:
         depth = prefix.count("/") + 1

@@ -28,6 +28,7 @@ from file_storage._loops import ShutdownHook
 from file_storage._metadata import decode_value, encode_value
 from file_storage._spool import Entry, Spool, read_range
 from file_storage._streams import Progress
+from file_storage.backends import _pages
 from file_storage.backends import _s3_multipart as mp
 from file_storage.backends._core import Method
 from file_storage.backends._s3_config import addressing, instrument, open_client, s3_options
@@ -35,6 +36,7 @@ from file_storage.backends._s3_errors import error_code, is_outage, map_s3_error
 from file_storage.backends._s3_fallback import Fallback
 from file_storage.backends._s3_lifecycle import S3Rules
 from file_storage.backends._s3_obstore import ObstoreClient, ObstoreTransfer, open_store
+from file_storage.backends._s3_pages import presign_post, s3_entries
 from file_storage.backends._s3_versions import S3Versions
 from file_storage.errors import (
     InvalidKeyError,
@@ -42,7 +44,7 @@ from file_storage.errors import (
     StorageConfigError,
     StorageError,
 )
-from file_storage.models import ObjectEvent, ObjectInfo
+from file_storage.models import ObjectEvent, ObjectInfo, PresignedPost
 
 __all__ = ["S3StorageBackend"]
 
@@ -534,6 +536,11 @@ class S3StorageBackend(S3Versions):
                         etag=item.get("ETag"),
                     )
 
+    def _iter_entries(
+        self, prefix: str, start_after: str | None, recursive: bool, page_size: int
+    ) -> AsyncIterator[_pages.Entry]:
+        return s3_entries(self, prefix, start_after, recursive, page_size)
+
     async def _list_dirs(self, prefix: str) -> list[str]:
         client = await self._client()
         pages = client.get_paginator("list_objects_v2").paginate(
@@ -559,6 +566,15 @@ class S3StorageBackend(S3Versions):
             ExpiresIn=expires_in,
         )
         return url
+
+    async def _presign_post(
+        self, key: str, expires_in: int, max_bytes: int | None, content_type: str
+    ) -> PresignedPost:
+        await self._fallback.flush_key(key, self._send_spooled)  # else it would land later
+        client = await self._signing_client()
+        return await presign_post(
+            client, self._bucket, self._full(key), expires_in, max_bytes, content_type
+        )
 
 
 class _LoopClients:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -25,6 +26,13 @@ def outside(tmp_path: Path) -> Path:
     folder.mkdir()
     (folder / "f.txt").write_bytes(SECRET)
     return folder
+
+
+async def sweep_done(backend: LocalStorageBackend) -> None:
+    """Wait for the background sweep of stale temp files that the first use started: its
+    walk opens "d" too, and must not be the open that triggers the swap."""
+    if backend._sweeping is not None:
+        await asyncio.wrap_future(backend._sweeping)
 
 
 def swap_after_check(
@@ -55,6 +63,7 @@ async def test_folder_swapped_for_a_link_out_during_load_never_reads_outside(
     local_backend: LocalStorageBackend, outside: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await local_backend.save("d/f.txt", b"inside")
+    await sweep_done(local_backend)
     swapped = swap_after_check(monkeypatch, local_backend.root, "d", outside)
     data = await local_backend.load("d/f.txt")
     assert swapped()
@@ -65,6 +74,7 @@ async def test_folder_swapped_for_a_link_out_during_save_never_writes_outside(
     local_backend: LocalStorageBackend, outside: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await local_backend.save("d/old.txt", b"inside")
+    await sweep_done(local_backend)
     swapped = swap_after_check(monkeypatch, local_backend.root, "d", outside)
     await local_backend.save("d/new.txt", b"written")  # lands in the folder it opened
     monkeypatch.undo()

@@ -82,7 +82,8 @@ async def test_multipart_upload_of_50_mib_downloads_identical(
     assert await download_digest(client, file_url(key)) == (BIG_SIZE, sha256)
     assert (await storage.stat(key)).size == BIG_SIZE
     listed = (await client.get("/api/files")).json()
-    assert [(f["key"], f["size"]) for f in listed] == [(key, BIG_SIZE)]
+    assert [(f["key"], f["size"]) for f in listed["files"]] == [(key, BIG_SIZE)]
+    assert listed["next_start_after"] is None
 
 
 async def test_presigned_put_of_50_mib_stores_identical_bytes_and_type(
@@ -231,3 +232,26 @@ async def test_upload_over_the_example_limit_is_413_and_stores_nothing(
     assert await storage.list_files() == []
     ok = await client.post("/api/files", files={"file": ("a.txt", b"x" * 1000)})
     assert ok.status_code == 201
+
+
+async def test_listing_is_paged_by_a_key_cursor(
+    serve: Serve, example_app: FastAPI, client: httpx.AsyncClient, storage: StorageBackend
+) -> None:
+    serve(example_app)
+    keys = [f"uploads/2026/01/{i:02d}.txt" for i in range(5)]
+    for key in keys:
+        await storage.save(key, b"x")
+    await storage.save("private/secret.txt", b"x")
+    seen: list[str] = []
+    cursor = ""
+    while True:
+        page = (await client.get("/api/files", params={"limit": 2, "start_after": cursor})).json()
+        assert len(page["files"]) <= 2
+        seen += [f["key"] for f in page["files"]]
+        if page["next_start_after"] is None:
+            break
+        cursor = page["next_start_after"]
+    assert seen == keys
+    bad = await client.get("/api/files", params={"start_after": "a//b"})
+    assert bad.status_code == 400
+    assert (await client.get("/api/files", params={"limit": 0})).status_code == 422

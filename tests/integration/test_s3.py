@@ -128,7 +128,7 @@ async def test_example_sets_the_bucket_cors_rule_once(
     rules = bucket_cors(moto_endpoint, s3_bucket)
     assert len(rules) == 1
     assert rules[0]["AllowedOrigins"] == ["http://127.0.0.1:8000"]
-    assert sorted(rules[0]["AllowedMethods"]) == ["GET", "HEAD", "PUT"]  # type: ignore[call-overload]
+    assert sorted(rules[0]["AllowedMethods"]) == ["GET", "HEAD", "POST", "PUT"]  # type: ignore[call-overload]
 
     from examples.app import add_bucket_cors
 
@@ -150,7 +150,7 @@ async def test_example_knows_its_cors_rule_in_another_shape(
     rule = {
         "ID": "from-the-console",
         "AllowedOrigins": ["http://127.0.0.1:8000"],
-        "AllowedMethods": ["PUT", "HEAD", "GET"],
+        "AllowedMethods": ["PUT", "POST", "HEAD", "GET"],
         "AllowedHeaders": ["*"],
     }
     try:

@@ -1,0 +1,165 @@
+"""Form uploads to the signed router: the POST side of ``get_presigned_post``.
+
+The body is parsed as it arrives: the fields come first and are checked (signature in
+constant time, expiry), then the file's bytes are streamed into ``save`` and counted, and
+reading stops as soon as they pass the signed cap. A refused upload stores nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from file_storage._fastapi_errors import error_response
+from file_storage._fastapi_response import quote_etag
+from file_storage._keys import validate_key
+from file_storage._post_policy import check_post
+from file_storage._streams import closing
+from file_storage.backends.base import StorageBackend
+from file_storage.errors import StorageError
+
+logger = logging.getLogger("file_storage.fastapi")
+
+FILE_FIELD = "file"  # as on S3: the file is the last field, named "file"
+MAX_FIELD_BYTES = 8192
+MAX_FIELDS = 32
+
+# ("field", (name, value)), then ("file", b""), ("data", bytes)..., ("end", b"")
+_Part = tuple[str, tuple[str, str] | bytes]
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def _deny(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+async def _parts(request: Request, boundary: bytes) -> AsyncIterator[_Part]:
+    """The form's parts as they arrive; nothing after the file is read."""
+    events: list[tuple[str, bytes]] = []
+
+    def on(kind: str) -> Callable[[], None]:
+        return lambda: events.append((kind, b""))
+
+    def on_data(kind: str) -> Callable[[bytes, int, int], None]:
+        return lambda data, start, end: events.append((kind, data[start:end]))
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on("begin"),
+            "on_header_field": on_data("header_field"),
+            "on_header_value": on_data("header_value"),
+            "on_header_end": on("header_end"),
+            "on_headers_finished": on("headers"),
+            "on_part_data": on_data("data"),
+            "on_part_end": on("end"),
+        },
+    )
+    headers: dict[bytes, bytes] = {}
+    field, value = b"", b""
+    name, is_file, content = "", False, bytearray()
+    async for chunk in request.stream():
+        try:
+            parser.write(chunk)
+        except Exception as exc:  # python_multipart's parse errors
+            raise _Refused(400, "malformed multipart/form-data body") from exc
+        happened, events = events, []
+        for kind, data in happened:
+            if kind == "begin":
+                headers, content = {}, bytearray()
+            elif kind == "header_field":
+                field += data
+            elif kind == "header_value":
+                value += data
+            elif kind == "header_end":
+                headers[field.lower()], field, value = value, b"", b""
+            elif kind == "headers":
+                _, params = parse_options_header(headers.get(b"content-disposition"))
+                name = params.get(b"name", b"").decode("utf-8", "replace")
+                is_file = name == FILE_FIELD
+                if is_file:
+                    yield ("file", b"")
+            elif kind == "data" and is_file:
+                yield ("data", data)
+            elif kind == "data":
+                content += data
+                if len(content) > MAX_FIELD_BYTES:
+                    raise _Refused(400, f"form field {name!r} is too long")
+            elif is_file:  # the end of the file part: the upload is complete
+                yield ("end", b"")
+                return
+            else:
+                yield ("field", (name, content.decode("utf-8", "replace")))
+    raise _Refused(400, "the form ended before the file did")
+
+
+async def _capped(parts: AsyncIterator[_Part], cap: int | None) -> AsyncIterator[bytes]:
+    """The file's bytes; raises as soon as they pass ``cap`` (nothing more is read)."""
+    total = 0
+    async for kind, data in parts:
+        if kind == "end":
+            return
+        assert isinstance(data, bytes)
+        total += len(data)
+        if cap is not None and total > cap:
+            raise _Refused(413, f"the file is larger than the {cap} bytes this form allows")
+        yield data
+    raise _Refused(400, "the form ended before the file did")
+
+
+async def receive_post(
+    backend: StorageBackend, key: str, request: Request, secret: str | None
+) -> Response:
+    """Store the file of a signed form upload to ``key``, or refuse it (nothing stored)."""
+    if secret is None:
+        logger.warning("a form upload was posted but the storage backend cannot sign URLs")
+        return _deny(404, "signed URLs are not enabled on this server")
+    try:
+        validate_key(key, "save")
+    except StorageError as exc:
+        return error_response(exc)
+    mime, params = parse_options_header(request.headers.get("content-type"))
+    if mime != b"multipart/form-data" or not params.get(b"boundary"):
+        return _deny(400, "a form upload is multipart/form-data")
+    parts = _parts(request, params[b"boundary"])
+    fields: dict[str, str] = {}
+    try:
+        async with closing(parts):
+            async for kind, data in parts:
+                if kind == "file":
+                    break
+                assert isinstance(data, tuple)
+                if len(fields) == MAX_FIELDS:
+                    raise _Refused(400, "too many form fields")
+                fields.setdefault(*data)
+            else:
+                raise _Refused(400, f"the form has no {FILE_FIELD!r} field")
+            verdict = check_post(key, fields, secret)
+            if verdict == "expired":
+                return _deny(403, "the signed form has expired")
+            if verdict != "valid":
+                return _deny(403, "invalid signature for this form and key")
+            cap = int(fields["max_bytes"]) if fields["max_bytes"] else None
+            body = _capped(parts, cap)
+            await backend.save(key, body, content_type=fields["content_type"] or None)
+            info = await backend.stat(key)
+    except _Refused as exc:
+        logger.info("form upload to %r refused: %s", key, exc.detail)
+        return _deny(exc.status, exc.detail)
+    except StorageError as exc:
+        return error_response(exc)
+    except ClientDisconnect:
+        logger.info("POST %r: the client left before sending the whole form", key)
+        return Response(status_code=400)
+    etag = quote_etag(info.etag)
+    return Response(status_code=204, headers={"etag": etag} if etag else {})

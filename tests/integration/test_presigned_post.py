@@ -1,0 +1,169 @@
+"""get_presigned_post over real HTTP: a browser-style form upload, capped in size.
+
+S3 runs on moto, which stores a form upload but does not check its POST policy (no
+signature, no content-length-range: moto/s3/responses.py, _bucket_response_post), so the
+refusals are proven on the local backend's signed router; tests/backends/
+test_presigned_post.py proves that the S3 policy carries the cap.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from file_storage import LocalStorageBackend, StorageBackend
+from file_storage._post_policy import sign_post
+from file_storage.fastapi import make_signed_url_router
+from tests.integration.conftest import SIGNING_KEY, Serve
+
+
+@pytest.fixture
+def server(serve: Serve, example_app: FastAPI) -> str:
+    return serve(example_app)
+
+
+@pytest.fixture
+def local_server(serve: Serve, local_example_app: FastAPI) -> str:
+    return serve(local_example_app)
+
+
+def _leftovers(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+async def _post(
+    client: httpx.AsyncClient, url: str, fields: dict[str, str], data: bytes
+) -> httpx.Response:
+    return await client.post(
+        url, data=fields, files={"file": ("upload.bin", data, "application/octet-stream")}
+    )
+
+
+async def test_form_upload_lands_with_the_signed_content_type(
+    server: str, client: httpx.AsyncClient, storage: StorageBackend
+) -> None:
+    post = await storage.get_presigned_post("in/report.csv", max_bytes=1000, expires_in=60)
+    response = await _post(client, post.url, post.fields, b"a,b\n1,2\n")
+    assert response.status_code == 204, response.text
+    assert await storage.load("in/report.csv") == b"a,b\n1,2\n"
+    assert (await storage.stat("in/report.csv")).content_type == "text/csv"
+
+
+async def test_form_upload_over_the_cap_is_refused_and_stores_nothing(
+    local_server: str, client: httpx.AsyncClient, local_storage: LocalStorageBackend
+) -> None:
+    post = await local_storage.get_presigned_post("in/big.bin", max_bytes=100_000)
+    response = await _post(client, post.url, post.fields, os.urandom(100_001))
+    assert response.status_code == 413
+    assert "100000 bytes" in response.json()["detail"]
+    assert not await local_storage.exists("in/big.bin")
+    assert _leftovers(local_storage.root) == []
+    exact = await _post(client, post.url, post.fields, b"x" * 100_000)
+    assert exact.status_code == 204
+    assert await local_storage.get_size("in/big.bin") == 100_000
+
+
+async def test_form_upload_over_the_quota_left_when_signed_is_refused(
+    local_server: str, client: httpx.AsyncClient, local_storage: LocalStorageBackend
+) -> None:
+    await local_storage.save("old.bin", b"x" * 600)
+    local_storage.set_quota("", 1000)  # this view signs; the cap travels in the form
+    post = await local_storage.get_presigned_post("in/new.bin")
+    assert post.fields["max_bytes"] == "400"
+    refused = await _post(client, post.url, post.fields, b"y" * 401)
+    assert refused.status_code == 413
+    assert not await local_storage.exists("in/new.bin")
+    assert (await _post(client, post.url, post.fields, b"y" * 400)).status_code == 204
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"max_bytes": "999999"},
+        {"max_bytes": ""},
+        {"content_type": "text/html"},
+        {"signature": "0" * 64},
+        {"expires": "99999999999"},
+    ],
+)
+async def test_tampered_form_is_forbidden(
+    local_server: str,
+    client: httpx.AsyncClient,
+    local_storage: LocalStorageBackend,
+    change: dict[str, str],
+) -> None:
+    post = await local_storage.get_presigned_post("in/a.txt", max_bytes=10)
+    response = await _post(client, post.url, {**post.fields, **change}, b"hello")
+    assert response.status_code == 403
+    assert not await local_storage.exists("in/a.txt")
+
+
+async def test_form_for_another_key_is_forbidden(
+    local_server: str, client: httpx.AsyncClient, local_storage: LocalStorageBackend
+) -> None:
+    post = await local_storage.get_presigned_post("in/a.txt")
+    other = post.url.replace("in/a.txt", "in/b.txt")
+    assert (await _post(client, other, post.fields, b"hello")).status_code == 403
+    assert not await local_storage.exists("in/b.txt")
+
+
+async def test_expired_form_is_forbidden(
+    local_server: str, client: httpx.AsyncClient, local_storage: LocalStorageBackend
+) -> None:
+    base = f"{local_server}/files"
+    post = sign_post(base, "in/a.txt", 1, None, "text/plain", SIGNING_KEY, now=time.time() - 60)
+    response = await _post(client, post.url, post.fields, b"hello")
+    assert response.status_code == 403
+    assert response.json() == {"detail": "the signed form has expired"}
+
+
+async def test_form_without_a_file_is_a_bad_request(
+    local_server: str, client: httpx.AsyncClient, local_storage: LocalStorageBackend
+) -> None:
+    post = await local_storage.get_presigned_post("in/a.txt")
+    response = await client.post(post.url, data=post.fields, files={"other": ("x", b"1")})
+    assert response.status_code == 400
+    not_a_form = await client.post(post.url, content=b"hello")
+    assert not_a_form.status_code == 400
+    assert not await local_storage.exists("in/a.txt")
+
+
+async def test_router_stops_reading_the_body_past_the_cap(tmp_path: Path) -> None:
+    backend = LocalStorageBackend(
+        tmp_path / "s", base_url="http://test/files", signing_key=SIGNING_KEY
+    )
+    app = FastAPI()
+    app.include_router(make_signed_url_router(get_backend=lambda: backend), prefix="/files")
+    post = await backend.get_presigned_post("in/a.bin", max_bytes=64 * 1024)
+    boundary = "form-boundary-1234"
+    head = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in post.fields.items()
+    )
+    head += f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield head.encode()
+        for _ in range(10_000):  # 640 MiB if it were all read
+            sent += 1
+            yield b"z" * 65536
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as asgi:
+        response = await asgi.post(
+            "/files/in/a.bin",
+            content=body(),
+            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        )
+    assert response.status_code == 413
+    assert sent <= 3
+    assert not await backend.exists("in/a.bin")
+    await backend.aclose()
