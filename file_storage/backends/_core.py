@@ -36,6 +36,7 @@ from file_storage.backends._support import (
     map_os_error,
     mark_landed,
 )
+from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.errors import (
     ObjectConflictError,
     StorageConfigError,
@@ -187,8 +188,13 @@ class BackendCore(abc.ABC):
         body: bytes | AsyncIterator[bytes],
         content_type: str,
         metadata: dict[str, str],
+        options: WriteOptions = PLAIN,
     ) -> None:
-        """Store ``body`` at ``key`` atomically: on any error nothing new is visible."""
+        """Store ``body`` at ``key`` atomically: on any error nothing new is visible.
+
+        ``options``: the write's condition, checked atomically with the write
+        (:class:`PreconditionFailedError` when it does not hold), and the headers to store.
+        """
 
     @abc.abstractmethod
     async def _load(self, key: str) -> bytes: ...
@@ -220,7 +226,9 @@ class BackendCore(abc.ABC):
     async def _list_dirs(self, prefix: str) -> list[str]: ...
 
     @abc.abstractmethod
-    async def _copy(self, src: str, dst: str) -> None: ...
+    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> None:
+        """Copy ``src`` to ``dst`` with its type, metadata and headers; a header set in
+        ``options`` replaces the source's."""
 
     def _usage_scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         """What quotas count under ``prefix`` (first use, refresh): the objects, and any
@@ -267,9 +275,10 @@ class BackendCore(abc.ABC):
         content_type: str,
         metadata: dict[str, str],
         progress: Progress | None,
+        options: WriteOptions = PLAIN,
     ) -> None:
         body = file_chunks(local_path, size, progress)
-        await self._save(key, body, content_type, metadata)
+        await self._save(key, body, content_type, metadata, options)
 
     async def _download_file(self, key: str, local_path: Path, progress: Progress | None) -> int:
         """Write the object to ``local_path``; return the size the store says it has."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from file_storage.backends._core import Method
+from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
     ObjectConflictError,
@@ -27,6 +29,8 @@ class _Object:
     metadata: dict[str, str]
     last_modified: datetime
     etag: str
+    cache_control: str | None = None
+    content_disposition: str | None = None
 
 
 def _parents(key: str) -> list[str]:
@@ -61,8 +65,13 @@ class MemoryStorageBackend(StorageBackend):
         except KeyError:
             raise ObjectNotFoundError() from None
 
-    def _put(self, key: str, obj: _Object) -> None:
-        # no await in here: the check and the write are one atomic step on the loop
+    def _put(self, key: str, obj: _Object, options: WriteOptions = PLAIN) -> None:
+        # no await in here: the checks and the write are one atomic step on the loop
+        current = self._objects.get(key)
+        if not options.overwrite and current is not None:
+            raise PreconditionFailedError("an object exists at this key (overwrite=False)")
+        if options.if_match is not None and (current is None or current.etag != options.if_match):
+            raise PreconditionFailedError("the object is not the version if_match names")
         if key + "/" in self._folders:
             # key=: on copy/move the clash is at the destination, not the source the call names
             raise ObjectConflictError("a folder exists at this key", key=key)
@@ -89,9 +98,19 @@ class MemoryStorageBackend(StorageBackend):
         return True
 
     @staticmethod
-    def _new(data: bytes, content_type: str, metadata: dict[str, str]) -> _Object:
+    def _new(
+        data: bytes, content_type: str, metadata: dict[str, str], options: WriteOptions
+    ) -> _Object:
         etag = '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
-        return _Object(data, content_type, dict(metadata), datetime.now(UTC), etag)
+        return _Object(
+            data,
+            content_type,
+            dict(metadata),
+            datetime.now(UTC),
+            etag,
+            options.cache_control,
+            options.content_disposition,
+        )
 
     def _info(self, key: str, obj: _Object) -> ObjectInfo:
         return ObjectInfo(
@@ -101,6 +120,8 @@ class MemoryStorageBackend(StorageBackend):
             etag=obj.etag,
             content_type=obj.content_type,
             metadata=dict(obj.metadata),
+            cache_control=obj.cache_control,
+            content_disposition=obj.content_disposition,
         )
 
     async def _save(
@@ -109,9 +130,10 @@ class MemoryStorageBackend(StorageBackend):
         body: bytes | AsyncIterator[bytes],
         content_type: str,
         metadata: dict[str, str],
+        options: WriteOptions = PLAIN,
     ) -> None:
         data = body if isinstance(body, bytes) else b"".join([c async for c in body])
-        self._put(key, self._new(data, content_type, metadata))
+        self._put(key, self._new(data, content_type, metadata, options), options)
 
     async def _load(self, key: str) -> bytes:
         return self._get(key).data
@@ -158,11 +180,17 @@ class MemoryStorageBackend(StorageBackend):
             if folder.startswith(prefix) and folder.count("/") == depth
         ]
 
-    async def _copy(self, src: str, dst: str) -> None:
+    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> None:
         obj = self._get(src)
         self._put(
             dst,
-            _Object(obj.data, obj.content_type, dict(obj.metadata), datetime.now(UTC), obj.etag),
+            dataclasses.replace(
+                obj,
+                metadata=dict(obj.metadata),
+                last_modified=datetime.now(UTC),
+                cache_control=options.cache_control or obj.cache_control,
+                content_disposition=options.content_disposition or obj.content_disposition,
+            ),
         )
 
     async def _presign(self, key: str, expires_in: int, method: Method) -> str:

@@ -16,7 +16,7 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -31,8 +31,9 @@ from file_storage._streams import Progress
 from file_storage.backends import _s3_multipart as mp
 from file_storage.backends._core import Method
 from file_storage.backends._s3_config import instrument, open_client, s3_options
-from file_storage.backends._s3_errors import error_code, is_outage, map_s3_error
+from file_storage.backends._s3_errors import condition_error, error_code, is_outage, map_s3_error
 from file_storage.backends._s3_fallback import Fallback
+from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
     InvalidKeyError,
@@ -296,10 +297,37 @@ class S3StorageBackend(StorageBackend):
 
     # ---------------------------------------------------------------- writes
 
-    def _write_params(self, content_type: str, metadata: dict[str, str]) -> dict[str, Any]:
+    def _write_params(
+        self, content_type: str, metadata: dict[str, str], options: WriteOptions = PLAIN
+    ) -> dict[str, Any]:
         # header values: RFC 2047 encoded-words where a value would not survive as it is
         wire = {name: encode_value(value) for name, value in metadata.items()}
-        return {"ContentType": content_type, "Metadata": wire, **self._options.sse}
+        return {
+            "ContentType": content_type,
+            "Metadata": wire,
+            **_headers(options),
+            **self._options.sse,
+        }
+
+    async def _conditional(
+        self, key: str, options: WriteOptions, send: Callable[[dict[str, str]], Awaitable[None]]
+    ) -> None:
+        """Send a write S3 must check (``If-None-Match: *`` / ``If-Match``) or that carries
+        headers: straight to S3, after the key's spooled version (the spool cannot check a
+        condition, nor keeps headers), never absorbed by the spool."""
+        await self._fallback.flush_key(key, self._send_spooled)
+        condition: dict[str, str] = {}
+        if not options.overwrite:
+            condition["IfNoneMatch"] = "*"
+        elif options.if_match is not None:
+            condition["IfMatch"] = options.if_match
+        try:
+            await send(condition)
+        except Exception as exc:
+            refused = condition_error(exc, create_only=not options.overwrite) if condition else None
+            if refused is None:
+                raise
+            raise refused from exc
 
     async def _transfer(self) -> mp.Transfer:
         return mp.Transfer(
@@ -318,9 +346,15 @@ class S3StorageBackend(StorageBackend):
         body: bytes | AsyncIterator[bytes],
         content_type: str,
         metadata: dict[str, str],
+        options: WriteOptions = PLAIN,
     ) -> None:
-        params = self._write_params(content_type, metadata)
-        send = functools.partial((await self._transfer()).save, self._full(key), params=params)
+        params = self._write_params(content_type, metadata, options)
+        transfer = await self._transfer()
+        if not options.plain:
+            save = functools.partial(transfer.save, self._full(key), body, params)
+            await self._conditional(key, options, save)
+            return
+        send = functools.partial(transfer.save, self._full(key), params=params)
         await self._fallback.save(key, body, content_type, metadata, send)
 
     async def _upload_file(
@@ -331,15 +365,25 @@ class S3StorageBackend(StorageBackend):
         content_type: str,
         metadata: dict[str, str],
         progress: Progress | None,
+        options: WriteOptions = PLAIN,
     ) -> None:
-        params = self._write_params(content_type, metadata)
+        params = self._write_params(content_type, metadata, options)
         transfer = await self._transfer()
+        if not options.plain:
+            upload = functools.partial(
+                transfer.upload_file, self._full(key), local_path, size, params, progress
+            )
+            await self._conditional(key, options, upload)
+            return
         send = functools.partial(
             transfer.upload_file, self._full(key), local_path, size, params, progress
         )
         await self._fallback.upload_file(key, local_path, content_type, metadata, send)
 
-    async def _copy(self, src: str, dst: str) -> None:
+    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> None:
+        headers = _headers(options)
+        if headers:  # the new headers go on S3's copy of src: a spooled src is sent first
+            await self._fallback.flush_key(src, self._send_spooled)
         copy = functools.partial(
             (await self._transfer()).copy,
             self._full(src),
@@ -347,6 +391,7 @@ class S3StorageBackend(StorageBackend):
             self._options.sse,
             self._copy_threshold,
             self._copy_part_size,
+            headers,
         )
         await self._fallback.copy(src, dst, copy, self._send_spooled)
 
@@ -442,6 +487,8 @@ class S3StorageBackend(StorageBackend):
                 name.lower(): decode_value(value)
                 for name, value in (head.get("Metadata") or {}).items()
             },
+            cache_control=head.get("CacheControl"),
+            content_disposition=head.get("ContentDisposition"),
         )
 
     def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
@@ -503,6 +550,15 @@ class _LoopClients:
         self.signer: Any = None
         self.background: set[asyncio.Task[None]] = set()
         self.hook = ShutdownHook(close)
+
+
+def _headers(options: WriteOptions) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if options.cache_control is not None:
+        headers["CacheControl"] = options.cache_control
+    if options.content_disposition is not None:
+        headers["ContentDisposition"] = options.content_disposition
+    return headers
 
 
 def _utc(value: datetime) -> datetime:
