@@ -48,7 +48,15 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
             from file_storage.backends.memory import MemoryStorageBackend
 
             logger.debug("creating MEMORY storage backend")
-            return MemoryStorageBackend(quota_refresh_seconds=refresh)
+            local = settings.local
+            # the LOCAL URL settings: an app configured for signed local URLs runs on
+            # memory unchanged (its tests), served by the same signed_url_router
+            return MemoryStorageBackend(
+                quota_refresh_seconds=refresh,
+                base_url=local.base_url,
+                signing_key=local.signing_key,
+                public_base_url=local.public_base_url,
+            )
         case "LOCAL":
             from file_storage.backends.local import LocalStorageBackend
 
@@ -61,6 +69,7 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
                 base_url=local.base_url,
                 signing_key=local.signing_key,
                 temp_max_age_seconds=local.temp_max_age_seconds,
+                public_base_url=local.public_base_url,
             )
         case "S3":
             # backends/s3.py imports the SDK only when its first client is built
@@ -99,6 +108,7 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
                 max_pool_connections=s3.max_pool_connections,
                 fallback_path=s3.fallback_path,
                 flush_interval_seconds=s3.flush_interval_seconds,
+                public_base_url=s3.public_base_url,
             )
     raise StorageConfigError("STORAGE_TYPE: must be one of LOCAL, S3 or MEMORY")
 

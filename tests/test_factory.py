@@ -39,13 +39,11 @@ class CountingMemoryBackend(MemoryStorageBackend):
 
     built: ClassVar[list[CountingMemoryBackend]] = []
 
-    def __init__(
-        self, *, max_size_bytes: int | None = None, quota_refresh_seconds: float | None = None
-    ) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         # widen the race window: a check-and-create without a lock would build twice
         for _ in range(20_000):
             pass
-        super().__init__(max_size_bytes=max_size_bytes, quota_refresh_seconds=quota_refresh_seconds)
+        super().__init__(**kwargs)
         self.closed = 0
         CountingMemoryBackend.built.append(self)
 
@@ -173,6 +171,7 @@ def test_local_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -
         "STORAGE_LOCAL_SIGNING_KEY": SIGNING_KEY,
         "STORAGE_QUOTA_REFRESH_SECONDS": "30",
         "STORAGE_LOCAL_TEMP_MAX_AGE_SECONDS": "600",
+        "STORAGE_LOCAL_PUBLIC_BASE_URL": "https://cdn.example.com/media/",
     }.items():
         monkeypatch.setenv(name, value)
     create_storage_backend()
@@ -185,6 +184,7 @@ def test_local_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -
         "quota_refresh_seconds": 30.0,
         "base_url": "https://app.example.com/files",
         "temp_max_age_seconds": 600.0,
+        "public_base_url": "https://cdn.example.com/media",
     }
 
 
@@ -221,6 +221,7 @@ def test_s3_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -> N
         "STORAGE_S3_MAX_POOL_CONNECTIONS": "20",
         "STORAGE_S3_FALLBACK_PATH": "/var/spool/storage",
         "STORAGE_S3_FLUSH_INTERVAL_SECONDS": "60",
+        "STORAGE_S3_PUBLIC_BASE_URL": "https://cdn.example.com",
         "STORAGE_QUOTA_REFRESH_SECONDS": "15",
     }.items():
         monkeypatch.setenv(name, value)
@@ -254,6 +255,7 @@ def test_s3_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -> N
         "max_pool_connections": 20,
         "fallback_path": Path("/var/spool/storage"),
         "flush_interval_seconds": 60.0,
+        "public_base_url": "https://cdn.example.com",
     }
 
 
@@ -375,3 +377,13 @@ async def test_an_empty_or_slash_s3_prefix_works_at_the_bucket_root(
         assert await backend.load("report.txt") == b"at the root"
         await backend.save("docs/new.txt", b"x")
     assert raw.get_object(Bucket=s3_bucket, Key="docs/new.txt")["Body"].read() == b"x"
+
+
+async def test_memory_uses_the_local_url_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORAGE_TYPE", "memory")
+    monkeypatch.setenv("STORAGE_LOCAL_BASE_URL", "/files")
+    monkeypatch.setenv("STORAGE_LOCAL_SIGNING_KEY", SIGNING_KEY)
+    monkeypatch.setenv("STORAGE_LOCAL_PUBLIC_BASE_URL", "/public")
+    backend = create_storage_backend()
+    assert (await backend.get_presigned_url("a b.txt")).startswith("/files/a%20b.txt?expires=")
+    assert backend.get_public_url("a b.txt") == "/public/a%20b.txt"

@@ -292,7 +292,17 @@ class BackendCore(abc.ABC):
                     progress(done, expected)
         return expected
 
-    async def _presign(self, key: str, expires_in: int, method: Method) -> str:
+    async def _presign(
+        self,
+        key: str,
+        expires_in: int,
+        method: Method,
+        content_type: str | None = None,
+        filename: str | None = None,
+    ) -> str:
+        """A URL for ``method`` on ``key``. GET: the response carries ``content_type`` and
+        an attachment ``Content-Disposition`` naming ``filename``; PUT: the uploader must
+        send ``content_type``, which is stored."""
         raise StorageConfigError(f"{type(self).__name__} cannot sign URLs")
 
     async def _sweep(self) -> None:

@@ -39,7 +39,8 @@ from pydantic import SecretStr
 
 from file_storage._keys import is_valid_segment
 from file_storage._mime import guess_content_type
-from file_storage._signing import MIN_SIGNING_KEY_CHARS
+from file_storage._signing import presign
+from file_storage._signing import signing_key as wrap_signing_key
 from file_storage._streams import Progress
 from file_storage.backends import _local_meta as meta_file
 from file_storage.backends._core import Method
@@ -111,6 +112,8 @@ class LocalStorageBackend(StorageBackend):
         temp_max_age_seconds: temp files of other processes older than this are left by
             a crash and removed by quota scans and ``refresh_usage``
             (``STORAGE_LOCAL_TEMP_MAX_AGE_SECONDS``).
+        public_base_url: where the files are served without a signature, for
+            :meth:`get_public_url` (``STORAGE_LOCAL_PUBLIC_BASE_URL``).
     """
 
     def __init__(
@@ -123,20 +126,15 @@ class LocalStorageBackend(StorageBackend):
         signing_key: str | SecretStr | None = None,
         durable: bool = False,
         temp_max_age_seconds: float = 3600,
+        public_base_url: str | None = None,
     ) -> None:
         super().__init__(max_size_bytes=max_size_bytes, quota_refresh_seconds=quota_refresh_seconds)
         self._root = Path(root).expanduser().absolute()
         self._dir = Root(self._root, on_open=self._sweep_in_background)
         self._sweeping: concurrent.futures.Future[None] | None = None
         self._base_url = base_url
-        self._signing_key = SecretStr(signing_key) if isinstance(signing_key, str) else signing_key
-        if self._signing_key is not None and (
-            len(self._signing_key.get_secret_value()) < MIN_SIGNING_KEY_CHARS
-        ):
-            raise StorageConfigError(
-                f"signing_key (STORAGE_LOCAL_SIGNING_KEY) must be at least "
-                f"{MIN_SIGNING_KEY_CHARS} characters"
-            )
+        self._signing_key = wrap_signing_key(signing_key)
+        self._public_base_url = public_base_url
         if isinstance(temp_max_age_seconds, bool) or not (
             isinstance(temp_max_age_seconds, int | float) and temp_max_age_seconds > 0
         ):
@@ -686,17 +684,16 @@ class LocalStorageBackend(StorageBackend):
     async def _check(self) -> None:
         await asyncio.to_thread(_check_root, self._root)
 
-    async def _presign(self, key: str, expires_in: int, method: Method) -> str:
-        if not self._base_url or self._signing_key is None:
-            raise StorageConfigError(
-                "the local backend signs URLs only when STORAGE_LOCAL_BASE_URL and "
-                "STORAGE_LOCAL_SIGNING_KEY are set (base_url= and signing_key=), and the app "
-                "mounts file_storage.fastapi.signed_url_router at that URL"
-            )
-        from file_storage._signing import sign_url
-
-        return sign_url(
-            self._base_url, key, method, expires_in, self._signing_key.get_secret_value()
+    async def _presign(
+        self,
+        key: str,
+        expires_in: int,
+        method: Method,
+        content_type: str | None = None,
+        filename: str | None = None,
+    ) -> str:
+        return presign(
+            self._base_url, self._signing_key, key, method, expires_in, content_type, filename
         )
 
     async def _aclose(self) -> None:

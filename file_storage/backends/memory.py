@@ -8,6 +8,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pydantic import SecretStr
+
+from file_storage._signing import presign
+from file_storage._signing import signing_key as wrap_signing_key
 from file_storage.backends._core import Method
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.base import StorageBackend
@@ -15,7 +19,6 @@ from file_storage.errors import (
     ObjectConflictError,
     ObjectNotFoundError,
     PreconditionFailedError,
-    StorageConfigError,
 )
 from file_storage.models import ObjectInfo
 
@@ -42,8 +45,13 @@ def _parents(key: str) -> list[str]:
 class MemoryStorageBackend(StorageBackend):
     """Keeps objects in a dict. Each instance is its own empty store.
 
-    Presigned URLs need a server to answer them, so ``get_presigned_url`` raises
-    :class:`StorageConfigError` here; use the local backend with a signing key for that.
+    Args:
+        base_url: where the app mounts ``signed_url_router``, which answers this
+            backend's presigned URLs as it does the local backend's (settings: the same
+            ``STORAGE_LOCAL_BASE_URL``).
+        signing_key: HMAC key of presigned URLs, at least 32 characters
+            (``STORAGE_LOCAL_SIGNING_KEY``).
+        public_base_url: for :meth:`get_public_url` (``STORAGE_LOCAL_PUBLIC_BASE_URL``).
     """
 
     def __init__(
@@ -51,8 +59,14 @@ class MemoryStorageBackend(StorageBackend):
         *,
         max_size_bytes: int | None = None,
         quota_refresh_seconds: float | None = None,
+        base_url: str | None = None,
+        signing_key: str | SecretStr | None = None,
+        public_base_url: str | None = None,
     ) -> None:
         super().__init__(max_size_bytes=max_size_bytes, quota_refresh_seconds=quota_refresh_seconds)
+        self._base_url = base_url
+        self._signing_key = wrap_signing_key(signing_key)
+        self._public_base_url = public_base_url
         self._objects: dict[str, _Object] = {}
         self._folders: dict[str, int] = {}  # folder ("a/b/") -> number of objects below it
 
@@ -193,8 +207,14 @@ class MemoryStorageBackend(StorageBackend):
             ),
         )
 
-    async def _presign(self, key: str, expires_in: int, method: Method) -> str:
-        raise StorageConfigError(
-            "the memory backend cannot serve presigned URLs; use STORAGE_TYPE=LOCAL with "
-            "STORAGE_LOCAL_BASE_URL and STORAGE_LOCAL_SIGNING_KEY, or S3"
+    async def _presign(
+        self,
+        key: str,
+        expires_in: int,
+        method: Method,
+        content_type: str | None = None,
+        filename: str | None = None,
+    ) -> str:
+        return presign(
+            self._base_url, self._signing_key, key, method, expires_in, content_type, filename
         )

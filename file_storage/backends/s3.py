@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
+from file_storage._http import content_disposition
 from file_storage._keys import validate_key
 from file_storage._loops import ShutdownHook
 from file_storage._metadata import decode_value, encode_value
@@ -76,7 +77,13 @@ class S3StorageBackend(StorageBackend):
             S3 is unavailable (see docs/reliability.md); ``None``: such writes fail.
         flush_interval_seconds: with ``fallback_path``, upload the spool this often in
             the background; ``None``: only when :meth:`flush_spool` is called.
+        public_base_url: the URL that serves the backend's root, that is ``prefix``,
+            without a signature (a CDN whose origin path is ``/<prefix>``, or a public
+            bucket's ``https://<bucket>.s3.<region>.amazonaws.com/<prefix>``), for
+            :meth:`get_public_url` (``STORAGE_S3_PUBLIC_BASE_URL``).
     """
+
+    _public_setting = "STORAGE_S3_PUBLIC_BASE_URL"
 
     #: objects above this go through UploadPartCopy (CopyObject takes at most 5 GiB)
     _copy_threshold: int = mp.MAX_PUT_SIZE
@@ -110,7 +117,9 @@ class S3StorageBackend(StorageBackend):
         max_pool_connections: int | None = None,
         fallback_path: str | os.PathLike[str] | None = None,
         flush_interval_seconds: float | None = None,
+        public_base_url: str | None = None,
     ) -> None:
+        self._public_base_url = public_base_url
         self._options = options = s3_options(
             bucket,
             prefix=prefix,
@@ -524,15 +533,29 @@ class S3StorageBackend(StorageBackend):
                     folders.append(folder)
         return list(set(folders) | await self._fallback.folders(prefix))
 
-    async def _presign(self, key: str, expires_in: int, method: Method) -> str:
+    async def _presign(
+        self,
+        key: str,
+        expires_in: int,
+        method: Method,
+        content_type: str | None = None,
+        filename: str | None = None,
+    ) -> str:
         # the URL must reach the newest version (GET), or replace it (PUT)
         await self._fallback.flush_key(key, self._send_spooled)
         client = await self._signing_client()
         # no SSE or checksum parameters: they would become signed headers that every
         # uploader must repeat; bucket default encryption covers presigned PUTs
+        params: dict[str, str] = {"Bucket": self._bucket, "Key": self._full(key)}
+        if method == "PUT" and content_type is not None:
+            params["ContentType"] = content_type  # a signed header: the uploader must send it
+        if method == "GET" and content_type is not None:
+            params["ResponseContentType"] = content_type
+        if method == "GET" and filename is not None:
+            params["ResponseContentDisposition"] = content_disposition(filename)
         url: str = await client.generate_presigned_url(
             "get_object" if method == "GET" else "put_object",
-            Params={"Bucket": self._bucket, "Key": self._full(key)},
+            Params=params,
             ExpiresIn=expires_in,
         )
         return url
