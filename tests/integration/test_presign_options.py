@@ -127,3 +127,21 @@ async def test_signed_router_refuses_a_put_with_another_content_type(
 async def test_s3_put_url_signs_the_content_type(served_s3: StorageBackend) -> None:
     url = await served_s3.get_presigned_url("up/a.dat", method="PUT", content_type="video/mp4")
     assert "content-type" in url.split("X-Amz-SignedHeaders=", 1)[1].split("&", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("key", "served"),
+    [
+        ("t/a.txt", "text/plain; charset=utf-8"),
+        ("t/a.json", "application/json; charset=utf-8"),
+        ("t/a.ndjson", "application/x-ndjson; charset=utf-8"),
+        ("t/a.png", "image/png"),
+    ],
+)
+async def test_signed_router_serves_text_and_json_as_utf8(
+    served_local: StorageBackend, http: httpx.AsyncClient, key: str, served: str
+) -> None:
+    await served_local.save(key, "é".encode())
+    response = await http.get(await served_local.get_presigned_url(key))
+    assert response.headers["content-type"] == served
+    assert (await served_local.stat(key)).content_type == served.split(";")[0]
