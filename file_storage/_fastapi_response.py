@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Literal
-from urllib.parse import quote
 
 import anyio
 import anyio.lowlevel
@@ -22,13 +20,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from file_storage._http import Disposition, with_charset
+from file_storage._http import content_disposition as content_disposition
 from file_storage._keys import KeyLike
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import PreconditionFailedError, StorageUnavailableError
 
 logger = logging.getLogger("file_storage.fastapi")
-
-Disposition = Literal["attachment", "inline"]
 
 # stat, then open that version: replaced in between, the answer is planned again
 _PIN_ATTEMPTS = 3
@@ -36,8 +34,6 @@ _PIN_ATTEMPTS = 3
 # a byte range is served whole or refused; digits are capped so int() stays cheap
 _RANGE_SPEC = re.compile(r"([0-9]{0,30})[ \t]*-[ \t]*([0-9]{0,30})")
 _UNSATISFIABLE: Literal["unsatisfiable"] = "unsatisfiable"
-# what the ASCII filename= fallback keeps; the full name travels in filename*
-_ASCII_SAFE = re.compile(r"[^A-Za-z0-9 !#$&'()+,.;=@\[\]^_`{}~-]")
 # headers a 304 repeats (RFC 9110, 15.4.5)
 _NOT_MODIFIED_HEADERS = ("etag", "last-modified", "cache-control", "vary")
 # stored objects are user data: never sniff a type, never run script on the app's origin
@@ -58,10 +54,13 @@ async def storage_response(
 ) -> Response:
     """Answer ``request`` with the object at ``key``, streamed, never loaded whole.
 
-    Sends ``Content-Type``, ``Content-Length``, ``ETag``, ``Last-Modified`` and
-    ``Accept-Ranges: bytes``, plus ``X-Content-Type-Options: nosniff`` and
-    ``Content-Security-Policy: sandbox`` (an uploaded HTML or SVG file must not run script
-    on your origin; delete the header from the response for content you trust).
+    Sends ``Content-Type`` (``text/*`` and JSON with ``; charset=utf-8`` when the type
+    names no charset), ``Content-Length``, ``ETag``, ``Last-Modified``,
+    ``Accept-Ranges: bytes``, the ``Cache-Control`` and ``Content-Disposition`` stored
+    with the object (``filename`` overrides the latter), plus
+    ``X-Content-Type-Options: nosniff`` and ``Content-Security-Policy: sandbox`` (an
+    uploaded HTML or SVG file must not run script on your origin; delete the header from
+    the response for content you trust).
 
     - ``Range: bytes=a-b``, ``bytes=a-`` or ``bytes=-n``: 206 with ``Content-Range``; a
       range starting past the end: 416 with ``Content-Range: bytes */<size>``. A request
@@ -122,8 +121,12 @@ async def _respond(
     if etag is not None:
         headers["etag"] = etag
     headers.update(SAFETY_HEADERS)
+    if info.cache_control is not None:
+        headers["cache-control"] = info.cache_control
     if filename is not None:
         headers["content-disposition"] = content_disposition(filename, disposition)
+    elif info.content_disposition is not None:
+        headers["content-disposition"] = info.content_disposition
 
     conditional = request.method in ("GET", "HEAD")
     if conditional and _not_modified(request.headers, etag, info.last_modified):
@@ -149,7 +152,9 @@ async def _respond(
             status = 206
             headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
 
-    headers["content-type"] = content_type or info.content_type or "application/octet-stream"
+    headers["content-type"] = with_charset(
+        content_type or info.content_type or "application/octet-stream"
+    )
     headers["content-length"] = str(end - start)
     if request.method == "HEAD" or end == start:
         return Response(status_code=status, headers=headers)
@@ -186,21 +191,6 @@ def parse_range(header: str, size: int) -> tuple[int, int] | Literal["unsatisfia
         return _UNSATISFIABLE
     end = size if not last else min(int(last) + 1, size)
     return start, end
-
-
-def content_disposition(filename: str, disposition: Disposition = "attachment") -> str:
-    """``attachment; filename="<ascii>"; filename*=UTF-8''<percent-encoded>`` (RFC 6266)."""
-    if disposition not in ("attachment", "inline"):
-        raise ValueError("disposition must be 'attachment' or 'inline'")
-    name = re.split(r"[/\\]", filename)[-1]
-    # controls (CR, LF, NUL...) and format characters (bidi overrides) never reach a header
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] not in "CZ" or ch == " ")
-    name = name.strip().strip(".") or "download"
-    decomposed = unicodedata.normalize("NFKD", name)
-    ascii_name = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    ascii_name = _ASCII_SAFE.sub("_", ascii_name.encode("ascii", "replace").decode())
-    encoded = quote(name, safe="")
-    return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{encoded}"
 
 
 def quote_etag(etag: str | None) -> str | None:

@@ -1,5 +1,10 @@
-"""The router that answers the local backend's presigned URLs (GET, HEAD, PUT) and form
-uploads (POST, see ``_fastapi_post``)."""
+"""The router that answers the local and memory backends' presigned URLs (GET, HEAD, PUT)
+and form uploads (POST, see ``_fastapi_post``).
+
+Presign options travel signed in the query: ``content_type`` and ``filename`` set the
+response's type and ``Content-Disposition`` on GET; on PUT ``content_type`` is a condition
+(the upload must send that ``Content-Type``, else 403) and is stored.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from file_storage._keys import validate_key
 from file_storage._signing import check
 from file_storage.backends.base import StorageBackend
 from file_storage.backends.local import LocalStorageBackend
+from file_storage.backends.memory import MemoryStorageBackend
 from file_storage.errors import (
     ObjectNotFoundError,
     StorageError,
@@ -32,7 +38,7 @@ _EXPOSED = "ETag, Content-Length, Content-Range, Accept-Ranges, Last-Modified"
 
 
 def _signing_secret(backend: StorageBackend) -> str | None:
-    if not isinstance(backend, LocalStorageBackend):
+    if not isinstance(backend, LocalStorageBackend | MemoryStorageBackend):
         return None
     key = backend._signing_key  # the router is the other half of the backend's _presign
     return None if key is None else key.get_secret_value()
@@ -59,6 +65,8 @@ def _authorize(request: Request, backend: StorageBackend, key: str, method: str)
         request.query_params.get("expires"),
         request.query_params.get("signature"),
         secret,
+        content_type=request.query_params.get("content_type"),
+        filename=request.query_params.get("filename"),
     )
     if verdict == "expired":
         return _deny(403, "the signed URL has expired")
@@ -67,10 +75,24 @@ def _authorize(request: Request, backend: StorageBackend, key: str, method: str)
     return None
 
 
+def _same_type(sent: str | None, signed: str) -> bool:
+    """The upload's Content-Type is the signed one (case and spaces around ``;`` aside)."""
+
+    def norm(value: str) -> list[str]:
+        return [part.strip().lower() for part in value.split(";")]
+
+    return sent is not None and norm(sent) == norm(signed)
+
+
 async def _save_body(backend: StorageBackend, key: str, request: Request) -> Response:
     # On an error the rest of the body is left unread: uvicorn reads and drops it after
     # the response, so the client still gets the status instead of a reset connection.
     content_type = request.headers.get("content-type") or None
+    signed_type = request.query_params.get("content_type")
+    if signed_type is not None:
+        if not _same_type(content_type, signed_type):
+            return _deny(403, "the upload's Content-Type is not the one the URL was signed for")
+        content_type = signed_type
     try:
         await _check_declared_length(backend, key, request)
         await backend.save(key, request.stream(), content_type=content_type)
@@ -129,7 +151,13 @@ def build_signed_url_router(
         if denied is not None:
             return cors(request, denied)
         try:
-            response = await storage_response(backend, key, request)
+            response = await storage_response(
+                backend,
+                key,
+                request,
+                filename=request.query_params.get("filename"),
+                content_type=request.query_params.get("content_type"),
+            )
         except StorageError as exc:
             response = error_response(exc)
         return cors(request, response)

@@ -2,7 +2,9 @@
 
 A URL carries ``expires`` (unix seconds) and ``signature`` =
 HMAC-SHA256(signing key, ``"<METHOD>\\n<key>\\n<expires>"``), hex. The method is
-signed, so a GET URL never works for PUT and the reverse.
+signed, so a GET URL never works for PUT and the reverse. A URL with presign options
+(``content_type``, ``filename``) carries them in its query and signs them too, as two more
+lines, so none can be added, changed or dropped.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ import time
 from typing import Literal
 from urllib.parse import quote, urlencode
 
+from pydantic import SecretStr
+
+from file_storage.errors import StorageConfigError
+
 Verdict = Literal["valid", "invalid", "expired"]
 
 MIN_SIGNING_KEY_CHARS = 32
@@ -20,18 +26,47 @@ MIN_SIGNING_KEY_CHARS = 32
 _MAX_EXPIRES_DIGITS = 20
 
 
-def _digest(secret: str, method: str, key: str, expires: int) -> str:
-    message = f"{method}\n{key}\n{expires}".encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+def _digest(
+    secret: str,
+    method: str,
+    key: str,
+    expires: int,
+    content_type: str | None = None,
+    filename: str | None = None,
+) -> str:
+    message = f"{method}\n{key}\n{expires}"
+    if content_type is not None or filename is not None:
+        # "\x00" marks an absent option: no value can spell it (header values are visible
+        # ASCII; a file name with NUL is refused), so "" and absent never sign alike
+        message += f"\n{_opt(content_type)}\n{_opt(filename)}"
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def _opt(value: str | None) -> str:
+    return "\x00" if value is None else value
 
 
 def sign_url(
-    base_url: str, key: str, method: str, expires_in: int, secret: str, *, now: float | None = None
+    base_url: str,
+    key: str,
+    method: str,
+    expires_in: int,
+    secret: str,
+    *,
+    now: float | None = None,
+    content_type: str | None = None,
+    filename: str | None = None,
 ) -> str:
-    """Return ``<base_url>/<quoted key>?expires=...&signature=...``."""
+    """Return ``<base_url>/<quoted key>?expires=...&signature=...`` (options before the
+    signature: ``content_type=``, ``filename=``)."""
     expires = int(now if now is not None else time.time()) + expires_in
-    query = urlencode({"expires": expires, "signature": _digest(secret, method, key, expires)})
-    return f"{base_url.rstrip('/')}/{quote(key, safe='/')}?{query}"
+    params: dict[str, str | int] = {"expires": expires}
+    if content_type is not None:
+        params["content_type"] = content_type
+    if filename is not None:
+        params["filename"] = filename
+    params["signature"] = _digest(secret, method, key, expires, content_type, filename)
+    return f"{base_url.rstrip('/')}/{quote(key, safe='/')}?{urlencode(params)}"
 
 
 def check(
@@ -42,6 +77,8 @@ def check(
     secret: str,
     *,
     now: float | None = None,
+    content_type: str | None = None,
+    filename: str | None = None,
 ) -> Verdict:
     """Say whether a URL's ``expires`` and ``signature`` are valid for this method and key.
 
@@ -54,7 +91,7 @@ def check(
     # str.isdigit() alone accepts "²" and other digits that int() refuses
     if not (expires.isascii() and expires.isdigit()):
         return "invalid"
-    expected = _digest(secret, method, key, int(expires)).encode()
+    expected = _digest(secret, method, key, int(expires), content_type, filename).encode()
     # compare first, in constant time, so timing says nothing about the signature; as
     # bytes, because compare_digest refuses str with non-ASCII characters
     if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
@@ -75,3 +112,41 @@ def verify(
 ) -> bool:
     """True when ``signature`` is valid for this method and key and has not expired."""
     return check(key, method, expires, signature, secret, now=now) == "valid"
+
+
+def signing_key(value: str | SecretStr | None) -> SecretStr | None:
+    """A backend's ``signing_key=`` argument, wrapped; too short raises StorageConfigError."""
+    wrapped = SecretStr(value) if isinstance(value, str) else value
+    if wrapped is not None and len(wrapped.get_secret_value()) < MIN_SIGNING_KEY_CHARS:
+        raise StorageConfigError(
+            f"signing_key (STORAGE_LOCAL_SIGNING_KEY) must be at least "
+            f"{MIN_SIGNING_KEY_CHARS} characters"
+        )
+    return wrapped
+
+
+def presign(
+    base_url: str | None,
+    secret: SecretStr | None,
+    key: str,
+    method: str,
+    expires_in: int,
+    content_type: str | None,
+    filename: str | None,
+) -> str:
+    """A URL for ``signed_url_router`` (local and memory backends)."""
+    if not base_url or secret is None:
+        raise StorageConfigError(
+            "signed URLs need STORAGE_LOCAL_BASE_URL and STORAGE_LOCAL_SIGNING_KEY "
+            "(base_url= and signing_key=), and the app mounting "
+            "file_storage.fastapi.signed_url_router at that URL"
+        )
+    return sign_url(
+        base_url,
+        key,
+        method,
+        expires_in,
+        secret.get_secret_value(),
+        content_type=content_type,
+        filename=filename,
+    )

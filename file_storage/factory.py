@@ -50,9 +50,16 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
             from file_storage.backends.memory import MemoryStorageBackend
 
             logger.debug("creating MEMORY storage backend")
+            local = settings.local
+            # the LOCAL URL settings: an app configured for signed local URLs runs on
+            # memory unchanged (its tests), served by the same signed_url_router
             if quota.redis_url is None:  # subclasses made for tests may not take the rest
                 return MemoryStorageBackend(
-                    quota_refresh_seconds=refresh, expire_interval_seconds=expire
+                    quota_refresh_seconds=refresh,
+                    expire_interval_seconds=expire,
+                    base_url=local.base_url,
+                    signing_key=local.signing_key,
+                    public_base_url=local.public_base_url,
                 )
             return MemoryStorageBackend(
                 quota_refresh_seconds=refresh,
@@ -61,6 +68,9 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
                 quota_redis_namespace=quota.redis_namespace,
                 quota_lease_seconds=quota.lease_seconds,
                 quota_fail_open=quota.fail_open,
+                base_url=local.base_url,
+                signing_key=local.signing_key,
+                public_base_url=local.public_base_url,
             )
         case "LOCAL":
             from file_storage.backends.local import LocalStorageBackend
@@ -79,6 +89,7 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
                 quota_lease_seconds=quota.lease_seconds,
                 quota_fail_open=quota.fail_open,
                 expire_interval_seconds=expire,
+                public_base_url=local.public_base_url,
             )
         case "S3":
             # backends/s3.py imports the SDK only when its first client is built
@@ -122,6 +133,7 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
                 quota_redis_namespace=quota.redis_namespace,
                 quota_lease_seconds=quota.lease_seconds,
                 quota_fail_open=quota.fail_open,
+                public_base_url=s3.public_base_url,
             )
     raise StorageConfigError("STORAGE_TYPE: must be one of LOCAL, S3 or MEMORY")
 

@@ -188,8 +188,10 @@ def make_signed_url_router(
     and ``PUT`` (the body streamed into ``save``, its ``Content-Type`` kept, quota
     enforced) for PUT URLs. It answers 403 for a bad or expired signature or a URL
     signed for another method, 400 for an invalid key, 404 for a missing object,
-    413 over quota (nothing stored), and 404 when the backend is not a local backend
-    with a signing key (S3 URLs point at S3 itself).
+    413 over quota (nothing stored), and 404 when the backend is not a local or memory
+    backend with a signing key (S3 URLs point at S3 itself). The URL's signed options
+    are honoured: ``content_type`` and ``filename`` shape a GET's response; on PUT the
+    upload must send the signed ``content_type`` (else 403).
 
     Args:
         get_backend: the dependency giving the backend and, from it, the signing key;

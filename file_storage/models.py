@@ -21,6 +21,8 @@ class ObjectInfo:
         etag: an opaque version tag (S3's ETag; size and mtime on local), or ``None``.
         content_type: the MIME type, or ``None`` where a listing does not carry it.
         metadata: user metadata, keys lower-cased.
+        cache_control: the ``Cache-Control`` stored with the object, or ``None``.
+        content_disposition: the ``Content-Disposition`` stored with the object, or ``None``.
     """
 
     key: str
@@ -29,6 +31,8 @@ class ObjectInfo:
     etag: str | None = None
     content_type: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    cache_control: str | None = None
+    content_disposition: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,6 +117,12 @@ class LocalSettings(BaseModel):
         description="STORAGE_LOCAL_SIGNING_KEY: secret HMAC key of signed local URLs, at least 32 "
         "characters; needs the base URL",
     )
+    public_base_url: str | None = Field(
+        default=None,
+        description="STORAGE_LOCAL_PUBLIC_BASE_URL: where the files are served without a "
+        "signature (a CDN, a public route such as /public), for get_public_url; also used by "
+        "the MEMORY backend",
+    )
     temp_max_age_seconds: float = Field(
         default=3600,
         gt=0,
@@ -125,7 +131,7 @@ class LocalSettings(BaseModel):
         "than this were left by a crash and are removed",
     )
 
-    @field_validator("base_url")
+    @field_validator("base_url", "public_base_url")
     @classmethod
     def _check_base_url(cls, value: str | None) -> str | None:
         if value is None or not value.startswith("/"):
@@ -194,6 +200,12 @@ class S3Settings(BaseModel):
         default=None,
         description="STORAGE_S3_PUBLIC_ENDPOINT_URL: the host browsers reach, put in presigned "
         "URLs when it differs from the endpoint (a server inside Docker, a proxy)",
+    )
+    public_base_url: str | None = Field(
+        default=None,
+        description="STORAGE_S3_PUBLIC_BASE_URL: the http(s) URL that serves the prefix "
+        "without a signature (a CDN with origin path /<prefix>, a public bucket's "
+        "<endpoint>/<bucket>/<prefix>), for get_public_url",
     )
     addressing_style: Literal["auto", "path", "virtual"] = Field(
         default="auto",
@@ -320,7 +332,7 @@ class S3Settings(BaseModel):
     def _check_credential(cls, value: SecretStr | None) -> SecretStr | None:
         return _check_secret(value)
 
-    @field_validator("endpoint_url", "public_endpoint_url")
+    @field_validator("endpoint_url", "public_endpoint_url", "public_base_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         return _check_http_url(value)

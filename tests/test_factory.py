@@ -39,21 +39,11 @@ class CountingMemoryBackend(MemoryStorageBackend):
 
     built: ClassVar[list[CountingMemoryBackend]] = []
 
-    def __init__(
-        self,
-        *,
-        max_size_bytes: int | None = None,
-        quota_refresh_seconds: float | None = None,
-        expire_interval_seconds: float | None = None,
-    ) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         # widen the race window: a check-and-create without a lock would build twice
         for _ in range(20_000):
             pass
-        super().__init__(
-            max_size_bytes=max_size_bytes,
-            quota_refresh_seconds=quota_refresh_seconds,
-            expire_interval_seconds=expire_interval_seconds,
-        )
+        super().__init__(**kwargs)
         self.closed = 0
         CountingMemoryBackend.built.append(self)
 
@@ -186,6 +176,7 @@ def test_local_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -
         "STORAGE_QUOTA_LEASE_SECONDS": "20",
         "STORAGE_QUOTA_FAIL_OPEN": "true",
         "STORAGE_EXPIRE_INTERVAL_SECONDS": "900",
+        "STORAGE_LOCAL_PUBLIC_BASE_URL": "https://cdn.example.com/media/",
     }.items():
         monkeypatch.setenv(name, value)
     create_storage_backend()
@@ -205,6 +196,7 @@ def test_local_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -
         "quota_lease_seconds": 20.0,
         "quota_fail_open": True,
         "expire_interval_seconds": 900.0,
+        "public_base_url": "https://cdn.example.com/media",
     }
 
 
@@ -242,6 +234,7 @@ def test_s3_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -> N
         "STORAGE_S3_FALLBACK_PATH": "/var/spool/storage",
         "STORAGE_S3_FLUSH_INTERVAL_SECONDS": "60",
         "STORAGE_S3_CLIENT": "obstore",
+        "STORAGE_S3_PUBLIC_BASE_URL": "https://cdn.example.com",
         "STORAGE_QUOTA_REFRESH_SECONDS": "15",
     }.items():
         monkeypatch.setenv(name, value)
@@ -280,6 +273,7 @@ def test_s3_settings_reach_the_constructor(monkeypatch: pytest.MonkeyPatch) -> N
         "quota_redis_namespace": None,
         "quota_lease_seconds": 60.0,
         "quota_fail_open": False,
+        "public_base_url": "https://cdn.example.com",
     }
 
 
@@ -401,3 +395,13 @@ async def test_an_empty_or_slash_s3_prefix_works_at_the_bucket_root(
         assert await backend.load("report.txt") == b"at the root"
         await backend.save("docs/new.txt", b"x")
     assert raw.get_object(Bucket=s3_bucket, Key="docs/new.txt")["Body"].read() == b"x"
+
+
+async def test_memory_uses_the_local_url_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORAGE_TYPE", "memory")
+    monkeypatch.setenv("STORAGE_LOCAL_BASE_URL", "/files")
+    monkeypatch.setenv("STORAGE_LOCAL_SIGNING_KEY", SIGNING_KEY)
+    monkeypatch.setenv("STORAGE_LOCAL_PUBLIC_BASE_URL", "/public")
+    backend = create_storage_backend()
+    assert (await backend.get_presigned_url("a b.txt")).startswith("/files/a%20b.txt?expires=")
+    assert backend.get_public_url("a b.txt") == "/public/a%20b.txt"

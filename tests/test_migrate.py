@@ -196,3 +196,12 @@ async def test_migrate_refuses_bad_arguments() -> None:
         await migrate(source, dest, "../up")
     assert await dest.list_files("") == []
     assert await source.list_files("") == ["a"]
+
+
+async def test_migrate_copies_object_headers(backend: StorageBackend) -> None:
+    source = MemoryStorageBackend()
+    await source.save("h/a.txt", b"x", cache_control="max-age=60", content_disposition="inline")
+    report = await migrate(source, backend)
+    assert report.failed == {}
+    info = await backend.stat("h/a.txt")
+    assert (info.cache_control, info.content_disposition) == ("max-age=60", "inline")

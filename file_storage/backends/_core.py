@@ -40,6 +40,7 @@ from file_storage.backends._support import (
     map_os_error,
     mark_landed,
 )
+from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.errors import (
     ObjectConflictError,
     StorageConfigError,
@@ -253,8 +254,13 @@ class BackendCore(abc.ABC):
         body: bytes | AsyncIterator[bytes],
         content_type: str,
         metadata: dict[str, str],
+        options: WriteOptions = PLAIN,
     ) -> None:
-        """Store ``body`` at ``key`` atomically: on any error nothing new is visible."""
+        """Store ``body`` at ``key`` atomically: on any error nothing new is visible.
+
+        ``options``: the write's condition, checked atomically with the write
+        (:class:`PreconditionFailedError` when it does not hold), and the headers to store.
+        """
 
     @abc.abstractmethod
     async def _load(self, key: str) -> bytes: ...
@@ -286,7 +292,9 @@ class BackendCore(abc.ABC):
     async def _list_dirs(self, prefix: str) -> list[str]: ...
 
     @abc.abstractmethod
-    async def _copy(self, src: str, dst: str) -> None: ...
+    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> None:
+        """Copy ``src`` to ``dst`` with its type, metadata and headers; a header set in
+        ``options`` replaces the source's."""
 
     def _iter_entries(
         self, prefix: str, start_after: str | None, recursive: bool, page_size: int
@@ -345,9 +353,10 @@ class BackendCore(abc.ABC):
         content_type: str,
         metadata: dict[str, str],
         progress: Progress | None,
+        options: WriteOptions = PLAIN,
     ) -> None:
         body = file_chunks(local_path, size, progress)
-        await self._save(key, body, content_type, metadata)
+        await self._save(key, body, content_type, metadata, options)
 
     async def _download_file(self, key: str, local_path: Path, progress: Progress | None) -> int:
         """Write the object to ``local_path``; return the size the store says it has."""
@@ -361,7 +370,17 @@ class BackendCore(abc.ABC):
                     progress(done, expected)
         return expected
 
-    async def _presign(self, key: str, expires_in: int, method: Method) -> str:
+    async def _presign(
+        self,
+        key: str,
+        expires_in: int,
+        method: Method,
+        content_type: str | None = None,
+        filename: str | None = None,
+    ) -> str:
+        """A URL for ``method`` on ``key``. GET: the response carries ``content_type`` and
+        an attachment ``Content-Disposition`` naming ``filename``; PUT: the uploader must
+        send ``content_type``, which is stored."""
         raise StorageConfigError(f"{type(self).__name__} cannot sign URLs")
 
     async def _sweep(self) -> None:

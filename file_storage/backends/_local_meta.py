@@ -19,6 +19,7 @@ import os
 import threading
 import zlib
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from file_storage.backends._local_fs import O_NEW, O_READ, Root, open_dir
 from file_storage.backends._local_io import tmp_name
@@ -27,7 +28,15 @@ from file_storage.errors import ObjectNotFoundError, StorageError
 META_DIR = ".file_storage\\meta"
 KEEP = 4  # versions kept per key: the current one and those a reader may still hold open
 
-Meta = tuple[str, dict[str, str]]
+
+class Meta(NamedTuple):
+    """What a version was written with beyond its bytes."""
+
+    content_type: str
+    metadata: dict[str, str]
+    cache_control: str | None = None
+    content_disposition: str | None = None
+
 
 # Writes of one key in this process stamp, record and rename one at a time, so the last
 # version renamed is also the last recorded. Striped: a lock per key would grow forever.
@@ -78,7 +87,17 @@ def _entry(raw: object) -> Meta | None:
     metadata = raw.get("metadata") or {}
     if not isinstance(metadata, dict):
         return None
-    return str(raw["content_type"]), {str(k): str(v) for k, v in metadata.items()}
+    headers = [raw.get(name) for name in ("cache_control", "content_disposition")]
+    return Meta(
+        str(raw["content_type"]),
+        {str(k): str(v) for k, v in metadata.items()},
+        *(value if isinstance(value, str) else None for value in headers),
+    )
+
+
+def parse(raw: object) -> Meta | None:
+    """A :class:`Meta` from its JSON form (``Meta._asdict()``); ``None`` when malformed."""
+    return _entry(raw)
 
 
 def lookup(root: Root, key: str, st: os.stat_result) -> Meta | None:
@@ -105,8 +124,19 @@ def record(root: Root, key: str, version: str, meta: Meta | None) -> None:
     versions = versions_of(root, key)
     versions.pop(version, None)
     kept = dict(list(versions.items())[-(KEEP - 1) :])
-    kept[version] = {"content_type": meta[0], "metadata": meta[1]}
+    entry: dict[str, object] = {"content_type": meta.content_type, "metadata": meta.metadata}
+    for name in ("cache_control", "content_disposition"):
+        if (value := getattr(meta, name)) is not None:
+            entry[name] = value
+    kept[version] = entry
     _write(root, key, {"key": key, "versions": kept})
+
+
+def forget(root: Root, key: str, version: str) -> None:
+    """Take back the record of ``version`` (a conditional write that did not land)."""
+    versions = versions_of(root, key)
+    if versions.pop(version, None) is not None:
+        _write(root, key, {"key": key, "versions": versions})
 
 
 def copy_versions(root: Root, src: str, dst: str) -> bool:

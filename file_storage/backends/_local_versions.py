@@ -138,9 +138,8 @@ def _meta_of(dir_fd: int, entry: _Kept) -> Meta | None:
     if not text:
         return None
     try:
-        raw = json.loads(text)
-        return str(raw["content_type"]), {str(k): str(v) for k, v in raw["metadata"].items()}
-    except (ValueError, KeyError, TypeError, AttributeError):
+        return meta_file.parse(json.loads(text))
+    except ValueError:
         return None
 
 
@@ -233,8 +232,7 @@ def keeping(root: Root, key: str, new_stamp: str | None) -> Iterator[None]:
                 )
                 meta = meta_file.lookup(root, key, live.st)
                 if meta is not None:
-                    body = {"content_type": meta[0], "metadata": meta[1]}
-                    _write_text(folder.fd, kept.name + ".json", json.dumps(body))
+                    _write_text(folder.fd, kept.name + ".json", json.dumps(meta._asdict()))
         if new_stamp is not None and state == "enabled":
             current = _current(folder.fd)
             current.pop(new_stamp, None)
@@ -410,14 +408,16 @@ class LocalVersions(StorageBackend):
             os.close(fd)
             from file_storage._mime import guess_content_type
 
-            content_type, metadata = meta or (guess_content_type(key), {})
+            meta = meta or Meta(guess_content_type(key), {})
             return ObjectInfo(
                 key=key,
                 size=st.st_size,
                 last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
                 etag=self._etag(st),
-                content_type=content_type,
-                metadata=metadata,
+                content_type=meta.content_type,
+                metadata=meta.metadata,
+                cache_control=meta.cache_control,
+                content_disposition=meta.content_disposition,
             )
 
         return await asyncio.to_thread(stat)

@@ -23,7 +23,13 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 
-__all__ = ["batch_delete_error", "error_code", "is_outage", "map_s3_error"]
+__all__ = [
+    "batch_delete_error",
+    "condition_error",
+    "error_code",
+    "is_outage",
+    "map_s3_error",
+]
 
 # set on a network exception by the client's "needs-retry" hook (_s3_config.instrument)
 ATTEMPTS_ATTR = "_file_storage_attempts"
@@ -203,3 +209,24 @@ def batch_delete_error(code: str, failed: int, total: int) -> StorageError:
     if code in TRANSIENT:
         return StorageUnavailableError(detail)
     return StorageError(detail)
+
+
+def condition_error(exc: BaseException, create_only: bool) -> PreconditionFailedError | None:
+    """The error of a conditional write S3 refused (``None``: another failure).
+
+    412: the condition did not hold. 409 ConditionalRequestConflict: a concurrent write of
+    the key won the race (AWS, "Conditional writes"). 404 on ``If-Match``: nothing to match.
+    """
+    code = error_code(exc)
+    if code is None:
+        return None
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")  # type: ignore[attr-defined]
+    if code in ("PreconditionFailed", "412") or status == 412:
+        if create_only:
+            return PreconditionFailedError("an object exists at this key (overwrite=False)")
+        return PreconditionFailedError("the object is not the version if_match names")
+    if code == "ConditionalRequestConflict" or status == 409:
+        return PreconditionFailedError("a concurrent write of this key won (S3 409)")
+    if code in NOT_FOUND and not create_only:
+        return PreconditionFailedError("no object at this key for if_match")
+    return None

@@ -181,6 +181,7 @@ class Multipart:
     background: set[asyncio.Task[None]]
     integrity: Checksums
     checksums: bool = True  # False: the parts carry no data of ours (copies)
+    condition: dict[str, str] = field(default_factory=dict)  # IfNoneMatch/IfMatch: completion
     upload_id: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
@@ -210,6 +211,7 @@ class Multipart:
                     Key=self.key,
                     UploadId=self.upload_id,
                     MultipartUpload={"Parts": parts},
+                    **self.condition,  # checked when the object would appear: at completion
                 )
             except Exception as exc:
                 if error_code(exc) != "NoSuchUpload" or not await self._completed(parts):
@@ -320,6 +322,7 @@ class Transfer:
         *,
         checksums: bool = True,
         part_size: int | None = None,
+        condition: dict[str, str] | None = None,
     ) -> Multipart:
         in_flight = self.concurrency
         if part_size is not None:  # parts that carry bytes from here: bound the buffers
@@ -333,23 +336,34 @@ class Transfer:
             self.background,
             self.integrity,
             checksums,
+            condition or {},
         )
 
-    async def put(self, key: str, data: bytes, params: dict[str, Any]) -> None:
+    async def put(
+        self,
+        key: str,
+        data: bytes,
+        params: dict[str, Any],
+        condition: dict[str, str] | None = None,
+    ) -> None:
         """One PutObject, with checksums that S3 checks before storing anything."""
         sums = await self.integrity.params(data)
         response = await self.client.put_object(
-            Bucket=self.bucket, Key=key, Body=data, **sums, **params
+            Bucket=self.bucket, Key=key, Body=data, **sums, **params, **(condition or {})
         )
         self.integrity.observe(sums, response)
 
     async def save(
-        self, key: str, body: bytes | AsyncIterator[bytes], params: dict[str, Any]
+        self,
+        key: str,
+        body: bytes | AsyncIterator[bytes],
+        params: dict[str, Any],
+        condition: dict[str, str] | None = None,
     ) -> None:
         """Buffer up to the threshold: a stream that ends there is one PutObject, else parts."""
         if isinstance(body, bytes):
             if len(body) <= MAX_PUT_SIZE:
-                await self.put(key, body, params)
+                await self.put(key, body, params, condition)
                 return
             body = _slices(body, self.part_size)
         try:
@@ -359,16 +373,21 @@ class Transfer:
                 if len(head) > self.threshold:
                     break
             if len(head) <= self.threshold:
-                await self.put(key, bytes(head), params)
+                await self.put(key, bytes(head), params, condition)
                 return
-            await self._save_parts(key, bytes(head), body, params)
+            await self._save_parts(key, bytes(head), body, params, condition)
         finally:
             aclose = getattr(body, "aclose", None)
             if aclose is not None:
                 await aclose()
 
     async def _save_parts(
-        self, key: str, head: bytes, rest: AsyncIterator[bytes], params: dict[str, Any]
+        self,
+        key: str,
+        head: bytes,
+        rest: AsyncIterator[bytes],
+        params: dict[str, Any],
+        condition: dict[str, str] | None,
     ) -> None:
         """Send ``head`` then ``rest`` (length unknown) as parts of ``part_size`` bytes."""
         size = self.part_size
@@ -384,10 +403,16 @@ class Transfer:
                     )
                 yield upload.put_part(number, data)
 
-        await self.multipart(key, params, part_size=size).run(jobs)
+        await self.multipart(key, params, part_size=size, condition=condition).run(jobs)
 
     async def upload_file(
-        self, key: str, path: Path, size: int, params: dict[str, Any], progress: Progress | None
+        self,
+        key: str,
+        path: Path,
+        size: int,
+        params: dict[str, Any],
+        progress: Progress | None,
+        condition: dict[str, str] | None = None,
     ) -> None:
         """Send a local file; above the threshold as parts, each read once its slot is free."""
         if size <= self.threshold:
@@ -397,7 +422,7 @@ class Transfer:
                 raise StorageUnavailableError(
                     f"local file changed size while reading: {len(data)} of {size}"
                 )
-            await self.put(key, data, params)
+            await self.put(key, data, params, condition)
             if progress is not None:
                 progress(size, size)
             return
@@ -421,7 +446,7 @@ class Transfer:
             for number, offset in enumerate(range(0, size, part_size), start=1):
                 yield put(upload, number, offset, min(part_size, size - offset))
 
-        await self.multipart(key, params, part_size=part_size).run(jobs)
+        await self.multipart(key, params, part_size=part_size, condition=condition).run(jobs)
 
     async def delete_many(self, keys: list[str], user_key: Callable[[str], str | None]) -> None:
         """DeleteObjects in batches of 1000 (its limit); a refusal raises a typed error."""
@@ -444,8 +469,10 @@ class Transfer:
         threshold: int,
         part_size: int,
         version_id: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        """Copy server-side, keeping content type and metadata; multipart above ``threshold``.
+        """Copy server-side, keeping content type, metadata and headers (``headers``, e.g.
+        ``{"CacheControl": ...}``, replace the source's); multipart above ``threshold``.
 
         ``version_id``: copy that version of ``src`` (a restore).
         """
@@ -454,6 +481,19 @@ class Transfer:
             source["VersionId"] = version_id
         head = await self.client.head_object(**source)
         size: int = head["ContentLength"]
+        if size <= threshold and headers:
+            # REPLACE: every system header is then given anew, the source's kept by hand
+            extra = {"ChecksumAlgorithm": "CRC32"} if self.integrity.crc32 else {}
+            await self.client.copy_object(
+                Bucket=self.bucket,
+                Key=dst,
+                CopySource=source,
+                MetadataDirective="REPLACE",
+                **_object_headers(head, headers),
+                **extra,
+                **sse,
+            )
+            return
         if size <= threshold:
             # the copy gets a CRC32 of its own where the server keeps them
             extra = {"ChecksumAlgorithm": "CRC32"} if self.integrity.crc32 else {}
@@ -467,11 +507,7 @@ class Transfer:
             )
             return
         # a multipart copy makes a new object: carry content type and metadata by hand
-        params = {
-            "ContentType": head.get("ContentType") or "application/octet-stream",
-            "Metadata": head.get("Metadata") or {},
-            **sse,
-        }
+        params = {**_object_headers(head, headers or {}), **sse}
         part_size = part_size_for(size, part_size)
 
         async def put(upload: Multipart, number: int, first: int, last: int) -> Part:
@@ -525,3 +561,20 @@ class Transfer:
                 yield fetch(offset, min(part_size, size - offset))
 
         await run_bounded(jobs(), self.concurrency)
+
+
+_KEPT_HEADERS = ("CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage")
+
+
+def _object_headers(head: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
+    """What a copy that makes a new object must repeat: the source's type, metadata and
+    headers (a HeadObject answer), with ``overrides`` replacing some."""
+    params: dict[str, Any] = {
+        "ContentType": head.get("ContentType") or "application/octet-stream",
+        "Metadata": head.get("Metadata") or {},
+    }
+    for name in _KEPT_HEADERS:
+        if head.get(name):
+            params[name] = head[name]
+    params.update(overrides)
+    return params

@@ -434,9 +434,17 @@ class ObstoreTransfer(mp.Transfer):
     conditional multipart upload) goes the parent's way, through aiobotocore.
     """
 
-    async def put(self, key: str, data: bytes, params: dict[str, Any]) -> None:
+    async def put(
+        self,
+        key: str,
+        data: bytes,
+        params: dict[str, Any],
+        condition: dict[str, str] | None = None,
+    ) -> None:
         """One PutObject; obstore signs the body's SHA-256, which the server verifies."""
-        await self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **params)
+        await self.client.put_object(
+            Bucket=self.bucket, Key=key, Body=data, **params, **(condition or {})
+        )
 
     def _writer(self, key: str, params: dict[str, Any], part_size: int) -> Any:
         attributes, mode = _put_options(params)
@@ -453,20 +461,34 @@ class ObstoreTransfer(mp.Transfer):
         )
 
     async def _save_parts(
-        self, key: str, head: bytes, rest: AsyncIterator[bytes], params: dict[str, Any]
+        self,
+        key: str,
+        head: bytes,
+        rest: AsyncIterator[bytes],
+        params: dict[str, Any],
+        condition: dict[str, str] | None,
     ) -> None:
         try:
+            if condition:  # the writer completes without conditions
+                raise _Fallback("condition")
             writer = self._writer(key, params, self.part_size)
         except _Fallback:
-            await super()._save_parts(key, head, rest, params)
+            await super()._save_parts(key, head, rest, params, condition)
             return
         await _write(writer, _chained(head, rest))
 
     async def upload_file(
-        self, key: str, path: Path, size: int, params: dict[str, Any], progress: Progress | None
+        self,
+        key: str,
+        path: Path,
+        size: int,
+        params: dict[str, Any],
+        progress: Progress | None,
+        condition: dict[str, str] | None = None,
     ) -> None:
-        if size <= self.threshold:
-            await super().upload_file(key, path, size, params, progress)
+        if size <= self.threshold or condition:
+            # a conditional upload completes with the condition: aiobotocore's multipart
+            await super().upload_file(key, path, size, params, progress, condition)
             return
         part_size = mp.part_size_for(size, self.part_size)
         try:

@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import unicodedata
 import uuid
 from collections.abc import (
     AsyncIterator,
@@ -20,6 +21,7 @@ from typing import final
 import aiofiles
 import aiofiles.os
 
+from file_storage._http import check_header_value, public_url
 from file_storage._keys import KeyLike
 from file_storage._metadata import check_content_type
 from file_storage._streams import Progress
@@ -34,12 +36,17 @@ from file_storage.backends._support import (
 from file_storage.backends._writes import Writes
 from file_storage.errors import (
     ObjectNotFoundError,
+    StorageConfigError,
     StorageUnavailableError,
 )
 
 
 class Transfers(Writes, Reads):
     """The transfers of :class:`~file_storage.StorageBackend`; documented there."""
+
+    #: the base of :meth:`get_public_url` (``None``: not configured) and its setting
+    _public_base_url: str | None = None
+    _public_setting: str = "STORAGE_LOCAL_PUBLIC_BASE_URL"
 
     @final
     async def download_file(
@@ -91,19 +98,41 @@ class Transfers(Writes, Reads):
 
     @final
     async def get_presigned_url(
-        self, path: KeyLike, expires_in: int = 3600, method: Method = "GET"
+        self,
+        path: KeyLike,
+        expires_in: int = 3600,
+        method: Method = "GET",
+        *,
+        content_type: str | None = None,
+        filename: str | None = None,
     ) -> str:
         """Return a URL that lets anyone holding it GET or PUT ``path`` until it expires.
 
         Args:
             expires_in: seconds, ``1 <= expires_in <= 604800`` (7 days).
             method: ``"GET"`` or ``"PUT"``; a URL for one never works for the other.
+            content_type: GET: the ``Content-Type`` of the response (S3
+                ``ResponseContentType``). PUT: a signed condition: the upload must send
+                exactly this ``Content-Type`` (else 403), and it is stored.
+            filename: GET only: the response is a download named ``filename``
+                (``Content-Disposition: attachment``, RFC 6266: any Unicode name), so an
+                app can store ``<uuid>.mp4`` and still hand the user ``Отпуск 2026.mp4``.
 
         Raises:
-            ValueError: bad ``expires_in`` or ``method``.
-            StorageConfigError: the backend cannot sign (local without a signing key).
+            ValueError: bad ``expires_in``, ``method``, ``content_type`` or ``filename``
+                (``filename`` with PUT).
+            StorageConfigError: the backend cannot sign (local or memory without a
+                signing key and base URL).
         """
         key = self._key(path, "get_presigned_url")
+        check_header_value("content_type", content_type, "get_presigned_url", key)
+        if filename is not None:
+            if not isinstance(filename, str):
+                raise TypeError("filename must be a str or None")
+            if method == "PUT":
+                raise ValueError("filename is for GET URLs (the name of the download)")
+            if not filename.strip() or any(unicodedata.category(c) == "Cc" for c in filename):
+                raise ValueError("filename must be a non-empty name without control characters")
         if method not in ("GET", "PUT"):
             raise ValueError(f"method must be 'GET' or 'PUT', not {method!r}")
         if (
@@ -113,7 +142,28 @@ class Transfers(Writes, Reads):
         ):
             raise ValueError(f"expires_in must be an int in [1, {MAX_PRESIGN_SECONDS}] seconds")
         with self._translate("get_presigned_url", key):
-            return await self._presign(key, expires_in, method)
+            return await self._presign(key, expires_in, method, content_type, filename)
+
+    @final
+    def get_public_url(self, path: KeyLike) -> str:
+        """Return the unsigned URL of ``path`` under the public base URL (a CDN, a public
+        bucket, or a route of your app that serves files without a signature).
+
+        Each key segment is percent-encoded (all but RFC 3986's unreserved characters).
+        Nothing is checked or sent: the URL works only where the base really serves files.
+
+        Raises:
+            StorageConfigError: no public base URL is configured (the message names the
+                setting: ``STORAGE_S3_PUBLIC_BASE_URL`` or ``STORAGE_LOCAL_PUBLIC_BASE_URL``).
+        """
+        key = self._key(path, "get_public_url")
+        if not self._public_base_url:
+            raise StorageConfigError(
+                f"{self._public_setting} is not set (public_base_url=): no public URL",
+                operation="get_public_url",
+                key=key,
+            )
+        return public_url(self._public_base_url, key)
 
     @contextlib.asynccontextmanager
     async def local_copy(self, path: KeyLike) -> AsyncIterator[Path]:

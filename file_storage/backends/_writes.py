@@ -37,6 +37,7 @@ from file_storage.backends._support import (
     normalize_metadata,
     source_kept,
 )
+from file_storage.backends._write_options import write_options
 from file_storage.errors import (
     ObjectNotFoundError,
 )
@@ -55,8 +56,12 @@ class Writes(BackendCore):
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
         progress: Progress | None = None,
+        overwrite: bool = True,
+        if_match: str | None = None,
+        cache_control: str | None = None,
+        content_disposition: str | None = None,
     ) -> str:
-        """Store ``content`` at ``path``, replacing any object there.
+        """Store ``content`` at ``path``, replacing any object there (unless told not to).
 
         Args:
             path: the key.
@@ -66,24 +71,44 @@ class Writes(BackendCore):
             metadata: user metadata: names are HTTP tokens (returned lower-cased by
                 :meth:`stat`), values any ``str``; at most 2 KiB in all, as S3 counts it.
             progress: called as ``progress(bytes_done, bytes_total_or_None)``.
+            overwrite: ``False``: create only; when an object is at ``path`` already,
+                raise :class:`PreconditionFailedError` and store nothing. Atomic: of
+                writers racing to create one key, exactly one wins (S3 ``If-None-Match: *``).
+            if_match: an ETag from :meth:`stat`: replace only that version of the object;
+                when it was replaced (or deleted) since, raise :class:`PreconditionFailedError`
+                (S3 ``If-Match``; local disk: exact within a process, see docs/usage.md).
+            cache_control: the ``Cache-Control`` stored with the object and sent with it
+                (``storage_response``, presigned GETs); visible ASCII.
+            content_disposition: the ``Content-Disposition`` stored with the object, e.g.
+                ``content_disposition("Отпуск 2026.mp4")`` from :mod:`file_storage.fastapi`.
 
         Returns:
             The normalized key.
 
         Raises:
-            InvalidKeyError: bad key. InvalidMetadataError: bad metadata (nothing written).
-            StorageQuotaExceededError: over quota (nothing written). StorageError: the key
-            is a folder or under an object, or I/O failed.
+            InvalidKeyError: bad key. InvalidMetadataError: bad metadata or header value
+            (nothing written). PreconditionFailedError: ``overwrite``/``if_match`` did not
+            hold (nothing written). StorageQuotaExceededError: over quota (nothing
+            written). StorageError: the key is a folder or under an object, or I/O failed.
         """
         key = self._key(path, "save")
         ctype = check_content_type(content_type or guess_content_type(key), "save", key)
         meta = normalize_metadata(metadata, "save", key)
+        options = write_options(
+            "save",
+            key,
+            overwrite=overwrite,
+            if_match=if_match,
+            cache_control=cache_control,
+            content_disposition=content_disposition,
+        )
         if isinstance(content, bytes | bytearray | memoryview):
             data = bytes(content)
             with self._translate("save", key, len(data)):
                 async with self._quotas.hold(key):
                     reservation = await self._quotas.reserve(key, len(data), "save")
-                    await self._write(reservation, self._save(key, data, ctype, meta), len(data))
+                    hook = self._save(key, data, ctype, meta, options)
+                    await self._write(reservation, hook, len(data))
                     event = await self._created(key, len(data))
                 if progress is not None:
                     progress(len(data), len(data))
@@ -96,7 +121,8 @@ class Writes(BackendCore):
                 reservation = await self._quotas.reserve(key, 0, "save")
                 counter = Counter()
                 body = metered(content, counter, reservation, progress)
-                await self._write(reservation, self._save(key, body, ctype, meta), counter)
+                hook = self._save(key, body, ctype, meta, options)
+                await self._write(reservation, hook, counter)
                 event = await self._created(key, counter.value)
             call.size = counter.value
         self._events.emit(*_present(event))
@@ -130,11 +156,16 @@ class Writes(BackendCore):
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
         progress: Progress | None = None,
+        overwrite: bool = True,
+        if_match: str | None = None,
+        cache_control: str | None = None,
+        content_disposition: str | None = None,
     ) -> str:
         """Store the local file ``local_path`` at ``path``, streamed from disk.
 
         On S3 a file above the multipart threshold is sent as parts in parallel, and a
-        failure or cancellation aborts the upload, leaving nothing behind.
+        failure or cancellation aborts the upload, leaving nothing behind. The keyword
+        arguments are those of :meth:`save` (a refused condition leaves no upload open).
 
         Returns:
             The normalized key.
@@ -145,6 +176,14 @@ class Writes(BackendCore):
         key = self._key(path, "upload_file")
         ctype = check_content_type(content_type or guess_content_type(key), "upload_file", key)
         meta = normalize_metadata(metadata, "upload_file", key)
+        options = write_options(
+            "upload_file",
+            key,
+            overwrite=overwrite,
+            if_match=if_match,
+            cache_control=cache_control,
+            content_disposition=content_disposition,
+        )
         source = Path(local_path)
         with self._translate("upload_file", key) as call:
             try:
@@ -153,15 +192,28 @@ class Writes(BackendCore):
                 raise ObjectNotFoundError(f"local file {str(source)!r} not found") from exc
             async with self._quotas.hold(key):
                 reservation = await self._quotas.reserve(key, size, "upload_file")
-                hook = self._upload_file(source, key, size, ctype, meta, progress)
+                hook = self._upload_file(source, key, size, ctype, meta, progress, options)
                 await self._write(reservation, hook, size)
                 event = await self._created(key, size)
         self._events.emit(*_present(event))
         return key
 
     @final
-    async def copy(self, src: KeyLike, dst: KeyLike) -> str:
-        """Copy ``src`` to ``dst`` (server-side on S3), keeping content type and metadata.
+    async def copy(
+        self,
+        src: KeyLike,
+        dst: KeyLike,
+        *,
+        cache_control: str | None = None,
+        content_disposition: str | None = None,
+    ) -> str:
+        """Copy ``src`` to ``dst`` (server-side on S3), keeping content type, metadata and
+        headers.
+
+        Args:
+            cache_control: replaces the source's ``Cache-Control`` on ``dst`` (``None``:
+                keep the source's).
+            content_disposition: replaces the source's ``Content-Disposition`` likewise.
 
         Returns:
             The ``dst`` key.
@@ -171,15 +223,18 @@ class Writes(BackendCore):
         """
         src_key = self._key(src, "copy")
         dst_key = self._key(dst, "copy")
+        options = write_options(
+            "copy", dst_key, cache_control=cache_control, content_disposition=content_disposition
+        )
         with self._translate("copy", src_key, conflict_key=dst_key):
-            if src_key == dst_key:
+            if src_key == dst_key and options.plain:  # with headers: rewritten in place
                 if not await self._exists(src_key):
                     raise ObjectNotFoundError()
                 return dst_key
             # the source is held too: its size, reserved for dst, cannot change under the copy
             async with self._quotas.hold(src_key, dst_key):
                 reservation, size = await self._reserve_copy(src_key, dst_key, "copy")
-                await self._write(reservation, self._copy(src_key, dst_key), size)
+                await self._write(reservation, self._copy(src_key, dst_key, options), size)
                 event = await self._created(dst_key, size if reservation is not None else None)
         self._events.emit(*_present(event))
         return dst_key

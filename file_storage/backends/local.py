@@ -42,10 +42,12 @@ from pydantic import SecretStr
 from file_storage._keys import is_valid_segment
 from file_storage._mime import guess_content_type
 from file_storage._post_policy import sign_post
-from file_storage._signing import MIN_SIGNING_KEY_CHARS
+from file_storage._signing import presign
+from file_storage._signing import signing_key as wrap_signing_key
 from file_storage._streams import Progress
 from file_storage.backends import _local_meta as meta_file
 from file_storage.backends._core import Method
+from file_storage.backends._local_cond import check_match, etag_of, link_new
 from file_storage.backends._local_fs import (
     O_NEW,
     Found,
@@ -78,6 +80,7 @@ from file_storage.backends._local_rules import LocalRules
 from file_storage.backends._local_versions import LocalVersions
 from file_storage.backends._local_walk import TmpSeen, Walk, sweep_meta, tmp_watcher
 from file_storage.backends._pages import Entry
+from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
@@ -126,6 +129,8 @@ class LocalStorageBackend(LocalVersions):
             of failing them (``STORAGE_QUOTA_FAIL_OPEN``).
         expire_interval_seconds: run ``purge_expired`` this often in the background
             (``STORAGE_EXPIRE_INTERVAL_SECONDS``); the rules live in a file under the root.
+        public_base_url: where the files are served without a signature, for
+            :meth:`get_public_url` (``STORAGE_LOCAL_PUBLIC_BASE_URL``).
     """
 
     def __init__(
@@ -143,6 +148,7 @@ class LocalStorageBackend(LocalVersions):
         quota_lease_seconds: float = 60.0,
         quota_fail_open: bool = False,
         expire_interval_seconds: float | None = None,
+        public_base_url: str | None = None,
     ) -> None:
         self._root = Path(root).expanduser().absolute()
         super().__init__(
@@ -159,14 +165,8 @@ class LocalStorageBackend(LocalVersions):
         self._rules = LocalRules(self._dir, durable)
         self._sweeping: concurrent.futures.Future[None] | None = None
         self._base_url = base_url
-        self._signing_key = SecretStr(signing_key) if isinstance(signing_key, str) else signing_key
-        if self._signing_key is not None and (
-            len(self._signing_key.get_secret_value()) < MIN_SIGNING_KEY_CHARS
-        ):
-            raise StorageConfigError(
-                f"signing_key (STORAGE_LOCAL_SIGNING_KEY) must be at least "
-                f"{MIN_SIGNING_KEY_CHARS} characters"
-            )
+        self._signing_key = wrap_signing_key(signing_key)
+        self._public_base_url = public_base_url
         if isinstance(temp_max_age_seconds, bool) or not (
             isinstance(temp_max_age_seconds, int | float) and temp_max_age_seconds > 0
         ):
@@ -189,7 +189,15 @@ class LocalStorageBackend(LocalVersions):
             os.fsync(dir_fd)
 
     def _land(
-        self, gate: Gate, key: str, dir_fd: int, tmp: str, name: str, meta: Meta | None, fd: int
+        self,
+        gate: Gate,
+        key: str,
+        dir_fd: int,
+        tmp: str,
+        name: str,
+        meta: Meta | None,
+        fd: int,
+        options: WriteOptions,
     ) -> None:
         """Record the sidecar of the finished temp file, then rename it into place, unless
         the caller was cancelled first."""
@@ -201,9 +209,19 @@ class LocalStorageBackend(LocalVersions):
         with key_locks(key):
             with gate.lock:
                 gate.check()
+                if options.if_match is not None:  # exact within this process: see _local_cond
+                    check_match(self._dir, key, options.if_match)
                 meta_file.record(self._dir, key, version, meta)
-                with self._keeping(key, version):
-                    replace_at(tmp, dir_fd, name, dir_fd)
+                try:
+                    with self._keeping(key, version):
+                        if options.overwrite:
+                            replace_at(tmp, dir_fd, name, dir_fd)
+                        else:
+                            link_new(tmp, dir_fd, name)  # atomic: EEXIST when anything is there
+                except BaseException:
+                    if meta is not None:
+                        meta_file.forget(self._dir, key, version)
+                    raise
                 gate.landed = True
             if meta is None:
                 meta_file.drop(self._dir, key)
@@ -218,6 +236,7 @@ class LocalStorageBackend(LocalVersions):
         name: str,
         fill: Callable[[int], None] | None,
         meta: Meta | None,
+        options: WriteOptions = PLAIN,
     ) -> None:
         """Fill the temp file, sync it and land it; it owns (and closes) both descriptors."""
         dir_fd, tmp, fd = opened
@@ -231,7 +250,7 @@ class LocalStorageBackend(LocalVersions):
             except BaseException:
                 os.close(fd)
                 raise
-            self._land(gate, key, dir_fd, tmp, name, meta, fd)
+            self._land(gate, key, dir_fd, tmp, name, meta, fd, options)
         except BaseException:
             if not gate.landed:
                 with contextlib.suppress(OSError):
@@ -251,17 +270,28 @@ class LocalStorageBackend(LocalVersions):
             raise
         return (dir_fd, tmp, fd), name
 
-    def _meta(self, key: str, content_type: str, metadata: dict[str, str]) -> Meta | None:
-        if content_type == guess_content_type(key) and not metadata:
+    def _meta(
+        self, key: str, content_type: str, metadata: dict[str, str], options: WriteOptions
+    ) -> Meta | None:
+        headers = (options.cache_control, options.content_disposition)
+        if content_type == guess_content_type(key) and not metadata and headers == (None, None):
             return None
-        return content_type, metadata
+        return Meta(content_type, metadata, *headers)
 
-    def _save_bytes(self, gate: Gate, key: str, data: bytes, meta: Meta | None) -> None:
+    def _save_bytes(
+        self, gate: Gate, key: str, data: bytes, meta: Meta | None, options: WriteOptions
+    ) -> None:
         opened, name = self._open_tmp(key)
-        self._complete(gate, key, opened, name, lambda fd: write_all(fd, [data]), meta)
+        self._complete(gate, key, opened, name, lambda fd: write_all(fd, [data]), meta, options)
 
     def _upload_sync(
-        self, gate: Gate, local_path: Path, key: str, size: int, meta: Meta | None
+        self,
+        gate: Gate,
+        local_path: Path,
+        key: str,
+        size: int,
+        meta: Meta | None,
+        options: WriteOptions,
     ) -> None:
         src = os.open(local_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
@@ -272,14 +302,20 @@ class LocalStorageBackend(LocalVersions):
                     raise StorageError(f"local file changed size while copying: {copied} of {size}")
 
             opened, name = self._open_tmp(key)
-            self._complete(gate, key, opened, name, fill, meta)
+            self._complete(gate, key, opened, name, fill, meta, options)
         finally:
             os.close(src)
 
-    def _copy_sync(self, gate: Gate, src: str, dst: str) -> None:
+    def _copy_sync(self, gate: Gate, src: str, dst: str, options: WriteOptions) -> None:
         found = open_object(self._dir, src)
         try:
             meta = meta_file.lookup(self._dir, src, found.st)
+            if options.cache_control or options.content_disposition:
+                kept = meta or Meta(guess_content_type(src), {})
+                meta = kept._replace(
+                    cache_control=options.cache_control or kept.cache_control,
+                    content_disposition=options.content_disposition or kept.content_disposition,
+                )
             opened, name = self._open_tmp(dst)
             self._complete(
                 gate, dst, opened, name, lambda fd: (copy_fd(found.fd, fd, gate), None)[1], meta
@@ -356,21 +392,20 @@ class LocalStorageBackend(LocalVersions):
 
     # ------------------------------------------------------------ reads (sync, in threads)
 
-    @staticmethod
-    def _etag(st: os.stat_result) -> str:
-        # the inode too: every write makes a new file (temp + rename), so two versions of
-        # one size written within one tick of a coarse file-system clock still differ
-        return f'"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"'
+    _etag = staticmethod(etag_of)
 
     def _info(self, key: str, st: os.stat_result, meta: Meta | None, *, full: bool) -> ObjectInfo:
-        content_type, metadata = meta or ((guess_content_type(key), {}) if full else (None, {}))
+        if meta is None:
+            meta = Meta(guess_content_type(key), {}) if full else None
         return ObjectInfo(
             key=key,
             size=st.st_size,
             last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
             etag=self._etag(st),
-            content_type=content_type,
-            metadata=metadata,
+            content_type=None if meta is None else meta.content_type,
+            metadata={} if meta is None else meta.metadata,
+            cache_control=None if meta is None else meta.cache_control,
+            content_disposition=None if meta is None else meta.content_disposition,
         )
 
     @staticmethod
@@ -496,10 +531,11 @@ class LocalStorageBackend(LocalVersions):
         body: bytes | AsyncIterator[bytes],
         content_type: str,
         metadata: dict[str, str],
+        options: WriteOptions = PLAIN,
     ) -> None:
-        meta = self._meta(key, content_type, metadata)
+        meta = self._meta(key, content_type, metadata, options)
         if isinstance(body, bytes):
-            await gated(self._save_bytes, key, body, meta)
+            await gated(self._save_bytes, key, body, meta, options)
             return
         opened, name = await in_pool(self._open_tmp, key, cleanup=lambda r: discard_tmp(r[0]))
         fd = opened[2]
@@ -524,7 +560,14 @@ class LocalStorageBackend(LocalVersions):
             await in_pool(write_all, fd, batch)
             handed = True  # from here the worker owns the descriptors and the temp file
             await gated(
-                self._complete, key, opened, name, None, meta, cleanup=lambda: discard_tmp(opened)
+                self._complete,
+                key,
+                opened,
+                name,
+                None,
+                meta,
+                options,
+                cleanup=lambda: discard_tmp(opened),
             )
         except BaseException:
             if not handed:
@@ -544,12 +587,15 @@ class LocalStorageBackend(LocalVersions):
         content_type: str,
         metadata: dict[str, str],
         progress: Progress | None,
+        options: WriteOptions = PLAIN,
     ) -> None:
         if progress is not None:
-            await super()._upload_file(local_path, key, size, content_type, metadata, progress)
+            await super()._upload_file(
+                local_path, key, size, content_type, metadata, progress, options
+            )
             return
-        meta = self._meta(key, content_type, metadata)
-        await gated(self._upload_sync, local_path, key, size, meta)
+        meta = self._meta(key, content_type, metadata, options)
+        await gated(self._upload_sync, local_path, key, size, meta, options)
 
     async def _download_file(self, key: str, local_path: Path, progress: Progress | None) -> int:
         if progress is not None:
@@ -662,8 +708,8 @@ class LocalStorageBackend(LocalVersions):
     async def _list_dirs(self, prefix: str) -> list[str]:
         return await asyncio.to_thread(self._list_dirs_sync, prefix)
 
-    async def _copy(self, src: str, dst: str) -> None:
-        await gated(self._copy_sync, src, dst)
+    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> None:
+        await gated(self._copy_sync, src, dst, options)
 
     async def _move(self, src: str, dst: str) -> None:
         await gated(self._move_sync, src, dst)
@@ -689,17 +735,16 @@ class LocalStorageBackend(LocalVersions):
     async def _check(self) -> None:
         await asyncio.to_thread(_check_root, self._root)
 
-    async def _presign(self, key: str, expires_in: int, method: Method) -> str:
-        if not self._base_url or self._signing_key is None:
-            raise StorageConfigError(
-                "the local backend signs URLs only when STORAGE_LOCAL_BASE_URL and "
-                "STORAGE_LOCAL_SIGNING_KEY are set (base_url= and signing_key=), and the app "
-                "mounts file_storage.fastapi.signed_url_router at that URL"
-            )
-        from file_storage._signing import sign_url
-
-        return sign_url(
-            self._base_url, key, method, expires_in, self._signing_key.get_secret_value()
+    async def _presign(
+        self,
+        key: str,
+        expires_in: int,
+        method: Method,
+        content_type: str | None = None,
+        filename: str | None = None,
+    ) -> str:
+        return presign(
+            self._base_url, self._signing_key, key, method, expires_in, content_type, filename
         )
 
     async def _presign_post(

@@ -13,14 +13,16 @@ from datetime import UTC, datetime
 from pydantic import SecretStr
 
 from file_storage._quota import VERSION_SEP
+from file_storage._signing import presign
+from file_storage._signing import signing_key as wrap_signing_key
 from file_storage.backends._core import Method, Versioning
 from file_storage.backends._pages import Entry, folder_end
+from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
     ObjectConflictError,
     ObjectNotFoundError,
     PreconditionFailedError,
-    StorageConfigError,
 )
 from file_storage.models import ObjectInfo, ObjectVersion
 
@@ -34,6 +36,8 @@ class _Object:
     metadata: dict[str, str]
     last_modified: datetime
     etag: str
+    cache_control: str | None = None
+    content_disposition: str | None = None
 
 
 def _parents(key: str) -> list[str]:
@@ -45,8 +49,13 @@ def _parents(key: str) -> list[str]:
 class MemoryStorageBackend(StorageBackend):
     """Keeps objects in a dict. Each instance is its own empty store.
 
-    Presigned URLs need a server to answer them, so ``get_presigned_url`` raises
-    :class:`StorageConfigError` here; use the local backend with a signing key for that.
+    Args:
+        base_url: where the app mounts ``signed_url_router``, which answers this
+            backend's presigned URLs as it does the local backend's (settings: the same
+            ``STORAGE_LOCAL_BASE_URL``).
+        signing_key: HMAC key of presigned URLs, at least 32 characters
+            (``STORAGE_LOCAL_SIGNING_KEY``).
+        public_base_url: for :meth:`get_public_url` (``STORAGE_LOCAL_PUBLIC_BASE_URL``).
     """
 
     def __init__(
@@ -59,6 +68,9 @@ class MemoryStorageBackend(StorageBackend):
         quota_lease_seconds: float = 60.0,
         quota_fail_open: bool = False,
         expire_interval_seconds: float | None = None,
+        base_url: str | None = None,
+        signing_key: str | SecretStr | None = None,
+        public_base_url: str | None = None,
     ) -> None:
         super().__init__(
             max_size_bytes=max_size_bytes,
@@ -69,6 +81,9 @@ class MemoryStorageBackend(StorageBackend):
             quota_fail_open=quota_fail_open,
             expire_interval_seconds=expire_interval_seconds,
         )
+        self._base_url = base_url
+        self._signing_key = wrap_signing_key(signing_key)
+        self._public_base_url = public_base_url
         self._objects: dict[str, _Object] = {}
         self._folders: dict[str, int] = {}  # folder ("a/b/") -> number of objects below it
         self._versioning_state: Versioning = "off"
@@ -85,8 +100,13 @@ class MemoryStorageBackend(StorageBackend):
         except KeyError:
             raise ObjectNotFoundError() from None
 
-    def _put(self, key: str, obj: _Object) -> None:
-        # no await in here: the check and the write are one atomic step on the loop
+    def _put(self, key: str, obj: _Object, options: WriteOptions = PLAIN) -> None:
+        # no await in here: the checks and the write are one atomic step on the loop
+        current = self._objects.get(key)
+        if not options.overwrite and current is not None:
+            raise PreconditionFailedError("an object exists at this key (overwrite=False)")
+        if options.if_match is not None and (current is None or current.etag != options.if_match):
+            raise PreconditionFailedError("the object is not the version if_match names")
         if key + "/" in self._folders:
             # key=: on copy/move the clash is at the destination, not the source the call names
             raise ObjectConflictError("a folder exists at this key", key=key)
@@ -118,9 +138,19 @@ class MemoryStorageBackend(StorageBackend):
         return True
 
     @staticmethod
-    def _new(data: bytes, content_type: str, metadata: dict[str, str]) -> _Object:
+    def _new(
+        data: bytes, content_type: str, metadata: dict[str, str], options: WriteOptions
+    ) -> _Object:
         etag = '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
-        return _Object(data, content_type, dict(metadata), datetime.now(UTC), etag)
+        return _Object(
+            data,
+            content_type,
+            dict(metadata),
+            datetime.now(UTC),
+            etag,
+            options.cache_control,
+            options.content_disposition,
+        )
 
     def _info(self, key: str, obj: _Object) -> ObjectInfo:
         return ObjectInfo(
@@ -130,6 +160,8 @@ class MemoryStorageBackend(StorageBackend):
             etag=obj.etag,
             content_type=obj.content_type,
             metadata=dict(obj.metadata),
+            cache_control=obj.cache_control,
+            content_disposition=obj.content_disposition,
         )
 
     async def _save(
@@ -138,9 +170,10 @@ class MemoryStorageBackend(StorageBackend):
         body: bytes | AsyncIterator[bytes],
         content_type: str,
         metadata: dict[str, str],
+        options: WriteOptions = PLAIN,
     ) -> None:
         data = body if isinstance(body, bytes) else b"".join([c async for c in body])
-        self._put(key, self._new(data, content_type, metadata))
+        self._put(key, self._new(data, content_type, metadata, options), options)
 
     async def _load(self, key: str) -> bytes:
         return self._get(key).data
@@ -213,17 +246,29 @@ class MemoryStorageBackend(StorageBackend):
             if folder.startswith(prefix) and folder.count("/") == depth
         ]
 
-    async def _copy(self, src: str, dst: str) -> None:
+    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> None:
         obj = self._get(src)
         self._put(
             dst,
-            _Object(obj.data, obj.content_type, dict(obj.metadata), datetime.now(UTC), obj.etag),
+            dataclasses.replace(
+                obj,
+                metadata=dict(obj.metadata),
+                last_modified=datetime.now(UTC),
+                cache_control=options.cache_control or obj.cache_control,
+                content_disposition=options.content_disposition or obj.content_disposition,
+            ),
         )
 
-    async def _presign(self, key: str, expires_in: int, method: Method) -> str:
-        raise StorageConfigError(
-            "the memory backend cannot serve presigned URLs; use STORAGE_TYPE=LOCAL with "
-            "STORAGE_LOCAL_BASE_URL and STORAGE_LOCAL_SIGNING_KEY, or S3"
+    async def _presign(
+        self,
+        key: str,
+        expires_in: int,
+        method: Method,
+        content_type: str | None = None,
+        filename: str | None = None,
+    ) -> str:
+        return presign(
+            self._base_url, self._signing_key, key, method, expires_in, content_type, filename
         )
 
     # ---------------------------------------------------------------- versions

@@ -16,13 +16,14 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import SecretStr
 
+from file_storage._http import content_disposition
 from file_storage._keys import validate_key
 from file_storage._loops import ShutdownHook
 from file_storage._metadata import decode_value, encode_value
@@ -32,12 +33,13 @@ from file_storage.backends import _pages
 from file_storage.backends import _s3_multipart as mp
 from file_storage.backends._core import Method
 from file_storage.backends._s3_config import addressing, instrument, open_client, s3_options
-from file_storage.backends._s3_errors import error_code, is_outage, map_s3_error
+from file_storage.backends._s3_errors import condition_error, error_code, is_outage, map_s3_error
 from file_storage.backends._s3_fallback import Fallback
 from file_storage.backends._s3_lifecycle import S3Rules
 from file_storage.backends._s3_obstore import ObstoreClient, ObstoreTransfer, open_store
 from file_storage.backends._s3_pages import presign_post, s3_entries
 from file_storage.backends._s3_versions import S3Versions
+from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.errors import (
     InvalidKeyError,
     PreconditionFailedError,
@@ -89,7 +91,13 @@ class S3StorageBackend(S3Versions):
             endpoint, bucket and prefix).
         expire_interval_seconds: accepted like the other backends; unused, as S3 applies
             expiry rules itself.
+        public_base_url: the URL that serves the backend's root, that is ``prefix``,
+            without a signature (a CDN whose origin path is ``/<prefix>``, or a public
+            bucket's ``https://<bucket>.s3.<region>.amazonaws.com/<prefix>``), for
+            :meth:`get_public_url` (``STORAGE_S3_PUBLIC_BASE_URL``).
     """
+
+    _public_setting = "STORAGE_S3_PUBLIC_BASE_URL"
 
     #: objects above this go through UploadPartCopy (CopyObject takes at most 5 GiB)
     _copy_threshold: int = mp.MAX_PUT_SIZE
@@ -129,7 +137,9 @@ class S3StorageBackend(S3Versions):
         quota_lease_seconds: float = 60.0,
         quota_fail_open: bool = False,
         expire_interval_seconds: float | None = None,
+        public_base_url: str | None = None,
     ) -> None:
+        self._public_base_url = public_base_url
         self._options = options = s3_options(
             bucket,
             prefix=prefix,
@@ -367,10 +377,37 @@ class S3StorageBackend(S3Versions):
 
     # ---------------------------------------------------------------- writes
 
-    def _write_params(self, content_type: str, metadata: dict[str, str]) -> dict[str, Any]:
+    def _write_params(
+        self, content_type: str, metadata: dict[str, str], options: WriteOptions = PLAIN
+    ) -> dict[str, Any]:
         # header values: RFC 2047 encoded-words where a value would not survive as it is
         wire = {name: encode_value(value) for name, value in metadata.items()}
-        return {"ContentType": content_type, "Metadata": wire, **self._options.sse}
+        return {
+            "ContentType": content_type,
+            "Metadata": wire,
+            **_headers(options),
+            **self._options.sse,
+        }
+
+    async def _conditional(
+        self, key: str, options: WriteOptions, send: Callable[[dict[str, str]], Awaitable[None]]
+    ) -> None:
+        """Send a write S3 must check (``If-None-Match: *`` / ``If-Match``) or that carries
+        headers: straight to S3, after the key's spooled version (the spool cannot check a
+        condition, nor keeps headers), never absorbed by the spool."""
+        await self._fallback.flush_key(key, self._send_spooled)
+        condition: dict[str, str] = {}
+        if not options.overwrite:
+            condition["IfNoneMatch"] = "*"
+        elif options.if_match is not None:
+            condition["IfMatch"] = options.if_match
+        try:
+            await send(condition)
+        except Exception as exc:
+            refused = condition_error(exc, create_only=not options.overwrite) if condition else None
+            if refused is None:
+                raise
+            raise refused from exc
 
     async def _transfer(self) -> mp.Transfer:
         kind = ObstoreTransfer if self._options.client == "obstore" else mp.Transfer
@@ -390,9 +427,15 @@ class S3StorageBackend(S3Versions):
         body: bytes | AsyncIterator[bytes],
         content_type: str,
         metadata: dict[str, str],
+        options: WriteOptions = PLAIN,
     ) -> None:
-        params = self._write_params(content_type, metadata)
-        send = functools.partial((await self._transfer()).save, self._full(key), params=params)
+        params = self._write_params(content_type, metadata, options)
+        transfer = await self._transfer()
+        if not options.plain:
+            save = functools.partial(transfer.save, self._full(key), body, params)
+            await self._conditional(key, options, save)
+            return
+        send = functools.partial(transfer.save, self._full(key), params=params)
         await self._fallback.save(key, body, content_type, metadata, send)
 
     async def _upload_file(
@@ -403,15 +446,25 @@ class S3StorageBackend(S3Versions):
         content_type: str,
         metadata: dict[str, str],
         progress: Progress | None,
+        options: WriteOptions = PLAIN,
     ) -> None:
-        params = self._write_params(content_type, metadata)
+        params = self._write_params(content_type, metadata, options)
         transfer = await self._transfer()
+        if not options.plain:
+            upload = functools.partial(
+                transfer.upload_file, self._full(key), local_path, size, params, progress
+            )
+            await self._conditional(key, options, upload)
+            return
         send = functools.partial(
             transfer.upload_file, self._full(key), local_path, size, params, progress
         )
         await self._fallback.upload_file(key, local_path, content_type, metadata, send)
 
-    async def _copy(self, src: str, dst: str) -> None:
+    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> None:
+        headers = _headers(options)
+        if headers:  # the new headers go on S3's copy of src: a spooled src is sent first
+            await self._fallback.flush_key(src, self._send_spooled)
         copy = functools.partial(
             (await self._transfer()).copy,
             self._full(src),
@@ -419,6 +472,7 @@ class S3StorageBackend(S3Versions):
             self._options.sse,
             self._copy_threshold,
             self._copy_part_size,
+            headers=headers,
         )
         await self._fallback.copy(src, dst, copy, self._send_spooled)
 
@@ -514,6 +568,8 @@ class S3StorageBackend(S3Versions):
                 name.lower(): decode_value(value)
                 for name, value in (head.get("Metadata") or {}).items()
             },
+            cache_control=head.get("CacheControl"),
+            content_disposition=head.get("ContentDisposition"),
         )
 
     def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
@@ -554,15 +610,29 @@ class S3StorageBackend(S3Versions):
                     folders.append(folder)
         return list(set(folders) | await self._fallback.folders(prefix))
 
-    async def _presign(self, key: str, expires_in: int, method: Method) -> str:
+    async def _presign(
+        self,
+        key: str,
+        expires_in: int,
+        method: Method,
+        content_type: str | None = None,
+        filename: str | None = None,
+    ) -> str:
         # the URL must reach the newest version (GET), or replace it (PUT)
         await self._fallback.flush_key(key, self._send_spooled)
         client = await self._signing_client()
         # no SSE or checksum parameters: they would become signed headers that every
         # uploader must repeat; bucket default encryption covers presigned PUTs
+        params: dict[str, str] = {"Bucket": self._bucket, "Key": self._full(key)}
+        if method == "PUT" and content_type is not None:
+            params["ContentType"] = content_type  # a signed header: the uploader must send it
+        if method == "GET" and content_type is not None:
+            params["ResponseContentType"] = content_type
+        if method == "GET" and filename is not None:
+            params["ResponseContentDisposition"] = content_disposition(filename)
         url: str = await client.generate_presigned_url(
             "get_object" if method == "GET" else "put_object",
-            Params={"Bucket": self._bucket, "Key": self._full(key)},
+            Params=params,
             ExpiresIn=expires_in,
         )
         return url
@@ -590,6 +660,15 @@ class _LoopClients:
         self.boto: dict[str | None, Any] = {}  # beside obstore: aiobotocore, per endpoint
         self.background: set[asyncio.Task[None]] = set()
         self.hook = ShutdownHook(close)
+
+
+def _headers(options: WriteOptions) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if options.cache_control is not None:
+        headers["CacheControl"] = options.cache_control
+    if options.content_disposition is not None:
+        headers["ContentDisposition"] = options.content_disposition
+    return headers
 
 
 def _utc(value: datetime) -> datetime:

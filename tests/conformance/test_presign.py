@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from file_storage import StorageBackend
+from file_storage import InvalidMetadataError, StorageBackend, StorageConfigError
 
 
 @pytest.mark.parametrize("expires_in", [0, -1, 604_801, 10**9, 1.5, True])
@@ -19,3 +19,22 @@ async def test_expiry_out_of_bounds_raises_value_error(
 async def test_unknown_method_raises_value_error(backend: StorageBackend, method: str) -> None:
     with pytest.raises(ValueError, match="method"):
         await backend.get_presigned_url("a.txt", method=method)  # type: ignore[arg-type]
+
+
+async def test_public_url_without_a_base_names_the_setting(backend: StorageBackend) -> None:
+    with pytest.raises(StorageConfigError, match="PUBLIC_BASE_URL") as caught:
+        backend.get_public_url("a.txt")
+    assert (caught.value.operation, caught.value.key) == ("get_public_url", "a.txt")
+
+
+async def test_filename_on_a_put_url_is_refused(backend: StorageBackend) -> None:
+    with pytest.raises(ValueError, match="filename"):
+        await backend.get_presigned_url("a.txt", method="PUT", filename="a.txt")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain\r\nx: y", "тип/вид"])
+async def test_bad_presign_content_type_is_refused(
+    backend: StorageBackend, content_type: str
+) -> None:
+    with pytest.raises(InvalidMetadataError, match="content_type"):
+        await backend.get_presigned_url("a.txt", content_type=content_type)

@@ -1,0 +1,76 @@
+"""HTTP header values the library builds without a web framework: Content-Disposition
+(RFC 6266 / RFC 8187), charset on text types, object header checks, public URLs."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Literal
+from urllib.parse import quote
+
+from file_storage.errors import InvalidMetadataError
+
+Disposition = Literal["attachment", "inline"]
+
+# what the ASCII filename= fallback keeps; the full name travels in filename*
+_ASCII_SAFE = re.compile(r"[^A-Za-z0-9 !#$&'()+,.;=@\[\]^_`{}~-]")
+# visible ASCII and space: what every server (S3 included) stores and returns unchanged
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
+_JSON_TYPES = frozenset({"application/json", "application/x-ndjson"})
+
+
+def content_disposition(filename: str, disposition: Disposition = "attachment") -> str:
+    """``attachment; filename="<ascii>"; filename*=UTF-8''<percent-encoded>`` (RFC 6266)."""
+    if disposition not in ("attachment", "inline"):
+        raise ValueError("disposition must be 'attachment' or 'inline'")
+    name = re.split(r"[/\\]", filename)[-1]
+    # controls (CR, LF, NUL...) and format characters (bidi overrides) never reach a header
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] not in "CZ" or ch == " ")
+    name = name.strip().strip(".") or "download"
+    decomposed = unicodedata.normalize("NFKD", name)
+    ascii_name = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    ascii_name = _ASCII_SAFE.sub("_", ascii_name.encode("ascii", "replace").decode())
+    encoded = quote(name, safe="")
+    return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{encoded}"
+
+
+def with_charset(content_type: str) -> str:
+    """``content_type`` with ``; charset=utf-8`` when it is text or JSON and names none.
+
+    Browsers otherwise guess the encoding of ``text/*`` (often windows-1252), which
+    garbles UTF-8 text; JSON is UTF-8 by definition (RFC 8259) but some clients ask.
+    """
+    essence, _, params = content_type.partition(";")
+    mime = essence.strip().lower()
+    textual = mime.startswith("text/") or mime in _JSON_TYPES or mime.endswith("+json")
+    if not textual or "charset=" in params.lower():
+        return content_type
+    return f"{content_type.rstrip().rstrip(';')}; charset=utf-8"
+
+
+def check_header_value(name: str, value: object, operation: str, key: str) -> str | None:
+    """``value`` when it can be stored as the object header ``name``; else raise.
+
+    Raises:
+        TypeError: not a str (a bug). InvalidMetadataError: not visible ASCII (a CR or LF
+            would split the header; build a Unicode file name with ``content_disposition``).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None")
+    if not value.strip() or not _HEADER_VALUE.fullmatch(value):
+        raise InvalidMetadataError(
+            f"{name} must be non-empty visible ASCII (for a Unicode file name use "
+            "content_disposition(filename), which encodes it per RFC 6266)",
+            operation=operation,
+            key=key,
+        )
+    return value
+
+
+def public_url(base_url: str, key: str) -> str:
+    """``<base_url>/<key>`` with each segment percent-encoded but RFC 3986's unreserved
+    characters (``+`` too: S3 and some CDNs read a literal ``+`` in a path as a space)."""
+    path = "/".join(quote(segment, safe="") for segment in key.split("/"))
+    return f"{base_url.rstrip('/')}/{path}"

@@ -1,0 +1,80 @@
+"""Object headers: cache_control and content_disposition stored, returned, copied."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from file_storage import InvalidMetadataError, StorageBackend
+from file_storage._http import content_disposition
+
+NAME = content_disposition("Отпуск 2026.mp4")
+
+
+async def test_headers_are_stored_and_returned_by_stat(backend: StorageBackend) -> None:
+    await backend.save(
+        "h/a.mp4", b"x", cache_control="public, max-age=31536000", content_disposition=NAME
+    )
+    info = await backend.stat("h/a.mp4")
+    assert info.cache_control == "public, max-age=31536000"
+    assert info.content_disposition == NAME
+
+
+async def test_no_headers_stat_as_none(backend: StorageBackend) -> None:
+    await backend.save("h/a.txt", b"x")
+    info = await backend.stat("h/a.txt")
+    assert (info.cache_control, info.content_disposition) == (None, None)
+
+
+async def test_upload_file_stores_headers(backend: StorageBackend, tmp_path: Path) -> None:
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"data")
+    await backend.upload_file(
+        source, "h/a.bin", cache_control="no-store", content_disposition="inline"
+    )
+    info = await backend.stat("h/a.bin")
+    assert (info.cache_control, info.content_disposition) == ("no-store", "inline")
+
+
+async def test_overwrite_without_headers_drops_them(backend: StorageBackend) -> None:
+    await backend.save("h/a.txt", b"x", cache_control="no-store")
+    await backend.save("h/a.txt", b"y")
+    assert (await backend.stat("h/a.txt")).cache_control is None
+
+
+async def test_copy_and_move_keep_headers(backend: StorageBackend) -> None:
+    await backend.save("h/a.txt", b"x", cache_control="max-age=60", content_disposition=NAME)
+    await backend.copy("h/a.txt", "h/b.txt")
+    await backend.move("h/b.txt", "h/c.txt")
+    info = await backend.stat("h/c.txt")
+    assert (info.cache_control, info.content_disposition) == ("max-age=60", NAME)
+
+
+async def test_copy_replaces_only_the_headers_given(backend: StorageBackend) -> None:
+    await backend.save(
+        "h/a.txt", b"x", content_type="text/x-mine", metadata={"k": "v"}, cache_control="max-age=60"
+    )
+    await backend.copy("h/a.txt", "h/b.txt", content_disposition="attachment")
+    info = await backend.stat("h/b.txt")
+    assert info.cache_control == "max-age=60"
+    assert info.content_disposition == "attachment"
+    assert (info.content_type, dict(info.metadata)) == ("text/x-mine", {"k": "v"})
+    assert (await backend.stat("h/a.txt")).content_disposition is None
+
+
+async def test_copy_onto_itself_rewrites_headers(backend: StorageBackend) -> None:
+    await backend.save("h/a.txt", b"x", cache_control="max-age=60")
+    await backend.copy("h/a.txt", "h/a.txt", cache_control="no-cache")
+    assert (await backend.stat("h/a.txt")).cache_control == "no-cache"
+    assert await backend.load("h/a.txt") == b"x"
+
+
+@pytest.mark.parametrize("value", ["a\r\nx-evil: 1", "naïve", "", "  "])
+async def test_bad_header_value_is_refused_before_any_write(
+    backend: StorageBackend, value: str
+) -> None:
+    with pytest.raises(InvalidMetadataError) as caught:
+        await backend.save("h/a.txt", b"x", cache_control=value)
+    assert (caught.value.operation, caught.value.key) == ("save", "h/a.txt")
+    assert not await backend.exists("h/a.txt")
