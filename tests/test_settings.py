@@ -11,7 +11,13 @@ import pytest
 from pydantic import SecretStr
 
 from file_storage import StorageConfigError, StorageSettings, create_storage_backend
-from file_storage.settings import LocalSettings, QuotaSettings, S3Settings
+from file_storage.settings import (
+    AzureSettings,
+    GCSSettings,
+    LocalSettings,
+    QuotaSettings,
+    S3Settings,
+)
 
 # looks like a credential; must never show up in any message, repr or log line
 SECRET = "sEcReT-0123456789-abcdefghij-NEVER-PRINT"
@@ -430,7 +436,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def every_variable() -> set[str]:
     names = {"STORAGE_TYPE"}
-    for section, model in (("local", LocalSettings), ("s3", S3Settings), ("quota", QuotaSettings)):
+    sections = (
+        ("local", LocalSettings),
+        ("s3", S3Settings),
+        ("gcs", GCSSettings),
+        ("azure", AzureSettings),
+        ("quota", QuotaSettings),
+    )
+    for section, model in sections:
         names |= {f"STORAGE_{section}_{field}".upper() for field in model.model_fields}
     return names
 
