@@ -28,6 +28,7 @@ docs-serve: install
 
 test: lint docs
 	scripts/ensure-chromium
+	scripts/ensure-azurite
 	$(PY) -m pytest
 
 # The S3 tests (conformance, backend, FastAPI integration, integrity through the fault

@@ -8,6 +8,7 @@ reason where it lacks it.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -143,8 +144,101 @@ async def s3_backend(moto_endpoint: str, s3_bucket: str) -> AsyncIterator[Storag
         await backend.aclose()
 
 
-@pytest.fixture(params=["memory", "local", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[tuple[str, str]]:
+    """fake-gcs-server behind the gateway of tests/gcs_emulator.py: ``(endpoint, service
+    account JSON)``. The key is a fresh RSA key, so presigned URLs are really signed."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.gcs_emulator import FakeGCS, Gateway
+
+    pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    fake = FakeGCS()
+    gateway = Gateway(fake)
+    account = {
+        # object_store's emulator settings: no OAuth token exchange, this base URL
+        "gcs_base_url": gateway.url,
+        "disable_oauth": True,
+        "client_email": "tests@file-storage.iam.gserviceaccount.com",
+        "private_key_id": "tests",
+        "private_key": pem,
+    }
+    try:
+        yield gateway.url, json.dumps(account)
+    finally:
+        gateway.stop()
+        fake.stop()
+
+
+@pytest.fixture
+async def gcs_backend(gcs_server: tuple[str, str]) -> AsyncIterator[StorageBackend]:
+    from file_storage import GCSStorageBackend
+    from tests.gcs_emulator import create_bucket
+
+    endpoint, account = gcs_server
+    bucket = f"test-{uuid.uuid4().hex[:20]}"  # a fresh bucket per test
+    create_bucket(endpoint, bucket)
+    backend = GCSStorageBackend(
+        bucket, prefix="storage", service_account=account, endpoint_url=endpoint
+    )
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Any]:
+    """Azurite's blob service on 127.0.0.1 for the session (tests/azure_emulator.py)."""
+    from tests.azure_emulator import Azurite
+
+    server = Azurite()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def azure_backend(azurite: Any) -> AsyncIterator[StorageBackend]:
+    from file_storage import AzureStorageBackend
+    from file_storage.backends.azure import EMULATOR_ACCOUNT, EMULATOR_KEY
+
+    container = f"test-{uuid.uuid4().hex[:20]}"  # a fresh container per test
+    azurite.create_container(container)
+    backend = AzureStorageBackend(
+        container,
+        account=EMULATOR_ACCOUNT,
+        prefix="storage",
+        access_key=EMULATOR_KEY,
+        endpoint_url=azurite.endpoint,
+    )
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+        azurite.delete_container(container)  # Azurite keeps everything in memory
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "local",
+        pytest.param("s3", marks=pytest.mark.s3),
+        pytest.param("gcs", marks=pytest.mark.gcs),
+        pytest.param("azure", marks=pytest.mark.azure),
+    ]
+)
 def backend(request: pytest.FixtureRequest) -> StorageBackend:
-    """Every conformance test runs once per backend: ids memory, local, s3."""
+    """Every conformance test runs once per backend: ids memory, local, s3, gcs, azure."""
     result: StorageBackend = request.getfixturevalue(f"{request.param}_backend")
     return result
