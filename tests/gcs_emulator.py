@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 # fake-gcs-server takes an XML API PUT as a signed-URL upload when this is in the query
 _SIGNED = "X-Goog-Algorithm=GOOG4-RSA-SHA256"
+_NO_SUCH_BUCKET = b"<Error><Code>NoSuchBucket</Code><Message>no such bucket</Message></Error>"
 _HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "host", "content-length"})
 
 
@@ -194,6 +195,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(412, {"Content-Type": "application/xml"}, b"<Error/>")
             return
         status, _, data = self.owner.upstream.request("PUT", f"{path}?{_SIGNED}", body, headers)
+        if status == 404:  # an upload finds no object missing: the bucket is; say so like GCS
+            self._send(404, {"Content-Type": "application/xml"}, _NO_SUCH_BUCKET)
+            return
         if status != 200:
             self._send(status, {}, data)
             return

@@ -40,6 +40,17 @@ __all__ = ["ObstoreBackend", "load_obstore"]
 PART_SIZE = 8 * 2**20
 PART_CONCURRENCY = 4
 LIST_PAGE = 1000
+# object_store's default retries a dead server for up to 3 minutes; like the S3 backend's
+# 5 attempts, give up after about 1.5 s of backoff on a refused connection
+RETRY: dict[str, Any] = {
+    "max_retries": 4,
+    "retry_timeout": timedelta(seconds=60),
+    "backoff": {
+        "init_backoff": timedelta(milliseconds=100),
+        "max_backoff": timedelta(seconds=5),
+        "base": 2,
+    },
+}
 # the attributes obstore names itself; every other name it returns is user metadata
 _STANDARD = frozenset(
     {

@@ -45,16 +45,23 @@ def is_range_error(exc: BaseException) -> bool:
 def map_obstore_error(exc: Exception, kind: str) -> StorageError | None:
     """The StorageError for an obstore exception; ``None`` when ``exc`` is not obstore's."""
     errors = sys.modules.get("obstore.exceptions")
-    if errors is None or not isinstance(exc, errors.BaseError):
+    if errors is None:
         return None
     text = str(exc)
+    # obstore raises the builtin FileNotFoundError (and PermissionError) for those causes,
+    # the others as its own classes; an OSError of ours (a local file) has no request in it
+    ours = isinstance(exc, errors.BaseError)
+    if not ours and not (isinstance(exc, OSError) and "Error performing" in text):
+        return None
     status, code = _status(text)
     detail = " ".join(str(part) for part in (status, code) if part is not None)
     suffix = f" ({detail})" if detail else ""
     if code in _MISSING_STORE:
         return StorageConfigError(f"{kind}: the bucket or container does not exist{suffix}")
-    if isinstance(exc, errors.NotFoundError):
+    if isinstance(exc, FileNotFoundError | errors.NotFoundError):
         return ObjectNotFoundError()
+    if isinstance(exc, PermissionError):
+        return StoragePermissionError(f"{kind}: access denied{suffix}")
     if isinstance(exc, errors.PreconditionError | errors.NotModifiedError):
         return PreconditionFailedError("the object changed since that ETag")
     if isinstance(exc, errors.AlreadyExistsError):

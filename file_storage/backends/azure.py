@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from file_storage.backends._azure_sas import service_sas_url
 from file_storage.backends._core import Method
-from file_storage.backends._obstore import ObstoreBackend
+from file_storage.backends._obstore import RETRY, ObstoreBackend
 from file_storage.errors import StorageConfigError
 
 if TYPE_CHECKING:
@@ -108,6 +108,7 @@ class AzureStorageBackend(ObstoreBackend):
             prefix=self._root or None,
             config=config,  # type: ignore[arg-type]
             client_options=client or None,  # type: ignore[arg-type]
+            retry_config=RETRY,  # type: ignore[arg-type]
         )
 
     async def _presign(self, key: str, expires_in: int, method: Method) -> str:

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from file_storage.backends._core import Method
 from file_storage.backends._gcs_signing import signed_url
-from file_storage.backends._obstore import ObstoreBackend
+from file_storage.backends._obstore import RETRY, ObstoreBackend
 from file_storage.errors import StorageConfigError
 
 if TYPE_CHECKING:
@@ -125,4 +125,5 @@ class GCSStorageBackend(ObstoreBackend):
             prefix=self._root or None,
             config=config,  # type: ignore[arg-type]
             client_options=client or None,  # type: ignore[arg-type]
+            retry_config=RETRY,  # type: ignore[arg-type]
         )
