@@ -229,16 +229,33 @@ async def azure_backend(azurite: Any) -> AsyncIterator[StorageBackend]:
         azurite.delete_container(container)  # Azurite keeps everything in memory
 
 
+@pytest.fixture
+async def plugin_backend(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StorageBackend]:
+    """The example third-party backend of docs/plugins.md (examples/plugin_backend)."""
+    monkeypatch.syspath_prepend(
+        str(Path(__file__).resolve().parent.parent / "examples" / "plugin_backend")
+    )
+    from dict_storage import DictStorageBackend  # type: ignore[import-not-found]
+
+    backend: StorageBackend = DictStorageBackend()
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
 @pytest.fixture(
     params=[
         "memory",
         "local",
+        "plugin",
         pytest.param("s3", marks=pytest.mark.s3),
         pytest.param("gcs", marks=pytest.mark.gcs),
         pytest.param("azure", marks=pytest.mark.azure),
     ]
 )
 def backend(request: pytest.FixtureRequest) -> StorageBackend:
-    """Every conformance test runs once per backend: ids memory, local, s3, gcs, azure."""
+    """Every conformance test runs once per backend: ids memory, local, plugin (the example
+    third-party backend), s3, gcs, azure."""
     result: StorageBackend = request.getfixturevalue(f"{request.param}_backend")
     return result
