@@ -40,7 +40,7 @@ from file_storage.backends._support import (
     map_os_error,
     mark_landed,
 )
-from file_storage.backends._write_options import PLAIN, WriteOptions
+from file_storage.backends._write_options import PLAIN, WriteOptions, passed
 from file_storage.errors import (
     ObjectConflictError,
     StorageConfigError,
@@ -356,7 +356,7 @@ class BackendCore(abc.ABC):
         options: WriteOptions = PLAIN,
     ) -> None:
         body = file_chunks(local_path, size, progress)
-        await self._save(key, body, content_type, metadata, options)
+        await self._save(key, body, content_type, metadata, *passed(options))
 
     async def _download_file(self, key: str, local_path: Path, progress: Progress | None) -> int:
         """Write the object to ``local_path``; return the size the store says it has."""

@@ -37,6 +37,12 @@ class WriteOptions:
 PLAIN = WriteOptions()
 
 
+def passed(options: WriteOptions) -> tuple[WriteOptions, ...]:
+    """The hook's extra argument: none for a plain write, so a hook (or a test double)
+    written before options existed keeps working for every plain write."""
+    return () if options.plain else (options,)
+
+
 def write_options(
     operation: str,
     key: str,

@@ -37,7 +37,7 @@ from file_storage.backends._support import (
     normalize_metadata,
     source_kept,
 )
-from file_storage.backends._write_options import write_options
+from file_storage.backends._write_options import passed, write_options
 from file_storage.errors import (
     ObjectNotFoundError,
 )
@@ -107,7 +107,7 @@ class Writes(BackendCore):
             with self._translate("save", key, len(data)):
                 async with self._quotas.hold(key):
                     reservation = await self._quotas.reserve(key, len(data), "save")
-                    hook = self._save(key, data, ctype, meta, options)
+                    hook = self._save(key, data, ctype, meta, *passed(options))
                     await self._write(reservation, hook, len(data))
                     event = await self._created(key, len(data))
                 if progress is not None:
@@ -121,7 +121,7 @@ class Writes(BackendCore):
                 reservation = await self._quotas.reserve(key, 0, "save")
                 counter = Counter()
                 body = metered(content, counter, reservation, progress)
-                hook = self._save(key, body, ctype, meta, options)
+                hook = self._save(key, body, ctype, meta, *passed(options))
                 await self._write(reservation, hook, counter)
                 event = await self._created(key, counter.value)
             call.size = counter.value
@@ -192,7 +192,7 @@ class Writes(BackendCore):
                 raise ObjectNotFoundError(f"local file {str(source)!r} not found") from exc
             async with self._quotas.hold(key):
                 reservation = await self._quotas.reserve(key, size, "upload_file")
-                hook = self._upload_file(source, key, size, ctype, meta, progress, options)
+                hook = self._upload_file(source, key, size, ctype, meta, progress, *passed(options))
                 await self._write(reservation, hook, size)
                 event = await self._created(key, size)
         self._events.emit(*_present(event))
@@ -234,7 +234,7 @@ class Writes(BackendCore):
             # the source is held too: its size, reserved for dst, cannot change under the copy
             async with self._quotas.hold(src_key, dst_key):
                 reservation, size = await self._reserve_copy(src_key, dst_key, "copy")
-                await self._write(reservation, self._copy(src_key, dst_key, options), size)
+                await self._write(reservation, self._copy(src_key, dst_key, *passed(options)), size)
                 event = await self._created(dst_key, size if reservation is not None else None)
         self._events.emit(*_present(event))
         return dst_key

@@ -13,9 +13,16 @@ async def test_each_instance_is_its_own_store() -> None:
     assert await second.list_files() == []
 
 
-async def test_presign_says_which_backend_to_use(memory_backend: MemoryStorageBackend) -> None:
-    with pytest.raises(StorageConfigError, match="STORAGE_TYPE=LOCAL"):
+async def test_presign_without_a_key_names_the_settings(
+    memory_backend: MemoryStorageBackend,
+) -> None:
+    with pytest.raises(StorageConfigError, match="STORAGE_LOCAL_SIGNING_KEY"):
         await memory_backend.get_presigned_url("a.txt")
+
+
+def test_short_signing_key_is_refused() -> None:
+    with pytest.raises(StorageConfigError, match="32"):
+        MemoryStorageBackend(base_url="/files", signing_key="short")
 
 
 async def test_max_size_bytes_from_constructor() -> None:
