@@ -220,7 +220,9 @@ def condition_error(exc: BaseException, create_only: bool) -> PreconditionFailed
     code = error_code(exc)
     if code is None:
         return None
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")  # type: ignore[attr-defined]
+    # botocore's errors carry the answer; the obstore transport's only their code
+    response = getattr(exc, "response", None)
+    status = (response or {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
     if code in ("PreconditionFailed", "412") or status == 412:
         if create_only:
             return PreconditionFailedError("an object exists at this key (overwrite=False)")
