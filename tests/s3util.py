@@ -32,12 +32,22 @@ REASONS = {
     "sse_over_http": "refuses SSE over plain HTTP (InvalidRequest) unless configured for it",
     "suspended_versioning": "drops every version of a key written while versioning is suspended",
     "underscore_metadata_names": "turns '_' into '-' in metadata names",
+    "if_match_on_put": "refuses If-Match on PutObject even for the current ETag",
+    "conditional_completion": "ignores If-None-Match on CompleteMultipartUpload",
 }
 
 #: What each known server does; a second user comes from the environment.
 FEATURES: dict[str, frozenset[str]] = {
     # moto 5 echoes a CRC32 back without checking it, and checks no Content-MD5 either
-    "moto": frozenset({"stores_checksums", "sse_over_http", "underscore_metadata_names"}),
+    "moto": frozenset(
+        {
+            "stores_checksums",
+            "sse_over_http",
+            "underscore_metadata_names",
+            "if_match_on_put",
+            "conditional_completion",
+        }
+    ),
     # Ceph RGW 16.2 as scripts/ceph-rgw.sh configures it (docs/compatibility.md)
     "ceph": frozenset({"checks_signatures", "presign_expiry", "checks_content_md5"}),
 }

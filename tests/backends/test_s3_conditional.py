@@ -39,6 +39,7 @@ async def blocks(count: int, fill: int) -> AsyncIterator[bytes]:
         yield bytes([fill]) * MiB
 
 
+@pytest.mark.s3_needs("conditional_completion")
 async def test_create_only_multipart_stream_is_refused_at_completion_and_aborted(
     small_parts: S3StorageBackend, raw: Any, s3_bucket: str
 ) -> None:
@@ -49,6 +50,7 @@ async def test_create_only_multipart_stream_is_refused_at_completion_and_aborted
     assert await small_parts.load("big.bin") == b"first"
 
 
+@pytest.mark.s3_needs("conditional_completion")
 async def test_create_only_multipart_file_lands_once(
     small_parts: S3StorageBackend, raw: Any, s3_bucket: str, tmp_path: Path
 ) -> None:
