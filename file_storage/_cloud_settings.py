@@ -53,6 +53,12 @@ class GCSSettings(BaseModel):
         description="STORAGE_GCS_ENDPOINT_URL: another GCS server (an emulator), http(s):// "
         "without credentials; unset: storage.googleapis.com",
     )
+    public_base_url: str | None = Field(
+        default=None,
+        description="STORAGE_GCS_PUBLIC_BASE_URL: the http(s) URL that serves the prefix "
+        "without a signature (a CDN, or https://storage.googleapis.com/<bucket>/<prefix> of a "
+        "public bucket), for get_public_url; unset: get_public_url raises",
+    )
     max_size_gb: float | None = Field(
         default=None,
         gt=0,
@@ -78,7 +84,7 @@ class GCSSettings(BaseModel):
     def _check_service_account(cls, value: SecretStr | None) -> SecretStr | None:
         return check_secret(value)
 
-    @field_validator("endpoint_url")
+    @field_validator("endpoint_url", "public_base_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         return check_http_url(value)
@@ -125,6 +131,12 @@ class AzureSettings(BaseModel):
         "http://127.0.0.1:10000/devstoreaccount1), http(s):// without credentials; unset: "
         "https://<account>.blob.core.windows.net",
     )
+    public_base_url: str | None = Field(
+        default=None,
+        description="STORAGE_AZURE_PUBLIC_BASE_URL: the http(s) URL that serves the prefix "
+        "without a signature (a CDN, or https://<account>.blob.core.windows.net/<container>/"
+        "<prefix> of a public container), for get_public_url; unset: get_public_url raises",
+    )
     max_size_gb: float | None = Field(
         default=None,
         gt=0,
@@ -157,7 +169,7 @@ class AzureSettings(BaseModel):
     def _check_credential(cls, value: SecretStr | None) -> SecretStr | None:
         return check_secret(value)
 
-    @field_validator("endpoint_url")
+    @field_validator("endpoint_url", "public_base_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         return check_http_url(value)

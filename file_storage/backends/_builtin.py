@@ -153,6 +153,7 @@ def gcs(settings: StorageSettings) -> StorageBackend:
         quota_lease_seconds=quota.lease_seconds,
         quota_fail_open=quota.fail_open,
         expire_interval_seconds=settings.expire.interval_seconds,
+        public_base_url=options.public_base_url,
     )
 
 
@@ -183,4 +184,5 @@ def azure(settings: StorageSettings) -> StorageBackend:
         quota_lease_seconds=quota.lease_seconds,
         quota_fail_open=quota.fail_open,
         expire_interval_seconds=settings.expire.interval_seconds,
+        public_base_url=options.public_base_url,
     )
