@@ -9,8 +9,8 @@ ranges, pinned reads, listings, copies) is the same. obstore is imported when th
 store opens, never by ``import file_storage``.
 
 Neither store keeps versions here (object_store has no API for GCS generations or Azure
-blob versions): every object has the one version ``"null"``, and ``set_versioning``
-raises :class:`StorageConfigError`.
+blob versions): every object has the one version ``"null"`` (the base class's default),
+and ``set_versioning`` raises :class:`StorageConfigError`.
 """
 
 from __future__ import annotations
@@ -33,12 +33,11 @@ from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
     InvalidKeyError,
-    ObjectNotFoundError,
     PreconditionFailedError,
     StorageConfigError,
     StorageError,
 )
-from file_storage.models import ObjectInfo, ObjectVersion
+from file_storage.models import ObjectInfo
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -51,7 +50,6 @@ PART_SIZE = 8 * 2**20
 PART_CONCURRENCY = 4
 LIST_PAGE = 1000
 DELETE_CONCURRENCY = 16
-NULL_VERSION = "null"
 # object_store's default retries a dead server for up to 3 minutes; like the S3 backend's
 # 5 attempts, give up after about 1.5 s of backoff on a refused connection
 RETRY: dict[str, Any] = {
@@ -415,38 +413,6 @@ class ObstoreBackend(StorageBackend):
         # obstore keeps no connection a caller must close: dropping the store frees its pool
         with self._store_lock:
             self._opened = None
-
-    # ---------------------------------------------------------------- versions
-
-    async def _list_versions(self, key: str) -> list[ObjectVersion]:
-        try:
-            info = await self._head(key)
-        except FileNotFoundError:
-            return []
-        return [ObjectVersion(NULL_VERSION, info.size, info.last_modified, True)]
-
-    def _check_version(self, version_id: str) -> None:
-        if version_id != NULL_VERSION:
-            raise ObjectNotFoundError(f"no version {version_id!r} ({self._kind} keeps one)")
-
-    async def _stat_version(self, key: str, version_id: str) -> ObjectInfo:
-        self._check_version(version_id)
-        return await self._head(key)
-
-    async def _stream_version(
-        self, key: str, version_id: str, start: int, end: int | None, chunk_size: int
-    ) -> AsyncIterator[bytes]:
-        self._check_version(version_id)
-        async for chunk in self._stream(key, start, end, chunk_size, None):
-            yield chunk
-
-    async def _restore_version(self, key: str, version_id: str) -> None:
-        self._check_version(version_id)
-        await self._head(key)  # the one version is the latest already: nothing to write
-
-    async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
-        if NULL_VERSION in version_ids:
-            await self._delete(key)
 
 
 async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
