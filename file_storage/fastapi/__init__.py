@@ -28,14 +28,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, UploadFile
 from starlette.applications import Starlette
 
-from file_storage._fastapi_errors import UploadTooLargeError, storage_error_handler
-from file_storage._fastapi_response import content_disposition, storage_response
-from file_storage._fastapi_signed import BackendProvider, build_signed_url_router
 from file_storage._keys import KeyLike
 from file_storage._streams import CHUNK_SIZE
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import StorageError
 from file_storage.factory import close_storage_backend, get_storage_backend
+from file_storage.fastapi._errors import UploadTooLargeError, storage_error_handler
+from file_storage.fastapi._response import content_disposition, storage_response
+from file_storage.fastapi._signed import BackendProvider, build_signed_url_router
 
 __all__ = [
     "StorageDep",

@@ -30,16 +30,16 @@ from file_storage._metadata import decode_value, encode_value
 from file_storage._spool import Entry, Spool, read_range
 from file_storage._streams import Progress
 from file_storage.backends import _pages
-from file_storage.backends import _s3_multipart as mp
 from file_storage.backends._core import Method
-from file_storage.backends._s3_config import addressing, instrument, open_client, s3_options
-from file_storage.backends._s3_errors import condition_error, error_code, is_outage, map_s3_error
-from file_storage.backends._s3_fallback import Fallback
-from file_storage.backends._s3_lifecycle import S3Rules
-from file_storage.backends._s3_obstore import ObstoreClient, ObstoreTransfer, open_store
-from file_storage.backends._s3_pages import presign_post, s3_entries
-from file_storage.backends._s3_versions import S3Versions
 from file_storage.backends._write_options import PLAIN, WriteOptions
+from file_storage.backends.s3 import _multipart as mp
+from file_storage.backends.s3._config import addressing, instrument, open_client, s3_options
+from file_storage.backends.s3._errors import condition_error, error_code, is_outage, map_s3_error
+from file_storage.backends.s3._fallback import Fallback
+from file_storage.backends.s3._lifecycle import S3Rules
+from file_storage.backends.s3._obstore import ObstoreClient, ObstoreTransfer, open_store
+from file_storage.backends.s3._pages import presign_post, s3_entries
+from file_storage.backends.s3._versions import S3Versions
 from file_storage.errors import (
     InvalidKeyError,
     PreconditionFailedError,
