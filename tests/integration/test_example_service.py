@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from file_storage import StorageBackend
-from tests.integration.conftest import Serve
+from tests.integration.conftest import SIGNING_KEY, Serve
 
 MIB = 2**20
 BIG_SIZE = 50 * MIB
@@ -427,3 +427,33 @@ async def test_s3_presigned_put_over_the_quota_is_deleted_at_finish(
     assert finish.status_code == 413
     assert await s3_storage.list_files("users/alice") == []
     assert (await client.get("/api/usage", headers=alice)).json()["used"] == 0
+
+
+async def test_example_runs_on_memory_with_form_uploads(
+    monkeypatch: pytest.MonkeyPatch, serve: Serve, base_url: str, client: httpx.AsyncClient
+) -> None:
+    monkeypatch.setenv("STORAGE_TYPE", "MEMORY")
+    monkeypatch.setenv("STORAGE_LOCAL_BASE_URL", f"{base_url}/files")
+    monkeypatch.setenv("STORAGE_LOCAL_SIGNING_KEY", SIGNING_KEY)
+    monkeypatch.setenv("EXAMPLE_MAX_UPLOAD_BYTES", "100")
+    from tests.integration.conftest import build_example_app
+
+    serve(build_example_app())
+    alice = as_user("alice")
+    form = (await client.post("/api/presign-post", json={"filename": NAME}, headers=alice)).json()
+    files = {"file": ("blob", b"m" * 101, "video/mp4")}
+    refused = await client.post(form["url"], data=form["fields"], files=files)
+    assert refused.status_code == 413
+    files = {"file": ("blob", b"m" * 100, "video/mp4")}
+    posted = await client.post(form["url"], data=form["fields"], files=files)
+    assert posted.status_code == 204, posted.text
+    finish = await client.post(
+        "/api/finish", json={"key": form["key"], "filename": NAME}, headers=alice
+    )
+    assert finish.status_code == 200, finish.text
+    listed = (await client.get("/api/files", headers=alice)).json()["files"]
+    assert [(f["name"], f["size"]) for f in listed] == [(NAME, 100)]
+    download = await client.get(listed[0]["download_url"])
+    assert download.content == b"m" * 100
+    assert f"filename*=UTF-8''{quote(NAME)}" in download.headers["content-disposition"]
+    assert (await client.get("/api/usage", headers=alice)).json()["used"] == 100
