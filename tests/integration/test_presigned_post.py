@@ -17,12 +17,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from file_storage import (
-    LocalStorageBackend,
-    MemoryStorageBackend,
-    StorageBackend,
-    StorageConfigError,
-)
+from file_storage import LocalStorageBackend, MemoryStorageBackend, StorageBackend
 from file_storage._post_policy import sign_post
 from file_storage.fastapi import make_signed_url_router
 from tests.integration.conftest import SIGNING_KEY, Serve
@@ -206,9 +201,3 @@ async def test_memory_form_upload_over_the_quota_left_is_refused(
     assert await memory_server.list_files() == ["u/old.bin"]
     assert (await _post(client, post.url, post.fields, b"y" * 400)).status_code == 204
     assert (await memory_server.get_usage("u")).used == 1000
-
-
-async def test_memory_form_without_signing_settings_names_them() -> None:
-    backend = MemoryStorageBackend()
-    with pytest.raises(StorageConfigError, match="STORAGE_LOCAL_SIGNING_KEY"):
-        await backend.get_presigned_post("in/a.txt")
