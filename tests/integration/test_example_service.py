@@ -457,3 +457,16 @@ async def test_example_runs_on_memory_with_form_uploads(
     assert download.content == b"m" * 100
     assert f"filename*=UTF-8''{quote(NAME)}" in download.headers["content-disposition"]
     assert (await client.get("/api/usage", headers=alice)).json()["used"] == 100
+
+
+async def test_download_link_names_a_file_stored_by_another_tool_after_its_key(
+    serve: Serve, example_app: FastAPI, client: httpx.AsyncClient, storage: StorageBackend
+) -> None:
+    # no Content-Disposition stored: the presigned GET's filename= names the download
+    await storage.save("users/demo/imports/report.csv", b"a,b\n")
+    serve(example_app)
+    listed = (await client.get("/api/files")).json()["files"]
+    assert [f["name"] for f in listed] == ["report.csv"]
+    download = await client.get(listed[0]["download_url"])
+    assert download.content == b"a,b\n"
+    assert download.headers["content-disposition"].startswith('attachment; filename="report.csv"')
