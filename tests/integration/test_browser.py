@@ -73,6 +73,7 @@ async def page(serve: Serve, browser_app: FastAPI) -> AsyncIterator[Page]:
             tab = await browser.new_page(accept_downloads=True)
             tab.set_default_timeout(TIMEOUT_MS)
             await tab.goto(f"{base_url}/")
+            await tab.locator("#quota-text:has-text('used by demo')").wait_for()  # loaded
             yield tab
         finally:
             await browser.close()
@@ -187,3 +188,18 @@ async def test_form_upload_over_the_cap_is_refused_by_the_signed_router(
     assert f"413 the file is larger than the {MAX_UPLOAD} bytes this form allows" in message
     assert await storage.list_files() == []
     assert await used(page) == 0
+
+
+async def test_the_list_pages_with_show_more(page: Page, storage: StorageBackend) -> None:
+    # 25 files (the page shows 20 at a time), and a neighbour's that never shows
+    keys = [f"users/dave/2026/01/{i:02d}.txt" for i in range(25)]
+    for key in keys:
+        await storage.save(key, b"x")
+    await storage.save("users/dave2/a.txt", b"x")
+    await switch_user(page, "dave")
+    rows = page.locator("#files tr")
+    assert await rows.count() == 20
+    await page.click("#more")
+    await page.locator("#files tr:nth-child(25)").wait_for()
+    assert await page.locator("#more").is_hidden()
+    assert [await row.get_attribute("data-key") for row in await rows.all()] == keys
