@@ -185,7 +185,11 @@ def original_name(info: ObjectInfo) -> str:
     for part in (info.content_disposition or "").split(";"):
         name, _, value = part.strip().partition("=")
         if name.lower() == "filename*" and value.lower().startswith("utf-8''"):
-            return unquote(value[len("utf-8''") :], errors="replace")
+            text = unquote(value[len("utf-8''") :], errors="replace")
+            # another tool may have stored anything: no control characters in a name
+            text = "".join(ch for ch in text if ch.isprintable()).strip()
+            if text:
+                return text
     return info.key.rsplit("/", 1)[-1]
 
 

@@ -470,3 +470,16 @@ async def test_download_link_names_a_file_stored_by_another_tool_after_its_key(
     download = await client.get(listed[0]["download_url"])
     assert download.content == b"a,b\n"
     assert download.headers["content-disposition"].startswith('attachment; filename="report.csv"')
+
+
+async def test_a_stored_disposition_with_control_characters_is_listed_cleanly(
+    serve: Serve, example_app: FastAPI, client: httpx.AsyncClient, storage: StorageBackend
+) -> None:
+    # set by another tool: a name with a line feed (percent-encoded in the header)
+    await storage.save(
+        "users/demo/x.bin", b"x", content_disposition="attachment; filename*=UTF-8''a%0Ab.bin"
+    )
+    serve(example_app)
+    listed = await client.get("/api/files")
+    assert listed.status_code == 200, listed.text
+    assert [f["name"] for f in listed.json()["files"]] == ["ab.bin"]
