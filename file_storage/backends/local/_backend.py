@@ -37,7 +37,7 @@ from typing import TypeVar
 
 from pydantic import SecretStr
 
-from file_storage._post_policy import sign_post
+from file_storage._post_policy import presign_post
 from file_storage._signing import presign
 from file_storage._signing import signing_key as wrap_signing_key
 from file_storage._streams import Progress
@@ -414,12 +414,9 @@ class LocalStorageBackend(LocalFiles):
     async def _presign_post(
         self, key: str, expires_in: int, max_bytes: int | None, content_type: str
     ) -> PresignedPost:
-        if not self._base_url or self._signing_key is None:
-            await self._presign(key, expires_in, "PUT")  # raises what is missing
-        assert self._base_url
-        assert self._signing_key is not None
-        secret = self._signing_key.get_secret_value()
-        return sign_post(self._base_url, key, expires_in, max_bytes, content_type, secret)
+        return presign_post(
+            self._base_url, self._signing_key, key, expires_in, max_bytes, content_type
+        )
 
     async def _aclose(self) -> None:
         sweeping, self._sweeping = self._sweeping, None
