@@ -1,14 +1,33 @@
-"""The example service: uploads, paged listing, ranged downloads, and browser uploads
-straight to storage by presigned PUT or by a size-capped form POST.
+"""The example service: a small file-sharing app on file_storage, on any backend.
+
+Each user has a folder (``users/<user>``, from ``StoragePathBuilder``) with a quota and a
+meter; files go straight from the browser to storage with a progress bar (a presigned
+PUT, or a size-capped form POST) or through the app; the list is paged; each file keeps
+the name it was uploaded with and downloads under it (a presigned GET with
+``filename=``); delete removes it.
+
+There is no real sign-in: the user is whoever the request says it is (the ``X-User``
+header, else the ``user`` cookie the page's user picker sets, else ``demo``). Put your
+own authentication in :func:`current_user`; everything else stays as it is: every key
+is built under the user's folder and every key a request names is checked to be there.
+
+The original file name is kept in the object's ``Content-Disposition`` header
+(``attachment; filename*=UTF-8''...``, any Unicode): an upload through the app stores it
+with the bytes; a presigned PUT or form POST cannot carry it the same way on every
+backend, so after the upload the page calls ``POST /api/finish``, which writes it onto
+the object in place (``copy(key, key, content_disposition=...)``, server-side on S3).
+``stat`` returns it; listings show it; downloads are named by it.
 
 Run it with ``make run`` (``uvicorn examples.app:app --host 127.0.0.1 --port 8000``) and
 open http://127.0.0.1:8000. It stores in ``./storage`` unless ``STORAGE_*`` says otherwise,
-and runs unchanged on S3 (``STORAGE_TYPE=S3``, see docs/fastapi.md).
+and runs unchanged on S3 (``STORAGE_TYPE=S3``) and in memory (``STORAGE_TYPE=MEMORY``), see
+docs/fastapi.md.
 
 Environment, besides ``STORAGE_*``:
 
-- ``EXAMPLE_MAX_UPLOAD_BYTES``: the largest upload through ``POST /api/files`` or a form
-  from ``POST /api/presign-post`` (100 MiB).
+- ``EXAMPLE_MAX_UPLOAD_BYTES``: the largest single upload (100 MiB).
+- ``EXAMPLE_USER_QUOTA_BYTES``: what each user may store (1 GB; ``0``: no per-user quota).
+  An upload is capped at ``min(EXAMPLE_MAX_UPLOAD_BYTES, what the user has left)``.
 - ``EXAMPLE_SET_BUCKET_CORS=1``: on S3, add the CORS rule browsers need for presigned PUTs
   to the bucket at start-up, for the origins in ``EXAMPLE_CORS_ORIGINS`` (comma-separated,
   ``http://127.0.0.1:8000,http://localhost:8000`` by default).
@@ -16,6 +35,7 @@ Environment, besides ``STORAGE_*``:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -23,15 +43,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-from fastapi import FastAPI, HTTPException, Query, Request, Response, UploadFile
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from file_storage import StoragePathBuilder, StorageSettings
+from file_storage import (
+    ObjectInfo,
+    ObjectNotFoundError,
+    StorageBackend,
+    StoragePathBuilder,
+    StorageSettings,
+)
 from file_storage.fastapi import (
     StorageDep,
+    content_disposition,
     install_error_handlers,
     save_upload,
     signed_url_router,
@@ -43,7 +70,7 @@ logger = logging.getLogger("examples.app")
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/files"
 DEFAULT_CORS_ORIGINS = "http://127.0.0.1:8000,http://localhost:8000"
-UPLOADS = "uploads"  # every key this service creates or serves is under this folder
+DEFAULT_USER = "demo"
 PRESIGN_SECONDS = 900
 INDEX_HTML = Path(__file__).parent / "static" / "index.html"
 
@@ -51,14 +78,15 @@ paths = StoragePathBuilder()
 
 
 def apply_dev_defaults() -> StorageSettings:
-    """On the local backend with no signed-URL settings, use a dev base URL and a fresh key.
+    """On the local or memory backend with no signed-URL settings, use a dev base URL and
+    a fresh key.
 
     A key generated here lives as long as the process: URLs it signed stop working on
     restart, and several workers would each have their own. Configure
     ``STORAGE_LOCAL_SIGNING_KEY`` for anything but a single dev process.
     """
     settings = StorageSettings()  # raises StorageConfigError naming a bad variable
-    if settings.type != "LOCAL" or settings.local.base_url is not None:
+    if settings.type not in ("LOCAL", "MEMORY") or settings.local.base_url is not None:
         return settings
     os.environ["STORAGE_LOCAL_BASE_URL"] = DEFAULT_BASE_URL
     os.environ["STORAGE_LOCAL_SIGNING_KEY"] = secrets.token_urlsafe(48)
@@ -125,8 +153,52 @@ def _cors_meaning(rule: dict[str, Any]) -> tuple[frozenset[str], ...]:
     )
 
 
-class PresignRequest(BaseModel):
+# ----------------------------------------------------------------------------- users
+
+
+def current_user(request: Request) -> str:
+    """The user's folder, ``users/<user>``: the stand-in for real authentication.
+
+    The slug is checked, never rewritten (``StoragePathBuilder.user_root``): ``../bob``
+    or ``a/b`` is a 400, so no one can name a folder that is not theirs.
+    """
+    user = request.headers.get("x-user") or request.cookies.get("user") or DEFAULT_USER
+    return paths.user_root(user)  # InvalidKeyError (400) for a bad slug
+
+
+UserRoot = Annotated[str, Depends(current_user)]
+
+
+def own_key(root: str, key: str) -> str:
+    """``key`` when it is in the user's folder; else 404, as if it did not exist.
+
+    A prefix check is enough: the backend refuses ``.``/``..`` segments and ``a//b``
+    (400) before any I/O, so ``users/me/../you/x`` never reaches another folder.
+    """
+    if not key.startswith(root + "/"):
+        raise HTTPException(404, "not found")
+    return key
+
+
+def original_name(info: ObjectInfo) -> str:
+    """The name the file was uploaded with (its ``Content-Disposition``), else the key's."""
+    for part in (info.content_disposition or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "filename*" and value.lower().startswith("utf-8''"):
+            text = unquote(value[len("utf-8''") :], errors="replace")
+            # another tool may have stored anything: no control characters in a name
+            text = "".join(ch for ch in text if ch.isprintable()).strip()
+            if text:
+                return text
+    return info.key.rsplit("/", 1)[-1]
+
+
+# ----------------------------------------------------------------------------- API models
+
+
+class UploadRequest(BaseModel):
     filename: str = Field(min_length=1, max_length=1024)
+    size: int | None = Field(default=None, ge=0)  # what the browser says the file weighs
 
 
 class PresignedUpload(BaseModel):
@@ -143,11 +215,18 @@ class PresignedForm(BaseModel):
     max_bytes: int
 
 
+class FinishRequest(BaseModel):
+    key: str = Field(min_length=1, max_length=1024)
+    filename: str = Field(min_length=1, max_length=1024)
+
+
 class StoredFile(BaseModel):
     key: str
+    name: str
     size: int
     last_modified: str
-    url: str
+    url: str  # through the app (Range, ETag)
+    download_url: str  # presigned GET, straight from storage, named ``name``
 
 
 class FilePage(BaseModel):
@@ -155,17 +234,21 @@ class FilePage(BaseModel):
     next_start_after: str | None
 
 
-def _own_key(key: str) -> str:
-    """Serve and delete only what this service created (keys under ``uploads/``)."""
-    if not key.startswith(UPLOADS + "/"):
-        raise HTTPException(404, "not found")
-    return key
+class QuotaUsage(BaseModel):
+    user: str
+    used: int
+    limit: int | None
+    max_upload: int  # the largest upload accepted now: min(max upload, quota left)
+
+
+# ----------------------------------------------------------------------------- the app
 
 
 def create_app() -> FastAPI:
     """Build the example service from the environment."""
     settings = apply_dev_defaults()
     max_upload = int(os.environ.get("EXAMPLE_MAX_UPLOAD_BYTES", str(100 * 2**20)))
+    user_quota = int(os.environ.get("EXAMPLE_USER_QUOTA_BYTES", str(10**9))) or None
     set_cors = os.environ.get("EXAMPLE_SET_BUCKET_CORS") == "1"
     origins = os.environ.get("EXAMPLE_CORS_ORIGINS", DEFAULT_CORS_ORIGINS).split(",")
 
@@ -178,63 +261,132 @@ def create_app() -> FastAPI:
 
     app = FastAPI(title="file_storage example", lifespan=lifespan)
     install_error_handlers(app)
-    # GET/PUT for the local backend's presigned URLs; with S3 they point at S3 instead
+    # GET/PUT/POST for the local and memory backends' presigned URLs and forms; with S3
+    # they point at S3 instead
     app.include_router(signed_url_router, prefix=signed_url_prefix(settings))
+
+    async def usage_of(storage: StorageBackend, root: str) -> QuotaUsage:
+        # set on each request: cheap, and a user seen for the first time gets one too
+        storage.set_quota(root, user_quota)
+        usage = await storage.get_usage(root)
+        left = max_upload if usage.limit is None else usage.limit - usage.used
+        return QuotaUsage(
+            user=root.rsplit("/", 1)[-1],
+            used=usage.used,
+            limit=usage.limit,
+            max_upload=max(0, min(max_upload, left)),
+        )
+
+    async def describe(storage: StorageBackend, info: ObjectInfo) -> StoredFile | None:
+        try:
+            # a listing does not carry headers on S3: stat does
+            info = await storage.stat(info.key)
+        except ObjectNotFoundError:  # deleted since it was listed
+            return None
+        name = original_name(info)
+        download_url = await storage.get_presigned_url(
+            info.key, expires_in=PRESIGN_SECONDS, filename=name
+        )
+        return StoredFile(
+            key=info.key,
+            name=name,
+            size=info.size,
+            last_modified=info.last_modified.isoformat(),
+            url="/api/files/" + quote(info.key),
+            download_url=download_url,
+        )
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(INDEX_HTML, media_type="text/html")
 
+    @app.get("/api/usage")
+    async def usage(root: UserRoot, storage: StorageDep) -> QuotaUsage:
+        """The user's quota meter: bytes stored in their folder, and the limit."""
+        return await usage_of(storage, root)
+
     @app.get("/api/files")
     async def list_files(
+        root: UserRoot,
         storage: StorageDep,
         start_after: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> FilePage:
-        # the cursor is a key: a bad one is an InvalidKeyError, answered 400
-        page = await storage.list_page(UPLOADS, limit=limit, start_after=start_after or None)
-        files = [
-            StoredFile(
-                key=info.key,
-                size=info.size,
-                last_modified=info.last_modified.isoformat(),
-                url="/api/files/" + quote(info.key),
-            )
-            for info in page.files
-        ]
+        """One page of the user's files; the cursor is the last key of the previous page."""
+        # a bad cursor is an InvalidKeyError (400); one outside the folder lists nothing
+        page = await storage.list_page(root, limit=limit, start_after=start_after or None)
+        described = await asyncio.gather(*(describe(storage, info) for info in page.files))
+        files = [file for file in described if file is not None]
         return FilePage(files=files, next_start_after=page.next_start_after)
 
     @app.post("/api/files", status_code=201)
-    async def upload(file: UploadFile, storage: StorageDep) -> dict[str, str]:
-        key = paths.unique(UPLOADS, file.filename or "upload")
-        await save_upload(storage, key, file, max_bytes=max_upload)
+    async def upload(root: UserRoot, file: UploadFile, storage: StorageDep) -> dict[str, str]:
+        """Upload through the app, into the user's folder, keeping the file's name."""
+        name = file.filename or "upload"
+        cap = (await usage_of(storage, root)).max_upload  # the quota is enforced anyway
+        key = paths.unique(root, name)
+        await save_upload(
+            storage, key, file, max_bytes=cap, content_disposition=content_disposition(name)
+        )
         return {"key": key}
 
     @app.api_route("/api/files/{key:path}", methods=["GET", "HEAD"])
-    async def download(key: str, request: Request, storage: StorageDep) -> Response:
-        return await storage_response(
-            storage, _own_key(key), request, filename=key.rsplit("/", 1)[-1]
-        )
+    async def download(root: UserRoot, key: str, request: Request, storage: StorageDep) -> Response:
+        """Download through the app (Range, ETag), named as uploaded."""
+        info = await storage.stat(own_key(root, key))
+        return await storage_response(storage, key, request, filename=original_name(info))
 
     @app.delete("/api/files/{key:path}", status_code=204)
-    async def delete(key: str, storage: StorageDep) -> None:
-        await storage.delete(_own_key(key))
+    async def delete(root: UserRoot, key: str, storage: StorageDep) -> None:
+        await storage.delete(own_key(root, key))
 
     @app.post("/api/presign")
-    async def presign(body: PresignRequest, storage: StorageDep) -> PresignedUpload:
-        key = paths.unique(UPLOADS, body.filename)
+    async def presign(root: UserRoot, body: UploadRequest, storage: StorageDep) -> PresignedUpload:
+        """A presigned PUT for a new key in the user's folder.
+
+        A presigned PUT cannot cap the size on S3, so the size the browser declares is
+        checked here and again by ``POST /api/finish``; the form below is capped by the
+        store itself.
+        """
+        cap = (await usage_of(storage, root)).max_upload
+        if body.size is not None and body.size > cap:
+            raise HTTPException(413, f"the file is larger than the {cap} bytes you may upload")
+        key = paths.unique(root, body.filename)
         url = await storage.get_presigned_url(key, expires_in=PRESIGN_SECONDS, method="PUT")
         return PresignedUpload(key=key, url=url, expires_in=PRESIGN_SECONDS)
 
     @app.post("/api/presign-post")
-    async def presign_post(body: PresignRequest, storage: StorageDep) -> PresignedForm:
-        """A form upload capped at EXAMPLE_MAX_UPLOAD_BYTES (and the quota left): the
-        store refuses a larger file, whatever the browser claims."""
-        key = paths.unique(UPLOADS, body.filename)
-        post = await storage.get_presigned_post(
-            key, expires_in=PRESIGN_SECONDS, max_bytes=max_upload
-        )
-        return PresignedForm(key=key, url=post.url, fields=post.fields, max_bytes=max_upload)
+    async def presign_post(
+        root: UserRoot, body: UploadRequest, storage: StorageDep
+    ) -> PresignedForm:
+        """A form upload capped at min(EXAMPLE_MAX_UPLOAD_BYTES, the user's quota left):
+        the store refuses a larger file, whatever the browser claims."""
+        cap = (await usage_of(storage, root)).max_upload
+        key = paths.unique(root, body.filename)
+        # the library caps it at the quota left too (the user's folder has a quota)
+        post = await storage.get_presigned_post(key, expires_in=PRESIGN_SECONDS, max_bytes=cap)
+        return PresignedForm(key=key, url=post.url, fields=post.fields, max_bytes=cap)
+
+    @app.post("/api/finish")
+    async def finish(root: UserRoot, body: FinishRequest, storage: StorageDep) -> StoredFile:
+        """After a presigned upload: keep the file's name, and count it in the quota.
+
+        The name goes into the object's Content-Disposition, in place (server-side on
+        S3). The bytes went around the app, so the user's usage is counted afresh; a
+        presigned PUT that brought more than the quota left is deleted (413).
+        """
+        key = own_key(root, body.key)
+        # count first: the rewrite below is then an overwrite of a known size (free)
+        await storage.refresh_usage(root)
+        usage = await storage.get_usage(root)
+        if usage.limit is not None and usage.used > usage.limit:
+            await storage.delete(key)
+            raise HTTPException(413, "the file is larger than your quota allows: deleted")
+        await storage.copy(key, key, content_disposition=content_disposition(body.filename))
+        described = await describe(storage, await storage.stat(key))
+        if described is None:
+            raise HTTPException(404, "not found")
+        return described
 
     return app
 

@@ -2,8 +2,8 @@
 
 A rule is a folder prefix (``""`` or ``a/b/``) and a number of days. A :class:`RuleStore`
 keeps the rules of one backend: in memory (:class:`MemoryRules`), in a file under the
-local root (``_local_rules``), or in the bucket's lifecycle configuration on S3
-(``_s3_lifecycle``), where S3 applies them itself (``applies_itself``). The others are
+local root (``local._rules``), or in the bucket's lifecycle configuration on S3
+(``s3._lifecycle``), where S3 applies them itself (``applies_itself``). The others are
 applied by ``purge_expired``, which :class:`Expiry` runs every ``interval`` seconds while
 the backend is in use, in each event loop that uses it.
 """

@@ -17,7 +17,7 @@ import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
-__all__ = ["LoopLock", "SharedLock", "ShutdownHook"]
+__all__ = ["InFlight", "LoopLock", "SharedLock", "ShutdownHook"]
 
 logger = logging.getLogger("file_storage")
 
@@ -64,6 +64,57 @@ class ShutdownHook:
             await self._callback()
         except Exception:  # at loop shutdown nobody could catch it: log, never lose it
             logger.exception("closing the resources of an event loop failed")
+
+
+class InFlight:
+    """Counts a backend's operations running in each event loop, so that closing the
+    loop's clients can wait for the last one (a download being served, say) to end.
+
+    A loop's count is touched only by the thread running that loop.
+    """
+
+    __slots__ = ("_counts", "_idle")
+
+    def __init__(self) -> None:
+        self._counts: dict[asyncio.AbstractEventLoop, int] = {}
+        self._idle: dict[asyncio.AbstractEventLoop, list[Callable[[], None]]] = {}
+
+    def enter(self) -> Callable[[], None]:
+        """Count one operation in the running loop; returns the call that ends it."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: nothing to close under it
+            return _nothing
+        self._counts[loop] = self._counts.get(loop, 0) + 1
+        ended = False
+
+        def end() -> None:
+            nonlocal ended
+            if ended:
+                return
+            ended = True
+            left = self._counts[loop] - 1
+            if left:
+                self._counts[loop] = left
+                return
+            del self._counts[loop]
+            for callback in self._idle.pop(loop, ()):
+                callback()
+
+        return end
+
+    def when_idle(self, callback: Callable[[], None]) -> bool:
+        """Run ``callback`` once no operation runs in this loop; ``False``: none runs now
+        (the callback was not kept)."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._counts:
+            return False
+        self._idle.setdefault(loop, []).append(callback)
+        return True
+
+
+def _nothing() -> None:
+    return None
 
 
 class LoopLock:

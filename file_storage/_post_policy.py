@@ -15,7 +15,9 @@ import time
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from file_storage._signing import Verdict
+from pydantic import SecretStr
+
+from file_storage._signing import Verdict, presign
 from file_storage.models import PresignedPost
 
 FIELDS = ("expires", "max_bytes", "content_type", "signature")
@@ -47,6 +49,22 @@ def sign_post(
         "signature": _digest(secret, key, expires, cap, content_type),
     }
     return PresignedPost(f"{base_url.rstrip('/')}/{quote(key, safe='/')}", fields)
+
+
+def presign_post(
+    base_url: str | None,
+    secret: SecretStr | None,
+    key: str,
+    expires_in: int,
+    max_bytes: int | None,
+    content_type: str,
+) -> PresignedPost:
+    """A form upload for ``signed_url_router`` (local and memory backends)."""
+    if not base_url or secret is None:
+        presign(base_url, secret, key, "PUT", expires_in, None, None)  # raises what is missing
+    assert base_url
+    assert secret is not None
+    return sign_post(base_url, key, expires_in, max_bytes, content_type, secret.get_secret_value())
 
 
 def _digits(text: str) -> bool:

@@ -30,6 +30,7 @@ import aiofiles.os
 from file_storage._events import EventHub
 from file_storage._expiry import Expiry, MemoryRules, RuleStore
 from file_storage._keys import KeyLike, validate_key, validate_prefix
+from file_storage._loops import InFlight
 from file_storage._quota import QuotaManager
 from file_storage._streams import CHUNK_SIZE, Progress
 from file_storage.backends import _pages
@@ -122,6 +123,7 @@ class BackendCore(abc.ABC):
         if max_size_bytes is not None:
             self._quotas.set("", max_size_bytes)
         self._events = EventHub()
+        self._in_flight = InFlight()
         self._expiry = Expiry(expire_interval_seconds)
         #: where the expiry rules live; a backend with a place of its own replaces it
         self._rules: RuleStore = MemoryRules()
@@ -162,6 +164,7 @@ class BackendCore(abc.ABC):
         started = time.perf_counter()
         call = _Call(size)
         token = _call.set(call)
+        end = self._in_flight.enter()  # aclose closes clients only once it is over
         try:
             yield call
         except StorageError as exc:
@@ -186,6 +189,7 @@ class BackendCore(abc.ABC):
             log_failure(operation, key, mapped, started)
             raise mapped from exc
         finally:
+            end()
             with contextlib.suppress(ValueError):  # a generator resumed in another context
                 _call.reset(token)
         if logger.isEnabledFor(logging.DEBUG):

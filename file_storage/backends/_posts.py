@@ -29,9 +29,9 @@ class Posts(BackendCore):
         and then the file as the field ``file``. The store refuses a file larger than the
         cap, ``min(max_bytes, quota left when signed)`` counting the backend-wide quota
         and every prefix quota covering ``path`` (S3: a POST policy with
-        ``content-length-range``; local: ``signed_url_router`` checks it while reading,
-        and stores nothing when refused). Without either the cap is S3's own 5 GiB on S3,
-        none on local. Quotas still apply when the upload lands.
+        ``content-length-range``; local and memory: ``signed_url_router`` checks it while
+        reading, and stores nothing when refused). Without either the cap is S3's own
+        5 GiB on S3, none on local and memory. Quotas still apply when the upload lands.
 
         Args:
             expires_in: seconds, ``1 <= expires_in <= 604800`` (7 days).
@@ -45,7 +45,8 @@ class Posts(BackendCore):
         Raises:
             ValueError: bad ``expires_in``, ``max_bytes`` or ``content_type``.
             StorageQuotaExceededError: a quota covering ``path`` is already full.
-            StorageConfigError: the backend cannot sign (local without a signing key).
+            StorageConfigError: the backend cannot sign (local or memory without a signing
+                key and base URL).
         """
         key = self._key(path, "get_presigned_post")
         if (

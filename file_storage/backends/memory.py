@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from pydantic import SecretStr
 
+from file_storage._post_policy import presign_post
 from file_storage._quota import VERSION_SEP
 from file_storage._signing import presign
 from file_storage._signing import signing_key as wrap_signing_key
@@ -24,7 +25,7 @@ from file_storage.errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
 )
-from file_storage.models import ObjectInfo, ObjectVersion
+from file_storage.models import ObjectInfo, ObjectVersion, PresignedPost
 
 __all__ = ["MemoryStorageBackend"]
 
@@ -269,6 +270,13 @@ class MemoryStorageBackend(StorageBackend):
     ) -> str:
         return presign(
             self._base_url, self._signing_key, key, method, expires_in, content_type, filename
+        )
+
+    async def _presign_post(
+        self, key: str, expires_in: int, max_bytes: int | None, content_type: str
+    ) -> PresignedPost:
+        return presign_post(
+            self._base_url, self._signing_key, key, expires_in, max_bytes, content_type
         )
 
     # ---------------------------------------------------------------- versions

@@ -17,7 +17,7 @@ from file_storage import (
     StorageQuotaExceededError,
     StorageUnavailableError,
 )
-from file_storage.backends._local_meta import META_DIR
+from file_storage.backends.local._meta import META_DIR
 
 
 def files_on_disk(root: Path) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from file_storage.backends._local_fs import Root, open_dir
+from file_storage.backends.local._fs import Root, open_dir
 
 
 def test_interleaved_listings_of_the_root_each_see_everything(tmp_path: Path) -> None:

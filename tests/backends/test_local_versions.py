@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from file_storage import LocalStorageBackend
-from file_storage.backends._local_versions import STATE_FILE, VERSIONS_DIR
+from file_storage.backends.local._versions import STATE_FILE, VERSIONS_DIR
 
 
 async def test_versions_survive_a_new_backend_on_the_same_root(tmp_path: Path) -> None:

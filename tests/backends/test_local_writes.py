@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from file_storage import LocalStorageBackend, ObjectConflictError, StorageError
-from file_storage.backends import local as local_module
-from file_storage.backends._local_io import TMP_MARK, Gate, tmp_name
 from file_storage.backends._support import map_os_error
+from file_storage.backends.local import _files as local_module
+from file_storage.backends.local._io import TMP_MARK, Gate, tmp_name
 
 OLD = b"previous version"
 NEW = b"the new version, longer"

@@ -81,9 +81,20 @@ async def test_local_without_signing_key_raises_config_error(tmp_path: Path) -> 
         await backend.get_presigned_post("a.txt")
 
 
-async def test_memory_cannot_sign_forms() -> None:
-    with pytest.raises(StorageConfigError):
+async def test_memory_without_signing_key_raises_config_error() -> None:
+    with pytest.raises(StorageConfigError, match="STORAGE_LOCAL_SIGNING_KEY"):
         await MemoryStorageBackend().get_presigned_post("a.txt")
+
+
+async def test_memory_form_is_signed_for_its_key_and_the_quota_left() -> None:
+    backend = MemoryStorageBackend(base_url="http://127.0.0.1:9/files", signing_key=SECRET)
+    backend.set_quota("u", 1000)
+    await backend.save("u/old.bin", b"x" * 600)
+    post = await backend.get_presigned_post("u/a b.csv", max_bytes=500, expires_in=60)
+    assert post.url == "http://127.0.0.1:9/files/u/a%20b.csv"
+    assert (post.fields["max_bytes"], post.fields["content_type"]) == ("400", "text/csv")
+    assert check_post("u/a b.csv", post.fields, SECRET) == "valid"
+    assert check_post("u/other.csv", post.fields, SECRET) == "invalid"
 
 
 @pytest.mark.parametrize(

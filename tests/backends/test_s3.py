@@ -30,8 +30,8 @@ from file_storage import (
     StoragePermissionError,
     StorageUnavailableError,
 )
-from file_storage.backends._s3_errors import batch_delete_error, is_outage, map_s3_error
-from file_storage.backends._s3_multipart import crc32
+from file_storage.backends.s3._errors import batch_delete_error, is_outage, map_s3_error
+from file_storage.backends.s3._multipart import crc32
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
 from tests.s3util import closed_port, open_uploads, stored_keys
 

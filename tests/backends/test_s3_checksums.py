@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from file_storage import S3StorageBackend, StorageConfigError
-from file_storage.backends._s3_multipart import crc32
+from file_storage.backends.s3._multipart import crc32
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
 
 pytestmark = pytest.mark.s3

@@ -19,7 +19,7 @@ from file_storage import (
     StoragePermissionError,
     StorageUnavailableError,
 )
-from file_storage.backends import local as local_module
+from file_storage.backends.local import _backend, _files
 
 PREVIOUS = b"previous version"
 
@@ -36,7 +36,8 @@ def disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
         os.write(dst, b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(local_module, "copy_fd", copy_fd)
+    for module in (_backend, _files):  # copies and moves; download_file
+        monkeypatch.setattr(module, "copy_fd", copy_fd)
 
 
 @pytest.fixture

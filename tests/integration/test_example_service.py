@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from file_storage import StorageBackend
-from tests.integration.conftest import Serve
+from tests.integration.conftest import SIGNING_KEY, Serve
 
 MIB = 2**20
 BIG_SIZE = 50 * MIB
@@ -58,8 +60,8 @@ def file_url(key: str) -> str:
 
 @pytest.fixture
 async def stored(storage: StorageBackend) -> str:
-    """DATA saved by the test's own backend, under the example's uploads/ folder."""
-    return await storage.save("uploads/t/data.bin", DATA, content_type="application/x-data")
+    """DATA saved by the test's own backend, in the folder of the example's default user."""
+    return await storage.save("users/demo/t/data.bin", DATA, content_type="application/x-data")
 
 
 async def test_multipart_upload_of_50_mib_downloads_identical(
@@ -76,7 +78,7 @@ async def test_multipart_upload_of_50_mib_downloads_identical(
         response = await client.post("/api/files", files=files)
     assert response.status_code == 201, response.text
     key = response.json()["key"]
-    assert key.startswith("uploads/")
+    assert key.startswith("users/demo/")
     assert key.endswith(".bin")
 
     assert await download_digest(client, file_url(key)) == (BIG_SIZE, sha256)
@@ -198,15 +200,15 @@ async def test_missing_object_is_404_and_invalid_key_400(
     serve: Serve, example_app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     serve(example_app)
-    missing = await client.get("/api/files/uploads/nope.bin")
+    missing = await client.get("/api/files/users/demo/nope.bin")
     assert missing.status_code == 404
-    assert missing.json() == {"detail": "stat 'uploads/nope.bin': object not found"}
-    invalid = await client.get("/api/files/uploads/a%5Cb.bin")  # a backslash
+    assert missing.json() == {"detail": "stat 'users/demo/nope.bin': object not found"}
+    invalid = await client.get("/api/files/users/demo/a%5Cb.bin")  # a backslash
     assert invalid.status_code == 400
     assert "backslash" in invalid.json()["detail"]
 
 
-async def test_keys_outside_the_upload_folder_are_not_served(
+async def test_keys_outside_the_users_folder_are_not_served(
     serve: Serve, example_app: FastAPI, client: httpx.AsyncClient, storage: StorageBackend
 ) -> None:
     await storage.save("private/secret.txt", b"no")
@@ -238,10 +240,11 @@ async def test_listing_is_paged_by_a_key_cursor(
     serve: Serve, example_app: FastAPI, client: httpx.AsyncClient, storage: StorageBackend
 ) -> None:
     serve(example_app)
-    keys = [f"uploads/2026/01/{i:02d}.txt" for i in range(5)]
+    keys = [f"users/demo/2026/01/{i:02d}.txt" for i in range(5)]
     for key in keys:
         await storage.save(key, b"x")
     await storage.save("private/secret.txt", b"x")
+    await storage.save("users/demo2/a.txt", b"x")  # a neighbour whose name starts alike
     seen: list[str] = []
     cursor = ""
     while True:
@@ -255,3 +258,228 @@ async def test_listing_is_paged_by_a_key_cursor(
     bad = await client.get("/api/files", params={"start_after": "a//b"})
     assert bad.status_code == 400
     assert (await client.get("/api/files", params={"limit": 0})).status_code == 422
+
+
+# ----------------------------------------------------------------------------- users
+
+NAME = "Отпуск 2026.mp4"
+
+
+def as_user(user: str) -> dict[str, str]:
+    return {"X-User": user}
+
+
+async def upload_as(client: httpx.AsyncClient, user: str, data: bytes = b"alice's") -> str:
+    files = {"file": (NAME, data, "video/mp4")}
+    response = await client.post("/api/files", files=files, headers=as_user(user))
+    assert response.status_code == 201, response.text
+    key: str = response.json()["key"]
+    return key
+
+
+async def test_every_key_is_built_in_the_users_folder(
+    serve: Serve, example_app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    serve(example_app)
+    key = await upload_as(client, "alice")
+    assert key.startswith("users/alice/")
+    bob = as_user("bob")
+    presigned = await client.post("/api/presign", json={"filename": "a.png"}, headers=bob)
+    assert presigned.json()["key"].startswith("users/bob/")
+    client.cookies.set("user", "carol")  # the page's user picker sets this cookie
+    form = await client.post("/api/presign-post", json={"filename": "a.pdf"})
+    assert form.json()["key"].startswith("users/carol/")
+
+
+async def test_one_user_never_sees_nor_deletes_anothers_files(
+    serve: Serve, example_app: FastAPI, client: httpx.AsyncClient, storage: StorageBackend
+) -> None:
+    serve(example_app)
+    key = await upload_as(client, "alice")
+    rest = key.removeprefix("users/alice/")
+    bob = as_user("bob")
+
+    assert (await client.get("/api/files", headers=bob)).json()["files"] == []
+    # a cursor from alice's folder still lists bob's folder only
+    listed = await client.get("/api/files", params={"start_after": key}, headers=bob)
+    assert listed.json()["files"] == []
+    assert (await client.get(file_url(key), headers=bob)).status_code == 404
+    assert (await client.delete(file_url(key), headers=bob)).status_code == 404
+    finish = await client.post("/api/finish", json={"key": key, "filename": "x"}, headers=bob)
+    assert finish.status_code == 404
+    # hostile keys that start in bob's folder and climb out: dot segments sent encoded
+    # (a client would resolve plain ones), and an empty segment; all refused as keys
+    for hostile in (
+        f"users/bob/%2E%2E/alice/{rest}",
+        f"users/bob/..%2Falice%2F{rest}",
+        f"users/bob//%2E%2E/alice/{rest}",
+    ):
+        response = await client.delete(f"/api/files/{hostile}", headers=bob)
+        assert response.status_code == 400, hostile
+        response = await client.get(f"/api/files/{hostile}", headers=bob)
+        assert response.status_code == 400, hostile
+        response = await client.post(
+            "/api/finish", json={"key": unquote(hostile), "filename": "x"}, headers=bob
+        )
+        assert response.status_code == 400, hostile
+    for user in ("../alice", "alice/x", ".alice", "", "al ice"):
+        response = await client.get("/api/files", headers={"X-User": user})
+        assert response.status_code == (200 if user == "" else 400), user  # "": the default
+    assert await storage.load(key) == b"alice's"
+    alice = (await client.get("/api/files", headers=as_user("alice"))).json()["files"]
+    assert [f["key"] for f in alice] == [key]
+
+
+async def test_finish_keeps_the_original_name_for_downloads_and_counts_the_quota(
+    serve: Serve, example_app: FastAPI, client: httpx.AsyncClient, storage: StorageBackend
+) -> None:
+    serve(example_app)
+    alice = as_user("alice")
+    presigned = (
+        await client.post("/api/presign", json={"filename": NAME, "size": 5}, headers=alice)
+    ).json()
+    assert (await client.put(presigned["url"], content=b"movie")).status_code == 200
+    finish = await client.post(
+        "/api/finish", json={"key": presigned["key"], "filename": NAME}, headers=alice
+    )
+    assert finish.status_code == 200, finish.text
+    assert finish.json()["name"] == NAME
+
+    listed = (await client.get("/api/files", headers=alice)).json()["files"]
+    assert [(f["name"], f["size"]) for f in listed] == [(NAME, 5)]
+    download = await client.get(listed[0]["download_url"])
+    assert download.content == b"movie"
+    assert f"filename*=UTF-8''{quote(NAME)}" in download.headers["content-disposition"]
+    through_app = await client.head(listed[0]["url"], headers=alice)
+    assert f"filename*=UTF-8''{quote(NAME)}" in through_app.headers["content-disposition"]
+    usage = (await client.get("/api/usage", headers=alice)).json()
+    assert usage == {"user": "alice", "used": 5, "limit": 10**9, "max_upload": 100 * MIB}
+    assert (await storage.stat(presigned["key"])).size == 5
+
+
+async def test_uploads_are_capped_by_the_users_quota_left(
+    monkeypatch: pytest.MonkeyPatch,
+    serve: Serve,
+    storage: StorageBackend,
+    client: httpx.AsyncClient,
+) -> None:
+    monkeypatch.setenv("EXAMPLE_USER_QUOTA_BYTES", "1000")
+    from tests.integration.conftest import build_example_app
+
+    serve(build_example_app())
+    await upload_as(client, "alice", b"x" * 600)
+    alice = as_user("alice")
+    usage = (await client.get("/api/usage", headers=alice)).json()
+    assert (usage["used"], usage["limit"], usage["max_upload"]) == (600, 1000, 400)
+    too_big = await client.post("/api/presign", json={"filename": "a", "size": 401}, headers=alice)
+    assert too_big.status_code == 413
+    refused = await client.post("/api/files", files={"file": ("a.bin", b"y" * 401)}, headers=alice)
+    assert refused.status_code == 413
+    assert len(await storage.list_files("users/alice")) == 1
+    # another user has a quota of their own
+    assert (await client.get("/api/usage", headers=as_user("bob"))).json()["max_upload"] == 1000
+
+
+def _policy_conditions(fields: dict[str, str]) -> list[object]:
+    conditions: list[object] = json.loads(base64.b64decode(fields["policy"]))["conditions"]
+    return conditions
+
+
+async def test_s3_form_policy_caps_at_the_users_quota_left(
+    monkeypatch: pytest.MonkeyPatch,
+    serve: Serve,
+    s3_storage: StorageBackend,
+    client: httpx.AsyncClient,
+) -> None:
+    # moto does not enforce POST policies: the cap is proven in the policy S3 would check
+    monkeypatch.setenv("EXAMPLE_USER_QUOTA_BYTES", "1000")
+    from tests.integration.conftest import build_example_app
+
+    serve(build_example_app())
+    await upload_as(client, "alice", b"x" * 600)
+    alice = as_user("alice")
+    form = await client.post("/api/presign-post", json={"filename": "a.pdf"}, headers=alice)
+    assert form.status_code == 200, form.text
+    assert form.json()["max_bytes"] == 400
+    assert ["content-length-range", 0, 400] in _policy_conditions(form.json()["fields"])
+
+
+async def test_s3_presigned_put_over_the_quota_is_deleted_at_finish(
+    monkeypatch: pytest.MonkeyPatch,
+    serve: Serve,
+    s3_storage: StorageBackend,
+    client: httpx.AsyncClient,
+) -> None:
+    # S3 cannot cap a presigned PUT: a browser that declared less than it sent is caught
+    # when the app counts the folder afresh, and the file is removed
+    monkeypatch.setenv("EXAMPLE_USER_QUOTA_BYTES", "1000")
+    from tests.integration.conftest import build_example_app
+
+    serve(build_example_app())
+    alice = as_user("alice")
+    presigned = (
+        await client.post("/api/presign", json={"filename": "a.bin", "size": 10}, headers=alice)
+    ).json()
+    assert (await client.put(presigned["url"], content=b"z" * 1001)).status_code == 200
+    finish = await client.post(
+        "/api/finish", json={"key": presigned["key"], "filename": "a.bin"}, headers=alice
+    )
+    assert finish.status_code == 413
+    assert await s3_storage.list_files("users/alice") == []
+    assert (await client.get("/api/usage", headers=alice)).json()["used"] == 0
+
+
+async def test_example_runs_on_memory_with_form_uploads(
+    monkeypatch: pytest.MonkeyPatch, serve: Serve, base_url: str, client: httpx.AsyncClient
+) -> None:
+    monkeypatch.setenv("STORAGE_TYPE", "MEMORY")
+    monkeypatch.setenv("STORAGE_LOCAL_BASE_URL", f"{base_url}/files")
+    monkeypatch.setenv("STORAGE_LOCAL_SIGNING_KEY", SIGNING_KEY)
+    monkeypatch.setenv("EXAMPLE_MAX_UPLOAD_BYTES", "100")
+    from tests.integration.conftest import build_example_app
+
+    serve(build_example_app())
+    alice = as_user("alice")
+    form = (await client.post("/api/presign-post", json={"filename": NAME}, headers=alice)).json()
+    files = {"file": ("blob", b"m" * 101, "video/mp4")}
+    refused = await client.post(form["url"], data=form["fields"], files=files)
+    assert refused.status_code == 413
+    files = {"file": ("blob", b"m" * 100, "video/mp4")}
+    posted = await client.post(form["url"], data=form["fields"], files=files)
+    assert posted.status_code == 204, posted.text
+    finish = await client.post(
+        "/api/finish", json={"key": form["key"], "filename": NAME}, headers=alice
+    )
+    assert finish.status_code == 200, finish.text
+    listed = (await client.get("/api/files", headers=alice)).json()["files"]
+    assert [(f["name"], f["size"]) for f in listed] == [(NAME, 100)]
+    download = await client.get(listed[0]["download_url"])
+    assert download.content == b"m" * 100
+    assert f"filename*=UTF-8''{quote(NAME)}" in download.headers["content-disposition"]
+    assert (await client.get("/api/usage", headers=alice)).json()["used"] == 100
+
+
+async def test_download_link_names_a_file_stored_by_another_tool_after_its_key(
+    serve: Serve, example_app: FastAPI, client: httpx.AsyncClient, storage: StorageBackend
+) -> None:
+    # no Content-Disposition stored: the presigned GET's filename= names the download
+    await storage.save("users/demo/imports/report.csv", b"a,b\n")
+    serve(example_app)
+    listed = (await client.get("/api/files")).json()["files"]
+    assert [f["name"] for f in listed] == ["report.csv"]
+    download = await client.get(listed[0]["download_url"])
+    assert download.content == b"a,b\n"
+    assert download.headers["content-disposition"].startswith('attachment; filename="report.csv"')
+
+
+async def test_a_stored_disposition_with_control_characters_is_listed_cleanly(
+    serve: Serve, example_app: FastAPI, client: httpx.AsyncClient, storage: StorageBackend
+) -> None:
+    # set by another tool: a name with a line feed (percent-encoded in the header)
+    await storage.save(
+        "users/demo/x.bin", b"x", content_disposition="attachment; filename*=UTF-8''a%0Ab.bin"
+    )
+    serve(example_app)
+    listed = await client.get("/api/files")
+    assert listed.status_code == 200, listed.text
+    assert [f["name"] for f in listed.json()["files"]] == ["ab.bin"]

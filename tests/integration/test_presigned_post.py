@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from file_storage import LocalStorageBackend, StorageBackend
+from file_storage import LocalStorageBackend, MemoryStorageBackend, StorageBackend
 from file_storage._post_policy import sign_post
 from file_storage.fastapi import make_signed_url_router
 from tests.integration.conftest import SIGNING_KEY, Serve
@@ -167,3 +167,37 @@ async def test_router_stops_reading_the_body_past_the_cap(tmp_path: Path) -> Non
     assert sent <= 3
     assert not await backend.exists("in/a.bin")
     await backend.aclose()
+
+
+@pytest.fixture
+def memory_server(serve: Serve, base_url: str) -> MemoryStorageBackend:
+    """A memory backend that signs for the signed router of a real uvicorn."""
+    backend = MemoryStorageBackend(base_url=f"{base_url}/files", signing_key=SIGNING_KEY)
+    app = FastAPI()
+    app.include_router(make_signed_url_router(get_backend=lambda: backend), prefix="/files")
+    serve(app)
+    return backend
+
+
+async def test_memory_form_upload_lands_through_the_signed_router(
+    memory_server: MemoryStorageBackend, client: httpx.AsyncClient
+) -> None:
+    post = await memory_server.get_presigned_post("in/report.csv", max_bytes=1000)
+    response = await _post(client, post.url, post.fields, b"a,b\n1,2\n")
+    assert response.status_code == 204, response.text
+    assert await memory_server.load("in/report.csv") == b"a,b\n1,2\n"
+    assert (await memory_server.stat("in/report.csv")).content_type == "text/csv"
+
+
+async def test_memory_form_upload_over_the_quota_left_is_refused(
+    memory_server: MemoryStorageBackend, client: httpx.AsyncClient
+) -> None:
+    await memory_server.save("u/old.bin", b"x" * 600)
+    memory_server.set_quota("u", 1000)
+    post = await memory_server.get_presigned_post("u/new.bin", max_bytes=5000)
+    assert post.fields["max_bytes"] == "400"
+    refused = await _post(client, post.url, post.fields, b"y" * 401)
+    assert refused.status_code == 413
+    assert await memory_server.list_files() == ["u/old.bin"]
+    assert (await _post(client, post.url, post.fields, b"y" * 400)).status_code == 204
+    assert (await memory_server.get_usage("u")).used == 1000

@@ -24,6 +24,7 @@ from file_storage import (
 from file_storage.fastapi import (
     StorageDep,
     UploadTooLargeError,
+    content_disposition,
     get_storage,
     install_error_handlers,
     save_upload,
@@ -316,3 +317,20 @@ async def test_save_upload_of_unknown_size_stops_at_max_bytes() -> None:
     assert caught.value.key == "u/a.bin"
     assert caught.value.limit == 2**20 + 1
     assert await backend.load("u/a.bin") == b"old"  # the old object is untouched
+
+
+async def test_save_upload_stores_the_headers_it_is_given() -> None:
+    backend = MemoryStorageBackend()
+    upload = UploadFile(io.BytesIO(b"movie"), filename="Отпуск 2026.mp4", headers=Headers())
+    disposition = content_disposition("Отпуск 2026.mp4")
+    await save_upload(
+        backend,
+        "u/0a1b.mp4",
+        upload,
+        cache_control="private, max-age=60",
+        content_disposition=disposition,
+    )
+    info = await backend.stat("u/0a1b.mp4")
+    assert info.content_disposition == disposition
+    assert info.cache_control == "private, max-age=60"
+    assert "filename*=UTF-8''%D0%9E%D1%82%D0%BF%D1%83%D1%81%D0%BA%202026.mp4" in disposition

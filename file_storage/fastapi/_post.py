@@ -14,13 +14,13 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from file_storage._fastapi_errors import error_response
-from file_storage._fastapi_response import quote_etag
 from file_storage._keys import validate_key
 from file_storage._post_policy import check_post
 from file_storage._streams import closing
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import StorageError
+from file_storage.fastapi._errors import error_response
+from file_storage.fastapi._response import quote_etag
 
 logger = logging.getLogger("file_storage.fastapi")
 

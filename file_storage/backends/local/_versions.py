@@ -34,9 +34,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 from file_storage._quota import VERSION_SEP
-from file_storage.backends import _local_meta as meta_file
 from file_storage.backends._core import Versioning
-from file_storage.backends._local_fs import (
+from file_storage.backends.base import StorageBackend
+from file_storage.backends.local import _meta as meta_file
+from file_storage.backends.local._fs import (
     O_DIR,
     O_NEW,
     O_READ,
@@ -47,14 +48,13 @@ from file_storage.backends._local_fs import (
     open_parent,
     remove_empty_parents,
 )
-from file_storage.backends._local_io import gated, in_pool, read_batch, tmp_name
-from file_storage.backends._local_meta import Meta, key_locks
-from file_storage.backends.base import StorageBackend
+from file_storage.backends.local._io import gated, in_pool, read_batch, tmp_name
+from file_storage.backends.local._meta import Meta, key_locks
 from file_storage.errors import ObjectNotFoundError, StorageError
 from file_storage.models import ObjectInfo, ObjectVersion
 
 if TYPE_CHECKING:
-    from file_storage.backends._local_io import Gate
+    from file_storage.backends.local._io import Gate
 
 VERSIONS_DIR = ".file_storage\\versions"
 STATE_FILE = ".file_storage\\versioning"
@@ -442,7 +442,7 @@ class LocalVersions(StorageBackend):
 
     async def _restore_version(self, key: str, version_id: str) -> None:
         def restore(gate: Gate) -> None:
-            from file_storage.backends._local_io import copy_fd
+            from file_storage.backends.local._io import copy_fd
 
             src, _, meta = open_version(self._dir, key, version_id)
             try:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from file_storage._expiry import RuleStore
-from file_storage.backends._s3_errors import error_code
+from file_storage.backends.s3._errors import error_code
 from file_storage.errors import StorageError
 
 __all__ = ["RULE_ID", "S3Rules"]

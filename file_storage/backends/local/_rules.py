@@ -13,8 +13,8 @@ import json
 import os
 
 from file_storage._expiry import RuleStore
-from file_storage.backends._local_fs import O_NEW, O_READ, Root
-from file_storage.backends._local_io import in_pool, tmp_name
+from file_storage.backends.local._fs import O_NEW, O_READ, Root
+from file_storage.backends.local._io import in_pool, tmp_name
 from file_storage.errors import StorageError
 
 __all__ = ["LocalRules"]

@@ -1,7 +1,7 @@
 """The obstore transport of the S3 backend: its requests through the Rust ``object_store``.
 
 ``STORAGE_S3_CLIENT=obstore``. The seam between the backend and a transport is the subset of
-the aiobotocore client API that ``s3.py`` and ``_s3_multipart.py`` call (``put_object``,
+the aiobotocore client API that ``s3._backend`` and ``s3._multipart`` call (``put_object``,
 ``get_object``, ``head_object``, ``delete_object(s)``, ``copy_object``, the
 ``list_objects_v2`` paginator, ``generate_presigned_url``, ``head_bucket``) with the same
 parameters and answers. :class:`ObstoreClient` implements those calls on an obstore
@@ -31,8 +31,8 @@ from urllib.parse import urlsplit
 import aiofiles
 
 from file_storage._streams import CHUNK_SIZE, Progress
-from file_storage.backends import _s3_multipart as mp
 from file_storage.backends._core import count_attempt
+from file_storage.backends.s3 import _multipart as mp
 from file_storage.errors import StorageConfigError, StorageUnavailableError
 
 __all__ = ["ObstoreClient", "ObstoreTransfer", "load_obstore", "open_store"]
@@ -148,7 +148,7 @@ ORIGIN_ATTR = "_file_storage_obstore"
 @contextlib.contextmanager
 def _from_obstore() -> Iterator[None]:
     """Mark what obstore raised: its not-found is a builtin ``FileNotFoundError``, which
-    must not be taken for a local file's (``_s3_obstore_errors`` reads the mark)."""
+    must not be taken for a local file's (``s3._obstore_errors`` reads the mark)."""
     try:
         yield
     except Exception as exc:
@@ -234,7 +234,7 @@ class ObstoreClient:
     """The aiobotocore calls of the S3 backend, served by obstore (see the module doc).
 
     Full S3 keys, like aiobotocore's. Errors are obstore's exceptions, translated at the
-    backend's boundary (``_s3_errors.map_s3_error``). Any other attribute is the
+    backend's boundary (``s3._errors.map_s3_error``). Any other attribute is the
     aiobotocore client's, opened on first use by ``boto``.
     """
 

@@ -11,10 +11,10 @@ import functools
 import os
 from collections.abc import AsyncIterator, Callable
 
-from file_storage.backends._local_fs import Root
-from file_storage.backends._local_io import in_pool
-from file_storage.backends._local_walk import SCAN_BATCH, Walk
 from file_storage.backends._pages import Entry
+from file_storage.backends.local._fs import Root
+from file_storage.backends.local._io import in_pool
+from file_storage.backends.local._walk import SCAN_BATCH, Walk
 from file_storage.models import ObjectInfo
 
 Describe = Callable[[str, os.stat_result], ObjectInfo]

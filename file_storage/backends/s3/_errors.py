@@ -79,9 +79,9 @@ def _obstore_errors() -> Any:
     """The obstore translation once obstore is loaded (only then can it have raised)."""
     if "obstore.exceptions" not in sys.modules:
         return None
-    from file_storage.backends import _s3_obstore_errors
+    from file_storage.backends.s3 import _obstore_errors
 
-    return _s3_obstore_errors
+    return _obstore_errors
 
 
 def error_code(exc: BaseException) -> str | None:

@@ -3,7 +3,7 @@
 obstore raises one class per kind (not found, precondition, permission, ...) and a
 ``GenericError`` for the rest, whose message holds the HTTP status and S3's XML error
 answer. The S3 error code and status are read from it and translated by the same table as
-aiobotocore's (:func:`_s3_errors.map_answer`); the message of the result never carries
+aiobotocore's (:func:`_errors.map_answer`); the message of the result never carries
 obstore's text, which includes request URLs.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 import sys
 
-from file_storage.backends._s3_errors import NO_CREDENTIALS, map_answer
-from file_storage.backends._s3_obstore import ORIGIN_ATTR
+from file_storage.backends.s3._errors import NO_CREDENTIALS, map_answer
+from file_storage.backends.s3._obstore import ORIGIN_ATTR
 from file_storage.errors import (
     PreconditionFailedError,
     StorageConfigError,

@@ -34,7 +34,7 @@ import aiofiles
 
 from file_storage._streams import CHUNK_SIZE, Progress, rechunk
 from file_storage.backends._core import DELETE_BATCH
-from file_storage.backends._s3_errors import batch_delete_error, error_code
+from file_storage.backends.s3._errors import batch_delete_error, error_code
 from file_storage.errors import StorageError, StorageUnavailableError
 
 logger = logging.getLogger(__name__)

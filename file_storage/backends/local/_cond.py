@@ -16,7 +16,7 @@ import errno
 import os
 import stat as stat_mod
 
-from file_storage.backends._local_fs import Root, open_object
+from file_storage.backends.local._fs import Root, open_object
 from file_storage.errors import (
     ObjectConflictError,
     ObjectNotFoundError,

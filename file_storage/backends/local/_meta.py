@@ -21,8 +21,8 @@ import zlib
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from file_storage.backends._local_fs import O_NEW, O_READ, Root, open_dir
-from file_storage.backends._local_io import tmp_name
+from file_storage.backends.local._fs import O_NEW, O_READ, Root, open_dir
+from file_storage.backends.local._io import tmp_name
 from file_storage.errors import ObjectNotFoundError, StorageError
 
 META_DIR = ".file_storage\\meta"

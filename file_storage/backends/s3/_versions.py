@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from file_storage._quota import VERSION_SEP
 from file_storage.backends._core import DELETE_BATCH, Versioning
-from file_storage.backends._s3_errors import batch_delete_error, error_code
 from file_storage.backends.base import StorageBackend
+from file_storage.backends.s3._errors import batch_delete_error, error_code
 from file_storage.errors import ObjectNotFoundError
 from file_storage.models import ObjectInfo, ObjectVersion
 
 if TYPE_CHECKING:
-    from file_storage.backends import _s3_multipart as mp
-    from file_storage.backends._s3_config import S3Options
+    from file_storage.backends.s3 import _multipart as mp
+    from file_storage.backends.s3._config import S3Options
 
 logger = logging.getLogger("file_storage")
 

@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from file_storage._keys import validate_key
-from file_storage.backends import _s3_multipart as mp
 from file_storage.backends._core import count_attempt
-from file_storage.backends._s3_errors import ATTEMPTS_ATTR
+from file_storage.backends.s3 import _multipart as mp
+from file_storage.backends.s3._errors import ATTEMPTS_ATTR
 from file_storage.errors import InvalidKeyError, StorageConfigError
 
 __all__ = ["S3Options", "load_sdk", "open_client", "s3_options"]
@@ -59,7 +59,7 @@ class S3Options:
     pool_size: int
     fallback_path: Path | None
     flush_interval: float | None
-    client: str = "aioboto3"  # the transport: aiobotocore, or obstore (_s3_obstore.py)
+    client: str = "aioboto3"  # the transport: aiobotocore, or obstore (s3/_obstore.py)
 
 
 def s3_options(

@@ -30,16 +30,16 @@ from file_storage._metadata import decode_value, encode_value
 from file_storage._spool import Entry, Spool, read_range
 from file_storage._streams import Progress
 from file_storage.backends import _pages
-from file_storage.backends import _s3_multipart as mp
 from file_storage.backends._core import Method
-from file_storage.backends._s3_config import addressing, instrument, open_client, s3_options
-from file_storage.backends._s3_errors import condition_error, error_code, is_outage, map_s3_error
-from file_storage.backends._s3_fallback import Fallback
-from file_storage.backends._s3_lifecycle import S3Rules
-from file_storage.backends._s3_obstore import ObstoreClient, ObstoreTransfer, open_store
-from file_storage.backends._s3_pages import presign_post, s3_entries
-from file_storage.backends._s3_versions import S3Versions
 from file_storage.backends._write_options import PLAIN, WriteOptions
+from file_storage.backends.s3 import _multipart as mp
+from file_storage.backends.s3._config import addressing, instrument, open_client, s3_options
+from file_storage.backends.s3._errors import condition_error, error_code, is_outage, map_s3_error
+from file_storage.backends.s3._fallback import Fallback
+from file_storage.backends.s3._lifecycle import S3Rules
+from file_storage.backends.s3._obstore import ObstoreClient, ObstoreTransfer, open_store
+from file_storage.backends.s3._pages import presign_post, s3_entries
+from file_storage.backends.s3._versions import S3Versions
 from file_storage.errors import (
     InvalidKeyError,
     PreconditionFailedError,
@@ -186,6 +186,7 @@ class S3StorageBackend(S3Versions):
         # clients per event loop: an aiohttp session belongs to the loop it was opened in
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
         self._loops_lock = threading.Lock()  # threads may each run a loop of their own
+        self._closing: set[asyncio.Task[None]] = set()  # clients closing after operations
         self._checksums = mp.Checksums(options.checksum)
         self._stores: dict[str | None, Any] = {}  # obstore S3Stores, per endpoint
 
@@ -206,8 +207,8 @@ class S3StorageBackend(S3Versions):
                 clients = self._loops.get(loop)
                 if clients is None:
                     self._forget_closed_loops()
-                    close = functools.partial(self._close_clients, loop)
-                    clients = self._loops[loop] = _LoopClients(close)
+                    clients = self._loops[loop] = _LoopClients()
+                    clients.hook = ShutdownHook(functools.partial(self._close_clients, clients))
         return clients
 
     def _forget_closed_loops(self) -> None:
@@ -277,11 +278,11 @@ class S3StorageBackend(S3Versions):
 
         return ObstoreClient(store, self._bucket, boto)
 
-    async def _close_clients(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _close_clients(self, clients: _LoopClients) -> None:
         with self._loops_lock:
-            clients = self._loops.pop(loop, None)
-        if clients is None:
-            return
+            for loop, current in list(self._loops.items()):
+                if current is clients:
+                    del self._loops[loop]
         async with clients.lock:
             if clients.background:  # aborts of failed uploads still need the client
                 await asyncio.gather(*clients.background, return_exceptions=True)
@@ -289,11 +290,28 @@ class S3StorageBackend(S3Versions):
 
     async def _aclose(self) -> None:
         await self._fallback.stop()
-        clients = self._loops.get(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        with self._loops_lock:
+            clients = self._loops.get(loop)
+            if clients is not None and self._in_flight.when_idle(
+                functools.partial(self._close_later, loop, clients)
+            ):
+                # operations still run on these clients (a download being served): they
+                # finish on them, which close when the last one ends; new ones open anew
+                del self._loops[loop]
+                clients = None
+            self._forget_closed_loops()
         if clients is not None:
             await clients.hook.run()
-        with self._loops_lock:
-            self._forget_closed_loops()
+        closing = [task for task in self._closing if task.get_loop() is loop]
+        if closing:
+            await asyncio.gather(*closing, return_exceptions=True)
+
+    def _close_later(self, loop: asyncio.AbstractEventLoop, clients: _LoopClients) -> None:
+        # called as the loop's last operation ends; its loop is running, still open
+        task = loop.create_task(clients.hook.run())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _check(self) -> None:
         # one HeadBucket: a missing bucket, bad credentials or an unreachable endpoint
@@ -652,14 +670,14 @@ class _LoopClients:
 
     __slots__ = ("background", "boto", "hook", "lock", "s3", "signer", "stack")
 
-    def __init__(self, close: functools.partial[Any]) -> None:
+    def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.stack = contextlib.AsyncExitStack()
         self.s3: Any = None
         self.signer: Any = None
         self.boto: dict[str | None, Any] = {}  # beside obstore: aiobotocore, per endpoint
         self.background: set[asyncio.Task[None]] = set()
-        self.hook = ShutdownHook(close)
+        self.hook: ShutdownHook  # set by the backend: closes these clients once
 
 
 def _headers(options: WriteOptions) -> dict[str, str]:

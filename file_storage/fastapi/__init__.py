@@ -28,14 +28,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, UploadFile
 from starlette.applications import Starlette
 
-from file_storage._fastapi_errors import UploadTooLargeError, storage_error_handler
-from file_storage._fastapi_response import content_disposition, storage_response
-from file_storage._fastapi_signed import BackendProvider, build_signed_url_router
 from file_storage._keys import KeyLike
 from file_storage._streams import CHUNK_SIZE
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import StorageError
 from file_storage.factory import close_storage_backend, get_storage_backend
+from file_storage.fastapi._errors import UploadTooLargeError, storage_error_handler
+from file_storage.fastapi._response import content_disposition, storage_response
+from file_storage.fastapi._signed import BackendProvider, build_signed_url_router
 
 __all__ = [
     "StorageDep",
@@ -112,6 +112,8 @@ async def save_upload(
     max_bytes: int | None = None,
     content_type: str | None = None,
     metadata: Mapping[str, str] | None = None,
+    cache_control: str | None = None,
+    content_disposition: str | None = None,
 ) -> str:
     """Store an uploaded file at ``key``, streamed in 1 MiB chunks, never read whole.
 
@@ -129,6 +131,10 @@ async def save_upload(
             or guesses from the key's extension when the client sent none or
             ``application/octet-stream``.
         metadata: user metadata, as for ``save``.
+        cache_control: the object's ``Cache-Control``, as for ``save``.
+        content_disposition: the object's ``Content-Disposition``, as for ``save``: for
+            instance ``content_disposition(upload.filename)``, so the file keeps the
+            user's name (any Unicode) under a key such as ``paths.unique(...)``.
 
     Returns:
         The normalized key.
@@ -157,7 +163,14 @@ async def save_upload(
             yield chunk
 
     await upload.seek(0)
-    return await backend.save(key, chunks(), content_type=content_type, metadata=metadata)
+    return await backend.save(
+        key,
+        chunks(),
+        content_type=content_type,
+        metadata=metadata,
+        cache_control=cache_control,
+        content_disposition=content_disposition,
+    )
 
 
 def install_error_handlers(app: Starlette) -> None:

@@ -1,7 +1,7 @@
 """The local backend's folder walk: sorted, batched, through directory descriptors.
 
 Each folder is opened with ``O_NOFOLLOW`` relative to its parent's descriptor and listed
-with ``os.scandir(fd)``. In-root symlinks are followed explicitly (see ``_local_fs``); a
+with ``os.scandir(fd)``. In-root symlinks are followed explicitly (see ``local._fs``); a
 folder already on the path being walked, by ``(st_dev, st_ino)``, is skipped, so a link
 loop (``a/loop -> ..``) ends instead of failing with ``ELOOP``. A folder that cannot be
 read (permission denied, or gone) is logged and skipped: one bad folder never fails a
@@ -18,9 +18,9 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator
 
 from file_storage._keys import is_valid_segment
-from file_storage.backends._local_fs import O_DIR, Root, lexical, open_dir, open_object
-from file_storage.backends._local_io import TMP_MARK, is_own_tmp, is_tmp
-from file_storage.backends._local_meta import META_DIR
+from file_storage.backends.local._fs import O_DIR, Root, lexical, open_dir, open_object
+from file_storage.backends.local._io import TMP_MARK, is_own_tmp, is_tmp
+from file_storage.backends.local._meta import META_DIR
 from file_storage.errors import ObjectNotFoundError, StorageError
 
 logger = logging.getLogger("file_storage")

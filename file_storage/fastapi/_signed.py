@@ -1,5 +1,5 @@
 """The router that answers the local and memory backends' presigned URLs (GET, HEAD, PUT)
-and form uploads (POST, see ``_fastapi_post``).
+and form uploads (POST, see ``_post``).
 
 Presign options travel signed in the query: ``content_type`` and ``filename`` set the
 response's type and ``Content-Disposition`` on GET; on PUT ``content_type`` is a condition
@@ -15,9 +15,6 @@ from fastapi import APIRouter, Depends
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from file_storage._fastapi_errors import error_response
-from file_storage._fastapi_post import receive_post
-from file_storage._fastapi_response import quote_etag, storage_response
 from file_storage._keys import validate_key
 from file_storage._signing import check
 from file_storage.backends.base import StorageBackend
@@ -28,6 +25,9 @@ from file_storage.errors import (
     StorageError,
     StorageQuotaExceededError,
 )
+from file_storage.fastapi._errors import error_response
+from file_storage.fastapi._post import receive_post
+from file_storage.fastapi._response import quote_etag, storage_response
 
 logger = logging.getLogger("file_storage.fastapi")
 

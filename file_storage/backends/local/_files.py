@@ -1,0 +1,388 @@
+"""The local backend's file-system work, run in the I/O threads.
+
+Every method here is synchronous and goes through directory descriptors (``local._fs``):
+writes land a temp file with one ``renameat`` (or a no-replace link for create-only
+writes), copies and moves keep the sidecar paired with the file version, and the walks
+behind listings and quota scans skip what is not an object. :class:`LocalStorageBackend`
+runs them in the I/O pool (``local._io``) from its async hooks.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import os
+import posixpath
+import stat as stat_mod
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from file_storage._keys import is_valid_segment
+from file_storage._mime import guess_content_type
+from file_storage.backends._write_options import PLAIN, WriteOptions
+from file_storage.backends.local import _meta as meta_file
+from file_storage.backends.local._cond import check_match, etag_of, link_new
+from file_storage.backends.local._fs import (
+    O_NEW,
+    Found,
+    Root,
+    lexical,
+    open_dir,
+    open_object,
+    open_parent,
+    refuse_folder,
+    remove_empty_parents,
+    replace_at,
+)
+from file_storage.backends.local._io import (
+    Gate,
+    copy_fd,
+    io_pool,
+    tmp_name,
+    write_all,
+)
+from file_storage.backends.local._meta import Meta, key_locks
+from file_storage.backends.local._versions import LocalVersions
+from file_storage.backends.local._walk import TmpSeen, Walk, sweep_meta, tmp_watcher
+from file_storage.errors import (
+    ObjectNotFoundError,
+    StorageError,
+)
+from file_storage.models import ObjectInfo
+
+__all__ = ["LocalFiles"]
+
+logger = logging.getLogger("file_storage")
+
+
+def _checkpoint(point: str, gate: Gate) -> None:
+    """A no-op the tests replace to act at a precise step of a write ("rename", "landed")."""
+
+
+class LocalFiles(LocalVersions):
+    """The synchronous half of :class:`LocalStorageBackend` (state set by its constructor)."""
+
+    _root: Path
+    _dir: Root
+    _durable: bool
+    _temp_max_age: float
+    _sweeping: concurrent.futures.Future[None] | None
+
+    # ------------------------------------------------------------ writes (sync, in threads)
+
+    def _fsync_dir(self, dir_fd: int) -> None:
+        if self._durable:
+            os.fsync(dir_fd)
+
+    def _land(
+        self,
+        gate: Gate,
+        key: str,
+        dir_fd: int,
+        tmp: str,
+        name: str,
+        meta: Meta | None,
+        fd: int,
+        options: WriteOptions,
+    ) -> None:
+        """Record the sidecar of the finished temp file, then rename it into place, unless
+        the caller was cancelled first."""
+        try:
+            version = meta_file.stamp(os.fstat(fd))
+        finally:
+            os.close(fd)
+        _checkpoint("rename", gate)
+        with key_locks(key):
+            with gate.lock:
+                gate.check()
+                if options.if_match is not None:  # exact within this process: see local._cond
+                    check_match(self._dir, key, options.if_match)
+                meta_file.record(self._dir, key, version, meta)
+                try:
+                    with self._keeping(key, version):
+                        if options.overwrite:
+                            replace_at(tmp, dir_fd, name, dir_fd)
+                        else:
+                            link_new(tmp, dir_fd, name)  # atomic: EEXIST when anything is there
+                except BaseException:
+                    if meta is not None:
+                        meta_file.forget(self._dir, key, version)
+                    raise
+                gate.landed = True
+            if meta is None:
+                meta_file.drop(self._dir, key)
+        _checkpoint("landed", gate)
+        self._fsync_dir(dir_fd)
+
+    def _complete(
+        self,
+        gate: Gate,
+        key: str,
+        opened: tuple[int, str, int],
+        name: str,
+        fill: Callable[[int], None] | None,
+        meta: Meta | None,
+        options: WriteOptions = PLAIN,
+    ) -> None:
+        """Fill the temp file, sync it and land it; it owns (and closes) both descriptors."""
+        dir_fd, tmp, fd = opened
+        try:
+            try:
+                gate.check()
+                if fill is not None:
+                    fill(fd)
+                if self._durable:
+                    os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._land(gate, key, dir_fd, tmp, name, meta, fd, options)
+        except BaseException:
+            if not gate.landed:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+            raise
+        finally:
+            os.close(dir_fd)
+
+    def _open_tmp(self, key: str) -> tuple[tuple[int, str, int], str]:
+        dir_fd, name, _ = open_parent(self._dir, key, create=True)
+        try:
+            refuse_folder(dir_fd, name)
+            tmp = tmp_name()
+            fd = os.open(tmp, O_NEW, 0o666, dir_fd=dir_fd)
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        return (dir_fd, tmp, fd), name
+
+    def _meta(
+        self, key: str, content_type: str, metadata: dict[str, str], options: WriteOptions
+    ) -> Meta | None:
+        headers = (options.cache_control, options.content_disposition)
+        if content_type == guess_content_type(key) and not metadata and headers == (None, None):
+            return None
+        return Meta(content_type, metadata, *headers)
+
+    def _save_bytes(
+        self, gate: Gate, key: str, data: bytes, meta: Meta | None, options: WriteOptions
+    ) -> None:
+        opened, name = self._open_tmp(key)
+        self._complete(gate, key, opened, name, lambda fd: write_all(fd, [data]), meta, options)
+
+    def _upload_sync(
+        self,
+        gate: Gate,
+        local_path: Path,
+        key: str,
+        size: int,
+        meta: Meta | None,
+        options: WriteOptions,
+    ) -> None:
+        src = os.open(local_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+
+            def fill(fd: int) -> None:
+                copied = copy_fd(src, fd, gate)
+                if copied != size:
+                    raise StorageError(f"local file changed size while copying: {copied} of {size}")
+
+            opened, name = self._open_tmp(key)
+            self._complete(gate, key, opened, name, fill, meta, options)
+        finally:
+            os.close(src)
+
+    def _copy_sync(self, gate: Gate, src: str, dst: str, options: WriteOptions) -> None:
+        found = open_object(self._dir, src)
+        try:
+            meta = meta_file.lookup(self._dir, src, found.st)
+            if options.cache_control or options.content_disposition:
+                kept = meta or Meta(guess_content_type(src), {})
+                meta = kept._replace(
+                    cache_control=options.cache_control or kept.cache_control,
+                    content_disposition=options.content_disposition or kept.content_disposition,
+                )
+            opened, name = self._open_tmp(dst)
+            self._complete(
+                gate, dst, opened, name, lambda fd: (copy_fd(found.fd, fd, gate), None)[1], meta
+            )
+        finally:
+            found.close()
+
+    def _move_sync(self, gate: Gate, src: str, dst: str) -> None:
+        open_object(self._dir, src).close()  # the key must lead to an object in the root
+        src_fd, src_name, src_where = open_parent(self._dir, src, create=False)
+        try:
+            mode = os.stat(src_name, dir_fd=src_fd, follow_symlinks=False).st_mode
+            dst_fd, dst_name, dst_where = open_parent(self._dir, dst, create=True)
+            try:
+                refuse_folder(dst_fd, dst_name)
+                link = os.readlink(src_name, dir_fd=src_fd) if stat_mod.S_ISLNK(mode) else None
+                _checkpoint("rename", gate)
+                moved = meta_file.stamp(os.stat(src_name, dir_fd=src_fd, follow_symlinks=False))
+                with key_locks(src, dst):
+                    with gate.lock, self._keeping(dst, moved), self._keeping(src, None):
+                        gate.check()
+                        kept = meta_file.copy_versions(self._dir, src, dst)
+                        if link is not None and not link.startswith("/") and src_where != dst_where:
+                            # the link itself moves; its relative target is rewritten so it
+                            # still names the same object from its new folder
+                            target = "/".join(lexical(self._dir, src_where, link)) or "."
+                            relink = posixpath.relpath(target, "/".join(dst_where) or ".")
+                            tmp = tmp_name()
+                            os.symlink(relink, tmp, dir_fd=dst_fd)
+                            try:
+                                replace_at(tmp, dst_fd, dst_name, dst_fd)
+                            except BaseException:
+                                os.unlink(tmp, dir_fd=dst_fd)
+                                raise
+                            os.unlink(src_name, dir_fd=src_fd)
+                        else:
+                            replace_at(src_name, src_fd, dst_name, dst_fd)
+                        gate.landed = True
+                    if not kept:
+                        meta_file.drop(self._dir, dst)
+                    meta_file.drop(self._dir, src)
+                _checkpoint("landed", gate)
+                self._fsync_dir(dst_fd)
+            finally:
+                os.close(dst_fd)
+        finally:
+            os.close(src_fd)
+        remove_empty_parents(self._dir, src_where)
+
+    def _delete_sync(self, key: str) -> bool:
+        try:
+            dir_fd, name, where = open_parent(self._dir, key, create=False)
+        except (ObjectNotFoundError, StorageError):
+            return False
+        try:
+            with key_locks(key):
+                try:
+                    if stat_mod.S_ISDIR(
+                        os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+                    ):
+                        return False  # a folder is not an object
+                    with self._keeping(key, None):
+                        os.unlink(name, dir_fd=dir_fd)  # a symlink itself, never its target
+                except FileNotFoundError:
+                    return False
+                meta_file.drop(self._dir, key)
+        finally:
+            os.close(dir_fd)
+        remove_empty_parents(self._dir, where)
+        return True
+
+    def _delete_keys(self, keys: list[str]) -> int:
+        return sum(self._delete_sync(key) for key in keys)
+
+    # ------------------------------------------------------------ reads (sync, in threads)
+
+    _etag = staticmethod(etag_of)
+
+    def _info(self, key: str, st: os.stat_result, meta: Meta | None, *, full: bool) -> ObjectInfo:
+        if meta is None:
+            meta = Meta(guess_content_type(key), {}) if full else None
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
+            etag=self._etag(st),
+            content_type=None if meta is None else meta.content_type,
+            metadata={} if meta is None else meta.metadata,
+            cache_control=None if meta is None else meta.cache_control,
+            content_disposition=None if meta is None else meta.content_disposition,
+        )
+
+    @staticmethod
+    def _current(found: Found) -> bool:
+        try:
+            st = os.stat(found.name, dir_fd=found.dir_fd, follow_symlinks=False)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (found.st.st_dev, found.st.st_ino)
+
+    def _stat_sync(self, key: str) -> ObjectInfo:
+        for attempt in range(3):
+            found = open_object(self._dir, key)
+            try:
+                meta = meta_file.lookup(self._dir, key, found.st)
+                # no record of this version: right when it is still the key's file; else
+                # a newer write replaced it (and its record) meanwhile: read that one
+                if meta is None and attempt < 2 and not self._current(found):
+                    continue
+            finally:
+                found.close()
+            return self._info(key, found.st, meta, full=True)
+        raise AssertionError("unreachable")
+
+    def _load_sync(self, key: str) -> bytes:
+        found = open_object(self._dir, key)
+        try:
+            with open(found.fd, "rb", closefd=False) as src:
+                return src.read()
+        finally:
+            found.close()
+
+    def _exists_sync(self, key: str) -> bool:
+        try:
+            open_object(self._dir, key).close()
+        except StorageError:
+            return False
+        return True
+
+    def _walk(self, prefix: str, *, with_stat: bool, on_tmp: TmpSeen | None = None) -> Walk:
+        return Walk(self._dir, prefix, with_stat, on_tmp)
+
+    def _has_file(self, prefix: str) -> bool:
+        """True when a valid key lives somewhere below ``prefix`` (empty folders are not listed)."""
+        try:
+            walk = self._walk(prefix, with_stat=False)
+        except StorageError:
+            return False
+        try:
+            return bool(walk.batch(1))
+        finally:
+            walk.close()
+
+    def _list_dirs_sync(self, prefix: str) -> list[str]:
+        try:
+            fd, _ = open_dir(self._dir, prefix.rstrip("/").split("/") if prefix else [])
+        except ObjectNotFoundError:
+            return []
+        try:
+            with os.scandir(fd) as it:
+                names = [
+                    e.name
+                    for e in it
+                    if is_valid_segment(e.name)
+                    and (e.is_symlink() or e.is_dir(follow_symlinks=False))
+                ]
+        finally:
+            os.close(fd)
+        return [prefix + name for name in names if self._has_file(prefix + name + "/")]
+
+    def _sweep_sync(self) -> None:
+        """Remove the temp files crashed writers of other processes left (older than the
+        temp max age) anywhere under the root, the sidecar folder included."""
+        watch = tmp_watcher(self._temp_max_age, time.time(), [])
+        walk = Walk(self._dir, "", False, watch)
+        try:
+            while walk.batch():
+                pass
+        finally:
+            walk.close()
+        sweep_meta(self._dir, watch)
+
+    def _sweep_in_background(self) -> None:
+        # on first use in each process: one walk in the I/O pool, never in the caller's way
+        def sweep() -> None:
+            try:
+                self._sweep_sync()
+            except Exception:  # a sweep that fails is retried by refresh_usage
+                logger.warning("sweeping stale temp files failed", exc_info=True)
+
+        self._sweeping = io_pool.submit(sweep)
