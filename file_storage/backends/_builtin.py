@@ -79,7 +79,7 @@ def local(settings: StorageSettings) -> StorageBackend:
 
 def s3(settings: StorageSettings) -> StorageBackend:
     """``STORAGE_TYPE=S3``: an :class:`S3StorageBackend`."""
-    # backends/s3.py imports the SDK only when its first client is built
+    # backends/s3/ imports the SDK only when its first client is built
     from file_storage.backends import s3 as module
 
     options = settings.s3
