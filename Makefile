@@ -29,6 +29,7 @@ docs-serve: install
 test: lint docs
 	scripts/ensure-chromium
 	scripts/ensure-redis
+	scripts/ensure-azurite
 	$(PY) -m pytest
 
 # The S3 tests (conformance, backend, FastAPI integration, integrity through the fault

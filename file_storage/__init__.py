@@ -1,13 +1,18 @@
 """file_storage: async-native, pluggable file storage for Python web services.
 
 One :class:`StorageBackend` API over local disk (:class:`LocalStorageBackend`), S3 and
-S3-compatible stores (:class:`S3StorageBackend`) and memory (:class:`MemoryStorageBackend`),
-picked by ``STORAGE_TYPE`` through :func:`get_storage_backend`.
+S3-compatible stores (:class:`S3StorageBackend`), Google Cloud Storage
+(:class:`GCSStorageBackend`), Azure Blob (:class:`AzureStorageBackend`) and memory
+(:class:`MemoryStorageBackend`), picked by ``STORAGE_TYPE`` through
+:func:`get_storage_backend`; other packages add backends through the
+``file_storage.backends`` entry points.
 """
 
 from file_storage._events import parse_s3_event
 from file_storage._migrate import MigrationReport, migrate
+from file_storage.backends.azure import AzureStorageBackend
 from file_storage.backends.base import StorageBackend
+from file_storage.backends.gcs import GCSStorageBackend
 from file_storage.backends.local import LocalStorageBackend
 from file_storage.backends.memory import MemoryStorageBackend
 from file_storage.backends.s3 import S3StorageBackend
@@ -36,6 +41,8 @@ from file_storage.path_builder import StoragePathBuilder
 from file_storage.settings import StorageSettings
 
 __all__ = [
+    "AzureStorageBackend",
+    "GCSStorageBackend",
     "InvalidKeyError",
     "InvalidMetadataError",
     "ListPage",

@@ -1,9 +1,11 @@
 """Build a backend from settings, and keep the one process-wide instance.
 
-The ``match`` in :func:`create_storage_backend` is the registry of backends. Building a
-backend opens no connection and touches no storage (clients connect lazily), so both
-builders are plain functions, and :func:`get_storage_backend` is cheap enough to call
-per request. The SDK of a backend is imported only when that backend is built.
+:func:`create_storage_backend` finds the backend ``STORAGE_TYPE`` names in the entry-point
+group ``file_storage.backends`` (:mod:`file_storage._registry`), where the built-in backends
+are registered like anyone else's. Building a backend opens no connection and touches no
+storage (clients connect lazily), so both builders are plain functions, and
+:func:`get_storage_backend` is cheap enough to call per request. A backend's module, and
+its SDK, is imported only when that backend is built.
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from pydantic import SecretStr
-
+from file_storage._registry import load_backend_factory
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import StorageConfigError
 from file_storage.settings import StorageSettings
@@ -38,108 +39,20 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
 
     Raises:
         StorageConfigError: the settings are missing or invalid (the message names the
-            variable), or the backend's dependency is not installed.
+            variable), no installed package registers ``STORAGE_TYPE`` (the message
+            lists those that are), or the backend's dependency is not installed.
     """
     if settings is None:
         settings = StorageSettings()
-    refresh = settings.quota.refresh_seconds
-    quota = settings.quota
-    expire = settings.expire.interval_seconds
-    match settings.type:
-        case "MEMORY":
-            from file_storage.backends.memory import MemoryStorageBackend
-
-            logger.debug("creating MEMORY storage backend")
-            local = settings.local
-            # the LOCAL URL settings: an app configured for signed local URLs runs on
-            # memory unchanged (its tests), served by the same signed_url_router
-            if quota.redis_url is None:  # subclasses made for tests may not take the rest
-                return MemoryStorageBackend(
-                    quota_refresh_seconds=refresh,
-                    expire_interval_seconds=expire,
-                    base_url=local.base_url,
-                    signing_key=local.signing_key,
-                    public_base_url=local.public_base_url,
-                )
-            return MemoryStorageBackend(
-                quota_refresh_seconds=refresh,
-                expire_interval_seconds=expire,
-                quota_redis_url=quota.redis_url,
-                quota_redis_namespace=quota.redis_namespace,
-                quota_lease_seconds=quota.lease_seconds,
-                quota_fail_open=quota.fail_open,
-                base_url=local.base_url,
-                signing_key=local.signing_key,
-                public_base_url=local.public_base_url,
-            )
-        case "LOCAL":
-            from file_storage.backends.local import LocalStorageBackend
-
-            local = settings.local
-            logger.debug("creating LOCAL storage backend at %s", local.path)
-            return LocalStorageBackend(
-                local.path,
-                max_size_bytes=local.max_size_bytes,
-                quota_refresh_seconds=refresh,
-                base_url=local.base_url,
-                signing_key=local.signing_key,
-                temp_max_age_seconds=local.temp_max_age_seconds,
-                quota_redis_url=quota.redis_url,
-                quota_redis_namespace=quota.redis_namespace,
-                quota_lease_seconds=quota.lease_seconds,
-                quota_fail_open=quota.fail_open,
-                expire_interval_seconds=expire,
-                public_base_url=local.public_base_url,
-            )
-        case "S3":
-            # backends/s3.py imports the SDK only when its first client is built
-            from file_storage.backends.s3 import S3StorageBackend
-
-            s3 = settings.s3
-            if s3.bucket is None:  # settings made with model_construct skip validation
-                raise StorageConfigError("STORAGE_S3_BUCKET: required when STORAGE_TYPE is S3")
-            logger.debug(
-                "creating S3 storage backend for bucket %s, prefix %s", s3.bucket, s3.prefix
-            )
-            return S3StorageBackend(
-                s3.bucket,
-                prefix=s3.prefix,
-                region=s3.region,
-                # the key id is no secret (every presigned URL shows it); the secret
-                # access key and token stay wrapped until the client is built
-                access_key_id=_reveal(s3.access_key_id),
-                secret_access_key=s3.secret_access_key,
-                session_token=s3.session_token,
-                endpoint_url=s3.endpoint_url,
-                public_endpoint_url=s3.public_endpoint_url,
-                addressing_style=s3.addressing_style,
-                max_size_bytes=s3.max_size_bytes,
-                quota_refresh_seconds=refresh,
-                multipart_threshold=s3.multipart_threshold_bytes,
-                multipart_chunk_size=s3.multipart_chunk_bytes,
-                max_concurrency=s3.max_concurrency,
-                sse=s3.sse,
-                sse_kms_key_id=s3.sse_kms_key_id,
-                checksum=s3.checksum,
-                max_attempts=s3.max_attempts,
-                retry_mode=s3.retry_mode,
-                connect_timeout=s3.connect_timeout,
-                read_timeout=s3.read_timeout,
-                max_pool_connections=s3.max_pool_connections,
-                fallback_path=s3.fallback_path,
-                flush_interval_seconds=s3.flush_interval_seconds,
-                client=s3.client,
-                quota_redis_url=quota.redis_url,
-                quota_redis_namespace=quota.redis_namespace,
-                quota_lease_seconds=quota.lease_seconds,
-                quota_fail_open=quota.fail_open,
-                public_base_url=s3.public_base_url,
-            )
-    raise StorageConfigError("STORAGE_TYPE: must be one of LOCAL, S3 or MEMORY")
-
-
-def _reveal(secret: SecretStr | None) -> str | None:
-    return None if secret is None else secret.get_secret_value()
+    # the type was checked against the registry when the settings were made, unless
+    # they were made with model_construct: the registry says then what is installed
+    backend = load_backend_factory(settings.type)(settings)
+    if not isinstance(backend, StorageBackend):
+        raise StorageConfigError(
+            f"STORAGE_TYPE: the {settings.type.upper()} backend's factory returned "
+            f"{type(backend).__name__}, not a StorageBackend"
+        )
+    return backend
 
 
 def get_storage_backend() -> StorageBackend:

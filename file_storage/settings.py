@@ -1,9 +1,10 @@
 """Typed configuration read from ``STORAGE_*`` environment variables and a ``.env`` file.
 
 Every field names its variable: ``StorageSettings.s3.max_concurrency`` is
-``STORAGE_S3_MAX_CONCURRENCY``. The ``local``, ``s3`` and ``quota`` sections are nested
-models, split from the variable name at the first ``_`` after the prefix. An empty value
-counts as unset, except ``STORAGE_S3_PREFIX=`` (the bucket root). Bad values raise
+``STORAGE_S3_MAX_CONCURRENCY``. The ``local``, ``s3``, ``gcs``, ``azure`` and ``quota``
+sections are nested models, split from the variable name at the first ``_`` after the
+prefix. An empty value counts as unset, except the S3, GCS and Azure prefixes (empty: the
+root). Bad values raise
 :class:`StorageConfigError` naming the variable, never echoing its value. Sizes are given
 in GB (10^9 bytes) and MB (MiB, 2^20 bytes, as in AWS tooling) here only; the ``*_bytes``
 properties convert them for the backends.
@@ -13,14 +14,11 @@ from __future__ import annotations
 
 import builtins
 import re
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Self
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -36,18 +34,33 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from file_storage._keys import validate_key
+from file_storage._cloud_settings import AzureSettings, GCSSettings
+from file_storage._registry import backend_names
+from file_storage._settings_common import (
+    SECTION,
+    check_http_url,
+    check_prefix,
+    check_secret,
+    check_url_chars,
+    gb_to_bytes,
+)
 from file_storage._signing import MIN_SIGNING_KEY_CHARS
-from file_storage.errors import InvalidKeyError, StorageConfigError
+from file_storage.errors import StorageConfigError
 
-__all__ = ["ExpireSettings", "LocalSettings", "QuotaSettings", "S3Settings", "StorageSettings"]
+__all__ = [
+    "AzureSettings",
+    "ExpireSettings",
+    "GCSSettings",
+    "LocalSettings",
+    "QuotaSettings",
+    "S3Settings",
+    "StorageSettings",
+]
 
 ENV_PREFIX = "STORAGE_"
-GB = 10**9  # quotas are decimal, like disk vendors and S3 billing
 MIB = 2**20  # multipart sizes are binary, like the AWS CLI and boto3's TransferConfig
-MAX_S3_PREFIX_BYTES = 128  # keeps most of S3's 1024-byte key limit for the keys themselves
 # the variables whose empty value means something (the bucket root) instead of "unset"
-_EMPTY_MEANS_EMPTY = frozenset({"storage_s3_prefix"})
+_EMPTY_MEANS_EMPTY = frozenset({"storage_s3_prefix", "storage_gcs_prefix", "storage_azure_prefix"})
 # S3 parts are 5 MiB..5 GiB, and one PUT takes at most 5 GiB (AWS, "Amazon S3 multipart
 # upload limits"), so the threshold above which multipart is used must stay <= 5 GiB too.
 MIN_PART_MB = 5
@@ -55,45 +68,11 @@ MAX_PART_MB = 5 * 1024
 _BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _REGION = re.compile(r"[A-Za-z0-9_-]+")
 
-_SECTION = ConfigDict(hide_input_in_errors=True, extra="ignore")
-
-
-def _gb_to_bytes(gb: float | None) -> int | None:
-    # through Decimal: int(2.01 * 10**9) is 2009999999, one byte short
-    return None if gb is None else int(Decimal(repr(gb)) * GB)
-
-
-def _check_http_url(value: str | None) -> str | None:
-    """An absolute http(s) URL without credentials, query or fragment; trailing ``/`` dropped."""
-    if value is None:
-        return None
-    _check_url_chars(value)
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("must not contain credentials (use the access key settings)")
-    if parts.query or parts.fragment:
-        raise ValueError("must not have a query or fragment")
-    return value.rstrip("/")
-
-
-def _check_url_chars(value: str) -> None:
-    # urlsplit silently drops tabs and newlines; a URL with them is a pasting accident
-    if any(ch.isspace() or not ch.isprintable() for ch in value):
-        raise ValueError("must not contain spaces or control characters")
-
-
-def _check_secret(value: SecretStr | None) -> SecretStr | None:
-    if value is not None and not value.get_secret_value():
-        raise ValueError("must not be empty")
-    return value
-
 
 class LocalSettings(BaseModel):
     """``STORAGE_LOCAL_*``: the local disk backend."""
 
-    model_config = _SECTION
+    model_config = SECTION
 
     path: Path = Field(
         default=Path("./storage"),
@@ -135,9 +114,9 @@ class LocalSettings(BaseModel):
     @classmethod
     def _check_base_url(cls, value: str | None) -> str | None:
         if value is None or not value.startswith("/"):
-            return _check_http_url(value)
+            return check_http_url(value)
         # a path on the application's own host, e.g. "/files"
-        _check_url_chars(value)
+        check_url_chars(value)
         if value.startswith("//") or "?" in value or "#" in value or not value.strip("/"):
             raise ValueError("must be an http(s) URL or an absolute path such as /files")
         return value.rstrip("/")
@@ -161,13 +140,13 @@ class LocalSettings(BaseModel):
     @property
     def max_size_bytes(self) -> int | None:
         """The quota in bytes (``max_size_gb`` * 10^9), or ``None``."""
-        return _gb_to_bytes(self.max_size_gb)
+        return gb_to_bytes(self.max_size_gb)
 
 
 class S3Settings(BaseModel):
     """``STORAGE_S3_*``: S3 and S3-compatible stores (MinIO, R2, ...)."""
 
-    model_config = _SECTION
+    model_config = SECTION
 
     bucket: str | None = Field(
         default=None, description="STORAGE_S3_BUCKET: the bucket, which must exist; required for S3"
@@ -308,17 +287,7 @@ class S3Settings(BaseModel):
     @field_validator("prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
-        if value in ("", "/"):  # the whole bucket
-            return ""
-        if value.startswith("/") or value.endswith("/"):
-            raise ValueError("must not start or end with '/'")
-        if len(value.encode("utf-8", "replace")) > MAX_S3_PREFIX_BYTES:
-            raise ValueError(f"must be at most {MAX_S3_PREFIX_BYTES} UTF-8 bytes")
-        try:
-            validate_key(value)
-        except InvalidKeyError as exc:
-            raise ValueError(f"must be a valid key ({exc.detail})") from None
-        return value
+        return check_prefix(value)
 
     @field_validator("region")
     @classmethod
@@ -330,12 +299,12 @@ class S3Settings(BaseModel):
     @field_validator("access_key_id", "secret_access_key", "session_token")
     @classmethod
     def _check_credential(cls, value: SecretStr | None) -> SecretStr | None:
-        return _check_secret(value)
+        return check_secret(value)
 
     @field_validator("endpoint_url", "public_endpoint_url", "public_base_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        return _check_http_url(value)
+        return check_http_url(value)
 
     @field_validator("addressing_style", "retry_mode", mode="before")
     @classmethod
@@ -372,7 +341,7 @@ class S3Settings(BaseModel):
     @property
     def max_size_bytes(self) -> int | None:
         """The quota in bytes (``max_size_gb`` * 10^9), or ``None``."""
-        return _gb_to_bytes(self.max_size_gb)
+        return gb_to_bytes(self.max_size_gb)
 
     @property
     def multipart_threshold_bytes(self) -> int:
@@ -388,7 +357,7 @@ class S3Settings(BaseModel):
 class QuotaSettings(BaseModel):
     """``STORAGE_QUOTA_*``: quota bookkeeping shared by every backend."""
 
-    model_config = _SECTION
+    model_config = SECTION
 
     refresh_seconds: float | None = Field(
         default=None,
@@ -429,7 +398,7 @@ class QuotaSettings(BaseModel):
 class ExpireSettings(BaseModel):
     """``STORAGE_EXPIRE_*``: lifecycle expiry applied by the backend (local, memory)."""
 
-    model_config = _SECTION
+    model_config = SECTION
 
     interval_seconds: float | None = Field(
         default=None,
@@ -465,11 +434,15 @@ class StorageSettings(BaseSettings):
         hide_input_in_errors=True,
     )
 
-    type: Literal["LOCAL", "S3", "MEMORY"] = Field(
-        default="LOCAL", description="STORAGE_TYPE: LOCAL, S3 or MEMORY, any case"
+    type: str = Field(
+        default="LOCAL",
+        description="STORAGE_TYPE: the backend, any case: LOCAL, S3, MEMORY, GCS, AZURE, or "
+        "the name of an installed plugin (entry-point group file_storage.backends)",
     )
     local: LocalSettings = Field(default_factory=LocalSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
+    gcs: GCSSettings = Field(default_factory=GCSSettings)
+    azure: AzureSettings = Field(default_factory=AzureSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
     expire: ExpireSettings = Field(default_factory=ExpireSettings)
 
@@ -513,10 +486,29 @@ class StorageSettings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.strip().upper() if isinstance(value, str) else value
 
+    @field_validator("type")
+    @classmethod
+    def _check_type(cls, value: str) -> str:
+        # the registry reads installed packages' metadata only; nothing is imported here
+        names = backend_names()
+        if value not in names:
+            raise ValueError(f"must be one of {', '.join(names) or '(none installed)'}")
+        return value
+
     @model_validator(mode="after")
     def _check_backend(self) -> Self:
         if self.type == "S3" and self.s3.bucket is None:
             raise ValueError("STORAGE_S3_BUCKET: required when STORAGE_TYPE is S3")
+        if self.type == "GCS" and self.gcs.bucket is None:
+            raise ValueError("STORAGE_GCS_BUCKET: required when STORAGE_TYPE is GCS")
+        if self.type == "AZURE":
+            if self.azure.container is None:
+                raise ValueError("STORAGE_AZURE_CONTAINER: required when STORAGE_TYPE is AZURE")
+            if self.azure.account is None and self.azure.connection_string is None:
+                raise ValueError(
+                    "STORAGE_AZURE_ACCOUNT: required when STORAGE_TYPE is AZURE (or set "
+                    "STORAGE_AZURE_CONNECTION_STRING)"
+                )
         return self
 
 

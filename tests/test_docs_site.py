@@ -37,7 +37,7 @@ def test_configuration_page_has_the_generated_table() -> None:
 
 def test_configuration_table_lists_every_settings_field() -> None:
     fields = ["type"]
-    for section in ("local", "s3", "quota", "expire"):
+    for section in ("local", "s3", "gcs", "azure", "quota", "expire"):
         model = getattr(StorageSettings(), section)
         fields += [f"{section}_{name}" for name in type(model).model_fields]
     assert sorted(_table_variables()) == sorted(f"STORAGE_{f.upper()}" for f in fields)

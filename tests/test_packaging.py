@@ -146,3 +146,20 @@ def test_types_resolve_from_the_wheel_under_mypy_strict(
 def test_console_script_runs(installed: Installed, tmp_path: Path) -> None:
     result = _run(installed.scripts / "file-storage", "--help", cwd=tmp_path)
     assert "usage" in result.stdout.lower()
+
+
+def test_the_wheel_registers_the_builtin_backends(installed: Installed) -> None:
+    import configparser
+    import zipfile
+
+    (wheel,) = installed.dist.glob("*.whl")
+    archive = zipfile.ZipFile(wheel)
+    name = next(n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt"))
+    parser = configparser.ConfigParser(delimiters=("=",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(archive.read(name).decode())
+    registered = {key: value.strip() for key, value in parser["file_storage.backends"].items()}
+    assert registered == {
+        name: f"file_storage.backends._builtin:{name.lower()}"
+        for name in ("AZURE", "GCS", "LOCAL", "MEMORY", "S3")
+    }

@@ -11,7 +11,14 @@ import pytest
 from pydantic import SecretStr
 
 from file_storage import StorageConfigError, StorageSettings, create_storage_backend
-from file_storage.settings import ExpireSettings, LocalSettings, QuotaSettings, S3Settings
+from file_storage.settings import (
+    AzureSettings,
+    ExpireSettings,
+    GCSSettings,
+    LocalSettings,
+    QuotaSettings,
+    S3Settings,
+)
 
 # looks like a credential; must never show up in any message, repr or log line
 SECRET = "sEcReT-0123456789-abcdefghij-NEVER-PRINT"
@@ -434,6 +441,8 @@ def every_variable() -> set[str]:
     sections = (
         ("local", LocalSettings),
         ("s3", S3Settings),
+        ("gcs", GCSSettings),
+        ("azure", AzureSettings),
         ("quota", QuotaSettings),
         ("expire", ExpireSettings),
     )

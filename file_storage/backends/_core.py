@@ -44,6 +44,7 @@ from file_storage.backends._support import (
 from file_storage.backends._write_options import PLAIN, WriteOptions, passed
 from file_storage.errors import (
     ObjectConflictError,
+    ObjectNotFoundError,
     StorageConfigError,
     StorageError,
 )
@@ -59,6 +60,7 @@ Versioning = Literal["off", "enabled", "suspended"]
 Method = Literal["GET", "PUT"]
 MAX_PRESIGN_SECONDS = 604800  # 7 days: SigV4's maximum (AWS, "Sharing objects with presigned URLs")
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys a request
+NULL_VERSION = "null"  # the version id of an object written while versioning was off
 
 
 class _Call:
@@ -403,6 +405,9 @@ class BackendCore(abc.ABC):
         return None
 
     # ---------------------------------------------------------------- versions (_versions)
+    # Defaults for a backend that keeps no versions: each object is its one version
+    # "null" (what S3 reports for an object written while versioning was off), and
+    # set_versioning raises. Backends that keep versions override all of these.
 
     def _no_versions(self) -> StorageConfigError:
         return StorageConfigError(f"{type(self).__name__} does not keep versions")
@@ -416,16 +421,32 @@ class BackendCore(abc.ABC):
 
     async def _list_versions(self, key: str) -> list[ObjectVersion]:
         """The versions of ``key``, newest first (delete markers left out)."""
-        raise self._no_versions()
+        try:
+            info = await self._stat(key)
+        except ObjectNotFoundError:
+            return []
+        except Exception as exc:
+            mapped = None if isinstance(exc, StorageError) else self._map_error(exc, "", key)
+            if not isinstance(mapped, ObjectNotFoundError):
+                raise
+            return []
+        return [ObjectVersion(NULL_VERSION, info.size, info.last_modified, True)]
+
+    def _only_version(self, version_id: str) -> None:
+        if version_id != NULL_VERSION:
+            raise ObjectNotFoundError(f"no version {version_id!r}: only {NULL_VERSION!r} is kept")
 
     async def _stat_version(self, key: str, version_id: str) -> ObjectInfo:
-        raise self._no_versions()
+        self._only_version(version_id)
+        return await self._stat(key)
 
-    def _stream_version(
+    async def _stream_version(
         self, key: str, version_id: str, start: int, end: int | None, chunk_size: int
     ) -> AsyncIterator[bytes]:
         """Yield bytes ``[start, end)`` of one version of ``key``, like ``_stream``."""
-        raise self._no_versions()
+        self._only_version(version_id)
+        async for chunk in self._stream(key, start, end, chunk_size, None):
+            yield chunk
 
     async def _load_version(self, key: str, version_id: str) -> bytes:
         chunks = self._stream_version(key, version_id, 0, None, CHUNK_SIZE)
@@ -434,9 +455,11 @@ class BackendCore(abc.ABC):
     async def _restore_version(self, key: str, version_id: str) -> None:
         """Write that version of ``key`` as its new latest version (content type and
         metadata included)."""
-        raise self._no_versions()
+        # the one version is the latest already: nothing to write once it is known to exist
+        await self._stat_version(key, version_id)
 
     async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
         """Delete these versions of ``key`` for good; ``everything``: no version is left,
         so delete markers go too (S3)."""
-        raise self._no_versions()
+        if NULL_VERSION in version_ids:
+            await self._delete(key)

@@ -148,3 +148,30 @@ def test_quota_scans_contended_in_successive_event_loops(tmp_path: Path, kind: s
 
     for run in range(3):
         asyncio.run(scans(run))
+
+
+@pytest.mark.gcs
+def test_gcs_backend_works_from_successive_event_loops(gcs_server: tuple[str, str]) -> None:
+    from file_storage import GCSStorageBackend
+    from tests.gcs_emulator import create_bucket
+
+    endpoint, account = gcs_server
+    create_bucket(endpoint, "event-loops")
+    three_runs(GCSStorageBackend("event-loops", service_account=account, endpoint_url=endpoint))
+
+
+@pytest.mark.azure
+def test_azure_backend_works_from_successive_event_loops(azurite: Any) -> None:
+    from file_storage import AzureStorageBackend
+    from file_storage.backends.azure import EMULATOR_ACCOUNT, EMULATOR_KEY
+
+    azurite.create_container("event-loops")
+    backend = AzureStorageBackend(
+        "event-loops",
+        account=EMULATOR_ACCOUNT,
+        access_key=EMULATOR_KEY,
+        endpoint_url=azurite.endpoint,
+        max_size_bytes=10**6,
+    )
+    three_runs(backend)
+    azurite.delete_container("event-loops")

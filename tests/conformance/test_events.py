@@ -159,6 +159,7 @@ def test_subscribe_rejects_what_is_not_callable(backend: StorageBackend) -> None
         backend.subscribe("not a function")  # type: ignore[arg-type]
 
 
+@pytest.mark.backend_needs("versions")
 async def test_restore_version_emits_created(backend: StorageBackend) -> None:
     await backend.set_versioning(True)
     await backend.save("a.txt", b"one")

@@ -32,10 +32,12 @@ async def test_unversioned_object_has_one_null_version(backend: StorageBackend) 
     assert await backend.load("a.txt", version_id="null") == b"hello"
 
 
+@pytest.mark.backend_needs("versions")
 async def test_list_versions_of_missing_key_is_empty(versioned: StorageBackend) -> None:
     assert await versioned.list_versions("never/written.txt") == []
 
 
+@pytest.mark.backend_needs("versions")
 async def test_overwrite_keeps_the_prior_version(versioned: StorageBackend) -> None:
     await versioned.save("doc.txt", b"one")
     await versioned.save("doc.txt", b"second")
@@ -49,6 +51,7 @@ async def test_overwrite_keeps_the_prior_version(versioned: StorageBackend) -> N
     assert await versioned.load("doc.txt", version_id=newest.version_id) == b"second"
 
 
+@pytest.mark.backend_needs("versions")
 async def test_versions_are_listed_newest_first(versioned: StorageBackend) -> None:
     for body in (b"1", b"22", b"333"):
         await versioned.save("n.txt", body)
@@ -57,6 +60,7 @@ async def test_versions_are_listed_newest_first(versioned: StorageBackend) -> No
     assert [v.is_latest for v in versions] == [True, False, False]
 
 
+@pytest.mark.backend_needs("versions")
 async def test_stat_of_a_version_describes_that_version(versioned: StorageBackend) -> None:
     await versioned.save("s.txt", b"old", content_type="text/csv", metadata={"rev": "1"})
     await versioned.save("s.txt", b"newer", metadata={"rev": "2"})
@@ -67,6 +71,7 @@ async def test_stat_of_a_version_describes_that_version(versioned: StorageBacken
     assert (await versioned.stat("s.txt")).metadata == {"rev": "2"}
 
 
+@pytest.mark.backend_needs("versions")
 async def test_stream_reads_a_range_of_a_version(versioned: StorageBackend) -> None:
     await versioned.save("r.bin", b"0123456789")
     await versioned.save("r.bin", b"abcdefghij")
@@ -79,6 +84,7 @@ async def test_stream_reads_a_range_of_a_version(versioned: StorageBackend) -> N
     assert b"".join([c async for c in tail]) == b"789"
 
 
+@pytest.mark.backend_needs("versions")
 async def test_unknown_version_raises_object_not_found(versioned: StorageBackend) -> None:
     await versioned.save("u.txt", b"x")
     await versioned.save("other.txt", b"y")
@@ -95,6 +101,7 @@ async def test_unknown_version_raises_object_not_found(versioned: StorageBackend
         assert (err.value.operation, err.value.key) == ("stream", "u.txt")
 
 
+@pytest.mark.backend_needs("versions")
 async def test_version_id_must_be_a_non_empty_str(versioned: StorageBackend) -> None:
     with pytest.raises(TypeError):
         await versioned.load("a.txt", version_id="")
@@ -102,6 +109,7 @@ async def test_version_id_must_be_a_non_empty_str(versioned: StorageBackend) -> 
         versioned.stream("a.txt", version_id=3)  # type: ignore[arg-type]
 
 
+@pytest.mark.backend_needs("versions")
 async def test_delete_leaves_prior_versions_restorable(versioned: StorageBackend) -> None:
     await versioned.save("keep/me.txt", b"precious", metadata={"owner": "ann"})
     await versioned.delete("keep/me.txt")
@@ -119,6 +127,7 @@ async def test_delete_leaves_prior_versions_restorable(versioned: StorageBackend
     assert versions[1].version_id == old.version_id
 
 
+@pytest.mark.backend_needs("versions")
 async def test_restore_after_overwrite_makes_a_new_latest(versioned: StorageBackend) -> None:
     await versioned.save("r.json", b'{"v": 1}', content_type="application/json")
     await versioned.save("r.json", b"broken", content_type="text/plain")
@@ -133,6 +142,7 @@ async def test_restore_after_overwrite_makes_a_new_latest(versioned: StorageBack
     assert [v.version_id for v in after[1:]] == before  # nothing was rewritten
 
 
+@pytest.mark.backend_needs("versions")
 async def test_restore_unknown_version_raises_and_writes_nothing(
     versioned: StorageBackend,
 ) -> None:
@@ -143,6 +153,7 @@ async def test_restore_unknown_version_raises_and_writes_nothing(
     assert len(await versioned.list_versions("x.txt")) == 1
 
 
+@pytest.mark.backend_needs("versions")
 async def test_purge_keep_1_keeps_only_the_latest(versioned: StorageBackend) -> None:
     for body in (b"a", b"bb", b"ccc"):
         await versioned.save("p.txt", body)
@@ -153,6 +164,7 @@ async def test_purge_keep_1_keeps_only_the_latest(versioned: StorageBackend) -> 
     assert await versioned.purge_versions("p.txt") == 0
 
 
+@pytest.mark.backend_needs("versions")
 async def test_purge_keep_2_keeps_the_two_newest(versioned: StorageBackend) -> None:
     for body in (b"a", b"bb", b"ccc", b"dddd"):
         await versioned.save("p.txt", body)
@@ -162,6 +174,7 @@ async def test_purge_keep_2_keeps_the_two_newest(versioned: StorageBackend) -> N
     assert await versioned.load("p.txt", version_id=versions[1].version_id) == b"ccc"
 
 
+@pytest.mark.backend_needs("versions")
 async def test_purge_after_delete_keeps_the_newest_prior_version(
     versioned: StorageBackend,
 ) -> None:
@@ -176,6 +189,7 @@ async def test_purge_after_delete_keeps_the_newest_prior_version(
     assert await versioned.load("d.txt") == b"v22"
 
 
+@pytest.mark.backend_needs("versions")
 async def test_purge_keep_0_erases_the_key_and_its_history(versioned: StorageBackend) -> None:
     await versioned.save("gone.txt", b"1")
     await versioned.save("gone.txt", b"2")
@@ -184,11 +198,13 @@ async def test_purge_keep_0_erases_the_key_and_its_history(versioned: StorageBac
     assert not await versioned.exists("gone.txt")
 
 
+@pytest.mark.backend_needs("versions")
 async def test_purge_rejects_a_negative_keep(versioned: StorageBackend) -> None:
     with pytest.raises(ValueError, match="keep"):
         await versioned.purge_versions("a.txt", keep=-1)
 
 
+@pytest.mark.backend_needs("versions")
 async def test_listings_hide_prior_versions(versioned: StorageBackend) -> None:
     await versioned.save("f/a.txt", b"1")
     await versioned.save("f/a.txt", b"22")
@@ -200,6 +216,7 @@ async def test_listings_hide_prior_versions(versioned: StorageBackend) -> None:
     assert await versioned.get_total_size() == 2
 
 
+@pytest.mark.backend_needs("versions")
 async def test_quota_counts_prior_versions(versioned: StorageBackend) -> None:
     versioned.set_quota("", 25)
     await versioned.save("q.bin", b"x" * 10)
@@ -216,6 +233,7 @@ async def test_quota_counts_prior_versions(versioned: StorageBackend) -> None:
     assert (await versioned.get_usage()).used == 20
 
 
+@pytest.mark.backend_needs("versions")
 async def test_prefix_quota_scan_counts_every_version(versioned: StorageBackend) -> None:
     await versioned.save("docs/a.txt", b"a" * 10)
     await versioned.save("docs/a.txt", b"b" * 10)
@@ -232,6 +250,7 @@ async def test_prefix_quota_scan_counts_every_version(versioned: StorageBackend)
     assert (await versioned.get_usage("docs")).used == 26
 
 
+@pytest.mark.backend_needs("versions")
 async def test_copy_and_move_keep_what_they_replace(versioned: StorageBackend) -> None:
     await versioned.save("src.txt", b"source")
     await versioned.save("dst.txt", b"old dst")
@@ -243,6 +262,7 @@ async def test_copy_and_move_keep_what_they_replace(versioned: StorageBackend) -
     assert await versioned.load("src.txt", version_id=src.version_id) == b"source"
 
 
+@pytest.mark.backend_needs("versions")
 @pytest.mark.s3_needs("suspended_versioning")
 async def test_suspended_versioning_keeps_versions_and_replaces_null(
     versioned: StorageBackend,
@@ -270,6 +290,7 @@ async def test_never_versioned_overwrite_replaces(backend: StorageBackend) -> No
     assert await backend.list_versions("plain.txt") == []
 
 
+@pytest.mark.backend_needs("versions")
 async def test_concurrent_overwrites_under_quota_count_every_version(
     versioned: StorageBackend,
 ) -> None:

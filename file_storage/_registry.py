@@ -1,0 +1,78 @@
+"""The registry of backends: the ``file_storage.backends`` entry-point group.
+
+Every backend ``STORAGE_TYPE`` can name is an entry point in that group, the built-in ones
+too (pyproject.toml), so there is one way to find a backend. The entry point's name is the
+``STORAGE_TYPE`` value (any case); its object is a callable taking the
+:class:`~file_storage.settings.StorageSettings` and returning a
+:class:`~file_storage.backends.base.StorageBackend`. Listing the names reads only the
+installed distributions' metadata: a backend's module is imported when it is selected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
+
+from file_storage.errors import StorageConfigError
+
+if TYPE_CHECKING:
+    from file_storage.backends.base import StorageBackend
+    from file_storage.settings import StorageSettings
+
+__all__ = ["GROUP", "BackendFactory", "backend_names", "load_backend_factory"]
+
+GROUP = "file_storage.backends"
+
+BackendFactory = Callable[["StorageSettings"], "StorageBackend"]
+
+
+def _registered() -> dict[str, list[EntryPoint]]:
+    """The installed entry points by upper-cased name, one per distinct object."""
+    found: dict[str, list[EntryPoint]] = {}
+    for entry in entry_points(group=GROUP):
+        same_name = found.setdefault(entry.name.strip().upper(), [])
+        if all(known.value != entry.value for known in same_name):  # a stale egg-info twin
+            same_name.append(entry)
+    return found
+
+
+def backend_names() -> list[str]:
+    """The ``STORAGE_TYPE`` values the installed packages register, upper-cased and sorted."""
+    return sorted(_registered())
+
+
+def load_backend_factory(name: str) -> BackendFactory:
+    """Import the backend registered as ``name`` (any case) and return its factory.
+
+    Raises:
+        StorageConfigError: no installed package registers ``name`` (the message lists the
+            names that are registered), or its module cannot be imported.
+    """
+    registered = _registered()
+    entries = registered.get(name.strip().upper())
+    if not entries:
+        raise StorageConfigError(
+            f"STORAGE_TYPE: must be one of {', '.join(sorted(registered)) or '(none installed)'}"
+        )
+    if len(entries) > 1:
+        # which one would win depends on the order of sys.path: refuse to guess
+        objects = ", ".join(sorted(entry.value for entry in entries))
+        raise StorageConfigError(
+            f"STORAGE_TYPE: {name.strip().upper()} is registered by several installed "
+            f"packages ({objects}); uninstall all but one"
+        )
+    entry = entries[0]
+    try:
+        factory = entry.load()
+    except ImportError as exc:
+        raise StorageConfigError(
+            f"STORAGE_TYPE: the {entry.name.upper()} backend ({entry.value}) cannot be imported: "
+            f"{exc}"
+        ) from exc
+    if not callable(factory):
+        raise StorageConfigError(
+            f"STORAGE_TYPE: the {entry.name.upper()} entry point ({entry.value}) is not callable"
+        )
+    result: BackendFactory = factory
+    return result

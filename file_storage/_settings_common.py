@@ -1,0 +1,63 @@
+"""What the settings sections share: size units, URL, secret and prefix checks."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+from pydantic import ConfigDict, SecretStr
+
+from file_storage._keys import validate_key
+from file_storage.errors import InvalidKeyError
+
+GB = 10**9  # quotas are decimal, like disk vendors and S3 billing
+MAX_S3_PREFIX_BYTES = 128  # keeps most of S3's 1024-byte key limit for the keys themselves
+
+SECTION = ConfigDict(hide_input_in_errors=True, extra="ignore")
+
+
+def gb_to_bytes(gb: float | None) -> int | None:
+    # through Decimal: int(2.01 * 10**9) is 2009999999, one byte short
+    return None if gb is None else int(Decimal(repr(gb)) * GB)
+
+
+def check_http_url(value: str | None) -> str | None:
+    """An absolute http(s) URL without credentials, query or fragment; trailing ``/`` dropped."""
+    if value is None:
+        return None
+    check_url_chars(value)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not contain credentials (use the access key settings)")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    return value.rstrip("/")
+
+
+def check_url_chars(value: str) -> None:
+    # urlsplit silently drops tabs and newlines; a URL with them is a pasting accident
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("must not contain spaces or control characters")
+
+
+def check_secret(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and not value.get_secret_value():
+        raise ValueError("must not be empty")
+    return value
+
+
+def check_prefix(value: str) -> str:
+    """A store prefix: ``""`` (the whole bucket or container) or a short key, no edge ``/``."""
+    if value in ("", "/"):  # the whole bucket
+        return ""
+    if value.startswith("/") or value.endswith("/"):
+        raise ValueError("must not start or end with '/'")
+    if len(value.encode("utf-8", "replace")) > MAX_S3_PREFIX_BYTES:
+        raise ValueError(f"must be at most {MAX_S3_PREFIX_BYTES} UTF-8 bytes")
+    try:
+        validate_key(value)
+    except InvalidKeyError as exc:
+        raise ValueError(f"must be a valid key ({exc.detail})") from None
+    return value

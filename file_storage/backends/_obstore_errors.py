@@ -1,0 +1,85 @@
+"""obstore -> StorageError translation for the backends built on it.
+
+obstore's exceptions carry the request URL and the server's answer in their text, and a
+URL may hold a SAS token or signature: messages here carry only the HTTP status and the
+server's error code, never obstore's text. The caller chains the original.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from file_storage.errors import (
+    InvalidKeyError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StorageConfigError,
+    StorageError,
+    StoragePermissionError,
+    StorageUnavailableError,
+)
+
+__all__ = ["is_range_error", "map_obstore_error"]
+
+_STATUS = re.compile(r"status code: (\d{3})")
+# Azure's <Code>ContainerNotFound</Code>, GCS's XML <Code>NoSuchBucket</Code>
+_CODE = re.compile(r"<Code>([A-Za-z0-9]{1,64})</Code>")
+_MISSING_STORE = frozenset({"ContainerNotFound", "NoSuchBucket"})
+# transport failures: obstore retried them and gave up
+_TRANSPORT = ("error sending request", "HTTP error", "timed out", "Timeout", "connection")
+
+
+def _status(text: str) -> tuple[int | None, str | None]:
+    status = _STATUS.search(text)
+    code = _CODE.search(text)
+    return (int(status.group(1)) if status else None), (code.group(1) if code else None)
+
+
+def is_range_error(exc: BaseException) -> bool:
+    """True for a 416 (a range starting at or past the end of the object)."""
+    text = str(exc)
+    return _status(text)[0] == 416 or "InvalidRange" in text or "Range not satisfiable" in text
+
+
+def map_obstore_error(exc: Exception, kind: str) -> StorageError | None:
+    """The StorageError for an obstore exception; ``None`` when ``exc`` is not obstore's."""
+    errors = sys.modules.get("obstore.exceptions")
+    if errors is None:
+        return None
+    text = str(exc)
+    # obstore raises the builtin FileNotFoundError (and PermissionError) for those causes,
+    # the others as its own classes; an OSError of ours (a local file) has no request in it
+    ours = isinstance(exc, errors.BaseError)
+    if not ours and not (isinstance(exc, OSError) and "Error performing" in text):
+        return None
+    status, code = _status(text)
+    detail = " ".join(str(part) for part in (status, code) if part is not None)
+    suffix = f" ({detail})" if detail else ""
+    if code in _MISSING_STORE:
+        return StorageConfigError(f"{kind}: the bucket or container does not exist{suffix}")
+    if isinstance(exc, FileNotFoundError | errors.NotFoundError):
+        return ObjectNotFoundError()
+    if isinstance(exc, PermissionError):
+        return StoragePermissionError(f"{kind}: access denied{suffix}")
+    if isinstance(exc, errors.PreconditionError | errors.NotModifiedError):
+        return PreconditionFailedError("the object changed since that ETag")
+    if isinstance(exc, errors.AlreadyExistsError):
+        return PreconditionFailedError("an object exists at this key")
+    if isinstance(exc, errors.PermissionDeniedError | errors.UnauthenticatedError):
+        return StoragePermissionError(f"{kind}: access denied{suffix}")
+    if isinstance(exc, errors.InvalidPathError):
+        return InvalidKeyError("not a valid object name")
+    if isinstance(exc, errors.UnknownConfigurationKeyError):
+        return StorageConfigError(f"{kind}: unknown configuration key")
+    if status in (401, 403):
+        return StoragePermissionError(f"{kind}: access denied{suffix}")
+    if status == 404:
+        return ObjectNotFoundError()
+    if status == 412:
+        return PreconditionFailedError("the object changed since that ETag")
+    if status is not None and (status >= 500 or status in (408, 429)):
+        return StorageUnavailableError(f"{kind} unavailable{suffix}")
+    if status is None and any(word in text for word in _TRANSPORT):
+        return StorageUnavailableError(f"{kind} unavailable (no answer)")
+    return StorageError(f"{kind} request failed{suffix}")

@@ -1,0 +1,153 @@
+"""Google Cloud Storage, through obstore's ``GCSStore`` (extra ``file_storage[gcs]``).
+
+Objects live at ``<prefix>/<key>`` in the bucket. Metadata travels as ``x-goog-meta-*``
+headers, non-ASCII values RFC 2047 encoded as on S3. Presigned URLs are V4 signatures
+made with the service account's private key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
+
+from file_storage._http import content_disposition
+from file_storage.backends._core import Method
+from file_storage.backends._gcs_signing import signed_url
+from file_storage.backends._obstore import RETRY, ObstoreBackend
+from file_storage.errors import StorageConfigError
+
+if TYPE_CHECKING:
+    from obstore.store import ObjectStore
+
+__all__ = ["GCSStorageBackend"]
+
+GCS_ENDPOINT = "https://storage.googleapis.com"
+
+
+class GCSStorageBackend(ObstoreBackend):
+    """Stores objects in a GCS bucket under ``prefix``; see :class:`StorageBackend`.
+
+    Args:
+        bucket: the bucket, which must exist.
+        prefix: the folder in the bucket this backend owns (``""``: the whole bucket).
+        service_account: a service-account key: the path of its JSON file, or the JSON
+            itself; ``None``: Application Default Credentials
+            (``GOOGLE_APPLICATION_CREDENTIALS``, the metadata server).
+        endpoint_url: another server speaking the GCS XML API (an emulator); ``None``:
+            storage.googleapis.com.
+    """
+
+    _public_setting = "STORAGE_GCS_PUBLIC_BASE_URL"
+    _kind = "GCS"
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "storage",
+        service_account: str | SecretStr | None = None,
+        endpoint_url: str | None = None,
+        max_size_bytes: int | None = None,
+        quota_refresh_seconds: float | None = None,
+        quota_redis_url: str | SecretStr | None = None,
+        quota_redis_namespace: str | None = None,
+        quota_lease_seconds: float = 60.0,
+        quota_fail_open: bool = False,
+        expire_interval_seconds: float | None = None,
+        public_base_url: str | None = None,
+    ) -> None:
+        super().__init__(
+            prefix=prefix,
+            identity=f"gcs:{bucket}",
+            max_size_bytes=max_size_bytes,
+            quota_refresh_seconds=quota_refresh_seconds,
+            quota_redis_url=quota_redis_url,
+            quota_redis_namespace=quota_redis_namespace,
+            quota_lease_seconds=quota_lease_seconds,
+            quota_fail_open=quota_fail_open,
+            expire_interval_seconds=expire_interval_seconds,
+            public_base_url=public_base_url,
+        )
+        self._bucket = bucket
+        if isinstance(service_account, str):
+            service_account = SecretStr(service_account)
+        self._service_account = service_account
+        self._endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
+
+    def __repr__(self) -> str:
+        return (
+            f"GCSStorageBackend(bucket={self._bucket!r}, prefix={self._root!r}, "
+            f"endpoint_url={self._endpoint_url!r})"
+        )
+
+    def _key_file(self) -> dict[str, Any] | None:
+        """The service-account key's JSON fields, or ``None`` (no key, or a file not read)."""
+        if self._service_account is None:
+            return None
+        value = self._service_account.get_secret_value()
+        if not value.lstrip().startswith("{"):
+            try:
+                with open(value, encoding="utf-8") as file:  # small; read once per URL
+                    value = file.read()
+            except OSError:
+                raise StorageConfigError("service_account: the key file cannot be read") from None
+        try:
+            fields = json.loads(value)
+        except ValueError:
+            raise StorageConfigError("service_account: not valid JSON") from None
+        return fields if isinstance(fields, dict) else None
+
+    async def _presign(
+        self,
+        key: str,
+        expires_in: int,
+        method: Method,
+        content_type: str | None = None,
+        filename: str | None = None,
+    ) -> str:
+        fields = await asyncio.to_thread(self._key_file)
+        if not fields or not fields.get("private_key") or not fields.get("client_email"):
+            # no key of our own: object_store asks the IAM signBlob API to sign
+            return await super()._presign(key, expires_in, method, content_type, filename)
+        endpoint = self._endpoint_url or fields.get("gcs_base_url") or GCS_ENDPOINT
+        return signed_url(
+            endpoint=endpoint,
+            bucket=self._bucket,
+            name=f"{self._root}/{key}" if self._root else key,
+            method=method,
+            expires_in=expires_in,
+            client_email=fields["client_email"],
+            private_key=fields["private_key"],
+            content_type=content_type,
+            disposition=content_disposition(filename) if filename is not None else None,
+        )
+
+    def _open_store(self, obs: ModuleType) -> ObjectStore:
+        from obstore.store import GCSStore
+
+        config: dict[str, Any] = {}
+        if self._service_account is not None:
+            value = self._service_account.get_secret_value()
+            if value.lstrip().startswith("{"):
+                try:
+                    json.loads(value)
+                except ValueError:
+                    raise StorageConfigError("service_account: not valid JSON") from None
+                config["service_account_key"] = value
+            else:
+                config["service_account"] = value
+        client: dict[str, Any] = {}
+        if self._endpoint_url is not None:
+            config["base_url"] = self._endpoint_url
+            client["allow_http"] = self._endpoint_url.startswith("http://")
+        return GCSStore(
+            self._bucket,
+            prefix=self._root or None,
+            config=config,  # type: ignore[arg-type]
+            client_options=client or None,  # type: ignore[arg-type]
+            retry_config=RETRY,  # type: ignore[arg-type]
+        )

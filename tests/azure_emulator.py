@@ -1,0 +1,93 @@
+"""Azurite (from npm, scripts/ensure-azurite) on 127.0.0.1, for the Azure conformance run.
+
+Started with telemetry off and in-memory persistence; containers are made with a request
+signed by the emulator's well-known development key (Shared Key authorization).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.client
+import subprocess
+import tempfile
+from email.utils import formatdate
+from pathlib import Path
+
+from file_storage.backends.azure import EMULATOR_ACCOUNT, EMULATOR_KEY
+from tests.gcs_emulator import free_port, wait_for_line
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE = ROOT / ".cache" / "npm" / "node_modules" / ".bin" / "azurite-blob"
+_VERSION = "2021-08-06"
+
+
+class Azurite:
+    def __init__(self) -> None:
+        if not AZURITE.exists():
+            subprocess.run([str(ROOT / "scripts" / "ensure-azurite")], check=True)
+        port = free_port()
+        self.dir = tempfile.TemporaryDirectory(prefix="azurite-")
+        log = Path(self.dir.name) / "azurite.log"
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [
+                    str(AZURITE),
+                    "--blobHost",
+                    "127.0.0.1",
+                    "--blobPort",
+                    str(port),
+                    "--inMemoryPersistence",
+                    "--skipApiVersionCheck",
+                    "--loose",
+                    "--disableTelemetry",  # it would send usage data to Azure otherwise
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for_line(self.process, log, "successfully listens")
+        self.netloc = f"127.0.0.1:{port}"
+        self.endpoint = f"http://{self.netloc}/{EMULATOR_ACCOUNT}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.dir.cleanup()
+
+    def request(self, method: str, path: str, query: dict[str, str]) -> int:
+        """A body-less request to ``/<account><path>``, signed with the development key."""
+        date = formatdate(usegmt=True)
+        canonical_query = "".join(f"\n{name}:{query[name]}" for name in sorted(query))
+        to_sign = (
+            f"{method}\n" + "\n" * 11 + f"x-ms-date:{date}\nx-ms-version:{_VERSION}\n"
+            f"/{EMULATOR_ACCOUNT}/{EMULATOR_ACCOUNT}{path}{canonical_query}"
+        )
+        key = base64.b64decode(EMULATOR_KEY)
+        signature = base64.b64encode(hmac.new(key, to_sign.encode(), hashlib.sha256).digest())
+        target = f"/{EMULATOR_ACCOUNT}{path}?" + "&".join(f"{k}={v}" for k, v in query.items())
+        conn = http.client.HTTPConnection(self.netloc, timeout=30)
+        try:
+            conn.request(
+                method,
+                target,
+                headers={
+                    "x-ms-date": date,
+                    "x-ms-version": _VERSION,
+                    "Authorization": f"SharedKey {EMULATOR_ACCOUNT}:{signature.decode()}",
+                    "Content-Length": "0",
+                },
+            )
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+    def create_container(self, name: str) -> None:
+        status = self.request("PUT", f"/{name}", {"restype": "container"})
+        if status != 201:
+            raise RuntimeError(f"creating container {name}: {status}")
+
+    def delete_container(self, name: str) -> None:
+        self.request("DELETE", f"/{name}", {"restype": "container"})

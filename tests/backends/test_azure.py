@@ -1,0 +1,283 @@
+"""What only the Azure backend has: SAS URLs checked by Azurite, metadata names, settings."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from file_storage import (
+    AzureStorageBackend,
+    StorageConfigError,
+    StoragePermissionError,
+    StorageSettings,
+    StorageUnavailableError,
+    create_storage_backend,
+)
+from file_storage.backends._azure_sas import service_sas_url
+from file_storage.backends.azure import EMULATOR_ACCOUNT, EMULATOR_KEY
+
+pytestmark = pytest.mark.azure
+
+# the same length and alphabet as a real account key, but not the emulator's
+WRONG_KEY = "A" * 86 + "=="
+
+
+@pytest.fixture
+def container(azurite: Any) -> Any:
+    name = f"test-{uuid.uuid4().hex[:20]}"
+    azurite.create_container(name)
+    yield name
+    azurite.delete_container(name)
+
+
+@pytest.fixture
+async def backend(azurite: Any, container: str) -> AsyncIterator[AzureStorageBackend]:
+    backend = AzureStorageBackend(
+        container, account=EMULATOR_ACCOUNT, access_key=EMULATOR_KEY, endpoint_url=azurite.endpoint
+    )
+    yield backend
+    await backend.aclose()
+
+
+@pytest.mark.parametrize("key", ["doc.txt", "a b/é ü.txt", "x[1]+y=z&w.txt"])
+async def test_presigned_get_is_accepted_by_azurite_for_any_key(
+    backend: AzureStorageBackend, key: str
+) -> None:
+    await backend.save(key, b"signed body")
+    url = await backend.get_presigned_url(key, expires_in=60)
+    async with httpx.AsyncClient() as http:
+        response = await http.get(url)
+    assert response.status_code == 200
+    assert response.content == b"signed body"
+
+
+async def test_presigned_put_uploads_a_block_blob(backend: AzureStorageBackend) -> None:
+    url = await backend.get_presigned_url("up/new é.txt", method="PUT")
+    async with httpx.AsyncClient() as http:
+        response = await http.put(url, content=b"uploaded", headers={"x-ms-blob-type": "BlockBlob"})
+    assert response.status_code == 201
+    assert await backend.load("up/new é.txt") == b"uploaded"
+
+
+async def test_presigned_get_url_cannot_write(backend: AzureStorageBackend) -> None:
+    url = await backend.get_presigned_url("r.txt")
+    async with httpx.AsyncClient() as http:
+        response = await http.put(url, content=b"x", headers={"x-ms-blob-type": "BlockBlob"})
+    assert response.status_code == 403
+    assert not await backend.exists("r.txt")
+
+
+async def test_expired_sas_is_refused(backend: AzureStorageBackend, azurite: Any) -> None:
+    await backend.save("old.txt", b"x")
+    url = service_sas_url(
+        endpoint=azurite.endpoint,
+        account=EMULATOR_ACCOUNT,
+        account_key=EMULATOR_KEY,
+        container=backend._container,
+        name="storage/old.txt",
+        method="GET",
+        expires_in=60,
+        now=datetime.now(UTC) - timedelta(hours=1),
+    )
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(url)).status_code == 403
+
+
+async def test_metadata_names_that_are_no_identifiers_round_trip(
+    backend: AzureStorageBackend,
+) -> None:
+    metadata = {"my-name": "a", "fs_looks_encoded": "b", "x.y~z": "c", "_ok": "d", "1st": "e"}
+    await backend.save("m.txt", b"x", metadata=metadata)
+    assert (await backend.stat("m.txt")).metadata == metadata
+
+
+async def test_connection_string_reaches_the_emulator(azurite: Any, container: str) -> None:
+    connection = (
+        f"DefaultEndpointsProtocol=http;AccountName={EMULATOR_ACCOUNT};"
+        f"AccountKey={EMULATOR_KEY};BlobEndpoint={azurite.endpoint};"
+    )
+    settings = StorageSettings(
+        type="azure", azure={"container": container, "connection_string": connection}
+    )
+    backend = create_storage_backend(settings)
+    assert isinstance(backend, AzureStorageBackend)
+    await backend.save("c.txt", b"via connection string")
+    assert await backend.load("c.txt") == b"via connection string"
+    await backend.aclose()
+
+
+async def test_missing_container_raises_config_error(azurite: Any) -> None:
+    backend = AzureStorageBackend(
+        "no-such-container",
+        account=EMULATOR_ACCOUNT,
+        access_key=EMULATOR_KEY,
+        endpoint_url=azurite.endpoint,
+    )
+    with pytest.raises(StorageConfigError) as info:
+        await backend.save("a.txt", b"x")
+    assert (info.value.operation, info.value.key) == ("save", "a.txt")
+    assert "does not exist" in str(info.value)
+
+
+async def test_wrong_key_raises_permission_error_without_secrets(
+    azurite: Any, container: str
+) -> None:
+    backend = AzureStorageBackend(
+        container, account=EMULATOR_ACCOUNT, access_key=WRONG_KEY, endpoint_url=azurite.endpoint
+    )
+    with pytest.raises(StoragePermissionError) as info:
+        await backend.load("a.txt")
+    assert info.value.__cause__ is not None
+    for text in (str(info.value), repr(info.value), repr(backend)):
+        assert WRONG_KEY not in text
+        assert "http" not in str(info.value)  # no URL (a SAS would carry its signature)
+
+
+def test_settings_build_the_backend_with_quota() -> None:
+    settings = StorageSettings(
+        type="AZURE",
+        azure={
+            "account": "acct",
+            "container": "media",
+            "prefix": "app",
+            "access_key": EMULATOR_KEY,
+            "max_size_gb": 0.5,
+        },
+    )
+    backend = create_storage_backend(settings)
+    assert isinstance(backend, AzureStorageBackend)
+    assert backend.max_size_bytes == 500_000_000
+    assert EMULATOR_KEY not in repr(backend)
+    assert "media" in repr(backend)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"STORAGE_TYPE": "AZURE", "STORAGE_AZURE_ACCOUNT": "acct"}, "STORAGE_AZURE_CONTAINER"),
+        ({"STORAGE_TYPE": "AZURE", "STORAGE_AZURE_CONTAINER": "media"}, "STORAGE_AZURE_ACCOUNT"),
+        ({"STORAGE_AZURE_CONTAINER": "Bad_Name"}, "STORAGE_AZURE_CONTAINER"),
+        ({"STORAGE_AZURE_ACCOUNT": "no-dashes"}, "STORAGE_AZURE_ACCOUNT"),
+        ({"STORAGE_AZURE_ENDPOINT_URL": "ftp://x"}, "STORAGE_AZURE_ENDPOINT_URL"),
+        (
+            {"STORAGE_AZURE_ACCESS_KEY": "k", "STORAGE_AZURE_CONNECTION_STRING": "AccountName=a"},
+            "STORAGE_AZURE_ACCESS_KEY and STORAGE_AZURE_CONNECTION_STRING",
+        ),
+    ],
+)
+def test_bad_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(StorageConfigError, match=named):
+        StorageSettings()
+
+
+async def test_unreachable_server_raises_unavailable_quickly() -> None:
+    from tests.gcs_emulator import free_port
+
+    backend = AzureStorageBackend(
+        "media",
+        account=EMULATOR_ACCOUNT,
+        access_key=EMULATOR_KEY,
+        endpoint_url=f"http://127.0.0.1:{free_port()}/{EMULATOR_ACCOUNT}",  # nothing listens
+    )
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailableError) as info:
+        await backend.load("a.txt")
+    assert time.monotonic() - started < 30
+    assert (info.value.operation, info.value.key) == ("load", "a.txt")
+
+
+async def test_presigned_get_sets_the_response_type_and_file_name(
+    backend: AzureStorageBackend,
+) -> None:
+    await backend.save("r/report.bin", b"%PDF", content_type="application/octet-stream")
+    url = await backend.get_presigned_url(
+        "r/report.bin", content_type="application/pdf", filename="Отчёт 1.pdf"
+    )
+    async with httpx.AsyncClient() as http:
+        response = await http.get(url)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/pdf"
+    disposition = response.headers["content-disposition"]
+    assert disposition.startswith("attachment;")
+    assert "filename*=UTF-8''%D0%9E%D1%82%D1%87%D1%91%D1%82%201.pdf" in disposition
+    # the overrides are signed: changing one voids the URL
+    tampered = url.replace("rsct=application%2Fpdf", "rsct=text%2Fhtml")
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(tampered)).status_code == 403
+
+
+async def test_presigned_put_stores_the_content_type_the_uploader_sends(
+    backend: AzureStorageBackend,
+) -> None:
+    url = await backend.get_presigned_url("up/a.csv", method="PUT", content_type="text/csv")
+    async with httpx.AsyncClient() as http:
+        response = await http.put(
+            url,
+            content=b"a,b",
+            headers={"x-ms-blob-type": "BlockBlob", "Content-Type": "text/csv"},
+        )
+    assert response.status_code == 201
+    assert (await backend.stat("up/a.csv")).content_type == "text/csv"
+
+
+async def test_public_url_joins_the_base_and_the_key(azurite: Any, container: str) -> None:
+    backend = AzureStorageBackend(
+        container,
+        account=EMULATOR_ACCOUNT,
+        access_key=EMULATOR_KEY,
+        endpoint_url=azurite.endpoint,
+        public_base_url="https://cdn.example.com/files",
+    )
+    assert backend.get_public_url("a b/é.txt") == "https://cdn.example.com/files/a%20b/%C3%A9.txt"
+
+
+def test_public_base_url_setting_reaches_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORAGE_TYPE", "azure")
+    monkeypatch.setenv("STORAGE_AZURE_ACCOUNT", "media")
+    monkeypatch.setenv("STORAGE_AZURE_CONTAINER", "files")
+    monkeypatch.setenv("STORAGE_AZURE_PUBLIC_BASE_URL", "https://cdn.example.com/")
+    backend = create_storage_backend()
+    assert backend.get_public_url("x.txt") == "https://cdn.example.com/x.txt"
+
+
+async def test_what_the_backend_lacks_raises_config_error(backend: AzureStorageBackend) -> None:
+    await backend.save("v.txt", b"one")
+    assert [v.version_id for v in await backend.list_versions("v.txt")] == ["null"]
+    assert await backend.load("v.txt", version_id="null") == b"one"
+    with pytest.raises(StorageConfigError, match="versions"):
+        await backend.set_versioning(True)
+    with pytest.raises(StorageConfigError):
+        await backend.get_presigned_post("up.txt")
+    assert await backend.purge_versions("v.txt", keep=0) == 1
+    assert not await backend.exists("v.txt")
+
+
+async def test_conditional_stream_over_the_part_size_is_one_atomic_put(
+    backend: AzureStorageBackend,
+) -> None:
+    from file_storage import PreconditionFailedError
+
+    async def body(fill: bytes) -> AsyncIterator[bytes]:
+        for _ in range(9):  # 9 MiB: past the 8 MiB above which plain streams go in parts
+            yield fill * 2**20
+
+    await backend.save("big.bin", body(b"a"), overwrite=False)
+    with pytest.raises(PreconditionFailedError):
+        await backend.save("big.bin", body(b"b"), overwrite=False)
+    etag = (await backend.stat("big.bin")).etag
+    assert etag is not None
+    await backend.save("big.bin", body(b"c"), if_match=etag)
+    with pytest.raises(PreconditionFailedError):
+        await backend.save("big.bin", body(b"d"), if_match=etag)
+    data = await backend.load("big.bin")
+    assert (len(data), data[:1], data[-1:]) == (9 * 2**20, b"c", b"c")

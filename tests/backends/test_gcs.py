@@ -1,0 +1,273 @@
+"""What only the GCS backend has: V4 signed URLs, the service account setting, settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from file_storage import (
+    GCSStorageBackend,
+    StorageBackend,
+    StorageConfigError,
+    StorageSettings,
+    create_storage_backend,
+)
+from file_storage.backends._gcs_signing import signed_url
+
+pytestmark = pytest.mark.gcs
+
+
+@pytest.fixture
+def backend(gcs_backend: StorageBackend) -> StorageBackend:
+    return gcs_backend
+
+
+async def test_presigned_get_downloads_over_http(backend: StorageBackend) -> None:
+    await backend.save("a b/é.txt", b"signed body")
+    url = await backend.get_presigned_url("a b/é.txt", expires_in=60)
+    async with httpx.AsyncClient() as http:
+        response = await http.get(url)
+    assert response.status_code == 200
+    assert response.content == b"signed body"
+
+
+async def test_presigned_put_uploads_over_http(backend: StorageBackend) -> None:
+    url = await backend.get_presigned_url("up/new.txt", method="PUT")
+    async with httpx.AsyncClient() as http:
+        response = await http.put(url, content=b"uploaded")
+    assert response.status_code == 200
+    assert await backend.load("up/new.txt") == b"uploaded"
+
+
+async def test_presigned_url_is_a_v4_signature_for_the_key_under_the_prefix(
+    backend: StorageBackend,
+) -> None:
+    url = await backend.get_presigned_url("doc.txt", expires_in=900)
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    assert parts.path.endswith("/storage/doc.txt")
+    assert query["X-Goog-Algorithm"] == ["GOOG4-RSA-SHA256"]
+    assert query["X-Goog-Expires"] == ["900"]
+    assert query["X-Goog-SignedHeaders"] == ["host"]
+    assert query["X-Goog-Credential"][0].startswith("tests@file-storage.iam.gserviceaccount.com/")
+    assert len(query["X-Goog-Signature"][0]) == 512  # 2048-bit RSA, hex
+
+
+def test_v4_signature_matches_googles_algorithm() -> None:
+    # recompute the signature with the public key: the string to sign must be Google's
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    url = signed_url(
+        endpoint="https://storage.googleapis.com",
+        bucket="media",
+        name="a b/é.txt",
+        method="GET",
+        expires_in=60,
+        client_email="svc@p.iam.gserviceaccount.com",
+        private_key=pem,
+        now=now,
+    )
+    base, _, signature = url.partition("&X-Goog-Signature=")
+    parts = urlsplit(base)
+    assert parts.path == "/media/a%20b/%C3%A9.txt"
+    canonical = "\n".join(
+        [
+            "GET",
+            parts.path,
+            parts.query,
+            "host:storage.googleapis.com\n",
+            "host",
+            "UNSIGNED-PAYLOAD",
+        ]
+    )
+
+    to_sign = "\n".join(
+        [
+            "GOOG4-RSA-SHA256",
+            "20260102T030405Z",
+            "20260102/auto/storage/goog4_request",
+            hashlib.sha256(canonical.encode()).hexdigest(),
+        ]
+    )
+    key.public_key().verify(
+        bytes.fromhex(signature), to_sign.encode(), padding.PKCS1v15(), hashes.SHA256()
+    )
+
+
+async def test_service_account_from_a_file_path(
+    gcs_server: tuple[str, str], tmp_path: Path
+) -> None:
+    from tests.gcs_emulator import create_bucket
+
+    endpoint, account = gcs_server
+    create_bucket(endpoint, "file-key-bucket")
+    key_file = tmp_path / "key.json"
+    key_file.write_text(account)
+    settings = StorageSettings(
+        type="gcs",
+        gcs={"bucket": "file-key-bucket", "service_account": str(key_file), "prefix": ""},
+    )
+    backend = create_storage_backend(settings)
+    assert isinstance(backend, GCSStorageBackend)
+    await backend.save("k.txt", b"via key file")
+    url = await backend.get_presigned_url("k.txt")
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(url)).content == b"via key file"
+    await backend.aclose()
+
+
+def test_settings_build_the_backend_with_quota() -> None:
+    account = json.dumps({"client_email": "x@y", "private_key": "SECRET-KEY-TEXT"})
+    settings = StorageSettings(
+        type="GCS",
+        gcs={"bucket": "media", "prefix": "app", "service_account": account, "max_size_gb": 2},
+    )
+    backend = create_storage_backend(settings)
+    assert isinstance(backend, GCSStorageBackend)
+    assert backend.max_size_bytes == 2_000_000_000
+    assert "SECRET-KEY-TEXT" not in repr(backend)
+    assert "SECRET-KEY-TEXT" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"STORAGE_TYPE": "GCS"}, "STORAGE_GCS_BUCKET"),
+        ({"STORAGE_GCS_BUCKET": "Bad/Name"}, "STORAGE_GCS_BUCKET"),
+        ({"STORAGE_GCS_PREFIX": "/abs"}, "STORAGE_GCS_PREFIX"),
+        ({"STORAGE_GCS_ENDPOINT_URL": "http://u:p@host"}, "STORAGE_GCS_ENDPOINT_URL"),
+    ],
+)
+def test_bad_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(StorageConfigError, match=named):
+        StorageSettings()
+
+
+async def test_service_account_json_that_is_not_json_is_a_config_error() -> None:
+    backend = GCSStorageBackend(
+        "media", service_account="{not json", endpoint_url="http://127.0.0.1:9"
+    )
+    with pytest.raises(StorageConfigError, match="not valid JSON"):
+        await backend.get_presigned_url("a.txt")
+
+
+def test_building_gcs_and_azure_backends_imports_no_sdk_in_a_fresh_interpreter() -> None:
+    # constructors do no I/O and open no client: obstore loads on the first request
+    code = (
+        "from file_storage import StorageSettings, create_storage_backend\n"
+        "create_storage_backend(StorageSettings(type='gcs', gcs={'bucket': 'media'}))\n"
+        "create_storage_backend(StorageSettings(type='azure', azure={'account': 'acct', "
+        "'container': 'media'}))\n"
+        "import sys; print(*sys.modules)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert not {"obstore", "aioboto3", "botocore", "cryptography"} & set(loaded)
+
+
+async def test_missing_bucket_raises_config_error(gcs_server: tuple[str, str]) -> None:
+    endpoint, account = gcs_server
+    backend = GCSStorageBackend("no-such-bucket", service_account=account, endpoint_url=endpoint)
+    with pytest.raises(StorageConfigError) as info:
+        await backend.save("a.txt", b"x")
+    assert (info.value.operation, info.value.key) == ("save", "a.txt")
+
+
+async def test_presigned_get_signs_the_response_type_and_file_name(
+    backend: StorageBackend,
+) -> None:
+    url = await backend.get_presigned_url(
+        "doc.bin", content_type="application/pdf", filename="Отчёт 1.pdf"
+    )
+    query = parse_qs(urlsplit(url).query)
+    assert query["response-content-type"] == ["application/pdf"]
+    [disposition] = query["response-content-disposition"]
+    assert disposition.startswith("attachment;")
+    assert "filename*=UTF-8''%D0%9E%D1%82%D1%87%D1%91%D1%82%201.pdf" in disposition
+    assert query["X-Goog-SignedHeaders"] == ["host"]
+
+
+async def test_presigned_put_with_a_content_type_signs_it_as_a_header(
+    backend: StorageBackend,
+) -> None:
+    url = await backend.get_presigned_url("up/a.csv", method="PUT", content_type="text/csv")
+    assert parse_qs(urlsplit(url).query)["X-Goog-SignedHeaders"] == ["content-type;host"]
+    async with httpx.AsyncClient() as http:
+        response = await http.put(url, content=b"a,b", headers={"Content-Type": "text/csv"})
+    assert response.status_code == 200
+    assert await backend.load("up/a.csv") == b"a,b"
+    assert (await backend.stat("up/a.csv")).content_type == "text/csv"
+
+
+def test_public_url_joins_the_base_and_the_key() -> None:
+    backend = GCSStorageBackend("bucket", public_base_url="https://cdn.example.com")
+    assert backend.get_public_url("a/b.txt") == "https://cdn.example.com/a/b.txt"
+
+
+def test_public_base_url_setting_reaches_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORAGE_TYPE", "gcs")
+    monkeypatch.setenv("STORAGE_GCS_BUCKET", "media")
+    monkeypatch.setenv("STORAGE_GCS_PUBLIC_BASE_URL", "https://cdn.example.com/")
+    backend = create_storage_backend()
+    assert backend.get_public_url("x.txt") == "https://cdn.example.com/x.txt"
+
+
+async def test_what_the_backend_lacks_raises_config_error(backend: StorageBackend) -> None:
+    await backend.save("v.txt", b"one")
+    assert [v.version_id for v in await backend.list_versions("v.txt")] == ["null"]
+    with pytest.raises(StorageConfigError, match="versions"):
+        await backend.set_versioning(True)
+    with pytest.raises(StorageConfigError):
+        await backend.get_presigned_post("up.txt")
+
+
+async def test_copy_with_a_new_header_keeps_type_and_metadata(backend: StorageBackend) -> None:
+    await backend.save(
+        "src.txt", b"body", content_type="text/plain", metadata={"a": "1"}, cache_control="no-cache"
+    )
+    await backend.copy("src.txt", "dst.txt", content_disposition="attachment")
+    info = await backend.stat("dst.txt")
+    assert (info.content_type, dict(info.metadata)) == ("text/plain", {"a": "1"})
+    assert (info.cache_control, info.content_disposition) == ("no-cache", "attachment")
+    assert await backend.load("dst.txt") == b"body"
+
+
+async def test_conditional_stream_over_the_part_size_is_one_atomic_put(
+    backend: StorageBackend,
+) -> None:
+    from file_storage import PreconditionFailedError
+
+    async def body(fill: bytes) -> AsyncIterator[bytes]:
+        for _ in range(9):  # 9 MiB: past the 8 MiB above which plain streams go in parts
+            yield fill * 2**20
+
+    await backend.save("big.bin", body(b"a"), overwrite=False)
+    with pytest.raises(PreconditionFailedError):
+        await backend.save("big.bin", body(b"b"), overwrite=False)
+    etag = (await backend.stat("big.bin")).etag
+    assert etag is not None
+    await backend.save("big.bin", body(b"c"), if_match=etag)
+    with pytest.raises(PreconditionFailedError):
+        await backend.save("big.bin", body(b"d"), if_match=etag)
+    data = await backend.load("big.bin")
+    assert (len(data), data[:1], data[-1:]) == (9 * 2**20, b"c", b"c")
