@@ -131,7 +131,7 @@ def _reveal(secret: SecretStr | None) -> str | None:
 
 def gcs(settings: StorageSettings) -> StorageBackend:
     """``STORAGE_TYPE=GCS``: a :class:`GCSStorageBackend`."""
-    # backends/gcs.py imports obstore only when its store is first used
+    # backends/gcs imports obstore only when its store is first used
     from file_storage.backends import gcs as module
 
     options = settings.gcs

@@ -19,8 +19,8 @@ from file_storage import (
     StorageUnavailableError,
     create_storage_backend,
 )
-from file_storage.backends._azure_sas import service_sas_url
 from file_storage.backends.azure import EMULATOR_ACCOUNT, EMULATOR_KEY
+from file_storage.backends.azure._sas import service_sas_url
 
 pytestmark = pytest.mark.azure
 

@@ -21,7 +21,7 @@ from file_storage import (
     StorageSettings,
     create_storage_backend,
 )
-from file_storage.backends._gcs_signing import signed_url
+from file_storage.backends.gcs._signing import signed_url
 
 pytestmark = pytest.mark.gcs
 

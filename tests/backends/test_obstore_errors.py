@@ -12,7 +12,7 @@ from file_storage import (
     StoragePermissionError,
     StorageUnavailableError,
 )
-from file_storage.backends._obstore_errors import is_range_error, map_obstore_error
+from file_storage.backends._obstore._errors import is_range_error, map_obstore_error
 
 exceptions = pytest.importorskip("obstore.exceptions")
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from file_storage import AzureStorageBackend, GCSStorageBackend, StorageBackend, StorageError
-from file_storage.backends._obstore_rules import RULES_NAME
+from file_storage.backends._obstore._rules import RULES_NAME
 
 
 @pytest.fixture(

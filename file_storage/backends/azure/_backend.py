@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from file_storage._http import content_disposition
-from file_storage.backends._azure_sas import service_sas_url
 from file_storage.backends._core import Method
-from file_storage.backends._obstore import RETRY, ObstoreBackend
+from file_storage.backends._obstore._backend import RETRY, ObstoreBackend
+from file_storage.backends.azure._sas import service_sas_url
 from file_storage.errors import StorageConfigError
 
 if TYPE_CHECKING:

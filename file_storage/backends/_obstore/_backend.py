@@ -28,8 +28,8 @@ from pydantic import SecretStr
 from file_storage._keys import validate_key
 from file_storage._metadata import decode_value, encode_value
 from file_storage.backends._core import DELETE_BATCH, Method
-from file_storage.backends._obstore_errors import is_range_error, map_obstore_error
-from file_storage.backends._obstore_rules import ObstoreRules
+from file_storage.backends._obstore._errors import is_range_error, map_obstore_error
+from file_storage.backends._obstore._rules import ObstoreRules
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
@@ -129,7 +129,7 @@ class ObstoreBackend(StorageBackend):
             quota_identity=f"{identity}/{prefix}",
             expire_interval_seconds=expire_interval_seconds,
         )
-        # expiry rules live in the store, shared by every process (see _obstore_rules)
+        # expiry rules live in the store, shared by every process (see _obstore._rules)
         self._rules = ObstoreRules(self)
 
     # ---------------------------------------------------------------- for subclasses

@@ -16,8 +16,8 @@ from pydantic import SecretStr
 
 from file_storage._http import content_disposition
 from file_storage.backends._core import Method
-from file_storage.backends._gcs_signing import signed_url
-from file_storage.backends._obstore import RETRY, ObstoreBackend
+from file_storage.backends._obstore._backend import RETRY, ObstoreBackend
+from file_storage.backends.gcs._signing import signed_url
 from file_storage.errors import StorageConfigError
 
 if TYPE_CHECKING:

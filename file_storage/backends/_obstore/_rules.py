@@ -14,11 +14,11 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from file_storage._expiry import RuleStore
-from file_storage.backends._obstore_errors import map_obstore_error
+from file_storage.backends._obstore._errors import map_obstore_error
 from file_storage.errors import PreconditionFailedError, StorageError, StorageUnavailableError
 
 if TYPE_CHECKING:
-    from file_storage.backends._obstore import ObstoreBackend
+    from file_storage.backends._obstore._backend import ObstoreBackend
 
 __all__ = ["RULES_NAME", "ObstoreRules"]
 
