@@ -32,6 +32,7 @@ from file_storage._streams import Progress
 from file_storage.backends import _pages
 from file_storage.backends import _s3_multipart as mp
 from file_storage.backends._core import Method
+from file_storage.backends._s3_conditions import Conditions
 from file_storage.backends._s3_config import addressing, instrument, open_client, s3_options
 from file_storage.backends._s3_errors import condition_error, error_code, is_outage, map_s3_error
 from file_storage.backends._s3_fallback import Fallback
@@ -187,6 +188,7 @@ class S3StorageBackend(S3Versions):
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
         self._loops_lock = threading.Lock()  # threads may each run a loop of their own
         self._checksums = mp.Checksums(options.checksum)
+        self._conditions = Conditions(self._root)  # what the server checks, probed on need
         self._stores: dict[str | None, Any] = {}  # obstore S3Stores, per endpoint
 
     def __repr__(self) -> str:
@@ -419,6 +421,7 @@ class S3StorageBackend(S3Versions):
             concurrency=self._options.concurrency,
             background=self._here().background,
             integrity=self._checksums,
+            conditions=self._conditions,
         )
 
     async def _save(
