@@ -106,7 +106,7 @@ class Conditions:
                 f"the S3 server does not check {header} on CompleteMultipartUpload, so a "
                 f"{what} write above multipart_threshold ({threshold} bytes) could replace "
                 "the object: nothing was sent. Raise multipart_threshold "
-                "(STORAGE_S3_MULTIPART_THRESHOLD) or write without the condition "
+                "(STORAGE_S3_MULTIPART_THRESHOLD_MB) or write without the condition "
                 "(docs/compatibility.md)"
             )
 

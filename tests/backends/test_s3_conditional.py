@@ -187,7 +187,7 @@ async def test_without_checked_completion_a_conditional_multipart_is_refused_bef
             sent += len(block)
             yield block
 
-    with pytest.raises(StorageConfigError, match="STORAGE_S3_MULTIPART_THRESHOLD") as caught:
+    with pytest.raises(StorageConfigError, match="STORAGE_S3_MULTIPART_THRESHOLD_MB") as caught:
         await small_parts.save("big.bin", counted(), overwrite=False)
     assert (caught.value.operation, caught.value.key) == ("save", "big.bin")
     assert sent <= 6 * MiB  # read up to the threshold to know it is large, no further
