@@ -1,5 +1,5 @@
-"""S3 presigned POST over real HTTP, on a server that enforces POST policies (Ceph RGW;
-moto stores any form upload without checking its policy, so these skip there).
+"""S3 presigned POST over real HTTP. The refusals need a server that enforces POST
+policies (Ceph RGW; moto stores any form upload without checking it, so they skip there).
 
 The form from ``get_presigned_post`` is posted as a browser would: the size cap, the
 signed content type and the expiry are the server's to enforce, and a refused form
@@ -21,11 +21,12 @@ from file_storage import PresignedPost, S3StorageBackend
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
 from tests.s3util import stored_keys
 
-pytestmark = [pytest.mark.s3, pytest.mark.s3_needs("enforces_post_policy")]
+pytestmark = pytest.mark.s3
+enforced = pytest.mark.s3_needs("enforces_post_policy")
 
 
 @pytest.fixture(params=["aioboto3", "obstore"])
-async def backend(
+async def post_backend(
     request: pytest.FixtureRequest, moto_endpoint: str, s3_bucket: str
 ) -> AsyncIterator[S3StorageBackend]:
     backend = S3StorageBackend(
@@ -50,41 +51,44 @@ async def post_form(post: PresignedPost, data: bytes, **changes: str) -> httpx.R
 
 
 async def test_small_form_upload_lands_with_the_signed_content_type(
-    backend: S3StorageBackend, raw: Any, s3_bucket: str
+    post_backend: S3StorageBackend, raw: Any, s3_bucket: str
 ) -> None:
-    post = await backend.get_presigned_post("in/report.csv", max_bytes=1000, expires_in=60)
+    post = await post_backend.get_presigned_post("in/report.csv", max_bytes=1000, expires_in=60)
     response = await post_form(post, b"a,b\n1,2\n")
     assert response.status_code in (200, 201, 204), response.text
-    assert await backend.load("in/report.csv") == b"a,b\n1,2\n"
-    assert (await backend.stat("in/report.csv")).content_type == "text/csv"
+    assert await post_backend.load("in/report.csv") == b"a,b\n1,2\n"
+    assert (await post_backend.stat("in/report.csv")).content_type == "text/csv"
     assert stored_keys(raw, s3_bucket) == ["storage/in/report.csv"]
 
 
+@enforced
 async def test_form_upload_over_max_bytes_is_refused_and_stores_nothing(
-    backend: S3StorageBackend, raw: Any, s3_bucket: str
+    post_backend: S3StorageBackend, raw: Any, s3_bucket: str
 ) -> None:
-    post = await backend.get_presigned_post("in/big.bin", max_bytes=1000)
+    post = await post_backend.get_presigned_post("in/big.bin", max_bytes=1000)
     response = await post_form(post, b"x" * 1001)
     assert response.status_code == 400
     assert b"EntityTooLarge" in response.content
     assert stored_keys(raw, s3_bucket) == []
     exact = await post_form(post, b"y" * 1000)  # the cap itself is allowed
     assert exact.status_code in (200, 201, 204), exact.text
-    assert await backend.get_size("in/big.bin") == 1000
+    assert await post_backend.get_size("in/big.bin") == 1000
 
 
+@enforced
 async def test_form_upload_with_another_content_type_is_refused(
-    backend: S3StorageBackend, raw: Any, s3_bucket: str
+    post_backend: S3StorageBackend, raw: Any, s3_bucket: str
 ) -> None:
-    post = await backend.get_presigned_post("in/page.txt", max_bytes=1000)
+    post = await post_backend.get_presigned_post("in/page.txt", max_bytes=1000)
     assert post.fields["Content-Type"] == "text/plain"
     response = await post_form(post, b"<script>", **{"Content-Type": "text/html"})
     assert response.status_code == 403
     assert stored_keys(raw, s3_bucket) == []
 
 
+@enforced
 async def test_expired_form_upload_is_refused(
-    backend: S3StorageBackend, raw: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+    post_backend: S3StorageBackend, raw: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import aiobotocore.signers
     import botocore.auth
@@ -95,7 +99,7 @@ async def test_expired_form_upload_is_refused(
     an_hour_ago = now - datetime.timedelta(hours=1)
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: an_hour_ago)
     monkeypatch.setattr(aiobotocore.signers, "get_current_datetime", lambda: an_hour_ago)
-    post = await backend.get_presigned_post("in/late.txt", max_bytes=1000, expires_in=60)
+    post = await post_backend.get_presigned_post("in/late.txt", max_bytes=1000, expires_in=60)
     monkeypatch.undo()
     expiration = json.loads(base64.b64decode(post.fields["policy"]))["expiration"]
     assert expiration < f"{now:%Y-%m-%dT%H:%M:%S}Z"  # really expired when posted
