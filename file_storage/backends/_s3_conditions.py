@@ -55,8 +55,9 @@ class Support:
 class Conditions:
     """One per backend: the probe's answer, learnt on first need and kept.
 
-    Concurrent first writes in different event loops may each probe; they reach the
-    same answer on private keys of their own.
+    Writes that need it at the same moment, before it is known, may each probe (no lock
+    that would tie the backend to one event loop); they reach the same answer, each on a
+    private key of its own.
     """
 
     def __init__(self, root: str) -> None:
