@@ -71,8 +71,9 @@ $(BENCH_STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
+# BENCH_ARGS: e.g. --only s3-transports --endpoint URL --server-name "Ceph RGW 16.2"
 bench: $(BENCH_STAMP)
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 bench-quick: $(BENCH_STAMP)
 	$(PY) -m benchmarks --quick

@@ -31,7 +31,7 @@ from benchmarks import (
     s3_large,
     s3_small,
 )
-from benchmarks._common import FULL, QUICK, MotoServer, Row, Scale, log
+from benchmarks._common import FULL, QUICK, ExternalServer, MotoServer, Row, Scale, log
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -39,6 +39,7 @@ Section = Callable[[MotoServer, Scale, Path], list[Row]]
 
 SECTIONS: dict[str, Section] = {
     "s3-small": lambda m, s, d: asyncio.run(s3_small.run_small(m, s)),
+    "s3-transports": lambda m, s, d: asyncio.run(s3_small.run_transports(m, s)),
     "s3-list": lambda m, s, d: asyncio.run(s3_small.run_listing(m, s)),
     "s3-tuning": lambda m, s, d: asyncio.run(s3_small.run_tuning(m, s)),
     "s3-large": s3_large.run_large,
@@ -70,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default="", help=f"comma-separated sections: {', '.join(SECTIONS)}"
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.md/json go")
+    parser.add_argument(
+        "--endpoint",
+        help="an S3 server already running instead of moto (keys from BENCH_S3_ACCESS_KEY_ID "
+        "and BENCH_S3_SECRET_ACCESS_KEY), e.g. a Ceph RGW from scripts/ceph-rgw.sh",
+    )
+    parser.add_argument("--server-name", default="S3 server", help="its name in the tables")
+    parser.add_argument(
+        "--server-pids", default="", help="comma-separated pids whose CPU is the server's"
+    )
     args = parser.parse_args(argv)
     scale = QUICK if args.quick else FULL
     chosen = [s for s in args.only.split(",") if s] or list(SECTIONS)
@@ -80,8 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows: list[Row] = []
     workdir = Path(tempfile.mkdtemp(prefix="file_storage-bench-"))
-    server = MotoServer().start()
-    log(f"moto server at {server.endpoint} (pid {server.ps.pid if server.ps else '?'})")
+    if args.endpoint:
+        pids = [int(pid) for pid in args.server_pids.split(",") if pid.strip()]
+        server: MotoServer = ExternalServer(args.endpoint, args.server_name, pids).start()
+    else:
+        server = MotoServer().start()
+    log(f"{server.label} at {server.endpoint}")
     try:
         for name in chosen:
             log(f"[{name}]")

@@ -16,9 +16,12 @@ from typing import Any
 
 import psutil
 
-# credentials for the local moto server only; never real ones
-KEY_ID = "AKIAFAKEFAKEFAKEFAKE"
-SECRET = "fake-secret-key-for-the-benchmark-moto-server"
+# the local moto server takes any credentials (these are fake); a server given with
+# --endpoint (a throwaway Ceph RGW, say) gets its test user's from the environment
+KEY_ID = os.environ.get("BENCH_S3_ACCESS_KEY_ID") or "AKIAFAKEFAKEFAKEFAKE"
+SECRET = (
+    os.environ.get("BENCH_S3_SECRET_ACCESS_KEY") or "fake-secret-key-for-the-benchmark-moto-server"
+)
 REGION = "us-east-1"
 KIB = 1024
 MIB = 1024 * 1024
@@ -138,10 +141,16 @@ class Row:
         return out
 
 
-def proc_cpu(proc: psutil.Process | None) -> float:
-    """CPU seconds (user + system) of ``proc`` and its children, 0 when gone or absent."""
+Procs = psutil.Process | list[psutil.Process] | None
+
+
+def proc_cpu(proc: Procs) -> float:
+    """CPU seconds (user + system) of ``proc`` (or of each of a list) and their children,
+    0 when gone or absent."""
     if proc is None:
         return 0.0
+    if isinstance(proc, list):
+        return sum(proc_cpu(one) for one in proc)
     try:
         total = sum(proc.cpu_times()[:2])
         for child in proc.children(recursive=True):
@@ -154,7 +163,7 @@ def proc_cpu(proc: psutil.Process | None) -> float:
 class Meter:
     """Adds wall time, client CPU and server CPU of each ``with`` block to a row."""
 
-    def __init__(self, row: Row, server: psutil.Process | None) -> None:
+    def __init__(self, row: Row, server: Procs) -> None:
         self.row = row
         self.server = server
 
@@ -214,10 +223,12 @@ def free_port() -> int:
 class MotoServer:
     """A moto S3 server in its own process (its CPU measurable, no shared GIL)."""
 
+    label = "moto server"
+
     def __init__(self) -> None:
         self.proc: subprocess.Popen[str] | None = None
         self.endpoint = ""
-        self.ps: psutil.Process | None = None
+        self.ps: Procs = None
 
     def start(self) -> MotoServer:
         self.proc = subprocess.Popen(
@@ -283,6 +294,27 @@ class MotoServer:
             print(f"  (could not drop bucket {bucket}: {type(exc).__name__})", file=sys.stderr)
         finally:
             client.close()
+
+
+class ExternalServer(MotoServer):
+    """An S3 server already running (``--endpoint``): a throwaway Ceph RGW from
+    ``scripts/ceph-rgw.sh``, say. ``pids``: its processes, whose CPU is the server CPU
+    column (all of them: for Ceph the gateway, the OSD and the monitor). Buckets are made
+    and dropped the same way; keys come from ``BENCH_S3_ACCESS_KEY_ID`` and
+    ``BENCH_S3_SECRET_ACCESS_KEY``."""
+
+    def __init__(self, endpoint: str, label: str, pids: list[int]) -> None:
+        super().__init__()
+        self.endpoint = endpoint.rstrip("/")
+        self.label = label
+        self.pids = pids
+
+    def start(self) -> ExternalServer:
+        self.ps = [psutil.Process(pid) for pid in self.pids] or None
+        return self
+
+    def stop(self) -> None:
+        return None  # not ours to stop
 
 
 def _status_kib(field: str) -> int | None:

@@ -96,7 +96,7 @@ def _ops_table(rows: list[Row], section: str, base: str, unit: str = "ops/s") ->
     mine = [r for r in rows if r.section == section]
     server = any(r.server_cpu_seconds is not None for r in mine)
     head = ["workload", "contender", unit, "client CPU/op (µs)"]
-    head += ["moto CPU %"] if server else []
+    head += ["moto CPU %" if "moto" in section else "server CPU %"] if server else []
     head += [f"{unit} ÷ {base}", f"CPU/op ÷ {base}"]
     lines = []
     for workload in _workloads(rows, section):
@@ -324,6 +324,10 @@ def render(rows: list[Row], env: dict[str, str], scale: str, seconds: float) -> 
     )
     lines += [f"## {s3_small.SECTION}", ""]
     lines += _ops_table(rows, s3_small.SECTION, sc.RAW)
+    for section in dict.fromkeys(r.section for r in rows):
+        if section.startswith(s3_small.TRANSPORTS_SECTION):
+            lines += [f"## {section}", "", s3_small.TRANSPORTS_NOTE, ""]
+            lines += _ops_table(rows, section, sc.RAW)
     lines += [f"## {s3_small.LIST_SECTION}", "", "Rate and CPU are per key listed.", ""]
     lines += _ops_table(rows, s3_small.LIST_SECTION, sc.RAW, "keys/s")
     lines += [f"## {s3_small.TUNING_SECTION}", ""]

@@ -8,6 +8,7 @@ ops (it is ~50x slower); its rates are comparable all the same.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,6 +30,14 @@ from benchmarks._common import (
 SECTION = "S3 small objects (moto server)"
 LIST_SECTION = "S3 listing (moto server)"
 TUNING_SECTION = "botocore settings (aioboto3, one client, moto server)"
+TRANSPORTS_SECTION = "S3 transports"
+TRANSPORTS_NOTE = (
+    "The library on each transport against the raw clients under it, 4 KiB objects, "
+    "32 in flight; the four alternate in rounds of equal size (the order rotating), so "
+    "a drift of the machine falls on all alike."
+)
+#: the library on aiobotocore and on obstore, and the raw clients under each
+TRANSPORTS = (sc.LIBRARY, sc.LIBRARY_OBSTORE, sc.RAW, sc.OBSTORE)
 
 Op = Callable[[int], Awaitable[Any]]
 Workload = tuple[str, str, int]  # label, "put"/"get" and key folder, concurrency
@@ -232,6 +241,37 @@ async def run_tuning(server: MotoServer, scale: Scale) -> list[Row]:
             out.extend(rows.values())
     finally:
         await _close_all(variants)
+        for bucket in buckets:
+            server.drop(bucket)
+    return out
+
+
+async def run_transports(server: MotoServer, scale: Scale) -> list[Row]:
+    """PUT then GET at c=32: the library on both transports beside raw aioboto3 and raw
+    obstore, interleaved in three times the usual rounds (and ops), for steady ratios."""
+    section = f"{TRANSPORTS_SECTION} ({server.label})"
+    names = list(TRANSPORTS)
+    contenders = {n: sc.make(n, server.endpoint, server.bucket("transports")) for n in names}
+    buckets = [c.bucket for c in contenders.values()]
+    errors = await _open_all(contenders)
+    longer = dataclasses.replace(scale, rounds=scale.rounds * 3)
+    out: list[Row] = []
+    written: dict[str, int] = {}
+    data = os.urandom(SMALL)
+    try:
+        for label, what, concurrency in WORKLOADS[1:]:  # the c=32 PUT and GET
+            log(f"  {section}: {label}")
+            rows = _rows(section, label, names, errors)
+            kind, folder = what.split(":")
+            ops = {n: _op(c, kind, folder, data, written.get(n, 0)) for n, c in contenders.items()}
+            counts = dict.fromkeys(ops, scale.small_ops * 3)
+            warmups = dict.fromkeys(ops, scale.warmup)
+            await _run(rows, ops, counts, warmups, concurrency, longer, server)
+            if kind == "put":
+                written = {n: row.ops for n, row in rows.items()}
+            out.extend(rows.values())
+    finally:
+        await _close_all(contenders)
         for bucket in buckets:
             server.drop(bucket)
     return out

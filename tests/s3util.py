@@ -32,8 +32,11 @@ REASONS = {
     "sse_over_http": "refuses SSE over plain HTTP (InvalidRequest) unless configured for it",
     "suspended_versioning": "drops every version of a key written while versioning is suspended",
     "underscore_metadata_names": "turns '_' into '-' in metadata names",
-    "if_match_on_put": "refuses If-Match on PutObject even for the current ETag",
+    # the library sends Ceph the bare ETag instead (backends/s3/_conditions.py)
+    "if_match_on_put": "compares If-Match on PutObject with the ETag without its quotes",
     "conditional_completion": "ignores If-None-Match on CompleteMultipartUpload",
+    "if_match_completion": "ignores If-Match on CompleteMultipartUpload",
+    "enforces_post_policy": "stores a form POST without checking its policy (size, type, expiry)",
 }
 
 #: What each known server does; a second user comes from the environment.
@@ -49,7 +52,9 @@ FEATURES: dict[str, frozenset[str]] = {
         }
     ),
     # Ceph RGW 16.2 as scripts/ceph-rgw.sh configures it (docs/compatibility.md)
-    "ceph": frozenset({"checks_signatures", "presign_expiry", "checks_content_md5"}),
+    "ceph": frozenset(
+        {"checks_signatures", "presign_expiry", "checks_content_md5", "enforces_post_policy"}
+    ),
 }
 
 

@@ -73,7 +73,6 @@ async def test_refused_create_only_releases_its_quota(backend: StorageBackend) -
     assert (await backend.get_usage("")).used == 100
 
 
-@pytest.mark.s3_needs("if_match_on_put")
 async def test_if_match_replaces_that_version(backend: StorageBackend) -> None:
     await backend.save("m/a.txt", b"v1")
     etag = (await backend.stat("m/a.txt")).etag
@@ -109,7 +108,6 @@ async def test_upload_file_create_only_both_ways(backend: StorageBackend, tmp_pa
     assert await backend.load("u/a.bin") == b"uploaded"
 
 
-@pytest.mark.s3_needs("if_match_on_put")
 async def test_upload_file_if_match_both_ways(backend: StorageBackend, tmp_path: Path) -> None:
     source = tmp_path / "up.bin"
     source.write_bytes(b"uploaded")

@@ -33,6 +33,7 @@ from file_storage.backends import _pages
 from file_storage.backends._core import Method
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.s3 import _multipart as mp
+from file_storage.backends.s3._conditions import Conditions
 from file_storage.backends.s3._config import addressing, instrument, open_client, s3_options
 from file_storage.backends.s3._errors import condition_error, error_code, is_outage, map_s3_error
 from file_storage.backends.s3._fallback import Fallback
@@ -188,6 +189,7 @@ class S3StorageBackend(S3Versions):
         self._loops_lock = threading.Lock()  # threads may each run a loop of their own
         self._closing: set[asyncio.Task[None]] = set()  # clients closing after operations
         self._checksums = mp.Checksums(options.checksum)
+        self._conditions = Conditions(self._root)  # what the server checks, probed on need
         self._stores: dict[str | None, Any] = {}  # obstore S3Stores, per endpoint
 
     def __repr__(self) -> str:
@@ -437,6 +439,7 @@ class S3StorageBackend(S3Versions):
             concurrency=self._options.concurrency,
             background=self._here().background,
             integrity=self._checksums,
+            conditions=self._conditions,
         )
 
     async def _save(

@@ -34,6 +34,7 @@ import aiofiles
 
 from file_storage._streams import CHUNK_SIZE, Progress, rechunk
 from file_storage.backends._core import DELETE_BATCH
+from file_storage.backends.s3._conditions import Conditions
 from file_storage.backends.s3._errors import batch_delete_error, error_code
 from file_storage.errors import StorageError, StorageUnavailableError
 
@@ -314,6 +315,21 @@ class Transfer:
     concurrency: int
     background: set[asyncio.Task[None]]
     integrity: Checksums  # the backend's: what one answer learns, every upload uses
+    conditions: Conditions | None = None  # the backend's: what its server checks
+
+    async def checked(
+        self, condition: dict[str, str] | None, *, multipart: bool
+    ) -> dict[str, str] | None:
+        """``condition`` as the server checks it; a condition it would not check on this
+        request raises :class:`StorageConfigError` before anything is sent."""
+        if not condition or self.conditions is None:
+            return condition
+        if multipart:
+            await self.conditions.for_completion(
+                self.client, self.bucket, condition, self.threshold
+            )
+            return condition
+        return await self.conditions.for_put(self.client, self.bucket, condition)
 
     def multipart(
         self,
@@ -347,6 +363,7 @@ class Transfer:
         condition: dict[str, str] | None = None,
     ) -> None:
         """One PutObject, with checksums that S3 checks before storing anything."""
+        condition = await self.checked(condition, multipart=False)
         sums = await self.integrity.params(data)
         response = await self.client.put_object(
             Bucket=self.bucket, Key=key, Body=data, **sums, **params, **(condition or {})
@@ -403,6 +420,7 @@ class Transfer:
                     )
                 yield upload.put_part(number, data)
 
+        condition = await self.checked(condition, multipart=True)
         await self.multipart(key, params, part_size=size, condition=condition).run(jobs)
 
     async def upload_file(
@@ -446,6 +464,7 @@ class Transfer:
             for number, offset in enumerate(range(0, size, part_size), start=1):
                 yield put(upload, number, offset, min(part_size, size - offset))
 
+        condition = await self.checked(condition, multipart=True)
         await self.multipart(key, params, part_size=part_size, condition=condition).run(jobs)
 
     async def delete_many(self, keys: list[str], user_key: Callable[[str], str | None]) -> None:

@@ -442,6 +442,7 @@ class ObstoreTransfer(mp.Transfer):
         condition: dict[str, str] | None = None,
     ) -> None:
         """One PutObject; obstore signs the body's SHA-256, which the server verifies."""
+        condition = await self.checked(condition, multipart=False)
         await self.client.put_object(
             Bucket=self.bucket, Key=key, Body=data, **params, **(condition or {})
         )
