@@ -11,7 +11,6 @@ local spool, which :meth:`S3StorageBackend.flush_spool` later uploads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -25,7 +24,6 @@ from pydantic import SecretStr
 
 from file_storage._http import content_disposition
 from file_storage._keys import validate_key
-from file_storage._loops import ShutdownHook
 from file_storage._metadata import decode_value, encode_value
 from file_storage._spool import Entry, Spool, read_range
 from file_storage._streams import Progress
@@ -33,28 +31,26 @@ from file_storage.backends import _pages
 from file_storage.backends._core import Method
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.s3 import _multipart as mp
+from file_storage.backends.s3._clients import LoopClients, S3Clients
 from file_storage.backends.s3._conditions import Conditions
-from file_storage.backends.s3._config import addressing, instrument, open_client, s3_options
-from file_storage.backends.s3._errors import condition_error, error_code, is_outage, map_s3_error
+from file_storage.backends.s3._config import s3_options
+from file_storage.backends.s3._errors import condition_error, error_code
 from file_storage.backends.s3._fallback import Fallback
 from file_storage.backends.s3._lifecycle import S3Rules
-from file_storage.backends.s3._obstore import ObstoreClient, ObstoreTransfer, open_store
+from file_storage.backends.s3._obstore import ObstoreTransfer
 from file_storage.backends.s3._pages import presign_post, s3_entries
-from file_storage.backends.s3._versions import S3Versions
 from file_storage.errors import (
     InvalidKeyError,
     PreconditionFailedError,
-    StorageConfigError,
-    StorageError,
 )
 from file_storage.models import ObjectEvent, ObjectInfo, PresignedPost
 
 __all__ = ["S3StorageBackend"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("file_storage.backends.s3")
 
 
-class S3StorageBackend(S3Versions):
+class S3StorageBackend(S3Clients):
     """Stores objects in an S3 bucket under ``prefix``; see :class:`StorageBackend`.
 
     Args:
@@ -185,7 +181,7 @@ class S3StorageBackend(S3Versions):
         path = options.fallback_path
         self._fallback = Fallback(None if path is None else Spool(path), options.flush_interval)
         # clients per event loop: an aiohttp session belongs to the loop it was opened in
-        self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
+        self._loops: dict[asyncio.AbstractEventLoop, LoopClients] = {}
         self._loops_lock = threading.Lock()  # threads may each run a loop of their own
         self._closing: set[asyncio.Task[None]] = set()  # clients closing after operations
         self._checksums = mp.Checksums(options.checksum)
@@ -198,148 +194,10 @@ class S3StorageBackend(S3Versions):
             f"endpoint_url={self._options.endpoint_url!r})"
         )
 
-    # ---------------------------------------------------------------- clients
-
-    def _here(self) -> _LoopClients:
-        """The clients of the running event loop (a new, empty set in a new loop)."""
-        loop = asyncio.get_running_loop()
-        clients = self._loops.get(loop)
-        if clients is None:
-            with self._loops_lock:
-                clients = self._loops.get(loop)
-                if clients is None:
-                    self._forget_closed_loops()
-                    clients = self._loops[loop] = _LoopClients()
-                    clients.hook = ShutdownHook(functools.partial(self._close_clients, clients))
-        return clients
-
-    def _forget_closed_loops(self) -> None:
-        for loop, clients in list(self._loops.items()):
-            if loop.is_closed():
-                # closed without shutdown_asyncgens() (asyncio.run always calls it): its
-                # connections cannot be closed any more; drop them, never reuse them
-                del self._loops[loop]
-                if clients.s3 is not None:
-                    logger.warning("dropped the S3 client of an event loop closed under it")
-
-    async def _client(self) -> Any:
-        """The backend's S3 client in this event loop, opened on first use."""
-        clients = self._here()
-        if clients.s3 is None:
-            async with clients.lock:
-                if clients.s3 is None:
-                    clients.s3 = await self._open(clients, self._options.endpoint_url)
-        self._fallback.start(self.flush_spool)
-        return clients.s3
-
-    async def _signing_client(self) -> Any:
-        """The client that signs URLs: a second one bound to public_endpoint_url when set."""
-        # SigV4 signs the host: a URL re-pointed after signing no longer verifies
-        if self._options.public_endpoint_url is None:
-            return await self._client()
-        clients = self._here()
-        if clients.signer is None:
-            async with clients.lock:
-                if clients.signer is None:
-                    endpoint = self._options.public_endpoint_url
-                    clients.signer = await self._open(clients, endpoint)
-        return clients.signer
-
-    async def _open(self, clients: _LoopClients, endpoint: str | None) -> Any:
-        if self._options.client == "obstore":
-            client = self._obstore_client(clients, endpoint)
-        else:
-            client = await self._open_boto(clients, endpoint)
-        # closed with its loop: asyncio.run finalizes async generators before closing it
-        await clients.hook.arm()
-        logger.debug("opened S3 client for bucket %r", self._bucket)
-        return client
-
-    async def _open_boto(self, clients: _LoopClients, endpoint: str | None) -> Any:
-        client = await clients.stack.enter_async_context(open_client(self._options, endpoint))
-        instrument(client)
-        return client
-
-    def _obstore_client(self, clients: _LoopClients, endpoint: str | None) -> Any:
-        """The obstore transport; calls it cannot serve open an aiobotocore client lazily."""
-        store = self._stores.get(endpoint)
-        if store is None:  # not bound to an event loop: one per endpoint for the backend
-            virtual = addressing(self._options, endpoint) == "virtual" or (
-                endpoint is None and self._options.addressing_style == "auto"
-            )
-            store = self._stores[endpoint] = open_store(self._options, endpoint, virtual)
-        lock = asyncio.Lock()
-
-        async def boto() -> Any:
-            if endpoint not in clients.boto:
-                async with lock:
-                    if endpoint not in clients.boto:
-                        clients.boto[endpoint] = await self._open_boto(clients, endpoint)
-                        logger.debug("opened aiobotocore beside obstore for %r", self._bucket)
-            return clients.boto[endpoint]
-
-        return ObstoreClient(store, self._bucket, boto)
-
-    async def _close_clients(self, clients: _LoopClients) -> None:
-        with self._loops_lock:
-            for loop, current in list(self._loops.items()):
-                if current is clients:
-                    del self._loops[loop]
-        async with clients.lock:
-            if clients.background:  # aborts of failed uploads still need the client
-                await asyncio.gather(*clients.background, return_exceptions=True)
-            await clients.stack.aclose()
-
-    async def _aclose(self) -> None:
-        await self._fallback.stop()
-        loop = asyncio.get_running_loop()
-        with self._loops_lock:
-            clients = self._loops.get(loop)
-            if clients is not None and self._in_flight.when_idle(
-                functools.partial(self._close_later, loop, clients)
-            ):
-                # operations still run on these clients (a download being served): they
-                # finish on them, which close when the last one ends; new ones open anew
-                del self._loops[loop]
-                clients = None
-            self._forget_closed_loops()
-        if clients is not None:
-            await clients.hook.run()
-        closing = [task for task in self._closing if task.get_loop() is loop]
-        if closing:
-            await asyncio.gather(*closing, return_exceptions=True)
-
-    def _close_later(self, loop: asyncio.AbstractEventLoop, clients: _LoopClients) -> None:
-        # called as the loop's last operation ends; its loop is running, still open
-        task = loop.create_task(clients.hook.run())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    async def _check(self) -> None:
-        # one HeadBucket: a missing bucket, bad credentials or an unreachable endpoint
-        # fail the app's start instead of its first request
-        client = await self._client()
-        try:
-            await client.head_bucket(Bucket=self._bucket)
-        except Exception as exc:
-            # HEAD answers carry no body: a missing bucket is a bare 404, which
-            # map_s3_error would read as a missing object
-            if error_code(exc) in {"404", "NoSuchBucket", "NotFound"}:
-                raise StorageConfigError(f"bucket {self._bucket!r} does not exist") from exc
-            if self._fallback.spool is not None and is_outage(exc):
-                # the spool exists to ride out an outage: starting during one is allowed
-                logger.warning(
-                    "S3 unavailable at start-up (%s): writes go to the fallback spool",
-                    type(exc).__name__,
-                )
-                return
-            raise
-
-    def _map_error(self, exc: Exception, operation: str, key: str | None) -> StorageError | None:
-        mapped = map_s3_error(exc, bucket=self._bucket)
-        return mapped if mapped is not None else super()._map_error(exc, operation, key)
-
     # ---------------------------------------------------------------- the spool
+
+    def _start_background(self) -> None:
+        self._fallback.start(self.flush_spool)
 
     async def flush_spool(self) -> int:
         """Upload what the fallback spool holds to S3, removing each object once S3 has it.
@@ -666,21 +524,6 @@ class S3StorageBackend(S3Versions):
         return await presign_post(
             client, self._bucket, self._full(key), expires_in, max_bytes, content_type
         )
-
-
-class _LoopClients:
-    """The S3 clients of one event loop, closed when it shuts down (or by ``aclose``)."""
-
-    __slots__ = ("background", "boto", "hook", "lock", "s3", "signer", "stack")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.stack = contextlib.AsyncExitStack()
-        self.s3: Any = None
-        self.signer: Any = None
-        self.boto: dict[str | None, Any] = {}  # beside obstore: aiobotocore, per endpoint
-        self.background: set[asyncio.Task[None]] = set()
-        self.hook: ShutdownHook  # set by the backend: closes these clients once
 
 
 def _headers(options: WriteOptions) -> dict[str, str]:

@@ -38,7 +38,7 @@ from file_storage.backends.s3._conditions import Conditions
 from file_storage.backends.s3._errors import batch_delete_error, error_code
 from file_storage.errors import StorageError, StorageUnavailableError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("file_storage.backends.s3")
 
 T = TypeVar("T")
 Part = dict[str, Any]
