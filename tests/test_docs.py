@@ -1,4 +1,5 @@
-"""Every Python example in README.md and docs/ runs as it is written, as a reader runs it.
+"""Every Python example in README.md, docs/ and the package's docstrings (which the API
+reference shows) runs as it is written, as a reader runs it.
 
 Each example runs in a fresh interpreter whose working directory is a new, empty temp
 folder (so ``./storage``, the default root, is its own), with no ``STORAGE_*``/``AWS_*``
@@ -51,7 +52,9 @@ class Example:
 
 def examples() -> list[Example]:
     found = []
-    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+    # the docstrings too: the API reference page renders their fences
+    sources = sorted((ROOT / "file_storage").rglob("*.py"))
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sources]:
         text = doc.read_text(encoding="utf-8")
         name = doc.relative_to(ROOT).as_posix()
         fences = list(FENCE.finditer(text))
