@@ -86,3 +86,12 @@ def test_the_api_reference_covers_every_public_name() -> None:
     ]
     assert missing == []
     assert "fastapi" in documented  # the whole module, every name of its __all__
+
+
+def test_the_contract_imports_every_public_name() -> None:
+    import file_storage
+
+    page = (ROOT / "docs/reference.md").read_text(encoding="utf-8")
+    block = re.search(r"^from file_storage import \((.*?)^\)", page, re.S | re.M)
+    assert block is not None
+    assert re.findall(r"\w+", block.group(1)) == sorted(file_storage.__all__)
