@@ -1,4 +1,5 @@
-"""Every Python example in README.md and docs/ runs as it is written, as a reader runs it.
+"""Every Python example in README.md, docs/ and the package's docstrings (which the API
+reference shows) runs as it is written, as a reader runs it.
 
 Each example runs in a fresh interpreter whose working directory is a new, empty temp
 folder (so ``./storage``, the default root, is its own), with no ``STORAGE_*``/``AWS_*``
@@ -9,6 +10,9 @@ variables and without the repository on ``sys.path``: only the installed package
   example of its page, which may import it.
 - ``<!-- docs-test: s3 -->`` on the line before a fence runs it a second time with
   ``STORAGE_TYPE=S3`` against a fresh bucket on the moto server.
+- ``<!-- docs-test: s3-zero -->`` runs it only against moto, as a reader starting from
+  nothing: ``STORAGE_S3_BUCKET`` names a bucket that does not exist yet, and only the
+  variables of the page's ``.env`` are set (no addressing style).
 - ``<!-- docs-test: redis -->`` runs it with ``STORAGE_QUOTA_REDIS_URL`` naming a
   throwaway ``redis-server`` (skipped where none is installed).
 - ``<!-- docs-test: skip -->`` skips it.
@@ -33,7 +37,7 @@ from tests.quota_redis.server import REDIS_SERVER, RedisServer
 ROOT = Path(__file__).resolve().parent.parent
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.S | re.M)
 TITLE = re.compile(r'title="([\w.-]+\.py)"')
-MARKER = re.compile(r"^<!-- docs-test: (\w+) -->$")
+MARKER = re.compile(r"^<!-- docs-test: ([\w-]+) -->$")
 
 
 @dataclass(frozen=True)
@@ -43,11 +47,14 @@ class Example:
     s3: bool
     files: tuple[tuple[str, str], ...]  # (name, code) of the page's titled fences
     redis: bool = False
+    s3_zero: bool = False  # only on S3, in a bucket the example creates
 
 
 def examples() -> list[Example]:
     found = []
-    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+    # the docstrings too: the API reference page renders their fences
+    sources = sorted((ROOT / "file_storage").rglob("*.py"))
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sources]:
         text = doc.read_text(encoding="utf-8")
         name = doc.relative_to(ROOT).as_posix()
         fences = list(FENCE.finditer(text))
@@ -58,16 +65,25 @@ def examples() -> list[Example]:
             before = text[: match.start()].rstrip().splitlines()[-1:]
             marker = MARKER.match(before[0].strip()) if before else None
             kind = marker.group(1) if marker else None
+            if kind not in (None, "skip", "s3", "s3-zero", "redis"):
+                raise ValueError(f"{name}: unknown marker docs-test: {kind}")
             if kind == "skip":
                 continue
             found.append(
-                Example(f"{name}#{i}", match.group(2), kind == "s3", files, kind == "redis")
+                Example(
+                    f"{name}#{i}",
+                    match.group(2),
+                    kind in ("s3", "s3-zero"),
+                    files,
+                    kind == "redis",
+                    kind == "s3-zero",
+                )
             )
     return found
 
 
 EXAMPLES = examples()
-RUNS = [pytest.param(e, "local", id=f"{e.name}-local") for e in EXAMPLES] + [
+RUNS = [pytest.param(e, "local", id=f"{e.name}-local") for e in EXAMPLES if not e.s3_zero] + [
     pytest.param(e, "s3", id=f"{e.name}-s3", marks=pytest.mark.s3) for e in EXAMPLES if e.s3
 ]
 
@@ -123,17 +139,18 @@ def test_doc_example_runs(
     if where == "s3":
         endpoint: str = request.getfixturevalue("moto_endpoint")
         bucket = f"docs-{uuid.uuid4().hex[:20]}"
-        client = boto3_client(endpoint)
-        client.create_bucket(Bucket=bucket)
-        client.close()
         env |= {
             "STORAGE_TYPE": "S3",
             "STORAGE_S3_BUCKET": bucket,
             "STORAGE_S3_ENDPOINT_URL": endpoint,
-            "STORAGE_S3_ADDRESSING_STYLE": "path",
             "STORAGE_S3_ACCESS_KEY_ID": FAKE_KEY_ID,
             "STORAGE_S3_SECRET_ACCESS_KEY": FAKE_SECRET,
         }
+        if not example.s3_zero:
+            client = boto3_client(endpoint)
+            client.create_bucket(Bucket=bucket)
+            client.close()
+            env["STORAGE_S3_ADDRESSING_STYLE"] = "path"
     workdir = tmp_path / "project"
     workdir.mkdir()
     result = _run(example.code, workdir, env, example.files)

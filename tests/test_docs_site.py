@@ -68,3 +68,30 @@ def test_sphinx_roles_of_docstrings_show_as_plain_code() -> None:
     html = "raises :class:<code>StorageError</code>; see :meth:<code>stat</code>"
     rendered = _hooks().on_page_content(html)
     assert rendered == "raises <code>StorageError</code>; see <code>stat</code>"
+
+
+def test_the_api_reference_covers_every_public_name() -> None:
+    import file_storage
+
+    page = (ROOT / "docs/api.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^::: file_storage\.(\w+)", page, re.M))
+    missing = [
+        name
+        for name in file_storage.__all__
+        if name not in documented
+        and not (
+            getattr(file_storage, name).__module__ == "file_storage.errors"
+            and "errors" in documented
+        )
+    ]
+    assert missing == []
+    assert "fastapi" in documented  # the whole module, every name of its __all__
+
+
+def test_the_contract_imports_every_public_name() -> None:
+    import file_storage
+
+    page = (ROOT / "docs/reference.md").read_text(encoding="utf-8")
+    block = re.search(r"^from file_storage import \((.*?)^\)", page, re.S | re.M)
+    assert block is not None
+    assert re.findall(r"\w+", block.group(1)) == sorted(file_storage.__all__)

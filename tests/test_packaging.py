@@ -48,7 +48,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     work = tmp_path_factory.mktemp("packaging")
     dist = work / "dist"
     # sdist first, then the wheel from the unpacked sdist: what a release does
-    _run(sys.executable, "-m", "build", "--no-isolation", "--outdir", dist, ROOT, cwd=work)
+    built = _run(sys.executable, "-m", "build", "--no-isolation", "--outdir", dist, ROOT, cwd=work)
+    # the SPDX license and the rest of the metadata in the form setuptools wants today
+    output = built.stdout + built.stderr
+    assert "deprecat" not in output.lower(), output
     env_dir = work / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"

@@ -82,10 +82,16 @@ class S3StorageBackend(S3Clients):
             ``object_store``, extra ``file_storage[obstore]``: less client CPU per
             request); what obstore cannot do still goes through aiobotocore, opened on
             first such use (docs/compatibility.md).
-        quota_redis_url, quota_redis_namespace, quota_lease_seconds, quota_fail_open:
-            quotas shared by every process through Redis, as on
-            :class:`~file_storage.LocalStorageBackend` (namespace derived from the
-            endpoint, bucket and prefix).
+        quota_redis_url: keep quotas in this Redis, shared by every process using it
+            (``STORAGE_QUOTA_REDIS_URL``, extra ``file_storage[redis]``); ``None``: in
+            this process. As on :class:`~file_storage.LocalStorageBackend`.
+        quota_redis_namespace: prefix of the ledger's Redis keys
+            (``STORAGE_QUOTA_REDIS_NAMESPACE``); default derived from the endpoint,
+            bucket and prefix.
+        quota_lease_seconds: how long a write's reservation and key locks outlive a
+            process that stopped renewing them (``STORAGE_QUOTA_LEASE_SECONDS``).
+        quota_fail_open: with Redis unreachable, let writes through uncounted instead
+            of failing them (``STORAGE_QUOTA_FAIL_OPEN``).
         expire_interval_seconds: accepted like the other backends; unused, as S3 applies
             expiry rules itself.
         public_base_url: the URL that serves the backend's root, that is ``prefix``,
