@@ -37,12 +37,9 @@ from typing import TypeVar
 
 from pydantic import SecretStr
 
-from file_storage._post_policy import presign_post
-from file_storage._signing import presign
-from file_storage._signing import signing_key as wrap_signing_key
 from file_storage._streams import Progress
-from file_storage.backends._core import Method
 from file_storage.backends._pages import Entry
+from file_storage.backends._router_signed import RouterSigned
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.local._files import LocalFiles
 from file_storage.backends.local._fs import (
@@ -72,7 +69,7 @@ from file_storage.errors import (
     StorageConfigError,
     StoragePermissionError,
 )
-from file_storage.models import ObjectInfo, PresignedPost
+from file_storage.models import ObjectInfo
 
 __all__ = ["LocalStorageBackend"]
 
@@ -83,7 +80,7 @@ logger = logging.getLogger("file_storage")
 T = TypeVar("T")
 
 
-class LocalStorageBackend(LocalFiles):
+class LocalStorageBackend(RouterSigned, LocalFiles):
     """Stores objects as files under ``root`` (created on first write).
 
     Args:
@@ -144,8 +141,7 @@ class LocalStorageBackend(LocalFiles):
         self._dir = Root(self._root, on_open=self._sweep_in_background)
         self._rules = LocalRules(self._dir, durable)
         self._sweeping: concurrent.futures.Future[None] | None = None
-        self._base_url = base_url
-        self._signing_key = wrap_signing_key(signing_key)
+        self._set_signing(base_url, signing_key)
         self._public_base_url = public_base_url
         if isinstance(temp_max_age_seconds, bool) or not (
             isinstance(temp_max_age_seconds, int | float) and temp_max_age_seconds > 0
@@ -398,25 +394,6 @@ class LocalStorageBackend(LocalFiles):
 
     async def _check(self) -> None:
         await asyncio.to_thread(_check_root, self._root)
-
-    async def _presign(
-        self,
-        key: str,
-        expires_in: int,
-        method: Method,
-        content_type: str | None = None,
-        filename: str | None = None,
-    ) -> str:
-        return presign(
-            self._base_url, self._signing_key, key, method, expires_in, content_type, filename
-        )
-
-    async def _presign_post(
-        self, key: str, expires_in: int, max_bytes: int | None, content_type: str
-    ) -> PresignedPost:
-        return presign_post(
-            self._base_url, self._signing_key, key, expires_in, max_bytes, content_type
-        )
 
     async def _aclose(self) -> None:
         sweeping, self._sweeping = self._sweeping, None
