@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,15 @@ from collections.abc import Awaitable, Callable
 from file_storage._loops import LoopLock
 from file_storage.errors import StorageConfigError, StorageError
 
-__all__ = ["Expiry", "MemoryRules", "RuleStore", "check_days"]
+__all__ = [
+    "Expiry",
+    "MemoryRules",
+    "RuleStore",
+    "apply_rule",
+    "check_days",
+    "decode_rules",
+    "encode_rules",
+]
 
 logger = logging.getLogger("file_storage")
 
@@ -31,6 +40,39 @@ def check_days(days: object) -> int | None:
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
         raise ValueError("days must be a positive int (or None to remove the rule)")
     return days
+
+
+def decode_rules(data: bytes, damaged: str) -> dict[str, int]:
+    """The rules of a stored rules document; ``damaged``: what to say when it is not one."""
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError is one
+        raw = None
+    rules = raw.get("expiration") if isinstance(raw, dict) else None
+    if not isinstance(rules, dict):
+        raise StorageError(damaged)
+    return {
+        str(prefix): days
+        for prefix, days in rules.items()
+        if isinstance(days, int) and not isinstance(days, bool) and days > 0
+    }
+
+
+def encode_rules(rules: dict[str, int]) -> str:
+    """The document :func:`decode_rules` reads (local file, GCS and Azure object)."""
+    return json.dumps({"expiration": dict(sorted(rules.items()))})
+
+
+def apply_rule(rules: dict[str, int], prefix: str, days: int | None) -> bool:
+    """Set (``None``: remove) the rule of ``prefix`` in ``rules``; False: nothing changed
+    (the rule to remove was not there)."""
+    if days is None:
+        if prefix not in rules:
+            return False
+        del rules[prefix]
+    else:
+        rules[prefix] = days
+    return True
 
 
 class RuleStore:
