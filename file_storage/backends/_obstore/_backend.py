@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -97,6 +98,7 @@ class ObstoreBackend(StorageBackend):
         *,
         prefix: str,
         identity: str,
+        endpoint_url: str | None = None,
         max_size_bytes: int | None = None,
         quota_refresh_seconds: float | None = None,
         quota_redis_url: str | SecretStr | None = None,
@@ -119,6 +121,7 @@ class ObstoreBackend(StorageBackend):
         self._opened: ObjectStore | None = None
         self._obs: ModuleType | None = None
         self._public_base_url = public_base_url
+        self._endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
         super().__init__(
             max_size_bytes=max_size_bytes,
             quota_refresh_seconds=quota_refresh_seconds,
@@ -144,6 +147,16 @@ class ObstoreBackend(StorageBackend):
 
     def _decode_name(self, name: str) -> str:
         return name.lower()
+
+    def _name(self, key: str) -> str:
+        """The object's name in the bucket or container: ``<prefix>/<key>``."""
+        return f"{self._root}/{key}" if self._root else key
+
+    def _client_options(self) -> dict[str, Any] | None:
+        """obstore's client options: plain HTTP only for an ``http://`` endpoint (an emulator)."""
+        if self._endpoint_url is None:
+            return None
+        return {"allow_http": urlsplit(self._endpoint_url).scheme == "http"}
 
     def _update_version(self, info: ObjectInfo, version: str | None) -> dict[str, str]:
         """obstore's ``UpdateVersion`` for a write that replaces exactly ``info``."""
