@@ -653,3 +653,12 @@ def test_repr_shows_bucket_prefix_and_endpoint_only() -> None:
     assert repr(backend) == (
         "S3StorageBackend(bucket='bucket', prefix='storage', endpoint_url='http://127.0.0.1:9000')"
     )
+
+
+async def test_stat_of_a_prior_version_carries_its_headers(s3_backend: StorageBackend) -> None:
+    await s3_backend.set_versioning(True)
+    await s3_backend.save("v.txt", b"one", cache_control="no-cache", content_disposition="inline")
+    await s3_backend.save("v.txt", b"two")
+    prior = [v for v in await s3_backend.list_versions("v.txt") if not v.is_latest]
+    info = await s3_backend.stat("v.txt", version_id=prior[0].version_id)
+    assert (info.size, info.cache_control, info.content_disposition) == (3, "no-cache", "inline")
