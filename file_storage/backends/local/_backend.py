@@ -63,7 +63,7 @@ from file_storage.backends.local._io import (
 )
 from file_storage.backends.local._pages import local_entries
 from file_storage.backends.local._rules import LocalRules
-from file_storage.backends.local._walk import Walk, sweep_meta, tmp_watcher
+from file_storage.backends.local._walk import TmpSeen, Walk, sweep_meta, tmp_watcher
 from file_storage.errors import (
     PreconditionFailedError,
     StorageConfigError,
@@ -166,14 +166,8 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         # stale ones (left by a crash) are removed on the way
         now, foreign = time.time(), list[int]()
         watch = tmp_watcher(self._temp_max_age, now, foreign)
-        walk = await in_pool(Walk, self._dir, prefix, True, watch)
-        try:
-            while batch := await in_pool(walk.batch):
-                for key, st in batch:
-                    assert st is not None
-                    yield self._info(key, st, None, full=False)
-        finally:
-            walk.close()
+        async for info in self._walk_files(prefix, watch):
+            yield info
         if not prefix:
             await in_pool(sweep_meta, self._dir, watch)
         async for version in self._version_sizes(prefix):
@@ -323,8 +317,14 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
 
         return await asyncio.to_thread(delete_all)
 
-    async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        walk = await in_pool(Walk, self._dir, prefix, True)
+    def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        return self._walk_files(prefix)
+
+    async def _walk_files(
+        self, prefix: str, on_tmp: TmpSeen | None = None
+    ) -> AsyncIterator[ObjectInfo]:
+        """The objects under ``prefix``, in key order; ``on_tmp`` sees the temp files."""
+        walk = await in_pool(Walk, self._dir, prefix, True, on_tmp)
         try:
             while batch := await in_pool(walk.batch):
                 for key, st in batch:
