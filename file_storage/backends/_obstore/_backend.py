@@ -28,6 +28,7 @@ from pydantic import SecretStr
 
 from file_storage._keys import validate_key
 from file_storage._metadata import decode_value, encode_value
+from file_storage._streams import prepend
 from file_storage.backends._core import DELETE_BATCH, Method
 from file_storage.backends._obstore._errors import is_range_error, map_obstore_error
 from file_storage.backends._obstore._rules import ObstoreRules
@@ -278,7 +279,7 @@ class ObstoreBackend(StorageBackend):
                 await obs.put_async(
                     store,
                     key,
-                    _chain(head, body),
+                    prepend(head, body),
                     attributes=attributes,
                     use_multipart=True,
                     chunk_size=PART_SIZE,
@@ -429,13 +430,6 @@ class ObstoreBackend(StorageBackend):
         # obstore keeps no connection a caller must close: dropping the store frees its pool
         with self._store_lock:
             self._opened = None
-
-
-async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    for chunk in head:
-        yield chunk
-    async for chunk in rest:
-        yield chunk
 
 
 def _is_key(name: str) -> bool:
