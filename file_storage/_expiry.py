@@ -10,14 +10,12 @@ the backend is in use, in each event loop that uses it.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
 
-from file_storage._loops import LoopLock
+from file_storage._loops import LoopLock, Periodic
 from file_storage.errors import StorageConfigError, StorageError
 
 __all__ = [
@@ -121,44 +119,12 @@ class Expiry:
         self.interval = interval
         # set_expiration reads, changes and writes the whole rule set: one at a time
         self.lock = LoopLock()
-        self._task: asyncio.Task[None] | None = None
+        self._purger = Periodic("background purge of expired objects failed", logger)
 
     def start(self, purge: Callable[[], Awaitable[int]]) -> None:
-        """Run ``purge`` in the background of the running loop, unless it already runs there.
-
-        A task of a loop that stopped never runs again, so the next loop gets its own.
-        """
-        interval = self.interval
-        if interval is None:
-            return
-        task = self._task
-        if task is not None and not task.done() and task.get_loop().is_running():
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # a plain method called outside any loop
-            return
-
-        async def every() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                try:
-                    await purge()
-                except StorageError:
-                    pass  # logged by purge_expired; tried again next time
-                except Exception:
-                    logger.exception("background purge of expired objects failed")
-
-        # a context of its own: its requests are not counted against the call starting it
-        self._task = loop.create_task(every(), context=contextvars.Context())
+        """Run ``purge`` in the background of the running loop, unless it already runs there."""
+        if self.interval is not None:
+            self._purger.start(self.interval, purge)
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is None or task.done():
-            return
-        loop = task.get_loop()
-        if loop is asyncio.get_running_loop():
-            task.cancel()
-            await asyncio.wait([task])
-        elif not loop.is_closed():  # another thread's loop, or one that may run again
-            loop.call_soon_threadsafe(task.cancel)
+        await self._purger.stop()
