@@ -21,15 +21,13 @@ import threading
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 from urllib.parse import urlsplit
-
-from pydantic import SecretStr
 
 from file_storage._keys import validate_key
 from file_storage._metadata import decode_value, encode_value
 from file_storage._streams import prepend
-from file_storage.backends._core import DELETE_BATCH, Method
+from file_storage.backends._core import DELETE_BATCH, CoreArgs, Method
 from file_storage.backends._obstore._errors import is_range_error, map_obstore_error
 from file_storage.backends._obstore._rules import ObstoreRules
 from file_storage.backends._write_options import PLAIN, WriteOptions
@@ -100,14 +98,8 @@ class ObstoreBackend(StorageBackend):
         prefix: str,
         identity: str,
         endpoint_url: str | None = None,
-        max_size_bytes: int | None = None,
-        quota_refresh_seconds: float | None = None,
-        quota_redis_url: str | SecretStr | None = None,
-        quota_redis_namespace: str | None = None,
-        quota_lease_seconds: float = 60.0,
-        quota_fail_open: bool = False,
-        expire_interval_seconds: float | None = None,
         public_base_url: str | None = None,
+        **core: Unpack[CoreArgs],
     ) -> None:
         prefix = prefix.strip("/")
         if prefix:
@@ -123,16 +115,7 @@ class ObstoreBackend(StorageBackend):
         self._obs: ModuleType | None = None
         self._public_base_url = public_base_url
         self._endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
-        super().__init__(
-            max_size_bytes=max_size_bytes,
-            quota_refresh_seconds=quota_refresh_seconds,
-            quota_redis_url=quota_redis_url,
-            quota_redis_namespace=quota_redis_namespace,
-            quota_lease_seconds=quota_lease_seconds,
-            quota_fail_open=quota_fail_open,
-            quota_identity=f"{identity}/{prefix}",
-            expire_interval_seconds=expire_interval_seconds,
-        )
+        super().__init__(quota_identity=f"{identity}/{prefix}", **core)
         # expiry rules live in the store, shared by every process (see _obstore._rules)
         self._rules = ObstoreRules(self)
 
