@@ -8,15 +8,9 @@ from __future__ import annotations
 import re
 from typing import Self
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from file_storage._settings_common import (
-    SECTION,
-    check_http_url,
-    check_prefix,
-    check_secret,
-    gb_to_bytes,
-)
+from file_storage._settings_common import SECTION, HttpURL, Secret, StorePrefix, gb_to_bytes
 
 __all__ = ["AzureSettings", "GCSSettings"]
 
@@ -38,22 +32,22 @@ class GCSSettings(BaseModel):
         default=None,
         description="STORAGE_GCS_BUCKET: the bucket, which must exist; required for GCS",
     )
-    prefix: str = Field(
+    prefix: StorePrefix = Field(
         default="storage",
         description="STORAGE_GCS_PREFIX: folder in the bucket holding every key (<prefix>/<key>); "
         "no leading or trailing /, at most 128 bytes; empty or '/': the bucket root",
     )
-    service_account: SecretStr | None = Field(
+    service_account: Secret = Field(
         default=None,
         description="STORAGE_GCS_SERVICE_ACCOUNT: a service-account key: the path of its JSON "
         "file, or the JSON itself; unset: Application Default Credentials",
     )
-    endpoint_url: str | None = Field(
+    endpoint_url: HttpURL = Field(
         default=None,
         description="STORAGE_GCS_ENDPOINT_URL: another GCS server (an emulator), http(s):// "
         "without credentials; unset: storage.googleapis.com",
     )
-    public_base_url: str | None = Field(
+    public_base_url: HttpURL = Field(
         default=None,
         description="STORAGE_GCS_PUBLIC_BASE_URL: the http(s) URL that serves the prefix "
         "without a signature (a CDN, or https://storage.googleapis.com/<bucket>/<prefix> of a "
@@ -73,21 +67,6 @@ class GCSSettings(BaseModel):
         if value is not None and not _GCS_BUCKET.fullmatch(value):
             raise ValueError("must be a bucket name: lower-case letters, digits, '.', '-' or '_'")
         return value
-
-    @field_validator("prefix")
-    @classmethod
-    def _check_prefix(cls, value: str) -> str:
-        return check_prefix(value)
-
-    @field_validator("service_account")
-    @classmethod
-    def _check_service_account(cls, value: SecretStr | None) -> SecretStr | None:
-        return check_secret(value)
-
-    @field_validator("endpoint_url", "public_base_url")
-    @classmethod
-    def _check_url(cls, value: str | None) -> str | None:
-        return check_http_url(value)
 
     @property
     def max_size_bytes(self) -> int | None:
@@ -109,29 +88,29 @@ class AzureSettings(BaseModel):
         default=None,
         description="STORAGE_AZURE_CONTAINER: the container, which must exist; required for AZURE",
     )
-    prefix: str = Field(
+    prefix: StorePrefix = Field(
         default="storage",
         description="STORAGE_AZURE_PREFIX: folder in the container holding every key "
         "(<prefix>/<key>); no leading or trailing /, at most 128 bytes; empty or '/': the "
         "container root",
     )
-    access_key: SecretStr | None = Field(
+    access_key: Secret = Field(
         default=None,
         description="STORAGE_AZURE_ACCESS_KEY: the account's shared key (base64); or set the "
         "connection string; neither: the Azure credential chain (environment, managed identity)",
     )
-    connection_string: SecretStr | None = Field(
+    connection_string: Secret = Field(
         default=None,
         description="STORAGE_AZURE_CONNECTION_STRING: a connection string (AccountName=...;"
         "AccountKey=...;BlobEndpoint=...) instead of the account, key and endpoint",
     )
-    endpoint_url: str | None = Field(
+    endpoint_url: HttpURL = Field(
         default=None,
         description="STORAGE_AZURE_ENDPOINT_URL: the blob endpoint (an emulator: "
         "http://127.0.0.1:10000/devstoreaccount1), http(s):// without credentials; unset: "
         "https://<account>.blob.core.windows.net",
     )
-    public_base_url: str | None = Field(
+    public_base_url: HttpURL = Field(
         default=None,
         description="STORAGE_AZURE_PUBLIC_BASE_URL: the http(s) URL that serves the prefix "
         "without a signature (a CDN, or https://<account>.blob.core.windows.net/<container>/"
@@ -158,21 +137,6 @@ class AzureSettings(BaseModel):
         if value is not None and not _AZURE_CONTAINER.fullmatch(value):
             raise ValueError("must be a container name: 3-63 lower-case letters, digits and '-'")
         return value
-
-    @field_validator("prefix")
-    @classmethod
-    def _check_prefix(cls, value: str) -> str:
-        return check_prefix(value)
-
-    @field_validator("access_key", "connection_string")
-    @classmethod
-    def _check_credential(cls, value: SecretStr | None) -> SecretStr | None:
-        return check_secret(value)
-
-    @field_validator("endpoint_url", "public_base_url")
-    @classmethod
-    def _check_url(cls, value: str | None) -> str | None:
-        return check_http_url(value)
 
     @model_validator(mode="after")
     def _check_credentials(self) -> Self:

@@ -10,16 +10,23 @@ the backend is in use, in each event loop that uses it.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
+import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
 
-from file_storage._loops import LoopLock
+from file_storage._loops import LoopLock, Periodic
 from file_storage.errors import StorageConfigError, StorageError
 
-__all__ = ["Expiry", "MemoryRules", "RuleStore", "check_days"]
+__all__ = [
+    "Expiry",
+    "MemoryRules",
+    "RuleStore",
+    "apply_rule",
+    "check_days",
+    "decode_rules",
+    "encode_rules",
+]
 
 logger = logging.getLogger("file_storage")
 
@@ -31,6 +38,39 @@ def check_days(days: object) -> int | None:
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
         raise ValueError("days must be a positive int (or None to remove the rule)")
     return days
+
+
+def decode_rules(data: bytes, damaged: str) -> dict[str, int]:
+    """The rules of a stored rules document; ``damaged``: what to say when it is not one."""
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError is one
+        raw = None
+    rules = raw.get("expiration") if isinstance(raw, dict) else None
+    if not isinstance(rules, dict):
+        raise StorageError(damaged)
+    return {
+        str(prefix): days
+        for prefix, days in rules.items()
+        if isinstance(days, int) and not isinstance(days, bool) and days > 0
+    }
+
+
+def encode_rules(rules: dict[str, int]) -> str:
+    """The document :func:`decode_rules` reads (local file, GCS and Azure object)."""
+    return json.dumps({"expiration": dict(sorted(rules.items()))})
+
+
+def apply_rule(rules: dict[str, int], prefix: str, days: int | None) -> bool:
+    """Set (``None``: remove) the rule of ``prefix`` in ``rules``; False: nothing changed
+    (the rule to remove was not there)."""
+    if days is None:
+        if prefix not in rules:
+            return False
+        del rules[prefix]
+    else:
+        rules[prefix] = days
+    return True
 
 
 class RuleStore:
@@ -79,44 +119,12 @@ class Expiry:
         self.interval = interval
         # set_expiration reads, changes and writes the whole rule set: one at a time
         self.lock = LoopLock()
-        self._task: asyncio.Task[None] | None = None
+        self._purger = Periodic("background purge of expired objects failed", logger)
 
     def start(self, purge: Callable[[], Awaitable[int]]) -> None:
-        """Run ``purge`` in the background of the running loop, unless it already runs there.
-
-        A task of a loop that stopped never runs again, so the next loop gets its own.
-        """
-        interval = self.interval
-        if interval is None:
-            return
-        task = self._task
-        if task is not None and not task.done() and task.get_loop().is_running():
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # a plain method called outside any loop
-            return
-
-        async def every() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                try:
-                    await purge()
-                except StorageError:
-                    pass  # logged by purge_expired; tried again next time
-                except Exception:
-                    logger.exception("background purge of expired objects failed")
-
-        # a context of its own: its requests are not counted against the call starting it
-        self._task = loop.create_task(every(), context=contextvars.Context())
+        """Run ``purge`` in the background of the running loop, unless it already runs there."""
+        if self.interval is not None:
+            self._purger.start(self.interval, purge)
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is None or task.done():
-            return
-        loop = task.get_loop()
-        if loop is asyncio.get_running_loop():
-            task.cancel()
-            await asyncio.wait([task])
-        elif not loop.is_closed():  # another thread's loop, or one that may run again
-            loop.call_soon_threadsafe(task.cancel)
+        await self._purger.stop()

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
-__all__ = ["InFlight", "LoopLock", "SharedLock", "ShutdownHook"]
+from file_storage.errors import StorageError
+
+__all__ = ["InFlight", "LoopLock", "Periodic", "SharedLock", "ShutdownHook"]
 
 logger = logging.getLogger("file_storage")
 
@@ -210,3 +213,51 @@ class SharedLock:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.release()
+
+
+class Periodic:
+    """A job run every ``interval`` seconds by a task of the running loop, until stopped.
+
+    A task of a loop that stopped never runs again, so the next loop gets its own. The job
+    logs its own StorageErrors (it is tried again next time); anything else it raises is
+    logged here as ``failure``.
+    """
+
+    def __init__(self, failure: str, log: logging.Logger) -> None:
+        self._failure = failure
+        self._log = log
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self, interval: float, job: Callable[[], Awaitable[object]]) -> None:
+        """Start in the running loop, unless it already runs there (none running: no-op)."""
+        task = self.task
+        if task is not None and not task.done() and task.get_loop().is_running():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a plain method called outside any loop
+            return
+
+        async def every() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await job()
+                except StorageError:
+                    pass  # logged by the job; tried again next time
+                except Exception:
+                    self._log.exception(self._failure)
+
+        # a context of its own: its requests are not counted against the call starting it
+        self.task = loop.create_task(every(), context=contextvars.Context())
+
+    async def stop(self) -> None:
+        task, self.task = self.task, None
+        if task is None or task.done():
+            return
+        loop = task.get_loop()
+        if loop is asyncio.get_running_loop():
+            task.cancel()
+            await asyncio.wait([task])
+        elif not loop.is_closed():  # another thread's loop, or one that may run again
+            loop.call_soon_threadsafe(task.cancel)

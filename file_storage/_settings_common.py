@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, SecretStr
+from pydantic import AfterValidator, ConfigDict, SecretStr
 
 from file_storage._keys import validate_key
 from file_storage.errors import InvalidKeyError
@@ -61,3 +62,12 @@ def check_prefix(value: str) -> str:
     except InvalidKeyError as exc:
         raise ValueError(f"must be a valid key ({exc.detail})") from None
     return value
+
+
+# the field types the sections share, each with its check
+#: a store prefix (see check_prefix)
+StorePrefix = Annotated[str, AfterValidator(check_prefix)]
+#: an http(s) URL or unset (see check_http_url)
+HttpURL = Annotated[str | None, AfterValidator(check_http_url)]
+#: a credential or unset, never empty
+Secret = Annotated[SecretStr | None, AfterValidator(check_secret)]

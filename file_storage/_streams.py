@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -22,6 +22,14 @@ def as_bytes(chunk: object) -> bytes:
     if isinstance(chunk, bytearray | memoryview):
         return bytes(chunk)
     raise TypeError(f"a stream must yield bytes, got {type(chunk).__name__}")
+
+
+async def prepend(head: Iterable[bytes], rest: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """``head`` (chunks already read from a stream), then the rest of that stream."""
+    for chunk in head:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
 
 
 async def rechunk(source: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:

@@ -38,9 +38,10 @@ from file_storage._cloud_settings import AzureSettings, GCSSettings
 from file_storage._registry import backend_names
 from file_storage._settings_common import (
     SECTION,
+    HttpURL,
+    Secret,
+    StorePrefix,
     check_http_url,
-    check_prefix,
-    check_secret,
     check_url_chars,
     gb_to_bytes,
 )
@@ -151,36 +152,36 @@ class S3Settings(BaseModel):
     bucket: str | None = Field(
         default=None, description="STORAGE_S3_BUCKET: the bucket, which must exist; required for S3"
     )
-    prefix: str = Field(
+    prefix: StorePrefix = Field(
         default="storage",
         description="STORAGE_S3_PREFIX: folder in the bucket holding every key (<prefix>/<key>); "
         "no leading or trailing /, at most 128 bytes; empty or '/': the bucket root",
     )
     region: str = Field(default="us-east-1", description="STORAGE_S3_REGION: region of the bucket")
-    access_key_id: SecretStr | None = Field(
+    access_key_id: Secret = Field(
         default=None,
         description="STORAGE_S3_ACCESS_KEY_ID: set with the secret, or leave both unset for the "
         "standard AWS credential chain (environment, ~/.aws, instance role)",
     )
-    secret_access_key: SecretStr | None = Field(
+    secret_access_key: Secret = Field(
         default=None, description="STORAGE_S3_SECRET_ACCESS_KEY: the secret access key"
     )
-    session_token: SecretStr | None = Field(
+    session_token: Secret = Field(
         default=None,
         description="STORAGE_S3_SESSION_TOKEN: session token of temporary credentials; needs the "
         "access key id and secret",
     )
-    endpoint_url: str | None = Field(
+    endpoint_url: HttpURL = Field(
         default=None,
         description="STORAGE_S3_ENDPOINT_URL: an S3-compatible server (MinIO, Ceph RGW, R2, ...), "
         "http(s):// without credentials; unset: AWS",
     )
-    public_endpoint_url: str | None = Field(
+    public_endpoint_url: HttpURL = Field(
         default=None,
         description="STORAGE_S3_PUBLIC_ENDPOINT_URL: the host browsers reach, put in presigned "
         "URLs when it differs from the endpoint (a server inside Docker, a proxy)",
     )
-    public_base_url: str | None = Field(
+    public_base_url: HttpURL = Field(
         default=None,
         description="STORAGE_S3_PUBLIC_BASE_URL: the http(s) URL that serves the prefix "
         "without a signature (a CDN with origin path /<prefix>, a public bucket's "
@@ -284,27 +285,12 @@ class S3Settings(BaseModel):
             raise ValueError("must be a bucket name: letters, digits, '.', '-' or '_'")
         return value
 
-    @field_validator("prefix")
-    @classmethod
-    def _check_prefix(cls, value: str) -> str:
-        return check_prefix(value)
-
     @field_validator("region")
     @classmethod
     def _check_region(cls, value: str) -> str:
         if not _REGION.fullmatch(value):
             raise ValueError("must be a region name such as us-east-1")
         return value
-
-    @field_validator("access_key_id", "secret_access_key", "session_token")
-    @classmethod
-    def _check_credential(cls, value: SecretStr | None) -> SecretStr | None:
-        return check_secret(value)
-
-    @field_validator("endpoint_url", "public_endpoint_url", "public_base_url")
-    @classmethod
-    def _check_url(cls, value: str | None) -> str | None:
-        return check_http_url(value)
 
     @field_validator("addressing_style", "retry_mode", mode="before")
     @classmethod

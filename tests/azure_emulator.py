@@ -11,49 +11,36 @@ import hashlib
 import hmac
 import http.client
 import subprocess
-import tempfile
 from email.utils import formatdate
 from pathlib import Path
 
 from file_storage.backends.azure import EMULATOR_ACCOUNT, EMULATOR_KEY
-from tests.gcs_emulator import free_port, wait_for_line
+from tests.gcs_emulator import LoggedServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE = ROOT / ".cache" / "npm" / "node_modules" / ".bin" / "azurite-blob"
 _VERSION = "2021-08-06"
 
 
-class Azurite:
+class Azurite(LoggedServer):
     def __init__(self) -> None:
         if not AZURITE.exists():
             subprocess.run([str(ROOT / "scripts" / "ensure-azurite")], check=True)
         port = free_port()
-        self.dir = tempfile.TemporaryDirectory(prefix="azurite-")
-        log = Path(self.dir.name) / "azurite.log"
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [
-                    str(AZURITE),
-                    "--blobHost",
-                    "127.0.0.1",
-                    "--blobPort",
-                    str(port),
-                    "--inMemoryPersistence",
-                    "--skipApiVersionCheck",
-                    "--loose",
-                    "--disableTelemetry",  # it would send usage data to Azure otherwise
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for_line(self.process, log, "successfully listens")
+        argv = [
+            str(AZURITE),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--inMemoryPersistence",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--disableTelemetry",  # it would send usage data to Azure otherwise
+        ]
+        super().__init__("azurite", argv, "successfully listens")
         self.netloc = f"127.0.0.1:{port}"
         self.endpoint = f"http://{self.netloc}/{EMULATOR_ACCOUNT}"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self.dir.cleanup()
 
     def request(self, method: str, path: str, query: dict[str, str]) -> int:
         """A body-less request to ``/<account><path>``, signed with the development key."""

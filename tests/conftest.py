@@ -23,7 +23,7 @@ import pytest
 
 from file_storage import LocalStorageBackend, MemoryStorageBackend, StorageBackend
 from tests.backend_features import missing
-from tests.s3util import SERVER, missing_feature, remove_bucket
+from tests.s3util import SERVER, missing_feature, remove_bucket, s3_backends
 
 # moto answers every origin by default; real S3 applies the bucket's CORS rules. Make moto
 # do the same (read when moto is imported) so the browser test proves the example's rule.
@@ -142,42 +142,15 @@ async def local_backend(tmp_path: Path) -> AsyncIterator[LocalStorageBackend]:
 
 @pytest.fixture
 async def s3_backend(moto_endpoint: str, s3_bucket: str) -> AsyncIterator[StorageBackend]:
-    from file_storage import S3StorageBackend
-
-    backend = S3StorageBackend(
-        s3_bucket,
-        prefix="storage",
-        endpoint_url=moto_endpoint,
-        region="us-east-1",
-        access_key_id=FAKE_KEY_ID,
-        secret_access_key=FAKE_SECRET,
-        addressing_style="path",
-    )
-    try:
-        yield backend
-    finally:
-        await backend.aclose()
+    async with s3_backends(moto_endpoint, s3_bucket) as make:
+        yield make(prefix="storage", region="us-east-1")
 
 
 @pytest.fixture
 async def s3_obstore_backend(moto_endpoint: str, s3_bucket: str) -> AsyncIterator[StorageBackend]:
     """The S3 backend on its obstore transport (``STORAGE_S3_CLIENT=obstore``)."""
-    from file_storage import S3StorageBackend
-
-    backend = S3StorageBackend(
-        s3_bucket,
-        prefix="storage",
-        endpoint_url=moto_endpoint,
-        region="us-east-1",
-        access_key_id=FAKE_KEY_ID,
-        secret_access_key=FAKE_SECRET,
-        addressing_style="path",
-        client="obstore",
-    )
-    try:
-        yield backend
-    finally:
-        await backend.aclose()
+    async with s3_backends(moto_endpoint, s3_bucket) as make:
+        yield make(prefix="storage", region="us-east-1", client="obstore")
 
 
 @pytest.fixture(scope="session")

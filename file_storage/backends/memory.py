@@ -12,20 +12,17 @@ from datetime import UTC, datetime
 
 from pydantic import SecretStr
 
-from file_storage._post_policy import presign_post
 from file_storage._quota import VERSION_SEP
-from file_storage._signing import presign
-from file_storage._signing import signing_key as wrap_signing_key
-from file_storage.backends._core import Method, Versioning
+from file_storage.backends._core import Versioning
 from file_storage.backends._pages import Entry, folder_end
+from file_storage.backends._router_signed import RouterSigned
 from file_storage.backends._write_options import PLAIN, WriteOptions
-from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
     ObjectConflictError,
     ObjectNotFoundError,
     PreconditionFailedError,
 )
-from file_storage.models import ObjectInfo, ObjectVersion, PresignedPost
+from file_storage.models import ObjectInfo, ObjectVersion
 
 __all__ = ["MemoryStorageBackend"]
 
@@ -47,7 +44,7 @@ def _parents(key: str) -> list[str]:
     return ["/".join(parts[: i + 1]) + "/" for i in range(len(parts))]
 
 
-class MemoryStorageBackend(StorageBackend):
+class MemoryStorageBackend(RouterSigned):
     """Keeps objects in a dict. Each instance is its own empty store.
 
     Args:
@@ -82,8 +79,7 @@ class MemoryStorageBackend(StorageBackend):
             quota_fail_open=quota_fail_open,
             expire_interval_seconds=expire_interval_seconds,
         )
-        self._base_url = base_url
-        self._signing_key = wrap_signing_key(signing_key)
+        self._set_signing(base_url, signing_key)
         self._public_base_url = public_base_url
         self._objects: dict[str, _Object] = {}
         self._folders: dict[str, int] = {}  # folder ("a/b/") -> number of objects below it
@@ -258,25 +254,6 @@ class MemoryStorageBackend(StorageBackend):
                 cache_control=options.cache_control or obj.cache_control,
                 content_disposition=options.content_disposition or obj.content_disposition,
             ),
-        )
-
-    async def _presign(
-        self,
-        key: str,
-        expires_in: int,
-        method: Method,
-        content_type: str | None = None,
-        filename: str | None = None,
-    ) -> str:
-        return presign(
-            self._base_url, self._signing_key, key, method, expires_in, content_type, filename
-        )
-
-    async def _presign_post(
-        self, key: str, expires_in: int, max_bytes: int | None, content_type: str
-    ) -> PresignedPost:
-        return presign_post(
-            self._base_url, self._signing_key, key, expires_in, max_bytes, content_type
         )
 
     # ---------------------------------------------------------------- versions

@@ -17,9 +17,8 @@ from starlette.responses import JSONResponse, Response
 
 from file_storage._keys import validate_key
 from file_storage._signing import check
+from file_storage.backends._router_signed import RouterSigned
 from file_storage.backends.base import StorageBackend
-from file_storage.backends.local import LocalStorageBackend
-from file_storage.backends.memory import MemoryStorageBackend
 from file_storage.errors import (
     ObjectNotFoundError,
     StorageError,
@@ -38,7 +37,7 @@ _EXPOSED = "ETag, Content-Length, Content-Range, Accept-Ranges, Last-Modified"
 
 
 def _signing_secret(backend: StorageBackend) -> str | None:
-    if not isinstance(backend, LocalStorageBackend | MemoryStorageBackend):
+    if not isinstance(backend, RouterSigned):
         return None
     key = backend._signing_key  # the router is the other half of the backend's _presign
     return None if key is None else key.get_secret_value()

@@ -137,7 +137,7 @@ async def test_background_interval_purges_while_the_backend_is_open(tmp_path: Pa
         assert await backend.list_files() == []
     finally:
         await backend.aclose()
-    assert backend._expiry._task is None  # stopped by aclose
+    assert backend._expiry._purger.task is None  # stopped by aclose
 
 
 def test_background_interval_works_in_one_event_loop_after_another() -> None:

@@ -6,7 +6,6 @@ import hashlib
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -230,44 +229,3 @@ def test_public_base_url_setting_reaches_the_backend(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("STORAGE_GCS_PUBLIC_BASE_URL", "https://cdn.example.com/")
     backend = create_storage_backend()
     assert backend.get_public_url("x.txt") == "https://cdn.example.com/x.txt"
-
-
-async def test_what_the_backend_lacks_raises_config_error(backend: StorageBackend) -> None:
-    await backend.save("v.txt", b"one")
-    assert [v.version_id for v in await backend.list_versions("v.txt")] == ["null"]
-    with pytest.raises(StorageConfigError, match="versions"):
-        await backend.set_versioning(True)
-    with pytest.raises(StorageConfigError):
-        await backend.get_presigned_post("up.txt")
-
-
-async def test_copy_with_a_new_header_keeps_type_and_metadata(backend: StorageBackend) -> None:
-    await backend.save(
-        "src.txt", b"body", content_type="text/plain", metadata={"a": "1"}, cache_control="no-cache"
-    )
-    await backend.copy("src.txt", "dst.txt", content_disposition="attachment")
-    info = await backend.stat("dst.txt")
-    assert (info.content_type, dict(info.metadata)) == ("text/plain", {"a": "1"})
-    assert (info.cache_control, info.content_disposition) == ("no-cache", "attachment")
-    assert await backend.load("dst.txt") == b"body"
-
-
-async def test_conditional_stream_over_the_part_size_is_one_atomic_put(
-    backend: StorageBackend,
-) -> None:
-    from file_storage import PreconditionFailedError
-
-    async def body(fill: bytes) -> AsyncIterator[bytes]:
-        for _ in range(9):  # 9 MiB: past the 8 MiB above which plain streams go in parts
-            yield fill * 2**20
-
-    await backend.save("big.bin", body(b"a"), overwrite=False)
-    with pytest.raises(PreconditionFailedError):
-        await backend.save("big.bin", body(b"b"), overwrite=False)
-    etag = (await backend.stat("big.bin")).etag
-    assert etag is not None
-    await backend.save("big.bin", body(b"c"), if_match=etag)
-    with pytest.raises(PreconditionFailedError):
-        await backend.save("big.bin", body(b"d"), if_match=etag)
-    data = await backend.load("big.bin")
-    assert (len(data), data[:1], data[-1:]) == (9 * 2**20, b"c", b"c")

@@ -13,17 +13,6 @@ from file_storage import AzureStorageBackend, GCSStorageBackend, StorageBackend,
 from file_storage.backends._obstore._rules import RULES_NAME
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("gcs", marks=pytest.mark.gcs),
-        pytest.param("azure", marks=pytest.mark.azure),
-    ]
-)
-def cloud(request: pytest.FixtureRequest) -> StorageBackend:
-    result: StorageBackend = request.getfixturevalue(f"{request.param}_backend")
-    return result
-
-
 def twin_of(backend: Any) -> StorageBackend:
     """A second backend on the same store and prefix: another process, or a restart."""
     if isinstance(backend, GCSStorageBackend):

@@ -33,7 +33,7 @@ from file_storage import (
 from file_storage.backends.s3._errors import batch_delete_error, is_outage, map_s3_error
 from file_storage.backends.s3._multipart import crc32
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
-from tests.s3util import closed_port, open_uploads, stored_keys
+from tests.s3util import MakeBackend, blocks, closed_port, open_uploads, s3_backends, stored_keys
 
 pytestmark = pytest.mark.s3
 
@@ -41,34 +41,12 @@ MiB = 1 << 20
 # the smallest multipart setup S3 allows: 5 MiB parts (AWS multipart limits)
 SMALL: dict[str, Any] = {"multipart_threshold": 5 * MiB, "multipart_chunk_size": 5 * MiB}
 
-MakeBackend = Callable[..., S3StorageBackend]
-
 
 @pytest.fixture
 async def make_backend(moto_endpoint: str, s3_bucket: str) -> AsyncIterator[MakeBackend]:
     """Build backends on the test bucket with extra settings; all are closed afterwards."""
-    made: list[S3StorageBackend] = []
-
-    def make(**overrides: Any) -> S3StorageBackend:
-        options: dict[str, Any] = {
-            "endpoint_url": moto_endpoint,
-            "access_key_id": FAKE_KEY_ID,
-            "secret_access_key": FAKE_SECRET,
-            "addressing_style": "path",
-        }
-        options.update(overrides)
-        backend = S3StorageBackend(options.pop("bucket", s3_bucket), **options)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        await backend.aclose()
-
-
-async def blocks(*sizes: int) -> AsyncIterator[bytes]:
-    for number, size in enumerate(sizes):
-        yield bytes([number % 256]) * size
+    async with s3_backends(moto_endpoint, s3_bucket) as make:
+        yield make
 
 
 async def client_of(backend: StorageBackend) -> Any:
@@ -675,3 +653,12 @@ def test_repr_shows_bucket_prefix_and_endpoint_only() -> None:
     assert repr(backend) == (
         "S3StorageBackend(bucket='bucket', prefix='storage', endpoint_url='http://127.0.0.1:9000')"
     )
+
+
+async def test_stat_of_a_prior_version_carries_its_headers(s3_backend: StorageBackend) -> None:
+    await s3_backend.set_versioning(True)
+    await s3_backend.save("v.txt", b"one", cache_control="no-cache", content_disposition="inline")
+    await s3_backend.save("v.txt", b"two")
+    prior = [v for v in await s3_backend.list_versions("v.txt") if not v.is_latest]
+    info = await s3_backend.stat("v.txt", version_id=prior[0].version_id)
+    assert (info.size, info.cache_control, info.content_disposition) == (3, "no-cache", "inline")

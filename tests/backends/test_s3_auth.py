@@ -8,42 +8,22 @@ These run on Ceph RGW (``make test-ceph``) and skip on moto with the reason.
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
 
-from file_storage import ObjectNotFoundError, S3StorageBackend, StoragePermissionError
-from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
-from tests.s3util import SERVER
+from file_storage import ObjectNotFoundError, StoragePermissionError
+from tests.s3util import SERVER, MakeBackend, s3_backends
 
 pytestmark = [pytest.mark.s3, pytest.mark.s3_needs("checks_signatures")]
-
-MakeBackend = Callable[..., S3StorageBackend]
 
 
 @pytest.fixture
 async def make_backend(moto_endpoint: str, s3_bucket: str) -> AsyncIterator[MakeBackend]:
-    made: list[S3StorageBackend] = []
-
-    def make(**overrides: Any) -> S3StorageBackend:
-        options: dict[str, Any] = {
-            "endpoint_url": moto_endpoint,
-            "access_key_id": FAKE_KEY_ID,
-            "secret_access_key": FAKE_SECRET,
-            "addressing_style": "path",
-            "max_attempts": 1,
-        }
-        options.update(overrides)
-        backend = S3StorageBackend(s3_bucket, **options)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        await backend.aclose()
+    async with s3_backends(moto_endpoint, s3_bucket, max_attempts=1) as make:
+        yield make
 
 
 async def fetch(url: str) -> httpx.Response:

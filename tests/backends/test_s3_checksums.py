@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from file_storage import S3StorageBackend, StorageConfigError
 from file_storage.backends.s3._multipart import crc32
-from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
+from tests.s3util import MakeBackend, s3_backends
 
 pytestmark = pytest.mark.s3
 
@@ -25,29 +25,13 @@ MiB = 1 << 20
 SMALL: dict[str, Any] = {"multipart_threshold": 5 * MiB, "multipart_chunk_size": 5 * MiB}
 UPLOADS = ("PutObject", "UploadPart", "CreateMultipartUpload")
 
-MakeBackend = Callable[..., S3StorageBackend]
 Sent = list[tuple[str, dict[str, str]]]
 
 
 @pytest.fixture
 async def make_backend(moto_endpoint: str, s3_bucket: str) -> AsyncIterator[MakeBackend]:
-    made: list[S3StorageBackend] = []
-
-    def make(**overrides: Any) -> S3StorageBackend:
-        backend = S3StorageBackend(
-            s3_bucket,
-            endpoint_url=moto_endpoint,
-            access_key_id=FAKE_KEY_ID,
-            secret_access_key=FAKE_SECRET,
-            addressing_style="path",
-            **overrides,
-        )
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        await backend.aclose()
+    async with s3_backends(moto_endpoint, s3_bucket) as make:
+        yield make
 
 
 async def watch(backend: S3StorageBackend, *, echo: bool = True) -> Sent:

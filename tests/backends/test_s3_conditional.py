@@ -20,8 +20,7 @@ from file_storage import (
     StorageError,
 )
 from file_storage.backends.s3._conditions import Support
-from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
-from tests.s3util import SERVER, open_uploads, stored_keys
+from tests.s3util import SERVER, open_uploads, s3_backends, stored_keys
 
 pytestmark = pytest.mark.s3
 
@@ -34,18 +33,8 @@ async def small_parts(
 ) -> AsyncIterator[S3StorageBackend]:
     """A backend whose writes above 5 MiB are multipart uploads (S3's smallest parts),
     on each transport."""
-    backend = S3StorageBackend(
-        s3_bucket,
-        endpoint_url=moto_endpoint,
-        access_key_id=FAKE_KEY_ID,
-        secret_access_key=FAKE_SECRET,
-        addressing_style="path",
-        multipart_threshold=5 * MiB,
-        multipart_chunk_size=5 * MiB,
-        client=request.param,
-    )
-    yield backend
-    await backend.aclose()
+    async with s3_backends(moto_endpoint, s3_bucket) as make:
+        yield make(multipart_threshold=5 * MiB, multipart_chunk_size=5 * MiB, client=request.param)
 
 
 async def blocks(count: int, fill: int) -> AsyncIterator[bytes]:

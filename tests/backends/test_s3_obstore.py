@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -26,42 +26,19 @@ from file_storage import (
 )
 from file_storage.settings import StorageSettings
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
-from tests.s3util import closed_port, open_uploads, stored_keys
+from tests.s3util import MakeBackend, blocks, closed_port, open_uploads, s3_backends, stored_keys
 
 pytestmark = pytest.mark.s3
 
 MiB = 1 << 20
 SMALL: dict[str, Any] = {"multipart_threshold": 5 * MiB, "multipart_chunk_size": 5 * MiB}
 
-MakeBackend = Callable[..., S3StorageBackend]
-
 
 @pytest.fixture
 async def make_backend(moto_endpoint: str, s3_bucket: str) -> AsyncIterator[MakeBackend]:
     """Build obstore-transport backends on the test bucket; all are closed afterwards."""
-    made: list[S3StorageBackend] = []
-
-    def make(**overrides: Any) -> S3StorageBackend:
-        options: dict[str, Any] = {
-            "endpoint_url": moto_endpoint,
-            "access_key_id": FAKE_KEY_ID,
-            "secret_access_key": FAKE_SECRET,
-            "addressing_style": "path",
-            "client": "obstore",
-        }
-        options.update(overrides)
-        backend = S3StorageBackend(options.pop("bucket", s3_bucket), **options)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        await backend.aclose()
-
-
-async def blocks(*sizes: int) -> AsyncIterator[bytes]:
-    for number, size in enumerate(sizes):
-        yield bytes([number % 256]) * size
+    async with s3_backends(moto_endpoint, s3_bucket, client="obstore") as make:
+        yield make
 
 
 def test_everyday_operations_never_load_aiobotocore(moto_endpoint: str, s3_bucket: str) -> None:

@@ -18,8 +18,7 @@ import httpx
 import pytest
 
 from file_storage import PresignedPost, S3StorageBackend
-from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
-from tests.s3util import stored_keys
+from tests.s3util import s3_backends, stored_keys
 
 pytestmark = pytest.mark.s3
 enforced = pytest.mark.s3_needs("enforces_post_policy")
@@ -29,16 +28,8 @@ enforced = pytest.mark.s3_needs("enforces_post_policy")
 async def post_backend(
     request: pytest.FixtureRequest, moto_endpoint: str, s3_bucket: str
 ) -> AsyncIterator[S3StorageBackend]:
-    backend = S3StorageBackend(
-        s3_bucket,
-        endpoint_url=moto_endpoint,
-        access_key_id=FAKE_KEY_ID,
-        secret_access_key=FAKE_SECRET,
-        addressing_style="path",
-        client=request.param,
-    )
-    yield backend
-    await backend.aclose()
+    async with s3_backends(moto_endpoint, s3_bucket) as make:
+        yield make(client=request.param)
 
 
 async def post_form(post: PresignedPost, data: bytes, **changes: str) -> httpx.Response:

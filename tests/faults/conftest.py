@@ -7,22 +7,19 @@ themselves are botocore's own.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
-from file_storage import S3StorageBackend
-from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
 from tests.faults.proxy import FaultProxy
+from tests.s3util import MakeBackend, s3_backends
 
 MiB = 1 << 20
 ATTEMPTS = 3
 TIMEOUT = 1.0  # connect and read timeout, seconds
 # the smallest multipart setup S3 allows: 5 MiB parts (AWS multipart limits)
 SMALL: dict[str, Any] = {"multipart_threshold": 5 * MiB, "multipart_chunk_size": 5 * MiB}
-
-MakeBackend = Callable[..., S3StorageBackend]
 
 
 @pytest.fixture
@@ -47,26 +44,9 @@ async def make_backend(
     proxy: FaultProxy, s3_bucket: str, no_backoff: None
 ) -> AsyncIterator[MakeBackend]:
     """Build backends that reach the test bucket through the proxy; all closed afterwards."""
-    made: list[S3StorageBackend] = []
-
-    def make(**overrides: Any) -> S3StorageBackend:
-        options: dict[str, Any] = {
-            "endpoint_url": proxy.endpoint,
-            "access_key_id": FAKE_KEY_ID,
-            "secret_access_key": FAKE_SECRET,
-            "addressing_style": "path",
-            "max_attempts": ATTEMPTS,
-            "connect_timeout": TIMEOUT,
-            "read_timeout": TIMEOUT,
-        }
-        options.update(overrides)
-        backend = S3StorageBackend(s3_bucket, **options)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        await backend.aclose()
+    options = {"max_attempts": ATTEMPTS, "connect_timeout": TIMEOUT, "read_timeout": TIMEOUT}
+    async with s3_backends(proxy.endpoint, s3_bucket, **options) as make:
+        yield make
 
 
 async def chunks(data: bytes, size: int = MiB) -> AsyncIterator[bytes]:

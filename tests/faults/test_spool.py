@@ -349,7 +349,7 @@ async def test_periodic_flush_uploads_in_the_background(
     assert s3_body(raw, s3_bucket, "a.txt") == b"later"
     assert spool_files(spool_path) == []
     await backend.aclose()  # cancels the flusher
-    assert backend._fallback._flusher is None
+    assert backend._fallback._flusher.task is None
 
 
 # ---------------------------------------------------------------- ordering with direct writes

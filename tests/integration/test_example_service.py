@@ -54,6 +54,15 @@ async def download_digest(client: httpx.AsyncClient, url: str) -> tuple[int, str
     return size, digest.hexdigest()
 
 
+def serve_example(monkeypatch: pytest.MonkeyPatch, serve: Serve, **env: str) -> None:
+    """Serve the example app built afresh under these extra environment variables."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    from tests.integration.conftest import build_example_app
+
+    serve(build_example_app())
+
+
 def file_url(key: str) -> str:
     return "/api/files/" + quote(key)
 
@@ -224,10 +233,7 @@ async def test_upload_over_the_example_limit_is_413_and_stores_nothing(
     storage: StorageBackend,
     client: httpx.AsyncClient,
 ) -> None:
-    monkeypatch.setenv("EXAMPLE_MAX_UPLOAD_BYTES", "1000")
-    from tests.integration.conftest import build_example_app
-
-    serve(build_example_app())
+    serve_example(monkeypatch, serve, EXAMPLE_MAX_UPLOAD_BYTES="1000")
     response = await client.post("/api/files", files={"file": ("a.txt", b"x" * 1001)})
     assert response.status_code == 413
     assert "1.0 kB" in response.json()["detail"]
@@ -363,10 +369,7 @@ async def test_uploads_are_capped_by_the_users_quota_left(
     storage: StorageBackend,
     client: httpx.AsyncClient,
 ) -> None:
-    monkeypatch.setenv("EXAMPLE_USER_QUOTA_BYTES", "1000")
-    from tests.integration.conftest import build_example_app
-
-    serve(build_example_app())
+    serve_example(monkeypatch, serve, EXAMPLE_USER_QUOTA_BYTES="1000")
     await upload_as(client, "alice", b"x" * 600)
     alice = as_user("alice")
     usage = (await client.get("/api/usage", headers=alice)).json()
@@ -392,10 +395,7 @@ async def test_s3_form_policy_caps_at_the_users_quota_left(
     client: httpx.AsyncClient,
 ) -> None:
     # moto does not enforce POST policies: the cap is proven in the policy S3 would check
-    monkeypatch.setenv("EXAMPLE_USER_QUOTA_BYTES", "1000")
-    from tests.integration.conftest import build_example_app
-
-    serve(build_example_app())
+    serve_example(monkeypatch, serve, EXAMPLE_USER_QUOTA_BYTES="1000")
     await upload_as(client, "alice", b"x" * 600)
     alice = as_user("alice")
     form = await client.post("/api/presign-post", json={"filename": "a.pdf"}, headers=alice)
@@ -412,10 +412,7 @@ async def test_s3_presigned_put_over_the_quota_is_deleted_at_finish(
 ) -> None:
     # S3 cannot cap a presigned PUT: a browser that declared less than it sent is caught
     # when the app counts the folder afresh, and the file is removed
-    monkeypatch.setenv("EXAMPLE_USER_QUOTA_BYTES", "1000")
-    from tests.integration.conftest import build_example_app
-
-    serve(build_example_app())
+    serve_example(monkeypatch, serve, EXAMPLE_USER_QUOTA_BYTES="1000")
     alice = as_user("alice")
     presigned = (
         await client.post("/api/presign", json={"filename": "a.bin", "size": 10}, headers=alice)
@@ -432,13 +429,14 @@ async def test_s3_presigned_put_over_the_quota_is_deleted_at_finish(
 async def test_example_runs_on_memory_with_form_uploads(
     monkeypatch: pytest.MonkeyPatch, serve: Serve, base_url: str, client: httpx.AsyncClient
 ) -> None:
-    monkeypatch.setenv("STORAGE_TYPE", "MEMORY")
-    monkeypatch.setenv("STORAGE_LOCAL_BASE_URL", f"{base_url}/files")
-    monkeypatch.setenv("STORAGE_LOCAL_SIGNING_KEY", SIGNING_KEY)
-    monkeypatch.setenv("EXAMPLE_MAX_UPLOAD_BYTES", "100")
-    from tests.integration.conftest import build_example_app
-
-    serve(build_example_app())
+    serve_example(
+        monkeypatch,
+        serve,
+        STORAGE_TYPE="MEMORY",
+        STORAGE_LOCAL_BASE_URL=f"{base_url}/files",
+        STORAGE_LOCAL_SIGNING_KEY=SIGNING_KEY,
+        EXAMPLE_MAX_UPLOAD_BYTES="100",
+    )
     alice = as_user("alice")
     form = (await client.post("/api/presign-post", json={"filename": NAME}, headers=alice)).json()
     files = {"file": ("blob", b"m" * 101, "video/mp4")}

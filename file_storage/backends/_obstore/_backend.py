@@ -21,13 +21,13 @@ import threading
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
-
-from pydantic import SecretStr
+from typing import TYPE_CHECKING, Any, Unpack
+from urllib.parse import urlsplit
 
 from file_storage._keys import validate_key
 from file_storage._metadata import decode_value, encode_value
-from file_storage.backends._core import DELETE_BATCH, Method
+from file_storage._streams import prepend
+from file_storage.backends._core import DELETE_BATCH, CoreArgs, Method
 from file_storage.backends._obstore._errors import is_range_error, map_obstore_error
 from file_storage.backends._obstore._rules import ObstoreRules
 from file_storage.backends._write_options import PLAIN, WriteOptions
@@ -97,14 +97,9 @@ class ObstoreBackend(StorageBackend):
         *,
         prefix: str,
         identity: str,
-        max_size_bytes: int | None = None,
-        quota_refresh_seconds: float | None = None,
-        quota_redis_url: str | SecretStr | None = None,
-        quota_redis_namespace: str | None = None,
-        quota_lease_seconds: float = 60.0,
-        quota_fail_open: bool = False,
-        expire_interval_seconds: float | None = None,
+        endpoint_url: str | None = None,
         public_base_url: str | None = None,
+        **core: Unpack[CoreArgs],
     ) -> None:
         prefix = prefix.strip("/")
         if prefix:
@@ -119,16 +114,8 @@ class ObstoreBackend(StorageBackend):
         self._opened: ObjectStore | None = None
         self._obs: ModuleType | None = None
         self._public_base_url = public_base_url
-        super().__init__(
-            max_size_bytes=max_size_bytes,
-            quota_refresh_seconds=quota_refresh_seconds,
-            quota_redis_url=quota_redis_url,
-            quota_redis_namespace=quota_redis_namespace,
-            quota_lease_seconds=quota_lease_seconds,
-            quota_fail_open=quota_fail_open,
-            quota_identity=f"{identity}/{prefix}",
-            expire_interval_seconds=expire_interval_seconds,
-        )
+        self._endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
+        super().__init__(quota_identity=f"{identity}/{prefix}", **core)
         # expiry rules live in the store, shared by every process (see _obstore._rules)
         self._rules = ObstoreRules(self)
 
@@ -144,6 +131,16 @@ class ObstoreBackend(StorageBackend):
 
     def _decode_name(self, name: str) -> str:
         return name.lower()
+
+    def _name(self, key: str) -> str:
+        """The object's name in the bucket or container: ``<prefix>/<key>``."""
+        return f"{self._root}/{key}" if self._root else key
+
+    def _client_options(self) -> dict[str, Any] | None:
+        """obstore's client options: plain HTTP only for an ``http://`` endpoint (an emulator)."""
+        if self._endpoint_url is None:
+            return None
+        return {"allow_http": urlsplit(self._endpoint_url).scheme == "http"}
 
     def _update_version(self, info: ObjectInfo, version: str | None) -> dict[str, str]:
         """obstore's ``UpdateVersion`` for a write that replaces exactly ``info``."""
@@ -265,7 +262,7 @@ class ObstoreBackend(StorageBackend):
                 await obs.put_async(
                     store,
                     key,
-                    _chain(head, body),
+                    prepend(head, body),
                     attributes=attributes,
                     use_multipart=True,
                     chunk_size=PART_SIZE,
@@ -416,13 +413,6 @@ class ObstoreBackend(StorageBackend):
         # obstore keeps no connection a caller must close: dropping the store frees its pool
         with self._store_lock:
             self._opened = None
-
-
-async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    for chunk in head:
-        yield chunk
-    async for chunk in rest:
-        yield chunk
 
 
 def _is_key(name: str) -> bool:

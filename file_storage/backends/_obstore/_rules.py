@@ -10,12 +10,11 @@ when another process wrote in between, so concurrent changes lose no rule.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
-from file_storage._expiry import RuleStore
+from file_storage._expiry import RuleStore, apply_rule, decode_rules, encode_rules
 from file_storage.backends._obstore._errors import map_obstore_error
-from file_storage.errors import PreconditionFailedError, StorageError, StorageUnavailableError
+from file_storage.errors import PreconditionFailedError, StorageUnavailableError
 
 if TYPE_CHECKING:
     from file_storage.backends._obstore._backend import ObstoreBackend
@@ -40,26 +39,16 @@ class ObstoreRules(RuleStore):
             result = await obs.get_async(store, RULES_NAME)
         except FileNotFoundError:  # obstore's NotFoundError is one
             return {}, "create"
-        data = bytes(await result.bytes_async())
-        try:
-            raw = json.loads(data)
-        except ValueError:
-            raw = None
-        rules = raw.get("expiration") if isinstance(raw, dict) else None
-        if not isinstance(rules, dict):
-            raise StorageError(
-                f"the expiry rules object {RULES_NAME[:26]}... under the prefix is damaged: "
-                "delete it, then set the rules again"
-            )
+        rules = decode_rules(
+            bytes(await result.bytes_async()),
+            f"the expiry rules object {RULES_NAME[:26]}... under the prefix is damaged: "
+            "delete it, then set the rules again",
+        )
         meta = result.meta
         mode: dict[str, str] = {"e_tag": meta.get("e_tag") or ""}
         if meta.get("version") is not None:
             mode["version"] = meta["version"]
-        return {
-            str(prefix): days
-            for prefix, days in rules.items()
-            if isinstance(days, int) and not isinstance(days, bool) and days > 0
-        }, mode
+        return rules, mode
 
     async def get(self) -> dict[str, int]:
         return (await self._read())[0]
@@ -68,13 +57,9 @@ class ObstoreRules(RuleStore):
         obs, store = self._backend._store()
         for _ in range(MAX_ATTEMPTS):
             rules, mode = await self._read()
-            if days is None:
-                if prefix not in rules:
-                    return
-                del rules[prefix]
-            else:
-                rules[prefix] = days
-            body = json.dumps({"expiration": dict(sorted(rules.items()))}).encode()
+            if not apply_rule(rules, prefix, days):
+                return
+            body = encode_rules(rules).encode()
             try:
                 await obs.put_async(
                     store,

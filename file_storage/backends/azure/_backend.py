@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -88,6 +87,7 @@ class AzureStorageBackend(ObstoreBackend):
         super().__init__(
             prefix=prefix,
             identity=f"azure:{account}/{container}",
+            endpoint_url=endpoint_url,
             max_size_bytes=max_size_bytes,
             quota_refresh_seconds=quota_refresh_seconds,
             quota_redis_url=quota_redis_url,
@@ -100,7 +100,6 @@ class AzureStorageBackend(ObstoreBackend):
         self._container = container
         self._account: str = account
         self._access_key = key
-        self._endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
 
     def __repr__(self) -> str:
         return (
@@ -114,15 +113,13 @@ class AzureStorageBackend(ObstoreBackend):
         config: dict[str, Any] = {"account_name": self._account}
         if self._access_key is not None:
             config["account_key"] = self._access_key.get_secret_value()
-        client: dict[str, Any] = {}
         if self._endpoint_url is not None:
             config["endpoint"] = self._endpoint_url
-            client["allow_http"] = urlsplit(self._endpoint_url).scheme == "http"
         return AzureStore(
             self._container,
             prefix=self._root or None,
             config=config,  # type: ignore[arg-type]
-            client_options=client or None,  # type: ignore[arg-type]
+            client_options=self._client_options(),  # type: ignore[arg-type]
             retry_config=RETRY,  # type: ignore[arg-type]
         )
 
@@ -143,7 +140,7 @@ class AzureStorageBackend(ObstoreBackend):
             account=self._account,
             account_key=self._access_key.get_secret_value(),
             container=self._container,
-            name=f"{self._root}/{key}" if self._root else key,
+            name=self._name(key),
             method=method,
             expires_in=expires_in,
             content_type=content_type if method == "GET" else None,

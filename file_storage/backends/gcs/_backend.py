@@ -63,6 +63,7 @@ class GCSStorageBackend(ObstoreBackend):
         super().__init__(
             prefix=prefix,
             identity=f"gcs:{bucket}",
+            endpoint_url=endpoint_url,
             max_size_bytes=max_size_bytes,
             quota_refresh_seconds=quota_refresh_seconds,
             quota_redis_url=quota_redis_url,
@@ -76,7 +77,6 @@ class GCSStorageBackend(ObstoreBackend):
         if isinstance(service_account, str):
             service_account = SecretStr(service_account)
         self._service_account = service_account
-        self._endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
 
     def __repr__(self) -> str:
         return (
@@ -117,7 +117,7 @@ class GCSStorageBackend(ObstoreBackend):
         return signed_url(
             endpoint=endpoint,
             bucket=self._bucket,
-            name=f"{self._root}/{key}" if self._root else key,
+            name=self._name(key),
             method=method,
             expires_in=expires_in,
             client_email=fields["client_email"],
@@ -140,14 +140,12 @@ class GCSStorageBackend(ObstoreBackend):
                 config["service_account_key"] = value
             else:
                 config["service_account"] = value
-        client: dict[str, Any] = {}
         if self._endpoint_url is not None:
             config["base_url"] = self._endpoint_url
-            client["allow_http"] = self._endpoint_url.startswith("http://")
         return GCSStore(
             self._bucket,
             prefix=self._root or None,
             config=config,  # type: ignore[arg-type]
-            client_options=client or None,  # type: ignore[arg-type]
+            client_options=self._client_options(),  # type: ignore[arg-type]
             retry_config=RETRY,  # type: ignore[arg-type]
         )

@@ -37,12 +37,9 @@ from typing import TypeVar
 
 from pydantic import SecretStr
 
-from file_storage._post_policy import presign_post
-from file_storage._signing import presign
-from file_storage._signing import signing_key as wrap_signing_key
 from file_storage._streams import Progress
-from file_storage.backends._core import Method
 from file_storage.backends._pages import Entry
+from file_storage.backends._router_signed import RouterSigned
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.local._files import LocalFiles
 from file_storage.backends.local._fs import (
@@ -66,13 +63,13 @@ from file_storage.backends.local._io import (
 )
 from file_storage.backends.local._pages import local_entries
 from file_storage.backends.local._rules import LocalRules
-from file_storage.backends.local._walk import Walk, sweep_meta, tmp_watcher
+from file_storage.backends.local._walk import TmpSeen, Walk, sweep_meta, tmp_watcher
 from file_storage.errors import (
     PreconditionFailedError,
     StorageConfigError,
     StoragePermissionError,
 )
-from file_storage.models import ObjectInfo, PresignedPost
+from file_storage.models import ObjectInfo
 
 __all__ = ["LocalStorageBackend"]
 
@@ -83,7 +80,7 @@ logger = logging.getLogger("file_storage")
 T = TypeVar("T")
 
 
-class LocalStorageBackend(LocalFiles):
+class LocalStorageBackend(RouterSigned, LocalFiles):
     """Stores objects as files under ``root`` (created on first write).
 
     Args:
@@ -144,8 +141,7 @@ class LocalStorageBackend(LocalFiles):
         self._dir = Root(self._root, on_open=self._sweep_in_background)
         self._rules = LocalRules(self._dir, durable)
         self._sweeping: concurrent.futures.Future[None] | None = None
-        self._base_url = base_url
-        self._signing_key = wrap_signing_key(signing_key)
+        self._set_signing(base_url, signing_key)
         self._public_base_url = public_base_url
         if isinstance(temp_max_age_seconds, bool) or not (
             isinstance(temp_max_age_seconds, int | float) and temp_max_age_seconds > 0
@@ -170,14 +166,8 @@ class LocalStorageBackend(LocalFiles):
         # stale ones (left by a crash) are removed on the way
         now, foreign = time.time(), list[int]()
         watch = tmp_watcher(self._temp_max_age, now, foreign)
-        walk = await in_pool(Walk, self._dir, prefix, True, watch)
-        try:
-            while batch := await in_pool(walk.batch):
-                for key, st in batch:
-                    assert st is not None
-                    yield self._info(key, st, None, full=False)
-        finally:
-            walk.close()
+        async for info in self._walk_files(prefix, watch):
+            yield info
         if not prefix:
             await in_pool(sweep_meta, self._dir, watch)
         async for version in self._version_sizes(prefix):
@@ -327,8 +317,14 @@ class LocalStorageBackend(LocalFiles):
 
         return await asyncio.to_thread(delete_all)
 
-    async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        walk = await in_pool(Walk, self._dir, prefix, True)
+    def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        return self._walk_files(prefix)
+
+    async def _walk_files(
+        self, prefix: str, on_tmp: TmpSeen | None = None
+    ) -> AsyncIterator[ObjectInfo]:
+        """The objects under ``prefix``, in key order; ``on_tmp`` sees the temp files."""
+        walk = await in_pool(Walk, self._dir, prefix, True, on_tmp)
         try:
             while batch := await in_pool(walk.batch):
                 for key, st in batch:
@@ -398,25 +394,6 @@ class LocalStorageBackend(LocalFiles):
 
     async def _check(self) -> None:
         await asyncio.to_thread(_check_root, self._root)
-
-    async def _presign(
-        self,
-        key: str,
-        expires_in: int,
-        method: Method,
-        content_type: str | None = None,
-        filename: str | None = None,
-    ) -> str:
-        return presign(
-            self._base_url, self._signing_key, key, method, expires_in, content_type, filename
-        )
-
-    async def _presign_post(
-        self, key: str, expires_in: int, max_bytes: int | None, content_type: str
-    ) -> PresignedPost:
-        return presign_post(
-            self._base_url, self._signing_key, key, expires_in, max_bytes, content_type
-        )
 
     async def _aclose(self) -> None:
         sweeping, self._sweeping = self._sweeping, None

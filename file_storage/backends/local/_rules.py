@@ -9,13 +9,11 @@ never half a file, and a crash leaves at most a temp file the stale-temp sweep r
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 
-from file_storage._expiry import RuleStore
+from file_storage._expiry import RuleStore, apply_rule, decode_rules, encode_rules
 from file_storage.backends.local._fs import O_NEW, O_READ, Root
 from file_storage.backends.local._io import in_pool, tmp_name
-from file_storage.errors import StorageError
 
 __all__ = ["LocalRules"]
 
@@ -40,32 +38,18 @@ class LocalRules(RuleStore):
             fd = os.open(RULES_NAME, O_READ, dir_fd=self._root.fd())
         except FileNotFoundError:
             return {}
-        with open(fd, encoding="utf-8") as f:
-            try:
-                raw = json.load(f)
-            except ValueError:
-                raw = None
-        rules = raw.get("expiration") if isinstance(raw, dict) else None
-        if not isinstance(rules, dict):
-            raise StorageError(
-                f"the expiry rules file {RULES_NAME!r} in the storage root is damaged: "
-                "fix or remove it, then set the rules again"
-            )
-        return {
-            str(prefix): days
-            for prefix, days in rules.items()
-            if isinstance(days, int) and not isinstance(days, bool) and days > 0
-        }
+        with open(fd, "rb") as f:
+            data = f.read()
+        return decode_rules(
+            data,
+            f"the expiry rules file {RULES_NAME!r} in the storage root is damaged: "
+            "fix or remove it, then set the rules again",
+        )
 
     def _put(self, prefix: str, days: int | None) -> None:
         rules = self._read()
-        if days is None:
-            if prefix not in rules:
-                return
-            del rules[prefix]
-        else:
-            rules[prefix] = days
-        self._write(rules)
+        if apply_rule(rules, prefix, days):
+            self._write(rules)
 
     def _write(self, rules: dict[str, int]) -> None:
         dir_fd = self._root.fd()
@@ -73,7 +57,7 @@ class LocalRules(RuleStore):
         out = os.open(tmp, O_NEW, 0o666, dir_fd=dir_fd)
         try:
             with open(out, "w", encoding="utf-8") as f:
-                json.dump({"expiration": dict(sorted(rules.items()))}, f)
+                f.write(encode_rules(rules))
                 if self._durable:
                     f.flush()
                     os.fsync(f.fileno())

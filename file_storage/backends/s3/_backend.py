@@ -16,7 +16,6 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +23,7 @@ from pydantic import SecretStr
 
 from file_storage._http import content_disposition
 from file_storage._keys import validate_key
-from file_storage._metadata import decode_value, encode_value
+from file_storage._metadata import encode_value
 from file_storage._spool import Entry, Spool, read_range
 from file_storage._streams import Progress
 from file_storage.backends import _pages
@@ -36,6 +35,7 @@ from file_storage.backends.s3._conditions import Conditions
 from file_storage.backends.s3._config import s3_options
 from file_storage.backends.s3._errors import condition_error, error_code
 from file_storage.backends.s3._fallback import Fallback
+from file_storage.backends.s3._info import head_info, utc
 from file_storage.backends.s3._lifecycle import S3Rules
 from file_storage.backends.s3._obstore import ObstoreTransfer
 from file_storage.backends.s3._pages import presign_post, s3_entries
@@ -442,20 +442,7 @@ class S3StorageBackend(S3Clients):
     async def _stat(self, key: str) -> ObjectInfo:
         if (entry := await self._fallback.get(key)) is not None:
             return entry.info()
-        head = await self._head(key)
-        return ObjectInfo(
-            key=key,
-            size=head["ContentLength"],
-            last_modified=_utc(head["LastModified"]),
-            etag=head.get("ETag"),
-            content_type=head.get("ContentType"),
-            metadata={
-                name.lower(): decode_value(value)
-                for name, value in (head.get("Metadata") or {}).items()
-            },
-            cache_control=head.get("CacheControl"),
-            content_disposition=head.get("ContentDisposition"),
-        )
+        return head_info(key, await self._head(key))
 
     def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         return self._fallback.merge(prefix, self._list_objects(prefix))
@@ -473,7 +460,7 @@ class S3StorageBackend(S3Clients):
                     yield ObjectInfo(
                         key=key,
                         size=item["Size"],
-                        last_modified=_utc(item["LastModified"]),
+                        last_modified=utc(item["LastModified"]),
                         etag=item.get("ETag"),
                     )
 
@@ -539,7 +526,3 @@ def _headers(options: WriteOptions) -> dict[str, str]:
     if options.content_disposition is not None:
         headers["ContentDisposition"] = options.content_disposition
     return headers
-
-
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)

@@ -13,20 +13,18 @@ are never absorbed: they fail fast.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
-from file_storage._loops import LoopLock
+from file_storage._loops import LoopLock, Periodic
 from file_storage._spool import Entry, Spool, intact, unlock
 from file_storage._streams import closing
 from file_storage.backends._support import is_caller_error
 from file_storage.backends.s3._errors import is_outage
 from file_storage.backends.s3._multipart import run_bounded
-from file_storage.errors import StorageError
 from file_storage.models import ObjectInfo
 
 __all__ = ["Fallback"]
@@ -48,7 +46,7 @@ class Fallback:
         self.spool = spool
         self.flush_interval = flush_interval
         self._flushing = LoopLock()
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher = Periodic("periodic flush of the fallback spool failed", logger)
 
     # ------------------------------------------------------------ writes
 
@@ -244,34 +242,8 @@ class Fallback:
 
     def start(self, flush: Callable[[], Awaitable[int]]) -> None:
         """Run ``flush`` every ``flush_interval`` seconds in the background (idempotent)."""
-        interval = self.flush_interval
-        if self.spool is None or interval is None:
-            return
-        flusher = self._flusher
-        if flusher is not None and not flusher.done() and flusher.get_loop().is_running():
-            return  # one flusher is enough (a task of a loop that stopped never runs again)
-
-        async def every() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                try:
-                    await flush()
-                except StorageError:
-                    pass  # logged by flush_spool; tried again next time
-                except Exception:
-                    logger.exception("periodic flush of the fallback spool failed")
-
-        # a context of its own: its requests are not counted against the call starting it
-        loop = asyncio.get_running_loop()
-        self._flusher = loop.create_task(every(), context=contextvars.Context())
+        if self.spool is not None and self.flush_interval is not None:
+            self._flusher.start(self.flush_interval, flush)
 
     async def stop(self) -> None:
-        flusher, self._flusher = self._flusher, None
-        if flusher is None or flusher.done():
-            return
-        loop = flusher.get_loop()
-        if loop is asyncio.get_running_loop():
-            flusher.cancel()
-            await asyncio.wait([flusher])
-        elif not loop.is_closed():  # another thread's loop, or one that may run again
-            loop.call_soon_threadsafe(flusher.cancel)
+        await self._flusher.stop()

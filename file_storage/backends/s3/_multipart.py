@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import aiofiles
 
-from file_storage._streams import CHUNK_SIZE, Progress, rechunk
+from file_storage._streams import CHUNK_SIZE, Progress, prepend, rechunk
 from file_storage.backends._core import DELETE_BATCH
 from file_storage.backends.s3._conditions import Conditions
 from file_storage.backends.s3._errors import batch_delete_error, error_code
@@ -284,12 +284,6 @@ class Multipart:
         return part
 
 
-async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield head
-    async for chunk in rest:
-        yield chunk
-
-
 async def _slices(data: bytes, size: int) -> AsyncIterator[bytes]:
     view = memoryview(data)
     for offset in range(0, len(view), size):
@@ -411,7 +405,7 @@ class Transfer:
 
         async def jobs(upload: Multipart) -> AsyncGenerator[Awaitable[Part], None]:
             number = 0
-            async for data in rechunk(_chain(head, rest), size):
+            async for data in rechunk(prepend((head,), rest), size):
                 number += 1
                 if number > MAX_PARTS:
                     raise StorageError(

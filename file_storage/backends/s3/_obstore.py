@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import aiofiles
 
-from file_storage._streams import CHUNK_SIZE, Progress
+from file_storage._streams import CHUNK_SIZE, Progress, prepend
 from file_storage.backends._core import count_attempt
 from file_storage.backends.s3 import _multipart as mp
 from file_storage.errors import StorageConfigError, StorageUnavailableError
@@ -476,7 +476,7 @@ class ObstoreTransfer(mp.Transfer):
         except _Fallback:
             await super()._save_parts(key, head, rest, params, condition)
             return
-        await _write(writer, _chained(head, rest))
+        await _write(writer, prepend((head,), rest))
 
     async def upload_file(
         self,
@@ -498,12 +498,6 @@ class ObstoreTransfer(mp.Transfer):
             await super().upload_file(key, path, size, params, progress)
             return
         await _write(writer, _file_parts(path, size, part_size, progress))
-
-
-async def _chained(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield head
-    async for chunk in rest:
-        yield chunk
 
 
 async def _file_parts(

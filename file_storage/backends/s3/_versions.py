@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from file_storage._quota import VERSION_SEP
 from file_storage.backends._core import DELETE_BATCH, Versioning
 from file_storage.backends.base import StorageBackend
 from file_storage.backends.s3._errors import batch_delete_error, error_code
+from file_storage.backends.s3._info import head_info, utc
 from file_storage.errors import ObjectNotFoundError
 from file_storage.models import ObjectInfo, ObjectVersion
 
@@ -43,10 +43,6 @@ def _version_lookup() -> Iterator[None]:
         if error_code(exc) in _NO_VERSION:
             raise ObjectNotFoundError("no such version") from exc
         raise
-
-
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
 
 
 class S3Versions(StorageBackend):
@@ -114,7 +110,7 @@ class S3Versions(StorageBackend):
             ObjectVersion(
                 version_id=str(item["VersionId"]),
                 size=item["Size"],
-                last_modified=_utc(item["LastModified"]),
+                last_modified=utc(item["LastModified"]),
                 is_latest=bool(item["IsLatest"]),
             )
             async for kind, item in self._object_versions(full)
@@ -126,21 +122,9 @@ class S3Versions(StorageBackend):
             return await self._stat_head(key, VersionId=version_id)
 
     async def _stat_head(self, key: str, **extra: str) -> ObjectInfo:
-        from file_storage._metadata import decode_value
-
         client = await self._client()
         head = await client.head_object(Bucket=self._bucket, Key=self._full(key), **extra)
-        return ObjectInfo(
-            key=key,
-            size=head["ContentLength"],
-            last_modified=_utc(head["LastModified"]),
-            etag=head.get("ETag"),
-            content_type=head.get("ContentType"),
-            metadata={
-                name.lower(): decode_value(value)
-                for name, value in (head.get("Metadata") or {}).items()
-            },
-        )
+        return head_info(key, head)
 
     async def _stream_version(
         self, key: str, version_id: str, start: int, end: int | None, chunk_size: int
@@ -204,4 +188,4 @@ class S3Versions(StorageBackend):
                 key = self._user_key(item["Key"])
                 if key is not None:
                     name = f"{key}{VERSION_SEP}{item['VersionId']}"
-                    yield ObjectInfo(name, item["Size"], _utc(item["LastModified"]))
+                    yield ObjectInfo(name, item["Size"], utc(item["LastModified"]))

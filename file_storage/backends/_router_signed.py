@@ -1,0 +1,50 @@
+"""The presign hooks of the backends whose URLs ``signed_url_router`` answers.
+
+The local and memory backends sign URLs and form uploads themselves, with an HMAC key
+(``STORAGE_LOCAL_SIGNING_KEY``), for the FastAPI router the app mounts at ``base_url``
+(``STORAGE_LOCAL_BASE_URL``); the router checks them with the same key.
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from file_storage._post_policy import presign_post
+from file_storage._signing import presign
+from file_storage._signing import signing_key as wrap_signing_key
+from file_storage.backends._core import Method
+from file_storage.backends.base import StorageBackend
+from file_storage.models import PresignedPost
+
+__all__ = ["RouterSigned"]
+
+
+class RouterSigned(StorageBackend):
+    """A backend whose presigned URLs and form uploads ``signed_url_router`` serves."""
+
+    _base_url: str | None = None
+    _signing_key: SecretStr | None = None
+
+    def _set_signing(self, base_url: str | None, signing_key: str | SecretStr | None) -> None:
+        """Keep the router's address and the key (too short: StorageConfigError)."""
+        self._base_url = base_url
+        self._signing_key = wrap_signing_key(signing_key)
+
+    async def _presign(
+        self,
+        key: str,
+        expires_in: int,
+        method: Method,
+        content_type: str | None = None,
+        filename: str | None = None,
+    ) -> str:
+        return presign(
+            self._base_url, self._signing_key, key, method, expires_in, content_type, filename
+        )
+
+    async def _presign_post(
+        self, key: str, expires_in: int, max_bytes: int | None, content_type: str
+    ) -> PresignedPost:
+        return presign_post(
+            self._base_url, self._signing_key, key, expires_in, max_bytes, content_type
+        )

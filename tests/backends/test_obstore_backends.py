@@ -1,0 +1,52 @@
+"""What the GCS and Azure backends have alike, beyond the conformance suite: both move
+bytes through ObstoreBackend, so each test runs on both."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from file_storage import PreconditionFailedError, StorageBackend, StorageConfigError
+
+
+async def test_what_the_backend_lacks_raises_config_error(cloud: StorageBackend) -> None:
+    await cloud.save("v.txt", b"one")
+    assert [v.version_id for v in await cloud.list_versions("v.txt")] == ["null"]
+    assert await cloud.load("v.txt", version_id="null") == b"one"
+    with pytest.raises(StorageConfigError, match="versions"):
+        await cloud.set_versioning(True)
+    with pytest.raises(StorageConfigError):
+        await cloud.get_presigned_post("up.txt")
+    assert await cloud.purge_versions("v.txt", keep=0) == 1
+    assert not await cloud.exists("v.txt")
+
+
+async def test_copy_with_a_new_header_keeps_type_and_metadata(cloud: StorageBackend) -> None:
+    await cloud.save(
+        "src.txt", b"body", content_type="text/plain", metadata={"a": "1"}, cache_control="no-cache"
+    )
+    await cloud.copy("src.txt", "dst.txt", content_disposition="attachment")
+    info = await cloud.stat("dst.txt")
+    assert (info.content_type, dict(info.metadata)) == ("text/plain", {"a": "1"})
+    assert (info.cache_control, info.content_disposition) == ("no-cache", "attachment")
+    assert await cloud.load("dst.txt") == b"body"
+
+
+async def test_conditional_stream_over_the_part_size_is_one_atomic_put(
+    cloud: StorageBackend,
+) -> None:
+    async def body(fill: bytes) -> AsyncIterator[bytes]:
+        for _ in range(9):  # 9 MiB: past the 8 MiB above which plain streams go in parts
+            yield fill * 2**20
+
+    await cloud.save("big.bin", body(b"a"), overwrite=False)
+    with pytest.raises(PreconditionFailedError):
+        await cloud.save("big.bin", body(b"b"), overwrite=False)
+    etag = (await cloud.stat("big.bin")).etag
+    assert etag is not None
+    await cloud.save("big.bin", body(b"c"), if_match=etag)
+    with pytest.raises(PreconditionFailedError):
+        await cloud.save("big.bin", body(b"d"), if_match=etag)
+    data = await cloud.load("big.bin")
+    assert (len(data), data[:1], data[-1:]) == (9 * 2**20, b"c", b"c")
