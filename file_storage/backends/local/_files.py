@@ -62,6 +62,15 @@ def _checkpoint(point: str, gate: Gate) -> None:
     """A no-op the tests replace to act at a precise step of a write ("rename", "landed")."""
 
 
+def _is_file(dir_fd: int, name: str, st: os.stat_result) -> bool:
+    """True when ``name`` in ``dir_fd`` is, itself (not through a link), the file ``st``."""
+    try:
+        own = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return stat_mod.S_ISREG(own.st_mode) and (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
+
+
 class LocalFiles(LocalVersions):
     """The synchronous half of :class:`LocalStorageBackend` (state set by its constructor)."""
 
@@ -213,7 +222,8 @@ class LocalFiles(LocalVersions):
             found.close()
 
     def _move_sync(self, gate: Gate, src: str, dst: str) -> None:
-        open_object(self._dir, src).close()  # the key must lead to an object in the root
+        found = open_object(self._dir, src)  # the key must lead to an object in the root
+        found.close()
         src_fd, src_name, src_where = open_parent(self._dir, src, create=False)
         try:
             mode = os.stat(src_name, dir_fd=src_fd, follow_symlinks=False).st_mode
@@ -227,7 +237,12 @@ class LocalFiles(LocalVersions):
                     with gate.lock, self._keeping(dst, moved), self._keeping(src, None):
                         gate.check()
                         kept = meta_file.copy_versions(self._dir, src, dst)
-                        if link is not None and not link.startswith("/") and src_where != dst_where:
+                        if _is_file(dst_fd, dst_name, found.st):
+                            # src is a link to dst's very file (or a hard link of it):
+                            # renaming would put a link to itself in its place (or, for a
+                            # hard link, do nothing); dst holds the bytes already
+                            os.unlink(src_name, dir_fd=src_fd)
+                        elif link and not link.startswith("/") and src_where != dst_where:
                             # the link itself moves; its relative target is rewritten so it
                             # still names the same object from its new folder
                             target = "/".join(lexical(self._dir, src_where, link)) or "."
