@@ -76,7 +76,8 @@ class Writes(BackendCore):
                 writers racing to create one key, exactly one wins (S3 ``If-None-Match: *``).
             if_match: an ETag from :meth:`stat`: replace only that version of the object;
                 when it was replaced (or deleted) since, raise :class:`PreconditionFailedError`
-                (S3 ``If-Match``; local disk: exact within a process, see docs/usage.md).
+                (S3 ``If-Match``; local disk: exact between processes of one machine,
+                see docs/usage.md).
             cache_control: the ``Cache-Control`` stored with the object and sent with it
                 (``storage_response``, presigned GETs); visible ASCII.
             content_disposition: the ``Content-Disposition`` stored with the object, e.g.

@@ -4,12 +4,19 @@ renaming entries under the root, or a hostile caller, could still do."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from file_storage import LocalStorageBackend
+from file_storage.backends.local import _files
+from file_storage.backends.local import _meta as meta_file
 
 SECRET = b"outside the root"
 
@@ -102,3 +109,81 @@ async def test_listings_of_the_root_during_the_first_use_sweep_see_every_object(
             assert listings == [keys] * 3
         finally:
             await backend.aclose()
+
+
+# Another process writing one key: it says "go" when about to save, then saves.
+_OTHER = """
+import asyncio, sys
+from file_storage import LocalStorageBackend
+async def main():
+    backend = LocalStorageBackend(sys.argv[1])
+    print("go", flush=True)
+    await backend.save(sys.argv[2], b"other", metadata={"by": "other"})
+    await backend.aclose()
+asyncio.run(main())
+"""
+
+
+def run_other_process_during(root: Path, key: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """A hook that starts another process writing ``key`` and gives it until it is done,
+    or (blocked by this process's lock) a bounded while; the caller then ``wait()``s."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def hook() -> None:
+        if procs:
+            return
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _OTHER, str(root), key], stdout=subprocess.PIPE, text=True
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "go\n"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=3)  # the save itself takes milliseconds unless it waits for us
+
+    def wait() -> None:
+        assert procs
+        with procs[0] as proc:  # closes its pipe
+            assert proc.wait(timeout=60) == 0
+
+    return hook, wait
+
+
+async def test_another_process_writing_between_a_rename_and_its_sidecar_drop_keeps_its_metadata(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await local_backend.save("d/a.txt", b"first", metadata={"by": "first"})
+    hook, wait = run_other_process_during(local_backend.root, "d/a.txt")
+    drop = meta_file.drop
+
+    def widened(*args: Any) -> None:
+        hook()  # our rename is done; its sidecar drop is next
+        drop(*args)
+
+    monkeypatch.setattr(meta_file, "drop", widened)
+    await local_backend.save("d/a.txt", b"ours")  # defaults: no sidecar, the old one dropped
+    wait()
+    # the last write landed is the other process's: its bytes with its metadata
+    assert await local_backend.load("d/a.txt") == b"other"
+    assert (await local_backend.stat("d/a.txt")).metadata == {"by": "other"}
+
+
+async def test_if_match_is_exact_against_another_process_writing_the_key(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await local_backend.save("d/a.txt", b"first")
+    etag = (await local_backend.stat("d/a.txt")).etag
+    assert etag is not None
+    hook, wait = run_other_process_during(local_backend.root, "d/a.txt")
+    check = _files.check_match
+
+    def widened(*args: Any) -> None:
+        check(*args)  # the condition held: the rename is next
+        hook()
+
+    monkeypatch.setattr(_files, "check_match", widened)
+    await local_backend.save("d/a.txt", b"ours", if_match=etag)
+    wait()
+    # ours replaced "first" as its condition said; the other write came after, and stays
+    assert await local_backend.load("d/a.txt") == b"other"
+

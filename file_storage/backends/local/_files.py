@@ -104,7 +104,7 @@ class LocalFiles(LocalVersions):
         finally:
             os.close(fd)
         _checkpoint("rename", gate)
-        with key_locks(key):
+        with key_locks(self._dir, key):
             with gate.lock:
                 gate.check()
                 if options.if_match is not None:  # exact within this process: see local._cond
@@ -233,7 +233,7 @@ class LocalFiles(LocalVersions):
                 link = os.readlink(src_name, dir_fd=src_fd) if stat_mod.S_ISLNK(mode) else None
                 _checkpoint("rename", gate)
                 moved = meta_file.stamp(os.stat(src_name, dir_fd=src_fd, follow_symlinks=False))
-                with key_locks(src, dst):
+                with key_locks(self._dir, src, dst):
                     with gate.lock, self._keeping(dst, moved), self._keeping(src, None):
                         gate.check()
                         kept = meta_file.copy_versions(self._dir, src, dst)
@@ -275,7 +275,7 @@ class LocalFiles(LocalVersions):
         except (ObjectNotFoundError, StorageError):
             return False
         try:
-            with key_locks(key):
+            with key_locks(self._dir, key):
                 try:
                     if stat_mod.S_ISDIR(
                         os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import threading
 import zlib
@@ -24,6 +25,8 @@ from typing import NamedTuple
 from file_storage.backends.local._fs import O_NEW, O_READ, Root, open_dir
 from file_storage.backends.local._io import tmp_name
 from file_storage.errors import ObjectNotFoundError, StorageError
+
+logger = logging.getLogger("file_storage")
 
 META_DIR = ".file_storage\\meta"
 KEEP = 4  # versions kept per key: the current one and those a reader may still hold open
@@ -38,18 +41,45 @@ class Meta(NamedTuple):
     content_disposition: str | None = None
 
 
-# Writes of one key in this process stamp, record and rename one at a time, so the last
-# version renamed is also the last recorded. Striped: a lock per key would grow forever.
+# Writes of one key stamp, record and rename (or unlink and drop) one at a time, so the
+# last version renamed is also the last recorded, and an if_match check still holds at
+# the rename. Striped: a lock per key would grow forever. Threads of this process take a
+# stripe, then every process an flock on the key's sidecar shard folder.
 _STRIPES = [threading.Lock() for _ in range(64)]
+_unlocked: list[bool] = []  # flock refused once here (some network file systems): not again
 
 
 @contextlib.contextmanager
-def key_locks(*keys: str) -> Iterator[None]:
+def key_locks(root: Root, *keys: str) -> Iterator[None]:
     stripes = sorted({zlib.crc32(k.encode()) % len(_STRIPES) for k in keys})
+    shards = sorted({_where(k)[0][1] for k in keys})
     with contextlib.ExitStack() as stack:
         for i in stripes:
             stack.enter_context(_STRIPES[i])
+        for shard in shards:  # sorted, after every stripe: no two takers wait on each other
+            fd, _ = open_dir(root, [META_DIR, shard], create=True, follow=False)
+            stack.callback(os.close, fd)  # closing it releases the flock
+            _flock(fd)
         yield
+
+
+def _flock(fd: int) -> None:
+    if _unlocked:
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: this process's locks only
+        _unlocked.append(True)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:  # NFS without lock emulation, some FUSE file systems
+        _unlocked.append(True)
+        logger.warning(
+            "the storage folder's file system refuses flock (%s): writes of one key by "
+            "several processes are not ordered (metadata and if_match, see docs/usage.md)",
+            exc.strerror,
+        )
 
 
 def stamp(st: os.stat_result) -> str:

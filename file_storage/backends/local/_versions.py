@@ -299,7 +299,7 @@ def open_version(root: Root, key: str, version_id: str) -> tuple[int, os.stat_re
 def purge(root: Root, key: str, version_ids: list[str]) -> None:
     """Delete these versions of ``key`` for good (the live file too when named)."""
     doomed = set(version_ids)
-    with key_locks(key):
+    with key_locks(root, key):
         folder = _Key(root, key)
         live = folder.live()
         try:
