@@ -293,7 +293,12 @@ class Writes(BackendCore):
         key = self._key(path, "delete")
         with self._translate("delete", key):
             async with self._quotas.hold(key):
-                await self._delete(key)
+                try:
+                    await self._delete(key)
+                except BaseException as exc:
+                    if has_landed(exc):  # cancelled after the unlink: no longer counted
+                        await self._quotas.forget(key)
+                    raise
                 await self._quotas.forget(key)
         self._events.emit(ObjectEvent("deleted", key))
 
@@ -316,7 +321,14 @@ class Writes(BackendCore):
     async def _delete_counted(self, keys: list[str]) -> None:
         """Delete ``keys`` holding their locks, then take them out of the quota ledger."""
         async with self._quotas.hold(*keys):
-            await self._delete_many(keys)
+            try:
+                await self._delete_many(keys)
+            except BaseException as exc:
+                if has_landed(exc):  # cancelled with some deleted: those are not counted
+                    for key in keys:
+                        if not await self._exists(key):
+                            await self._quotas.forget(key)
+                raise
             for key in keys:
                 await self._quotas.forget(key)
 

@@ -8,6 +8,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -187,3 +188,33 @@ async def test_if_match_is_exact_against_another_process_writing_the_key(
     # ours replaced "first" as its condition said; the other write came after, and stays
     assert await local_backend.load("d/a.txt") == b"other"
 
+
+@pytest.mark.parametrize("many", [False, True])
+async def test_a_delete_cancelled_in_its_thread_is_either_undone_or_uncounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, many: bool
+) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", max_size_bytes=1000)
+    await backend.save("a.bin", b"x" * 600)
+    started, go, finished = threading.Event(), threading.Event(), threading.Event()
+    delete_sync = _files.LocalFiles._delete_sync
+
+    def paused(self: _files.LocalFiles, *args: Any) -> bool:
+        started.set()
+        go.wait()
+        try:
+            return delete_sync(self, *args)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(_files.LocalFiles, "_delete_sync", paused)
+    task = asyncio.create_task(backend.delete_many(["a.bin"]) if many else backend.delete("a.bin"))
+    await asyncio.to_thread(started.wait)
+    task.cancel()
+    go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.to_thread(finished.wait)
+    if await backend.exists("a.bin"):
+        return  # not deleted: still counted, rightly
+    await backend.save("b.bin", b"y" * 600)  # deleted: its 600 bytes are free
+    await backend.aclose()

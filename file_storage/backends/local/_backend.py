@@ -309,23 +309,25 @@ class LocalStorageBackend(LocalFiles):
         return await asyncio.to_thread(self._stat_sync, key)
 
     async def _delete(self, key: str) -> None:
-        await asyncio.to_thread(self._delete_sync, key)
+        # gated: a caller cancelled before the unlink stops it; one cancelled after it is
+        # told so (mark_landed), and the base class stops counting the object
+        await gated(self._delete_keys, [key])
 
     async def _delete_many(self, keys: list[str]) -> None:
-        await asyncio.to_thread(self._delete_keys, keys)
+        await gated(self._delete_keys, keys)
 
     async def _delete_prefix(self, prefix: str) -> int:
-        def delete_all() -> int:
+        def delete_all(gate: Gate) -> int:
             walk = self._walk(prefix, with_stat=False)
             deleted = 0
             try:
                 while batch := walk.batch():
-                    deleted += self._delete_keys([key for key, _ in batch])
+                    deleted += self._delete_keys(gate, [key for key, _ in batch])
             finally:
                 walk.close()
             return deleted
 
-        return await asyncio.to_thread(delete_all)
+        return await gated(delete_all)
 
     async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         walk = await in_pool(Walk, self._dir, prefix, True)

@@ -269,7 +269,7 @@ class LocalFiles(LocalVersions):
             os.close(src_fd)
         remove_empty_parents(self._dir, src_where)
 
-    def _delete_sync(self, key: str) -> bool:
+    def _delete_sync(self, key: str, gate: Gate | None = None) -> bool:
         try:
             dir_fd, name, where = open_parent(self._dir, key, create=False)
         except (ObjectNotFoundError, StorageError):
@@ -281,8 +281,13 @@ class LocalFiles(LocalVersions):
                         os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
                     ):
                         return False  # a folder is not an object
-                    with self._keeping(key, None):
-                        os.unlink(name, dir_fd=dir_fd)  # a symlink itself, never its target
+                    with gate.lock if gate else contextlib.nullcontext():
+                        if gate is not None:
+                            gate.check()  # its caller was cancelled: delete no more
+                        with self._keeping(key, None):
+                            os.unlink(name, dir_fd=dir_fd)  # a symlink, never its target
+                        if gate is not None:
+                            gate.landed = True
                 except FileNotFoundError:
                     return False
                 meta_file.drop(self._dir, key)
@@ -291,8 +296,8 @@ class LocalFiles(LocalVersions):
         remove_empty_parents(self._dir, where)
         return True
 
-    def _delete_keys(self, keys: list[str]) -> int:
-        return sum(self._delete_sync(key) for key in keys)
+    def _delete_keys(self, gate: Gate | None, keys: list[str]) -> int:
+        return sum(self._delete_sync(key, gate) for key in keys)
 
     # ------------------------------------------------------------ reads (sync, in threads)
 
