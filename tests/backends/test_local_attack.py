@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from file_storage import LocalStorageBackend
-from file_storage.backends.local import _files
+from file_storage.backends.local import _backend, _files
 from file_storage.backends.local import _meta as meta_file
 
 SECRET = b"outside the root"
@@ -218,3 +218,34 @@ async def test_a_delete_cancelled_in_its_thread_is_either_undone_or_uncounted(
         return  # not deleted: still counted, rightly
     await backend.save("b.bin", b"y" * 600)  # deleted: its 600 bytes are free
     await backend.aclose()
+
+
+async def test_a_download_cancelled_in_its_thread_leaves_no_file_beside_the_target(
+    local_backend: LocalStorageBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await local_backend.save("a.bin", b"x" * 600)
+    started, go, finished = threading.Event(), threading.Event(), threading.Event()
+    open_object, copy_fd = _backend.open_object, _backend.copy_fd
+
+    def paused(*args: Any) -> Any:
+        started.set()
+        go.wait()
+        return open_object(*args)
+
+    def copied(*args: Any) -> int:
+        try:
+            return copy_fd(*args)
+        finally:
+            finished.set()  # the file beside the target is open (made) by now
+
+    monkeypatch.setattr(_backend, "open_object", paused)
+    monkeypatch.setattr(_backend, "copy_fd", copied)
+    out = tmp_path / "out"
+    task = asyncio.create_task(local_backend.download_file("a.bin", out / "a.bin"))
+    await asyncio.to_thread(started.wait)
+    task.cancel()
+    go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.to_thread(finished.wait)
+    assert sorted(p.name for p in out.iterdir()) == []

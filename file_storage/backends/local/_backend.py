@@ -265,16 +265,18 @@ class LocalStorageBackend(LocalFiles):
         if progress is not None:
             return await super()._download_file(key, local_path, progress)
 
-        def copy_out() -> int:
+        def copy_out(gate: Gate) -> int:
             found = open_object(self._dir, key)
             try:
                 with open(local_path, "wb") as out:
-                    copy_fd(found.fd, out.fileno(), Gate())
+                    copy_fd(found.fd, out.fileno(), gate)
                 return found.st.st_size
             finally:
                 found.close()
 
-        return await asyncio.to_thread(copy_out)
+        # gated: cancelled, the copy stops at its next batch and is waited for, so the
+        # base class removes its temp file after the thread made it, never before
+        return await gated(copy_out)
 
     async def _load(self, key: str) -> bytes:
         return await asyncio.to_thread(self._load_sync, key)
