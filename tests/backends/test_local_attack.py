@@ -249,3 +249,37 @@ async def test_a_download_cancelled_in_its_thread_leaves_no_file_beside_the_targ
         await task
     await asyncio.to_thread(finished.wait)
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+async def test_a_version_purge_cancelled_in_its_thread_frees_what_it_purged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from file_storage.backends.local import _versions
+
+    backend = LocalStorageBackend(tmp_path / "s", max_size_bytes=1000)
+    await backend.set_versioning(True)
+    await backend.save("a.bin", b"x" * 400)
+    await backend.save("a.bin", b"y" * 400)  # the first stays as a prior version
+    started, go, finished = threading.Event(), threading.Event(), threading.Event()
+    purge = _versions.purge
+
+    def paused(*args: Any) -> None:
+        started.set()
+        go.wait()
+        try:
+            purge(*args)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(_versions, "purge", paused)
+    task = asyncio.create_task(backend.purge_versions("a.bin", keep=1))
+    await asyncio.to_thread(started.wait)
+    task.cancel()
+    go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.to_thread(finished.wait)
+    if len(await backend.list_versions("a.bin")) == 2:
+        return  # not purged: still counted, rightly
+    await backend.save("b.bin", b"z" * 500)  # purged: the prior version's 400 bytes are free
+    await backend.aclose()

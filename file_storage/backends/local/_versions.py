@@ -48,7 +48,7 @@ from file_storage.backends.local._fs import (
     open_parent,
     remove_empty_parents,
 )
-from file_storage.backends.local._io import gated, in_pool, read_batch, tmp_name
+from file_storage.backends.local._io import gated, in_pool, read_batch, tmp_name, to_the_end
 from file_storage.backends.local._meta import Meta, key_locks
 from file_storage.errors import ObjectNotFoundError, StorageError
 from file_storage.models import ObjectInfo, ObjectVersion
@@ -456,7 +456,7 @@ class LocalVersions(StorageBackend):
         await gated(restore)
 
     async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
-        await asyncio.to_thread(purge, self._dir, key, version_ids)
+        await to_the_end(purge, self._dir, key, version_ids)
 
     async def _version_sizes(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         epoch = datetime.fromtimestamp(0, UTC)
