@@ -201,7 +201,12 @@ class LocalStorageBackend(LocalFiles):
         if isinstance(body, bytes):
             await gated(self._save_bytes, key, body, meta, options)
             return
-        opened, name = await in_pool(self._open_tmp, key, cleanup=lambda r: discard_tmp(r[0]))
+
+        def discard(made: tuple[int, str, int] | None = None) -> None:
+            discard_tmp(made or opened)
+            self._unmake_folders(key)
+
+        opened, name = await in_pool(self._open_tmp, key, cleanup=lambda r: discard(r[0]))
         fd = opened[2]
         pending: concurrent.futures.Future[None] | None = None
         handed = False
@@ -231,7 +236,7 @@ class LocalStorageBackend(LocalFiles):
                 None,
                 meta,
                 options,
-                cleanup=lambda: discard_tmp(opened),
+                cleanup=discard,
             )
         except BaseException:
             if not handed:
@@ -240,7 +245,7 @@ class LocalStorageBackend(LocalFiles):
                 if pending is not None:
                     with contextlib.suppress(BaseException):
                         pending.result()
-                discard_tmp(opened)
+                discard()
             raise
 
     async def _upload_file(

@@ -58,6 +58,11 @@ __all__ = ["LocalFiles"]
 logger = logging.getLogger("file_storage")
 
 
+# a folder made for a write can be removed by a delete emptying it before the temp file
+# is in it: made again this many times
+_FOLDER_ATTEMPTS = 8
+
+
 def _checkpoint(point: str, gate: Gate) -> None:
     """A no-op the tests replace to act at a precise step of a write ("rename", "landed")."""
 
@@ -153,20 +158,35 @@ class LocalFiles(LocalVersions):
             if not gate.landed:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=dir_fd)
+                self._unmake_folders(key)
             raise
         finally:
             os.close(dir_fd)
 
     def _open_tmp(self, key: str) -> tuple[tuple[int, str, int], str]:
-        dir_fd, name, _ = open_parent(self._dir, key, create=True)
-        try:
-            refuse_folder(dir_fd, name)
-            tmp = tmp_name()
-            fd = os.open(tmp, O_NEW, 0o666, dir_fd=dir_fd)
-        except BaseException:
-            os.close(dir_fd)
-            raise
-        return (dir_fd, tmp, fd), name
+        for attempt in range(_FOLDER_ATTEMPTS):
+            dir_fd, name, _ = open_parent(self._dir, key, create=True)
+            try:
+                refuse_folder(dir_fd, name)
+                tmp = tmp_name()
+                fd = os.open(tmp, O_NEW, 0o666, dir_fd=dir_fd)
+            except FileNotFoundError:
+                os.close(dir_fd)
+                # a delete (or a refused write) emptied the folder and removed it after
+                # it was opened: make it again
+                if attempt + 1 == _FOLDER_ATTEMPTS:
+                    raise
+                continue
+            except BaseException:
+                os.close(dir_fd)
+                raise
+            return (dir_fd, tmp, fd), name
+        raise AssertionError("unreachable")
+
+    def _unmake_folders(self, key: str) -> None:
+        """After a write that did not land: remove the folders of ``key`` left empty, so
+        none blocks a later object of that name (they are not objects, and never listed)."""
+        remove_empty_parents(self._dir, key.split("/")[:-1])
 
     def _meta(
         self, key: str, content_type: str, metadata: dict[str, str], options: WriteOptions
