@@ -6,6 +6,7 @@ hook and commits or releases: see :mod:`file_storage._quota`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import (
     AsyncIterable,
@@ -129,8 +130,8 @@ class Writes(BackendCore):
         self._events.emit(*_present(event))
         return key
 
-    @staticmethod
     async def _write(
+        self,
         reservation: Reservation | None,
         hook: Awaitable[None],
         size: int | Counter,
@@ -142,11 +143,26 @@ class Writes(BackendCore):
             if reservation is not None:
                 if has_landed(exc):  # cancelled after the write became visible: count it
                     await reservation.commit(size if isinstance(size, int) else size.value)
+                elif isinstance(exc, asyncio.CancelledError) and self._cancel_may_land:
+                    await self._settle(reservation, size)
                 else:
                     await reservation.release()
             raise
         if reservation is not None:
             await reservation.commit(size if isinstance(size, int) else size.value)
+
+    async def _settle(self, reservation: Reservation, size: int | Counter) -> None:
+        """A remote write cancelled in flight: the server may have stored it all the same
+        (its answer was on the way back), so count what the key holds now, never less."""
+        sent = size if isinstance(size, int) else size.value
+        try:
+            info = await asyncio.shield(self._stat(reservation.key))
+        except ObjectNotFoundError:
+            await reservation.release()  # not stored
+        except BaseException:  # unknown (an outage, a second cancellation): assume stored
+            await reservation.commit(sent)
+        else:
+            await reservation.commit(info.size)
 
     @final
     async def upload_file(
