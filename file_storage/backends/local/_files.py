@@ -16,7 +16,7 @@ import os
 import posixpath
 import stat as stat_mod
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -65,6 +65,20 @@ _FOLDER_ATTEMPTS = 8
 
 def _checkpoint(point: str, gate: Gate) -> None:
     """A no-op the tests replace to act at a precise step of a write ("rename", "landed")."""
+
+
+class _FolderGone(Exception):
+    """The folder a move was renaming into was removed (emptied by a delete) meanwhile."""
+
+
+@contextlib.contextmanager
+def _folder_kept(dir_fd: int) -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError:
+        if os.fstat(dir_fd).st_nlink == 0:  # a removed folder: made again by a new attempt
+            raise _FolderGone from None
+        raise
 
 
 def _is_file(dir_fd: int, name: str, st: os.stat_result) -> bool:
@@ -242,6 +256,15 @@ class LocalFiles(LocalVersions):
             found.close()
 
     def _move_sync(self, gate: Gate, src: str, dst: str) -> None:
+        for attempt in range(_FOLDER_ATTEMPTS):
+            try:
+                self._move_once(gate, src, dst)
+                return
+            except _FolderGone:
+                if attempt + 1 == _FOLDER_ATTEMPTS:
+                    raise StorageError("the destination folder kept being removed") from None
+
+    def _move_once(self, gate: Gate, src: str, dst: str) -> None:
         found = open_object(self._dir, src)  # the key must lead to an object in the root
         found.close()
         src_fd, src_name, src_where = open_parent(self._dir, src, create=False)
@@ -268,7 +291,8 @@ class LocalFiles(LocalVersions):
                             target = "/".join(lexical(self._dir, src_where, link)) or "."
                             relink = posixpath.relpath(target, "/".join(dst_where) or ".")
                             tmp = tmp_name()
-                            os.symlink(relink, tmp, dir_fd=dst_fd)
+                            with _folder_kept(dst_fd):
+                                os.symlink(relink, tmp, dir_fd=dst_fd)
                             try:
                                 replace_at(tmp, dst_fd, dst_name, dst_fd)
                             except BaseException:
@@ -276,7 +300,8 @@ class LocalFiles(LocalVersions):
                                 raise
                             os.unlink(src_name, dir_fd=src_fd)
                         else:
-                            replace_at(src_name, src_fd, dst_name, dst_fd)
+                            with _folder_kept(dst_fd):
+                                replace_at(src_name, src_fd, dst_name, dst_fd)
                         gate.landed = True
                     if not kept:
                         meta_file.drop(self._dir, dst)
