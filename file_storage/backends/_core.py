@@ -101,6 +101,9 @@ class BackendCore(abc.ABC):
 
     #: bytes the backend puts in front of every key (the S3 prefix); keys must leave room
     _key_overhead: int = 0
+    #: a write cancelled in flight may still be stored (a request the server had taken):
+    #: the quota then counts what the key holds afterwards (see ``Writes._settle``)
+    _cancel_may_land: bool = False
 
     def __init__(
         self,

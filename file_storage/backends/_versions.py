@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import final
 
 from file_storage._keys import KeyLike
+from file_storage.backends._support import has_landed
 from file_storage.backends._writes import Writes
 from file_storage.errors import StorageConfigError
 from file_storage.models import ObjectVersion
@@ -118,11 +119,19 @@ class Versions(Writes):
             async with self._quotas.hold(key):
                 versions = await self._list_versions(key)
                 doomed, kept = versions[keep:], versions[:keep]
-                if doomed or keep == 0:
-                    ids = [v.version_id for v in doomed]
-                    await self._purge_versions(key, ids, keep == 0)
+                try:
+                    if doomed or keep == 0:
+                        ids = [v.version_id for v in doomed]
+                        await self._purge_versions(key, ids, keep == 0)
+                except BaseException as exc:
+                    if has_landed(exc):  # cancelled once the purge was done: count it
+                        self._purged(key, doomed, kept)
+                    raise
                 call.size = sum(v.size for v in doomed)
-                self._quotas.set_kept(key, sum(v.size for v in kept if not v.is_latest))
-                if any(v.is_latest for v in doomed):
-                    self._quotas.drop(key)
+                self._purged(key, doomed, kept)
         return len(doomed)
+
+    def _purged(self, key: str, doomed: list[ObjectVersion], kept: list[ObjectVersion]) -> None:
+        self._quotas.set_kept(key, sum(v.size for v in kept if not v.is_latest))
+        if any(v.is_latest for v in doomed):
+            self._quotas.drop(key)

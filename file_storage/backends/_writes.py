@@ -6,6 +6,7 @@ hook and commits or releases: see :mod:`file_storage._quota`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import (
     AsyncIterable,
@@ -76,7 +77,8 @@ class Writes(BackendCore):
                 writers racing to create one key, exactly one wins (S3 ``If-None-Match: *``).
             if_match: an ETag from :meth:`stat`: replace only that version of the object;
                 when it was replaced (or deleted) since, raise :class:`PreconditionFailedError`
-                (S3 ``If-Match``; local disk: exact within a process, see docs/usage.md).
+                (S3 ``If-Match``; local disk: exact between processes of one machine,
+                see docs/usage.md).
             cache_control: the ``Cache-Control`` stored with the object and sent with it
                 (``storage_response``, presigned GETs); visible ASCII.
             content_disposition: the ``Content-Disposition`` stored with the object, e.g.
@@ -128,8 +130,8 @@ class Writes(BackendCore):
         self._events.emit(*_present(event))
         return key
 
-    @staticmethod
     async def _write(
+        self,
         reservation: Reservation | None,
         hook: Awaitable[None],
         size: int | Counter,
@@ -141,11 +143,26 @@ class Writes(BackendCore):
             if reservation is not None:
                 if has_landed(exc):  # cancelled after the write became visible: count it
                     await reservation.commit(size if isinstance(size, int) else size.value)
+                elif isinstance(exc, asyncio.CancelledError) and self._cancel_may_land:
+                    await self._settle(reservation, size)
                 else:
                     await reservation.release()
             raise
         if reservation is not None:
             await reservation.commit(size if isinstance(size, int) else size.value)
+
+    async def _settle(self, reservation: Reservation, size: int | Counter) -> None:
+        """A remote write cancelled in flight: the server may have stored it all the same
+        (its answer was on the way back), so count what the key holds now, never less."""
+        sent = size if isinstance(size, int) else size.value
+        try:
+            info = await asyncio.shield(self._stat(reservation.key))
+        except ObjectNotFoundError:
+            await reservation.release()  # not stored
+        except BaseException:  # unknown (an outage, a second cancellation): assume stored
+            await reservation.commit(sent)
+        else:
+            await reservation.commit(info.size)
 
     @final
     async def upload_file(
@@ -292,7 +309,12 @@ class Writes(BackendCore):
         key = self._key(path, "delete")
         with self._translate("delete", key):
             async with self._quotas.hold(key):
-                await self._delete(key)
+                try:
+                    await self._delete(key)
+                except BaseException as exc:
+                    if has_landed(exc):  # cancelled after the unlink: no longer counted
+                        await self._quotas.forget(key)
+                    raise
                 await self._quotas.forget(key)
         self._events.emit(ObjectEvent("deleted", key))
 
@@ -315,7 +337,14 @@ class Writes(BackendCore):
     async def _delete_counted(self, keys: list[str]) -> None:
         """Delete ``keys`` holding their locks, then take them out of the quota ledger."""
         async with self._quotas.hold(*keys):
-            await self._delete_many(keys)
+            try:
+                await self._delete_many(keys)
+            except BaseException as exc:
+                if has_landed(exc):  # cancelled with some deleted: those are not counted
+                    for key in keys:
+                        if not await self._exists(key):
+                            await self._quotas.forget(key)
+                raise
             for key in keys:
                 await self._quotas.forget(key)
 

@@ -133,13 +133,16 @@ async def receive_post(
         return _deny(400, "a form upload is multipart/form-data")
     parts = _parts(request, params[b"boundary"])
     fields: dict[str, str] = {}
+    seen = 0
     try:
         async with closing(parts):
             async for kind, data in parts:
                 if kind == "file":
                     break
                 assert isinstance(data, tuple)
-                if len(fields) == MAX_FIELDS:
+                # parts, not names: repeating one name must not make the form endless
+                seen += 1
+                if seen > MAX_FIELDS:
                     raise _Refused(400, "too many form fields")
                 fields.setdefault(*data)
             else:

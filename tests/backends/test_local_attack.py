@@ -4,12 +4,20 @@ renaming entries under the root, or a hostile caller, could still do."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from file_storage import LocalStorageBackend
+from file_storage.backends.local import _backend, _files
+from file_storage.backends.local import _meta as meta_file
 
 SECRET = b"outside the root"
 
@@ -102,3 +110,176 @@ async def test_listings_of_the_root_during_the_first_use_sweep_see_every_object(
             assert listings == [keys] * 3
         finally:
             await backend.aclose()
+
+
+# Another process writing one key: it says "go" when about to save, then saves.
+_OTHER = """
+import asyncio, sys
+from file_storage import LocalStorageBackend
+async def main():
+    backend = LocalStorageBackend(sys.argv[1])
+    print("go", flush=True)
+    await backend.save(sys.argv[2], b"other", metadata={"by": "other"})
+    await backend.aclose()
+asyncio.run(main())
+"""
+
+
+def run_other_process_during(root: Path, key: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """A hook that starts another process writing ``key`` and gives it until it is done,
+    or (blocked by this process's lock) a bounded while; the caller then ``wait()``s."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def hook() -> None:
+        if procs:
+            return
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _OTHER, str(root), key], stdout=subprocess.PIPE, text=True
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "go\n"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=3)  # the save itself takes milliseconds unless it waits for us
+
+    def wait() -> None:
+        assert procs
+        with procs[0] as proc:  # closes its pipe
+            assert proc.wait(timeout=60) == 0
+
+    return hook, wait
+
+
+async def test_another_process_writing_between_a_rename_and_its_sidecar_drop_keeps_its_metadata(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await local_backend.save("d/a.txt", b"first", metadata={"by": "first"})
+    hook, wait = run_other_process_during(local_backend.root, "d/a.txt")
+    drop = meta_file.drop
+
+    def widened(*args: Any) -> None:
+        hook()  # our rename is done; its sidecar drop is next
+        drop(*args)
+
+    monkeypatch.setattr(meta_file, "drop", widened)
+    await local_backend.save("d/a.txt", b"ours")  # defaults: no sidecar, the old one dropped
+    wait()
+    # the last write landed is the other process's: its bytes with its metadata
+    assert await local_backend.load("d/a.txt") == b"other"
+    assert (await local_backend.stat("d/a.txt")).metadata == {"by": "other"}
+
+
+async def test_if_match_is_exact_against_another_process_writing_the_key(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await local_backend.save("d/a.txt", b"first")
+    etag = (await local_backend.stat("d/a.txt")).etag
+    assert etag is not None
+    hook, wait = run_other_process_during(local_backend.root, "d/a.txt")
+    check = _files.check_match
+
+    def widened(*args: Any) -> None:
+        check(*args)  # the condition held: the rename is next
+        hook()
+
+    monkeypatch.setattr(_files, "check_match", widened)
+    await local_backend.save("d/a.txt", b"ours", if_match=etag)
+    wait()
+    # ours replaced "first" as its condition said; the other write came after, and stays
+    assert await local_backend.load("d/a.txt") == b"other"
+
+
+@pytest.mark.parametrize("many", [False, True])
+async def test_a_delete_cancelled_in_its_thread_is_either_undone_or_uncounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, many: bool
+) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", max_size_bytes=1000)
+    await backend.save("a.bin", b"x" * 600)
+    started, go, finished = threading.Event(), threading.Event(), threading.Event()
+    delete_sync = _files.LocalFiles._delete_sync
+
+    def paused(self: _files.LocalFiles, *args: Any) -> bool:
+        started.set()
+        go.wait()
+        try:
+            return delete_sync(self, *args)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(_files.LocalFiles, "_delete_sync", paused)
+    task = asyncio.create_task(backend.delete_many(["a.bin"]) if many else backend.delete("a.bin"))
+    await asyncio.to_thread(started.wait)
+    task.cancel()
+    go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.to_thread(finished.wait)
+    if await backend.exists("a.bin"):
+        return  # not deleted: still counted, rightly
+    await backend.save("b.bin", b"y" * 600)  # deleted: its 600 bytes are free
+    await backend.aclose()
+
+
+async def test_a_download_cancelled_in_its_thread_leaves_no_file_beside_the_target(
+    local_backend: LocalStorageBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await local_backend.save("a.bin", b"x" * 600)
+    started, go, finished = threading.Event(), threading.Event(), threading.Event()
+    open_object, copy_fd = _backend.open_object, _backend.copy_fd
+
+    def paused(*args: Any) -> Any:
+        started.set()
+        go.wait()
+        return open_object(*args)
+
+    def copied(*args: Any) -> int:
+        try:
+            return copy_fd(*args)
+        finally:
+            finished.set()  # the file beside the target is open (made) by now
+
+    monkeypatch.setattr(_backend, "open_object", paused)
+    monkeypatch.setattr(_backend, "copy_fd", copied)
+    out = tmp_path / "out"
+    task = asyncio.create_task(local_backend.download_file("a.bin", out / "a.bin"))
+    await asyncio.to_thread(started.wait)
+    task.cancel()
+    go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.to_thread(finished.wait)
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+async def test_a_version_purge_cancelled_in_its_thread_frees_what_it_purged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from file_storage.backends.local import _versions
+
+    backend = LocalStorageBackend(tmp_path / "s", max_size_bytes=1000)
+    await backend.set_versioning(True)
+    await backend.save("a.bin", b"x" * 400)
+    await backend.save("a.bin", b"y" * 400)  # the first stays as a prior version
+    started, go, finished = threading.Event(), threading.Event(), threading.Event()
+    purge = _versions.purge
+
+    def paused(*args: Any) -> None:
+        started.set()
+        go.wait()
+        try:
+            purge(*args)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(_versions, "purge", paused)
+    task = asyncio.create_task(backend.purge_versions("a.bin", keep=1))
+    await asyncio.to_thread(started.wait)
+    task.cancel()
+    go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.to_thread(finished.wait)
+    if len(await backend.list_versions("a.bin")) == 2:
+        return  # not purged: still counted, rightly
+    await backend.save("b.bin", b"z" * 500)  # purged: the prior version's 400 bytes are free
+    await backend.aclose()

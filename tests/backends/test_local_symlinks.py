@@ -236,3 +236,27 @@ def test_a_short_signing_key_is_refused(tmp_path: Path, key: str) -> None:
 def test_verification_refuses_an_empty_secret() -> None:
     forged = _digest("", "GET", "a.txt", 4_000_000_000)
     assert not verify("a.txt", "GET", "4000000000", forged, "")
+
+
+@pytest.mark.parametrize("link", ["a.txt", "via/a.txt"])
+async def test_move_of_a_link_onto_the_object_it_names_keeps_the_object(
+    local_backend: LocalStorageBackend, link: str
+) -> None:
+    await local_backend.save("data/a.txt", b"object a", metadata={"k": "v"})
+    root = local_backend.root
+    (root / "data" / "via").symlink_to(".")  # a chain: b.txt -> via/a.txt -> a.txt
+    (root / "data" / "b.txt").symlink_to(link)
+    await local_backend.move("data/b.txt", "data/a.txt")
+    assert await local_backend.load("data/a.txt") == b"object a"
+    assert not await local_backend.exists("data/b.txt")
+    assert not (root / "data" / "a.txt").is_symlink()
+
+
+async def test_move_of_a_hard_link_onto_its_twin_removes_the_source(
+    local_backend: LocalStorageBackend,
+) -> None:
+    await local_backend.save("data/a.txt", b"object a")
+    os.link(local_backend.root / "data" / "a.txt", local_backend.root / "data" / "b.txt")
+    await local_backend.move("data/b.txt", "data/a.txt")
+    assert await local_backend.load("data/a.txt") == b"object a"
+    assert await local_backend.list_files() == ["data/a.txt"]

@@ -206,3 +206,63 @@ async def test_refresh_usage_sweeps_stale_temp_files_without_a_quota(tmp_path: P
     assert live.exists()
     assert await backend.list_files() == ["d/a.bin"]
     await backend.aclose()
+
+
+async def broken() -> AsyncIterator[bytes]:
+    yield b"partial"
+    raise RuntimeError("the upload broke")
+
+
+REFUSED: dict[str, Callable[[LocalStorageBackend], Awaitable[object]]] = {
+    "if_match": lambda b: b.save("a/b/c.txt", b"x", if_match='"nope"'),
+    "broken-stream": lambda b: b.save("a/b/c.txt", broken()),
+}
+
+
+@pytest.mark.parametrize("write", REFUSED.values(), ids=REFUSED.keys())
+async def test_a_refused_write_leaves_no_folder_that_blocks_a_later_save(
+    local_backend: LocalStorageBackend, write: Callable[[LocalStorageBackend], Awaitable[object]]
+) -> None:
+    await local_backend.save("src.txt", b"s")
+    with pytest.raises((StorageError, RuntimeError)):
+        await write(local_backend)
+    await local_backend.save("a", b"no object under a: a may be an object")
+    assert await local_backend.list_files() == ["a", "src.txt"]
+
+
+async def test_a_save_beside_a_delete_emptying_its_folder_lands(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await local_backend.save("d/old.txt", b"old")
+    refuse_folder = local_module.refuse_folder
+    fired: list[bool] = []
+
+    def delete_first(dir_fd: int, name: str) -> None:
+        if not fired:  # the folder is open; the last object in it goes, and the folder
+            fired.append(True)
+            local_backend._delete_sync("d/old.txt")
+        refuse_folder(dir_fd, name)
+
+    monkeypatch.setattr(local_module, "refuse_folder", delete_first)
+    await local_backend.save("d/new.txt", b"new")
+    assert await local_backend.list_files() == ["d/new.txt"]
+
+
+async def test_a_move_beside_a_delete_emptying_its_destination_folder_lands(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await local_backend.save("d/old.txt", b"old")
+    await local_backend.save("src.txt", b"moved")
+    refuse_folder = local_module.refuse_folder
+    fired: list[bool] = []
+
+    def delete_first(dir_fd: int, name: str) -> None:
+        if not fired:  # the destination folder is open; its last object goes, and it
+            fired.append(True)
+            local_backend._delete_sync("d/old.txt")
+        refuse_folder(dir_fd, name)
+
+    monkeypatch.setattr(local_module, "refuse_folder", delete_first)
+    await local_backend.move("src.txt", "d/new.txt")
+    assert await local_backend.list_files() == ["d/new.txt"]
+    assert await local_backend.load("d/new.txt") == b"moved"

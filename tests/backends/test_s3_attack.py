@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+from typing import Any
 
 import pytest
 
 from file_storage import StorageBackend
+from tests.backends.test_s3 import SMALL, MakeBackend, MiB, blocks, client_of, make_backend
+from tests.s3util import stored_keys
+
+__all__ = ["make_backend"]  # a fixture, shared with test_s3
 
 pytestmark = pytest.mark.s3
 
@@ -48,3 +54,31 @@ async def test_clients_left_open_for_a_download_close_when_it_ends(
     await s3_backend.aclose()  # waits for the deferred closes
     gc.collect()
     assert not [w for w in recwarn if issubclass(w.category, ResourceWarning)]
+
+
+@pytest.mark.parametrize(
+    ("operation", "size"), [("PutObject", 100), ("CompleteMultipartUpload", 6 * MiB)]
+)
+async def test_a_write_cancelled_after_s3_stored_it_is_counted_by_the_quota(
+    make_backend: MakeBackend, raw: Any, s3_bucket: str, operation: str, size: int
+) -> None:
+    backend = make_backend(**SMALL, max_size_bytes=100 * MiB)
+    await backend.save("warm.bin", b"w")  # the quota's first scan
+    stored, gate = asyncio.Event(), asyncio.Event()
+
+    async def hold(**_: Any) -> None:
+        stored.set()  # S3 has stored the object; its answer is still on the way back
+        await gate.wait()
+
+    client = await client_of(backend)
+    client.meta.events.register(f"after-call.s3.{operation}", hold)
+    content = b"x" * size if operation == "PutObject" else blocks(size)  # a stream: parts
+    task = asyncio.create_task(backend.save("late.bin", content))
+    await stored.wait()
+    task.cancel()
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert "storage/late.bin" in stored_keys(raw, s3_bucket)
+    # what S3 holds is counted: the quota must not let that much more in
+    assert (await backend.get_usage()).used == 1 + size

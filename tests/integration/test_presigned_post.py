@@ -201,3 +201,48 @@ async def test_memory_form_upload_over_the_quota_left_is_refused(
     assert await memory_server.list_files() == ["u/old.bin"]
     assert (await _post(client, post.url, post.fields, b"y" * 400)).status_code == 204
     assert (await memory_server.get_usage("u")).used == 1000
+
+
+def _asgi_form_app(tmp_path: Path) -> tuple[LocalStorageBackend, FastAPI]:
+    backend = LocalStorageBackend(
+        tmp_path / "s", base_url="http://test/files", signing_key=SIGNING_KEY
+    )
+    app = FastAPI()
+    app.include_router(make_signed_url_router(get_backend=lambda: backend), prefix="/files")
+    return backend, app
+
+
+@pytest.mark.parametrize(
+    ("head", "filler"),
+    [
+        # one endless header value, then endless header lines: no signature checked yet
+        ('--b\r\nContent-Disposition: form-data; name="x"; filename="', b"z" * 65536),
+        ('--b\r\nContent-Disposition: form-data; name="x"\r\n', b"X: " + b"z" * 65531 + b"\r\n"),
+        # endless small fields of one name: MAX_FIELDS counts parts, not distinct names
+        ("", b'--b\r\nContent-Disposition: form-data; name="x"\r\n\r\n' + b"z" * 8000 + b"\r\n"),
+    ],
+)
+async def test_router_stops_reading_endless_form_headers_and_fields_before_the_signature(
+    tmp_path: Path, head: str, filler: bytes
+) -> None:
+    backend, app = _asgi_form_app(tmp_path)
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield head.encode()
+        for _ in range(10_000):  # hundreds of MiB if it were all read
+            sent += 1
+            yield filler
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as asgi:
+        response = await asgi.post(
+            "/files/in/a.bin",
+            content=body(),
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        )
+    assert response.status_code == 400
+    assert sent <= 64
+    assert not await backend.exists("in/a.bin")
+    await backend.aclose()

@@ -89,6 +89,8 @@ def load_obstore(backend: str) -> ModuleType:
 class ObstoreBackend(StorageBackend):
     """A :class:`StorageBackend` whose hooks are requests of one obstore store."""
 
+    _cancel_may_land = True  # a request the store took completes whether awaited or not
+
     #: the store's name in messages ("GCS", "Azure")
     _kind: str = "obstore"
 

@@ -191,7 +191,12 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         if isinstance(body, bytes):
             await gated(self._save_bytes, key, body, meta, options)
             return
-        opened, name = await in_pool(self._open_tmp, key, cleanup=lambda r: discard_tmp(r[0]))
+
+        def discard(made: tuple[int, str, int] | None = None) -> None:
+            discard_tmp(made or opened)
+            self._unmake_folders(key)
+
+        opened, name = await in_pool(self._open_tmp, key, cleanup=lambda r: discard(r[0]))
         fd = opened[2]
         pending: concurrent.futures.Future[None] | None = None
         handed = False
@@ -221,7 +226,7 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
                 None,
                 meta,
                 options,
-                cleanup=lambda: discard_tmp(opened),
+                cleanup=discard,
             )
         except BaseException:
             if not handed:
@@ -230,7 +235,7 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
                 if pending is not None:
                     with contextlib.suppress(BaseException):
                         pending.result()
-                discard_tmp(opened)
+                discard()
             raise
 
     async def _upload_file(
@@ -255,16 +260,18 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         if progress is not None:
             return await super()._download_file(key, local_path, progress)
 
-        def copy_out() -> int:
+        def copy_out(gate: Gate) -> int:
             found = open_object(self._dir, key)
             try:
                 with open(local_path, "wb") as out:
-                    copy_fd(found.fd, out.fileno(), Gate())
+                    copy_fd(found.fd, out.fileno(), gate)
                 return found.st.st_size
             finally:
                 found.close()
 
-        return await asyncio.to_thread(copy_out)
+        # gated: cancelled, the copy stops at its next batch and is waited for, so the
+        # base class removes its temp file after the thread made it, never before
+        return await gated(copy_out)
 
     async def _load(self, key: str) -> bytes:
         return await asyncio.to_thread(self._load_sync, key)
@@ -299,23 +306,25 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         return await asyncio.to_thread(self._stat_sync, key)
 
     async def _delete(self, key: str) -> None:
-        await asyncio.to_thread(self._delete_sync, key)
+        # gated: a caller cancelled before the unlink stops it; one cancelled after it is
+        # told so (mark_landed), and the base class stops counting the object
+        await gated(self._delete_keys, [key])
 
     async def _delete_many(self, keys: list[str]) -> None:
-        await asyncio.to_thread(self._delete_keys, keys)
+        await gated(self._delete_keys, keys)
 
     async def _delete_prefix(self, prefix: str) -> int:
-        def delete_all() -> int:
+        def delete_all(gate: Gate) -> int:
             walk = self._walk(prefix, with_stat=False)
             deleted = 0
             try:
                 while batch := walk.batch():
-                    deleted += self._delete_keys([key for key, _ in batch])
+                    deleted += self._delete_keys(gate, [key for key, _ in batch])
             finally:
                 walk.close()
             return deleted
 
-        return await asyncio.to_thread(delete_all)
+        return await gated(delete_all)
 
     def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         return self._walk_files(prefix)

@@ -4,9 +4,9 @@ Create-only never checks then writes: the finished temp file is hard-linked to t
 name, which the kernel refuses with ``EEXIST`` when anything is there, so of racing
 writers (threads or processes) exactly one lands; the temp name is then unlinked.
 Replace-only-that-version compares the current file's ETag and renames while holding the
-key's lock, which every write of this process takes to land: exact within a process;
-across processes another writer may land between the check and the rename (best effort,
-as the docs say: POSIX has no compare-and-rename).
+key's lock (``key_locks``: a thread stripe, then an ``flock`` on the key's sidecar shard
+folder), which every write and delete takes: exact between the processes of one machine
+that use this library, where the file system allows ``flock``.
 """
 
 from __future__ import annotations

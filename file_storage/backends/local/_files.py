@@ -16,7 +16,7 @@ import os
 import posixpath
 import stat as stat_mod
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -58,8 +58,36 @@ __all__ = ["LocalFiles"]
 logger = logging.getLogger("file_storage")
 
 
+# a folder made for a write can be removed by a delete emptying it before the temp file
+# is in it: made again this many times
+_FOLDER_ATTEMPTS = 8
+
+
 def _checkpoint(point: str, gate: Gate) -> None:
     """A no-op the tests replace to act at a precise step of a write ("rename", "landed")."""
+
+
+class _FolderGone(Exception):
+    """The folder a move was renaming into was removed (emptied by a delete) meanwhile."""
+
+
+@contextlib.contextmanager
+def _folder_kept(dir_fd: int) -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError:
+        if os.fstat(dir_fd).st_nlink == 0:  # a removed folder: made again by a new attempt
+            raise _FolderGone from None
+        raise
+
+
+def _is_file(dir_fd: int, name: str, st: os.stat_result) -> bool:
+    """True when ``name`` in ``dir_fd`` is, itself (not through a link), the file ``st``."""
+    try:
+        own = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return stat_mod.S_ISREG(own.st_mode) and (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
 
 
 class LocalFiles(LocalVersions):
@@ -95,7 +123,7 @@ class LocalFiles(LocalVersions):
         finally:
             os.close(fd)
         _checkpoint("rename", gate)
-        with key_locks(key):
+        with key_locks(self._dir, key):
             with gate.lock:
                 gate.check()
                 if options.if_match is not None:  # exact within this process: see local._cond
@@ -144,20 +172,35 @@ class LocalFiles(LocalVersions):
             if not gate.landed:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=dir_fd)
+                self._unmake_folders(key)
             raise
         finally:
             os.close(dir_fd)
 
     def _open_tmp(self, key: str) -> tuple[tuple[int, str, int], str]:
-        dir_fd, name, _ = open_parent(self._dir, key, create=True)
-        try:
-            refuse_folder(dir_fd, name)
-            tmp = tmp_name()
-            fd = os.open(tmp, O_NEW, 0o666, dir_fd=dir_fd)
-        except BaseException:
-            os.close(dir_fd)
-            raise
-        return (dir_fd, tmp, fd), name
+        for attempt in range(_FOLDER_ATTEMPTS):
+            dir_fd, name, _ = open_parent(self._dir, key, create=True)
+            try:
+                refuse_folder(dir_fd, name)
+                tmp = tmp_name()
+                fd = os.open(tmp, O_NEW, 0o666, dir_fd=dir_fd)
+            except FileNotFoundError:
+                os.close(dir_fd)
+                # a delete (or a refused write) emptied the folder and removed it after
+                # it was opened: make it again
+                if attempt + 1 == _FOLDER_ATTEMPTS:
+                    raise
+                continue
+            except BaseException:
+                os.close(dir_fd)
+                raise
+            return (dir_fd, tmp, fd), name
+        raise AssertionError("unreachable")
+
+    def _unmake_folders(self, key: str) -> None:
+        """After a write that did not land: remove the folders of ``key`` left empty, so
+        none blocks a later object of that name (they are not objects, and never listed)."""
+        remove_empty_parents(self._dir, key.split("/")[:-1])
 
     def _meta(
         self, key: str, content_type: str, metadata: dict[str, str], options: WriteOptions
@@ -213,7 +256,17 @@ class LocalFiles(LocalVersions):
             found.close()
 
     def _move_sync(self, gate: Gate, src: str, dst: str) -> None:
-        open_object(self._dir, src).close()  # the key must lead to an object in the root
+        for attempt in range(_FOLDER_ATTEMPTS):
+            try:
+                self._move_once(gate, src, dst)
+                return
+            except _FolderGone:
+                if attempt + 1 == _FOLDER_ATTEMPTS:
+                    raise StorageError("the destination folder kept being removed") from None
+
+    def _move_once(self, gate: Gate, src: str, dst: str) -> None:
+        found = open_object(self._dir, src)  # the key must lead to an object in the root
+        found.close()
         src_fd, src_name, src_where = open_parent(self._dir, src, create=False)
         try:
             mode = os.stat(src_name, dir_fd=src_fd, follow_symlinks=False).st_mode
@@ -223,17 +276,23 @@ class LocalFiles(LocalVersions):
                 link = os.readlink(src_name, dir_fd=src_fd) if stat_mod.S_ISLNK(mode) else None
                 _checkpoint("rename", gate)
                 moved = meta_file.stamp(os.stat(src_name, dir_fd=src_fd, follow_symlinks=False))
-                with key_locks(src, dst):
+                with key_locks(self._dir, src, dst):
                     with gate.lock, self._keeping(dst, moved), self._keeping(src, None):
                         gate.check()
                         kept = meta_file.copy_versions(self._dir, src, dst)
-                        if link is not None and not link.startswith("/") and src_where != dst_where:
+                        if _is_file(dst_fd, dst_name, found.st):
+                            # src is a link to dst's very file (or a hard link of it):
+                            # renaming would put a link to itself in its place (or, for a
+                            # hard link, do nothing); dst holds the bytes already
+                            os.unlink(src_name, dir_fd=src_fd)
+                        elif link and not link.startswith("/") and src_where != dst_where:
                             # the link itself moves; its relative target is rewritten so it
                             # still names the same object from its new folder
                             target = "/".join(lexical(self._dir, src_where, link)) or "."
                             relink = posixpath.relpath(target, "/".join(dst_where) or ".")
                             tmp = tmp_name()
-                            os.symlink(relink, tmp, dir_fd=dst_fd)
+                            with _folder_kept(dst_fd):
+                                os.symlink(relink, tmp, dir_fd=dst_fd)
                             try:
                                 replace_at(tmp, dst_fd, dst_name, dst_fd)
                             except BaseException:
@@ -241,7 +300,8 @@ class LocalFiles(LocalVersions):
                                 raise
                             os.unlink(src_name, dir_fd=src_fd)
                         else:
-                            replace_at(src_name, src_fd, dst_name, dst_fd)
+                            with _folder_kept(dst_fd):
+                                replace_at(src_name, src_fd, dst_name, dst_fd)
                         gate.landed = True
                     if not kept:
                         meta_file.drop(self._dir, dst)
@@ -254,20 +314,25 @@ class LocalFiles(LocalVersions):
             os.close(src_fd)
         remove_empty_parents(self._dir, src_where)
 
-    def _delete_sync(self, key: str) -> bool:
+    def _delete_sync(self, key: str, gate: Gate | None = None) -> bool:
         try:
             dir_fd, name, where = open_parent(self._dir, key, create=False)
         except (ObjectNotFoundError, StorageError):
             return False
         try:
-            with key_locks(key):
+            with key_locks(self._dir, key):
                 try:
                     if stat_mod.S_ISDIR(
                         os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
                     ):
                         return False  # a folder is not an object
-                    with self._keeping(key, None):
-                        os.unlink(name, dir_fd=dir_fd)  # a symlink itself, never its target
+                    with gate.lock if gate else contextlib.nullcontext():
+                        if gate is not None:
+                            gate.check()  # its caller was cancelled: delete no more
+                        with self._keeping(key, None):
+                            os.unlink(name, dir_fd=dir_fd)  # a symlink, never its target
+                        if gate is not None:
+                            gate.landed = True
                 except FileNotFoundError:
                     return False
                 meta_file.drop(self._dir, key)
@@ -276,8 +341,8 @@ class LocalFiles(LocalVersions):
         remove_empty_parents(self._dir, where)
         return True
 
-    def _delete_keys(self, keys: list[str]) -> int:
-        return sum(self._delete_sync(key) for key in keys)
+    def _delete_keys(self, gate: Gate | None, keys: list[str]) -> int:
+        return sum(self._delete_sync(key, gate) for key in keys)
 
     # ------------------------------------------------------------ reads (sync, in threads)
 

@@ -55,6 +55,7 @@ class Root:
         self._opened_in = 0  # the process that last ran on_open
         self._on_open = on_open  # run once per process, after the first open
         self.prefixes: tuple[str, ...] = ()  # absolute spellings of the root
+        self.kept_fds: dict[str, int] = {}  # folders held open while the root is (lock files)
 
     def fd(self) -> int:
         if self._fd >= 0 and self._pid == os.getpid():
@@ -65,6 +66,7 @@ class Root:
             if self._fd >= 0:  # inherited across fork: the child's own copy, closed here
                 os.close(self._fd)
                 self._fd = -1
+                self._close_kept()
             os.makedirs(self.path, exist_ok=True)
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | O_CLOEXEC)
             self.prefixes = tuple(dict.fromkeys((os.path.realpath(self.path), str(self.path))))
@@ -83,7 +85,29 @@ class Root:
         with self._lock:
             if self._fd >= 0 and self._pid == os.getpid():
                 os.close(self._fd)
+                self._close_kept()
             self._fd = -1
+
+    def _close_kept(self) -> None:
+        kept, self.kept_fds = self.kept_fds, {}
+        for fd in kept.values():
+            os.close(fd)
+
+    def kept_dir(self, parts: Sequence[str]) -> int:
+        """A descriptor of the folder ``parts`` (made when missing, links refused), opened
+        once and kept until the root closes: for the key locks' ``flock``."""
+        self.fd()  # after a fork: the parent's descriptors are dropped first
+        name = "/".join(parts)
+        fd = self.kept_fds.get(name)
+        if fd is None:
+            fd, _ = open_dir(self, parts, create=True, follow=False)
+            with self._lock:
+                if name in self.kept_fds:  # another thread opened it meanwhile
+                    os.close(fd)
+                else:
+                    self.kept_fds[name] = fd
+                fd = self.kept_fds[name]
+        return fd
 
 
 class Hops:

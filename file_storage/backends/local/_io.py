@@ -44,6 +44,22 @@ async def in_pool(
         raise
 
 
+async def to_the_end(fn: Callable[..., T], *args: Any) -> T:
+    """Run a step that cannot stop midway in the I/O pool; if the caller is cancelled
+    meanwhile, wait for it and mark the cancellation landed when it succeeded (the base
+    class then counts what it did)."""
+    future = io_pool.submit(fn, *args)
+    try:
+        return await asyncio.wrap_future(future)
+    except asyncio.CancelledError as exc:
+        if future.cancel():
+            raise
+        with contextlib.suppress(BaseException):
+            future.result()
+            mark_landed(exc)
+        raise
+
+
 def discard_tmp(opened: tuple[int, str, int]) -> None:
     dir_fd, tmp, fd = opened
     os.close(fd)

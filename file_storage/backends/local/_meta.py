@@ -15,15 +15,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import threading
-import zlib
 from collections.abc import Iterator
 from typing import NamedTuple
 
 from file_storage.backends.local._fs import O_NEW, O_READ, Root, open_dir
 from file_storage.backends.local._io import tmp_name
 from file_storage.errors import ObjectNotFoundError, StorageError
+
+logger = logging.getLogger("file_storage")
 
 META_DIR = ".file_storage\\meta"
 KEEP = 4  # versions kept per key: the current one and those a reader may still hold open
@@ -38,18 +40,53 @@ class Meta(NamedTuple):
     content_disposition: str | None = None
 
 
-# Writes of one key in this process stamp, record and rename one at a time, so the last
-# version renamed is also the last recorded. Striped: a lock per key would grow forever.
-_STRIPES = [threading.Lock() for _ in range(64)]
+# Writes of one key stamp, record and rename (or unlink and drop) one at a time, so the
+# last version renamed is also the last recorded, and an if_match check still holds at
+# the rename. Striped by the key's sidecar shard (a lock per key would grow forever):
+# threads of this process take the shard's lock, then every process an flock on the
+# shard's folder, through one descriptor per root and shard kept open (the thread lock
+# makes sharing it safe: flock belongs to the open file, not to the thread).
+_STRIPES = [threading.Lock() for _ in range(256)]
+_unlocked: list[bool] = []  # flock refused once here (some network file systems): not again
 
 
 @contextlib.contextmanager
-def key_locks(*keys: str) -> Iterator[None]:
-    stripes = sorted({zlib.crc32(k.encode()) % len(_STRIPES) for k in keys})
+def key_locks(root: Root, *keys: str) -> Iterator[None]:
+    shards = sorted({_where(k)[0][1] for k in keys})
     with contextlib.ExitStack() as stack:
-        for i in stripes:
-            stack.enter_context(_STRIPES[i])
+        for shard in shards:  # sorted: no two takers wait on each other
+            stack.enter_context(_STRIPES[int(shard, 16)])
+            fd = root.kept_dir([META_DIR, shard])
+            if _flock(fd):
+                stack.callback(_unflock, fd)
         yield
+
+
+def _unflock(fd: int) -> None:
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _flock(fd: int) -> bool:
+    if _unlocked:
+        return False
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: this process's locks only
+        _unlocked.append(True)
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return True
+    except OSError as exc:  # NFS without lock emulation, some FUSE file systems
+        _unlocked.append(True)
+        logger.warning(
+            "the storage folder's file system refuses flock (%s): writes of one key by "
+            "several processes are not ordered (metadata and if_match, see docs/usage.md)",
+            exc.strerror,
+        )
+        return False
 
 
 def stamp(st: os.stat_result) -> str:

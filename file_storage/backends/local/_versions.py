@@ -48,7 +48,7 @@ from file_storage.backends.local._fs import (
     open_parent,
     remove_empty_parents,
 )
-from file_storage.backends.local._io import gated, in_pool, read_batch, tmp_name
+from file_storage.backends.local._io import gated, in_pool, read_batch, tmp_name, to_the_end
 from file_storage.backends.local._meta import Meta, key_locks
 from file_storage.errors import ObjectNotFoundError, StorageError
 from file_storage.models import ObjectInfo, ObjectVersion
@@ -299,7 +299,7 @@ def open_version(root: Root, key: str, version_id: str) -> tuple[int, os.stat_re
 def purge(root: Root, key: str, version_ids: list[str]) -> None:
     """Delete these versions of ``key`` for good (the live file too when named)."""
     doomed = set(version_ids)
-    with key_locks(key):
+    with key_locks(root, key):
         folder = _Key(root, key)
         live = folder.live()
         try:
@@ -456,7 +456,7 @@ class LocalVersions(StorageBackend):
         await gated(restore)
 
     async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
-        await asyncio.to_thread(purge, self._dir, key, version_ids)
+        await to_the_end(purge, self._dir, key, version_ids)
 
     async def _version_sizes(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         epoch = datetime.fromtimestamp(0, UTC)
