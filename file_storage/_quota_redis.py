@@ -24,18 +24,19 @@ import asyncio
 import contextlib
 import contextvars
 import hashlib
+import itertools
 import logging
-import uuid
+import os
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import ModuleType, TracebackType
-from typing import Any
 
 from pydantic import SecretStr
 
 from file_storage import _quota_redis_lua as lua
 from file_storage._quota import QuotaManager, Reservation, Scanner, _Held
+from file_storage._quota_redis_wire import Client, RedisUnavailable
 from file_storage.errors import (
     StorageConfigError,
     StorageQuotaExceededError,
@@ -66,60 +67,20 @@ def default_namespace(identity: str) -> str:
     return "file_storage:" + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
-class RedisUnavailable(Exception):
-    """Redis could not be reached: translated by the caller (fail closed or open)."""
+def _new_prefix() -> str:
+    return os.urandom(8).hex() + ":"
 
 
-class _Client:
-    """The Redis client of each event loop and the scripts registered on it."""
+# ids of reservations and lock tokens: unique across processes (a random prefix, drawn
+# again in a forked child) and cheap within one (a counter)
+_ids = {"prefix": _new_prefix()}
+_counter = itertools.count()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _ids.update(prefix=_new_prefix()))
 
-    def __init__(self, url: SecretStr, timeout: float) -> None:
-        self._url = url
-        self._timeout = timeout
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._scripts: dict[str, Any] = {}
 
-    def _client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            redis = load_redis()
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            # no retries: a script that timed out may have run, and running it twice
-            # would count twice; a failed step is handled by the ledger instead
-            client = redis.asyncio.Redis.from_url(
-                self._url.get_secret_value(),
-                socket_connect_timeout=self._timeout,
-                socket_timeout=self._timeout,
-                retry=Retry(NoBackoff(), 0),
-                decode_responses=True,
-            )
-            self._clients[loop] = client
-        return client
-
-    async def run(self, script: str, args: Iterable[object]) -> Any:
-        redis = load_redis()
-        client = self._client()
-        registered = self._scripts.get(script)
-        if registered is None:
-            registered = self._scripts[script] = client.register_script(script)
-        try:
-            return await registered(keys=[], args=list(args), client=client)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            # the message names host and port at most; never the URL (its password)
-            raise RedisUnavailable(type(exc).__name__) from exc
-
-    async def aclose(self) -> None:
-        with contextlib.suppress(RuntimeError):
-            loop = asyncio.get_running_loop()
-            client = self._clients.pop(loop, None)
-            if client is not None:
-                await client.aclose()
-        self._clients.clear()
+def _new_id() -> str:
+    return _ids["prefix"] + str(next(_counter))
 
 
 _current: contextvars.ContextVar[_RedisHeld | None] = contextvars.ContextVar(
@@ -127,29 +88,100 @@ _current: contextvars.ContextVar[_RedisHeld | None] = contextvars.ContextVar(
 )
 
 
-class _RedisHeld:
-    """Holds keys in this process and in Redis for one ``async with``; renews the lease."""
+class _Renewer:
+    """Renews the leases of the holds of one event loop that outlive a third of a lease.
 
-    def __init__(self, ledger: RedisQuotaManager, keys: list[str]) -> None:
+    One timer per loop, not a task per write: a write that ends within a third of its
+    lease (nearly all do) is never renewed. A hold older than that at a tick is renewed
+    then and at each tick after, so a lease is renewed before two thirds of it have run.
+    """
+
+    def __init__(self, ledger: RedisQuotaManager, loop: asyncio.AbstractEventLoop) -> None:
+        self._ledger = ledger
+        self._loop = loop
+        self._interval = ledger.lease_seconds / 3
+        self.holds: dict[_RedisHeld, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, hold: _RedisHeld) -> None:
+        self.holds[hold] = self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_later(self._interval, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if not self.holds:
+            return
+        due = self._loop.time() - self._interval * 0.9
+        old = [hold for hold, since in self.holds.items() if since <= due]
+        if old:
+            task = self._loop.create_task(self._renew(old))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._timer = self._loop.call_later(self._interval, self._tick)
+
+    async def _renew(self, holds: list[_RedisHeld]) -> None:
+        ledger = self._ledger
+        calls = []
+        for h in holds:
+            if h.locked or h.reservations:
+                args = [ledger.ns, h.token, ledger.lease_ms, len(h.reservations)]
+                calls.append(ledger._client.run(lua.RENEW, [*args, *h.reservations, *h.keys]))
+        # a lease that runs out is checked again at commit
+        await asyncio.gather(*calls, return_exceptions=True)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in self._tasks:
+            task.cancel()
+
+
+class _RedisHeld:
+    """Holds keys in this process and in Redis for one ``async with``.
+
+    ``lazy`` (a save or an upload, whose first ledger step is its reserve, before any
+    I/O): the key's lock in Redis is taken by that reserve, in the same script call.
+    Otherwise it is taken on entry, before the store is touched.
+    """
+
+    __slots__ = (
+        "_ledger",
+        "_local",
+        "_renewer",
+        "_reset",
+        "deleted",
+        "keys",
+        "lazy",
+        "locked",
+        "reservations",
+        "token",
+    )
+
+    def __init__(self, ledger: RedisQuotaManager, keys: list[str], lazy: bool) -> None:
         self._ledger = ledger
         self.keys = keys
-        self.token = uuid.uuid4().hex
+        self.lazy = lazy and len(keys) == 1
+        self.token = _new_id()
         self._local = _Held(ledger._locks, keys)
         self.locked = False  # in Redis
         self.reservations: list[str] = []
         self.deleted: list[str] = []
-        self._renewer: asyncio.Task[None] | None = None
+        self._renewer: _Renewer | None = None
         self._reset: contextvars.Token[_RedisHeld | None] | None = None
 
     async def __aenter__(self) -> None:
         await self._local.__aenter__()
-        try:
-            self.locked = await self._ledger._lock(self)
-        except BaseException:
-            await self._local.__aexit__(None, None, None)
-            raise
-        if self.locked:
-            self._renewer = asyncio.create_task(self._renew())
+        if not self.lazy:
+            try:
+                self.locked = await self._ledger._lock(self)
+            except BaseException:
+                await self._local.__aexit__(None, None, None)
+                raise
+        self._renewer = self._ledger._renewer()
+        self._renewer.add(self)
         self._reset = _current.set(self)
 
     async def __aexit__(
@@ -161,24 +193,12 @@ class _RedisHeld:
         if self._reset is not None:
             _current.reset(self._reset)
         if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+            self._renewer.holds.pop(self, None)
         try:
             if self.deleted or self.locked:
                 await self._ledger._finish(self)
         finally:
             await self._local.__aexit__(exc_type, exc, tb)
-
-    async def _renew(self) -> None:
-        interval = self._ledger.lease_seconds / 3
-        while True:
-            await asyncio.sleep(interval)
-            args = [self._ledger.ns, self.token, self._ledger.lease_ms, len(self.reservations)]
-            try:
-                await self._ledger._client.run(lua.RENEW, [*args, *self.reservations, *self.keys])
-            except RedisUnavailable:
-                continue  # a lease that runs out is checked again at commit
 
 
 class _RedisReservation(Reservation):
@@ -191,7 +211,7 @@ class _RedisReservation(Reservation):
     ) -> None:
         self._ledger = ledger
         self._hold = hold
-        self._id = uuid.uuid4().hex
+        self._id = _new_id()
         self.key = key
         self.operation = operation
         self._done = False
@@ -273,7 +293,10 @@ class RedisQuotaManager(QuotaManager):
         self.lease_seconds = lease_seconds
         self.lease_ms = max(1, int(lease_seconds * 1000))
         self._fail_open = fail_open
-        self._client = _Client(url, timeout)
+        self._client = Client(url, timeout)
+        self._renewers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Renewer] = (
+            weakref.WeakKeyDictionary()
+        )
         self._limits: dict[str, int] = {}  # the limits this process set: pushed again after a reset
         self._unpushed: dict[str, int | None] = {}
         self._dirty: set[str] = set()  # keys changed while Redis was away
@@ -302,8 +325,15 @@ class RedisQuotaManager(QuotaManager):
     def limit(self, prefix: str) -> int | None:
         return self._limits.get(prefix)
 
-    def hold(self, *keys: str) -> AbstractAsyncContextManager[None]:
-        return _RedisHeld(self, sorted(set(keys)))
+    def hold(self, *keys: str, lazy: bool = False) -> AbstractAsyncContextManager[None]:
+        return _RedisHeld(self, sorted(set(keys)), lazy)
+
+    def _renewer(self) -> _Renewer:
+        loop = asyncio.get_running_loop()
+        renewer = self._renewers.get(loop)
+        if renewer is None:
+            renewer = self._renewers[loop] = _Renewer(self, loop)
+        return renewer
 
     def overlaps(self, prefix: str) -> bool:
         return True
@@ -315,6 +345,10 @@ class RedisQuotaManager(QuotaManager):
         return True  # Redis knows; usage() raises LookupError when it has no quota there
 
     async def aclose(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            renewer = self._renewers.pop(asyncio.get_running_loop(), None)
+            if renewer is not None:
+                renewer.cancel()
         await self._client.aclose()
 
     # -- failure handling ---------------------------------------------------------------
@@ -447,30 +481,44 @@ class RedisQuotaManager(QuotaManager):
     ) -> bool:
         """One reserve step; ``False`` when no quota covers the key."""
         key = reservation.key
+        hold = reservation._hold
+        wait = 0.001
         while True:
-            await self._sync()
-            await self._refresh_due(key)
-            args = [self.ns, reservation._id, key, total, frees or "", self.lease_ms]
-            result = await self._client.run(lua.RESERVE, [*args, 1 if first else 0])
+            if self._unpushed or self._dirty:
+                await self._sync()
+            if self._refresh_seconds is not None:
+                await self._refresh_due(key)
+            # a lazy hold's lock is taken here, in the same step as the reservation
+            take = hold is not None and hold.lazy and not hold.locked and hold.keys == [key]
+            result = await self._client.run(
+                lua.RESERVE,
+                [self.ns, reservation._id, key, total, frees or "", self.lease_ms,
+                 1 if first else 0, hold.token if take and hold is not None else ""],
+            )  # fmt: skip
             self._reachable()
-            match result[0]:
-                case "ok":
-                    return True
-                case "none":
-                    return False
-                case "reset":
-                    self._push_all()
-                case "unseeded":
-                    await self._seed(result[1], force=False)
-                case "over":
-                    raise StorageQuotaExceededError(
-                        used=int(result[2]),
-                        limit=int(result[3]),
-                        requested=total if requested is None else requested,
-                        prefix=result[1],
-                        operation=reservation.operation,
-                        key=key,
-                    )
+            state = result[0]
+            if take and hold is not None and state not in ("none", "reset", "locked"):
+                hold.locked = True
+            if state == "ok":
+                return True
+            if state == "none":
+                return False
+            if state == "reset":
+                self._push_all()
+            elif state == "locked":  # another process writes or deletes this key now
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, _MAX_WAIT)
+            elif state == "unseeded":
+                await self._seed(result[1], force=False)
+            elif state == "over":
+                raise StorageQuotaExceededError(
+                    used=int(result[2]),
+                    limit=int(result[3]),
+                    requested=total if requested is None else requested,
+                    prefix=result[1],
+                    operation=reservation.operation,
+                    key=key,
+                )
 
     async def _refresh_due(self, key: str) -> None:
         """``STORAGE_QUOTA_REFRESH_SECONDS``: list the quotas this process set again."""
@@ -486,7 +534,7 @@ class RedisQuotaManager(QuotaManager):
 
     async def _seed(self, prefix: str, *, force: bool) -> None:
         """List ``prefix`` once (one process does, the others wait) and swap its usage in."""
-        token = uuid.uuid4().hex
+        token = _new_id()
         wait = 0.001
         while True:
             state = await self._client.run(
@@ -547,12 +595,7 @@ class RedisQuotaManager(QuotaManager):
             ) from exc
 
     async def _quota_prefixes(self) -> list[str]:
-        client = self._client._client()
-        redis = load_redis()
-        try:
-            prefixes: list[str] = await client.hkeys(self.ns + ":limits")
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            raise RedisUnavailable(type(exc).__name__) from exc
+        prefixes: list[str] = await self._client.call("HKEYS", self.ns + ":limits")
         return sorted(prefixes)
 
 

@@ -20,6 +20,8 @@ Time is Redis's own clock (``TIME``), the same for every process on every machin
 
 from __future__ import annotations
 
+from file_storage._quota_redis_wire import Script
+
 _COMMON = """
 local ns = ARGV[1]
 local function now_ms()
@@ -79,18 +81,27 @@ local function unlock(token, first, last)
 end
 """
 
-# ARGV: ns, id, key, total, frees ('' or a key), lease_ms, first (1: a new reservation)
-# -> {'ok'} | {'none'} | {'reset'} | {'unseeded', prefix} | {'over', prefix, used, limit}
-RESERVE = (
+# ARGV: ns, id, key, total, frees ('' or a key), lease_ms, first (1: a new reservation),
+# token ('' or the hold's token: take the lock of key for it first, as LOCK does)
+# -> {'ok'} | {'none'} | {'reset'} | {'locked'} (another holder has key) |
+# {'unseeded', prefix} | {'over', prefix, used, limit}; with a token, every reply but
+# none, reset and locked means the key is now locked by it
+RESERVE = Script(
     _COMMON
     + """
 local id, key, total, frees = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local lease, first = tonumber(ARGV[6]), ARGV[7] == '1'
+local lease, first, token = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8]
 local now = now_ms()
 purge(now)
 if redis.call('EXISTS', ns .. ':epoch') == 0 then return {'reset'} end
 local quotas = covering(key)
 if #quotas == 0 then return {'none'} end
+if token ~= '' then
+  local lk = ns .. ':lk:' .. key
+  local owner = redis.call('GET', lk)
+  if owner and owner ~= token then return {'locked'} end
+  redis.call('SET', lk, token, 'PX', lease)
+end
 local rk = ns .. ':rsv:' .. id
 local fresh = first or redis.call('EXISTS', rk) == 0
 local extras, olds = {}, {}
@@ -134,7 +145,7 @@ return {'ok'}
 # ARGV: ns, id, key, size, token, undoable ('1': the caller can delete the new object), lock keys...
 # -> {'ok'} | {'over', prefix, used, limit} (lease lost, a new undoable object that no
 # longer fits: nothing recorded) | {'overshoot', prefix} (lease lost: recorded anyway)
-COMMIT = (
+COMMIT = Script(
     _COMMON
     + """
 local id, key, size, token = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
@@ -172,7 +183,7 @@ return result
 )
 
 # ARGV: ns, id
-RELEASE = (
+RELEASE = Script(
     _COMMON
     + """
 purge(now_ms())
@@ -182,7 +193,7 @@ return 1
 )
 
 # ARGV: ns, token, lease_ms, keys... -> 1 when every key is now locked by token, else 0
-LOCK = (
+LOCK = Script(
     _COMMON
     + """
 local token, lease = ARGV[2], tonumber(ARGV[3])
@@ -198,7 +209,7 @@ return 1
 )
 
 # ARGV: ns, token, n_deleted, deleted keys..., lock keys...: record the deletes, unlock
-FINISH = (
+FINISH = Script(
     _COMMON
     + """
 local token, n = ARGV[2], tonumber(ARGV[3])
@@ -213,7 +224,7 @@ return 1
 )
 
 # ARGV: ns, token, lease_ms, n_ids, ids..., lock keys... -> how many locks are still ours
-RENEW = (
+RENEW = Script(
     _COMMON
     + """
 local token, lease, n = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -236,7 +247,7 @@ return kept
 )
 
 # ARGV: ns, prefix, limit-or-'' pairs...: set (or with '' remove) limits; marks the epoch
-SET_LIMITS = (
+SET_LIMITS = Script(
     _COMMON
     + """
 for j = 2, #ARGV, 2 do
@@ -255,7 +266,7 @@ return 1
 )
 
 # ARGV: ns, prefix -> {limit or false, used, reserved, seeded}
-USAGE = (
+USAGE = Script(
     _COMMON
     + """
 local p = ARGV[2]
@@ -268,7 +279,7 @@ return {limit, num(f[1]), num(f[2]), f[3] == '1' and 1 or 0,
 )
 
 # ARGV: ns, prefix, token, lease_ms, force -> 'seeded' | 'wait' | 'go'
-SEED_BEGIN = (
+SEED_BEGIN = Script(
     _COMMON
     + """
 local p, token, lease, force = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1'
@@ -282,7 +293,7 @@ return 'go'
 )
 
 # ARGV: ns, prefix, token, lease_ms, key, size pairs...: stage a batch of the listing
-SEED_STAGE = (
+SEED_STAGE = Script(
     _COMMON
     + """
 local p, token, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -295,7 +306,7 @@ return 1
 )
 
 # ARGV: ns, prefix, token, listed_total -> 1 (swapped in) | 0 (the lock was lost)
-SEED_END = (
+SEED_END = Script(
     _COMMON
     + """
 local p, token, used = ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -330,7 +341,7 @@ return 1
 
 # ARGV: ns, keys...: the quotas covering these keys are listed again on next use (this
 # process wrote or deleted them while Redis was unreachable)
-INVALIDATE = (
+INVALIDATE = Script(
     _COMMON
     + """
 for j = 2, #ARGV do
