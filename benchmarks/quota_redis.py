@@ -69,13 +69,15 @@ class _Redis:
 
 
 def _build(spec: dict[str, Any]) -> Any:
-    from file_storage import LocalStorageBackend, S3StorageBackend
+    from file_storage import LocalStorageBackend, MemoryStorageBackend, S3StorageBackend
 
     options: dict[str, Any] = {}
-    if spec["ledger"] != "no quota":
-        options["max_size_bytes"] = LIMIT
+    if spec["ledger"] != "no quota" and not spec.get("objects"):
+        options["max_size_bytes"] = LIMIT  # (with objects: set once they are stored)
     if spec["ledger"] == "Redis ledger":
         options |= {"quota_redis_url": spec["redis"], "quota_redis_namespace": spec["ns"]}
+    if spec["store"] == "memory":
+        return MemoryStorageBackend(**options)
     if spec["store"] == "local":
         return LocalStorageBackend(spec["root"], **options)
     return S3StorageBackend(
@@ -94,6 +96,10 @@ async def _child(spec: dict[str, Any]) -> dict[str, float]:
     data = os.urandom(SMALL)
     async with _build(spec) as storage:
         me = spec["id"]
+        if spec.get("objects"):  # flatness: the quota is set over this many objects
+            await drive(lambda i: storage.save(f"data/{i // 1000:04d}/{i:07d}.bin", data), 0,
+                        spec["objects"], 16)  # fmt: skip
+            storage.set_quota("", LIMIT)
         await storage.save(f"p{me}/first.bin", data)  # learns usage: not counted
         await drive(lambda i: storage.save(f"p{me}/w{i}.bin", data), 0, spec["warmup"], IN_FLIGHT)
         cpu0, t0 = time.process_time(), time.perf_counter()
@@ -157,6 +163,32 @@ def run_shared_quota(moto: MotoServer, scale: Scale, workdir: Path) -> list[Row]
                     row.ops = ops * processes
                     row.seconds = max(r["seconds"] for r in results)
                     row.cpu_seconds = sum(r["cpu"] for r in results)
+        # flatness: the same save over 0 and N stored objects, on the memory backend (no
+        # I/O to hide behind), one process
+        for objects in (0, scale.quota_counts[-1]):
+            workload = f"memory, 1 process, {objects:,} objects"
+            for ledger in (BASE, "Redis ledger"):
+                log(f"  shared quota: {workload}, {ledger}")
+                row = Row(SECTION, workload, ledger)
+                rows.append(row)
+                if ledger == "Redis ledger" and redis is None:
+                    row.error = "n/a (redis-server is not installed)"
+                    continue
+                ops = max(50, scale.quota_ops // 4)
+                spec = {
+                    "store": "memory",
+                    "ledger": ledger,
+                    "redis": redis.url if redis else "",
+                    "ns": f"bench:{uuid.uuid4().hex[:8]}",
+                    "objects": objects,
+                    "ops": ops,
+                    "warmup": scale.warmup,
+                    "id": 0,
+                }
+                (result,) = _run([spec])
+                row.ops = ops
+                row.seconds = result["seconds"]
+                row.cpu_seconds = result["cpu"]
     finally:
         if redis is not None:
             redis.stop()

@@ -32,27 +32,35 @@ class _ReplyError(Exception):
     """An error reply (``-ERR ...``): the message's first word is the code."""
 
 
-def _encode(value: object) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, int):
-        return str(value).encode()
-    raise TypeError(f"a Redis argument is str, bytes or int, not {type(value).__name__}")
+def _pack_args(args: list[object], start: int = 0) -> bytes:
+    """``args[start:]`` in RESP (``$<len>`` and the bytes of each), built as one string
+    and encoded once when all are ASCII: half the cost of packing them one by one."""
+    parts = []
+    for j in range(start, len(args)):
+        arg = args[j]
+        if arg.__class__ is not str:
+            if arg.__class__ is not int:  # (not a bool either)
+                raise TypeError(f"a Redis argument is str or int, not {type(arg).__name__}")
+            arg = str(arg)
+        assert isinstance(arg, str)
+        if not arg.isascii():
+            return b"".join(_pack_one(args[k]) for k in range(start, len(args)))
+        parts.append(f"${len(arg)}\r\n{arg}\r\n")
+    return "".join(parts).encode()
+
+
+def _pack_one(arg: object) -> bytes:
+    data = arg.encode() if isinstance(arg, str) else str(arg).encode()
+    return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
 def pack(args: list[object]) -> bytes:
-    """One command in RESP: ``*<n>`` then ``$<len>`` and the bytes of each argument."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = _encode(arg)
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+    """One command in RESP: ``*<n>`` then each argument."""
+    return b"*%d\r\n" % len(args) + _pack_args(args)
 
 
 class Script:
-    """A Lua script with its SHA1 and the packed head of its ``EVALSHA`` computed once."""
+    """A Lua script and its SHA1."""
 
     __slots__ = ("sha", "text")
 
@@ -108,6 +116,7 @@ class _Wire(asyncio.Protocol):
         self._buf = b""
         self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._out: list[bytes] = []
         self.transport: asyncio.Transport | None = None
         self.lost: RedisUnavailable | None = None
 
@@ -121,10 +130,19 @@ class _Wire(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((future, time.monotonic()))
-        self.transport.write(data)
+        # the calls made in one pass of the loop leave in one write: on a busy machine a
+        # send to a local Redis costs far more than its bytes (the syscall wakes the server)
+        if not self._out:
+            loop.call_soon(self._flush)
+        self._out.append(data)
         if self._timer is None:
             self._timer = loop.call_later(self._timeout, self._check_timeout)
         return future
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self.transport is not None and self.lost is None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _check_timeout(self) -> None:
         self._timer = None
@@ -189,6 +207,7 @@ class Client:
             weakref.WeakKeyDictionary()
         )
         self._opening: dict[asyncio.AbstractEventLoop, asyncio.Future[_Wire]] = {}
+        self._heads: dict[tuple[str, int, object], bytes] = {}
 
     async def _connect(self) -> _Wire:
         from file_storage._quota_redis import load_redis
@@ -259,8 +278,14 @@ class Client:
         wire = self._wires.get(loop)
         if wire is None or wire.lost is not None:
             wire = await self._wire()
+        # the head (EVALSHA, the SHA, no keys, the namespace) is packed once per script
+        head_key = (script.sha, len(args), args[0])
+        head = self._heads.get(head_key)
+        if head is None:
+            head = b"*%d\r\n" % (len(args) + 3) + _pack_args(["EVALSHA", script.sha, 0, args[0]])
+            self._heads[head_key] = head
         try:
-            return await wire.send(pack(["EVALSHA", script.sha, 0, *args]))
+            return await wire.send(head + _pack_args(args, 1))
         except _ReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise RedisUnavailable(str(exc).split(" ", 1)[0]) from exc
