@@ -24,9 +24,7 @@ import asyncio
 import contextlib
 import contextvars
 import hashlib
-import itertools
 import logging
-import os
 import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -35,7 +33,8 @@ from types import ModuleType, TracebackType
 from pydantic import SecretStr
 
 from file_storage import _quota_redis_lua as lua
-from file_storage._quota import QuotaManager, Reservation, Scanner, _Held
+from file_storage._quota import Probe, QuotaManager, Reservation, Scanner, _Held
+from file_storage._quota_redis_lease import Renewer, new_id
 from file_storage._quota_redis_wire import Client, RedisUnavailable
 from file_storage.errors import (
     StorageConfigError,
@@ -67,76 +66,9 @@ def default_namespace(identity: str) -> str:
     return "file_storage:" + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
-def _new_prefix() -> str:
-    return os.urandom(8).hex() + ":"
-
-
-# ids of reservations and lock tokens: unique across processes (a random prefix, drawn
-# again in a forked child) and cheap within one (a counter)
-_ids = {"prefix": _new_prefix()}
-_counter = itertools.count()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: _ids.update(prefix=_new_prefix()))
-
-
-def _new_id() -> str:
-    return _ids["prefix"] + str(next(_counter))
-
-
 _current: contextvars.ContextVar[_RedisHeld | None] = contextvars.ContextVar(
     "file_storage_redis_hold", default=None
 )
-
-
-class _Renewer:
-    """Renews the leases of the holds of one event loop that outlive a third of a lease.
-
-    One timer per loop, not a task per write: a write that ends within a third of its
-    lease (nearly all do) is never renewed. A hold older than that at a tick is renewed
-    then and at each tick after, so a lease is renewed before two thirds of it have run.
-    """
-
-    def __init__(self, ledger: RedisQuotaManager, loop: asyncio.AbstractEventLoop) -> None:
-        self._ledger = ledger
-        self._loop = loop
-        self._interval = ledger.lease_seconds / 3
-        self.holds: dict[_RedisHeld, float] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def add(self, hold: _RedisHeld) -> None:
-        self.holds[hold] = self._loop.time()
-        if self._timer is None:
-            self._timer = self._loop.call_later(self._interval, self._tick)
-
-    def _tick(self) -> None:
-        self._timer = None
-        if not self.holds:
-            return
-        due = self._loop.time() - self._interval * 0.9
-        old = [hold for hold, since in self.holds.items() if since <= due]
-        if old:
-            task = self._loop.create_task(self._renew(old))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        self._timer = self._loop.call_later(self._interval, self._tick)
-
-    async def _renew(self, holds: list[_RedisHeld]) -> None:
-        ledger = self._ledger
-        calls = []
-        for h in holds:
-            if h.locked or h.reservations:
-                args = [ledger.ns, h.token, ledger.lease_ms, len(h.reservations)]
-                calls.append(ledger._client.run(lua.RENEW, [*args, *h.reservations, *h.keys]))
-        # a lease that runs out is checked again at commit
-        await asyncio.gather(*calls, return_exceptions=True)
-
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for task in self._tasks:
-            task.cancel()
 
 
 class _RedisHeld:
@@ -164,15 +96,17 @@ class _RedisHeld:
         self._ledger = ledger
         self.keys = keys
         self.lazy = lazy and len(keys) == 1
-        self.token = _new_id()
+        self.token = new_id()
         self._local = _Held(ledger._locks, keys)
         self.locked = False  # in Redis
         self.reservations: list[str] = []
         self.deleted: list[str] = []
-        self._renewer: _Renewer | None = None
+        self._renewer: Renewer | None = None
         self._reset: contextvars.Token[_RedisHeld | None] | None = None
 
     async def __aenter__(self) -> None:
+        if not self._ledger._versions_checked:
+            await self._ledger._check_versions()
         await self._local.__aenter__()
         if not self.lazy:
             try:
@@ -211,7 +145,7 @@ class _RedisReservation(Reservation):
     ) -> None:
         self._ledger = ledger
         self._hold = hold
-        self._id = _new_id()
+        self._id = new_id()
         self.key = key
         self.operation = operation
         self._done = False
@@ -275,6 +209,7 @@ class _RedisReservation(Reservation):
 class RedisQuotaManager(QuotaManager):
     """All quotas of one backend, kept in Redis and shared by every process using it."""
 
+    #: prior versions are not counted: a versioned store is refused (see _check_versions)
     counts_versions = False
 
     def __init__(
@@ -287,14 +222,16 @@ class RedisQuotaManager(QuotaManager):
         lease_seconds: float = 60.0,
         fail_open: bool = False,
         timeout: float = 5.0,
+        probe: Probe | None = None,
     ) -> None:
-        super().__init__(scan, refresh_seconds)
+        super().__init__(scan, refresh_seconds, probe)
+        self._versions_checked = probe is None
         self.ns = "{" + namespace + "}"
         self.lease_seconds = lease_seconds
         self.lease_ms = max(1, int(lease_seconds * 1000))
         self._fail_open = fail_open
         self._client = Client(url, timeout)
-        self._renewers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Renewer] = (
+        self._renewers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Renewer] = (
             weakref.WeakKeyDictionary()
         )
         self._limits: dict[str, int] = {}  # the limits this process set: pushed again after a reset
@@ -328,11 +265,11 @@ class RedisQuotaManager(QuotaManager):
     def hold(self, *keys: str, lazy: bool = False) -> AbstractAsyncContextManager[None]:
         return _RedisHeld(self, sorted(set(keys)), lazy)
 
-    def _renewer(self) -> _Renewer:
+    def _renewer(self) -> Renewer:
         loop = asyncio.get_running_loop()
         renewer = self._renewers.get(loop)
         if renewer is None:
-            renewer = self._renewers[loop] = _Renewer(self, loop)
+            renewer = self._renewers[loop] = Renewer(self, loop)
         return renewer
 
     def overlaps(self, prefix: str) -> bool:
@@ -350,6 +287,20 @@ class RedisQuotaManager(QuotaManager):
             if renewer is not None:
                 renewer.cancel()
         await self._client.aclose()
+
+    async def _check_versions(self) -> None:
+        """Refuse a store that keeps prior versions: this ledger does not count them.
+
+        Asked once per process, before its first write, delete or usage (the
+        constructor does no I/O); ``set_versioning(True)`` refuses as well.
+        """
+        if self._probe is not None and await self._probe() != "off":
+            raise StorageConfigError(
+                "the Redis quota ledger (STORAGE_QUOTA_REDIS_URL) does not count prior "
+                "versions, and this store keeps them (versioning enabled or suspended): "
+                "use the in-process ledger on a versioned store"
+            )
+        self._versions_checked = True
 
     # -- failure handling ---------------------------------------------------------------
 
@@ -534,7 +485,7 @@ class RedisQuotaManager(QuotaManager):
 
     async def _seed(self, prefix: str, *, force: bool) -> None:
         """List ``prefix`` once (one process does, the others wait) and swap its usage in."""
-        token = _new_id()
+        token = new_id()
         wait = 0.001
         while True:
             state = await self._client.run(
@@ -563,6 +514,8 @@ class RedisQuotaManager(QuotaManager):
         await self._client.run(lua.SEED_END, [self.ns, prefix, token, total])
 
     async def usage(self, prefix: str) -> Usage:
+        if not self._versions_checked:
+            await self._check_versions()
         try:
             await self._sync()
             while True:
@@ -584,6 +537,8 @@ class RedisQuotaManager(QuotaManager):
             ) from exc
 
     async def refresh(self, prefix: str | None = None) -> None:
+        if not self._versions_checked:
+            await self._check_versions()
         try:
             await self._sync()
             prefixes = [prefix] if prefix is not None else await self._quota_prefixes()
@@ -608,6 +563,7 @@ def redis_ledger(
     identity: str,
     lease_seconds: float,
     fail_open: bool,
+    probe: Probe | None = None,
 ) -> RedisQuotaManager:
     """Check the options and build the ledger (no connection is opened here)."""
     secret = SecretStr(url) if isinstance(url, str) else url
@@ -631,4 +587,5 @@ def redis_ledger(
         namespace=namespace or default_namespace(identity),
         lease_seconds=float(lease_seconds),
         fail_open=bool(fail_open),
+        probe=probe,
     )

@@ -43,9 +43,9 @@ local function covering(key)
   end
   return out
 end
-local function release(id)
+local function release(id, held)
   local rk = ns .. ':rsv:' .. id
-  local held = redis.call('HGETALL', rk)
+  held = held or redis.call('HGETALL', rk)
   for j = 1, #held, 2 do
     if string.sub(held[j], 1, 2) == 'h:' then
       local q = ns .. ':q:' .. string.sub(held[j], 3)
@@ -64,10 +64,11 @@ local function num(v)
 end
 local function record(p, key, size)
   local q = ns .. ':q:' .. p
-  if redis.call('HEXISTS', q, 'seeding') == 1 then
+  local f = redis.call('HMGET', q, 'seeding', 'seeded')
+  if f[1] then
     redis.call('HSET', ns .. ':pend:' .. p, key, size or -1)
   end
-  if redis.call('HGET', q, 'seeded') ~= '1' then return end
+  if f[2] ~= '1' then return end
   local sz = ns .. ':sz:' .. p
   local old = num(redis.call('HGET', sz, key))
   if size then redis.call('HSET', sz, key, size) else redis.call('HDEL', sz, key) end
@@ -108,7 +109,8 @@ local extras, olds = {}, {}
 for j, ql in ipairs(quotas) do
   local p, limit = ql[1], ql[2]
   local q = ns .. ':q:' .. p
-  if redis.call('HGET', q, 'seeded') ~= '1' then return {'unseeded', p} end
+  local f = redis.call('HMGET', q, 'seeded', 'used', 'reserved')
+  if f[1] ~= '1' then return {'unseeded', p} end
   local old, held
   if fresh then
     local sz = ns .. ':sz:' .. p
@@ -123,19 +125,19 @@ for j, ql in ipairs(quotas) do
   end
   local extra = math.max(0, total - old) - held
   if extra > 0 then
-    local f = redis.call('HMGET', q, 'used', 'reserved')
-    local busy = num(f[1]) + num(f[2])
+    local busy = num(f[2]) + num(f[3])
     if busy + extra > limit then return {'over', p, busy - held, limit} end
   end
   extras[j], olds[j] = extra, old
 end
 for j, ql in ipairs(quotas) do
-  local p = ql[1]
-  if extras[j] > 0 then
-    redis.call('HINCRBY', ns .. ':q:' .. p, 'reserved', extras[j])
-    redis.call('HINCRBY', rk, 'h:' .. p, extras[j])
+  local p, extra = ql[1], math.max(extras[j], 0)
+  if extra > 0 then redis.call('HINCRBY', ns .. ':q:' .. p, 'reserved', extra) end
+  if fresh then
+    redis.call('HSET', rk, 'h:' .. p, extra, 'o:' .. p, olds[j])
+  elseif extra > 0 then
+    redis.call('HINCRBY', rk, 'h:' .. p, extra)
   end
-  redis.call('HSET', rk, 'o:' .. p, olds[j])
 end
 redis.call('ZADD', ns .. ':leases', now + lease, id)
 return {'ok'}
@@ -154,7 +156,8 @@ purge(now_ms())
 local rk = ns .. ':rsv:' .. id
 local quotas = covering(key)
 local result = {'ok'}
-if redis.call('EXISTS', rk) == 0 then
+local held = redis.call('HGETALL', rk)
+if #held == 0 then
   -- the lease ran out (or Redis lost it): check again instead of trusting it
   local known = 0
   for _, ql in ipairs(quotas) do
@@ -175,7 +178,7 @@ if redis.call('EXISTS', rk) == 0 then
     result = {'overshoot', result[2]}
   end
 end
-release(id)
+release(id, held)
 for _, ql in ipairs(quotas) do record(ql[1], key, size) end
 unlock(token, 7, #ARGV)
 return result
