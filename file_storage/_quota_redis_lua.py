@@ -13,7 +13,8 @@ one ledger lands in one slot, so the scripts may touch keys they compute):
 - ``{ns}:lk:<key>``: the per-key lock (a token with an expiry: the lease).
 - ``{ns}:rsv:<id>``: one write's reservation: ``h:<prefix>`` bytes held, ``o:<prefix>``
   the old size it replaces; ``{ns}:leases`` is a sorted set of reservation id -> expiry
-  in ms. Every script first frees the reservations whose lease ran out.
+  in ms. RESERVE, RELEASE, FINISH and USAGE first free the reservations whose lease ran
+  out.
 
 Time is Redis's own clock (``TIME``), the same for every process on every machine.
 """
@@ -152,7 +153,9 @@ COMMIT = Script(
     + """
 local id, key, size, token = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local undoable = ARGV[6] == '1'
-purge(now_ms())
+-- no purge here: while this reservation exists its bytes are still counted as reserved
+-- (only a release frees them), so no other write was given them even if its lease ran
+-- out: trusting it is safe. A reservation that is gone is checked again below
 local rk = ns .. ':rsv:' .. id
 local quotas = covering(key)
 local result = {'ok'}
