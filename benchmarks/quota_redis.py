@@ -4,7 +4,10 @@ processes writing at once (each with 8 saves in flight).
 
 Every process is a fresh child (``python -m benchmarks.quota_redis '<json>'``) that
 builds its backend, learns the usage (not counted), warms up, then times its saves; a
-row's rate is all the processes' saves over the longest of their timed spans. The Redis
+turn's span is the longest of its processes' timed spans, and the contenders of a
+workload take turns in a rotating order (``Scale.rounds``); a row's rate is its saves over
+its turns' spans. The flatness rows time one process on the memory backend with the quota
+set over 0 and over N stored objects. The Redis
 server is Debian's ``redis-server``, started here on a free loopback port with
 persistence off; without it the Redis rows read n/a.
 """
@@ -12,6 +15,7 @@ persistence off; without it the Redis rows read n/a.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -23,7 +27,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import KEY_ID, REGION, SECRET, SMALL, MotoServer, Row, Scale, drive, log
+from benchmarks._common import (
+    KEY_ID,
+    REGION,
+    SECRET,
+    SMALL,
+    MotoServer,
+    Row,
+    Scale,
+    drive,
+    log,
+    rotations,
+)
 
 SECTION = "shared quota ledger (4 KiB save)"
 BASE = "in-process ledger"
@@ -69,13 +84,15 @@ class _Redis:
 
 
 def _build(spec: dict[str, Any]) -> Any:
-    from file_storage import LocalStorageBackend, S3StorageBackend
+    from file_storage import LocalStorageBackend, MemoryStorageBackend, S3StorageBackend
 
     options: dict[str, Any] = {}
-    if spec["ledger"] != "no quota":
-        options["max_size_bytes"] = LIMIT
+    if spec["ledger"] != "no quota" and not spec.get("objects"):
+        options["max_size_bytes"] = LIMIT  # (with objects: set once they are stored)
     if spec["ledger"] == "Redis ledger":
         options |= {"quota_redis_url": spec["redis"], "quota_redis_namespace": spec["ns"]}
+    if spec["store"] == "memory":
+        return MemoryStorageBackend(**options)
     if spec["store"] == "local":
         return LocalStorageBackend(spec["root"], **options)
     return S3StorageBackend(
@@ -94,6 +111,14 @@ async def _child(spec: dict[str, Any]) -> dict[str, float]:
     data = os.urandom(SMALL)
     async with _build(spec) as storage:
         me = spec["id"]
+        if spec.get("objects"):  # flatness: the quota is set over this many objects
+            await drive(lambda i: storage.save(f"data/{i // 1000:04d}/{i:07d}.bin", data), 0,
+                        spec["objects"], 16)  # fmt: skip
+            storage.set_quota("", LIMIT)
+        # the objects a memory backend holds would be walked by every full GC pass: out of
+        # the collector's sight, so the span times the ledger, not the backend's heap
+        gc.collect()
+        gc.freeze()
         await storage.save(f"p{me}/first.bin", data)  # learns usage: not counted
         await drive(lambda i: storage.save(f"p{me}/w{i}.bin", data), 0, spec["warmup"], IN_FLIGHT)
         cpu0, t0 = time.process_time(), time.perf_counter()
@@ -134,33 +159,83 @@ def run_shared_quota(moto: MotoServer, scale: Scale, workdir: Path) -> list[Row]
         for store in ("local", "s3"):
             for processes in (1, 4):
                 workload = f"{store}, {processes} process{'es' if processes > 1 else ''}"
-                for ledger in CONTENDERS:
+                mine = {ledger: Row(SECTION, workload, ledger) for ledger in CONTENDERS}
+                rows.extend(mine.values())
+                if redis is None:
+                    mine["Redis ledger"].error = "n/a (redis-server is not installed)"
+                ops = max(50, scale.quota_ops // (4 * processes * scale.rounds))
+                # the contenders take turns, in a rotating order: a drift of a shared
+                # machine falls on all of them alike
+                for order in rotations([c for c in CONTENDERS if not mine[c].error], scale.rounds):
+                    for ledger in order:
+                        log(f"  shared quota: {workload}, {ledger}")
+                        _measure(mine[ledger], redis, moto, workdir, store, processes, ops, scale)
+        # flatness: the same save over 0 and N stored objects, on the memory backend (no
+        # I/O to hide behind), one process
+        for objects in (0, scale.quota_counts[-1]):
+            workload = f"memory, 1 process, {objects:,} objects"
+            mine = {ledger: Row(SECTION, workload, ledger) for ledger in (BASE, "Redis ledger")}
+            rows.extend(mine.values())
+            if redis is None:
+                mine["Redis ledger"].error = "n/a (redis-server is not installed)"
+            ops = max(50, scale.quota_ops // (4 * scale.rounds))
+            for order in rotations([c for c in mine if not mine[c].error], scale.rounds):
+                for ledger in order:
                     log(f"  shared quota: {workload}, {ledger}")
-                    row = Row(SECTION, workload, ledger)
-                    rows.append(row)
-                    if ledger == "Redis ledger" and redis is None:
-                        row.error = "n/a (redis-server is not installed)"
-                        continue
-                    ops = max(50, scale.quota_ops // (4 * processes))
-                    base: dict[str, Any] = {
-                        "store": store,
-                        "ledger": ledger,
-                        "redis": redis.url if redis else "",
-                        "ns": f"bench:{uuid.uuid4().hex[:8]}",
-                        "root": str(workdir / f"shared-{uuid.uuid4().hex[:8]}"),
-                        "endpoint": moto.endpoint,
-                        "bucket": _bucket(moto) if store == "s3" else "",
-                        "ops": ops,
-                        "warmup": scale.warmup,
-                    }
-                    results = _run([{**base, "id": i} for i in range(processes)])
-                    row.ops = ops * processes
-                    row.seconds = max(r["seconds"] for r in results)
-                    row.cpu_seconds = sum(r["cpu"] for r in results)
+                    _measure(mine[ledger], redis, moto, workdir, "memory", 1, ops, scale, objects)
     finally:
         if redis is not None:
             redis.stop()
     return rows
+
+
+def _measure(
+    row: Row,
+    redis: _Redis | None,
+    moto: MotoServer,
+    workdir: Path,
+    store: str,
+    processes: int,
+    ops: int,
+    scale: Scale,
+    objects: int = 0,
+) -> None:
+    """One turn of a contender: ``processes`` fresh children of ``ops`` saves each."""
+    base: dict[str, Any] = {
+        "store": store,
+        "ledger": row.contender,
+        "redis": redis.url if redis else "",
+        "ns": f"bench:{uuid.uuid4().hex[:8]}",
+        "root": str(workdir / f"shared-{uuid.uuid4().hex[:8]}"),
+        "endpoint": moto.endpoint,
+        "bucket": _bucket(moto) if store == "s3" else "",
+        "ops": ops,
+        "warmup": scale.warmup,
+        "objects": objects,
+    }
+    redis0 = _cpu(redis)
+    results = _run([{**base, "id": i} for i in range(processes)])
+    if row.contender == "Redis ledger" and not objects:
+        # Redis's own CPU per save, warm-up included (in the results JSON)
+        saves = processes * (ops + scale.warmup + 1)
+        spent = (_cpu(redis) - redis0) / saves * 1e6
+        turns = row.extra.get("turns", 0.0)
+        mean = row.extra.get("redis_cpu_us_per_save", 0.0)
+        row.extra["redis_cpu_us_per_save"] = (mean * turns + spent) / (turns + 1)
+        row.extra["turns"] = turns + 1
+    row.ops += ops * processes
+    row.seconds += max(r["seconds"] for r in results)
+    row.cpu_seconds += sum(r["cpu"] for r in results)
+
+
+def _cpu(redis: _Redis | None) -> float:
+    """The CPU seconds the Redis server has used so far (0 without one)."""
+    if redis is None:
+        return 0.0
+    import psutil
+
+    times = psutil.Process(redis.process.pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def _bucket(moto: MotoServer) -> str:

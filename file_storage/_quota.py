@@ -313,10 +313,11 @@ class QuotaManager:
         quota = self._quotas.get(prefix)
         return None if quota is None else quota.limit
 
-    def hold(self, *keys: str) -> AbstractAsyncContextManager[None]:
+    def hold(self, *keys: str, lazy: bool = False) -> AbstractAsyncContextManager[None]:
         """Lock ``keys`` from reservation to commit (see the module docstring).
 
-        Nothing is locked when no quota is set.
+        Nothing is locked when no quota is set. ``lazy``: the holder's first ledger step
+        is its ``reserve``, before any I/O (a shared ledger may lock the key in that step).
         """
         if not self._quotas:
             return _NOT_LOCKED

@@ -25,17 +25,17 @@ import contextlib
 import contextvars
 import hashlib
 import logging
-import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import ModuleType, TracebackType
-from typing import Any
 
 from pydantic import SecretStr
 
 from file_storage import _quota_redis_lua as lua
-from file_storage._quota import QuotaManager, Reservation, Scanner, _Held
+from file_storage._quota import Probe, QuotaManager, Reservation, Scanner, _Held
+from file_storage._quota_redis_lease import Renewer, new_id
+from file_storage._quota_redis_wire import Client, RedisUnavailable
 from file_storage.errors import (
     StorageConfigError,
     StorageQuotaExceededError,
@@ -66,90 +66,56 @@ def default_namespace(identity: str) -> str:
     return "file_storage:" + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
-class RedisUnavailable(Exception):
-    """Redis could not be reached: translated by the caller (fail closed or open)."""
-
-
-class _Client:
-    """The Redis client of each event loop and the scripts registered on it."""
-
-    def __init__(self, url: SecretStr, timeout: float) -> None:
-        self._url = url
-        self._timeout = timeout
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._scripts: dict[str, Any] = {}
-
-    def _client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            redis = load_redis()
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            # no retries: a script that timed out may have run, and running it twice
-            # would count twice; a failed step is handled by the ledger instead
-            client = redis.asyncio.Redis.from_url(
-                self._url.get_secret_value(),
-                socket_connect_timeout=self._timeout,
-                socket_timeout=self._timeout,
-                retry=Retry(NoBackoff(), 0),
-                decode_responses=True,
-            )
-            self._clients[loop] = client
-        return client
-
-    async def run(self, script: str, args: Iterable[object]) -> Any:
-        redis = load_redis()
-        client = self._client()
-        registered = self._scripts.get(script)
-        if registered is None:
-            registered = self._scripts[script] = client.register_script(script)
-        try:
-            return await registered(keys=[], args=list(args), client=client)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            # the message names host and port at most; never the URL (its password)
-            raise RedisUnavailable(type(exc).__name__) from exc
-
-    async def aclose(self) -> None:
-        with contextlib.suppress(RuntimeError):
-            loop = asyncio.get_running_loop()
-            client = self._clients.pop(loop, None)
-            if client is not None:
-                await client.aclose()
-        self._clients.clear()
-
-
 _current: contextvars.ContextVar[_RedisHeld | None] = contextvars.ContextVar(
     "file_storage_redis_hold", default=None
 )
 
 
 class _RedisHeld:
-    """Holds keys in this process and in Redis for one ``async with``; renews the lease."""
+    """Holds keys in this process and in Redis for one ``async with``.
 
-    def __init__(self, ledger: RedisQuotaManager, keys: list[str]) -> None:
+    ``lazy`` (a save or an upload, whose first ledger step is its reserve, before any
+    I/O): the key's lock in Redis is taken by that reserve, in the same script call.
+    Otherwise it is taken on entry, before the store is touched.
+    """
+
+    __slots__ = (
+        "_ledger",
+        "_local",
+        "_renewer",
+        "_reset",
+        "deleted",
+        "keys",
+        "lazy",
+        "locked",
+        "reservations",
+        "token",
+    )
+
+    def __init__(self, ledger: RedisQuotaManager, keys: list[str], lazy: bool) -> None:
         self._ledger = ledger
         self.keys = keys
-        self.token = uuid.uuid4().hex
+        self.lazy = lazy and len(keys) == 1
+        self.token = new_id()
         self._local = _Held(ledger._locks, keys)
         self.locked = False  # in Redis
         self.reservations: list[str] = []
         self.deleted: list[str] = []
-        self._renewer: asyncio.Task[None] | None = None
+        self._renewer: Renewer | None = None
         self._reset: contextvars.Token[_RedisHeld | None] | None = None
 
     async def __aenter__(self) -> None:
+        if not self._ledger._versions_checked:
+            await self._ledger._check_versions()
         await self._local.__aenter__()
-        try:
-            self.locked = await self._ledger._lock(self)
-        except BaseException:
-            await self._local.__aexit__(None, None, None)
-            raise
-        if self.locked:
-            self._renewer = asyncio.create_task(self._renew())
+        if not self.lazy:
+            try:
+                self.locked = await self._ledger._lock(self)
+            except BaseException:
+                await self._local.__aexit__(None, None, None)
+                raise
+        self._renewer = self._ledger._renewer()
+        self._renewer.add(self)
         self._reset = _current.set(self)
 
     async def __aexit__(
@@ -161,24 +127,12 @@ class _RedisHeld:
         if self._reset is not None:
             _current.reset(self._reset)
         if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+            self._renewer.holds.pop(self, None)
         try:
             if self.deleted or self.locked:
                 await self._ledger._finish(self)
         finally:
             await self._local.__aexit__(exc_type, exc, tb)
-
-    async def _renew(self) -> None:
-        interval = self._ledger.lease_seconds / 3
-        while True:
-            await asyncio.sleep(interval)
-            args = [self._ledger.ns, self.token, self._ledger.lease_ms, len(self.reservations)]
-            try:
-                await self._ledger._client.run(lua.RENEW, [*args, *self.reservations, *self.keys])
-            except RedisUnavailable:
-                continue  # a lease that runs out is checked again at commit
 
 
 class _RedisReservation(Reservation):
@@ -191,7 +145,7 @@ class _RedisReservation(Reservation):
     ) -> None:
         self._ledger = ledger
         self._hold = hold
-        self._id = uuid.uuid4().hex
+        self._id = new_id()
         self.key = key
         self.operation = operation
         self._done = False
@@ -255,6 +209,7 @@ class _RedisReservation(Reservation):
 class RedisQuotaManager(QuotaManager):
     """All quotas of one backend, kept in Redis and shared by every process using it."""
 
+    #: prior versions are not counted: a versioned store is refused (see _check_versions)
     counts_versions = False
 
     def __init__(
@@ -267,13 +222,18 @@ class RedisQuotaManager(QuotaManager):
         lease_seconds: float = 60.0,
         fail_open: bool = False,
         timeout: float = 5.0,
+        probe: Probe | None = None,
     ) -> None:
-        super().__init__(scan, refresh_seconds)
+        super().__init__(scan, refresh_seconds, probe)
+        self._versions_checked = probe is None
         self.ns = "{" + namespace + "}"
         self.lease_seconds = lease_seconds
         self.lease_ms = max(1, int(lease_seconds * 1000))
         self._fail_open = fail_open
-        self._client = _Client(url, timeout)
+        self._client = Client(url, timeout)
+        self._renewers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Renewer] = (
+            weakref.WeakKeyDictionary()
+        )
         self._limits: dict[str, int] = {}  # the limits this process set: pushed again after a reset
         self._unpushed: dict[str, int | None] = {}
         self._dirty: set[str] = set()  # keys changed while Redis was away
@@ -302,8 +262,15 @@ class RedisQuotaManager(QuotaManager):
     def limit(self, prefix: str) -> int | None:
         return self._limits.get(prefix)
 
-    def hold(self, *keys: str) -> AbstractAsyncContextManager[None]:
-        return _RedisHeld(self, sorted(set(keys)))
+    def hold(self, *keys: str, lazy: bool = False) -> AbstractAsyncContextManager[None]:
+        return _RedisHeld(self, sorted(set(keys)), lazy)
+
+    def _renewer(self) -> Renewer:
+        loop = asyncio.get_running_loop()
+        renewer = self._renewers.get(loop)
+        if renewer is None:
+            renewer = self._renewers[loop] = Renewer(self, loop)
+        return renewer
 
     def overlaps(self, prefix: str) -> bool:
         return True
@@ -315,7 +282,25 @@ class RedisQuotaManager(QuotaManager):
         return True  # Redis knows; usage() raises LookupError when it has no quota there
 
     async def aclose(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            renewer = self._renewers.pop(asyncio.get_running_loop(), None)
+            if renewer is not None:
+                renewer.cancel()
         await self._client.aclose()
+
+    async def _check_versions(self) -> None:
+        """Refuse a store that keeps prior versions: this ledger does not count them.
+
+        Asked once per process, before its first write, delete or usage (the
+        constructor does no I/O); ``set_versioning(True)`` refuses as well.
+        """
+        if self._probe is not None and await self._probe() != "off":
+            raise StorageConfigError(
+                "the Redis quota ledger (STORAGE_QUOTA_REDIS_URL) does not count prior "
+                "versions, and this store keeps them (versioning enabled or suspended): "
+                "use the in-process ledger on a versioned store"
+            )
+        self._versions_checked = True
 
     # -- failure handling ---------------------------------------------------------------
 
@@ -447,30 +432,44 @@ class RedisQuotaManager(QuotaManager):
     ) -> bool:
         """One reserve step; ``False`` when no quota covers the key."""
         key = reservation.key
+        hold = reservation._hold
+        wait = 0.001
         while True:
-            await self._sync()
-            await self._refresh_due(key)
-            args = [self.ns, reservation._id, key, total, frees or "", self.lease_ms]
-            result = await self._client.run(lua.RESERVE, [*args, 1 if first else 0])
+            if self._unpushed or self._dirty:
+                await self._sync()
+            if self._refresh_seconds is not None:
+                await self._refresh_due(key)
+            # a lazy hold's lock is taken here, in the same step as the reservation
+            take = hold is not None and hold.lazy and not hold.locked and hold.keys == [key]
+            result = await self._client.run(
+                lua.RESERVE,
+                [self.ns, reservation._id, key, total, frees or "", self.lease_ms,
+                 1 if first else 0, hold.token if take and hold is not None else ""],
+            )  # fmt: skip
             self._reachable()
-            match result[0]:
-                case "ok":
-                    return True
-                case "none":
-                    return False
-                case "reset":
-                    self._push_all()
-                case "unseeded":
-                    await self._seed(result[1], force=False)
-                case "over":
-                    raise StorageQuotaExceededError(
-                        used=int(result[2]),
-                        limit=int(result[3]),
-                        requested=total if requested is None else requested,
-                        prefix=result[1],
-                        operation=reservation.operation,
-                        key=key,
-                    )
+            state = result[0]
+            if take and hold is not None and state not in ("none", "reset", "locked"):
+                hold.locked = True
+            if state == "ok":
+                return True
+            if state == "none":
+                return False
+            if state == "reset":
+                self._push_all()
+            elif state == "locked":  # another process writes or deletes this key now
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, _MAX_WAIT)
+            elif state == "unseeded":
+                await self._seed(result[1], force=False)
+            elif state == "over":
+                raise StorageQuotaExceededError(
+                    used=int(result[2]),
+                    limit=int(result[3]),
+                    requested=total if requested is None else requested,
+                    prefix=result[1],
+                    operation=reservation.operation,
+                    key=key,
+                )
 
     async def _refresh_due(self, key: str) -> None:
         """``STORAGE_QUOTA_REFRESH_SECONDS``: list the quotas this process set again."""
@@ -486,7 +485,7 @@ class RedisQuotaManager(QuotaManager):
 
     async def _seed(self, prefix: str, *, force: bool) -> None:
         """List ``prefix`` once (one process does, the others wait) and swap its usage in."""
-        token = uuid.uuid4().hex
+        token = new_id()
         wait = 0.001
         while True:
             state = await self._client.run(
@@ -515,6 +514,8 @@ class RedisQuotaManager(QuotaManager):
         await self._client.run(lua.SEED_END, [self.ns, prefix, token, total])
 
     async def usage(self, prefix: str) -> Usage:
+        if not self._versions_checked:
+            await self._check_versions()
         try:
             await self._sync()
             while True:
@@ -536,6 +537,8 @@ class RedisQuotaManager(QuotaManager):
             ) from exc
 
     async def refresh(self, prefix: str | None = None) -> None:
+        if not self._versions_checked:
+            await self._check_versions()
         try:
             await self._sync()
             prefixes = [prefix] if prefix is not None else await self._quota_prefixes()
@@ -547,12 +550,7 @@ class RedisQuotaManager(QuotaManager):
             ) from exc
 
     async def _quota_prefixes(self) -> list[str]:
-        client = self._client._client()
-        redis = load_redis()
-        try:
-            prefixes: list[str] = await client.hkeys(self.ns + ":limits")
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            raise RedisUnavailable(type(exc).__name__) from exc
+        prefixes: list[str] = await self._client.call("HKEYS", self.ns + ":limits")
         return sorted(prefixes)
 
 
@@ -565,6 +563,7 @@ def redis_ledger(
     identity: str,
     lease_seconds: float,
     fail_open: bool,
+    probe: Probe | None = None,
 ) -> RedisQuotaManager:
     """Check the options and build the ledger (no connection is opened here)."""
     secret = SecretStr(url) if isinstance(url, str) else url
@@ -588,4 +587,5 @@ def redis_ledger(
         namespace=namespace or default_namespace(identity),
         lease_seconds=float(lease_seconds),
         fail_open=bool(fail_open),
+        probe=probe,
     )

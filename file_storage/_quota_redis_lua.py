@@ -13,12 +13,15 @@ one ledger lands in one slot, so the scripts may touch keys they compute):
 - ``{ns}:lk:<key>``: the per-key lock (a token with an expiry: the lease).
 - ``{ns}:rsv:<id>``: one write's reservation: ``h:<prefix>`` bytes held, ``o:<prefix>``
   the old size it replaces; ``{ns}:leases`` is a sorted set of reservation id -> expiry
-  in ms. Every script first frees the reservations whose lease ran out.
+  in ms. RESERVE, RELEASE, FINISH and USAGE first free the reservations whose lease ran
+  out.
 
 Time is Redis's own clock (``TIME``), the same for every process on every machine.
 """
 
 from __future__ import annotations
+
+from file_storage._quota_redis_wire import Script
 
 _COMMON = """
 local ns = ARGV[1]
@@ -41,9 +44,9 @@ local function covering(key)
   end
   return out
 end
-local function release(id)
+local function release(id, held)
   local rk = ns .. ':rsv:' .. id
-  local held = redis.call('HGETALL', rk)
+  held = held or redis.call('HGETALL', rk)
   for j = 1, #held, 2 do
     if string.sub(held[j], 1, 2) == 'h:' then
       local q = ns .. ':q:' .. string.sub(held[j], 3)
@@ -62,10 +65,11 @@ local function num(v)
 end
 local function record(p, key, size)
   local q = ns .. ':q:' .. p
-  if redis.call('HEXISTS', q, 'seeding') == 1 then
+  local f = redis.call('HMGET', q, 'seeding', 'seeded')
+  if f[1] then
     redis.call('HSET', ns .. ':pend:' .. p, key, size or -1)
   end
-  if redis.call('HGET', q, 'seeded') ~= '1' then return end
+  if f[2] ~= '1' then return end
   local sz = ns .. ':sz:' .. p
   local old = num(redis.call('HGET', sz, key))
   if size then redis.call('HSET', sz, key, size) else redis.call('HDEL', sz, key) end
@@ -79,25 +83,35 @@ local function unlock(token, first, last)
 end
 """
 
-# ARGV: ns, id, key, total, frees ('' or a key), lease_ms, first (1: a new reservation)
-# -> {'ok'} | {'none'} | {'reset'} | {'unseeded', prefix} | {'over', prefix, used, limit}
-RESERVE = (
+# ARGV: ns, id, key, total, frees ('' or a key), lease_ms, first (1: a new reservation),
+# token ('' or the hold's token: take the lock of key for it first, as LOCK does)
+# -> {'ok'} | {'none'} | {'reset'} | {'locked'} (another holder has key) |
+# {'unseeded', prefix} | {'over', prefix, used, limit}; with a token, every reply but
+# none, reset and locked means the key is now locked by it
+RESERVE = Script(
     _COMMON
     + """
 local id, key, total, frees = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local lease, first = tonumber(ARGV[6]), ARGV[7] == '1'
+local lease, first, token = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8]
 local now = now_ms()
 purge(now)
 if redis.call('EXISTS', ns .. ':epoch') == 0 then return {'reset'} end
 local quotas = covering(key)
 if #quotas == 0 then return {'none'} end
+if token ~= '' then
+  local lk = ns .. ':lk:' .. key
+  local owner = redis.call('GET', lk)
+  if owner and owner ~= token then return {'locked'} end
+  redis.call('SET', lk, token, 'PX', lease)
+end
 local rk = ns .. ':rsv:' .. id
 local fresh = first or redis.call('EXISTS', rk) == 0
 local extras, olds = {}, {}
 for j, ql in ipairs(quotas) do
   local p, limit = ql[1], ql[2]
   local q = ns .. ':q:' .. p
-  if redis.call('HGET', q, 'seeded') ~= '1' then return {'unseeded', p} end
+  local f = redis.call('HMGET', q, 'seeded', 'used', 'reserved')
+  if f[1] ~= '1' then return {'unseeded', p} end
   local old, held
   if fresh then
     local sz = ns .. ':sz:' .. p
@@ -112,19 +126,19 @@ for j, ql in ipairs(quotas) do
   end
   local extra = math.max(0, total - old) - held
   if extra > 0 then
-    local f = redis.call('HMGET', q, 'used', 'reserved')
-    local busy = num(f[1]) + num(f[2])
+    local busy = num(f[2]) + num(f[3])
     if busy + extra > limit then return {'over', p, busy - held, limit} end
   end
   extras[j], olds[j] = extra, old
 end
 for j, ql in ipairs(quotas) do
-  local p = ql[1]
-  if extras[j] > 0 then
-    redis.call('HINCRBY', ns .. ':q:' .. p, 'reserved', extras[j])
-    redis.call('HINCRBY', rk, 'h:' .. p, extras[j])
+  local p, extra = ql[1], math.max(extras[j], 0)
+  if extra > 0 then redis.call('HINCRBY', ns .. ':q:' .. p, 'reserved', extra) end
+  if fresh then
+    redis.call('HSET', rk, 'h:' .. p, extra, 'o:' .. p, olds[j])
+  elseif extra > 0 then
+    redis.call('HINCRBY', rk, 'h:' .. p, extra)
   end
-  redis.call('HSET', rk, 'o:' .. p, olds[j])
 end
 redis.call('ZADD', ns .. ':leases', now + lease, id)
 return {'ok'}
@@ -134,16 +148,19 @@ return {'ok'}
 # ARGV: ns, id, key, size, token, undoable ('1': the caller can delete the new object), lock keys...
 # -> {'ok'} | {'over', prefix, used, limit} (lease lost, a new undoable object that no
 # longer fits: nothing recorded) | {'overshoot', prefix} (lease lost: recorded anyway)
-COMMIT = (
+COMMIT = Script(
     _COMMON
     + """
 local id, key, size, token = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local undoable = ARGV[6] == '1'
-purge(now_ms())
+-- no purge here: while this reservation exists its bytes are still counted as reserved
+-- (only a release frees them), so no other write was given them even if its lease ran
+-- out: trusting it is safe. A reservation that is gone is checked again below
 local rk = ns .. ':rsv:' .. id
 local quotas = covering(key)
 local result = {'ok'}
-if redis.call('EXISTS', rk) == 0 then
+local held = redis.call('HGETALL', rk)
+if #held == 0 then
   -- the lease ran out (or Redis lost it): check again instead of trusting it
   local known = 0
   for _, ql in ipairs(quotas) do
@@ -164,7 +181,7 @@ if redis.call('EXISTS', rk) == 0 then
     result = {'overshoot', result[2]}
   end
 end
-release(id)
+release(id, held)
 for _, ql in ipairs(quotas) do record(ql[1], key, size) end
 unlock(token, 7, #ARGV)
 return result
@@ -172,7 +189,7 @@ return result
 )
 
 # ARGV: ns, id
-RELEASE = (
+RELEASE = Script(
     _COMMON
     + """
 purge(now_ms())
@@ -182,7 +199,7 @@ return 1
 )
 
 # ARGV: ns, token, lease_ms, keys... -> 1 when every key is now locked by token, else 0
-LOCK = (
+LOCK = Script(
     _COMMON
     + """
 local token, lease = ARGV[2], tonumber(ARGV[3])
@@ -198,7 +215,7 @@ return 1
 )
 
 # ARGV: ns, token, n_deleted, deleted keys..., lock keys...: record the deletes, unlock
-FINISH = (
+FINISH = Script(
     _COMMON
     + """
 local token, n = ARGV[2], tonumber(ARGV[3])
@@ -213,7 +230,7 @@ return 1
 )
 
 # ARGV: ns, token, lease_ms, n_ids, ids..., lock keys... -> how many locks are still ours
-RENEW = (
+RENEW = Script(
     _COMMON
     + """
 local token, lease, n = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -236,7 +253,7 @@ return kept
 )
 
 # ARGV: ns, prefix, limit-or-'' pairs...: set (or with '' remove) limits; marks the epoch
-SET_LIMITS = (
+SET_LIMITS = Script(
     _COMMON
     + """
 for j = 2, #ARGV, 2 do
@@ -255,7 +272,7 @@ return 1
 )
 
 # ARGV: ns, prefix -> {limit or false, used, reserved, seeded}
-USAGE = (
+USAGE = Script(
     _COMMON
     + """
 local p = ARGV[2]
@@ -268,7 +285,7 @@ return {limit, num(f[1]), num(f[2]), f[3] == '1' and 1 or 0,
 )
 
 # ARGV: ns, prefix, token, lease_ms, force -> 'seeded' | 'wait' | 'go'
-SEED_BEGIN = (
+SEED_BEGIN = Script(
     _COMMON
     + """
 local p, token, lease, force = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1'
@@ -282,7 +299,7 @@ return 'go'
 )
 
 # ARGV: ns, prefix, token, lease_ms, key, size pairs...: stage a batch of the listing
-SEED_STAGE = (
+SEED_STAGE = Script(
     _COMMON
     + """
 local p, token, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -295,7 +312,7 @@ return 1
 )
 
 # ARGV: ns, prefix, token, listed_total -> 1 (swapped in) | 0 (the lock was lost)
-SEED_END = (
+SEED_END = Script(
     _COMMON
     + """
 local p, token, used = ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -330,7 +347,7 @@ return 1
 
 # ARGV: ns, keys...: the quotas covering these keys are listed again on next use (this
 # process wrote or deleted them while Redis was unreachable)
-INVALIDATE = (
+INVALIDATE = Script(
     _COMMON
     + """
 for j = 2, #ARGV do

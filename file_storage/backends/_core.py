@@ -134,6 +134,7 @@ class BackendCore(abc.ABC):
                 identity=quota_identity or f"{type(self).__name__}:{uuid.uuid4().hex}",
                 lease_seconds=quota_lease_seconds,
                 fail_open=quota_fail_open,
+                probe=self._versioning,
             )
             self._quotas.undo = self._delete
         if max_size_bytes is not None:

@@ -107,7 +107,7 @@ class Writes(BackendCore):
         if isinstance(content, bytes | bytearray | memoryview):
             data = bytes(content)
             with self._translate("save", key, len(data)):
-                async with self._quotas.hold(key):
+                async with self._quotas.hold(key, lazy=True):
                     reservation = await self._quotas.reserve(key, len(data), "save")
                     hook = self._save(key, data, ctype, meta, *passed(options))
                     await self._write(reservation, hook, len(data))
@@ -119,7 +119,7 @@ class Writes(BackendCore):
         if not isinstance(content, AsyncIterable):
             raise TypeError("content must be bytes-like or an async iterable of bytes")
         with self._translate("save", key) as call:
-            async with self._quotas.hold(key):
+            async with self._quotas.hold(key, lazy=True):
                 reservation = await self._quotas.reserve(key, 0, "save")
                 counter = Counter()
                 body = metered(content, counter, reservation, progress)
@@ -207,7 +207,7 @@ class Writes(BackendCore):
                 size = call.size = (await aiofiles.os.stat(source)).st_size
             except FileNotFoundError as exc:
                 raise ObjectNotFoundError(f"local file {str(source)!r} not found") from exc
-            async with self._quotas.hold(key):
+            async with self._quotas.hold(key, lazy=True):
                 reservation = await self._quotas.reserve(key, size, "upload_file")
                 hook = self._upload_file(source, key, size, ctype, meta, progress, *passed(options))
                 await self._write(reservation, hook, size)

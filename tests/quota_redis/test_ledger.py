@@ -11,6 +11,7 @@ import pytest
 
 from file_storage import (
     LocalStorageBackend,
+    StorageConfigError,
     StorageQuotaExceededError,
     StorageUnavailableError,
 )
@@ -343,3 +344,56 @@ async def test_no_credential_of_the_redis_url_shows_in_logs_reprs_or_errors(
     for text in [*shown, caplog.text]:
         assert secret not in text
         assert secret[::-1] not in text
+
+
+async def test_a_store_already_keeping_versions_is_refused_before_any_write(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    # versioning was enabled under the in-process ledger; the Redis ledger would count
+    # an overwrite as freeing the old bytes, which the store keeps as a prior version
+    async with LocalStorageBackend(tmp_path, max_size_bytes=1000) as plain:
+        await plain.set_versioning(True)
+        await plain.save("a", b"x" * 100)
+    async with local(tmp_path, redis_server, namespace, max_size_bytes=1000) as shared:
+        for attempt in (
+            shared.save("a", b"y" * 100),
+            shared.delete("a"),
+            shared.get_usage(),
+        ):
+            with pytest.raises(StorageConfigError, match="does not count prior versions"):
+                await attempt
+        assert await shared.load("a") == b"x" * 100  # reads never depend on the ledger
+
+
+async def test_a_write_that_outlives_its_lease_keeps_it_renewed(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    leases = "{" + namespace + "}:leases"
+    lock = "{" + namespace + "}:lk:big"
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"x" * 100
+        # hold the write open until the renewal timer (a third of the 0.3 s lease) has
+        # pushed the reservation's expiry on twice: bounded, each wait one timer tick
+        (_, first), *_ = await client.zrange(leases, 0, 0, withscores=True)
+        later = first
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            scores = await client.zrange(leases, 0, 0, withscores=True)
+            if scores and scores[0][1] > first + 150:
+                later = scores[0][1]
+                break
+        assert later > first + 150, "the lease was not renewed"
+        assert await client.exists(lock)  # the key's lock is renewed with it
+        yield b"x" * 100
+
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000, quota_lease_seconds=0.3)
+    async with a:
+        await a.save("big", body())
+        assert (await a.get_usage()).used == await a.get_total_size() == 200
+        assert not await client.exists(lock)
+        assert await client.zcard(leases) == 0
+    await client.aclose()

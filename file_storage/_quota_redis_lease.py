@@ -1,0 +1,81 @@
+"""Leases of the Redis ledger: ids of reservations and lock tokens, and their renewal."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from typing import TYPE_CHECKING
+
+from file_storage import _quota_redis_lua as lua
+
+if TYPE_CHECKING:
+    from file_storage._quota_redis import RedisQuotaManager
+    from file_storage._quota_redis import _RedisHeld as RedisHeld
+
+
+def _new_prefix() -> str:
+    return os.urandom(8).hex() + ":"
+
+
+# ids of reservations and lock tokens: unique across processes (a random prefix, drawn
+# again in a forked child) and cheap within one (a counter)
+_ids = {"prefix": _new_prefix()}
+_counter = itertools.count()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _ids.update(prefix=_new_prefix()))
+
+
+def new_id() -> str:
+    return _ids["prefix"] + str(next(_counter))
+
+
+class Renewer:
+    """Renews the leases of the holds of one event loop that outlive a third of a lease.
+
+    One timer per loop, not a task per write: a write that ends within a third of its
+    lease (nearly all do) is never renewed. A hold older than that at a tick is renewed
+    then and at each tick after, so a lease is renewed before two thirds of it have run.
+    """
+
+    def __init__(self, ledger: RedisQuotaManager, loop: asyncio.AbstractEventLoop) -> None:
+        self._ledger = ledger
+        self._loop = loop
+        self._interval = ledger.lease_seconds / 3
+        self.holds: dict[RedisHeld, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, hold: RedisHeld) -> None:
+        self.holds[hold] = self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_later(self._interval, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if not self.holds:
+            return
+        due = self._loop.time() - self._interval * 0.9
+        old = [hold for hold, since in self.holds.items() if since <= due]
+        if old:
+            task = self._loop.create_task(self._renew(old))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._timer = self._loop.call_later(self._interval, self._tick)
+
+    async def _renew(self, holds: list[RedisHeld]) -> None:
+        ledger = self._ledger
+        calls = []
+        for h in holds:
+            if h.locked or h.reservations:
+                args = [ledger.ns, h.token, ledger.lease_ms, len(h.reservations)]
+                calls.append(ledger._client.run(lua.RENEW, [*args, *h.reservations, *h.keys]))
+        # a lease that runs out is checked again at commit
+        await asyncio.gather(*calls, return_exceptions=True)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in self._tasks:
+            task.cancel()
