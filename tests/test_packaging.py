@@ -179,7 +179,7 @@ def test_the_wheel_ships_the_conformance_suite_as_a_pytest_plugin(installed: Ins
     name = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     parser = configparser.ConfigParser(delimiters=("=",))
     parser.read_string(archive.read(name).decode())
-    assert dict(parser["pytest11"]) == {"file_storage": "file_storage.testing"}
+    assert dict(parser["pytest11"]) == {"file_storage.testing": "file_storage.testing"}
     # the installed suite imports from the wheel alone (nothing from this checkout's tests/)
     suite = "import file_storage.testing.suite as s; print(s.__file__, len(s.__all__))"
     out = _run(installed.python, "-c", suite, cwd=installed.dist).stdout.split()

@@ -140,6 +140,16 @@ def test_an_unknown_feature_is_an_error_not_a_skip(pytester: pytest.Pytester) ->
     result.stdout.fnmatch_lines(["*unknown backend feature 'versioning'*"])
 
 
+def test_naming_the_plugin_as_well_as_autoloading_it_is_fine(pytester: pytest.Pytester) -> None:
+    # the entry point has the module's name: -p and pytest_plugins find it registered
+    _project(pytester, 'pytest_plugins = ["file_storage.testing"]\n' + MEMORY_BACKEND)
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "-p", "file_storage.testing", "-k", "stat"
+    )
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
+    assert result.parseoutcomes()["passed"] > 10
+
+
 def test_the_plugin_changes_nothing_in_a_project_not_using_it(pytester: pytest.Pytester) -> None:
     pytester.makepyprojecttoml(
         CONFIG.format(mode="strict") + 'addopts = "--strict-markers --strict-config"\n'
@@ -150,7 +160,7 @@ def test_the_plugin_changes_nothing_in_a_project_not_using_it(pytester: pytest.P
 
 
         def test_loaded(request: pytest.FixtureRequest) -> None:
-            assert request.config.pluginmanager.has_plugin("file_storage")
+            assert request.config.pluginmanager.has_plugin("file_storage.testing")
 
 
         def test_backend_is_not_required() -> None:

@@ -1,8 +1,9 @@
 """The conformance suite as a pytest plugin: a backend proves itself by passing it.
 
 pytest loads this plugin by itself wherever file_storage is installed (entry point
-``pytest11``, name ``file_storage``); with plugin autoloading off, pass
-``-p file_storage.testing``. On its own it only registers the ``backend_needs`` marker
+``pytest11``, named like the module, so that ``-p file_storage.testing`` or
+``pytest_plugins = ["file_storage.testing"]`` find it loaded already; with plugin
+autoloading off, they load it). On its own it only registers the ``backend_needs`` marker
 and the ``backend_lacks`` fixture, and changes nothing in a project that does not use
 them: the tests are collected only where a test module asks for them::
 
