@@ -7,6 +7,8 @@ file_storage is installed: these projects never name it.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -174,3 +176,24 @@ def test_the_plugin_changes_nothing_in_a_project_not_using_it(pytester: pytest.P
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
+
+
+def test_the_suite_without_its_extra_names_the_pip_command() -> None:
+    code = textwrap.dedent(
+        """
+        import importlib.util
+
+        real = importlib.util.find_spec
+        importlib.util.find_spec = lambda name, *a: None if name == "hypothesis" else real(name, *a)
+        try:
+            import file_storage.testing.suite
+        except ImportError as exc:
+            print(exc)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == (
+        "the conformance suite needs hypothesis: pip install 'file_storage[testing]'"
+    )

@@ -12,12 +12,20 @@ mark, so the suite runs in pytest-asyncio's strict mode as well as in auto mode.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from types import ModuleType
 
 import pytest
 
-from file_storage.testing.suite import (
+# what runs the suite besides pytest: a clear hint instead of an ImportError deep inside
+_MISSING = [name for name in ("pytest_asyncio", "hypothesis") if not importlib.util.find_spec(name)]
+if _MISSING:
+    raise ImportError(
+        f"the conformance suite needs {', '.join(_MISSING)}: pip install 'file_storage[testing]'"
+    )
+
+from file_storage.testing.suite import (  # noqa: E402 (after the check above)
     batch,
     conditional,
     content_type,
