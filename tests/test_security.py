@@ -1,7 +1,7 @@
 """Hostile input and secrets: keys never escape the S3 prefix, presigned URLs stay within
 their expiry bounds, and credentials never reach a log line, repr, error or traceback.
 
-Key validation itself runs on every backend in tests/conformance/test_key_properties.py,
+Key validation itself runs on every backend in file_storage/testing/suite/key_properties.py,
 and symlink escapes on local disk in tests/backends/test_local.py.
 """
 

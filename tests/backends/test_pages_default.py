@@ -7,7 +7,7 @@ import pytest
 
 from file_storage import LocalStorageBackend, MemoryStorageBackend
 from file_storage.backends._pages import Entry, entries
-from tests.conformance.test_listing import LAYOUT
+from file_storage.testing.suite.fixtures import LAYOUT
 
 CURSORS = [
     None,

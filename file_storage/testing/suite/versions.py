@@ -14,12 +14,6 @@ from file_storage import (
 )
 
 
-@pytest.fixture
-async def versioned(backend: StorageBackend) -> StorageBackend:
-    await backend.set_versioning(True)
-    return backend
-
-
 async def _ids(backend: StorageBackend, key: str) -> list[str]:
     return [v.version_id for v in await backend.list_versions(key)]
 
@@ -263,7 +257,7 @@ async def test_copy_and_move_keep_what_they_replace(versioned: StorageBackend) -
 
 
 @pytest.mark.backend_needs("versions")
-@pytest.mark.s3_needs("suspended_versioning")
+@pytest.mark.backend_needs("suspended_versioning")
 async def test_suspended_versioning_keeps_versions_and_replaces_null(
     versioned: StorageBackend,
 ) -> None:

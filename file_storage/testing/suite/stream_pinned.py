@@ -6,6 +6,8 @@ import pytest
 
 from file_storage import PreconditionFailedError, StorageBackend
 
+pytestmark = pytest.mark.backend_needs("pinned_reads")
+
 
 async def read(backend: StorageBackend, key: str, **kwargs: object) -> bytes:
     return b"".join([chunk async for chunk in backend.stream(key, **kwargs)])  # type: ignore[arg-type]

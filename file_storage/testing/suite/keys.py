@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from file_storage import InvalidKeyError, StorageBackend
-from tests.conformance.keys import INVALID_KEYS, VALID_KEYS
+from file_storage.testing.suite._key_cases import INVALID_KEYS, VALID_KEYS
 
 Call = Callable[[StorageBackend, str, Path], Awaitable[object]]
 

@@ -7,24 +7,7 @@ from datetime import UTC
 import pytest
 
 from file_storage import StorageBackend
-
-LAYOUT = {
-    "users/u1/a.txt": b"1",
-    "users/u1/s1/step1/shot.png": b"22",
-    "users/u1/s1/step2/log.txt": b"333",
-    "users/u1/s2/video.mp4": b"4444",
-    "users/u10/b.txt": b"55555",
-    "users/u1-x/c.txt": b"666666",
-    "users/u1.txt": b"7777777",
-    "top.txt": b"88888888",
-}
-
-
-@pytest.fixture
-async def filled(backend: StorageBackend) -> StorageBackend:
-    for key, data in LAYOUT.items():
-        await backend.save(key, data)
-    return backend
+from file_storage.testing.suite.fixtures import LAYOUT
 
 
 async def test_list_files_empty_backend(backend: StorageBackend) -> None:

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from file_storage import ObjectNotFoundError, PreconditionFailedError, StorageBackend
+from file_storage.testing.suite.fixtures import DATA
 
-DATA = bytes(range(256)) * 40  # 10,240 bytes
 
-
-async def read(backend: StorageBackend, key: str, **kwargs: int | None) -> bytes:
+async def read(backend: StorageBackend, key: str, **kwargs: Any) -> bytes:
     return b"".join([chunk async for chunk in backend.stream(key, **kwargs)])
-
-
-@pytest.fixture
-async def stored(backend: StorageBackend) -> StorageBackend:
-    await backend.save("r/data.bin", DATA)
-    return backend
 
 
 @pytest.mark.parametrize(
@@ -88,12 +83,14 @@ async def test_stream_abandoned_half_way_can_be_closed(stored: StorageBackend) -
     assert await stored.load("r/data.bin") == DATA
 
 
+@pytest.mark.backend_needs("pinned_reads")
 async def test_stream_if_match_current_etag_streams_the_object(stored: StorageBackend) -> None:
     etag = (await stored.stat("r/data.bin")).etag
     chunks = [c async for c in stored.stream("r/data.bin", chunk_size=1000, if_match=etag)]
     assert b"".join(chunks) == DATA
 
 
+@pytest.mark.backend_needs("pinned_reads")
 async def test_stream_if_match_stale_etag_raises_precondition_failed_on_iteration(
     stored: StorageBackend,
 ) -> None:

@@ -7,12 +7,6 @@ import pytest
 from file_storage import ObjectNotFoundError, StorageBackend
 
 
-@pytest.fixture
-async def source(backend: StorageBackend) -> StorageBackend:
-    await backend.save("src/a.bin", b"payload", content_type="video/webm", metadata={"k": "v"})
-    return backend
-
-
 async def test_copy_keeps_source(source: StorageBackend) -> None:
     assert await source.copy("src/a.bin", "dst/b.bin") == "dst/b.bin"
     assert await source.load("src/a.bin") == b"payload"

@@ -10,6 +10,8 @@ import pytest
 
 from file_storage import PreconditionFailedError, StorageBackend
 
+pytestmark = pytest.mark.backend_needs("conditional_writes")
+
 RACERS = 20
 
 

@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from file_storage import StorageBackend
+from file_storage.testing.suite.fixtures import BIG_FILE_SIZE, MiB
 
-MiB = 1 << 20
-SIZE = 64 * MiB
-
-
-@pytest.fixture(scope="module")
-def big_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    path = tmp_path_factory.mktemp("large") / "big.webm"
-    digest = hashlib.sha256()
-    with path.open("wb") as out:
-        for _ in range(SIZE // (4 * MiB)):
-            block = os.urandom(4 * MiB)
-            digest.update(block)
-            out.write(block)
-    return path, digest.hexdigest()
+SIZE = BIG_FILE_SIZE
 
 
 def sha256_file(path: Path) -> str:

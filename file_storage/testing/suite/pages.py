@@ -5,14 +5,6 @@ from __future__ import annotations
 import pytest
 
 from file_storage import InvalidKeyError, ListPage, StorageBackend
-from tests.conformance.test_listing import LAYOUT
-
-
-@pytest.fixture
-async def filled(backend: StorageBackend) -> StorageBackend:
-    for key, data in LAYOUT.items():
-        await backend.save(key, data)
-    return backend
 
 
 async def _all_pages(
@@ -32,7 +24,7 @@ async def test_list_page_2500_objects_by_100_gives_every_key_once_sorted(
 ) -> None:
     keys = [f"big/d{i % 7}/s{i % 3}/{i:05d}.bin" for i in range(2400)]
     keys += [f"big/{i:03d}.txt" for i in range(100)]
-    result = await backend.save_many({key: b"x" for key in keys}, concurrency=32)
+    result = await backend.save_many([(key, b"x") for key in keys], concurrency=32)
     assert all(value == key for key, value in result.items())
 
     pages = await _all_pages(backend, "big", 100)
@@ -162,7 +154,7 @@ async def test_writes_between_pages_neither_duplicate_nor_skip_lasting_keys(
     backend: StorageBackend,
 ) -> None:
     lasting = [f"c/{i:04d}.txt" for i in range(0, 600, 2)]
-    await backend.save_many({key: b"1" for key in lasting}, concurrency=32)
+    await backend.save_many([(key, b"1") for key in lasting], concurrency=32)
     seen: list[str] = []
     cursor: str | None = None
     round_ = 0

@@ -9,6 +9,8 @@ import pytest
 from file_storage import InvalidMetadataError, StorageBackend
 from file_storage._http import content_disposition
 
+pytestmark = pytest.mark.backend_needs("object_headers")
+
 NAME = content_disposition("Отпуск 2026.mp4")
 
 

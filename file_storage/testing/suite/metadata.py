@@ -57,7 +57,7 @@ async def test_unicode_metadata_on_streamed_save_and_upload_file(
     assert dict((await backend.stat("m/u.txt")).metadata) == meta
 
 
-@pytest.mark.s3_needs("underscore_metadata_names")
+@pytest.mark.backend_needs("underscore_metadata_names")
 async def test_metadata_names_come_back_lower_cased(backend: StorageBackend) -> None:
     await backend.save("m/a.txt", b"x", metadata={"Original-Name": "Ä", "X_Y.z": "1"})
     assert dict((await backend.stat("m/a.txt")).metadata) == {"original-name": "Ä", "x_y.z": "1"}
@@ -70,7 +70,7 @@ async def test_every_http_token_character_is_accepted_in_a_name(backend: Storage
     assert await backend.exists("m/a.txt")
 
 
-@pytest.mark.s3_needs("underscore_metadata_names")
+@pytest.mark.backend_needs("underscore_metadata_names")
 async def test_portable_names_round_trip_lower_cased(backend: StorageBackend) -> None:
     await backend.save("m/a.txt", b"x", metadata={"Original_File-Name.v2": "v"})
     assert dict((await backend.stat("m/a.txt")).metadata) == {"original_file-name.v2": "v"}

@@ -1,0 +1,32 @@
+"""Our backends through the suite's plugin: what each lacks, declared, and why.
+
+The suite (file_storage.testing) skips a test marked ``backend_needs(feature)`` on a backend
+whose ``backend_lacks`` names the feature. GCS, Azure and the example plugin keep no prior
+versions (docs/compatibility.md); the S3 runs lack what their server lacks (tests/s3util.py:
+moto, or Ceph in ``make test-ceph``). Backends not listed have every feature.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from file_storage.testing import FEATURES
+from tests.s3util import REASONS, SERVER
+
+LACKS: dict[str, frozenset[str]] = {
+    # object_store has no API for GCS object generations or Azure blob versions
+    "gcs": frozenset({"versions"}),
+    "azure": frozenset({"versions"}),
+    # the example third-party backend of docs/plugins.md keeps one version per key
+    "plugin": frozenset({"versions"}),
+    # the suite's features that are the S3 server's, and this server lacks
+    "s3": frozenset(f for f in FEATURES if f in REASONS and f not in SERVER.features),
+}
+LACKS["s3_obstore"] = LACKS["s3"]
+
+
+@pytest.fixture
+def backend_lacks(request: pytest.FixtureRequest) -> frozenset[str]:
+    callspec = getattr(request.node, "callspec", None)
+    backend_id = None if callspec is None else callspec.params.get("backend")
+    return LACKS.get(str(backend_id), frozenset())
