@@ -29,8 +29,8 @@ Environment, besides ``STORAGE_*``:
 - ``EXAMPLE_USER_QUOTA_BYTES``: what each user may store (1 GB; ``0``: no per-user quota).
   An upload is capped at ``min(EXAMPLE_MAX_UPLOAD_BYTES, what the user has left)``.
 - ``EXAMPLE_SET_BUCKET_CORS=1``: on S3, add the CORS rule browsers need for presigned PUTs
-  to the bucket at start-up, for the origins in ``EXAMPLE_CORS_ORIGINS`` (comma-separated,
-  ``http://127.0.0.1:8000,http://localhost:8000`` by default).
+  and form POSTs to the bucket at start-up, for the origins in ``EXAMPLE_CORS_ORIGINS``
+  (comma-separated, ``http://127.0.0.1:8000,http://localhost:8000`` by default).
 """
 
 from __future__ import annotations

@@ -50,9 +50,11 @@ def _scrub_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _s3_needs(request: pytest.FixtureRequest) -> None:
     """Skip a test marked ``s3_needs(feature, ...)`` where the S3 server lacks a feature
-    (a conformance test only on its ``s3`` run: memory and local never lack it)."""
+    (a test parametrized by ``backend`` or ``storage`` only on its ``s3`` run: memory and
+    local never lack it)."""
     callspec = getattr(request.node, "callspec", None)
-    backend_id = "s3" if callspec is None else callspec.params.get("backend", "s3")
+    params = {} if callspec is None else callspec.params
+    backend_id = params.get("backend", params.get("storage", "s3"))
     if backend_id not in ("s3", "s3_obstore"):
         return
     needed = [feature for mark in request.node.iter_markers("s3_needs") for feature in mark.args]

@@ -43,6 +43,7 @@ REASONS = {
     "conditional_completion": "ignores If-None-Match on CompleteMultipartUpload",
     "if_match_completion": "ignores If-Match on CompleteMultipartUpload",
     "enforces_post_policy": "stores a form POST without checking its policy (size, type, expiry)",
+    "cors_on_post": "sends no CORS headers on its answer to a form POST",
 }
 
 #: What each known server does; a second user comes from the environment.
@@ -59,7 +60,13 @@ FEATURES: dict[str, frozenset[str]] = {
     ),
     # Ceph RGW 16.2 as scripts/ceph-rgw.sh configures it (docs/compatibility.md)
     "ceph": frozenset(
-        {"checks_signatures", "presign_expiry", "checks_content_md5", "enforces_post_policy"}
+        {
+            "checks_signatures",
+            "presign_expiry",
+            "checks_content_md5",
+            "enforces_post_policy",
+            "cors_on_post",
+        }
     ),
 }
 
