@@ -416,6 +416,9 @@ class RedisQuotaManager(QuotaManager):
         try:
             found = await self._reserve(reservation, size, requested, first=True, frees=frees)
         except RedisUnavailable as exc:
+            # the answer may be what was lost (a timeout): the step may have run, so undo
+            # it while Redis answers; else its lease runs out on its own
+            await reservation.release()
             self._unavailable(operation, key, exc)  # raises when failing closed
             self._dirty.add(key)  # lands uncounted: list its quotas again once Redis is back
             return None
@@ -441,11 +444,16 @@ class RedisQuotaManager(QuotaManager):
                 await self._refresh_due(key)
             # a lazy hold's lock is taken here, in the same step as the reservation
             take = hold is not None and hold.lazy and not hold.locked and hold.keys == [key]
-            result = await self._client.run(
-                lua.RESERVE,
-                [self.ns, reservation._id, key, total, frees or "", self.lease_ms,
-                 1 if first else 0, hold.token if take and hold is not None else ""],
-            )  # fmt: skip
+            try:
+                result = await self._client.run(
+                    lua.RESERVE,
+                    [self.ns, reservation._id, key, total, frees or "", self.lease_ms,
+                     1 if first else 0, hold.token if take and hold is not None else ""],
+                )  # fmt: skip
+            except RedisUnavailable:
+                if take and hold is not None:
+                    hold.locked = True  # it may be ours: the hold's exit unlocks it
+                raise
             self._reachable()
             state = result[0]
             if take and hold is not None and state not in ("none", "reset", "locked"):

@@ -397,3 +397,37 @@ async def test_a_write_that_outlives_its_lease_keeps_it_renewed(
         assert not await client.exists(lock)
         assert await client.zcard(leases) == 0
     await client.aclose()
+
+
+async def test_a_reserve_whose_answer_is_lost_leaves_no_bytes_or_lock_behind(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Redis runs the reserve step but its answer never arrives (a timeout under load):
+    # the write fails closed, and neither its bytes nor the key's lock stay held
+    from file_storage import _quota_redis_lua as lua
+    from file_storage._quota_redis_wire import Client, RedisUnavailable
+
+    run = Client.run
+    lost: list[int] = []
+
+    async def lose_reserve_answer(self: Client, script: object, args: list[object]) -> object:
+        result = await run(self, script, args)  # type: ignore[arg-type]
+        if script is lua.RESERVE and not lost:
+            lost.append(1)
+            raise RedisUnavailable("TimeoutError")
+        return result
+
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    async with a, b:
+        await a.save("seed", b"x" * 10)  # seeded before the fault
+        monkeypatch.setattr(Client, "run", lose_reserve_answer)
+        with pytest.raises(StorageUnavailableError):
+            await a.save("k", b"x" * 90)
+        assert lost == [1]
+        assert (await b.get_usage()).used == 10  # nothing of the lost step is held
+        await asyncio.wait_for(b.save("k", b"x" * 90), 10)  # the key is not locked
+        assert (await b.get_usage()).used == 100
