@@ -11,7 +11,7 @@ from file_storage.errors import StorageError
 
 if TYPE_CHECKING:
     from file_storage._keys import KeyLike
-    from file_storage.backends._core import Content
+    from file_storage.backends._core import Content, SaveItems
     from file_storage.backends._reads import Reads
     from file_storage.backends._writes import Writes
 
@@ -78,7 +78,7 @@ def _path_name(path: object) -> str:
 
 async def save_many(
     backend: Writes,
-    items: Mapping[KeyLike, Content] | Iterable[tuple[KeyLike, Content]],
+    items: SaveItems,
     concurrency: int,
 ) -> dict[str, str | Exception]:
     check_concurrency(concurrency)

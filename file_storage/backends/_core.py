@@ -18,9 +18,11 @@ import uuid
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
+    Iterable,
     Iterator,
+    Mapping,
 )
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Self, TypedDict
 
@@ -56,6 +58,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("file_storage")
 
 Content = bytes | bytearray | memoryview | AsyncIterable[bytes]
+# a Mapping's key type is invariant: name the str and path mappings so dict[str, bytes] fits
+SaveItems = (
+    Mapping[str, Content]
+    | Mapping[PurePosixPath, Content]
+    | Mapping[KeyLike, Content]
+    | Iterable[tuple[KeyLike, Content]]
+)
 Versioning = Literal["off", "enabled", "suspended"]
 Method = Literal["GET", "PUT"]
 MAX_PRESIGN_SECONDS = 604800  # 7 days: SigV4's maximum (AWS, "Sharing objects with presigned URLs")

@@ -30,6 +30,7 @@ from file_storage.backends._core import (
     DELETE_BATCH,
     BackendCore,
     Content,
+    SaveItems,
 )
 from file_storage.backends._support import (
     Counter,
@@ -372,7 +373,7 @@ class Writes(BackendCore):
     @final
     async def save_many(
         self,
-        items: Mapping[KeyLike, Content] | Iterable[tuple[KeyLike, Content]],
+        items: SaveItems,
         *,
         concurrency: int = 16,
     ) -> dict[str, str | Exception]:
