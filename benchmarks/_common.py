@@ -257,6 +257,8 @@ class MotoServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         self.proc = None
 
     def sync_client(self) -> Any:
