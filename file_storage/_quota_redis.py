@@ -282,6 +282,11 @@ class RedisQuotaManager(QuotaManager):
         return True  # Redis knows; usage() raises LookupError when it has no quota there
 
     async def aclose(self) -> None:
+        # keys changed while Redis did not answer: tell it now (their quotas are listed
+        # again by the next user), or a process that ends takes the miss with it
+        if self._unpushed or self._dirty:
+            with contextlib.suppress(RedisUnavailable):
+                await self._sync()
         with contextlib.suppress(RuntimeError):
             renewer = self._renewers.pop(asyncio.get_running_loop(), None)
             if renewer is not None:

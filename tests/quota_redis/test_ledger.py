@@ -431,3 +431,51 @@ async def test_a_reserve_whose_answer_is_lost_leaves_no_bytes_or_lock_behind(
         assert (await b.get_usage()).used == 10  # nothing of the lost step is held
         await asyncio.wait_for(b.save("k", b"x" * 90), 10)  # the key is not locked
         assert (await b.get_usage()).used == 100
+
+
+async def test_a_commit_whose_answer_is_lost_is_listed_again_after_the_process_ends(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the write landed but its commit never reached Redis (a timeout): the process that
+    # saw it tells Redis when it closes, so the next one lists the quota instead of
+    # trusting a figure that misses the object
+    from file_storage import _quota_redis_lua as lua
+    from file_storage._quota_redis_wire import Client, RedisUnavailable
+
+    run = Client.run
+    dropped: list[int] = []
+
+    async def drop_commit(self: Client, script: object, args: list[object]) -> object:
+        if script is lua.COMMIT and not dropped:
+            dropped.append(1)
+            raise RedisUnavailable("TimeoutError")
+        return await run(self, script, args)  # type: ignore[arg-type]
+
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000, quota_lease_seconds=1)
+    async with a:
+        await a.save("seed", b"x" * 10)
+        monkeypatch.setattr(Client, "run", drop_commit)
+        await a.save("k", b"x" * 90)  # landed: the ledger only missed it
+        assert dropped == [1]
+    monkeypatch.setattr(Client, "run", run)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000, quota_lease_seconds=1)
+    async with b:
+        # the lost commit's reservation runs out with its lease (Redis's clock; each usage
+        # call frees what ran out): bounded poll until nothing is reserved
+        import redis
+
+        client = redis.Redis.from_url(redis_server.url)
+        try:
+            for _ in range(200):
+                used = (await b.get_usage()).used
+                if client.zcard("{" + namespace + "}:leases") == 0:
+                    break
+                await asyncio.sleep(0.05)  # paces the poll of Redis's state
+            assert client.zcard("{" + namespace + "}:leases") == 0
+        finally:
+            client.close()
+        assert await b.get_total_size() == 100
+        assert used == 100  # listed again, not 10 (the figure that missed the commit)
