@@ -53,7 +53,9 @@ class Azurite(LoggedServer):
         key = base64.b64decode(EMULATOR_KEY)
         signature = base64.b64encode(hmac.new(key, to_sign.encode(), hashlib.sha256).digest())
         target = f"/{EMULATOR_ACCOUNT}{path}?" + "&".join(f"{k}={v}" for k, v in query.items())
-        conn = http.client.HTTPConnection(self.netloc, timeout=30)
+        # Azurite can be slow on 2 loaded cores: a container create next to a Ceph test run
+        # took over 30 s once (after a 64 MiB test); a fixture's wait, not a test's verdict
+        conn = http.client.HTTPConnection(self.netloc, timeout=120)
         try:
             conn.request(
                 method,
