@@ -189,6 +189,22 @@ async def test_if_match_is_exact_against_another_process_writing_the_key(
     assert await local_backend.load("d/a.txt") == b"other"
 
 
+async def cancel_in_thread(
+    task: asyncio.Task[Any],
+    started: threading.Event,
+    go: threading.Event,
+    finished: threading.Event,
+) -> None:
+    """Cancel ``task`` while its worker thread waits at ``started`` (then let it ``go``):
+    the call must raise CancelledError; returns once the thread has ``finished``."""
+    await asyncio.to_thread(started.wait)
+    task.cancel()
+    go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.to_thread(finished.wait)
+
+
 @pytest.mark.parametrize("many", [False, True])
 async def test_a_delete_cancelled_in_its_thread_is_either_undone_or_uncounted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, many: bool
@@ -208,12 +224,7 @@ async def test_a_delete_cancelled_in_its_thread_is_either_undone_or_uncounted(
 
     monkeypatch.setattr(_files.LocalFiles, "_delete_sync", paused)
     task = asyncio.create_task(backend.delete_many(["a.bin"]) if many else backend.delete("a.bin"))
-    await asyncio.to_thread(started.wait)
-    task.cancel()
-    go.set()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await asyncio.to_thread(finished.wait)
+    await cancel_in_thread(task, started, go, finished)
     if await backend.exists("a.bin"):
         return  # not deleted: still counted, rightly
     await backend.save("b.bin", b"y" * 600)  # deleted: its 600 bytes are free
@@ -242,12 +253,7 @@ async def test_a_download_cancelled_in_its_thread_leaves_no_file_beside_the_targ
     monkeypatch.setattr(_backend, "copy_fd", copied)
     out = tmp_path / "out"
     task = asyncio.create_task(local_backend.download_file("a.bin", out / "a.bin"))
-    await asyncio.to_thread(started.wait)
-    task.cancel()
-    go.set()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await asyncio.to_thread(finished.wait)
+    await cancel_in_thread(task, started, go, finished)
     assert sorted(p.name for p in out.iterdir()) == []
 
 
@@ -273,12 +279,7 @@ async def test_a_version_purge_cancelled_in_its_thread_frees_what_it_purged(
 
     monkeypatch.setattr(_versions, "purge", paused)
     task = asyncio.create_task(backend.purge_versions("a.bin", keep=1))
-    await asyncio.to_thread(started.wait)
-    task.cancel()
-    go.set()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await asyncio.to_thread(finished.wait)
+    await cancel_in_thread(task, started, go, finished)
     if len(await backend.list_versions("a.bin")) == 2:
         return  # not purged: still counted, rightly
     await backend.save("b.bin", b"z" * 500)  # purged: the prior version's 400 bytes are free
