@@ -5,8 +5,9 @@ one ledger lands in one slot, so the scripts may touch keys they compute):
 
 - ``{ns}:epoch``: exists once limits were pushed; missing after Redis lost its data.
 - ``{ns}:limits``: hash quota prefix -> limit in bytes.
-- ``{ns}:q:<prefix>``: hash ``used``, ``reserved``, ``seeded`` (``1`` once listed) and
-  ``seeding`` (the token of the process listing it now).
+- ``{ns}:q:<prefix>``: hash ``used``, ``reserved``, ``seeded`` (``1`` once listed),
+  ``seeding`` (the token of the process listing it now) and ``stale`` (``1``: marked to
+  be listed again while a listing ran, which is then not trusted).
 - ``{ns}:sz:<prefix>``: hash key -> size of every object under the quota.
 - ``{ns}:pend:<prefix>``: commits and deletes seen while a listing runs (size, ``-1``).
 - ``{ns}:stage:<prefix>``: the sizes a listing found, swapped in when it ends.
@@ -14,7 +15,8 @@ one ledger lands in one slot, so the scripts may touch keys they compute):
 - ``{ns}:rsv:<id>``: one write's reservation: ``h:<prefix>`` bytes held, ``o:<prefix>``
   the old size it replaces; ``{ns}:leases`` is a sorted set of reservation id -> expiry
   in ms. RESERVE, RELEASE, FINISH and USAGE first free the reservations whose lease ran
-  out.
+  out, and mark their quotas to be listed again: whether such a write landed is unknown
+  (its process died, or its commit was lost on the way).
 
 Time is Redis's own clock (``TIME``), the same for every process on every machine.
 """
@@ -56,9 +58,24 @@ local function release(id, held)
   redis.call('DEL', rk)
   redis.call('ZREM', ns .. ':leases', id)
 end
+local function stale(p)
+  -- what the store holds under p is not known here any more: list it again on next use
+  -- (a listing under way may have passed the key already: it is not trusted either)
+  local q = ns .. ':q:' .. p
+  if redis.call('EXISTS', q) == 1 then redis.call('HSET', q, 'seeded', '0', 'stale', '1') end
+end
 local function purge(now)
   local expired = redis.call('ZRANGEBYSCORE', ns .. ':leases', '-inf', now, 'LIMIT', 0, 100)
-  for _, id in ipairs(expired) do release(id) end
+  for _, id in ipairs(expired) do
+    -- a lease that ran out: its process died or lost Redis mid-write, and whether the
+    -- write landed is unknown (its commit may be what was lost): its quotas are listed
+    -- again rather than trusted
+    local held = redis.call('HGETALL', ns .. ':rsv:' .. id)
+    for j = 1, #held, 2 do
+      if string.sub(held[j], 1, 2) == 'h:' then stale(string.sub(held[j], 3)) end
+    end
+    release(id, held)
+  end
 end
 local function num(v)
   return tonumber(v or '0') or 0
@@ -293,6 +310,7 @@ local q = ns .. ':q:' .. p
 if not force and redis.call('HGET', q, 'seeded') == '1' then return 'seeded' end
 if not redis.call('SET', ns .. ':seedlk:' .. p, token, 'NX', 'PX', lease) then return 'wait' end
 redis.call('HSET', q, 'seeding', token)
+redis.call('HDEL', q, 'stale')
 redis.call('DEL', ns .. ':pend:' .. p, ns .. ':stage:' .. p)
 return 'go'
 """
@@ -335,7 +353,9 @@ if redis.call('EXISTS', stage) == 1 then
 else
   redis.call('DEL', ns .. ':sz:' .. p)
 end
-redis.call('HSET', q, 'used', used, 'seeded', '1')
+-- marked stale while it listed: swapped in, and listed again on next use
+local seeded = redis.call('HGET', q, 'stale') == '1' and '0' or '1'
+redis.call('HSET', q, 'used', used, 'seeded', seeded)
 redis.call('HDEL', q, 'seeding')
 redis.call('DEL', pend)
 if redis.call('GET', ns .. ':seedlk:' .. p) == token then
@@ -351,9 +371,7 @@ INVALIDATE = Script(
     _COMMON
     + """
 for j = 2, #ARGV do
-  for _, ql in ipairs(covering(ARGV[j])) do
-    redis.call('HSET', ns .. ':q:' .. ql[1], 'seeded', '0')
-  end
+  for _, ql in ipairs(covering(ARGV[j])) do stale(ql[1]) end
 end
 return 1
 """

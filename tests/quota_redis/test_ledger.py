@@ -251,6 +251,7 @@ class GatedLocal(LocalStorageBackend):
     another process's write of the same key must not land and commit first."""
 
     gated = ""
+    before = False  # hold the write before it touches the store instead
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -258,8 +259,11 @@ class GatedLocal(LocalStorageBackend):
         self.gate = asyncio.Event()
 
     async def _save(self, key: str, body: object, content_type: str, metadata: object) -> None:
+        if key == self.gated and self.before:
+            self.landed.set()
+            await self.gate.wait()
         await super()._save(key, body, content_type, metadata)  # type: ignore[arg-type]
-        if key == self.gated:
+        if key == self.gated and not self.before:
             self.landed.set()
             await self.gate.wait()
 
@@ -292,7 +296,7 @@ async def test_a_commit_after_its_lease_ran_out_checks_the_quota_again(
     options = {"quota_redis_url": redis_server.url, "quota_redis_namespace": namespace}
     a = GatedLocal(tmp_path, max_size_bytes=1000, **options)
     b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
-    a.gated = "n"
+    a.gated, a.before = "n", True
     client = redis.asyncio.Redis.from_url(redis_server.url)
     async with a, b:
         first = asyncio.create_task(a.save("n", b"x" * 600))
@@ -308,6 +312,34 @@ async def test_a_commit_after_its_lease_ran_out_checks_the_quota_again(
         assert (info.value.used, info.value.limit, info.value.key) == (500, 1000, "n")
         assert await b.list_files() == ["other"]
         assert (await b.get_usage()).used == await b.get_total_size() == 500
+    await client.aclose()
+
+
+async def test_a_write_that_landed_before_its_lease_ran_out_is_counted_by_the_others(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    # the writer stalled past its lease after its object landed: whether it landed is not
+    # known to Redis, so its quota is listed again, and the others see the bytes stored
+    import redis.asyncio
+
+    options = {"quota_redis_url": redis_server.url, "quota_redis_namespace": namespace}
+    a = GatedLocal(tmp_path, max_size_bytes=1000, **options)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    a.gated = "n"
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    async with a, b:
+        first = asyncio.create_task(a.save("n", b"x" * 600))
+        await a.landed.wait()
+        leases = "{" + namespace + "}:leases"
+        for member in await client.zrange(leases, 0, -1):
+            await client.zadd(leases, {member: 0})
+        with pytest.raises(StorageQuotaExceededError) as info:
+            await b.save("other", b"y" * 500)  # the 600 bytes of n are stored
+        assert (info.value.used, info.value.limit) == (600, 1000)
+        a.gate.set()
+        await first  # its late commit finds n counted already: it fits
+        assert await b.list_files() == ["n"]
+        assert (await b.get_usage()).used == await b.get_total_size() == 600
     await client.aclose()
 
 
@@ -479,3 +511,36 @@ async def test_a_commit_whose_answer_is_lost_is_listed_again_after_the_process_e
             client.close()
         assert await b.get_total_size() == 100
         assert used == 100  # listed again, not 10 (the figure that missed the commit)
+
+
+async def test_a_quota_marked_to_be_listed_again_during_a_listing_is_listed_once_more(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a listing passed a key, then that key changed behind the ledger and the quota was
+    # marked to be listed again (a lease that ran out, a miss reported): the listing that
+    # ends after it must not be trusted, or the change is missed for good
+    from file_storage import _quota_redis_lua as lua
+    from file_storage.models import ObjectInfo
+
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    async with a:
+        await a.save("a1", b"x" * 10)
+        ledger = a._quotas
+        real = ledger._scan
+        listed, go = asyncio.Event(), asyncio.Event()
+
+        async def paused(prefix: str) -> AsyncIterator[ObjectInfo]:
+            async for info in real(prefix):
+                yield info
+            listed.set()
+            await go.wait()  # the window: everything listed, nothing swapped in yet
+
+        monkeypatch.setattr(ledger, "_scan", paused)
+        refresh = asyncio.create_task(a.refresh_usage())
+        await listed.wait()
+        (tmp_path / "behind").write_bytes(b"y" * 50)  # stored behind the listing's back
+        await ledger._client.run(lua.INVALIDATE, [ledger.ns, "behind"])
+        go.set()
+        await refresh
+        monkeypatch.setattr(ledger, "_scan", real)
+        assert (await a.get_usage()).used == 60  # listed once more, not 10

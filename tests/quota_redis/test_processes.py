@@ -185,3 +185,47 @@ async def test_a_writer_killed_mid_stream_frees_its_reservation_within_the_lease
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+async def test_a_writer_killed_after_its_commit_was_lost_is_listed_again_within_the_lease(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    # the object is stored but Redis never got its commit, and the process that knew is
+    # SIGKILLed: its reservation runs out with the lease, and the quota is listed again
+    # instead of trusting a figure that misses the object
+    import redis
+
+    store = {"type": "local", "root": str(tmp_path / "storage")}
+    lease = 1.0
+    quotas = {"": 10_000}
+    spec = specs(store, redis_server, namespace, mode="lost-commit", quotas=quotas, lease=lease)
+    proc = spawn(spec[0])
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "landed"
+        proc.kill()  # SIGKILL: no cleanup runs
+        proc.wait(timeout=10)
+        async with observer(store, redis_server, namespace) as storage:
+            storage.set_quota("", 10_000)
+            assert await storage.get_total_size() == 900
+            # the lease runs out on Redis's clock (each usage call frees what ran out):
+            # poll the server's state, bounded, until nothing is reserved any more
+            for _ in range(int((lease + 5) / 0.05)):
+                used = (await storage.get_usage()).used
+                if client.zcard("{" + namespace + "}:leases") == 0:
+                    break
+                await asyncio.sleep(0.05)  # paces the poll of Redis's state
+            assert client.zcard("{" + namespace + "}:leases") == 0
+            assert used == 900  # listed again, not 0 (the figure that missed the commit)
+            # and writes go on being counted from there
+            await storage.save("lost/other", b"o" * 100)
+            assert (await storage.get_usage()).used == 1000
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()

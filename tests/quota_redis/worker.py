@@ -1,6 +1,7 @@
 """One writer process of the multi-process quota tests: ``python -m tests.quota_redis.worker
 '<json>'``. Prints one JSON line of what it did; ``hang`` mode prints ``streaming`` once its
-write is under way and then waits to be killed."""
+write is under way, ``lost-commit`` prints ``landed`` once a save stored whose commit Redis
+never got, and then both wait to be killed."""
 
 from __future__ import annotations
 
@@ -104,6 +105,25 @@ async def hang(storage: StorageBackend) -> None:
     await storage.save("hang/k", body())
 
 
+async def lost_commit(storage: StorageBackend) -> None:
+    # the save lands but its commit never reaches Redis (the connection dropped it): the
+    # process is killed before it could tell Redis, so nothing of it is left in memory
+    from file_storage import _quota_redis_lua as lua
+    from file_storage._quota_redis_wire import Client, RedisUnavailable
+
+    run = Client.run
+
+    async def drop_commit(self: Client, script: object, args: list[object]) -> object:
+        if script is lua.COMMIT:
+            raise RedisUnavailable("ConnectionResetError")
+        return await run(self, script, args)  # type: ignore[arg-type]
+
+    Client.run = drop_commit  # type: ignore[method-assign]
+    await storage.save("lost/k", b"l" * 900)
+    print("landed", flush=True)
+    await asyncio.Event().wait()  # until SIGKILL
+
+
 async def main(spec: dict[str, Any]) -> None:
     rng = random.Random(spec.get("id", 0))
     async with build(spec) as storage:
@@ -114,6 +134,9 @@ async def main(spec: dict[str, Any]) -> None:
                 result = await fill(storage, spec, rng)
             case "mixed":
                 result = await mixed(storage, spec, rng)
+            case "lost-commit":
+                await lost_commit(storage)
+                return
             case _:
                 await hang(storage)
                 return
