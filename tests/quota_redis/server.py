@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -23,15 +24,20 @@ def free_port() -> int:
 class RedisServer:
     """Starts, stops and restarts one ``redis-server`` process (its data dies with it)."""
 
-    def __init__(self, workdir: Path, password: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, password: str | None = None, tls: tuple[Path, Path] | None = None
+    ) -> None:
         self.port = free_port()
         self.workdir = workdir
         self.password = password
+        self.tls = tls  # (certificate, key): TLS only, no plain port
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls is not None:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls[0]}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
@@ -46,6 +52,11 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls is not None:
+            cert, key = self.tls
+            args[3:5] = ["--port", "0", "--tls-port", str(self.port)]
+            args += ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+            args += ["--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir
         )
@@ -61,12 +72,19 @@ class RedisServer:
     def _answers(self) -> bool:
         with (
             contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock,
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw,
         ):
-            sock.sendall(b"PING\r\n")
-            reply = sock.recv(64)
-            return reply.startswith((b"+PONG", b"-NOAUTH"))
+            if self.tls is None:
+                return self._pong(raw)
+            context = ssl.create_default_context(cafile=str(self.tls[0]))
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+                return self._pong(sock)
         return False
+
+    @staticmethod
+    def _pong(sock: socket.socket) -> bool:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
 
     def stop(self) -> None:
         if self.process is not None:

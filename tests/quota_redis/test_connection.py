@@ -1,0 +1,116 @@
+"""How the Redis ledger is reached and scoped: TLS, namespaces, timed re-listing."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from file_storage import LocalStorageBackend, StorageQuotaExceededError
+from tests.quota_redis.server import REDIS_SERVER, RedisServer
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (the certificate is its own CA)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "redis.crt", directory / "redis.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server that speaks TLS only, with a password (``rediss://:secret@...``)."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (make test installs it: apt redis-server)")
+    workdir = tmp_path / "redis-tls"
+    workdir.mkdir()
+    server = RedisServer(workdir, password="s3cret-pw", tls=self_signed(workdir))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_a_rediss_url_keeps_the_ledger_over_tls(
+    tmp_path: Path, tls_redis: RedisServer, namespace: str
+) -> None:
+    options = {"quota_redis_url": tls_redis.url, "quota_redis_namespace": namespace}
+    a = LocalStorageBackend(tmp_path / "store", max_size_bytes=100, **options)  # type: ignore[arg-type]
+    b = LocalStorageBackend(tmp_path / "store", max_size_bytes=100, **options)  # type: ignore[arg-type]
+    async with a, b:
+        await a.save("x", b"x" * 60)
+        with pytest.raises(StorageQuotaExceededError):
+            await b.save("y", b"y" * 60)
+        assert (await b.get_usage()).used == 60
+
+
+async def test_two_stores_on_one_redis_keep_ledgers_of_their_own_by_default(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # no namespace set: each is derived from the store's root, so two apps sharing a
+    # Redis never count each other's bytes, and two processes of one app share one
+    options = {"quota_redis_url": redis_server.url, "max_size_bytes": 100}
+    app1 = LocalStorageBackend(tmp_path / "app1", **options)  # type: ignore[arg-type]
+    app1_again = LocalStorageBackend(tmp_path / "app1", **options)  # type: ignore[arg-type]
+    app2 = LocalStorageBackend(tmp_path / "app2", **options)  # type: ignore[arg-type]
+    async with app1, app1_again, app2:
+        await app1.save("x", b"x" * 60)
+        await app2.save("x", b"x" * 60)  # its own 100 bytes
+        assert (await app2.get_usage()).used == 60
+        assert (await app1_again.get_usage()).used == 60
+        with pytest.raises(StorageQuotaExceededError):
+            await app1_again.save("y", b"y" * 60)  # app1's ledger, shared
+
+
+async def test_the_refresh_interval_lists_bytes_written_behind_the_ledger(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    # STORAGE_QUOTA_REFRESH_SECONDS: a write after the interval lists the quota again
+    options = {"quota_redis_url": redis_server.url, "quota_redis_namespace": namespace}
+    fresh = LocalStorageBackend(
+        tmp_path,
+        max_size_bytes=1000,
+        quota_refresh_seconds=0.0,
+        **options,  # type: ignore[arg-type]
+    )
+    async with fresh:
+        await fresh.save("a", b"x" * 100)
+        (tmp_path / "foreign").write_bytes(b"y" * 300)  # stored behind the ledger
+        await fresh.save("b", b"x" * 100)
+        assert (await fresh.get_usage()).used == 500
+        with pytest.raises(StorageQuotaExceededError):
+            await fresh.save("c", b"x" * 600)
