@@ -268,13 +268,31 @@ class GatedLocal(LocalStorageBackend):
             await self.gate.wait()
 
 
+def gated_pair(
+    root: Path, server: RedisServer, namespace: str, key: str, *, before: bool = False
+) -> tuple[GatedLocal, LocalStorageBackend]:
+    """Two processes on one store and ledger (limit 1000), the first holding ``key``'s write."""
+    options = {"quota_redis_url": server.url, "quota_redis_namespace": namespace}
+    a = GatedLocal(root, max_size_bytes=1000, **options)
+    a.gated, a.before = key, before
+    return a, local(root, server, namespace, max_size_bytes=1000)
+
+
+async def run_out_leases(server: RedisServer, namespace: str) -> None:
+    """Every lease held now runs out (a writer stalled past it: a frozen process)."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(server.url)
+    leases = "{" + namespace + "}:leases"
+    for member in await client.zrange(leases, 0, -1):
+        await client.zadd(leases, {member: 0})
+    await client.aclose()
+
+
 async def test_two_processes_writing_one_key_take_turns_so_usage_stays_exact(
     tmp_path: Path, redis_server: RedisServer, namespace: str
 ) -> None:
-    options = {"quota_redis_url": redis_server.url, "quota_redis_namespace": namespace}
-    a = GatedLocal(tmp_path, max_size_bytes=1000, **options)
-    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
-    a.gated = "k"
+    a, b = gated_pair(tmp_path, redis_server, namespace, "k")
     async with a, b:
         first = asyncio.create_task(a.save("k", b"x" * 50))
         await a.landed.wait()
@@ -291,20 +309,11 @@ async def test_two_processes_writing_one_key_take_turns_so_usage_stays_exact(
 async def test_a_commit_after_its_lease_ran_out_checks_the_quota_again(
     tmp_path: Path, redis_server: RedisServer, namespace: str
 ) -> None:
-    import redis.asyncio
-
-    options = {"quota_redis_url": redis_server.url, "quota_redis_namespace": namespace}
-    a = GatedLocal(tmp_path, max_size_bytes=1000, **options)
-    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
-    a.gated, a.before = "n", True
-    client = redis.asyncio.Redis.from_url(redis_server.url)
+    a, b = gated_pair(tmp_path, redis_server, namespace, "n", before=True)
     async with a, b:
         first = asyncio.create_task(a.save("n", b"x" * 600))
         await a.landed.wait()
-        # the writer stalled past its lease (a frozen process): Redis frees its bytes
-        leases = "{" + namespace + "}:leases"
-        for member in await client.zrange(leases, 0, -1):
-            await client.zadd(leases, {member: 0})
+        await run_out_leases(redis_server, namespace)  # Redis frees its bytes
         await b.save("other", b"y" * 500)  # fits now, and takes the space
         a.gate.set()
         with pytest.raises(StorageQuotaExceededError) as info:
@@ -312,7 +321,6 @@ async def test_a_commit_after_its_lease_ran_out_checks_the_quota_again(
         assert (info.value.used, info.value.limit, info.value.key) == (500, 1000, "n")
         assert await b.list_files() == ["other"]
         assert (await b.get_usage()).used == await b.get_total_size() == 500
-    await client.aclose()
 
 
 async def test_a_write_that_landed_before_its_lease_ran_out_is_counted_by_the_others(
@@ -320,19 +328,11 @@ async def test_a_write_that_landed_before_its_lease_ran_out_is_counted_by_the_ot
 ) -> None:
     # the writer stalled past its lease after its object landed: whether it landed is not
     # known to Redis, so its quota is listed again, and the others see the bytes stored
-    import redis.asyncio
-
-    options = {"quota_redis_url": redis_server.url, "quota_redis_namespace": namespace}
-    a = GatedLocal(tmp_path, max_size_bytes=1000, **options)
-    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
-    a.gated = "n"
-    client = redis.asyncio.Redis.from_url(redis_server.url)
+    a, b = gated_pair(tmp_path, redis_server, namespace, "n")
     async with a, b:
         first = asyncio.create_task(a.save("n", b"x" * 600))
         await a.landed.wait()
-        leases = "{" + namespace + "}:leases"
-        for member in await client.zrange(leases, 0, -1):
-            await client.zadd(leases, {member: 0})
+        await run_out_leases(redis_server, namespace)
         with pytest.raises(StorageQuotaExceededError) as info:
             await b.save("other", b"y" * 500)  # the 600 bytes of n are stored
         assert (info.value.used, info.value.limit) == (600, 1000)
@@ -340,7 +340,6 @@ async def test_a_write_that_landed_before_its_lease_ran_out_is_counted_by_the_ot
         await first  # its late commit finds n counted already: it fits
         assert await b.list_files() == ["n"]
         assert (await b.get_usage()).used == await b.get_total_size() == 600
-    await client.aclose()
 
 
 async def test_no_credential_of_the_redis_url_shows_in_logs_reprs_or_errors(

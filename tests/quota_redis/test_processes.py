@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -35,6 +36,23 @@ def spawn(spec: dict[str, Any]) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@contextlib.contextmanager
+def running(spec: dict[str, Any], ready: str) -> Iterator[subprocess.Popen[str]]:
+    """A worker that printed ``ready``; killed and reaped on the way out whatever happens."""
+    proc = spawn(spec)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == ready
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def run_all(specs: list[dict[str, Any]]) -> list[dict[str, int]]:
@@ -155,11 +173,8 @@ async def test_a_writer_killed_mid_stream_frees_its_reservation_within_the_lease
     store = {"type": "local", "root": str(tmp_path / "storage")}
     lease = 1.0
     spec = specs(store, redis_server, namespace, mode="hang", quotas={"": 10_000}, lease=lease)[0]
-    proc = spawn(spec)
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "streaming"
+    with running(spec, "streaming") as proc, contextlib.closing(client):
         quota = "{" + namespace + "}:q:"
         assert client.hget(quota, "reserved") == "1000"  # held by the writer
         proc.kill()  # SIGKILL: no cleanup runs
@@ -177,14 +192,6 @@ async def test_a_writer_killed_mid_stream_frees_its_reservation_within_the_lease
             # the dead writer's key lock ran out too: the key can be written again
             await storage.save("hang/k", b"z" * 10)
             assert (await storage.get_usage()).used == 10
-    finally:
-        client.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 async def test_a_writer_killed_after_its_commit_was_lost_is_listed_again_within_the_lease(
@@ -199,11 +206,8 @@ async def test_a_writer_killed_after_its_commit_was_lost_is_listed_again_within_
     lease = 1.0
     quotas = {"": 10_000}
     spec = specs(store, redis_server, namespace, mode="lost-commit", quotas=quotas, lease=lease)
-    proc = spawn(spec[0])
     client = redis.Redis.from_url(redis_server.url)
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "landed"
+    with running(spec[0], "landed") as proc, contextlib.closing(client):
         proc.kill()  # SIGKILL: no cleanup runs
         proc.wait(timeout=10)
         async with observer(store, redis_server, namespace) as storage:
@@ -221,11 +225,3 @@ async def test_a_writer_killed_after_its_commit_was_lost_is_listed_again_within_
             # and writes go on being counted from there
             await storage.save("lost/other", b"o" * 100)
             assert (await storage.get_usage()).used == 1000
-    finally:
-        client.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
