@@ -432,6 +432,10 @@ class RedisQuotaManager(QuotaManager):
         reservation = _RedisReservation(self, _current.get(), key, operation)
         try:
             found = await self._reserve(reservation, size, requested, first=True, frees=frees)
+        except asyncio.CancelledError:
+            # cancelled while Redis ran the step: it may hold bytes for us (and the key)
+            await reservation.release()
+            raise
         except RedisUnavailable as exc:
             # the answer may be what was lost (a timeout): the step may have run, so undo
             # it while Redis answers; else its lease runs out on its own
@@ -467,7 +471,7 @@ class RedisQuotaManager(QuotaManager):
                     [self.ns, reservation._id, key, total, frees or "", self.lease_ms,
                      1 if first else 0, hold.token if take and hold is not None else ""],
                 )  # fmt: skip
-            except RedisUnavailable:
+            except (RedisUnavailable, asyncio.CancelledError):
                 if take and hold is not None:
                     hold.locked = True  # it may be ours: the hold's exit unlocks it
                 raise
