@@ -305,17 +305,16 @@ class RedisQuotaManager(QuotaManager):
         self._unpushed_versioning = None
 
     async def set_kept(self, key: str, total: int) -> None:
-        await self._purged(key, total, gone=False)
+        await self._purged([self.ns, key, total, 0])
 
     async def drop(self, key: str) -> None:
-        await self._purged(key, None, gone=True)
+        await self._purged([self.ns, key, "", 1])  # the latest version was purged too
 
-    async def _purged(self, key: str, total: int | None, *, gone: bool) -> None:
-        args: list[object] = [self.ns, key, "" if total is None else total, 1 if gone else 0]
+    async def _purged(self, args: list[object]) -> None:
         try:
             await self._client.run(lua.PURGED, args)
         except RedisUnavailable:
-            self._missed(key, "purge_versions")
+            self._missed(str(args[1]), "purge_versions")
 
     # -- failure handling ---------------------------------------------------------------
 

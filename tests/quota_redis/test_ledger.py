@@ -11,6 +11,7 @@ import pytest
 
 from file_storage import (
     LocalStorageBackend,
+    ObjectInfo,
     StorageQuotaExceededError,
     StorageUnavailableError,
 )
@@ -404,6 +405,63 @@ async def test_the_first_listing_counts_every_version_and_a_restart_keeps_it(
         await second.purge_versions("a/k", keep=0)
         await second.refresh_usage()
         assert (await second.get_usage()).used == 10
+
+
+def pause_listing(backend: LocalStorageBackend) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold ``backend``'s next usage listing once it has read everything: ``(listed, go)``."""
+    listed, go = asyncio.Event(), asyncio.Event()
+    real = backend._usage_scan
+
+    async def paused(prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for info in real(prefix):
+            yield info
+        listed.set()
+        await go.wait()
+
+    backend._usage_scan = paused  # type: ignore[method-assign]
+    return listed, go
+
+
+async def test_versions_kept_or_purged_while_a_listing_runs_win_over_it(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    async with a, b:
+        await a.set_versioning(True)
+        for key, data in (("k", b"1" * 10), ("k", b"2" * 20), ("m", b"3" * 5), ("m", b"4" * 6)):
+            await a.save(key, data)
+        assert (await b.get_usage()).used == 41
+        listed, go = pause_listing(a)
+        refresh = asyncio.create_task(a.refresh_usage())
+        await listed.wait()  # it saw k (20, and 10 kept) and m (6, and 5 kept)
+        await b.save("k", b"5" * 30)  # keeps the 20 bytes the listing saw as the latest
+        assert await b.purge_versions("m", keep=1) == 1  # the 5 bytes the listing saw
+        go.set()
+        await refresh
+        assert (await b.get_usage()).used == 10 + 20 + 30 + 6
+        await b.refresh_usage()
+        assert (await a.get_usage()).used == 66
+
+
+async def test_a_delete_during_the_first_listing_keeps_the_object_counted(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    async with LocalStorageBackend(tmp_path) as plain:
+        await plain.set_versioning(True)
+        await plain.save("k", b"1" * 10)
+        await plain.save("k", b"2" * 20)
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    b = local(tmp_path, redis_server, namespace)
+    async with a, b:
+        listed, go = pause_listing(a)
+        usage = asyncio.create_task(a.get_usage())  # the first use: one listing
+        await listed.wait()
+        await b.delete("k")  # the latest (20 bytes) becomes a prior version
+        go.set()
+        assert (await usage).used == 30
+        await b.refresh_usage()
+        assert (await a.get_usage()).used == 30
 
 
 async def test_a_write_that_outlives_its_lease_keeps_it_renewed(
