@@ -15,6 +15,7 @@ from file_storage import (
     StorageQuotaExceededError,
     StorageUnavailableError,
 )
+from file_storage._quota_redis_wire import RedisUnavailable
 from tests.quota_redis.server import RedisServer
 
 
@@ -405,6 +406,30 @@ async def test_the_first_listing_counts_every_version_and_a_restart_keeps_it(
         await second.purge_versions("a/k", keep=0)
         await second.refresh_usage()
         assert (await second.get_usage()).used == 10
+
+
+async def test_versioning_set_while_redis_did_not_answer_reaches_it_with_the_next_step(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    async with a, b:
+        await a.save("k", b"x" * 100)
+        assert (await b.get_usage()).used == 100
+        client = a._quotas._client  # type: ignore[attr-defined]
+        real_call = client.call
+
+        async def unanswered(*args: object) -> object:
+            monkeypatch.setattr(client, "call", real_call)
+            raise RedisUnavailable("TimeoutError")
+
+        monkeypatch.setattr(client, "call", unanswered)
+        await a.set_versioning(True)  # the store keeps versions; Redis did not hear it
+        await a.save("other", b"o")  # a's next ledger step tells it first
+        await b.save("k", b"y" * 100)  # so b keeps x's 100 bytes counted
+        assert (await b.get_usage()).used == 201
+        await b.refresh_usage()
+        assert (await a.get_usage()).used == 201
 
 
 def pause_listing(backend: LocalStorageBackend) -> tuple[asyncio.Event, asyncio.Event]:
