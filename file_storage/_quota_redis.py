@@ -13,13 +13,11 @@ whose lease ran out checks the quota again.
 
 Usage is learned by one listing per quota, under a Redis lock (N processes starting
 together list once), kept in Redis and so kept across restarts. Prior versions count as
-in the in-process ledger: the store's versioning (probed by each listing, set by
-``set_versioning``) is kept in Redis, and while it is on the scripts move an overwritten
-or deleted object's bytes to the key's kept bytes in the same step; a purge gives them
-back. Redis unreachable: a
-write fails with :class:`StorageUnavailableError` naming Redis (or, failing open,
-proceeds uncounted after one WARNING per outage); deletes never wait for Redis. What
-this process changed while Redis was away is listed again once it is back.
+in process: the store's versioning (probed by each listing, set by ``set_versioning``)
+is kept in Redis, where the scripts read it. Redis unreachable: a write fails with
+:class:`StorageUnavailableError` naming Redis (or, failing open, proceeds uncounted
+after one WARNING per outage); deletes never wait for Redis. What this process changed
+while Redis was away is listed again once it is back.
 """
 
 from __future__ import annotations
@@ -293,15 +291,13 @@ class RedisQuotaManager(QuotaManager):
         await self._client.aclose()
 
     async def set_versioning(self, state: str) -> None:
-        self.versioning = state
-        try:
-            await self._push_versioning(state)
-        except RedisUnavailable:
-            self._unpushed_versioning = state  # sent with the next ledger step
+        self.versioning = self._unpushed_versioning = state
+        with contextlib.suppress(RedisUnavailable):  # else sent with the next ledger step
+            await self._push_versioning()
 
-    async def _push_versioning(self, state: str) -> None:
+    async def _push_versioning(self) -> None:
         """Tell every process whether the store keeps prior versions (the scripts ask)."""
-        await self._client.call("SET", self.ns + ":ver", state)
+        await self._client.call("SET", self.ns + ":ver", self._unpushed_versioning)
         self._unpushed_versioning = None
 
     async def set_kept(self, key: str, total: int) -> None:
@@ -348,7 +344,7 @@ class RedisQuotaManager(QuotaManager):
     async def _sync(self) -> None:
         """Push limits set here and report keys changed while Redis was away."""
         if self._unpushed_versioning is not None:
-            await self._push_versioning(self._unpushed_versioning)
+            await self._push_versioning()
         if self._unpushed:
             pushed = dict(self._unpushed)
             args: list[object] = [self.ns]
@@ -514,6 +510,15 @@ class RedisQuotaManager(QuotaManager):
     async def _seed(self, prefix: str, *, force: bool) -> None:
         """List ``prefix`` once (one process does, the others wait) and swap its usage in."""
         token = new_id()
+        try:
+            await self._list(prefix, token, force)
+        except BaseException:
+            # cancelled, or the scan failed: the next user lists at once, not after a lease
+            with contextlib.suppress(RedisUnavailable):
+                await self._client.run(lua.SEED_ABORT, [self.ns, prefix, token])
+            raise
+
+    async def _list(self, prefix: str, token: str, force: bool) -> None:
         wait = 0.001
         while True:
             state = await self._client.run(
@@ -528,8 +533,8 @@ class RedisQuotaManager(QuotaManager):
             await asyncio.sleep(wait)
             wait = min(wait * 2, _MAX_WAIT)
         if self._probe is not None:  # learned with each listing, as the in-process ledger does
-            self.versioning = await self._probe()
-            await self._push_versioning(self.versioning)
+            self.versioning = self._unpushed_versioning = await self._probe()
+            await self._push_versioning()
         total = 0
         batch: list[object] = []
         async for info in self._scan(prefix):

@@ -455,6 +455,25 @@ return 1
 """
 )
 
+# ARGV: ns, prefix, token: a listing that will not end (cancelled, or its scan failed)
+# gives its lock back, so the next user lists at once instead of waiting out the lease
+SEED_ABORT = Script(
+    _COMMON
+    + """
+local p, token = ARGV[2], ARGV[3]
+local q = ns .. ':q:' .. p
+if redis.call('HGET', q, 'seeding') == token then
+  redis.call('HDEL', q, 'seeding')
+  redis.call('DEL', ns .. ':pend:' .. p, ns .. ':stage:' .. p, ns .. ':pendk:' .. p,
+    ns .. ':stagek:' .. p)
+end
+if redis.call('GET', ns .. ':seedlk:' .. p) == token then
+  redis.call('DEL', ns .. ':seedlk:' .. p)
+end
+return 1
+"""
+)
+
 # ARGV: ns, keys...: the quotas covering these keys are listed again on next use (this
 # process wrote or deleted them while Redis was unreachable)
 INVALIDATE = Script(

@@ -469,6 +469,26 @@ async def test_versions_kept_or_purged_while_a_listing_runs_win_over_it(
         assert (await a.get_usage()).used == 66
 
 
+async def test_a_listing_cancelled_midway_lets_the_next_user_list_at_once(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    # a client gone during the first upload under a quota (ASGI cancels its request)
+    # left the listing's lock in Redis: every writer of the quota waited out the lease
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    b = local(tmp_path, redis_server, namespace)
+    async with a, b:
+        await b.save("k", b"x" * 10)
+        listed, _ = pause_listing(a)
+        first = asyncio.create_task(a.save("j", b"j"))
+        await listed.wait()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        # bounded well below the 60 s lease the lock used to be held for
+        await asyncio.wait_for(b.save("m", b"m" * 5), timeout=30)
+        assert (await b.get_usage()).used == 15
+
+
 async def test_a_delete_during_the_first_listing_keeps_the_object_counted(
     tmp_path: Path, redis_server: RedisServer, namespace: str
 ) -> None:
