@@ -221,7 +221,8 @@ if #held == 0 then
     end
   end
   if result[1] == 'over' then
-    if known == 0 and undoable then return result end  -- the caller deletes it, key held
+    -- the caller deletes it, key held (not when versioned: a delete would keep it stored)
+    if known == 0 and undoable and not versioned then return result end
     result = {'overshoot', result[2]}
   end
 end

@@ -312,6 +312,31 @@ async def test_a_commit_after_its_lease_ran_out_checks_the_quota_again(
     await client.aclose()
 
 
+async def test_a_late_commit_in_a_versioned_store_is_kept_and_counted(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    import redis.asyncio
+
+    options = {"quota_redis_url": redis_server.url, "quota_redis_namespace": namespace}
+    a = GatedLocal(tmp_path, max_size_bytes=1000, **options)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    a.gated = "n"
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    async with a, b:
+        await a.set_versioning(True)
+        first = asyncio.create_task(a.save("n", b"x" * 600))
+        await a.landed.wait()
+        leases = "{" + namespace + "}:leases"  # the writer stalled past its lease
+        for member in await client.zrange(leases, 0, -1):
+            await client.zadd(leases, {member: 0})
+        await b.save("other", b"y" * 500)
+        a.gate.set()
+        await first  # deleting it would only make it a prior version: kept, counted
+        assert await b.list_files() == ["n", "other"]
+        assert (await b.get_usage()).used == 1100
+    await client.aclose()
+
+
 async def test_no_credential_of_the_redis_url_shows_in_logs_reprs_or_errors(
     tmp_path: Path, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
