@@ -280,9 +280,6 @@ _NOT_LOCKED: AbstractAsyncContextManager[None] = contextlib.nullcontext()
 class QuotaManager:
     """All quotas of one backend, and the per-key locks that keep them exact."""
 
-    #: counts the prior versions a versioned backend keeps (the Redis ledger does not yet)
-    counts_versions = True
-
     def __init__(
         self, scan: Scanner, refresh_seconds: float | None = None, probe: Probe | None = None
     ):
@@ -429,15 +426,19 @@ class QuotaManager:
                     q.keep(key)
                 q.record(key, None)
 
-    def drop(self, key: str) -> None:
+    async def drop(self, key: str) -> None:
         """``key``'s object is gone for good (a purge deleted even the latest version)."""
         for q in self._covering(key):
             q.record(key, None)
 
-    def set_kept(self, key: str, total: int) -> None:
+    async def set_kept(self, key: str, total: int) -> None:
         """``key``'s prior versions hold ``total`` bytes now (after a purge)."""
         for q in self._covering(key):
             q.set_kept(key, total)
+
+    async def set_versioning(self, state: str) -> None:
+        """The backend's versioning became ``state`` (``enabled`` or ``suspended``)."""
+        self.versioning = state
 
     async def usage(self, prefix: str) -> Usage:
         q = self._quotas.get(prefix)

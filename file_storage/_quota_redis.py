@@ -12,10 +12,12 @@ killed mid-write stops renewing it, and its bytes are freed when it runs out. A 
 whose lease ran out checks the quota again.
 
 Usage is learned by one listing per quota, under a Redis lock (N processes starting
-together list once), kept in Redis and so kept across restarts. Redis unreachable: a
-write fails with :class:`StorageUnavailableError` naming Redis (or, failing open,
-proceeds uncounted after one WARNING per outage); deletes never wait for Redis. What
-this process changed while Redis was away is listed again once it is back.
+together list once), kept in Redis and so kept across restarts. Prior versions count as
+in process: the store's versioning (probed by each listing, set by ``set_versioning``)
+is kept in Redis, where the scripts read it. Redis unreachable: a write fails with
+:class:`StorageUnavailableError` naming Redis (or, failing open, proceeds uncounted
+after one WARNING per outage); deletes never wait for Redis. What this process changed
+while Redis was away is listed again once it is back.
 """
 
 from __future__ import annotations
@@ -105,8 +107,6 @@ class _RedisHeld:
         self._reset: contextvars.Token[_RedisHeld | None] | None = None
 
     async def __aenter__(self) -> None:
-        if not self._ledger._versions_checked:
-            await self._ledger._check_versions()
         await self._local.__aenter__()
         if not self.lazy:
             try:
@@ -209,9 +209,6 @@ class _RedisReservation(Reservation):
 class RedisQuotaManager(QuotaManager):
     """All quotas of one backend, kept in Redis and shared by every process using it."""
 
-    #: prior versions are not counted: a versioned store is refused (see _check_versions)
-    counts_versions = False
-
     def __init__(
         self,
         scan: Scanner,
@@ -225,7 +222,6 @@ class RedisQuotaManager(QuotaManager):
         probe: Probe | None = None,
     ) -> None:
         super().__init__(scan, refresh_seconds, probe)
-        self._versions_checked = probe is None
         self.ns = "{" + namespace + "}"
         self.lease_seconds = lease_seconds
         self.lease_ms = max(1, int(lease_seconds * 1000))
@@ -237,6 +233,7 @@ class RedisQuotaManager(QuotaManager):
         self._limits: dict[str, int] = {}  # the limits this process set: pushed again after a reset
         self._unpushed: dict[str, int | None] = {}
         self._dirty: set[str] = set()  # keys changed while Redis was away
+        self._unpushed_versioning: str | None = None  # set_versioning while Redis was away
         self._outage = False
         self._refreshed: dict[str, float] = {}
         #: deletes an object the ledger refused after it landed (set by the backend)
@@ -284,7 +281,7 @@ class RedisQuotaManager(QuotaManager):
     async def aclose(self) -> None:
         # keys changed while Redis did not answer: tell it now (their quotas are listed
         # again by the next user), or a process that ends takes the miss with it
-        if self._unpushed or self._dirty:
+        if self._unpushed or self._dirty or self._unpushed_versioning:
             with contextlib.suppress(RedisUnavailable):
                 await self._sync()
         with contextlib.suppress(RuntimeError):
@@ -293,19 +290,27 @@ class RedisQuotaManager(QuotaManager):
                 renewer.cancel()
         await self._client.aclose()
 
-    async def _check_versions(self) -> None:
-        """Refuse a store that keeps prior versions: this ledger does not count them.
+    async def set_versioning(self, state: str) -> None:
+        self.versioning = self._unpushed_versioning = state
+        with contextlib.suppress(RedisUnavailable):  # else sent with the next ledger step
+            await self._push_versioning()
 
-        Asked once per process, before its first write, delete or usage (the
-        constructor does no I/O); ``set_versioning(True)`` refuses as well.
-        """
-        if self._probe is not None and await self._probe() != "off":
-            raise StorageConfigError(
-                "the Redis quota ledger (STORAGE_QUOTA_REDIS_URL) does not count prior "
-                "versions, and this store keeps them (versioning enabled or suspended): "
-                "use the in-process ledger on a versioned store"
-            )
-        self._versions_checked = True
+    async def _push_versioning(self) -> None:
+        """Tell every process whether the store keeps prior versions (the scripts ask)."""
+        await self._client.call("SET", self.ns + ":ver", self._unpushed_versioning)
+        self._unpushed_versioning = None
+
+    async def set_kept(self, key: str, total: int) -> None:
+        await self._purged([self.ns, key, total, 0])
+
+    async def drop(self, key: str) -> None:
+        await self._purged([self.ns, key, "", 1])  # the latest version was purged too
+
+    async def _purged(self, args: list[object]) -> None:
+        try:
+            await self._client.run(lua.PURGED, args)
+        except RedisUnavailable:
+            self._missed(str(args[1]), "purge_versions")
 
     # -- failure handling ---------------------------------------------------------------
 
@@ -338,6 +343,8 @@ class RedisQuotaManager(QuotaManager):
 
     async def _sync(self) -> None:
         """Push limits set here and report keys changed while Redis was away."""
+        if self._unpushed_versioning is not None:
+            await self._push_versioning()
         if self._unpushed:
             pushed = dict(self._unpushed)
             args: list[object] = [self.ns]
@@ -420,6 +427,10 @@ class RedisQuotaManager(QuotaManager):
         reservation = _RedisReservation(self, _current.get(), key, operation)
         try:
             found = await self._reserve(reservation, size, requested, first=True, frees=frees)
+        except asyncio.CancelledError:
+            # cancelled while Redis ran the step: it may hold bytes for us (and the key)
+            await reservation.release()
+            raise
         except RedisUnavailable as exc:
             # the answer may be what was lost (a timeout): the step may have run, so undo
             # it while Redis answers; else its lease runs out on its own
@@ -443,7 +454,7 @@ class RedisQuotaManager(QuotaManager):
         hold = reservation._hold
         wait = 0.001
         while True:
-            if self._unpushed or self._dirty:
+            if self._unpushed or self._dirty or self._unpushed_versioning:
                 await self._sync()
             if self._refresh_seconds is not None:
                 await self._refresh_due(key)
@@ -455,7 +466,7 @@ class RedisQuotaManager(QuotaManager):
                     [self.ns, reservation._id, key, total, frees or "", self.lease_ms,
                      1 if first else 0, hold.token if take and hold is not None else ""],
                 )  # fmt: skip
-            except RedisUnavailable:
+            except (RedisUnavailable, asyncio.CancelledError):
                 if take and hold is not None:
                     hold.locked = True  # it may be ours: the hold's exit unlocks it
                 raise
@@ -499,6 +510,15 @@ class RedisQuotaManager(QuotaManager):
     async def _seed(self, prefix: str, *, force: bool) -> None:
         """List ``prefix`` once (one process does, the others wait) and swap its usage in."""
         token = new_id()
+        try:
+            await self._list(prefix, token, force)
+        except BaseException:
+            # cancelled, or the scan failed: the next user lists at once, not after a lease
+            with contextlib.suppress(RedisUnavailable):
+                await self._client.run(lua.SEED_ABORT, [self.ns, prefix, token])
+            raise
+
+    async def _list(self, prefix: str, token: str, force: bool) -> None:
         wait = 0.001
         while True:
             state = await self._client.run(
@@ -512,6 +532,9 @@ class RedisQuotaManager(QuotaManager):
                 force = False
             await asyncio.sleep(wait)
             wait = min(wait * 2, _MAX_WAIT)
+        if self._probe is not None:  # learned with each listing, as the in-process ledger does
+            self.versioning = self._unpushed_versioning = await self._probe()
+            await self._push_versioning()
         total = 0
         batch: list[object] = []
         async for info in self._scan(prefix):
@@ -527,8 +550,6 @@ class RedisQuotaManager(QuotaManager):
         await self._client.run(lua.SEED_END, [self.ns, prefix, token, total])
 
     async def usage(self, prefix: str) -> Usage:
-        if not self._versions_checked:
-            await self._check_versions()
         try:
             await self._sync()
             while True:
@@ -550,8 +571,6 @@ class RedisQuotaManager(QuotaManager):
             ) from exc
 
     async def refresh(self, prefix: str | None = None) -> None:
-        if not self._versions_checked:
-            await self._check_versions()
         try:
             await self._sync()
             prefixes = [prefix] if prefix is not None else await self._quota_prefixes()

@@ -5,12 +5,25 @@ one ledger lands in one slot, so the scripts may touch keys they compute):
 
 - ``{ns}:epoch``: exists once limits were pushed; missing after Redis lost its data.
 - ``{ns}:limits``: hash quota prefix -> limit in bytes.
-- ``{ns}:q:<prefix>``: hash ``used``, ``reserved``, ``seeded`` (``1`` once listed),
-  ``seeding`` (the token of the process listing it now) and ``stale`` (``1``: marked to
-  be listed again while a listing ran, which is then not trusted).
+- ``{ns}:q:<prefix>``: hash ``used`` (objects and prior versions), ``reserved``,
+  ``seeded`` (``1`` once listed), ``seeding`` (the token of the process listing it now)
+  and ``stale`` (``1``: marked to be listed again while a listing ran, which is then not
+  trusted).
 - ``{ns}:sz:<prefix>``: hash key -> size of every object under the quota.
+- ``{ns}:kept:<prefix>``: hash key -> bytes of the key's prior versions (a versioned store
+  keeps an overwritten or deleted object), counted in ``used`` like the objects.
 - ``{ns}:pend:<prefix>``: commits and deletes seen while a listing runs (size, ``-1``).
-- ``{ns}:stage:<prefix>``: the sizes a listing found, swapped in when it ends.
+- ``{ns}:pendk:<prefix>``: prior versions kept or purged while a listing runs:
+  ``+<n>`` (n bytes kept on top of what the listing finds) or ``=<n>`` (a purge left n
+  bytes, plus what was kept since); a ``?`` after the sign: a kept object whose size was
+  not known yet, taken from the listing when it ends (see SEED_END).
+- ``{ns}:stage:<prefix>``, ``{ns}:stagek:<prefix>``: the sizes and the prior versions'
+  bytes a listing found (the scanner names a prior version ``<key>\\<version id>``),
+  swapped in when it ends.
+- ``{ns}:ver``: the store's versioning as last learned (``enabled``, ``suspended`` or
+  ``off``): set by ``set_versioning`` and by each listing's probe. While it is not
+  ``off``, an overwrite reserves its whole size and its commit, like a delete, moves the
+  replaced object's size to ``kept`` instead of freeing it.
 - ``{ns}:lk:<key>``: the per-key lock (a token with an expiry: the lease).
 - ``{ns}:rsv:<id>``: one write's reservation: ``h:<prefix>`` bytes held, ``o:<prefix>``
   the old size it replaces; ``{ns}:leases`` is a sorted set of reservation id -> expiry
@@ -92,6 +105,33 @@ local function record(p, key, size)
   if size then redis.call('HSET', sz, key, size) else redis.call('HDEL', sz, key) end
   redis.call('HINCRBY', q, 'used', (size or 0) - old)
 end
+local function keeps()
+  local v = redis.call('GET', ns .. ':ver')
+  return v == 'enabled' or v == 'suspended'
+end
+local function keep(p, key)
+  -- the object at key becomes a prior version: its bytes move to kept, still counted
+  local q, sz = ns .. ':q:' .. p, ns .. ':sz:' .. p
+  local f = redis.call('HMGET', q, 'seeding', 'seeded')
+  if f[1] then
+    local old = redis.call('HGET', ns .. ':pend:' .. p, key)
+    if not old and f[2] == '1' then old = redis.call('HGET', sz, key) end
+    if not old then old = redis.call('HGET', ns .. ':stage:' .. p, key) end
+    local pk = ns .. ':pendk:' .. p
+    local was = redis.call('HGET', pk, key) or '+0'
+    local sign, unknown = string.sub(was, 1, 1), string.sub(was, 2, 2) == '?'
+    local n = tonumber(string.sub(was, unknown and 3 or 2))
+    if not old then unknown = true end
+    n = n + math.max(num(old), 0)
+    redis.call('HSET', pk, key, sign .. (unknown and '?' or '') .. n)
+  end
+  if f[2] ~= '1' then return end
+  local old = num(redis.call('HGET', sz, key))
+  if old > 0 then
+    redis.call('HDEL', sz, key)
+    redis.call('HINCRBY', ns .. ':kept:' .. p, key, old)
+  end
+end
 local function unlock(token, first, last)
   for j = first, last do
     local lk = ns .. ':lk:' .. ARGV[j]
@@ -114,6 +154,7 @@ local now = now_ms()
 purge(now)
 if redis.call('EXISTS', ns .. ':epoch') == 0 then return {'reset'} end
 local quotas = covering(key)
+local versioned = keeps()  -- the replaced object stays stored: nothing is credited
 if #quotas == 0 then return {'none'} end
 if token ~= '' then
   local lk = ns .. ':lk:' .. key
@@ -130,7 +171,9 @@ for j, ql in ipairs(quotas) do
   local f = redis.call('HMGET', q, 'seeded', 'used', 'reserved')
   if f[1] ~= '1' then return {'unseeded', p} end
   local old, held
-  if fresh then
+  if fresh and versioned then
+    old, held = 0, 0
+  elseif fresh then
     local sz = ns .. ':sz:' .. p
     old = num(redis.call('HGET', sz, key))
     if frees ~= '' and string.sub(frees, 1, #p) == p then
@@ -175,6 +218,7 @@ local undoable = ARGV[6] == '1'
 -- out: trusting it is safe. A reservation that is gone is checked again below
 local rk = ns .. ':rsv:' .. id
 local quotas = covering(key)
+local versioned = keeps()
 local result = {'ok'}
 local held = redis.call('HGETALL', rk)
 if #held == 0 then
@@ -186,6 +230,7 @@ if #held == 0 then
     if redis.call('HGET', q, 'seeded') == '1' then
       local old = num(redis.call('HGET', ns .. ':sz:' .. p, key))
       known = known + old
+      if versioned then old = 0 end  -- kept as a prior version: still counted
       local f = redis.call('HMGET', q, 'used', 'reserved')
       local busy = num(f[1]) + num(f[2])
       if size - old > 0 and busy + size - old > limit and result[1] == 'ok' then
@@ -194,12 +239,16 @@ if #held == 0 then
     end
   end
   if result[1] == 'over' then
-    if known == 0 and undoable then return result end  -- the caller deletes it, key held
+    -- the caller deletes it, key held (not when versioned: a delete would keep it stored)
+    if known == 0 and undoable and not versioned then return result end
     result = {'overshoot', result[2]}
   end
 end
 release(id, held)
-for _, ql in ipairs(quotas) do record(ql[1], key, size) end
+for _, ql in ipairs(quotas) do
+  if versioned then keep(ql[1], key) end
+  record(ql[1], key, size)
+end
 unlock(token, 7, #ARGV)
 return result
 """
@@ -237,9 +286,13 @@ FINISH = Script(
     + """
 local token, n = ARGV[2], tonumber(ARGV[3])
 purge(now_ms())
+local versioned = keeps()  -- a delete keeps the object as a prior version
 for j = 4, 3 + n do
   local key = ARGV[j]
-  for _, ql in ipairs(covering(key)) do record(ql[1], key, nil) end
+  for _, ql in ipairs(covering(key)) do
+    if versioned then keep(ql[1], key) end
+    record(ql[1], key, nil)
+  end
 end
 unlock(token, 4 + n, #ARGV)
 return 1
@@ -278,7 +331,7 @@ for j = 2, #ARGV, 2 do
   if limit == '' then
     redis.call('HDEL', ns .. ':limits', p)
     redis.call('DEL', ns .. ':q:' .. p, ns .. ':sz:' .. p, ns .. ':pend:' .. p,
-      ns .. ':stage:' .. p)
+      ns .. ':stage:' .. p, ns .. ':kept:' .. p, ns .. ':pendk:' .. p, ns .. ':stagek:' .. p)
   else
     redis.call('HSET', ns .. ':limits', p, limit)
   end
@@ -311,7 +364,8 @@ if not force and redis.call('HGET', q, 'seeded') == '1' then return 'seeded' end
 if not redis.call('SET', ns .. ':seedlk:' .. p, token, 'NX', 'PX', lease) then return 'wait' end
 redis.call('HSET', q, 'seeding', token)
 redis.call('HDEL', q, 'stale')
-redis.call('DEL', ns .. ':pend:' .. p, ns .. ':stage:' .. p)
+redis.call('DEL', ns .. ':pend:' .. p, ns .. ':stage:' .. p, ns .. ':pendk:' .. p,
+  ns .. ':stagek:' .. p)
 return 'go'
 """
 )
@@ -323,8 +377,16 @@ SEED_STAGE = Script(
 local p, token, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
 if redis.call('GET', ns .. ':seedlk:' .. p) ~= token then return 0 end
 redis.call('PEXPIRE', ns .. ':seedlk:' .. p, lease)
-local stage = ns .. ':stage:' .. p
-for j = 5, #ARGV, 2 do redis.call('HSET', stage, ARGV[j], ARGV[j + 1]) end
+local stage, stagek = ns .. ':stage:' .. p, ns .. ':stagek:' .. p
+for j = 5, #ARGV, 2 do
+  -- '<key>\\<version id>': a prior version of key (a backslash is never in a key)
+  local sep = string.find(ARGV[j], string.char(92), 1, true)
+  if sep and sep > 1 then
+    redis.call('HINCRBY', stagek, string.sub(ARGV[j], 1, sep - 1), ARGV[j + 1])
+  else
+    redis.call('HSET', stage, ARGV[j], ARGV[j + 1])
+  end
+end
 return 1
 """
 )
@@ -335,7 +397,26 @@ SEED_END = Script(
     + """
 local p, token, used = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local q, stage, pend = ns .. ':q:' .. p, ns .. ':stage:' .. p, ns .. ':pend:' .. p
+local stagek, pendk = ns .. ':stagek:' .. p, ns .. ':pendk:' .. p
 if redis.call('HGET', q, 'seeding') ~= token then return 0 end
+-- prior versions kept or purged while we listed win over the listing: a purge (=) sets
+-- the total; a keep (+) adds to what was listed (a version the listing saw too is then
+-- counted twice until the next listing: too much, never too little). A kept object of
+-- unknown size (?) adds the listed latest size (after a purge, at least what was listed)
+local kchanges = redis.call('HGETALL', pendk)
+for j = 1, #kchanges, 2 do
+  local key, v = kchanges[j], kchanges[j + 1]
+  local sign, unknown = string.sub(v, 1, 1), string.sub(v, 2, 2) == '?'
+  local n = tonumber(string.sub(v, unknown and 3 or 2))
+  local listed = num(redis.call('HGET', stagek, key))
+  local total = sign == '=' and n or listed + n
+  if unknown then
+    local latest = num(redis.call('HGET', stage, key))
+    total = total + (sign == '=' and math.max(latest, listed) or latest)
+  end
+  used = used + total - listed
+  if total > 0 then redis.call('HSET', stagek, key, total) else redis.call('HDEL', stagek, key) end
+end
 -- commits and deletes that landed while we listed win over the listing
 local changes = redis.call('HGETALL', pend)
 for j = 1, #changes, 2 do
@@ -353,11 +434,61 @@ if redis.call('EXISTS', stage) == 1 then
 else
   redis.call('DEL', ns .. ':sz:' .. p)
 end
+if redis.call('EXISTS', stagek) == 1 then
+  redis.call('RENAME', stagek, ns .. ':kept:' .. p)
+else
+  redis.call('DEL', ns .. ':kept:' .. p)
+end
 -- marked stale while it listed: swapped in, and listed again on next use
 local seeded = redis.call('HGET', q, 'stale') == '1' and '0' or '1'
 redis.call('HSET', q, 'used', used, 'seeded', seeded)
 redis.call('HDEL', q, 'seeding')
-redis.call('DEL', pend)
+redis.call('DEL', pend, pendk)
+if redis.call('GET', ns .. ':seedlk:' .. p) == token then
+  redis.call('DEL', ns .. ':seedlk:' .. p)
+end
+return 1
+"""
+)
+
+# ARGV: ns, key, total ('' or the bytes its prior versions hold now), gone ('1': the key's
+# latest object was purged too): after a purge_versions, which held the key
+PURGED = Script(
+    _COMMON
+    + """
+local key, total, gone = ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+for _, ql in ipairs(covering(key)) do
+  local p = ql[1]
+  local q = ns .. ':q:' .. p
+  local f = redis.call('HMGET', q, 'seeding', 'seeded')
+  if total then
+    -- a purge wins over a listing running now: the key's kept bytes are known
+    if f[1] then redis.call('HSET', ns .. ':pendk:' .. p, key, '=' .. total) end
+    if f[2] == '1' then
+      local kk = ns .. ':kept:' .. p
+      local old = num(redis.call('HGET', kk, key))
+      if total > 0 then redis.call('HSET', kk, key, total) else redis.call('HDEL', kk, key) end
+      redis.call('HINCRBY', q, 'used', total - old)
+    end
+  end
+  if gone then record(p, key, nil) end
+end
+return 1
+"""
+)
+
+# ARGV: ns, prefix, token: a listing that will not end (cancelled, or its scan failed)
+# gives its lock back, so the next user lists at once instead of waiting out the lease
+SEED_ABORT = Script(
+    _COMMON
+    + """
+local p, token = ARGV[2], ARGV[3]
+local q = ns .. ':q:' .. p
+if redis.call('HGET', q, 'seeding') == token then
+  redis.call('HDEL', q, 'seeding')
+  redis.call('DEL', ns .. ':pend:' .. p, ns .. ':stage:' .. p, ns .. ':pendk:' .. p,
+    ns .. ':stagek:' .. p)
+end
 if redis.call('GET', ns .. ':seedlk:' .. p) == token then
   redis.call('DEL', ns .. ':seedlk:' .. p)
 end

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from file_storage import LocalStorageBackend, MemoryStorageBackend, StorageBackend
+from tests.quota_redis.server import REDIS_SERVER, RedisServer
 from tests.s3util import SERVER, missing_feature, remove_bucket, s3_backends
 
 # moto answers every origin by default; real S3 applies the bucket's CORS rules. Make moto
@@ -121,6 +122,20 @@ def s3_bucket(moto_endpoint: str) -> Iterator[str]:
             remove_bucket(client, name)
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One ``redis-server`` for the session (the shared quota ledger's tests and the
+    conformance suite on that ledger); tests share it through namespaces of their own."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (make test installs it: apt redis-server)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from file_storage._events import EventHub
 from file_storage._expiry import Expiry, MemoryRules, RuleStore
 from file_storage._keys import KeyLike, validate_key, validate_prefix
 from file_storage._loops import InFlight
-from file_storage._quota import QuotaManager
+from file_storage._quota import VERSION_SEP, QuotaManager
 from file_storage._streams import CHUNK_SIZE, Progress
 from file_storage.backends import _pages
 from file_storage.backends._support import (
@@ -131,12 +131,10 @@ class BackendCore(abc.ABC):
         if quota_redis_url is None:
             self._quotas = QuotaManager(self._usage_scan, quota_refresh_seconds, self._versioning)
         else:
-            # the shared ledger counts writes in flight as reservations in Redis: a seed
-            # lists the objects only (not other processes' temp files)
             from file_storage._quota_redis import redis_ledger
 
             self._quotas = redis_ledger(
-                self._iter_files,
+                self._ledger_scan,
                 quota_refresh_seconds,
                 url=quota_redis_url,
                 namespace=quota_redis_namespace,
@@ -344,6 +342,13 @@ class BackendCore(abc.ABC):
         """What quotas count under ``prefix`` (first use, refresh): the objects, and any
         bytes the backend stores beside them (local: other processes' temp files)."""
         return self._iter_files(prefix)
+
+    async def _ledger_scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """What the shared ledger lists: the objects and their prior versions. Writes in
+        flight are reservations in Redis, so other processes' temp files are not listed."""
+        async for info in self._usage_scan(prefix):
+            if not info.key.startswith(VERSION_SEP):  # a temp file, never a key
+                yield info
 
     async def _list_files(self, prefix: str) -> list[str]:
         return [info.key async for info in self._iter_files(prefix)]

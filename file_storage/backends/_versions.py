@@ -16,7 +16,6 @@ from typing import final
 from file_storage._keys import KeyLike
 from file_storage.backends._support import has_landed
 from file_storage.backends._writes import Writes
-from file_storage.errors import StorageConfigError
 from file_storage.models import ObjectVersion
 
 
@@ -41,15 +40,10 @@ class Versions(Writes):
         if not isinstance(enabled, bool):
             raise TypeError("enabled must be a bool")
         with self._translate("set_versioning", None):
-            if enabled and not self._quotas.counts_versions:
-                raise StorageConfigError(
-                    "versioning needs the in-process quota ledger: the Redis ledger "
-                    "(STORAGE_QUOTA_REDIS_URL) does not count prior versions yet"
-                )
             if not enabled and await self._versioning() == "off":
                 return  # never enabled: there is nothing to suspend
             await self._set_versioning(enabled)
-            self._quotas.versioning = "enabled" if enabled else "suspended"
+            await self._quotas.set_versioning("enabled" if enabled else "suspended")
 
     @final
     async def list_versions(self, path: KeyLike) -> list[ObjectVersion]:
@@ -125,13 +119,15 @@ class Versions(Writes):
                         await self._purge_versions(key, ids, keep == 0)
                 except BaseException as exc:
                     if has_landed(exc):  # cancelled once the purge was done: count it
-                        self._purged(key, doomed, kept)
+                        await self._purged(key, doomed, kept)
                     raise
                 call.size = sum(v.size for v in doomed)
-                self._purged(key, doomed, kept)
+                await self._purged(key, doomed, kept)
         return len(doomed)
 
-    def _purged(self, key: str, doomed: list[ObjectVersion], kept: list[ObjectVersion]) -> None:
-        self._quotas.set_kept(key, sum(v.size for v in kept if not v.is_latest))
+    async def _purged(
+        self, key: str, doomed: list[ObjectVersion], kept: list[ObjectVersion]
+    ) -> None:
+        await self._quotas.set_kept(key, sum(v.size for v in kept if not v.is_latest))
         if any(v.is_latest for v in doomed):
-            self._quotas.drop(key)
+            await self._quotas.drop(key)

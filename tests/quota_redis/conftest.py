@@ -1,4 +1,6 @@
-"""A real ``redis-server`` for the shared quota ledger's tests (``make test`` installs it)."""
+"""A real ``redis-server`` for the shared quota ledger's tests (``make test`` installs it);
+the session's server, ``redis_server``, is in tests/conftest.py (the conformance suite runs
+on it too)."""
 
 from __future__ import annotations
 
@@ -9,19 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.quota_redis.server import REDIS_SERVER, RedisServer
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One server for the session; tests share it through namespaces of their own."""
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (make test installs it: apt redis-server)")
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

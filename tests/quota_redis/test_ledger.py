@@ -11,22 +11,12 @@ import pytest
 
 from file_storage import (
     LocalStorageBackend,
-    StorageConfigError,
     StorageQuotaExceededError,
     StorageUnavailableError,
 )
+from file_storage._quota_redis_wire import RedisUnavailable
+from tests.quota_redis.ledger import gated_pair, local, run_out_leases
 from tests.quota_redis.server import RedisServer
-
-
-def local(
-    root: Path, server: RedisServer, namespace: str, **options: object
-) -> LocalStorageBackend:
-    return LocalStorageBackend(
-        root,
-        quota_redis_url=server.url,
-        quota_redis_namespace=namespace,
-        **options,  # type: ignore[arg-type]
-    )
 
 
 async def test_a_limit_set_in_one_process_caps_the_others(
@@ -104,46 +94,6 @@ async def test_a_stream_is_refused_when_it_crosses_the_shared_limit(
         assert (info.value.used, info.value.limit, info.value.requested) == (100, 1000, 1200)
         assert await a.list_files() == ["keep"]
         assert (await a.get_usage()).used == 100
-
-
-async def test_usage_survives_a_process_restart_without_listing(
-    tmp_path: Path, redis_server: RedisServer, namespace: str
-) -> None:
-    async with local(tmp_path, redis_server, namespace, max_size_bytes=1000) as a:
-        await a.save("a", b"x" * 100)
-    listed: list[str] = []
-    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
-
-    async def spy(prefix: str) -> AsyncIterator[object]:
-        listed.append(prefix)
-        if False:
-            yield None
-
-    b._quotas._scan = spy  # type: ignore[assignment]
-    async with b:
-        await b.save("b", b"x" * 100)
-        assert (await b.get_usage()).used == 200
-    assert listed == []
-
-
-async def test_refresh_usage_sees_bytes_written_behind_the_ledger(
-    tmp_path: Path, redis_server: RedisServer, namespace: str
-) -> None:
-    async with local(tmp_path, redis_server, namespace, max_size_bytes=1000) as a:
-        await a.save("a", b"x" * 100)
-        (tmp_path / "foreign").write_bytes(b"y" * 300)
-        assert (await a.get_usage()).used == 100
-        await a.refresh_usage()
-        assert (await a.get_usage()).used == 400
-
-
-async def test_get_usage_without_a_quota_lists(
-    tmp_path: Path, redis_server: RedisServer, namespace: str
-) -> None:
-    async with local(tmp_path, redis_server, namespace) as a:
-        await a.save("d/a", b"x" * 10)
-        usage = await a.get_usage("d")
-        assert (usage.used, usage.limit) == (10, None)
 
 
 async def test_redis_unreachable_fails_writes_closed_naming_redis(
@@ -246,49 +196,6 @@ async def test_a_delete_missed_while_redis_was_away_is_listed_again_once_back(
         assert (await a.get_usage()).used == await a.get_total_size() == 100
 
 
-class GatedLocal(LocalStorageBackend):
-    """Holds each write of ``gated`` between landing and returning: the window in which
-    another process's write of the same key must not land and commit first."""
-
-    gated = ""
-    before = False  # hold the write before it touches the store instead
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.landed = asyncio.Event()
-        self.gate = asyncio.Event()
-
-    async def _save(self, key: str, body: object, content_type: str, metadata: object) -> None:
-        if key == self.gated and self.before:
-            self.landed.set()
-            await self.gate.wait()
-        await super()._save(key, body, content_type, metadata)  # type: ignore[arg-type]
-        if key == self.gated and not self.before:
-            self.landed.set()
-            await self.gate.wait()
-
-
-def gated_pair(
-    root: Path, server: RedisServer, namespace: str, key: str, *, before: bool = False
-) -> tuple[GatedLocal, LocalStorageBackend]:
-    """Two processes on one store and ledger (limit 1000), the first holding ``key``'s write."""
-    options = {"quota_redis_url": server.url, "quota_redis_namespace": namespace}
-    a = GatedLocal(root, max_size_bytes=1000, **options)
-    a.gated, a.before = key, before
-    return a, local(root, server, namespace, max_size_bytes=1000)
-
-
-async def run_out_leases(server: RedisServer, namespace: str) -> None:
-    """Every lease held now runs out (a writer stalled past it: a frozen process)."""
-    import redis.asyncio
-
-    client = redis.asyncio.Redis.from_url(server.url)
-    leases = "{" + namespace + "}:leases"
-    for member in await client.zrange(leases, 0, -1):
-        await client.zadd(leases, {member: 0})
-    await client.aclose()
-
-
 async def test_two_processes_writing_one_key_take_turns_so_usage_stays_exact(
     tmp_path: Path, redis_server: RedisServer, namespace: str
 ) -> None:
@@ -377,25 +284,6 @@ async def test_no_credential_of_the_redis_url_shows_in_logs_reprs_or_errors(
         assert secret[::-1] not in text
 
 
-async def test_a_store_already_keeping_versions_is_refused_before_any_write(
-    tmp_path: Path, redis_server: RedisServer, namespace: str
-) -> None:
-    # versioning was enabled under the in-process ledger; the Redis ledger would count
-    # an overwrite as freeing the old bytes, which the store keeps as a prior version
-    async with LocalStorageBackend(tmp_path, max_size_bytes=1000) as plain:
-        await plain.set_versioning(True)
-        await plain.save("a", b"x" * 100)
-    async with local(tmp_path, redis_server, namespace, max_size_bytes=1000) as shared:
-        for attempt in (
-            shared.save("a", b"y" * 100),
-            shared.delete("a"),
-            shared.get_usage(),
-        ):
-            with pytest.raises(StorageConfigError, match="does not count prior versions"):
-                await attempt
-        assert await shared.load("a") == b"x" * 100  # reads never depend on the ledger
-
-
 async def test_a_write_that_outlives_its_lease_keeps_it_renewed(
     tmp_path: Path, redis_server: RedisServer, namespace: str
 ) -> None:
@@ -439,7 +327,7 @@ async def test_a_reserve_whose_answer_is_lost_leaves_no_bytes_or_lock_behind(
     # Redis runs the reserve step but its answer never arrives (a timeout under load):
     # the write fails closed, and neither its bytes nor the key's lock stay held
     from file_storage import _quota_redis_lua as lua
-    from file_storage._quota_redis_wire import Client, RedisUnavailable
+    from file_storage._quota_redis_wire import Client
 
     run = Client.run
     lost: list[int] = []
@@ -474,7 +362,7 @@ async def test_a_commit_whose_answer_is_lost_is_listed_again_after_the_process_e
     # saw it tells Redis when it closes, so the next one lists the quota instead of
     # trusting a figure that misses the object
     from file_storage import _quota_redis_lua as lua
-    from file_storage._quota_redis_wire import Client, RedisUnavailable
+    from file_storage._quota_redis_wire import Client
 
     run = Client.run
     dropped: list[int] = []
@@ -510,36 +398,3 @@ async def test_a_commit_whose_answer_is_lost_is_listed_again_after_the_process_e
             client.close()
         assert await b.get_total_size() == 100
         assert used == 100  # listed again, not 10 (the figure that missed the commit)
-
-
-async def test_a_quota_marked_to_be_listed_again_during_a_listing_is_listed_once_more(
-    tmp_path: Path, redis_server: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # a listing passed a key, then that key changed behind the ledger and the quota was
-    # marked to be listed again (a lease that ran out, a miss reported): the listing that
-    # ends after it must not be trusted, or the change is missed for good
-    from file_storage import _quota_redis_lua as lua
-    from file_storage.models import ObjectInfo
-
-    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
-    async with a:
-        await a.save("a1", b"x" * 10)
-        ledger = a._quotas
-        real = ledger._scan
-        listed, go = asyncio.Event(), asyncio.Event()
-
-        async def paused(prefix: str) -> AsyncIterator[ObjectInfo]:
-            async for info in real(prefix):
-                yield info
-            listed.set()
-            await go.wait()  # the window: everything listed, nothing swapped in yet
-
-        monkeypatch.setattr(ledger, "_scan", paused)
-        refresh = asyncio.create_task(a.refresh_usage())
-        await listed.wait()
-        (tmp_path / "behind").write_bytes(b"y" * 50)  # stored behind the listing's back
-        await ledger._client.run(lua.INVALIDATE, [ledger.ns, "behind"])
-        go.set()
-        await refresh
-        monkeypatch.setattr(ledger, "_scan", real)
-        assert (await a.get_usage()).used == 60  # listed once more, not 10

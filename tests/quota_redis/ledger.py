@@ -1,0 +1,82 @@
+"""What the Redis ledger tests share: backends on one ledger, held writes, run-out leases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from file_storage import (
+    LocalStorageBackend,
+    ObjectInfo,
+)
+from tests.quota_redis.server import RedisServer
+
+
+def local(
+    root: Path, server: RedisServer, namespace: str, **options: object
+) -> LocalStorageBackend:
+    return LocalStorageBackend(
+        root,
+        quota_redis_url=server.url,
+        quota_redis_namespace=namespace,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+class GatedLocal(LocalStorageBackend):
+    """Holds each write of ``gated`` between landing and returning: the window in which
+    another process's write of the same key must not land and commit first."""
+
+    gated = ""
+    before = False  # hold the write before it touches the store instead
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.landed = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def _save(self, key: str, body: object, content_type: str, metadata: object) -> None:
+        if key == self.gated and self.before:
+            self.landed.set()
+            await self.gate.wait()
+        await super()._save(key, body, content_type, metadata)  # type: ignore[arg-type]
+        if key == self.gated and not self.before:
+            self.landed.set()
+            await self.gate.wait()
+
+
+def gated_pair(
+    root: Path, server: RedisServer, namespace: str, key: str, *, before: bool = False
+) -> tuple[GatedLocal, LocalStorageBackend]:
+    """Two processes on one store and ledger (limit 1000), the first holding ``key``'s write."""
+    options = {"quota_redis_url": server.url, "quota_redis_namespace": namespace}
+    a = GatedLocal(root, max_size_bytes=1000, **options)
+    a.gated, a.before = key, before
+    return a, local(root, server, namespace, max_size_bytes=1000)
+
+
+async def run_out_leases(server: RedisServer, namespace: str) -> None:
+    """Every lease held now runs out (a writer stalled past it: a frozen process)."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(server.url)
+    leases = "{" + namespace + "}:leases"
+    for member in await client.zrange(leases, 0, -1):
+        await client.zadd(leases, {member: 0})
+    await client.aclose()
+
+
+def pause_listing(backend: LocalStorageBackend) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold ``backend``'s next usage listing once it has read everything: ``(listed, go)``."""
+    listed, go = asyncio.Event(), asyncio.Event()
+    real = backend._usage_scan
+
+    async def paused(prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for info in real(prefix):
+            yield info
+        listed.set()
+        await go.wait()
+
+    backend._usage_scan = paused  # type: ignore[method-assign]
+    return listed, go

@@ -1,0 +1,117 @@
+"""The Redis ledger on a store keeping prior versions: every process counts them."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from file_storage import (
+    LocalStorageBackend,
+    StorageQuotaExceededError,
+)
+from file_storage._quota_redis_wire import RedisUnavailable
+from tests.quota_redis.ledger import gated_pair, local, run_out_leases
+from tests.quota_redis.server import RedisServer
+
+
+async def test_a_late_commit_in_a_versioned_store_is_kept_and_counted(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a, b = gated_pair(tmp_path, redis_server, namespace, "n", before=True)
+    async with a, b:
+        await a.set_versioning(True)
+        first = asyncio.create_task(a.save("n", b"x" * 600))
+        await a.landed.wait()
+        await run_out_leases(redis_server, namespace)  # the writer stalled past its lease
+        await b.save("other", b"y" * 500)
+        a.gate.set()
+        await first  # deleting it would only make it a prior version: kept, counted
+        assert await b.list_files() == ["n", "other"]
+        assert (await b.get_usage()).used == 1100
+
+
+async def test_an_overwrite_in_a_versioned_store_keeps_its_bytes_for_every_process(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=250)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=250)
+    async with a, b:
+        await a.set_versioning(True)  # b learns it through Redis, not by asking the store
+        await a.save("k", b"x" * 100)
+        await b.save("k", b"y" * 100)  # the 100 bytes of x stay stored as a prior version
+        assert (await a.get_usage()).used == 200
+        with pytest.raises(StorageQuotaExceededError) as info:
+            await a.save("k", b"z" * 100)  # an overwrite frees nothing while versioned
+        assert (info.value.used, info.value.requested) == (200, 100)
+        await b.delete("k")  # a delete keeps the latest as a prior version too
+        assert (await a.get_usage()).used == 200
+        assert len(await a.list_versions("k")) == 2
+
+
+async def test_a_purge_in_one_process_gives_the_bytes_back_to_the_others(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = local(tmp_path, redis_server, namespace)
+    b = local(tmp_path, redis_server, namespace)
+    async with a, b:
+        a.set_quota("docs", 1000)
+        await a.set_versioning(True)
+        for size in (10, 20, 30):
+            await a.save("docs/k", b"x" * size)
+        await a.save("docs/other", b"o" * 5)
+        assert (await b.get_usage("docs")).used == 65
+        assert await b.purge_versions("docs/k", keep=2) == 1  # the 10 bytes
+        assert (await a.get_usage("docs")).used == 55
+        await b.purge_versions("docs/k", keep=0)  # the key and its history
+        assert (await a.get_usage("docs")).used == 5
+        await a.refresh_usage("docs")  # a listing agrees with what was counted
+        assert (await b.get_usage("docs")).used == 5
+
+
+async def test_the_first_listing_counts_every_version_and_a_restart_keeps_it(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    # versions kept before the ledger was in Redis (the in-process ledger, or no quota)
+    async with LocalStorageBackend(tmp_path) as plain:
+        await plain.set_versioning(True)
+        for size in (40, 30, 20):
+            await plain.save("a/k", b"x" * size)
+        await plain.delete("a/k")  # no latest version left: 90 bytes of prior versions
+        await plain.save("a/j", b"j" * 7)
+    async with local(tmp_path, redis_server, namespace, max_size_bytes=100) as first:
+        assert (await first.get_usage()).used == 97  # one listing: objects and versions
+        with pytest.raises(StorageQuotaExceededError):
+            await first.save("a/j", b"j" * 8)  # versioned: the 7 bytes stay stored
+    async with local(tmp_path, redis_server, namespace) as second:  # a later process
+        assert (await second.get_usage()).used == 97  # from Redis, without a listing
+        await second.save("a/j", b"j" * 3)  # learned through Redis: j's 7 bytes are kept
+        assert (await second.get_usage()).used == 100
+        await second.purge_versions("a/k", keep=0)
+        await second.refresh_usage()
+        assert (await second.get_usage()).used == 10
+
+
+async def test_versioning_set_while_redis_did_not_answer_reaches_it_with_the_next_step(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    async with a, b:
+        await a.save("k", b"x" * 100)
+        assert (await b.get_usage()).used == 100
+        client = a._quotas._client  # type: ignore[attr-defined]
+        real_call = client.call
+
+        async def unanswered(*args: object) -> object:
+            monkeypatch.setattr(client, "call", real_call)
+            raise RedisUnavailable("TimeoutError")
+
+        monkeypatch.setattr(client, "call", unanswered)
+        await a.set_versioning(True)  # the store keeps versions; Redis did not hear it
+        await a.save("other", b"o")  # a's next ledger step tells it first
+        await b.save("k", b"y" * 100)  # so b keeps x's 100 bytes counted
+        assert (await b.get_usage()).used == 201
+        await b.refresh_usage()
+        assert (await a.get_usage()).used == 201
