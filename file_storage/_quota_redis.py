@@ -112,7 +112,13 @@ class _RedisHeld:
             try:
                 self.locked = await self._ledger._lock(self)
             except BaseException:
-                await self._local.__aexit__(None, None, None)
+                # cancelled awaiting the answer: Redis may have taken the locks all the
+                # same, which would then block every writer of these keys for a lease
+                self.locked = True
+                try:
+                    await asyncio.shield(self._ledger._finish(self))
+                finally:
+                    await self._local.__aexit__(None, None, None)
                 raise
         self._renewer = self._ledger._renewer()
         self._renewer.add(self)
@@ -427,6 +433,11 @@ class RedisQuotaManager(QuotaManager):
             self._unavailable(operation, key, exc)  # raises when failing closed
             self._dirty.add(key)  # lands uncounted: list its quotas again once Redis is back
             return None
+        except asyncio.CancelledError:
+            # cancelled awaiting the answer: the step may have run all the same, and its
+            # bytes would stay held for a lease (the hold's exit frees the key's lock)
+            await asyncio.shield(reservation.release())
+            raise
         return reservation if found else None
 
     async def _reserve(
@@ -455,7 +466,7 @@ class RedisQuotaManager(QuotaManager):
                     [self.ns, reservation._id, key, total, frees or "", self.lease_ms,
                      1 if first else 0, hold.token if take and hold is not None else ""],
                 )  # fmt: skip
-            except RedisUnavailable:
+            except BaseException:  # a lost answer, or cancelled awaiting it
                 if take and hold is not None:
                     hold.locked = True  # it may be ours: the hold's exit unlocks it
                 raise
