@@ -355,11 +355,11 @@ class RedisQuotaManager(QuotaManager):
                     self._unpushed.pop(prefix, None)
         if self._dirty:
             keys = sorted(self._dirty)
+            marks = keys
             if len(keys) > _MAX_DIRTY:
-                keys = [""]  # covering("") is the root quota only; list them all below
-                for prefix in self._limits:
-                    self._refreshed.pop(prefix, None)
-            await self._client.run(lua.INVALIDATE, [self.ns, *keys])
+                # every quota instead (a prefix is covered by its own quota)
+                marks = ["", *await self._quota_prefixes()]
+            await self._client.run(lua.INVALIDATE, [self.ns, *marks])
             self._dirty.difference_update(keys)
             logger.warning(
                 "quota ledger: usage will be listed again (changed while Redis was away)"
@@ -523,19 +523,28 @@ class RedisQuotaManager(QuotaManager):
                 force = False
             await asyncio.sleep(wait)
             wait = min(wait * 2, _MAX_WAIT)
-        total = 0
-        batch: list[object] = []
-        async for info in self._scan(prefix):
-            total += info.size
-            batch += [info.key, info.size]
-            if len(batch) >= 2 * _SEED_BATCH:
+        try:
+            total = 0
+            batch: list[object] = []
+            async for info in self._scan(prefix):
+                total += info.size
+                batch += [info.key, info.size]
+                if len(batch) >= 2 * _SEED_BATCH:
+                    await self._client.run(
+                        lua.SEED_STAGE, [self.ns, prefix, token, self.lease_ms, *batch]
+                    )
+                    batch = []
+            if batch:
                 await self._client.run(
                     lua.SEED_STAGE, [self.ns, prefix, token, self.lease_ms, *batch]
                 )
-                batch = []
-        if batch:
-            await self._client.run(lua.SEED_STAGE, [self.ns, prefix, token, self.lease_ms, *batch])
-        await self._client.run(lua.SEED_END, [self.ns, prefix, token, total])
+            await self._client.run(lua.SEED_END, [self.ns, prefix, token, total])
+        except BaseException:
+            # cancelled or failed mid-listing: give its lock back, or every process's
+            # writes under the quota wait a lease for it
+            with contextlib.suppress(RedisUnavailable):
+                await asyncio.shield(self._client.run(lua.SEED_ABORT, [self.ns, prefix, token]))
+            raise
 
     async def usage(self, prefix: str) -> Usage:
         if not self._versions_checked:

@@ -365,6 +365,22 @@ return 1
 """
 )
 
+# ARGV: ns, prefix, token: a listing that failed or was cancelled gives its lock back (or
+# every process would wait a lease for it); the quota keeps the figure it had
+SEED_ABORT = Script(
+    _COMMON
+    + """
+local p, token = ARGV[2], ARGV[3]
+local q, lk = ns .. ':q:' .. p, ns .. ':seedlk:' .. p
+if redis.call('HGET', q, 'seeding') == token then
+  redis.call('HDEL', q, 'seeding')
+  redis.call('DEL', ns .. ':pend:' .. p, ns .. ':stage:' .. p)
+end
+if redis.call('GET', lk) == token then redis.call('DEL', lk) end
+return 1
+"""
+)
+
 # ARGV: ns, keys...: the quotas covering these keys are listed again on next use (this
 # process wrote or deleted them while Redis was unreachable)
 INVALIDATE = Script(

@@ -7,7 +7,7 @@ process, or a user, would see after it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import redis
 
 from file_storage import (
     LocalStorageBackend,
+    StorageQuotaExceededError,
 )
 from file_storage import _quota_redis_lua as lua
 from file_storage._quota_redis_wire import Client, Script
@@ -130,3 +131,70 @@ async def test_a_cancel_while_a_commit_is_answered_keeps_usage_exact(
         assert peek.keys("{" + namespace + "}:lk:*") == []
         assert peek.zcard("{" + namespace + "}:leases") == 0
         assert (await b.get_usage()).used == await b.get_total_size() == 60
+
+
+async def test_a_cancel_during_a_listing_lets_the_others_list_at_once(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    namespace: str,
+    peek: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the first write lists the quota under a Redis lock; cancelled mid-listing (a request
+    # timing out on a large bucket), it must not leave that lock for a lease, stalling every
+    # write under the quota in every process
+    from file_storage.models import ObjectInfo
+
+    (tmp_path / "old").write_bytes(b"x" * 30)
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    async with a, b:
+        real = a._quotas._scan
+        listing = asyncio.Event()
+
+        async def stuck(prefix: str) -> AsyncIterator[ObjectInfo]:
+            async for info in real(prefix):
+                yield info
+            listing.set()
+            await asyncio.Future()  # a listing that takes its time
+
+        monkeypatch.setattr(a._quotas, "_scan", stuck)
+        await cancel_when(asyncio.create_task(a.save("k", b"x" * 10)), listing)
+        assert peek.keys("{" + namespace + "}:seedlk:*") == []
+        await asyncio.wait_for(b.save("n", b"y" * 20), LEASE / 6)
+        assert (await b.get_usage()).used == await b.get_total_size() == 50
+
+
+async def test_more_missed_keys_than_remembered_relists_every_quota_once(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # past _MAX_DIRTY keys changed while Redis was away, the process marks every quota to
+    # be listed again instead of naming each key: it must then forget those keys (not
+    # mark, list and mark again on every step for ever), and mark the quotas under
+    # prefixes too, not only the root one
+    from pydantic import SecretStr
+
+    from file_storage import _quota_redis
+    from tests.quota_redis.server import free_port
+
+    monkeypatch.setattr(_quota_redis, "_MAX_DIRTY", 2)
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000, quota_fail_open=True)
+    async with a:
+        a.set_quota("users/u1", 100)
+        await a.save("users/u1/a", b"x" * 10)
+        assert (await a.get_usage("users/u1")).used == 10
+        client = a._quotas._client  # type: ignore[attr-defined]
+        url = client._url
+        await client.aclose()
+        client._url = SecretStr(f"redis://127.0.0.1:{free_port()}/0")  # a network split
+        for i in range(3):  # fail open: they land uncounted, and are remembered
+            await a.save(f"users/u1/b{i}", b"x" * 20)
+        await client.aclose()
+        client._url = url
+        await asyncio.wait_for(a.save("users/u1/c", b"x" * 5), LEASE / 6)
+        assert (await a.get_usage("users/u1")).used == await a.get_total_size("users/u1") == 75
+        with pytest.raises(StorageQuotaExceededError):
+            await a.save("users/u1/d", b"x" * 26)
