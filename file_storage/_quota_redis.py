@@ -245,6 +245,8 @@ class RedisQuotaManager(QuotaManager):
         self._dirty: set[str] = set()  # keys changed while Redis was away
         self._outage = False
         self._refreshed: dict[str, float] = {}
+        self._epoch = ""  # the epoch this process's limits went into (see lua.SET_LIMITS)
+        self._repush = False  # mark the epoch even with no limit to push
         #: deletes an object the ledger refused after it landed (set by the backend)
         self.undo: Callable[[str], Awaitable[None]] | None = None
 
@@ -344,15 +346,19 @@ class RedisQuotaManager(QuotaManager):
 
     async def _sync(self) -> None:
         """Push limits set here and report keys changed while Redis was away."""
-        if self._unpushed:
+        while self._unpushed or self._repush:
             pushed = dict(self._unpushed)
             args: list[object] = [self.ns]
             for prefix, limit in pushed.items():
                 args += [prefix, "" if limit is None else limit]
-            await self._client.run(lua.SET_LIMITS, args)
+            epoch = str(await self._client.run(lua.SET_LIMITS, args))
+            self._repush = False
             for prefix, limit in pushed.items():
                 if self._unpushed.get(prefix, limit) == limit:
                     self._unpushed.pop(prefix, None)
+            if self._epoch and epoch != self._epoch:
+                self._push_all()  # Redis lost what was pushed before: all of it again
+            self._epoch = epoch
         if self._dirty:
             keys = sorted(self._dirty)
             marks = keys
@@ -369,8 +375,7 @@ class RedisQuotaManager(QuotaManager):
         """Redis lost its data (a restart without persistence): send our limits again."""
         for prefix, limit in self._limits.items():
             self._unpushed.setdefault(prefix, limit)
-        if not self._unpushed:
-            self._unpushed[""] = None  # marks the epoch, so writes stop asking
+        self._repush = True  # marks the epoch (with no limit too), so writes stop asking
 
     # -- the ledger steps -------------------------------------------------------------
 
@@ -454,7 +459,7 @@ class RedisQuotaManager(QuotaManager):
         hold = reservation._hold
         wait = 0.001
         while True:
-            if self._unpushed or self._dirty:
+            if self._unpushed or self._dirty or self._repush:
                 await self._sync()
             if self._refresh_seconds is not None:
                 await self._refresh_due(key)
@@ -464,7 +469,8 @@ class RedisQuotaManager(QuotaManager):
                 result = await self._client.run(
                     lua.RESERVE,
                     [self.ns, reservation._id, key, total, frees or "", self.lease_ms,
-                     1 if first else 0, hold.token if take and hold is not None else ""],
+                     1 if first else 0, hold.token if take and hold is not None else "",
+                     self._epoch],
                 )  # fmt: skip
             except BaseException:  # a lost answer, or cancelled awaiting it
                 if take and hold is not None:
@@ -555,7 +561,7 @@ class RedisQuotaManager(QuotaManager):
                 limit, used, reserved, seeded, epoch = await self._client.run(
                     lua.USAGE, [self.ns, prefix]
                 )
-                if not epoch:
+                if not epoch or (self._epoch and epoch != self._epoch):
                     self._push_all()
                     await self._sync()
                     continue

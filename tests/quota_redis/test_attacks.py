@@ -198,3 +198,47 @@ async def test_more_missed_keys_than_remembered_relists_every_quota_once(
         assert (await a.get_usage("users/u1")).used == await a.get_total_size("users/u1") == 75
         with pytest.raises(StorageQuotaExceededError):
             await a.save("users/u1/d", b"x" * 26)
+
+
+async def test_after_redis_lost_its_data_each_process_sends_its_limits_again(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    # a per-user quota set by one process (an admin, at sign-up); Redis restarts without
+    # its data, and another process (the root limit only) writes first: that must not
+    # make the first believe its limits are still there
+    a = local(tmp_path, own_redis, namespace, max_size_bytes=1000)
+    b = local(tmp_path, own_redis, namespace, max_size_bytes=1000)
+    c = local(tmp_path, own_redis, namespace)  # sets no quota at all
+    async with a, b, c:
+        a.set_quota("users/u1", 100)
+        await a.save("users/u1/a", b"x" * 60)
+        await b.save("b", b"x" * 10)
+        await c.save("c", b"x" * 10)
+        for x in (a, b, c):  # each process has seen its connection drop
+            await x._quotas._client.aclose()  # type: ignore[attr-defined]
+        own_redis.stop()
+        own_redis.start()  # the same port, and no data: persistence is off
+        await c.save("c2", b"x" * 10)  # the first step after the restart
+        await b.save("b2", b"x" * 10)
+        with pytest.raises(StorageQuotaExceededError) as info:
+            await a.save("users/u1/big", b"x" * 50)
+        assert (info.value.prefix, info.value.used) == ("users/u1/", 60)
+        assert (await a.get_usage()).limit == 1000
+        assert (await b.get_usage("users/u1")).used == 60
+
+
+async def test_a_limit_set_after_redis_lost_its_data_brings_the_earlier_ones_back(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    a = local(tmp_path, own_redis, namespace)
+    async with a:
+        a.set_quota("users/u1", 100)
+        await a.save("users/u1/a", b"x" * 60)
+        await a._quotas._client.aclose()  # type: ignore[attr-defined]
+        own_redis.stop()
+        own_redis.start()
+        a.set_quota("users/u2", 10)  # its push is the first step after the restart
+        await a.save("users/u2/a", b"x" * 5)
+        with pytest.raises(StorageQuotaExceededError) as info:
+            await a.save("users/u1/big", b"x" * 50)
+        assert (info.value.prefix, info.value.used) == ("users/u1/", 60)
