@@ -242,3 +242,62 @@ async def test_a_limit_set_after_redis_lost_its_data_brings_the_earlier_ones_bac
         with pytest.raises(StorageQuotaExceededError) as info:
             await a.save("users/u1/big", b"x" * 50)
         assert (info.value.prefix, info.value.used) == ("users/u1/", 60)
+
+
+async def test_crossed_copies_moves_and_overlapping_deletes_of_two_processes_all_finish(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    # copy(a, b) here while move(b, a) there, delete_many of overlapping sets: every hold
+    # takes all its keys at once in Redis (or none), so no two wait on each other
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=100_000)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=100_000)
+    async with a, b:
+        for key in ("x", "y", "z"):
+            await a.save(key, b"k" * 10)
+        ops = []
+        for i in range(40):
+            one, two = (a, b) if i % 2 else (b, a)
+            ops += [
+                one.copy("x", "y"),
+                two.move("y", "x"),
+                one.copy("z", "x"),
+                two.delete_many(["z", "y", "x"][: 1 + i % 3]),
+                one.delete_many(["x", "z"]),
+                two.save(["x", "y", "z"][i % 3], b"s" * i),
+            ]
+        await asyncio.wait_for(asyncio.gather(*ops, return_exceptions=True), LEASE / 2)
+        assert (await a.get_usage()).used == await b.get_total_size()
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        ["u10/a", "u1/a", "u1x", "u1/%d", "u1/%s%%"],
+        ["u1/.*[a-z]+(x)", "u1/^$?", "u1/a-b", "u1/%1"],
+        ["u1/Отпуск 2026.mp4", "u1/日本/語", "u1/🙂", "u1/é"],
+        ["u1/" + "l" * 250, "u1/" + "d/" * 200 + "e", "u1/" + "é" * 120],
+        ["u1/{x}", "u1/}{", "u1/:lk:u1/a", "u1/:q:u1"],
+    ],
+    ids=["overlapping-and-percent", "lua-patterns", "unicode", "long", "braces-and-colons"],
+)
+async def test_hostile_keys_are_counted_under_their_own_quota_only(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, keys: list[str]
+) -> None:
+    # a namespace with braces too: the hash tag is the caller's business, not a key's
+    namespace += "{with}braces"
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=100_000)
+    b = local(tmp_path, redis_server, namespace)
+    async with a, b:
+        a.set_quota("u1", 1000)
+        a.set_quota("u10", 50)
+        for i, key in enumerate(keys):
+            await a.save(key, b"x" * (10 + i))
+        await b.copy(keys[0], keys[0] + ".copy")
+        await b.move(keys[-1], keys[-1] + ".moved")
+        await b.delete(keys[1])
+        for prefix in ("", "u1", "u10"):
+            assert (await b.get_usage(prefix)).used == await b.get_total_size(prefix)
+        if "u10/a" in keys:
+            with pytest.raises(StorageQuotaExceededError) as info:
+                await b.save("u10/b", b"x" * 31)  # 20 stored: the copy counted
+            assert info.value.prefix == "u10/"
