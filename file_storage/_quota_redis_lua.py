@@ -326,8 +326,11 @@ SEED_STAGE = Script(
     _COMMON
     + """
 local p, token, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
-if redis.call('GET', ns .. ':seedlk:' .. p) ~= token then return 0 end
-redis.call('PEXPIRE', ns .. ':seedlk:' .. p, lease)
+-- still the listing of record (no other began since): its lock may have run out between
+-- two batches with no one taking it; take it again rather than drop the batch, which
+-- SEED_END would swap in without (sizes missing from the ledger for good)
+if redis.call('HGET', ns .. ':q:' .. p, 'seeding') ~= token then return 0 end
+redis.call('SET', ns .. ':seedlk:' .. p, token, 'PX', lease)
 local stage = ns .. ':stage:' .. p
 for j = 5, #ARGV, 2 do redis.call('HSET', stage, ARGV[j], ARGV[j + 1]) end
 return 1

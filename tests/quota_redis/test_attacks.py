@@ -301,3 +301,35 @@ async def test_hostile_keys_are_counted_under_their_own_quota_only(
             with pytest.raises(StorageQuotaExceededError) as info:
                 await b.save("u10/b", b"x" * 31)  # 20 stored: the copy counted
             assert info.value.prefix == "u10/"
+
+
+async def test_a_listing_whose_lock_ran_out_unclaimed_still_records_every_size(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    namespace: str,
+    peek: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the listing's Redis lock ran out between two batches (a slow page of a listing) and
+    # no other process took it: the listing goes on and is swapped in, so every batch it
+    # found must be in the sizes, or a later delete of a key it skipped frees nothing
+    from file_storage import _quota_redis
+    from file_storage.models import ObjectInfo
+
+    monkeypatch.setattr(_quota_redis, "_SEED_BATCH", 1)
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_bytes(b"x" * 10)
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    async with a:
+        real = a._quotas._scan
+
+        async def slow(prefix: str) -> AsyncIterator[ObjectInfo]:
+            async for info in real(prefix):
+                yield info
+                peek.delete("{" + namespace + "}:seedlk:")  # its lease ran out here
+
+        monkeypatch.setattr(a._quotas, "_scan", slow)
+        assert (await a.get_usage()).used == 30
+        monkeypatch.setattr(a._quotas, "_scan", real)
+        await a.delete_many(["a", "b", "c"])
+        assert (await a.get_usage()).used == await a.get_total_size() == 0
