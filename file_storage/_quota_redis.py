@@ -90,6 +90,7 @@ class _RedisHeld:
         "locked",
         "reservations",
         "token",
+        "unreachable",
     )
 
     def __init__(self, ledger: RedisQuotaManager, keys: list[str], lazy: bool) -> None:
@@ -99,6 +100,7 @@ class _RedisHeld:
         self.token = new_id()
         self._local = _Held(ledger._locks, keys)
         self.locked = False  # in Redis
+        self.unreachable = False  # Redis did not answer the lock: nor is it asked to unlock
         self.reservations: list[str] = []
         self.deleted: list[str] = []
         self._renewer: Renewer | None = None
@@ -120,6 +122,7 @@ class _RedisHeld:
                 finally:
                     await self._local.__aexit__(None, None, None)
                 raise
+            self.unreachable = not self.locked
         self._renewer = self._ledger._renewer()
         self._renewer.add(self)
         self._reset = _current.set(self)
@@ -401,6 +404,8 @@ class RedisQuotaManager(QuotaManager):
         if hold.locked:
             args += hold.keys
         try:
+            if hold.unreachable:  # asking again would wait a whole timeout more
+                raise RedisUnavailable("unreachable at lock")
             await self._client.run(lua.FINISH, args)
         except RedisUnavailable:
             for key in hold.deleted:

@@ -366,3 +366,37 @@ async def test_a_cancel_while_a_refused_late_commit_is_answered_leaves_nothing_u
         await cancel_when(first, ran)  # COMMIT answered 'over': n is not counted
     async with b:
         assert (await b.get_usage()).used == await b.get_total_size()
+
+
+async def test_a_delete_asks_a_silent_redis_once_not_twice(
+    tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis accepts the connection and never answers (a partition, a stalled server):
+    # each ask waits a whole timeout, so a delete that asked to lock and again to
+    # record-and-unlock waited twice as long as it must
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    run = Client.run
+    asked: list[str] = []
+
+    async def counted(self: Client, script: Script, args: list[object]) -> object:
+        asked.append(script.sha)
+        return await run(self, script, args)
+
+    monkeypatch.setattr(Client, "run", counted)
+    (tmp_path / "k").write_bytes(b"abc")
+    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    try:
+        async with LocalStorageBackend(
+            tmp_path, quota_redis_url=url, quota_redis_namespace=namespace, max_size_bytes=100
+        ) as a:
+            a._quotas._client._timeout = 0.2  # type: ignore[attr-defined]
+            await a.delete("k")
+            assert await a.list_files() == []
+            assert len(asked) == 1  # (pushing the limit, the lock's first step: no answer)
+            assert a._quotas._dirty == {"k"}  # type: ignore[attr-defined]
+    finally:
+        silent.close()
