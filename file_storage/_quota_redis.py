@@ -92,6 +92,7 @@ class _RedisHeld:
         "locked",
         "reservations",
         "token",
+        "unreachable",
     )
 
     def __init__(self, ledger: RedisQuotaManager, keys: list[str], lazy: bool) -> None:
@@ -101,6 +102,7 @@ class _RedisHeld:
         self.token = new_id()
         self._local = _Held(ledger._locks, keys)
         self.locked = False  # in Redis
+        self.unreachable = False  # Redis did not answer the lock: nor is it asked to unlock
         self.reservations: list[str] = []
         self.deleted: list[str] = []
         self._renewer: Renewer | None = None
@@ -112,8 +114,15 @@ class _RedisHeld:
             try:
                 self.locked = await self._ledger._lock(self)
             except BaseException:
-                await self._local.__aexit__(None, None, None)
+                # cancelled awaiting the answer: Redis may have taken the locks all the
+                # same, which would then block every writer of these keys for a lease
+                self.locked = True
+                try:
+                    await asyncio.shield(self._ledger._finish(self))
+                finally:
+                    await self._local.__aexit__(None, None, None)
                 raise
+            self.unreachable = not self.locked
         self._renewer = self._ledger._renewer()
         self._renewer.add(self)
         self._reset = _current.set(self)
@@ -236,6 +245,8 @@ class RedisQuotaManager(QuotaManager):
         self._unpushed_versioning: str | None = None  # set_versioning while Redis was away
         self._outage = False
         self._refreshed: dict[str, float] = {}
+        self._epoch = ""  # the epoch this process's limits went into (see lua.SET_LIMITS)
+        self._repush = False  # mark the epoch even with no limit to push
         #: deletes an object the ledger refused after it landed (set by the backend)
         self.undo: Callable[[str], Awaitable[None]] | None = None
 
@@ -345,22 +356,26 @@ class RedisQuotaManager(QuotaManager):
         """Push limits set here and report keys changed while Redis was away."""
         if self._unpushed_versioning is not None:
             await self._push_versioning()
-        if self._unpushed:
+        while self._unpushed or self._repush:
             pushed = dict(self._unpushed)
             args: list[object] = [self.ns]
             for prefix, limit in pushed.items():
                 args += [prefix, "" if limit is None else limit]
-            await self._client.run(lua.SET_LIMITS, args)
+            epoch = str(await self._client.run(lua.SET_LIMITS, args))
+            self._repush = False
             for prefix, limit in pushed.items():
                 if self._unpushed.get(prefix, limit) == limit:
                     self._unpushed.pop(prefix, None)
+            if self._epoch and epoch != self._epoch:
+                self._push_all()  # Redis lost what was pushed before: all of it again
+            self._epoch = epoch
         if self._dirty:
             keys = sorted(self._dirty)
+            marks = keys
             if len(keys) > _MAX_DIRTY:
-                keys = [""]  # covering("") is the root quota only; list them all below
-                for prefix in self._limits:
-                    self._refreshed.pop(prefix, None)
-            await self._client.run(lua.INVALIDATE, [self.ns, *keys])
+                # every quota instead (a prefix is covered by its own quota)
+                marks = ["", *await self._quota_prefixes()]
+            await self._client.run(lua.INVALIDATE, [self.ns, *marks])
             self._dirty.difference_update(keys)
             logger.warning(
                 "quota ledger: usage will be listed again (changed while Redis was away)"
@@ -370,8 +385,7 @@ class RedisQuotaManager(QuotaManager):
         """Redis lost its data (a restart without persistence): send our limits again."""
         for prefix, limit in self._limits.items():
             self._unpushed.setdefault(prefix, limit)
-        if not self._unpushed:
-            self._unpushed[""] = None  # marks the epoch, so writes stop asking
+        self._repush = True  # marks the epoch (with no limit too), so writes stop asking
 
     # -- the ledger steps -------------------------------------------------------------
 
@@ -397,6 +411,8 @@ class RedisQuotaManager(QuotaManager):
         if hold.locked:
             args += hold.keys
         try:
+            if hold.unreachable:  # asking again would wait a whole timeout more
+                raise RedisUnavailable("unreachable at lock")
             await self._client.run(lua.FINISH, args)
         except RedisUnavailable:
             for key in hold.deleted:
@@ -438,6 +454,11 @@ class RedisQuotaManager(QuotaManager):
             self._unavailable(operation, key, exc)  # raises when failing closed
             self._dirty.add(key)  # lands uncounted: list its quotas again once Redis is back
             return None
+        except asyncio.CancelledError:
+            # cancelled awaiting the answer: the step may have run all the same, and its
+            # bytes would stay held for a lease (the hold's exit frees the key's lock)
+            await asyncio.shield(reservation.release())
+            raise
         return reservation if found else None
 
     async def _reserve(
@@ -454,7 +475,7 @@ class RedisQuotaManager(QuotaManager):
         hold = reservation._hold
         wait = 0.001
         while True:
-            if self._unpushed or self._dirty or self._unpushed_versioning:
+            if self._unpushed or self._dirty or self._repush or self._unpushed_versioning:
                 await self._sync()
             if self._refresh_seconds is not None:
                 await self._refresh_due(key)
@@ -464,9 +485,10 @@ class RedisQuotaManager(QuotaManager):
                 result = await self._client.run(
                     lua.RESERVE,
                     [self.ns, reservation._id, key, total, frees or "", self.lease_ms,
-                     1 if first else 0, hold.token if take and hold is not None else ""],
+                     1 if first else 0, hold.token if take and hold is not None else "",
+                     self._epoch],
                 )  # fmt: skip
-            except (RedisUnavailable, asyncio.CancelledError):
+            except BaseException:  # a lost answer, or cancelled awaiting it
                 if take and hold is not None:
                     hold.locked = True  # it may be ours: the hold's exit unlocks it
                 raise
@@ -515,7 +537,7 @@ class RedisQuotaManager(QuotaManager):
         except BaseException:
             # cancelled, or the scan failed: the next user lists at once, not after a lease
             with contextlib.suppress(RedisUnavailable):
-                await self._client.run(lua.SEED_ABORT, [self.ns, prefix, token])
+                await asyncio.shield(self._client.run(lua.SEED_ABORT, [self.ns, prefix, token]))
             raise
 
     async def _list(self, prefix: str, token: str, force: bool) -> None:
@@ -556,7 +578,7 @@ class RedisQuotaManager(QuotaManager):
                 limit, used, reserved, seeded, epoch = await self._client.run(
                     lua.USAGE, [self.ns, prefix]
                 )
-                if not epoch:
+                if not epoch or (self._epoch and epoch != self._epoch):
                     self._push_all()
                     await self._sync()
                     continue

@@ -3,7 +3,8 @@
 Keys, all under one namespace ``{ns}`` (the braces are a cluster hash tag: every key of
 one ledger lands in one slot, so the scripts may touch keys they compute):
 
-- ``{ns}:epoch``: exists once limits were pushed; missing after Redis lost its data.
+- ``{ns}:epoch``: the time limits were first pushed to this Redis; missing after it lost
+  its data, then another: a process whose limits went into an older epoch pushes them again.
 - ``{ns}:limits``: hash quota prefix -> limit in bytes.
 - ``{ns}:q:<prefix>``: hash ``used`` (objects and prior versions), ``reserved``,
   ``seeded`` (``1`` once listed), ``seeding`` (the token of the process listing it now)
@@ -141,7 +142,8 @@ end
 """
 
 # ARGV: ns, id, key, total, frees ('' or a key), lease_ms, first (1: a new reservation),
-# token ('' or the hold's token: take the lock of key for it first, as LOCK does)
+# token ('' or the hold's token: take the lock of key for it first, as LOCK does),
+# epoch ('' or the epoch this process pushed its limits into: another one is a reset)
 # -> {'ok'} | {'none'} | {'reset'} | {'locked'} (another holder has key) |
 # {'unseeded', prefix} | {'over', prefix, used, limit}; with a token, every reply but
 # none, reset and locked means the key is now locked by it
@@ -152,7 +154,8 @@ local id, key, total, frees = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local lease, first, token = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8]
 local now = now_ms()
 purge(now)
-if redis.call('EXISTS', ns .. ':epoch') == 0 then return {'reset'} end
+local epoch = redis.call('GET', ns .. ':epoch')
+if not epoch or (ARGV[9] ~= '' and ARGV[9] ~= epoch) then return {'reset'} end
 local quotas = covering(key)
 local versioned = keeps()  -- the replaced object stays stored: nothing is credited
 if #quotas == 0 then return {'none'} end
@@ -322,7 +325,8 @@ return kept
 """
 )
 
-# ARGV: ns, prefix, limit-or-'' pairs...: set (or with '' remove) limits; marks the epoch
+# ARGV: ns, prefix, limit-or-'' pairs...: set (or with '' remove) limits -> the epoch
+# (begun now when Redis has none)
 SET_LIMITS = Script(
     _COMMON
     + """
@@ -336,12 +340,13 @@ for j = 2, #ARGV, 2 do
     redis.call('HSET', ns .. ':limits', p, limit)
   end
 end
-redis.call('SET', ns .. ':epoch', '1')
-return 1
+local t = redis.call('TIME')
+redis.call('SET', ns .. ':epoch', t[1] .. '.' .. t[2], 'NX')
+return redis.call('GET', ns .. ':epoch')
 """
 )
 
-# ARGV: ns, prefix -> {limit or false, used, reserved, seeded}
+# ARGV: ns, prefix -> {limit or false, used, reserved, seeded, epoch or false}
 USAGE = Script(
     _COMMON
     + """
@@ -350,7 +355,7 @@ purge(now_ms())
 local limit = redis.call('HGET', ns .. ':limits', p)
 local f = redis.call('HMGET', ns .. ':q:' .. p, 'used', 'reserved', 'seeded')
 return {limit, num(f[1]), num(f[2]), f[3] == '1' and 1 or 0,
-  redis.call('EXISTS', ns .. ':epoch')}
+  redis.call('GET', ns .. ':epoch')}
 """
 )
 
@@ -375,8 +380,11 @@ SEED_STAGE = Script(
     _COMMON
     + """
 local p, token, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
-if redis.call('GET', ns .. ':seedlk:' .. p) ~= token then return 0 end
-redis.call('PEXPIRE', ns .. ':seedlk:' .. p, lease)
+-- still the listing of record (no other began since): its lock may have run out between
+-- two batches with no one taking it; take it again rather than drop the batch, which
+-- SEED_END would swap in without (sizes missing from the ledger for good)
+if redis.call('HGET', ns .. ':q:' .. p, 'seeding') ~= token then return 0 end
+redis.call('SET', ns .. ':seedlk:' .. p, token, 'PX', lease)
 local stage, stagek = ns .. ':stage:' .. p, ns .. ':stagek:' .. p
 for j = 5, #ARGV, 2 do
   -- '<key>\\<version id>': a prior version of key (a backslash is never in a key)
