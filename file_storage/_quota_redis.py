@@ -443,10 +443,6 @@ class RedisQuotaManager(QuotaManager):
         reservation = _RedisReservation(self, _current.get(), key, operation)
         try:
             found = await self._reserve(reservation, size, requested, first=True, frees=frees)
-        except asyncio.CancelledError:
-            # cancelled while Redis ran the step: it may hold bytes for us (and the key)
-            await reservation.release()
-            raise
         except RedisUnavailable as exc:
             # the answer may be what was lost (a timeout): the step may have run, so undo
             # it while Redis answers; else its lease runs out on its own

@@ -20,15 +20,10 @@ from file_storage import (
 )
 from file_storage import _quota_redis_lua as lua
 from file_storage._quota_redis_wire import Client, Script
+from tests.quota_redis.ledger import gated_pair, local, run_out_leases
 from tests.quota_redis.server import RedisServer
 
 LEASE = 60  # the default lease: a key left locked would stay so for a minute
-
-
-def local(root: Path, server: RedisServer, namespace: str, **options: Any) -> LocalStorageBackend:
-    return LocalStorageBackend(
-        root, quota_redis_url=server.url, quota_redis_namespace=namespace, **options
-    )
 
 
 @pytest.fixture
@@ -348,18 +343,11 @@ async def test_a_cancel_while_a_refused_late_commit_is_answered_leaves_nothing_u
     peek: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tests.quota_redis.test_ledger import GatedLocal
-
-    options = {"quota_redis_url": redis_server.url, "quota_redis_namespace": namespace}
-    a = GatedLocal(tmp_path, max_size_bytes=1000, **options)
-    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
-    a.gated, a.before = "n", True
+    a, b = gated_pair(tmp_path, redis_server, namespace, "n", before=True)
     async with a, b:
         first = asyncio.create_task(a.save("n", b"x" * 600))
         await a.landed.wait()
-        leases = "{" + namespace + "}:leases"
-        for member in peek.zrange(leases, 0, -1):
-            peek.zadd(leases, {member: 0})  # the writer stalled past its lease
+        await run_out_leases(redis_server, namespace)  # the writer stalled past its lease
         await b.save("other", b"y" * 500)  # fits now, and takes the space
         ran = stall_after(monkeypatch, lua.COMMIT)
         a.gate.set()
