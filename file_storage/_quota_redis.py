@@ -190,6 +190,12 @@ class _RedisReservation(Reservation):
         except RedisUnavailable:
             self._ledger._missed(self.key, "save")
             return
+        except asyncio.CancelledError:
+            # the object landed and the step ran or not, and counted it or refused it (a
+            # lease that ran out): its answer is gone with the cancel, so its quotas are
+            # listed again rather than trusted (the hold's exit unlocks the key)
+            self._ledger._dirty.add(self.key)
+            raise
         self._ledger._reachable()
         if result[0] == "over":
             # the lease ran out and the new object no longer fits: take it back, still

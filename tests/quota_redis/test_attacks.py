@@ -330,12 +330,6 @@ async def test_a_listing_whose_lock_ran_out_unclaimed_still_records_every_size(
         assert (await a.get_usage()).used == await a.get_total_size() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a cancelled COMMIT's answer is dropped: when it was 'over' (the lease ran out and "
-    "the new object no longer fits) nothing undoes the object or marks its quotas; the fix "
-    "awaits the answer in a shielded task on cancellation (see the attack19 report)",
-)
 async def test_a_cancel_while_a_refused_late_commit_is_answered_leaves_nothing_uncounted(
     tmp_path: Path,
     redis_server: RedisServer,
@@ -351,7 +345,9 @@ async def test_a_cancel_while_a_refused_late_commit_is_answered_leaves_nothing_u
         await b.save("other", b"y" * 500)  # fits now, and takes the space
         ran = stall_after(monkeypatch, lua.COMMIT)
         a.gate.set()
-        await cancel_when(first, ran)  # COMMIT answered 'over': n is not counted
+        # COMMIT answered 'over' (n is not counted) and the answer is lost with the
+        # cancel: n stays stored, and its quota is listed again
+        await cancel_when(first, ran)
     async with b:
         assert (await b.get_usage()).used == await b.get_total_size()
 
