@@ -24,18 +24,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import hashlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from types import ModuleType, TracebackType
+from types import ModuleType
 
 from pydantic import SecretStr
 
 from file_storage import _quota_redis_lua as lua
-from file_storage._quota import Probe, QuotaManager, Reservation, Scanner, _Held
+from file_storage._quota import Probe, QuotaManager, Reservation, Scanner
+from file_storage._quota_redis_hold import _current, _RedisHeld, _RedisReservation
 from file_storage._quota_redis_lease import Renewer, new_id
 from file_storage._quota_redis_wire import Client, RedisUnavailable
 from file_storage.errors import (
@@ -66,159 +66,6 @@ def load_redis() -> ModuleType:
 def default_namespace(identity: str) -> str:
     """A namespace derived from what the backend stores into (root, or bucket and prefix)."""
     return "file_storage:" + hashlib.sha256(identity.encode()).hexdigest()[:16]
-
-
-_current: contextvars.ContextVar[_RedisHeld | None] = contextvars.ContextVar(
-    "file_storage_redis_hold", default=None
-)
-
-
-class _RedisHeld:
-    """Holds keys in this process and in Redis for one ``async with``.
-
-    ``lazy`` (a save or an upload, whose first ledger step is its reserve, before any
-    I/O): the key's lock in Redis is taken by that reserve, in the same script call.
-    Otherwise it is taken on entry, before the store is touched.
-    """
-
-    __slots__ = (
-        "_ledger",
-        "_local",
-        "_renewer",
-        "_reset",
-        "deleted",
-        "keys",
-        "lazy",
-        "locked",
-        "reservations",
-        "token",
-        "unreachable",
-    )
-
-    def __init__(self, ledger: RedisQuotaManager, keys: list[str], lazy: bool) -> None:
-        self._ledger = ledger
-        self.keys = keys
-        self.lazy = lazy and len(keys) == 1
-        self.token = new_id()
-        self._local = _Held(ledger._locks, keys)
-        self.locked = False  # in Redis
-        self.unreachable = False  # Redis did not answer the lock: nor is it asked to unlock
-        self.reservations: list[str] = []
-        self.deleted: list[str] = []
-        self._renewer: Renewer | None = None
-        self._reset: contextvars.Token[_RedisHeld | None] | None = None
-
-    async def __aenter__(self) -> None:
-        await self._local.__aenter__()
-        if not self.lazy:
-            try:
-                self.locked = await self._ledger._lock(self)
-            except BaseException:
-                # cancelled awaiting the answer: Redis may have taken the locks all the
-                # same, which would then block every writer of these keys for a lease
-                self.locked = True
-                try:
-                    await asyncio.shield(self._ledger._finish(self))
-                finally:
-                    await self._local.__aexit__(None, None, None)
-                raise
-            self.unreachable = not self.locked
-        self._renewer = self._ledger._renewer()
-        self._renewer.add(self)
-        self._reset = _current.set(self)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._reset is not None:
-            _current.reset(self._reset)
-        if self._renewer is not None:
-            self._renewer.holds.pop(self, None)
-        try:
-            if self.deleted or self.locked:
-                await self._ledger._finish(self)
-        finally:
-            await self._local.__aexit__(exc_type, exc, tb)
-
-
-class _RedisReservation(Reservation):
-    """A reservation held in Redis (a lease renewed by the hold while the write runs)."""
-
-    __slots__ = ("_hold", "_id", "_ledger", "_requested")
-
-    def __init__(
-        self, ledger: RedisQuotaManager, hold: _RedisHeld | None, key: str, operation: str
-    ) -> None:
-        self._ledger = ledger
-        self._hold = hold
-        self._id = new_id()
-        self.key = key
-        self.operation = operation
-        self._done = False
-        if hold is not None:
-            hold.reservations.append(self._id)
-
-    async def grow_to(self, total: int, requested: int | None = None) -> None:
-        try:
-            await self._ledger._reserve(self, total, requested, first=False)
-        except RedisUnavailable as exc:
-            self._ledger._unavailable(self.operation, self.key, exc)  # raises failing closed
-            self._ledger._dirty.add(self.key)
-
-    async def release(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        with contextlib.suppress(RedisUnavailable):  # else the lease runs out on its own
-            await self._ledger._client.run(lua.RELEASE, [self._ledger.ns, self._id])
-
-    async def commit(self, size: int) -> None:
-        if self._done:
-            return
-        self._done = True
-        hold = self._hold
-        unlock = hold.keys if hold is not None and hold.locked and hold.keys == [self.key] else []
-        # a move cannot be undone (its source is gone): it is counted whatever it finds
-        undoable = 0 if self.operation == "move" else 1
-        token = hold.token if hold else ""
-        args = [self._ledger.ns, self._id, self.key, size, token, undoable, *unlock]
-        try:
-            result = await self._ledger._client.run(lua.COMMIT, args)
-        except RedisUnavailable:
-            self._ledger._missed(self.key, "save")
-            return
-        except asyncio.CancelledError:
-            # the object landed and the step ran or not, and counted it or refused it (a
-            # lease that ran out): its answer is gone with the cancel, so its quotas are
-            # listed again rather than trusted (the hold's exit unlocks the key)
-            self._ledger._dirty.add(self.key)
-            raise
-        self._ledger._reachable()
-        if result[0] == "over":
-            # the lease ran out and the new object no longer fits: take it back, still
-            # holding its key (the hold unlocks it on exit)
-            if self._ledger.undo is not None:
-                await self._ledger.undo(self.key)
-            raise StorageQuotaExceededError(
-                used=int(result[2]),
-                limit=int(result[3]),
-                requested=size,
-                prefix=result[1],
-                operation=self.operation,
-                key=self.key,
-            )
-        if unlock and hold is not None:
-            hold.locked = False
-        if result[0] == "overshoot":
-            logger.warning(
-                "%s %r: its quota lease ran out and the overwrite landed past the quota of %r",
-                self.operation,
-                self.key,
-                result[1],
-            )
 
 
 class RedisQuotaManager(QuotaManager):

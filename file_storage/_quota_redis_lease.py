@@ -11,7 +11,7 @@ from file_storage import _quota_redis_lua as lua
 
 if TYPE_CHECKING:
     from file_storage._quota_redis import RedisQuotaManager
-    from file_storage._quota_redis import _RedisHeld as RedisHeld
+    from file_storage._quota_redis_hold import _RedisHeld as RedisHeld
 
 
 def _new_prefix() -> str:
