@@ -15,4 +15,5 @@ def backend() -> DictStorageBackend:
 
 @pytest.fixture
 def backend_lacks() -> set[str]:
-    return {"versions"}  # it keeps one version per key: the versioning tests skip
+    # one version per key, and no object-or-folder check: those tests skip
+    return {"versions", "folder_checks"}

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import logging
+import shutil
+import tempfile
+import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
@@ -155,3 +160,55 @@ def log_failure(operation: str, key: str | None, exc: StorageError, started: flo
                 "error": type(exc).__name__,
             },
         )
+
+
+class _Making:
+    """A temp folder being made in a thread, for a caller that may be cancelled meanwhile."""
+
+    __slots__ = ("abandoned", "done", "lock", "path", "started")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.abandoned = False
+        self.started = False
+        self.done = threading.Event()
+        self.path: str | None = None
+
+    def make(self) -> None:
+        with self.lock:
+            if self.abandoned:
+                return  # its caller is gone: never made, nothing to remove
+            self.started = True
+        try:
+            self.path = tempfile.mkdtemp(prefix="file_storage-")
+        finally:
+            self.done.set()
+
+    def abandon(self) -> None:
+        """The caller was cancelled: a thread that has not started never will; one that
+        has is waited for (mkdtemp cannot be stopped) and its folder removed."""
+        with self.lock:
+            self.abandoned = True
+            started = self.started
+        if started:
+            self.done.wait()
+            if self.path is not None:
+                shutil.rmtree(self.path, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def temp_folder() -> AsyncIterator[Path]:
+    """A private temp folder, removed with its content on exit. Cancelled while the folder
+    is being made, the caller leaves none behind (``asyncio.to_thread`` alone would drop
+    the name of a folder its thread went on to make)."""
+    making = _Making()
+    try:
+        await asyncio.to_thread(making.make)
+    except BaseException:
+        making.abandon()
+        raise
+    assert making.path is not None
+    try:
+        yield Path(making.path)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, making.path, True)

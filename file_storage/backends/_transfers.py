@@ -4,11 +4,8 @@ get_presigned_url.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import shutil
-import tempfile
 import unicodedata
 import uuid
 from collections.abc import (
@@ -32,6 +29,7 @@ from file_storage.backends._core import (
 from file_storage.backends._reads import Reads
 from file_storage.backends._support import (
     normalize_metadata,
+    temp_folder,
 )
 from file_storage.backends._writes import Writes
 from file_storage.errors import (
@@ -192,22 +190,16 @@ class Transfers(Writes, Reads):
         meta = normalize_metadata(metadata, "staged_upload", key)
         if content_type:  # refused before the caller writes anything
             check_content_type(content_type, "staged_upload", key)
-        tmpdir = await asyncio.to_thread(tempfile.mkdtemp, prefix="file_storage-")
-        try:
-            local = Path(tmpdir) / (key.rsplit("/", 1)[-1])
+        async with temp_folder() as tmpdir:
+            local = tmpdir / (key.rsplit("/", 1)[-1])
             yield local
             if not await aiofiles.os.path.exists(local):
                 raise ObjectNotFoundError(
                     f"nothing was written to {str(local)!r}", operation="staged_upload", key=key
                 )
             await self.upload_file(local, key, content_type=content_type, metadata=meta)
-        finally:
-            await asyncio.to_thread(shutil.rmtree, tmpdir, True)
 
     @contextlib.asynccontextmanager
     async def _local_copy(self, key: str) -> AsyncIterator[Path]:
-        tmpdir = await asyncio.to_thread(tempfile.mkdtemp, prefix="file_storage-")
-        try:
-            yield await self.download_file(key, Path(tmpdir) / key.rsplit("/", 1)[-1])
-        finally:
-            await asyncio.to_thread(shutil.rmtree, tmpdir, True)
+        async with temp_folder() as tmpdir:
+            yield await self.download_file(key, tmpdir / key.rsplit("/", 1)[-1])

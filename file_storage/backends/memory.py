@@ -97,13 +97,10 @@ class MemoryStorageBackend(RouterSigned):
         except KeyError:
             raise ObjectNotFoundError() from None
 
-    def _put(self, key: str, obj: _Object, options: WriteOptions = PLAIN) -> None:
-        # no await in here: the checks and the write are one atomic step on the loop
-        current = self._objects.get(key)
-        if not options.overwrite and current is not None:
-            raise PreconditionFailedError("an object exists at this key (overwrite=False)")
-        if options.if_match is not None and (current is None or current.etag != options.if_match):
-            raise PreconditionFailedError("the object is not the version if_match names")
+    def _check_layout(self, key: str) -> list[str]:
+        """Raise ObjectConflictError when ``key`` is a folder or under an object; return
+        its folders. Checked before a write's condition and before a stream is read, as
+        the local backend (which must make the folders first) does."""
         if key + "/" in self._folders:
             # key=: on copy/move the clash is at the destination, not the source the call names
             raise ObjectConflictError("a folder exists at this key", key=key)
@@ -113,6 +110,16 @@ class MemoryStorageBackend(RouterSigned):
                 raise ObjectConflictError(
                     f"an object exists at {folder[:-1]!r}, so it cannot be a folder", key=key
                 )
+        return parents
+
+    def _put(self, key: str, obj: _Object, options: WriteOptions = PLAIN) -> None:
+        # no await in here: the checks and the write are one atomic step on the loop
+        parents = self._check_layout(key)
+        current = self._objects.get(key)
+        if not options.overwrite and current is not None:
+            raise PreconditionFailedError("an object exists at this key (overwrite=False)")
+        if options.if_match is not None and (current is None or current.etag != options.if_match):
+            raise PreconditionFailedError("the object is not the version if_match names")
         if key not in self._objects:
             for folder in parents:
                 self._folders[folder] = self._folders.get(folder, 0) + 1
@@ -169,8 +176,10 @@ class MemoryStorageBackend(RouterSigned):
         metadata: dict[str, str],
         options: WriteOptions = PLAIN,
     ) -> None:
-        data = body if isinstance(body, bytes) else b"".join([c async for c in body])
-        self._put(key, self._new(data, content_type, metadata, options), options)
+        if not isinstance(body, bytes):
+            self._check_layout(key)  # before the stream is read (and counted by quota)
+            body = b"".join([c async for c in body])
+        self._put(key, self._new(body, content_type, metadata, options), options)
 
     async def _load(self, key: str) -> bytes:
         return self._get(key).data

@@ -43,6 +43,9 @@ FEATURES = {
     "conditional_writes": (
         "does not check overwrite=False and if_match on writes (PreconditionFailedError)"
     ),
+    "folder_checks": (
+        "does not refuse a key that is a folder or lies under an object (ObjectConflictError)"
+    ),
     "object_headers": "does not store cache_control and content_disposition",
     "pinned_reads": "cannot pin a stream to the version an ETag names (stream(if_match=))",
     "suspended_versioning": "drops every version of a key written while versioning is suspended",

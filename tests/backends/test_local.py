@@ -12,6 +12,7 @@ import pytest
 
 from file_storage import (
     LocalStorageBackend,
+    PreconditionFailedError,
     StorageConfigError,
     StoragePermissionError,
     StorageQuotaExceededError,
@@ -222,3 +223,21 @@ async def test_concurrent_listings_of_the_root_each_see_every_object(tmp_path: P
         listings = await asyncio.gather(*(backend.list_files() for _ in range(4)))
         assert all(listing == keys for listing in listings)
     await backend.aclose()
+
+
+async def test_every_write_of_the_same_bytes_is_a_new_etag(
+    local_backend: LocalStorageBackend,
+) -> None:
+    # local ETags name a file version, not the bytes (memory and S3: the MD5, unchanged);
+    # docs/compatibility.md, "Switching backends: what can differ"
+    await local_backend.save("k.txt", b"same")
+    first = (await local_backend.stat("k.txt")).etag
+    await local_backend.copy("k.txt", "k.txt", cache_control="no-store")
+    copied = (await local_backend.stat("k.txt")).etag
+    await local_backend.save("k.txt", b"same", cache_control="no-store")
+    saved = (await local_backend.stat("k.txt")).etag
+    assert len({first, copied, saved}) == 3
+    with pytest.raises(PreconditionFailedError):
+        await local_backend.save("k.txt", b"new", if_match=first)
+    await local_backend.save("k.txt", b"new", if_match=saved)
+    assert await local_backend.load("k.txt") == b"new"

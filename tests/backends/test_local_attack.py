@@ -8,6 +8,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from file_storage import LocalStorageBackend
+from file_storage import LocalStorageBackend, StorageBackend
 from file_storage.backends.local import _backend, _files
 from file_storage.backends.local import _meta as meta_file
 
@@ -115,7 +116,7 @@ async def test_listings_of_the_root_during_the_first_use_sweep_see_every_object(
 # Another process writing one key: it says "go" when about to save, then saves.
 _OTHER = """
 import asyncio, sys
-from file_storage import LocalStorageBackend
+from file_storage import LocalStorageBackend, StorageBackend
 async def main():
     backend = LocalStorageBackend(sys.argv[1])
     print("go", flush=True)
@@ -284,3 +285,44 @@ async def test_a_version_purge_cancelled_in_its_thread_frees_what_it_purged(
         return  # not purged: still counted, rightly
     await backend.save("b.bin", b"z" * 500)  # purged: the prior version's 400 bytes are free
     await backend.aclose()
+
+
+@pytest.fixture(
+    params=[("local", "local_copy"), ("memory", "local_copy"), ("memory", "staged_upload")],
+    ids=["local-local_copy", "memory-local_copy", "memory-staged_upload"],
+)
+def temp_user(request: pytest.FixtureRequest) -> tuple[StorageBackend, str]:
+    """A backend and a method of it that makes a temp folder (the local backend's own
+    local_copy, the base class's local_copy and staged_upload)."""
+    kind, use = request.param
+    backend: StorageBackend = request.getfixturevalue(f"{kind}_backend")
+    return backend, use
+
+
+async def test_a_temp_folder_cancelled_while_being_made_is_not_left_behind(
+    temp_user: tuple[StorageBackend, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend, use = temp_user
+    await backend.save("v/clip.webm", b"x")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    started, go, finished = threading.Event(), threading.Event(), threading.Event()
+    mkdtemp = tempfile.mkdtemp
+
+    def paused(*args: Any, **kwargs: Any) -> str:
+        started.set()
+        go.wait()  # the caller is cancelled here, before the folder exists
+        try:
+            return mkdtemp(*args, **{**kwargs, "dir": temp})
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(tempfile, "mkdtemp", paused)
+
+    async def hold() -> None:
+        async with getattr(backend, use)("v/clip.webm"):
+            raise AssertionError("never entered")
+
+    task = asyncio.create_task(hold())
+    await cancel_in_thread(task, started, go, finished)
+    assert list(temp.iterdir()) == []

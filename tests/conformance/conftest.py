@@ -2,8 +2,9 @@
 
 The suite (file_storage.testing) skips a test marked ``backend_needs(feature)`` on a backend
 whose ``backend_lacks`` names the feature. GCS, Azure and the example plugin keep no prior
-versions (docs/compatibility.md); the S3 runs lack what their server lacks (tests/s3util.py:
-moto, or Ceph in ``make test-ceph``). Backends not listed have every feature.
+versions (docs/compatibility.md); only memory and local check that a key is an object or a
+folder (docs/concepts.md); the S3 runs lack what their server lacks (tests/s3util.py: moto,
+or Ceph in ``make test-ceph``). Backends not listed have every feature.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from file_storage.testing import FEATURES
 from tests.s3util import REASONS, SERVER
 
 LACKS: dict[str, frozenset[str]] = {
-    # object_store has no API for GCS object generations or Azure blob versions
-    "gcs": frozenset({"versions"}),
-    "azure": frozenset({"versions"}),
-    # the example third-party backend of docs/plugins.md keeps one version per key
-    "plugin": frozenset({"versions"}),
+    # object_store has no API for GCS object generations or Azure blob versions; object
+    # stores do not check the object-or-folder rule (a request per folder level per write)
+    "gcs": frozenset({"versions", "folder_checks"}),
+    "azure": frozenset({"versions", "folder_checks"}),
+    # the example third-party backend of docs/plugins.md keeps one version per key and
+    # does not check the object-or-folder rule
+    "plugin": frozenset({"versions", "folder_checks"}),
     # the suite's features that are the S3 server's, and this server lacks
-    "s3": frozenset(f for f in FEATURES if f in REASONS and f not in SERVER.features),
+    "s3": frozenset(f for f in FEATURES if f in REASONS and f not in SERVER.features)
+    | {"folder_checks"},
 }
 LACKS["s3_obstore"] = LACKS["s3"]
 

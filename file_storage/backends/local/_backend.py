@@ -27,7 +27,6 @@ import errno
 import functools
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -40,6 +39,7 @@ from pydantic import SecretStr
 from file_storage._streams import Progress
 from file_storage.backends._pages import Entry
 from file_storage.backends._router_signed import RouterSigned
+from file_storage.backends._support import temp_folder
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.local._files import LocalFiles
 from file_storage.backends.local._fs import (
@@ -391,13 +391,10 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         # has one (no copy, and that version even if the key is replaced), else a copy.
         found = await in_pool(open_object, self._dir, key, cleanup=Found.close)
         try:
-            tmpdir = await asyncio.to_thread(tempfile.mkdtemp, prefix="file_storage-")
-            try:
-                local = Path(tmpdir, key.rsplit("/", 1)[-1])
+            async with temp_folder() as tmpdir:
+                local = tmpdir / key.rsplit("/", 1)[-1]
                 await asyncio.to_thread(_hand_over, found.fd, local)
                 yield local
-            finally:
-                await asyncio.to_thread(shutil.rmtree, tmpdir, True)
         finally:
             found.close()
 

@@ -67,6 +67,13 @@ def _checkpoint(point: str, gate: Gate) -> None:
     """A no-op the tests replace to act at a precise step of a write ("rename", "landed")."""
 
 
+def _guessed(src: str, dst: str) -> Meta | None:
+    """The record a copy or move of an object stored with ``src``'s default content type
+    needs at ``dst`` (``None``: ``dst``'s name defaults to the same type)."""
+    content_type = guess_content_type(src)
+    return None if guess_content_type(dst) == content_type else Meta(content_type, {})
+
+
 class _FolderGone(Exception):
     """The folder a move was renaming into was removed (emptied by a delete) meanwhile."""
 
@@ -241,7 +248,7 @@ class LocalFiles(LocalVersions):
     def _copy_sync(self, gate: Gate, src: str, dst: str, options: WriteOptions) -> None:
         found = open_object(self._dir, src)
         try:
-            meta = meta_file.lookup(self._dir, src, found.st)
+            meta = meta_file.lookup(self._dir, src, found.st) or _guessed(src, dst)
             if options.cache_control or options.content_disposition:
                 kept = meta or Meta(guess_content_type(src), {})
                 meta = kept._replace(
@@ -280,6 +287,12 @@ class LocalFiles(LocalVersions):
                     with gate.lock, self._keeping(dst, moved), self._keeping(src, None):
                         gate.check()
                         kept = meta_file.copy_versions(self._dir, src, dst)
+                        src_st = os.stat(src_name, dir_fd=src_fd, follow_symlinks=False)
+                        guessed = _guessed(src, dst)
+                        if guessed is not None and meta_file.lookup(self._dir, src, src_st) is None:
+                            # the type was src's default: dst's name would default to another
+                            meta_file.record(self._dir, dst, moved, guessed)
+                            kept = True
                         if _is_file(dst_fd, dst_name, found.st):
                             # src is a link to dst's very file (or a hard link of it):
                             # renaming would put a link to itself in its place (or, for a

@@ -62,3 +62,14 @@ async def test_move_onto_itself_keeps_object(source: StorageBackend) -> None:
 async def test_move_onto_itself_missing_raises(backend: StorageBackend) -> None:
     with pytest.raises(ObjectNotFoundError):
         await backend.move("x.bin", "x.bin")
+
+
+async def test_copy_and_move_to_another_extension_keep_the_guessed_content_type(
+    backend: StorageBackend,
+) -> None:
+    # the type was guessed from the source's name when it was saved: it is the object's
+    await backend.save("t/a.txt", b"x")
+    await backend.copy("t/a.txt", "t/copied.png")
+    await backend.move("t/a.txt", "t/moved.png")
+    for key in ("t/copied.png", "t/moved.png"):
+        assert (await backend.stat(key)).content_type == "text/plain", key
