@@ -9,10 +9,8 @@ from typing import Any
 import pytest
 
 from file_storage import StorageBackend
-from tests.backends.test_s3 import SMALL, MakeBackend, MiB, blocks, client_of, make_backend
-from tests.s3util import stored_keys
-
-__all__ = ["make_backend"]  # a fixture, shared with test_s3
+from tests.backends.conftest import SMALL, MiB, client_of
+from tests.s3util import MakeBackend, blocks, stored_keys
 
 pytestmark = pytest.mark.s3
 
