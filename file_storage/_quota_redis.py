@@ -145,7 +145,7 @@ class RedisQuotaManager(QuotaManager):
     async def aclose(self) -> None:
         # keys changed while Redis did not answer: tell it now (their quotas are listed
         # again by the next user), or a process that ends takes the miss with it
-        if self._unpushed or self._dirty or self._unpushed_versioning:
+        if self._unsynced:
             with contextlib.suppress(RedisUnavailable):
                 await self._sync()
         with contextlib.suppress(RuntimeError):
@@ -204,6 +204,13 @@ class RedisQuotaManager(QuotaManager):
             self._outage = True
             logger.warning("quota ledger: Redis unavailable during %s of %r", operation, key)
         self._dirty.add(key)
+
+    @property
+    def _unsynced(self) -> bool:
+        """Something set or changed here that Redis has not been told yet."""
+        return bool(
+            self._unpushed or self._repush or self._dirty or self._unpushed_versioning is not None
+        )
 
     async def _sync(self) -> None:
         """Push limits set here and report keys changed while Redis was away."""
@@ -324,7 +331,7 @@ class RedisQuotaManager(QuotaManager):
         hold = reservation._hold
         wait = 0.001
         while True:
-            if self._unpushed or self._dirty or self._repush or self._unpushed_versioning:
+            if self._unsynced:
                 await self._sync()
             if self._refresh_seconds is not None:
                 await self._refresh_due(key)

@@ -133,6 +133,18 @@ local function keep(p, key)
     redis.call('HINCRBY', ns .. ':kept:' .. p, key, old)
   end
 end
+local function swap_in(staged, live)
+  -- a listing's staged hash becomes the live one (none staged: nothing listed)
+  if redis.call('EXISTS', staged) == 1 then
+    redis.call('RENAME', staged, live)
+  else
+    redis.call('DEL', live)
+  end
+end
+local function unlock_seed(p, token)
+  local lk = ns .. ':seedlk:' .. p
+  if redis.call('GET', lk) == token then redis.call('DEL', lk) end
+end
 local function unlock(token, first, last)
   for j = first, last do
     local lk = ns .. ':lk:' .. ARGV[j]
@@ -437,24 +449,14 @@ for j = 1, #changes, 2 do
     used = used + size
   end
 end
-if redis.call('EXISTS', stage) == 1 then
-  redis.call('RENAME', stage, ns .. ':sz:' .. p)
-else
-  redis.call('DEL', ns .. ':sz:' .. p)
-end
-if redis.call('EXISTS', stagek) == 1 then
-  redis.call('RENAME', stagek, ns .. ':kept:' .. p)
-else
-  redis.call('DEL', ns .. ':kept:' .. p)
-end
+swap_in(stage, ns .. ':sz:' .. p)
+swap_in(stagek, ns .. ':kept:' .. p)
 -- marked stale while it listed: swapped in, and listed again on next use
 local seeded = redis.call('HGET', q, 'stale') == '1' and '0' or '1'
 redis.call('HSET', q, 'used', used, 'seeded', seeded)
 redis.call('HDEL', q, 'seeding')
 redis.call('DEL', pend, pendk)
-if redis.call('GET', ns .. ':seedlk:' .. p) == token then
-  redis.call('DEL', ns .. ':seedlk:' .. p)
-end
+unlock_seed(p, token)
 return 1
 """
 )
@@ -497,9 +499,7 @@ if redis.call('HGET', q, 'seeding') == token then
   redis.call('DEL', ns .. ':pend:' .. p, ns .. ':stage:' .. p, ns .. ':pendk:' .. p,
     ns .. ':stagek:' .. p)
 end
-if redis.call('GET', ns .. ':seedlk:' .. p) == token then
-  redis.call('DEL', ns .. ':seedlk:' .. p)
-end
+unlock_seed(p, token)
 return 1
 """
 )
