@@ -64,9 +64,11 @@ local function release(id, held)
   local rk = ns .. ':rsv:' .. id
   held = held or redis.call('HGETALL', rk)
   for j = 1, #held, 2 do
-    if string.sub(held[j], 1, 2) == 'h:' then
-      local q = ns .. ':q:' .. string.sub(held[j], 3)
-      redis.call('HINCRBY', q, 'reserved', -tonumber(held[j + 1]))
+    local n = tonumber(held[j + 1])
+    -- (never "-0", the text of -n for a write that needed no more bytes: Redis refuses
+    -- it as an increment, failing the step half-way)
+    if string.sub(held[j], 1, 2) == 'h:' and n ~= 0 then
+      redis.call('HINCRBY', ns .. ':q:' .. string.sub(held[j], 3), 'reserved', 0 - n)
     end
   end
   redis.call('DEL', rk)

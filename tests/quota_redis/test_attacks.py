@@ -377,3 +377,42 @@ async def test_a_delete_asks_a_silent_redis_once_not_twice(
             assert a._quotas._dirty == {"k"}  # type: ignore[attr-defined]
     finally:
         silent.close()
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda s: s.save("k", b"y" * 10),  # an overwrite of the same size
+        lambda s: s.save("k", b"y" * 4),  # a smaller one
+        lambda s: s.save("e", _empty()),  # an empty stream
+    ],
+    ids=["same-size", "smaller", "empty-stream"],
+)
+async def test_a_write_that_reserves_nothing_leaves_no_lease_that_blocks_the_others(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    namespace: str,
+    peek: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    write: Any,
+) -> None:
+    # a write that needs no more bytes holds 0 in its reservation: giving that back must
+    # work like any other (Redis refuses to add "-0": the step failed half-way, looked like
+    # an outage, and left a lease whose purge then failed every later write in every
+    # process, for good)
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    async with a, b:
+        await a.save("k", b"x" * 10)
+        await write(a)
+        assert peek.zcard("{" + namespace + "}:leases") == 0  # given back, not left
+        await run_out_leases(redis_server, namespace)  # any lease left would run out now
+        await b.save("other", b"z" * 5)
+        assert (await b.get_usage()).used == await b.get_total_size()
+    assert "unavailable" not in caplog.text
