@@ -138,6 +138,38 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         server.stop()
 
 
+def _script_errors(server: RedisServer) -> int:
+    """How many ledger script calls ``server`` has failed (``INFO``): failed EVAL and
+    EVALSHA calls, less the NOSCRIPT answers (the protocol's own: a script sent by its
+    SHA before Redis has its text)."""
+    import redis
+
+    client = redis.Redis.from_url(server.url)
+    try:
+        calls = client.info("commandstats")
+        errors = client.info("errorstats")
+    finally:
+        client.close()
+    failed = sum(
+        int(calls.get(f"cmdstat_{c}", {}).get("failed_calls", 0)) for c in ("eval", "evalsha")
+    )
+    return failed - int(errors.get("errorstat_NOSCRIPT", {}).get("count", 0))
+
+
+@pytest.fixture(autouse=True)
+def _no_failed_redis_scripts(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test on the session's Redis fails when a ledger script failed in Redis: a script
+    that fails half-way reads as an outage to the ledger, which lists its quota again and
+    carries on, so the test would pass over it."""
+    if "redis_server" not in request.fixturenames:
+        yield
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    before = _script_errors(server)
+    yield
+    assert _script_errors(server) == before, "a ledger script failed in Redis"
+
+
 @pytest.fixture
 def memory_backend() -> MemoryStorageBackend:
     return MemoryStorageBackend()
