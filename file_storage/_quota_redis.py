@@ -95,6 +95,9 @@ class RedisQuotaManager(QuotaManager):
         self._limits: dict[str, int] = {}  # the limits this process set: pushed again after a reset
         self._unpushed: dict[str, int | None] = {}
         self._dirty: set[str] = set()  # keys changed while Redis was away
+        # (key, reservation id) of commits that may not have reached Redis: given back
+        # once the key's quotas are marked to be listed again (which counts the object)
+        self._lost: list[tuple[str, str]] = []
         self._unpushed_versioning: str | None = None  # set_versioning while Redis was away
         self._outage = False
         self._refreshed: dict[str, float] = {}
@@ -209,7 +212,11 @@ class RedisQuotaManager(QuotaManager):
     def _unsynced(self) -> bool:
         """Something set or changed here that Redis has not been told yet."""
         return bool(
-            self._unpushed or self._repush or self._dirty or self._unpushed_versioning is not None
+            self._unpushed
+            or self._repush
+            or self._dirty
+            or self._lost
+            or self._unpushed_versioning is not None
         )
 
     async def _sync(self) -> None:
@@ -240,6 +247,16 @@ class RedisQuotaManager(QuotaManager):
             logger.warning(
                 "quota ledger: usage will be listed again (changed while Redis was away)"
             )
+        # only once the key's quotas are marked: never a moment when its object is
+        # neither reserved nor counted (a no-op when the commit ran after all)
+        for lost in [lost for lost in self._lost if lost[0] not in self._dirty]:
+            if lost in self._lost:  # (else a concurrent sync gave it back)
+                self._lost.remove(lost)
+                try:
+                    await self._client.run(lua.RELEASE, [self.ns, lost[1]])
+                except BaseException:
+                    self._lost.append(lost)
+                    raise
 
     def _push_all(self) -> None:
         """Redis lost its data (a restart without persistence): send our limits again."""

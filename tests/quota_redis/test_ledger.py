@@ -14,7 +14,7 @@ from file_storage import (
     StorageQuotaExceededError,
     StorageUnavailableError,
 )
-from file_storage._quota_redis_wire import RedisUnavailable
+from file_storage._quota_redis_wire import RedisUnavailable, Script
 from tests.quota_redis.ledger import gated_pair, local, run_out_leases
 from tests.quota_redis.server import RedisServer
 
@@ -398,3 +398,42 @@ async def test_a_commit_whose_answer_is_lost_is_listed_again_after_the_process_e
             client.close()
         assert await b.get_total_size() == 100
         assert used == 100  # listed again, not 10 (the figure that missed the commit)
+
+
+@pytest.mark.parametrize("ran", [False, True], ids=["never-ran", "answer-lost"])
+async def test_a_lost_commit_counts_its_object_once_from_the_next_step(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    ran: bool,
+) -> None:
+    # the commit never reached Redis, or ran and its answer was lost (a timeout, a cut
+    # connection; Redis answers again at once): the object stays stored, and every
+    # process sees it counted once from this process's next ledger step, not twice (the
+    # listing, and its reservation) until the lease runs out a minute later
+    from file_storage import _quota_redis_lua as lua
+    from file_storage._quota_redis_wire import Client
+
+    run = Client.run
+    lost: list[int] = []
+
+    async def lose_commit(self: Client, script: Script, args: list[object]) -> object:
+        if script is lua.COMMIT and not lost:
+            lost.append(1)
+            if ran:
+                await run(self, script, args)
+            raise RedisUnavailable("TimeoutError")
+        return await run(self, script, args)
+
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    async with a, b:
+        await a.save("seed", b"x" * 10)
+        monkeypatch.setattr(Client, "run", lose_commit)
+        await a.save("k", b"x" * 90)  # landed: the ledger only missed its commit
+        assert lost == [1]
+        await a.save("other", b"z" * 5)  # the next step
+        assert (await b.get_usage()).used == await b.get_total_size() == 105
+        await asyncio.wait_for(b.save("k", b"w" * 20), 10)  # the key is not locked
+        assert (await b.get_usage()).used == await b.get_total_size() == 35
