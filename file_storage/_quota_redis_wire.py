@@ -224,6 +224,12 @@ class Client:
             protocol=2,  # the replies _parse reads (a newer client may default to RESP3)
         )
         conn = pool.make_connection()
+        # no CLIENT SETINFO (it only names the client library in CLIENT LIST): two round
+        # trips per connection, each an error reply from a Redis before 7.2, which counts
+        # them in the error stats operators alert on (redis 5-7: lib_*; 8: driver_info)
+        for name in ("driver_info", "lib_name", "lib_version"):
+            if hasattr(conn, name):
+                setattr(conn, name, None)
         try:
             await conn.connect()  # TLS, AUTH, SELECT as the URL says
         except (redis.RedisError, OSError) as exc:

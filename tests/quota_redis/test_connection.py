@@ -114,3 +114,27 @@ async def test_the_refresh_interval_lists_bytes_written_behind_the_ledger(
         assert (await fresh.get_usage()).used == 500
         with pytest.raises(StorageQuotaExceededError):
             await fresh.save("c", b"x" * 600)
+
+
+async def test_the_ledger_leaves_no_error_in_redis_stats(
+    tmp_path: Path, own_redis: RedisServer
+) -> None:
+    # operators alert on Redis's error stats: connecting, writing, overwriting, deleting
+    # and listing usage answer no call with an error (a Redis before 7.2 refused the
+    # client library's CLIENT SETINFO on every connection); NOSCRIPT is how any client
+    # learns a script must be sent whole once
+    import socket
+
+    async with LocalStorageBackend(
+        tmp_path / "store", max_size_bytes=1000, quota_redis_url=own_redis.url
+    ) as storage:
+        await storage.save("k", b"x" * 10)
+        await storage.save("k", b"y" * 10)
+        await storage.delete("k")
+        assert (await storage.get_usage()).used == 0
+    with socket.create_connection(("127.0.0.1", own_redis.port), timeout=5) as sock:
+        sock.sendall(b"INFO errorstats\r\n")  # (inline: this client sends nothing else)
+        reply = b""
+        while not reply.endswith(b"\r\n") or reply.count(b"\r\n") < 2:
+            reply += sock.recv(65536)
+    assert b"errorstat_" not in reply.replace(b"errorstat_NOSCRIPT", b""), reply
