@@ -208,6 +208,18 @@ class Client:
         )
         self._opening: dict[asyncio.AbstractEventLoop, asyncio.Future[_Wire]] = {}
         self._heads: dict[tuple[str, int, object], bytes] = {}
+        # after a call timed out (Redis accepts and never answers: a partition, a stalled
+        # server), calls fail at once until then: each would wait a whole timeout more
+        self._quiet_until = 0.0
+
+    def _check_quiet(self) -> None:
+        if time.monotonic() < self._quiet_until:
+            raise RedisUnavailable("TimeoutError (a call timed out just now)")
+        self._quiet_until = 0.0  # over: the next call asks Redis again
+
+    def _timed_out(self, exc: RedisUnavailable) -> None:
+        if str(exc).startswith("TimeoutError"):
+            self._quiet_until = time.monotonic() + self._timeout
 
     async def _connect(self) -> _Wire:
         from file_storage._quota_redis import load_redis
@@ -272,33 +284,45 @@ class Client:
 
     async def call(self, *args: object) -> Any:
         """One plain command (``HKEYS``...)."""
-        wire = await self._wire()
+        if self._quiet_until:
+            self._check_quiet()
         try:
+            wire = await self._wire()
             return await wire.send(pack(list(args)))
         except _ReplyError as exc:
             raise RedisUnavailable(str(exc).split(" ", 1)[0]) from exc
+        except RedisUnavailable as exc:
+            self._timed_out(exc)
+            raise
 
     async def run(self, script: Script, args: list[object]) -> Any:
         """Run ``script`` with ``args`` (``EVALSHA``; the text once, when Redis lacks it)."""
-        loop = asyncio.get_running_loop()
-        wire = self._wires.get(loop)
-        if wire is None or wire.lost is not None:
-            wire = await self._wire()
-        # the head (EVALSHA, the SHA, no keys, the namespace) is packed once per script
-        head_key = (script.sha, len(args), args[0])
-        head = self._heads.get(head_key)
-        if head is None:
-            head = b"*%d\r\n" % (len(args) + 3) + _pack_args(["EVALSHA", script.sha, 0, args[0]])
-            self._heads[head_key] = head
+        if self._quiet_until:
+            self._check_quiet()
         try:
-            return await wire.send(head + _pack_args(args, 1))
-        except _ReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
+            loop = asyncio.get_running_loop()
+            wire = self._wires.get(loop)
+            if wire is None or wire.lost is not None:
+                wire = await self._wire()
+            # the head (EVALSHA, the SHA, no keys, the namespace) is packed once per script
+            head_key = (script.sha, len(args), args[0])
+            head = self._heads.get(head_key)
+            if head is None:
+                head = b"*%d\r\n" % (len(args) + 3)
+                head += _pack_args(["EVALSHA", script.sha, 0, args[0]])
+                self._heads[head_key] = head
+            try:
+                return await wire.send(head + _pack_args(args, 1))
+            except _ReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise RedisUnavailable(str(exc).split(" ", 1)[0]) from exc
+            try:
+                return await wire.send(pack(["EVAL", script.text, 0, *args]))
+            except _ReplyError as exc:
                 raise RedisUnavailable(str(exc).split(" ", 1)[0]) from exc
-        try:
-            return await wire.send(pack(["EVAL", script.text, 0, *args]))
-        except _ReplyError as exc:
-            raise RedisUnavailable(str(exc).split(" ", 1)[0]) from exc
+        except RedisUnavailable as exc:
+            self._timed_out(exc)
+            raise
 
     async def aclose(self) -> None:
         with contextlib.suppress(RuntimeError):

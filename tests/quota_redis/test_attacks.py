@@ -416,3 +416,49 @@ async def test_a_write_that_reserves_nothing_leaves_no_lease_that_blocks_the_oth
         await b.save("other", b"z" * 5)
         assert (await b.get_usage()).used == await b.get_total_size()
     assert "unavailable" not in caplog.text
+
+
+async def test_a_silent_redis_is_waited_for_once_per_timeout_not_once_per_call(
+    tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis accepts connections and never answers (a partition, a stalled server): once
+    # a call timed out, the calls that follow within a timeout fail at once (deletes go
+    # on, a write fails closed) instead of each waiting a whole timeout more
+    import socket
+
+    from file_storage import StorageUnavailableError
+    from file_storage._quota_redis_wire import _Wire
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    send = _Wire.send
+    sent: list[bytes] = []
+
+    def counted(self: _Wire, data: bytes) -> asyncio.Future[Any]:
+        sent.append(data)
+        return send(self, data)
+
+    monkeypatch.setattr(_Wire, "send", counted)
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_bytes(b"abc")
+    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    try:
+        async with LocalStorageBackend(
+            tmp_path, quota_redis_url=url, quota_redis_namespace=namespace, max_size_bytes=100
+        ) as storage:
+            client = storage._quotas._client  # type: ignore[attr-defined]
+            client._timeout = 0.2
+            await storage.delete("a")  # waits one timeout
+            assert len(sent) == 1
+            await storage.delete("b")  # within the timeout after: does not ask
+            with pytest.raises(StorageUnavailableError):
+                await storage.save("new", b"x")
+            assert len(sent) == 1
+            assert await storage.list_files() == ["c"]
+            client._quiet_until = 1.0  # the timeout has passed: the next call asks again
+            await storage.delete("c")
+            assert len(sent) == 2
+            assert storage._quotas._dirty == {"a", "b", "c"}  # type: ignore[attr-defined]
+    finally:
+        silent.close()
