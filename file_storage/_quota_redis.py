@@ -98,6 +98,7 @@ class RedisQuotaManager(QuotaManager):
         # (key, reservation id) of commits that may not have reached Redis: given back
         # once the key's quotas are marked to be listed again (which counts the object)
         self._lost: list[tuple[str, str]] = []
+        self._unlocks: list[tuple[str, list[str]]] = []  # (token, keys) left locked
         self._unpushed_versioning: str | None = None  # set_versioning while Redis was away
         self._outage = False
         self._refreshed: dict[str, float] = {}
@@ -216,6 +217,7 @@ class RedisQuotaManager(QuotaManager):
             or self._repush
             or self._dirty
             or self._lost
+            or self._unlocks
             or self._unpushed_versioning is not None
         )
 
@@ -257,6 +259,13 @@ class RedisQuotaManager(QuotaManager):
                 except BaseException:
                     self._lost.append(lost)
                     raise
+        while self._unlocks:  # (a no-op for a lock that is no longer this token's)
+            token, keys = unlock = self._unlocks.pop()
+            try:
+                await self._client.run(lua.FINISH, [self.ns, token, 0, *keys])
+            except BaseException:
+                self._unlocks.append(unlock)
+                raise
 
     def _push_all(self) -> None:
         """Redis lost its data (a restart without persistence): send our limits again."""
@@ -291,10 +300,19 @@ class RedisQuotaManager(QuotaManager):
             if hold.unreachable:  # asking again would wait a whole timeout more
                 raise RedisUnavailable("unreachable at lock")
             await self._client.run(lua.FINISH, args)
-        except RedisUnavailable:
+        except (RedisUnavailable, asyncio.CancelledError) as exc:
+            # the step ran or not (cancelled before its answer, or before it was sent
+            # while connecting): the deletes' quotas are listed again, and the locks
+            # given back with this process's next step (else they hold for a lease)
+            if hold.locked:
+                self._unlocks.append((hold.token, list(hold.keys)))
+                hold.locked = False
+            if isinstance(exc, asyncio.CancelledError):
+                self._dirty.update(hold.deleted)
+                raise
             for key in hold.deleted:
                 self._missed(key, "delete")
-            return  # the locks run out with their lease
+            return
         self._reachable()
         hold.locked = False
 

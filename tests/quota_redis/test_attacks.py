@@ -462,3 +462,43 @@ async def test_a_silent_redis_is_waited_for_once_per_timeout_not_once_per_call(
             assert storage._quotas._dirty == {"a", "b", "c"}  # type: ignore[attr-defined]
     finally:
         silent.close()
+
+
+@pytest.mark.parametrize("sent", [False, True], ids=["before-sent", "answer-lost"])
+async def test_a_delete_cancelled_while_it_records_and_unlocks_leaves_nothing_behind(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    namespace: str,
+    peek: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    sent: bool,
+) -> None:
+    # the object is gone, and the delete was cancelled while its last step (record the
+    # delete, unlock the key) was on its way, before it left (still connecting) or with
+    # its answer: from the process's next step, the others see the bytes freed and can
+    # write the key, instead of a stale figure and a lock held for a lease
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    run = Client.run
+    ran = asyncio.Event()
+
+    async def stalled(self: Client, called: Script, args: list[object]) -> object:
+        if called is lua.FINISH and not ran.is_set():
+            if sent:
+                await run(self, called, args)
+            ran.set()
+            await asyncio.Future()  # cancelled here
+        return await run(self, called, args)
+
+    async with a, b:
+        await a.save("k", b"x" * 60)
+        await b.save("other", b"y" * 30)
+        monkeypatch.setattr(Client, "run", stalled)
+        await cancel_when(asyncio.create_task(a.delete("k")), ran)
+        monkeypatch.setattr(Client, "run", run)
+        assert await a.list_files() == ["other"]
+        await a.get_usage()  # a's next step
+        assert peek.keys("{" + namespace + "}:lk:*") == []
+        assert (await b.get_usage()).used == await b.get_total_size() == 30
+        await asyncio.wait_for(b.save("k", b"z" * 70), LEASE / 6)
+        assert (await b.get_usage()).used == await b.get_total_size() == 100
