@@ -16,8 +16,10 @@ together list once), kept in Redis and so kept across restarts. Prior versions c
 in process: the store's versioning (probed by each listing, set by ``set_versioning``)
 is kept in Redis, where the scripts read it. Redis unreachable: a write fails with
 :class:`StorageUnavailableError` naming Redis (or, failing open, proceeds uncounted
-after one WARNING per outage); deletes never wait for Redis. What this process changed
-while Redis was away is listed again once it is back.
+after one WARNING per outage); deletes go on without it. A silent Redis (a call timed
+out) is not asked again for a timeout. What this process changed while Redis was away,
+or while a step's answer was lost or cancelled, is listed again once it is back, and the
+reservations and locks such a step may have left are given back then.
 """
 
 from __future__ import annotations
