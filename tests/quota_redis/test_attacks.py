@@ -345,17 +345,31 @@ async def test_a_cancel_while_a_refused_late_commit_is_answered_leaves_nothing_u
         assert (await b.get_usage()).used == await b.get_total_size()
 
 
-async def test_a_delete_asks_a_silent_redis_once_not_twice(
-    tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Redis accepts the connection and never answers (a partition, a stalled server):
-    # each ask waits a whole timeout, so a delete that asked to lock and again to
-    # record-and-unlock waited twice as long as it must
+@pytest.fixture
+def silent_redis(tmp_path: Path, namespace: str) -> Iterator[LocalStorageBackend]:
+    """A store whose Redis accepts connections and never answers (a partition, a stalled
+    server), with a 0.2 s timeout."""
     import socket
 
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
+    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    storage = LocalStorageBackend(
+        tmp_path, quota_redis_url=url, quota_redis_namespace=namespace, max_size_bytes=100
+    )
+    storage._quotas._client._timeout = 0.2  # type: ignore[attr-defined]
+    try:
+        yield storage
+    finally:
+        silent.close()
+
+
+async def test_a_delete_asks_a_silent_redis_once_not_twice(
+    tmp_path: Path, silent_redis: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # each ask waits a whole timeout, so a delete that asked to lock and again to
+    # record-and-unlock waited twice as long as it must
     run = Client.run
     asked: list[str] = []
 
@@ -365,18 +379,11 @@ async def test_a_delete_asks_a_silent_redis_once_not_twice(
 
     monkeypatch.setattr(Client, "run", counted)
     (tmp_path / "k").write_bytes(b"abc")
-    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
-    try:
-        async with LocalStorageBackend(
-            tmp_path, quota_redis_url=url, quota_redis_namespace=namespace, max_size_bytes=100
-        ) as a:
-            a._quotas._client._timeout = 0.2  # type: ignore[attr-defined]
-            await a.delete("k")
-            assert await a.list_files() == []
-            assert len(asked) == 1  # (pushing the limit, the lock's first step: no answer)
-            assert a._quotas._dirty == {"k"}  # type: ignore[attr-defined]
-    finally:
-        silent.close()
+    async with silent_redis as a:
+        await a.delete("k")
+        assert await a.list_files() == []
+        assert len(asked) == 1  # (pushing the limit, the lock's first step: no answer)
+        assert a._quotas._dirty == {"k"}  # type: ignore[attr-defined]
 
 
 async def _empty() -> AsyncIterator[bytes]:
@@ -419,19 +426,13 @@ async def test_a_write_that_reserves_nothing_leaves_no_lease_that_blocks_the_oth
 
 
 async def test_a_silent_redis_is_waited_for_once_per_timeout_not_once_per_call(
-    tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, silent_redis: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Redis accepts connections and never answers (a partition, a stalled server): once
-    # a call timed out, the calls that follow within a timeout fail at once (deletes go
-    # on, a write fails closed) instead of each waiting a whole timeout more
-    import socket
-
+    # once a call timed out, the calls that follow within a timeout fail at once (deletes
+    # go on, a write fails closed) instead of each waiting a whole timeout more
     from file_storage import StorageUnavailableError
     from file_storage._quota_redis_wire import _Wire
 
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
     send = _Wire.send
     sent: list[bytes] = []
 
@@ -442,26 +443,19 @@ async def test_a_silent_redis_is_waited_for_once_per_timeout_not_once_per_call(
     monkeypatch.setattr(_Wire, "send", counted)
     for name in ("a", "b", "c"):
         (tmp_path / name).write_bytes(b"abc")
-    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
-    try:
-        async with LocalStorageBackend(
-            tmp_path, quota_redis_url=url, quota_redis_namespace=namespace, max_size_bytes=100
-        ) as storage:
-            client = storage._quotas._client  # type: ignore[attr-defined]
-            client._timeout = 0.2
-            await storage.delete("a")  # waits one timeout
-            assert len(sent) == 1
-            await storage.delete("b")  # within the timeout after: does not ask
-            with pytest.raises(StorageUnavailableError):
-                await storage.save("new", b"x")
-            assert len(sent) == 1
-            assert await storage.list_files() == ["c"]
-            client._quiet_until = 1.0  # the timeout has passed: the next call asks again
-            await storage.delete("c")
-            assert len(sent) == 2
-            assert storage._quotas._dirty == {"a", "b", "c"}  # type: ignore[attr-defined]
-    finally:
-        silent.close()
+    async with silent_redis as storage:
+        await storage.delete("a")  # waits one timeout
+        assert len(sent) == 1
+        await storage.delete("b")  # within the timeout after: does not ask
+        with pytest.raises(StorageUnavailableError):
+            await storage.save("new", b"x")
+        assert len(sent) == 1
+        assert await storage.list_files() == ["c"]
+        # the timeout has passed: the next call asks again
+        storage._quotas._client._quiet_until = 1.0  # type: ignore[attr-defined]
+        await storage.delete("c")
+        assert len(sent) == 2
+        assert storage._quotas._dirty == {"a", "b", "c"}  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("sent", [False, True], ids=["before-sent", "answer-lost"])
