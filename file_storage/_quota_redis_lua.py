@@ -368,7 +368,8 @@ local p = ARGV[2]
 purge(now_ms())
 local limit = redis.call('HGET', ns .. ':limits', p)
 local f = redis.call('HMGET', ns .. ':q:' .. p, 'used', 'reserved', 'seeded')
-return {limit, num(f[1]), num(f[2]), f[3] == '1' and 1 or 0,
+-- (the counts as Redis keeps them, exact: as Lua numbers they are rounded past 2^53)
+return {limit, f[1] or '0', f[2] or '0', f[3] == '1' and 1 or 0,
   redis.call('GET', ns .. ':epoch')}
 """
 )
@@ -413,11 +414,15 @@ return 1
 """
 )
 
-# ARGV: ns, prefix, token, listed_total -> 1 (swapped in) | 0 (the lock was lost)
+# ARGV: ns, prefix, token, listed_total (exact integer text)
+# -> 1 (swapped in) | 0 (the lock was lost)
 SEED_END = Script(
     _COMMON
     + """
-local p, token, used = ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- the listed total stays text, counted on by HINCRBY: a Lua number is a double, inexact
+-- past 2^53 bytes, and Redis writes one of 1e17 or more as "1e+17", which every later
+-- HINCRBY of used refuses (failing the step half-way); only the deltas are numbers here
+local p, token, used = ARGV[2], ARGV[3], 0
 local q, stage, pend = ns .. ':q:' .. p, ns .. ':stage:' .. p, ns .. ':pend:' .. p
 local stagek, pendk = ns .. ':stagek:' .. p, ns .. ':pendk:' .. p
 if redis.call('HGET', q, 'seeding') ~= token then return 0 end
@@ -455,7 +460,8 @@ swap_in(stage, ns .. ':sz:' .. p)
 swap_in(stagek, ns .. ':kept:' .. p)
 -- marked stale while it listed: swapped in, and listed again on next use
 local seeded = redis.call('HGET', q, 'stale') == '1' and '0' or '1'
-redis.call('HSET', q, 'used', used, 'seeded', seeded)
+redis.call('HSET', q, 'used', ARGV[4], 'seeded', seeded)
+if used ~= 0 then redis.call('HINCRBY', q, 'used', used) end
 redis.call('HDEL', q, 'seeding')
 redis.call('DEL', pend, pendk)
 unlock_seed(p, token)
