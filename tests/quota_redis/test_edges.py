@@ -123,3 +123,163 @@ async def test_a_listing_of_a_huge_store_is_counted_exactly_and_writes_go_on(
         await backend.save("b", b"y" * 3)
         usage = await backend.get_usage()
         assert usage.used == huge + 3
+
+
+# -- keys and prefixes --------------------------------------------------------------------
+
+ODD_KEYS = [
+    "é/ü/名前.txt",
+    "with space/a b",
+    "%/%d%s%%.x",
+    "a.b/c-d/e[1]/f]",
+    "^$()/+*?",
+    # with "-moved" (below) 1024 bytes, S3's limit: in ASCII, and in UTF-8
+    "/".join(["k" * 250] * 4) + "/" + "e" * 14,
+    "/".join(["é" * 125] * 4) + "/" + "x" * 14,
+]
+
+
+@pytest.mark.parametrize("key", ODD_KEYS)
+async def test_an_odd_key_is_counted_under_every_quota_that_covers_it(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, key: str
+) -> None:
+    folder = key.rsplit("/", 1)[0] + "/"
+    async with local(tmp_path, redis_server, namespace, max_size_bytes=100) as backend:
+        backend.set_quota(folder, 10)
+        await backend.save(key, b"x" * 10)
+        with pytest.raises(StorageQuotaExceededError) as caught:
+            await backend.save(key, b"x" * 11)
+        assert caught.value.prefix == folder
+        await backend.save(key, b"x" * 4)
+        assert await counted(backend, folder) == 4
+        await backend.copy(key, key + "-copy")
+        await backend.move(key + "-copy", key + "-moved")
+        assert await counted(backend, folder) == 8
+        await backend.delete_many([key, key + "-moved"])
+        assert await counted(backend, folder) == 0
+        assert await counted(backend) == 0
+
+
+async def test_sibling_prefixes_that_share_a_beginning_count_apart(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    async with local(tmp_path, redis_server, namespace, max_size_bytes=1000) as backend:
+        backend.set_quota("a", 10)
+        backend.set_quota("ab", 20)
+        backend.set_quota("a/b", 5)  # nested in "a/"
+        await backend.save("a/b/x", b"x" * 5)
+        await backend.save("ab/x", b"y" * 20)
+        await backend.save("a/other", b"z" * 5)
+        with pytest.raises(StorageQuotaExceededError) as caught:
+            await backend.save("a/c", b"!")
+        assert caught.value.prefix == "a/"
+        with pytest.raises(StorageQuotaExceededError) as caught:
+            await backend.save("a/b/y", b"!")
+        assert caught.value.prefix in ("a/", "a/b/")
+        with pytest.raises(StorageQuotaExceededError) as caught:
+            await backend.save("ab/y", b"!")
+        assert caught.value.prefix == "ab/"
+        await backend.save("abc", b"w" * 7)  # under no folder quota
+        assert [await counted(backend, p) for p in ("a", "ab", "a/b", "")] == [10, 20, 5, 37]
+
+
+async def test_a_quota_set_removed_and_set_again_counts_from_the_store(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    async with local(tmp_path, redis_server, namespace) as backend:
+        backend.set_quota("d", 10)
+        await backend.save("d/a", b"x" * 6)
+        backend.set_quota("d", None)
+        await backend.save("d/b", b"x" * 6)  # no quota: not refused
+        backend.set_quota("d", 20)
+        assert await counted(backend, "d") == 12
+        backend.set_quota("d", 0)
+        with pytest.raises(StorageQuotaExceededError):
+            await backend.save("d/c", b"x")
+        await backend.save("d/a", b"")  # shrinking is always allowed
+        await backend.delete("d/b")
+        assert await counted(backend, "d") == 0
+
+
+# -- copies and moves ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("operation", ["copy", "move"])
+async def test_a_copy_or_move_onto_itself_changes_no_count(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, operation: str
+) -> None:
+    async with local(tmp_path, redis_server, namespace, max_size_bytes=10) as backend:
+        await backend.save("k", b"x" * 10)
+        assert await getattr(backend, operation)("k", "k") == "k"  # at the limit: fits
+        assert await backend.load("k") == b"x" * 10
+        assert await counted(backend) == 10
+
+
+@pytest.mark.parametrize("operation", ["copy", "move"])
+@pytest.mark.parametrize("existing", [0, 3, 5, 8])
+async def test_a_copy_or_move_onto_an_existing_key_counts_the_difference(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, operation: str, existing: int
+) -> None:
+    async with local(tmp_path, redis_server, namespace, max_size_bytes=13) as backend:
+        await backend.save("src", b"s" * 5)
+        await backend.save("dst", b"d" * existing)
+        await getattr(backend, operation)("src", "dst")
+        assert await backend.load("dst") == b"s" * 5
+        assert await counted(backend) == (5 if operation == "move" else 10)
+
+
+async def test_a_copy_onto_a_bigger_key_frees_what_it_replaces_at_the_limit(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    async with local(tmp_path, redis_server, namespace, max_size_bytes=10) as backend:
+        await backend.save("small", b"s" * 2)
+        await backend.save("big", b"b" * 8)  # at the limit
+        await backend.copy("small", "big")
+        await backend.save("more", b"m" * 6)
+        assert await counted(backend) == 10
+        with pytest.raises(StorageQuotaExceededError):
+            await backend.copy("more", "small")  # 6 onto 2: one byte too many... 14
+        assert await counted(backend) == 10
+
+
+@pytest.mark.parametrize("operation", ["copy", "move"])
+async def test_a_copy_or_move_across_quotas_counts_in_both(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, operation: str
+) -> None:
+    async with local(tmp_path, redis_server, namespace, max_size_bytes=100) as backend:
+        backend.set_quota("in", 12)
+        backend.set_quota("out", 6)
+        await backend.save("in/a", b"x" * 6)
+        await backend.save("out/b", b"y" * 1)
+        with pytest.raises(StorageQuotaExceededError) as caught:
+            await getattr(backend, operation)("in/a", "out/c")
+        assert caught.value.prefix == "out/"
+        await getattr(backend, operation)("in/a", "out/b")  # replaces its 1 byte: fits
+        expected_in = 0 if operation == "move" else 6
+        assert await counted(backend, "in") == expected_in
+        assert await counted(backend, "out") == 6
+        await backend.move("out/b", "in/back")
+        assert await counted(backend, "out") == 0
+        assert await counted(backend, "in") == expected_in + 6
+
+
+# -- empty stores, no quota ---------------------------------------------------------------
+
+
+async def test_an_empty_store_and_missing_keys_count_nothing(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    async with local(tmp_path / "store", redis_server, namespace) as backend:
+        await backend.refresh_usage()  # no quota at all
+        await backend.refresh_usage("nothing")
+        assert (await backend.get_usage("nothing")).limit is None
+        backend.set_quota("", 5)
+        backend.set_quota("f", 0)
+        assert await counted(backend) == 0
+        assert await counted(backend, "f") == 0
+        await backend.delete("missing")
+        await backend.delete_many([])
+        await backend.delete_many(["missing", "f/missing", "missing"])
+        await backend.save("f/empty", b"")
+        assert await counted(backend, "f") == 0
+        assert await counted(backend) == 0
