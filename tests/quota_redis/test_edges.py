@@ -283,3 +283,79 @@ async def test_an_empty_store_and_missing_keys_count_nothing(
         await backend.save("f/empty", b"")
         assert await counted(backend, "f") == 0
         assert await counted(backend) == 0
+
+
+# -- a store keeping prior versions -------------------------------------------------------
+
+
+async def versioned(
+    tmp_path: Path, server: RedisServer, namespace: str, limit: int
+) -> LocalStorageBackend:
+    backend = local(tmp_path / "store", server, namespace, max_size_bytes=limit)
+    await backend.set_versioning(True)
+    return backend
+
+
+@pytest.mark.parametrize("sizes", [[0, 0], [0, 5], [5, 0], [5, 5], [5, 3, 0, 7]])
+async def test_versioned_overwrites_of_any_size_count_every_version(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, sizes: list[int]
+) -> None:
+    async with await versioned(tmp_path, redis_server, namespace, 100) as backend:
+        for size in sizes:
+            await backend.save("k", b"x" * size)
+        assert await counted(backend, versioned=True) == sum(sizes)
+        await backend.delete("k")
+        assert await counted(backend, versioned=True) == sum(sizes)
+        await backend.purge_versions("k", keep=1)
+        assert await counted(backend, versioned=True) == sizes[-1]
+        await backend.purge_versions("k", keep=0)
+        assert await counted(backend, versioned=True) == 0
+
+
+@pytest.mark.parametrize("operation", ["copy", "move"])
+async def test_a_versioned_copy_or_move_onto_itself_counts_what_the_store_keeps(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, operation: str
+) -> None:
+    async with await versioned(tmp_path, redis_server, namespace, 100) as backend:
+        await backend.save("k", b"x" * 10)
+        await getattr(backend, operation)("k", "k")
+        assert await backend.load("k") == b"x" * 10
+        assert await counted(backend, versioned=True) == 10  # nothing replaced, nothing kept
+
+
+@pytest.mark.parametrize("operation", ["copy", "move"])
+@pytest.mark.parametrize("existing", [0, 3, 8])
+async def test_a_versioned_copy_or_move_onto_an_existing_key_keeps_it_counted(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, operation: str, existing: int
+) -> None:
+    async with await versioned(tmp_path, redis_server, namespace, 100) as backend:
+        await backend.save("src", b"s" * 5)
+        await backend.save("dst", b"d" * existing)
+        await getattr(backend, operation)("src", "dst")
+        assert await counted(backend, versioned=True) == 10 + existing
+
+
+async def test_versioning_suspended_keeps_counting_what_was_kept(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    async with await versioned(tmp_path, redis_server, namespace, 20) as backend:
+        await backend.save("k", b"x" * 8)
+        await backend.save("k", b"y" * 8)
+        await backend.set_versioning(False)
+        await backend.save("k", b"z" * 4)
+        used = await counted(backend, versioned=True)
+        with pytest.raises(StorageQuotaExceededError):
+            await backend.save("other", b"o" * (21 - used))
+        await backend.save("other", b"o" * (20 - used))
+        assert await counted(backend, versioned=True) == 20
+
+
+async def test_a_versioned_delete_many_with_missing_and_repeated_keys_counts_once(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    async with await versioned(tmp_path, redis_server, namespace, 100) as backend:
+        await backend.save("a", b"x" * 3)
+        await backend.save("b", b"")
+        await backend.delete_many(["a", "missing", "a", "b"])
+        await backend.delete("a")  # deleted already: keeps nothing more
+        assert await counted(backend, versioned=True) == 3
