@@ -56,9 +56,37 @@ local function covering(key)
   local limits = redis.call('HMGET', ns .. ':limits', unpack(prefixes))
   local out = {}
   for j, p in ipairs(prefixes) do
-    if limits[j] then out[#out + 1] = {p, tonumber(limits[j])} end
+    if limits[j] then out[#out + 1] = {p, limits[j]} end  -- (text: see exceeds)
   end
   return out
+end
+-- Counts past 2^53 bytes are not exact as Lua numbers (doubles step by more than a byte
+-- there: 2^53 + 101 rounds to 2^53 + 100, "within" a limit of 2^53 + 100), so a quota
+-- check splits each count's text into hi * 1e9 + lo, both parts exact as doubles
+local BIG = 1e9
+local function norm(h, l)
+  local c = math.floor(l / BIG)
+  return h + c, l - c * BIG
+end
+local function split(s)
+  s = s or '0'
+  if #s <= 15 or string.sub(s, 1, 1) == '-' then return norm(0, tonumber(s) or 0) end
+  return norm(tonumber(string.sub(s, 1, -10)), tonumber(string.sub(s, -9)))
+end
+local function text(h, l)
+  h, l = norm(h, l)
+  if h <= 0 then return string.format('%d', h * BIG + l) end
+  return string.format('%d%09d', h, l)
+end
+-- used + reserved + extra > limit (texts, extra a number of bytes), exactly; and the
+-- hi, lo of used + reserved
+local function exceeds(used, reserved, extra, limit)
+  local uh, ul = split(used)
+  local rh, rl = split(reserved)
+  local bh, bl = norm(uh + rh, ul + rl)
+  local th, tl = norm(bh, bl + extra)
+  local lh, ll = split(limit)
+  return th > lh or (th == lh and tl > ll), bh, bl
 end
 local function release(id, held)
   local rk = ns .. ':rsv:' .. id
@@ -203,8 +231,8 @@ for j, ql in ipairs(quotas) do
   end
   local extra = math.max(0, total - old) - held
   if extra > 0 then
-    local busy = num(f[2]) + num(f[3])
-    if busy + extra > limit then return {'over', p, busy - held, limit} end
+    local over, bh, bl = exceeds(f[2], f[3], extra, limit)
+    if over then return {'over', p, text(bh, bl - held), limit} end
   end
   extras[j], olds[j] = extra, old
 end
@@ -249,9 +277,9 @@ if #held == 0 then
       known = known + old
       if versioned then old = 0 end  -- kept as a prior version: still counted
       local f = redis.call('HMGET', q, 'used', 'reserved')
-      local busy = num(f[1]) + num(f[2])
-      if size - old > 0 and busy + size - old > limit and result[1] == 'ok' then
-        result = {'over', p, busy, limit}
+      if size - old > 0 and result[1] == 'ok' then
+        local over, bh, bl = exceeds(f[1], f[2], size - old, limit)
+        if over then result = {'over', p, text(bh, bl), limit} end
       end
     end
   end

@@ -359,3 +359,27 @@ async def test_a_versioned_delete_many_with_missing_and_repeated_keys_counts_onc
         await backend.delete_many(["a", "missing", "a", "b"])
         await backend.delete("a")  # deleted already: keeps nothing more
         assert await counted(backend, versioned=True) == 3
+
+
+@pytest.mark.parametrize("huge", [2**53, 2**60, 10**18 + 1])
+async def test_a_huge_store_is_refused_exactly_at_its_limit(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, huge: int
+) -> None:
+    # past 2^53 a double steps by more than a byte: a check in doubles lets some bytes
+    # past the limit (2^60 + 101 rounds to 2^60, "not more" than 2^60 + 100)
+    backend = HugeLocal(
+        tmp_path,
+        max_size_bytes=huge + 100,
+        quota_redis_url=redis_server.url,
+        quota_redis_namespace=namespace,
+    )
+    backend.huge = huge
+    async with backend:
+        await backend.save("a", b"x" * 60)
+        with pytest.raises(StorageQuotaExceededError) as caught:
+            await backend.save("b", b"y" * 41)
+        assert (caught.value.used, caught.value.limit) == (huge + 60, huge + 100)
+        await backend.save("b", b"y" * 40)
+        with pytest.raises(StorageQuotaExceededError):
+            await backend.save("c", b"z")
+        assert (await backend.get_usage()).used == huge + 100
