@@ -378,8 +378,11 @@ for j = 2, #ARGV, 2 do
     redis.call('HDEL', ns .. ':limits', p)
     redis.call('DEL', ns .. ':q:' .. p, ns .. ':sz:' .. p, ns .. ':pend:' .. p,
       ns .. ':stage:' .. p, ns .. ':kept:' .. p, ns .. ':pendk:' .. p, ns .. ':stagek:' .. p)
-  else
-    redis.call('HSET', ns .. ':limits', p, limit)
+  elseif redis.call('HSET', ns .. ':limits', p, limit) == 1 then
+    -- a new quota: no write was recorded under p before it, so a count found here (left
+    -- by an older version's listing of a folder without a quota) is not trusted
+    redis.call('DEL', ns .. ':q:' .. p, ns .. ':sz:' .. p, ns .. ':kept:' .. p,
+      ns .. ':seedlk:' .. p)
   end
 end
 local t = redis.call('TIME')
@@ -408,6 +411,9 @@ SEED_BEGIN = Script(
     + """
 local p, token, lease, force = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1'
 local q = ns .. ':q:' .. p
+-- no quota here (a refresh_usage of any folder): nothing to list. A count kept without
+-- one would miss every write until a quota is set, then be trusted, too low
+if redis.call('HEXISTS', ns .. ':limits', p) == 0 then return 'seeded' end
 if not force and redis.call('HGET', q, 'seeded') == '1' then return 'seeded' end
 if not redis.call('SET', ns .. ':seedlk:' .. p, token, 'NX', 'PX', lease) then return 'wait' end
 redis.call('HSET', q, 'seeding', token)

@@ -383,3 +383,17 @@ async def test_a_huge_store_is_refused_exactly_at_its_limit(
         with pytest.raises(StorageQuotaExceededError):
             await backend.save("c", b"z")
         assert (await backend.get_usage()).used == huge + 100
+
+
+async def test_a_refresh_of_a_folder_without_a_quota_leaves_no_count_behind(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    async with local(tmp_path, redis_server, namespace) as backend:
+        await backend.save("f/a", b"x" * 4)
+        await backend.refresh_usage("f")  # no quota there (yet)
+        await backend.save("f/b", b"y" * 10)
+        await backend.delete("f/a")
+        backend.set_quota("f", 15)
+        assert await counted(backend, "f") == 10
+        with pytest.raises(StorageQuotaExceededError):
+            await backend.save("f/c", b"z" * 6)
