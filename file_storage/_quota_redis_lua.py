@@ -372,17 +372,26 @@ return kept
 SET_LIMITS = Script(
     _COMMON
     + """
+local function drop(p)
+  -- the quota's count goes (listed again if it is set again), and the writes in flight
+  -- forget the bytes they hold under it: given back later, they came off the count of
+  -- the quota set again meanwhile (reserved below 0 for good: writes past its limit)
+  redis.call('DEL', ns .. ':q:' .. p, ns .. ':sz:' .. p, ns .. ':pend:' .. p,
+    ns .. ':stage:' .. p, ns .. ':kept:' .. p, ns .. ':pendk:' .. p, ns .. ':stagek:' .. p,
+    ns .. ':seedlk:' .. p)
+  for _, id in ipairs(redis.call('ZRANGE', ns .. ':leases', 0, -1)) do
+    redis.call('HDEL', ns .. ':rsv:' .. id, 'h:' .. p, 'o:' .. p)
+  end
+end
 for j = 2, #ARGV, 2 do
   local p, limit = ARGV[j], ARGV[j + 1]
   if limit == '' then
     redis.call('HDEL', ns .. ':limits', p)
-    redis.call('DEL', ns .. ':q:' .. p, ns .. ':sz:' .. p, ns .. ':pend:' .. p,
-      ns .. ':stage:' .. p, ns .. ':kept:' .. p, ns .. ':pendk:' .. p, ns .. ':stagek:' .. p)
+    drop(p)
   elseif redis.call('HSET', ns .. ':limits', p, limit) == 1 then
     -- a new quota: no write was recorded under p before it, so a count found here (left
     -- by an older version's listing of a folder without a quota) is not trusted
-    redis.call('DEL', ns .. ':q:' .. p, ns .. ':sz:' .. p, ns .. ':kept:' .. p,
-      ns .. ':seedlk:' .. p)
+    drop(p)
   end
 end
 local t = redis.call('TIME')

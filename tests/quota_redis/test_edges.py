@@ -8,6 +8,7 @@ half-way fails the test too (see ``_no_failed_redis_scripts`` in tests/conftest.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from file_storage import LocalStorageBackend, ObjectInfo, StorageQuotaExceededError
-from tests.quota_redis.ledger import local
+from tests.quota_redis.ledger import gated_pair, local
 from tests.quota_redis.server import RedisServer
 
 
@@ -397,3 +398,23 @@ async def test_a_refresh_of_a_folder_without_a_quota_leaves_no_count_behind(
         assert await counted(backend, "f") == 10
         with pytest.raises(StorageQuotaExceededError):
             await backend.save("f/c", b"z" * 6)
+
+
+async def test_a_quota_removed_and_set_again_during_a_write_counts_it_once(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a, b = gated_pair(tmp_path, redis_server, namespace, "f/x")
+    async with a, b:
+        a.set_quota("f", 10)
+        b.set_quota("f", 10)
+        write = asyncio.create_task(a.save("f/x", b"x" * 6))
+        await a.landed.wait()  # reserved, landed, not committed
+        b.set_quota("f", None)
+        await b.get_usage("f")  # pushed
+        b.set_quota("f", 10)
+        await b.get_usage("f")
+        a.gate.set()
+        await write
+        assert await counted(b, "f") == 6
+        with pytest.raises(StorageQuotaExceededError):
+            await b.save("f/y", b"y" * 5)
