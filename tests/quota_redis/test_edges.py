@@ -418,3 +418,69 @@ async def test_a_quota_removed_and_set_again_during_a_write_counts_it_once(
         assert await counted(b, "f") == 6
         with pytest.raises(StorageQuotaExceededError):
             await b.save("f/y", b"y" * 5)
+
+
+# -- streams, concurrency, folders --------------------------------------------------------
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+@pytest.mark.parametrize(
+    "parts", [(), (b"",), (b"", b""), (b"x" * 10,), (b"x" * 5, b"", b"y" * 5), (b"x",) * 10]
+)
+async def test_a_stream_up_to_the_limit_is_counted_as_landed(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, parts: tuple[bytes, ...]
+) -> None:
+    async with local(tmp_path, redis_server, namespace, max_size_bytes=10) as backend:
+        await backend.save("s", chunks(*parts))
+        await backend.save("s", chunks(*parts))  # over itself: needs nothing more
+        assert await counted(backend) == sum(map(len, parts))
+
+
+@pytest.mark.parametrize("existing", [0, 4])
+async def test_a_stream_past_the_limit_is_refused_and_leaves_the_count_as_it_was(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, existing: int
+) -> None:
+    async with local(tmp_path, redis_server, namespace, max_size_bytes=10) as backend:
+        await backend.save("other", b"o" * 2)
+        await backend.save("s", b"e" * existing)
+        with pytest.raises(StorageQuotaExceededError):
+            await backend.save("s", chunks(b"x" * 4, b"", b"y" * 4, b"z"))
+        assert await counted(backend) == 2 + existing
+        await backend.save("s", chunks(b"x" * 4, b"y" * 4))  # exactly the limit
+        assert await counted(backend) == 10
+
+
+async def test_concurrent_saves_of_one_key_in_two_processes_count_the_last(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    async with a, b:
+        for round_ in range(5):
+            sizes = [(round_ * 7 + n * 13) % 40 for n in range(6)]
+            await asyncio.gather(
+                *[(a if n % 2 else b).save("k", b"x" * size) for n, size in enumerate(sizes)],
+                *[(b if n % 2 else a).copy("k", f"c{n}") for n in range(2)],
+            )
+            assert await counted(a) == await a.get_total_size()
+            await a.delete_many(["c0", "c1"])
+
+
+async def test_a_delete_prefix_under_nested_quotas_frees_each(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    async with local(tmp_path, redis_server, namespace, max_size_bytes=100) as backend:
+        backend.set_quota("p", 30)
+        backend.set_quota("p/q", 10)
+        await backend.save("p/a", b"x" * 10)
+        await backend.save("p/q/b", b"y" * 10)
+        await backend.save("p/q/r/c", b"")
+        await backend.save("pq/d", b"z" * 5)
+        assert await backend.delete_prefix("p/q") == 2
+        assert [await counted(backend, p) for p in ("p", "p/q", "")] == [10, 0, 15]
+        await backend.delete_prefix("")
+        assert [await counted(backend, p) for p in ("p", "p/q", "")] == [0, 0, 0]
