@@ -137,6 +137,7 @@ ODD_KEYS = [
     # with "-moved" (below) 1024 bytes, S3's limit: in ASCII, and in UTF-8
     "/".join(["k" * 250] * 4) + "/" + "e" * 14,
     "/".join(["é" * 125] * 4) + "/" + "x" * 14,
+    "/".join(["a"] * 509),  # 509 folders deep: as many prefixes looked up
 ]
 
 
@@ -484,3 +485,20 @@ async def test_a_delete_prefix_under_nested_quotas_frees_each(
         assert [await counted(backend, p) for p in ("p", "p/q", "")] == [10, 0, 15]
         await backend.delete_prefix("")
         assert [await counted(backend, p) for p in ("p", "p/q", "")] == [0, 0, 0]
+
+
+async def test_writes_whose_leases_run_out_at_once_are_still_counted_exactly(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    # a lease of 1 ms: every commit finds its reservation gone and checks again
+    async with local(
+        tmp_path, redis_server, namespace, max_size_bytes=20, quota_lease_seconds=0.001
+    ) as backend:
+        for n in range(4):
+            await backend.save(f"k{n}", b"x" * 5)
+        with pytest.raises(StorageQuotaExceededError):
+            await backend.save("more", b"y")
+        await backend.save("k0", b"")
+        await backend.copy("k1", "k0")
+        await backend.move("k2", "k5")
+        assert await counted(backend) == 20
