@@ -502,3 +502,27 @@ async def test_writes_whose_leases_run_out_at_once_are_still_counted_exactly(
         await backend.copy("k1", "k0")
         await backend.move("k2", "k5")
         assert await counted(backend) == 20
+
+
+async def test_versions_under_nested_quotas_set_late_are_counted_in_each(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    async with await versioned(tmp_path, redis_server, namespace, 1000) as backend:
+        await backend.save("p/q/k", b"1" * 3)
+        await backend.save("p/q/k", b"2" * 5)
+        await backend.save("p/j", b"3" * 7)
+        await backend.delete("p/j")
+        backend.set_quota("p", 100)
+        backend.set_quota("p/q", 8)
+        assert [await counted(backend, p, versioned=True) for p in ("p", "p/q")] == [15, 8]
+        with pytest.raises(StorageQuotaExceededError) as caught:
+            await backend.save("p/q/k", b"4")  # the 5 bytes become a kept version
+        assert caught.value.prefix == "p/q/"
+        backend.set_quota("p/q", 20)
+        oldest = (await backend.list_versions("p/q/k"))[-1]
+        await backend.restore_version("p/q/k", oldest.version_id)
+        used = await counted(backend, "p/q", versioned=True)
+        assert used == sum(v.size for v in await backend.list_versions("p/q/k"))
+        await backend.purge_versions("p/q/k", keep=1)
+        await backend.copy("p/q/k", "p/j")
+        assert [await counted(backend, p, versioned=True) for p in ("p", "p/q")] == [13, 3]
