@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from file_storage import LocalStorageBackend, ObjectInfo, StorageQuotaExceededError
-from tests.quota_redis.ledger import gated_pair, local
+from tests.quota_redis.ledger import gated_pair, local, pause_listing
 from tests.quota_redis.server import RedisServer
 
 
@@ -526,3 +526,32 @@ async def test_versions_under_nested_quotas_set_late_are_counted_in_each(
         await backend.purge_versions("p/q/k", keep=1)
         await backend.copy("p/q/k", "p/j")
         assert [await counted(backend, p, versioned=True) for p in ("p", "p/q")] == [13, 3]
+
+
+@pytest.mark.parametrize("versioning", [False, True])
+async def test_writes_during_a_listing_of_more_than_a_batch_are_counted_once(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, versioning: bool
+) -> None:
+    # 2500 objects: listed in batches of 1000, the last one not staged yet when paused
+    store = tmp_path / "store"
+    for n in range(2500):
+        (store / "d").mkdir(parents=True, exist_ok=True)
+        (store / "d" / f"{n:04d}").write_bytes(b"x" * (n % 3))
+    async with local(store, redis_server, namespace) as backend:
+        await backend.set_versioning(versioning)
+        backend.set_quota("d", 10**6)
+        await backend.get_usage("d")  # listed once: writes go on while it lists again
+        listed, go = pause_listing(backend)
+        listing = asyncio.create_task(backend.refresh_usage("d"))
+        await listed.wait()
+        other = local(store, redis_server, namespace)
+        async with other:
+            other.set_quota("d", 10**6)
+            await other.save("d/0005", b"y" * 9)  # staged already
+            await other.save("d/2400", b"y" * 9)  # not staged yet
+            await other.delete("d/0007")
+            await other.delete("d/2401")
+            await other.save("d/new", b"")
+            go.set()
+            await listing
+            assert await counted(other, "d", versioned=versioning) > 0
