@@ -555,3 +555,25 @@ async def test_writes_during_a_listing_of_more_than_a_batch_are_counted_once(
             go.set()
             await listing
             assert await counted(other, "d", versioned=versioning) > 0
+
+
+async def test_a_quota_removed_and_set_again_during_its_listing_is_listed_at_once(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    async with local(tmp_path, redis_server, namespace) as backend:
+        backend.set_quota("f", 100)
+        await backend.save("f/a", b"x" * 4)
+        listed, go = pause_listing(backend)
+        listing = asyncio.create_task(backend.refresh_usage("f"))
+        await listed.wait()
+        other = local(tmp_path, redis_server, namespace)
+        async with other:
+            other.set_quota("f", None)
+            await other.get_usage("f")  # pushed
+            other.set_quota("f", 100)
+            # listed at once, not once the paused listing's lock ran out (a lease: 60 s)
+            await asyncio.wait_for(other.get_usage("f"), timeout=10)
+            go.set()
+            await listing
+            await asyncio.wait_for(backend.save("f/b", b"y" * 6), timeout=10)
+            assert await counted(other, "f") == 10
