@@ -458,8 +458,9 @@ async def test_a_stream_past_the_limit_is_refused_and_leaves_the_count_as_it_was
 async def test_concurrent_saves_of_one_key_in_two_processes_count_the_last(
     tmp_path: Path, redis_server: RedisServer, namespace: str
 ) -> None:
-    a = local(tmp_path, redis_server, namespace, max_size_bytes=100)
-    b = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    # (a limit no round reaches: three objects of at most 39 bytes)
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
     async with a, b:
         for round_ in range(5):
             sizes = [(round_ * 7 + n * 13) % 40 for n in range(6)]
