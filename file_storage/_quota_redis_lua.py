@@ -154,7 +154,9 @@ local function keep(p, key)
     local n = tonumber(string.sub(was, unknown and 3 or 2))
     if not old then unknown = true end
     n = n + math.max(num(old), 0)
-    redis.call('HSET', pk, key, sign .. (unknown and '?' or '') .. n)
+    -- (%d: a number joined to a string is written with 14 digits, 1e14 bytes and more
+    -- rounded: "1.0000000001234e+14")
+    redis.call('HSET', pk, key, string.format('%s%s%d', sign, unknown and '?' or '', n))
   end
   if f[2] ~= '1' then return end
   local old = num(redis.call('HGET', sz, key))
@@ -524,7 +526,7 @@ for _, ql in ipairs(covering(key)) do
   local f = redis.call('HMGET', q, 'seeding', 'seeded')
   if total then
     -- a purge wins over a listing running now: the key's kept bytes are known
-    if f[1] then redis.call('HSET', ns .. ':pendk:' .. p, key, '=' .. total) end
+    if f[1] then redis.call('HSET', ns .. ':pendk:' .. p, key, '=' .. ARGV[3]) end
     if f[2] == '1' then
       local kk = ns .. ':kept:' .. p
       local old = num(redis.call('HGET', kk, key))

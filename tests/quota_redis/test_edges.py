@@ -578,3 +578,45 @@ async def test_a_quota_removed_and_set_again_during_its_listing_is_listed_at_onc
             await listing
             await asyncio.wait_for(backend.save("f/b", b"y" * 6), timeout=10)
             assert await counted(other, "f") == 10
+
+
+class HugeVersionedLocal(LocalStorageBackend):
+    """Lists ``big/object`` at ``huge`` bytes first, then 1000 empty objects: the first
+    batch of a listing (and so ``big/object``) is staged before the listing ends."""
+
+    huge = 0
+
+    async def _usage_scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        now = datetime.now(UTC)
+        if self.huge:
+            yield ObjectInfo("big/object", self.huge, now)
+            for n in range(1000):
+                yield ObjectInfo(f"big/filler{n}", 0, now)
+        async for info in super()._usage_scan(prefix):
+            if info.key != "big/object":
+                yield info
+
+
+@pytest.mark.parametrize("huge", [10**14 + 12345, 2**52 + 1])
+async def test_a_huge_object_kept_while_its_quota_is_listed_is_counted_exactly(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, huge: int
+) -> None:
+    # an object of 100 TB or more overwritten in a versioned store while its quota is
+    # listed again: its bytes, kept as a prior version, must not be rounded
+    backend = HugeVersionedLocal(
+        tmp_path / "store",
+        max_size_bytes=2**62,
+        quota_redis_url=redis_server.url,
+        quota_redis_namespace=namespace,
+    )
+    backend.huge = huge
+    async with backend:
+        await backend.set_versioning(True)
+        assert (await backend.get_usage()).used == huge  # listed
+        listed, go = pause_listing(backend)
+        listing = asyncio.create_task(backend.refresh_usage(""))
+        await listed.wait()
+        await backend.save("big/object", b"y" * 9)  # the huge one becomes a prior version
+        go.set()
+        await listing
+        assert (await backend.get_usage()).used == huge + 9
