@@ -56,9 +56,37 @@ local function covering(key)
   local limits = redis.call('HMGET', ns .. ':limits', unpack(prefixes))
   local out = {}
   for j, p in ipairs(prefixes) do
-    if limits[j] then out[#out + 1] = {p, tonumber(limits[j])} end
+    if limits[j] then out[#out + 1] = {p, limits[j]} end  -- (text: see exceeds)
   end
   return out
+end
+-- Counts past 2^53 bytes are not exact as Lua numbers (doubles step by more than a byte
+-- there: 2^53 + 101 rounds to 2^53 + 100, "within" a limit of 2^53 + 100), so a quota
+-- check splits each count's text into hi * 1e9 + lo, both parts exact as doubles
+local BIG = 1e9
+local function norm(h, l)
+  local c = math.floor(l / BIG)
+  return h + c, l - c * BIG
+end
+local function split(s)
+  s = s or '0'
+  if #s <= 15 or string.sub(s, 1, 1) == '-' then return norm(0, tonumber(s) or 0) end
+  return norm(tonumber(string.sub(s, 1, -10)), tonumber(string.sub(s, -9)))
+end
+local function text(h, l)
+  h, l = norm(h, l)
+  if h <= 0 then return string.format('%d', h * BIG + l) end
+  return string.format('%d%09d', h, l)
+end
+-- used + reserved + extra > limit (texts, extra a number of bytes), exactly; and the
+-- hi, lo of used + reserved
+local function exceeds(used, reserved, extra, limit)
+  local uh, ul = split(used)
+  local rh, rl = split(reserved)
+  local bh, bl = norm(uh + rh, ul + rl)
+  local th, tl = norm(bh, bl + extra)
+  local lh, ll = split(limit)
+  return th > lh or (th == lh and tl > ll), bh, bl
 end
 local function release(id, held)
   local rk = ns .. ':rsv:' .. id
@@ -126,7 +154,9 @@ local function keep(p, key)
     local n = tonumber(string.sub(was, unknown and 3 or 2))
     if not old then unknown = true end
     n = n + math.max(num(old), 0)
-    redis.call('HSET', pk, key, sign .. (unknown and '?' or '') .. n)
+    -- (%d: a number joined to a string is written with 14 digits, 1e14 bytes and more
+    -- rounded: "1.0000000001234e+14")
+    redis.call('HSET', pk, key, string.format('%s%s%d', sign, unknown and '?' or '', n))
   end
   if f[2] ~= '1' then return end
   local old = num(redis.call('HGET', sz, key))
@@ -203,8 +233,8 @@ for j, ql in ipairs(quotas) do
   end
   local extra = math.max(0, total - old) - held
   if extra > 0 then
-    local busy = num(f[2]) + num(f[3])
-    if busy + extra > limit then return {'over', p, busy - held, limit} end
+    local over, bh, bl = exceeds(f[2], f[3], extra, limit)
+    if over then return {'over', p, text(bh, bl - held), limit} end
   end
   extras[j], olds[j] = extra, old
 end
@@ -249,9 +279,9 @@ if #held == 0 then
       known = known + old
       if versioned then old = 0 end  -- kept as a prior version: still counted
       local f = redis.call('HMGET', q, 'used', 'reserved')
-      local busy = num(f[1]) + num(f[2])
-      if size - old > 0 and busy + size - old > limit and result[1] == 'ok' then
-        result = {'over', p, busy, limit}
+      if size - old > 0 and result[1] == 'ok' then
+        local over, bh, bl = exceeds(f[1], f[2], size - old, limit)
+        if over then result = {'over', p, text(bh, bl), limit} end
       end
     end
   end
@@ -344,14 +374,26 @@ return kept
 SET_LIMITS = Script(
     _COMMON
     + """
+local function drop(p)
+  -- the quota's count goes (listed again if it is set again), and the writes in flight
+  -- forget the bytes they hold under it: given back later, they came off the count of
+  -- the quota set again meanwhile (reserved below 0 for good: writes past its limit)
+  redis.call('DEL', ns .. ':q:' .. p, ns .. ':sz:' .. p, ns .. ':pend:' .. p,
+    ns .. ':stage:' .. p, ns .. ':kept:' .. p, ns .. ':pendk:' .. p, ns .. ':stagek:' .. p,
+    ns .. ':seedlk:' .. p)
+  for _, id in ipairs(redis.call('ZRANGE', ns .. ':leases', 0, -1)) do
+    redis.call('HDEL', ns .. ':rsv:' .. id, 'h:' .. p, 'o:' .. p)
+  end
+end
 for j = 2, #ARGV, 2 do
   local p, limit = ARGV[j], ARGV[j + 1]
   if limit == '' then
     redis.call('HDEL', ns .. ':limits', p)
-    redis.call('DEL', ns .. ':q:' .. p, ns .. ':sz:' .. p, ns .. ':pend:' .. p,
-      ns .. ':stage:' .. p, ns .. ':kept:' .. p, ns .. ':pendk:' .. p, ns .. ':stagek:' .. p)
-  else
-    redis.call('HSET', ns .. ':limits', p, limit)
+    drop(p)
+  elseif redis.call('HSET', ns .. ':limits', p, limit) == 1 then
+    -- a new quota: no write was recorded under p before it, so a count found here (left
+    -- by an older version's listing of a folder without a quota) is not trusted
+    drop(p)
   end
 end
 local t = redis.call('TIME')
@@ -368,7 +410,8 @@ local p = ARGV[2]
 purge(now_ms())
 local limit = redis.call('HGET', ns .. ':limits', p)
 local f = redis.call('HMGET', ns .. ':q:' .. p, 'used', 'reserved', 'seeded')
-return {limit, num(f[1]), num(f[2]), f[3] == '1' and 1 or 0,
+-- (the counts as Redis keeps them, exact: as Lua numbers they are rounded past 2^53)
+return {limit, f[1] or '0', f[2] or '0', f[3] == '1' and 1 or 0,
   redis.call('GET', ns .. ':epoch')}
 """
 )
@@ -379,6 +422,9 @@ SEED_BEGIN = Script(
     + """
 local p, token, lease, force = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1'
 local q = ns .. ':q:' .. p
+-- no quota here (a refresh_usage of any folder): nothing to list. A count kept without
+-- one would miss every write until a quota is set, then be trusted, too low
+if redis.call('HEXISTS', ns .. ':limits', p) == 0 then return 'seeded' end
 if not force and redis.call('HGET', q, 'seeded') == '1' then return 'seeded' end
 if not redis.call('SET', ns .. ':seedlk:' .. p, token, 'NX', 'PX', lease) then return 'wait' end
 redis.call('HSET', q, 'seeding', token)
@@ -413,11 +459,15 @@ return 1
 """
 )
 
-# ARGV: ns, prefix, token, listed_total -> 1 (swapped in) | 0 (the lock was lost)
+# ARGV: ns, prefix, token, listed_total (exact integer text)
+# -> 1 (swapped in) | 0 (the lock was lost)
 SEED_END = Script(
     _COMMON
     + """
-local p, token, used = ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- the listed total stays text, counted on by HINCRBY: a Lua number is a double, inexact
+-- past 2^53 bytes, and Redis writes one of 1e17 or more as "1e+17", which every later
+-- HINCRBY of used refuses (failing the step half-way); only the deltas are numbers here
+local p, token, used = ARGV[2], ARGV[3], 0
 local q, stage, pend = ns .. ':q:' .. p, ns .. ':stage:' .. p, ns .. ':pend:' .. p
 local stagek, pendk = ns .. ':stagek:' .. p, ns .. ':pendk:' .. p
 if redis.call('HGET', q, 'seeding') ~= token then return 0 end
@@ -455,7 +505,8 @@ swap_in(stage, ns .. ':sz:' .. p)
 swap_in(stagek, ns .. ':kept:' .. p)
 -- marked stale while it listed: swapped in, and listed again on next use
 local seeded = redis.call('HGET', q, 'stale') == '1' and '0' or '1'
-redis.call('HSET', q, 'used', used, 'seeded', seeded)
+redis.call('HSET', q, 'used', ARGV[4], 'seeded', seeded)
+if used ~= 0 then redis.call('HINCRBY', q, 'used', used) end
 redis.call('HDEL', q, 'seeding')
 redis.call('DEL', pend, pendk)
 unlock_seed(p, token)
@@ -475,7 +526,7 @@ for _, ql in ipairs(covering(key)) do
   local f = redis.call('HMGET', q, 'seeding', 'seeded')
   if total then
     -- a purge wins over a listing running now: the key's kept bytes are known
-    if f[1] then redis.call('HSET', ns .. ':pendk:' .. p, key, '=' .. total) end
+    if f[1] then redis.call('HSET', ns .. ':pendk:' .. p, key, '=' .. ARGV[3]) end
     if f[2] == '1' then
       local kk = ns .. ':kept:' .. p
       local old = num(redis.call('HGET', kk, key))
