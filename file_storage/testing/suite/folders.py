@@ -1,10 +1,12 @@
-"""A key is an object or a folder, never both: which check comes first.
+"""A key is an object or a folder, never both, and which check comes first.
 
-A backend that checks the rule (``folder_checks``) refuses a write to a key that is a
-folder, or lies under an object, with ObjectConflictError before anything else the write
-could fail on: its condition (``overwrite=False``, ``if_match``) and the quota a stream
-crosses as it is read. So an application sees the same error on every such backend; S3
-does not check the rule at all (the write's condition then decides there).
+A backend that checks the rule (``folder_checks``) refuses a write, copy or move to a key
+that is a folder, or lies under an object, with ObjectConflictError (answered 409 by the
+FastAPI handlers) naming the operation and that key, and writes nothing. It does so
+before anything else the write could fail on: its condition (``overwrite=False``,
+``if_match``) and the quota a stream crosses as it is read. So an application sees the
+same error on every such backend; S3 does not check the rule at all (the write's
+condition then decides there).
 """
 
 from __future__ import annotations
@@ -25,18 +27,20 @@ async def _blocks(count: int, size: int = 10) -> AsyncIterator[bytes]:
         yield b"x" * size
 
 
-async def test_save_under_an_object_is_a_conflict(backend: StorageBackend) -> None:
+@pytest.mark.parametrize("key", ["f/a/b", "f/a/b/c"], ids=["under", "deep_under"])
+async def test_save_under_an_object_is_a_conflict(backend: StorageBackend, key: str) -> None:
     await backend.save("f/a", b"object")
     with pytest.raises(ObjectConflictError) as caught:
-        await backend.save("f/a/b", b"x")
-    assert (caught.value.operation, caught.value.key) == ("save", "f/a/b")
+        await backend.save(key, b"x")
+    assert (caught.value.operation, caught.value.key) == ("save", key)
     assert await backend.list_files() == ["f/a"]
 
 
-async def test_save_at_a_folder_is_a_conflict(backend: StorageBackend) -> None:
+@pytest.mark.parametrize("streamed", [False, True], ids=["bytes", "stream"])
+async def test_save_at_a_folder_is_a_conflict(backend: StorageBackend, streamed: bool) -> None:
     await backend.save("f/a/b", b"object")
     with pytest.raises(ObjectConflictError) as caught:
-        await backend.save("f/a", b"x")
+        await backend.save("f/a", _blocks(1) if streamed else b"x")
     assert (caught.value.operation, caught.value.key) == ("save", "f/a")
     assert await backend.list_files() == ["f/a/b"]
 
@@ -93,3 +97,18 @@ async def test_copy_to_a_clashing_key_is_a_conflict_naming_the_destination(
         await backend.move("g.txt", "f/a/b")
     assert (moved.value.operation, moved.value.key) == ("move", "f/a/b")
     assert await backend.list_files() == ["f/a", "g.txt"]
+
+
+async def test_copy_or_move_onto_a_folder_is_a_conflict_naming_the_destination(
+    backend: StorageBackend,
+) -> None:
+    await backend.save("f/a/b", b"x")
+    await backend.save("g.txt", b"source")
+    with pytest.raises(ObjectConflictError) as caught:
+        await backend.copy("g.txt", "f/a")
+    assert (caught.value.operation, caught.value.key) == ("copy", "f/a")  # the key that clashes
+    with pytest.raises(ObjectConflictError) as moved:
+        await backend.move("g.txt", "f/a")
+    assert (moved.value.operation, moved.value.key) == ("move", "f/a")
+    assert await backend.list_files() == ["f/a/b", "g.txt"]
+    assert await backend.load("g.txt") == b"source"
