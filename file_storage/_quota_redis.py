@@ -39,7 +39,7 @@ from file_storage import _quota_redis_lua as lua
 from file_storage._quota import Probe, QuotaManager, Reservation, Scanner
 from file_storage._quota_redis_hold import _current, _RedisHeld, _RedisReservation
 from file_storage._quota_redis_lease import Renewer, new_id
-from file_storage._quota_redis_wire import Client, RedisUnavailable
+from file_storage._quota_redis_wire import Client, RedisUnavailable, Script
 from file_storage.errors import (
     StorageConfigError,
     StorageQuotaExceededError,
@@ -97,10 +97,10 @@ class RedisQuotaManager(QuotaManager):
         self._limits: dict[str, int] = {}  # the limits this process set: pushed again after a reset
         self._unpushed: dict[str, int | None] = {}
         self._dirty: set[str] = set()  # keys changed while Redis was away
-        # (key, reservation id) of commits that may not have reached Redis: given back
-        # once the key's quotas are marked to be listed again (which counts the object)
-        self._lost: list[tuple[str, str]] = []
-        self._unlocks: list[tuple[str, list[str]]] = []  # (token, keys) left locked
+        # steps whose answer was lost or cancelled, run again with the next ledger step
+        # (each a no-op if it ran): a reservation's release, once its key's quotas are
+        # marked to be listed again (which counts the object), and an unlock (key None)
+        self._replay: list[tuple[str | None, Script, list[object]]] = []
         self._unpushed_versioning: str | None = None  # set_versioning while Redis was away
         self._outage = False
         self._refreshed: dict[str, float] = {}
@@ -218,8 +218,7 @@ class RedisQuotaManager(QuotaManager):
             self._unpushed
             or self._repush
             or self._dirty
-            or self._lost
-            or self._unlocks
+            or self._replay
             or self._unpushed_versioning is not None
         )
 
@@ -251,23 +250,20 @@ class RedisQuotaManager(QuotaManager):
             logger.warning(
                 "quota ledger: usage will be listed again (changed while Redis was away)"
             )
-        # only once the key's quotas are marked: never a moment when its object is
-        # neither reserved nor counted (a no-op when the commit ran after all)
-        for lost in [lost for lost in self._lost if lost[0] not in self._dirty]:
-            if lost in self._lost:  # (else a concurrent sync gave it back)
-                self._lost.remove(lost)
+        # a release only once its key's quotas are marked: never a moment when its
+        # object is neither reserved nor counted
+        for step in [step for step in self._replay if step[0] not in self._dirty]:
+            if step in self._replay:  # (else a concurrent sync ran it)
+                self._replay.remove(step)
                 try:
-                    await self._client.run(lua.RELEASE, [self.ns, lost[1]])
+                    await self._client.run(step[1], step[2])
                 except BaseException:
-                    self._lost.append(lost)
+                    self._replay.append(step)
                     raise
-        while self._unlocks:  # (a no-op for a lock that is no longer this token's)
-            token, keys = unlock = self._unlocks.pop()
-            try:
-                await self._client.run(lua.FINISH, [self.ns, token, 0, *keys])
-            except BaseException:
-                self._unlocks.append(unlock)
-                raise
+
+    def _lost(self, key: str, reservation: str) -> None:
+        """A commit may not have reached Redis: its reservation is given back later."""
+        self._replay.append((key, lua.RELEASE, [self.ns, reservation]))
 
     def _push_all(self) -> None:
         """Redis lost its data (a restart without persistence): send our limits again."""
@@ -307,7 +303,7 @@ class RedisQuotaManager(QuotaManager):
             # while connecting): the deletes' quotas are listed again, and the locks
             # given back with this process's next step (else they hold for a lease)
             if hold.locked:
-                self._unlocks.append((hold.token, list(hold.keys)))
+                self._replay.append((None, lua.FINISH, [self.ns, hold.token, 0, *hold.keys]))
                 hold.locked = False
             if isinstance(exc, asyncio.CancelledError):
                 self._dirty.update(hold.deleted)

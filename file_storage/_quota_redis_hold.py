@@ -149,7 +149,7 @@ class _RedisReservation(Reservation):
             # the step ran or not: its quotas are listed again, and its bytes given back
             # with the next step (else they count twice, listed and reserved, for a lease)
             self._ledger._missed(self.key, "save")
-            self._ledger._lost.append((self.key, self._id))
+            self._ledger._lost(self.key, self._id)
             return
         except asyncio.CancelledError:
             # the object landed and the step ran or not, and counted it or refused it (a
@@ -157,7 +157,7 @@ class _RedisReservation(Reservation):
             # listed again rather than trusted, its bytes given back with the next step
             # (the hold's exit unlocks the key)
             self._ledger._dirty.add(self.key)
-            self._ledger._lost.append((self.key, self._id))
+            self._ledger._lost(self.key, self._id)
             raise
         self._ledger._reachable()
         if result[0] == "over":
