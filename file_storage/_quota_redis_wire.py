@@ -28,6 +28,10 @@ class RedisUnavailable(Exception):
     """Redis could not be reached: translated by the caller (fail closed or open)."""
 
 
+class RedisTimeout(RedisUnavailable):
+    """Redis did not answer in time (connected, or not): calls fail at once for a while."""
+
+
 class _ReplyError(Exception):
     """An error reply (``-ERR ...``): the message's first word is the code."""
 
@@ -150,7 +154,7 @@ class _Wire(asyncio.Protocol):
             return
         age = time.monotonic() - self._waiting[0][1]
         if age >= self._timeout:
-            self._fail(RedisUnavailable("TimeoutError"))
+            self._fail(RedisTimeout("TimeoutError"))
             return
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._timeout - age, self._check_timeout)
@@ -188,7 +192,7 @@ class _Wire(asyncio.Protocol):
         while self._waiting:
             future = self._waiting.popleft()[0]
             if not future.done():
-                future.set_exception(RedisUnavailable(str(error)))
+                future.set_exception(type(error)(str(error)))
         if self.transport is not None:
             self.transport.abort()
 
@@ -214,11 +218,11 @@ class Client:
 
     def _check_quiet(self) -> None:
         if time.monotonic() < self._quiet_until:
-            raise RedisUnavailable("TimeoutError (a call timed out just now)")
+            raise RedisTimeout("TimeoutError (a call timed out just now)")
         self._quiet_until = 0.0  # over: the next call asks Redis again
 
     def _timed_out(self, exc: RedisUnavailable) -> None:
-        if str(exc).startswith("TimeoutError"):
+        if isinstance(exc, RedisTimeout):
             self._quiet_until = time.monotonic() + self._timeout
 
     async def _connect(self) -> _Wire:
@@ -246,6 +250,8 @@ class Client:
             await conn.connect()  # TLS, AUTH, SELECT as the URL says
         except (redis.RedisError, OSError) as exc:
             # the message names host and port at most; never the URL (its password)
+            if isinstance(exc, (redis.TimeoutError, TimeoutError)):
+                raise RedisTimeout(type(exc).__name__) from exc
             raise RedisUnavailable(type(exc).__name__) from exc
         writer = getattr(conn, "_writer", None)
         if not isinstance(writer, asyncio.StreamWriter):  # pragma: no cover

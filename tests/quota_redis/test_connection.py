@@ -138,3 +138,29 @@ async def test_the_ledger_leaves_no_error_in_redis_stats(
         while not reply.endswith(b"\r\n") or reply.count(b"\r\n") < 2:
             reply += sock.recv(65536)
     assert b"errorstat_" not in reply.replace(b"errorstat_NOSCRIPT", b""), reply
+
+
+@pytest.mark.parametrize("password", ["", "secret"], ids=["call", "connect"])
+async def test_a_redis_that_never_answers_times_out_then_fails_at_once(password: str) -> None:
+    # Redis accepts and never answers (a partition, a stalled server): the call, or the
+    # connection's AUTH, times out, told apart from other outages by its type; the calls
+    # within a timeout after fail the same way at once instead of waiting one more
+    import socket
+
+    from pydantic import SecretStr
+
+    from file_storage._quota_redis_wire import Client, RedisTimeout, Script
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        auth = f":{password}@" if password else ""
+        url = f"redis://{auth}127.0.0.1:{silent.getsockname()[1]}/0"
+        client = Client(SecretStr(url), timeout=0.2)
+        try:
+            with pytest.raises(RedisTimeout):
+                await client.run(Script("return 1"), ["ns"])
+            with pytest.raises(RedisTimeout, match="just now"):
+                await client.call("PING")
+        finally:
+            await client.aclose()
