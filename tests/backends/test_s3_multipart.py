@@ -1,5 +1,6 @@
 """The S3 backend's multipart uploads: when they start, parts in parallel, aborted on
-failure or cancellation, checksums and SSE on every write.
+failure or cancellation, checksums and SSE on every write. What both transports do runs
+on each (``make_on_each_transport``); the rest is aiobotocore's (its event hooks).
 
 The moto server is observed with a plain boto3 client; nothing about the server is mocked.
 """
@@ -16,27 +17,44 @@ import pytest
 
 from file_storage.backends.s3._multipart import crc32
 from tests.backends.conftest import SMALL, MiB, client_of
-from tests.s3util import MakeBackend, blocks, open_uploads, stored_keys
+from tests.s3util import MakeBackend, blocks, open_uploads, s3_backends, stored_keys
 
 pytestmark = pytest.mark.s3
+
+
+@pytest.fixture(params=["aioboto3", "obstore"])
+async def make_on_each_transport(
+    request: pytest.FixtureRequest, moto_endpoint: str, s3_bucket: str
+) -> AsyncIterator[MakeBackend]:
+    """``make_backend`` on each S3 transport: aiobotocore, then obstore (``client=``)."""
+    async with s3_backends(moto_endpoint, s3_bucket, client=request.param) as make:
+        yield make
 
 
 # ---------------------------------------------------------------- multipart uploads
 
 
 async def test_stream_above_threshold_is_a_multipart_upload(
-    make_backend: MakeBackend, raw: Any, s3_bucket: str
+    make_on_each_transport: MakeBackend, raw: Any, s3_bucket: str
 ) -> None:
-    backend = make_backend(**SMALL)
+    backend = make_on_each_transport(**SMALL)
+    # blocks that are not parts: the transport cuts them into parts of 5, 5 and 2 MiB
     await backend.save(
-        "big.bin", blocks(6 * MiB, 6 * MiB), content_type="video/webm", metadata={"Who": "me"}
+        "big.bin",
+        blocks(3 * MiB, 4 * MiB, 5 * MiB),
+        content_type="video/webm",
+        metadata={"Who": "me"},
     )
     head = raw.head_object(Bucket=s3_bucket, Key="storage/big.bin", ChecksumMode="ENABLED")
-    assert head["ETag"].endswith('-3"')  # 12 MiB in 5 MiB parts
+    assert head["ETag"].endswith('-3"')
     assert head["ContentLength"] == 12 * MiB
     assert head["ContentType"] == "video/webm"
     assert head["Metadata"] == {"who": "me"}
-    assert await backend.load("big.bin") == bytes([0]) * 6 * MiB + bytes([1]) * 6 * MiB
+    assert await backend.get_size("big.bin") == 12 * MiB
+    assert (
+        await backend.load("big.bin")
+        == bytes([0]) * 3 * MiB + bytes([1]) * 4 * MiB + bytes([2]) * 5 * MiB
+    )
 
 
 @pytest.mark.s3_needs("stores_checksums")
@@ -122,9 +140,9 @@ async def test_parts_upload_in_parallel_up_to_max_concurrency(make_backend: Make
 
 
 async def test_stream_failing_after_some_parts_aborts_the_upload(
-    make_backend: MakeBackend, raw: Any, s3_bucket: str
+    make_on_each_transport: MakeBackend, raw: Any, s3_bucket: str
 ) -> None:
-    backend = make_backend(**SMALL)
+    backend = make_on_each_transport(**SMALL)
 
     async def dies() -> AsyncIterator[bytes]:
         async for block in blocks(6 * MiB, 5 * MiB, 5 * MiB):
@@ -138,19 +156,20 @@ async def test_stream_failing_after_some_parts_aborts_the_upload(
 
 
 async def test_cancelled_upload_aborts_the_multipart_upload(
-    make_backend: MakeBackend, raw: Any, s3_bucket: str
+    make_on_each_transport: MakeBackend, raw: Any, s3_bucket: str
 ) -> None:
-    backend = make_backend(**SMALL)
+    backend = make_on_each_transport(**SMALL)
     stalled = asyncio.Event()
 
     async def stalls() -> AsyncIterator[bytes]:
         yield b"x" * 6 * MiB  # over the threshold: the multipart upload starts
+        yield b"y" * 6 * MiB  # (obstore's writer takes a part only once the next comes)
         stalled.set()
         await asyncio.Event().wait()  # the client stalls until cancelled
         yield b""
 
     task = asyncio.create_task(backend.save("cancelled.bin", stalls()))
-    await stalled.wait()
+    await stalled.wait()  # the writer took both chunks: the upload exists, a part is sent
     assert len(open_uploads(raw, s3_bucket)) == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

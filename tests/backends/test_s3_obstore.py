@@ -1,12 +1,12 @@
 """What only the obstore transport of the S3 backend has (``STORAGE_S3_CLIENT=obstore``).
 
-The conformance suite runs on it as ``s3_obstore``; here: that it really is obstore doing
-the requests, its multipart aborts, its errors, and what still goes through aiobotocore.
+The conformance suite runs on it as ``s3_obstore``, and the multipart tests both transports
+share (tests/backends/test_s3_multipart.py) run on it too; here: that it really is obstore
+doing the requests, its errors, and what still goes through aiobotocore.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -25,13 +25,11 @@ from file_storage import (
     create_storage_backend,
 )
 from file_storage.settings import StorageSettings
+from tests.backends.conftest import SMALL, MiB
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
-from tests.s3util import MakeBackend, blocks, closed_port, open_uploads, s3_backends, stored_keys
+from tests.s3util import MakeBackend, closed_port, s3_backends
 
 pytestmark = pytest.mark.s3
-
-MiB = 1 << 20
-SMALL: dict[str, Any] = {"multipart_threshold": 5 * MiB, "multipart_chunk_size": 5 * MiB}
 
 
 @pytest.fixture
@@ -83,55 +81,6 @@ asyncio.run(main())
     ).stdout.split()
     assert "obstore" in out
     assert not {"aiobotocore", "botocore", "aiohttp"} & set(out)
-
-
-async def test_stream_above_threshold_is_a_multipart_upload(
-    make_backend: MakeBackend, raw: Any, s3_bucket: str
-) -> None:
-    backend = make_backend(**SMALL)
-    await backend.save("big.bin", blocks(3 * MiB, 4 * MiB, 4 * MiB))
-    etag = raw.head_object(Bucket=s3_bucket, Key="storage/big.bin")["ETag"]
-    assert etag.endswith('-3"')  # parts of 5, 5 and 1 MiB
-    assert await backend.get_size("big.bin") == 11 * MiB
-
-
-async def test_stream_failing_after_some_parts_aborts_the_upload(
-    make_backend: MakeBackend, raw: Any, s3_bucket: str
-) -> None:
-    backend = make_backend(**SMALL)
-
-    async def dies() -> AsyncIterator[bytes]:
-        async for block in blocks(6 * MiB, 5 * MiB, 5 * MiB):
-            yield block
-        raise ConnectionResetError("client went away")
-
-    with pytest.raises(ConnectionResetError):
-        await backend.save("broken.bin", dies())
-    assert stored_keys(raw, s3_bucket) == []
-    assert open_uploads(raw, s3_bucket) == []
-
-
-async def test_cancelled_upload_aborts_the_multipart_upload(
-    make_backend: MakeBackend, raw: Any, s3_bucket: str
-) -> None:
-    backend = make_backend(**SMALL)
-    stalled = asyncio.Event()
-
-    async def stalls() -> AsyncIterator[bytes]:
-        yield b"x" * 6 * MiB  # over the part size: the multipart upload starts
-        yield b"y" * 6 * MiB
-        stalled.set()
-        await asyncio.Event().wait()  # the client stalls until cancelled
-        yield b""
-
-    task = asyncio.create_task(backend.save("cancelled.bin", stalls()))
-    await stalled.wait()  # the writer took both chunks: the upload exists, a part is sent
-    assert len(open_uploads(raw, s3_bucket)) == 1
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert open_uploads(raw, s3_bucket) == []
-    assert stored_keys(raw, s3_bucket) == []
 
 
 async def test_unicode_metadata_travels_rfc_2047_encoded(

@@ -86,6 +86,20 @@ class RedisServer:
         sock.sendall(b"PING\r\n")
         return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
 
+    def info(self, section: str) -> str:
+        """``INFO <section>``, sent inline on a connection of its own (no client library,
+        whose own commands could count in the stats read); plain servers only."""
+        assert self.tls is None, "a plain server"
+        assert self.password is None, "a server without AUTH"
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(f"INFO {section}\r\n".encode())
+            reply = b""
+            while b"\r\n" not in reply or len(reply) < reply.index(b"\r\n") + 2 + int(
+                reply[1 : reply.index(b"\r\n")]
+            ):
+                reply += sock.recv(65536)
+        return reply.split(b"\r\n", 1)[1].decode()
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.kill()

@@ -437,7 +437,8 @@ async def test_a_silent_redis_is_waited_for_once_per_timeout_not_once_per_call(
     sent: list[bytes] = []
 
     def counted(self: _Wire, data: bytes) -> asyncio.Future[Any]:
-        sent.append(data)
+        if not data.startswith(b"*3\r\n$6\r\nSCRIPT"):  # a call, not the load before it
+            sent.append(data)
         return send(self, data)
 
     monkeypatch.setattr(_Wire, "send", counted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 from collections.abc import Iterator
@@ -121,10 +122,8 @@ async def test_the_ledger_leaves_no_error_in_redis_stats(
 ) -> None:
     # operators alert on Redis's error stats: connecting, writing, overwriting, deleting
     # and listing usage answer no call with an error (a Redis before 7.2 refused the
-    # client library's CLIENT SETINFO on every connection); NOSCRIPT is how any client
-    # learns a script must be sent whole once
-    import socket
-
+    # client library's CLIENT SETINFO on every connection; a script called by its SHA
+    # before Redis had its text was refused with NOSCRIPT)
     async with LocalStorageBackend(
         tmp_path / "store", max_size_bytes=1000, quota_redis_url=own_redis.url
     ) as storage:
@@ -132,9 +131,72 @@ async def test_the_ledger_leaves_no_error_in_redis_stats(
         await storage.save("k", b"y" * 10)
         await storage.delete("k")
         assert (await storage.get_usage()).used == 0
-    with socket.create_connection(("127.0.0.1", own_redis.port), timeout=5) as sock:
-        sock.sendall(b"INFO errorstats\r\n")  # (inline: this client sends nothing else)
-        reply = b""
-        while not reply.endswith(b"\r\n") or reply.count(b"\r\n") < 2:
-            reply += sock.recv(65536)
-    assert b"errorstat_" not in reply.replace(b"errorstat_NOSCRIPT", b""), reply
+    stats = own_redis.info("errorstats")
+    assert "errorstat_" not in stats, stats
+
+
+async def test_stores_sharing_a_fresh_redis_leave_no_error_in_its_stats(
+    tmp_path: Path, own_redis: RedisServer
+) -> None:
+    # each connection loads a script before its first call of it (again when Redis has
+    # it from the other: harmless), with many calls of both stores in flight at once
+    options = {"max_size_bytes": 10_000, "quota_redis_url": own_redis.url}
+    a = LocalStorageBackend(tmp_path / "store", **options)  # type: ignore[arg-type]
+    b = LocalStorageBackend(tmp_path / "store", **options)  # type: ignore[arg-type]
+    async with a, b:
+        await asyncio.gather(*(s.save(f"k{i}", b"x" * 10) for i in range(4) for s in (a, b)))
+        await asyncio.gather(a.save("k0", b"y" * 20), b.delete("k1"), a.copy("k2", "c"))
+        assert (await b.get_usage()).used == (await a.get_usage()).used == 50
+    stats = own_redis.info("errorstats")
+    assert "errorstat_" not in stats, stats
+    calls = own_redis.info("commandstats")
+    assert "cmdstat_evalsha:" in calls, calls
+    assert "cmdstat_eval:" not in calls, calls  # no script was sent whole
+
+
+async def test_scripts_flushed_mid_connection_are_sent_whole_once(own_redis: RedisServer) -> None:
+    # SCRIPT FLUSH (or a failover to a replica without them) empties Redis's script cache
+    # under an open connection: the call refused with NOSCRIPT is sent again as EVAL,
+    # which caches the script again; the calls after it find it
+    from pydantic import SecretStr
+
+    from file_storage._quota_redis_wire import Client, Script
+
+    client = Client(SecretStr(own_redis.url), timeout=5.0)
+    script = Script("return ARGV[1] .. ARGV[2]")
+    try:
+        assert await client.run(script, ["ns", "a"]) == "nsa"
+        assert await client.call("SCRIPT", "FLUSH") == "OK"
+        assert await client.run(script, ["ns", "b"]) == "nsb"
+        assert await client.run(script, ["ns", "c"]) == "nsc"
+    finally:
+        await client.aclose()
+    stats = own_redis.info("errorstats")
+    assert "errorstat_NOSCRIPT:count=1\r\n" in stats, stats
+    assert stats.count("errorstat_") == 1, stats
+
+
+@pytest.mark.parametrize("password", ["", "secret"], ids=["call", "connect"])
+async def test_a_redis_that_never_answers_times_out_then_fails_at_once(password: str) -> None:
+    # Redis accepts and never answers (a partition, a stalled server): the call, or the
+    # connection's AUTH, times out, told apart from other outages by its type; the calls
+    # within a timeout after fail the same way at once instead of waiting one more
+    import socket
+
+    from pydantic import SecretStr
+
+    from file_storage._quota_redis_wire import Client, RedisTimeout, Script
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        auth = f":{password}@" if password else ""
+        url = f"redis://{auth}127.0.0.1:{silent.getsockname()[1]}/0"
+        client = Client(SecretStr(url), timeout=0.2)
+        try:
+            with pytest.raises(RedisTimeout):
+                await client.run(Script("return 1"), ["ns"])
+            with pytest.raises(RedisTimeout, match="just now"):
+                await client.call("PING")
+        finally:
+            await client.aclose()

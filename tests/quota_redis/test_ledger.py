@@ -14,7 +14,7 @@ from file_storage import (
     StorageQuotaExceededError,
     StorageUnavailableError,
 )
-from file_storage._quota_redis_wire import RedisUnavailable, Script
+from file_storage._quota_redis_wire import RedisTimeout, Script
 from tests.quota_redis.ledger import gated_pair, local, run_out_leases
 from tests.quota_redis.server import RedisServer
 
@@ -336,7 +336,7 @@ async def test_a_reserve_whose_answer_is_lost_leaves_no_bytes_or_lock_behind(
         result = await run(self, script, args)  # type: ignore[arg-type]
         if script is lua.RESERVE and not lost:
             lost.append(1)
-            raise RedisUnavailable("TimeoutError")
+            raise RedisTimeout("TimeoutError")
         return result
 
     a = local(tmp_path, redis_server, namespace, max_size_bytes=100)
@@ -370,7 +370,7 @@ async def test_a_commit_whose_answer_is_lost_is_listed_again_after_the_process_e
     async def drop_commit(self: Client, script: object, args: list[object]) -> object:
         if script is lua.COMMIT and not dropped:
             dropped.append(1)
-            raise RedisUnavailable("TimeoutError")
+            raise RedisTimeout("TimeoutError")
         return await run(self, script, args)  # type: ignore[arg-type]
 
     a = local(tmp_path, redis_server, namespace, max_size_bytes=1000, quota_lease_seconds=1)
@@ -423,7 +423,7 @@ async def test_a_lost_commit_counts_its_object_once_from_the_next_step(
             lost.append(1)
             if ran:
                 await run(self, script, args)
-            raise RedisUnavailable("TimeoutError")
+            raise RedisTimeout("TimeoutError")
         return await run(self, script, args)
 
     a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)

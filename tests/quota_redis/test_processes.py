@@ -165,6 +165,28 @@ async def test_overwrites_deletes_copies_and_moves_from_four_processes_stay_exac
         assert (await storage.get_usage()).used == stored
 
 
+async def test_writers_of_two_processes_leave_no_error_in_a_fresh_redis_stats(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    # operators alert on Redis's error stats: two processes starting on a Redis without
+    # the ledger's scripts, many writes of each in flight at once, answer none with one
+    store = {"type": "local", "root": str(tmp_path / "storage")}
+    results = run_all(
+        specs(
+            store,
+            own_redis,
+            namespace,
+            mode="fill",
+            writes=3,
+            prefixes=["a/", "b/"],
+            quotas={"a": 20_000},
+        )[:2]
+    )
+    assert sum(r["stored"] for r in results) > 0
+    stats = own_redis.info("errorstats")
+    assert "errorstat_" not in stats, stats
+
+
 async def test_a_writer_killed_mid_stream_frees_its_reservation_within_the_lease(
     tmp_path: Path, redis_server: RedisServer, namespace: str
 ) -> None:

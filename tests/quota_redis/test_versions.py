@@ -11,7 +11,7 @@ from file_storage import (
     LocalStorageBackend,
     StorageQuotaExceededError,
 )
-from file_storage._quota_redis_wire import RedisUnavailable
+from file_storage._quota_redis_wire import RedisTimeout
 from tests.quota_redis.ledger import gated_pair, local, run_out_leases
 from tests.quota_redis.server import RedisServer
 
@@ -106,7 +106,7 @@ async def test_versioning_set_while_redis_did_not_answer_reaches_it_with_the_nex
 
         async def unanswered(*args: object) -> object:
             monkeypatch.setattr(client, "call", real_call)
-            raise RedisUnavailable("TimeoutError")
+            raise RedisTimeout("TimeoutError")
 
         monkeypatch.setattr(client, "call", unanswered)
         await a.set_versioning(True)  # the store keeps versions; Redis did not hear it
