@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Unpack
@@ -261,18 +261,21 @@ class ObstoreBackend(StorageBackend):
                 # completes multipart uploads without one (docs/compatibility.md)
                 body = b"".join(head)
             if not isinstance(body, bytes):
-                await obs.put_async(
+                chunks = _Interruptible(prepend(head, body))
+                upload = obs.put_async(
                     store,
                     key,
-                    prepend(head, body),
+                    chunks,
                     attributes=attributes,
                     use_multipart=True,
                     chunk_size=PART_SIZE,
                     max_concurrency=PART_CONCURRENCY,
                 )
+                await _to_the_end(upload, chunks)
                 return
         mode = await self._mode(key, options)
-        await obs.put_async(store, key, body, attributes=attributes, mode=mode, use_multipart=False)
+        put = obs.put_async(store, key, body, attributes=attributes, mode=mode, use_multipart=False)
+        await _to_the_end(put)
 
     async def _load(self, key: str) -> bytes:
         obs, store = self._store()
@@ -372,7 +375,7 @@ class ObstoreBackend(StorageBackend):
         obs, store = self._store()
         if options.cache_control is None and options.content_disposition is None:
             # server-side; the destination keeps the source's type, metadata and headers
-            await obs.copy_async(store, src, dst, overwrite=True)
+            await _to_the_end(obs.copy_async(store, src, dst, overwrite=True))
             return
         # a header to change: object_store's copy cannot set one, so the bytes go through
         # us, pinned to the source's version, into a write with the new headers
@@ -415,6 +418,63 @@ class ObstoreBackend(StorageBackend):
         # obstore keeps no connection a caller must close: dropping the store frees its pool
         with self._store_lock:
             self._opened = None
+
+
+class _Stopped(Exception):
+    """The body of an upload whose caller was cancelled: obstore aborts the upload."""
+
+
+class _Interruptible:
+    """The body of a multipart upload, which :meth:`stop` ends with an error.
+
+    obstore aborts an upload whose body raises (GCS: the XML multipart upload; Azure: the
+    blocks are never committed), but a cancelled obstore future is dropped on its Rust
+    side mid-upload, aborting nothing: a GCS upload stayed open, its parts stored.
+    """
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._stopped = False
+        self._reading: asyncio.Task[Any] | None = None
+
+    def __aiter__(self) -> _Interruptible:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._stopped:
+            raise _Stopped
+        # obstore awaits each chunk in a task of its own on this loop
+        self._reading = asyncio.current_task()
+        try:
+            return await anext(self._chunks)
+        finally:
+            self._reading = None
+
+    def stop(self) -> None:
+        """Fail the chunk being read (a client stalled mid-body) and every later one."""
+        self._stopped = True
+        if self._reading is not None:
+            self._reading.cancel()
+
+
+async def _to_the_end(request: Awaitable[Any], body: _Interruptible | None = None) -> None:
+    """Await an obstore request; when cancelled, stop its body and wait for it to end
+    (aborted, or landed if its last step was under way) before raising the cancellation,
+    so that nothing is left open and nothing lands after the caller was told."""
+    task = asyncio.ensure_future(request)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if task.done():
+            raise  # the request itself was cancelled
+        if body is not None:
+            body.stop()
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)  # a second cancellation waits all the same
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller is told of the cancellation instead
+        raise
 
 
 def _is_key(name: str) -> bool:
