@@ -212,10 +212,19 @@ class _Job:
                 **_headers(info),
             )
         md5 = digest.hexdigest()
-        if counted[0] != info.size or _md5_of(info.etag) not in (None, md5):
-            raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
-        if self.verify:
-            _check(info, await self.dest.stat(key), md5)
+        try:
+            if counted[0] != info.size or _md5_of(info.etag) not in (None, md5):
+                raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
+            if self.verify:
+                _check(info, await self.dest.stat(key), md5)
+        except _Mismatch as exc:
+            # a copy that did not verify is newer than its source: left in place, the next
+            # run would keep it (and delete the source with delete_source=True)
+            try:
+                await self.dest.delete(key)
+            except StorageError as error:
+                raise _Mismatch(f"{exc}; removing that copy failed: {error}") from error
+            raise
         return counted[0]
 
 

@@ -159,6 +159,18 @@ async def test_verify_failure_is_reported_and_keeps_the_source() -> None:
     assert await source.list_files("") == ["bad/a"]  # the unverified object stays
 
 
+async def test_a_copy_that_failed_verify_is_not_trusted_by_the_next_run() -> None:
+    source, dest = MemoryStorageBackend(), LyingSizes()
+    await source.save("bad/a", b"aaa")
+    first = await migrate(source, dest, delete_source=True)
+    assert list(first.failed) == ["bad/a"]
+    # run again: the copy left by the failed run is newer than the source, but it never
+    # verified, so it is neither kept as it is nor a reason to delete the source
+    again = await migrate(source, dest, delete_source=True)
+    assert (again.skipped, list(again.failed)) == (0, ["bad/a"])
+    assert await source.load("bad/a") == b"aaa"
+
+
 async def test_delete_source_removes_copied_and_skipped_objects(
     local: LocalStorageBackend,
 ) -> None:
