@@ -217,13 +217,16 @@ class _Job:
                 raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
             if self.verify:
                 _check(info, await self.dest.stat(key), md5)
-        except _Mismatch as exc:
+            # deleted while it was read (an open file reads on after an unlink): the copy
+            # would bring back what the application deleted from both backends
+            await self.source.stat(key)
+        except (_Mismatch, ObjectNotFoundError) as exc:
             # a copy that did not verify is newer than its source: left in place, the next
             # run would keep it (and delete the source with delete_source=True)
             try:
                 await self.dest.delete(key)
             except StorageError as error:
-                raise _Mismatch(f"{exc}; removing that copy failed: {error}") from error
+                raise _Mismatch(f"{exc}; removing the copy failed: {error}") from error
             raise
         return counted[0]
 

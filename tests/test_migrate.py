@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,34 @@ async def test_a_copy_that_failed_verify_is_not_trusted_by_the_next_run() -> Non
     again = await migrate(source, dest, delete_source=True)
     assert (again.skipped, list(again.failed)) == (0, ["bad/a"])
     assert await source.load("bad/a") == b"aaa"
+
+
+class DeletedWhileRead(MemoryStorageBackend):
+    """A source whose object the application deletes while migrate reads it, from both
+    backends as docs/migration.md's ``Moving`` does: after the last byte was read (an
+    open file reads on after an unlink), before the copy lands at ``dest``."""
+
+    def __init__(self, dest: StorageBackend) -> None:
+        super().__init__()
+        self.dest = dest
+
+    async def _stream(
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
+    ) -> AsyncIterator[bytes]:
+        async for chunk in super()._stream(key, start, end, chunk_size, if_match):
+            yield chunk
+        await self.dest.delete(key)
+        await self.delete(key)
+
+
+async def test_an_object_deleted_during_its_copy_is_not_brought_back() -> None:
+    dest = MemoryStorageBackend()
+    source = DeletedWhileRead(dest)
+    await source.save("gone/a.txt", b"deleted by the application")
+    report = await migrate(source, dest)
+    assert report.copied == 0
+    assert "gone from the source" in report.failed["gone/a.txt"]
+    assert await dest.list_files("") == []
 
 
 async def test_delete_source_removes_copied_and_skipped_objects(
