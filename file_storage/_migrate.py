@@ -46,6 +46,11 @@ _MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
 # content_disposition); until then ObjectInfo has none of these and nothing extra is sent
 _HEADERS = ("cache_control", "content_disposition")
 _HASH_IN_THREAD = 256 * 1024  # hash larger chunks off the event loop
+# an object up to this size is one request on every backend (S3's default multipart
+# threshold is 16 MiB; GCS and Azure send parts of 8 MiB), where a write's condition costs
+# nothing; a larger conditional write is buffered whole on GCS and Azure and refused in
+# parts by some S3 servers (docs/compatibility.md), so it goes without one
+_CONDITIONAL_BYTES = 8 * 2**20
 
 
 @dataclass(slots=True)
@@ -178,7 +183,7 @@ class _Job:
     async def run(self, info: ObjectInfo, there: ObjectInfo | None) -> int | None:
         copied = None
         if there is None or not await self._keep(info, there):
-            copied = await self._copy(info.key)
+            copied = await self._copy(info.key, there)
         if self.delete_source:
             await self.source.delete(info.key)
         return copied
@@ -198,22 +203,37 @@ class _Job:
             return False
         return ours is not None and ours == theirs
 
-    async def _copy(self, key: str) -> int:
+    async def _copy(self, key: str, there: ObjectInfo | None) -> int | None:
+        """The bytes copied; ``None`` when the destination was written meanwhile."""
         info = await self.source.stat(key)
         digest = hashlib.md5(usedforsecurity=False)
-        counted = [0]
+        read = _Read()
         chunks = self.source.stream(key, if_match=info.etag)
-        async with closing(_hashed(chunks, digest, counted)) as body:
-            await self.dest.save(
-                key,
-                body,
-                content_type=info.content_type,
-                metadata=info.metadata,
-                **_headers(info),
-            )
+        condition: dict[str, Any] = {}
+        if info.size <= _CONDITIONAL_BYTES:
+            # replace only what the listing found there (nothing: create only), so that a
+            # write of the application's since then is kept, not overwritten
+            if there is None:
+                condition["overwrite"] = False
+            elif there.etag is not None:
+                condition["if_match"] = there.etag
+        async with closing(_hashed(chunks, digest, read)) as body:
+            try:
+                await self.dest.save(
+                    key,
+                    body,
+                    content_type=info.content_type,
+                    metadata=info.metadata,
+                    **_headers(info),
+                    **condition,
+                )
+            except PreconditionFailedError:
+                if read.failed or not condition:
+                    raise  # the source changed under its pinned read
+                return None  # the destination's own newer write: kept
         md5 = digest.hexdigest()
         try:
-            if counted[0] != info.size or _md5_of(info.etag) not in (None, md5):
+            if read.bytes != info.size or _md5_of(info.etag) not in (None, md5):
                 raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
             if self.verify:
                 _check(info, await self.dest.stat(key), md5)
@@ -228,7 +248,7 @@ class _Job:
             except StorageError as error:
                 raise _Mismatch(f"{exc}; removing the copy failed: {error}") from error
             raise
-        return counted[0]
+        return read.bytes
 
 
 def _headers(info: ObjectInfo) -> dict[str, Any]:
@@ -268,13 +288,26 @@ async def _update(digest: Any, chunk: bytes) -> None:
         digest.update(chunk)
 
 
-async def _hashed(
-    chunks: AsyncIterator[bytes], digest: Any, counted: list[int]
-) -> AsyncIterator[bytes]:
+@dataclass(slots=True)
+class _Read:
+    """What :func:`_hashed` read of the source: bytes, and whether the read failed."""
+
+    bytes: int = 0
+    failed: bool = False
+
+
+async def _hashed(chunks: AsyncIterator[bytes], digest: Any, read: _Read) -> AsyncIterator[bytes]:
     async with closing(chunks):
-        async for chunk in chunks:
+        while True:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except BaseException:
+                read.failed = True
+                raise
             await _update(digest, chunk)
-            counted[0] += len(chunk)
+            read.bytes += len(chunk)
             yield chunk
 
 

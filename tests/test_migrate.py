@@ -200,6 +200,56 @@ async def test_an_object_deleted_during_its_copy_is_not_brought_back() -> None:
     assert await dest.list_files("") == []
 
 
+class WrittenAtDestWhileRead(MemoryStorageBackend):
+    """A source during whose read the application writes the same key at ``dest`` (its
+    writes go there, as in docs/migration.md), after migrate listed ``dest``."""
+
+    def __init__(self, dest: StorageBackend) -> None:
+        super().__init__()
+        self.dest = dest
+
+    async def _stream(
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
+    ) -> AsyncIterator[bytes]:
+        await self.dest.save(key, b"the app's write during the copy")
+        async for chunk in super()._stream(key, start, end, chunk_size, if_match):
+            yield chunk
+
+
+@pytest.mark.parametrize("stale_copy", [False, True])
+async def test_a_write_at_the_destination_during_the_copy_is_kept(
+    stale_copy: bool, local: LocalStorageBackend, local_root: Path
+) -> None:
+    source = WrittenAtDestWhileRead(local)
+    await source.save("w/a.txt", b"the old version", metadata=META)
+    if stale_copy:  # an older copy that is no longer the source's bytes: copied again
+        await local.save("w/a.txt", b"an older copy")
+        touch(local_root, "w/a.txt", -3600)
+    report = await migrate(source, local, delete_source=True)
+    assert (report.copied, report.skipped, report.failed) == (0, 1, {})
+    assert await local.load("w/a.txt") == b"the app's write during the copy"
+
+
+class ReplacedBeforeRead(MemoryStorageBackend):
+    """A source whose object is replaced between migrate's stat and its pinned read."""
+
+    async def _stream(
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
+    ) -> AsyncIterator[bytes]:
+        await self.save(key, b"a newer version")
+        async for chunk in super()._stream(key, start, end, chunk_size, if_match):
+            yield chunk
+
+
+async def test_a_source_replaced_before_its_read_is_a_failure_not_a_skip() -> None:
+    source, dest = ReplacedBeforeRead(), MemoryStorageBackend()
+    await source.save("r/empty", b"")
+    report = await migrate(source, dest, delete_source=True)
+    assert (report.skipped, list(report.failed)) == (0, ["r/empty"])
+    assert await source.load("r/empty") == b"a newer version"  # not deleted
+    assert await dest.list_files("") == []
+
+
 async def test_delete_source_removes_copied_and_skipped_objects(
     local: LocalStorageBackend,
 ) -> None:
