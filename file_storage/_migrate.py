@@ -107,7 +107,8 @@ async def migrate(
 
     Raises:
         ValueError: ``concurrency < 1``, ``delete_source`` without ``verify``, or
-            ``source`` and ``dest`` are the same object.
+            ``source`` and ``dest`` are the same object or store under ``prefix`` into
+            the same place (the same folder or bucket prefix, or one inside the other).
         InvalidKeyError: bad ``prefix``.
         StorageError: a listing failed (objects copied so far stay copied).
     """
@@ -119,6 +120,10 @@ async def migrate(
     if source is dest:
         raise ValueError("source and dest are the same backend")
     listing = source.iter_files(prefix)  # checks the prefix now
+    if _overlap(source, dest, prefix):
+        # every object would be "already there" (and deleted with delete_source), or
+        # copies would land among the objects being moved
+        raise ValueError("source and dest store into the same place (the folders overlap)")
     existing = dest.iter_files(prefix)
     report = MigrationReport()
     queue: asyncio.Queue[tuple[ObjectInfo, ObjectInfo | None] | None] = asyncio.Queue(
@@ -156,6 +161,18 @@ async def migrate(
 
     await run_all([produce(), *(work() for _ in range(concurrency))])
     return report
+
+
+def _overlap(source: StorageBackend, dest: StorageBackend, prefix: str) -> bool:
+    """Whether the objects under ``prefix`` of both backends share a place in one store
+    (the same folder, or one inside the other), as far as the backends say where they
+    store (a bucket and prefix, a root folder)."""
+    places = [backend._store_identity for backend in (source, dest)]
+    if None in places:
+        return False
+    folder = prefix.strip("/")
+    a, b = ((place or "").rstrip("/") + (f"/{folder}" if folder else "") for place in places)
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
 
 
 async def _pair_up(

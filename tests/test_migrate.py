@@ -250,6 +250,37 @@ async def test_a_source_replaced_before_its_read_is_a_failure_not_a_skip() -> No
     assert await dest.list_files("") == []
 
 
+@pytest.mark.parametrize(
+    ("source_root", "dest_root", "prefix"),
+    [
+        ("store", "store/", ""),
+        ("store", "store", "a"),
+        ("store", "store/a", ""),
+        ("store/a", "store", ""),
+    ],
+)
+async def test_a_destination_in_the_same_place_as_the_source_is_refused(
+    tmp_path: Path, source_root: str, dest_root: str, prefix: str
+) -> None:
+    # two backends over one folder (a settings file pointing at the source): every object
+    # looked already copied, and delete_source=True deleted them all
+    source = LocalStorageBackend(tmp_path / source_root)
+    dest = LocalStorageBackend(tmp_path / dest_root)
+    await source.save("a/precious.txt", b"the only copy")
+    with pytest.raises(ValueError, match="same place"):
+        await migrate(source, dest, prefix, delete_source=True)
+    assert await source.load("a/precious.txt") == b"the only copy"
+
+
+async def test_a_destination_beside_the_folder_moved_is_allowed(tmp_path: Path) -> None:
+    source = LocalStorageBackend(tmp_path / "store")
+    dest = LocalStorageBackend(tmp_path / "store" / "new")
+    await source.save("old/a.txt", b"a")
+    report = await migrate(source, dest, "old", delete_source=True)
+    assert (report.copied, report.failed) == (1, {})
+    assert await dest.load("old/a.txt") == b"a"
+
+
 async def test_delete_source_removes_copied_and_skipped_objects(
     local: LocalStorageBackend,
 ) -> None:

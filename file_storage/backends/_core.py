@@ -128,6 +128,8 @@ class BackendCore(abc.ABC):
     ) -> None:
         """``quota_identity``: what the backend stores into (its root, or bucket and
         prefix), from which the default Redis namespace is derived."""
+        #: where the objects live (``None``: nowhere another backend could reach)
+        self._store_identity = quota_identity
         if quota_redis_url is None:
             self._quotas = QuotaManager(self._usage_scan, quota_refresh_seconds, self._versioning)
         else:
