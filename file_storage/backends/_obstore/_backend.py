@@ -28,7 +28,11 @@ from file_storage._keys import validate_key
 from file_storage._metadata import decode_value, encode_value
 from file_storage._streams import prepend
 from file_storage.backends._core import DELETE_BATCH, CoreArgs, Method
-from file_storage.backends._obstore._errors import is_range_error, map_obstore_error
+from file_storage.backends._obstore._errors import (
+    is_lost_commit,
+    is_range_error,
+    map_obstore_error,
+)
 from file_storage.backends._obstore._rules import ObstoreRules
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.base import StorageBackend
@@ -271,11 +275,25 @@ class ObstoreBackend(StorageBackend):
                     chunk_size=PART_SIZE,
                     max_concurrency=PART_CONCURRENCY,
                 )
-                await _to_the_end(upload, chunks)
+                try:
+                    await _to_the_end(upload, chunks)
+                except Exception as exc:
+                    if not is_lost_commit(exc) or not await self._landed(key, chunks, content_type):
+                        raise
                 return
         mode = await self._mode(key, options)
         put = obs.put_async(store, key, body, attributes=attributes, mode=mode, use_multipart=False)
         await _to_the_end(put)
+
+    async def _landed(self, key: str, chunks: _Interruptible, content_type: str) -> bool:
+        """Whether the upload whose completion was retried is stored: the key holds an
+        object of every byte sent, of this type (a write racing ours to the same key
+        and landing last is as good: it would have replaced ours)."""
+        try:
+            info = await self._head(key)
+        except Exception:
+            return False
+        return not chunks.failed and (info.size, info.content_type) == (chunks.sent, content_type)
 
     async def _load(self, key: str) -> bytes:
         obs, store = self._store()
@@ -436,6 +454,8 @@ class _Interruptible:
         self._chunks = chunks
         self._stopped = False
         self._reading: asyncio.Task[Any] | None = None
+        self.sent = 0  # bytes handed to obstore
+        self.failed = False  # the body ended with an error, not at its end
 
     def __aiter__(self) -> _Interruptible:
         return self
@@ -446,9 +466,16 @@ class _Interruptible:
         # obstore awaits each chunk in a task of its own on this loop
         self._reading = asyncio.current_task()
         try:
-            return await anext(self._chunks)
+            chunk = await anext(self._chunks)
+        except StopAsyncIteration:
+            raise
+        except BaseException:
+            self.failed = True
+            raise
         finally:
             self._reading = None
+        self.sent += len(chunk)
+        return chunk
 
     def stop(self) -> None:
         """Fail the chunk being read (a client stalled mid-body) and every later one."""
