@@ -30,7 +30,12 @@ from typing import Any, Literal
 from file_storage._batch import check_concurrency, run_all
 from file_storage._streams import closing
 from file_storage.backends.base import StorageBackend
-from file_storage.errors import ObjectNotFoundError, PreconditionFailedError, StorageError
+from file_storage.errors import (
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StorageConfigError,
+    StorageError,
+)
 from file_storage.models import ObjectInfo
 
 __all__ = ["MigrationProgress", "MigrationReport", "migrate"]
@@ -222,12 +227,22 @@ class _Job:
 
     async def _copy(self, key: str, there: ObjectInfo | None) -> int | None:
         """The bytes copied; ``None`` when the destination was written meanwhile."""
+        try:
+            return await self._copy_once(key, there, conditional=True)
+        except StorageConfigError:
+            # a destination that cannot check a condition on this write (an S3 server
+            # checking none on uploads in parts): as before, without one
+            return await self._copy_once(key, there, conditional=False)
+
+    async def _copy_once(
+        self, key: str, there: ObjectInfo | None, *, conditional: bool
+    ) -> int | None:
         info = await self.source.stat(key)
         digest = hashlib.md5(usedforsecurity=False)
         read = _Read()
         chunks = self.source.stream(key, if_match=info.etag)
         condition: dict[str, Any] = {}
-        if info.size <= _CONDITIONAL_BYTES:
+        if conditional and info.size <= _CONDITIONAL_BYTES:
             # replace only what the listing found there (nothing: create only), so that a
             # write of the application's since then is kept, not overwritten
             if there is None:

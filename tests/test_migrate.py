@@ -16,8 +16,10 @@ from file_storage import (
     MigrationReport,
     ObjectInfo,
     StorageBackend,
+    StorageConfigError,
     migrate,
 )
+from file_storage.backends._write_options import PLAIN, WriteOptions
 
 META = {"owner": "u1", "kind": "avatar"}
 
@@ -279,6 +281,31 @@ async def test_a_destination_beside_the_folder_moved_is_allowed(tmp_path: Path) 
     report = await migrate(source, dest, "old", delete_source=True)
     assert (report.copied, report.failed) == (1, {})
     assert await dest.load("old/a.txt") == b"a"
+
+
+class NoConditionsInParts(MemoryStorageBackend):
+    """A destination refusing conditional writes of streams, as the S3 backend does in
+    parts (a low multipart threshold) on a server that does not check them (Ceph RGW)."""
+
+    async def _save(
+        self,
+        key: str,
+        body: bytes | AsyncIterator[bytes],
+        content_type: str,
+        metadata: dict[str, str],
+        options: WriteOptions = PLAIN,
+    ) -> None:
+        if options.conditional and not isinstance(body, bytes):
+            raise StorageConfigError("this server does not check conditions on uploads in parts")
+        await super()._save(key, body, content_type, metadata, options)
+
+
+async def test_a_destination_refusing_conditional_writes_is_written_without_one() -> None:
+    source, dest = MemoryStorageBackend(), NoConditionsInParts()
+    await source.save("s/a.txt", b"a", metadata=META)
+    report = await migrate(source, dest)
+    assert (report.copied, report.failed) == (1, {})
+    assert await dest.load("s/a.txt") == b"a"
 
 
 async def test_delete_source_removes_copied_and_skipped_objects(
