@@ -34,6 +34,7 @@ from file_storage.backends._obstore._errors import (
     map_obstore_error,
 )
 from file_storage.backends._obstore._rules import ObstoreRules
+from file_storage.backends._support import mark_landed
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
@@ -347,7 +348,7 @@ class ObstoreBackend(StorageBackend):
     async def _delete(self, key: str) -> None:
         obs, store = self._store()
         with contextlib.suppress(FileNotFoundError):  # idempotent: already gone
-            await obs.delete_async(store, key)
+            await _to_the_end(obs.delete_async(store, key), gone_ok=True)
 
     async def _delete_many(self, keys: list[str]) -> None:
         obs, store = self._store()
@@ -355,7 +356,7 @@ class ObstoreBackend(StorageBackend):
             batch = keys[start : start + DELETE_BATCH]
             try:
                 # Azure: blob batch requests; GCS: concurrent deletes (object_store's own)
-                await obs.delete_async(store, batch)
+                await _to_the_end(obs.delete_async(store, batch), gone_ok=True)
             except FileNotFoundError:
                 # a key already gone fails the bulk call (idempotent for us): finish the
                 # batch key by key, where a missing key is no error
@@ -484,14 +485,17 @@ class _Interruptible:
             self._reading.cancel()
 
 
-async def _to_the_end(request: Awaitable[Any], body: _Interruptible | None = None) -> None:
+async def _to_the_end(
+    request: Awaitable[Any], body: _Interruptible | None = None, *, gone_ok: bool = False
+) -> None:
     """Await an obstore request; when cancelled, stop its body and wait for it to end
     (aborted, or landed if its last step was under way) before raising the cancellation,
-    so that nothing is left open and nothing lands after the caller was told."""
+    so that nothing is left open and nothing lands after the caller was told. A request
+    that landed marks the cancellation so (``gone_ok``: a delete that found nothing)."""
     task = asyncio.ensure_future(request)
     try:
         await asyncio.shield(task)
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as cancelled:
         if task.done():
             raise  # the request itself was cancelled
         if body is not None:
@@ -500,7 +504,10 @@ async def _to_the_end(request: Awaitable[Any], body: _Interruptible | None = Non
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(task)  # a second cancellation waits all the same
         if not task.cancelled():
-            task.exception()  # retrieved: the caller is told of the cancellation instead
+            # retrieved: the caller is told of the cancellation instead
+            error = task.exception()
+            if error is None or (gone_ok and isinstance(error, FileNotFoundError)):
+                mark_landed(cancelled)
         raise
 
 
