@@ -30,7 +30,12 @@ from typing import Any, Literal
 from file_storage._batch import check_concurrency, run_all
 from file_storage._streams import closing
 from file_storage.backends.base import StorageBackend
-from file_storage.errors import ObjectNotFoundError, PreconditionFailedError, StorageError
+from file_storage.errors import (
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StorageConfigError,
+    StorageError,
+)
 from file_storage.models import ObjectInfo
 
 __all__ = ["MigrationProgress", "MigrationReport", "migrate"]
@@ -46,6 +51,11 @@ _MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
 # content_disposition); until then ObjectInfo has none of these and nothing extra is sent
 _HEADERS = ("cache_control", "content_disposition")
 _HASH_IN_THREAD = 256 * 1024  # hash larger chunks off the event loop
+# an object up to this size is one request on every backend (S3's default multipart
+# threshold is 16 MiB; GCS and Azure send parts of 8 MiB), where a write's condition costs
+# nothing; a larger conditional write is buffered whole on GCS and Azure and refused in
+# parts by some S3 servers (docs/compatibility.md), so it goes without one
+_CONDITIONAL_BYTES = 8 * 2**20
 
 
 @dataclass(slots=True)
@@ -102,7 +112,8 @@ async def migrate(
 
     Raises:
         ValueError: ``concurrency < 1``, ``delete_source`` without ``verify``, or
-            ``source`` and ``dest`` are the same object.
+            ``source`` and ``dest`` are the same object or store under ``prefix`` into
+            the same place (the same folder or bucket prefix, or one inside the other).
         InvalidKeyError: bad ``prefix``.
         StorageError: a listing failed (objects copied so far stay copied).
     """
@@ -114,6 +125,10 @@ async def migrate(
     if source is dest:
         raise ValueError("source and dest are the same backend")
     listing = source.iter_files(prefix)  # checks the prefix now
+    if _overlap(source, dest, prefix):
+        # every object would be "already there" (and deleted with delete_source), or
+        # copies would land among the objects being moved
+        raise ValueError("source and dest store into the same place (the folders overlap)")
     existing = dest.iter_files(prefix)
     report = MigrationReport()
     queue: asyncio.Queue[tuple[ObjectInfo, ObjectInfo | None] | None] = asyncio.Queue(
@@ -153,6 +168,18 @@ async def migrate(
     return report
 
 
+def _overlap(source: StorageBackend, dest: StorageBackend, prefix: str) -> bool:
+    """Whether the objects under ``prefix`` of both backends share a place in one store
+    (the same folder, or one inside the other), as far as the backends say where they
+    store (a bucket and prefix, a root folder)."""
+    places = [backend._store_identity for backend in (source, dest)]
+    if None in places:
+        return False
+    folder = prefix.strip("/")
+    a, b = ((place or "").rstrip("/") + (f"/{folder}" if folder else "") for place in places)
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
 async def _pair_up(
     listing: AsyncIterator[ObjectInfo], existing: AsyncIterator[ObjectInfo]
 ) -> AsyncIterator[tuple[ObjectInfo, ObjectInfo | None]]:
@@ -178,7 +205,7 @@ class _Job:
     async def run(self, info: ObjectInfo, there: ObjectInfo | None) -> int | None:
         copied = None
         if there is None or not await self._keep(info, there):
-            copied = await self._copy(info.key)
+            copied = await self._copy(info.key, there)
         if self.delete_source:
             await self.source.delete(info.key)
         return copied
@@ -198,25 +225,62 @@ class _Job:
             return False
         return ours is not None and ours == theirs
 
-    async def _copy(self, key: str) -> int:
+    async def _copy(self, key: str, there: ObjectInfo | None) -> int | None:
+        """The bytes copied; ``None`` when the destination was written meanwhile."""
+        try:
+            return await self._copy_once(key, there, conditional=True)
+        except StorageConfigError:
+            # a destination that cannot check a condition on this write (an S3 server
+            # checking none on uploads in parts): as before, without one
+            return await self._copy_once(key, there, conditional=False)
+
+    async def _copy_once(
+        self, key: str, there: ObjectInfo | None, *, conditional: bool
+    ) -> int | None:
         info = await self.source.stat(key)
         digest = hashlib.md5(usedforsecurity=False)
-        counted = [0]
+        read = _Read()
         chunks = self.source.stream(key, if_match=info.etag)
-        async with closing(_hashed(chunks, digest, counted)) as body:
-            await self.dest.save(
-                key,
-                body,
-                content_type=info.content_type,
-                metadata=info.metadata,
-                **_headers(info),
-            )
+        condition: dict[str, Any] = {}
+        if conditional and info.size <= _CONDITIONAL_BYTES:
+            # replace only what the listing found there (nothing: create only), so that a
+            # write of the application's since then is kept, not overwritten
+            if there is None:
+                condition["overwrite"] = False
+            elif there.etag is not None:
+                condition["if_match"] = there.etag
+        async with closing(_hashed(chunks, digest, read)) as body:
+            try:
+                await self.dest.save(
+                    key,
+                    body,
+                    content_type=info.content_type,
+                    metadata=info.metadata,
+                    **_headers(info),
+                    **condition,
+                )
+            except PreconditionFailedError:
+                if read.failed or not condition:
+                    raise  # the source changed under its pinned read
+                return None  # the destination's own newer write: kept
         md5 = digest.hexdigest()
-        if counted[0] != info.size or _md5_of(info.etag) not in (None, md5):
-            raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
-        if self.verify:
-            _check(info, await self.dest.stat(key), md5)
-        return counted[0]
+        try:
+            if read.bytes != info.size or _md5_of(info.etag) not in (None, md5):
+                raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
+            if self.verify:
+                _check(info, await self.dest.stat(key), md5)
+            # deleted while it was read (an open file reads on after an unlink): the copy
+            # would bring back what the application deleted from both backends
+            await self.source.stat(key)
+        except (_Mismatch, ObjectNotFoundError) as exc:
+            # a copy that did not verify is newer than its source: left in place, the next
+            # run would keep it (and delete the source with delete_source=True)
+            try:
+                await self.dest.delete(key)
+            except StorageError as error:
+                raise _Mismatch(f"{exc}; removing the copy failed: {error}") from error
+            raise
+        return read.bytes
 
 
 def _headers(info: ObjectInfo) -> dict[str, Any]:
@@ -256,13 +320,26 @@ async def _update(digest: Any, chunk: bytes) -> None:
         digest.update(chunk)
 
 
-async def _hashed(
-    chunks: AsyncIterator[bytes], digest: Any, counted: list[int]
-) -> AsyncIterator[bytes]:
+@dataclass(slots=True)
+class _Read:
+    """What :func:`_hashed` read of the source: bytes, and whether the read failed."""
+
+    bytes: int = 0
+    failed: bool = False
+
+
+async def _hashed(chunks: AsyncIterator[bytes], digest: Any, read: _Read) -> AsyncIterator[bytes]:
     async with closing(chunks):
-        async for chunk in chunks:
+        while True:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except BaseException:
+                read.failed = True
+                raise
             await _update(digest, chunk)
-            counted[0] += len(chunk)
+            read.bytes += len(chunk)
             yield chunk
 
 

@@ -198,9 +198,17 @@ async def s3_obstore_backend(moto_endpoint: str, s3_bucket: str) -> AsyncIterato
 
 
 @pytest.fixture(scope="session")
-def gcs_server() -> Iterator[tuple[str, str]]:
+def gcs_server(gcs_emulator: tuple[Any, str]) -> tuple[str, str]:
     """fake-gcs-server behind the gateway of tests/gcs_emulator.py: ``(endpoint, service
     account JSON)``. The key is a fresh RSA key, so presigned URLs are really signed."""
+    gateway, account = gcs_emulator
+    return gateway.url, account
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[tuple[Any, str]]:
+    """``(gateway, service account JSON)`` of :func:`gcs_server`: the gateway's
+    ``uploads`` are the XML multipart uploads open now."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -226,7 +234,7 @@ def gcs_server() -> Iterator[tuple[str, str]]:
         "private_key": pem,
     }
     try:
-        yield gateway.url, json.dumps(account)
+        yield gateway, json.dumps(account)
     finally:
         gateway.stop()
         fake.stop()

@@ -287,6 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
             upload_id = uuid.uuid4().hex
             with self.owner.lock:
                 self.owner.uploads[upload_id] = {
+                    "path": split.path,
                     "headers": self._object_headers(),
                     "parts": {},
                 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,10 @@ from file_storage import (
     MigrationReport,
     ObjectInfo,
     StorageBackend,
+    StorageConfigError,
     migrate,
 )
+from file_storage.backends._write_options import PLAIN, WriteOptions
 
 META = {"owner": "u1", "kind": "avatar"}
 
@@ -157,6 +160,152 @@ async def test_verify_failure_is_reported_and_keeps_the_source() -> None:
     assert report.copied == 1
     assert "verify 'bad/a'" in report.failed["bad/a"]
     assert await source.list_files("") == ["bad/a"]  # the unverified object stays
+
+
+async def test_a_copy_that_failed_verify_is_not_trusted_by_the_next_run() -> None:
+    source, dest = MemoryStorageBackend(), LyingSizes()
+    await source.save("bad/a", b"aaa")
+    first = await migrate(source, dest, delete_source=True)
+    assert list(first.failed) == ["bad/a"]
+    # run again: the copy left by the failed run is newer than the source, but it never
+    # verified, so it is neither kept as it is nor a reason to delete the source
+    again = await migrate(source, dest, delete_source=True)
+    assert (again.skipped, list(again.failed)) == (0, ["bad/a"])
+    assert await source.load("bad/a") == b"aaa"
+
+
+class DeletedWhileRead(MemoryStorageBackend):
+    """A source whose object the application deletes while migrate reads it, from both
+    backends as docs/migration.md's ``Moving`` does: after the last byte was read (an
+    open file reads on after an unlink), before the copy lands at ``dest``."""
+
+    def __init__(self, dest: StorageBackend) -> None:
+        super().__init__()
+        self.dest = dest
+
+    async def _stream(
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
+    ) -> AsyncIterator[bytes]:
+        async for chunk in super()._stream(key, start, end, chunk_size, if_match):
+            yield chunk
+        await self.dest.delete(key)
+        await self.delete(key)
+
+
+async def test_an_object_deleted_during_its_copy_is_not_brought_back() -> None:
+    dest = MemoryStorageBackend()
+    source = DeletedWhileRead(dest)
+    await source.save("gone/a.txt", b"deleted by the application")
+    report = await migrate(source, dest)
+    assert report.copied == 0
+    assert "gone from the source" in report.failed["gone/a.txt"]
+    assert await dest.list_files("") == []
+
+
+class WrittenAtDestWhileRead(MemoryStorageBackend):
+    """A source during whose read the application writes the same key at ``dest`` (its
+    writes go there, as in docs/migration.md), after migrate listed ``dest``."""
+
+    def __init__(self, dest: StorageBackend) -> None:
+        super().__init__()
+        self.dest = dest
+
+    async def _stream(
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
+    ) -> AsyncIterator[bytes]:
+        await self.dest.save(key, b"the app's write during the copy")
+        async for chunk in super()._stream(key, start, end, chunk_size, if_match):
+            yield chunk
+
+
+@pytest.mark.parametrize("stale_copy", [False, True])
+async def test_a_write_at_the_destination_during_the_copy_is_kept(
+    stale_copy: bool, local: LocalStorageBackend, local_root: Path
+) -> None:
+    source = WrittenAtDestWhileRead(local)
+    await source.save("w/a.txt", b"the old version", metadata=META)
+    if stale_copy:  # an older copy that is no longer the source's bytes: copied again
+        await local.save("w/a.txt", b"an older copy")
+        touch(local_root, "w/a.txt", -3600)
+    report = await migrate(source, local, delete_source=True)
+    assert (report.copied, report.skipped, report.failed) == (0, 1, {})
+    assert await local.load("w/a.txt") == b"the app's write during the copy"
+
+
+class ReplacedBeforeRead(MemoryStorageBackend):
+    """A source whose object is replaced between migrate's stat and its pinned read."""
+
+    async def _stream(
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
+    ) -> AsyncIterator[bytes]:
+        await self.save(key, b"a newer version")
+        async for chunk in super()._stream(key, start, end, chunk_size, if_match):
+            yield chunk
+
+
+async def test_a_source_replaced_before_its_read_is_a_failure_not_a_skip() -> None:
+    source, dest = ReplacedBeforeRead(), MemoryStorageBackend()
+    await source.save("r/empty", b"")
+    report = await migrate(source, dest, delete_source=True)
+    assert (report.skipped, list(report.failed)) == (0, ["r/empty"])
+    assert await source.load("r/empty") == b"a newer version"  # not deleted
+    assert await dest.list_files("") == []
+
+
+@pytest.mark.parametrize(
+    ("source_root", "dest_root", "prefix"),
+    [
+        ("store", "store/", ""),
+        ("store", "store", "a"),
+        ("store", "store/a", ""),
+        ("store/a", "store", ""),
+    ],
+)
+async def test_a_destination_in_the_same_place_as_the_source_is_refused(
+    tmp_path: Path, source_root: str, dest_root: str, prefix: str
+) -> None:
+    # two backends over one folder (a settings file pointing at the source): every object
+    # looked already copied, and delete_source=True deleted them all
+    source = LocalStorageBackend(tmp_path / source_root)
+    dest = LocalStorageBackend(tmp_path / dest_root)
+    await source.save("a/precious.txt", b"the only copy")
+    with pytest.raises(ValueError, match="same place"):
+        await migrate(source, dest, prefix, delete_source=True)
+    assert await source.load("a/precious.txt") == b"the only copy"
+
+
+async def test_a_destination_beside_the_folder_moved_is_allowed(tmp_path: Path) -> None:
+    source = LocalStorageBackend(tmp_path / "store")
+    dest = LocalStorageBackend(tmp_path / "store" / "new")
+    await source.save("old/a.txt", b"a")
+    report = await migrate(source, dest, "old", delete_source=True)
+    assert (report.copied, report.failed) == (1, {})
+    assert await dest.load("old/a.txt") == b"a"
+
+
+class NoConditionsInParts(MemoryStorageBackend):
+    """A destination refusing conditional writes of streams, as the S3 backend does in
+    parts (a low multipart threshold) on a server that does not check them (Ceph RGW)."""
+
+    async def _save(
+        self,
+        key: str,
+        body: bytes | AsyncIterator[bytes],
+        content_type: str,
+        metadata: dict[str, str],
+        options: WriteOptions = PLAIN,
+    ) -> None:
+        if options.conditional and not isinstance(body, bytes):
+            raise StorageConfigError("this server does not check conditions on uploads in parts")
+        await super()._save(key, body, content_type, metadata, options)
+
+
+async def test_a_destination_refusing_conditional_writes_is_written_without_one() -> None:
+    source, dest = MemoryStorageBackend(), NoConditionsInParts()
+    await source.save("s/a.txt", b"a", metadata=META)
+    report = await migrate(source, dest)
+    assert (report.copied, report.failed) == (1, {})
+    assert await dest.load("s/a.txt") == b"a"
 
 
 async def test_delete_source_removes_copied_and_skipped_objects(

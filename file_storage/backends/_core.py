@@ -38,6 +38,7 @@ from file_storage._streams import CHUNK_SIZE, Progress
 from file_storage.backends import _pages
 from file_storage.backends._support import (
     file_chunks,
+    has_landed,
     is_caller_error,
     log_failure,
     map_os_error,
@@ -128,6 +129,8 @@ class BackendCore(abc.ABC):
     ) -> None:
         """``quota_identity``: what the backend stores into (its root, or bucket and
         prefix), from which the default Redis namespace is derived."""
+        #: where the objects live (``None``: nowhere another backend could reach)
+        self._store_identity = quota_identity
         if quota_redis_url is None:
             self._quotas = QuotaManager(self._usage_scan, quota_refresh_seconds, self._versioning)
         else:
@@ -357,11 +360,17 @@ class BackendCore(abc.ABC):
         return sum([info.size async for info in self._iter_files(prefix)])
 
     async def _move(self, src: str, dst: str) -> None:
-        await self._copy(src, dst)
+        try:
+            await self._copy(src, dst)
+        except BaseException as exc:
+            if has_landed(exc):  # a copy cancelled once it was stored: src is there too
+                mark_landed(exc, source_kept=True)
+            raise
         try:
             await self._delete(src)
         except BaseException as exc:
-            mark_landed(exc, source_kept=True)  # dst is stored whatever the delete did
+            # dst is stored whatever the delete did; src too, unless the delete landed
+            mark_landed(exc, source_kept=not has_landed(exc))
             raise
 
     async def _delete_many(self, keys: list[str]) -> None:

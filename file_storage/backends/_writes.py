@@ -35,6 +35,7 @@ from file_storage.backends._core import (
 from file_storage.backends._support import (
     Counter,
     has_landed,
+    is_caller_error,
     metered,
     normalize_metadata,
     source_kept,
@@ -42,6 +43,8 @@ from file_storage.backends._support import (
 from file_storage.backends._write_options import passed, write_options
 from file_storage.errors import (
     ObjectNotFoundError,
+    StorageError,
+    StorageUnavailableError,
 )
 from file_storage.models import ObjectEvent
 
@@ -146,22 +149,39 @@ class Writes(BackendCore):
                     await reservation.commit(size if isinstance(size, int) else size.value)
                 elif isinstance(exc, asyncio.CancelledError) and self._cancel_may_land:
                     await self._settle(reservation, size)
+                elif self._cancel_may_land and self._unanswered(exc):
+                    await self._settle(reservation, size, assume_stored=False)
                 else:
                     await reservation.release()
             raise
         if reservation is not None:
             await reservation.commit(size if isinstance(size, int) else size.value)
 
-    async def _settle(self, reservation: Reservation, size: int | Counter) -> None:
-        """A remote write cancelled in flight: the server may have stored it all the same
-        (its answer was on the way back), so count what the key holds now, never less."""
+    def _unanswered(self, exc: BaseException) -> bool:
+        """A remote write that failed without an answer (a connection cut after the server
+        stored it, a timeout): the object may be stored all the same."""
+        if not isinstance(exc, Exception) or is_caller_error(exc):
+            return False
+        error = exc if isinstance(exc, StorageError) else self._map_error(exc, "", None)
+        return isinstance(error, StorageUnavailableError)
+
+    async def _settle(
+        self, reservation: Reservation, size: int | Counter, *, assume_stored: bool = True
+    ) -> None:
+        """A remote write cancelled in flight, or left without an answer: the server may
+        have stored it all the same (its answer was on the way back), so count what the
+        key holds now, never less. When that cannot be read: count what was sent, or
+        (``assume_stored=False``, the write failed and the store is down) nothing."""
         sent = size if isinstance(size, int) else size.value
         try:
             info = await asyncio.shield(self._stat(reservation.key))
         except ObjectNotFoundError:
             await reservation.release()  # not stored
-        except BaseException:  # unknown (an outage, a second cancellation): assume stored
-            await reservation.commit(sent)
+        except BaseException:  # unknown (an outage, a second cancellation)
+            if assume_stored:
+                await reservation.commit(sent)
+            else:
+                await reservation.release()
         else:
             await reservation.commit(info.size)
 

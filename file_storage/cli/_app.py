@@ -279,14 +279,17 @@ def migrate_command(
                 bar.update(key, outcome, report)
 
             async with dest:
-                report = await migrate(
-                    source,
-                    dest,
-                    prefix,
-                    concurrency=concurrency,
-                    delete_source=delete_source,
-                    progress=progress,
-                )
+                try:
+                    report = await migrate(
+                        source,
+                        dest,
+                        prefix,
+                        concurrency=concurrency,
+                        delete_source=delete_source,
+                        progress=progress,
+                    )
+                except ValueError as exc:  # the same storage, reached another way
+                    raise click.UsageError(str(exc), ctx) from None
         if as_json:
             emit_json(
                 {

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 import pytest
@@ -229,3 +232,30 @@ def test_public_base_url_setting_reaches_the_backend(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("STORAGE_GCS_PUBLIC_BASE_URL", "https://cdn.example.com/")
     backend = create_storage_backend()
     assert backend.get_public_url("x.txt") == "https://cdn.example.com/x.txt"
+
+
+async def test_a_cancelled_long_save_leaves_no_multipart_upload_open(
+    backend: GCSStorageBackend, gcs_emulator: tuple[Any, str]
+) -> None:
+    gateway = gcs_emulator[0]
+    sent = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(20):  # 20 MiB: parts of 8 MiB, so a multipart upload is open
+            yield b"a" * 2**20
+        sent.set()
+        await asyncio.Event().wait()  # a client that stalls before its last byte
+
+    def open_uploads() -> list[object]:
+        mine = f"/{backend._bucket}/"
+        return [u for u in gateway.uploads.values() if unquote(u["path"]).startswith(mine)]
+
+    task = asyncio.create_task(backend.save("big.bin", body()))
+    await sent.wait()
+    assert len(open_uploads()) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # told cancelled: the upload is aborted, nothing is stored, and nothing lands later
+    assert open_uploads() == []
+    assert not await backend.exists("big.bin")

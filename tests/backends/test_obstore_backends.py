@@ -3,11 +3,18 @@ bytes through ObstoreBackend, so each test runs on both."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
 
-from file_storage import PreconditionFailedError, StorageBackend, StorageConfigError
+from file_storage import (
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StorageBackend,
+    StorageConfigError,
+)
 
 
 async def test_what_the_backend_lacks_raises_config_error(cloud: StorageBackend) -> None:
@@ -50,3 +57,27 @@ async def test_conditional_stream_over_the_part_size_is_one_atomic_put(
         await cloud.save("big.bin", body(b"d"), if_match=etag)
     data = await cloud.load("big.bin")
     assert (len(data), data[:1], data[-1:]) == (9 * 2**20, b"c", b"c")
+
+
+async def test_cancelled_writes_and_deletes_are_counted_as_what_they_did(
+    cloud: StorageBackend,
+) -> None:
+    # cancelled at every point of its way: a request the store took lands or not, and
+    # the quota must count what is stored once the caller was told of the cancellation
+    cloud.set_quota("", 10**9)
+    for step in range(24):
+        await cloud.save(f"d/{step}", b"x" * 1000)
+        operations = [
+            cloud.delete(f"d/{step}"),
+            cloud.copy(f"d/{step}", f"c/{step}"),
+            cloud.save(f"s/{step}", b"y" * 100),
+        ]
+        for operation in operations:
+            task = asyncio.ensure_future(operation)
+            for _ in range(step):
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ObjectNotFoundError):
+                await task
+            stored = await cloud.get_total_size("")
+            assert (step, (await cloud.get_usage("")).used) == (step, stored)

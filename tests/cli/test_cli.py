@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from file_storage import StorageSettings
+from file_storage.cli import _run
 from tests.cli.helpers import ROOT, cli, cli_env, s3_settings, write_env_file
 
 
@@ -188,6 +190,34 @@ def test_migrate_onto_the_same_storage_is_a_usage_error(tmp_path: Path) -> None:
     result = cli("migrate", "--to-env", to_env, "--delete-source", env=env)
     assert result.returncode == 2
     assert b"same storage" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("kind", "source", "dest"),
+    [
+        (
+            "gcs",
+            {"bucket": "media", "prefix": "storage"},
+            {"bucket": "media", "prefix": "storage/x"},
+        ),
+        ("gcs", {"bucket": "media", "prefix": ""}, {"bucket": "media", "prefix": "other"}),
+        (
+            "azure",
+            {"account": "acc", "container": "media", "prefix": "storage"},
+            {"account": "acc", "container": "media", "prefix": "storage"},
+        ),
+    ],
+)
+def test_gcs_and_azure_settings_onto_the_same_storage_overlap(
+    kind: str, source: dict[str, str], dest: dict[str, str]
+) -> None:
+    # the CLI refused LOCAL and S3 destinations holding the source, never GCS or Azure ones
+    def settings(fields: dict[str, str]) -> StorageSettings:
+        return StorageSettings(type=kind.upper(), **{kind: fields})  # type: ignore[arg-type]
+
+    assert _run.overlap(settings(source), settings(dest))
+    other = {**dest, "bucket": "other"} if kind == "gcs" else {**dest, "container": "other"}
+    assert not _run.overlap(settings(source), settings(other))
 
 
 def test_migrate_with_failed_objects_exits_1(tmp_path: Path) -> None:

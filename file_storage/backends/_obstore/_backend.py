@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Unpack
@@ -28,8 +28,13 @@ from file_storage._keys import validate_key
 from file_storage._metadata import decode_value, encode_value
 from file_storage._streams import prepend
 from file_storage.backends._core import DELETE_BATCH, CoreArgs, Method
-from file_storage.backends._obstore._errors import is_range_error, map_obstore_error
+from file_storage.backends._obstore._errors import (
+    is_lost_commit,
+    is_range_error,
+    map_obstore_error,
+)
 from file_storage.backends._obstore._rules import ObstoreRules
+from file_storage.backends._support import mark_landed
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
@@ -261,18 +266,35 @@ class ObstoreBackend(StorageBackend):
                 # completes multipart uploads without one (docs/compatibility.md)
                 body = b"".join(head)
             if not isinstance(body, bytes):
-                await obs.put_async(
+                chunks = _Interruptible(prepend(head, body))
+                upload = obs.put_async(
                     store,
                     key,
-                    prepend(head, body),
+                    chunks,
                     attributes=attributes,
                     use_multipart=True,
                     chunk_size=PART_SIZE,
                     max_concurrency=PART_CONCURRENCY,
                 )
+                try:
+                    await _to_the_end(upload, chunks)
+                except Exception as exc:
+                    if not is_lost_commit(exc) or not await self._landed(key, chunks, content_type):
+                        raise
                 return
         mode = await self._mode(key, options)
-        await obs.put_async(store, key, body, attributes=attributes, mode=mode, use_multipart=False)
+        put = obs.put_async(store, key, body, attributes=attributes, mode=mode, use_multipart=False)
+        await _to_the_end(put)
+
+    async def _landed(self, key: str, chunks: _Interruptible, content_type: str) -> bool:
+        """Whether the upload whose completion was retried is stored: the key holds an
+        object of every byte sent, of this type (a write racing ours to the same key
+        and landing last is as good: it would have replaced ours)."""
+        try:
+            info = await self._head(key)
+        except Exception:
+            return False
+        return not chunks.failed and (info.size, info.content_type) == (chunks.sent, content_type)
 
     async def _load(self, key: str) -> bytes:
         obs, store = self._store()
@@ -326,7 +348,7 @@ class ObstoreBackend(StorageBackend):
     async def _delete(self, key: str) -> None:
         obs, store = self._store()
         with contextlib.suppress(FileNotFoundError):  # idempotent: already gone
-            await obs.delete_async(store, key)
+            await _to_the_end(obs.delete_async(store, key), gone_ok=True)
 
     async def _delete_many(self, keys: list[str]) -> None:
         obs, store = self._store()
@@ -334,7 +356,7 @@ class ObstoreBackend(StorageBackend):
             batch = keys[start : start + DELETE_BATCH]
             try:
                 # Azure: blob batch requests; GCS: concurrent deletes (object_store's own)
-                await obs.delete_async(store, batch)
+                await _to_the_end(obs.delete_async(store, batch), gone_ok=True)
             except FileNotFoundError:
                 # a key already gone fails the bulk call (idempotent for us): finish the
                 # batch key by key, where a missing key is no error
@@ -372,7 +394,7 @@ class ObstoreBackend(StorageBackend):
         obs, store = self._store()
         if options.cache_control is None and options.content_disposition is None:
             # server-side; the destination keeps the source's type, metadata and headers
-            await obs.copy_async(store, src, dst, overwrite=True)
+            await _to_the_end(obs.copy_async(store, src, dst, overwrite=True))
             return
         # a header to change: object_store's copy cannot set one, so the bytes go through
         # us, pinned to the source's version, into a write with the new headers
@@ -415,6 +437,78 @@ class ObstoreBackend(StorageBackend):
         # obstore keeps no connection a caller must close: dropping the store frees its pool
         with self._store_lock:
             self._opened = None
+
+
+class _Stopped(Exception):
+    """The body of an upload whose caller was cancelled: obstore aborts the upload."""
+
+
+class _Interruptible:
+    """The body of a multipart upload, which :meth:`stop` ends with an error.
+
+    obstore aborts an upload whose body raises (GCS: the XML multipart upload; Azure: the
+    blocks are never committed), but a cancelled obstore future is dropped on its Rust
+    side mid-upload, aborting nothing: a GCS upload stayed open, its parts stored.
+    """
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._stopped = False
+        self._reading: asyncio.Task[Any] | None = None
+        self.sent = 0  # bytes handed to obstore
+        self.failed = False  # the body ended with an error, not at its end
+
+    def __aiter__(self) -> _Interruptible:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._stopped:
+            raise _Stopped
+        # obstore awaits each chunk in a task of its own on this loop
+        self._reading = asyncio.current_task()
+        try:
+            chunk = await anext(self._chunks)
+        except StopAsyncIteration:
+            raise
+        except BaseException:
+            self.failed = True
+            raise
+        finally:
+            self._reading = None
+        self.sent += len(chunk)
+        return chunk
+
+    def stop(self) -> None:
+        """Fail the chunk being read (a client stalled mid-body) and every later one."""
+        self._stopped = True
+        if self._reading is not None:
+            self._reading.cancel()
+
+
+async def _to_the_end(
+    request: Awaitable[Any], body: _Interruptible | None = None, *, gone_ok: bool = False
+) -> None:
+    """Await an obstore request; when cancelled, stop its body and wait for it to end
+    (aborted, or landed if its last step was under way) before raising the cancellation,
+    so that nothing is left open and nothing lands after the caller was told. A request
+    that landed marks the cancellation so (``gone_ok``: a delete that found nothing)."""
+    task = asyncio.ensure_future(request)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError as cancelled:
+        if task.done():
+            raise  # the request itself was cancelled
+        if body is not None:
+            body.stop()
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)  # a second cancellation waits all the same
+        if not task.cancelled():
+            # retrieved: the caller is told of the cancellation instead
+            error = task.exception()
+            if error is None or (gone_ok and isinstance(error, FileNotFoundError)):
+                mark_landed(cancelled)
+        raise
 
 
 def _is_key(name: str) -> bool:

@@ -20,12 +20,13 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 
-__all__ = ["is_range_error", "map_obstore_error"]
+__all__ = ["is_lost_commit", "is_range_error", "map_obstore_error"]
 
 _STATUS = re.compile(r"status code: (\d{3})")
 # Azure's <Code>ContainerNotFound</Code>, GCS's XML <Code>NoSuchBucket</Code>
 _CODE = re.compile(r"<Code>([A-Za-z0-9]{1,64})</Code>")
 _MISSING_STORE = frozenset({"ContainerNotFound", "NoSuchBucket"})
+_LOST_COMMIT = frozenset({"NoSuchUpload", "InvalidBlockList"})
 # transport failures: obstore retried them and gave up
 _TRANSPORT = ("error sending request", "HTTP error", "timed out", "Timeout", "connection")
 
@@ -40,6 +41,13 @@ def is_range_error(exc: BaseException) -> bool:
     """True for a 416 (a range starting at or past the end of the object)."""
     text = str(exc)
     return _status(text)[0] == 416 or "InvalidRange" in text or "Range not satisfiable" in text
+
+
+def is_lost_commit(exc: BaseException) -> bool:
+    """True when the last step of a multipart upload found its upload gone: GCS's
+    ``NoSuchUpload``, Azure's ``InvalidBlockList``. object_store retries that step when
+    its answer is lost, and the retry finds the upload completed by the first attempt."""
+    return _status(str(exc))[1] in _LOST_COMMIT
 
 
 def map_obstore_error(exc: Exception, kind: str) -> StorageError | None:

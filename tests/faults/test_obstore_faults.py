@@ -1,0 +1,114 @@
+"""The Azure and GCS backends (obstore) behind the fault proxy: answers lost after the
+emulator did the work. What lands must be counted under the quota, whatever the caller
+was told, and a write that landed whole is a success."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from file_storage import AzureStorageBackend, GCSStorageBackend, StorageUnavailableError
+from file_storage.backends.azure import EMULATOR_ACCOUNT, EMULATOR_KEY
+from tests.faults.proxy import FaultProxy
+
+
+@pytest.fixture
+def azure_proxy(azurite: Any) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(azurite.endpoint.rsplit("/", 1)[0])
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+async def backend(azurite: Any, azure_proxy: FaultProxy) -> AsyncIterator[AzureStorageBackend]:
+    container = f"test-{uuid.uuid4().hex[:20]}"
+    azurite.create_container(container)
+    backend = AzureStorageBackend(
+        container,
+        account=EMULATOR_ACCOUNT,
+        prefix="storage",
+        access_key=EMULATOR_KEY,
+        endpoint_url=f"{azure_proxy.endpoint}/{EMULATOR_ACCOUNT}",
+        max_size_bytes=10**9,
+    )
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+        azurite.delete_container(container)
+
+
+@pytest.mark.azure
+@pytest.mark.parametrize("condition", [{}, {"overwrite": False}])
+async def test_a_write_whose_answer_was_lost_is_counted_as_stored(
+    backend: AzureStorageBackend, azure_proxy: FaultProxy, condition: dict[str, Any]
+) -> None:
+    await backend.save("other.bin", b"o" * 100)
+    azure_proxy.cut_response_after(0, match="PUT", times=10)  # stored, never answered
+    with pytest.raises(StorageUnavailableError):
+        await backend.save("k.bin", b"k" * 600, **condition)
+    azure_proxy.clear()
+    assert await backend.get_size("k.bin") == 600  # it landed...
+    assert (await backend.get_usage("")).used == 700  # ...so the quota counts it
+
+
+async def twenty_mib(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), 2**20):  # over 8 MiB: sent as parts (blocks)
+        yield data[start : start + 2**20]
+
+
+DATA = bytes(range(256)) * (20 * 2**20 // 256)
+
+
+@pytest.mark.azure
+async def test_a_block_list_whose_answer_was_lost_is_a_stored_object(
+    backend: AzureStorageBackend, azure_proxy: FaultProxy
+) -> None:
+    # the retried Put Block List finds its blocks committed already: 400 InvalidBlockList
+    azure_proxy.cut_response_after(0, match="comp=blocklist")
+    assert await backend.save("big.bin", twenty_mib(DATA[: 10 * 2**20])) == "big.bin"
+    assert await backend.load("big.bin") == DATA[: 10 * 2**20]
+    assert (await backend.get_usage("")).used == 10 * 2**20
+
+
+@pytest.fixture
+async def gcs_backend_behind_proxy(
+    gcs_emulator: tuple[Any, str],
+) -> AsyncIterator[tuple[GCSStorageBackend, FaultProxy]]:
+    from tests.gcs_emulator import create_bucket
+
+    gateway, account = gcs_emulator
+    proxy = FaultProxy(gateway.url)
+    proxy.start()
+    bucket = f"test-{uuid.uuid4().hex[:20]}"
+    create_bucket(gateway.url, bucket)
+    fields = {**json.loads(account), "gcs_base_url": proxy.endpoint}
+    backend = GCSStorageBackend(
+        bucket,
+        prefix="storage",
+        service_account=json.dumps(fields),
+        endpoint_url=proxy.endpoint,
+        max_size_bytes=10**9,
+    )
+    try:
+        yield backend, proxy
+    finally:
+        await backend.aclose()
+        proxy.stop()
+
+
+@pytest.mark.gcs
+async def test_a_multipart_completion_whose_answer_was_lost_is_a_stored_object(
+    gcs_backend_behind_proxy: tuple[GCSStorageBackend, FaultProxy],
+) -> None:
+    # the retried completion finds no upload (404): the first one stored the object
+    backend, proxy = gcs_backend_behind_proxy
+    proxy.cut_response_after(0, match="%2Ebin?uploadId=")
+    assert await backend.save("big.bin", twenty_mib(DATA)) == "big.bin"
+    assert await backend.load("big.bin") == DATA
+    assert (await backend.get_usage("")).used == len(DATA)
