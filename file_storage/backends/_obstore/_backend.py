@@ -29,6 +29,7 @@ from file_storage._metadata import decode_value, encode_value
 from file_storage._streams import prepend
 from file_storage.backends._core import DELETE_BATCH, CoreArgs, Method
 from file_storage.backends._obstore._errors import (
+    is_discarded_block_list,
     is_lost_commit,
     is_range_error,
     map_obstore_error,
@@ -42,6 +43,7 @@ from file_storage.errors import (
     PreconditionFailedError,
     StorageConfigError,
     StorageError,
+    StorageUnavailableError,
 )
 from file_storage.models import ObjectInfo
 
@@ -279,8 +281,18 @@ class ObstoreBackend(StorageBackend):
                 try:
                     await _to_the_end(upload, chunks)
                 except Exception as exc:
-                    if not is_lost_commit(exc) or not await self._landed(key, chunks, content_type):
-                        raise
+                    if is_lost_commit(exc) and await self._landed(key, chunks, content_type):
+                        return
+                    if is_discarded_block_list(exc):
+                        # the object at key may be ours or another writer's of the same
+                        # size: never reported as saved; the quota counts what key holds
+                        raise StorageUnavailableError(
+                            "the upload's block list was refused (InvalidBlockList): "
+                            "whether this write landed is unknown",
+                            operation="save",
+                            key=key,
+                        ) from exc
+                    raise
                 return
         mode = await self._mode(key, options)
         put = obs.put_async(store, key, body, attributes=attributes, mode=mode, use_multipart=False)

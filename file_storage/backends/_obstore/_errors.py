@@ -20,13 +20,12 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 
-__all__ = ["is_lost_commit", "is_range_error", "map_obstore_error"]
+__all__ = ["is_discarded_block_list", "is_lost_commit", "is_range_error", "map_obstore_error"]
 
 _STATUS = re.compile(r"status code: (\d{3})")
 # Azure's <Code>ContainerNotFound</Code>, GCS's XML <Code>NoSuchBucket</Code>
 _CODE = re.compile(r"<Code>([A-Za-z0-9]{1,64})</Code>")
 _MISSING_STORE = frozenset({"ContainerNotFound", "NoSuchBucket"})
-_LOST_COMMIT = frozenset({"NoSuchUpload", "InvalidBlockList"})
 # transport failures: obstore retried them and gave up
 _TRANSPORT = ("error sending request", "HTTP error", "timed out", "Timeout", "connection")
 
@@ -44,10 +43,17 @@ def is_range_error(exc: BaseException) -> bool:
 
 
 def is_lost_commit(exc: BaseException) -> bool:
-    """True when the last step of a multipart upload found its upload gone: GCS's
-    ``NoSuchUpload``, Azure's ``InvalidBlockList``. object_store retries that step when
-    its answer is lost, and the retry finds the upload completed by the first attempt."""
-    return _status(str(exc))[1] in _LOST_COMMIT
+    """True when the last step of a GCS multipart upload found its upload gone
+    (``NoSuchUpload``): object_store retries that step when its answer is lost, and the
+    retry finds the upload completed by the first attempt (no one else knows its id)."""
+    return _status(str(exc))[1] == "NoSuchUpload"
+
+
+def is_discarded_block_list(exc: BaseException) -> bool:
+    """True when Azure refused a block list (``InvalidBlockList``): either a retry of a
+    commit whose answer was lost (Azurite) or another writer's commit of the same key,
+    which discards the blocks not yet committed: whether this write landed is unknown."""
+    return _status(str(exc))[1] == "InvalidBlockList"
 
 
 def map_obstore_error(exc: Exception, kind: str) -> StorageError | None:
