@@ -127,10 +127,13 @@ Op = Callable[[StorageBackend, Seen], Awaitable[Any]]
 class Script:
     """Draws the operations of one seed; each is run on every backend."""
 
-    def __init__(self, seed: int, files: Path, *, versions: bool = False) -> None:
+    def __init__(
+        self, seed: int, files: Path, *, versions: bool = False, suspend: bool = True
+    ) -> None:
         self.rng = random.Random(seed)
         self.files = files  # where upload_file's local files are written
         self.versions = versions  # draw the versioning operations too
+        self.suspend = suspend  # and among them set_versioning(False)
         self.model: dict[str, bytes] = {}  # the bytes memory holds, to pick stale ETags
         self.stat_first: str | None = None  # a key whose ETags the next step needs
         self.same = False  # the step is a write with an if_match of the same bytes
@@ -321,7 +324,7 @@ class Script:
         )[0]
         index = self.rng.choice([0, 1, 2, 5, -1])  # -1: an id that names no version
         keep = self.rng.choice([0, 1, 1, 2])
-        enabled = self.rng.random() < 0.7
+        enabled = self.rng.random() < 0.7 or not self.suspend
 
         async def version_id(backend: StorageBackend) -> str:
             versions = await backend.list_versions(key)
