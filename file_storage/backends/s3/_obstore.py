@@ -380,6 +380,9 @@ class _Paginator:
             return self._forwarded(params)
         if params.get("Delimiter") not in (None, "/"):
             return self._forwarded(params)
+        if params.get("Delimiter") == "/" and params.get("StartAfter"):
+            # object_store lists one level from the start: it takes no cursor there
+            return self._forwarded(params)
         if str(params.get("StartAfter", "")).endswith("/"):
             # object_store's paths drop a trailing "/": a folder cursor would become the
             # folder's bare key, which sorts before its neighbours ("u1-x" < "u1/")

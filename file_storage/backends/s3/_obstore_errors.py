@@ -61,7 +61,11 @@ def code(exc: BaseException) -> str | None:
         return None
     if (found := _CODE.search(str(exc))) is not None:
         return found.group(1)
-    return _class_code(exc)
+    if (named := _class_code(exc)) is not None:
+        return named
+    # an answer without a body (to a HEAD): its status, the code botocore gives it too
+    status = _STATUS.search(str(exc))
+    return status.group(1) if status is not None else None
 
 
 def map_error(exc: BaseException, bucket: str) -> StorageError | None:

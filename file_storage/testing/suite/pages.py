@@ -132,6 +132,19 @@ async def test_cursor_outside_the_prefix_is_compared_as_a_string(filled: Storage
     ]
 
 
+async def test_non_recursive_cursor_after_the_prefix_lists_nothing(
+    filled: StorageBackend,
+) -> None:
+    # found by the differential test (tests/parity): S3 through obstore listed one level
+    # from the start, ignoring a cursor past every key of the prefix
+    after = await filled.list_page("users/u1", start_after="zzz", recursive=False)
+    assert after == ListPage([], [], None)
+    found = filled.iter_files("users", start_after="users/u2", recursive=False)
+    assert [i.key async for i in found] == []
+    within = filled.iter_files("users/u1", start_after="users/u1/a.txt", recursive=False)
+    assert [i.key async for i in within] == []
+
+
 @pytest.mark.parametrize("cursor", ["", "/abs", "a//b", "a/../b", "two//", "/"])
 async def test_invalid_cursor_raises_invalid_key(filled: StorageBackend, cursor: str) -> None:
     with pytest.raises(InvalidKeyError) as info:

@@ -1,53 +1,27 @@
-"""Switching STORAGE_TYPE changes nothing a user sees: a differential test.
+"""The operations of the differential test: a seeded script drawn once, run on every backend.
 
-A seeded, bounded random sequence of operations runs on the memory, local and S3 (moto)
-backends side by side, each with the same quotas, and after every operation what a user
-sees must be the same: the return value, or the exception's type with the operation and
-key it names (and a quota error's figures), stat fields, listings and usage.
-
-Two differences are the stores' own, documented in docs/compatibility.md ("Switching
-backends: what can differ"), and tolerated here exactly:
-
-- S3 does not check the object-or-folder rule: an operation refused on memory with
-  ``ObjectConflictError`` must be refused the same way on local, and is not sent to S3
-  (where it would succeed and the stores would part ways).
-- ETags are opaque version tags: memory and single-part S3 ones are the MD5 of the bytes
-  (compared equal), local ones change on every write. An ETag read before a rewrite of
-  the same bytes still matches on memory and S3; local may refuse it, with
-  ``PreconditionFailedError`` and nothing else, and the write is then repeated there with
-  the ETag of now so that the stores stay alike. An ETag of other bytes matches nowhere.
+Each operation is drawn with its arguments from the seed, then run on each backend as an
+``Op``; what a user sees of its result is reduced to backend-neutral values by
+:func:`outcome` and :func:`failure`, which tests/parity/test_parity.py compares.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from file_storage import (
-    LocalStorageBackend,
-    MemoryStorageBackend,
-    ObjectConflictError,
     ObjectInfo,
-    PreconditionFailedError,
+    ObjectVersion,
     StorageBackend,
     StorageError,
     StorageQuotaExceededError,
 )
 from file_storage.testing.suite._key_cases import INVALID_KEYS, VALID_KEYS
-from tests.s3util import s3_backends
 
-pytestmark = pytest.mark.s3
-
-# more seeds for a longer hunt: FILE_STORAGE_TEST_PARITY_SEEDS=100
-SEEDS = range(int(os.environ.get("FILE_STORAGE_TEST_PARITY_SEEDS", "4")))
-STEPS = 200
 LIMIT = 6000  # the backend-wide quota: random writes cross it now and then
 FOLDER_LIMIT = 1500  # and a folder's
 QUOTA_FOLDER = "d/"
@@ -90,8 +64,15 @@ def outcome(result: Any) -> Any:
     """What a user sees of a return value, backend-neutral."""
     if isinstance(result, ObjectInfo):
         return ("info", *info_fields(result))
+    if isinstance(result, ObjectVersion):  # ids are each store's own: "null" or not
+        return ("version", result.version_id == "null", result.size, result.is_latest)
     if isinstance(result, list):
         return [outcome(item) for item in result]
+    if isinstance(result, dict):  # save_many: each item's key, or its exception
+        return {
+            name: failure(value) if isinstance(value, BaseException) else outcome(value)
+            for name, value in result.items()
+        }
     if hasattr(result, "files") and hasattr(result, "next_start_after"):  # a ListPage
         return ("page", outcome(list(result.files)), list(result.dirs), result.next_start_after)
     if hasattr(result, "used") and hasattr(result, "limit"):  # a Usage
@@ -136,6 +117,8 @@ class Seen:
     """What one backend told the user about a key: its ETags, with the bytes of each."""
 
     etags: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
+    # save_many items memory refused with ObjectConflictError, not sent to an object store
+    conflicts: frozenset[str] = frozenset()
 
 
 Op = Callable[[StorageBackend, Seen], Awaitable[Any]]
@@ -144,19 +127,17 @@ Op = Callable[[StorageBackend, Seen], Awaitable[Any]]
 class Script:
     """Draws the operations of one seed; each is run on every backend."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(
+        self, seed: int, files: Path, *, versions: bool = False, suspend: bool = True
+    ) -> None:
         self.rng = random.Random(seed)
+        self.files = files  # where upload_file's local files are written
+        self.versions = versions  # draw the versioning operations too
+        self.suspend = suspend  # and among them set_versioning(False)
         self.model: dict[str, bytes] = {}  # the bytes memory holds, to pick stale ETags
         self.stat_first: str | None = None  # a key whose ETags the next step needs
-
-    def same_bytes_refused(self, results: dict[str, Any], text: str) -> bool:
-        """The one tolerated ETag difference: an if_match of the same bytes that memory
-        took and local refused."""
-        return (
-            text.endswith(", same)")
-            and results["memory"][0] == "ok"
-            and results["local"] == ("raise", "PreconditionFailedError", "save", self.stat_first)
-        )
+        self.same = False  # the step is a write with an if_match of the same bytes
+        self.uploads = 0
 
     def key(self) -> str:
         rng = self.rng
@@ -214,9 +195,12 @@ class Script:
                 "total",
                 "usage",
                 "stream",
+                "save_many",
+                "versions",
             ],
-            weights=[30, 8, 5, 5, 3, 1, 8, 4, 2, 2, 4, 3, 5, 3, 2, 2, 3],
+            weights=[30, 8, 5, 5, 3, 1, 8, 4, 2, 2, 4, 3, 5, 3, 2, 2, 3, 4, 8 * self.versions],
         )[0]
+        self.same = False
         return getattr(self, f"_{kind}")()
 
     # ------------------------------------------------------------ writes
@@ -225,10 +209,17 @@ class Script:
         key, data = self.key(), self.content()
         ctype, meta = self.rng.choice(TYPES), self.rng.choice(METADATA)
         cache, disp = self.rng.choice(HEADERS), self.rng.choice(DISPOSITIONS)
-        streamed = self.rng.random() < 0.25
+        how = self.rng.choices(["bytes", "streamed", "upload_file"], [55, 25, 20])[0]
         cond, arg = self.condition(key)
         if cond in ("current", "stale", "same"):
             self.stat_first = key
+        self.same = cond == "same"
+        self.uploads += 1
+        local = self.files / f"upload-{self.uploads}.bin"
+        if how == "upload_file" and self.rng.random() < 0.05:
+            local = self.files / "no-such-file.bin"  # ObjectNotFoundError, nothing stored
+        elif how == "upload_file":
+            local.write_bytes(data)
 
         async def run(backend: StorageBackend, seen: Seen) -> Any:
             options: dict[str, Any] = {}
@@ -242,7 +233,17 @@ class Script:
                 options["if_match"] = first_etag_of(seen, key, arg)
             elif cond == "bogus":
                 options["if_match"] = arg
-            body = chunks(data) if streamed else data
+            if how == "upload_file":
+                return await backend.upload_file(
+                    local,
+                    key,
+                    content_type=ctype,
+                    metadata=meta,
+                    cache_control=cache,
+                    content_disposition=disp,
+                    **options,
+                )
+            body = chunks(data) if how == "streamed" else data
             return await backend.save(
                 key,
                 body,
@@ -253,8 +254,20 @@ class Script:
                 **options,
             )
 
-        text = f"save({key!r}, {len(data)} bytes{' streamed' if streamed else ''}, {ctype!r}, "
+        text = f"save({key!r}, {len(data)} bytes {how}, {ctype!r}, "
         return (f"{text}{meta!r}, {cache!r}, {disp!r}, {cond})", run)
+
+    def _save_many(self) -> tuple[str, Op]:
+        keys = [self.key() for _ in range(self.rng.randrange(0, 5))]
+        items = [(key, self.content()) for key in keys]  # a key twice: ValueError
+        streamed = self.rng.random() < 0.3
+
+        async def run(backend: StorageBackend, seen: Seen) -> Any:
+            sent = [(k, chunks(d) if streamed else d) for k, d in items if k not in seen.conflicts]
+            return await backend.save_many(sent, concurrency=1)  # in order: quota decides alike
+
+        sizes = [(k, len(d)) for k, d in items]
+        return (f"save_many({sizes!r}{' streamed' if streamed else ''})", run)
 
     def _copy(self) -> tuple[str, Op]:
         src = self.key()
@@ -298,6 +311,46 @@ class Script:
             return await backend.delete_prefix(prefix)
 
         return (f"delete_prefix({prefix!r})", run)
+
+    # ------------------------------------------------------------ versions
+
+    def _versions(self) -> tuple[str, Op]:
+        """A versioning step: version ids are each store's own, so a version is named by
+        its place in ``list_versions`` (newest first), or by an id no store has."""
+        key = self.key()
+        what = self.rng.choices(
+            ["list", "load", "stat", "stream", "restore", "purge", "switch"],
+            weights=[4, 3, 2, 1, 3, 2, 1],
+        )[0]
+        index = self.rng.choice([0, 1, 2, 5, -1])  # -1: an id that names no version
+        keep = self.rng.choice([0, 1, 1, 2])
+        enabled = self.rng.random() < 0.7 or not self.suspend
+
+        async def version_id(backend: StorageBackend) -> str:
+            versions = await backend.list_versions(key)
+            if 0 <= index < len(versions):
+                return versions[index].version_id
+            return "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY"  # well-formed, made up
+
+        async def run(backend: StorageBackend, seen: Seen) -> Any:
+            if what == "list":
+                return await backend.list_versions(key)
+            if what == "purge":
+                return await backend.purge_versions(key, keep)
+            if what == "switch":
+                return await backend.set_versioning(enabled)
+            vid = await version_id(backend)
+            if what == "load":
+                return await backend.load(key, version_id=vid)
+            if what == "stat":
+                return await backend.stat(key, version_id=vid)
+            if what == "stream":
+                parts = backend.stream(key, start=1, end=600, chunk_size=64, version_id=vid)
+                return b"".join([c async for c in parts])
+            return await backend.restore_version(key, vid)
+
+        args = {"purge": keep, "switch": enabled}.get(what, index)
+        return (f"versions:{what}({key!r}, {args})", run)
 
     # ------------------------------------------------------------ reads
 
@@ -425,121 +478,3 @@ def stale_etag(seen: Seen, key: str, now: bytes | None) -> str:
         if data != now:
             return etag
     return '"no-such-version"'
-
-
-@pytest.fixture
-async def stores(
-    tmp_path: Path, moto_endpoint: str, s3_bucket: str
-) -> AsyncIterator[dict[str, StorageBackend]]:
-    async with s3_backends(moto_endpoint, s3_bucket) as make:
-        made: dict[str, StorageBackend] = {
-            "memory": MemoryStorageBackend(max_size_bytes=LIMIT),
-            "local": LocalStorageBackend(tmp_path / "local", max_size_bytes=LIMIT),
-            "s3": make(prefix="storage", region="us-east-1", max_size_bytes=LIMIT),
-        }
-        for backend in made.values():
-            backend.set_quota(QUOTA_FOLDER, FOLDER_LIMIT)
-        try:
-            yield made
-        finally:
-            await made["memory"].aclose()
-            await made["local"].aclose()
-
-
-async def attempt(op: Op, backend: StorageBackend, seen: Seen) -> Any:
-    try:
-        return ("ok", outcome(await op(backend, seen)))
-    except Exception as exc:
-        return failure(exc)
-
-
-async def stat_all(stores: dict[str, StorageBackend], seen: dict[str, Seen], key: str) -> None:
-    """Before a conditional write: each backend's ETag of ``key`` now, with its bytes."""
-    for name, backend in stores.items():
-        try:
-            info = await backend.stat(key)
-        except StorageError:
-            continue
-        remember(seen[name], key, info, await backend.load(key))
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-async def test_every_backend_shows_the_same_outcomes(
-    stores: dict[str, StorageBackend], seed: int
-) -> None:
-    script = Script(seed)
-    seen = {name: Seen() for name in stores}
-    history: list[str] = []
-    for step in range(STEPS):
-        text, op = script.draw()
-        history.append(text)
-        if script.stat_first is not None:
-            await stat_all(stores, seen, script.stat_first)
-        results = {"memory": await attempt(op, stores["memory"], seen["memory"])}
-        results["local"] = await attempt(op, stores["local"], seen["local"])
-        if script.same_bytes_refused(results, text):
-            # a local ETag names a file version, not the bytes: read it again, write again
-            key = script.stat_first
-            assert key is not None
-            seen["local"].etags[key] = []
-            await stat_all({"local": stores["local"]}, seen, key)
-            results["local"] = await attempt(op, stores["local"], seen["local"])
-        refused = results["memory"][:2] == ("raise", ObjectConflictError.__name__)
-        if not refused:  # S3 does not check the object-or-folder rule
-            results["s3"] = await attempt(op, stores["s3"], seen["s3"])
-        context = f"seed {seed} step {step}: {text}\n  after: " + "\n  ".join(history[-12:-1])
-        for name, result in results.items():
-            assert result == results["memory"], f"{name} differs from memory at {context}"
-        # the state, as a user sees it: every object with its stat fields
-        keys = await stores["memory"].list_files()
-        for name, backend in stores.items():
-            assert await backend.list_files() == keys, f"{name} keys at {context}"
-        if step % 10 == 9 or step == STEPS - 1:
-            await compare_state(stores, seen, keys, context)
-        script.model = {k: await stores["memory"].load(k) for k in keys}
-
-
-async def compare_state(
-    stores: dict[str, StorageBackend], seen: dict[str, Seen], keys: list[str], context: str
-) -> None:
-    for key in keys:
-        infos = {name: await backend.stat(key) for name, backend in stores.items()}
-        data = await stores["memory"].load(key)
-        for name, info in infos.items():
-            remember(seen[name], key, info, data)  # ETags for later conditional writes
-        want = info_fields(infos["memory"])
-        for name, info in infos.items():
-            assert info_fields(info) == want, f"{name} stat of {key!r} at {context}"
-        for name, backend in stores.items():
-            assert await backend.load(key) == data, f"{name} bytes of {key!r} at {context}"
-        # memory and single-part S3 ETags are both the MD5 of the bytes
-        md5 = '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
-        assert infos["memory"].etag == infos["s3"].etag == md5, f"ETag of {key!r} at {context}"
-    for prefix in ("", QUOTA_FOLDER):
-        usage = {name: outcome(await b.get_usage(prefix)) for name, b in stores.items()}
-        assert usage["local"] == usage["s3"] == usage["memory"], f"usage at {context}"
-
-
-async def test_an_etag_of_the_same_bytes_rewritten_matches_on_memory_and_s3_only(
-    stores: dict[str, StorageBackend],
-) -> None:
-    # the ETag difference the random test tolerates, shown: a header-only copy onto itself
-    # and a save of identical bytes are new versions on local disk, not on memory and S3
-    outcomes = {}
-    for name, backend in stores.items():
-        await backend.save("e/a.txt", b"same")
-        before = (await backend.stat("e/a.txt")).etag
-        await backend.copy("e/a.txt", "e/a.txt", cache_control="no-store")
-        after_copy = (await backend.stat("e/a.txt")).etag
-        await backend.save("e/a.txt", b"same", cache_control="no-store")
-        try:
-            await backend.save("e/a.txt", b"new", if_match=before)
-        except PreconditionFailedError as exc:
-            outcomes[name] = (before == after_copy, "refused", exc.operation, exc.key)
-        else:
-            outcomes[name] = (before == after_copy, "written", None, None)
-    assert outcomes == {
-        "memory": (True, "written", None, None),
-        "s3": (True, "written", None, None),
-        "local": (False, "refused", "save", "e/a.txt"),
-    }
