@@ -174,14 +174,19 @@ async def test_a_copy_that_failed_verify_is_not_trusted_by_the_next_run() -> Non
     assert await source.load("bad/a") == b"aaa"
 
 
-class DeletedWhileRead(MemoryStorageBackend):
-    """A source whose object the application deletes while migrate reads it, from both
-    backends as docs/migration.md's ``Moving`` does: after the last byte was read (an
-    open file reads on after an unlink), before the copy lands at ``dest``."""
+class SourceBesideDest(MemoryStorageBackend):
+    """A source that also acts on ``dest`` while migrate reads it (the application's
+    writes go on during a migration)."""
 
     def __init__(self, dest: StorageBackend) -> None:
         super().__init__()
         self.dest = dest
+
+
+class DeletedWhileRead(SourceBesideDest):
+    """A source whose object the application deletes while migrate reads it, from both
+    backends as docs/migration.md's ``Moving`` does: after the last byte was read (an
+    open file reads on after an unlink), before the copy lands at ``dest``."""
 
     async def _stream(
         self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
@@ -202,13 +207,9 @@ async def test_an_object_deleted_during_its_copy_is_not_brought_back() -> None:
     assert await dest.list_files("") == []
 
 
-class WrittenAtDestWhileRead(MemoryStorageBackend):
+class WrittenAtDestWhileRead(SourceBesideDest):
     """A source during whose read the application writes the same key at ``dest`` (its
     writes go there, as in docs/migration.md), after migrate listed ``dest``."""
-
-    def __init__(self, dest: StorageBackend) -> None:
-        super().__init__()
-        self.dest = dest
 
     async def _stream(
         self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
