@@ -172,7 +172,7 @@ def _overlap(source: StorageBackend, dest: StorageBackend, prefix: str) -> bool:
     """Whether the objects under ``prefix`` of both backends share a place in one store
     (the same folder, or one inside the other), as far as the backends say where they
     store (a bucket and prefix, a root folder)."""
-    places = [backend._store_identity for backend in (source, dest)]
+    places = [backend._store_place() for backend in (source, dest)]
     if None in places:
         return False
     folder = prefix.strip("/")

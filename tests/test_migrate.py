@@ -274,6 +274,22 @@ async def test_a_destination_in_the_same_place_as_the_source_is_refused(
     assert await source.load("a/precious.txt") == b"the only copy"
 
 
+@pytest.mark.parametrize("dest_root", ["link", "store/sub/.."])
+async def test_the_same_folder_reached_by_another_path_is_refused(
+    tmp_path: Path, dest_root: str
+) -> None:
+    # a symlink to the source's root (or a path with ".."): the same files under another
+    # name, and delete_source=True deleted the only copy of each
+    (tmp_path / "store" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "store")
+    source = LocalStorageBackend(tmp_path / "store")
+    dest = LocalStorageBackend(tmp_path / dest_root)
+    await source.save("a/precious.txt", b"the only copy")
+    with pytest.raises(ValueError, match="same place"):
+        await migrate(source, dest, delete_source=True)
+    assert await source.load("a/precious.txt") == b"the only copy"
+
+
 async def test_a_destination_beside_the_folder_moved_is_allowed(tmp_path: Path) -> None:
     source = LocalStorageBackend(tmp_path / "store")
     dest = LocalStorageBackend(tmp_path / "store" / "new")
