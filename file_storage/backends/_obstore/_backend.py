@@ -508,9 +508,9 @@ async def _to_the_end(
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError as cancelled:
-        if task.done():
-            raise  # the request itself was cancelled
-        if body is not None:
+        # done already: the request itself was cancelled, or it ended in the same pass
+        # of the loop as the caller's cancellation (its outcome is known: told below)
+        if body is not None and not task.done():
             body.stop()
         while not task.done():
             with contextlib.suppress(asyncio.CancelledError):
