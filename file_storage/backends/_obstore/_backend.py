@@ -125,8 +125,14 @@ class ObstoreBackend(StorageBackend):
         self._public_base_url = public_base_url
         self._endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
         super().__init__(quota_identity=f"{identity}/{prefix}", **core)
+        # a bucket (container) of the same name on another server is another store; the
+        # quota's identity (its Redis namespace) stays without the endpoint, as it was
+        self._place = f"{identity}@{self._endpoint_url}/{prefix}" if endpoint_url else None
         # expiry rules live in the store, shared by every process (see _obstore._rules)
         self._rules = ObstoreRules(self)
+
+    def _store_place(self) -> str | None:
+        return self._place or super()._store_place()
 
     # ---------------------------------------------------------------- for subclasses
 
