@@ -270,8 +270,10 @@ class _Job:
             if self.verify:
                 _check(info, await self.dest.stat(key), md5)
             # deleted while it was read (an open file reads on after an unlink): the copy
-            # would bring back what the application deleted from both backends
-            await self.source.stat(key)
+            # would bring back what the application deleted from both backends; replaced:
+            # the copy holds the old bytes, and delete_source would lose the new ones
+            if _changed(info, await self.source.stat(key)):
+                raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
         except (_Mismatch, ObjectNotFoundError) as exc:
             # a copy that did not verify is newer than its source: left in place, the next
             # run would keep it (and delete the source with delete_source=True)
@@ -281,6 +283,13 @@ class _Job:
                 raise _Mismatch(f"{exc}; removing the copy failed: {error}") from error
             raise
         return read.bytes
+
+
+def _changed(before: ObjectInfo, now: ObjectInfo) -> bool:
+    """Whether the source object was replaced since ``before`` was read of it."""
+    if before.etag is not None and now.etag is not None:
+        return before.etag != now.etag
+    return (before.size, before.last_modified) != (now.size, now.last_modified)
 
 
 def _headers(info: ObjectInfo) -> dict[str, Any]:

@@ -370,3 +370,26 @@ async def test_migrate_copies_object_headers(backend: StorageBackend) -> None:
     assert report.failed == {}
     info = await backend.stat("h/a.txt")
     assert (info.cache_control, info.content_disposition) == ("max-age=60", "inline")
+
+
+class ReplacedWhileRead(MemoryStorageBackend):
+    """A source whose object the application replaces while migrate reads it, after the
+    last byte was read (an open file reads on after a rename replaced it)."""
+
+    async def _stream(
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
+    ) -> AsyncIterator[bytes]:
+        async for chunk in super()._stream(key, start, end, chunk_size, if_match):
+            yield chunk
+        await self.save(key, b"the app's new version")
+
+
+async def test_an_object_replaced_during_its_copy_is_not_deleted_from_the_source() -> None:
+    # the copy holds the old bytes: deleting the source would lose the new version
+    source, dest = ReplacedWhileRead(), MemoryStorageBackend()
+    await source.save("doc.txt", b"the old version")
+    report = await migrate(source, dest, delete_source=True)
+    assert report.copied == 0
+    assert "changed" in report.failed["doc.txt"]
+    assert await source.load("doc.txt") == b"the app's new version"
+    assert await dest.list_files("") == []  # the old copy is not left to be trusted
