@@ -104,3 +104,30 @@ async def test_a_request_done_as_its_caller_is_cancelled_is_marked_landed(outcom
     with pytest.raises(asyncio.CancelledError) as info:
         await caller
     assert has_landed(info.value)
+
+
+async def test_a_listed_etag_is_the_one_stat_gives_and_a_write_accepts(
+    cloud: StorageBackend,
+) -> None:
+    await cloud.save("e.txt", b"one")
+    listed = [info async for info in cloud.iter_files("")]
+    page = await cloud.list_page("")
+    assert listed[0].etag == page.files[0].etag == (await cloud.stat("e.txt")).etag
+    await cloud.save("e.txt", b"two", if_match=listed[0].etag)
+    assert await cloud.load("e.txt") == b"two"
+
+
+async def test_migrate_with_delete_source_replaces_an_older_object_at_the_destination(
+    cloud: StorageBackend,
+) -> None:
+    # the conditional copy (if_match the ETag the listing found) was refused for a
+    # listing's ETag lacking the quotes of stat's: counted "kept", the source deleted,
+    # and the destination left with the stale object
+    from file_storage import MemoryStorageBackend, migrate
+
+    await cloud.save("k.txt", b"stale")
+    source = MemoryStorageBackend()
+    await source.save("k.txt", b"the only up-to-date copy")
+    report = await migrate(source, cloud, delete_source=True)
+    assert (report.copied, report.failed) == (1, {})
+    assert await cloud.load("k.txt") == b"the only up-to-date copy"

@@ -209,7 +209,7 @@ class ObstoreBackend(StorageBackend):
             key=meta["path"],
             size=meta["size"],
             last_modified=modified.astimezone(UTC),
-            etag=meta.get("e_tag"),
+            etag=_quoted(meta.get("e_tag")),
             content_type=attributes.get("Content-Type"),
             metadata=metadata,
             cache_control=attributes.get("Cache-Control"),
@@ -527,6 +527,15 @@ async def _to_the_end(
             if error is None or (gone_ok and isinstance(error, FileNotFoundError)):
                 mark_landed(cancelled)
         raise
+
+
+def _quoted(etag: str | None) -> str | None:
+    """An ETag as a HEAD's header gives it (``"..."``): a listing's XML gives it bare
+    (GCS, Azure), and the one a listing found must match in ``if_match`` and compare
+    equal to what ``stat`` says."""
+    if etag is None or etag.startswith(('"', 'W/"')):
+        return etag
+    return f'"{etag}"'
 
 
 def _is_key(name: str) -> bool:
