@@ -225,6 +225,15 @@ class _Job:
             return False
         return ours is not None and ours == theirs
 
+    async def _written_since(self, key: str, there: ObjectInfo | None) -> bool:
+        """Whether the destination holds another object at ``key`` than its listing found."""
+        try:
+            now = await self.dest.stat(key)
+        except ObjectNotFoundError:
+            return False  # nothing there: none written, or written and deleted again
+        # ETags compared bare: a listing may give them without the quotes stat gives
+        return there is None or (_bare(now.etag), now.size) != (_bare(there.etag), there.size)
+
     async def _copy(self, key: str, there: ObjectInfo | None) -> int | None:
         """The bytes copied; ``None`` when the destination was written meanwhile."""
         try:
@@ -262,6 +271,10 @@ class _Job:
             except PreconditionFailedError:
                 if read.failed or not condition:
                     raise  # the source changed under its pinned read
+                if not await self._written_since(key, there):
+                    # refused, yet the destination holds what the listing found: no newer
+                    # write to keep (delete_source would delete the only new copy)
+                    raise
                 return None  # the destination's own newer write: kept
         md5 = digest.hexdigest()
         try:
@@ -283,6 +296,10 @@ class _Job:
                 raise _Mismatch(f"{exc}; removing the copy failed: {error}") from error
             raise
         return read.bytes
+
+
+def _bare(etag: str | None) -> str | None:
+    return None if etag is None else etag.removeprefix("W/").strip('"')
 
 
 def _changed(before: ObjectInfo, now: ObjectInfo) -> bool:

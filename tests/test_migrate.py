@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator
@@ -393,3 +394,25 @@ async def test_an_object_replaced_during_its_copy_is_not_deleted_from_the_source
     assert "changed" in report.failed["doc.txt"]
     assert await source.load("doc.txt") == b"the app's new version"
     assert await dest.list_files("") == []  # the old copy is not left to be trusted
+
+
+class BareListedETags(MemoryStorageBackend):
+    """A destination whose listing gives each ETag in another form than ``stat`` and its
+    write conditions take (as GCS and Azure listings once did: without the quotes)."""
+
+    async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for info in super()._iter_files(prefix):
+            etag = None if info.etag is None else info.etag.strip('"')
+            yield dataclasses.replace(info, etag=etag)
+
+
+async def test_a_copy_refused_with_the_destination_unchanged_is_a_failure_not_a_skip() -> None:
+    # the refused condition is no newer write of the application's: the destination still
+    # holds what the listing found, so the object is failed and the source kept
+    dest = BareListedETags()
+    await dest.save("k.txt", b"stale")
+    source = MemoryStorageBackend()
+    await source.save("k.txt", b"the only up-to-date copy")
+    report = await migrate(source, dest, delete_source=True)
+    assert (report.copied, report.skipped, list(report.failed)) == (0, 0, ["k.txt"])
+    assert await source.load("k.txt") == b"the only up-to-date copy"
