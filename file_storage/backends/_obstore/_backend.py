@@ -35,7 +35,7 @@ from file_storage.backends._obstore._errors import (
     map_obstore_error,
 )
 from file_storage.backends._obstore._rules import ObstoreRules
-from file_storage.backends._support import mark_landed
+from file_storage.backends._support import mark_landed, server_of
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
@@ -127,7 +127,7 @@ class ObstoreBackend(StorageBackend):
         super().__init__(quota_identity=f"{identity}/{prefix}", **core)
         # a bucket (container) of the same name on another server is another store; the
         # quota's identity (its Redis namespace) stays without the endpoint, as it was
-        self._place = f"{identity}@{self._endpoint_url}/{prefix}" if endpoint_url else None
+        self._place = f"{identity}@{server_of(endpoint_url)}/{prefix}" if endpoint_url else None
         # expiry rules live in the store, shared by every process (see _obstore._rules)
         self._rules = ObstoreRules(self)
 
