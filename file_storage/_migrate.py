@@ -172,7 +172,7 @@ def _overlap(source: StorageBackend, dest: StorageBackend, prefix: str) -> bool:
     """Whether the objects under ``prefix`` of both backends share a place in one store
     (the same folder, or one inside the other), as far as the backends say where they
     store (a bucket and prefix, a root folder)."""
-    places = [backend._store_identity for backend in (source, dest)]
+    places = [backend._store_place() for backend in (source, dest)]
     if None in places:
         return False
     folder = prefix.strip("/")
@@ -225,6 +225,15 @@ class _Job:
             return False
         return ours is not None and ours == theirs
 
+    async def _written_since(self, key: str, there: ObjectInfo | None) -> bool:
+        """Whether the destination holds another object at ``key`` than its listing found."""
+        try:
+            now = await self.dest.stat(key)
+        except ObjectNotFoundError:
+            return False  # nothing there: none written, or written and deleted again
+        # ETags compared bare: a listing may give them without the quotes stat gives
+        return there is None or (_bare(now.etag), now.size) != (_bare(there.etag), there.size)
+
     async def _copy(self, key: str, there: ObjectInfo | None) -> int | None:
         """The bytes copied; ``None`` when the destination was written meanwhile."""
         try:
@@ -262,6 +271,10 @@ class _Job:
             except PreconditionFailedError:
                 if read.failed or not condition:
                     raise  # the source changed under its pinned read
+                if not await self._written_since(key, there):
+                    # refused, yet the destination holds what the listing found: no newer
+                    # write to keep (delete_source would delete the only new copy)
+                    raise
                 return None  # the destination's own newer write: kept
         md5 = digest.hexdigest()
         try:
@@ -270,8 +283,10 @@ class _Job:
             if self.verify:
                 _check(info, await self.dest.stat(key), md5)
             # deleted while it was read (an open file reads on after an unlink): the copy
-            # would bring back what the application deleted from both backends
-            await self.source.stat(key)
+            # would bring back what the application deleted from both backends; replaced:
+            # the copy holds the old bytes, and delete_source would lose the new ones
+            if _changed(info, await self.source.stat(key)):
+                raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
         except (_Mismatch, ObjectNotFoundError) as exc:
             # a copy that did not verify is newer than its source: left in place, the next
             # run would keep it (and delete the source with delete_source=True)
@@ -281,6 +296,17 @@ class _Job:
                 raise _Mismatch(f"{exc}; removing the copy failed: {error}") from error
             raise
         return read.bytes
+
+
+def _bare(etag: str | None) -> str | None:
+    return None if etag is None else etag.removeprefix("W/").strip('"')
+
+
+def _changed(before: ObjectInfo, now: ObjectInfo) -> bool:
+    """Whether the source object was replaced since ``before`` was read of it."""
+    if before.etag is not None and now.etag is not None:
+        return before.etag != now.etag
+    return (before.size, before.last_modified) != (now.size, now.last_modified)
 
 
 def _headers(info: ObjectInfo) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator
@@ -275,6 +276,22 @@ async def test_a_destination_in_the_same_place_as_the_source_is_refused(
     assert await source.load("a/precious.txt") == b"the only copy"
 
 
+@pytest.mark.parametrize("dest_root", ["link", "store/sub/.."])
+async def test_the_same_folder_reached_by_another_path_is_refused(
+    tmp_path: Path, dest_root: str
+) -> None:
+    # a symlink to the source's root (or a path with ".."): the same files under another
+    # name, and delete_source=True deleted the only copy of each
+    (tmp_path / "store" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "store")
+    source = LocalStorageBackend(tmp_path / "store")
+    dest = LocalStorageBackend(tmp_path / dest_root)
+    await source.save("a/precious.txt", b"the only copy")
+    with pytest.raises(ValueError, match="same place"):
+        await migrate(source, dest, delete_source=True)
+    assert await source.load("a/precious.txt") == b"the only copy"
+
+
 async def test_a_destination_beside_the_folder_moved_is_allowed(tmp_path: Path) -> None:
     source = LocalStorageBackend(tmp_path / "store")
     dest = LocalStorageBackend(tmp_path / "store" / "new")
@@ -355,3 +372,48 @@ async def test_migrate_copies_object_headers(backend: StorageBackend) -> None:
     assert report.failed == {}
     info = await backend.stat("h/a.txt")
     assert (info.cache_control, info.content_disposition) == ("max-age=60", "inline")
+
+
+class ReplacedWhileRead(MemoryStorageBackend):
+    """A source whose object the application replaces while migrate reads it, after the
+    last byte was read (an open file reads on after a rename replaced it)."""
+
+    async def _stream(
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
+    ) -> AsyncIterator[bytes]:
+        async for chunk in super()._stream(key, start, end, chunk_size, if_match):
+            yield chunk
+        await self.save(key, b"the app's new version")
+
+
+async def test_an_object_replaced_during_its_copy_is_not_deleted_from_the_source() -> None:
+    # the copy holds the old bytes: deleting the source would lose the new version
+    source, dest = ReplacedWhileRead(), MemoryStorageBackend()
+    await source.save("doc.txt", b"the old version")
+    report = await migrate(source, dest, delete_source=True)
+    assert report.copied == 0
+    assert "changed" in report.failed["doc.txt"]
+    assert await source.load("doc.txt") == b"the app's new version"
+    assert await dest.list_files("") == []  # the old copy is not left to be trusted
+
+
+class BareListedETags(MemoryStorageBackend):
+    """A destination whose listing gives each ETag in another form than ``stat`` and its
+    write conditions take (as GCS and Azure listings once did: without the quotes)."""
+
+    async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for info in super()._iter_files(prefix):
+            etag = None if info.etag is None else info.etag.strip('"')
+            yield dataclasses.replace(info, etag=etag)
+
+
+async def test_a_copy_refused_with_the_destination_unchanged_is_a_failure_not_a_skip() -> None:
+    # the refused condition is no newer write of the application's: the destination still
+    # holds what the listing found, so the object is failed and the source kept
+    dest = BareListedETags()
+    await dest.save("k.txt", b"stale")
+    source = MemoryStorageBackend()
+    await source.save("k.txt", b"the only up-to-date copy")
+    report = await migrate(source, dest, delete_source=True)
+    assert (report.copied, report.skipped, list(report.failed)) == (0, 0, ["k.txt"])
+    assert await source.load("k.txt") == b"the only up-to-date copy"

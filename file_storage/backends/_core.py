@@ -129,7 +129,6 @@ class BackendCore(abc.ABC):
     ) -> None:
         """``quota_identity``: what the backend stores into (its root, or bucket and
         prefix), from which the default Redis namespace is derived."""
-        #: where the objects live (``None``: nowhere another backend could reach)
         self._store_identity = quota_identity
         if quota_redis_url is None:
             self._quotas = QuotaManager(self._usage_scan, quota_refresh_seconds, self._versioning)
@@ -358,6 +357,11 @@ class BackendCore(abc.ABC):
 
     async def _total_size(self, prefix: str) -> int:
         return sum([info.size async for info in self._iter_files(prefix)])
+
+    def _store_place(self) -> str | None:
+        """Where the objects live (a root folder, or bucket and prefix), to tell two
+        backends over one store apart; ``None``: nowhere another backend could reach."""
+        return self._store_identity
 
     async def _move(self, src: str, dst: str) -> None:
         try:

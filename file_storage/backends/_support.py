@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiofiles
 
@@ -212,3 +213,17 @@ async def temp_folder() -> AsyncIterator[Path]:
         yield Path(making.path)
     finally:
         await asyncio.to_thread(shutil.rmtree, making.path, True)
+
+
+def server_of(url: str) -> str:
+    """An endpoint URL as one spelling of its server: scheme and host in lower case, no
+    default port, no trailing ``/`` (to tell whether two backends reach one store)."""
+    parts = urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path.rstrip('/')}"

@@ -183,7 +183,27 @@ class Writes(BackendCore):
             else:
                 await reservation.release()
         else:
+            if self._quotas.keeps and await self._settle_versions(reservation):
+                return
             await reservation.commit(info.size)
+
+    async def _settle_versions(self, reservation: Reservation) -> bool:
+        """On a store keeping versions, the object at the key may be the one the write
+        would have replaced (it never landed): counted as the latest version, and its
+        prior versions as what they hold, whichever it is. False: the versions could not
+        be listed (the commit then keeps the replaced object as a prior version)."""
+        key = reservation.key
+        try:
+            versions = await asyncio.shield(self._list_versions(key))
+        except BaseException:
+            return False
+        latest = [v.size for v in versions if v.is_latest]
+        if not latest:
+            await reservation.release()  # deleted since: what it kept is counted so
+            return True
+        await reservation.commit(latest[0])
+        await self._quotas.set_kept(key, sum(v.size for v in versions if not v.is_latest))
+        return True
 
     @final
     async def upload_file(

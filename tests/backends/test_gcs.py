@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -259,3 +260,32 @@ async def test_a_cancelled_long_save_leaves_no_multipart_upload_open(
     # told cancelled: the upload is aborted, nothing is stored, and nothing lands later
     assert open_uploads() == []
     assert not await backend.exists("big.bin")
+
+
+async def test_a_migration_to_the_same_bucket_name_on_another_server_is_allowed(
+    gcs_emulator: tuple[Any, str],
+) -> None:
+    # an emulator's bucket to a bucket of the same name elsewhere (another server, GCS
+    # itself): two stores, not one place
+    from file_storage import migrate
+    from tests.gcs_emulator import FakeGCS, Gateway, create_bucket
+
+    gateway, account = gcs_emulator
+    other_fake = FakeGCS()
+    other = Gateway(other_fake)
+    bucket = f"test-{uuid.uuid4().hex[:20]}"
+    create_bucket(gateway.url, bucket)
+    create_bucket(other.url, bucket)
+    other_account = json.dumps({**json.loads(account), "gcs_base_url": other.url})
+    source = GCSStorageBackend(bucket, service_account=account, endpoint_url=gateway.url)
+    dest = GCSStorageBackend(bucket, service_account=other_account, endpoint_url=other.url)
+    try:
+        await source.save("a/one.txt", b"one")
+        report = await migrate(source, dest)
+        assert (report.copied, report.failed) == (1, {})
+        assert await dest.load("a/one.txt") == b"one"
+    finally:
+        await source.aclose()
+        await dest.aclose()
+        other.stop()
+        other_fake.stop()

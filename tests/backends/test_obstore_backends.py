@@ -81,3 +81,53 @@ async def test_cancelled_writes_and_deletes_are_counted_as_what_they_did(
                 await task
             stored = await cloud.get_total_size("")
             assert (step, (await cloud.get_usage("")).used) == (step, stored)
+
+
+@pytest.mark.parametrize("outcome", ["stored", "gone"])
+async def test_a_request_done_as_its_caller_is_cancelled_is_marked_landed(outcome: str) -> None:
+    # the request ends in the same pass of the loop as the caller's cancellation: its
+    # answer is in, so the cancellation must say it landed (a delete that did, counted
+    # as still stored by the quota otherwise)
+    from file_storage.backends._obstore._backend import _to_the_end
+    from file_storage.backends._support import has_landed
+
+    loop = asyncio.get_running_loop()
+    request: asyncio.Future[None] = loop.create_future()
+    caller = asyncio.ensure_future(_to_the_end(request, gone_ok=True))
+    for _ in range(5):  # the caller waits on the request now
+        await asyncio.sleep(0)
+    if outcome == "stored":
+        request.set_result(None)
+    else:
+        request.set_exception(FileNotFoundError())
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError) as info:
+        await caller
+    assert has_landed(info.value)
+
+
+async def test_a_listed_etag_is_the_one_stat_gives_and_a_write_accepts(
+    cloud: StorageBackend,
+) -> None:
+    await cloud.save("e.txt", b"one")
+    listed = [info async for info in cloud.iter_files("")]
+    page = await cloud.list_page("")
+    assert listed[0].etag == page.files[0].etag == (await cloud.stat("e.txt")).etag
+    await cloud.save("e.txt", b"two", if_match=listed[0].etag)
+    assert await cloud.load("e.txt") == b"two"
+
+
+async def test_migrate_with_delete_source_replaces_an_older_object_at_the_destination(
+    cloud: StorageBackend,
+) -> None:
+    # the conditional copy (if_match the ETag the listing found) was refused for a
+    # listing's ETag lacking the quotes of stat's: counted "kept", the source deleted,
+    # and the destination left with the stale object
+    from file_storage import MemoryStorageBackend, migrate
+
+    await cloud.save("k.txt", b"stale")
+    source = MemoryStorageBackend()
+    await source.save("k.txt", b"the only up-to-date copy")
+    report = await migrate(source, cloud, delete_source=True)
+    assert (report.copied, report.failed) == (1, {})
+    assert await cloud.load("k.txt") == b"the only up-to-date copy"

@@ -471,3 +471,21 @@ async def test_stat_of_a_prior_version_carries_its_headers(s3_backend: StorageBa
     prior = [v for v in await s3_backend.list_versions("v.txt") if not v.is_latest]
     info = await s3_backend.stat("v.txt", version_id=prior[0].version_id)
     assert (info.size, info.cache_control, info.content_disposition) == (3, "no-cache", "inline")
+
+
+@pytest.mark.parametrize("spelling", ["trailing slash", "upper case"])
+async def test_migrate_onto_the_same_bucket_under_another_spelling_of_its_endpoint_is_refused(
+    make_backend: MakeBackend, moto_endpoint: str, spelling: str
+) -> None:
+    # the same server, bucket and prefix: every object looked already copied, and
+    # delete_source=True deleted the only copies
+    from file_storage import migrate
+
+    scheme, rest = moto_endpoint.split("://", 1)
+    endpoint = f"{moto_endpoint}/" if spelling == "trailing slash" else f"{scheme.upper()}://{rest}"
+    source = make_backend(prefix="data")
+    dest = make_backend(prefix="data", endpoint_url=endpoint)
+    await source.save("a/precious.txt", b"the only copy")
+    with pytest.raises(ValueError, match="same place"):
+        await migrate(source, dest, delete_source=True)
+    assert await source.load("a/precious.txt") == b"the only copy"

@@ -49,3 +49,19 @@ async def test_move_whose_delete_fails_keeps_both_and_counts_both(
     await backend.move("src", "dst")  # once S3 deletes again, a retry finishes the move
     assert stored_keys(raw, s3_bucket) == ["storage/dst"]
     assert (await backend.get_usage()).used == 400
+
+
+async def test_an_overwrite_refused_on_a_versioned_bucket_counts_the_old_object_once(
+    make_backend: MakeBackend, proxy: FaultProxy
+) -> None:
+    # S3 down for every attempt of the overwrite: nothing new is stored, the old object
+    # stays the key's only version, counted once
+    backend = make_backend(max_size_bytes=1000)
+    await backend.set_versioning(True)
+    await backend.save("k", b"x" * 400)
+    proxy.fail_next(ATTEMPTS, status=503, code="ServiceUnavailable", match="PUT")
+    with pytest.raises(StorageUnavailableError):
+        await backend.save("k", b"y" * 500)
+    assert [v.size for v in await backend.list_versions("k")] == [400]
+    assert (await backend.get_usage("")).used == 400
+    await backend.save("other", b"z" * 500)  # fits: 400 + 500 of 1000

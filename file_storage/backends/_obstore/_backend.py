@@ -35,7 +35,7 @@ from file_storage.backends._obstore._errors import (
     map_obstore_error,
 )
 from file_storage.backends._obstore._rules import ObstoreRules
-from file_storage.backends._support import mark_landed
+from file_storage.backends._support import mark_landed, server_of
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
@@ -125,8 +125,14 @@ class ObstoreBackend(StorageBackend):
         self._public_base_url = public_base_url
         self._endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
         super().__init__(quota_identity=f"{identity}/{prefix}", **core)
+        # a bucket (container) of the same name on another server is another store; the
+        # quota's identity (its Redis namespace) stays without the endpoint, as it was
+        self._place = f"{identity}@{server_of(endpoint_url)}/{prefix}" if endpoint_url else None
         # expiry rules live in the store, shared by every process (see _obstore._rules)
         self._rules = ObstoreRules(self)
+
+    def _store_place(self) -> str | None:
+        return self._place or super()._store_place()
 
     # ---------------------------------------------------------------- for subclasses
 
@@ -203,7 +209,7 @@ class ObstoreBackend(StorageBackend):
             key=meta["path"],
             size=meta["size"],
             last_modified=modified.astimezone(UTC),
-            etag=meta.get("e_tag"),
+            etag=_quoted(meta.get("e_tag")),
             content_type=attributes.get("Content-Type"),
             metadata=metadata,
             cache_control=attributes.get("Cache-Control"),
@@ -508,9 +514,9 @@ async def _to_the_end(
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError as cancelled:
-        if task.done():
-            raise  # the request itself was cancelled
-        if body is not None:
+        # done already: the request itself was cancelled, or it ended in the same pass
+        # of the loop as the caller's cancellation (its outcome is known: told below)
+        if body is not None and not task.done():
             body.stop()
         while not task.done():
             with contextlib.suppress(asyncio.CancelledError):
@@ -521,6 +527,15 @@ async def _to_the_end(
             if error is None or (gone_ok and isinstance(error, FileNotFoundError)):
                 mark_landed(cancelled)
         raise
+
+
+def _quoted(etag: str | None) -> str | None:
+    """An ETag as a HEAD's header gives it (``"..."``): a listing's XML gives it bare
+    (GCS, Azure), and the one a listing found must match in ``if_match`` and compare
+    equal to what ``stat`` says."""
+    if etag is None or etag.startswith(('"', 'W/"')):
+        return etag
+    return f'"{etag}"'
 
 
 def _is_key(name: str) -> bool:

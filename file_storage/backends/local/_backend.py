@@ -150,6 +150,11 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         self._durable = durable
         self._temp_max_age = float(temp_max_age_seconds)
 
+    def _store_place(self) -> str:
+        # the folder itself, whatever path reaches it: a symlink or ".." names the same
+        # files (the quota's identity keeps the path as given: its Redis namespace)
+        return f"local:{os.path.realpath(self._root)}"
+
     def __repr__(self) -> str:
         return f"LocalStorageBackend(root={str(self._root)!r})"
 
