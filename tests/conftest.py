@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -63,6 +64,32 @@ def _s3_needs(request: pytest.FixtureRequest) -> None:
         pytest.skip(reason)
 
 
+def _atomic_conditional_writes() -> None:
+    """moto's server answers in threads, and checks a write's If-None-Match or If-Match
+    before it stores the object, as two steps: two create-only PUTs of one key can both
+    pass the check (S3 makes check and store one step; the conformance suite's racing
+    create-only saves then saw two winners now and then). Conditional writes are made one
+    at a time here, as S3's are atomic."""
+    from moto.s3.responses import S3Response
+
+    if getattr(S3Response, "_file_storage_atomic", False):
+        return
+    lock = threading.Lock()
+
+    def one_at_a_time(method: Any) -> Any:
+        def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.headers.get("If-None-Match") or self.headers.get("If-Match"):
+                with lock:
+                    return method(self, *args, **kwargs)
+            return method(self, *args, **kwargs)
+
+        return wrapped
+
+    S3Response.put_object = one_at_a_time(S3Response.put_object)  # type: ignore[method-assign]
+    S3Response._key_response_post = one_at_a_time(S3Response._key_response_post)  # type: ignore[method-assign]
+    S3Response._file_storage_atomic = True  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """The S3 server for the session: ``FILE_STORAGE_TEST_S3_ENDPOINT``, or a moto server
@@ -72,6 +99,7 @@ def s3_endpoint() -> Iterator[str]:
         return
     from moto.server import ThreadedMotoServer
 
+    _atomic_conditional_writes()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
