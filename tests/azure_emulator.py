@@ -11,9 +11,14 @@ import hashlib
 import hmac
 import http.client
 import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from email.utils import formatdate
 from pathlib import Path
+from typing import Any
 
+from file_storage import AzureStorageBackend
 from file_storage.backends.azure import EMULATOR_ACCOUNT, EMULATOR_KEY
 from tests.gcs_emulator import LoggedServer, free_port
 
@@ -80,3 +85,26 @@ class Azurite(LoggedServer):
 
     def delete_container(self, name: str) -> None:
         self.request("DELETE", f"/{name}", {"restype": "container"})
+
+
+@asynccontextmanager
+async def fresh_container_backend(
+    azurite: Azurite, endpoint_url: str | None = None, **options: Any
+) -> AsyncIterator[AzureStorageBackend]:
+    """An Azure backend (prefix ``storage``) on a fresh container of ``azurite``, reached at
+    ``endpoint_url`` (a fault proxy in front of it; default: Azurite itself), removed after."""
+    container = f"test-{uuid.uuid4().hex[:20]}"
+    azurite.create_container(container)
+    backend = AzureStorageBackend(
+        container,
+        account=EMULATOR_ACCOUNT,
+        prefix="storage",
+        access_key=EMULATOR_KEY,
+        endpoint_url=endpoint_url or azurite.endpoint,
+        **options,
+    )
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+        azurite.delete_container(container)  # Azurite keeps everything in memory

@@ -299,23 +299,10 @@ def azurite() -> Iterator[Any]:
 
 @pytest.fixture
 async def azure_backend(azurite: Any) -> AsyncIterator[StorageBackend]:
-    from file_storage import AzureStorageBackend
-    from file_storage.backends.azure import EMULATOR_ACCOUNT, EMULATOR_KEY
+    from tests.azure_emulator import fresh_container_backend
 
-    container = f"test-{uuid.uuid4().hex[:20]}"  # a fresh container per test
-    azurite.create_container(container)
-    backend = AzureStorageBackend(
-        container,
-        account=EMULATOR_ACCOUNT,
-        prefix="storage",
-        access_key=EMULATOR_KEY,
-        endpoint_url=azurite.endpoint,
-    )
-    try:
+    async with fresh_container_backend(azurite) as backend:  # a fresh container per test
         yield backend
-    finally:
-        await backend.aclose()
-        azurite.delete_container(container)  # Azurite keeps everything in memory
 
 
 @pytest.fixture

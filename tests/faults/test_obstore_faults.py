@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from file_storage import AzureStorageBackend, GCSStorageBackend, StorageUnavailableError
-from file_storage.backends.azure import EMULATOR_ACCOUNT, EMULATOR_KEY
+from file_storage.backends.azure import EMULATOR_ACCOUNT
+from tests.azure_emulator import fresh_container_backend
 from tests.faults.proxy import FaultProxy
 
 
@@ -26,21 +27,9 @@ def azure_proxy(azurite: Any) -> Iterator[FaultProxy]:
 
 @pytest.fixture
 async def backend(azurite: Any, azure_proxy: FaultProxy) -> AsyncIterator[AzureStorageBackend]:
-    container = f"test-{uuid.uuid4().hex[:20]}"
-    azurite.create_container(container)
-    backend = AzureStorageBackend(
-        container,
-        account=EMULATOR_ACCOUNT,
-        prefix="storage",
-        access_key=EMULATOR_KEY,
-        endpoint_url=f"{azure_proxy.endpoint}/{EMULATOR_ACCOUNT}",
-        max_size_bytes=10**9,
-    )
-    try:
+    endpoint = f"{azure_proxy.endpoint}/{EMULATOR_ACCOUNT}"
+    async with fresh_container_backend(azurite, endpoint, max_size_bytes=10**9) as backend:
         yield backend
-    finally:
-        await backend.aclose()
-        azurite.delete_container(container)
 
 
 @pytest.mark.azure
