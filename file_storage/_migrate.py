@@ -128,7 +128,10 @@ async def migrate(
     if _overlap(source, dest, prefix):
         # every object would be "already there" (and deleted with delete_source), or
         # copies would land among the objects being moved
-        raise ValueError("source and dest store into the same place (the folders overlap)")
+        raise ValueError(
+            "source and dest are the same storage: they store into the same place "
+            "(the same folder or bucket prefix, or one inside the other)"
+        )
     existing = dest.iter_files(prefix)
     report = MigrationReport()
     queue: asyncio.Queue[tuple[ObjectInfo, ObjectInfo | None] | None] = asyncio.Queue(

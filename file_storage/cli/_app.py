@@ -268,8 +268,6 @@ def migrate_command(
     with _run.errors(ctx, options):
         source_settings = _run.settings(options)
         dest_settings = _run.file_settings(to_env)
-        if _run.overlap(source_settings, dest_settings):
-            raise click.UsageError("the source and the destination are the same storage", ctx)
         dest = create_storage_backend(dest_settings)
 
     async def work(source: StorageBackend) -> int:
@@ -288,7 +286,7 @@ def migrate_command(
                         delete_source=delete_source,
                         progress=progress,
                     )
-                except ValueError as exc:  # the same storage, reached another way
+                except ValueError as exc:  # the same storage (migrate tells)
                     raise click.UsageError(str(exc), ctx) from None
         if as_json:
             emit_json(

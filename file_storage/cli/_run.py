@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from file_storage.backends.base import StorageBackend
@@ -141,38 +140,3 @@ def human(size: int) -> str:
 
 def on_terminal() -> bool:
     return sys.stderr.isatty()
-
-
-def overlap(a: StorageSettings, b: StorageSettings) -> bool:
-    """True when the two settings reach the same objects (or one holds the other)."""
-    if a.type != b.type:
-        return False
-    if a.type == "LOCAL":
-        x, y = a.local.path.resolve(), b.local.path.resolve()
-        return x.is_relative_to(y) or y.is_relative_to(x)
-    if a.type == "S3":
-        if (a.s3.bucket, a.s3.endpoint_url) != (b.s3.bucket, b.s3.endpoint_url):
-            return False
-        return _nested(a.s3.prefix, b.s3.prefix)
-    if a.type == "GCS":
-        if (a.gcs.bucket, a.gcs.endpoint_url) != (b.gcs.bucket, b.gcs.endpoint_url):
-            return False
-        return _nested(a.gcs.prefix, b.gcs.prefix)
-    if a.type == "AZURE":
-        c, d = a.azure, b.azure
-        if (c.account, c.container, c.endpoint_url) != (d.account, d.container, d.endpoint_url):
-            return False
-        if _secret(c.connection_string) != _secret(d.connection_string):
-            return False  # migrate itself compares the accounts the strings name
-        return _nested(c.prefix, d.prefix)
-    return False  # two memory backends never share anything
-
-
-def _nested(a: str, b: str) -> bool:
-    """Whether one of two bucket prefixes holds the other (``""``: the whole bucket)."""
-    p, q = f"{a.strip('/')}/", f"{b.strip('/')}/"
-    return p == "/" or q == "/" or p.startswith(q) or q.startswith(p)
-
-
-def _secret(value: object) -> object:
-    return value.get_secret_value() if isinstance(value, SecretStr) else value

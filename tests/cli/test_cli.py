@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from file_storage import StorageSettings
-from file_storage.cli import _run
 from tests.cli.helpers import ROOT, cli, cli_env, s3_settings, write_env_file
 
 
@@ -192,32 +190,49 @@ def test_migrate_onto_the_same_storage_is_a_usage_error(tmp_path: Path) -> None:
     assert b"same storage" in result.stderr
 
 
+def test_migrate_of_a_folder_into_a_destination_beside_it_is_allowed(tmp_path: Path) -> None:
+    # the destination lies inside the source's root, but not where the folder moved is
+    env = cli_env(STORAGE_LOCAL_PATH=str(tmp_path / "src"))
+    (tmp_path / "a").write_bytes(b"a")
+    cli("put", tmp_path / "a", "old/a", env=env)
+    to_env = write_env_file(tmp_path / "d.env", {"STORAGE_LOCAL_PATH": str(tmp_path / "src/new")})
+    result = cli("migrate", "--to-env", to_env, "--prefix", "old", "--delete-source", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "src/new/old/a").read_bytes() == b"a"
+    assert not (tmp_path / "src/old/a").exists()
+
+
+GCS = {
+    "STORAGE_TYPE": "GCS",
+    "STORAGE_GCS_BUCKET": "media",
+    "STORAGE_GCS_ENDPOINT_URL": "http://127.0.0.1:9",
+}
+AZURE = {
+    "STORAGE_TYPE": "AZURE",
+    "STORAGE_AZURE_ACCOUNT": "acc",
+    "STORAGE_AZURE_CONTAINER": "media",
+    "STORAGE_AZURE_ACCESS_KEY": "a2V5",
+    "STORAGE_AZURE_ENDPOINT_URL": "http://127.0.0.1:9/acc",
+}
+
+
 @pytest.mark.parametrize(
-    ("kind", "source", "dest"),
+    ("source", "dest"),
     [
-        (
-            "gcs",
-            {"bucket": "media", "prefix": "storage"},
-            {"bucket": "media", "prefix": "storage/x"},
-        ),
-        ("gcs", {"bucket": "media", "prefix": ""}, {"bucket": "media", "prefix": "other"}),
-        (
-            "azure",
-            {"account": "acc", "container": "media", "prefix": "storage"},
-            {"account": "acc", "container": "media", "prefix": "storage"},
-        ),
+        ({**GCS, "STORAGE_GCS_PREFIX": "s"}, {**GCS, "STORAGE_GCS_PREFIX": "s/x"}),
+        ({**GCS, "STORAGE_GCS_PREFIX": "/"}, {**GCS, "STORAGE_GCS_PREFIX": "o"}),
+        (AZURE, {**AZURE, "STORAGE_AZURE_PREFIX": "/"}),
+        (AZURE, {**AZURE, "STORAGE_AZURE_ENDPOINT_URL": "HTTP://127.0.0.1:9/acc/"}),
     ],
 )
-def test_gcs_and_azure_settings_onto_the_same_storage_overlap(
-    kind: str, source: dict[str, str], dest: dict[str, str]
+def test_migrate_of_gcs_or_azure_onto_the_same_storage_is_a_usage_error(
+    tmp_path: Path, source: dict[str, str], dest: dict[str, str]
 ) -> None:
-    # the CLI refused LOCAL and S3 destinations holding the source, never GCS or Azure ones
-    def settings(fields: dict[str, str]) -> StorageSettings:
-        return StorageSettings(type=kind.upper(), **{kind: fields})  # type: ignore[arg-type]
-
-    assert _run.overlap(settings(source), settings(dest))
-    other = {**dest, "bucket": "other"} if kind == "gcs" else {**dest, "container": "other"}
-    assert not _run.overlap(settings(source), settings(other))
+    # refused before a request is sent (the stores named here do not exist)
+    to_env = write_env_file(tmp_path / "dest.env", dest)
+    result = cli("migrate", "--to-env", to_env, "--delete-source", env=cli_env(**source))
+    assert result.returncode == 2, result.stderr
+    assert b"same storage" in result.stderr
 
 
 def test_migrate_with_failed_objects_exits_1(tmp_path: Path) -> None:
