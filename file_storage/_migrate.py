@@ -209,6 +209,10 @@ class _Job:
         copied = None
         if there is None or not await self._keep(info, there):
             copied = await self._copy(info.key, there)
+        elif self.delete_source and _changed(info, await self.source.stat(info.key)):
+            # replaced at the source since it was listed (a listing is read ahead of the
+            # copies): the destination holds an older version, which would be all left
+            copied = await self._copy(info.key, there)
         if self.delete_source:
             await self.source.delete(info.key)
         return copied
@@ -308,7 +312,7 @@ def _bare(etag: str | None) -> str | None:
 def _changed(before: ObjectInfo, now: ObjectInfo) -> bool:
     """Whether the source object was replaced since ``before`` was read of it."""
     if before.etag is not None and now.etag is not None:
-        return before.etag != now.etag
+        return _bare(before.etag) != _bare(now.etag)  # a listed one may lack the quotes
     return (before.size, before.last_modified) != (now.size, now.last_modified)
 
 

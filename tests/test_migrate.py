@@ -417,3 +417,29 @@ async def test_a_copy_refused_with_the_destination_unchanged_is_a_failure_not_a_
     report = await migrate(source, dest, delete_source=True)
     assert (report.copied, report.skipped, list(report.failed)) == (0, 0, ["k.txt"])
     assert await source.load("k.txt") == b"the only up-to-date copy"
+
+
+class ReplacedAfterListed(MemoryStorageBackend):
+    """A source whose objects the application replaces after migrate listed them and
+    before their turn comes (a listing is read ahead of the copies, a page at a time)."""
+
+    async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        listed = [info async for info in super()._iter_files(prefix)]
+        for info in listed:
+            await self.save(info.key, b"the app's write after the listing")
+        for info in listed:
+            yield info
+
+
+async def test_an_object_replaced_after_its_listing_is_copied_not_deleted_as_already_there() -> (
+    None
+):
+    # the destination holds a copy newer than the listed version (an earlier run): kept,
+    # and delete_source deleted the application's newer write at the source with it
+    source, dest = ReplacedAfterListed(), MemoryStorageBackend()
+    await source.save("doc.txt", b"the old version")
+    await dest.save("doc.txt", b"the old version")
+    report = await migrate(source, dest, delete_source=True)
+    assert (report.copied, report.skipped, report.failed) == (1, 0, {})
+    assert await dest.load("doc.txt") == b"the app's write after the listing"
+    assert await source.list_files("") == []
