@@ -21,15 +21,19 @@ When is an object at the destination kept (counted as skipped, not written again
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from file_storage._batch import check_concurrency, run_all
 from file_storage._streams import closing
 from file_storage.backends.base import StorageBackend
+from file_storage.backends.local import LocalStorageBackend
 from file_storage.errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
@@ -180,7 +184,36 @@ def _overlap(source: StorageBackend, dest: StorageBackend, prefix: str) -> bool:
         return False
     folder = prefix.strip("/")
     a, b = ((place or "").rstrip("/") + (f"/{folder}" if folder else "") for place in places)
-    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+    if a == b or a.startswith(b + "/") or b.startswith(a + "/"):
+        return True
+    if isinstance(source, LocalStorageBackend) and isinstance(dest, LocalStorageBackend):
+        x, y = source.root, dest.root
+        return _holds_by_identity(x, y, folder) or _holds_by_identity(y, x, folder)
+    return False
+
+
+def _holds_by_identity(outer: Path, inner: Path, folder: str) -> bool:
+    """Whether ``inner/folder`` is ``outer/folder``, or one holds the other, found by the
+    folders' identity (device and inode) rather than their paths: through a bind mount,
+    or names a case-insensitive file system takes for one, which paths do not show."""
+    try:
+        target = os.stat(outer)
+    except OSError:
+        return False  # no source folder yet: nothing there to lose
+    below: list[str] = []  # inner's path below the folder being looked at
+    path = Path(os.path.realpath(inner))
+    while True:
+        with contextlib.suppress(OSError):
+            found = os.stat(path)
+            if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino):
+                # inner is outer/below: does outer/below/folder nest with outer/folder?
+                p = [*reversed(below), *folder.split("/")] if folder else list(reversed(below))
+                q = folder.split("/") if folder else []
+                return p[: len(q)] == q or q[: len(p)] == p
+        if path.parent == path:
+            return False
+        below.append(path.name)
+        path = path.parent
 
 
 async def _pair_up(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -290,6 +291,52 @@ async def test_the_same_folder_reached_by_another_path_is_refused(
     with pytest.raises(ValueError, match="same place"):
         await migrate(source, dest, delete_source=True)
     assert await source.load("a/precious.txt") == b"the only copy"
+
+
+@pytest.fixture
+def bind_mount(tmp_path: Path) -> Iterator[Callable[[Path, Path], None]]:
+    """Mounts a folder at another path (root only: skipped where mounting is refused)."""
+    mounted: list[Path] = []
+
+    def mount(folder: Path, at: Path) -> None:
+        at.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "--bind", str(folder), str(at)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot bind-mount here: {done.stderr.decode().strip()}")
+        mounted.append(at)
+
+    yield mount
+    for at in reversed(mounted):
+        subprocess.run(["umount", "--lazy", str(at)], check=True)  # a backend may hold it open
+
+
+@pytest.mark.parametrize(("dest_under", "prefix"), [("", ""), ("", "a"), ("a", "")])
+async def test_the_same_folder_through_a_bind_mount_is_refused(
+    tmp_path: Path, bind_mount: Callable[[Path, Path], None], dest_under: str, prefix: str
+) -> None:
+    # no path comparison sees it (as with a case-insensitive file system): the folders
+    # are compared by identity, and delete_source deleted the only copies
+    (tmp_path / "store" / "a").mkdir(parents=True)
+    bind_mount(tmp_path / "store", tmp_path / "mnt")
+    source = LocalStorageBackend(tmp_path / "store")
+    dest = LocalStorageBackend(tmp_path / "mnt" / dest_under)
+    await source.save("a/precious.txt", b"the only copy")
+    with pytest.raises(ValueError, match="same storage"):
+        await migrate(source, dest, prefix, delete_source=True)
+    assert await source.load("a/precious.txt") == b"the only copy"
+
+
+async def test_a_bind_mounted_destination_beside_the_folder_moved_is_allowed(
+    tmp_path: Path, bind_mount: Callable[[Path, Path], None]
+) -> None:
+    (tmp_path / "store" / "new").mkdir(parents=True)
+    bind_mount(tmp_path / "store", tmp_path / "mnt")
+    source = LocalStorageBackend(tmp_path / "store")
+    dest = LocalStorageBackend(tmp_path / "mnt" / "new")
+    await source.save("old/a.txt", b"a")
+    report = await migrate(source, dest, "old", delete_source=True)
+    assert (report.copied, report.failed) == (1, {})
+    assert (tmp_path / "store" / "new" / "old" / "a.txt").read_bytes() == b"a"
 
 
 async def test_a_destination_beside_the_folder_moved_is_allowed(tmp_path: Path) -> None:
