@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import pytest
 
 from file_storage import (
     InvalidKeyError,
+    ObjectInfo,
     ObjectNotFoundError,
     PreconditionFailedError,
     S3StorageBackend,
@@ -489,3 +490,35 @@ async def test_migrate_onto_the_same_bucket_under_another_spelling_of_its_endpoi
     with pytest.raises(ValueError, match="same place"):
         await migrate(source, dest, delete_source=True)
     assert await source.load("a/precious.txt") == b"the only copy"
+
+
+class NeverListed(S3StorageBackend):
+    """An S3 backend that must send no request (these tests name AWS's endpoints)."""
+
+    def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        raise AssertionError("a request was about to be sent")
+
+
+@pytest.mark.parametrize(
+    ("source_endpoint", "dest_endpoint"),
+    [
+        (None, "https://s3.amazonaws.com"),
+        (None, "https://s3.eu-west-1.amazonaws.com/"),
+        ("https://s3-us-west-2.amazonaws.com", "https://S3.dualstack.us-east-1.amazonaws.com"),
+    ],
+)
+async def test_migrate_onto_the_same_aws_bucket_through_another_endpoint_is_refused(
+    source_endpoint: str | None, dest_endpoint: str
+) -> None:
+    # AWS bucket names are global: every region's endpoint (and the default) reaches the
+    # same bucket, and delete_source=True would delete the only copies
+    from file_storage import migrate
+
+    def backend(endpoint_url: str | None) -> S3StorageBackend:
+        return NeverListed(
+            "media", prefix="data", endpoint_url=endpoint_url,
+            access_key_id=FAKE_KEY_ID, secret_access_key=FAKE_SECRET,
+        )  # fmt: skip
+
+    with pytest.raises(ValueError, match="same place"):
+        await migrate(backend(source_endpoint), backend(dest_endpoint), delete_source=True)

@@ -28,7 +28,7 @@ from file_storage._spool import Entry, Spool, read_range
 from file_storage._streams import Progress
 from file_storage.backends import _pages
 from file_storage.backends._core import Method
-from file_storage.backends._support import server_of
+from file_storage.backends._support import aws_partition, server_of
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.s3 import _multipart as mp
 from file_storage.backends.s3._clients import LoopClients, S3Clients
@@ -200,7 +200,8 @@ class S3StorageBackend(S3Clients):
         # the server however its URL is spelled (a trailing "/", an upper-case scheme):
         # the quota's identity keeps the URL as given (its Redis namespace)
         url = self._options.endpoint_url
-        return f"s3:{'aws' if url is None else server_of(url)}/{self._bucket}/{self._root}"
+        server = "aws" if url is None else aws_partition(url) or server_of(url)
+        return f"s3:{server}/{self._bucket}/{self._root}"
 
     def __repr__(self) -> str:
         return (
