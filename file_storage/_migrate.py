@@ -57,8 +57,9 @@ _HEADERS = ("cache_control", "content_disposition")
 _HASH_IN_THREAD = 256 * 1024  # hash larger chunks off the event loop
 # an object up to this size is one request on every backend (S3's default multipart
 # threshold is 16 MiB; GCS and Azure send parts of 8 MiB), where a write's condition costs
-# nothing; a larger conditional write is buffered whole on GCS and Azure and refused in
-# parts by some S3 servers (docs/compatibility.md), so it goes without one
+# nothing; a larger conditional write is buffered whole on GCS and Azure, so it goes
+# without one there (local, memory and S3 check it streamed: ``_streams_conditional_writes``;
+# an S3 server refusing conditions in parts gets it without one, see ``_copy``)
 _CONDITIONAL_BYTES = 8 * 2**20
 
 
@@ -291,7 +292,9 @@ class _Job:
         read = _Read()
         chunks = self.source.stream(key, if_match=info.etag)
         condition: dict[str, Any] = {}
-        if conditional and info.size <= _CONDITIONAL_BYTES:
+        if conditional and (
+            info.size <= _CONDITIONAL_BYTES or self.dest._streams_conditional_writes
+        ):
             # replace only what the listing found there (nothing: create only), so that a
             # write of the application's since then is kept, not overwritten
             if there is None:

@@ -114,6 +114,10 @@ class BackendCore(abc.ABC):
     #: a write cancelled in flight may still be stored (a request the server had taken):
     #: the quota then counts what the key holds afterwards (see ``Writes._settle``)
     _cancel_may_land: bool = False
+    #: a conditional write (``overwrite=False``, ``if_match``) of a stream is checked
+    #: without holding the stream whole in memory: ``migrate`` then makes its copies of
+    #: any size conditional (else only those of up to 8 MiB)
+    _streams_conditional_writes: bool = False
 
     def __init__(
         self,

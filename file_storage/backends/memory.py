@@ -56,6 +56,8 @@ class MemoryStorageBackend(RouterSigned):
         public_base_url: for :meth:`get_public_url` (``STORAGE_LOCAL_PUBLIC_BASE_URL``).
     """
 
+    _streams_conditional_writes = True  # (every object is held whole anyway)
+
     def __init__(
         self,
         *,

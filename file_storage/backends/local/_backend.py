@@ -110,6 +110,8 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
             :meth:`get_public_url` (``STORAGE_LOCAL_PUBLIC_BASE_URL``).
     """
 
+    _streams_conditional_writes = True  # checked at the temp file's rename
+
     def __init__(
         self,
         root: str | os.PathLike[str] = "./storage",

@@ -103,6 +103,7 @@ class S3StorageBackend(S3Clients):
 
     _public_setting = "STORAGE_S3_PUBLIC_BASE_URL"
     _cancel_may_land = True  # a request S3 took completes whether its caller waits or not
+    _streams_conditional_writes = True  # checked when the multipart upload completes
 
     #: objects above this go through UploadPartCopy (CopyObject takes at most 5 GiB)
     _copy_threshold: int = mp.MAX_PUT_SIZE
