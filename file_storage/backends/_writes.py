@@ -165,6 +165,26 @@ class Writes(BackendCore):
         error = exc if isinstance(exc, StorageError) else self._map_error(exc, "", None)
         return isinstance(error, StorageUnavailableError)
 
+    async def _deleted_unanswered(self, key: str, exc: BaseException) -> bool:
+        """A remote delete cancelled in flight or failed without an answer: the store
+        may have deleted the object all the same (its answer was on the way back). Ask
+        it, so the quota does not count bytes that are gone until the next listing."""
+        if not self._cancel_may_land or not self._quotas:
+            return False
+        if not isinstance(exc, asyncio.CancelledError) and not self._unanswered(exc):
+            return False
+        try:
+            await asyncio.shield(self._stat(key))
+        except BaseException as error:  # (the hook's own error: mapped to tell a 404)
+            mapped = (
+                error
+                if isinstance(error, StorageError) or not isinstance(error, Exception)
+                else self._map_error(error, "", key)
+            )
+            # anything else is unknown (still down, a second cancellation): counted
+            return isinstance(mapped, ObjectNotFoundError)
+        return False
+
     async def _settle(
         self, reservation: Reservation, size: int | Counter, *, assume_stored: bool = True
     ) -> None:
@@ -303,7 +323,8 @@ class Writes(BackendCore):
 
         On S3 (and any backend without a rename) the copy and the delete are two steps:
         if the delete fails, ``dst`` stays written, ``src`` stays too, the delete's error
-        is raised, and quota counts both objects (what is really stored).
+        is raised, and quota counts both objects (what is really stored; a delete done
+        whose answer was lost counts ``dst`` alone).
 
         Returns:
             The ``dst`` key.
@@ -324,8 +345,11 @@ class Writes(BackendCore):
                     await self._write(reservation, self._move(src_key, dst_key), size)
                 except BaseException as exc:
                     # landed: dst is counted; a rename also took the source away, while
-                    # a copy whose delete failed left it (still counted)
-                    if has_landed(exc) and not source_kept(exc):
+                    # a copy whose delete failed left it (still counted), unless that
+                    # delete was done and its answer lost
+                    if has_landed(exc) and (
+                        not source_kept(exc) or await self._deleted_unanswered(src_key, exc)
+                    ):
                         await self._quotas.forget(src_key)
                     raise
                 await self._quotas.forget(src_key)
@@ -353,7 +377,8 @@ class Writes(BackendCore):
                 try:
                     await self._delete(key)
                 except BaseException as exc:
-                    if has_landed(exc):  # cancelled after the unlink: no longer counted
+                    # cancelled after the unlink, or done and its answer lost: not counted
+                    if has_landed(exc) or await self._deleted_unanswered(key, exc):
                         await self._quotas.forget(key)
                     raise
                 await self._quotas.forget(key)

@@ -65,3 +65,34 @@ async def test_an_overwrite_refused_on_a_versioned_bucket_counts_the_old_object_
     assert [v.size for v in await backend.list_versions("k")] == [400]
     assert (await backend.get_usage("")).used == 400
     await backend.save("other", b"z" * 500)  # fits: 400 + 500 of 1000
+
+
+async def test_a_delete_whose_answers_were_lost_frees_its_bytes(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str
+) -> None:
+    # S3 deleted the object and every answer was cut: the caller hears of an outage, and
+    # the quota asks S3 rather than counting 400 bytes that are gone until a refresh
+    backend = make_backend(max_size_bytes=1000)
+    await backend.save("k", b"x" * 400)
+    # (aiohttp also resends once a request whose kept-alive connection was reset)
+    proxy.cut_response_after(0, match="DELETE", times=2 * ATTEMPTS)
+    with pytest.raises(StorageUnavailableError):
+        await backend.delete("k")
+    proxy.clear()
+    assert stored_keys(raw, s3_bucket) == []
+    assert (await backend.get_usage()).used == 0
+    await backend.save("more", b"y" * 1000)  # the whole quota is free again
+
+
+async def test_a_move_whose_delete_answers_were_lost_counts_the_destination_once(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str
+) -> None:
+    backend = make_backend(max_size_bytes=1000)
+    await backend.save("src", b"x" * 400)
+    proxy.cut_response_after(0, match="DELETE", times=2 * ATTEMPTS)
+    with pytest.raises(StorageUnavailableError):
+        await backend.move("src", "dst")
+    proxy.clear()
+    assert stored_keys(raw, s3_bucket) == ["storage/dst"]
+    assert (await backend.get_usage()).used == 400
+    await backend.save("more", b"y" * 600)
