@@ -165,24 +165,24 @@ class Writes(BackendCore):
         error = exc if isinstance(exc, StorageError) else self._map_error(exc, "", None)
         return isinstance(error, StorageUnavailableError)
 
-    async def _deleted_unanswered(self, key: str, exc: BaseException) -> bool:
-        """A remote delete cancelled in flight or failed without an answer: the store
-        may have deleted the object all the same (its answer was on the way back). Ask
-        it, so the quota does not count bytes that are gone until the next listing."""
+    def _unsure(self, exc: BaseException) -> bool:
+        """A remote delete cancelled in flight or failed without an answer, under a quota:
+        the store may have done it all the same (its answer was on the way back)."""
         if not self._cancel_may_land or not self._quotas:
             return False
-        if not isinstance(exc, asyncio.CancelledError) and not self._unanswered(exc):
-            return False
+        return isinstance(exc, asyncio.CancelledError) or self._unanswered(exc)
+
+    async def _gone(self, key: str) -> bool | None:
+        """Whether ``key`` holds no object, asked of the store (so the quota does not count
+        bytes that are gone until the next listing); ``None``: it cannot tell now (still
+        down, or a second cancellation)."""
         try:
             await asyncio.shield(self._stat(key))
-        except BaseException as error:  # (the hook's own error: mapped to tell a 404)
-            mapped = (
-                error
-                if isinstance(error, StorageError) or not isinstance(error, Exception)
-                else self._map_error(error, "", key)
-            )
-            # anything else is unknown (still down, a second cancellation): counted
-            return isinstance(mapped, ObjectNotFoundError)
+        except BaseException as error:  # the hook's own error: mapped to tell a 404
+            mapped: BaseException | None = error
+            if isinstance(error, Exception) and not isinstance(error, StorageError):
+                mapped = self._map_error(error, "", key)
+            return True if isinstance(mapped, ObjectNotFoundError) else None
         return False
 
     async def _settle(
@@ -348,7 +348,7 @@ class Writes(BackendCore):
                     # a copy whose delete failed left it (still counted), unless that
                     # delete was done and its answer lost
                     if has_landed(exc) and (
-                        not source_kept(exc) or await self._deleted_unanswered(src_key, exc)
+                        not source_kept(exc) or (self._unsure(exc) and await self._gone(src_key))
                     ):
                         await self._quotas.forget(src_key)
                     raise
@@ -378,7 +378,7 @@ class Writes(BackendCore):
                     await self._delete(key)
                 except BaseException as exc:
                     # cancelled after the unlink, or done and its answer lost: not counted
-                    if has_landed(exc) or await self._deleted_unanswered(key, exc):
+                    if has_landed(exc) or (self._unsure(exc) and await self._gone(key)):
                         await self._quotas.forget(key)
                     raise
                 await self._quotas.forget(key)
@@ -406,9 +406,14 @@ class Writes(BackendCore):
             try:
                 await self._delete_many(keys)
             except BaseException as exc:
-                if has_landed(exc):  # cancelled with some deleted: those are not counted
+                # cancelled with some deleted, or done and the answers lost: those deleted
+                # are not counted (the first key that cannot be looked up ends the look)
+                if has_landed(exc) or self._unsure(exc):
                     for key in keys:
-                        if not await self._exists(key):
+                        gone = await self._gone(key)
+                        if gone is None:
+                            break  # the store cannot tell now: the rest stay counted
+                        if gone:
                             await self._quotas.forget(key)
                 raise
             for key in keys:

@@ -96,3 +96,17 @@ async def test_a_move_whose_delete_answers_were_lost_counts_the_destination_once
     assert stored_keys(raw, s3_bucket) == ["storage/dst"]
     assert (await backend.get_usage()).used == 400
     await backend.save("more", b"y" * 600)
+
+
+async def test_a_delete_many_whose_answers_were_lost_frees_what_it_deleted(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str
+) -> None:
+    backend = make_backend(max_size_bytes=1000)
+    await backend.save("a", b"x" * 300)
+    await backend.save("b", b"x" * 300)
+    proxy.cut_response_after(0, match="?delete", times=2 * ATTEMPTS)  # DeleteObjects
+    with pytest.raises(StorageUnavailableError):
+        await backend.delete_many(["a", "b"])
+    proxy.clear()
+    assert stored_keys(raw, s3_bucket) == []
+    assert (await backend.get_usage()).used == 0
