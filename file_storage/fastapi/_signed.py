@@ -25,8 +25,8 @@ from file_storage.errors import (
     StorageQuotaExceededError,
 )
 from file_storage.fastapi._errors import error_response
-from file_storage.fastapi._post import receive_post
-from file_storage.fastapi._response import quote_etag, storage_response
+from file_storage.fastapi._post import landed_etag, receive_post
+from file_storage.fastapi._response import storage_response
 
 logger = logging.getLogger("file_storage.fastapi")
 
@@ -95,11 +95,9 @@ async def _save_body(backend: StorageBackend, key: str, request: Request) -> Res
     try:
         await _check_declared_length(backend, key, request)
         await backend.save(key, request.stream(), content_type=content_type)
-        info = await backend.stat(key)
     except StorageError as exc:
         return error_response(exc)
-    etag = quote_etag(info.etag)
-    return Response(status_code=200, headers={"etag": etag} if etag else {})
+    return Response(status_code=200, headers=await landed_etag(backend, key))
 
 
 async def _check_declared_length(backend: StorageBackend, key: str, request: Request) -> None:

@@ -1,0 +1,88 @@
+"""The signed router's PUT and form POST under attack, over real HTTP, on a memory backend:
+what the client is told matches what was stored."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from file_storage import (
+    MemoryStorageBackend,
+    ObjectInfo,
+    ObjectNotFoundError,
+    StorageError,
+    StorageUnavailableError,
+)
+from file_storage.fastapi import make_signed_url_router
+from tests.integration.conftest import SIGNING_KEY, Serve
+
+
+class StatFailsAfterSave(MemoryStorageBackend):
+    """A memory backend whose next ``stat`` of a key just saved raises the staged error:
+    the object deleted, or the store out of reach, right after the write landed."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url=f"{base_url}/files", signing_key=SIGNING_KEY)
+        self.after_save: StorageError | None = None
+        self._armed: dict[str, StorageError] = {}
+
+    async def _save(self, key: str, content: object, *args: object) -> None:
+        await super()._save(key, content, *args)  # type: ignore[arg-type]
+        if self.after_save is not None:
+            self._armed[key] = self.after_save
+
+    async def _stat(self, key: str) -> ObjectInfo:
+        fault = self._armed.pop(key, None)
+        if fault is not None:
+            raise fault
+        return await super()._stat(key)
+
+
+@pytest.fixture
+def backend(base_url: str) -> StatFailsAfterSave:
+    return StatFailsAfterSave(base_url)
+
+
+@pytest.fixture
+def server(serve: Serve, backend: StatFailsAfterSave) -> str:
+    app = FastAPI()
+    app.include_router(make_signed_url_router(get_backend=lambda: backend), prefix="/files")
+    return serve(app)
+
+
+async def _form(
+    client: httpx.AsyncClient, backend: MemoryStorageBackend, key: str, data: bytes
+) -> httpx.Response:
+    post = await backend.get_presigned_post(key, max_bytes=1000)
+    files = {"file": ("upload.bin", data, "application/octet-stream")}
+    return await client.post(post.url, data=post.fields, files=files)
+
+
+AFTER_SAVE = {
+    "deleted-since": ObjectNotFoundError(),
+    "store-unreachable": StorageUnavailableError("connection reset"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(AFTER_SAVE))
+async def test_put_that_landed_is_a_success_even_when_the_stat_after_it_fails(
+    server: str, client: httpx.AsyncClient, backend: StatFailsAfterSave, fault: str
+) -> None:
+    backend.after_save = AFTER_SAVE[fault]
+    url = await backend.get_presigned_url("in/a.bin", method="PUT")
+    response = await client.put(url, content=b"stored")
+    assert response.status_code == 200, response.text
+    assert "etag" not in response.headers  # unknown: never another version's
+    assert await backend.load("in/a.bin") == b"stored"
+
+
+@pytest.mark.parametrize("fault", sorted(AFTER_SAVE))
+async def test_form_upload_that_landed_is_a_success_even_when_the_stat_after_it_fails(
+    server: str, client: httpx.AsyncClient, backend: StatFailsAfterSave, fault: str
+) -> None:
+    backend.after_save = AFTER_SAVE[fault]
+    response = await _form(client, backend, "in/b.bin", b"stored")
+    assert response.status_code == 204, response.text
+    assert "etag" not in response.headers
+    assert await backend.load("in/b.bin") == b"stored"
