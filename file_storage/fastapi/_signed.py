@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypedDict
 
 from fastapi import APIRouter, Depends
 from starlette.requests import ClientDisconnect, Request
@@ -21,18 +22,32 @@ from file_storage.backends._router_signed import RouterSigned
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
     ObjectNotFoundError,
+    PreconditionFailedError,
     StorageError,
     StorageQuotaExceededError,
 )
 from file_storage.fastapi._errors import error_response
 from file_storage.fastapi._post import landed_etag, receive_post
-from file_storage.fastapi._response import storage_response
+from file_storage.fastapi._response import (
+    failed_precondition,
+    none_match,
+    quote_etag,
+    storage_response,
+)
+from file_storage.models import ObjectInfo
 
 logger = logging.getLogger("file_storage.fastapi")
 
 BackendProvider = Callable[..., StorageBackend | Awaitable[StorageBackend]]
 
 _METHODS = ("GET", "HEAD", "PUT", "POST")
+
+
+class _Pin(TypedDict, total=False):
+    overwrite: bool
+    if_match: str
+
+
 _EXPOSED = "ETag, Content-Length, Content-Range, Accept-Ranges, Last-Modified"
 
 
@@ -94,10 +109,46 @@ async def _save_body(backend: StorageBackend, key: str, request: Request) -> Res
         content_type = signed_type
     try:
         await _check_declared_length(backend, key, request)
-        await backend.save(key, request.stream(), content_type=content_type)
+        pinned = await _pin_conditions(backend, key, request)
+        await backend.save(key, request.stream(), content_type=content_type, **pinned)
     except StorageError as exc:
         return error_response(exc)
     return Response(status_code=200, headers=await landed_etag(backend, key))
+
+
+_CONDITIONS = ("if-match", "if-none-match", "if-unmodified-since")
+
+
+async def _pin_conditions(backend: StorageBackend, key: str, request: Request) -> _Pin:
+    """``save``'s condition for a PUT sent with ``If-Match``, ``If-None-Match`` or
+    ``If-Unmodified-Since``, as S3 honours them on a presigned PUT.
+
+    The headers are evaluated against the object as it is now (RFC 9110, 13.2.2), and
+    the write is pinned to that state (``if_match`` its ETag, or ``overwrite=False``
+    when there is none): a concurrent change in between is a 412 too, never a write
+    over a version the client did not name.
+
+    Raises:
+        PreconditionFailedError: a condition does not hold (412).
+    """
+    headers = request.headers
+    if not any(name in headers for name in _CONDITIONS):
+        return {}
+    try:
+        info: ObjectInfo | None = await backend.stat(key)
+    except ObjectNotFoundError:
+        info = None
+    etag = None if info is None else quote_etag(info.etag)
+    unmet = failed_precondition(headers, etag, None if info is None else info.last_modified)
+    if unmet is None and none_match(headers, etag, exists=info is not None):
+        unmet = "If-None-Match names the object as it is"
+    if unmet is not None:
+        raise PreconditionFailedError(unmet, operation="save", key=key)
+    if info is None:
+        return {"overwrite": False}
+    if info.etag is None:  # pragma: no cover - the local and memory backends give one
+        raise PreconditionFailedError("the object has no ETag to pin the write to")
+    return {"if_match": info.etag}
 
 
 async def _check_declared_length(backend: StorageBackend, key: str, request: Request) -> None:

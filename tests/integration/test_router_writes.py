@@ -86,3 +86,55 @@ async def test_form_upload_that_landed_is_a_success_even_when_the_stat_after_it_
     assert response.status_code == 204, response.text
     assert "etag" not in response.headers
     assert await backend.load("in/b.bin") == b"stored"
+
+
+async def test_put_with_if_none_match_star_never_replaces_an_object(
+    server: str, client: httpx.AsyncClient, backend: StatFailsAfterSave
+) -> None:
+    await backend.save("in/c.bin", b"first")
+    url = await backend.get_presigned_url("in/c.bin", method="PUT")
+    response = await client.put(url, content=b"second", headers={"If-None-Match": "*"})
+    assert response.status_code == 412
+    assert set(response.json()) == {"detail"}
+    assert await backend.load("in/c.bin") == b"first"
+
+
+async def test_put_with_if_none_match_star_creates_a_missing_object(
+    server: str, client: httpx.AsyncClient, backend: StatFailsAfterSave
+) -> None:
+    url = await backend.get_presigned_url("in/d.bin", method="PUT")
+    response = await client.put(url, content=b"new", headers={"If-None-Match": "*"})
+    assert response.status_code == 200
+    assert await backend.load("in/d.bin") == b"new"
+
+
+async def test_put_with_a_stale_if_match_is_412_and_keeps_the_newer_object(
+    server: str, client: httpx.AsyncClient, backend: StatFailsAfterSave
+) -> None:
+    await backend.save("in/e.bin", b"v1")
+    stale = (await backend.stat("in/e.bin")).etag
+    await backend.save("in/e.bin", b"v2 by someone else")
+    url = await backend.get_presigned_url("in/e.bin", method="PUT")
+    response = await client.put(url, content=b"v3", headers={"If-Match": stale or ""})
+    assert response.status_code == 412
+    assert await backend.load("in/e.bin") == b"v2 by someone else"
+
+
+async def test_put_with_the_current_if_match_replaces_the_object(
+    server: str, client: httpx.AsyncClient, backend: StatFailsAfterSave
+) -> None:
+    await backend.save("in/f.bin", b"v1")
+    current = (await backend.stat("in/f.bin")).etag
+    url = await backend.get_presigned_url("in/f.bin", method="PUT")
+    response = await client.put(url, content=b"v2", headers={"If-Match": current or ""})
+    assert response.status_code == 200
+    assert await backend.load("in/f.bin") == b"v2"
+
+
+async def test_put_with_if_match_on_a_missing_object_is_412_and_stores_nothing(
+    server: str, client: httpx.AsyncClient, backend: StatFailsAfterSave
+) -> None:
+    url = await backend.get_presigned_url("in/g.bin", method="PUT")
+    response = await client.put(url, content=b"x", headers={"If-Match": "*"})
+    assert response.status_code == 412
+    assert await backend.list_files() == []
