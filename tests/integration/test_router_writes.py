@@ -14,6 +14,7 @@ from file_storage import (
     StorageError,
     StorageUnavailableError,
 )
+from file_storage._post_policy import sign_post
 from file_storage.fastapi import make_signed_url_router
 from tests.integration.conftest import SIGNING_KEY, Serve
 
@@ -138,3 +139,17 @@ async def test_put_with_if_match_on_a_missing_object_is_412_and_stores_nothing(
     response = await client.put(url, content=b"x", headers={"If-Match": "*"})
     assert response.status_code == 412
     assert await backend.list_files() == []
+
+
+@pytest.mark.parametrize("left_out", ["max_bytes", "content_type"])
+async def test_form_leaving_out_a_field_signed_empty_is_not_a_500(
+    server: str, client: httpx.AsyncClient, backend: StatFailsAfterSave, left_out: str
+) -> None:
+    # signed with no cap and no content type: a missing field signs as the empty one
+    post = sign_post(f"{server}/files", "in/h.csv", 60, None, "", SIGNING_KEY)
+    fields = {name: value for name, value in post.fields.items() if name != left_out}
+    files = {"file": ("upload.csv", b"a,b\n", "text/plain")}
+    response = await client.post(post.url, data=fields, files=files)
+    assert response.status_code == 204, response.text
+    assert await backend.load("in/h.csv") == b"a,b\n"
+    assert (await backend.stat("in/h.csv")).content_type == "text/csv"  # from the key
