@@ -8,8 +8,11 @@ response's type and ``Content-Disposition`` on GET; on PUT ``content_type`` is a
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypedDict
 
 from fastapi import APIRouter, Depends
@@ -108,12 +111,48 @@ async def _save_body(backend: StorageBackend, key: str, request: Request) -> Res
             return _deny(403, "the upload's Content-Type is not the one the URL was signed for")
         content_type = signed_type
     try:
+        expected_md5 = _content_md5(request)
         await _check_declared_length(backend, key, request)
         pinned = await _pin_conditions(backend, key, request)
-        await backend.save(key, request.stream(), content_type=content_type, **pinned)
+        body: AsyncIterator[bytes] = request.stream()
+        if expected_md5 is not None:
+            body = _md5_checked(body, expected_md5)
+        await backend.save(key, body, content_type=content_type, **pinned)
     except StorageError as exc:
         return error_response(exc)
+    except _BadDigest as exc:
+        logger.info("PUT %r refused: %s", key, exc)
+        return _deny(400, str(exc))
     return Response(status_code=200, headers=await landed_etag(backend, key))
+
+
+class _BadDigest(Exception):
+    """The body is not the one its ``Content-MD5`` names (raised from the body: nothing stored)."""
+
+
+def _content_md5(request: Request) -> bytes | None:
+    """The digest a PUT's ``Content-MD5`` names (RFC 1864), which S3 checks too."""
+    value = request.headers.get("content-md5")
+    if value is None:
+        return None
+    try:
+        digest = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        digest = b""
+    if len(digest) != 16:
+        raise _BadDigest("Content-MD5 is not a base64-encoded MD5 digest")
+    return digest
+
+
+async def _md5_checked(chunks: AsyncIterator[bytes], expected: bytes) -> AsyncIterator[bytes]:
+    """The body, raising after its last chunk when its MD5 is not ``expected``: ``save``
+    then discards what it wrote, as for any error its stream raises."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    async for chunk in chunks:
+        md5.update(chunk)
+        yield chunk
+    if md5.digest() != expected:
+        raise _BadDigest("the body does not match its Content-MD5")
 
 
 _CONDITIONS = ("if-match", "if-none-match", "if-unmodified-since")

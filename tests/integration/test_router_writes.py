@@ -3,6 +3,9 @@ what the client is told matches what was stored."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -153,3 +156,42 @@ async def test_form_leaving_out_a_field_signed_empty_is_not_a_500(
     assert response.status_code == 204, response.text
     assert await backend.load("in/h.csv") == b"a,b\n"
     assert (await backend.stat("in/h.csv")).content_type == "text/csv"  # from the key
+
+
+def _content_md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+async def test_put_whose_body_does_not_match_its_content_md5_is_400_and_stores_nothing(
+    server: str, client: httpx.AsyncClient, backend: StatFailsAfterSave
+) -> None:
+    await backend.save("in/m.bin", b"older")
+    url = await backend.get_presigned_url("in/m.bin", method="PUT")
+    sent = b"x" * 3_000_000  # several chunks: the digest is known only at the end
+    response = await client.put(
+        url, content=sent, headers={"Content-MD5": _content_md5(sent[:-1] + b"y")}
+    )
+    assert response.status_code == 400
+    assert "Content-MD5" in response.json()["detail"]
+    assert await backend.load("in/m.bin") == b"older"
+
+
+@pytest.mark.parametrize("digest", ["not base64!", base64.b64encode(b"short").decode()])
+async def test_put_with_a_malformed_content_md5_is_400(
+    server: str, client: httpx.AsyncClient, backend: StatFailsAfterSave, digest: str
+) -> None:
+    url = await backend.get_presigned_url("in/n.bin", method="PUT")
+    response = await client.put(url, content=b"data", headers={"Content-MD5": digest})
+    assert response.status_code == 400
+    assert await backend.list_files() == []
+
+
+async def test_put_matching_its_content_md5_is_stored(
+    server: str, client: httpx.AsyncClient, backend: StatFailsAfterSave
+) -> None:
+    url = await backend.get_presigned_url("in/o.bin", method="PUT")
+    response = await client.put(
+        url, content=b"data", headers={"Content-MD5": _content_md5(b"data")}
+    )
+    assert response.status_code == 200
+    assert await backend.load("in/o.bin") == b"data"
