@@ -82,7 +82,8 @@ async def storage_response(
         key: the object's key.
         request: the request being answered (method and headers are read).
         filename: when given, ``Content-Disposition`` names it (RFC 6266: an ASCII
-            ``filename`` and the full UTF-8 ``filename*``); path parts are dropped.
+            ``filename`` and the full UTF-8 ``filename*``); path parts are dropped, and
+            a name over 255 UTF-8 bytes is cut to that, keeping its extension.
         content_type: overrides the stored content type.
         disposition: ``"attachment"`` (download) or ``"inline"``; used with ``filename``.
 
