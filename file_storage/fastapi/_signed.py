@@ -44,14 +44,14 @@ logger = logging.getLogger("file_storage.fastapi")
 BackendProvider = Callable[..., StorageBackend | Awaitable[StorageBackend]]
 
 _METHODS = ("GET", "HEAD", "PUT", "POST")
+_EXPOSED = "ETag, Content-Length, Content-Range, Accept-Ranges, Last-Modified"
 
 
 class _Pin(TypedDict, total=False):
+    """The condition ``save`` is given for a conditional PUT."""
+
     overwrite: bool
     if_match: str
-
-
-_EXPOSED = "ETag, Content-Length, Content-Range, Accept-Ranges, Last-Modified"
 
 
 def _signing_secret(backend: StorageBackend) -> str | None:
