@@ -3,8 +3,11 @@ what the client is told matches what was stored."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import time
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -30,6 +33,7 @@ class StatFailsAfterSave(MemoryStorageBackend):
         super().__init__(base_url=f"{base_url}/files", signing_key=SIGNING_KEY)
         self.after_save: StorageError | None = None
         self._armed: dict[str, StorageError] = {}
+        self.stats = 0
 
     async def _save(self, key: str, content: object, *args: object) -> None:
         await super()._save(key, content, *args)  # type: ignore[arg-type]
@@ -37,6 +41,7 @@ class StatFailsAfterSave(MemoryStorageBackend):
             self._armed[key] = self.after_save
 
     async def _stat(self, key: str) -> ObjectInfo:
+        self.stats += 1
         fault = self._armed.pop(key, None)
         if fault is not None:
             raise fault
@@ -195,3 +200,26 @@ async def test_put_matching_its_content_md5_is_stored(
     )
     assert response.status_code == 200
     assert await backend.load("in/o.bin") == b"data"
+
+
+async def test_of_two_racing_create_only_puts_exactly_one_lands(
+    server: str, client: httpx.AsyncClient, backend: StatFailsAfterSave
+) -> None:
+    url = await backend.get_presigned_url("in/race.bin", method="PUT")
+
+    async def body(data: bytes) -> AsyncIterator[bytes]:
+        # both requests have checked If-None-Match (one stat each) before either body
+        # arrives: the check alone would let both through
+        deadline = time.monotonic() + 10
+        while backend.stats < 2:
+            assert time.monotonic() < deadline, "the router never checked both requests"
+            await asyncio.sleep(0.01)  # the server's own thread and loop: nothing to await
+        yield data
+
+    first, second = await asyncio.gather(
+        client.put(url, content=body(b"first"), headers={"If-None-Match": "*"}),
+        client.put(url, content=body(b"second"), headers={"If-None-Match": "*"}),
+    )
+    assert sorted([first.status_code, second.status_code]) == [200, 412]
+    winner = b"first" if first.status_code == 200 else b"second"
+    assert await backend.load("in/race.bin") == winner
