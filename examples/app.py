@@ -36,6 +36,7 @@ Environment, besides ``STORAGE_*``:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -50,6 +51,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from file_storage import (
+    InvalidKeyError,
     ObjectInfo,
     ObjectNotFoundError,
     StorageBackend,
@@ -60,8 +62,8 @@ from file_storage.fastapi import (
     StorageDep,
     content_disposition,
     install_error_handlers,
+    make_signed_url_router,
     save_upload,
-    signed_url_router,
     storage_lifespan,
     storage_response,
 )
@@ -261,9 +263,28 @@ def create_app() -> FastAPI:
 
     app = FastAPI(title="file_storage example", lifespan=lifespan)
     install_error_handlers(app)
+
+    async def storage_for_signed_urls(request: Request, storage: StorageDep) -> StorageBackend:
+        """The backend, with the quota of the user folder a signed URL's key lies in.
+
+        Quotas are set per process, when a user's request comes in: a URL handed out by
+        another worker, or before a restart, reaches a process that may not have set
+        that user's quota yet, and would store past it.
+        """
+        key: str = request.path_params.get("key", "")
+        top, _, in_top = key.partition("/")
+        user, _, name = in_top.partition("/")
+        if top == "users" and name:
+            with contextlib.suppress(InvalidKeyError):  # no user's folder: nothing to cap
+                storage.set_quota(paths.user_root(user), user_quota)
+        return storage
+
     # GET/PUT/POST for the local and memory backends' presigned URLs and forms; with S3
     # they point at S3 instead
-    app.include_router(signed_url_router, prefix=signed_url_prefix(settings))
+    app.include_router(
+        make_signed_url_router(get_backend=storage_for_signed_urls),
+        prefix=signed_url_prefix(settings),
+    )
 
     async def usage_of(storage: StorageBackend, root: str) -> QuotaUsage:
         # set on each request: cheap, and a user seen for the first time gets one too

@@ -16,22 +16,42 @@ Disposition = Literal["attachment", "inline"]
 _ASCII_SAFE = re.compile(r"[^A-Za-z0-9 !#$&'()+,.;=@\[\]^_`{}~-]")
 # visible ASCII and space: what every server (S3 included) stores and returns unchanged
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
+# NAME_MAX of common file systems (ext4, APFS, NTFS count 255 bytes or units)
+MAX_NAME_BYTES = 255
+_MAX_EXTENSION_BYTES = 16
 _JSON_TYPES = frozenset({"application/json", "application/x-ndjson"})
 
 
 def content_disposition(filename: str, disposition: Disposition = "attachment") -> str:
-    """``attachment; filename="<ascii>"; filename*=UTF-8''<percent-encoded>`` (RFC 6266)."""
+    """``attachment; filename="<ascii>"; filename*=UTF-8''<percent-encoded>`` (RFC 6266).
+
+    The name loses path parts and control characters, and is cut to 255 UTF-8 bytes
+    (keeping a short extension)."""
     if disposition not in ("attachment", "inline"):
         raise ValueError("disposition must be 'attachment' or 'inline'")
     name = re.split(r"[/\\]", filename)[-1]
     # controls (CR, LF, NUL...) and format characters (bidi overrides) never reach a header
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] not in "CZ" or ch == " ")
-    name = name.strip().strip(".") or "download"
+    name = _shorten(name.strip().strip(".")) or "download"
     decomposed = unicodedata.normalize("NFKD", name)
     ascii_name = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     ascii_name = _ASCII_SAFE.sub("_", ascii_name.encode("ascii", "replace").decode())
     encoded = quote(name, safe="")
     return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{encoded}"
+
+
+def _shorten(name: str) -> str:
+    """``name`` cut to what a file system stores, keeping a short extension: a longer
+    name is cut by the browser anyway, and its header (up to 9 bytes a character once
+    encoded) would outgrow proxies' 4-8 KiB header buffers and S3's 8 KiB of headers."""
+    if len(name.encode()) <= MAX_NAME_BYTES:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    suffix = dot + extension if stem and len(extension.encode()) <= _MAX_EXTENSION_BYTES else ""
+    base = stem if suffix else name
+    room = MAX_NAME_BYTES - len(suffix.encode())
+    # cut at a character boundary: a partial UTF-8 sequence is dropped
+    return base.encode()[:room].decode("utf-8", "ignore").rstrip() + suffix
 
 
 def with_charset(content_type: str) -> str:

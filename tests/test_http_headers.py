@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
 from file_storage._http import content_disposition, with_charset
@@ -30,3 +32,18 @@ def test_content_disposition_keeps_any_unicode_name() -> None:
         'attachment; filename="______ 2026.mp4"; '
         "filename*=UTF-8''%D0%9E%D1%82%D0%BF%D1%83%D1%81%D0%BA%202026.mp4"
     )
+
+
+@pytest.mark.parametrize(
+    ("filename", "kept"),
+    [
+        ("a" * 300 + ".tar.gz", "a" * 252 + ".gz"),
+        ("é" * 200, "é" * 127),  # never half a character
+        ("x." + "e" * 300, "x." + "e" * 253),  # no extension worth keeping: cut at the end
+        ("a" * 255, "a" * 255),
+    ],
+    ids=["extension-kept", "utf-8-boundary", "long-extension", "at-the-limit"],
+)
+def test_content_disposition_cuts_names_to_255_utf8_bytes(filename: str, kept: str) -> None:
+    header = content_disposition(filename)
+    assert header.endswith("filename*=UTF-8''" + quote(kept, safe=""))

@@ -267,7 +267,9 @@ class Writes(BackendCore):
             try:
                 size = call.size = (await aiofiles.os.stat(source)).st_size
             except FileNotFoundError as exc:
-                raise ObjectNotFoundError(f"local file {str(source)!r} not found") from exc
+                # the name only: the message reaches HTTP clients (a 404 body), the folder
+                # is the server's own; the cause keeps the full path for the log
+                raise ObjectNotFoundError(f"local file {source.name!r} not found") from exc
             async with self._quotas.hold(key, lazy=True):
                 reservation = await self._quotas.reserve(key, size, "upload_file")
                 hook = self._upload_file(source, key, size, ctype, meta, progress, *passed(options))

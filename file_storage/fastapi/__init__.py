@@ -204,7 +204,10 @@ def make_signed_url_router(
     413 over quota (nothing stored), and 404 when the backend is not a local or memory
     backend with a signing key (S3 URLs point at S3 itself). The URL's signed options
     are honoured: ``content_type`` and ``filename`` shape a GET's response; on PUT the
-    upload must send the signed ``content_type`` (else 403).
+    upload must send the signed ``content_type`` (else 403). A PUT's ``If-None-Match:
+    *``, ``If-Match`` and ``If-Unmodified-Since`` are honoured as on S3 (412, nothing
+    stored, when the condition does not hold), and so is ``Content-MD5`` (400, nothing
+    stored, for a body that does not match it).
 
     Args:
         get_backend: the dependency giving the backend and, from it, the signing key;

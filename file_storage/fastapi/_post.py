@@ -43,6 +43,21 @@ def _deny(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
+async def landed_etag(backend: StorageBackend, key: str) -> dict[str, str]:
+    """The ``ETag`` header of an upload that landed, or none when the stat after it fails.
+
+    The write is done by then: an object deleted since, or a store that stopped answering,
+    must not turn the answer into a failure the client would act on (retry, give up).
+    """
+    try:
+        info = await backend.stat(key)
+    except StorageError as exc:
+        logger.info("%r stored, but no ETag for the answer: %s", key, type(exc).__name__)
+        return {}
+    etag = quote_etag(info.etag)
+    return {"etag": etag} if etag else {}
+
+
 async def _parts(request: Request, boundary: bytes) -> AsyncIterator[_Part]:
     """The form's parts as they arrive; nothing after the file is read."""
     events: list[tuple[str, bytes]] = []
@@ -152,10 +167,10 @@ async def receive_post(
                 return _deny(403, "the signed form has expired")
             if verdict != "valid":
                 return _deny(403, "invalid signature for this form and key")
-            cap = int(fields["max_bytes"]) if fields["max_bytes"] else None
-            body = _capped(parts, cap)
-            await backend.save(key, body, content_type=fields["content_type"] or None)
-            info = await backend.stat(key)
+            # a field left out signs as an empty one (check_post): no cap, a guessed type
+            cap = fields.get("max_bytes", "")
+            body = _capped(parts, int(cap) if cap else None)
+            await backend.save(key, body, content_type=fields.get("content_type") or None)
     except _Refused as exc:
         logger.info("form upload to %r refused: %s", key, exc.detail)
         return _deny(exc.status, exc.detail)
@@ -164,5 +179,4 @@ async def receive_post(
     except ClientDisconnect:
         logger.info("POST %r: the client left before sending the whole form", key)
         return Response(status_code=400)
-    etag = quote_etag(info.etag)
-    return Response(status_code=204, headers={"etag": etag} if etag else {})
+    return Response(status_code=204, headers=await landed_etag(backend, key))

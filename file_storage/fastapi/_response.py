@@ -25,6 +25,7 @@ from file_storage._http import content_disposition as content_disposition
 from file_storage._keys import KeyLike
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import PreconditionFailedError, StorageUnavailableError
+from file_storage.fastapi._errors import error_response
 
 logger = logging.getLogger("file_storage.fastapi")
 
@@ -66,6 +67,9 @@ async def storage_response(
       range starting past the end: 416 with ``Content-Range: bytes */<size>``. A request
       for several ranges, or a malformed one, gets the whole object (200), as RFC 9110
       allows. ``If-Range`` is honoured.
+    - ``If-Match`` naming no current version (strong comparison; ``*`` matches any), or
+      else ``If-Unmodified-Since`` older than ``Last-Modified``: 412 with a JSON
+      ``detail``, no body of another version (a resumed download stays one version).
     - ``If-None-Match`` (or, without it, ``If-Modified-Since``) matching: 304.
     - ``HEAD``: the same status and headers, no body, and the object is not read.
     - The body is the version the headers describe: the stream is opened with
@@ -78,7 +82,8 @@ async def storage_response(
         key: the object's key.
         request: the request being answered (method and headers are read).
         filename: when given, ``Content-Disposition`` names it (RFC 6266: an ASCII
-            ``filename`` and the full UTF-8 ``filename*``); path parts are dropped.
+            ``filename`` and the full UTF-8 ``filename*``); path parts are dropped, and
+            a name over 255 UTF-8 bytes is cut to that, keeping its extension.
         content_type: overrides the stored content type.
         disposition: ``"attachment"`` (download) or ``"inline"``; used with ``filename``.
 
@@ -128,6 +133,10 @@ async def _respond(
     elif info.content_disposition is not None:
         headers["content-disposition"] = info.content_disposition
 
+    unmet = failed_precondition(request.headers, etag, info.last_modified)
+    if unmet is not None:
+        # the client's copy is another version: never send it this one's bytes
+        return error_response(PreconditionFailedError(unmet, operation="stream", key=info.key))
     conditional = request.method in ("GET", "HEAD")
     if conditional and _not_modified(request.headers, etag, info.last_modified):
         return Response(
@@ -218,14 +227,46 @@ def _opaque(tag: str) -> str:
     return tag[2:] if tag.startswith("W/") else tag
 
 
+def failed_precondition(
+    headers: Headers, etag: str | None, last_modified: datetime | None
+) -> str | None:
+    """Why ``If-Match`` or ``If-Unmodified-Since`` refuses the request, or ``None``
+    (RFC 9110, 13.2.2). ``last_modified`` is ``None`` when there is no object."""
+    if_match = headers.get("if-match")
+    if if_match is not None:
+        tags = _tags(if_match)
+        if last_modified is not None and "*" in tags:
+            return None
+        # strong comparison: a weak tag on either side never matches (RFC 9110, 13.1.1)
+        if etag is not None and not etag.startswith("W/") and etag in tags:
+            return None
+        return "If-Match names no current version of the object"
+    if_unmodified_since = headers.get("if-unmodified-since")
+    if if_unmodified_since is None or last_modified is None:
+        return None
+    since = _parse_date(if_unmodified_since)
+    if since is not None and int(last_modified.timestamp()) > int(since.timestamp()):
+        return "the object was modified after If-Unmodified-Since"
+    return None
+
+
+def none_match(headers: Headers, etag: str | None, exists: bool) -> bool:
+    """True when ``If-None-Match`` names the object as it is (``*``: any object)."""
+    value = headers.get("if-none-match")
+    if value is None or not exists:
+        return False
+    tags = _tags(value)
+    # weak comparison (RFC 9110, 13.1.2)
+    return "*" in tags or (etag is not None and _opaque(etag) in {_opaque(t) for t in tags})
+
+
+def _tags(value: str) -> list[str]:
+    return [tag.strip() for tag in value.split(",")]
+
+
 def _not_modified(headers: Headers, etag: str | None, last_modified: datetime) -> bool:
-    if_none_match = headers.get("if-none-match")
-    if if_none_match is not None:
-        # weak comparison (RFC 9110, 13.1.2); If-Modified-Since is then ignored
-        tags = [tag.strip() for tag in if_none_match.split(",")]
-        if "*" in tags:
-            return True
-        return etag is not None and _opaque(etag) in {_opaque(tag) for tag in tags}
+    if "if-none-match" in headers:  # If-Modified-Since is then ignored
+        return none_match(headers, etag, exists=True)
     if_modified_since = headers.get("if-modified-since")
     if if_modified_since is None:
         return False

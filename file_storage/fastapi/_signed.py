@@ -8,8 +8,12 @@ response's type and ``Content-Disposition`` on GET; on PUT ``content_type`` is a
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypedDict
 
 from fastapi import APIRouter, Depends
 from starlette.requests import ClientDisconnect, Request
@@ -21,12 +25,19 @@ from file_storage.backends._router_signed import RouterSigned
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
     ObjectNotFoundError,
+    PreconditionFailedError,
     StorageError,
     StorageQuotaExceededError,
 )
 from file_storage.fastapi._errors import error_response
-from file_storage.fastapi._post import receive_post
-from file_storage.fastapi._response import quote_etag, storage_response
+from file_storage.fastapi._post import landed_etag, receive_post
+from file_storage.fastapi._response import (
+    failed_precondition,
+    none_match,
+    quote_etag,
+    storage_response,
+)
+from file_storage.models import ObjectInfo
 
 logger = logging.getLogger("file_storage.fastapi")
 
@@ -34,6 +45,13 @@ BackendProvider = Callable[..., StorageBackend | Awaitable[StorageBackend]]
 
 _METHODS = ("GET", "HEAD", "PUT", "POST")
 _EXPOSED = "ETag, Content-Length, Content-Range, Accept-Ranges, Last-Modified"
+
+
+class _Pin(TypedDict, total=False):
+    """The condition ``save`` is given for a conditional PUT."""
+
+    overwrite: bool
+    if_match: str
 
 
 def _signing_secret(backend: StorageBackend) -> str | None:
@@ -93,13 +111,83 @@ async def _save_body(backend: StorageBackend, key: str, request: Request) -> Res
             return _deny(403, "the upload's Content-Type is not the one the URL was signed for")
         content_type = signed_type
     try:
+        expected_md5 = _content_md5(request)
         await _check_declared_length(backend, key, request)
-        await backend.save(key, request.stream(), content_type=content_type)
-        info = await backend.stat(key)
+        pinned = await _pin_conditions(backend, key, request)
+        body: AsyncIterator[bytes] = request.stream()
+        if expected_md5 is not None:
+            body = _md5_checked(body, expected_md5)
+        await backend.save(key, body, content_type=content_type, **pinned)
     except StorageError as exc:
         return error_response(exc)
-    etag = quote_etag(info.etag)
-    return Response(status_code=200, headers={"etag": etag} if etag else {})
+    except _BadDigest as exc:
+        logger.info("PUT %r refused: %s", key, exc)
+        return _deny(400, str(exc))
+    return Response(status_code=200, headers=await landed_etag(backend, key))
+
+
+class _BadDigest(Exception):
+    """The body is not the one its ``Content-MD5`` names (raised from the body: nothing stored)."""
+
+
+def _content_md5(request: Request) -> bytes | None:
+    """The digest a PUT's ``Content-MD5`` names (RFC 1864), which S3 checks too."""
+    value = request.headers.get("content-md5")
+    if value is None:
+        return None
+    try:
+        digest = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        digest = b""
+    if len(digest) != 16:
+        raise _BadDigest("Content-MD5 is not a base64-encoded MD5 digest")
+    return digest
+
+
+async def _md5_checked(chunks: AsyncIterator[bytes], expected: bytes) -> AsyncIterator[bytes]:
+    """The body, raising after its last chunk when its MD5 is not ``expected``: ``save``
+    then discards what it wrote, as for any error its stream raises."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    async for chunk in chunks:
+        md5.update(chunk)
+        yield chunk
+    if md5.digest() != expected:
+        raise _BadDigest("the body does not match its Content-MD5")
+
+
+_CONDITIONS = ("if-match", "if-none-match", "if-unmodified-since")
+
+
+async def _pin_conditions(backend: StorageBackend, key: str, request: Request) -> _Pin:
+    """``save``'s condition for a PUT sent with ``If-Match``, ``If-None-Match`` or
+    ``If-Unmodified-Since``, as S3 honours them on a presigned PUT.
+
+    The headers are evaluated against the object as it is now (RFC 9110, 13.2.2), and
+    the write is pinned to that state (``if_match`` its ETag, or ``overwrite=False``
+    when there is none): a concurrent change in between is a 412 too, never a write
+    over a version the client did not name.
+
+    Raises:
+        PreconditionFailedError: a condition does not hold (412).
+    """
+    headers = request.headers
+    if not any(name in headers for name in _CONDITIONS):
+        return {}
+    try:
+        info: ObjectInfo | None = await backend.stat(key)
+    except ObjectNotFoundError:
+        info = None
+    etag = None if info is None else quote_etag(info.etag)
+    unmet = failed_precondition(headers, etag, None if info is None else info.last_modified)
+    if unmet is None and none_match(headers, etag, exists=info is not None):
+        unmet = "If-None-Match names the object as it is"
+    if unmet is not None:
+        raise PreconditionFailedError(unmet, operation="save", key=key)
+    if info is None:
+        return {"overwrite": False}
+    if info.etag is None:  # pragma: no cover - the local and memory backends give one
+        raise PreconditionFailedError("the object has no ETag to pin the write to")
+    return {"if_match": info.etag}
 
 
 async def _check_declared_length(backend: StorageBackend, key: str, request: Request) -> None:

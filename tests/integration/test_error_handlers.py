@@ -8,6 +8,7 @@ answers it, even beside an application's own ValueError handler).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -44,7 +45,7 @@ async def value_error_handler(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": "the application's own ValueError answer"}, status_code=422)
 
 
-def make_app(backend: MemoryStorageBackend) -> FastAPI:
+def make_app(backend: MemoryStorageBackend, inbox: Path) -> FastAPI:
     app = FastAPI()
     # an application that answers its own ValueErrors: bad metadata must still be a 400
     app.add_exception_handler(ValueError, value_error_handler)
@@ -56,6 +57,10 @@ def make_app(backend: MemoryStorageBackend) -> FastAPI:
         note = request.headers.get("x-note")
         metadata = {"note": note} if note is not None else None
         return {"key": await storage.save(key, await request.body(), metadata=metadata)}
+
+    @app.post("/imports/{name}")
+    async def import_file(name: str, storage: StorageDep) -> dict[str, str]:
+        return {"key": await storage.upload_file(inbox / name, f"imports/{name}")}
 
     @app.get("/pinned/{key:path}")
     async def pinned(key: str, etag: str, storage: StorageDep) -> Response:
@@ -78,8 +83,16 @@ def backend() -> StagedBackend:
 
 
 @pytest.fixture
-def server(serve: Serve, backend: StagedBackend) -> str:
-    return serve(make_app(backend))
+def inbox(tmp_path: Path) -> Path:
+    """A server-side folder the app imports files from."""
+    folder = tmp_path / "server-only-inbox"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def server(serve: Serve, backend: StagedBackend, inbox: Path) -> str:
+    return serve(make_app(backend, inbox))
 
 
 async def test_saving_under_an_object_is_409(
@@ -125,3 +138,14 @@ async def test_bad_metadata_is_400_naming_the_problem_not_the_value(
     assert response.json() == {"detail": "save 'a.txt': metadata is over 2 KiB in all"}
     assert SECRET_VALUE not in response.text
     assert not await backend.exists("a.txt")
+
+
+async def test_a_missing_local_file_is_404_without_the_servers_folder(
+    server: str, client: httpx.AsyncClient, inbox: Path
+) -> None:
+    response = await client.post("/imports/report.pdf")
+    assert response.status_code == 404
+    assert response.json() == {
+        "detail": "upload_file 'imports/report.pdf': local file 'report.pdf' not found"
+    }
+    assert str(inbox) not in response.text

@@ -383,6 +383,30 @@ async def test_uploads_are_capped_by_the_users_quota_left(
     assert (await client.get("/api/usage", headers=as_user("bob"))).json()["max_upload"] == 1000
 
 
+@pytest.mark.parametrize("upload", ["put", "form"])
+async def test_a_presigned_upload_reaching_a_fresh_worker_is_capped_by_the_users_quota(
+    monkeypatch: pytest.MonkeyPatch,
+    serve: Serve,
+    local_storage: StorageBackend,
+    client: httpx.AsyncClient,
+    upload: str,
+) -> None:
+    # the URL was handed out by another worker, or before a restart: this process has
+    # not seen alice yet, and her folder is full but for 400 bytes
+    await local_storage.save("users/alice/old.bin", b"x" * 600)
+    serve_example(monkeypatch, serve, EXAMPLE_USER_QUOTA_BYTES="1000")
+    key = "users/alice/new.bin"
+    if upload == "put":
+        url = await local_storage.get_presigned_url(key, method="PUT")
+        response = await client.put(url, content=b"y" * 401)
+    else:
+        post = await local_storage.get_presigned_post(key, max_bytes=401)
+        files = {"file": ("new.bin", b"y" * 401, "application/octet-stream")}
+        response = await client.post(post.url, data=post.fields, files=files)
+    assert response.status_code == 413, response.text
+    assert await local_storage.list_files("users/alice") == ["users/alice/old.bin"]
+
+
 def _policy_conditions(fields: dict[str, str]) -> list[object]:
     conditions: list[object] = json.loads(base64.b64decode(fields["policy"]))["conditions"]
     return conditions
