@@ -17,11 +17,13 @@ from file_storage import (
     MemoryStorageBackend,
     MigrationReport,
     ObjectInfo,
+    S3StorageBackend,
     StorageBackend,
     StorageConfigError,
     migrate,
 )
 from file_storage.backends._write_options import PLAIN, WriteOptions
+from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
 
 META = {"owner": "u1", "kind": "avatar"}
 
@@ -364,6 +366,75 @@ async def test_a_destination_beside_the_folder_moved_is_allowed(tmp_path: Path) 
     report = await migrate(source, dest, "old", delete_source=True)
     assert (report.copied, report.failed) == (1, {})
     assert await dest.load("old/a.txt") == b"a"
+
+
+class NothingStored(S3StorageBackend):
+    """An S3 backend listing nothing and sending no request (these tests name AWS)."""
+
+    async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        for info in ():
+            yield info
+
+
+def aws(endpoint_url: str | None, region: str) -> S3StorageBackend:
+    return NothingStored(
+        "media", prefix="data", region=region, endpoint_url=endpoint_url,
+        access_key_id=FAKE_KEY_ID, secret_access_key=FAKE_SECRET,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("source", "dest"),
+    [
+        ((None, "us-east-1"), ("https://s3.amazonaws.com.", "us-east-1")),
+        ((None, "us-gov-west-1"), ("https://s3-fips.us-gov-east-1.amazonaws.com", "us-east-1")),
+        (("https://s3-fips-us-gov-west-1.amazonaws.com", "us-gov-west-1"), (None, "us-gov-east-1")),
+        (("https://s3.amazonaws.com", "us-gov-west-1"), (None, "us-gov-east-1")),
+        (
+            (None, "cn-north-1"),
+            ("https://s3.dualstack.cn-northwest-1.amazonaws.com.cn", "us-east-1"),
+        ),
+        (("https://media.s3.eu-west-1.amazonaws.com", "eu-west-1"), (None, "ap-south-1")),
+        (
+            ("https://s3-eu-west-1.amazonaws.com", "eu-west-1"),
+            ("https://s3.amazonaws.com", "eu-west-1"),
+        ),
+        ((None, "us-iso-east-1"), ("https://s3.us-iso-west-1.c2s.ic.gov", "us-iso-east-1")),
+        ((None, "us-isob-east-1"), ("https://s3.dualstack.us-isob-east-1.sc2s.sgov.gov", "x")),
+    ],
+)
+async def test_the_same_aws_bucket_through_any_endpoint_of_its_partition_is_refused(
+    source: tuple[str | None, str], dest: tuple[str | None, str]
+) -> None:
+    # bucket names are global in a partition: every endpoint of it (any spelling) and the
+    # SDK's own one reach the same bucket, and delete_source deleted the only copies
+    with pytest.raises(ValueError, match="same place"):
+        await migrate(aws(*source), aws(*dest), delete_source=True)
+
+
+@pytest.mark.parametrize(
+    ("source", "dest"),
+    [
+        ((None, "us-east-1"), (None, "us-gov-west-1")),
+        ((None, "us-east-1"), (None, "cn-north-1")),
+        ((None, "eu-central-1"), (None, "eusc-de-east-1")),
+        ((None, "us-iso-east-1"), (None, "us-isob-east-1")),
+        (
+            ("https://s3.amazonaws.com", "us-east-1"),
+            ("https://s3.us-gov-west-1.amazonaws.com", "us-east-1"),
+        ),
+        (
+            ("https://s3.amazonaws.com", "us-east-1"),
+            ("https://s3.cn-north-1.amazonaws.com.cn", "cn-north-1"),
+        ),
+    ],
+)
+async def test_the_same_bucket_name_in_another_aws_partition_is_another_place(
+    source: tuple[str | None, str], dest: tuple[str | None, str]
+) -> None:
+    # aws, aws-cn, aws-us-gov, the ISO partitions: each has buckets of its own
+    report = await migrate(aws(*source), aws(*dest), delete_source=True)
+    assert (report.copied, report.skipped, report.failed) == (0, 0, {})
 
 
 class NoConditionsInParts(MemoryStorageBackend):

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import re
 import shutil
 import tempfile
 import threading
@@ -228,18 +227,3 @@ def server_of(url: str) -> str:
     if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
         host = f"{host}:{port}"
     return f"{scheme}://{host}{parts.path.rstrip('/')}"
-
-
-# an AWS S3 endpoint, any region or variant: s3.amazonaws.com, s3.eu-west-1.amazonaws.com,
-# s3-us-west-2..., s3-fips..., s3.dualstack..., China's .amazonaws.com.cn
-_AWS_S3 = re.compile(r"(?:[a-z0-9.-]+\.)?s3[a-z0-9.-]*\.amazonaws\.com(\.cn)?")
-
-
-def aws_partition(url: str) -> str | None:
-    """``"aws"`` (or ``"aws-cn"``) when ``url`` is an AWS S3 endpoint, whose bucket names
-    are global: every region's endpoint, and no endpoint at all, reach the same bucket."""
-    host = (urlsplit(url.strip()).hostname or "").lower()
-    match = _AWS_S3.fullmatch(host)
-    if match is None:
-        return None
-    return "aws-cn" if match.group(1) else "aws"
