@@ -243,10 +243,17 @@ class _Job:
         copied = None
         if there is None or not await self._keep(info, there):
             copied = await self._copy(info.key, there)
-        elif self.delete_source and _changed(info, await self.source.stat(info.key)):
-            # replaced at the source since it was listed (a listing is read ahead of the
-            # copies): the destination holds an older version, which would be all left
-            copied = await self._copy(info.key, there)
+        elif self.delete_source:
+            try:
+                now = await self.source.stat(info.key)
+            except ObjectNotFoundError:
+                # deleted at the source since it was listed (the application's delete):
+                # the destination holds it, nothing is lost and nothing is left to do
+                return None
+            if _changed(info, now):
+                # replaced at the source since it was listed (a listing is read ahead of
+                # the copies): the destination holds an older version, all that is left
+                copied = await self._copy(info.key, there)
         if self.delete_source:
             await self.source.delete(info.key)
         return copied

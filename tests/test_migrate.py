@@ -255,6 +255,37 @@ async def test_a_write_at_the_destination_during_a_copy_in_parts_is_kept(
     assert await backend.load("w/big.bin") == b"the app's write during the copy"
 
 
+class DeletedAfterListing(MemoryStorageBackend):
+    """A source whose objects the application deletes once migrate has listed them."""
+
+    async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        listed = [info async for info in super()._iter_files(prefix)]
+        for info in listed:
+            await self.delete(info.key)
+        for info in listed:
+            yield info
+
+
+async def test_an_object_already_moved_and_deleted_at_the_source_since_the_listing_is_done() -> (
+    None
+):
+    # the destination holds it and the application deleted it from the source: nothing
+    # is lost and nothing is left to do, so it is skipped, not failed
+    source, dest = DeletedAfterListing(), MemoryStorageBackend()
+    await source.save("d/a.txt", b"moved before")
+    await dest.save("d/a.txt", b"moved before")
+    outcomes: list[tuple[str, str]] = []
+    report = await migrate(
+        source,
+        dest,
+        delete_source=True,
+        progress=lambda key, outcome, _: outcomes.append((key, outcome)),
+    )
+    assert (report.copied, report.skipped, report.failed) == (0, 1, {})
+    assert outcomes == [("d/a.txt", "skipped")]
+    assert await dest.load("d/a.txt") == b"moved before"
+
+
 class ReplacedBeforeRead(MemoryStorageBackend):
     """A source whose object is replaced between migrate's stat and its pinned read."""
 
