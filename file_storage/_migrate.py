@@ -188,7 +188,7 @@ def _overlap(source: StorageBackend, dest: StorageBackend, prefix: str) -> bool:
     if a == b or a.startswith(b + "/") or b.startswith(a + "/"):
         return True
     if isinstance(source, LocalStorageBackend) and isinstance(dest, LocalStorageBackend):
-        x, y = source.root, dest.root
+        x, y = Path(source._folder()), Path(dest._folder())
         return _holds_by_identity(x, y, folder) or _holds_by_identity(y, x, folder)
     return False
 

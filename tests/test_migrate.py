@@ -377,6 +377,65 @@ async def test_the_same_folder_through_a_bind_mount_is_refused(
     assert await source.load("a/precious.txt") == b"the only copy"
 
 
+@pytest.mark.parametrize(
+    ("source_root", "dest_root", "prefix"),
+    [
+        ("store", "mnt", ""),  # the destination (store/a) inside the source
+        ("mnt", "store", ""),  # the source inside the destination
+        ("store", "mnt/b", ""),  # deeper inside
+        ("store/a", "mnt", ""),  # the same folder
+        ("store", "mnt", "a"),  # store/a against store/a/a
+    ],
+)
+async def test_a_subfolder_reached_through_a_bind_mount_is_refused(
+    tmp_path: Path,
+    bind_mount: Callable[[Path, Path], None],
+    source_root: str,
+    dest_root: str,
+    prefix: str,
+) -> None:
+    # mnt is store/a mounted elsewhere: neither root's identity is the other's, nor is it
+    # met walking up from either; the mount table tells where in its file system each is
+    (tmp_path / "store" / "a" / "b").mkdir(parents=True)
+    bind_mount(tmp_path / "store" / "a", tmp_path / "mnt")
+    source = LocalStorageBackend(tmp_path / source_root)
+    dest = LocalStorageBackend(tmp_path / dest_root)
+    await source.save("a/precious.txt", b"the only copy")
+    with pytest.raises(ValueError, match="same place"):
+        await migrate(source, dest, prefix, delete_source=True)
+    assert await source.load("a/precious.txt") == b"the only copy"
+
+
+async def test_a_folder_moved_beside_a_bind_mounted_subfolder_is_allowed(
+    tmp_path: Path, bind_mount: Callable[[Path, Path], None]
+) -> None:
+    # store/x into mnt/x, which is store/a/x: beside the folder moved, not inside it
+    (tmp_path / "store" / "a").mkdir(parents=True)
+    bind_mount(tmp_path / "store" / "a", tmp_path / "mnt")
+    source = LocalStorageBackend(tmp_path / "store")
+    dest = LocalStorageBackend(tmp_path / "mnt")
+    await source.save("x/a.txt", b"a")
+    report = await migrate(source, dest, "x", delete_source=True)
+    assert (report.copied, report.failed) == (1, {})
+    assert (tmp_path / "store" / "a" / "x" / "a.txt").read_bytes() == b"a"
+
+
+@pytest.mark.parametrize("moved", ["source", "dest"])
+async def test_a_root_renamed_after_its_backend_was_made_is_found_where_it_went(
+    tmp_path: Path, moved: str
+) -> None:
+    # the backend holds its folder open and follows it: under its old name it looked
+    # like another place, and delete_source deleted the only copies
+    old = LocalStorageBackend(tmp_path / "store")
+    await old.save("a/precious.txt", b"the only copy")
+    (tmp_path / "store").rename(tmp_path / "moved")
+    new = LocalStorageBackend(tmp_path / "moved")
+    source, dest = (old, new) if moved == "source" else (new, old)
+    with pytest.raises(ValueError, match="same place"):
+        await migrate(source, dest, delete_source=True)
+    assert (tmp_path / "moved" / "a" / "precious.txt").read_bytes() == b"the only copy"
+
+
 async def test_a_bind_mounted_destination_beside_the_folder_moved_is_allowed(
     tmp_path: Path, bind_mount: Callable[[Path, Path], None]
 ) -> None:
