@@ -527,6 +527,58 @@ async def test_the_same_bucket_name_in_another_aws_partition_is_another_place(
     assert (report.copied, report.skipped, report.failed) == (0, 0, {})
 
 
+def gcs(endpoint_url: str | None) -> StorageBackend:
+    from file_storage.backends.gcs import GCSStorageBackend
+
+    return GCSStorageBackend("media", prefix="data", endpoint_url=endpoint_url)
+
+
+def azure(**how: str) -> StorageBackend:
+    from file_storage.backends.azure import AzureStorageBackend
+
+    return AzureStorageBackend("media", prefix="data", **how)
+
+
+PORTAL = (  # as Azure's portal gives it
+    "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.windows.net"
+)
+
+
+@pytest.mark.parametrize(
+    ("source", "dest"),
+    [
+        (lambda: gcs(None), lambda: gcs("https://storage.googleapis.com/")),
+        (lambda: gcs("http://localhost:4443"), lambda: gcs("http://127.0.0.1:4443")),
+        (
+            lambda: azure(account="acct", access_key="a2V5"),
+            lambda: azure(connection_string=PORTAL),
+        ),
+        (
+            lambda: azure(account="acct", access_key="a2V5"),
+            lambda: azure(account="acct", endpoint_url="http://acct.blob.core.windows.net"),
+        ),
+        (
+            lambda: azure(connection_string="UseDevelopmentStorage=true"),
+            lambda: azure(
+                account="devstoreaccount1", endpoint_url="http://localhost:10000/devstoreaccount1"
+            ),
+        ),
+        (
+            lambda: aws("http://localhost:9000", "us-east-1"),
+            lambda: aws("http://127.0.0.1:9000", "x"),
+        ),
+    ],
+)
+async def test_the_same_bucket_through_the_default_or_another_name_of_its_server_is_refused(
+    source: Callable[[], StorageBackend], dest: Callable[[], StorageBackend]
+) -> None:
+    # the store's own endpoint spelled out (an Azure portal connection string names it),
+    # an emulator as localhost and as 127.0.0.1: the same objects, which delete_source
+    # deleted; refused before any request
+    with pytest.raises(ValueError, match="same place"):
+        await migrate(source(), dest(), delete_source=True)
+
+
 class NoConditionsInParts(MemoryStorageBackend):
     """A destination refusing conditional writes of streams, as the S3 backend does in
     parts (a low multipart threshold) on a server that does not check them (Ceph RGW)."""

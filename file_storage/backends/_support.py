@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import shutil
 import tempfile
@@ -216,14 +217,22 @@ async def temp_folder() -> AsyncIterator[Path]:
 
 
 def server_of(url: str) -> str:
-    """An endpoint URL as one spelling of its server: scheme and host in lower case, no
-    default port, no trailing ``/`` (to tell whether two backends reach one store)."""
+    """An endpoint URL as one spelling of its server (to tell whether two backends reach
+    one store): the host in lower case, without a trailing dot, every loopback name
+    (``localhost``, ``127.0.0.1``, ``::1``) as one; no scheme or default port (HTTP
+    and HTTPS of one host are one server); the path without a trailing ``/``."""
     parts = urlsplit(url.strip())
-    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    host = (parts.hostname or "").lower().rstrip(".")
     try:
         port = parts.port
     except ValueError:
         port = None
-    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        host = "localhost"
+    if port is not None and port not in (80, 443):
         host = f"{host}:{port}"
-    return f"{scheme}://{host}{parts.path.rstrip('/')}"
+    return f"//{host}{parts.path.rstrip('/')}"
