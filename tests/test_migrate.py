@@ -721,3 +721,11 @@ async def test_an_object_replaced_after_its_listing_is_copied_not_deleted_as_alr
     assert (report.copied, report.skipped, report.failed) == (1, 0, {})
     assert await dest.load("doc.txt") == b"the app's write after the listing"
     assert await source.list_files("") == []
+
+
+def test_the_built_in_aws_partitions_match_botocores() -> None:
+    # the copy used without botocore: the same partitions, regions and DNS suffixes
+    from file_storage.backends import _aws
+
+    read = {(p.id, p.region_regex.pattern, p.suffixes) for p in _aws._partitions()}
+    assert read == {(name, regex, (dns, dual)) for name, regex, dns, dual in _aws._KNOWN}
