@@ -188,7 +188,7 @@ def _overlap(source: StorageBackend, dest: StorageBackend, prefix: str) -> bool:
     if a == b or a.startswith(b + "/") or b.startswith(a + "/"):
         return True
     if isinstance(source, LocalStorageBackend) and isinstance(dest, LocalStorageBackend):
-        x, y = source.root, dest.root
+        x, y = Path(source._folder()), Path(dest._folder())
         return _holds_by_identity(x, y, folder) or _holds_by_identity(y, x, folder)
     return False
 
@@ -243,10 +243,17 @@ class _Job:
         copied = None
         if there is None or not await self._keep(info, there):
             copied = await self._copy(info.key, there)
-        elif self.delete_source and _changed(info, await self.source.stat(info.key)):
-            # replaced at the source since it was listed (a listing is read ahead of the
-            # copies): the destination holds an older version, which would be all left
-            copied = await self._copy(info.key, there)
+        elif self.delete_source:
+            try:
+                now = await self.source.stat(info.key)
+            except ObjectNotFoundError:
+                # deleted at the source since it was listed (the application's delete):
+                # the destination holds it, nothing is lost and nothing is left to do
+                return None
+            if _changed(info, now):
+                # replaced at the source since it was listed (a listing is read ahead of
+                # the copies): the destination holds an older version, all that is left
+                copied = await self._copy(info.key, there)
         if self.delete_source:
             await self.source.delete(info.key)
         return copied

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
-import re
 import shutil
 import tempfile
 import threading
@@ -217,29 +217,22 @@ async def temp_folder() -> AsyncIterator[Path]:
 
 
 def server_of(url: str) -> str:
-    """An endpoint URL as one spelling of its server: scheme and host in lower case, no
-    default port, no trailing ``/`` (to tell whether two backends reach one store)."""
+    """An endpoint URL as one spelling of its server (to tell whether two backends reach
+    one store): the host in lower case, without a trailing dot, every loopback name
+    (``localhost``, ``127.0.0.1``, ``::1``) as one; no scheme or default port (HTTP
+    and HTTPS of one host are one server); the path without a trailing ``/``."""
     parts = urlsplit(url.strip())
-    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    host = (parts.hostname or "").lower().rstrip(".")
     try:
         port = parts.port
     except ValueError:
         port = None
-    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        host = "localhost"
+    if port is not None and port not in (80, 443):
         host = f"{host}:{port}"
-    return f"{scheme}://{host}{parts.path.rstrip('/')}"
-
-
-# an AWS S3 endpoint, any region or variant: s3.amazonaws.com, s3.eu-west-1.amazonaws.com,
-# s3-us-west-2..., s3-fips..., s3.dualstack..., China's .amazonaws.com.cn
-_AWS_S3 = re.compile(r"(?:[a-z0-9.-]+\.)?s3[a-z0-9.-]*\.amazonaws\.com(\.cn)?")
-
-
-def aws_partition(url: str) -> str | None:
-    """``"aws"`` (or ``"aws-cn"``) when ``url`` is an AWS S3 endpoint, whose bucket names
-    are global: every region's endpoint, and no endpoint at all, reach the same bucket."""
-    host = (urlsplit(url.strip()).hostname or "").lower()
-    match = _AWS_S3.fullmatch(host)
-    if match is None:
-        return None
-    return "aws-cn" if match.group(1) else "aws"
+    return f"//{host}{parts.path.rstrip('/')}"

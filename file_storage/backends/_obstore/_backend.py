@@ -125,14 +125,20 @@ class ObstoreBackend(StorageBackend):
         self._public_base_url = public_base_url
         self._endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
         super().__init__(quota_identity=f"{identity}/{prefix}", **core)
-        # a bucket (container) of the same name on another server is another store; the
-        # quota's identity (its Redis namespace) stays without the endpoint, as it was
-        self._place = f"{identity}@{server_of(endpoint_url)}/{prefix}" if endpoint_url else None
+        self._identity = identity
         # expiry rules live in the store, shared by every process (see _obstore._rules)
         self._rules = ObstoreRules(self)
 
-    def _store_place(self) -> str | None:
-        return self._place or super()._store_place()
+    def _store_place(self) -> str:
+        # a bucket (container) of the same name on another server is another store; no
+        # endpoint is the store's own, however spelled (the quota's identity, its Redis
+        # namespace, stays without the endpoint, as it was)
+        server = server_of(self._endpoint_url or self._default_endpoint())
+        return f"{self._identity}@{server}/{self._root}"
+
+    def _default_endpoint(self) -> str:
+        """The server reached without ``endpoint_url``."""
+        raise NotImplementedError
 
     # ---------------------------------------------------------------- for subclasses
 

@@ -107,6 +107,9 @@ class AzureStorageBackend(ObstoreBackend):
             f"prefix={self._root!r}, endpoint_url={self._endpoint_url!r})"
         )
 
+    def _default_endpoint(self) -> str:
+        return f"https://{self._account}.blob.core.windows.net"
+
     def _open_store(self, obs: ModuleType) -> ObjectStore:
         from obstore.store import AzureStore
 
@@ -134,7 +137,7 @@ class AzureStorageBackend(ObstoreBackend):
         if self._access_key is None:
             # a user delegation SAS, made by object_store (no response headers)
             return await super()._presign(key, expires_in, method, content_type, filename)
-        endpoint = self._endpoint_url or f"https://{self._account}.blob.core.windows.net"
+        endpoint = self._endpoint_url or self._default_endpoint()
         return service_sas_url(
             endpoint=endpoint,
             account=self._account,

@@ -84,6 +84,9 @@ class GCSStorageBackend(ObstoreBackend):
             f"endpoint_url={self._endpoint_url!r})"
         )
 
+    def _default_endpoint(self) -> str:
+        return GCS_ENDPOINT
+
     def _key_file(self) -> dict[str, Any] | None:
         """The service-account key's JSON fields, or ``None`` (no key, or a file not read)."""
         if self._service_account is None:

@@ -62,6 +62,7 @@ from file_storage.backends.local._io import (
     write_all,
 )
 from file_storage.backends.local._pages import local_entries
+from file_storage.backends.local._place import fs_place
 from file_storage.backends.local._rules import LocalRules
 from file_storage.backends.local._walk import TmpSeen, Walk, sweep_meta, tmp_watcher
 from file_storage.errors import (
@@ -153,9 +154,15 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         self._temp_max_age = float(temp_max_age_seconds)
 
     def _store_place(self) -> str:
-        # the folder itself, whatever path reaches it: a symlink or ".." names the same
-        # files (the quota's identity keeps the path as given: its Redis namespace)
-        return f"local:{os.path.realpath(self._root)}"
+        # the folder itself, whatever path reaches it: a symlink, "..", a bind mount (the
+        # folder within its file system), its new name when renamed while held open (the
+        # quota's identity keeps the path as given: its Redis namespace)
+        folder = self._folder()
+        return f"local:{fs_place(folder) or folder}"
+
+    def _folder(self) -> str:
+        """The root folder's resolved path now (where it went, when renamed while open)."""
+        return self._dir.current()
 
     def __repr__(self) -> str:
         return f"LocalStorageBackend(root={str(self._root)!r})"

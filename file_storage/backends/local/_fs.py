@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from file_storage.backends.local._place import open_folder
 from file_storage.errors import (
     ObjectConflictError,
     ObjectNotFoundError,
@@ -80,6 +81,13 @@ class Root:
     def real(self) -> str:
         self.fd()
         return self.prefixes[0]
+
+    def current(self) -> str:
+        """The folder's resolved path now: renamed while held open, its new one."""
+        with self._lock:
+            held = self._fd >= 0 and self._pid == os.getpid()
+            found = open_folder(self._fd) if held else None
+        return found or os.path.realpath(self.path)
 
     def close(self) -> None:
         with self._lock:

@@ -27,8 +27,9 @@ from file_storage._metadata import encode_value
 from file_storage._spool import Entry, Spool, read_range
 from file_storage._streams import Progress
 from file_storage.backends import _pages
+from file_storage.backends._aws import aws_partition
 from file_storage.backends._core import Method
-from file_storage.backends._support import aws_partition, server_of
+from file_storage.backends._support import server_of
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.s3 import _multipart as mp
 from file_storage.backends.s3._clients import LoopClients, S3Clients
@@ -198,10 +199,11 @@ class S3StorageBackend(S3Clients):
         self._stores: dict[str | None, Any] = {}  # obstore S3Stores, per endpoint
 
     def _store_place(self) -> str:
-        # the server however its URL is spelled (a trailing "/", an upper-case scheme):
-        # the quota's identity keeps the URL as given (its Redis namespace)
-        url = self._options.endpoint_url
-        server = "aws" if url is None else aws_partition(url) or server_of(url)
+        # the server however its URL is spelled (a trailing "/", an upper-case scheme), or
+        # AWS's partition, whose every endpoint reaches the same buckets: the quota's
+        # identity keeps the URL as given (its Redis namespace)
+        url, region = self._options.endpoint_url, self._options.region
+        server = aws_partition(url, region) or server_of(url or "")
         return f"s3:{server}/{self._bucket}/{self._root}"
 
     def __repr__(self) -> str:
