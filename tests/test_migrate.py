@@ -255,15 +255,24 @@ async def test_a_write_at_the_destination_during_a_copy_in_parts_is_kept(
     assert await backend.load("w/big.bin") == b"the app's write during the copy"
 
 
-class DeletedAfterListing(MemoryStorageBackend):
-    """A source whose objects the application deletes once migrate has listed them."""
+class ChangedAfterListing(MemoryStorageBackend):
+    """A source whose objects the application changes once migrate has listed them and
+    before their turn comes (a listing is read ahead of the copies, a page at a time)."""
 
     async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         listed = [info async for info in super()._iter_files(prefix)]
         for info in listed:
-            await self.delete(info.key)
+            await self.change(info.key)
         for info in listed:
             yield info
+
+    async def change(self, key: str) -> None:
+        raise NotImplementedError
+
+
+class DeletedAfterListing(ChangedAfterListing):
+    async def change(self, key: str) -> None:
+        await self.delete(key)
 
 
 async def test_an_object_already_moved_and_deleted_at_the_source_since_the_listing_is_done() -> (
@@ -697,16 +706,9 @@ async def test_a_copy_refused_with_the_destination_unchanged_is_a_failure_not_a_
     assert await source.load("k.txt") == b"the only up-to-date copy"
 
 
-class ReplacedAfterListed(MemoryStorageBackend):
-    """A source whose objects the application replaces after migrate listed them and
-    before their turn comes (a listing is read ahead of the copies, a page at a time)."""
-
-    async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        listed = [info async for info in super()._iter_files(prefix)]
-        for info in listed:
-            await self.save(info.key, b"the app's write after the listing")
-        for info in listed:
-            yield info
+class ReplacedAfterListed(ChangedAfterListing):
+    async def change(self, key: str) -> None:
+        await self.save(key, b"the app's write after the listing")
 
 
 async def test_an_object_replaced_after_its_listing_is_copied_not_deleted_as_already_there() -> (
