@@ -11,11 +11,12 @@ import os
 from collections.abc import (
     AsyncIterable,
     Awaitable,
+    Coroutine,
     Iterable,
     Mapping,
 )
 from pathlib import Path
-from typing import final
+from typing import Any, TypeVar, final
 
 import aiofiles
 import aiofiles.os
@@ -47,6 +48,8 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 from file_storage.models import ObjectEvent
+
+T = TypeVar("T")
 
 
 class Writes(BackendCore):
@@ -172,18 +175,27 @@ class Writes(BackendCore):
             return False
         return isinstance(exc, asyncio.CancelledError) or self._unanswered(exc)
 
-    async def _gone(self, key: str) -> bool | None:
-        """Whether ``key`` holds no object, asked of the store (so the quota does not count
-        bytes that are gone until the next listing); ``None``: it cannot tell now (still
-        down, or a second cancellation)."""
-        try:
-            await asyncio.shield(self._stat(key))
-        except BaseException as error:  # the hook's own error: mapped to tell a 404
-            mapped: BaseException | None = error
-            if isinstance(error, Exception) and not isinstance(error, StorageError):
-                mapped = self._map_error(error, "", key)
-            return True if isinstance(mapped, ObjectNotFoundError) else None
-        return False
+    def _not_found(self, error: BaseException | None) -> bool:
+        """Whether a hook's ``error`` says there is no object (mapped to tell a 404)."""
+        if isinstance(error, Exception) and not isinstance(error, StorageError):
+            error = self._map_error(error, "", None)
+        return isinstance(error, ObjectNotFoundError)
+
+    async def _forget_gone(self, key: str) -> bool | None:
+        """Stop counting ``key`` if it holds no object, asked of the store (so the quota
+        does not count bytes that are gone until the next listing). Returns whether it
+        was gone; ``None``: the store cannot tell now (still down). A cancellation that
+        comes meanwhile waits for the answer, counts it, and is raised then."""
+        look, cancelled = await _to_the_end(self._stat(key))
+        gone: bool | None = None
+        if not look.cancelled():
+            error = look.exception()
+            gone = False if error is None else (True if self._not_found(error) else None)
+        if gone:
+            await self._quotas.forget(key)
+        if cancelled is not None:
+            raise cancelled
+        return gone
 
     async def _settle(
         self, reservation: Reservation, size: int | Counter, *, assume_stored: bool = True
@@ -191,39 +203,50 @@ class Writes(BackendCore):
         """A remote write cancelled in flight, or left without an answer: the server may
         have stored it all the same (its answer was on the way back), so count what the
         key holds now, never less. When that cannot be read: count what was sent, or
-        (``assume_stored=False``, the write failed and the store is down) nothing."""
+        (``assume_stored=False``, the write failed and the store is down) nothing.
+
+        A cancellation that comes meanwhile waits for the look-up, counts what it found,
+        and is raised then (the write's own error is its context)."""
         sent = size if isinstance(size, int) else size.value
-        try:
-            info = await asyncio.shield(self._stat(reservation.key))
-        except ObjectNotFoundError:
-            await reservation.release()  # not stored
-        except BaseException:  # unknown (an outage, a second cancellation)
-            if assume_stored:
+        look, cancelled = await _to_the_end(self._stat(reservation.key))
+        error = look.exception() if not look.cancelled() else None
+        if look.cancelled() or error is not None:
+            if error is not None and self._not_found(error):
+                await reservation.release()  # not stored
+            elif assume_stored:  # unknown (an outage)
                 await reservation.commit(sent)
             else:
                 await reservation.release()
         else:
-            if self._quotas.keeps and await self._settle_versions(reservation):
-                return
-            await reservation.commit(info.size)
+            counted = False
+            if self._quotas.keeps:
+                counted, late = await self._settle_versions(reservation)
+                cancelled = cancelled or late
+            if not counted:
+                await reservation.commit(look.result().size)
+        if cancelled is not None:
+            raise cancelled
 
-    async def _settle_versions(self, reservation: Reservation) -> bool:
+    async def _settle_versions(
+        self, reservation: Reservation
+    ) -> tuple[bool, asyncio.CancelledError | None]:
         """On a store keeping versions, the object at the key may be the one the write
         would have replaced (it never landed): counted as the latest version, and its
         prior versions as what they hold, whichever it is. False: the versions could not
-        be listed (the commit then keeps the replaced object as a prior version)."""
+        be listed (the commit then keeps the replaced object as a prior version). With
+        the cancellation that came while they were listed, to raise once counted."""
         key = reservation.key
-        try:
-            versions = await asyncio.shield(self._list_versions(key))
-        except BaseException:
-            return False
+        listing, cancelled = await _to_the_end(self._list_versions(key))
+        if listing.cancelled() or listing.exception() is not None:
+            return False, cancelled
+        versions = listing.result()
         latest = [v.size for v in versions if v.is_latest]
         if not latest:
             await reservation.release()  # deleted since: what it kept is counted so
-            return True
+            return True, cancelled
         await reservation.commit(latest[0])
         await self._quotas.set_kept(key, sum(v.size for v in versions if not v.is_latest))
-        return True
+        return True, cancelled
 
     @final
     async def upload_file(
@@ -349,10 +372,11 @@ class Writes(BackendCore):
                     # landed: dst is counted; a rename also took the source away, while
                     # a copy whose delete failed left it (still counted), unless that
                     # delete was done and its answer lost
-                    if has_landed(exc) and (
-                        not source_kept(exc) or (self._unsure(exc) and await self._gone(src_key))
-                    ):
-                        await self._quotas.forget(src_key)
+                    if has_landed(exc):
+                        if not source_kept(exc):
+                            await self._quotas.forget(src_key)
+                        elif self._unsure(exc):
+                            await self._forget_gone(src_key)
                     raise
                 await self._quotas.forget(src_key)
                 event = await self._created(dst_key, size if reservation is not None else None)
@@ -380,8 +404,10 @@ class Writes(BackendCore):
                     await self._delete(key)
                 except BaseException as exc:
                     # cancelled after the unlink, or done and its answer lost: not counted
-                    if has_landed(exc) or (self._unsure(exc) and await self._gone(key)):
+                    if has_landed(exc):
                         await self._quotas.forget(key)
+                    elif self._unsure(exc):
+                        await self._forget_gone(key)
                     raise
                 await self._quotas.forget(key)
         self._events.emit(ObjectEvent("deleted", key))
@@ -410,13 +436,11 @@ class Writes(BackendCore):
             except BaseException as exc:
                 # cancelled with some deleted, or done and the answers lost: those deleted
                 # are not counted (the first key that cannot be looked up ends the look)
+                # (a cancellation meanwhile is raised once the key asked about is counted)
                 if has_landed(exc) or self._unsure(exc):
                     for key in keys:
-                        gone = await self._gone(key)
-                        if gone is None:
+                        if await self._forget_gone(key) is None:
                             break  # the store cannot tell now: the rest stay counted
-                        if gone:
-                            await self._quotas.forget(key)
                 raise
             for key in keys:
                 await self._quotas.forget(key)
@@ -467,6 +491,27 @@ class Writes(BackendCore):
             ValueError: a path given twice, or ``concurrency < 1`` (nothing is written).
         """
         return await _batch.save_many(self, items, concurrency)
+
+
+async def _to_the_end(
+    request: Coroutine[Any, Any, T],
+) -> tuple[asyncio.Future[T], asyncio.CancelledError | None]:
+    """Run a look-up the quota needs to its end, even when the caller is cancelled
+    meanwhile (its answer decides what is counted): the finished look-up, and the
+    caller's cancellation, which the caller raises once it has counted."""
+    look = asyncio.ensure_future(request)
+    cancelled: asyncio.CancelledError | None = None
+    while not look.done():
+        try:
+            await asyncio.shield(look)
+        except asyncio.CancelledError as exc:
+            if not look.done():
+                cancelled = exc  # the caller's: wait on, a second one too
+            elif not look.cancelled():
+                cancelled = exc  # it ended in the same pass as the caller's cancellation
+        except BaseException:
+            pass  # the look-up's own error: read from it by the caller
+    return look, cancelled
 
 
 def _present(event: ObjectEvent | None) -> tuple[ObjectEvent, ...]:
