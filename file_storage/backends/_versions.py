@@ -84,8 +84,9 @@ class Versions(Writes):
                 if self._quotas:
                     size = call.size = (await self._stat_version(key, version_id)).size
                     reservation = await self._quotas.reserve(key, size, "restore_version")
-                await self._write(reservation, self._restore_version(key, version_id), size)
-                event = await self._created(key, size if reservation is not None else None)
+                hook = self._restore_version(key, version_id)
+                known = size if reservation is not None else None
+                event = await self._write(reservation, hook, known, key)
         if event is not None:  # the restored version is a new object at the key
             self._events.emit(event)
         return key

@@ -117,8 +117,7 @@ class Writes(BackendCore):
                 async with self._quotas.hold(key, lazy=True):
                     reservation = await self._quotas.reserve(key, len(data), "save")
                     hook = self._save(key, data, ctype, meta, *passed(options))
-                    await self._write(reservation, hook, len(data))
-                    event = await self._created(key, len(data))
+                    event = await self._write(reservation, hook, len(data), key)
                 if progress is not None:
                     progress(len(data), len(data))
             self._events.emit(*_present(event))
@@ -131,8 +130,7 @@ class Writes(BackendCore):
                 counter = Counter()
                 body = metered(content, counter, reservation, progress)
                 hook = self._save(key, body, ctype, meta, *passed(options))
-                await self._write(reservation, hook, counter)
-                event = await self._created(key, counter.value)
+                event = await self._write(reservation, hook, counter, key)
             call.size = counter.value
         self._events.emit(*_present(event))
         return key
@@ -141,24 +139,49 @@ class Writes(BackendCore):
         self,
         reservation: Reservation | None,
         hook: Awaitable[None],
-        size: int | Counter,
-    ) -> None:
-        """Await a write hook, committing its reservation on success and freeing it on failure."""
+        size: int | Counter | None,
+        key: str,
+    ) -> ObjectEvent | None:
+        """Await a write hook of ``key``, committing its reservation on success and freeing
+        it on failure; return the write's ``created`` event (``None``: nobody subscribed).
+
+        ``size``: the bytes written (``None``: unknown, no quota counts them). A write
+        cancelled once it had landed is counted, and its event emitted before the
+        cancellation is raised: subscribers see every object that is stored."""
         try:
             await hook
         except BaseException as exc:
-            if reservation is not None:
-                if has_landed(exc):  # cancelled after the write became visible: count it
-                    await reservation.commit(size if isinstance(size, int) else size.value)
-                elif isinstance(exc, asyncio.CancelledError) and self._cancel_may_land:
-                    await self._settle(reservation, size)
-                elif self._cancel_may_land and self._unanswered(exc):
-                    await self._settle(reservation, size, assume_stored=False)
-                else:
-                    await reservation.release()
+            try:
+                if reservation is not None:
+                    sent = size.value if isinstance(size, Counter) else size or 0
+                    if has_landed(exc):  # cancelled after the write became visible: count it
+                        await reservation.commit(sent)
+                    elif isinstance(exc, asyncio.CancelledError) and self._cancel_may_land:
+                        await self._settle(reservation, sent)
+                    elif self._cancel_may_land and self._unanswered(exc):
+                        await self._settle(reservation, sent, assume_stored=False)
+                    else:
+                        await reservation.release()
+            finally:
+                if has_landed(exc):
+                    await self._announce(key, size)
             raise
+        value = size.value if isinstance(size, Counter) else size
         if reservation is not None:
-            await reservation.commit(size if isinstance(size, int) else size.value)
+            await reservation.commit(value or 0)
+        return await self._created(key, value)
+
+    async def _announce(self, key: str, size: int | Counter | None) -> None:
+        """Emit the ``created`` event of a write that landed although its caller was
+        cancelled; its stat is awaited to the end, a second cancellation raised after."""
+        if not self._events:
+            return
+        value = size.value if isinstance(size, Counter) else size
+        made, cancelled = await _to_the_end(self._created(key, value))
+        if not made.cancelled() and made.exception() is None:
+            self._events.emit(*_present(made.result()))
+        if cancelled is not None:
+            raise cancelled
 
     def _unanswered(self, exc: BaseException) -> bool:
         """A remote write that failed without an answer (a connection cut after the server
@@ -183,7 +206,8 @@ class Writes(BackendCore):
 
     async def _forget_gone(self, key: str) -> bool | None:
         """Stop counting ``key`` if it holds no object, asked of the store (so the quota
-        does not count bytes that are gone until the next listing). Returns whether it
+        does not count bytes that are gone until the next listing; and subscribers hear
+        of the delete). Returns whether it
         was gone; ``None``: the store cannot tell now (still down). A cancellation that
         comes meanwhile waits for the answer, counts it, and is raised then."""
         look, cancelled = await _to_the_end(self._stat(key))
@@ -192,13 +216,21 @@ class Writes(BackendCore):
             error = look.exception()
             gone = False if error is None else (True if self._not_found(error) else None)
         if gone:
-            await self._quotas.forget(key)
+            await self._forget_deleted(key)
         if cancelled is not None:
             raise cancelled
         return gone
 
+    async def _forget_deleted(self, key: str) -> None:
+        """``key`` was deleted although its caller was not told (cancelled, or the answer
+        lost): no longer counted, and its ``deleted`` event emitted all the same."""
+        try:
+            await self._quotas.forget(key)
+        finally:
+            self._events.emit(ObjectEvent("deleted", key))
+
     async def _settle(
-        self, reservation: Reservation, size: int | Counter, *, assume_stored: bool = True
+        self, reservation: Reservation, sent: int, *, assume_stored: bool = True
     ) -> None:
         """A remote write cancelled in flight, or left without an answer: the server may
         have stored it all the same (its answer was on the way back), so count what the
@@ -207,7 +239,6 @@ class Writes(BackendCore):
 
         A cancellation that comes meanwhile waits for the look-up, counts what it found,
         and is raised then (the write's own error is its context)."""
-        sent = size if isinstance(size, int) else size.value
         look, cancelled = await _to_the_end(self._stat(reservation.key))
         error = look.exception() if not look.cancelled() else None
         if look.cancelled() or error is not None:
@@ -296,8 +327,7 @@ class Writes(BackendCore):
             async with self._quotas.hold(key, lazy=True):
                 reservation = await self._quotas.reserve(key, size, "upload_file")
                 hook = self._upload_file(source, key, size, ctype, meta, progress, *passed(options))
-                await self._write(reservation, hook, size)
-                event = await self._created(key, size)
+                event = await self._write(reservation, hook, size, key)
         self._events.emit(*_present(event))
         return key
 
@@ -337,8 +367,9 @@ class Writes(BackendCore):
             # the source is held too: its size, reserved for dst, cannot change under the copy
             async with self._quotas.hold(src_key, dst_key):
                 reservation, size = await self._reserve_copy(src_key, dst_key, "copy")
-                await self._write(reservation, self._copy(src_key, dst_key, *passed(options)), size)
-                event = await self._created(dst_key, size if reservation is not None else None)
+                hook = self._copy(src_key, dst_key, *passed(options))
+                known = size if reservation is not None else None
+                event = await self._write(reservation, hook, known, dst_key)
         self._events.emit(*_present(event))
         return dst_key
 
@@ -366,20 +397,22 @@ class Writes(BackendCore):
                 return dst_key
             async with self._quotas.hold(src_key, dst_key):
                 reservation, size = await self._reserve_copy(src_key, dst_key, "move", moving=True)
+                known = size if reservation is not None else None
                 try:
-                    await self._write(reservation, self._move(src_key, dst_key), size)
+                    event = await self._write(
+                        reservation, self._move(src_key, dst_key), known, dst_key
+                    )
                 except BaseException as exc:
-                    # landed: dst is counted; a rename also took the source away, while
-                    # a copy whose delete failed left it (still counted), unless that
-                    # delete was done and its answer lost
+                    # landed: dst is counted (and its event emitted); a rename also took
+                    # the source away, while a copy whose delete failed left it (still
+                    # counted), unless that delete was done and its answer lost
                     if has_landed(exc):
                         if not source_kept(exc):
-                            await self._quotas.forget(src_key)
+                            await self._forget_deleted(src_key)
                         elif self._unsure(exc):
                             await self._forget_gone(src_key)
                     raise
                 await self._quotas.forget(src_key)
-                event = await self._created(dst_key, size if reservation is not None else None)
         self._events.emit(*_present(event), ObjectEvent("deleted", src_key))
         return dst_key
 
@@ -405,7 +438,7 @@ class Writes(BackendCore):
                 except BaseException as exc:
                     # cancelled after the unlink, or done and its answer lost: not counted
                     if has_landed(exc):
-                        await self._quotas.forget(key)
+                        await self._forget_deleted(key)
                     elif self._unsure(exc):
                         await self._forget_gone(key)
                     raise
