@@ -11,12 +11,11 @@ import os
 from collections.abc import (
     AsyncIterable,
     Awaitable,
-    Coroutine,
     Iterable,
     Mapping,
 )
 from pathlib import Path
-from typing import Any, TypeVar, final
+from typing import final
 
 import aiofiles
 import aiofiles.os
@@ -39,6 +38,7 @@ from file_storage.backends._support import (
     is_caller_error,
     metered,
     normalize_metadata,
+    run_whole,
     source_kept,
 )
 from file_storage.backends._write_options import passed, write_options
@@ -48,8 +48,6 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 from file_storage.models import ObjectEvent
-
-T = TypeVar("T")
 
 
 class Writes(BackendCore):
@@ -177,7 +175,7 @@ class Writes(BackendCore):
         if not self._events:
             return
         value = size.value if isinstance(size, Counter) else size
-        made, cancelled = await _to_the_end(self._created(key, value))
+        made, cancelled = await run_whole(self._created(key, value))
         if not made.cancelled() and made.exception() is None:
             self._events.emit(*_present(made.result()))
         if cancelled is not None:
@@ -210,7 +208,7 @@ class Writes(BackendCore):
         of the delete). Returns whether it
         was gone; ``None``: the store cannot tell now (still down). A cancellation that
         comes meanwhile waits for the answer, counts it, and is raised then."""
-        look, cancelled = await _to_the_end(self._stat(key))
+        look, cancelled = await run_whole(self._stat(key))
         gone: bool | None = None
         if not look.cancelled():
             error = look.exception()
@@ -239,7 +237,7 @@ class Writes(BackendCore):
 
         A cancellation that comes meanwhile waits for the look-up, counts what it found,
         and is raised then (the write's own error is its context)."""
-        look, cancelled = await _to_the_end(self._stat(reservation.key))
+        look, cancelled = await run_whole(self._stat(reservation.key))
         error = look.exception() if not look.cancelled() else None
         if look.cancelled() or error is not None:
             if error is not None and self._not_found(error):
@@ -267,7 +265,7 @@ class Writes(BackendCore):
         be listed (the commit then keeps the replaced object as a prior version). With
         the cancellation that came while they were listed, to raise once counted."""
         key = reservation.key
-        listing, cancelled = await _to_the_end(self._list_versions(key))
+        listing, cancelled = await run_whole(self._list_versions(key))
         if listing.cancelled() or listing.exception() is not None:
             return False, cancelled
         versions = listing.result()
@@ -524,27 +522,6 @@ class Writes(BackendCore):
             ValueError: a path given twice, or ``concurrency < 1`` (nothing is written).
         """
         return await _batch.save_many(self, items, concurrency)
-
-
-async def _to_the_end(
-    request: Coroutine[Any, Any, T],
-) -> tuple[asyncio.Future[T], asyncio.CancelledError | None]:
-    """Run a look-up the quota needs to its end, even when the caller is cancelled
-    meanwhile (its answer decides what is counted): the finished look-up, and the
-    caller's cancellation, which the caller raises once it has counted."""
-    look = asyncio.ensure_future(request)
-    cancelled: asyncio.CancelledError | None = None
-    while not look.done():
-        try:
-            await asyncio.shield(look)
-        except asyncio.CancelledError as exc:
-            if not look.done():
-                cancelled = exc  # the caller's: wait on, a second one too
-            elif not look.cancelled():
-                cancelled = exc  # it ended in the same pass as the caller's cancellation
-        except BaseException:
-            pass  # the look-up's own error: read from it by the caller
-    return look, cancelled
 
 
 def _present(event: ObjectEvent | None) -> tuple[ObjectEvent, ...]:
