@@ -4,11 +4,15 @@ cancelled operation cleans up must be done all the same."""
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 from pathlib import Path
 
 import anyio
+import pytest
 
 from file_storage import StorageBackend
+from file_storage.backends._support import mark_landed
 
 SIZE = 3 * 1024 * 1024
 
@@ -45,11 +49,9 @@ async def test_download_cancelled_by_a_scope_keeps_the_file_it_would_replace(
 
 
 async def test_local_copy_cancelled_by_a_scope_leaves_no_temp_folder(
-    backend: StorageBackend, tmp_path: Path, monkeypatch: object
+    backend: StorageBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # type: ignore[attr-defined]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     await backend.save("v/clip.webm", b"n" * SIZE)
     with anyio.CancelScope() as scope:
@@ -59,3 +61,32 @@ async def test_local_copy_cancelled_by_a_scope_leaves_no_temp_folder(
             await anyio.sleep_forever()
     assert scope.cancelled_caught
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("operation", ["delete_many", "delete_prefix"])
+async def test_batch_delete_cancelled_by_a_scope_once_done_counts_nothing_it_deleted(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    backend.set_quota("", 1000)
+    keys = [f"p/{i}" for i in range(5)]
+    for key in keys:
+        await backend.save(key, b"x" * 100)
+    real = backend._delete_many
+    with anyio.CancelScope() as scope:
+
+        async def deleted_then_cancelled(batch: list[str]) -> None:
+            await real(batch)
+            scope.cancel()  # the request's client went away as the store answered
+            cancelled = asyncio.CancelledError()
+            mark_landed(cancelled)
+            raise cancelled
+
+        monkeypatch.setattr(backend, "_delete_many", deleted_then_cancelled)
+        if operation == "delete_many":
+            await backend.delete_many(keys)
+        else:
+            await backend.delete_prefix("p")
+    assert scope.cancelled_caught
+    assert await backend.list_files() == []
+    assert (await backend.get_usage()).used == 0
+    await backend.save("full", b"y" * 1000)  # the whole quota is free again

@@ -202,12 +202,13 @@ class Writes(BackendCore):
             error = self._map_error(error, "", None)
         return isinstance(error, ObjectNotFoundError)
 
-    async def _forget_gone(self, key: str) -> bool | None:
+    async def _forget_gone(self, key: str) -> tuple[bool | None, asyncio.CancelledError | None]:
         """Stop counting ``key`` if it holds no object, asked of the store (so the quota
         does not count bytes that are gone until the next listing; and subscribers hear
-        of the delete). Returns whether it
-        was gone; ``None``: the store cannot tell now (still down). A cancellation that
-        comes meanwhile waits for the answer, counts it, and is raised then."""
+        of the delete). Returns whether it was gone (``None``: the store cannot tell now,
+        still down), and the caller's cancellation if one came meanwhile: the look-up is
+        awaited to its end all the same, and the caller raises the cancellation once it
+        has counted (an anyio cancel scope cancels every await made after it)."""
         look, cancelled = await run_whole(self._stat(key))
         gone: bool | None = None
         if not look.cancelled():
@@ -215,9 +216,7 @@ class Writes(BackendCore):
             gone = False if error is None else (True if self._not_found(error) else None)
         if gone:
             await self._forget_deleted(key)
-        if cancelled is not None:
-            raise cancelled
-        return gone
+        return gone, cancelled
 
     async def _forget_deleted(self, key: str) -> None:
         """``key`` was deleted although its caller was not told (cancelled, or the answer
@@ -408,7 +407,9 @@ class Writes(BackendCore):
                         if not source_kept(exc):
                             await self._forget_deleted(src_key)
                         elif self._unsure(exc):
-                            await self._forget_gone(src_key)
+                            _, cancelled = await self._forget_gone(src_key)
+                            if cancelled is not None:
+                                raise cancelled from exc
                     raise
                 await self._quotas.forget(src_key)
         self._events.emit(*_present(event), ObjectEvent("deleted", src_key))
@@ -438,7 +439,9 @@ class Writes(BackendCore):
                     if has_landed(exc):
                         await self._forget_deleted(key)
                     elif self._unsure(exc):
-                        await self._forget_gone(key)
+                        _, cancelled = await self._forget_gone(key)
+                        if cancelled is not None:
+                            raise cancelled from exc
                     raise
                 await self._quotas.forget(key)
         self._events.emit(ObjectEvent("deleted", key))
@@ -467,11 +470,16 @@ class Writes(BackendCore):
             except BaseException as exc:
                 # cancelled with some deleted, or done and the answers lost: those deleted
                 # are not counted (the first key that cannot be looked up ends the look)
-                # (a cancellation meanwhile is raised once the key asked about is counted)
+                # (a cancellation meanwhile is raised once every key is asked about)
                 if has_landed(exc) or self._unsure(exc):
+                    late: asyncio.CancelledError | None = None
                     for key in keys:
-                        if await self._forget_gone(key) is None:
+                        gone, cancelled = await self._forget_gone(key)
+                        late = late or cancelled
+                        if gone is None:
                             break  # the store cannot tell now: the rest stay counted
+                    if late is not None:
+                        raise late from exc
                 raise
             for key in keys:
                 await self._quotas.forget(key)
