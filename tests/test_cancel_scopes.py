@@ -5,6 +5,7 @@ cancelled operation cleans up must be done all the same."""
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 from pathlib import Path
 
@@ -90,3 +91,30 @@ async def test_batch_delete_cancelled_by_a_scope_once_done_counts_nothing_it_del
     assert await backend.list_files() == []
     assert (await backend.get_usage()).used == 0
     await backend.save("full", b"y" * 1000)  # the whole quota is free again
+
+
+def open_descriptors(path: Path) -> int:
+    """How many of this process's descriptors are open on ``path`` (Linux /proc)."""
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            count += Path(os.readlink(fd)) == path
+        except OSError:
+            continue
+    return count
+
+
+async def test_upload_file_cancelled_by_a_scope_closes_the_local_file(
+    backend: StorageBackend, tmp_path: Path
+) -> None:
+    source = tmp_path / "src.bin"
+    source.write_bytes(b"u" * SIZE)
+    with anyio.CancelScope() as scope:
+
+        def cancel(done: int, total: int | None) -> None:
+            scope.cancel()  # the client went away once the first bytes were read
+
+        await backend.upload_file(source, "k.bin", progress=cancel)
+    # (S3 reads a file this small whole, and tells progress once it is sent: not cancelled)
+    assert open_descriptors(source) == 0

@@ -13,10 +13,11 @@ import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 import aiofiles
+from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 from file_storage._metadata import normalize_metadata as normalize_metadata  # for base.py
 from file_storage._quota import Reservation
@@ -124,7 +125,7 @@ async def file_chunks(
     local_path: Path, size: int, progress: Progress | None
 ) -> AsyncIterator[bytes]:
     done = 0
-    async with aiofiles.open(local_path, "rb") as src:
+    async with opened(local_path, "rb") as src:
         while chunk := await src.read(CHUNK_SIZE):
             done += len(chunk)
             if progress is not None:
@@ -282,3 +283,27 @@ async def stop_then_wait(step: Coroutine[Any, Any, T]) -> T:
         if not task.cancelled():
             task.exception()  # retrieved: the caller is told of the cancellation instead
         raise
+
+
+@contextlib.asynccontextmanager
+async def opened(
+    path: Path, mode: Literal["rb", "wb", "r+b"]
+) -> AsyncIterator[AsyncBufferedIOBase]:
+    """``aiofiles.open``, whose open and close run whole: an anyio cancel scope, which
+    cancels every await made inside it, would otherwise leave the file open (its
+    descriptor leaked), or opened by a thread after its caller gave up on it."""
+
+    async def opening() -> AsyncBufferedIOBase:
+        # the modes here are all binary and buffered (typeshed types their union loosely)
+        return cast(AsyncBufferedIOBase, await aiofiles.open(path, mode))
+
+    made, cancelled = await run_whole(opening())
+    file = made.result()  # an OSError is the caller's
+    try:
+        if cancelled is not None:
+            raise cancelled
+        yield file
+    finally:
+        _, late = await run_whole(file.close())
+        if late is not None:
+            raise late

@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiofiles
-
 from file_storage._streams import CHUNK_SIZE, Progress, prepend, rechunk
 from file_storage.backends._core import DELETE_BATCH
+from file_storage.backends._support import opened
 from file_storage.backends.s3._conditions import Conditions
 from file_storage.backends.s3._errors import batch_delete_error, error_code
 from file_storage.errors import StorageError, StorageUnavailableError
@@ -428,7 +427,7 @@ class Transfer:
     ) -> None:
         """Send a local file; above the threshold as parts, each read once its slot is free."""
         if size <= self.threshold:
-            async with aiofiles.open(path, "rb") as src:
+            async with opened(path, "rb") as src:
                 data = await src.read(size + 1)
             if len(data) != size:
                 raise StorageUnavailableError(
@@ -551,7 +550,7 @@ class Transfer:
         size: int = head["ContentLength"]
         part_size = self.part_size if size > self.threshold else max(size, 1)
         done = 0
-        async with aiofiles.open(local_path, "wb") as out:
+        async with opened(local_path, "wb") as out:
             await out.truncate(size)
 
         async def fetch(offset: int, length: int) -> None:
@@ -561,7 +560,7 @@ class Transfer:
                 Bucket=self.bucket, Key=key, IfMatch=head["ETag"], **extra
             )
             body = response["Body"]
-            async with body, aiofiles.open(local_path, "r+b") as out:
+            async with body, opened(local_path, "r+b") as out:
                 await out.seek(offset)
                 while chunk := await body.read(CHUNK_SIZE):
                     await out.write(chunk)

@@ -28,10 +28,9 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiofiles
-
 from file_storage._streams import CHUNK_SIZE, Progress, prepend
 from file_storage.backends._core import count_attempt
+from file_storage.backends._support import opened
 from file_storage.backends.s3 import _multipart as mp
 from file_storage.errors import StorageConfigError, StorageUnavailableError
 
@@ -507,7 +506,7 @@ async def _file_parts(
     path: Path, size: int, part_size: int, progress: Progress | None
 ) -> AsyncIterator[bytes]:
     done = 0
-    async with aiofiles.open(path, "rb") as src:
+    async with opened(path, "rb") as src:
         while done < size and (data := await src.read(min(part_size, size - done))):
             done += len(data)
             if progress is not None:
