@@ -139,3 +139,28 @@ async def test_versioned_save_cancelled_while_the_quota_lists_versions_is_cancel
     await asyncio.wait([task])
     assert task.cancelled()
     assert (await s3_backend.get_usage()).used == 700  # both versions stored, both counted
+
+
+@pytest.mark.parametrize("cancelled", [False, True], ids=["answer-lost", "cancelled"])
+async def test_purge_versions_done_without_an_answer_frees_what_it_purged(
+    s3_backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, cancelled: bool
+) -> None:
+    await s3_backend.set_versioning(True)
+    s3_backend.set_quota("", 1000)
+    for size in (100, 200, 300):
+        await s3_backend.save("k", b"v" * size)
+    assert (await s3_backend.get_usage()).used == 600
+    real = s3_backend._purge_versions
+
+    async def purged_then_lost(*args: Any) -> None:
+        await real(*args)
+        if cancelled:
+            raise asyncio.CancelledError  # the caller went away as S3 answered
+        raise StorageUnavailableError("connection reset")
+
+    monkeypatch.setattr(s3_backend, "_purge_versions", purged_then_lost)
+    with pytest.raises(asyncio.CancelledError if cancelled else StorageUnavailableError):
+        await s3_backend.purge_versions("k", keep=1)
+    assert [v.size for v in await s3_backend.list_versions("k")] == [300]
+    assert (await s3_backend.get_usage()).used == 300
+    await s3_backend.save("other", b"o" * 700)  # fits: what was purged is free again
