@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Coroutine
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
@@ -247,7 +247,7 @@ T = TypeVar("T")
 
 
 async def run_whole(
-    step: Coroutine[Any, Any, T],
+    step: Awaitable[T],
 ) -> tuple[asyncio.Future[T], asyncio.CancelledError | None]:
     """Run a step to its end even when the caller is cancelled meanwhile (a look-up whose
     answer decides what the quota counts, a clean-up): the finished step, and the caller's
