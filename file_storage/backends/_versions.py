@@ -15,7 +15,7 @@ from typing import final
 
 from file_storage._keys import KeyLike
 from file_storage.backends._support import has_landed, run_whole
-from file_storage.backends._writes import Writes
+from file_storage.backends._writes import Writes, _present
 from file_storage.models import ObjectVersion
 
 
@@ -78,7 +78,7 @@ class Versions(Writes):
         key = self._key(path, "restore_version")
         if not isinstance(version_id, str) or not version_id:
             raise TypeError("version_id must be a non-empty str (from list_versions)")
-        with self._translate("restore_version", key) as call:
+        with self._translate("restore_version", key) as call, self._events.pending() as done:
             async with self._quotas.hold(key):
                 reservation, size = None, 0
                 if self._quotas:
@@ -86,9 +86,8 @@ class Versions(Writes):
                     reservation = await self._quotas.reserve(key, size, "restore_version")
                 hook = self._restore_version(key, version_id)
                 known = size if reservation is not None else None
-                event = await self._write(reservation, hook, known, key)
-        if event is not None:  # the restored version is a new object at the key
-            self._events.emit(event)
+                # the restored version is a new object at the key
+                done.extend(_present(await self._write(reservation, hook, known, key)))
         return key
 
     @final

@@ -111,26 +111,24 @@ class Writes(BackendCore):
         )
         if isinstance(content, bytes | bytearray | memoryview):
             data = bytes(content)
-            with self._translate("save", key, len(data)):
+            with self._translate("save", key, len(data)), self._events.pending() as done:
                 async with self._quotas.hold(key, lazy=True):
                     reservation = await self._quotas.reserve(key, len(data), "save")
                     hook = self._save(key, data, ctype, meta, *passed(options))
-                    event = await self._write(reservation, hook, len(data), key)
+                    done.extend(_present(await self._write(reservation, hook, len(data), key)))
                 if progress is not None:
                     progress(len(data), len(data))
-            self._events.emit(*_present(event))
             return key
         if not isinstance(content, AsyncIterable):
             raise TypeError("content must be bytes-like or an async iterable of bytes")
-        with self._translate("save", key) as call:
+        with self._translate("save", key) as call, self._events.pending() as done:
             async with self._quotas.hold(key, lazy=True):
                 reservation = await self._quotas.reserve(key, 0, "save")
                 counter = Counter()
                 body = metered(content, counter, reservation, progress)
                 hook = self._save(key, body, ctype, meta, *passed(options))
-                event = await self._write(reservation, hook, counter, key)
+                done.extend(_present(await self._write(reservation, hook, counter, key)))
             call.size = counter.value
-        self._events.emit(*_present(event))
         return key
 
     async def _write(
@@ -167,19 +165,32 @@ class Writes(BackendCore):
         value = size.value if isinstance(size, Counter) else size
         if reservation is not None:
             await reservation.commit(value or 0)
-        return await self._created(key, value)
+        return await self._made(key, value)
 
     async def _announce(self, key: str, size: int | Counter | None) -> None:
         """Emit the ``created`` event of a write that landed although its caller was
-        cancelled; its stat is awaited to the end, a second cancellation raised after."""
-        if not self._events:
-            return
+        cancelled."""
         value = size.value if isinstance(size, Counter) else size
-        made, cancelled = await run_whole(self._created(key, value))
-        if not made.cancelled() and made.exception() is None:
-            self._events.emit(*_present(made.result()))
-        if cancelled is not None:
-            raise cancelled
+        self._events.emit(*_present(await self._made(key, value)))
+
+    async def _made(self, key: str, size: int | None) -> ObjectEvent | None:
+        """The ``created`` event of a write that landed at ``key`` (``None``: nobody
+        subscribed). A caller cancelled while its stat is made emits it at once, without
+        the ETag, before the cancellation goes on: subscribers hear of every object
+        stored, and a caller going away does not wait for the store."""
+        if not self._events:
+            return None
+        stat = asyncio.ensure_future(self._created(key, size))
+        try:
+            return await asyncio.shield(stat)
+        except asyncio.CancelledError:
+            event = None
+            if not stat.done():
+                stat.cancel()
+            elif not stat.cancelled() and stat.exception() is None:
+                event = stat.result()  # made in the same pass as the cancellation
+            self._events.emit(event or ObjectEvent("created", key, size))
+            raise
 
     def _unanswered(self, exc: BaseException) -> bool:
         """A remote write that failed without an answer (a connection cut after the server
@@ -321,11 +332,13 @@ class Writes(BackendCore):
                 # the name only: the message reaches HTTP clients (a 404 body), the folder
                 # is the server's own; the cause keeps the full path for the log
                 raise ObjectNotFoundError(f"local file {source.name!r} not found") from exc
-            async with self._quotas.hold(key, lazy=True):
-                reservation = await self._quotas.reserve(key, size, "upload_file")
-                hook = self._upload_file(source, key, size, ctype, meta, progress, *passed(options))
-                event = await self._write(reservation, hook, size, key)
-        self._events.emit(*_present(event))
+            with self._events.pending() as done:
+                async with self._quotas.hold(key, lazy=True):
+                    reservation = await self._quotas.reserve(key, size, "upload_file")
+                    hook = self._upload_file(
+                        source, key, size, ctype, meta, progress, *passed(options)
+                    )
+                    done.extend(_present(await self._write(reservation, hook, size, key)))
         return key
 
     @final
@@ -362,12 +375,12 @@ class Writes(BackendCore):
                     raise ObjectNotFoundError()
                 return dst_key
             # the source is held too: its size, reserved for dst, cannot change under the copy
-            async with self._quotas.hold(src_key, dst_key):
-                reservation, size = await self._reserve_copy(src_key, dst_key, "copy")
-                hook = self._copy(src_key, dst_key, *passed(options))
-                known = size if reservation is not None else None
-                event = await self._write(reservation, hook, known, dst_key)
-        self._events.emit(*_present(event))
+            with self._events.pending() as done:
+                async with self._quotas.hold(src_key, dst_key):
+                    reservation, size = await self._reserve_copy(src_key, dst_key, "copy")
+                    hook = self._copy(src_key, dst_key, *passed(options))
+                    known = size if reservation is not None else None
+                    done.extend(_present(await self._write(reservation, hook, known, dst_key)))
         return dst_key
 
     @final
@@ -392,28 +405,31 @@ class Writes(BackendCore):
                 if not await self._exists(src_key):
                     raise ObjectNotFoundError()
                 return dst_key
-            async with self._quotas.hold(src_key, dst_key):
-                reservation, size = await self._reserve_copy(src_key, dst_key, "move", moving=True)
-                known = size if reservation is not None else None
-                try:
-                    event = await self._write(
-                        reservation, self._move(src_key, dst_key), known, dst_key
-                    )
-                except BaseException as exc:
-                    # landed: dst is counted (and its event emitted); a rename also took
-                    # the source away, while a copy whose delete failed left it (still
-                    # counted), unless that delete was done and its answer lost
-                    if has_landed(exc):
-                        if not source_kept(exc):
-                            await self._forget_deleted(src_key)
-                        elif self._unsure(exc):
-                            _, cancelled = await self._forget_gone(src_key)
-                            if cancelled is not None:
-                                raise cancelled from exc
-                    raise
-                await self._quotas.forget(src_key)
-        self._events.emit(*_present(event), ObjectEvent("deleted", src_key))
+            with self._events.pending() as done:
+                await self._move_counted(src_key, dst_key, done)
         return dst_key
+
+    async def _move_counted(self, src_key: str, dst_key: str, done: list[ObjectEvent]) -> None:
+        """Move holding both keys, counting the result; its events go to ``done``."""
+        async with self._quotas.hold(src_key, dst_key):
+            reservation, size = await self._reserve_copy(src_key, dst_key, "move", moving=True)
+            known = size if reservation is not None else None
+            try:
+                event = await self._write(reservation, self._move(src_key, dst_key), known, dst_key)
+            except BaseException as exc:
+                # landed: dst is counted (and its event emitted); a rename also took
+                # the source away, while a copy whose delete failed left it (still
+                # counted), unless that delete was done and its answer lost
+                if has_landed(exc):
+                    if not source_kept(exc):
+                        await self._forget_deleted(src_key)
+                    elif self._unsure(exc):
+                        _, cancelled = await self._forget_gone(src_key)
+                        if cancelled is not None:
+                            raise cancelled from exc
+                raise
+            done.extend((*_present(event), ObjectEvent("deleted", src_key)))
+            await self._quotas.forget(src_key)
 
     async def _reserve_copy(
         self, src: str, dst: str, operation: str, *, moving: bool = False
@@ -430,7 +446,7 @@ class Writes(BackendCore):
     async def delete(self, path: KeyLike) -> None:
         """Delete the object at ``path``; a missing object is not an error."""
         key = self._key(path, "delete")
-        with self._translate("delete", key):
+        with self._translate("delete", key), self._events.pending() as done:
             async with self._quotas.hold(key):
                 try:
                     await self._delete(key)
@@ -443,8 +459,8 @@ class Writes(BackendCore):
                         if cancelled is not None:
                             raise cancelled from exc
                     raise
+                done.append(ObjectEvent("deleted", key))
                 await self._quotas.forget(key)
-        self._events.emit(ObjectEvent("deleted", key))
 
     @final
     async def delete_many(self, paths: Iterable[KeyLike]) -> None:
@@ -460,10 +476,14 @@ class Writes(BackendCore):
             for start in range(0, len(keys), step):
                 batch = keys[start : start + step]
                 await self._delete_counted(batch)
-                self._events.emit(*(ObjectEvent("deleted", key) for key in batch))
 
     async def _delete_counted(self, keys: list[str]) -> None:
-        """Delete ``keys`` holding their locks, then take them out of the quota ledger."""
+        """Delete ``keys`` holding their locks, then take them out of the quota ledger;
+        their events are sent however the unlock ends."""
+        with self._events.pending() as done:
+            await self._delete_held(keys, done)
+
+    async def _delete_held(self, keys: list[str], done: list[ObjectEvent]) -> None:
         async with self._quotas.hold(*keys):
             try:
                 await self._delete_many(keys)
@@ -481,6 +501,7 @@ class Writes(BackendCore):
                     if late is not None:
                         raise late from exc
                 raise
+            done.extend(ObjectEvent("deleted", key) for key in keys)
             for key in keys:
                 await self._quotas.forget(key)
 
@@ -502,7 +523,6 @@ class Writes(BackendCore):
             for start in range(0, len(keys), DELETE_BATCH):
                 batch = keys[start : start + DELETE_BATCH]
                 await self._delete_counted(batch)
-                self._events.emit(*(ObjectEvent("deleted", key) for key in batch))
             return len(keys)
 
     @final

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -152,6 +154,70 @@ async def test_move_cancelled_after_it_landed_emits_created_then_deleted(
         ObjectEvent("created", "done/a.txt", 3, etag),
         ObjectEvent("deleted", "in/a.txt"),
     ]
+
+
+async def test_save_cancelled_while_its_event_is_made_emits_created(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the write landed; the stat that gives its event an ETag is what gets cancelled
+    seen = recorder(backend)
+    reached = asyncio.Event()
+
+    async def held(key: str) -> object:
+        reached.set()
+        await asyncio.Event().wait()  # until the caller is cancelled
+        raise AssertionError("never answered")
+
+    monkeypatch.setattr(backend, "_stat", held)
+    task = asyncio.create_task(backend.save("a.txt", b"abc"))
+    await reached.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.undo()
+    assert await backend.load("a.txt") == b"abc"
+    assert [(e.type, e.key, e.size) for e in seen] == [("created", "a.txt", 3)]
+
+
+@pytest.mark.parametrize("operation", ["save", "copy", "move", "delete", "delete_many"])
+async def test_change_cancelled_as_its_keys_are_unlocked_emits_its_events(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    # the write landed; the unlock of its keys (a Redis round trip with a shared ledger)
+    # is what gets cancelled
+    await backend.save("src.txt", b"abc")
+    seen = recorder(backend)
+    real_hold = backend._quotas.hold
+    unlocking = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def hold(*keys: str, lazy: bool = False) -> AsyncIterator[None]:
+        async with real_hold(*keys, lazy=lazy):
+            yield
+            unlocking.set()
+            await asyncio.Event().wait()  # until the caller is cancelled
+
+    monkeypatch.setattr(backend._quotas, "hold", hold)
+    task: asyncio.Task[object]
+    if operation == "save":
+        task = asyncio.create_task(backend.save("a.txt", b"abc"))
+    elif operation == "delete":
+        task = asyncio.create_task(backend.delete("src.txt"))
+    elif operation == "delete_many":
+        task = asyncio.create_task(backend.delete_many(["src.txt"]))
+    else:
+        task = asyncio.create_task(getattr(backend, operation)("src.txt", "a.txt"))
+    await unlocking.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.undo()
+    expected: list[ObjectEvent] = []
+    if operation in ("save", "copy", "move"):
+        expected.append(ObjectEvent("created", "a.txt", 3, (await backend.stat("a.txt")).etag))
+    if operation != "save" and operation != "copy":
+        expected.append(ObjectEvent("deleted", "src.txt"))
+    assert seen == expected
 
 
 @pytest.mark.parametrize("lands", [True, False], ids=["landed", "not-landed"])
