@@ -15,11 +15,12 @@ queue in production unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -65,6 +66,17 @@ class EventHub:
                 self._subscribers.remove(subscriber)
 
         return unsubscribe
+
+    @contextlib.contextmanager
+    def pending(self) -> Iterator[list[ObjectEvent]]:
+        """A list for the events of changes done in the block, delivered when it ends
+        however it ends: a caller cancelled as the keys are unlocked after its change (a
+        Redis round trip) must not keep the change from its subscribers."""
+        done: list[ObjectEvent] = []
+        try:
+            yield done
+        finally:
+            self.emit(*done)
 
     def emit(self, *events: ObjectEvent) -> None:
         """Deliver ``events`` to every subscriber (call once the change has succeeded)."""

@@ -26,9 +26,6 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Self, TypedDict
 
-import aiofiles
-import aiofiles.os
-
 from file_storage._events import EventHub
 from file_storage._expiry import Expiry, MemoryRules, RuleStore
 from file_storage._keys import KeyLike, validate_key, validate_prefix
@@ -43,6 +40,7 @@ from file_storage.backends._support import (
     log_failure,
     map_os_error,
     mark_landed,
+    opened,
 )
 from file_storage.backends._write_options import PLAIN, WriteOptions, passed
 from file_storage.errors import (
@@ -416,7 +414,7 @@ class BackendCore(abc.ABC):
         """Write the object to ``local_path``; return the size the store says it has."""
         expected = (await self._stat(key)).size
         done = 0
-        async with aiofiles.open(local_path, "wb") as out:
+        async with opened(local_path, "wb") as out:
             async for chunk in self._stream(key, 0, None, CHUNK_SIZE, None):
                 await out.write(chunk)
                 done += len(chunk)

@@ -11,11 +11,13 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Coroutine
 from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 import aiofiles
+from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 from file_storage._metadata import normalize_metadata as normalize_metadata  # for base.py
 from file_storage._quota import Reservation
@@ -123,7 +125,7 @@ async def file_chunks(
     local_path: Path, size: int, progress: Progress | None
 ) -> AsyncIterator[bytes]:
     done = 0
-    async with aiofiles.open(local_path, "rb") as src:
+    async with opened(local_path, "rb") as src:
         while chunk := await src.read(CHUNK_SIZE):
             done += len(chunk)
             if progress is not None:
@@ -213,7 +215,10 @@ async def temp_folder() -> AsyncIterator[Path]:
     try:
         yield Path(making.path)
     finally:
-        await asyncio.to_thread(shutil.rmtree, making.path, True)
+        # to its end: a cancel scope cancelling the caller again must not skip it
+        _, cancelled = await run_whole(asyncio.to_thread(shutil.rmtree, making.path, True))
+        if cancelled is not None:
+            raise cancelled
 
 
 def server_of(url: str) -> str:
@@ -236,3 +241,69 @@ def server_of(url: str) -> str:
     if port is not None and port not in (80, 443):
         host = f"{host}:{port}"
     return f"//{host}{parts.path.rstrip('/')}"
+
+
+T = TypeVar("T")
+
+
+async def run_whole(
+    step: Awaitable[T],
+) -> tuple[asyncio.Future[T], asyncio.CancelledError | None]:
+    """Run a step to its end even when the caller is cancelled meanwhile (a look-up whose
+    answer decides what the quota counts, a clean-up): the finished step, and the caller's
+    cancellation, which the caller raises once it has used the step's outcome."""
+    task = asyncio.ensure_future(step)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            if not task.done():
+                cancelled = exc  # the caller's: wait on, a second one too
+            elif not task.cancelled():
+                cancelled = exc  # it ended in the same pass as the caller's cancellation
+        except BaseException:
+            pass  # the step's own error: read from it by the caller
+    return task, cancelled
+
+
+async def stop_then_wait(step: Coroutine[Any, Any, T]) -> T:
+    """Await ``step`` in a task of its own; when the caller is cancelled, cancel it once
+    and wait for it to end before raising the cancellation. Its clean-up then runs whole,
+    however often the caller is cancelled meanwhile (an anyio cancel scope, as in FastAPI
+    and Starlette, cancels every await made inside it, a clean-up's too)."""
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.cancel()  # a no-op once it ended (in the same pass as the cancellation)
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller is told of the cancellation instead
+        raise
+
+
+@contextlib.asynccontextmanager
+async def opened(
+    path: Path, mode: Literal["rb", "wb", "r+b"]
+) -> AsyncIterator[AsyncBufferedIOBase]:
+    """``aiofiles.open``, whose open and close run whole: an anyio cancel scope, which
+    cancels every await made inside it, would otherwise leave the file open (its
+    descriptor leaked), or opened by a thread after its caller gave up on it."""
+
+    async def opening() -> AsyncBufferedIOBase:
+        # the modes here are all binary and buffered (typeshed types their union loosely)
+        return cast(AsyncBufferedIOBase, await aiofiles.open(path, mode))
+
+    made, cancelled = await run_whole(opening())
+    file = made.result()  # an OSError is the caller's
+    try:
+        if cancelled is not None:
+            raise cancelled
+        yield file
+    finally:
+        _, late = await run_whole(file.close())
+        if late is not None:
+            raise late

@@ -29,6 +29,7 @@ from file_storage.backends._core import (
 from file_storage.backends._reads import Reads
 from file_storage.backends._support import (
     normalize_metadata,
+    stop_then_wait,
     temp_folder,
 )
 from file_storage.backends._writes import Writes
@@ -57,7 +58,8 @@ class Transfers(Writes, Reads):
         """Write the object at ``path`` to the local file ``local_path``.
 
         Parent folders are created. Bytes go to a temp file beside ``local_path`` that is
-        renamed into place once its size is verified, so a failed download leaves nothing.
+        renamed into place once its size is verified, so a failed or cancelled download
+        leaves nothing (and a file already at ``local_path`` stays as it was).
 
         Args:
             progress: called as ``progress(bytes_done, bytes_total)``.
@@ -80,18 +82,26 @@ class Transfers(Writes, Reads):
             # cut by UTF-8 bytes, never mid-character: a name is at most 255 bytes
             stem = os.fsencode(target.name)[:200].decode("utf-8", "ignore")
             tmp = target.with_name(f".{stem}.{uuid.uuid4().hex[:12]}.part")
-            try:
-                expected = call.size = await self._download_file(key, tmp, progress)
-                written = (await aiofiles.os.stat(tmp)).st_size
-                if written != expected:
-                    raise StorageUnavailableError(
-                        f"download incomplete: got {written} of {expected} bytes"
-                    )
-                await aiofiles.os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    await aiofiles.os.remove(tmp)
-                raise
+
+            async def fetch() -> int:
+                try:
+                    expected = await self._download_file(key, tmp, progress)
+                    written = (await aiofiles.os.stat(tmp)).st_size
+                    if written != expected:
+                        raise StorageUnavailableError(
+                            f"download incomplete: got {written} of {expected} bytes"
+                        )
+                    await aiofiles.os.replace(tmp, target)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        await aiofiles.os.remove(tmp)
+                    raise
+                return expected
+
+            # in a task of its own, cancelled once: its clean-up runs whole even when the
+            # caller is cancelled again and again (an anyio cancel scope), and ends before
+            # the cancellation is raised, so no temp file is left behind
+            call.size = await stop_then_wait(fetch())
         return target
 
     @final

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import final
 
 from file_storage._keys import KeyLike
-from file_storage.backends._support import has_landed
-from file_storage.backends._writes import Writes
+from file_storage.backends._support import has_landed, run_whole
+from file_storage.backends._writes import Writes, _present
 from file_storage.models import ObjectVersion
 
 
@@ -78,16 +78,16 @@ class Versions(Writes):
         key = self._key(path, "restore_version")
         if not isinstance(version_id, str) or not version_id:
             raise TypeError("version_id must be a non-empty str (from list_versions)")
-        with self._translate("restore_version", key) as call:
+        with self._translate("restore_version", key) as call, self._events.pending() as done:
             async with self._quotas.hold(key):
                 reservation, size = None, 0
                 if self._quotas:
                     size = call.size = (await self._stat_version(key, version_id)).size
                     reservation = await self._quotas.reserve(key, size, "restore_version")
-                await self._write(reservation, self._restore_version(key, version_id), size)
-                event = await self._created(key, size if reservation is not None else None)
-        if event is not None:  # the restored version is a new object at the key
-            self._events.emit(event)
+                hook = self._restore_version(key, version_id)
+                known = size if reservation is not None else None
+                # the restored version is a new object at the key
+                done.extend(_present(await self._write(reservation, hook, known, key)))
         return key
 
     @final
@@ -120,10 +120,29 @@ class Versions(Writes):
                 except BaseException as exc:
                     if has_landed(exc):  # cancelled once the purge was done: count it
                         await self._purged(key, doomed, kept)
+                    elif self._unsure(exc):
+                        # cancelled in flight or its answer lost: the store may have
+                        # purged all the same, so count the versions it lists now
+                        await self._purged_unsure(key, doomed, kept, exc)
                     raise
                 call.size = sum(v.size for v in doomed)
                 await self._purged(key, doomed, kept)
         return len(doomed)
+
+    async def _purged_unsure(
+        self,
+        key: str,
+        doomed: list[ObjectVersion],
+        kept: list[ObjectVersion],
+        exc: BaseException,
+    ) -> None:
+        listing, cancelled = await run_whole(self._list_versions(key))
+        if not listing.cancelled() and listing.exception() is None:
+            left = {v.version_id for v in listing.result()}
+            gone = [v for v in doomed if v.version_id not in left]
+            await self._purged(key, gone, kept + [v for v in doomed if v.version_id in left])
+        if cancelled is not None:
+            raise cancelled from exc
 
     async def _purged(
         self, key: str, doomed: list[ObjectVersion], kept: list[ObjectVersion]

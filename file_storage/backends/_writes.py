@@ -38,6 +38,7 @@ from file_storage.backends._support import (
     is_caller_error,
     metered,
     normalize_metadata,
+    run_whole,
     source_kept,
 )
 from file_storage.backends._write_options import passed, write_options
@@ -110,52 +111,86 @@ class Writes(BackendCore):
         )
         if isinstance(content, bytes | bytearray | memoryview):
             data = bytes(content)
-            with self._translate("save", key, len(data)):
+            with self._translate("save", key, len(data)), self._events.pending() as done:
                 async with self._quotas.hold(key, lazy=True):
                     reservation = await self._quotas.reserve(key, len(data), "save")
                     hook = self._save(key, data, ctype, meta, *passed(options))
-                    await self._write(reservation, hook, len(data))
-                    event = await self._created(key, len(data))
+                    done.extend(_present(await self._write(reservation, hook, len(data), key)))
                 if progress is not None:
                     progress(len(data), len(data))
-            self._events.emit(*_present(event))
             return key
         if not isinstance(content, AsyncIterable):
             raise TypeError("content must be bytes-like or an async iterable of bytes")
-        with self._translate("save", key) as call:
+        with self._translate("save", key) as call, self._events.pending() as done:
             async with self._quotas.hold(key, lazy=True):
                 reservation = await self._quotas.reserve(key, 0, "save")
                 counter = Counter()
                 body = metered(content, counter, reservation, progress)
                 hook = self._save(key, body, ctype, meta, *passed(options))
-                await self._write(reservation, hook, counter)
-                event = await self._created(key, counter.value)
+                done.extend(_present(await self._write(reservation, hook, counter, key)))
             call.size = counter.value
-        self._events.emit(*_present(event))
         return key
 
     async def _write(
         self,
         reservation: Reservation | None,
         hook: Awaitable[None],
-        size: int | Counter,
-    ) -> None:
-        """Await a write hook, committing its reservation on success and freeing it on failure."""
+        size: int | Counter | None,
+        key: str,
+    ) -> ObjectEvent | None:
+        """Await a write hook of ``key``, committing its reservation on success and freeing
+        it on failure; return the write's ``created`` event (``None``: nobody subscribed).
+
+        ``size``: the bytes written (``None``: unknown, no quota counts them). A write
+        cancelled once it had landed is counted, and its event emitted before the
+        cancellation is raised: subscribers see every object that is stored."""
         try:
             await hook
         except BaseException as exc:
-            if reservation is not None:
-                if has_landed(exc):  # cancelled after the write became visible: count it
-                    await reservation.commit(size if isinstance(size, int) else size.value)
-                elif isinstance(exc, asyncio.CancelledError) and self._cancel_may_land:
-                    await self._settle(reservation, size)
-                elif self._cancel_may_land and self._unanswered(exc):
-                    await self._settle(reservation, size, assume_stored=False)
-                else:
-                    await reservation.release()
+            try:
+                if reservation is not None:
+                    sent = size.value if isinstance(size, Counter) else size or 0
+                    if has_landed(exc):  # cancelled after the write became visible: count it
+                        await reservation.commit(sent)
+                    elif isinstance(exc, asyncio.CancelledError) and self._cancel_may_land:
+                        await self._settle(reservation, sent)
+                    elif self._cancel_may_land and self._unanswered(exc):
+                        await self._settle(reservation, sent, assume_stored=False)
+                    else:
+                        await reservation.release()
+            finally:
+                if has_landed(exc):
+                    await self._announce(key, size)
             raise
+        value = size.value if isinstance(size, Counter) else size
         if reservation is not None:
-            await reservation.commit(size if isinstance(size, int) else size.value)
+            await reservation.commit(value or 0)
+        return await self._made(key, value)
+
+    async def _announce(self, key: str, size: int | Counter | None) -> None:
+        """Emit the ``created`` event of a write that landed although its caller was
+        cancelled."""
+        value = size.value if isinstance(size, Counter) else size
+        self._events.emit(*_present(await self._made(key, value)))
+
+    async def _made(self, key: str, size: int | None) -> ObjectEvent | None:
+        """The ``created`` event of a write that landed at ``key`` (``None``: nobody
+        subscribed). A caller cancelled while its stat is made emits it at once, without
+        the ETag, before the cancellation goes on: subscribers hear of every object
+        stored, and a caller going away does not wait for the store."""
+        if not self._events:
+            return None
+        stat = asyncio.ensure_future(self._created(key, size))
+        try:
+            return await asyncio.shield(stat)
+        except asyncio.CancelledError:
+            event = None
+            if not stat.done():
+                stat.cancel()
+            elif not stat.cancelled() and stat.exception() is None:
+                event = stat.result()  # made in the same pass as the cancellation
+            self._events.emit(event or ObjectEvent("created", key, size))
+            raise
 
     def _unanswered(self, exc: BaseException) -> bool:
         """A remote write that failed without an answer (a connection cut after the server
@@ -172,58 +207,85 @@ class Writes(BackendCore):
             return False
         return isinstance(exc, asyncio.CancelledError) or self._unanswered(exc)
 
-    async def _gone(self, key: str) -> bool | None:
-        """Whether ``key`` holds no object, asked of the store (so the quota does not count
-        bytes that are gone until the next listing); ``None``: it cannot tell now (still
-        down, or a second cancellation)."""
+    def _not_found(self, error: BaseException | None) -> bool:
+        """Whether a hook's ``error`` says there is no object (mapped to tell a 404)."""
+        if isinstance(error, Exception) and not isinstance(error, StorageError):
+            error = self._map_error(error, "", None)
+        return isinstance(error, ObjectNotFoundError)
+
+    async def _forget_gone(self, key: str) -> tuple[bool | None, asyncio.CancelledError | None]:
+        """Stop counting ``key`` if it holds no object, asked of the store (so the quota
+        does not count bytes that are gone until the next listing; and subscribers hear
+        of the delete). Returns whether it was gone (``None``: the store cannot tell now,
+        still down), and the caller's cancellation if one came meanwhile: the look-up is
+        awaited to its end all the same, and the caller raises the cancellation once it
+        has counted (an anyio cancel scope cancels every await made after it)."""
+        look, cancelled = await run_whole(self._stat(key))
+        gone: bool | None = None
+        if not look.cancelled():
+            error = look.exception()
+            gone = False if error is None else (True if self._not_found(error) else None)
+        if gone:
+            await self._forget_deleted(key)
+        return gone, cancelled
+
+    async def _forget_deleted(self, key: str) -> None:
+        """``key`` was deleted although its caller was not told (cancelled, or the answer
+        lost): no longer counted, and its ``deleted`` event emitted all the same."""
         try:
-            await asyncio.shield(self._stat(key))
-        except BaseException as error:  # the hook's own error: mapped to tell a 404
-            mapped: BaseException | None = error
-            if isinstance(error, Exception) and not isinstance(error, StorageError):
-                mapped = self._map_error(error, "", key)
-            return True if isinstance(mapped, ObjectNotFoundError) else None
-        return False
+            await self._quotas.forget(key)
+        finally:
+            self._events.emit(ObjectEvent("deleted", key))
 
     async def _settle(
-        self, reservation: Reservation, size: int | Counter, *, assume_stored: bool = True
+        self, reservation: Reservation, sent: int, *, assume_stored: bool = True
     ) -> None:
         """A remote write cancelled in flight, or left without an answer: the server may
         have stored it all the same (its answer was on the way back), so count what the
         key holds now, never less. When that cannot be read: count what was sent, or
-        (``assume_stored=False``, the write failed and the store is down) nothing."""
-        sent = size if isinstance(size, int) else size.value
-        try:
-            info = await asyncio.shield(self._stat(reservation.key))
-        except ObjectNotFoundError:
-            await reservation.release()  # not stored
-        except BaseException:  # unknown (an outage, a second cancellation)
-            if assume_stored:
+        (``assume_stored=False``, the write failed and the store is down) nothing.
+
+        A cancellation that comes meanwhile waits for the look-up, counts what it found,
+        and is raised then (the write's own error is its context)."""
+        look, cancelled = await run_whole(self._stat(reservation.key))
+        error = look.exception() if not look.cancelled() else None
+        if look.cancelled() or error is not None:
+            if error is not None and self._not_found(error):
+                await reservation.release()  # not stored
+            elif assume_stored:  # unknown (an outage)
                 await reservation.commit(sent)
             else:
                 await reservation.release()
         else:
-            if self._quotas.keeps and await self._settle_versions(reservation):
-                return
-            await reservation.commit(info.size)
+            counted = False
+            if self._quotas.keeps:
+                counted, late = await self._settle_versions(reservation)
+                cancelled = cancelled or late
+            if not counted:
+                await reservation.commit(look.result().size)
+        if cancelled is not None:
+            raise cancelled
 
-    async def _settle_versions(self, reservation: Reservation) -> bool:
+    async def _settle_versions(
+        self, reservation: Reservation
+    ) -> tuple[bool, asyncio.CancelledError | None]:
         """On a store keeping versions, the object at the key may be the one the write
         would have replaced (it never landed): counted as the latest version, and its
         prior versions as what they hold, whichever it is. False: the versions could not
-        be listed (the commit then keeps the replaced object as a prior version)."""
+        be listed (the commit then keeps the replaced object as a prior version). With
+        the cancellation that came while they were listed, to raise once counted."""
         key = reservation.key
-        try:
-            versions = await asyncio.shield(self._list_versions(key))
-        except BaseException:
-            return False
+        listing, cancelled = await run_whole(self._list_versions(key))
+        if listing.cancelled() or listing.exception() is not None:
+            return False, cancelled
+        versions = listing.result()
         latest = [v.size for v in versions if v.is_latest]
         if not latest:
             await reservation.release()  # deleted since: what it kept is counted so
-            return True
+            return True, cancelled
         await reservation.commit(latest[0])
         await self._quotas.set_kept(key, sum(v.size for v in versions if not v.is_latest))
-        return True
+        return True, cancelled
 
     @final
     async def upload_file(
@@ -270,12 +332,13 @@ class Writes(BackendCore):
                 # the name only: the message reaches HTTP clients (a 404 body), the folder
                 # is the server's own; the cause keeps the full path for the log
                 raise ObjectNotFoundError(f"local file {source.name!r} not found") from exc
-            async with self._quotas.hold(key, lazy=True):
-                reservation = await self._quotas.reserve(key, size, "upload_file")
-                hook = self._upload_file(source, key, size, ctype, meta, progress, *passed(options))
-                await self._write(reservation, hook, size)
-                event = await self._created(key, size)
-        self._events.emit(*_present(event))
+            with self._events.pending() as done:
+                async with self._quotas.hold(key, lazy=True):
+                    reservation = await self._quotas.reserve(key, size, "upload_file")
+                    hook = self._upload_file(
+                        source, key, size, ctype, meta, progress, *passed(options)
+                    )
+                    done.extend(_present(await self._write(reservation, hook, size, key)))
         return key
 
     @final
@@ -312,11 +375,12 @@ class Writes(BackendCore):
                     raise ObjectNotFoundError()
                 return dst_key
             # the source is held too: its size, reserved for dst, cannot change under the copy
-            async with self._quotas.hold(src_key, dst_key):
-                reservation, size = await self._reserve_copy(src_key, dst_key, "copy")
-                await self._write(reservation, self._copy(src_key, dst_key, *passed(options)), size)
-                event = await self._created(dst_key, size if reservation is not None else None)
-        self._events.emit(*_present(event))
+            with self._events.pending() as done:
+                async with self._quotas.hold(src_key, dst_key):
+                    reservation, size = await self._reserve_copy(src_key, dst_key, "copy")
+                    hook = self._copy(src_key, dst_key, *passed(options))
+                    known = size if reservation is not None else None
+                    done.extend(_present(await self._write(reservation, hook, known, dst_key)))
         return dst_key
 
     @final
@@ -341,23 +405,31 @@ class Writes(BackendCore):
                 if not await self._exists(src_key):
                     raise ObjectNotFoundError()
                 return dst_key
-            async with self._quotas.hold(src_key, dst_key):
-                reservation, size = await self._reserve_copy(src_key, dst_key, "move", moving=True)
-                try:
-                    await self._write(reservation, self._move(src_key, dst_key), size)
-                except BaseException as exc:
-                    # landed: dst is counted; a rename also took the source away, while
-                    # a copy whose delete failed left it (still counted), unless that
-                    # delete was done and its answer lost
-                    if has_landed(exc) and (
-                        not source_kept(exc) or (self._unsure(exc) and await self._gone(src_key))
-                    ):
-                        await self._quotas.forget(src_key)
-                    raise
-                await self._quotas.forget(src_key)
-                event = await self._created(dst_key, size if reservation is not None else None)
-        self._events.emit(*_present(event), ObjectEvent("deleted", src_key))
+            with self._events.pending() as done:
+                await self._move_counted(src_key, dst_key, done)
         return dst_key
+
+    async def _move_counted(self, src_key: str, dst_key: str, done: list[ObjectEvent]) -> None:
+        """Move holding both keys, counting the result; its events go to ``done``."""
+        async with self._quotas.hold(src_key, dst_key):
+            reservation, size = await self._reserve_copy(src_key, dst_key, "move", moving=True)
+            known = size if reservation is not None else None
+            try:
+                event = await self._write(reservation, self._move(src_key, dst_key), known, dst_key)
+            except BaseException as exc:
+                # landed: dst is counted (and its event emitted); a rename also took
+                # the source away, while a copy whose delete failed left it (still
+                # counted), unless that delete was done and its answer lost
+                if has_landed(exc):
+                    if not source_kept(exc):
+                        await self._forget_deleted(src_key)
+                    elif self._unsure(exc):
+                        _, cancelled = await self._forget_gone(src_key)
+                        if cancelled is not None:
+                            raise cancelled from exc
+                raise
+            done.extend((*_present(event), ObjectEvent("deleted", src_key)))
+            await self._quotas.forget(src_key)
 
     async def _reserve_copy(
         self, src: str, dst: str, operation: str, *, moving: bool = False
@@ -374,17 +446,21 @@ class Writes(BackendCore):
     async def delete(self, path: KeyLike) -> None:
         """Delete the object at ``path``; a missing object is not an error."""
         key = self._key(path, "delete")
-        with self._translate("delete", key):
+        with self._translate("delete", key), self._events.pending() as done:
             async with self._quotas.hold(key):
                 try:
                     await self._delete(key)
                 except BaseException as exc:
                     # cancelled after the unlink, or done and its answer lost: not counted
-                    if has_landed(exc) or (self._unsure(exc) and await self._gone(key)):
-                        await self._quotas.forget(key)
+                    if has_landed(exc):
+                        await self._forget_deleted(key)
+                    elif self._unsure(exc):
+                        _, cancelled = await self._forget_gone(key)
+                        if cancelled is not None:
+                            raise cancelled from exc
                     raise
+                done.append(ObjectEvent("deleted", key))
                 await self._quotas.forget(key)
-        self._events.emit(ObjectEvent("deleted", key))
 
     @final
     async def delete_many(self, paths: Iterable[KeyLike]) -> None:
@@ -400,24 +476,32 @@ class Writes(BackendCore):
             for start in range(0, len(keys), step):
                 batch = keys[start : start + step]
                 await self._delete_counted(batch)
-                self._events.emit(*(ObjectEvent("deleted", key) for key in batch))
 
     async def _delete_counted(self, keys: list[str]) -> None:
-        """Delete ``keys`` holding their locks, then take them out of the quota ledger."""
+        """Delete ``keys`` holding their locks, then take them out of the quota ledger;
+        their events are sent however the unlock ends."""
+        with self._events.pending() as done:
+            await self._delete_held(keys, done)
+
+    async def _delete_held(self, keys: list[str], done: list[ObjectEvent]) -> None:
         async with self._quotas.hold(*keys):
             try:
                 await self._delete_many(keys)
             except BaseException as exc:
                 # cancelled with some deleted, or done and the answers lost: those deleted
                 # are not counted (the first key that cannot be looked up ends the look)
+                # (a cancellation meanwhile is raised once every key is asked about)
                 if has_landed(exc) or self._unsure(exc):
+                    late: asyncio.CancelledError | None = None
                     for key in keys:
-                        gone = await self._gone(key)
+                        gone, cancelled = await self._forget_gone(key)
+                        late = late or cancelled
                         if gone is None:
                             break  # the store cannot tell now: the rest stay counted
-                        if gone:
-                            await self._quotas.forget(key)
+                    if late is not None:
+                        raise late from exc
                 raise
+            done.extend(ObjectEvent("deleted", key) for key in keys)
             for key in keys:
                 await self._quotas.forget(key)
 
@@ -439,7 +523,6 @@ class Writes(BackendCore):
             for start in range(0, len(keys), DELETE_BATCH):
                 batch = keys[start : start + DELETE_BATCH]
                 await self._delete_counted(batch)
-                self._events.emit(*(ObjectEvent("deleted", key) for key in batch))
             return len(keys)
 
     @final

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from file_storage.backends.s3._multipart import crc32
@@ -174,6 +175,27 @@ async def test_cancelled_upload_aborts_the_multipart_upload(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert open_uploads(raw, s3_bucket) == []
+    assert stored_keys(raw, s3_bucket) == []
+
+
+async def test_upload_cancelled_by_a_scope_is_aborted_before_the_caller_hears(
+    make_on_each_transport: MakeBackend, raw: Any, s3_bucket: str
+) -> None:
+    # an anyio cancel scope (FastAPI, Starlette) cancels every await inside it, the
+    # abort's too: the parts in flight and the abort are waited for all the same
+    backend = make_on_each_transport(**SMALL)
+    with anyio.CancelScope() as scope:
+
+        async def client_goes_away() -> AsyncIterator[bytes]:
+            for block in (b"x", b"y", b"z"):
+                yield block * 6 * MiB  # over the threshold: parts are in flight
+            scope.cancel()
+            await asyncio.Event().wait()
+            yield b""
+
+        await backend.save("cancelled.bin", client_goes_away())
+    assert scope.cancelled_caught
     assert open_uploads(raw, s3_bucket) == []
     assert stored_keys(raw, s3_bucket) == []
 

@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiofiles
-
 from file_storage._streams import CHUNK_SIZE, Progress, prepend, rechunk
 from file_storage.backends._core import DELETE_BATCH
+from file_storage.backends._support import opened, run_whole
 from file_storage.backends.s3._conditions import Conditions
 from file_storage.backends.s3._errors import batch_delete_error, error_code
 from file_storage.errors import StorageError, StorageUnavailableError
@@ -145,14 +144,19 @@ async def run_bounded(jobs: AsyncGenerator[Awaitable[T], None], limit: int) -> l
             pending.add(asyncio.ensure_future(job))
         while pending:
             pending = await _reap(pending, results)
-    except BaseException:
+    except BaseException as exc:
         for task in pending:
             task.cancel()
+        late = None
         if pending:
-            await asyncio.wait(pending)
+            # to their end, however often the caller is cancelled meanwhile (an anyio
+            # cancel scope): a part still in flight could land after the abort
+            _, late = await run_whole(asyncio.wait(pending))
             for task in pending:  # a part that failed on its own: its error is not news
                 if not task.cancelled():
                     task.exception()
+        if late is not None:
+            raise late from exc
         raise
     finally:
         await jobs.aclose()
@@ -243,7 +247,11 @@ class Multipart:
         task = asyncio.ensure_future(self._abort(create))
         self.background.add(task)
         task.add_done_callback(self.background.discard)
-        await asyncio.shield(task)
+        # waited for to its end (an anyio cancel scope cancels every await): the caller
+        # hears of the failure once nothing of the upload is left
+        _, late = await run_whole(task)
+        if late is not None:
+            raise late
 
     async def _abort(self, create: asyncio.Future[dict[str, Any]]) -> None:
         """Abort the upload once it exists; S3 drops its parts. Log, never raise."""
@@ -428,7 +436,7 @@ class Transfer:
     ) -> None:
         """Send a local file; above the threshold as parts, each read once its slot is free."""
         if size <= self.threshold:
-            async with aiofiles.open(path, "rb") as src:
+            async with opened(path, "rb") as src:
                 data = await src.read(size + 1)
             if len(data) != size:
                 raise StorageUnavailableError(
@@ -551,7 +559,7 @@ class Transfer:
         size: int = head["ContentLength"]
         part_size = self.part_size if size > self.threshold else max(size, 1)
         done = 0
-        async with aiofiles.open(local_path, "wb") as out:
+        async with opened(local_path, "wb") as out:
             await out.truncate(size)
 
         async def fetch(offset: int, length: int) -> None:
@@ -561,7 +569,7 @@ class Transfer:
                 Bucket=self.bucket, Key=key, IfMatch=head["ETag"], **extra
             )
             body = response["Body"]
-            async with body, aiofiles.open(local_path, "r+b") as out:
+            async with body, opened(local_path, "r+b") as out:
                 await out.seek(offset)
                 while chunk := await body.read(CHUNK_SIZE):
                     await out.write(chunk)

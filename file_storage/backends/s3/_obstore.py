@@ -17,7 +17,6 @@ obstore is imported on first use, never by ``import file_storage``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -28,10 +27,9 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiofiles
-
 from file_storage._streams import CHUNK_SIZE, Progress, prepend
 from file_storage.backends._core import count_attempt
+from file_storage.backends._support import opened, run_whole
 from file_storage.backends.s3 import _multipart as mp
 from file_storage.errors import StorageConfigError, StorageUnavailableError
 
@@ -507,7 +505,7 @@ async def _file_parts(
     path: Path, size: int, part_size: int, progress: Progress | None
 ) -> AsyncIterator[bytes]:
     done = 0
-    async with aiofiles.open(path, "rb") as src:
+    async with opened(path, "rb") as src:
         while done < size and (data := await src.read(min(part_size, size - done))):
             done += len(data)
             if progress is not None:
@@ -528,8 +526,13 @@ async def _write(writer: Any, body: AsyncIterator[bytes]) -> None:
             with _from_obstore():
                 await out.write(chunk)
     except BaseException as exc:
-        with _from_obstore():  # aborts the multipart upload (obstore's __aexit__)
-            await asyncio.shield(out.__aexit__(type(exc), exc, exc.__traceback__))
+        # aborts the multipart upload (obstore's __aexit__), waited for to its end however
+        # often the caller is cancelled meanwhile (an anyio cancel scope cancels every await)
+        aborting, late = await run_whole(out.__aexit__(type(exc), exc, exc.__traceback__))
+        with _from_obstore():
+            aborting.result()
+        if late is not None:
+            raise late from exc
         raise
     with _from_obstore():
         await out.__aexit__(None, None, None)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from file_storage import (
     StorageBackend,
     StorageQuotaExceededError,
 )
+from file_storage.backends._support import mark_landed
 
 
 def recorder(backend: StorageBackend) -> list[ObjectEvent]:
@@ -68,6 +71,166 @@ async def test_move_emits_created_destination_then_deleted_source(
         ObjectEvent("created", "done/a.txt", 3, etag),
         ObjectEvent("deleted", "in/a.txt"),
     ]
+
+
+def lands_then_cancelled(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, hook: str, *, lands: bool = True
+) -> None:
+    """``hook`` is cancelled once the store took the write (marked landed, as a hook
+    does when the cancellation came too late), or (``lands=False``) before."""
+    real = getattr(backend, hook)
+
+    async def cancelled(*args: object) -> None:
+        if lands:
+            await real(*args)
+        cancel = asyncio.CancelledError()
+        if lands:
+            mark_landed(cancel)
+        raise cancel
+
+    monkeypatch.setattr(backend, hook, cancelled)
+
+
+@pytest.mark.parametrize("quota", [None, 1000], ids=["no-quota", "quota"])
+async def test_save_cancelled_after_it_landed_emits_created(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, quota: int | None
+) -> None:
+    backend.set_quota("", quota)
+    seen = recorder(backend)
+    lands_then_cancelled(backend, monkeypatch, "_save")
+    with pytest.raises(asyncio.CancelledError):
+        await backend.save("a.txt", b"abc")
+    etag = (await backend.stat("a.txt")).etag
+    assert seen == [ObjectEvent("created", "a.txt", 3, etag)]
+
+
+async def test_save_cancelled_before_it_landed_emits_nothing(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = recorder(backend)
+    lands_then_cancelled(backend, monkeypatch, "_save", lands=False)
+    with pytest.raises(asyncio.CancelledError):
+        await backend.save("a.txt", b"abc")
+    assert seen == []
+
+
+async def test_upload_file_cancelled_after_it_landed_emits_created(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    source = tmp_path / "clip.webm"
+    source.write_bytes(b"video")
+    seen = recorder(backend)
+    lands_then_cancelled(backend, monkeypatch, "_upload_file")
+    with pytest.raises(asyncio.CancelledError):
+        await backend.upload_file(source, "v/clip.webm")
+    etag = (await backend.stat("v/clip.webm")).etag
+    assert seen == [ObjectEvent("created", "v/clip.webm", 5, etag)]
+
+
+async def test_copy_cancelled_after_it_landed_emits_created(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await backend.save("a.txt", b"abc")
+    seen = recorder(backend)
+    lands_then_cancelled(backend, monkeypatch, "_copy")
+    with pytest.raises(asyncio.CancelledError):
+        await backend.copy("a.txt", "b.txt")
+    etag = (await backend.stat("b.txt")).etag
+    assert seen == [ObjectEvent("created", "b.txt", 3, etag)]
+
+
+@pytest.mark.parametrize("quota", [None, 1000], ids=["no-quota", "quota"])
+async def test_move_cancelled_after_it_landed_emits_created_then_deleted(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, quota: int | None
+) -> None:
+    backend.set_quota("", quota)
+    await backend.save("in/a.txt", b"abc")
+    seen = recorder(backend)
+    lands_then_cancelled(backend, monkeypatch, "_move")
+    with pytest.raises(asyncio.CancelledError):
+        await backend.move("in/a.txt", "done/a.txt")
+    etag = (await backend.stat("done/a.txt")).etag
+    assert seen == [
+        ObjectEvent("created", "done/a.txt", 3, etag),
+        ObjectEvent("deleted", "in/a.txt"),
+    ]
+
+
+async def test_save_cancelled_while_its_event_is_made_emits_created(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the write landed; the stat that gives its event an ETag is what gets cancelled
+    seen = recorder(backend)
+    reached = asyncio.Event()
+
+    async def held(key: str) -> object:
+        reached.set()
+        await asyncio.Event().wait()  # until the caller is cancelled
+        raise AssertionError("never answered")
+
+    monkeypatch.setattr(backend, "_stat", held)
+    task = asyncio.create_task(backend.save("a.txt", b"abc"))
+    await reached.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.undo()
+    assert await backend.load("a.txt") == b"abc"
+    assert [(e.type, e.key, e.size) for e in seen] == [("created", "a.txt", 3)]
+
+
+@pytest.mark.parametrize("operation", ["save", "copy", "move", "delete", "delete_many"])
+async def test_change_cancelled_as_its_keys_are_unlocked_emits_its_events(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    # the write landed; the unlock of its keys (a Redis round trip with a shared ledger)
+    # is what gets cancelled
+    await backend.save("src.txt", b"abc")
+    seen = recorder(backend)
+    real_hold = backend._quotas.hold
+    unlocking = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def hold(*keys: str, lazy: bool = False) -> AsyncIterator[None]:
+        async with real_hold(*keys, lazy=lazy):
+            yield
+            unlocking.set()
+            await asyncio.Event().wait()  # until the caller is cancelled
+
+    monkeypatch.setattr(backend._quotas, "hold", hold)
+    task: asyncio.Task[object]
+    if operation == "save":
+        task = asyncio.create_task(backend.save("a.txt", b"abc"))
+    elif operation == "delete":
+        task = asyncio.create_task(backend.delete("src.txt"))
+    elif operation == "delete_many":
+        task = asyncio.create_task(backend.delete_many(["src.txt"]))
+    else:
+        task = asyncio.create_task(getattr(backend, operation)("src.txt", "a.txt"))
+    await unlocking.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.undo()
+    expected: list[ObjectEvent] = []
+    if operation in ("save", "copy", "move"):
+        expected.append(ObjectEvent("created", "a.txt", 3, (await backend.stat("a.txt")).etag))
+    if operation != "save" and operation != "copy":
+        expected.append(ObjectEvent("deleted", "src.txt"))
+    assert seen == expected
+
+
+@pytest.mark.parametrize("lands", [True, False], ids=["landed", "not-landed"])
+async def test_delete_cancelled_emits_deleted_only_once_it_landed(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, lands: bool
+) -> None:
+    await backend.save("a.txt", b"abc")
+    seen = recorder(backend)
+    lands_then_cancelled(backend, monkeypatch, "_delete", lands=lands)
+    with pytest.raises(asyncio.CancelledError):
+        await backend.delete("a.txt")
+    assert await backend.exists("a.txt") is not lands
+    assert seen == ([ObjectEvent("deleted", "a.txt")] if lands else [])
 
 
 async def test_deletes_emit_deleted_per_key(backend: StorageBackend) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from pathlib import Path
@@ -139,3 +140,35 @@ async def test_local_copy_of_a_key_with_a_long_multi_byte_name(backend: StorageB
     await backend.save(key, b"bytes")
     async with backend.local_copy(key) as path:
         assert path.read_bytes() == b"bytes"
+
+
+async def _cancelled_download(backend: StorageBackend, target: Path) -> None:
+    """Download 3 MiB to ``target``, cancelled right after its first bytes were written."""
+    await backend.save("big.bin", b"n" * 3 * 1024 * 1024)
+    task = asyncio.current_task()
+    assert task is not None
+
+    def cancel_once(done: int, total: int | None) -> None:
+        if done:
+            task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await backend.download_file("big.bin", target, progress=cancel_once)
+    task.uncancel()
+
+
+async def test_cancelled_download_leaves_nothing(backend: StorageBackend, tmp_path: Path) -> None:
+    target = tmp_path / "out" / "big.bin"
+    await _cancelled_download(backend, target)
+    assert sorted(p.name for p in target.parent.iterdir()) == []
+
+
+async def test_cancelled_download_keeps_the_file_it_would_replace(
+    backend: StorageBackend, tmp_path: Path
+) -> None:
+    target = tmp_path / "out" / "big.bin"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    await _cancelled_download(backend, target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["big.bin"]
+    assert target.read_bytes() == b"old"

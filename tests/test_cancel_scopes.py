@@ -1,0 +1,120 @@
+"""Cancellation as anyio (and so FastAPI and Starlette) delivers it: a cancel scope
+cancels every await made inside it, the clean-up's too, until the scope is left. What a
+cancelled operation cleans up must be done all the same."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+
+import anyio
+import pytest
+
+from file_storage import StorageBackend
+from file_storage.backends._support import mark_landed
+
+SIZE = 3 * 1024 * 1024
+
+
+async def download_in_cancelled_scope(backend: StorageBackend, target: Path) -> None:
+    await backend.save("big.bin", b"n" * SIZE)
+    with anyio.CancelScope() as scope:
+
+        def cancel(done: int, total: int | None) -> None:
+            if done:
+                scope.cancel()  # the client went away once the first bytes were written
+
+        await backend.download_file("big.bin", target, progress=cancel)
+    assert scope.cancelled_caught
+
+
+async def test_download_cancelled_by_a_scope_leaves_nothing(
+    backend: StorageBackend, tmp_path: Path
+) -> None:
+    target = tmp_path / "out" / "big.bin"
+    await download_in_cancelled_scope(backend, target)
+    assert sorted(p.name for p in target.parent.iterdir()) == []
+
+
+async def test_download_cancelled_by_a_scope_keeps_the_file_it_would_replace(
+    backend: StorageBackend, tmp_path: Path
+) -> None:
+    target = tmp_path / "out" / "big.bin"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    await download_in_cancelled_scope(backend, target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["big.bin"]
+    assert target.read_bytes() == b"old"
+
+
+async def test_local_copy_cancelled_by_a_scope_leaves_no_temp_folder(
+    backend: StorageBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    await backend.save("v/clip.webm", b"n" * SIZE)
+    with anyio.CancelScope() as scope:
+        async with backend.local_copy("v/clip.webm") as path:
+            assert path.exists()
+            scope.cancel()  # the tool's caller went away while it ran
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("operation", ["delete_many", "delete_prefix"])
+async def test_batch_delete_cancelled_by_a_scope_once_done_counts_nothing_it_deleted(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    backend.set_quota("", 1000)
+    keys = [f"p/{i}" for i in range(5)]
+    for key in keys:
+        await backend.save(key, b"x" * 100)
+    real = backend._delete_many
+    with anyio.CancelScope() as scope:
+
+        async def deleted_then_cancelled(batch: list[str]) -> None:
+            await real(batch)
+            scope.cancel()  # the request's client went away as the store answered
+            cancelled = asyncio.CancelledError()
+            mark_landed(cancelled)
+            raise cancelled
+
+        monkeypatch.setattr(backend, "_delete_many", deleted_then_cancelled)
+        if operation == "delete_many":
+            await backend.delete_many(keys)
+        else:
+            await backend.delete_prefix("p")
+    assert scope.cancelled_caught
+    assert await backend.list_files() == []
+    assert (await backend.get_usage()).used == 0
+    await backend.save("full", b"y" * 1000)  # the whole quota is free again
+
+
+def open_descriptors(path: Path) -> int:
+    """How many of this process's descriptors are open on ``path`` (Linux /proc)."""
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            count += Path(os.readlink(fd)) == path
+        except OSError:
+            continue
+    return count
+
+
+async def test_upload_file_cancelled_by_a_scope_closes_the_local_file(
+    backend: StorageBackend, tmp_path: Path
+) -> None:
+    source = tmp_path / "src.bin"
+    source.write_bytes(b"u" * SIZE)
+    with anyio.CancelScope() as scope:
+
+        def cancel(done: int, total: int | None) -> None:
+            scope.cancel()  # the client went away once the first bytes were read
+
+        await backend.upload_file(source, "k.bin", progress=cancel)
+    # (S3 reads a file this small whole, and tells progress once it is sent: not cancelled)
+    assert open_descriptors(source) == 0
