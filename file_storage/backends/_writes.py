@@ -459,8 +459,9 @@ class Writes(BackendCore):
 
         Returns:
             For each path as given (``str(path)``), in input order: its key, or the
-            :class:`StorageError` that item raised (an invalid key included). One failure
-            hides no other.
+            :class:`StorageError` that item raised (an invalid key included), or the
+            exception its own content stream raised (nothing of that item is stored).
+            One failure hides no other.
 
         Raises:
             TypeError: a path or a content of the wrong type (nothing is written).
