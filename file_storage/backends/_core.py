@@ -175,6 +175,22 @@ class BackendCore(abc.ABC):
             return map_os_error(exc, operation, key)
         return None
 
+    def _not_found(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says there is no object at the key: ours, or what a hook raised
+        (botocore's 404 to a HEAD, obstore's not-found, the disk's FileNotFoundError).
+
+        The one test of "missing" for code that calls hooks directly (and so sees the
+        SDK's errors untranslated): settling a write or delete whose answer was lost,
+        listing versions, purging expired objects.
+        """
+        if isinstance(exc, ObjectNotFoundError):
+            return True
+        if not isinstance(exc, Exception) or isinstance(exc, StorageError):
+            return False
+        if is_caller_error(exc):
+            return False
+        return isinstance(self._map_error(exc, "", None), ObjectNotFoundError)
+
     @contextlib.contextmanager
     def _translate(
         self,
@@ -471,11 +487,8 @@ class BackendCore(abc.ABC):
         """The versions of ``key``, newest first (delete markers left out)."""
         try:
             info = await self._stat(key)
-        except ObjectNotFoundError:
-            return []
         except Exception as exc:
-            mapped = None if isinstance(exc, StorageError) else self._map_error(exc, "", key)
-            if not isinstance(mapped, ObjectNotFoundError):
+            if not self._not_found(exc):
                 raise
             return []
         return [ObjectVersion(NULL_VERSION, info.size, info.last_modified, True)]

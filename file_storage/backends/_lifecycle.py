@@ -12,7 +12,6 @@ from file_storage._events import Callback
 from file_storage._expiry import check_days
 from file_storage._keys import KeyLike
 from file_storage.backends._writes import Writes
-from file_storage.errors import ObjectNotFoundError
 
 logger = logging.getLogger("file_storage")
 
@@ -95,7 +94,9 @@ class Lifecycle(Writes):
             with self._translate("purge_expired", key):
                 try:
                     modified = (await self._stat(key)).last_modified
-                except ObjectNotFoundError:
+                except Exception as exc:
+                    if not self._not_found(exc):
+                        raise
                     continue  # deleted since the listing
             if modified >= cutoff:
                 continue  # written again since the listing

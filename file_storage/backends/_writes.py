@@ -178,11 +178,8 @@ class Writes(BackendCore):
         down, or a second cancellation)."""
         try:
             await asyncio.shield(self._stat(key))
-        except BaseException as error:  # the hook's own error: mapped to tell a 404
-            mapped: BaseException | None = error
-            if isinstance(error, Exception) and not isinstance(error, StorageError):
-                mapped = self._map_error(error, "", key)
-            return True if isinstance(mapped, ObjectNotFoundError) else None
+        except BaseException as error:  # the hook's own error: an SDK's 404 included
+            return True if self._not_found(error) else None
         return False
 
     async def _settle(
@@ -195,9 +192,11 @@ class Writes(BackendCore):
         sent = size if isinstance(size, int) else size.value
         try:
             info = await asyncio.shield(self._stat(reservation.key))
-        except ObjectNotFoundError:
-            await reservation.release()  # not stored
-        except BaseException:  # unknown (an outage, a second cancellation)
+        except BaseException as error:
+            if self._not_found(error):  # the hook's own error: S3 answers a HEAD with 404
+                await reservation.release()  # not stored
+                return
+            # unknown (an outage, a second cancellation)
             if assume_stored:
                 await reservation.commit(sent)
             else:
