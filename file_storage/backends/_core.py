@@ -86,6 +86,14 @@ class CoreArgs(TypedDict, total=False):
     expire_interval_seconds: float | None
 
 
+def same_version(current: ObjectInfo, listed: ObjectInfo) -> bool:
+    """Whether ``current`` is the object ``listed`` was: by ETag where both carry one,
+    else by size and time of the last write."""
+    if current.etag is not None and listed.etag is not None:
+        return current.etag == listed.etag and current.size == listed.size
+    return (current.size, current.last_modified) == (listed.size, listed.last_modified)
+
+
 class _Call:
     """What one public call did, for its log line: bytes moved and requests sent."""
 
@@ -396,6 +404,26 @@ class BackendCore(abc.ABC):
             # dst is stored whatever the delete did; src too, unless the delete landed
             mark_landed(exc, source_kept=not has_landed(exc))
             raise
+
+    async def _delete_expired(self, key: str, listed: ObjectInfo) -> bool:
+        """Delete ``key`` only if it still holds the object ``listed`` (purge_expired's
+        listing saw it expired); False: gone or rewritten since, nothing deleted.
+
+        Default: a stat, a comparison, then a delete; a write landing between the stat
+        and the delete is deleted too. A backend that can compare and delete in one step
+        (the memory backend, local disk under the key's lock) overrides this; one that
+        cannot lacks the suite's ``exact_expiry`` feature.
+        """
+        try:
+            current = await self._stat(key)
+        except Exception as exc:
+            if not self._not_found(exc):
+                raise
+            return False
+        if not same_version(current, listed):
+            return False
+        await self._delete(key)
+        return True
 
     async def _delete_many(self, keys: list[str]) -> None:
         for key in keys:

@@ -327,7 +327,9 @@ class LocalFiles(LocalVersions):
             os.close(src_fd)
         remove_empty_parents(self._dir, src_where)
 
-    def _delete_sync(self, key: str, gate: Gate | None = None) -> bool:
+    def _delete_sync(self, key: str, gate: Gate | None = None, etag: str | None = None) -> bool:
+        """Delete ``key``; with ``etag``, only the file of that ETag (compared under the
+        key's lock, which every write takes: a file renamed there since stays)."""
         try:
             dir_fd, name, where = open_parent(self._dir, key, create=False)
         except (ObjectNotFoundError, StorageError):
@@ -335,10 +337,11 @@ class LocalFiles(LocalVersions):
         try:
             with key_locks(self._dir, key):
                 try:
-                    if stat_mod.S_ISDIR(
-                        os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-                    ):
+                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    if stat_mod.S_ISDIR(st.st_mode):
                         return False  # a folder is not an object
+                    if etag is not None and self._etag(st) != etag:
+                        return False  # rewritten since the caller looked
                     with gate.lock if gate else contextlib.nullcontext():
                         if gate is not None:
                             gate.check()  # its caller was cancelled: delete no more
@@ -356,6 +359,9 @@ class LocalFiles(LocalVersions):
 
     def _delete_keys(self, gate: Gate | None, keys: list[str]) -> int:
         return sum(self._delete_sync(key, gate) for key in keys)
+
+    def _delete_version(self, gate: Gate, key: str, etag: str) -> bool:
+        return self._delete_sync(key, gate, etag)
 
     # ------------------------------------------------------------ reads (sync, in threads)
 
