@@ -172,6 +172,16 @@ class Writes(BackendCore):
             return False
         return isinstance(exc, asyncio.CancelledError) or self._unanswered(exc)
 
+    def _part_done(self, exc: BaseException, keys: list[str]) -> bool:
+        """A delete of several keys under a quota failed with a store's error: it may have
+        deleted some of them before (local disk key by key, S3's DeleteObjects reporting
+        errors per key, GCS/Azure deleting concurrently)."""
+        if len(keys) < 2 or not self._quotas or not isinstance(exc, Exception):
+            return False
+        if is_caller_error(exc):
+            return False
+        return isinstance(exc, StorageError) or self._map_error(exc, "", None) is not None
+
     async def _gone(self, key: str) -> bool | None:
         """Whether ``key`` holds no object, asked of the store (so the quota does not count
         bytes that are gone until the next listing); ``None``: it cannot tell now (still
@@ -407,9 +417,10 @@ class Writes(BackendCore):
             try:
                 await self._delete_many(keys)
             except BaseException as exc:
-                # cancelled with some deleted, or done and the answers lost: those deleted
-                # are not counted (the first key that cannot be looked up ends the look)
-                if has_landed(exc) or self._unsure(exc):
+                # cancelled with some deleted, done and the answers lost, or refused part
+                # way (a key denied, a disk error): those deleted are not counted (the
+                # first key that cannot be looked up ends the look)
+                if has_landed(exc) or self._unsure(exc) or self._part_done(exc, keys):
                     for key in keys:
                         gone = await self._gone(key)
                         if gone is None:
