@@ -277,3 +277,16 @@ async def test_purge_expired_keeps_an_object_rewritten_after_the_listing() -> No
     assert await backend.purge_expired() == 1
     assert await backend.list_files() == ["temp/a.bin"]
     assert await backend.load("temp/a.bin") == b"new"
+
+
+async def test_local_purge_expired_deletes_an_expired_link_not_what_it_names(
+    local_backend: LocalStorageBackend,
+) -> None:
+    # a link in the root is an object whose listing shows what it names (size, time): the
+    # purge's check of "the object listed" must look at it the same way
+    await local_backend.set_expiration("links", 1)
+    await local_backend.save("data/a.txt", b"object a")
+    (local_backend.root / "links").mkdir()
+    (local_backend.root / "links" / "b.txt").symlink_to(local_backend.root / "data" / "a.txt")
+    assert await local_backend.purge_expired(now=datetime.now(UTC) + 2 * DAY) == 1
+    assert await local_backend.list_files() == ["data/a.txt"]

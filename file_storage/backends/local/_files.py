@@ -337,10 +337,11 @@ class LocalFiles(LocalVersions):
         try:
             with key_locks(self._dir, key):
                 try:
-                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                    if stat_mod.S_ISDIR(st.st_mode):
+                    if stat_mod.S_ISDIR(
+                        os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+                    ):
                         return False  # a folder is not an object
-                    if etag is not None and self._etag(st) != etag:
+                    if etag is not None and self._etag_now(key) != etag:
                         return False  # rewritten since the caller looked
                     with gate.lock if gate else contextlib.nullcontext():
                         if gate is not None:
@@ -356,6 +357,18 @@ class LocalFiles(LocalVersions):
             os.close(dir_fd)
         remove_empty_parents(self._dir, where)
         return True
+
+    def _etag_now(self, key: str) -> str | None:
+        """The ETag ``stat`` gives ``key`` now (of what an in-root link names); ``None``:
+        no object there."""
+        try:
+            found = open_object(self._dir, key)
+        except StorageError:  # ObjectNotFoundError among them
+            return None
+        try:
+            return self._etag(found.st)
+        finally:
+            found.close()
 
     def _delete_keys(self, gate: Gate | None, keys: list[str]) -> int:
         return sum(self._delete_sync(key, gate) for key in keys)
