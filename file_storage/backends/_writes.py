@@ -173,10 +173,10 @@ class Writes(BackendCore):
         return isinstance(exc, asyncio.CancelledError) or self._unanswered(exc)
 
     def _part_done(self, exc: BaseException, keys: list[str]) -> bool:
-        """A delete of several keys under a quota failed with a store's error: it may have
-        deleted some of them before (local disk key by key, S3's DeleteObjects reporting
-        errors per key, GCS/Azure deleting concurrently)."""
-        if len(keys) < 2 or not self._quotas or not isinstance(exc, Exception):
+        """A delete of several keys under a quota, or while someone subscribes, failed with
+        a store's error: it may have deleted some of them before (local disk key by key,
+        S3's DeleteObjects reporting errors per key, GCS/Azure deleting concurrently)."""
+        if len(keys) < 2 or not (self._quotas or self._events) or not isinstance(exc, Exception):
             return False
         if is_caller_error(exc):
             return False
@@ -418,15 +418,19 @@ class Writes(BackendCore):
                 await self._delete_many(keys)
             except BaseException as exc:
                 # cancelled with some deleted, done and the answers lost, or refused part
-                # way (a key denied, a disk error): those deleted are not counted (the
-                # first key that cannot be looked up ends the look)
+                # way (a key denied, a disk error): those deleted are not counted, and
+                # subscribers hear of them (the first key that cannot be looked up ends
+                # the look)
                 if has_landed(exc) or self._unsure(exc) or self._part_done(exc, keys):
+                    deleted: list[str] = []
                     for key in keys:
                         gone = await self._gone(key)
                         if gone is None:
                             break  # the store cannot tell now: the rest stay counted
                         if gone:
                             await self._quotas.forget(key)
+                            deleted.append(key)
+                    self._events.emit(*(ObjectEvent("deleted", key) for key in deleted))
                 raise
             for key in keys:
                 await self._quotas.forget(key)
