@@ -13,6 +13,7 @@ from file_storage._expiry import check_days
 from file_storage._keys import KeyLike
 from file_storage.backends._support import has_landed
 from file_storage.backends._writes import Writes
+from file_storage.errors import StorageError, StorageUnavailableError
 from file_storage.models import ObjectEvent, ObjectInfo
 
 logger = logging.getLogger("file_storage")
@@ -79,6 +80,11 @@ class Lifecycle(Writes):
 
         Returns:
             How many objects were deleted.
+
+        Raises:
+            StorageError: an object could not be deleted: raised once every other
+            expired object was tried (so one undeletable object does not keep the rest
+            from expiring), or at once when the store is unavailable.
         """
         if now is not None and (not isinstance(now, datetime) or now.utcoffset() is None):
             raise ValueError("now must be an aware datetime (or None)")
@@ -94,11 +100,20 @@ class Lifecycle(Writes):
                     if info.last_modified < cutoff:  # nested rules: expired under any
                         expired.setdefault(info.key, info)
         deleted = 0
+        refused: StorageError | None = None
         for key, listed in sorted(expired.items()):
-            if await self._purge_one(key, listed):
-                deleted += 1
+            try:
+                if await self._purge_one(key, listed):
+                    deleted += 1
+            except StorageError as exc:
+                if isinstance(exc, StorageUnavailableError):
+                    raise  # the store is down: the rest would fail the same way
+                # this object only (a policy, a permission): the others still expire
+                refused = refused or exc
         if deleted:
             logger.info("purged %d expired objects", deleted)
+        if refused is not None:
+            raise refused
         return deleted
 
     async def _purge_one(self, key: str, listed: ObjectInfo) -> bool:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from file_storage import InvalidKeyError, ObjectInfo, StorageBackend
+from file_storage import InvalidKeyError, ObjectInfo, StorageBackend, StoragePermissionError
 
 
 async def test_set_expiration_is_read_back_per_folder(backend: StorageBackend) -> None:
@@ -140,3 +140,40 @@ async def test_purge_expired_keeps_an_object_rewritten_while_it_is_checked(
     await backend.purge_expired(now=datetime.now(UTC) + timedelta(days=3))
     monkeypatch.undo()
     assert await backend.load("temp/a.txt") == (b"new %d" % rewrites if rewrites else b"old")
+
+
+async def test_purge_expired_goes_past_an_object_it_cannot_delete(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one object the store refuses to delete (a policy, a permission) must not keep
+    # every object sorting after it from ever expiring: purge goes on, then raises
+    await backend.set_expiration("temp", 1)
+    for key in ("temp/a", "temp/b", "temp/c"):
+        await backend.save(key, b"x")
+    listing, delete_expired = backend._iter_files, backend._delete_expired
+    listed = False  # S3 applies its rules itself: its purge lists nothing
+
+    def seen(prefix: str) -> AsyncIterator[ObjectInfo]:
+        nonlocal listed
+        listed = True
+        return listing(prefix)
+
+    async def b_refused(key: str, info: ObjectInfo) -> bool:
+        if key == "temp/b":
+            raise StoragePermissionError("access denied")
+        return await delete_expired(key, info)
+
+    monkeypatch.setattr(backend, "_iter_files", seen)
+    monkeypatch.setattr(backend, "_delete_expired", b_refused)
+    error = None
+    try:
+        await backend.purge_expired(now=datetime.now(UTC) + timedelta(days=3))
+    except StoragePermissionError as exc:
+        error = exc
+    monkeypatch.undo()
+    if not listed:
+        assert error is None
+        return
+    assert error is not None
+    assert (error.operation, error.key) == ("purge_expired", "temp/b")
+    assert await backend.list_files("temp") == ["temp/b"]
