@@ -14,7 +14,7 @@ from collections.abc import (
     Iterable,
     Mapping,
 )
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import final
 
 import aiofiles
@@ -400,7 +400,13 @@ class Writes(BackendCore):
         """Delete every key of ``paths`` (batched: S3 sends 1000 a request); idempotent.
 
         Every key is validated before anything is deleted.
+
+        Raises:
+            TypeError: ``paths`` is one path (a ``str`` is an iterable of one-character
+                keys: nothing is deleted).
         """
+        if isinstance(paths, str | PurePosixPath):
+            raise TypeError("paths must be an iterable of paths, not one path")
         keys = list(dict.fromkeys(self._key(p, "delete_many") for p in paths))
         if not keys:
             return

@@ -78,3 +78,12 @@ async def test_delete_many_failing_part_way_frees_what_it_deleted(
     assert await backend.list_files("d") == ["d/c", "d/d"]
     assert (await backend.get_usage()).used == 400
     await backend.save("more", b"y" * 600)  # fits: what was deleted is free again
+
+
+async def test_delete_many_refuses_a_single_str(backend: StorageBackend) -> None:
+    # a str is an iterable of one-character keys: "ab" would delete "a" and "b"
+    await backend.save("a", b"1")
+    await backend.save("b", b"2")
+    with pytest.raises(TypeError):
+        await backend.delete_many("ab")
+    assert await backend.list_files() == ["a", "b"]
