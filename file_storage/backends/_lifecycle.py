@@ -95,7 +95,10 @@ class Lifecycle(Writes):
             rules = await self._rules.get()
             expired: dict[str, ObjectInfo] = {}
             for folder, days in rules.items():
-                cutoff = moment - timedelta(days=days)
+                try:
+                    cutoff = moment - timedelta(days=days)
+                except OverflowError:
+                    continue  # before year 1 (a rule of a million days): nothing is older
                 async for info in self._iter_files(folder):
                     if info.last_modified < cutoff:  # nested rules: expired under any
                         expired.setdefault(info.key, info)

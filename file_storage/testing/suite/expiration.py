@@ -177,3 +177,14 @@ async def test_purge_expired_goes_past_an_object_it_cannot_delete(
     assert error is not None
     assert (error.operation, error.key) == ("purge_expired", "temp/b")
     assert await backend.list_files("temp") == ["temp/b"]
+
+
+async def test_purge_expired_with_a_rule_of_a_million_days(backend: StorageBackend) -> None:
+    # "keep for ever, near enough": the cutoff falls before year 1, where datetime ends;
+    # nothing under it expires, and the other rules still apply
+    await backend.set_expiration("archive", 1_000_000)
+    await backend.set_expiration("temp", 1)
+    await backend.save("archive/a.txt", b"x")
+    await backend.save("temp/fresh.txt", b"x")
+    assert await backend.purge_expired() == 0
+    assert await backend.list_files() == ["archive/a.txt", "temp/fresh.txt"]
