@@ -7,6 +7,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Itera
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from file_storage.backends._support import is_caller_error
 from file_storage.errors import StorageError
 
 if TYPE_CHECKING:
@@ -53,8 +54,9 @@ async def for_each(
 ) -> dict[str, T | Exception]:
     """``job(name)`` for every name, at most ``concurrency`` at once; results in input order.
 
-    A StorageError (an invalid key included) becomes that name's result; anything else is a
-    bug and stops everything.
+    A StorageError (an invalid key included), or what the caller's own content stream of
+    that item raised, becomes that name's result; anything else is a bug and stops
+    everything.
     """
     results: dict[str, T | Exception] = {}
     pending = iter(names)
@@ -64,6 +66,11 @@ async def for_each(
             try:
                 results[name] = await job(name)
             except StorageError as exc:
+                results[name] = exc
+            except Exception as exc:
+                if not is_caller_error(exc):
+                    raise
+                # the item's own source broke (a user's upload cut): that item failed alone
                 results[name] = exc
 
     await run_all(worker() for _ in range(min(concurrency, len(names))))

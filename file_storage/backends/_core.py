@@ -84,6 +84,14 @@ class CoreArgs(TypedDict, total=False):
     expire_interval_seconds: float | None
 
 
+def same_version(current: ObjectInfo, listed: ObjectInfo) -> bool:
+    """Whether ``current`` is the object ``listed`` was: by ETag where both carry one,
+    else by size and time of the last write."""
+    if current.etag is not None and listed.etag is not None:
+        return current.etag == listed.etag and current.size == listed.size
+    return (current.size, current.last_modified) == (listed.size, listed.last_modified)
+
+
 class _Call:
     """What one public call did, for its log line: bytes moved and requests sent."""
 
@@ -172,6 +180,22 @@ class BackendCore(abc.ABC):
         if isinstance(exc, OSError):
             return map_os_error(exc, operation, key)
         return None
+
+    def _not_found(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says there is no object at the key: ours, or what a hook raised
+        (botocore's 404 to a HEAD, obstore's not-found, the disk's FileNotFoundError).
+
+        The one test of "missing" for code that calls hooks directly (and so sees the
+        SDK's errors untranslated): settling a write or delete whose answer was lost,
+        listing versions, purging expired objects.
+        """
+        if isinstance(exc, ObjectNotFoundError):
+            return True
+        if not isinstance(exc, Exception) or isinstance(exc, StorageError):
+            return False
+        if is_caller_error(exc):
+            return False
+        return isinstance(self._map_error(exc, "", None), ObjectNotFoundError)
 
     @contextlib.contextmanager
     def _translate(
@@ -379,6 +403,26 @@ class BackendCore(abc.ABC):
             mark_landed(exc, source_kept=not has_landed(exc))
             raise
 
+    async def _delete_expired(self, key: str, listed: ObjectInfo) -> bool:
+        """Delete ``key`` only if it still holds the object ``listed`` (purge_expired's
+        listing saw it expired); False: gone or rewritten since, nothing deleted.
+
+        Default: a stat, a comparison, then a delete; a write landing between the stat
+        and the delete is deleted too. A backend that can compare and delete in one step
+        (the memory backend, local disk under the key's lock) overrides this; one that
+        cannot lacks the suite's ``exact_expiry`` feature.
+        """
+        try:
+            current = await self._stat(key)
+        except Exception as exc:
+            if not self._not_found(exc):
+                raise
+            return False
+        if not same_version(current, listed):
+            return False
+        await self._delete(key)
+        return True
+
     async def _delete_many(self, keys: list[str]) -> None:
         for key in keys:
             await self._delete(key)
@@ -469,11 +513,8 @@ class BackendCore(abc.ABC):
         """The versions of ``key``, newest first (delete markers left out)."""
         try:
             info = await self._stat(key)
-        except ObjectNotFoundError:
-            return []
         except Exception as exc:
-            mapped = None if isinstance(exc, StorageError) else self._map_error(exc, "", key)
-            if not isinstance(mapped, ObjectNotFoundError):
+            if not self._not_found(exc):
                 raise
             return []
         return [ObjectVersion(NULL_VERSION, info.size, info.last_modified, True)]

@@ -11,8 +11,10 @@ from typing import final
 from file_storage._events import Callback
 from file_storage._expiry import check_days
 from file_storage._keys import KeyLike
+from file_storage.backends._support import has_landed
 from file_storage.backends._writes import Writes
-from file_storage.errors import ObjectNotFoundError
+from file_storage.errors import StorageError, StorageUnavailableError
+from file_storage.models import ObjectEvent, ObjectInfo
 
 logger = logging.getLogger("file_storage")
 
@@ -64,8 +66,11 @@ class Lifecycle(Writes):
     async def purge_expired(self, now: datetime | None = None) -> int:
         """Delete the objects older than their rule's days (see :meth:`set_expiration`).
 
-        Each goes through :meth:`delete`, so quotas and subscribers see it. An object is
-        checked again just before its delete, so one rewritten meanwhile stays. On S3
+        Each is deleted as :meth:`delete` would, so quotas and subscribers see it. Only
+        the object the listing found is deleted: one rewritten at its key meanwhile stays
+        (compared and deleted in one step on local disk and memory; on GCS and Azure a
+        write landing within the instant between the check and the delete can be lost,
+        see docs/compatibility.md). On S3
         this does nothing (S3 applies the rules itself) and returns 0. With
         ``expire_interval_seconds`` (``STORAGE_EXPIRE_INTERVAL_SECONDS``) it also runs
         in the background while the backend is in use.
@@ -75,6 +80,11 @@ class Lifecycle(Writes):
 
         Returns:
             How many objects were deleted.
+
+        Raises:
+            StorageError: an object could not be deleted: raised once every other
+            expired object was tried (so one undeletable object does not keep the rest
+            from expiring), or at once when the store is unavailable.
         """
         if now is not None and (not isinstance(now, datetime) or now.utcoffset() is None):
             raise ValueError("now must be an aware datetime (or None)")
@@ -83,27 +93,55 @@ class Lifecycle(Writes):
             if self._rules.applies_itself:
                 return 0
             rules = await self._rules.get()
-            expired: dict[str, datetime] = {}
+            expired: dict[str, ObjectInfo] = {}
             for folder, days in rules.items():
-                cutoff = moment - timedelta(days=days)
-                async for info in self._iter_files(folder):
-                    if info.last_modified < cutoff:
-                        # nested rules: the shortest one decides
-                        expired[info.key] = max(cutoff, expired.get(info.key, cutoff))
-        deleted = 0
-        for key, cutoff in sorted(expired.items()):
-            with self._translate("purge_expired", key):
                 try:
-                    modified = (await self._stat(key)).last_modified
-                except ObjectNotFoundError:
-                    continue  # deleted since the listing
-            if modified >= cutoff:
-                continue  # written again since the listing
-            await self.delete(key)
-            deleted += 1
+                    cutoff = moment - timedelta(days=days)
+                except OverflowError:
+                    continue  # before year 1 (a rule of a million days): nothing is older
+                async for info in self._iter_files(folder):
+                    if info.last_modified < cutoff:  # nested rules: expired under any
+                        expired.setdefault(info.key, info)
+        deleted = 0
+        refused: StorageError | None = None
+        for key, listed in sorted(expired.items()):
+            try:
+                if await self._purge_one(key, listed):
+                    deleted += 1
+            except StorageError as exc:
+                if isinstance(exc, StorageUnavailableError):
+                    raise  # the store is down: the rest would fail the same way
+                # this object only (a policy, a permission): the others still expire
+                refused = refused or exc
         if deleted:
             logger.info("purged %d expired objects", deleted)
+        if refused is not None:
+            raise refused
         return deleted
+
+    async def _purge_one(self, key: str, listed: ObjectInfo) -> bool:
+        """Delete the object ``listed`` as :meth:`delete` would (quota, event), unless
+        ``key`` was deleted or written again since the listing: an application's fresh
+        object at that key is never purged for its predecessor's age."""
+        with self._translate("purge_expired", key):
+            async with self._quotas.hold(key):
+                try:
+                    gone = await self._delete_expired(key, listed)
+                except BaseException as exc:
+                    # cancelled after the delete, or done and its answer lost: not counted,
+                    # and announced (a cancellation during the look-up is raised after it)
+                    if has_landed(exc):
+                        await self._forget_deleted(key)
+                    elif self._unsure(exc):
+                        _, cancelled = await self._forget_gone(key)
+                        if cancelled is not None:
+                            raise cancelled from exc
+                    raise
+                if gone:
+                    await self._quotas.forget(key)
+        if gone:
+            self._events.emit(ObjectEvent("deleted", key))
+        return gone
 
     async def _purge_expired_now(self) -> int:
         return await self.purge_expired()

@@ -14,7 +14,7 @@ from collections.abc import (
     Iterable,
     Mapping,
 )
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import final
 
 import aiofiles
@@ -207,11 +207,15 @@ class Writes(BackendCore):
             return False
         return isinstance(exc, asyncio.CancelledError) or self._unanswered(exc)
 
-    def _not_found(self, error: BaseException | None) -> bool:
-        """Whether a hook's ``error`` says there is no object (mapped to tell a 404)."""
-        if isinstance(error, Exception) and not isinstance(error, StorageError):
-            error = self._map_error(error, "", None)
-        return isinstance(error, ObjectNotFoundError)
+    def _part_done(self, exc: BaseException, keys: list[str]) -> bool:
+        """A delete of several keys under a quota, or while someone subscribes, failed with
+        a store's error: it may have deleted some of them before (local disk key by key,
+        S3's DeleteObjects reporting errors per key, GCS/Azure deleting concurrently)."""
+        if len(keys) < 2 or not (self._quotas or self._events) or not isinstance(exc, Exception):
+            return False
+        if is_caller_error(exc):
+            return False
+        return isinstance(exc, StorageError) or self._map_error(exc, "", None) is not None
 
     async def _forget_gone(self, key: str) -> tuple[bool | None, asyncio.CancelledError | None]:
         """Stop counting ``key`` if it holds no object, asked of the store (so the quota
@@ -467,7 +471,13 @@ class Writes(BackendCore):
         """Delete every key of ``paths`` (batched: S3 sends 1000 a request); idempotent.
 
         Every key is validated before anything is deleted.
+
+        Raises:
+            TypeError: ``paths`` is one path (a ``str`` is an iterable of one-character
+                keys: nothing is deleted).
         """
+        if isinstance(paths, str | PurePosixPath):
+            raise TypeError("paths must be an iterable of paths, not one path")
         keys = list(dict.fromkeys(self._key(p, "delete_many") for p in paths))
         if not keys:
             return
@@ -488,10 +498,11 @@ class Writes(BackendCore):
             try:
                 await self._delete_many(keys)
             except BaseException as exc:
-                # cancelled with some deleted, or done and the answers lost: those deleted
-                # are not counted (the first key that cannot be looked up ends the look)
-                # (a cancellation meanwhile is raised once every key is asked about)
-                if has_landed(exc) or self._unsure(exc):
+                # cancelled with some deleted, done and the answers lost, or refused part
+                # way (a key denied, a disk error): those deleted are not counted, and
+                # subscribers hear of them (the first key that cannot be looked up ends
+                # the look; a cancellation meanwhile is raised once every key is asked)
+                if has_landed(exc) or self._unsure(exc) or self._part_done(exc, keys):
                     late: asyncio.CancelledError | None = None
                     for key in keys:
                         gone, cancelled = await self._forget_gone(key)
@@ -542,8 +553,9 @@ class Writes(BackendCore):
 
         Returns:
             For each path as given (``str(path)``), in input order: its key, or the
-            :class:`StorageError` that item raised (an invalid key included). One failure
-            hides no other.
+            :class:`StorageError` that item raised (an invalid key included), or the
+            exception its own content stream raised (nothing of that item is stored).
+            One failure hides no other.
 
         Raises:
             TypeError: a path or a content of the wrong type (nothing is written).

@@ -207,6 +207,14 @@ class MemoryStorageBackend(RouterSigned):
     async def _delete(self, key: str) -> None:
         self._remove(key)
 
+    async def _delete_expired(self, key: str, listed: ObjectInfo) -> bool:
+        # compared and removed with no await between: no write can land in between
+        obj = self._objects.get(key)
+        if obj is None or (obj.etag, obj.last_modified) != (listed.etag, listed.last_modified):
+            return False
+        self._remove(key)
+        return True
+
     async def _delete_prefix(self, prefix: str) -> int:
         doomed = self._index[self._first(prefix, None) : self._end(prefix)]
         for key in doomed:

@@ -43,6 +43,9 @@ FEATURES = {
     "conditional_writes": (
         "does not check overwrite=False and if_match on writes (PreconditionFailedError)"
     ),
+    "exact_expiry": (
+        "may delete an object rewritten while purge_expired checks it (no conditional delete)"
+    ),
     "folder_checks": (
         "does not refuse a key that is a folder or lies under an object (ObjectConflictError)"
     ),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -277,3 +279,44 @@ async def test_purge_expired_keeps_an_object_rewritten_after_the_listing() -> No
     assert await backend.purge_expired() == 1
     assert await backend.list_files() == ["temp/a.bin"]
     assert await backend.load("temp/a.bin") == b"new"
+
+
+async def test_local_purge_expired_deletes_an_expired_link_not_what_it_names(
+    local_backend: LocalStorageBackend,
+) -> None:
+    # a link in the root is an object whose listing shows what it names (size, time): the
+    # purge's check of "the object listed" must look at it the same way
+    await local_backend.set_expiration("links", 1)
+    await local_backend.save("data/a.txt", b"object a")
+    (local_backend.root / "links").mkdir()
+    (local_backend.root / "links" / "b.txt").symlink_to(local_backend.root / "data" / "a.txt")
+    assert await local_backend.purge_expired(now=datetime.now(UTC) + 2 * DAY) == 1
+    assert await local_backend.list_files() == ["data/a.txt"]
+
+
+async def test_local_rules_set_by_two_processes_at_once_lose_neither(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # two backends on one root stand for two processes: each reads the rules file,
+    # adds its rule and writes the whole file back; the second must not write over the
+    # first's rule with what it read before it
+    from file_storage.backends.local import _rules
+
+    first = LocalStorageBackend(tmp_path / "root")
+    second = LocalStorageBackend(tmp_path / "root")
+    both_read = threading.Barrier(2)
+    real_read = _rules.LocalRules._read
+
+    def read_then_meet(self: _rules.LocalRules) -> dict[str, int]:
+        rules = real_read(self)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            # both writers between their read and their write, unless one excludes the
+            # other (then this one gives up waiting, and goes on alone)
+            both_read.wait(timeout=1)
+        return rules
+
+    monkeypatch.setattr(_rules.LocalRules, "_read", read_then_meet)
+    async with first, second:
+        await asyncio.gather(first.set_expiration("a", 1), second.set_expiration("b", 2))
+        monkeypatch.undo()
+        assert await first.get_expiration() == {"a/": 1, "b/": 2}

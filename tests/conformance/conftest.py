@@ -15,13 +15,14 @@ from file_storage.testing import FEATURES
 from tests.s3util import REASONS, SERVER
 
 LACKS: dict[str, frozenset[str]] = {
-    # object_store has no API for GCS object generations or Azure blob versions; object
-    # stores do not check the object-or-folder rule (a request per folder level per write)
-    "gcs": frozenset({"versions", "folder_checks"}),
-    "azure": frozenset({"versions", "folder_checks"}),
-    # the example third-party backend of docs/plugins.md keeps one version per key and
-    # does not check the object-or-folder rule
-    "plugin": frozenset({"versions", "folder_checks"}),
+    # object_store has no API for GCS object generations or Azure blob versions, nor a
+    # conditional delete (purge_expired checks, then deletes); object stores do not check
+    # the object-or-folder rule (a request per folder level per write)
+    "gcs": frozenset({"versions", "folder_checks", "exact_expiry"}),
+    "azure": frozenset({"versions", "folder_checks", "exact_expiry"}),
+    # the example third-party backend of docs/plugins.md keeps one version per key, does
+    # not check the object-or-folder rule, and keeps the default (stat, then delete) purge
+    "plugin": frozenset({"versions", "folder_checks", "exact_expiry"}),
     # the suite's features that are the S3 server's, and this server lacks
     "s3": frozenset(f for f in FEATURES if f in REASONS and f not in SERVER.features)
     | {"folder_checks"},

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from file_storage import (
+    ObjectNotFoundError,
+    StorageError,
     StoragePermissionError,
     StorageUnavailableError,
 )
@@ -183,6 +185,23 @@ async def test_retried_completion_answered_no_such_upload_checks_the_object(
     await backend.save("big.bin", chunks(data))
     body = raw.get_object(Bucket=s3_bucket, Key="storage/big.bin")["Body"].read()
     assert sha(body) == sha(data)
+    assert open_uploads(raw, s3_bucket) == []
+
+
+async def test_completion_of_an_upload_aborted_meanwhile_fails_as_that_not_a_404(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str
+) -> None:
+    # the upload was aborted under the writer (a lifecycle rule, another process): S3
+    # answers NoSuchUpload and no object is there; the save must say the write failed,
+    # not that "the object" is missing (the HEAD's 404 is the check's, not the save's)
+    backend = make_backend(**SMALL)
+    completion = f"POST /{s3_bucket}/storage/big.bin?uploadId="
+    proxy.fail_next(1, status=404, code="NoSuchUpload", match=completion)
+    with pytest.raises(StorageError) as info:
+        await backend.save("big.bin", chunks(os.urandom(11 * MiB)))
+    assert not isinstance(info.value, ObjectNotFoundError)
+    assert "NoSuchUpload" in str(info.value)
+    assert stored_keys(raw, s3_bucket) == []
     assert open_uploads(raw, s3_bucket) == []
 
 

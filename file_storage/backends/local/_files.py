@@ -327,7 +327,9 @@ class LocalFiles(LocalVersions):
             os.close(src_fd)
         remove_empty_parents(self._dir, src_where)
 
-    def _delete_sync(self, key: str, gate: Gate | None = None) -> bool:
+    def _delete_sync(self, key: str, gate: Gate | None = None, etag: str | None = None) -> bool:
+        """Delete ``key``; with ``etag``, only the file of that ETag (compared under the
+        key's lock, which every write takes: a file renamed there since stays)."""
         try:
             dir_fd, name, where = open_parent(self._dir, key, create=False)
         except (ObjectNotFoundError, StorageError):
@@ -339,6 +341,8 @@ class LocalFiles(LocalVersions):
                         os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
                     ):
                         return False  # a folder is not an object
+                    if etag is not None and self._etag_now(key) != etag:
+                        return False  # rewritten since the caller looked
                     with gate.lock if gate else contextlib.nullcontext():
                         if gate is not None:
                             gate.check()  # its caller was cancelled: delete no more
@@ -354,8 +358,23 @@ class LocalFiles(LocalVersions):
         remove_empty_parents(self._dir, where)
         return True
 
+    def _etag_now(self, key: str) -> str | None:
+        """The ETag ``stat`` gives ``key`` now (of what an in-root link names); ``None``:
+        no object there."""
+        try:
+            found = open_object(self._dir, key)
+        except StorageError:  # ObjectNotFoundError among them
+            return None
+        try:
+            return self._etag(found.st)
+        finally:
+            found.close()
+
     def _delete_keys(self, gate: Gate | None, keys: list[str]) -> int:
         return sum(self._delete_sync(key, gate) for key in keys)
+
+    def _delete_version(self, gate: Gate, key: str, etag: str) -> bool:
+        return self._delete_sync(key, gate, etag)
 
     # ------------------------------------------------------------ reads (sync, in threads)
 

@@ -4,6 +4,7 @@ It lives at ``<root>/.file_storage\\lifecycle.json``: a backslash is banned from
 no key reaches it and listings never show it. It is replaced whole through the root's
 descriptor (a temp file renamed over it), so a reader sees the old rules or the new,
 never half a file, and a crash leaves at most a temp file the stale-temp sweep removes.
+A change is read, made and written under a lock every process takes (``key_locks``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 from file_storage._expiry import RuleStore, apply_rule, decode_rules, encode_rules
 from file_storage.backends.local._fs import O_NEW, O_READ, Root
 from file_storage.backends.local._io import in_pool, tmp_name
+from file_storage.backends.local._meta import key_locks
 
 __all__ = ["LocalRules"]
 
@@ -47,9 +49,13 @@ class LocalRules(RuleStore):
         )
 
     def _put(self, prefix: str, days: int | None) -> None:
-        rules = self._read()
-        if apply_rule(rules, prefix, days):
-            self._write(rules)
+        # read, change, write back whole: under the lock of the file's name (a thread
+        # lock, then an flock every process takes), or two processes setting rules at
+        # once would each write back what it read, and one rule would be lost
+        with key_locks(self._root, RULES_NAME):
+            rules = self._read()
+            if apply_rule(rules, prefix, days):
+                self._write(rules)
 
     def _write(self, rules: dict[str, int]) -> None:
         dir_fd = self._root.fd()

@@ -446,7 +446,7 @@ class S3StorageBackend(S3Clients):
         try:
             await self._head(key)
         except Exception as exc:
-            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if self._not_found(exc):
                 return False
             raise
         return True

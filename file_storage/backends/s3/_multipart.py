@@ -34,7 +34,7 @@ from file_storage._streams import CHUNK_SIZE, Progress, prepend, rechunk
 from file_storage.backends._core import DELETE_BATCH
 from file_storage.backends._support import opened, run_whole
 from file_storage.backends.s3._conditions import Conditions
-from file_storage.backends.s3._errors import batch_delete_error, error_code
+from file_storage.backends.s3._errors import NOT_FOUND, batch_delete_error, error_code
 from file_storage.errors import StorageError, StorageUnavailableError
 
 logger = logging.getLogger("file_storage.backends.s3")
@@ -229,9 +229,14 @@ class Multipart:
     async def _completed(self, parts: list[Part]) -> bool:
         """True when the object holds exactly these parts: a retried completion that S3
         had already done answers NoSuchUpload (AWS, "CompleteMultipartUpload")."""
-        head = await self.client.head_object(
-            Bucket=self.bucket, Key=self.key, ChecksumMode="ENABLED"
-        )
+        try:
+            head = await self.client.head_object(
+                Bucket=self.bucket, Key=self.key, ChecksumMode="ENABLED"
+            )
+        except Exception as exc:
+            if error_code(exc) in NOT_FOUND:
+                return False  # aborted meanwhile (a lifecycle rule, another process)
+            raise
         digests = b"".join(bytes.fromhex(str(part["ETag"]).strip('"')) for part in parts)
         etag = f'"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(parts)}"'
         if head.get("ETag") == etag:

@@ -14,6 +14,7 @@ from file_storage import (
     StorageBackend,
     StorageQuotaExceededError,
 )
+from file_storage.backends.base import Content
 
 
 async def test_save_many_saves_every_item_and_returns_keys(backend: StorageBackend) -> None:
@@ -112,3 +113,45 @@ async def test_load_many_runs_at_most_concurrency_at_once(backend: StorageBacken
     results = await backend.load_many([f"m/{i}" for i in range(12)], concurrency=3)
     assert all(value == b"x" for value in results.values())
     assert peak == 3
+
+
+class _SourceFailed(Exception):
+    """What a caller's own content stream raises (not a StorageError: not the library's)."""
+
+
+async def test_save_many_failing_stream_fails_alone(backend: StorageBackend) -> None:
+    # one item's source breaks mid-way: the others are saved and reported, nothing of the
+    # broken one is stored (its old content stays), and the quota counts exactly what is
+    backend.set_quota("", 10_000)
+    await backend.save("s/broken", b"old")
+    started = asyncio.Event()
+
+    async def breaks() -> AsyncIterator[bytes]:
+        yield b"x" * 100
+        started.set()
+        raise _SourceFailed("the upload was cut")
+
+    async def slow() -> AsyncIterator[bytes]:
+        await started.wait()  # still writing when the other item fails
+        yield b"y" * 50
+
+    items: list[tuple[str, Content]] = [
+        ("s/a", b"a" * 10),
+        ("s/broken", breaks()),
+        ("s/slow", slow()),
+        ("s/b", b"b" * 20),
+    ]
+    results = await backend.save_many(items, concurrency=4)
+    assert list(results) == ["s/a", "s/broken", "s/slow", "s/b"]
+    assert isinstance(results["s/broken"], _SourceFailed)
+    assert {k: v for k, v in results.items() if k != "s/broken"} == {
+        "s/a": "s/a",
+        "s/slow": "s/slow",
+        "s/b": "s/b",
+    }
+    assert await backend.load("s/broken") == b"old"
+    assert await backend.load("s/slow") == b"y" * 50
+    assert await backend.list_files("s") == ["s/a", "s/b", "s/broken", "s/slow"]
+    assert (await backend.get_usage()).used == 10 + 3 + 50 + 20
+    await backend.refresh_usage()
+    assert (await backend.get_usage()).used == 10 + 3 + 50 + 20

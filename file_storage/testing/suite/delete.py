@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from file_storage import StorageBackend
+import pytest
+
+from file_storage import StorageBackend, StoragePermissionError
 
 
 async def test_delete_removes_object(backend: StorageBackend) -> None:
@@ -52,3 +54,36 @@ async def test_delete_prefix_everything(backend: StorageBackend) -> None:
     assert await backend.list_files() == []
     await backend.save("a", b"fresh")
     assert dict((await backend.stat("a")).metadata) == {}
+
+
+async def test_delete_many_failing_part_way_frees_what_it_deleted(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the store deleted some keys, then refused the rest (a policy denying one folder,
+    # a disk error on one file): the quota must stop counting exactly those deleted
+    backend.set_quota("", 1000)
+    keys = ["d/a", "d/b", "d/c", "d/d"]
+    for key in keys:
+        await backend.save(key, b"x" * 200)
+    real = backend._delete_many
+
+    async def half_denied(batch: list[str]) -> None:
+        await real(batch[:2])
+        raise StoragePermissionError("access denied")
+
+    monkeypatch.setattr(backend, "_delete_many", half_denied)
+    with pytest.raises(StoragePermissionError):
+        await backend.delete_many(keys)
+    monkeypatch.undo()
+    assert await backend.list_files("d") == ["d/c", "d/d"]
+    assert (await backend.get_usage()).used == 400
+    await backend.save("more", b"y" * 600)  # fits: what was deleted is free again
+
+
+async def test_delete_many_refuses_a_single_str(backend: StorageBackend) -> None:
+    # a str is an iterable of one-character keys: "ab" would delete "a" and "b"
+    await backend.save("a", b"1")
+    await backend.save("b", b"2")
+    with pytest.raises(TypeError):
+        await backend.delete_many("ab")
+    assert await backend.list_files() == ["a", "b"]

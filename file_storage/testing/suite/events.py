@@ -14,6 +14,7 @@ from file_storage import (
     ObjectEvent,
     ObjectNotFoundError,
     StorageBackend,
+    StoragePermissionError,
     StorageQuotaExceededError,
 )
 from file_storage.backends._support import mark_landed
@@ -256,6 +257,28 @@ async def test_failed_writes_emit_nothing(backend: StorageBackend) -> None:
     with pytest.raises(StorageQuotaExceededError):
         await backend.save("q/big.bin", b"too big")
     assert seen == []
+
+
+async def test_delete_many_failing_part_way_emits_what_it_deleted(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the store deleted some keys, then refused the rest: a subscriber keeping an index
+    # must hear of those deleted, and only of them
+    keys = ["d/a", "d/b", "d/c"]
+    for key in keys:
+        await backend.save(key, b"x")
+    seen = recorder(backend)
+    real = backend._delete_many
+
+    async def partly_denied(batch: list[str]) -> None:
+        await real(batch[:2])
+        raise StoragePermissionError("access denied")
+
+    monkeypatch.setattr(backend, "_delete_many", partly_denied)
+    with pytest.raises(StoragePermissionError):
+        await backend.delete_many(keys)
+    assert seen == [ObjectEvent("deleted", "d/a"), ObjectEvent("deleted", "d/b")]
+    assert await backend.list_files("d") == ["d/c"]
 
 
 async def test_unsubscribe_stops_the_events(backend: StorageBackend) -> None:

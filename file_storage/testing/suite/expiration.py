@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from file_storage import InvalidKeyError, StorageBackend
+from file_storage import InvalidKeyError, ObjectInfo, StorageBackend, StoragePermissionError
 
 
 async def test_set_expiration_is_read_back_per_folder(backend: StorageBackend) -> None:
@@ -80,3 +81,110 @@ async def test_expiry_rules_are_not_objects(backend: StorageBackend) -> None:
     assert await backend.list_files() == []
     assert await backend.list_dirs() == []
     assert await backend.get_total_size() == 0
+
+
+async def test_purge_expired_keeps_an_object_rewritten_after_the_listing(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # purge deletes what its listing found expired, never a newer object written at that
+    # key meanwhile (an application's fresh upload); ``now`` is moved on so that the old
+    # object is expired, whatever the clock of the store
+    await backend.set_expiration("temp", 1)
+    await backend.save("temp/a.txt", b"old")
+    await backend.save("temp/b.txt", b"old")
+    listing = backend._iter_files
+    content = b"old"  # S3 applies its rules itself: its purge lists nothing
+
+    async def then_rewritten(prefix: str) -> AsyncIterator[ObjectInfo]:
+        nonlocal content
+        async for info in listing(prefix):
+            yield info
+        content = b"new content"
+        await backend.save("temp/a.txt", content)
+
+    monkeypatch.setattr(backend, "_iter_files", then_rewritten)
+    deleted = await backend.purge_expired(now=datetime.now(UTC) + timedelta(days=3))
+    assert await backend.load("temp/a.txt") == content
+    assert deleted == (0 if content == b"old" else 1)  # temp/b.txt
+
+
+@pytest.mark.backend_needs("exact_expiry")
+async def test_purge_expired_keeps_an_object_rewritten_while_it_is_checked(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the rewrite lands at the last moment purge gives a writer: after the listing, and
+    # after any look at the key (a stat) before its delete
+    await backend.set_expiration("temp", 1)
+    await backend.save("temp/a.txt", b"old")
+    listing, stat = backend._iter_files, backend._stat
+    rewrites = 0
+
+    async def rewrite() -> None:
+        nonlocal rewrites
+        rewrites += 1
+        await backend.save("temp/a.txt", b"new %d" % rewrites)
+
+    async def then_rewritten(prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for info in listing(prefix):
+            yield info
+        await rewrite()
+
+    async def stat_then_rewritten(key: str) -> ObjectInfo:
+        info = await stat(key)
+        if key == "temp/a.txt":
+            await rewrite()
+        return info
+
+    monkeypatch.setattr(backend, "_iter_files", then_rewritten)
+    monkeypatch.setattr(backend, "_stat", stat_then_rewritten)
+    await backend.purge_expired(now=datetime.now(UTC) + timedelta(days=3))
+    monkeypatch.undo()
+    assert await backend.load("temp/a.txt") == (b"new %d" % rewrites if rewrites else b"old")
+
+
+async def test_purge_expired_goes_past_an_object_it_cannot_delete(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one object the store refuses to delete (a policy, a permission) must not keep
+    # every object sorting after it from ever expiring: purge goes on, then raises
+    await backend.set_expiration("temp", 1)
+    for key in ("temp/a", "temp/b", "temp/c"):
+        await backend.save(key, b"x")
+    listing, delete_expired = backend._iter_files, backend._delete_expired
+    listed = False  # S3 applies its rules itself: its purge lists nothing
+
+    def seen(prefix: str) -> AsyncIterator[ObjectInfo]:
+        nonlocal listed
+        listed = True
+        return listing(prefix)
+
+    async def b_refused(key: str, info: ObjectInfo) -> bool:
+        if key == "temp/b":
+            raise StoragePermissionError("access denied")
+        return await delete_expired(key, info)
+
+    monkeypatch.setattr(backend, "_iter_files", seen)
+    monkeypatch.setattr(backend, "_delete_expired", b_refused)
+    error = None
+    try:
+        await backend.purge_expired(now=datetime.now(UTC) + timedelta(days=3))
+    except StoragePermissionError as exc:
+        error = exc
+    monkeypatch.undo()
+    if not listed:
+        assert error is None
+        return
+    assert error is not None
+    assert (error.operation, error.key) == ("purge_expired", "temp/b")
+    assert await backend.list_files("temp") == ["temp/b"]
+
+
+async def test_purge_expired_with_a_rule_of_a_million_days(backend: StorageBackend) -> None:
+    # "keep for ever, near enough": the cutoff falls before year 1, where datetime ends;
+    # nothing under it expires, and the other rules still apply
+    await backend.set_expiration("archive", 1_000_000)
+    await backend.set_expiration("temp", 1)
+    await backend.save("archive/a.txt", b"x")
+    await backend.save("temp/fresh.txt", b"x")
+    assert await backend.purge_expired() == 0
+    assert await backend.list_files() == ["archive/a.txt", "temp/fresh.txt"]

@@ -444,6 +444,32 @@ async def test_writes_cancelled_before_they_land_free_everything(
     await assert_ledger_exact(backend, 1000)
 
 
+async def test_new_key_cancelled_before_it_landed_is_not_counted(
+    backend: StorageBackend,
+) -> None:
+    # a remote store is asked what the key holds after a cancelled write: "no object"
+    # (S3's 404 to a HEAD) means nothing landed, so nothing of it is counted
+    backend.set_quota("", 1000)
+    await backend.save("kept", b"k" * 100)
+    sent = asyncio.Event()
+
+    async def hangs() -> AsyncIterator[bytes]:
+        yield b"x" * 300
+        sent.set()
+        await asyncio.Event().wait()  # the rest of the upload never comes
+        yield b"never"
+
+    writer = asyncio.create_task(backend.save("new", hangs()))
+    await sent.wait()
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    assert not await backend.exists("new")
+    assert (await backend.get_usage()).used == 100
+    await backend.save("more", b"m" * 900)  # the whole rest of the quota is free
+    await assert_ledger_exact(backend, 1000)
+
+
 async def test_write_cancelled_after_it_landed_is_counted(
     backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
