@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from file_storage import S3StorageBackend, StorageConfigError
-from file_storage.backends.s3._multipart import crc32
+from file_storage.backends.s3._checksums import crc32
 from tests.s3util import MakeBackend, s3_backends
 
 pytestmark = pytest.mark.s3

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from file_storage.backends.s3._multipart import crc32
+from file_storage.backends.s3._checksums import crc32
 from tests.backends.conftest import SMALL, MiB, client_of
 from tests.s3util import MakeBackend, blocks, open_uploads, s3_backends, stored_keys
 

@@ -32,6 +32,7 @@ from file_storage.backends._core import Method
 from file_storage.backends._support import server_of
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.s3 import _multipart as mp
+from file_storage.backends.s3._checksums import Checksums
 from file_storage.backends.s3._clients import LoopClients, S3Clients
 from file_storage.backends.s3._conditions import Conditions
 from file_storage.backends.s3._config import s3_options
@@ -194,7 +195,7 @@ class S3StorageBackend(S3Clients):
         self._loops: dict[asyncio.AbstractEventLoop, LoopClients] = {}
         self._loops_lock = threading.Lock()  # threads may each run a loop of their own
         self._closing: set[asyncio.Task[None]] = set()  # clients closing after operations
-        self._checksums = mp.Checksums(options.checksum)
+        self._checksums = Checksums(options.checksum)
         self._conditions = Conditions(self._root)  # what the server checks, probed on need
         self._stores: dict[str | None, Any] = {}  # obstore S3Stores, per endpoint
 

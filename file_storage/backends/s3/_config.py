@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from file_storage._keys import validate_key
 from file_storage.backends._core import count_attempt
 from file_storage.backends.s3 import _multipart as mp
+from file_storage.backends.s3._checksums import CHECKSUM_MODES
 from file_storage.backends.s3._errors import ATTEMPTS_ATTR
 from file_storage.errors import InvalidKeyError, StorageConfigError
 
@@ -139,7 +140,7 @@ def s3_options(
         ),
         concurrency=concurrency,
         sse=encryption,
-        checksum=_choice("checksum", checksum, mp.CHECKSUM_MODES),
+        checksum=_choice("checksum", checksum, CHECKSUM_MODES),
         max_attempts=_int("max_attempts", max_attempts, 1),
         retry_mode=_choice("retry_mode", retry_mode, ("standard", "adaptive")),
         connect_timeout=_seconds("connect_timeout", connect_timeout),
