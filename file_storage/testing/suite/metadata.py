@@ -159,3 +159,29 @@ async def test_non_str_metadata_is_a_type_error(
 ) -> None:
     with pytest.raises(TypeError):
         await backend.save("m/a.txt", b"x", metadata=metadata)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "content-type",
+        "cache-control",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "storage-class",
+        "Content-Type",
+    ],
+)
+async def test_metadata_named_like_a_header_stays_metadata(
+    backend: StorageBackend, name: str
+) -> None:
+    # a name that is also an object header must not set that header: an application
+    # storing a user's value under it would otherwise let the user pick how it is served
+    await backend.save("m/a.txt", b"x", metadata={name: "text/html"})
+    info = await backend.stat("m/a.txt")
+    assert dict(info.metadata) == {name.lower(): "text/html"}
+    assert info.content_type == "text/plain"
+    assert (info.cache_control, info.content_disposition) == (None, None)
+    await backend.copy("m/a.txt", "m/b.txt")
+    assert dict((await backend.stat("m/b.txt")).metadata) == {name.lower(): "text/html"}
