@@ -7,7 +7,8 @@ whitespace, or text that itself looks like an encoded-word) travels as RFC 2047
 encoded-words (``=?UTF-8?B?...?=``) and is decoded on the way back, also when another
 tool stored it so. S3 limits names plus values to 2 KiB, counted on what it receives:
 the encoded form. Every backend applies the same limit, so metadata that works on memory
-works on S3.
+works on S3. At most 50 names: each is a header of the store's answers, which HTTP clients
+cap at 100.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from file_storage.errors import InvalidMetadataError
 
 __all__ = [
     "MAX_METADATA_BYTES",
+    "MAX_METADATA_NAMES",
     "check_content_type",
     "decode_value",
     "encode_value",
@@ -31,6 +33,10 @@ __all__ = [
 # "Within the PUT request header, the user-defined metadata is limited to 2 KB in size",
 # the sum of the UTF-8 bytes of each key and value (AWS, "Working with object metadata")
 MAX_METADATA_BYTES = 2048
+# each name is one response header: object_store's hyper and Python's http.client refuse
+# an answer of more than 100 headers, and a store sends up to about 35 of its own (Azure,
+# after a copy), so more names than this would be written but could never be read back
+MAX_METADATA_NAMES = 50
 
 # tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|"
 #       / "~" / DIGIT / ALPHA  (RFC 9110, section 5.6.2)
@@ -55,10 +61,18 @@ def normalize_metadata(
     Raises:
         TypeError: a name or value is not a ``str``.
         InvalidMetadataError: a name is not an HTTP token, two names differ only in case,
-            a value is not valid Unicode text, or the whole is over 2 KiB as S3 counts it.
+            a value is not valid Unicode text, there are more than 50 names, or the whole
+            is over 2 KiB as S3 counts it.
     """
     if not metadata:
         return {}
+    if len(metadata) > MAX_METADATA_NAMES:
+        raise InvalidMetadataError(
+            f"metadata has {len(metadata)} names, over the limit of {MAX_METADATA_NAMES} "
+            "(each travels as an HTTP header)",
+            operation=operation,
+            key=key,
+        )
     out: dict[str, str] = {}
     size = 0
     for name, value in metadata.items():
