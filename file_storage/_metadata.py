@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from file_storage.errors import InvalidMetadataError
 
 __all__ = [
+    "MAX_HEADER_VALUE_BYTES",
     "MAX_METADATA_BYTES",
     "MAX_METADATA_NAMES",
     "check_content_type",
@@ -37,6 +38,10 @@ MAX_METADATA_BYTES = 2048
 # an answer of more than 100 headers, and a store sends up to about 35 of its own (Azure,
 # after a copy), so more names than this would be written but could never be read back
 MAX_METADATA_NAMES = 50
+# an object header (content type, cache control, content disposition) is one line of the
+# store's answers: aiohttp refuses a line over 8 KiB, and S3 takes at most 8 KB of request
+# headers, so a longer value could be stored and never read back; 2 KiB, like metadata
+MAX_HEADER_VALUE_BYTES = 2048
 
 # tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|"
 #       / "~" / DIGIT / ALPHA  (RFC 9110, section 5.6.2)
@@ -110,14 +115,18 @@ def check_content_type(content_type: str, operation: str = "", key: str | None =
 
     Raises:
         TypeError: not a ``str``.
-        InvalidMetadataError: not printable ASCII, or blank at either end.
+        InvalidMetadataError: not printable ASCII, blank at either end, or over 2 KiB.
     """
     if not isinstance(content_type, str):
         raise TypeError("content_type must be a str")
-    if not _PLAIN.fullmatch(content_type) or not content_type:
+    if (
+        not _PLAIN.fullmatch(content_type)
+        or not content_type
+        or len(content_type) > MAX_HEADER_VALUE_BYTES
+    ):
         raise InvalidMetadataError(
             "content type is not a header value: use printable ASCII, no line breaks, "
-            "nothing blank at either end",
+            f"nothing blank at either end, at most {MAX_HEADER_VALUE_BYTES} characters",
             operation=operation,
             key=key,
         )

@@ -72,7 +72,25 @@ async def test_copy_onto_itself_rewrites_headers(backend: StorageBackend) -> Non
     assert await backend.load("h/a.txt") == b"x"
 
 
-@pytest.mark.parametrize("value", ["a\r\nx-evil: 1", "naïve", "", "  "])
+async def test_header_values_of_2_kib_round_trip(backend: StorageBackend) -> None:
+    value = "max-age=" + "9" * (2048 - 8)
+    await backend.save("h/a.txt", b"x", cache_control=value, content_disposition=value)
+    info = await backend.stat("h/a.txt")
+    assert (info.cache_control, info.content_disposition) == (value, value)
+
+
+async def test_any_file_name_content_disposition_builds_is_accepted(
+    backend: StorageBackend,
+) -> None:
+    # U+FDFA is 18 letters once decomposed: the ASCII fallback must not outgrow the limit
+    value = content_disposition("\ufdfa" * 300 + ".pdf")
+    await backend.save("h/a.pdf", b"x", content_disposition=value)
+    assert (await backend.stat("h/a.pdf")).content_disposition == value
+
+
+# over 2 KiB: one response header line, which aiohttp (S3's transport) refuses over 8 KiB,
+# so a longer value was stored but the object could not be read back
+@pytest.mark.parametrize("value", ["a\r\nx-evil: 1", "naïve", "", "  ", "x" * 2049])
 async def test_bad_header_value_is_refused_before_any_write(
     backend: StorageBackend, value: str
 ) -> None:
