@@ -24,7 +24,9 @@ def _as_text(path: object, operation: str) -> str:
         text = path.as_posix()
         return "" if text == "." else text
     if isinstance(path, str):
-        return path
+        # a str subclass (an enum member) would be stored and listed as itself on some
+        # backends: every backend keeps and returns the plain text
+        return path if type(path) is str else str.__str__(path)
     raise InvalidKeyError(
         f"a key must be a str or PurePosixPath, not {type(path).__name__}", operation=operation
     )

@@ -98,7 +98,7 @@ def normalize_metadata(
             size += len(lower) + len(encode_value(value))
         except UnicodeEncodeError:
             raise invalid(f"value of {name!r} is not valid Unicode text") from None
-        out[lower] = value
+        out[lower] = value if type(value) is str else str.__str__(value)  # an enum member
     if size > MAX_METADATA_BYTES:
         raise invalid(
             f"is {size} bytes as sent to S3, over its limit of {MAX_METADATA_BYTES} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,13 @@ async def test_metadata_of_more_than_50_names_raises_and_writes_nothing(
         await backend.save("m/a.txt", b"x", metadata={f"n{i}": "" for i in range(51)})
     assert (info.value.operation, info.value.key) == ("save", "m/a.txt")
     assert not await backend.exists("m/a.txt")
+
+
+class _Owner(str, enum.Enum):  # noqa: UP042 (a str subclass, as applications have)
+    ANN = "ann"
+
+
+async def test_a_str_subclass_value_comes_back_a_plain_str(backend: StorageBackend) -> None:
+    await backend.save("m/a.txt", b"x", metadata={"owner": _Owner.ANN})
+    value = (await backend.stat("m/a.txt")).metadata["owner"]
+    assert (type(value), value) == (str, "ann")
