@@ -95,7 +95,7 @@ def check_header_value(name: str, value: object, operation: str, key: str) -> st
             operation=operation,
             key=key,
         )
-    return value
+    return value if type(value) is str else str.__str__(value)  # an enum member: its text
 
 
 def public_url(base_url: str, key: str) -> str:

@@ -130,7 +130,8 @@ def check_content_type(content_type: str, operation: str = "", key: str | None =
             operation=operation,
             key=key,
         )
-    return content_type
+    # a str subclass (an enum member) reached S3 as its str(): "Type.CSV", not its text
+    return content_type if type(content_type) is str else str.__str__(content_type)
 
 
 def encode_value(value: str) -> str:

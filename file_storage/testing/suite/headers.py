@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,15 @@ async def test_bad_header_value_is_refused_before_any_write(
         await backend.save("h/a.txt", b"x", cache_control=value)
     assert (caught.value.operation, caught.value.key) == ("save", "h/a.txt")
     assert not await backend.exists("h/a.txt")
+
+
+class _Cache(str, enum.Enum):  # noqa: UP042 (a str subclass, as applications have)
+    NO_STORE = "no-store"
+
+
+async def test_a_str_subclass_header_comes_back_a_plain_str(backend: StorageBackend) -> None:
+    await backend.save(
+        "h/a.txt", b"x", cache_control=_Cache.NO_STORE, content_disposition=_Cache.NO_STORE
+    )
+    info = await backend.stat("h/a.txt")
+    assert (type(info.cache_control), type(info.content_disposition)) == (str, str)
