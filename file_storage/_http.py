@@ -8,6 +8,7 @@ import unicodedata
 from typing import Literal
 from urllib.parse import quote
 
+from file_storage._metadata import MAX_HEADER_VALUE_BYTES
 from file_storage.errors import InvalidMetadataError
 
 Disposition = Literal["attachment", "inline"]
@@ -36,6 +37,8 @@ def content_disposition(filename: str, disposition: Disposition = "attachment") 
     decomposed = unicodedata.normalize("NFKD", name)
     ascii_name = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     ascii_name = _ASCII_SAFE.sub("_", ascii_name.encode("ascii", "replace").decode())
+    # a decomposed letter may be up to 18 (U+FDFA): the fallback stays a file name's length
+    ascii_name = _shorten(ascii_name)
     encoded = quote(name, safe="")
     return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{encoded}"
 
@@ -73,20 +76,26 @@ def check_header_value(name: str, value: object, operation: str, key: str) -> st
 
     Raises:
         TypeError: not a str (a bug). InvalidMetadataError: not visible ASCII (a CR or LF
-            would split the header; build a Unicode file name with ``content_disposition``).
+            would split the header; build a Unicode file name with ``content_disposition``),
+            or over 2 KiB (one line of the store's answers).
     """
     if value is None:
         return None
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str or None")
-    if not value.strip() or not _HEADER_VALUE.fullmatch(value):
+    if (
+        not value.strip()
+        or not _HEADER_VALUE.fullmatch(value)
+        or len(value) > MAX_HEADER_VALUE_BYTES
+    ):
         raise InvalidMetadataError(
-            f"{name} must be non-empty visible ASCII (for a Unicode file name use "
-            "content_disposition(filename), which encodes it per RFC 6266)",
+            f"{name} must be non-empty visible ASCII of at most {MAX_HEADER_VALUE_BYTES} "
+            "characters (for a Unicode file name use content_disposition(filename), which "
+            "encodes it per RFC 6266)",
             operation=operation,
             key=key,
         )
-    return value
+    return value if type(value) is str else str.__str__(value)  # an enum member: its text
 
 
 def public_url(base_url: str, key: str) -> str:

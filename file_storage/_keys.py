@@ -13,8 +13,10 @@ MAX_KEY_BYTES = 1024  # S3's limit on an object key, in UTF-8 bytes
 MAX_SEGMENT_BYTES = 255  # NAME_MAX of local file systems (ext4, APFS, NTFS)
 
 
-# C0 controls, DEL and C1 controls; a backslash is a separator on Windows
-_BAD_CHAR = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+# C0 controls, DEL and C1 controls; a backslash is a separator on Windows; U+FFFE and
+# U+FFFF are not characters in XML 1.0, so S3 and Azure could not list such a key (nor
+# S3 delete it in a DeleteObjects batch), and GCS leaves it out of its listings
+_BAD_CHAR = re.compile(r"[\x00-\x1f\x7f-\x9f\\\ufffe\uffff]")
 
 
 def _as_text(path: object, operation: str) -> str:
@@ -22,7 +24,9 @@ def _as_text(path: object, operation: str) -> str:
         text = path.as_posix()
         return "" if text == "." else text
     if isinstance(path, str):
-        return path
+        # a str subclass (an enum member) would be stored and listed as itself on some
+        # backends: every backend keeps and returns the plain text
+        return path if type(path) is str else str.__str__(path)
     raise InvalidKeyError(
         f"a key must be a str or PurePosixPath, not {type(path).__name__}", operation=operation
     )
@@ -37,7 +41,12 @@ def _check(text: str, operation: str, *, reserved_bytes: int, what: str) -> None
     bad = _BAD_CHAR.search(text)
     if bad is not None:
         ch = bad.group()
-        reason = "backslash" if ch == "\\" else f"control character U+{ord(ch):04X}"
+        if ch == "\\":
+            reason = "backslash"
+        elif ch in "\ufffe\uffff":
+            reason = f"noncharacter U+{ord(ch):04X}"
+        else:
+            reason = f"control character U+{ord(ch):04X}"
         raise fail(f"contains a {reason}")
     try:
         encoded = text.encode("utf-8")

@@ -7,7 +7,8 @@ whitespace, or text that itself looks like an encoded-word) travels as RFC 2047
 encoded-words (``=?UTF-8?B?...?=``) and is decoded on the way back, also when another
 tool stored it so. S3 limits names plus values to 2 KiB, counted on what it receives:
 the encoded form. Every backend applies the same limit, so metadata that works on memory
-works on S3.
+works on S3. At most 50 names: each is a header of the store's answers, which HTTP clients
+cap at 100.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from collections.abc import Mapping
 from file_storage.errors import InvalidMetadataError
 
 __all__ = [
+    "MAX_HEADER_VALUE_BYTES",
     "MAX_METADATA_BYTES",
+    "MAX_METADATA_NAMES",
     "check_content_type",
     "decode_value",
     "encode_value",
@@ -31,6 +34,14 @@ __all__ = [
 # "Within the PUT request header, the user-defined metadata is limited to 2 KB in size",
 # the sum of the UTF-8 bytes of each key and value (AWS, "Working with object metadata")
 MAX_METADATA_BYTES = 2048
+# each name is one response header: object_store's hyper and Python's http.client refuse
+# an answer of more than 100 headers, and a store sends up to about 35 of its own (Azure,
+# after a copy), so more names than this would be written but could never be read back
+MAX_METADATA_NAMES = 50
+# an object header (content type, cache control, content disposition) is one line of the
+# store's answers: aiohttp refuses a line over 8 KiB, and S3 takes at most 8 KB of request
+# headers, so a longer value could be stored and never read back; 2 KiB, like metadata
+MAX_HEADER_VALUE_BYTES = 2048
 
 # tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|"
 #       / "~" / DIGIT / ALPHA  (RFC 9110, section 5.6.2)
@@ -55,10 +66,18 @@ def normalize_metadata(
     Raises:
         TypeError: a name or value is not a ``str``.
         InvalidMetadataError: a name is not an HTTP token, two names differ only in case,
-            a value is not valid Unicode text, or the whole is over 2 KiB as S3 counts it.
+            a value is not valid Unicode text, there are more than 50 names, or the whole
+            is over 2 KiB as S3 counts it.
     """
     if not metadata:
         return {}
+    if len(metadata) > MAX_METADATA_NAMES:
+        raise InvalidMetadataError(
+            f"metadata has {len(metadata)} names, over the limit of {MAX_METADATA_NAMES} "
+            "(each travels as an HTTP header)",
+            operation=operation,
+            key=key,
+        )
     out: dict[str, str] = {}
     size = 0
     for name, value in metadata.items():
@@ -79,7 +98,7 @@ def normalize_metadata(
             size += len(lower) + len(encode_value(value))
         except UnicodeEncodeError:
             raise invalid(f"value of {name!r} is not valid Unicode text") from None
-        out[lower] = value
+        out[lower] = value if type(value) is str else str.__str__(value)  # an enum member
     if size > MAX_METADATA_BYTES:
         raise invalid(
             f"is {size} bytes as sent to S3, over its limit of {MAX_METADATA_BYTES} "
@@ -96,18 +115,23 @@ def check_content_type(content_type: str, operation: str = "", key: str | None =
 
     Raises:
         TypeError: not a ``str``.
-        InvalidMetadataError: not printable ASCII, or blank at either end.
+        InvalidMetadataError: not printable ASCII, blank at either end, or over 2 KiB.
     """
     if not isinstance(content_type, str):
         raise TypeError("content_type must be a str")
-    if not _PLAIN.fullmatch(content_type) or not content_type:
+    if (
+        not _PLAIN.fullmatch(content_type)
+        or not content_type
+        or len(content_type) > MAX_HEADER_VALUE_BYTES
+    ):
         raise InvalidMetadataError(
             "content type is not a header value: use printable ASCII, no line breaks, "
-            "nothing blank at either end",
+            f"nothing blank at either end, at most {MAX_HEADER_VALUE_BYTES} characters",
             operation=operation,
             key=key,
         )
-    return content_type
+    # a str subclass (an enum member) reached S3 as its str(): "Type.CSV", not its text
+    return content_type if type(content_type) is str else str.__str__(content_type)
 
 
 def encode_value(value: str) -> str:

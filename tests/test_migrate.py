@@ -686,11 +686,12 @@ async def test_an_object_replaced_during_its_copy_is_not_deleted_from_the_source
 
 class BareListedETags(MemoryStorageBackend):
     """A destination whose listing gives each ETag in another form than ``stat`` and its
-    write conditions take (as GCS and Azure listings once did: without the quotes)."""
+    write conditions take (weak, ``W/"..."``; GCS and Azure listings once gave them
+    without the quotes, which conditions now take as the same ETag)."""
 
     async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         async for info in super()._iter_files(prefix):
-            etag = None if info.etag is None else info.etag.strip('"')
+            etag = None if info.etag is None else "W/" + info.etag
             yield dataclasses.replace(info, etag=etag)
 
 

@@ -16,6 +16,7 @@ from file_storage.backends._support import (
     check_range,
     check_version_id,
 )
+from file_storage.backends._write_options import as_etag
 from file_storage.errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
@@ -65,8 +66,9 @@ class Reads(BackendCore):
         The key is checked now; a missing object raises at the first iteration.
 
         Args:
-            if_match: an ETag from :meth:`stat`: the stream then reads exactly that version
-                of the object (all its bytes come from it), or raises
+            if_match: an ETag from :meth:`stat` (its quotes may be left out): the stream
+                then reads exactly that version of the object (all its bytes come from it),
+                or raises
                 :class:`PreconditionFailedError` when the object was replaced since.
             version_id: read that version (from :meth:`list_versions`) instead of the
                 latest.
@@ -82,6 +84,8 @@ class Reads(BackendCore):
         if if_match is not None and (not isinstance(if_match, str) or not if_match):
             raise TypeError("if_match must be a non-empty str (an ETag) or None")
         check_version_id(version_id)
+        if if_match is not None:
+            if_match = as_etag(if_match)
         return self._translated_stream(key, start, end, size, if_match, version_id)
 
     async def _translated_stream(

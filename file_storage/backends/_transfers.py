@@ -133,7 +133,7 @@ class Transfers(Writes, Reads):
                 signing key and base URL).
         """
         key = self._key(path, "get_presigned_url")
-        check_header_value("content_type", content_type, "get_presigned_url", key)
+        content_type = check_header_value("content_type", content_type, "get_presigned_url", key)
         if filename is not None:
             if not isinstance(filename, str):
                 raise TypeError("filename must be a str or None")

@@ -43,6 +43,14 @@ def passed(options: WriteOptions) -> tuple[WriteOptions, ...]:
     return () if options.plain else (options,)
 
 
+def as_etag(value: str) -> str:
+    """``value`` as ``stat`` returns ETags: quoted. S3 takes an ETag without its quotes as
+    the same one, so every backend does (a weak ``W/"..."`` or ``*`` stays as it is)."""
+    if value == "*" or value.startswith(('"', "W/")):
+        return value
+    return f'"{value}"'
+
+
 def write_options(
     operation: str,
     key: str,
@@ -61,7 +69,7 @@ def write_options(
         raise ValueError("overwrite=False and if_match exclude each other: pick one condition")
     return WriteOptions(
         overwrite=overwrite,
-        if_match=if_match,
+        if_match=None if if_match is None else as_etag(if_match),
         cache_control=check_header_value("cache_control", cache_control, operation, key),
         content_disposition=check_header_value(
             "content_disposition", content_disposition, operation, key

@@ -80,8 +80,9 @@ class Writes(BackendCore):
             overwrite: ``False``: create only; when an object is at ``path`` already,
                 raise :class:`PreconditionFailedError` and store nothing. Atomic: of
                 writers racing to create one key, exactly one wins (S3 ``If-None-Match: *``).
-            if_match: an ETag from :meth:`stat`: replace only that version of the object;
-                when it was replaced (or deleted) since, raise :class:`PreconditionFailedError`
+            if_match: an ETag from :meth:`stat` (its quotes may be left out, as S3 allows):
+                replace only that version of the object; when it was replaced (or
+                deleted) since, raise :class:`PreconditionFailedError`
                 (S3 ``If-Match``; local disk: exact between processes of one machine,
                 see docs/usage.md).
             cache_control: the ``Cache-Control`` stored with the object and sent with it

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from file_storage._http import Disposition, with_charset
+from file_storage._http import Disposition, check_header_value, with_charset
 from file_storage._http import content_disposition as content_disposition
 from file_storage._keys import KeyLike
 from file_storage.backends.base import StorageBackend
@@ -84,7 +84,8 @@ async def storage_response(
         filename: when given, ``Content-Disposition`` names it (RFC 6266: an ASCII
             ``filename`` and the full UTF-8 ``filename*``); path parts are dropped, and
             a name over 255 UTF-8 bytes is cut to that, keeping its extension.
-        content_type: overrides the stored content type.
+        content_type: overrides the stored content type; visible ASCII, else
+            :class:`InvalidMetadataError` (400) before anything is read or sent.
         disposition: ``"attachment"`` (download) or ``"inline"``; used with ``filename``.
 
     Returns:
@@ -93,9 +94,13 @@ async def storage_response(
     Raises:
         ObjectNotFoundError: no object at ``key`` (404 with ``install_error_handlers``).
         InvalidKeyError: a bad key (400).
+        InvalidMetadataError: a ``content_type`` that is not a header value (400).
         StorageUnavailableError: the object was replaced between the stat and the read
             on every attempt (503).
     """
+    # a type the application was handed (a query parameter) would split the response, or
+    # fail it half-sent: refused as save() refuses it (InvalidMetadataError, 400)
+    content_type = check_header_value("content_type", content_type, "storage_response", str(key))
     for attempt in range(1, _PIN_ATTEMPTS + 1):
         try:
             return await _respond(backend, key, request, filename, content_type, disposition)

@@ -289,3 +289,9 @@ async def test_a_migration_to_the_same_bucket_name_on_another_server_is_allowed(
         await dest.aclose()
         other.stop()
         other_fake.stop()
+
+
+async def test_metadata_names_the_escape_would_take_round_trip(backend: StorageBackend) -> None:
+    metadata = {"fs_looks_encoded": "a", "fs_6162": "b", "content-type": "c"}
+    await backend.save("m.txt", b"x", metadata=metadata)
+    assert (await backend.stat("m.txt")).metadata == metadata

@@ -65,3 +65,20 @@ async def test_versioning_turns_on_under_the_redis_ledger_even_while_redis_is_aw
     backend = MemoryStorageBackend(quota_redis_url="redis://127.0.0.1:9/0")
     await backend.set_versioning(True)
     assert [v.is_latest for v in await backend.list_versions("k")] == []
+
+
+async def test_listings_carry_no_content_type_metadata_or_headers_like_the_others(
+    memory_backend: MemoryStorageBackend,
+) -> None:
+    backend = memory_backend
+    # S3, GCS, Azure and local listings do not carry them: code reading them from a
+    # listing must fail its tests on memory too, not only in production
+    await backend.save("d/a.json", b"{}", metadata={"k": "v"}, cache_control="no-store")
+    listed = [info async for info in backend.iter_files()]
+    listed += (await backend.list_page()).files
+    listed += [info async for info in backend.iter_files("d", recursive=False)]
+    for info in listed:
+        stat = await backend.stat("d/a.json")
+        assert (info.key, info.size, info.etag) == ("d/a.json", 2, stat.etag)
+        assert (info.content_type, dict(info.metadata)) == (None, {})
+        assert (info.cache_control, info.content_disposition) == (None, None)

@@ -74,9 +74,15 @@ def make_app(backend: MemoryStorageBackend) -> FastAPI:
 
     @app.api_route("/objects/{key:path}", methods=["GET", "HEAD"])
     async def download(
-        key: str, request: Request, storage: StorageDep, filename: str | None = None
+        key: str,
+        request: Request,
+        storage: StorageDep,
+        filename: str | None = None,
+        content_type: str | None = None,
     ) -> Response:
-        return await storage_response(storage, key, request, filename=filename)
+        return await storage_response(
+            storage, key, request, filename=filename, content_type=content_type
+        )
 
     @app.post("/uploads/{key:path}", status_code=201)
     async def upload(
@@ -217,6 +223,21 @@ async def test_content_disposition_is_safe(
     assert response.status_code == 200
     assert response.headers["content-disposition"] == expected
     assert "set-cookie" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/html\r\nSet-Cookie: session=stolen", "text/plain\nX: 1", "тип/вид", "a\x00b", " "],
+)
+async def test_a_content_type_that_is_no_header_value_is_400_not_sent(
+    server: str, client: httpx.AsyncClient, content_type: str
+) -> None:
+    # an application passing a type it was given (a query parameter) must get a 400, as
+    # save() refuses such a type, never a split response nor a server error
+    response = await client.get("/objects/d/data.bin", params={"content_type": content_type})
+    assert response.status_code == 400
+    assert "set-cookie" not in response.headers
+    assert "content_type" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(

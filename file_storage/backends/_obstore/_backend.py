@@ -50,7 +50,7 @@ from file_storage.models import ObjectInfo
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
 
-__all__ = ["ObstoreBackend", "load_obstore"]
+__all__ = ["ESCAPE", "ObstoreBackend", "escape_name", "load_obstore", "unescape_name"]
 
 #: a stream that ends within this many bytes goes as one PUT; a longer one as a multipart
 #: (GCS) or block-list (Azure) upload of parts this size, in parallel, aborted on failure
@@ -80,6 +80,27 @@ _STANDARD = frozenset(
         "Storage-Class",
     }
 )
+# obstore takes a metadata name equal to one of those, in any case, for that header (a
+# user's "content-type" would set the object's type): such a name, and one that starts
+# like the escape itself, travels hex-encoded behind it and comes back as given
+_RESERVED = frozenset(name.lower() for name in _STANDARD)
+ESCAPE = "fs_"
+
+
+def escape_name(name: str) -> str:
+    """``name`` hex-encoded behind :data:`ESCAPE`."""
+    return ESCAPE + name.encode().hex()
+
+
+def unescape_name(name: str) -> str:
+    """The name :func:`escape_name` encoded; any other name lower-cased, as it is."""
+    name = name.lower()
+    if name.startswith(ESCAPE):
+        try:
+            return bytes.fromhex(name[len(ESCAPE) :]).decode()
+        except ValueError:
+            return name  # another tool's name that only looks encoded
+    return name
 
 
 def load_obstore(backend: str) -> ModuleType:
@@ -147,11 +168,13 @@ class ObstoreBackend(StorageBackend):
         raise NotImplementedError
 
     def _encode_name(self, name: str) -> str:
-        """The name a metadata entry travels under (lower-case, an HTTP token, as given)."""
+        """The name a metadata entry travels under (``name`` is lower-case, an HTTP token)."""
+        if name in _RESERVED or name.startswith(ESCAPE):
+            return escape_name(name)
         return name
 
     def _decode_name(self, name: str) -> str:
-        return name.lower()
+        return unescape_name(name)
 
     def _name(self, key: str) -> str:
         """The object's name in the bucket or container: ``<prefix>/<key>``."""

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from file_storage._http import content_disposition
 from file_storage.backends._core import Method
-from file_storage.backends._obstore._backend import RETRY, ObstoreBackend
+from file_storage.backends._obstore._backend import ESCAPE, RETRY, ObstoreBackend, escape_name
 from file_storage.backends.azure._sas import service_sas_url
 from file_storage.errors import StorageConfigError
 
@@ -33,7 +33,6 @@ EMULATOR_KEY = (
 EMULATOR_ENDPOINT = "http://127.0.0.1:10000/devstoreaccount1"
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
-_ENCODED = "fs_"
 
 
 class AzureStorageBackend(ObstoreBackend):
@@ -151,18 +150,9 @@ class AzureStorageBackend(ObstoreBackend):
         )
 
     def _encode_name(self, name: str) -> str:
-        if _IDENTIFIER.fullmatch(name) and not name.startswith(_ENCODED):
+        if _IDENTIFIER.fullmatch(name) and not name.startswith(ESCAPE):
             return name
-        return _ENCODED + name.encode().hex()
-
-    def _decode_name(self, name: str) -> str:
-        name = name.lower()
-        if name.startswith(_ENCODED):
-            try:
-                return bytes.fromhex(name[len(_ENCODED) :]).decode()
-            except ValueError:
-                return name  # another tool's name that only looks encoded
-        return name
+        return escape_name(name)
 
 
 def _wrap(secret: str | SecretStr | None) -> SecretStr | None:

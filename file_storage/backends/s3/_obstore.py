@@ -46,6 +46,8 @@ _HEADERS = {
     "Content-Language": "ContentLanguage",
 }
 _STANDARD = frozenset({*_HEADERS, "Storage-Class"})
+# obstore takes an attribute named like one of those, in any case, for that header
+_RESERVED = frozenset(name.lower() for name in _STANDARD)
 # put parameters the store applies itself (its SSE config) or that obstore replaces (it
 # signs the payload's SHA-256, which the server verifies, instead of a CRC32 or MD5)
 _STORE_PARAMS = frozenset(
@@ -211,7 +213,7 @@ def _put_options(params: dict[str, Any]) -> tuple[dict[str, str], Any]:
     for name, value in params.items():
         if name == "Metadata":
             for key, item in value.items():
-                if key in _STANDARD:  # would be taken for a header by obstore
+                if key.lower() in _RESERVED:  # would be taken for a header by obstore
                     raise _Fallback(name)
                 attributes[key] = item
         elif name == "IfNoneMatch" and value == "*":

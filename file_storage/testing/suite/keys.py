@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
 
@@ -92,6 +93,26 @@ async def test_non_string_key_raises_invalid_key(backend: StorageBackend) -> Non
         await backend.save(123, b"x")  # type: ignore[arg-type]
     with pytest.raises(InvalidKeyError):
         await backend.load(b"a")  # type: ignore[arg-type]
+
+
+class _Key(str, enum.Enum):  # noqa: UP042 (the mixin whose f"{}" is not its text)
+    REPORT = "k/report.txt"
+
+
+async def test_a_str_subclass_key_comes_back_a_plain_str(backend: StorageBackend) -> None:
+    # an enum member or other str subclass is a key like its text; what the backend
+    # returns is the plain str on every backend (f"{key}" of a str Enum is "_Key.REPORT")
+    returned = await backend.save(_Key.REPORT, b"x")
+    await backend.copy(_Key.REPORT, "k/copy.txt")
+    keys = [
+        returned,
+        *await backend.list_files(),
+        (await backend.stat(_Key.REPORT)).key,
+        *[info.key async for info in backend.iter_files()],
+        *[info.key for info in (await backend.list_page()).files],
+    ]
+    assert all(type(key) is str for key in keys), [type(key) for key in keys]
+    assert f"{returned}" == "k/report.txt"
 
 
 async def test_pure_posix_path_accepted(backend: StorageBackend) -> None:
