@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, ConfigDict, SecretStr
 
 from file_storage._keys import validate_key
-from file_storage.errors import InvalidKeyError
+from file_storage.errors import InvalidKeyError, StorageConfigError
 
 GB = 10**9  # quotas are decimal, like disk vendors and S3 billing
 MAX_S3_PREFIX_BYTES = 128  # keeps most of S3's 1024-byte key limit for the keys themselves
@@ -34,7 +34,27 @@ def check_http_url(value: str | None) -> str | None:
         raise ValueError("must not contain credentials (use the access key settings)")
     if parts.query or parts.fragment:
         raise ValueError("must not have a query or fragment")
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or above 65535
+        port = 0
+    if port == 0:
+        raise ValueError("must have a port between 1 and 65535, or none")
     return value.rstrip("/")
+
+
+def checked_url(name: str, value: object) -> str | None:
+    """:func:`check_http_url` of a constructor argument: ``StorageConfigError`` naming it."""
+    if value is None:
+        return None
+    problem = "must be an http:// or https:// URL"
+    if isinstance(value, str):
+        try:
+            return check_http_url(value)
+        except ValueError as exc:
+            problem = str(exc)
+    # raised outside the except block: the URL (its credentials) stays out of __context__
+    raise StorageConfigError(f"{name}: {problem}")
 
 
 def check_url_chars(value: str) -> None:

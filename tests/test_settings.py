@@ -311,6 +311,17 @@ def test_bad_value_in_dotenv_names_the_variable(tmp_path: Path) -> None:
         ({"STORAGE_S3_ENDPOINT_URL": f"http://user:{MARK}@minio:9000"}, "STORAGE_S3_ENDPOINT_URL"),
         ({"STORAGE_S3_ENDPOINT_URL": f"http://minio:9000/?{MARK}"}, "STORAGE_S3_ENDPOINT_URL"),
         ({"STORAGE_S3_PUBLIC_ENDPOINT_URL": f"files-{MARK}"}, "STORAGE_S3_PUBLIC_ENDPOINT_URL"),
+        ({"STORAGE_S3_ENDPOINT_URL": "http://minio:99999"}, "STORAGE_S3_ENDPOINT_URL"),
+        ({"STORAGE_S3_ENDPOINT_URL": f"http://minio:{MARK}"}, "STORAGE_S3_ENDPOINT_URL"),
+        ({"STORAGE_GCS_ENDPOINT_URL": f"http://gcs:{MARK}"}, "STORAGE_GCS_ENDPOINT_URL"),
+        ({"STORAGE_AZURE_ENDPOINT_URL": "http://azurite:0/a"}, "STORAGE_AZURE_ENDPOINT_URL"),
+        (
+            {
+                "STORAGE_LOCAL_BASE_URL": f"https://ex.com:{MARK}/files",
+                "STORAGE_LOCAL_SIGNING_KEY": SIGNING_KEY,
+            },
+            "STORAGE_LOCAL_BASE_URL",
+        ),
         ({"STORAGE_S3_ADDRESSING_STYLE": f"side-{MARK}"}, "STORAGE_S3_ADDRESSING_STYLE"),
         ({"STORAGE_S3_MAX_SIZE_GB": "0"}, "STORAGE_S3_MAX_SIZE_GB"),
         ({"STORAGE_S3_MULTIPART_THRESHOLD_MB": "0"}, "STORAGE_S3_MULTIPART_THRESHOLD_MB"),

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from file_storage._keys import validate_key
 from file_storage._metadata import decode_value, encode_value
+from file_storage._settings_common import checked_url
 from file_storage._streams import prepend
 from file_storage.backends._core import DELETE_BATCH, CoreArgs, Method
 from file_storage.backends._obstore._errors import (
@@ -123,7 +124,8 @@ class ObstoreBackend(StorageBackend):
         self._opened: ObjectStore | None = None
         self._obs: ModuleType | None = None
         self._public_base_url = public_base_url
-        self._endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
+        # checked as the settings check it: no credentials (repr shows it), a valid port
+        self._endpoint_url = checked_url("endpoint_url", endpoint_url or None)
         super().__init__(quota_identity=f"{identity}/{prefix}", **core)
         self._identity = identity
         # expiry rules live in the store, shared by every process (see _obstore._rules)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from file_storage._http import content_disposition
+from file_storage._settings_common import check_http_url
 from file_storage.backends._core import Method
 from file_storage.backends._obstore._backend import RETRY, ObstoreBackend
 from file_storage.backends.azure._sas import service_sas_url
@@ -194,8 +195,23 @@ def _parse_connection_string(
         )
     account_name = account or fields.get("accountname")
     key = SecretStr(fields["accountkey"]) if fields.get("accountkey") else None
-    endpoint: str | None = endpoint_url or fields.get("blobendpoint")
+    endpoint: str | None = endpoint_url
+    if endpoint is None and fields.get("blobendpoint"):
+        endpoint = _endpoint("BlobEndpoint", fields["blobendpoint"])
     if endpoint is None and account_name and "endpointsuffix" in fields:
         protocol = fields.get("defaultendpointsprotocol", "https")
-        endpoint = f"{protocol}://{account_name}.blob.{fields['endpointsuffix']}"
+        endpoint = _endpoint(
+            "the endpoint of DefaultEndpointsProtocol and EndpointSuffix",
+            f"{protocol}://{account_name}.blob.{fields['endpointsuffix']}",
+        )
     return account_name, key, endpoint
+
+
+def _endpoint(field: str, url: str) -> str | None:
+    """The connection string's endpoint, checked like ``endpoint_url`` (never echoed)."""
+    try:
+        return check_http_url(url)
+    except ValueError as exc:
+        problem = str(exc)
+    # outside the except block: the URL, which may hold credentials, stays out of __context__
+    raise StorageConfigError(f"connection string: {field} {problem}")

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from file_storage._keys import validate_key
+from file_storage._settings_common import checked_url
 from file_storage.backends._core import count_attempt
 from file_storage.backends.s3 import _multipart as mp
 from file_storage.backends.s3._errors import ATTEMPTS_ATTR
@@ -130,8 +131,8 @@ def s3_options(
         access_key_id=access_key_id,
         secret_access_key=secret,
         session_token=token,
-        endpoint_url=_check_url("endpoint_url", endpoint_url),
-        public_endpoint_url=_check_url("public_endpoint_url", public_endpoint_url),
+        endpoint_url=checked_url("endpoint_url", endpoint_url),
+        public_endpoint_url=checked_url("public_endpoint_url", public_endpoint_url),
         addressing_style=_choice("addressing_style", addressing_style, ("auto", "path", "virtual")),
         threshold=_int("multipart_threshold", multipart_threshold, 0, mp.MAX_PUT_SIZE),
         chunk_size=_int(
@@ -173,21 +174,6 @@ def _root(prefix: object) -> str:
     except InvalidKeyError as exc:
         raise StorageConfigError(f"prefix is not valid: {exc.detail}") from None
     return f"{prefix}/"
-
-
-def _check_url(name: str, url: object) -> str | None:
-    """Validate an endpoint URL without echoing it (it could hold credentials)."""
-    if url is None:
-        return None
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise StorageConfigError(f"{name} must be an http:// or https:// URL")
-    if parts.username is not None or parts.password is not None:
-        raise StorageConfigError(f"{name} must not contain credentials")
-    if parts.query or parts.fragment:
-        raise StorageConfigError(f"{name} must not have a query or fragment")
-    assert isinstance(url, str)
-    return url.rstrip("/")
 
 
 def _int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
