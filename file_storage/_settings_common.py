@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -13,6 +14,13 @@ from file_storage.errors import InvalidKeyError, StorageConfigError
 
 GB = 10**9  # quotas are decimal, like disk vendors and S3 billing
 MAX_S3_PREFIX_BYTES = 128  # keeps most of S3's 1024-byte key limit for the keys themselves
+
+# S3 bucket names, lenient: legacy us-east-1 names allow capitals and "_" (AWS, "General
+# purpose bucket naming rules"), and some S3-compatible servers break today's rules; the
+# settings and the backend's constructor accept exactly these
+S3_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
+#: the longest duration setting, in seconds (about 31 years): past it, timers overflow
+MAX_SECONDS = 1e9
 
 SECTION = ConfigDict(hide_input_in_errors=True, extra="ignore")
 

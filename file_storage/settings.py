@@ -37,6 +37,8 @@ from pydantic_settings import (
 from file_storage._cloud_settings import AzureSettings, GCSSettings
 from file_storage._registry import backend_names
 from file_storage._settings_common import (
+    MAX_SECONDS,
+    S3_BUCKET,
     SECTION,
     HttpURL,
     Secret,
@@ -66,7 +68,6 @@ _EMPTY_MEANS_EMPTY = frozenset({"storage_s3_prefix", "storage_gcs_prefix", "stor
 # upload limits"), so the threshold above which multipart is used must stay <= 5 GiB too.
 MIN_PART_MB = 5
 MAX_PART_MB = 5 * 1024
-_BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _REGION = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -242,12 +243,14 @@ class S3Settings(BaseModel):
     connect_timeout: float = Field(
         default=10.0,
         gt=0,
+        lt=MAX_SECONDS,
         allow_inf_nan=False,
         description="STORAGE_S3_CONNECT_TIMEOUT: seconds to wait for a connection",
     )
     read_timeout: float = Field(
         default=60.0,
         gt=0,
+        lt=MAX_SECONDS,
         allow_inf_nan=False,
         description="STORAGE_S3_READ_TIMEOUT: seconds to wait for data on an open connection",
     )
@@ -265,6 +268,7 @@ class S3Settings(BaseModel):
     flush_interval_seconds: float | None = Field(
         default=None,
         gt=0,
+        lt=MAX_SECONDS,
         allow_inf_nan=False,
         description="STORAGE_S3_FLUSH_INTERVAL_SECONDS: upload the spool this often in the "
         "background; unset: only when flush_spool() is called",
@@ -281,8 +285,11 @@ class S3Settings(BaseModel):
     def _check_bucket(cls, value: str | None) -> str | None:
         # lenient (case, '_', length): buckets made before 2018 in us-east-1 and some
         # S3-compatible servers break today's AWS naming rules; S3 itself has the last word
-        if value is not None and not _BUCKET.fullmatch(value):
-            raise ValueError("must be a bucket name: letters, digits, '.', '-' or '_'")
+        if value is not None and not S3_BUCKET.fullmatch(value):
+            raise ValueError(
+                "must be a bucket name: 2 to 255 letters, digits, '.', '-' or '_', "
+                "starting with a letter or digit"
+            )
         return value
 
     @field_validator("region")

@@ -87,14 +87,14 @@ def test_storage_type_accepts_any_case(
 
 
 def test_settings_can_be_built_in_code() -> None:
-    settings = StorageSettings(type="s3", s3={"bucket": "b"})
+    settings = StorageSettings(type="s3", s3={"bucket": "bk"})
     assert settings.type == "S3"
-    assert settings.s3.bucket == "b"
+    assert settings.s3.bucket == "bk"
 
 
 def test_settings_can_be_built_from_models_in_code() -> None:
-    settings = StorageSettings(type="S3", s3=S3Settings(bucket="b", prefix="app"))
-    assert (settings.s3.bucket, settings.s3.prefix) == ("b", "app")
+    settings = StorageSettings(type="S3", s3=S3Settings(bucket="bk", prefix="app"))
+    assert (settings.s3.bucket, settings.s3.prefix) == ("bk", "app")
 
 
 def test_code_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -300,6 +300,15 @@ def test_bad_value_in_dotenv_names_the_variable(tmp_path: Path) -> None:
         ({"STORAGE_LOCAL_SIGNING_KEY": SIGNING_KEY + MARK}, "STORAGE_LOCAL_BASE_URL"),
         ({"STORAGE_TYPE": "S3"}, "STORAGE_S3_BUCKET"),
         ({"STORAGE_S3_BUCKET": f"bad/{MARK}"}, "STORAGE_S3_BUCKET"),
+        # values the settings let through and the backend then refused, naming no variable
+        ({"STORAGE_S3_BUCKET": "b"}, "STORAGE_S3_BUCKET"),
+        ({"STORAGE_S3_BUCKET": f"-{MARK}"}, "STORAGE_S3_BUCKET"),
+        ({"STORAGE_S3_CONNECT_TIMEOUT": "1e9"}, "STORAGE_S3_CONNECT_TIMEOUT"),
+        ({"STORAGE_S3_READ_TIMEOUT": "1e300"}, "STORAGE_S3_READ_TIMEOUT"),
+        (
+            {"STORAGE_S3_FALLBACK_PATH": "spool", "STORAGE_S3_FLUSH_INTERVAL_SECONDS": "1e12"},
+            "STORAGE_S3_FLUSH_INTERVAL_SECONDS",
+        ),
         ({"STORAGE_S3_PREFIX": f"/{MARK}"}, "STORAGE_S3_PREFIX"),
         ({"STORAGE_S3_PREFIX": f"{MARK}/"}, "STORAGE_S3_PREFIX"),
         ({"STORAGE_S3_PREFIX": f"a//{MARK}"}, "STORAGE_S3_PREFIX"),

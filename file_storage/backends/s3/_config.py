@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from file_storage._keys import validate_key
-from file_storage._settings_common import checked_url
+from file_storage._settings_common import MAX_SECONDS, S3_BUCKET, checked_url
 from file_storage.backends._core import count_attempt
 from file_storage.backends.s3 import _multipart as mp
 from file_storage.backends.s3._errors import ATTEMPTS_ATTR
@@ -30,9 +29,6 @@ __all__ = ["S3Options", "load_sdk", "open_client", "s3_options"]
 logger = logging.getLogger("file_storage.backends.s3")
 
 CLIENTS = ("aioboto3", "obstore")
-
-# legacy us-east-1 names allow capitals and "_" (AWS, "General purpose bucket naming rules")
-_BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +96,7 @@ def s3_options(
         or quota_refresh_seconds < 0
     ):
         raise StorageConfigError("quota_refresh_seconds must be a number of seconds >= 0")
-    if not isinstance(bucket, str) or not _BUCKET_NAME.fullmatch(bucket):
+    if not isinstance(bucket, str) or not S3_BUCKET.fullmatch(bucket):
         raise StorageConfigError("bucket must be a valid S3 bucket name")
     if not isinstance(region, str) or not region:
         raise StorageConfigError("region must be a non-empty str")
@@ -185,7 +181,7 @@ def _int(name: str, value: object, minimum: int, maximum: int | None = None) -> 
 
 
 def _seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < MAX_SECONDS:
         raise StorageConfigError(f"{name} must be a positive number of seconds")
     return float(value)
 
