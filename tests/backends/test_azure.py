@@ -181,6 +181,30 @@ def test_gcs_and_azure_constructors_check_the_endpoint_url(url: str) -> None:
         assert PASSWORD not in "".join(traceback.format_exception(info.value))
 
 
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda key: create_storage_backend(
+            StorageSettings(
+                type="azure", azure={"account": "acct", "container": "media", "access_key": key}
+            )
+        ),
+        lambda key: AzureStorageBackend("media", account="acct", access_key=key),
+        lambda key: AzureStorageBackend(
+            "media", connection_string=f"AccountName=acct;AccountKey={key}"
+        ),
+    ],
+    ids=["settings", "constructor", "connection-string"],
+)
+def test_an_account_key_that_is_not_base64_fails_when_the_backend_is_built(build: Any) -> None:
+    # it failed every request as a bare StorageError ("Azure request failed")
+    key = f"{PASSWORD}!not base64"
+    with pytest.raises(StorageConfigError, match="base64") as info:
+        build(key)
+    assert "STORAGE_AZURE_ACCESS_KEY" in str(info.value) or "AccountKey" in str(info.value)
+    assert PASSWORD not in "".join(traceback.format_exception(info.value))
+
+
 async def test_missing_container_raises_config_error(azurite: Any) -> None:
     backend = AzureStorageBackend(
         "no-such-container",

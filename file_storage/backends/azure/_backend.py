@@ -7,6 +7,7 @@ be C# identifiers, so a name that is not one (``my-name``) travels hex-encoded b
 
 from __future__ import annotations
 
+import base64
 import re
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -79,10 +80,12 @@ class AzureStorageBackend(ObstoreBackend):
         if access_key is not None and connection_string is not None:
             raise StorageConfigError("access_key and connection_string: give one, not both")
         key = _wrap(access_key)
+        _check_key(key, "access_key (STORAGE_AZURE_ACCESS_KEY)")
         if connection_string is not None:
             account, key, endpoint_url = _parse_connection_string(
                 _wrap(connection_string), account, endpoint_url
             )
+            _check_key(key, "connection string: AccountKey")
         if not account:
             raise StorageConfigError("account: required (or a connection string naming it)")
         super().__init__(
@@ -168,6 +171,20 @@ class AzureStorageBackend(ObstoreBackend):
 
 def _wrap(secret: str | SecretStr | None) -> SecretStr | None:
     return SecretStr(secret) if isinstance(secret, str) else secret
+
+
+def _check_key(key: SecretStr | None, name: str) -> None:
+    """An account key is base64 (it signs every request): refuse another at build time."""
+    if key is None:
+        return
+    try:
+        base64.b64decode(key.get_secret_value(), validate=True)
+    except ValueError:
+        valid = False
+    else:
+        valid = bool(key.get_secret_value())
+    if not valid:  # raised outside the except block: the key stays out of __context__
+        raise StorageConfigError(f"{name}: must be the account's key, in base64")
 
 
 def _parse_connection_string(
