@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ MAX_S3_PREFIX_BYTES = 128  # keeps most of S3's 1024-byte key limit for the keys
 # purpose bucket naming rules"), and some S3-compatible servers break today's rules; the
 # settings and the backend's constructor accept exactly these
 S3_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
+_REGION = re.compile(r"[A-Za-z0-9_-]+")
 #: the longest duration setting, in seconds (about 31 years): past it, timers overflow
 MAX_SECONDS = 1e9
 
@@ -51,18 +53,40 @@ def check_http_url(value: str | None) -> str | None:
     return value.rstrip("/")
 
 
-def checked_url(name: str, value: object) -> str | None:
-    """:func:`check_http_url` of a constructor argument: ``StorageConfigError`` naming it."""
+def check_base_url(value: str | None) -> str | None:
+    """Where URLs are served from: an http(s) URL (see :func:`check_http_url`) or an
+    absolute path on the application's own host, such as ``/files``."""
+    if value is None or not value.startswith("/"):
+        return check_http_url(value)
+    check_url_chars(value)
+    if value.startswith("//") or "?" in value or "#" in value or not value.strip("/"):
+        raise ValueError("must be an http(s) URL or an absolute path such as /files")
+    return value.rstrip("/")
+
+
+def check_s3_region(value: str) -> str:
+    if not _REGION.fullmatch(value):
+        raise ValueError("must be a region name such as us-east-1")
+    return value
+
+
+def checked(name: str, check: Callable[[str], str | None], value: object) -> str | None:
+    """``check`` of a constructor argument (``None`` passes): ``StorageConfigError`` naming it."""
     if value is None:
         return None
-    problem = "must be an http:// or https:// URL"
+    problem = "must be a str"
     if isinstance(value, str):
         try:
-            return check_http_url(value)
+            return check(value)
         except ValueError as exc:
             problem = str(exc)
-    # raised outside the except block: the URL (its credentials) stays out of __context__
+    # raised outside the except block: the value (a URL's credentials) stays out of __context__
     raise StorageConfigError(f"{name}: {problem}")
+
+
+def checked_url(name: str, value: object) -> str | None:
+    """:func:`check_http_url` of a constructor argument: ``StorageConfigError`` naming it."""
+    return checked(name, check_http_url, value)
 
 
 def check_url_chars(value: str) -> None:

@@ -43,8 +43,8 @@ from file_storage._settings_common import (
     HttpURL,
     Secret,
     StorePrefix,
-    check_http_url,
-    check_url_chars,
+    check_base_url,
+    check_s3_region,
     gb_to_bytes,
 )
 from file_storage._signing import MIN_SIGNING_KEY_CHARS
@@ -68,7 +68,6 @@ _EMPTY_MEANS_EMPTY = frozenset({"storage_s3_prefix", "storage_gcs_prefix", "stor
 # upload limits"), so the threshold above which multipart is used must stay <= 5 GiB too.
 MIN_PART_MB = 5
 MAX_PART_MB = 5 * 1024
-_REGION = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class LocalSettings(BaseModel):
@@ -115,13 +114,7 @@ class LocalSettings(BaseModel):
     @field_validator("base_url", "public_base_url")
     @classmethod
     def _check_base_url(cls, value: str | None) -> str | None:
-        if value is None or not value.startswith("/"):
-            return check_http_url(value)
-        # a path on the application's own host, e.g. "/files"
-        check_url_chars(value)
-        if value.startswith("//") or "?" in value or "#" in value or not value.strip("/"):
-            raise ValueError("must be an http(s) URL or an absolute path such as /files")
-        return value.rstrip("/")
+        return check_base_url(value)
 
     @field_validator("signing_key")
     @classmethod
@@ -295,9 +288,7 @@ class S3Settings(BaseModel):
     @field_validator("region")
     @classmethod
     def _check_region(cls, value: str) -> str:
-        if not _REGION.fullmatch(value):
-            raise ValueError("must be a region name such as us-east-1")
-        return value
+        return check_s3_region(value)
 
     @field_validator("addressing_style", "retry_mode", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import SecretStr
 
 from file_storage._post_policy import presign_post
+from file_storage._settings_common import check_base_url, checked
 from file_storage._signing import presign
 from file_storage._signing import signing_key as wrap_signing_key
 from file_storage.backends._core import Method
@@ -27,7 +28,7 @@ class RouterSigned(StorageBackend):
 
     def _set_signing(self, base_url: str | None, signing_key: str | SecretStr | None) -> None:
         """Keep the router's address and the key (too short: StorageConfigError)."""
-        self._base_url = base_url
+        self._base_url = checked("base_url", check_base_url, base_url)
         self._signing_key = wrap_signing_key(signing_key)
 
     async def _presign(

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from file_storage._cloud_settings import check_azure_account, check_azure_container
 from file_storage._http import content_disposition
-from file_storage._settings_common import check_http_url
+from file_storage._settings_common import check_http_url, checked
 from file_storage.backends._core import Method
 from file_storage.backends._obstore._backend import RETRY, ObstoreBackend
 from file_storage.backends.azure._sas import service_sas_url
@@ -88,6 +89,10 @@ class AzureStorageBackend(ObstoreBackend):
             _check_key(key, "connection string: AccountKey")
         if not account:
             raise StorageConfigError("account: required (or a connection string naming it)")
+        if not isinstance(container, str):
+            raise StorageConfigError("container: must be a str")
+        checked("account", check_azure_account, account)
+        checked("container", check_azure_container, container)
         super().__init__(
             prefix=prefix,
             identity=f"azure:{account}/{container}",

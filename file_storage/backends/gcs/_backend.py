@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from file_storage._cloud_settings import check_gcs_bucket
 from file_storage._http import content_disposition
+from file_storage._settings_common import checked
 from file_storage.backends._core import Method
 from file_storage.backends._obstore._backend import RETRY, ObstoreBackend
 from file_storage.backends.gcs._signing import signed_url
@@ -60,6 +62,9 @@ class GCSStorageBackend(ObstoreBackend):
         expire_interval_seconds: float | None = None,
         public_base_url: str | None = None,
     ) -> None:
+        if not isinstance(bucket, str):
+            raise StorageConfigError("bucket: must be a str")
+        checked("bucket", check_gcs_bucket, bucket)
         if isinstance(service_account, str):
             service_account = SecretStr(service_account)
         if service_account is not None and _inline(service_account.get_secret_value()):

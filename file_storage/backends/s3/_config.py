@@ -18,7 +18,13 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from file_storage._keys import validate_key
-from file_storage._settings_common import MAX_SECONDS, S3_BUCKET, checked_url
+from file_storage._settings_common import (
+    MAX_SECONDS,
+    S3_BUCKET,
+    check_s3_region,
+    checked,
+    checked_url,
+)
 from file_storage.backends._core import count_attempt
 from file_storage.backends.s3 import _multipart as mp
 from file_storage.backends.s3._errors import ATTEMPTS_ATTR
@@ -100,6 +106,7 @@ def s3_options(
         raise StorageConfigError("bucket must be a valid S3 bucket name")
     if not isinstance(region, str) or not region:
         raise StorageConfigError("region must be a non-empty str")
+    checked("region", check_s3_region, region)
     if access_key_id is not None and not isinstance(access_key_id, str):
         raise StorageConfigError("access_key_id must be a str")
     secret = _secret("secret_access_key", secret_access_key)
