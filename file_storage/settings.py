@@ -13,6 +13,7 @@ properties convert them for the backends.
 from __future__ import annotations
 
 import builtins
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -439,6 +440,11 @@ class StorageSettings(BaseSettings):
             error = _config_error(exc)
         except SettingsError as exc:
             error = _parse_error(exc)
+        except UnicodeDecodeError:
+            # its repr holds the file's whole content, every secret in it
+            error = StorageConfigError(f"{_env_files(values)}: not valid UTF-8 text")
+        except OSError as exc:
+            error = StorageConfigError(f"{_env_files(values)}: cannot be read ({exc.strerror})")
         else:
             return
         # raised outside the except block, so not even __context__ keeps the pydantic
@@ -494,6 +500,15 @@ class StorageSettings(BaseSettings):
                     "STORAGE_AZURE_CONNECTION_STRING)"
                 )
         return self
+
+
+def _env_files(values: dict[str, Any]) -> str:
+    """The env files a StorageSettings(...) call reads, by name, for a message."""
+    files = values.get("_env_file", StorageSettings.model_config.get("env_file"))
+    if isinstance(files, str | os.PathLike):
+        files = [files]
+    names = ", ".join(Path(file).name for file in files or ())
+    return f"the env file {names}" if names else "the env file"
 
 
 def _env_var(loc: tuple[int | str, ...]) -> str:

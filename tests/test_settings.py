@@ -6,6 +6,7 @@ import logging
 import re
 import traceback
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -264,6 +265,28 @@ def test_bad_value_in_dotenv_names_the_variable(tmp_path: Path) -> None:
     with pytest.raises(StorageConfigError, match="STORAGE_S3_MAX_CONCURRENCY") as info:
         StorageSettings()
     assert MARK not in str(info.value)
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["dotenv", "env-file"])
+def test_an_env_file_that_is_not_utf8_is_a_config_error_without_its_content(
+    tmp_path: Path, given: bool
+) -> None:
+    # it raised UnicodeDecodeError, whose repr() (what error trackers record) holds the
+    # whole file: every secret in it
+    path = tmp_path / (".env" if not given else "app.env")
+    path.write_bytes(
+        b"STORAGE_TYPE=memory\n"
+        + f"STORAGE_S3_SECRET_ACCESS_KEY={SECRET}\n".encode()
+        + b"STORAGE_S3_REGION=\xe9u-west-1\n"  # Latin-1, not UTF-8
+    )
+    values: dict[str, Any] = {"_env_file": path} if given else {}
+    with pytest.raises(StorageConfigError, match="UTF-8") as info:
+        StorageSettings(**values)
+    assert path.name in str(info.value)
+    shown = "".join(traceback.format_exception(info.value)) + repr(info.value)
+    assert SECRET not in shown
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None
 
 
 # ------------------------------------------------------------------ errors
