@@ -91,7 +91,7 @@ def checked_url(name: str, value: object) -> str | None:
 
 def check_url_chars(value: str) -> None:
     # urlsplit silently drops tabs and newlines; a URL with them is a pasting accident
-    if any(ch.isspace() or not ch.isprintable() for ch in value):
+    if has_space_or_control(value):
         raise ValueError("must not contain spaces or control characters")
 
 
@@ -99,6 +99,19 @@ def check_secret(value: SecretStr | None) -> SecretStr | None:
     if value is not None and not value.get_secret_value():
         raise ValueError("must not be empty")
     return value
+
+
+def check_credential(value: SecretStr | None) -> SecretStr | None:
+    """A key or token: never empty, and no whitespace (a secret file read with its line
+    break would fail every request, as if the server were unreachable or the key wrong)."""
+    value = check_secret(value)
+    if value is not None and has_space_or_control(value.get_secret_value()):
+        raise ValueError("must not contain spaces, line breaks or control characters")
+    return value
+
+
+def has_space_or_control(text: str) -> bool:
+    return any(ch.isspace() or not ch.isprintable() for ch in text)
 
 
 def check_prefix(value: str) -> str:
@@ -123,3 +136,5 @@ StorePrefix = Annotated[str, AfterValidator(check_prefix)]
 HttpURL = Annotated[str | None, AfterValidator(check_http_url)]
 #: a credential or unset, never empty
 Secret = Annotated[SecretStr | None, AfterValidator(check_secret)]
+#: a key or token or unset: never empty, no whitespace (see check_credential)
+Credential = Annotated[SecretStr | None, AfterValidator(check_credential)]

@@ -41,8 +41,8 @@ from file_storage._settings_common import (
     MAX_SECONDS,
     S3_BUCKET,
     SECTION,
+    Credential,
     HttpURL,
-    Secret,
     StorePrefix,
     check_base_url,
     check_s3_region,
@@ -153,15 +153,15 @@ class S3Settings(BaseModel):
         "no leading or trailing /, at most 128 bytes; empty or '/': the bucket root",
     )
     region: str = Field(default="us-east-1", description="STORAGE_S3_REGION: region of the bucket")
-    access_key_id: Secret = Field(
+    access_key_id: Credential = Field(
         default=None,
         description="STORAGE_S3_ACCESS_KEY_ID: set with the secret, or leave both unset for the "
         "standard AWS credential chain (environment, ~/.aws, instance role)",
     )
-    secret_access_key: Secret = Field(
+    secret_access_key: Credential = Field(
         default=None, description="STORAGE_S3_SECRET_ACCESS_KEY: the secret access key"
     )
-    session_token: Secret = Field(
+    session_token: Credential = Field(
         default=None,
         description="STORAGE_S3_SESSION_TOKEN: session token of temporary credentials; needs the "
         "access key id and secret",

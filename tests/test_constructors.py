@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from file_storage import (
     AzureStorageBackend,
@@ -87,6 +88,18 @@ CASES: list[tuple[str, Build, str]] = [
     ("local-refresh-negative", _local(quota_refresh_seconds=-1), "quota_refresh_seconds"),
     ("memory-refresh-str", _memory(quota_refresh_seconds="5"), "quota_refresh_seconds"),
     ("memory-redis-url-int", _memory(quota_redis_url=5), "quota_redis_url"),
+    # credentials with a line break or a space: a secret file read whole, a pasting accident
+    ("s3-key-id-newline", _s3(access_key_id="AKIA\n", secret_access_key=PASSWORD), "access_key_id"),
+    (
+        "s3-secret-newline",
+        _s3(access_key_id="AKIA", secret_access_key=SecretStr(f"{PASSWORD}\n")),
+        "secret_access_key",
+    ),
+    (
+        "s3-token-space",
+        _s3(access_key_id="AKIA", secret_access_key="s", session_token=f"{PASSWORD} x"),
+        "session_token",
+    ),
 ]
 
 

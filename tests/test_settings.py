@@ -379,6 +379,23 @@ def test_an_env_file_that_is_not_utf8_is_a_config_error_without_its_content(
         ({"STORAGE_S3_ACCESS_KEY_ID": f"AKIA{MARK}"}, "STORAGE_S3_SECRET_ACCESS_KEY"),
         ({"STORAGE_S3_SECRET_ACCESS_KEY": f"{SECRET}{MARK}"}, "STORAGE_S3_ACCESS_KEY_ID"),
         ({"STORAGE_S3_SESSION_TOKEN": f"{SECRET}{MARK}"}, "STORAGE_S3_SESSION_TOKEN"),
+        # a secret file read with its line break: every request failed, as "unreachable"
+        (
+            {"STORAGE_S3_ACCESS_KEY_ID": "AKIAFAKE\n", "STORAGE_S3_SECRET_ACCESS_KEY": SECRET},
+            "STORAGE_S3_ACCESS_KEY_ID",
+        ),
+        (
+            {"STORAGE_S3_ACCESS_KEY_ID": "AKIAFAKE", "STORAGE_S3_SECRET_ACCESS_KEY": f"{SECRET}\n"},
+            "STORAGE_S3_SECRET_ACCESS_KEY",
+        ),
+        (
+            {
+                "STORAGE_S3_ACCESS_KEY_ID": "AKIAFAKE",
+                "STORAGE_S3_SECRET_ACCESS_KEY": SECRET,
+                "STORAGE_S3_SESSION_TOKEN": f"{SECRET} {MARK}",
+            },
+            "STORAGE_S3_SESSION_TOKEN",
+        ),
         ({"STORAGE_S3": f'{{"bucket": "{MARK}"'}, "STORAGE_S3"),
     ],
 )

@@ -24,6 +24,7 @@ from file_storage._settings_common import (
     check_s3_region,
     checked,
     checked_url,
+    has_space_or_control,
 )
 from file_storage.backends._core import count_attempt
 from file_storage.backends.s3 import _multipart as mp
@@ -109,6 +110,10 @@ def s3_options(
     checked("region", check_s3_region, region)
     if access_key_id is not None and not isinstance(access_key_id, str):
         raise StorageConfigError("access_key_id must be a str")
+    if access_key_id is not None and has_space_or_control(access_key_id):
+        raise StorageConfigError(
+            "access_key_id must not contain spaces, line breaks or control characters"
+        )
     secret = _secret("secret_access_key", secret_access_key)
     token = _secret("session_token", session_token)
     if (access_key_id is None) != (secret is None):
@@ -200,11 +205,17 @@ def _choice(name: str, value: object, allowed: tuple[str | None, ...]) -> Any:
 
 
 def _secret(name: str, value: object) -> SecretStr | None:
-    if value is None or isinstance(value, SecretStr):
-        return value
+    if value is None:
+        return None
     if isinstance(value, str):
-        return SecretStr(value)
-    raise StorageConfigError(f"{name} must be a str or SecretStr")
+        value = SecretStr(value)
+    if not isinstance(value, SecretStr):
+        raise StorageConfigError(f"{name} must be a str or SecretStr")
+    if has_space_or_control(value.get_secret_value()):  # a secret file's line break
+        raise StorageConfigError(
+            f"{name} must not contain spaces, line breaks or control characters"
+        )
+    return value
 
 
 # ---------------------------------------------------------------- the client
