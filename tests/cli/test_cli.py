@@ -123,6 +123,26 @@ def test_bad_settings_exit_1_naming_the_variable(tmp_path: Path) -> None:
     ]
 
 
+def test_empty_values_in_an_env_file_count_as_unset_as_in_dotenv(tmp_path: Path) -> None:
+    # the app's .env worked, the same file given to --env-file failed ("must be a number")
+    settings = {
+        "STORAGE_LOCAL_PATH": str(tmp_path / "storage"),
+        "STORAGE_LOCAL_MAX_SIZE_GB": "",
+        "STORAGE_S3_ENDPOINT_URL": "",
+        "STORAGE_S3_MAX_CONCURRENCY": "",
+    }
+    file = write_env_file(tmp_path / "app.env", settings)
+    (tmp_path / "a").write_bytes(b"a")
+    put = cli("--env-file", file, "put", tmp_path / "a", "e/a", env=cli_env())
+    assert (put.returncode, put.stderr) == (0, b"")
+    dest = write_env_file(
+        tmp_path / "dest.env", {**settings, "STORAGE_LOCAL_PATH": str(tmp_path / "d")}
+    )
+    moved = cli("--env-file", file, "migrate", "--to-env", dest, env=cli_env())
+    assert (moved.returncode, moved.stderr) == (0, b"")
+    assert (tmp_path / "d" / "e" / "a").read_bytes() == b"a"
+
+
 @pytest.mark.parametrize("given", [False, True], ids=["dotenv", "env-file"])
 def test_an_env_file_that_is_not_utf8_exits_1_in_one_line(tmp_path: Path, given: bool) -> None:
     # it was a UnicodeDecodeError traceback
