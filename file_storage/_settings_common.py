@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -114,6 +115,13 @@ def has_space_or_control(text: str) -> bool:
     return any(ch.isspace() or not ch.isprintable() for ch in text)
 
 
+def check_folder(value: Path | None) -> Path | None:
+    """A local folder: no NUL (possible in .env), which no file system call accepts."""
+    if value is not None and "\x00" in str(value):
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
 def check_prefix(value: str) -> str:
     """A store prefix: ``""`` (the whole bucket or container) or a short key, no edge ``/``."""
     if value in ("", "/"):  # the whole bucket
@@ -136,5 +144,7 @@ StorePrefix = Annotated[str, AfterValidator(check_prefix)]
 HttpURL = Annotated[str | None, AfterValidator(check_http_url)]
 #: a credential or unset, never empty
 Secret = Annotated[SecretStr | None, AfterValidator(check_secret)]
+#: a local folder or unset (see check_folder)
+Folder = Annotated[Path | None, AfterValidator(check_folder)]
 #: a key or token or unset: never empty, no whitespace (see check_credential)
 Credential = Annotated[SecretStr | None, AfterValidator(check_credential)]

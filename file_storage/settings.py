@@ -16,9 +16,10 @@ import builtins
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     Field,
     SecretStr,
@@ -42,9 +43,11 @@ from file_storage._settings_common import (
     S3_BUCKET,
     SECTION,
     Credential,
+    Folder,
     HttpURL,
     StorePrefix,
     check_base_url,
+    check_folder,
     check_s3_region,
     gb_to_bytes,
 )
@@ -76,7 +79,7 @@ class LocalSettings(BaseModel):
 
     model_config = SECTION
 
-    path: Path = Field(
+    path: Annotated[Path, AfterValidator(check_folder)] = Field(
         default=Path("./storage"),
         description="STORAGE_LOCAL_PATH: root folder of the local backend; key k is the file "
         "<path>/k",
@@ -254,7 +257,7 @@ class S3Settings(BaseModel):
         description="STORAGE_S3_MAX_POOL_CONNECTIONS: HTTP connection pool size; unset: picked "
         "from the concurrency",
     )
-    fallback_path: Path | None = Field(
+    fallback_path: Folder = Field(
         default=None,
         description="STORAGE_S3_FALLBACK_PATH: a local spool folder keeping save/upload_file "
         "writes while S3 is unavailable, until flushed; unset: such writes fail",

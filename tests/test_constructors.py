@@ -88,6 +88,9 @@ CASES: list[tuple[str, Build, str]] = [
     ("local-refresh-negative", _local(quota_refresh_seconds=-1), "quota_refresh_seconds"),
     ("memory-refresh-str", _memory(quota_refresh_seconds="5"), "quota_refresh_seconds"),
     ("memory-redis-url-int", _memory(quota_redis_url=5), "quota_redis_url"),
+    # a NUL in a folder: a bare ValueError ("embedded null byte") at the first operation
+    ("local-root-nul", lambda root: LocalStorageBackend(f"{root}/a\x00b"), "root"),
+    ("s3-fallback-nul", _s3(fallback_path="spool\x00"), "fallback_path"),
     # credentials with a line break or a space: a secret file read whole, a pasting accident
     ("s3-key-id-newline", _s3(access_key_id="AKIA\n", secret_access_key=PASSWORD), "access_key_id"),
     (

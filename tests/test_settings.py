@@ -260,6 +260,15 @@ def test_environment_wins_over_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert (settings.type, settings.s3.region) == ("LOCAL", "eu-west-1")
 
 
+@pytest.mark.parametrize("name", ["STORAGE_LOCAL_PATH", "STORAGE_S3_FALLBACK_PATH"])
+def test_a_folder_with_a_nul_in_dotenv_names_the_variable(tmp_path: Path, name: str) -> None:
+    # a NUL cannot be in an environment variable, but can be in .env
+    (tmp_path / ".env").write_text(f"{name}=a\x00{MARK}\n")
+    with pytest.raises(StorageConfigError, match=name) as info:
+        StorageSettings()
+    assert MARK not in str(info.value)
+
+
 def test_bad_value_in_dotenv_names_the_variable(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(f"STORAGE_S3_MAX_CONCURRENCY=many-{MARK}\n")
     with pytest.raises(StorageConfigError, match="STORAGE_S3_MAX_CONCURRENCY") as info:

@@ -131,6 +131,8 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         expire_interval_seconds: float | None = None,
         public_base_url: str | None = None,
     ) -> None:
+        if "\x00" in os.fspath(root):  # no file system call takes it: say so now
+            raise StorageConfigError("root: must not contain a NUL character")
         self._root = Path(root).expanduser().absolute()
         super().__init__(
             max_size_bytes=max_size_bytes,

@@ -130,6 +130,8 @@ def s3_options(
         encryption["SSEKMSKeyId"] = sse_kms_key_id
     if fallback_path is not None and not isinstance(fallback_path, str | os.PathLike):
         raise StorageConfigError("fallback_path must be a path")
+    if fallback_path is not None and "\x00" in str(os.fspath(fallback_path)):
+        raise StorageConfigError("fallback_path must not contain a NUL character")
     if flush_interval_seconds is not None and fallback_path is None:
         raise StorageConfigError("flush_interval_seconds needs fallback_path")
     return S3Options(
