@@ -521,7 +521,9 @@ def redis_ledger(
     ):
         raise StorageConfigError("quota_lease_seconds must be a number of seconds > 0")
     if namespace is not None and not namespace.strip():
-        raise StorageConfigError("quota_redis_namespace must not be empty")
+        raise StorageConfigError(
+            "quota_redis_namespace (STORAGE_QUOTA_REDIS_NAMESPACE) must not be empty"
+        )
     # a missing extra, or a URL the client cannot use, fails when the backend is built,
     # not on the first write
     problem = url_problem(secret.get_secret_value(), load_redis())

@@ -382,6 +382,13 @@ class QuotaSettings(BaseModel):
         "StorageUnavailableError",
     )
 
+    @field_validator("redis_namespace")
+    @classmethod
+    def _check_namespace(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():  # the ledger refuses it too
+            raise ValueError("must not be blank")
+        return value
+
 
 class ExpireSettings(BaseModel):
     """``STORAGE_EXPIRE_*``: lifecycle expiry applied by the backend (local, memory)."""
