@@ -74,6 +74,11 @@ CASES: list[tuple[str, Build, str]] = [
     ("s3-public-creds", _s3(public_base_url=f"https://u:{PASSWORD}@cdn"), "public_base_url"),
     ("gcs-public-scheme", _gcs(public_base_url="ftp://cdn/public"), "public_base_url"),
     ("azure-public-int", _azure(public_base_url=5), "public_base_url"),
+    # one half of signed URLs: a backend whose every presign failed later
+    ("local-base-alone", _local(base_url="/files"), "signing_key"),
+    ("local-key-alone", _local(signing_key=SIGNING_KEY), "base_url"),
+    ("memory-base-alone", _memory(base_url="/files"), "signing_key"),
+    ("memory-key-alone", _memory(signing_key=SIGNING_KEY), "base_url"),
     # names the settings check
     ("s3-region", _s3(region="us east 1"), "region"),
     ("gcs-bucket", _gcs(bucket="B A D"), "bucket"),
