@@ -23,6 +23,24 @@ _AZURE_ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
 _AZURE_CONTAINER = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 
 
+def check_gcs_bucket(value: str) -> str:
+    if not _GCS_BUCKET.fullmatch(value):
+        raise ValueError("must be a bucket name: lower-case letters, digits, '.', '-' or '_'")
+    return value
+
+
+def check_azure_account(value: str) -> str:
+    if not _AZURE_ACCOUNT.fullmatch(value):
+        raise ValueError("must be an account name: 3-24 lower-case letters and digits")
+    return value
+
+
+def check_azure_container(value: str) -> str:
+    if not _AZURE_CONTAINER.fullmatch(value):
+        raise ValueError("must be a container name: 3-63 lower-case letters, digits and '-'")
+    return value
+
+
 class GCSSettings(BaseModel):
     """``STORAGE_GCS_*``: Google Cloud Storage (extra ``file_storage[gcs]``)."""
 
@@ -64,9 +82,7 @@ class GCSSettings(BaseModel):
     @field_validator("bucket")
     @classmethod
     def _check_bucket(cls, value: str | None) -> str | None:
-        if value is not None and not _GCS_BUCKET.fullmatch(value):
-            raise ValueError("must be a bucket name: lower-case letters, digits, '.', '-' or '_'")
-        return value
+        return None if value is None else check_gcs_bucket(value)
 
     @property
     def max_size_bytes(self) -> int | None:
@@ -127,16 +143,12 @@ class AzureSettings(BaseModel):
     @field_validator("account")
     @classmethod
     def _check_account(cls, value: str | None) -> str | None:
-        if value is not None and not _AZURE_ACCOUNT.fullmatch(value):
-            raise ValueError("must be an account name: 3-24 lower-case letters and digits")
-        return value
+        return None if value is None else check_azure_account(value)
 
     @field_validator("container")
     @classmethod
     def _check_container(cls, value: str | None) -> str | None:
-        if value is not None and not _AZURE_CONTAINER.fullmatch(value):
-            raise ValueError("must be a container name: 3-63 lower-case letters, digits and '-'")
-        return value
+        return None if value is None else check_azure_container(value)
 
     @model_validator(mode="after")
     def _check_credentials(self) -> Self:

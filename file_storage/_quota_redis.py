@@ -39,7 +39,7 @@ from file_storage import _quota_redis_lua as lua
 from file_storage._quota import Probe, QuotaManager, Reservation, Scanner
 from file_storage._quota_redis_hold import _current, _RedisHeld, _RedisReservation
 from file_storage._quota_redis_lease import Renewer, new_id
-from file_storage._quota_redis_wire import Client, RedisUnavailable, Script
+from file_storage._quota_redis_wire import Client, RedisUnavailable, Script, url_problem
 from file_storage.errors import (
     StorageConfigError,
     StorageQuotaExceededError,
@@ -521,8 +521,14 @@ def redis_ledger(
     ):
         raise StorageConfigError("quota_lease_seconds must be a number of seconds > 0")
     if namespace is not None and not namespace.strip():
-        raise StorageConfigError("quota_redis_namespace must not be empty")
-    load_redis()  # a missing extra fails when the backend is built, not on the first write
+        raise StorageConfigError(
+            "quota_redis_namespace (STORAGE_QUOTA_REDIS_NAMESPACE) must not be empty"
+        )
+    # a missing extra, or a URL the client cannot use, fails when the backend is built,
+    # not on the first write
+    problem = url_problem(secret.get_secret_value(), load_redis())
+    if problem is not None:
+        raise StorageConfigError(f"quota_redis_url (STORAGE_QUOTA_REDIS_URL): {problem}")
     return RedisQuotaManager(
         scan,
         refresh_seconds,

@@ -16,9 +16,12 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import re
 import time
 import weakref
+from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import SecretStr
 
@@ -31,6 +34,31 @@ class RedisUnavailable(Exception):
 
 class RedisTimeout(RedisUnavailable):
     """Redis did not answer in time (connected, or not): calls fail at once for a while."""
+
+
+def url_problem(url: str, redis: ModuleType) -> str | None:
+    """What is wrong with a Redis URL, parsed as the client will parse it, or ``None``.
+
+    Checked when the backend is built, so that a typo fails at start-up, not at the first
+    write as the client's ``ValueError``. The answer never quotes the URL (its password).
+    """
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        return "must not contain spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is no number or out of range
+        redis.asyncio.connection.parse_url(url)
+    except (TypeError, ValueError):
+        return "is not a valid Redis URL (check the host, port and query options)"
+    if parts.scheme.lower() == "unix":
+        if not parts.path.strip("/"):
+            return "a unix:// URL needs the socket's path: unix:///path/to/redis.sock"
+        return None
+    database = unquote(parts.path).strip("/")
+    if database and "db" not in parse_qs(parts.query) and not re.fullmatch("[0-9]+", database):
+        # the client would silently use database 0
+        return "the path must be a database number such as /0"
+    return None
 
 
 class _ReplyError(Exception):

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, ConfigDict, SecretStr
 
 from file_storage._keys import validate_key
-from file_storage.errors import InvalidKeyError
+from file_storage.errors import InvalidKeyError, StorageConfigError
 
 GB = 10**9  # quotas are decimal, like disk vendors and S3 billing
 MAX_S3_PREFIX_BYTES = 128  # keeps most of S3's 1024-byte key limit for the keys themselves
+
+# S3 bucket names, lenient: legacy us-east-1 names allow capitals and "_" (AWS, "General
+# purpose bucket naming rules"), and some S3-compatible servers break today's rules; the
+# settings and the backend's constructor accept exactly these
+S3_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
+_REGION = re.compile(r"[A-Za-z0-9_-]+")
+#: the longest duration setting, in seconds (about 31 years): past it, timers overflow
+MAX_SECONDS = 1e9
 
 SECTION = ConfigDict(hide_input_in_errors=True, extra="ignore")
 
@@ -34,18 +45,80 @@ def check_http_url(value: str | None) -> str | None:
         raise ValueError("must not contain credentials (use the access key settings)")
     if parts.query or parts.fragment:
         raise ValueError("must not have a query or fragment")
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or above 65535
+        port = 0
+    if port == 0:
+        raise ValueError("must have a port between 1 and 65535, or none")
     return value.rstrip("/")
+
+
+def check_base_url(value: str | None) -> str | None:
+    """Where URLs are served from: an http(s) URL (see :func:`check_http_url`) or an
+    absolute path on the application's own host, such as ``/files``."""
+    if value is None or not value.startswith("/"):
+        return check_http_url(value)
+    check_url_chars(value)
+    if value.startswith("//") or "?" in value or "#" in value or not value.strip("/"):
+        raise ValueError("must be an http(s) URL or an absolute path such as /files")
+    return value.rstrip("/")
+
+
+def check_s3_region(value: str) -> str:
+    if not _REGION.fullmatch(value):
+        raise ValueError("must be a region name such as us-east-1")
+    return value
+
+
+def checked(name: str, check: Callable[[str], str | None], value: object) -> str | None:
+    """``check`` of a constructor argument (``None`` passes): ``StorageConfigError`` naming it."""
+    if value is None:
+        return None
+    problem = "must be a str"
+    if isinstance(value, str):
+        try:
+            return check(value)
+        except ValueError as exc:
+            problem = str(exc)
+    # raised outside the except block: the value (a URL's credentials) stays out of __context__
+    raise StorageConfigError(f"{name}: {problem}")
+
+
+def checked_url(name: str, value: object) -> str | None:
+    """:func:`check_http_url` of a constructor argument: ``StorageConfigError`` naming it."""
+    return checked(name, check_http_url, value)
 
 
 def check_url_chars(value: str) -> None:
     # urlsplit silently drops tabs and newlines; a URL with them is a pasting accident
-    if any(ch.isspace() or not ch.isprintable() for ch in value):
+    if has_space_or_control(value):
         raise ValueError("must not contain spaces or control characters")
 
 
 def check_secret(value: SecretStr | None) -> SecretStr | None:
     if value is not None and not value.get_secret_value():
         raise ValueError("must not be empty")
+    return value
+
+
+def check_credential(value: SecretStr | None) -> SecretStr | None:
+    """A key or token: never empty, and no whitespace (a secret file read with its line
+    break would fail every request, as if the server were unreachable or the key wrong)."""
+    value = check_secret(value)
+    if value is not None and has_space_or_control(value.get_secret_value()):
+        raise ValueError("must not contain spaces, line breaks or control characters")
+    return value
+
+
+def has_space_or_control(text: str) -> bool:
+    return any(ch.isspace() or not ch.isprintable() for ch in text)
+
+
+def check_folder(value: Path | None) -> Path | None:
+    """A local folder: no NUL (possible in .env), which no file system call accepts."""
+    if value is not None and "\x00" in str(value):
+        raise ValueError("must not contain a NUL character")
     return value
 
 
@@ -71,3 +144,7 @@ StorePrefix = Annotated[str, AfterValidator(check_prefix)]
 HttpURL = Annotated[str | None, AfterValidator(check_http_url)]
 #: a credential or unset, never empty
 Secret = Annotated[SecretStr | None, AfterValidator(check_secret)]
+#: a local folder or unset (see check_folder)
+Folder = Annotated[Path | None, AfterValidator(check_folder)]
+#: a key or token or unset: never empty, no whitespace (see check_credential)
+Credential = Annotated[SecretStr | None, AfterValidator(check_credential)]

@@ -13,11 +13,13 @@ properties convert them for the backends.
 from __future__ import annotations
 
 import builtins
+import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     Field,
     SecretStr,
@@ -37,12 +39,16 @@ from pydantic_settings import (
 from file_storage._cloud_settings import AzureSettings, GCSSettings
 from file_storage._registry import backend_names
 from file_storage._settings_common import (
+    MAX_SECONDS,
+    S3_BUCKET,
     SECTION,
+    Credential,
+    Folder,
     HttpURL,
-    Secret,
     StorePrefix,
-    check_http_url,
-    check_url_chars,
+    check_base_url,
+    check_folder,
+    check_s3_region,
     gb_to_bytes,
 )
 from file_storage._signing import MIN_SIGNING_KEY_CHARS
@@ -66,8 +72,6 @@ _EMPTY_MEANS_EMPTY = frozenset({"storage_s3_prefix", "storage_gcs_prefix", "stor
 # upload limits"), so the threshold above which multipart is used must stay <= 5 GiB too.
 MIN_PART_MB = 5
 MAX_PART_MB = 5 * 1024
-_BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
-_REGION = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class LocalSettings(BaseModel):
@@ -75,7 +79,7 @@ class LocalSettings(BaseModel):
 
     model_config = SECTION
 
-    path: Path = Field(
+    path: Annotated[Path, AfterValidator(check_folder)] = Field(
         default=Path("./storage"),
         description="STORAGE_LOCAL_PATH: root folder of the local backend; key k is the file "
         "<path>/k",
@@ -114,13 +118,7 @@ class LocalSettings(BaseModel):
     @field_validator("base_url", "public_base_url")
     @classmethod
     def _check_base_url(cls, value: str | None) -> str | None:
-        if value is None or not value.startswith("/"):
-            return check_http_url(value)
-        # a path on the application's own host, e.g. "/files"
-        check_url_chars(value)
-        if value.startswith("//") or "?" in value or "#" in value or not value.strip("/"):
-            raise ValueError("must be an http(s) URL or an absolute path such as /files")
-        return value.rstrip("/")
+        return check_base_url(value)
 
     @field_validator("signing_key")
     @classmethod
@@ -158,15 +156,15 @@ class S3Settings(BaseModel):
         "no leading or trailing /, at most 128 bytes; empty or '/': the bucket root",
     )
     region: str = Field(default="us-east-1", description="STORAGE_S3_REGION: region of the bucket")
-    access_key_id: Secret = Field(
+    access_key_id: Credential = Field(
         default=None,
         description="STORAGE_S3_ACCESS_KEY_ID: set with the secret, or leave both unset for the "
         "standard AWS credential chain (environment, ~/.aws, instance role)",
     )
-    secret_access_key: Secret = Field(
+    secret_access_key: Credential = Field(
         default=None, description="STORAGE_S3_SECRET_ACCESS_KEY: the secret access key"
     )
-    session_token: Secret = Field(
+    session_token: Credential = Field(
         default=None,
         description="STORAGE_S3_SESSION_TOKEN: session token of temporary credentials; needs the "
         "access key id and secret",
@@ -242,12 +240,14 @@ class S3Settings(BaseModel):
     connect_timeout: float = Field(
         default=10.0,
         gt=0,
+        lt=MAX_SECONDS,
         allow_inf_nan=False,
         description="STORAGE_S3_CONNECT_TIMEOUT: seconds to wait for a connection",
     )
     read_timeout: float = Field(
         default=60.0,
         gt=0,
+        lt=MAX_SECONDS,
         allow_inf_nan=False,
         description="STORAGE_S3_READ_TIMEOUT: seconds to wait for data on an open connection",
     )
@@ -257,7 +257,7 @@ class S3Settings(BaseModel):
         description="STORAGE_S3_MAX_POOL_CONNECTIONS: HTTP connection pool size; unset: picked "
         "from the concurrency",
     )
-    fallback_path: Path | None = Field(
+    fallback_path: Folder = Field(
         default=None,
         description="STORAGE_S3_FALLBACK_PATH: a local spool folder keeping save/upload_file "
         "writes while S3 is unavailable, until flushed; unset: such writes fail",
@@ -265,6 +265,7 @@ class S3Settings(BaseModel):
     flush_interval_seconds: float | None = Field(
         default=None,
         gt=0,
+        lt=MAX_SECONDS,
         allow_inf_nan=False,
         description="STORAGE_S3_FLUSH_INTERVAL_SECONDS: upload the spool this often in the "
         "background; unset: only when flush_spool() is called",
@@ -281,16 +282,17 @@ class S3Settings(BaseModel):
     def _check_bucket(cls, value: str | None) -> str | None:
         # lenient (case, '_', length): buckets made before 2018 in us-east-1 and some
         # S3-compatible servers break today's AWS naming rules; S3 itself has the last word
-        if value is not None and not _BUCKET.fullmatch(value):
-            raise ValueError("must be a bucket name: letters, digits, '.', '-' or '_'")
+        if value is not None and not S3_BUCKET.fullmatch(value):
+            raise ValueError(
+                "must be a bucket name: 2 to 255 letters, digits, '.', '-' or '_', "
+                "starting with a letter or digit"
+            )
         return value
 
     @field_validator("region")
     @classmethod
     def _check_region(cls, value: str) -> str:
-        if not _REGION.fullmatch(value):
-            raise ValueError("must be a region name such as us-east-1")
-        return value
+        return check_s3_region(value)
 
     @field_validator("addressing_style", "retry_mode", mode="before")
     @classmethod
@@ -380,6 +382,13 @@ class QuotaSettings(BaseModel):
         "StorageUnavailableError",
     )
 
+    @field_validator("redis_namespace")
+    @classmethod
+    def _check_namespace(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():  # the ledger refuses it too
+            raise ValueError("must not be blank")
+        return value
+
 
 class ExpireSettings(BaseModel):
     """``STORAGE_EXPIRE_*``: lifecycle expiry applied by the backend (local, memory)."""
@@ -441,6 +450,11 @@ class StorageSettings(BaseSettings):
             error = _config_error(exc)
         except SettingsError as exc:
             error = _parse_error(exc)
+        except UnicodeDecodeError:
+            # its repr holds the file's whole content, every secret in it
+            error = StorageConfigError(f"{_env_files(values)}: not valid UTF-8 text")
+        except OSError as exc:
+            error = StorageConfigError(f"{_env_files(values)}: cannot be read ({exc.strerror})")
         else:
             return
         # raised outside the except block, so not even __context__ keeps the pydantic
@@ -496,6 +510,15 @@ class StorageSettings(BaseSettings):
                     "STORAGE_AZURE_CONNECTION_STRING)"
                 )
         return self
+
+
+def _env_files(values: dict[str, Any]) -> str:
+    """The env files a StorageSettings(...) call reads, by name, for a message."""
+    files = values.get("_env_file", StorageSettings.model_config.get("env_file"))
+    if isinstance(files, str | os.PathLike):
+        files = [files]
+    names = ", ".join(Path(file).name for file in files or ())
+    return f"the env file {names}" if names else "the env file"
 
 
 def _env_var(loc: tuple[int | str, ...]) -> str:

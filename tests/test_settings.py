@@ -6,6 +6,7 @@ import logging
 import re
 import traceback
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -87,14 +88,14 @@ def test_storage_type_accepts_any_case(
 
 
 def test_settings_can_be_built_in_code() -> None:
-    settings = StorageSettings(type="s3", s3={"bucket": "b"})
+    settings = StorageSettings(type="s3", s3={"bucket": "bk"})
     assert settings.type == "S3"
-    assert settings.s3.bucket == "b"
+    assert settings.s3.bucket == "bk"
 
 
 def test_settings_can_be_built_from_models_in_code() -> None:
-    settings = StorageSettings(type="S3", s3=S3Settings(bucket="b", prefix="app"))
-    assert (settings.s3.bucket, settings.s3.prefix) == ("b", "app")
+    settings = StorageSettings(type="S3", s3=S3Settings(bucket="bk", prefix="app"))
+    assert (settings.s3.bucket, settings.s3.prefix) == ("bk", "app")
 
 
 def test_code_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -259,11 +260,42 @@ def test_environment_wins_over_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert (settings.type, settings.s3.region) == ("LOCAL", "eu-west-1")
 
 
+@pytest.mark.parametrize("name", ["STORAGE_LOCAL_PATH", "STORAGE_S3_FALLBACK_PATH"])
+def test_a_folder_with_a_nul_in_dotenv_names_the_variable(tmp_path: Path, name: str) -> None:
+    # a NUL cannot be in an environment variable, but can be in .env
+    (tmp_path / ".env").write_text(f"{name}=a\x00{MARK}\n")
+    with pytest.raises(StorageConfigError, match=name) as info:
+        StorageSettings()
+    assert MARK not in str(info.value)
+
+
 def test_bad_value_in_dotenv_names_the_variable(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(f"STORAGE_S3_MAX_CONCURRENCY=many-{MARK}\n")
     with pytest.raises(StorageConfigError, match="STORAGE_S3_MAX_CONCURRENCY") as info:
         StorageSettings()
     assert MARK not in str(info.value)
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["dotenv", "env-file"])
+def test_an_env_file_that_is_not_utf8_is_a_config_error_without_its_content(
+    tmp_path: Path, given: bool
+) -> None:
+    # it raised UnicodeDecodeError, whose repr() (what error trackers record) holds the
+    # whole file: every secret in it
+    path = tmp_path / (".env" if not given else "app.env")
+    path.write_bytes(
+        b"STORAGE_TYPE=memory\n"
+        + f"STORAGE_S3_SECRET_ACCESS_KEY={SECRET}\n".encode()
+        + b"STORAGE_S3_REGION=\xe9u-west-1\n"  # Latin-1, not UTF-8
+    )
+    values: dict[str, Any] = {"_env_file": path} if given else {}
+    with pytest.raises(StorageConfigError, match="UTF-8") as info:
+        StorageSettings(**values)
+    assert path.name in str(info.value)
+    shown = "".join(traceback.format_exception(info.value)) + repr(info.value)
+    assert SECRET not in shown
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None
 
 
 # ------------------------------------------------------------------ errors
@@ -300,6 +332,15 @@ def test_bad_value_in_dotenv_names_the_variable(tmp_path: Path) -> None:
         ({"STORAGE_LOCAL_SIGNING_KEY": SIGNING_KEY + MARK}, "STORAGE_LOCAL_BASE_URL"),
         ({"STORAGE_TYPE": "S3"}, "STORAGE_S3_BUCKET"),
         ({"STORAGE_S3_BUCKET": f"bad/{MARK}"}, "STORAGE_S3_BUCKET"),
+        # values the settings let through and the backend then refused, naming no variable
+        ({"STORAGE_S3_BUCKET": "b"}, "STORAGE_S3_BUCKET"),
+        ({"STORAGE_S3_BUCKET": f"-{MARK}"}, "STORAGE_S3_BUCKET"),
+        ({"STORAGE_S3_CONNECT_TIMEOUT": "1e9"}, "STORAGE_S3_CONNECT_TIMEOUT"),
+        ({"STORAGE_S3_READ_TIMEOUT": "1e300"}, "STORAGE_S3_READ_TIMEOUT"),
+        (
+            {"STORAGE_S3_FALLBACK_PATH": "spool", "STORAGE_S3_FLUSH_INTERVAL_SECONDS": "1e12"},
+            "STORAGE_S3_FLUSH_INTERVAL_SECONDS",
+        ),
         ({"STORAGE_S3_PREFIX": f"/{MARK}"}, "STORAGE_S3_PREFIX"),
         ({"STORAGE_S3_PREFIX": f"{MARK}/"}, "STORAGE_S3_PREFIX"),
         ({"STORAGE_S3_PREFIX": f"a//{MARK}"}, "STORAGE_S3_PREFIX"),
@@ -311,6 +352,17 @@ def test_bad_value_in_dotenv_names_the_variable(tmp_path: Path) -> None:
         ({"STORAGE_S3_ENDPOINT_URL": f"http://user:{MARK}@minio:9000"}, "STORAGE_S3_ENDPOINT_URL"),
         ({"STORAGE_S3_ENDPOINT_URL": f"http://minio:9000/?{MARK}"}, "STORAGE_S3_ENDPOINT_URL"),
         ({"STORAGE_S3_PUBLIC_ENDPOINT_URL": f"files-{MARK}"}, "STORAGE_S3_PUBLIC_ENDPOINT_URL"),
+        ({"STORAGE_S3_ENDPOINT_URL": "http://minio:99999"}, "STORAGE_S3_ENDPOINT_URL"),
+        ({"STORAGE_S3_ENDPOINT_URL": f"http://minio:{MARK}"}, "STORAGE_S3_ENDPOINT_URL"),
+        ({"STORAGE_GCS_ENDPOINT_URL": f"http://gcs:{MARK}"}, "STORAGE_GCS_ENDPOINT_URL"),
+        ({"STORAGE_AZURE_ENDPOINT_URL": "http://azurite:0/a"}, "STORAGE_AZURE_ENDPOINT_URL"),
+        (
+            {
+                "STORAGE_LOCAL_BASE_URL": f"https://ex.com:{MARK}/files",
+                "STORAGE_LOCAL_SIGNING_KEY": SIGNING_KEY,
+            },
+            "STORAGE_LOCAL_BASE_URL",
+        ),
         ({"STORAGE_S3_ADDRESSING_STYLE": f"side-{MARK}"}, "STORAGE_S3_ADDRESSING_STYLE"),
         ({"STORAGE_S3_MAX_SIZE_GB": "0"}, "STORAGE_S3_MAX_SIZE_GB"),
         ({"STORAGE_S3_MULTIPART_THRESHOLD_MB": "0"}, "STORAGE_S3_MULTIPART_THRESHOLD_MB"),
@@ -332,10 +384,29 @@ def test_bad_value_in_dotenv_names_the_variable(tmp_path: Path) -> None:
         ({"STORAGE_S3_READ_TIMEOUT": f"forever-{MARK}"}, "STORAGE_S3_READ_TIMEOUT"),
         ({"STORAGE_S3_MAX_POOL_CONNECTIONS": "0"}, "STORAGE_S3_MAX_POOL_CONNECTIONS"),
         ({"STORAGE_QUOTA_REFRESH_SECONDS": "0"}, "STORAGE_QUOTA_REFRESH_SECONDS"),
+        # accepted, then refused by the Redis ledger naming no variable
+        ({"STORAGE_QUOTA_REDIS_NAMESPACE": "   "}, "STORAGE_QUOTA_REDIS_NAMESPACE"),
         ({"STORAGE_QUOTA_REFRESH_SECONDS": f"soon-{MARK}"}, "STORAGE_QUOTA_REFRESH_SECONDS"),
         ({"STORAGE_S3_ACCESS_KEY_ID": f"AKIA{MARK}"}, "STORAGE_S3_SECRET_ACCESS_KEY"),
         ({"STORAGE_S3_SECRET_ACCESS_KEY": f"{SECRET}{MARK}"}, "STORAGE_S3_ACCESS_KEY_ID"),
         ({"STORAGE_S3_SESSION_TOKEN": f"{SECRET}{MARK}"}, "STORAGE_S3_SESSION_TOKEN"),
+        # a secret file read with its line break: every request failed, as "unreachable"
+        (
+            {"STORAGE_S3_ACCESS_KEY_ID": "AKIAFAKE\n", "STORAGE_S3_SECRET_ACCESS_KEY": SECRET},
+            "STORAGE_S3_ACCESS_KEY_ID",
+        ),
+        (
+            {"STORAGE_S3_ACCESS_KEY_ID": "AKIAFAKE", "STORAGE_S3_SECRET_ACCESS_KEY": f"{SECRET}\n"},
+            "STORAGE_S3_SECRET_ACCESS_KEY",
+        ),
+        (
+            {
+                "STORAGE_S3_ACCESS_KEY_ID": "AKIAFAKE",
+                "STORAGE_S3_SECRET_ACCESS_KEY": SECRET,
+                "STORAGE_S3_SESSION_TOKEN": f"{SECRET} {MARK}",
+            },
+            "STORAGE_S3_SESSION_TOKEN",
+        ),
         ({"STORAGE_S3": f'{{"bucket": "{MARK}"'}, "STORAGE_S3"),
     ],
 )

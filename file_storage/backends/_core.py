@@ -24,13 +24,16 @@ from collections.abc import (
 )
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Self, TypedDict
+from typing import Literal, Self, TypedDict
+
+from pydantic import SecretStr
 
 from file_storage._events import EventHub
 from file_storage._expiry import Expiry, MemoryRules, RuleStore
 from file_storage._keys import KeyLike, validate_key, validate_prefix
 from file_storage._loops import InFlight
 from file_storage._quota import VERSION_SEP, QuotaManager
+from file_storage._settings_common import MAX_SECONDS
 from file_storage._streams import CHUNK_SIZE, Progress
 from file_storage.backends import _pages
 from file_storage.backends._support import (
@@ -50,9 +53,6 @@ from file_storage.errors import (
     StorageError,
 )
 from file_storage.models import ObjectEvent, ObjectInfo, ObjectVersion
-
-if TYPE_CHECKING:
-    from pydantic import SecretStr
 
 logger = logging.getLogger("file_storage")
 
@@ -90,6 +90,24 @@ def same_version(current: ObjectInfo, listed: ObjectInfo) -> bool:
     if current.etag is not None and listed.etag is not None:
         return current.etag == listed.etag and current.size == listed.size
     return (current.size, current.last_modified) == (listed.size, listed.last_modified)
+
+
+def _check_quota_args(max_size_bytes: object, refresh_seconds: object, redis_url: object) -> None:
+    """The quota arguments every backend takes, checked as the settings check them."""
+    if max_size_bytes is not None and (
+        isinstance(max_size_bytes, bool)
+        or not isinstance(max_size_bytes, int)
+        or max_size_bytes < 0
+    ):
+        raise StorageConfigError("max_size_bytes must be a whole number of bytes >= 0, or None")
+    if refresh_seconds is not None and (
+        isinstance(refresh_seconds, bool)
+        or not isinstance(refresh_seconds, int | float)
+        or not 0 <= refresh_seconds < MAX_SECONDS
+    ):
+        raise StorageConfigError("quota_refresh_seconds must be a number of seconds >= 0, or None")
+    if redis_url is not None and not isinstance(redis_url, str | SecretStr):
+        raise StorageConfigError("quota_redis_url must be a str or SecretStr")
 
 
 class _Call:
@@ -139,6 +157,7 @@ class BackendCore(abc.ABC):
     ) -> None:
         """``quota_identity``: what the backend stores into (its root, or bucket and
         prefix), from which the default Redis namespace is derived."""
+        _check_quota_args(max_size_bytes, quota_refresh_seconds, quota_redis_url)
         self._store_identity = quota_identity
         if quota_redis_url is None:
             self._quotas = QuotaManager(self._usage_scan, quota_refresh_seconds, self._versioning)

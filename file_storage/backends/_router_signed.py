@@ -10,10 +10,12 @@ from __future__ import annotations
 from pydantic import SecretStr
 
 from file_storage._post_policy import presign_post
+from file_storage._settings_common import check_base_url, checked
 from file_storage._signing import presign
 from file_storage._signing import signing_key as wrap_signing_key
 from file_storage.backends._core import Method
 from file_storage.backends.base import StorageBackend
+from file_storage.errors import StorageConfigError
 from file_storage.models import PresignedPost
 
 __all__ = ["RouterSigned"]
@@ -27,7 +29,13 @@ class RouterSigned(StorageBackend):
 
     def _set_signing(self, base_url: str | None, signing_key: str | SecretStr | None) -> None:
         """Keep the router's address and the key (too short: StorageConfigError)."""
-        self._base_url = base_url
+        if (base_url is None) != (signing_key is None):
+            # as the settings: half of it would build a backend whose every presign fails
+            raise StorageConfigError(
+                "base_url and signing_key (STORAGE_LOCAL_BASE_URL and "
+                "STORAGE_LOCAL_SIGNING_KEY): set both to sign URLs, or neither"
+            )
+        self._base_url = checked("base_url", check_base_url, base_url)
         self._signing_key = wrap_signing_key(signing_key)
 
     async def _presign(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pydantic import SecretStr
 
 from file_storage._quota import VERSION_SEP
+from file_storage._settings_common import check_base_url, checked
 from file_storage.backends._core import Versioning
 from file_storage.backends._pages import Entry, folder_end
 from file_storage.backends._router_signed import RouterSigned
@@ -82,7 +83,7 @@ class MemoryStorageBackend(RouterSigned):
             expire_interval_seconds=expire_interval_seconds,
         )
         self._set_signing(base_url, signing_key)
-        self._public_base_url = public_base_url
+        self._public_base_url = checked("public_base_url", check_base_url, public_base_url)
         self._objects: dict[str, _Object] = {}
         self._folders: dict[str, int] = {}  # folder ("a/b/") -> number of objects below it
         self._versioning_state: Versioning = "off"

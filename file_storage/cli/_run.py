@@ -51,6 +51,11 @@ class FileOnlySettings(StorageSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # the parent's rules for the file's values (an empty one counts as unset), so
+        # that the file reads as it does when the application loads it as .env
+        super().settings_customise_sources(
+            settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+        )
         return (init_settings, dotenv_settings)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import traceback
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -105,6 +106,103 @@ async def test_connection_string_reaches_the_emulator(azurite: Any, container: s
     await backend.save("c.txt", b"via connection string")
     assert await backend.load("c.txt") == b"via connection string"
     await backend.aclose()
+
+
+PASSWORD = "pAsSwOrD-in-an-endpoint-never-printed"
+
+
+@pytest.mark.parametrize(
+    ("connection", "named"),
+    [
+        (
+            f"BlobEndpoint=http://user:{PASSWORD}@127.0.0.1:10000/;AccountName=acct;"
+            f"AccountKey={EMULATOR_KEY}",
+            "BlobEndpoint",
+        ),
+        (
+            f"BlobEndpoint=https://acct.blob.core.windows.net/?sig={PASSWORD};"
+            f"AccountName=acct;AccountKey={EMULATOR_KEY}",
+            "BlobEndpoint",
+        ),
+        (
+            f"BlobEndpoint=ftp://127.0.0.1/{PASSWORD};AccountName=acct;AccountKey={EMULATOR_KEY}",
+            "BlobEndpoint",
+        ),
+        (
+            f"BlobEndpoint=http://127.0.0.1:99999/{PASSWORD};AccountName=acct;"
+            f"AccountKey={EMULATOR_KEY}",
+            "BlobEndpoint",
+        ),
+        (
+            f"DefaultEndpointsProtocol=gopher;AccountName=acct;AccountKey={EMULATOR_KEY};"
+            f"EndpointSuffix={PASSWORD}.example",
+            "EndpointSuffix",
+        ),
+    ],
+    ids=["credentials", "query", "scheme", "port", "suffix"],
+)
+def test_a_connection_string_endpoint_is_checked_like_the_endpoint_setting(
+    connection: str, named: str
+) -> None:
+    # a BlobEndpoint with credentials was kept, shown by repr() and by the chained errors
+    # of every request; a bad one failed only at the first request
+    settings = StorageSettings(
+        type="azure", azure={"container": "media", "connection_string": connection}
+    )
+    with pytest.raises(StorageConfigError, match=named) as info:
+        create_storage_backend(settings)
+    assert PASSWORD not in "".join(traceback.format_exception(info.value))
+    with pytest.raises(StorageConfigError, match=named):
+        AzureStorageBackend("media", connection_string=connection)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://user:{PASSWORD}@127.0.0.1:10000/acct",
+        f"http://127.0.0.1:10000/acct?sig={PASSWORD}",
+        f"ftp://127.0.0.1/{PASSWORD}",
+        f"http://127.0.0.1:{PASSWORD}/acct",
+        "http://127.0.0.1:99999/acct",
+        f"http://127.0.0.1:10000/{PASSWORD}\n",
+    ],
+    ids=["credentials", "query", "scheme", "port", "port-range", "newline"],
+)
+def test_gcs_and_azure_constructors_check_the_endpoint_url(url: str) -> None:
+    # as the settings do: code that builds a backend itself gets the same checks
+    from file_storage import GCSStorageBackend
+
+    for build in (
+        lambda: AzureStorageBackend("media", account="acct", endpoint_url=url),
+        lambda: GCSStorageBackend("media", endpoint_url=url),
+    ):
+        with pytest.raises(StorageConfigError, match="endpoint_url") as info:
+            build()
+        assert PASSWORD not in "".join(traceback.format_exception(info.value))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda key: create_storage_backend(
+            StorageSettings(
+                type="azure", azure={"account": "acct", "container": "media", "access_key": key}
+            )
+        ),
+        lambda key: AzureStorageBackend("media", account="acct", access_key=key),
+        lambda key: AzureStorageBackend(
+            "media", connection_string=f"AccountName=acct;AccountKey={key}"
+        ),
+    ],
+    ids=["settings", "constructor", "connection-string"],
+)
+def test_an_account_key_that_is_not_base64_fails_when_the_backend_is_built(build: Any) -> None:
+    # it failed every request as a bare StorageError ("Azure request failed")
+    key = f"{PASSWORD}!not base64"
+    with pytest.raises(StorageConfigError, match="base64") as info:
+        build(key)
+    assert "STORAGE_AZURE_ACCESS_KEY" in str(info.value) or "AccountKey" in str(info.value)
+    assert PASSWORD not in "".join(traceback.format_exception(info.value))
 
 
 async def test_missing_container_raises_config_error(azurite: Any) -> None:

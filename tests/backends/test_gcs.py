@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import traceback
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -165,12 +166,48 @@ def test_bad_settings_name_the_variable(
         StorageSettings()
 
 
-async def test_service_account_json_that_is_not_json_is_a_config_error() -> None:
-    backend = GCSStorageBackend(
-        "media", service_account="{not json", endpoint_url="http://127.0.0.1:9"
-    )
-    with pytest.raises(StorageConfigError, match="not valid JSON"):
-        await backend.get_presigned_url("a.txt")
+@pytest.mark.parametrize(
+    "account", ['{"private_key": "SeCrEt-never-printed"', '["SeCrEt-never-printed"]']
+)
+def test_service_account_json_that_is_not_a_json_object_fails_when_built(account: str) -> None:
+    # inline JSON is checked by the constructor (no I/O needed), not at the first request
+    with pytest.raises(StorageConfigError, match=r"service_account.*JSON") as info:
+        GCSStorageBackend("media", service_account=account, endpoint_url="http://127.0.0.1:9")
+    assert "SeCrEt" not in "".join(traceback.format_exception(info.value))
+    settings = StorageSettings(type="gcs", gcs={"bucket": "media", "service_account": account})
+    with pytest.raises(StorageConfigError, match="STORAGE_GCS_SERVICE_ACCOUNT") as info:
+        create_storage_backend(settings)
+    assert "SeCrEt" not in "".join(traceback.format_exception(info.value))
+
+
+@pytest.mark.parametrize("in_file", [False, True], ids=["json", "file"])
+@pytest.mark.parametrize(
+    "account",
+    [
+        {"client_email": "a@p.iam.gserviceaccount.com"},  # no private_key
+        {
+            "type": "service_account",
+            "client_email": "a@p.iam.gserviceaccount.com",
+            "private_key_id": "1",
+            "private_key": "-----BEGIN PRIVATE KEY-----\nSeCrEt-never-printed\n"
+            "-----END PRIVATE KEY-----\n",
+        },
+    ],
+    ids=["no-key", "bad-key"],
+)
+async def test_a_service_account_key_that_cannot_be_used_is_a_config_error(
+    account: dict[str, str], in_file: bool, tmp_path: Path
+) -> None:
+    # it was a bare StorageError ("GCS request failed"), as if the request had failed
+    value = json.dumps(account)
+    if in_file:
+        (tmp_path / "key.json").write_text(value)
+        value = str(tmp_path / "key.json")
+    backend = GCSStorageBackend("media", service_account=value, endpoint_url="http://127.0.0.1:9")
+    async with backend:
+        with pytest.raises(StorageConfigError, match="service account") as info:
+            await backend.save("a.txt", b"x")
+    assert "SeCrEt" not in "".join(traceback.format_exception(info.value))
 
 
 def test_building_gcs_and_azure_backends_imports_no_sdk_in_a_fresh_interpreter() -> None:

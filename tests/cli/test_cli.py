@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.helpers import ROOT, cli, cli_env, s3_settings, write_env_file
+from tests.cli.helpers import ROOT, cli, cli_env, command, s3_settings, write_env_file
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
@@ -121,6 +121,45 @@ def test_bad_settings_exit_1_naming_the_variable(tmp_path: Path) -> None:
     assert result.stderr.splitlines() == [
         b"file-storage: STORAGE_S3_BUCKET: required when STORAGE_TYPE is S3"
     ]
+
+
+def test_empty_values_in_an_env_file_count_as_unset_as_in_dotenv(tmp_path: Path) -> None:
+    # the app's .env worked, the same file given to --env-file failed ("must be a number")
+    settings = {
+        "STORAGE_LOCAL_PATH": str(tmp_path / "storage"),
+        "STORAGE_LOCAL_MAX_SIZE_GB": "",
+        "STORAGE_S3_ENDPOINT_URL": "",
+        "STORAGE_S3_MAX_CONCURRENCY": "",
+    }
+    file = write_env_file(tmp_path / "app.env", settings)
+    (tmp_path / "a").write_bytes(b"a")
+    put = cli("--env-file", file, "put", tmp_path / "a", "e/a", env=cli_env())
+    assert (put.returncode, put.stderr) == (0, b"")
+    dest = write_env_file(
+        tmp_path / "dest.env", {**settings, "STORAGE_LOCAL_PATH": str(tmp_path / "d")}
+    )
+    moved = cli("--env-file", file, "migrate", "--to-env", dest, env=cli_env())
+    assert (moved.returncode, moved.stderr) == (0, b"")
+    assert (tmp_path / "d" / "e" / "a").read_bytes() == b"a"
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["dotenv", "env-file"])
+def test_an_env_file_that_is_not_utf8_exits_1_in_one_line(tmp_path: Path, given: bool) -> None:
+    # it was a UnicodeDecodeError traceback
+    secret = "sEcReT-in-the-env-file-never-printed"
+    file = tmp_path / ("app.env" if given else ".env")
+    file.write_bytes(
+        f"STORAGE_LOCAL_SIGNING_KEY={secret}\nSTORAGE_S3_REGION=\xe9u\n".encode("latin-1")
+    )
+    args = ["--env-file", file, "ls"] if given else ["ls"]
+    result = subprocess.run(
+        command(*args), env=cli_env(), cwd=tmp_path, capture_output=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"file-storage: the env file {file.name}: not valid UTF-8 text".encode()
+    ]
+    assert secret.encode() not in result.stdout + result.stderr
 
 
 def test_rm_prefix_without_a_terminal_needs_yes(tmp_path: Path) -> None:

@@ -200,3 +200,52 @@ async def test_a_redis_that_never_answers_times_out_then_fails_at_once(password:
                 await client.call("PING")
         finally:
             await client.aclose()
+
+
+REDIS_PASSWORD = "rEdIs-pAsSwOrD-never-printed"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://:{REDIS_PASSWORD}@127.0.0.1:abc/0",  # a port that is no number
+        f"redis://:{REDIS_PASSWORD}@127.0.0.1:99999/0",  # out of range
+        f"redis://:{REDIS_PASSWORD}@[::1/0",  # an unclosed IPv6 address
+        f"rediss://:{REDIS_PASSWORD}@127.0.0.1:6379/notadb",  # silently database 0 before
+        f"redis://127.0.0.1:6379/0?password={REDIS_PASSWORD}&socket_timeout=soon",
+        f"unix://:{REDIS_PASSWORD}@",  # no socket path
+        f"redis://:{REDIS_PASSWORD}@127.0.0.1\n:6379/0",  # a pasting accident
+    ],
+    ids=["port", "port-range", "ipv6", "db", "query", "unix-path", "newline"],
+)
+def test_a_malformed_redis_url_fails_when_the_backend_is_built(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # not at the first write, as a ValueError from the Redis client (or not at all)
+    import traceback
+
+    from file_storage import StorageConfigError, StorageSettings, create_storage_backend
+
+    monkeypatch.setenv("STORAGE_TYPE", "MEMORY")
+    monkeypatch.setenv("STORAGE_QUOTA_REDIS_URL", url)
+    with pytest.raises(StorageConfigError, match="STORAGE_QUOTA_REDIS_URL") as info:
+        create_storage_backend(StorageSettings())
+    assert REDIS_PASSWORD not in "".join(traceback.format_exception(info.value))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379",
+        "redis://127.0.0.1:6379/",
+        "redis://user:pw@[::1]:6379/15",
+        "rediss://:pw@redis.example:6380/0?ssl_cert_reqs=none",
+        "redis://127.0.0.1/?db=3",
+        "unix:///run/redis/redis.sock?db=2",
+        "unix://:pw@/run/redis/redis.sock",
+    ],
+)
+def test_well_formed_redis_urls_are_accepted(url: str) -> None:
+    from file_storage import MemoryStorageBackend
+
+    MemoryStorageBackend(quota_redis_url=url)  # builds, connects nowhere yet

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from file_storage._keys import validate_key
 from file_storage._metadata import decode_value, encode_value
+from file_storage._settings_common import check_base_url, checked, checked_url
 from file_storage._streams import prepend
 from file_storage.backends._core import DELETE_BATCH, CoreArgs, Method
 from file_storage.backends._obstore._errors import (
@@ -131,6 +132,8 @@ class ObstoreBackend(StorageBackend):
         public_base_url: str | None = None,
         **core: Unpack[CoreArgs],
     ) -> None:
+        if not isinstance(prefix, str):
+            raise StorageConfigError("prefix: must be a str")
         prefix = prefix.strip("/")
         if prefix:
             try:
@@ -143,8 +146,9 @@ class ObstoreBackend(StorageBackend):
         self._store_lock = threading.Lock()
         self._opened: ObjectStore | None = None
         self._obs: ModuleType | None = None
-        self._public_base_url = public_base_url
-        self._endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
+        self._public_base_url = checked("public_base_url", check_base_url, public_base_url)
+        # checked as the settings check it: no credentials (repr shows it), a valid port
+        self._endpoint_url = checked_url("endpoint_url", endpoint_url or None)
         super().__init__(quota_identity=f"{identity}/{prefix}", **core)
         self._identity = identity
         # expiry rules live in the store, shared by every process (see _obstore._rules)

@@ -26,6 +26,16 @@ _STATUS = re.compile(r"status code: (\d{3})")
 # Azure's <Code>ContainerNotFound</Code>, GCS's XML <Code>NoSuchBucket</Code>
 _CODE = re.compile(r"<Code>([A-Za-z0-9]{1,64})</Code>")
 _MISSING_STORE = frozenset({"ContainerNotFound", "NoSuchBucket"})
+# a GCS service-account key object_store could not open, parse or use: a setting to fix,
+# found when the first request builds its credentials (object_store's gcp credential errors)
+_BAD_SERVICE_ACCOUNT = (
+    "Unable to open service account file",
+    "Unable to decode service account file",
+    "No RSA key found",
+    "Invalid RSA key",
+    "Unsupported key encoding",
+    "CryptoProvider error",  # the key's PEM cannot be read or used to sign
+)
 # transport failures: obstore retried them and gave up
 _TRANSPORT = ("error sending request", "HTTP error", "timed out", "Timeout", "connection")
 
@@ -94,6 +104,10 @@ def map_obstore_error(exc: Exception, kind: str) -> StorageError | None:
         return PreconditionFailedError("the object changed since that ETag")
     if status is not None and (status >= 500 or status in (408, 429)):
         return StorageUnavailableError(f"{kind} unavailable{suffix}")
+    if status is None and any(words in text for words in _BAD_SERVICE_ACCOUNT):
+        return StorageConfigError(
+            f"{kind}: the service account key cannot be used (STORAGE_GCS_SERVICE_ACCOUNT)"
+        )
     if status is None and any(word in text for word in _TRANSPORT):
         return StorageUnavailableError(f"{kind} unavailable (no answer)")
     return StorageError(f"{kind} request failed{suffix}")

@@ -7,13 +7,16 @@ be C# identifiers, so a name that is not one (``my-name``) travels hex-encoded b
 
 from __future__ import annotations
 
+import base64
 import re
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from file_storage._cloud_settings import check_azure_account, check_azure_container
 from file_storage._http import content_disposition
+from file_storage._settings_common import check_http_url, checked
 from file_storage.backends._core import Method
 from file_storage.backends._obstore._backend import ESCAPE, RETRY, ObstoreBackend, escape_name
 from file_storage.backends.azure._sas import service_sas_url
@@ -77,12 +80,18 @@ class AzureStorageBackend(ObstoreBackend):
         if access_key is not None and connection_string is not None:
             raise StorageConfigError("access_key and connection_string: give one, not both")
         key = _wrap(access_key)
+        _check_key(key, "access_key (STORAGE_AZURE_ACCESS_KEY)")
         if connection_string is not None:
             account, key, endpoint_url = _parse_connection_string(
                 _wrap(connection_string), account, endpoint_url
             )
+            _check_key(key, "connection string: AccountKey")
         if not account:
             raise StorageConfigError("account: required (or a connection string naming it)")
+        if not isinstance(container, str):
+            raise StorageConfigError("container: must be a str")
+        checked("account", check_azure_account, account)
+        checked("container", check_azure_container, container)
         super().__init__(
             prefix=prefix,
             identity=f"azure:{account}/{container}",
@@ -159,6 +168,20 @@ def _wrap(secret: str | SecretStr | None) -> SecretStr | None:
     return SecretStr(secret) if isinstance(secret, str) else secret
 
 
+def _check_key(key: SecretStr | None, name: str) -> None:
+    """An account key is base64 (it signs every request): refuse another at build time."""
+    if key is None:
+        return
+    try:
+        base64.b64decode(key.get_secret_value(), validate=True)
+    except ValueError:
+        valid = False
+    else:
+        valid = bool(key.get_secret_value())
+    if not valid:  # raised outside the except block: the key stays out of __context__
+        raise StorageConfigError(f"{name}: must be the account's key, in base64")
+
+
 def _parse_connection_string(
     secret: SecretStr | None, account: str | None, endpoint_url: str | None
 ) -> tuple[str | None, SecretStr | None, str | None]:
@@ -184,8 +207,23 @@ def _parse_connection_string(
         )
     account_name = account or fields.get("accountname")
     key = SecretStr(fields["accountkey"]) if fields.get("accountkey") else None
-    endpoint: str | None = endpoint_url or fields.get("blobendpoint")
+    endpoint: str | None = endpoint_url
+    if endpoint is None and fields.get("blobendpoint"):
+        endpoint = _endpoint("BlobEndpoint", fields["blobendpoint"])
     if endpoint is None and account_name and "endpointsuffix" in fields:
         protocol = fields.get("defaultendpointsprotocol", "https")
-        endpoint = f"{protocol}://{account_name}.blob.{fields['endpointsuffix']}"
+        endpoint = _endpoint(
+            "the endpoint of DefaultEndpointsProtocol and EndpointSuffix",
+            f"{protocol}://{account_name}.blob.{fields['endpointsuffix']}",
+        )
     return account_name, key, endpoint
+
+
+def _endpoint(field: str, url: str) -> str | None:
+    """The connection string's endpoint, checked like ``endpoint_url`` (never echoed)."""
+    try:
+        return check_http_url(url)
+    except ValueError as exc:
+        problem = str(exc)
+    # outside the except block: the URL, which may hold credentials, stays out of __context__
+    raise StorageConfigError(f"connection string: {field} {problem}")

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from file_storage._cloud_settings import check_gcs_bucket
 from file_storage._http import content_disposition
+from file_storage._settings_common import checked
 from file_storage.backends._core import Method
 from file_storage.backends._obstore._backend import RETRY, ObstoreBackend
 from file_storage.backends.gcs._signing import signed_url
@@ -60,6 +62,13 @@ class GCSStorageBackend(ObstoreBackend):
         expire_interval_seconds: float | None = None,
         public_base_url: str | None = None,
     ) -> None:
+        if not isinstance(bucket, str):
+            raise StorageConfigError("bucket: must be a str")
+        checked("bucket", check_gcs_bucket, bucket)
+        if isinstance(service_account, str):
+            service_account = SecretStr(service_account)
+        if service_account is not None and _inline(service_account.get_secret_value()):
+            _check_key_json(service_account.get_secret_value())  # a file is read when used
         super().__init__(
             prefix=prefix,
             identity=f"gcs:{bucket}",
@@ -74,8 +83,6 @@ class GCSStorageBackend(ObstoreBackend):
             public_base_url=public_base_url,
         )
         self._bucket = bucket
-        if isinstance(service_account, str):
-            service_account = SecretStr(service_account)
         self._service_account = service_account
 
     def __repr__(self) -> str:
@@ -92,7 +99,7 @@ class GCSStorageBackend(ObstoreBackend):
         if self._service_account is None:
             return None
         value = self._service_account.get_secret_value()
-        if not value.lstrip().startswith("{"):
+        if not _inline(value):
             try:
                 with open(value, encoding="utf-8") as file:  # small; read once per URL
                     value = file.read()
@@ -135,11 +142,7 @@ class GCSStorageBackend(ObstoreBackend):
         config: dict[str, Any] = {}
         if self._service_account is not None:
             value = self._service_account.get_secret_value()
-            if value.lstrip().startswith("{"):
-                try:
-                    json.loads(value)
-                except ValueError:
-                    raise StorageConfigError("service_account: not valid JSON") from None
+            if _inline(value):  # checked by the constructor
                 config["service_account_key"] = value
             else:
                 config["service_account"] = value
@@ -151,4 +154,22 @@ class GCSStorageBackend(ObstoreBackend):
             config=config,  # type: ignore[arg-type]
             client_options=self._client_options(),  # type: ignore[arg-type]
             retry_config=RETRY,  # type: ignore[arg-type]
+        )
+
+
+def _inline(value: str) -> bool:
+    """Whether a service-account setting is the key's JSON itself, not a file's path."""
+    return value.lstrip().startswith(("{", "["))
+
+
+def _check_key_json(value: str) -> None:
+    """Raise StorageConfigError unless ``value`` is a JSON object (never quoting it)."""
+    try:
+        fields = json.loads(value)
+    except ValueError:
+        fields = None
+    if not isinstance(fields, dict):
+        raise StorageConfigError(
+            "service_account (STORAGE_GCS_SERVICE_ACCOUNT): not valid JSON: the key file's "
+            "JSON object, or the path of the file"
         )

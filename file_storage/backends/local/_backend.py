@@ -36,6 +36,7 @@ from typing import TypeVar
 
 from pydantic import SecretStr
 
+from file_storage._settings_common import check_base_url, checked
 from file_storage._streams import Progress
 from file_storage.backends._pages import Entry
 from file_storage.backends._router_signed import RouterSigned
@@ -130,6 +131,8 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         expire_interval_seconds: float | None = None,
         public_base_url: str | None = None,
     ) -> None:
+        if "\x00" in os.fspath(root):  # no file system call takes it: say so now
+            raise StorageConfigError("root: must not contain a NUL character")
         self._root = Path(root).expanduser().absolute()
         super().__init__(
             max_size_bytes=max_size_bytes,
@@ -145,7 +148,7 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         self._rules = LocalRules(self._dir, durable)
         self._sweeping: concurrent.futures.Future[None] | None = None
         self._set_signing(base_url, signing_key)
-        self._public_base_url = public_base_url
+        self._public_base_url = checked("public_base_url", check_base_url, public_base_url)
         if isinstance(temp_max_age_seconds, bool) or not (
             isinstance(temp_max_age_seconds, int | float) and temp_max_age_seconds > 0
         ):

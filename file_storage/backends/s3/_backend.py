@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from file_storage._http import content_disposition
 from file_storage._keys import validate_key
 from file_storage._metadata import encode_value
+from file_storage._settings_common import check_base_url, checked
 from file_storage._spool import Entry, Spool, read_range
 from file_storage._streams import Progress
 from file_storage.backends import _pages
@@ -147,7 +148,8 @@ class S3StorageBackend(S3Clients):
         expire_interval_seconds: float | None = None,
         public_base_url: str | None = None,
     ) -> None:
-        self._public_base_url = public_base_url
+        # an http(s) URL, or a path of the app's own (a route that proxies the bucket)
+        self._public_base_url = checked("public_base_url", check_base_url, public_base_url)
         self._options = options = s3_options(
             bucket,
             prefix=prefix,

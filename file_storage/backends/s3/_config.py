@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -19,6 +18,14 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from file_storage._keys import validate_key
+from file_storage._settings_common import (
+    MAX_SECONDS,
+    S3_BUCKET,
+    check_s3_region,
+    checked,
+    checked_url,
+    has_space_or_control,
+)
 from file_storage.backends._core import count_attempt
 from file_storage.backends.s3 import _multipart as mp
 from file_storage.backends.s3._checksums import CHECKSUM_MODES
@@ -30,9 +37,6 @@ __all__ = ["S3Options", "load_sdk", "open_client", "s3_options"]
 logger = logging.getLogger("file_storage.backends.s3")
 
 CLIENTS = ("aioboto3", "obstore")
-
-# legacy us-east-1 names allow capitals and "_" (AWS, "General purpose bucket naming rules")
-_BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +104,17 @@ def s3_options(
         or quota_refresh_seconds < 0
     ):
         raise StorageConfigError("quota_refresh_seconds must be a number of seconds >= 0")
-    if not isinstance(bucket, str) or not _BUCKET_NAME.fullmatch(bucket):
+    if not isinstance(bucket, str) or not S3_BUCKET.fullmatch(bucket):
         raise StorageConfigError("bucket must be a valid S3 bucket name")
     if not isinstance(region, str) or not region:
         raise StorageConfigError("region must be a non-empty str")
+    checked("region", check_s3_region, region)
     if access_key_id is not None and not isinstance(access_key_id, str):
         raise StorageConfigError("access_key_id must be a str")
+    if access_key_id is not None and has_space_or_control(access_key_id):
+        raise StorageConfigError(
+            "access_key_id must not contain spaces, line breaks or control characters"
+        )
     secret = _secret("secret_access_key", secret_access_key)
     token = _secret("session_token", session_token)
     if (access_key_id is None) != (secret is None):
@@ -122,6 +131,8 @@ def s3_options(
         encryption["SSEKMSKeyId"] = sse_kms_key_id
     if fallback_path is not None and not isinstance(fallback_path, str | os.PathLike):
         raise StorageConfigError("fallback_path must be a path")
+    if fallback_path is not None and "\x00" in str(os.fspath(fallback_path)):
+        raise StorageConfigError("fallback_path must not contain a NUL character")
     if flush_interval_seconds is not None and fallback_path is None:
         raise StorageConfigError("flush_interval_seconds needs fallback_path")
     return S3Options(
@@ -131,8 +142,8 @@ def s3_options(
         access_key_id=access_key_id,
         secret_access_key=secret,
         session_token=token,
-        endpoint_url=_check_url("endpoint_url", endpoint_url),
-        public_endpoint_url=_check_url("public_endpoint_url", public_endpoint_url),
+        endpoint_url=checked_url("endpoint_url", endpoint_url),
+        public_endpoint_url=checked_url("public_endpoint_url", public_endpoint_url),
         addressing_style=_choice("addressing_style", addressing_style, ("auto", "path", "virtual")),
         threshold=_int("multipart_threshold", multipart_threshold, 0, mp.MAX_PUT_SIZE),
         chunk_size=_int(
@@ -176,21 +187,6 @@ def _root(prefix: object) -> str:
     return f"{prefix}/"
 
 
-def _check_url(name: str, url: object) -> str | None:
-    """Validate an endpoint URL without echoing it (it could hold credentials)."""
-    if url is None:
-        return None
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise StorageConfigError(f"{name} must be an http:// or https:// URL")
-    if parts.username is not None or parts.password is not None:
-        raise StorageConfigError(f"{name} must not contain credentials")
-    if parts.query or parts.fragment:
-        raise StorageConfigError(f"{name} must not have a query or fragment")
-    assert isinstance(url, str)
-    return url.rstrip("/")
-
-
 def _int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise StorageConfigError(f"{name} must be an int >= {minimum}")
@@ -200,7 +196,7 @@ def _int(name: str, value: object, minimum: int, maximum: int | None = None) -> 
 
 
 def _seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < MAX_SECONDS:
         raise StorageConfigError(f"{name} must be a positive number of seconds")
     return float(value)
 
@@ -212,11 +208,17 @@ def _choice(name: str, value: object, allowed: tuple[str | None, ...]) -> Any:
 
 
 def _secret(name: str, value: object) -> SecretStr | None:
-    if value is None or isinstance(value, SecretStr):
-        return value
+    if value is None:
+        return None
     if isinstance(value, str):
-        return SecretStr(value)
-    raise StorageConfigError(f"{name} must be a str or SecretStr")
+        value = SecretStr(value)
+    if not isinstance(value, SecretStr):
+        raise StorageConfigError(f"{name} must be a str or SecretStr")
+    if has_space_or_control(value.get_secret_value()):  # a secret file's line break
+        raise StorageConfigError(
+            f"{name} must not contain spaces, line breaks or control characters"
+        )
+    return value
 
 
 # ---------------------------------------------------------------- the client
