@@ -118,3 +118,50 @@ async def test_upload_file_cancelled_by_a_scope_closes_the_local_file(
         await backend.upload_file(source, "k.bin", progress=cancel)
     # (S3 reads a file this small whole, and tells progress once it is sent: not cancelled)
     assert open_descriptors(source) == 0
+
+
+async def test_move_cancelled_by_a_scope_as_its_event_is_made_frees_and_announces_the_source(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.set_quota("", 1000)
+    await backend.save("src", b"x" * 600)
+    seen: list[tuple[str, str]] = []
+    backend.subscribe(lambda event: seen.append((event.type, event.key)))
+    real = backend._created
+    with anyio.CancelScope() as scope:
+
+        async def cancelled_while_stat(key: str, size: int | None) -> object:
+            scope.cancel()  # the client went away once the move was done
+            return await real(key, size)
+
+        monkeypatch.setattr(backend, "_created", cancelled_while_stat)
+        await backend.move("src", "dst")
+    assert scope.cancelled_caught
+    assert await backend.list_files() == ["dst"]
+    assert sorted(seen) == [("created", "dst"), ("deleted", "src")]
+    assert (await backend.get_usage()).used == 600  # the source no longer counted
+
+
+async def test_move_cancelled_by_a_scope_once_done_frees_and_announces_the_source(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.set_quota("", 1000)
+    await backend.save("src", b"x" * 600)
+    seen: list[tuple[str, str]] = []
+    backend.subscribe(lambda event: seen.append((event.type, event.key)))
+    real = backend._move
+    with anyio.CancelScope() as scope:
+
+        async def moved_then_cancelled(src: str, dst: str) -> None:
+            await real(src, dst)
+            scope.cancel()  # the client went away as the store answered
+            cancelled = asyncio.CancelledError()
+            mark_landed(cancelled)
+            raise cancelled
+
+        monkeypatch.setattr(backend, "_move", moved_then_cancelled)
+        await backend.move("src", "dst")
+    assert scope.cancelled_caught
+    assert await backend.list_files() == ["dst"]
+    assert sorted(seen) == [("created", "dst"), ("deleted", "src")]
+    assert (await backend.get_usage()).used == 600  # the source no longer counted
