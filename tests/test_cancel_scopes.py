@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from file_storage import StorageBackend
@@ -165,3 +167,28 @@ async def test_move_cancelled_by_a_scope_once_done_frees_and_announces_the_sourc
     assert await backend.list_files() == ["dst"]
     assert sorted(seen) == [("created", "dst"), ("deleted", "src")]
     assert (await backend.get_usage()).used == 600  # the source no longer counted
+
+
+async def test_purge_cancelled_by_a_scope_as_the_quota_forgets_still_announces(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend._rules.applies_itself:
+        pytest.skip("the store applies the rules itself")
+    backend.set_quota("", 1000)
+    await backend.save("tmp/a", b"x" * 100)
+    await backend.set_expiration("tmp", 1)
+    seen: list[tuple[str, str]] = []
+    backend.subscribe(lambda event: seen.append((event.type, event.key)))
+    real = backend._quotas.forget
+    with anyio.CancelScope() as scope:
+
+        async def forgotten_then_cancelled(key: str) -> None:
+            await real(key)
+            scope.cancel()  # the request's client went away during the ledger's round trip
+            await anyio.lowlevel.checkpoint()
+
+        monkeypatch.setattr(backend._quotas, "forget", forgotten_then_cancelled)
+        await backend.purge_expired(datetime.now(UTC) + timedelta(days=2))
+    assert scope.cancelled_caught
+    assert await backend.list_files() == []
+    assert seen == [("deleted", "tmp/a")]
