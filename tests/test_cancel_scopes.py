@@ -5,6 +5,7 @@ cancelled operation cleans up must be done all the same."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ import anyio.lowlevel
 import pytest
 
 from file_storage import StorageBackend
-from file_storage.backends._support import mark_landed
+from file_storage.backends._support import mark_landed, opened
 
 SIZE = 3 * 1024 * 1024
 
@@ -192,3 +193,23 @@ async def test_purge_cancelled_by_a_scope_as_the_quota_forgets_still_announces(
     assert scope.cancelled_caught
     assert await backend.list_files() == []
     assert seen == [("deleted", "tmp/a")]
+
+
+async def test_a_local_file_whose_last_bytes_cannot_be_written_raises_on_close() -> None:
+    # opened() closes files whole (a cancel scope cannot skip it); the close's own error,
+    # the flush of buffered bytes onto a full disk, is still the caller's: a download
+    # whose file was sized beforehand (S3's ranged GETs) would pass its size check
+    with pytest.raises(OSError, match="space") as info:
+        async with opened(Path("/dev/full"), "wb") as out:
+            await out.write(b"x")  # buffered: written by the close
+    assert info.value.errno == errno.ENOSPC
+
+
+async def test_a_local_file_that_cannot_be_opened_by_a_cancelled_caller_raises_the_cancel(
+    tmp_path: Path,
+) -> None:
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        async with opened(tmp_path / "missing" / "f", "rb"):
+            pass
+    assert scope.cancelled_caught

@@ -298,12 +298,16 @@ async def opened(
         return cast(AsyncBufferedIOBase, await aiofiles.open(path, mode))
 
     made, cancelled = await run_whole(opening())
+    if made.exception() is not None and cancelled is not None:
+        raise cancelled from made.exception()  # cancelled: not told of the OSError
     file = made.result()  # an OSError is the caller's
     try:
         if cancelled is not None:
             raise cancelled
         yield file
     finally:
-        _, late = await run_whole(file.close())
+        closing, late = await run_whole(file.close())
         if late is not None:
+            closing.exception()  # retrieved: the caller is told of the cancellation
             raise late
+        closing.result()  # the flush of the last bytes failed (a full disk): the caller's
