@@ -16,6 +16,7 @@ import anyio.lowlevel
 import pytest
 
 from file_storage import StorageBackend
+from file_storage._quota import Reservation
 from file_storage.backends._support import mark_landed, opened
 
 SIZE = 3 * 1024 * 1024
@@ -213,3 +214,33 @@ async def test_a_local_file_that_cannot_be_opened_by_a_cancelled_caller_raises_t
         async with opened(tmp_path / "missing" / "f", "rb"):
             pass
     assert scope.cancelled_caught
+
+
+@pytest.mark.parametrize("operation", ["save", "move"])
+async def test_write_cancelled_by_a_scope_as_the_quota_counts_it_still_announces(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    backend.set_quota("", 1000)
+    await backend.save("src", b"x" * 600)
+    seen: list[tuple[str, str]] = []
+    backend.subscribe(lambda event: seen.append((event.type, event.key)))
+    commit = Reservation.commit
+    with anyio.CancelScope() as scope:
+
+        async def committed_then_cancelled(self: Reservation, size: int) -> None:
+            await commit(self, size)
+            scope.cancel()  # the client went away during the ledger's round trip
+            await anyio.lowlevel.checkpoint()
+
+        monkeypatch.setattr(Reservation, "commit", committed_then_cancelled)
+        if operation == "save":
+            await backend.save("dst", b"y" * 300)
+        else:
+            await backend.move("src", "dst")
+    assert scope.cancelled_caught
+    expected = [("created", "dst")]
+    if operation == "move":
+        expected.append(("deleted", "src"))
+    assert sorted(seen) == expected
+    used = 900 if operation == "save" else 600
+    assert (await backend.get_usage()).used == used

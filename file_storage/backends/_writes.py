@@ -164,12 +164,18 @@ class Writes(BackendCore):
                     await self._announce(key, size, exc)
             raise
         value = size.value if isinstance(size, Counter) else size
-        if reservation is not None:
-            await reservation.commit(value or 0)
+        try:
+            if reservation is not None:
+                await reservation.commit(value or 0)  # a Redis ledger's round trip
+        except asyncio.CancelledError as cancelled:
+            # the write is done (a move's source gone too): its caller counts it so, and
+            # subscribers hear of it
+            mark_landed(cancelled)
+            await self._announce(key, size, cancelled)
+            raise
         try:
             return await self._made(key, value)
         except asyncio.CancelledError as cancelled:
-            # the write is done (a move's source gone too): its caller counts it so
             mark_landed(cancelled)
             raise
 
