@@ -10,6 +10,7 @@ import os
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -17,7 +18,7 @@ import pytest
 
 from file_storage import StorageBackend
 from file_storage._quota import Reservation
-from file_storage.backends._support import mark_landed, opened
+from file_storage.backends._support import mark_landed, opened, run_whole, stop_then_wait
 
 SIZE = 3 * 1024 * 1024
 
@@ -244,3 +245,46 @@ async def test_write_cancelled_by_a_scope_as_the_quota_counts_it_still_announces
     assert sorted(seen) == expected
     used = 900 if operation == "save" else 600
     assert (await backend.get_usage()).used == used
+
+
+@pytest.mark.parametrize("helper", ["run_whole", "stop_then_wait"])
+async def test_a_clean_up_waited_for_in_a_cancelled_scope_does_not_spin(
+    monkeypatch: pytest.MonkeyPatch, helper: str
+) -> None:
+    # a cancel scope cancels the task again at every turn of the loop while it waits: the
+    # wait must not wake for each (it spun, a core busy for as long as the clean-up ran)
+    wakes = 0
+    wait = asyncio.wait
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal wakes
+        wakes += 1
+        return await wait(*args, **kwargs)
+
+    shield = asyncio.shield
+
+    def counted_shield(step: Any) -> Any:
+        nonlocal wakes
+        wakes += 1
+        return shield(step)
+
+    monkeypatch.setattr(asyncio, "wait", counted)
+    monkeypatch.setattr(asyncio, "shield", counted_shield)
+    release = asyncio.Event()
+
+    async def slow_clean_up() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await release.wait()
+
+    asyncio.get_running_loop().call_later(0.05, release.set)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        if helper == "run_whole":
+            _, cancelled = await run_whole(release.wait())
+            assert cancelled is not None
+            raise cancelled
+        await stop_then_wait(slow_clean_up())
+    assert scope.cancelled_caught
+    assert wakes < 10
