@@ -18,6 +18,7 @@ import pytest
 
 from file_storage import StorageBackend
 from file_storage._quota import Reservation
+from file_storage.backends._obstore._backend import _to_the_end
 from file_storage.backends._support import mark_landed, opened, run_whole, stop_then_wait
 
 SIZE = 3 * 1024 * 1024
@@ -247,7 +248,7 @@ async def test_write_cancelled_by_a_scope_as_the_quota_counts_it_still_announces
     assert (await backend.get_usage()).used == used
 
 
-@pytest.mark.parametrize("helper", ["run_whole", "stop_then_wait"])
+@pytest.mark.parametrize("helper", ["run_whole", "stop_then_wait", "obstore_request"])
 async def test_a_clean_up_waited_for_in_a_cancelled_scope_does_not_spin(
     monkeypatch: pytest.MonkeyPatch, helper: str
 ) -> None:
@@ -285,6 +286,8 @@ async def test_a_clean_up_waited_for_in_a_cancelled_scope_does_not_spin(
             _, cancelled = await run_whole(release.wait())
             assert cancelled is not None
             raise cancelled
+        if helper == "obstore_request":
+            await _to_the_end(release.wait())
         await stop_then_wait(slow_clean_up())
     assert scope.cancelled_caught
     assert wakes < 10

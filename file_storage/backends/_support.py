@@ -247,7 +247,7 @@ def server_of(url: str) -> str:
 T = TypeVar("T")
 
 
-def _quiet(cancelled: bool) -> contextlib.AbstractContextManager[object]:
+def scope_shield(cancelled: bool) -> contextlib.AbstractContextManager[object]:
     """Once the caller is cancelled: a shielded anyio cancel scope for the rest of its wait.
     A cancelled anyio scope (FastAPI, Starlette) cancels its task again at every turn of
     the event loop: a wait woken by each would spin, a core busy for as long as the step
@@ -270,7 +270,7 @@ async def run_whole(
     cancelled: asyncio.CancelledError | None = None
     while not task.done():
         try:
-            with _quiet(cancelled is not None):
+            with scope_shield(cancelled is not None):
                 await asyncio.shield(task)
         except asyncio.CancelledError as exc:
             if not task.done():
@@ -293,7 +293,7 @@ async def stop_then_wait(step: Coroutine[Any, Any, T]) -> T:
     except asyncio.CancelledError:
         task.cancel()  # a no-op once it ended (in the same pass as the cancellation)
         while not task.done():
-            with contextlib.suppress(asyncio.CancelledError), _quiet(True):
+            with contextlib.suppress(asyncio.CancelledError), scope_shield(True):
                 await asyncio.wait([task])
         if not task.cancelled():
             task.exception()  # retrieved: the caller is told of the cancellation instead
