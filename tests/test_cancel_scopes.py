@@ -5,15 +5,21 @@ cancelled operation cleans up must be done all the same."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from file_storage import StorageBackend
-from file_storage.backends._support import mark_landed
+from file_storage._quota import Reservation
+from file_storage.backends._obstore._backend import _to_the_end
+from file_storage.backends._support import mark_landed, opened, run_whole, stop_then_wait
 
 SIZE = 3 * 1024 * 1024
 
@@ -118,3 +124,170 @@ async def test_upload_file_cancelled_by_a_scope_closes_the_local_file(
         await backend.upload_file(source, "k.bin", progress=cancel)
     # (S3 reads a file this small whole, and tells progress once it is sent: not cancelled)
     assert open_descriptors(source) == 0
+
+
+async def test_move_cancelled_by_a_scope_as_its_event_is_made_frees_and_announces_the_source(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.set_quota("", 1000)
+    await backend.save("src", b"x" * 600)
+    seen: list[tuple[str, str]] = []
+    backend.subscribe(lambda event: seen.append((event.type, event.key)))
+    real = backend._created
+    with anyio.CancelScope() as scope:
+
+        async def cancelled_while_stat(key: str, size: int | None) -> object:
+            scope.cancel()  # the client went away once the move was done
+            return await real(key, size)
+
+        monkeypatch.setattr(backend, "_created", cancelled_while_stat)
+        await backend.move("src", "dst")
+    assert scope.cancelled_caught
+    assert await backend.list_files() == ["dst"]
+    assert sorted(seen) == [("created", "dst"), ("deleted", "src")]
+    assert (await backend.get_usage()).used == 600  # the source no longer counted
+
+
+async def test_move_cancelled_by_a_scope_once_done_frees_and_announces_the_source(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.set_quota("", 1000)
+    await backend.save("src", b"x" * 600)
+    seen: list[tuple[str, str]] = []
+    backend.subscribe(lambda event: seen.append((event.type, event.key)))
+    real = backend._move
+    with anyio.CancelScope() as scope:
+
+        async def moved_then_cancelled(src: str, dst: str) -> None:
+            await real(src, dst)
+            scope.cancel()  # the client went away as the store answered
+            cancelled = asyncio.CancelledError()
+            mark_landed(cancelled)
+            raise cancelled
+
+        monkeypatch.setattr(backend, "_move", moved_then_cancelled)
+        await backend.move("src", "dst")
+    assert scope.cancelled_caught
+    assert await backend.list_files() == ["dst"]
+    assert sorted(seen) == [("created", "dst"), ("deleted", "src")]
+    assert (await backend.get_usage()).used == 600  # the source no longer counted
+
+
+async def test_purge_cancelled_by_a_scope_as_the_quota_forgets_still_announces(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend._rules.applies_itself:
+        pytest.skip("the store applies the rules itself")
+    backend.set_quota("", 1000)
+    await backend.save("tmp/a", b"x" * 100)
+    await backend.set_expiration("tmp", 1)
+    seen: list[tuple[str, str]] = []
+    backend.subscribe(lambda event: seen.append((event.type, event.key)))
+    real = backend._quotas.forget
+    with anyio.CancelScope() as scope:
+
+        async def forgotten_then_cancelled(key: str) -> None:
+            await real(key)
+            scope.cancel()  # the request's client went away during the ledger's round trip
+            await anyio.lowlevel.checkpoint()
+
+        monkeypatch.setattr(backend._quotas, "forget", forgotten_then_cancelled)
+        await backend.purge_expired(datetime.now(UTC) + timedelta(days=2))
+    assert scope.cancelled_caught
+    assert await backend.list_files() == []
+    assert seen == [("deleted", "tmp/a")]
+
+
+async def test_a_local_file_whose_last_bytes_cannot_be_written_raises_on_close() -> None:
+    # opened() closes files whole (a cancel scope cannot skip it); the close's own error,
+    # the flush of buffered bytes onto a full disk, is still the caller's: a download
+    # whose file was sized beforehand (S3's ranged GETs) would pass its size check
+    with pytest.raises(OSError, match="space") as info:
+        async with opened(Path("/dev/full"), "wb") as out:
+            await out.write(b"x")  # buffered: written by the close
+    assert info.value.errno == errno.ENOSPC
+
+
+async def test_a_local_file_that_cannot_be_opened_by_a_cancelled_caller_raises_the_cancel(
+    tmp_path: Path,
+) -> None:
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        async with opened(tmp_path / "missing" / "f", "rb"):
+            pass
+    assert scope.cancelled_caught
+
+
+@pytest.mark.parametrize("operation", ["save", "move"])
+async def test_write_cancelled_by_a_scope_as_the_quota_counts_it_still_announces(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    backend.set_quota("", 1000)
+    await backend.save("src", b"x" * 600)
+    seen: list[tuple[str, str]] = []
+    backend.subscribe(lambda event: seen.append((event.type, event.key)))
+    commit = Reservation.commit
+    with anyio.CancelScope() as scope:
+
+        async def committed_then_cancelled(self: Reservation, size: int) -> None:
+            await commit(self, size)
+            scope.cancel()  # the client went away during the ledger's round trip
+            await anyio.lowlevel.checkpoint()
+
+        monkeypatch.setattr(Reservation, "commit", committed_then_cancelled)
+        if operation == "save":
+            await backend.save("dst", b"y" * 300)
+        else:
+            await backend.move("src", "dst")
+    assert scope.cancelled_caught
+    expected = [("created", "dst")]
+    if operation == "move":
+        expected.append(("deleted", "src"))
+    assert sorted(seen) == expected
+    used = 900 if operation == "save" else 600
+    assert (await backend.get_usage()).used == used
+
+
+@pytest.mark.parametrize("helper", ["run_whole", "stop_then_wait", "obstore_request"])
+async def test_a_clean_up_waited_for_in_a_cancelled_scope_does_not_spin(
+    monkeypatch: pytest.MonkeyPatch, helper: str
+) -> None:
+    # a cancel scope cancels the task again at every turn of the loop while it waits: the
+    # wait must not wake for each (it spun, a core busy for as long as the clean-up ran)
+    wakes = 0
+    wait = asyncio.wait
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal wakes
+        wakes += 1
+        return await wait(*args, **kwargs)
+
+    shield = asyncio.shield
+
+    def counted_shield(step: Any) -> Any:
+        nonlocal wakes
+        wakes += 1
+        return shield(step)
+
+    monkeypatch.setattr(asyncio, "wait", counted)
+    monkeypatch.setattr(asyncio, "shield", counted_shield)
+    release = asyncio.Event()
+
+    async def slow_clean_up() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await release.wait()
+
+    asyncio.get_running_loop().call_later(0.05, release.set)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        if helper == "run_whole":
+            _, cancelled = await run_whole(release.wait())
+            assert cancelled is not None
+            raise cancelled
+        if helper == "obstore_request":
+            await _to_the_end(release.wait())
+        await stop_then_wait(slow_clean_up())
+    assert scope.cancelled_caught
+    assert wakes < 10

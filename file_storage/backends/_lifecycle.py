@@ -123,7 +123,8 @@ class Lifecycle(Writes):
         """Delete the object ``listed`` as :meth:`delete` would (quota, event), unless
         ``key`` was deleted or written again since the listing: an application's fresh
         object at that key is never purged for its predecessor's age."""
-        with self._translate("purge_expired", key):
+        # the event is sent however the unlock ends (a Redis round trip a cancel scope cuts)
+        with self._translate("purge_expired", key), self._events.pending() as done:
             async with self._quotas.hold(key):
                 try:
                     gone = await self._delete_expired(key, listed)
@@ -138,9 +139,8 @@ class Lifecycle(Writes):
                             raise cancelled from exc
                     raise
                 if gone:
+                    done.append(ObjectEvent("deleted", key))
                     await self._quotas.forget(key)
-        if gone:
-            self._events.emit(ObjectEvent("deleted", key))
         return gone
 
     async def _purge_expired_now(self) -> int:

@@ -8,6 +8,7 @@ import errno
 import ipaddress
 import logging
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -246,6 +247,19 @@ def server_of(url: str) -> str:
 T = TypeVar("T")
 
 
+def scope_shield(cancelled: bool) -> contextlib.AbstractContextManager[object]:
+    """Once the caller is cancelled: a shielded anyio cancel scope for the rest of its wait.
+    A cancelled anyio scope (FastAPI, Starlette) cancels its task again at every turn of
+    the event loop: a wait woken by each would spin, a core busy for as long as the step
+    runs. Its cancellation comes again at the first await after the shield. anyio is asked
+    for only when imported (no scope of it can exist otherwise)."""
+    anyio = sys.modules.get("anyio")
+    if not cancelled or anyio is None:
+        return contextlib.nullcontext()
+    scope: contextlib.AbstractContextManager[object] = anyio.CancelScope(shield=True)
+    return scope
+
+
 async def run_whole(
     step: Awaitable[T],
 ) -> tuple[asyncio.Future[T], asyncio.CancelledError | None]:
@@ -256,7 +270,8 @@ async def run_whole(
     cancelled: asyncio.CancelledError | None = None
     while not task.done():
         try:
-            await asyncio.shield(task)
+            with scope_shield(cancelled is not None):
+                await asyncio.shield(task)
         except asyncio.CancelledError as exc:
             if not task.done():
                 cancelled = exc  # the caller's: wait on, a second one too
@@ -278,7 +293,7 @@ async def stop_then_wait(step: Coroutine[Any, Any, T]) -> T:
     except asyncio.CancelledError:
         task.cancel()  # a no-op once it ended (in the same pass as the cancellation)
         while not task.done():
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError), scope_shield(True):
                 await asyncio.wait([task])
         if not task.cancelled():
             task.exception()  # retrieved: the caller is told of the cancellation instead
@@ -298,12 +313,16 @@ async def opened(
         return cast(AsyncBufferedIOBase, await aiofiles.open(path, mode))
 
     made, cancelled = await run_whole(opening())
+    if made.exception() is not None and cancelled is not None:
+        raise cancelled from made.exception()  # cancelled: not told of the OSError
     file = made.result()  # an OSError is the caller's
     try:
         if cancelled is not None:
             raise cancelled
         yield file
     finally:
-        _, late = await run_whole(file.close())
+        closing, late = await run_whole(file.close())
         if late is not None:
+            closing.exception()  # retrieved: the caller is told of the cancellation
             raise late
+        closing.result()  # the flush of the last bytes failed (a full disk): the caller's

@@ -36,6 +36,7 @@ from file_storage.backends._support import (
     Counter,
     has_landed,
     is_caller_error,
+    mark_landed,
     metered,
     normalize_metadata,
     run_whole,
@@ -161,18 +162,34 @@ class Writes(BackendCore):
                         await reservation.release()
             finally:
                 if has_landed(exc):
-                    await self._announce(key, size)
+                    await self._announce(key, size, exc)
             raise
         value = size.value if isinstance(size, Counter) else size
-        if reservation is not None:
-            await reservation.commit(value or 0)
-        return await self._made(key, value)
+        try:
+            if reservation is not None:
+                await reservation.commit(value or 0)  # a Redis ledger's round trip
+        except asyncio.CancelledError as cancelled:
+            # the write is done (a move's source gone too): its caller counts it so, and
+            # subscribers hear of it
+            mark_landed(cancelled)
+            await self._announce(key, size, cancelled)
+            raise
+        try:
+            return await self._made(key, value)
+        except asyncio.CancelledError as cancelled:
+            mark_landed(cancelled)
+            raise
 
-    async def _announce(self, key: str, size: int | Counter | None) -> None:
+    async def _announce(self, key: str, size: int | Counter | None, exc: BaseException) -> None:
         """Emit the ``created`` event of a write that landed although its caller was
-        cancelled."""
+        cancelled (``exc``). A cancellation while its stat is made carries what ``exc``
+        said of the write: a move's caller still counts its source by it."""
         value = size.value if isinstance(size, Counter) else size
-        self._events.emit(*_present(await self._made(key, value)))
+        try:
+            self._events.emit(*_present(await self._made(key, value)))
+        except asyncio.CancelledError as late:
+            mark_landed(late, source_kept=source_kept(exc))
+            raise
 
     async def _made(self, key: str, size: int | None) -> ObjectEvent | None:
         """The ``created`` event of a write that landed at ``key`` (``None``: nobody

@@ -36,7 +36,7 @@ from file_storage.backends._obstore._errors import (
     map_obstore_error,
 )
 from file_storage.backends._obstore._rules import ObstoreRules
-from file_storage.backends._support import mark_landed, server_of
+from file_storage.backends._support import mark_landed, scope_shield, server_of
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
@@ -552,7 +552,7 @@ async def _to_the_end(
         if body is not None and not task.done():
             body.stop()
         while not task.done():
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError), scope_shield(True):
                 await asyncio.shield(task)  # a second cancellation waits all the same
         if not task.cancelled():
             # retrieved: the caller is told of the cancellation instead
