@@ -94,7 +94,7 @@ class _RedisHeld:
         if self._reset is not None:
             _current.reset(self._reset)
         if self._renewer is not None:
-            self._renewer.holds.pop(self, None)
+            self._renewer.remove(self)
         try:
             if self.deleted or self.locked:
                 await self._ledger._finish(self)

@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import hashlib
 import time
 import weakref
 from typing import Any
 
 from pydantic import SecretStr
+
+from file_storage._loops import ShutdownHook
 
 Reply = str | int | list[Any] | None
 
@@ -126,6 +129,7 @@ class _Wire(asyncio.Protocol):
         self.lost: RedisUnavailable | None = None
         # the SHAs of the scripts sent with SCRIPT LOAD on this connection
         self.scripts: set[str] = set()
+        self.hook: ShutdownHook | None = None  # closes it as its loop shuts down
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -294,8 +298,25 @@ class Client:
         assert isinstance(transport, asyncio.Transport)
         transport.set_protocol(wire)
         wire.connection_made(transport)
-        self._wires[asyncio.get_running_loop()] = wire
+        loop = asyncio.get_running_loop()
+        self._forget_closed_loops()
+        self._wires[loop] = wire
+        # closed with its loop (asyncio.run finalizes async generators before closing
+        # it): else each loop of a script or worker leaves a connection open in Redis
+        wire.hook = ShutdownHook(functools.partial(self._loop_ends, loop, wire))
+        await wire.hook.arm()
         return wire
+
+    async def _loop_ends(self, loop: asyncio.AbstractEventLoop, wire: _Wire) -> None:
+        if self._wires.get(loop) is wire:
+            del self._wires[loop]  # (it refers to its loop: else the loop is never freed)
+        wire.close()
+
+    def _forget_closed_loops(self) -> None:
+        # closed without shutdown_asyncgens() (asyncio.run always calls it): a connection
+        # no call can use any more, dropped (its socket is closed as it is collected)
+        for loop in [loop for loop in self._wires if loop.is_closed()]:
+            self._wires.pop(loop, None)
 
     async def _wire(self) -> _Wire:
         loop = asyncio.get_running_loop()
