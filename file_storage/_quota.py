@@ -32,14 +32,18 @@ count every version. ``set_kept`` re-learns a key's prior versions after a purge
 One backend may serve several threads, each running an event loop of its own: the key
 and scan locks are :class:`SharedLock` (usable from any loop in any thread), and every
 change of the ledger happens under one ``threading`` lock, so a check and the
-reservation it allows stay one step there too.
+reservation it allows stay one step there too. A child forked from the process starts
+with the ledger as the parent knew it, but without the parent's locks and reservations:
+the operations in flight that held them do not run in the child.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -62,6 +66,21 @@ def _version_of(name: str) -> str | None:
 
 # every read-modify-write of a ledger (used, reserved, sizes) and of a lock table
 _LEDGER = threading.RLock()
+# every ledger of this process, each reset in a child forked from it
+_LEDGERS: weakref.WeakSet[QuotaManager] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child runs none of its parent's operations in flight: the locks they held
+    (another thread's, caught mid-step, too) and the bytes they reserved are let go, else
+    the child waits for them forever and counts them for good."""
+    _LEDGER._at_fork_reinit()  # type: ignore[attr-defined]
+    for ledger in list(_LEDGERS):
+        ledger._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Quota:
@@ -290,6 +309,18 @@ class QuotaManager:
         self._refresh_seconds = refresh_seconds
         self._quotas: dict[str, _Quota] = {}
         self._locks: dict[str, _KeyLock] = {}
+        _LEDGERS.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: forget the parent's locks and reservations (its operations
+        in flight do not run here). Usage stays: it is what the parent knew at the fork."""
+        self._locks = {}
+        for q in self._quotas.values():
+            q.lock = SharedLock()
+            q.reserved = 0
+            if q.pending is not None:  # a listing of the parent's, cut short
+                q.pending = q.pending_kept = None
+                q.sizes = None  # listed again by the child
 
     def __bool__(self) -> bool:
         return bool(self._quotas)
