@@ -139,6 +139,16 @@ class RedisQuotaManager(QuotaManager):
             renewer = self._renewers[loop] = Renewer(self, loop)
         return renewer
 
+    def _forked(self) -> None:
+        super()._forked()
+        # the parent's holds are renewed by the parent alone (else a child keeps the
+        # leases of a dead parent's writes alive), on connections of its own
+        for renewer in list(self._renewers.values()):
+            renewer.holds.clear()
+            renewer.cancel()
+        self._renewers = weakref.WeakKeyDictionary()
+        self._client.forked()
+
     def overlaps(self, prefix: str) -> bool:
         return True
 

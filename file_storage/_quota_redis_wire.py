@@ -17,6 +17,7 @@ import collections
 import contextlib
 import functools
 import hashlib
+import os
 import time
 import weakref
 from typing import Any
@@ -206,6 +207,22 @@ class _Wire(asyncio.Protocol):
     def close(self) -> None:
         self._fail(RedisUnavailable("closed"))
 
+    def disown(self) -> None:
+        """A forked child's copy of the parent's connection: its descriptor now points at
+        ``/dev/null`` (the parent's connection ends when the parent closes it, and the
+        number stays valid for whatever closes it later), nothing is sent or read."""
+        self.lost = RedisUnavailable("connection of the parent process")
+        self._waiting.clear()
+        self._out = []
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if sock is None or sock.fileno() < 0:
+            return
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, sock.fileno())
+        finally:
+            os.close(null)
+
 
 async def _load_and_run(wire: _Wire, script: Script, call: bytes) -> Any:
     """``call`` (an ``EVALSHA`` of ``script``) after ``SCRIPT LOAD`` of its text, both in
@@ -249,6 +266,15 @@ class Client:
         # after a call timed out (Redis accepts and never answers: a partition, a stalled
         # server), calls fail at once until then: each would wait a whole timeout more
         self._quiet_until = 0.0
+
+    def forked(self) -> None:
+        """In a forked child: never use the parent's connections. Their replies are read
+        by whichever process reads first (calls of both would get each other's answers);
+        the child's copies of their sockets are let go, nothing sent on them."""
+        for wire in list(self._wires.values()):
+            wire.disown()
+        self._wires = weakref.WeakKeyDictionary()
+        self._opening = {}
 
     def _check_quiet(self) -> None:
         if time.monotonic() < self._quiet_until:
