@@ -147,12 +147,12 @@ class LoopLock:
 
 
 class _Waiter:
-    __slots__ = ("future", "granted", "loop")
+    __slots__ = ("future", "grant", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
-        self.granted = False
+        self.grant = 0  # set when the lock is handed over to it
 
     def wake(self) -> None:
         if not self.future.done():
@@ -166,53 +166,66 @@ class SharedLock:
     backend in a threaded worker). An ``asyncio.Lock`` binds to the loop of its first
     wait and wakes waiters without ``call_soon_threadsafe``, so there it raises or loses
     a wake-up; this one hands the lock over to the next waiter's own loop.
+
+    A holder whose loop was closed under it (a sync worker closing its loop with a task
+    of its job still running) never runs again: the next acquirer takes the lock over.
+    Each grant is numbered, so a release by a holder that lost its lock (the coroutine
+    of that task, closed as it is collected) leaves the lock to its new holder.
     """
 
-    __slots__ = ("_held", "_mutex", "_waiters")
+    __slots__ = ("_grant", "_held", "_mutex", "_owner", "_waiters")
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._held = False
+        self._owner: asyncio.AbstractEventLoop | None = None  # the loop of the holder
+        self._grant = 0
         self._waiters: collections.deque[_Waiter] = collections.deque()
 
     def locked(self) -> bool:
         return self._held
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> int:
+        """Take the lock; returns the grant that :meth:`release` gives back."""
+        loop = asyncio.get_running_loop()
         with self._mutex:
-            if not self._held:
-                self._held = True
-                return
-            waiter = _Waiter(asyncio.get_running_loop())
+            if not self._held or (self._owner is not None and self._owner.is_closed()):
+                return self._take(loop)
+            waiter = _Waiter(loop)
             self._waiters.append(waiter)
         try:
             await waiter.future
         except BaseException:
             with self._mutex:
-                owned = waiter.granted
-                if not owned:
+                grant = waiter.grant
+                if not grant:
                     self._waiters.remove(waiter)
-            if owned:  # handed over as the caller was cancelled: pass it on
-                self.release()
+            if grant:  # handed over as the caller was cancelled: pass it on
+                self.release(grant)
             raise
+        return waiter.grant
 
-    def release(self) -> None:
+    def _take(self, loop: asyncio.AbstractEventLoop) -> int:
+        self._held = True
+        self._owner = loop
+        self._grant += 1
+        return self._grant
+
+    def release(self, grant: int) -> None:
         with self._mutex:
+            if grant != self._grant or not self._held:
+                return  # taken over since (its holder's loop was closed): not its own any more
             while self._waiters:
                 waiter = self._waiters.popleft()
-                waiter.granted = True  # it owns the lock from here, woken or not
+                # it owns the lock from here, woken or not
+                waiter.grant = self._take(waiter.loop)
                 try:
                     waiter.loop.call_soon_threadsafe(waiter.wake)
                 except RuntimeError:  # its loop is closed: nobody waits there any more
                     continue
                 return
             self._held = False
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.release()
+            self._owner = None
 
 
 class Periodic:
