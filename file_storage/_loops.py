@@ -24,6 +24,10 @@ __all__ = ["InFlight", "LoopLock", "Periodic", "SharedLock", "ShutdownHook"]
 
 logger = logging.getLogger("file_storage")
 
+# seconds between two looks, while waiting for a SharedLock, at whether its holder's loop
+# was closed under it
+_OWNER_CHECK = 1.0
+
 
 class ShutdownHook:
     """Run ``callback`` once: when the loop it was armed in shuts down its async generators
@@ -194,7 +198,13 @@ class SharedLock:
             waiter = _Waiter(loop)
             self._waiters.append(waiter)
         try:
-            await waiter.future
+            while not (await asyncio.wait([waiter.future], timeout=_OWNER_CHECK))[0]:
+                with self._mutex:
+                    if not waiter.grant and self._owner is not None and self._owner.is_closed():
+                        # its holder's loop was closed under it: nobody will release it
+                        self._waiters.remove(waiter)
+                        return self._take(loop)
+            waiter.future.result()
         except BaseException:
             with self._mutex:
                 grant = waiter.grant

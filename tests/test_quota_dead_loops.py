@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -60,3 +62,31 @@ def test_a_write_left_in_flight_by_a_closed_loop_holds_its_key_and_bytes_no_more
     assert asyncio.run(next_job(backend)) == 910
     del backend
     gc.collect()  # the dead write's coroutine is closed now: quietly (warnings are errors)
+
+
+def test_a_writer_waiting_for_a_key_gets_it_once_its_holders_loop_is_closed(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    backend = GatedLocal(tmp_path, max_size_bytes=1000, **options)
+    backend.gated = "k"
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(leave_a_write(backend))
+    backend.gated = ""
+    # another thread's loop waits for k, held by the write left in flight
+    result: list[int] = []
+    waiting = threading.Thread(
+        target=lambda b: result.append(asyncio.run(next_job(b))), args=[backend]
+    )
+    waiting.start()
+    lock = backend._quotas._locks["k"].lock
+    deadline = time.monotonic() + DEADLINE
+    while not lock._waiters and time.monotonic() < deadline:  # bounded: until it queues
+        time.sleep(0.001)
+    assert lock._waiters
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()  # the write never runs again
+    waiting.join(DEADLINE)
+    assert not waiting.is_alive(), "the waiting writer hangs"
+    assert result == [910]
+    del backend
+    gc.collect()
