@@ -18,6 +18,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import threading
 import time
 import weakref
 from typing import Any
@@ -262,6 +263,8 @@ class Client:
             weakref.WeakKeyDictionary()
         )
         self._opening: dict[asyncio.AbstractEventLoop, asyncio.Future[_Wire]] = {}
+        # the loops of other threads add and drop theirs at once: no sweep sees a change
+        self._wires_lock = threading.Lock()
         self._heads: dict[tuple[str, int, object], bytes] = {}
         # after a call timed out (Redis accepts and never answers: a partition, a stalled
         # server), calls fail at once until then: each would wait a whole timeout more
@@ -274,6 +277,7 @@ class Client:
         for wire in list(self._wires.values()):
             wire.disown()
         self._wires = weakref.WeakKeyDictionary()
+        self._wires_lock = threading.Lock()  # (another thread may have held it at the fork)
         self._opening = {}
 
     def _check_quiet(self) -> None:
@@ -325,8 +329,9 @@ class Client:
         transport.set_protocol(wire)
         wire.connection_made(transport)
         loop = asyncio.get_running_loop()
-        self._forget_closed_loops()
-        self._wires[loop] = wire
+        with self._wires_lock:
+            self._forget_closed_loops()
+            self._wires[loop] = wire
         # closed with its loop (asyncio.run finalizes async generators before closing
         # it): else each loop of a script or worker leaves a connection open in Redis
         wire.hook = ShutdownHook(functools.partial(self._loop_ends, loop, wire))
@@ -334,8 +339,9 @@ class Client:
         return wire
 
     async def _loop_ends(self, loop: asyncio.AbstractEventLoop, wire: _Wire) -> None:
-        if self._wires.get(loop) is wire:
-            del self._wires[loop]  # (it refers to its loop: else the loop is never freed)
+        with self._wires_lock:
+            if self._wires.get(loop) is wire:
+                del self._wires[loop]  # (it refers to its loop: else the loop is never freed)
         wire.close()
 
     def _forget_closed_loops(self) -> None:
@@ -412,7 +418,9 @@ class Client:
 
     async def aclose(self) -> None:
         with contextlib.suppress(RuntimeError):
-            wire = self._wires.pop(asyncio.get_running_loop(), None)
+            with self._wires_lock:
+                wire = self._wires.pop(asyncio.get_running_loop(), None)
             if wire is not None:
                 wire.close()
-        self._wires.clear()  # other loops' connections: dropped, as their loops end
+        with self._wires_lock:
+            self._wires.clear()  # other loops' connections: dropped, as their loops end
