@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import re
 from collections.abc import Iterator
 
 import pytest
@@ -19,13 +18,6 @@ import pytest
 from file_storage import MemoryStorageBackend
 from tests.forks import forked, in_child
 from tests.quota_redis.server import RedisServer
-
-
-def connected(server: RedisServer) -> int:
-    """Clients connected to ``server`` now, the one asking included."""
-    found = re.search(r"connected_clients:(\d+)", server.info("clients"))
-    assert found is not None
-    return int(found.group(1))
 
 
 def memory(server: RedisServer, namespace: str) -> MemoryStorageBackend:
@@ -50,11 +42,11 @@ def test_a_child_on_its_parents_loop_calls_redis_on_a_connection_of_its_own(
 ) -> None:
     backend = memory(own_redis, namespace)
     loop.run_until_complete(backend.save("parent", b"x" * 10))
-    assert connected(own_redis) == 2  # the parent's, and the one asking
+    assert own_redis.connected(2) == 2  # the parent's, and the one asking
 
     async def child() -> tuple[int, int]:
         await backend.save("child", b"y" * 20)
-        return connected(own_redis), (await backend.get_usage()).used
+        return own_redis.connected(3), (await backend.get_usage()).used
 
     # the parent's connection, the child's, and the one asking
     assert forked(in_child(lambda: loop.run_until_complete(child())))() == (3, 30)
@@ -77,7 +69,7 @@ def test_a_child_does_not_keep_its_parents_connection_open(
     ended = forked(in_child(child))
     try:
         loop.run_until_complete(backend.aclose())
-        assert connected(own_redis) == 1  # the parent closed its connection: it is gone
+        assert own_redis.connected(1) == 1  # the parent closed its connection: it is gone
     finally:
         ending.send("end")
         assert ended() == "ended"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import re
 import weakref
 from pathlib import Path
 
@@ -17,13 +16,6 @@ from tests.quota_redis.ledger import local
 from tests.quota_redis.server import RedisServer
 
 JOBS = 5
-
-
-def connected(server: RedisServer) -> int:
-    """Clients connected to ``server`` now, the one asking included."""
-    found = re.search(r"connected_clients:(\d+)", server.info("clients"))
-    assert found is not None
-    return int(found.group(1))
 
 
 def test_a_job_per_asyncio_run_leaves_no_connection_open_nor_its_loop_alive(
@@ -39,7 +31,7 @@ def test_a_job_per_asyncio_run_leaves_no_connection_open_nor_its_loop_alive(
     for i in range(JOBS):
         asyncio.run(job(i))
     gc.collect()
-    assert connected(own_redis) == 1  # the one asking: each job's connection ended with it
+    assert own_redis.connected(1) == 1  # the one asking: each job's connection ended with it
     assert [ref for ref in loops if ref() is not None] == []
 
     async def last() -> int:
