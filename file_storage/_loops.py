@@ -15,7 +15,6 @@ import collections
 import contextvars
 import logging
 import threading
-import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from file_storage.errors import StorageError
@@ -129,25 +128,47 @@ class LoopLock:
 
     A plain ``asyncio.Lock`` binds to the loop of its first wait and then refuses every
     other. This one serializes the tasks of each loop, as a lock kept by a loop-bound
-    object would; loops in other threads get locks of their own.
+    object would; loops in other threads get locks of their own. A loop's lock is dropped
+    once no task of it holds or waits for it: a lock that waited refers to its loop, which
+    would else never be freed (one per ``asyncio.run`` of a script).
     """
 
     __slots__ = ("_locks",)
 
     def __init__(self) -> None:
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
+        # each entry is touched by the thread running its loop alone
+        self._locks: dict[asyncio.AbstractEventLoop, _LoopLockEntry] = {}
 
     async def __aenter__(self) -> None:
         loop = asyncio.get_running_loop()
-        lock = self._locks.get(loop)
-        if lock is None:
-            lock = self._locks[loop] = asyncio.Lock()
-        await lock.acquire()
+        entry = self._locks.get(loop)
+        if entry is None:
+            entry = self._locks[loop] = _LoopLockEntry()
+        entry.users += 1
+        try:
+            await entry.lock.acquire()
+        except BaseException:
+            self._leave(loop, entry)
+            raise
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._locks[asyncio.get_running_loop()].release()
+        loop = asyncio.get_running_loop()
+        entry = self._locks[loop]
+        entry.lock.release()
+        self._leave(loop, entry)
+
+    def _leave(self, loop: asyncio.AbstractEventLoop, entry: _LoopLockEntry) -> None:
+        entry.users -= 1
+        if not entry.users:
+            del self._locks[loop]
+
+
+class _LoopLockEntry:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0  # tasks holding or waiting for it
 
 
 class _Waiter:
