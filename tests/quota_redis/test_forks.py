@@ -5,6 +5,7 @@ pre-forking server's children inherit on Python 3.11).
 A connection shared by two processes gives each the replies of the other's calls, read
 by whichever reads first: counts of one process given to the other, or calls that never
 get an answer. The child opens connections of its own, and leaves the parent's alone.
+``spawn`` children start from scratch and share the ledger with the parent exactly.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from file_storage import MemoryStorageBackend
-from tests.forks import forked, in_child
+from tests.forks import DEADLINE, forked, in_child
 from tests.quota_redis.server import RedisServer
 
 
@@ -73,3 +75,51 @@ def test_a_child_does_not_keep_its_parents_connection_open(
     finally:
         ending.send("end")
         assert ended() == "ended"
+
+
+def spawned_writer(url: str, namespace: str, root: str, i: int) -> int:
+    """A ``spawn`` child: a backend of its own on the parent's store and ledger."""
+    from file_storage import LocalStorageBackend, StorageQuotaExceededError
+
+    async def write() -> int:
+        backend = LocalStorageBackend(
+            root, max_size_bytes=1000, quota_redis_url=url, quota_redis_namespace=namespace
+        )
+        written = 0
+        async with backend:
+            for n in range(10):
+                try:
+                    await backend.save(f"w{i}/{n}", b"x" * 60)
+                    written += 60
+                except StorageQuotaExceededError:
+                    pass
+        return written
+
+    return asyncio.run(write())
+
+
+def test_spawned_children_of_a_parent_that_used_the_ledger_share_it_exactly(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    from file_storage import LocalStorageBackend
+
+    backend = LocalStorageBackend(
+        tmp_path,
+        max_size_bytes=1000,
+        quota_redis_url=redis_server.url,
+        quota_redis_namespace=namespace,
+    )
+    asyncio.run(backend.save("parent", b"p" * 100))
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(3) as pool:
+        args = [(redis_server.url, namespace, str(tmp_path), i) for i in range(3)]
+        written = pool.starmap_async(spawned_writer, args).get(DEADLINE)
+
+    async def at_rest() -> tuple[int, int]:
+        used = (await backend.get_usage()).used
+        stored = await backend.get_total_size()
+        await backend.aclose()
+        return used, stored
+
+    assert asyncio.run(at_rest()) == (100 + sum(written),) * 2
+    assert 100 + sum(written) <= 1000
