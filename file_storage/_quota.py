@@ -380,7 +380,7 @@ class QuotaManager:
         """True when a quota covers some key under the folder ``prefix``."""
         return any(
             q.prefix.startswith(prefix) or prefix.startswith(q.prefix)
-            for q in self._quotas.values()
+            for q in list(self._quotas.values())  # (a copy: see _covering)
         )
 
     def covering(self, key: str) -> list[str]:
@@ -388,7 +388,9 @@ class QuotaManager:
         return [q.prefix for q in self._covering(key)]
 
     def _covering(self, key: str) -> list[_Quota]:
-        return [q for q in self._quotas.values() if q.covers(key)]
+        # a copy first (taken at once): another thread may set a quota meanwhile, and a
+        # table changing under its iteration would fail the write
+        return [q for q in list(self._quotas.values()) if q.covers(key)]
 
     def _stale(self, q: _Quota) -> bool:
         if q.sizes is None:

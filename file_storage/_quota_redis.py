@@ -277,7 +277,7 @@ class RedisQuotaManager(QuotaManager):
 
     def _push_all(self) -> None:
         """Redis lost its data (a restart without persistence): send our limits again."""
-        for prefix, limit in self._limits.items():
+        for prefix, limit in list(self._limits.items()):  # (another thread may set one)
             self._unpushed.setdefault(prefix, limit)
         self._repush = True  # marks the epoch (with no limit too), so writes stop asking
 
