@@ -4,6 +4,7 @@ from a copy of its memory, threads and event loops not included."""
 from __future__ import annotations
 
 import multiprocessing
+import warnings
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -16,7 +17,11 @@ def forked(target: Callable[[Connection], None]) -> Callable[[], Any]:
     (a hang fails the test)."""
     receiving, sending = multiprocessing.Pipe(duplex=False)
     child = multiprocessing.get_context("fork").Process(target=target, args=(sending,))
-    child.start()
+    with warnings.catch_warnings():
+        # forking a process with threads is what these tests are about (Python 3.12+
+        # warns of it)
+        warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+        child.start()
     sending.close()
 
     def result() -> Any:
