@@ -15,7 +15,6 @@ import collections
 import contextvars
 import logging
 import threading
-import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from file_storage.errors import StorageError
@@ -23,6 +22,10 @@ from file_storage.errors import StorageError
 __all__ = ["InFlight", "LoopLock", "Periodic", "SharedLock", "ShutdownHook"]
 
 logger = logging.getLogger("file_storage")
+
+# seconds between two looks, while waiting for a SharedLock, at whether its holder's loop
+# was closed under it
+_OWNER_CHECK = 1.0
 
 
 class ShutdownHook:
@@ -125,34 +128,56 @@ class LoopLock:
 
     A plain ``asyncio.Lock`` binds to the loop of its first wait and then refuses every
     other. This one serializes the tasks of each loop, as a lock kept by a loop-bound
-    object would; loops in other threads get locks of their own.
+    object would; loops in other threads get locks of their own. A loop's lock is dropped
+    once no task of it holds or waits for it: a lock that waited refers to its loop, which
+    would else never be freed (one per ``asyncio.run`` of a script).
     """
 
     __slots__ = ("_locks",)
 
     def __init__(self) -> None:
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
+        # each entry is touched by the thread running its loop alone
+        self._locks: dict[asyncio.AbstractEventLoop, _LoopLockEntry] = {}
 
     async def __aenter__(self) -> None:
         loop = asyncio.get_running_loop()
-        lock = self._locks.get(loop)
-        if lock is None:
-            lock = self._locks[loop] = asyncio.Lock()
-        await lock.acquire()
+        entry = self._locks.get(loop)
+        if entry is None:
+            entry = self._locks[loop] = _LoopLockEntry()
+        entry.users += 1
+        try:
+            await entry.lock.acquire()
+        except BaseException:
+            self._leave(loop, entry)
+            raise
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._locks[asyncio.get_running_loop()].release()
+        loop = asyncio.get_running_loop()
+        entry = self._locks[loop]
+        entry.lock.release()
+        self._leave(loop, entry)
+
+    def _leave(self, loop: asyncio.AbstractEventLoop, entry: _LoopLockEntry) -> None:
+        entry.users -= 1
+        if not entry.users:
+            del self._locks[loop]
+
+
+class _LoopLockEntry:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0  # tasks holding or waiting for it
 
 
 class _Waiter:
-    __slots__ = ("future", "granted", "loop")
+    __slots__ = ("future", "grant", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
-        self.granted = False
+        self.grant = 0  # set when the lock is handed over to it
 
     def wake(self) -> None:
         if not self.future.done():
@@ -166,53 +191,72 @@ class SharedLock:
     backend in a threaded worker). An ``asyncio.Lock`` binds to the loop of its first
     wait and wakes waiters without ``call_soon_threadsafe``, so there it raises or loses
     a wake-up; this one hands the lock over to the next waiter's own loop.
+
+    A holder whose loop was closed under it (a sync worker closing its loop with a task
+    of its job still running) never runs again: the next acquirer takes the lock over.
+    Each grant is numbered, so a release by a holder that lost its lock (the coroutine
+    of that task, closed as it is collected) leaves the lock to its new holder.
     """
 
-    __slots__ = ("_held", "_mutex", "_waiters")
+    __slots__ = ("_grant", "_held", "_mutex", "_owner", "_waiters")
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._held = False
+        self._owner: asyncio.AbstractEventLoop | None = None  # the loop of the holder
+        self._grant = 0
         self._waiters: collections.deque[_Waiter] = collections.deque()
 
     def locked(self) -> bool:
         return self._held
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> int:
+        """Take the lock; returns the grant that :meth:`release` gives back."""
+        loop = asyncio.get_running_loop()
         with self._mutex:
-            if not self._held:
-                self._held = True
-                return
-            waiter = _Waiter(asyncio.get_running_loop())
+            if not self._held or (self._owner is not None and self._owner.is_closed()):
+                return self._take(loop)
+            waiter = _Waiter(loop)
             self._waiters.append(waiter)
         try:
-            await waiter.future
+            while not (await asyncio.wait([waiter.future], timeout=_OWNER_CHECK))[0]:
+                with self._mutex:
+                    if not waiter.grant and self._owner is not None and self._owner.is_closed():
+                        # its holder's loop was closed under it: nobody will release it
+                        self._waiters.remove(waiter)
+                        return self._take(loop)
+            waiter.future.result()
         except BaseException:
             with self._mutex:
-                owned = waiter.granted
-                if not owned:
+                grant = waiter.grant
+                if not grant:
                     self._waiters.remove(waiter)
-            if owned:  # handed over as the caller was cancelled: pass it on
-                self.release()
+            if grant:  # handed over as the caller was cancelled: pass it on
+                self.release(grant)
             raise
+        return waiter.grant
 
-    def release(self) -> None:
+    def _take(self, loop: asyncio.AbstractEventLoop) -> int:
+        self._held = True
+        self._owner = loop
+        self._grant += 1
+        return self._grant
+
+    def release(self, grant: int) -> None:
         with self._mutex:
+            if grant != self._grant or not self._held:
+                return  # taken over since (its holder's loop was closed): not its own any more
             while self._waiters:
                 waiter = self._waiters.popleft()
-                waiter.granted = True  # it owns the lock from here, woken or not
+                # it owns the lock from here, woken or not
+                waiter.grant = self._take(waiter.loop)
                 try:
                     waiter.loop.call_soon_threadsafe(waiter.wake)
                 except RuntimeError:  # its loop is closed: nobody waits there any more
                     continue
                 return
             self._held = False
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.release()
+            self._owner = None
 
 
 class Periodic:

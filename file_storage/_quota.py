@@ -32,14 +32,19 @@ count every version. ``set_kept`` re-learns a key's prior versions after a purge
 One backend may serve several threads, each running an event loop of its own: the key
 and scan locks are :class:`SharedLock` (usable from any loop in any thread), and every
 change of the ledger happens under one ``threading`` lock, so a check and the
-reservation it allows stay one step there too.
+reservation it allows stay one step there too. A child forked from the process starts
+with the ledger as the parent knew it, but without the parent's locks and reservations:
+the operations in flight that held them do not run in the child.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -62,6 +67,21 @@ def _version_of(name: str) -> str | None:
 
 # every read-modify-write of a ledger (used, reserved, sizes) and of a lock table
 _LEDGER = threading.RLock()
+# every ledger of this process, each reset in a child forked from it
+_LEDGERS: weakref.WeakSet[QuotaManager] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child runs none of its parent's operations in flight: the locks they held
+    (another thread's, caught mid-step, too) and the bytes they reserved are let go, else
+    the child waits for them forever and counts them for good."""
+    _LEDGER._at_fork_reinit()  # type: ignore[attr-defined]
+    for ledger in list(_LEDGERS):
+        ledger._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Quota:
@@ -72,6 +92,7 @@ class _Quota:
         "pending",
         "pending_kept",
         "prefix",
+        "reservations",
         "reserved",
         "scanned_at",
         "sizes",
@@ -83,6 +104,8 @@ class _Quota:
         self.limit = limit
         self.used = 0
         self.reserved = 0
+        # the reservations holding bytes here: those of a loop closed under them are freed
+        self.reservations: set[Reservation] = set()
         self.sizes: dict[str, int] | None = None  # None until the prefix was scanned
         self.pending: dict[str, int | None] | None = None  # changes seen during a scan
         self.kept: dict[str, int] = {}  # key -> bytes of its prior versions
@@ -143,7 +166,16 @@ class _Quota:
 class Reservation:
     """Bytes held for one write in flight; commit on success, release on failure."""
 
-    __slots__ = ("_done", "_keeps", "_olds", "_quotas", "_reserved", "key", "operation")
+    __slots__ = (
+        "_done",
+        "_keeps",
+        "_loop",
+        "_olds",
+        "_quotas",
+        "_reserved",
+        "key",
+        "operation",
+    )
 
     def __init__(
         self,
@@ -162,6 +194,7 @@ class Reservation:
             self._olds = self._old_sizes(quotas, key, frees, keeps)
         self._reserved = [0] * len(quotas)
         self._done = False
+        self._loop = asyncio.get_running_loop()  # closed under the write: it ends here
 
     @staticmethod
     def _old_sizes(quotas: list[_Quota], key: str, frees: str | None, keeps: bool) -> list[int]:
@@ -184,6 +217,8 @@ class Reservation:
         for q, old, held in zip(self._quotas, self._olds, self._reserved, strict=True):
             extra = max(0, total - old) - held
             if extra > 0 and q.used + q.reserved + extra > q.limit:
+                _free_dead(q)
+            if extra > 0 and q.used + q.reserved + extra > q.limit:
                 raise StorageQuotaExceededError(
                     used=q.used + q.reserved - held,  # what is stored and what others hold
                     limit=q.limit,
@@ -197,6 +232,7 @@ class Reservation:
             if extra > 0:
                 q.reserved += extra
                 self._reserved[i] += extra
+                q.reservations.add(self)
 
     async def release(self) -> None:
         self._release()
@@ -208,6 +244,7 @@ class Reservation:
             self._done = True
             for q, held in zip(self._quotas, self._reserved, strict=True):
                 q.reserved -= held
+                q.reservations.discard(self)
 
     async def commit(self, size: int) -> None:
         with _LEDGER:
@@ -218,6 +255,13 @@ class Reservation:
                 if self._keeps:
                     q.keep(self.key)
                 q.record(self.key, size)
+
+
+def _free_dead(q: _Quota) -> None:
+    """Free the bytes of the writes whose event loop was closed under them: they never
+    run again (looked for when bytes run short, and when usage is asked)."""
+    for reservation in [r for r in q.reservations if r._loop.is_closed()]:
+        reservation._release()
 
 
 class _KeyLock:
@@ -231,12 +275,12 @@ class _KeyLock:
 class _Held:
     """Holds the locks of some keys, taken in sorted order, for one ``async with``."""
 
-    __slots__ = ("_entries", "_held", "_locks")
+    __slots__ = ("_entries", "_grants", "_locks")
 
     def __init__(self, locks: dict[str, _KeyLock], keys: list[str]) -> None:
         self._locks = locks
         self._entries: list[tuple[str, _KeyLock]] = []
-        self._held = 0
+        self._grants: list[int] = []  # of the locks taken so far
         with _LEDGER:
             for key in keys:
                 entry = locks.get(key)
@@ -248,8 +292,7 @@ class _Held:
     async def __aenter__(self) -> None:
         try:
             for _, entry in self._entries:
-                await entry.lock.acquire()
-                self._held += 1
+                self._grants.append(await entry.lock.acquire())
         except BaseException:
             self._unlock()  # cancelled while waiting: give back what was taken
             raise
@@ -265,13 +308,13 @@ class _Held:
     def _unlock(self) -> None:
         with _LEDGER:
             for i, (key, entry) in enumerate(self._entries):
-                if i < self._held:
-                    entry.lock.release()
+                if i < len(self._grants):
+                    entry.lock.release(self._grants[i])
                 entry.users -= 1
-                if not entry.users:
+                if not entry.users and self._locks.get(key) is entry:
                     del self._locks[key]
             self._entries = []
-            self._held = 0
+            self._grants = []
 
 
 _NOT_LOCKED: AbstractAsyncContextManager[None] = contextlib.nullcontext()
@@ -290,6 +333,19 @@ class QuotaManager:
         self._refresh_seconds = refresh_seconds
         self._quotas: dict[str, _Quota] = {}
         self._locks: dict[str, _KeyLock] = {}
+        _LEDGERS.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: forget the parent's locks and reservations (its operations
+        in flight do not run here). Usage stays: it is what the parent knew at the fork."""
+        self._locks = {}
+        for q in self._quotas.values():
+            q.lock = SharedLock()
+            q.reserved = 0
+            q.reservations = set()
+            if q.pending is not None:  # a listing of the parent's, cut short
+                q.pending = q.pending_kept = None
+                q.sizes = None  # listed again by the child
 
     def __bool__(self) -> bool:
         return bool(self._quotas)
@@ -324,7 +380,7 @@ class QuotaManager:
         """True when a quota covers some key under the folder ``prefix``."""
         return any(
             q.prefix.startswith(prefix) or prefix.startswith(q.prefix)
-            for q in self._quotas.values()
+            for q in list(self._quotas.values())  # (a copy: see _covering)
         )
 
     def covering(self, key: str) -> list[str]:
@@ -332,7 +388,9 @@ class QuotaManager:
         return [q.prefix for q in self._covering(key)]
 
     def _covering(self, key: str) -> list[_Quota]:
-        return [q for q in self._quotas.values() if q.covers(key)]
+        # a copy first (taken at once): another thread may set a quota meanwhile, and a
+        # table changing under its iteration would fail the write
+        return [q for q in list(self._quotas.values()) if q.covers(key)]
 
     def _stale(self, q: _Quota) -> bool:
         if q.sizes is None:
@@ -345,7 +403,8 @@ class QuotaManager:
     async def _ensure_scanned(self, q: _Quota, *, force: bool = False) -> None:
         if not force and not self._stale(q):
             return
-        async with q.lock:
+        grant = await q.lock.acquire()
+        try:
             if not force and not self._stale(q):
                 return
             if self._probe is not None:
@@ -380,6 +439,8 @@ class QuotaManager:
                 with _LEDGER:
                     q.pending = None
                     q.pending_kept = None
+        finally:
+            q.lock.release(grant)
 
     async def reserve(
         self,
@@ -445,7 +506,9 @@ class QuotaManager:
         if q is None:
             raise LookupError(prefix)
         await self._ensure_scanned(q)
-        return Usage(prefix=prefix, used=q.used + q.reserved, limit=q.limit)
+        with _LEDGER:
+            _free_dead(q)
+            return Usage(prefix=prefix, used=q.used + q.reserved, limit=q.limit)
 
     def has(self, prefix: str) -> bool:
         return prefix in self._quotas

@@ -139,6 +139,16 @@ class RedisQuotaManager(QuotaManager):
             renewer = self._renewers[loop] = Renewer(self, loop)
         return renewer
 
+    def _forked(self) -> None:
+        super()._forked()
+        # the parent's holds are renewed by the parent alone (else a child keeps the
+        # leases of a dead parent's writes alive), on connections of its own
+        for renewer in list(self._renewers.values()):
+            renewer.holds.clear()
+            renewer.cancel()
+        self._renewers = weakref.WeakKeyDictionary()
+        self._client.forked()
+
     def overlaps(self, prefix: str) -> bool:
         return True
 
@@ -267,7 +277,7 @@ class RedisQuotaManager(QuotaManager):
 
     def _push_all(self) -> None:
         """Redis lost its data (a restart without persistence): send our limits again."""
-        for prefix, limit in self._limits.items():
+        for prefix, limit in list(self._limits.items()):  # (another thread may set one)
             self._unpushed.setdefault(prefix, limit)
         self._repush = True  # marks the epoch (with no limit too), so writes stop asking
 

@@ -31,6 +31,13 @@ _current: contextvars.ContextVar[_RedisHeld | None] = contextvars.ContextVar(
 )
 
 
+def _running() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class _RedisHeld:
     """Holds keys in this process and in Redis for one ``async with``.
 
@@ -42,6 +49,7 @@ class _RedisHeld:
     __slots__ = (
         "_ledger",
         "_local",
+        "_loop",
         "_renewer",
         "_reset",
         "deleted",
@@ -64,9 +72,11 @@ class _RedisHeld:
         self.reservations: list[str] = []
         self.deleted: list[str] = []
         self._renewer: Renewer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._reset: contextvars.Token[_RedisHeld | None] | None = None
 
     async def __aenter__(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await self._local.__aenter__()
         if not self.lazy:
             try:
@@ -91,10 +101,16 @@ class _RedisHeld:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._renewer is not None:
+            self._renewer.remove(self)
+        if _running() is not self._loop:
+            # its loop was closed under it, and this is its coroutine closed as it is
+            # collected (outside its task): what it holds in Redis runs out with its
+            # lease, and no call can be awaited here; only this process's locks go
+            await self._local.__aexit__(exc_type, exc, tb)
+            return
         if self._reset is not None:
             _current.reset(self._reset)
-        if self._renewer is not None:
-            self._renewer.holds.pop(self, None)
         try:
             if self.deleted or self.locked:
                 await self._ledger._finish(self)
@@ -113,6 +129,7 @@ class _RedisReservation(Reservation):
         self._ledger = ledger
         self._hold = hold
         self._id = new_id()
+        self._loop = asyncio.get_running_loop()
         self.key = key
         self.operation = operation
         self._done = False
@@ -130,6 +147,8 @@ class _RedisReservation(Reservation):
         if self._done:
             return
         self._done = True
+        if _running() is not self._loop:
+            return  # collected after its loop was closed under it: its lease runs out
         with contextlib.suppress(RedisUnavailable):  # else the lease runs out on its own
             await self._ledger._client.run(lua.RELEASE, [self._ledger.ns, self._id])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import weakref
 from typing import TYPE_CHECKING
 
 from file_storage import _quota_redis_lua as lua
@@ -40,28 +41,39 @@ class Renewer:
 
     def __init__(self, ledger: RedisQuotaManager, loop: asyncio.AbstractEventLoop) -> None:
         self._ledger = ledger
-        self._loop = loop
+        # weakly: the ledger keeps a renewer per loop, which must not keep its loop alive
+        # once it ended (a script calling asyncio.run per job would keep them all)
+        self._loop = weakref.ref(loop)
         self._interval = ledger.lease_seconds / 3
         self.holds: dict[RedisHeld, float] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def add(self, hold: RedisHeld) -> None:
-        self.holds[hold] = self._loop.time()
+        loop = asyncio.get_running_loop()  # (this renewer's)
+        self.holds[hold] = loop.time()
         if self._timer is None:
-            self._timer = self._loop.call_later(self._interval, self._tick)
+            self._timer = loop.call_later(self._interval, self._tick)
+
+    def remove(self, hold: RedisHeld) -> None:
+        self.holds.pop(hold, None)
+        if not self.holds and self._timer is not None:
+            # no tick while idle; and a pending one would keep a loop that ends alive
+            self._timer.cancel()
+            self._timer = None
 
     def _tick(self) -> None:
         self._timer = None
-        if not self.holds:
+        loop = self._loop()
+        if not self.holds or loop is None:
             return
-        due = self._loop.time() - self._interval * 0.9
+        due = loop.time() - self._interval * 0.9
         old = [hold for hold, since in self.holds.items() if since <= due]
         if old:
-            task = self._loop.create_task(self._renew(old))
+            task = loop.create_task(self._renew(old))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        self._timer = self._loop.call_later(self._interval, self._tick)
+        self._timer = loop.call_later(self._interval, self._tick)
 
     async def _renew(self, holds: list[RedisHeld]) -> None:
         ledger = self._ledger

@@ -15,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import hashlib
+import os
 import re
+import threading
 import time
 import weakref
 from types import ModuleType
@@ -24,6 +27,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import SecretStr
+
+from file_storage._loops import ShutdownHook
 
 Reply = str | int | list[Any] | None
 
@@ -154,6 +159,7 @@ class _Wire(asyncio.Protocol):
         self.lost: RedisUnavailable | None = None
         # the SHAs of the scripts sent with SCRIPT LOAD on this connection
         self.scripts: set[str] = set()
+        self.hook: ShutdownHook | None = None  # closes it as its loop shuts down
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -230,6 +236,22 @@ class _Wire(asyncio.Protocol):
     def close(self) -> None:
         self._fail(RedisUnavailable("closed"))
 
+    def disown(self) -> None:
+        """A forked child's copy of the parent's connection: its descriptor now points at
+        ``/dev/null`` (the parent's connection ends when the parent closes it, and the
+        number stays valid for whatever closes it later), nothing is sent or read."""
+        self.lost = RedisUnavailable("connection of the parent process")
+        self._waiting.clear()
+        self._out = []
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if sock is None or sock.fileno() < 0:
+            return
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, sock.fileno())
+        finally:
+            os.close(null)
+
 
 async def _load_and_run(wire: _Wire, script: Script, call: bytes) -> Any:
     """``call`` (an ``EVALSHA`` of ``script``) after ``SCRIPT LOAD`` of its text, both in
@@ -269,10 +291,22 @@ class Client:
             weakref.WeakKeyDictionary()
         )
         self._opening: dict[asyncio.AbstractEventLoop, asyncio.Future[_Wire]] = {}
+        # the loops of other threads add and drop theirs at once: no sweep sees a change
+        self._wires_lock = threading.Lock()
         self._heads: dict[tuple[str, int, object], bytes] = {}
         # after a call timed out (Redis accepts and never answers: a partition, a stalled
         # server), calls fail at once until then: each would wait a whole timeout more
         self._quiet_until = 0.0
+
+    def forked(self) -> None:
+        """In a forked child: never use the parent's connections. Their replies are read
+        by whichever process reads first (calls of both would get each other's answers);
+        the child's copies of their sockets are let go, nothing sent on them."""
+        for wire in list(self._wires.values()):
+            wire.disown()
+        self._wires = weakref.WeakKeyDictionary()
+        self._wires_lock = threading.Lock()  # (another thread may have held it at the fork)
+        self._opening = {}
 
     def _check_quiet(self) -> None:
         if time.monotonic() < self._quiet_until:
@@ -322,8 +356,27 @@ class Client:
         assert isinstance(transport, asyncio.Transport)
         transport.set_protocol(wire)
         wire.connection_made(transport)
-        self._wires[asyncio.get_running_loop()] = wire
+        loop = asyncio.get_running_loop()
+        with self._wires_lock:
+            self._forget_closed_loops()
+            self._wires[loop] = wire
+        # closed with its loop (asyncio.run finalizes async generators before closing
+        # it): else each loop of a script or worker leaves a connection open in Redis
+        wire.hook = ShutdownHook(functools.partial(self._loop_ends, loop, wire))
+        await wire.hook.arm()
         return wire
+
+    async def _loop_ends(self, loop: asyncio.AbstractEventLoop, wire: _Wire) -> None:
+        with self._wires_lock:
+            if self._wires.get(loop) is wire:
+                del self._wires[loop]  # (it refers to its loop: else the loop is never freed)
+        wire.close()
+
+    def _forget_closed_loops(self) -> None:
+        # closed without shutdown_asyncgens() (asyncio.run always calls it): a connection
+        # no call can use any more, dropped (its socket is closed as it is collected)
+        for loop in [loop for loop in self._wires if loop.is_closed()]:
+            self._wires.pop(loop, None)
 
     async def _wire(self) -> _Wire:
         loop = asyncio.get_running_loop()
@@ -393,7 +446,9 @@ class Client:
 
     async def aclose(self) -> None:
         with contextlib.suppress(RuntimeError):
-            wire = self._wires.pop(asyncio.get_running_loop(), None)
+            with self._wires_lock:
+                wire = self._wires.pop(asyncio.get_running_loop(), None)
             if wire is not None:
                 wire.close()
-        self._wires.clear()  # other loops' connections: dropped, as their loops end
+        with self._wires_lock:
+            self._wires.clear()  # other loops' connections: dropped, as their loops end

@@ -11,6 +11,7 @@ its SDK, is imported only when that backend is built.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from file_storage._registry import load_backend_factory
@@ -26,6 +27,10 @@ logger = logging.getLogger(__name__)
 # started by a server) may ask for it at the same moment, and only one may build it
 _lock = threading.Lock()
 _backend: StorageBackend | None = None
+if hasattr(os, "register_at_fork"):
+    # a child forked while another thread built the singleton has none of that thread:
+    # its copy of the lock would stay held for good (it builds a singleton of its own)
+    os.register_at_fork(after_in_child=_lock._at_fork_reinit)  # type: ignore[attr-defined]
 
 
 def create_storage_backend(settings: StorageSettings | None = None) -> StorageBackend:

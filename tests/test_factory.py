@@ -405,3 +405,27 @@ async def test_memory_uses_the_local_url_settings(monkeypatch: pytest.MonkeyPatc
     backend = create_storage_backend()
     assert (await backend.get_presigned_url("a b.txt")).startswith("/files/a%20b.txt?expires=")
     assert backend.get_public_url("a b.txt") == "/public/a%20b.txt"
+
+
+def test_a_child_forked_while_another_thread_builds_the_singleton_builds_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.forks import DEADLINE, forked, in_child
+
+    monkeypatch.setenv("STORAGE_TYPE", "memory")
+    building, built = threading.Event(), threading.Event()
+
+    def build() -> None:  # another thread, caught building the singleton at the fork
+        with factory._lock:
+            building.set()
+            built.wait(DEADLINE)
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    building.wait(DEADLINE)
+    try:
+        child = forked(in_child(lambda: type(get_storage_backend()).__name__))
+        assert child() == "MemoryStorageBackend"
+    finally:
+        built.set()
+        thread.join()

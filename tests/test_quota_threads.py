@@ -4,6 +4,7 @@ process-wide backend in a threaded worker): per-key locks and the ledger are sha
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -108,3 +109,28 @@ def test_a_key_held_in_one_loop_is_waited_for_by_another_loop(tmp_path: Path) ->
     assert in_threads(2, job) == []
     assert asyncio.run(backend.load("k")) == b"b" * 2500
     assert asyncio.run(backend.get_usage()).used == 2500
+
+
+@pytest.mark.parametrize("kind", ["memory", "local"])
+def test_a_quota_set_by_one_thread_while_another_writes_fails_no_write(
+    tmp_path: Path, kind: str
+) -> None:
+    """``set_quota`` on the request that needs it (a sync route in a thread) while other
+    threads write: no write may fail on the table of quotas changing under it."""
+    backend = make(kind, tmp_path)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show up
+    setting = threading.Thread(
+        target=lambda: [backend.set_quota(f"user{i}/", 1000) for i in range(3000)]
+    )
+    try:
+        setting.start()
+
+        async def writes() -> None:
+            for n in range(200):
+                await backend.save(f"other/{n}", b"x")
+
+        asyncio.run(writes())
+    finally:
+        setting.join()
+        sys.setswitchinterval(interval)

@@ -175,3 +175,23 @@ def test_azure_backend_works_from_successive_event_loops(azurite: Any) -> None:
     )
     three_runs(backend)
     azurite.delete_container("event-loops")
+
+
+def test_expiry_rules_contended_in_successive_event_loops_free_each_loop(
+    tmp_path: Path,
+) -> None:
+    import weakref
+
+    backend = LocalStorageBackend(tmp_path)
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def rules(run: int) -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        # concurrent: the rules' lock is contended (a lock that waited refers to its loop)
+        await asyncio.gather(*(backend.set_expiration(f"r{run}-{i}/", i + 1) for i in range(3)))
+
+    for run in range(3):
+        asyncio.run(rules(run))
+    gc.collect()
+    assert [ref for ref in loops if ref() is not None] == []
+    assert len(asyncio.run(backend.get_expiration())) == 9

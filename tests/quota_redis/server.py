@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import socket
 import ssl
@@ -99,6 +100,19 @@ class RedisServer:
             ):
                 reply += sock.recv(65536)
         return reply.split(b"\r\n", 1)[1].decode()
+
+    def connected(self, settled: int) -> int:
+        """Clients connected now (the one asking included), once that number is
+        ``settled``, or what it is after a few seconds: a connection closed just now
+        ends in the server a moment later."""
+        deadline = time.monotonic() + 5
+        while True:
+            found = re.search(r"connected_clients:(\d+)", self.info("clients"))
+            assert found is not None
+            count = int(found.group(1))
+            if count == settled or time.monotonic() > deadline:
+                return count
+            time.sleep(0.01)  # polling the server's count, bounded by the deadline
 
     def stop(self) -> None:
         if self.process is not None:
