@@ -11,7 +11,6 @@ from typing import final
 from file_storage._events import Callback
 from file_storage._expiry import check_days
 from file_storage._keys import KeyLike
-from file_storage.backends._support import has_landed
 from file_storage.backends._writes import Writes
 from file_storage.errors import StorageError, StorageUnavailableError
 from file_storage.models import ObjectEvent, ObjectInfo
@@ -129,14 +128,7 @@ class Lifecycle(Writes):
                 try:
                     gone = await self._delete_expired(key, listed)
                 except BaseException as exc:
-                    # cancelled after the delete, or done and its answer lost: not counted,
-                    # and announced (a cancellation during the look-up is raised after it)
-                    if has_landed(exc):
-                        await self._forget_deleted(key)
-                    elif self._unsure(exc):
-                        _, cancelled = await self._forget_gone(key)
-                        if cancelled is not None:
-                            raise cancelled from exc
+                    await self._failed_delete(key, exc)
                     raise
                 if gone:
                     done.append(ObjectEvent("deleted", key))

@@ -251,6 +251,18 @@ class Writes(BackendCore):
             await self._forget_deleted(key)
         return gone, cancelled
 
+    async def _failed_delete(self, key: str, exc: BaseException, *, done: bool = True) -> None:
+        """A delete of ``key`` raised ``exc``: cancelled after it was done (``done``: a
+        landed cancellation means deleted), or done by the store with its answer lost
+        (asked of the store): then no longer counted, and announced. A cancellation that
+        comes during the look-up is raised once it has counted."""
+        if done and has_landed(exc):
+            await self._forget_deleted(key)
+        elif self._unsure(exc):
+            _, cancelled = await self._forget_gone(key)
+            if cancelled is not None:
+                raise cancelled from exc
+
     async def _forget_deleted(self, key: str) -> None:
         """``key`` was deleted although its caller was not told (cancelled, or the answer
         lost): no longer counted, and its ``deleted`` event emitted all the same."""
@@ -445,10 +457,8 @@ class Writes(BackendCore):
                 if has_landed(exc):
                     if not source_kept(exc):
                         await self._forget_deleted(src_key)
-                    elif self._unsure(exc):
-                        _, cancelled = await self._forget_gone(src_key)
-                        if cancelled is not None:
-                            raise cancelled from exc
+                    else:
+                        await self._failed_delete(src_key, exc, done=False)
                 raise
             done.extend((*_present(event), ObjectEvent("deleted", src_key)))
             await self._quotas.forget(src_key)
@@ -473,13 +483,7 @@ class Writes(BackendCore):
                 try:
                     await self._delete(key)
                 except BaseException as exc:
-                    # cancelled after the unlink, or done and its answer lost: not counted
-                    if has_landed(exc):
-                        await self._forget_deleted(key)
-                    elif self._unsure(exc):
-                        _, cancelled = await self._forget_gone(key)
-                        if cancelled is not None:
-                            raise cancelled from exc
+                    await self._failed_delete(key, exc)
                     raise
                 done.append(ObjectEvent("deleted", key))
                 await self._quotas.forget(key)
