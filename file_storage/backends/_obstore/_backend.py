@@ -83,7 +83,8 @@ _STANDARD = frozenset(
 )
 # obstore takes a metadata name equal to one of those, in any case, for that header (a
 # user's "content-type" would set the object's type): such a name, and one that starts
-# like the escape itself, travels hex-encoded behind it and comes back as given
+# like the escape itself, travels hex-encoded behind it and comes back as given (and only
+# such a name is decoded)
 _RESERVED = frozenset(name.lower() for name in _STANDARD)
 ESCAPE = "fs_"
 
@@ -178,7 +179,12 @@ class ObstoreBackend(StorageBackend):
         return name
 
     def _decode_name(self, name: str) -> str:
-        return unescape_name(name)
+        """The metadata name ``name`` travels for: decoded only when this backend encodes
+        that name so; any other (one stored before the escape existed, or by another
+        tool, like ``fs_6162``) as it is, lower-cased."""
+        name = name.lower()
+        decoded = unescape_name(name)
+        return decoded if self._encode_name(decoded) == name else name
 
     def _name(self, key: str) -> str:
         """The object's name in the bucket or container: ``<prefix>/<key>``."""
