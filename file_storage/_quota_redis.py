@@ -40,6 +40,7 @@ from file_storage._quota import Probe, QuotaManager, Reservation, Scanner
 from file_storage._quota_redis_hold import _current, _RedisHeld, _RedisReservation
 from file_storage._quota_redis_lease import Renewer, new_id
 from file_storage._quota_redis_wire import Client, RedisUnavailable, Script, url_problem
+from file_storage._settings_common import has_password, warn_in_clear
 from file_storage.errors import (
     StorageConfigError,
     StorageQuotaExceededError,
@@ -539,6 +540,12 @@ def redis_ledger(
     problem = url_problem(secret.get_secret_value(), load_redis())
     if problem is not None:
         raise StorageConfigError(f"quota_redis_url (STORAGE_QUOTA_REDIS_URL): {problem}")
+    if has_password(secret.get_secret_value()):
+        warn_in_clear(
+            secret.get_secret_value(),
+            "quota_redis_url (STORAGE_QUOTA_REDIS_URL)",
+            "its password and the ledger's commands",
+        )
     return RedisQuotaManager(
         scan,
         refresh_seconds,

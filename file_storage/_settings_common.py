@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import re
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import AfterValidator, ConfigDict, SecretStr
 
@@ -26,6 +28,10 @@ _REGION = re.compile(r"[A-Za-z0-9_-]+")
 MAX_SECONDS = 1e9
 
 SECTION = ConfigDict(hide_input_in_errors=True, extra="ignore")
+
+logger = logging.getLogger("file_storage")
+# the plain-text schemes, and the one that encrypts each
+_ENCRYPTED = {"http": "https", "redis": "rediss"}
 
 
 def gb_to_bytes(gb: float | None) -> int | None:
@@ -148,3 +154,47 @@ Secret = Annotated[SecretStr | None, AfterValidator(check_secret)]
 Folder = Annotated[Path | None, AfterValidator(check_folder)]
 #: a key or token or unset: never empty, no whitespace (see check_credential)
 Credential = Annotated[SecretStr | None, AfterValidator(check_credential)]
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` (and its sub-domains) or a loopback address: traffic stays on this machine."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def has_password(url: str) -> bool:
+    """A Redis URL carrying a password (``redis://:pw@host``, or ``?password=``)."""
+    try:
+        parts = urlsplit(url.strip())
+        return bool(parts.password) or "password" in parse_qs(parts.query)
+    except ValueError:  # malformed: refused elsewhere
+        return False
+
+
+def warn_in_clear(url: str | None, setting: str, what: str) -> None:
+    """Log one WARNING when ``url`` is plain ``http://`` or ``redis://`` to a host that is
+    not loopback: ``what`` crosses the network unencrypted. It names the setting and the
+    host, never the URL (it may carry a password)."""
+    if url is None:
+        return
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+    except ValueError:  # malformed: refused elsewhere
+        return
+    scheme = parts.scheme.lower()
+    if scheme not in _ENCRYPTED or not host or is_loopback(host):
+        return
+    logger.warning(
+        "%s is %s:// to %s, not a loopback host: %s cross the network in clear; use %s://",
+        setting,
+        scheme,
+        host,
+        what,
+        _ENCRYPTED[scheme],
+    )

@@ -189,3 +189,62 @@ async def test_credentials_never_appear_in_logs_reprs_errors_or_tracebacks(
     ours = [r.getMessage() for r in caplog.records if r.name.startswith("file_storage")]
     ours += [repr(backend), *[t for e in errors for t in texts_of(e)[:2]]]
     assert not [text for text in ours if FAKE_KEY_ID in text]
+
+
+REDIS_PASSWORD = "hunter2-never-logged"
+
+
+def _build(kind: str, url: str) -> StorageBackend:
+    from file_storage import AzureStorageBackend, GCSStorageBackend, MemoryStorageBackend
+
+    if kind == "redis":
+        return MemoryStorageBackend(quota_redis_url=url)
+    if kind == "s3":
+        return S3StorageBackend(
+            "bucket", endpoint_url=url, access_key_id=FAKE_KEY_ID, secret_access_key=FAKE_SECRET
+        )
+    if kind == "gcs":
+        return GCSStorageBackend("bucket", endpoint_url=url)
+    return AzureStorageBackend("container", account="acct", endpoint_url=url)
+
+
+CLEAR = [
+    ("redis", f"redis://:{REDIS_PASSWORD}@redis.example.com:6379/0", "STORAGE_QUOTA_REDIS_URL"),
+    ("redis", f"redis://app:{REDIS_PASSWORD}@10.0.0.5/0", "STORAGE_QUOTA_REDIS_URL"),
+    ("s3", "http://minio.internal:9000", "STORAGE_S3_ENDPOINT_URL"),
+    ("gcs", "http://gcs.example.com", "STORAGE_GCS_ENDPOINT_URL"),
+    ("azure", "http://10.1.2.3:10000/acct", "STORAGE_AZURE_ENDPOINT_URL"),
+]
+QUIET = [
+    ("redis", f"redis://:{REDIS_PASSWORD}@127.0.0.1:6379/0"),
+    ("redis", f"redis://:{REDIS_PASSWORD}@localhost/0"),
+    ("redis", f"rediss://:{REDIS_PASSWORD}@redis.example.com/0"),
+    ("redis", "redis://redis.example.com/0"),  # no password to send
+    ("s3", "http://127.0.0.1:9000"),
+    ("s3", "https://s3.example.com"),
+    ("gcs", "http://[::1]:4443"),
+    ("azure", "http://localhost:10000/acct"),
+]
+
+
+@pytest.mark.parametrize(("kind", "url", "setting"), CLEAR, ids=[c[0] for c in CLEAR])
+def test_credentials_sent_in_clear_to_another_host_log_one_warning(
+    caplog: pytest.LogCaptureFixture, kind: str, url: str, setting: str
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="file_storage"):
+        _build(kind, url)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert setting in message
+    assert REDIS_PASSWORD not in message
+    assert FAKE_SECRET not in message
+
+
+@pytest.mark.parametrize(("kind", "url"), QUIET, ids=[q[0] for q in QUIET])
+def test_loopback_or_encrypted_endpoints_log_no_warning(
+    caplog: pytest.LogCaptureFixture, kind: str, url: str
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="file_storage"):
+        _build(kind, url)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -99,6 +99,21 @@ def entries_of(
     return [entry for info in infos if (entry := keep.feed(info)) is not None]
 
 
+async def still_listed(listing: AsyncIterator[Entry], keys: list[str]) -> list[str]:
+    """Which of the sorted ``keys`` a recursive ``listing`` starting before the first one
+    still holds (read up to the last one)."""
+    wanted = set(keys)
+    found: list[str] = []
+    async with closing(listing):
+        async for entry in listing:
+            place = sort_key(entry)
+            if place > keys[-1]:
+                break
+            if place in wanted:
+                found.append(place)
+    return found
+
+
 async def merged(listing: AsyncIterator[Entry], extra: list[Entry]) -> AsyncIterator[Entry]:
     """Merge the sorted ``extra`` into the sorted ``listing``; at one place ``extra`` wins."""
     i = 0

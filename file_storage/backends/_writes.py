@@ -26,6 +26,7 @@ from file_storage._metadata import check_content_type
 from file_storage._mime import guess_content_type
 from file_storage._quota import Reservation
 from file_storage._streams import Progress
+from file_storage.backends import _pages
 from file_storage.backends._core import (
     DELETE_BATCH,
     BackendCore,
@@ -517,26 +518,41 @@ class Writes(BackendCore):
 
     async def _delete_held(self, keys: list[str], done: list[ObjectEvent]) -> None:
         async with self._quotas.hold(*keys):
-            try:
-                await self._delete_many(keys)
-            except BaseException as exc:
-                # cancelled with some deleted, done and the answers lost, or refused part
-                # way (a key denied, a disk error): those deleted are not counted, and
-                # subscribers hear of them (the first key that cannot be looked up ends
-                # the look; a cancellation meanwhile is raised once every key is asked)
-                if has_landed(exc) or self._unsure(exc) or self._part_done(exc, keys):
-                    late: asyncio.CancelledError | None = None
-                    for key in keys:
-                        gone, cancelled = await self._forget_gone(key)
-                        late = late or cancelled
-                        if gone is None:
-                            break  # the store cannot tell now: the rest stay counted
-                    if late is not None:
-                        raise late from exc
-                raise
-            done.extend(ObjectEvent("deleted", key) for key in keys)
-            for key in keys:
-                await self._quotas.forget(key)
+            await self._delete_locked(keys, done)
+
+    async def _delete_listed(self, folder: str, keys: list[str], after: str | None) -> int:
+        """Delete what of the listed ``keys`` (sorted, after ``after``) is still stored once
+        they are held: one another caller deleted meanwhile is neither counted nor
+        announced again. Returns how many were deleted."""
+        with self._events.pending() as done:
+            async with self._quotas.hold(*keys):
+                listing = self._iter_entries(folder, after, True, len(keys))
+                present = await _pages.still_listed(listing, keys)
+                if present:
+                    await self._delete_locked(present, done)
+                return len(present)
+
+    async def _delete_locked(self, keys: list[str], done: list[ObjectEvent]) -> None:
+        try:
+            await self._delete_many(keys)
+        except BaseException as exc:
+            # cancelled with some deleted, done and the answers lost, or refused part
+            # way (a key denied, a disk error): those deleted are not counted, and
+            # subscribers hear of them (the first key that cannot be looked up ends
+            # the look; a cancellation meanwhile is raised once every key is asked)
+            if has_landed(exc) or self._unsure(exc) or self._part_done(exc, keys):
+                late: asyncio.CancelledError | None = None
+                for key in keys:
+                    gone, cancelled = await self._forget_gone(key)
+                    late = late or cancelled
+                    if gone is None:
+                        break  # the store cannot tell now: the rest stay counted
+                if late is not None:
+                    raise late from exc
+            raise
+        done.extend(ObjectEvent("deleted", key) for key in keys)
+        for key in keys:
+            await self._quotas.forget(key)
 
     @final
     async def delete_prefix(self, prefix: KeyLike) -> int:
@@ -553,10 +569,12 @@ class Writes(BackendCore):
             # so that a write racing the delete is either deleted or counted, never lost;
             # with subscribers too, as the events name the keys
             keys = await self._list_files(folder)
+            deleted = 0
             for start in range(0, len(keys), DELETE_BATCH):
+                after = keys[start - 1] if start else None
                 batch = keys[start : start + DELETE_BATCH]
-                await self._delete_counted(batch)
-            return len(keys)
+                deleted += await self._delete_listed(folder, batch, after)
+            return deleted
 
     @final
     async def save_many(

@@ -107,6 +107,37 @@ async def test_delete_many_sends_batches_of_1000(s3_backend: StorageBackend, raw
     assert await s3_backend.list_files() == []
 
 
+@pytest.mark.parametrize(
+    ("codes", "expected", "named"),
+    [
+        (["SlowDown", "AccessDenied"], StoragePermissionError, "k1"),
+        (["AccessDenied", "InternalError"], StoragePermissionError, "k0"),
+        (["InternalError", "InvalidArgument"], StorageError, "k1"),
+        (["InvalidArgument", "SlowDown"], StorageError, "k0"),
+        (["SlowDown", "InternalError"], StorageUnavailableError, "k0"),
+    ],
+)
+async def test_delete_many_with_mixed_refusals_reports_the_most_severe(
+    s3_backend: StorageBackend, codes: list[str], expected: type[Exception], named: str
+) -> None:
+    # DeleteObjects refuses keys one by one, each with its code: a key denied among keys
+    # throttled cannot be fixed by retrying, whatever order S3 lists them in
+    def refuse(parsed: dict[str, Any], **_: Any) -> None:
+        parsed["Errors"] = [
+            {"Key": f"storage/k{i}", "Code": code, "Message": "refused"}
+            for i, code in enumerate(codes)
+        ]
+
+    (await client_of(s3_backend)).meta.events.register("after-call.s3.DeleteObjects", refuse)
+    with pytest.raises(StorageError) as info:
+        await s3_backend.delete_many(["k0", "k1", "k2"])
+    assert type(info.value) is expected
+    assert info.value.operation == "delete_many"
+    assert info.value.key == named
+    for code in codes:
+        assert code in str(info.value)
+
+
 async def test_download_file_uses_parallel_ranged_gets(
     make_backend: MakeBackend, raw: Any, s3_bucket: str, tmp_path: Path
 ) -> None:
@@ -283,7 +314,8 @@ def test_unavailable_error_reports_botocores_attempt_count() -> None:
     ],
 )
 def test_delete_many_refusals_map_to_typed_errors(code: str, expected: type[Exception]) -> None:
-    mapped = batch_delete_error(code, failed=2, total=10)
+    mapped, named = batch_delete_error([{"Key": "a", "Code": code}] * 2, total=10)
+    assert named == "a"
     assert type(mapped) is expected
     assert "2 of 10 keys not deleted" in str(mapped)
 

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from file_storage._keys import validate_key
 from file_storage._metadata import decode_value, encode_value
-from file_storage._settings_common import check_base_url, checked, checked_url
+from file_storage._settings_common import check_base_url, checked, checked_url, warn_in_clear
 from file_storage._streams import prepend
 from file_storage.backends._core import DELETE_BATCH, CoreArgs, Method
 from file_storage.backends._obstore._errors import (
@@ -83,7 +83,8 @@ _STANDARD = frozenset(
 )
 # obstore takes a metadata name equal to one of those, in any case, for that header (a
 # user's "content-type" would set the object's type): such a name, and one that starts
-# like the escape itself, travels hex-encoded behind it and comes back as given
+# like the escape itself, travels hex-encoded behind it and comes back as given (and only
+# such a name is decoded)
 _RESERVED = frozenset(name.lower() for name in _STANDARD)
 ESCAPE = "fs_"
 
@@ -122,6 +123,8 @@ class ObstoreBackend(StorageBackend):
 
     #: the store's name in messages ("GCS", "Azure")
     _kind: str = "obstore"
+    #: the setting ``endpoint_url`` comes from, in messages
+    _endpoint_setting: str = "endpoint_url"
 
     def __init__(
         self,
@@ -149,6 +152,9 @@ class ObstoreBackend(StorageBackend):
         self._public_base_url = checked("public_base_url", check_base_url, public_base_url)
         # checked as the settings check it: no credentials (repr shows it), a valid port
         self._endpoint_url = checked_url("endpoint_url", endpoint_url or None)
+        warn_in_clear(
+            self._endpoint_url, self._endpoint_setting, "the requests and their credentials"
+        )
         super().__init__(quota_identity=f"{identity}/{prefix}", **core)
         self._identity = identity
         # expiry rules live in the store, shared by every process (see _obstore._rules)
@@ -178,7 +184,12 @@ class ObstoreBackend(StorageBackend):
         return name
 
     def _decode_name(self, name: str) -> str:
-        return unescape_name(name)
+        """The metadata name ``name`` travels for: decoded only when this backend encodes
+        that name so; any other (one stored before the escape existed, or by another
+        tool, like ``fs_6162``) as it is, lower-cased."""
+        name = name.lower()
+        decoded = unescape_name(name)
+        return decoded if self._encode_name(decoded) == name else name
 
     def _name(self, key: str) -> str:
         """The object's name in the bucket or container: ``<prefix>/<key>``."""

@@ -58,6 +58,9 @@ class AzureStorageBackend(ObstoreBackend):
 
     _public_setting = "STORAGE_AZURE_PUBLIC_BASE_URL"
     _kind = "Azure"
+    _endpoint_setting = (
+        "endpoint_url (STORAGE_AZURE_ENDPOINT_URL, or BlobEndpoint of the connection string)"
+    )
 
     def __init__(
         self,

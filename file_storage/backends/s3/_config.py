@@ -25,6 +25,7 @@ from file_storage._settings_common import (
     checked,
     checked_url,
     has_space_or_control,
+    warn_in_clear,
 )
 from file_storage.backends._core import count_attempt
 from file_storage.backends.s3 import _multipart as mp
@@ -135,7 +136,7 @@ def s3_options(
         raise StorageConfigError("fallback_path must not contain a NUL character")
     if flush_interval_seconds is not None and fallback_path is None:
         raise StorageConfigError("flush_interval_seconds needs fallback_path")
-    return S3Options(
+    options = S3Options(
         bucket=bucket,
         root=_root(prefix),
         region=region,
@@ -171,6 +172,12 @@ def s3_options(
         ),
         client=_choice("client", client, CLIENTS),
     )
+    warn_in_clear(
+        options.endpoint_url,
+        "endpoint_url (STORAGE_S3_ENDPOINT_URL)",
+        "the requests, their signatures and any session token",
+    )
+    return options
 
 
 def _root(prefix: object) -> str:

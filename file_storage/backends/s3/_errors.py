@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import Counter
 from typing import Any
 
 from file_storage.errors import (
@@ -201,14 +202,30 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(map_s3_error(exc, bucket=""), StorageUnavailableError)
 
 
-def batch_delete_error(code: str, failed: int, total: int) -> StorageError:
-    """The error for keys that DeleteObjects reported as not deleted."""
-    detail = f"{failed} of {total} keys not deleted ({code})"
+def batch_delete_error(errors: list[dict[str, Any]], total: int) -> tuple[StorageError, str]:
+    """The error for the keys DeleteObjects reported as not deleted, and the S3 key it
+    names (one refused for the reason that decides the class).
+
+    Keys refused for different reasons are classed by the one that decides what the
+    caller does next, whatever order S3 lists them in: a key denied (retrying will not
+    help), else another refusal, else (every key only throttled or failing) unavailable.
+    """
+    codes = [str(error.get("Code")) for error in errors]
+    counts = Counter(codes)
+    reasons = ", ".join(f"{code} x{n}" if n > 1 else code for code, n in counts.items())
+    detail = f"{len(errors)} of {total} keys not deleted ({reasons})"
+    worst = min(range(len(codes)), key=lambda i: _refusal_rank(codes[i]))
+    key = str(errors[worst].get("Key", ""))
+    code = codes[worst]
     if code in DENIED:
-        return StoragePermissionError(f"access denied: {detail}")
+        return StoragePermissionError(f"access denied: {detail}"), key
     if code in TRANSIENT:
-        return StorageUnavailableError(detail)
-    return StorageError(detail)
+        return StorageUnavailableError(detail), key
+    return StorageError(detail), key
+
+
+def _refusal_rank(code: str) -> int:
+    return 0 if code in DENIED else 2 if code in TRANSIENT else 1
 
 
 def condition_error(exc: BaseException, create_only: bool) -> PreconditionFailedError | None:

@@ -414,8 +414,8 @@ class Transfer:
                 Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
             )
             if errors := response.get("Errors") or []:
-                exc = batch_delete_error(str(errors[0].get("Code")), len(errors), len(batch))
-                exc.key = user_key(str(errors[0].get("Key", "")))
+                exc, named = batch_delete_error(errors, len(batch))
+                exc.key = user_key(named)
                 raise exc
 
     async def copy(

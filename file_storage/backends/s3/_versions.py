@@ -176,7 +176,7 @@ class S3Versions(StorageBackend):
                 Bucket=self._bucket, Delete={"Objects": batch, "Quiet": True}
             )
             if errors := response.get("Errors") or []:
-                raise batch_delete_error(str(errors[0].get("Code")), len(errors), len(batch))
+                raise batch_delete_error(errors, len(batch))[0]
 
     async def _usage_scan(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         async for info in self._iter_files(prefix):

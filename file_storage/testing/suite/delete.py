@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from file_storage import StorageBackend, StoragePermissionError
+from file_storage import ObjectEvent, StorageBackend, StoragePermissionError
 
 
 async def test_delete_removes_object(backend: StorageBackend) -> None:
@@ -54,6 +54,36 @@ async def test_delete_prefix_everything(backend: StorageBackend) -> None:
     assert await backend.list_files() == []
     await backend.save("a", b"fresh")
     assert dict((await backend.stat("a")).metadata) == {}
+
+
+@pytest.mark.parametrize("watched_by", ["quota", "subscriber"])
+async def test_delete_prefix_counts_and_announces_only_what_it_deleted(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, watched_by: str
+) -> None:
+    # another caller deletes a listed key between delete_prefix's listing and its delete:
+    # that key is neither counted nor announced a second time
+    for key in ("p/a", "p/b", "p/c"):
+        await backend.save(key, b"x")
+    if watched_by == "quota":
+        backend.set_quota("", 1000)
+    seen: list[ObjectEvent] = []
+    if watched_by == "subscriber":
+        backend.subscribe(seen.append)
+    real = backend._list_files
+
+    async def listed_then_raced(prefix: str) -> list[str]:
+        keys = await real(prefix)
+        monkeypatch.undo()
+        await backend.delete("p/b")
+        return keys
+
+    monkeypatch.setattr(backend, "_list_files", listed_then_raced)
+    assert await backend.delete_prefix("p") == 2
+    assert await backend.list_files() == []
+    if watched_by == "subscriber":
+        assert seen == [ObjectEvent("deleted", k) for k in ("p/b", "p/a", "p/c")]
+    else:
+        assert (await backend.get_usage()).used == 0
 
 
 async def test_delete_many_failing_part_way_frees_what_it_deleted(
