@@ -265,18 +265,25 @@ async def run_whole(
 ) -> tuple[asyncio.Future[T], asyncio.CancelledError | None]:
     """Run a step to its end even when the caller is cancelled meanwhile (a look-up whose
     answer decides what the quota counts, a clean-up): the finished step, and the caller's
-    cancellation, which the caller raises once it has used the step's outcome."""
+    cancellation, which the caller raises once it has used the step's outcome.
+
+    A step cancelled by someone else (an abort task that ``aclose()`` cancels) is no
+    cancellation of the caller, unless the caller was cancelled too, in the same pass of
+    the loop: the caller's own count of cancel requests tells them apart."""
     task = asyncio.ensure_future(step)
+    caller = asyncio.current_task()
+    requests = caller.cancelling() if caller is not None else 0
     cancelled: asyncio.CancelledError | None = None
     while not task.done():
         try:
             with scope_shield(cancelled is not None):
                 await asyncio.shield(task)
         except asyncio.CancelledError as exc:
-            if not task.done():
-                cancelled = exc  # the caller's: wait on, a second one too
-            elif not task.cancelled():
-                cancelled = exc  # it ended in the same pass as the caller's cancellation
+            asked = caller.cancelling() if caller is not None else requests
+            if not task.done() or asked > requests or not task.cancelled():
+                # the caller's (wait on, a second one too), or it ended in the same pass
+                cancelled = cancelled or exc
+            requests = asked
         except BaseException:
             pass  # the step's own error: read from it by the caller
     return task, cancelled
