@@ -4,8 +4,16 @@ else ends in the same pass of the loop, and without stalling the rest of the pro
 from __future__ import annotations
 
 import asyncio
+import threading
+from pathlib import Path
+from typing import Any
 
+import pytest
+
+from file_storage import LocalStorageBackend
 from file_storage.backends._support import run_whole
+from file_storage.backends.local import _backend as local_backend
+from file_storage.backends.local._io import IO_BATCH, Gate, gated, in_pool, to_the_end
 
 
 async def test_a_step_cancelled_by_another_in_the_callers_pass_keeps_the_callers_cancel() -> None:
@@ -30,3 +38,76 @@ async def test_a_step_cancelled_by_another_alone_is_no_cancel_of_the_caller() ->
     finished, cancelled = await caller
     assert finished.cancelled()
     assert cancelled is None
+
+
+async def _cancel_while_in_thread(call: Any, entered: threading.Event) -> asyncio.Task[Any]:
+    task = asyncio.ensure_future(call)
+    assert await asyncio.to_thread(entered.wait, 10)
+    task.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)  # the cancelled caller now waits for its thread
+    return task
+
+
+@pytest.mark.parametrize("helper", ["in_pool", "to_the_end", "gated"])
+async def test_a_caller_cancelled_while_its_thread_runs_does_not_stall_the_loop(
+    helper: str,
+) -> None:
+    entered, release = threading.Event(), threading.Event()
+    seen: list[bool] = []
+    cleaned: list[object] = []
+
+    def work(*_: Any) -> str:
+        entered.set()
+        seen.append(release.wait(10))  # False: the loop was blocked until the timeout
+        return "done"
+
+    if helper == "in_pool":
+        call: Any = in_pool(work, cleanup=cleaned.append)
+    elif helper == "to_the_end":
+        call = to_the_end(work)
+    else:
+
+        def write(gate: Gate) -> str:
+            work()
+            gate.check()  # stops here: cancelled before its rename
+            return "renamed"
+
+        call = gated(write)
+    task = await _cancel_while_in_thread(call, entered)
+    assert not task.done()  # nothing ends (or lands) before its thread has
+    release.set()  # by the loop, while the cancelled caller waits
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen == [True]
+    if helper == "in_pool":
+        assert cleaned == ["done"]
+
+
+async def test_a_local_save_cancelled_while_a_batch_is_written_does_not_stall_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entered, release = threading.Event(), threading.Event()
+    seen: list[bool] = []
+    write_all = local_backend.write_all
+
+    def stalled(fd: int, chunks: list[bytes]) -> None:
+        entered.set()
+        seen.append(release.wait(10))  # a slow disk
+        write_all(fd, chunks)
+
+    monkeypatch.setattr(local_backend, "write_all", stalled)
+
+    async def body() -> Any:
+        yield b"b" * IO_BATCH  # handed to a thread while the next chunk comes
+        await asyncio.Event().wait()
+        yield b""
+
+    backend = LocalStorageBackend(tmp_path / "s")
+    task = await _cancel_while_in_thread(backend.save("big.bin", body()), entered)
+    assert not task.done()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen == [True]
+    assert [p.name for p in (tmp_path / "s").rglob("*") if p.is_file()] == []

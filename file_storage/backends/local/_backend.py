@@ -56,6 +56,7 @@ from file_storage.backends.local._io import (
     Gate,
     copy_fd,
     discard_tmp,
+    finished,
     gated,
     in_pool,
     io_pool,
@@ -247,11 +248,10 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
             )
         except BaseException:
             if not handed:
-                # sync on purpose: a second cancellation must not skip the clean-up, and
-                # the descriptor may close only once no thread writes to it any more
+                # the descriptor may close only once no thread writes to it any more:
+                # awaited to its end (the loop runs meanwhile), a second cancellation too
                 if pending is not None:
-                    with contextlib.suppress(BaseException):
-                        pending.result()
+                    await finished(pending)
                 discard()
             raise
 

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from file_storage.backends._support import mark_landed
+from file_storage.backends._support import mark_landed, scope_shield
 
 TMP_MARK = "\\tmp-"  # a backslash is banned from keys: a temp name is never a key
 
@@ -65,11 +65,25 @@ async def in_pool(
         return await asyncio.wrap_future(future)
     except BaseException:
         if not future.cancel():
+            await finished(future)
             with contextlib.suppress(BaseException):
                 result = future.result()
                 if cleanup is not None:
                     cleanup(result)
         raise
+
+
+async def finished(future: concurrent.futures.Future[Any]) -> None:
+    """Wait for a thread that cannot be stopped, for a cancelled caller: awaited, so the
+    rest of the process runs meanwhile (``future.result()`` would block the event loop,
+    every other request with it), and to its end however often the caller is cancelled
+    again, so that nothing lands after the caller is told of its cancellation."""
+    if future.done():
+        return
+    waiter = asyncio.wrap_future(future)
+    while not waiter.done():
+        with contextlib.suppress(asyncio.CancelledError), scope_shield(True):
+            await asyncio.wait([waiter])
 
 
 async def to_the_end(fn: Callable[..., T], *args: Any) -> T:
@@ -82,6 +96,7 @@ async def to_the_end(fn: Callable[..., T], *args: Any) -> T:
     except asyncio.CancelledError as exc:
         if future.cancel():
             raise
+        await finished(future)
         with contextlib.suppress(BaseException):
             future.result()
             mark_landed(exc)
@@ -163,7 +178,7 @@ class Gate:
         self.cancelled = threading.Event()
         self.landed = False
         self.started = False
-        self.done = threading.Event()
+        self.done: concurrent.futures.Future[None] = concurrent.futures.Future()
 
     def check(self) -> None:
         if self.cancelled.is_set():
@@ -177,7 +192,7 @@ def run_gated(gate: Gate, fn: Callable[..., T], *args: Any) -> T:
     try:
         return fn(gate, *args)
     finally:
-        gate.done.set()
+        gate.done.set_result(None)
 
 
 def copy_fd(src: int, dst: int, gate: Gate) -> int:
@@ -215,7 +230,7 @@ async def gated(fn: Callable[..., T], *args: Any, cleanup: Callable[[], object] 
         if landed:
             mark_landed(exc)
         elif started:
-            gate.done.wait()  # it stops at its next check and removes its temp file
+            await finished(gate.done)  # it stops at its next check, removes its temp file
         elif cleanup is not None:
             cleanup()  # it will never run
         raise
