@@ -14,6 +14,7 @@ from file_storage import LocalStorageBackend
 from file_storage.backends._support import run_whole
 from file_storage.backends.local import _backend as local_backend
 from file_storage.backends.local._io import IO_BATCH, Gate, gated, in_pool, to_the_end
+from file_storage.backends.s3._obstore import _write
 
 
 async def test_a_step_cancelled_by_another_in_the_callers_pass_keeps_the_callers_cancel() -> None:
@@ -38,6 +39,41 @@ async def test_a_step_cancelled_by_another_alone_is_no_cancel_of_the_caller() ->
     finished, cancelled = await caller
     assert finished.cancelled()
     assert cancelled is None
+
+
+class _FailingAbort:
+    """An obstore writer whose abort fails (the store went down mid-upload)."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+
+    async def __aenter__(self) -> _FailingAbort:
+        return self
+
+    async def write(self, chunk: bytes) -> None:
+        await asyncio.Event().wait()  # the store stalls: the caller gives up
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if exc_info[0] is not None:
+            self.aborted = True
+            raise OSError("abort failed: connection refused")
+
+
+async def test_a_cancelled_upload_whose_abort_fails_raises_the_cancel(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def body() -> Any:
+        yield b"x"
+
+    writer = _FailingAbort()
+    upload = asyncio.ensure_future(_write(writer, body()))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    upload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+    assert writer.aborted
+    assert "could not abort" in caplog.text
 
 
 async def _cancel_while_in_thread(call: Any, entered: threading.Event) -> asyncio.Task[Any]:
