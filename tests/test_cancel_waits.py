@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from file_storage import LocalStorageBackend
@@ -39,6 +40,18 @@ async def test_a_step_cancelled_by_another_alone_is_no_cancel_of_the_caller() ->
     finished, cancelled = await caller
     assert finished.cancelled()
     assert cancelled is None
+
+
+async def test_a_look_up_with_a_grace_in_a_cancelled_scope_is_given_up() -> None:
+    # a look-up whose store does not answer (down, its client retrying) under a cancel
+    # scope, as FastAPI cancels a request whose client went away
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        look, cancelled = await run_whole(asyncio.Event().wait(), grace=0.05)
+        assert look.cancelled()  # given up: an unknown outcome
+        assert cancelled is not None
+        raise cancelled
+    assert scope.cancelled_caught
 
 
 class _FailingAbort:

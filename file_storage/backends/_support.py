@@ -260,8 +260,15 @@ def scope_shield(cancelled: bool) -> contextlib.AbstractContextManager[object]:
     return scope
 
 
+# How long a look-up that follows a cancelled remote write or delete (what the key holds
+# now) may go on once its caller is cancelled: a healthy store answers one HEAD in far
+# less; one that is down would hold a shutdown or an asyncio.timeout for as long as
+# botocore retries. Cut, the look-up counts as unknown (see Writes._settle).
+LOOK_UP_GRACE = 2.0
+
+
 async def run_whole(
-    step: Awaitable[T],
+    step: Awaitable[T], *, grace: float | None = None, cancelled_before: bool = False
 ) -> tuple[asyncio.Future[T], asyncio.CancelledError | None]:
     """Run a step to its end even when the caller is cancelled meanwhile (a look-up whose
     answer decides what the quota counts, a clean-up): the finished step, and the caller's
@@ -269,20 +276,35 @@ async def run_whole(
 
     A step cancelled by someone else (an abort task that ``aclose()`` cancels) is no
     cancellation of the caller, unless the caller was cancelled too, in the same pass of
-    the loop: the caller's own count of cancel requests tells them apart."""
+    the loop: the caller's own count of cancel requests tells them apart.
+
+    ``grace``: once the caller is cancelled (``cancelled_before``: it was before the step
+    began), the step has that many seconds more, and is then cancelled: a look-up whose
+    store does not answer must not hold the caller's cancellation for as long as its
+    client retries. The caller reads a step cut so as cancelled (an unknown outcome)."""
+    loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(step)
     caller = asyncio.current_task()
     requests = caller.cancelling() if caller is not None else 0
     cancelled: asyncio.CancelledError | None = None
+    deadline = loop.time() + grace if grace is not None and cancelled_before else None
     while not task.done():
         try:
             with scope_shield(cancelled is not None):
-                await asyncio.shield(task)
+                if deadline is None:
+                    await asyncio.shield(task)
+                else:
+                    await asyncio.wait([task], timeout=max(0.0, deadline - loop.time()))
+                    if not task.done() and loop.time() >= deadline:
+                        task.cancel()  # given up on: waited for as it ends, at once
+                        deadline = grace = None
         except asyncio.CancelledError as exc:
             asked = caller.cancelling() if caller is not None else requests
             if not task.done() or asked > requests or not task.cancelled():
                 # the caller's (wait on, a second one too), or it ended in the same pass
                 cancelled = cancelled or exc
+                if grace is not None and deadline is None:
+                    deadline = loop.time() + grace
             requests = asked
         except BaseException:
             pass  # the step's own error: read from it by the caller

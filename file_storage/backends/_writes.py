@@ -34,6 +34,7 @@ from file_storage.backends._core import (
     SaveItems,
 )
 from file_storage.backends._support import (
+    LOOK_UP_GRACE,
     Counter,
     has_landed,
     is_caller_error,
@@ -236,21 +237,27 @@ class Writes(BackendCore):
             return False
         return isinstance(exc, StorageError) or self._map_error(exc, "", None) is not None
 
-    async def _forget_gone(self, key: str) -> tuple[bool | None, asyncio.CancelledError | None]:
+    async def _forget_gone(
+        self, key: str, *, cancelled: bool
+    ) -> tuple[bool | None, asyncio.CancelledError | None]:
         """Stop counting ``key`` if it holds no object, asked of the store (so the quota
         does not count bytes that are gone until the next listing; and subscribers hear
         of the delete). Returns whether it was gone (``None``: the store cannot tell now,
         still down), and the caller's cancellation if one came meanwhile: the look-up is
         awaited to its end all the same, and the caller raises the cancellation once it
-        has counted (an anyio cancel scope cancels every await made after it)."""
-        look, cancelled = await run_whole(self._stat(key))
+        has counted (an anyio cancel scope cancels every await made after it). Once the
+        caller is cancelled (``cancelled``: before the look-up), the look-up is cut after
+        ``LOOK_UP_GRACE``: unknown, so the key stays counted."""
+        look, late = await run_whole(
+            self._stat(key), grace=LOOK_UP_GRACE, cancelled_before=cancelled
+        )
         gone: bool | None = None
         if not look.cancelled():
             error = look.exception()
             gone = False if error is None else (True if self._not_found(error) else None)
         if gone:
             await self._forget_deleted(key)
-        return gone, cancelled
+        return gone, late
 
     async def _failed_delete(self, key: str, exc: BaseException, *, done: bool = True) -> None:
         """A delete of ``key`` raised ``exc``: cancelled after it was done (``done``: a
@@ -260,7 +267,8 @@ class Writes(BackendCore):
         if done and has_landed(exc):
             await self._forget_deleted(key)
         elif self._unsure(exc):
-            _, cancelled = await self._forget_gone(key)
+            hurry = isinstance(exc, asyncio.CancelledError)
+            _, cancelled = await self._forget_gone(key, cancelled=hurry)
             if cancelled is not None:
                 raise cancelled from exc
 
@@ -281,20 +289,28 @@ class Writes(BackendCore):
         (``assume_stored=False``, the write failed and the store is down) nothing.
 
         A cancellation that comes meanwhile waits for the look-up, counts what it found,
-        and is raised then (the write's own error is its context)."""
-        look, cancelled = await run_whole(self._stat(reservation.key))
+        and is raised then (the write's own error is its context). Once the caller is
+        cancelled (``assume_stored``: the write was), the look-up has ``LOOK_UP_GRACE``
+        more, and is then cut: a store that does not answer must not hold a shutdown or
+        an ``asyncio.timeout`` for as long as its client retries. What the key holds is
+        unknown then, and counted as stored (what was sent): over a quota for a while
+        rather than under it."""
+        look, cancelled = await run_whole(
+            self._stat(reservation.key), grace=LOOK_UP_GRACE, cancelled_before=assume_stored
+        )
         error = look.exception() if not look.cancelled() else None
         if look.cancelled() or error is not None:
             if error is not None and self._not_found(error):
                 await reservation.release()  # not stored
-            elif assume_stored:  # unknown (an outage)
+            elif assume_stored or look.cancelled():  # unknown (an outage, or cut)
                 await reservation.commit(sent)
             else:
                 await reservation.release()
         else:
             counted = False
             if self._quotas.keeps:
-                counted, late = await self._settle_versions(reservation)
+                hurry = assume_stored or cancelled is not None
+                counted, late = await self._settle_versions(reservation, cancelled=hurry)
                 cancelled = cancelled or late
             if not counted:
                 await reservation.commit(look.result().size)
@@ -302,7 +318,7 @@ class Writes(BackendCore):
             raise cancelled
 
     async def _settle_versions(
-        self, reservation: Reservation
+        self, reservation: Reservation, *, cancelled: bool
     ) -> tuple[bool, asyncio.CancelledError | None]:
         """On a store keeping versions, the object at the key may be the one the write
         would have replaced (it never landed): counted as the latest version, and its
@@ -310,17 +326,19 @@ class Writes(BackendCore):
         be listed (the commit then keeps the replaced object as a prior version). With
         the cancellation that came while they were listed, to raise once counted."""
         key = reservation.key
-        listing, cancelled = await run_whole(self._list_versions(key))
+        listing, late = await run_whole(
+            self._list_versions(key), grace=LOOK_UP_GRACE, cancelled_before=cancelled
+        )
         if listing.cancelled() or listing.exception() is not None:
-            return False, cancelled
+            return False, late
         versions = listing.result()
         latest = [v.size for v in versions if v.is_latest]
         if not latest:
             await reservation.release()  # deleted since: what it kept is counted so
-            return True, cancelled
+            return True, late
         await reservation.commit(latest[0])
         await self._quotas.set_kept(key, sum(v.size for v in versions if not v.is_latest))
-        return True, cancelled
+        return True, late
 
     @final
     async def upload_file(
@@ -543,7 +561,8 @@ class Writes(BackendCore):
             if has_landed(exc) or self._unsure(exc) or self._part_done(exc, keys):
                 late: asyncio.CancelledError | None = None
                 for key in keys:
-                    gone, cancelled = await self._forget_gone(key)
+                    hurry = late is not None or isinstance(exc, asyncio.CancelledError)
+                    gone, cancelled = await self._forget_gone(key, cancelled=hurry)
                     late = late or cancelled
                     if gone is None:
                         break  # the store cannot tell now: the rest stay counted
