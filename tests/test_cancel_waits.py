@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from file_storage import LocalStorageBackend
+from file_storage.backends._obstore._backend import _Interruptible, _to_the_end
 from file_storage.backends._support import run_whole
 from file_storage.backends.local import _backend as local_backend
 from file_storage.backends.local._io import IO_BATCH, Gate, gated, in_pool, to_the_end
@@ -160,3 +161,29 @@ async def test_a_local_save_cancelled_while_a_batch_is_written_does_not_stall_th
         await task
     assert seen == [True]
     assert [p.name for p in (tmp_path / "s").rglob("*") if p.is_file()] == []
+
+
+async def test_a_cancelled_gcs_or_azure_upload_whose_abort_fails_raises_the_cancel() -> None:
+    async def chunks() -> Any:
+        yield b"x"
+        await asyncio.Event().wait()  # the client stalls mid-body
+        yield b""
+
+    body = _Interruptible(chunks())
+
+    async def upload() -> None:
+        async for _ in body:  # obstore reads the body, and aborts when it fails
+            pass
+
+    async def aborted_badly() -> None:
+        try:
+            await upload()
+        except BaseException:
+            raise OSError("abort failed: connection refused") from None
+
+    request = asyncio.ensure_future(_to_the_end(aborted_badly(), body))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
