@@ -4,6 +4,7 @@ else ends in the same pass of the loop, and without stalling the rest of the pro
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from file_storage import LocalStorageBackend
 from file_storage.backends._obstore._backend import _Interruptible, _to_the_end
-from file_storage.backends._support import run_whole
+from file_storage.backends._support import run_whole, temp_folder
 from file_storage.backends.local import _backend as local_backend
 from file_storage.backends.local._io import IO_BATCH, Gate, gated, in_pool, to_the_end
 from file_storage.backends.s3._obstore import _write
@@ -161,6 +162,34 @@ async def test_a_local_save_cancelled_while_a_batch_is_written_does_not_stall_th
         await task
     assert seen == [True]
     assert [p.name for p in (tmp_path / "s").rglob("*") if p.is_file()] == []
+
+
+async def test_a_temp_folder_cancelled_while_being_made_does_not_stall_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    entered, release = threading.Event(), threading.Event()
+    seen: list[bool] = []
+    mkdtemp = tempfile.mkdtemp
+
+    def slow(*args: Any, **kwargs: Any) -> str:
+        entered.set()
+        seen.append(release.wait(10))
+        return mkdtemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", slow)
+    made: list[str] = []
+
+    async def use() -> None:
+        async with temp_folder() as folder:
+            made.append(str(folder))
+
+    task = await _cancel_while_in_thread(use(), entered)
+    assert not task.done()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen == [True]
+    assert made == []
 
 
 async def test_a_cancelled_gcs_or_azure_upload_whose_abort_fails_raises_the_cancel() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import ipaddress
@@ -176,7 +177,7 @@ class _Making:
         self.lock = threading.Lock()
         self.abandoned = False
         self.started = False
-        self.done = threading.Event()
+        self.done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.path: str | None = None
 
     def make(self) -> None:
@@ -187,16 +188,16 @@ class _Making:
         try:
             self.path = tempfile.mkdtemp(prefix="file_storage-")
         finally:
-            self.done.set()
+            self.done.set_result(None)
 
-    def abandon(self) -> None:
+    async def abandon(self) -> None:
         """The caller was cancelled: a thread that has not started never will; one that
         has is waited for (mkdtemp cannot be stopped) and its folder removed."""
         with self.lock:
             self.abandoned = True
             started = self.started
         if started:
-            self.done.wait()
+            await thread_ended(self.done)
             if self.path is not None:
                 shutil.rmtree(self.path, ignore_errors=True)
 
@@ -210,7 +211,7 @@ async def temp_folder() -> AsyncIterator[Path]:
     try:
         await asyncio.to_thread(making.make)
     except BaseException:
-        making.abandon()
+        await making.abandon()
         raise
     assert making.path is not None
     try:
@@ -245,6 +246,19 @@ def server_of(url: str) -> str:
 
 
 T = TypeVar("T")
+
+
+async def thread_ended(future: concurrent.futures.Future[Any]) -> None:
+    """Wait for a thread that cannot be stopped, for a cancelled caller: awaited, so the
+    rest of the process runs meanwhile (``future.result()`` would block the event loop,
+    every other request with it), and to its end however often the caller is cancelled
+    again, so that nothing lands after the caller is told of its cancellation."""
+    if future.done():
+        return
+    waiter = asyncio.wrap_future(future)
+    while not waiter.done():
+        with contextlib.suppress(asyncio.CancelledError), scope_shield(True):
+            await asyncio.wait([waiter])
 
 
 def scope_shield(cancelled: bool) -> contextlib.AbstractContextManager[object]:

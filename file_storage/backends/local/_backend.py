@@ -40,7 +40,7 @@ from file_storage._settings_common import check_base_url, checked
 from file_storage._streams import Progress
 from file_storage.backends._pages import Entry
 from file_storage.backends._router_signed import RouterSigned
-from file_storage.backends._support import temp_folder
+from file_storage.backends._support import temp_folder, thread_ended
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.local._files import LocalFiles
 from file_storage.backends.local._fs import (
@@ -56,7 +56,6 @@ from file_storage.backends.local._io import (
     Gate,
     copy_fd,
     discard_tmp,
-    finished,
     gated,
     in_pool,
     io_pool,
@@ -251,7 +250,7 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
                 # the descriptor may close only once no thread writes to it any more:
                 # awaited to its end (the loop runs meanwhile), a second cancellation too
                 if pending is not None:
-                    await finished(pending)
+                    await thread_ended(pending)
                 discard()
             raise
 

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from file_storage.backends._support import mark_landed, scope_shield
+from file_storage.backends._support import mark_landed, thread_ended
 
 TMP_MARK = "\\tmp-"  # a backslash is banned from keys: a temp name is never a key
 
@@ -65,25 +65,12 @@ async def in_pool(
         return await asyncio.wrap_future(future)
     except BaseException:
         if not future.cancel():
-            await finished(future)
+            await thread_ended(future)
             with contextlib.suppress(BaseException):
                 result = future.result()
                 if cleanup is not None:
                     cleanup(result)
         raise
-
-
-async def finished(future: concurrent.futures.Future[Any]) -> None:
-    """Wait for a thread that cannot be stopped, for a cancelled caller: awaited, so the
-    rest of the process runs meanwhile (``future.result()`` would block the event loop,
-    every other request with it), and to its end however often the caller is cancelled
-    again, so that nothing lands after the caller is told of its cancellation."""
-    if future.done():
-        return
-    waiter = asyncio.wrap_future(future)
-    while not waiter.done():
-        with contextlib.suppress(asyncio.CancelledError), scope_shield(True):
-            await asyncio.wait([waiter])
 
 
 async def to_the_end(fn: Callable[..., T], *args: Any) -> T:
@@ -96,7 +83,7 @@ async def to_the_end(fn: Callable[..., T], *args: Any) -> T:
     except asyncio.CancelledError as exc:
         if future.cancel():
             raise
-        await finished(future)
+        await thread_ended(future)
         with contextlib.suppress(BaseException):
             future.result()
             mark_landed(exc)
@@ -230,7 +217,7 @@ async def gated(fn: Callable[..., T], *args: Any, cleanup: Callable[[], object] 
         if landed:
             mark_landed(exc)
         elif started:
-            await finished(gate.done)  # it stops at its next check, removes its temp file
+            await thread_ended(gate.done)  # it stops at its next check, removes its temp file
         elif cleanup is not None:
             cleanup()  # it will never run
         raise
