@@ -245,9 +245,8 @@ class Writes(BackendCore):
         of the delete). Returns whether it was gone (``None``: the store cannot tell now,
         still down), and the caller's cancellation if one came meanwhile: the look-up is
         awaited to its end all the same, and the caller raises the cancellation once it
-        has counted (an anyio cancel scope cancels every await made after it). Once the
-        caller is cancelled (``cancelled``: before the look-up), the look-up is cut after
-        ``LOOK_UP_GRACE``: unknown, so the key stays counted."""
+        has counted (an anyio cancel scope cancels every await made after it); cut
+        ``LOOK_UP_GRACE`` after (``cancelled``: before) it: unknown, still counted."""
         look, late = await run_whole(
             self._stat(key), grace=LOOK_UP_GRACE, cancelled_before=cancelled
         )
@@ -289,12 +288,9 @@ class Writes(BackendCore):
         (``assume_stored=False``, the write failed and the store is down) nothing.
 
         A cancellation that comes meanwhile waits for the look-up, counts what it found,
-        and is raised then (the write's own error is its context). Once the caller is
-        cancelled (``assume_stored``: the write was), the look-up has ``LOOK_UP_GRACE``
-        more, and is then cut: a store that does not answer must not hold a shutdown or
-        an ``asyncio.timeout`` for as long as its client retries. What the key holds is
-        unknown then, and counted as stored (what was sent): over a quota for a while
-        rather than under it."""
+        and is raised then (the write's own error is its context). Cancelled (before it:
+        ``assume_stored``), the look-up is cut after ``LOOK_UP_GRACE`` (a store down
+        must not hold a shutdown while its client retries): unknown, counted as sent."""
         look, cancelled = await run_whole(
             self._stat(reservation.key), grace=LOOK_UP_GRACE, cancelled_before=assume_stored
         )
