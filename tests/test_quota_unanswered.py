@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from file_storage import StorageBackend, StorageUnavailableError
-from file_storage.backends import _writes
+from file_storage.backends import _settles
 from file_storage.models import ObjectInfo
 from tests.quota_redis.server import RedisServer
 from tests.s3util import s3_backends
@@ -169,7 +169,7 @@ async def test_purge_versions_done_without_an_answer_frees_what_it_purged(
 
 @pytest.fixture
 def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_writes, "LOOK_UP_GRACE", 0.05)
+    monkeypatch.setattr(_settles, "LOOK_UP_GRACE", 0.05)
 
 
 async def held_for_ever(look: LookUp, work: Awaitable[Any], *, cancel: bool) -> asyncio.Task[Any]:

@@ -277,7 +277,7 @@ def scope_shield(cancelled: bool) -> contextlib.AbstractContextManager[object]:
 # How long a look-up that follows a cancelled remote write or delete (what the key holds
 # now) may go on once its caller is cancelled: a healthy store answers one HEAD in far
 # less; one that is down would hold a shutdown or an asyncio.timeout for as long as
-# botocore retries. Cut, the look-up counts as unknown (see Writes._settle).
+# botocore retries. Cut, the look-up counts as unknown (see Settles._settle).
 LOOK_UP_GRACE = 2.0
 
 
