@@ -216,6 +216,9 @@ async def gated(fn: Callable[..., T], *args: Any, cleanup: Callable[[], object] 
             landed, started = gate.landed, gate.started
         if landed:
             mark_landed(exc)
+            # its last steps (a metadata file dropped, the folder synced) end before the
+            # caller hears: a write it makes next of the key must not lose them to these
+            await thread_ended(gate.done)
         elif started:
             await thread_ended(gate.done)  # it stops at its next check, removes its temp file
         elif cleanup is not None:
