@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from file_storage import StorageBackend, StorageUnavailableError
+from file_storage.backends import _settles
 from file_storage.models import ObjectInfo
 from tests.quota_redis.server import RedisServer
 from tests.s3util import s3_backends
@@ -164,3 +165,64 @@ async def test_purge_versions_done_without_an_answer_frees_what_it_purged(
     assert [v.size for v in await s3_backend.list_versions("k")] == [300]
     assert (await s3_backend.get_usage()).used == 300
     await s3_backend.save("other", b"o" * 700)  # fits: what was purged is free again
+
+
+@pytest.fixture
+def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_settles, "LOOK_UP_GRACE", 0.05)
+
+
+async def held_for_ever(look: LookUp, work: Awaitable[Any], *, cancel: bool) -> asyncio.Task[Any]:
+    """Run ``work`` whose look-up the store never answers (it is down); cancel it then."""
+    task = asyncio.ensure_future(work)
+    await look.reached.wait()
+    if cancel:
+        task.cancel()
+    done, _ = await asyncio.wait([task], timeout=30)
+    assert task in done  # not held for as long as the store stays down
+    return task
+
+
+@pytest.mark.usefixtures("short_grace")
+async def test_save_cancelled_while_the_store_does_not_answer_its_look_up_counts_it(
+    s3_backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_backend.set_quota("", 1000)
+    look = LookUp(s3_backend, monkeypatch, "k")
+    answer_lost(s3_backend, monkeypatch, "_save", look)
+    task = await held_for_ever(look, s3_backend.save("k", b"x" * 400), cancel=True)
+    assert task.cancelled()
+    assert (await s3_backend.get_usage()).used == 400  # unknown: counted as stored
+
+
+@pytest.mark.usefixtures("short_grace")
+async def test_save_cancelled_in_flight_whose_look_up_gets_no_answer_ends_unasked(
+    s3_backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # asyncio.timeout cancels once: the look-up that follows is bounded all the same
+    s3_backend.set_quota("", 1000)
+    look = LookUp(s3_backend, monkeypatch, "k")
+    real = s3_backend._save
+
+    async def cut(*args: Any) -> None:
+        await real(*args)
+        look.armed = True
+        raise asyncio.CancelledError  # the caller went away as S3 answered
+
+    monkeypatch.setattr(s3_backend, "_save", cut)
+    task = await held_for_ever(look, s3_backend.save("k", b"x" * 400), cancel=False)
+    assert task.cancelled()
+    assert (await s3_backend.get_usage()).used == 400
+
+
+@pytest.mark.usefixtures("short_grace")
+async def test_delete_cancelled_while_the_store_does_not_answer_its_look_up_keeps_counting(
+    s3_backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_backend.set_quota("", 1000)
+    await s3_backend.save("k", b"x" * 400)
+    look = LookUp(s3_backend, monkeypatch, "k")
+    answer_lost(s3_backend, monkeypatch, "_delete", look)
+    task = await held_for_ever(look, s3_backend.delete("k"), cancel=True)
+    assert task.cancelled()
+    assert (await s3_backend.get_usage()).used == 400  # unknown: still counted

@@ -136,7 +136,7 @@ class BackendCore(abc.ABC):
     #: bytes the backend puts in front of every key (the S3 prefix); keys must leave room
     _key_overhead: int = 0
     #: a write cancelled in flight may still be stored (a request the server had taken):
-    #: the quota then counts what the key holds afterwards (see ``Writes._settle``)
+    #: the quota then counts what the key holds afterwards (see ``Settles._settle``)
     _cancel_may_land: bool = False
     #: a conditional write (``overwrite=False``, ``if_match``) of a stream is checked
     #: without holding the stream whole in memory: ``migrate`` then makes its copies of

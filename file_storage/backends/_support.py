@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import ipaddress
@@ -176,7 +177,7 @@ class _Making:
         self.lock = threading.Lock()
         self.abandoned = False
         self.started = False
-        self.done = threading.Event()
+        self.done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.path: str | None = None
 
     def make(self) -> None:
@@ -187,16 +188,16 @@ class _Making:
         try:
             self.path = tempfile.mkdtemp(prefix="file_storage-")
         finally:
-            self.done.set()
+            self.done.set_result(None)
 
-    def abandon(self) -> None:
+    async def abandon(self) -> None:
         """The caller was cancelled: a thread that has not started never will; one that
         has is waited for (mkdtemp cannot be stopped) and its folder removed."""
         with self.lock:
             self.abandoned = True
             started = self.started
         if started:
-            self.done.wait()
+            await thread_ended(self.done)
             if self.path is not None:
                 shutil.rmtree(self.path, ignore_errors=True)
 
@@ -210,7 +211,7 @@ async def temp_folder() -> AsyncIterator[Path]:
     try:
         await asyncio.to_thread(making.make)
     except BaseException:
-        making.abandon()
+        await making.abandon()
         raise
     assert making.path is not None
     try:
@@ -247,6 +248,19 @@ def server_of(url: str) -> str:
 T = TypeVar("T")
 
 
+async def thread_ended(future: concurrent.futures.Future[Any]) -> None:
+    """Wait for a thread that cannot be stopped, for a cancelled caller: awaited, so the
+    rest of the process runs meanwhile (``future.result()`` would block the event loop,
+    every other request with it), and to its end however often the caller is cancelled
+    again, so that nothing lands after the caller is told of its cancellation."""
+    if future.done():
+        return
+    waiter = asyncio.wrap_future(future)
+    while not waiter.done():
+        with contextlib.suppress(asyncio.CancelledError), scope_shield(True):
+            await asyncio.wait([waiter])
+
+
 def scope_shield(cancelled: bool) -> contextlib.AbstractContextManager[object]:
     """Once the caller is cancelled: a shielded anyio cancel scope for the rest of its wait.
     A cancelled anyio scope (FastAPI, Starlette) cancels its task again at every turn of
@@ -260,23 +274,52 @@ def scope_shield(cancelled: bool) -> contextlib.AbstractContextManager[object]:
     return scope
 
 
+# How long a look-up that follows a cancelled remote write or delete (what the key holds
+# now) may go on once its caller is cancelled: a healthy store answers one HEAD in far
+# less; one that is down would hold a shutdown or an asyncio.timeout for as long as
+# botocore retries. Cut, the look-up counts as unknown (see Settles._settle).
+LOOK_UP_GRACE = 2.0
+
+
 async def run_whole(
-    step: Awaitable[T],
+    step: Awaitable[T], *, grace: float | None = None, cancelled_before: bool = False
 ) -> tuple[asyncio.Future[T], asyncio.CancelledError | None]:
     """Run a step to its end even when the caller is cancelled meanwhile (a look-up whose
     answer decides what the quota counts, a clean-up): the finished step, and the caller's
-    cancellation, which the caller raises once it has used the step's outcome."""
+    cancellation, which the caller raises once it has used the step's outcome.
+
+    A step cancelled by someone else (an abort task that ``aclose()`` cancels) is no
+    cancellation of the caller, unless the caller was cancelled too, in the same pass of
+    the loop: the caller's own count of cancel requests tells them apart.
+
+    ``grace``: once the caller is cancelled (``cancelled_before``: it was before the step
+    began), the step has that many seconds more, and is then cancelled: a look-up whose
+    store does not answer must not hold the caller's cancellation for as long as its
+    client retries. The caller reads a step cut so as cancelled (an unknown outcome)."""
+    loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(step)
+    caller = asyncio.current_task()
+    requests = caller.cancelling() if caller is not None else 0
     cancelled: asyncio.CancelledError | None = None
+    deadline = loop.time() + grace if grace is not None and cancelled_before else None
     while not task.done():
         try:
             with scope_shield(cancelled is not None):
-                await asyncio.shield(task)
+                if deadline is None:
+                    await asyncio.shield(task)
+                else:
+                    await asyncio.wait([task], timeout=max(0.0, deadline - loop.time()))
+                    if not task.done() and loop.time() >= deadline:
+                        task.cancel()  # given up on: waited for as it ends, at once
+                        deadline = grace = None
         except asyncio.CancelledError as exc:
-            if not task.done():
-                cancelled = exc  # the caller's: wait on, a second one too
-            elif not task.cancelled():
-                cancelled = exc  # it ended in the same pass as the caller's cancellation
+            asked = caller.cancelling() if caller is not None else requests
+            if not task.done() or asked > requests or not task.cancelled():
+                # the caller's (wait on, a second one too), or it ended in the same pass
+                cancelled = cancelled or exc
+                if grace is not None and deadline is None:
+                    deadline = loop.time() + grace
+            requests = asked
         except BaseException:
             pass  # the step's own error: read from it by the caller
     return task, cancelled

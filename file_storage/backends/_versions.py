@@ -11,10 +11,11 @@ restore and purge hold the key's lock like every write (see :mod:`file_storage._
 
 from __future__ import annotations
 
+import asyncio
 from typing import final
 
 from file_storage._keys import KeyLike
-from file_storage.backends._support import has_landed, run_whole
+from file_storage.backends._support import LOOK_UP_GRACE, has_landed, run_whole
 from file_storage.backends._writes import Writes, _present
 from file_storage.models import ObjectVersion
 
@@ -136,7 +137,11 @@ class Versions(Writes):
         kept: list[ObjectVersion],
         exc: BaseException,
     ) -> None:
-        listing, cancelled = await run_whole(self._list_versions(key))
+        listing, cancelled = await run_whole(
+            self._list_versions(key),
+            grace=LOOK_UP_GRACE,
+            cancelled_before=isinstance(exc, asyncio.CancelledError),
+        )
         if not listing.cancelled() and listing.exception() is None:
             left = {v.version_id for v in listing.result()}
             gone = [v for v in doomed if v.version_id not in left]

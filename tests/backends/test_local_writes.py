@@ -99,6 +99,34 @@ async def test_a_write_cancelled_after_its_rename_is_counted(
     assert (await quota_backend.get_usage()).used == stored
 
 
+async def test_a_write_cancelled_after_its_rename_ends_before_its_caller_hears(
+    quota_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # after its rename the worker still drops the key's metadata file: a caller told of
+    # the cancellation that saves the key again with metadata must not lose it to that
+    reached, release = threading.Event(), threading.Event()
+    gates: list[Gate] = []
+
+    def checkpoint(at: str, gate: Gate) -> None:
+        if at == "landed":
+            gates.append(gate)
+            reached.set()
+            release.wait(timeout=10)
+
+    monkeypatch.setattr(local_module, "_checkpoint", checkpoint)
+    task = asyncio.ensure_future(quota_backend.save("k.bin", NEW))
+    assert await asyncio.to_thread(reached.wait, 10)
+    task.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not task.done()  # its worker is still at work
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert gates[0].done.done()
+    assert await quota_backend.load("k.bin") == NEW
+
+
 async def test_concurrent_saves_of_one_key_keep_bytes_and_metadata_together(
     local_backend: LocalStorageBackend,
 ) -> None:

@@ -564,7 +564,7 @@ async def _to_the_end(
             body.stop()
         while not task.done():
             with contextlib.suppress(asyncio.CancelledError), scope_shield(True):
-                await asyncio.shield(task)  # a second cancellation waits all the same
+                await asyncio.wait([task])  # a second cancellation waits all the same
         if not task.cancelled():
             # retrieved: the caller is told of the cancellation instead
             error = task.exception()

@@ -40,7 +40,7 @@ from file_storage._settings_common import check_base_url, checked
 from file_storage._streams import Progress
 from file_storage.backends._pages import Entry
 from file_storage.backends._router_signed import RouterSigned
-from file_storage.backends._support import temp_folder
+from file_storage.backends._support import temp_folder, thread_ended
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.local._files import LocalFiles
 from file_storage.backends.local._fs import (
@@ -247,11 +247,10 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
             )
         except BaseException:
             if not handed:
-                # sync on purpose: a second cancellation must not skip the clean-up, and
-                # the descriptor may close only once no thread writes to it any more
+                # the descriptor may close only once no thread writes to it any more:
+                # awaited to its end (the loop runs meanwhile), a second cancellation too
                 if pending is not None:
-                    with contextlib.suppress(BaseException):
-                        pending.result()
+                    await thread_ended(pending)
                 discard()
             raise
 

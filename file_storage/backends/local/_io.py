@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from file_storage.backends._support import mark_landed
+from file_storage.backends._support import mark_landed, thread_ended
 
 TMP_MARK = "\\tmp-"  # a backslash is banned from keys: a temp name is never a key
 
@@ -65,6 +65,7 @@ async def in_pool(
         return await asyncio.wrap_future(future)
     except BaseException:
         if not future.cancel():
+            await thread_ended(future)
             with contextlib.suppress(BaseException):
                 result = future.result()
                 if cleanup is not None:
@@ -82,6 +83,7 @@ async def to_the_end(fn: Callable[..., T], *args: Any) -> T:
     except asyncio.CancelledError as exc:
         if future.cancel():
             raise
+        await thread_ended(future)
         with contextlib.suppress(BaseException):
             future.result()
             mark_landed(exc)
@@ -163,7 +165,7 @@ class Gate:
         self.cancelled = threading.Event()
         self.landed = False
         self.started = False
-        self.done = threading.Event()
+        self.done: concurrent.futures.Future[None] = concurrent.futures.Future()
 
     def check(self) -> None:
         if self.cancelled.is_set():
@@ -177,7 +179,7 @@ def run_gated(gate: Gate, fn: Callable[..., T], *args: Any) -> T:
     try:
         return fn(gate, *args)
     finally:
-        gate.done.set()
+        gate.done.set_result(None)
 
 
 def copy_fd(src: int, dst: int, gate: Gate) -> int:
@@ -214,8 +216,11 @@ async def gated(fn: Callable[..., T], *args: Any, cleanup: Callable[[], object] 
             landed, started = gate.landed, gate.started
         if landed:
             mark_landed(exc)
+            # its last steps (a metadata file dropped, the folder synced) end before the
+            # caller hears: a write it makes next of the key must not lose them to these
+            await thread_ended(gate.done)
         elif started:
-            gate.done.wait()  # it stops at its next check and removes its temp file
+            await thread_ended(gate.done)  # it stops at its next check, removes its temp file
         elif cleanup is not None:
             cleanup()  # it will never run
         raise

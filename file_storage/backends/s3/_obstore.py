@@ -17,6 +17,7 @@ obstore is imported on first use, never by ``import file_storage``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -531,10 +532,21 @@ async def _write(writer: Any, body: AsyncIterator[bytes]) -> None:
         # aborts the multipart upload (obstore's __aexit__), waited for to its end however
         # often the caller is cancelled meanwhile (an anyio cancel scope cancels every await)
         aborting, late = await run_whole(out.__aexit__(type(exc), exc, exc.__traceback__))
+        cancelled = late or (exc if isinstance(exc, asyncio.CancelledError) else None)
+        if cancelled is not None:
+            # a cancelled caller hears of its cancellation, not of a failed abort
+            failed = None if aborting.cancelled() else aborting.exception()
+            if failed is not None:
+                logger.warning(
+                    "could not abort multipart upload (%s); a bucket lifecycle rule "
+                    "(AbortIncompleteMultipartUpload) will remove it",
+                    type(failed).__name__,
+                )
+            if late is not None:
+                raise late from exc
+            raise
         with _from_obstore():
             aborting.result()
-        if late is not None:
-            raise late from exc
         raise
     with _from_obstore():
         await out.__aexit__(None, None, None)

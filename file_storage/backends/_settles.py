@@ -1,0 +1,141 @@
+"""What a remote write or delete left, when its caller was not told: cancelled in flight,
+or its answer lost. The key is asked of the store, and the quota and the events follow
+what it holds (see :mod:`file_storage._quota`)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from file_storage._quota import Reservation
+from file_storage.backends._core import BackendCore
+from file_storage.backends._support import LOOK_UP_GRACE, has_landed, is_caller_error, run_whole
+from file_storage.errors import StorageError, StorageUnavailableError
+from file_storage.models import ObjectEvent
+
+
+class Settles(BackendCore):
+    """The look-ups of :class:`~file_storage.StorageBackend` after an unsure write or delete."""
+
+    def _unanswered(self, exc: BaseException) -> bool:
+        """A remote write that failed without an answer (a connection cut after the server
+        stored it, a timeout): the object may be stored all the same."""
+        if not isinstance(exc, Exception) or is_caller_error(exc):
+            return False
+        error = exc if isinstance(exc, StorageError) else self._map_error(exc, "", None)
+        return isinstance(error, StorageUnavailableError)
+
+    def _unsure(self, exc: BaseException) -> bool:
+        """A remote delete cancelled in flight or failed without an answer, under a quota:
+        the store may have done it all the same (its answer was on the way back)."""
+        if not self._cancel_may_land or not self._quotas:
+            return False
+        return isinstance(exc, asyncio.CancelledError) or self._unanswered(exc)
+
+    def _part_done(self, exc: BaseException, keys: list[str]) -> bool:
+        """A delete of several keys under a quota, or while someone subscribes, failed with
+        a store's error: it may have deleted some of them before (local disk key by key,
+        S3's DeleteObjects reporting errors per key, GCS/Azure deleting concurrently)."""
+        if len(keys) < 2 or not (self._quotas or self._events) or not isinstance(exc, Exception):
+            return False
+        if is_caller_error(exc):
+            return False
+        return isinstance(exc, StorageError) or self._map_error(exc, "", None) is not None
+
+    async def _forget_gone(
+        self, key: str, *, cancelled: bool
+    ) -> tuple[bool | None, asyncio.CancelledError | None]:
+        """Stop counting ``key`` if it holds no object, asked of the store (so the quota
+        does not count bytes that are gone until the next listing; and subscribers hear
+        of the delete). Returns whether it was gone (``None``: the store cannot tell now,
+        still down), and the caller's cancellation if one came meanwhile: the look-up is
+        awaited to its end all the same, and the caller raises the cancellation once it
+        has counted (an anyio cancel scope cancels every await made after it); cut
+        ``LOOK_UP_GRACE`` after (``cancelled``: before) it: unknown, still counted."""
+        look, late = await run_whole(
+            self._stat(key), grace=LOOK_UP_GRACE, cancelled_before=cancelled
+        )
+        gone: bool | None = None
+        if not look.cancelled():
+            error = look.exception()
+            gone = False if error is None else (True if self._not_found(error) else None)
+        if gone:
+            await self._forget_deleted(key)
+        return gone, late
+
+    async def _failed_delete(self, key: str, exc: BaseException, *, done: bool = True) -> None:
+        """A delete of ``key`` raised ``exc``: cancelled after it was done (``done``: a
+        landed cancellation means deleted), or done by the store with its answer lost
+        (asked of the store): then no longer counted, and announced. A cancellation that
+        comes during the look-up is raised once it has counted."""
+        if done and has_landed(exc):
+            await self._forget_deleted(key)
+        elif self._unsure(exc):
+            hurry = isinstance(exc, asyncio.CancelledError)
+            _, cancelled = await self._forget_gone(key, cancelled=hurry)
+            if cancelled is not None:
+                raise cancelled from exc
+
+    async def _forget_deleted(self, key: str) -> None:
+        """``key`` was deleted although its caller was not told (cancelled, or the answer
+        lost): no longer counted, and its ``deleted`` event emitted all the same."""
+        try:
+            await self._quotas.forget(key)
+        finally:
+            self._events.emit(ObjectEvent("deleted", key))
+
+    async def _settle(
+        self, reservation: Reservation, sent: int, *, assume_stored: bool = True
+    ) -> None:
+        """A remote write cancelled in flight, or left without an answer: the server may
+        have stored it all the same (its answer was on the way back), so count what the
+        key holds now, never less. When that cannot be read: count what was sent, or
+        (``assume_stored=False``, the write failed and the store is down) nothing.
+
+        A cancellation that comes meanwhile waits for the look-up, counts what it found,
+        and is raised then (the write's own error is its context). Cancelled (before it:
+        ``assume_stored``), the look-up is cut after ``LOOK_UP_GRACE`` (a store down
+        must not hold a shutdown while its client retries): unknown, counted as sent."""
+        look, cancelled = await run_whole(
+            self._stat(reservation.key), grace=LOOK_UP_GRACE, cancelled_before=assume_stored
+        )
+        error = look.exception() if not look.cancelled() else None
+        if look.cancelled() or error is not None:
+            if error is not None and self._not_found(error):
+                await reservation.release()  # not stored
+            elif assume_stored or look.cancelled():  # unknown (an outage, or cut)
+                await reservation.commit(sent)
+            else:
+                await reservation.release()
+        else:
+            counted = False
+            if self._quotas.keeps:
+                hurry = assume_stored or cancelled is not None
+                counted, late = await self._settle_versions(reservation, cancelled=hurry)
+                cancelled = cancelled or late
+            if not counted:
+                await reservation.commit(look.result().size)
+        if cancelled is not None:
+            raise cancelled
+
+    async def _settle_versions(
+        self, reservation: Reservation, *, cancelled: bool
+    ) -> tuple[bool, asyncio.CancelledError | None]:
+        """On a store keeping versions, the object at the key may be the one the write
+        would have replaced (it never landed): counted as the latest version, and its
+        prior versions as what they hold, whichever it is. False: the versions could not
+        be listed (the commit then keeps the replaced object as a prior version). With
+        the cancellation that came while they were listed, to raise once counted."""
+        key = reservation.key
+        listing, late = await run_whole(
+            self._list_versions(key), grace=LOOK_UP_GRACE, cancelled_before=cancelled
+        )
+        if listing.cancelled() or listing.exception() is not None:
+            return False, late
+        versions = listing.result()
+        latest = [v.size for v in versions if v.is_latest]
+        if not latest:
+            await reservation.release()  # deleted since: what it kept is counted so
+            return True, late
+        await reservation.commit(latest[0])
+        await self._quotas.set_kept(key, sum(v.size for v in versions if not v.is_latest))
+        return True, late
