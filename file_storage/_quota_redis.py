@@ -264,13 +264,16 @@ class RedisQuotaManager(QuotaManager):
         # a release only once its key's quotas are marked: never a moment when its
         # object is neither reserved nor counted
         for step in [step for step in self._replay if step[0] not in self._dirty]:
-            if step in self._replay:  # (else a concurrent sync ran it)
+            try:
+                # taken in one call: the sync of another thread's loop may take it too
                 self._replay.remove(step)
-                try:
-                    await self._client.run(step[1], step[2])
-                except BaseException:
-                    self._replay.append(step)
-                    raise
+            except ValueError:
+                continue  # it did: it runs it
+            try:
+                await self._client.run(step[1], step[2])
+            except BaseException:
+                self._replay.append(step)
+                raise
 
     def _lost(self, key: str, reservation: str) -> None:
         """A commit may not have reached Redis: its reservation is given back later."""

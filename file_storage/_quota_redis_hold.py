@@ -19,6 +19,7 @@ from file_storage import _quota_redis_lua as lua
 from file_storage._quota import Reservation, _Held
 from file_storage._quota_redis_lease import Renewer, new_id
 from file_storage._quota_redis_wire import RedisUnavailable
+from file_storage.backends._support import run_whole
 from file_storage.errors import StorageQuotaExceededError
 
 if TYPE_CHECKING:
@@ -161,24 +162,34 @@ class _RedisReservation(Reservation):
         # a move cannot be undone (its source is gone): it is counted whatever it finds
         undoable = 0 if self.operation == "move" else 1
         token = hold.token if hold else ""
-        args = [self._ledger.ns, self._id, self.key, size, token, undoable, *unlock]
-        try:
-            result = await self._ledger._client.run(lua.COMMIT, args)
-        except RedisUnavailable:
-            # the step ran or not: its quotas are listed again, and its bytes given back
-            # with the next step (else they count twice, listed and reserved, for a lease)
-            self._ledger._missed(self.key, "save")
-            self._ledger._lost(self.key, self._id)
-            return
-        except asyncio.CancelledError:
-            # the object landed and the step ran or not, and counted it or refused it (a
-            # lease that ran out): its answer is gone with the cancel, so its quotas are
-            # listed again rather than trusted, its bytes given back with the next step
-            # (the hold's exit unlocks the key)
-            self._ledger._dirty.add(self.key)
-            self._ledger._lost(self.key, self._id)
-            raise
-        self._ledger._reachable()
+        cancelled: asyncio.CancelledError | None = None
+        while True:
+            args = [self._ledger.ns, self._id, self.key, size, token, undoable, *unlock]
+            # the object landed: the step is made whole even when the caller is cancelled
+            # meanwhile (else, cancelled before it left, the object stays uncounted by
+            # every other process until this one's next step, and for good if it is
+            # killed), its cancellation raised once the step's answer is used
+            step, late = await run_whole(self._ledger._client.run(lua.COMMIT, args))
+            cancelled = cancelled or late
+            if step.cancelled() or isinstance(step.exception(), RedisUnavailable):
+                # the step ran or not (Redis did not answer, or its loop shuts down): its
+                # quotas are listed again, and its bytes given back with the next step
+                # (else they count twice, listed and reserved, for a lease)
+                if step.cancelled():
+                    self._ledger._dirty.add(self.key)
+                else:
+                    self._ledger._missed(self.key, "save")
+                self._ledger._lost(self.key, self._id)
+                if cancelled is not None or step.cancelled():
+                    raise cancelled or asyncio.CancelledError()
+                return
+            result = step.result()
+            self._ledger._reachable()
+            if result[0] != "over" or cancelled is None:
+                break
+            # the lease ran out and the new object no longer fits, but its caller is gone
+            # and told it landed: it stays, counted past the quota (its key still held)
+            undoable = 0
         if result[0] == "over":
             # the lease ran out and the new object no longer fits: take it back, still
             # holding its key (the hold unlocks it on exit)
@@ -201,3 +212,5 @@ class _RedisReservation(Reservation):
                 self.key,
                 result[1],
             )
+        if cancelled is not None:
+            raise cancelled

@@ -35,17 +35,25 @@ def peek(redis_server: RedisServer) -> Iterator[redis.Redis]:
         client.close()
 
 
-def stall_after(monkeypatch: pytest.MonkeyPatch, script: Script) -> asyncio.Event:
+class Stall(asyncio.Event):
+    """Set once the stalled step ran in Redis; its answer comes once ``answer`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+
+
+def stall_after(monkeypatch: pytest.MonkeyPatch, script: Script) -> Stall:
     """The next call of ``script`` runs in Redis, then its caller waits for its answer
-    forever: the event is set once the step ran, for the test to cancel the caller."""
+    until the test cancels the caller (the stall is set once the step ran)."""
     run = Client.run
-    ran = asyncio.Event()
+    ran = Stall()
 
     async def stalled(self: Client, called: Script, args: list[object]) -> object:
         result = await run(self, called, args)
         if called is script and not ran.is_set():
             ran.set()
-            await asyncio.Future()  # the answer "on the way" when the task is cancelled
+            await ran.answer.wait()  # the answer "on the way" when the task is cancelled
         return result
 
     monkeypatch.setattr(Client, "run", stalled)
@@ -55,6 +63,9 @@ def stall_after(monkeypatch: pytest.MonkeyPatch, script: Script) -> asyncio.Even
 async def cancel_when(task: asyncio.Task[Any], ran: asyncio.Event) -> None:
     await ran.wait()
     task.cancel()
+    if isinstance(ran, Stall):
+        await asyncio.sleep(0)  # the cancellation is delivered before the answer
+        ran.answer.set()
     with pytest.raises(asyncio.CancelledError):
         await task
 
@@ -497,3 +508,45 @@ async def test_a_delete_cancelled_while_it_records_and_unlocks_leaves_nothing_be
         assert (await b.get_usage()).used == await b.get_total_size() == 30
         await asyncio.wait_for(b.save("k", b"z" * 70), LEASE / 6)
         assert (await b.get_usage()).used == await b.get_total_size() == 100
+
+
+async def test_a_late_save_cancelled_before_its_commit_left_is_counted_by_the_others(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    namespace: str,
+    peek: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the writer stalled past its lease (its bytes given to another write), then its
+    # object landed and its caller was cancelled before the step recording it left (its
+    # connection being opened again): that step is still made, so the others count the
+    # object at once, not only once its process makes its next step (never, if it is
+    # killed now), and a write that does not fit is refused
+    a, b = gated_pair(tmp_path, redis_server, namespace, "n", before=True)
+    run = Client.run
+    reached, connected = asyncio.Event(), asyncio.Event()
+
+    async def connecting(self: Client, called: Script, args: list[object]) -> object:
+        if called is lua.COMMIT and not reached.is_set():
+            reached.set()
+            await connected.wait()  # the caller is cancelled here
+        return await run(self, called, args)
+
+    async with a, b:
+        first = asyncio.create_task(a.save("n", b"x" * 600))
+        await a.landed.wait()
+        await run_out_leases(redis_server, namespace)
+        await b.save("other", b"y" * 500)  # fits now, and takes the space
+        monkeypatch.setattr(Client, "run", connecting)
+        a.gate.set()
+        await reached.wait()
+        first.cancel()
+        await asyncio.sleep(0)  # the cancellation is delivered before the connection is up
+        connected.set()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        monkeypatch.setattr(Client, "run", run)
+        assert peek.keys("{" + namespace + "}:lk:*") == []
+        assert (await b.get_usage()).used == await b.get_total_size() == 1100
+        with pytest.raises(StorageQuotaExceededError):
+            await b.save("more", b"y" * 10)

@@ -14,6 +14,8 @@ import threading
 import weakref
 from pathlib import Path
 
+import pytest
+
 from file_storage import ObjectNotFoundError, StorageQuotaExceededError
 from tests.quota_redis.ledger import local
 from tests.quota_redis.server import RedisServer
@@ -89,3 +91,61 @@ def test_threads_with_loops_of_their_own_share_one_store_exactly(
 
     used, stored = asyncio.run(at_rest())
     assert used == stored <= 3000
+
+
+def test_threads_replaying_the_same_lost_steps_at_once_run_each_once(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # steps whose answer was lost are replayed with the next step of any loop of the
+    # process: the saves of several threads, each on a loop of its own, replay them at
+    # once, and each step must run once, not fail a save with a ValueError
+    from file_storage import _quota_redis_lua as lua
+    from file_storage._quota_redis_wire import Client, Script
+
+    threads_n = 4
+    backend = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    ledger = backend._quotas
+    asyncio.run(ledger.usage(""))  # the limit pushed, nothing left to sync
+    checked = threading.Barrier(threads_n, timeout=30)
+    waited: set[int] = set()
+
+    class Widened(list):  # type: ignore[type-arg]
+        """Every thread has looked for the first step before any goes on: the window
+        between a check and a remove held open."""
+
+        def __contains__(self, item: object) -> bool:
+            found = super().__contains__(item)
+            if threading.get_ident() not in waited:
+                waited.add(threading.get_ident())
+                checked.wait()
+            return found
+
+    ledger._replay = Widened()
+    for i in range(20):
+        ledger._lost(f"k{i}", f"lost:{i}")
+    run = Client.run
+    replayed: list[object] = []
+
+    async def counted(self: Client, script: Script, args: list[object]) -> object:
+        if script is lua.RELEASE:
+            replayed.append(args[1])
+        return await run(self, script, args)
+
+    failures: list[BaseException] = []
+
+    def save(i: int) -> None:
+        try:
+            asyncio.run(backend.save(f"t{i}", b"x" * 10))
+        except BaseException as exc:
+            failures.append(exc)
+
+    monkeypatch.setattr(Client, "run", counted)
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a thread hangs"
+    assert failures == []
+    assert sorted(replayed) == sorted(f"lost:{i}" for i in range(20))
+    assert list(ledger._replay) == []
