@@ -8,6 +8,7 @@ import asyncio
 import errno
 import os
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -126,46 +127,45 @@ async def test_upload_file_cancelled_by_a_scope_closes_the_local_file(
     assert open_descriptors(source) == 0
 
 
-async def test_move_cancelled_by_a_scope_as_its_event_is_made_frees_and_announces_the_source(
-    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+def cancel_as_the_event_is_made(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, scope: anyio.CancelScope
 ) -> None:
-    backend.set_quota("", 1000)
-    await backend.save("src", b"x" * 600)
-    seen: list[tuple[str, str]] = []
-    backend.subscribe(lambda event: seen.append((event.type, event.key)))
     real = backend._created
-    with anyio.CancelScope() as scope:
 
-        async def cancelled_while_stat(key: str, size: int | None) -> object:
-            scope.cancel()  # the client went away once the move was done
-            return await real(key, size)
+    async def cancelled_while_stat(key: str, size: int | None) -> object:
+        scope.cancel()  # the client went away once the move was done
+        return await real(key, size)
 
-        monkeypatch.setattr(backend, "_created", cancelled_while_stat)
-        await backend.move("src", "dst")
-    assert scope.cancelled_caught
-    assert await backend.list_files() == ["dst"]
-    assert sorted(seen) == [("created", "dst"), ("deleted", "src")]
-    assert (await backend.get_usage()).used == 600  # the source no longer counted
+    monkeypatch.setattr(backend, "_created", cancelled_while_stat)
 
 
+def cancel_as_the_store_answers(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, scope: anyio.CancelScope
+) -> None:
+    real = backend._move
+
+    async def moved_then_cancelled(src: str, dst: str) -> None:
+        await real(src, dst)
+        scope.cancel()  # the client went away as the store answered
+        cancelled = asyncio.CancelledError()
+        mark_landed(cancelled)
+        raise cancelled
+
+    monkeypatch.setattr(backend, "_move", moved_then_cancelled)
+
+
+@pytest.mark.parametrize("cancel", [cancel_as_the_event_is_made, cancel_as_the_store_answers])
 async def test_move_cancelled_by_a_scope_once_done_frees_and_announces_the_source(
-    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+    backend: StorageBackend,
+    monkeypatch: pytest.MonkeyPatch,
+    cancel: Callable[[StorageBackend, pytest.MonkeyPatch, anyio.CancelScope], None],
 ) -> None:
     backend.set_quota("", 1000)
     await backend.save("src", b"x" * 600)
     seen: list[tuple[str, str]] = []
     backend.subscribe(lambda event: seen.append((event.type, event.key)))
-    real = backend._move
     with anyio.CancelScope() as scope:
-
-        async def moved_then_cancelled(src: str, dst: str) -> None:
-            await real(src, dst)
-            scope.cancel()  # the client went away as the store answered
-            cancelled = asyncio.CancelledError()
-            mark_landed(cancelled)
-            raise cancelled
-
-        monkeypatch.setattr(backend, "_move", moved_then_cancelled)
+        cancel(backend, monkeypatch, scope)
         await backend.move("src", "dst")
     assert scope.cancelled_caught
     assert await backend.list_files() == ["dst"]
