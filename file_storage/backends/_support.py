@@ -253,12 +253,17 @@ async def thread_ended(future: concurrent.futures.Future[Any]) -> None:
     rest of the process runs meanwhile (``future.result()`` would block the event loop,
     every other request with it), and to its end however often the caller is cancelled
     again, so that nothing lands after the caller is told of its cancellation."""
-    if future.done():
-        return
-    waiter = asyncio.wrap_future(future)
-    while not waiter.done():
+    if not future.done():
+        await wait_out(asyncio.wrap_future(future))
+
+
+async def wait_out(step: asyncio.Future[Any]) -> None:
+    """Wait for ``step`` to end, however often the caller is cancelled meanwhile (the
+    caller raises the cancellation it already has), without spinning in a cancelled
+    anyio scope."""
+    while not step.done():
         with contextlib.suppress(asyncio.CancelledError), scope_shield(True):
-            await asyncio.wait([waiter])
+            await asyncio.wait([step])
 
 
 def scope_shield(cancelled: bool) -> contextlib.AbstractContextManager[object]:
@@ -335,9 +340,7 @@ async def stop_then_wait(step: Coroutine[Any, Any, T]) -> T:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         task.cancel()  # a no-op once it ended (in the same pass as the cancellation)
-        while not task.done():
-            with contextlib.suppress(asyncio.CancelledError), scope_shield(True):
-                await asyncio.wait([task])
+        await wait_out(task)
         if not task.cancelled():
             task.exception()  # retrieved: the caller is told of the cancellation instead
         raise

@@ -36,7 +36,7 @@ from file_storage.backends._obstore._errors import (
     map_obstore_error,
 )
 from file_storage.backends._obstore._rules import ObstoreRules
-from file_storage.backends._support import mark_landed, scope_shield, server_of
+from file_storage.backends._support import mark_landed, server_of, wait_out
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
@@ -562,9 +562,7 @@ async def _to_the_end(
         # of the loop as the caller's cancellation (its outcome is known: told below)
         if body is not None and not task.done():
             body.stop()
-        while not task.done():
-            with contextlib.suppress(asyncio.CancelledError), scope_shield(True):
-                await asyncio.wait([task])  # a second cancellation waits all the same
+        await wait_out(task)  # a second cancellation waits all the same
         if not task.cancelled():
             # retrieved: the caller is told of the cancellation instead
             error = task.exception()
