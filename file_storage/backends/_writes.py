@@ -399,11 +399,8 @@ class Writes(Settles):
         """Delete ``keys`` holding their locks, then take them out of the quota ledger;
         their events are sent however the unlock ends."""
         with self._events.pending() as done:
-            await self._delete_held(keys, done)
-
-    async def _delete_held(self, keys: list[str], done: list[ObjectEvent]) -> None:
-        async with self._quotas.hold(*keys):
-            await self._delete_locked(keys, done)
+            async with self._quotas.hold(*keys):
+                await self._delete_locked(keys, done)
 
     async def _delete_listed(self, folder: str, keys: list[str], after: str | None) -> int:
         """Delete what of the listed ``keys`` (sorted, after ``after``) is still stored once
