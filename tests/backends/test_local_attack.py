@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from file_storage import LocalStorageBackend, StorageBackend
+from file_storage import LocalStorageBackend, ObjectNotFoundError, StorageBackend
+from file_storage.backends import _writes
 from file_storage.backends.local import _backend, _files
 from file_storage.backends.local import _meta as meta_file
 
@@ -116,7 +117,7 @@ async def test_listings_of_the_root_during_the_first_use_sweep_see_every_object(
 # Another process writing one key: it says "go" when about to save, then saves.
 _OTHER = """
 import asyncio, sys
-from file_storage import LocalStorageBackend, StorageBackend
+from file_storage import LocalStorageBackend, ObjectNotFoundError, StorageBackend
 async def main():
     backend = LocalStorageBackend(sys.argv[1])
     print("go", flush=True)
@@ -326,3 +327,31 @@ async def test_a_temp_folder_cancelled_while_being_made_is_not_left_behind(
     task = asyncio.create_task(hold())
     await cancel_in_thread(task, started, go, finished)
     assert list(temp.iterdir()) == []
+
+
+@pytest.mark.parametrize("progress", [None, print], ids=["plain", "progress"])
+async def test_upload_of_a_file_swapped_for_a_fifo_after_its_stat_is_refused_at_once(
+    local_backend: LocalStorageBackend,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    progress: Any,
+) -> None:
+    src = tmp_path / "upload.bin"
+    src.write_bytes(b"regular")
+    real_stat = os.stat(src)
+    os.unlink(src)
+    os.mkfifo(src)  # someone swapped it between upload_file's stat and its open
+
+    async def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        return real_stat
+
+    monkeypatch.setattr(_writes.aiofiles.os, "stat", stat)
+    call = asyncio.ensure_future(local_backend.upload_file(src, "u.bin", progress=progress))
+    done, _ = await asyncio.wait({call}, timeout=10)
+    if not done:  # hung: a writer (at once closed) ends it
+        os.close(os.open(src, os.O_WRONLY | os.O_NONBLOCK))
+    with pytest.raises(ObjectNotFoundError, match="not a regular file"):
+        await call
+    assert done, "upload_file of a FIFO blocked"
+    assert await local_backend.list_files() == []
+    assert (await local_backend.get_usage()).used == 0

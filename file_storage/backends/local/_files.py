@@ -26,6 +26,7 @@ from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.local import _meta as meta_file
 from file_storage.backends.local._cond import check_match, etag_of, link_new
 from file_storage.backends.local._fs import (
+    O_LOCAL,
     O_NEW,
     Found,
     Root,
@@ -232,8 +233,10 @@ class LocalFiles(LocalVersions):
         meta: Meta | None,
         options: WriteOptions,
     ) -> None:
-        src = os.open(local_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        src = os.open(local_path, O_LOCAL)  # swapped for a FIFO since upload_file looked
         try:
+            if not stat_mod.S_ISREG(os.fstat(src).st_mode):
+                raise ObjectNotFoundError(f"local file {local_path.name!r} is not a regular file")
 
             def fill(fd: int) -> None:
                 copied = copy_fd(src, fd, gate)

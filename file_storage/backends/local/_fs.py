@@ -34,6 +34,8 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | O_CLOEXEC
 # O_NONBLOCK: opening a FIFO someone put under the root must not hang the thread
 O_READ = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | O_CLOEXEC
+# a caller's own file (upload_file): its links are the caller's, but a FIFO must not hang
+O_LOCAL = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | O_CLOEXEC
 O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | O_CLOEXEC
 MAX_HOPS = 40  # symlinks followed per operation, as Linux's own limit
 # errnos open(O_NOFOLLOW) gives for a symlink: Linux/macOS ELOOP, FreeBSD EMLINK; with
