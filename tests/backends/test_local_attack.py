@@ -117,7 +117,7 @@ async def test_listings_of_the_root_during_the_first_use_sweep_see_every_object(
 # Another process writing one key: it says "go" when about to save, then saves.
 _OTHER = """
 import asyncio, sys
-from file_storage import LocalStorageBackend, ObjectNotFoundError, StorageBackend
+from file_storage import LocalStorageBackend, ObjectNotFoundError, StorageBackend, StorageError
 async def main():
     backend = LocalStorageBackend(sys.argv[1])
     print("go", flush=True)
@@ -355,3 +355,28 @@ async def test_upload_of_a_file_swapped_for_a_fifo_after_its_stat_is_refused_at_
     assert done, "upload_file of a FIFO blocked"
     assert await local_backend.list_files() == []
     assert (await local_backend.get_usage()).used == 0
+
+
+def sidecar(backend: LocalStorageBackend, key: str) -> Path:
+    parts, name = meta_file._where(key)
+    return backend.root.joinpath(*parts, name)
+
+
+async def test_a_sidecar_that_cannot_be_dropped_fails_neither_the_delete_nor_the_save(
+    tmp_path: Path,
+) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", max_size_bytes=1000)
+    try:
+        await backend.save("k", b"hello", metadata={"m": "1"})
+        await backend.save("other", b"12")
+        # another process (or a disk refusing the unlink) leaves what cannot be unlinked
+        sidecar(backend, "k").unlink()
+        sidecar(backend, "k").mkdir()
+        await backend.delete("k")  # the object is gone: the call says so
+        assert not await backend.exists("k")
+        assert (await backend.get_usage()).used == 2
+        await backend.save("k", b"abc")  # landed: counted, not reported as failed
+        assert await backend.load("k") == b"abc"
+        assert (await backend.get_usage()).used == 5
+    finally:
+        await backend.aclose()

@@ -206,14 +206,22 @@ def _write(root: Root, key: str, body: dict[str, object]) -> None:
 
 
 def drop(root: Root, key: str) -> None:
-    """Forget every version of ``key`` (call after the rename or unlink that replaced it)."""
+    """Forget every version of ``key`` (call after the rename or unlink that replaced it).
+
+    Tidying only: the call it ends has landed, and records name file versions, so one
+    left behind (the disk refused the unlink, something else is there) is never read
+    for another file. A failure is logged, never raised to a caller whose write is done.
+    """
     parts, name = _where(key)
     try:
         fd, _ = open_dir(root, parts, follow=False)
-    except (ObjectNotFoundError, StorageError):
+    except (StorageError, OSError):  # ObjectNotFoundError among them
         return
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name, dir_fd=fd)
+        os.unlink(name, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.warning("could not remove the metadata file of a key: %s", exc.strerror)
     finally:
         os.close(fd)
