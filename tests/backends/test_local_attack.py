@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from file_storage import LocalStorageBackend, ObjectNotFoundError, StorageBackend
+from file_storage import LocalStorageBackend, ObjectNotFoundError, StorageBackend, StorageError
 from file_storage.backends import _writes
 from file_storage.backends.local import _backend, _files
 from file_storage.backends.local import _meta as meta_file
@@ -378,5 +379,26 @@ async def test_a_sidecar_that_cannot_be_dropped_fails_neither_the_delete_nor_the
         await backend.save("k", b"abc")  # landed: counted, not reported as failed
         assert await backend.load("k") == b"abc"
         assert (await backend.get_usage()).used == 5
+    finally:
+        await backend.aclose()
+
+
+async def test_a_write_that_fails_after_its_rename_is_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", max_size_bytes=1000, durable=True)
+
+    def eio(self: Any, dir_fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    try:
+        await backend.save("a/k", b"hello")
+        monkeypatch.setattr(_files.LocalFiles, "_fsync_dir", eio)
+        with pytest.raises(StorageError, match="I/O error"):
+            await backend.save("a/k", b"longer bytes")  # landed, its folder not synced
+        with pytest.raises(StorageError, match="I/O error"):
+            await backend.move("a/k", "b/k")
+        assert await backend.load("b/k") == b"longer bytes"
+        assert (await backend.get_usage()).used == len(b"longer bytes")
     finally:
         await backend.aclose()
