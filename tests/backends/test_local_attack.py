@@ -21,6 +21,7 @@ from file_storage import LocalStorageBackend, ObjectNotFoundError, StorageBacken
 from file_storage.backends import _writes
 from file_storage.backends.local import _backend, _files
 from file_storage.backends.local import _meta as meta_file
+from file_storage.backends.local import _versions as versions
 
 SECRET = b"outside the root"
 
@@ -400,5 +401,70 @@ async def test_a_write_that_fails_after_its_rename_is_counted(
             await backend.move("a/k", "b/k")
         assert await backend.load("b/k") == b"longer bytes"
         assert (await backend.get_usage()).used == len(b"longer bytes")
+    finally:
+        await backend.aclose()
+
+
+@contextlib.contextmanager
+def planted(path: Path, kind: str) -> Any:
+    """A FIFO another process holds open for writing (a read would wait), or a folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "folder":
+        path.mkdir()
+        yield
+        return
+    os.mkfifo(path)
+    writer = os.open(path, os.O_RDWR)
+    try:
+        yield
+    finally:
+        os.close(writer)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+async def test_a_fifo_or_folder_in_place_of_a_sidecar_reads_as_no_record(
+    local_backend: LocalStorageBackend, kind: str
+) -> None:
+    await local_backend.save("k.txt", b"hello", metadata={"m": "1"})
+    sidecar(local_backend, "k.txt").unlink()
+    with planted(sidecar(local_backend, "k.txt"), kind):
+        info = await local_backend.stat("k.txt")
+        assert (info.content_type, dict(info.metadata)) == ("text/plain", {})
+        await local_backend.save("k.txt", b"plain")
+        assert await local_backend.load("k.txt") == b"plain"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+async def test_a_fifo_or_folder_in_place_of_the_versioning_state_reads_as_never_enabled(
+    local_backend: LocalStorageBackend, kind: str
+) -> None:
+    await local_backend.save("k.txt", b"hello")
+    with planted(local_backend.root / ".file_storage\\versioning", kind):
+        await local_backend.save("k.txt", b"again")
+        assert await local_backend.load("k.txt") == b"again"
+        assert [v.is_latest for v in await local_backend.list_versions("k.txt")] == [True]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+async def test_a_fifo_or_folder_in_place_of_the_expiry_rules_is_a_damaged_rules_file(
+    local_backend: LocalStorageBackend, kind: str
+) -> None:
+    await local_backend.save("k.txt", b"hello")
+    damaged = pytest.raises(StorageError, match=r"expiry rules file .* is damaged")
+    with planted(local_backend.root / ".file_storage\\lifecycle.json", kind), damaged:
+        await local_backend.get_expiration()
+
+
+async def test_a_fifo_among_the_prior_versions_is_not_a_version(tmp_path: Path) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", max_size_bytes=1000)
+    try:
+        await backend.set_versioning(True)
+        await backend.save("k.txt", b"first")
+        await backend.save("k.txt", b"second")
+        with planted(backend.root.joinpath(*versions._folder("k.txt"), "v-0-planted"), "fifo"):
+            listed = await backend.list_versions("k.txt")
+            assert [v.size for v in listed] == [6, 5]
+            await backend.refresh_usage()
+            assert (await backend.get_usage()).used == 11
     finally:
         await backend.aclose()

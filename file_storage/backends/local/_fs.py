@@ -273,6 +273,21 @@ def open_object(root: Root, key: str) -> Found:
         return Found(fd, st, dir_fd, name, where)
 
 
+def read_small(dir_fd: int, name: str) -> bytes | None:
+    """The bytes of the backend's own file ``name`` (a sidecar, the rules, a state file);
+    ``None`` when no regular file is there: a FIFO, folder or device someone put in its
+    place is neither waited on nor read. A link is refused (``OSError``) like a missing
+    file's other errors."""
+    fd = os.open(name, O_READ, dir_fd=dir_fd)
+    try:
+        if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with open(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
 def open_parent(root: Root, key: str, *, create: bool) -> tuple[int, str, list[str]]:
     """The folder holding ``key`` (descriptor, owned by the caller), the key's last segment
     and the folder's real segments. The last segment itself is never followed."""

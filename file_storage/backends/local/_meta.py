@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from file_storage.backends.local._fs import O_NEW, O_READ, Root, open_dir
+from file_storage.backends.local._fs import O_NEW, Root, open_dir, read_small
 from file_storage.backends.local._io import tmp_name
 from file_storage.errors import ObjectNotFoundError, StorageError
 
@@ -105,15 +105,14 @@ def _read(root: Root, key: str) -> dict[str, object]:
     except ObjectNotFoundError:
         return {}
     try:
-        src = os.open(name, O_READ, dir_fd=fd)
+        data = read_small(fd, name)
     except OSError:
         return {}
     finally:
         os.close(fd)
     try:
-        with open(src, encoding="utf-8") as f:
-            raw = json.load(f)
-    except ValueError:
+        raw = json.loads(data or b"")
+    except ValueError:  # UnicodeDecodeError among them
         return {}
     return raw if isinstance(raw, dict) else {}
 

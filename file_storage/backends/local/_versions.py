@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat as stat_mod
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -46,6 +47,7 @@ from file_storage.backends.local._fs import (
     open_dir,
     open_object,
     open_parent,
+    read_small,
     remove_empty_parents,
 )
 from file_storage.backends.local._io import gated, in_pool, read_batch, tmp_name, to_the_end
@@ -66,11 +68,10 @@ _CURRENT_KEPT = 4  # live-file stamps remembered per key (a reader may hold an o
 
 def _read_text(dir_fd: int, name: str) -> str | None:
     try:
-        fd = os.open(name, O_READ, dir_fd=dir_fd)
+        data = read_small(dir_fd, name)
     except OSError:
         return None
-    with open(fd, encoding="utf-8") as f:
-        return f.read()
+    return None if data is None else data.decode("utf-8", "replace")
 
 
 def _write_text(dir_fd: int, name: str, text: str) -> None:
@@ -183,6 +184,8 @@ class _Key:
                 st = os.stat(entry.name, dir_fd=self.fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue
+            if not stat_mod.S_ISREG(st.st_mode):
+                continue  # put there by someone else: never a version
             if (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
                 out.append(entry)
@@ -354,7 +357,8 @@ def scan(root: Root, prefix: str) -> list[tuple[str, int]]:
                     for entry in _kept(sub):
                         with contextlib.suppress(FileNotFoundError):
                             st = os.stat(entry.name, dir_fd=sub, follow_symlinks=False)
-                            out.append((f"{key}{VERSION_SEP}{entry.version_id}", st.st_size))
+                            if stat_mod.S_ISREG(st.st_mode):
+                                out.append((f"{key}{VERSION_SEP}{entry.version_id}", st.st_size))
                 finally:
                     os.close(sub)
 
