@@ -17,7 +17,13 @@ from typing import Any
 
 import pytest
 
-from file_storage import LocalStorageBackend, ObjectNotFoundError, StorageBackend, StorageError
+from file_storage import (
+    LocalStorageBackend,
+    ObjectNotFoundError,
+    StorageBackend,
+    StorageError,
+    StorageUnavailableError,
+)
 from file_storage.backends import _writes
 from file_storage.backends.local import _backend, _files
 from file_storage.backends.local import _meta as meta_file
@@ -119,7 +125,13 @@ async def test_listings_of_the_root_during_the_first_use_sweep_see_every_object(
 # Another process writing one key: it says "go" when about to save, then saves.
 _OTHER = """
 import asyncio, sys
-from file_storage import LocalStorageBackend, ObjectNotFoundError, StorageBackend, StorageError
+from file_storage import (
+    LocalStorageBackend,
+    ObjectNotFoundError,
+    StorageBackend,
+    StorageError,
+    StorageUnavailableError,
+)
 async def main():
     backend = LocalStorageBackend(sys.argv[1])
     print("go", flush=True)
@@ -466,5 +478,34 @@ async def test_a_fifo_among_the_prior_versions_is_not_a_version(tmp_path: Path) 
             assert [v.size for v in listed] == [6, 5]
             await backend.refresh_usage()
             assert (await backend.get_usage()).used == 11
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.parametrize("failing", ["current", ".json"])
+async def test_a_version_record_failing_on_a_full_disk_leaves_no_prior_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", max_size_bytes=1000)
+    write_text = versions._write_text
+
+    def full(dir_fd: int, name: str, text: str) -> None:
+        if name.endswith(failing):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_text(dir_fd, name, text)
+
+    try:
+        await backend.set_versioning(True)
+        await backend.save("k.txt", b"first", metadata={"m": "1"})
+        monkeypatch.setattr(versions, "_write_text", full)
+        with pytest.raises(StorageUnavailableError, match="no space left"):
+            await backend.save("k.txt", b"second")
+        monkeypatch.undo()
+        assert await backend.load("k.txt") == b"first"
+        assert [v.size for v in await backend.list_versions("k.txt")] == [5]
+        await backend.refresh_usage()
+        assert (await backend.get_usage()).used == 5
+        folder = backend.root.joinpath(*versions._folder("k.txt"))
+        assert sorted(p.name for p in folder.iterdir() if p.name.startswith("v-")) == []
     finally:
         await backend.aclose()

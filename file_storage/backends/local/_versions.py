@@ -220,31 +220,34 @@ def keeping(root: Root, key: str, new_stamp: str | None) -> Iterator[None]:
     live = folder.live()
     kept: _Kept | None = None
     try:
-        if live is not None:
-            live_id = folder.live_id(live.st)
-            if state == "enabled" or live_id != "null":
-                kept = _Kept(f"{time.time_ns():020d}", live_id, "")
-                kept = kept._replace(name=f"v-{kept.seq}-{kept.version_id}")
-                # the real file (a link to it was resolved by open_object), never a link
-                os.link(
-                    live.name,
-                    kept.name,
-                    src_dir_fd=live.dir_fd,
-                    dst_dir_fd=folder.fd,
-                    follow_symlinks=False,
-                )
-                meta = meta_file.lookup(root, key, live.st)
-                if meta is not None:
-                    _write_text(folder.fd, kept.name + ".json", json.dumps(meta._asdict()))
-        if new_stamp is not None and state == "enabled":
-            current = _current(folder.fd)
-            current.pop(new_stamp, None)
-            current = dict(list(current.items())[-(_CURRENT_KEPT - 1) :])
-            current[new_stamp] = uuid.uuid4().hex
-            _write_text(folder.fd, "current", json.dumps(current))
         try:
+            if live is not None:
+                live_id = folder.live_id(live.st)
+                if state == "enabled" or live_id != "null":
+                    kept = _Kept(f"{time.time_ns():020d}", live_id, "")
+                    kept = kept._replace(name=f"v-{kept.seq}-{kept.version_id}")
+                    # the real file (a link to it was resolved by open_object), never a link
+                    os.link(
+                        live.name,
+                        kept.name,
+                        src_dir_fd=live.dir_fd,
+                        dst_dir_fd=folder.fd,
+                        follow_symlinks=False,
+                    )
+                    meta = meta_file.lookup(root, key, live.st)
+                    if meta is not None:
+                        text = json.dumps(meta._asdict())
+                        _write_text(folder.fd, kept.name + ".json", text)
+            if new_stamp is not None and state == "enabled":
+                current = _current(folder.fd)
+                current.pop(new_stamp, None)
+                current = dict(list(current.items())[-(_CURRENT_KEPT - 1) :])
+                current[new_stamp] = uuid.uuid4().hex
+                _write_text(folder.fd, "current", json.dumps(current))
             yield
         except BaseException:
+            # the rename or unlink did not happen (or the records of it failed first, a
+            # full disk): the live file stays, and no link to it may count as a version
             if kept is not None:
                 folder.remove(kept)
             raise
