@@ -509,3 +509,30 @@ async def test_a_version_record_failing_on_a_full_disk_leaves_no_prior_version(
         assert sorted(p.name for p in folder.iterdir() if p.name.startswith("v-")) == []
     finally:
         await backend.aclose()
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+async def test_a_move_source_swapped_for_a_folder_or_fifo_moves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", max_size_bytes=1000)
+    root = backend.root
+
+    def swap(point: str, gate: Any) -> None:
+        if point == "rename":  # another process, between the move's look and its rename
+            os.unlink(root / "a.bin")
+            if kind == "fifo":
+                os.mkfifo(root / "a.bin")
+            else:
+                (root / "a.bin").mkdir()
+                (root / "a.bin" / "inner.bin").write_bytes(b"inner")
+
+    try:
+        await backend.save("a.bin", b"hello")
+        monkeypatch.setattr(_files, "_checkpoint", swap)
+        with pytest.raises(ObjectNotFoundError):
+            await backend.move("a.bin", "b.bin")
+        assert not (root / "b.bin").exists()
+        assert await backend.list_files() == (["a.bin/inner.bin"] if kind == "folder" else [])
+    finally:
+        await backend.aclose()

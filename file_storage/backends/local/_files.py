@@ -98,6 +98,12 @@ def _is_file(dir_fd: int, name: str, st: os.stat_result) -> bool:
     return stat_mod.S_ISREG(own.st_mode) and (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
 
 
+def _same_kind(looked: int, now: int) -> bool:
+    """The key's entry is still the regular file or link a move looked at."""
+    kind = stat_mod.S_IFMT(looked)
+    return kind in (stat_mod.S_IFREG, stat_mod.S_IFLNK) and stat_mod.S_IFMT(now) == kind
+
+
 class LocalFiles(LocalVersions):
     """The synchronous half of :class:`LocalStorageBackend` (state set by its constructor)."""
 
@@ -289,8 +295,11 @@ class LocalFiles(LocalVersions):
                 with key_locks(self._dir, src, dst):
                     with gate.lock, self._keeping(dst, moved), self._keeping(src, None):
                         gate.check()
-                        kept = meta_file.copy_versions(self._dir, src, dst)
                         src_st = os.stat(src_name, dir_fd=src_fd, follow_symlinks=False)
+                        if not _same_kind(mode, src_st.st_mode):
+                            # swapped since it was looked at (a folder, a FIFO): no object
+                            raise ObjectNotFoundError()
+                        kept = meta_file.copy_versions(self._dir, src, dst)
                         guessed = _guessed(src, dst)
                         if guessed is not None and meta_file.lookup(self._dir, src, src_st) is None:
                             # the type was src's default: dst's name would default to another
