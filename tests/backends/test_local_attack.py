@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -536,3 +537,20 @@ async def test_a_move_source_swapped_for_a_folder_or_fifo_moves_nothing(
         assert await backend.list_files() == (["a.bin/inner.bin"] if kind == "folder" else [])
     finally:
         await backend.aclose()
+
+
+async def test_a_socket_at_a_key_is_no_object(local_backend: LocalStorageBackend) -> None:
+    await local_backend.set_versioning(True)
+    await local_backend.save("x.bin", b"hi")
+    with contextlib.closing(socket.socket(socket.AF_UNIX)) as sock:
+        sock.bind(str(local_backend.root / "sock"))  # another local user's socket
+        os.symlink("sock", local_backend.root / "link")
+        for key in ("sock", "link"):
+            assert not await local_backend.exists(key)
+            with pytest.raises(ObjectNotFoundError):
+                await local_backend.load(key)
+            with pytest.raises(ObjectNotFoundError):
+                await local_backend.copy(key, "copied")
+        assert await local_backend.list_files() == ["x.bin"]
+        await local_backend.save("sock", b"replaced")  # a write puts an object in its place
+        assert await local_backend.load("sock") == b"replaced"

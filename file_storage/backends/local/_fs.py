@@ -254,7 +254,10 @@ def open_object(root: Root, key: str) -> Found:
             except FileNotFoundError:
                 raise ObjectNotFoundError() from None
             except OSError as exc:
-                if exc.errno not in _LINK_ERRNOS or not _link_or(dir_fd, name, False):
+                # ENXIO: a socket (or a device without its driver), never an object
+                if exc.errno not in (*_LINK_ERRNOS, errno.ENXIO) or not _link_or(
+                    dir_fd, name, False
+                ):
                     raise
                 hops.take()
                 parts = lexical(root, where, os.readlink(name, dir_fd=dir_fd))
@@ -278,7 +281,12 @@ def read_small(dir_fd: int, name: str) -> bytes | None:
     ``None`` when no regular file is there: a FIFO, folder or device someone put in its
     place is neither waited on nor read. A link is refused (``OSError``) like a missing
     file's other errors."""
-    fd = os.open(name, O_READ, dir_fd=dir_fd)
+    try:
+        fd = os.open(name, O_READ, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket
+            return None
+        raise
     try:
         if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
             return None
