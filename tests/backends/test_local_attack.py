@@ -532,8 +532,8 @@ async def test_a_move_source_swapped_for_a_folder_or_fifo_moves_nothing(
         await backend.save("a.bin", b"hello")
         monkeypatch.setattr(_files, "_checkpoint", swap)
         with pytest.raises(ObjectNotFoundError):
-            await backend.move("a.bin", "b.bin")
-        assert not (root / "b.bin").exists()
+            await backend.move("a.bin", "x/y/b.bin")
+        assert not (root / "x").exists()  # nor the folders made for the destination
         assert await backend.list_files() == (["a.bin/inner.bin"] if kind == "folder" else [])
     finally:
         await backend.aclose()
@@ -554,3 +554,34 @@ async def test_a_socket_at_a_key_is_no_object(local_backend: LocalStorageBackend
         assert await local_backend.list_files() == ["x.bin"]
         await local_backend.save("sock", b"replaced")  # a write puts an object in its place
         assert await local_backend.load("sock") == b"replaced"
+
+
+@pytest.mark.parametrize("how", ["bytes", "stream", "copy", "upload"])
+async def test_a_temp_file_refused_by_a_full_disk_leaves_no_folder_behind(
+    local_backend: LocalStorageBackend,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    await local_backend.save("src.bin", b"source")
+    source = tmp_path / "upload.bin"
+    source.write_bytes(b"upload")
+
+    def full(stem: str = "") -> str:  # no inode left for the temp file
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async def body() -> Any:
+        yield b"streamed"
+
+    calls = {
+        "bytes": lambda: local_backend.save("a/b/c.bin", b"bytes"),
+        "stream": lambda: local_backend.save("a/b/c.bin", body()),
+        "copy": lambda: local_backend.copy("src.bin", "a/b/c.bin"),
+        "upload": lambda: local_backend.upload_file(source, "a/b/c.bin"),
+    }
+    monkeypatch.setattr(_files, "tmp_name", full)
+    with pytest.raises(StorageUnavailableError, match="no space left"):
+        await calls[how]()
+    monkeypatch.undo()
+    assert sorted(p.name for p in local_backend.root.iterdir() if "\\" not in p.name) == ["src.bin"]
+    await local_backend.save("a", b"an object where the folder was")

@@ -207,6 +207,7 @@ class LocalFiles(LocalVersions):
                 continue
             except BaseException:
                 os.close(dir_fd)
+                self._unmake_folders(key)  # made for it: they would block a later key
                 raise
             return (dir_fd, tmp, fd), name
         raise AssertionError("unreachable")
@@ -333,6 +334,10 @@ class LocalFiles(LocalVersions):
                     meta_file.drop(self._dir, src)
                 _checkpoint("landed", gate)
                 self._fsync_dir(dst_fd)
+            except BaseException:
+                if not gate.landed:  # the folders made for dst would block a later key
+                    remove_empty_parents(self._dir, dst_where)
+                raise
             finally:
                 os.close(dst_fd)
         finally:
