@@ -490,10 +490,10 @@ async def test_a_version_record_failing_on_a_full_disk_leaves_no_prior_version(
     backend = LocalStorageBackend(tmp_path / "s", max_size_bytes=1000)
     write_text = versions._write_text
 
-    def full(dir_fd: int, name: str, text: str) -> None:
+    def full(root: Any, dir_fd: int, name: str, text: str) -> None:
         if name.endswith(failing):
             raise OSError(errno.ENOSPC, "No space left on device")
-        write_text(dir_fd, name, text)
+        write_text(root, dir_fd, name, text)
 
     try:
         await backend.set_versioning(True)
@@ -585,3 +585,29 @@ async def test_a_temp_file_refused_by_a_full_disk_leaves_no_folder_behind(
     monkeypatch.undo()
     assert sorted(p.name for p in local_backend.root.iterdir() if "\\" not in p.name) == ["src.bin"]
     await local_backend.save("a", b"an object where the folder was")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names descriptors by /proc")
+async def test_durable_writes_sync_the_metadata_and_version_records_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", durable=True)
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    try:
+        await backend.set_versioning(True)
+        await backend.save("k.txt", b"first", metadata={"m": "1"})
+        monkeypatch.setattr(os, "fsync", spy)
+        # a power loss after it returns must not leave an empty record (its metadata lost)
+        await backend.save("k.txt", b"second", metadata={"m": "2"})
+    finally:
+        await backend.aclose()
+    names = [Path(p).name for p in synced]  # files under their temp names
+    assert any(n.startswith(meta_file._where("k.txt")[1]) for n in names)  # its record
+    assert any(n.startswith("current") for n in names)  # the live file's version id
+    assert any(n.startswith("v-") and ".json" in n for n in names)  # the prior's record

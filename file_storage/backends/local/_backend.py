@@ -144,7 +144,7 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
             quota_identity=f"local:{self._root}",
             expire_interval_seconds=expire_interval_seconds,
         )
-        self._dir = Root(self._root, on_open=self._sweep_in_background)
+        self._dir = Root(self._root, on_open=self._sweep_in_background, durable=durable)
         self._rules = LocalRules(self._dir, durable)
         self._sweeping: concurrent.futures.Future[None] | None = None
         self._set_signing(base_url, signing_key)

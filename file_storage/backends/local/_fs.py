@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from file_storage.backends.local._io import tmp_name
 from file_storage.backends.local._place import open_folder
 from file_storage.errors import (
     ObjectConflictError,
@@ -50,8 +51,11 @@ def outside() -> StoragePermissionError:
 class Root:
     """The root folder's descriptor, opened on first use and again after a fork or close."""
 
-    def __init__(self, path: Path, on_open: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self, path: Path, on_open: Callable[[], object] | None = None, *, durable: bool = False
+    ) -> None:
         self.path = path
+        self.durable = durable  # the backend's own small files are synced too
         self._fd = -1
         self._pid = 0
         self._lock = threading.Lock()
@@ -294,6 +298,29 @@ def read_small(dir_fd: int, name: str) -> bytes | None:
             return f.read()
     finally:
         os.close(fd)
+
+
+def write_small(root: Root, dir_fd: int, name: str, data: bytes) -> None:
+    """Replace the backend's own file ``name`` (a record) whole: a temp file renamed over
+    it, synced with its folder when the root is durable; no temp file left on failure."""
+    tmp = tmp_name(name)
+    out = os.open(tmp, O_NEW, 0o666, dir_fd=dir_fd)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out, view) :]
+            if root.durable:
+                os.fsync(out)
+        finally:
+            os.close(out)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+    if root.durable:
+        os.fsync(dir_fd)
 
 
 def open_parent(root: Root, key: str, *, create: bool) -> tuple[int, str, list[str]]:

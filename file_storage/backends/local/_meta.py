@@ -21,8 +21,7 @@ import threading
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from file_storage.backends.local._fs import O_NEW, Root, open_dir, read_small
-from file_storage.backends.local._io import tmp_name
+from file_storage.backends.local._fs import Root, open_dir, read_small, write_small
 from file_storage.errors import ObjectNotFoundError, StorageError
 
 logger = logging.getLogger("file_storage")
@@ -190,16 +189,7 @@ def _write(root: Root, key: str, body: dict[str, object]) -> None:
     parts, name = _where(key)
     fd, _ = open_dir(root, parts, create=True, follow=False)
     try:
-        tmp = tmp_name(name)
-        out = os.open(tmp, O_NEW, 0o666, dir_fd=fd)
-        try:
-            with open(out, "w", encoding="utf-8") as f:
-                f.write(json.dumps(body))
-            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=fd)
-            raise
+        write_small(root, fd, name, json.dumps(body).encode())
     finally:
         os.close(fd)
 

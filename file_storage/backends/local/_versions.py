@@ -40,7 +40,6 @@ from file_storage.backends.base import StorageBackend
 from file_storage.backends.local import _meta as meta_file
 from file_storage.backends.local._fs import (
     O_DIR,
-    O_NEW,
     O_READ,
     Found,
     Root,
@@ -49,8 +48,9 @@ from file_storage.backends.local._fs import (
     open_parent,
     read_small,
     remove_empty_parents,
+    write_small,
 )
-from file_storage.backends.local._io import gated, in_pool, read_batch, tmp_name, to_the_end
+from file_storage.backends.local._io import gated, in_pool, read_batch, to_the_end
 from file_storage.backends.local._meta import Meta, key_locks
 from file_storage.errors import ObjectNotFoundError, StorageError
 from file_storage.models import ObjectInfo, ObjectVersion
@@ -74,17 +74,8 @@ def _read_text(dir_fd: int, name: str) -> str | None:
     return None if data is None else data.decode("utf-8", "replace")
 
 
-def _write_text(dir_fd: int, name: str, text: str) -> None:
-    tmp = tmp_name(name)
-    fd = os.open(tmp, O_NEW, 0o666, dir_fd=dir_fd)
-    try:
-        with open(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        raise
+def _write_text(root: Root, dir_fd: int, name: str, text: str) -> None:
+    write_small(root, dir_fd, name, text.encode())
 
 
 def read_state(root: Root) -> Versioning:
@@ -95,7 +86,7 @@ def read_state(root: Root) -> Versioning:
 
 
 def write_state(root: Root, enabled: bool) -> None:
-    _write_text(root.fd(), STATE_FILE, "enabled" if enabled else "suspended")
+    _write_text(root, root.fd(), STATE_FILE, "enabled" if enabled else "suspended")
 
 
 # ------------------------------------------------------------------ one key's folder
@@ -155,7 +146,7 @@ class _Key:
         with contextlib.suppress(ObjectNotFoundError):
             self.fd, _ = open_dir(root, self.where, create=create, follow=False)
         if create and _read_text(self.fd, "name") is None:
-            _write_text(self.fd, "name", key.split("/")[-1])
+            _write_text(root, self.fd, "name", key.split("/")[-1])
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -237,13 +228,13 @@ def keeping(root: Root, key: str, new_stamp: str | None) -> Iterator[None]:
                     meta = meta_file.lookup(root, key, live.st)
                     if meta is not None:
                         text = json.dumps(meta._asdict())
-                        _write_text(folder.fd, kept.name + ".json", text)
+                        _write_text(root, folder.fd, kept.name + ".json", text)
             if new_stamp is not None and state == "enabled":
                 current = _current(folder.fd)
                 current.pop(new_stamp, None)
                 current = dict(list(current.items())[-(_CURRENT_KEPT - 1) :])
                 current[new_stamp] = uuid.uuid4().hex
-                _write_text(folder.fd, "current", json.dumps(current))
+                _write_text(root, folder.fd, "current", json.dumps(current))
             yield
         except BaseException:
             # the rename or unlink did not happen (or the records of it failed first, a
