@@ -293,3 +293,21 @@ async def test_durable_writes_sync_the_metadata_and_version_records_too(
     assert any(n.startswith(meta_file._where("k.txt")[1]) for n in names)  # its record
     assert any(n.startswith("current") for n in names)  # the live file's version id
     assert any(n.startswith("v-") and ".json" in n for n in names)  # the prior's record
+
+
+async def test_a_crash_between_keeping_a_version_and_the_rename_is_not_counted_twice(
+    tmp_path: Path,
+) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", max_size_bytes=1000)
+    try:
+        await backend.set_versioning(True)
+        await backend.save("d/k.txt", b"first")
+        await backend.save("d/k.txt", b"second")  # one prior version: 5 bytes
+        # a writer killed after linking the live file as a prior version, before its rename
+        folder = backend.root.joinpath(*versions._folder("d/k.txt"))
+        os.link(backend.root / "d" / "k.txt", folder / "v-99999999999999999999-crashed")
+        assert [v.size for v in await backend.list_versions("d/k.txt")] == [6, 5]
+        await backend.refresh_usage()
+        assert (await backend.get_usage()).used == 11
+    finally:
+        await backend.aclose()

@@ -323,6 +323,16 @@ def purge(root: Root, key: str, version_ids: list[str]) -> None:
             folder.close()
 
 
+def _live_file(root: Root, key: str) -> set[tuple[int, int]]:
+    """``{(st_dev, st_ino)}`` of the live file of ``key``; empty: none."""
+    try:
+        found = open_object(root, key)
+    except (StorageError, OSError):
+        return set()
+    found.close()
+    return {(found.st.st_dev, found.st.st_ino)}
+
+
 def scan(root: Root, prefix: str) -> list[tuple[str, int]]:
     """``(<key>\\<version id>, size)`` of every prior version under the folder ``prefix``."""
     out: list[tuple[str, int]] = []
@@ -348,10 +358,14 @@ def scan(root: Root, prefix: str) -> list[tuple[str, int]]:
                     if leaf is None:
                         continue
                     key = key_prefix + leaf
+                    # as kept(): a link to the live file (a writer killed before its
+                    # rename) or a second name of one version is not a version
+                    seen = _live_file(root, key)
                     for entry in _kept(sub):
                         with contextlib.suppress(FileNotFoundError):
                             st = os.stat(entry.name, dir_fd=sub, follow_symlinks=False)
-                            if stat_mod.S_ISREG(st.st_mode):
+                            if stat_mod.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                                seen.add((st.st_dev, st.st_ino))
                                 out.append((f"{key}{VERSION_SEP}{entry.version_id}", st.st_size))
                 finally:
                     os.close(sub)
