@@ -311,3 +311,37 @@ async def test_a_crash_between_keeping_a_version_and_the_rename_is_not_counted_t
         assert (await backend.get_usage()).used == 11
     finally:
         await backend.aclose()
+
+
+async def test_a_file_truncated_in_place_while_streamed_fails_the_stream(
+    local_backend: LocalStorageBackend,
+) -> None:
+    mib = 1024 * 1024
+    await local_backend.save("big.bin", os.urandom(3 * mib))
+    received: list[bytes] = []
+
+    async def read_all() -> None:
+        async for chunk in local_backend.stream("big.bin", chunk_size=mib):
+            if not received:  # another program rewrites the file in place (`> big.bin`)
+                os.truncate(local_backend.root / "big.bin", 10)
+            received.append(chunk)
+
+    with pytest.raises(StorageError, match="truncated"):
+        await read_all()  # the caller is told its copy is short, not handed it as whole
+    assert sum(map(len, received)) < 3 * mib
+
+
+async def test_a_file_truncated_in_place_while_loaded_fails_the_load(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await local_backend.save("k.bin", b"0123456789")
+    open_object = _files.open_object
+
+    def truncating(root: Any, key: str) -> Any:
+        found = open_object(root, key)
+        os.truncate(local_backend.root / "k.bin", 4)  # after the open, before the read
+        return found
+
+    monkeypatch.setattr(_files, "open_object", truncating)
+    with pytest.raises(StorageError, match="truncated"):
+        await local_backend.load("k.bin")

@@ -59,6 +59,8 @@ __all__ = ["LocalFiles"]
 logger = logging.getLogger("file_storage")
 
 
+TRUNCATED = "the object's file was truncated while it was read (rewritten in place)"
+
 # a folder made for a write can be removed by a delete emptying it before the temp file
 # is in it: made again this many times
 _FOLDER_ATTEMPTS = 8
@@ -437,9 +439,12 @@ class LocalFiles(LocalVersions):
         found = open_object(self._dir, key)
         try:
             with open(found.fd, "rb", closefd=False) as src:
-                return src.read()
+                data = src.read(found.st.st_size)  # the version fstat described
         finally:
             found.close()
+        if len(data) < found.st.st_size:
+            raise StorageError(TRUNCATED)
+        return data
 
     def _exists_sync(self, key: str) -> bool:
         try:
