@@ -345,3 +345,28 @@ async def test_a_file_truncated_in_place_while_loaded_fails_the_load(
     monkeypatch.setattr(_files, "open_object", truncating)
     with pytest.raises(StorageError, match="truncated"):
         await local_backend.load("k.bin")
+
+
+@pytest.mark.parametrize("change", ["truncated", "grew"])
+async def test_a_copy_source_rewritten_in_place_meanwhile_fails_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", max_size_bytes=1000)
+    open_object = _files.open_object
+
+    def rewriting(root: Any, key: str) -> Any:
+        found = open_object(root, key)
+        # another program rewrites the file in place after the copy opened it
+        os.truncate(backend.root / "src.bin", 4 if change == "truncated" else 40)
+        return found
+
+    try:
+        await backend.save("src.bin", b"0123456789")
+        monkeypatch.setattr(_files, "open_object", rewriting)
+        with pytest.raises(StorageError, match=change):
+            await backend.copy("src.bin", "dst.bin")
+        monkeypatch.undo()
+        assert not await backend.exists("dst.bin")
+        assert (await backend.get_usage()).used == 10  # src as last counted, nothing more
+    finally:
+        await backend.aclose()

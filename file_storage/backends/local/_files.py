@@ -60,6 +60,7 @@ logger = logging.getLogger("file_storage")
 
 
 TRUNCATED = "the object's file was truncated while it was read (rewritten in place)"
+GROWN = "the object's file grew while it was copied (rewritten in place)"
 
 # a folder made for a write can be removed by a delete emptying it before the temp file
 # is in it: made again this many times
@@ -267,10 +268,14 @@ class LocalFiles(LocalVersions):
                     cache_control=options.cache_control or kept.cache_control,
                     content_disposition=options.content_disposition or kept.content_disposition,
                 )
+
+            def fill(fd: int) -> None:
+                copied = copy_fd(found.fd, fd, gate)
+                if copied != found.st.st_size:  # the size the quota reserved for dst
+                    raise StorageError(TRUNCATED if copied < found.st.st_size else GROWN)
+
             opened, name = self._open_tmp(dst)
-            self._complete(
-                gate, dst, opened, name, lambda fd: (copy_fd(found.fd, fd, gate), None)[1], meta
-            )
+            self._complete(gate, dst, opened, name, fill, meta)
         finally:
             found.close()
 
