@@ -15,7 +15,7 @@ from file_storage import (
     StorageUnavailableError,
 )
 from file_storage._quota.redis.wire import RedisTimeout, Script
-from tests.quota_redis.ledger import gated_pair, local, run_out_leases
+from tests.quota_redis.ledger import gated_pair, local, run_out_leases, steps_through_run
 from tests.quota_redis.server import RedisServer
 
 
@@ -377,6 +377,7 @@ async def test_a_commit_whose_answer_is_lost_is_listed_again_after_the_process_e
     async with a:
         await a.save("seed", b"x" * 10)
         monkeypatch.setattr(Client, "run", drop_commit)
+        steps_through_run(monkeypatch)
         await a.save("k", b"x" * 90)  # landed: the ledger only missed it
         assert dropped == [1]
     monkeypatch.setattr(Client, "run", run)
@@ -431,6 +432,7 @@ async def test_a_lost_commit_counts_its_object_once_from_the_next_step(
     async with a, b:
         await a.save("seed", b"x" * 10)
         monkeypatch.setattr(Client, "run", lose_commit)
+        steps_through_run(monkeypatch)
         await a.save("k", b"x" * 90)  # landed: the ledger only missed its commit
         assert lost == [1]
         await a.save("other", b"z" * 5)  # the next step
