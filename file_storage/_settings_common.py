@@ -148,6 +148,8 @@ def check_prefix(value: str) -> str:
 StorePrefix = Annotated[str, AfterValidator(check_prefix)]
 #: an http(s) URL or unset (see check_http_url)
 HttpURL = Annotated[str | None, AfterValidator(check_http_url)]
+#: where URLs are served from: an http(s) URL, an absolute path such as /files, or unset
+BaseURL = Annotated[str | None, AfterValidator(check_base_url)]
 #: a credential or unset, never empty
 Secret = Annotated[SecretStr | None, AfterValidator(check_secret)]
 #: a local folder or unset (see check_folder)

@@ -42,11 +42,11 @@ from file_storage._settings_common import (
     MAX_SECONDS,
     S3_BUCKET,
     SECTION,
+    BaseURL,
     Credential,
     Folder,
     HttpURL,
     StorePrefix,
-    check_base_url,
     check_folder,
     check_s3_region,
     gb_to_bytes,
@@ -91,7 +91,7 @@ class LocalSettings(BaseModel):
         description="STORAGE_LOCAL_MAX_SIZE_GB: quota of the local backend in GB (10^9 bytes, "
         "fractional allowed); unset: no quota",
     )
-    base_url: str | None = Field(
+    base_url: BaseURL = Field(
         default=None,
         description="STORAGE_LOCAL_BASE_URL: where the app mounts signed_url_router: an http(s):// "
         "URL or an absolute path such as /files; needs the signing key",
@@ -101,7 +101,7 @@ class LocalSettings(BaseModel):
         description="STORAGE_LOCAL_SIGNING_KEY: secret HMAC key of signed local URLs, at least 32 "
         "characters; needs the base URL",
     )
-    public_base_url: str | None = Field(
+    public_base_url: BaseURL = Field(
         default=None,
         description="STORAGE_LOCAL_PUBLIC_BASE_URL: where the files are served without a "
         "signature (a CDN, a public route such as /public), for get_public_url; also used by "
@@ -114,11 +114,6 @@ class LocalSettings(BaseModel):
         description="STORAGE_LOCAL_TEMP_MAX_AGE_SECONDS: other processes' temp files older "
         "than this were left by a crash and are removed",
     )
-
-    @field_validator("base_url", "public_base_url")
-    @classmethod
-    def _check_base_url(cls, value: str | None) -> str | None:
-        return check_base_url(value)
 
     @field_validator("signing_key")
     @classmethod
@@ -179,11 +174,12 @@ class S3Settings(BaseModel):
         description="STORAGE_S3_PUBLIC_ENDPOINT_URL: the host browsers reach, put in presigned "
         "URLs when it differs from the endpoint (a server inside Docker, a proxy)",
     )
-    public_base_url: HttpURL = Field(
+    public_base_url: BaseURL = Field(
         default=None,
-        description="STORAGE_S3_PUBLIC_BASE_URL: the http(s) URL that serves the prefix "
-        "without a signature (a CDN with origin path /<prefix>, a public bucket's "
-        "<endpoint>/<bucket>/<prefix>), for get_public_url",
+        description="STORAGE_S3_PUBLIC_BASE_URL: the http(s) URL or absolute path (a route of "
+        "the app that proxies the bucket) that serves the prefix without a signature (a CDN "
+        "with origin path /<prefix>, a public bucket's <endpoint>/<bucket>/<prefix>), for "
+        "get_public_url",
     )
     addressing_style: Literal["auto", "path", "virtual"] = Field(
         default="auto",
