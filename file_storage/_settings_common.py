@@ -158,15 +158,25 @@ Folder = Annotated[Path | None, AfterValidator(check_folder)]
 Credential = Annotated[SecretStr | None, AfterValidator(check_credential)]
 
 
-def is_loopback(host: str) -> bool:
-    """``localhost`` (and its sub-domains) or a loopback address: traffic stays on this machine."""
+def is_loopback_server(host: str) -> bool:
+    """``localhost`` or a loopback address (an IPv4-mapped one too): this machine's own
+    sockets, one server however the name is spelled."""
     host = host.lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def is_loopback(host: str) -> bool:
+    """A loopback server, or a sub-domain of ``localhost`` (RFC 6761): traffic stays on
+    this machine. Sub-domains are not one server with ``localhost``: a proxy here routes
+    each name to a server of its own, so :func:`is_loopback_server` leaves them out."""
+    return host.lower().rstrip(".").endswith(".localhost") or is_loopback_server(host)
 
 
 def has_password(url: str) -> bool:

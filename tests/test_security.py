@@ -230,6 +230,8 @@ QUIET = [
     ("redis", f"rediss://:{REDIS_PASSWORD}@redis.example.com/0"),
     ("redis", "redis://redis.example.com/0"),  # no password to send
     ("s3", "http://127.0.0.1:9000"),
+    ("s3", "http://minio.localhost:9000"),  # RFC 6761: *.localhost is loopback
+    ("s3", "http://[::ffff:127.0.0.1]:9000"),  # IPv4-mapped loopback
     ("s3", "https://s3.example.com"),
     ("s3-public", "https://files.example.com"),
     ("s3-public", "http://localhost:9000"),
