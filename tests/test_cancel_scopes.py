@@ -18,7 +18,7 @@ import anyio.lowlevel
 import pytest
 
 from file_storage import StorageBackend
-from file_storage._quota import Reservation
+from file_storage._quota.ledger import Reservation
 from file_storage.backends._obstore._backend import _to_the_end
 from file_storage.backends._support import mark_landed, opened, run_whole, stop_then_wait
 

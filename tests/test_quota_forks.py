@@ -75,7 +75,7 @@ async def test_a_child_forked_while_its_parent_writes_a_key_writes_it_too(
 def test_a_child_forked_while_another_thread_steps_the_ledger_does_not_hang(
     tmp_path: Path, options: dict[str, Any]
 ) -> None:
-    from file_storage import _quota
+    from file_storage._quota import ledger as _quota
 
     backend = LocalStorageBackend(tmp_path, max_size_bytes=1000, **options)
     asyncio.run(backend.save("a", b"x" * 10))

@@ -32,7 +32,7 @@ from file_storage._events import EventHub
 from file_storage._expiry import Expiry, MemoryRules, RuleStore
 from file_storage._keys import KeyLike, validate_key, validate_prefix
 from file_storage._loops import InFlight
-from file_storage._quota import VERSION_SEP, QuotaManager
+from file_storage._quota.ledger import VERSION_SEP, QuotaManager
 from file_storage._settings_common import MAX_SECONDS
 from file_storage._streams import CHUNK_SIZE, Progress
 from file_storage.backends import _pages
@@ -162,7 +162,7 @@ class BackendCore(abc.ABC):
         if quota_redis_url is None:
             self._quotas = QuotaManager(self._usage_scan, quota_refresh_seconds, self._versioning)
         else:
-            from file_storage._quota_redis import redis_ledger
+            from file_storage._quota.redis.ledger import redis_ledger
 
             self._quotas = redis_ledger(
                 self._ledger_scan,

@@ -1,12 +1,12 @@
 """What a remote write or delete left, when its caller was not told: cancelled in flight,
 or its answer lost. The key is asked of the store, and the quota and the events follow
-what it holds (see :mod:`file_storage._quota`)."""
+what it holds (see :mod:`file_storage._quota.ledger`)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from file_storage._quota import Reservation
+from file_storage._quota.ledger import Reservation
 from file_storage.backends._core import BackendCore
 from file_storage.backends._support import LOOK_UP_GRACE, has_landed, is_caller_error, run_whole
 from file_storage.errors import StorageError, StorageUnavailableError

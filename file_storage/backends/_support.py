@@ -21,7 +21,7 @@ import aiofiles
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 from file_storage._metadata import normalize_metadata as normalize_metadata  # for base.py
-from file_storage._quota import Reservation
+from file_storage._quota.ledger import Reservation
 from file_storage._settings_common import is_loopback_server
 from file_storage._streams import CHUNK_SIZE, Progress, as_bytes
 from file_storage.errors import (

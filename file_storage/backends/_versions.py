@@ -6,7 +6,7 @@ themselves, hidden from listings and counted by quotas. With versioning enabled 
 overwrite or a delete keeps the replaced object as a prior version (a delete leaves no
 latest version: S3's delete marker); suspended, new writes get the version id ``"null"``
 and replace the ``"null"`` version, while prior versions with ids stay. Under a quota,
-restore and purge hold the key's lock like every write (see :mod:`file_storage._quota`).
+restore and purge hold the key's lock like every write (see :mod:`file_storage._quota.ledger`).
 """
 
 from __future__ import annotations

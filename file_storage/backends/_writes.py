@@ -1,7 +1,7 @@
 """The writing half of :class:`StorageBackend`: save, upload_file, copy, move, deletes, batches.
 
 Each public method checks its keys, holds the keys under quota, reserves, calls the
-hook and commits or releases: see :mod:`file_storage._quota`.
+hook and commits or releases: see :mod:`file_storage._quota.ledger`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from file_storage import _batch
 from file_storage._keys import KeyLike
 from file_storage._metadata import check_content_type
 from file_storage._mime import guess_content_type
-from file_storage._quota import Reservation
+from file_storage._quota.ledger import Reservation
 from file_storage._streams import Progress
 from file_storage.backends import _pages
 from file_storage.backends._core import (

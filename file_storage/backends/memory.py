@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from pydantic import SecretStr
 
-from file_storage._quota import VERSION_SEP
+from file_storage._quota.ledger import VERSION_SEP
 from file_storage._settings_common import check_base_url, checked
 from file_storage.backends._core import Versioning
 from file_storage.backends._pages import Entry, folder_end

@@ -18,8 +18,8 @@ from file_storage import (
     LocalStorageBackend,
     StorageQuotaExceededError,
 )
-from file_storage import _quota_redis_lua as lua
-from file_storage._quota_redis_wire import Client, Script
+from file_storage._quota.redis import scripts as lua
+from file_storage._quota.redis.wire import Client, Script
 from tests.quota_redis.ledger import gated_pair, local, run_out_leases
 from tests.quota_redis.server import RedisServer
 
@@ -176,7 +176,7 @@ async def test_more_missed_keys_than_remembered_relists_every_quota_once(
     # prefixes too, not only the root one
     from pydantic import SecretStr
 
-    from file_storage import _quota_redis
+    from file_storage._quota.redis import ledger as _quota_redis
     from tests.quota_redis.server import free_port
 
     monkeypatch.setattr(_quota_redis, "_MAX_DIRTY", 2)
@@ -312,7 +312,7 @@ async def test_a_listing_whose_lock_ran_out_unclaimed_still_records_every_size(
     # the listing's Redis lock ran out between two batches (a slow page of a listing) and
     # no other process took it: the listing goes on and is swapped in, so every batch it
     # found must be in the sizes, or a later delete of a key it skipped frees nothing
-    from file_storage import _quota_redis
+    from file_storage._quota.redis import ledger as _quota_redis
     from file_storage.models import ObjectInfo
 
     monkeypatch.setattr(_quota_redis, "_SEED_BATCH", 1)
@@ -442,7 +442,7 @@ async def test_a_silent_redis_is_waited_for_once_per_timeout_not_once_per_call(
     # once a call timed out, the calls that follow within a timeout fail at once (deletes
     # go on, a write fails closed) instead of each waiting a whole timeout more
     from file_storage import StorageUnavailableError
-    from file_storage._quota_redis_wire import _Wire
+    from file_storage._quota.redis.wire import _Wire
 
     send = _Wire.send
     sent: list[bytes] = []

@@ -160,7 +160,7 @@ async def test_scripts_flushed_mid_connection_are_sent_whole_once(own_redis: Red
     # which caches the script again; the calls after it find it
     from pydantic import SecretStr
 
-    from file_storage._quota_redis_wire import Client, Script
+    from file_storage._quota.redis.wire import Client, Script
 
     client = Client(SecretStr(own_redis.url), timeout=5.0)
     script = Script("return ARGV[1] .. ARGV[2]")
@@ -185,7 +185,7 @@ async def test_a_redis_that_never_answers_times_out_then_fails_at_once(password:
 
     from pydantic import SecretStr
 
-    from file_storage._quota_redis_wire import Client, RedisTimeout, Script
+    from file_storage._quota.redis.wire import Client, RedisTimeout, Script
 
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))

@@ -14,7 +14,7 @@ from file_storage import (
     StorageQuotaExceededError,
     StorageUnavailableError,
 )
-from file_storage._quota_redis_wire import RedisTimeout, Script
+from file_storage._quota.redis.wire import RedisTimeout, Script
 from tests.quota_redis.ledger import gated_pair, local, run_out_leases
 from tests.quota_redis.server import RedisServer
 
@@ -326,8 +326,8 @@ async def test_a_reserve_whose_answer_is_lost_leaves_no_bytes_or_lock_behind(
 ) -> None:
     # Redis runs the reserve step but its answer never arrives (a timeout under load):
     # the write fails closed, and neither its bytes nor the key's lock stay held
-    from file_storage import _quota_redis_lua as lua
-    from file_storage._quota_redis_wire import Client
+    from file_storage._quota.redis import scripts as lua
+    from file_storage._quota.redis.wire import Client
 
     run = Client.run
     lost: list[int] = []
@@ -361,8 +361,8 @@ async def test_a_commit_whose_answer_is_lost_is_listed_again_after_the_process_e
     # the write landed but its commit never reached Redis (a timeout): the process that
     # saw it tells Redis when it closes, so the next one lists the quota instead of
     # trusting a figure that misses the object
-    from file_storage import _quota_redis_lua as lua
-    from file_storage._quota_redis_wire import Client
+    from file_storage._quota.redis import scripts as lua
+    from file_storage._quota.redis.wire import Client
 
     run = Client.run
     dropped: list[int] = []
@@ -412,8 +412,8 @@ async def test_a_lost_commit_counts_its_object_once_from_the_next_step(
     # connection; Redis answers again at once): the object stays stored, and every
     # process sees it counted once from this process's next ledger step, not twice (the
     # listing, and its reservation) until the lease runs out a minute later
-    from file_storage import _quota_redis_lua as lua
-    from file_storage._quota_redis_wire import Client
+    from file_storage._quota.redis import scripts as lua
+    from file_storage._quota.redis.wire import Client
 
     run = Client.run
     lost: list[int] = []

@@ -84,7 +84,7 @@ async def test_a_quota_marked_to_be_listed_again_during_a_listing_is_listed_once
     # a listing passed a key, then that key changed behind the ledger and the quota was
     # marked to be listed again (a lease that ran out, a miss reported): the listing that
     # ends after it must not be trusted, or the change is missed for good
-    from file_storage import _quota_redis_lua as lua
+    from file_storage._quota.redis import scripts as lua
 
     a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
     async with a:

@@ -99,8 +99,8 @@ def test_threads_replaying_the_same_lost_steps_at_once_run_each_once(
     # steps whose answer was lost are replayed with the next step of any loop of the
     # process: the saves of several threads, each on a loop of its own, replay them at
     # once, and each step must run once, not fail a save with a ValueError
-    from file_storage import _quota_redis_lua as lua
-    from file_storage._quota_redis_wire import Client, Script
+    from file_storage._quota.redis import scripts as lua
+    from file_storage._quota.redis.wire import Client, Script
 
     threads_n = 4
     backend = local(tmp_path, redis_server, namespace, max_size_bytes=1000)

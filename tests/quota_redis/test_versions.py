@@ -11,7 +11,7 @@ from file_storage import (
     LocalStorageBackend,
     StorageQuotaExceededError,
 )
-from file_storage._quota_redis_wire import RedisTimeout
+from file_storage._quota.redis.wire import RedisTimeout
 from tests.quota_redis.ledger import gated_pair, local, run_out_leases
 from tests.quota_redis.server import RedisServer
 

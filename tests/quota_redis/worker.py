@@ -108,8 +108,8 @@ async def hang(storage: StorageBackend) -> None:
 async def lost_commit(storage: StorageBackend) -> None:
     # the save lands but its commit never reaches Redis (the connection dropped it): the
     # process is killed before it could tell Redis, so nothing of it is left in memory
-    from file_storage import _quota_redis_lua as lua
-    from file_storage._quota_redis_wire import Client, RedisUnavailable
+    from file_storage._quota.redis import scripts as lua
+    from file_storage._quota.redis.wire import Client, RedisUnavailable
 
     run = Client.run
 

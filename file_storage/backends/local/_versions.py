@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
-from file_storage._quota import VERSION_SEP
+from file_storage._quota.ledger import VERSION_SEP
 from file_storage.backends._core import Versioning
 from file_storage.backends.base import StorageBackend
 from file_storage.backends.local import _meta as meta_file

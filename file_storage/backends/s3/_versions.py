@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from file_storage._quota import VERSION_SEP
+from file_storage._quota.ledger import VERSION_SEP
 from file_storage.backends._core import DELETE_BATCH, Versioning
 from file_storage.backends.base import StorageBackend
 from file_storage.backends.s3._errors import batch_delete_error, error_code

@@ -37,7 +37,7 @@ Time is Redis's own clock (``TIME``), the same for every process on every machin
 
 from __future__ import annotations
 
-from file_storage._quota_redis_wire import Script
+from file_storage._quota.redis.wire import Script
 
 _COMMON = """
 local ns = ARGV[1]

@@ -1,7 +1,7 @@
 """The shared quota ledger: limits, usage and reservations in Redis, for many processes.
 
-Same interface as :class:`~file_storage._quota.QuotaManager`; each ledger step is one Lua
-script (see :mod:`file_storage._quota_redis_lua`), so reserve, commit, release and the
+Same interface as :class:`~file_storage._quota.ledger.QuotaManager`; each ledger step is one Lua
+script (see :mod:`file_storage._quota.redis.scripts`), so reserve, commit, release and the
 deletes of copies, moves and deletes check and change every quota covering a key in one
 atomic step, whichever process on whichever machine runs it.
 
@@ -35,11 +35,11 @@ from types import ModuleType
 
 from pydantic import SecretStr
 
-from file_storage import _quota_redis_lua as lua
-from file_storage._quota import Probe, QuotaManager, Reservation, Scanner
-from file_storage._quota_redis_hold import _current, _RedisHeld, _RedisReservation
-from file_storage._quota_redis_lease import Renewer, new_id
-from file_storage._quota_redis_wire import Client, RedisUnavailable, Script, url_problem
+from file_storage._quota.ledger import Probe, QuotaManager, Reservation, Scanner
+from file_storage._quota.redis import scripts as lua
+from file_storage._quota.redis.hold import _current, _RedisHeld, _RedisReservation
+from file_storage._quota.redis.lease import Renewer, new_id
+from file_storage._quota.redis.wire import Client, RedisUnavailable, Script, url_problem
 from file_storage._settings_common import has_password, warn_in_clear
 from file_storage.errors import (
     StorageConfigError,

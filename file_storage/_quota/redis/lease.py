@@ -8,11 +8,11 @@ import os
 import weakref
 from typing import TYPE_CHECKING
 
-from file_storage import _quota_redis_lua as lua
+from file_storage._quota.redis import scripts as lua
 
 if TYPE_CHECKING:
-    from file_storage._quota_redis import RedisQuotaManager
-    from file_storage._quota_redis_hold import _RedisHeld as RedisHeld
+    from file_storage._quota.redis.hold import _RedisHeld as RedisHeld
+    from file_storage._quota.redis.ledger import RedisQuotaManager
 
 
 def _new_prefix() -> str:

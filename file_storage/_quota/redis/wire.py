@@ -318,7 +318,7 @@ class Client:
             self._quiet_until = time.monotonic() + self._timeout
 
     async def _connect(self) -> _Wire:
-        from file_storage._quota_redis import load_redis
+        from file_storage._quota.redis.ledger import load_redis
 
         redis = load_redis()
         from redis.asyncio.retry import Retry

@@ -3,7 +3,7 @@
 A hold takes its keys' locks in this process and in Redis (each a token with a lease); a
 reservation keeps a write's bytes in Redis until it commits or releases. Both are renewed
 by the ledger's timer (one per event loop) while their operation runs. See
-:mod:`file_storage._quota_redis` for the ledger that makes them.
+:mod:`file_storage._quota.redis.ledger` for the ledger that makes them.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import logging
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from file_storage import _quota_redis_lua as lua
-from file_storage._quota import Reservation, _Held
-from file_storage._quota_redis_lease import Renewer, new_id
-from file_storage._quota_redis_wire import RedisUnavailable
+from file_storage._quota.ledger import Reservation, _Held
+from file_storage._quota.redis import scripts as lua
+from file_storage._quota.redis.lease import Renewer, new_id
+from file_storage._quota.redis.wire import RedisUnavailable
 from file_storage.backends._support import run_whole
 from file_storage.errors import StorageQuotaExceededError
 
 if TYPE_CHECKING:
-    from file_storage._quota_redis import RedisQuotaManager
+    from file_storage._quota.redis.ledger import RedisQuotaManager
 
 logger = logging.getLogger("file_storage")
 
