@@ -26,6 +26,12 @@ S3_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 _REGION = re.compile(r"[A-Za-z0-9_-]+")
 #: the longest duration setting, in seconds (about 31 years): past it, timers overflow
 MAX_SECONDS = 1e9
+#: the bounds of a quota lease in Redis, in seconds. It is renewed every third of itself
+#: and must outlast a Redis round trip plus an event-loop stall (a GC pause, a blocking
+#: call): shorter, every write's reservation and key lock run out under it. Longer than
+#: a day, a killed process holds its bytes and keys for longer than anyone waits.
+MIN_LEASE_SECONDS = 1
+MAX_LEASE_SECONDS = 86400
 
 SECTION = ConfigDict(hide_input_in_errors=True, extra="ignore")
 

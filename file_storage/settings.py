@@ -39,7 +39,9 @@ from pydantic_settings import (
 from file_storage._cloud_settings import AzureSettings, GCSSettings
 from file_storage._registry import backend_names
 from file_storage._settings_common import (
+    MAX_LEASE_SECONDS,
     MAX_SECONDS,
+    MIN_LEASE_SECONDS,
     S3_BUCKET,
     SECTION,
     BaseURL,
@@ -365,11 +367,13 @@ class QuotaSettings(BaseModel):
     )
     lease_seconds: float = Field(
         default=60.0,
-        gt=0,
-        le=86400,
+        ge=MIN_LEASE_SECONDS,
+        le=MAX_LEASE_SECONDS,
         allow_inf_nan=False,
         description="STORAGE_QUOTA_LEASE_SECONDS: a write's reservation and key locks in Redis "
-        "outlive a process that stopped renewing them (killed) by at most this long",
+        "outlive a process that stopped renewing them (killed) by at most this long; 1 to "
+        "86400 (renewed every third of it, a lease must outlast a Redis round trip and a "
+        "stalled event loop)",
     )
     fail_open: bool = Field(
         default=False,
