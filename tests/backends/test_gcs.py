@@ -200,6 +200,11 @@ def test_a_missing_key_file_fails_when_built(tmp_path: Path) -> None:
     assert "cannot be read" in str(error)
 
 
+def test_a_key_file_path_with_a_nul_fails_when_built(tmp_path: Path) -> None:
+    # open() raised a bare ValueError ("embedded null byte")
+    _key_file_error(f"{tmp_path}/SeCrEt\x00key.json")
+
+
 def test_a_key_file_that_is_a_folder_fails_when_built(tmp_path: Path) -> None:
     (tmp_path / "SeCrEt").mkdir()
     _key_file_error(str(tmp_path / "SeCrEt"))

@@ -174,6 +174,8 @@ def _key_fields(value: str) -> dict[str, Any]:
                 data = file.read(MAX_KEY_FILE_BYTES + 1)
         except OSError as exc:
             problem = f"the key file cannot be read ({exc.strerror or type(exc).__name__})"
+        except ValueError:  # open() refuses a NUL in a path
+            problem = "the key file's path contains a NUL character"
         else:
             if len(data) > MAX_KEY_FILE_BYTES:
                 problem = "the key file is too large to be a service-account key"
