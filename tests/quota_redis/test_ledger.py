@@ -295,8 +295,9 @@ async def test_a_write_that_outlives_its_lease_keeps_it_renewed(
 
     async def body() -> AsyncIterator[bytes]:
         yield b"x" * 100
-        # hold the write open until the renewal timer (a third of the 0.3 s lease) has
-        # pushed the reservation's expiry on twice: bounded, each wait one timer tick
+        # hold the write open until the renewal timer (a third of the 1 s lease, the
+        # shortest allowed) has pushed the reservation's expiry on: bounded, each wait
+        # one timer tick
         (_, first), *_ = await client.zrange(leases, 0, 0, withscores=True)
         later = first
         for _ in range(200):
@@ -309,7 +310,7 @@ async def test_a_write_that_outlives_its_lease_keeps_it_renewed(
         assert await client.exists(lock)  # the key's lock is renewed with it
         yield b"x" * 100
 
-    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000, quota_lease_seconds=0.3)
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000, quota_lease_seconds=1)
     async with a:
         await a.save("big", body())
         assert (await a.get_usage()).used == await a.get_total_size() == 200
