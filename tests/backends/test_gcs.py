@@ -410,3 +410,17 @@ async def test_metadata_stored_before_its_name_was_escaped_reads_back_as_stored(
     attributes = {"Content-Type": "text/plain", "fs_6162": "b", "fs_636f6e74656e742d74797065": "c"}
     await obs.put_async(store, "old.txt", b"x", attributes=attributes)
     assert (await backend.stat("old.txt")).metadata == {"fs_6162": "b", "content-type": "c"}
+
+
+async def test_a_page_from_a_cursor_is_listed_from_the_cursor(
+    backend: StorageBackend, gcs_emulator: tuple[Any, str]
+) -> None:
+    # a page deep in a big folder: the store is asked to start after the cursor (GCS's
+    # start-after), not to list the folder from its start for every page
+    gateway = gcs_emulator[0]
+    await asyncio.gather(*(backend.save(f"flat/{i:03d}", b"x") for i in range(30)))
+    first = await backend.list_page("flat", limit=10)
+    gateway.listings.clear()
+    second = await backend.list_page("flat", limit=10, start_after=first.next_start_after)
+    assert [f.key for f in second.files] == [f"flat/{i:03d}" for i in range(10, 20)]
+    assert [q.get("start-after") for q in gateway.listings] == [["storage/flat/009"]]
