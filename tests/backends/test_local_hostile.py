@@ -370,3 +370,30 @@ async def test_a_copy_source_rewritten_in_place_meanwhile_fails_the_copy(
         assert (await backend.get_usage()).used == 10  # src as last counted, nothing more
     finally:
         await backend.aclose()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names descriptors by /proc")
+async def test_durable_moves_and_deletes_sync_the_folder_they_removed_a_name_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", durable=True)
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    try:
+        await backend.save("src/a.bin", b"a")
+        await backend.save("src/keep.bin", b"k")  # the folder stays
+        await backend.save("gone/b.bin", b"b")
+        await backend.save("gone/keep.bin", b"k")
+        monkeypatch.setattr(os, "fsync", spy)
+        # a power loss after they return must not bring the source or the object back
+        await backend.move("src/a.bin", "dst/a.bin")
+        await backend.delete("gone/b.bin")
+    finally:
+        await backend.aclose()
+    assert str(backend.root / "src") in synced
+    assert str(backend.root / "gone") in synced

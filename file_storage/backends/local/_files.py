@@ -341,6 +341,8 @@ class LocalFiles(LocalVersions):
                     meta_file.drop(self._dir, src)
                 _checkpoint("landed", gate)
                 self._fsync_dir(dst_fd)
+                if src_where != dst_where:  # the source's name gone: not back after a crash
+                    self._fsync_dir(src_fd)
             except BaseException:
                 if not gate.landed:  # the folders made for dst would block a later key
                     remove_empty_parents(self._dir, dst_where)
@@ -377,6 +379,7 @@ class LocalFiles(LocalVersions):
                 except FileNotFoundError:
                     return False
                 meta_file.drop(self._dir, key)
+            self._fsync_dir(dir_fd)  # durable: the object does not come back after a crash
         finally:
             os.close(dir_fd)
         remove_empty_parents(self._dir, where)
