@@ -397,3 +397,25 @@ async def test_durable_moves_and_deletes_sync_the_folder_they_removed_a_name_fro
         await backend.aclose()
     assert str(backend.root / "src") in synced
     assert str(backend.root / "gone") in synced
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+async def test_a_temp_file_removed_before_its_rename_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overwrite: bool
+) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", max_size_bytes=1000)
+
+    def sweep(point: str, gate: Any) -> None:
+        if point == "rename":  # another process's sweep took it for a crashed writer's
+            for entry in (backend.root / "d").iterdir():
+                entry.unlink()
+
+    try:
+        monkeypatch.setattr(_files, "_checkpoint", sweep)
+        with pytest.raises(StorageError, match="temp file was removed") as info:
+            await backend.save("d/k.bin", b"bytes", overwrite=overwrite)
+        assert not isinstance(info.value, ObjectNotFoundError)  # never "not found"
+        assert not (backend.root / "d").exists()
+        assert (await backend.get_usage()).used == 0
+    finally:
+        await backend.aclose()

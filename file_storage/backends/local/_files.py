@@ -92,6 +92,24 @@ def _folder_kept(dir_fd: int) -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def _tmp_kept(dir_fd: int, tmp: str) -> Iterator[None]:
+    """Around a temp file's rename: its folder is held open and not empty, so a missing
+    name means the temp file itself was removed (a sweep of another process took it for
+    a crashed writer's): say so, never "object not found"."""
+    try:
+        yield
+    except FileNotFoundError:
+        try:
+            os.stat(tmp, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise StorageError(
+                "the write's temp file was removed before its rename (by another process: "
+                "see STORAGE_LOCAL_TEMP_MAX_AGE_SECONDS)"
+            ) from None
+        raise
+
+
 def _is_file(dir_fd: int, name: str, st: os.stat_result) -> bool:
     """True when ``name`` in ``dir_fd`` is, itself (not through a link), the file ``st``."""
     try:
@@ -147,7 +165,7 @@ class LocalFiles(LocalVersions):
                     check_match(self._dir, key, options.if_match)
                 meta_file.record(self._dir, key, version, meta)
                 try:
-                    with self._keeping(key, version):
+                    with self._keeping(key, version), _tmp_kept(dir_fd, tmp):
                         if options.overwrite:
                             replace_at(tmp, dir_fd, name, dir_fd)
                         else:
