@@ -9,6 +9,7 @@ import contextlib
 import errno
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from file_storage.backends import _writes
 from file_storage.backends.local import _files
 from file_storage.backends.local import _meta as meta_file
 from file_storage.backends.local import _versions as versions
+from file_storage.backends.local._io import TMP_MARK
 
 
 @pytest.mark.parametrize("progress", [None, print], ids=["plain", "progress"])
@@ -417,5 +419,24 @@ async def test_a_temp_file_removed_before_its_rename_is_a_clear_error(
         assert not isinstance(info.value, ObjectNotFoundError)  # never "not found"
         assert not (backend.root / "d").exists()
         assert (await backend.get_usage()).used == 0
+    finally:
+        await backend.aclose()
+
+
+async def test_stale_temp_files_in_the_versions_folder_are_swept(tmp_path: Path) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", temp_max_age_seconds=60)
+    try:
+        await backend.set_versioning(True)
+        await backend.save("d/k.txt", b"first")
+        await backend.save("d/k.txt", b"second")
+        folder = backend.root.joinpath(*versions._folder("d/k.txt"))
+        # a writer killed while replacing the key's version list
+        stale = folder / f"current{TMP_MARK}deadbeef0000-1"
+        stale.write_bytes(b"{}")
+        old = time.time() - 3600
+        os.utime(stale, (old, old))
+        await backend.refresh_usage()
+        assert not stale.exists()
+        assert [v.size for v in await backend.list_versions("d/k.txt")] == [6, 5]
     finally:
         await backend.aclose()
