@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -438,5 +439,23 @@ async def test_stale_temp_files_in_the_versions_folder_are_swept(tmp_path: Path)
         await backend.refresh_usage()
         assert not stale.exists()
         assert [v.size for v in await backend.list_versions("d/k.txt")] == [6, 5]
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.parametrize("made_again", [False, True])
+async def test_a_root_folder_deleted_under_the_backend_is_used_again_at_its_path(
+    tmp_path: Path, made_again: bool
+) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", max_size_bytes=1000)
+    try:
+        await backend.save("a/x.bin", b"old")
+        shutil.rmtree(backend.root)  # an operator's clean-up, a deploy making it anew
+        if made_again:
+            backend.root.mkdir()
+        await backend.save("a/y.bin", b"new", metadata={"m": "1"})
+        assert (backend.root / "a" / "y.bin").read_bytes() == b"new"
+        assert await backend.list_files() == ["a/y.bin"]
+        assert dict((await backend.stat("a/y.bin")).metadata) == {"m": "1"}
     finally:
         await backend.aclose()

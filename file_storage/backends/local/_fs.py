@@ -48,6 +48,11 @@ def outside() -> StoragePermissionError:
     return StoragePermissionError("the key resolves outside the storage root (symlink)")
 
 
+def _deleted(fd: int) -> bool:
+    """The folder held open by ``fd`` was removed (its last name gone)."""
+    return os.fstat(fd).st_nlink == 0
+
+
 class Root:
     """The root folder's descriptor, opened on first use and again after a fork or close."""
 
@@ -63,13 +68,20 @@ class Root:
         self._on_open = on_open  # run once per process, after the first open
         self.prefixes: tuple[str, ...] = ()  # absolute spellings of the root
         self.kept_fds: dict[str, int] = {}  # folders held open while the root is (lock files)
+        self._retired: list[int] = []  # of a root folder removed meanwhile
 
     def fd(self) -> int:
-        if self._fd >= 0 and self._pid == os.getpid():
-            return self._fd
+        fd = self._fd  # once: another thread may replace it (never closing the old one)
+        if fd >= 0 and self._pid == os.getpid() and not _deleted(fd):
+            return fd
         with self._lock:
             if self._fd >= 0 and self._pid == os.getpid():
-                return self._fd
+                if not _deleted(self._fd):
+                    return self._fd
+                # removed under us (rm -rf, made anew at its path): that path again. The
+                # old descriptors stay open until close(): another thread may hold them
+                self._retired += [self._fd, *self.kept_fds.values()]
+                self._fd, self.kept_fds = -1, {}
             if self._fd >= 0:  # inherited across fork: the child's own copy, closed here
                 os.close(self._fd)
                 self._fd = -1
@@ -104,7 +116,8 @@ class Root:
 
     def _close_kept(self) -> None:
         kept, self.kept_fds = self.kept_fds, {}
-        for fd in kept.values():
+        retired, self._retired = self._retired, []
+        for fd in [*kept.values(), *retired]:
             os.close(fd)
 
     def kept_dir(self, parts: Sequence[str]) -> int:
