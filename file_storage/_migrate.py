@@ -12,10 +12,12 @@ When is an object at the destination kept (counted as skipped, not written again
   a copy made by an earlier run, or the application's own newer write once writes go to
   the destination (see docs/migration.md). This needs the two clocks to agree, as S3's
   and an NTP-synced host's do;
-* or it has the same size and the same MD5. Both sides may know it (memory's ETag, a
-  single-part S3 ETag); when only one side does (local against S3, say), the other side
-  is read once and hashed: reading costs far less than writing again. When neither does
-  (local ETags are mtime and size, multipart S3 ETags are no MD5), it is copied again.
+* or it has the same size and the same MD5, and the same content type, metadata and
+  headers (asked of both sides with ``stat``: a listing may lack them). Both sides may
+  know the MD5 (memory's ETag, a single-part S3 ETag); when only one side does (local
+  against S3, say), the other side is read once and hashed: reading costs far less than
+  writing again. When neither does (local ETags are mtime and size, multipart S3 ETags
+  are no MD5), it is copied again.
 """
 
 from __future__ import annotations
@@ -97,9 +99,9 @@ async def migrate(
     """Copy every object under ``prefix`` from ``source`` to ``dest``.
 
     Content type and metadata are kept; bytes are streamed, at most ``concurrency``
-    objects at once. Resumable: an object already at ``dest`` with the same size and
-    checksum is skipped, so re-running after a crash finishes the job without copying
-    anything twice. One object that fails never stops the others.
+    objects at once. Resumable: an object already at ``dest`` with the same size,
+    checksum, content type and metadata is skipped, so re-running after a crash finishes
+    the job without copying anything twice. One object that fails never stops the others.
 
     Args:
         prefix: the folder to move (``""``: everything), as in :meth:`StorageBackend.iter_files`.
@@ -271,7 +273,21 @@ class _Job:
                 theirs = await _md5(self.dest.stream(there.key, if_match=there.etag))
         except PreconditionFailedError:  # changed since it was listed: copy it
             return False
-        return ours is not None and ours == theirs
+        if ours is None or ours != theirs:
+            return False
+        # the same bytes, and older: the same object only if its content type, metadata
+        # and headers are the same too (saved again with new metadata since a run copied
+        # it, the source differs, and delete_source would lose what differs); a listing
+        # may not carry them (S3's does not), so both sides are asked
+        try:
+            now = await self.source.stat(info.key)
+        except ObjectNotFoundError:
+            return True  # deleted since the listing: the destination holds its bytes
+        try:
+            _check(now, await self.dest.stat(there.key), ours)
+        except (_Mismatch, ObjectNotFoundError):
+            return False
+        return not _changed(info, now)
 
     async def _written_since(self, key: str, there: ObjectInfo | None) -> bool:
         """Whether the destination holds another object at ``key`` than its listing found."""

@@ -96,16 +96,37 @@ async def test_migrate_skips_an_identical_older_copy_by_checksum(
     local: LocalStorageBackend, local_root: Path
 ) -> None:
     # dest (local) older than the source (memory): kept only because the MD5s agree
+    # (written first: a touched local file is another version, without its metadata)
     source = MemoryStorageBackend()
-    await source.save("k/same", b"same bytes", metadata=META)
-    await source.save("k/other", b"new  bytes")
     await local.save("k/same", b"same bytes", metadata=META)
     await local.save("k/other", b"old  bytes")  # same size, other content
-    touch(local_root, "k/same", -3600)
-    touch(local_root, "k/other", -3600)
+    await source.save("k/same", b"same bytes", metadata=META)
+    await source.save("k/other", b"new  bytes")
     report = await migrate(source, local)
     assert (report.copied, report.skipped, report.failed) == (1, 1, {})
     assert await local.load("k/other") == b"new  bytes"
+
+
+@pytest.mark.parametrize("dst", ["memory", "local"])
+async def test_an_older_copy_with_the_same_bytes_but_other_metadata_is_copied_again(
+    local: LocalStorageBackend, dst: str
+) -> None:
+    # the source was saved again with the same bytes and new metadata after an earlier
+    # run: the older copy at dest has the right MD5 but not the object's description,
+    # so keeping it (and deleting the source with delete_source) would lose that
+    source = MemoryStorageBackend()
+    dest = MemoryStorageBackend() if dst == "memory" else local
+    await dest.save("k/a.csv", b"same bytes", content_type="text/plain")
+    await dest.save("k/b.csv", b"same bytes", content_type="text/csv", metadata={"v": "1"})
+    await dest.save("k/c.csv", b"same bytes", content_type="text/csv", metadata=META)
+    await source.save("k/a.csv", b"same bytes", content_type="text/csv", metadata=META)
+    await source.save("k/b.csv", b"same bytes", content_type="text/csv", metadata={"v": "2"})
+    await source.save("k/c.csv", b"same bytes", content_type="text/csv", metadata=META)
+    report = await migrate(source, dest, delete_source=True)
+    assert (report.copied, report.skipped, report.failed) == (2, 1, {})
+    a, b = await dest.stat("k/a.csv"), await dest.stat("k/b.csv")
+    assert (a.content_type, a.metadata, b.metadata) == ("text/csv", META, {"v": "2"})
+    assert await source.list_files() == []
 
 
 async def test_migrate_recopies_a_source_changed_since_the_last_run(
