@@ -8,6 +8,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -135,6 +136,20 @@ async def file_chunks(
             yield chunk
     if done != size:
         raise StorageUnavailableError(f"local file changed size while reading: {done} of {size}")
+
+
+def file_version(fd: int) -> tuple[int, int, int]:
+    """What a write to the open file ``fd`` changes: its size and mtime (ctime changes
+    when another file is renamed over it too, which leaves its bytes as they were)."""
+    found = os.fstat(fd)
+    return (found.st_ino, found.st_size, found.st_mtime_ns)
+
+
+def check_unchanged(fd: int, version: tuple[int, int, int]) -> None:
+    """Raise when the file open at ``fd`` was written since ``version`` was taken of it:
+    parts read before and after hold two versions of it (a tool rewriting it in place)."""
+    if file_version(fd) != version:
+        raise StorageUnavailableError("local file changed while reading")
 
 
 def map_os_error(exc: OSError, operation: str, key: str | None) -> StorageError:
