@@ -129,13 +129,19 @@ async def file_chunks(
 ) -> AsyncIterator[bytes]:
     done = 0
     async with opened(local_path, "rb") as src:
+        version = await asyncio.to_thread(file_version, src.fileno())
         while chunk := await src.read(CHUNK_SIZE):
             done += len(chunk)
             if progress is not None:
                 progress(done, size)
             yield chunk
-    if done != size:
-        raise StorageUnavailableError(f"local file changed size while reading: {done} of {size}")
+        if done != size:
+            raise StorageUnavailableError(
+                f"local file changed size while reading: {done} of {size}"
+            )
+        # written in place meanwhile: the chunks hold two versions of it; raised before
+        # the stream ends, so the write it feeds stores nothing
+        await asyncio.to_thread(check_unchanged, src.fileno(), version)
 
 
 def file_version(fd: int) -> tuple[int, int, int]:
