@@ -27,7 +27,7 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -324,7 +324,18 @@ class _Job:
                 condition["overwrite"] = False
             elif there.etag is not None:
                 condition["if_match"] = there.etag
-        async with closing(_hashed(chunks, digest, read)) as body:
+
+        async def ended() -> None:
+            # the last byte was read, the copy has not landed: a source that no longer
+            # holds what was read (deleted or replaced meanwhile) fails the write, so
+            # nothing lands (a landed copy deleted again could have been taken for done,
+            # and its source deleted, by a second run at the same time)
+            if read.bytes != info.size or _md5_of(info.etag) not in (None, digest.hexdigest()):
+                raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
+            if _changed(info, await self.source.stat(key)):
+                raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
+
+        async with closing(_hashed(chunks, digest, read, ended)) as body:
             try:
                 await self.dest.save(
                     key,
@@ -348,10 +359,17 @@ class _Job:
                 raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
             if self.verify:
                 _check(info, await self.dest.stat(key), md5)
-            # deleted while it was read (an open file reads on after an unlink): the copy
-            # would bring back what the application deleted from both backends; replaced:
-            # the copy holds the old bytes, and delete_source would lose the new ones
-            if _changed(info, await self.source.stat(key)):
+            # replaced since its last byte was read: the copy holds the old bytes, and
+            # delete_source would lose the new ones. Deleted since then: the copy stays,
+            # as the source may be gone because a second run found the copy and deleted
+            # it (an application deleting from both backends in that instant, as the
+            # Moving recipe does, finds its deletion undone; deleted before the last
+            # byte was read, it fails the write above)
+            try:
+                now = await self.source.stat(key)
+            except ObjectNotFoundError:
+                now = None
+            if now is not None and _changed(info, now):
                 raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
         except (_Mismatch, ObjectNotFoundError) as exc:
             # a copy that did not verify is newer than its source: left in place, the next
@@ -420,12 +438,18 @@ class _Read:
     failed: bool = False
 
 
-async def _hashed(chunks: AsyncIterator[bytes], digest: Any, read: _Read) -> AsyncIterator[bytes]:
+async def _hashed(
+    chunks: AsyncIterator[bytes],
+    digest: Any,
+    read: _Read,
+    ended: Callable[[], Awaitable[None]],
+) -> AsyncIterator[bytes]:
     async with closing(chunks):
         while True:
             try:
                 chunk = await anext(chunks)
             except StopAsyncIteration:
+                await ended()  # raised here, it fails the write: nothing lands
                 return
             except BaseException:
                 read.failed = True

@@ -232,6 +232,35 @@ async def test_an_object_deleted_during_its_copy_is_not_brought_back() -> None:
     assert await dest.list_files("") == []
 
 
+class SecondRunAtVerify(MemoryStorageBackend):
+    """A destination at which a second migration with ``delete_source`` (started at the
+    same time, by a retried job or cron) runs to its end while the first verifies its
+    copy: the second finds that copy there and deletes the source it came from."""
+
+    def __init__(self, source: StorageBackend) -> None:
+        super().__init__()
+        self.source = source
+        self.second: MigrationReport | None = None
+
+    async def _stat(self, key: str) -> ObjectInfo:
+        if self.second is None:
+            self.second = MigrationReport()
+            self.second = await migrate(self.source, self, delete_source=True)
+        return await super()._stat(key)
+
+
+async def test_two_migrations_at_once_never_delete_both_copies() -> None:
+    source = MemoryStorageBackend()
+    dest = SecondRunAtVerify(source)
+    await source.save("k/a.txt", b"the only copy", metadata=META)
+    report = await migrate(source, dest, delete_source=True)
+    assert dest.second is not None
+    assert (dest.second.skipped, dest.second.failed) == (1, {})
+    assert (report.copied, report.failed) == (1, {})
+    assert await dest.load("k/a.txt") == b"the only copy"
+    assert await source.list_files() == []
+
+
 class WrittenAtDestWhileRead(SourceBesideDest):
     """A source during whose read the application writes the same key at ``dest`` (its
     writes go there, as in docs/migration.md), after migrate listed ``dest``."""
