@@ -298,6 +298,12 @@ class _Job:
         # ETags compared bare: a listing may give them without the quotes stat gives
         return there is None or (_bare(now.etag), now.size) != (_bare(there.etag), there.size)
 
+    async def _source_gone(self, key: str) -> bool:
+        try:
+            return not await self.source.exists(key)
+        except StorageError:
+            return False  # unknown: as if it were there
+
     async def _copy(self, key: str, there: ObjectInfo | None) -> int | None:
         """The bytes copied; ``None`` when the destination was written meanwhile."""
         try:
@@ -372,6 +378,11 @@ class _Job:
             if now is not None and _changed(info, now):
                 raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
         except (_Mismatch, ObjectNotFoundError) as exc:
+            if isinstance(exc, _Mismatch) and await self._source_gone(key):
+                # a second run took the copy for done and deleted its source: the copy
+                # is all that is left of the object
+                kept = f"{exc}; the source is gone meanwhile, so the copy is kept"
+                raise _Mismatch(kept) from exc
             # a copy that did not verify is newer than its source: left in place, the next
             # run would keep it (and delete the source with delete_source=True)
             try:

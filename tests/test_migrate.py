@@ -261,6 +261,26 @@ async def test_two_migrations_at_once_never_delete_both_copies() -> None:
     assert await source.list_files() == []
 
 
+class SecondRunAtFailedVerify(SecondRunAtVerify):
+    """As :class:`SecondRunAtVerify`, at a destination that mangles metadata (as some S3
+    servers do with ``_`` in names): the first run's copy fails its verification."""
+
+    async def _stat(self, key: str) -> ObjectInfo:
+        info = await super()._stat(key)
+        return dataclasses.replace(info, metadata={"mangled": "yes"})
+
+
+async def test_a_copy_failing_verify_is_kept_when_a_second_run_deleted_its_source() -> None:
+    # the copy is all that is left of the object: deleting it would lose it
+    source = MemoryStorageBackend()
+    dest = SecondRunAtFailedVerify(source)
+    await source.save("k/a.txt", b"the only copy", metadata=META)
+    report = await migrate(source, dest, delete_source=True)
+    assert await source.list_files() == []
+    assert "the source is gone meanwhile, so the copy is kept" in report.failed["k/a.txt"]
+    assert await dest.load("k/a.txt") == b"the only copy"
+
+
 class WrittenAtDestWhileRead(SourceBesideDest):
     """A source during whose read the application writes the same key at ``dest`` (its
     writes go there, as in docs/migration.md), after migrate listed ``dest``."""
