@@ -265,7 +265,7 @@ class _Job:
             return True
         if info.size != there.size:
             return False
-        ours, theirs = _md5_of(info.etag), _md5_of(there.etag)
+        ours, theirs = _md5_of(info.etag, self.source), _md5_of(there.etag, self.dest)
         try:
             if ours is None and theirs is not None:
                 ours = await _md5(self.source.stream(info.key, if_match=info.etag))
@@ -284,7 +284,7 @@ class _Job:
         except ObjectNotFoundError:
             return True  # deleted since the listing: the destination holds its bytes
         try:
-            _check(now, await self.dest.stat(there.key), ours)
+            _check(now, await self.dest.stat(there.key), ours, self.dest)
         except (_Mismatch, ObjectNotFoundError):
             return False
         return not _changed(info, now)
@@ -336,7 +336,8 @@ class _Job:
             # holds what was read (deleted or replaced meanwhile) fails the write, so
             # nothing lands (a landed copy deleted again could have been taken for done,
             # and its source deleted, by a second run at the same time)
-            if read.bytes != info.size or _md5_of(info.etag) not in (None, digest.hexdigest()):
+            sent = digest.hexdigest()
+            if read.bytes != info.size or _md5_of(info.etag, self.source) not in (None, sent):
                 raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
             if _changed(info, await self.source.stat(key)):
                 raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
@@ -361,10 +362,10 @@ class _Job:
                 return None  # the destination's own newer write: kept
         md5 = digest.hexdigest()
         try:
-            if read.bytes != info.size or _md5_of(info.etag) not in (None, md5):
+            if read.bytes != info.size or _md5_of(info.etag, self.source) not in (None, md5):
                 raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
             if self.verify:
-                _check(info, await self.dest.stat(key), md5)
+                _check(info, await self.dest.stat(key), md5, self.dest)
             # replaced since its last byte was read: the copy holds the old bytes, and
             # delete_source would lose the new ones. Deleted since then: the copy stays,
             # as the source may be gone because a second run found the copy and deleted
@@ -409,11 +410,11 @@ def _headers(info: ObjectInfo) -> dict[str, Any]:
     return {name: value for name in _HEADERS if (value := getattr(info, name, None)) is not None}
 
 
-def _check(info: ObjectInfo, got: ObjectInfo, md5: str) -> None:
+def _check(info: ObjectInfo, got: ObjectInfo, md5: str, dest: StorageBackend) -> None:
     problem = None
     if got.size != info.size:
         problem = f"size {got.size} != {info.size}"
-    elif _md5_of(got.etag) not in (None, md5):
+    elif _md5_of(got.etag, dest) not in (None, md5):
         problem = "checksum differs"
     elif info.content_type is not None and got.content_type != info.content_type:
         problem = f"content type {got.content_type!r} != {info.content_type!r}"
@@ -427,8 +428,9 @@ def _check(info: ObjectInfo, got: ObjectInfo, md5: str) -> None:
         raise _Mismatch(f"verify {info.key!r}: the destination has {problem}")
 
 
-def _md5_of(etag: str | None) -> str | None:
-    if etag is None:
+def _md5_of(etag: str | None, backend: StorageBackend) -> str | None:
+    """The MD5 an ETag of ``backend`` gives, if any (SSE-KMS ETags look like one)."""
+    if etag is None or not backend._md5_etags:
         return None
     match = _MD5_ETAG.fullmatch(etag)
     return match.group(1).lower() if match else None

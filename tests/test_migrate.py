@@ -281,6 +281,50 @@ async def test_a_copy_failing_verify_is_kept_when_a_second_run_deleted_its_sourc
     assert await dest.load("k/a.txt") == b"the only copy"
 
 
+def flipped(etag: str | None) -> str | None:
+    return None if etag is None else '"' + etag.strip('"')[::-1] + '"'
+
+
+class KmsLike(MemoryStorageBackend):
+    """ETags that look like MD5s and are none, as S3's under SSE-KMS: the backend says so
+    (an S3 backend with ``sse="aws:kms"``)."""
+
+    _md5_etags = False
+
+    async def _stat(self, key: str) -> ObjectInfo:
+        info = await super()._stat(key)
+        return dataclasses.replace(info, etag=flipped(info.etag))
+
+    async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for info in super()._iter_files(prefix):
+            yield dataclasses.replace(info, etag=flipped(info.etag))
+
+    async def _stream(
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
+    ) -> AsyncIterator[bytes]:
+        async for chunk in super()._stream(key, start, end, chunk_size, flipped(if_match)):
+            yield chunk
+
+
+@pytest.mark.parametrize("kms", ["source", "dest"])
+async def test_etags_that_are_no_md5_are_not_taken_for_one(kms: str) -> None:
+    # every object failed: "the source changed while it was copied" (a KMS source) or
+    # "checksum differs" (a KMS destination), though nothing had changed
+    source = KmsLike() if kms == "source" else MemoryStorageBackend()
+    dest = KmsLike() if kms == "dest" else MemoryStorageBackend()
+    objects = await fill(source, 3)
+    report = await migrate(source, dest, delete_source=True)
+    assert (report.copied, report.failed) == (3, {})
+    assert await dest.load_many(objects) == objects
+    assert await source.list_files() == []
+
+
+def test_an_s3_backend_under_sse_kms_says_its_etags_are_no_md5() -> None:
+    plain = S3StorageBackend("media")
+    kms = S3StorageBackend("media", sse="aws:kms", sse_kms_key_id="alias/k")
+    assert (plain._md5_etags, kms._md5_etags) == (True, False)
+
+
 class WrittenAtDestWhileRead(SourceBesideDest):
     """A source during whose read the application writes the same key at ``dest`` (its
     writes go there, as in docs/migration.md), after migrate listed ``dest``."""
