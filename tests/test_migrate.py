@@ -16,6 +16,7 @@ from file_storage import (
     LocalStorageBackend,
     MemoryStorageBackend,
     MigrationReport,
+    ObjectEvent,
     ObjectInfo,
     S3StorageBackend,
     StorageBackend,
@@ -323,6 +324,32 @@ def test_an_s3_backend_under_sse_kms_says_its_etags_are_no_md5() -> None:
     plain = S3StorageBackend("media")
     kms = S3StorageBackend("media", sse="aws:kms", sse_kms_key_id="alias/k")
     assert (plain._md5_etags, kms._md5_etags) == (True, False)
+
+
+class DeletedAtLastByte(MemoryStorageBackend):
+    """A source whose object the application deletes once migrate read its last byte."""
+
+    async def _stream(
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
+    ) -> AsyncIterator[bytes]:
+        async for chunk in super()._stream(key, start, end, chunk_size, if_match):
+            yield chunk
+        await self.delete(key)
+
+
+@pytest.mark.parametrize("size", [15, 9 * 2**20], ids=["small", "above-8MiB"])
+async def test_a_source_deleted_at_its_last_byte_lands_nothing_at_the_destination(
+    backend: StorageBackend, size: int
+) -> None:
+    # the write fails before it completes, on every destination: no copy to delete again
+    source = DeletedAtLastByte()
+    await source.save("g/a.bin", b"x" * size)
+    events: list[ObjectEvent] = []
+    backend.subscribe(events.append)
+    report = await migrate(source, backend, delete_source=True)
+    assert "gone from the source" in report.failed["g/a.bin"]
+    assert events == []  # never written, not written then deleted
+    assert await backend.list_files() == []
 
 
 class WrittenAtDestWhileRead(SourceBesideDest):
