@@ -9,7 +9,10 @@ workload take turns in a rotating order (``Scale.rounds``); a row's rate is its 
 its turns' spans. The flatness rows time one process on the memory backend with the quota
 set over 0 and over N stored objects. The Redis
 server is Debian's ``redis-server``, started here on a free loopback port with
-persistence off; without it the Redis rows read n/a.
+persistence off; without it the Redis rows read n/a. Redis shares the machine's cores
+with the writers, except in the workload "Redis on a core of its own" (on a machine of
+two cores or more): Redis pinned to one core, the writers of every contender to the
+others, as where Redis runs on a machine or cores of its own.
 """
 
 from __future__ import annotations
@@ -126,7 +129,18 @@ async def _child(spec: dict[str, Any]) -> dict[str, float]:
         return {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - cpu0}
 
 
-def _run(specs: list[dict[str, Any]]) -> list[dict[str, float]]:
+def _cores() -> tuple[set[int], set[int]] | None:
+    """Redis's core and the others, for the workload where Redis has a core of its own
+    (as where it runs on a machine or cores of its own); ``None`` with fewer than 2."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None
+    return {cores[-1]}, set(cores[:-1])
+
+
+def _run(specs: list[dict[str, Any]], cores: set[int] | None = None) -> list[dict[str, float]]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
     procs = [
@@ -138,6 +152,9 @@ def _run(specs: list[dict[str, Any]]) -> list[dict[str, float]]:
         )
         for spec in specs
     ]
+    if cores is not None:
+        for proc in procs:  # (before they build their backends: nothing timed yet)
+            os.sched_setaffinity(proc.pid, cores)
     out = []
     for proc in procs:
         text, _ = proc.communicate(timeout=600)
@@ -155,21 +172,31 @@ def run_shared_quota(moto: MotoServer, scale: Scale, workdir: Path) -> list[Row]
         log(f"  shared quota: {exc}")
         redis = None
     rows: list[Row] = []
+    runs: list[tuple[str, int, bool]] = [
+        (store, processes, False) for store in ("local", "s3") for processes in (1, 4)
+    ]
+    cores = _cores()
+    if cores is not None:
+        runs.insert(2, ("local", 4, True))
     try:
-        for store in ("local", "s3"):
-            for processes in (1, 4):
-                workload = f"{store}, {processes} process{'es' if processes > 1 else ''}"
-                mine = {ledger: Row(SECTION, workload, ledger) for ledger in CONTENDERS}
-                rows.extend(mine.values())
-                if redis is None:
-                    mine["Redis ledger"].error = "n/a (redis-server is not installed)"
-                ops = max(50, scale.quota_ops // (4 * processes * scale.rounds))
-                # the contenders take turns, in a rotating order: a drift of a shared
-                # machine falls on all of them alike
-                for order in rotations([c for c in CONTENDERS if not mine[c].error], scale.rounds):
-                    for ledger in order:
-                        log(f"  shared quota: {workload}, {ledger}")
-                        _measure(mine[ledger], redis, moto, workdir, store, processes, ops, scale)
+        for store, processes, pinned in runs:
+            workload = f"{store}, {processes} process{'es' if processes > 1 else ''}"
+            if pinned:
+                workload += ", Redis on a core of its own"
+            mine = {ledger: Row(SECTION, workload, ledger) for ledger in CONTENDERS}
+            rows.extend(mine.values())
+            if redis is None:
+                mine["Redis ledger"].error = "n/a (redis-server is not installed)"
+            ops = max(50, scale.quota_ops // (4 * processes * scale.rounds))
+            # the contenders take turns, in a rotating order: a drift of a shared
+            # machine falls on all of them alike
+            for order in rotations([c for c in CONTENDERS if not mine[c].error], scale.rounds):
+                for ledger in order:
+                    log(f"  shared quota: {workload}, {ledger}")
+                    _measure(
+                        mine[ledger], redis, moto, workdir, store, processes, ops, scale,
+                        cores=cores if pinned else None,
+                    )  # fmt: skip
         # flatness: the same save over 0 and N stored objects, on the memory backend (no
         # I/O to hide behind), one process
         for objects in (0, scale.quota_counts[-1]):
@@ -199,8 +226,11 @@ def _measure(
     ops: int,
     scale: Scale,
     objects: int = 0,
+    cores: tuple[set[int], set[int]] | None = None,
 ) -> None:
-    """One turn of a contender: ``processes`` fresh children of ``ops`` saves each."""
+    """One turn of a contender: ``processes`` fresh children of ``ops`` saves each
+    (``cores``: Redis on the first set, the children on the second, whatever the
+    contender, so that all have the same cores)."""
     base: dict[str, Any] = {
         "store": store,
         "ledger": row.contender,
@@ -214,7 +244,9 @@ def _measure(
         "objects": objects,
     }
     redis0 = _cpu(redis)
-    results = _run([{**base, "id": i} for i in range(processes)])
+    if redis is not None:
+        os.sched_setaffinity(redis.process.pid, cores[0] if cores else os.sched_getaffinity(0))
+    results = _run([{**base, "id": i} for i in range(processes)], cores[1] if cores else None)
     if row.contender == "Redis ledger" and not objects:
         # Redis's own CPU per save, warm-up included (in the results JSON)
         saves = processes * (ops + scale.warmup + 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import platform
 import subprocess
@@ -291,8 +292,52 @@ def targets(rows: list[Row]) -> list[Target]:
                 lambda v: v <= 3,
             ),
         ),
+        *_ledger_targets(rows),
     ]
     return [Target(name, measured, met) for name, (measured, met) in checks]
+
+
+def _ledger_targets(rows: list[Row]) -> list[tuple[str, tuple[str, bool | None]]]:
+    """The shared quota ledger's: its save rate against the in-process ledger's (a cost
+    of 1.3 x is a rate of 1 / 1.3), and flat from 0 to N stored objects."""
+    section, redis, base = quota_redis.SECTION, "Redis ledger", quota_redis.BASE
+    workloads = _workloads(rows, section)
+    if not workloads:
+        return []
+    flat = [w for w in workloads if w.startswith("memory")]
+    # (workloads, their name, the cost they may have against the in-process ledger's)
+    costs = [("local", "local", 1.3), ("s3", "S3", 1.1)]
+    return [
+        *(
+            (
+                f"Redis ledger {label} save cost <= {cost} x the in-process ledger's "
+                f"(rate >= {1 / cost:.2f} x)",
+                _check(
+                    rows,
+                    section,
+                    [(w, redis, base) for w in workloads if w.startswith(store)],
+                    _ops,
+                    functools.partial(_at_least, 1 / cost),
+                ),
+            )
+            for store, label, cost in costs
+        ),
+        ("Redis ledger flat from 0 to N objects (rate at N >= 0.9 x at 0)", _flat(rows, flat)),
+    ]
+
+
+def _at_least(bound: float, value: float) -> bool:
+    return value >= bound
+
+
+def _flat(rows: list[Row], workloads: list[str]) -> tuple[str, bool | None]:
+    """The Redis ledger's rate over N stored objects against its rate over none."""
+    found = [_find(rows, quota_redis.SECTION, w, "Redis ledger") for w in workloads]
+    zero, many = found if len(found) == 2 else (None, None)
+    if zero is None or many is None or zero.error or many.error or not zero.ops or not many.ops:
+        return "n/a", None
+    ratio = many.ops_per_s / zero.ops_per_s
+    return f"{workloads[1]}: {ratio:.2f} of {workloads[0]}", ratio >= 0.9
 
 
 def _pages_table(rows: list[Row]) -> list[str]:

@@ -10,7 +10,14 @@ from typing import Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from file_storage._settings_common import SECTION, HttpURL, Secret, StorePrefix, gb_to_bytes
+from file_storage._settings_common import (
+    SECTION,
+    BaseURL,
+    HttpURL,
+    Secret,
+    StorePrefix,
+    gb_to_bytes,
+)
 
 __all__ = ["AzureSettings", "GCSSettings"]
 
@@ -65,11 +72,12 @@ class GCSSettings(BaseModel):
         description="STORAGE_GCS_ENDPOINT_URL: another GCS server (an emulator), http(s):// "
         "without credentials; unset: storage.googleapis.com",
     )
-    public_base_url: HttpURL = Field(
+    public_base_url: BaseURL = Field(
         default=None,
-        description="STORAGE_GCS_PUBLIC_BASE_URL: the http(s) URL that serves the prefix "
-        "without a signature (a CDN, or https://storage.googleapis.com/<bucket>/<prefix> of a "
-        "public bucket), for get_public_url; unset: get_public_url raises",
+        description="STORAGE_GCS_PUBLIC_BASE_URL: the http(s) URL or absolute path (a route "
+        "of the app) that serves the prefix without a signature (a CDN, or "
+        "https://storage.googleapis.com/<bucket>/<prefix> of a public bucket), for "
+        "get_public_url; unset: get_public_url raises",
     )
     max_size_gb: float | None = Field(
         default=None,
@@ -126,11 +134,12 @@ class AzureSettings(BaseModel):
         "http://127.0.0.1:10000/devstoreaccount1), http(s):// without credentials; unset: "
         "https://<account>.blob.core.windows.net",
     )
-    public_base_url: HttpURL = Field(
+    public_base_url: BaseURL = Field(
         default=None,
-        description="STORAGE_AZURE_PUBLIC_BASE_URL: the http(s) URL that serves the prefix "
-        "without a signature (a CDN, or https://<account>.blob.core.windows.net/<container>/"
-        "<prefix> of a public container), for get_public_url; unset: get_public_url raises",
+        description="STORAGE_AZURE_PUBLIC_BASE_URL: the http(s) URL or absolute path (a route "
+        "of the app) that serves the prefix without a signature (a CDN, or "
+        "https://<account>.blob.core.windows.net/<container>/<prefix> of a public container), "
+        "for get_public_url; unset: get_public_url raises",
     )
     max_size_gb: float | None = Field(
         default=None,

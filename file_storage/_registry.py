@@ -47,7 +47,8 @@ def load_backend_factory(name: str) -> BackendFactory:
 
     Raises:
         StorageConfigError: no installed package registers ``name`` (the message lists the
-            names that are registered), or its module cannot be imported.
+            names that are registered), or its module cannot be imported or raises
+            when imported (the plugin's exception chained as ``__cause__``).
     """
     registered = _registered()
     entries = registered.get(name.strip().upper())
@@ -69,6 +70,14 @@ def load_backend_factory(name: str) -> BackendFactory:
         raise StorageConfigError(
             f"STORAGE_TYPE: the {entry.name.upper()} backend ({entry.value}) cannot be imported: "
             f"{exc}"
+        ) from exc
+    except Exception as exc:  # the plugin's module ran and raised: its bug, or its config
+        # only the type: a plugin's message may quote anything (its settings, a secret);
+        # the error itself stays chained for the traceback. KeyboardInterrupt and
+        # SystemExit are no Exception: they pass through.
+        raise StorageConfigError(
+            f"STORAGE_TYPE: the {entry.name.upper()} backend ({entry.value}) failed to load: "
+            f"{type(exc).__name__} (chained below)"
         ) from exc
     if not callable(factory):
         raise StorageConfigError(

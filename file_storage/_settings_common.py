@@ -26,6 +26,12 @@ S3_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 _REGION = re.compile(r"[A-Za-z0-9_-]+")
 #: the longest duration setting, in seconds (about 31 years): past it, timers overflow
 MAX_SECONDS = 1e9
+#: the bounds of a quota lease in Redis, in seconds. It is renewed every third of itself
+#: and must outlast a Redis round trip plus an event-loop stall (a GC pause, a blocking
+#: call): shorter, every write's reservation and key lock run out under it. Longer than
+#: a day, a killed process holds its bytes and keys for longer than anyone waits.
+MIN_LEASE_SECONDS = 1
+MAX_LEASE_SECONDS = 86400
 
 SECTION = ConfigDict(hide_input_in_errors=True, extra="ignore")
 
@@ -148,6 +154,8 @@ def check_prefix(value: str) -> str:
 StorePrefix = Annotated[str, AfterValidator(check_prefix)]
 #: an http(s) URL or unset (see check_http_url)
 HttpURL = Annotated[str | None, AfterValidator(check_http_url)]
+#: where URLs are served from: an http(s) URL, an absolute path such as /files, or unset
+BaseURL = Annotated[str | None, AfterValidator(check_base_url)]
 #: a credential or unset, never empty
 Secret = Annotated[SecretStr | None, AfterValidator(check_secret)]
 #: a local folder or unset (see check_folder)
@@ -156,15 +164,25 @@ Folder = Annotated[Path | None, AfterValidator(check_folder)]
 Credential = Annotated[SecretStr | None, AfterValidator(check_credential)]
 
 
-def is_loopback(host: str) -> bool:
-    """``localhost`` (and its sub-domains) or a loopback address: traffic stays on this machine."""
+def is_loopback_server(host: str) -> bool:
+    """``localhost`` or a loopback address (an IPv4-mapped one too): this machine's own
+    sockets, one server however the name is spelled."""
     host = host.lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def is_loopback(host: str) -> bool:
+    """A loopback server, or a sub-domain of ``localhost`` (RFC 6761): traffic stays on
+    this machine. Sub-domains are not one server with ``localhost``: a proxy here routes
+    each name to a server of its own, so :func:`is_loopback_server` leaves them out."""
+    return host.lower().rstrip(".").endswith(".localhost") or is_loopback_server(host)
 
 
 def has_password(url: str) -> bool:

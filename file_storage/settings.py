@@ -39,14 +39,16 @@ from pydantic_settings import (
 from file_storage._cloud_settings import AzureSettings, GCSSettings
 from file_storage._registry import backend_names
 from file_storage._settings_common import (
+    MAX_LEASE_SECONDS,
     MAX_SECONDS,
+    MIN_LEASE_SECONDS,
     S3_BUCKET,
     SECTION,
+    BaseURL,
     Credential,
     Folder,
     HttpURL,
     StorePrefix,
-    check_base_url,
     check_folder,
     check_s3_region,
     gb_to_bytes,
@@ -91,7 +93,7 @@ class LocalSettings(BaseModel):
         description="STORAGE_LOCAL_MAX_SIZE_GB: quota of the local backend in GB (10^9 bytes, "
         "fractional allowed); unset: no quota",
     )
-    base_url: str | None = Field(
+    base_url: BaseURL = Field(
         default=None,
         description="STORAGE_LOCAL_BASE_URL: where the app mounts signed_url_router: an http(s):// "
         "URL or an absolute path such as /files; needs the signing key",
@@ -101,7 +103,7 @@ class LocalSettings(BaseModel):
         description="STORAGE_LOCAL_SIGNING_KEY: secret HMAC key of signed local URLs, at least 32 "
         "characters; needs the base URL",
     )
-    public_base_url: str | None = Field(
+    public_base_url: BaseURL = Field(
         default=None,
         description="STORAGE_LOCAL_PUBLIC_BASE_URL: where the files are served without a "
         "signature (a CDN, a public route such as /public), for get_public_url; also used by "
@@ -114,11 +116,6 @@ class LocalSettings(BaseModel):
         description="STORAGE_LOCAL_TEMP_MAX_AGE_SECONDS: other processes' temp files older "
         "than this were left by a crash and are removed",
     )
-
-    @field_validator("base_url", "public_base_url")
-    @classmethod
-    def _check_base_url(cls, value: str | None) -> str | None:
-        return check_base_url(value)
 
     @field_validator("signing_key")
     @classmethod
@@ -179,11 +176,12 @@ class S3Settings(BaseModel):
         description="STORAGE_S3_PUBLIC_ENDPOINT_URL: the host browsers reach, put in presigned "
         "URLs when it differs from the endpoint (a server inside Docker, a proxy)",
     )
-    public_base_url: HttpURL = Field(
+    public_base_url: BaseURL = Field(
         default=None,
-        description="STORAGE_S3_PUBLIC_BASE_URL: the http(s) URL that serves the prefix "
-        "without a signature (a CDN with origin path /<prefix>, a public bucket's "
-        "<endpoint>/<bucket>/<prefix>), for get_public_url",
+        description="STORAGE_S3_PUBLIC_BASE_URL: the http(s) URL or absolute path (a route of "
+        "the app that proxies the bucket) that serves the prefix without a signature (a CDN "
+        "with origin path /<prefix>, a public bucket's <endpoint>/<bucket>/<prefix>), for "
+        "get_public_url",
     )
     addressing_style: Literal["auto", "path", "virtual"] = Field(
         default="auto",
@@ -369,11 +367,13 @@ class QuotaSettings(BaseModel):
     )
     lease_seconds: float = Field(
         default=60.0,
-        gt=0,
-        le=86400,
+        ge=MIN_LEASE_SECONDS,
+        le=MAX_LEASE_SECONDS,
         allow_inf_nan=False,
         description="STORAGE_QUOTA_LEASE_SECONDS: a write's reservation and key locks in Redis "
-        "outlive a process that stopped renewing them (killed) by at most this long",
+        "outlive a process that stopped renewing them (killed) by at most this long; 1 to "
+        "86400 (renewed every third of it, a lease must outlast a Redis round trip and a "
+        "stalled event loop)",
     )
     fail_open: bool = Field(
         default=False,

@@ -132,6 +132,7 @@ class Gateway:
     def __init__(self, upstream: FakeGCS) -> None:
         self.upstream = upstream
         self.uploads: dict[str, dict[str, object]] = {}
+        self.listings: list[dict[str, list[str]]] = []  # the query of each listing asked for
         self.lock = threading.Lock()
         self.write_lock = threading.Lock()  # conditional writes: check and store at once
         gateway = self
@@ -224,6 +225,9 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------ verbs
 
     def do_GET(self) -> None:
+        query = parse_qs(urlsplit(self.path).query)
+        if "list-type" in query:
+            self.owner.listings.append(query)
         self._conditional_read()
 
     def do_HEAD(self) -> None:

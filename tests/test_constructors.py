@@ -93,6 +93,17 @@ CASES: list[tuple[str, Build, str]] = [
     ("local-refresh-negative", _local(quota_refresh_seconds=-1), "quota_refresh_seconds"),
     ("memory-refresh-str", _memory(quota_refresh_seconds="5"), "quota_refresh_seconds"),
     ("memory-redis-url-int", _memory(quota_redis_url=5), "quota_redis_url"),
+    # a lease shorter than a Redis round trip and a loop stall runs out under every write
+    (
+        "memory-lease-sub-second",
+        _memory(quota_redis_url="redis://127.0.0.1:1", quota_lease_seconds=0.5),
+        "quota_lease_seconds",
+    ),
+    (
+        "local-lease-over-a-day",
+        _local(quota_redis_url="redis://127.0.0.1:1", quota_lease_seconds=86401),
+        "quota_lease_seconds",
+    ),
     # a NUL in a folder: a bare ValueError ("embedded null byte") at the first operation
     ("local-root-nul", lambda root: LocalStorageBackend(f"{root}/a\x00b"), "root"),
     ("s3-fallback-nul", _s3(fallback_path="spool\x00"), "fallback_path"),

@@ -13,6 +13,8 @@ from file_storage import (
     S3StorageBackend,
     StorageBackend,
     StorageConfigError,
+    StorageSettings,
+    create_storage_backend,
 )
 
 
@@ -60,3 +62,33 @@ def test_public_url_unset_names_the_variable(kind: str, setting: str, tmp_path: 
 def test_public_url_checks_the_key(kind: str, tmp_path: Path) -> None:
     with pytest.raises(InvalidKeyError):
         build(kind, "/public", tmp_path).get_public_url("../etc/passwd")
+
+
+@pytest.mark.parametrize("kind", ["s3", "gcs", "azure"])
+def test_an_absolute_path_base_is_accepted_by_the_settings_as_by_the_constructor(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a route of the app that proxies the bucket, as the constructors and the local
+    # settings accept: one rule for settings and constructors
+    monkeypatch.setenv(f"STORAGE_{kind.upper()}_PUBLIC_BASE_URL", "/media/")
+    section = getattr(StorageSettings(), kind)
+    assert section.public_base_url == "/media"
+
+
+@pytest.mark.parametrize("kind", ["s3", "gcs", "azure"])
+def test_a_relative_base_is_refused_by_the_settings_as_by_the_constructor(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(f"STORAGE_{kind.upper()}_PUBLIC_BASE_URL", "media")
+    with pytest.raises(StorageConfigError, match=f"STORAGE_{kind.upper()}_PUBLIC_BASE_URL"):
+        StorageSettings()
+
+
+def test_an_s3_backend_from_the_settings_serves_under_an_absolute_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STORAGE_TYPE", "s3")
+    monkeypatch.setenv("STORAGE_S3_BUCKET", "media")
+    monkeypatch.setenv("STORAGE_S3_PUBLIC_BASE_URL", "/media")
+    backend = create_storage_backend()
+    assert backend.get_public_url("a b.txt") == "/media/a%20b.txt"

@@ -29,11 +29,11 @@ def options(request: pytest.FixtureRequest) -> dict[str, Any]:
     if request.param == "in-process":
         return {}
     server = request.getfixturevalue("redis_server")
-    # a short lease: the dead write's lock and bytes in Redis run out soon
+    # the shortest lease: the dead write's lock and bytes in Redis run out soon
     return {
         "quota_redis_url": server.url,
         "quota_redis_namespace": uuid.uuid4().hex,
-        "quota_lease_seconds": 0.5,
+        "quota_lease_seconds": 1,
     }
 
 

@@ -136,6 +136,50 @@ def test_a_plugin_that_cannot_be_imported_is_a_config_error(
         create_storage_backend(StorageSettings(type="gone"))
 
 
+@pytest.mark.parametrize(
+    ("body", "cause"),
+    [
+        ("raise RuntimeError('SeCrEt-from-the-plugin')\n", RuntimeError),
+        ("def broken(:\n", SyntaxError),
+        ("import os\nos.environ['NO_SUCH_VARIABLE_HERE']\n", KeyError),
+    ],
+    ids=["runtime-error", "syntax-error", "key-error"],
+)
+def test_a_plugin_failing_at_import_is_a_config_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, body: str, cause: type[Exception]
+) -> None:
+    # it escaped untyped: a caller catching StorageConfigError at start-up missed it
+    install_plugin(monkeypatch, tmp_path / "site", "raising_plugin", {"RAISING": "build"})
+    (tmp_path / "site" / "raising_plugin_module.py").write_text(body)
+    monkeypatch.delitem(sys.modules, "raising_plugin_module", raising=False)
+    with pytest.raises(
+        StorageConfigError, match=r"RAISING backend \(raising_plugin_module:build\)"
+    ) as info:
+        create_storage_backend(StorageSettings(type="raising"))
+    assert isinstance(info.value.__cause__, cause)  # the plugin's own error stays chained
+    assert cause.__name__ in str(info.value)
+    assert "SeCrEt" not in str(info.value)  # its message may hold anything
+
+
+def test_a_missing_factory_name_in_a_plugin_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    install_plugin(monkeypatch, tmp_path / "site", "typo_plugin", {"TYPO": "biuld"})
+    with pytest.raises(StorageConfigError, match=r"TYPO backend \(typo_plugin_module:biuld\)"):
+        create_storage_backend(StorageSettings(type="typo"))
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_while_a_plugin_imports_is_not_wrapped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, raised: type[BaseException]
+) -> None:
+    install_plugin(monkeypatch, tmp_path / "site", "stopped_plugin", {"STOPPED": "build"})
+    (tmp_path / "site" / "stopped_plugin_module.py").write_text(f"raise {raised.__name__}\n")
+    monkeypatch.delitem(sys.modules, "stopped_plugin_module", raising=False)
+    with pytest.raises(raised):
+        create_storage_backend(StorageSettings(type="stopped"))
+
+
 def _modules_after(code: str) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", f"{code}\nimport sys; print(*sys.modules)"],

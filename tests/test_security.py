@@ -203,6 +203,14 @@ def _build(kind: str, url: str) -> StorageBackend:
         return S3StorageBackend(
             "bucket", endpoint_url=url, access_key_id=FAKE_KEY_ID, secret_access_key=FAKE_SECRET
         )
+    if kind == "s3-public":  # presigned URLs: what users' browsers send
+        return S3StorageBackend(
+            "bucket",
+            endpoint_url="http://127.0.0.1:9000",
+            public_endpoint_url=url,
+            access_key_id=FAKE_KEY_ID,
+            secret_access_key=FAKE_SECRET,
+        )
     if kind == "gcs":
         return GCSStorageBackend("bucket", endpoint_url=url)
     return AzureStorageBackend("container", account="acct", endpoint_url=url)
@@ -212,6 +220,7 @@ CLEAR = [
     ("redis", f"redis://:{REDIS_PASSWORD}@redis.example.com:6379/0", "STORAGE_QUOTA_REDIS_URL"),
     ("redis", f"redis://app:{REDIS_PASSWORD}@10.0.0.5/0", "STORAGE_QUOTA_REDIS_URL"),
     ("s3", "http://minio.internal:9000", "STORAGE_S3_ENDPOINT_URL"),
+    ("s3-public", "http://files.example.com", "STORAGE_S3_PUBLIC_ENDPOINT_URL"),
     ("gcs", "http://gcs.example.com", "STORAGE_GCS_ENDPOINT_URL"),
     ("azure", "http://10.1.2.3:10000/acct", "STORAGE_AZURE_ENDPOINT_URL"),
 ]
@@ -221,7 +230,11 @@ QUIET = [
     ("redis", f"rediss://:{REDIS_PASSWORD}@redis.example.com/0"),
     ("redis", "redis://redis.example.com/0"),  # no password to send
     ("s3", "http://127.0.0.1:9000"),
+    ("s3", "http://minio.localhost:9000"),  # RFC 6761: *.localhost is loopback
+    ("s3", "http://[::ffff:127.0.0.1]:9000"),  # IPv4-mapped loopback
     ("s3", "https://s3.example.com"),
+    ("s3-public", "https://files.example.com"),
+    ("s3-public", "http://localhost:9000"),
     ("gcs", "http://[::1]:4443"),
     ("azure", "http://localhost:10000/acct"),
 ]

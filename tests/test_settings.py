@@ -384,6 +384,8 @@ def test_an_env_file_that_is_not_utf8_is_a_config_error_without_its_content(
         ({"STORAGE_S3_READ_TIMEOUT": f"forever-{MARK}"}, "STORAGE_S3_READ_TIMEOUT"),
         ({"STORAGE_S3_MAX_POOL_CONNECTIONS": "0"}, "STORAGE_S3_MAX_POOL_CONNECTIONS"),
         ({"STORAGE_QUOTA_REFRESH_SECONDS": "0"}, "STORAGE_QUOTA_REFRESH_SECONDS"),
+        ({"STORAGE_QUOTA_LEASE_SECONDS": "0.001"}, "STORAGE_QUOTA_LEASE_SECONDS"),
+        ({"STORAGE_QUOTA_LEASE_SECONDS": "0.999"}, "STORAGE_QUOTA_LEASE_SECONDS"),
         # accepted, then refused by the Redis ledger naming no variable
         ({"STORAGE_QUOTA_REDIS_NAMESPACE": "   "}, "STORAGE_QUOTA_REDIS_NAMESPACE"),
         ({"STORAGE_QUOTA_REFRESH_SECONDS": f"soon-{MARK}"}, "STORAGE_QUOTA_REFRESH_SECONDS"),
@@ -423,6 +425,15 @@ def test_bad_value_names_the_variable_and_not_the_value(
 def test_error_message_says_what_is_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
     error = config_error(monkeypatch, STORAGE_S3_MAX_CONCURRENCY="65")
     assert str(error) == "STORAGE_S3_MAX_CONCURRENCY: must be <= 64"
+
+
+def test_a_lease_shorter_than_a_second_is_refused_saying_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # renewed every third of a lease, a 1 ms lease ran out under every write
+    error = config_error(monkeypatch, STORAGE_QUOTA_LEASE_SECONDS="0.5")
+    assert str(error) == "STORAGE_QUOTA_LEASE_SECONDS: must be >= 1"
+    assert settings_from(monkeypatch, STORAGE_QUOTA_LEASE_SECONDS="1").quota.lease_seconds == 1
 
 
 def test_missing_bucket_for_s3_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

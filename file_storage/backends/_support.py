@@ -6,7 +6,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
-import ipaddress
 import logging
 import os
 import shutil
@@ -24,6 +23,7 @@ from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 from file_storage._metadata import normalize_metadata as normalize_metadata  # for base.py
 from file_storage._quota.ledger import Reservation
+from file_storage._settings_common import is_loopback_server
 from file_storage._streams import CHUNK_SIZE, Progress, as_bytes
 from file_storage.errors import (
     InvalidKeyError,
@@ -247,7 +247,8 @@ async def temp_folder() -> AsyncIterator[Path]:
 def server_of(url: str) -> str:
     """An endpoint URL as one spelling of its server (to tell whether two backends reach
     one store): the host in lower case, without a trailing dot, every loopback name
-    (``localhost``, ``127.0.0.1``, ``::1``) as one; no scheme or default port (HTTP
+    (``localhost``, ``127.0.0.1``, ``::1``) as one, but each ``*.localhost`` name on its
+    own (a proxy routes it to a server of its own); no scheme or default port (HTTP
     and HTTPS of one host are one server); the path without a trailing ``/``."""
     parts = urlsplit(url.strip())
     host = (parts.hostname or "").lower().rstrip(".")
@@ -255,11 +256,7 @@ def server_of(url: str) -> str:
         port = parts.port
     except ValueError:
         port = None
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if loopback:
+    if is_loopback_server(host):  # not its sub-domains: see is_loopback_server
         host = "localhost"
     if port is not None and port not in (80, 443):
         host = f"{host}:{port}"

@@ -180,25 +180,91 @@ def test_service_account_json_that_is_not_a_json_object_fails_when_built(account
     assert "SeCrEt" not in "".join(traceback.format_exception(info.value))
 
 
+def _key_file_error(value: str) -> StorageConfigError:
+    """The error building a GCS backend with ``value``, checked to name the setting and
+    quote nothing from the key or the file, in code and from the settings."""
+    with pytest.raises(StorageConfigError, match=r"service_account") as info:
+        GCSStorageBackend("media", service_account=value, endpoint_url="http://127.0.0.1:9")
+    settings = StorageSettings(type="gcs", gcs={"bucket": "media", "service_account": value})
+    with pytest.raises(StorageConfigError, match="STORAGE_GCS_SERVICE_ACCOUNT") as named:
+        create_storage_backend(settings)
+    for error in (info.value, named.value):
+        shown = "".join(traceback.format_exception(error)) + repr(error)
+        assert "SeCrEt" not in shown
+    return info.value
+
+
+def test_a_missing_key_file_fails_when_built(tmp_path: Path) -> None:
+    # it was read at the first request only: a typo in the path surfaced in production
+    error = _key_file_error(str(tmp_path / "SeCrEt-key.json"))
+    assert "cannot be read" in str(error)
+
+
+def test_a_key_file_path_with_a_nul_fails_when_built(tmp_path: Path) -> None:
+    # open() raised a bare ValueError ("embedded null byte")
+    _key_file_error(f"{tmp_path}/SeCrEt\x00key.json")
+
+
+def test_a_key_file_that_is_a_folder_fails_when_built(tmp_path: Path) -> None:
+    (tmp_path / "SeCrEt").mkdir()
+    _key_file_error(str(tmp_path / "SeCrEt"))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"SeCrEt-never-printed",
+        b'{"private_key": "SeCrEt-never-printed"',
+        b'["SeCrEt-never-printed"]',
+        b"\xff\xfeSeCrEt-never-printed",  # not UTF-8
+        b"-----BEGIN PRIVATE KEY-----\nSeCrEt-never-printed\n-----END PRIVATE KEY-----\n",
+    ],
+    ids=["text", "broken-json", "array", "not-utf8", "pem"],
+)
+def test_a_key_file_that_is_not_json_fails_when_built(content: bytes, tmp_path: Path) -> None:
+    (tmp_path / "key.json").write_bytes(content)
+    _key_file_error(str(tmp_path / "key.json"))
+
+
 @pytest.mark.parametrize("in_file", [False, True], ids=["json", "file"])
 @pytest.mark.parametrize(
     "account",
     [
-        {"client_email": "a@p.iam.gserviceaccount.com"},  # no private_key
+        {"client_email": "a@p.iam.gserviceaccount.com", "note": "SeCrEt"},  # no private_key
+        {"private_key": "SeCrEt-never-printed"},  # no client_email
+        # gcloud's user credential (application_default_credentials.json), not a key
         {
-            "type": "service_account",
-            "client_email": "a@p.iam.gserviceaccount.com",
-            "private_key_id": "1",
-            "private_key": "-----BEGIN PRIVATE KEY-----\nSeCrEt-never-printed\n"
-            "-----END PRIVATE KEY-----\n",
+            "type": "authorized_user",
+            "client_id": "1.apps.googleusercontent.com",
+            "client_secret": "SeCrEt-never-printed",
+            "refresh_token": "SeCrEt-never-printed",
         },
     ],
-    ids=["no-key", "bad-key"],
+    ids=["no-private-key", "no-client-email", "user-credential"],
 )
-async def test_a_service_account_key_that_cannot_be_used_is_a_config_error(
+def test_json_that_is_not_a_service_account_key_fails_when_built(
     account: dict[str, str], in_file: bool, tmp_path: Path
 ) -> None:
-    # it was a bare StorageError ("GCS request failed"), as if the request had failed
+    value = json.dumps(account)
+    if in_file:
+        (tmp_path / "key.json").write_text(value)
+        value = str(tmp_path / "key.json")
+    assert "not a service-account key" in str(_key_file_error(value))
+
+
+@pytest.mark.parametrize("in_file", [False, True], ids=["json", "file"])
+async def test_a_service_account_key_that_cannot_be_used_is_a_config_error(
+    in_file: bool, tmp_path: Path
+) -> None:
+    # it was a bare StorageError ("GCS request failed"), as if the request had failed;
+    # a key whose PEM is broken passes the build-time check (it parses the JSON only)
+    account = {
+        "type": "service_account",
+        "client_email": "a@p.iam.gserviceaccount.com",
+        "private_key_id": "1",
+        "private_key": "-----BEGIN PRIVATE KEY-----\nSeCrEt-never-printed\n"
+        "-----END PRIVATE KEY-----\n",
+    }
     value = json.dumps(account)
     if in_file:
         (tmp_path / "key.json").write_text(value)
@@ -344,3 +410,17 @@ async def test_metadata_stored_before_its_name_was_escaped_reads_back_as_stored(
     attributes = {"Content-Type": "text/plain", "fs_6162": "b", "fs_636f6e74656e742d74797065": "c"}
     await obs.put_async(store, "old.txt", b"x", attributes=attributes)
     assert (await backend.stat("old.txt")).metadata == {"fs_6162": "b", "content-type": "c"}
+
+
+async def test_a_page_from_a_cursor_is_listed_from_the_cursor(
+    backend: StorageBackend, gcs_emulator: tuple[Any, str]
+) -> None:
+    # a page deep in a big folder: the store is asked to start after the cursor (GCS's
+    # start-after), not to list the folder from its start for every page
+    gateway = gcs_emulator[0]
+    await asyncio.gather(*(backend.save(f"flat/{i:03d}", b"x") for i in range(30)))
+    first = await backend.list_page("flat", limit=10)
+    gateway.listings.clear()
+    second = await backend.list_page("flat", limit=10, start_after=first.next_start_after)
+    assert [f.key for f in second.files] == [f"flat/{i:03d}" for i in range(10, 20)]
+    assert [q.get("start-after") for q in gateway.listings] == [["storage/flat/009"]]

@@ -6,11 +6,27 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from file_storage import (
     LocalStorageBackend,
     ObjectInfo,
 )
 from tests.quota_redis.server import RedisServer
+
+
+def steps_through_run(monkeypatch: pytest.MonkeyPatch | None = None) -> None:
+    """Send every started step (a commit's) through ``Client.run``, so that a test
+    patching ``run`` to lose or drop a step reaches commits too."""
+    from file_storage._quota.redis.wire import Client
+
+    def start(self: Client, script: object, args: list[object]) -> asyncio.Future[object]:
+        return asyncio.ensure_future(self.run(script, args))  # type: ignore[arg-type]
+
+    if monkeypatch is None:
+        Client.start = start  # type: ignore[method-assign]
+    else:
+        monkeypatch.setattr(Client, "start", start)
 
 
 def local(

@@ -20,7 +20,7 @@ from file_storage import (
 )
 from file_storage._quota.redis import scripts as lua
 from file_storage._quota.redis.wire import Client, Script
-from tests.quota_redis.ledger import gated_pair, local, run_out_leases
+from tests.quota_redis.ledger import gated_pair, local, run_out_leases, steps_through_run
 from tests.quota_redis.server import RedisServer
 
 LEASE = 60  # the default lease: a key left locked would stay so for a minute
@@ -57,6 +57,7 @@ def stall_after(monkeypatch: pytest.MonkeyPatch, script: Script) -> Stall:
         return result
 
     monkeypatch.setattr(Client, "run", stalled)
+    steps_through_run(monkeypatch)
     return ran
 
 
@@ -538,6 +539,7 @@ async def test_a_late_save_cancelled_before_its_commit_left_is_counted_by_the_ot
         await run_out_leases(redis_server, namespace)
         await b.save("other", b"y" * 500)  # fits now, and takes the space
         monkeypatch.setattr(Client, "run", connecting)
+        steps_through_run(monkeypatch)
         a.gate.set()
         await reached.wait()
         first.cancel()

@@ -154,26 +154,66 @@ async def test_stores_sharing_a_fresh_redis_leave_no_error_in_its_stats(
     assert "cmdstat_eval:" not in calls, calls  # no script was sent whole
 
 
-async def test_scripts_flushed_mid_connection_are_sent_whole_once(own_redis: RedisServer) -> None:
+@pytest.mark.parametrize("how", ["run", "start"])
+async def test_scripts_flushed_mid_connection_are_sent_whole_once(
+    own_redis: RedisServer, how: str
+) -> None:
     # SCRIPT FLUSH (or a failover to a replica without them) empties Redis's script cache
     # under an open connection: the call refused with NOSCRIPT is sent again as EVAL,
-    # which caches the script again; the calls after it find it
+    # which caches the script again; the calls after it find it (run awaits the step,
+    # start sends it at once, the way a commit does)
     from pydantic import SecretStr
 
     from file_storage._quota.redis.wire import Client, Script
 
     client = Client(SecretStr(own_redis.url), timeout=5.0)
     script = Script("return ARGV[1] .. ARGV[2]")
+    call = client.run if how == "run" else client.start
     try:
-        assert await client.run(script, ["ns", "a"]) == "nsa"
+        assert await call(script, ["ns", "a"]) == "nsa"
         assert await client.call("SCRIPT", "FLUSH") == "OK"
-        assert await client.run(script, ["ns", "b"]) == "nsb"
-        assert await client.run(script, ["ns", "c"]) == "nsc"
+        assert await call(script, ["ns", "b"]) == "nsb"
+        assert await call(script, ["ns", "c"]) == "nsc"
     finally:
         await client.aclose()
     stats = own_redis.info("errorstats")
     assert "errorstat_NOSCRIPT:count=1\r\n" in stats, stats
     assert stats.count("errorstat_") == 1, stats
+
+
+async def test_a_started_step_runs_and_answers_whatever_becomes_of_its_caller(
+    own_redis: RedisServer,
+) -> None:
+    # a commit's step is started, not awaited in a task: a caller cancelled at once does
+    # not stop it, its answer still comes, and an error reply is RedisUnavailable
+    from pydantic import SecretStr
+
+    from file_storage._quota.redis.wire import Client, RedisUnavailable, Script
+
+    client = Client(SecretStr(own_redis.url), timeout=5.0)
+    store = Script("redis.call('INCRBY', ARGV[1] .. ':n', ARGV[2]) return 'ok'")
+    fail = Script("return redis.error_reply('BUSYKEY not now')")
+    try:
+        assert await client.run(store, ["ns", "1"]) == "ok"  # connected, script loaded
+        started = []
+
+        async def caller() -> None:
+            started.append(client.start(store, ["ns", "10"]))
+            await asyncio.shield(started[0])
+
+        task = asyncio.ensure_future(caller())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await started[0] == "ok"
+        assert await client.call("GET", "ns:n") == "11"
+        with pytest.raises(RedisUnavailable, match="BUSYKEY"):
+            await client.start(fail, ["ns"])  # (not loaded yet: through run)
+        with pytest.raises(RedisUnavailable, match="BUSYKEY"):
+            await client.start(fail, ["ns"])  # loaded: sent at once
+    finally:
+        await client.aclose()
 
 
 @pytest.mark.parametrize("password", ["", "secret"], ids=["call", "connect"])

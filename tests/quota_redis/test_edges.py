@@ -489,9 +489,13 @@ async def test_a_delete_prefix_under_nested_quotas_frees_each(
 
 
 async def test_writes_whose_leases_run_out_at_once_are_still_counted_exactly(
-    tmp_path: Path, redis_server: RedisServer, namespace: str
+    tmp_path: Path, redis_server: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # a lease of 1 ms: every commit finds its reservation gone and checks again
+    # a lease of 1 ms, below what users may set: every commit finds its reservation gone
+    # and checks again, as one does after a loop stalled for longer than a lease
+    from file_storage._quota.redis import ledger
+
+    monkeypatch.setattr(ledger, "MIN_LEASE_SECONDS", 0.001)
     async with local(
         tmp_path, redis_server, namespace, max_size_bytes=20, quota_lease_seconds=0.001
     ) as backend:

@@ -15,7 +15,7 @@ from file_storage import (
     StorageUnavailableError,
 )
 from file_storage._quota.redis.wire import RedisTimeout, Script
-from tests.quota_redis.ledger import gated_pair, local, run_out_leases
+from tests.quota_redis.ledger import gated_pair, local, run_out_leases, steps_through_run
 from tests.quota_redis.server import RedisServer
 
 
@@ -295,8 +295,9 @@ async def test_a_write_that_outlives_its_lease_keeps_it_renewed(
 
     async def body() -> AsyncIterator[bytes]:
         yield b"x" * 100
-        # hold the write open until the renewal timer (a third of the 0.3 s lease) has
-        # pushed the reservation's expiry on twice: bounded, each wait one timer tick
+        # hold the write open until the renewal timer (a third of the 1 s lease, the
+        # shortest allowed) has pushed the reservation's expiry on: bounded, each wait
+        # one timer tick
         (_, first), *_ = await client.zrange(leases, 0, 0, withscores=True)
         later = first
         for _ in range(200):
@@ -309,7 +310,7 @@ async def test_a_write_that_outlives_its_lease_keeps_it_renewed(
         assert await client.exists(lock)  # the key's lock is renewed with it
         yield b"x" * 100
 
-    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000, quota_lease_seconds=0.3)
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000, quota_lease_seconds=1)
     async with a:
         await a.save("big", body())
         assert (await a.get_usage()).used == await a.get_total_size() == 200
@@ -377,6 +378,7 @@ async def test_a_commit_whose_answer_is_lost_is_listed_again_after_the_process_e
     async with a:
         await a.save("seed", b"x" * 10)
         monkeypatch.setattr(Client, "run", drop_commit)
+        steps_through_run(monkeypatch)
         await a.save("k", b"x" * 90)  # landed: the ledger only missed it
         assert dropped == [1]
     monkeypatch.setattr(Client, "run", run)
@@ -431,6 +433,7 @@ async def test_a_lost_commit_counts_its_object_once_from_the_next_step(
     async with a, b:
         await a.save("seed", b"x" * 10)
         monkeypatch.setattr(Client, "run", lose_commit)
+        steps_through_run(monkeypatch)
         await a.save("k", b"x" * 90)  # landed: the ledger only missed its commit
         assert lost == [1]
         await a.save("other", b"z" * 5)  # the next step

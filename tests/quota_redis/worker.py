@@ -110,6 +110,7 @@ async def lost_commit(storage: StorageBackend) -> None:
     # process is killed before it could tell Redis, so nothing of it is left in memory
     from file_storage._quota.redis import scripts as lua
     from file_storage._quota.redis.wire import Client, RedisUnavailable
+    from tests.quota_redis.ledger import steps_through_run
 
     run = Client.run
 
@@ -119,6 +120,7 @@ async def lost_commit(storage: StorageBackend) -> None:
         return await run(self, script, args)  # type: ignore[arg-type]
 
     Client.run = drop_commit  # type: ignore[method-assign]
+    steps_through_run()
     await storage.save("lost/k", b"l" * 900)
     print("landed", flush=True)
     await asyncio.Event().wait()  # until SIGKILL

@@ -169,7 +169,7 @@ class _RedisReservation(Reservation):
             # meanwhile (else, cancelled before it left, the object stays uncounted by
             # every other process until this one's next step, and for good if it is
             # killed), its cancellation raised once the step's answer is used
-            step, late = await run_whole(self._ledger._client.run(lua.COMMIT, args))
+            step, late = await run_whole(self._ledger._client.start(lua.COMMIT, args))
             cancelled = cancelled or late
             if step.cancelled() or isinstance(step.exception(), RedisUnavailable):
                 # the step ran or not (Redis did not answer, or its loop shuts down): its

@@ -280,6 +280,18 @@ def _drop(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+def _copy_to(answer: asyncio.Future[Any], step: asyncio.Future[Any]) -> None:
+    if answer.done():
+        if not step.cancelled():
+            step.exception()
+    elif step.cancelled():
+        answer.cancel()
+    elif step.exception() is not None:
+        answer.set_exception(step.exception())  # type: ignore[arg-type]
+    else:
+        answer.set_result(step.result())
+
+
 class Client:
     """The connection of each event loop and the scripts called on it."""
 
@@ -412,6 +424,70 @@ class Client:
             self._timed_out(exc)
             raise
 
+    def _evalsha(self, script: Script, args: list[object]) -> bytes:
+        # the head (EVALSHA, the SHA, no keys, the namespace) is packed once per script
+        head_key = (script.sha, len(args), args[0])
+        head = self._heads.get(head_key)
+        if head is None:
+            head = b"*%d\r\n" % (len(args) + 3)
+            head += _pack_args(["EVALSHA", script.sha, 0, args[0]])
+            self._heads[head_key] = head
+        return head + _pack_args(args, 1)
+
+    def start(self, script: Script, args: list[object]) -> asyncio.Future[Any]:
+        """Run ``script`` with ``args`` as :meth:`run` does, started now: the step runs
+        to its end whatever becomes of its caller, and the future gets its answer (or
+        :class:`RedisUnavailable`).
+
+        On an open connection that knows the script, the call is queued for this pass's
+        write at once, with no task (one task per commit cost a save ~10 µs of client
+        CPU, a sixth of what the ledger adds to it); else a task connects or loads the
+        script first."""
+        loop = asyncio.get_running_loop()
+        wire = self._wires.get(loop)
+        if (
+            self._quiet_until
+            or wire is None
+            or wire.lost is not None
+            or script.sha not in wire.scripts
+        ):
+            return asyncio.ensure_future(self.run(script, args))
+        try:
+            sent = wire.send(self._evalsha(script, args))
+        except RedisUnavailable:
+            return asyncio.ensure_future(self.run(script, args))  # (connects again)
+        answer: asyncio.Future[Any] = loop.create_future()
+        sent.add_done_callback(functools.partial(self._answered, answer, wire, script, args))
+        return answer
+
+    def _answered(
+        self,
+        answer: asyncio.Future[Any],
+        wire: _Wire,
+        script: Script,
+        args: list[object],
+        sent: asyncio.Future[Any],
+    ) -> None:
+        if sent.cancelled():
+            if not answer.done():
+                answer.cancel()
+            return
+        exc = sent.exception()  # (retrieved: not logged as lost)
+        if answer.done():  # given up on by its caller
+            return
+        if exc is None:
+            answer.set_result(sent.result())
+        elif isinstance(exc, _ReplyError) and str(exc).startswith("NOSCRIPT"):
+            # Redis lost the script since (SCRIPT FLUSH): it ran nowhere, sent whole now
+            retry = asyncio.ensure_future(self._send_whole(wire, script, args))
+            retry.add_done_callback(functools.partial(_copy_to, answer))
+        else:
+            if isinstance(exc, _ReplyError):
+                exc = RedisUnavailable(str(exc).split(" ", 1)[0])
+            elif isinstance(exc, RedisUnavailable):
+                self._timed_out(exc)
+            answer.set_exception(exc)
+
     async def run(self, script: Script, args: list[object]) -> Any:
         """Run ``script`` with ``args`` (``EVALSHA``; first ``SCRIPT LOAD`` on a connection)."""
         if self._quiet_until:
@@ -421,28 +497,25 @@ class Client:
             wire = self._wires.get(loop)
             if wire is None or wire.lost is not None:
                 wire = await self._wire()
-            # the head (EVALSHA, the SHA, no keys, the namespace) is packed once per script
-            head_key = (script.sha, len(args), args[0])
-            head = self._heads.get(head_key)
-            if head is None:
-                head = b"*%d\r\n" % (len(args) + 3)
-                head += _pack_args(["EVALSHA", script.sha, 0, args[0]])
-                self._heads[head_key] = head
             try:
                 if script.sha in wire.scripts:
-                    return await wire.send(head + _pack_args(args, 1))
-                return await _load_and_run(wire, script, head + _pack_args(args, 1))
+                    return await wire.send(self._evalsha(script, args))
+                return await _load_and_run(wire, script, self._evalsha(script, args))
             except _ReplyError as exc:
                 # NOSCRIPT: Redis lost the script since (SCRIPT FLUSH), EVAL caches it again
                 if not str(exc).startswith("NOSCRIPT"):
                     raise RedisUnavailable(str(exc).split(" ", 1)[0]) from exc
-            try:
-                return await wire.send(pack(["EVAL", script.text, 0, *args]))
-            except _ReplyError as exc:
-                raise RedisUnavailable(str(exc).split(" ", 1)[0]) from exc
+            return await self._send_whole(wire, script, args)
         except RedisUnavailable as exc:
             self._timed_out(exc)
             raise
+
+    async def _send_whole(self, wire: _Wire, script: Script, args: list[object]) -> Any:
+        """``EVAL`` with the script's text: it ran nowhere (``NOSCRIPT``), and is cached again."""
+        try:
+            return await wire.send(pack(["EVAL", script.text, 0, *args]))
+        except _ReplyError as exc:
+            raise RedisUnavailable(str(exc).split(" ", 1)[0]) from exc
 
     async def aclose(self) -> None:
         with contextlib.suppress(RuntimeError):

@@ -28,6 +28,7 @@ from file_storage._keys import validate_key
 from file_storage._metadata import decode_value, encode_value
 from file_storage._settings_common import check_base_url, checked, checked_url, warn_in_clear
 from file_storage._streams import prepend
+from file_storage.backends import _pages
 from file_storage.backends._core import DELETE_BATCH, CoreArgs, Method
 from file_storage.backends._obstore._errors import (
     is_discarded_block_list,
@@ -436,10 +437,18 @@ class ObstoreBackend(StorageBackend):
             if isinstance(result, BaseException):
                 raise result
 
-    async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+    def _iter_entries(
+        self, prefix: str, start_after: str | None, recursive: bool, page_size: int
+    ) -> AsyncIterator[_pages.Entry]:
+        # the store starts after the cursor (GCS: start-after; object_store filters Azure's
+        # listing itself), so a page deep in a folder does not list it from the start
+        return _pages.entries(self._iter_files(prefix, start_after), prefix, start_after, recursive)
+
+    async def _iter_files(self, prefix: str, after: str | None = None) -> AsyncIterator[ObjectInfo]:
         obs, store = self._store()
         # object_store matches whole segments: "a/b" lists a/b/..., never a/bc
-        pages = obs.list(store, prefix=prefix.rstrip("/") or None, chunk_size=LIST_PAGE)
+        where = {"prefix": prefix.rstrip("/") or None, "offset": after}
+        pages = obs.list(store, **where, chunk_size=LIST_PAGE)
         # both services list in UTF-8 byte order, which is the order of Python's str
         async for page in pages:
             for meta in page:

@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 __all__ = ["GCSStorageBackend"]
 
 GCS_ENDPOINT = "https://storage.googleapis.com"
+SETTING = "service_account (STORAGE_GCS_SERVICE_ACCOUNT)"
+# what object_store's ServiceAccountCredentials require (and V4 signing uses)
+KEY_FIELDS = ("client_email", "private_key")
+# a service-account key file is about 2.3 KB: anything far larger is some other file
+MAX_KEY_FILE_BYTES = 2**20
 
 
 class GCSStorageBackend(ObstoreBackend):
@@ -68,8 +73,11 @@ class GCSStorageBackend(ObstoreBackend):
         checked("bucket", check_gcs_bucket, bucket)
         if isinstance(service_account, str):
             service_account = SecretStr(service_account)
-        if service_account is not None and _inline(service_account.get_secret_value()):
-            _check_key_json(service_account.get_secret_value())  # a file is read when used
+        if service_account is not None:
+            # a missing file, a typo in its path or gcloud's user credential fails here, at
+            # start-up, not at the first request in production; the file is small and
+            # local, read like the .env file (obstore and presigning read it again when used)
+            _key_fields(service_account.get_secret_value())
         super().__init__(
             prefix=prefix,
             identity=f"gcs:{bucket}",
@@ -96,21 +104,11 @@ class GCSStorageBackend(ObstoreBackend):
         return GCS_ENDPOINT
 
     def _key_file(self) -> dict[str, Any] | None:
-        """The service-account key's JSON fields, or ``None`` (no key, or a file not read)."""
+        """The service-account key's JSON fields (a file read again: it may be rotated), or
+        ``None`` (Application Default Credentials)."""
         if self._service_account is None:
             return None
-        value = self._service_account.get_secret_value()
-        if not _inline(value):
-            try:
-                with open(value, encoding="utf-8") as file:  # small; read once per URL
-                    value = file.read()
-            except OSError:
-                raise StorageConfigError("service_account: the key file cannot be read") from None
-        try:
-            fields = json.loads(value)
-        except ValueError:
-            raise StorageConfigError("service_account: not valid JSON") from None
-        return fields if isinstance(fields, dict) else None
+        return _key_fields(self._service_account.get_secret_value())
 
     async def _presign(
         self,
@@ -163,14 +161,40 @@ def _inline(value: str) -> bool:
     return value.lstrip().startswith(("{", "["))
 
 
-def _check_key_json(value: str) -> None:
-    """Raise StorageConfigError unless ``value`` is a JSON object (never quoting it)."""
+def _key_fields(value: str) -> dict[str, Any]:
+    """The fields of the service-account key ``value`` (its JSON, or the path of its file).
+
+    Raises StorageConfigError naming the setting when the file cannot be read or the JSON
+    is not a service-account key, quoting neither the key nor the path (which may be a
+    key pasted without its braces)."""
+    problem = ""
+    if not _inline(value):
+        try:
+            with open(value, "rb") as file:
+                data = file.read(MAX_KEY_FILE_BYTES + 1)
+        except OSError as exc:
+            problem = f"the key file cannot be read ({exc.strerror or type(exc).__name__})"
+        except ValueError:  # open() refuses a NUL in a path
+            problem = "the key file's path contains a NUL character"
+        else:
+            if len(data) > MAX_KEY_FILE_BYTES:
+                problem = "the key file is too large to be a service-account key"
+            else:
+                value = data.decode("utf-8", errors="replace")
+        if problem:
+            # raised outside the except block: the OSError holds the path
+            raise StorageConfigError(f"{SETTING}: {problem}")
     try:
         fields = json.loads(value)
     except ValueError:
         fields = None
     if not isinstance(fields, dict):
         raise StorageConfigError(
-            "service_account (STORAGE_GCS_SERVICE_ACCOUNT): not valid JSON: the key file's "
-            "JSON object, or the path of the file"
+            f"{SETTING}: not valid JSON: the key file's JSON object, or the path of the file"
         )
+    if not all(isinstance(fields.get(name), str) and fields[name] for name in KEY_FIELDS):
+        raise StorageConfigError(
+            f"{SETTING}: not a service-account key (no client_email or private_key): give a "
+            "service account's JSON key, or leave it unset for Application Default Credentials"
+        )
+    return fields

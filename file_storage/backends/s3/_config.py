@@ -177,6 +177,11 @@ def s3_options(
         "endpoint_url (STORAGE_S3_ENDPOINT_URL)",
         "the requests, their signatures and any session token",
     )
+    warn_in_clear(
+        options.public_endpoint_url,
+        "public_endpoint_url (STORAGE_S3_PUBLIC_ENDPOINT_URL)",
+        "presigned URLs (usable by anyone who sees them until they expire) and the files",
+    )
     return options
 
 
