@@ -12,10 +12,12 @@ When is an object at the destination kept (counted as skipped, not written again
   a copy made by an earlier run, or the application's own newer write once writes go to
   the destination (see docs/migration.md). This needs the two clocks to agree, as S3's
   and an NTP-synced host's do;
-* or it has the same size and the same MD5. Both sides may know it (memory's ETag, a
-  single-part S3 ETag); when only one side does (local against S3, say), the other side
-  is read once and hashed: reading costs far less than writing again. When neither does
-  (local ETags are mtime and size, multipart S3 ETags are no MD5), it is copied again.
+* or it has the same size and the same MD5, and the same content type, metadata and
+  headers (asked of both sides with ``stat``: a listing may lack them). Both sides may
+  know the MD5 (memory's ETag, a single-part S3 ETag); when only one side does (local
+  against S3, say), the other side is read once and hashed: reading costs far less than
+  writing again. When neither does (local ETags are mtime and size, multipart S3 ETags
+  are no MD5), it is copied again.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -97,9 +99,9 @@ async def migrate(
     """Copy every object under ``prefix`` from ``source`` to ``dest``.
 
     Content type and metadata are kept; bytes are streamed, at most ``concurrency``
-    objects at once. Resumable: an object already at ``dest`` with the same size and
-    checksum is skipped, so re-running after a crash finishes the job without copying
-    anything twice. One object that fails never stops the others.
+    objects at once. Resumable: an object already at ``dest`` with the same size,
+    checksum, content type and metadata is skipped, so re-running after a crash finishes
+    the job without copying anything twice. One object that fails never stops the others.
 
     Args:
         prefix: the folder to move (``""``: everything), as in :meth:`StorageBackend.iter_files`.
@@ -263,7 +265,7 @@ class _Job:
             return True
         if info.size != there.size:
             return False
-        ours, theirs = _md5_of(info.etag), _md5_of(there.etag)
+        ours, theirs = _md5_of(info.etag, self.source), _md5_of(there.etag, self.dest)
         try:
             if ours is None and theirs is not None:
                 ours = await _md5(self.source.stream(info.key, if_match=info.etag))
@@ -271,7 +273,21 @@ class _Job:
                 theirs = await _md5(self.dest.stream(there.key, if_match=there.etag))
         except PreconditionFailedError:  # changed since it was listed: copy it
             return False
-        return ours is not None and ours == theirs
+        if ours is None or ours != theirs:
+            return False
+        # the same bytes, and older: the same object only if its content type, metadata
+        # and headers are the same too (saved again with new metadata since a run copied
+        # it, the source differs, and delete_source would lose what differs); a listing
+        # may not carry them (S3's does not), so both sides are asked
+        try:
+            now = await self.source.stat(info.key)
+        except ObjectNotFoundError:
+            return True  # deleted since the listing: the destination holds its bytes
+        try:
+            _check(now, await self.dest.stat(there.key), ours, self.dest)
+        except (_Mismatch, ObjectNotFoundError):
+            return False
+        return not _changed(info, now)
 
     async def _written_since(self, key: str, there: ObjectInfo | None) -> bool:
         """Whether the destination holds another object at ``key`` than its listing found."""
@@ -281,6 +297,12 @@ class _Job:
             return False  # nothing there: none written, or written and deleted again
         # ETags compared bare: a listing may give them without the quotes stat gives
         return there is None or (_bare(now.etag), now.size) != (_bare(there.etag), there.size)
+
+    async def _source_gone(self, key: str) -> bool:
+        try:
+            return not await self.source.exists(key)
+        except StorageError:
+            return False  # unknown: as if it were there
 
     async def _copy(self, key: str, there: ObjectInfo | None) -> int | None:
         """The bytes copied; ``None`` when the destination was written meanwhile."""
@@ -308,7 +330,19 @@ class _Job:
                 condition["overwrite"] = False
             elif there.etag is not None:
                 condition["if_match"] = there.etag
-        async with closing(_hashed(chunks, digest, read)) as body:
+
+        async def ended() -> None:
+            # the last byte was read, the copy has not landed: a source that no longer
+            # holds what was read (deleted or replaced meanwhile) fails the write, so
+            # nothing lands (a landed copy deleted again could have been taken for done,
+            # and its source deleted, by a second run at the same time)
+            sent = digest.hexdigest()
+            if read.bytes != info.size or _md5_of(info.etag, self.source) not in (None, sent):
+                raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
+            if _changed(info, await self.source.stat(key)):
+                raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
+
+        async with closing(_hashed(chunks, digest, read, ended)) as body:
             try:
                 await self.dest.save(
                     key,
@@ -328,16 +362,28 @@ class _Job:
                 return None  # the destination's own newer write: kept
         md5 = digest.hexdigest()
         try:
-            if read.bytes != info.size or _md5_of(info.etag) not in (None, md5):
+            if read.bytes != info.size or _md5_of(info.etag, self.source) not in (None, md5):
                 raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
             if self.verify:
-                _check(info, await self.dest.stat(key), md5)
-            # deleted while it was read (an open file reads on after an unlink): the copy
-            # would bring back what the application deleted from both backends; replaced:
-            # the copy holds the old bytes, and delete_source would lose the new ones
-            if _changed(info, await self.source.stat(key)):
+                _check(info, await self.dest.stat(key), md5, self.dest)
+            # replaced since its last byte was read: the copy holds the old bytes, and
+            # delete_source would lose the new ones. Deleted since then: the copy stays,
+            # as the source may be gone because a second run found the copy and deleted
+            # it (an application deleting from both backends in that instant, as the
+            # Moving recipe does, finds its deletion undone; deleted before the last
+            # byte was read, it fails the write above)
+            try:
+                now = await self.source.stat(key)
+            except ObjectNotFoundError:
+                now = None
+            if now is not None and _changed(info, now):
                 raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
         except (_Mismatch, ObjectNotFoundError) as exc:
+            if isinstance(exc, _Mismatch) and await self._source_gone(key):
+                # a second run took the copy for done and deleted its source: the copy
+                # is all that is left of the object
+                kept = f"{exc}; the source is gone meanwhile, so the copy is kept"
+                raise _Mismatch(kept) from exc
             # a copy that did not verify is newer than its source: left in place, the next
             # run would keep it (and delete the source with delete_source=True)
             try:
@@ -364,11 +410,11 @@ def _headers(info: ObjectInfo) -> dict[str, Any]:
     return {name: value for name in _HEADERS if (value := getattr(info, name, None)) is not None}
 
 
-def _check(info: ObjectInfo, got: ObjectInfo, md5: str) -> None:
+def _check(info: ObjectInfo, got: ObjectInfo, md5: str, dest: StorageBackend) -> None:
     problem = None
     if got.size != info.size:
         problem = f"size {got.size} != {info.size}"
-    elif _md5_of(got.etag) not in (None, md5):
+    elif _md5_of(got.etag, dest) not in (None, md5):
         problem = "checksum differs"
     elif info.content_type is not None and got.content_type != info.content_type:
         problem = f"content type {got.content_type!r} != {info.content_type!r}"
@@ -382,8 +428,9 @@ def _check(info: ObjectInfo, got: ObjectInfo, md5: str) -> None:
         raise _Mismatch(f"verify {info.key!r}: the destination has {problem}")
 
 
-def _md5_of(etag: str | None) -> str | None:
-    if etag is None:
+def _md5_of(etag: str | None, backend: StorageBackend) -> str | None:
+    """The MD5 an ETag of ``backend`` gives, if any (SSE-KMS ETags look like one)."""
+    if etag is None or not backend._md5_etags:
         return None
     match = _MD5_ETAG.fullmatch(etag)
     return match.group(1).lower() if match else None
@@ -404,12 +451,18 @@ class _Read:
     failed: bool = False
 
 
-async def _hashed(chunks: AsyncIterator[bytes], digest: Any, read: _Read) -> AsyncIterator[bytes]:
+async def _hashed(
+    chunks: AsyncIterator[bytes],
+    digest: Any,
+    read: _Read,
+    ended: Callable[[], Awaitable[None]],
+) -> AsyncIterator[bytes]:
     async with closing(chunks):
         while True:
             try:
                 chunk = await anext(chunks)
             except StopAsyncIteration:
+                await ended()  # raised here, it fails the write: nothing lands
                 return
             except BaseException:
                 read.failed = True

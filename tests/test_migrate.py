@@ -16,6 +16,7 @@ from file_storage import (
     LocalStorageBackend,
     MemoryStorageBackend,
     MigrationReport,
+    ObjectEvent,
     ObjectInfo,
     S3StorageBackend,
     StorageBackend,
@@ -96,16 +97,37 @@ async def test_migrate_skips_an_identical_older_copy_by_checksum(
     local: LocalStorageBackend, local_root: Path
 ) -> None:
     # dest (local) older than the source (memory): kept only because the MD5s agree
+    # (written first: a touched local file is another version, without its metadata)
     source = MemoryStorageBackend()
-    await source.save("k/same", b"same bytes", metadata=META)
-    await source.save("k/other", b"new  bytes")
     await local.save("k/same", b"same bytes", metadata=META)
     await local.save("k/other", b"old  bytes")  # same size, other content
-    touch(local_root, "k/same", -3600)
-    touch(local_root, "k/other", -3600)
+    await source.save("k/same", b"same bytes", metadata=META)
+    await source.save("k/other", b"new  bytes")
     report = await migrate(source, local)
     assert (report.copied, report.skipped, report.failed) == (1, 1, {})
     assert await local.load("k/other") == b"new  bytes"
+
+
+@pytest.mark.parametrize("dst", ["memory", "local"])
+async def test_an_older_copy_with_the_same_bytes_but_other_metadata_is_copied_again(
+    local: LocalStorageBackend, dst: str
+) -> None:
+    # the source was saved again with the same bytes and new metadata after an earlier
+    # run: the older copy at dest has the right MD5 but not the object's description,
+    # so keeping it (and deleting the source with delete_source) would lose that
+    source = MemoryStorageBackend()
+    dest = MemoryStorageBackend() if dst == "memory" else local
+    await dest.save("k/a.csv", b"same bytes", content_type="text/plain")
+    await dest.save("k/b.csv", b"same bytes", content_type="text/csv", metadata={"v": "1"})
+    await dest.save("k/c.csv", b"same bytes", content_type="text/csv", metadata=META)
+    await source.save("k/a.csv", b"same bytes", content_type="text/csv", metadata=META)
+    await source.save("k/b.csv", b"same bytes", content_type="text/csv", metadata={"v": "2"})
+    await source.save("k/c.csv", b"same bytes", content_type="text/csv", metadata=META)
+    report = await migrate(source, dest, delete_source=True)
+    assert (report.copied, report.skipped, report.failed) == (2, 1, {})
+    a, b = await dest.stat("k/a.csv"), await dest.stat("k/b.csv")
+    assert (a.content_type, a.metadata, b.metadata) == ("text/csv", META, {"v": "2"})
+    assert await source.list_files() == []
 
 
 async def test_migrate_recopies_a_source_changed_since_the_last_run(
@@ -209,6 +231,125 @@ async def test_an_object_deleted_during_its_copy_is_not_brought_back() -> None:
     assert report.copied == 0
     assert "gone from the source" in report.failed["gone/a.txt"]
     assert await dest.list_files("") == []
+
+
+class SecondRunAtVerify(MemoryStorageBackend):
+    """A destination at which a second migration with ``delete_source`` (started at the
+    same time, by a retried job or cron) runs to its end while the first verifies its
+    copy: the second finds that copy there and deletes the source it came from."""
+
+    def __init__(self, source: StorageBackend) -> None:
+        super().__init__()
+        self.source = source
+        self.second: MigrationReport | None = None
+
+    async def _stat(self, key: str) -> ObjectInfo:
+        if self.second is None:
+            self.second = MigrationReport()
+            self.second = await migrate(self.source, self, delete_source=True)
+        return await super()._stat(key)
+
+
+async def test_two_migrations_at_once_never_delete_both_copies() -> None:
+    source = MemoryStorageBackend()
+    dest = SecondRunAtVerify(source)
+    await source.save("k/a.txt", b"the only copy", metadata=META)
+    report = await migrate(source, dest, delete_source=True)
+    assert dest.second is not None
+    assert (dest.second.skipped, dest.second.failed) == (1, {})
+    assert (report.copied, report.failed) == (1, {})
+    assert await dest.load("k/a.txt") == b"the only copy"
+    assert await source.list_files() == []
+
+
+class SecondRunAtFailedVerify(SecondRunAtVerify):
+    """As :class:`SecondRunAtVerify`, at a destination that mangles metadata (as some S3
+    servers do with ``_`` in names): the first run's copy fails its verification."""
+
+    async def _stat(self, key: str) -> ObjectInfo:
+        info = await super()._stat(key)
+        return dataclasses.replace(info, metadata={"mangled": "yes"})
+
+
+async def test_a_copy_failing_verify_is_kept_when_a_second_run_deleted_its_source() -> None:
+    # the copy is all that is left of the object: deleting it would lose it
+    source = MemoryStorageBackend()
+    dest = SecondRunAtFailedVerify(source)
+    await source.save("k/a.txt", b"the only copy", metadata=META)
+    report = await migrate(source, dest, delete_source=True)
+    assert await source.list_files() == []
+    assert "the source is gone meanwhile, so the copy is kept" in report.failed["k/a.txt"]
+    assert await dest.load("k/a.txt") == b"the only copy"
+
+
+def flipped(etag: str | None) -> str | None:
+    return None if etag is None else '"' + etag.strip('"')[::-1] + '"'
+
+
+class KmsLike(MemoryStorageBackend):
+    """ETags that look like MD5s and are none, as S3's under SSE-KMS: the backend says so
+    (an S3 backend with ``sse="aws:kms"``)."""
+
+    _md5_etags = False
+
+    async def _stat(self, key: str) -> ObjectInfo:
+        info = await super()._stat(key)
+        return dataclasses.replace(info, etag=flipped(info.etag))
+
+    async def _iter_files(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for info in super()._iter_files(prefix):
+            yield dataclasses.replace(info, etag=flipped(info.etag))
+
+    async def _stream(
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
+    ) -> AsyncIterator[bytes]:
+        async for chunk in super()._stream(key, start, end, chunk_size, flipped(if_match)):
+            yield chunk
+
+
+@pytest.mark.parametrize("kms", ["source", "dest"])
+async def test_etags_that_are_no_md5_are_not_taken_for_one(kms: str) -> None:
+    # every object failed: "the source changed while it was copied" (a KMS source) or
+    # "checksum differs" (a KMS destination), though nothing had changed
+    source = KmsLike() if kms == "source" else MemoryStorageBackend()
+    dest = KmsLike() if kms == "dest" else MemoryStorageBackend()
+    objects = await fill(source, 3)
+    report = await migrate(source, dest, delete_source=True)
+    assert (report.copied, report.failed) == (3, {})
+    assert await dest.load_many(objects) == objects
+    assert await source.list_files() == []
+
+
+def test_an_s3_backend_under_sse_kms_says_its_etags_are_no_md5() -> None:
+    plain = S3StorageBackend("media")
+    kms = S3StorageBackend("media", sse="aws:kms", sse_kms_key_id="alias/k")
+    assert (plain._md5_etags, kms._md5_etags) == (True, False)
+
+
+class DeletedAtLastByte(MemoryStorageBackend):
+    """A source whose object the application deletes once migrate read its last byte."""
+
+    async def _stream(
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
+    ) -> AsyncIterator[bytes]:
+        async for chunk in super()._stream(key, start, end, chunk_size, if_match):
+            yield chunk
+        await self.delete(key)
+
+
+@pytest.mark.parametrize("size", [15, 9 * 2**20], ids=["small", "above-8MiB"])
+async def test_a_source_deleted_at_its_last_byte_lands_nothing_at_the_destination(
+    backend: StorageBackend, size: int
+) -> None:
+    # the write fails before it completes, on every destination: no copy to delete again
+    source = DeletedAtLastByte()
+    await source.save("g/a.bin", b"x" * size)
+    events: list[ObjectEvent] = []
+    backend.subscribe(events.append)
+    report = await migrate(source, backend, delete_source=True)
+    assert "gone from the source" in report.failed["g/a.bin"]
+    assert events == []  # never written, not written then deleted
+    assert await backend.list_files() == []
 
 
 class WrittenAtDestWhileRead(SourceBesideDest):

@@ -142,6 +142,9 @@ class BackendCore(abc.ABC):
     #: without holding the stream whole in memory: ``migrate`` then makes its copies of
     #: any size conditional (else only those of up to 8 MiB)
     _streams_conditional_writes: bool = False
+    #: an ETag that looks like an MD5 (32 hex digits) is the MD5 of the bytes: ``migrate``
+    #: then checks copies against it (S3 under SSE-KMS: its ETags look like one, are none)
+    _md5_etags: bool = True
 
     def __init__(
         self,

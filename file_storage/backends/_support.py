@@ -132,13 +132,33 @@ async def file_chunks(
     async with opened(local_path, "rb") as src:
         if not stat_mod.S_ISREG(os.fstat(src.fileno()).st_mode):  # swapped since it was looked at
             raise ObjectNotFoundError(f"local file {local_path.name!r} is not a regular file")
+        version = await asyncio.to_thread(file_version, src.fileno())
         while chunk := await src.read(CHUNK_SIZE):
             done += len(chunk)
             if progress is not None:
                 progress(done, size)
             yield chunk
-    if done != size:
-        raise StorageUnavailableError(f"local file changed size while reading: {done} of {size}")
+        if done != size:
+            raise StorageUnavailableError(
+                f"local file changed size while reading: {done} of {size}"
+            )
+        # written in place meanwhile: the chunks hold two versions of it; raised before
+        # the stream ends, so the write it feeds stores nothing
+        await asyncio.to_thread(check_unchanged, src.fileno(), version)
+
+
+def file_version(fd: int) -> tuple[int, int, int]:
+    """What a write to the open file ``fd`` changes: its size and mtime (ctime changes
+    when another file is renamed over it too, which leaves its bytes as they were)."""
+    found = os.fstat(fd)
+    return (found.st_ino, found.st_size, found.st_mtime_ns)
+
+
+def check_unchanged(fd: int, version: tuple[int, int, int]) -> None:
+    """Raise when the file open at ``fd`` was written since ``version`` was taken of it:
+    parts read before and after hold two versions of it (a tool rewriting it in place)."""
+    if file_version(fd) != version:
+        raise StorageUnavailableError("local file changed while reading")
 
 
 def map_os_error(exc: OSError, operation: str, key: str | None) -> StorageError:

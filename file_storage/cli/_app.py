@@ -268,6 +268,14 @@ def migrate_command(
     with _run.errors(ctx, options):
         source_settings = _run.settings(options)
         dest_settings = _run.file_settings(to_env)
+        if dest_settings.type == "MEMORY":
+            # it lives in this process: every copy is gone when the command exits (and
+            # --delete-source would have deleted the only ones)
+            raise click.UsageError(
+                f"{to_env} describes STORAGE_TYPE=MEMORY, which keeps nothing once this "
+                "command exits: migrate to storage that lasts",
+                ctx,
+            )
         dest = create_storage_backend(dest_settings)
 
     async def work(source: StorageBackend) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import traceback
@@ -208,6 +209,13 @@ def test_a_key_file_path_with_a_nul_fails_when_built(tmp_path: Path) -> None:
 def test_a_key_file_that_is_a_folder_fails_when_built(tmp_path: Path) -> None:
     (tmp_path / "SeCrEt").mkdir()
     _key_file_error(str(tmp_path / "SeCrEt"))
+
+
+def test_a_key_file_that_is_a_fifo_fails_when_built_without_waiting(tmp_path: Path) -> None:
+    # reading a FIFO (or /dev/stdin) waited for a writer: building the backend hung
+    os.mkfifo(tmp_path / "SeCrEt")
+    error = _key_file_error(str(tmp_path / "SeCrEt"))
+    assert "not a regular file" in str(error)
 
 
 @pytest.mark.parametrize(

@@ -11,13 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from file_storage import LocalStorageBackend, ObjectConflictError, StorageError
+from file_storage import (
+    LocalStorageBackend,
+    MemoryStorageBackend,
+    ObjectConflictError,
+    StorageError,
+    StorageUnavailableError,
+)
 from file_storage.backends._support import map_os_error
 from file_storage.backends.local import _files as local_module
 from file_storage.backends.local._io import TMP_MARK, Gate, tmp_name
 
 OLD = b"previous version"
 NEW = b"the new version, longer"
+MiB = 1 << 20
 
 
 def files_on_disk(root: Path) -> list[str]:
@@ -294,3 +301,38 @@ async def test_a_move_beside_a_delete_emptying_its_destination_folder_lands(
     await local_backend.move("src.txt", "d/new.txt")
     assert await local_backend.list_files() == ["d/new.txt"]
     assert await local_backend.load("d/new.txt") == b"moved"
+
+
+@pytest.mark.parametrize("backend", ["local", "memory", "local-with-progress"])
+async def test_upload_file_of_a_file_rewritten_in_place_midway_fails_and_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    # a tool rewrites the file in place (same size) while it is read: what was read holds
+    # two versions of it, so nothing is stored
+    stored = MemoryStorageBackend() if backend == "memory" else LocalStorageBackend(tmp_path / "r")
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(3 * MiB))
+
+    def rewrite() -> None:
+        with source.open("r+b") as out:
+            out.write(os.urandom(3 * MiB))
+
+    rewritten: list[int] = []
+
+    def progress(done: int, total: int | None) -> None:
+        if not rewritten:
+            rewritten.append(done)
+            rewrite()
+
+    copy_fd = local_module.copy_fd
+
+    def copy_then_rewrite(src: int, dst: int, gate: Gate) -> int:
+        copied = copy_fd(src, dst, gate)
+        rewrite()
+        return copied
+
+    monkeypatch.setattr(local_module, "copy_fd", copy_then_rewrite)
+    upload = stored.upload_file(source, "k.bin", progress=None if backend == "local" else progress)
+    with pytest.raises(StorageUnavailableError, match="local file changed while reading"):
+        await upload
+    assert await stored.list_files() == []

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
+from file_storage import StorageUnavailableError
 from file_storage.backends.s3._checksums import crc32
 from tests.backends.conftest import SMALL, MiB, client_of
 from tests.s3util import MakeBackend, blocks, open_uploads, s3_backends, stored_keys
@@ -103,6 +104,46 @@ async def test_upload_file_above_threshold_sends_parts(
     assert head["Metadata"] == {"k": "v"}
     assert seen[-1] == (12 * MiB, 12 * MiB)
     assert await backend.load("big.bin") == data
+
+
+async def test_upload_file_of_a_file_replaced_midway_sends_one_version(
+    make_on_each_transport: MakeBackend, tmp_path: Path
+) -> None:
+    # a tool writes a new version of the file and renames it over the old one while its
+    # parts go up: every part comes from the file as opened, never some from each
+    backend = make_on_each_transport(**SMALL, max_concurrency=1)
+    old, new = os.urandom(11 * MiB), os.urandom(11 * MiB)
+    path = tmp_path / "big.bin"
+    path.write_bytes(old)
+
+    def replace(done: int, total: int | None) -> None:
+        if not (tmp_path / "new.bin").exists():
+            (tmp_path / "new.bin").write_bytes(new)
+            os.replace(tmp_path / "new.bin", path)
+
+    await backend.upload_file(path, "big.bin", progress=replace)
+    assert await backend.load("big.bin") == old
+
+
+async def test_upload_file_of_a_file_rewritten_in_place_midway_fails_and_stores_nothing(
+    make_on_each_transport: MakeBackend, raw: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    # rewritten in place (same size): the parts sent hold two versions, so nothing is stored
+    backend = make_on_each_transport(**SMALL, max_concurrency=1)
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(11 * MiB))
+    rewritten: list[int] = []
+
+    def rewrite(done: int, total: int | None) -> None:
+        if not rewritten:
+            rewritten.append(done)
+            with path.open("r+b") as out:
+                out.write(os.urandom(11 * MiB))
+
+    with pytest.raises(StorageUnavailableError, match="local file changed while reading"):
+        await backend.upload_file(path, "big.bin", progress=rewrite)
+    assert stored_keys(raw, s3_bucket) == []
+    assert open_uploads(raw, s3_bucket) == []
 
 
 async def test_upload_file_below_threshold_is_one_put(

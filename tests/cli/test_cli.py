@@ -229,6 +229,24 @@ def test_migrate_onto_the_same_storage_is_a_usage_error(tmp_path: Path) -> None:
     assert b"same storage" in result.stderr
 
 
+@pytest.mark.parametrize("delete_source", [False, True])
+def test_migrate_into_memory_is_a_usage_error_and_keeps_the_source(
+    tmp_path: Path, delete_source: bool
+) -> None:
+    # a MEMORY destination lives in this process only: everything copied there is gone
+    # when the command exits, and --delete-source would delete the only copies
+    env = cli_env(STORAGE_TYPE="LOCAL", STORAGE_LOCAL_PATH=str(tmp_path / "src"))
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    (tmp_path / "src" / "a" / "x.txt").write_bytes(b"the only copy")
+    to_env = write_env_file(tmp_path / "dest.env", {"STORAGE_TYPE": "memory"})
+    flags = ["--delete-source"] if delete_source else []
+    result = cli("migrate", "--to-env", to_env, *flags, env=env)
+    assert result.returncode == 2
+    assert b"MEMORY" in result.stderr
+    assert result.stdout == b""
+    assert (tmp_path / "src" / "a" / "x.txt").read_bytes() == b"the only copy"
+
+
 def test_migrate_of_a_folder_into_a_destination_beside_it_is_allowed(tmp_path: Path) -> None:
     # the destination lies inside the source's root, but not where the folder moved is
     env = cli_env(STORAGE_LOCAL_PATH=str(tmp_path / "src"))

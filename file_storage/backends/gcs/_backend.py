@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -161,6 +163,20 @@ def _inline(value: str) -> bool:
     return value.lstrip().startswith(("{", "["))
 
 
+class _NotAFile(Exception):
+    pass
+
+
+def _read_key_file(path: str) -> bytes:
+    """The start of the file at ``path``; a FIFO or device (``/dev/stdin``) is refused
+    without waiting for a writer. Links are followed (a Kubernetes secret is one)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _NotAFile
+        return file.read(MAX_KEY_FILE_BYTES + 1)
+
+
 def _key_fields(value: str) -> dict[str, Any]:
     """The fields of the service-account key ``value`` (its JSON, or the path of its file).
 
@@ -170,8 +186,9 @@ def _key_fields(value: str) -> dict[str, Any]:
     problem = ""
     if not _inline(value):
         try:
-            with open(value, "rb") as file:
-                data = file.read(MAX_KEY_FILE_BYTES + 1)
+            data = _read_key_file(value)
+        except _NotAFile:
+            problem = "the key file is not a regular file"
         except OSError as exc:
             problem = f"the key file cannot be read ({exc.strerror or type(exc).__name__})"
         except ValueError:  # open() refuses a NUL in a path

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from file_storage._keys import is_valid_segment
 from file_storage._mime import guess_content_type
+from file_storage.backends._support import check_unchanged, file_version
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.local import _meta as meta_file
 from file_storage.backends.local._cond import check_match, etag_of, link_new
@@ -265,11 +266,14 @@ class LocalFiles(LocalVersions):
         try:
             if not stat_mod.S_ISREG(os.fstat(src).st_mode):
                 raise ObjectNotFoundError(f"local file {local_path.name!r} is not a regular file")
+            version = file_version(src)
 
             def fill(fd: int) -> None:
                 copied = copy_fd(src, fd, gate)
                 if copied != size:
                     raise StorageError(f"local file changed size while copying: {copied} of {size}")
+                # written in place meanwhile: the copy holds two versions of it
+                check_unchanged(src, version)
 
             opened, name = self._open_tmp(key)
             self._complete(gate, key, opened, name, fill, meta, options)

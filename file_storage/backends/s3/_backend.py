@@ -198,6 +198,8 @@ class S3StorageBackend(S3Clients):
         self._loops_lock = threading.Lock()  # threads may each run a loop of their own
         self._closing: set[asyncio.Task[None]] = set()  # clients closing after operations
         self._checksums = Checksums(options.checksum)
+        # ETags of objects written under SSE-KMS are no MD5 (AWS, "Checking object integrity")
+        self._md5_etags = options.sse.get("ServerSideEncryption") != "aws:kms"
         self._conditions = Conditions(self._root)  # what the server checks, probed on need
         self._stores: dict[str | None, Any] = {}  # obstore S3Stores, per endpoint
 

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from file_storage._streams import CHUNK_SIZE, Progress, prepend, rechunk
 from file_storage.backends._core import DELETE_BATCH
-from file_storage.backends._support import opened, run_whole
+from file_storage.backends._support import check_unchanged, file_version, opened, run_whole
 from file_storage.backends.s3._checksums import Checksums, crc32
 from file_storage.backends.s3._conditions import Conditions
 from file_storage.backends.s3._errors import NOT_FOUND, batch_delete_error, error_code
@@ -234,12 +234,14 @@ async def _slices(data: bytes, size: int) -> AsyncIterator[bytes]:
         yield bytes(view[offset : offset + size])
 
 
-def _read_at(path: Path, offset: int, length: int) -> bytes:
-    """Read a part into one new bytes object (short at end of file)."""
+def _read_at(fd: int, offset: int, length: int, version: tuple[int, int, int]) -> bytes:
+    """Read a part into one new bytes object (short at end of file), from the file as it
+    was when the upload began."""
     # bytes, not a reused bytearray: botocore hands bytes to aiohttp without a copy,
     # while a large bytearray body is refused by aiohttp (it would block the loop)
-    with path.open("rb", buffering=0) as src:
-        return os.pread(src.fileno(), length, offset)
+    data = os.pread(fd, length, offset)
+    check_unchanged(fd, version)
+    return data
 
 
 @dataclass
@@ -384,26 +386,35 @@ class Transfer:
             return
         part_size = part_size_for(size, self.part_size)
         done = 0
-
-        async def put(upload: Multipart, number: int, offset: int, length: int) -> Part:
-            nonlocal done
-            data = await asyncio.to_thread(_read_at, path, offset, length)
-            if len(data) != length:
-                raise StorageUnavailableError(
-                    f"local file changed size while reading: part {number} is short"
-                )
-            part = await upload.put_part(number, data)
-            done += length
-            if progress is not None:
-                progress(done, size)
-            return part
-
-        async def jobs(upload: Multipart) -> AsyncGenerator[Awaitable[Part], None]:
-            for number, offset in enumerate(range(0, size, part_size), start=1):
-                yield put(upload, number, offset, min(part_size, size - offset))
-
         condition = await self.checked(condition, multipart=True)
-        await self.multipart(key, params, part_size=part_size, condition=condition).run(jobs)
+        # one descriptor for every part: a file renamed over ``path`` meanwhile (a tool
+        # writing a new version) is not read from; one written in place fails the upload
+        async with opened(path, "rb") as src:
+            fd = src.fileno()
+            version = await asyncio.to_thread(file_version, fd)
+            if version[1] != size:
+                raise StorageUnavailableError(
+                    f"local file changed size while reading: {version[1]} of {size}"
+                )
+
+            async def put(upload: Multipart, number: int, offset: int, length: int) -> Part:
+                nonlocal done
+                data = await asyncio.to_thread(_read_at, fd, offset, length, version)
+                if len(data) != length:
+                    raise StorageUnavailableError(
+                        f"local file changed size while reading: part {number} is short"
+                    )
+                part = await upload.put_part(number, data)
+                done += length
+                if progress is not None:
+                    progress(done, size)
+                return part
+
+            async def jobs(upload: Multipart) -> AsyncGenerator[Awaitable[Part], None]:
+                for number, offset in enumerate(range(0, size, part_size), start=1):
+                    yield put(upload, number, offset, min(part_size, size - offset))
+
+            await self.multipart(key, params, part_size=part_size, condition=condition).run(jobs)
 
     async def delete_many(self, keys: list[str], user_key: Callable[[str], str | None]) -> None:
         """DeleteObjects in batches of 1000 (its limit); a refusal raises a typed error."""

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from file_storage._streams import CHUNK_SIZE, Progress, prepend
 from file_storage.backends._core import count_attempt
-from file_storage.backends._support import opened, run_whole
+from file_storage.backends._support import check_unchanged, file_version, opened, run_whole
 from file_storage.backends.s3 import _multipart as mp
 from file_storage.errors import StorageConfigError, StorageUnavailableError
 
@@ -509,7 +509,11 @@ async def _file_parts(
 ) -> AsyncIterator[bytes]:
     done = 0
     async with opened(path, "rb") as src:
+        fd = src.fileno()
+        version = await asyncio.to_thread(file_version, fd)
         while done < size and (data := await src.read(min(part_size, size - done))):
+            # parts read before and after a write in place would hold two versions
+            await asyncio.to_thread(check_unchanged, fd, version)
             done += len(data)
             if progress is not None:
                 progress(done, size)
