@@ -9,6 +9,7 @@ import errno
 import logging
 import os
 import shutil
+import stat as stat_mod
 import sys
 import tempfile
 import threading
@@ -129,6 +130,8 @@ async def file_chunks(
 ) -> AsyncIterator[bytes]:
     done = 0
     async with opened(local_path, "rb") as src:
+        if not stat_mod.S_ISREG(os.fstat(src.fileno()).st_mode):  # swapped since it was looked at
+            raise ObjectNotFoundError(f"local file {local_path.name!r} is not a regular file")
         version = await asyncio.to_thread(file_version, src.fileno())
         while chunk := await src.read(CHUNK_SIZE):
             done += len(chunk)
@@ -364,6 +367,11 @@ async def stop_then_wait(step: Coroutine[Any, Any, T]) -> T:
         raise
 
 
+def _no_wait(path: str, flags: int) -> int:
+    """Open for reading without waiting: a FIFO (swapped in for the file) never hangs."""
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+
+
 @contextlib.asynccontextmanager
 async def opened(
     path: Path, mode: Literal["rb", "wb", "r+b"]
@@ -374,7 +382,8 @@ async def opened(
 
     async def opening() -> AsyncBufferedIOBase:
         # the modes here are all binary and buffered (typeshed types their union loosely)
-        return cast(AsyncBufferedIOBase, await aiofiles.open(path, mode))
+        opener = _no_wait if mode == "rb" else None
+        return cast(AsyncBufferedIOBase, await aiofiles.open(path, mode, opener=opener))
 
     made, cancelled = await run_whole(opening())
     if made.exception() is not None and cancelled is not None:

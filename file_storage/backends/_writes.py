@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat as stat_mod
 from collections.abc import (
     AsyncIterable,
     Awaitable,
@@ -247,11 +248,15 @@ class Writes(Settles):
         source = Path(local_path)
         with self._translate("upload_file", key) as call:
             try:
-                size = call.size = (await aiofiles.os.stat(source)).st_size
+                st = await aiofiles.os.stat(source)
             except FileNotFoundError as exc:
                 # the name only: the message reaches HTTP clients (a 404 body), the folder
                 # is the server's own; the cause keeps the full path for the log
                 raise ObjectNotFoundError(f"local file {source.name!r} not found") from exc
+            if not stat_mod.S_ISREG(st.st_mode):
+                # a FIFO would block the read (its thread, and a cancellation, for ever)
+                raise ObjectNotFoundError(f"local file {source.name!r} is not a regular file")
+            size = call.size = st.st_size
             with self._events.pending() as done:
                 async with self._quotas.hold(key, lazy=True):
                     reservation = await self._quotas.reserve(key, size, "upload_file")

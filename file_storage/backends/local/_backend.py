@@ -42,7 +42,7 @@ from file_storage.backends._pages import Entry
 from file_storage.backends._router_signed import RouterSigned
 from file_storage.backends._support import temp_folder, thread_ended
 from file_storage.backends._write_options import PLAIN, WriteOptions
-from file_storage.backends.local._files import LocalFiles
+from file_storage.backends.local._files import TRUNCATED, LocalFiles
 from file_storage.backends.local._fs import (
     O_NEW,
     Found,
@@ -69,6 +69,7 @@ from file_storage.backends.local._walk import TmpSeen, Walk, sweep_meta, tmp_wat
 from file_storage.errors import (
     PreconditionFailedError,
     StorageConfigError,
+    StorageError,
     StoragePermissionError,
 )
 from file_storage.models import ObjectInfo
@@ -144,7 +145,7 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
             quota_identity=f"local:{self._root}",
             expire_interval_seconds=expire_interval_seconds,
         )
-        self._dir = Root(self._root, on_open=self._sweep_in_background)
+        self._dir = Root(self._root, on_open=self._sweep_in_background, durable=durable)
         self._rules = LocalRules(self._dir, durable)
         self._sweeping: concurrent.futures.Future[None] | None = None
         self._set_signing(base_url, signing_key)
@@ -303,14 +304,16 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
                 raise PreconditionFailedError("the object changed since that ETag")
             fd = found.fd
             offset = start
+            # the size fstat gave: a short read means another program cut the file
+            stop = found.st.st_size if end is None else min(end, found.st.st_size)
             per_hop = max(1, min(64, READ_BATCH // chunk_size))
-            while end is None or offset < end:
+            while offset < stop:
                 # several chunks per thread hop: the hop, not the copy, is the cost
-                chunks = await in_pool(read_batch, fd, offset, end, chunk_size, per_hop)
+                chunks = await in_pool(read_batch, fd, offset, stop, chunk_size, per_hop)
+                if not chunks:
+                    raise StorageError(TRUNCATED)
                 for chunk in chunks:
                     yield chunk
-                if len(chunks) < per_hop or len(chunks[-1]) < chunk_size:
-                    return
                 offset += sum(len(c) for c in chunks)
         finally:
             found.close()

@@ -27,6 +27,7 @@ from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.local import _meta as meta_file
 from file_storage.backends.local._cond import check_match, etag_of, link_new
 from file_storage.backends.local._fs import (
+    O_LOCAL,
     O_NEW,
     Found,
     Root,
@@ -59,6 +60,9 @@ __all__ = ["LocalFiles"]
 logger = logging.getLogger("file_storage")
 
 
+TRUNCATED = "the object's file was truncated while it was read (rewritten in place)"
+GROWN = "the object's file grew while it was copied (rewritten in place)"
+
 # a folder made for a write can be removed by a delete emptying it before the temp file
 # is in it: made again this many times
 _FOLDER_ATTEMPTS = 8
@@ -89,6 +93,24 @@ def _folder_kept(dir_fd: int) -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def _tmp_kept(dir_fd: int, tmp: str) -> Iterator[None]:
+    """Around a temp file's rename: its folder is held open and not empty, so a missing
+    name means the temp file itself was removed (a sweep of another process took it for
+    a crashed writer's): say so, never "object not found"."""
+    try:
+        yield
+    except FileNotFoundError:
+        try:
+            os.stat(tmp, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise StorageError(
+                "the write's temp file was removed before its rename (by another process: "
+                "see STORAGE_LOCAL_TEMP_MAX_AGE_SECONDS)"
+            ) from None
+        raise
+
+
 def _is_file(dir_fd: int, name: str, st: os.stat_result) -> bool:
     """True when ``name`` in ``dir_fd`` is, itself (not through a link), the file ``st``."""
     try:
@@ -96,6 +118,12 @@ def _is_file(dir_fd: int, name: str, st: os.stat_result) -> bool:
     except FileNotFoundError:
         return False
     return stat_mod.S_ISREG(own.st_mode) and (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _same_kind(looked: int, now: int) -> bool:
+    """The key's entry is still the regular file or link a move looked at."""
+    kind = stat_mod.S_IFMT(looked)
+    return kind in (stat_mod.S_IFREG, stat_mod.S_IFLNK) and stat_mod.S_IFMT(now) == kind
 
 
 class LocalFiles(LocalVersions):
@@ -138,7 +166,7 @@ class LocalFiles(LocalVersions):
                     check_match(self._dir, key, options.if_match)
                 meta_file.record(self._dir, key, version, meta)
                 try:
-                    with self._keeping(key, version):
+                    with self._keeping(key, version), _tmp_kept(dir_fd, tmp):
                         if options.overwrite:
                             replace_at(tmp, dir_fd, name, dir_fd)
                         else:
@@ -201,6 +229,7 @@ class LocalFiles(LocalVersions):
                 continue
             except BaseException:
                 os.close(dir_fd)
+                self._unmake_folders(key)  # made for it: they would block a later key
                 raise
             return (dir_fd, tmp, fd), name
         raise AssertionError("unreachable")
@@ -233,8 +262,10 @@ class LocalFiles(LocalVersions):
         meta: Meta | None,
         options: WriteOptions,
     ) -> None:
-        src = os.open(local_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        src = os.open(local_path, O_LOCAL)  # swapped for a FIFO since upload_file looked
         try:
+            if not stat_mod.S_ISREG(os.fstat(src).st_mode):
+                raise ObjectNotFoundError(f"local file {local_path.name!r} is not a regular file")
             version = file_version(src)
 
             def fill(fd: int) -> None:
@@ -259,10 +290,14 @@ class LocalFiles(LocalVersions):
                     cache_control=options.cache_control or kept.cache_control,
                     content_disposition=options.content_disposition or kept.content_disposition,
                 )
+
+            def fill(fd: int) -> None:
+                copied = copy_fd(found.fd, fd, gate)
+                if copied != found.st.st_size:  # the size the quota reserved for dst
+                    raise StorageError(TRUNCATED if copied < found.st.st_size else GROWN)
+
             opened, name = self._open_tmp(dst)
-            self._complete(
-                gate, dst, opened, name, lambda fd: (copy_fd(found.fd, fd, gate), None)[1], meta
-            )
+            self._complete(gate, dst, opened, name, fill, meta)
         finally:
             found.close()
 
@@ -290,8 +325,11 @@ class LocalFiles(LocalVersions):
                 with key_locks(self._dir, src, dst):
                     with gate.lock, self._keeping(dst, moved), self._keeping(src, None):
                         gate.check()
-                        kept = meta_file.copy_versions(self._dir, src, dst)
                         src_st = os.stat(src_name, dir_fd=src_fd, follow_symlinks=False)
+                        if not _same_kind(mode, src_st.st_mode):
+                            # swapped since it was looked at (a folder, a FIFO): no object
+                            raise ObjectNotFoundError()
+                        kept = meta_file.copy_versions(self._dir, src, dst)
                         guessed = _guessed(src, dst)
                         if guessed is not None and meta_file.lookup(self._dir, src, src_st) is None:
                             # the type was src's default: dst's name would default to another
@@ -325,6 +363,12 @@ class LocalFiles(LocalVersions):
                     meta_file.drop(self._dir, src)
                 _checkpoint("landed", gate)
                 self._fsync_dir(dst_fd)
+                if src_where != dst_where:  # the source's name gone: not back after a crash
+                    self._fsync_dir(src_fd)
+            except BaseException:
+                if not gate.landed:  # the folders made for dst would block a later key
+                    remove_empty_parents(self._dir, dst_where)
+                raise
             finally:
                 os.close(dst_fd)
         finally:
@@ -357,6 +401,7 @@ class LocalFiles(LocalVersions):
                 except FileNotFoundError:
                     return False
                 meta_file.drop(self._dir, key)
+            self._fsync_dir(dir_fd)  # durable: the object does not come back after a crash
         finally:
             os.close(dir_fd)
         remove_empty_parents(self._dir, where)
@@ -424,9 +469,12 @@ class LocalFiles(LocalVersions):
         found = open_object(self._dir, key)
         try:
             with open(found.fd, "rb", closefd=False) as src:
-                return src.read()
+                data = src.read(found.st.st_size)  # the version fstat described
         finally:
             found.close()
+        if len(data) < found.st.st_size:
+            raise StorageError(TRUNCATED)
+        return data
 
     def _exists_sync(self, key: str) -> bool:
         try:

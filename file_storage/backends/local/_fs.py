@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from file_storage.backends.local._io import tmp_name
 from file_storage.backends.local._place import open_folder
 from file_storage.errors import (
     ObjectConflictError,
@@ -34,6 +35,8 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | O_CLOEXEC
 # O_NONBLOCK: opening a FIFO someone put under the root must not hang the thread
 O_READ = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | O_CLOEXEC
+# a caller's own file (upload_file): its links are the caller's, but a FIFO must not hang
+O_LOCAL = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | O_CLOEXEC
 O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | O_CLOEXEC
 MAX_HOPS = 40  # symlinks followed per operation, as Linux's own limit
 # errnos open(O_NOFOLLOW) gives for a symlink: Linux/macOS ELOOP, FreeBSD EMLINK; with
@@ -45,11 +48,19 @@ def outside() -> StoragePermissionError:
     return StoragePermissionError("the key resolves outside the storage root (symlink)")
 
 
+def _deleted(fd: int) -> bool:
+    """The folder held open by ``fd`` was removed (its last name gone)."""
+    return os.fstat(fd).st_nlink == 0
+
+
 class Root:
     """The root folder's descriptor, opened on first use and again after a fork or close."""
 
-    def __init__(self, path: Path, on_open: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self, path: Path, on_open: Callable[[], object] | None = None, *, durable: bool = False
+    ) -> None:
         self.path = path
+        self.durable = durable  # the backend's own small files are synced too
         self._fd = -1
         self._pid = 0
         self._lock = threading.Lock()
@@ -57,13 +68,20 @@ class Root:
         self._on_open = on_open  # run once per process, after the first open
         self.prefixes: tuple[str, ...] = ()  # absolute spellings of the root
         self.kept_fds: dict[str, int] = {}  # folders held open while the root is (lock files)
+        self._retired: list[int] = []  # of a root folder removed meanwhile
 
     def fd(self) -> int:
-        if self._fd >= 0 and self._pid == os.getpid():
-            return self._fd
+        fd = self._fd  # once: another thread may replace it (never closing the old one)
+        if fd >= 0 and self._pid == os.getpid() and not _deleted(fd):
+            return fd
         with self._lock:
             if self._fd >= 0 and self._pid == os.getpid():
-                return self._fd
+                if not _deleted(self._fd):
+                    return self._fd
+                # removed under us (rm -rf, made anew at its path): that path again. The
+                # old descriptors stay open until close(): another thread may hold them
+                self._retired += [self._fd, *self.kept_fds.values()]
+                self._fd, self.kept_fds = -1, {}
             if self._fd >= 0:  # inherited across fork: the child's own copy, closed here
                 os.close(self._fd)
                 self._fd = -1
@@ -98,7 +116,8 @@ class Root:
 
     def _close_kept(self) -> None:
         kept, self.kept_fds = self.kept_fds, {}
-        for fd in kept.values():
+        retired, self._retired = self._retired, []
+        for fd in [*kept.values(), *retired]:
             os.close(fd)
 
     def kept_dir(self, parts: Sequence[str]) -> int:
@@ -252,7 +271,10 @@ def open_object(root: Root, key: str) -> Found:
             except FileNotFoundError:
                 raise ObjectNotFoundError() from None
             except OSError as exc:
-                if exc.errno not in _LINK_ERRNOS or not _link_or(dir_fd, name, False):
+                # ENXIO: a socket (or a device without its driver), never an object
+                if exc.errno not in (*_LINK_ERRNOS, errno.ENXIO) or not _link_or(
+                    dir_fd, name, False
+                ):
                     raise
                 hops.take()
                 parts = lexical(root, where, os.readlink(name, dir_fd=dir_fd))
@@ -269,6 +291,49 @@ def open_object(root: Root, key: str) -> Found:
             os.close(dir_fd)
             raise ObjectNotFoundError()
         return Found(fd, st, dir_fd, name, where)
+
+
+def read_small(dir_fd: int, name: str) -> bytes | None:
+    """The bytes of the backend's own file ``name`` (a sidecar, the rules, a state file);
+    ``None`` when no regular file is there: a FIFO, folder or device someone put in its
+    place is neither waited on nor read. A link is refused (``OSError``) like a missing
+    file's other errors."""
+    try:
+        fd = os.open(name, O_READ, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket
+            return None
+        raise
+    try:
+        if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with open(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+def write_small(root: Root, dir_fd: int, name: str, data: bytes) -> None:
+    """Replace the backend's own file ``name`` (a record) whole: a temp file renamed over
+    it, synced with its folder when the root is durable; no temp file left on failure."""
+    tmp = tmp_name(name)
+    out = os.open(tmp, O_NEW, 0o666, dir_fd=dir_fd)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out, view) :]
+            if root.durable:
+                os.fsync(out)
+        finally:
+            os.close(out)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+    if root.durable:
+        os.fsync(dir_fd)
 
 
 def open_parent(root: Root, key: str, *, create: bool) -> tuple[int, str, list[str]]:

@@ -224,3 +224,7 @@ async def gated(fn: Callable[..., T], *args: Any, cleanup: Callable[[], object] 
         elif cleanup is not None:
             cleanup()  # it will never run
         raise
+    except BaseException as exc:
+        if gate.landed:  # failed after its rename or unlink (a folder's fsync): counted
+            mark_landed(exc)
+        raise

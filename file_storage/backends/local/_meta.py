@@ -21,8 +21,7 @@ import threading
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from file_storage.backends.local._fs import O_NEW, O_READ, Root, open_dir
-from file_storage.backends.local._io import tmp_name
+from file_storage.backends.local._fs import Root, open_dir, read_small, write_small
 from file_storage.errors import ObjectNotFoundError, StorageError
 
 logger = logging.getLogger("file_storage")
@@ -105,15 +104,14 @@ def _read(root: Root, key: str) -> dict[str, object]:
     except ObjectNotFoundError:
         return {}
     try:
-        src = os.open(name, O_READ, dir_fd=fd)
+        data = read_small(fd, name)
     except OSError:
         return {}
     finally:
         os.close(fd)
     try:
-        with open(src, encoding="utf-8") as f:
-            raw = json.load(f)
-    except ValueError:
+        raw = json.loads(data or b"")
+    except ValueError:  # UnicodeDecodeError among them
         return {}
     return raw if isinstance(raw, dict) else {}
 
@@ -191,29 +189,28 @@ def _write(root: Root, key: str, body: dict[str, object]) -> None:
     parts, name = _where(key)
     fd, _ = open_dir(root, parts, create=True, follow=False)
     try:
-        tmp = tmp_name(name)
-        out = os.open(tmp, O_NEW, 0o666, dir_fd=fd)
-        try:
-            with open(out, "w", encoding="utf-8") as f:
-                f.write(json.dumps(body))
-            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=fd)
-            raise
+        write_small(root, fd, name, json.dumps(body).encode())
     finally:
         os.close(fd)
 
 
 def drop(root: Root, key: str) -> None:
-    """Forget every version of ``key`` (call after the rename or unlink that replaced it)."""
+    """Forget every version of ``key`` (call after the rename or unlink that replaced it).
+
+    Tidying only: the call it ends has landed, and records name file versions, so one
+    left behind (the disk refused the unlink, something else is there) is never read
+    for another file. A failure is logged, never raised to a caller whose write is done.
+    """
     parts, name = _where(key)
     try:
         fd, _ = open_dir(root, parts, follow=False)
-    except (ObjectNotFoundError, StorageError):
+    except (StorageError, OSError):  # ObjectNotFoundError among them
         return
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name, dir_fd=fd)
+        os.unlink(name, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.warning("could not remove the metadata file of a key: %s", exc.strerror)
     finally:
         os.close(fd)

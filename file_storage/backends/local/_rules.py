@@ -13,7 +13,7 @@ import contextlib
 import os
 
 from file_storage._expiry import RuleStore, apply_rule, decode_rules, encode_rules
-from file_storage.backends.local._fs import O_NEW, O_READ, Root
+from file_storage.backends.local._fs import O_NEW, Root, read_small
 from file_storage.backends.local._io import in_pool, tmp_name
 from file_storage.backends.local._meta import key_locks
 
@@ -37,13 +37,11 @@ class LocalRules(RuleStore):
 
     def _read(self) -> dict[str, int]:
         try:
-            fd = os.open(RULES_NAME, O_READ, dir_fd=self._root.fd())
+            data = read_small(self._root.fd(), RULES_NAME)
         except FileNotFoundError:
             return {}
-        with open(fd, "rb") as f:
-            data = f.read()
         return decode_rules(
-            data,
+            data or b"",  # a FIFO or folder in its place: damaged, never waited on
             f"the expiry rules file {RULES_NAME!r} in the storage root is damaged: "
             "fix or remove it, then set the rules again",
         )

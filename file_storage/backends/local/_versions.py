@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat as stat_mod
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -39,16 +40,17 @@ from file_storage.backends.base import StorageBackend
 from file_storage.backends.local import _meta as meta_file
 from file_storage.backends.local._fs import (
     O_DIR,
-    O_NEW,
     O_READ,
     Found,
     Root,
     open_dir,
     open_object,
     open_parent,
+    read_small,
     remove_empty_parents,
+    write_small,
 )
-from file_storage.backends.local._io import gated, in_pool, read_batch, tmp_name, to_the_end
+from file_storage.backends.local._io import gated, in_pool, read_batch, to_the_end
 from file_storage.backends.local._meta import Meta, key_locks
 from file_storage.errors import ObjectNotFoundError, StorageError
 from file_storage.models import ObjectInfo, ObjectVersion
@@ -66,24 +68,14 @@ _CURRENT_KEPT = 4  # live-file stamps remembered per key (a reader may hold an o
 
 def _read_text(dir_fd: int, name: str) -> str | None:
     try:
-        fd = os.open(name, O_READ, dir_fd=dir_fd)
+        data = read_small(dir_fd, name)
     except OSError:
         return None
-    with open(fd, encoding="utf-8") as f:
-        return f.read()
+    return None if data is None else data.decode("utf-8", "replace")
 
 
-def _write_text(dir_fd: int, name: str, text: str) -> None:
-    tmp = tmp_name(name)
-    fd = os.open(tmp, O_NEW, 0o666, dir_fd=dir_fd)
-    try:
-        with open(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        raise
+def _write_text(root: Root, dir_fd: int, name: str, text: str) -> None:
+    write_small(root, dir_fd, name, text.encode())
 
 
 def read_state(root: Root) -> Versioning:
@@ -94,7 +86,7 @@ def read_state(root: Root) -> Versioning:
 
 
 def write_state(root: Root, enabled: bool) -> None:
-    _write_text(root.fd(), STATE_FILE, "enabled" if enabled else "suspended")
+    _write_text(root, root.fd(), STATE_FILE, "enabled" if enabled else "suspended")
 
 
 # ------------------------------------------------------------------ one key's folder
@@ -154,7 +146,7 @@ class _Key:
         with contextlib.suppress(ObjectNotFoundError):
             self.fd, _ = open_dir(root, self.where, create=create, follow=False)
         if create and _read_text(self.fd, "name") is None:
-            _write_text(self.fd, "name", key.split("/")[-1])
+            _write_text(root, self.fd, "name", key.split("/")[-1])
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -183,6 +175,8 @@ class _Key:
                 st = os.stat(entry.name, dir_fd=self.fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue
+            if not stat_mod.S_ISREG(st.st_mode):
+                continue  # put there by someone else: never a version
             if (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
                 out.append(entry)
@@ -217,31 +211,34 @@ def keeping(root: Root, key: str, new_stamp: str | None) -> Iterator[None]:
     live = folder.live()
     kept: _Kept | None = None
     try:
-        if live is not None:
-            live_id = folder.live_id(live.st)
-            if state == "enabled" or live_id != "null":
-                kept = _Kept(f"{time.time_ns():020d}", live_id, "")
-                kept = kept._replace(name=f"v-{kept.seq}-{kept.version_id}")
-                # the real file (a link to it was resolved by open_object), never a link
-                os.link(
-                    live.name,
-                    kept.name,
-                    src_dir_fd=live.dir_fd,
-                    dst_dir_fd=folder.fd,
-                    follow_symlinks=False,
-                )
-                meta = meta_file.lookup(root, key, live.st)
-                if meta is not None:
-                    _write_text(folder.fd, kept.name + ".json", json.dumps(meta._asdict()))
-        if new_stamp is not None and state == "enabled":
-            current = _current(folder.fd)
-            current.pop(new_stamp, None)
-            current = dict(list(current.items())[-(_CURRENT_KEPT - 1) :])
-            current[new_stamp] = uuid.uuid4().hex
-            _write_text(folder.fd, "current", json.dumps(current))
         try:
+            if live is not None:
+                live_id = folder.live_id(live.st)
+                if state == "enabled" or live_id != "null":
+                    kept = _Kept(f"{time.time_ns():020d}", live_id, "")
+                    kept = kept._replace(name=f"v-{kept.seq}-{kept.version_id}")
+                    # the real file (a link to it was resolved by open_object), never a link
+                    os.link(
+                        live.name,
+                        kept.name,
+                        src_dir_fd=live.dir_fd,
+                        dst_dir_fd=folder.fd,
+                        follow_symlinks=False,
+                    )
+                    meta = meta_file.lookup(root, key, live.st)
+                    if meta is not None:
+                        text = json.dumps(meta._asdict())
+                        _write_text(root, folder.fd, kept.name + ".json", text)
+            if new_stamp is not None and state == "enabled":
+                current = _current(folder.fd)
+                current.pop(new_stamp, None)
+                current = dict(list(current.items())[-(_CURRENT_KEPT - 1) :])
+                current[new_stamp] = uuid.uuid4().hex
+                _write_text(root, folder.fd, "current", json.dumps(current))
             yield
         except BaseException:
+            # the rename or unlink did not happen (or the records of it failed first, a
+            # full disk): the live file stays, and no link to it may count as a version
             if kept is not None:
                 folder.remove(kept)
             raise
@@ -326,6 +323,16 @@ def purge(root: Root, key: str, version_ids: list[str]) -> None:
             folder.close()
 
 
+def _live_file(root: Root, key: str) -> set[tuple[int, int]]:
+    """``{(st_dev, st_ino)}`` of the live file of ``key``; empty: none."""
+    try:
+        found = open_object(root, key)
+    except (StorageError, OSError):
+        return set()
+    found.close()
+    return {(found.st.st_dev, found.st.st_ino)}
+
+
 def scan(root: Root, prefix: str) -> list[tuple[str, int]]:
     """``(<key>\\<version id>, size)`` of every prior version under the folder ``prefix``."""
     out: list[tuple[str, int]] = []
@@ -351,10 +358,15 @@ def scan(root: Root, prefix: str) -> list[tuple[str, int]]:
                     if leaf is None:
                         continue
                     key = key_prefix + leaf
+                    # as kept(): a link to the live file (a writer killed before its
+                    # rename) or a second name of one version is not a version
+                    seen = _live_file(root, key)
                     for entry in _kept(sub):
                         with contextlib.suppress(FileNotFoundError):
                             st = os.stat(entry.name, dir_fd=sub, follow_symlinks=False)
-                            out.append((f"{key}{VERSION_SEP}{entry.version_id}", st.st_size))
+                            if stat_mod.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                                seen.add((st.st_dev, st.st_ino))
+                                out.append((f"{key}{VERSION_SEP}{entry.version_id}", st.st_size))
                 finally:
                     os.close(sub)
 

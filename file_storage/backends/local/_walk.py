@@ -21,6 +21,7 @@ from file_storage._keys import is_valid_segment
 from file_storage.backends.local._fs import O_DIR, Root, lexical, open_dir, open_object
 from file_storage.backends.local._io import TMP_MARK, is_own_tmp, is_tmp
 from file_storage.backends.local._meta import META_DIR
+from file_storage.backends.local._versions import VERSIONS_DIR
 from file_storage.errors import ObjectNotFoundError, StorageError
 
 logger = logging.getLogger("file_storage")
@@ -235,25 +236,33 @@ def tmp_watcher(max_age: float, now: float, foreign: list[int]) -> TmpSeen:
 
 
 def sweep_meta(root: Root, seen: TmpSeen) -> None:
-    """Show ``seen`` the temp files of the sidecar folder (left by a crash mid-write)."""
+    """Show ``seen`` the temp files of the sidecar and versions folders (left by a crash
+    mid-write); listings never enter them."""
+    for folder in (META_DIR, VERSIONS_DIR):
+        try:
+            fd, where = open_dir(root, [folder], follow=False)
+        except (StorageError, OSError):
+            continue
+        try:
+            _sweep_tree(fd, where, seen)
+        finally:
+            os.close(fd)
+
+
+def _sweep_tree(fd: int, where: list[str], seen: TmpSeen) -> None:
     try:
-        meta_fd, where = open_dir(root, [META_DIR], follow=False)
-    except (StorageError, OSError):
+        with os.scandir(fd) as it:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+    except OSError:
         return
-    try:
-        with os.scandir(meta_fd) as buckets:
-            names = [b.name for b in buckets if b.is_dir(follow_symlinks=False)]
-        for bucket in names:
+    for name, is_dir in entries:
+        if TMP_MARK in name:
             with contextlib.suppress(OSError):
-                fd = os.open(bucket, O_DIR, dir_fd=meta_fd)
+                seen(fd, where, name, os.stat(name, dir_fd=fd, follow_symlinks=False))
+        elif is_dir:
+            with contextlib.suppress(OSError):
+                sub = os.open(name, O_DIR, dir_fd=fd)
                 try:
-                    with os.scandir(fd) as it:
-                        tmps = [e.name for e in it if TMP_MARK in e.name]
-                    for name in tmps:
-                        with contextlib.suppress(OSError):
-                            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                            seen(fd, [*where, bucket], name, st)
+                    _sweep_tree(sub, [*where, name], seen)
                 finally:
-                    os.close(fd)
-    finally:
-        os.close(meta_fd)
+                    os.close(sub)

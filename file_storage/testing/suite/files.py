@@ -36,6 +36,27 @@ async def test_upload_missing_local_file_raises(backend: StorageBackend, tmp_pat
     assert await backend.list_files() == []
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+@pytest.mark.parametrize("progress", [None, print], ids=["plain", "progress"])
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+async def test_upload_of_a_fifo_or_folder_is_refused_at_once(
+    backend: StorageBackend, tmp_path: Path, kind: str, progress: object
+) -> None:
+    # a FIFO (planted where uploads are picked up) blocks an open for reading until
+    # someone writes: the upload would hang, its thread and its cancellation with it
+    src = tmp_path / "upload.bin"
+    os.mkfifo(src) if kind == "fifo" else src.mkdir()
+    call = asyncio.ensure_future(backend.upload_file(src, "u.bin", progress=progress))  # type: ignore[arg-type]
+    done, _ = await asyncio.wait({call}, timeout=10)
+    if not done and kind == "fifo":  # hung: a writer (at once closed) ends it
+        os.close(os.open(src, os.O_WRONLY | os.O_NONBLOCK))
+    with pytest.raises(ObjectNotFoundError, match="not a regular file") as info:
+        await call
+    assert done, "upload_file of a FIFO blocked"
+    assert info.value.operation == "upload_file"
+    assert await backend.list_files() == []
+
+
 async def test_upload_file_progress(backend: StorageBackend, tmp_path: Path) -> None:
     src = tmp_path / "in.bin"
     src.write_bytes(b"z" * 3_000_000)
