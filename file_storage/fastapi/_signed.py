@@ -223,11 +223,14 @@ def build_signed_url_router(
 
     def cors(request: Request, response: Response) -> Response:
         origin = request.headers.get("origin")
+        if origins and not any_origin:
+            # every answer, also one without CORS headers (no Origin, another origin): a
+            # browser that cached an <img>'s answer must not reuse it for a fetch() from
+            # an allowed origin, which it would then refuse for lacking them
+            response.headers["vary"] = "Origin"
         if origins and origin is not None and (any_origin or origin in origins):
             response.headers["access-control-allow-origin"] = "*" if any_origin else origin
             response.headers["access-control-expose-headers"] = _EXPOSED
-            if not any_origin:
-                response.headers["vary"] = "Origin"
         return response
 
     @router.api_route("/{key:path}", methods=["GET", "HEAD"], include_in_schema=False)
@@ -277,7 +280,10 @@ def build_signed_url_router(
             origin = request.headers.get("origin")
             wanted = request.headers.get("access-control-request-method", "").upper()
             if origin is None or not (any_origin or origin in origins) or wanted not in _METHODS:
-                return _deny(403, "CORS request not allowed")
+                denied = _deny(403, "CORS request not allowed")
+                if not any_origin:
+                    denied.headers["vary"] = "Origin"
+                return denied
             headers = {
                 "access-control-allow-origin": "*" if any_origin else origin,
                 "access-control-allow-methods": ", ".join(_METHODS),
