@@ -104,6 +104,10 @@ def _same_type(sent: str | None, signed: str) -> bool:
 async def _save_body(backend: StorageBackend, key: str, request: Request) -> Response:
     # On an error the rest of the body is left unread: uvicorn reads and drops it after
     # the response, so the client still gets the status instead of a reset connection.
+    if "content-range" in request.headers:
+        # a piece of a file sent as the whole would replace the object with the piece
+        # (RFC 9110, 14.5: a PUT with Content-Range MUST be answered 400)
+        return _deny(400, "a PUT with Content-Range is refused: send the whole object")
     content_type = request.headers.get("content-type") or None
     signed_type = request.query_params.get("content_type")
     if signed_type is not None:
