@@ -207,7 +207,8 @@ def make_signed_url_router(
     upload must send the signed ``content_type`` (else 403). A PUT's ``If-None-Match:
     *``, ``If-Match`` and ``If-Unmodified-Since`` are honoured as on S3 (412, nothing
     stored, when the condition does not hold), and so is ``Content-MD5`` (400, nothing
-    stored, for a body that does not match it).
+    stored, for a body that does not match it). A PUT with ``Content-Range`` is a 400,
+    nothing stored (RFC 9110, 14.5: a piece is never stored as the whole object).
 
     Args:
         get_backend: the dependency giving the backend and, from it, the signing key;

@@ -68,18 +68,21 @@ async def _parts(request: Request, boundary: bytes) -> AsyncIterator[_Part]:
     def on_data(kind: str) -> Callable[[bytes, int, int], None]:
         return lambda data, start, end: events.append((kind, data[start:end]))
 
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on("begin"),
-            "on_header_field": on_data("header_field"),
-            "on_header_value": on_data("header_value"),
-            "on_header_end": on("header_end"),
-            "on_headers_finished": on("headers"),
-            "on_part_data": on_data("data"),
-            "on_part_end": on("end"),
-        },
-    )
+    try:
+        parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": on("begin"),
+                "on_header_field": on_data("header_field"),
+                "on_header_value": on_data("header_value"),
+                "on_header_end": on("header_end"),
+                "on_headers_finished": on("headers"),
+                "on_part_data": on_data("data"),
+                "on_part_end": on("end"),
+            },
+        )
+    except Exception as exc:  # a boundary over 256 bytes (RFC 2046: 70 at most)
+        raise _Refused(400, "malformed multipart/form-data body") from exc
     headers: dict[bytes, bytes] = {}
     field, value = b"", b""
     name, is_file, content = "", False, bytearray()

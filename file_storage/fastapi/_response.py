@@ -26,6 +26,7 @@ from file_storage._keys import KeyLike
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import PreconditionFailedError, StorageUnavailableError
 from file_storage.fastapi._errors import error_response
+from file_storage.models import ObjectInfo
 
 logger = logging.getLogger("file_storage.fastapi")
 
@@ -35,6 +36,8 @@ _PIN_ATTEMPTS = 3
 # a byte range is served whole or refused; digits are capped so int() stays cheap
 _RANGE_SPEC = re.compile(r"([0-9]{0,30})[ \t]*-[ \t]*([0-9]{0,30})")
 _UNSATISFIABLE: Literal["unsatisfiable"] = "unsatisfiable"
+# what a stored header may hold to be sent unchanged: visible ASCII and spaces
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 # headers a 304 repeats (RFC 9110, 15.4.5)
 _NOT_MODIFIED_HEADERS = ("etag", "last-modified", "cache-control", "vary")
 # stored objects are user data: never sniff a type, never run script on the app's origin
@@ -58,7 +61,9 @@ async def storage_response(
     Sends ``Content-Type`` (``text/*`` and JSON with ``; charset=utf-8`` when the type
     names no charset), ``Content-Length``, ``ETag``, ``Last-Modified``,
     ``Accept-Ranges: bytes``, the ``Cache-Control`` and ``Content-Disposition`` stored
-    with the object (``filename`` overrides the latter), plus
+    with the object (``filename`` overrides the latter; a stored value that is not
+    visible ASCII, which only another tool can store, is not sent: the type is then
+    ``application/octet-stream`` and the disposition ``attachment``), plus
     ``X-Content-Type-Options: nosniff`` and ``Content-Security-Policy: sandbox`` (an
     uploaded HTML or SVG file must not run script on your origin; delete the header from
     the response for content you trust).
@@ -131,12 +136,15 @@ async def _respond(
     if etag is not None:
         headers["etag"] = etag
     headers.update(SAFETY_HEADERS)
-    if info.cache_control is not None:
-        headers["cache-control"] = info.cache_control
+    cache_control = _sendable(info, "Cache-Control", info.cache_control)
+    if cache_control is not None:
+        headers["cache-control"] = cache_control
     if filename is not None:
         headers["content-disposition"] = content_disposition(filename, disposition)
     elif info.content_disposition is not None:
-        headers["content-disposition"] = info.content_disposition
+        # unusable, it still said the file is not for showing: a download then
+        stored = _sendable(info, "Content-Disposition", info.content_disposition)
+        headers["content-disposition"] = stored or "attachment"
 
     unmet = failed_precondition(request.headers, etag, info.last_modified)
     if unmet is not None:
@@ -167,13 +175,28 @@ async def _respond(
             headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
 
     headers["content-type"] = with_charset(
-        content_type or info.content_type or "application/octet-stream"
+        content_type
+        or _sendable(info, "Content-Type", info.content_type)
+        or "application/octet-stream"
     )
     headers["content-length"] = str(end - start)
     if request.method == "HEAD" or end == start:
         return Response(status_code=status, headers=headers)
     body = await _open_body(backend, info.key, start, end, info.etag)
     return _ObjectResponse(body, status_code=status, headers=headers)
+
+
+def _sendable(info: ObjectInfo, name: str, value: str | None) -> str | None:
+    """A stored header ``value`` when it can be sent as it is, else ``None``.
+
+    ``save`` stores visible ASCII only, but another tool (or a client's presigned PUT to
+    S3) may have stored any bytes: UTF-8 text cannot be sent (Starlette encodes headers as
+    Latin-1, and a browser would read it so), and would fail the response half-built.
+    """
+    if value is None or (value.strip() and _HEADER_VALUE.fullmatch(value)):
+        return value
+    logger.info("%r: its stored %s is not a header value; not sent", info.key, name)
+    return None
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | Literal["unsatisfiable"] | None:

@@ -104,6 +104,10 @@ def _same_type(sent: str | None, signed: str) -> bool:
 async def _save_body(backend: StorageBackend, key: str, request: Request) -> Response:
     # On an error the rest of the body is left unread: uvicorn reads and drops it after
     # the response, so the client still gets the status instead of a reset connection.
+    if "content-range" in request.headers:
+        # a piece of a file sent as the whole would replace the object with the piece
+        # (RFC 9110, 14.5: a PUT with Content-Range MUST be answered 400)
+        return _deny(400, "a PUT with Content-Range is refused: send the whole object")
     content_type = request.headers.get("content-type") or None
     signed_type = request.query_params.get("content_type")
     if signed_type is not None:
@@ -223,11 +227,14 @@ def build_signed_url_router(
 
     def cors(request: Request, response: Response) -> Response:
         origin = request.headers.get("origin")
+        if origins and not any_origin:
+            # every answer, also one without CORS headers (no Origin, another origin): a
+            # browser that cached an <img>'s answer must not reuse it for a fetch() from
+            # an allowed origin, which it would then refuse for lacking them
+            response.headers["vary"] = "Origin"
         if origins and origin is not None and (any_origin or origin in origins):
             response.headers["access-control-allow-origin"] = "*" if any_origin else origin
             response.headers["access-control-expose-headers"] = _EXPOSED
-            if not any_origin:
-                response.headers["vary"] = "Origin"
         return response
 
     @router.api_route("/{key:path}", methods=["GET", "HEAD"], include_in_schema=False)
@@ -277,7 +284,10 @@ def build_signed_url_router(
             origin = request.headers.get("origin")
             wanted = request.headers.get("access-control-request-method", "").upper()
             if origin is None or not (any_origin or origin in origins) or wanted not in _METHODS:
-                return _deny(403, "CORS request not allowed")
+                denied = _deny(403, "CORS request not allowed")
+                if not any_origin:
+                    denied.headers["vary"] = "Origin"
+                return denied
             headers = {
                 "access-control-allow-origin": "*" if any_origin else origin,
                 "access-control-allow-methods": ", ".join(_METHODS),

@@ -8,6 +8,7 @@ test_presigned_post.py proves that the S3 policy carries the cap.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -246,3 +247,29 @@ async def test_router_stops_reading_endless_form_headers_and_fields_before_the_s
     assert sent <= 64
     assert not await backend.exists("in/a.bin")
     await backend.aclose()
+
+
+async def test_form_with_an_overlong_boundary_is_400_not_a_server_error(
+    local_server: str,
+    client: httpx.AsyncClient,
+    local_storage: LocalStorageBackend,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # RFC 2046 caps a boundary at 70 characters; the multipart parser refuses one over 256
+    post = await local_storage.get_presigned_post("in/a.txt", max_bytes=1000)
+    boundary = "b" * 300
+    body = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in post.fields.items()
+    )
+    body += f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
+    body += f"hi\r\n--{boundary}--\r\n"
+    response = await client.post(
+        post.url,
+        content=body.encode(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert response.status_code == 400
+    assert response.json() == {"detail": "malformed multipart/form-data body"}
+    assert not await local_storage.exists("in/a.txt")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -223,3 +223,16 @@ async def test_of_two_racing_create_only_puts_exactly_one_lands(
     assert sorted([first.status_code, second.status_code]) == [200, 412]
     winner = b"first" if first.status_code == 200 else b"second"
     assert await backend.load("in/race.bin") == winner
+
+
+async def test_put_with_content_range_is_400_and_stores_nothing(
+    server: str, client: httpx.AsyncClient, backend: StatFailsAfterSave
+) -> None:
+    # a client uploading in pieces: each piece stored as the whole object would lose the
+    # rest; RFC 9110, 14.5: a server MUST answer such a PUT with 400
+    await backend.save("in/r.bin", b"whole object")
+    url = await backend.get_presigned_url("in/r.bin", method="PUT")
+    response = await client.put(url, content=b"piece", headers={"Content-Range": "bytes 0-4/100"})
+    assert response.status_code == 400
+    assert "Content-Range" in response.json()["detail"]
+    assert await backend.load("in/r.bin") == b"whole object"

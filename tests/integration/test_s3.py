@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import select
 import socket
 from collections.abc import Iterator
@@ -12,8 +13,10 @@ from urllib.parse import urlsplit
 import boto3
 import httpx
 import pytest
+from fastapi import FastAPI, Request, Response
 
 from file_storage import S3StorageBackend, StorageBackend, StorageSettings
+from file_storage.fastapi import StorageDep, storage_lifespan, storage_response
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
 from tests.integration.conftest import Serve, build_example_app
 
@@ -182,3 +185,42 @@ async def test_bucket_gone_after_start_is_a_500_that_names_no_secret(
     assert FAKE_SECRET not in presign.text
     assert FAKE_SECRET not in caplog.text
     assert FAKE_KEY_ID not in caplog.text
+
+
+def plain_download_app() -> FastAPI:
+    """``storage_response`` with no options, on the shared backend of the server's loop."""
+    app = FastAPI(lifespan=storage_lifespan)
+
+    @app.get("/dl/{key:path}")
+    async def download(key: str, request: Request, storage: StorageDep) -> Response:
+        return await storage_response(storage, key, request)
+
+    return app
+
+
+async def test_stored_headers_that_are_no_header_values_are_not_sent_as_they_are(
+    serve: Serve,
+    client: httpx.AsyncClient,
+    s3_storage: StorageBackend,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a presigned PUT signed without a type lets the client send any Content-Type (and
+    # other object headers), and S3 keeps their bytes as sent: here UTF-8, which a
+    # response cannot carry (Starlette sends Latin-1). The object must still download.
+    serve(plain_download_app())
+    url = await s3_storage.get_presigned_url("odd.bin", method="PUT")
+    sent = {
+        "Content-Type": "text/plain; name=Отпуск".encode(),
+        "Content-Disposition": 'attachment; filename="Отпуск.txt"'.encode(),
+        "Cache-Control": "max-age=60, расширение".encode(),
+    }
+    async with httpx.AsyncClient(trust_env=False) as direct:
+        assert (await direct.put(url, content=b"data", headers=sent)).status_code == 200
+    response = await client.get("/dl/odd.bin")
+    assert response.status_code == 200
+    assert response.content == b"data"
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert response.headers["content-disposition"] == "attachment"
+    assert "cache-control" not in response.headers
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

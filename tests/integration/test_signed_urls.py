@@ -272,3 +272,25 @@ async def test_cors_refuses_other_origins(
     )
     assert preflight.status_code == 403
     assert "access-control-allow-origin" not in preflight.headers
+
+
+@pytest.mark.parametrize(
+    "origin", [None, "http://evil.localhost", "http://app.localhost:3000"], ids=str
+)
+async def test_cors_answers_vary_on_origin_whatever_the_origin(
+    cors_server: LocalStorageBackend, client: httpx.AsyncClient, origin: str | None
+) -> None:
+    # a browser caches an <img>'s answer (no Origin) and reuses it for a fetch() from the
+    # allowed origin: without Vary it lacks Access-Control-Allow-Origin and the fetch fails
+    await cors_server.save("c.txt", b"hi")
+    url = await cors_server.get_presigned_url("c.txt")
+    headers = {} if origin is None else {"Origin": origin}
+    response = await client.get(url, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["vary"] == "Origin"
+    missing = await client.get(url.replace("c.txt", "gone.txt"), headers=headers)
+    assert missing.headers["vary"] == "Origin"
+    preflight = await client.options(
+        url, headers={**headers, "Access-Control-Request-Method": "GET"}
+    )
+    assert preflight.headers["vary"] == "Origin"
