@@ -554,3 +554,26 @@ async def test_migrate_onto_the_same_aws_bucket_through_another_endpoint_is_refu
 
     with pytest.raises(ValueError, match="same place"):
         await migrate(backend(source_endpoint), backend(dest_endpoint), delete_source=True)
+
+
+async def test_a_stored_header_that_is_no_utf8_fails_its_reads_at_once_as_a_storage_error(
+    s3_backend: StorageBackend,
+) -> None:
+    # a presigned PUT (or another tool) stored a Content-Type of raw Latin-1 bytes, which
+    # HTTP allows: the client could not decode the answer, and that was taken for an
+    # outage, retried for ~12 s and raised as StorageUnavailableError (a 503 in an app)
+    url = await s3_backend.get_presigned_url("odd.bin", method="PUT")
+    async with httpx.AsyncClient() as http:
+        response = await http.put(url, content=b"x", headers={"Content-Type": b"text/caf\xe9"})
+    assert response.status_code == 200
+    sent: list[str] = []
+    client = await client_of(s3_backend)
+    client.meta.events.register("before-send.s3", lambda **_: sent.append("x"))
+    for read in (s3_backend.stat, s3_backend.load):
+        sent.clear()
+        with pytest.raises(StorageError, match="UTF-8") as info:
+            await read("odd.bin")
+        assert not isinstance(info.value, StorageUnavailableError)
+        assert info.value.key == "odd.bin"
+        assert len(sent) == 1  # not retried: the same answer would come back
+    assert await s3_backend.list_files() == ["odd.bin"]  # listings do not read it

@@ -30,7 +30,7 @@ from file_storage._settings_common import (
 from file_storage.backends._core import count_attempt
 from file_storage.backends.s3 import _multipart as mp
 from file_storage.backends.s3._checksums import CHECKSUM_MODES
-from file_storage.backends.s3._errors import ATTEMPTS_ATTR
+from file_storage.backends.s3._errors import ATTEMPTS_ATTR, undecodable
 from file_storage.errors import InvalidKeyError, StorageConfigError
 
 __all__ = ["S3Options", "load_sdk", "open_client", "s3_options"]
@@ -322,6 +322,7 @@ def instrument(client: Any) -> None:
     # answers would hang the request forever. Bodies here are at most one part.
     events.register_last("before-call.s3", _drop_expect)
     events.register("before-send.s3", _count_attempt)
+    events.register_first("needs-retry.s3", _undecodable)
     events.register("needs-retry.s3", _note_attempts)
 
 
@@ -331,6 +332,15 @@ def _drop_expect(params: dict[str, Any], **_: Any) -> None:
 
 def _count_attempt(**_: Any) -> None:
     count_attempt()
+
+
+def _undecodable(caught_exception: BaseException | None, **_: Any) -> None:
+    """An answer whose headers are no UTF-8 (a Content-Type stored as raw Latin-1 bytes,
+    which HTTP allows; aiobotocore decodes them strictly) is raised at once: botocore
+    would take it for a network error and ask again, and the same answer would come."""
+    if undecodable(caught_exception):
+        assert caught_exception is not None
+        raise caught_exception
 
 
 def _note_attempts(attempts: int, caught_exception: BaseException | None, **_: Any) -> None:

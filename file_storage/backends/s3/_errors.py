@@ -159,6 +159,11 @@ def map_s3_error(exc: BaseException, *, bucket: str) -> StorageError | None:
             return StorageUnavailableError(
                 f"checksum mismatch: the data was damaged in transit ({type(exc).__name__})"
             )
+        if undecodable(exc):
+            return StorageError(
+                "S3 answered with a header that is no UTF-8 (a Content-Type, Cache-Control, "
+                "Content-Disposition or metadata value stored as other bytes by another tool)"
+            )
         after = _after(getattr(exc, ATTEMPTS_ATTR, None))
         if isinstance(exc, errors.ReadTimeoutError | errors.ConnectTimeoutError):
             return StorageUnavailableError(f"S3 timed out{after} ({type(exc).__name__})")
@@ -190,6 +195,17 @@ def map_s3_error(exc: BaseException, *, bucket: str) -> StorageError | None:
     if isinstance(exc, ConnectionError):
         return StorageUnavailableError(f"S3 connection failed ({type(exc).__name__})")
     return None
+
+
+def undecodable(exc: BaseException | None) -> bool:
+    """aiobotocore could not decode the answer's headers as UTF-8 (it raises that as
+    botocore's ``HTTPClientError``, which is otherwise a network error)."""
+    errors = _botocore_exceptions()
+    return (
+        errors is not None
+        and isinstance(exc, errors.HTTPClientError)
+        and isinstance(getattr(exc, "kwargs", {}).get("error"), UnicodeDecodeError)
+    )
 
 
 def is_outage(exc: BaseException) -> bool:
