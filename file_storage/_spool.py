@@ -292,7 +292,9 @@ class Spool:
         _, src = spooled
 
         def copy() -> int:
-            with src, local_path.open("wb") as out:
+            # a new file (a download's temp file): never one, nor a link, planted there
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            with src, open(os.open(local_path, flags, 0o666), "wb") as out:
                 shutil.copyfileobj(src, out, CHUNK_SIZE)
                 return out.tell()
 

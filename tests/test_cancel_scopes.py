@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import tempfile
 from collections.abc import Callable
@@ -198,12 +199,19 @@ async def test_purge_cancelled_by_a_scope_as_the_quota_forgets_still_announces(
     assert seen == [("deleted", "tmp/a")]
 
 
-async def test_a_local_file_whose_last_bytes_cannot_be_written_raises_on_close() -> None:
+async def test_a_local_file_whose_last_bytes_cannot_be_written_raises_on_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # opened() closes files whole (a cancel scope cannot skip it); the close's own error,
     # the flush of buffered bytes onto a full disk, is still the caller's: a download
-    # whose file was sized beforehand (S3's ranged GETs) would pass its size check
+    # whose file was sized beforehand (S3's ranged GETs) would pass its size check.
+    # (The new file is /dev/full: "wb" makes new files only.)
+    from file_storage.backends import _support
+
+    full = functools.partial(os.open, "/dev/full", os.O_WRONLY)
+    monkeypatch.setitem(_support._OPENERS, "wb", lambda path, flags: full())
     with pytest.raises(OSError, match="space") as info:
-        async with opened(Path("/dev/full"), "wb") as out:
+        async with opened(tmp_path / "download.part", "wb") as out:
             await out.write(b"x")  # buffered: written by the close
     assert info.value.errno == errno.ENOSPC
 

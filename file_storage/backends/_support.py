@@ -372,18 +372,31 @@ def _no_wait(path: str, flags: int) -> int:
     return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _new_file(path: str, flags: int) -> int:
+    """Create the file, never open one there: a link or file another user planted at a
+    temp file's name is no place to write an object's bytes (FileExistsError)."""
+    return os.open(path, _NEW_FILE, 0o666)
+
+
+_OPENERS = {"rb": _no_wait, "wb": _new_file}
+
+
 @contextlib.asynccontextmanager
-async def opened(
-    path: Path, mode: Literal["rb", "wb", "r+b"]
-) -> AsyncIterator[AsyncBufferedIOBase]:
+async def opened(path: Path, mode: Literal["rb", "wb"]) -> AsyncIterator[AsyncBufferedIOBase]:
     """``aiofiles.open``, whose open and close run whole: an anyio cancel scope, which
     cancels every await made inside it, would otherwise leave the file open (its
-    descriptor leaked), or opened by a thread after its caller gave up on it."""
+    descriptor leaked), or opened by a thread after its caller gave up on it.
+
+    ``"wb"`` creates a new file (a download's temp file), never opening one that is
+    there: written once opened, never opened again by its name."""
 
     async def opening() -> AsyncBufferedIOBase:
         # the modes here are all binary and buffered (typeshed types their union loosely)
-        opener = _no_wait if mode == "rb" else None
-        return cast(AsyncBufferedIOBase, await aiofiles.open(path, mode, opener=opener))
+        return cast(AsyncBufferedIOBase, await aiofiles.open(path, mode, opener=_OPENERS[mode]))
 
     made, cancelled = await run_whole(opening())
     if made.exception() is not None and cancelled is not None:

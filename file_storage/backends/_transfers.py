@@ -36,8 +36,11 @@ from file_storage.backends._writes import Writes
 from file_storage.errors import (
     ObjectNotFoundError,
     StorageConfigError,
+    StorageError,
     StorageUnavailableError,
 )
+
+_NAMES = 8  # temp file names tried before a download gives up (each taken already)
 
 
 class Transfers(Writes, Reads):
@@ -81,9 +84,21 @@ class Transfers(Writes, Reads):
             await aiofiles.os.makedirs(target.parent, exist_ok=True)
             # cut by UTF-8 bytes, never mid-character: a name is at most 255 bytes
             stem = os.fsencode(target.name)[:200].decode("utf-8", "ignore")
-            tmp = target.with_name(f".{stem}.{uuid.uuid4().hex[:12]}.part")
 
             async def fetch() -> int:
+                tmp = target.with_name(f".{stem}.{uuid.uuid4().hex[:12]}.part")
+                for _ in range(_NAMES):
+                    try:
+                        return await fetch_into(tmp)
+                    except FileExistsError as exc:
+                        # something (a link another user planted?) is at the temp file's
+                        # name, and none of it is ours: never written through, left as is
+                        if exc.filename != str(tmp):
+                            raise
+                    tmp = target.with_name(f".{stem}.{uuid.uuid4().hex[:12]}.part")
+                raise StorageError(f"{target.parent}: no free temp file name for the download")
+
+            async def fetch_into(tmp: Path) -> int:
                 try:
                     expected = await self._download_file(key, tmp, progress)
                     written = (await aiofiles.os.stat(tmp)).st_size
@@ -92,6 +107,11 @@ class Transfers(Writes, Reads):
                             f"download incomplete: got {written} of {expected} bytes"
                         )
                     await aiofiles.os.replace(tmp, target)
+                except FileExistsError as exc:
+                    if exc.filename != str(tmp):
+                        with contextlib.suppress(OSError):
+                            await aiofiles.os.remove(tmp)
+                    raise
                 except BaseException:
                     with contextlib.suppress(OSError):
                         await aiofiles.os.remove(tmp)

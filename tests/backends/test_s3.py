@@ -161,6 +161,34 @@ async def test_download_file_uses_parallel_ranged_gets(
     assert len(ranges) == 3
 
 
+@pytest.mark.parametrize("planted", ["link", "file"])
+async def test_a_download_never_writes_into_what_replaced_its_temp_file(
+    make_backend: MakeBackend, raw: Any, s3_bucket: str, tmp_path: Path, planted: str
+) -> None:
+    # the parallel ranged GETs open the temp file again for each range: another local
+    # process that swapped it (its name shows in the folder) for a link to a file of the
+    # user's, or for a file of its own, must get no byte of the object
+    raw.put_object(Bucket=s3_bucket, Key="storage/video.webm", Body=os.urandom(12 * MiB))
+    backend = make_backend(**SMALL)
+    folder = tmp_path / "out"
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+
+    def swap(**_: Any) -> None:
+        (part,) = folder.glob(".video.webm.*.part")
+        part.unlink()
+        if planted == "link":
+            part.symlink_to(victim)
+        else:
+            part.write_bytes(b"")
+
+    (await client_of(backend)).meta.events.register_first("before-send.s3.GetObject", swap)
+    with pytest.raises(StorageError):
+        await backend.download_file("video.webm", folder / "video.webm")
+    assert victim.read_bytes() == b"precious"
+    assert not (folder / "video.webm").exists()
+
+
 async def test_copy_above_the_copyobject_limit_uses_upload_part_copy(
     make_backend: MakeBackend, raw: Any, s3_bucket: str
 ) -> None:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aiofiles.threadpool.binary import AsyncBufferedIOBase
+
 from file_storage._streams import CHUNK_SIZE, Progress, prepend, rechunk
 from file_storage.backends._core import DELETE_BATCH
 from file_storage.backends._support import check_unchanged, file_version, opened, run_whole
@@ -506,29 +508,35 @@ class Transfer:
         size: int = head["ContentLength"]
         part_size = self.part_size if size > self.threshold else max(size, 1)
         done = 0
-        async with opened(local_path, "wb") as out:
-            await out.truncate(size)
+        # one file, opened (made) once: a temp file opened again by its name for each
+        # range would be whatever another process put at that name meanwhile; the ranges
+        # take turns to write at their place in it
+        writing = asyncio.Lock()
 
-        async def fetch(offset: int, length: int) -> None:
+        async def fetch(out: AsyncBufferedIOBase, offset: int, length: int) -> None:
             nonlocal done
             extra = {"Range": f"bytes={offset}-{offset + length - 1}"} if length < size else {}
             response = await self.client.get_object(
                 Bucket=self.bucket, Key=key, IfMatch=head["ETag"], **extra
             )
             body = response["Body"]
-            async with body, opened(local_path, "r+b") as out:
-                await out.seek(offset)
+            async with body:
                 while chunk := await body.read(CHUNK_SIZE):
-                    await out.write(chunk)
+                    async with writing:
+                        await out.seek(offset)
+                        await out.write(chunk)
+                    offset += len(chunk)
                     done += len(chunk)
                     if progress is not None:
                         progress(done, size)
 
-        async def jobs() -> AsyncGenerator[Awaitable[None], None]:
+        async def jobs(out: AsyncBufferedIOBase) -> AsyncGenerator[Awaitable[None], None]:
             for offset in range(0, size, part_size):
-                yield fetch(offset, min(part_size, size - offset))
+                yield fetch(out, offset, min(part_size, size - offset))
 
-        await run_bounded(jobs(), self.concurrency)
+        async with opened(local_path, "wb") as out:
+            await out.truncate(size)
+            await run_bounded(jobs(out), self.concurrency)
 
 
 _KEPT_HEADERS = ("CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage")

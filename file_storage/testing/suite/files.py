@@ -193,3 +193,30 @@ async def test_cancelled_download_keeps_the_file_it_would_replace(
     await _cancelled_download(backend, target)
     assert sorted(p.name for p in target.parent.iterdir()) == ["big.bin"]
     assert target.read_bytes() == b"old"
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links on this system")
+@pytest.mark.parametrize("progress", [None, print], ids=["plain", "progress"])
+async def test_download_file_never_writes_through_a_link_at_its_temp_name(
+    backend: StorageBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, progress: object
+) -> None:
+    # another local user who learned the temp file's name (here: chose it) links it to a
+    # file of the user's: the download goes to another name, never through the link
+    import types
+    import uuid
+
+    from file_storage.backends import _transfers
+
+    names = iter([uuid.UUID(int=0xF5), uuid.uuid4()])
+    first = uuid.UUID(int=0xF5).hex[:12]
+    monkeypatch.setattr(_transfers, "uuid", types.SimpleNamespace(uuid4=lambda: next(names)))
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (folder / f".out.{first}.part").symlink_to(victim)
+    await backend.save("a.bin", b"object bytes")
+    await backend.download_file("a.bin", folder / "out", progress=progress)  # type: ignore[arg-type]
+    assert (folder / "out").read_bytes() == b"object bytes"
+    assert victim.read_bytes() == b"precious"
+    assert sorted(p.name for p in folder.iterdir()) == [f".out.{first}.part", "out"]
