@@ -86,6 +86,8 @@ if hasattr(os, "register_at_fork"):
 
 class _Quota:
     __slots__ = (
+        "born",
+        "dirty",
         "kept",
         "limit",
         "lock",
@@ -99,9 +101,11 @@ class _Quota:
         "used",
     )
 
-    def __init__(self, prefix: str, limit: int):
+    def __init__(self, prefix: str, limit: int, born: int = 0):
         self.prefix = prefix
         self.limit = limit
+        self.born = born  # the ledger's count of quotas made when this one was
+        self.dirty = False  # an operation begun before it was made changed a key under it
         self.used = 0
         self.reserved = 0
         # the reservations holding bytes here: those of a loop closed under them are freed
@@ -320,6 +324,42 @@ class _Held:
 _NOT_LOCKED: AbstractAsyncContextManager[None] = contextlib.nullcontext()
 
 
+class _Watched:
+    """An operation's hold of its keys (or of a folder) that, when it ends, marks to be
+    listed again the quotas made while it ran: it reserved nothing in them, nor will it
+    record what it wrote or deleted there, and their listing may have run before it did."""
+
+    __slots__ = ("_born", "_folder", "_inner", "_keys", "_ledger")
+
+    def __init__(
+        self,
+        ledger: QuotaManager,
+        inner: AbstractAsyncContextManager[None],
+        keys: tuple[str, ...],
+        folder: str | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._inner = inner
+        self._keys = keys
+        self._folder = folder
+        self._born = ledger._born
+
+    async def __aenter__(self) -> None:
+        await self._inner.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._inner.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._ledger._born != self._born:
+                self._ledger._mark_newer(self._born, self._keys, self._folder)
+
+
 class QuotaManager:
     """All quotas of one backend, and the per-key locks that keep them exact."""
 
@@ -333,6 +373,7 @@ class QuotaManager:
         self._refresh_seconds = refresh_seconds
         self._quotas: dict[str, _Quota] = {}
         self._locks: dict[str, _KeyLock] = {}
+        self._born = 0  # how many quotas were made (set anew): see _Watched
         _LEDGERS.add(self)
 
     def _forked(self) -> None:
@@ -356,11 +397,13 @@ class QuotaManager:
             return
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError(f"a quota is a number of bytes >= 0, got {limit!r}")
-        quota = self._quotas.get(prefix)
-        if quota is None:
-            self._quotas[prefix] = _Quota(prefix, limit)
-        else:
-            quota.limit = limit
+        with _LEDGER:
+            quota = self._quotas.get(prefix)
+            if quota is None:
+                self._born += 1
+                self._quotas[prefix] = _Quota(prefix, limit, self._born)
+            else:
+                quota.limit = limit
 
     def limit(self, prefix: str) -> int | None:
         quota = self._quotas.get(prefix)
@@ -372,9 +415,27 @@ class QuotaManager:
         Nothing is locked when no quota is set. ``lazy``: the holder's first ledger step
         is its ``reserve``, before any I/O (a shared ledger may lock the key in that step).
         """
-        if not self._quotas:
-            return _NOT_LOCKED
-        return _Held(self._locks, sorted(set(keys)))
+        inner = _Held(self._locks, sorted(set(keys))) if self._quotas else _NOT_LOCKED
+        return _Watched(self, inner, keys)
+
+    def watch(self, folder: str) -> AbstractAsyncContextManager[None]:
+        """Around a change of the folder ``folder`` made without holding its keys (a
+        ``delete_prefix`` no quota overlapped): a quota made meanwhile is listed again."""
+        return _Watched(self, _NOT_LOCKED, (), folder)
+
+    def _mark_newer(self, born: int, keys: tuple[str, ...], folder: str | None) -> None:
+        """Mark to be listed again the quotas made after ``born`` that cover one of
+        ``keys`` or overlap ``folder``."""
+        with _LEDGER:
+            for q in self._quotas.values():
+                if q.born > born and (
+                    any(q.covers(key) for key in keys)
+                    or (
+                        folder is not None
+                        and (q.prefix.startswith(folder) or folder.startswith(q.prefix))
+                    )
+                ):
+                    q.dirty = True
 
     def overlaps(self, prefix: str) -> bool:
         """True when a quota covers some key under the folder ``prefix``."""
@@ -393,7 +454,7 @@ class QuotaManager:
         return [q for q in list(self._quotas.values()) if q.covers(key)]
 
     def _stale(self, q: _Quota) -> bool:
-        if q.sizes is None:
+        if q.sizes is None or q.dirty:
             return True
         return (
             self._refresh_seconds is not None
@@ -412,6 +473,7 @@ class QuotaManager:
             with _LEDGER:
                 q.pending = {}
                 q.pending_kept = {}
+                q.dirty = False  # a mark from now on may have come after its key was listed
             try:
                 sizes: dict[str, int] = {}
                 kept: dict[str, int] = {}

@@ -447,7 +447,8 @@ class Writes(Settles):
         folder = self._prefix(prefix, "delete_prefix")
         with self._translate("delete_prefix", folder):
             if not self._quotas.overlaps(folder) and not self._events:
-                return await self._delete_prefix(folder)
+                async with self._quotas.watch(folder):  # a quota set meanwhile: listed again
+                    return await self._delete_prefix(folder)
             # under a quota: delete what one listing finds, key by key locked and forgotten,
             # so that a write racing the delete is either deleted or counted, never lost;
             # with subscribers too, as the events name the keys

@@ -1,0 +1,55 @@
+"""Deletes begun before a quota was set: the quota's listing may run before they land."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from file_storage import MemoryStorageBackend
+
+
+class _Paused(MemoryStorageBackend):
+    """Its deletes wait at the store for ``gate`` once they have begun (``begun``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.begun, self.gate = asyncio.Event(), asyncio.Event()
+
+    async def _pause(self) -> None:
+        self.begun.set()
+        await self.gate.wait()
+
+    async def _delete(self, key: str) -> None:
+        await self._pause()
+        await super()._delete(key)
+
+    async def _delete_many(self, keys: list[str]) -> None:
+        await self._pause()
+        await super()._delete_many(keys)
+
+    async def _delete_prefix(self, prefix: str) -> int:
+        await self._pause()
+        return await super()._delete_prefix(prefix)
+
+
+DELETES: dict[str, Callable[[_Paused], Awaitable[object]]] = {
+    "delete": lambda b: b.delete("d/a"),
+    "delete_many": lambda b: b.delete_many(["d/a"]),
+    "delete_prefix": lambda b: b.delete_prefix("d"),
+}
+
+
+@pytest.mark.parametrize("how", list(DELETES))
+async def test_quota_set_during_a_delete_stops_counting_what_it_deleted(how: str) -> None:
+    backend = _Paused()
+    await backend.save("d/a", b"a" * 10)
+    await backend.save("keep", b"k" * 5)
+    deleting = asyncio.create_task(DELETES[how](backend))
+    await backend.begun.wait()
+    backend.set_quota("", 100)
+    assert (await backend.get_usage()).used == 15  # listed before the delete landed
+    backend.gate.set()
+    await deleting
+    assert (await backend.get_usage()).used == await backend.get_total_size() == 5
