@@ -317,3 +317,19 @@ async def test_concurrent_overwrites_under_quota_count_every_version(
     assert (await versioned.get_usage()).used == 40
     await versioned.refresh_usage()
     assert (await versioned.get_usage()).used == 40
+
+
+@pytest.mark.backend_needs("versions")
+async def test_moved_back_object_keeps_its_prior_version(versioned: StorageBackend) -> None:
+    versioned.set_quota("", 1000)
+    await versioned.save("b", b"b" * 36)
+    await versioned.move("b", "c")
+    await versioned.move("c", "b")  # renamed, then renamed back
+    versions = await versioned.list_versions("b")
+    assert [(v.size, v.is_latest) for v in versions] == [(36, True), (36, False)]
+    assert (await versioned.get_usage()).used == 108  # b, its prior version, c's prior one
+    assert await versioned.purge_versions("b") == 1
+    assert [v.is_latest for v in await versioned.list_versions("b")] == [True]
+    assert (await versioned.get_usage()).used == 72
+    await versioned.refresh_usage()
+    assert (await versioned.get_usage()).used == 72
