@@ -25,9 +25,11 @@ Versions. On a versioned backend an overwrite or a delete keeps the old object a
 version: its bytes stay stored. While versioning is on (or suspended, conservatively),
 a reservation credits nothing for the object it replaces (nor for a move's source), and
 its commit moves the old size into the key's ``kept`` bytes instead of dropping it; a
-delete does the same. The scanner reports prior versions as ``<key>\\<version id>``
-(a backslash: never a key), which count as ``kept`` bytes of ``<key>``, so prefix quotas
-count every version. ``set_kept`` re-learns a key's prior versions after a purge.
+delete does the same. (Suspended, the store replaces a "null" version: the backend then
+lists the key's versions and sets its ``kept`` bytes, see ``set_kept``.) The scanner
+reports prior versions as ``<key>\\<version id>`` (a backslash: never a key), which
+count as ``kept`` bytes of ``<key>``, so prefix quotas count every version. ``set_kept``
+re-learns a key's prior versions after a purge.
 
 One backend may serve several threads, each running an event loop of its own: the key
 and scan locks are :class:`SharedLock` (usable from any loop in any thread), and every

@@ -16,6 +16,20 @@ from file_storage.models import ObjectEvent
 class Settles(BackendCore):
     """The look-ups of :class:`~file_storage.StorageBackend` after an unsure write or delete."""
 
+    async def _recount_versions(self, *keys: str) -> None:
+        """While versioning is suspended, a write or a delete replaces the key's "null"
+        version but keeps one that has an id of its own: the ledger, which cannot tell
+        them apart, kept the replaced object counted. The keys' prior versions are now
+        counted as the store lists them (one listing per key, only while suspended)."""
+        if not self._quotas or self._quotas.versioning != "suspended":
+            return
+        for key in keys:
+            try:
+                versions = await self._list_versions(key)
+            except Exception:  # the write is done: its replaced object stays counted
+                continue
+            await self._quotas.set_kept(key, sum(v.size for v in versions if not v.is_latest))
+
     def _unanswered(self, exc: BaseException) -> bool:
         """A remote write that failed without an answer (a connection cut after the server
         stored it, a timeout): the object may be stored all the same."""

@@ -165,6 +165,7 @@ class Writes(Settles):
         try:
             if reservation is not None:
                 await reservation.commit(value or 0)  # a Redis ledger's round trip
+                await self._recount_versions(key)
         except asyncio.CancelledError as cancelled:
             # the write is done (a move's source gone too): its caller counts it so, and
             # subscribers hear of it
@@ -348,6 +349,7 @@ class Writes(Settles):
                 raise
             done.extend((*_present(event), ObjectEvent("deleted", src_key)))
             await self._quotas.forget(src_key)
+        await self._recount_versions(src_key)  # (a shared ledger forgets it as it unlocks)
 
     async def _reserve_copy(
         self, src: str, dst: str, operation: str, *, moving: bool = False
@@ -373,6 +375,7 @@ class Writes(Settles):
                     raise
                 done.append(ObjectEvent("deleted", key))
                 await self._quotas.forget(key)
+            await self._recount_versions(key)
 
     @final
     async def delete_many(self, paths: Iterable[KeyLike]) -> None:
@@ -401,6 +404,7 @@ class Writes(Settles):
         with self._events.pending() as done:
             async with self._quotas.hold(*keys):
                 await self._delete_locked(keys, done)
+            await self._recount_versions(*keys)
 
     async def _delete_listed(self, folder: str, keys: list[str], after: str | None) -> int:
         """Delete what of the listed ``keys`` (sorted, after ``after``) is still stored once
@@ -412,7 +416,8 @@ class Writes(Settles):
                 present = await _pages.still_listed(listing, keys)
                 if present:
                     await self._delete_locked(present, done)
-                return len(present)
+            await self._recount_versions(*present)
+            return len(present)
 
     async def _delete_locked(self, keys: list[str], done: list[ObjectEvent]) -> None:
         try:
