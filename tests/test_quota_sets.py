@@ -53,3 +53,47 @@ async def test_quota_set_during_a_delete_stops_counting_what_it_deleted(how: str
     backend.gate.set()
     await deleting
     assert (await backend.get_usage()).used == await backend.get_total_size() == 5
+
+
+class _PausedAfter(MemoryStorageBackend):
+    """Its deletes and writes wait for ``gate`` once the store has done them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.begun, self.gate = asyncio.Event(), asyncio.Event()
+
+    async def _pause(self) -> None:
+        self.begun.set()
+        await self.gate.wait()
+
+    async def _delete(self, key: str) -> None:
+        await super()._delete(key)
+        await self._pause()
+
+    async def _save(self, key: str, *args: object, **kwargs: object) -> None:
+        await super()._save(key, *args, **kwargs)  # type: ignore[arg-type]
+        await self._pause()
+
+
+@pytest.mark.parametrize("how", ["delete", "save"])
+async def test_versioning_enabled_while_the_store_replaced_a_null_version(how: str) -> None:
+    backend = _PausedAfter()
+    await backend.set_versioning(True)
+    await backend.set_versioning(False)  # suspended: a write replaces the "null" version
+    backend.set_quota("", 100)
+    backend.gate.set()
+    await backend.save("a", b"a" * 16)
+    backend.gate.clear()
+    backend.begun.clear()
+    if how == "delete":
+        task = asyncio.create_task(backend.delete("a"))
+    else:
+        task = asyncio.create_task(backend.save("a", b"b" * 4))
+    await backend.begun.wait()  # done by the store, not yet counted
+    await backend.set_versioning(True)
+    backend.gate.set()
+    await task
+    stored = 0 if how == "delete" else 4
+    assert (await backend.get_usage()).used == stored
+    await backend.refresh_usage()
+    assert (await backend.get_usage()).used == stored

@@ -16,12 +16,19 @@ from file_storage.models import ObjectEvent
 class Settles(BackendCore):
     """The look-ups of :class:`~file_storage.StorageBackend` after an unsure write or delete."""
 
-    async def _recount_versions(self, *keys: str) -> None:
+    # bumped as set_versioning begins and ends: an operation that saw it change may have
+    # been applied by the store under either state
+    _versioning_changes = 0
+
+    async def _recount_versions(self, *keys: str, since: int) -> None:
         """While versioning is suspended, a write or a delete replaces the key's "null"
         version but keeps one that has an id of its own: the ledger, which cannot tell
         them apart, kept the replaced object counted. The keys' prior versions are now
-        counted as the store lists them (one listing per key, only while suspended)."""
-        if not self._quotas or self._quotas.versioning != "suspended":
+        counted as the store lists them (one listing per key, only while suspended, or
+        when ``set_versioning`` ran since ``since``, a ``_versioning_changes``)."""
+        if not self._quotas or (
+            self._quotas.versioning != "suspended" and self._versioning_changes == since
+        ):
             return
         for key in keys:
             try:

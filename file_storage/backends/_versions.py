@@ -43,8 +43,12 @@ class Versions(Writes):
         with self._translate("set_versioning", None):
             if not enabled and await self._versioning() == "off":
                 return  # never enabled: there is nothing to suspend
-            await self._set_versioning(enabled)
-            await self._quotas.set_versioning("enabled" if enabled else "suspended")
+            self._versioning_changes += 1
+            try:
+                await self._set_versioning(enabled)
+                await self._quotas.set_versioning("enabled" if enabled else "suspended")
+            finally:
+                self._versioning_changes += 1
 
     @final
     async def list_versions(self, path: KeyLike) -> list[ObjectVersion]:

@@ -143,6 +143,7 @@ class Writes(Settles):
         ``size``: the bytes written (``None``: unknown, no quota counts them). A write
         cancelled once it had landed is counted, and its event emitted before the
         cancellation is raised: subscribers see every object that is stored."""
+        since = self._versioning_changes
         try:
             await hook
         except BaseException as exc:
@@ -165,7 +166,7 @@ class Writes(Settles):
         try:
             if reservation is not None:
                 await reservation.commit(value or 0)  # a Redis ledger's round trip
-                await self._recount_versions(key)
+                await self._recount_versions(key, since=since)
         except asyncio.CancelledError as cancelled:
             # the write is done (a move's source gone too): its caller counts it so, and
             # subscribers hear of it
@@ -332,6 +333,7 @@ class Writes(Settles):
 
     async def _move_counted(self, src_key: str, dst_key: str, done: list[ObjectEvent]) -> None:
         """Move holding both keys, counting the result; its events go to ``done``."""
+        since = self._versioning_changes
         async with self._quotas.hold(src_key, dst_key):
             reservation, size = await self._reserve_copy(src_key, dst_key, "move", moving=True)
             known = size if reservation is not None else None
@@ -349,7 +351,8 @@ class Writes(Settles):
                 raise
             done.extend((*_present(event), ObjectEvent("deleted", src_key)))
             await self._quotas.forget(src_key)
-        await self._recount_versions(src_key)  # (a shared ledger forgets it as it unlocks)
+        # (after the unlock: a shared ledger forgets the source as it unlocks)
+        await self._recount_versions(src_key, since=since)
 
     async def _reserve_copy(
         self, src: str, dst: str, operation: str, *, moving: bool = False
@@ -367,6 +370,7 @@ class Writes(Settles):
         """Delete the object at ``path``; a missing object is not an error."""
         key = self._key(path, "delete")
         with self._translate("delete", key), self._events.pending() as done:
+            since = self._versioning_changes
             async with self._quotas.hold(key):
                 try:
                     await self._delete(key)
@@ -375,7 +379,7 @@ class Writes(Settles):
                     raise
                 done.append(ObjectEvent("deleted", key))
                 await self._quotas.forget(key)
-            await self._recount_versions(key)
+            await self._recount_versions(key, since=since)
 
     @final
     async def delete_many(self, paths: Iterable[KeyLike]) -> None:
@@ -402,21 +406,23 @@ class Writes(Settles):
         """Delete ``keys`` holding their locks, then take them out of the quota ledger;
         their events are sent however the unlock ends."""
         with self._events.pending() as done:
+            since = self._versioning_changes
             async with self._quotas.hold(*keys):
                 await self._delete_locked(keys, done)
-            await self._recount_versions(*keys)
+            await self._recount_versions(*keys, since=since)
 
     async def _delete_listed(self, folder: str, keys: list[str], after: str | None) -> int:
         """Delete what of the listed ``keys`` (sorted, after ``after``) is still stored once
         they are held: one another caller deleted meanwhile is neither counted nor
         announced again. Returns how many were deleted."""
         with self._events.pending() as done:
+            since = self._versioning_changes
             async with self._quotas.hold(*keys):
                 listing = self._iter_entries(folder, after, True, len(keys))
                 present = await _pages.still_listed(listing, keys)
                 if present:
                     await self._delete_locked(present, done)
-            await self._recount_versions(*present)
+            await self._recount_versions(*present, since=since)
             return len(present)
 
     async def _delete_locked(self, keys: list[str], done: list[ObjectEvent]) -> None:
