@@ -97,3 +97,23 @@ async def test_versioning_enabled_while_the_store_replaced_a_null_version(how: s
     assert (await backend.get_usage()).used == stored
     await backend.refresh_usage()
     assert (await backend.get_usage()).used == stored
+
+
+@pytest.mark.parametrize("old", [0, 10])
+async def test_listing_between_a_versioned_write_landing_and_its_count(old: int) -> None:
+    backend = _PausedAfter()
+    await backend.set_versioning(True)
+    backend.set_quota("", 1000)
+    backend.gate.set()
+    if old:
+        await backend.save("n", b"o" * old)
+    backend.gate.clear()
+    backend.begun.clear()
+    task = asyncio.create_task(backend.save("n", b"n" * 56))
+    await backend.begun.wait()  # stored, not yet counted
+    await backend.refresh_usage()  # lists the new object (and the old one as a version)
+    backend.gate.set()
+    await task
+    assert (await backend.get_usage()).used == 56 + old
+    await backend.refresh_usage()
+    assert (await backend.get_usage()).used == 56 + old

@@ -376,6 +376,9 @@ class QuotaManager:
         self._quotas: dict[str, _Quota] = {}
         self._locks: dict[str, _KeyLock] = {}
         self._born = 0  # how many quotas were made (set anew): see _Watched
+        #: bumped as each listing of usage begins and ends: a versioned write that saw it
+        #: change may have been listed as stored before it was counted (see set_kept)
+        self.listings = 0
         _LEDGERS.add(self)
 
     def _forked(self) -> None:
@@ -476,6 +479,7 @@ class QuotaManager:
                 q.pending = {}
                 q.pending_kept = {}
                 q.dirty = False  # a mark from now on may have come after its key was listed
+                self.listings += 1
             try:
                 sizes: dict[str, int] = {}
                 kept: dict[str, int] = {}
@@ -503,6 +507,7 @@ class QuotaManager:
                 with _LEDGER:
                     q.pending = None
                     q.pending_kept = None
+                    self.listings += 1
         finally:
             q.lock.release(grant)
 

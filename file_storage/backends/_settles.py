@@ -20,14 +20,26 @@ class Settles(BackendCore):
     # been applied by the store under either state
     _versioning_changes = 0
 
-    async def _recount_versions(self, *keys: str, since: int) -> None:
-        """While versioning is suspended, a write or a delete replaces the key's "null"
-        version but keeps one that has an id of its own: the ledger, which cannot tell
-        them apart, kept the replaced object counted. The keys' prior versions are now
-        counted as the store lists them (one listing per key, only while suspended, or
-        when ``set_versioning`` ran since ``since``, a ``_versioning_changes``)."""
-        if not self._quotas or (
-            self._quotas.versioning != "suspended" and self._versioning_changes == since
+    def _recount_mark(self) -> tuple[int, int]:
+        """Taken as a write or delete begins, for :meth:`_recount_versions`."""
+        return self._versioning_changes, self._quotas.listings
+
+    async def _recount_versions(self, *keys: str, since: tuple[int, int]) -> None:
+        """Count the keys' prior versions as the store lists them, after a write or a
+        delete the ledger may have counted wrong on a store keeping versions (one listing
+        per key, only then): while versioning is suspended, a write or a delete replaces
+        the key's "null" version but keeps one with an id of its own, which the ledger
+        cannot tell apart; ``set_versioning`` ran meanwhile (``since``: the mark taken as
+        the operation began), so the store may have applied either state; or a listing of
+        usage ran meanwhile, which may have counted the new object, or the one it
+        replaced as a prior version, before the ledger did."""
+        if not self._quotas:
+            return
+        versioning, listings = since
+        if not (
+            self._quotas.versioning == "suspended"
+            or self._versioning_changes != versioning
+            or (self._quotas.keeps and self._quotas.listings != listings)
         ):
             return
         for key in keys:

@@ -143,7 +143,7 @@ class Writes(Settles):
         ``size``: the bytes written (``None``: unknown, no quota counts them). A write
         cancelled once it had landed is counted, and its event emitted before the
         cancellation is raised: subscribers see every object that is stored."""
-        since = self._versioning_changes
+        since = self._recount_mark()
         try:
             await hook
         except BaseException as exc:
@@ -333,7 +333,7 @@ class Writes(Settles):
 
     async def _move_counted(self, src_key: str, dst_key: str, done: list[ObjectEvent]) -> None:
         """Move holding both keys, counting the result; its events go to ``done``."""
-        since = self._versioning_changes
+        since = self._recount_mark()
         async with self._quotas.hold(src_key, dst_key):
             reservation, size = await self._reserve_copy(src_key, dst_key, "move", moving=True)
             known = size if reservation is not None else None
@@ -370,7 +370,7 @@ class Writes(Settles):
         """Delete the object at ``path``; a missing object is not an error."""
         key = self._key(path, "delete")
         with self._translate("delete", key), self._events.pending() as done:
-            since = self._versioning_changes
+            since = self._recount_mark()
             async with self._quotas.hold(key):
                 try:
                     await self._delete(key)
@@ -406,7 +406,7 @@ class Writes(Settles):
         """Delete ``keys`` holding their locks, then take them out of the quota ledger;
         their events are sent however the unlock ends."""
         with self._events.pending() as done:
-            since = self._versioning_changes
+            since = self._recount_mark()
             async with self._quotas.hold(*keys):
                 await self._delete_locked(keys, done)
             await self._recount_versions(*keys, since=since)
@@ -416,7 +416,7 @@ class Writes(Settles):
         they are held: one another caller deleted meanwhile is neither counted nor
         announced again. Returns how many were deleted."""
         with self._events.pending() as done:
-            since = self._versioning_changes
+            since = self._recount_mark()
             async with self._quotas.hold(*keys):
                 listing = self._iter_entries(folder, after, True, len(keys))
                 present = await _pages.still_listed(listing, keys)

@@ -435,6 +435,7 @@ class RedisQuotaManager(QuotaManager):
     async def _seed(self, prefix: str, *, force: bool) -> None:
         """List ``prefix`` once (one process does, the others wait) and swap its usage in."""
         token = new_id()
+        self.listings += 1
         try:
             await self._list(prefix, token, force)
         except BaseException:
@@ -442,6 +443,8 @@ class RedisQuotaManager(QuotaManager):
             with contextlib.suppress(RedisUnavailable):
                 await asyncio.shield(self._client.run(lua.SEED_ABORT, [self.ns, prefix, token]))
             raise
+        finally:
+            self.listings += 1
 
     async def _list(self, prefix: str, token: str, force: bool) -> None:
         wait = 0.001
