@@ -181,6 +181,7 @@ class Reservation:
         "_reserved",
         "key",
         "operation",
+        "relisted",
     )
 
     def __init__(
@@ -200,6 +201,8 @@ class Reservation:
             self._olds = self._old_sizes(quotas, key, frees, keeps)
         self._reserved = [0] * len(quotas)
         self._done = False
+        #: a shared ledger's listing overlapped the write (see _recount_versions)
+        self.relisted = False
         self._loop = asyncio.get_running_loop()  # closed under the write: it ends here
 
     @staticmethod

@@ -24,7 +24,9 @@ class Settles(BackendCore):
         """Taken as a write or delete begins, for :meth:`_recount_versions`."""
         return self._versioning_changes, self._quotas.listings
 
-    async def _recount_versions(self, *keys: str, since: tuple[int, int]) -> None:
+    async def _recount_versions(
+        self, *keys: str, since: tuple[int, int], relisted: bool = False
+    ) -> None:
         """Count the keys' prior versions as the store lists them, after a write or a
         delete the ledger may have counted wrong on a store keeping versions (one listing
         per key, only then): while versioning is suspended, a write or a delete replaces
@@ -32,13 +34,15 @@ class Settles(BackendCore):
         cannot tell apart; ``set_versioning`` ran meanwhile (``since``: the mark taken as
         the operation began), so the store may have applied either state; or a listing of
         usage ran meanwhile, which may have counted the new object, or the one it
-        replaced as a prior version, before the ledger did."""
+        replaced as a prior version, before the ledger did (``relisted``: a shared
+        ledger saw one of another process do so)."""
         if not self._quotas:
             return
         versioning, listings = since
         if not (
             self._quotas.versioning == "suspended"
             or self._versioning_changes != versioning
+            or relisted
             or (self._quotas.keeps and self._quotas.listings != listings)
         ):
             return

@@ -166,7 +166,7 @@ class Writes(Settles):
         try:
             if reservation is not None:
                 await reservation.commit(value or 0)  # a Redis ledger's round trip
-                await self._recount_versions(key, since=since)
+                await self._recount_versions(key, since=since, relisted=reservation.relisted)
         except asyncio.CancelledError as cancelled:
             # the write is done (a move's source gone too): its caller counts it so, and
             # subscribers hear of it

@@ -134,6 +134,7 @@ class _RedisReservation(Reservation):
         self.key = key
         self.operation = operation
         self._done = False
+        self.relisted = False
         if hold is not None:
             hold.reservations.append(self._id)
 
@@ -205,6 +206,7 @@ class _RedisReservation(Reservation):
             )
         if unlock and hold is not None:
             hold.locked = False
+        self.relisted = result[-1] == "relisted"
         if result[0] == "overshoot":
             logger.warning(
                 "%s %r: its quota lease ran out and the overwrite landed past the quota of %r",
