@@ -38,12 +38,6 @@ globals().update(
 )
 
 
-# a write begun where no quota was set is not counted by a quota set while it runs
-test_quota_set_during_a_write_counts_it = pytest.mark.xfail(
-    strict=True, reason="the Redis ledger does not count it yet"
-)(suite.test_quota_set_during_a_write_counts_it)
-
-
 @pytest.fixture(
     params=["memory", "local", pytest.param("s3", marks=pytest.mark.s3)],
 )

@@ -57,6 +57,7 @@ class _RedisHeld:
         "keys",
         "lazy",
         "locked",
+        "loose",
         "reservations",
         "token",
         "unreachable",
@@ -72,6 +73,8 @@ class _RedisHeld:
         self.unreachable = False  # Redis did not answer the lock: nor is it asked to unlock
         self.reservations: list[str] = []
         self.deleted: list[str] = []
+        # keys written where no quota covered them when they reserved (see _loosen)
+        self.loose: list[str] = []
         self._renewer: Renewer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reset: contextvars.Token[_RedisHeld | None] | None = None
@@ -115,6 +118,8 @@ class _RedisHeld:
         try:
             if self.deleted or self.locked:
                 await self._ledger._finish(self)
+            if self.loose:
+                await self._ledger._loosen(self.loose)
         finally:
             await self._local.__aexit__(exc_type, exc, tb)
 

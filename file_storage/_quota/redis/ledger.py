@@ -362,7 +362,21 @@ class RedisQuotaManager(QuotaManager):
             # bytes would stay held for a lease (the hold's exit frees the key's lock)
             await asyncio.shield(reservation.release())
             raise
+        if not found and reservation._hold is not None:
+            reservation._hold.loose.append(key)
         return reservation if found else None
+
+    async def _loosen(self, keys: list[str]) -> None:
+        """Writes of ``keys`` that no quota covered when they reserved are over: a quota
+        set meanwhile (by any process) covering one of them may have been listed before
+        it landed, and it records none of them, so it is listed again on next use."""
+        try:
+            await self._client.run(lua.INVALIDATE, [self.ns, *keys])
+        except RedisUnavailable:
+            self._dirty.update(keys)  # marked with the next step Redis answers
+        except asyncio.CancelledError:
+            self._dirty.update(keys)
+            raise
 
     async def _reserve(
         self,
