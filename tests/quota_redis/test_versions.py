@@ -137,3 +137,20 @@ async def test_a_listing_between_a_versioned_write_landing_and_its_commit(
         assert (await b.get_usage()).used == 56 + old
         await b.refresh_usage()
         assert (await a.get_usage()).used == 56 + old
+
+
+async def test_versioning_suspended_by_another_process_counts_the_null_version_replaced(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    async with a, b:
+        assert (await a.get_usage()).used == 0  # a learned: never versioned
+        await b.set_versioning(True)
+        await b.save("n", b"x" * 10)  # a version of its own: kept from now on
+        await b.set_versioning(False)  # suspended, for every process
+        await a.save("n", b"y" * 7)
+        await a.save("n", b"z" * 5)  # replaces the "null" version
+        assert (await a.get_usage()).used == (await b.get_usage()).used == 15
+        await b.refresh_usage()
+        assert (await a.get_usage()).used == 15

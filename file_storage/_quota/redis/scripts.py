@@ -247,6 +247,7 @@ for j, ql in ipairs(quotas) do
     redis.call('HINCRBY', rk, 'h:' .. p, extra)
   end
 end
+if fresh then redis.call('HSET', rk, 'v', redis.call('GET', ns .. ':ver') or 'off') end
 redis.call('ZADD', ns .. ':leases', now + lease, id)
 return {'ok'}
 """
@@ -295,10 +296,14 @@ end
 -- versioned: a listing that began or ended since the reservation (or runs now) may have
 -- counted the new object, or the one it replaces as a prior version, already; the
 -- caller then counts the key's versions as the store lists them
+-- So does one under a versioning that changed since (the store may have applied either),
+-- or suspended (a "null" version is replaced, one with an id kept: only the store knows)
 local relisted = versioned and #held == 0
 if versioned then
   local g = {}
   for j = 1, #held, 2 do g[held[j]] = held[j + 1] end
+  local ver = redis.call('GET', ns .. ':ver')
+  if ver == 'suspended' or (g['v'] and g['v'] ~= ver) then relisted = true end
   for _, ql in ipairs(quotas) do
     local f = redis.call('HMGET', ns .. ':q:' .. ql[1], 'seeding', 'lists')
     if f[1] or (f[2] or '0') ~= (g['g:' .. ql[1]] or '0') then relisted = true end
