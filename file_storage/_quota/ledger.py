@@ -334,7 +334,7 @@ class _Watched:
     listed again the quotas made while it ran: it reserved nothing in them, nor will it
     record what it wrote or deleted there, and their listing may have run before it did."""
 
-    __slots__ = ("_born", "_folder", "_inner", "_keys", "_ledger")
+    __slots__ = ("_born", "_folder", "_inner", "_keys", "_ledger", "relisted")
 
     def __init__(
         self,
@@ -348,6 +348,7 @@ class _Watched:
         self._keys = keys
         self._folder = folder
         self._born = ledger._born
+        self.relisted = False  # (as a shared ledger's hold says: never in process)
 
     async def __aenter__(self) -> None:
         await self._inner.__aenter__()

@@ -176,3 +176,9 @@ class Settles(BackendCore):
         await reservation.commit(latest[0])
         await self._quotas.set_kept(key, sum(v.size for v in versions if not v.is_latest))
         return True, late
+
+
+def relisted(held: object) -> bool:
+    """A shared ledger's hold that says its deleted keys' versions are to be counted as
+    the store lists them (see ``FINISH`` in :mod:`file_storage._quota.redis.scripts`)."""
+    return getattr(held, "relisted", False) is True

@@ -32,7 +32,7 @@ from file_storage.backends._core import (
     Content,
     SaveItems,
 )
-from file_storage.backends._settles import Settles
+from file_storage.backends._settles import Settles, relisted
 from file_storage.backends._support import (
     Counter,
     has_landed,
@@ -334,7 +334,8 @@ class Writes(Settles):
     async def _move_counted(self, src_key: str, dst_key: str, done: list[ObjectEvent]) -> None:
         """Move holding both keys, counting the result; its events go to ``done``."""
         since = self._recount_mark()
-        async with self._quotas.hold(src_key, dst_key):
+        held = self._quotas.hold(src_key, dst_key)
+        async with held:
             reservation, size = await self._reserve_copy(src_key, dst_key, "move", moving=True)
             known = size if reservation is not None else None
             try:
@@ -352,7 +353,7 @@ class Writes(Settles):
             done.extend((*_present(event), ObjectEvent("deleted", src_key)))
             await self._quotas.forget(src_key)
         # (after the unlock: a shared ledger forgets the source as it unlocks)
-        await self._recount_versions(src_key, since=since)
+        await self._recount_versions(src_key, since=since, relisted=relisted(held))
 
     async def _reserve_copy(
         self, src: str, dst: str, operation: str, *, moving: bool = False
@@ -371,7 +372,8 @@ class Writes(Settles):
         key = self._key(path, "delete")
         with self._translate("delete", key), self._events.pending() as done:
             since = self._recount_mark()
-            async with self._quotas.hold(key):
+            held = self._quotas.hold(key)
+            async with held:
                 try:
                     await self._delete(key)
                 except BaseException as exc:
@@ -379,7 +381,7 @@ class Writes(Settles):
                     raise
                 done.append(ObjectEvent("deleted", key))
                 await self._quotas.forget(key)
-            await self._recount_versions(key, since=since)
+            await self._recount_versions(key, since=since, relisted=relisted(held))
 
     @final
     async def delete_many(self, paths: Iterable[KeyLike]) -> None:
@@ -407,9 +409,10 @@ class Writes(Settles):
         their events are sent however the unlock ends."""
         with self._events.pending() as done:
             since = self._recount_mark()
-            async with self._quotas.hold(*keys):
+            held = self._quotas.hold(*keys)
+            async with held:
                 await self._delete_locked(keys, done)
-            await self._recount_versions(*keys, since=since)
+            await self._recount_versions(*keys, since=since, relisted=relisted(held))
 
     async def _delete_listed(self, folder: str, keys: list[str], after: str | None) -> int:
         """Delete what of the listed ``keys`` (sorted, after ``after``) is still stored once
@@ -417,12 +420,13 @@ class Writes(Settles):
         announced again. Returns how many were deleted."""
         with self._events.pending() as done:
             since = self._recount_mark()
-            async with self._quotas.hold(*keys):
+            held = self._quotas.hold(*keys)
+            async with held:
                 listing = self._iter_entries(folder, after, True, len(keys))
                 present = await _pages.still_listed(listing, keys)
                 if present:
                     await self._delete_locked(present, done)
-            await self._recount_versions(*present, since=since)
+            await self._recount_versions(*present, since=since, relisted=relisted(held))
             return len(present)
 
     async def _delete_locked(self, keys: list[str], done: list[ObjectEvent]) -> None:

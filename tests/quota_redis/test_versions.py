@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from file_storage import (
     LocalStorageBackend,
+    ObjectInfo,
     StorageQuotaExceededError,
 )
 from file_storage._quota.redis.wire import RedisTimeout
@@ -154,3 +156,31 @@ async def test_versioning_suspended_by_another_process_counts_the_null_version_r
         assert (await a.get_usage()).used == (await b.get_usage()).used == 15
         await b.refresh_usage()
         assert (await a.get_usage()).used == 15
+
+
+async def test_a_delete_while_another_process_begins_a_listing_is_counted_once(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    async with a, b:
+        await a.set_versioning(True)
+        await a.save("n", b"x" * 17)
+        begun, go = asyncio.Event(), asyncio.Event()
+        real = b._usage_scan
+
+        async def late(prefix: str) -> AsyncIterator[ObjectInfo]:
+            begun.set()  # the listing has begun in Redis; the store is read after the delete
+            await go.wait()
+            async for info in real(prefix):
+                yield info
+
+        b._usage_scan = late  # type: ignore[method-assign]
+        listing = asyncio.create_task(b.refresh_usage())
+        await begun.wait()
+        await a.delete("n")  # kept as a prior version, which the listing will see too
+        go.set()
+        await listing
+        assert (await a.get_usage()).used == 17
+        await a.refresh_usage()
+        assert (await b.get_usage()).used == 17

@@ -58,6 +58,7 @@ class _RedisHeld:
         "lazy",
         "locked",
         "loose",
+        "relisted",
         "reservations",
         "token",
         "unreachable",
@@ -75,6 +76,7 @@ class _RedisHeld:
         self.deleted: list[str] = []
         # keys written where no quota covered them when they reserved (see _loosen)
         self.loose: list[str] = []
+        self.relisted = False  # the deleted keys' versions are to be counted as listed
         self._renewer: Renewer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reset: contextvars.Token[_RedisHeld | None] | None = None

@@ -311,7 +311,7 @@ class RedisQuotaManager(QuotaManager):
         try:
             if hold.unreachable:  # asking again would wait a whole timeout more
                 raise RedisUnavailable("unreachable at lock")
-            await self._client.run(lua.FINISH, args)
+            hold.relisted = await self._client.run(lua.FINISH, args) == 2
         except (RedisUnavailable, asyncio.CancelledError) as exc:
             # the step ran or not (cancelled before its answer, or before it was sent
             # while connecting): the deletes' quotas are listed again, and the locks

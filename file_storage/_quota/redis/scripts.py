@@ -347,21 +347,28 @@ return 1
 )
 
 # ARGV: ns, token, n_deleted, deleted keys..., lock keys...: record the deletes, unlock
+# -> 1, or 2: the caller counts the deleted keys' versions as the store lists them (a
+# versioned store: suspended, where only the store knows whether the object was kept, or
+# a quota being listed now, which may have seen the object kept already)
 FINISH = Script(
     _COMMON
     + """
 local token, n = ARGV[2], tonumber(ARGV[3])
 purge(now_ms())
 local versioned = keeps()  -- a delete keeps the object as a prior version
+local relisted = versioned and redis.call('GET', ns .. ':ver') == 'suspended'
 for j = 4, 3 + n do
   local key = ARGV[j]
   for _, ql in ipairs(covering(key)) do
-    if versioned then keep(ql[1], key) end
+    if versioned then
+      keep(ql[1], key)
+      if redis.call('HEXISTS', ns .. ':q:' .. ql[1], 'seeding') == 1 then relisted = true end
+    end
     record(ql[1], key, nil)
   end
 end
 unlock(token, 4 + n, #ARGV)
-return 1
+return relisted and 2 or 1
 """
 )
 
