@@ -117,3 +117,36 @@ async def test_listing_between_a_versioned_write_landing_and_its_count(old: int)
     assert (await backend.get_usage()).used == 56 + old
     await backend.refresh_usage()
     assert (await backend.get_usage()).used == 56 + old
+
+
+class _SlowToEnable(MemoryStorageBackend):
+    """Enabling versioning waits for ``gate`` once the store has done it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.begun, self.gate = asyncio.Event(), asyncio.Event()
+
+    async def _set_versioning(self, enabled: bool) -> None:
+        await super()._set_versioning(enabled)
+        if enabled:
+            self.begun.set()
+            await self.gate.wait()
+
+
+async def test_concurrent_set_versioning_leaves_the_ledger_as_the_store() -> None:
+    backend = _SlowToEnable()
+    backend.set_quota("", 100)
+    assert (await backend.get_usage()).used == 0  # listed: the state is not asked again
+    enabling = asyncio.create_task(backend.set_versioning(True))
+    await backend.begun.wait()  # enabled in the store, not yet in the ledger
+    suspending = asyncio.create_task(backend.set_versioning(False))
+    for _ in range(100):  # suspending runs as far as it can
+        await asyncio.sleep(0)
+    backend.gate.set()
+    await asyncio.gather(enabling, suspending)
+    await backend.save("k", b"x" * 10)
+    await backend.save("k", b"y" * 10)  # suspended: replaces the "null" version
+    await backend.save("k", b"z" * 10)
+    assert (await backend.get_usage()).used == 10
+    await backend.refresh_usage()
+    assert (await backend.get_usage()).used == 10
