@@ -25,9 +25,11 @@ Versions. On a versioned backend an overwrite or a delete keeps the old object a
 version: its bytes stay stored. While versioning is on (or suspended, conservatively),
 a reservation credits nothing for the object it replaces (nor for a move's source), and
 its commit moves the old size into the key's ``kept`` bytes instead of dropping it; a
-delete does the same. The scanner reports prior versions as ``<key>\\<version id>``
-(a backslash: never a key), which count as ``kept`` bytes of ``<key>``, so prefix quotas
-count every version. ``set_kept`` re-learns a key's prior versions after a purge.
+delete does the same. (Suspended, the store replaces a "null" version: the backend then
+lists the key's versions and sets its ``kept`` bytes, see ``set_kept``.) The scanner
+reports prior versions as ``<key>\\<version id>`` (a backslash: never a key), which
+count as ``kept`` bytes of ``<key>``, so prefix quotas count every version. ``set_kept``
+re-learns a key's prior versions after a purge.
 
 One backend may serve several threads, each running an event loop of its own: the key
 and scan locks are :class:`SharedLock` (usable from any loop in any thread), and every
@@ -86,6 +88,8 @@ if hasattr(os, "register_at_fork"):
 
 class _Quota:
     __slots__ = (
+        "born",
+        "dirty",
         "kept",
         "limit",
         "lock",
@@ -99,9 +103,11 @@ class _Quota:
         "used",
     )
 
-    def __init__(self, prefix: str, limit: int):
+    def __init__(self, prefix: str, limit: int, born: int = 0):
         self.prefix = prefix
         self.limit = limit
+        self.born = born  # the ledger's count of quotas made when this one was
+        self.dirty = False  # an operation begun before it was made changed a key under it
         self.used = 0
         self.reserved = 0
         # the reservations holding bytes here: those of a loop closed under them are freed
@@ -175,6 +181,7 @@ class Reservation:
         "_reserved",
         "key",
         "operation",
+        "relisted",
     )
 
     def __init__(
@@ -194,6 +201,8 @@ class Reservation:
             self._olds = self._old_sizes(quotas, key, frees, keeps)
         self._reserved = [0] * len(quotas)
         self._done = False
+        #: a shared ledger's listing overlapped the write (see _recount_versions)
+        self.relisted = False
         self._loop = asyncio.get_running_loop()  # closed under the write: it ends here
 
     @staticmethod
@@ -320,6 +329,43 @@ class _Held:
 _NOT_LOCKED: AbstractAsyncContextManager[None] = contextlib.nullcontext()
 
 
+class _Watched:
+    """An operation's hold of its keys (or of a folder) that, when it ends, marks to be
+    listed again the quotas made while it ran: it reserved nothing in them, nor will it
+    record what it wrote or deleted there, and their listing may have run before it did."""
+
+    __slots__ = ("_born", "_folder", "_inner", "_keys", "_ledger", "relisted")
+
+    def __init__(
+        self,
+        ledger: QuotaManager,
+        inner: AbstractAsyncContextManager[None],
+        keys: tuple[str, ...],
+        folder: str | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._inner = inner
+        self._keys = keys
+        self._folder = folder
+        self._born = ledger._born
+        self.relisted = False  # (as a shared ledger's hold says: never in process)
+
+    async def __aenter__(self) -> None:
+        await self._inner.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._inner.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._ledger._born != self._born:
+                self._ledger._mark_newer(self._born, self._keys, self._folder)
+
+
 class QuotaManager:
     """All quotas of one backend, and the per-key locks that keep them exact."""
 
@@ -333,6 +379,10 @@ class QuotaManager:
         self._refresh_seconds = refresh_seconds
         self._quotas: dict[str, _Quota] = {}
         self._locks: dict[str, _KeyLock] = {}
+        self._born = 0  # how many quotas were made (set anew): see _Watched
+        #: bumped as each listing of usage begins and ends: a versioned write that saw it
+        #: change may have been listed as stored before it was counted (see set_kept)
+        self.listings = 0
         _LEDGERS.add(self)
 
     def _forked(self) -> None:
@@ -356,11 +406,13 @@ class QuotaManager:
             return
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError(f"a quota is a number of bytes >= 0, got {limit!r}")
-        quota = self._quotas.get(prefix)
-        if quota is None:
-            self._quotas[prefix] = _Quota(prefix, limit)
-        else:
-            quota.limit = limit
+        with _LEDGER:
+            quota = self._quotas.get(prefix)
+            if quota is None:
+                self._born += 1
+                self._quotas[prefix] = _Quota(prefix, limit, self._born)
+            else:
+                quota.limit = limit
 
     def limit(self, prefix: str) -> int | None:
         quota = self._quotas.get(prefix)
@@ -372,9 +424,27 @@ class QuotaManager:
         Nothing is locked when no quota is set. ``lazy``: the holder's first ledger step
         is its ``reserve``, before any I/O (a shared ledger may lock the key in that step).
         """
-        if not self._quotas:
-            return _NOT_LOCKED
-        return _Held(self._locks, sorted(set(keys)))
+        inner = _Held(self._locks, sorted(set(keys))) if self._quotas else _NOT_LOCKED
+        return _Watched(self, inner, keys)
+
+    def watch(self, folder: str) -> AbstractAsyncContextManager[None]:
+        """Around a change of the folder ``folder`` made without holding its keys (a
+        ``delete_prefix`` no quota overlapped): a quota made meanwhile is listed again."""
+        return _Watched(self, _NOT_LOCKED, (), folder)
+
+    def _mark_newer(self, born: int, keys: tuple[str, ...], folder: str | None) -> None:
+        """Mark to be listed again the quotas made after ``born`` that cover one of
+        ``keys`` or overlap ``folder``."""
+        with _LEDGER:
+            for q in self._quotas.values():
+                if q.born > born and (
+                    any(q.covers(key) for key in keys)
+                    or (
+                        folder is not None
+                        and (q.prefix.startswith(folder) or folder.startswith(q.prefix))
+                    )
+                ):
+                    q.dirty = True
 
     def overlaps(self, prefix: str) -> bool:
         """True when a quota covers some key under the folder ``prefix``."""
@@ -393,7 +463,7 @@ class QuotaManager:
         return [q for q in list(self._quotas.values()) if q.covers(key)]
 
     def _stale(self, q: _Quota) -> bool:
-        if q.sizes is None:
+        if q.sizes is None or q.dirty:
             return True
         return (
             self._refresh_seconds is not None
@@ -412,6 +482,8 @@ class QuotaManager:
             with _LEDGER:
                 q.pending = {}
                 q.pending_kept = {}
+                q.dirty = False  # a mark from now on may have come after its key was listed
+                self.listings += 1
             try:
                 sizes: dict[str, int] = {}
                 kept: dict[str, int] = {}
@@ -439,6 +511,7 @@ class QuotaManager:
                 with _LEDGER:
                     q.pending = None
                     q.pending_kept = None
+                    self.listings += 1
         finally:
             q.lock.release(grant)
 

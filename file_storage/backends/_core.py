@@ -31,7 +31,7 @@ from pydantic import SecretStr
 from file_storage._events import EventHub
 from file_storage._expiry import Expiry, MemoryRules, RuleStore
 from file_storage._keys import KeyLike, validate_key, validate_prefix
-from file_storage._loops import InFlight
+from file_storage._loops import InFlight, SharedLock
 from file_storage._quota.ledger import VERSION_SEP, QuotaManager
 from file_storage._settings_common import MAX_SECONDS
 from file_storage._streams import CHUNK_SIZE, Progress
@@ -182,6 +182,8 @@ class BackendCore(abc.ABC):
             self._quotas.set("", max_size_bytes)
         self._events = EventHub()
         self._in_flight = InFlight()
+        # set_versioning calls take turns: the ledger ends in the state the store ends in
+        self._versioning_lock = SharedLock()
         self._expiry = Expiry(expire_interval_seconds)
         #: where the expiry rules live; a backend with a place of its own replaces it
         self._rules: RuleStore = MemoryRules()

@@ -16,6 +16,43 @@ from file_storage.models import ObjectEvent
 class Settles(BackendCore):
     """The look-ups of :class:`~file_storage.StorageBackend` after an unsure write or delete."""
 
+    # bumped as set_versioning begins and ends: an operation that saw it change may have
+    # been applied by the store under either state
+    _versioning_changes = 0
+
+    def _recount_mark(self) -> tuple[int, int]:
+        """Taken as a write or delete begins, for :meth:`_recount_versions`."""
+        return self._versioning_changes, self._quotas.listings
+
+    async def _recount_versions(
+        self, *keys: str, since: tuple[int, int], relisted: bool = False
+    ) -> None:
+        """Count the keys' prior versions as the store lists them, after a write or a
+        delete the ledger may have counted wrong on a store keeping versions (one listing
+        per key, only then): while versioning is suspended, a write or a delete replaces
+        the key's "null" version but keeps one with an id of its own, which the ledger
+        cannot tell apart; ``set_versioning`` ran meanwhile (``since``: the mark taken as
+        the operation began), so the store may have applied either state; or a listing of
+        usage ran meanwhile, which may have counted the new object, or the one it
+        replaced as a prior version, before the ledger did (``relisted``: a shared
+        ledger saw one of another process do so)."""
+        if not self._quotas:
+            return
+        versioning, listings = since
+        if not (
+            self._quotas.versioning == "suspended"
+            or self._versioning_changes != versioning
+            or relisted
+            or (self._quotas.keeps and self._quotas.listings != listings)
+        ):
+            return
+        for key in keys:
+            try:
+                versions = await self._list_versions(key)
+            except Exception:  # the write is done: its replaced object stays counted
+                continue
+            await self._quotas.set_kept(key, sum(v.size for v in versions if not v.is_latest))
+
     def _unanswered(self, exc: BaseException) -> bool:
         """A remote write that failed without an answer (a connection cut after the server
         stored it, a timeout): the object may be stored all the same."""
@@ -139,3 +176,9 @@ class Settles(BackendCore):
         await reservation.commit(latest[0])
         await self._quotas.set_kept(key, sum(v.size for v in versions if not v.is_latest))
         return True, late
+
+
+def relisted(held: object) -> bool:
+    """A shared ledger's hold that says its deleted keys' versions are to be counted as
+    the store lists them (see ``FINISH`` in :mod:`file_storage._quota.redis.scripts`)."""
+    return getattr(held, "relisted", False) is True

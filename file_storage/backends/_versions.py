@@ -41,10 +41,18 @@ class Versions(Writes):
         if not isinstance(enabled, bool):
             raise TypeError("enabled must be a bool")
         with self._translate("set_versioning", None):
-            if not enabled and await self._versioning() == "off":
-                return  # never enabled: there is nothing to suspend
-            await self._set_versioning(enabled)
-            await self._quotas.set_versioning("enabled" if enabled else "suspended")
+            grant = await self._versioning_lock.acquire()
+            try:
+                if not enabled and await self._versioning() == "off":
+                    return  # never enabled: there is nothing to suspend
+                self._versioning_changes += 1
+                try:
+                    await self._set_versioning(enabled)
+                    await self._quotas.set_versioning("enabled" if enabled else "suspended")
+                finally:
+                    self._versioning_changes += 1
+            finally:
+                self._versioning_lock.release(grant)
 
     @final
     async def list_versions(self, path: KeyLike) -> list[ObjectVersion]:

@@ -33,7 +33,7 @@ from file_storage.backends._core import (
     Content,
     SaveItems,
 )
-from file_storage.backends._settles import Settles
+from file_storage.backends._settles import Settles, relisted
 from file_storage.backends._support import (
     Counter,
     has_landed,
@@ -144,6 +144,7 @@ class Writes(Settles):
         ``size``: the bytes written (``None``: unknown, no quota counts them). A write
         cancelled once it had landed is counted, and its event emitted before the
         cancellation is raised: subscribers see every object that is stored."""
+        since = self._recount_mark()
         try:
             await hook
         except BaseException as exc:
@@ -166,6 +167,7 @@ class Writes(Settles):
         try:
             if reservation is not None:
                 await reservation.commit(value or 0)  # a Redis ledger's round trip
+                await self._recount_versions(key, since=since, relisted=reservation.relisted)
         except asyncio.CancelledError as cancelled:
             # the write is done (a move's source gone too): its caller counts it so, and
             # subscribers hear of it
@@ -336,7 +338,9 @@ class Writes(Settles):
 
     async def _move_counted(self, src_key: str, dst_key: str, done: list[ObjectEvent]) -> None:
         """Move holding both keys, counting the result; its events go to ``done``."""
-        async with self._quotas.hold(src_key, dst_key):
+        since = self._recount_mark()
+        held = self._quotas.hold(src_key, dst_key)
+        async with held:
             reservation, size = await self._reserve_copy(src_key, dst_key, "move", moving=True)
             known = size if reservation is not None else None
             try:
@@ -353,6 +357,8 @@ class Writes(Settles):
                 raise
             done.extend((*_present(event), ObjectEvent("deleted", src_key)))
             await self._quotas.forget(src_key)
+        # (after the unlock: a shared ledger forgets the source as it unlocks)
+        await self._recount_versions(src_key, since=since, relisted=relisted(held))
 
     async def _reserve_copy(
         self, src: str, dst: str, operation: str, *, moving: bool = False
@@ -370,7 +376,9 @@ class Writes(Settles):
         """Delete the object at ``path``; a missing object is not an error."""
         key = self._key(path, "delete")
         with self._translate("delete", key), self._events.pending() as done:
-            async with self._quotas.hold(key):
+            since = self._recount_mark()
+            held = self._quotas.hold(key)
+            async with held:
                 try:
                     await self._delete(key)
                 except BaseException as exc:
@@ -378,6 +386,7 @@ class Writes(Settles):
                     raise
                 done.append(ObjectEvent("deleted", key))
                 await self._quotas.forget(key)
+            await self._recount_versions(key, since=since, relisted=relisted(held))
 
     @final
     async def delete_many(self, paths: Iterable[KeyLike]) -> None:
@@ -404,20 +413,26 @@ class Writes(Settles):
         """Delete ``keys`` holding their locks, then take them out of the quota ledger;
         their events are sent however the unlock ends."""
         with self._events.pending() as done:
-            async with self._quotas.hold(*keys):
+            since = self._recount_mark()
+            held = self._quotas.hold(*keys)
+            async with held:
                 await self._delete_locked(keys, done)
+            await self._recount_versions(*keys, since=since, relisted=relisted(held))
 
     async def _delete_listed(self, folder: str, keys: list[str], after: str | None) -> int:
         """Delete what of the listed ``keys`` (sorted, after ``after``) is still stored once
         they are held: one another caller deleted meanwhile is neither counted nor
         announced again. Returns how many were deleted."""
         with self._events.pending() as done:
-            async with self._quotas.hold(*keys):
+            since = self._recount_mark()
+            held = self._quotas.hold(*keys)
+            async with held:
                 listing = self._iter_entries(folder, after, True, len(keys))
                 present = await _pages.still_listed(listing, keys)
                 if present:
                     await self._delete_locked(present, done)
-                return len(present)
+            await self._recount_versions(*present, since=since, relisted=relisted(held))
+            return len(present)
 
     async def _delete_locked(self, keys: list[str], done: list[ObjectEvent]) -> None:
         try:
@@ -452,7 +467,8 @@ class Writes(Settles):
         folder = self._prefix(prefix, "delete_prefix")
         with self._translate("delete_prefix", folder):
             if not self._quotas.overlaps(folder) and not self._events:
-                return await self._delete_prefix(folder)
+                async with self._quotas.watch(folder):  # a quota set meanwhile: listed again
+                    return await self._delete_prefix(folder)
             # under a quota: delete what one listing finds, key by key locked and forgotten,
             # so that a write racing the delete is either deleted or counted, never lost;
             # with subscribers too, as the events name the keys

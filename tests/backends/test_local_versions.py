@@ -53,12 +53,13 @@ async def test_versions_live_in_the_reserved_area_and_are_never_listed(
 
 async def test_a_kept_link_to_the_live_file_is_ignored(local_backend: LocalStorageBackend) -> None:
     # a crash between keeping the old file and renaming the new one leaves a link to
-    # the file that is still live: it is not a prior version
+    # the file that is still live, named by its own version id: it is not a prior version
     await local_backend.set_versioning(True)
     await local_backend.save("k.txt", b"live")
     await local_backend.save("k.txt", b"live2")
+    live_id = (await local_backend.list_versions("k.txt"))[0].version_id
     [kept] = [p for p in (local_backend.root / VERSIONS_DIR).rglob("v-*")]
-    os.link(local_backend.root / "k.txt", kept.parent / "v-99999999999999999999-feed")
+    os.link(local_backend.root / "k.txt", kept.parent / f"v-99999999999999999999-{live_id}")
     versions = await local_backend.list_versions("k.txt")
     assert [v.size for v in versions] == [5, 4]
 

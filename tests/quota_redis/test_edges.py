@@ -15,7 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from file_storage import LocalStorageBackend, ObjectInfo, StorageQuotaExceededError
+from file_storage import (
+    LocalStorageBackend,
+    ObjectInfo,
+    ObjectVersion,
+    StorageQuotaExceededError,
+)
 from tests.quota_redis.ledger import gated_pair, local, pause_listing
 from tests.quota_redis.server import RedisServer
 
@@ -599,6 +604,13 @@ class HugeVersionedLocal(LocalStorageBackend):
         async for info in super()._usage_scan(prefix):
             if info.key != "big/object":
                 yield info
+
+    async def _list_versions(self, key: str) -> list[ObjectVersion]:
+        # the huge object, as the listing shows it: a prior version once overwritten
+        versions = await super()._list_versions(key)
+        if self.huge and key == "big/object" and versions:
+            versions.append(ObjectVersion("huge", self.huge, datetime.now(UTC), False))
+        return versions
 
 
 @pytest.mark.parametrize("huge", [10**14 + 12345, 2**52 + 1])

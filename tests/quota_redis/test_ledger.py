@@ -15,6 +15,7 @@ from file_storage import (
     StorageUnavailableError,
 )
 from file_storage._quota.redis.wire import RedisTimeout, Script
+from file_storage.testing.suite.quota import paused_save
 from tests.quota_redis.ledger import gated_pair, local, run_out_leases, steps_through_run
 from tests.quota_redis.server import RedisServer
 
@@ -440,3 +441,29 @@ async def test_a_lost_commit_counts_its_object_once_from_the_next_step(
         assert (await b.get_usage()).used == await b.get_total_size() == 105
         await asyncio.wait_for(b.save("k", b"w" * 20), 10)  # the key is not locked
         assert (await b.get_usage()).used == await b.get_total_size() == 35
+
+
+@pytest.mark.parametrize("who", ["same", "other"])
+async def test_redis_restarted_without_its_data_during_a_write_resumes_exactly(
+    tmp_path: Path, own_redis: RedisServer, namespace: str, who: str
+) -> None:
+    root = tmp_path / "storage"
+    a = local(root, own_redis, namespace, max_size_bytes=1000)
+    b = local(root, own_redis, namespace)
+    async with a, b:
+        a.set_quota("users/u1/", 300)
+        await a.save("users/u1/a", b"x" * 100)
+        write, gate = await paused_save(a, "users/u1/k", b"k" * 50, b"k" * 50)
+        own_redis.stop()
+        own_redis.start()  # the same port, and no data: persistence is off
+        for _ in range(100):  # the loop reads the old connection's end, as a live app does
+            await asyncio.sleep(0)
+        writer = a if who == "same" else b
+        await writer.save("users/u1/b", b"y" * 20)  # limits pushed again, usage listed
+        gate.set()
+        await write
+        for backend in (a, b):
+            assert (await backend.get_usage("users/u1/")).used == 220
+            assert (await backend.get_usage()).used == await backend.get_total_size() == 220
+        with pytest.raises(StorageQuotaExceededError):
+            await b.save("users/u1/c", b"z" * 81)

@@ -12,6 +12,7 @@ import pytest
 from file_storage import (
     LocalStorageBackend,
 )
+from file_storage.testing.suite.quota import paused_save
 from tests.quota_redis.ledger import local, pause_listing
 from tests.quota_redis.server import RedisServer
 
@@ -138,3 +139,18 @@ async def test_get_usage_without_a_quota_lists(
         await a.save("d/a", b"x" * 10)
         usage = await a.get_usage("d")
         assert (usage.used, usage.limit) == (10, None)
+
+
+async def test_a_quota_set_by_another_process_during_a_write_counts_it(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = local(tmp_path, redis_server, namespace)
+    b = local(tmp_path, redis_server, namespace)
+    async with a, b:
+        write, gate = await paused_save(a, "k", b"x" * 10, b"y" * 5)  # no quota covers it
+        b.set_quota("", 100)
+        assert (await b.get_usage()).used == 0  # listed before the write landed
+        gate.set()
+        await write
+        assert (await b.get_usage()).used == 15
+        assert (await a.get_usage()).used == 15

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from file_storage import (
     LocalStorageBackend,
+    ObjectInfo,
     StorageQuotaExceededError,
 )
 from file_storage._quota.redis.wire import RedisTimeout
@@ -115,3 +117,70 @@ async def test_versioning_set_while_redis_did_not_answer_reaches_it_with_the_nex
         assert (await b.get_usage()).used == 201
         await b.refresh_usage()
         assert (await a.get_usage()).used == 201
+
+
+@pytest.mark.parametrize("lister", ["same", "other"])
+@pytest.mark.parametrize("old", [0, 10])
+async def test_a_listing_between_a_versioned_write_landing_and_its_commit(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, old: int, lister: str
+) -> None:
+    a, b = gated_pair(tmp_path, redis_server, namespace, "n")
+    async with a, b:
+        await a.set_versioning(True)
+        if old:
+            await b.save("n", b"o" * old)
+        assert (await a.get_usage()).used == old
+        write = asyncio.create_task(a.save("n", b"n" * 56))
+        await a.landed.wait()  # stored, not yet committed
+        # lists the new object (and the old one as a version), in this process or another
+        await (a if lister == "same" else b).refresh_usage()
+        a.gate.set()
+        await write
+        assert (await b.get_usage()).used == 56 + old
+        await b.refresh_usage()
+        assert (await a.get_usage()).used == 56 + old
+
+
+async def test_versioning_suspended_by_another_process_counts_the_null_version_replaced(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    async with a, b:
+        assert (await a.get_usage()).used == 0  # a learned: never versioned
+        await b.set_versioning(True)
+        await b.save("n", b"x" * 10)  # a version of its own: kept from now on
+        await b.set_versioning(False)  # suspended, for every process
+        await a.save("n", b"y" * 7)
+        await a.save("n", b"z" * 5)  # replaces the "null" version
+        assert (await a.get_usage()).used == (await b.get_usage()).used == 15
+        await b.refresh_usage()
+        assert (await a.get_usage()).used == 15
+
+
+async def test_a_delete_while_another_process_begins_a_listing_is_counted_once(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    async with a, b:
+        await a.set_versioning(True)
+        await a.save("n", b"x" * 17)
+        begun, go = asyncio.Event(), asyncio.Event()
+        real = b._usage_scan
+
+        async def late(prefix: str) -> AsyncIterator[ObjectInfo]:
+            begun.set()  # the listing has begun in Redis; the store is read after the delete
+            await go.wait()
+            async for info in real(prefix):
+                yield info
+
+        b._usage_scan = late  # type: ignore[method-assign]
+        listing = asyncio.create_task(b.refresh_usage())
+        await begun.wait()
+        await a.delete("n")  # kept as a prior version, which the listing will see too
+        go.set()
+        await listing
+        assert (await a.get_usage()).used == 17
+        await a.refresh_usage()
+        assert (await b.get_usage()).used == 17

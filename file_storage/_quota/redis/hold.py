@@ -57,6 +57,8 @@ class _RedisHeld:
         "keys",
         "lazy",
         "locked",
+        "loose",
+        "relisted",
         "reservations",
         "token",
         "unreachable",
@@ -72,6 +74,9 @@ class _RedisHeld:
         self.unreachable = False  # Redis did not answer the lock: nor is it asked to unlock
         self.reservations: list[str] = []
         self.deleted: list[str] = []
+        # keys written where no quota covered them when they reserved (see _loosen)
+        self.loose: list[str] = []
+        self.relisted = False  # the deleted keys' versions are to be counted as listed
         self._renewer: Renewer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reset: contextvars.Token[_RedisHeld | None] | None = None
@@ -115,6 +120,8 @@ class _RedisHeld:
         try:
             if self.deleted or self.locked:
                 await self._ledger._finish(self)
+            if self.loose:
+                await self._ledger._loosen(self.loose)
         finally:
             await self._local.__aexit__(exc_type, exc, tb)
 
@@ -134,6 +141,7 @@ class _RedisReservation(Reservation):
         self.key = key
         self.operation = operation
         self._done = False
+        self.relisted = False
         if hold is not None:
             hold.reservations.append(self._id)
 
@@ -205,6 +213,7 @@ class _RedisReservation(Reservation):
             )
         if unlock and hold is not None:
             hold.locked = False
+        self.relisted = result[-1] == "relisted"
         if result[0] == "overshoot":
             logger.warning(
                 "%s %r: its quota lease ran out and the overwrite landed past the quota of %r",

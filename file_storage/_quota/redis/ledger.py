@@ -316,7 +316,7 @@ class RedisQuotaManager(QuotaManager):
         try:
             if hold.unreachable:  # asking again would wait a whole timeout more
                 raise RedisUnavailable("unreachable at lock")
-            await self._client.run(lua.FINISH, args)
+            hold.relisted = await self._client.run(lua.FINISH, args) == 2
         except (RedisUnavailable, asyncio.CancelledError) as exc:
             # the step ran or not (cancelled before its answer, or before it was sent
             # while connecting): the deletes' quotas are listed again, and the locks
@@ -367,7 +367,21 @@ class RedisQuotaManager(QuotaManager):
             # bytes would stay held for a lease (the hold's exit frees the key's lock)
             await asyncio.shield(reservation.release())
             raise
+        if not found and reservation._hold is not None:
+            reservation._hold.loose.append(key)
         return reservation if found else None
+
+    async def _loosen(self, keys: list[str]) -> None:
+        """Writes of ``keys`` that no quota covered when they reserved are over: a quota
+        set meanwhile (by any process) covering one of them may have been listed before
+        it landed, and it records none of them, so it is listed again on next use."""
+        try:
+            await self._client.run(lua.INVALIDATE, [self.ns, *keys])
+        except RedisUnavailable:
+            self._dirty.update(keys)  # marked with the next step Redis answers
+        except asyncio.CancelledError:
+            self._dirty.update(keys)
+            raise
 
     async def _reserve(
         self,
@@ -440,6 +454,7 @@ class RedisQuotaManager(QuotaManager):
     async def _seed(self, prefix: str, *, force: bool) -> None:
         """List ``prefix`` once (one process does, the others wait) and swap its usage in."""
         token = new_id()
+        self.listings += 1
         try:
             await self._list(prefix, token, force)
         except BaseException:
@@ -447,6 +462,8 @@ class RedisQuotaManager(QuotaManager):
             with contextlib.suppress(RedisUnavailable):
                 await asyncio.shield(self._client.run(lua.SEED_ABORT, [self.ns, prefix, token]))
             raise
+        finally:
+            self.listings += 1
 
     async def _list(self, prefix: str, token: str, force: bool) -> None:
         wait = 0.001

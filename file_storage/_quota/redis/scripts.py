@@ -211,11 +211,11 @@ if token ~= '' then
 end
 local rk = ns .. ':rsv:' .. id
 local fresh = first or redis.call('EXISTS', rk) == 0
-local extras, olds = {}, {}
+local extras, olds, lists = {}, {}, {}
 for j, ql in ipairs(quotas) do
   local p, limit = ql[1], ql[2]
   local q = ns .. ':q:' .. p
-  local f = redis.call('HMGET', q, 'seeded', 'used', 'reserved')
+  local f = redis.call('HMGET', q, 'seeded', 'used', 'reserved', 'lists')
   if f[1] ~= '1' then return {'unseeded', p} end
   local old, held
   if fresh and versioned then
@@ -236,17 +236,18 @@ for j, ql in ipairs(quotas) do
     local over, bh, bl = exceeds(f[2], f[3], extra, limit)
     if over then return {'over', p, text(bh, bl - held), limit} end
   end
-  extras[j], olds[j] = extra, old
+  extras[j], olds[j], lists[j] = extra, old, f[4] or '0'
 end
 for j, ql in ipairs(quotas) do
   local p, extra = ql[1], math.max(extras[j], 0)
   if extra > 0 then redis.call('HINCRBY', ns .. ':q:' .. p, 'reserved', extra) end
   if fresh then
-    redis.call('HSET', rk, 'h:' .. p, extra, 'o:' .. p, olds[j])
+    redis.call('HSET', rk, 'h:' .. p, extra, 'o:' .. p, olds[j], 'g:' .. p, lists[j])
   elseif extra > 0 then
     redis.call('HINCRBY', rk, 'h:' .. p, extra)
   end
 end
+if fresh then redis.call('HSET', rk, 'v', redis.call('GET', ns .. ':ver') or 'off') end
 redis.call('ZADD', ns .. ':leases', now + lease, id)
 return {'ok'}
 """
@@ -254,7 +255,8 @@ return {'ok'}
 
 # ARGV: ns, id, key, size, token, undoable ('1': the caller can delete the new object), lock keys...
 # -> {'ok'} | {'over', prefix, used, limit} (lease lost, a new undoable object that no
-# longer fits: nothing recorded) | {'overshoot', prefix} (lease lost: recorded anyway)
+# longer fits: nothing recorded) | {'overshoot', prefix} (lease lost: recorded anyway);
+# 'relisted' appended to ok and overshoot: see below
 COMMIT = Script(
     _COMMON
     + """
@@ -291,12 +293,29 @@ if #held == 0 then
     result = {'overshoot', result[2]}
   end
 end
+-- versioned: a listing that began or ended since the reservation (or runs now) may have
+-- counted the new object, or the one it replaces as a prior version, already; the
+-- caller then counts the key's versions as the store lists them
+-- So does one under a versioning that changed since (the store may have applied either),
+-- or suspended (a "null" version is replaced, one with an id kept: only the store knows)
+local relisted = versioned and #held == 0
+if versioned then
+  local g = {}
+  for j = 1, #held, 2 do g[held[j]] = held[j + 1] end
+  local ver = redis.call('GET', ns .. ':ver')
+  if ver == 'suspended' or (g['v'] and g['v'] ~= ver) then relisted = true end
+  for _, ql in ipairs(quotas) do
+    local f = redis.call('HMGET', ns .. ':q:' .. ql[1], 'seeding', 'lists')
+    if f[1] or (f[2] or '0') ~= (g['g:' .. ql[1]] or '0') then relisted = true end
+  end
+end
 release(id, held)
 for _, ql in ipairs(quotas) do
   if versioned then keep(ql[1], key) end
   record(ql[1], key, size)
 end
 unlock(token, 7, #ARGV)
+if relisted then result[#result + 1] = 'relisted' end
 return result
 """
 )
@@ -328,21 +347,28 @@ return 1
 )
 
 # ARGV: ns, token, n_deleted, deleted keys..., lock keys...: record the deletes, unlock
+# -> 1, or 2: the caller counts the deleted keys' versions as the store lists them (a
+# versioned store: suspended, where only the store knows whether the object was kept, or
+# a quota being listed now, which may have seen the object kept already)
 FINISH = Script(
     _COMMON
     + """
 local token, n = ARGV[2], tonumber(ARGV[3])
 purge(now_ms())
 local versioned = keeps()  -- a delete keeps the object as a prior version
+local relisted = versioned and redis.call('GET', ns .. ':ver') == 'suspended'
 for j = 4, 3 + n do
   local key = ARGV[j]
   for _, ql in ipairs(covering(key)) do
-    if versioned then keep(ql[1], key) end
+    if versioned then
+      keep(ql[1], key)
+      if redis.call('HEXISTS', ns .. ':q:' .. ql[1], 'seeding') == 1 then relisted = true end
+    end
     record(ql[1], key, nil)
   end
 end
 unlock(token, 4 + n, #ARGV)
-return 1
+return relisted and 2 or 1
 """
 )
 
@@ -428,6 +454,7 @@ if redis.call('HEXISTS', ns .. ':limits', p) == 0 then return 'seeded' end
 if not force and redis.call('HGET', q, 'seeded') == '1' then return 'seeded' end
 if not redis.call('SET', ns .. ':seedlk:' .. p, token, 'NX', 'PX', lease) then return 'wait' end
 redis.call('HSET', q, 'seeding', token)
+redis.call('HINCRBY', q, 'lists', 1)  -- (a versioned commit then knows one overlapped it)
 redis.call('HDEL', q, 'stale')
 redis.call('DEL', ns .. ':pend:' .. p, ns .. ':stage:' .. p, ns .. ':pendk:' .. p,
   ns .. ':stagek:' .. p)
@@ -508,6 +535,7 @@ local seeded = redis.call('HGET', q, 'stale') == '1' and '0' or '1'
 redis.call('HSET', q, 'used', ARGV[4], 'seeded', seeded)
 if used ~= 0 then redis.call('HINCRBY', q, 'used', used) end
 redis.call('HDEL', q, 'seeding')
+redis.call('HINCRBY', q, 'lists', 1)
 redis.call('DEL', pend, pendk)
 unlock_seed(p, token)
 return 1

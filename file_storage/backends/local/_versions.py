@@ -165,10 +165,13 @@ class _Key:
         return _current(self.fd).get(meta_file.stamp(st), "null")
 
     def kept(self, live: os.stat_result | None) -> list[_Kept]:
-        """Prior versions, oldest first; links to the live file (a crash) are left out."""
+        """Prior versions, oldest first; a link to the live file kept as the live
+        version itself (a crash before the rename) is left out. One file may be two
+        versions: a key's object moved away (kept as a prior version: a link, no bytes
+        copied) and moved back is the new latest, and that prior version too."""
         if self.fd < 0:
             return []
-        seen = set() if live is None else {(live.st_dev, live.st_ino)}
+        seen = set() if live is None else {(live.st_dev, live.st_ino, self.live_id(live))}
         out = []
         for entry in _kept(self.fd):
             try:
@@ -177,8 +180,8 @@ class _Key:
                 continue
             if not stat_mod.S_ISREG(st.st_mode):
                 continue  # put there by someone else: never a version
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
+            if (st.st_dev, st.st_ino, entry.version_id) not in seen:
+                seen.add((st.st_dev, st.st_ino, entry.version_id))
                 out.append(entry)
         return out
 
@@ -229,12 +232,16 @@ def keeping(root: Root, key: str, new_stamp: str | None) -> Iterator[None]:
                     if meta is not None:
                         text = json.dumps(meta._asdict())
                         _write_text(root, folder.fd, kept.name + ".json", text)
-            if new_stamp is not None and state == "enabled":
+            if new_stamp is not None:
                 current = _current(folder.fd)
-                current.pop(new_stamp, None)
-                current = dict(list(current.items())[-(_CURRENT_KEPT - 1) :])
-                current[new_stamp] = uuid.uuid4().hex
-                _write_text(root, folder.fd, "current", json.dumps(current))
+                had = current.pop(new_stamp, None)
+                if state == "enabled":
+                    current = dict(list(current.items())[-(_CURRENT_KEPT - 1) :])
+                    current[new_stamp] = uuid.uuid4().hex
+                if state == "enabled" or had is not None:
+                    # suspended: the new file is the "null" version, even when it was this
+                    # key's live file once (moved away and back), named then
+                    _write_text(root, folder.fd, "current", json.dumps(current))
             yield
         except BaseException:
             # the rename or unlink did not happen (or the records of it failed first, a

@@ -317,3 +317,49 @@ async def test_concurrent_overwrites_under_quota_count_every_version(
     assert (await versioned.get_usage()).used == 40
     await versioned.refresh_usage()
     assert (await versioned.get_usage()).used == 40
+
+
+@pytest.mark.backend_needs("versions")
+@pytest.mark.backend_needs("suspended_versioning")
+async def test_suspended_versioning_counts_the_null_version_it_replaces(
+    versioned: StorageBackend,
+) -> None:
+    async def used() -> int:
+        return (await versioned.get_usage()).used
+
+    versioned.set_quota("", 1000)
+    await versioned.save("s", b"x" * 10)  # a version of its own: kept from now on
+    await versioned.set_versioning(False)
+    await versioned.save("s", b"y" * 7)
+    assert await used() == 17
+    await versioned.save("s", b"z" * 5)  # replaces the "null" version
+    assert await used() == 15
+    await versioned.copy("s", "c")
+    await versioned.copy("s", "c")
+    assert await used() == 20
+    await versioned.move("s", "c")  # c's null replaced; s's null replaced by a marker
+    assert await used() == 15
+    await versioned.delete("c")
+    assert await used() == 10
+    vs = await versioned.list_versions("s")
+    await versioned.restore_version("s", vs[-1].version_id)
+    await versioned.restore_version("s", vs[-1].version_id)
+    assert await used() == 20
+    await versioned.refresh_usage()
+    assert await used() == 20
+
+
+@pytest.mark.backend_needs("versions")
+async def test_moved_back_object_keeps_its_prior_version(versioned: StorageBackend) -> None:
+    versioned.set_quota("", 1000)
+    await versioned.save("b", b"b" * 36)
+    await versioned.move("b", "c")
+    await versioned.move("c", "b")  # renamed, then renamed back
+    versions = await versioned.list_versions("b")
+    assert [(v.size, v.is_latest) for v in versions] == [(36, True), (36, False)]
+    assert (await versioned.get_usage()).used == 108  # b, its prior version, c's prior one
+    assert await versioned.purge_versions("b") == 1
+    assert [v.is_latest for v in await versioned.list_versions("b")] == [True]
+    assert (await versioned.get_usage()).used == 72
+    await versioned.refresh_usage()
+    assert (await versioned.get_usage()).used == 72
