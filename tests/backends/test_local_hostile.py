@@ -306,9 +306,12 @@ async def test_a_crash_between_keeping_a_version_and_the_rename_is_not_counted_t
         await backend.set_versioning(True)
         await backend.save("d/k.txt", b"first")
         await backend.save("d/k.txt", b"second")  # one prior version: 5 bytes
-        # a writer killed after linking the live file as a prior version, before its rename
+        # a writer killed after linking the live file as a prior version (named with the
+        # live file's version id), before its rename
+        (live,) = [v for v in await backend.list_versions("d/k.txt") if v.is_latest]
         folder = backend.root.joinpath(*versions._folder("d/k.txt"))
-        os.link(backend.root / "d" / "k.txt", folder / "v-99999999999999999999-crashed")
+        crashed = f"v-99999999999999999999-{live.version_id}"
+        os.link(backend.root / "d" / "k.txt", folder / crashed)
         assert [v.size for v in await backend.list_versions("d/k.txt")] == [6, 5]
         await backend.refresh_usage()
         assert (await backend.get_usage()).used == 11
