@@ -146,7 +146,7 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
             expire_interval_seconds=expire_interval_seconds,
         )
         self._dir = Root(self._root, on_open=self._sweep_in_background, durable=durable)
-        self._rules = LocalRules(self._dir, durable)
+        self._rules = LocalRules(self._dir)
         self._sweeping: concurrent.futures.Future[None] | None = None
         self._set_signing(base_url, signing_key)
         self._public_base_url = checked("public_base_url", check_base_url, public_base_url)

@@ -9,12 +9,9 @@ A change is read, made and written under a lock every process takes (``key_locks
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 from file_storage._expiry import RuleStore, apply_rule, decode_rules, encode_rules
-from file_storage.backends.local._fs import O_NEW, Root, read_small
-from file_storage.backends.local._io import in_pool, tmp_name
+from file_storage.backends.local._fs import Root, read_small, write_small
+from file_storage.backends.local._io import in_pool
 from file_storage.backends.local._meta import key_locks
 
 __all__ = ["LocalRules"]
@@ -25,9 +22,8 @@ RULES_NAME = ".file_storage\\lifecycle.json"
 class LocalRules(RuleStore):
     """Rules kept in the root, so they survive restarts and are shared by processes."""
 
-    def __init__(self, root: Root, durable: bool) -> None:
-        self._root = root
-        self._durable = durable
+    def __init__(self, root: Root) -> None:
+        self._root = root  # (synced as it says: Root.durable)
 
     async def get(self) -> dict[str, int]:
         return await in_pool(self._read)
@@ -56,19 +52,4 @@ class LocalRules(RuleStore):
                 self._write(rules)
 
     def _write(self, rules: dict[str, int]) -> None:
-        dir_fd = self._root.fd()
-        tmp = tmp_name(RULES_NAME)
-        out = os.open(tmp, O_NEW, 0o666, dir_fd=dir_fd)
-        try:
-            with open(out, "w", encoding="utf-8") as f:
-                f.write(encode_rules(rules))
-                if self._durable:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, RULES_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
-            raise
-        if self._durable:
-            os.fsync(dir_fd)
+        write_small(self._root, self._root.fd(), RULES_NAME, encode_rules(rules).encode())
