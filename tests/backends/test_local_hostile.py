@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -272,11 +273,8 @@ async def test_a_temp_file_refused_by_a_full_disk_leaves_no_folder_behind(
     await local_backend.save("a", b"an object where the folder was")
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names descriptors by /proc")
-async def test_durable_writes_sync_the_metadata_and_version_records_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    backend = LocalStorageBackend(tmp_path / "s", durable=True)
+def _fsync_spy() -> tuple[list[str], Callable[[int], None]]:
+    """An ``os.fsync`` that records the path of each descriptor it syncs (by /proc)."""
     synced: list[str] = []
     fsync = os.fsync
 
@@ -284,6 +282,15 @@ async def test_durable_writes_sync_the_metadata_and_version_records_too(
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         fsync(fd)
 
+    return synced, spy
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names descriptors by /proc")
+async def test_durable_writes_sync_the_metadata_and_version_records_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", durable=True)
+    synced, spy = _fsync_spy()
     try:
         await backend.set_versioning(True)
         await backend.save("k.txt", b"first", metadata={"m": "1"})
@@ -383,13 +390,7 @@ async def test_durable_moves_and_deletes_sync_the_folder_they_removed_a_name_fro
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = LocalStorageBackend(tmp_path / "s", durable=True)
-    synced: list[str] = []
-    fsync = os.fsync
-
-    def spy(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        fsync(fd)
-
+    synced, spy = _fsync_spy()
     try:
         await backend.save("src/a.bin", b"a")
         await backend.save("src/keep.bin", b"k")  # the folder stays
