@@ -10,6 +10,8 @@ import errno
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,8 +61,12 @@ async def test_upload_of_a_file_swapped_for_a_fifo_after_its_stat_is_refused_at_
 
 
 def sidecar(backend: LocalStorageBackend, key: str) -> Path:
+    return sidecar_path(backend.root, key)
+
+
+def sidecar_path(root: Path, key: str) -> Path:
     parts, name = meta_file._where(key)
-    return backend.root.joinpath(*parts, name)
+    return root.joinpath(*parts, name)
 
 
 async def test_a_sidecar_that_cannot_be_dropped_fails_neither_the_delete_nor_the_save(
@@ -463,3 +469,29 @@ async def test_a_root_folder_deleted_under_the_backend_is_used_again_at_its_path
         assert dict((await backend.stat("a/y.bin")).metadata) == {"m": "1"}
     finally:
         await backend.aclose()
+
+
+def test_a_huge_file_planted_at_a_sidecar_is_not_read_into_memory(tmp_path: Path) -> None:
+    # another local user puts an 8 GiB (sparse) file where a key's metadata lives: every
+    # stat read it whole (MemoryError under a memory limit); it now reads as no metadata
+    root = tmp_path / "s"
+    script = f"""
+import asyncio, resource
+from file_storage import LocalStorageBackend
+
+async def main():
+    async with LocalStorageBackend({str(root)!r}) as backend:
+        await backend.save("k.txt", b"hello", metadata={{"m": "1"}})
+        with open({str(sidecar_path(root, "k.txt"))!r}, "r+b") as f:
+            f.truncate(8 * 1024**3)
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 1024**3, 2 * 1024**3))
+        info = await backend.stat("k.txt")
+        print(info.size, info.content_type, dict(info.metadata))
+
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["5", "text/plain", "{}"]

@@ -293,11 +293,14 @@ def open_object(root: Root, key: str) -> Found:
         return Found(fd, st, dir_fd, name, where)
 
 
+SMALL_MAX = 16 * 1024 * 1024  # the largest of the backend's own files it reads
+
+
 def read_small(dir_fd: int, name: str) -> bytes | None:
     """The bytes of the backend's own file ``name`` (a sidecar, the rules, a state file);
-    ``None`` when no regular file is there: a FIFO, folder or device someone put in its
-    place is neither waited on nor read. A link is refused (``OSError``) like a missing
-    file's other errors."""
+    ``None`` when no regular file of at most ``SMALL_MAX`` bytes is there: a FIFO, folder
+    or device someone put in its place is neither waited on nor read, nor is a huge file
+    read into memory. A link is refused (``OSError``) like a missing file's other errors."""
     try:
         fd = os.open(name, O_READ, dir_fd=dir_fd)
     except OSError as exc:
@@ -305,10 +308,12 @@ def read_small(dir_fd: int, name: str) -> bytes | None:
             return None
         raise
     try:
-        if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode) or st.st_size > SMALL_MAX:
             return None
         with open(fd, "rb", closefd=False) as f:
-            return f.read()
+            data = f.read(SMALL_MAX + 1)  # (it may have grown since)
+        return None if len(data) > SMALL_MAX else data
     finally:
         os.close(fd)
 
