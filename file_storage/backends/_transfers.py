@@ -43,6 +43,12 @@ from file_storage.errors import (
 _NAMES = 8  # temp file names tried before a download gives up (each taken already)
 
 
+def _taken(exc: BaseException, tmp: Path) -> bool:
+    """Something (a link another user planted?) was at the temp file's name when the
+    download made it: nothing there is ours, never written through nor removed."""
+    return isinstance(exc, FileExistsError) and exc.filename == str(tmp)
+
+
 class Transfers(Writes, Reads):
     """The transfers of :class:`~file_storage.StorageBackend`; documented there."""
 
@@ -86,16 +92,13 @@ class Transfers(Writes, Reads):
             stem = os.fsencode(target.name)[:200].decode("utf-8", "ignore")
 
             async def fetch() -> int:
-                tmp = target.with_name(f".{stem}.{uuid.uuid4().hex[:12]}.part")
                 for _ in range(_NAMES):
+                    tmp = target.with_name(f".{stem}.{uuid.uuid4().hex[:12]}.part")
                     try:
                         return await fetch_into(tmp)
                     except FileExistsError as exc:
-                        # something (a link another user planted?) is at the temp file's
-                        # name, and none of it is ours: never written through, left as is
-                        if exc.filename != str(tmp):
+                        if not _taken(exc, tmp):
                             raise
-                    tmp = target.with_name(f".{stem}.{uuid.uuid4().hex[:12]}.part")
                 raise StorageError(f"{target.parent}: no free temp file name for the download")
 
             async def fetch_into(tmp: Path) -> int:
@@ -107,14 +110,10 @@ class Transfers(Writes, Reads):
                             f"download incomplete: got {written} of {expected} bytes"
                         )
                     await aiofiles.os.replace(tmp, target)
-                except FileExistsError as exc:
-                    if exc.filename != str(tmp):
+                except BaseException as exc:
+                    if not _taken(exc, tmp):  # else none of what is there is ours
                         with contextlib.suppress(OSError):
                             await aiofiles.os.remove(tmp)
-                    raise
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        await aiofiles.os.remove(tmp)
                     raise
                 return expected
 
