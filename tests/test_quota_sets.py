@@ -10,8 +10,8 @@ import pytest
 from file_storage import MemoryStorageBackend
 
 
-class _Paused(MemoryStorageBackend):
-    """Its deletes wait at the store for ``gate`` once they have begun (``begun``)."""
+class _Gated(MemoryStorageBackend):
+    """A store whose calls, where a subclass says, wait for ``gate`` (``begun``: one did)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -20,6 +20,10 @@ class _Paused(MemoryStorageBackend):
     async def _pause(self) -> None:
         self.begun.set()
         await self.gate.wait()
+
+
+class _Paused(_Gated):
+    """Its deletes wait at the store for ``gate`` once they have begun (``begun``)."""
 
     async def _delete(self, key: str) -> None:
         await self._pause()
@@ -55,16 +59,8 @@ async def test_quota_set_during_a_delete_stops_counting_what_it_deleted(how: str
     assert (await backend.get_usage()).used == await backend.get_total_size() == 5
 
 
-class _PausedAfter(MemoryStorageBackend):
+class _PausedAfter(_Gated):
     """Its deletes and writes wait for ``gate`` once the store has done them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.begun, self.gate = asyncio.Event(), asyncio.Event()
-
-    async def _pause(self) -> None:
-        self.begun.set()
-        await self.gate.wait()
 
     async def _delete(self, key: str) -> None:
         await super()._delete(key)
