@@ -119,7 +119,7 @@ async def add_bucket_cors(settings: StorageSettings, origins: list[str]) -> None
         "AllowedOrigins": origins,
         "AllowedMethods": ["GET", "HEAD", "PUT", "POST"],
         "AllowedHeaders": ["*"],
-        "ExposeHeaders": ["ETag"],
+        "ExposeHeaders": ["ETag", "Content-Disposition"],
         "MaxAgeSeconds": 3000,
     }
     secret = s3.secret_access_key.get_secret_value() if s3.secret_access_key else None

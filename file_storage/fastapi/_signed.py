@@ -44,7 +44,7 @@ logger = logging.getLogger("file_storage.fastapi")
 BackendProvider = Callable[..., StorageBackend | Awaitable[StorageBackend]]
 
 _METHODS = ("GET", "HEAD", "PUT", "POST")
-_EXPOSED = "ETag, Content-Length, Content-Range, Accept-Ranges, Last-Modified"
+_EXPOSED = "ETag, Content-Length, Content-Range, Accept-Ranges, Last-Modified, Content-Disposition"
 
 
 class _Pin(TypedDict, total=False):

@@ -263,6 +263,20 @@ async def test_cors_preflight_and_put_from_an_allowed_origin(
     assert await cors_server.load("c.txt") == b"hi"
 
 
+async def test_cors_get_exposes_the_download_name(
+    cors_server: LocalStorageBackend, client: httpx.AsyncClient
+) -> None:
+    # a page's fetch() of a presigned GET reads the file's name from Content-Disposition,
+    # which a browser hides from scripts unless the answer exposes it
+    await cors_server.save("r.pdf", b"%PDF")
+    url = await cors_server.get_presigned_url("r.pdf", filename="rapport été.pdf")
+    got = await client.get(url, headers={"Origin": "http://app.localhost:3000"})
+    assert got.status_code == 200
+    assert "rapport" in got.headers["content-disposition"]
+    exposed = {h.strip().lower() for h in got.headers["access-control-expose-headers"].split(",")}
+    assert {"content-disposition", "etag", "content-length", "content-range"} <= exposed
+
+
 async def test_cors_refuses_other_origins(
     cors_server: LocalStorageBackend, client: httpx.AsyncClient
 ) -> None:
