@@ -3,13 +3,15 @@ in-process ledger and against no quota, on local disk and on S3 (moto), from 1 a
 processes writing at once (each with 8 saves in flight).
 
 Every process is a fresh child (``python -m benchmarks.quota_redis '<json>'``) that
-builds its backend, learns the usage (not counted), warms up, then times its saves; a
-turn's span is the longest of its processes' timed spans, and the contenders of a
-workload take turns in a rotating order (``Scale.rounds``); a row's rate is its saves over
-its turns' spans. The flatness rows time one process on the memory backend with the quota
-set over 0 and over N stored objects. The Redis
-server is Debian's ``redis-server``, started here on a free loopback port with
-persistence off; without it the Redis rows read n/a. Redis shares the machine's cores
+builds its backend, learns the usage (not counted), warms up, says it is ready and waits
+for the word to go: the processes of a turn time their saves together (without the
+barrier, a process that started first would write alone for a while). A turn's span is
+the longest of its processes' timed spans and lasts a second or two (``TURN_SAVES``), and
+the contenders of a workload take turns in a rotating order (``Scale.rounds``); a row's
+rate is its saves over its turns' spans. The flatness rows time one process on the memory
+backend with the quota set over 0 and over N stored objects. The Redis server is
+Debian's ``redis-server``, started here on a free loopback port with persistence off;
+without it the Redis rows read n/a. Redis shares the machine's cores
 with the writers, except in the workload "Redis on a core of its own" (on a machine of
 two cores or more): Redis pinned to one core, the writers of every contender to the
 others, as where Redis runs on a machine or cores of its own.
@@ -48,6 +50,10 @@ BASE = "in-process ledger"
 CONTENDERS = ("no quota", BASE, "Redis ledger")
 LIMIT = 10**15  # never reached: we measure the bookkeeping, not a refusal
 IN_FLIGHT = 8
+# the saves of one turn, all processes together, as a share of ``Scale.quota_ops``: about
+# a second or two of saves on each store, long enough that a turn is not timing the
+# processes' start (a local save is ~5 x an S3 save on moto, a memory save ~2 x local)
+TURN_SAVES = {"memory": 1.0, "local": 0.6, "s3": 0.2}
 
 
 def _free_port() -> int:
@@ -124,6 +130,8 @@ async def _child(spec: dict[str, Any]) -> dict[str, float]:
         gc.freeze()
         await storage.save(f"p{me}/first.bin", data)  # learns usage: not counted
         await drive(lambda i: storage.save(f"p{me}/w{i}.bin", data), 0, spec["warmup"], IN_FLIGHT)
+        print("ready", flush=True)  # then wait for the other processes of the turn
+        sys.stdin.readline()
         cpu0, t0 = time.process_time(), time.perf_counter()
         await drive(lambda i: storage.save(f"p{me}/{i}.bin", data), 0, spec["ops"], IN_FLIGHT)
         return {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - cpu0}
@@ -146,6 +154,7 @@ def _run(specs: list[dict[str, Any]], cores: set[int] | None = None) -> list[dic
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "benchmarks.quota_redis", json.dumps(spec)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -155,6 +164,14 @@ def _run(specs: list[dict[str, Any]], cores: set[int] | None = None) -> list[dic
     if cores is not None:
         for proc in procs:  # (before they build their backends: nothing timed yet)
             os.sched_setaffinity(proc.pid, cores)
+    for proc in procs:  # every process warmed up: all start timing at once
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"benchmark child exited with {proc.wait()}")
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     out = []
     for proc in procs:
         text, _ = proc.communicate(timeout=600)
@@ -187,7 +204,7 @@ def run_shared_quota(moto: MotoServer, scale: Scale, workdir: Path) -> list[Row]
             rows.extend(mine.values())
             if redis is None:
                 mine["Redis ledger"].error = "n/a (redis-server is not installed)"
-            ops = max(50, scale.quota_ops // (4 * processes * scale.rounds))
+            ops = max(50, int(scale.quota_ops * TURN_SAVES[store]) // processes)
             # the contenders take turns, in a rotating order: a drift of a shared
             # machine falls on all of them alike
             for order in rotations([c for c in CONTENDERS if not mine[c].error], scale.rounds):
@@ -205,7 +222,7 @@ def run_shared_quota(moto: MotoServer, scale: Scale, workdir: Path) -> list[Row]
             rows.extend(mine.values())
             if redis is None:
                 mine["Redis ledger"].error = "n/a (redis-server is not installed)"
-            ops = max(50, scale.quota_ops // (4 * scale.rounds))
+            ops = max(50, int(scale.quota_ops * TURN_SAVES["memory"]))
             for order in rotations([c for c in mine if not mine[c].error], scale.rounds):
                 for ledger in order:
                     log(f"  shared quota: {workload}, {ledger}")
