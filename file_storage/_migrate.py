@@ -124,6 +124,8 @@ async def migrate(
             (where known), content type and metadata.
         delete_source: delete each object from ``source`` once it is verified at
             ``dest`` (copied and verified, or skipped as identical). Needs ``verify``.
+            An object whose key finds another key's object at ``dest`` (``A.txt`` for
+            ``a.txt`` on a case-insensitive file system) is failed, its source kept.
         progress: called as ``progress(key, outcome, report)`` after each object, with
             ``outcome`` one of ``"copied"``, ``"skipped"``, ``"failed"`` and the running
             report.
