@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,16 @@ async def test_holds_finds_exactly_the_name_listed(listed: StorageBackend) -> No
 # ---------------------------------------------------------------- a real file system
 
 
+@dataclass(frozen=True)
+class Disk:
+    """A folder on a case-insensitive file system, and whether a name keeps the case it
+    was given (tmpfs and ext4 with ``casefold`` do, as macOS and Windows do; ntfs-3g's
+    ``ignore_case`` lists every name in lower case)."""
+
+    folder: Path
+    keeps_case: bool
+
+
 def _run(*command: str) -> str | None:
     """Run a command; what went wrong, or ``None``."""
     if shutil.which(command[0]) is None:
@@ -190,62 +201,98 @@ def _run(*command: str) -> str | None:
     return f"{command[0]} failed: {first.rsplit(': ', 1)[-1]}"
 
 
-def _folds(folder: Path) -> bool:
-    (folder / "Probe").write_bytes(b"")
-    try:
-        return (folder / "probe").exists()
-    finally:
-        (folder / "Probe").unlink()
+def _mount(mount: Path, image: Path) -> tuple[str, bool] | str:
+    """Mount a case-insensitive file system at ``mount``, trying each way in turn: its
+    name and whether a folder on it must be marked ``+F`` to fold, or why none mounted."""
+    tmpfs = [("mount", "-t", "tmpfs", "-o", "casefold", "tmpfs", str(mount))]
+    ext4 = [
+        ("truncate", "-s", "64M", str(image)),
+        ("mkfs.ext4", "-q", "-F", "-O", "casefold", str(image)),
+        ("mount", "-o", "loop", str(image), str(mount)),
+    ]
+    ntfs = [
+        ("truncate", "-s", "64M", str(image)),
+        ("mkntfs", "-q", "-F", "-Q", str(image)),
+        ("lowntfs-3g", "-o", "ignore_case", str(image), str(mount)),
+    ]
+    tried = []
+    for name, steps, mark in (
+        ("tmpfs -o casefold", tmpfs, True),
+        ("ext4 -O casefold", ext4, True),
+        ("ntfs-3g -o ignore_case", ntfs, False),
+    ):
+        failed = next((problem for step in steps if (problem := _run(*step))), None)
+        if failed is None:
+            return name, mark
+        tried.append(f"{name}: {failed}")
+        image.unlink(missing_ok=True)
+    return "; ".join(tried)
 
 
 @pytest.fixture
-def casefold_folder(tmp_path: Path) -> Iterator[Path]:
-    """A folder on a real case-insensitive file system: a tmpfs mounted with ``casefold``
-    (Linux >= 6.13), else ext4 made with ``casefold`` on a loop file; each folder marked
-    ``+F``. Skipped where neither mounts (not root, a kernel without CONFIG_UNICODE)."""
+def disk(tmp_path: Path) -> Iterator[Disk]:
+    """A folder on a real case-insensitive file system: a tmpfs or ext4 mounted with
+    ``casefold`` (a kernel with CONFIG_UNICODE; tmpfs from Linux 6.13), else NTFS through
+    ntfs-3g with ``ignore_case``. Skipped where none mounts (not root, no such kernel,
+    no ntfs-3g)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a case-insensitive file system needs root")
     mount = tmp_path / "mnt"
     mount.mkdir()
-    image = tmp_path / "casefold.img"
-    tried: list[str] = []
-    for name, steps in (
-        ("tmpfs -o casefold", [("mount", "-t", "tmpfs", "-o", "casefold", "tmpfs", str(mount))]),
-        (
-            "ext4 -O casefold",
-            [
-                ("truncate", "-s", "64M", str(image)),
-                ("mkfs.ext4", "-q", "-F", "-O", "casefold", str(image)),
-                ("mount", "-o", "loop", str(image), str(mount)),
-            ],
-        ),
-    ):
-        failed = next((problem for step in steps if (problem := _run(*step))), None)
-        if failed is None:
-            break
-        tried.append(f"{name}: {failed}")
-    else:
-        pytest.skip(
-            "no case-insensitive file system mounts here (a kernel without "
-            "CONFIG_UNICODE?): " + "; ".join(tried)
-        )
+    mounted = _mount(mount, tmp_path / "disk.img")
+    if isinstance(mounted, str):
+        pytest.skip(f"no case-insensitive file system mounts here: {mounted}")
+    name, mark = mounted
     try:
         folder = mount / "storage"
         folder.mkdir()
-        problem = _run("chattr", "+F", str(folder))
-        if problem is not None or not _folds(folder):
-            pytest.skip(f"the mounted folder does not fold case: {problem or 'it did not'}")
-        yield folder
+        problem = _run("chattr", "+F", str(folder)) if mark else None
+        (folder / "Probe").write_bytes(b"")
+        if problem is not None or not (folder / "probe").exists():
+            pytest.skip(f"{name}: the folder does not fold case ({problem or 'it did not'})")
+        keeps_case = os.listdir(folder) == ["Probe"]
+        (folder / "Probe").unlink()
+        yield Disk(folder, keeps_case)
     finally:
-        subprocess.run(["umount", str(mount)], capture_output=True, check=False)
+        if _run("umount", str(mount)) is not None:  # still busy: detach it all the same
+            _run("umount", "--lazy", str(mount))
+
+
+@pytest.fixture
+async def on_disk(disk: Disk) -> AsyncIterator[LocalStorageBackend]:
+    """The local backend on that file system, closed before it is unmounted."""
+    async with LocalStorageBackend(disk.folder) as backend:
+        yield backend
+
+
+@pytest.fixture
+def keeping_case(disk: Disk, on_disk: LocalStorageBackend) -> LocalStorageBackend:
+    """The local backend on a case-insensitive file system that keeps the case of names."""
+    if not disk.keeps_case:
+        # a known limit (docs/migration.md): names listed in another case than given,
+        # no listing tells the object of one key from the other's
+        pytest.skip("this file system lists names in another case than they were given")
+    return on_disk
+
+
+async def test_a_key_whose_name_the_disk_holds_in_another_case_is_failed_and_kept(
+    on_disk: LocalStorageBackend,
+) -> None:
+    await on_disk.save("docs/report.pdf", b"the lower-case one")
+    source = await source_of({"docs/Report.pdf": b"the upper-case one"})
+    report = await migrate(source, on_disk, delete_source=True)
+    assert await source.load("docs/Report.pdf") == b"the upper-case one"
+    assert (report.copied, report.skipped, list(report.failed)) == (0, 0, ["docs/Report.pdf"])
+    assert TAKEN in report.failed["docs/Report.pdf"]
+    assert await on_disk.load("docs/report.pdf") == b"the lower-case one"
 
 
 async def test_migrate_onto_a_case_insensitive_disk_keeps_the_folded_keys_source(
-    casefold_folder: Path,
+    keeping_case: LocalStorageBackend,
 ) -> None:
-    source, dest = await source_of(OBJECTS), LocalStorageBackend(casefold_folder)
-    report = await migrate(source, dest, delete_source=True)
-    await assert_nothing_lost(OBJECTS, source, dest)
+    source = await source_of(OBJECTS)
+    report = await migrate(source, keeping_case, delete_source=True)
+    await assert_nothing_lost(OBJECTS, source, keeping_case)
     assert (report.copied, report.skipped, len(report.failed)) == (2, 0, 1)
     [(failed, reason)] = report.failed.items()
     assert TAKEN in reason
