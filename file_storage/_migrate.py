@@ -62,8 +62,9 @@ MigrationProgress = Callable[[str, Outcome, "MigrationReport"], None]
 # a multipart one ends in "-<parts>" (AWS, "Checking object integrity"). Local ETags
 # ("<mtime>-<size>") never match.
 _MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
-# object headers copied when the object model carries them (issue #13: cache_control and
-# content_disposition); until then ObjectInfo has none of these and nothing extra is sent
+# the object headers ObjectInfo carries, copied with each object and verified; those it
+# does not carry (S3's Content-Encoding and Content-Language) are never read, so an
+# object moved from S3 arrives without them
 _HEADERS = ("cache_control", "content_disposition")
 _HASH_IN_THREAD = 256 * 1024  # hash larger chunks off the event loop
 # why an object is failed when its key finds an object stored under another name
@@ -462,7 +463,7 @@ def _changed(before: ObjectInfo, now: ObjectInfo) -> bool:
 
 
 def _headers(info: ObjectInfo) -> dict[str, Any]:
-    """The object headers to send with the copy: those the object model knows (see #13)."""
+    """The object headers to send with the copy: those the object model carries."""
     return {name: value for name in _HEADERS if (value := getattr(info, name, None)) is not None}
 
 
