@@ -100,6 +100,26 @@ async def test_a_key_folding_onto_one_copied_is_failed_and_its_source_kept(
     assert await source.list_files("") == [failed]
 
 
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def sensitive(request: pytest.FixtureRequest, tmp_path: Path) -> StorageBackend:
+    """A case-sensitive source other than memory: a Linux folder, an S3 bucket."""
+    (tmp_path / "Probe").touch()
+    if request.param == "local" and (tmp_path / "probe").exists():
+        pytest.skip("the temp folder's file system folds case (macOS, Windows)")
+    backend: StorageBackend = request.getfixturevalue(f"{request.param}_backend")
+    return backend
+
+
+async def test_from_another_case_sensitive_source_too(sensitive: StorageBackend) -> None:
+    for key, content in OBJECTS.items():
+        await sensitive.save(key, content)
+    dest = FoldingMemory()
+    report = await migrate(sensitive, dest, delete_source=True)
+    await assert_nothing_lost(OBJECTS, sensitive, dest)
+    assert (report.copied, report.skipped, len(report.failed)) == (2, 0, 1)
+    assert await sensitive.list_files("") == list(report.failed)
+
+
 async def test_a_rerun_fails_the_folded_key_again_and_still_keeps_it() -> None:
     source, dest = await source_of(OBJECTS), FoldingMemory()
     first = await migrate(source, dest, delete_source=True, concurrency=1)
@@ -161,7 +181,14 @@ async def test_the_applications_write_under_exactly_the_key_is_still_kept() -> N
     assert await source.list_files("") == []
 
 
-@pytest.fixture(params=["memory", "local", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.fixture(
+    params=[
+        "memory",
+        "local",
+        pytest.param("s3", marks=pytest.mark.s3),
+        pytest.param("s3_obstore", marks=pytest.mark.s3),
+    ]
+)
 def listed(request: pytest.FixtureRequest) -> StorageBackend:
     backend: StorageBackend = request.getfixturevalue(f"{request.param}_backend")
     return backend
@@ -169,11 +196,13 @@ def listed(request: pytest.FixtureRequest) -> StorageBackend:
 
 async def test_holds_finds_exactly_the_name_listed(listed: StorageBackend) -> None:
     backend = listed
-    for key in ("docs/report.pdf", "docs/report.pdfa", "docs/report.pd/x", "docs/b", "c"):
+    # ".x": its cursor "docs/." is no valid key, so the folder is listed from its start
+    present = ("docs/report.pdf", "docs/report.pdfa", "docs/report.pd/x", "docs/b", "docs/.x", "c")
+    for key in present:
         await backend.save(key, b"x")
-    for key in ("docs/report.pdf", "docs/report.pdfa", "docs/b", "c"):
+    for key in present:
         assert await _migrate._holds(backend, key), key
-    for key in ("docs/Report.pdf", "docs/report.pd", "docs/report.pdf0", "docs/a", "C", "d"):
+    for key in ("docs/Report.pdf", "docs/report.pd", "docs/report.pdf0", "docs/a", "docs/.y", "C"):
         assert not await _migrate._holds(backend, key), key
 
 
