@@ -187,6 +187,8 @@ async def test_the_applications_write_under_exactly_the_key_is_still_kept() -> N
         "local",
         pytest.param("s3", marks=pytest.mark.s3),
         pytest.param("s3_obstore", marks=pytest.mark.s3),
+        pytest.param("gcs", marks=pytest.mark.gcs),
+        pytest.param("azure", marks=pytest.mark.azure),
     ]
 )
 def listed(request: pytest.FixtureRequest) -> StorageBackend:
