@@ -18,6 +18,14 @@ When is an object at the destination kept (counted as skipped, not written again
   against S3, say), the other side is read once and hashed: reading costs far less than
   writing again. When neither does (local ETags are mtime and size, multipart S3 ETags
   are no MD5), it is copied again.
+
+Either way the object kept must be the one stored under exactly that key: on a store
+whose names fold (a case-insensitive file system: ``A.txt`` and ``a.txt`` are one file) a
+lookup of one key answers for another, and a source deleted on that answer would be lost.
+The listing carries the names as stored, so an object kept on the listing's word is one
+of exactly that name; one found only by a lookup (a conditional write refused, an
+unconditional one about to replace something) is looked up in a listing too, by
+:func:`_holds`, and when that name is not there the object is failed and its source kept.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from file_storage._streams import closing
 from file_storage.backends.base import StorageBackend
 from file_storage.backends.local import LocalStorageBackend
 from file_storage.errors import (
+    InvalidKeyError,
     ObjectNotFoundError,
     PreconditionFailedError,
     StorageConfigError,
@@ -53,10 +62,16 @@ MigrationProgress = Callable[[str, Outcome, "MigrationReport"], None]
 # a multipart one ends in "-<parts>" (AWS, "Checking object integrity"). Local ETags
 # ("<mtime>-<size>") never match.
 _MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
-# object headers copied when the object model carries them (issue #13: cache_control and
-# content_disposition); until then ObjectInfo has none of these and nothing extra is sent
+# the object headers ObjectInfo carries, copied with each object and verified; those it
+# does not carry (S3's Content-Encoding and Content-Language) are never read, so an
+# object moved from S3 arrives without them
 _HEADERS = ("cache_control", "content_disposition")
 _HASH_IN_THREAD = 256 * 1024  # hash larger chunks off the event loop
+# why an object is failed when its key finds an object stored under another name
+_TAKEN = (
+    "the destination holds another key's object under this name (a case-insensitive "
+    "file system?); the source is kept"
+)
 # an object up to this size is one request on every backend (S3's default multipart
 # threshold is 16 MiB; GCS and Azure send parts of 8 MiB), where a write's condition costs
 # nothing; a larger conditional write is buffered whole on GCS and Azure, so it goes
@@ -110,6 +125,8 @@ async def migrate(
             (where known), content type and metadata.
         delete_source: delete each object from ``source`` once it is verified at
             ``dest`` (copied and verified, or skipped as identical). Needs ``verify``.
+            An object whose key finds another key's object at ``dest`` (``A.txt`` for
+            ``a.txt`` on a case-insensitive file system) is failed, its source kept.
         progress: called as ``progress(key, outcome, report)`` after each object, with
             ``outcome`` one of ``"copied"``, ``"skipped"``, ``"failed"`` and the running
             report.
@@ -261,6 +278,8 @@ class _Job:
         return copied
 
     async def _keep(self, info: ObjectInfo, there: ObjectInfo) -> bool:
+        # ``there`` is the destination listing's object of exactly this key (``_pair_up``
+        # compares the names as stored), never another key's found by a folding lookup
         if there.last_modified >= info.last_modified:
             return True
         if info.size != there.size:
@@ -319,7 +338,6 @@ class _Job:
         info = await self.source.stat(key)
         digest = hashlib.md5(usedforsecurity=False)
         read = _Read()
-        chunks = self.source.stream(key, if_match=info.etag)
         condition: dict[str, Any] = {}
         if conditional and (
             info.size <= _CONDITIONAL_BYTES or self.dest._streams_conditional_writes
@@ -330,6 +348,17 @@ class _Job:
                 condition["overwrite"] = False
             elif there.etag is not None:
                 condition["if_match"] = there.etag
+        # a write without a condition replaces what it finds: never another key's object
+        # that this key finds under another name (though no store without conditions can
+        # exclude two such names written at the same time)
+        if (
+            not condition
+            and there is None
+            and await self.dest.exists(key)
+            and not await _holds(self.dest, key)
+        ):
+            raise _Mismatch(f"copy {key!r}: {_TAKEN}")
+        chunks = self.source.stream(key, if_match=info.etag)
 
         async def ended() -> None:
             # the last byte was read, the copy has not landed: a source that no longer
@@ -359,6 +388,11 @@ class _Job:
                     # refused, yet the destination holds what the listing found: no newer
                     # write to keep (delete_source would delete the only new copy)
                     raise
+                if not await _holds(self.dest, key):
+                    # refused for an object of another name that this key finds (on a
+                    # case-insensitive file system, another source key copied just before
+                    # under another case): no copy of this object is there
+                    raise _Mismatch(f"copy {key!r}: {_TAKEN}") from None
                 return None  # the destination's own newer write: kept
         md5 = digest.hexdigest()
         try:
@@ -394,6 +428,29 @@ class _Job:
         return read.bytes
 
 
+async def _holds(backend: StorageBackend, key: str) -> bool:
+    """Whether ``backend`` lists an object under exactly the name ``key``.
+
+    Listings give names as stored, where a lookup of ``key`` may find the object of
+    another (``A.txt`` for ``a.txt`` on a case-insensitive file system). The listing of
+    the key's folder starts just before it (a cursor of the key less its last character:
+    one request on S3), so only names sharing all but that character are passed over.
+    """
+    folder, _, name = key.rpartition("/")
+    prefix = f"{folder}/" if folder else ""
+    try:
+        infos = backend.iter_files(
+            prefix, start_after=key[:-1] if len(name) > 1 else None, recursive=False
+        )
+    except InvalidKeyError:  # a cursor the backend refuses: the folder from its start
+        infos = backend.iter_files(prefix, recursive=False)
+    async with closing(infos):
+        async for info in infos:
+            if info.key >= key:
+                return info.key == key
+    return False
+
+
 def _bare(etag: str | None) -> str | None:
     return None if etag is None else etag.removeprefix("W/").strip('"')
 
@@ -406,7 +463,7 @@ def _changed(before: ObjectInfo, now: ObjectInfo) -> bool:
 
 
 def _headers(info: ObjectInfo) -> dict[str, Any]:
-    """The object headers to send with the copy: those the object model knows (see #13)."""
+    """The object headers to send with the copy: those the object model carries."""
     return {name: value for name in _HEADERS if (value := getattr(info, name, None)) is not None}
 
 
