@@ -14,7 +14,9 @@ from file_storage import (
     MemoryStorageBackend,
     StorageConfigError,
     StorageSettings,
+    close_storage_backend,
     create_storage_backend,
+    get_storage_backend,
 )
 
 PLUGIN = """
@@ -232,6 +234,19 @@ def test_a_factory_raising_is_a_config_error_naming_the_backend(
     assert "SeCrEt" not in message
     assert "postgres" not in message
     assert "SeCrEt" not in repr(info.value)
+
+
+async def test_get_storage_backend_gives_the_config_error_and_keeps_no_backend(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    install_plugin(
+        monkeypatch, tmp_path / "site", "env_plugin", {"ENV": "reads_a_missing_variable"}
+    )
+    monkeypatch.setenv("STORAGE_TYPE", "env")
+    await close_storage_backend()
+    for _ in range(2):  # nothing half-built is kept: the next call tries again
+        with pytest.raises(StorageConfigError, match=r"ENV backend .* failed to build: KeyError"):
+            get_storage_backend()
 
 
 def test_a_factory_rejecting_its_settings_names_the_fields_not_the_values(
