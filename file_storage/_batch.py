@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from file_storage.backends._support import is_caller_error
-from file_storage.errors import StorageError
+from file_storage.errors import InvalidKeyError, StorageError
 
 if TYPE_CHECKING:
     from file_storage._keys import KeyLike
@@ -77,10 +77,18 @@ async def for_each(
     return {name: results[name] for name in names}
 
 
-def _path_name(path: object) -> str:
-    if not isinstance(path, str | PurePosixPath):
-        raise TypeError("a path must be a str or a PurePosixPath")
-    return str(path)
+def _path_name(path: object, operation: str) -> str:
+    """The result's key for ``path``: its text. Another type is refused for the whole
+    call (``InvalidKeyError``, as a single call refuses it): no result could name it."""
+    if isinstance(path, PurePosixPath):
+        return str(path)
+    if not isinstance(path, str):
+        raise InvalidKeyError(
+            f"a key must be a str or PurePosixPath, not {type(path).__name__}",
+            operation=operation,
+        )
+    # a str subclass (a str Enum member) is its text, as save() takes it, not its str()
+    return str.__str__(path)
 
 
 async def save_many(
@@ -94,7 +102,7 @@ async def save_many(
     for pair in pairs:
         if not isinstance(pair, tuple) or len(pair) != 2:
             raise TypeError("items must be a mapping or an iterable of (path, content) pairs")
-        name, content = _path_name(pair[0]), pair[1]
+        name, content = _path_name(pair[0], "save_many"), pair[1]
         if not isinstance(content, bytes | bytearray | memoryview | AsyncIterable):
             raise TypeError(f"content of {name!r} must be bytes-like or an async iterable")
         if name in contents:
@@ -114,5 +122,5 @@ async def load_many(
     check_concurrency(concurrency)
     if isinstance(paths, str | PurePosixPath):
         raise TypeError("paths must be an iterable of paths, not one path")
-    names = list(dict.fromkeys(_path_name(path) for path in paths))
+    names = list(dict.fromkeys(_path_name(path, "load_many") for path in paths))
     return await for_each(names, backend.load, concurrency)

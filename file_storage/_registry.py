@@ -14,7 +14,9 @@ from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
 
-from file_storage.errors import StorageConfigError
+from pydantic import ValidationError
+
+from file_storage.errors import StorageConfigError, StorageError
 
 if TYPE_CHECKING:
     from file_storage.backends.base import StorageBackend
@@ -45,6 +47,11 @@ def backend_names() -> list[str]:
 def load_backend_factory(name: str) -> BackendFactory:
     """Import the backend registered as ``name`` (any case) and return its factory.
 
+    The factory returned raises only :class:`StorageError`: anything else the plugin's
+    callable raises while it builds the backend (a ``TypeError``, a ``KeyError``, its own
+    settings' ``ValidationError``) becomes a :class:`StorageConfigError` naming the
+    backend and the exception's type, the exception chained as ``__cause__``.
+
     Raises:
         StorageConfigError: no installed package registers ``name`` (the message lists the
             names that are registered), or its module cannot be imported or raises
@@ -66,22 +73,54 @@ def load_backend_factory(name: str) -> BackendFactory:
     entry = entries[0]
     try:
         factory = entry.load()
+    except ModuleNotFoundError as exc:
+        # named from the attribute, not the text: a plugin may raise one of its own
+        missing = f"No module named {exc.name!r}" if exc.name else type(exc).__name__
+        raise StorageConfigError(f"{_backend(entry)} cannot be imported: {missing}") from exc
     except ImportError as exc:
         raise StorageConfigError(
-            f"STORAGE_TYPE: the {entry.name.upper()} backend ({entry.value}) cannot be imported: "
-            f"{exc}"
+            f"{_backend(entry)} cannot be imported: {_what(exc)} (chained below)"
         ) from exc
     except Exception as exc:  # the plugin's module ran and raised: its bug, or its config
         # only the type: a plugin's message may quote anything (its settings, a secret);
         # the error itself stays chained for the traceback. KeyboardInterrupt and
         # SystemExit are no Exception: they pass through.
         raise StorageConfigError(
-            f"STORAGE_TYPE: the {entry.name.upper()} backend ({entry.value}) failed to load: "
-            f"{type(exc).__name__} (chained below)"
+            f"{_backend(entry)} failed to load: {_what(exc)} (chained below)"
         ) from exc
     if not callable(factory):
         raise StorageConfigError(
             f"STORAGE_TYPE: the {entry.name.upper()} entry point ({entry.value}) is not callable"
         )
-    result: BackendFactory = factory
-    return result
+    plugin: BackendFactory = factory
+
+    def build(settings: StorageSettings) -> StorageBackend:
+        try:
+            return plugin(settings)
+        except StorageError:
+            raise  # typed already, in the backend's own words
+        except Exception as exc:
+            # a bad setting the plugin reads, or its signature: the same start-up error
+            # as a bad STORAGE_* value, and as careful not to quote a value
+            raise StorageConfigError(
+                f"{_backend(entry)} failed to build: {_what(exc)} (chained below)"
+            ) from exc
+
+    return build
+
+
+def _backend(entry: EntryPoint) -> str:
+    return f"STORAGE_TYPE: the {entry.name.upper()} backend ({entry.value})"
+
+
+def _what(exc: Exception) -> str:
+    """The exception's type, and for a pydantic error the fields it names: never its
+    message, which may quote the value (a URL with its password, a key)."""
+    if not isinstance(exc, ValidationError):
+        return type(exc).__name__
+    fields = dict.fromkeys(
+        ".".join(str(part) for part in error["loc"])
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
+    )
+    named = ", ".join(field for field in fields if field) or "the model"
+    return f"ValidationError ({exc.title}: invalid {named})"

@@ -32,6 +32,7 @@ MAX_SECONDS = 1e9
 #: a day, a killed process holds its bytes and keys for longer than anyone waits.
 MIN_LEASE_SECONDS = 1
 MAX_LEASE_SECONDS = 86400
+MAX_NAMESPACE_CHARS = 200  # the Redis ledger's key prefix
 
 SECTION = ConfigDict(hide_input_in_errors=True, extra="ignore")
 
@@ -216,3 +217,28 @@ def warn_in_clear(url: str | None, setting: str, what: str) -> None:
         what,
         _ENCRYPTED[scheme],
     )
+
+
+def check_ledger_options(lease_seconds: object, namespace: object) -> None:
+    """The Redis ledger's options, checked by every backend's constructor whether a Redis
+    URL is given or not (as the settings check them): turning Redis on later must not be
+    what reveals a bad value."""
+    if isinstance(lease_seconds, bool) or not (
+        isinstance(lease_seconds, int | float)
+        and MIN_LEASE_SECONDS <= lease_seconds <= MAX_LEASE_SECONDS
+    ):
+        # renewed every third of itself, a shorter lease runs out during a Redis round
+        # trip or a stalled loop: every write's reservation and key lock would lapse
+        raise StorageConfigError(
+            f"quota_lease_seconds (STORAGE_QUOTA_LEASE_SECONDS) must be a number of seconds "
+            f"from {MIN_LEASE_SECONDS} to {MAX_LEASE_SECONDS}"
+        )
+    if namespace is not None and (
+        not isinstance(namespace, str)
+        or not namespace.strip()
+        or len(namespace) > MAX_NAMESPACE_CHARS
+    ):
+        raise StorageConfigError(
+            "quota_redis_namespace (STORAGE_QUOTA_REDIS_NAMESPACE) must be a non-blank str "
+            f"of at most {MAX_NAMESPACE_CHARS} characters, or None"
+        )

@@ -45,7 +45,9 @@ def create_storage_backend(settings: StorageSettings | None = None) -> StorageBa
     Raises:
         StorageConfigError: the settings are missing or invalid (the message names the
             variable), no installed package registers ``STORAGE_TYPE`` (the message
-            lists those that are), or the backend's dependency is not installed.
+            lists those that are), the backend's dependency is not installed, or the
+            backend's factory raised anything but a ``StorageError`` (a plugin's
+            ``TypeError``, ``KeyError``, ``ValidationError``: named by type, chained).
     """
     if settings is None:
         settings = StorageSettings()

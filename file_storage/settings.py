@@ -40,6 +40,7 @@ from file_storage._cloud_settings import AzureSettings, GCSSettings
 from file_storage._registry import backend_names
 from file_storage._settings_common import (
     MAX_LEASE_SECONDS,
+    MAX_NAMESPACE_CHARS,
     MAX_SECONDS,
     MIN_LEASE_SECONDS,
     S3_BUCKET,
@@ -361,7 +362,7 @@ class QuotaSettings(BaseModel):
     redis_namespace: str | None = Field(
         default=None,
         min_length=1,
-        max_length=200,
+        max_length=MAX_NAMESPACE_CHARS,
         description="STORAGE_QUOTA_REDIS_NAMESPACE: prefix of the ledger's Redis keys; unset: "
         "derived from the local root or the S3 endpoint, bucket and prefix",
     )

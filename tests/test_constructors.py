@@ -104,6 +104,24 @@ CASES: list[tuple[str, Build, str]] = [
         _local(quota_redis_url="redis://127.0.0.1:1", quota_lease_seconds=86401),
         "quota_lease_seconds",
     ),
+    # refused with Redis or without, as the settings refuse them: turning Redis on later
+    # must not be what reveals a bad value
+    ("memory-lease-zero-no-redis", _memory(quota_lease_seconds=0), "quota_lease_seconds"),
+    ("local-lease-over-a-day-no-redis", _local(quota_lease_seconds=86401), "quota_lease_seconds"),
+    ("s3-lease-str-no-redis", _s3(quota_lease_seconds="60"), "quota_lease_seconds"),
+    ("gcs-lease-nan-no-redis", _gcs(quota_lease_seconds=float("nan")), "quota_lease_seconds"),
+    ("azure-lease-bool-no-redis", _azure(quota_lease_seconds=True), "quota_lease_seconds"),
+    (
+        "memory-namespace-blank-no-redis",
+        _memory(quota_redis_namespace=" "),
+        "quota_redis_namespace",
+    ),
+    (
+        "local-namespace-long-no-redis",
+        _local(quota_redis_namespace="n" * 201),
+        "quota_redis_namespace",
+    ),
+    ("s3-namespace-int-no-redis", _s3(quota_redis_namespace=5), "quota_redis_namespace"),
     # a NUL in a folder: a bare ValueError ("embedded null byte") at the first operation
     ("local-root-nul", lambda root: LocalStorageBackend(f"{root}/a\x00b"), "root"),
     ("s3-fallback-nul", _s3(fallback_path="spool\x00"), "fallback_path"),
@@ -140,6 +158,8 @@ def test_a_bad_argument_fails_when_the_backend_is_built_naming_it(
         _local(base_url="https://cdn.example/files/", signing_key=SIGNING_KEY),
         _memory(base_url="http://127.0.0.1:8000/files", signing_key=SIGNING_KEY),
         _local(max_size_bytes=0, quota_refresh_seconds=0.0),
+        _local(quota_lease_seconds=1, quota_redis_namespace="n" * 200),
+        _memory(quota_lease_seconds=86400.0, quota_redis_namespace="app"),
         _s3(public_base_url="https://cdn.example/media", region="eu-west-3"),
         _gcs(bucket="my-bucket.example", public_base_url="https://storage.googleapis.com/b/p"),
         _azure(container="media-2", account="acct01"),

@@ -8,12 +8,15 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from file_storage import (
     MemoryStorageBackend,
     StorageConfigError,
     StorageSettings,
+    close_storage_backend,
     create_storage_backend,
+    get_storage_backend,
 )
 
 PLUGIN = """
@@ -29,6 +32,32 @@ def build(settings):
 
 def not_a_backend(settings):
     return "nope"
+
+def needs_two(settings, region):  # a signature mistake: TypeError
+    return build(settings)
+
+def reads_a_missing_variable(settings):
+    import os
+    return os.environ["NO_SUCH_VARIABLE_HERE"]
+
+def rejects_its_settings(settings):
+    from pydantic import BaseModel, Field
+
+    class DictSettings(BaseModel):
+        url: str = Field(pattern="^https://")
+        timeout: float = Field(gt=0)
+
+    return DictSettings(url="postgres://admin:SeCrEt@db", timeout=-1)
+
+def quotes_a_secret(settings):
+    raise RuntimeError("cannot reach postgres://admin:SeCrEt@db")
+
+def refuses_with_its_own_config_error(settings):
+    from file_storage import StorageConfigError
+    raise StorageConfigError("STORAGE_DICT_URL: required")
+
+def interrupted(settings):
+    raise KeyboardInterrupt
 """
 
 
@@ -178,6 +207,102 @@ def test_an_interrupt_while_a_plugin_imports_is_not_wrapped(
     monkeypatch.delitem(sys.modules, "stopped_plugin_module", raising=False)
     with pytest.raises(raised):
         create_storage_backend(StorageSettings(type="stopped"))
+
+
+@pytest.mark.parametrize(
+    ("target", "cause"),
+    [
+        ("needs_two", TypeError),
+        ("reads_a_missing_variable", KeyError),
+        ("rejects_its_settings", ValidationError),
+        ("quotes_a_secret", RuntimeError),
+    ],
+)
+def test_a_factory_raising_is_a_config_error_naming_the_backend(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, target: str, cause: type[Exception]
+) -> None:
+    # it escaped untyped: an app catching StorageConfigError at start-up missed it
+    install_plugin(monkeypatch, tmp_path / "site", "raising_factory", {"FACTORY": target})
+    with pytest.raises(StorageConfigError) as info:
+        create_storage_backend(StorageSettings(type="factory"))
+    message = str(info.value)
+    assert message.startswith(
+        f"STORAGE_TYPE: the FACTORY backend (raising_factory_module:{target})"
+    )
+    assert cause.__name__ in message
+    assert isinstance(info.value.__cause__, cause)  # the plugin's own error stays chained
+    assert "SeCrEt" not in message
+    assert "postgres" not in message
+    assert "SeCrEt" not in repr(info.value)
+
+
+async def test_get_storage_backend_gives_the_config_error_and_keeps_no_backend(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    install_plugin(
+        monkeypatch, tmp_path / "site", "env_plugin", {"ENV": "reads_a_missing_variable"}
+    )
+    monkeypatch.setenv("STORAGE_TYPE", "env")
+    await close_storage_backend()
+    for _ in range(2):  # nothing half-built is kept: the next call tries again
+        with pytest.raises(StorageConfigError, match=r"ENV backend .* failed to build: KeyError"):
+            get_storage_backend()
+
+
+def test_a_factory_rejecting_its_settings_names_the_fields_not_the_values(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    install_plugin(monkeypatch, tmp_path / "site", "strict", {"STRICT": "rejects_its_settings"})
+    with pytest.raises(StorageConfigError) as info:
+        create_storage_backend(StorageSettings(type="strict"))
+    assert "DictSettings: invalid url, timeout" in str(info.value)
+    assert "admin" not in str(info.value)
+
+
+def test_a_factory_raising_a_config_error_of_its_own_passes_it_through(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    install_plugin(
+        monkeypatch, tmp_path / "site", "own", {"OWN": "refuses_with_its_own_config_error"}
+    )
+    with pytest.raises(StorageConfigError) as info:
+        create_storage_backend(StorageSettings(type="own"))
+    assert str(info.value) == "STORAGE_DICT_URL: required"
+
+
+def test_an_interrupt_while_a_factory_runs_is_not_wrapped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    install_plugin(monkeypatch, tmp_path / "site", "stopped", {"STOPPED": "interrupted"})
+    with pytest.raises(KeyboardInterrupt):
+        create_storage_backend(StorageSettings(type="stopped"))
+
+
+def test_a_plugin_import_error_does_not_quote_its_message(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # an ImportError's text is the plugin's (it may quote a DSN); a missing module is
+    # named from the exception's attribute, not its text
+    install_plugin(monkeypatch, tmp_path / "site", "leaky_plugin", {"LEAKY": "build"})
+    (tmp_path / "site" / "leaky_plugin_module.py").write_text(
+        "raise ImportError('cannot import driver for postgres://admin:SeCrEt@db')\n"
+    )
+    monkeypatch.delitem(sys.modules, "leaky_plugin_module", raising=False)
+    with pytest.raises(StorageConfigError, match=r"LEAKY backend .* cannot be imported") as info:
+        create_storage_backend(StorageSettings(type="leaky"))
+    assert "SeCrEt" not in str(info.value)
+    assert isinstance(info.value.__cause__, ImportError)
+
+
+def test_a_plugin_missing_a_module_names_the_module(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    install_plugin(monkeypatch, tmp_path / "site", "gone_plugin", {"GONE": "build"})
+    (tmp_path / "site" / "gone_plugin_module.py").write_text("import no_such_module_here\n")
+    monkeypatch.delitem(sys.modules, "gone_plugin_module", raising=False)
+    with pytest.raises(StorageConfigError) as info:
+        create_storage_backend(StorageSettings(type="gone"))
+    assert str(info.value).endswith("cannot be imported: No module named 'no_such_module_here'")
 
 
 def _modules_after(code: str) -> set[str]:

@@ -33,7 +33,7 @@ from file_storage._expiry import Expiry, MemoryRules, RuleStore
 from file_storage._keys import KeyLike, validate_key, validate_prefix
 from file_storage._loops import InFlight, SharedLock
 from file_storage._quota.ledger import VERSION_SEP, QuotaManager
-from file_storage._settings_common import MAX_SECONDS
+from file_storage._settings_common import MAX_SECONDS, check_ledger_options
 from file_storage._streams import CHUNK_SIZE, Progress
 from file_storage.backends import _pages
 from file_storage.backends._support import (
@@ -161,6 +161,7 @@ class BackendCore(abc.ABC):
         """``quota_identity``: what the backend stores into (its root, or bucket and
         prefix), from which the default Redis namespace is derived."""
         _check_quota_args(max_size_bytes, quota_refresh_seconds, quota_redis_url)
+        check_ledger_options(quota_lease_seconds, quota_redis_namespace)
         self._store_identity = quota_identity
         if quota_redis_url is None:
             self._quotas = QuotaManager(self._usage_scan, quota_refresh_seconds, self._versioning)

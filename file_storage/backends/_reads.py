@@ -15,6 +15,7 @@ from file_storage.backends._pages import validate_cursor
 from file_storage.backends._support import (
     check_range,
     check_version_id,
+    check_version_sendable,
 )
 from file_storage.backends._write_options import as_etag
 from file_storage.errors import (
@@ -41,6 +42,7 @@ class Reads(BackendCore):
         key = self._key(path, "load")
         check_version_id(version_id)
         with self._translate("load", key) as call:
+            check_version_sendable(version_id)
             if version_id is None:
                 data = await self._load(key)
             else:
@@ -98,6 +100,7 @@ class Reads(BackendCore):
         version_id: str | None = None,
     ) -> AsyncIterator[bytes]:
         with self._translate("stream", key):
+            check_version_sendable(version_id)  # (on first iteration, as every error)
 
             async def stat() -> ObjectInfo:
                 if version_id is None:
@@ -152,6 +155,7 @@ class Reads(BackendCore):
         key = self._key(path, "stat")
         check_version_id(version_id)
         with self._translate("stat", key):
+            check_version_sendable(version_id)
             if version_id is None:
                 return await self._stat(key)
             return await self._stat_version(key, version_id)

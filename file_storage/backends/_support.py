@@ -54,6 +54,21 @@ def check_version_id(version_id: str | None) -> None:
         raise TypeError("version_id must be a non-empty str (from list_versions) or None")
 
 
+def check_version_sendable(version_id: str | None) -> None:
+    """Raise "no such version" for a version id with a lone surrogate: no store issues
+    one, and no request can carry it (no UTF-8 for it: the SDK raised)."""
+    if version_id is not None and not is_utf8(version_id):
+        raise ObjectNotFoundError("no such version")
+
+
+def is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Counter:
     __slots__ = ("value",)
 

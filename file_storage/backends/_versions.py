@@ -15,7 +15,12 @@ import asyncio
 from typing import final
 
 from file_storage._keys import KeyLike
-from file_storage.backends._support import LOOK_UP_GRACE, has_landed, run_whole
+from file_storage.backends._support import (
+    LOOK_UP_GRACE,
+    check_version_sendable,
+    has_landed,
+    run_whole,
+)
 from file_storage.backends._writes import Writes, _present
 from file_storage.models import ObjectVersion
 
@@ -88,6 +93,7 @@ class Versions(Writes):
         if not isinstance(version_id, str) or not version_id:
             raise TypeError("version_id must be a non-empty str (from list_versions)")
         with self._translate("restore_version", key) as call, self._events.pending() as done:
+            check_version_sendable(version_id)
             async with self._quotas.hold(key):
                 reservation, size = None, 0
                 if self._quotas:

@@ -3,6 +3,7 @@ object headers stored with it. Checked once by the public methods, handed to the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from file_storage._http import check_header_value
@@ -43,9 +44,22 @@ def passed(options: WriteOptions) -> tuple[WriteOptions, ...]:
     return () if options.plain else (options,)
 
 
+#: what an ``if_match`` no request can carry stands for: an ETag no object has
+NO_ETAG = '"file-storage:no-object-has-this-etag"'
+# a control character (no header can hold it) or a lone surrogate (no UTF-8 for it)
+_UNSENDABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
 def as_etag(value: str) -> str:
     """``value`` as ``stat`` returns ETags: quoted. S3 takes an ETag without its quotes as
-    the same one, so every backend does (a weak ``W/"..."`` or ``*`` stays as it is)."""
+    the same one, so every backend does (a weak ``W/"..."`` or ``*`` stays as it is).
+
+    No store issues an ETag with a control character or a lone surrogate, and no request
+    could carry one (the SDK raised, or retried a request it could not send as an
+    outage): such a value is :data:`NO_ETAG`, so the condition fails as for a stale ETag,
+    the same on every backend."""
+    if _UNSENDABLE.search(value):
+        return NO_ETAG
     if value == "*" or value.startswith(('"', "W/")):
         return value
     return f'"{value}"'

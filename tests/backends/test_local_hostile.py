@@ -10,10 +10,11 @@ import errno
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 
 from file_storage import (
     LocalStorageBackend,
+    ObjectEvent,
     ObjectNotFoundError,
     StorageError,
     StorageUnavailableError,
@@ -495,3 +497,75 @@ asyncio.run(main())
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["5", "text/plain", "{}"]
+
+
+@pytest.fixture(params=["fifo", "socket", "device"])
+def special(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[Path], None]]:
+    """Plants what another process may leave at a key: a FIFO, a socket, a device node."""
+    sockets: list[socket.socket] = []
+
+    def plant(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if request.param == "fifo":
+            os.mkfifo(path)
+        elif request.param == "socket":
+            sock = socket.socket(socket.AF_UNIX)
+            sockets.append(sock)
+            sock.bind(str(path))
+        else:
+            os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # as /dev/null
+
+    if request.param == "device":
+        try:
+            plant(tmp_path / "probe")
+        except PermissionError:
+            pytest.skip("making a device node needs CAP_MKNOD")
+    yield plant
+    for sock in sockets:
+        sock.close()
+
+
+@pytest.mark.parametrize("versioning", [False, True], ids=["plain", "versioning"])
+async def test_delete_of_a_key_holding_a_fifo_socket_or_device_answers_as_for_a_missing_key(
+    tmp_path: Path, special: Callable[[Path], None], versioning: bool
+) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", max_size_bytes=1000)
+    try:
+        await backend.set_versioning(versioning)
+        await backend.save("d/keep.txt", b"kept")
+        for key in ("d/planted", "d/many"):
+            special(backend.root / key)
+        seen: list[ObjectEvent] = []
+        backend.subscribe(seen.append)
+        await backend.delete("d/never-stored")
+        missing = [event.type for event in seen]
+        seen.clear()
+
+        await backend.delete("d/planted")
+        await backend.delete_many(["d/many"])
+        # the same answer as for a key that holds no object (S3 reports such a delete
+        # too): no error, and nothing of another process's removed
+        assert [event.type for event in seen] == missing * 2
+        for key in ("d/planted", "d/many"):
+            mode = os.lstat(backend.root / key).st_mode
+            assert not stat.S_ISREG(mode)
+            assert not stat.S_ISDIR(mode)
+        assert await backend.list_files() == ["d/keep.txt"]
+        assert (await backend.get_usage()).used == 4
+        assert [v.size for v in await backend.list_versions("d/planted")] == []
+        assert await backend.delete_prefix("d") == 1
+        assert os.path.lexists(backend.root / "d/planted")
+    finally:
+        await backend.aclose()
+
+
+async def test_reads_of_a_key_holding_a_fifo_socket_or_device_find_no_object(
+    local_backend: LocalStorageBackend, special: Callable[[Path], None]
+) -> None:
+    special(local_backend.root / "planted")
+    assert not await local_backend.exists("planted")
+    for read in (local_backend.stat, local_backend.get_size, local_backend.load):
+        with pytest.raises(ObjectNotFoundError) as info:
+            await read("planted")
+        assert info.value.key == "planted"
+    assert await local_backend.list_files() == []

@@ -41,8 +41,7 @@ from file_storage._quota.redis.hold import _current, _RedisHeld, _RedisReservati
 from file_storage._quota.redis.lease import Renewer, new_id
 from file_storage._quota.redis.wire import Client, RedisUnavailable, Script, url_problem
 from file_storage._settings_common import (
-    MAX_LEASE_SECONDS,
-    MIN_LEASE_SECONDS,
+    check_ledger_options,
     has_password,
     warn_in_clear,
 )
@@ -552,20 +551,7 @@ def redis_ledger(
         raise StorageConfigError(
             "quota_redis_url (STORAGE_QUOTA_REDIS_URL) must be a redis://, rediss:// or unix:// URL"
         )
-    if isinstance(lease_seconds, bool) or not (
-        isinstance(lease_seconds, int | float)
-        and MIN_LEASE_SECONDS <= lease_seconds <= MAX_LEASE_SECONDS
-    ):
-        # renewed every third of itself, a shorter lease runs out during a Redis round
-        # trip or a stalled loop: every write's reservation and key lock would lapse
-        raise StorageConfigError(
-            f"quota_lease_seconds (STORAGE_QUOTA_LEASE_SECONDS) must be a number of seconds "
-            f"from {MIN_LEASE_SECONDS} to {MAX_LEASE_SECONDS}"
-        )
-    if namespace is not None and not namespace.strip():
-        raise StorageConfigError(
-            "quota_redis_namespace (STORAGE_QUOTA_REDIS_NAMESPACE) must not be empty"
-        )
+    check_ledger_options(lease_seconds, namespace)
     # a missing extra, or a URL the client cannot use, fails when the backend is built,
     # not on the first write
     problem = url_problem(secret.get_secret_value(), load_redis())

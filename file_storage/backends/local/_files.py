@@ -385,10 +385,12 @@ class LocalFiles(LocalVersions):
         try:
             with key_locks(self._dir, key):
                 try:
-                    if stat_mod.S_ISDIR(
-                        os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-                    ):
-                        return False  # a folder is not an object
+                    mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+                    if not (stat_mod.S_ISREG(mode) or stat_mod.S_ISLNK(mode)):
+                        # a folder, or a FIFO, socket or device another process made:
+                        # no object (exists says so), so nothing to delete, and what
+                        # may be in use elsewhere is left alone (a link is only a name)
+                        return False
                     if etag is not None and self._etag_now(key) != etag:
                         return False  # rewritten since the caller looked
                     with gate.lock if gate else contextlib.nullcontext():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import AsyncIterator
 from pathlib import PurePosixPath
 
@@ -87,6 +88,35 @@ async def test_load_many_returns_bytes_or_the_error_per_path(backend: StorageBac
     assert isinstance(missing, ObjectNotFoundError)
     assert (missing.operation, missing.key) == ("load", "l/missing")
     assert isinstance(results["bad//key"], InvalidKeyError)
+
+
+@pytest.mark.parametrize("path", [123, b"b/bytes", None], ids=["int", "bytes", "none"])
+async def test_bulk_path_of_another_type_is_an_invalid_key_and_nothing_runs(
+    backend: StorageBackend, path: object
+) -> None:
+    # as save(123, ...) and load(123) answer; it cannot be one item's result (results
+    # are keyed by the path's text), so the whole call is refused before any write
+    await backend.save("b/kept", b"kept")
+    with pytest.raises(InvalidKeyError) as saving:
+        await backend.save_many([("b/new", b"1"), (path, b"2")])  # type: ignore[list-item]
+    assert saving.value.operation == "save_many"
+    with pytest.raises(InvalidKeyError) as loading:
+        await backend.load_many(["b/kept", path])  # type: ignore[list-item]
+    assert loading.value.operation == "load_many"
+    assert await backend.list_files("") == ["b/kept"]
+
+
+class _Key(str, enum.Enum):  # noqa: UP042 (the mixin whose str() is not its text)
+    REPORT = "b/report.txt"
+
+
+async def test_bulk_str_enum_path_is_its_text(backend: StorageBackend) -> None:
+    # str() of a str Enum member is "_Key.REPORT": the object went to that key
+    items: dict[str, bytes] = {_Key.REPORT: b"x"}
+    saved = await backend.save_many(items)
+    assert saved == {"b/report.txt": "b/report.txt"}
+    assert await backend.list_files("") == ["b/report.txt"]
+    assert await backend.load_many([_Key.REPORT]) == {"b/report.txt": b"x"}
 
 
 async def test_load_many_refuses_a_single_str(backend: StorageBackend) -> None:

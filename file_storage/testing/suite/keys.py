@@ -95,6 +95,24 @@ async def test_non_string_key_raises_invalid_key(backend: StorageBackend) -> Non
         await backend.load(b"a")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("key", [123, None, b"a.txt", 1.5, ["a.txt"]], ids=repr)
+async def test_a_key_of_another_type_is_an_invalid_key_for_every_operation(
+    backend: StorageBackend, tmp_path: Path, key: object
+) -> None:
+    await backend.save("ok.txt", b"keep")
+    source = tmp_path / "src.bin"
+    source.write_bytes(b"upload")
+    for operation, call in OPERATIONS.items():
+        with pytest.raises(InvalidKeyError) as info:
+            await call(backend, key, source)  # type: ignore[arg-type]
+        assert info.value.operation, operation
+    for operation in ("list_files", "list_dirs", "get_total_size", "delete_prefix"):
+        with pytest.raises(InvalidKeyError):
+            await getattr(backend, operation)(key)
+    assert await backend.list_files() == ["ok.txt"]
+    assert await backend.load("ok.txt") == b"keep"
+
+
 class _Key(str, enum.Enum):  # noqa: UP042 (the mixin whose f"{}" is not its text)
     REPORT = "k/report.txt"
 
