@@ -37,6 +37,7 @@ from pydantic import SecretStr
 
 from file_storage._quota.ledger import Probe, QuotaManager, Reservation, Scanner
 from file_storage._quota.redis import scripts as lua
+from file_storage._quota.redis import seeding
 from file_storage._quota.redis.hold import _current, _RedisHeld, _RedisReservation
 from file_storage._quota.redis.lease import Renewer, new_id
 from file_storage._quota.redis.wire import Client, RedisUnavailable, Script, url_problem
@@ -460,7 +461,7 @@ class RedisQuotaManager(QuotaManager):
         except BaseException:
             # cancelled, or the scan failed: the next user lists at once, not after a lease
             with contextlib.suppress(RedisUnavailable):
-                await asyncio.shield(self._client.run(lua.SEED_ABORT, [self.ns, prefix, token]))
+                await asyncio.shield(self._client.run(seeding.SEED_ABORT, [self.ns, prefix, token]))
             raise
         finally:
             self.listings += 1
@@ -469,7 +470,7 @@ class RedisQuotaManager(QuotaManager):
         wait = 0.001
         while True:
             state = await self._client.run(
-                lua.SEED_BEGIN, [self.ns, prefix, token, self.lease_ms, 1 if force else 0]
+                seeding.SEED_BEGIN, [self.ns, prefix, token, self.lease_ms, 1 if force else 0]
             )
             if state == "seeded":
                 return
@@ -489,12 +490,14 @@ class RedisQuotaManager(QuotaManager):
             batch += [info.key, info.size]
             if len(batch) >= 2 * _SEED_BATCH:
                 await self._client.run(
-                    lua.SEED_STAGE, [self.ns, prefix, token, self.lease_ms, *batch]
+                    seeding.SEED_STAGE, [self.ns, prefix, token, self.lease_ms, *batch]
                 )
                 batch = []
         if batch:
-            await self._client.run(lua.SEED_STAGE, [self.ns, prefix, token, self.lease_ms, *batch])
-        await self._client.run(lua.SEED_END, [self.ns, prefix, token, total])
+            await self._client.run(
+                seeding.SEED_STAGE, [self.ns, prefix, token, self.lease_ms, *batch]
+            )
+        await self._client.run(seeding.SEED_END, [self.ns, prefix, token, total])
 
     async def usage(self, prefix: str) -> Usage:
         try:
