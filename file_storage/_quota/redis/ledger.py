@@ -306,12 +306,13 @@ class RedisQuotaManager(QuotaManager):
                 return False  # deletes go on; a write then fails (or fails open) at reserve
             self._reachable()
             if got:
+                hold.since = str(got)
                 return True
             await asyncio.sleep(wait)
             wait = min(wait * 2, _MAX_WAIT)
 
     async def _finish(self, hold: _RedisHeld) -> None:
-        args: list[object] = [self.ns, hold.token, len(hold.deleted), *hold.deleted]
+        args: list[object] = [self.ns, hold.token, hold.since, len(hold.deleted), *hold.deleted]
         if hold.locked:
             args += hold.keys
         try:
@@ -323,7 +324,7 @@ class RedisQuotaManager(QuotaManager):
             # while connecting): the deletes' quotas are listed again, and the locks
             # given back with this process's next step (else they hold for a lease)
             if hold.locked:
-                self._replay.append((None, lua.FINISH, [self.ns, hold.token, 0, *hold.keys]))
+                self._replay.append((None, lua.FINISH, [self.ns, hold.token, "", 0, *hold.keys]))
                 hold.locked = False
             if isinstance(exc, asyncio.CancelledError):
                 self._dirty.update(hold.deleted)
@@ -340,7 +341,7 @@ class RedisQuotaManager(QuotaManager):
             hold.deleted.append(key)  # recorded with the unlock, in one step
             return
         try:
-            await self._client.run(lua.FINISH, [self.ns, "", 1, key])
+            await self._client.run(lua.FINISH, [self.ns, "", "", 1, key])
         except RedisUnavailable:
             self._missed(key, "delete")
 

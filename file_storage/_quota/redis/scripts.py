@@ -330,7 +330,9 @@ return 1
 """
 )
 
-# ARGV: ns, token, lease_ms, keys... -> 1 when every key is now locked by token, else 0
+# ARGV: ns, token, lease_ms, keys... -> 0 when another holder has one of the keys, else
+# every key is now locked by token and the reply is the text of ``{ns}:gen`` now (the
+# count of listings begun or ended, for FINISH: see there)
 LOCK = Script(
     _COMMON
     + """
@@ -342,32 +344,35 @@ end
 for j = 4, #ARGV do
   redis.call('SET', ns .. ':lk:' .. ARGV[j], token, 'PX', lease)
 end
-return 1
+return redis.call('GET', ns .. ':gen') or '0'
 """
 )
 
-# ARGV: ns, token, n_deleted, deleted keys..., lock keys...: record the deletes, unlock
+# ARGV: ns, token, since ('' or what LOCK answered as the keys were locked), n_deleted,
+# deleted keys..., lock keys...: record the deletes, unlock
 # -> 1, or 2: the caller counts the deleted keys' versions as the store lists them (a
 # versioned store: suspended, where only the store knows whether the object was kept, or
-# a quota being listed now, which may have seen the object kept already)
+# a quota being listed now, or since the keys were locked, which may have seen the object
+# kept already, or both as the latest and kept: a listing is no snapshot of the store)
 FINISH = Script(
     _COMMON
     + """
-local token, n = ARGV[2], tonumber(ARGV[3])
+local token, since, n = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 purge(now_ms())
 local versioned = keeps()  -- a delete keeps the object as a prior version
 local relisted = versioned and redis.call('GET', ns .. ':ver') == 'suspended'
-for j = 4, 3 + n do
+for j = 5, 4 + n do
   local key = ARGV[j]
   for _, ql in ipairs(covering(key)) do
     if versioned then
       keep(ql[1], key)
-      if redis.call('HEXISTS', ns .. ':q:' .. ql[1], 'seeding') == 1 then relisted = true end
+      local f = redis.call('HMGET', ns .. ':q:' .. ql[1], 'seeding', 'gen')
+      if f[1] or (since and num(f[2]) > since) then relisted = true end
     end
     record(ql[1], key, nil)
   end
 end
-unlock(token, 4 + n, #ARGV)
+unlock(token, 5 + n, #ARGV)
 return relisted and 2 or 1
 """
 )

@@ -24,6 +24,7 @@ if not force and redis.call('HGET', q, 'seeded') == '1' then return 'seeded' end
 if not redis.call('SET', ns .. ':seedlk:' .. p, token, 'NX', 'PX', lease) then return 'wait' end
 redis.call('HSET', q, 'seeding', token)
 redis.call('HINCRBY', q, 'lists', 1)  -- (a versioned commit then knows one overlapped it)
+redis.call('HSET', q, 'gen', redis.call('INCR', ns .. ':gen'))  -- (and a delete: FINISH)
 redis.call('HDEL', q, 'stale')
 redis.call('DEL', ns .. ':pend:' .. p, ns .. ':stage:' .. p, ns .. ':pendk:' .. p,
   ns .. ':stagek:' .. p)
@@ -105,6 +106,7 @@ redis.call('HSET', q, 'used', ARGV[4], 'seeded', seeded)
 if used ~= 0 then redis.call('HINCRBY', q, 'used', used) end
 redis.call('HDEL', q, 'seeding')
 redis.call('HINCRBY', q, 'lists', 1)
+redis.call('HSET', q, 'gen', redis.call('INCR', ns .. ':gen'))
 redis.call('DEL', pend, pendk)
 unlock_seed(p, token)
 return 1
