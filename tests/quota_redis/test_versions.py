@@ -214,3 +214,22 @@ async def test_versioning_switched_by_another_process_during_its_writes_counts_e
         # (landed before the switch, the 20 bytes are replaced or kept under the old state)
         expected = {(True, True): 67, (True, False): 57, (False, True): 47, (False, False): 67}
         assert used == expected[enable, before]
+
+
+async def test_purge_expired_under_suspended_versioning_frees_the_null_version(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    async with a:
+        await a.set_versioning(True)
+        await a.save("k", b"1" * 10)  # a version of its own: kept by the purge
+        await a.set_versioning(False)  # suspended
+        await a.save("k", b"2" * 20)  # the "null" version: replaced by the purge's delete
+        await a.save("n", b"3" * 5)
+        await a.set_expiration("", 1)
+        assert await a.purge_expired(datetime.now(UTC) + timedelta(days=2)) == 2
+        used = (await a.get_usage()).used
+        await a.refresh_usage()
+        assert used == (await a.get_usage()).used == 10
