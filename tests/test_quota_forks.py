@@ -100,3 +100,43 @@ def test_a_child_forked_while_another_thread_steps_the_ledger_does_not_hang(
         done.set()
         thread.join()
     asyncio.run(backend.save("c", b"z"))  # the parent keeps working
+
+
+class GatedVersioning(LocalStorageBackend):
+    """Holds its next ``set_versioning`` in the store until ``gate`` is set."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def _set_versioning(self, enabled: bool) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            await self.gate.wait()
+        await super()._set_versioning(enabled)
+
+
+async def test_a_child_forked_during_its_parents_set_versioning_can_set_it(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    # the parent's set_versioning held the backend's turn: the child, where it never
+    # ends, waited for that turn for ever
+    backend = GatedVersioning(tmp_path, max_size_bytes=1000, **options)
+    parent = asyncio.create_task(backend.set_versioning(True))
+    await backend.entered.wait()
+
+    async def child() -> str:
+        try:
+            await asyncio.wait_for(backend.set_versioning(True), timeout=DEADLINE / 3)
+        except TimeoutError:
+            return "waits for the parent's set_versioning"
+        await backend.save("k", b"a" * 10)
+        await backend.save("k", b"b" * 20)
+        return str((await backend.get_usage()).used)
+
+    child_sees = forked(in_child(lambda: asyncio.run(child())))
+    backend.gate.set()
+    await parent
+    assert await asyncio.to_thread(child_sees) == "30"
+    await backend.aclose()

@@ -13,8 +13,10 @@ import abc
 import contextlib
 import contextvars
 import logging
+import os
 import time
 import uuid
+import weakref
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -69,6 +71,20 @@ Method = Literal["GET", "PUT"]
 MAX_PRESIGN_SECONDS = 604800  # 7 days: SigV4's maximum (AWS, "Sharing objects with presigned URLs")
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys a request
 NULL_VERSION = "null"  # the version id of an object written while versioning was off
+
+
+# every backend of this process: a child forked from it gets a set_versioning turn of
+# its own (one of the parent's, caught mid-way, never ends in the child)
+_BACKENDS: weakref.WeakSet[BackendCore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_BACKENDS):
+        backend._versioning_lock = SharedLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class CoreArgs(TypedDict, total=False):
@@ -185,6 +201,7 @@ class BackendCore(abc.ABC):
         self._in_flight = InFlight()
         # set_versioning calls take turns: the ledger ends in the state the store ends in
         self._versioning_lock = SharedLock()
+        _BACKENDS.add(self)
         self._expiry = Expiry(expire_interval_seconds)
         #: where the expiry rules live; a backend with a place of its own replaces it
         self._rules: RuleStore = MemoryRules()

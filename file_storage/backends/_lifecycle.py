@@ -11,6 +11,7 @@ from typing import final
 from file_storage._events import Callback
 from file_storage._expiry import check_days
 from file_storage._keys import KeyLike
+from file_storage.backends._settles import relisted
 from file_storage.backends._writes import Writes
 from file_storage.errors import StorageError, StorageUnavailableError
 from file_storage.models import ObjectEvent, ObjectInfo
@@ -124,7 +125,9 @@ class Lifecycle(Writes):
         object at that key is never purged for its predecessor's age."""
         # the event is sent however the unlock ends (a Redis round trip a cancel scope cuts)
         with self._translate("purge_expired", key), self._events.pending() as done:
-            async with self._quotas.hold(key):
+            since = self._recount_mark()
+            held = self._quotas.hold(key)
+            async with held:
                 try:
                     gone = await self._delete_expired(key, listed)
                 except BaseException as exc:
@@ -133,6 +136,10 @@ class Lifecycle(Writes):
                 if gone:
                     done.append(ObjectEvent("deleted", key))
                     await self._quotas.forget(key)
+            if gone:
+                # as after a delete: suspended, the store replaced a "null" version (freed)
+                # or kept one with an id, which only its listing of the key tells
+                await self._recount_versions(key, since=since, relisted=relisted(held))
         return gone
 
     async def _purge_expired_now(self) -> int:

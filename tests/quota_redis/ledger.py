@@ -96,3 +96,36 @@ def pause_listing(backend: LocalStorageBackend) -> tuple[asyncio.Event, asyncio.
 
     backend._usage_scan = paused  # type: ignore[method-assign]
     return listed, go
+
+
+def pause_listing_after(
+    backend: LocalStorageBackend, key: str
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold ``backend``'s next usage listing once it has listed ``key``: ``(passed, go)``."""
+    passed, go = asyncio.Event(), asyncio.Event()
+    real = backend._usage_scan
+
+    async def paused(prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for info in real(prefix):
+            yield info
+            if info.key == key:
+                passed.set()
+                await go.wait()
+
+    backend._usage_scan = paused  # type: ignore[method-assign]
+    return passed, go
+
+
+class DeleteGated(LocalStorageBackend):
+    """Holds its next delete once the store has done it, before the ledger records it."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.deleted = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def _delete(self, key: str) -> None:
+        await super()._delete(key)
+        if not self.deleted.is_set():
+            self.deleted.set()
+            await self.gate.wait()

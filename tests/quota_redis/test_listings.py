@@ -13,7 +13,7 @@ from file_storage import (
     LocalStorageBackend,
 )
 from file_storage.testing.suite.quota import paused_save
-from tests.quota_redis.ledger import local, pause_listing
+from tests.quota_redis.ledger import DeleteGated, local, pause_listing, pause_listing_after
 from tests.quota_redis.server import RedisServer
 
 
@@ -154,3 +154,31 @@ async def test_a_quota_set_by_another_process_during_a_write_counts_it(
         await write
         assert (await b.get_usage()).used == 15
         assert (await a.get_usage()).used == 15
+
+
+async def test_a_listing_within_a_versioned_delete_counts_the_object_once(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    # a listing is no snapshot: it saw k as the latest object, then (the delete done in
+    # the store meanwhile) as a prior version too, and ended before the delete was
+    # recorded, which then kept the 20 bytes the listing had counted twice (57 for 37)
+    async with LocalStorageBackend(tmp_path) as plain:
+        await plain.set_versioning(True)
+        for key, data in (("k", b"1" * 10), ("k", b"2" * 20), ("m", b"3" * 7)):
+            await plain.save(key, data)
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    b = DeleteGated(tmp_path, quota_redis_url=redis_server.url, quota_redis_namespace=namespace)
+    async with a, b:
+        assert (await a.get_usage()).used == 37
+        passed, resume = pause_listing_after(a, "k")
+        refresh = asyncio.create_task(a.refresh_usage())
+        await passed.wait()  # it listed k as the latest object
+        delete = asyncio.create_task(b.delete("k"))
+        await b.deleted.wait()  # the store keeps it as a prior version; not recorded yet
+        resume.set()
+        await refresh  # ...which the listing then found too
+        b.gate.set()
+        await delete
+        assert (await a.get_usage()).used == 37
+        await a.refresh_usage()
+        assert (await a.get_usage()).used == 37

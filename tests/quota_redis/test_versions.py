@@ -184,3 +184,52 @@ async def test_a_delete_while_another_process_begins_a_listing_is_counted_once(
         assert (await a.get_usage()).used == 17
         await a.refresh_usage()
         assert (await b.get_usage()).used == 17
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["before-landing", "after-landing"])
+@pytest.mark.parametrize("enable", [True, False], ids=["turned-on", "suspended"])
+async def test_versioning_switched_by_another_process_during_its_writes_counts_exactly(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, before: bool, enable: bool
+) -> None:
+    # b overwrites k while a switches versioning; b's next write and delete follow the
+    # new state: whatever the store did, the usage is what a listing finds
+    b, a = gated_pair(tmp_path, redis_server, namespace, "k", before=before)
+    b.gated = ""
+    async with a, b:
+        if not enable:
+            await a.set_versioning(True)
+        await b.save("k", b"1" * 10)
+        await b.save("m", b"2" * 7)
+        b.gated = "k"
+        write = asyncio.create_task(b.save("k", b"3" * 20))
+        await b.landed.wait()
+        await a.set_versioning(enable)
+        b.gate.set()
+        await write
+        await b.save("k", b"4" * 30)  # under the new state, as is the delete
+        await b.delete("m")
+        used = (await b.get_usage()).used
+        await a.refresh_usage()
+        assert used == (await a.get_usage()).used == (await b.get_usage()).used
+        # (landed before the switch, the 20 bytes are replaced or kept under the old state)
+        expected = {(True, True): 67, (True, False): 57, (False, True): 47, (False, False): 67}
+        assert used == expected[enable, before]
+
+
+async def test_purge_expired_under_suspended_versioning_frees_the_null_version(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    async with a:
+        await a.set_versioning(True)
+        await a.save("k", b"1" * 10)  # a version of its own: kept by the purge
+        await a.set_versioning(False)  # suspended
+        await a.save("k", b"2" * 20)  # the "null" version: replaced by the purge's delete
+        await a.save("n", b"3" * 5)
+        await a.set_expiration("", 1)
+        assert await a.purge_expired(datetime.now(UTC) + timedelta(days=2)) == 2
+        used = (await a.get_usage()).used
+        await a.refresh_usage()
+        assert used == (await a.get_usage()).used == 10

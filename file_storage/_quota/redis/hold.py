@@ -60,6 +60,7 @@ class _RedisHeld:
         "loose",
         "relisted",
         "reservations",
+        "since",
         "token",
         "unreachable",
     )
@@ -77,6 +78,7 @@ class _RedisHeld:
         # keys written where no quota covered them when they reserved (see _loosen)
         self.loose: list[str] = []
         self.relisted = False  # the deleted keys' versions are to be counted as listed
+        self.since = ""  # what LOCK answered (listings begun or ended before): see FINISH
         self._renewer: Renewer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reset: contextvars.Token[_RedisHeld | None] | None = None

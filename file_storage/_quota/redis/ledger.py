@@ -37,6 +37,7 @@ from pydantic import SecretStr
 
 from file_storage._quota.ledger import Probe, QuotaManager, Reservation, Scanner
 from file_storage._quota.redis import scripts as lua
+from file_storage._quota.redis import seeding
 from file_storage._quota.redis.hold import _current, _RedisHeld, _RedisReservation
 from file_storage._quota.redis.lease import Renewer, new_id
 from file_storage._quota.redis.wire import Client, RedisUnavailable, Script, url_problem
@@ -304,12 +305,13 @@ class RedisQuotaManager(QuotaManager):
                 return False  # deletes go on; a write then fails (or fails open) at reserve
             self._reachable()
             if got:
+                hold.since = str(got)
                 return True
             await asyncio.sleep(wait)
             wait = min(wait * 2, _MAX_WAIT)
 
     async def _finish(self, hold: _RedisHeld) -> None:
-        args: list[object] = [self.ns, hold.token, len(hold.deleted), *hold.deleted]
+        args: list[object] = [self.ns, hold.token, hold.since, len(hold.deleted), *hold.deleted]
         if hold.locked:
             args += hold.keys
         try:
@@ -321,7 +323,7 @@ class RedisQuotaManager(QuotaManager):
             # while connecting): the deletes' quotas are listed again, and the locks
             # given back with this process's next step (else they hold for a lease)
             if hold.locked:
-                self._replay.append((None, lua.FINISH, [self.ns, hold.token, 0, *hold.keys]))
+                self._replay.append((None, lua.FINISH, [self.ns, hold.token, "", 0, *hold.keys]))
                 hold.locked = False
             if isinstance(exc, asyncio.CancelledError):
                 self._dirty.update(hold.deleted)
@@ -338,7 +340,7 @@ class RedisQuotaManager(QuotaManager):
             hold.deleted.append(key)  # recorded with the unlock, in one step
             return
         try:
-            await self._client.run(lua.FINISH, [self.ns, "", 1, key])
+            await self._client.run(lua.FINISH, [self.ns, "", "", 1, key])
         except RedisUnavailable:
             self._missed(key, "delete")
 
@@ -459,7 +461,7 @@ class RedisQuotaManager(QuotaManager):
         except BaseException:
             # cancelled, or the scan failed: the next user lists at once, not after a lease
             with contextlib.suppress(RedisUnavailable):
-                await asyncio.shield(self._client.run(lua.SEED_ABORT, [self.ns, prefix, token]))
+                await asyncio.shield(self._client.run(seeding.SEED_ABORT, [self.ns, prefix, token]))
             raise
         finally:
             self.listings += 1
@@ -468,7 +470,7 @@ class RedisQuotaManager(QuotaManager):
         wait = 0.001
         while True:
             state = await self._client.run(
-                lua.SEED_BEGIN, [self.ns, prefix, token, self.lease_ms, 1 if force else 0]
+                seeding.SEED_BEGIN, [self.ns, prefix, token, self.lease_ms, 1 if force else 0]
             )
             if state == "seeded":
                 return
@@ -488,12 +490,14 @@ class RedisQuotaManager(QuotaManager):
             batch += [info.key, info.size]
             if len(batch) >= 2 * _SEED_BATCH:
                 await self._client.run(
-                    lua.SEED_STAGE, [self.ns, prefix, token, self.lease_ms, *batch]
+                    seeding.SEED_STAGE, [self.ns, prefix, token, self.lease_ms, *batch]
                 )
                 batch = []
         if batch:
-            await self._client.run(lua.SEED_STAGE, [self.ns, prefix, token, self.lease_ms, *batch])
-        await self._client.run(lua.SEED_END, [self.ns, prefix, token, total])
+            await self._client.run(
+                seeding.SEED_STAGE, [self.ns, prefix, token, self.lease_ms, *batch]
+            )
+        await self._client.run(seeding.SEED_END, [self.ns, prefix, token, total])
 
     async def usage(self, prefix: str) -> Usage:
         try:

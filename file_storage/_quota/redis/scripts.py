@@ -330,7 +330,9 @@ return 1
 """
 )
 
-# ARGV: ns, token, lease_ms, keys... -> 1 when every key is now locked by token, else 0
+# ARGV: ns, token, lease_ms, keys... -> 0 when another holder has one of the keys, else
+# every key is now locked by token and the reply is the text of ``{ns}:gen`` now (the
+# count of listings begun or ended, for FINISH: see there)
 LOCK = Script(
     _COMMON
     + """
@@ -342,32 +344,35 @@ end
 for j = 4, #ARGV do
   redis.call('SET', ns .. ':lk:' .. ARGV[j], token, 'PX', lease)
 end
-return 1
+return redis.call('GET', ns .. ':gen') or '0'
 """
 )
 
-# ARGV: ns, token, n_deleted, deleted keys..., lock keys...: record the deletes, unlock
+# ARGV: ns, token, since ('' or what LOCK answered as the keys were locked), n_deleted,
+# deleted keys..., lock keys...: record the deletes, unlock
 # -> 1, or 2: the caller counts the deleted keys' versions as the store lists them (a
 # versioned store: suspended, where only the store knows whether the object was kept, or
-# a quota being listed now, which may have seen the object kept already)
+# a quota being listed now, or since the keys were locked, which may have seen the object
+# kept already, or both as the latest and kept: a listing is no snapshot of the store)
 FINISH = Script(
     _COMMON
     + """
-local token, n = ARGV[2], tonumber(ARGV[3])
+local token, since, n = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 purge(now_ms())
 local versioned = keeps()  -- a delete keeps the object as a prior version
 local relisted = versioned and redis.call('GET', ns .. ':ver') == 'suspended'
-for j = 4, 3 + n do
+for j = 5, 4 + n do
   local key = ARGV[j]
   for _, ql in ipairs(covering(key)) do
     if versioned then
       keep(ql[1], key)
-      if redis.call('HEXISTS', ns .. ':q:' .. ql[1], 'seeding') == 1 then relisted = true end
+      local f = redis.call('HMGET', ns .. ':q:' .. ql[1], 'seeding', 'gen')
+      if f[1] or (since and num(f[2]) > since) then relisted = true end
     end
     record(ql[1], key, nil)
   end
 end
-unlock(token, 4 + n, #ARGV)
+unlock(token, 5 + n, #ARGV)
 return relisted and 2 or 1
 """
 )
@@ -442,106 +447,6 @@ return {limit, f[1] or '0', f[2] or '0', f[3] == '1' and 1 or 0,
 """
 )
 
-# ARGV: ns, prefix, token, lease_ms, force -> 'seeded' | 'wait' | 'go'
-SEED_BEGIN = Script(
-    _COMMON
-    + """
-local p, token, lease, force = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1'
-local q = ns .. ':q:' .. p
--- no quota here (a refresh_usage of any folder): nothing to list. A count kept without
--- one would miss every write until a quota is set, then be trusted, too low
-if redis.call('HEXISTS', ns .. ':limits', p) == 0 then return 'seeded' end
-if not force and redis.call('HGET', q, 'seeded') == '1' then return 'seeded' end
-if not redis.call('SET', ns .. ':seedlk:' .. p, token, 'NX', 'PX', lease) then return 'wait' end
-redis.call('HSET', q, 'seeding', token)
-redis.call('HINCRBY', q, 'lists', 1)  -- (a versioned commit then knows one overlapped it)
-redis.call('HDEL', q, 'stale')
-redis.call('DEL', ns .. ':pend:' .. p, ns .. ':stage:' .. p, ns .. ':pendk:' .. p,
-  ns .. ':stagek:' .. p)
-return 'go'
-"""
-)
-
-# ARGV: ns, prefix, token, lease_ms, key, size pairs...: stage a batch of the listing
-SEED_STAGE = Script(
-    _COMMON
-    + """
-local p, token, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
--- still the listing of record (no other began since): its lock may have run out between
--- two batches with no one taking it; take it again rather than drop the batch, which
--- SEED_END would swap in without (sizes missing from the ledger for good)
-if redis.call('HGET', ns .. ':q:' .. p, 'seeding') ~= token then return 0 end
-redis.call('SET', ns .. ':seedlk:' .. p, token, 'PX', lease)
-local stage, stagek = ns .. ':stage:' .. p, ns .. ':stagek:' .. p
-for j = 5, #ARGV, 2 do
-  -- '<key>\\<version id>': a prior version of key (a backslash is never in a key)
-  local sep = string.find(ARGV[j], string.char(92), 1, true)
-  if sep and sep > 1 then
-    redis.call('HINCRBY', stagek, string.sub(ARGV[j], 1, sep - 1), ARGV[j + 1])
-  else
-    redis.call('HSET', stage, ARGV[j], ARGV[j + 1])
-  end
-end
-return 1
-"""
-)
-
-# ARGV: ns, prefix, token, listed_total (exact integer text)
-# -> 1 (swapped in) | 0 (the lock was lost)
-SEED_END = Script(
-    _COMMON
-    + """
--- the listed total stays text, counted on by HINCRBY: a Lua number is a double, inexact
--- past 2^53 bytes, and Redis writes one of 1e17 or more as "1e+17", which every later
--- HINCRBY of used refuses (failing the step half-way); only the deltas are numbers here
-local p, token, used = ARGV[2], ARGV[3], 0
-local q, stage, pend = ns .. ':q:' .. p, ns .. ':stage:' .. p, ns .. ':pend:' .. p
-local stagek, pendk = ns .. ':stagek:' .. p, ns .. ':pendk:' .. p
-if redis.call('HGET', q, 'seeding') ~= token then return 0 end
--- prior versions kept or purged while we listed win over the listing: a purge (=) sets
--- the total; a keep (+) adds to what was listed (a version the listing saw too is then
--- counted twice until the next listing: too much, never too little). A kept object of
--- unknown size (?) adds the listed latest size (after a purge, at least what was listed)
-local kchanges = redis.call('HGETALL', pendk)
-for j = 1, #kchanges, 2 do
-  local key, v = kchanges[j], kchanges[j + 1]
-  local sign, unknown = string.sub(v, 1, 1), string.sub(v, 2, 2) == '?'
-  local n = tonumber(string.sub(v, unknown and 3 or 2))
-  local listed = num(redis.call('HGET', stagek, key))
-  local total = sign == '=' and n or listed + n
-  if unknown then
-    local latest = num(redis.call('HGET', stage, key))
-    total = total + (sign == '=' and math.max(latest, listed) or latest)
-  end
-  used = used + total - listed
-  if total > 0 then redis.call('HSET', stagek, key, total) else redis.call('HDEL', stagek, key) end
-end
--- commits and deletes that landed while we listed win over the listing
-local changes = redis.call('HGETALL', pend)
-for j = 1, #changes, 2 do
-  local key, size = changes[j], tonumber(changes[j + 1])
-  used = used - num(redis.call('HGET', stage, key))
-  if size < 0 then
-    redis.call('HDEL', stage, key)
-  else
-    redis.call('HSET', stage, key, size)
-    used = used + size
-  end
-end
-swap_in(stage, ns .. ':sz:' .. p)
-swap_in(stagek, ns .. ':kept:' .. p)
--- marked stale while it listed: swapped in, and listed again on next use
-local seeded = redis.call('HGET', q, 'stale') == '1' and '0' or '1'
-redis.call('HSET', q, 'used', ARGV[4], 'seeded', seeded)
-if used ~= 0 then redis.call('HINCRBY', q, 'used', used) end
-redis.call('HDEL', q, 'seeding')
-redis.call('HINCRBY', q, 'lists', 1)
-redis.call('DEL', pend, pendk)
-unlock_seed(p, token)
-return 1
-"""
-)
-
 # ARGV: ns, key, total ('' or the bytes its prior versions hold now), gone ('1': the key's
 # latest object was purged too): after a purge_versions, which held the key
 PURGED = Script(
@@ -564,23 +469,6 @@ for _, ql in ipairs(covering(key)) do
   end
   if gone then record(p, key, nil) end
 end
-return 1
-"""
-)
-
-# ARGV: ns, prefix, token: a listing that will not end (cancelled, or its scan failed)
-# gives its lock back, so the next user lists at once instead of waiting out the lease
-SEED_ABORT = Script(
-    _COMMON
-    + """
-local p, token = ARGV[2], ARGV[3]
-local q = ns .. ':q:' .. p
-if redis.call('HGET', q, 'seeding') == token then
-  redis.call('HDEL', q, 'seeding')
-  redis.call('DEL', ns .. ':pend:' .. p, ns .. ':stage:' .. p, ns .. ':pendk:' .. p,
-    ns .. ':stagek:' .. p)
-end
-unlock_seed(p, token)
 return 1
 """
 )
