@@ -498,9 +498,9 @@ async def test_writes_whose_leases_run_out_at_once_are_still_counted_exactly(
 ) -> None:
     # a lease of 1 ms, below what users may set: every commit finds its reservation gone
     # and checks again, as one does after a loop stalled for longer than a lease
-    from file_storage._quota.redis import ledger
+    from file_storage import _settings_common
 
-    monkeypatch.setattr(ledger, "MIN_LEASE_SECONDS", 0.001)
+    monkeypatch.setattr(_settings_common, "MIN_LEASE_SECONDS", 0.001)
     async with local(
         tmp_path, redis_server, namespace, max_size_bytes=20, quota_lease_seconds=0.001
     ) as backend:
