@@ -320,17 +320,19 @@ async def plugin_backend(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stora
         await backend.aclose()
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        "local",
-        "plugin",
-        pytest.param("s3", marks=pytest.mark.s3),
-        pytest.param("s3_obstore", marks=pytest.mark.s3),
-        pytest.param("gcs", marks=pytest.mark.gcs),
-        pytest.param("azure", marks=pytest.mark.azure),
-    ]
-)
+#: the built-in backends' fixtures (``<name>_backend``), as fixture params: the remote
+#: ones marked, so that ``-m "not s3"`` and the like leave them out
+BUILT_IN_STORES = [
+    "memory",
+    "local",
+    pytest.param("s3", marks=pytest.mark.s3),
+    pytest.param("s3_obstore", marks=pytest.mark.s3),
+    pytest.param("gcs", marks=pytest.mark.gcs),
+    pytest.param("azure", marks=pytest.mark.azure),
+]
+
+
+@pytest.fixture(params=[*BUILT_IN_STORES[:2], "plugin", *BUILT_IN_STORES[2:]])
 def backend(request: pytest.FixtureRequest) -> StorageBackend:
     """Every conformance test runs once per backend: ids memory, local, plugin (the example
     third-party backend of docs/plugins.md), s3, s3_obstore, gcs, azure."""

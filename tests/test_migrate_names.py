@@ -27,6 +27,7 @@ from file_storage import (
 )
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.memory import _Object
+from tests.conftest import BUILT_IN_STORES
 
 TAKEN = "another key's object under this name"
 # sorted: "docs/Report.pdf" < "docs/other.txt" < "docs/report.pdf"
@@ -181,16 +182,7 @@ async def test_the_applications_write_under_exactly_the_key_is_still_kept() -> N
     assert await source.list_files("") == []
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        "local",
-        pytest.param("s3", marks=pytest.mark.s3),
-        pytest.param("s3_obstore", marks=pytest.mark.s3),
-        pytest.param("gcs", marks=pytest.mark.gcs),
-        pytest.param("azure", marks=pytest.mark.azure),
-    ]
-)
+@pytest.fixture(params=BUILT_IN_STORES)
 def listed(request: pytest.FixtureRequest) -> StorageBackend:
     backend: StorageBackend = request.getfixturevalue(f"{request.param}_backend")
     return backend

@@ -43,6 +43,7 @@ from file_storage import (
     StorageBackend,
     StorageError,
 )
+from tests.conftest import BUILT_IN_STORES
 from tests.parity.script import (
     FOLDER_LIMIT,
     LIMIT,
@@ -260,16 +261,7 @@ async def compare_state(
             assert figures == usage["memory"], f"{name} usage at {context}"
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        "local",
-        pytest.param("s3", marks=pytest.mark.s3),
-        pytest.param("s3_obstore", marks=pytest.mark.s3),
-        pytest.param("gcs", marks=pytest.mark.gcs),
-        pytest.param("azure", marks=pytest.mark.azure),
-    ]
-)
+@pytest.fixture(params=BUILT_IN_STORES)
 def one(request: pytest.FixtureRequest) -> tuple[str, StorageBackend]:
     backend: StorageBackend = request.getfixturevalue(f"{request.param}_backend")
     return request.param, backend
