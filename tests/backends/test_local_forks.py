@@ -59,3 +59,35 @@ def test_a_child_forked_while_a_parent_thread_writes_a_key_writes_it_too(tmp_pat
         thread.join()
     assert child_sees() == b"child"
     assert asyncio.run(backend.load("k")) == b"child"  # the parent sees the child's write
+
+
+def test_a_child_forked_while_a_parent_thread_opens_the_root_uses_it_too(
+    tmp_path: Path,
+) -> None:
+    # a child opens the root anew on first use, under the root's lock: forked while a
+    # parent's thread held it (opening the root, or a lock file's folder), it waited for
+    # ever
+    backend = LocalStorageBackend(tmp_path)
+    asyncio.run(backend.save("k", b"before"))
+    opening, done = threading.Event(), threading.Event()
+
+    def open_root() -> None:  # another thread of the parent, caught in the root's lock
+        with backend._dir._lock:
+            opening.set()
+            done.wait(DEADLINE)
+
+    thread = threading.Thread(target=open_root)
+    thread.start()
+    opening.wait(DEADLINE)
+    try:
+
+        async def child() -> bytes:
+            await backend.save("k", b"child")
+            return await backend.load("k")
+
+        child_sees = forked(in_child(lambda: asyncio.run(child())))
+        assert child_sees() == b"child"
+    finally:
+        done.set()
+        thread.join()
+    assert asyncio.run(backend.load("k")) == b"child"
