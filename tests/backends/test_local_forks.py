@@ -4,11 +4,13 @@ with ``fork``, a pre-forking server): the child has none of the parent's threads
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from file_storage import LocalStorageBackend
-from tests.forks import forked, in_child
+from file_storage.backends.local import _meta
+from tests.forks import DEADLINE, forked, in_child
 
 
 async def chunks() -> AsyncIterator[bytes]:
@@ -27,3 +29,65 @@ def test_a_child_forked_after_its_parent_streamed_streams_too(tmp_path: Path) ->
     assert asyncio.run(use("parent")) == ["parent"]
     assert forked(in_child(lambda: asyncio.run(use("child"))))() == ["child", "parent"]
     assert asyncio.run(use("parent-again")) == ["child", "parent", "parent-again"]
+
+
+def test_a_child_forked_while_a_parent_thread_writes_a_key_writes_it_too(tmp_path: Path) -> None:
+    # a write of the parent's I/O threads holds the key's lock (this process's thread
+    # lock, then every process's flock) from its stamp to its rename: forked meanwhile,
+    # the child waits for the parent's write to end, not for ever
+    backend = LocalStorageBackend(tmp_path)
+    asyncio.run(backend.save("k", b"before"))
+    writing, done = threading.Event(), threading.Event()
+
+    def write() -> None:  # another thread's write of "k", caught between stamp and rename
+        with _meta.key_locks(backend._dir, "k"):
+            writing.set()
+            done.wait(DEADLINE)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    writing.wait(DEADLINE)
+    try:
+
+        async def child() -> bytes:
+            await backend.save("k", b"child")
+            return await backend.load("k")
+
+        child_sees = forked(in_child(lambda: asyncio.run(child())))
+    finally:
+        done.set()  # the parent's write ends: the child's may go on
+        thread.join()
+    assert child_sees() == b"child"
+    assert asyncio.run(backend.load("k")) == b"child"  # the parent sees the child's write
+
+
+def test_a_child_forked_while_a_parent_thread_opens_the_root_uses_it_too(
+    tmp_path: Path,
+) -> None:
+    # a child opens the root anew on first use, under the root's lock: forked while a
+    # parent's thread held it (opening the root, or a lock file's folder), it waited for
+    # ever
+    backend = LocalStorageBackend(tmp_path)
+    asyncio.run(backend.save("k", b"before"))
+    opening, done = threading.Event(), threading.Event()
+
+    def open_root() -> None:  # another thread of the parent, caught in the root's lock
+        with backend._dir._lock:
+            opening.set()
+            done.wait(DEADLINE)
+
+    thread = threading.Thread(target=open_root)
+    thread.start()
+    opening.wait(DEADLINE)
+    try:
+
+        async def child() -> bytes:
+            await backend.save("k", b"child")
+            return await backend.load("k")
+
+        child_sees = forked(in_child(lambda: asyncio.run(child())))
+        assert child_sees() == b"child"
+    finally:
+        done.set()
+        thread.join()
+    assert asyncio.run(backend.load("k")) == b"child"

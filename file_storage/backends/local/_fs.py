@@ -16,6 +16,7 @@ import errno
 import os
 import stat as stat_mod
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -53,6 +54,20 @@ def _deleted(fd: int) -> bool:
     return os.fstat(fd).st_nlink == 0
 
 
+# every root of this process: a child forked from it gets a lock of its own for each (a
+# parent's thread caught holding one, opening the root, never releases it in the child)
+_ROOTS: weakref.WeakSet[Root] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for root in list(_ROOTS):
+        root._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Root:
     """The root folder's descriptor, opened on first use and again after a fork or close."""
 
@@ -69,6 +84,7 @@ class Root:
         self.prefixes: tuple[str, ...] = ()  # absolute spellings of the root
         self.kept_fds: dict[str, int] = {}  # folders held open while the root is (lock files)
         self._retired: list[int] = []  # of a root folder removed meanwhile
+        _ROOTS.add(self)
 
     def fd(self) -> int:
         fd = self._fd  # once: another thread may replace it (never closing the old one)

@@ -46,6 +46,18 @@ class Meta(NamedTuple):
 # shard's folder, through one descriptor per root and shard kept open (the thread lock
 # makes sharing it safe: flock belongs to the open file, not to the thread).
 _STRIPES = [threading.Lock() for _ in range(256)]
+
+
+def _after_fork_in_child() -> None:
+    """A child has none of its parent's threads: a stripe one of them held at the fork
+    (a write between its stamp and its rename) would stay held in the child for ever.
+    The parent's flock stays: the child's write of that key waits for the parent's."""
+    for stripe in _STRIPES:
+        stripe._at_fork_reinit()  # type: ignore[attr-defined]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 _unlocked: list[bool] = []  # flock refused once here (some network file systems): not again
 
 
