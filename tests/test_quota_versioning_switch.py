@@ -163,3 +163,18 @@ async def test_usage_stays_exact_under_writes_racing_versioning_switches(
                 await backend.set_versioning(enabled)
             await asyncio.gather(*writers)
             assert (await backend.get_usage()).used == await stored(backend)
+
+
+@pytest.mark.s3
+async def test_an_overwrite_on_s3_while_versioning_is_first_enabled_counts_the_kept_version(
+    s3_backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_backend.set_quota("", 10**6)
+    await s3_backend.save("a", b"x" * 100)
+    switched, go = pause_switch(s3_backend, monkeypatch)
+    switch = asyncio.create_task(s3_backend.set_versioning(True))
+    await switched.wait()
+    await s3_backend.save("a", b"y" * 50)  # S3 keeps the 100 bytes as a prior version
+    go.set()
+    await switch
+    assert (await s3_backend.get_usage()).used == await stored(s3_backend) == 150
