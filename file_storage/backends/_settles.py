@@ -32,7 +32,8 @@ class Settles(BackendCore):
         per key, only then): while versioning is suspended, a write or a delete replaces
         the key's "null" version but keeps one with an id of its own, which the ledger
         cannot tell apart; ``set_versioning`` ran meanwhile (``since``: the mark taken as
-        the operation began), so the store may have applied either state; or a listing of
+        the operation began), so the store may have applied either state (also when the
+        whole operation ran inside it: the store switched, the ledger not yet); or a listing of
         usage ran meanwhile, which may have counted the new object, or the one it
         replaced as a prior version, before the ledger did (``relisted``: a shared
         ledger saw one of another process do so)."""
@@ -42,6 +43,7 @@ class Settles(BackendCore):
         if not (
             self._quotas.versioning == "suspended"
             or self._versioning_changes != versioning
+            or versioning % 2  # begun while a switch was under way, ended before it did
             or relisted
             or (self._quotas.keeps and self._quotas.listings != listings)
         ):

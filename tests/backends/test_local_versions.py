@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from file_storage import LocalStorageBackend
 from file_storage.backends.local._versions import STATE_FILE, VERSIONS_DIR
 
@@ -71,3 +73,29 @@ async def test_purge_removes_the_kept_files(local_backend: LocalStorageBackend) 
     await local_backend.purge_versions("deep/p.txt", keep=0)
     assert not (local_backend.root / VERSIONS_DIR / "deep").exists()
     assert not (local_backend.root / "deep").exists()
+
+
+async def test_a_write_survives_the_versions_folder_being_cleaned_up_under_it(
+    local_backend: LocalStorageBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # another key's clean-up removes the (empty) versions folder just after this write
+    # made it and before it makes its key's folder inside: the write walks again
+    from file_storage.backends.local import _fs
+
+    real_mkdir = os.mkdir
+    cleaned = []
+
+    def mkdir(name: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        if name.startswith("\\") and not cleaned:
+            cleaned.append(name)
+            os.rmdir(tmp_path / VERSIONS_DIR)  # what remove_empty_parents does
+        real_mkdir(name, mode, dir_fd=dir_fd)
+
+    await local_backend.set_versioning(True)
+    monkeypatch.setattr(_fs.os, "mkdir", mkdir)
+    await local_backend.save("a", b"one")
+    await local_backend.save("a", b"two")
+    monkeypatch.undo()
+    assert cleaned
+    assert await local_backend.load("a") == b"two"
+    assert [v.size for v in await local_backend.list_versions("a")] == [3, 3]

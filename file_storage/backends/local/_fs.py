@@ -153,6 +153,11 @@ class Root:
         return fd
 
 
+# walks of open_dir(create=True) begun again after a folder on the way was removed under
+# them; each needs another caller's rmdir in between, so a few suffice
+_MAX_RESTARTS = 64
+
+
 class Hops:
     """Symlinks followed so far by one operation."""
 
@@ -217,6 +222,7 @@ def open_dir(
     """Open the folder ``root/parts...``; return its descriptor (the caller closes it) and
     its real segments. ``create`` makes missing folders; ``follow`` allows in-root links."""
     hops = hops or Hops()
+    restarts = 0
     base = root.fd()
     cur, where = base, list[str]()
     todo = list(reversed(parts))
@@ -229,8 +235,21 @@ def open_dir(
                 if not create:
                     raise ObjectNotFoundError() from None
                 # made meanwhile, or swapped for a link: the next open tells
-                with contextlib.suppress(FileExistsError):
+                try:
                     os.mkdir(name, 0o777, dir_fd=cur)
+                except FileExistsError:
+                    pass
+                except FileNotFoundError:
+                    # the folder we are in was removed meanwhile (emptied, then taken
+                    # away by another key's clean-up): walk again from the root
+                    if cur == base or restarts >= _MAX_RESTARTS:
+                        raise
+                    restarts += 1
+                    todo.append(name)
+                    todo.extend(reversed(where))
+                    os.close(cur)
+                    cur, where = base, []
+                    continue
                 todo.append(name)
                 continue
             except OSError as exc:
