@@ -570,6 +570,10 @@ class QuotaManager:
         for q in self._covering(key):
             q.set_kept(key, total)
 
+    async def versioning_begins(self) -> None:
+        """``set_versioning`` switches the store now: a shared ledger tells the other
+        processes (in one process, the backend's own count of switches does)."""
+
     async def set_versioning(self, state: str) -> None:
         """The backend's versioning became ``state`` (``enabled`` or ``suspended``)."""
         self.versioning = state

@@ -52,6 +52,7 @@ class Versions(Writes):
                     return  # never enabled: there is nothing to suspend
                 self._versioning_changes += 1
                 try:
+                    await self._quotas.versioning_begins()
                     await self._set_versioning(enabled)
                     await self._quotas.set_versioning("enabled" if enabled else "suspended")
                 finally:

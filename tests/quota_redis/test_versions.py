@@ -235,11 +235,6 @@ async def test_purge_expired_under_suspended_versioning_frees_the_null_version(
         assert used == (await a.get_usage()).used == 10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a write of another process between the store's switch and Redis "
-    "hearing of it is counted under the old state (see docs/versioning.md)",
-)
 async def test_a_write_in_another_process_while_versioning_is_switched_is_counted(
     tmp_path: Path, redis_server: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

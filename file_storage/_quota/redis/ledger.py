@@ -108,6 +108,9 @@ class RedisQuotaManager(QuotaManager):
         # marked to be listed again (which counts the object), and an unlock (key None)
         self._replay: list[tuple[str | None, Script, list[object]]] = []
         self._unpushed_versioning: str | None = None  # set_versioning while Redis was away
+        # the token of this process's set_versioning under way, then of its end to send
+        self._switching: str | None = None
+        self._switch_ends: str | None = None
         self._outage = False
         self._refreshed: dict[str, float] = {}
         self._epoch = ""  # the epoch this process's limits went into (see lua.SET_LIMITS)
@@ -176,14 +179,27 @@ class RedisQuotaManager(QuotaManager):
                 renewer.cancel()
         await self._client.aclose()
 
+    async def versioning_begins(self) -> None:
+        # every process's writes and deletes from now until the switch ends (or its lease
+        # runs out: a switcher that died) count the key's versions as the store lists them
+        self._switching = new_id()
+        with contextlib.suppress(RedisUnavailable):  # its end is counted all the same
+            await self._client.run(lua.SWITCH, [self.ns, self._switching, self.lease_ms, ""])
+
     async def set_versioning(self, state: str) -> None:
         self.versioning = self._unpushed_versioning = state
+        self._switch_ends, self._switching = self._switching, None
         with contextlib.suppress(RedisUnavailable):  # else sent with the next ledger step
             await self._push_versioning()
 
     async def _push_versioning(self) -> None:
         """Tell every process whether the store keeps prior versions (the scripts ask)."""
-        await self._client.call("SET", self.ns + ":ver", self._unpushed_versioning)
+        state = self._unpushed_versioning
+        if self._switch_ends is None:  # learned by a listing's probe
+            await self._client.call("SET", self.ns + ":ver", state)
+        else:
+            await self._client.run(lua.SWITCH, [self.ns, self._switch_ends, self.lease_ms, state])
+            self._switch_ends = None
         self._unpushed_versioning = None
 
     async def set_kept(self, key: str, total: int) -> None:

@@ -25,6 +25,11 @@ one ledger lands in one slot, so the scripts may touch keys they compute):
   ``off``): set by ``set_versioning`` and by each listing's probe. While it is not
   ``off``, an overwrite reserves its whole size and its commit, like a delete, moves the
   replaced object's size to ``kept`` instead of freeing it.
+- ``{ns}:vchg``: a count bumped as each ``set_versioning`` begins and ends, in any
+  process; ``{ns}:vsw``: a sorted set of the switches under way (token -> expiry in ms,
+  a lease). A write or a delete that saw the count change, or ran while a switch was
+  under way, may have been applied by the store under either state: its commit answers
+  ``relisted`` and its process counts the key's versions as the store lists them.
 - ``{ns}:lk:<key>``: the per-key lock (a token with an expiry: the lease).
 - ``{ns}:rsv:<id>``: one write's reservation: ``h:<prefix>`` bytes held, ``o:<prefix>``
   the old size it replaces; ``{ns}:leases`` is a sorted set of reservation id -> expiry
@@ -108,7 +113,12 @@ local function stale(p)
   local q = ns .. ':q:' .. p
   if redis.call('EXISTS', q) == 1 then redis.call('HSET', q, 'seeded', '0', 'stale', '1') end
 end
+local function switching()
+  -- set_versioning under way in some process (the store may switch at any moment)
+  return redis.call('ZCARD', ns .. ':vsw') > 0
+end
 local function purge(now)
+  redis.call('ZREMRANGEBYSCORE', ns .. ':vsw', '-inf', now)  -- a switcher that died
   local expired = redis.call('ZRANGEBYSCORE', ns .. ':leases', '-inf', now, 'LIMIT', 0, 100)
   for _, id in ipairs(expired) do
     -- a lease that ran out: its process died or lost Redis mid-write, and whether the
@@ -135,10 +145,6 @@ local function record(p, key, size)
   local old = num(redis.call('HGET', sz, key))
   if size then redis.call('HSET', sz, key, size) else redis.call('HDEL', sz, key) end
   redis.call('HINCRBY', q, 'used', (size or 0) - old)
-end
-local function keeps()
-  local v = redis.call('GET', ns .. ':ver')
-  return v == 'enabled' or v == 'suspended'
 end
 local function keep(p, key)
   -- the object at key becomes a prior version: its bytes move to kept, still counted
@@ -201,7 +207,9 @@ purge(now)
 local epoch = redis.call('GET', ns .. ':epoch')
 if not epoch or (ARGV[9] ~= '' and ARGV[9] ~= epoch) then return {'reset'} end
 local quotas = covering(key)
-local versioned = keeps()  -- the replaced object stays stored: nothing is credited
+local vv = redis.call('MGET', ns .. ':ver', ns .. ':vchg')
+-- the replaced object stays stored: nothing is credited
+local versioned = vv[1] == 'enabled' or vv[1] == 'suspended'
 if #quotas == 0 then return {'none'} end
 if token ~= '' then
   local lk = ns .. ':lk:' .. key
@@ -247,7 +255,7 @@ for j, ql in ipairs(quotas) do
     redis.call('HINCRBY', rk, 'h:' .. p, extra)
   end
 end
-if fresh then redis.call('HSET', rk, 'v', redis.call('GET', ns .. ':ver') or 'off') end
+if fresh then redis.call('HSET', rk, 'v', vv[1] or 'off', 'c', vv[2] or '0') end
 redis.call('ZADD', ns .. ':leases', now + lease, id)
 return {'ok'}
 """
@@ -267,7 +275,9 @@ local undoable = ARGV[6] == '1'
 -- out: trusting it is safe. A reservation that is gone is checked again below
 local rk = ns .. ':rsv:' .. id
 local quotas = covering(key)
-local versioned = keeps()
+local vv = redis.call('MGET', ns .. ':ver', ns .. ':vchg')
+local ver = vv[1]
+local versioned = ver == 'enabled' or ver == 'suspended'
 local result = {'ok'}
 local held = redis.call('HGETALL', rk)
 if #held == 0 then
@@ -293,16 +303,17 @@ if #held == 0 then
     result = {'overshoot', result[2]}
   end
 end
--- versioned: a listing that began or ended since the reservation (or runs now) may have
--- counted the new object, or the one it replaces as a prior version, already; the
--- caller then counts the key's versions as the store lists them
--- So does one under a versioning that changed since (the store may have applied either),
--- or suspended (a "null" version is replaced, one with an id kept: only the store knows)
-local relisted = versioned and #held == 0
+-- set_versioning began or ended in some process since the reservation (or runs now):
+-- the store may have applied either state, so the caller counts the key's versions as
+-- the store lists them (a lease lost: whether one did is not known)
+local g = {}
+for j = 1, #held, 2 do g[held[j]] = held[j + 1] end
+local relisted = (g['c'] or '') ~= (vv[2] or '0') or switching()
+-- versioned: so does a write that a listing began or ended since the reservation (or
+-- runs now) may have counted, or the one it replaces as a prior version, already; or
+-- one under a versioning that changed since, or suspended (a "null" version is
+-- replaced, one with an id kept: only the store knows)
 if versioned then
-  local g = {}
-  for j = 1, #held, 2 do g[held[j]] = held[j + 1] end
-  local ver = redis.call('GET', ns .. ':ver')
   if ver == 'suspended' or (g['v'] and g['v'] ~= ver) then relisted = true end
   for _, ql in ipairs(quotas) do
     local f = redis.call('HMGET', ns .. ':q:' .. ql[1], 'seeding', 'lists')
@@ -331,8 +342,8 @@ return 1
 )
 
 # ARGV: ns, token, lease_ms, keys... -> 0 when another holder has one of the keys, else
-# every key is now locked by token and the reply is the text of ``{ns}:gen`` now (the
-# count of listings begun or ended, for FINISH: see there)
+# every key is now locked by token and the reply is ``<gen>/<vchg>``: the texts of
+# ``{ns}:gen`` (the count of listings begun or ended) and ``{ns}:vchg`` now, for FINISH
 LOCK = Script(
     _COMMON
     + """
@@ -344,23 +355,34 @@ end
 for j = 4, #ARGV do
   redis.call('SET', ns .. ':lk:' .. ARGV[j], token, 'PX', lease)
 end
-return redis.call('GET', ns .. ':gen') or '0'
+local m = redis.call('MGET', ns .. ':gen', ns .. ':vchg')
+return (m[1] or '0') .. '/' .. (m[2] or '0')
 """
 )
 
 # ARGV: ns, token, since ('' or what LOCK answered as the keys were locked), n_deleted,
 # deleted keys..., lock keys...: record the deletes, unlock
 # -> 1, or 2: the caller counts the deleted keys' versions as the store lists them (a
-# versioned store: suspended, where only the store knows whether the object was kept, or
-# a quota being listed now, or since the keys were locked, which may have seen the object
-# kept already, or both as the latest and kept: a listing is no snapshot of the store)
+# set_versioning under way, or begun or ended since the keys were locked: the store may
+# have applied either state; a versioned store: suspended, where only the store knows
+# whether the object was kept, or a quota being listed now, or since the keys were
+# locked, which may have seen the object kept already, or both as the latest and kept: a
+# listing is no snapshot of the store)
 FINISH = Script(
     _COMMON
     + """
-local token, since, n = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local token, n = ARGV[2], tonumber(ARGV[4])
+local since, since_v
+local cut = string.find(ARGV[3], '/', 1, true)
+if cut then
+  since, since_v = tonumber(string.sub(ARGV[3], 1, cut - 1)), string.sub(ARGV[3], cut + 1)
+end
 purge(now_ms())
-local versioned = keeps()  -- a delete keeps the object as a prior version
-local relisted = versioned and redis.call('GET', ns .. ':ver') == 'suspended'
+local vv = redis.call('MGET', ns .. ':ver', ns .. ':vchg')
+-- a delete keeps the object as a prior version
+local versioned = vv[1] == 'enabled' or vv[1] == 'suspended'
+local relisted = (versioned and vv[1] == 'suspended') or (n > 0 and (switching()
+  or (since_v and since_v ~= (vv[2] or '0'))))
 for j = 5, 4 + n do
   local key = ARGV[j]
   for _, ql in ipairs(covering(key)) do
@@ -481,6 +503,25 @@ INVALIDATE = Script(
 for j = 2, #ARGV do
   for _, ql in ipairs(covering(ARGV[j])) do stale(ql[1]) end
 end
+return 1
+"""
+)
+
+# ARGV: ns, token, lease_ms, state: set_versioning begins ('') or ends (the state it set,
+# ``enabled`` or ``suspended``; ``-``: it failed, the state unknown) in this process
+SWITCH = Script(
+    _COMMON
+    + """
+local token, lease, state = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', ns .. ':vsw', '-inf', now)
+if state == '' then
+  redis.call('ZADD', ns .. ':vsw', now + lease, token)
+else
+  if state ~= '-' then redis.call('SET', ns .. ':ver', state) end
+  redis.call('ZREM', ns .. ':vsw', token)
+end
+redis.call('INCR', ns .. ':vchg')
 return 1
 """
 )
