@@ -28,12 +28,37 @@ from file_storage._keys import validate_key, validate_prefix
 from file_storage.errors import InvalidKeyError
 from file_storage.models import ObjectEvent
 
-__all__ = ["Callback", "EventHub", "parse_s3_event"]
+__all__ = ["Callback", "EventHub", "landing", "note_landed", "parse_s3_event"]
 
 logger = logging.getLogger("file_storage.events")
 
 Callback = Callable[[ObjectEvent], Awaitable[None] | None]
 DRAIN_SECONDS = 10.0  # aclose waits this long for async callbacks still running
+
+
+_LANDED: contextvars.ContextVar[dict[str, str | None] | None] = contextvars.ContextVar(
+    "file_storage_landed", default=None
+)
+
+
+@contextlib.contextmanager
+def landing() -> Iterator[dict[str, str | None]]:
+    """Collect, key by key, the ETag of each object the block's writes stored (``None``:
+    the backend's hook did not say; a key missing: no write of it landed). The write's
+    own ETag, where a stat after it could see another writer's object."""
+    landed: dict[str, str | None] = {}
+    token = _LANDED.set(landed)
+    try:
+        yield landed
+    finally:
+        _LANDED.reset(token)
+
+
+def note_landed(key: str, etag: str | None) -> None:
+    """Tell an enclosing :func:`landing` block that a write stored ``key``."""
+    landed = _LANDED.get()
+    if landed is not None:
+        landed[key] = etag
 
 
 class _Subscriber:

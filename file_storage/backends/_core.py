@@ -355,11 +355,13 @@ class BackendCore(abc.ABC):
         content_type: str,
         metadata: dict[str, str],
         options: WriteOptions = PLAIN,
-    ) -> None:
+    ) -> str | None:
         """Store ``body`` at ``key`` atomically: on any error nothing new is visible.
 
         ``options``: the write's condition, checked atomically with the write
         (:class:`PreconditionFailedError` when it does not hold), and the headers to store.
+        Return the stored object's ETag, or ``None`` when the store did not tell (events
+        and the router's answers then stat for it). So may ``_copy`` and ``_move``.
         """
 
     @abc.abstractmethod
@@ -392,7 +394,7 @@ class BackendCore(abc.ABC):
     async def _list_dirs(self, prefix: str) -> list[str]: ...
 
     @abc.abstractmethod
-    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> None:
+    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> str | None:
         """Copy ``src`` to ``dst`` with its type, metadata and headers; a header set in
         ``options`` replaces the source's."""
 
@@ -431,9 +433,9 @@ class BackendCore(abc.ABC):
         backends over one store apart; ``None``: nowhere another backend could reach."""
         return self._store_identity
 
-    async def _move(self, src: str, dst: str) -> None:
+    async def _move(self, src: str, dst: str) -> str | None:
         try:
-            await self._copy(src, dst)
+            etag = await self._copy(src, dst)
         except BaseException as exc:
             if has_landed(exc):  # a copy cancelled once it was stored: src is there too
                 mark_landed(exc, source_kept=True)
@@ -444,6 +446,7 @@ class BackendCore(abc.ABC):
             # dst is stored whatever the delete did; src too, unless the delete landed
             mark_landed(exc, source_kept=not has_landed(exc))
             raise
+        return etag
 
     async def _delete_expired(self, key: str, listed: ObjectInfo) -> bool:
         """Delete ``key`` only if it still holds the object ``listed`` (purge_expired's
@@ -492,9 +495,9 @@ class BackendCore(abc.ABC):
         metadata: dict[str, str],
         progress: Progress | None,
         options: WriteOptions = PLAIN,
-    ) -> None:
+    ) -> str | None:
         body = file_chunks(local_path, size, progress)
-        await self._save(key, body, content_type, metadata, *passed(options))
+        return await self._save(key, body, content_type, metadata, *passed(options))
 
     async def _download_file(self, key: str, local_path: Path, progress: Progress | None) -> int:
         """Write the object to ``local_path``; return the size the store says it has."""

@@ -22,6 +22,7 @@ import aiofiles
 import aiofiles.os
 
 from file_storage import _batch
+from file_storage._events import note_landed
 from file_storage._keys import KeyLike
 from file_storage._metadata import check_content_type
 from file_storage._mime import guess_content_type
@@ -134,19 +135,20 @@ class Writes(Settles):
     async def _write(
         self,
         reservation: Reservation | None,
-        hook: Awaitable[None],
+        hook: Awaitable[str | None],
         size: int | Counter | None,
         key: str,
     ) -> ObjectEvent | None:
         """Await a write hook of ``key``, committing its reservation on success and freeing
         it on failure; return the write's ``created`` event (``None``: nobody subscribed).
+        The hook answers the stored object's ETag when it knows it (``None``: a stat asks).
 
         ``size``: the bytes written (``None``: unknown, no quota counts them). A write
         cancelled once it had landed is counted, and its event emitted before the
         cancellation is raised: subscribers see every object that is stored."""
         since = self._recount_mark()
         try:
-            await hook
+            etag = await hook
         except BaseException as exc:
             try:
                 if reservation is not None:
@@ -174,8 +176,9 @@ class Writes(Settles):
             mark_landed(cancelled)
             await self._announce(key, size, cancelled)
             raise
+        note_landed(key, etag)
         try:
-            return await self._made(key, value)
+            return await self._made(key, value, etag)
         except asyncio.CancelledError as cancelled:
             mark_landed(cancelled)
             raise
@@ -191,13 +194,19 @@ class Writes(Settles):
             mark_landed(late, source_kept=source_kept(exc))
             raise
 
-    async def _made(self, key: str, size: int | None) -> ObjectEvent | None:
+    async def _made(
+        self, key: str, size: int | None, etag: str | None = None
+    ) -> ObjectEvent | None:
         """The ``created`` event of a write that landed at ``key`` (``None``: nobody
-        subscribed). A caller cancelled while its stat is made emits it at once, without
-        the ETag, before the cancellation goes on: subscribers hear of every object
-        stored, and a caller going away does not wait for the store."""
+        subscribed), with the ETag the write's hook answered, else one stat's. A caller
+        cancelled while that stat is made emits it at once, without the ETag, before the
+        cancellation goes on: subscribers hear of every object stored, and a caller going
+        away does not wait for the store."""
         if not self._events:
             return None
+        if etag is not None and size is not None:
+            # the write's own: a stat now could see a later write of the key
+            return ObjectEvent("created", key, size, etag)
         stat = asyncio.ensure_future(self._created(key, size))
         try:
             return await asyncio.shield(stat)

@@ -115,7 +115,7 @@ class MemoryStorageBackend(RouterSigned):
                 )
         return parents
 
-    def _put(self, key: str, obj: _Object, options: WriteOptions = PLAIN) -> None:
+    def _put(self, key: str, obj: _Object, options: WriteOptions = PLAIN) -> str:
         # no await in here: the checks and the write are one atomic step on the loop
         parents = self._check_layout(key)
         current = self._objects.get(key)
@@ -129,6 +129,7 @@ class MemoryStorageBackend(RouterSigned):
             insort(self._index, key)
         self._retire(key, replaced=True)
         self._objects[key] = obj
+        return obj.etag
 
     def _remove(self, key: str, *, keep: bool = True) -> bool:
         if keep and key in self._objects:
@@ -186,11 +187,11 @@ class MemoryStorageBackend(RouterSigned):
         content_type: str,
         metadata: dict[str, str],
         options: WriteOptions = PLAIN,
-    ) -> None:
+    ) -> str:
         if not isinstance(body, bytes):
             self._check_layout(key)  # before the stream is read (and counted by quota)
             body = b"".join([c async for c in body])
-        self._put(key, self._new(body, content_type, metadata, options), options)
+        return self._put(key, self._new(body, content_type, metadata, options), options)
 
     async def _load(self, key: str) -> bytes:
         return self._get(key).data
@@ -271,9 +272,9 @@ class MemoryStorageBackend(RouterSigned):
             if folder.startswith(prefix) and folder.count("/") == depth
         ]
 
-    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> None:
+    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> str:
         obj = self._get(src)
-        self._put(
+        return self._put(
             dst,
             dataclasses.replace(
                 obj,

@@ -8,12 +8,13 @@ reading stops as soon as they pass the signed cap. A refused upload stores nothi
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from file_storage._events import landing
 from file_storage._keys import validate_key
 from file_storage._post_policy import check_post
 from file_storage._streams import closing
@@ -43,12 +44,23 @@ def _deny(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
-async def landed_etag(backend: StorageBackend, key: str) -> dict[str, str]:
-    """The ``ETag`` header of an upload that landed, or none when the stat after it fails.
+async def landed_etag(
+    backend: StorageBackend, key: str, landed: Mapping[str, str | None]
+) -> dict[str, str]:
+    """The ``ETag`` header of an upload that landed at ``key``: the one its write stored
+    (``landed``, from :func:`~file_storage._events.landing`), else one stat's, or none
+    when that stat fails.
 
-    The write is done by then: an object deleted since, or a store that stopped answering,
-    must not turn the answer into a failure the client would act on (retry, give up).
+    Never a stat when the write said: another upload of the key landing in between would
+    hand this client that upload's ETag, and an ``If-Match`` with it would then replace
+    an object the client never saw. The write is done by then: an object deleted since,
+    or a store that stopped answering, must not turn the answer into a failure the client
+    would act on (retry, give up).
     """
+    etag = landed.get(key)
+    if etag is not None:
+        quoted = quote_etag(etag)
+        return {"etag": quoted} if quoted else {}
     try:
         info = await backend.stat(key)
     except StorageError as exc:
@@ -173,7 +185,8 @@ async def receive_post(
             # a field left out signs as an empty one (check_post): no cap, a guessed type
             cap = fields.get("max_bytes", "")
             body = _capped(parts, int(cap) if cap else None)
-            await backend.save(key, body, content_type=fields.get("content_type") or None)
+            with landing() as landed:
+                key = await backend.save(key, body, content_type=fields.get("content_type") or None)
     except _Refused as exc:
         logger.info("form upload to %r refused: %s", key, exc.detail)
         return _deny(exc.status, exc.detail)
@@ -182,4 +195,4 @@ async def receive_post(
     except ClientDisconnect:
         logger.info("POST %r: the client left before sending the whole form", key)
         return Response(status_code=400)
-    return Response(status_code=204, headers=await landed_etag(backend, key))
+    return Response(status_code=204, headers=await landed_etag(backend, key, landed))

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from file_storage._events import landing
 from file_storage._keys import validate_key
 from file_storage._signing import check
 from file_storage.backends._router_signed import RouterSigned
@@ -121,13 +122,14 @@ async def _save_body(backend: StorageBackend, key: str, request: Request) -> Res
         body: AsyncIterator[bytes] = request.stream()
         if expected_md5 is not None:
             body = _md5_checked(body, expected_md5)
-        await backend.save(key, body, content_type=content_type, **pinned)
+        with landing() as landed:
+            key = await backend.save(key, body, content_type=content_type, **pinned)
     except StorageError as exc:
         return error_response(exc)
     except _BadDigest as exc:
         logger.info("PUT %r refused: %s", key, exc)
         return _deny(400, str(exc))
-    return Response(status_code=200, headers=await landed_etag(backend, key))
+    return Response(status_code=200, headers=await landed_etag(backend, key, landed))
 
 
 class _BadDigest(Exception):

@@ -204,11 +204,10 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         content_type: str,
         metadata: dict[str, str],
         options: WriteOptions = PLAIN,
-    ) -> None:
+    ) -> str:
         meta = self._meta(key, content_type, metadata, options)
         if isinstance(body, bytes):
-            await gated(self._save_bytes, key, body, meta, options)
-            return
+            return await gated(self._save_bytes, key, body, meta, options)
 
         def discard(made: tuple[int, str, int] | None = None) -> None:
             discard_tmp(made or opened)
@@ -236,7 +235,7 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
             pending = None
             await in_pool(write_all, fd, batch)
             handed = True  # from here the worker owns the descriptors and the temp file
-            await gated(
+            return await gated(
                 self._complete,
                 key,
                 opened,
@@ -264,14 +263,13 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         metadata: dict[str, str],
         progress: Progress | None,
         options: WriteOptions = PLAIN,
-    ) -> None:
+    ) -> str | None:
         if progress is not None:
-            await super()._upload_file(
+            return await super()._upload_file(
                 local_path, key, size, content_type, metadata, progress, options
             )
-            return
         meta = self._meta(key, content_type, metadata, options)
-        await gated(self._upload_sync, local_path, key, size, meta, options)
+        return await gated(self._upload_sync, local_path, key, size, meta, options)
 
     async def _download_file(self, key: str, local_path: Path, progress: Progress | None) -> int:
         if progress is not None:
@@ -402,8 +400,8 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
     async def _list_dirs(self, prefix: str) -> list[str]:
         return await asyncio.to_thread(self._list_dirs_sync, prefix)
 
-    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> None:
-        await gated(self._copy_sync, src, dst, options)
+    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> str:
+        return await gated(self._copy_sync, src, dst, options)
 
     async def _move(self, src: str, dst: str) -> None:
         await gated(self._move_sync, src, dst)

@@ -151,11 +151,12 @@ class LocalFiles(LocalVersions):
         meta: Meta | None,
         fd: int,
         options: WriteOptions,
-    ) -> None:
+    ) -> str:
         """Record the sidecar of the finished temp file, then rename it into place, unless
-        the caller was cancelled first."""
+        the caller was cancelled first; return its ETag (a rename keeps what it is made of)."""
         try:
-            version = meta_file.stamp(os.fstat(fd))
+            st = os.fstat(fd)
+            version = meta_file.stamp(st)
         finally:
             os.close(fd)
         _checkpoint("rename", gate)
@@ -180,6 +181,7 @@ class LocalFiles(LocalVersions):
                 meta_file.drop(self._dir, key)
         _checkpoint("landed", gate)
         self._fsync_dir(dir_fd)
+        return etag_of(st)
 
     def _complete(
         self,
@@ -190,8 +192,9 @@ class LocalFiles(LocalVersions):
         fill: Callable[[int], None] | None,
         meta: Meta | None,
         options: WriteOptions = PLAIN,
-    ) -> None:
-        """Fill the temp file, sync it and land it; it owns (and closes) both descriptors."""
+    ) -> str:
+        """Fill the temp file, sync it and land it; it owns (and closes) both descriptors.
+        Return the landed file's ETag."""
         dir_fd, tmp, fd = opened
         try:
             try:
@@ -203,7 +206,7 @@ class LocalFiles(LocalVersions):
             except BaseException:
                 os.close(fd)
                 raise
-            self._land(gate, key, dir_fd, tmp, name, meta, fd, options)
+            return self._land(gate, key, dir_fd, tmp, name, meta, fd, options)
         except BaseException:
             if not gate.landed:
                 with contextlib.suppress(OSError):
@@ -249,9 +252,11 @@ class LocalFiles(LocalVersions):
 
     def _save_bytes(
         self, gate: Gate, key: str, data: bytes, meta: Meta | None, options: WriteOptions
-    ) -> None:
+    ) -> str:
         opened, name = self._open_tmp(key)
-        self._complete(gate, key, opened, name, lambda fd: write_all(fd, [data]), meta, options)
+        return self._complete(
+            gate, key, opened, name, lambda fd: write_all(fd, [data]), meta, options
+        )
 
     def _upload_sync(
         self,
@@ -261,7 +266,7 @@ class LocalFiles(LocalVersions):
         size: int,
         meta: Meta | None,
         options: WriteOptions,
-    ) -> None:
+    ) -> str:
         src = os.open(local_path, O_LOCAL)  # swapped for a FIFO since upload_file looked
         try:
             if not stat_mod.S_ISREG(os.fstat(src).st_mode):
@@ -276,11 +281,11 @@ class LocalFiles(LocalVersions):
                 check_unchanged(src, version)
 
             opened, name = self._open_tmp(key)
-            self._complete(gate, key, opened, name, fill, meta, options)
+            return self._complete(gate, key, opened, name, fill, meta, options)
         finally:
             os.close(src)
 
-    def _copy_sync(self, gate: Gate, src: str, dst: str, options: WriteOptions) -> None:
+    def _copy_sync(self, gate: Gate, src: str, dst: str, options: WriteOptions) -> str:
         found = open_object(self._dir, src)
         try:
             meta = meta_file.lookup(self._dir, src, found.st) or _guessed(src, dst)
@@ -297,7 +302,7 @@ class LocalFiles(LocalVersions):
                     raise StorageError(TRUNCATED if copied < found.st.st_size else GROWN)
 
             opened, name = self._open_tmp(dst)
-            self._complete(gate, dst, opened, name, fill, meta)
+            return self._complete(gate, dst, opened, name, fill, meta)
         finally:
             found.close()
 
