@@ -54,6 +54,9 @@ FEATURES = {
     "suspended_versioning": "drops every version of a key written while versioning is suspended",
     "underscore_metadata_names": "turns '_' into '-' in metadata names",
     "versions": "keeps no prior versions (set_versioning raises StorageConfigError)",
+    "write_etags": (
+        "takes a created event's ETag from a stat after the write (_save returns None)"
+    ),
 }
 
 

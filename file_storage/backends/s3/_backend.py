@@ -291,8 +291,11 @@ class S3StorageBackend(S3Clients):
         }
 
     async def _conditional(
-        self, key: str, options: WriteOptions, send: Callable[[dict[str, str]], Awaitable[None]]
-    ) -> None:
+        self,
+        key: str,
+        options: WriteOptions,
+        send: Callable[[dict[str, str]], Awaitable[str | None]],
+    ) -> str | None:
         """Send a write S3 must check (``If-None-Match: *`` / ``If-Match``) or that carries
         headers: straight to S3, after the key's spooled version (the spool cannot check a
         condition, nor keeps headers), never absorbed by the spool."""
@@ -303,7 +306,7 @@ class S3StorageBackend(S3Clients):
         elif options.if_match is not None:
             condition["IfMatch"] = options.if_match
         try:
-            await send(condition)
+            return await send(condition)
         except Exception as exc:
             refused = condition_error(exc, create_only=not options.overwrite) if condition else None
             if refused is None:
@@ -330,15 +333,14 @@ class S3StorageBackend(S3Clients):
         content_type: str,
         metadata: dict[str, str],
         options: WriteOptions = PLAIN,
-    ) -> None:
+    ) -> str | None:
         params = self._write_params(content_type, metadata, options)
         transfer = await self._transfer()
         if not options.plain:
             save = functools.partial(transfer.save, self._full(key), body, params)
-            await self._conditional(key, options, save)
-            return
+            return await self._conditional(key, options, save)
         send = functools.partial(transfer.save, self._full(key), params=params)
-        await self._fallback.save(key, body, content_type, metadata, send)
+        return await self._fallback.save(key, body, content_type, metadata, send)
 
     async def _upload_file(
         self,
@@ -349,19 +351,18 @@ class S3StorageBackend(S3Clients):
         metadata: dict[str, str],
         progress: Progress | None,
         options: WriteOptions = PLAIN,
-    ) -> None:
+    ) -> str | None:
         params = self._write_params(content_type, metadata, options)
         transfer = await self._transfer()
         if not options.plain:
             upload = functools.partial(
                 transfer.upload_file, self._full(key), local_path, size, params, progress
             )
-            await self._conditional(key, options, upload)
-            return
+            return await self._conditional(key, options, upload)
         send = functools.partial(
             transfer.upload_file, self._full(key), local_path, size, params, progress
         )
-        await self._fallback.upload_file(key, local_path, content_type, metadata, send)
+        return await self._fallback.upload_file(key, local_path, content_type, metadata, send)
 
     async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> None:
         headers = _headers(options)

@@ -32,7 +32,7 @@ __all__ = ["Fallback"]
 logger = logging.getLogger("file_storage.spool")
 
 Upload = Callable[[Entry, Path], Awaitable[None]]
-Send = Callable[[bytes | AsyncIterator[bytes]], Awaitable[None]]
+Send = Callable[[bytes | AsyncIterator[bytes]], Awaitable[str | None]]
 
 
 def _absorbed(exc: Exception) -> bool:
@@ -74,24 +74,25 @@ class Fallback:
         content_type: str,
         metadata: dict[str, str],
         send: Send,
-    ) -> None:
-        """``send(body)`` to S3; when S3 is unavailable, spool the body instead.
+    ) -> str | None:
+        """``send(body)`` to S3; when S3 is unavailable, spool the body instead. Return
+        the ETag S3 answered (``None``: spooled, or not said).
 
         A stream cannot be read twice: it is copied to the spool while it is sent, so a
         failure even after some parts leaves the whole object on local disk.
         """
         if self.spool is None:
-            await send(body)
-            return
+            return await send(body)
         async with self.spool.locked(key), self.spool.writer(key, content_type, metadata) as out:
             try:
-                await send(body if isinstance(body, bytes) else out.tee(body))
+                etag = await send(body if isinstance(body, bytes) else out.tee(body))
             except Exception as exc:
                 if not _absorbed(exc) or out.broken is not None:
                     raise
                 await self._spooled(exc, key, out.finish(body))
-                return
+                return None
             await self.spool.discard(key)
+        return etag
 
     async def upload_file(
         self,
@@ -99,21 +100,22 @@ class Fallback:
         local_path: Path,
         content_type: str,
         metadata: dict[str, str],
-        send: Callable[[], Awaitable[None]],
-    ) -> None:
-        """``send()`` the file to S3; when S3 is unavailable, spool a copy of it."""
+        send: Callable[[], Awaitable[str | None]],
+    ) -> str | None:
+        """``send()`` the file to S3; when S3 is unavailable, spool a copy of it. Return
+        the ETag S3 answered (``None``: spooled, or not said)."""
         if self.spool is None:
-            await send()
-            return
+            return await send()
         async with self.spool.locked(key), self.spool.writer(key, content_type, metadata) as out:
             try:
-                await send()
+                etag = await send()
             except Exception as exc:
                 if not _absorbed(exc):
                     raise
                 await self._spooled(exc, key, out.finish_from(local_path))
-                return
+                return None
             await self.spool.discard(key)
+        return etag
 
     async def copy(
         self, src: str, dst: str, server_copy: Callable[[], Awaitable[None]], upload: Upload

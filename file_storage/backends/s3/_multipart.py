@@ -126,8 +126,11 @@ class Multipart:
         # the algorithm is fixed at creation: every part then carries a CRC32
         self.checksums = self.checksums and self.integrity.crc32
 
-    async def run(self, jobs: Callable[[Multipart], AsyncGenerator[Awaitable[Part], None]]) -> None:
-        """Create the upload, run the part jobs, complete it; abort on any failure."""
+    async def run(
+        self, jobs: Callable[[Multipart], AsyncGenerator[Awaitable[Part], None]]
+    ) -> str | None:
+        """Create the upload, run the part jobs, complete it; abort on any failure. Return
+        the object's ETag (``None``: a retried completion, S3 had done it)."""
         extra = {"ChecksumAlgorithm": "CRC32"} if self.checksums else {}
         create: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(
             self.client.create_multipart_upload(
@@ -144,7 +147,7 @@ class Multipart:
             parts = await run_bounded(jobs(self), self.concurrency)
             parts.sort(key=lambda part: int(part["PartNumber"]))
             try:
-                await self.client.complete_multipart_upload(
+                done = await self.client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=self.key,
                     UploadId=self.upload_id,
@@ -155,9 +158,11 @@ class Multipart:
                 if error_code(exc) != "NoSuchUpload" or not await self._completed(parts):
                     raise
                 logger.debug("completion of %r was retried after S3 had done it", self.key)
+                return None
         except BaseException:
             await self._cleanup(create)
             raise
+        return _etag(done)
 
     async def _completed(self, parts: list[Part]) -> bool:
         """True when the object holds exactly these parts: a retried completion that S3
@@ -303,14 +308,16 @@ class Transfer:
         data: bytes,
         params: dict[str, Any],
         condition: dict[str, str] | None = None,
-    ) -> None:
-        """One PutObject, with checksums that S3 checks before storing anything."""
+    ) -> str | None:
+        """One PutObject, with checksums that S3 checks before storing anything; return
+        the stored object's ETag."""
         condition = await self.checked(condition, multipart=False)
         sums = await self.integrity.params(data)
         response = await self.client.put_object(
             Bucket=self.bucket, Key=key, Body=data, **sums, **params, **(condition or {})
         )
         self.integrity.observe(sums, response)
+        return _etag(response)
 
     async def save(
         self,
@@ -318,12 +325,12 @@ class Transfer:
         body: bytes | AsyncIterator[bytes],
         params: dict[str, Any],
         condition: dict[str, str] | None = None,
-    ) -> None:
-        """Buffer up to the threshold: a stream that ends there is one PutObject, else parts."""
+    ) -> str | None:
+        """Buffer up to the threshold: a stream that ends there is one PutObject, else
+        parts. Return the stored object's ETag when S3 said it."""
         if isinstance(body, bytes):
             if len(body) <= MAX_PUT_SIZE:
-                await self.put(key, body, params, condition)
-                return
+                return await self.put(key, body, params, condition)
             body = _slices(body, self.part_size)
         try:
             head = bytearray()
@@ -332,9 +339,8 @@ class Transfer:
                 if len(head) > self.threshold:
                     break
             if len(head) <= self.threshold:
-                await self.put(key, bytes(head), params, condition)
-                return
-            await self._save_parts(key, bytes(head), body, params, condition)
+                return await self.put(key, bytes(head), params, condition)
+            return await self._save_parts(key, bytes(head), body, params, condition)
         finally:
             aclose = getattr(body, "aclose", None)
             if aclose is not None:
@@ -347,7 +353,7 @@ class Transfer:
         rest: AsyncIterator[bytes],
         params: dict[str, Any],
         condition: dict[str, str] | None,
-    ) -> None:
+    ) -> str | None:
         """Send ``head`` then ``rest`` (length unknown) as parts of ``part_size`` bytes."""
         size = self.part_size
 
@@ -363,7 +369,7 @@ class Transfer:
                 yield upload.put_part(number, data)
 
         condition = await self.checked(condition, multipart=True)
-        await self.multipart(key, params, part_size=size, condition=condition).run(jobs)
+        return await self.multipart(key, params, part_size=size, condition=condition).run(jobs)
 
     async def upload_file(
         self,
@@ -373,8 +379,9 @@ class Transfer:
         params: dict[str, Any],
         progress: Progress | None,
         condition: dict[str, str] | None = None,
-    ) -> None:
-        """Send a local file; above the threshold as parts, each read once its slot is free."""
+    ) -> str | None:
+        """Send a local file; above the threshold as parts, each read once its slot is free.
+        Return the stored object's ETag when S3 said it."""
         if size <= self.threshold:
             async with opened(path, "rb") as src:
                 data = await src.read(size + 1)
@@ -382,10 +389,10 @@ class Transfer:
                 raise StorageUnavailableError(
                     f"local file changed size while reading: {len(data)} of {size}"
                 )
-            await self.put(key, data, params, condition)
+            etag = await self.put(key, data, params, condition)
             if progress is not None:
                 progress(size, size)
-            return
+            return etag
         part_size = part_size_for(size, self.part_size)
         done = 0
         condition = await self.checked(condition, multipart=True)
@@ -416,7 +423,8 @@ class Transfer:
                 for number, offset in enumerate(range(0, size, part_size), start=1):
                     yield put(upload, number, offset, min(part_size, size - offset))
 
-            await self.multipart(key, params, part_size=part_size, condition=condition).run(jobs)
+            upload = self.multipart(key, params, part_size=part_size, condition=condition)
+            return await upload.run(jobs)
 
     async def delete_many(self, keys: list[str], user_key: Callable[[str], str | None]) -> None:
         """DeleteObjects in batches of 1000 (its limit); a refusal raises a typed error."""
@@ -554,3 +562,8 @@ def _object_headers(head: dict[str, Any], overrides: dict[str, str]) -> dict[str
             params[name] = head[name]
     params.update(overrides)
     return params
+
+
+def _etag(response: dict[str, Any]) -> str | None:
+    etag = response.get("ETag")
+    return etag if isinstance(etag, str) and etag else None

@@ -444,12 +444,14 @@ class ObstoreTransfer(mp.Transfer):
         data: bytes,
         params: dict[str, Any],
         condition: dict[str, str] | None = None,
-    ) -> None:
+    ) -> str | None:
         """One PutObject; obstore signs the body's SHA-256, which the server verifies."""
         condition = await self.checked(condition, multipart=False)
-        await self.client.put_object(
+        response = await self.client.put_object(
             Bucket=self.bucket, Key=key, Body=data, **params, **(condition or {})
         )
+        etag = response.get("ETag")
+        return etag if isinstance(etag, str) and etag else None
 
     def _writer(self, key: str, params: dict[str, Any], part_size: int) -> Any:
         attributes, mode = _put_options(params)
@@ -472,15 +474,15 @@ class ObstoreTransfer(mp.Transfer):
         rest: AsyncIterator[bytes],
         params: dict[str, Any],
         condition: dict[str, str] | None,
-    ) -> None:
+    ) -> str | None:
         try:
             if condition:  # the writer completes without conditions
                 raise _Fallback("condition")
             writer = self._writer(key, params, self.part_size)
         except _Fallback:
-            await super()._save_parts(key, head, rest, params, condition)
-            return
+            return await super()._save_parts(key, head, rest, params, condition)
         await _write(writer, prepend((head,), rest))
+        return None  # the writer does not say: a stat asks
 
     async def upload_file(
         self,
@@ -490,18 +492,17 @@ class ObstoreTransfer(mp.Transfer):
         params: dict[str, Any],
         progress: Progress | None,
         condition: dict[str, str] | None = None,
-    ) -> None:
+    ) -> str | None:
         if size <= self.threshold or condition:
             # a conditional upload completes with the condition: aiobotocore's multipart
-            await super().upload_file(key, path, size, params, progress, condition)
-            return
+            return await super().upload_file(key, path, size, params, progress, condition)
         part_size = mp.part_size_for(size, self.part_size)
         try:
             writer = self._writer(key, params, part_size)
         except _Fallback:
-            await super().upload_file(key, path, size, params, progress)
-            return
+            return await super().upload_file(key, path, size, params, progress)
         await _write(writer, _file_parts(path, size, part_size, progress))
+        return None  # the writer does not say: a stat asks
 
 
 async def _file_parts(

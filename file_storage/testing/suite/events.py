@@ -363,3 +363,30 @@ async def test_restore_version_emits_created(backend: StorageBackend) -> None:
     await backend.restore_version("a.txt", first)
     etag = (await backend.stat("a.txt")).etag
     assert seen == [ObjectEvent("created", "a.txt", 3, etag)]
+
+
+@pytest.mark.backend_needs("write_etags")
+@pytest.mark.parametrize("streamed", [False, True], ids=["bytes", "stream"])
+async def test_created_event_carries_the_writes_etag_not_a_later_writers(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    await backend.save("alone.txt", b"alone")
+    seen = recorder(backend)
+    await backend.save("alone.txt", b"alone, again")
+    assert [event.etag for event in seen] == [(await backend.stat("alone.txt")).etag]
+    real_save = backend._save
+
+    async def then_a_rival(key: str, body: Any, *args: Any) -> str | None:
+        etag: str | None = await real_save(key, body, *args)
+        # another writer's object lands before the event is made
+        await real_save(key, b"a rival's object", *args)
+        return etag
+
+    monkeypatch.setattr(backend, "_save", then_a_rival)
+    await backend.save("a.txt", chunks() if streamed else b"abcde")  # type: ignore[arg-type]
+    monkeypatch.undo()
+    rival = (await backend.stat("a.txt")).etag
+    event = seen[-1]
+    assert (event.type, event.key, event.size) == ("created", "a.txt", 5)
+    assert event.etag is not None
+    assert event.etag != rival
