@@ -14,7 +14,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import pytest
 
 from file_storage import (
     LocalStorageBackend,
+    ObjectConflictError,
     ObjectEvent,
     ObjectNotFoundError,
     StorageError,
@@ -246,8 +247,9 @@ async def test_a_socket_at_a_key_is_no_object(local_backend: LocalStorageBackend
             with pytest.raises(ObjectNotFoundError):
                 await local_backend.copy(key, "copied")
         assert await local_backend.list_files() == ["x.bin"]
-        await local_backend.save("sock", b"replaced")  # a write puts an object in its place
-        assert await local_backend.load("sock") == b"replaced"
+        with pytest.raises(ObjectConflictError):  # never replaced: it may be in use
+            await local_backend.save("sock", b"replaced")
+        assert stat.S_ISSOCK(os.lstat(local_backend.root / "sock").st_mode)
 
 
 @pytest.mark.parametrize("how", ["bytes", "stream", "copy", "upload"])
@@ -497,32 +499,6 @@ asyncio.run(main())
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["5", "text/plain", "{}"]
-
-
-@pytest.fixture(params=["fifo", "socket", "device"])
-def special(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[Path], None]]:
-    """Plants what another process may leave at a key: a FIFO, a socket, a device node."""
-    sockets: list[socket.socket] = []
-
-    def plant(path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if request.param == "fifo":
-            os.mkfifo(path)
-        elif request.param == "socket":
-            sock = socket.socket(socket.AF_UNIX)
-            sockets.append(sock)
-            sock.bind(str(path))
-        else:
-            os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # as /dev/null
-
-    if request.param == "device":
-        try:
-            plant(tmp_path / "probe")
-        except PermissionError:
-            pytest.skip("making a device node needs CAP_MKNOD")
-    yield plant
-    for sock in sockets:
-        sock.close()
 
 
 @pytest.mark.parametrize("versioning", [False, True], ids=["plain", "versioning"])

@@ -269,16 +269,16 @@ async def test_a_save_beside_a_delete_emptying_its_folder_lands(
     local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await local_backend.save("d/old.txt", b"old")
-    refuse_folder = local_module.refuse_folder
+    refuse_taken = local_module.refuse_taken
     fired: list[bool] = []
 
     def delete_first(dir_fd: int, name: str) -> None:
         if not fired:  # the folder is open; the last object in it goes, and the folder
             fired.append(True)
             local_backend._delete_sync("d/old.txt")
-        refuse_folder(dir_fd, name)
+        refuse_taken(dir_fd, name)
 
-    monkeypatch.setattr(local_module, "refuse_folder", delete_first)
+    monkeypatch.setattr(local_module, "refuse_taken", delete_first)
     await local_backend.save("d/new.txt", b"new")
     assert await local_backend.list_files() == ["d/new.txt"]
 
@@ -288,16 +288,16 @@ async def test_a_move_beside_a_delete_emptying_its_destination_folder_lands(
 ) -> None:
     await local_backend.save("d/old.txt", b"old")
     await local_backend.save("src.txt", b"moved")
-    refuse_folder = local_module.refuse_folder
+    refuse_taken = local_module.refuse_taken
     fired: list[bool] = []
 
     def delete_first(dir_fd: int, name: str) -> None:
         if not fired:  # the destination folder is open; its last object goes, and it
             fired.append(True)
             local_backend._delete_sync("d/old.txt")
-        refuse_folder(dir_fd, name)
+        refuse_taken(dir_fd, name)
 
-    monkeypatch.setattr(local_module, "refuse_folder", delete_first)
+    monkeypatch.setattr(local_module, "refuse_taken", delete_first)
     await local_backend.move("src.txt", "d/new.txt")
     assert await local_backend.list_files() == ["d/new.txt"]
     assert await local_backend.load("d/new.txt") == b"moved"

@@ -40,6 +40,29 @@ async def test_copy_with_a_new_header_keeps_type_and_metadata(cloud: StorageBack
     assert await cloud.load("dst.txt") == b"body"
 
 
+@pytest.mark.parametrize(
+    "header", [{"cache_control": "no-store"}, {"content_disposition": "attachment"}]
+)
+async def test_copy_changing_a_header_of_a_source_deleted_after_its_head_is_not_found(
+    cloud: StorageBackend, monkeypatch: pytest.MonkeyPatch, header: dict[str, str]
+) -> None:
+    # the copy reads the source's headers, then its bytes pinned to that version (the
+    # header change makes it a read and a write): a delete in between means no source
+    await cloud.save("src.txt", b"body")
+    head = cloud._head  # type: ignore[attr-defined]
+
+    async def head_then_delete(key: str, if_match: str | None = None) -> object:
+        info = await head(key, if_match)
+        await cloud.delete("src.txt")
+        return info
+
+    monkeypatch.setattr(cloud, "_head", head_then_delete)
+    with pytest.raises(ObjectNotFoundError) as info:
+        await cloud.copy("src.txt", "dst.txt", **header)
+    assert (info.value.operation, info.value.key) == ("copy", "src.txt")
+    assert await cloud.list_files() == []
+
+
 async def test_conditional_stream_over_the_part_size_is_one_atomic_put(
     cloud: StorageBackend,
 ) -> None:

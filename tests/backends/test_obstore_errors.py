@@ -12,7 +12,11 @@ from file_storage import (
     StoragePermissionError,
     StorageUnavailableError,
 )
-from file_storage.backends._obstore._errors import is_range_error, map_obstore_error
+from file_storage.backends._obstore._errors import (
+    is_precondition_error,
+    is_range_error,
+    map_obstore_error,
+)
 
 exceptions = pytest.importorskip("obstore.exceptions")
 
@@ -64,3 +68,10 @@ def test_foreign_exceptions_are_not_obstores() -> None:
 def test_a_416_is_a_range_error() -> None:
     assert is_range_error(exceptions.GenericError(answer(416)))
     assert not is_range_error(exceptions.GenericError(answer(400)))
+
+
+def test_a_412_is_a_precondition_error() -> None:
+    assert is_precondition_error(exceptions.PreconditionError(answer(412)))
+    assert is_precondition_error(exceptions.GenericError(answer(412)))
+    assert not is_precondition_error(exceptions.GenericError(answer(404)))
+    assert not is_precondition_error(FileNotFoundError(answer(404)))

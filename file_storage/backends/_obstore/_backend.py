@@ -33,6 +33,7 @@ from file_storage.backends._core import DELETE_BATCH, CoreArgs, Method
 from file_storage.backends._obstore._errors import (
     is_discarded_block_list,
     is_lost_commit,
+    is_precondition_error,
     is_range_error,
     map_obstore_error,
 )
@@ -382,6 +383,9 @@ class ObstoreBackend(StorageBackend):
         try:
             result = await obs.get_async(store, key, options=options)
         except Exception as exc:
+            if if_match is not None and is_precondition_error(exc):
+                await self._head(key)  # Azure's 412 for a deleted object: not found
+                raise
             if not is_range_error(exc):
                 raise
             # the range starts at or past the end: an empty slice like bytes[start:end],

@@ -20,7 +20,13 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 
-__all__ = ["is_discarded_block_list", "is_lost_commit", "is_range_error", "map_obstore_error"]
+__all__ = [
+    "is_discarded_block_list",
+    "is_lost_commit",
+    "is_precondition_error",
+    "is_range_error",
+    "map_obstore_error",
+]
 
 _STATUS = re.compile(r"status code: (\d{3})")
 # Azure's <Code>ContainerNotFound</Code>, GCS's XML <Code>NoSuchBucket</Code>
@@ -50,6 +56,16 @@ def is_range_error(exc: BaseException) -> bool:
     """True for a 416 (a range starting at or past the end of the object)."""
     text = str(exc)
     return _status(text)[0] == 416 or "InvalidRange" in text or "Range not satisfiable" in text
+
+
+def is_precondition_error(exc: BaseException) -> bool:
+    """True when the server refused a request's condition (412, obstore's
+    ``PreconditionError``). Azure answers so to an ``If-Match`` read of a blob that does
+    not exist at all, where GCS and S3 answer 404."""
+    errors = sys.modules.get("obstore.exceptions")
+    if errors is not None and isinstance(exc, errors.PreconditionError):
+        return True
+    return _status(str(exc))[0] == 412
 
 
 def is_lost_commit(exc: BaseException) -> bool:

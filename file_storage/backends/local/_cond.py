@@ -14,11 +14,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat as stat_mod
 
-from file_storage.backends.local._fs import Root, open_object
+from file_storage.backends.local._fs import Root, open_object, taken
 from file_storage.errors import (
-    ObjectConflictError,
     ObjectNotFoundError,
     PreconditionFailedError,
     StorageError,
@@ -47,13 +45,16 @@ def check_match(root: Root, key: str, etag: str) -> None:
 
 def link_new(tmp: str, dir_fd: int, name: str) -> None:
     """Install the temp file ``tmp`` as ``name`` only if nothing is there (atomic), then
-    drop the temp name. A folder there is a conflict; anything else a failed condition."""
+    drop the temp name. A folder, FIFO, socket or device there is a conflict (``taken``);
+    an object a failed condition."""
     try:
         os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
     except FileExistsError as exc:
+        conflict = None
         with contextlib.suppress(OSError):
-            if stat_mod.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
-                raise ObjectConflictError("a folder exists at this key") from exc
+            conflict = taken(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+        if conflict is not None:
+            raise conflict from exc
         raise PreconditionFailedError("an object exists at this key (overwrite=False)") from exc
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):

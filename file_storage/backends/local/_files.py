@@ -35,7 +35,7 @@ from file_storage.backends.local._fs import (
     open_dir,
     open_object,
     open_parent,
-    refuse_folder,
+    refuse_taken,
     remove_empty_parents,
     replace_at,
 )
@@ -220,7 +220,7 @@ class LocalFiles(LocalVersions):
         for attempt in range(_FOLDER_ATTEMPTS):
             dir_fd, name, _ = open_parent(self._dir, key, create=True)
             try:
-                refuse_folder(dir_fd, name)
+                refuse_taken(dir_fd, name)
                 tmp = tmp_name()
                 fd = os.open(tmp, O_NEW, 0o666, dir_fd=dir_fd)
             except FileNotFoundError:
@@ -323,7 +323,7 @@ class LocalFiles(LocalVersions):
             mode = os.stat(src_name, dir_fd=src_fd, follow_symlinks=False).st_mode
             dst_fd, dst_name, dst_where = open_parent(self._dir, dst, create=True)
             try:
-                refuse_folder(dst_fd, dst_name)
+                refuse_taken(dst_fd, dst_name)
                 link = os.readlink(src_name, dir_fd=src_fd) if stat_mod.S_ISLNK(mode) else None
                 _checkpoint("rename", gate)
                 moved = meta_file.stamp(os.stat(src_name, dir_fd=src_fd, follow_symlinks=False))

@@ -399,16 +399,30 @@ def remove_empty_parents(root: Root, where: list[str]) -> None:
             os.close(fd)
 
 
-def refuse_folder(dir_fd: int, name: str) -> None:
-    """Raise ObjectConflictError when ``name`` is a folder (a write would need it as an object)."""
+def taken(mode: int) -> ObjectConflictError | None:
+    """What a write onto an entry of ``mode`` meets: a folder, or a FIFO, socket or device
+    (another process's, never an object: a rename would replace it, an open might block),
+    is a conflict; a file or a link (itself replaced, never followed) is not."""
+    if stat_mod.S_ISDIR(mode):
+        return ObjectConflictError("a folder exists at this key")
+    if not (stat_mod.S_ISREG(mode) or stat_mod.S_ISLNK(mode)):
+        return ObjectConflictError("a FIFO, socket or device (no object) is at this key")
+    return None
+
+
+def refuse_taken(dir_fd: int, name: str) -> None:
+    """Raise ObjectConflictError when ``name`` is taken by what a write may not replace."""
     with contextlib.suppress(FileNotFoundError):
-        if stat_mod.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
-            raise ObjectConflictError("a folder exists at this key")
+        conflict = taken(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+        if conflict is not None:
+            raise conflict
 
 
 def replace_at(src: str, src_fd: int, dst: str, dst_fd: int) -> None:
     """Rename ``src`` over ``dst`` (the atomic step of every write); a link at ``dst`` is
-    replaced itself, never followed."""
+    replaced itself, never followed. A special file at ``dst`` is looked for once more
+    just before (``rename`` would replace it): one made after that is replaced."""
+    refuse_taken(dst_fd, dst)
     try:
         os.replace(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
     except OSError as exc:

@@ -100,6 +100,14 @@ async def test_if_match_on_a_missing_key_is_refused(backend: StorageBackend) -> 
     assert not await backend.exists("m/none.txt")
 
 
+async def test_if_match_stream_on_a_missing_key_is_refused(backend: StorageBackend) -> None:
+    # the condition names a version, and there is none: refused like a stale ETag
+    with pytest.raises(PreconditionFailedError) as caught:
+        await backend.save("m/none.txt", chunks(b"streamed v1"), if_match='"0123456789abcdef"')
+    assert (caught.value.operation, caught.value.key) == ("save", "m/none.txt")
+    assert not await backend.exists("m/none.txt")
+
+
 async def test_upload_file_create_only_both_ways(backend: StorageBackend, tmp_path: Path) -> None:
     source = tmp_path / "up.bin"
     source.write_bytes(b"uploaded")

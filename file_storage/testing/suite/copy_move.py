@@ -34,6 +34,18 @@ async def test_copy_missing_source_raises_object_not_found(backend: StorageBacke
     assert await backend.list_files() == []
 
 
+@pytest.mark.parametrize(
+    "header", [{"cache_control": "no-store"}, {"content_disposition": "attachment"}]
+)
+async def test_copy_changing_a_header_of_a_missing_source_raises_object_not_found(
+    backend: StorageBackend, header: dict[str, str]
+) -> None:
+    with pytest.raises(ObjectNotFoundError) as info:
+        await backend.copy("missing.bin", "dst.bin", **header)
+    assert (info.value.operation, info.value.key) == ("copy", "missing.bin")
+    assert await backend.list_files() == []
+
+
 async def test_copy_onto_itself_keeps_object(source: StorageBackend) -> None:
     assert await source.copy("src/a.bin", "src/a.bin") == "src/a.bin"
     assert await source.load("src/a.bin") == b"payload"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from file_storage import PreconditionFailedError, StorageBackend
+from file_storage import ObjectNotFoundError, PreconditionFailedError, StorageBackend
 
 pytestmark = pytest.mark.backend_needs("pinned_reads")
 
@@ -42,3 +42,19 @@ async def test_ranged_stream_with_a_stale_etag_raises_precondition_failed(
     await backend.save("p/a.bin", b"version two")
     with pytest.raises(PreconditionFailedError):
         await read(backend, "p/a.bin", start=2, end=5, if_match=stale)
+
+
+@pytest.mark.parametrize(
+    "span", [{}, {"start": 2}, {"start": 2, "end": 5}], ids=["whole", "from", "range"]
+)
+async def test_stream_pinned_to_a_deleted_object_raises_object_not_found(
+    backend: StorageBackend, span: dict[str, int]
+) -> None:
+    # not "that version changed": there is no object at all (a 404 on S3, GCS, local)
+    await backend.save("p/a.bin", b"version one")
+    etag = (await backend.stat("p/a.bin")).etag
+    assert etag is not None
+    await backend.delete("p/a.bin")
+    with pytest.raises(ObjectNotFoundError) as info:
+        await read(backend, "p/a.bin", if_match=etag, **span)
+    assert (info.value.operation, info.value.key) == ("stream", "p/a.bin")
