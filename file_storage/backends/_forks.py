@@ -27,8 +27,8 @@ __all__ = ["OBSTORE_FORKED", "obstore_call", "track"]
 
 OBSTORE_FORKED = (
     "obstore cannot be used in a process forked after its parent used it (its runtime "
-    "does not survive a fork): create the backend and make its first call after the "
-    "fork, or start worker processes with the spawn start method"
+    "does not survive a fork): make the first obstore call in the workers, after the "
+    "fork (not in the parent), or start them with the spawn start method"
 )
 
 _live: weakref.WeakSet[BackendCore] = weakref.WeakSet()
