@@ -56,6 +56,10 @@ class ShutdownHook:
         elif not self._done:
             await self._call()
 
+    def disown(self) -> None:
+        """Never run the callback: in a forked child, the resources are the parent's."""
+        self._done = True
+
     async def _wait(self) -> AsyncGenerator[None, None]:
         try:
             yield

@@ -10,6 +10,7 @@ installed distributions' metadata: a backend's module is imported when it is sel
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
@@ -50,7 +51,9 @@ def load_backend_factory(name: str) -> BackendFactory:
     The factory returned raises only :class:`StorageError`: anything else the plugin's
     callable raises while it builds the backend (a ``TypeError``, a ``KeyError``, its own
     settings' ``ValidationError``) becomes a :class:`StorageConfigError` naming the
-    backend and the exception's type, the exception chained as ``__cause__``.
+    backend and the exception's type, the exception chained as ``__cause__``. An async
+    factory (a coroutine function, or one returning a coroutine) is a
+    :class:`StorageConfigError` too, its coroutine closed unawaited.
 
     Raises:
         StorageConfigError: no installed package registers ``name`` (the message lists the
@@ -93,10 +96,13 @@ def load_backend_factory(name: str) -> BackendFactory:
             f"STORAGE_TYPE: the {entry.name.upper()} entry point ({entry.value}) is not callable"
         )
     plugin: BackendFactory = factory
+    if inspect.iscoroutinefunction(plugin):
+        # called, it would only make a coroutine: refuse it before making one
+        raise StorageConfigError(_async(entry))
 
     def build(settings: StorageSettings) -> StorageBackend:
         try:
-            return plugin(settings)
+            backend = plugin(settings)
         except StorageError:
             raise  # typed already, in the backend's own words
         except Exception as exc:
@@ -105,12 +111,24 @@ def load_backend_factory(name: str) -> BackendFactory:
             raise StorageConfigError(
                 f"{_backend(entry)} failed to build: {_what(exc)} (chained below)"
             ) from exc
+        if inspect.isawaitable(backend):
+            if inspect.iscoroutine(backend):
+                backend.close()  # never awaited: closed, so no RuntimeWarning when freed
+            raise StorageConfigError(_async(entry))
+        return backend
 
     return build
 
 
 def _backend(entry: EntryPoint) -> str:
     return f"STORAGE_TYPE: the {entry.name.upper()} backend ({entry.value})"
+
+
+def _async(entry: EntryPoint) -> str:
+    return (
+        f"{_backend(entry)} is async: a backend factory must be a plain function returning "
+        "the backend (it does no I/O; the backend connects on first use)"
+    )
 
 
 def _what(exc: Exception) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
+import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -58,6 +60,12 @@ def refuses_with_its_own_config_error(settings):
 
 def interrupted(settings):
     raise KeyboardInterrupt
+
+async def builds_async(settings):
+    return build(settings)
+
+def returns_a_coroutine(settings):
+    return builds_async(settings)
 """
 
 
@@ -154,6 +162,20 @@ def test_a_factory_returning_no_backend_is_a_config_error(
     install_plugin(monkeypatch, tmp_path / "site", "bad_plugin", {"BAD": "not_a_backend"})
     with pytest.raises(StorageConfigError, match="returned str, not a StorageBackend"):
         create_storage_backend(StorageSettings(type="bad"))
+
+
+@pytest.mark.parametrize("factory", ["builds_async", "returns_a_coroutine"])
+def test_an_async_factory_is_a_config_error_and_its_coroutine_is_closed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, factory: str
+) -> None:
+    install_plugin(monkeypatch, tmp_path / "site", "async_plugin", {"ASYNC": factory})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(StorageConfigError, match=r"ASYNC backend .* is async") as raised:
+            create_storage_backend(StorageSettings(type="async"))
+        del raised  # its traceback holds the frames: a coroutine left open warns when freed
+        gc.collect()
+    assert [str(w.message) for w in seen] == []  # no "coroutine ... was never awaited"
 
 
 def test_a_plugin_that_cannot_be_imported_is_a_config_error(

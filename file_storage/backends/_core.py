@@ -13,10 +13,8 @@ import abc
 import contextlib
 import contextvars
 import logging
-import os
 import time
 import uuid
-import weakref
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -37,7 +35,7 @@ from file_storage._loops import InFlight, SharedLock
 from file_storage._quota.ledger import VERSION_SEP, QuotaManager
 from file_storage._settings_common import MAX_SECONDS, check_ledger_options
 from file_storage._streams import CHUNK_SIZE, Progress
-from file_storage.backends import _pages
+from file_storage.backends import _forks, _pages
 from file_storage.backends._support import (
     file_chunks,
     has_landed,
@@ -71,20 +69,6 @@ Method = Literal["GET", "PUT"]
 MAX_PRESIGN_SECONDS = 604800  # 7 days: SigV4's maximum (AWS, "Sharing objects with presigned URLs")
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys a request
 NULL_VERSION = "null"  # the version id of an object written while versioning was off
-
-
-# every backend of this process: a child forked from it gets a set_versioning turn of
-# its own (one of the parent's, caught mid-way, never ends in the child)
-_BACKENDS: weakref.WeakSet[BackendCore] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for backend in list(_BACKENDS):
-        backend._versioning_lock = SharedLock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class CoreArgs(TypedDict, total=False):
@@ -201,10 +185,16 @@ class BackendCore(abc.ABC):
         self._in_flight = InFlight()
         # set_versioning calls take turns: the ledger ends in the state the store ends in
         self._versioning_lock = SharedLock()
-        _BACKENDS.add(self)
+        _forks.track(self)  # calls _forked() in a forked child
         self._expiry = Expiry(expire_interval_seconds)
         #: where the expiry rules live; a backend with a place of its own replaces it
         self._rules: RuleStore = MemoryRules()
+
+    def _forked(self) -> None:
+        """Make anew, in a child forked from this process, what the parent's threads and
+        loops held; a backend holding more (locks, clients) extends it."""
+        # a set_versioning turn of the parent's, caught mid-way, never ends in the child
+        self._versioning_lock = SharedLock()
 
     @property
     def max_size_bytes(self) -> int | None:

@@ -28,7 +28,7 @@ from file_storage._keys import validate_key
 from file_storage._metadata import decode_value, encode_value
 from file_storage._settings_common import check_base_url, checked, checked_url, warn_in_clear
 from file_storage._streams import prepend
-from file_storage.backends import _pages
+from file_storage.backends import _forks, _pages
 from file_storage.backends._core import DELETE_BATCH, CoreArgs, Method
 from file_storage.backends._obstore._errors import (
     is_discarded_block_list,
@@ -213,6 +213,7 @@ class ObstoreBackend(StorageBackend):
     # ---------------------------------------------------------------- plumbing
 
     def _store(self) -> tuple[ModuleType, ObjectStore]:
+        _forks.obstore_call()  # in a child forked after the parent called it: refused
         if self._opened is None or self._obs is None:
             with self._store_lock:
                 if self._opened is None:

@@ -196,6 +196,7 @@ class S3StorageBackend(S3Clients):
         # clients per event loop: an aiohttp session belongs to the loop it was opened in
         self._loops: dict[asyncio.AbstractEventLoop, LoopClients] = {}
         self._loops_lock = threading.Lock()  # threads may each run a loop of their own
+        self._parents_clients: list[LoopClients] = []  # set aside in a forked child
         self._closing: set[asyncio.Task[None]] = set()  # clients closing after operations
         self._checksums = Checksums(options.checksum)
         # ETags of objects written under SSE-KMS are no MD5 (AWS, "Checking object integrity")

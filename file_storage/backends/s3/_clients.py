@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 from file_storage._loops import ShutdownHook
+from file_storage.backends import _forks
 from file_storage.backends.s3._config import (
     S3Options,
     addressing,
@@ -48,6 +49,23 @@ class S3Clients(S3Versions):
     _loops_lock: threading.Lock
     _closing: set[asyncio.Task[None]]
     _stores: dict[str | None, Any]
+    _parents_clients: list[LoopClients]
+
+    def _forked(self) -> None:
+        super()._forked()
+        # a thread of the parent's, caught registering its loop's clients, held this lock:
+        # it has no thread in the child to release it
+        self._loops_lock = threading.Lock()
+        # the parent's clients share their connections with the parent, and their loops
+        # are the parent's (one the child inherited is no loop of its own): set aside,
+        # never used nor closed here (a TLS close would end the parent's sessions); kept,
+        # since a client freed unclosed warns
+        for clients in self._loops.values():
+            clients.hook.disown()
+        self._parents_clients = [*self._parents_clients, *self._loops.values()]
+        self._loops = {}
+        self._closing = set()
+        self._stores = {}  # the parent's obstore stores (refused after a fork anyway)
 
     def _start_background(self) -> None:
         """Start what runs beside the clients (the spool's flushes), once per loop."""
@@ -116,6 +134,7 @@ class S3Clients(S3Versions):
 
     def _obstore_client(self, clients: LoopClients, endpoint: str | None) -> Any:
         """The obstore transport; calls it cannot serve open an aiobotocore client lazily."""
+        _forks.obstore_call()  # in a child forked after the parent called it: refused
         store = self._stores.get(endpoint)
         if store is None:  # not bound to an event loop: one per endpoint for the backend
             virtual = addressing(self._options, endpoint) == "virtual" or (

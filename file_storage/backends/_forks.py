@@ -1,0 +1,62 @@
+"""One at-fork hook for every backend: a child forked after its parent used one.
+
+Task workers fork after the parent used the backend (Celery's prefork pool, gunicorn
+``--preload``, ``multiprocessing`` with ``fork``). The child starts from a copy of the
+parent's memory without its threads: a lock one of them held stays held for ever, and
+clients the parent opened belong to the parent (their connections, their event loops).
+Every backend registers here as it is built; in the child, each live one's ``_forked()``
+makes such state anew.
+
+obstore's Rust (tokio) runtime does not survive a fork: a child forked after its parent
+made an obstore call hangs on its own first one, even through a store made anew.
+:func:`obstore_call` refuses it with :class:`StorageConfigError` instead.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from typing import TYPE_CHECKING
+
+from file_storage.errors import StorageConfigError
+
+if TYPE_CHECKING:
+    from file_storage.backends._core import BackendCore
+
+__all__ = ["OBSTORE_FORKED", "obstore_call", "track"]
+
+OBSTORE_FORKED = (
+    "obstore cannot be used in a process forked after its parent used it (its runtime "
+    "does not survive a fork): make the first obstore call in the workers, after the "
+    "fork (not in the parent), or start them with the spawn start method"
+)
+
+_live: weakref.WeakSet[BackendCore] = weakref.WeakSet()
+# [this process made an obstore call, this process was forked after its parent made one]
+_obstore = [False, False]
+
+
+def track(backend: BackendCore) -> None:
+    """Call ``backend._forked()`` in every child forked from now on, while it lives."""
+    _live.add(backend)
+
+
+def obstore_call() -> None:
+    """Before a call into obstore: refused in a child forked after its parent made one.
+
+    Raises:
+        StorageConfigError: this process was forked after its parent called obstore.
+    """
+    if _obstore[1]:
+        raise StorageConfigError(OBSTORE_FORKED)
+    _obstore[0] = True
+
+
+def _after_fork_in_child() -> None:
+    _obstore[1] = _obstore[0]
+    for backend in list(_live):
+        backend._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
