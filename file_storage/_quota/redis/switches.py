@@ -1,0 +1,50 @@
+"""The store's versioning in the Redis ledger: ``set_versioning`` and each listing's probe.
+
+``set_versioning`` marks its switch in Redis before it switches the store and ends it
+after (``SWITCH``: ``{ns}:vsw`` and ``{ns}:vchg``, see
+:mod:`file_storage._quota.redis.scripts`); a listing's probe sets the state it found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from file_storage._quota.ledger import QuotaManager
+from file_storage._quota.redis import scripts as lua
+from file_storage._quota.redis.lease import new_id
+from file_storage._quota.redis.wire import Client, RedisUnavailable
+
+
+class Switches(QuotaManager):
+    """The versioning steps of :class:`~file_storage._quota.redis.ledger.RedisQuotaManager`."""
+
+    ns: str
+    lease_ms: int
+    _client: Client
+    _unpushed_versioning: str | None  # set_versioning while Redis was away
+    # the token of this process's set_versioning under way, then of its end to send
+    _switching: str | None
+    _switch_ends: str | None
+
+    async def versioning_begins(self) -> None:
+        # every process's writes and deletes from now until the switch ends (or its lease
+        # runs out: a switcher that died) count the key's versions as the store lists them
+        self._switching = new_id()
+        with contextlib.suppress(RedisUnavailable):  # its end is counted all the same
+            await self._client.run(lua.SWITCH, [self.ns, self._switching, self.lease_ms, ""])
+
+    async def set_versioning(self, state: str) -> None:
+        self.versioning = self._unpushed_versioning = state
+        self._switch_ends, self._switching = self._switching, None
+        with contextlib.suppress(RedisUnavailable):  # else sent with the next ledger step
+            await self._push_versioning()
+
+    async def _push_versioning(self) -> None:
+        """Tell every process whether the store keeps prior versions (the scripts ask)."""
+        state = self._unpushed_versioning
+        if self._switch_ends is None:  # learned by a listing's probe
+            await self._client.call("SET", self.ns + ":ver", state)
+        else:
+            await self._client.run(lua.SWITCH, [self.ns, self._switch_ends, self.lease_ms, state])
+            self._switch_ends = None
+        self._unpushed_versioning = None
