@@ -476,8 +476,7 @@ class RedisQuotaManager(Switches):
             await asyncio.sleep(wait)
             wait = min(wait * 2, _MAX_WAIT)
         if self._probe is not None:  # learned with each listing, as the in-process ledger does
-            self.versioning = self._unpushed_versioning = await self._probe()
-            await self._push_versioning()
+            await self._probed(self._probe)
         total = 0
         batch: list[object] = []
         async for info in self._scan(prefix):

@@ -30,6 +30,9 @@ one ledger lands in one slot, so the scripts may touch keys they compute):
   a lease). A write or a delete that saw the count change, or ran while a switch was
   under way, may have been applied by the store under either state: its commit answers
   ``relisted`` and its process counts the key's versions as the store lists them.
+  A listing's probe of the store's versioning is kept only if the count is what it was
+  as the probe began and no switch is under way (see PROBED): else it may have read the
+  store before a switch, and would undo it.
 - ``{ns}:lk:<key>``: the per-key lock (a token with an expiry: the lease).
 - ``{ns}:rsv:<id>``: one write's reservation: ``h:<prefix>`` bytes held, ``o:<prefix>``
   the old size it replaces; ``{ns}:leases`` is a sorted set of reservation id -> expiry
@@ -523,5 +526,22 @@ else
 end
 redis.call('INCR', ns .. ':vchg')
 return 1
+"""
+)
+
+# ARGV: ns, state, since (the text of ``{ns}:vchg`` as the probe began): a listing's probe
+# of the store's versioning -> the state kept in ``{ns}:ver``: ``state``, unless a
+# set_versioning began or ended since (or runs now): the probe may have read the store
+# before that switch, and what Redis holds stays
+PROBED = Script(
+    _COMMON
+    + """
+local state, since = ARGV[2], ARGV[3]
+redis.call('ZREMRANGEBYSCORE', ns .. ':vsw', '-inf', now_ms())
+if (redis.call('GET', ns .. ':vchg') or '0') == since and not switching() then
+  redis.call('SET', ns .. ':ver', state)
+  return state
+end
+return redis.call('GET', ns .. ':ver') or 'off'
 """
 )

@@ -2,14 +2,16 @@
 
 ``set_versioning`` marks its switch in Redis before it switches the store and ends it
 after (``SWITCH``: ``{ns}:vsw`` and ``{ns}:vchg``, see
-:mod:`file_storage._quota.redis.scripts`); a listing's probe sets the state it found.
+:mod:`file_storage._quota.redis.scripts`). A listing's probe is kept only if no switch
+began or ended since it began (``PROBED``): a probe that read the store before another
+process's switch would undo it.
 """
 
 from __future__ import annotations
 
 import contextlib
 
-from file_storage._quota.ledger import QuotaManager
+from file_storage._quota.ledger import Probe, QuotaManager
 from file_storage._quota.redis import scripts as lua
 from file_storage._quota.redis.lease import new_id
 from file_storage._quota.redis.wire import Client, RedisUnavailable
@@ -42,9 +44,16 @@ class Switches(QuotaManager):
     async def _push_versioning(self) -> None:
         """Tell every process whether the store keeps prior versions (the scripts ask)."""
         state = self._unpushed_versioning
-        if self._switch_ends is None:  # learned by a listing's probe
+        if self._switch_ends is None:
             await self._client.call("SET", self.ns + ":ver", state)
         else:
             await self._client.run(lua.SWITCH, [self.ns, self._switch_ends, self.lease_ms, state])
             self._switch_ends = None
         self._unpushed_versioning = None
+
+    async def _probed(self, probe: Probe) -> None:
+        """A listing asks the store its versioning, as the in-process ledger does; what it
+        read is kept unless a switch began or ended meanwhile (then Redis knows better)."""
+        since = await self._client.call("GET", self.ns + ":vchg")
+        state = await probe()
+        self.versioning = str(await self._client.run(lua.PROBED, [self.ns, state, since or "0"]))
