@@ -267,7 +267,7 @@ return {'ok'}
 # ARGV: ns, id, key, size, token, undoable ('1': the caller can delete the new object), lock keys...
 # -> {'ok'} | {'over', prefix, used, limit} (lease lost, a new undoable object that no
 # longer fits: nothing recorded) | {'overshoot', prefix} (lease lost: recorded anyway);
-# 'relisted' appended to ok and overshoot: see below
+# 'relisted' appended to ok and overshoot (the lock keys then stay locked): see below
 COMMIT = Script(
     _COMMON
     + """
@@ -328,8 +328,13 @@ for _, ql in ipairs(quotas) do
   if versioned then keep(ql[1], key) end
   record(ql[1], key, size)
 end
-unlock(token, 7, #ARGV)
-if relisted then result[#result + 1] = 'relisted' end
+-- relisted: the key stays locked until the caller has counted it (its hold unlocks it),
+-- else a write of another process could land between this step and that count
+if relisted then
+  result[#result + 1] = 'relisted'
+else
+  unlock(token, 7, #ARGV)
+end
 return result
 """
 )
