@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from file_storage import LocalStorageBackend
+from file_storage import LocalStorageBackend, StorageUnavailableError
 from file_storage._quota.redis import scripts as lua
 from tests.quota_redis.ledger import local
 from tests.quota_redis.server import RedisServer
@@ -177,3 +177,65 @@ async def test_a_recounted_delete_holds_its_key_again_for_the_recount(
         await writes[0]
         assert await stored(c, "k") == 170
         assert (await c.get_usage()).used == 170
+
+
+async def run_out_switches(server: RedisServer, namespace: str) -> None:
+    """Every versioning switch marked under way runs out of its lease now."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(server.url)
+    marks = "{" + namespace + "}:vsw"
+    for member in await client.zrange(marks, 0, -1):
+        await client.zadd(marks, {member: 0})
+    await client.aclose()
+
+
+async def test_a_switch_that_failed_after_the_store_switched_leaves_the_ledger_right(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    async with a, b:
+        await a.save("k", b"x" * 100)
+        await b.get_usage()
+        real = a._set_versioning
+
+        async def applied_then_timed_out(enabled: bool) -> None:
+            await real(enabled)
+            raise StorageUnavailableError("timed out")
+
+        monkeypatch.setattr(a, "_set_versioning", applied_then_timed_out)
+        with pytest.raises(StorageUnavailableError):
+            await a.set_versioning(True)
+        # a switch left under way would only be seen until its lease runs out
+        await run_out_switches(redis_server, namespace)
+        await b.save("k", b"y" * 50)  # the store keeps the 100 bytes as a prior version
+        assert await stored(a, "k") == 150
+        assert (await b.get_usage()).used == (await a.get_usage()).used == 150
+
+
+async def test_a_switch_that_failed_with_the_store_silent_has_usage_listed_again(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    async with a, b:
+        await a.save("k", b"x" * 100)
+        await b.get_usage()
+        real = a._set_versioning
+
+        async def applied_then_timed_out(enabled: bool) -> None:
+            await real(enabled)
+            raise StorageUnavailableError("timed out")
+
+        async def silent() -> str:
+            raise StorageUnavailableError("timed out")
+
+        monkeypatch.setattr(a, "_set_versioning", applied_then_timed_out)
+        monkeypatch.setattr(a, "_versioning", silent)
+        with pytest.raises(StorageUnavailableError):
+            await a.set_versioning(True)
+        await run_out_switches(redis_server, namespace)
+        await b.save("k", b"y" * 50)  # the store keeps the 100 bytes as a prior version
+        assert await stored(a, "k") == 150
+        assert (await b.get_usage()).used == (await a.get_usage()).used == 150
