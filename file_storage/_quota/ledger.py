@@ -574,9 +574,10 @@ class QuotaManager:
         """``set_versioning`` switches the store now: a shared ledger tells the other
         processes (in one process, the backend's own count of switches does)."""
 
-    async def set_versioning(self, state: str) -> None:
-        """The backend's versioning became ``state`` (``enabled`` or ``suspended``)."""
-        self.versioning = state
+    async def set_versioning(self, state: str | None) -> None:
+        """The store's versioning became ``state`` (None: not known, as it failed)."""
+        if state is not None:  # (the next listing asks the store)
+            self.versioning = state
 
     async def usage(self, prefix: str) -> Usage:
         q = self._quotas.get(prefix)

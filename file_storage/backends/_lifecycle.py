@@ -11,7 +11,6 @@ from typing import final
 from file_storage._events import Callback
 from file_storage._expiry import check_days
 from file_storage._keys import KeyLike
-from file_storage.backends._settles import relisted
 from file_storage.backends._writes import Writes
 from file_storage.errors import StorageError, StorageUnavailableError
 from file_storage.models import ObjectEvent, ObjectInfo
@@ -139,7 +138,7 @@ class Lifecycle(Writes):
             if gone:
                 # as after a delete: suspended, the store replaced a "null" version (freed)
                 # or kept one with an id, which only its listing of the key tells
-                await self._recount_versions(key, since=since, relisted=relisted(held))
+                await self._recount_deleted(key, since=since, held=held)
         return gone
 
     async def _purge_expired_now(self) -> int:

@@ -55,6 +55,17 @@ class Settles(BackendCore):
                 continue
             await self._quotas.set_kept(key, sum(v.size for v in versions if not v.is_latest))
 
+    async def _recount_deleted(self, *keys: str, since: tuple[int, int], held: object) -> None:
+        """:meth:`_recount_versions` once a delete's hold (``held``) has ended: when a
+        shared ledger answered that the keys are to be counted as the store lists them,
+        they are held again for that count, so a write of another process cannot land
+        between its listing and its commit (its replaced object then counted twice)."""
+        if keys and relisted(held):
+            async with self._quotas.hold(*keys):
+                await self._recount_versions(*keys, since=since, relisted=True)
+        else:
+            await self._recount_versions(*keys, since=since)
+
     def _unanswered(self, exc: BaseException) -> bool:
         """A remote write that failed without an answer (a connection cut after the server
         stored it, a timeout): the object may be stored all the same."""

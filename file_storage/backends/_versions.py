@@ -12,6 +12,7 @@ restore and purge hold the key's lock like every write (see :mod:`file_storage._
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import final
 
 from file_storage._keys import KeyLike
@@ -53,7 +54,16 @@ class Versions(Writes):
                 self._versioning_changes += 1
                 try:
                     await self._quotas.versioning_begins()
-                    await self._set_versioning(enabled)
+                    try:
+                        await self._set_versioning(enabled)
+                    except BaseException:
+                        # it may have switched all the same (a timeout after it did):
+                        # the ledger takes the state the store answers now
+                        state: str | None = None
+                        with contextlib.suppress(Exception):
+                            state = await self._versioning()
+                        await self._quotas.set_versioning(state)
+                        raise
                     await self._quotas.set_versioning("enabled" if enabled else "suspended")
                 finally:
                     self._versioning_changes += 1

@@ -34,7 +34,7 @@ from file_storage.backends._core import (
     Content,
     SaveItems,
 )
-from file_storage.backends._settles import Settles, relisted
+from file_storage.backends._settles import Settles
 from file_storage.backends._support import (
     Counter,
     has_landed,
@@ -367,7 +367,7 @@ class Writes(Settles):
             done.extend((*_present(event), ObjectEvent("deleted", src_key)))
             await self._quotas.forget(src_key)
         # (after the unlock: a shared ledger forgets the source as it unlocks)
-        await self._recount_versions(src_key, since=since, relisted=relisted(held))
+        await self._recount_deleted(src_key, since=since, held=held)
 
     async def _reserve_copy(
         self, src: str, dst: str, operation: str, *, moving: bool = False
@@ -395,7 +395,7 @@ class Writes(Settles):
                     raise
                 done.append(ObjectEvent("deleted", key))
                 await self._quotas.forget(key)
-            await self._recount_versions(key, since=since, relisted=relisted(held))
+            await self._recount_deleted(key, since=since, held=held)
 
     @final
     async def delete_many(self, paths: Iterable[KeyLike]) -> None:
@@ -426,7 +426,7 @@ class Writes(Settles):
             held = self._quotas.hold(*keys)
             async with held:
                 await self._delete_locked(keys, done)
-            await self._recount_versions(*keys, since=since, relisted=relisted(held))
+            await self._recount_deleted(*keys, since=since, held=held)
 
     async def _delete_listed(self, folder: str, keys: list[str], after: str | None) -> int:
         """Delete what of the listed ``keys`` (sorted, after ``after``) is still stored once
@@ -440,7 +440,7 @@ class Writes(Settles):
                 present = await _pages.still_listed(listing, keys)
                 if present:
                     await self._delete_locked(present, done)
-            await self._recount_versions(*present, since=since, relisted=relisted(held))
+            await self._recount_deleted(*present, since=since, held=held)
             return len(present)
 
     async def _delete_locked(self, keys: list[str], done: list[ObjectEvent]) -> None:

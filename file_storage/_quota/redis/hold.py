@@ -213,9 +213,9 @@ class _RedisReservation(Reservation):
                 operation=self.operation,
                 key=self.key,
             )
-        if unlock and hold is not None:
-            hold.locked = False
         self.relisted = result[-1] == "relisted"
+        if unlock and hold is not None and not self.relisted:
+            hold.locked = False  # (relisted: still locked while the key is counted)
         if result[0] == "overshoot":
             logger.warning(
                 "%s %r: its quota lease ran out and the overwrite landed past the quota of %r",

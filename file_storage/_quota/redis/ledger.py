@@ -13,13 +13,14 @@ whose lease ran out checks the quota again.
 
 Usage is learned by one listing per quota, under a Redis lock (N processes starting
 together list once), kept in Redis and so kept across restarts. Prior versions count as
-in process: the store's versioning (probed by each listing, set by ``set_versioning``)
-is kept in Redis, where the scripts read it. Redis unreachable: a write fails with
-:class:`StorageUnavailableError` naming Redis (or, failing open, proceeds uncounted
-after one WARNING per outage); deletes go on without it. A silent Redis (a call timed
-out) is not asked again for a timeout. What this process changed while Redis was away,
-or while a step's answer was lost or cancelled, is listed again once it is back, and the
-reservations and locks such a step may have left are given back then.
+in process: the store's versioning (probed by each listing, set by ``set_versioning``:
+see :mod:`file_storage._quota.redis.switches`) is kept in Redis, where the scripts read
+it. Redis unreachable: a write fails with :class:`StorageUnavailableError` naming Redis
+(or, failing open, proceeds uncounted after one WARNING per outage); deletes go on
+without it. A silent Redis (a call timed out) is not asked again for a timeout. What
+this process changed while Redis was away, or while a step's answer was lost or
+cancelled, is listed again once it is back, and the reservations and locks such a step
+may have left are given back then.
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ from types import ModuleType
 
 from pydantic import SecretStr
 
-from file_storage._quota.ledger import Probe, QuotaManager, Reservation, Scanner
+from file_storage._quota.ledger import Probe, Reservation, Scanner
 from file_storage._quota.redis import scripts as lua
 from file_storage._quota.redis import seeding
 from file_storage._quota.redis.hold import _current, _RedisHeld, _RedisReservation
 from file_storage._quota.redis.lease import Renewer, new_id
+from file_storage._quota.redis.switches import Switches
 from file_storage._quota.redis.wire import Client, RedisUnavailable, Script, url_problem
 from file_storage._settings_common import (
     check_ledger_options,
@@ -76,7 +78,7 @@ def default_namespace(identity: str) -> str:
     return "file_storage:" + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
-class RedisQuotaManager(QuotaManager):
+class RedisQuotaManager(Switches):
     """All quotas of one backend, kept in Redis and shared by every process using it."""
 
     def __init__(
@@ -178,29 +180,6 @@ class RedisQuotaManager(QuotaManager):
             if renewer is not None:
                 renewer.cancel()
         await self._client.aclose()
-
-    async def versioning_begins(self) -> None:
-        # every process's writes and deletes from now until the switch ends (or its lease
-        # runs out: a switcher that died) count the key's versions as the store lists them
-        self._switching = new_id()
-        with contextlib.suppress(RedisUnavailable):  # its end is counted all the same
-            await self._client.run(lua.SWITCH, [self.ns, self._switching, self.lease_ms, ""])
-
-    async def set_versioning(self, state: str) -> None:
-        self.versioning = self._unpushed_versioning = state
-        self._switch_ends, self._switching = self._switching, None
-        with contextlib.suppress(RedisUnavailable):  # else sent with the next ledger step
-            await self._push_versioning()
-
-    async def _push_versioning(self) -> None:
-        """Tell every process whether the store keeps prior versions (the scripts ask)."""
-        state = self._unpushed_versioning
-        if self._switch_ends is None:  # learned by a listing's probe
-            await self._client.call("SET", self.ns + ":ver", state)
-        else:
-            await self._client.run(lua.SWITCH, [self.ns, self._switch_ends, self.lease_ms, state])
-            self._switch_ends = None
-        self._unpushed_versioning = None
 
     async def set_kept(self, key: str, total: int) -> None:
         await self._purged([self.ns, key, total, 0])
@@ -497,8 +476,7 @@ class RedisQuotaManager(QuotaManager):
             await asyncio.sleep(wait)
             wait = min(wait * 2, _MAX_WAIT)
         if self._probe is not None:  # learned with each listing, as the in-process ledger does
-            self.versioning = self._unpushed_versioning = await self._probe()
-            await self._push_versioning()
+            await self._probed(self._probe)
         total = 0
         batch: list[object] = []
         async for info in self._scan(prefix):

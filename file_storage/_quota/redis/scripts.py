@@ -30,6 +30,9 @@ one ledger lands in one slot, so the scripts may touch keys they compute):
   a lease). A write or a delete that saw the count change, or ran while a switch was
   under way, may have been applied by the store under either state: its commit answers
   ``relisted`` and its process counts the key's versions as the store lists them.
+  A listing's probe of the store's versioning is kept only if the count is what it was
+  as the probe began and no switch is under way (see PROBED): else it may have read the
+  store before a switch, and would undo it.
 - ``{ns}:lk:<key>``: the per-key lock (a token with an expiry: the lease).
 - ``{ns}:rsv:<id>``: one write's reservation: ``h:<prefix>`` bytes held, ``o:<prefix>``
   the old size it replaces; ``{ns}:leases`` is a sorted set of reservation id -> expiry
@@ -264,7 +267,7 @@ return {'ok'}
 # ARGV: ns, id, key, size, token, undoable ('1': the caller can delete the new object), lock keys...
 # -> {'ok'} | {'over', prefix, used, limit} (lease lost, a new undoable object that no
 # longer fits: nothing recorded) | {'overshoot', prefix} (lease lost: recorded anyway);
-# 'relisted' appended to ok and overshoot: see below
+# 'relisted' appended to ok and overshoot (the lock keys then stay locked): see below
 COMMIT = Script(
     _COMMON
     + """
@@ -325,8 +328,13 @@ for _, ql in ipairs(quotas) do
   if versioned then keep(ql[1], key) end
   record(ql[1], key, size)
 end
-unlock(token, 7, #ARGV)
-if relisted then result[#result + 1] = 'relisted' end
+-- relisted: the key stays locked until the caller has counted it (its hold unlocks it),
+-- else a write of another process could land between this step and that count
+if relisted then
+  result[#result + 1] = 'relisted'
+else
+  unlock(token, 7, #ARGV)
+end
 return result
 """
 )
@@ -523,5 +531,22 @@ else
 end
 redis.call('INCR', ns .. ':vchg')
 return 1
+"""
+)
+
+# ARGV: ns, state, since (the text of ``{ns}:vchg`` as the probe began): a listing's probe
+# of the store's versioning -> the state kept in ``{ns}:ver``: ``state``, unless a
+# set_versioning began or ended since (or runs now): the probe may have read the store
+# before that switch, and what Redis holds stays
+PROBED = Script(
+    _COMMON
+    + """
+local state, since = ARGV[2], ARGV[3]
+redis.call('ZREMRANGEBYSCORE', ns .. ':vsw', '-inf', now_ms())
+if (redis.call('GET', ns .. ':vchg') or '0') == since and not switching() then
+  redis.call('SET', ns .. ':ver', state)
+  return state
+end
+return redis.call('GET', ns .. ':ver') or 'off'
 """
 )

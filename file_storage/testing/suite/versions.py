@@ -11,6 +11,7 @@ from file_storage import (
     ObjectVersion,
     StorageBackend,
     StorageQuotaExceededError,
+    StorageUnavailableError,
 )
 
 # an id shaped like S3's that no store gave
@@ -363,3 +364,26 @@ async def test_moved_back_object_keeps_its_prior_version(versioned: StorageBacke
     assert (await versioned.get_usage()).used == 72
     await versioned.refresh_usage()
     assert (await versioned.get_usage()).used == 72
+
+
+@pytest.mark.backend_needs("versions")
+async def test_set_versioning_failing_after_the_store_switched_counts_what_it_keeps(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.set_quota("", 1000)
+    await backend.save("s.bin", b"x" * 100)
+    assert (await backend.get_usage()).used == 100
+    switch = backend._set_versioning
+
+    async def switched_then_lost(enabled: bool) -> None:  # a timeout after it applied
+        await switch(enabled)
+        raise StorageUnavailableError("the answer was lost")
+
+    monkeypatch.setattr(backend, "_set_versioning", switched_then_lost)
+    with pytest.raises(StorageUnavailableError):
+        await backend.set_versioning(True)
+    monkeypatch.undo()
+    await backend.save("s.bin", b"y" * 50)  # the store keeps the 100 bytes
+    stored = sum(v.size for v in await backend.list_versions("s.bin"))
+    assert stored == 150
+    assert (await backend.get_usage()).used == 150
