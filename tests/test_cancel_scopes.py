@@ -20,7 +20,7 @@ import pytest
 
 from file_storage import StorageBackend
 from file_storage._quota.ledger import Reservation
-from file_storage.backends._obstore._backend import _to_the_end
+from file_storage.backends._obstore._requests import to_the_end
 from file_storage.backends._support import mark_landed, opened, run_whole, stop_then_wait
 
 SIZE = 3 * 1024 * 1024
@@ -300,7 +300,7 @@ async def test_a_clean_up_waited_for_in_a_cancelled_scope_does_not_spin(
             assert cancelled is not None
             raise cancelled
         if helper == "obstore_request":
-            await _to_the_end(release.wait())
+            await to_the_end(release.wait())
         await stop_then_wait(slow_clean_up())
     assert scope.cancelled_caught
     assert wakes < 10

@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from file_storage import LocalStorageBackend
-from file_storage.backends._obstore._backend import _Interruptible, _to_the_end
+from file_storage.backends._obstore import _requests as obstore_requests
 from file_storage.backends._support import run_whole, temp_folder
 from file_storage.backends.local import _backend as local_backend
 from file_storage.backends.local._io import IO_BATCH, Gate, gated, in_pool, to_the_end
@@ -198,7 +198,7 @@ async def test_a_cancelled_gcs_or_azure_upload_whose_abort_fails_raises_the_canc
         await asyncio.Event().wait()  # the client stalls mid-body
         yield b""
 
-    body = _Interruptible(chunks())
+    body = obstore_requests.Interruptible(chunks())
 
     async def upload() -> None:
         async for _ in body:  # obstore reads the body, and aborts when it fails
@@ -210,7 +210,7 @@ async def test_a_cancelled_gcs_or_azure_upload_whose_abort_fails_raises_the_canc
         except BaseException:
             raise OSError("abort failed: connection refused") from None
 
-    request = asyncio.ensure_future(_to_the_end(aborted_badly(), body))
+    request = asyncio.ensure_future(obstore_requests.to_the_end(aborted_badly(), body))
     for _ in range(5):
         await asyncio.sleep(0)
     request.cancel()

@@ -111,12 +111,12 @@ async def test_a_request_done_as_its_caller_is_cancelled_is_marked_landed(outcom
     # the request ends in the same pass of the loop as the caller's cancellation: its
     # answer is in, so the cancellation must say it landed (a delete that did, counted
     # as still stored by the quota otherwise)
-    from file_storage.backends._obstore._backend import _to_the_end
+    from file_storage.backends._obstore._requests import to_the_end
     from file_storage.backends._support import has_landed
 
     loop = asyncio.get_running_loop()
     request: asyncio.Future[None] = loop.create_future()
-    caller = asyncio.ensure_future(_to_the_end(request, gone_ok=True))
+    caller = asyncio.ensure_future(to_the_end(request, gone_ok=True))
     for _ in range(5):  # the caller waits on the request now
         await asyncio.sleep(0)
     if outcome == "stored":

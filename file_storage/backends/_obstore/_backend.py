@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Unpack
@@ -37,8 +37,9 @@ from file_storage.backends._obstore._errors import (
     is_range_error,
     map_obstore_error,
 )
+from file_storage.backends._obstore._requests import Interruptible, to_the_end
 from file_storage.backends._obstore._rules import ObstoreRules
-from file_storage.backends._support import mark_landed, server_of, wait_out
+from file_storage.backends._support import server_of
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
@@ -321,7 +322,7 @@ class ObstoreBackend(StorageBackend):
                 # completes multipart uploads without one (docs/compatibility.md)
                 body = b"".join(head)
             if not isinstance(body, bytes):
-                chunks = _Interruptible(prepend(head, body))
+                chunks = Interruptible(prepend(head, body))
                 upload = obs.put_async(
                     store,
                     key,
@@ -332,7 +333,7 @@ class ObstoreBackend(StorageBackend):
                     max_concurrency=PART_CONCURRENCY,
                 )
                 try:
-                    await _to_the_end(upload, chunks)
+                    await to_the_end(upload, chunks)
                 except Exception as exc:
                     if is_lost_commit(exc) and await self._landed(key, chunks, content_type):
                         return
@@ -349,9 +350,9 @@ class ObstoreBackend(StorageBackend):
                 return
         mode = await self._mode(key, options)
         put = obs.put_async(store, key, body, attributes=attributes, mode=mode, use_multipart=False)
-        await _to_the_end(put)
+        await to_the_end(put)
 
-    async def _landed(self, key: str, chunks: _Interruptible, content_type: str) -> bool:
+    async def _landed(self, key: str, chunks: Interruptible, content_type: str) -> bool:
         """Whether the upload whose completion was retried is stored: the key holds an
         object of every byte sent, of this type (a write racing ours to the same key
         and landing last is as good: it would have replaced ours)."""
@@ -416,7 +417,7 @@ class ObstoreBackend(StorageBackend):
     async def _delete(self, key: str) -> None:
         obs, store = self._store()
         with contextlib.suppress(FileNotFoundError):  # idempotent: already gone
-            await _to_the_end(obs.delete_async(store, key), gone_ok=True)
+            await to_the_end(obs.delete_async(store, key), gone_ok=True)
 
     async def _delete_many(self, keys: list[str]) -> None:
         obs, store = self._store()
@@ -424,7 +425,7 @@ class ObstoreBackend(StorageBackend):
             batch = keys[start : start + DELETE_BATCH]
             try:
                 # Azure: blob batch requests; GCS: concurrent deletes (object_store's own)
-                await _to_the_end(obs.delete_async(store, batch), gone_ok=True)
+                await to_the_end(obs.delete_async(store, batch), gone_ok=True)
             except FileNotFoundError:
                 # a key already gone fails the bulk call (idempotent for us): finish the
                 # batch key by key, where a missing key is no error
@@ -470,7 +471,7 @@ class ObstoreBackend(StorageBackend):
         obs, store = self._store()
         if options.cache_control is None and options.content_disposition is None:
             # server-side; the destination keeps the source's type, metadata and headers
-            await _to_the_end(obs.copy_async(store, src, dst, overwrite=True))
+            await to_the_end(obs.copy_async(store, src, dst, overwrite=True))
             return
         # a header to change: object_store's copy cannot set one, so the bytes go through
         # us, pinned to the source's version, into a write with the new headers
@@ -513,76 +514,6 @@ class ObstoreBackend(StorageBackend):
         # obstore keeps no connection a caller must close: dropping the store frees its pool
         with self._store_lock:
             self._opened = None
-
-
-class _Stopped(Exception):
-    """The body of an upload whose caller was cancelled: obstore aborts the upload."""
-
-
-class _Interruptible:
-    """The body of a multipart upload, which :meth:`stop` ends with an error.
-
-    obstore aborts an upload whose body raises (GCS: the XML multipart upload; Azure: the
-    blocks are never committed), but a cancelled obstore future is dropped on its Rust
-    side mid-upload, aborting nothing: a GCS upload stayed open, its parts stored.
-    """
-
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
-        self._chunks = chunks
-        self._stopped = False
-        self._reading: asyncio.Task[Any] | None = None
-        self.sent = 0  # bytes handed to obstore
-        self.failed = False  # the body ended with an error, not at its end
-
-    def __aiter__(self) -> _Interruptible:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._stopped:
-            raise _Stopped
-        # obstore awaits each chunk in a task of its own on this loop
-        self._reading = asyncio.current_task()
-        try:
-            chunk = await anext(self._chunks)
-        except StopAsyncIteration:
-            raise
-        except BaseException:
-            self.failed = True
-            raise
-        finally:
-            self._reading = None
-        self.sent += len(chunk)
-        return chunk
-
-    def stop(self) -> None:
-        """Fail the chunk being read (a client stalled mid-body) and every later one."""
-        self._stopped = True
-        if self._reading is not None:
-            self._reading.cancel()
-
-
-async def _to_the_end(
-    request: Awaitable[Any], body: _Interruptible | None = None, *, gone_ok: bool = False
-) -> None:
-    """Await an obstore request; when cancelled, stop its body and wait for it to end
-    (aborted, or landed if its last step was under way) before raising the cancellation,
-    so that nothing is left open and nothing lands after the caller was told. A request
-    that landed marks the cancellation so (``gone_ok``: a delete that found nothing)."""
-    task = asyncio.ensure_future(request)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError as cancelled:
-        # done already: the request itself was cancelled, or it ended in the same pass
-        # of the loop as the caller's cancellation (its outcome is known: told below)
-        if body is not None and not task.done():
-            body.stop()
-        await wait_out(task)  # a second cancellation waits all the same
-        if not task.cancelled():
-            # retrieved: the caller is told of the cancellation instead
-            error = task.exception()
-            if error is None or (gone_ok and isinstance(error, FileNotFoundError)):
-                mark_landed(cancelled)
-        raise
 
 
 def _quoted(etag: str | None) -> str | None:
