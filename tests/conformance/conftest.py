@@ -18,9 +18,8 @@ LACKS: dict[str, frozenset[str]] = {
     # object_store has no API for GCS object generations or Azure blob versions, nor a
     # conditional delete (purge_expired checks, then deletes); object stores do not check
     # the object-or-folder rule (a request per folder level per write)
-    # nor does it answer the ETag of a write here (a created event stats for it)
-    "gcs": frozenset({"versions", "folder_checks", "exact_expiry", "write_etags"}),
-    "azure": frozenset({"versions", "folder_checks", "exact_expiry", "write_etags"}),
+    "gcs": frozenset({"versions", "folder_checks", "exact_expiry"}),
+    "azure": frozenset({"versions", "folder_checks", "exact_expiry"}),
     # the example third-party backend of docs/plugins.md keeps one version per key, does
     # not check the object-or-folder rule, and keeps the default (stat, then delete) purge
     "plugin": frozenset({"versions", "folder_checks", "exact_expiry", "write_etags"}),

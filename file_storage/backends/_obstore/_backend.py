@@ -302,7 +302,7 @@ class ObstoreBackend(StorageBackend):
         content_type: str,
         metadata: dict[str, str],
         options: WriteOptions = PLAIN,
-    ) -> None:
+    ) -> str | None:
         obs, store = self._store()
         attributes = self._attributes(
             content_type, metadata, options.cache_control, options.content_disposition
@@ -333,10 +333,10 @@ class ObstoreBackend(StorageBackend):
                     max_concurrency=PART_CONCURRENCY,
                 )
                 try:
-                    await to_the_end(upload, chunks)
+                    return _put_etag(await to_the_end(upload, chunks))
                 except Exception as exc:
                     if is_lost_commit(exc) and await self._landed(key, chunks, content_type):
-                        return
+                        return None  # a retried completion: a stat asks
                     if is_discarded_block_list(exc):
                         # the object at key may be ours or another writer's of the same
                         # size: never reported as saved; the quota counts what key holds
@@ -347,10 +347,9 @@ class ObstoreBackend(StorageBackend):
                             key=key,
                         ) from exc
                     raise
-                return
         mode = await self._mode(key, options)
         put = obs.put_async(store, key, body, attributes=attributes, mode=mode, use_multipart=False)
-        await to_the_end(put)
+        return _put_etag(await to_the_end(put))
 
     async def _landed(self, key: str, chunks: Interruptible, content_type: str) -> bool:
         """Whether the upload whose completion was retried is stored: the key holds an
@@ -514,6 +513,12 @@ class ObstoreBackend(StorageBackend):
         # obstore keeps no connection a caller must close: dropping the store frees its pool
         with self._store_lock:
             self._opened = None
+
+
+def _put_etag(result: Any) -> str | None:
+    """The ETag of a put's answer, as ``stat`` gives it (``None``: not said)."""
+    etag = result.get("e_tag") if isinstance(result, Mapping) else None
+    return _quoted(etag) if isinstance(etag, str) and etag else None
 
 
 def _quoted(etag: str | None) -> str | None:

@@ -64,14 +64,15 @@ class Interruptible:
 
 async def to_the_end(
     request: Awaitable[Any], body: Interruptible | None = None, *, gone_ok: bool = False
-) -> None:
+) -> Any:
     """Await an obstore request; when cancelled, stop its body and wait for it to end
     (aborted, or landed if its last step was under way) before raising the cancellation,
     so that nothing is left open and nothing lands after the caller was told. A request
-    that landed marks the cancellation so (``gone_ok``: a delete that found nothing)."""
+    that landed marks the cancellation so (``gone_ok``: a delete that found nothing).
+    Return the request's answer."""
     task = asyncio.ensure_future(request)
     try:
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
     except asyncio.CancelledError as cancelled:
         # done already: the request itself was cancelled, or it ended in the same pass
         # of the loop as the caller's cancellation (its outcome is known: told below)
