@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -52,6 +51,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
 from file_storage._loops import SharedLock
+from file_storage._quota._locks import _LEDGER, _Held, _KeyLock
 from file_storage.errors import StorageQuotaExceededError
 from file_storage.models import ObjectInfo, Usage
 
@@ -67,8 +67,6 @@ def _version_of(name: str) -> str | None:
     return key if sep and key else None
 
 
-# every read-modify-write of a ledger (used, reserved, sizes) and of a lock table
-_LEDGER = threading.RLock()
 # every ledger of this process, each reset in a child forked from it
 _LEDGERS: weakref.WeakSet[QuotaManager] = weakref.WeakSet()
 
@@ -273,59 +271,6 @@ def _free_dead(q: _Quota) -> None:
         reservation._release()
 
 
-class _KeyLock:
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = SharedLock()
-        self.users = 0  # holders and waiters: the lock is dropped when none are left
-
-
-class _Held:
-    """Holds the locks of some keys, taken in sorted order, for one ``async with``."""
-
-    __slots__ = ("_entries", "_grants", "_locks")
-
-    def __init__(self, locks: dict[str, _KeyLock], keys: list[str]) -> None:
-        self._locks = locks
-        self._entries: list[tuple[str, _KeyLock]] = []
-        self._grants: list[int] = []  # of the locks taken so far
-        with _LEDGER:
-            for key in keys:
-                entry = locks.get(key)
-                if entry is None:
-                    entry = locks[key] = _KeyLock()
-                entry.users += 1
-                self._entries.append((key, entry))
-
-    async def __aenter__(self) -> None:
-        try:
-            for _, entry in self._entries:
-                self._grants.append(await entry.lock.acquire())
-        except BaseException:
-            self._unlock()  # cancelled while waiting: give back what was taken
-            raise
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._unlock()
-
-    def _unlock(self) -> None:
-        with _LEDGER:
-            for i, (key, entry) in enumerate(self._entries):
-                if i < len(self._grants):
-                    entry.lock.release(self._grants[i])
-                entry.users -= 1
-                if not entry.users and self._locks.get(key) is entry:
-                    del self._locks[key]
-            self._entries = []
-            self._grants = []
-
-
 _NOT_LOCKED: AbstractAsyncContextManager[None] = contextlib.nullcontext()
 
 
@@ -376,6 +321,7 @@ class QuotaManager:
         self._probe = probe
         #: the backend's versioning state, learned with each scan and kept by set_versioning
         self.versioning = "off"
+        self._switches = 0  # set_versioning calls begun and ended, for the listings' probe
         self._refresh_seconds = refresh_seconds
         self._quotas: dict[str, _Quota] = {}
         self._locks: dict[str, _KeyLock] = {}
@@ -478,7 +424,10 @@ class QuotaManager:
             if not force and not self._stale(q):
                 return
             if self._probe is not None:
-                self.versioning = await self._probe()
+                switches = self._switches
+                state = await self._probe()
+                if self._switches == switches:  # else read before a switch: it stands
+                    self.versioning = state
             with _LEDGER:
                 q.pending = {}
                 q.pending_kept = {}
@@ -573,9 +522,11 @@ class QuotaManager:
     async def versioning_begins(self) -> None:
         """``set_versioning`` switches the store now: a shared ledger tells the other
         processes (in one process, the backend's own count of switches does)."""
+        self._switches += 1
 
     async def set_versioning(self, state: str) -> None:
         """The backend's versioning became ``state`` (``enabled`` or ``suspended``)."""
+        self._switches += 1
         self.versioning = state
 
     async def usage(self, prefix: str) -> Usage:
