@@ -94,6 +94,7 @@ class _Quota:
         "pending",
         "pending_kept",
         "prefix",
+        "recounted",
         "reservations",
         "reserved",
         "scanned_at",
@@ -114,6 +115,9 @@ class _Quota:
         self.pending: dict[str, int | None] | None = None  # changes seen during a scan
         self.kept: dict[str, int] = {}  # key -> bytes of its prior versions
         self.pending_kept: dict[str, int] | None = None  # kept bytes moved during a scan
+        # a key's prior versions as recounted under its lock during a scan: they win over
+        # the scan's listing of them, which may have come before or after a change
+        self.recounted: dict[str, int] | None = None
         self.scanned_at = 0.0
         self.lock = SharedLock()  # any event loop, one after another or in other threads
 
@@ -159,7 +163,9 @@ class _Quota:
 
     def _set_kept(self, key: str, total: int) -> None:
         if self.pending_kept is not None:
-            self.pending_kept.pop(key, None)
+            self.pending_kept.pop(key, None)  # counted in total: kept before the recount
+        if self.recounted is not None:
+            self.recounted[key] = total
         if self.sizes is None:
             return
         self.used += total - self.kept.pop(key, 0)
@@ -340,7 +346,7 @@ class QuotaManager:
             q.reserved = 0
             q.reservations = set()
             if q.pending is not None:  # a listing of the parent's, cut short
-                q.pending = q.pending_kept = None
+                q.pending = q.pending_kept = q.recounted = None
                 q.sizes = None  # listed again by the child
 
     def __bool__(self) -> bool:
@@ -372,6 +378,11 @@ class QuotaManager:
         """
         inner = _Held(self._locks, sorted(set(keys))) if self._quotas else _NOT_LOCKED
         return _Watched(self, inner, keys)
+
+    def recounting(self, *keys: str) -> AbstractAsyncContextManager[None]:
+        """Lock ``keys`` (taken by no one here) while their versions are listed and
+        counted (``set_kept``): no write to them can come in between."""
+        return _Held(self._locks, sorted(set(keys))) if self._quotas else _NOT_LOCKED
 
     def watch(self, folder: str) -> AbstractAsyncContextManager[None]:
         """Around a change of the folder ``folder`` made without holding its keys (a
@@ -431,6 +442,7 @@ class QuotaManager:
             with _LEDGER:
                 q.pending = {}
                 q.pending_kept = {}
+                q.recounted = {}
                 q.dirty = False  # a mark from now on may have come after its key was listed
                 self.listings += 1
             try:
@@ -448,8 +460,14 @@ class QuotaManager:
                             sizes.pop(key, None)
                         else:
                             sizes[key] = size
-                    # (a version kept meanwhile may be counted twice until the next scan:
-                    # too much, never too little)
+                    # a key recounted meanwhile (under its lock, after each versioned
+                    # write or delete overlapping the scan) is what its recount found, plus
+                    # what was kept since; (a version kept with no recount yet may be
+                    # counted twice until its recount: too much, never too little)
+                    for key, total in (q.recounted or {}).items():
+                        kept.pop(key, None)
+                        if total:
+                            kept[key] = total
                     for key, extra in (q.pending_kept or {}).items():
                         kept[key] = kept.get(key, 0) + extra
                     q.sizes = sizes
@@ -460,6 +478,7 @@ class QuotaManager:
                 with _LEDGER:
                     q.pending = None
                     q.pending_kept = None
+                    q.recounted = None
                     self.listings += 1
         finally:
             q.lock.release(grant)
