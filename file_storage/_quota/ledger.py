@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -52,6 +51,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
 from file_storage._loops import SharedLock
+from file_storage._quota._locks import _LEDGER, _Held, _KeyLock
 from file_storage.errors import StorageQuotaExceededError
 from file_storage.models import ObjectInfo, Usage
 
@@ -67,8 +67,6 @@ def _version_of(name: str) -> str | None:
     return key if sep and key else None
 
 
-# every read-modify-write of a ledger (used, reserved, sizes) and of a lock table
-_LEDGER = threading.RLock()
 # every ledger of this process, each reset in a child forked from it
 _LEDGERS: weakref.WeakSet[QuotaManager] = weakref.WeakSet()
 
@@ -96,6 +94,7 @@ class _Quota:
         "pending",
         "pending_kept",
         "prefix",
+        "recounted",
         "reservations",
         "reserved",
         "scanned_at",
@@ -116,6 +115,9 @@ class _Quota:
         self.pending: dict[str, int | None] | None = None  # changes seen during a scan
         self.kept: dict[str, int] = {}  # key -> bytes of its prior versions
         self.pending_kept: dict[str, int] | None = None  # kept bytes moved during a scan
+        # a key's prior versions as recounted under its lock during a scan: they win over
+        # the scan's listing of them, which may have come before or after a change
+        self.recounted: dict[str, int] | None = None
         self.scanned_at = 0.0
         self.lock = SharedLock()  # any event loop, one after another or in other threads
 
@@ -161,7 +163,9 @@ class _Quota:
 
     def _set_kept(self, key: str, total: int) -> None:
         if self.pending_kept is not None:
-            self.pending_kept.pop(key, None)
+            self.pending_kept.pop(key, None)  # counted in total: kept before the recount
+        if self.recounted is not None:
+            self.recounted[key] = total
         if self.sizes is None:
             return
         self.used += total - self.kept.pop(key, 0)
@@ -273,59 +277,6 @@ def _free_dead(q: _Quota) -> None:
         reservation._release()
 
 
-class _KeyLock:
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = SharedLock()
-        self.users = 0  # holders and waiters: the lock is dropped when none are left
-
-
-class _Held:
-    """Holds the locks of some keys, taken in sorted order, for one ``async with``."""
-
-    __slots__ = ("_entries", "_grants", "_locks")
-
-    def __init__(self, locks: dict[str, _KeyLock], keys: list[str]) -> None:
-        self._locks = locks
-        self._entries: list[tuple[str, _KeyLock]] = []
-        self._grants: list[int] = []  # of the locks taken so far
-        with _LEDGER:
-            for key in keys:
-                entry = locks.get(key)
-                if entry is None:
-                    entry = locks[key] = _KeyLock()
-                entry.users += 1
-                self._entries.append((key, entry))
-
-    async def __aenter__(self) -> None:
-        try:
-            for _, entry in self._entries:
-                self._grants.append(await entry.lock.acquire())
-        except BaseException:
-            self._unlock()  # cancelled while waiting: give back what was taken
-            raise
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._unlock()
-
-    def _unlock(self) -> None:
-        with _LEDGER:
-            for i, (key, entry) in enumerate(self._entries):
-                if i < len(self._grants):
-                    entry.lock.release(self._grants[i])
-                entry.users -= 1
-                if not entry.users and self._locks.get(key) is entry:
-                    del self._locks[key]
-            self._entries = []
-            self._grants = []
-
-
 _NOT_LOCKED: AbstractAsyncContextManager[None] = contextlib.nullcontext()
 
 
@@ -376,6 +327,7 @@ class QuotaManager:
         self._probe = probe
         #: the backend's versioning state, learned with each scan and kept by set_versioning
         self.versioning = "off"
+        self._switches = 0  # set_versioning calls begun and ended, for the listings' probe
         self._refresh_seconds = refresh_seconds
         self._quotas: dict[str, _Quota] = {}
         self._locks: dict[str, _KeyLock] = {}
@@ -394,7 +346,7 @@ class QuotaManager:
             q.reserved = 0
             q.reservations = set()
             if q.pending is not None:  # a listing of the parent's, cut short
-                q.pending = q.pending_kept = None
+                q.pending = q.pending_kept = q.recounted = None
                 q.sizes = None  # listed again by the child
 
     def __bool__(self) -> bool:
@@ -426,6 +378,11 @@ class QuotaManager:
         """
         inner = _Held(self._locks, sorted(set(keys))) if self._quotas else _NOT_LOCKED
         return _Watched(self, inner, keys)
+
+    def recounting(self, *keys: str) -> AbstractAsyncContextManager[None]:
+        """Lock ``keys`` (taken by no one here) while their versions are listed and
+        counted (``set_kept``): no write to them can come in between."""
+        return _Held(self._locks, sorted(set(keys))) if self._quotas else _NOT_LOCKED
 
     def watch(self, folder: str) -> AbstractAsyncContextManager[None]:
         """Around a change of the folder ``folder`` made without holding its keys (a
@@ -478,10 +435,14 @@ class QuotaManager:
             if not force and not self._stale(q):
                 return
             if self._probe is not None:
-                self.versioning = await self._probe()
+                switches = self._switches
+                state = await self._probe()
+                if self._switches == switches:  # else read before a switch: it stands
+                    self.versioning = state
             with _LEDGER:
                 q.pending = {}
                 q.pending_kept = {}
+                q.recounted = {}
                 q.dirty = False  # a mark from now on may have come after its key was listed
                 self.listings += 1
             try:
@@ -499,8 +460,14 @@ class QuotaManager:
                             sizes.pop(key, None)
                         else:
                             sizes[key] = size
-                    # (a version kept meanwhile may be counted twice until the next scan:
-                    # too much, never too little)
+                    # a key recounted meanwhile (under its lock, after each versioned
+                    # write or delete overlapping the scan) is what its recount found, plus
+                    # what was kept since; (a version kept with no recount yet may be
+                    # counted twice until its recount: too much, never too little)
+                    for key, total in (q.recounted or {}).items():
+                        kept.pop(key, None)
+                        if total:
+                            kept[key] = total
                     for key, extra in (q.pending_kept or {}).items():
                         kept[key] = kept.get(key, 0) + extra
                     q.sizes = sizes
@@ -511,6 +478,7 @@ class QuotaManager:
                 with _LEDGER:
                     q.pending = None
                     q.pending_kept = None
+                    q.recounted = None
                     self.listings += 1
         finally:
             q.lock.release(grant)
@@ -573,10 +541,13 @@ class QuotaManager:
     async def versioning_begins(self) -> None:
         """``set_versioning`` switches the store now: a shared ledger tells the other
         processes (in one process, the backend's own count of switches does)."""
+        self._switches += 1
 
     async def set_versioning(self, state: str | None) -> None:
-        """The store's versioning became ``state`` (None: not known, as it failed)."""
-        if state is not None:  # (the next listing asks the store)
+        """The store's versioning became ``state`` (None: not known, as it failed; the
+        next listing asks the store)."""
+        self._switches += 1
+        if state is not None:
             self.versioning = state
 
     async def usage(self, prefix: str) -> Usage:

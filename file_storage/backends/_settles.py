@@ -5,6 +5,7 @@ what it holds (see :mod:`file_storage._quota.ledger`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from file_storage._quota.ledger import Reservation
 from file_storage.backends._core import BackendCore
@@ -25,7 +26,7 @@ class Settles(BackendCore):
         return self._versioning_changes, self._quotas.listings
 
     async def _recount_versions(
-        self, *keys: str, since: tuple[int, int], relisted: bool = False
+        self, *keys: str, since: tuple[int, int], relisted: bool = False, locked: bool = False
     ) -> None:
         """Count the keys' prior versions as the store lists them, after a write or a
         delete the ledger may have counted wrong on a store keeping versions (one listing
@@ -35,8 +36,10 @@ class Settles(BackendCore):
         the operation began), so the store may have applied either state (also when the
         whole operation ran inside it: the store switched, the ledger not yet); or a listing of
         usage ran meanwhile, which may have counted the new object, or the one it
-        replaced as a prior version, before the ledger did (``relisted``: a shared
-        ledger saw one of another process do so)."""
+        replaced as a prior version, before the ledger did, or began while one ran
+        (``relisted``: a shared ledger saw one of another process do so). Each key is
+        listed and counted under its lock (``locked``: the caller holds them), so no
+        write to it comes in between."""
         if not self._quotas:
             return
         versioning, listings = since
@@ -45,15 +48,17 @@ class Settles(BackendCore):
             or self._versioning_changes != versioning
             or versioning % 2  # begun while a switch was under way, ended before it did
             or relisted
-            or (self._quotas.keeps and self._quotas.listings != listings)
+            or (self._quotas.keeps and (self._quotas.listings != listings or listings % 2))
         ):
             return
         for key in keys:
-            try:
-                versions = await self._list_versions(key)
-            except Exception:  # the write is done: its replaced object stays counted
-                continue
-            await self._quotas.set_kept(key, sum(v.size for v in versions if not v.is_latest))
+            async with contextlib.nullcontext() if locked else self._quotas.recounting(key):
+                try:
+                    versions = await self._list_versions(key)
+                except Exception:  # the write is done: its replaced object stays counted
+                    continue
+                kept = sum(v.size for v in versions if not v.is_latest)
+                await self._quotas.set_kept(key, kept)
 
     async def _recount_deleted(self, *keys: str, since: tuple[int, int], held: object) -> None:
         """:meth:`_recount_versions` once a delete's hold (``held``) has ended: when a

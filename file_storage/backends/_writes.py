@@ -169,7 +169,9 @@ class Writes(Settles):
         try:
             if reservation is not None:
                 await reservation.commit(value or 0)  # a Redis ledger's round trip
-                await self._recount_versions(key, since=since, relisted=reservation.relisted)
+                await self._recount_versions(
+                    key, since=since, relisted=reservation.relisted, locked=True
+                )
         except asyncio.CancelledError as cancelled:
             # the write is done (a move's source gone too): its caller counts it so, and
             # subscribers hear of it

@@ -15,7 +15,8 @@ import logging
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from file_storage._quota.ledger import Reservation, _Held
+from file_storage._quota._locks import _Held
+from file_storage._quota.ledger import Reservation
 from file_storage._quota.redis import scripts as lua
 from file_storage._quota.redis.lease import Renewer, new_id
 from file_storage._quota.redis.wire import RedisUnavailable

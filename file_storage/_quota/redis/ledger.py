@@ -143,6 +143,9 @@ class RedisQuotaManager(Switches):
     def hold(self, *keys: str, lazy: bool = False) -> AbstractAsyncContextManager[None]:
         return _RedisHeld(self, sorted(set(keys)), lazy)
 
+    def recounting(self, *keys: str) -> AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()  # (as before: its recounts follow FINISH's word)
+
     def _renewer(self) -> Renewer:
         loop = asyncio.get_running_loop()
         renewer = self._renewers.get(loop)

@@ -330,14 +330,16 @@ def purge(root: Root, key: str, version_ids: list[str]) -> None:
             folder.close()
 
 
-def _live_file(root: Root, key: str) -> set[tuple[int, int]]:
-    """``{(st_dev, st_ino)}`` of the live file of ``key``; empty: none."""
+def _live_file(root: Root, key: str, dir_fd: int) -> set[tuple[int, int, str]]:
+    """``{(st_dev, st_ino, version id)}`` of the live file of ``key`` (``dir_fd``: its
+    folder of versions), as :meth:`_Key.kept` marks it; empty: none."""
     try:
         found = open_object(root, key)
     except (StorageError, OSError):
         return set()
     found.close()
-    return {(found.st.st_dev, found.st.st_ino)}
+    live_id = _current(dir_fd).get(meta_file.stamp(found.st), "null")
+    return {(found.st.st_dev, found.st.st_ino, live_id)}
 
 
 def scan(root: Root, prefix: str) -> list[tuple[str, int]]:
@@ -365,14 +367,17 @@ def scan(root: Root, prefix: str) -> list[tuple[str, int]]:
                     if leaf is None:
                         continue
                     key = key_prefix + leaf
-                    # as kept(): a link to the live file (a writer killed before its
-                    # rename) or a second name of one version is not a version
-                    seen = _live_file(root, key)
+                    # as kept(), so as list_versions: a link to the live file kept as
+                    # the live version itself (a writer killed before its rename) or a
+                    # second name of one version is not a version, while one file kept
+                    # under another id (moved away and back) is one more
+                    seen = _live_file(root, key, sub)
                     for entry in _kept(sub):
                         with contextlib.suppress(FileNotFoundError):
                             st = os.stat(entry.name, dir_fd=sub, follow_symlinks=False)
-                            if stat_mod.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
-                                seen.add((st.st_dev, st.st_ino))
+                            mark = (st.st_dev, st.st_ino, entry.version_id)
+                            if stat_mod.S_ISREG(st.st_mode) and mark not in seen:
+                                seen.add(mark)
                                 out.append((f"{key}{VERSION_SEP}{entry.version_id}", st.st_size))
                 finally:
                     os.close(sub)

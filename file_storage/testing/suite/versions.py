@@ -387,3 +387,23 @@ async def test_set_versioning_failing_after_the_store_switched_counts_what_it_ke
     stored = sum(v.size for v in await backend.list_versions("s.bin"))
     assert stored == 150
     assert (await backend.get_usage()).used == 150
+
+
+@pytest.mark.backend_needs("versions")
+async def test_usage_after_refresh_is_the_sum_of_listed_versions(
+    versioned: StorageBackend,
+) -> None:
+    versioned.set_quota("q", 10**6)
+    keys = ("q/a", "q/b", "q/c")
+    for size in (10, 20, 30):
+        await versioned.save("q/a", b"a" * size)  # overwritten: each version stays
+    await versioned.move("q/a", "q/b")
+    await versioned.move("q/b", "q/a")  # moved away and back onto its key
+    await versioned.move("q/a", "q/c")
+    await versioned.save("q/a", b"n" * 5)
+    await versioned.delete("q/c")
+    await versioned.refresh_usage("q")
+    listed = 0
+    for key in keys:
+        listed += sum(v.size for v in await versioned.list_versions(key))
+    assert (await versioned.get_usage("q")).used == listed
