@@ -18,17 +18,19 @@ from file_storage import LocalStorageBackend, MemoryStorageBackend, StorageBacke
 from file_storage.models import ObjectInfo
 
 
+def under_quota(kind: str, tmp_path: Path) -> StorageBackend:
+    """A memory or local backend with a quota over its whole store."""
+    if kind == "memory":
+        return MemoryStorageBackend(max_size_bytes=10**6)
+    return LocalStorageBackend(tmp_path / uuid.uuid4().hex, max_size_bytes=10**6)
+
+
 @pytest.fixture(params=["memory", "local"])
 async def versioned(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[StorageBackend]:
     """A versioned backend under a quota whose usage was listed once."""
-    backend: StorageBackend
-    if request.param == "memory":
-        backend = MemoryStorageBackend(max_size_bytes=10**6)
-    else:
-        backend = LocalStorageBackend(tmp_path / uuid.uuid4().hex, max_size_bytes=10**6)
-    async with backend:
+    async with under_quota(request.param, tmp_path) as backend:
         await backend.set_versioning(True)
         await backend.get_usage()
         yield backend
@@ -204,12 +206,7 @@ async def unversioned(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[StorageBackend]:
     """A backend under a quota, never versioned."""
-    backend: StorageBackend
-    if request.param == "memory":
-        backend = MemoryStorageBackend(max_size_bytes=10**6)
-    else:
-        backend = LocalStorageBackend(tmp_path / "store", max_size_bytes=10**6)
-    async with backend:
+    async with under_quota(request.param, tmp_path) as backend:
         yield backend
 
 
