@@ -66,7 +66,10 @@ def _text(value: object, what: str, operation: str) -> str:
         raise InvalidKeyError(
             f"{what} must be a str, not {type(value).__name__}", operation=operation
         )
-    return value
+    # the plain text of a str subclass: an f-string would format an enum member as
+    # "Tenant.ACME", or a subclass as anything, and the key would hold other text than
+    # the one checked
+    return value if type(value) is str else str.__str__(value)
 
 
 class StoragePathBuilder:

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import PurePosixPath
 
 import pytest
@@ -174,6 +175,34 @@ def test_user_path_joins_parts_below_the_user_root(paths: StoragePathBuilder) ->
 
 def test_user_path_without_parts_is_the_user_root(paths: StoragePathBuilder) -> None:
     assert paths.user_path("u1") == "users/u1"
+
+
+class Tenant(str, Enum):  # noqa: UP042 (the mixin whose str() is not its text)
+    """A str-valued enum, as applications keep fixed tenants: formats as ``Tenant.ACME``."""
+
+    ACME = "acme"
+
+
+class Disguised(str):
+    """A str whose formatting differs from its text: what the slug check must not trust."""
+
+    def __format__(self, spec: str) -> str:
+        return "bob/private"
+
+
+def test_user_root_of_a_str_enum_slug_is_its_value(paths: StoragePathBuilder) -> None:
+    assert paths.user_root(Tenant.ACME) == "users/acme"
+    assert paths.user_path(Tenant.ACME, "a.txt") == paths.join("users", Tenant.ACME, "a.txt")
+
+
+def test_user_root_keys_the_text_it_checked(paths: StoragePathBuilder) -> None:
+    # the slug "alice" passed every check: its key is alice's folder, never bob's
+    assert paths.user_root(Disguised("alice")) == "users/alice"
+    assert type(paths.user_root(Disguised("alice"))) is str
+
+
+def test_temp_appends_the_text_of_a_str_subclass_suffix(paths: StoragePathBuilder) -> None:
+    assert re.fullmatch(f"temp/{HEX}\\.part", paths.temp(Disguised(".part")))
 
 
 @pytest.mark.parametrize("part", ["", "..", "../u2", "../../etc/passwd", "/abs", "a\\b", "a\x00"])
