@@ -275,7 +275,7 @@ def _extension(filename: str) -> str:
     stem, dot, ext = base.rpartition(".")
     if not dot or not stem.strip("."):  # "noext", ".bashrc", "..."
         return ""
-    clean = "".join(ch for ch in _ascii(ext).lower() if ch in _EXT_CHARS)
+    clean = "".join(ch for ch in _any_script(ext).lower() if ch in _EXT_CHARS)
     if not clean or len(clean) > MAX_EXTENSION_CHARS:
         return ""
     return "." + clean

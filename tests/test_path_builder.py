@@ -246,6 +246,10 @@ def test_user_path_rejects_a_hostile_slug(paths: StoragePathBuilder, slug: str) 
         ("x." + "a" * 32, "." + "a" * 32),
         ("", ""),
         ("\u0645\u0644\u0641.pdf", ".pdf"),
+        # every script transliterated as safe_name does, never a letter dropped from it
+        ("\u043e\u0442\u0447\u0451\u0442.\u041f\u0414\u0424", ".pdf"),  # Cyrillic
+        ("x.\u03a1DF", ".rdf"),  # Greek capital rho
+        ("x.\u6587\u6863", ".wendang"),
         ("y" * 10_000 + ".txt", ".txt"),
     ],
 )
