@@ -113,7 +113,9 @@ class StoragePathBuilder:
         two different slugs can never share a folder. It must be one key segment of at
         most 255 UTF-8 bytes, in Unicode NFC form, with no ``/``, ``\\``, whitespace,
         control or format characters (such as bidi overrides), and must not start or end
-        with ``.``. Turn a display name into a slug with :meth:`safe_name` first.
+        with ``.``. Use the user's id: never a display name, nor :meth:`safe_name` of
+        one, which gives ``"Zoe"`` for both ``"Zoë"`` and ``"Zoe"``. Two slugs that differ
+        only in case share a folder on a case-insensitive local disk.
 
         Args:
             user_slug: the user's identifier (``"u123"``, a UUID, ``"jane-doe"``).
