@@ -66,7 +66,10 @@ def _text(value: object, what: str, operation: str) -> str:
         raise InvalidKeyError(
             f"{what} must be a str, not {type(value).__name__}", operation=operation
         )
-    return value
+    # the plain text of a str subclass: an f-string would format an enum member as
+    # "Tenant.ACME", or a subclass as anything, and the key would hold other text than
+    # the one checked
+    return value if type(value) is str else str.__str__(value)
 
 
 class StoragePathBuilder:
@@ -110,7 +113,9 @@ class StoragePathBuilder:
         two different slugs can never share a folder. It must be one key segment of at
         most 255 UTF-8 bytes, in Unicode NFC form, with no ``/``, ``\\``, whitespace,
         control or format characters (such as bidi overrides), and must not start or end
-        with ``.``. Turn a display name into a slug with :meth:`safe_name` first.
+        with ``.``. Use the user's id: never a display name, nor :meth:`safe_name` of
+        one, which gives ``"Zoe"`` for both ``"Zoë"`` and ``"Zoe"``. Two slugs that differ
+        only in case share a folder on a case-insensitive local disk.
 
         Args:
             user_slug: the user's identifier (``"u123"``, a UUID, ``"jane-doe"``).
@@ -272,7 +277,7 @@ def _extension(filename: str) -> str:
     stem, dot, ext = base.rpartition(".")
     if not dot or not stem.strip("."):  # "noext", ".bashrc", "..."
         return ""
-    clean = "".join(ch for ch in _ascii(ext).lower() if ch in _EXT_CHARS)
+    clean = "".join(ch for ch in _any_script(ext).lower() if ch in _EXT_CHARS)
     if not clean or len(clean) > MAX_EXTENSION_CHARS:
         return ""
     return "." + clean

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 import subprocess
 import sys
+import unicodedata
+import urllib.parse
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import PurePosixPath
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import file_storage.path_builder as path_builder_module
 from file_storage import InvalidKeyError, MemoryStorageBackend, StoragePathBuilder
-from file_storage._keys import validate_key
+from file_storage._keys import validate_key, validate_prefix
 
 HEX = "[0-9a-f]{32}"
 
@@ -176,6 +183,34 @@ def test_user_path_without_parts_is_the_user_root(paths: StoragePathBuilder) -> 
     assert paths.user_path("u1") == "users/u1"
 
 
+class Tenant(str, Enum):  # noqa: UP042 (the mixin whose str() is not its text)
+    """A str-valued enum, as applications keep fixed tenants: formats as ``Tenant.ACME``."""
+
+    ACME = "acme"
+
+
+class Disguised(str):
+    """A str whose formatting differs from its text: what the slug check must not trust."""
+
+    def __format__(self, spec: str) -> str:
+        return "bob/private"
+
+
+def test_user_root_of_a_str_enum_slug_is_its_value(paths: StoragePathBuilder) -> None:
+    assert paths.user_root(Tenant.ACME) == "users/acme"
+    assert paths.user_path(Tenant.ACME, "a.txt") == paths.join("users", Tenant.ACME, "a.txt")
+
+
+def test_user_root_keys_the_text_it_checked(paths: StoragePathBuilder) -> None:
+    # the slug "alice" passed every check: its key is alice's folder, never bob's
+    assert paths.user_root(Disguised("alice")) == "users/alice"
+    assert type(paths.user_root(Disguised("alice"))) is str
+
+
+def test_temp_appends_the_text_of_a_str_subclass_suffix(paths: StoragePathBuilder) -> None:
+    assert re.fullmatch(f"temp/{HEX}\\.part", paths.temp(Disguised(".part")))
+
+
 @pytest.mark.parametrize("part", ["", "..", "../u2", "../../etc/passwd", "/abs", "a\\b", "a\x00"])
 def test_user_path_cannot_escape_the_user_folder(paths: StoragePathBuilder, part: str) -> None:
     with pytest.raises(InvalidKeyError):
@@ -186,6 +221,69 @@ def test_user_path_cannot_escape_the_user_folder(paths: StoragePathBuilder, part
 def test_user_path_rejects_a_hostile_slug(paths: StoragePathBuilder, slug: str) -> None:
     with pytest.raises(InvalidKeyError):
         paths.user_path(slug, "file.txt")
+
+
+# any text a client sends as an id or a name: every plane, format characters, surrogates
+ANY_TEXT = st.text(st.characters(codec=None), max_size=40) | st.sampled_from(HOSTILE)
+PROPERTIES = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def _root_or_none(paths: StoragePathBuilder, slug: str) -> str | None:
+    try:
+        return paths.user_root(slug)
+    except InvalidKeyError:
+        return None
+
+
+# how one tenant's id may be bent to reach another's folder
+BENDS = [
+    str.upper,
+    str.casefold,
+    functools.partial(unicodedata.normalize, "NFD"),
+    functools.partial(unicodedata.normalize, "NFKC"),
+    lambda slug: slug + ".",
+    lambda slug: slug + " ",
+    lambda slug: slug + "\u200b",
+    lambda slug: "\u202e" + slug,
+    lambda slug: slug + "/x",
+    lambda slug: slug + "\\x",
+    lambda slug: slug[:-1],
+    lambda slug: slug + slug[-1:],
+    lambda slug: urllib.parse.quote(slug, safe=""),
+]
+
+
+@PROPERTIES
+@given(
+    a=ANY_TEXT | st.sampled_from(["u1", "Jane-Doe", "\u00c9l\u00e8ve", "x" * 255]), data=st.data()
+)
+def test_two_slugs_never_share_or_nest_folders(
+    paths: StoragePathBuilder, a: str, data: st.DataObject
+) -> None:
+    b = data.draw(ANY_TEXT | st.sampled_from(BENDS).map(lambda bend: bend(a)))
+    root_a, root_b = _root_or_none(paths, a), _root_or_none(paths, b)
+    if a == b or root_a is None or root_b is None:
+        return
+    assert root_a != root_b
+    assert not (root_a + "/").startswith(root_b + "/")
+    assert not (root_b + "/").startswith(root_a + "/")
+
+
+@PROPERTIES
+@given(slug=st.sampled_from(["u1", "u", "\u00e9l\u00e8ve"]), part=ANY_TEXT, name=ANY_TEXT)
+def test_keys_of_a_user_stay_under_that_users_quota_prefix(
+    paths: StoragePathBuilder, slug: str, part: str, name: str
+) -> None:
+    root = paths.user_root(slug)
+    folder = validate_prefix(root)  # what set_quota(user_root(slug)) covers
+    keys = [paths.user_path(slug, paths.safe_name(name)), paths.unique(root, name)]
+    with contextlib.suppress(InvalidKeyError):  # a part that is no key is refused
+        keys.append(paths.user_path(slug, part, paths.safe_name(name)))
+    for key in keys:
+        assert key.startswith(folder), key
+        assert_valid_key(key)
 
 
 # ------------------------------------------------------------------ unique
@@ -217,6 +315,10 @@ def test_user_path_rejects_a_hostile_slug(paths: StoragePathBuilder, slug: str) 
         ("x." + "a" * 32, "." + "a" * 32),
         ("", ""),
         ("\u0645\u0644\u0641.pdf", ".pdf"),
+        # every script transliterated as safe_name does, never a letter dropped from it
+        ("\u043e\u0442\u0447\u0451\u0442.\u041f\u0414\u0424", ".pdf"),  # Cyrillic
+        ("x.\u03a1DF", ".rdf"),  # Greek capital rho
+        ("x.\u6587\u6863", ".wendang"),
         ("y" * 10_000 + ".txt", ".txt"),
     ],
 )

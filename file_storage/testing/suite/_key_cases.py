@@ -22,6 +22,27 @@ VALID_KEYS = [
     "/".join(["seg"] * 200) + "/end",
 ]
 
+# keys that spell one another in some reading (a trailing dot or space as Windows drops
+# them, an invisible or fullwidth letter, percent-encoding): each is its own object on
+# every backend, or one tenant's write would replace another's. Not here: keys that
+# differ only in case or Unicode normalization, one file on a local root on macOS's
+# default volume (docs/compatibility.md)
+LOOK_ALIKE_KEYS = [
+    "twins/u1",
+    "twins/u1.",
+    "twins/u1..",
+    "twins/u1 ",
+    "twins/u1\u200b",
+    "twins/\uff55\uff11",
+    "twins/a/b",
+    "twins/a%2Fb",
+    "twins/a%2fb",
+    "twins/a b",
+    "twins/a%20b",
+    "twins/a+b",
+    "twins/%2e%2e",
+]
+
 INVALID_KEYS = [
     "",
     "/abs",

@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from file_storage import InvalidKeyError, StorageBackend
-from file_storage.testing.suite._key_cases import INVALID_KEYS, VALID_KEYS
+from file_storage.testing.suite._key_cases import INVALID_KEYS, LOOK_ALIKE_KEYS, VALID_KEYS
 
 Call = Callable[[StorageBackend, str, Path], Awaitable[object]]
 
@@ -52,6 +52,14 @@ async def test_all_valid_keys_list_sorted(backend: StorageBackend) -> None:
     for key in keys:
         await backend.save(key, b"v")
     assert await backend.list_files() == sorted(keys)
+
+
+async def test_look_alike_keys_are_distinct_objects(backend: StorageBackend) -> None:
+    for n, key in enumerate(LOOK_ALIKE_KEYS):
+        await backend.save(key, str(n).encode())
+    assert await backend.list_files("twins") == sorted(LOOK_ALIKE_KEYS)
+    for n, key in enumerate(LOOK_ALIKE_KEYS):
+        assert await backend.load(key) == str(n).encode(), key
 
 
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
