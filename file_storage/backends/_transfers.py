@@ -61,7 +61,10 @@ def _keep_mode(tmp: Path, target: Path) -> None:
     except FileNotFoundError:
         return
     if stat_mod.S_ISREG(found.st_mode):
-        os.chmod(tmp, found.st_mode & 0o777)
+        # a file system without permission bits (FAT on a USB stick) refuses the change,
+        # and has none to keep: the download goes on
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, found.st_mode & 0o777)
 
 
 class Transfers(Writes, Reads):

@@ -80,3 +80,20 @@ async def test_staged_upload_cancelled_in_its_block_stores_nothing(
         await task
     assert await backend.list_files() == []
     assert list(temp.iterdir()) == []
+
+
+async def test_download_onto_a_file_system_without_permission_bits_still_replaces_the_file(
+    backend: StorageBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # FAT (a USB stick) refuses chmod: the replaced file's bits cannot be kept, nor exist
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    await backend.save("a.bin", b"new")
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", refused)
+    await backend.download_file("a.bin", target)
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir() if p.name != "storage"] == ["out.bin"]
