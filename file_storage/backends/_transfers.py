@@ -217,7 +217,7 @@ class Transfers(Writes, Reads):
         """Give a local file holding the object, for tools that need a real file (FFmpeg).
 
         The file is a temp copy removed on exit (the local backend may hand its own file:
-        treat it as read-only).
+        treat it as read-only, a write to it changes the stored object unseen by quota).
         """
         key = self._key(path, "local_copy")
         async with self._local_copy(key) as local:
