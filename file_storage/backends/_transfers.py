@@ -4,8 +4,10 @@ get_presigned_url.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import stat as stat_mod
 import unicodedata
 import uuid
 from collections.abc import (
@@ -49,6 +51,22 @@ def _taken(exc: BaseException, tmp: Path) -> bool:
     return isinstance(exc, FileExistsError) and exc.filename == str(tmp)
 
 
+def _keep_mode(tmp: Path, target: Path) -> None:
+    """Give ``tmp`` the permission bits of the file at ``target`` it is about to replace: a
+    private file (0600) downloaded anew must not become readable by the machine's other
+    users. A link at ``target`` is replaced, never followed: its target's bits are not
+    the file's."""
+    try:
+        found = os.lstat(target)
+    except FileNotFoundError:
+        return
+    if stat_mod.S_ISREG(found.st_mode):
+        # a file system without permission bits (FAT on a USB stick) refuses the change,
+        # and has none to keep: the download goes on
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, found.st_mode & 0o777)
+
+
 class Transfers(Writes, Reads):
     """The transfers of :class:`~file_storage.StorageBackend`; documented there."""
 
@@ -68,7 +86,8 @@ class Transfers(Writes, Reads):
 
         Parent folders are created. Bytes go to a temp file beside ``local_path`` that is
         renamed into place once its size is verified, so a failed or cancelled download
-        leaves nothing (and a file already at ``local_path`` stays as it was).
+        leaves nothing (and a file already at ``local_path`` stays as it was). A file it
+        replaces keeps its permission bits (a private ``0600`` file stays private).
 
         Args:
             progress: called as ``progress(bytes_done, bytes_total)``.
@@ -109,6 +128,7 @@ class Transfers(Writes, Reads):
                         raise StorageUnavailableError(
                             f"download incomplete: got {written} of {expected} bytes"
                         )
+                    await asyncio.to_thread(_keep_mode, tmp, target)
                     await aiofiles.os.replace(tmp, target)
                 except BaseException as exc:
                     if not _taken(exc, tmp):  # else none of what is there is ours
@@ -197,7 +217,7 @@ class Transfers(Writes, Reads):
         """Give a local file holding the object, for tools that need a real file (FFmpeg).
 
         The file is a temp copy removed on exit (the local backend may hand its own file:
-        treat it as read-only).
+        treat it as read-only, a write to it changes the stored object unseen by quota).
         """
         key = self._key(path, "local_copy")
         async with self._local_copy(key) as local:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from file_storage import ObjectNotFoundError, StorageBackend
+from file_storage import ObjectNotFoundError, StorageBackend, StorageError
 
 
 async def test_upload_file_round_trip(backend: StorageBackend, tmp_path: Path) -> None:
@@ -220,3 +220,49 @@ async def test_download_file_never_writes_through_a_link_at_its_temp_name(
     assert (folder / "out").read_bytes() == b"object bytes"
     assert victim.read_bytes() == b"precious"
     assert sorted(p.name for p in folder.iterdir()) == [f".out.{first}.part", "out"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+async def test_download_file_keeps_the_permissions_of_the_file_it_replaces(
+    backend: StorageBackend, tmp_path: Path
+) -> None:
+    # a private file (0600: a key, an export of user data) downloaded anew must not
+    # become readable by the other users of the machine
+    await backend.save("secret.bin", b"new secret")
+    target = tmp_path / "secret.bin"
+    target.write_bytes(b"old secret")
+    target.chmod(0o600)
+    await backend.download_file("secret.bin", target, progress=None)
+    assert target.read_bytes() == b"new secret"
+    assert target.stat().st_mode & 0o7777 == 0o600
+    target.chmod(0o640)
+    await backend.download_file("secret.bin", target, progress=lambda done, total: None)
+    assert target.stat().st_mode & 0o7777 == 0o640
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links on this system")
+async def test_download_onto_a_link_replaces_the_link_never_its_target(
+    backend: StorageBackend, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    target = tmp_path / "out.bin"
+    target.symlink_to(victim)
+    await backend.save("a.bin", b"object")
+    await backend.download_file("a.bin", target)
+    assert victim.read_bytes() == b"precious"
+    assert not target.is_symlink()
+    assert target.read_bytes() == b"object"
+
+
+async def test_download_onto_a_folder_fails_and_leaves_it(
+    backend: StorageBackend, tmp_path: Path
+) -> None:
+    target = tmp_path / "downloads" / "out"
+    target.mkdir(parents=True)
+    (target / "inner").write_bytes(b"keep")
+    await backend.save("a.bin", b"object")
+    with pytest.raises(StorageError):
+        await backend.download_file("a.bin", target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out"]
+    assert (target / "inner").read_bytes() == b"keep"
