@@ -239,15 +239,31 @@ class S3StorageBackend(S3Clients):
         """
         with self._translate("flush_spool", None):
             concurrency = min(4, self._options.concurrency)
-            flushed = await self._fallback.flush(self._flush_one, concurrency)
+            flushed = await self._fallback.flush(self._flush_spooled, concurrency)
         if flushed:
             logger.info("flushed %d spooled objects to S3", flushed)
         return flushed
 
-    async def _flush_one(self, entry: Entry, path: Path) -> None:
+    async def _flush_spooled(self, entry: Entry, path: Path) -> bool:
+        """Send a spooled version and emit its event; False, sending nothing, when S3 holds
+        an object written after it (another server's, once S3 was back): that one is newer."""
+        try:
+            stored = utc((await self._head(entry.key))["LastModified"])
+        except Exception as exc:
+            if not self._not_found(exc):
+                raise
+        else:
+            if stored > entry.spooled_at:
+                logger.warning(
+                    "spooled %r dropped, not flushed: S3 has a newer object (written %s)",
+                    entry.key,
+                    stored.isoformat(),
+                    extra={"operation": "flush_spool", "key": entry.key, "size": entry.size},
+                )
+                return False
         await self._send_spooled(entry, path)
         if not self._events:
-            return
+            return True
         etag = None  # S3's, not the spool's: the spooled copy is still there until this returns
         try:
             etag = (await self._head(entry.key)).get("ETag")
@@ -255,6 +271,7 @@ class S3StorageBackend(S3Clients):
             if self._map_error(exc, "flush_spool", entry.key) is None:
                 raise
         self._events.emit(ObjectEvent("created", entry.key, entry.size, etag))
+        return True
 
     async def _send_spooled(self, entry: Entry, path: Path) -> None:
         params = self._write_params(entry.content_type, entry.metadata)
@@ -300,7 +317,7 @@ class S3StorageBackend(S3Clients):
         """Send a write S3 must check (``If-None-Match: *`` / ``If-Match``) or that carries
         headers: straight to S3, after the key's spooled version (the spool cannot check a
         condition, nor keeps headers), never absorbed by the spool."""
-        await self._fallback.flush_key(key, self._send_spooled)
+        await self._fallback.flush_key(key, self._flush_spooled)
         condition: dict[str, str] = {}
         if not options.overwrite:
             condition["IfNoneMatch"] = "*"
@@ -368,7 +385,7 @@ class S3StorageBackend(S3Clients):
     async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> None:
         headers = _headers(options)
         if headers:  # the new headers go on S3's copy of src: a spooled src is sent first
-            await self._fallback.flush_key(src, self._send_spooled)
+            await self._fallback.flush_key(src, self._flush_spooled)
         copy = functools.partial(
             (await self._transfer()).copy,
             self._full(src),
@@ -510,7 +527,7 @@ class S3StorageBackend(S3Clients):
         filename: str | None = None,
     ) -> str:
         # the URL must reach the newest version (GET), or replace it (PUT)
-        await self._fallback.flush_key(key, self._send_spooled)
+        await self._fallback.flush_key(key, self._flush_spooled)
         client = await self._signing_client()
         # no SSE or checksum parameters: they would become signed headers that every
         # uploader must repeat; bucket default encryption covers presigned PUTs
@@ -531,7 +548,7 @@ class S3StorageBackend(S3Clients):
     async def _presign_post(
         self, key: str, expires_in: int, max_bytes: int | None, content_type: str
     ) -> PresignedPost:
-        await self._fallback.flush_key(key, self._send_spooled)  # else it would land later
+        await self._fallback.flush_key(key, self._flush_spooled)  # else it would land later
         client = await self._signing_client()
         return await presign_post(
             client, self._bucket, self._full(key), expires_in, max_bytes, content_type

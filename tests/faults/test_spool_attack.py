@@ -1,0 +1,73 @@
+"""The fallback spool against a second writer and against faults: a flush never puts an
+older spooled version over a newer object another writer stored in S3 after S3 came
+back, and every flush of a spooled write emits its "created" event."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from file_storage import ObjectEvent
+from tests.faults.conftest import MakeBackend
+from tests.faults.proxy import FaultProxy
+from tests.faults.test_spool import s3_body, spool_files
+
+pytestmark = pytest.mark.s3
+
+
+def spooled_earlier(spool_path: Path, seconds: float) -> None:
+    """Move every manifest's spool time back: the outage was that long ago (S3's
+    Last-Modified has whole seconds, so a write right after would look as old)."""
+    for manifest in (spool_path / "entries").glob("*.json"):
+        body = json.loads(manifest.read_text("utf-8"))
+        then = datetime.fromisoformat(body["spooled_at"]) - timedelta(seconds=seconds)
+        manifest.write_text(json.dumps(body | {"spooled_at": then.isoformat()}), "utf-8")
+
+
+async def test_flush_keeps_a_newer_object_another_writer_stored_after_the_outage(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    spool_path = tmp_path / "spool"
+    spooling = make_backend(fallback_path=spool_path)
+    other = make_backend()  # another server: it writes straight to S3
+    proxy.refuse()
+    await spooling.save("a.txt", b"old, spooled")
+    proxy.restore()
+    spooled_earlier(spool_path, 60)
+    await other.save("a.txt", b"new, from another server")
+    assert await spooling.flush_spool() == 0
+    assert s3_body(raw, s3_bucket, "a.txt") == b"new, from another server"
+    assert await spooling.load("a.txt") == b"new, from another server"
+    assert spool_files(spool_path) == []
+
+
+async def test_flush_still_uploads_over_an_object_stored_before_the_outage(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    spool_path = tmp_path / "spool"
+    spooling = make_backend(fallback_path=spool_path)
+    await spooling.save("a.txt", b"stored before")  # the same second as the spooled one
+    proxy.refuse()
+    await spooling.save("a.txt", b"spooled after")
+    proxy.restore()
+    assert await spooling.flush_spool() == 1
+    assert s3_body(raw, s3_bucket, "a.txt") == b"spooled after"
+    assert spool_files(spool_path) == []
+
+
+async def test_presigned_url_that_flushes_a_spooled_write_emits_created(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    spooling = make_backend(fallback_path=tmp_path / "spool")
+    proxy.refuse()
+    await spooling.save("a.txt", b"share me")
+    proxy.restore()
+    seen: list[ObjectEvent] = []
+    spooling.subscribe(seen.append)
+    await spooling.get_presigned_url("a.txt", expires_in=60)
+    etag = raw.head_object(Bucket=s3_bucket, Key="storage/a.txt")["ETag"]
+    assert seen == [ObjectEvent("created", "a.txt", 8, etag)]
