@@ -164,7 +164,14 @@ class Writer:
             metadata=self.metadata,
             spooled_at=datetime.now(UTC),
         )
-        self.spool.commit_sync(entry)
+        try:
+            self.spool.commit_sync(entry)
+        except BaseException:
+            current = self.spool._load(_name(self.key))
+            if current is None or current.data != data.name:  # no manifest names it
+                with contextlib.suppress(OSError):
+                    data.unlink()
+            raise
         return entry
 
     def close(self) -> None:

@@ -4,6 +4,8 @@ back, and every flush of a spooled write emits its "created" event."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -11,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from file_storage import ObjectEvent
+from file_storage import ObjectEvent, StorageUnavailableError
+from file_storage._spool import Entry, Spool
 from tests.faults.conftest import MakeBackend
 from tests.faults.proxy import FaultProxy
 from tests.faults.test_spool import s3_body, spool_files
@@ -71,3 +74,54 @@ async def test_presigned_url_that_flushes_a_spooled_write_emits_created(
     await spooling.get_presigned_url("a.txt", expires_in=60)
     etag = raw.head_object(Bucket=s3_bucket, Key="storage/a.txt")["ETag"]
     assert seen == [ObjectEvent("created", "a.txt", 8, etag)]
+
+
+async def test_manifest_that_cannot_be_written_leaves_no_data_file(
+    make_backend: MakeBackend,
+    proxy: FaultProxy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spool_path = tmp_path / "spool"
+    spooling = make_backend(fallback_path=spool_path)
+
+    def full(self: Spool, entry: Entry) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Spool, "commit_sync", full)
+    proxy.refuse()
+    with pytest.raises(StorageUnavailableError):
+        await spooling.save("a.txt", b"x" * 1000)
+    assert spool_files(spool_path) == []
+
+
+async def test_flush_cancelled_mid_upload_keeps_the_entry_and_sends_it_once_later(
+    make_backend: MakeBackend,
+    proxy: FaultProxy,
+    raw: Any,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    spool_path = tmp_path / "spool"
+    spooling = make_backend(fallback_path=spool_path)
+    proxy.refuse()
+    await spooling.save("a.txt", b"spooled")
+    proxy.restore()
+    proxy.clear()
+    proxy.stall_next(1, match="PUT")  # the upload hangs until the flush is cancelled
+    flush = asyncio.ensure_future(spooling.flush_spool())
+    for _ in range(1000):  # until the proxy holds the PUT (10 s at most)
+        if proxy.count("PUT"):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the flush sent no PUT")
+    flush.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    assert await spooling.load("a.txt") == b"spooled"
+    proxy.clear()
+    assert await spooling.flush_spool() == 1
+    assert proxy.count("PUT") == 1
+    assert s3_body(raw, s3_bucket, "a.txt") == b"spooled"
+    assert spool_files(spool_path) == []
