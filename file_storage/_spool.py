@@ -14,7 +14,8 @@ the old data file. An entry is removed only after the store confirmed the upload
 only if its manifest still names the data file that was uploaded.
 
 Within a process, a lock per key orders writes, deletes and flushes of that key, so a
-flush can never put an older spooled version over a newer write.
+flush can never put an older spooled version over a newer write. The locks are per
+folder, not per :class:`Spool`: two backends of one process on one folder share them.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ __all__ = ["Entry", "Spool", "Writer", "intact", "read_range", "unlock"]
 logger = logging.getLogger("file_storage.spool")
 
 STALE_SECONDS = 24 * 3600  # crash leftovers (.part, unreferenced .data) older than this go
+
+# (the spool folder's real path, key) -> (its lock, how many hold or wait for it)
+_LOCKS: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +193,7 @@ class Spool:
         self.root = root
         self.entries_dir = root / "entries"
         self.data_dir = root / "data"
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._folder = os.path.realpath(root)  # the locks' key: one folder, one set of locks
 
     def __repr__(self) -> str:
         return f"Spool({str(self.root)!r})"
@@ -206,17 +210,18 @@ class Spool:
 
     @contextlib.asynccontextmanager
     async def _lock(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
-        self._locks[key] = (lock, users + 1)
+        name = (self._folder, key)
+        lock, users = _LOCKS.get(name) or (asyncio.Lock(), 0)
+        _LOCKS[name] = (lock, users + 1)
         try:
             async with lock:
                 yield
         finally:
-            lock, users = self._locks[key]
+            lock, users = _LOCKS[name]
             if users == 1:
-                del self._locks[key]  # no lock kept per key ever seen
+                del _LOCKS[name]  # no lock kept per key ever seen
             else:
-                self._locks[key] = (lock, users - 1)
+                _LOCKS[name] = (lock, users - 1)
 
     # ------------------------------------------------------------ reading
 

@@ -125,3 +125,28 @@ async def test_flush_cancelled_mid_upload_keeps_the_entry_and_sends_it_once_late
     assert proxy.count("PUT") == 1
     assert s3_body(raw, s3_bucket, "a.txt") == b"spooled"
     assert spool_files(spool_path) == []
+
+
+async def test_direct_write_through_another_backend_on_the_same_spool_waits_for_its_flush(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    spool_path = tmp_path / "spool"
+    first = make_backend(fallback_path=spool_path)
+    second = make_backend(fallback_path=spool_path)  # the same folder, the same process
+    proxy.refuse()
+    await first.save("a.txt", b"old, spooled")
+    proxy.restore()
+    proxy.clear()
+    proxy.stall_next(1, match="PUT")  # the flush's upload is held until botocore retries
+    flush = asyncio.ensure_future(first.flush_spool())
+    for _ in range(1000):  # until the proxy holds the PUT (10 s at most)
+        if proxy.count("PUT"):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the flush sent no PUT")
+    await second.save("a.txt", b"new, direct")
+    await flush
+    assert s3_body(raw, s3_bucket, "a.txt") == b"new, direct"
+    assert await first.load("a.txt") == b"new, direct"
+    assert spool_files(spool_path) == []
