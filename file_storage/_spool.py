@@ -23,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -106,11 +108,18 @@ class Writer:
         self.hash = hashlib.sha256()
         self.size = 0
         self.broken: OSError | None = None
+        # a write still running in its thread after close() (its caller was cancelled)
+        # must not create the .part file that close() already removed
+        self._opening = threading.Lock()
+        self._closed = False
 
     def _write(self, chunk: bytes) -> None:
         if self.file is None:
-            self.spool.data_dir.mkdir(parents=True, exist_ok=True)
-            self.file = self.part.open("xb")
+            with self._opening:
+                if self._closed:
+                    raise OSError(errno.ECANCELED, "the spool write was dropped")
+                self.spool.data_dir.mkdir(parents=True, exist_ok=True)
+                self.file = self.part.open("xb")
         self.file.write(chunk)
         self.hash.update(chunk)
         self.size += len(chunk)
@@ -180,6 +189,8 @@ class Writer:
 
     def close(self) -> None:
         """Drop an uncommitted write (sync: a second cancellation must not skip it)."""
+        with self._opening:
+            self._closed = True
         if self.file is not None and not self.file.closed:
             self.file.close()
         with contextlib.suppress(FileNotFoundError):

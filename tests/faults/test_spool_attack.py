@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from file_storage import ObjectEvent, StorageUnavailableError
-from file_storage._spool import Entry, Spool
+from file_storage._spool import Entry, Spool, Writer
 from tests.faults.conftest import MakeBackend
 from tests.faults.proxy import FaultProxy
 from tests.faults.test_spool import s3_body, spool_files
@@ -149,4 +150,35 @@ async def test_direct_write_through_another_backend_on_the_same_spool_waits_for_
     await flush
     assert s3_body(raw, s3_bucket, "a.txt") == b"new, direct"
     assert await first.load("a.txt") == b"new, direct"
+    assert spool_files(spool_path) == []
+
+
+async def test_save_cancelled_while_its_spool_write_waits_on_the_disk_leaves_no_temp_file(
+    make_backend: MakeBackend,
+    proxy: FaultProxy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spool_path = tmp_path / "spool"
+    spooling = make_backend(fallback_path=spool_path)
+    writing, release, written = threading.Event(), threading.Event(), threading.Event()
+    real_write = Writer._write
+
+    def slow_disk(self: Writer, chunk: bytes) -> None:
+        writing.set()
+        release.wait(10)  # the disk answers only after the save was cancelled
+        try:
+            real_write(self, chunk)
+        finally:
+            written.set()
+
+    monkeypatch.setattr(Writer, "_write", slow_disk)
+    proxy.refuse()
+    save = asyncio.ensure_future(spooling.save("a.txt", b"x"))
+    assert await asyncio.to_thread(writing.wait, 10)
+    save.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await save
+    release.set()
+    assert await asyncio.to_thread(written.wait, 10)  # the late write has run, or given up
     assert spool_files(spool_path) == []
