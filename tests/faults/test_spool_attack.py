@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from file_storage import ObjectEvent, StorageUnavailableError
+from file_storage import ObjectEvent, PreconditionFailedError, StorageUnavailableError
 from file_storage._spool import Entry, Spool, Writer
 from tests.faults.conftest import MakeBackend
 from tests.faults.proxy import FaultProxy
@@ -182,3 +182,18 @@ async def test_save_cancelled_while_its_spool_write_waits_on_the_disk_leaves_no_
     release.set()
     assert await asyncio.to_thread(written.wait, 10)  # the late write has run, or given up
     assert spool_files(spool_path) == []
+
+
+async def test_if_match_with_the_etag_stat_gave_a_spooled_object_replaces_it(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    spooling = make_backend(fallback_path=tmp_path / "spool")
+    proxy.refuse()
+    await spooling.save("a.txt", b"spooled")
+    etag = (await spooling.stat("a.txt")).etag
+    assert etag is not None
+    proxy.restore()
+    await spooling.save("a.txt", b"replaced", if_match=etag)  # the flush sends it first
+    assert s3_body(raw, s3_bucket, "a.txt") == b"replaced"
+    with pytest.raises(PreconditionFailedError):  # that version is gone now
+        await spooling.save("a.txt", b"again", if_match=etag)

@@ -244,9 +244,12 @@ class S3StorageBackend(S3Clients):
             logger.info("flushed %d spooled objects to S3", flushed)
         return flushed
 
-    async def _flush_spooled(self, entry: Entry, path: Path) -> bool:
+    async def _flush_spooled(
+        self, entry: Entry, path: Path, uploaded: dict[str, str | None] | None = None
+    ) -> bool:
         """Send a spooled version and emit its event; False, sending nothing, when S3 holds
-        an object written after it (another server's, once S3 was back): that one is newer."""
+        an object written after it (another server's, once S3 was back): that one is newer.
+        ``uploaded`` gets the spooled etag -> the etag S3 gave the upload."""
         try:
             stored = utc((await self._head(entry.key))["LastModified"])
         except Exception as exc:
@@ -261,7 +264,9 @@ class S3StorageBackend(S3Clients):
                     extra={"operation": "flush_spool", "key": entry.key, "size": entry.size},
                 )
                 return False
-        await self._send_spooled(entry, path)
+        etag = await self._send_spooled(entry, path)
+        if uploaded is not None:
+            uploaded[entry.etag] = etag
         if not self._events:
             return True
         etag = None  # S3's, not the spool's: the spooled copy is still there until this returns
@@ -273,10 +278,10 @@ class S3StorageBackend(S3Clients):
         self._events.emit(ObjectEvent("created", entry.key, entry.size, etag))
         return True
 
-    async def _send_spooled(self, entry: Entry, path: Path) -> None:
+    async def _send_spooled(self, entry: Entry, path: Path) -> str | None:
         params = self._write_params(entry.content_type, entry.metadata)
         transfer = await self._transfer()
-        await transfer.upload_file(self._full(entry.key), path, entry.size, params, None)
+        return await transfer.upload_file(self._full(entry.key), path, entry.size, params, None)
 
     # ---------------------------------------------------------------- keys
 
@@ -316,13 +321,17 @@ class S3StorageBackend(S3Clients):
     ) -> str | None:
         """Send a write S3 must check (``If-None-Match: *`` / ``If-Match``) or that carries
         headers: straight to S3, after the key's spooled version (the spool cannot check a
-        condition, nor keeps headers), never absorbed by the spool."""
-        await self._fallback.flush_key(key, self._flush_spooled)
+        condition, nor keeps headers), never absorbed by the spool. An ``if_match`` naming
+        the spooled version names what its flush stored in S3."""
+        uploaded: dict[str, str | None] = {}
+        await self._fallback.flush_key(
+            key, functools.partial(self._flush_spooled, uploaded=uploaded)
+        )
         condition: dict[str, str] = {}
         if not options.overwrite:
             condition["IfNoneMatch"] = "*"
         elif options.if_match is not None:
-            condition["IfMatch"] = options.if_match
+            condition["IfMatch"] = uploaded.get(options.if_match) or options.if_match
         try:
             return await send(condition)
         except Exception as exc:

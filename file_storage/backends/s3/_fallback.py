@@ -31,7 +31,7 @@ __all__ = ["Fallback"]
 
 logger = logging.getLogger("file_storage.spool")
 
-Upload = Callable[[Entry, Path], Awaitable[None]]
+Upload = Callable[[Entry, Path], Awaitable[object]]
 Flush = Callable[[Entry, Path], Awaitable[bool]]  # False: not sent, S3 has a newer object
 Send = Callable[[bytes | AsyncIterator[bytes]], Awaitable[str | None]]
 
