@@ -6,6 +6,7 @@ Layout of the spool folder::
     data/<sha256 of key>.<uuid>.data    its bytes; every version gets a new name
     data/*.part                         a write in progress, removed when it fails
     flush.lock                          held (flock) by the process flushing
+    store                               the bucket and prefix the spool belongs to
 
 A data file is written and fsynced before its manifest is written (to a temp name,
 fsynced, renamed): a crash at any moment leaves the previous version or the new one,
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import IO
 
 from file_storage._streams import CHUNK_SIZE
+from file_storage.errors import StorageConfigError
 from file_storage.models import ObjectInfo
 
 try:
@@ -198,10 +200,17 @@ class Writer:
 
 
 class Spool:
-    """The spool folder at ``root`` (created on first write)."""
+    """The spool folder at ``root`` (created on first write) of the store ``store``.
 
-    def __init__(self, root: Path) -> None:
+    Entries name keys, not stores: a backend of another bucket or prefix on the same
+    folder would read and upload them as its own. So the folder records its store on
+    first use, and a backend of another store refuses it (:class:`StorageConfigError`).
+    """
+
+    def __init__(self, root: Path, store: str = "") -> None:
         self.root = root
+        self.store = store
+        self._claimed = False
         self.entries_dir = root / "entries"
         self.data_dir = root / "data"
         self._folder = os.path.realpath(root)  # the locks' key: one folder, one set of locks
@@ -209,11 +218,47 @@ class Spool:
     def __repr__(self) -> str:
         return f"Spool({str(self.root)!r})"
 
+    # ------------------------------------------------------------ the owner
+
+    def _claim(self, create: bool) -> None:
+        marker = self.root / "store"
+        try:
+            owner = marker.read_text("utf-8")
+        except FileNotFoundError:
+            if not create:  # a read: nothing to claim yet (a folder from before, or none)
+                return
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = marker.with_name(f"store.{uuid.uuid4().hex}.tmp")
+            tmp.write_text(self.store, "utf-8")
+            try:  # a link appears whole: a reader never sees the name half written
+                os.link(tmp, marker)
+            except FileExistsError:  # another backend claimed it first
+                pass
+            except OSError:  # a file system without hard links: create it in place
+                with contextlib.suppress(FileExistsError), marker.open("x") as out:
+                    out.write(self.store)
+            finally:
+                tmp.unlink()
+            owner = marker.read_text("utf-8")
+        if owner != self.store:
+            raise StorageConfigError(
+                "fallback_path is the spool folder of another bucket or prefix: give each "
+                "backend its own folder"
+            )
+        self._claimed = True
+
+    async def claim(self, create: bool = False) -> None:
+        """Check, once, that the folder is this store's spool; ``create``: claim it if
+        no store has yet (before a write)."""
+        if not self._claimed:
+            await asyncio.to_thread(self._claim, create)
+
     # ------------------------------------------------------------ locks
 
     @contextlib.asynccontextmanager
     async def locked(self, *keys: str) -> AsyncIterator[None]:
         """Hold the in-process lock of every key (taken in sorted order: no deadlock)."""
+        await self.claim(create=True)
         async with contextlib.AsyncExitStack() as stack:
             for key in sorted(set(keys)):
                 await stack.enter_async_context(self._lock(key))
@@ -256,6 +301,7 @@ class Spool:
 
     async def get(self, key: str) -> Entry | None:
         """The spooled version of ``key``, or ``None``."""
+        await self.claim()
         entry = await asyncio.to_thread(self._load, _name(key))
         return entry if entry is not None and entry.key == key else None
 
@@ -271,6 +317,7 @@ class Spool:
 
     async def entries(self, prefix: str = "") -> list[Entry]:
         """Every spooled object under ``prefix``, sorted by key."""
+        await self.claim()
         return await asyncio.to_thread(self._entries, prefix)
 
     async def spooled(self, keys: list[str]) -> list[str]:
@@ -282,6 +329,7 @@ class Spool:
             except FileNotFoundError:
                 return set()
 
+        await self.claim()
         present = await asyncio.to_thread(names)
         return [key for key in keys if _name(key) in present] if present else []
 
@@ -383,7 +431,8 @@ class Spool:
 
     def try_flush_lock(self) -> int | None:
         """Take the cross-process flush lock without waiting; its fd, or ``None`` if busy."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not self._claimed:
+            self._claim(create=True)
         fd = os.open(self.root / "flush.lock", os.O_RDWR | os.O_CREAT, 0o600)
         if fcntl is not None:
             try:

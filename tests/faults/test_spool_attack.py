@@ -14,11 +14,17 @@ from typing import Any
 
 import pytest
 
-from file_storage import ObjectEvent, PreconditionFailedError, StorageUnavailableError
+from file_storage import (
+    ObjectEvent,
+    PreconditionFailedError,
+    StorageConfigError,
+    StorageUnavailableError,
+)
 from file_storage._spool import Entry, Spool, Writer
 from tests.faults.conftest import MakeBackend
 from tests.faults.proxy import FaultProxy
 from tests.faults.test_spool import s3_body, spool_files
+from tests.s3util import stored_keys
 
 pytestmark = pytest.mark.s3
 
@@ -197,3 +203,21 @@ async def test_if_match_with_the_etag_stat_gave_a_spooled_object_replaces_it(
     assert s3_body(raw, s3_bucket, "a.txt") == b"replaced"
     with pytest.raises(PreconditionFailedError):  # that version is gone now
         await spooling.save("a.txt", b"again", if_match=etag)
+
+
+async def test_backend_of_another_prefix_refuses_the_spool_folder_of_this_one(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    spool_path = tmp_path / "spool"
+    first = make_backend(fallback_path=spool_path)
+    tenant = make_backend(fallback_path=spool_path, prefix="tenant-b")  # the same folder
+    proxy.refuse()
+    await first.save("a.txt", b"first's, spooled")
+    proxy.restore()
+    with pytest.raises(StorageConfigError, match="another bucket or prefix"):
+        await tenant.exists("a.txt")
+    with pytest.raises(StorageConfigError, match="another bucket or prefix"):
+        await tenant.flush_spool()
+    assert stored_keys(raw, s3_bucket) == []
+    assert await first.flush_spool() == 1
+    assert stored_keys(raw, s3_bucket) == ["storage/a.txt"]

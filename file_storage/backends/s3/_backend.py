@@ -192,7 +192,8 @@ class S3StorageBackend(S3Clients):
         self._rules = S3Rules(self._client, self._bucket, self._root)
         self._key_overhead = len(self._root.encode())
         path = options.fallback_path
-        self._fallback = Fallback(None if path is None else Spool(path), options.flush_interval)
+        spool = None if path is None else Spool(path, f"{options.bucket}/{options.root}")
+        self._fallback = Fallback(spool, options.flush_interval)
         # clients per event loop: an aiohttp session belongs to the loop it was opened in
         self._loops: dict[asyncio.AbstractEventLoop, LoopClients] = {}
         self._loops_lock = threading.Lock()  # threads may each run a loop of their own
