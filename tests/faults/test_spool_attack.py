@@ -221,3 +221,21 @@ async def test_backend_of_another_prefix_refuses_the_spool_folder_of_this_one(
     assert stored_keys(raw, s3_bucket) == []
     assert await first.flush_spool() == 1
     assert stored_keys(raw, s3_bucket) == ["storage/a.txt"]
+
+
+async def test_restore_version_replaces_the_spooled_version(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    spool_path = tmp_path / "spool"
+    spooling = make_backend(fallback_path=spool_path)
+    await spooling.set_versioning(True)  # on this test's own bucket
+    await spooling.save("a.txt", b"first, stored")
+    [first] = await spooling.list_versions("a.txt")
+    proxy.refuse()
+    await spooling.save("a.txt", b"second, spooled")
+    proxy.restore()
+    await spooling.restore_version("a.txt", first.version_id)
+    assert await spooling.load("a.txt") == b"first, stored"
+    assert await spooling.flush_spool() == 0
+    assert s3_body(raw, s3_bucket, "a.txt") == b"first, stored"
+    assert spool_files(spool_path) == []

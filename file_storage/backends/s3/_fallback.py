@@ -141,6 +141,16 @@ class Fallback:
                     return
             await spool.discard(dst)
 
+    async def direct(self, key: str, write: Callable[[], Awaitable[None]]) -> None:
+        """``write()`` straight to S3 (never spooled), then drop the key's spooled
+        version, which that write replaced."""
+        if self.spool is None:
+            await write()
+            return
+        async with self.spool.locked(key):
+            await write()
+            await self.spool.discard(key)
+
     async def delete(self, keys: list[str], delete: Callable[[], Awaitable[None]]) -> None:
         """``delete()`` from S3, then drop the spooled versions of ``keys``."""
         if self.spool is None:
