@@ -6,6 +6,7 @@ Layout of the spool folder::
     data/<sha256 of key>.<uuid>.data    its bytes; every version gets a new name
     data/*.part                         a write in progress, removed when it fails
     flush.lock                          held (flock) by the process flushing
+    store                               the bucket and prefix the spool belongs to
 
 A data file is written and fsynced before its manifest is written (to a temp name,
 fsynced, renamed): a crash at any moment leaves the previous version or the new one,
@@ -14,7 +15,8 @@ the old data file. An entry is removed only after the store confirmed the upload
 only if its manifest still names the data file that was uploaded.
 
 Within a process, a lock per key orders writes, deletes and flushes of that key, so a
-flush can never put an older spooled version over a newer write.
+flush can never put an older spooled version over a newer write. The locks are per
+folder, not per :class:`Spool`: two backends of one process on one folder share them.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -36,6 +40,7 @@ from pathlib import Path
 from typing import IO
 
 from file_storage._streams import CHUNK_SIZE
+from file_storage.errors import StorageConfigError
 from file_storage.models import ObjectInfo
 
 try:
@@ -48,6 +53,9 @@ __all__ = ["Entry", "Spool", "Writer", "intact", "read_range", "unlock"]
 logger = logging.getLogger("file_storage.spool")
 
 STALE_SECONDS = 24 * 3600  # crash leftovers (.part, unreferenced .data) older than this go
+
+# (the spool folder's real path, key) -> (its lock, how many hold or wait for it)
+_LOCKS: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +110,18 @@ class Writer:
         self.hash = hashlib.sha256()
         self.size = 0
         self.broken: OSError | None = None
+        # a write still running in its thread after close() (its caller was cancelled)
+        # must not create the .part file that close() already removed
+        self._opening = threading.Lock()
+        self._closed = False
 
     def _write(self, chunk: bytes) -> None:
         if self.file is None:
-            self.spool.data_dir.mkdir(parents=True, exist_ok=True)
-            self.file = self.part.open("xb")
+            with self._opening:
+                if self._closed:
+                    raise OSError(errno.ECANCELED, "the spool write was dropped")
+                self.spool.data_dir.mkdir(parents=True, exist_ok=True)
+                self.file = self.part.open("xb")
         self.file.write(chunk)
         self.hash.update(chunk)
         self.size += len(chunk)
@@ -164,11 +179,20 @@ class Writer:
             metadata=self.metadata,
             spooled_at=datetime.now(UTC),
         )
-        self.spool.commit_sync(entry)
+        try:
+            self.spool.commit_sync(entry)
+        except BaseException:
+            current = self.spool._load(_name(self.key))
+            if current is None or current.data != data.name:  # no manifest names it
+                with contextlib.suppress(OSError):
+                    data.unlink()
+            raise
         return entry
 
     def close(self) -> None:
         """Drop an uncommitted write (sync: a second cancellation must not skip it)."""
+        with self._opening:
+            self._closed = True
         if self.file is not None and not self.file.closed:
             self.file.close()
         with contextlib.suppress(FileNotFoundError):
@@ -176,22 +200,65 @@ class Writer:
 
 
 class Spool:
-    """The spool folder at ``root`` (created on first write)."""
+    """The spool folder at ``root`` (created on first write) of the store ``store``.
 
-    def __init__(self, root: Path) -> None:
+    Entries name keys, not stores: a backend of another bucket or prefix on the same
+    folder would read and upload them as its own. So the folder records its store on
+    first use, and a backend of another store refuses it (:class:`StorageConfigError`).
+    """
+
+    def __init__(self, root: Path, store: str = "") -> None:
         self.root = root
+        self.store = store
+        self._claimed = False
         self.entries_dir = root / "entries"
         self.data_dir = root / "data"
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._folder = os.path.realpath(root)  # the locks' key: one folder, one set of locks
 
     def __repr__(self) -> str:
         return f"Spool({str(self.root)!r})"
+
+    # ------------------------------------------------------------ the owner
+
+    def _claim(self, create: bool) -> None:
+        marker = self.root / "store"
+        try:
+            owner = marker.read_text("utf-8")
+        except FileNotFoundError:
+            if not create:  # a read: nothing to claim yet (a folder from before, or none)
+                return
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = marker.with_name(f"store.{uuid.uuid4().hex}.tmp")
+            tmp.write_text(self.store, "utf-8")
+            try:  # a link appears whole: a reader never sees the name half written
+                os.link(tmp, marker)
+            except FileExistsError:  # another backend claimed it first
+                pass
+            except OSError:  # a file system without hard links: create it in place
+                with contextlib.suppress(FileExistsError), marker.open("x") as out:
+                    out.write(self.store)
+            finally:
+                tmp.unlink()
+            owner = marker.read_text("utf-8")
+        if owner != self.store:
+            raise StorageConfigError(
+                "fallback_path is the spool folder of another bucket or prefix: give each "
+                "backend its own folder"
+            )
+        self._claimed = True
+
+    async def claim(self, create: bool = False) -> None:
+        """Check, once, that the folder is this store's spool; ``create``: claim it if
+        no store has yet (before a write)."""
+        if not self._claimed:
+            await asyncio.to_thread(self._claim, create)
 
     # ------------------------------------------------------------ locks
 
     @contextlib.asynccontextmanager
     async def locked(self, *keys: str) -> AsyncIterator[None]:
         """Hold the in-process lock of every key (taken in sorted order: no deadlock)."""
+        await self.claim(create=True)
         async with contextlib.AsyncExitStack() as stack:
             for key in sorted(set(keys)):
                 await stack.enter_async_context(self._lock(key))
@@ -199,17 +266,18 @@ class Spool:
 
     @contextlib.asynccontextmanager
     async def _lock(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
-        self._locks[key] = (lock, users + 1)
+        name = (self._folder, key)
+        lock, users = _LOCKS.get(name) or (asyncio.Lock(), 0)
+        _LOCKS[name] = (lock, users + 1)
         try:
             async with lock:
                 yield
         finally:
-            lock, users = self._locks[key]
+            lock, users = _LOCKS[name]
             if users == 1:
-                del self._locks[key]  # no lock kept per key ever seen
+                del _LOCKS[name]  # no lock kept per key ever seen
             else:
-                self._locks[key] = (lock, users - 1)
+                _LOCKS[name] = (lock, users - 1)
 
     # ------------------------------------------------------------ reading
 
@@ -233,6 +301,7 @@ class Spool:
 
     async def get(self, key: str) -> Entry | None:
         """The spooled version of ``key``, or ``None``."""
+        await self.claim()
         entry = await asyncio.to_thread(self._load, _name(key))
         return entry if entry is not None and entry.key == key else None
 
@@ -248,6 +317,7 @@ class Spool:
 
     async def entries(self, prefix: str = "") -> list[Entry]:
         """Every spooled object under ``prefix``, sorted by key."""
+        await self.claim()
         return await asyncio.to_thread(self._entries, prefix)
 
     async def spooled(self, keys: list[str]) -> list[str]:
@@ -259,6 +329,7 @@ class Spool:
             except FileNotFoundError:
                 return set()
 
+        await self.claim()
         present = await asyncio.to_thread(names)
         return [key for key in keys if _name(key) in present] if present else []
 
@@ -360,7 +431,8 @@ class Spool:
 
     def try_flush_lock(self) -> int | None:
         """Take the cross-process flush lock without waiting; its fd, or ``None`` if busy."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not self._claimed:
+            self._claim(create=True)
         fd = os.open(self.root / "flush.lock", os.O_RDWR | os.O_CREAT, 0o600)
         if fcntl is not None:
             try:

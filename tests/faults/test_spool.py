@@ -55,13 +55,13 @@ def spooling(make_backend: MakeBackend, spool_path: Path) -> S3StorageBackend:
 
 
 def spool_files(spool_path: Path) -> list[str]:
-    """Files in the spool folder, the flush lock aside."""
+    """Files in the spool folder, the flush lock and the store's name aside."""
     if not spool_path.exists():
         return []
     return sorted(
         str(p.relative_to(spool_path))
         for p in spool_path.rglob("*")
-        if p.is_file() and p.name != "flush.lock"
+        if p.is_file() and p.name not in ("flush.lock", "store")
     )
 
 

@@ -192,7 +192,8 @@ class S3StorageBackend(S3Clients):
         self._rules = S3Rules(self._client, self._bucket, self._root)
         self._key_overhead = len(self._root.encode())
         path = options.fallback_path
-        self._fallback = Fallback(None if path is None else Spool(path), options.flush_interval)
+        spool = None if path is None else Spool(path, f"{options.bucket}/{options.root}")
+        self._fallback = Fallback(spool, options.flush_interval)
         # clients per event loop: an aiohttp session belongs to the loop it was opened in
         self._loops: dict[asyncio.AbstractEventLoop, LoopClients] = {}
         self._loops_lock = threading.Lock()  # threads may each run a loop of their own
@@ -239,15 +240,36 @@ class S3StorageBackend(S3Clients):
         """
         with self._translate("flush_spool", None):
             concurrency = min(4, self._options.concurrency)
-            flushed = await self._fallback.flush(self._flush_one, concurrency)
+            flushed = await self._fallback.flush(self._flush_spooled, concurrency)
         if flushed:
             logger.info("flushed %d spooled objects to S3", flushed)
         return flushed
 
-    async def _flush_one(self, entry: Entry, path: Path) -> None:
-        await self._send_spooled(entry, path)
+    async def _flush_spooled(
+        self, entry: Entry, path: Path, uploaded: dict[str, str | None] | None = None
+    ) -> bool:
+        """Send a spooled version and emit its event; False, sending nothing, when S3 holds
+        an object written after it (another server's, once S3 was back): that one is newer.
+        ``uploaded`` gets the spooled etag -> the etag S3 gave the upload."""
+        try:
+            stored = utc((await self._head(entry.key))["LastModified"])
+        except Exception as exc:
+            if not self._not_found(exc):
+                raise
+        else:
+            if stored > entry.spooled_at:
+                logger.warning(
+                    "spooled %r dropped, not flushed: S3 has a newer object (written %s)",
+                    entry.key,
+                    stored.isoformat(),
+                    extra={"operation": "flush_spool", "key": entry.key, "size": entry.size},
+                )
+                return False
+        etag = await self._send_spooled(entry, path)
+        if uploaded is not None:
+            uploaded[entry.etag] = etag
         if not self._events:
-            return
+            return True
         etag = None  # S3's, not the spool's: the spooled copy is still there until this returns
         try:
             etag = (await self._head(entry.key)).get("ETag")
@@ -255,11 +277,12 @@ class S3StorageBackend(S3Clients):
             if self._map_error(exc, "flush_spool", entry.key) is None:
                 raise
         self._events.emit(ObjectEvent("created", entry.key, entry.size, etag))
+        return True
 
-    async def _send_spooled(self, entry: Entry, path: Path) -> None:
+    async def _send_spooled(self, entry: Entry, path: Path) -> str | None:
         params = self._write_params(entry.content_type, entry.metadata)
         transfer = await self._transfer()
-        await transfer.upload_file(self._full(entry.key), path, entry.size, params, None)
+        return await transfer.upload_file(self._full(entry.key), path, entry.size, params, None)
 
     # ---------------------------------------------------------------- keys
 
@@ -299,13 +322,17 @@ class S3StorageBackend(S3Clients):
     ) -> str | None:
         """Send a write S3 must check (``If-None-Match: *`` / ``If-Match``) or that carries
         headers: straight to S3, after the key's spooled version (the spool cannot check a
-        condition, nor keeps headers), never absorbed by the spool."""
-        await self._fallback.flush_key(key, self._send_spooled)
+        condition, nor keeps headers), never absorbed by the spool. An ``if_match`` naming
+        the spooled version names what its flush stored in S3."""
+        uploaded: dict[str, str | None] = {}
+        await self._fallback.flush_key(
+            key, functools.partial(self._flush_spooled, uploaded=uploaded)
+        )
         condition: dict[str, str] = {}
         if not options.overwrite:
             condition["IfNoneMatch"] = "*"
         elif options.if_match is not None:
-            condition["IfMatch"] = options.if_match
+            condition["IfMatch"] = uploaded.get(options.if_match) or options.if_match
         try:
             return await send(condition)
         except Exception as exc:
@@ -368,7 +395,7 @@ class S3StorageBackend(S3Clients):
     async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> None:
         headers = _headers(options)
         if headers:  # the new headers go on S3's copy of src: a spooled src is sent first
-            await self._fallback.flush_key(src, self._send_spooled)
+            await self._fallback.flush_key(src, self._flush_spooled)
         copy = functools.partial(
             (await self._transfer()).copy,
             self._full(src),
@@ -510,7 +537,7 @@ class S3StorageBackend(S3Clients):
         filename: str | None = None,
     ) -> str:
         # the URL must reach the newest version (GET), or replace it (PUT)
-        await self._fallback.flush_key(key, self._send_spooled)
+        await self._fallback.flush_key(key, self._flush_spooled)
         client = await self._signing_client()
         # no SSE or checksum parameters: they would become signed headers that every
         # uploader must repeat; bucket default encryption covers presigned PUTs
@@ -531,7 +558,7 @@ class S3StorageBackend(S3Clients):
     async def _presign_post(
         self, key: str, expires_in: int, max_bytes: int | None, content_type: str
     ) -> PresignedPost:
-        await self._fallback.flush_key(key, self._send_spooled)  # else it would land later
+        await self._fallback.flush_key(key, self._flush_spooled)  # else it would land later
         client = await self._signing_client()
         return await presign_post(
             client, self._bucket, self._full(key), expires_in, max_bytes, content_type

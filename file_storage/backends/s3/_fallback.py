@@ -31,7 +31,8 @@ __all__ = ["Fallback"]
 
 logger = logging.getLogger("file_storage.spool")
 
-Upload = Callable[[Entry, Path], Awaitable[None]]
+Upload = Callable[[Entry, Path], Awaitable[object]]
+Flush = Callable[[Entry, Path], Awaitable[bool]]  # False: not sent, S3 has a newer object
 Send = Callable[[bytes | AsyncIterator[bytes]], Awaitable[str | None]]
 
 
@@ -140,6 +141,16 @@ class Fallback:
                     return
             await spool.discard(dst)
 
+    async def direct(self, key: str, write: Callable[[], Awaitable[None]]) -> None:
+        """``write()`` straight to S3 (never spooled), then drop the key's spooled
+        version, which that write replaced."""
+        if self.spool is None:
+            await write()
+            return
+        async with self.spool.locked(key):
+            await write()
+            await self.spool.discard(key)
+
     async def delete(self, keys: list[str], delete: Callable[[], Awaitable[None]]) -> None:
         """``delete()`` from S3, then drop the spooled versions of ``keys``."""
         if self.spool is None:
@@ -196,8 +207,9 @@ class Fallback:
 
     # ------------------------------------------------------------ flushing
 
-    async def flush_key(self, key: str, upload: Upload) -> bool:
-        """Upload the spooled ``key`` and drop it; False when there was nothing to send."""
+    async def flush_key(self, key: str, upload: Flush) -> bool:
+        """Upload the spooled ``key`` and drop it; False when there was nothing to send, or
+        ``upload`` sent nothing because S3 has a newer object (the entry is dropped too)."""
         if self.spool is None:
             return False
         async with self.spool.locked(key):
@@ -208,13 +220,14 @@ class Fallback:
             if not await asyncio.to_thread(intact, path, entry):
                 logger.error("fallback spool: the copy of %r is damaged; kept, not sent", key)
                 return False
-            await upload(entry, path)
-            # only now that S3 has it; a crash before this line only means a re-upload
+            sent = await upload(entry, path)
+            # only now that S3 has it (or a newer one); a crash before this line only means
+            # a re-upload
             removed = await self.spool.remove(entry)
-            logger.debug("flushed spooled %r (%d bytes)", key, entry.size)
-            return removed
+            logger.debug("flushed spooled %r (%d bytes, sent: %s)", key, entry.size, sent)
+            return sent and removed
 
-    async def flush(self, upload: Upload, concurrency: int) -> int:
+    async def flush(self, upload: Flush, concurrency: int) -> int:
         """Upload every spooled object, in key order, ``concurrency`` at a time."""
         if self.spool is None:
             return 0

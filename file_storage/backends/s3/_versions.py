@@ -25,6 +25,7 @@ from file_storage.models import ObjectInfo, ObjectVersion
 if TYPE_CHECKING:
     from file_storage.backends.s3 import _multipart as mp
     from file_storage.backends.s3._config import S3Options
+    from file_storage.backends.s3._fallback import Fallback
 
 logger = logging.getLogger("file_storage")
 
@@ -51,6 +52,7 @@ class S3Versions(StorageBackend):
     _bucket: str
     _options: S3Options
     _versioning_state: Versioning | None = None  # asked once, then kept
+    _fallback: Fallback
 
     if TYPE_CHECKING:
         _copy_threshold: int
@@ -150,15 +152,19 @@ class S3Versions(StorageBackend):
     async def _restore_version(self, key: str, version_id: str) -> None:
         full = self._full(key)
         transfer = await self._transfer()
-        with _version_lookup():
-            await transfer.copy(
-                full,
-                full,
-                self._options.sse,
-                self._copy_threshold,
-                self._copy_part_size,
-                version_id,
-            )
+
+        async def restore() -> None:
+            with _version_lookup():
+                await transfer.copy(
+                    full,
+                    full,
+                    self._options.sse,
+                    self._copy_threshold,
+                    self._copy_part_size,
+                    version_id,
+                )
+
+        await self._fallback.direct(key, restore)  # newer than the key's spooled version
 
     async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
         full = self._full(key)
