@@ -67,7 +67,7 @@ class Settles(BackendCore):
         between its listing and its commit (its replaced object then counted twice)."""
         if keys and relisted(held):
             async with self._quotas.hold(*keys):
-                await self._recount_versions(*keys, since=since, relisted=True)
+                await self._recount_versions(*keys, since=since, relisted=True, locked=True)
         else:
             await self._recount_versions(*keys, since=since)
 

@@ -58,16 +58,14 @@ async def landed_etag(
     would act on (retry, give up).
     """
     etag = landed.get(key)
-    if etag is not None:
-        quoted = quote_etag(etag)
-        return {"etag": quoted} if quoted else {}
-    try:
-        info = await backend.stat(key)
-    except StorageError as exc:
-        logger.info("%r stored, but no ETag for the answer: %s", key, type(exc).__name__)
-        return {}
-    etag = quote_etag(info.etag)
-    return {"etag": etag} if etag else {}
+    if etag is None:
+        try:
+            etag = (await backend.stat(key)).etag
+        except StorageError as exc:
+            logger.info("%r stored, but no ETag for the answer: %s", key, type(exc).__name__)
+            return {}
+    quoted = quote_etag(etag)
+    return {"etag": quoted} if quoted else {}
 
 
 async def _parts(request: Request, boundary: bytes) -> AsyncIterator[_Part]:

@@ -270,12 +270,12 @@ class S3StorageBackend(S3Clients):
             uploaded[entry.etag] = etag
         if not self._events:
             return True
-        etag = None  # S3's, not the spool's: the spooled copy is still there until this returns
-        try:
-            etag = (await self._head(entry.key)).get("ETag")
-        except Exception as exc:
-            if self._map_error(exc, "flush_spool", entry.key) is None:
-                raise
+        if etag is None:  # S3's, not the spool's: the spooled copy is there until this returns
+            try:
+                etag = (await self._head(entry.key)).get("ETag")
+            except Exception as exc:
+                if self._map_error(exc, "flush_spool", entry.key) is None:
+                    raise
         self._events.emit(ObjectEvent("created", entry.key, entry.size, etag))
         return True
 

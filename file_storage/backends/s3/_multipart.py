@@ -162,7 +162,7 @@ class Multipart:
         except BaseException:
             await self._cleanup(create)
             raise
-        return _etag(done)
+        return answered_etag(done)
 
     async def _completed(self, parts: list[Part]) -> bool:
         """True when the object holds exactly these parts: a retried completion that S3
@@ -317,7 +317,7 @@ class Transfer:
             Bucket=self.bucket, Key=key, Body=data, **sums, **params, **(condition or {})
         )
         self.integrity.observe(sums, response)
-        return _etag(response)
+        return answered_etag(response)
 
     async def save(
         self,
@@ -564,6 +564,7 @@ def _object_headers(head: dict[str, Any], overrides: dict[str, str]) -> dict[str
     return params
 
 
-def _etag(response: dict[str, Any]) -> str | None:
+def answered_etag(response: dict[str, Any]) -> str | None:
+    """The ETag S3 answered to a write (``None``: none in the answer)."""
     etag = response.get("ETag")
     return etag if isinstance(etag, str) and etag else None

@@ -450,8 +450,7 @@ class ObstoreTransfer(mp.Transfer):
         response = await self.client.put_object(
             Bucket=self.bucket, Key=key, Body=data, **params, **(condition or {})
         )
-        etag = response.get("ETag")
-        return etag if isinstance(etag, str) and etag else None
+        return mp.answered_etag(response)
 
     def _writer(self, key: str, params: dict[str, Any], part_size: int) -> Any:
         attributes, mode = _put_options(params)
