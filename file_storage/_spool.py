@@ -33,11 +33,11 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from file_storage._streams import CHUNK_SIZE
 from file_storage.errors import StorageConfigError
@@ -51,6 +51,8 @@ except ImportError:  # pragma: no cover - not POSIX: flushes are serialized per 
 __all__ = ["Entry", "Spool", "Writer", "intact", "read_range", "unlock"]
 
 logger = logging.getLogger("file_storage.spool")
+
+T = TypeVar("T")
 
 STALE_SECONDS = 24 * 3600  # crash leftovers (.part, unreferenced .data) older than this go
 
@@ -247,18 +249,20 @@ class Spool:
             )
         self._claimed = True
 
-    async def claim(self, create: bool = False) -> None:
-        """Check, once, that the folder is this store's spool; ``create``: claim it if
-        no store has yet (before a write)."""
+    def _read(self, read: Callable[..., T], *args: object) -> T:
+        """``read(*args)`` once the folder is known to be this store's, or no store's yet
+        (a read claims nothing): the check and the read in one thread hop."""
         if not self._claimed:
-            await asyncio.to_thread(self._claim, create)
+            self._claim(False)
+        return read(*args)
 
     # ------------------------------------------------------------ locks
 
     @contextlib.asynccontextmanager
     async def locked(self, *keys: str) -> AsyncIterator[None]:
         """Hold the in-process lock of every key (taken in sorted order: no deadlock)."""
-        await self.claim(create=True)
+        if not self._claimed:  # before a write: claimed if no store has yet
+            await asyncio.to_thread(self._claim, True)
         async with contextlib.AsyncExitStack() as stack:
             for key in sorted(set(keys)):
                 await stack.enter_async_context(self._lock(key))
@@ -301,8 +305,7 @@ class Spool:
 
     async def get(self, key: str) -> Entry | None:
         """The spooled version of ``key``, or ``None``."""
-        await self.claim()
-        entry = await asyncio.to_thread(self._load, _name(key))
+        entry = await asyncio.to_thread(self._read, self._load, _name(key))
         return entry if entry is not None and entry.key == key else None
 
     def _entries(self, prefix: str) -> list[Entry]:
@@ -317,8 +320,7 @@ class Spool:
 
     async def entries(self, prefix: str = "") -> list[Entry]:
         """Every spooled object under ``prefix``, sorted by key."""
-        await self.claim()
-        return await asyncio.to_thread(self._entries, prefix)
+        return await asyncio.to_thread(self._read, self._entries, prefix)
 
     async def spooled(self, keys: list[str]) -> list[str]:
         """Which of ``keys`` have a spooled version (one directory listing)."""
@@ -329,8 +331,7 @@ class Spool:
             except FileNotFoundError:
                 return set()
 
-        await self.claim()
-        present = await asyncio.to_thread(names)
+        present = await asyncio.to_thread(self._read, names)
         return [key for key in keys if _name(key) in present] if present else []
 
     def path(self, entry: Entry) -> Path:
