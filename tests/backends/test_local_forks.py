@@ -4,7 +4,9 @@ with ``fork``, a pre-forking server): the child has none of the parent's threads
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -91,3 +93,32 @@ def test_a_child_forked_while_a_parent_thread_opens_the_root_uses_it_too(
         done.set()
         thread.join()
     assert asyncio.run(backend.load("k")) == b"child"
+
+
+def test_a_child_forked_while_its_parent_loop_runs_purges_in_the_background(
+    tmp_path: Path,
+) -> None:
+    # the parent's loop runs the background purge when it forks: the child's own loop
+    # must get a purge of its own, not take the parent's task (never run here) for it
+    backend = LocalStorageBackend(tmp_path, expire_interval_seconds=0.01)
+
+    async def child() -> str:
+        purged = asyncio.Event()
+        backend.subscribe(lambda e: purged.set() if e.type == "deleted" else None)
+        await backend.save("temp/old.bin", b"x")
+        two_days_ago = time.time() - 2 * 86400
+        os.utime(tmp_path / "temp" / "old.bin", (two_days_ago, two_days_ago))
+        try:
+            await asyncio.wait_for(purged.wait(), timeout=DEADLINE / 3)  # a bound
+        except TimeoutError:
+            return "never purged"
+        return "purged"
+
+    async def parent() -> str:
+        await backend.set_expiration("temp", 1)  # starts the purge in this loop
+        # forked while this loop runs; it waits for the child without running (so the
+        # parent's purge cannot do the child's work)
+        return str(forked(in_child(lambda: asyncio.run(child())))())
+
+    assert asyncio.run(parent()) == "purged"
+    asyncio.run(backend.aclose())
