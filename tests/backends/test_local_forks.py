@@ -10,8 +10,10 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from file_storage import LocalStorageBackend
-from file_storage.backends.local import _meta
+from file_storage.backends.local import _backend, _io, _meta
 from tests.forks import DEADLINE, forked, in_child
 
 
@@ -93,6 +95,43 @@ def test_a_child_forked_while_a_parent_thread_opens_the_root_uses_it_too(
         done.set()
         thread.join()
     assert asyncio.run(backend.load("k")) == b"child"
+
+
+def test_a_child_forked_while_its_parent_saves_saves_reads_and_counts_the_parents_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the parent's streamed save is caught in an I/O thread, its bytes in its temp file:
+    # the child needs I/O threads of its own, and temp names of its own, so that its
+    # quota counts the parent's temp file as another process's write in flight
+    backend = LocalStorageBackend(tmp_path, max_size_bytes=10**6)
+    parent, writing, done = os.getpid(), threading.Event(), threading.Event()
+
+    def write_all(fd: int, batch: list[bytes]) -> None:
+        _io.write_all(fd, batch)
+        if os.getpid() == parent and not writing.is_set():
+            writing.set()
+            done.wait(DEADLINE)
+
+    monkeypatch.setattr(_backend, "write_all", write_all)
+    saved: list[str] = []
+    saving = threading.Thread(target=lambda: saved.append(asyncio.run(backend.save("p", chunks()))))
+    saving.start()
+    try:
+        assert writing.wait(DEADLINE)
+
+        async def child() -> tuple[int, bytes, list[str]]:
+            await backend.refresh_usage()
+            in_flight = (await backend.get_usage()).used  # the parent's temp file
+            await backend.save("c", chunks())
+            return in_flight, await backend.load("c"), await backend.list_files()
+
+        child_sees = forked(in_child(lambda: asyncio.run(child())))
+        assert child_sees() == (30, b"x" * 30, ["c"])
+    finally:
+        done.set()
+        saving.join()
+    assert saved == ["p"]
+    assert asyncio.run(backend.list_files()) == ["c", "p"]
 
 
 def test_a_child_forked_while_its_parent_loop_runs_purges_in_the_background(
