@@ -126,5 +126,9 @@ class Expiry:
         if self.interval is not None:
             self._purger.start(self.interval, purge)
 
+    def forked(self) -> None:
+        """In a forked child: the parent's purge task is not this process's."""
+        self._purger.forked()
+
     async def stop(self) -> None:
         await self._purger.stop()

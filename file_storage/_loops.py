@@ -299,6 +299,12 @@ class Periodic:
         # a context of its own: its requests are not counted against the call starting it
         self.task = loop.create_task(every(), context=contextvars.Context())
 
+    def forked(self) -> None:
+        """In a child forked from this process: the task is the parent's, in a loop that
+        never runs here (yet seems to, if it ran at the fork); forget it, never cancel it,
+        so the child's first use starts one of its own."""
+        self.task = None
+
     async def stop(self) -> None:
         task, self.task = self.task, None
         if task is None or task.done():

@@ -195,6 +195,8 @@ class BackendCore(abc.ABC):
         loops held; a backend holding more (locks, clients) extends it."""
         # a set_versioning turn of the parent's, caught mid-way, never ends in the child
         self._versioning_lock = SharedLock()
+        # the parent's background purge runs in the parent's loop, never here
+        self._expiry.forked()
 
     @property
     def max_size_bytes(self) -> int | None:

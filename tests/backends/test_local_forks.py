@@ -4,12 +4,16 @@ with ``fork``, a pre-forking server): the child has none of the parent's threads
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from file_storage import LocalStorageBackend
-from file_storage.backends.local import _meta
+from file_storage.backends.local import _backend, _io, _meta
 from tests.forks import DEADLINE, forked, in_child
 
 
@@ -91,3 +95,69 @@ def test_a_child_forked_while_a_parent_thread_opens_the_root_uses_it_too(
         done.set()
         thread.join()
     assert asyncio.run(backend.load("k")) == b"child"
+
+
+def test_a_child_forked_while_its_parent_saves_saves_reads_and_counts_the_parents_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the parent's streamed save is caught in an I/O thread, its bytes in its temp file:
+    # the child needs I/O threads of its own, and temp names of its own, so that its
+    # quota counts the parent's temp file as another process's write in flight
+    backend = LocalStorageBackend(tmp_path, max_size_bytes=10**6)
+    parent, writing, done = os.getpid(), threading.Event(), threading.Event()
+
+    def write_all(fd: int, batch: list[bytes]) -> None:
+        _io.write_all(fd, batch)
+        if os.getpid() == parent and not writing.is_set():
+            writing.set()
+            done.wait(DEADLINE)
+
+    monkeypatch.setattr(_backend, "write_all", write_all)
+    saved: list[str] = []
+    saving = threading.Thread(target=lambda: saved.append(asyncio.run(backend.save("p", chunks()))))
+    saving.start()
+    try:
+        assert writing.wait(DEADLINE)
+
+        async def child() -> tuple[int, bytes, list[str]]:
+            await backend.refresh_usage()
+            in_flight = (await backend.get_usage()).used  # the parent's temp file
+            await backend.save("c", chunks())
+            return in_flight, await backend.load("c"), await backend.list_files()
+
+        child_sees = forked(in_child(lambda: asyncio.run(child())))
+        assert child_sees() == (30, b"x" * 30, ["c"])
+    finally:
+        done.set()
+        saving.join()
+    assert saved == ["p"]
+    assert asyncio.run(backend.list_files()) == ["c", "p"]
+
+
+def test_a_child_forked_while_its_parent_loop_runs_purges_in_the_background(
+    tmp_path: Path,
+) -> None:
+    # the parent's loop runs the background purge when it forks: the child's own loop
+    # must get a purge of its own, not take the parent's task (never run here) for it
+    backend = LocalStorageBackend(tmp_path, expire_interval_seconds=0.01)
+
+    async def child() -> str:
+        purged = asyncio.Event()
+        backend.subscribe(lambda e: purged.set() if e.type == "deleted" else None)
+        await backend.save("temp/old.bin", b"x")
+        two_days_ago = time.time() - 2 * 86400
+        os.utime(tmp_path / "temp" / "old.bin", (two_days_ago, two_days_ago))
+        try:
+            await asyncio.wait_for(purged.wait(), timeout=DEADLINE / 3)  # a bound
+        except TimeoutError:
+            return "never purged"
+        return "purged"
+
+    async def parent() -> str:
+        await backend.set_expiration("temp", 1)  # starts the purge in this loop
+        # forked while this loop runs; it waits for the child without running (so the
+        # parent's purge cannot do the child's work)
+        return str(forked(in_child(lambda: asyncio.run(child())))())
+
+    assert asyncio.run(parent()) == "purged"
+    asyncio.run(backend.aclose())

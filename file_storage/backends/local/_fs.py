@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from file_storage.backends import _forks
 from file_storage.backends.local._io import tmp_name
 from file_storage.backends.local._place import open_folder
 from file_storage.errors import (
@@ -64,8 +65,7 @@ def _after_fork_in_child() -> None:
         root._lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_forks.renew(_after_fork_in_child)
 
 
 class Root:

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from file_storage.backends import _forks
 from file_storage.backends._support import mark_landed, thread_ended
 
 TMP_MARK = "\\tmp-"  # a backslash is banned from keys: a temp name is never a key
@@ -34,8 +35,7 @@ class _Pool:
 
     def __init__(self) -> None:
         self._executor = self._new()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._forked)
+        _forks.renew(self._forked)
 
     @staticmethod
     def _new() -> concurrent.futures.ThreadPoolExecutor:
@@ -132,7 +132,7 @@ def _new_token() -> str:
 # Names this process's temp files: the quota counts other processes' live temp files, not
 # its own (their bytes are reserved already). A forked child gets a token of its own.
 _token = [_new_token()]
-os.register_at_fork(after_in_child=lambda: _token.__setitem__(0, _new_token()))
+_forks.renew(lambda: _token.__setitem__(0, _new_token()))
 
 
 def tmp_name(stem: str = "") -> str:

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from file_storage.backends import _forks
 from file_storage.backends.local._fs import Root, open_dir, read_small, write_small
 from file_storage.errors import ObjectNotFoundError, StorageError
 
@@ -56,8 +57,7 @@ def _after_fork_in_child() -> None:
         stripe._at_fork_reinit()  # type: ignore[attr-defined]
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_forks.renew(_after_fork_in_child)
 _unlocked: list[bool] = []  # flock refused once here (some network file systems): not again
 
 

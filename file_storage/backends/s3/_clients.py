@@ -66,6 +66,7 @@ class S3Clients(S3Versions):
         self._loops = {}
         self._closing = set()
         self._stores = {}  # the parent's obstore stores (refused after a fork anyway)
+        self._fallback.forked()  # the spool's flusher: the child's first use starts its own
 
     def _start_background(self) -> None:
         """Start what runs beside the clients (the spool's flushes), once per loop."""

@@ -260,5 +260,9 @@ class Fallback:
         if self.spool is not None and self.flush_interval is not None:
             self._flusher.start(self.flush_interval, flush)
 
+    def forked(self) -> None:
+        """In a forked child: the parent's flusher task is not this process's."""
+        self._flusher.forked()
+
     async def stop(self) -> None:
         await self._flusher.stop()
