@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 from file_storage._streams import CHUNK_SIZE
+from file_storage.backends import _forks
 from file_storage.errors import StorageConfigError
 from file_storage.models import ObjectInfo
 
@@ -58,6 +59,8 @@ STALE_SECONDS = 24 * 3600  # crash leftovers (.part, unreferenced .data) older t
 
 # (the spool folder's real path, key) -> (its lock, how many hold or wait for it)
 _LOCKS: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+# a forked child: a lock its parent held at the fork is released in the parent only
+_forks.renew(_LOCKS.clear)
 
 
 @dataclass(frozen=True, slots=True)

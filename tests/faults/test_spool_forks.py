@@ -1,9 +1,11 @@
 """The S3 fallback spool in a child forked while its parent's event loop runs (a pool of
-workers made inside ``asyncio.run``): the child flushes in the background too."""
+workers made inside ``asyncio.run``): the child flushes in the background, and writes a
+key the parent was saving."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +67,31 @@ async def test_a_child_forked_while_its_parent_loop_runs_flushes_in_the_backgrou
     assert forked(in_child(lambda: asyncio.run(child())))() == "flushed"
     body = raw.get_object(Bucket=s3_bucket, Key="storage/a.txt")["Body"].read()
     assert body == b"later"
+
+
+async def test_a_child_forked_while_its_parent_saves_a_key_saves_that_key_too(
+    make_backend: MakeBackend, tmp_path: Path
+) -> None:
+    backend = make_backend(fallback_path=tmp_path / "spool")
+    await backend.save("warm.txt", b"w")
+    reading, release = asyncio.Event(), asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"parent"
+        reading.set()  # asked for more: the parent's save holds the key's spool lock
+        await release.wait()
+
+    saving = asyncio.ensure_future(backend.save("a.txt", body()))
+    await asyncio.wait_for(reading.wait(), timeout=DEADLINE)  # a bound
+
+    async def child() -> str:
+        try:  # the parent's turn on the key is the parent's, never to end here
+            await asyncio.wait_for(backend.save("a.txt", b"child"), timeout=DEADLINE / 3)
+        except TimeoutError:
+            return "hung"
+        return (await backend.load("a.txt")).decode()
+
+    assert forked(in_child(lambda: asyncio.run(child())))() == "child"
+    release.set()
+    await saving
+    assert await backend.load("a.txt") == b"parent"
