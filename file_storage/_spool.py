@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TypeVar
 
+from file_storage._quota._locks import _Held, _KeyLock
 from file_storage._streams import CHUNK_SIZE
 from file_storage.backends import _forks
 from file_storage.errors import StorageConfigError
@@ -57,8 +58,8 @@ T = TypeVar("T")
 
 STALE_SECONDS = 24 * 3600  # crash leftovers (.part, unreferenced .data) older than this go
 
-# (the spool folder's real path, key) -> (its lock, how many hold or wait for it)
-_LOCKS: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+# the spool folder's real path -> its keys' turns (each dropped when nobody holds or waits)
+_LOCKS: dict[str, dict[str, _KeyLock]] = {}
 # a forked child: a lock its parent held at the fork is released in the parent only
 _forks.renew(_LOCKS.clear)
 
@@ -263,28 +264,12 @@ class Spool:
 
     @contextlib.asynccontextmanager
     async def locked(self, *keys: str) -> AsyncIterator[None]:
-        """Hold the in-process lock of every key (taken in sorted order: no deadlock)."""
+        """Hold the in-process turn of every key (taken in sorted order: no deadlock), for
+        coroutines of any event loop in any thread (one backend serving a threaded worker)."""
         if not self._claimed:  # before a write: claimed if no store has yet
             await asyncio.to_thread(self._claim, True)
-        async with contextlib.AsyncExitStack() as stack:
-            for key in sorted(set(keys)):
-                await stack.enter_async_context(self._lock(key))
+        async with _Held(_LOCKS.setdefault(self._folder, {}), sorted(set(keys))):
             yield
-
-    @contextlib.asynccontextmanager
-    async def _lock(self, key: str) -> AsyncIterator[None]:
-        name = (self._folder, key)
-        lock, users = _LOCKS.get(name) or (asyncio.Lock(), 0)
-        _LOCKS[name] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = _LOCKS[name]
-            if users == 1:
-                del _LOCKS[name]  # no lock kept per key ever seen
-            else:
-                _LOCKS[name] = (lock, users - 1)
 
     # ------------------------------------------------------------ reading
 

@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -494,3 +495,49 @@ async def test_flush_sweeps_what_crashes_left_behind(
         os.utime(path, (stat.st_atime - old, stat.st_mtime - old))
     assert await spooling.flush_spool() == 1
     assert spool_files(spool_path) == ["data/in-progress.part"]
+
+
+async def test_a_key_saved_from_two_threads_each_with_its_loop_waits_its_turn_and_lands(
+    make_backend: MakeBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one process-wide backend serving a threaded worker (each thread its own loop): the
+    # thread's save of a key waits for this loop's save of it, and is woken when it ends
+    backend = make_backend(fallback_path=tmp_path / "spool")
+    await backend.save("warm.txt", b"w")
+    reading, release = asyncio.Event(), asyncio.Event()
+    asking = threading.Event()  # the other thread asks for the key's turn
+    locked = Spool.locked
+
+    def observed(self: Spool, *keys: str) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            asking.set()
+        return locked(self, *keys)
+
+    monkeypatch.setattr(Spool, "locked", observed)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first"
+        reading.set()  # asked for more: this save holds the key
+        await release.wait()
+
+    first = asyncio.ensure_future(backend.save("a.txt", body()))
+    await asyncio.wait_for(reading.wait(), timeout=30)  # a bound
+    done = threading.Event()
+    outcome: list[object] = []
+
+    def other_thread() -> None:
+        try:
+            outcome.append(asyncio.run(backend.save("a.txt", b"second")))
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+        done.set()
+
+    threading.Thread(target=other_thread, daemon=True).start()
+    assert await asyncio.to_thread(asking.wait, 30)
+    # it waits for the key from here (a moment to get there; it cannot end before)
+    assert not await asyncio.to_thread(done.wait, 0.2)
+    release.set()
+    await first
+    assert await asyncio.to_thread(done.wait, 30), "the other thread's save never woke"
+    assert outcome == ["a.txt"]
+    assert await backend.load("a.txt") == b"second"
