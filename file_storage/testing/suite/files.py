@@ -266,3 +266,32 @@ async def test_download_onto_a_folder_fails_and_leaves_it(
         await backend.download_file("a.bin", target)
     assert sorted(p.name for p in target.parent.iterdir()) == ["out"]
     assert (target / "inner").read_bytes() == b"keep"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("there", ["private file", "nothing"])
+async def test_download_file_is_private_until_it_is_in_place(
+    backend: StorageBackend, tmp_path: Path, there: str
+) -> None:
+    # the temp file holds the new bytes before the rename: with the umask's 0644 the
+    # machine's other users could open it meanwhile and read a private file's new bytes
+    await backend.save("secret.bin", b"s" * 300_000)
+    target = tmp_path / "secret.bin"
+    if there == "private file":
+        target.write_bytes(b"old secret")
+        target.chmod(0o600)
+    modes: list[int] = []
+
+    def look(done: int, total: int | None) -> None:
+        modes.extend(p.stat().st_mode & 0o777 for p in tmp_path.glob(".secret.bin.*.part"))
+
+    umask = os.umask(0o022)
+    try:
+        await backend.download_file("secret.bin", target, progress=look)
+    finally:
+        os.umask(umask)
+    assert modes  # looked at mid-way
+    assert set(modes) == {0o600}
+    assert target.read_bytes() == b"s" * 300_000
+    # then it takes its final mode: the replaced file's, else the umask's
+    assert target.stat().st_mode & 0o777 == (0o600 if there == "private file" else 0o644)
