@@ -23,6 +23,7 @@ import aiofiles.os
 from file_storage._http import check_header_value, public_url
 from file_storage._keys import KeyLike
 from file_storage._metadata import check_content_type
+from file_storage._mime import guess_content_type
 from file_storage._streams import Progress
 from file_storage.backends._core import (
     MAX_PRESIGN_SECONDS,
@@ -35,6 +36,7 @@ from file_storage.backends._support import (
     stop_then_wait,
     temp_folder,
 )
+from file_storage.backends._write_options import PLAIN
 from file_storage.backends._writes import Writes
 from file_storage.errors import (
     ObjectNotFoundError,
@@ -258,11 +260,15 @@ class Transfers(Writes, Reads):
         """Give a temp file path to write into; it is uploaded to ``path`` on a clean exit.
 
         On an exception nothing is uploaded and the temp file is removed.
+
+        Raises:
+            ObjectNotFoundError: nothing was written to the path. Otherwise as
+                :meth:`upload_file`, with ``staged_upload`` as the error's operation.
         """
         key = self._key(path, "staged_upload")
         meta = normalize_metadata(metadata, "staged_upload", key)
-        if content_type:  # refused before the caller writes anything
-            check_content_type(content_type, "staged_upload", key)
+        # refused before the caller writes anything
+        ctype = check_content_type(content_type or guess_content_type(key), "staged_upload", key)
         async with temp_folder() as tmpdir:
             local = tmpdir / (key.rsplit("/", 1)[-1])
             yield local
@@ -270,7 +276,8 @@ class Transfers(Writes, Reads):
                 raise ObjectNotFoundError(
                     f"nothing was written to {str(local)!r}", operation="staged_upload", key=key
                 )
-            await self.upload_file(local, key, content_type=content_type, metadata=meta)
+            # its errors name staged_upload, the call the user made, not upload_file
+            await self._upload("staged_upload", local, key, ctype, meta, None, PLAIN)
 
     @contextlib.asynccontextmanager
     async def _local_copy(self, key: str) -> AsyncIterator[Path]:

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from file_storage import ObjectNotFoundError, StorageBackend, StorageError
+from file_storage import (
+    ObjectConflictError,
+    ObjectNotFoundError,
+    StorageBackend,
+    StorageError,
+    StorageQuotaExceededError,
+)
 
 
 async def test_upload_file_round_trip(backend: StorageBackend, tmp_path: Path) -> None:
@@ -143,6 +149,28 @@ async def test_staged_upload_with_nothing_written_raises(backend: StorageBackend
         async with backend.staged_upload("out/never.bin"):
             pass
     assert await backend.list_files() == []
+
+
+async def test_staged_upload_over_quota_names_staged_upload(backend: StorageBackend) -> None:
+    # the error names the call the user made, not the upload_file it makes on exit
+    backend.set_quota("", 10)
+    with pytest.raises(StorageQuotaExceededError) as info:
+        async with backend.staged_upload("out/big.bin") as path:
+            path.write_bytes(b"x" * 11)
+    assert (info.value.operation, info.value.key) == ("staged_upload", "out/big.bin")
+    assert await backend.list_files() == []
+
+
+@pytest.mark.backend_needs("folder_checks")
+async def test_staged_upload_under_an_object_names_staged_upload(
+    backend: StorageBackend,
+) -> None:
+    await backend.save("out", b"object")
+    with pytest.raises(ObjectConflictError) as info:
+        async with backend.staged_upload("out/thumb.png") as path:
+            path.write_bytes(b"png")
+    assert (info.value.operation, info.value.key) == ("staged_upload", "out/thumb.png")
+    assert await backend.list_files() == ["out"]
 
 
 # 80 CJK characters are 240 bytes of UTF-8: a temp name cut by characters overflows 255
