@@ -352,9 +352,10 @@ class Spool:
         _, src = spooled
 
         def copy() -> int:
-            # a new file (a download's temp file): never one, nor a link, planted there
+            # a new file (a download's temp file): never one, nor a link, planted there;
+            # private until download_file gives it its final mode
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-            with src, open(os.open(local_path, flags, 0o666), "wb") as out:
+            with src, open(os.open(local_path, flags, 0o600), "wb") as out:
                 shutil.copyfileobj(src, out, CHUNK_SIZE)
                 return out.tell()
 

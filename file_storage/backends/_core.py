@@ -492,7 +492,8 @@ class BackendCore(abc.ABC):
         return await self._save(key, body, content_type, metadata, *passed(options))
 
     async def _download_file(self, key: str, local_path: Path, progress: Progress | None) -> int:
-        """Write the object to ``local_path``; return the size the store says it has."""
+        """Write the object into a new private (0600) file at ``local_path``, made as
+        ``opened(local_path, "wb")`` makes it; return the size the store says it has."""
         expected = (await self._stat(key)).size
         done = 0
         async with opened(local_path, "wb") as out:

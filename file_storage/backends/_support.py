@@ -388,13 +388,15 @@ def _no_wait(path: str, flags: int) -> int:
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 def _new_file(path: str, flags: int) -> int:
     """Create the file, never open one there: a link or file another user planted at a
-    temp file's name is no place to write an object's bytes (FileExistsError)."""
-    return os.open(path, _NEW_FILE, 0o666)
+    temp file's name is no place to write an object's bytes (FileExistsError). Private
+    (0600): a download's temp file holds its bytes before download_file gives it its
+    final mode, and other users who opened it meanwhile could read them."""
+    return os.open(path, NEW_FILE, 0o600)
 
 
 _OPENERS = {"rb": _no_wait, "wb": _new_file}
@@ -406,8 +408,8 @@ async def opened(path: Path, mode: Literal["rb", "wb"]) -> AsyncIterator[AsyncBu
     cancels every await made inside it, would otherwise leave the file open (its
     descriptor leaked), or opened by a thread after its caller gave up on it.
 
-    ``"wb"`` creates a new file (a download's temp file), never opening one that is
-    there: written once opened, never opened again by its name."""
+    ``"wb"`` creates a new private (0600) file (a download's temp file), never opening
+    one that is there: written once opened, never opened again by its name."""
 
     async def opening() -> AsyncBufferedIOBase:
         # the modes here are all binary and buffered (typeshed types their union loosely)

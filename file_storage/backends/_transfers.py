@@ -23,6 +23,7 @@ import aiofiles.os
 from file_storage._http import check_header_value, public_url
 from file_storage._keys import KeyLike
 from file_storage._metadata import check_content_type
+from file_storage._mime import guess_content_type
 from file_storage._streams import Progress
 from file_storage.backends._core import (
     MAX_PRESIGN_SECONDS,
@@ -30,10 +31,12 @@ from file_storage.backends._core import (
 )
 from file_storage.backends._reads import Reads
 from file_storage.backends._support import (
+    NEW_FILE,
     normalize_metadata,
     stop_then_wait,
     temp_folder,
 )
+from file_storage.backends._write_options import PLAIN
 from file_storage.backends._writes import Writes
 from file_storage.errors import (
     ObjectNotFoundError,
@@ -51,20 +54,42 @@ def _taken(exc: BaseException, tmp: Path) -> bool:
     return isinstance(exc, FileExistsError) and exc.filename == str(tmp)
 
 
-def _keep_mode(tmp: Path, target: Path) -> None:
-    """Give ``tmp`` the permission bits of the file at ``target`` it is about to replace: a
-    private file (0600) downloaded anew must not become readable by the machine's other
-    users. A link at ``target`` is replaced, never followed: its target's bits are not
-    the file's."""
+def _give_final_mode(tmp: Path, target: Path) -> None:
+    """Give the private (0600) temp file ``tmp`` the permission bits of the file it is
+    about to become: those of the file at ``target`` it replaces (a private 0600 file
+    stays private), else those a new file there gets (the umask's, or a default ACL's).
+    A link at ``target`` is replaced, never followed: its target's bits are not the file's."""
     try:
         found = os.lstat(target)
     except FileNotFoundError:
-        return
-    if stat_mod.S_ISREG(found.st_mode):
+        found = None
+    if found is not None and stat_mod.S_ISREG(found.st_mode):
+        mode: int | None = found.st_mode & 0o777
+    else:
+        mode = _new_file_mode(tmp)
+    if mode is not None:
         # a file system without permission bits (FAT on a USB stick) refuses the change,
-        # and has none to keep: the download goes on
+        # and has none to give: the download goes on
         with contextlib.suppress(OSError):
-            os.chmod(tmp, found.st_mode & 0o777)
+            os.chmod(tmp, mode)
+
+
+def _new_file_mode(tmp: Path) -> int | None:
+    """The permission bits of a new file beside ``tmp``, read from an empty one made for
+    that: the umask can only be read by changing it (for every thread of the process),
+    and a default ACL of the folder overrides it. ``None``: it could not be made (the
+    temp file then stays private)."""
+    probe = tmp.with_name(f"{tmp.name}.mode")
+    try:
+        fd = os.open(probe, NEW_FILE, 0o666)
+    except OSError:  # a name taken (a link planted there?) is not ours to look at
+        return None
+    try:
+        return os.fstat(fd).st_mode & 0o777
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.remove(probe)
 
 
 class Transfers(Writes, Reads):
@@ -86,8 +111,9 @@ class Transfers(Writes, Reads):
 
         Parent folders are created. Bytes go to a temp file beside ``local_path`` that is
         renamed into place once its size is verified, so a failed or cancelled download
-        leaves nothing (and a file already at ``local_path`` stays as it was). A file it
-        replaces keeps its permission bits (a private ``0600`` file stays private).
+        leaves nothing (and a file already at ``local_path`` stays as it was). The temp
+        file is private (``0600``) until then; a file it replaces keeps its permission
+        bits (a private ``0600`` file stays private), a new one gets the umask's.
 
         Args:
             progress: called as ``progress(bytes_done, bytes_total)``.
@@ -128,7 +154,7 @@ class Transfers(Writes, Reads):
                         raise StorageUnavailableError(
                             f"download incomplete: got {written} of {expected} bytes"
                         )
-                    await asyncio.to_thread(_keep_mode, tmp, target)
+                    await asyncio.to_thread(_give_final_mode, tmp, target)
                     await aiofiles.os.replace(tmp, target)
                 except BaseException as exc:
                     if not _taken(exc, tmp):  # else none of what is there is ours
@@ -234,11 +260,15 @@ class Transfers(Writes, Reads):
         """Give a temp file path to write into; it is uploaded to ``path`` on a clean exit.
 
         On an exception nothing is uploaded and the temp file is removed.
+
+        Raises:
+            ObjectNotFoundError: nothing was written to the path. Otherwise as
+                :meth:`upload_file`, with ``staged_upload`` as the error's operation.
         """
         key = self._key(path, "staged_upload")
         meta = normalize_metadata(metadata, "staged_upload", key)
-        if content_type:  # refused before the caller writes anything
-            check_content_type(content_type, "staged_upload", key)
+        # refused before the caller writes anything
+        ctype = check_content_type(content_type or guess_content_type(key), "staged_upload", key)
         async with temp_folder() as tmpdir:
             local = tmpdir / (key.rsplit("/", 1)[-1])
             yield local
@@ -246,7 +276,8 @@ class Transfers(Writes, Reads):
                 raise ObjectNotFoundError(
                     f"nothing was written to {str(local)!r}", operation="staged_upload", key=key
                 )
-            await self.upload_file(local, key, content_type=content_type, metadata=meta)
+            # its errors name staged_upload, the call the user made, not upload_file
+            await self._upload("staged_upload", local, key, ctype, meta, None, PLAIN)
 
     @contextlib.asynccontextmanager
     async def _local_copy(self, key: str) -> AsyncIterator[Path]:

@@ -43,7 +43,7 @@ from file_storage.backends._support import (
     normalize_metadata,
     source_kept,
 )
-from file_storage.backends._write_options import passed, write_options
+from file_storage.backends._write_options import WriteOptions, passed, write_options
 from file_storage.errors import (
     ObjectNotFoundError,
 )
@@ -258,8 +258,22 @@ class Writes(Settles):
             cache_control=cache_control,
             content_disposition=content_disposition,
         )
-        source = Path(local_path)
-        with self._translate("upload_file", key) as call:
+        await self._upload("upload_file", Path(local_path), key, ctype, meta, progress, options)
+        return key
+
+    async def _upload(
+        self,
+        operation: str,
+        source: Path,
+        key: str,
+        ctype: str,
+        meta: dict[str, str],
+        progress: Progress | None,
+        options: WriteOptions,
+    ) -> None:
+        """upload_file's work, on checked arguments; its errors name ``operation``, the
+        call the user made (``staged_upload`` uploads its file through here too)."""
+        with self._translate(operation, key) as call:
             try:
                 st = await aiofiles.os.stat(source)
             except FileNotFoundError as exc:
@@ -272,12 +286,11 @@ class Writes(Settles):
             size = call.size = st.st_size
             with self._events.pending() as done:
                 async with self._quotas.hold(key, lazy=True):
-                    reservation = await self._quotas.reserve(key, size, "upload_file")
+                    reservation = await self._quotas.reserve(key, size, operation)
                     hook = self._upload_file(
                         source, key, size, ctype, meta, progress, *passed(options)
                     )
                     done.extend(_present(await self._write(reservation, hook, size, key)))
-        return key
 
     @final
     async def copy(

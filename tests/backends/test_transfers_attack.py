@@ -97,3 +97,30 @@ async def test_download_onto_a_file_system_without_permission_bits_still_replace
     await backend.download_file("a.bin", target)
     assert target.read_bytes() == b"new"
     assert [p.name for p in tmp_path.iterdir() if p.name != "storage"] == ["out.bin"]
+
+
+async def test_local_download_without_progress_writes_a_private_temp_file(
+    local_backend: StorageBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # without progress the local backend copies in a thread of its own (copy_fd): the
+    # file it copies into must be private too, until download_file gives it its mode
+    from file_storage.backends.local import _backend
+
+    modes: list[int] = []
+
+    def looking(src: int, dst: int, gate: _backend.Gate) -> int:
+        modes.append(os.fstat(dst).st_mode & 0o777)
+        return copy_fd(src, dst, gate)
+
+    copy_fd = _backend.copy_fd
+    monkeypatch.setattr(_backend, "copy_fd", looking)
+    await local_backend.save("a.bin", b"new bytes")
+    target = tmp_path / "out" / "a.bin"
+    umask = os.umask(0o022)
+    try:
+        await local_backend.download_file("a.bin", target)
+    finally:
+        os.umask(umask)
+    assert modes == [0o600]
+    assert target.read_bytes() == b"new bytes"
+    assert target.stat().st_mode & 0o777 == 0o644

@@ -96,6 +96,30 @@ async def test_save_while_s3_is_down_is_spooled_and_read_back(
     assert stored_keys(raw, s3_bucket) == []
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+async def test_download_of_a_spooled_object_writes_a_private_temp_file(
+    spooling: S3StorageBackend, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    # a spooled object is copied from the spool's file, not from S3: that temp file too
+    # is private until download_file gives it its mode
+    proxy.refuse()
+    await spooling.save("docs/a.txt", b"hello")
+    folder = tmp_path / "out"
+    modes: list[int] = []
+
+    def look(done: int, total: int | None) -> None:
+        modes.extend(p.stat().st_mode & 0o777 for p in folder.glob(".a.txt.*.part"))
+
+    umask = os.umask(0o022)
+    try:
+        out = await spooling.download_file("docs/a.txt", folder / "a.txt", progress=look)
+    finally:
+        os.umask(umask)
+    assert modes == [0o600]
+    assert out.read_bytes() == b"hello"
+    assert out.stat().st_mode & 0o777 == 0o644
+
+
 async def test_listing_merges_spooled_and_stored_objects_in_order(
     spooling: S3StorageBackend, proxy: FaultProxy
 ) -> None:

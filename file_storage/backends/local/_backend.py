@@ -278,8 +278,9 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         def copy_out(gate: Gate) -> int:
             found = open_object(self._dir, key)
             try:
-                # a new file: never one, nor a link, another user planted at its name
-                with open(os.open(local_path, O_NEW, 0o666), "wb") as out:
+                # a new file: never one, nor a link, another user planted at its name;
+                # private until download_file gives it its final mode
+                with open(os.open(local_path, O_NEW, 0o600), "wb") as out:
                     copy_fd(found.fd, out.fileno(), gate)
                 return found.st.st_size
             finally:

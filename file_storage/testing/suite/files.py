@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from file_storage import ObjectNotFoundError, StorageBackend, StorageError
+from file_storage import (
+    ObjectConflictError,
+    ObjectNotFoundError,
+    StorageBackend,
+    StorageError,
+    StorageQuotaExceededError,
+)
 
 
 async def test_upload_file_round_trip(backend: StorageBackend, tmp_path: Path) -> None:
@@ -145,6 +151,28 @@ async def test_staged_upload_with_nothing_written_raises(backend: StorageBackend
     assert await backend.list_files() == []
 
 
+async def test_staged_upload_over_quota_names_staged_upload(backend: StorageBackend) -> None:
+    # the error names the call the user made, not the upload_file it makes on exit
+    backend.set_quota("", 10)
+    with pytest.raises(StorageQuotaExceededError) as info:
+        async with backend.staged_upload("out/big.bin") as path:
+            path.write_bytes(b"x" * 11)
+    assert (info.value.operation, info.value.key) == ("staged_upload", "out/big.bin")
+    assert await backend.list_files() == []
+
+
+@pytest.mark.backend_needs("folder_checks")
+async def test_staged_upload_under_an_object_names_staged_upload(
+    backend: StorageBackend,
+) -> None:
+    await backend.save("out", b"object")
+    with pytest.raises(ObjectConflictError) as info:
+        async with backend.staged_upload("out/thumb.png") as path:
+            path.write_bytes(b"png")
+    assert (info.value.operation, info.value.key) == ("staged_upload", "out/thumb.png")
+    assert await backend.list_files() == ["out"]
+
+
 # 80 CJK characters are 240 bytes of UTF-8: a temp name cut by characters overflows 255
 @pytest.mark.parametrize("name", ["字" * 80 + ".bin", "é" * 127 + "a"], ids=["cjk", "255-bytes"])
 async def test_download_file_to_a_long_multi_byte_name(
@@ -266,3 +294,32 @@ async def test_download_onto_a_folder_fails_and_leaves_it(
         await backend.download_file("a.bin", target)
     assert sorted(p.name for p in target.parent.iterdir()) == ["out"]
     assert (target / "inner").read_bytes() == b"keep"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("there", ["private file", "nothing"])
+async def test_download_file_is_private_until_it_is_in_place(
+    backend: StorageBackend, tmp_path: Path, there: str
+) -> None:
+    # the temp file holds the new bytes before the rename: with the umask's 0644 the
+    # machine's other users could open it meanwhile and read a private file's new bytes
+    await backend.save("secret.bin", b"s" * 300_000)
+    target = tmp_path / "secret.bin"
+    if there == "private file":
+        target.write_bytes(b"old secret")
+        target.chmod(0o600)
+    modes: list[int] = []
+
+    def look(done: int, total: int | None) -> None:
+        modes.extend(p.stat().st_mode & 0o777 for p in tmp_path.glob(".secret.bin.*.part"))
+
+    umask = os.umask(0o022)
+    try:
+        await backend.download_file("secret.bin", target, progress=look)
+    finally:
+        os.umask(umask)
+    assert modes  # looked at mid-way
+    assert set(modes) == {0o600}
+    assert target.read_bytes() == b"s" * 300_000
+    # then it takes its final mode: the replaced file's, else the umask's
+    assert target.stat().st_mode & 0o777 == (0o600 if there == "private file" else 0o644)
