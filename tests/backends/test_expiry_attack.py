@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -65,3 +67,68 @@ async def test_a_rules_file_nested_too_deep_to_parse_is_a_damaged_rules_file(
         with pytest.raises(StorageError, match="damaged") as info:
             await backend.get_expiration()
         assert info.value.operation == "get_expiration"
+
+
+# ------------------------------------------------- a write landing while purge checks
+
+
+async def _write_at_key(root: Path, how: str, version_id: str | None) -> None:
+    async with LocalStorageBackend(root) as other:  # another backend: another process
+        if how == "save":
+            await other.save("temp/a.txt", b"new")
+        elif how == "copy":
+            await other.copy("keep/src.txt", "temp/a.txt")
+        elif how == "move":
+            await other.move("keep/src.txt", "temp/a.txt")
+        else:
+            assert version_id is not None
+            await other.restore_version("temp/a.txt", version_id)
+
+
+@pytest.mark.parametrize("how", ["save", "copy", "move", "restore_version"])
+async def test_local_purge_keeps_what_lands_at_the_key_between_its_check_and_its_delete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # the widest window there is: purge has compared the file on disk with the one its
+    # listing judged expired, and is about to unlink it; a write of the key by another
+    # backend starts right then, and gets half a second to land. It must wait for the
+    # unlink (the key's lock), or the fresh object it lands is the one unlinked
+    root = tmp_path / "storage"
+    backend = LocalStorageBackend(root)
+    version_id = None
+    if how == "restore_version":
+        await backend.set_versioning(True)
+        await backend.save("temp/a.txt", b"new")
+        version_id = (await backend.list_versions("temp/a.txt"))[0].version_id
+    await backend.save("keep/src.txt", b"new")
+    await backend.save("temp/a.txt", b"old")
+    await backend.set_expiration("temp", 1)
+    etag_now = backend._etag_now
+    writers: list[threading.Thread] = []
+    landed = threading.Event()
+
+    def checked_then_written(key: str) -> str | None:
+        etag = etag_now(key)
+        if not writers:
+
+            def write() -> None:
+                asyncio.run(_write_at_key(root, how, version_id))
+                landed.set()
+
+            writers.append(threading.Thread(target=write))
+            writers[0].start()
+            landed.wait(timeout=0.5)  # a bound: it lands now, unless the lock holds it
+        return etag
+
+    monkeypatch.setattr(backend, "_etag_now", checked_then_written)
+    try:
+        await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY)
+    finally:
+        for writer in writers:
+            await asyncio.to_thread(writer.join)
+        monkeypatch.undo()
+    try:
+        assert writers, "the purge never compared temp/a.txt"
+        assert await backend.load("temp/a.txt") == b"new"
+    finally:
+        await backend.aclose()
