@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from file_storage import LocalStorageBackend, StorageError
+from file_storage import LocalStorageBackend, MemoryStorageBackend, StorageBackend, StorageError
 
 DAY = timedelta(days=1)
 RULES = ".file_storage\\lifecycle.json"
@@ -132,3 +132,27 @@ async def test_local_purge_keeps_what_lands_at_the_key_between_its_check_and_its
         assert await backend.load("temp/a.txt") == b"new"
     finally:
         await backend.aclose()
+
+
+@pytest.mark.parametrize("kind", ["memory", "local"])
+async def test_purge_on_a_versioned_store_keeps_the_expired_object_as_a_prior_version(
+    tmp_path: Path, kind: str
+) -> None:
+    # as a delete does: the rules expire current objects only, never prior versions
+    backend: StorageBackend = (
+        MemoryStorageBackend(max_size_bytes=1000)
+        if kind == "memory"
+        else LocalStorageBackend(tmp_path / "storage", max_size_bytes=1000)
+    )
+    async with backend:
+        await backend.set_versioning(True)
+        await backend.set_expiration("temp", 1)
+        await backend.save("temp/a.txt", b"one")
+        await backend.save("temp/a.txt", b"two two")
+        assert await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY) == 1
+        assert await backend.list_files() == []
+        versions = await backend.list_versions("temp/a.txt")
+        assert [(v.size, v.is_latest) for v in versions] == [(7, False), (3, False)]
+        assert (await backend.get_usage()).used == 10
+        assert await backend.purge_expired(now=datetime.now(UTC) + 30 * DAY) == 0
+        assert len(await backend.list_versions("temp/a.txt")) == 2
