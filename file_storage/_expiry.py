@@ -15,8 +15,9 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 
+from file_storage._keys import validate_prefix
 from file_storage._loops import LoopLock, Periodic
-from file_storage.errors import StorageConfigError, StorageError
+from file_storage.errors import InvalidKeyError, StorageConfigError, StorageError
 
 __all__ = [
     "Expiry",
@@ -44,16 +45,29 @@ def decode_rules(data: bytes, damaged: str) -> dict[str, int]:
     """The rules of a stored rules document; ``damaged``: what to say when it is not one."""
     try:
         raw = json.loads(data.decode("utf-8"))
-    except ValueError:  # UnicodeDecodeError is one
+    except (ValueError, RecursionError):  # UnicodeDecodeError is one; nested too deep
         raw = None
     rules = raw.get("expiration") if isinstance(raw, dict) else None
     if not isinstance(rules, dict):
         raise StorageError(damaged)
     return {
-        str(prefix): days
+        prefix: days
         for prefix, days in rules.items()
-        if isinstance(days, int) and not isinstance(days, bool) and days > 0
+        if isinstance(days, int) and not isinstance(days, bool) and days > 0 and _folder(prefix)
     }
+
+
+def _folder(prefix: str) -> bool:
+    """Whether ``prefix`` is a folder as set_expiration writes it. Anyone who can write the
+    document can plant a rule: ``../`` would purge beside the local root, ``temp`` every
+    key starting with that text; such a rule is skipped, never applied."""
+    try:
+        if validate_prefix(prefix) == prefix:
+            return True
+    except InvalidKeyError:
+        pass
+    logger.warning("expiry rule of %r ignored: not a folder prefix (fix the rules)", prefix[:80])
+    return False
 
 
 def encode_rules(rules: dict[str, int]) -> str:

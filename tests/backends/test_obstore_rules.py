@@ -4,7 +4,9 @@ shared by every process using the bucket or container, and never show as an obje
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -71,3 +73,17 @@ async def test_a_damaged_rules_object_is_a_clear_error(cloud: Any) -> None:
     await obs.put_async(store, RULES_NAME, b"not json")
     with pytest.raises(StorageError, match="damaged"):
         await cloud.get_expiration()
+
+
+@pytest.mark.parametrize("prefix", ["../", "temp", "./", "temp/../"])
+async def test_a_planted_rule_whose_prefix_is_no_folder_is_ignored(cloud: Any, prefix: str) -> None:
+    # anyone who can write the bucket can plant a rule: "../" would reach the keys of
+    # the prefix beside this backend's, "temp" every key starting with that text
+    obs, store = cloud._store()
+    for key in ("temp/a.bin", "temporary.bin", "logs/x.log"):
+        await cloud.save(key, b"x")
+    planted = json.dumps({"expiration": {prefix: 1, "logs/": 1}}).encode()
+    await obs.put_async(store, RULES_NAME, planted)
+    assert await cloud.get_expiration() == {"logs/": 1}
+    assert await cloud.purge_expired(now=datetime.now(UTC) + timedelta(days=2)) == 1
+    assert await cloud.list_files() == ["temp/a.bin", "temporary.bin"]

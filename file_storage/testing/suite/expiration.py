@@ -188,3 +188,23 @@ async def test_purge_expired_with_a_rule_of_a_million_days(backend: StorageBacke
     await backend.save("temp/fresh.txt", b"x")
     assert await backend.purge_expired() == 0
     assert await backend.list_files() == ["archive/a.txt", "temp/fresh.txt"]
+
+
+async def test_purge_expired_applies_each_rule_to_its_folder_only(
+    backend: StorageBackend,
+) -> None:
+    # a rule is a folder: keys that only share its text (temporary/, temp-1) are not under
+    # it; nested rules: the shorter wins; the rule of "" covers every other key
+    await backend.set_expiration("", 30)
+    await backend.set_expiration("temp", 1)
+    await backend.set_expiration("temp/sub", 10)
+    keys = ["temp/a", "temp/sub/b", "temporary/x", "temp-1", "temp.txt", "tempé/x", "x/temp/y"]
+    for key in keys:
+        await backend.save(key, b"x")
+    now = datetime.now(UTC)
+    if await backend.purge_expired(now=now + timedelta(days=2)) == 0:
+        assert await backend.list_files() == sorted(keys)  # S3 applies its rules itself
+        return
+    assert await backend.list_files() == sorted(keys[2:])
+    assert await backend.purge_expired(now=now + timedelta(days=31)) == len(keys) - 2
+    assert await backend.list_files() == []

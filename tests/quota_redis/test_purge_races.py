@@ -1,0 +1,87 @@
+"""purge_expired on the Redis ledger while another process writes the key it purges."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from file_storage import ObjectEvent, ObjectInfo
+from tests.quota_redis.ledger import local
+from tests.quota_redis.server import RedisServer
+
+
+@pytest.mark.parametrize("how", ["save", "copy", "delete"])
+@pytest.mark.parametrize("when", ["after_the_listing", "between_check_and_unlink"])
+async def test_usage_after_a_purge_raced_by_another_process_is_what_is_stored(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+    when: str,
+) -> None:
+    root = tmp_path / "storage"
+    a = local(root, redis_server, namespace, max_size_bytes=1000)
+
+    async def write() -> None:  # another process: a backend of its own, its own loop
+        async with local(root, redis_server, namespace, max_size_bytes=1000) as b:
+            if how == "save":
+                await b.save("temp/a.txt", b"n" * 77)
+            elif how == "copy":
+                await b.copy("keep/src.txt", "temp/a.txt")
+            else:
+                await b.delete("temp/a.txt")
+
+    async with a:
+        await a.save("keep/src.txt", b"s" * 40)
+        await a.save("temp/a.txt", b"o" * 10)
+        await a.save("temp/b.txt", b"p" * 20)
+        await a.set_expiration("temp", 1)
+        seen: list[ObjectEvent] = []
+        a.subscribe(seen.append)
+        writers: list[threading.Thread] = []
+        if when == "after_the_listing":
+            listing = a._iter_files
+
+            async def then_written(prefix: str) -> AsyncIterator[ObjectInfo]:
+                async for info in listing(prefix):
+                    yield info
+                await write()
+
+            monkeypatch.setattr(a, "_iter_files", then_written)
+        else:
+            etag_now, landed = a._etag_now, threading.Event()
+
+            def checked_then_written(key: str) -> str | None:
+                etag = etag_now(key)
+                if key == "temp/a.txt" and not writers:
+                    writers.append(
+                        threading.Thread(target=lambda: (asyncio.run(write()), landed.set()))
+                    )
+                    writers[0].start()
+                    landed.wait(timeout=0.5)  # a bound: it lands now, unless a lock holds it
+                return etag
+
+            monkeypatch.setattr(a, "_etag_now", checked_then_written)
+        purged = await a.purge_expired(now=datetime.now(UTC) + timedelta(days=3))
+        for writer in writers:
+            await asyncio.to_thread(writer.join)
+        monkeypatch.undo()
+        stored = 0
+        for key in await a.list_files():
+            stored += (await a.stat(key)).size
+        assert (await a.get_usage()).used == stored
+        await a.refresh_usage()
+        assert (await a.get_usage()).used == stored
+        # an event for each object the purge deleted, and only for those
+        assert sorted(e.key for e in seen if e.type == "deleted") == sorted(
+            ["temp/b.txt"] + (["temp/a.txt"] if purged == 2 else [])
+        )
+        assert [e for e in seen if e.type != "deleted"] == []
+        if how != "delete":
+            assert "temp/a.txt" in await a.list_files()
