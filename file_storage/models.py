@@ -70,8 +70,10 @@ class ObjectEvent:
     Attributes:
         type: ``"created"`` (a write, copy or move landed at ``key``) or ``"deleted"``.
         key: the normalized key.
-        size: the object's size in bytes for ``"created"``; ``None`` for ``"deleted"``
-            (S3's notifications of a delete carry no size either).
+        size: the object's size in bytes for ``"created"`` (``None`` when unknown: a
+            copy's object replaced by another writer before its size was read);
+            ``None`` for ``"deleted"`` (S3's notifications of a delete carry no size
+            either).
         etag: the new version's ETag for ``"created"`` when known, as ``stat`` returns
             it; ``None`` for ``"deleted"``.
     """

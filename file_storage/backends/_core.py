@@ -577,11 +577,11 @@ class BackendCore(abc.ABC):
         chunks = self._stream_version(key, version_id, 0, None, CHUNK_SIZE)
         return b"".join([chunk async for chunk in chunks])
 
-    async def _restore_version(self, key: str, version_id: str) -> None:
+    async def _restore_version(self, key: str, version_id: str) -> str | None:
         """Write that version of ``key`` as its new latest version (content type and
-        metadata included)."""
+        metadata included); return its ETag as ``_save`` does."""
         # the one version is the latest already: nothing to write once it is known to exist
-        await self._stat_version(key, version_id)
+        return (await self._stat_version(key, version_id)).etag
 
     async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
         """Delete these versions of ``key`` for good; ``everything``: no version is left,

@@ -157,8 +157,9 @@ class Lifecycle(Writes):
         plain function is called before the write returns, so it must be quick; an
         ``async`` one runs as a task, each subscriber's tasks one after another in event
         order, and :meth:`aclose` waits for them (10 s at most). An exception in a
-        callback is logged and never fails the write. While anyone subscribes, each
-        ``"created"`` event costs one :meth:`stat` for its ETag (a HEAD request on S3).
+        callback is logged and never fails the write. While anyone subscribes, a
+        ``"created"`` event whose write did not answer its ETag (or a copy's, its size)
+        costs one :meth:`stat` (a HEAD request on S3; docs/events.md).
 
         Returns:
             A function that ends the subscription (calling it twice is fine).

@@ -200,10 +200,11 @@ class Writes(Settles):
         self, key: str, size: int | None, etag: str | None = None
     ) -> ObjectEvent | None:
         """The ``created`` event of a write that landed at ``key`` (``None``: nobody
-        subscribed), with the ETag the write's hook answered, else one stat's. A caller
-        cancelled while that stat is made emits it at once, without the ETag, before the
-        cancellation goes on: subscribers hear of every object stored, and a caller going
-        away does not wait for the store."""
+        subscribed), with the ETag the write's hook answered, else one stat's. A size not
+        known (a copy without quota) comes from that stat too, when it names the same
+        ETag. A caller cancelled while that stat is made emits it at once, without what
+        the stat would have told, before the cancellation goes on: subscribers hear of
+        every object stored, and a caller going away does not wait for the store."""
         if not self._events:
             return None
         if etag is not None and size is not None:
@@ -211,15 +212,16 @@ class Writes(Settles):
             return ObjectEvent("created", key, size, etag)
         stat = asyncio.ensure_future(self._created(key, size))
         try:
-            return await asyncio.shield(stat)
+            made = await asyncio.shield(stat)
         except asyncio.CancelledError:
             event = None
             if not stat.done():
                 stat.cancel()
             elif not stat.cancelled() and stat.exception() is None:
                 event = stat.result()  # made in the same pass as the cancellation
-            self._events.emit(event or ObjectEvent("created", key, size))
+            self._events.emit(_written(event, key, size, etag))
             raise
+        return None if made is None else _written(made, key, size, etag)
 
     @final
     async def upload_file(
@@ -534,3 +536,12 @@ class Writes(Settles):
 
 def _present(event: ObjectEvent | None) -> tuple[ObjectEvent, ...]:
     return () if event is None else (event,)
+
+
+def _written(stat: ObjectEvent | None, key: str, size: int | None, etag: str | None) -> ObjectEvent:
+    """The event of a write that answered ``etag`` (``None``: it did not say), from a
+    stat's event made after it: one naming another ETag saw a later writer's object,
+    whose ETag and size are not this write's."""
+    if stat is None or (etag is not None and stat.etag != etag):
+        return ObjectEvent("created", key, size, etag)
+    return stat

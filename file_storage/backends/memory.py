@@ -344,9 +344,9 @@ class MemoryStorageBackend(RouterSigned):
         for offset in range(start, stop, chunk_size):
             yield bytes(view[offset : min(offset + chunk_size, stop)])
 
-    async def _restore_version(self, key: str, version_id: str) -> None:
+    async def _restore_version(self, key: str, version_id: str) -> str:
         old = self._version(key, version_id)
-        self._put(key, dataclasses.replace(old, last_modified=datetime.now(UTC)))
+        return self._put(key, dataclasses.replace(old, last_modified=datetime.now(UTC)))
 
     async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
         doomed = set(version_ids)

@@ -40,6 +40,10 @@ __all__ = ["FEATURES"]
 
 #: every feature a conformance test may need, and what a backend lacking it does
 FEATURES = {
+    "copy_etags": (
+        "takes the created event's ETag of a copy, move or restore from a stat after it "
+        "(_copy returns None)"
+    ),
     "conditional_writes": (
         "does not check overwrite=False and if_match on writes (PreconditionFailedError)"
     ),

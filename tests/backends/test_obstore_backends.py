@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from file_storage import (
+    ObjectEvent,
     ObjectNotFoundError,
     PreconditionFailedError,
     StorageBackend,
@@ -38,6 +40,31 @@ async def test_copy_with_a_new_header_keeps_type_and_metadata(cloud: StorageBack
     assert (info.content_type, dict(info.metadata)) == ("text/plain", {"a": "1"})
     assert (info.cache_control, info.content_disposition) == ("no-cache", "attachment")
     assert await cloud.load("dst.txt") == b"body"
+
+
+async def test_copy_with_a_new_header_emits_the_etag_its_write_stored(
+    cloud: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # that copy is a write through us: its event names the object it stored, not that of
+    # another writer landing at dst before the event is made (object_store's own copy
+    # answers no ETag: a plain copy's event still takes a stat's, docs/events.md)
+    await cloud.save("src.txt", b"body")
+    seen: list[ObjectEvent] = []
+    cloud.subscribe(seen.append)
+    real_copy = cloud._copy
+    real_save = cloud._save
+
+    async def then_a_rival(*args: Any) -> str | None:
+        etag: str | None = await real_copy(*args)
+        await real_save("dst.txt", b"a rival's object", "text/plain", {})
+        return etag
+
+    monkeypatch.setattr(cloud, "_copy", then_a_rival)
+    await cloud.copy("src.txt", "dst.txt", cache_control="no-store")
+    monkeypatch.undo()
+    [event] = seen
+    assert event.etag is not None
+    assert event.etag != (await cloud.stat("dst.txt")).etag
 
 
 @pytest.mark.parametrize(

@@ -466,12 +466,13 @@ class ObstoreBackend(StorageBackend):
         names = (name.rstrip("/") for name in result["common_prefixes"])
         return sorted(name for name in names if _is_key(name))
 
-    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> None:
+    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> str | None:
         obs, store = self._store()
         if options.cache_control is None and options.content_disposition is None:
             # server-side; the destination keeps the source's type, metadata and headers
+            # (object_store's copy answers no ETag: the event stats for it)
             await to_the_end(obs.copy_async(store, src, dst, overwrite=True))
-            return
+            return None
         # a header to change: object_store's copy cannot set one, so the bytes go through
         # us, pinned to the source's version, into a write with the new headers
         source = await self._head(src)
@@ -480,7 +481,7 @@ class ObstoreBackend(StorageBackend):
             content_disposition=options.content_disposition or source.content_disposition,
         )
         body = self._stream(src, 0, None, PART_SIZE, source.etag)
-        await self._save(
+        return await self._save(
             dst,
             body,
             source.content_type or "application/octet-stream",

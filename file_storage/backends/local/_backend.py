@@ -404,8 +404,8 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
     async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> str:
         return await gated(self._copy_sync, src, dst, options)
 
-    async def _move(self, src: str, dst: str) -> None:
-        await gated(self._move_sync, src, dst)
+    async def _move(self, src: str, dst: str) -> str | None:
+        return await gated(self._move_sync, src, dst)
 
     @contextlib.asynccontextmanager
     async def _local_copy(self, key: str) -> AsyncIterator[Path]:

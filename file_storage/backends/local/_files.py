@@ -306,16 +306,15 @@ class LocalFiles(LocalVersions):
         finally:
             found.close()
 
-    def _move_sync(self, gate: Gate, src: str, dst: str) -> None:
-        for attempt in range(_FOLDER_ATTEMPTS):
-            try:
-                self._move_once(gate, src, dst)
-                return
-            except _FolderGone:
-                if attempt + 1 == _FOLDER_ATTEMPTS:
-                    raise StorageError("the destination folder kept being removed") from None
+    def _move_sync(self, gate: Gate, src: str, dst: str) -> str | None:
+        for _ in range(_FOLDER_ATTEMPTS):
+            with contextlib.suppress(_FolderGone):
+                return self._move_once(gate, src, dst)
+        raise StorageError("the destination folder kept being removed")
 
-    def _move_once(self, gate: Gate, src: str, dst: str) -> None:
+    def _move_once(self, gate: Gate, src: str, dst: str) -> str | None:
+        """Rename ``src`` to ``dst``; return the moved file's ETag (``None``: a link)."""
+        etag = None
         found = open_object(self._dir, src)  # the key must lead to an object in the root
         found.close()
         src_fd, src_name, src_where = open_parent(self._dir, src, create=False)
@@ -362,6 +361,10 @@ class LocalFiles(LocalVersions):
                         else:
                             with _folder_kept(dst_fd):
                                 replace_at(src_name, src_fd, dst_name, dst_fd)
+                            if stat_mod.S_ISREG(src_st.st_mode):
+                                # a rename keeps inode, mtime and size: dst's ETag now,
+                                # which a stat after the lock could find replaced
+                                etag = etag_of(src_st)
                         gate.landed = True
                     if not kept:
                         meta_file.drop(self._dir, dst)
@@ -378,6 +381,7 @@ class LocalFiles(LocalVersions):
                 os.close(dst_fd)
         finally:
             os.close(src_fd)
+        return etag
         remove_empty_parents(self._dir, src_where)
 
     def _delete_sync(self, key: str, gate: Gate | None = None, etag: str | None = None) -> bool:

@@ -464,20 +464,20 @@ class LocalVersions(StorageBackend):
         finally:
             os.close(fd)
 
-    async def _restore_version(self, key: str, version_id: str) -> None:
-        def restore(gate: Gate) -> None:
+    async def _restore_version(self, key: str, version_id: str) -> str:
+        def restore(gate: Gate) -> str:
             from file_storage.backends.local._io import copy_fd
 
             src, _, meta = open_version(self._dir, key, version_id)
             try:
                 opened, name = self._open_tmp(key)
-                self._complete(
+                return self._complete(
                     gate, key, opened, name, lambda fd: (copy_fd(src, fd, gate), None)[1], meta
                 )
             finally:
                 os.close(src)
 
-        await gated(restore)
+        return await gated(restore)
 
     async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
         await to_the_end(purge, self._dir, key, version_ids)

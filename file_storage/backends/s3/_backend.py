@@ -392,7 +392,7 @@ class S3StorageBackend(S3Clients):
         )
         return await self._fallback.upload_file(key, local_path, content_type, metadata, send)
 
-    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> None:
+    async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> str | None:
         headers = _headers(options)
         if headers:  # the new headers go on S3's copy of src: a spooled src is sent first
             await self._fallback.flush_key(src, self._flush_spooled)
@@ -405,7 +405,7 @@ class S3StorageBackend(S3Clients):
             self._copy_part_size,
             headers=headers,
         )
-        await self._fallback.copy(src, dst, copy, self._send_spooled)
+        return await self._fallback.copy(src, dst, copy, self._send_spooled)
 
     async def _delete(self, key: str) -> None:
         client = await self._client()

@@ -31,7 +31,7 @@ __all__ = ["Fallback"]
 
 logger = logging.getLogger("file_storage.spool")
 
-Upload = Callable[[Entry, Path], Awaitable[object]]
+Upload = Callable[[Entry, Path], Awaitable[str | None]]
 Flush = Callable[[Entry, Path], Awaitable[bool]]  # False: not sent, S3 has a newer object
 Send = Callable[[bytes | AsyncIterator[bytes]], Awaitable[str | None]]
 
@@ -119,37 +119,42 @@ class Fallback:
         return etag
 
     async def copy(
-        self, src: str, dst: str, server_copy: Callable[[], Awaitable[None]], upload: Upload
-    ) -> None:
-        """Copy within S3, or from the spooled ``src`` (to S3, else to the spool)."""
+        self,
+        src: str,
+        dst: str,
+        server_copy: Callable[[], Awaitable[str | None]],
+        upload: Upload,
+    ) -> str | None:
+        """Copy within S3, or from the spooled ``src`` (to S3, else to the spool). Return
+        the ETag S3 answered (``None``: spooled, or not said)."""
         if self.spool is None:
-            await server_copy()
-            return
+            return await server_copy()
         spool = self.spool
         async with spool.locked(src, dst):
             entry = await spool.get(src)
             if entry is None:
-                await server_copy()
+                etag = await server_copy()
             else:
                 try:
-                    await upload(dataclasses.replace(entry, key=dst), spool.path(entry))
+                    etag = await upload(dataclasses.replace(entry, key=dst), spool.path(entry))
                 except Exception as exc:
                     if not _absorbed(exc):
                         raise
                     async with spool.writer(dst, entry.content_type, entry.metadata) as out:
                         await self._spooled(exc, dst, out.finish_from(spool.path(entry)))
-                    return
+                    return None
             await spool.discard(dst)
+        return etag
 
-    async def direct(self, key: str, write: Callable[[], Awaitable[None]]) -> None:
+    async def direct(self, key: str, write: Callable[[], Awaitable[str | None]]) -> str | None:
         """``write()`` straight to S3 (never spooled), then drop the key's spooled
-        version, which that write replaced."""
+        version, which that write replaced. Return what ``write()`` did (its ETag)."""
         if self.spool is None:
-            await write()
-            return
+            return await write()
         async with self.spool.locked(key):
-            await write()
+            etag = await write()
             await self.spool.discard(key)
+        return etag
 
     async def delete(self, keys: list[str], delete: Callable[[], Awaitable[None]]) -> None:
         """``delete()`` from S3, then drop the spooled versions of ``keys``."""

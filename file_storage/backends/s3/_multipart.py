@@ -448,9 +448,10 @@ class Transfer:
         part_size: int,
         version_id: str | None = None,
         headers: dict[str, str] | None = None,
-    ) -> None:
+    ) -> str | None:
         """Copy server-side, keeping content type, metadata and headers (``headers``, e.g.
         ``{"CacheControl": ...}``, replace the source's); multipart above ``threshold``.
+        Return the copy's ETag when S3 answered it (a HEAD now could see a later writer's).
 
         ``version_id``: copy that version of ``src`` (a restore).
         """
@@ -462,7 +463,7 @@ class Transfer:
         if size <= threshold and headers:
             # REPLACE: every system header is then given anew, the source's kept by hand
             extra = {"ChecksumAlgorithm": "CRC32"} if self.integrity.crc32 else {}
-            await self.client.copy_object(
+            response = await self.client.copy_object(
                 Bucket=self.bucket,
                 Key=dst,
                 CopySource=source,
@@ -471,11 +472,11 @@ class Transfer:
                 **extra,
                 **sse,
             )
-            return
+            return copied_etag(response)
         if size <= threshold:
             # the copy gets a CRC32 of its own where the server keeps them
             extra = {"ChecksumAlgorithm": "CRC32"} if self.integrity.crc32 else {}
-            await self.client.copy_object(
+            response = await self.client.copy_object(
                 Bucket=self.bucket,
                 Key=dst,
                 CopySource=source,
@@ -483,7 +484,7 @@ class Transfer:
                 **extra,
                 **sse,
             )
-            return
+            return copied_etag(response)
         # a multipart copy makes a new object: carry content type and metadata by hand
         params = {**_object_headers(head, headers or {}), **sse}
         part_size = part_size_for(size, part_size)
@@ -505,7 +506,7 @@ class Transfer:
             for number, offset in enumerate(range(0, size, part_size), start=1):
                 yield put(upload, number, offset, min(offset + part_size, size) - 1)
 
-        await self.multipart(dst, params, checksums=False).run(jobs)
+        return await self.multipart(dst, params, checksums=False).run(jobs)
 
     async def download(
         self, key: str, local_path: Path, head: dict[str, Any], progress: Progress | None
@@ -568,3 +569,9 @@ def answered_etag(response: dict[str, Any]) -> str | None:
     """The ETag S3 answered to a write (``None``: none in the answer)."""
     etag = response.get("ETag")
     return etag if isinstance(etag, str) and etag else None
+
+
+def copied_etag(response: dict[str, Any]) -> str | None:
+    """The ETag S3 answered to a CopyObject, in its ``CopyObjectResult`` (``None``: none)."""
+    result = response.get("CopyObjectResult")
+    return answered_etag(result) if isinstance(result, dict) else None

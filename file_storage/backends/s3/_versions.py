@@ -149,13 +149,13 @@ class S3Versions(StorageBackend):
             async for chunk in body.iter_chunks(chunk_size):
                 yield chunk
 
-    async def _restore_version(self, key: str, version_id: str) -> None:
+    async def _restore_version(self, key: str, version_id: str) -> str | None:
         full = self._full(key)
         transfer = await self._transfer()
 
-        async def restore() -> None:
+        async def restore() -> str | None:
             with _version_lookup():
-                await transfer.copy(
+                return await transfer.copy(
                     full,
                     full,
                     self._options.sse,
@@ -164,7 +164,8 @@ class S3Versions(StorageBackend):
                     version_id,
                 )
 
-        await self._fallback.direct(key, restore)  # newer than the key's spooled version
+        # newer than the key's spooled version
+        return await self._fallback.direct(key, restore)
 
     async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
         full = self._full(key)
