@@ -39,6 +39,7 @@ from file_storage.backends._core import Versioning
 from file_storage.backends.base import StorageBackend
 from file_storage.backends.local import _meta as meta_file
 from file_storage.backends.local._fs import (
+    _LINK_ERRNOS,
     O_DIR,
     O_READ,
     Found,
@@ -66,11 +67,23 @@ _CURRENT_KEPT = 4  # live-file stamps remembered per key (a reader may hold an o
 # ------------------------------------------------------------------ small files
 
 
-def _read_text(dir_fd: int, name: str) -> str | None:
+def _read_record(dir_fd: int, name: str) -> tuple[bool, bytes | None]:
+    """``(present, bytes)`` of the record ``name``: ``(False, None)`` when it is missing,
+    ``(True, None)`` when a link, FIFO or folder is in its place. Any other failure to
+    read it (no descriptor left) raises: a record that is there is never taken as absent,
+    which would keep no version of a write (the state) or give a version another id."""
     try:
-        data = read_small(dir_fd, name)
-    except OSError:
-        return None
+        return True, read_small(dir_fd, name)
+    except FileNotFoundError:
+        return False, None
+    except OSError as exc:
+        if exc.errno not in _LINK_ERRNOS:
+            raise
+        return True, None  # a link: refused, never followed
+
+
+def _read_text(dir_fd: int, name: str) -> str | None:
+    _, data = _read_record(dir_fd, name)
     return None if data is None else data.decode("utf-8", "replace")
 
 
@@ -79,10 +92,12 @@ def _write_text(root: Root, dir_fd: int, name: str, text: str) -> None:
 
 
 def read_state(root: Root) -> Versioning:
-    text = _read_text(root.fd(), STATE_FILE)
-    if text is None:
+    """Absent: never enabled. A state that is there but is no record (a link, FIFO or
+    folder put in its place) reads as suspended, which keeps every version with an id."""
+    present, data = _read_record(root.fd(), STATE_FILE)
+    if not present:
         return "off"
-    return "enabled" if text.strip() == "enabled" else "suspended"
+    return "enabled" if data is not None and data.strip() == b"enabled" else "suspended"
 
 
 def write_state(root: Root, enabled: bool) -> None:

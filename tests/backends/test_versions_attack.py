@@ -1,0 +1,74 @@
+"""Local versions against a damaged or hostile versions store and failing reads of its
+records: no prior version silently dropped, typed errors, nothing outside the root read."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from file_storage import LocalStorageBackend, StorageError
+from file_storage.backends.local import _versions as versions
+from file_storage.backends.local._versions import STATE_FILE
+
+
+async def _sizes(backend: LocalStorageBackend, key: str) -> list[int]:
+    return [v.size for v in await backend.list_versions(key)]
+
+
+async def _two_versions(backend: LocalStorageBackend) -> str:
+    """``k.txt`` with a prior version ``b"old!"``; returns that version's id."""
+    await backend.set_versioning(True)
+    await backend.save("k.txt", b"old!")
+    await backend.save("k.txt", b"new")
+    return (await backend.list_versions("k.txt"))[1].version_id
+
+
+def _failing_read(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Reading the record ``name`` fails as with every descriptor taken (EMFILE)."""
+    read_small = versions.read_small
+
+    def failing(dir_fd: int, file: str) -> bytes | None:
+        if file == name:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return read_small(dir_fd, file)
+
+    monkeypatch.setattr(versions, "read_small", failing)
+
+
+@pytest.mark.parametrize("record", [STATE_FILE, "current"])
+async def test_a_failing_read_of_a_version_record_fails_the_write_and_keeps_every_version(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch, record: str
+) -> None:
+    await _two_versions(local_backend)
+    if record == "current":
+        await local_backend.set_versioning(False)  # the live version keeps its own id
+    _failing_read(monkeypatch, record)
+    with pytest.raises(StorageError):
+        await local_backend.save("k.txt", b"newest")
+    with pytest.raises(StorageError):
+        await local_backend.delete("k.txt")
+    monkeypatch.undo()
+    assert await local_backend.load("k.txt") == b"new"
+    assert await _sizes(local_backend, "k.txt") == [3, 4]
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "folder"])
+async def test_a_versioning_state_replaced_by_a_non_file_still_keeps_versions_with_ids(
+    local_backend: LocalStorageBackend, tmp_path: Path, kind: str
+) -> None:
+    await _two_versions(local_backend)
+    state = local_backend.root / STATE_FILE
+    state.unlink()
+    if kind == "symlink":
+        (tmp_path / "elsewhere").write_text("enabled")
+        state.symlink_to(tmp_path / "elsewhere")
+    elif kind == "fifo":
+        os.mkfifo(state)
+    else:
+        state.mkdir()
+    await local_backend.save("k.txt", b"newest")  # read as suspended: never as "off"
+    assert await _sizes(local_backend, "k.txt") == [6, 3, 4]
+    assert (tmp_path / "elsewhere").exists() is (kind == "symlink")
