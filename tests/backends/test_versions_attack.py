@@ -72,3 +72,18 @@ async def test_a_versioning_state_replaced_by_a_non_file_still_keeps_versions_wi
     await local_backend.save("k.txt", b"newest")  # read as suspended: never as "off"
     assert await _sizes(local_backend, "k.txt") == [6, 3, 4]
     assert (tmp_path / "elsewhere").exists() is (kind == "symlink")
+
+
+@pytest.mark.parametrize("name", ["v-junk", "v-", "v-1-"])
+async def test_a_stray_entry_named_like_a_version_is_not_one(
+    local_backend: LocalStorageBackend, name: str
+) -> None:
+    await _two_versions(local_backend)
+    folder = local_backend.root.joinpath(*versions._folder("k.txt"))
+    (folder / name).write_bytes(b"planted")
+    local_backend.set_quota("", 1000)
+    assert await _sizes(local_backend, "k.txt") == [3, 4]
+    await local_backend.refresh_usage("")
+    assert (await local_backend.get_usage("")).used == 7
+    await local_backend.save("k.txt", b"newest")
+    assert await _sizes(local_backend, "k.txt") == [6, 3, 4]

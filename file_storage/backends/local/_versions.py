@@ -125,8 +125,9 @@ def _kept(dir_fd: int) -> list[_Kept]:
     with os.scandir(dir_fd) as it:
         for e in it:
             if e.name.startswith("v-") and not e.name.endswith(".json"):
-                _, seq, version_id = e.name.split("-", 2)
-                out.append(_Kept(seq, version_id, e.name))
+                parts = e.name.split("-", 2)
+                if len(parts) == 3 and parts[2]:  # else not one of ours: never a version
+                    out.append(_Kept(parts[1], parts[2], e.name))
     out.sort()
     return out
 
