@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from file_storage import LocalStorageBackend, StorageError
+from file_storage import LocalStorageBackend, ObjectNotFoundError, StorageError
 from file_storage.backends.local import _versions as versions
 from file_storage.backends.local._versions import STATE_FILE
 
@@ -87,3 +87,34 @@ async def test_a_stray_entry_named_like_a_version_is_not_one(
     assert (await local_backend.get_usage("")).used == 7
     await local_backend.save("k.txt", b"newest")
     assert await _sizes(local_backend, "k.txt") == [6, 3, 4]
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "symlink"])
+async def test_a_version_file_swapped_after_its_listing_reads_as_no_such_version(
+    local_backend: LocalStorageBackend,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+) -> None:
+    old = await _two_versions(local_backend)
+    folder = local_backend.root.joinpath(*versions._folder("k.txt"))
+    [kept] = [p for p in folder.iterdir() if p.name.startswith("v-")]
+    (tmp_path / "outside").write_bytes(b"SECRET")
+    listed = versions._Key.kept
+
+    def swapped(self: versions._Key, live: os.stat_result | None) -> list[versions._Kept]:
+        out = listed(self, live)
+        if kept.exists() and not kept.is_symlink():  # swap it once, after its lstat
+            kept.unlink()
+            if kind == "folder":
+                kept.mkdir()
+            elif kind == "fifo":
+                os.mkfifo(kept)
+            else:
+                kept.symlink_to(tmp_path / "outside")
+        return out
+
+    monkeypatch.setattr(versions._Key, "kept", swapped)
+    with pytest.raises(ObjectNotFoundError) as caught:
+        await local_backend.load("k.txt", version_id=old)
+    assert (caught.value.operation, caught.value.key) == ("load", "k.txt")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -307,13 +308,31 @@ def open_version(root: Root, key: str, version_id: str) -> tuple[int, os.stat_re
             return os.dup(live.fd), live.st, meta_file.lookup(root, key, live.st)
         for entry in folder.kept(None if live is None else live.st):
             if entry.version_id == version_id:
-                fd = os.open(entry.name, O_READ, dir_fd=folder.fd)
-                return fd, os.fstat(fd), _meta_of(folder.fd, entry)
+                return _open_kept(folder.fd, entry)
         raise ObjectNotFoundError("no such version")
     finally:
         if live is not None:
             live.close()
         folder.close()
+
+
+def _open_kept(dir_fd: int, entry: _Kept) -> tuple[int, os.stat_result, Meta | None]:
+    """Open a listed prior version; swapped since for a link, FIFO or folder (or purged),
+    it is no version: never followed, waited on or read."""
+    try:
+        fd = os.open(entry.name, O_READ, dir_fd=dir_fd)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) or exc.errno in (*_LINK_ERRNOS, errno.ENXIO):
+            raise ObjectNotFoundError("no such version") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise ObjectNotFoundError("no such version")
+        return fd, st, _meta_of(dir_fd, entry)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def purge(root: Root, key: str, version_ids: list[str]) -> None:
