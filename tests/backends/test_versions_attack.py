@@ -11,6 +11,7 @@ import pytest
 
 from file_storage import LocalStorageBackend, ObjectNotFoundError, StorageError
 from file_storage.backends.local import _versions as versions
+from file_storage.backends.local._fs import Found, Root
 from file_storage.backends.local._versions import STATE_FILE
 
 
@@ -118,3 +119,27 @@ async def test_a_version_file_swapped_after_its_listing_reads_as_no_such_version
     with pytest.raises(ObjectNotFoundError) as caught:
         await local_backend.load("k.txt", version_id=old)
     assert (caught.value.operation, caught.value.key) == ("load", "k.txt")
+
+
+async def test_a_scan_never_opens_a_key_named_outside_the_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = LocalStorageBackend(tmp_path / "s", max_size_bytes=1000)
+    try:
+        await _two_versions(backend)
+        folder = backend.root.joinpath(*versions._folder("k.txt"))
+        # a planted record naming a file two levels above the root
+        (tmp_path / "outside.txt").write_bytes(b"SECRET")
+        (folder / "name").write_text("../../../outside.txt")
+        opened: list[str] = []
+        open_object = versions.open_object
+
+        def recording(root: Root, key: str) -> Found:
+            opened.append(key)
+            return open_object(root, key)
+
+        monkeypatch.setattr(versions, "open_object", recording)
+        await backend.refresh_usage()
+        assert not [key for key in opened if ".." in key.split("/")]
+    finally:
+        await backend.aclose()

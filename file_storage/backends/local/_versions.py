@@ -377,6 +377,14 @@ def _live_file(root: Root, key: str, dir_fd: int) -> set[tuple[int, int, str]]:
     return {(found.st.st_dev, found.st.st_ino, live_id)}
 
 
+def _names(leaf: str, folder: str) -> bool:
+    """Whether the record ``name`` of the key's folder ``folder`` is that key's last
+    segment: a planted one (``..``, a path) never makes a scan open a file elsewhere."""
+    if "/" in leaf or leaf in ("", ".", ".."):
+        return False
+    return folder == _folder(leaf)[-1]
+
+
 def scan(root: Root, prefix: str) -> list[tuple[str, int]]:
     """``(<key>\\<version id>, size)`` of every prior version under the folder ``prefix``."""
     out: list[tuple[str, int]] = []
@@ -399,7 +407,7 @@ def scan(root: Root, prefix: str) -> list[tuple[str, int]]:
                         walk(sub, key_prefix + name + "/")
                         continue
                     leaf = _read_text(sub, "name")
-                    if leaf is None:
+                    if leaf is None or not _names(leaf, name):
                         continue
                     key = key_prefix + leaf
                     # as kept(), so as list_versions: a link to the live file kept as
