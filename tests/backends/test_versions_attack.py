@@ -143,3 +143,24 @@ async def test_a_scan_never_opens_a_key_named_outside_the_root(
         assert not [key for key in opened if ".." in key.split("/")]
     finally:
         await backend.aclose()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "garbage"])
+@pytest.mark.parametrize("enabled", [True, False], ids=["enabled", "suspended"])
+async def test_a_damaged_version_record_never_drops_the_live_version(
+    local_backend: LocalStorageBackend, kind: str, enabled: bool
+) -> None:
+    await _two_versions(local_backend)  # the live b"new" has an id of its own
+    await local_backend.set_versioning(enabled)
+    current = local_backend.root.joinpath(*versions._folder("k.txt"), "current")
+    current.unlink()
+    if kind == "fifo":
+        os.mkfifo(current)
+    else:
+        current.write_text("{not json")
+    await local_backend.save("k.txt", b"newest")
+    await local_backend.set_versioning(False)
+    await local_backend.save("k.txt", b"latest!")  # replaces the "null" version only
+    listed = await local_backend.list_versions("k.txt")
+    assert [v.size for v in listed] == ([7, 6, 3, 4] if enabled else [7, 3, 4])
+    assert await local_backend.load("k.txt", version_id=listed[-2].version_id) == b"new"

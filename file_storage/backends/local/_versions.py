@@ -133,13 +133,23 @@ def _kept(dir_fd: int) -> list[_Kept]:
     return out
 
 
-def _current(dir_fd: int) -> dict[str, str]:
-    text = _read_text(dir_fd, "current")
+def _current_record(dir_fd: int) -> tuple[dict[str, str], bool]:
+    """The ``current`` record, and whether it is damaged (there, but not one we wrote:
+    a FIFO, a link, not JSON), which makes the live file's id unknown."""
+    present, data = _read_record(dir_fd, "current")
+    if not present:
+        return {}, False
     try:
-        raw = json.loads(text) if text else {}
+        raw = json.loads(data.decode("utf-8", "replace")) if data is not None else None
     except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+        raw = None
+    if not isinstance(raw, dict):
+        return {}, True
+    return {str(k): str(v) for k, v in raw.items()}, False
+
+
+def _current(dir_fd: int) -> dict[str, str]:
+    return _current_record(dir_fd)[0]
 
 
 def _meta_of(dir_fd: int, entry: _Kept) -> Meta | None:
@@ -232,8 +242,12 @@ def keeping(root: Root, key: str, new_stamp: str | None) -> Iterator[None]:
     kept: _Kept | None = None
     try:
         try:
+            damaged = folder.fd >= 0 and _current_record(folder.fd)[1]
             if live is not None:
                 live_id = folder.live_id(live.st)
+                if live_id == "null" and damaged:
+                    # its id is unknown: keep it under a new one, never dropped as "null"
+                    live_id = uuid.uuid4().hex
                 if state == "enabled" or live_id != "null":
                     kept = _Kept(f"{time.time_ns():020d}", live_id, "")
                     kept = kept._replace(name=f"v-{kept.seq}-{kept.version_id}")
@@ -255,7 +269,7 @@ def keeping(root: Root, key: str, new_stamp: str | None) -> Iterator[None]:
                 if state == "enabled":
                     current = dict(list(current.items())[-(_CURRENT_KEPT - 1) :])
                     current[new_stamp] = uuid.uuid4().hex
-                if state == "enabled" or had is not None:
+                if state == "enabled" or had is not None or damaged:
                     # suspended: the new file is the "null" version, even when it was this
                     # key's live file once (moved away and back), named then
                     _write_text(root, folder.fd, "current", json.dumps(current))
