@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from file_storage import LocalStorageBackend, ObjectNotFoundError, StorageError
+from file_storage.backends.local import _meta as meta_file
 from file_storage.backends.local import _versions as versions
 from file_storage.backends.local._fs import Found, Root
 from file_storage.backends.local._versions import STATE_FILE
@@ -164,3 +165,22 @@ async def test_a_damaged_version_record_never_drops_the_live_version(
     listed = await local_backend.list_versions("k.txt")
     assert [v.size for v in listed] == ([7, 6, 3, 4] if enabled else [7, 3, 4])
     assert await local_backend.load("k.txt", version_id=listed[-2].version_id) == b"new"
+
+
+async def test_a_failing_read_of_the_metadata_record_fails_the_write_and_keeps_it(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await local_backend.set_versioning(True)
+    await local_backend.save("k.txt", b"one", content_type="text/csv", metadata={"rev": "1"})
+
+    def failing(dir_fd: int, name: str) -> bytes | None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(meta_file, "read_small", failing)
+    with pytest.raises(StorageError):
+        await local_backend.save("k.txt", b"two", metadata={"rev": "2"})
+    monkeypatch.undo()
+    await local_backend.save("k.txt", b"two", metadata={"rev": "2"})
+    old = (await local_backend.list_versions("k.txt"))[1].version_id
+    info = await local_backend.stat("k.txt", version_id=old)
+    assert (info.content_type, info.metadata) == ("text/csv", {"rev": "1"})
