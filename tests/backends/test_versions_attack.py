@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from file_storage import LocalStorageBackend, ObjectNotFoundError, StorageError
+from file_storage import LocalStorageBackend, ObjectNotFoundError, ObjectVersion, StorageError
 from file_storage.backends.local import _meta as meta_file
 from file_storage.backends.local import _versions as versions
 from file_storage.backends.local._fs import Found, Root
@@ -184,3 +184,26 @@ async def test_a_failing_read_of_the_metadata_record_fails_the_write_and_keeps_i
     old = (await local_backend.list_versions("k.txt"))[1].version_id
     info = await local_backend.stat("k.txt", version_id=old)
     assert (info.content_type, info.metadata) == ("text/csv", {"rev": "1"})
+
+
+async def test_a_write_landing_while_purge_lists_is_never_purged_with_keep_1(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await local_backend.set_versioning(True)
+    await local_backend.set_versioning(False)
+    await local_backend.save("k.txt", b"null")  # the "null" version
+    await local_backend.set_versioning(True)
+    await local_backend.save("k.txt", b"kept")  # an id; "null" is a prior version now
+    listed = versions.LocalVersions._list_versions
+
+    async def then_a_write(self: LocalStorageBackend, key: str) -> list[ObjectVersion]:
+        out = await listed(self, key)
+        monkeypatch.undo()
+        # another task suspends versioning and writes: a new "null" version, the latest
+        await local_backend.set_versioning(False)
+        await local_backend.save("k.txt", b"written after the listing")
+        return out
+
+    monkeypatch.setattr(versions.LocalVersions, "_list_versions", then_a_write)
+    await local_backend.purge_versions("k.txt", keep=1)
+    assert await local_backend.load("k.txt") == b"written after the listing"

@@ -349,8 +349,11 @@ def _open_kept(dir_fd: int, entry: _Kept) -> tuple[int, os.stat_result, Meta | N
         raise
 
 
-def purge(root: Root, key: str, version_ids: list[str]) -> None:
-    """Delete these versions of ``key`` for good (the live file too when named)."""
+def purge(root: Root, key: str, version_ids: list[str], everything: bool) -> None:
+    """Delete these versions of ``key`` for good; the live file too when named and
+    ``everything`` (``keep=0``). Otherwise the caller kept the latest version it listed,
+    so a live file named here was written since, under an id used again (``"null"``,
+    suspended meanwhile): a newer write, never purged."""
     doomed = set(version_ids)
     with key_locks(root, key):
         folder = _Key(root, key)
@@ -360,7 +363,7 @@ def purge(root: Root, key: str, version_ids: list[str]) -> None:
                 if entry.version_id in doomed:
                     folder.remove(entry)
             live_id = None if live is None else folder.live_id(live.st)
-            if live is not None and live_id in doomed:
+            if live is not None and live_id in doomed and everything:
                 # the key's own entry (a link is removed itself, never its target)
                 dir_fd, name, where = open_parent(root, key, create=False)
                 try:
@@ -537,7 +540,7 @@ class LocalVersions(StorageBackend):
         await gated(restore)
 
     async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
-        await to_the_end(purge, self._dir, key, version_ids)
+        await to_the_end(purge, self._dir, key, version_ids, everything)
 
     async def _version_sizes(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         epoch = datetime.fromtimestamp(0, UTC)
