@@ -143,7 +143,7 @@ async def test_a_fifo_or_folder_in_place_of_a_sidecar_reads_as_no_record(
 
 
 @pytest.mark.parametrize("kind", ["fifo", "folder"])
-async def test_a_fifo_or_folder_in_place_of_the_versioning_state_reads_as_never_enabled(
+async def test_a_fifo_or_folder_in_place_of_the_versioning_state_reads_as_suspended(
     local_backend: LocalStorageBackend, kind: str
 ) -> None:
     await local_backend.save("k.txt", b"hello")

@@ -22,7 +22,13 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from file_storage.backends import _forks
-from file_storage.backends.local._fs import Root, open_dir, read_small, write_small
+from file_storage.backends.local._fs import (
+    _LINK_ERRNOS,
+    Root,
+    open_dir,
+    read_small,
+    write_small,
+)
 from file_storage.errors import ObjectNotFoundError, StorageError
 
 logger = logging.getLogger("file_storage")
@@ -117,7 +123,13 @@ def _read(root: Root, key: str) -> dict[str, object]:
         return {}
     try:
         data = read_small(fd, name)
-    except OSError:
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        if exc.errno not in _LINK_ERRNOS:
+            # no descriptor left, an I/O error: never "no record", which a write would
+            # then record over (and a kept version keep) without the metadata it had
+            raise
         return {}
     finally:
         os.close(fd)

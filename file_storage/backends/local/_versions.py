@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -39,6 +40,7 @@ from file_storage.backends._core import Versioning
 from file_storage.backends.base import StorageBackend
 from file_storage.backends.local import _meta as meta_file
 from file_storage.backends.local._fs import (
+    _LINK_ERRNOS,
     O_DIR,
     O_READ,
     Found,
@@ -66,11 +68,23 @@ _CURRENT_KEPT = 4  # live-file stamps remembered per key (a reader may hold an o
 # ------------------------------------------------------------------ small files
 
 
-def _read_text(dir_fd: int, name: str) -> str | None:
+def _read_record(dir_fd: int, name: str) -> tuple[bool, bytes | None]:
+    """``(present, bytes)`` of the record ``name``: ``(False, None)`` when it is missing,
+    ``(True, None)`` when a link, FIFO or folder is in its place. Any other failure to
+    read it (no descriptor left) raises: a record that is there is never taken as absent,
+    which would keep no version of a write (the state) or give a version another id."""
     try:
-        data = read_small(dir_fd, name)
-    except OSError:
-        return None
+        return True, read_small(dir_fd, name)
+    except FileNotFoundError:
+        return False, None
+    except OSError as exc:
+        if exc.errno not in _LINK_ERRNOS:
+            raise
+        return True, None  # a link: refused, never followed
+
+
+def _read_text(dir_fd: int, name: str) -> str | None:
+    _, data = _read_record(dir_fd, name)
     return None if data is None else data.decode("utf-8", "replace")
 
 
@@ -79,10 +93,12 @@ def _write_text(root: Root, dir_fd: int, name: str, text: str) -> None:
 
 
 def read_state(root: Root) -> Versioning:
-    text = _read_text(root.fd(), STATE_FILE)
-    if text is None:
+    """Absent: never enabled. A state that is there but is no record (a link, FIFO or
+    folder put in its place) reads as suspended, which keeps every version with an id."""
+    present, data = _read_record(root.fd(), STATE_FILE)
+    if not present:
         return "off"
-    return "enabled" if text.strip() == "enabled" else "suspended"
+    return "enabled" if data is not None and data.strip() == b"enabled" else "suspended"
 
 
 def write_state(root: Root, enabled: bool) -> None:
@@ -110,19 +126,30 @@ def _kept(dir_fd: int) -> list[_Kept]:
     with os.scandir(dir_fd) as it:
         for e in it:
             if e.name.startswith("v-") and not e.name.endswith(".json"):
-                _, seq, version_id = e.name.split("-", 2)
-                out.append(_Kept(seq, version_id, e.name))
+                parts = e.name.split("-", 2)
+                if len(parts) == 3 and parts[2]:  # else not one of ours: never a version
+                    out.append(_Kept(parts[1], parts[2], e.name))
     out.sort()
     return out
 
 
-def _current(dir_fd: int) -> dict[str, str]:
-    text = _read_text(dir_fd, "current")
+def _current_record(dir_fd: int) -> tuple[dict[str, str], bool]:
+    """The ``current`` record, and whether it is damaged (there, but not one we wrote:
+    a FIFO, a link, not JSON), which makes the live file's id unknown."""
+    present, data = _read_record(dir_fd, "current")
+    if not present:
+        return {}, False
     try:
-        raw = json.loads(text) if text else {}
+        raw = json.loads(data.decode("utf-8", "replace")) if data is not None else None
     except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+        raw = None
+    if not isinstance(raw, dict):
+        return {}, True
+    return {str(k): str(v) for k, v in raw.items()}, False
+
+
+def _current(dir_fd: int) -> dict[str, str]:
+    return _current_record(dir_fd)[0]
 
 
 def _meta_of(dir_fd: int, entry: _Kept) -> Meta | None:
@@ -215,8 +242,12 @@ def keeping(root: Root, key: str, new_stamp: str | None) -> Iterator[None]:
     kept: _Kept | None = None
     try:
         try:
+            damaged = folder.fd >= 0 and _current_record(folder.fd)[1]
             if live is not None:
                 live_id = folder.live_id(live.st)
+                if live_id == "null" and damaged:
+                    # its id is unknown: keep it under a new one, never dropped as "null"
+                    live_id = uuid.uuid4().hex
                 if state == "enabled" or live_id != "null":
                     kept = _Kept(f"{time.time_ns():020d}", live_id, "")
                     kept = kept._replace(name=f"v-{kept.seq}-{kept.version_id}")
@@ -238,7 +269,7 @@ def keeping(root: Root, key: str, new_stamp: str | None) -> Iterator[None]:
                 if state == "enabled":
                     current = dict(list(current.items())[-(_CURRENT_KEPT - 1) :])
                     current[new_stamp] = uuid.uuid4().hex
-                if state == "enabled" or had is not None:
+                if state == "enabled" or had is not None or damaged:
                     # suspended: the new file is the "null" version, even when it was this
                     # key's live file once (moved away and back), named then
                     _write_text(root, folder.fd, "current", json.dumps(current))
@@ -291,8 +322,7 @@ def open_version(root: Root, key: str, version_id: str) -> tuple[int, os.stat_re
             return os.dup(live.fd), live.st, meta_file.lookup(root, key, live.st)
         for entry in folder.kept(None if live is None else live.st):
             if entry.version_id == version_id:
-                fd = os.open(entry.name, O_READ, dir_fd=folder.fd)
-                return fd, os.fstat(fd), _meta_of(folder.fd, entry)
+                return _open_kept(folder.fd, entry)
         raise ObjectNotFoundError("no such version")
     finally:
         if live is not None:
@@ -300,8 +330,30 @@ def open_version(root: Root, key: str, version_id: str) -> tuple[int, os.stat_re
         folder.close()
 
 
-def purge(root: Root, key: str, version_ids: list[str]) -> None:
-    """Delete these versions of ``key`` for good (the live file too when named)."""
+def _open_kept(dir_fd: int, entry: _Kept) -> tuple[int, os.stat_result, Meta | None]:
+    """Open a listed prior version; swapped since for a link, FIFO or folder (or purged),
+    it is no version: never followed, waited on or read."""
+    try:
+        fd = os.open(entry.name, O_READ, dir_fd=dir_fd)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) or exc.errno in (*_LINK_ERRNOS, errno.ENXIO):
+            raise ObjectNotFoundError("no such version") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise ObjectNotFoundError("no such version")
+        return fd, st, _meta_of(dir_fd, entry)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def purge(root: Root, key: str, version_ids: list[str], everything: bool) -> None:
+    """Delete these versions of ``key`` for good; the live file too when named and
+    ``everything`` (``keep=0``). Otherwise the caller kept the latest version it listed,
+    so a live file named here was written since, under an id used again (``"null"``,
+    suspended meanwhile): a newer write, never purged."""
     doomed = set(version_ids)
     with key_locks(root, key):
         folder = _Key(root, key)
@@ -311,7 +363,7 @@ def purge(root: Root, key: str, version_ids: list[str]) -> None:
                 if entry.version_id in doomed:
                     folder.remove(entry)
             live_id = None if live is None else folder.live_id(live.st)
-            if live is not None and live_id in doomed:
+            if live is not None and live_id in doomed and everything:
                 # the key's own entry (a link is removed itself, never its target)
                 dir_fd, name, where = open_parent(root, key, create=False)
                 try:
@@ -342,6 +394,14 @@ def _live_file(root: Root, key: str, dir_fd: int) -> set[tuple[int, int, str]]:
     return {(found.st.st_dev, found.st.st_ino, live_id)}
 
 
+def _names(leaf: str, folder: str) -> bool:
+    """Whether the record ``name`` of the key's folder ``folder`` is that key's last
+    segment: a planted one (``..``, a path) never makes a scan open a file elsewhere."""
+    if "/" in leaf or leaf in ("", ".", ".."):
+        return False
+    return folder == _folder(leaf)[-1]
+
+
 def scan(root: Root, prefix: str) -> list[tuple[str, int]]:
     """``(<key>\\<version id>, size)`` of every prior version under the folder ``prefix``."""
     out: list[tuple[str, int]] = []
@@ -364,7 +424,7 @@ def scan(root: Root, prefix: str) -> list[tuple[str, int]]:
                         walk(sub, key_prefix + name + "/")
                         continue
                     leaf = _read_text(sub, "name")
-                    if leaf is None:
+                    if leaf is None or not _names(leaf, name):
                         continue
                     key = key_prefix + leaf
                     # as kept(), so as list_versions: a link to the live file kept as
@@ -480,7 +540,7 @@ class LocalVersions(StorageBackend):
         return await gated(restore)
 
     async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
-        await to_the_end(purge, self._dir, key, version_ids)
+        await to_the_end(purge, self._dir, key, version_ids, everything)
 
     async def _version_sizes(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         epoch = datetime.fromtimestamp(0, UTC)

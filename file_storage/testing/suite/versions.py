@@ -277,6 +277,23 @@ async def test_copy_and_move_keep_what_they_replace(versioned: StorageBackend) -
 
 
 @pytest.mark.backend_needs("versions")
+async def test_copy_and_move_carry_only_the_latest_version(versioned: StorageBackend) -> None:
+    # as on S3: the destination gets one new version, the source keeps its history
+    await versioned.save("src.txt", b"first")
+    await versioned.save("src.txt", b"second")
+    await versioned.copy("src.txt", "copied.txt")
+    [copied] = await versioned.list_versions("copied.txt")
+    assert (copied.size, copied.is_latest) == (6, True)
+    assert [v.size for v in await versioned.list_versions("src.txt")] == [6, 5]
+    await versioned.move("src.txt", "moved.txt")
+    [moved] = await versioned.list_versions("moved.txt")
+    assert (moved.size, moved.is_latest) == (6, True)
+    left = await versioned.list_versions("src.txt")
+    assert [(v.size, v.is_latest) for v in left] == [(6, False), (5, False)]
+    assert await versioned.load("src.txt", version_id=left[1].version_id) == b"first"
+
+
+@pytest.mark.backend_needs("versions")
 @pytest.mark.backend_needs("suspended_versioning")
 async def test_suspended_versioning_keeps_versions_and_replaces_null(
     versioned: StorageBackend,
