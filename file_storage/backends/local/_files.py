@@ -381,8 +381,8 @@ class LocalFiles(LocalVersions):
                 os.close(dst_fd)
         finally:
             os.close(src_fd)
+        remove_empty_parents(self._dir, src_where)  # as a delete: no empty folder left
         return etag
-        remove_empty_parents(self._dir, src_where)
 
     def _delete_sync(self, key: str, gate: Gate | None = None, etag: str | None = None) -> bool:
         """Delete ``key``; with ``etag``, only the file of that ETag (compared under the

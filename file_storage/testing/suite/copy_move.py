@@ -59,6 +59,15 @@ async def test_move_removes_source(source: StorageBackend) -> None:
     assert await source.list_dirs() == ["dst"]
 
 
+async def test_move_of_a_folders_last_object_frees_the_folders_name(
+    source: StorageBackend,
+) -> None:
+    # as after a delete: the emptied folder is no more, its name can hold an object
+    await source.move("src/a.bin", "dst/moved.bin")
+    assert await source.save("src", b"now an object") == "src"
+    assert await source.load("src") == b"now an object"
+
+
 async def test_move_missing_source_raises_object_not_found(backend: StorageBackend) -> None:
     with pytest.raises(ObjectNotFoundError) as info:
         await backend.move("missing.bin", "dst.bin")
