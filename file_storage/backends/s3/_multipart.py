@@ -162,7 +162,9 @@ class Multipart:
         except BaseException:
             await self._cleanup(create)
             raise
-        return answered_etag(done)
+        # Ceph RGW answers a completion with an empty ETag: the object's is known all the
+        # same, from its parts (a HEAD now could see a later writer's object)
+        return answered_etag(done) or composite_etag(parts)
 
     async def _completed(self, parts: list[Part]) -> bool:
         """True when the object holds exactly these parts: a retried completion that S3
@@ -175,9 +177,7 @@ class Multipart:
             if error_code(exc) in NOT_FOUND:
                 return False  # aborted meanwhile (a lifecycle rule, another process)
             raise
-        digests = b"".join(bytes.fromhex(str(part["ETag"]).strip('"')) for part in parts)
-        etag = f'"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(parts)}"'
-        if head.get("ETag") == etag:
+        if head.get("ETag") == composite_etag(parts):
             return True
         if not self.checksums:  # SSE-KMS ETags are no MD5: the CRC32s decide
             return False
@@ -566,9 +566,25 @@ def _object_headers(head: dict[str, Any], overrides: dict[str, str]) -> dict[str
 
 
 def answered_etag(response: dict[str, Any]) -> str | None:
-    """The ETag S3 answered to a write (``None``: none in the answer)."""
+    """The ETag S3 answered to a write (``None``: none in the answer), quoted as in the
+    ``ETag`` header: Ceph RGW answers a copy's ``CopyObjectResult`` ETag bare."""
     etag = response.get("ETag")
-    return etag if isinstance(etag, str) and etag else None
+    if not isinstance(etag, str) or not etag:
+        return None
+    return etag if etag.startswith(('"', 'W/"')) else f'"{etag}"'
+
+
+def composite_etag(parts: list[Part]) -> str | None:
+    """The ETag S3 gives an object completed from ``parts``: the MD5 of their MD5s and
+    their count (``None``: a part's ETag is no MD5, as under SSE-KMS)."""
+    try:
+        digests = [bytes.fromhex(str(part["ETag"]).strip('"')) for part in parts]
+    except ValueError:
+        return None
+    if any(len(digest) != 16 for digest in digests):
+        return None
+    joined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
+    return f'"{joined}-{len(parts)}"'
 
 
 def copied_etag(response: dict[str, Any]) -> str | None:
