@@ -44,6 +44,7 @@ REASONS = {
     "if_match_completion": "ignores If-Match on CompleteMultipartUpload",
     "enforces_post_policy": "stores a form POST without checking its policy (size, type, expiry)",
     "cors_on_post": "sends no CORS headers on its answer to a form POST",
+    "marks_missing_deletes": "keeps no delete marker for a delete of a key it does not hold",
 }
 
 #: What each known server does; a second user comes from the environment.

@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -249,13 +250,25 @@ class S3StorageBackend(S3Clients):
         self, entry: Entry, path: Path, uploaded: dict[str, str | None] | None = None
     ) -> bool:
         """Send a spooled version and emit its event; False, sending nothing, when S3 holds
-        an object written after it (another server's, once S3 was back): that one is newer.
+        an object written after it (another server's, once S3 was back): that one is newer;
+        or when the key was deleted after it (a delete marker in a versioned bucket).
         ``uploaded`` gets the spooled etag -> the etag S3 gave the upload."""
         try:
             stored = utc((await self._head(entry.key))["LastModified"])
         except Exception as exc:
             if not self._not_found(exc):
                 raise
+            deleted = await self._deleted_at(entry.key, exc)
+            # S3's times are whole seconds: a delete in the spooled write's second may
+            # have come after it, and a deleted object must not come back
+            if deleted is not None and deleted + timedelta(seconds=1) > entry.spooled_at:
+                logger.warning(
+                    "spooled %r dropped, not flushed: deleted in S3 since (at %s)",
+                    entry.key,
+                    deleted.isoformat(),
+                    extra={"operation": "flush_spool", "key": entry.key, "size": entry.size},
+                )
+                return False
         else:
             if stored > entry.spooled_at:
                 logger.warning(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from file_storage._quota.ledger import VERSION_SEP
@@ -105,6 +106,27 @@ class S3Versions(StorageBackend):
                 yield "version", item
             for item in page.get("DeleteMarkers") or ():
                 yield "marker", item
+
+    async def _deleted_at(self, key: str, missing: Exception) -> datetime | None:
+        """When S3 answered ``missing`` (not found) for ``key`` because its current version
+        is a delete marker: the marker's time; ``None`` when nothing says it was deleted."""
+        response = getattr(missing, "response", None)  # botocore's ClientError has one
+        headers = {}
+        if isinstance(response, dict):
+            headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        # HeadObject names a delete marker in a header (not obstore's answer, nor every
+        # server's): a bucket that versions, or once did, is asked in any case
+        if headers.get("x-amz-delete-marker") != "true" and await self._versioning() == "off":
+            return None  # a bucket that never versioned keeps no trace of a delete
+        full = self._full(key)
+        client = await self._client()
+        # versions are listed by key, newest first, and the key sorts before every longer
+        # key it is a prefix of: the first item is its current version, if it has any
+        page = await client.list_object_versions(Bucket=self._bucket, Prefix=full, MaxKeys=1)
+        for item in page.get("DeleteMarkers") or ():
+            if item["Key"] == full and item.get("IsLatest"):
+                return utc(item["LastModified"])
+        return None
 
     async def _list_versions(self, key: str) -> list[ObjectVersion]:
         full = self._full(key)
