@@ -14,9 +14,15 @@ from typing import Any
 
 import pytest
 
-from file_storage import LocalStorageBackend, ObjectEvent, StoragePermissionError
+from file_storage import (
+    LocalStorageBackend,
+    ObjectEvent,
+    ObjectNotFoundError,
+    StoragePermissionError,
+)
 from file_storage.backends.local import _files
 from file_storage.backends.local._io import TMP_MARK, Gate
+from file_storage.backends.local._versions import write_state
 
 OLD = time.time() - 10 * 86400  # ten days ago
 
@@ -232,3 +238,49 @@ async def test_a_copied_move_whose_source_cannot_be_removed_counts_both(
     used = (await quota_backend.get_usage()).used
     await quota_backend.refresh_usage()
     assert used == (await quota_backend.get_usage()).used == 3 * len(b"payload")
+
+
+async def test_versioning_turned_on_while_a_move_runs_keeps_the_sources_time(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # set_versioning lands after the move looked (never versioned: it would rename),
+    # before its locks: the source's kept version must not be touched with it
+    await local_backend.save("a.bin", b"payload")
+    saved = await local_backend.stat("a.bin")
+
+    def enabled(at: str, gate: Gate) -> None:
+        if at == "rename":
+            write_state(local_backend._dir, True)
+
+    monkeypatch.setattr(_files, "_checkpoint", enabled)
+    await local_backend.move("a.bin", "b.bin")
+    assert (await local_backend.stat("b.bin")).last_modified > saved.last_modified
+    [prior] = await local_backend.list_versions("a.bin")
+    assert (prior.last_modified, prior.size, prior.is_latest) == (saved.last_modified, 7, False)
+    kept = await local_backend.stat("a.bin", version_id=prior.version_id)
+    assert kept.etag == saved.etag
+
+
+async def test_two_moves_of_one_source_land_once(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # both looked at the source before either took its lock (two processes: a quota
+    # would make this process's two moves of one key take turns before that)
+    await local_backend.save("a.bin", b"payload")
+    both = threading.Barrier(2, timeout=30)
+
+    def together(at: str, gate: Gate) -> None:
+        if at == "rename":
+            both.wait()
+
+    monkeypatch.setattr(_files, "_checkpoint", together)
+    results = await asyncio.gather(
+        local_backend.move("a.bin", "b.bin"),
+        local_backend.move("a.bin", "c.bin"),
+        return_exceptions=True,
+    )
+    landed = [r for r in results if isinstance(r, str)]
+    assert len(landed) == 1
+    assert [type(r) for r in results if not isinstance(r, str)] == [ObjectNotFoundError]
+    assert await local_backend.list_files() == landed
+    assert await local_backend.load(landed[0]) == b"payload"
