@@ -160,12 +160,6 @@ async def test_purge_on_a_versioned_store_keeps_the_expired_object_as_a_prior_ve
         assert len(await backend.list_versions("temp/a.txt")) == 2
 
 
-@pytest.mark.xfail(
-    reason="local move is a rename: it keeps the file's mtime, so the moved object is as "
-    "old at its new key as it was (memory, S3, GCS and Azure give it the move's time); "
-    "touching it would change the stamp its metadata and versions are recorded under",
-    strict=True,
-)
 async def test_local_object_moved_into_an_expiring_folder_is_not_purged_at_once(
     local_backend: LocalStorageBackend,
 ) -> None:

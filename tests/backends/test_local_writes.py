@@ -20,6 +20,7 @@ from file_storage import (
 )
 from file_storage.backends._support import map_os_error
 from file_storage.backends.local import _files as local_module
+from file_storage.backends.local import _moves
 from file_storage.backends.local._io import TMP_MARK, Gate, tmp_name
 
 OLD = b"previous version"
@@ -288,7 +289,7 @@ async def test_a_move_beside_a_delete_emptying_its_destination_folder_lands(
 ) -> None:
     await local_backend.save("d/old.txt", b"old")
     await local_backend.save("src.txt", b"moved")
-    refuse_taken = local_module.refuse_taken
+    refuse_taken = _moves.refuse_taken
     fired: list[bool] = []
 
     def delete_first(dir_fd: int, name: str) -> None:
@@ -297,7 +298,7 @@ async def test_a_move_beside_a_delete_emptying_its_destination_folder_lands(
             local_backend._delete_sync("d/old.txt")
         refuse_taken(dir_fd, name)
 
-    monkeypatch.setattr(local_module, "refuse_taken", delete_first)
+    monkeypatch.setattr(_moves, "refuse_taken", delete_first)
     await local_backend.move("src.txt", "d/new.txt")
     assert await local_backend.list_files() == ["d/new.txt"]
     assert await local_backend.load("d/new.txt") == b"moved"

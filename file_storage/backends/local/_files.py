@@ -13,10 +13,9 @@ import concurrent.futures
 import contextlib
 import logging
 import os
-import posixpath
 import stat as stat_mod
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,7 +30,6 @@ from file_storage.backends.local._fs import (
     O_NEW,
     Found,
     Root,
-    lexical,
     open_dir,
     open_object,
     open_parent,
@@ -47,7 +45,7 @@ from file_storage.backends.local._io import (
     write_all,
 )
 from file_storage.backends.local._meta import Meta, key_locks
-from file_storage.backends.local._versions import LocalVersions
+from file_storage.backends.local._moves import GROWN, TRUNCATED, LocalMoves, guessed, tmp_kept
 from file_storage.backends.local._walk import TmpSeen, Walk, sweep_meta, tmp_watcher
 from file_storage.errors import (
     ObjectNotFoundError,
@@ -55,13 +53,10 @@ from file_storage.errors import (
 )
 from file_storage.models import ObjectInfo
 
-__all__ = ["LocalFiles"]
+__all__ = ["GROWN", "TRUNCATED", "LocalFiles"]
 
 logger = logging.getLogger("file_storage")
 
-
-TRUNCATED = "the object's file was truncated while it was read (rewritten in place)"
-GROWN = "the object's file grew while it was copied (rewritten in place)"
 
 # a folder made for a write can be removed by a delete emptying it before the temp file
 # is in it: made again this many times
@@ -72,61 +67,7 @@ def _checkpoint(point: str, gate: Gate) -> None:
     """A no-op the tests replace to act at a precise step of a write ("rename", "landed")."""
 
 
-def _guessed(src: str, dst: str) -> Meta | None:
-    """The record a copy or move of an object stored with ``src``'s default content type
-    needs at ``dst`` (``None``: ``dst``'s name defaults to the same type)."""
-    content_type = guess_content_type(src)
-    return None if guess_content_type(dst) == content_type else Meta(content_type, {})
-
-
-class _FolderGone(Exception):
-    """The folder a move was renaming into was removed (emptied by a delete) meanwhile."""
-
-
-@contextlib.contextmanager
-def _folder_kept(dir_fd: int) -> Iterator[None]:
-    try:
-        yield
-    except FileNotFoundError:
-        if os.fstat(dir_fd).st_nlink == 0:  # a removed folder: made again by a new attempt
-            raise _FolderGone from None
-        raise
-
-
-@contextlib.contextmanager
-def _tmp_kept(dir_fd: int, tmp: str) -> Iterator[None]:
-    """Around a temp file's rename: its folder is held open and not empty, so a missing
-    name means the temp file itself was removed (a sweep of another process took it for
-    a crashed writer's): say so, never "object not found"."""
-    try:
-        yield
-    except FileNotFoundError:
-        try:
-            os.stat(tmp, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            raise StorageError(
-                "the write's temp file was removed before its rename (by another process: "
-                "see STORAGE_LOCAL_TEMP_MAX_AGE_SECONDS)"
-            ) from None
-        raise
-
-
-def _is_file(dir_fd: int, name: str, st: os.stat_result) -> bool:
-    """True when ``name`` in ``dir_fd`` is, itself (not through a link), the file ``st``."""
-    try:
-        own = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return stat_mod.S_ISREG(own.st_mode) and (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
-
-
-def _same_kind(looked: int, now: int) -> bool:
-    """The key's entry is still the regular file or link a move looked at."""
-    kind = stat_mod.S_IFMT(looked)
-    return kind in (stat_mod.S_IFREG, stat_mod.S_IFLNK) and stat_mod.S_IFMT(now) == kind
-
-
-class LocalFiles(LocalVersions):
+class LocalFiles(LocalMoves):
     """The synchronous half of :class:`LocalStorageBackend` (state set by its constructor)."""
 
     _root: Path
@@ -136,6 +77,9 @@ class LocalFiles(LocalVersions):
     _sweeping: concurrent.futures.Future[None] | None
 
     # ------------------------------------------------------------ writes (sync, in threads)
+
+    def _checkpoint_at(self, point: str, gate: Gate) -> None:
+        _checkpoint(point, gate)  # looked up at each call: the tests replace it
 
     def _fsync_dir(self, dir_fd: int) -> None:
         if self._durable:
@@ -167,7 +111,7 @@ class LocalFiles(LocalVersions):
                     check_match(self._dir, key, options.if_match)
                 meta_file.record(self._dir, key, version, meta)
                 try:
-                    with self._keeping(key, version), _tmp_kept(dir_fd, tmp):
+                    with self._keeping(key, version), tmp_kept(dir_fd, tmp):
                         if options.overwrite:
                             replace_at(tmp, dir_fd, name, dir_fd)
                         else:
@@ -288,7 +232,7 @@ class LocalFiles(LocalVersions):
     def _copy_sync(self, gate: Gate, src: str, dst: str, options: WriteOptions) -> str:
         found = open_object(self._dir, src)
         try:
-            meta = meta_file.lookup(self._dir, src, found.st) or _guessed(src, dst)
+            meta = meta_file.lookup(self._dir, src, found.st) or guessed(src, dst)
             if options.cache_control or options.content_disposition:
                 kept = meta or Meta(guess_content_type(src), {})
                 meta = kept._replace(
@@ -305,84 +249,6 @@ class LocalFiles(LocalVersions):
             return self._complete(gate, dst, opened, name, fill, meta)
         finally:
             found.close()
-
-    def _move_sync(self, gate: Gate, src: str, dst: str) -> str | None:
-        for _ in range(_FOLDER_ATTEMPTS):
-            with contextlib.suppress(_FolderGone):
-                return self._move_once(gate, src, dst)
-        raise StorageError("the destination folder kept being removed")
-
-    def _move_once(self, gate: Gate, src: str, dst: str) -> str | None:
-        """Rename ``src`` to ``dst``; return the moved file's ETag (``None``: a link)."""
-        etag = None
-        found = open_object(self._dir, src)  # the key must lead to an object in the root
-        found.close()
-        src_fd, src_name, src_where = open_parent(self._dir, src, create=False)
-        try:
-            mode = os.stat(src_name, dir_fd=src_fd, follow_symlinks=False).st_mode
-            dst_fd, dst_name, dst_where = open_parent(self._dir, dst, create=True)
-            try:
-                refuse_taken(dst_fd, dst_name)
-                link = os.readlink(src_name, dir_fd=src_fd) if stat_mod.S_ISLNK(mode) else None
-                _checkpoint("rename", gate)
-                moved = meta_file.stamp(os.stat(src_name, dir_fd=src_fd, follow_symlinks=False))
-                with key_locks(self._dir, src, dst):
-                    with gate.lock, self._keeping(dst, moved), self._keeping(src, None):
-                        gate.check()
-                        src_st = os.stat(src_name, dir_fd=src_fd, follow_symlinks=False)
-                        if not _same_kind(mode, src_st.st_mode):
-                            # swapped since it was looked at (a folder, a FIFO): no object
-                            raise ObjectNotFoundError()
-                        kept = meta_file.copy_versions(self._dir, src, dst)
-                        guessed = _guessed(src, dst)
-                        if guessed is not None and meta_file.lookup(self._dir, src, src_st) is None:
-                            # the type was src's default: dst's name would default to another
-                            meta_file.record(self._dir, dst, moved, guessed)
-                            kept = True
-                        if _is_file(dst_fd, dst_name, found.st):
-                            # src is a link to dst's very file (or a hard link of it):
-                            # renaming would put a link to itself in its place (or, for a
-                            # hard link, do nothing); dst holds the bytes already
-                            os.unlink(src_name, dir_fd=src_fd)
-                        elif link and not link.startswith("/") and src_where != dst_where:
-                            # the link itself moves; its relative target is rewritten so it
-                            # still names the same object from its new folder
-                            target = "/".join(lexical(self._dir, src_where, link)) or "."
-                            relink = posixpath.relpath(target, "/".join(dst_where) or ".")
-                            tmp = tmp_name()
-                            with _folder_kept(dst_fd):
-                                os.symlink(relink, tmp, dir_fd=dst_fd)
-                            try:
-                                replace_at(tmp, dst_fd, dst_name, dst_fd)
-                            except BaseException:
-                                os.unlink(tmp, dir_fd=dst_fd)
-                                raise
-                            os.unlink(src_name, dir_fd=src_fd)
-                        else:
-                            with _folder_kept(dst_fd):
-                                replace_at(src_name, src_fd, dst_name, dst_fd)
-                            if stat_mod.S_ISREG(src_st.st_mode):
-                                # a rename keeps inode, mtime and size: dst's ETag now,
-                                # which a stat after the lock could find replaced
-                                etag = etag_of(src_st)
-                        gate.landed = True
-                    if not kept:
-                        meta_file.drop(self._dir, dst)
-                    meta_file.drop(self._dir, src)
-                _checkpoint("landed", gate)
-                self._fsync_dir(dst_fd)
-                if src_where != dst_where:  # the source's name gone: not back after a crash
-                    self._fsync_dir(src_fd)
-            except BaseException:
-                if not gate.landed:  # the folders made for dst would block a later key
-                    remove_empty_parents(self._dir, dst_where)
-                raise
-            finally:
-                os.close(dst_fd)
-        finally:
-            os.close(src_fd)
-        remove_empty_parents(self._dir, src_where)  # as a delete: no empty folder left
-        return etag
 
     def _delete_sync(self, key: str, gate: Gate | None = None, etag: str | None = None) -> bool:
         """Delete ``key``; with ``etag``, only the file of that ETag (compared under the

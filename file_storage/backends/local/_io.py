@@ -156,14 +156,17 @@ class Gate:
 
     The worker renames under ``lock`` only when ``cancelled`` is unset and then sets
     ``landed``; the caller sets ``cancelled`` under the same lock and reads ``landed``.
+    ``source_kept``: a move whose new object landed, but whose source could not be
+    removed (still there, still counted).
     """
 
-    __slots__ = ("cancelled", "done", "landed", "lock", "started")
+    __slots__ = ("cancelled", "done", "landed", "lock", "source_kept", "started")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.cancelled = threading.Event()
         self.landed = False
+        self.source_kept = False
         self.started = False
         self.done: concurrent.futures.Future[None] = concurrent.futures.Future()
 
@@ -215,7 +218,7 @@ async def gated(fn: Callable[..., T], *args: Any, cleanup: Callable[[], object] 
             gate.cancelled.set()
             landed, started = gate.landed, gate.started
         if landed:
-            mark_landed(exc)
+            mark_landed(exc, source_kept=gate.source_kept)
             # its last steps (a metadata file dropped, the folder synced) end before the
             # caller hears: a write it makes next of the key must not lose them to these
             await thread_ended(gate.done)
@@ -226,5 +229,5 @@ async def gated(fn: Callable[..., T], *args: Any, cleanup: Callable[[], object] 
         raise
     except BaseException as exc:
         if gate.landed:  # failed after its rename or unlink (a folder's fsync): counted
-            mark_landed(exc)
+            mark_landed(exc, source_kept=gate.source_kept)
         raise

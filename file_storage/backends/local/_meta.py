@@ -107,7 +107,12 @@ def _flock(fd: int) -> bool:
 
 
 def stamp(st: os.stat_result) -> str:
-    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+    return stamp_of(st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def stamp_of(ino: int, mtime_ns: int, size: int) -> str:
+    """The stamp a file of that inode, mtime and size has (one about to be touched)."""
+    return f"{ino:x}-{mtime_ns:x}-{size:x}"
 
 
 def _where(key: str) -> tuple[list[str], str]:

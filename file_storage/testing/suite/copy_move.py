@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from file_storage import ObjectNotFoundError, StorageBackend
@@ -66,6 +68,22 @@ async def test_move_of_a_folders_last_object_frees_the_folders_name(
     await source.move("src/a.bin", "dst/moved.bin")
     assert await source.save("src", b"now an object") == "src"
     assert await source.load("src") == b"now an object"
+
+
+async def test_move_gives_the_object_the_moves_time(backend: StorageBackend) -> None:
+    # a move writes dst: expiry rules count its age from then, never from the source's
+    # last write. ``later`` is written once the store's clock has passed the source's
+    # time (the cloud stores answer whole seconds): a bounded wait of a second or so
+    await backend.save("src/a.txt", b"x")
+    saved = (await backend.stat("src/a.txt")).last_modified
+    for _ in range(50):
+        await backend.save("later.txt", b"y")
+        later = (await backend.stat("later.txt")).last_modified
+        if later > saved:
+            break
+        await asyncio.sleep(0.05)
+    await backend.move("src/a.txt", "dst/a.txt")
+    assert (await backend.stat("dst/a.txt")).last_modified >= later > saved
 
 
 async def test_move_missing_source_raises_object_not_found(backend: StorageBackend) -> None:
