@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
+from file_storage._json import parse_json
 from file_storage._quota.ledger import VERSION_SEP
 from file_storage.backends._core import Versioning
 from file_storage.backends.base import StorageBackend
@@ -140,8 +141,8 @@ def _current_record(dir_fd: int) -> tuple[dict[str, str], bool]:
     if not present:
         return {}, False
     try:
-        raw = json.loads(data.decode("utf-8", "replace")) if data is not None else None
-    except ValueError:
+        raw = parse_json(data.decode("utf-8", "replace")) if data is not None else None
+    except ValueError:  # nested too deeply among them
         raw = None
     if not isinstance(raw, dict):
         return {}, True
@@ -157,8 +158,8 @@ def _meta_of(dir_fd: int, entry: _Kept) -> Meta | None:
     if not text:
         return None
     try:
-        return meta_file.parse(json.loads(text))
-    except ValueError:
+        return meta_file.parse(parse_json(text))
+    except ValueError:  # nested too deeply among them
         return None
 
 
