@@ -18,12 +18,12 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
+from file_storage._json import parse_json
 from file_storage._keys import validate_key, validate_prefix
 from file_storage.errors import InvalidKeyError
 from file_storage.models import ObjectEvent
@@ -219,8 +219,8 @@ def parse_s3_event(message: Mapping[str, Any] | str | bytes, *, prefix: str) -> 
 def _as_mapping(message: object) -> Mapping[str, Any]:
     if isinstance(message, str | bytes | bytearray):
         try:
-            message = json.loads(message)  # bytes: UTF-8, as SQS bodies are
-        except ValueError as exc:
+            message = parse_json(message)  # bytes: UTF-8, as SQS bodies are
+        except ValueError as exc:  # nested too deeply among them
             raise ValueError("not an S3 notification: invalid JSON") from exc
     if not isinstance(message, Mapping):
         raise ValueError("not an S3 notification: expected a JSON object")

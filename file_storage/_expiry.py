@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 
+from file_storage._json import parse_json
 from file_storage._keys import validate_prefix
 from file_storage._loops import LoopLock, Periodic
 from file_storage.errors import InvalidKeyError, StorageConfigError, StorageError
@@ -44,8 +45,8 @@ def check_days(days: object) -> int | None:
 def decode_rules(data: bytes, damaged: str) -> dict[str, int]:
     """The rules of a stored rules document; ``damaged``: what to say when it is not one."""
     try:
-        raw = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError):  # UnicodeDecodeError is one; nested too deep
+        raw = parse_json(data.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError is one; nested too deeply too
         raw = None
     rules = raw.get("expiration") if isinstance(raw, dict) else None
     if not isinstance(rules, dict):

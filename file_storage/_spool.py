@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TypeVar
 
+from file_storage._json import parse_json
 from file_storage._quota._locks import _Held, _KeyLock
 from file_storage._streams import CHUNK_SIZE
 from file_storage.backends import _forks
@@ -275,7 +276,7 @@ class Spool:
 
     def _load(self, name: str) -> Entry | None:
         try:
-            raw = json.loads((self.entries_dir / f"{name}.json").read_text("utf-8"))
+            raw = parse_json((self.entries_dir / f"{name}.json").read_text("utf-8"))
             return Entry(
                 key=str(raw["key"]),
                 data=str(raw["data"]),
@@ -287,7 +288,7 @@ class Spool:
             )
         except (FileNotFoundError, NotADirectoryError):
             return None
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError):  # nested too deeply too
             logger.error("fallback spool: unreadable manifest %s.json, skipped", name)
             return None
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from file_storage._json import parse_json
 
 __all__ = ["aws_partition"]
 
@@ -49,7 +50,7 @@ def _partitions() -> tuple[_Partition, ...]:
     spec = importlib.util.find_spec("botocore")  # finds the package, runs none of it
     for folder in (spec.submodule_search_locations or []) if spec else []:
         try:
-            data = json.loads((Path(folder) / "data" / "partitions.json").read_text())
+            data = parse_json((Path(folder) / "data" / "partitions.json").read_text())
             return tuple(
                 _Partition(
                     entry["id"],

@@ -242,15 +242,20 @@ class _Making:
 
 
 @contextlib.asynccontextmanager
-async def temp_folder() -> AsyncIterator[Path]:
+async def temp_folder(operation: str = "", key: str | None = None) -> AsyncIterator[Path]:
     """A private temp folder, removed with its content on exit. Cancelled while the folder
     is being made, the caller leaves none behind (``asyncio.to_thread`` alone would drop
-    the name of a folder its thread went on to make)."""
+    the name of a folder its thread went on to make). A folder that cannot be made is a
+    :class:`StorageError` of ``operation`` naming no path (the message may reach HTTP
+    clients; the chained ``OSError`` keeps the path for the log)."""
     making = _Making()
     try:
         await asyncio.to_thread(making.make)
-    except BaseException:
+    except BaseException as exc:
         await making.abandon()
+        if isinstance(exc, OSError):
+            detail = f"cannot make a temp folder: {exc.strerror or type(exc).__name__}"
+            raise StorageError(detail, operation=operation, key=key) from exc
         raise
     assert making.path is not None
     try:

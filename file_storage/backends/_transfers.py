@@ -127,11 +127,17 @@ class Transfers(Writes, Reads):
         return await self._download(path, local_path, progress)
 
     async def _download(
-        self, path: KeyLike, local_path: str | os.PathLike[str], progress: Progress | None
+        self,
+        path: KeyLike,
+        local_path: str | os.PathLike[str],
+        progress: Progress | None,
+        operation: str = "download_file",
     ) -> Path:
-        key = self._key(path, "download_file")
+        """download_file's work; its errors name ``operation``, the call the user made
+        (``local_copy`` downloads through here too)."""
+        key = self._key(path, operation)
         target = Path(local_path)
-        with self._translate("download_file", key) as call:
+        with self._translate(operation, key) as call:
             await aiofiles.os.makedirs(target.parent, exist_ok=True)
             # cut by UTF-8 bytes, never mid-character: a name is at most 255 bytes
             stem = os.fsencode(target.name)[:200].decode("utf-8", "ignore")
@@ -144,7 +150,9 @@ class Transfers(Writes, Reads):
                     except FileExistsError as exc:
                         if not _taken(exc, tmp):
                             raise
-                raise StorageError(f"{target.parent}: no free temp file name for the download")
+                # no path: the message may reach HTTP clients (local_copy's is the
+                # server's own temp folder)
+                raise StorageError("no free temp file name beside the download's target")
 
             async def fetch_into(tmp: Path) -> int:
                 try:
@@ -246,7 +254,11 @@ class Transfers(Writes, Reads):
         treat it as read-only, a write to it changes the stored object unseen by quota).
         """
         key = self._key(path, "local_copy")
-        async with self._local_copy(key) as local:
+        async with contextlib.AsyncExitStack() as stack:
+            # its errors name local_copy, not what the backend does for it; the caller's
+            # own errors inside the block are theirs, never translated
+            with self._translate("local_copy", key):
+                local = await stack.enter_async_context(self._local_copy(key))
             yield local
 
     @contextlib.asynccontextmanager
@@ -269,17 +281,21 @@ class Transfers(Writes, Reads):
         meta = normalize_metadata(metadata, "staged_upload", key)
         # refused before the caller writes anything
         ctype = check_content_type(content_type or guess_content_type(key), "staged_upload", key)
-        async with temp_folder() as tmpdir:
+        async with temp_folder("staged_upload", key) as tmpdir:
             local = tmpdir / (key.rsplit("/", 1)[-1])
             yield local
             if not await aiofiles.os.path.exists(local):
+                # no path: the message reaches HTTP clients (a 404 body), and the temp
+                # folder is the server's own
                 raise ObjectNotFoundError(
-                    f"nothing was written to {str(local)!r}", operation="staged_upload", key=key
+                    "nothing was written to the staged file",
+                    operation="staged_upload",
+                    key=key,
                 )
             # its errors name staged_upload, the call the user made, not upload_file
             await self._upload("staged_upload", local, key, ctype, meta, None, PLAIN)
 
     @contextlib.asynccontextmanager
     async def _local_copy(self, key: str) -> AsyncIterator[Path]:
-        async with temp_folder() as tmpdir:
-            yield await self.download_file(key, tmpdir / key.rsplit("/", 1)[-1])
+        async with temp_folder("local_copy", key) as tmpdir:
+            yield await self._download(key, tmpdir / key.rsplit("/", 1)[-1], None, "local_copy")

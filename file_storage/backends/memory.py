@@ -350,7 +350,10 @@ class MemoryStorageBackend(RouterSigned):
 
     async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
         doomed = set(version_ids)
-        if key in self._objects and self._live_ids.get(key, "null") in doomed:
+        # the live object goes only with everything (keep=0): else the caller kept the
+        # latest version it listed, so a live object named here was written since under
+        # an id used again ("null", versioning suspended meanwhile): a newer write
+        if everything and key in self._objects and self._live_ids.get(key, "null") in doomed:
             self._live_ids.pop(key, None)
             self._remove(key, keep=False)
         history = [(vid, obj) for vid, obj in self._history.get(key, []) if vid not in doomed]

@@ -8,7 +8,6 @@ made with the service account's private key.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import stat
 from types import ModuleType
@@ -18,6 +17,7 @@ from pydantic import SecretStr
 
 from file_storage._cloud_settings import check_gcs_bucket
 from file_storage._http import content_disposition
+from file_storage._json import parse_json
 from file_storage._settings_common import checked
 from file_storage.backends._core import Method
 from file_storage.backends._obstore._backend import RETRY, ObstoreBackend
@@ -202,8 +202,8 @@ def _key_fields(value: str) -> dict[str, Any]:
             # raised outside the except block: the OSError holds the path
             raise StorageConfigError(f"{SETTING}: {problem}")
     try:
-        fields = json.loads(value)
-    except ValueError:
+        fields = parse_json(value)
+    except ValueError:  # nested too deeply among them
         fields = None
     if not isinstance(fields, dict):
         raise StorageConfigError(

@@ -415,7 +415,7 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         # has one (no copy, and that version even if the key is replaced), else a copy.
         found = await in_pool(open_object, self._dir, key, cleanup=Found.close)
         try:
-            async with temp_folder() as tmpdir:
+            async with temp_folder("local_copy", key) as tmpdir:
                 local = tmpdir / key.rsplit("/", 1)[-1]
                 await asyncio.to_thread(_hand_over, found.fd, local)
                 yield local

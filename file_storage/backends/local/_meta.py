@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from file_storage._json import parse_json
 from file_storage.backends import _forks
 from file_storage.backends.local._fs import (
     _LINK_ERRNOS,
@@ -139,8 +140,8 @@ def _read(root: Root, key: str) -> dict[str, object]:
     finally:
         os.close(fd)
     try:
-        raw = json.loads(data or b"")
-    except ValueError:  # UnicodeDecodeError among them
+        raw = parse_json(data or b"")
+    except ValueError:  # UnicodeDecodeError and nesting too deep among them
         return {}
     return raw if isinstance(raw, dict) else {}
 

@@ -28,6 +28,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import stat as stat_mod
 import time
 import uuid
@@ -35,6 +36,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
+from file_storage._json import parse_json
 from file_storage._quota.ledger import VERSION_SEP
 from file_storage.backends._core import Versioning
 from file_storage.backends.base import StorageBackend
@@ -63,6 +65,18 @@ if TYPE_CHECKING:
 VERSIONS_DIR = ".file_storage\\versions"
 STATE_FILE = ".file_storage\\versioning"
 _CURRENT_KEPT = 4  # live-file stamps remembered per key (a reader may hold an older one)
+# The only names and ids this backend gives: ``uuid4().hex`` or "null", after a 20-digit
+# nanosecond sequence. Anything else in a key's folder (a record's temp file while it is
+# written, a name another process planted) is no version: never listed, read or restored,
+# and a caller's id of another form is no such version before any path is looked at.
+_ID = "(?:[0-9a-f]{32}|null)"
+_KEPT_NAME = re.compile(rf"v-([0-9]{{20}})-({_ID})")
+_VERSION_ID = re.compile(_ID)
+
+
+def is_version_id(version_id: str) -> bool:
+    """Whether ``version_id`` has the form of an id this backend gives."""
+    return _VERSION_ID.fullmatch(version_id) is not None
 
 
 # ------------------------------------------------------------------ small files
@@ -125,27 +139,29 @@ def _kept(dir_fd: int) -> list[_Kept]:
     out = []
     with os.scandir(dir_fd) as it:
         for e in it:
-            if e.name.startswith("v-") and not e.name.endswith(".json"):
-                parts = e.name.split("-", 2)
-                if len(parts) == 3 and parts[2]:  # else not one of ours: never a version
-                    out.append(_Kept(parts[1], parts[2], e.name))
+            # exactly the names keeping() gives, else not one of ours: never a version
+            if (found := _KEPT_NAME.fullmatch(e.name)) is not None:
+                out.append(_Kept(found[1], found[2], e.name))
     out.sort()
     return out
 
 
 def _current_record(dir_fd: int) -> tuple[dict[str, str], bool]:
     """The ``current`` record, and whether it is damaged (there, but not one we wrote:
-    a FIFO, a link, not JSON), which makes the live file's id unknown."""
+    a FIFO, a link, not JSON, an id of no form we give), which makes the live file's id
+    unknown."""
     present, data = _read_record(dir_fd, "current")
     if not present:
         return {}, False
     try:
-        raw = json.loads(data.decode("utf-8", "replace")) if data is not None else None
-    except ValueError:
+        raw = parse_json(data.decode("utf-8", "replace")) if data is not None else None
+    except ValueError:  # nested too deeply among them
         raw = None
-    if not isinstance(raw, dict):
+    if not isinstance(raw, dict) or not all(
+        isinstance(v, str) and is_version_id(v) for v in raw.values()
+    ):
         return {}, True
-    return {str(k): str(v) for k, v in raw.items()}, False
+    return {str(k): v for k, v in raw.items()}, False
 
 
 def _current(dir_fd: int) -> dict[str, str]:
@@ -157,8 +173,8 @@ def _meta_of(dir_fd: int, entry: _Kept) -> Meta | None:
     if not text:
         return None
     try:
-        return meta_file.parse(json.loads(text))
-    except ValueError:
+        return meta_file.parse(parse_json(text))
+    except ValueError:  # nested too deeply among them
         return None
 
 
@@ -315,6 +331,8 @@ def list_versions(root: Root, key: str) -> list[ObjectVersion]:
 
 def open_version(root: Root, key: str, version_id: str) -> tuple[int, os.stat_result, Meta | None]:
     """A descriptor of that version's file (the caller closes it), its stat and meta."""
+    if not is_version_id(version_id):
+        raise ObjectNotFoundError("no such version")
     folder = _Key(root, key)
     live = folder.live()
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -115,9 +116,27 @@ async def test_local_copy_gives_a_real_file(backend: StorageBackend) -> None:
 
 
 async def test_local_copy_missing_raises(backend: StorageBackend) -> None:
-    with pytest.raises(ObjectNotFoundError):
+    with pytest.raises(ObjectNotFoundError) as info:
         async with backend.local_copy("missing.webm"):
             pass
+    assert (info.value.operation, info.value.key) == ("local_copy", "missing.webm")
+    assert tempfile.gettempdir() not in str(info.value)
+
+
+@pytest.mark.parametrize("call", ["local_copy", "staged_upload"])
+async def test_a_temp_folder_that_cannot_be_made_is_a_storage_error_naming_no_path(
+    backend: StorageBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    # the message reaches HTTP clients: the server's temp folder is not theirs to see
+    await backend.save("a.bin", b"x")
+    gone = tmp_path / "no-such-temp-folder"
+    monkeypatch.setattr(tempfile, "tempdir", str(gone))
+    with pytest.raises(StorageError) as info:
+        async with getattr(backend, call)("a.bin") as path:
+            path.write_bytes(b"new")
+    assert (info.value.operation, info.value.key) == (call, "a.bin")
+    assert str(gone) not in str(info.value)
+    assert await backend.load("a.bin") == b"x"
 
 
 async def test_staged_upload_uploads_on_clean_exit(backend: StorageBackend) -> None:
@@ -145,9 +164,12 @@ async def test_staged_upload_discards_on_exception(backend: StorageBackend) -> N
 
 
 async def test_staged_upload_with_nothing_written_raises(backend: StorageBackend) -> None:
-    with pytest.raises(ObjectNotFoundError):
-        async with backend.staged_upload("out/never.bin"):
+    with pytest.raises(ObjectNotFoundError) as info:
+        async with backend.staged_upload("out/never.bin") as path:
             pass
+    assert (info.value.operation, info.value.key) == ("staged_upload", "out/never.bin")
+    # the message reaches HTTP clients (a 404 body): the server's temp path is not theirs
+    assert str(path.parent) not in str(info.value)
     assert await backend.list_files() == []
 
 

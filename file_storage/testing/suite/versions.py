@@ -212,6 +212,32 @@ async def test_purge_keep_0_erases_the_key_and_its_history(versioned: StorageBac
     assert not await versioned.exists("gone.txt")
 
 
+@pytest.mark.backend_needs("versions", "suspended_versioning", "exact_version_purge")
+async def test_purge_keep_1_never_purges_a_write_landing_while_it_runs(
+    versioned: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await versioned.set_versioning(False)
+    await versioned.save("k.txt", b"null")  # the "null" version
+    await versioned.set_versioning(True)
+    await versioned.save("k.txt", b"kept")  # an id; "null" is a prior version now
+    listing = versioned._list_versions
+
+    async def then_a_write(key: str) -> list[ObjectVersion]:
+        # the hook: a write lands between the purge's listing and its deletes
+        out = await listing(key)
+        monkeypatch.undo()
+        # another task suspends versioning and writes: a new "null" version, the latest
+        await versioned.set_versioning(False)
+        await versioned.save("k.txt", b"written after the listing")
+        return out
+
+    monkeypatch.setattr(versioned, "_list_versions", then_a_write)
+    await versioned.purge_versions("k.txt", keep=1)  # purges the listed "null" version
+    assert await versioned.load("k.txt") == b"written after the listing"
+    [latest, *_] = await versioned.list_versions("k.txt")
+    assert (latest.version_id, latest.size, latest.is_latest) == ("null", 25, True)
+
+
 @pytest.mark.backend_needs("versions")
 async def test_purge_rejects_a_negative_keep(versioned: StorageBackend) -> None:
     with pytest.raises(ValueError, match="keep"):
