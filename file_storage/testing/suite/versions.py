@@ -221,18 +221,28 @@ async def test_purge_keep_1_never_purges_a_write_landing_while_it_runs(
     await versioned.set_versioning(True)
     await versioned.save("k.txt", b"kept")  # an id; "null" is a prior version now
     listing = versioned._list_versions
+    writes: list[asyncio.Task[None]] = []
 
-    async def then_a_write(key: str) -> list[ObjectVersion]:
-        # the hook: a write lands between the purge's listing and its deletes
-        out = await listing(key)
-        monkeypatch.undo()
+    async def write() -> None:
         # another task suspends versioning and writes: a new "null" version, the latest
         await versioned.set_versioning(False)
         await versioned.save("k.txt", b"written after the listing")
+
+    async def then_a_write(key: str) -> list[ObjectVersion]:
+        # the hook: a write lands between the purge's listing and its deletes (as far as
+        # it can: a ledger that holds the key through the purge makes it wait for it)
+        out = await listing(key)
+        monkeypatch.undo()
+        writes.append(asyncio.ensure_future(write()))
+        for _ in range(200):  # bounded loop passes, no clock
+            if writes[0].done():
+                break
+            await asyncio.sleep(0)
         return out
 
     monkeypatch.setattr(versioned, "_list_versions", then_a_write)
     await versioned.purge_versions("k.txt", keep=1)  # purges the listed "null" version
+    await writes[0]
     assert await versioned.load("k.txt") == b"written after the listing"
     [latest, *_] = await versioned.list_versions("k.txt")
     assert (latest.version_id, latest.size, latest.is_latest) == ("null", 25, True)
