@@ -156,20 +156,51 @@ async def test_a_move_cancelled_before_its_rename_leaves_the_source_as_it_was(
     assert (await quota_backend.get_usage()).used == len(b"payload")
 
 
+def refuse_renames_to(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The disk refuses the rename onto ``name`` only (the records are written)."""
+    replace = os.replace
+
+    def refused(src: Any, dst: Any, **dir_fds: int) -> None:
+        if dst == name:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        replace(src, dst, **dir_fds)
+
+    monkeypatch.setattr(os, "replace", refused)
+
+
 async def test_a_move_refused_by_the_disk_leaves_the_source_as_it_was(
     local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await local_backend.save("a.bin", b"payload", metadata={"k": "v"})
     before = await local_backend.stat("a.bin")
-
-    def refused(src: Any, dst: Any, **dir_fds: int) -> None:
-        raise PermissionError(errno.EACCES, "Permission denied")
-
-    monkeypatch.setattr(os, "replace", refused)
+    refuse_renames_to(monkeypatch, "b.bin")  # after the time was set and records written
     with pytest.raises(StoragePermissionError):
         await local_backend.move("a.bin", "b.bin")
     monkeypatch.undo()
     assert await local_backend.stat("a.bin") == before  # time, ETag and metadata
+    assert await local_backend.list_files() == ["a.bin"]
+
+
+async def test_a_refused_move_keeps_the_sources_metadata_when_its_time_stays(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a file system keeping whole seconds (HFS+, FAT, some network mounts) gives a file
+    # moved in the second it was written the time it had: the record the move noted for
+    # that time is the source's own, and a refused rename must not take it away
+    await local_backend.save("a.bin", b"payload", content_type="video/webm", metadata={"k": "v"})
+    before = await local_backend.stat("a.bin")
+    utime = os.utime
+
+    def same_second(path: Any, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(path, int):
+            utime(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "utime", same_second)
+    refuse_renames_to(monkeypatch, "b.bin")
+    with pytest.raises(StoragePermissionError):
+        await local_backend.move("a.bin", "b.bin")
+    monkeypatch.undo()
+    assert await local_backend.stat("a.bin") == before  # content type and metadata too
     assert await local_backend.list_files() == ["a.bin"]
 
 

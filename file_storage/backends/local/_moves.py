@@ -252,12 +252,19 @@ class LocalMoves(LocalVersions):
         dst_meta = meta or guessed(src, dst)
         now = time.time_ns()
         recorded: list[tuple[str, str]] = []
+        # src's own record: a file system that keeps whole seconds (HFS+, FAT, some
+        # network mounts) may give the file the time it has; never forgotten on failure
+        recorded_before = (src, meta_file.stamp(st))
         touched = False
+
+        def note(key: str, version: str, meta: Meta) -> None:
+            if (key, version) not in (*recorded, recorded_before):
+                meta_file.record(self._dir, key, version, meta)
+                recorded.append((key, version))
+
         try:
             if meta is not None:  # a reader of src meanwhile: what it was written with
-                version = meta_file.stamp_of(st.st_ino, now, st.st_size)
-                meta_file.record(self._dir, src, version, meta)
-                recorded.append((src, version))
+                note(src, meta_file.stamp_of(st.st_ino, now, st.st_size), meta)
             try:
                 os.utime(source.fd, ns=(st.st_atime_ns, now))
             except PermissionError:  # not the file's owner: its bytes are copied
@@ -267,12 +274,10 @@ class LocalMoves(LocalVersions):
                 os.fsync(source.fd)
             moved = os.fstat(source.fd)
             version = meta_file.stamp(moved)
-            if meta is not None and (src, version) not in recorded:  # a coarser clock
-                meta_file.record(self._dir, src, version, meta)
-                recorded.append((src, version))
+            if meta is not None:  # a coarser clock than the nanoseconds asked for
+                note(src, version, meta)
             if dst_meta is not None:
-                meta_file.record(self._dir, dst, version, dst_meta)
-                recorded.append((dst, version))
+                note(dst, version, dst_meta)
             with self._keeping(dst, version), self._keeping(src, None):
                 if os.fstat(source.fd).st_nlink != 1:
                     # kept as a version of src (versioning turned on meanwhile): copied
