@@ -18,6 +18,7 @@ from file_storage import (
     LocalStorageBackend,
     ObjectEvent,
     ObjectNotFoundError,
+    StorageError,
     StoragePermissionError,
 )
 from file_storage.backends.local import _files
@@ -315,3 +316,26 @@ async def test_two_moves_of_one_source_land_once(
     assert [type(r) for r in results if not isinstance(r, str)] == [ObjectNotFoundError]
     assert await local_backend.list_files() == landed
     assert await local_backend.load(landed[0]) == b"payload"
+
+
+@pytest.mark.parametrize("how", ["renamed", "versioned", "hard-linked"])
+async def test_a_move_onto_its_own_file_through_a_linked_folder_is_refused(
+    local_backend: LocalStorageBackend, how: str
+) -> None:
+    # `l -> a` under the root: "l/b.bin" is "a/b.bin" itself. Renamed onto itself then
+    # removed (copied over itself then unlinked), the object was lost, or its metadata
+    root = local_backend.root
+    if how == "versioned":
+        await local_backend.set_versioning(True)
+    await local_backend.save("a/b.bin", b"payload", content_type="video/webm", metadata={"k": "v"})
+    if how == "hard-linked":
+        os.link(root / "a" / "b.bin", root / "other.bin")
+    os.symlink("a", root / "l")
+    before = await local_backend.stat("a/b.bin")
+    listed = await local_backend.list_files()
+    with pytest.raises(StorageError, match="one file"):
+        await local_backend.move("a/b.bin", "l/b.bin")
+    assert await local_backend.stat("a/b.bin") == before
+    assert await local_backend.load("a/b.bin") == b"payload"
+    assert await local_backend.list_files() == listed
+    assert not any(TMP_MARK in name for name in on_disk(root))

@@ -162,6 +162,17 @@ class _Source(NamedTuple):
     target: os.stat_result  # what the key leads to (a link's target)
 
 
+def _refuse_same_entry(source: _Source, dst_fd: int, dst_name: str) -> None:
+    """``dst`` must not name the source's own entry (a linked folder leading from one
+    key's folder to the other's): a rename onto itself, then the source's removal,
+    would lose the object."""
+    here, there = os.fstat(source.dir_fd), os.fstat(dst_fd)
+    if source.name == dst_name and (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
+        raise StorageError(
+            "the source and destination are one file (a linked folder leads to the other)"
+        )
+
+
 class LocalMoves(LocalVersions):
     """The move hook's work of :class:`~file_storage.LocalStorageBackend` (in threads)."""
 
@@ -213,6 +224,7 @@ class LocalMoves(LocalVersions):
     def _move_renamed(self, gate: Gate, src: str, dst: str, source: _Source) -> str | None:
         dst_fd, dst_name, dst_where = open_parent(self._dir, dst, create=True)
         try:
+            _refuse_same_entry(source, dst_fd, dst_name)
             refuse_taken(dst_fd, dst_name)
             self._checkpoint_at("rename", gate)
             with key_locks(self._dir, src, dst):
@@ -344,6 +356,7 @@ class LocalMoves(LocalVersions):
         (dir_fd, tmp, out), name = self._open_tmp(dst)
         try:
             try:
+                _refuse_same_entry(source, dir_fd, name)
                 gate.check()
                 copied = copy_fd(source.fd, out, gate)
                 if copied != st.st_size:  # the size the quota reserved for dst
