@@ -21,7 +21,7 @@ from file_storage import (
     StorageError,
     StoragePermissionError,
 )
-from file_storage.backends.local import _files
+from file_storage.backends.local import _files, _moves
 from file_storage.backends.local._io import TMP_MARK, Gate
 from file_storage.backends.local._versions import write_state
 
@@ -339,3 +339,36 @@ async def test_a_move_onto_its_own_file_through_a_linked_folder_is_refused(
     assert await local_backend.load("a/b.bin") == b"payload"
     assert await local_backend.list_files() == listed
     assert not any(TMP_MARK in name for name in on_disk(root))
+
+
+@pytest.mark.parametrize("how", ["versioned", "hard-linked"])
+@pytest.mark.parametrize("mode", [0o600, 0o640], ids=["0600", "0640"])
+async def test_a_copied_move_keeps_the_files_mode_and_its_copy_is_private_meanwhile(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch, how: str, mode: int
+) -> None:
+    # a rename keeps a private file private; the copy made instead (versioning on, other
+    # hard links) was the umask's (0644: readable by every user) while and after it was
+    # written
+    root = local_backend.root
+    if how == "versioned":
+        await local_backend.set_versioning(True)
+    await local_backend.save("a.bin", b"secret")
+    if how == "hard-linked":
+        os.link(root / "a.bin", root / "other.bin")
+    os.chmod(root / "a.bin", mode)
+    modes: list[int] = []
+    copy_fd = _moves.copy_fd
+
+    def watched(src: int, dst: int, gate: Gate) -> int:
+        modes.append(os.fstat(dst).st_mode & 0o7777)
+        return copy_fd(src, dst, gate)
+
+    monkeypatch.setattr(_moves, "copy_fd", watched)
+    umask = os.umask(0o022)
+    try:
+        await local_backend.move("a.bin", "b.bin")
+    finally:
+        os.umask(umask)
+    assert modes == [0o600]
+    assert os.stat(root / "b.bin").st_mode & 0o7777 == mode
+    assert await local_backend.load("b.bin") == b"secret"

@@ -353,7 +353,8 @@ class LocalMoves(LocalVersions):
         under the keys' locks once the source is found unchanged."""
         assert source.fd is not None
         st = os.fstat(source.fd)
-        (dir_fd, tmp, out), name = self._open_tmp(dst)
+        # private while the source's bytes are copied in: its mode may not be the umask's
+        (dir_fd, tmp, out), name = self._open_tmp(dst, 0o600)
         try:
             try:
                 _refuse_same_entry(source, dir_fd, name)
@@ -361,6 +362,10 @@ class LocalMoves(LocalVersions):
                 copied = copy_fd(source.fd, out, gate)
                 if copied != st.st_size:  # the size the quota reserved for dst
                     raise StorageError(TRUNCATED if copied < st.st_size else GROWN)
+                # the mode the source had, as a rename keeps it (set-id bits: never ours);
+                # a file system without permission bits (FAT) refuses: it has none to keep
+                with contextlib.suppress(OSError):
+                    os.fchmod(out, stat_mod.S_IMODE(st.st_mode) & 0o777)
                 if self._durable:
                     os.fsync(out)
                 made = os.fstat(out)
