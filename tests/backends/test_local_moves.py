@@ -21,7 +21,7 @@ from file_storage import (
     StorageError,
     StoragePermissionError,
 )
-from file_storage.backends.local import _files, _moves
+from file_storage.backends.local import _files, _moves, _versions
 from file_storage.backends.local._io import TMP_MARK, Gate
 from file_storage.backends.local._versions import write_state
 
@@ -372,3 +372,28 @@ async def test_a_copied_move_keeps_the_files_mode_and_its_copy_is_private_meanwh
     assert modes == [0o600]
     assert os.stat(root / "b.bin").st_mode & 0o7777 == mode
     assert await local_backend.load("b.bin") == b"secret"
+
+
+async def test_a_copied_move_whose_versions_tidying_fails_announces_the_source_gone(
+    quota_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the source's name was removed (kept as a prior version), then tidying its versions
+    # folder was refused: the error is raised, but the source is gone, and subscribers
+    # hear so (it was reported kept: no "deleted" event, a listener kept a phantom key)
+    await quota_backend.set_versioning(True)
+    await quota_backend.save("a.bin", b"payload")
+    seen: list[ObjectEvent] = []
+    quota_backend.subscribe(seen.append)
+
+    def refused(self: Any) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(_versions._Key, "prune", refused)
+    with pytest.raises(StoragePermissionError):
+        await quota_backend.move("a.bin", "b.bin")
+    monkeypatch.undo()
+    assert await quota_backend.list_files() == ["b.bin"]
+    assert [(e.type, e.key) for e in seen] == [("created", "b.bin"), ("deleted", "a.bin")]
+    used = (await quota_backend.get_usage()).used
+    await quota_backend.refresh_usage()
+    assert used == (await quota_backend.get_usage()).used

@@ -391,11 +391,15 @@ class LocalMoves(LocalVersions):
                             meta_file.forget(self._dir, dst, version)
                         raise
                     gate.landed = True
+                    unlinked = False
                     try:
                         with self._keeping(src, None):  # kept as a prior version of src
                             os.unlink(source.name, dir_fd=source.dir_fd)
+                            unlinked = True
                     except BaseException:
-                        gate.source_kept = True  # dst is stored, and src still is
+                        # dst is stored, and src still is (unless only the versions'
+                        # tidying after its unlink failed: then src is gone)
+                        gate.source_kept = not unlinked
                         raise
                 if meta is None:
                     meta_file.drop(self._dir, dst)
