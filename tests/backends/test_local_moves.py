@@ -228,17 +228,21 @@ async def test_a_source_replaced_before_the_moves_lock_is_moved_as_it_is_then(
     assert just_now((await local_backend.stat("b.bin")).last_modified)
 
 
+@pytest.mark.parametrize(
+    "refusal", [errno.EPERM, errno.ENOTSUP, errno.ENOSYS], ids=["EPERM", "ENOTSUP", "ENOSYS"]
+)
 async def test_a_file_whose_times_cannot_be_set_is_moved_as_a_copy(
-    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch, refusal: int
 ) -> None:
-    # another user's file in a shared root: only its owner may set its times
+    # another user's file in a shared root: only its owner may set its times; a FUSE or
+    # network file system may set none (a rename worked there before moves set times)
     await local_backend.save("a.bin", b"theirs", metadata={"k": "v"})
     saved = await local_backend.stat("a.bin")
     utime = os.utime
 
     def not_owner(path: Any, *args: Any, **kwargs: Any) -> None:
         if isinstance(path, int):
-            raise PermissionError(errno.EPERM, "Operation not permitted")
+            raise OSError(refusal, os.strerror(refusal))
         utime(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "utime", not_owner)

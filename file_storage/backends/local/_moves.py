@@ -49,6 +49,9 @@ __all__ = ["GROWN", "TRUNCATED", "LocalMoves", "guessed", "tmp_kept"]
 TRUNCATED = "the object's file was truncated while it was read (rewritten in place)"
 GROWN = "the object's file grew while it was copied (rewritten in place)"
 
+# what a file system that cannot set a file's times answers (ENOTSUP is EOPNOTSUPP on Linux)
+_NO_TIMES = {errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP}
+
 # looks at the source again after its folder, or itself, changed under a move: each
 # needs another writer's change in between, so a few suffice
 _ATTEMPTS = 8
@@ -279,7 +282,11 @@ class LocalMoves(LocalVersions):
                 note(src, meta_file.stamp_of(st.st_ino, now, st.st_size), meta)
             try:
                 os.utime(source.fd, ns=(st.st_atime_ns, now))
-            except PermissionError:  # not the file's owner: its bytes are copied
+            except OSError as exc:
+                # not the file's owner, or a file system that sets no times (some FUSE
+                # and network mounts): its bytes are copied, as a rename would move them
+                if not isinstance(exc, PermissionError) and exc.errno not in _NO_TIMES:
+                    raise
                 raise _Again(copy=True) from None
             touched = True
             if self._durable:  # its records name the new time: a crash must not undo it
