@@ -253,6 +253,26 @@ async def test_a_file_whose_times_cannot_be_set_is_moved_as_a_copy(
     assert await local_backend.list_files() == ["b.bin"]
 
 
+async def test_a_file_whose_time_change_is_ignored_is_moved_as_a_copy(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # some FUSE mounts answer a time change and keep the old time: renamed, the old
+    # object would be as old at its new key as before (and expire there at once)
+    await local_backend.save("a.bin", b"payload")
+    age(local_backend.root / "a.bin")
+    utime = os.utime
+
+    def ignored(path: Any, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(path, int):
+            utime(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "utime", ignored)
+    await local_backend.move("a.bin", "b.bin")
+    assert just_now((await local_backend.stat("b.bin")).last_modified)
+    assert await local_backend.load("b.bin") == b"payload"
+    assert await local_backend.list_files() == ["b.bin"]
+
+
 async def test_a_copied_move_whose_source_cannot_be_removed_counts_both(
     quota_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -52,6 +52,9 @@ GROWN = "the object's file grew while it was copied (rewritten in place)"
 # what a file system that cannot set a file's times answers (ENOTSUP is EOPNOTSUPP on Linux)
 _NO_TIMES = {errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP}
 
+# the coarsest clock of a file system storing times (FAT: two seconds)
+_TICK_NS = 2_000_000_000
+
 # looks at the source again after its folder, or itself, changed under a move: each
 # needs another writer's change in between, so a few suffice
 _ATTEMPTS = 8
@@ -292,6 +295,10 @@ class LocalMoves(LocalVersions):
             if self._durable:  # its records name the new time: a crash must not undo it
                 os.fsync(source.fd)
             moved = os.fstat(source.fd)
+            if moved.st_mtime_ns == st.st_mtime_ns and now - st.st_mtime_ns > _TICK_NS:
+                # an old file's time kept: a file system that answers a time change but
+                # ignores it (some FUSE mounts); renamed, it would expire as it was
+                raise _Again(copy=True)
             version = meta_file.stamp(moved)
             if meta is not None:  # a coarser clock than the nanoseconds asked for
                 note(src, version, meta)
