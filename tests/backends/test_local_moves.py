@@ -18,9 +18,10 @@ from file_storage import (
     LocalStorageBackend,
     ObjectEvent,
     ObjectNotFoundError,
+    StorageError,
     StoragePermissionError,
 )
-from file_storage.backends.local import _files
+from file_storage.backends.local import _files, _moves, _versions
 from file_storage.backends.local._io import TMP_MARK, Gate
 from file_storage.backends.local._versions import write_state
 
@@ -156,20 +157,51 @@ async def test_a_move_cancelled_before_its_rename_leaves_the_source_as_it_was(
     assert (await quota_backend.get_usage()).used == len(b"payload")
 
 
+def refuse_renames_to(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The disk refuses the rename onto ``name`` only (the records are written)."""
+    replace = os.replace
+
+    def refused(src: Any, dst: Any, **dir_fds: int) -> None:
+        if dst == name:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        replace(src, dst, **dir_fds)
+
+    monkeypatch.setattr(os, "replace", refused)
+
+
 async def test_a_move_refused_by_the_disk_leaves_the_source_as_it_was(
     local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await local_backend.save("a.bin", b"payload", metadata={"k": "v"})
     before = await local_backend.stat("a.bin")
-
-    def refused(src: Any, dst: Any, **dir_fds: int) -> None:
-        raise PermissionError(errno.EACCES, "Permission denied")
-
-    monkeypatch.setattr(os, "replace", refused)
+    refuse_renames_to(monkeypatch, "b.bin")  # after the time was set and records written
     with pytest.raises(StoragePermissionError):
         await local_backend.move("a.bin", "b.bin")
     monkeypatch.undo()
     assert await local_backend.stat("a.bin") == before  # time, ETag and metadata
+    assert await local_backend.list_files() == ["a.bin"]
+
+
+async def test_a_refused_move_keeps_the_sources_metadata_when_its_time_stays(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a file system keeping whole seconds (HFS+, FAT, some network mounts) gives a file
+    # moved in the second it was written the time it had: the record the move noted for
+    # that time is the source's own, and a refused rename must not take it away
+    await local_backend.save("a.bin", b"payload", content_type="video/webm", metadata={"k": "v"})
+    before = await local_backend.stat("a.bin")
+    utime = os.utime
+
+    def same_second(path: Any, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(path, int):
+            utime(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "utime", same_second)
+    refuse_renames_to(monkeypatch, "b.bin")
+    with pytest.raises(StoragePermissionError):
+        await local_backend.move("a.bin", "b.bin")
+    monkeypatch.undo()
+    assert await local_backend.stat("a.bin") == before  # content type and metadata too
     assert await local_backend.list_files() == ["a.bin"]
 
 
@@ -196,17 +228,21 @@ async def test_a_source_replaced_before_the_moves_lock_is_moved_as_it_is_then(
     assert just_now((await local_backend.stat("b.bin")).last_modified)
 
 
+@pytest.mark.parametrize(
+    "refusal", [errno.EPERM, errno.ENOTSUP, errno.ENOSYS], ids=["EPERM", "ENOTSUP", "ENOSYS"]
+)
 async def test_a_file_whose_times_cannot_be_set_is_moved_as_a_copy(
-    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch, refusal: int
 ) -> None:
-    # another user's file in a shared root: only its owner may set its times
+    # another user's file in a shared root: only its owner may set its times; a FUSE or
+    # network file system may set none (a rename worked there before moves set times)
     await local_backend.save("a.bin", b"theirs", metadata={"k": "v"})
     saved = await local_backend.stat("a.bin")
     utime = os.utime
 
     def not_owner(path: Any, *args: Any, **kwargs: Any) -> None:
         if isinstance(path, int):
-            raise PermissionError(errno.EPERM, "Operation not permitted")
+            raise OSError(refusal, os.strerror(refusal))
         utime(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "utime", not_owner)
@@ -214,6 +250,26 @@ async def test_a_file_whose_times_cannot_be_set_is_moved_as_a_copy(
     info = await local_backend.stat("b.bin")
     assert info.last_modified > saved.last_modified
     assert dict(info.metadata) == {"k": "v"}
+    assert await local_backend.list_files() == ["b.bin"]
+
+
+async def test_a_file_whose_time_change_is_ignored_is_moved_as_a_copy(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # some FUSE mounts answer a time change and keep the old time: renamed, the old
+    # object would be as old at its new key as before (and expire there at once)
+    await local_backend.save("a.bin", b"payload")
+    age(local_backend.root / "a.bin")
+    utime = os.utime
+
+    def ignored(path: Any, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(path, int):
+            utime(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "utime", ignored)
+    await local_backend.move("a.bin", "b.bin")
+    assert just_now((await local_backend.stat("b.bin")).last_modified)
+    assert await local_backend.load("b.bin") == b"payload"
     assert await local_backend.list_files() == ["b.bin"]
 
 
@@ -284,3 +340,84 @@ async def test_two_moves_of_one_source_land_once(
     assert [type(r) for r in results if not isinstance(r, str)] == [ObjectNotFoundError]
     assert await local_backend.list_files() == landed
     assert await local_backend.load(landed[0]) == b"payload"
+
+
+@pytest.mark.parametrize("how", ["renamed", "versioned", "hard-linked"])
+async def test_a_move_onto_its_own_file_through_a_linked_folder_is_refused(
+    local_backend: LocalStorageBackend, how: str
+) -> None:
+    # `l -> a` under the root: "l/b.bin" is "a/b.bin" itself. Renamed onto itself then
+    # removed (copied over itself then unlinked), the object was lost, or its metadata
+    root = local_backend.root
+    if how == "versioned":
+        await local_backend.set_versioning(True)
+    await local_backend.save("a/b.bin", b"payload", content_type="video/webm", metadata={"k": "v"})
+    if how == "hard-linked":
+        os.link(root / "a" / "b.bin", root / "other.bin")
+    os.symlink("a", root / "l")
+    before = await local_backend.stat("a/b.bin")
+    listed = await local_backend.list_files()
+    with pytest.raises(StorageError, match="one file"):
+        await local_backend.move("a/b.bin", "l/b.bin")
+    assert await local_backend.stat("a/b.bin") == before
+    assert await local_backend.load("a/b.bin") == b"payload"
+    assert await local_backend.list_files() == listed
+    assert not any(TMP_MARK in name for name in on_disk(root))
+
+
+@pytest.mark.parametrize("how", ["versioned", "hard-linked"])
+@pytest.mark.parametrize("mode", [0o600, 0o640], ids=["0600", "0640"])
+async def test_a_copied_move_keeps_the_files_mode_and_its_copy_is_private_meanwhile(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch, how: str, mode: int
+) -> None:
+    # a rename keeps a private file private; the copy made instead (versioning on, other
+    # hard links) was the umask's (0644: readable by every user) while and after it was
+    # written
+    root = local_backend.root
+    if how == "versioned":
+        await local_backend.set_versioning(True)
+    await local_backend.save("a.bin", b"secret")
+    if how == "hard-linked":
+        os.link(root / "a.bin", root / "other.bin")
+    os.chmod(root / "a.bin", mode)
+    modes: list[int] = []
+    copy_fd = _moves.copy_fd
+
+    def watched(src: int, dst: int, gate: Gate) -> int:
+        modes.append(os.fstat(dst).st_mode & 0o7777)
+        return copy_fd(src, dst, gate)
+
+    monkeypatch.setattr(_moves, "copy_fd", watched)
+    umask = os.umask(0o022)
+    try:
+        await local_backend.move("a.bin", "b.bin")
+    finally:
+        os.umask(umask)
+    assert modes == [0o600]
+    assert os.stat(root / "b.bin").st_mode & 0o7777 == mode
+    assert await local_backend.load("b.bin") == b"secret"
+
+
+async def test_a_copied_move_whose_versions_tidying_fails_announces_the_source_gone(
+    quota_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the source's name was removed (kept as a prior version), then tidying its versions
+    # folder was refused: the error is raised, but the source is gone, and subscribers
+    # hear so (it was reported kept: no "deleted" event, a listener kept a phantom key)
+    await quota_backend.set_versioning(True)
+    await quota_backend.save("a.bin", b"payload")
+    seen: list[ObjectEvent] = []
+    quota_backend.subscribe(seen.append)
+
+    def refused(self: Any) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(_versions._Key, "prune", refused)
+    with pytest.raises(StoragePermissionError):
+        await quota_backend.move("a.bin", "b.bin")
+    monkeypatch.undo()
+    assert await quota_backend.list_files() == ["b.bin"]
+    assert [(e.type, e.key) for e in seen] == [("created", "b.bin"), ("deleted", "a.bin")]
+    used = (await quota_backend.get_usage()).used
+    await quota_backend.refresh_usage()
+    assert used == (await quota_backend.get_usage()).used

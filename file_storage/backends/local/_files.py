@@ -160,13 +160,13 @@ class LocalFiles(LocalMoves):
         finally:
             os.close(dir_fd)
 
-    def _open_tmp(self, key: str) -> tuple[tuple[int, str, int], str]:
+    def _open_tmp(self, key: str, mode: int = 0o666) -> tuple[tuple[int, str, int], str]:
         for attempt in range(_FOLDER_ATTEMPTS):
             dir_fd, name, _ = open_parent(self._dir, key, create=True)
             try:
                 refuse_taken(dir_fd, name)
                 tmp = tmp_name()
-                fd = os.open(tmp, O_NEW, 0o666, dir_fd=dir_fd)
+                fd = os.open(tmp, O_NEW, mode, dir_fd=dir_fd)
             except FileNotFoundError:
                 os.close(dir_fd)
                 # a delete (or a refused write) emptied the folder and removed it after

@@ -49,6 +49,12 @@ __all__ = ["GROWN", "TRUNCATED", "LocalMoves", "guessed", "tmp_kept"]
 TRUNCATED = "the object's file was truncated while it was read (rewritten in place)"
 GROWN = "the object's file grew while it was copied (rewritten in place)"
 
+# what a file system that cannot set a file's times answers (ENOTSUP is EOPNOTSUPP on Linux)
+_NO_TIMES = {errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+# the coarsest clock of a file system storing times (FAT: two seconds)
+_TICK_NS = 2_000_000_000
+
 # looks at the source again after its folder, or itself, changed under a move: each
 # needs another writer's change in between, so a few suffice
 _ATTEMPTS = 8
@@ -162,6 +168,17 @@ class _Source(NamedTuple):
     target: os.stat_result  # what the key leads to (a link's target)
 
 
+def _refuse_same_entry(source: _Source, dst_fd: int, dst_name: str) -> None:
+    """``dst`` must not name the source's own entry (a linked folder leading from one
+    key's folder to the other's): a rename onto itself, then the source's removal,
+    would lose the object."""
+    here, there = os.fstat(source.dir_fd), os.fstat(dst_fd)
+    if source.name == dst_name and (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
+        raise StorageError(
+            "the source and destination are one file (a linked folder leads to the other)"
+        )
+
+
 class LocalMoves(LocalVersions):
     """The move hook's work of :class:`~file_storage.LocalStorageBackend` (in threads)."""
 
@@ -213,6 +230,7 @@ class LocalMoves(LocalVersions):
     def _move_renamed(self, gate: Gate, src: str, dst: str, source: _Source) -> str | None:
         dst_fd, dst_name, dst_where = open_parent(self._dir, dst, create=True)
         try:
+            _refuse_same_entry(source, dst_fd, dst_name)
             refuse_taken(dst_fd, dst_name)
             self._checkpoint_at("rename", gate)
             with key_locks(self._dir, src, dst):
@@ -252,27 +270,40 @@ class LocalMoves(LocalVersions):
         dst_meta = meta or guessed(src, dst)
         now = time.time_ns()
         recorded: list[tuple[str, str]] = []
+        # src's own record: a file system that keeps whole seconds (HFS+, FAT, some
+        # network mounts) may give the file the time it has; never forgotten on failure
+        recorded_before = (src, meta_file.stamp(st))
         touched = False
+
+        def note(key: str, version: str, meta: Meta) -> None:
+            if (key, version) not in (*recorded, recorded_before):
+                meta_file.record(self._dir, key, version, meta)
+                recorded.append((key, version))
+
         try:
             if meta is not None:  # a reader of src meanwhile: what it was written with
-                version = meta_file.stamp_of(st.st_ino, now, st.st_size)
-                meta_file.record(self._dir, src, version, meta)
-                recorded.append((src, version))
+                note(src, meta_file.stamp_of(st.st_ino, now, st.st_size), meta)
             try:
                 os.utime(source.fd, ns=(st.st_atime_ns, now))
-            except PermissionError:  # not the file's owner: its bytes are copied
+            except OSError as exc:
+                # not the file's owner, or a file system that sets no times (some FUSE
+                # and network mounts): its bytes are copied, as a rename would move them
+                if not isinstance(exc, PermissionError) and exc.errno not in _NO_TIMES:
+                    raise
                 raise _Again(copy=True) from None
             touched = True
             if self._durable:  # its records name the new time: a crash must not undo it
                 os.fsync(source.fd)
             moved = os.fstat(source.fd)
+            if moved.st_mtime_ns == st.st_mtime_ns and now - st.st_mtime_ns > _TICK_NS:
+                # an old file's time kept: a file system that answers a time change but
+                # ignores it (some FUSE mounts); renamed, it would expire as it was
+                raise _Again(copy=True)
             version = meta_file.stamp(moved)
-            if meta is not None and (src, version) not in recorded:  # a coarser clock
-                meta_file.record(self._dir, src, version, meta)
-                recorded.append((src, version))
+            if meta is not None:  # a coarser clock than the nanoseconds asked for
+                note(src, version, meta)
             if dst_meta is not None:
-                meta_file.record(self._dir, dst, version, dst_meta)
-                recorded.append((dst, version))
+                note(dst, version, dst_meta)
             with self._keeping(dst, version), self._keeping(src, None):
                 if os.fstat(source.fd).st_nlink != 1:
                     # kept as a version of src (versioning turned on meanwhile): copied
@@ -336,13 +367,19 @@ class LocalMoves(LocalVersions):
         under the keys' locks once the source is found unchanged."""
         assert source.fd is not None
         st = os.fstat(source.fd)
-        (dir_fd, tmp, out), name = self._open_tmp(dst)
+        # private while the source's bytes are copied in: its mode may not be the umask's
+        (dir_fd, tmp, out), name = self._open_tmp(dst, 0o600)
         try:
             try:
+                _refuse_same_entry(source, dir_fd, name)
                 gate.check()
                 copied = copy_fd(source.fd, out, gate)
                 if copied != st.st_size:  # the size the quota reserved for dst
                     raise StorageError(TRUNCATED if copied < st.st_size else GROWN)
+                # the mode the source had, as a rename keeps it (set-id bits: never ours);
+                # a file system without permission bits (FAT) refuses: it has none to keep
+                with contextlib.suppress(OSError):
+                    os.fchmod(out, stat_mod.S_IMODE(st.st_mode) & 0o777)
                 if self._durable:
                     os.fsync(out)
                 made = os.fstat(out)
@@ -368,11 +405,15 @@ class LocalMoves(LocalVersions):
                             meta_file.forget(self._dir, dst, version)
                         raise
                     gate.landed = True
+                    unlinked = False
                     try:
                         with self._keeping(src, None):  # kept as a prior version of src
                             os.unlink(source.name, dir_fd=source.dir_fd)
+                            unlinked = True
                     except BaseException:
-                        gate.source_kept = True  # dst is stored, and src still is
+                        # dst is stored, and src still is (unless only the versions'
+                        # tidying after its unlink failed: then src is gone)
+                        gate.source_kept = not unlinked
                         raise
                 if meta is None:
                     meta_file.drop(self._dir, dst)

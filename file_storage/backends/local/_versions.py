@@ -477,7 +477,7 @@ class LocalVersions(StorageBackend):
 
     if TYPE_CHECKING:
 
-        def _open_tmp(self, key: str) -> tuple[tuple[int, str, int], str]: ...
+        def _open_tmp(self, key: str, mode: int = 0o666) -> tuple[tuple[int, str, int], str]: ...
 
         def _complete(
             self,
