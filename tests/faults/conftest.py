@@ -8,10 +8,12 @@ themselves are botocore's own.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from file_storage import S3StorageBackend
 from tests.faults.proxy import FaultProxy
 from tests.s3util import MakeBackend, s3_backends
 
@@ -53,3 +55,15 @@ async def chunks(data: bytes, size: int = MiB) -> AsyncIterator[bytes]:
     """``data`` as a stream that can be read only once, like an HTTP request body."""
     for offset in range(0, len(data), size):
         yield data[offset : offset + size]
+
+
+@pytest.fixture
+def spool_path(tmp_path: Path) -> Path:
+    """The S3 fallback spool's folder."""
+    return tmp_path / "spool"
+
+
+@pytest.fixture
+def spooling(make_backend: MakeBackend, spool_path: Path) -> S3StorageBackend:
+    """An S3 backend (through the fault proxy) spooling to ``spool_path`` when S3 fails."""
+    return make_backend(fallback_path=spool_path)

@@ -45,16 +45,6 @@ from tests.s3util import closed_port, open_uploads, stored_keys
 pytestmark = pytest.mark.s3
 
 
-@pytest.fixture
-def spool_path(tmp_path: Path) -> Path:
-    return tmp_path / "spool"
-
-
-@pytest.fixture
-def spooling(make_backend: MakeBackend, spool_path: Path) -> S3StorageBackend:
-    return make_backend(fallback_path=spool_path)
-
-
 def spool_files(spool_path: Path) -> list[str]:
     """Files in the spool folder, the flush lock and the store's name aside."""
     if not spool_path.exists():

@@ -23,16 +23,6 @@ pytestmark = pytest.mark.s3
 VERSIONED = pytest.mark.parametrize("versioned", [False, True], ids=["unversioned", "versioned"])
 
 
-@pytest.fixture
-def spool_path(tmp_path: Path) -> Path:
-    return tmp_path / "spool"
-
-
-@pytest.fixture
-def spooling(make_backend: MakeBackend, spool_path: Path) -> S3StorageBackend:
-    return make_backend(fallback_path=spool_path)
-
-
 def spooled_manifests(spool_path: Path) -> list[str]:
     return sorted(p.name for p in (spool_path / "entries").glob("*.json"))
 

@@ -32,6 +32,7 @@ from file_storage.backends.local._cond import etag_of
 from file_storage.backends.local._fs import (
     _LINK_ERRNOS,
     O_READ,
+    _link_or,
     lexical,
     open_object,
     open_parent,
@@ -127,13 +128,8 @@ def _open_entry(dir_fd: int, name: str) -> int | None:
     except OSError as exc:
         if exc.errno not in (*_LINK_ERRNOS, errno.ENXIO):
             raise
-        try:
-            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-        except FileNotFoundError:
-            raise ObjectNotFoundError() from None
-        if stat_mod.S_ISLNK(mode):
-            return None
-        raise ObjectNotFoundError() from None
+        _link_or(dir_fd, name, create=False)  # ObjectNotFoundError unless a symlink
+        return None
     if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise ObjectNotFoundError()

@@ -262,22 +262,10 @@ class S3StorageBackend(S3Clients):
             # S3's times are whole seconds: a delete in the spooled write's second may
             # have come after it, and a deleted object must not come back
             if deleted is not None and deleted + timedelta(seconds=1) > entry.spooled_at:
-                logger.warning(
-                    "spooled %r dropped, not flushed: deleted in S3 since (at %s)",
-                    entry.key,
-                    deleted.isoformat(),
-                    extra={"operation": "flush_spool", "key": entry.key, "size": entry.size},
-                )
-                return False
+                return _dropped(entry, f"deleted in S3 since (at {deleted.isoformat()})")
         else:
             if stored > entry.spooled_at:
-                logger.warning(
-                    "spooled %r dropped, not flushed: S3 has a newer object (written %s)",
-                    entry.key,
-                    stored.isoformat(),
-                    extra={"operation": "flush_spool", "key": entry.key, "size": entry.size},
-                )
-                return False
+                return _dropped(entry, f"S3 has a newer object (written {stored.isoformat()})")
         etag = await self._send_spooled(entry, path)
         if uploaded is not None:
             uploaded[entry.etag] = etag
@@ -585,3 +573,14 @@ def _headers(options: WriteOptions) -> dict[str, str]:
     if options.content_disposition is not None:
         headers["ContentDisposition"] = options.content_disposition
     return headers
+
+
+def _dropped(entry: Entry, why: str) -> bool:
+    """Log a spooled version the flush drops instead of sending (``False``: not sent)."""
+    logger.warning(
+        "spooled %r dropped, not flushed: %s",
+        entry.key,
+        why,
+        extra={"operation": "flush_spool", "key": entry.key, "size": entry.size},
+    )
+    return False
