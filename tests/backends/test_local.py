@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -61,6 +63,51 @@ async def test_sidecar_is_never_listed_and_is_removed_with_the_object(
 async def test_no_sidecar_when_nothing_to_remember(local_backend: LocalStorageBackend) -> None:
     await local_backend.save("plain.txt", b"x")
     assert files_on_disk(local_backend.root) == ["plain.txt"]
+
+
+def legacy_sidecar(backend: LocalStorageBackend, key: str, entry: dict[str, object]) -> None:
+    """A sidecar as written before versions were recorded: one entry for the key's file."""
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    folder = backend.root / META_DIR / digest[:2]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / digest).write_text(json.dumps(entry))
+
+
+async def test_a_failed_move_keeps_the_metadata_of_a_sidecar_of_the_old_format(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await local_backend.save("a.bin", b"payload")
+    legacy_sidecar(local_backend, "a.bin", {"content_type": "video/webm", "metadata": {"k": "v"}})
+    before = await local_backend.stat("a.bin")
+    assert (before.content_type, before.metadata) == ("video/webm", {"k": "v"})
+    replace = os.replace
+
+    def refused(src: object, dst: object, **dir_fds: int) -> None:
+        if dst == "b.bin":
+            raise PermissionError(errno.EACCES, "Permission denied")
+        replace(src, dst, **dir_fds)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(StoragePermissionError):
+        await local_backend.move("a.bin", "b.bin")
+    monkeypatch.undo()
+    assert await local_backend.stat("a.bin") == before
+    await local_backend.move("a.bin", "b.bin")
+    moved = await local_backend.stat("b.bin")
+    assert (moved.content_type, moved.metadata) == ("video/webm", {"k": "v"})
+
+
+async def test_a_version_kept_by_a_write_keeps_the_metadata_of_a_sidecar_of_the_old_format(
+    local_backend: LocalStorageBackend,
+) -> None:
+    await local_backend.save("a.bin", b"payload")
+    legacy_sidecar(local_backend, "a.bin", {"content_type": "video/webm", "metadata": {"k": "v"}})
+    await local_backend.set_versioning(True)
+    await local_backend.save("a.bin", b"new", metadata={"n": "1"})
+    [old] = [v for v in await local_backend.list_versions("a.bin") if not v.is_latest]
+    kept = await local_backend.stat("a.bin", version_id=old.version_id)
+    assert (kept.content_type, kept.metadata) == ("video/webm", {"k": "v"})
+    assert (await local_backend.stat("a.bin")).metadata == {"n": "1"}
 
 
 async def test_symlink_out_of_root_is_refused(

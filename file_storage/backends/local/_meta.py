@@ -27,6 +27,7 @@ from file_storage.backends.local._fs import (
     _LINK_ERRNOS,
     Root,
     open_dir,
+    open_object,
     read_small,
     write_small,
 )
@@ -36,6 +37,7 @@ logger = logging.getLogger("file_storage")
 
 META_DIR = ".file_storage\\meta"
 KEEP = 4  # versions kept per key: the current one and those a reader may still hold open
+_FIELDS = ("content_type", "metadata", "cache_control", "content_disposition")
 
 
 class Meta(NamedTuple):
@@ -175,8 +177,28 @@ def lookup(root: Root, key: str, st: os.stat_result) -> Meta | None:
 
 
 def versions_of(root: Root, key: str) -> dict[str, object]:
-    raw = _read(root, key).get("versions")
-    return raw if isinstance(raw, dict) else {}
+    """The records of ``key`` by stamp, to change and write back (its key lock held).
+
+    A sidecar written before versions were recorded holds one entry for whichever file the
+    key has: it is the record of the file there now, under that file's stamp, so that a
+    change that is then taken back (a move or a conditional write that fails) never
+    takes the metadata of the object that stays with it.
+    """
+    raw = _read(root, key)
+    versions = raw.get("versions")
+    if isinstance(versions, dict):
+        return versions
+    if _entry(raw) is None:
+        return {}
+    try:
+        found = open_object(root, key)
+    except ObjectNotFoundError:
+        return {}  # no file left for it to describe
+    try:
+        now = stamp(found.st)
+    finally:
+        found.close()
+    return {now: {name: raw[name] for name in _FIELDS if name in raw}}
 
 
 def record(root: Root, key: str, version: str, meta: Meta | None) -> None:
