@@ -339,3 +339,20 @@ async def test_a_quota_on_a_versioned_bucket_without_list_bucket_versions_is_ref
     backend = as_user(extra=("s3:GetBucketVersioning",), max_size_bytes=15)
     await denied(backend.save("b.txt", b"12345"), "save")
     assert not await admin.exists("b.txt")
+
+
+async def test_suspending_versioning_without_the_versioning_actions_is_refused(
+    as_user: MakeUser, iam: IamMoto, bucket: str
+) -> None:
+    # the bucket's state cannot be read: the suspend is sent, not skipped as a no-op
+    await as_user(admin=True).set_versioning(True)
+    await denied(as_user().set_versioning(False), "set_versioning")
+    assert iam.s3().get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+
+
+async def test_suspending_versioning_without_get_bucket_versioning_suspends_it(
+    as_user: MakeUser, iam: IamMoto, bucket: str
+) -> None:
+    await as_user(admin=True).set_versioning(True)
+    await as_user(extra=("s3:PutBucketVersioning",)).set_versioning(False)
+    assert iam.s3().get_bucket_versioning(Bucket=bucket)["Status"] == "Suspended"
