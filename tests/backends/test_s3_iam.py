@@ -160,6 +160,9 @@ async def test_the_documented_policy_allows_every_core_operation(
     await backend.copy("big.bin", "big-copy.bin")
     assert await backend.get_total_size("") == 5 + 3 + 5 + 2 * len(big)
     assert (await backend.get_presigned_url("docs/a.txt")).startswith("http://127.0.0.1")
+    # if_match: the one-off probe of what the server checks (a multipart upload, aborted)
+    etag = (await backend.stat("docs/a.txt")).etag
+    await backend.save("docs/a.txt", b"alpha", if_match=etag)
     await backend.delete("docs/new.txt")
     await backend.delete_many(["big.bin", "big-copy.bin"])
     assert await backend.delete_prefix("docs") == 1
@@ -189,6 +192,34 @@ async def test_an_action_left_out_fails_with_a_permission_error(
     await denied(call(backend), operation, secret.get_secret_value() if secret else None)
     keys = [item["Key"] for item in iam.s3().list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert keys == ["storage/kept.txt"]  # nothing written, nothing deleted
+
+
+@pytest.mark.parametrize("given", [True, False], ids=["with", "without"])
+async def test_the_start_up_check_needs_list_bucket(
+    iam: IamMoto, bucket: str, monkeypatch: pytest.MonkeyPatch, given: bool
+) -> None:
+    from file_storage.fastapi import storage_lifespan
+
+    keys = iam.user(policy_for(bucket, () if given else ("s3:ListBucket",), ()))
+    settings = {
+        "TYPE": "s3",
+        "S3_BUCKET": bucket,
+        "S3_ENDPOINT_URL": iam.endpoint,
+        "S3_ADDRESSING_STYLE": "path",
+        "S3_ACCESS_KEY_ID": keys["AccessKeyId"],
+        "S3_SECRET_ACCESS_KEY": keys["SecretAccessKey"],
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(f"STORAGE_{name}", value)
+
+    async def start() -> None:
+        async with storage_lifespan():
+            pass
+
+    if given:
+        await start()
+    else:
+        await denied(start(), "check", keys["SecretAccessKey"])
 
 
 async def test_a_move_without_delete_keeps_both_objects_and_says_so(
