@@ -544,6 +544,11 @@ class BackendCore(abc.ABC):
         """The store's versioning state: ``"off"`` (never enabled), enabled, suspended."""
         return "off"
 
+    async def _never_versioned(self) -> bool:
+        """Known never to have kept versions: ``set_versioning(False)`` has nothing to
+        suspend. A backend whose ``"off"`` may be a guess answers ``False`` then."""
+        return await self._versioning() == "off"
+
     async def _set_versioning(self, enabled: bool) -> None:
         raise self._no_versions()
 

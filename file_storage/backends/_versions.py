@@ -49,7 +49,7 @@ class Versions(Writes):
         with self._translate("set_versioning", None):
             grant = await self._versioning_lock.acquire()
             try:
-                if not enabled and await self._versioning() == "off":
+                if not enabled and await self._never_versioned():
                     return  # never enabled: there is nothing to suspend
                 self._versioning_changes += 1
                 try:

@@ -87,6 +87,12 @@ class S3Versions(StorageBackend):
         self._versioning_state = state
         return state
 
+    async def _never_versioned(self) -> bool:
+        # "off" after a refused GetBucketVersioning is a guess (kept so that quotas work):
+        # set_versioning(False) then sends its PutBucketVersioning, whose answer decides,
+        # instead of skipping the suspend of a bucket that may well version
+        return await self._versioning() == "off" and self._versioning_state == "off"
+
     async def _set_versioning(self, enabled: bool) -> None:
         client = await self._client()
         await client.put_bucket_versioning(
