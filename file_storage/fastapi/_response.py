@@ -71,7 +71,9 @@ async def storage_response(
     - ``Range: bytes=a-b``, ``bytes=a-`` or ``bytes=-n``: 206 with ``Content-Range``; a
       range starting past the end: 416 with ``Content-Range: bytes */<size>``. A request
       for several ranges, or a malformed one, gets the whole object (200), as RFC 9110
-      allows. ``If-Range`` is honoured.
+      allows. ``If-Range`` is honoured with the current strong ``ETag``; with anything
+      else (another tag, a date: whole seconds cannot tell two versions apart) the whole
+      object is sent, 200.
     - ``If-Match`` naming no current version (strong comparison; ``*`` matches any), or
       else ``If-Unmodified-Since`` older than ``Last-Modified``: 412 with a JSON
       ``detail``, no body of another version (a resumed download stays one version).
@@ -162,7 +164,7 @@ async def _respond(
     if (
         conditional
         and range_header is not None
-        and _if_range_holds(request.headers.get("if-range"), etag, info.last_modified)
+        and _if_range_holds(request.headers.get("if-range"), etag)
     ):
         parsed = parse_range(range_header, size)
         if parsed == _UNSATISFIABLE:
@@ -302,16 +304,20 @@ def _not_modified(headers: Headers, etag: str | None, last_modified: datetime) -
     return since is not None and int(last_modified.timestamp()) <= int(since.timestamp())
 
 
-def _if_range_holds(value: str | None, etag: str | None, last_modified: datetime) -> bool:
-    """False when ``If-Range`` says the client's copy is stale: then send the whole object."""
+def _if_range_holds(value: str | None, etag: str | None) -> bool:
+    """False unless ``If-Range`` names the current version for sure: then send it whole.
+
+    Only a strong ETag does. A date never does: ``Last-Modified`` counts whole seconds, so
+    an object replaced within the second the client's copy was sent has the same one, and
+    its range would be spliced onto the old bytes. RFC 9110, 13.1.5 makes an If-Range
+    date that is not a strong validator false, and this server cannot know it is one
+    (8.8.2.2: it would have to know the object did not change twice in that second).
+    """
     if value is None:
         return True
     value = value.strip()
-    if value.startswith(('"', "W/")):
-        # strong comparison: a weak tag never validates a range (RFC 9110, 13.1.5)
-        return etag is not None and not etag.startswith("W/") and value == etag
-    since = _parse_date(value)
-    return since is not None and int(since.timestamp()) == int(last_modified.timestamp())
+    # strong comparison: a weak tag never validates a range (RFC 9110, 13.1.5)
+    return etag is not None and not etag.startswith("W/") and value == etag
 
 
 class _ObjectResponse(Response):
