@@ -38,6 +38,13 @@ _RANGE_SPEC = re.compile(r"([0-9]{0,30})[ \t]*-[ \t]*([0-9]{0,30})")
 _UNSATISFIABLE: Literal["unsatisfiable"] = "unsatisfiable"
 # what a stored header may hold to be sent unchanged: visible ASCII and spaces
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
+# one media type (RFC 9110, 8.3.1): a list ("image/png, text/html") is read by browsers as
+# its last type (Fetch, "extract a MIME type"), not the one an app checks
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
+_MEDIA_TYPE = re.compile(
+    rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))?)*[ \t]*"
+)
 # headers a 304 repeats (RFC 9110, 15.4.5)
 _NOT_MODIFIED_HEADERS = ("etag", "last-modified", "cache-control", "vary")
 # stored objects are user data: never sniff a type, never run script on the app's origin
@@ -63,7 +70,8 @@ async def storage_response(
     ``Accept-Ranges: bytes``, the ``Cache-Control`` and ``Content-Disposition`` stored
     with the object (``filename`` overrides the latter; a stored value that is not
     visible ASCII, which only another tool can store, is not sent: the type is then
-    ``application/octet-stream`` and the disposition ``attachment``), plus
+    ``application/octet-stream`` and the disposition ``attachment``; so is a stored type
+    that is not one media type, such as ``image/png, text/html``), plus
     ``X-Content-Type-Options: nosniff`` and ``Content-Security-Policy: sandbox`` (an
     uploaded HTML or SVG file must not run script on your origin; delete the header from
     the response for content you trust).
@@ -177,9 +185,7 @@ async def _respond(
             headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
 
     headers["content-type"] = with_charset(
-        content_type
-        or _sendable(info, "Content-Type", info.content_type)
-        or "application/octet-stream"
+        content_type or _stored_type(info) or "application/octet-stream"
     )
     headers["content-length"] = str(end - start)
     if request.method == "HEAD" or end == start:
@@ -198,6 +204,20 @@ def _sendable(info: ObjectInfo, name: str, value: str | None) -> str | None:
     if value is None or (value.strip() and _HEADER_VALUE.fullmatch(value)):
         return value
     logger.info("%r: its stored %s is not a header value; not sent", info.key, name)
+    return None
+
+
+def _stored_type(info: ObjectInfo) -> str | None:
+    """The stored ``Content-Type`` when it is one media type, else ``None``.
+
+    An uploader chooses it (``save_upload`` keeps the client's, a presigned PUT stores
+    what it sends): a list such as ``image/png, text/html`` is an image to an app that
+    reads it, a page to a browser.
+    """
+    stored = _sendable(info, "Content-Type", info.content_type)
+    if stored is None or _MEDIA_TYPE.fullmatch(stored):
+        return stored
+    logger.info("%r: its stored Content-Type is not one media type; not sent", info.key)
     return None
 
 

@@ -241,6 +241,35 @@ async def test_a_content_type_that_is_no_header_value_is_400_not_sent(
 
 
 @pytest.mark.parametrize(
+    "sent_type",
+    ["image/png, text/html", "image/png,text/html", 'image/png; a="b", text/html', "image/png/x"],
+)
+async def test_an_uploaded_type_that_is_no_single_media_type_is_served_as_octet_stream(
+    server: str, client: httpx.AsyncClient, sent_type: str
+) -> None:
+    # a browser takes the last type of a list (Fetch, "extract a MIME type"): an app that
+    # checks the stored type (an image: shown inline) must not have a page served instead
+    files = {"file": ("a.png", b"<script>alert(1)</script>", sent_type)}
+    assert (await client.post("/uploads/u/a.png", files=files)).status_code == 201
+    response = await client.get("/objects/u/a.png")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+
+
+@pytest.mark.parametrize(
+    "sent_type",
+    ["image/png", 'text/plain; charset="utf-8"', 'application/pdf; name="a, b.pdf"', "a/b ; c=d"],
+)
+async def test_an_uploaded_media_type_with_parameters_is_served_as_stored(
+    server: str, client: httpx.AsyncClient, sent_type: str
+) -> None:
+    files = {"file": ("a.png", b"data", sent_type)}
+    assert (await client.post("/uploads/u/a.png", files=files)).status_code == 201
+    response = await client.get("/objects/u/a.png")
+    assert response.headers["content-type"] == sent_type
+
+
+@pytest.mark.parametrize(
     ("error", "status", "detail"),
     [
         (ObjectNotFoundError(), 404, "stat 'd/data.bin': object not found"),
