@@ -80,8 +80,8 @@ async def storage_response(
       range starting past the end: 416 with ``Content-Range: bytes */<size>``. A request
       for several ranges, or a malformed one, gets the whole object (200), as RFC 9110
       allows. ``If-Range`` is honoured with the current strong ``ETag``; with anything
-      else (another tag, a date: whole seconds cannot tell two versions apart) the whole
-      object is sent, 200.
+      else (another tag, a date: whole seconds cannot tell two versions apart), or with
+      ``If-Unmodified-Since`` as the only condition, the whole object is sent, 200.
     - ``If-Match`` naming no current version (strong comparison; ``*`` matches any), or
       else ``If-Unmodified-Since`` older than ``Last-Modified``: 412 with a JSON
       ``detail``, no body of another version (a resumed download stays one version).
@@ -169,11 +169,7 @@ async def _respond(
 
     start, end, status = 0, size, 200
     range_header = request.headers.get("range")
-    if (
-        conditional
-        and range_header is not None
-        and _if_range_holds(request.headers.get("if-range"), etag)
-    ):
+    if conditional and range_header is not None and _range_pinned(request.headers, etag):
         parsed = parse_range(range_header, size)
         if parsed == _UNSATISFIABLE:
             headers["content-range"] = f"bytes */{size}"
@@ -324,20 +320,22 @@ def _not_modified(headers: Headers, etag: str | None, last_modified: datetime) -
     return since is not None and int(last_modified.timestamp()) <= int(since.timestamp())
 
 
-def _if_range_holds(value: str | None, etag: str | None) -> bool:
-    """False unless ``If-Range`` names the current version for sure: then send it whole.
+def _range_pinned(headers: Headers, etag: str | None) -> bool:
+    """False unless the range is sure to continue the client's version: then send it whole.
 
-    Only a strong ETag does. A date never does: ``Last-Modified`` counts whole seconds, so
-    an object replaced within the second the client's copy was sent has the same one, and
-    its range would be spliced onto the old bytes. RFC 9110, 13.1.5 makes an If-Range
-    date that is not a strong validator false, and this server cannot know it is one
-    (8.8.2.2: it would have to know the object did not change twice in that second).
+    ``If-Range`` with the current strong ETag pins it; a date never does, in ``If-Range``
+    or as the only condition (``If-Unmodified-Since`` without ``If-Match``, which resuming
+    clients also send): ``Last-Modified`` counts whole seconds, so an object replaced
+    within the second the client's copy was sent has the same one, and its range would
+    be spliced onto the old bytes. RFC 9110, 13.1.5 makes an If-Range date that is not a
+    strong validator false, and this server cannot know it is one (8.8.2.2: it would have
+    to know the object did not change twice in that second); any Range may be ignored.
     """
-    if value is None:
-        return True
-    value = value.strip()
-    # strong comparison: a weak tag never validates a range (RFC 9110, 13.1.5)
-    return etag is not None and not etag.startswith("W/") and value == etag
+    if_range = headers.get("if-range")
+    if if_range is not None:
+        # strong comparison: a weak tag never validates a range (RFC 9110, 13.1.5)
+        return etag is not None and not etag.startswith("W/") and if_range.strip() == etag
+    return "if-unmodified-since" not in headers or "if-match" in headers
 
 
 class _ObjectResponse(Response):
