@@ -236,8 +236,12 @@ def parse_range(header: str, size: int) -> tuple[int, int] | Literal["unsatisfia
         if not last:
             return None
         suffix = int(last)
-        if suffix == 0 or size == 0:
+        if suffix == 0:
             return _UNSATISFIABLE
+        if size == 0:
+            # satisfiable (RFC 9110, 14.1.2), yet no Content-Range spells "no bytes": the
+            # Range is ignored, as 14.2 allows for an empty representation
+            return None
         return max(0, size - suffix), size
     start = int(first)
     if last and int(last) < start:

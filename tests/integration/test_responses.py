@@ -148,6 +148,16 @@ async def test_unsatisfiable_range_is_416(
     assert response.headers["content-range"] == f"bytes */{size}"
 
 
+async def test_suffix_range_of_an_empty_object_is_an_empty_200(
+    server: str, client: httpx.AsyncClient
+) -> None:
+    # RFC 9110, 14.1.2: the one satisfiable range of an empty object, and no 206 can
+    # spell it: not a 416 (which says no range was satisfiable), the whole (empty) object
+    response = await client.get("/objects/d/empty.txt", headers={"Range": "bytes=-5"})
+    assert (response.status_code, response.content) == (200, b"")
+    assert "content-range" not in response.headers
+
+
 async def test_empty_object_is_an_empty_200(server: str, client: httpx.AsyncClient) -> None:
     response = await client.get("/objects/d/empty.txt")
     assert response.status_code == 200
