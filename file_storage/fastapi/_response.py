@@ -78,10 +78,11 @@ async def storage_response(
 
     - ``Range: bytes=a-b``, ``bytes=a-`` or ``bytes=-n``: 206 with ``Content-Range``; a
       range starting past the end: 416 with ``Content-Range: bytes */<size>``. A request
-      for several ranges, or a malformed one, gets the whole object (200), as RFC 9110
-      allows. ``If-Range`` is honoured with the current strong ``ETag``; with anything
-      else (another tag, a date: whole seconds cannot tell two versions apart), or with
-      ``If-Unmodified-Since`` as the only condition, the whole object is sent, 200.
+      for several ranges, a malformed one, or ``bytes=-n`` of an empty object, gets the
+      whole object (200), as RFC 9110 allows. ``If-Range`` is honoured with the current
+      strong ``ETag``; with anything else (another tag, a date: whole seconds cannot
+      tell two versions apart), or with ``If-Unmodified-Since`` as the only condition,
+      the whole object is sent, 200.
     - ``If-Match`` naming no current version (strong comparison; ``*`` matches any), or
       else ``If-Unmodified-Since`` older than ``Last-Modified``: 412 with a JSON
       ``detail``, no body of another version (a resumed download stays one version).
