@@ -45,6 +45,28 @@ _QUOTED = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
 _MEDIA_TYPE = re.compile(
     rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))?)*[ \t]*"
 )
+# the JavaScript MIME types (WHATWG MIME Sniffing, 4.6): the one kind a page runs when it
+# loads the object, whatever the object's own headers say (a script runs as the page's)
+_SCRIPT_TYPES = frozenset(
+    {
+        "application/ecmascript",
+        "application/javascript",
+        "application/x-ecmascript",
+        "application/x-javascript",
+        "text/ecmascript",
+        "text/javascript",
+        "text/javascript1.0",
+        "text/javascript1.1",
+        "text/javascript1.2",
+        "text/javascript1.3",
+        "text/javascript1.4",
+        "text/javascript1.5",
+        "text/jscript",
+        "text/livescript",
+        "text/x-ecmascript",
+        "text/x-javascript",
+    }
+)
 # headers a 304 repeats (RFC 9110, 15.4.5)
 _NOT_MODIFIED_HEADERS = ("etag", "last-modified", "cache-control", "vary")
 # stored objects are user data: never sniff a type, never run script on the app's origin
@@ -71,7 +93,8 @@ async def storage_response(
     with the object (``filename`` overrides the latter; a stored value that is not
     visible ASCII, which only another tool can store, is not sent: the type is then
     ``application/octet-stream`` and the disposition ``attachment``; so is a stored type
-    that is not one media type, such as ``image/png, text/html``), plus
+    that is not one media type, such as ``image/png, text/html``, or a script's, such
+    as ``text/javascript``: pass ``content_type=`` to serve a script you trust), plus
     ``X-Content-Type-Options: nosniff`` and ``Content-Security-Policy: sandbox`` (an
     uploaded HTML or SVG file must not run script on your origin; delete the header from
     the response for content you trust).
@@ -205,17 +228,24 @@ def _sendable(info: ObjectInfo, name: str, value: str | None) -> str | None:
 
 
 def _stored_type(info: ObjectInfo) -> str | None:
-    """The stored ``Content-Type`` when it is one media type, else ``None``.
+    """The stored ``Content-Type`` when it is one media type and no script's, else ``None``.
 
     An uploader chooses it (``save_upload`` keeps the client's, a presigned PUT stores
     what it sends): a list such as ``image/png, text/html`` is an image to an app that
-    reads it, a page to a browser.
+    reads it, a page to a browser. A script served from the app's origin is a script of
+    that origin: any page of it with an HTML injection could load it past its own
+    ``script-src 'self'``, and no header of this response would stop it running there.
     """
     stored = _sendable(info, "Content-Type", info.content_type)
-    if stored is None or _MEDIA_TYPE.fullmatch(stored):
-        return stored
-    logger.info("%r: its stored Content-Type is not one media type; not sent", info.key)
-    return None
+    if stored is None:
+        return None
+    if not _MEDIA_TYPE.fullmatch(stored):
+        logger.info("%r: its stored Content-Type is not one media type; not sent", info.key)
+        return None
+    if stored.partition(";")[0].strip().lower() in _SCRIPT_TYPES:
+        logger.info("%r: its stored Content-Type is a script's; not sent", info.key)
+        return None
+    return stored
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | Literal["unsatisfiable"] | None:

@@ -267,6 +267,22 @@ async def test_an_uploaded_type_that_is_no_single_media_type_is_served_as_octet_
 
 
 @pytest.mark.parametrize(
+    "sent_type", ["text/javascript", "Application/JavaScript; charset=utf-8", "text/jscript"]
+)
+async def test_an_uploaded_script_is_served_as_octet_stream(
+    server: str, client: httpx.AsyncClient, sent_type: str
+) -> None:
+    # a page of the app's origin could load it as its own script (tests/integration/
+    # test_browser_scripts.py): only a type the app passes itself says "script"
+    files = {"file": ("a.js", b"alert(document.cookie)", sent_type)}
+    assert (await client.post("/uploads/u/a.js", files=files)).status_code == 201
+    stored = await client.get("/objects/u/a.js")
+    assert stored.headers["content-type"] == "application/octet-stream"
+    vouched = await client.get("/objects/u/a.js", params={"content_type": "text/javascript"})
+    assert vouched.headers["content-type"] == "text/javascript; charset=utf-8"
+
+
+@pytest.mark.parametrize(
     "sent_type",
     ["image/png", 'text/plain; charset="utf-8"', 'application/pdf; name="a, b.pdf"', "a/b ; c=d"],
 )
