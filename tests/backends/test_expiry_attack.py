@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from file_storage import LocalStorageBackend, MemoryStorageBackend, StorageBackend, StorageError
+from file_storage import (
+    LocalStorageBackend,
+    MemoryStorageBackend,
+    ObjectInfo,
+    StorageBackend,
+    StorageError,
+)
+from file_storage.backends.local import _files as files_module
 
 DAY = timedelta(days=1)
 RULES = ".file_storage\\lifecycle.json"
@@ -105,13 +114,20 @@ async def test_local_purge_keeps_what_lands_at_the_key_between_its_check_and_its
     await backend.save("keep/src.txt", b"new")
     await backend.save("temp/a.txt", b"old")
     await backend.set_expiration("temp", 1)
-    etag_now = backend._etag_now
+    etag_of, listing = backend._etag, backend._iter_files
     writers: list[threading.Thread] = []
     landed = threading.Event()
+    listed = False
 
-    def checked_then_written(key: str) -> str | None:
-        etag = etag_now(key)
-        if not writers:
+    async def seen(prefix: str) -> AsyncIterator[ObjectInfo]:
+        nonlocal listed
+        async for info in listing(prefix):
+            yield info
+        listed = True
+
+    def checked_then_written(st: os.stat_result) -> str:
+        etag = etag_of(st)
+        if listed and not writers:  # the purge's comparison, under the key's lock
 
             def write() -> None:
                 asyncio.run(_write_at_key(root, how, version_id))
@@ -122,7 +138,8 @@ async def test_local_purge_keeps_what_lands_at_the_key_between_its_check_and_its
             landed.wait(timeout=0.5)  # a bound: it lands now, unless the lock holds it
         return etag
 
-    monkeypatch.setattr(backend, "_etag_now", checked_then_written)
+    monkeypatch.setattr(backend, "_iter_files", seen)
+    monkeypatch.setattr(backend, "_etag", checked_then_written)
     try:
         await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY)
     finally:
@@ -170,3 +187,75 @@ async def test_local_object_moved_into_an_expiring_folder_is_not_purged_at_once(
     await local_backend.move("uploads/a.bin", "temp/a.bin")
     assert await local_backend.purge_expired() == 0
     assert await local_backend.list_files() == ["temp/a.bin"]
+
+
+# ------------------------------------------- folder links: a rule's folder, not an alias
+
+
+async def test_local_purge_never_deletes_through_a_linked_folder(tmp_path: Path) -> None:
+    # temp/sub is a link to keep/, which no rule covers: keep/x is listed under temp/ too
+    # (links are aliases), but the rule of temp/ is no rule of the file's own folder
+    root = tmp_path / "storage"
+    async with LocalStorageBackend(root) as backend:
+        await backend.save("keep/x", b"precious")
+        await backend.save("temp/a", b"scratch")
+        os.symlink("../keep", root / "temp" / "sub")
+        await backend.set_expiration("temp", 1)
+        assert await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY) == 1
+        assert await backend.load("keep/x") == b"precious"
+        assert await backend.list_files("temp") == ["temp/sub/x"]
+
+
+async def test_local_purge_keeps_an_object_whose_folder_moved_out_after_the_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # another process moves the folder temp/sub out to keep/sub once the purge has listed
+    # it, and leaves a link in its place: the object now lives under keep/, no rule's
+    root = tmp_path / "storage"
+    async with LocalStorageBackend(root) as backend:
+        await backend.save("temp/sub/x", b"moved out")
+        await backend.set_expiration("temp", 1)
+        listing = backend._iter_files
+
+        async def then_moved(prefix: str) -> AsyncIterator[ObjectInfo]:
+            async for info in listing(prefix):
+                yield info
+            (root / "keep").mkdir()
+            os.rename(root / "temp" / "sub", root / "keep" / "sub")
+            os.symlink("../keep/sub", root / "temp" / "sub")
+
+        monkeypatch.setattr(backend, "_iter_files", then_moved)
+        assert await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY) == 0
+        monkeypatch.undo()
+        assert await backend.load("keep/sub/x") == b"moved out"
+
+
+async def test_local_purge_keeps_an_object_whose_folder_moved_out_as_it_is_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the latest moment: the purge holds the folder it opened and waits for the key's
+    # lock; the folder moves out right then. The file it compares must be the one it
+    # would unlink, in the folder it holds (now keep/sub), not what the key's path
+    # leads to afresh (the same file, through the link)
+    root = tmp_path / "storage"
+    async with LocalStorageBackend(root) as backend:
+        await backend.save("temp/sub/x", b"moved out")
+        await backend.set_expiration("temp", 1)
+        real_locks = files_module.key_locks
+        moved: list[str] = []
+
+        @contextlib.contextmanager
+        def moved_first(root_: object, *keys: str) -> Iterator[None]:
+            if keys == ("temp/sub/x",) and not moved:
+                moved.append(keys[0])
+                (root / "keep").mkdir()
+                os.rename(root / "temp" / "sub", root / "keep" / "sub")
+                os.symlink("../keep/sub", root / "temp" / "sub")
+            with real_locks(root_, *keys):  # type: ignore[arg-type]
+                yield
+
+        monkeypatch.setattr(files_module, "key_locks", moved_first)
+        assert await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY) == 0
+        monkeypatch.undo()
+        assert moved, "the purge never took the key's lock"
+        assert await backend.load("keep/sub/x") == b"moved out"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -55,11 +56,19 @@ async def test_usage_after_a_purge_raced_by_another_process_is_what_is_stored(
 
             monkeypatch.setattr(a, "_iter_files", then_written)
         else:
-            etag_now, landed = a._etag_now, threading.Event()
+            etag_of, listing, landed = a._etag, a._iter_files, threading.Event()
+            listed = False
 
-            def checked_then_written(key: str) -> str | None:
-                etag = etag_now(key)
-                if key == "temp/a.txt" and not writers:
+            async def seen_all(prefix: str) -> AsyncIterator[ObjectInfo]:
+                nonlocal listed
+                async for info in listing(prefix):
+                    yield info
+                listed = True
+
+            def checked_then_written(st: os.stat_result) -> str:
+                etag = etag_of(st)
+                # the purge's first comparison (temp/a.txt), under the key's lock
+                if listed and not writers:
                     writers.append(
                         threading.Thread(target=lambda: (asyncio.run(write()), landed.set()))
                     )
@@ -67,11 +76,13 @@ async def test_usage_after_a_purge_raced_by_another_process_is_what_is_stored(
                     landed.wait(timeout=0.5)  # a bound: it lands now, unless a lock holds it
                 return etag
 
-            monkeypatch.setattr(a, "_etag_now", checked_then_written)
+            monkeypatch.setattr(a, "_iter_files", seen_all)
+            monkeypatch.setattr(a, "_etag", checked_then_written)
         purged = await a.purge_expired(now=datetime.now(UTC) + timedelta(days=3))
         for writer in writers:
             await asyncio.to_thread(writer.join)
         monkeypatch.undo()
+        assert when == "after_the_listing" or writers, "the purge never compared temp/a.txt"
         stored = 0
         for key in await a.list_files():
             stored += (await a.stat(key)).size
