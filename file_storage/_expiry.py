@@ -14,6 +14,7 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 
 from file_storage._json import parse_json
 from file_storage._keys import validate_prefix
@@ -26,8 +27,10 @@ __all__ = [
     "RuleStore",
     "apply_rule",
     "check_days",
+    "cutoff",
     "decode_rules",
     "encode_rules",
+    "expired_by",
 ]
 
 logger = logging.getLogger("file_storage")
@@ -40,6 +43,26 @@ def check_days(days: object) -> int | None:
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
         raise ValueError("days must be a positive int (or None to remove the rule)")
     return days
+
+
+def cutoff(moment: datetime, days: int) -> datetime | None:
+    """What was last written before this has expired at ``moment`` under a rule of
+    ``days``; ``None``: nothing has (a rule of a million days: before year 1)."""
+    try:
+        return moment - timedelta(days=days)
+    except OverflowError:
+        return None
+
+
+def expired_by(rules: dict[str, int], key: str, written: datetime, moment: datetime) -> bool:
+    """Whether ``rules`` expire at ``moment`` the object ``key`` last written at ``written``
+    (nested rules: expired under any of them, so the shorter wins)."""
+    for folder, days in rules.items():
+        if key.startswith(folder):
+            limit = cutoff(moment, days)
+            if limit is not None and written < limit:
+                return True
+    return False
 
 
 def decode_rules(data: bytes, damaged: str) -> dict[str, int]:

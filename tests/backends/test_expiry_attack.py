@@ -259,3 +259,29 @@ async def test_local_purge_keeps_an_object_whose_folder_moved_out_as_it_is_delet
         monkeypatch.undo()
         assert moved, "the purge never took the key's lock"
         assert await backend.load("keep/sub/x") == b"moved out"
+
+
+# ------------------------------------------------ rules changed while the purge deletes
+
+
+async def test_local_purge_stops_deleting_once_another_process_removed_the_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # another process removes the rule once the purge has deleted temp/a: its call has
+    # returned, so temp/b and temp/c, expired under the old rule only, stay
+    root = tmp_path / "storage"
+    async with LocalStorageBackend(root) as backend, LocalStorageBackend(root) as other:
+        for key in ("temp/a", "temp/b", "temp/c"):
+            await backend.save(key, b"x")
+        await backend.set_expiration("temp", 1)
+        delete_expired = backend._delete_expired
+
+        async def then_removed(key: str, listed: ObjectInfo) -> bool:
+            gone = await delete_expired(key, listed)
+            await other.set_expiration("temp", None)
+            return gone
+
+        monkeypatch.setattr(backend, "_delete_expired", then_removed)
+        assert await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY) == 1
+        monkeypatch.undo()
+        assert await backend.list_files() == ["temp/b", "temp/c"]

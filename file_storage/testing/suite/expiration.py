@@ -142,6 +142,28 @@ async def test_purge_expired_keeps_an_object_rewritten_while_it_is_checked(
     assert await backend.load("temp/a.txt") == (b"new %d" % rewrites if rewrites else b"old")
 
 
+@pytest.mark.parametrize("days", [None, 30])
+async def test_purge_expired_deletes_nothing_by_a_rule_changed_after_the_listing(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, days: int | None
+) -> None:
+    # the rule is removed (or made longer) once the purge has listed its folder: that
+    # set_expiration has returned, so no object may be deleted by the old rule after it
+    await backend.set_expiration("temp", 1)
+    await backend.save("temp/a.txt", b"x")
+    await backend.save("temp/b.txt", b"y")
+    listing = backend._iter_files
+
+    async def then_changed(prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for info in listing(prefix):
+            yield info
+        await backend.set_expiration("temp", days)
+
+    monkeypatch.setattr(backend, "_iter_files", then_changed)
+    assert await backend.purge_expired(now=datetime.now(UTC) + timedelta(days=3)) == 0
+    monkeypatch.undo()
+    assert await backend.list_files() == ["temp/a.txt", "temp/b.txt"]
+
+
 async def test_purge_expired_goes_past_an_object_it_cannot_delete(
     backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
