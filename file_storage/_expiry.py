@@ -20,6 +20,7 @@ from file_storage._json import parse_json
 from file_storage._keys import validate_prefix
 from file_storage._loops import LoopLock, Periodic
 from file_storage.errors import InvalidKeyError, StorageConfigError, StorageError
+from file_storage.models import ObjectInfo
 
 __all__ = [
     "Expiry",
@@ -31,6 +32,7 @@ __all__ = [
     "decode_rules",
     "encode_rules",
     "expired_by",
+    "same_version",
 ]
 
 logger = logging.getLogger("file_storage")
@@ -63,6 +65,24 @@ def expired_by(rules: dict[str, int], key: str, written: datetime, moment: datet
             if limit is not None and written < limit:
                 return True
     return False
+
+
+def same_version(current: ObjectInfo, listed: ObjectInfo) -> bool:
+    """Whether ``current`` is the object ``listed`` was: by ETag where both carry one and
+    the second of the last write (an ETag may be the content's MD5, as on GCS, which a
+    rewrite of the same bytes keeps; a stat may answer whole seconds where the listing
+    gave fractions), else by size and time of the last write."""
+    if current.etag is not None and listed.etag is not None:
+        return (current.etag, current.size, _second(current.last_modified)) == (
+            listed.etag,
+            listed.size,
+            _second(listed.last_modified),
+        )
+    return (current.size, current.last_modified) == (listed.size, listed.last_modified)
+
+
+def _second(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0)
 
 
 def decode_rules(data: bytes, damaged: str) -> dict[str, int]:
