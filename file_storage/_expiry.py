@@ -95,10 +95,20 @@ def decode_rules(data: bytes, damaged: str) -> dict[str, int]:
     if not isinstance(rules, dict):
         raise StorageError(damaged)
     return {
-        prefix: days
-        for prefix, days in rules.items()
-        if isinstance(days, int) and not isinstance(days, bool) and days > 0 and _folder(prefix)
+        prefix: days for prefix, days in rules.items() if _days(prefix, days) and _folder(prefix)
     }
+
+
+def _days(prefix: str, days: object) -> bool:
+    """Whether ``days`` is a rule's days as set_expiration writes them; else the rule is
+    skipped (it expires nothing), and said so."""
+    if isinstance(days, int) and not isinstance(days, bool) and days > 0:
+        return True
+    logger.warning(
+        "expiry rule of %r ignored: its days are no positive whole number (fix the rules)",
+        prefix[:80],
+    )
+    return False
 
 
 def _folder(prefix: str) -> bool:

@@ -80,6 +80,40 @@ async def test_a_rules_file_nested_too_deep_to_parse_is_a_damaged_rules_file(
         assert info.value.operation == "get_expiration"
 
 
+async def test_a_rules_file_replaced_by_a_link_is_a_damaged_rules_file(tmp_path: Path) -> None:
+    # a link in place of the rules (to rules outside the root, here expiring everything)
+    # is never followed: every call says the file is damaged, and nothing is deleted
+    root = tmp_path / "storage"
+    planted = tmp_path / "planted.json"
+    planted.write_text(json.dumps({"expiration": {"": 1}}))
+    async with LocalStorageBackend(root) as backend:
+        await backend.save("a.txt", b"x")
+        os.symlink(planted, root / RULES)
+        with pytest.raises(StorageError, match="damaged"):
+            await backend.get_expiration()
+        with pytest.raises(StorageError, match="damaged"):
+            await backend.set_expiration("temp", 1)
+        with pytest.raises(StorageError, match="damaged"):
+            await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY)
+        assert await backend.list_files() == ["a.txt"]
+    assert json.loads(planted.read_text()) == {"expiration": {"": 1}}
+
+
+async def test_a_planted_rule_whose_days_are_no_positive_int_is_logged_and_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "storage"
+    root.mkdir()
+    (root / RULES).write_text('{"expiration": {"a/": "7", "b/": 1e400, "c/": 0, "d/": 2}}')
+    async with LocalStorageBackend(root) as backend:
+        with caplog.at_level(logging.WARNING, logger="file_storage"):
+            assert await backend.get_expiration() == {"d/": 2}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"expiry rule of {prefix!r} ignored: its days are no positive whole number (fix the rules)"
+        for prefix in ("a/", "b/", "c/")
+    ]
+
+
 # ------------------------------------------------- a write landing while purge checks
 
 
