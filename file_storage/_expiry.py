@@ -85,8 +85,9 @@ def _second(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
 
 
-def decode_rules(data: bytes, damaged: str) -> dict[str, int]:
-    """The rules of a stored rules document; ``damaged``: what to say when it is not one."""
+def decode_rules(data: bytes, damaged: str, *, quiet: bool = False) -> dict[str, int]:
+    """The rules of a stored rules document; ``damaged``: what to say when it is not one;
+    ``quiet``: the rules it skips are not logged (read again, and logged once already)."""
     try:
         raw = parse_json(data.decode("utf-8"))
     except ValueError:  # UnicodeDecodeError is one; nested too deeply too
@@ -95,23 +96,26 @@ def decode_rules(data: bytes, damaged: str) -> dict[str, int]:
     if not isinstance(rules, dict):
         raise StorageError(damaged)
     return {
-        prefix: days for prefix, days in rules.items() if _days(prefix, days) and _folder(prefix)
+        prefix: days
+        for prefix, days in rules.items()
+        if _days(prefix, days, quiet) and _folder(prefix, quiet)
     }
 
 
-def _days(prefix: str, days: object) -> bool:
+def _days(prefix: str, days: object, quiet: bool) -> bool:
     """Whether ``days`` is a rule's days as set_expiration writes them; else the rule is
     skipped (it expires nothing), and said so."""
     if isinstance(days, int) and not isinstance(days, bool) and days > 0:
         return True
-    logger.warning(
-        "expiry rule of %r ignored: its days are no positive whole number (fix the rules)",
-        prefix[:80],
-    )
+    if not quiet:
+        logger.warning(
+            "expiry rule of %r ignored: its days are no positive whole number (fix the rules)",
+            prefix[:80],
+        )
     return False
 
 
-def _folder(prefix: str) -> bool:
+def _folder(prefix: str, quiet: bool) -> bool:
     """Whether ``prefix`` is a folder as set_expiration writes it. Anyone who can write the
     document can plant a rule: ``../`` would purge beside the local root, ``temp`` every
     key starting with that text; such a rule is skipped, never applied."""
@@ -120,7 +124,10 @@ def _folder(prefix: str) -> bool:
             return True
     except InvalidKeyError:
         pass
-    logger.warning("expiry rule of %r ignored: not a folder prefix (fix the rules)", prefix[:80])
+    if not quiet:
+        logger.warning(
+            "expiry rule of %r ignored: not a folder prefix (fix the rules)", prefix[:80]
+        )
     return False
 
 
@@ -147,7 +154,8 @@ class RuleStore:
     #: the store deletes expired objects by itself (S3 lifecycle): purge_expired does nothing
     applies_itself = False
 
-    async def get(self) -> dict[str, int]:
+    async def get(self, *, quiet: bool = False) -> dict[str, int]:
+        """The rules; ``quiet``: skipped rules are not logged (a purge's read again)."""
         raise NotImplementedError
 
     async def put(self, prefix: str, days: int | None) -> None:
@@ -161,7 +169,7 @@ class MemoryRules(RuleStore):
     def __init__(self) -> None:
         self._rules: dict[str, int] = {}
 
-    async def get(self) -> dict[str, int]:
+    async def get(self, *, quiet: bool = False) -> dict[str, int]:
         return dict(self._rules)
 
     async def put(self, prefix: str, days: int | None) -> None:

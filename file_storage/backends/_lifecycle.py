@@ -110,7 +110,7 @@ class Lifecycle(Writes):
             # takes, so that no delete follows a change whose call has returned
             async with self._expiry.lock:
                 with self._translate("purge_expired", None):
-                    rules = await self._rules.get()
+                    rules = await self._rules.get(quiet=True)  # logged at the start
                 if not expired_by(rules, key, listed.last_modified, moment):
                     continue
                 try:

@@ -68,6 +68,20 @@ async def test_a_planted_rule_whose_prefix_is_no_folder_deletes_nothing(
     assert "expiry rule" in caplog.text
 
 
+async def test_a_planted_rule_is_logged_once_per_purge_not_once_per_object(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the purge reads the rules again before each delete: that read says nothing more
+    root = tmp_path / "storage"
+    plant_rules(root, {"../": 1, "temp/": 1})
+    async with LocalStorageBackend(root) as backend:
+        for i in range(5):
+            await backend.save(f"temp/{i}", b"x")
+        with caplog.at_level(logging.WARNING, logger="file_storage"):
+            assert await backend.purge_expired(now=datetime.now(UTC) + 2 * DAY) == 5
+    assert len([r for r in caplog.records if "expiry rule" in r.getMessage()]) == 1
+
+
 async def test_a_rules_file_nested_too_deep_to_parse_is_a_damaged_rules_file(
     tmp_path: Path,
 ) -> None:

@@ -27,13 +27,13 @@ class LocalRules(RuleStore):
     def __init__(self, root: Root) -> None:
         self._root = root  # (synced as it says: Root.durable)
 
-    async def get(self) -> dict[str, int]:
-        return await in_pool(self._read)
+    async def get(self, *, quiet: bool = False) -> dict[str, int]:
+        return await in_pool(self._read, quiet)
 
     async def put(self, prefix: str, days: int | None) -> None:
         await in_pool(self._put, prefix, days)
 
-    def _read(self) -> dict[str, int]:
+    def _read(self, quiet: bool = False) -> dict[str, int]:
         try:
             data = read_small(self._root.fd(), RULES_NAME)
         except FileNotFoundError:
@@ -46,6 +46,7 @@ class LocalRules(RuleStore):
             data or b"",  # a FIFO, folder or link in its place: damaged, never waited on
             f"the expiry rules file {RULES_NAME!r} in the storage root is damaged: "
             "fix or remove it, then set the rules again",
+            quiet=quiet,
         )
 
     def _put(self, prefix: str, days: int | None) -> None:
