@@ -198,6 +198,38 @@ async def test_purge_expired_deletes_nothing_by_a_rule_changed_after_the_listing
     assert await backend.list_files() == ["temp/a.txt", "temp/b.txt"]
 
 
+async def test_purge_expired_deletes_nothing_more_once_a_concurrent_call_removed_the_rule(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # set_expiration("temp", None) is called while the purge deletes temp/a: it waits for
+    # that delete, then the purge goes by the rules without it (temp/b and temp/c stay)
+    await backend.set_expiration("temp", 1)
+    for key in ("temp/a", "temp/b", "temp/c"):
+        await backend.save(key, b"x")
+    delete_expired = backend._delete_expired
+    calls: list[asyncio.Task[None]] = []
+
+    async def removed_meanwhile(key: str, listed: ObjectInfo) -> bool:
+        if not calls:
+            waiting = asyncio.Event()
+
+            async def remove() -> None:
+                waiting.set()
+                await backend.set_expiration("temp", None)
+
+            calls.append(asyncio.create_task(remove()))
+            await waiting.wait()  # the call has started, and waits or is done
+        return await delete_expired(key, listed)
+
+    monkeypatch.setattr(backend, "_delete_expired", removed_meanwhile)
+    deleted = await backend.purge_expired(now=datetime.now(UTC) + timedelta(days=3))
+    await asyncio.gather(*calls)
+    monkeypatch.undo()
+    if calls:  # S3 applies its rules itself: its purge deletes nothing
+        assert await backend.get_expiration() == {}
+        assert (deleted, await backend.list_files()) == (1, ["temp/b", "temp/c"])
+
+
 async def test_purge_expired_goes_past_an_object_it_cannot_delete(
     backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
