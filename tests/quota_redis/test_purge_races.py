@@ -96,3 +96,45 @@ async def test_usage_after_a_purge_raced_by_another_process_is_what_is_stored(
         assert [e for e in seen if e.type != "deleted"] == []
         if how != "delete":
             assert "temp/a.txt" in await a.list_files()
+
+
+async def test_two_processes_purging_at_once_delete_and_count_each_object_once(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    # every object expired is listed by both: each is deleted by one of them, announced
+    # and forgotten by the ledger once, and neither purge fails on what the other took
+    root = tmp_path / "storage"
+    async with local(root, redis_server, namespace, max_size_bytes=10_000) as setup:
+        await setup.set_expiration("temp", 1)
+        for i in range(60):
+            await setup.save(f"temp/d{i % 4}/f{i}", b"x" * (i + 1))
+        await setup.save("keep/k", b"k" * 5)
+    results: list[tuple[int, list[str]]] = []
+    failures: list[BaseException] = []
+
+    def purge() -> None:
+        async def run() -> None:
+            async with local(root, redis_server, namespace, max_size_bytes=10_000) as b:
+                seen: list[str] = []
+                b.subscribe(lambda event: seen.append(event.key))
+                results.append(
+                    (await b.purge_expired(now=datetime.now(UTC) + timedelta(days=3)), seen)
+                )
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=purge) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        await asyncio.to_thread(thread.join)
+    assert failures == []
+    assert sum(count for count, _ in results) == 60
+    events = [key for _, seen in results for key in seen]
+    assert sorted(events) == sorted(f"temp/d{i % 4}/f{i}" for i in range(60))
+    async with local(root, redis_server, namespace, max_size_bytes=10_000) as after:
+        assert await after.list_files() == ["keep/k"]
+        assert (await after.get_usage()).used == 5
