@@ -68,15 +68,15 @@ def expired_by(rules: dict[str, int], key: str, written: datetime, moment: datet
 
 
 def same_version(current: ObjectInfo, listed: ObjectInfo) -> bool:
-    """Whether ``current`` is the object ``listed`` was: by ETag where both carry one and
-    the second of the last write (an ETag may be the content's MD5, as on GCS, which a
-    rewrite of the same bytes keeps; a stat may answer whole seconds where the listing
+    """Whether ``current`` is the object ``listed`` was: by ETag where both carry one, and
+    no later second of the last write (an ETag may be the content's MD5, as on GCS, which
+    a rewrite of the same bytes keeps; a stat may answer whole seconds where the listing
     gave fractions), else by size and time of the last write."""
     if current.etag is not None and listed.etag is not None:
-        return (current.etag, current.size, _second(current.last_modified)) == (
-            listed.etag,
-            listed.size,
-            _second(listed.last_modified),
+        return (
+            (current.etag, current.size) == (listed.etag, listed.size)
+            # a rewrite is later; a store's stat answering an older time is no rewrite
+            and _second(current.last_modified) <= _second(listed.last_modified)
         )
     return (current.size, current.last_modified) == (listed.size, listed.last_modified)
 
