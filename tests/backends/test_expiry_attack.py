@@ -333,3 +333,14 @@ async def test_local_purge_stops_deleting_once_another_process_removed_the_rule(
         assert await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY) == 1
         monkeypatch.undo()
         assert await backend.list_files() == ["temp/b", "temp/c"]
+
+
+async def test_local_rule_on_a_linked_folder_deletes_nothing_through_it(tmp_path: Path) -> None:
+    root = tmp_path / "storage"
+    async with LocalStorageBackend(root) as backend:
+        await backend.save("keep/x", b"precious")
+        os.symlink("keep", root / "temp")
+        await backend.set_expiration("temp", 1)
+        assert await backend.list_files("temp") == ["temp/x"]
+        assert await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY) == 0
+        assert await backend.load("keep/x") == b"precious"
