@@ -24,6 +24,7 @@ Verdict = Literal["valid", "invalid", "expired"]
 MIN_SIGNING_KEY_CHARS = 32
 # far beyond any real expiry; keeps int() away from huge digit strings (and its 4300-digit limit)
 _MAX_EXPIRES_DIGITS = 20
+_ABSENT = "\x00"  # an option left out of the signed message
 
 
 def _digest(
@@ -36,14 +37,15 @@ def _digest(
 ) -> str:
     message = f"{method}\n{key}\n{expires}"
     if content_type is not None or filename is not None:
-        # "\x00" marks an absent option: no value can spell it (header values are visible
-        # ASCII; a file name with NUL is refused), so "" and absent never sign alike
+        # _ABSENT marks an absent option: no value signed can spell it (header values are
+        # visible ASCII; a file name with NUL is refused), so "" and absent never sign
+        # alike, and check() refuses one sent
         message += f"\n{_opt(content_type)}\n{_opt(filename)}"
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
 def _opt(value: str | None) -> str:
-    return "\x00" if value is None else value
+    return _ABSENT if value is None else value
 
 
 def sign_url(
@@ -87,6 +89,10 @@ def check(
     if not secret:  # an empty key signs nothing: anyone could compute its signatures
         return "invalid"
     if not expires or not signature or len(expires) > _MAX_EXPIRES_DIGITS:
+        return "invalid"
+    if _ABSENT in (content_type or "") or _ABSENT in (filename or ""):
+        # no signed value holds it: sent, it would spell an absent option, so an option
+        # could be added to a URL signed with only the other one
         return "invalid"
     # str.isdigit() alone accepts "²" and other digits that int() refuses
     if not (expires.isascii() and expires.isdigit()):
