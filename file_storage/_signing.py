@@ -19,9 +19,13 @@ from pydantic import SecretStr
 
 from file_storage.errors import StorageConfigError
 
-Verdict = Literal["valid", "invalid", "expired"]
+# "late": a genuine signature whose expiry lies further out than any presign may reach
+Verdict = Literal["valid", "invalid", "expired", "late"]
 
 MIN_SIGNING_KEY_CHARS = 32
+MAX_PRESIGN_SECONDS = 604800  # 7 days: SigV4's maximum (AWS, "Sharing objects with presigned URLs")
+# the clock skew S3 allows between a request's signer and the server (15 minutes)
+_CLOCK_SKEW_SECONDS = 900
 # far beyond any real expiry; keeps int() away from huge digit strings (and its 4300-digit limit)
 _MAX_EXPIRES_DIGITS = 20
 _ABSENT = "\x00"  # an option left out of the signed message
@@ -84,7 +88,8 @@ def check(
 ) -> Verdict:
     """Say whether a URL's ``expires`` and ``signature`` are valid for this method and key.
 
-    ``"expired"`` only for a genuine signature, so a forger learns nothing from it.
+    ``"expired"`` and ``"late"`` only for a genuine signature, so a forger learns nothing
+    from them.
     """
     if not secret:  # an empty key signs nothing: anyone could compute its signatures
         return "invalid"
@@ -102,8 +107,17 @@ def check(
     # bytes, because compare_digest refuses str with non-ASCII characters
     if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
         return "invalid"
-    if int(expires) < (now if now is not None else time.time()):
+    return timely(int(expires), now)
+
+
+def timely(expires: int, now: float | None = None) -> Verdict:
+    """``"expired"`` past ``expires``; ``"late"`` when no presign could have set it (a
+    signer whose clock ran ahead would otherwise hand out URLs living for months)."""
+    current = now if now is not None else time.time()
+    if expires < current:
         return "expired"
+    if expires > current + MAX_PRESIGN_SECONDS + _CLOCK_SKEW_SECONDS:
+        return "late"
     return "valid"
 
 

@@ -6,7 +6,8 @@ from typing import final
 
 from file_storage._keys import KeyLike
 from file_storage._mime import guess_content_type
-from file_storage.backends._core import MAX_PRESIGN_SECONDS, BackendCore
+from file_storage._signing import MAX_PRESIGN_SECONDS
+from file_storage.backends._core import BackendCore
 from file_storage.errors import InvalidKeyError, StorageConfigError, StorageQuotaExceededError
 from file_storage.models import PresignedPost
 
