@@ -66,7 +66,6 @@ SaveItems = (
 )
 Versioning = Literal["off", "enabled", "suspended"]
 Method = Literal["GET", "PUT"]
-MAX_PRESIGN_SECONDS = 604800  # 7 days: SigV4's maximum (AWS, "Sharing objects with presigned URLs")
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys a request
 NULL_VERSION = "null"  # the version id of an object written while versioning was off
 
