@@ -336,9 +336,12 @@ class Spool:
             used = _KEYS_FILES.get(self._folder)
             if used is None:
                 flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-                used = _KEYS_FILES[self._folder] = _KeysFile(
-                    os.open(self.root / "keys.lock", flags, 0o600)
-                )
+                try:
+                    fd = os.open(self.root / "keys.lock", flags, 0o600)
+                except FileNotFoundError:  # the folder was removed since it was claimed
+                    self.root.mkdir(parents=True, exist_ok=True)
+                    fd = os.open(self.root / "keys.lock", flags, 0o600)
+                used = _KEYS_FILES[self._folder] = _KeysFile(fd)
             used.users += 1
         try:
             yield used.fd
