@@ -14,11 +14,13 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 
 from file_storage._json import parse_json
 from file_storage._keys import validate_prefix
 from file_storage._loops import LoopLock, Periodic
 from file_storage.errors import InvalidKeyError, StorageConfigError, StorageError
+from file_storage.models import ObjectInfo
 
 __all__ = [
     "Expiry",
@@ -26,8 +28,11 @@ __all__ = [
     "RuleStore",
     "apply_rule",
     "check_days",
+    "cutoff",
     "decode_rules",
     "encode_rules",
+    "expired_by",
+    "same_version",
 ]
 
 logger = logging.getLogger("file_storage")
@@ -42,8 +47,47 @@ def check_days(days: object) -> int | None:
     return days
 
 
-def decode_rules(data: bytes, damaged: str) -> dict[str, int]:
-    """The rules of a stored rules document; ``damaged``: what to say when it is not one."""
+def cutoff(moment: datetime, days: int) -> datetime | None:
+    """What was last written before this has expired at ``moment`` under a rule of
+    ``days``; ``None``: nothing has (a rule of a million days: before year 1)."""
+    try:
+        return moment - timedelta(days=days)
+    except OverflowError:
+        return None
+
+
+def expired_by(rules: dict[str, int], key: str, written: datetime, moment: datetime) -> bool:
+    """Whether ``rules`` expire at ``moment`` the object ``key`` last written at ``written``
+    (nested rules: expired under any of them, so the shorter wins)."""
+    for folder, days in rules.items():
+        if key.startswith(folder):
+            limit = cutoff(moment, days)
+            if limit is not None and written < limit:
+                return True
+    return False
+
+
+def same_version(current: ObjectInfo, listed: ObjectInfo) -> bool:
+    """Whether ``current`` is the object ``listed`` was: by ETag where both carry one, and
+    no later second of the last write (an ETag may be the content's MD5, as on GCS, which
+    a rewrite of the same bytes keeps; a stat may answer whole seconds where the listing
+    gave fractions), else by size and time of the last write."""
+    if current.etag is not None and listed.etag is not None:
+        return (
+            (current.etag, current.size) == (listed.etag, listed.size)
+            # a rewrite is later; a store's stat answering an older time is no rewrite
+            and _second(current.last_modified) <= _second(listed.last_modified)
+        )
+    return (current.size, current.last_modified) == (listed.size, listed.last_modified)
+
+
+def _second(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0)
+
+
+def decode_rules(data: bytes, damaged: str, *, quiet: bool = False) -> dict[str, int]:
+    """The rules of a stored rules document; ``damaged``: what to say when it is not one;
+    ``quiet``: the rules it skips are not logged (read again, and logged once already)."""
     try:
         raw = parse_json(data.decode("utf-8"))
     except ValueError:  # UnicodeDecodeError is one; nested too deeply too
@@ -54,11 +98,24 @@ def decode_rules(data: bytes, damaged: str) -> dict[str, int]:
     return {
         prefix: days
         for prefix, days in rules.items()
-        if isinstance(days, int) and not isinstance(days, bool) and days > 0 and _folder(prefix)
+        if _days(prefix, days, quiet) and _folder(prefix, quiet)
     }
 
 
-def _folder(prefix: str) -> bool:
+def _days(prefix: str, days: object, quiet: bool) -> bool:
+    """Whether ``days`` is a rule's days as set_expiration writes them; else the rule is
+    skipped (it expires nothing), and said so."""
+    if isinstance(days, int) and not isinstance(days, bool) and days > 0:
+        return True
+    if not quiet:
+        logger.warning(
+            "expiry rule of %r ignored: its days are no positive whole number (fix the rules)",
+            prefix[:80],
+        )
+    return False
+
+
+def _folder(prefix: str, quiet: bool) -> bool:
     """Whether ``prefix`` is a folder as set_expiration writes it. Anyone who can write the
     document can plant a rule: ``../`` would purge beside the local root, ``temp`` every
     key starting with that text; such a rule is skipped, never applied."""
@@ -67,7 +124,10 @@ def _folder(prefix: str) -> bool:
             return True
     except InvalidKeyError:
         pass
-    logger.warning("expiry rule of %r ignored: not a folder prefix (fix the rules)", prefix[:80])
+    if not quiet:
+        logger.warning(
+            "expiry rule of %r ignored: not a folder prefix (fix the rules)", prefix[:80]
+        )
     return False
 
 
@@ -94,7 +154,8 @@ class RuleStore:
     #: the store deletes expired objects by itself (S3 lifecycle): purge_expired does nothing
     applies_itself = False
 
-    async def get(self) -> dict[str, int]:
+    async def get(self, *, quiet: bool = False) -> dict[str, int]:
+        """The rules; ``quiet``: skipped rules are not logged (a purge's read again)."""
         raise NotImplementedError
 
     async def put(self, prefix: str, days: int | None) -> None:
@@ -108,7 +169,7 @@ class MemoryRules(RuleStore):
     def __init__(self) -> None:
         self._rules: dict[str, int] = {}
 
-    async def get(self) -> dict[str, int]:
+    async def get(self, *, quiet: bool = False) -> dict[str, int]:
         return dict(self._rules)
 
     async def put(self, prefix: str, days: int | None) -> None:

@@ -19,11 +19,16 @@ from pydantic import SecretStr
 
 from file_storage.errors import StorageConfigError
 
-Verdict = Literal["valid", "invalid", "expired"]
+# "late": a genuine signature whose expiry lies further out than any presign may reach
+Verdict = Literal["valid", "invalid", "expired", "late"]
 
 MIN_SIGNING_KEY_CHARS = 32
+MAX_PRESIGN_SECONDS = 604800  # 7 days: SigV4's maximum (AWS, "Sharing objects with presigned URLs")
+# the clock skew S3 allows between a request's signer and the server (15 minutes)
+_CLOCK_SKEW_SECONDS = 900
 # far beyond any real expiry; keeps int() away from huge digit strings (and its 4300-digit limit)
 _MAX_EXPIRES_DIGITS = 20
+_ABSENT = "\x00"  # an option left out of the signed message
 
 
 def _digest(
@@ -36,14 +41,15 @@ def _digest(
 ) -> str:
     message = f"{method}\n{key}\n{expires}"
     if content_type is not None or filename is not None:
-        # "\x00" marks an absent option: no value can spell it (header values are visible
-        # ASCII; a file name with NUL is refused), so "" and absent never sign alike
+        # _ABSENT marks an absent option: no value signed can spell it (header values are
+        # visible ASCII; a file name with NUL is refused), so "" and absent never sign
+        # alike, and check() refuses one sent
         message += f"\n{_opt(content_type)}\n{_opt(filename)}"
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
 def _opt(value: str | None) -> str:
-    return "\x00" if value is None else value
+    return _ABSENT if value is None else value
 
 
 def sign_url(
@@ -82,11 +88,16 @@ def check(
 ) -> Verdict:
     """Say whether a URL's ``expires`` and ``signature`` are valid for this method and key.
 
-    ``"expired"`` only for a genuine signature, so a forger learns nothing from it.
+    ``"expired"`` and ``"late"`` only for a genuine signature, so a forger learns nothing
+    from them.
     """
     if not secret:  # an empty key signs nothing: anyone could compute its signatures
         return "invalid"
     if not expires or not signature or len(expires) > _MAX_EXPIRES_DIGITS:
+        return "invalid"
+    if _ABSENT in (content_type or "") or _ABSENT in (filename or ""):
+        # no signed value holds it: sent, it would spell an absent option, so an option
+        # could be added to a URL signed with only the other one
         return "invalid"
     # str.isdigit() alone accepts "²" and other digits that int() refuses
     if not (expires.isascii() and expires.isdigit()):
@@ -96,8 +107,17 @@ def check(
     # bytes, because compare_digest refuses str with non-ASCII characters
     if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
         return "invalid"
-    if int(expires) < (now if now is not None else time.time()):
+    return timely(int(expires), now)
+
+
+def timely(expires: int, now: float | None = None) -> Verdict:
+    """``"expired"`` past ``expires``; ``"late"`` when no presign could have set it (a
+    signer whose clock ran ahead would otherwise hand out URLs living for months)."""
+    current = now if now is not None else time.time()
+    if expires < current:
         return "expired"
+    if expires > current + MAX_PRESIGN_SECONDS + _CLOCK_SKEW_SECONDS:
+        return "late"
     return "valid"
 
 

@@ -6,6 +6,8 @@ Layout of the spool folder::
     data/<sha256 of key>.<uuid>.data    its bytes; every version gets a new name
     data/*.part                         a write in progress, removed when it fails
     flush.lock                          held (flock) by the process flushing
+    keys.lock                           a byte per key, locked (lockf) while a process
+                                        writes, deletes or flushes that key
     store                               the bucket and prefix the spool belongs to
 
 A data file is written and fsynced before its manifest is written (to a temp name,
@@ -14,9 +16,12 @@ never a mix. Replacing an entry writes a new data file, swaps the manifest, then
 the old data file. An entry is removed only after the store confirmed the upload, and
 only if its manifest still names the data file that was uploaded.
 
-Within a process, a lock per key orders writes, deletes and flushes of that key, so a
-flush can never put an older spooled version over a newer write. The locks are per
-folder, not per :class:`Spool`: two backends of one process on one folder share them.
+A lock per key orders writes, deletes and flushes of that key, so a flush can never put
+an older spooled version over a newer write, nor bring back a key deleted meanwhile. It
+is taken in this process (one per folder, not per :class:`Spool`: two backends of one
+process on one folder share it), then across processes: a POSIX record lock on one byte
+of ``keys.lock`` chosen by the key's hash, so every process on the folder (``uvicorn
+--workers N`` sharing ``STORAGE_S3_FALLBACK_PATH``) waits for the others.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +68,45 @@ STALE_SECONDS = 24 * 3600  # crash leftovers (.part, unreferenced .data) older t
 _LOCKS: dict[str, dict[str, _KeyLock]] = {}
 # a forked child: a lock its parent held at the fork is released in the parent only
 _forks.renew(_LOCKS.clear)
+
+_MAX_WAIT = 0.05  # seconds between two tries of a key another process holds
+
+
+class _KeysFile:
+    """This process's descriptor of a folder's ``keys.lock`` and how many use it.
+
+    POSIX record locks belong to the process, and closing any descriptor of the file
+    drops all of them: one descriptor per folder, closed only when none of its locks is
+    held or awaited (so a process does not keep one open per folder it ever used).
+    """
+
+    __slots__ = ("fd", "users")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.users = 0
+
+
+_KEYS_FILES: dict[str, _KeysFile] = {}
+_KEYS_GUARD = threading.Lock()
+_unlockable: set[str] = set()  # folders whose file system refuses record locks (warned once)
+
+
+def _forget_keys_files() -> None:
+    # a forked child holds none of its parent's record locks: it opens its own descriptor
+    for used in _KEYS_FILES.values():
+        with contextlib.suppress(OSError):
+            os.close(used.fd)
+    _KEYS_FILES.clear()
+
+
+_forks.renew(_forget_keys_files)
+
+
+def _byte(key: str) -> int:
+    """The byte of ``keys.lock`` standing for ``key`` (62 bits of its hash: never two
+    keys in practice, and far from overflowing an offset)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,12 +309,74 @@ class Spool:
 
     @contextlib.asynccontextmanager
     async def locked(self, *keys: str) -> AsyncIterator[None]:
-        """Hold the in-process turn of every key (taken in sorted order: no deadlock), for
-        coroutines of any event loop in any thread (one backend serving a threaded worker)."""
+        """Hold every key (taken in sorted order: no deadlock) against coroutines of any
+        event loop in any thread of this process (one backend serving a threaded worker),
+        then against every other process using the folder."""
         if not self._claimed:  # before a write: claimed if no store has yet
             await asyncio.to_thread(self._claim, True)
-        async with _Held(_LOCKS.setdefault(self._folder, {}), sorted(set(keys))):
-            yield
+        ordered = sorted(set(keys))
+        async with _Held(_LOCKS.setdefault(self._folder, {}), ordered):
+            if fcntl is None or self._folder in _unlockable:
+                yield  # not POSIX, or no record locks there: ordered in this process only
+                return
+            with self._keys_file() as fd:
+                taken: list[int] = []
+                try:
+                    for key in ordered:  # sorted in every process: none waits on another
+                        if await self._lock_key(fd, _byte(key)):
+                            taken.append(_byte(key))
+                    yield
+                finally:
+                    for offset in reversed(taken):
+                        fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+
+    @contextlib.contextmanager
+    def _keys_file(self) -> Iterator[int]:
+        with _KEYS_GUARD:
+            used = _KEYS_FILES.get(self._folder)
+            if used is None:
+                flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                try:
+                    fd = os.open(self.root / "keys.lock", flags, 0o600)
+                except FileNotFoundError:  # the folder was removed since it was claimed
+                    self.root.mkdir(parents=True, exist_ok=True)
+                    fd = os.open(self.root / "keys.lock", flags, 0o600)
+                used = _KEYS_FILES[self._folder] = _KeysFile(fd)
+            used.users += 1
+        try:
+            yield used.fd
+        finally:
+            with _KEYS_GUARD:
+                used.users -= 1
+                if not used.users and _KEYS_FILES.get(self._folder) is used:
+                    del _KEYS_FILES[self._folder]
+                    os.close(used.fd)  # none of its locks is held now
+
+    async def _lock_key(self, fd: int, offset: int) -> bool:
+        """Take the key's byte, trying again while another process holds it (never a
+        thread blocked in ``lockf``: a cancelled wait must not take it later). ``False``
+        when the file system refuses record locks (some network mounts): warned once."""
+        assert fcntl is not None
+        wait = 0.001
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+                return True
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EINTR):
+                    _unlockable.add(self._folder)
+                    logger.warning(
+                        "fallback spool: the folder's file system refuses record locks (%s): "
+                        "writes, deletes and flushes of one key are ordered per process only",
+                        exc.strerror,
+                    )
+                    return False
+            await self._waiting_for_key()
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, _MAX_WAIT)
+
+    async def _waiting_for_key(self) -> None:
+        """Called each time a key is found held by another process (a hook for tests)."""
 
     # ------------------------------------------------------------ reading
 

@@ -29,7 +29,7 @@ from typing import Literal, Self, TypedDict
 from pydantic import SecretStr
 
 from file_storage._events import EventHub
-from file_storage._expiry import Expiry, MemoryRules, RuleStore
+from file_storage._expiry import Expiry, MemoryRules, RuleStore, same_version
 from file_storage._keys import KeyLike, validate_key, validate_prefix
 from file_storage._loops import InFlight, SharedLock
 from file_storage._quota.ledger import VERSION_SEP, QuotaManager
@@ -66,7 +66,6 @@ SaveItems = (
 )
 Versioning = Literal["off", "enabled", "suspended"]
 Method = Literal["GET", "PUT"]
-MAX_PRESIGN_SECONDS = 604800  # 7 days: SigV4's maximum (AWS, "Sharing objects with presigned URLs")
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys a request
 NULL_VERSION = "null"  # the version id of an object written while versioning was off
 
@@ -82,14 +81,6 @@ class CoreArgs(TypedDict, total=False):
     quota_lease_seconds: float
     quota_fail_open: bool
     expire_interval_seconds: float | None
-
-
-def same_version(current: ObjectInfo, listed: ObjectInfo) -> bool:
-    """Whether ``current`` is the object ``listed`` was: by ETag where both carry one,
-    else by size and time of the last write."""
-    if current.etag is not None and listed.etag is not None:
-        return current.etag == listed.etag and current.size == listed.size
-    return (current.size, current.last_modified) == (listed.size, listed.last_modified)
 
 
 def _check_quota_args(max_size_bytes: object, refresh_seconds: object, redis_url: object) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import final
 
 from file_storage._events import Callback
-from file_storage._expiry import check_days
+from file_storage._expiry import check_days, cutoff, expired_by
 from file_storage._keys import KeyLike
 from file_storage.backends._writes import Writes
 from file_storage.errors import StorageError, StorageUnavailableError
@@ -69,7 +69,9 @@ class Lifecycle(Writes):
         the object the listing found is deleted: one rewritten at its key meanwhile stays
         (compared and deleted in one step on local disk and memory; on GCS and Azure a
         write landing within the instant between the check and the delete can be lost,
-        see docs/compatibility.md). On S3
+        see docs/compatibility.md). Each delete goes by the rules as they are then: a
+        rule removed or made longer by a :meth:`set_expiration` that has returned deletes
+        nothing more. On S3
         this does nothing (S3 applies the rules itself) and returns 0. With
         ``expire_interval_seconds`` (``STORAGE_EXPIRE_INTERVAL_SECONDS``) it also runs
         in the background while the backend is in use.
@@ -94,24 +96,31 @@ class Lifecycle(Writes):
             rules = await self._rules.get()
             expired: dict[str, ObjectInfo] = {}
             for folder, days in rules.items():
-                try:
-                    cutoff = moment - timedelta(days=days)
-                except OverflowError:
-                    continue  # before year 1 (a rule of a million days): nothing is older
+                limit = cutoff(moment, days)
+                if limit is None:
+                    continue
                 async for info in self._iter_files(folder):
-                    if info.last_modified < cutoff:  # nested rules: expired under any
+                    if info.last_modified < limit:  # nested rules: expired under any
                         expired.setdefault(info.key, info)
         deleted = 0
         refused: StorageError | None = None
         for key, listed in sorted(expired.items()):
-            try:
-                if await self._purge_one(key, listed):
-                    deleted += 1
-            except StorageError as exc:
-                if isinstance(exc, StorageUnavailableError):
-                    raise  # the store is down: the rest would fail the same way
-                # this object only (a policy, a permission): the others still expire
-                refused = refused or exc
+            # the rules may have changed since the listing (removed, made longer): each
+            # delete goes by them as they are now, read under the lock set_expiration
+            # takes, so that no delete follows a change whose call has returned
+            async with self._expiry.lock:
+                with self._translate("purge_expired", None):
+                    rules = await self._rules.get(quiet=True)  # logged at the start
+                if not expired_by(rules, key, listed.last_modified, moment):
+                    continue
+                try:
+                    if await self._purge_one(key, listed):
+                        deleted += 1
+                except StorageError as exc:
+                    if isinstance(exc, StorageUnavailableError):
+                        raise  # the store is down: the rest would fail the same way
+                    # this object only (a policy, a permission): the others still expire
+                    refused = refused or exc
         if deleted:
             logger.info("purged %d expired objects", deleted)
         if refused is not None:

@@ -6,9 +6,15 @@ from typing import final
 
 from file_storage._keys import KeyLike
 from file_storage._mime import guess_content_type
-from file_storage.backends._core import MAX_PRESIGN_SECONDS, BackendCore
-from file_storage.errors import StorageConfigError, StorageQuotaExceededError
+from file_storage._signing import MAX_PRESIGN_SECONDS
+from file_storage.backends._core import BackendCore
+from file_storage.errors import InvalidKeyError, StorageConfigError, StorageQuotaExceededError
 from file_storage.models import PresignedPost
+
+# S3 replaces it in every form field with the name of the uploaded file, and botocore
+# signs a key ending in it for every key starting with the rest ("starts-with"): a form
+# for "in/${filename}" would let the browser write any key under in/, another user's too
+_FILENAME_VARIABLE = "${filename}"
 
 
 class Posts(BackendCore):
@@ -43,12 +49,23 @@ class Posts(BackendCore):
             ``PresignedPost(url, fields)``.
 
         Raises:
-            ValueError: bad ``expires_in``, ``max_bytes`` or ``content_type``.
+            InvalidKeyError: ``path`` holds ``${filename}``, which S3 replaces with the
+                name of the uploaded file (the browser would choose the key); refused on
+                every backend alike.
+            ValueError: bad ``expires_in``, ``max_bytes`` or ``content_type`` (one holding
+                ``${filename}`` included).
             StorageQuotaExceededError: a quota covering ``path`` is already full.
             StorageConfigError: the backend cannot sign (local or memory without a signing
                 key and base URL).
         """
         key = self._key(path, "get_presigned_post")
+        if _FILENAME_VARIABLE in key.lower():
+            raise InvalidKeyError(
+                f"invalid key: {_FILENAME_VARIABLE} in a form's key is the uploaded file's "
+                "name on S3, which the browser chooses",
+                operation="get_presigned_post",
+                key=key,
+            )
         if (
             isinstance(expires_in, bool)
             or not isinstance(expires_in, int)
@@ -66,6 +83,8 @@ class Posts(BackendCore):
             or "/" not in content_type
         ):
             raise ValueError("content_type must be a printable ASCII MIME type such as text/csv")
+        if content_type is not None and _FILENAME_VARIABLE in content_type.lower():
+            raise ValueError(f"content_type must not hold {_FILENAME_VARIABLE} (S3 replaces it)")
         with self._translate("get_presigned_post", key):
             cap = await self._post_cap(key, max_bytes)
             ctype = content_type or guess_content_type(key)

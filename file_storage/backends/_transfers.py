@@ -24,11 +24,9 @@ from file_storage._http import check_header_value, public_url
 from file_storage._keys import KeyLike
 from file_storage._metadata import check_content_type
 from file_storage._mime import guess_content_type
+from file_storage._signing import MAX_PRESIGN_SECONDS
 from file_storage._streams import Progress
-from file_storage.backends._core import (
-    MAX_PRESIGN_SECONDS,
-    Method,
-)
+from file_storage.backends._core import Method
 from file_storage.backends._reads import Reads
 from file_storage.backends._support import (
     NEW_FILE,

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from file_storage._migrate import MigrationReport, Outcome, migrate
-from file_storage.backends._core import MAX_PRESIGN_SECONDS
+from file_storage._signing import MAX_PRESIGN_SECONDS
 from file_storage.backends.base import StorageBackend
 from file_storage.cli import _run
 from file_storage.cli._progress import Bar, MigrationBar

@@ -178,6 +178,8 @@ async def receive_post(
             verdict = check_post(key, fields, secret)
             if verdict == "expired":
                 return _deny(403, "the signed form has expired")
+            if verdict == "late":
+                return _deny(403, "the signed form expires later than any form may")
             if verdict != "valid":
                 return _deny(403, "invalid signature for this form and key")
             # a field left out signs as an empty one (check_post): no cap, a guessed type

@@ -88,6 +88,8 @@ def _authorize(request: Request, backend: StorageBackend, key: str, method: str)
     )
     if verdict == "expired":
         return _deny(403, "the signed URL has expired")
+    if verdict == "late":
+        return _deny(403, "the signed URL expires later than any URL may")
     if verdict != "valid":
         return _deny(403, "invalid signature for this URL and method")
     return None

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from file_storage import LocalStorageBackend, MemoryStorageBackend, StorageBackend, StorageError
+from file_storage import (
+    LocalStorageBackend,
+    MemoryStorageBackend,
+    ObjectInfo,
+    StorageBackend,
+    StorageError,
+)
+from file_storage.backends.local import _files as files_module
 
 DAY = timedelta(days=1)
 RULES = ".file_storage\\lifecycle.json"
@@ -59,6 +68,20 @@ async def test_a_planted_rule_whose_prefix_is_no_folder_deletes_nothing(
     assert "expiry rule" in caplog.text
 
 
+async def test_a_planted_rule_is_logged_once_per_purge_not_once_per_object(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the purge reads the rules again before each delete: that read says nothing more
+    root = tmp_path / "storage"
+    plant_rules(root, {"../": 1, "temp/": 1})
+    async with LocalStorageBackend(root) as backend:
+        for i in range(5):
+            await backend.save(f"temp/{i}", b"x")
+        with caplog.at_level(logging.WARNING, logger="file_storage"):
+            assert await backend.purge_expired(now=datetime.now(UTC) + 2 * DAY) == 5
+    assert len([r for r in caplog.records if "expiry rule" in r.getMessage()]) == 1
+
+
 async def test_a_rules_file_nested_too_deep_to_parse_is_a_damaged_rules_file(
     tmp_path: Path,
 ) -> None:
@@ -69,6 +92,40 @@ async def test_a_rules_file_nested_too_deep_to_parse_is_a_damaged_rules_file(
         with pytest.raises(StorageError, match="damaged") as info:
             await backend.get_expiration()
         assert info.value.operation == "get_expiration"
+
+
+async def test_a_rules_file_replaced_by_a_link_is_a_damaged_rules_file(tmp_path: Path) -> None:
+    # a link in place of the rules (to rules outside the root, here expiring everything)
+    # is never followed: every call says the file is damaged, and nothing is deleted
+    root = tmp_path / "storage"
+    planted = tmp_path / "planted.json"
+    planted.write_text(json.dumps({"expiration": {"": 1}}))
+    async with LocalStorageBackend(root) as backend:
+        await backend.save("a.txt", b"x")
+        os.symlink(planted, root / RULES)
+        with pytest.raises(StorageError, match="damaged"):
+            await backend.get_expiration()
+        with pytest.raises(StorageError, match="damaged"):
+            await backend.set_expiration("temp", 1)
+        with pytest.raises(StorageError, match="damaged"):
+            await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY)
+        assert await backend.list_files() == ["a.txt"]
+    assert json.loads(planted.read_text()) == {"expiration": {"": 1}}
+
+
+async def test_a_planted_rule_whose_days_are_no_positive_int_is_logged_and_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "storage"
+    root.mkdir()
+    (root / RULES).write_text('{"expiration": {"a/": "7", "b/": 1e400, "c/": 0, "d/": 2}}')
+    async with LocalStorageBackend(root) as backend:
+        with caplog.at_level(logging.WARNING, logger="file_storage"):
+            assert await backend.get_expiration() == {"d/": 2}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"expiry rule of {prefix!r} ignored: its days are no positive whole number (fix the rules)"
+        for prefix in ("a/", "b/", "c/")
+    ]
 
 
 # ------------------------------------------------- a write landing while purge checks
@@ -105,13 +162,20 @@ async def test_local_purge_keeps_what_lands_at_the_key_between_its_check_and_its
     await backend.save("keep/src.txt", b"new")
     await backend.save("temp/a.txt", b"old")
     await backend.set_expiration("temp", 1)
-    etag_now = backend._etag_now
+    etag_of, listing = backend._etag, backend._iter_files
     writers: list[threading.Thread] = []
     landed = threading.Event()
+    listed = False
 
-    def checked_then_written(key: str) -> str | None:
-        etag = etag_now(key)
-        if not writers:
+    async def seen(prefix: str) -> AsyncIterator[ObjectInfo]:
+        nonlocal listed
+        async for info in listing(prefix):
+            yield info
+        listed = True
+
+    def checked_then_written(st: os.stat_result) -> str:
+        etag = etag_of(st)
+        if listed and not writers:  # the purge's comparison, under the key's lock
 
             def write() -> None:
                 asyncio.run(_write_at_key(root, how, version_id))
@@ -122,7 +186,8 @@ async def test_local_purge_keeps_what_lands_at_the_key_between_its_check_and_its
             landed.wait(timeout=0.5)  # a bound: it lands now, unless the lock holds it
         return etag
 
-    monkeypatch.setattr(backend, "_etag_now", checked_then_written)
+    monkeypatch.setattr(backend, "_iter_files", seen)
+    monkeypatch.setattr(backend, "_etag", checked_then_written)
     try:
         await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY)
     finally:
@@ -170,3 +235,112 @@ async def test_local_object_moved_into_an_expiring_folder_is_not_purged_at_once(
     await local_backend.move("uploads/a.bin", "temp/a.bin")
     assert await local_backend.purge_expired() == 0
     assert await local_backend.list_files() == ["temp/a.bin"]
+
+
+# ------------------------------------------- folder links: a rule's folder, not an alias
+
+
+async def test_local_purge_never_deletes_through_a_linked_folder(tmp_path: Path) -> None:
+    # temp/sub is a link to keep/, which no rule covers: keep/x is listed under temp/ too
+    # (links are aliases), but the rule of temp/ is no rule of the file's own folder
+    root = tmp_path / "storage"
+    async with LocalStorageBackend(root) as backend:
+        await backend.save("keep/x", b"precious")
+        await backend.save("temp/a", b"scratch")
+        os.symlink("../keep", root / "temp" / "sub")
+        await backend.set_expiration("temp", 1)
+        assert await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY) == 1
+        assert await backend.load("keep/x") == b"precious"
+        assert await backend.list_files("temp") == ["temp/sub/x"]
+
+
+async def test_local_purge_keeps_an_object_whose_folder_moved_out_after_the_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # another process moves the folder temp/sub out to keep/sub once the purge has listed
+    # it, and leaves a link in its place: the object now lives under keep/, no rule's
+    root = tmp_path / "storage"
+    async with LocalStorageBackend(root) as backend:
+        await backend.save("temp/sub/x", b"moved out")
+        await backend.set_expiration("temp", 1)
+        listing = backend._iter_files
+
+        async def then_moved(prefix: str) -> AsyncIterator[ObjectInfo]:
+            async for info in listing(prefix):
+                yield info
+            (root / "keep").mkdir()
+            os.rename(root / "temp" / "sub", root / "keep" / "sub")
+            os.symlink("../keep/sub", root / "temp" / "sub")
+
+        monkeypatch.setattr(backend, "_iter_files", then_moved)
+        assert await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY) == 0
+        monkeypatch.undo()
+        assert await backend.load("keep/sub/x") == b"moved out"
+
+
+async def test_local_purge_keeps_an_object_whose_folder_moved_out_as_it_is_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the latest moment: the purge holds the folder it opened and waits for the key's
+    # lock; the folder moves out right then. The file it compares must be the one it
+    # would unlink, in the folder it holds (now keep/sub), not what the key's path
+    # leads to afresh (the same file, through the link)
+    root = tmp_path / "storage"
+    async with LocalStorageBackend(root) as backend:
+        await backend.save("temp/sub/x", b"moved out")
+        await backend.set_expiration("temp", 1)
+        real_locks = files_module.key_locks
+        moved: list[str] = []
+
+        @contextlib.contextmanager
+        def moved_first(root_: object, *keys: str) -> Iterator[None]:
+            if keys == ("temp/sub/x",) and not moved:
+                moved.append(keys[0])
+                (root / "keep").mkdir()
+                os.rename(root / "temp" / "sub", root / "keep" / "sub")
+                os.symlink("../keep/sub", root / "temp" / "sub")
+            with real_locks(root_, *keys):  # type: ignore[arg-type]
+                yield
+
+        monkeypatch.setattr(files_module, "key_locks", moved_first)
+        assert await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY) == 0
+        monkeypatch.undo()
+        assert moved, "the purge never took the key's lock"
+        assert await backend.load("keep/sub/x") == b"moved out"
+
+
+# ------------------------------------------------ rules changed while the purge deletes
+
+
+async def test_local_purge_stops_deleting_once_another_process_removed_the_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # another process removes the rule once the purge has deleted temp/a: its call has
+    # returned, so temp/b and temp/c, expired under the old rule only, stay
+    root = tmp_path / "storage"
+    async with LocalStorageBackend(root) as backend, LocalStorageBackend(root) as other:
+        for key in ("temp/a", "temp/b", "temp/c"):
+            await backend.save(key, b"x")
+        await backend.set_expiration("temp", 1)
+        delete_expired = backend._delete_expired
+
+        async def then_removed(key: str, listed: ObjectInfo) -> bool:
+            gone = await delete_expired(key, listed)
+            await other.set_expiration("temp", None)
+            return gone
+
+        monkeypatch.setattr(backend, "_delete_expired", then_removed)
+        assert await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY) == 1
+        monkeypatch.undo()
+        assert await backend.list_files() == ["temp/b", "temp/c"]
+
+
+async def test_local_rule_on_a_linked_folder_deletes_nothing_through_it(tmp_path: Path) -> None:
+    root = tmp_path / "storage"
+    async with LocalStorageBackend(root) as backend:
+        await backend.save("keep/x", b"precious")
+        os.symlink("keep", root / "temp")
+        await backend.set_expiration("temp", 1)
+        assert await backend.list_files("temp") == ["temp/x"]
+        assert await backend.purge_expired(now=datetime.now(UTC) + 3 * DAY) == 0
+        assert await backend.load("keep/x") == b"precious"

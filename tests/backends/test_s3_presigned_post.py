@@ -97,3 +97,21 @@ async def test_expired_form_upload_is_refused(
     response = await post_form(post, b"too late")
     assert response.status_code == 403
     assert stored_keys(raw, s3_bucket) == []
+
+
+async def test_form_policy_allows_its_own_key_only(post_backend: S3StorageBackend) -> None:
+    post = await post_backend.get_presigned_post("in/a.txt", max_bytes=10)
+    conditions = json.loads(base64.b64decode(post.fields["policy"]))["conditions"]
+    on_key = [c for c in conditions if "key" in c or (isinstance(c, list) and c[1] == "$key")]
+    assert on_key == [{"key": "storage/in/a.txt"}]  # no "starts-with": one key exactly
+    assert post.fields["key"] == "storage/in/a.txt"
+
+
+@enforced
+async def test_form_upload_to_another_key_is_refused(
+    post_backend: S3StorageBackend, raw: Any, s3_bucket: str
+) -> None:
+    post = await post_backend.get_presigned_post("in/a.txt", max_bytes=10)
+    response = await post_form(post, b"x", key="storage/in/other.txt")
+    assert response.status_code == 403
+    assert stored_keys(raw, s3_bucket) == []

@@ -46,13 +46,13 @@ pytestmark = pytest.mark.s3
 
 
 def spool_files(spool_path: Path) -> list[str]:
-    """Files in the spool folder, the flush lock and the store's name aside."""
+    """Files in the spool folder, the lock files and the store's name aside."""
     if not spool_path.exists():
         return []
     return sorted(
         str(p.relative_to(spool_path))
         for p in spool_path.rglob("*")
-        if p.is_file() and p.name not in ("flush.lock", "store")
+        if p.is_file() and p.name not in ("flush.lock", "keys.lock", "store")
     )
 
 

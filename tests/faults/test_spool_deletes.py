@@ -5,6 +5,7 @@ during the flush, or another server did in a versioned bucket (its delete marker
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,10 @@ import pytest
 from file_storage import S3StorageBackend, StorageUnavailableError
 from file_storage import _spool as spool_module
 from file_storage._spool import Entry
+from file_storage.backends.s3 import _fallback as fallback
 from tests.faults.conftest import MakeBackend
 from tests.faults.proxy import FaultProxy
+from tests.forks import DEADLINE, forked, in_child
 from tests.s3util import stored_keys
 
 pytestmark = pytest.mark.s3
@@ -157,3 +160,53 @@ async def test_delete_while_s3_is_down_fails_and_keeps_the_spooled_version(
     proxy.restore()
     assert await spooling.flush_spool() == 1
     assert stored_keys(raw, s3_bucket) == ["storage/a.txt"]
+
+
+@VERSIONED
+async def test_a_delete_while_another_process_flushes_the_key_is_not_undone(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str,
+    spool_path: Path, tmp_path: Path, versioned: bool
+) -> None:  # fmt: skip
+    # two workers of one app share the spool folder (one STORAGE_S3_FALLBACK_PATH): the
+    # child flushes a.txt, and stops with the key held, before its upload
+    spooling = make_backend(fallback_path=spool_path)
+    if versioned:
+        await spooling.set_versioning(True)
+    await spool(spooling, proxy, "a.txt", b"spooled")
+    paused, go = tmp_path / "paused", tmp_path / "go"
+
+    async def child() -> int:
+        def checked(path: Path, entry: Entry) -> bool:
+            paused.touch()
+            for _ in range(int(DEADLINE / 0.01)):  # a bound: the parent says go at once
+                if go.exists():
+                    break
+                time.sleep(0.01)  # (in the flush's thread: the child's loop is not blocked)
+            return spool_module.intact(path, entry)
+
+        fallback.intact = checked  # the child's copy of the module only
+        return await spooling.flush_spool()
+
+    result = forked(in_child(lambda: asyncio.run(child())))
+    for _ in range(int(DEADLINE / 0.01)):  # a bound
+        if paused.exists():
+            break
+        await asyncio.sleep(0.01)
+    assert paused.exists(), "the child's flush never reached the key"
+    found_held = asyncio.Event()
+
+    async def seen(self: spool_module.Spool) -> None:
+        found_held.set()
+        go.touch()  # the child's flush goes on: this delete waits for its end
+
+    original = spool_module.Spool._waiting_for_key
+    spool_module.Spool._waiting_for_key = seen  # type: ignore[method-assign]
+    try:
+        await asyncio.wait_for(spooling.delete("a.txt"), timeout=DEADLINE)
+    finally:
+        spool_module.Spool._waiting_for_key = original  # type: ignore[method-assign]
+    assert found_held.is_set(), "the delete did not wait for the other process's flush"
+    assert await asyncio.to_thread(result) == 1
+    assert not await spooling.exists("a.txt")
+    assert stored_keys(raw, s3_bucket) == []
+    assert spooled_manifests(spool_path) == []

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from file_storage import ObjectEvent, S3StorageBackend
+from file_storage._spool import Spool
 from tests.faults.conftest import MakeBackend
 from tests.faults.proxy import FaultProxy
 from tests.forks import DEADLINE, forked, in_child
@@ -69,7 +70,7 @@ async def test_a_child_forked_while_its_parent_loop_runs_flushes_in_the_backgrou
     assert body == b"later"
 
 
-async def test_a_child_forked_while_its_parent_saves_a_key_saves_that_key_too(
+async def test_a_child_forked_while_its_parent_saves_a_key_waits_for_it_then_saves_it(
     make_backend: MakeBackend, tmp_path: Path
 ) -> None:
     backend = make_backend(fallback_path=tmp_path / "spool")
@@ -83,15 +84,25 @@ async def test_a_child_forked_while_its_parent_saves_a_key_saves_that_key_too(
 
     saving = asyncio.ensure_future(backend.save("a.txt", body()))
     await asyncio.wait_for(reading.wait(), timeout=DEADLINE)  # a bound
+    waiting = tmp_path / "child-waits"
 
     async def child() -> str:
-        try:  # the parent's turn on the key is the parent's, never to end here
-            await asyncio.wait_for(backend.save("a.txt", b"child"), timeout=DEADLINE / 3)
-        except TimeoutError:
-            return "hung"
+        async def seen(self: Spool) -> None:
+            waiting.touch()  # the key is held by another process: the parent
+
+        Spool._waiting_for_key = seen  # type: ignore[method-assign]  # the child's copy only
+        # the parent's turn on the key, copied into the child, is not the child's to wait
+        # for; the parent's hold is, until the parent's save ends
+        await asyncio.wait_for(backend.save("a.txt", b"child"), timeout=DEADLINE / 3)
         return (await backend.load("a.txt")).decode()
 
-    assert forked(in_child(lambda: asyncio.run(child())))() == "child"
+    result = forked(in_child(lambda: asyncio.run(child())))
+    for _ in range(int(DEADLINE / 0.01)):  # a bound: the child reaches the key in far less
+        if waiting.exists():
+            break
+        await asyncio.sleep(0.01)
+    assert waiting.exists(), "the child never found the key held"
     release.set()
     await saving
-    assert await backend.load("a.txt") == b"parent"
+    assert await asyncio.to_thread(result) == "child"  # it landed after the parent's
+    assert await backend.load("a.txt") == b"child"

@@ -113,6 +113,33 @@ async def test_options_cannot_be_changed_in_a_signed_url(
     assert dropped.status_code == 403
 
 
+@pytest.fixture(params=["local", "memory"])
+def served_router(request: pytest.FixtureRequest) -> StorageBackend:
+    backend: StorageBackend = request.getfixturevalue(f"served_{request.param}")
+    return backend
+
+
+@pytest.mark.parametrize(
+    ("signed", "added"),
+    [
+        # an option signed alone: the other one, spelled as the mark of an absent option
+        ({"content_type": "image/png"}, "filename=%00"),
+        ({"filename": "a.png"}, "content_type=%00"),
+    ],
+    ids=["filename", "content_type"],
+)
+async def test_no_option_can_be_added_to_a_signed_url(
+    served_router: StorageBackend, http: httpx.AsyncClient, signed: dict[str, str], added: str
+) -> None:
+    await served_router.save("v/a.png", b"png", content_type="image/png")
+    url = await served_router.get_presigned_url("v/a.png", **signed)
+    assert (await http.get(url)).status_code == 200
+    forged = await http.get(f"{url}&{added}")
+    assert forged.status_code == 403
+    assert forged.json() == {"detail": "invalid signature for this URL and method"}
+    assert "content-disposition" not in forged.headers
+
+
 async def test_signed_router_refuses_a_put_with_another_content_type(
     served_memory: StorageBackend, http: httpx.AsyncClient
 ) -> None:

@@ -124,6 +124,19 @@ async def test_expired_form_is_forbidden(
     assert response.json() == {"detail": "the signed form has expired"}
 
 
+async def test_form_valid_for_longer_than_any_presign_is_forbidden(
+    local_server: str, client: httpx.AsyncClient, local_storage: LocalStorageBackend
+) -> None:
+    # signed by a clock 30 days ahead: valid for a month, past the 7 days a form may live
+    base = f"{local_server}/files"
+    ahead = time.time() + 30 * 86400
+    post = sign_post(base, "in/a.txt", 3600, None, "text/plain", SIGNING_KEY, now=ahead)
+    response = await _post(client, post.url, post.fields, b"hello")
+    assert response.status_code == 403
+    assert response.json() == {"detail": "the signed form expires later than any form may"}
+    assert not await local_storage.exists("in/a.txt")
+
+
 async def test_form_without_a_file_is_a_bad_request(
     local_server: str, client: httpx.AsyncClient, local_storage: LocalStorageBackend
 ) -> None:

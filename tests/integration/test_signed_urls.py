@@ -129,6 +129,24 @@ async def test_expired_url_is_403(
     assert not await local_storage.exists("new.txt")
 
 
+async def test_url_valid_for_longer_than_any_presign_is_403(
+    server: str, client: httpx.AsyncClient, stored: str, local_storage: LocalStorageBackend
+) -> None:
+    # a signer whose clock ran 30 days ahead: its URLs, valid an hour there, would stay
+    # valid for a month here, past the 7 days no presigned URL may live
+    ahead = time.time() + 30 * 86400
+    url = sign_url(f"{server}/files", stored, "GET", 3600, SIGNING_KEY, now=ahead)
+    response = await client.get(url)
+    assert response.status_code == 403
+    assert response.json() == {"detail": "the signed URL expires later than any URL may"}
+    put_url = sign_url(f"{server}/files", "new.txt", "PUT", 3600, SIGNING_KEY, now=ahead)
+    assert (await client.put(put_url, content=b"x")).status_code == 403
+    assert not await local_storage.exists("new.txt")
+    # the longest a URL may live, signed by a clock a few minutes ahead, still works
+    longest = sign_url(f"{server}/files", stored, "GET", 604800, SIGNING_KEY, now=time.time() + 300)
+    assert (await client.get(longest)).status_code == 200
+
+
 async def test_get_url_never_works_for_put(
     server: str, client: httpx.AsyncClient, local_storage: LocalStorageBackend, stored: str
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -55,11 +56,19 @@ async def test_usage_after_a_purge_raced_by_another_process_is_what_is_stored(
 
             monkeypatch.setattr(a, "_iter_files", then_written)
         else:
-            etag_now, landed = a._etag_now, threading.Event()
+            etag_of, listing, landed = a._etag, a._iter_files, threading.Event()
+            listed = False
 
-            def checked_then_written(key: str) -> str | None:
-                etag = etag_now(key)
-                if key == "temp/a.txt" and not writers:
+            async def seen_all(prefix: str) -> AsyncIterator[ObjectInfo]:
+                nonlocal listed
+                async for info in listing(prefix):
+                    yield info
+                listed = True
+
+            def checked_then_written(st: os.stat_result) -> str:
+                etag = etag_of(st)
+                # the purge's first comparison (temp/a.txt), under the key's lock
+                if listed and not writers:
                     writers.append(
                         threading.Thread(target=lambda: (asyncio.run(write()), landed.set()))
                     )
@@ -67,11 +76,13 @@ async def test_usage_after_a_purge_raced_by_another_process_is_what_is_stored(
                     landed.wait(timeout=0.5)  # a bound: it lands now, unless a lock holds it
                 return etag
 
-            monkeypatch.setattr(a, "_etag_now", checked_then_written)
+            monkeypatch.setattr(a, "_iter_files", seen_all)
+            monkeypatch.setattr(a, "_etag", checked_then_written)
         purged = await a.purge_expired(now=datetime.now(UTC) + timedelta(days=3))
         for writer in writers:
             await asyncio.to_thread(writer.join)
         monkeypatch.undo()
+        assert when == "after_the_listing" or writers, "the purge never compared temp/a.txt"
         stored = 0
         for key in await a.list_files():
             stored += (await a.stat(key)).size
@@ -85,3 +96,45 @@ async def test_usage_after_a_purge_raced_by_another_process_is_what_is_stored(
         assert [e for e in seen if e.type != "deleted"] == []
         if how != "delete":
             assert "temp/a.txt" in await a.list_files()
+
+
+async def test_two_processes_purging_at_once_delete_and_count_each_object_once(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    # every object expired is listed by both: each is deleted by one of them, announced
+    # and forgotten by the ledger once, and neither purge fails on what the other took
+    root = tmp_path / "storage"
+    async with local(root, redis_server, namespace, max_size_bytes=10_000) as setup:
+        await setup.set_expiration("temp", 1)
+        for i in range(60):
+            await setup.save(f"temp/d{i % 4}/f{i}", b"x" * (i + 1))
+        await setup.save("keep/k", b"k" * 5)
+    results: list[tuple[int, list[str]]] = []
+    failures: list[BaseException] = []
+
+    def purge() -> None:
+        async def run() -> None:
+            async with local(root, redis_server, namespace, max_size_bytes=10_000) as b:
+                seen: list[str] = []
+                b.subscribe(lambda event: seen.append(event.key))
+                results.append(
+                    (await b.purge_expired(now=datetime.now(UTC) + timedelta(days=3)), seen)
+                )
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=purge) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        await asyncio.to_thread(thread.join)
+    assert failures == []
+    assert sum(count for count, _ in results) == 60
+    events = [key for _, seen in results for key in seen]
+    assert sorted(events) == sorted(f"temp/d{i % 4}/f{i}" for i in range(60))
+    async with local(root, redis_server, namespace, max_size_bytes=10_000) as after:
+        assert await after.list_files() == ["keep/k"]
+        assert (await after.get_usage()).used == 5

@@ -32,7 +32,7 @@ class ObstoreRules(RuleStore):
     def __init__(self, backend: ObstoreBackend) -> None:
         self._backend = backend
 
-    async def _read(self) -> tuple[dict[str, int], Any]:
+    async def _read(self, quiet: bool = False) -> tuple[dict[str, int], Any]:
         """The rules and the put mode that replaces exactly what was read."""
         obs, store = self._backend._store()
         try:
@@ -43,6 +43,7 @@ class ObstoreRules(RuleStore):
             bytes(await result.bytes_async()),
             f"the expiry rules object {RULES_NAME[:26]}... under the prefix is damaged: "
             "delete it, then set the rules again",
+            quiet=quiet,
         )
         meta = result.meta
         mode: dict[str, str] = {"e_tag": meta.get("e_tag") or ""}
@@ -50,8 +51,8 @@ class ObstoreRules(RuleStore):
             mode["version"] = meta["version"]
         return rules, mode
 
-    async def get(self) -> dict[str, int]:
-        return (await self._read())[0]
+    async def get(self, *, quiet: bool = False) -> dict[str, int]:
+        return (await self._read(quiet))[0]
 
     async def put(self, prefix: str, days: int | None) -> None:
         obs, store = self._backend._store()

@@ -251,22 +251,32 @@ class LocalFiles(LocalMoves):
             found.close()
 
     def _delete_sync(self, key: str, gate: Gate | None = None, etag: str | None = None) -> bool:
-        """Delete ``key``; with ``etag``, only the file of that ETag (compared under the
-        key's lock, which every write takes: a file renamed there since stays)."""
+        """Delete ``key``; with ``etag`` (an expired object), only the file of that ETag
+        (compared under the key's lock, which every write takes: a file renamed there
+        since stays) and only in the key's own folder: a folder reached through an
+        in-root link (or swapped for one since the listing) holds an object of another
+        folder, which that folder's rule judges, never this key's."""
         try:
-            dir_fd, name, where = open_parent(self._dir, key, create=False)
+            dir_fd, name, where = open_parent(self._dir, key, create=False, follow=etag is None)
         except (ObjectNotFoundError, StorageError):
             return False
         try:
             with key_locks(self._dir, key):
+                if etag is not None and not self._same_folder(dir_fd, where):
+                    return False  # moved away since it was opened: no longer the key's
                 try:
-                    mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-                    if not (stat_mod.S_ISREG(mode) or stat_mod.S_ISLNK(mode)):
+                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    if not (stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISLNK(st.st_mode)):
                         # a folder, or a FIFO, socket or device another process made:
                         # no object (exists says so), so nothing to delete, and what
                         # may be in use elsewhere is left alone (a link is only a name)
                         return False
-                    if etag is not None and self._etag_now(key) != etag:
+                    if etag is not None and etag != (
+                        # the file unlinked below, in the folder held: the key's path
+                        # walked afresh may lead elsewhere (its folder moved meanwhile,
+                        # a link left in its place); a link key's object is what it names
+                        self._etag(st) if stat_mod.S_ISREG(st.st_mode) else self._etag_now(key)
+                    ):
                         return False  # rewritten since the caller looked
                     with gate.lock if gate else contextlib.nullcontext():
                         if gate is not None:
@@ -283,6 +293,18 @@ class LocalFiles(LocalMoves):
             os.close(dir_fd)
         remove_empty_parents(self._dir, where)
         return True
+
+    def _same_folder(self, dir_fd: int, where: list[str]) -> bool:
+        """Whether the folder ``dir_fd`` is still the one at ``where``, reached with no link."""
+        try:
+            fd, _ = open_dir(self._dir, where, follow=False)
+        except (StorageError, OSError):
+            return False
+        try:
+            held, now = os.fstat(dir_fd), os.fstat(fd)
+        finally:
+            os.close(fd)
+        return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
 
     def _etag_now(self, key: str) -> str | None:
         """The ETag ``stat`` gives ``key`` now (of what an in-root link names); ``None``:

@@ -376,11 +376,14 @@ def write_small(root: Root, dir_fd: int, name: str, data: bytes) -> None:
         os.fsync(dir_fd)
 
 
-def open_parent(root: Root, key: str, *, create: bool) -> tuple[int, str, list[str]]:
+def open_parent(
+    root: Root, key: str, *, create: bool, follow: bool = True
+) -> tuple[int, str, list[str]]:
     """The folder holding ``key`` (descriptor, owned by the caller), the key's last segment
-    and the folder's real segments. The last segment itself is never followed."""
+    and the folder's real segments. The last segment itself is never followed; ``follow``:
+    in-root links on the way are (else a linked folder is a StoragePermissionError)."""
     parts = key.split("/")
-    dir_fd, where = open_dir(root, parts[:-1], create=create)
+    dir_fd, where = open_dir(root, parts[:-1], create=create, follow=follow)
     return dir_fd, parts[-1], where
 
 

@@ -9,6 +9,8 @@ A change is read, made and written under a lock every process takes (``key_locks
 
 from __future__ import annotations
 
+import errno
+
 from file_storage._expiry import RuleStore, apply_rule, decode_rules, encode_rules
 from file_storage.backends.local._fs import Root, read_small, write_small
 from file_storage.backends.local._io import in_pool
@@ -25,21 +27,26 @@ class LocalRules(RuleStore):
     def __init__(self, root: Root) -> None:
         self._root = root  # (synced as it says: Root.durable)
 
-    async def get(self) -> dict[str, int]:
-        return await in_pool(self._read)
+    async def get(self, *, quiet: bool = False) -> dict[str, int]:
+        return await in_pool(self._read, quiet)
 
     async def put(self, prefix: str, days: int | None) -> None:
         await in_pool(self._put, prefix, days)
 
-    def _read(self) -> dict[str, int]:
+    def _read(self, quiet: bool = False) -> dict[str, int]:
         try:
             data = read_small(self._root.fd(), RULES_NAME)
         except FileNotFoundError:
             return {}
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EMLINK):  # a link: never followed
+                raise
+            data = None
         return decode_rules(
-            data or b"",  # a FIFO or folder in its place: damaged, never waited on
+            data or b"",  # a FIFO, folder or link in its place: damaged, never waited on
             f"the expiry rules file {RULES_NAME!r} in the storage root is damaged: "
             "fix or remove it, then set the rules again",
+            quiet=quiet,
         )
 
     def _put(self, prefix: str, days: int | None) -> None:

@@ -78,7 +78,7 @@ class S3Rules(RuleStore):
         kept = {name: answer[name] for name in _KEPT_SETTINGS if answer.get(name)}
         return (list(rules) if isinstance(rules, list) else []), kept
 
-    async def get(self) -> dict[str, int]:
+    async def get(self, *, quiet: bool = False) -> dict[str, int]:
         found: dict[str, int] = {}
         rules, _ = await self._read()
         for rule in rules:

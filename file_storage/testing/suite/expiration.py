@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -108,6 +109,39 @@ async def test_purge_expired_keeps_an_object_rewritten_after_the_listing(
     assert deleted == (0 if content == b"old" else 1)  # temp/b.txt
 
 
+async def test_purge_expired_keeps_an_object_rewritten_with_the_same_bytes(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # some stores' ETag is the content's MD5 (GCS): an upload of the same bytes keeps it,
+    # yet it is a new write, whose age starts afresh. The purge must tell it apart from
+    # the object it listed, by its time where the ETag is the same (a store answering
+    # whole seconds: rewritten until the second has changed, a bounded loop)
+    await backend.set_expiration("temp", 1)
+    await backend.save("temp/a.txt", b"same")
+    listing = backend._iter_files
+
+    async def then_rewritten(prefix: str) -> AsyncIterator[ObjectInfo]:
+        found = [info async for info in listing(prefix)]
+        for info in found:
+            yield info
+        if not found:
+            return  # S3 applies its rules itself: its purge lists nothing
+        listed, deadline = found[0], time.monotonic() + 5
+        while True:
+            await backend.save("temp/a.txt", b"same")
+            now = await backend.stat("temp/a.txt")
+            if now.etag != listed.etag or now.last_modified.replace(
+                microsecond=0
+            ) > listed.last_modified.replace(microsecond=0):
+                break
+            assert time.monotonic() < deadline, "the store's clock stands still"
+
+    monkeypatch.setattr(backend, "_iter_files", then_rewritten)
+    deleted = await backend.purge_expired(now=datetime.now(UTC) + timedelta(days=3))
+    monkeypatch.undo()
+    assert (deleted, await backend.list_files()) == (0, ["temp/a.txt"])
+
+
 @pytest.mark.backend_needs("exact_expiry")
 async def test_purge_expired_keeps_an_object_rewritten_while_it_is_checked(
     backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
@@ -140,6 +174,60 @@ async def test_purge_expired_keeps_an_object_rewritten_while_it_is_checked(
     await backend.purge_expired(now=datetime.now(UTC) + timedelta(days=3))
     monkeypatch.undo()
     assert await backend.load("temp/a.txt") == (b"new %d" % rewrites if rewrites else b"old")
+
+
+@pytest.mark.parametrize("days", [None, 30])
+async def test_purge_expired_deletes_nothing_by_a_rule_changed_after_the_listing(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, days: int | None
+) -> None:
+    # the rule is removed (or made longer) once the purge has listed its folder: that
+    # set_expiration has returned, so no object may be deleted by the old rule after it
+    await backend.set_expiration("temp", 1)
+    await backend.save("temp/a.txt", b"x")
+    await backend.save("temp/b.txt", b"y")
+    listing = backend._iter_files
+
+    async def then_changed(prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for info in listing(prefix):
+            yield info
+        await backend.set_expiration("temp", days)
+
+    monkeypatch.setattr(backend, "_iter_files", then_changed)
+    assert await backend.purge_expired(now=datetime.now(UTC) + timedelta(days=3)) == 0
+    monkeypatch.undo()
+    assert await backend.list_files() == ["temp/a.txt", "temp/b.txt"]
+
+
+async def test_purge_expired_deletes_nothing_more_once_a_concurrent_call_removed_the_rule(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # set_expiration("temp", None) is called while the purge deletes temp/a: it waits for
+    # that delete, then the purge goes by the rules without it (temp/b and temp/c stay)
+    await backend.set_expiration("temp", 1)
+    for key in ("temp/a", "temp/b", "temp/c"):
+        await backend.save(key, b"x")
+    delete_expired = backend._delete_expired
+    calls: list[asyncio.Task[None]] = []
+
+    async def removed_meanwhile(key: str, listed: ObjectInfo) -> bool:
+        if not calls:
+            waiting = asyncio.Event()
+
+            async def remove() -> None:
+                waiting.set()
+                await backend.set_expiration("temp", None)
+
+            calls.append(asyncio.create_task(remove()))
+            await waiting.wait()  # the call has started, and waits or is done
+        return await delete_expired(key, listed)
+
+    monkeypatch.setattr(backend, "_delete_expired", removed_meanwhile)
+    deleted = await backend.purge_expired(now=datetime.now(UTC) + timedelta(days=3))
+    await asyncio.gather(*calls)
+    monkeypatch.undo()
+    if calls:  # S3 applies its rules itself: its purge deletes nothing
+        assert await backend.get_expiration() == {}
+        assert (deleted, await backend.list_files()) == (1, ["temp/b", "temp/c"])
 
 
 async def test_purge_expired_goes_past_an_object_it_cannot_delete(
