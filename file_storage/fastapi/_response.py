@@ -38,6 +38,35 @@ _RANGE_SPEC = re.compile(r"([0-9]{0,30})[ \t]*-[ \t]*([0-9]{0,30})")
 _UNSATISFIABLE: Literal["unsatisfiable"] = "unsatisfiable"
 # what a stored header may hold to be sent unchanged: visible ASCII and spaces
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
+# one media type (RFC 9110, 8.3.1): a list ("image/png, text/html") is read by browsers as
+# its last type (Fetch, "extract a MIME type"), not the one an app checks
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
+_MEDIA_TYPE = re.compile(
+    rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))?)*[ \t]*"
+)
+# the JavaScript MIME types (WHATWG MIME Sniffing, 4.6): the one kind a page runs when it
+# loads the object, whatever the object's own headers say (a script runs as the page's)
+_SCRIPT_TYPES = frozenset(
+    {
+        "application/ecmascript",
+        "application/javascript",
+        "application/x-ecmascript",
+        "application/x-javascript",
+        "text/ecmascript",
+        "text/javascript",
+        "text/javascript1.0",
+        "text/javascript1.1",
+        "text/javascript1.2",
+        "text/javascript1.3",
+        "text/javascript1.4",
+        "text/javascript1.5",
+        "text/jscript",
+        "text/livescript",
+        "text/x-ecmascript",
+        "text/x-javascript",
+    }
+)
 # headers a 304 repeats (RFC 9110, 15.4.5)
 _NOT_MODIFIED_HEADERS = ("etag", "last-modified", "cache-control", "vary")
 # stored objects are user data: never sniff a type, never run script on the app's origin
@@ -63,15 +92,20 @@ async def storage_response(
     ``Accept-Ranges: bytes``, the ``Cache-Control`` and ``Content-Disposition`` stored
     with the object (``filename`` overrides the latter; a stored value that is not
     visible ASCII, which only another tool can store, is not sent: the type is then
-    ``application/octet-stream`` and the disposition ``attachment``), plus
+    ``application/octet-stream`` and the disposition ``attachment``; so is a stored type
+    that is not one media type, such as ``image/png, text/html``, or a script's, such
+    as ``text/javascript``: pass ``content_type=`` to serve a script you trust), plus
     ``X-Content-Type-Options: nosniff`` and ``Content-Security-Policy: sandbox`` (an
     uploaded HTML or SVG file must not run script on your origin; delete the header from
     the response for content you trust).
 
     - ``Range: bytes=a-b``, ``bytes=a-`` or ``bytes=-n``: 206 with ``Content-Range``; a
       range starting past the end: 416 with ``Content-Range: bytes */<size>``. A request
-      for several ranges, or a malformed one, gets the whole object (200), as RFC 9110
-      allows. ``If-Range`` is honoured.
+      for several ranges, a malformed one, or ``bytes=-n`` of an empty object, gets the
+      whole object (200), as RFC 9110 allows. ``If-Range`` is honoured with the current
+      strong ``ETag``; with anything else (another tag, a date: whole seconds cannot
+      tell two versions apart), or with ``If-Unmodified-Since`` as the only condition,
+      the whole object is sent, 200.
     - ``If-Match`` naming no current version (strong comparison; ``*`` matches any), or
       else ``If-Unmodified-Since`` older than ``Last-Modified``: 412 with a JSON
       ``detail``, no body of another version (a resumed download stays one version).
@@ -159,11 +193,7 @@ async def _respond(
 
     start, end, status = 0, size, 200
     range_header = request.headers.get("range")
-    if (
-        conditional
-        and range_header is not None
-        and _if_range_holds(request.headers.get("if-range"), etag, info.last_modified)
-    ):
+    if conditional and range_header is not None and _range_pinned(request.headers, etag):
         parsed = parse_range(range_header, size)
         if parsed == _UNSATISFIABLE:
             headers["content-range"] = f"bytes */{size}"
@@ -175,9 +205,7 @@ async def _respond(
             headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
 
     headers["content-type"] = with_charset(
-        content_type
-        or _sendable(info, "Content-Type", info.content_type)
-        or "application/octet-stream"
+        content_type or _stored_type(info) or "application/octet-stream"
     )
     headers["content-length"] = str(end - start)
     if request.method == "HEAD" or end == start:
@@ -199,6 +227,27 @@ def _sendable(info: ObjectInfo, name: str, value: str | None) -> str | None:
     return None
 
 
+def _stored_type(info: ObjectInfo) -> str | None:
+    """The stored ``Content-Type`` when it is one media type and no script's, else ``None``.
+
+    An uploader chooses it (``save_upload`` keeps the client's, a presigned PUT stores
+    what it sends): a list such as ``image/png, text/html`` is an image to an app that
+    reads it, a page to a browser. A script served from the app's origin is a script of
+    that origin: any page of it with an HTML injection could load it past its own
+    ``script-src 'self'``, and no header of this response would stop it running there.
+    """
+    stored = _sendable(info, "Content-Type", info.content_type)
+    if stored is None:
+        return None
+    if not _MEDIA_TYPE.fullmatch(stored):
+        logger.info("%r: its stored Content-Type is not one media type; not sent", info.key)
+        return None
+    if stored.partition(";")[0].strip().lower() in _SCRIPT_TYPES:
+        logger.info("%r: its stored Content-Type is a script's; not sent", info.key)
+        return None
+    return stored
+
+
 def parse_range(header: str, size: int) -> tuple[int, int] | Literal["unsatisfiable"] | None:
     """``[start, end)`` for a single byte range, ``"unsatisfiable"``, or ``None`` (serve all).
 
@@ -218,8 +267,12 @@ def parse_range(header: str, size: int) -> tuple[int, int] | Literal["unsatisfia
         if not last:
             return None
         suffix = int(last)
-        if suffix == 0 or size == 0:
+        if suffix == 0:
             return _UNSATISFIABLE
+        if size == 0:
+            # satisfiable (RFC 9110, 14.1.2), yet no Content-Range spells "no bytes": the
+            # Range is ignored, as 14.2 allows for an empty representation
+            return None
         return max(0, size - suffix), size
     start = int(first)
     if last and int(last) < start:
@@ -302,16 +355,22 @@ def _not_modified(headers: Headers, etag: str | None, last_modified: datetime) -
     return since is not None and int(last_modified.timestamp()) <= int(since.timestamp())
 
 
-def _if_range_holds(value: str | None, etag: str | None, last_modified: datetime) -> bool:
-    """False when ``If-Range`` says the client's copy is stale: then send the whole object."""
-    if value is None:
-        return True
-    value = value.strip()
-    if value.startswith(('"', "W/")):
+def _range_pinned(headers: Headers, etag: str | None) -> bool:
+    """False unless the range is sure to continue the client's version: then send it whole.
+
+    ``If-Range`` with the current strong ETag pins it; a date never does, in ``If-Range``
+    or as the only condition (``If-Unmodified-Since`` without ``If-Match``, which resuming
+    clients also send): ``Last-Modified`` counts whole seconds, so an object replaced
+    within the second the client's copy was sent has the same one, and its range would
+    be spliced onto the old bytes. RFC 9110, 13.1.5 makes an If-Range date that is not a
+    strong validator false, and this server cannot know it is one (8.8.2.2: it would have
+    to know the object did not change twice in that second); any Range may be ignored.
+    """
+    if_range = headers.get("if-range")
+    if if_range is not None:
         # strong comparison: a weak tag never validates a range (RFC 9110, 13.1.5)
-        return etag is not None and not etag.startswith("W/") and value == etag
-    since = _parse_date(value)
-    return since is not None and int(since.timestamp()) == int(last_modified.timestamp())
+        return etag is not None and not etag.startswith("W/") and if_range.strip() == etag
+    return "if-unmodified-since" not in headers or "if-match" in headers
 
 
 class _ObjectResponse(Response):

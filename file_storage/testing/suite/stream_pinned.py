@@ -44,6 +44,20 @@ async def test_ranged_stream_with_a_stale_etag_raises_precondition_failed(
         await read(backend, "p/a.bin", start=2, end=5, if_match=stale)
 
 
+@pytest.mark.parametrize("span", [{"start": 8}, {"start": 8, "end": 12}], ids=["from", "range"])
+async def test_stream_past_the_end_of_a_shorter_new_version_raises_precondition_failed(
+    backend: StorageBackend, span: dict[str, int]
+) -> None:
+    # the range lies past the end of the version now stored: still "another version", never
+    # an empty read that a caller (a download already promising 9 bytes) takes as the slice
+    await backend.save("p/a.bin", b"version one, long")
+    stale = (await backend.stat("p/a.bin")).etag
+    assert stale is not None
+    await backend.save("p/a.bin", b"v2")
+    with pytest.raises(PreconditionFailedError):
+        await read(backend, "p/a.bin", if_match=stale, **span)
+
+
 @pytest.mark.parametrize(
     "span", [{}, {"start": 2}, {"start": 2, "end": 5}], ids=["whole", "from", "range"]
 )
