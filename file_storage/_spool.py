@@ -93,7 +93,11 @@ _unlockable: set[str] = set()  # folders whose file system refuses record locks 
 
 
 def _forget_keys_files() -> None:
-    # a forked child holds none of its parent's record locks: it opens its own descriptor
+    # a forked child holds none of its parent's record locks: it opens its own descriptor;
+    # a thread of the parent may have held the guard at the fork, and none runs here to
+    # release it
+    global _KEYS_GUARD
+    _KEYS_GUARD = threading.Lock()
     for used in _KEYS_FILES.values():
         with contextlib.suppress(OSError):
             os.close(used.fd)
