@@ -6,11 +6,12 @@ forked child inherits the parent's memory, not its locks nor its threads."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
-from file_storage import _spool as spool_module
+from file_storage import _spool_keys
 from file_storage._spool import Spool
-from tests.forks import forked, in_child
+from tests.forks import DEADLINE, forked, in_child
 
 
 class _Held(Exception):
@@ -42,6 +43,100 @@ async def test_a_child_forked_while_a_thread_opens_the_keys_file_takes_keys(
     # the process's descriptors): the child's copy of that guard is never released, and
     # the child hung on its first spooled write, delete or flush
     root = tmp_path / "spool"
-    with spool_module._KEYS_GUARD:
+    with _spool_keys._KEYS_GUARD:
         result = forked(in_child(lambda: asyncio.run(_probe(root, "k"))))
     assert await asyncio.to_thread(result) == "free"
+
+
+async def test_a_spool_folder_reached_by_a_second_path_keeps_the_first_paths_locks(
+    tmp_path: Path,
+) -> None:
+    # a deploy switches the `current` link while the process runs: the backend made
+    # before uses the folder at the link's new target, and a backend made after names that
+    # same folder by another real path. That second name opened a second descriptor of
+    # keys.lock, took the key the first holds (both in one process), and its close dropped
+    # the first's lock: another worker took the key during the first's flush
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "current").symlink_to(tmp_path / "v1")
+    first = Spool(tmp_path / "current" / "spool")
+    (tmp_path / "current").unlink()
+    (tmp_path / "current").symlink_to(tmp_path / "v2")
+    second = Spool(tmp_path / "v2" / "spool")
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with first.locked("k"):
+            entered.set()
+            await release.wait()
+
+    async def take() -> None:
+        async with second.locked("k"):
+            pass
+
+    holder = asyncio.create_task(hold())
+    await asyncio.wait_for(entered.wait(), timeout=DEADLINE)  # a bound
+    taker = asyncio.create_task(take())
+    for _ in range(100):  # as far as it can go while the first holds the key
+        await asyncio.sleep(0)
+    try:
+        seen = await asyncio.to_thread(_probed, tmp_path / "v2" / "spool", "k")
+    finally:
+        release.set()
+        await asyncio.wait_for(asyncio.gather(holder, taker), timeout=DEADLINE)
+    assert seen == "held"
+
+
+async def test_a_spool_folder_made_again_while_a_key_is_held_orders_later_keys(
+    tmp_path: Path,
+) -> None:
+    # the folder is removed and made again (by the next write) while this process holds
+    # a key: it went on locking its descriptor of the removed keys.lock for every key as
+    # long as any of them was held, while other workers lock the new file
+    root = tmp_path / "spool"
+    spool = Spool(root)
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with spool.locked("j"):
+            entered.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await asyncio.wait_for(entered.wait(), timeout=DEADLINE)  # a bound
+    shutil.rmtree(root)
+    holding, go = tmp_path / "holding", tmp_path / "go"
+
+    async def child() -> str:
+        async with Spool(root).locked("k"):
+            holding.touch()
+            for _ in range(int(DEADLINE / 0.01)):  # a bound: the parent says go at once
+                if go.exists():
+                    break
+                await asyncio.sleep(0.01)
+        return "done"
+
+    result = forked(in_child(lambda: asyncio.run(child())))
+    for _ in range(int(DEADLINE / 0.01)):  # a bound
+        if holding.exists():
+            break
+        await asyncio.sleep(0.01)
+    assert holding.exists(), "the child never took the key"
+    found_held = asyncio.Event()
+
+    async def seen(self: Spool) -> None:
+        found_held.set()
+        go.touch()
+
+    original = Spool._waiting_for_key
+    Spool._waiting_for_key = seen  # type: ignore[method-assign]
+    try:
+        async with spool.locked("k"):
+            pass
+    finally:
+        Spool._waiting_for_key = original  # type: ignore[method-assign]
+        go.touch()
+        release.set()
+        await asyncio.wait_for(holder, timeout=DEADLINE)
+    assert found_held.is_set(), "the key was taken while another process held it"
+    assert await asyncio.to_thread(result) == "done"
