@@ -294,19 +294,24 @@ class Spool:
             # one set of turns per keys.lock: two paths to one folder (a link switched
             # since the other backend was made, a bind mount) share them, as they share
             # the record locks, which never exclude each other within a process
-            async with _Held(_LOCKS.setdefault(used.file, {}), ordered):
+            held = _Held(_LOCKS.setdefault(used.file, {}), ordered)
+            async with held:
                 if self._folder in _unlockable:
                     yield  # no record locks there: ordered in this process only
                     return
-                taken: list[int] = []
+                taken: list[str] = []
                 try:
                     for key in ordered:  # sorted in every process: none waits on another
                         if await self._lock_key(used.fd, byte(key)):
-                            taken.append(byte(key))
+                            taken.append(key)
                     yield
                 finally:
-                    for offset in reversed(taken):
-                        fcntl.lockf(used.fd, fcntl.LOCK_UN, 1, offset)
+                    for key in reversed(taken):
+                        # a key taken over in this process since (this holder's loop was
+                        # closed under it, and its exit runs as it is collected): the
+                        # byte, one per process, is the new holder's to unlock
+                        if held.holds(key):
+                            fcntl.lockf(used.fd, fcntl.LOCK_UN, 1, byte(key))
         finally:
             let_go(used)
 

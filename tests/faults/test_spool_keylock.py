@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from file_storage import _spool_keys
 from file_storage._spool import Spool
@@ -140,3 +143,43 @@ async def test_a_spool_folder_made_again_while_a_key_is_held_orders_later_keys(
         await asyncio.wait_for(holder, timeout=DEADLINE)
     assert found_held.is_set(), "the key was taken while another process held it"
     assert await asyncio.to_thread(result) == "done"
+
+
+async def test_a_holder_whose_loop_was_closed_leaves_the_key_to_its_new_holder(
+    tmp_path: Path,
+) -> None:
+    # a sync worker closed its loop with a task of its job holding a key: the next
+    # save in the process takes the key over. When that task's coroutine was collected,
+    # its exit unlocked the key's byte, which the new holder held: another worker
+    # wrote or flushed the key during the new holder's
+    root = tmp_path / "spool"
+    spool = Spool(root)
+    entered = threading.Event()
+    stale: list[Coroutine[Any, Any, None]] = []
+
+    async def hold() -> None:
+        async with spool.locked("k"):
+            entered.set()
+            await asyncio.Event().wait()  # never ends: its loop is closed under it
+
+    def worker() -> None:
+        loop = asyncio.new_event_loop()
+        stale.append(hold())
+        task = loop.create_task(stale[0])
+
+        async def until_entered() -> None:
+            for _ in range(int(DEADLINE / 0.01)):  # a bound
+                if entered.is_set():
+                    return
+                await asyncio.sleep(0.01)
+
+        loop.run_until_complete(until_entered())
+        loop.close()  # the task still holds the key
+        stale.append(task)  # type: ignore[arg-type]  # kept: collected when the test says
+
+    await asyncio.to_thread(worker)
+    assert entered.is_set()
+    async with spool.locked("k"):  # taken over from the closed loop's task
+        stale[0].close()  # its coroutine collected: its exits run
+        seen = await asyncio.to_thread(_probed, root, "k")
+    assert seen == "held"
