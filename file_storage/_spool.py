@@ -289,7 +289,12 @@ class Spool:
             async with _Held(_LOCKS.setdefault(self._folder, {}), ordered):
                 yield
             return
-        used = keys_file(self.root)
+        try:
+            used = keys_file(self.root)
+        except OSError as exc:
+            if exc.errno in _NOT_A_FILE:
+                raise _not_a_file("keys.lock") from exc
+            raise
         try:
             # one set of turns per keys.lock: two paths to one folder (a link switched
             # since the other backend was made, a bind mount) share them, as they share
@@ -493,7 +498,14 @@ class Spool:
         """Take the cross-process flush lock without waiting; its fd, or ``None`` if busy."""
         if not self._claimed:
             self._claim(create=True)
-        fd = os.open(self.root / "flush.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        # never through a link planted in its place: O_CREAT would make its target
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
+        try:
+            fd = os.open(self.root / "flush.lock", flags, 0o600)
+        except OSError as exc:
+            if exc.errno in _NOT_A_FILE:
+                raise _not_a_file("flush.lock") from exc
+            raise
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -514,6 +526,17 @@ class Spool:
                     if path.stat().st_mtime < cutoff:
                         path.unlink(missing_ok=True)
                         logger.info("fallback spool: removed leftover %s", path.name)
+
+
+_NOT_A_FILE = (errno.ELOOP, errno.EISDIR)  # a link (O_NOFOLLOW) or a folder in its place
+
+
+def _not_a_file(name: str) -> StorageConfigError:
+    """A lock file of the folder replaced by a link or a folder: said so, not read as the
+    key's conflict with a folder, nor as an I/O error."""
+    return StorageConfigError(
+        f"the fallback spool folder's {name} is a link or a folder, not a file: remove it"
+    )
 
 
 async def read_range(
