@@ -316,7 +316,7 @@ class Spool:
                         # closed under it, and its exit runs as it is collected): the
                         # byte, one per process, is the new holder's to unlock
                         if held.holds(key):
-                            fcntl.lockf(used.fd, fcntl.LOCK_UN, 1, byte(key))
+                            _unlock_key(used.fd, key)
         finally:
             let_go(used)
 
@@ -526,6 +526,17 @@ class Spool:
                     if path.stat().st_mtime < cutoff:
                         path.unlink(missing_ok=True)
                         logger.info("fallback spool: removed leftover %s", path.name)
+
+
+def _unlock_key(fd: int, key: str) -> None:
+    assert fcntl is not None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte(key))
+    except OSError as exc:
+        # what the lock ordered is done: the caller must not be told it failed, and the
+        # other keys are still unlocked; this one stays locked against the other
+        # processes until this process closes its descriptor (no key held or awaited)
+        logger.error("fallback spool: cannot unlock %r against other processes: %s", key, exc)
 
 
 _NOT_A_FILE = (errno.ELOOP, errno.EISDIR)  # a link (O_NOFOLLOW) or a folder in its place

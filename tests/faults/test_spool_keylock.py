@@ -6,14 +6,20 @@ forked child inherits the parent's memory, not its locks nor its threads."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
+import logging
 import shutil
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from file_storage import _spool_keys
 from file_storage._spool import Spool
+from file_storage._spool_keys import byte
 from tests.forks import DEADLINE, forked, in_child
 
 
@@ -183,3 +189,40 @@ async def test_a_holder_whose_loop_was_closed_leaves_the_key_to_its_new_holder(
         stale[0].close()  # its coroutine collected: its exits run
         seen = await asyncio.to_thread(_probed, root, "k")
     assert seen == "held"
+
+
+async def test_a_key_that_cannot_be_unlocked_fails_nothing_and_frees_the_other_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the kernel refused to unlock one key's byte (ENOLCK: no room to split a lock): the
+    # operation, done, raised as if it failed, and the keys after it stayed locked
+    # against the other workers while the process went on using its descriptor
+    root = tmp_path / "spool"
+    spool = Spool(root)
+    real = fcntl.lockf
+
+    def lockf(fd: int, cmd: int, length: int = 0, start: int = 0, whence: int = 0) -> Any:
+        if cmd == fcntl.LOCK_UN and start == byte("b"):
+            raise OSError(errno.ENOLCK, "No locks available")
+        return real(fd, cmd, length, start, whence)
+
+    monkeypatch.setattr(fcntl, "lockf", lockf)
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:  # keeps the process's descriptor of keys.lock open
+        async with spool.locked("z"):
+            entered.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await asyncio.wait_for(entered.wait(), timeout=DEADLINE)  # a bound
+    try:
+        with caplog.at_level(logging.ERROR, "file_storage.spool"):
+            async with spool.locked("a", "b"):
+                pass
+        seen = await asyncio.to_thread(_probed, root, "a")
+    finally:
+        release.set()
+        await asyncio.wait_for(holder, timeout=DEADLINE)
+    assert seen == "free"
+    assert "cannot unlock" in caplog.text
