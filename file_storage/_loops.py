@@ -246,6 +246,11 @@ class SharedLock:
         self._grant += 1
         return self._grant
 
+    def holds(self, grant: int) -> bool:
+        """True while ``grant`` is the lock's holder (not released, nor taken over)."""
+        with self._mutex:
+            return self._held and grant == self._grant
+
     def release(self, grant: int) -> None:
         with self._mutex:
             if grant != self._grant or not self._held:

@@ -19,9 +19,11 @@ only if its manifest still names the data file that was uploaded.
 A lock per key orders writes, deletes and flushes of that key, so a flush can never put
 an older spooled version over a newer write, nor bring back a key deleted meanwhile. It
 is taken in this process (one per folder, not per :class:`Spool`: two backends of one
-process on one folder share it), then across processes: a POSIX record lock on one byte
-of ``keys.lock`` chosen by the key's hash, so every process on the folder (``uvicorn
---workers N`` sharing ``STORAGE_S3_FALLBACK_PATH``) waits for the others.
+process on one folder share it, whatever path each reaches it by), then across
+processes: a POSIX record lock on one byte of ``keys.lock`` chosen by the key's hash, so
+every process on the folder (``uvicorn --workers N`` sharing ``STORAGE_S3_FALLBACK_PATH``)
+waits for the others (:mod:`file_storage._spool_keys`: one descriptor of the file per
+process, since closing any drops them all).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +48,7 @@ from typing import IO, TypeVar
 
 from file_storage._json import parse_json
 from file_storage._quota._locks import _Held, _KeyLock
+from file_storage._spool_keys import byte, keys_file, let_go
 from file_storage._streams import CHUNK_SIZE
 from file_storage.backends import _forks
 from file_storage.errors import StorageConfigError
@@ -64,49 +67,16 @@ T = TypeVar("T")
 
 STALE_SECONDS = 24 * 3600  # crash leftovers (.part, unreferenced .data) older than this go
 
-# the spool folder's real path -> its keys' turns (each dropped when nobody holds or waits)
-_LOCKS: dict[str, dict[str, _KeyLock]] = {}
+# a folder -> its keys' turns (each dropped when nobody holds or waits); the folder is
+# known by its keys.lock (device, inode), or by its real path where there are no record locks
+_LOCKS: dict[tuple[int, int] | str, dict[str, _KeyLock]] = {}
 # a forked child: a lock its parent held at the fork is released in the parent only
 _forks.renew(_LOCKS.clear)
 
 _MAX_WAIT = 0.05  # seconds between two tries of a key another process holds
 
 
-class _KeysFile:
-    """This process's descriptor of a folder's ``keys.lock`` and how many use it.
-
-    POSIX record locks belong to the process, and closing any descriptor of the file
-    drops all of them: one descriptor per folder, closed only when none of its locks is
-    held or awaited (so a process does not keep one open per folder it ever used).
-    """
-
-    __slots__ = ("fd", "users")
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.users = 0
-
-
-_KEYS_FILES: dict[str, _KeysFile] = {}
-_KEYS_GUARD = threading.Lock()
 _unlockable: set[str] = set()  # folders whose file system refuses record locks (warned once)
-
-
-def _forget_keys_files() -> None:
-    # a forked child holds none of its parent's record locks: it opens its own descriptor
-    for used in _KEYS_FILES.values():
-        with contextlib.suppress(OSError):
-            os.close(used.fd)
-    _KEYS_FILES.clear()
-
-
-_forks.renew(_forget_keys_files)
-
-
-def _byte(key: str) -> int:
-    """The byte of ``keys.lock`` standing for ``key`` (62 bits of its hash: never two
-    keys in practice, and far from overflowing an offset)."""
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,42 +285,40 @@ class Spool:
         if not self._claimed:  # before a write: claimed if no store has yet
             await asyncio.to_thread(self._claim, True)
         ordered = sorted(set(keys))
-        async with _Held(_LOCKS.setdefault(self._folder, {}), ordered):
-            if fcntl is None or self._folder in _unlockable:
-                yield  # not POSIX, or no record locks there: ordered in this process only
-                return
-            with self._keys_file() as fd:
-                taken: list[int] = []
+        if fcntl is None:  # not POSIX: ordered in this process only
+            async with _Held(_LOCKS.setdefault(self._folder, {}), ordered):
+                yield
+            return
+        try:
+            used = keys_file(self.root)
+        except OSError as exc:
+            if exc.errno in _NOT_A_FILE:
+                raise _not_a_file("keys.lock") from exc
+            raise
+        try:
+            # one set of turns per keys.lock: two paths to one folder (a link switched
+            # since the other backend was made, a bind mount) share them, as they share
+            # the record locks, which never exclude each other within a process
+            held = _Held(_LOCKS.setdefault(used.file, {}), ordered)
+            async with held:
+                if self._folder in _unlockable:
+                    yield  # no record locks there: ordered in this process only
+                    return
+                taken: list[str] = []
                 try:
                     for key in ordered:  # sorted in every process: none waits on another
-                        if await self._lock_key(fd, _byte(key)):
-                            taken.append(_byte(key))
+                        if await self._lock_key(used.fd, byte(key)):
+                            taken.append(key)
                     yield
                 finally:
-                    for offset in reversed(taken):
-                        fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
-
-    @contextlib.contextmanager
-    def _keys_file(self) -> Iterator[int]:
-        with _KEYS_GUARD:
-            used = _KEYS_FILES.get(self._folder)
-            if used is None:
-                flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-                try:
-                    fd = os.open(self.root / "keys.lock", flags, 0o600)
-                except FileNotFoundError:  # the folder was removed since it was claimed
-                    self.root.mkdir(parents=True, exist_ok=True)
-                    fd = os.open(self.root / "keys.lock", flags, 0o600)
-                used = _KEYS_FILES[self._folder] = _KeysFile(fd)
-            used.users += 1
-        try:
-            yield used.fd
+                    for key in reversed(taken):
+                        # a key taken over in this process since (this holder's loop was
+                        # closed under it, and its exit runs as it is collected): the
+                        # byte, one per process, is the new holder's to unlock
+                        if held.holds(key):
+                            _unlock_key(used.fd, key)
         finally:
-            with _KEYS_GUARD:
-                used.users -= 1
-                if not used.users and _KEYS_FILES.get(self._folder) is used:
-                    del _KEYS_FILES[self._folder]
-                    os.close(used.fd)  # none of its locks is held now
+            let_go(used)
 
     async def _lock_key(self, fd: int, offset: int) -> bool:
         """Take the key's byte, trying again while another process holds it (never a
@@ -530,7 +498,14 @@ class Spool:
         """Take the cross-process flush lock without waiting; its fd, or ``None`` if busy."""
         if not self._claimed:
             self._claim(create=True)
-        fd = os.open(self.root / "flush.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        # never through a link planted in its place: O_CREAT would make its target
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
+        try:
+            fd = os.open(self.root / "flush.lock", flags, 0o600)
+        except OSError as exc:
+            if exc.errno in _NOT_A_FILE:
+                raise _not_a_file("flush.lock") from exc
+            raise
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -551,6 +526,28 @@ class Spool:
                     if path.stat().st_mtime < cutoff:
                         path.unlink(missing_ok=True)
                         logger.info("fallback spool: removed leftover %s", path.name)
+
+
+def _unlock_key(fd: int, key: str) -> None:
+    assert fcntl is not None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte(key))
+    except OSError as exc:
+        # what the lock ordered is done: the caller must not be told it failed, and the
+        # other keys are still unlocked; this one stays locked against the other
+        # processes until this process closes its descriptor (no key held or awaited)
+        logger.error("fallback spool: cannot unlock %r against other processes: %s", key, exc)
+
+
+_NOT_A_FILE = (errno.ELOOP, errno.EISDIR)  # a link (O_NOFOLLOW) or a folder in its place
+
+
+def _not_a_file(name: str) -> StorageConfigError:
+    """A lock file of the folder replaced by a link or a folder: said so, not read as the
+    key's conflict with a folder, nor as an I/O error."""
+    return StorageConfigError(
+        f"the fallback spool folder's {name} is a link or a folder, not a file: remove it"
+    )
 
 
 async def read_range(

@@ -52,6 +52,14 @@ class _Held:
     ) -> None:
         self._unlock()
 
+    def holds(self, key: str) -> bool:
+        """True while the lock of ``key`` is still this holder's: not taken over since (by
+        the next acquirer, its holder's loop having been closed under it)."""
+        for i, (held, entry) in enumerate(self._entries):
+            if held == key:
+                return i < len(self._grants) and entry.lock.holds(self._grants[i])
+        return False
+
     def _unlock(self) -> None:
         with _LEDGER:
             for i, (key, entry) in enumerate(self._entries):

@@ -12,7 +12,8 @@ In the child, first each module's state registered with :func:`renew` is made an
   (``local._meta``) and each root's lock (``local._fs``), any of which a parent's thread
   may have held at the fork;
 - the S3 spool's per-key turns (``_spool``): one the parent's save held at the fork would
-  wait in the child for ever;
+  wait in the child for ever; and its descriptors of ``keys.lock`` (``_spool_keys``: the
+  child holds none of the parent's record locks) with their guard;
 
 then every backend, registered with :func:`track` as it is built, runs its ``_forked()``:
 its ``set_versioning`` lock and the background tasks of its loops (expiry purge, S3 spool

@@ -1,0 +1,102 @@
+"""The spool folder's ``keys.lock``: this process's descriptor of it, shared by every lock.
+
+A key's lock across processes is a POSIX record lock on one byte of ``keys.lock``
+(:func:`byte`). Record locks belong to the process, not to a descriptor: two locks of one
+process on one byte never exclude each other, and closing *any* descriptor of the file
+drops *all* of the process's locks on it. So a process opens the file once, whatever path
+leads to it (a link switched since another backend was made, a bind mount: the file is
+known by its device and inode), every lock goes through that descriptor, and it is closed
+only when no lock is held or awaited through it (:func:`let_go`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+from file_storage.backends import _forks
+
+__all__ = ["KeysFile", "byte", "keys_file", "let_go"]
+
+
+class KeysFile:
+    """This process's descriptor of one ``keys.lock`` file and how many use it."""
+
+    __slots__ = ("fd", "file", "spare", "users")
+
+    def __init__(self, fd: int, file: tuple[int, int]) -> None:
+        self.fd = fd
+        self.file = file  # (device, inode): the file, whatever path led to it
+        self.spare: list[int] = []  # other descriptors of it, closed with this one
+        self.users = 0  # holders and waiters of its locks
+
+
+_KEYS_FILES: dict[tuple[int, int], KeysFile] = {}
+_KEYS_GUARD = threading.Lock()
+
+
+def _forget_keys_files() -> None:
+    # a forked child holds none of its parent's record locks: it opens its own descriptor
+    # (closing the copy drops no lock of the parent's); a thread of the parent may have
+    # held the guard at the fork, and none runs here to release it
+    global _KEYS_GUARD
+    _KEYS_GUARD = threading.Lock()
+    for used in _KEYS_FILES.values():
+        for fd in (used.fd, *used.spare):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _KEYS_FILES.clear()
+
+
+_forks.renew(_forget_keys_files)
+
+
+def byte(key: str) -> int:
+    """The byte of ``keys.lock`` standing for ``key`` (62 bits of its hash: never two
+    keys in practice, and far from overflowing an offset)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 2
+
+
+def keys_file(root: Path) -> KeysFile:
+    """This process's descriptor of the ``keys.lock`` now in the folder ``root``, one more
+    user counted: give it back with :func:`let_go`. A folder removed and made again while
+    a key is held: later keys are locked in the new file, as other processes do."""
+    path = root / "keys.lock"
+    with _KEYS_GUARD:
+        try:
+            found = os.stat(path, follow_symlinks=False)
+            used = _KEYS_FILES.get((found.st_dev, found.st_ino))
+        except FileNotFoundError:
+            used = None
+        if used is None:
+            # never a link planted in its place (nor a file it points to)
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                fd = os.open(path, flags, 0o600)
+            except FileNotFoundError:  # the folder was removed since it was claimed
+                root.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, flags, 0o600)
+            opened = os.fstat(fd)
+            file = (opened.st_dev, opened.st_ino)
+            used = _KEYS_FILES.get(file)
+            if used is None:
+                used = _KEYS_FILES[file] = KeysFile(fd, file)
+            else:  # put back at the path since it was looked at: closing this descriptor
+                used.spare.append(fd)  # would drop the locks held through the other one
+        used.users += 1
+    return used
+
+
+def let_go(used: KeysFile) -> None:
+    """One user fewer of ``used``; its descriptors closed when none is left (then none of
+    its locks is held)."""
+    with _KEYS_GUARD:
+        used.users -= 1
+        if not used.users:
+            if _KEYS_FILES.get(used.file) is used:
+                del _KEYS_FILES[used.file]
+            for fd in (used.fd, *used.spare):
+                os.close(fd)
