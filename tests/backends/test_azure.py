@@ -341,3 +341,18 @@ def test_public_base_url_setting_reaches_the_backend(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("STORAGE_AZURE_PUBLIC_BASE_URL", "https://cdn.example.com/")
     backend = create_storage_backend()
     assert backend.get_public_url("x.txt") == "https://cdn.example.com/x.txt"
+
+
+async def test_blobs_of_other_tools_too_long_for_a_key_under_the_prefix_are_not_listed(
+    backend: AzureStorageBackend,
+) -> None:
+    # Azure counts a blob name's 1024 in characters: another tool can store
+    # "storage/" + 1019 bytes of "é", which is no key of this backend (1027 bytes)
+    obs, store = backend._store()
+    too_long = "/".join(["\u00e9" * 127] * 4)
+    await obs.put_async(store, too_long, b"x")
+    await backend.save("ok.txt", b"y")
+    assert await backend.list_files() == ["ok.txt"]
+    assert [info.key async for info in backend.iter_files()] == ["ok.txt"]
+    for key in await backend.list_files():
+        assert await backend.load(key) == b"y"  # every listed key is a key
