@@ -356,3 +356,19 @@ async def test_blobs_of_other_tools_too_long_for_a_key_under_the_prefix_are_not_
     assert [info.key async for info in backend.iter_files()] == ["ok.txt"]
     for key in await backend.list_files():
         assert await backend.load(key) == b"y"  # every listed key is a key
+
+
+async def test_a_key_over_azures_254_path_segments_with_the_prefix_is_an_invalid_key(
+    backend: AzureStorageBackend,
+) -> None:
+    # Azure: "The number of path segments comprising the blob name cannot exceed 254"
+    # (Azurite does not check): with the prefix "storage", a key holds at most 253
+    from file_storage import InvalidKeyError
+
+    fits = "/".join(["s"] * 253)
+    too_deep = "/".join(["s"] * 254)
+    with pytest.raises(InvalidKeyError) as info:
+        await backend.save(too_deep, b"x")
+    assert (info.value.operation, info.value.key) == ("save", too_deep)
+    assert await backend.save(fits, b"x") == fits
+    assert await backend.list_files() == [fits]
