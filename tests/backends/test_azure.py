@@ -372,3 +372,23 @@ async def test_a_key_over_azures_254_path_segments_with_the_prefix_is_an_invalid
     assert (info.value.operation, info.value.key) == ("save", too_deep)
     assert await backend.save(fits, b"x") == fits
     assert await backend.list_files() == [fits]
+
+
+@pytest.mark.parametrize("key", ["u1.", "twins/u1..", "dots/...", "a/b.", "u1./x", ".../x"])
+async def test_a_key_with_a_segment_ending_in_a_dot_is_an_invalid_key(
+    backend: AzureStorageBackend, key: str
+) -> None:
+    # Azure's naming rules: "Avoid blob names that end with a dot"; the service and its
+    # SDKs drop the dot, so "u1." would be the blob "u1" (Azurite keeps it); a folder's
+    # trailing dot is refused as well
+    from file_storage import InvalidKeyError
+
+    await backend.save("u1", b"neighbour")
+    with pytest.raises(InvalidKeyError) as info:
+        await backend.save(key, b"x")
+    assert (info.value.operation, info.value.key) == ("save", key)
+    with pytest.raises(InvalidKeyError) as info:
+        await backend.copy("u1", key)
+    assert (info.value.operation, info.value.key) == ("copy", key)
+    assert await backend.load("u1") == b"neighbour"
+    assert await backend.list_files() == ["u1"]

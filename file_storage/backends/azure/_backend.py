@@ -134,6 +134,15 @@ class AzureStorageBackend(ObstoreBackend):
                 operation=operation,
                 key=key,
             )
+        # Azure's naming rules: "Avoid blob names that end with a dot"; the service (and
+        # its SDKs) drop it, so "u1." would read and replace the blob "u1". A folder's
+        # trailing dot is refused too: URL handling drops it from any path segment
+        if any(segment.endswith(".") for segment in key.split("/")):
+            raise InvalidKeyError(
+                "invalid key: a segment ends with '.', which Azure drops from a blob name",
+                operation=operation,
+                key=key,
+            )
         return key
 
     def _open_store(self, obs: ModuleType) -> ObjectStore:
