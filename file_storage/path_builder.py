@@ -3,9 +3,11 @@
 Every method returns a key that already passed :func:`validate_key`, so it works
 unchanged on every backend. Untrusted text (a user's file name) reaches a key only
 through :meth:`StoragePathBuilder.safe_name` or the extension rule of
-:meth:`StoragePathBuilder.unique`; identifiers (a user slug, a session id) are checked,
-never rewritten: a hostile one raises :class:`InvalidKeyError` instead of silently
-landing in some other folder.
+:meth:`StoragePathBuilder.unique`; a user slug is checked as one segment, never
+rewritten: a hostile one raises :class:`InvalidKeyError` instead of silently landing in
+some other folder. Other parts are keys or folders: one holding ``/`` spans several
+folders (never outside the key grammar), so an id taken from a request (a session id)
+must be checked to be one segment before it becomes a part.
 """
 
 from __future__ import annotations
@@ -151,7 +153,9 @@ class StoragePathBuilder:
         Args:
             user_slug: checked as in :meth:`user_root`.
             *parts: keys or folders below the user's folder, joined as in :meth:`join`;
-                none gives the user's folder itself.
+                none gives the user's folder itself. A part holding ``/`` is several
+                folders (``"s1/x"`` lands inside ``s1``): check that an id from a request
+                is one segment before passing it.
 
         Returns:
             The key ``"users/<user_slug>/part1/part2/..."``.

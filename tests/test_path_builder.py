@@ -179,6 +179,16 @@ def test_user_path_joins_parts_below_the_user_root(paths: StoragePathBuilder) ->
     assert paths.user_path("u1", "media/photos", "a.png") == "users/u1/media/photos/a.png"
 
 
+def test_a_part_holding_a_slash_spans_folders_but_stays_in_the_user_folder(
+    paths: StoragePathBuilder,
+) -> None:
+    # documented: only the slug is one checked segment; an app checks its own ids
+    assert paths.user_path("u1", "sessions", "s1/x") == "users/u1/sessions/s1/x"
+    for part in ["s1/../../u2", "/u2", "s1\\..", "s1/./x", "s1//x"]:
+        with pytest.raises(InvalidKeyError):
+            paths.user_path("u1", "sessions", part)
+
+
 def test_user_path_without_parts_is_the_user_root(paths: StoragePathBuilder) -> None:
     assert paths.user_path("u1") == "users/u1"
 

@@ -60,6 +60,10 @@ FEATURES = {
     "object_headers": "does not store cache_control and content_disposition",
     "pinned_reads": "cannot pin a stream to the version an ETag names (stream(if_match=))",
     "suspended_versioning": "drops every version of a key written while versioning is suspended",
+    "trailing_dot_keys": (
+        "refuses a key with a segment ending in '.' (InvalidKeyError): the store drops "
+        "such dots from a name"
+    ),
     "underscore_metadata_names": "turns '_' into '-' in metadata names",
     "versions": "keeps no prior versions (set_versioning raises StorageConfigError)",
     "write_etags": (

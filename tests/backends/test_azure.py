@@ -341,3 +341,54 @@ def test_public_base_url_setting_reaches_the_backend(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("STORAGE_AZURE_PUBLIC_BASE_URL", "https://cdn.example.com/")
     backend = create_storage_backend()
     assert backend.get_public_url("x.txt") == "https://cdn.example.com/x.txt"
+
+
+async def test_blobs_of_other_tools_too_long_for_a_key_under_the_prefix_are_not_listed(
+    backend: AzureStorageBackend,
+) -> None:
+    # Azure counts a blob name's 1024 in characters: another tool can store
+    # "storage/" + 1019 bytes of "é", which is no key of this backend (1027 bytes)
+    obs, store = backend._store()
+    too_long = "/".join(["\u00e9" * 127] * 4)
+    await obs.put_async(store, too_long, b"x")
+    await backend.save("ok.txt", b"y")
+    assert await backend.list_files() == ["ok.txt"]
+    assert [info.key async for info in backend.iter_files()] == ["ok.txt"]
+    for key in await backend.list_files():
+        assert await backend.load(key) == b"y"  # every listed key is a key
+
+
+async def test_a_key_over_azures_254_path_segments_with_the_prefix_is_an_invalid_key(
+    backend: AzureStorageBackend,
+) -> None:
+    # Azure: "The number of path segments comprising the blob name cannot exceed 254"
+    # (Azurite does not check): with the prefix "storage", a key holds at most 253
+    from file_storage import InvalidKeyError
+
+    fits = "/".join(["s"] * 253)
+    too_deep = "/".join(["s"] * 254)
+    with pytest.raises(InvalidKeyError) as info:
+        await backend.save(too_deep, b"x")
+    assert (info.value.operation, info.value.key) == ("save", too_deep)
+    assert await backend.save(fits, b"x") == fits
+    assert await backend.list_files() == [fits]
+
+
+@pytest.mark.parametrize("key", ["u1.", "twins/u1..", "dots/...", "a/b.", "u1./x", ".../x"])
+async def test_a_key_with_a_segment_ending_in_a_dot_is_an_invalid_key(
+    backend: AzureStorageBackend, key: str
+) -> None:
+    # Azure's naming rules: "Avoid blob names that end with a dot"; the service and its
+    # SDKs drop the dot, so "u1." would be the blob "u1" (Azurite keeps it); a folder's
+    # trailing dot is refused as well
+    from file_storage import InvalidKeyError
+
+    await backend.save("u1", b"neighbour")
+    with pytest.raises(InvalidKeyError) as info:
+        await backend.save(key, b"x")
+    assert (info.value.operation, info.value.key) == ("save", key)
+    with pytest.raises(InvalidKeyError) as info:
+        await backend.copy("u1", key)
+    assert (info.value.operation, info.value.key) == ("copy", key)
+    assert await backend.load("u1") == b"neighbour"
+    assert await backend.list_files() == ["u1"]

@@ -432,3 +432,40 @@ async def test_a_page_from_a_cursor_is_listed_from_the_cursor(
     second = await backend.list_page("flat", limit=10, start_after=first.next_start_after)
     assert [f.key for f in second.files] == [f"flat/{i:03d}" for i in range(10, 20)]
     assert [q.get("start-after") for q in gateway.listings] == [["storage/flat/009"]]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "key"),
+    [("", ".well-known/acme-challenge/token"), (".well-known", "acme-challenge/token")],
+)
+async def test_a_name_gcs_reserves_for_domain_checks_is_an_invalid_key(
+    gcs_server: tuple[str, str], prefix: str, key: str
+) -> None:
+    # GCS refuses object names starting with ".well-known/acme-challenge/" ("Object naming
+    # requirements"): such a key is refused before any I/O, like one too long for the prefix
+    from file_storage import InvalidKeyError
+    from tests.gcs_emulator import create_bucket
+
+    endpoint, account = gcs_server
+    bucket = f"test-{uuid.uuid4().hex[:20]}"
+    create_bucket(endpoint, bucket)
+    backend = GCSStorageBackend(
+        bucket, prefix=prefix, service_account=account, endpoint_url=endpoint
+    )
+    try:
+        with pytest.raises(InvalidKeyError) as info:
+            await backend.save(key, b"x")
+        assert (info.value.operation, info.value.key) == ("save", key)
+        with pytest.raises(InvalidKeyError) as info:
+            await backend.load(key)
+        assert (info.value.operation, info.value.key) == ("load", key)
+        assert await backend.save(".well-known/other", b"y") == ".well-known/other"
+        assert await backend.list_files() == [".well-known/other"]
+    finally:
+        await backend.aclose()
+
+
+async def test_a_key_under_well_known_is_kept_under_a_prefix(backend: StorageBackend) -> None:
+    key = ".well-known/acme-challenge/token"  # stored as storage/.well-known/...
+    assert await backend.save(key, b"x") == key
+    assert await backend.load(key) == b"x"

@@ -49,6 +49,25 @@ async def test_files_put_by_other_tools_are_objects(local_backend: LocalStorageB
     assert await local_backend.load("ext/f.log") == b"from ffmpeg"
 
 
+async def test_files_of_other_tools_too_deep_for_a_key_are_not_listed(
+    local_backend: LocalStorageBackend,
+) -> None:
+    deep = "/".join(["d" * 200] * 5)  # 1004 bytes: a key under it has 19 bytes left
+    (local_backend.root / deep).mkdir(parents=True)
+    (local_backend.root / deep / ("f" * 19)).write_bytes(b"fits")
+    (local_backend.root / deep / ("g" * 20)).write_bytes(b"1025 bytes")
+    no_room = deep + "/" + "e" * 18  # 1023 bytes: a folder that can hold no key
+    (local_backend.root / no_room).mkdir()
+    (local_backend.root / no_room / "h").write_bytes(b"1025 bytes")
+    fits = deep + "/" + "f" * 19
+    assert await local_backend.list_files() == [fits]
+    assert [info.key async for info in local_backend.iter_files(deep)] == [fits]
+    assert await local_backend.list_dirs(deep) == []
+    assert await local_backend.get_total_size() == 4
+    for key in await local_backend.list_files():
+        assert await local_backend.load(key) == b"fits"  # every listed key is a key
+
+
 async def test_sidecar_is_never_listed_and_is_removed_with_the_object(
     local_backend: LocalStorageBackend,
 ) -> None:

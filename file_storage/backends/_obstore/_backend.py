@@ -457,14 +457,17 @@ class ObstoreBackend(StorageBackend):
         # both services list in UTF-8 byte order, which is the order of Python's str
         async for page in pages:
             for meta in page:
-                if _is_key(meta["path"]):  # another tool's "folder/" marker is no object
+                # another tool's "folder/" marker is no object, nor a name too long for a
+                # key once the prefix is counted (Azure counts its 1024 in characters)
+                if _is_key(meta["path"], self._key_overhead):
                     yield self._info(meta, None)
 
     async def _list_dirs(self, prefix: str) -> list[str]:
         obs, store = self._store()
         result = await obs.list_with_delimiter_async(store, prefix=prefix.rstrip("/") or None)
         names = (name.rstrip("/") for name in result["common_prefixes"])
-        return sorted(name for name in names if _is_key(name))
+        # a folder that can hold a key ("<folder>/x")
+        return sorted(name for name in names if _is_key(name, self._key_overhead + 2))
 
     async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> str | None:
         obs, store = self._store()
@@ -531,9 +534,9 @@ def _quoted(etag: str | None) -> str | None:
     return f'"{etag}"'
 
 
-def _is_key(name: str) -> bool:
+def _is_key(name: str, reserved_bytes: int) -> bool:
     try:
-        validate_key(name)
+        validate_key(name, reserved_bytes=reserved_bytes)
     except InvalidKeyError:
         return False
     return True

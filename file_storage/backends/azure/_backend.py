@@ -16,11 +16,12 @@ from pydantic import SecretStr
 
 from file_storage._cloud_settings import check_azure_account, check_azure_container
 from file_storage._http import content_disposition
+from file_storage._keys import KeyLike
 from file_storage._settings_common import check_http_url, checked
 from file_storage.backends._core import Method
 from file_storage.backends._obstore._backend import ESCAPE, RETRY, ObstoreBackend, escape_name
 from file_storage.backends.azure._sas import service_sas_url
-from file_storage.errors import StorageConfigError
+from file_storage.errors import InvalidKeyError, StorageConfigError
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -36,6 +37,9 @@ EMULATOR_KEY = (
 EMULATOR_ENDPOINT = "http://127.0.0.1:10000/devstoreaccount1"
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+# "The number of path segments comprising the blob name cannot exceed 254"
+# (learn.microsoft.com, "Naming and Referencing Containers, Blobs, and Metadata")
+MAX_SEGMENTS = 254
 
 
 class AzureStorageBackend(ObstoreBackend):
@@ -120,6 +124,26 @@ class AzureStorageBackend(ObstoreBackend):
 
     def _default_endpoint(self) -> str:
         return f"https://{self._account}.blob.core.windows.net"
+
+    def _key(self, path: KeyLike, operation: str) -> str:
+        key = super()._key(path, operation)
+        # refused before any I/O, as a key too long for the prefix is: Azure answers 400
+        if self._name(key).count("/") >= MAX_SEGMENTS:
+            raise InvalidKeyError(
+                f"invalid key: more than {MAX_SEGMENTS} segments with the prefix (Azure's limit)",
+                operation=operation,
+                key=key,
+            )
+        # Azure's naming rules: "Avoid blob names that end with a dot"; the service (and
+        # its SDKs) drop it, so "u1." would read and replace the blob "u1". A folder's
+        # trailing dot is refused too: URL handling drops it from any path segment
+        if any(segment.endswith(".") for segment in key.split("/")):
+            raise InvalidKeyError(
+                "invalid key: a segment ends with '.', which Azure drops from a blob name",
+                operation=operation,
+                key=key,
+            )
+        return key
 
     def _open_store(self, obs: ModuleType) -> ObjectStore:
         from obstore.store import AzureStore

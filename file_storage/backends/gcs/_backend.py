@@ -18,11 +18,12 @@ from pydantic import SecretStr
 from file_storage._cloud_settings import check_gcs_bucket
 from file_storage._http import content_disposition
 from file_storage._json import parse_json
+from file_storage._keys import KeyLike
 from file_storage._settings_common import checked
 from file_storage.backends._core import Method
 from file_storage.backends._obstore._backend import RETRY, ObstoreBackend
 from file_storage.backends.gcs._signing import signed_url
-from file_storage.errors import StorageConfigError
+from file_storage.errors import InvalidKeyError, StorageConfigError
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -31,6 +32,9 @@ __all__ = ["GCSStorageBackend"]
 
 GCS_ENDPOINT = "https://storage.googleapis.com"
 SETTING = "service_account (STORAGE_GCS_SERVICE_ACCOUNT)"
+# GCS refuses object names starting with it (cloud.google.com/storage/docs/objects,
+# "Object naming requirements"), kept for domain ownership checks
+RESERVED_START = ".well-known/acme-challenge/"
 # what object_store's ServiceAccountCredentials require (and V4 signing uses)
 KEY_FIELDS = ("client_email", "private_key")
 # a service-account key file is about 2.3 KB: anything far larger is some other file
@@ -104,6 +108,18 @@ class GCSStorageBackend(ObstoreBackend):
 
     def _default_endpoint(self) -> str:
         return GCS_ENDPOINT
+
+    def _key(self, path: KeyLike, operation: str) -> str:
+        key = super()._key(path, operation)
+        # refused before any I/O, as a key too long for the prefix is: GCS would answer
+        # 400 (only with the prefix empty or starting with .well-known)
+        if self._name(key).startswith(RESERVED_START):
+            raise InvalidKeyError(
+                f"invalid key: GCS refuses names starting with {RESERVED_START!r}",
+                operation=operation,
+                key=key,
+            )
+        return key
 
     def _key_file(self) -> dict[str, Any] | None:
         """The service-account key's JSON fields (a file read again: it may be rotated), or

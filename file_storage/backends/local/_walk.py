@@ -17,7 +17,7 @@ import stat as stat_mod
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 
-from file_storage._keys import is_valid_segment
+from file_storage._keys import MAX_KEY_BYTES, is_valid_segment
 from file_storage.backends.local._fs import O_DIR, Root, lexical, open_dir, open_object
 from file_storage.backends.local._io import TMP_MARK, is_own_tmp, is_tmp
 from file_storage.backends.local._meta import META_DIR
@@ -113,14 +113,15 @@ class Walk:
                         continue
                     if not is_valid_segment(name):
                         continue
+                    key = key_prefix + name
                     if e.is_symlink():
                         link = self._follow(frame, name)
-                        if link is not None:
-                            entries.append((key_prefix + name, link[0], name, link[1]))
-                    elif e.is_dir(follow_symlinks=False):
-                        entries.append((key_prefix + name, True, name, None))
-                    elif e.is_file(follow_symlinks=False):
-                        entries.append((key_prefix + name, False, name, None))
+                        if link is not None and _reachable(key, link[0]):
+                            entries.append((key, link[0], name, link[1]))
+                    elif e.is_dir(follow_symlinks=False) and _reachable(key, True):
+                        entries.append((key, True, name, None))
+                    elif e.is_file(follow_symlinks=False) and _reachable(key, False):
+                        entries.append((key, False, name, None))
         except OSError as exc:
             self._skip(frame.where, exc)
             return []
@@ -213,6 +214,13 @@ class Walk:
     def close(self) -> None:
         while self.stack:
             os.close(self.stack.pop().fd)
+
+
+def _reachable(key: str, is_dir: bool) -> bool:
+    """Is ``key`` a key, or a folder that can hold one (``key/x``), within the key
+    grammar's 1024 bytes? Other tools' files deeper than that are no objects: a listing
+    never hands back a key that ``load`` would refuse."""
+    return len(key.encode()) + (2 if is_dir else 0) <= MAX_KEY_BYTES
 
 
 def tmp_watcher(max_age: float, now: float, foreign: list[int]) -> TmpSeen:

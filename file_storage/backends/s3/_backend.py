@@ -297,7 +297,7 @@ class S3StorageBackend(S3Clients):
         if not full.startswith(self._root):
             return None
         try:
-            return validate_key(full[len(self._root) :])
+            return validate_key(full[len(self._root) :], reserved_bytes=self._key_overhead)
         except InvalidKeyError:
             return None
 

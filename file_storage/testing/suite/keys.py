@@ -9,7 +9,12 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from file_storage import InvalidKeyError, StorageBackend
-from file_storage.testing.suite._key_cases import INVALID_KEYS, LOOK_ALIKE_KEYS, VALID_KEYS
+from file_storage.testing.suite._key_cases import (
+    INVALID_KEYS,
+    LOOK_ALIKE_KEYS,
+    TRAILING_DOT_KEYS,
+    VALID_KEYS,
+)
 
 Call = Callable[[StorageBackend, str, Path], Awaitable[object]]
 
@@ -59,6 +64,15 @@ async def test_look_alike_keys_are_distinct_objects(backend: StorageBackend) -> 
         await backend.save(key, str(n).encode())
     assert await backend.list_files("twins") == sorted(LOOK_ALIKE_KEYS)
     for n, key in enumerate(LOOK_ALIKE_KEYS):
+        assert await backend.load(key) == str(n).encode(), key
+
+
+@pytest.mark.backend_needs("trailing_dot_keys")
+async def test_keys_ending_in_a_dot_are_distinct_objects(backend: StorageBackend) -> None:
+    for n, key in enumerate(TRAILING_DOT_KEYS):
+        assert await backend.save(key, str(n).encode()) == key
+    assert await backend.list_files("twins") == sorted(TRAILING_DOT_KEYS)
+    for n, key in enumerate(TRAILING_DOT_KEYS):
         assert await backend.load(key) == str(n).encode(), key
 
 
