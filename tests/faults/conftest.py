@@ -7,14 +7,17 @@ themselves are botocore's own.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from file_storage import S3StorageBackend
+from file_storage._spool import Spool
 from tests.faults.proxy import FaultProxy
+from tests.forks import DEADLINE, forked, in_child
 from tests.s3util import MakeBackend, s3_backends
 
 MiB = 1 << 20
@@ -67,3 +70,25 @@ def spool_path(tmp_path: Path) -> Path:
 def spooling(make_backend: MakeBackend, spool_path: Path) -> S3StorageBackend:
     """An S3 backend (through the fault proxy) spooling to ``spool_path`` when S3 fails."""
     return make_backend(fallback_path=spool_path)
+
+
+async def appears(path: Path) -> bool:
+    """Whether ``path`` exists, waiting for it a bounded time (made by a forked child)."""
+    for _ in range(int(DEADLINE / 0.01)):  # a bound: the child makes it in far less
+        if path.exists():
+            return True
+        await asyncio.sleep(0.01)
+    return path.exists()
+
+
+def hold_in_child(root: Path, key: str, holding: Path, go: Path) -> Callable[[], Any]:
+    """Fork a child that holds ``key`` of the spool folder ``root`` (and makes ``holding``)
+    until ``go`` exists; returns the call waiting for its end ("done")."""
+
+    async def child() -> str:
+        async with Spool(root).locked(key):
+            holding.touch()
+            await appears(go)  # the parent says go at once
+        return "done"
+
+    return forked(in_child(lambda: asyncio.run(child())))

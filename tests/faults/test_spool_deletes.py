@@ -16,7 +16,7 @@ from file_storage import S3StorageBackend, StorageUnavailableError
 from file_storage import _spool as spool_module
 from file_storage._spool import Entry
 from file_storage.backends.s3 import _fallback as fallback
-from tests.faults.conftest import MakeBackend
+from tests.faults.conftest import MakeBackend, appears
 from tests.faults.proxy import FaultProxy
 from tests.forks import DEADLINE, forked, in_child
 from tests.s3util import stored_keys
@@ -188,11 +188,7 @@ async def test_a_delete_while_another_process_flushes_the_key_is_not_undone(
         return await spooling.flush_spool()
 
     result = forked(in_child(lambda: asyncio.run(child())))
-    for _ in range(int(DEADLINE / 0.01)):  # a bound
-        if paused.exists():
-            break
-        await asyncio.sleep(0.01)
-    assert paused.exists(), "the child's flush never reached the key"
+    assert await appears(paused), "the child's flush never reached the key"
     found_held = asyncio.Event()
 
     async def seen(self: spool_module.Spool) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from file_storage import ObjectEvent, S3StorageBackend
 from file_storage._spool import Spool
-from tests.faults.conftest import MakeBackend
+from tests.faults.conftest import MakeBackend, appears
 from tests.faults.proxy import FaultProxy
 from tests.forks import DEADLINE, forked, in_child
 
@@ -97,11 +97,7 @@ async def test_a_child_forked_while_its_parent_saves_a_key_waits_for_it_then_sav
         return (await backend.load("a.txt")).decode()
 
     result = forked(in_child(lambda: asyncio.run(child())))
-    for _ in range(int(DEADLINE / 0.01)):  # a bound: the child reaches the key in far less
-        if waiting.exists():
-            break
-        await asyncio.sleep(0.01)
-    assert waiting.exists(), "the child never found the key held"
+    assert await appears(waiting), "the child never found the key held"
     release.set()
     await saving
     assert await asyncio.to_thread(result) == "child"  # it landed after the parent's

@@ -20,6 +20,7 @@ import pytest
 from file_storage import _spool_keys
 from file_storage._spool import Spool
 from file_storage._spool_keys import byte
+from tests.faults.conftest import appears, hold_in_child
 from tests.forks import DEADLINE, forked, in_child
 
 
@@ -116,21 +117,8 @@ async def test_a_spool_folder_made_again_while_a_key_is_held_orders_later_keys(
     shutil.rmtree(root)
     holding, go = tmp_path / "holding", tmp_path / "go"
 
-    async def child() -> str:
-        async with Spool(root).locked("k"):
-            holding.touch()
-            for _ in range(int(DEADLINE / 0.01)):  # a bound: the parent says go at once
-                if go.exists():
-                    break
-                await asyncio.sleep(0.01)
-        return "done"
-
-    result = forked(in_child(lambda: asyncio.run(child())))
-    for _ in range(int(DEADLINE / 0.01)):  # a bound
-        if holding.exists():
-            break
-        await asyncio.sleep(0.01)
-    assert holding.exists(), "the child never took the key"
+    result = hold_in_child(root, "k", holding, go)
+    assert await appears(holding), "the child never took the key"
     found_held = asyncio.Event()
 
     async def seen(self: Spool) -> None:

@@ -17,7 +17,7 @@ import pytest
 from file_storage import S3StorageBackend, _spool_keys
 from file_storage import _spool as spool_module
 from file_storage._spool import Spool
-from tests.faults.conftest import MakeBackend
+from tests.faults.conftest import MakeBackend, appears, hold_in_child
 from tests.faults.proxy import FaultProxy
 from tests.faults.test_spool_keylock import _probed
 from tests.forks import DEADLINE, forked, in_child
@@ -53,22 +53,9 @@ async def test_a_wait_for_a_key_cancelled_takes_nothing_later(tmp_path: Path) ->
     root = tmp_path / "spool"
     holding, go = tmp_path / "holding", tmp_path / "go"
 
-    async def child() -> str:
-        async with Spool(root).locked("k"):
-            holding.touch()
-            for _ in range(int(DEADLINE / 0.01)):  # a bound: the parent says go at once
-                if go.exists():
-                    break
-                await asyncio.sleep(0.01)
-        return "done"
-
-    result = forked(in_child(lambda: asyncio.run(child())))
+    result = hold_in_child(root, "k", holding, go)
     try:
-        for _ in range(int(DEADLINE / 0.01)):  # a bound
-            if holding.exists():
-                break
-            await asyncio.sleep(0.01)
-        assert holding.exists(), "the child never took the key"
+        assert await appears(holding), "the child never took the key"
         waiting = asyncio.Event()
 
         async def seen(self: Spool) -> None:

@@ -16,10 +16,11 @@ tests/backends/test_presigned_post.py does for the backend itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi import FastAPI
@@ -50,10 +51,29 @@ NAME = "Отпуск 2026.mp4"
 FORM_UPLOAD = ("enforces_post_policy", "cors_on_post")
 SETTLED = "#status:is([data-state=done], [data-state=error], [data-state=deleted])"
 
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason=f"{CHROMIUM} is absent: run scripts/ensure-chromium as root (apt-get install chromium)",
 )
+pytestmark = needs_chromium
+
+
+@contextlib.asynccontextmanager
+async def chromium_tab(**page_options: Any) -> AsyncIterator[Page]:
+    """A fresh page of a headless Chromium (Debian's chromium: no ``playwright install``),
+    every wait on it bounded by ``TIMEOUT_MS``; the browser is closed afterwards."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=TIMEOUT_MS
+        )
+        try:
+            tab = await browser.new_page(**page_options)
+            tab.set_default_timeout(TIMEOUT_MS)
+            yield tab
+        finally:
+            await browser.close()
 
 
 @pytest.fixture
@@ -70,21 +90,11 @@ def browser_app(monkeypatch: pytest.MonkeyPatch, storage: StorageBackend, base_u
 async def page(serve: Serve, browser_app: FastAPI) -> AsyncIterator[Page]:
     """A fresh Chromium page on the running example app (Debian's chromium: no
     ``playwright install``). Every wait below is on a DOM condition, bounded."""
-    from playwright.async_api import async_playwright
-
     base_url = serve(browser_app)
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=TIMEOUT_MS
-        )
-        try:
-            tab = await browser.new_page(accept_downloads=True)
-            tab.set_default_timeout(TIMEOUT_MS)
-            await tab.goto(f"{base_url}/")
-            await tab.locator("#quota-text:has-text('used by demo')").wait_for()  # loaded
-            yield tab
-        finally:
-            await browser.close()
+    async with chromium_tab(accept_downloads=True) as tab:
+        await tab.goto(f"{base_url}/")
+        await tab.locator("#quota-text:has-text('used by demo')").wait_for()  # loaded
+        yield tab
 
 
 async def switch_user(page: Page, user: str) -> None:

@@ -14,15 +14,12 @@ from fastapi.responses import HTMLResponse
 from file_storage import MemoryStorageBackend
 from file_storage.fastapi import make_signed_url_router
 from tests.integration.conftest import SIGNING_KEY, Serve
-from tests.integration.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from tests.integration.test_browser import chromium_tab, needs_chromium
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason=f"{CHROMIUM} is absent: run scripts/ensure-chromium as root (apt-get install chromium)",
-)
+pytestmark = needs_chromium
 
 PUT_FROM_PAGE = """async ([url, headers]) => {
     const response = await fetch(url, {method: "PUT", body: "from the page", headers});
@@ -38,8 +35,6 @@ def backend(base_url: str) -> MemoryStorageBackend:
 @pytest.fixture
 async def page(serve: Serve, backend: MemoryStorageBackend, base_url: str) -> AsyncIterator[Page]:
     """A page on ``localhost``: another origin than the router's ``127.0.0.1``."""
-    from playwright.async_api import async_playwright
-
     page_origin = base_url.replace("127.0.0.1", "localhost")
     app = FastAPI()
     router = make_signed_url_router(get_backend=lambda: backend, allow_origins=[page_origin])
@@ -50,17 +45,9 @@ async def page(serve: Serve, backend: MemoryStorageBackend, base_url: str) -> As
         return HTMLResponse("<!doctype html><title>uploads</title>")
 
     serve(app)
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=TIMEOUT_MS
-        )
-        try:
-            tab = await browser.new_page()
-            tab.set_default_timeout(TIMEOUT_MS)
-            await tab.goto(f"{page_origin}/page")
-            yield tab
-        finally:
-            await browser.close()
+    async with chromium_tab() as tab:
+        await tab.goto(f"{page_origin}/page")
+        yield tab
 
 
 async def test_a_pages_create_only_put_never_replaces_and_the_page_reads_412(

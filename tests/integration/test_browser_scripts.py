@@ -14,15 +14,12 @@ from fastapi.responses import HTMLResponse
 from file_storage import MemoryStorageBackend
 from file_storage.fastapi import storage_response
 from tests.integration.conftest import Serve
-from tests.integration.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from tests.integration.test_browser import chromium_tab, needs_chromium
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason=f"{CHROMIUM} is absent: run scripts/ensure-chromium as root (apt-get install chromium)",
-)
+pytestmark = needs_chromium
 
 SCRIPT = b"document.getElementById('m').textContent = 'ran';"
 # a page of the app, strict about scripts, into which an attacker injected a <script src>
@@ -33,8 +30,6 @@ DONE = b"document.title = 'done';"
 
 @pytest.fixture
 async def page(serve: Serve) -> AsyncIterator[Page]:
-    from playwright.async_api import async_playwright
-
     storage = MemoryStorageBackend()
     await storage.save("up/evil.js", SCRIPT, content_type="text/javascript")
     await storage.save("up/evil.mjs", SCRIPT, content_type="application/javascript")
@@ -59,16 +54,8 @@ async def page(serve: Serve) -> AsyncIterator[Page]:
         return Response(DONE, media_type="text/javascript")
 
     base_url = serve(app)
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=TIMEOUT_MS
-        )
-        try:
-            tab = await browser.new_page(base_url=base_url)
-            tab.set_default_timeout(TIMEOUT_MS)
-            yield tab
-        finally:
-            await browser.close()
+    async with chromium_tab(base_url=base_url) as tab:
+        yield tab
 
 
 async def run(page: Page, src: str) -> str | None:

@@ -13,15 +13,12 @@ from fastapi import FastAPI, Request, Response
 from file_storage import MemoryStorageBackend
 from file_storage.fastapi import storage_response
 from tests.integration.conftest import Serve
-from tests.integration.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from tests.integration.test_browser import chromium_tab, needs_chromium
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason=f"{CHROMIUM} is absent: run scripts/ensure-chromium as root (apt-get install chromium)",
-)
+pytestmark = needs_chromium
 
 MARK = "document.getElementById('m').textContent = 'ran'"
 XHTML = "http://www.w3.org/1999/xhtml"
@@ -47,8 +44,6 @@ PAGES = {
 
 @pytest.fixture
 async def page(serve: Serve) -> AsyncIterator[Page]:
-    from playwright.async_api import async_playwright
-
     storage = MemoryStorageBackend()
     for name, (content_type, body) in PAGES.items():
         await storage.save(f"up/{name}", body.encode(), content_type=content_type)
@@ -65,16 +60,8 @@ async def page(serve: Serve) -> AsyncIterator[Page]:
         return response
 
     base_url = serve(app)
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=TIMEOUT_MS
-        )
-        try:
-            tab = await browser.new_page(base_url=base_url)
-            tab.set_default_timeout(TIMEOUT_MS)
-            yield tab
-        finally:
-            await browser.close()
+    async with chromium_tab(base_url=base_url) as tab:
+        yield tab
 
 
 @pytest.mark.parametrize("name", ["html", "svg", "xhtml", "xml"])
