@@ -12,7 +12,17 @@ from file_storage._signing import MAX_PRESIGN_SECONDS
 from file_storage.backends.base import StorageBackend
 from file_storage.cli import _run
 from file_storage.cli._progress import Bar, MigrationBar
-from file_storage.cli._run import Options, emit_json, human, info_dict, run
+from file_storage.cli._run import (
+    Options,
+    echo,
+    echo_err,
+    emit_json,
+    human,
+    info_dict,
+    printable,
+    run,
+    writing,
+)
 from file_storage.factory import create_storage_backend
 
 __all__ = ["app"]
@@ -45,19 +55,19 @@ def ls(ctx: click.Context, prefix: str, long_: bool, as_json: bool) -> None:
     async def work(backend: StorageBackend) -> None:
         first = True
         if as_json:
-            click.echo("[", nl=False)
+            echo("[", nl=False)
         async for info in backend.iter_files(prefix):
             if as_json:
-                click.echo("" if first else ",", nl=False)
-                _run.emit_json(info_dict(info))
+                echo("" if first else ",", nl=False)
+                emit_json(info_dict(info), nl=False)
             elif long_:
                 stamp = info.last_modified.strftime("%Y-%m-%d %H:%M:%S")
-                click.echo(f"{info.size:>12}  {stamp}  {info.key}")
+                echo(f"{info.size:>12}  {stamp}  {printable(info.key)}")
             else:
-                click.echo(info.key)
+                echo(printable(info.key))
             first = False
         if as_json:
-            click.echo("]")
+            echo("]")
 
     run(ctx, work)
 
@@ -77,9 +87,9 @@ def stat(ctx: click.Context, key: str, as_json: bool) -> None:
         for name, value in found.items():
             if name == "metadata":
                 for meta, text in value.items():
-                    click.echo(f"metadata.{meta}: {text}")
+                    echo(f"metadata.{meta}: {printable(text)}")
             else:
-                click.echo(f"{name}: {'' if value is None else value}")
+                echo(f"{name}: {'' if value is None else printable(str(value))}")
 
     run(ctx, work)
 
@@ -92,12 +102,11 @@ def cat(ctx: click.Context, key: str) -> None:
 
     async def work(backend: StorageBackend) -> None:
         out = sys.stdout.buffer
-        try:
-            async for chunk in backend.stream(key):
+        async for chunk in backend.stream(key):
+            with writing():  # `file-storage cat big | head`: the reader is done (141)
                 out.write(chunk)
+        with writing():
             out.flush()
-        except BrokenPipeError:  # `file-storage cat big | head`: the reader is done
-            sys.stdout = None  # no flush at exit either
 
     run(ctx, work)
 
@@ -129,7 +138,7 @@ def put(ctx: click.Context, local: Path, key: str, content_type: str | None) -> 
             saved = await backend.upload_file(
                 local, key, content_type=content_type, progress=bar.update
             )
-        click.echo(saved)
+        echo(printable(saved))
 
     run(ctx, work)
 
@@ -154,7 +163,7 @@ def rm(ctx: click.Context, keys: tuple[str, ...], prefix: str | None, yes: bool)
             await backend.delete_many(keys)
         else:
             deleted = await backend.delete_prefix(prefix)
-            click.echo(f"deleted {deleted} objects", err=True)
+            echo_err(f"deleted {deleted} objects")
 
     run(ctx, work)
 
@@ -174,7 +183,7 @@ def du(ctx: click.Context, prefix: str, as_json: bool) -> None:
         if as_json:
             emit_json({"prefix": prefix, "objects": count, "bytes": size})
         else:
-            click.echo(f"{human(size)}\t{count} objects\t{prefix or '(all)'}")
+            echo(f"{human(size)}\t{count} objects\t{printable(prefix) or '(all)'}")
 
     run(ctx, work)
 
@@ -194,7 +203,7 @@ def url(ctx: click.Context, key: str, put_: bool, expires: int) -> None:
     """Print a presigned URL for KEY."""
 
     async def work(backend: StorageBackend) -> None:
-        click.echo(await backend.get_presigned_url(key, expires, "PUT" if put_ else "GET"))
+        echo(await backend.get_presigned_url(key, expires, "PUT" if put_ else "GET"))
 
     run(ctx, work)
 
@@ -231,7 +240,7 @@ def expire(
             emit_json(rules)
             return
         for folder, count in rules.items():
-            click.echo(f"{count:>6} days  {folder or '(all)'}")
+            echo(f"{count:>6} days  {printable(folder) or '(all)'}")
 
     run(ctx, work)
 
@@ -306,12 +315,12 @@ def migrate_command(
                 }
             )
         else:
-            click.echo(
+            echo(
                 f"copied {report.copied}, skipped {report.skipped}, "
                 f"failed {len(report.failed)}, {human(report.bytes)} written"
             )
         for key, reason in report.failed.items():
-            click.echo(f"{_run.PROG}: failed {key}: {reason}", err=True)
+            echo_err(f"{_run.PROG}: failed {key}: {reason}")
         return 1 if report.failed else 0
 
     run(ctx, work, source_settings)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -24,6 +26,9 @@ from file_storage.models import ObjectInfo
 from file_storage.settings import StorageSettings
 
 PROG = "file-storage"
+#: the exit status of a command whose reader closed its output early (``| head``): what a
+#: shell tool killed by SIGPIPE reports (128 + 13), so neither "done" nor "failed"
+CLOSED_OUTPUT = 141
 Work = Callable[[StorageBackend], Awaitable[int | None]]
 
 
@@ -109,12 +114,66 @@ def errors(ctx: click.Context, options: Options) -> Iterator[None]:
         fail(ctx, options, str(exc))
     except (asyncio.CancelledError, KeyboardInterrupt):
         fail(ctx, options, "interrupted")
+    except OutputError as exc:
+        if exc.errno == errno.EPIPE:
+            # the reader is done (`| head`): nothing to say, and nothing left to flush at
+            # exit either (that would print "Exception ignored ... BrokenPipeError")
+            _drop_stdout()
+            ctx.exit(CLOSED_OUTPUT)
+        fail(ctx, options, f"cannot write the output: {exc.strerror}")
+
+
+class OutputError(OSError):
+    """Standard output cannot be written (closed by its reader, a full disk)."""
+
+
+def _drop_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+@contextmanager
+def writing() -> Iterator[None]:
+    """Around writes to standard output: an ``OSError`` there is an ``OutputError``."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(exc.errno, exc.strerror) from exc
+
+
+def echo(text: str, *, nl: bool = True) -> None:
+    """Write ``text`` on standard output (what came from the storage: ``printable`` first)."""
+    with writing():
+        click.echo(text, nl=nl)
+
+
+def echo_err(text: str) -> None:
+    """One line on standard error, escaped for a terminal."""
+    click.echo(printable(text), err=True)
+
+
+# C0 and C1 controls and DEL (escape sequences, line breaks, the 8-bit CSI), and the
+# bidirectional controls that show text in another order than it has (a key or metadata
+# value written by anyone must not rewrite or disguise the operator's terminal)
+_BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_UNSAFE = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+_UNSAFE.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+_UNSAFE.update({ord(char): f"\\u{ord(char):04x}" for char in _BIDI})
+_UNSAFE_IN_JSON = {  # json.dumps escapes C0 itself; these it leaves as they are
+    code: f"\\u{code:04x}" for code in _UNSAFE if code >= 0x7F
+}
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character written as an escape (``\\x1b``, ``\\u202e``)."""
+    return text.translate(_UNSAFE)
 
 
 def fail(ctx: click.Context, options: Options, message: str) -> None:
     if options.debug:
         traceback.print_exc()
-    click.echo(f"{PROG}: {message}", err=True)
+    echo_err(f"{PROG}: {message}")
     ctx.exit(1)
 
 
@@ -129,8 +188,10 @@ def info_dict(info: ObjectInfo) -> dict[str, Any]:
     }
 
 
-def emit_json(value: object) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False))
+def emit_json(value: object, *, nl: bool = True) -> None:
+    """``value`` as JSON on standard output, control characters escaped as ``\\uXXXX``."""
+    with writing():
+        click.echo(json.dumps(value, ensure_ascii=False).translate(_UNSAFE_IN_JSON), nl=nl)
 
 
 def human(size: int) -> str:
