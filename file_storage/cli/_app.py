@@ -31,7 +31,7 @@ __all__ = ["app"]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--env-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_run.EnvFile(),
     help="Read the STORAGE_* settings from this file only (not the environment, not .env).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks and DEBUG logs.")
@@ -248,7 +248,7 @@ def expire(
 @app.command("migrate")
 @click.option(
     "--to-env",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_run.EnvFile(),
     required=True,
     help="Env file with the destination's STORAGE_* settings (only that file is read).",
 )

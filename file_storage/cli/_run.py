@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
@@ -20,7 +21,7 @@ import click
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from file_storage.backends.base import StorageBackend
-from file_storage.errors import InvalidKeyError, StorageError
+from file_storage.errors import InvalidKeyError, StorageConfigError, StorageError
 from file_storage.factory import create_storage_backend
 from file_storage.models import ObjectInfo
 from file_storage.settings import StorageSettings
@@ -64,9 +65,49 @@ class FileOnlySettings(StorageSettings):
         return (init_settings, dotenv_settings)
 
 
+#: an env file holds a few settings; a larger one is a mistake (or a device, a log)
+MAX_ENV_FILE_BYTES = 2**20
+
+
+def env_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an env file, or None.
+
+    Checked with ``stat`` (which follows links, as reading does), never by opening: opening
+    a FIFO nobody writes to blocks, and reading a device may never end.
+    """
+    try:
+        found = path.stat()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if not stat.S_ISREG(found.st_mode):
+        return "is not a regular file"
+    if found.st_size > MAX_ENV_FILE_BYTES:
+        return "is larger than 1 MiB"
+    return None
+
+
+class EnvFile(click.Path):
+    """An existing env file: a regular file of at most 1 MiB (``--env-file``, ``--to-env``)."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = super().convert(value, param, ctx)
+        problem = env_file_problem(Path(os.fsdecode(path)))
+        if problem is not None:
+            self.fail(f"{click.format_filename(path)!r} {problem}.", param, ctx)
+        return path
+
+
 def settings(options: Options) -> StorageSettings:
     """``--env-file`` alone when given, else the environment then ``.env``, as the app does."""
     if options.env_file is None:
+        dotenv = Path(".env")  # pydantic-settings reads it, a FIFO too: blocked forever
+        if dotenv.exists():
+            problem = env_file_problem(dotenv)
+            if problem is not None:
+                raise StorageConfigError(f"the env file .env: {problem.removeprefix('is ')}")
         return StorageSettings()
     return file_settings(options.env_file)
 
