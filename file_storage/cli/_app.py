@@ -153,7 +153,7 @@ def rm(ctx: click.Context, keys: tuple[str, ...], prefix: str | None, yes: bool)
     if bool(keys) == (prefix is not None):
         raise click.UsageError("give either KEYS or --prefix", ctx)
     if prefix is not None and not yes:
-        if not sys.stdin.isatty():
+        if sys.stdin is None or not sys.stdin.isatty():  # None: standard input closed
             raise click.UsageError("rm --prefix asks first; without a terminal, add --yes", ctx)
         where = f"under {prefix!r}" if prefix else "in the storage"
         click.confirm(f"Delete every object {where}?", abort=True, err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -169,6 +170,25 @@ def test_rm_prefix_without_a_terminal_needs_yes(tmp_path: Path) -> None:
     result = cli("rm", "--prefix", "keep", env=env, stdin=b"y\n")
     assert result.returncode == 2
     assert b"--yes" in result.stderr
+    assert cli("ls", env=env).stdout == b"keep/a\n"
+
+
+def test_rm_prefix_with_standard_input_closed_needs_yes(tmp_path: Path) -> None:
+    # cron or `<&-`: no stdin at all was an AttributeError traceback
+    env = cli_env(STORAGE_LOCAL_PATH=str(tmp_path / "storage"))
+    (tmp_path / "a").write_bytes(b"a")
+    cli("put", tmp_path / "a", "keep/a", env=env)
+    result = subprocess.run(
+        command("rm", "--prefix", "keep"),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=120,
+        preexec_fn=lambda: os.close(0),
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(b"Usage: file-storage rm")
+    assert b"Traceback" not in result.stderr
     assert cli("ls", env=env).stdout == b"keep/a\n"
 
 
