@@ -41,6 +41,7 @@ def app(ctx: click.Context, env_file: Path | None, debug: bool) -> None:
 
     Exit codes: 0 ok, 1 the operation failed, 2 a usage error.
     """
+    _run.terminate_as_interrupt()
     ctx.obj = Options(env_file, debug)
 
 

@@ -130,6 +130,19 @@ def run(ctx: click.Context, work: Work, config: StorageSettings | None = None) -
     ctx.exit(code or 0)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def terminate_as_interrupt() -> None:
+    """Outside the event loop, SIGTERM stops the command as Ctrl-C does: exit 1.
+
+    Left at its default it killed the process (143) at a prompt or while settings were
+    read, where the documented code is 1; inside the loop ``_main`` cancels instead.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 async def _main(backend: StorageBackend, work: Work) -> int | None:
     # SIGTERM cancels the command like Ctrl-C does: uploads in flight are aborted,
     # connections closed, and the process exits 1 instead of dying mid-request
@@ -141,7 +154,8 @@ async def _main(backend: StorageBackend, work: Work) -> int | None:
         async with backend:
             return await work(backend)
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGTERM)  # that restores the default: kill
+        terminate_as_interrupt()
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -348,3 +349,29 @@ def test_import_file_storage_loads_no_cli_library() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
     assert not {"click", "rich", "file_storage.cli"} & set(out)
+
+
+def test_sigterm_at_the_rm_prompt_exits_1_and_deletes_nothing(tmp_path: Path) -> None:
+    # SIGTERM outside the event loop killed the process (143) where the docs promise 1
+    env = cli_env(STORAGE_LOCAL_PATH=str(tmp_path / "storage"))
+    (tmp_path / "a").write_bytes(b"a")
+    cli("put", tmp_path / "a", "keep/a", env=env)
+    controller, terminal = os.openpty()  # a terminal on stdin: rm asks first
+    with subprocess.Popen(
+        command("rm", "--prefix", "keep"), env=env, stdin=terminal, stderr=subprocess.PIPE
+    ) as process:
+        os.close(terminal)
+        assert process.stderr is not None
+        shown = b""
+        while b"Delete every object" not in shown:
+            chunk = process.stderr.read1(1024)
+            assert chunk, shown
+            shown += chunk
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=60)
+        finally:
+            process.kill()  # never left behind (a no-op once it has exited)
+    os.close(controller)
+    assert code == 1
+    assert cli("ls", env=env).stdout == b"keep/a\n"
