@@ -12,7 +12,17 @@ from file_storage._signing import MAX_PRESIGN_SECONDS
 from file_storage.backends.base import StorageBackend
 from file_storage.cli import _run
 from file_storage.cli._progress import Bar, MigrationBar
-from file_storage.cli._run import Options, emit_json, human, info_dict, run
+from file_storage.cli._run import (
+    Options,
+    echo,
+    echo_err,
+    emit_json,
+    human,
+    info_dict,
+    printable,
+    run,
+    writing,
+)
 from file_storage.factory import create_storage_backend
 
 __all__ = ["app"]
@@ -21,7 +31,7 @@ __all__ = ["app"]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--env-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_run.EnvFile(),
     help="Read the STORAGE_* settings from this file only (not the environment, not .env).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks and DEBUG logs.")
@@ -31,6 +41,7 @@ def app(ctx: click.Context, env_file: Path | None, debug: bool) -> None:
 
     Exit codes: 0 ok, 1 the operation failed, 2 a usage error.
     """
+    _run.terminate_as_interrupt()
     ctx.obj = Options(env_file, debug)
 
 
@@ -45,19 +56,19 @@ def ls(ctx: click.Context, prefix: str, long_: bool, as_json: bool) -> None:
     async def work(backend: StorageBackend) -> None:
         first = True
         if as_json:
-            click.echo("[", nl=False)
+            echo("[", nl=False)
         async for info in backend.iter_files(prefix):
             if as_json:
-                click.echo("" if first else ",", nl=False)
-                _run.emit_json(info_dict(info))
+                echo("" if first else ",", nl=False)
+                emit_json(info_dict(info), nl=False)
             elif long_:
                 stamp = info.last_modified.strftime("%Y-%m-%d %H:%M:%S")
-                click.echo(f"{info.size:>12}  {stamp}  {info.key}")
+                echo(f"{info.size:>12}  {stamp}  {printable(info.key)}")
             else:
-                click.echo(info.key)
+                echo(printable(info.key))
             first = False
         if as_json:
-            click.echo("]")
+            echo("]")
 
     run(ctx, work)
 
@@ -77,9 +88,9 @@ def stat(ctx: click.Context, key: str, as_json: bool) -> None:
         for name, value in found.items():
             if name == "metadata":
                 for meta, text in value.items():
-                    click.echo(f"metadata.{meta}: {text}")
+                    echo(f"metadata.{meta}: {printable(text)}")
             else:
-                click.echo(f"{name}: {'' if value is None else value}")
+                echo(f"{name}: {'' if value is None else printable(str(value))}")
 
     run(ctx, work)
 
@@ -92,12 +103,11 @@ def cat(ctx: click.Context, key: str) -> None:
 
     async def work(backend: StorageBackend) -> None:
         out = sys.stdout.buffer
-        try:
-            async for chunk in backend.stream(key):
+        async for chunk in backend.stream(key):
+            with writing():  # `file-storage cat big | head`: the reader is done (141)
                 out.write(chunk)
+        with writing():
             out.flush()
-        except BrokenPipeError:  # `file-storage cat big | head`: the reader is done
-            sys.stdout = None  # no flush at exit either
 
     run(ctx, work)
 
@@ -129,7 +139,7 @@ def put(ctx: click.Context, local: Path, key: str, content_type: str | None) -> 
             saved = await backend.upload_file(
                 local, key, content_type=content_type, progress=bar.update
             )
-        click.echo(saved)
+        echo(printable(saved))
 
     run(ctx, work)
 
@@ -144,7 +154,7 @@ def rm(ctx: click.Context, keys: tuple[str, ...], prefix: str | None, yes: bool)
     if bool(keys) == (prefix is not None):
         raise click.UsageError("give either KEYS or --prefix", ctx)
     if prefix is not None and not yes:
-        if not sys.stdin.isatty():
+        if sys.stdin is None or not sys.stdin.isatty():  # None: standard input closed
             raise click.UsageError("rm --prefix asks first; without a terminal, add --yes", ctx)
         where = f"under {prefix!r}" if prefix else "in the storage"
         click.confirm(f"Delete every object {where}?", abort=True, err=True)
@@ -154,7 +164,7 @@ def rm(ctx: click.Context, keys: tuple[str, ...], prefix: str | None, yes: bool)
             await backend.delete_many(keys)
         else:
             deleted = await backend.delete_prefix(prefix)
-            click.echo(f"deleted {deleted} objects", err=True)
+            echo_err(f"deleted {deleted} objects")
 
     run(ctx, work)
 
@@ -174,7 +184,7 @@ def du(ctx: click.Context, prefix: str, as_json: bool) -> None:
         if as_json:
             emit_json({"prefix": prefix, "objects": count, "bytes": size})
         else:
-            click.echo(f"{human(size)}\t{count} objects\t{prefix or '(all)'}")
+            echo(f"{human(size)}\t{count} objects\t{printable(prefix) or '(all)'}")
 
     run(ctx, work)
 
@@ -194,7 +204,7 @@ def url(ctx: click.Context, key: str, put_: bool, expires: int) -> None:
     """Print a presigned URL for KEY."""
 
     async def work(backend: StorageBackend) -> None:
-        click.echo(await backend.get_presigned_url(key, expires, "PUT" if put_ else "GET"))
+        echo(await backend.get_presigned_url(key, expires, "PUT" if put_ else "GET"))
 
     run(ctx, work)
 
@@ -231,7 +241,7 @@ def expire(
             emit_json(rules)
             return
         for folder, count in rules.items():
-            click.echo(f"{count:>6} days  {folder or '(all)'}")
+            echo(f"{count:>6} days  {printable(folder) or '(all)'}")
 
     run(ctx, work)
 
@@ -239,7 +249,7 @@ def expire(
 @app.command("migrate")
 @click.option(
     "--to-env",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=_run.EnvFile(),
     required=True,
     help="Env file with the destination's STORAGE_* settings (only that file is read).",
 )
@@ -306,12 +316,12 @@ def migrate_command(
                 }
             )
         else:
-            click.echo(
+            echo(
                 f"copied {report.copied}, skipped {report.skipped}, "
                 f"failed {len(report.failed)}, {human(report.bytes)} written"
             )
         for key, reason in report.failed.items():
-            click.echo(f"{_run.PROG}: failed {key}: {reason}", err=True)
+            echo_err(f"{_run.PROG}: failed {key}: {reason}")
         return 1 if report.failed else 0
 
     run(ctx, work, source_settings)

@@ -5,9 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-import click
-
-from file_storage.cli._run import human, on_terminal
+from file_storage.cli._run import echo_err, human, on_terminal
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -85,7 +83,7 @@ class MigrationBar(_Shown):
     def update(self, key: str, outcome: Outcome, report: MigrationReport) -> None:
         if self._verbose:
             # one line per object as it settles: a script (or a test) can follow along
-            click.echo(f"{outcome} {key}", err=True)
+            echo_err(f"{outcome} {key}")
         if self.bar is not None and self.task is not None:
             text = (
                 f"copied {report.copied}, skipped {report.skipped}, "

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import os
 import signal
+import stat
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
@@ -18,12 +21,15 @@ import click
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from file_storage.backends.base import StorageBackend
-from file_storage.errors import InvalidKeyError, StorageError
+from file_storage.errors import InvalidKeyError, StorageConfigError, StorageError
 from file_storage.factory import create_storage_backend
 from file_storage.models import ObjectInfo
 from file_storage.settings import StorageSettings
 
 PROG = "file-storage"
+#: the exit status of a command whose reader closed its output early (``| head``): what a
+#: shell tool killed by SIGPIPE reports (128 + 13), so neither "done" nor "failed"
+CLOSED_OUTPUT = 141
 Work = Callable[[StorageBackend], Awaitable[int | None]]
 
 
@@ -59,9 +65,49 @@ class FileOnlySettings(StorageSettings):
         return (init_settings, dotenv_settings)
 
 
+#: an env file holds a few settings; a larger one is a mistake (or a device, a log)
+MAX_ENV_FILE_BYTES = 2**20
+
+
+def env_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an env file, or None.
+
+    Checked with ``stat`` (which follows links, as reading does), never by opening: opening
+    a FIFO nobody writes to blocks, and reading a device may never end.
+    """
+    try:
+        found = path.stat()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if not stat.S_ISREG(found.st_mode):
+        return "is not a regular file"
+    if found.st_size > MAX_ENV_FILE_BYTES:
+        return "is larger than 1 MiB"
+    return None
+
+
+class EnvFile(click.Path):
+    """An existing env file: a regular file of at most 1 MiB (``--env-file``, ``--to-env``)."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = super().convert(value, param, ctx)
+        problem = env_file_problem(Path(os.fsdecode(path)))
+        if problem is not None:
+            self.fail(f"{click.format_filename(path)!r} {problem}.", param, ctx)
+        return path
+
+
 def settings(options: Options) -> StorageSettings:
     """``--env-file`` alone when given, else the environment then ``.env``, as the app does."""
     if options.env_file is None:
+        dotenv = Path(".env")  # pydantic-settings reads it, a FIFO too: blocked forever
+        if dotenv.exists():
+            problem = env_file_problem(dotenv)
+            if problem is not None:
+                raise StorageConfigError(f"the env file .env: {problem.removeprefix('is ')}")
         return StorageSettings()
     return file_settings(options.env_file)
 
@@ -84,6 +130,19 @@ def run(ctx: click.Context, work: Work, config: StorageSettings | None = None) -
     ctx.exit(code or 0)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def terminate_as_interrupt() -> None:
+    """Outside the event loop, SIGTERM stops the command as Ctrl-C does: exit 1.
+
+    Left at its default it killed the process (143) at a prompt or while settings were
+    read, where the documented code is 1; inside the loop ``_main`` cancels instead.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 async def _main(backend: StorageBackend, work: Work) -> int | None:
     # SIGTERM cancels the command like Ctrl-C does: uploads in flight are aborted,
     # connections closed, and the process exits 1 instead of dying mid-request
@@ -95,7 +154,8 @@ async def _main(backend: StorageBackend, work: Work) -> int | None:
         async with backend:
             return await work(backend)
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGTERM)  # that restores the default: kill
+        terminate_as_interrupt()
 
 
 @contextmanager
@@ -109,12 +169,66 @@ def errors(ctx: click.Context, options: Options) -> Iterator[None]:
         fail(ctx, options, str(exc))
     except (asyncio.CancelledError, KeyboardInterrupt):
         fail(ctx, options, "interrupted")
+    except OutputError as exc:
+        if exc.errno == errno.EPIPE:
+            # the reader is done (`| head`): nothing to say, and nothing left to flush at
+            # exit either (that would print "Exception ignored ... BrokenPipeError")
+            _drop_stdout()
+            ctx.exit(CLOSED_OUTPUT)
+        fail(ctx, options, f"cannot write the output: {exc.strerror}")
+
+
+class OutputError(OSError):
+    """Standard output cannot be written (closed by its reader, a full disk)."""
+
+
+def _drop_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+@contextmanager
+def writing() -> Iterator[None]:
+    """Around writes to standard output: an ``OSError`` there is an ``OutputError``."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(exc.errno, exc.strerror) from exc
+
+
+def echo(text: str, *, nl: bool = True) -> None:
+    """Write ``text`` on standard output (what came from the storage: ``printable`` first)."""
+    with writing():
+        click.echo(text, nl=nl)
+
+
+def echo_err(text: str) -> None:
+    """One line on standard error, escaped for a terminal."""
+    click.echo(printable(text), err=True)
+
+
+# C0 and C1 controls and DEL (escape sequences, line breaks, the 8-bit CSI), and the
+# bidirectional controls that show text in another order than it has (a key or metadata
+# value written by anyone must not rewrite or disguise the operator's terminal)
+_BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_UNSAFE = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+_UNSAFE.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+_UNSAFE.update({ord(char): f"\\u{ord(char):04x}" for char in _BIDI})
+_UNSAFE_IN_JSON = {  # json.dumps escapes C0 itself; these it leaves as they are
+    code: f"\\u{code:04x}" for code in _UNSAFE if code >= 0x7F
+}
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character written as an escape (``\\x1b``, ``\\u202e``)."""
+    return text.translate(_UNSAFE)
 
 
 def fail(ctx: click.Context, options: Options, message: str) -> None:
     if options.debug:
         traceback.print_exc()
-    click.echo(f"{PROG}: {message}", err=True)
+    echo_err(f"{PROG}: {message}")
     ctx.exit(1)
 
 
@@ -129,8 +243,10 @@ def info_dict(info: ObjectInfo) -> dict[str, Any]:
     }
 
 
-def emit_json(value: object) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False))
+def emit_json(value: object, *, nl: bool = True) -> None:
+    """``value`` as JSON on standard output, control characters escaped as ``\\uXXXX``."""
+    with writing():
+        click.echo(json.dumps(value, ensure_ascii=False).translate(_UNSAFE_IN_JSON), nl=nl)
 
 
 def human(size: int) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -172,6 +174,25 @@ def test_rm_prefix_without_a_terminal_needs_yes(tmp_path: Path) -> None:
     assert cli("ls", env=env).stdout == b"keep/a\n"
 
 
+def test_rm_prefix_with_standard_input_closed_needs_yes(tmp_path: Path) -> None:
+    # cron or `<&-`: no stdin at all was an AttributeError traceback
+    env = cli_env(STORAGE_LOCAL_PATH=str(tmp_path / "storage"))
+    (tmp_path / "a").write_bytes(b"a")
+    cli("put", tmp_path / "a", "keep/a", env=env)
+    result = subprocess.run(
+        command("rm", "--prefix", "keep"),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=120,
+        preexec_fn=lambda: os.close(0),
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(b"Usage: file-storage rm")
+    assert b"Traceback" not in result.stderr
+    assert cli("ls", env=env).stdout == b"keep/a\n"
+
+
 def test_env_file_alone_gives_the_settings(tmp_path: Path) -> None:
     file = write_env_file(tmp_path / "app.env", {"STORAGE_LOCAL_PATH": str(tmp_path / "elsewhere")})
     (tmp_path / "a").write_bytes(b"a")
@@ -328,3 +349,29 @@ def test_import_file_storage_loads_no_cli_library() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
     assert not {"click", "rich", "file_storage.cli"} & set(out)
+
+
+def test_sigterm_at_the_rm_prompt_exits_1_and_deletes_nothing(tmp_path: Path) -> None:
+    # SIGTERM outside the event loop killed the process (143) where the docs promise 1
+    env = cli_env(STORAGE_LOCAL_PATH=str(tmp_path / "storage"))
+    (tmp_path / "a").write_bytes(b"a")
+    cli("put", tmp_path / "a", "keep/a", env=env)
+    controller, terminal = os.openpty()  # a terminal on stdin: rm asks first
+    with subprocess.Popen(
+        command("rm", "--prefix", "keep"), env=env, stdin=terminal, stderr=subprocess.PIPE
+    ) as process:
+        os.close(terminal)
+        assert process.stderr is not None
+        shown = b""
+        while b"Delete every object" not in shown:
+            chunk = process.stderr.read1(1024)
+            assert chunk, shown
+            shown += chunk
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=60)
+        finally:
+            process.kill()  # never left behind (a no-op once it has exited)
+    os.close(controller)
+    assert code == 1
+    assert cli("ls", env=env).stdout == b"keep/a\n"
