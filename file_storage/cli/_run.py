@@ -10,6 +10,7 @@ import os
 import signal
 import stat
 import sys
+import threading
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -140,7 +141,8 @@ def terminate_as_interrupt() -> None:
     Left at its default it killed the process (143) at a prompt or while settings were
     read, where the documented code is 1; inside the loop ``_main`` cancels instead.
     """
-    signal.signal(signal.SIGTERM, _interrupt)
+    if threading.current_thread() is threading.main_thread():  # (Python's rule for handlers)
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 async def _main(backend: StorageBackend, work: Work) -> int | None:
