@@ -28,6 +28,21 @@ logger = logging.getLogger("file_storage")
 _OWNER_CHECK = 1.0
 
 
+class Backoff:
+    """The waits between two tries of something another process holds: from 1 ms,
+    doubling, to ``most`` seconds (a wait is a plain sleep: cancelled, it takes nothing)."""
+
+    __slots__ = ("_most", "_next")
+
+    def __init__(self, most: float) -> None:
+        self._next = 0.001
+        self._most = most
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self._next)
+        self._next = min(self._next * 2, self._most)
+
+
 class ShutdownHook:
     """Run ``callback`` once: when the loop it was armed in shuts down its async generators
     (before that loop closes), or on :meth:`run`, whichever comes first."""

@@ -40,13 +40,14 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TypeVar
 
 from file_storage._json import parse_json
+from file_storage._loops import Backoff
 from file_storage._quota._locks import _Held, _KeyLock
 from file_storage._spool_keys import byte, keys_file, let_go
 from file_storage._streams import CHUNK_SIZE
@@ -289,12 +290,8 @@ class Spool:
             async with _Held(_LOCKS.setdefault(self._folder, {}), ordered):
                 yield
             return
-        try:
+        with _lock_file("keys.lock"):
             used = keys_file(self.root)
-        except OSError as exc:
-            if exc.errno in _NOT_A_FILE:
-                raise _not_a_file("keys.lock") from exc
-            raise
         try:
             # one set of turns per keys.lock: two paths to one folder (a link switched
             # since the other backend was made, a bind mount) share them, as they share
@@ -325,7 +322,7 @@ class Spool:
         thread blocked in ``lockf``: a cancelled wait must not take it later). ``False``
         when the file system refuses record locks (some network mounts): warned once."""
         assert fcntl is not None
-        wait = 0.001
+        backoff = Backoff(_MAX_WAIT)
         while True:
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
@@ -340,8 +337,7 @@ class Spool:
                     )
                     return False
             await self._waiting_for_key()
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, _MAX_WAIT)
+            await backoff.wait()
 
     async def _waiting_for_key(self) -> None:
         """Called each time a key is found held by another process (a hook for tests)."""
@@ -500,12 +496,8 @@ class Spool:
             self._claim(create=True)
         # never through a link planted in its place: O_CREAT would make its target
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
-        try:
+        with _lock_file("flush.lock"):
             fd = os.open(self.root / "flush.lock", flags, 0o600)
-        except OSError as exc:
-            if exc.errno in _NOT_A_FILE:
-                raise _not_a_file("flush.lock") from exc
-            raise
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -542,12 +534,18 @@ def _unlock_key(fd: int, key: str) -> None:
 _NOT_A_FILE = (errno.ELOOP, errno.EISDIR)  # a link (O_NOFOLLOW) or a folder in its place
 
 
-def _not_a_file(name: str) -> StorageConfigError:
-    """A lock file of the folder replaced by a link or a folder: said so, not read as the
-    key's conflict with a folder, nor as an I/O error."""
-    return StorageConfigError(
-        f"the fallback spool folder's {name} is a link or a folder, not a file: remove it"
-    )
+@contextlib.contextmanager
+def _lock_file(name: str) -> Iterator[None]:
+    """Opening the folder's lock file ``name``: one replaced by a link or a folder is said
+    so, not read as the key's conflict with a folder, nor as an I/O error."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _NOT_A_FILE:
+            raise StorageConfigError(
+                f"the fallback spool folder's {name} is a link or a folder, not a file: remove it"
+            ) from exc
+        raise
 
 
 async def read_range(

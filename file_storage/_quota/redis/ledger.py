@@ -36,6 +36,7 @@ from types import ModuleType
 
 from pydantic import SecretStr
 
+from file_storage._loops import Backoff
 from file_storage._quota.ledger import Probe, Reservation, Scanner
 from file_storage._quota.redis import scripts as lua
 from file_storage._quota.redis import seeding
@@ -292,7 +293,7 @@ class RedisQuotaManager(Switches):
 
     async def _lock(self, hold: _RedisHeld) -> bool:
         """Take ``hold.keys`` in Redis, waiting while another process has one of them."""
-        wait = 0.001
+        backoff = Backoff(_MAX_WAIT)
         while True:
             try:
                 await self._sync()
@@ -305,8 +306,7 @@ class RedisQuotaManager(Switches):
             if got:
                 hold.since = str(got)
                 return True
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, _MAX_WAIT)
+            await backoff.wait()
 
     async def _finish(self, hold: _RedisHeld) -> None:
         args: list[object] = [self.ns, hold.token, hold.since, len(hold.deleted), *hold.deleted]
@@ -394,7 +394,7 @@ class RedisQuotaManager(Switches):
         """One reserve step; ``False`` when no quota covers the key."""
         key = reservation.key
         hold = reservation._hold
-        wait = 0.001
+        backoff = Backoff(_MAX_WAIT)
         while True:
             if self._unsynced:
                 await self._sync()
@@ -424,8 +424,7 @@ class RedisQuotaManager(Switches):
             if state == "reset":
                 self._push_all()
             elif state == "locked":  # another process writes or deletes this key now
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, _MAX_WAIT)
+                await backoff.wait()
             elif state == "unseeded":
                 await self._seed(result[1], force=False)
             elif state == "over":
@@ -465,7 +464,7 @@ class RedisQuotaManager(Switches):
             self.listings += 1
 
     async def _list(self, prefix: str, token: str, force: bool) -> None:
-        wait = 0.001
+        backoff = Backoff(_MAX_WAIT)
         while True:
             state = await self._client.run(
                 seeding.SEED_BEGIN, [self.ns, prefix, token, self.lease_ms, 1 if force else 0]
@@ -476,8 +475,7 @@ class RedisQuotaManager(Switches):
                 break
             if force:  # another process is listing it now: that listing is as fresh
                 force = False
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, _MAX_WAIT)
+            await backoff.wait()
         if self._probe is not None:  # learned with each listing, as the in-process ledger does
             await self._probed(self._probe)
         total = 0

@@ -37,7 +37,6 @@ logger = logging.getLogger("file_storage")
 
 META_DIR = ".file_storage\\meta"
 KEEP = 4  # versions kept per key: the current one and those a reader may still hold open
-_FIELDS = ("content_type", "metadata", "cache_control", "content_disposition")
 
 
 class Meta(NamedTuple):
@@ -198,7 +197,7 @@ def versions_of(root: Root, key: str) -> dict[str, object]:
         now = stamp(found.st)
     finally:
         found.close()
-    return {now: {name: raw[name] for name in _FIELDS if name in raw}}
+    return {now: {name: raw[name] for name in Meta._fields if name in raw}}
 
 
 def record(root: Root, key: str, version: str, meta: Meta | None) -> None:
