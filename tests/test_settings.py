@@ -475,6 +475,28 @@ def test_signing_key_shorter_than_32_characters_is_refused() -> None:
     assert SECRET[:31] not in "".join(traceback.format_exception(info.value))
 
 
+UNRUN = "$(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+
+
+@pytest.mark.parametrize("line", [UNRUN, f'"{UNRUN}"', "`openssl rand -base64 48 | tr -d =`"])
+def test_signing_key_that_is_a_shell_command_never_run_is_refused(
+    tmp_path: Path, line: str
+) -> None:
+    # a .env file runs no command: the key would be the command's text, known to anyone
+    (tmp_path / ".env").write_text(
+        f"STORAGE_LOCAL_BASE_URL=http://127.0.0.1:8000/files\nSTORAGE_LOCAL_SIGNING_KEY={line}\n"
+    )
+    with pytest.raises(StorageConfigError, match="STORAGE_LOCAL_SIGNING_KEY: is a shell command"):
+        StorageSettings()
+
+
+def test_signing_key_argument_that_is_a_shell_command_never_run_is_refused() -> None:
+    from file_storage import MemoryStorageBackend
+
+    with pytest.raises(StorageConfigError, match="never run"):
+        MemoryStorageBackend(base_url="/files", signing_key=UNRUN)
+
+
 # ------------------------------------------------------------------ secrets stay hidden
 
 
