@@ -121,3 +121,24 @@ def test_readme_links_lead_to_files_and_headings_that_exist() -> None:
         if not page.is_file() or (anchor and anchor not in _anchors(page)):
             broken.append(target)
     assert broken == []
+
+
+# a plugin's own variables (docs/plugins.md's example backend), not file_storage's
+_NOT_OURS = ("STORAGE_DICT",)
+
+
+def test_every_variable_the_docs_name_is_one_the_settings_read() -> None:
+    # a renamed or mistyped variable in a guide is silently ignored by StorageSettings
+    # (extra="ignore"), so a reader copying it would configure nothing
+    known = set(_table_variables())
+    sections = {name.rsplit("_", 1)[0] for name in known} | {
+        f"STORAGE_{section.upper()}" for section in StorageSettings.model_fields
+    }
+    pages = [ROOT / "README.md", ROOT / ".env.example", *sorted((ROOT / "docs").glob("*.md"))]
+    unknown = set()
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for name in re.findall(r"(?<![A-Z0-9_])STORAGE_[A-Z0-9_]*[A-Z0-9]", text):
+            if name not in known and name not in sections and not name.startswith(_NOT_OURS):
+                unknown.add(f"{page.name}: {name}")
+    assert sorted(unknown) == []
