@@ -569,9 +569,21 @@ def test_env_example_holds_the_defaults(tmp_path: Path) -> None:
 def test_env_example_commented_lines_are_valid(tmp_path: Path) -> None:
     text = (ROOT / ".env.example").read_text()
     uncommented = re.sub(r"^# (STORAGE_[A-Z0-9_]+=)", r"\1", text, flags=re.M)
+    # the signing key's placeholder is refused as it is (too short): a key used as shipped
+    # would be known to every reader of this file
+    uncommented = uncommented.replace("SIGNING_KEY=...", "SIGNING_KEY=" + "k" * 48)
     (tmp_path / ".env").write_text(uncommented.replace("AKIA...", "AKIAFAKE").replace("=...", "=x"))
     settings = StorageSettings()
     assert settings.s3.bucket == "my-bucket"
+
+
+def test_env_example_signing_key_used_as_shipped_is_refused(tmp_path: Path) -> None:
+    # a placeholder long enough to pass would sign URLs with a key anyone can read here
+    text = (ROOT / ".env.example").read_text()
+    uncommented = re.sub(r"^# (STORAGE_LOCAL_(BASE_URL|SIGNING_KEY)=)", r"\1", text, flags=re.M)
+    (tmp_path / ".env").write_text(uncommented)
+    with pytest.raises(StorageConfigError, match="STORAGE_LOCAL_SIGNING_KEY"):
+        StorageSettings()
 
 
 def test_configuration_doc_lists_every_variable() -> None:
