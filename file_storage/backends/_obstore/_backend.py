@@ -37,6 +37,13 @@ from file_storage.backends._obstore._errors import (
     is_range_error,
     map_obstore_error,
 )
+from file_storage.backends._obstore._names import (
+    ESCAPE,
+    RESERVED,
+    STANDARD,
+    escape_name,
+    unescape_name,
+)
 from file_storage.backends._obstore._requests import Interruptible, to_the_end
 from file_storage.backends._obstore._rules import ObstoreRules
 from file_storage.backends._support import server_of
@@ -73,39 +80,6 @@ RETRY: dict[str, Any] = {
         "base": 2,
     },
 }
-# the attributes obstore names itself; every other name it returns is user metadata
-_STANDARD = frozenset(
-    {
-        "Content-Disposition",
-        "Content-Encoding",
-        "Content-Language",
-        "Content-Type",
-        "Cache-Control",
-        "Storage-Class",
-    }
-)
-# obstore takes a metadata name equal to one of those, in any case, for that header (a
-# user's "content-type" would set the object's type): such a name, and one that starts
-# like the escape itself, travels hex-encoded behind it and comes back as given (and only
-# such a name is decoded)
-_RESERVED = frozenset(name.lower() for name in _STANDARD)
-ESCAPE = "fs_"
-
-
-def escape_name(name: str) -> str:
-    """``name`` hex-encoded behind :data:`ESCAPE`."""
-    return ESCAPE + name.encode().hex()
-
-
-def unescape_name(name: str) -> str:
-    """The name :func:`escape_name` encoded; any other name lower-cased, as it is."""
-    name = name.lower()
-    if name.startswith(ESCAPE):
-        try:
-            return bytes.fromhex(name[len(ESCAPE) :]).decode()
-        except ValueError:
-            return name  # another tool's name that only looks encoded
-    return name
 
 
 def load_obstore(backend: str) -> ModuleType:
@@ -182,7 +156,7 @@ class ObstoreBackend(StorageBackend):
 
     def _encode_name(self, name: str) -> str:
         """The name a metadata entry travels under (``name`` is lower-case, an HTTP token)."""
-        if name in _RESERVED or name.startswith(ESCAPE):
+        if name in RESERVED or name.startswith(ESCAPE):
             return escape_name(name)
         return name
 
@@ -248,7 +222,7 @@ class ObstoreBackend(StorageBackend):
         attributes = attributes or {}
         metadata: dict[str, str] = {}
         for name, value in attributes.items():
-            if name not in _STANDARD and isinstance(value, str):
+            if name not in STANDARD and isinstance(value, str):
                 metadata[self._decode_name(name)] = decode_value(value)
         modified: datetime = meta["last_modified"]
         if modified.tzinfo is None:
