@@ -106,3 +106,63 @@ async def test_a_multipart_completion_whose_answer_was_lost_is_a_stored_object(
     assert await backend.save("big.bin", twenty_mib(DATA)) == "big.bin"
     assert await backend.load("big.bin") == DATA
     assert (await backend.get_usage("")).used == len(DATA)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("gcs", marks=pytest.mark.gcs),
+        pytest.param("azure", marks=pytest.mark.azure),
+    ]
+)
+def behind_proxy(
+    request: pytest.FixtureRequest,
+) -> tuple[GCSStorageBackend | AzureStorageBackend, FaultProxy]:
+    if request.param == "gcs":
+        pair: tuple[GCSStorageBackend, FaultProxy] = request.getfixturevalue(
+            "gcs_backend_behind_proxy"
+        )
+        return pair
+    return request.getfixturevalue("backend"), request.getfixturevalue("azure_proxy")
+
+
+async def test_a_move_whose_conditional_delete_answer_was_lost_is_done(
+    behind_proxy: tuple[GCSStorageBackend | AzureStorageBackend, FaultProxy],
+) -> None:
+    # the source's delete landed and its answer was lost: the retry finds no source
+    backend, proxy = behind_proxy
+    await backend.save("src.bin", b"s" * 100)
+    proxy.cut_response_after(0, match="DELETE")
+    assert await backend.move("src.bin", "dst.bin") == "dst.bin"
+    assert await backend.list_files() == ["dst.bin"]
+    assert (await backend.get_usage("")).used == 100
+
+
+async def test_a_move_whose_conditional_delete_finds_the_store_down_keeps_both(
+    behind_proxy: tuple[GCSStorageBackend | AzureStorageBackend, FaultProxy],
+) -> None:
+    backend, proxy = behind_proxy
+    await backend.save("src.bin", b"s" * 100)
+    proxy.fail_next(3, status=503, code="ServerBusy", match="DELETE")
+    with pytest.raises(StorageUnavailableError) as info:
+        await backend.move("src.bin", "dst.bin")
+    assert (info.value.operation, info.value.key) == ("move", "src.bin")
+    assert "sig" not in str(info.value).lower()
+    assert await backend.list_files() == ["dst.bin", "src.bin"]
+    assert (await backend.get_usage("")).used == 200
+
+
+async def test_a_long_save_whose_parts_never_arrive_leaves_nothing_and_a_retry_lands(
+    behind_proxy: tuple[GCSStorageBackend | AzureStorageBackend, FaultProxy],
+) -> None:
+    # every part upload (GCS XML multipart part, Azure Put Block) is reset mid-body
+    backend, proxy = behind_proxy
+    proxy.reset_after(2**16, times=100, match="PUT")
+    with pytest.raises(StorageUnavailableError):
+        await backend.save("big.bin", twenty_mib(DATA))
+    proxy.clear()
+    assert not await backend.exists("big.bin")
+    assert await backend.list_files() == []
+    assert (await backend.get_usage("")).used == 0
+    assert await backend.save("big.bin", twenty_mib(DATA)) == "big.bin"
+    assert await backend.load("big.bin") == DATA
+    assert (await backend.get_usage("")).used == len(DATA)
