@@ -11,7 +11,12 @@ from typing import Any
 
 import pytest
 
-from file_storage import AzureStorageBackend, GCSStorageBackend, StorageUnavailableError
+from file_storage import (
+    AzureStorageBackend,
+    GCSStorageBackend,
+    StorageError,
+    StorageUnavailableError,
+)
 from file_storage.backends.azure import EMULATOR_ACCOUNT
 from tests.azure_emulator import fresh_container_backend
 from tests.faults.proxy import FaultProxy
@@ -166,3 +171,29 @@ async def test_a_long_save_whose_parts_never_arrive_leaves_nothing_and_a_retry_l
     assert await backend.save("big.bin", twenty_mib(DATA)) == "big.bin"
     assert await backend.load("big.bin") == DATA
     assert (await backend.get_usage("")).used == len(DATA)
+
+
+@pytest.mark.parametrize(
+    ("operation", "match"), [("load", "GET"), ("stat", "HEAD"), ("save", "PUT")]
+)
+async def test_a_409_outside_a_conditional_write_is_no_failed_condition(
+    behind_proxy: tuple[GCSStorageBackend | AzureStorageBackend, FaultProxy],
+    operation: str,
+    match: str,
+) -> None:
+    # Azure answers 409 to a read of an archived blob (BlobArchived) and to a write of a
+    # leased one (LeaseIdMissing): a StorageError, as S3's 409 is, never the
+    # PreconditionFailedError that tells a caller its condition did not hold
+    backend, proxy = behind_proxy
+    await backend.save("k.txt", b"x")
+    proxy.fail_next(10, status=409, code="LeaseIdMissing", match=match)
+    call = (
+        backend.save("k.txt", b"y") if operation == "save" else getattr(backend, operation)("k.txt")
+    )
+    with pytest.raises(StorageError) as info:
+        await call
+    proxy.clear()
+    assert type(info.value) is StorageError
+    assert (info.value.operation, info.value.key) == (operation, "k.txt")
+    assert "409" in str(info.value)
+    assert await backend.load("k.txt") == b"x"

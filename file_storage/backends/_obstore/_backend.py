@@ -37,6 +37,7 @@ from file_storage.backends._obstore._errors import (
     is_lost_commit,
     is_precondition_error,
     is_range_error,
+    is_refused_condition,
     map_obstore_error,
 )
 from file_storage.backends._obstore._names import (
@@ -335,7 +336,13 @@ class ObstoreBackend(StorageBackend):
                     raise
         mode = await self._mode(key, options)
         put = obs.put_async(store, key, body, attributes=attributes, mode=mode, use_multipart=False)
-        return _put_etag(await to_the_end(put))
+        try:
+            return _put_etag(await to_the_end(put))
+        except Exception as exc:
+            if mode == "create" and is_refused_condition(exc):
+                # whatever the 409's code (Azure's LeaseIdMissing too): an object is there
+                raise PreconditionFailedError("an object exists at this key") from exc
+            raise
 
     async def _landed(self, key: str, chunks: Interruptible, content_type: str) -> bool:
         """Whether the upload whose completion was retried is stored: the key holds an
