@@ -1,5 +1,6 @@
-"""S3's 409 through either transport behind the fault proxy: the same typed error
-whichever client (``STORAGE_S3_CLIENT``) sends the request."""
+"""S3 answers through either transport behind the fault proxy: the same typed error
+whichever client (``STORAGE_S3_CLIENT``) sends the request, and as GCS and Azure give
+it (tests/faults/test_obstore_faults.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from file_storage import PreconditionFailedError, StorageError
+from file_storage import PreconditionFailedError, StorageError, StorageUnavailableError
 from tests.faults.proxy import FaultProxy
 from tests.s3util import MakeBackend
 
@@ -47,3 +48,18 @@ async def test_a_409_to_a_create_only_write_is_a_failed_condition(
         await backend.save("n.txt", b"y", overwrite=False)
     proxy.clear()
     assert not await backend.exists("n.txt")
+
+
+@pytest.mark.parametrize("client", ["aioboto3", "obstore"])
+@pytest.mark.parametrize("status", [429, 408])
+async def test_a_throttled_stat_is_unavailable_as_a_throttled_load_is(
+    make_backend: MakeBackend, proxy: FaultProxy, client: str, status: int
+) -> None:
+    # a HEAD's answer has no body, so no S3 code: the status alone says "slow down"
+    backend = make_backend(client=client)
+    await backend.save("k.txt", b"x")
+    proxy.fail_next(100, status=status, code="SlowDown", match="HEAD")
+    with pytest.raises(StorageUnavailableError) as info:
+        await backend.stat("k.txt")
+    proxy.clear()
+    assert (info.value.operation, info.value.key) == ("stat", "k.txt")
