@@ -14,6 +14,7 @@ import pytest
 from file_storage import (
     AzureStorageBackend,
     GCSStorageBackend,
+    PreconditionFailedError,
     StorageError,
     StorageUnavailableError,
 )
@@ -197,3 +198,32 @@ async def test_a_409_outside_a_conditional_write_is_no_failed_condition(
     assert (info.value.operation, info.value.key) == (operation, "k.txt")
     assert "409" in str(info.value)
     assert await backend.load("k.txt") == b"x"
+
+
+async def test_a_move_under_quota_keeps_a_source_another_backend_rewrote(
+    behind_proxy: tuple[GCSStorageBackend | AzureStorageBackend, FaultProxy],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # another writer (a second backend on the same store, no shared ledger) replaces the
+    # source once the copy is stored: the move's conditional delete keeps it
+    from tests.backends.test_obstore_races import _config
+
+    backend, _ = behind_proxy
+    config = _config(backend)
+    kind = config.pop("kind")
+    other = GCSStorageBackend(**config) if kind == "gcs" else AzureStorageBackend(**config)
+    await backend.save("src.bin", b"s" * 100)
+    copy = backend._copy
+
+    async def copy_then_rewrite(src: str, dst: str, *options: Any) -> str | None:
+        etag = await copy(src, dst, *options)
+        await other.save("src.bin", b"n" * 150)
+        return etag
+
+    monkeypatch.setattr(backend, "_copy", copy_then_rewrite)
+    with pytest.raises(PreconditionFailedError):
+        await backend.move("src.bin", "dst.bin")
+    monkeypatch.undo()
+    await other.aclose()
+    assert await backend.load("src.bin") == b"n" * 150
+    assert await backend.load("dst.bin") == b"s" * 100
