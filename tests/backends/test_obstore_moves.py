@@ -4,9 +4,13 @@ so a write landing on the source between the copy and the delete is never lost."
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
+
 import pytest
 
 from file_storage import PreconditionFailedError, StorageBackend
+from file_storage.backends._obstore._conditional import Outcome
 from file_storage.backends._write_options import WriteOptions
 
 
@@ -69,3 +73,32 @@ async def test_move_of_a_source_deleted_after_its_copy_ends_with_the_copy(
     monkeypatch.undo()
     assert await cloud.list_files() == ["dst.txt"]
     assert await cloud.load("dst.txt") == b"old"
+
+
+async def test_a_move_cancelled_during_its_conditional_delete_ends_it_first(
+    cloud: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the DELETE is under way when the caller is cancelled: the cancellation waits for
+    # it, so that what the caller is told (cancelled, the source gone) holds afterwards
+    from file_storage.backends._obstore import _backend
+
+    await cloud.save("src.txt", b"old")
+    send = _backend.send_delete
+    started, go = asyncio.Event(), asyncio.Event()
+
+    async def held_send(url: str, headers: Mapping[str, str], kind: str) -> Outcome:
+        started.set()
+        await go.wait()
+        return await send(url, headers, kind)
+
+    monkeypatch.setattr(_backend, "send_delete", held_send)
+    task = asyncio.create_task(cloud.move("src.txt", "dst.txt"))
+    await started.wait()
+    task.cancel()
+    await asyncio.sleep(0)  # one pass of the loop: the move has the cancellation, waits on
+    assert not task.done()
+    go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.undo()
+    assert await cloud.list_files() == ["dst.txt"]
