@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from file_storage._batch import check_concurrency, run_all
+from file_storage._events import landing
 from file_storage._streams import closing
 from file_storage.backends.base import StorageBackend
 from file_storage.backends.local import LocalStorageBackend
@@ -371,35 +372,47 @@ class _Job:
             if _changed(info, await self.source.stat(key)):
                 raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
 
-        async with closing(_hashed(chunks, digest, read, ended)) as body:
-            try:
-                await self.dest.save(
-                    key,
-                    body,
-                    content_type=info.content_type,
-                    metadata=info.metadata,
-                    **_headers(info),
-                    **condition,
-                )
-            except PreconditionFailedError:
-                if read.failed or not condition:
-                    raise  # the source changed under its pinned read
-                if not await self._written_since(key, there):
-                    # refused, yet the destination holds what the listing found: no newer
-                    # write to keep (delete_source would delete the only new copy)
-                    raise
-                if not await _holds(self.dest, key):
-                    # refused for an object of another name that this key finds (on a
-                    # case-insensitive file system, another source key copied just before
-                    # under another case): no copy of this object is there
-                    raise _Mismatch(f"copy {key!r}: {_TAKEN}") from None
-                return None  # the destination's own newer write: kept
+        with landing() as landed:
+            async with closing(_hashed(chunks, digest, read, ended)) as body:
+                try:
+                    await self.dest.save(
+                        key,
+                        body,
+                        content_type=info.content_type,
+                        metadata=info.metadata,
+                        **_headers(info),
+                        **condition,
+                    )
+                except PreconditionFailedError:
+                    if read.failed or not condition:
+                        raise  # the source changed under its pinned read
+                    if not await self._written_since(key, there):
+                        # refused, yet the destination holds what the listing found: no
+                        # newer write to keep (delete_source would delete the only new copy)
+                        raise
+                    if not await _holds(self.dest, key):
+                        # refused for an object of another name that this key finds (on a
+                        # case-insensitive file system, another source key copied just
+                        # before under another case): no copy of this object is there
+                        raise _Mismatch(f"copy {key!r}: {_TAKEN}") from None
+                    return None  # the destination's own newer write: kept
+        ours = landed.get(key)  # the copy's own ETag (None: the write did not say)
         md5 = digest.hexdigest()
+        replaced = False
         try:
             if read.bytes != info.size or _md5_of(info.etag, self.source) not in (None, md5):
                 raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
             if self.verify:
-                _check(info, await self.dest.stat(key), md5, self.dest)
+                got = await self.dest.stat(key)
+                try:
+                    _check(info, got, md5, self.dest)
+                except _Mismatch:
+                    if not _other_write(got, ours):
+                        raise
+                    # another write landed on the copy since (the application's, its
+                    # writes going to the destination): newer, so kept, as one landing
+                    # before the copy is; no copy of migrate's to verify (nor to delete)
+                    replaced = True
             # replaced since its last byte was read: the copy holds the old bytes, and
             # delete_source would lose the new ones. Deleted since then: the copy stays,
             # as the source may be gone because a second run found the copy and deleted
@@ -421,11 +434,26 @@ class _Job:
             # a copy that did not verify is newer than its source: left in place, the next
             # run would keep it (and delete the source with delete_source=True)
             try:
-                await self.dest.delete(key)
+                await self._remove_copy(key, ours)
             except StorageError as error:
                 raise _Mismatch(f"{exc}; removing the copy failed: {error}") from error
             raise
-        return read.bytes
+        return None if replaced else read.bytes
+
+    async def _remove_copy(self, key: str, ours: str | None) -> None:
+        """Delete the copy this run wrote at ``key``, never a write that replaced it since
+        (the application's newer object): only while the destination holds the copy's
+        ETag, checked and deleted in one step where the backend can (local, memory)."""
+        try:
+            now = await self.dest.stat(key)
+        except ObjectNotFoundError:
+            return
+        if _other_write(now, ours):
+            return  # replaced since the copy landed: not migrate's to delete
+        if ours is None or now.etag is None:
+            await self.dest.delete(key)  # no ETag to tell the copy by: as before
+        else:
+            await self.dest._purge_one(key, now, "delete")
 
 
 async def _holds(backend: StorageBackend, key: str) -> bool:
@@ -453,6 +481,12 @@ async def _holds(backend: StorageBackend, key: str) -> bool:
 
 def _bare(etag: str | None) -> str | None:
     return None if etag is None else etag.removeprefix("W/").strip('"')
+
+
+def _other_write(now: ObjectInfo, ours: str | None) -> bool:
+    """Whether the destination object ``now`` is another write than the copy whose ETag
+    was ``ours`` (unknown, when either ETag is: taken for the copy)."""
+    return ours is not None and now.etag is not None and _bare(now.etag) != _bare(ours)
 
 
 def _changed(before: ObjectInfo, now: ObjectInfo) -> bool:
