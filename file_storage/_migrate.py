@@ -128,6 +128,7 @@ async def migrate(
             ``dest`` (copied and verified, or skipped as identical). Needs ``verify``.
             An object whose key finds another key's object at ``dest`` (``A.txt`` for
             ``a.txt`` on a case-insensitive file system) is failed, its source kept.
+            Only the version moved is deleted: one written since is kept, and failed.
         progress: called as ``progress(key, outcome, report)`` after each object, with
             ``outcome`` one of ``"copied"``, ``"skipped"``, ``"failed"`` and the running
             report.
@@ -262,21 +263,33 @@ class _Job:
     async def run(self, info: ObjectInfo, there: ObjectInfo | None) -> int | None:
         copied = None
         if there is None or not await self._keep(info, there):
-            copied = await self._copy(info.key, there)
+            copied, moved = await self._copy(info.key, there)
         elif self.delete_source:
             try:
-                now = await self.source.stat(info.key)
+                moved = await self.source.stat(info.key)
             except ObjectNotFoundError:
                 # deleted at the source since it was listed (the application's delete):
                 # the destination holds it, nothing is lost and nothing is left to do
                 return None
-            if _changed(info, now):
+            if _changed(info, moved):
                 # replaced at the source since it was listed (a listing is read ahead of
                 # the copies): the destination holds an older version, all that is left
-                copied = await self._copy(info.key, there)
+                copied, moved = await self._copy(info.key, there)
         if self.delete_source:
-            await self.source.delete(info.key)
+            await self._delete_moved(info.key, moved)
         return copied
+
+    async def _delete_moved(self, key: str, moved: ObjectInfo) -> None:
+        """Delete the source version ``moved`` (the one at the destination now), never one
+        written since: checked and deleted in one step where the backend can (local,
+        memory; on S3, GCS and Azure a write landing between the two is deleted too)."""
+        if await self.source._purge_one(key, moved, "delete"):
+            return
+        if await self.source.exists(key):  # not gone meanwhile: written again
+            raise _Mismatch(
+                f"delete {key!r}: the source changed after it was copied; it is kept "
+                "(run again to move it)"
+            )
 
     async def _keep(self, info: ObjectInfo, there: ObjectInfo) -> bool:
         # ``there`` is the destination listing's object of exactly this key (``_pair_up``
@@ -324,8 +337,9 @@ class _Job:
         except StorageError:
             return False  # unknown: as if it were there
 
-    async def _copy(self, key: str, there: ObjectInfo | None) -> int | None:
-        """The bytes copied; ``None`` when the destination was written meanwhile."""
+    async def _copy(self, key: str, there: ObjectInfo | None) -> tuple[int | None, ObjectInfo]:
+        """The bytes copied (``None`` when the destination was written meanwhile), and the
+        source version read."""
         try:
             return await self._copy_once(key, there, conditional=True)
         except StorageConfigError:
@@ -335,7 +349,7 @@ class _Job:
 
     async def _copy_once(
         self, key: str, there: ObjectInfo | None, *, conditional: bool
-    ) -> int | None:
+    ) -> tuple[int | None, ObjectInfo]:
         info = await self.source.stat(key)
         digest = hashlib.md5(usedforsecurity=False)
         read = _Read()
@@ -395,7 +409,7 @@ class _Job:
                         # case-insensitive file system, another source key copied just
                         # before under another case): no copy of this object is there
                         raise _Mismatch(f"copy {key!r}: {_TAKEN}") from None
-                    return None  # the destination's own newer write: kept
+                    return None, info  # the destination's own newer write: kept
         ours = landed.get(key)  # the copy's own ETag (None: the write did not say)
         md5 = digest.hexdigest()
         replaced = False
@@ -438,7 +452,7 @@ class _Job:
             except StorageError as error:
                 raise _Mismatch(f"{exc}; removing the copy failed: {error}") from error
             raise
-        return None if replaced else read.bytes
+        return None if replaced else read.bytes, info
 
     async def _remove_copy(self, key: str, ours: str | None) -> None:
         """Delete the copy this run wrote at ``key``, never a write that replaced it since

@@ -67,12 +67,12 @@ RUN = textwrap.dedent(
 TO_S3 = {
     "part-sent": ("file_storage.backends.s3._multipart.Multipart.put_part", 2),
     "copy-landed": ("file_storage._migrate._check", 1),
-    "verified": ("file_storage.backends.local.LocalStorageBackend.delete", 2),
+    "verified": ("file_storage.backends.local.LocalStorageBackend._purge_one", 2),
 }
 FROM_S3 = {
     "mid-write": ("file_storage._migrate._update", 5),  # the local temp file half written
     "copy-landed": ("file_storage._migrate._check", 1),
-    "verified": ("file_storage.backends.s3.S3StorageBackend.delete", 2),
+    "verified": ("file_storage.backends.s3.S3StorageBackend._purge_one", 2),
 }
 
 
