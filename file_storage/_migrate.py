@@ -8,16 +8,17 @@ part buffers in flight), so memory depends on ``concurrency``, never on sizes or
 
 When is an object at the destination kept (counted as skipped, not written again)?
 
-* it was written after the source object's last change (``last_modified`` not older):
+* it was written at least ``_CLOCK_STEP`` (2 s) after the source object's last change:
   a copy made by an earlier run, or the application's own newer write once writes go to
   the destination (see docs/migration.md). This needs the two clocks to agree, as S3's
-  and an NTP-synced host's do;
+  and an NTP-synced host's do, and the step to cover how coarsely stores tell times;
 * or it has the same size and the same MD5, and the same content type, metadata and
   headers (asked of both sides with ``stat``: a listing may lack them). Both sides may
   know the MD5 (memory's ETag, a single-part S3 ETag); when only one side does (local
   against S3, say), the other side is read once and hashed: reading costs far less than
   writing again. When neither does (local ETags are mtime and size, multipart S3 ETags
-  are no MD5), it is copied again.
+  are no MD5), it is copied again, unless it is no older than the source (within the
+  step: the times cannot tell which came first): then both sides are read and hashed.
 
 Either way the object kept must be the one stored under exactly that key: on a store
 whose names fold (a case-insensitive file system: ``A.txt`` and ``a.txt`` are one file) a
@@ -37,6 +38,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +70,11 @@ _MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
 # object moved from S3 arrives without them
 _HEADERS = ("cache_control", "content_disposition")
 _HASH_IN_THREAD = 256 * 1024  # hash larger chunks off the event loop
+# how much later than its source's last change a destination object must be to count as
+# written after it on its time alone: stores tell times in whole seconds (S3's
+# Last-Modified, HFS+) or two (FAT, exFAT), truncated, so a copy made in the second in
+# which its source was then rewritten looks as new as the rewrite, or newer
+_CLOCK_STEP = timedelta(seconds=2)
 # why an object is failed when its key finds an object stored under another name
 _TAKEN = (
     "the destination holds another key's object under this name (a case-insensitive "
@@ -294,15 +301,19 @@ class _Job:
     async def _keep(self, info: ObjectInfo, there: ObjectInfo) -> bool:
         # ``there`` is the destination listing's object of exactly this key (``_pair_up``
         # compares the names as stored), never another key's found by a folding lookup
-        if there.last_modified >= info.last_modified:
+        if there.last_modified - info.last_modified >= _CLOCK_STEP:
             return True
         if info.size != there.size:
             return False
         ours, theirs = _md5_of(info.etag, self.source), _md5_of(there.etag, self.dest)
+        # written within a clock step of the source's last change: the times cannot
+        # tell which came first, so the bytes must (both sides read when neither knows
+        # its MD5: far cheaper than writing again, and rare)
+        both = ours is None and theirs is None and there.last_modified >= info.last_modified
         try:
-            if ours is None and theirs is not None:
+            if ours is None and (theirs is not None or both):
                 ours = await _md5(self.source.stream(info.key, if_match=info.etag))
-            elif theirs is None and ours is not None:
+            if theirs is None and ours is not None:
                 theirs = await _md5(self.dest.stream(there.key, if_match=there.etag))
         except PreconditionFailedError:  # changed since it was listed: copy it
             return False

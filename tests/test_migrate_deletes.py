@@ -71,6 +71,11 @@ async def test_a_source_replaced_just_before_its_delete_is_kept(
     assert await source.load("d/a.txt") == NEW  # the only copy of the new version
     assert "changed" in report.failed["d/a.txt"]
     assert (report.copied, report.skipped) == (0, 0)
+    # the next run moves the new version
+    again = await migrate(source, dest, delete_source=True)
+    assert (again.copied, again.failed) == (1, {})
+    assert await dest.load("d/a.txt") == NEW
+    assert await source.list_files() == []
 
 
 class CancelsAtLastByte(MemoryStorageBackend):
