@@ -135,7 +135,8 @@ async def migrate(
             Only the version moved is deleted: one written since is kept, and failed.
         progress: called as ``progress(key, outcome, report)`` after each object, with
             ``outcome`` one of ``"copied"``, ``"skipped"``, ``"failed"`` and the running
-            report.
+            report, in the event loop (keep it quick). What it raises stops the run, as
+            a cancellation does, and comes out of ``migrate``.
 
     Returns:
         A :class:`MigrationReport`; ``copied + skipped + len(failed)`` objects were seen.

@@ -121,3 +121,33 @@ async def test_a_cancelled_migration_writes_and_deletes_nothing_after_it_ends(
 
 def on_disk(root: Path) -> list[str]:
     return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
+
+
+class ProgressBroke(Exception):
+    pass
+
+
+async def test_a_progress_callback_that_raises_stops_the_run_with_its_error(
+    tmp_path: Path,
+) -> None:
+    source, dest = MemoryStorageBackend(), LocalStorageBackend(tmp_path / "dst")
+    objects = {f"p/{i}.bin": bytes([i]) * (2 * 2**20) for i in range(8)}
+    for key, content in objects.items():
+        await source.save(key, content)
+    seen: list[str] = []
+
+    def progress(key: str, outcome: str, report: MigrationReport) -> None:
+        seen.append(key)
+        if len(seen) == 2:
+            raise ProgressBroke(key)
+
+    with pytest.raises(ProgressBroke):
+        await migrate(source, dest, concurrency=3, delete_source=True, progress=progress)
+    moved, kept = await dest.list_files(), await source.list_files()
+    files = on_disk(tmp_path / "dst")
+    await asyncio.get_running_loop().shutdown_default_executor()
+    assert (on_disk(tmp_path / "dst"), await source.list_files()) == (files, kept)
+    assert set(moved) | set(kept) == set(objects)
+    assert set(seen) <= set(moved)  # each object reported was moved before the error
+    for key in moved:
+        assert (tmp_path / "dst" / key).read_bytes() == objects[key]
