@@ -151,3 +151,28 @@ async def test_a_progress_callback_that_raises_stops_the_run_with_its_error(
     assert set(seen) <= set(moved)  # each object reported was moved before the error
     for key in moved:
         assert (tmp_path / "dst" / key).read_bytes() == objects[key]
+
+
+@pytest.mark.parametrize("kind", ["memory", "local"])
+async def test_a_versioned_source_keeps_its_prior_versions_when_moved(
+    kind: str, tmp_path: Path
+) -> None:
+    # only the current version moves; delete_source deletes as delete does: the prior
+    # versions stay at the source (docs/migration.md, docs/versioning.md)
+    source: StorageBackend = (
+        MemoryStorageBackend() if kind == "memory" else LocalStorageBackend(tmp_path / "src")
+    )
+    await source.set_versioning(True)
+    await source.save("v/a.txt", b"version 1")
+    await source.save("v/a.txt", b"version 2")
+    dest = MemoryStorageBackend()
+    report = await migrate(source, dest, delete_source=True)
+    assert (report.copied, report.failed) == (1, {})
+    assert await dest.load("v/a.txt") == b"version 2"
+    assert await source.list_files() == []
+    kept = await source.list_versions("v/a.txt")
+    assert [v.is_latest for v in kept] == [False, False]
+    assert sorted([await source.load("v/a.txt", version_id=v.version_id) for v in kept]) == [
+        b"version 1",
+        b"version 2",
+    ]

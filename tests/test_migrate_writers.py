@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from file_storage import LocalStorageBackend, MemoryStorageBackend, StorageBackend, migrate
+from file_storage import (
+    LocalStorageBackend,
+    MemoryStorageBackend,
+    S3StorageBackend,
+    StorageBackend,
+    migrate,
+)
 from file_storage.backends._write_options import PLAIN, WriteOptions
+from tests.s3util import SERVER
 
 APP = b"the application's write, just after the copy landed"
 
@@ -79,3 +86,31 @@ async def test_a_copy_failed_for_a_changed_source_never_takes_a_newer_write_with
     assert "the source changed" in report.failed["w/a.txt"]
     assert await dest.load("w/a.txt") == APP  # not migrate's to remove
     assert await source.load("w/a.txt") == b"version 2 at the source"
+
+
+class S3WrittenAfterCopy(_WrittenAfterCopy, S3StorageBackend):
+    pass
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("size", [15, 6 * 2**20], ids=["one-put", "in-parts"])
+async def test_a_write_at_an_s3_destination_just_after_the_copy_landed_is_kept(
+    size: int, moto_endpoint: str, s3_bucket: str
+) -> None:
+    # the copy's ETag as S3 answered the PUT or the completion, against the stat's
+    dest = S3WrittenAfterCopy(
+        s3_bucket,
+        endpoint_url=moto_endpoint,
+        access_key_id=SERVER.access_key_id,
+        secret_access_key=SERVER.secret_access_key,
+        addressing_style="path",
+        multipart_threshold=5 * 2**20,
+        multipart_chunk_size=5 * 2**20,
+    )
+    async with dest:
+        source = MemoryStorageBackend()
+        await source.save("w/a.bin", b"o".ljust(size, b"."), metadata={"owner": "u1"})
+        report = await migrate(source, dest, delete_source=True)
+        assert await dest.load("w/a.bin") == APP
+        assert (report.copied, report.skipped, report.failed) == (0, 1, {})
+        assert await source.list_files() == []
