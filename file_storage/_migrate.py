@@ -377,7 +377,10 @@ class _Job:
                         # case-insensitive file system, another source key copied just
                         # before under another case): no copy of this object is there
                         raise _Mismatch(f"copy {key!r}: {_TAKEN}") from None
-                    return None, info  # the destination's own newer write: kept
+                    if not await self._sent_there(key, info, read, digest.hexdigest()):
+                        return None, info  # the destination's own newer write: kept
+                    # this very copy, stored by a first attempt whose answer was lost
+                    # (the retried create-only write found it): copied, verified below
         ours = landed.get(key)  # the copy's own ETag (None: the write did not say)
         md5 = digest.hexdigest()
         replaced = False
@@ -421,6 +424,17 @@ class _Job:
                 raise _Mismatch(f"{exc}; removing the copy failed: {error}") from error
             raise
         return None if replaced else read.bytes, info
+
+    async def _sent_there(self, key: str, info: ObjectInfo, read: _Read, md5: str) -> bool:
+        """Whether the destination holds exactly what this copy sent, checked by its MD5."""
+        if read.bytes != info.size:
+            return False
+        try:
+            got = await self.dest.stat(key)
+            _check(info, got, md5, self.dest)
+        except (_Mismatch, ObjectNotFoundError):
+            return False
+        return _md5_of(got.etag, self.dest) == md5
 
     async def _remove_copy(self, key: str, ours: str | None) -> None:
         """Delete the copy this run wrote at ``key``, never a write that replaced it since
