@@ -1,5 +1,6 @@
-"""migrate into the backend under test: a quota there stops each object that does not fit
-with its own failure, never an overshoot, and a re-run with room moves the rest."""
+"""migrate into and out of the backend under test: a quota there stops each object that
+does not fit with its own failure, never an overshoot, and a re-run with room moves the
+rest; moved out with delete_source, each object's source is deleted."""
 
 from __future__ import annotations
 
@@ -33,3 +34,17 @@ async def test_migrate_into_a_quota_fails_each_object_over_it_and_never_overshoo
     assert (again.copied, again.failed) == (COUNT - 5, {})
     assert await backend.load_many(objects) == objects
     assert await source.list_files() == []
+
+
+async def test_migrate_from_the_backend_deletes_each_source_moved_and_only_that(
+    backend: StorageBackend,
+) -> None:
+    # delete_source deletes the version moved, told as the backend tells versions
+    objects = {f"m/{i}.txt": f"object {i}".encode() for i in range(3)}
+    for key, content in objects.items():
+        await backend.save(key, content, metadata={"owner": "u1"})
+    dest = MemoryStorageBackend()
+    report = await migrate(backend, dest, delete_source=True)
+    assert (report.copied, report.failed) == (3, {})
+    assert await backend.list_files() == []
+    assert await dest.load_many(objects) == objects
