@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -56,7 +57,8 @@ from file_storage.models import ObjectInfo
 __all__ = ["MigrationProgress", "MigrationReport", "migrate"]
 
 Outcome = Literal["copied", "skipped", "failed"]
-MigrationProgress = Callable[[str, Outcome, "MigrationReport"], None]
+# a plain function, or a coroutine function: awaited by the worker that called it
+MigrationProgress = Callable[[str, Outcome, "MigrationReport"], Awaitable[None] | None]
 
 # An S3 ETag is the hex MD5 of the bytes for a single-part upload without SSE-KMS/SSE-C;
 # a multipart one ends in "-<parts>" (AWS, "Checking object integrity"). Local ETags
@@ -135,8 +137,9 @@ async def migrate(
             Only the version moved is deleted: one written since is kept, and failed.
         progress: called as ``progress(key, outcome, report)`` after each object, with
             ``outcome`` one of ``"copied"``, ``"skipped"``, ``"failed"`` and the running
-            report, in the event loop (keep it quick). What it raises stops the run, as
-            a cancellation does, and comes out of ``migrate``.
+            report, in the event loop (keep it quick; a coroutine function is awaited,
+            holding up only the worker that called it). What it raises stops the run,
+            as a cancellation does, and comes out of ``migrate``.
 
     Returns:
         A :class:`MigrationReport`; ``copied + skipped + len(failed)`` objects were seen.
@@ -196,7 +199,9 @@ async def migrate(
                     report.copied += 1
                     report.bytes += copied
             if progress is not None:
-                progress(info.key, outcome, report)
+                told = progress(info.key, outcome, report)
+                if inspect.isawaitable(told):
+                    await told
 
     await run_all([produce(), *(work() for _ in range(concurrency))])
     return report

@@ -176,3 +176,17 @@ async def test_a_versioned_source_keeps_its_prior_versions_when_moved(
         b"version 1",
         b"version 2",
     ]
+
+
+async def test_an_async_progress_callback_is_awaited_for_every_object() -> None:
+    source, dest = MemoryStorageBackend(), MemoryStorageBackend()
+    for i in range(5):
+        await source.save(f"a/{i}.txt", b"x")
+    seen: list[tuple[str, str]] = []
+
+    async def progress(key: str, outcome: str, report: MigrationReport) -> None:
+        await asyncio.sleep(0)  # a slow one holds its worker, not the event loop
+        seen.append((key, outcome))
+
+    await migrate(source, dest, concurrency=2, progress=progress)
+    assert sorted(seen) == [(f"a/{i}.txt", "copied") for i in range(5)]
