@@ -19,9 +19,10 @@ import contextlib
 import contextvars
 import inspect
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_to_bytes
 
 from file_storage._json import parse_json
 from file_storage._keys import validate_key, validate_prefix
@@ -192,12 +193,19 @@ def parse_s3_event(message: Mapping[str, Any] | str | bytes, *, prefix: str) -> 
         prefix: the backend's S3 prefix (``STORAGE_S3_PREFIX``); keys are returned
             relative to it, and objects outside it are left out.
 
+    The bucket is not checked: the records name it (``s3.bucket.name``), and a queue
+    that only your bucket may send to (docs/events.md) is what keeps other senders out.
+
     Returns:
-        The events in the order of the records. ``s3:TestEvent``, other event types and
-        names that are no valid key are left out.
+        The events in the order of the records. Left out: ``s3:TestEvent`` and other
+        event types; a delete of one version by its id (``purge_versions``, a rule
+        expiring noncurrent versions); names that are no valid key, and keys that are
+        no URL encoding of a name (a bad ``%`` escape, bytes that are no UTF-8). A
+        size that is no byte count, or an ETag no store issues, is ``None``.
 
     Raises:
-        ValueError: ``message`` is not JSON, or not a notification.
+        ValueError: ``message`` is not JSON, or not a notification (an EventBridge
+            event included).
     """
     body = _as_mapping(message)
     if "Records" not in body and body.get("Type") == "Notification" and "Message" in body:
@@ -236,9 +244,11 @@ def _root(prefix: str) -> str:
 
 
 def _event(record: Mapping[str, Any], root: str) -> ObjectEvent | None:
-    name = str(record.get("eventName", ""))
+    name = record.get("eventName")
+    if not isinstance(name, str):
+        return None
     if name.startswith("s3:"):
-        name = name[3:]  # EventBridge-style names come without it; S3's own have it
+        name = name[3:]  # the form of the notification configuration's event types
     if name.startswith(_CREATED):
         kind: Any = "created"
     elif name.startswith(_REMOVED):
@@ -249,21 +259,58 @@ def _event(record: Mapping[str, Any], root: str) -> ObjectEvent | None:
     obj = s3.get("object") if isinstance(s3, Mapping) else None
     if not isinstance(obj, Mapping) or not isinstance(obj.get("key"), str):
         return None
-    full = unquote_plus(obj["key"])
-    if not full.startswith(root):
+    full = _decoded(obj["key"])
+    if full is None or not full.startswith(root):
         return None
     try:
         key = validate_key(full[len(root) :], "parse_s3_event")
     except InvalidKeyError:
         return None  # a console "folder" (ends in "/") or a name this API cannot hold
     if kind == "deleted":
+        if name.endswith(":Delete") and _one_version(obj.get("versionId")):
+            # one version deleted for good (purge_versions, a rule expiring noncurrent
+            # versions): the key still holds its latest one as a rule, and a "deleted"
+            # would drop a live object from an index or a cache
+            return None
         return ObjectEvent("deleted", key)
-    size = obj.get("size")
-    etag = obj.get("eTag")
-    return ObjectEvent(
-        "created",
-        key,
-        size if isinstance(size, int) and not isinstance(size, bool) else None,
-        # stat() and if_match= use the quoted form HeadObject answers
-        f'"{etag.strip(chr(34))}"' if isinstance(etag, str) and etag else None,
-    )
+    return ObjectEvent("created", key, _size(obj.get("size")), _etag(obj.get("eTag")))
+
+
+# a "%" not followed by two hex digits: S3 writes a "%" of a name as %25
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# what an entity tag holds between its quotes (RFC 9110 etagc, ASCII): S3's hex digest,
+# "-" and the part count of a multipart upload
+_ETAG = re.compile(r"[\x21\x23-\x7e]+")
+
+
+def _decoded(encoded: str) -> str | None:
+    """The name S3 URL-encoded (``+`` for a space) as ``encoded``; ``None`` when it is no
+    such encoding: a bad escape, or bytes that are no UTF-8, which decoded with
+    replacement characters would name another object."""
+    if _BAD_ESCAPE.search(encoded):
+        return None
+    try:
+        return unquote_to_bytes(encoded.replace("+", " ")).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _one_version(version_id: object) -> bool:
+    """True for a version id of a delete that named a version; absent or JSON null in an
+    unversioned bucket, ``"null"`` the version of an object written before versioning
+    (a plain delete of it adds a delete marker)."""
+    return isinstance(version_id, str) and version_id not in ("", "null")
+
+
+def _size(size: object) -> int | None:
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
+
+
+def _etag(etag: object) -> str | None:
+    """The ETag quoted, as ``stat`` gives it and ``if_match=`` takes it; ``None`` for what
+    no store issues (a control character, a space, a quote inside, nothing)."""
+    if not isinstance(etag, str):
+        return None
+    if len(etag) >= 2 and etag.startswith('"') and etag.endswith('"'):
+        etag = etag[1:-1]
+    return f'"{etag}"' if _ETAG.fullmatch(etag) else None
