@@ -63,10 +63,11 @@ def note_landed(key: str, etag: str | None) -> None:
 
 
 class _Subscriber:
-    __slots__ = ("callback", "tail")
+    __slots__ = ("active", "callback", "tail")
 
     def __init__(self, callback: Callback) -> None:
         self.callback = callback
+        self.active = True  # False once unsubscribed: nothing more is delivered
         self.tail: asyncio.Task[None] | None = None  # the last delivery scheduled
 
 
@@ -87,7 +88,9 @@ class EventHub:
         self._subscribers.append(subscriber)
 
         def unsubscribe() -> None:
-            # idempotent; deliveries already scheduled still run
+            # idempotent; async deliveries already scheduled still run, but none starts
+            # after this, not even of an event other subscribers are being given
+            subscriber.active = False
             if subscriber in self._subscribers:
                 self._subscribers.remove(subscriber)
 
@@ -111,6 +114,8 @@ class EventHub:
                 self._deliver(subscriber, event)
 
     def _deliver(self, subscriber: _Subscriber, event: ObjectEvent) -> None:
+        if not subscriber.active:
+            return  # unsubscribed by a subscriber called before it, for this event
         try:
             result = subscriber.callback(event)
         except Exception:

@@ -299,6 +299,36 @@ async def test_unsubscribe_stops_the_events(backend: StorageBackend) -> None:
     assert [e.key for e in seen] == ["a.txt"]
 
 
+async def test_unsubscribed_during_a_delivery_gets_no_more_events(
+    backend: StorageBackend,
+) -> None:
+    # a subscriber closing another's resources unsubscribes it first: from then on that
+    # one must not be called, not even with the event being delivered
+    seen: list[ObjectEvent] = []
+    unsubscribe_late = backend.subscribe(lambda event: unsubscribe_late_one())
+    unsubscribe_late_one = backend.subscribe(seen.append)
+    del unsubscribe_late
+    await backend.save("a.txt", b"x")
+    await backend.move("a.txt", "b.txt")
+    assert seen == []
+
+
+async def test_subscribed_during_a_delivery_gets_the_next_events(
+    backend: StorageBackend,
+) -> None:
+    seen: list[ObjectEvent] = []
+    unsubscribe: list[object] = []
+
+    def first(event: ObjectEvent) -> None:
+        if not unsubscribe:
+            unsubscribe.append(backend.subscribe(seen.append))
+
+    backend.subscribe(first)
+    await backend.save("a.txt", b"x")
+    await backend.move("a.txt", "b.txt")
+    assert [(e.type, e.key) for e in seen] == [("created", "b.txt"), ("deleted", "a.txt")]
+
+
 async def test_failing_callback_is_logged_and_never_breaks_the_write(
     backend: StorageBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
