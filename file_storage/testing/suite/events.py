@@ -395,6 +395,25 @@ async def test_restore_version_emits_created(backend: StorageBackend) -> None:
     assert seen == [ObjectEvent("created", "a.txt", 3, etag)]
 
 
+@pytest.mark.backend_needs("versions")
+async def test_purge_versions_emits_deleted_only_when_the_object_goes(
+    backend: StorageBackend,
+) -> None:
+    await backend.set_versioning(True)
+    for content in (b"one", b"two", b"three"):
+        await backend.save("a.txt", content)
+        await backend.save("b.txt", content)
+    await backend.delete("b.txt")
+    seen = recorder(backend)
+    assert await backend.purge_versions("a.txt", keep=2) == 1  # an old version
+    assert seen == []
+    assert await backend.purge_versions("b.txt", keep=0) == 3  # deleted before
+    assert seen == []
+    assert await backend.purge_versions("a.txt", keep=0) == 2  # the object with them
+    assert not await backend.exists("a.txt")
+    assert seen == [ObjectEvent("deleted", "a.txt")]
+
+
 @pytest.mark.backend_needs("write_etags")
 @pytest.mark.parametrize("streamed", [False, True], ids=["bytes", "stream"])
 async def test_created_event_carries_the_writes_etag_not_a_later_writers(
