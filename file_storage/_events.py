@@ -136,18 +136,22 @@ class EventHub:
         task.add_done_callback(self._pending.discard)
 
     async def drain(self) -> None:
-        """Wait for the async deliveries of the running loop; cancel those still running
-        after :data:`DRAIN_SECONDS` (logged)."""
+        """Wait for the async deliveries of the running loop, those of the changes their
+        callbacks make meanwhile included; cancel those still running after
+        :data:`DRAIN_SECONDS` in all (logged)."""
         loop = asyncio.get_running_loop()
-        here = [task for task in self._pending if task.get_loop() is loop]
-        if not here:
-            return
-        _, late = await asyncio.wait(here, timeout=DRAIN_SECONDS)
-        for task in late:
-            task.cancel()
-        if late:
-            logger.warning("cancelled %d event callbacks still running at aclose", len(late))
-            await asyncio.wait(late)
+        deadline = loop.time() + DRAIN_SECONDS
+        while here := [task for task in self._pending if task.get_loop() is loop]:
+            left = deadline - loop.time()
+            late: set[asyncio.Task[None]] = set(here)
+            if left > 0:
+                _, late = await asyncio.wait(here, timeout=left)
+            if late:
+                for task in late:
+                    task.cancel()
+                logger.warning("cancelled %d event callbacks still running at aclose", len(late))
+                await asyncio.wait(late)
+                return
 
 
 async def _after(

@@ -365,6 +365,29 @@ async def test_async_callback_runs_in_order_without_holding_the_write(
     assert seen == [("created", "a.txt"), ("deleted", "a.txt")]
 
 
+async def test_aclose_waits_for_the_deliveries_of_changes_callbacks_made(
+    backend: StorageBackend,
+) -> None:
+    # a callback writing (a thumbnail of each image) makes events of its own while
+    # aclose waits: those are delivered before the backend closes, not after
+    seen: list[str] = []
+
+    async def thumbnail(event: ObjectEvent) -> None:
+        if event.key == "a.png":
+            await backend.save("thumbs/a.png", b"t")
+
+    async def index(event: ObjectEvent) -> None:
+        for _ in range(100):  # awaits, as any real handler has (a bounded window)
+            await asyncio.sleep(0)
+        seen.append(event.key)
+
+    backend.subscribe(thumbnail)
+    backend.subscribe(index)
+    await backend.save("a.png", b"x")
+    await backend.aclose()
+    assert seen == ["a.png", "thumbs/a.png"]
+
+
 async def test_failing_async_callback_is_logged(
     backend: StorageBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
