@@ -20,6 +20,7 @@ import contextvars
 import inspect
 import logging
 import re
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -76,7 +77,11 @@ class EventHub:
 
     def __init__(self) -> None:
         self._subscribers: list[_Subscriber] = []
+        # the async deliveries still running, of every loop: one backend may serve
+        # threads that each run a loop, and one thread's aclose reads this set while
+        # another's deliveries join and leave it
         self._pending: set[asyncio.Task[None]] = set()
+        self._pending_lock = threading.Lock()
 
     def __bool__(self) -> bool:
         return bool(self._subscribers)
@@ -132,8 +137,23 @@ class EventHub:
             _after(previous, result, subscriber.callback, event), context=contextvars.Context()
         )
         subscriber.tail = task
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        with self._pending_lock:
+            self._pending.add(task)
+        task.add_done_callback(self._forget)
+        if inspect.iscoroutine(result):
+            # cancelled before its turn (aclose's deadline, the loop ending), the task
+            # never awaited the callback's coroutine: closed, it does not warn so
+            # (a no-op for one that ran)
+            coroutine = result
+            task.add_done_callback(lambda _: coroutine.close())
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        with self._pending_lock:
+            self._pending.discard(task)
+
+    def _running(self, loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[None]]:
+        with self._pending_lock:
+            return [task for task in self._pending if task.get_loop() is loop]
 
     async def drain(self) -> None:
         """Wait for the async deliveries of the running loop, those of the changes their
@@ -141,7 +161,7 @@ class EventHub:
         :data:`DRAIN_SECONDS` in all (logged)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DRAIN_SECONDS
-        while here := [task for task in self._pending if task.get_loop() is loop]:
+        while here := self._running(loop):
             left = deadline - loop.time()
             late: set[asyncio.Task[None]] = set(here)
             if left > 0:

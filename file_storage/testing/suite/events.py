@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from file_storage import (
     StorageBackend,
     StoragePermissionError,
     StorageQuotaExceededError,
+    _events,
 )
 from file_storage.backends._support import mark_landed
 
@@ -386,6 +389,32 @@ async def test_aclose_waits_for_the_deliveries_of_changes_callbacks_made(
     await backend.save("a.png", b"x")
     await backend.aclose()
     assert seen == ["a.png", "thumbs/a.png"]
+
+
+async def test_aclose_cancelling_late_deliveries_leaves_no_coroutine_unawaited(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the first delivery never ends; the second waits its turn behind it when aclose's
+    # deadline cancels both: the second's coroutine is closed, not garbage collected
+    # with a "never awaited" RuntimeWarning
+    monkeypatch.setattr(_events, "DRAIN_SECONDS", 0.0)
+    started = asyncio.Event()
+
+    async def stuck(event: ObjectEvent) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    backend.subscribe(stuck)
+    await backend.save("a.txt", b"x")
+    await backend.save("b.txt", b"x")
+    await started.wait()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with caplog.at_level(logging.WARNING, logger="file_storage.events"):
+            await backend.aclose()
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
+    assert "cancelled 2 event callbacks" in caplog.text
 
 
 async def test_failing_async_callback_is_logged(
