@@ -245,6 +245,36 @@ async def test_delete_cancelled_emits_deleted_only_once_it_landed(
     assert seen == ([ObjectEvent("deleted", "a.txt")] if lands else [])
 
 
+async def test_concurrent_writes_of_a_key_are_announced_in_the_order_they_landed(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first write lands, then its answer is slow to come back (a thread, a network):
+    # a second write of the key landing meanwhile must not be announced before it, or a
+    # subscriber keeping each key's latest ETag ends with one that is no longer stored
+    seen = recorder(backend)
+    real_save = backend._save
+    second_landed = False
+
+    async def slow_first_answer(key: str, body: Any, *args: Any) -> str | None:
+        nonlocal second_landed
+        etag: str | None = await real_save(key, body, *args)
+        if body == b"first":
+            for _ in range(10_000):  # a bounded window for the second write to land
+                if second_landed:
+                    break
+                await asyncio.sleep(0)
+        else:
+            second_landed = True
+        return etag
+
+    monkeypatch.setattr(backend, "_save", slow_first_answer)
+    await asyncio.gather(backend.save("a.txt", b"first"), backend.save("a.txt", b"second!"))
+    monkeypatch.undo()
+    assert await backend.load("a.txt") == b"second!"
+    assert [event.size for event in seen] == [5, 7]
+    assert seen[-1].etag == (await backend.stat("a.txt")).etag
+
+
 async def test_deletes_emit_deleted_per_key(backend: StorageBackend) -> None:
     for key in ("a.txt", "b.txt", "c.txt", "p/1.txt", "p/2.txt"):
         await backend.save(key, b"x")
