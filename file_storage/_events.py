@@ -147,6 +147,13 @@ class EventHub:
             coroutine = result
             task.add_done_callback(lambda _: coroutine.close())
 
+    def forked(self) -> None:
+        """In a child forked from this process: a thread of the parent may have held the
+        lock at the fork (it never releases it here), and the parent's deliveries run in
+        the parent's loops, never in the child's."""
+        self._pending_lock = threading.Lock()
+        self._pending = set()
+
     def _forget(self, task: asyncio.Task[None]) -> None:
         with self._pending_lock:
             self._pending.discard(task)

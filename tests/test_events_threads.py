@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from file_storage import MemoryStorageBackend, ObjectEvent
+from tests.forks import forked, in_child
 
 
 @pytest.fixture
@@ -64,3 +65,41 @@ def test_aclose_in_one_thread_while_another_delivers_events(busy_switching: None
         worker.join(timeout=60)
     assert not worker.is_alive()
     assert failures == []
+
+
+def test_a_child_forked_while_another_thread_tracks_deliveries_does_not_hang() -> None:
+    # at the fork, a thread of the parent was adding or removing a delivery (here held
+    # for the whole fork: the widest window); the child's own deliveries must not wait
+    # for a lock no thread of the child will ever release
+    backend = MemoryStorageBackend()
+    seen: list[str] = []
+
+    async def handler(event: ObjectEvent) -> None:
+        seen.append(event.key)
+
+    backend.subscribe(handler)
+
+    def job() -> list[str]:
+        async def main() -> None:
+            await backend.save("child.txt", b"x")
+            await backend.aclose()
+
+        asyncio.run(main())
+        return seen
+
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with backend._events._pending_lock:
+            held.set()
+            release.wait(timeout=60)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(timeout=60)
+        result = forked(in_child(job))
+        assert result() == ["child.txt"]
+    finally:
+        release.set()
+        thread.join(timeout=60)

@@ -191,6 +191,7 @@ class BackendCore(abc.ABC):
         self._versioning_lock = SharedLock()
         # the parent's background purge runs in the parent's loop, never here
         self._expiry.forked()
+        self._events.forked()
 
     @property
     def max_size_bytes(self) -> int | None:
