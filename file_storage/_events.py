@@ -240,8 +240,9 @@ def parse_s3_event(message: Mapping[str, Any] | str | bytes, *, prefix: str) -> 
         size that is no byte count, or an ETag no store issues, is ``None``.
 
     Raises:
-        ValueError: ``message`` is not JSON, or not a notification (an EventBridge
-            event included).
+        ValueError: ``message`` is not JSON, or not a notification: an EventBridge
+            event, or the event of a Lambda function triggered by SQS or SNS (pass each
+            of its records' ``body`` or ``Sns`` instead).
     """
     body = _as_mapping(message)
     if "Records" not in body and body.get("Type") == "Notification" and "Message" in body:
@@ -254,10 +255,26 @@ def parse_s3_event(message: Mapping[str, Any] | str | bytes, *, prefix: str) -> 
     root = _root(prefix)
     events: list[ObjectEvent] = []
     for record in records:
+        _refuse_batch(record)
         event = _event(record, root) if isinstance(record, Mapping) else None
         if event is not None:
             events.append(event)
     return events
+
+
+def _refuse_batch(record: object) -> None:
+    """A Lambda function triggered by SQS or SNS gets ``Records`` too, each one wrapping a
+    notification: read as S3 records they would give no event at all, silently."""
+    if not isinstance(record, Mapping):
+        return
+    if record.get("eventSource") == "aws:sqs":
+        raise ValueError(
+            "not an S3 notification: a Lambda batch of SQS messages; parse each record's body"
+        )
+    if record.get("EventSource") == "aws:sns":
+        raise ValueError(
+            "not an S3 notification: a Lambda batch of SNS notifications; parse each record's Sns"
+        )
 
 
 def _as_mapping(message: object) -> Mapping[str, Any]:

@@ -250,3 +250,21 @@ def test_deep_json_is_a_value_error_not_a_recursion_error() -> None:
     envelope = json.dumps({"Type": "Notification", "Message": deep})
     with pytest.raises(ValueError, match="not an S3 notification"):
         parse_s3_event(envelope, prefix="storage")
+
+
+def test_a_lambda_batch_of_sqs_messages_is_a_value_error_not_silence() -> None:
+    # the event a Lambda function gets from SQS wraps each notification in a message:
+    # read as records of its own, it gave no events at all, and the objects went unseen
+    body = (SAMPLES / "put.json").read_text()
+    batch = {"Records": [{"messageId": "1", "body": body, "eventSource": "aws:sqs"}]}
+    with pytest.raises(ValueError, match="each record's body"):
+        parse_s3_event(batch, prefix="storage")
+    assert len(parse_s3_event(batch["Records"][0]["body"], prefix="storage")) == 1
+
+
+def test_a_lambda_batch_of_sns_notifications_is_a_value_error_not_silence() -> None:
+    envelope = sample("sns_envelope.json")
+    batch = {"Records": [{"EventSource": "aws:sns", "Sns": envelope}]}
+    with pytest.raises(ValueError, match="Sns"):
+        parse_s3_event(batch, prefix="storage")
+    assert len(parse_s3_event(batch["Records"][0]["Sns"], prefix="storage")) == 2
