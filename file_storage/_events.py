@@ -224,13 +224,13 @@ def parse_s3_event(message: Mapping[str, Any] | str | bytes, *, prefix: str) -> 
     and ``s3:LifecycleExpiration:*`` (S3 applying an expiry rule) give ``"deleted"``.
     Keys arrive URL-encoded (``+`` for a space) and are decoded.
 
+    The bucket is not checked: the records name it (``s3.bucket.name``), and a queue
+    that only your bucket may send to (docs/events.md) is what keeps other senders out.
+
     Args:
         message: the notification, as a ``dict`` or its JSON text.
         prefix: the backend's S3 prefix (``STORAGE_S3_PREFIX``); keys are returned
             relative to it, and objects outside it are left out.
-
-    The bucket is not checked: the records name it (``s3.bucket.name``), and a queue
-    that only your bucket may send to (docs/events.md) is what keeps other senders out.
 
     Returns:
         The events in the order of the records. Left out: ``s3:TestEvent`` and other
