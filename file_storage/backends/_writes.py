@@ -433,7 +433,8 @@ class Writes(Settles):
         if not keys:
             return
         with self._translate("delete_many", keys[0] if len(keys) == 1 else None, len(keys)):
-            step = DELETE_BATCH if self._quotas else len(keys)  # bounds the locks held at once
+            # bounds the locks held at once (keys are locked under a quota or a subscriber)
+            step = DELETE_BATCH if self._quotas or self._events else len(keys)
             for start in range(0, len(keys), step):
                 batch = keys[start : start + step]
                 await self._delete_counted(batch)
