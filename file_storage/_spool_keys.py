@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import threading
 from pathlib import Path
 
 from file_storage.backends import _forks
+from file_storage.errors import StorageUnavailableError
 
-__all__ = ["KeysFile", "byte", "keys_file", "let_go"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no keys.lock (see file_storage._spool)
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["KeysFile", "busy", "byte", "keys_file", "let_go", "unlock_key"]
 
 
 class KeysFile:
@@ -33,6 +40,8 @@ class KeysFile:
         self.spare: list[int] = []  # other descriptors of it, closed with this one
         self.users = 0  # holders and waiters of its locks
 
+
+logger = logging.getLogger("file_storage.spool")
 
 _KEYS_FILES: dict[tuple[int, int], KeysFile] = {}
 _KEYS_GUARD = threading.Lock()
@@ -100,3 +109,23 @@ def let_go(used: KeysFile) -> None:
                 del _KEYS_FILES[used.file]
             for fd in (used.fd, *used.spare):
                 os.close(fd)
+
+
+def busy(wait: float | None) -> StorageUnavailableError:
+    """What a write, delete or flush raises when its key stayed held past its wait."""
+    return StorageUnavailableError(
+        f"another write, delete or flush of this key held it for over {wait:g} s (a "
+        "worker may hang): nothing was done, try again"
+    )
+
+
+def unlock_key(fd: int, key: str) -> None:
+    """Unlock ``key`` against the other processes; a refusal is logged, not raised."""
+    assert fcntl is not None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte(key))
+    except OSError as exc:
+        # what the lock ordered is done: the caller must not be told it failed, and the
+        # other keys are still unlocked; this one stays locked against the other
+        # processes until this process closes its descriptor (no key held or awaited)
+        logger.error("fallback spool: cannot unlock %r against other processes: %s", key, exc)

@@ -193,7 +193,11 @@ class S3StorageBackend(S3Clients):
         self._rules = S3Rules(self._client, self._bucket, self._root)
         self._key_overhead = len(self._root.encode())
         path = options.fallback_path
-        spool = None if path is None else Spool(path, f"{options.bucket}/{options.root}")
+        # a key held by another worker is waited for as long as one S3 request may take
+        # to fail (every attempt timed out): a worker that hangs holding it fails the
+        # others' writes of that key, typed, rather than blocking them for ever
+        wait = options.max_attempts * (options.connect_timeout + options.read_timeout)
+        spool = None if path is None else Spool(path, f"{options.bucket}/{options.root}", wait)
         self._fallback = Fallback(spool, options.flush_interval)
         # clients per event loop: an aiohttp session belongs to the loop it was opened in
         self._loops: dict[asyncio.AbstractEventLoop, LoopClients] = {}
