@@ -41,7 +41,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +50,17 @@ from typing import IO, TypeVar
 from file_storage._json import parse_json
 from file_storage._loops import Backoff
 from file_storage._quota._locks import _Held, _KeyLock
-from file_storage._spool_keys import busy, byte, keys_file, let_go, unlock_key
+from file_storage._spool_keys import (
+    busy,
+    byte,
+    keys_file,
+    let_go,
+    lock_file,
+    refused,
+    refuses,
+    took,
+    unlock_key,
+)
 from file_storage._streams import CHUNK_SIZE
 from file_storage.backends import _forks
 from file_storage.errors import StorageConfigError
@@ -76,9 +86,6 @@ _LOCKS: dict[tuple[int, int] | str, dict[str, _KeyLock]] = {}
 _forks.renew(_LOCKS.clear)
 
 _MAX_WAIT = 0.05  # seconds between two tries of a key another process holds
-
-
-_unlockable: set[str] = set()  # folders whose file system refuses record locks (warned once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +307,7 @@ class Spool:
             finally:
                 await held.__aexit__(None, None, None)
             return
-        with _lock_file("keys.lock"):
+        with lock_file("keys.lock"):
             used = keys_file(self.root)
         try:
             # one set of turns per keys.lock: two paths to one folder (a link switched
@@ -310,7 +317,7 @@ class Spool:
             await self._turn(held, deadline)
             taken: list[str] = []
             try:
-                if self._folder in _unlockable:
+                if refuses(self._folder):
                     yield  # no record locks there: ordered in this process only
                     return
                 for key in ordered:  # sorted in every process: none waits on another
@@ -341,22 +348,18 @@ class Spool:
         """Take the key's byte, trying again while another process holds it (never a
         thread blocked in ``lockf``: a cancelled wait must not take it later), until
         ``deadline`` (the loop's time). ``False`` when the file system refuses record
-        locks (some network mounts): warned once."""
+        locks (some network mounts): warned once, tried again after a while."""
         assert fcntl is not None
         backoff = Backoff(_MAX_WAIT)
         loop = asyncio.get_running_loop()
         while True:
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+                took(self._folder)
                 return True
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EINTR):
-                    _unlockable.add(self._folder)
-                    logger.warning(
-                        "fallback spool: the folder's file system refuses record locks (%s): "
-                        "writes, deletes and flushes of one key are ordered per process only",
-                        exc.strerror,
-                    )
+                    refused(self._folder, exc)
                     return False
             await self._waiting_for_key()
             if deadline is not None and loop.time() >= deadline:
@@ -520,7 +523,7 @@ class Spool:
             self._claim(create=True)
         # never through a link planted in its place: O_CREAT would make its target
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
-        with _lock_file("flush.lock"):
+        with lock_file("flush.lock"):
             fd = os.open(self.root / "flush.lock", flags, 0o600)
         if fcntl is not None:
             try:
@@ -542,23 +545,6 @@ class Spool:
                     if path.stat().st_mtime < cutoff:
                         path.unlink(missing_ok=True)
                         logger.info("fallback spool: removed leftover %s", path.name)
-
-
-_NOT_A_FILE = (errno.ELOOP, errno.EISDIR)  # a link (O_NOFOLLOW) or a folder in its place
-
-
-@contextlib.contextmanager
-def _lock_file(name: str) -> Iterator[None]:
-    """Opening the folder's lock file ``name``: one replaced by a link or a folder is said
-    so, not read as the key's conflict with a folder, nor as an I/O error."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in _NOT_A_FILE:
-            raise StorageConfigError(
-                f"the fallback spool folder's {name} is a link or a folder, not a file: remove it"
-            ) from exc
-        raise
 
 
 async def read_range(
