@@ -8,8 +8,7 @@ part buffers in flight), so memory depends on ``concurrency``, never on sizes or
 
 When is an object at the destination kept (counted as skipped, not written again)?
 
-* it was written at least ``_CLOCK_STEP`` (2 s) after the source object's last change
-  (or at all after it, when both stores tell fractions of a second: :func:`_step`):
+* it was written at least ``_CLOCK_STEP`` (2 s) after the source object's last change:
   a copy made by an earlier run, or the application's own newer write once writes go to
   the destination (see docs/migration.md). This needs the two clocks to agree, as S3's
   and an NTP-synced host's do, and the step to cover how coarsely stores tell times;
@@ -18,12 +17,8 @@ When is an object at the destination kept (counted as skipped, not written again
   know the MD5 (memory's ETag, a single-part S3 ETag); when only one side does (local
   against S3, say), the other side is read once and hashed: reading costs far less than
   writing again. When neither does (local ETags are mtime and size, multipart S3 ETags
-  are no MD5), it is copied again, unless the two were written within the step of each
-  other (the times cannot tell which came first): then both sides are read and hashed.
-
-Written within the step of each other and different, an object is failed and neither side
-touched: it may be a stale copy or the application's newer write, and only the operator
-can tell.
+  are no MD5), it is copied again, unless it is no older than the source (within the
+  step: the times cannot tell which came first): then both sides are read and hashed.
 
 Either way the object kept must be the one stored under exactly that key: on a store
 whose names fold (a case-insensitive file system: ``A.txt`` and ``a.txt`` are one file) a
@@ -268,27 +263,24 @@ class _Job:
     async def _keep(self, info: ObjectInfo, there: ObjectInfo) -> bool:
         # ``there`` is the destination listing's object of exactly this key (``_pair_up``
         # compares the names as stored), never another key's found by a folding lookup
-        step = _step(info, there)
-        if there.last_modified - info.last_modified >= step:
+        if there.last_modified - info.last_modified >= _CLOCK_STEP:
             return True
-        # written within a clock step of the source's last change, before it or after:
-        # the times cannot tell which came first (a copy of an older source version, or
-        # the application's newer write), so the bytes must: both sides are read when
-        # neither knows its MD5 (far cheaper than writing again, and rare), and when they
-        # differ neither side is written nor deleted
-        close = abs(there.last_modified - info.last_modified) < step
         if info.size != there.size:
-            return self._older(info, there, close)
+            return False
         ours, theirs = _md5_of(info.etag, self.source), _md5_of(there.etag, self.dest)
+        # written within a clock step of the source's last change: the times cannot
+        # tell which came first, so the bytes must (both sides read when neither knows
+        # its MD5: far cheaper than writing again, and rare)
+        both = ours is None and theirs is None and there.last_modified >= info.last_modified
         try:
-            if ours is None and (theirs is not None or close):
+            if ours is None and (theirs is not None or both):
                 ours = await _md5(self.source.stream(info.key, if_match=info.etag))
             if theirs is None and ours is not None:
                 theirs = await _md5(self.dest.stream(there.key, if_match=there.etag))
         except PreconditionFailedError:  # changed since it was listed: copy it
             return False
         if ours is None or ours != theirs:
-            return self._older(info, there, close)
+            return False
         # the same bytes, and older: the same object only if its content type, metadata
         # and headers are the same too (saved again with new metadata since a run copied
         # it, the source differs, and delete_source would lose what differs); a listing
@@ -299,24 +291,9 @@ class _Job:
             return True  # deleted since the listing: the destination holds its bytes
         try:
             _check(now, await self.dest.stat(there.key), ours, self.dest)
-        except ObjectNotFoundError:
+        except (_Mismatch, ObjectNotFoundError):
             return False
-        except _Mismatch:
-            return self._older(info, there, close)
         return not _changed(info, now)
-
-    @staticmethod
-    def _older(info: ObjectInfo, there: ObjectInfo, close: bool) -> bool:
-        """``False`` (copy it again): the destination differs and is older; raises when
-        the clocks cannot say which side is older."""
-        if close:
-            raise _Mismatch(
-                f"{info.key!r} differs at the source and at the destination, and both were "
-                f"written within {_CLOCK_STEP.seconds} s of each other, closer than the "
-                "stores' clocks tell apart: neither is written nor deleted (compare them, "
-                "keep the right one at both, and run again)"
-            )
-        return False
 
     async def _written_since(self, key: str, there: ObjectInfo | None) -> bool:
         """Whether the destination holds another object at ``key`` than its listing found."""
@@ -478,16 +455,6 @@ class _Job:
             await self.dest.delete(key)  # no ETag to tell the copy by: as before
         else:
             await self.dest._purge_one(key, now, "delete")
-
-
-def _step(info: ObjectInfo, there: ObjectInfo) -> timedelta:
-    """How far apart two times must be to tell which came first: ``_CLOCK_STEP`` when
-    either may be cut to whole seconds (S3, Azure, HFS+, FAT: no fraction of a second;
-    a time that really fell on a whole second is taken as cut too, which only costs a
-    closer look), else nothing (local disks on Linux, memory, GCS: a fraction)."""
-    if info.last_modified.microsecond and there.last_modified.microsecond:
-        return timedelta(0)
-    return _CLOCK_STEP
 
 
 async def _holds(backend: StorageBackend, key: str) -> bool:
