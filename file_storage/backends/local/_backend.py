@@ -430,7 +430,11 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         if sweeping is not None and not sweeping.cancel():
             # the sweep walks from the root descriptor: it may not outlive it
             await asyncio.wrap_future(sweeping)
-        self._dir.close()
+        # operations of this loop still walk from the root's descriptors (in threads that
+        # cannot be stopped): closed now, a number reused by another open would send
+        # their writes elsewhere. They are closed once the last of them ends
+        if not self._in_flight.when_idle(self._dir.close):
+            self._dir.close()
 
 
 def _hand_over(fd: int, local: Path) -> None:
