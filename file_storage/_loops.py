@@ -65,11 +65,11 @@ class ShutdownHook:
 
     async def run(self) -> None:
         """Run the callback now, if it has not run yet."""
-        agen, self._agen = self._agen, None
-        if agen is not None:
-            await agen.aclose()  # runs the callback in the generator's finally
-        elif not self._done:
-            await self._call()
+        # the generator is left to the loop, whose finalizer finds the callback done:
+        # closed here it could be closing already (shutdown_asyncgens closes every
+        # generator at once), and aclose() would raise "already running"
+        self._agen = None
+        await self._call()
 
     def disown(self) -> None:
         """Never run the callback: in a forked child, the resources are the parent's."""
