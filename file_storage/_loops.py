@@ -128,6 +128,11 @@ class InFlight:
 
         return end
 
+    def busy_elsewhere(self) -> bool:
+        """Whether operations run now in another (open) event loop: another thread's."""
+        here = asyncio.get_running_loop()
+        return any(loop is not here and not loop.is_closed() for loop in list(self._counts))
+
     def when_idle(self, callback: Callable[[], None]) -> bool:
         """Run ``callback`` once no operation runs in this loop; ``False``: none runs now
         (the callback was not kept)."""

@@ -16,8 +16,9 @@ from file_storage import LocalStorageBackend, StorageError
 pytestmark = pytest.mark.skipif(not hasattr(os, "O_DIRECTORY"), reason="POSIX descriptors")
 
 
+@pytest.mark.parametrize("where", ["same-loop", "another-threads-loop"])
 async def test_aclose_while_a_write_walks_the_root_never_writes_outside_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     backend = LocalStorageBackend(tmp_path / "root")
     await backend.save("warm.txt", b"w")  # the root's descriptor is open
@@ -41,7 +42,10 @@ async def test_aclose_while_a_write_walks_the_root_never_writes_outside_it(
 
     monkeypatch.setattr(os, "open", hooked_open)
     try:
-        await backend.save("d/x.bin", b"secret")
+        if where == "same-loop":
+            await backend.save("d/x.bin", b"secret")
+        else:  # a worker thread running a loop of its own on the same backend
+            await asyncio.to_thread(asyncio.run, backend.save("d/x.bin", b"secret"))
     except StorageError:
         pass  # failing is fine; landing elsewhere is not
     finally:

@@ -433,8 +433,13 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         # operations of this loop still walk from the root's descriptors (in threads that
         # cannot be stopped): closed now, a number reused by another open would send
         # their writes elsewhere. They are closed once the last of them ends
-        if not self._in_flight.when_idle(self._dir.close):
-            self._dir.close()
+        if self._in_flight.when_idle(self._dir.close):
+            return
+        if self._in_flight.busy_elsewhere():
+            # another thread's loop is walking the root: left open (the root keeps one
+            # set of descriptors, reused, never doubled), closed by a later aclose
+            return
+        self._dir.close()
 
 
 def _hand_over(fd: int, local: Path) -> None:
