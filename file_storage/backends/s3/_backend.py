@@ -77,7 +77,8 @@ class S3StorageBackend(S3Flushes):
             the server keeps flexible checksums, else Content-MD5 (docs/compatibility.md).
         max_attempts: total attempts per request (botocore retries the rest).
         retry_mode: botocore's ``"standard"`` or ``"adaptive"`` (client-side rate limit).
-        connect_timeout: seconds to connect, per attempt.
+        connect_timeout: seconds to get a connection (a free pooled one, or a new one),
+            per attempt.
         read_timeout: seconds to wait for data, per attempt.
         fallback_path: a local folder that keeps ``save``/``upload_file`` writes while
             S3 is unavailable (see docs/reliability.md); ``None``: such writes fail.
