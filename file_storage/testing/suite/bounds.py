@@ -12,7 +12,7 @@ from collections.abc import Awaitable
 
 import pytest
 
-from file_storage import InvalidMetadataError, StorageBackend, StorageError
+from file_storage import InvalidKeyError, InvalidMetadataError, StorageBackend, StorageError
 
 HUGE = 1 << 22  # characters: 4 Mi
 
@@ -43,4 +43,18 @@ async def test_huge_metadata_name_is_not_repeated_in_the_error(backend: StorageB
     name = "not a token " * (HUGE // 12)
     saving = backend.save("b/a.txt", b"x", metadata={name: "v"})
     _, error = await _peak(saving, InvalidMetadataError)
+    assert len(str(error)) < 1000
+
+
+async def test_huge_key_is_not_repeated_in_the_error(backend: StorageBackend) -> None:
+    key = "a/" * (HUGE // 2)
+    _, error = await _peak(backend.load(key), InvalidKeyError)
+    assert len(str(error)) < 1000
+    assert len(repr(error)) < 1000
+    assert error.key == key  # the attribute keeps it whole
+
+
+async def test_huge_listing_cursor_is_not_repeated_in_the_error(backend: StorageBackend) -> None:
+    cursor = "b" * HUGE + "/"
+    _, error = await _peak(backend.list_page("", start_after=cursor), InvalidKeyError)
     assert len(str(error)) < 1000
