@@ -7,8 +7,9 @@ the work or memory growing with it (measured with :mod:`tracemalloc`, never a cl
 
 from __future__ import annotations
 
+import time
 import tracemalloc
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 
@@ -58,3 +59,38 @@ async def test_huge_listing_cursor_is_not_repeated_in_the_error(backend: Storage
     cursor = "b" * HUGE + "/"
     _, error = await _peak(backend.list_page("", start_after=cursor), InvalidKeyError)
     assert len(str(error)) < 1000
+
+
+async def _tiny_chunks(count: int) -> AsyncIterator[bytes]:
+    for i in range(count):
+        yield bytes((97 + i % 26, 10))  # two bytes, each chunk its own object
+
+
+async def test_stream_of_tiny_chunks_is_saved_in_memory_bounded_by_its_bytes(
+    backend: StorageBackend,
+) -> None:
+    # a client sending its upload a byte or two per packet: 2 MiB in a million chunks
+    count = 1 << 20
+    tracemalloc.start()
+    try:
+        await backend.save("b/tiny.bin", _tiny_chunks(count))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (await backend.stat("b/tiny.bin")).size == 2 * count
+    assert peak < 48 << 20  # kept as a million bytes objects it was ~350 MiB
+
+
+async def _cpu_to_save(backend: StorageBackend, count: int) -> float:
+    start = time.process_time()
+    await backend.save(f"b/{count}.bin", _tiny_chunks(count))
+    return time.process_time() - start
+
+
+async def test_cpu_to_save_tiny_chunks_grows_linearly_with_their_count(
+    backend: StorageBackend,
+) -> None:
+    await _cpu_to_save(backend, 1 << 10)  # warm up (clients, imports)
+    small = await _cpu_to_save(backend, 1 << 14)
+    large = await _cpu_to_save(backend, 1 << 17)  # 8 times as many: about 8 times the CPU
+    assert large < 24 * max(small, 0.01)
