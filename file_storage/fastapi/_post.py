@@ -113,7 +113,7 @@ async def _parts(request: Request, boundary: bytes) -> AsyncIterator[_Part]:
             elif kind in ("header_field", "header_value"):
                 (field if kind == "header_field" else value).extend(data)
                 if len(field) + len(value) > MAX_HEADER_BYTES:
-                    raise _Refused(400, "a form part's header is too long")
+                    raise _Refused(400, "a form part has a header line over 8 KiB")
             elif kind == "header_end":
                 count += 1
                 if count > MAX_PART_HEADERS:
