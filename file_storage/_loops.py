@@ -65,11 +65,11 @@ class ShutdownHook:
 
     async def run(self) -> None:
         """Run the callback now, if it has not run yet."""
-        agen, self._agen = self._agen, None
-        if agen is not None:
-            await agen.aclose()  # runs the callback in the generator's finally
-        elif not self._done:
-            await self._call()
+        # the generator is left to the loop, whose finalizer finds the callback done:
+        # closed here it could be closing already (shutdown_asyncgens closes every
+        # generator at once), and aclose() would raise "already running"
+        self._agen = None
+        await self._call()
 
     def disown(self) -> None:
         """Never run the callback: in a forked child, the resources are the parent's."""
@@ -127,6 +127,11 @@ class InFlight:
                 callback()
 
         return end
+
+    def busy_elsewhere(self) -> bool:
+        """Whether operations run now in another (open) event loop: another thread's."""
+        here = asyncio.get_running_loop()
+        return any(loop is not here and not loop.is_closed() for loop in list(self._counts))
 
     def when_idle(self, callback: Callable[[], None]) -> bool:
         """Run ``callback`` once no operation runs in this loop; ``False``: none runs now

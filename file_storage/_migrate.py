@@ -8,16 +8,17 @@ part buffers in flight), so memory depends on ``concurrency``, never on sizes or
 
 When is an object at the destination kept (counted as skipped, not written again)?
 
-* it was written after the source object's last change (``last_modified`` not older):
+* it was written at least ``_CLOCK_STEP`` (2 s) after the source object's last change:
   a copy made by an earlier run, or the application's own newer write once writes go to
   the destination (see docs/migration.md). This needs the two clocks to agree, as S3's
-  and an NTP-synced host's do;
+  and an NTP-synced host's do, and the step to cover how coarsely stores tell times;
 * or it has the same size and the same MD5, and the same content type, metadata and
   headers (asked of both sides with ``stat``: a listing may lack them). Both sides may
   know the MD5 (memory's ETag, a single-part S3 ETag); when only one side does (local
   against S3, say), the other side is read once and hashed: reading costs far less than
   writing again. When neither does (local ETags are mtime and size, multipart S3 ETags
-  are no MD5), it is copied again.
+  are no MD5), it is copied again, unless it is no older than the source (within the
+  step: the times cannot tell which came first): then both sides are read and hashed.
 
 Either way the object kept must be the one stored under exactly that key: on a store
 whose names fold (a case-insensitive file system: ``A.txt`` and ``a.txt`` are one file) a
@@ -31,19 +32,19 @@ unconditional one about to replace something) is looked up in a listing too, by
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import os
+import inspect
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from datetime import timedelta
 from typing import Any, Literal
 
 from file_storage._batch import check_concurrency, run_all
+from file_storage._events import landing
+from file_storage._migrate_places import overlap
 from file_storage._streams import closing
 from file_storage.backends.base import StorageBackend
-from file_storage.backends.local import LocalStorageBackend
 from file_storage.errors import (
     InvalidKeyError,
     ObjectNotFoundError,
@@ -56,7 +57,8 @@ from file_storage.models import ObjectInfo
 __all__ = ["MigrationProgress", "MigrationReport", "migrate"]
 
 Outcome = Literal["copied", "skipped", "failed"]
-MigrationProgress = Callable[[str, Outcome, "MigrationReport"], None]
+# a plain function, or a coroutine function: awaited by the worker that called it
+MigrationProgress = Callable[[str, Outcome, "MigrationReport"], Awaitable[None] | None]
 
 # An S3 ETag is the hex MD5 of the bytes for a single-part upload without SSE-KMS/SSE-C;
 # a multipart one ends in "-<parts>" (AWS, "Checking object integrity"). Local ETags
@@ -67,6 +69,11 @@ _MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
 # object moved from S3 arrives without them
 _HEADERS = ("cache_control", "content_disposition")
 _HASH_IN_THREAD = 256 * 1024  # hash larger chunks off the event loop
+# how much later than its source's last change a destination object must be to count as
+# written after it on its time alone: stores tell times in whole seconds (S3's
+# Last-Modified, HFS+) or two (FAT, exFAT), truncated, so a copy made in the second in
+# which its source was then rewritten looks as new as the rewrite, or newer
+_CLOCK_STEP = timedelta(seconds=2)
 # why an object is failed when its key finds an object stored under another name
 _TAKEN = (
     "the destination holds another key's object under this name (a case-insensitive "
@@ -127,9 +134,12 @@ async def migrate(
             ``dest`` (copied and verified, or skipped as identical). Needs ``verify``.
             An object whose key finds another key's object at ``dest`` (``A.txt`` for
             ``a.txt`` on a case-insensitive file system) is failed, its source kept.
+            Only the version moved is deleted: one written since is kept, and failed.
         progress: called as ``progress(key, outcome, report)`` after each object, with
             ``outcome`` one of ``"copied"``, ``"skipped"``, ``"failed"`` and the running
-            report.
+            report, in the event loop (keep it quick; a coroutine function is awaited,
+            holding up only the worker that called it). What it raises stops the run,
+            as a cancellation does, and comes out of ``migrate``.
 
     Returns:
         A :class:`MigrationReport`; ``copied + skipped + len(failed)`` objects were seen.
@@ -149,7 +159,7 @@ async def migrate(
     if source is dest:
         raise ValueError("source and dest are the same backend")
     listing = source.iter_files(prefix)  # checks the prefix now
-    if _overlap(source, dest, prefix):
+    if overlap(source, dest, prefix):
         # every object would be "already there" (and deleted with delete_source), or
         # copies would land among the objects being moved
         raise ValueError(
@@ -189,51 +199,12 @@ async def migrate(
                     report.copied += 1
                     report.bytes += copied
             if progress is not None:
-                progress(info.key, outcome, report)
+                told = progress(info.key, outcome, report)
+                if inspect.isawaitable(told):
+                    await told
 
     await run_all([produce(), *(work() for _ in range(concurrency))])
     return report
-
-
-def _overlap(source: StorageBackend, dest: StorageBackend, prefix: str) -> bool:
-    """Whether the objects under ``prefix`` of both backends share a place in one store
-    (the same folder, or one inside the other), as far as the backends say where they
-    store (a bucket and prefix, a root folder)."""
-    places = [backend._store_place() for backend in (source, dest)]
-    if None in places:
-        return False
-    folder = prefix.strip("/")
-    a, b = ((place or "").rstrip("/") + (f"/{folder}" if folder else "") for place in places)
-    if a == b or a.startswith(b + "/") or b.startswith(a + "/"):
-        return True
-    if isinstance(source, LocalStorageBackend) and isinstance(dest, LocalStorageBackend):
-        x, y = Path(source._folder()), Path(dest._folder())
-        return _holds_by_identity(x, y, folder) or _holds_by_identity(y, x, folder)
-    return False
-
-
-def _holds_by_identity(outer: Path, inner: Path, folder: str) -> bool:
-    """Whether ``inner/folder`` is ``outer/folder``, or one holds the other, found by the
-    folders' identity (device and inode) rather than their paths: through a bind mount,
-    or names a case-insensitive file system takes for one, which paths do not show."""
-    try:
-        target = os.stat(outer)
-    except OSError:
-        return False  # no source folder yet: nothing there to lose
-    below: list[str] = []  # inner's path below the folder being looked at
-    path = Path(os.path.realpath(inner))
-    while True:
-        with contextlib.suppress(OSError):
-            found = os.stat(path)
-            if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino):
-                # inner is outer/below: does outer/below/folder nest with outer/folder?
-                p = [*reversed(below), *folder.split("/")] if folder else list(reversed(below))
-                q = folder.split("/") if folder else []
-                return p[: len(q)] == q or q[: len(p)] == p
-        if path.parent == path:
-            return False
-        below.append(path.name)
-        path = path.parent
 
 
 async def _pair_up(
@@ -261,34 +232,50 @@ class _Job:
     async def run(self, info: ObjectInfo, there: ObjectInfo | None) -> int | None:
         copied = None
         if there is None or not await self._keep(info, there):
-            copied = await self._copy(info.key, there)
+            copied, moved = await self._copy(info.key, there)
         elif self.delete_source:
             try:
-                now = await self.source.stat(info.key)
+                moved = await self.source.stat(info.key)
             except ObjectNotFoundError:
                 # deleted at the source since it was listed (the application's delete):
                 # the destination holds it, nothing is lost and nothing is left to do
                 return None
-            if _changed(info, now):
+            if _changed(info, moved):
                 # replaced at the source since it was listed (a listing is read ahead of
                 # the copies): the destination holds an older version, all that is left
-                copied = await self._copy(info.key, there)
+                copied, moved = await self._copy(info.key, there)
         if self.delete_source:
-            await self.source.delete(info.key)
+            await self._delete_moved(info.key, moved)
         return copied
+
+    async def _delete_moved(self, key: str, moved: ObjectInfo) -> None:
+        """Delete the source version ``moved`` (the one at the destination now), never one
+        written since: checked and deleted in one step where the backend can (local,
+        memory; on S3, GCS and Azure a write landing between the two is deleted too)."""
+        if await self.source._purge_one(key, moved, "delete"):
+            return
+        if await self.source.exists(key):  # not gone meanwhile: written again
+            raise _Mismatch(
+                f"delete {key!r}: the source changed after it was copied; it is kept "
+                "(run again to move it)"
+            )
 
     async def _keep(self, info: ObjectInfo, there: ObjectInfo) -> bool:
         # ``there`` is the destination listing's object of exactly this key (``_pair_up``
         # compares the names as stored), never another key's found by a folding lookup
-        if there.last_modified >= info.last_modified:
+        if there.last_modified - info.last_modified >= _CLOCK_STEP:
             return True
         if info.size != there.size:
             return False
         ours, theirs = _md5_of(info.etag, self.source), _md5_of(there.etag, self.dest)
+        # written within a clock step of the source's last change: the times cannot
+        # tell which came first, so the bytes must (both sides read when neither knows
+        # its MD5: far cheaper than writing again, and rare)
+        both = ours is None and theirs is None and there.last_modified >= info.last_modified
         try:
-            if ours is None and theirs is not None:
+            if ours is None and (theirs is not None or both):
                 ours = await _md5(self.source.stream(info.key, if_match=info.etag))
-            elif theirs is None and ours is not None:
+            if theirs is None and ours is not None:
                 theirs = await _md5(self.dest.stream(there.key, if_match=there.etag))
         except PreconditionFailedError:  # changed since it was listed: copy it
             return False
@@ -323,8 +310,9 @@ class _Job:
         except StorageError:
             return False  # unknown: as if it were there
 
-    async def _copy(self, key: str, there: ObjectInfo | None) -> int | None:
-        """The bytes copied; ``None`` when the destination was written meanwhile."""
+    async def _copy(self, key: str, there: ObjectInfo | None) -> tuple[int | None, ObjectInfo]:
+        """The bytes copied (``None`` when the destination was written meanwhile), and the
+        source version read."""
         try:
             return await self._copy_once(key, there, conditional=True)
         except StorageConfigError:
@@ -334,7 +322,7 @@ class _Job:
 
     async def _copy_once(
         self, key: str, there: ObjectInfo | None, *, conditional: bool
-    ) -> int | None:
+    ) -> tuple[int | None, ObjectInfo]:
         info = await self.source.stat(key)
         digest = hashlib.md5(usedforsecurity=False)
         read = _Read()
@@ -371,35 +359,50 @@ class _Job:
             if _changed(info, await self.source.stat(key)):
                 raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
 
-        async with closing(_hashed(chunks, digest, read, ended)) as body:
-            try:
-                await self.dest.save(
-                    key,
-                    body,
-                    content_type=info.content_type,
-                    metadata=info.metadata,
-                    **_headers(info),
-                    **condition,
-                )
-            except PreconditionFailedError:
-                if read.failed or not condition:
-                    raise  # the source changed under its pinned read
-                if not await self._written_since(key, there):
-                    # refused, yet the destination holds what the listing found: no newer
-                    # write to keep (delete_source would delete the only new copy)
-                    raise
-                if not await _holds(self.dest, key):
-                    # refused for an object of another name that this key finds (on a
-                    # case-insensitive file system, another source key copied just before
-                    # under another case): no copy of this object is there
-                    raise _Mismatch(f"copy {key!r}: {_TAKEN}") from None
-                return None  # the destination's own newer write: kept
+        with landing() as landed:
+            async with closing(_hashed(chunks, digest, read, ended)) as body:
+                try:
+                    await self.dest.save(
+                        key,
+                        body,
+                        content_type=info.content_type,
+                        metadata=info.metadata,
+                        **_headers(info),
+                        **condition,
+                    )
+                except PreconditionFailedError:
+                    if read.failed or not condition:
+                        raise  # the source changed under its pinned read
+                    if not await self._written_since(key, there):
+                        # refused, yet the destination holds what the listing found: no
+                        # newer write to keep (delete_source would delete the only new copy)
+                        raise
+                    if not await _holds(self.dest, key):
+                        # refused for an object of another name that this key finds (on a
+                        # case-insensitive file system, another source key copied just
+                        # before under another case): no copy of this object is there
+                        raise _Mismatch(f"copy {key!r}: {_TAKEN}") from None
+                    if not await self._sent_there(key, info, read, digest.hexdigest()):
+                        return None, info  # the destination's own newer write: kept
+                    # this very copy, stored by a first attempt whose answer was lost
+                    # (the retried create-only write found it): copied, verified below
+        ours = landed.get(key)  # the copy's own ETag (None: the write did not say)
         md5 = digest.hexdigest()
+        replaced = False
         try:
             if read.bytes != info.size or _md5_of(info.etag, self.source) not in (None, md5):
                 raise _Mismatch(f"copy {key!r}: the source changed while it was copied")
             if self.verify:
-                _check(info, await self.dest.stat(key), md5, self.dest)
+                got = await self.dest.stat(key)
+                try:
+                    _check(info, got, md5, self.dest)
+                except _Mismatch:
+                    if not _other_write(got, ours):
+                        raise
+                    # another write landed on the copy since (the application's, its
+                    # writes going to the destination): newer, so kept, as one landing
+                    # before the copy is; no copy of migrate's to verify (nor to delete)
+                    replaced = True
             # replaced since its last byte was read: the copy holds the old bytes, and
             # delete_source would lose the new ones. Deleted since then: the copy stays,
             # as the source may be gone because a second run found the copy and deleted
@@ -421,11 +424,37 @@ class _Job:
             # a copy that did not verify is newer than its source: left in place, the next
             # run would keep it (and delete the source with delete_source=True)
             try:
-                await self.dest.delete(key)
+                await self._remove_copy(key, ours)
             except StorageError as error:
                 raise _Mismatch(f"{exc}; removing the copy failed: {error}") from error
             raise
-        return read.bytes
+        return None if replaced else read.bytes, info
+
+    async def _sent_there(self, key: str, info: ObjectInfo, read: _Read, md5: str) -> bool:
+        """Whether the destination holds exactly what this copy sent, checked by its MD5."""
+        if read.bytes != info.size:
+            return False
+        try:
+            got = await self.dest.stat(key)
+            _check(info, got, md5, self.dest)
+        except (_Mismatch, ObjectNotFoundError):
+            return False
+        return _md5_of(got.etag, self.dest) == md5
+
+    async def _remove_copy(self, key: str, ours: str | None) -> None:
+        """Delete the copy this run wrote at ``key``, never a write that replaced it since
+        (the application's newer object): only while the destination holds the copy's
+        ETag, checked and deleted in one step where the backend can (local, memory)."""
+        try:
+            now = await self.dest.stat(key)
+        except ObjectNotFoundError:
+            return
+        if _other_write(now, ours):
+            return  # replaced since the copy landed: not migrate's to delete
+        if ours is None or now.etag is None:
+            await self.dest.delete(key)  # no ETag to tell the copy by: as before
+        else:
+            await self.dest._purge_one(key, now, "delete")
 
 
 async def _holds(backend: StorageBackend, key: str) -> bool:
@@ -453,6 +482,12 @@ async def _holds(backend: StorageBackend, key: str) -> bool:
 
 def _bare(etag: str | None) -> str | None:
     return None if etag is None else etag.removeprefix("W/").strip('"')
+
+
+def _other_write(now: ObjectInfo, ours: str | None) -> bool:
+    """Whether the destination object ``now`` is another write than the copy whose ETag
+    was ``ours`` (unknown, when either ETag is: taken for the copy)."""
+    return ours is not None and now.etag is not None and _bare(now.etag) != _bare(ours)
 
 
 def _changed(before: ObjectInfo, now: ObjectInfo) -> bool:

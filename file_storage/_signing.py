@@ -134,14 +134,27 @@ def verify(
     return check(key, method, expires, signature, secret, now=now) == "valid"
 
 
-def signing_key(value: str | SecretStr | None) -> SecretStr | None:
-    """A backend's ``signing_key=`` argument, wrapped; too short raises StorageConfigError."""
-    wrapped = SecretStr(value) if isinstance(value, str) else value
-    if wrapped is not None and len(wrapped.get_secret_value()) < MIN_SIGNING_KEY_CHARS:
-        raise StorageConfigError(
-            f"signing_key (STORAGE_LOCAL_SIGNING_KEY) must be at least "
-            f"{MIN_SIGNING_KEY_CHARS} characters"
+def signing_key_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a signing key, or ``None`` when it can."""
+    if len(value) < MIN_SIGNING_KEY_CHARS:
+        return f"must be at least {MIN_SIGNING_KEY_CHARS} characters"
+    text = value.strip()
+    # `KEY=$(python -c ...)` copied into a .env file: dotenv runs no command, so the key
+    # would be that text, which anyone who read the same line can sign URLs with
+    if (text.startswith("$(") and text.endswith(")")) or (
+        len(text) > 1 and text.startswith("`") and text.endswith("`")
+    ):
+        return (
+            "is a shell command that was never run (a .env file runs none): set the key it prints"
         )
+    return None
+
+
+def signing_key(value: str | SecretStr | None) -> SecretStr | None:
+    """A backend's ``signing_key=`` argument, wrapped; a bad one raises StorageConfigError."""
+    wrapped = SecretStr(value) if isinstance(value, str) else value
+    if wrapped is not None and (problem := signing_key_problem(wrapped.get_secret_value())):
+        raise StorageConfigError(f"signing_key (STORAGE_LOCAL_SIGNING_KEY) {problem}")
     return wrapped
 
 

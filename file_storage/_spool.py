@@ -23,7 +23,8 @@ process on one folder share it, whatever path each reaches it by), then across
 processes: a POSIX record lock on one byte of ``keys.lock`` chosen by the key's hash, so
 every process on the folder (``uvicorn --workers N`` sharing ``STORAGE_S3_FALLBACK_PATH``)
 waits for the others (:mod:`file_storage._spool_keys`: one descriptor of the file per
-process, since closing any drops them all).
+process, since closing any drops them all). A key is waited for at most ``wait`` seconds:
+a holder that hangs alive fails the other operations of that key, typed, not for ever.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +50,17 @@ from typing import IO, TypeVar
 from file_storage._json import parse_json
 from file_storage._loops import Backoff
 from file_storage._quota._locks import _Held, _KeyLock
-from file_storage._spool_keys import byte, keys_file, let_go
+from file_storage._spool_keys import (
+    busy,
+    byte,
+    keys_file,
+    let_go,
+    lock_file,
+    refused,
+    refuses,
+    took,
+    unlock_key,
+)
 from file_storage._spool_records import owner_of, read_record
 from file_storage._streams import CHUNK_SIZE
 from file_storage.backends import _forks
@@ -76,9 +87,6 @@ _LOCKS: dict[tuple[int, int] | str, dict[str, _KeyLock]] = {}
 _forks.renew(_LOCKS.clear)
 
 _MAX_WAIT = 0.05  # seconds between two tries of a key another process holds
-
-
-_unlockable: set[str] = set()  # folders whose file system refuses record locks (warned once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,9 +238,12 @@ class Spool:
     first use, and a backend of another store refuses it (:class:`StorageConfigError`).
     """
 
-    def __init__(self, root: Path, store: str = "") -> None:
+    def __init__(self, root: Path, store: str = "", wait: float | None = None) -> None:
         self.root = root
         self.store = store
+        # the longest a key's lock is waited for (``None``: for ever); a holder can hang
+        # alive (a stalled worker), and a write must not wait for it for ever
+        self.wait = wait
         self._claimed = False
         self.entries_dir = root / "entries"
         self.data_dir = root / "data"
@@ -283,61 +294,77 @@ class Spool:
     async def locked(self, *keys: str) -> AsyncIterator[None]:
         """Hold every key (taken in sorted order: no deadlock) against coroutines of any
         event loop in any thread of this process (one backend serving a threaded worker),
-        then against every other process using the folder."""
+        then against every other process using the folder. Waited for at most
+        :attr:`wait` seconds in all, then :class:`StorageUnavailableError`: nothing held."""
+        deadline = None if self.wait is None else asyncio.get_running_loop().time() + self.wait
         if not self._claimed:  # before a write: claimed if no store has yet
             await asyncio.to_thread(self._claim, True)
         ordered = sorted(set(keys))
         if fcntl is None:  # not POSIX: ordered in this process only
-            async with _Held(_LOCKS.setdefault(self._folder, {}), ordered):
+            held = _Held(_LOCKS.setdefault(self._folder, {}), ordered)
+            await self._turn(held, deadline)
+            try:
                 yield
+            finally:
+                await held.__aexit__(None, None, None)
             return
-        with _lock_file("keys.lock"):
+        with lock_file("keys.lock"):
             used = keys_file(self.root)
         try:
             # one set of turns per keys.lock: two paths to one folder (a link switched
             # since the other backend was made, a bind mount) share them, as they share
             # the record locks, which never exclude each other within a process
             held = _Held(_LOCKS.setdefault(used.file, {}), ordered)
-            async with held:
-                if self._folder in _unlockable:
+            await self._turn(held, deadline)
+            taken: list[str] = []
+            try:
+                if refuses(self._folder):
                     yield  # no record locks there: ordered in this process only
                     return
-                taken: list[str] = []
-                try:
-                    for key in ordered:  # sorted in every process: none waits on another
-                        if await self._lock_key(used.fd, byte(key)):
-                            taken.append(key)
-                    yield
-                finally:
-                    for key in reversed(taken):
-                        # a key taken over in this process since (this holder's loop was
-                        # closed under it, and its exit runs as it is collected): the
-                        # byte, one per process, is the new holder's to unlock
-                        if held.holds(key):
-                            _unlock_key(used.fd, key)
+                for key in ordered:  # sorted in every process: none waits on another
+                    if await self._lock_key(used.fd, byte(key), deadline):
+                        taken.append(key)
+                yield
+            finally:
+                for key in reversed(taken):
+                    # a key taken over in this process since (this holder's loop was
+                    # closed under it, and its exit runs as it is collected): the
+                    # byte, one per process, is the new holder's to unlock
+                    if held.holds(key):
+                        unlock_key(used.fd, key)
+                await held.__aexit__(None, None, None)
         finally:
             let_go(used)
 
-    async def _lock_key(self, fd: int, offset: int) -> bool:
+    async def _turn(self, held: _Held, deadline: float | None) -> None:
+        """Wait for the keys' turns in this process until ``deadline`` (the loop's time);
+        a wait cut short gives back the turns it had (then ``held`` holds nothing)."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                await held.__aenter__()
+        except TimeoutError:
+            raise busy(self.wait) from None
+
+    async def _lock_key(self, fd: int, offset: int, deadline: float | None = None) -> bool:
         """Take the key's byte, trying again while another process holds it (never a
-        thread blocked in ``lockf``: a cancelled wait must not take it later). ``False``
-        when the file system refuses record locks (some network mounts): warned once."""
+        thread blocked in ``lockf``: a cancelled wait must not take it later), until
+        ``deadline`` (the loop's time). ``False`` when the file system refuses record
+        locks (some network mounts): warned once, tried again after a while."""
         assert fcntl is not None
         backoff = Backoff(_MAX_WAIT)
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+                took(self._folder)
                 return True
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EINTR):
-                    _unlockable.add(self._folder)
-                    logger.warning(
-                        "fallback spool: the folder's file system refuses record locks (%s): "
-                        "writes, deletes and flushes of one key are ordered per process only",
-                        exc.strerror,
-                    )
+                    refused(self._folder, exc)
                     return False
             await self._waiting_for_key()
+            if deadline is not None and loop.time() >= deadline:
+                raise busy(self.wait)
             await backoff.wait()
 
     async def _waiting_for_key(self) -> None:
@@ -497,7 +524,7 @@ class Spool:
             self._claim(create=True)
         # never through a link planted in its place: O_CREAT would make its target
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
-        with _lock_file("flush.lock"):
+        with lock_file("flush.lock"):
             fd = os.open(self.root / "flush.lock", flags, 0o600)
         if fcntl is not None:
             try:
@@ -519,34 +546,6 @@ class Spool:
                     if path.stat().st_mtime < cutoff:
                         path.unlink(missing_ok=True)
                         logger.info("fallback spool: removed leftover %s", path.name)
-
-
-def _unlock_key(fd: int, key: str) -> None:
-    assert fcntl is not None
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte(key))
-    except OSError as exc:
-        # what the lock ordered is done: the caller must not be told it failed, and the
-        # other keys are still unlocked; this one stays locked against the other
-        # processes until this process closes its descriptor (no key held or awaited)
-        logger.error("fallback spool: cannot unlock %r against other processes: %s", key, exc)
-
-
-_NOT_A_FILE = (errno.ELOOP, errno.EISDIR)  # a link (O_NOFOLLOW) or a folder in its place
-
-
-@contextlib.contextmanager
-def _lock_file(name: str) -> Iterator[None]:
-    """Opening the folder's lock file ``name``: one replaced by a link or a folder is said
-    so, not read as the key's conflict with a folder, nor as an I/O error."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in _NOT_A_FILE:
-            raise StorageConfigError(
-                f"the fallback spool folder's {name} is a link or a folder, not a file: remove it"
-            ) from exc
-        raise
 
 
 async def read_range(

@@ -7,19 +7,44 @@ drops *all* of the process's locks on it. So a process opens the file once, what
 leads to it (a link switched since another backend was made, a bind mount: the file is
 known by its device and inode), every lock goes through that descriptor, and it is closed
 only when no lock is held or awaited through it (:func:`let_go`).
+
+A file system that refuses record locks (:func:`refused`) has its keys ordered in each
+process only, for :data:`RETRY_SECONDS`; then they are tried again (:func:`refuses`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import logging
 import os
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from file_storage.backends import _forks
+from file_storage.errors import StorageConfigError, StorageUnavailableError
 
-__all__ = ["KeysFile", "byte", "keys_file", "let_go"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no keys.lock (see file_storage._spool)
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "RETRY_SECONDS",
+    "KeysFile",
+    "busy",
+    "byte",
+    "keys_file",
+    "let_go",
+    "lock_file",
+    "refused",
+    "refuses",
+    "took",
+    "unlock_key",
+]
 
 
 class KeysFile:
@@ -33,6 +58,15 @@ class KeysFile:
         self.spare: list[int] = []  # other descriptors of it, closed with this one
         self.users = 0  # holders and waiters of its locks
 
+
+logger = logging.getLogger("file_storage.spool")
+
+#: a folder whose file system refused record locks is ordered per process only for this
+#: long, then tried again: a refusal may pass (a lock table full for a moment, a lock
+#: daemon restarting), and the ordering across processes must come back without a restart
+RETRY_SECONDS = 60.0
+_unlockable: dict[str, float] = {}  # folder -> when record locks were last refused there
+_warned: set[str] = set()  # folders whose refusal was logged at WARNING (once a process)
 
 _KEYS_FILES: dict[tuple[int, int], KeysFile] = {}
 _KEYS_GUARD = threading.Lock()
@@ -100,3 +134,69 @@ def let_go(used: KeysFile) -> None:
                 del _KEYS_FILES[used.file]
             for fd in (used.fd, *used.spare):
                 os.close(fd)
+
+
+def busy(wait: float | None) -> StorageUnavailableError:
+    """What a write, delete or flush raises when its key stayed held past its wait."""
+    return StorageUnavailableError(
+        f"another write, delete or flush of this key held it for over {wait:g} s (a "
+        "worker may hang): nothing was done, try again"
+    )
+
+
+def unlock_key(fd: int, key: str) -> None:
+    """Unlock ``key`` against the other processes; a refusal is logged, not raised."""
+    assert fcntl is not None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte(key))
+    except OSError as exc:
+        # what the lock ordered is done: the caller must not be told it failed, and the
+        # other keys are still unlocked; this one stays locked against the other
+        # processes until this process closes its descriptor (no key held or awaited)
+        logger.error("fallback spool: cannot unlock %r against other processes: %s", key, exc)
+
+
+def refuses(folder: str) -> bool:
+    """Whether the file system of ``folder`` refused record locks in the last
+    :data:`RETRY_SECONDS` (then its keys are ordered in this process only)."""
+    since = _unlockable.get(folder)
+    return since is not None and time.monotonic() - since < RETRY_SECONDS
+
+
+def refused(folder: str, exc: OSError) -> None:
+    """The file system of ``folder`` refused a record lock with ``exc``."""
+    _unlockable[folder] = time.monotonic()
+    if folder in _warned:
+        logger.debug("fallback spool: record locks still refused (%s)", exc.strerror)
+        return
+    _warned.add(folder)
+    logger.warning(
+        "fallback spool: the folder's file system refuses record locks (%s): writes, "
+        "deletes and flushes of one key are ordered per process only (tried again every "
+        "%g s)",
+        exc.strerror,
+        RETRY_SECONDS,
+    )
+
+
+def took(folder: str) -> None:
+    """A record lock was taken in ``folder``: its keys are ordered across processes."""
+    if _unlockable.pop(folder, None) is not None:
+        logger.warning("fallback spool: record locks work again; keys ordered across processes")
+
+
+_NOT_A_FILE = (errno.ELOOP, errno.EISDIR)  # a link (O_NOFOLLOW) or a folder in its place
+
+
+@contextlib.contextmanager
+def lock_file(name: str) -> Iterator[None]:
+    """Opening the folder's lock file ``name``: one replaced by a link or a folder is said
+    so, not read as the key's conflict with a folder, nor as an I/O error."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _NOT_A_FILE:
+            raise StorageConfigError(
+                f"the fallback spool folder's {name} is a link or a folder, not a file: remove it"
+            ) from exc
+        raise

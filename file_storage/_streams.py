@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -55,12 +54,16 @@ async def limit_chunks(source: AsyncIterable[bytes], size: int) -> AsyncIterator
                 yield bytes(view[i : i + size])
 
 
-@contextlib.asynccontextmanager
-async def closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+class closing(Generic[T]):
     """Close an async generator when the block ends, even if abandoned half-way."""
-    try:
-        yield iterator
-    finally:
-        aclose = getattr(iterator, "aclose", None)
+
+    def __init__(self, iterator: AsyncIterator[T]) -> None:
+        self._iterator = iterator
+
+    async def __aenter__(self) -> AsyncIterator[T]:
+        return self._iterator
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        aclose = getattr(self._iterator, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -54,7 +54,7 @@ from file_storage._settings_common import (
     check_s3_region,
     gb_to_bytes,
 )
-from file_storage._signing import MIN_SIGNING_KEY_CHARS
+from file_storage._signing import signing_key_problem
 from file_storage.errors import StorageConfigError
 
 __all__ = [
@@ -121,8 +121,8 @@ class LocalSettings(BaseModel):
     @field_validator("signing_key")
     @classmethod
     def _check_signing_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < MIN_SIGNING_KEY_CHARS:
-            raise ValueError(f"must be at least {MIN_SIGNING_KEY_CHARS} characters")
+        if value is not None and (problem := signing_key_problem(value.get_secret_value())):
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

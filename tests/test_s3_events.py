@@ -107,3 +107,164 @@ def test_what_is_no_notification_is_a_value_error(message: object) -> None:
 def test_a_bad_prefix_is_an_invalid_key_error() -> None:
     with pytest.raises(InvalidKeyError):
         parse_s3_event(sample("put.json"), prefix="a//b")
+
+
+def record(key: str, name: str = "ObjectCreated:Put", **obj: object) -> dict[str, Any]:
+    """One record as S3 sends it, with ``key`` as it appears in the message (encoded)."""
+    return {
+        "Records": [
+            {
+                "eventName": name,
+                "s3": {"bucket": {"name": "media-bucket"}, "object": {"key": key, **obj}},
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "storage/a%FFb.txt",  # no UTF-8: decoded, it would name another object (U+FFFD)
+        "storage/caf%C3.txt",  # a UTF-8 sequence cut short
+        "storage/a%zzb.txt",  # no escape: S3 writes a '%' as %25
+        "storage/100%.txt",
+        "storage/a%2.txt",
+    ],
+)
+def test_a_key_that_is_no_url_encoding_is_left_out(key: str) -> None:
+    assert parse_s3_event(record(key, size=3, eTag="abc"), prefix="storage") == []
+
+
+def test_escapes_decode_to_the_name_s3_stores() -> None:
+    events = parse_s3_event(record("storage/100%25+sure%2B%2Fx.txt", size=1), prefix="storage")
+    assert [e.key for e in events] == ["100% sure+/x.txt"]
+
+
+@pytest.mark.parametrize("key", ["storage%2F..%2Fother%2Fa.txt", "storage/a/%2E%2E/../b.txt"])
+def test_escaped_dot_segments_never_leave_the_prefix(key: str) -> None:
+    assert parse_s3_event(record(key, size=1), prefix="storage") == []
+
+
+@pytest.mark.parametrize("size", [-1, "5", 5.0, True, None])
+def test_a_size_that_is_no_byte_count_is_unknown(size: object) -> None:
+    events = parse_s3_event(record("storage/a.txt", size=size, eTag="abc"), prefix="storage")
+    assert events == [ObjectEvent("created", "a.txt", None, '"abc"')]
+
+
+@pytest.mark.parametrize(
+    "etag", ['abc"\r\nX-Injected: 1', "a b", '"a"b"', '""', '"', "", 5, "caf\u00e9", "a\x00"]
+)
+def test_an_etag_no_store_issues_is_left_unknown(etag: object) -> None:
+    # no header can carry it: as if_match= it would fail every write, or worse
+    events = parse_s3_event(record("storage/a.txt", size=3, eTag=etag), prefix="storage")
+    assert events == [ObjectEvent("created", "a.txt", 3, None)]
+
+
+@pytest.mark.parametrize("etag", ["abc-9", '"abc-9"'])
+def test_an_etag_is_quoted_once_as_stat_gives_it(etag: str) -> None:
+    events = parse_s3_event(record("storage/a.txt", size=3, eTag=etag), prefix="storage")
+    assert events == [ObjectEvent("created", "a.txt", 3, '"abc-9"')]
+
+
+@pytest.mark.parametrize("name", ["ObjectRemoved:Delete", "LifecycleExpiration:Delete"])
+def test_deleting_one_version_is_no_deleted_event(name: str) -> None:
+    # purge_versions or a rule expiring noncurrent versions: the key still holds its
+    # latest version, and a "deleted" would drop it from an index or a cache
+    message = record("storage/a.txt", name, versionId="3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrH")
+    assert parse_s3_event(message, prefix="storage") == []
+
+
+@pytest.mark.parametrize(
+    ("name", "obj"),
+    [
+        ("ObjectRemoved:Delete", {}),  # an unversioned bucket
+        ("ObjectRemoved:Delete", {"versionId": None}),
+        ("ObjectRemoved:Delete", {"versionId": "null"}),
+        ("ObjectRemoved:DeleteMarkerCreated", {"versionId": "3HL4kqtJlcpXroDTDmJ"}),
+        ("LifecycleExpiration:DeleteMarkerCreated", {"versionId": "3HL4kqtJlcpXroDTDmJ"}),
+    ],
+)
+def test_deleting_the_object_is_a_deleted_event(name: str, obj: dict[str, object]) -> None:
+    message = record("storage/a.txt", name, **obj)
+    assert parse_s3_event(message, prefix="storage") == [ObjectEvent("deleted", "a.txt")]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ObjectRestore:Completed",
+        "ObjectRestore:Delete",
+        "Replication:OperationFailedReplication",
+        "LifecycleTransition",
+        "ObjectTagging:Put",
+        "ObjectAcl:Put",
+        "IntelligentTiering",
+        "s3:TestEvent",
+        "",
+    ],
+)
+def test_other_event_types_give_nothing(name: str) -> None:
+    assert parse_s3_event(record("storage/a.txt", name, size=1), prefix="storage") == []
+
+
+@pytest.mark.parametrize("prefix", ["users/a", "users/a/", "/users/a/"])
+def test_a_prefix_never_matches_a_longer_folder_name(prefix: str) -> None:
+    message = {
+        "Records": [
+            record("users/ab/x.txt", size=1)["Records"][0],
+            record("users/a/x.txt", size=1)["Records"][0],
+            record("users/a", size=1)["Records"][0],
+        ]
+    }
+    assert [e.key for e in parse_s3_event(message, prefix=prefix)] == ["x.txt"]
+
+
+def test_wrong_types_in_a_record_are_left_out() -> None:
+    message = {
+        "Records": [
+            "x",
+            {"eventName": ["ObjectCreated:Put"], "s3": {"object": {"key": "storage/a"}}},
+            {"eventName": "ObjectCreated:Put", "s3": "x"},
+            {"eventName": "ObjectCreated:Put", "s3": {"object": {"key": 5}}},
+            {"eventName": "ObjectCreated:Put", "s3": {"object": []}},
+        ]
+    }
+    assert parse_s3_event(message, prefix="storage") == []
+
+
+def test_an_eventbridge_event_is_a_value_error() -> None:
+    event = {
+        "version": "0",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "detail": {"bucket": {"name": "media-bucket"}, "object": {"key": "storage/a.txt"}},
+    }
+    with pytest.raises(ValueError, match="not an S3 notification"):
+        parse_s3_event(event, prefix="storage")
+
+
+def test_deep_json_is_a_value_error_not_a_recursion_error() -> None:
+    deep = '{"Records": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(ValueError, match="not an S3 notification"):
+        parse_s3_event(deep, prefix="storage")
+    envelope = json.dumps({"Type": "Notification", "Message": deep})
+    with pytest.raises(ValueError, match="not an S3 notification"):
+        parse_s3_event(envelope, prefix="storage")
+
+
+def test_a_lambda_batch_of_sqs_messages_is_a_value_error_not_silence() -> None:
+    # the event a Lambda function gets from SQS wraps each notification in a message:
+    # read as records of its own, it gave no events at all, and the objects went unseen
+    body = (SAMPLES / "put.json").read_text()
+    batch = {"Records": [{"messageId": "1", "body": body, "eventSource": "aws:sqs"}]}
+    with pytest.raises(ValueError, match="each record's body"):
+        parse_s3_event(batch, prefix="storage")
+    assert len(parse_s3_event(batch["Records"][0]["body"], prefix="storage")) == 1
+
+
+def test_a_lambda_batch_of_sns_notifications_is_a_value_error_not_silence() -> None:
+    envelope = sample("sns_envelope.json")
+    batch = {"Records": [{"EventSource": "aws:sns", "Sns": envelope}]}
+    with pytest.raises(ValueError, match="Sns"):
+        parse_s3_event(batch, prefix="storage")
+    assert len(parse_s3_event(batch["Records"][0]["Sns"], prefix="storage")) == 2

@@ -18,8 +18,10 @@ delete_many and delete_prefix hold each key they delete. Multi-key holders take 
 locks in sorted order, so no two operations can wait on each other. Locks are created
 on demand and dropped when no one holds or waits for them, so the table stays as small
 as the number of keys in use. Operations on one key run one after the other; different
-keys never wait on each other. With no quota set nothing is locked and nothing is
-counted. Across processes the ledger is only as fresh as the last scan (``refresh``).
+keys never wait on each other. With no quota set nothing is counted, and nothing is
+locked unless someone subscribes to the backend's events (``ordered``): then one key's
+changes take turns too, so that they are announced in the order they landed. Across
+processes the ledger is only as fresh as the last scan (``refresh``).
 
 Versions. On a versioned backend an overwrite or a delete keeps the old object as a prior
 version: its bytes stay stored. While versioning is on (or suspended, conservatively),
@@ -335,6 +337,10 @@ class QuotaManager:
         #: bumped as each listing of usage begins and ends: a versioned write that saw it
         #: change may have been listed as stored before it was counted (see set_kept)
         self.listings = 0
+        #: whether keys are locked with no quota set (the backend's: while someone
+        #: subscribes to its events, so that one key's changes are announced in the
+        #: order they landed)
+        self.ordered: Callable[[], bool] = lambda: False
         _LEDGERS.add(self)
 
     def _forked(self) -> None:
@@ -373,10 +379,12 @@ class QuotaManager:
     def hold(self, *keys: str, lazy: bool = False) -> AbstractAsyncContextManager[None]:
         """Lock ``keys`` from reservation to commit (see the module docstring).
 
-        Nothing is locked when no quota is set. ``lazy``: the holder's first ledger step
-        is its ``reserve``, before any I/O (a shared ledger may lock the key in that step).
+        Nothing is locked when no quota is set, unless :attr:`ordered` says so. ``lazy``:
+        the holder's first ledger step is its ``reserve``, before any I/O (a shared
+        ledger may lock the key in that step).
         """
-        inner = _Held(self._locks, sorted(set(keys))) if self._quotas else _NOT_LOCKED
+        locked = self._quotas or self.ordered()
+        inner = _Held(self._locks, sorted(set(keys))) if locked else _NOT_LOCKED
         return _Watched(self, inner, keys)
 
     def recounting(self, *keys: str) -> AbstractAsyncContextManager[None]:

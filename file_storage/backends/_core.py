@@ -173,6 +173,9 @@ class BackendCore(abc.ABC):
         if max_size_bytes is not None:
             self._quotas.set("", max_size_bytes)
         self._events = EventHub()
+        # one key's changes take turns while someone subscribes: a write landing while
+        # another's answer is on its way is announced after it, as it landed
+        self._quotas.ordered = self._events.__bool__
         self._in_flight = InFlight()
         # set_versioning calls take turns: the ledger ends in the state the store ends in
         self._versioning_lock = SharedLock()
@@ -188,6 +191,7 @@ class BackendCore(abc.ABC):
         self._versioning_lock = SharedLock()
         # the parent's background purge runs in the parent's loop, never here
         self._expiry.forked()
+        self._events.forked()
 
     @property
     def max_size_bytes(self) -> int | None:

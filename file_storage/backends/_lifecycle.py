@@ -127,12 +127,15 @@ class Lifecycle(Writes):
             raise refused
         return deleted
 
-    async def _purge_one(self, key: str, listed: ObjectInfo) -> bool:
+    async def _purge_one(
+        self, key: str, listed: ObjectInfo, operation: str = "purge_expired"
+    ) -> bool:
         """Delete the object ``listed`` as :meth:`delete` would (quota, event), unless
         ``key`` was deleted or written again since the listing: an application's fresh
-        object at that key is never purged for its predecessor's age."""
+        object at that key is never purged for its predecessor's age (nor, for
+        ``migrate``, for a copy of its that failed)."""
         # the event is sent however the unlock ends (a Redis round trip a cancel scope cuts)
-        with self._translate("purge_expired", key), self._events.pending() as done:
+        with self._translate(operation, key), self._events.pending() as done:
             since = self._recount_mark()
             held = self._quotas.hold(key)
             async with held:

@@ -23,7 +23,7 @@ from file_storage.backends._support import (
     run_whole,
 )
 from file_storage.backends._writes import Writes, _present
-from file_storage.models import ObjectVersion
+from file_storage.models import ObjectEvent, ObjectVersion
 
 
 class Versions(Writes):
@@ -135,7 +135,7 @@ class Versions(Writes):
             raise TypeError("keep must be an int")
         if keep < 0:
             raise ValueError("keep must be >= 0")
-        with self._translate("purge_versions", key) as call:
+        with self._translate("purge_versions", key) as call, self._events.pending() as done:
             async with self._quotas.hold(key):
                 versions = await self._list_versions(key)
                 doomed, kept = versions[keep:], versions[:keep]
@@ -145,14 +145,14 @@ class Versions(Writes):
                         await self._purge_versions(key, ids, keep == 0)
                 except BaseException as exc:
                     if has_landed(exc):  # cancelled once the purge was done: count it
-                        await self._purged(key, doomed, kept)
+                        await self._purged(key, doomed, kept, done)
                     elif self._unsure(exc):
                         # cancelled in flight or its answer lost: the store may have
                         # purged all the same, so count the versions it lists now
-                        await self._purged_unsure(key, doomed, kept, exc)
+                        await self._purged_unsure(key, doomed, kept, exc, done)
                     raise
                 call.size = sum(v.size for v in doomed)
-                await self._purged(key, doomed, kept)
+                await self._purged(key, doomed, kept, done)
         return len(doomed)
 
     async def _purged_unsure(
@@ -161,6 +161,7 @@ class Versions(Writes):
         doomed: list[ObjectVersion],
         kept: list[ObjectVersion],
         exc: BaseException,
+        done: list[ObjectEvent],
     ) -> None:
         listing, cancelled = await run_whole(
             self._list_versions(key),
@@ -170,13 +171,22 @@ class Versions(Writes):
         if not listing.cancelled() and listing.exception() is None:
             left = {v.version_id for v in listing.result()}
             gone = [v for v in doomed if v.version_id not in left]
-            await self._purged(key, gone, kept + [v for v in doomed if v.version_id in left])
+            left_kept = kept + [v for v in doomed if v.version_id in left]
+            await self._purged(key, gone, left_kept, done)
         if cancelled is not None:
             raise cancelled from exc
 
     async def _purged(
-        self, key: str, doomed: list[ObjectVersion], kept: list[ObjectVersion]
+        self,
+        key: str,
+        doomed: list[ObjectVersion],
+        kept: list[ObjectVersion],
+        done: list[ObjectEvent],
     ) -> None:
+        """Count a purge that deleted ``doomed``; the latest version among them was the
+        object itself (``keep=0``), gone now: its ``deleted`` event goes to ``done``."""
+        if any(v.is_latest for v in doomed):
+            done.append(ObjectEvent("deleted", key))
         await self._quotas.set_kept(key, sum(v.size for v in kept if not v.is_latest))
         if any(v.is_latest for v in doomed):
             await self._quotas.drop(key)

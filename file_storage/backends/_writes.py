@@ -343,13 +343,16 @@ class Writes(Settles):
         On S3 (and any backend without a rename) the copy and the delete are two steps:
         if the delete fails, ``dst`` stays written, ``src`` stays too, the delete's error
         is raised, and quota counts both objects (what is really stored; a delete done
-        whose answer was lost counts ``dst`` alone).
+        whose answer was lost counts ``dst`` alone). On GCS and Azure the delete is
+        conditional: a write landing on ``src`` after the move looked at it is kept.
 
         Returns:
             The ``dst`` key.
 
         Raises:
             ObjectNotFoundError: ``src`` does not exist.
+            PreconditionFailedError: (GCS, Azure) ``src`` was written during the move: it
+                is kept, and ``dst`` holds the copy.
         """
         src_key = self._key(src, "move")
         dst_key = self._key(dst, "move")
@@ -430,7 +433,8 @@ class Writes(Settles):
         if not keys:
             return
         with self._translate("delete_many", keys[0] if len(keys) == 1 else None, len(keys)):
-            step = DELETE_BATCH if self._quotas else len(keys)  # bounds the locks held at once
+            # bounds the locks held at once (keys are locked under a quota or a subscriber)
+            step = DELETE_BATCH if self._quotas or self._events else len(keys)
             for start in range(0, len(keys), step):
                 batch = keys[start : start + step]
                 await self._delete_counted(batch)

@@ -146,16 +146,26 @@ def put(ctx: click.Context, local: Path, key: str, content_type: str | None) -> 
 
 @app.command("rm")
 @click.argument("keys", nargs=-1)
-@click.option("--prefix", help="Delete every object under this folder instead ('' is all).")
-@click.option("--yes", is_flag=True, help="Do not ask before deleting a prefix.")
+@click.option("--prefix", help="Delete every object under this folder instead.")
+@click.option("--all", "everything", is_flag=True, help="Delete every object in the storage.")
+@click.option("--yes", is_flag=True, help="Do not ask before deleting a prefix or everything.")
 @click.pass_context
-def rm(ctx: click.Context, keys: tuple[str, ...], prefix: str | None, yes: bool) -> None:
-    """Delete the objects KEYS (a missing key is no error), or everything under --prefix."""
-    if bool(keys) == (prefix is not None):
-        raise click.UsageError("give either KEYS or --prefix", ctx)
+def rm(
+    ctx: click.Context, keys: tuple[str, ...], prefix: str | None, everything: bool, yes: bool
+) -> None:
+    """Delete the objects KEYS (a missing key is no error), everything under --prefix, or
+    everything with --all."""
+    if sum((bool(keys), prefix is not None, everything)) != 1:
+        raise click.UsageError("give one of KEYS, --prefix or --all", ctx)
+    if prefix == "":
+        # `rm --prefix "$DIR" --yes` with DIR unset must not empty the store
+        raise click.UsageError("an empty --prefix would delete everything; say --all", ctx)
+    if everything:
+        prefix = ""
     if prefix is not None and not yes:
         if sys.stdin is None or not sys.stdin.isatty():  # None: standard input closed
-            raise click.UsageError("rm --prefix asks first; without a terminal, add --yes", ctx)
+            flag = "--all" if everything else "--prefix"
+            raise click.UsageError(f"rm {flag} asks first; without a terminal, add --yes", ctx)
         where = f"under {prefix!r}" if prefix else "in the storage"
         click.confirm(f"Delete every object {where}?", abort=True, err=True)
 

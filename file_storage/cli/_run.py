@@ -105,7 +105,9 @@ def settings(options: Options) -> StorageSettings:
     """``--env-file`` alone when given, else the environment then ``.env``, as the app does."""
     if options.env_file is None:
         dotenv = Path(".env")  # pydantic-settings reads it, a FIFO too: blocked forever
-        if dotenv.exists():
+        # a folder named .env (a virtualenv: `python -m venv .env`) is no env file, and the
+        # application skips it: so does the command
+        if dotenv.exists() and not dotenv.is_dir():
             problem = env_file_problem(dotenv)
             if problem is not None:
                 raise StorageConfigError(f"the env file .env: {problem.removeprefix('is ')}")

@@ -469,3 +469,49 @@ async def test_a_key_under_well_known_is_kept_under_a_prefix(backend: StorageBac
     key = ".well-known/acme-challenge/token"  # stored as storage/.well-known/...
     assert await backend.save(key, b"x") == key
     assert await backend.load(key) == b"x"
+
+
+def test_a_conditional_delete_url_signs_its_generation_header() -> None:
+    # GCS checks a signed URL's x-goog-* headers: the condition must be a signed header
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    url = signed_url(
+        endpoint="https://storage.googleapis.com",
+        bucket="media",
+        name="a.txt",
+        method="DELETE",
+        expires_in=300,
+        client_email="svc@p.iam.gserviceaccount.com",
+        private_key=pem,
+        headers={"x-goog-if-generation-match": "1767323045000000"},
+        now=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+    base, _, signature = url.partition("&X-Goog-Signature=")
+    parts = urlsplit(base)
+    assert parse_qs(parts.query)["X-Goog-SignedHeaders"] == ["host;x-goog-if-generation-match"]
+    canonical = "\n".join(
+        [
+            "DELETE",
+            "/media/a.txt",
+            parts.query,
+            "host:storage.googleapis.com\nx-goog-if-generation-match:1767323045000000\n",
+            "host;x-goog-if-generation-match",
+            "UNSIGNED-PAYLOAD",
+        ]
+    )
+    to_sign = "\n".join(
+        [
+            "GOOG4-RSA-SHA256",
+            "20260102T030405Z",
+            "20260102/auto/storage/goog4_request",
+            hashlib.sha256(canonical.encode()).hexdigest(),
+        ]
+    )
+    key.public_key().verify(
+        bytes.fromhex(signature), to_sign.encode(), padding.PKCS1v15(), hashes.SHA256()
+    )

@@ -41,7 +41,13 @@ def answer(status: int, body: str = "") -> str:
         (exceptions.PermissionDeniedError(answer(403)), StoragePermissionError),
         (exceptions.UnauthenticatedError(answer(401)), StoragePermissionError),
         (exceptions.PreconditionError(answer(412)), PreconditionFailedError),
-        (exceptions.AlreadyExistsError(answer(409)), PreconditionFailedError),
+        (exceptions.AlreadyExistsError(answer(412)), PreconditionFailedError),
+        (
+            exceptions.AlreadyExistsError(answer(409, "<Code>BlobAlreadyExists</Code>")),
+            PreconditionFailedError,
+        ),
+        # object_store's name for any 409: Azure's BlobArchived, LeaseIdMissing
+        (exceptions.AlreadyExistsError(answer(409, "<Code>BlobArchived</Code>")), StorageError),
         (FileNotFoundError(answer(404)), ObjectNotFoundError),
         (FileNotFoundError(answer(404, "<Code>ContainerNotFound</Code>")), StorageConfigError),
         (exceptions.GenericError(answer(404, "<Code>NoSuchBucket</Code>")), StorageConfigError),

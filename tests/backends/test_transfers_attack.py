@@ -6,9 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import tempfile
+import threading
 from pathlib import Path
+from typing import Any
 
+import aiofiles.base
+import aiofiles.os
 import pytest
 
 from file_storage import StorageBackend, StorageError
@@ -124,3 +129,43 @@ async def test_local_download_without_progress_writes_a_private_temp_file(
     assert modes == [0o600]
     assert target.read_bytes() == b"new bytes"
     assert target.stat().st_mode & 0o777 == 0o644
+
+
+async def test_local_copy_cancelled_as_its_folder_is_made_leaves_no_temp_folder(
+    memory_backend: StorageBackend, temp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the download makes the folders above its target in a thread: a caller cancelled
+    # meanwhile removed the temp folder at once, and the thread then made it again
+    await memory_backend.save("v/clip.webm", b"n" * 10)
+    entered, removed, made = threading.Event(), threading.Event(), threading.Event()
+    real_makedirs, real_rmtree = os.makedirs, shutil.rmtree
+
+    def makedirs(name: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(name).parent == temp:
+            entered.set()
+            removed.wait(2)  # a window the clean-up ran in (2 s at most when it waits)
+            try:
+                real_makedirs(name, *args, **kwargs)
+            finally:
+                made.set()
+        else:
+            real_makedirs(name, *args, **kwargs)
+
+    def rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
+        real_rmtree(path, *args, **kwargs)
+        removed.set()
+
+    monkeypatch.setattr(aiofiles.os, "makedirs", aiofiles.base.wrap(makedirs))
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+
+    async def use() -> None:
+        async with memory_backend.local_copy("v/clip.webm"):
+            pass
+
+    task = asyncio.create_task(use())
+    assert await asyncio.to_thread(entered.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(made.wait, 10)  # the thread has done what it would
+    assert list(temp.iterdir()) == []

@@ -175,6 +175,27 @@ def test_rm_prefix_without_a_terminal_needs_yes(tmp_path: Path) -> None:
     assert cli("ls", env=env).stdout == b"keep/a\n"
 
 
+def test_rm_with_an_empty_prefix_deletes_nothing_and_asks_for_all(tmp_path: Path) -> None:
+    # `rm --prefix "$DIR" --yes` with DIR unset deleted every object in the storage
+    env = cli_env(STORAGE_LOCAL_PATH=str(tmp_path / "storage"))
+    (tmp_path / "a").write_bytes(b"a")
+    cli("put", tmp_path / "a", "keep/a", env=env)
+    cli("put", tmp_path / "a", "top.txt", env=env)
+    result = cli("rm", "--prefix", "", "--yes", env=env)
+    assert result.returncode == 2
+    assert b"--all" in result.stderr
+    assert cli("ls", env=env).stdout == b"keep/a\ntop.txt\n"
+
+    assert cli("rm", "--all", env=env, stdin=b"y\n").returncode == 2  # no terminal to ask on
+    assert cli("rm", "--all", "--prefix", "keep", "--yes", env=env).returncode == 2
+    assert cli("rm", "--all", "top.txt", "--yes", env=env).returncode == 2
+    assert cli("ls", env=env).stdout == b"keep/a\ntop.txt\n"
+
+    wiped = cli("rm", "--all", "--yes", env=env)
+    assert (wiped.returncode, wiped.stderr) == (0, b"deleted 2 objects\n")
+    assert cli("ls", env=env).stdout == b""
+
+
 def test_rm_prefix_with_standard_input_closed_needs_yes(tmp_path: Path) -> None:
     # cron or `<&-`: no stdin at all was an AttributeError traceback
     env = cli_env(STORAGE_LOCAL_PATH=str(tmp_path / "storage"))
@@ -325,9 +346,12 @@ def test_migrate_with_failed_objects_exits_1(tmp_path: Path) -> None:
     assert b"failed f/a: " in result.stderr
 
 
-def test_python_m_without_the_cli_extra_says_what_to_install() -> None:
+# rich alone missing: what `pip install 'file_storage[fastapi]' uvicorn` leaves (uvicorn
+# brings click), where `put` on a terminal ended in a traceback at its progress bar
+@pytest.mark.parametrize("missing", ["click", "rich"])
+def test_python_m_without_the_cli_extra_says_what_to_install(missing: str) -> None:
     code = (
-        "import sys, runpy; sys.modules['click'] = None; sys.argv = ['file-storage', 'ls']; "
+        f"import sys, runpy; sys.modules[{missing!r}] = None; sys.argv = ['file-storage', 'ls']; "
         "runpy.run_module('file_storage', run_name='__main__')"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60)

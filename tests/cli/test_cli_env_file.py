@@ -61,3 +61,15 @@ def test_a_fifo_as_dotenv_exits_1_in_one_line_not_a_hang(tmp_path: Path) -> None
     )
     assert result.returncode == 1
     assert result.stderr.splitlines() == [b"file-storage: the env file .env: not a regular file"]
+
+
+def test_a_folder_named_dotenv_is_skipped_as_the_application_skips_it(tmp_path: Path) -> None:
+    # `python -m venv .env` is a common habit; StorageSettings() ignores such a folder, and
+    # the command, which reads the settings as the application does, refused to run
+    (tmp_path / ".env" / "bin").mkdir(parents=True)
+    (tmp_path / "storage" / "a").mkdir(parents=True)
+    (tmp_path / "storage" / "a" / "b.txt").write_bytes(b"x")
+    result = subprocess.run(
+        command("ls"), env=cli_env(), cwd=tmp_path, capture_output=True, timeout=120
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"a/b.txt\n", b"")

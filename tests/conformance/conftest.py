@@ -15,15 +15,13 @@ from file_storage.testing import FEATURES
 from tests.s3util import REASONS, SERVER
 
 LACKS: dict[str, frozenset[str]] = {
-    # object_store has no API for GCS object generations or Azure blob versions, nor a
-    # conditional delete (purge_expired checks, then deletes); object stores do not check
-    # the object-or-folder rule (a request per folder level per write); object_store's
-    # copy answers no ETag
-    "gcs": frozenset({"versions", "folder_checks", "exact_expiry", "copy_etags"}),
+    # object_store has no API for GCS object generations or Azure blob versions; object
+    # stores do not check the object-or-folder rule (a request per folder level per
+    # write); object_store's copy answers no ETag. Their purge deletes conditionally (a
+    # signed request with the fixtures' keys: exact_expiry)
+    "gcs": frozenset({"versions", "folder_checks", "copy_etags"}),
     # Azure drops a trailing dot from a blob name: the backend refuses such keys
-    "azure": frozenset(
-        {"versions", "folder_checks", "exact_expiry", "copy_etags", "trailing_dot_keys"}
-    ),
+    "azure": frozenset({"versions", "folder_checks", "copy_etags", "trailing_dot_keys"}),
     # the example third-party backend of docs/plugins.md keeps one version per key, does
     # not check the object-or-folder rule, and keeps the default (stat, then delete) purge
     "plugin": frozenset({"versions", "folder_checks", "exact_expiry", "write_etags"}),

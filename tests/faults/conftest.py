@@ -81,12 +81,15 @@ async def appears(path: Path) -> bool:
     return path.exists()
 
 
-def hold_in_child(root: Path, key: str, holding: Path, go: Path) -> Callable[[], Any]:
-    """Fork a child that holds ``key`` of the spool folder ``root`` (and makes ``holding``)
-    until ``go`` exists; returns the call waiting for its end ("done")."""
+def hold_in_child(
+    root: Path, key: str, holding: Path, go: Path, store: str = ""
+) -> Callable[[], Any]:
+    """Fork a child that holds ``key`` of the spool folder ``root`` (of the backend whose
+    ``store`` it is, and makes ``holding``) until ``go`` exists; returns the call waiting
+    for its end ("done")."""
 
     async def child() -> str:
-        async with Spool(root).locked(key):
+        async with Spool(root, store).locked(key):
             holding.touch()
             await appears(go)  # the parent says go at once
         return "done"

@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from file_storage import AzureStorageBackend, GCSStorageBackend, StorageUnavailableError
+from file_storage import (
+    AzureStorageBackend,
+    GCSStorageBackend,
+    PreconditionFailedError,
+    StorageError,
+    StorageUnavailableError,
+)
 from file_storage.backends.azure import EMULATOR_ACCOUNT
 from tests.azure_emulator import fresh_container_backend
 from tests.faults.proxy import FaultProxy
@@ -106,3 +112,118 @@ async def test_a_multipart_completion_whose_answer_was_lost_is_a_stored_object(
     assert await backend.save("big.bin", twenty_mib(DATA)) == "big.bin"
     assert await backend.load("big.bin") == DATA
     assert (await backend.get_usage("")).used == len(DATA)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("gcs", marks=pytest.mark.gcs),
+        pytest.param("azure", marks=pytest.mark.azure),
+    ]
+)
+def behind_proxy(
+    request: pytest.FixtureRequest,
+) -> tuple[GCSStorageBackend | AzureStorageBackend, FaultProxy]:
+    if request.param == "gcs":
+        pair: tuple[GCSStorageBackend, FaultProxy] = request.getfixturevalue(
+            "gcs_backend_behind_proxy"
+        )
+        return pair
+    return request.getfixturevalue("backend"), request.getfixturevalue("azure_proxy")
+
+
+async def test_a_move_whose_conditional_delete_answer_was_lost_is_done(
+    behind_proxy: tuple[GCSStorageBackend | AzureStorageBackend, FaultProxy],
+) -> None:
+    # the source's delete landed and its answer was lost: the retry finds no source
+    backend, proxy = behind_proxy
+    await backend.save("src.bin", b"s" * 100)
+    proxy.cut_response_after(0, match="DELETE")
+    assert await backend.move("src.bin", "dst.bin") == "dst.bin"
+    assert await backend.list_files() == ["dst.bin"]
+    assert (await backend.get_usage("")).used == 100
+
+
+async def test_a_move_whose_conditional_delete_finds_the_store_down_keeps_both(
+    behind_proxy: tuple[GCSStorageBackend | AzureStorageBackend, FaultProxy],
+) -> None:
+    backend, proxy = behind_proxy
+    await backend.save("src.bin", b"s" * 100)
+    proxy.fail_next(3, status=503, code="ServerBusy", match="DELETE")
+    with pytest.raises(StorageUnavailableError) as info:
+        await backend.move("src.bin", "dst.bin")
+    assert (info.value.operation, info.value.key) == ("move", "src.bin")
+    assert "sig" not in str(info.value).lower()
+    assert await backend.list_files() == ["dst.bin", "src.bin"]
+    assert (await backend.get_usage("")).used == 200
+
+
+async def test_a_long_save_whose_parts_never_arrive_leaves_nothing_and_a_retry_lands(
+    behind_proxy: tuple[GCSStorageBackend | AzureStorageBackend, FaultProxy],
+) -> None:
+    # every part upload (GCS XML multipart part, Azure Put Block) is reset mid-body
+    backend, proxy = behind_proxy
+    proxy.reset_after(2**16, times=100, match="PUT")
+    with pytest.raises(StorageUnavailableError):
+        await backend.save("big.bin", twenty_mib(DATA))
+    proxy.clear()
+    assert not await backend.exists("big.bin")
+    assert await backend.list_files() == []
+    assert (await backend.get_usage("")).used == 0
+    assert await backend.save("big.bin", twenty_mib(DATA)) == "big.bin"
+    assert await backend.load("big.bin") == DATA
+    assert (await backend.get_usage("")).used == len(DATA)
+
+
+@pytest.mark.parametrize(
+    ("operation", "match"), [("load", "GET"), ("stat", "HEAD"), ("save", "PUT")]
+)
+async def test_a_409_outside_a_conditional_write_is_no_failed_condition(
+    behind_proxy: tuple[GCSStorageBackend | AzureStorageBackend, FaultProxy],
+    operation: str,
+    match: str,
+) -> None:
+    # Azure answers 409 to a read of an archived blob (BlobArchived) and to a write of a
+    # leased one (LeaseIdMissing): a StorageError, as S3's 409 is, never the
+    # PreconditionFailedError that tells a caller its condition did not hold
+    backend, proxy = behind_proxy
+    await backend.save("k.txt", b"x")
+    proxy.fail_next(10, status=409, code="LeaseIdMissing", match=match)
+    call = (
+        backend.save("k.txt", b"y") if operation == "save" else getattr(backend, operation)("k.txt")
+    )
+    with pytest.raises(StorageError) as info:
+        await call
+    proxy.clear()
+    assert type(info.value) is StorageError
+    assert (info.value.operation, info.value.key) == (operation, "k.txt")
+    assert "409" in str(info.value)
+    assert await backend.load("k.txt") == b"x"
+
+
+async def test_a_move_under_quota_keeps_a_source_another_backend_rewrote(
+    behind_proxy: tuple[GCSStorageBackend | AzureStorageBackend, FaultProxy],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # another writer (a second backend on the same store, no shared ledger) replaces the
+    # source once the copy is stored: the move's conditional delete keeps it
+    from tests.backends.test_obstore_races import _config
+
+    backend, _ = behind_proxy
+    config = _config(backend)
+    kind = config.pop("kind")
+    other = GCSStorageBackend(**config) if kind == "gcs" else AzureStorageBackend(**config)
+    await backend.save("src.bin", b"s" * 100)
+    copy = backend._copy
+
+    async def copy_then_rewrite(src: str, dst: str, *options: Any) -> str | None:
+        etag = await copy(src, dst, *options)
+        await other.save("src.bin", b"n" * 150)
+        return etag
+
+    monkeypatch.setattr(backend, "_copy", copy_then_rewrite)
+    with pytest.raises(PreconditionFailedError):
+        await backend.move("src.bin", "dst.bin")
+    monkeypatch.undo()
+    await other.aclose()
+    assert await backend.load("src.bin") == b"n" * 150
+    assert await backend.load("dst.bin") == b"s" * 100

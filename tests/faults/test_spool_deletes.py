@@ -126,10 +126,12 @@ async def test_delete_while_the_key_is_being_flushed_leaves_it_deleted(
     send = spooling._send_spooled
     asked = spool_module.Spool.spooled
 
-    async def slow_send(entry: Entry, path: Path) -> str | None:
+    async def slow_send(
+        entry: Entry, path: Path, condition: dict[str, str] | None = None
+    ) -> str | None:
         sending.set()
         await deleting.wait()  # the delete has looked at the spool: it runs meanwhile
-        return await send(entry, path)
+        return await send(entry, path, condition)
 
     async def observed(self: spool_module.Spool, keys: list[str]) -> list[str]:
         try:

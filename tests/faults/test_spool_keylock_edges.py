@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from file_storage import S3StorageBackend, _spool_keys
-from file_storage import _spool as spool_module
 from file_storage._spool import Spool
 from tests.faults.conftest import MakeBackend, appears, hold_in_child
 from tests.faults.proxy import FaultProxy
@@ -32,7 +31,7 @@ async def test_a_file_system_refusing_record_locks_is_warned_of_once_and_spools(
         raise OSError(errno.ENOLCK, "No locks available")
 
     monkeypatch.setattr(fcntl, "lockf", refused)
-    monkeypatch.setattr(spool_module, "_unlockable", set())
+    monkeypatch.setattr(_spool_keys, "_unlockable", {})
     backend = make_backend(fallback_path=spool_path)
     with caplog.at_level(logging.WARNING, "file_storage.spool"):
         await backend.save("a.txt", b"stored")
@@ -116,3 +115,39 @@ async def test_the_keys_lock_file_is_the_owners_alone(
 ) -> None:
     await spooling.save("a.txt", b"x")
     assert stat.S_IMODE(os.stat(spool_path / "keys.lock").st_mode) == 0o600
+
+
+async def test_a_refusal_of_record_locks_is_tried_again_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one ENOLCK (a lock table full for a moment, a lock daemon restarting) left the
+    # folder ordered per process only until the process restarted
+    monkeypatch.setattr(_spool_keys, "_unlockable", {})
+    monkeypatch.setattr(_spool_keys, "RETRY_SECONDS", 0.0)  # the retry's time has come
+    root = tmp_path / "spool"
+    holding, go = tmp_path / "holding", tmp_path / "go"
+    result = hold_in_child(root, "k", holding, go)  # forked before any refusal
+    try:
+        assert await appears(holding), "the child never took the key"
+        real = fcntl.lockf
+
+        def refused(*args: object) -> None:
+            raise OSError(errno.ENOLCK, "No locks available")
+
+        monkeypatch.setattr(fcntl, "lockf", refused)
+        async with Spool(root).locked("j"):  # refused: ordered per process only
+            pass
+        monkeypatch.setattr(fcntl, "lockf", real)  # the file system takes locks again
+        found_held = asyncio.Event()
+
+        async def seen(self: Spool) -> None:
+            found_held.set()
+            go.touch()
+
+        monkeypatch.setattr(Spool, "_waiting_for_key", seen)
+        async with asyncio.timeout(DEADLINE), Spool(root).locked("k"):
+            pass
+    finally:
+        go.touch()
+    assert found_held.is_set(), "the key was taken while another process held it"
+    assert await asyncio.to_thread(result) == "done"

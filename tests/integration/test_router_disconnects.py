@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from pathlib import Path
@@ -122,4 +123,34 @@ async def test_form_left_mid_file_stores_and_counts_nothing(
     }
     send_and_leave(server, request_head("POST", post.url + "?", headers), form + b"y" * 600)
     await wait_for_the_router_to_notice(caplog)
+    await assert_nothing_stored_nor_counted(client, backend, root)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+async def test_many_clients_leaving_mid_upload_leave_no_descriptor_task_nor_file(
+    serve: Serve, client: httpx.AsyncClient, backend: LocalStorageBackend, root: Path
+) -> None:
+    app = FastAPI()
+    app.include_router(make_signed_url_router(get_backend=lambda: backend), prefix="/files")
+
+    @app.get("/tasks")
+    async def tasks() -> int:
+        return len(asyncio.all_tasks())
+
+    server = serve(app)
+    url = await backend.get_presigned_url("in/a.bin", method="PUT")
+    head = request_head("PUT", url, {"Content-Length": str(QUOTA)})
+    send_and_leave(server, head, b"x" * 600)  # the server's lazy imports are in place
+    for _ in range(2):
+        await client.get("/tasks")  # its keep-alive connection is open
+    before = (int((await client.get("/tasks")).json()), len(os.listdir("/proc/self/fd")))
+    for _ in range(200):
+        await asyncio.to_thread(send_and_leave, server, head, b"x" * 600)
+    deadline = time.monotonic() + 30
+    while True:
+        now = (int((await client.get("/tasks")).json()), len(os.listdir("/proc/self/fd")))
+        if now <= before:
+            break
+        assert time.monotonic() < deadline, f"tasks, descriptors: {now}, were {before}"
+        await asyncio.sleep(0.05)  # the server's own thread and loop: nothing to await
     await assert_nothing_stored_nor_counted(client, backend, root)

@@ -24,22 +24,32 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Unpack
 from urllib.parse import urlsplit
 
+from file_storage._expiry import same_version
 from file_storage._keys import validate_key
 from file_storage._metadata import decode_value, encode_value
 from file_storage._settings_common import check_base_url, checked, checked_url, warn_in_clear
 from file_storage._streams import prepend, rechunk
 from file_storage.backends import _forks, _pages
 from file_storage.backends._core import DELETE_BATCH, CoreArgs, Method
+from file_storage.backends._obstore._conditional import Outcome, send_delete
 from file_storage.backends._obstore._errors import (
     is_discarded_block_list,
     is_lost_commit,
     is_precondition_error,
     is_range_error,
+    is_refused_condition,
     map_obstore_error,
+)
+from file_storage.backends._obstore._names import (
+    ESCAPE,
+    RESERVED,
+    STANDARD,
+    escape_name,
+    unescape_name,
 )
 from file_storage.backends._obstore._requests import Interruptible, to_the_end
 from file_storage.backends._obstore._rules import ObstoreRules
-from file_storage.backends._support import server_of
+from file_storage.backends._support import has_landed, mark_landed, server_of
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
@@ -73,39 +83,6 @@ RETRY: dict[str, Any] = {
         "base": 2,
     },
 }
-# the attributes obstore names itself; every other name it returns is user metadata
-_STANDARD = frozenset(
-    {
-        "Content-Disposition",
-        "Content-Encoding",
-        "Content-Language",
-        "Content-Type",
-        "Cache-Control",
-        "Storage-Class",
-    }
-)
-# obstore takes a metadata name equal to one of those, in any case, for that header (a
-# user's "content-type" would set the object's type): such a name, and one that starts
-# like the escape itself, travels hex-encoded behind it and comes back as given (and only
-# such a name is decoded)
-_RESERVED = frozenset(name.lower() for name in _STANDARD)
-ESCAPE = "fs_"
-
-
-def escape_name(name: str) -> str:
-    """``name`` hex-encoded behind :data:`ESCAPE`."""
-    return ESCAPE + name.encode().hex()
-
-
-def unescape_name(name: str) -> str:
-    """The name :func:`escape_name` encoded; any other name lower-cased, as it is."""
-    name = name.lower()
-    if name.startswith(ESCAPE):
-        try:
-            return bytes.fromhex(name[len(ESCAPE) :]).decode()
-        except ValueError:
-            return name  # another tool's name that only looks encoded
-    return name
 
 
 def load_obstore(backend: str) -> ModuleType:
@@ -182,7 +159,7 @@ class ObstoreBackend(StorageBackend):
 
     def _encode_name(self, name: str) -> str:
         """The name a metadata entry travels under (``name`` is lower-case, an HTTP token)."""
-        if name in _RESERVED or name.startswith(ESCAPE):
+        if name in RESERVED or name.startswith(ESCAPE):
             return escape_name(name)
         return name
 
@@ -203,6 +180,16 @@ class ObstoreBackend(StorageBackend):
         if self._endpoint_url is None:
             return None
         return {"allow_http": urlsplit(self._endpoint_url).scheme == "http"}
+
+    async def _delete_request(
+        self, key: str, info: ObjectInfo, version: str | None
+    ) -> tuple[str, dict[str, str]] | None:
+        """The signed URL and headers of a DELETE of ``key`` that the server refuses (412)
+        unless the object is still ``info`` (``version``: its store version, when known);
+        ``None``: no key of our own to sign with (see ``_conditional``). Raises
+        PreconditionFailedError or FileNotFoundError when it is already known to be
+        another object, or none."""
+        return None
 
     def _update_version(self, info: ObjectInfo, version: str | None) -> dict[str, str]:
         """obstore's ``UpdateVersion`` for a write that replaces exactly ``info``."""
@@ -248,7 +235,7 @@ class ObstoreBackend(StorageBackend):
         attributes = attributes or {}
         metadata: dict[str, str] = {}
         for name, value in attributes.items():
-            if name not in _STANDARD and isinstance(value, str):
+            if name not in STANDARD and isinstance(value, str):
                 metadata[self._decode_name(name)] = decode_value(value)
         modified: datetime = meta["last_modified"]
         if modified.tzinfo is None:
@@ -348,7 +335,13 @@ class ObstoreBackend(StorageBackend):
                     raise
         mode = await self._mode(key, options)
         put = obs.put_async(store, key, body, attributes=attributes, mode=mode, use_multipart=False)
-        return _put_etag(await to_the_end(put))
+        try:
+            return _put_etag(await to_the_end(put))
+        except Exception as exc:
+            if mode == "create" and is_refused_condition(exc):
+                # whatever the 409's code (Azure's LeaseIdMissing too): an object is there
+                raise PreconditionFailedError("an object exists at this key") from exc
+            raise
 
     async def _landed(self, key: str, chunks: Interruptible, content_type: str) -> bool:
         """Whether the upload whose completion was retried is stored: the key holds an
@@ -416,6 +409,65 @@ class ObstoreBackend(StorageBackend):
         obs, store = self._store()
         with contextlib.suppress(FileNotFoundError):  # idempotent: already gone
             await to_the_end(obs.delete_async(store, key), gone_ok=True)
+
+    async def _delete_unchanged(
+        self, key: str, info: ObjectInfo, version: str | None = None
+    ) -> Outcome | None:
+        """Delete ``key`` only while it holds ``info``: what the delete did, or ``None``
+        when it cannot be made conditional here (nothing deleted)."""
+        try:
+            request = await self._delete_request(key, info, version)
+        except FileNotFoundError:
+            return "gone"
+        except PreconditionFailedError:
+            return "changed"
+        if request is None:
+            return None
+        url, headers = request
+        outcome: Outcome = await to_the_end(send_delete(url, headers, self._kind))
+        if outcome == "changed" and not await self._exists(key):
+            # Azure answers 412 for a blob gone, as does a retry of a delete whose
+            # first answer was lost
+            return "gone"
+        return outcome
+
+    async def _move(self, src: str, dst: str) -> str | None:
+        # a copy, then a delete of the source only while it is the object found here: a
+        # write landing on it meanwhile stays (the delete fails, as move documents)
+        info, version = await self._head_meta(src)
+        try:
+            etag = await self._copy(src, dst)
+        except BaseException as exc:
+            if has_landed(exc):  # a copy cancelled once it was stored: src is there too
+                mark_landed(exc, source_kept=True)
+            raise
+        try:
+            outcome = await self._delete_unchanged(src, info, version)
+            if outcome is None:
+                await self._delete(src)  # no key to sign with: unconditional
+            elif outcome == "changed":
+                raise PreconditionFailedError(
+                    "the source was written during the move: it is kept, and the "
+                    "destination holds the copy"
+                )
+        except BaseException as exc:
+            # dst is stored whatever the delete did; src too, unless the delete landed
+            mark_landed(exc, source_kept=not has_landed(exc))
+            raise
+        return etag
+
+    async def _delete_expired(self, key: str, listed: ObjectInfo) -> bool:
+        try:
+            current = await self._stat(key)
+        except FileNotFoundError:  # obstore's NotFoundError is one
+            return False
+        if not same_version(current, listed):
+            return False
+        outcome = await self._delete_unchanged(key, current)
+        if outcome is None:  # no key to sign with: checked, then deleted
+            await self._delete(key)
+            return True
+        return outcome == "deleted"
 
     async def _delete_many(self, keys: list[str]) -> None:
         obs, store = self._store()

@@ -25,6 +25,7 @@ __all__ = [
     "is_lost_commit",
     "is_precondition_error",
     "is_range_error",
+    "is_refused_condition",
     "map_obstore_error",
 ]
 
@@ -68,6 +69,16 @@ def is_precondition_error(exc: BaseException) -> bool:
     return _status(str(exc))[0] == 412
 
 
+def is_refused_condition(exc: BaseException) -> bool:
+    """True when a conditional write was refused (412, or object_store's
+    ``AlreadyExistsError``: its name for any 409, which answers a create-only write
+    when an object is there)."""
+    errors = sys.modules.get("obstore.exceptions")
+    if errors is not None and isinstance(exc, errors.AlreadyExistsError):
+        return True
+    return is_precondition_error(exc)
+
+
 def is_lost_commit(exc: BaseException) -> bool:
     """True when the last step of a GCS multipart upload found its upload gone
     (``NoSuchUpload``): object_store retries that step when its answer is lost, and the
@@ -105,6 +116,12 @@ def map_obstore_error(exc: Exception, kind: str) -> StorageError | None:
     if isinstance(exc, errors.PreconditionError | errors.NotModifiedError):
         return PreconditionFailedError("the object changed since that ETag")
     if isinstance(exc, errors.AlreadyExistsError):
+        if status == 409 and code != "BlobAlreadyExists":
+            # object_store names every 409 so, but only a create-only write refused is
+            # a condition that did not hold: Azure's 409 to a read of an archived blob
+            # (BlobArchived) or a write of a leased one (LeaseIdMissing) is the store's
+            # conflict, a StorageError as S3's 409 is
+            return StorageError(f"{kind} refused the request (conflict){suffix}")
         return PreconditionFailedError("an object exists at this key")
     if isinstance(exc, errors.PermissionDeniedError | errors.UnauthenticatedError):
         return StoragePermissionError(f"{kind}: access denied{suffix}")

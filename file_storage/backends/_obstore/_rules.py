@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from file_storage._expiry import RuleStore, apply_rule, decode_rules, encode_rules
-from file_storage.backends._obstore._errors import map_obstore_error
-from file_storage.errors import PreconditionFailedError, StorageUnavailableError
+from file_storage.backends._obstore._errors import is_refused_condition
+from file_storage.errors import StorageUnavailableError
 
 if TYPE_CHECKING:
     from file_storage.backends._obstore._backend import ObstoreBackend
@@ -71,7 +71,7 @@ class ObstoreRules(RuleStore):
                     use_multipart=False,
                 )
             except Exception as exc:
-                if not isinstance(map_obstore_error(exc, ""), PreconditionFailedError):
+                if not is_refused_condition(exc):
                     raise
                 continue  # another process changed the rules since the read: read again
             return

@@ -20,8 +20,10 @@ from file_storage._keys import KeyLike
 from file_storage._settings_common import check_http_url, checked
 from file_storage.backends._core import Method
 from file_storage.backends._obstore._backend import ESCAPE, RETRY, ObstoreBackend, escape_name
-from file_storage.backends.azure._sas import service_sas_url
+from file_storage.backends._obstore._conditional import SIGNED_SECONDS
+from file_storage.backends.azure._sas import SAS_VERSION, service_sas_url
 from file_storage.errors import InvalidKeyError, StorageConfigError
+from file_storage.models import ObjectInfo
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -184,6 +186,23 @@ class AzureStorageBackend(ObstoreBackend):
             content_type=content_type if method == "GET" else None,
             disposition=content_disposition(filename) if filename is not None else None,
         )
+
+    async def _delete_request(
+        self, key: str, info: ObjectInfo, version: str | None
+    ) -> tuple[str, dict[str, str]] | None:
+        # Azure's ETag changes on every write of the blob: If-Match pins the delete to it
+        if self._access_key is None or info.etag is None:
+            return None  # the credential chain: a user delegation SAS is a request away
+        url = service_sas_url(
+            endpoint=self._endpoint_url or self._default_endpoint(),
+            account=self._account,
+            account_key=self._access_key.get_secret_value(),
+            container=self._container,
+            name=self._name(key),
+            method="DELETE",
+            expires_in=SIGNED_SECONDS,
+        )
+        return url, {"If-Match": info.etag, "x-ms-version": SAS_VERSION}
 
     def _encode_name(self, name: str) -> str:
         if _IDENTIFIER.fullmatch(name) and not name.startswith(ESCAPE):

@@ -38,14 +38,16 @@ def service_sas_url(
     disposition: str | None = None,
     now: datetime | None = None,
 ) -> str:
-    """A URL allowing ``method`` (GET reads, PUT writes) on one blob for ``expires_in`` s.
+    """A URL allowing ``method`` (GET reads, PUT writes, DELETE deletes) on one blob for
+    ``expires_in`` s.
 
     GET: ``content_type`` and ``disposition`` become the response's headers (``rsct``,
     ``rscd``, signed). A SAS cannot require a request header: a PUT's uploader sends the
     ``Content-Type`` the blob gets, and ``x-ms-blob-type: BlockBlob``.
     """
     now = now or datetime.now(UTC)
-    permissions = "r" if method == "GET" else "cw"  # create or write that one blob
+    # GET reads, PUT creates or writes, DELETE deletes that one blob
+    permissions = {"GET": "r", "PUT": "cw", "DELETE": "d"}[method]
     start, expiry = _stamp(now - CLOCK_SKEW), _stamp(now + timedelta(seconds=expires_in))
     resource = f"/blob/{account}/{container}/{name}"
     to_sign = "\n".join(

@@ -16,14 +16,18 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from file_storage._cloud_settings import check_gcs_bucket
+from file_storage._expiry import same_version
 from file_storage._http import content_disposition
 from file_storage._json import parse_json
 from file_storage._keys import KeyLike
 from file_storage._settings_common import checked
 from file_storage.backends._core import Method
 from file_storage.backends._obstore._backend import RETRY, ObstoreBackend
+from file_storage.backends._obstore._conditional import SIGNED_SECONDS
+from file_storage.backends._obstore._errors import is_precondition_error
 from file_storage.backends.gcs._signing import signed_url
-from file_storage.errors import InvalidKeyError, StorageConfigError
+from file_storage.errors import InvalidKeyError, PreconditionFailedError, StorageConfigError
+from file_storage.models import ObjectInfo
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -128,6 +132,43 @@ class GCSStorageBackend(ObstoreBackend):
             return None
         return _key_fields(self._service_account.get_secret_value())
 
+    async def _signing_key(self) -> dict[str, Any] | None:
+        """The service-account key's fields when it can sign (``None``: ADC)."""
+        fields = await asyncio.to_thread(self._key_file)
+        if not fields or not fields.get("private_key") or not fields.get("client_email"):
+            return None
+        return fields
+
+    async def _delete_request(
+        self, key: str, info: ObjectInfo, version: str | None
+    ) -> tuple[str, dict[str, str]] | None:
+        fields = await self._signing_key()
+        if fields is None:
+            return None  # ADC: object_store would sign through the IAM API, for URLs only
+        if version is None:
+            # the ETag is the content's MD5, which a rewrite of the same bytes keeps: the
+            # generation pins the delete, read by a HEAD that must still match ``info``
+            try:
+                current, version = await self._head_meta(key, if_match=info.etag)
+            except Exception as exc:
+                if is_precondition_error(exc):
+                    raise PreconditionFailedError("the object changed") from exc
+                raise
+            if version is None or not same_version(current, info):
+                raise PreconditionFailedError("the object changed")
+        headers = {"x-goog-if-generation-match": version}
+        url = signed_url(
+            endpoint=self._endpoint_url or fields.get("gcs_base_url") or GCS_ENDPOINT,
+            bucket=self._bucket,
+            name=self._name(key),
+            method="DELETE",
+            expires_in=SIGNED_SECONDS,
+            client_email=fields["client_email"],
+            private_key=fields["private_key"],
+            headers=headers,
+        )
+        return url, headers
+
     async def _presign(
         self,
         key: str,
@@ -136,13 +177,12 @@ class GCSStorageBackend(ObstoreBackend):
         content_type: str | None = None,
         filename: str | None = None,
     ) -> str:
-        fields = await asyncio.to_thread(self._key_file)
-        if not fields or not fields.get("private_key") or not fields.get("client_email"):
+        fields = await self._signing_key()
+        if fields is None:
             # no key of our own: object_store asks the IAM signBlob API to sign
             return await super()._presign(key, expires_in, method, content_type, filename)
-        endpoint = self._endpoint_url or fields.get("gcs_base_url") or GCS_ENDPOINT
         return signed_url(
-            endpoint=endpoint,
+            endpoint=self._endpoint_url or fields.get("gcs_base_url") or GCS_ENDPOINT,
             bucket=self._bucket,
             name=self._name(key),
             method=method,

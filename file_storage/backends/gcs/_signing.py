@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
@@ -49,6 +50,7 @@ def signed_url(
     private_key: str,
     content_type: str | None = None,
     disposition: str | None = None,
+    headers: Mapping[str, str] | None = None,
     now: datetime | None = None,
 ) -> str:
     """A URL allowing ``method`` on ``bucket/name`` for ``expires_in`` seconds.
@@ -56,6 +58,8 @@ def signed_url(
     GET: ``content_type`` and ``disposition`` become the response's headers
     (``response-content-type``, ``response-content-disposition``). PUT: ``content_type``
     is a signed header, so the uploader must send exactly that ``Content-Type``.
+    ``headers``: more headers the request must send exactly so (signed), such as the
+    ``x-goog-if-generation-match`` of a conditional DELETE.
     """
     now = now or datetime.now(UTC)
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
@@ -68,19 +72,22 @@ def signed_url(
         "X-Goog-Date": stamp,
         "X-Goog-Expires": str(expires_in),
     }
-    headers = {"host": parts.netloc}
+    signed_headers = {"host": parts.netloc}
+    signed_headers.update((name.lower(), value.strip()) for name, value in (headers or {}).items())
     if method == "PUT" and content_type is not None:
-        headers["content-type"] = content_type
+        signed_headers["content-type"] = content_type
     if method == "GET" and content_type is not None:
         params["response-content-type"] = content_type
     if method == "GET" and disposition is not None:
         params["response-content-disposition"] = disposition
-    signed = ";".join(sorted(headers))
+    signed = ";".join(sorted(signed_headers))
     params["X-Goog-SignedHeaders"] = signed
     query = "&".join(
         f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(params.items())
     )
-    canonical_headers = "".join(f"{name}:{headers[name]}\n" for name in sorted(headers))
+    canonical_headers = "".join(
+        f"{name}:{signed_headers[name]}\n" for name in sorted(signed_headers)
+    )
     canonical = "\n".join([method, path, query, canonical_headers, signed, "UNSIGNED-PAYLOAD"])
     to_sign = "\n".join([ALGORITHM, stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     signature = binascii.hexlify(_rsa_sign(private_key, to_sign.encode())).decode()

@@ -438,6 +438,15 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         if sweeping is not None and not sweeping.cancel():
             # the sweep walks from the root descriptor: it may not outlive it
             await asyncio.wrap_future(sweeping)
+        # operations of this loop still walk from the root's descriptors (in threads that
+        # cannot be stopped): closed now, a number reused by another open would send
+        # their writes elsewhere. They are closed once the last of them ends
+        if self._in_flight.when_idle(self._dir.close):
+            return
+        if self._in_flight.busy_elsewhere():
+            # another thread's loop is walking the root: left open (the root keeps one
+            # set of descriptors, reused, never doubled), closed by a later aclose
+            return
         self._dir.close()
 
 

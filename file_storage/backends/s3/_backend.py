@@ -16,7 +16,6 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +25,7 @@ from file_storage._http import content_disposition
 from file_storage._keys import validate_key
 from file_storage._metadata import encode_value
 from file_storage._settings_common import check_base_url, checked
-from file_storage._spool import Entry, Spool, read_range
+from file_storage._spool import Spool, read_range
 from file_storage._streams import Progress
 from file_storage.backends import _pages
 from file_storage.backends._aws import aws_partition
@@ -35,11 +34,12 @@ from file_storage.backends._support import server_of
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.s3 import _multipart as mp
 from file_storage.backends.s3._checksums import Checksums
-from file_storage.backends.s3._clients import LoopClients, S3Clients
+from file_storage.backends.s3._clients import LoopClients
 from file_storage.backends.s3._conditions import Conditions
 from file_storage.backends.s3._config import s3_options
 from file_storage.backends.s3._errors import condition_error, error_code
 from file_storage.backends.s3._fallback import Fallback
+from file_storage.backends.s3._flushes import S3Flushes
 from file_storage.backends.s3._info import head_info, utc
 from file_storage.backends.s3._lifecycle import S3Rules
 from file_storage.backends.s3._obstore import ObstoreTransfer
@@ -48,14 +48,14 @@ from file_storage.errors import (
     InvalidKeyError,
     PreconditionFailedError,
 )
-from file_storage.models import ObjectEvent, ObjectInfo, PresignedPost
+from file_storage.models import ObjectInfo, PresignedPost
 
 __all__ = ["S3StorageBackend"]
 
 logger = logging.getLogger("file_storage.backends.s3")
 
 
-class S3StorageBackend(S3Clients):
+class S3StorageBackend(S3Flushes):
     """Stores objects in an S3 bucket under ``prefix``; see :class:`StorageBackend`.
 
     Args:
@@ -77,7 +77,8 @@ class S3StorageBackend(S3Clients):
             the server keeps flexible checksums, else Content-MD5 (docs/compatibility.md).
         max_attempts: total attempts per request (botocore retries the rest).
         retry_mode: botocore's ``"standard"`` or ``"adaptive"`` (client-side rate limit).
-        connect_timeout: seconds to connect, per attempt.
+        connect_timeout: seconds to get a connection (a free pooled one, or a new one),
+            per attempt.
         read_timeout: seconds to wait for data, per attempt.
         fallback_path: a local folder that keeps ``save``/``upload_file`` writes while
             S3 is unavailable (see docs/reliability.md); ``None``: such writes fail.
@@ -193,7 +194,11 @@ class S3StorageBackend(S3Clients):
         self._rules = S3Rules(self._client, self._bucket, self._root)
         self._key_overhead = len(self._root.encode())
         path = options.fallback_path
-        spool = None if path is None else Spool(path, f"{options.bucket}/{options.root}")
+        # a key held by another worker is waited for as long as one S3 request may take
+        # to fail (every attempt timed out): a worker that hangs holding it fails the
+        # others' writes of that key, typed, rather than blocking them for ever
+        wait = options.max_attempts * (options.connect_timeout + options.read_timeout)
+        spool = None if path is None else Spool(path, f"{options.bucket}/{options.root}", wait)
         self._fallback = Fallback(spool, options.flush_interval)
         # clients per event loop: an aiohttp session belongs to the loop it was opened in
         self._loops: dict[asyncio.AbstractEventLoop, LoopClients] = {}
@@ -219,71 +224,6 @@ class S3StorageBackend(S3Clients):
             f"S3StorageBackend(bucket={self._bucket!r}, prefix={self._root[:-1]!r}, "
             f"endpoint_url={self._options.endpoint_url!r})"
         )
-
-    # ---------------------------------------------------------------- the spool
-
-    def _start_background(self) -> None:
-        self._fallback.start(self.flush_spool)
-
-    async def flush_spool(self) -> int:
-        """Upload what the fallback spool holds to S3, removing each object once S3 has it.
-
-        In key order, a few at a time; an object is dropped only after S3 confirmed it and
-        if no newer write replaced it. Concurrent calls never upload an object twice; after
-        a crash between upload and removal, the next flush sends the same bytes again.
-
-        Returns:
-            How many spooled objects were uploaded (0 without ``fallback_path``).
-
-        Raises:
-            StorageUnavailableError: S3 is still unavailable; what was flushed before
-                stays flushed, the rest stays spooled.
-        """
-        with self._translate("flush_spool", None):
-            concurrency = min(4, self._options.concurrency)
-            flushed = await self._fallback.flush(self._flush_spooled, concurrency)
-        if flushed:
-            logger.info("flushed %d spooled objects to S3", flushed)
-        return flushed
-
-    async def _flush_spooled(
-        self, entry: Entry, path: Path, uploaded: dict[str, str | None] | None = None
-    ) -> bool:
-        """Send a spooled version and emit its event; False, sending nothing, when S3 holds
-        an object written after it (another server's, once S3 was back): that one is newer;
-        or when the key was deleted after it (a delete marker in a versioned bucket).
-        ``uploaded`` gets the spooled etag -> the etag S3 gave the upload."""
-        try:
-            stored = utc((await self._head(entry.key))["LastModified"])
-        except Exception as exc:
-            if not self._not_found(exc):
-                raise
-            deleted = await self._deleted_at(entry.key, exc)
-            # S3's times are whole seconds: a delete in the spooled write's second may
-            # have come after it, and a deleted object must not come back
-            if deleted is not None and deleted + timedelta(seconds=1) > entry.spooled_at:
-                return _dropped(entry, f"deleted in S3 since (at {deleted.isoformat()})")
-        else:
-            if stored > entry.spooled_at:
-                return _dropped(entry, f"S3 has a newer object (written {stored.isoformat()})")
-        etag = await self._send_spooled(entry, path)
-        if uploaded is not None:
-            uploaded[entry.etag] = etag
-        if not self._events:
-            return True
-        if etag is None:  # S3's, not the spool's: the spooled copy is there until this returns
-            try:
-                etag = (await self._head(entry.key)).get("ETag")
-            except Exception as exc:
-                if self._map_error(exc, "flush_spool", entry.key) is None:
-                    raise
-        self._events.emit(ObjectEvent("created", entry.key, entry.size, etag))
-        return True
-
-    async def _send_spooled(self, entry: Entry, path: Path) -> str | None:
-        params = self._write_params(entry.content_type, entry.metadata)
-        transfer = await self._transfer()
-        return await transfer.upload_file(self._full(entry.key), path, entry.size, params, None)
 
     # ---------------------------------------------------------------- keys
 
@@ -573,14 +513,3 @@ def _headers(options: WriteOptions) -> dict[str, str]:
     if options.content_disposition is not None:
         headers["ContentDisposition"] = options.content_disposition
     return headers
-
-
-def _dropped(entry: Entry, why: str) -> bool:
-    """Log a spooled version the flush drops instead of sending (``False``: not sent)."""
-    logger.warning(
-        "spooled %r dropped, not flushed: %s",
-        entry.key,
-        why,
-        extra={"operation": "flush_spool", "key": entry.key, "size": entry.size},
-    )
-    return False

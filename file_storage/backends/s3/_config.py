@@ -237,15 +237,47 @@ def _secret(name: str, value: object) -> SecretStr | None:
 
 
 def load_sdk() -> tuple[ModuleType, ModuleType]:
-    """Import aiobotocore and botocore's Config on first client creation."""
+    """Import aiobotocore's session and config modules on first client creation."""
     try:
+        import aiobotocore.config
         import aiobotocore.session
-        import botocore.config
     except ImportError as exc:
         raise StorageConfigError(
             "the S3 backend needs aioboto3: pip install 'aioboto3>=15'"
         ) from exc
-    return aiobotocore.session, botocore.config
+    return aiobotocore.session, aiobotocore.config
+
+
+_http_session: Any = None
+
+
+def _http_session_class() -> Any:
+    """aiobotocore's aiohttp session, with the wait for a free pooled connection bounded.
+
+    aiobotocore gives aiohttp only ``sock_connect`` and ``sock_read``: aiohttp's
+    ``connect`` timeout, the one that also covers waiting for a free connection of the
+    pool, stays unset, so once streams nobody finishes hold every pooled connection each
+    later request waits forever. ``connect`` is set to ``connect_timeout``: the wait for a
+    connection, pooled or new, is then bounded per attempt and ends in a
+    ``ConnectTimeoutError`` (``StorageUnavailableError`` once the retries are spent).
+    """
+    global _http_session
+    if _http_session is None:
+        import aiohttp
+        from aiobotocore.httpsession import AIOHTTPSession
+
+        class BoundedWaits(AIOHTTPSession):  # type: ignore[misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                timeout: aiohttp.ClientTimeout = self._timeout  # type: ignore[has-type]
+                self._timeout = aiohttp.ClientTimeout(
+                    sock_connect=timeout.sock_connect,
+                    sock_read=timeout.sock_read,
+                    connect=timeout.sock_connect,
+                )
+
+        _http_session = BoundedWaits
+    return _http_session
 
 
 _shared_session: Any = None
@@ -285,7 +317,8 @@ def open_client(options: S3Options, endpoint: str | None) -> Any:
     """An aiobotocore client context manager for ``endpoint``, retries and timeouts set."""
     session_module, config_module = load_sdk()
     style = addressing(options, endpoint)
-    config = config_module.Config(
+    config = config_module.AioConfig(
+        http_session_cls=_http_session_class(),
         region_name=options.region,
         signature_version="s3v4",  # presigned URLs on custom endpoints need SigV4
         s3={"addressing_style": style},

@@ -130,7 +130,8 @@ def map_answer(code: str, status: object, attempts: object, bucket: str) -> Stor
         return StorageUnavailableError(
             f"checksum mismatch: S3 rejected damaged data ({code}, {http}); nothing was written"
         )
-    if code in TRANSIENT or (isinstance(status, int) and status >= 500):
+    # a HEAD's answer has no body: 429 (throttled) and 408 (timeout) are told by status
+    if code in TRANSIENT or status in (408, 429) or (isinstance(status, int) and status >= 500):
         what = f"{status} {code}" if status else code
         return StorageUnavailableError(f"S3 unavailable{_after(attempts)} ({what})")
     return StorageError(f"S3 error {code} ({http})")

@@ -79,12 +79,17 @@ def map_error(exc: BaseException, bucket: str) -> StorageError | None:
     status = int(status_match.group(1)) if status_match else None
     retries = _RETRIES.search(text)
     attempts = int(retries.group(1)) + 1 if retries else None
-    if name in ("PreconditionError", "AlreadyExistsError"):
+    # object_store names every 409 AlreadyExistsError: only a conditional write's is a
+    # condition that failed (told by the write itself, _errors.condition_error); any
+    # other (OperationAborted) is S3's code, as aiobotocore's client gives it
+    conflict = name == "AlreadyExistsError" and status == 409
+    if name in ("PreconditionError", "AlreadyExistsError") and not conflict:
         if name == "AlreadyExistsError":
             return PreconditionFailedError("the object already exists")
         return PreconditionFailedError(f"the object changed since that ETag ({name})")
     if found is not None or status is not None:
-        s3_code = found.group(1) if found else (_class_code(exc) or str(status))
+        fallback = str(status) if conflict else (_class_code(exc) or str(status))
+        s3_code = found.group(1) if found else fallback
         return map_answer(s3_code, status, attempts, bucket)
     if (s3_code := _class_code(exc)) is not None:
         return map_answer(s3_code, status, attempts, bucket)

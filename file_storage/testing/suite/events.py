@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from file_storage import (
     StorageBackend,
     StoragePermissionError,
     StorageQuotaExceededError,
+    _events,
 )
 from file_storage.backends._support import mark_landed
 
@@ -242,6 +245,36 @@ async def test_delete_cancelled_emits_deleted_only_once_it_landed(
     assert seen == ([ObjectEvent("deleted", "a.txt")] if lands else [])
 
 
+async def test_concurrent_writes_of_a_key_are_announced_in_the_order_they_landed(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first write lands, then its answer is slow to come back (a thread, a network):
+    # a second write of the key landing meanwhile must not be announced before it, or a
+    # subscriber keeping each key's latest ETag ends with one that is no longer stored
+    seen = recorder(backend)
+    real_save = backend._save
+    second_landed = False
+
+    async def slow_first_answer(key: str, body: Any, *args: Any) -> str | None:
+        nonlocal second_landed
+        etag: str | None = await real_save(key, body, *args)
+        if body == b"first":
+            for _ in range(10_000):  # a bounded window for the second write to land
+                if second_landed:
+                    break
+                await asyncio.sleep(0)
+        else:
+            second_landed = True
+        return etag
+
+    monkeypatch.setattr(backend, "_save", slow_first_answer)
+    await asyncio.gather(backend.save("a.txt", b"first"), backend.save("a.txt", b"second!"))
+    monkeypatch.undo()
+    assert await backend.load("a.txt") == b"second!"
+    assert [event.size for event in seen] == [5, 7]
+    assert seen[-1].etag == (await backend.stat("a.txt")).etag
+
+
 async def test_deletes_emit_deleted_per_key(backend: StorageBackend) -> None:
     for key in ("a.txt", "b.txt", "c.txt", "p/1.txt", "p/2.txt"):
         await backend.save(key, b"x")
@@ -299,6 +332,36 @@ async def test_unsubscribe_stops_the_events(backend: StorageBackend) -> None:
     assert [e.key for e in seen] == ["a.txt"]
 
 
+async def test_unsubscribed_during_a_delivery_gets_no_more_events(
+    backend: StorageBackend,
+) -> None:
+    # a subscriber closing another's resources unsubscribes it first: from then on that
+    # one must not be called, not even with the event being delivered
+    seen: list[ObjectEvent] = []
+    unsubscribe_late = backend.subscribe(lambda event: unsubscribe_late_one())
+    unsubscribe_late_one = backend.subscribe(seen.append)
+    del unsubscribe_late
+    await backend.save("a.txt", b"x")
+    await backend.move("a.txt", "b.txt")
+    assert seen == []
+
+
+async def test_subscribed_during_a_delivery_gets_the_next_events(
+    backend: StorageBackend,
+) -> None:
+    seen: list[ObjectEvent] = []
+    unsubscribe: list[object] = []
+
+    def first(event: ObjectEvent) -> None:
+        if not unsubscribe:
+            unsubscribe.append(backend.subscribe(seen.append))
+
+    backend.subscribe(first)
+    await backend.save("a.txt", b"x")
+    await backend.move("a.txt", "b.txt")
+    assert [(e.type, e.key) for e in seen] == [("created", "b.txt"), ("deleted", "a.txt")]
+
+
 async def test_failing_callback_is_logged_and_never_breaks_the_write(
     backend: StorageBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -335,6 +398,55 @@ async def test_async_callback_runs_in_order_without_holding_the_write(
     assert seen == [("created", "a.txt"), ("deleted", "a.txt")]
 
 
+async def test_aclose_waits_for_the_deliveries_of_changes_callbacks_made(
+    backend: StorageBackend,
+) -> None:
+    # a callback writing (a thumbnail of each image) makes events of its own while
+    # aclose waits: those are delivered before the backend closes, not after
+    seen: list[str] = []
+
+    async def thumbnail(event: ObjectEvent) -> None:
+        if event.key == "a.png":
+            await backend.save("thumbs/a.png", b"t")
+
+    async def index(event: ObjectEvent) -> None:
+        for _ in range(100):  # awaits, as any real handler has (a bounded window)
+            await asyncio.sleep(0)
+        seen.append(event.key)
+
+    backend.subscribe(thumbnail)
+    backend.subscribe(index)
+    await backend.save("a.png", b"x")
+    await backend.aclose()
+    assert seen == ["a.png", "thumbs/a.png"]
+
+
+async def test_aclose_cancelling_late_deliveries_leaves_no_coroutine_unawaited(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the first delivery never ends; the second waits its turn behind it when aclose's
+    # deadline cancels both: the second's coroutine is closed, not garbage collected
+    # with a "never awaited" RuntimeWarning
+    monkeypatch.setattr(_events, "DRAIN_SECONDS", 0.0)
+    started = asyncio.Event()
+
+    async def stuck(event: ObjectEvent) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    backend.subscribe(stuck)
+    await backend.save("a.txt", b"x")
+    await backend.save("b.txt", b"x")
+    await started.wait()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with caplog.at_level(logging.WARNING, logger="file_storage.events"):
+            await backend.aclose()
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
+    assert "cancelled 2 event callbacks" in caplog.text
+
+
 async def test_failing_async_callback_is_logged(
     backend: StorageBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -363,6 +475,25 @@ async def test_restore_version_emits_created(backend: StorageBackend) -> None:
     await backend.restore_version("a.txt", first)
     etag = (await backend.stat("a.txt")).etag
     assert seen == [ObjectEvent("created", "a.txt", 3, etag)]
+
+
+@pytest.mark.backend_needs("versions")
+async def test_purge_versions_emits_deleted_only_when_the_object_goes(
+    backend: StorageBackend,
+) -> None:
+    await backend.set_versioning(True)
+    for content in (b"one", b"two", b"three"):
+        await backend.save("a.txt", content)
+        await backend.save("b.txt", content)
+    await backend.delete("b.txt")
+    seen = recorder(backend)
+    assert await backend.purge_versions("a.txt", keep=2) == 1  # an old version
+    assert seen == []
+    assert await backend.purge_versions("b.txt", keep=0) == 3  # deleted before
+    assert seen == []
+    assert await backend.purge_versions("a.txt", keep=0) == 2  # the object with them
+    assert not await backend.exists("a.txt")
+    assert seen == [ObjectEvent("deleted", "a.txt")]
 
 
 @pytest.mark.backend_needs("write_etags")

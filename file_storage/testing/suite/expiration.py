@@ -176,6 +176,40 @@ async def test_purge_expired_keeps_an_object_rewritten_while_it_is_checked(
     assert await backend.load("temp/a.txt") == (b"new %d" % rewrites if rewrites else b"old")
 
 
+@pytest.mark.backend_needs("exact_expiry")
+async def test_purge_expired_keeps_an_object_rewritten_after_its_last_look(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the rewrite lands only after purge's last look at the key (a stat after the
+    # listing, where the purge takes one), just before its delete: a delete that is not
+    # conditional takes it. A backend comparing and deleting in one step looks at nothing
+    await backend.set_expiration("temp", 1)
+    await backend.save("temp/a.txt", b"old")
+    listing, stat = backend._iter_files, backend._stat
+    listed = rewritten = False
+
+    async def then_listed(prefix: str) -> AsyncIterator[ObjectInfo]:
+        nonlocal listed
+        async for info in listing(prefix):
+            yield info
+        listed = True
+
+    async def stat_then_rewritten(key: str) -> ObjectInfo:
+        nonlocal rewritten
+        info = await stat(key)
+        if listed and not rewritten and key == "temp/a.txt":
+            rewritten = True
+            await backend.save("temp/a.txt", b"new")
+        return info
+
+    monkeypatch.setattr(backend, "_iter_files", then_listed)
+    monkeypatch.setattr(backend, "_stat", stat_then_rewritten)
+    deleted = await backend.purge_expired(now=datetime.now(UTC) + timedelta(days=3))
+    monkeypatch.undo()
+    if rewritten:
+        assert (deleted, await backend.load("temp/a.txt")) == (0, b"new")
+
+
 @pytest.mark.parametrize("days", [None, 30])
 async def test_purge_expired_deletes_nothing_by_a_rule_changed_after_the_listing(
     backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, days: int | None

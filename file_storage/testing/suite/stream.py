@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -81,6 +83,49 @@ async def test_stream_abandoned_half_way_can_be_closed(stored: StorageBackend) -
     assert len(await anext(iterator)) == 100
     await iterator.aclose()  # type: ignore[attr-defined]
     assert await stored.load("r/data.bin") == DATA
+
+
+async def _abandon(backend: StorageBackend, how: str) -> None:
+    if how == "break":
+        async for _chunk in backend.stream("r/data.bin", chunk_size=100):
+            break  # never closed by the caller: the loop's finalizer closes it
+    elif how == "dropped":
+        iterator = backend.stream("r/data.bin", chunk_size=100)
+        await anext(iterator)
+        del iterator
+        gc.collect()
+    else:
+        first = asyncio.Event()
+
+        async def consume() -> None:
+            async for _chunk in backend.stream("r/data.bin", chunk_size=100):
+                first.set()
+                await asyncio.Event().wait()  # a consumer that never finishes
+
+        task = asyncio.create_task(consume())
+        await first.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_streams_abandoned_again_and_again_leave_no_task_behind(
+    stored: StorageBackend,
+) -> None:
+    await _abandon(stored, "break")  # clients and pools are open
+    for _ in range(100):
+        await asyncio.sleep(0)
+    tasks = len(asyncio.all_tasks())
+    for how in ("break", "dropped", "cancelled"):
+        for _ in range(50):
+            await _abandon(stored, how)
+    for _ in range(1000):  # turns of the loop for the finalizers to close them
+        if len(asyncio.all_tasks()) <= tasks:
+            break
+        await asyncio.sleep(0)
+    assert len(asyncio.all_tasks()) <= tasks
+    # nothing they held (a pooled connection, a descriptor) keeps the next read waiting
+    assert await asyncio.wait_for(stored.load("r/data.bin"), 60) == DATA
 
 
 @pytest.mark.backend_needs("pinned_reads")

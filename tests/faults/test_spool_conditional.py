@@ -1,0 +1,120 @@
+"""The S3 fallback spool's flush sends a spooled version only over what its check saw:
+``If-Match`` the object the flush's ``HEAD`` found (older than the spooled write), or
+``If-None-Match: *`` when it found none. A write or delete another server makes between
+that check and the upload (in any bucket, versioned or not) is newer than the spooled
+write: it wins, and the spooled version is dropped, not sent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from file_storage import S3StorageBackend
+from tests.faults.conftest import SMALL, MakeBackend, MiB
+from tests.faults.proxy import FaultProxy
+from tests.faults.test_spool import s3_body, spool_files
+from tests.s3util import open_uploads, stored_keys
+
+pytestmark = pytest.mark.s3
+
+
+async def spool(backend: S3StorageBackend, proxy: FaultProxy, key: str, body: bytes) -> None:
+    """Save ``key`` while S3 is unreachable (so it is spooled), then bring S3 back."""
+    proxy.refuse()
+    await backend.save(key, body)
+    proxy.restore()
+
+
+def after_the_check(backend: S3StorageBackend, meanwhile: Callable[[], Any]) -> None:
+    """Run ``meanwhile`` (another server's call, in a thread) right after the backend's
+    next ``HEAD``: the flush's check, before its upload."""
+    head = backend._head
+
+    async def once(key: str) -> dict[str, Any]:
+        backend._head = head  # type: ignore[method-assign]
+        try:
+            return await head(key)
+        finally:
+            await asyncio.to_thread(meanwhile)
+
+    backend._head = once  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("client", ["aioboto3", "obstore"])
+async def test_a_delete_between_the_flush_check_and_its_upload_stays_deleted(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str,
+    spool_path: Path, client: str
+) -> None:  # fmt: skip
+    # a bucket never versioned: nothing but the condition tells the upload of the delete
+    spooling = make_backend(fallback_path=spool_path, client=client)
+    await spooling.save("a.txt", b"stored before the outage")
+    await spool(spooling, proxy, "a.txt", b"spooled")
+    after_the_check(spooling, lambda: raw.delete_object(Bucket=s3_bucket, Key="storage/a.txt"))
+    assert await spooling.flush_spool() == 0
+    assert stored_keys(raw, s3_bucket) == []
+    assert spool_files(spool_path) == []
+
+
+async def test_a_write_between_the_flush_check_and_its_upload_is_kept(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str, spool_path: Path
+) -> None:
+    spooling = make_backend(fallback_path=spool_path)
+    await spooling.save("a.txt", b"stored before the outage")
+    await spool(spooling, proxy, "a.txt", b"spooled")
+    newer = b"newer, from another server"
+    after_the_check(
+        spooling, lambda: raw.put_object(Bucket=s3_bucket, Key="storage/a.txt", Body=newer)
+    )
+    assert await spooling.flush_spool() == 0
+    assert s3_body(raw, s3_bucket, "a.txt") == newer
+    assert spool_files(spool_path) == []
+
+
+async def test_a_create_between_the_flush_check_and_its_upload_is_kept(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str, spool_path: Path
+) -> None:
+    # the key had no object at the check: another server's first write of it is newer
+    spooling = make_backend(fallback_path=spool_path)
+    await spool(spooling, proxy, "a.txt", b"spooled")
+    newer = b"newer, from another server"
+    after_the_check(
+        spooling, lambda: raw.put_object(Bucket=s3_bucket, Key="storage/a.txt", Body=newer)
+    )
+    assert await spooling.flush_spool() == 0
+    assert s3_body(raw, s3_bucket, "a.txt") == newer
+    assert spool_files(spool_path) == []
+
+
+async def test_a_flush_with_nothing_changed_meanwhile_still_sends_the_spooled_version(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str, spool_path: Path
+) -> None:
+    spooling = make_backend(fallback_path=spool_path)
+    await spooling.save("a.txt", b"stored before the outage")
+    await spool(spooling, proxy, "a.txt", b"spooled over an object")
+    await spool(spooling, proxy, "b.txt", b"spooled, a new key")
+    assert await spooling.flush_spool() == 2
+    assert s3_body(raw, s3_bucket, "a.txt") == b"spooled over an object"
+    assert s3_body(raw, s3_bucket, "b.txt") == b"spooled, a new key"
+    assert spool_files(spool_path) == []
+
+
+@pytest.mark.s3_needs("conditional_completion")
+async def test_a_create_between_the_check_and_a_multipart_flush_is_kept(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str, spool_path: Path
+) -> None:
+    # above the threshold the condition goes on the completion, where the server (probed
+    # once) checks it
+    spooling = make_backend(fallback_path=spool_path, **SMALL)
+    await spool(spooling, proxy, "big.bin", b"s" * (6 * MiB))
+    newer = b"newer, from another server"
+    after_the_check(
+        spooling, lambda: raw.put_object(Bucket=s3_bucket, Key="storage/big.bin", Body=newer)
+    )
+    assert await spooling.flush_spool() == 0
+    assert s3_body(raw, s3_bucket, "big.bin") == newer
+    assert spool_files(spool_path) == []
+    assert open_uploads(raw, s3_bucket) == []
