@@ -56,6 +56,8 @@ _WORD_RE = re.compile(_WORD)
 _RUN = re.compile(rf"(?<!\S){_WORD}(?:\s+{_WORD})*(?!\S)")
 # base64 of 45 bytes is 60 characters: each word stays within RFC 2047's 75
 _WORD_BYTES = 45
+# a name shown in an error message is cut to this many characters
+_SHOWN_CHARS = 64
 
 
 def normalize_metadata(
@@ -89,15 +91,26 @@ def normalize_metadata(
 
         if not _TOKEN.fullmatch(name):
             raise invalid(
-                f"name {name!r} is not an HTTP token: use ASCII letters, digits and !#$%&'*+-.^_`|~"
+                f"name {_shown(name)} is not an HTTP token: use ASCII letters, digits and "
+                "!#$%&'*+-.^_`|~"
             )
         lower = name.lower()
         if lower in out:
-            raise invalid(f"name {name!r} is given twice (names are not case-sensitive)")
+            raise invalid(f"name {_shown(name)} is given twice (names are not case-sensitive)")
+        size += len(lower)
+        if size + len(value) > MAX_METADATA_BYTES:
+            # each character is at least one byte as sent: a value too long as it is is
+            # refused unencoded (RFC 2047 of megabytes takes seconds and many times the
+            # value's size in memory)
+            raise invalid(
+                f"is over {MAX_METADATA_BYTES} bytes as sent to S3, its limit "
+                f"(names plus values; the value of {_shown(name)} alone has "
+                f"{len(value)} characters)"
+            )
         try:
-            size += len(lower) + len(encode_value(value))
+            size += len(encode_value(value))
         except UnicodeEncodeError:
-            raise invalid(f"value of {name!r} is not valid Unicode text") from None
+            raise invalid(f"value of {_shown(name)} is not valid Unicode text") from None
         out[lower] = value if type(value) is str else str.__str__(value)  # an enum member
     if size > MAX_METADATA_BYTES:
         raise invalid(
@@ -105,6 +118,14 @@ def normalize_metadata(
             "(names plus values; non-ASCII values count RFC 2047 encoded)"
         )
     return out
+
+
+def _shown(name: str) -> str:
+    """``repr(name)``, its middle left out when long: a message never repeats megabytes."""
+    if len(name) <= _SHOWN_CHARS:
+        return repr(name)
+    half = _SHOWN_CHARS // 2
+    return f"{name[:half]!r}...{name[-half:]!r} ({len(name)} characters)"
 
 
 def check_content_type(content_type: str, operation: str = "", key: str | None = None) -> str:

@@ -61,6 +61,7 @@ from file_storage._spool_keys import (
     took,
     unlock_key,
 )
+from file_storage._spool_records import owner_of, read_record
 from file_storage._streams import CHUNK_SIZE
 from file_storage.backends import _forks
 from file_storage.errors import StorageConfigError
@@ -256,7 +257,7 @@ class Spool:
     def _claim(self, create: bool) -> None:
         marker = self.root / "store"
         try:
-            owner = marker.read_text("utf-8")
+            owner = owner_of(marker)
         except FileNotFoundError:
             if not create:  # a read: nothing to claim yet (a folder from before, or none)
                 return
@@ -272,7 +273,7 @@ class Spool:
                     out.write(self.store)
             finally:
                 tmp.unlink()
-            owner = marker.read_text("utf-8")
+            owner = owner_of(marker)
         if owner != self.store:
             raise StorageConfigError(
                 "fallback_path is the spool folder of another bucket or prefix: give each "
@@ -373,7 +374,7 @@ class Spool:
 
     def _load(self, name: str) -> Entry | None:
         try:
-            raw = parse_json((self.entries_dir / f"{name}.json").read_text("utf-8"))
+            raw = parse_json(read_record(self.entries_dir / f"{name}.json"))
             return Entry(
                 key=str(raw["key"]),
                 data=str(raw["data"]),

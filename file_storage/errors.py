@@ -14,8 +14,8 @@ StorageError
 ```
 
 Every error carries ``operation`` and ``key`` and reads like
-``load 'a/b.txt': object not found``. Messages never contain secrets. This module
-imports nothing from the package.
+``load 'a/b.txt': object not found`` (a key over 1024 characters shows only its ends).
+Messages never contain secrets. This module imports nothing from the package.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class StorageError(Exception):
     def __str__(self) -> str:
         where = " ".join(
             part
-            for part in (self.operation, repr(self.key) if self.key is not None else "")
+            for part in (self.operation, _shown_key(self.key) if self.key is not None else "")
             if part
         )
         return f"{where}: {self.detail}" if where else self.detail
@@ -65,6 +65,19 @@ class StorageError(Exception):
     def __reduce__(self) -> tuple[object, ...]:
         # keep operation/key across pickling (multiprocessing, some task queues)
         return (_rebuild, (type(self), self.detail, self.operation, self.key, self.__dict__))
+
+
+# A key longer than this is invalid anyway (S3 takes 1024 UTF-8 bytes): the message shows
+# its two ends, so that megabytes a user sent as a key are not repeated in every log line
+_SHOWN_KEY_CHARS = 1024
+_SHOWN_KEY_END = 100
+
+
+def _shown_key(key: str) -> str:
+    if len(key) <= _SHOWN_KEY_CHARS:
+        return repr(key)
+    head, tail = key[:_SHOWN_KEY_END], key[-_SHOWN_KEY_END:]
+    return f"{head!r}...{tail!r} ({len(key)} characters)"
 
 
 def _rebuild(

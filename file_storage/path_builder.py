@@ -25,6 +25,12 @@ __all__ = ["StoragePathBuilder"]
 
 MAX_EXTENSION_CHARS = 32  # longer is not an extension but an attempt to smuggle a name in
 FALLBACK_NAME = "file"
+# the characters of a text safe_name reads: a name is at most 255 bytes, and transliterating
+# megabytes (U+FDFA alone is 18 characters in NFKD) would take seconds and gigabytes
+MAX_TEXT_CHARS = 1024
+# the characters of an extension as given that are read: more transliterate to more than
+# MAX_EXTENSION_CHARS unless nearly all of them vanish (emoji), and then it is dropped
+MAX_RAW_EXTENSION_CHARS = 4 * MAX_EXTENSION_CHARS
 # Letters NFKD does not decompose into ASCII
 _TRANSLITERATE = str.maketrans(
     {
@@ -172,7 +178,8 @@ class StoragePathBuilder:
         Only the extension of ``filename`` reaches the key: its last one, transliterated
         as in :meth:`safe_name`, lower-cased and reduced to ``[a-z0-9]`` (``"a.TAR.GZ"``
         gives ``.gz``). It is dropped when nothing is left, when it is longer than 32
-        characters, and for a name with no extension (``"noext"``, ``"x."``,
+        characters (or than 128 as given: it is not even read then), and for a name with
+        no extension (``"noext"``, ``"x."``,
         ``".bashrc"``: a leading dot marks a hidden name, as in :mod:`pathlib`). Year and
         month are UTC.
 
@@ -223,9 +230,10 @@ class StoragePathBuilder:
         (controls, punctuation) are dropped; runs of ``.``, ``_`` or ``-`` collapse to
         one. Leading and trailing ``.``, ``_`` and ``-`` are stripped, so the result is
         never ``.``, ``..``, hidden or mistaken for a command-line option. It is cut to
-        255 bytes, keeping the extension. When only an extension survives
-        (``"😀.pdf"``) the name becomes ``"file.pdf"``; when nothing survives,
-        ``"file"``. The same text always gives the same name.
+        255 bytes, keeping the extension. Of a text over 1024 characters only the first
+        ones and its last extension are read, so a huge text costs no more than that.
+        When only an extension survives (``"😀.pdf"``) the name becomes ``"file.pdf"``;
+        when nothing survives, ``"file"``. The same text always gives the same name.
 
         Args:
             text: any text.
@@ -236,7 +244,7 @@ class StoragePathBuilder:
         Raises:
             InvalidKeyError: ``text`` is not a str.
         """
-        raw = _text(text, "a name", "safe_name")
+        raw = _bounded(_text(text, "a name", "safe_name"))
         name = _SEPARATORS.sub("_", _any_script(raw))
         name = _REPEATS.sub(r"\1", _NOT_SAFE.sub("", name))
         body = name.strip(_EDGE)
@@ -276,10 +284,21 @@ def _any_script(text: str) -> str:
     return "".join(out)
 
 
+def _bounded(text: str) -> str:
+    """``text``, or when longer than ``MAX_TEXT_CHARS`` its head and its last extension."""
+    if len(text) <= MAX_TEXT_CHARS:
+        return text
+    _, dot, ext = text[-(MAX_RAW_EXTENSION_CHARS + 1) :].rpartition(".")
+    tail = dot + ext if dot else ""
+    return text[: MAX_TEXT_CHARS - len(tail)] + tail
+
+
 def _extension(filename: str) -> str:
-    base = re.split(r"[/\\]", filename)[-1]
+    base = filename[max(filename.rfind("/"), filename.rfind("\\")) + 1 :]
     stem, dot, ext = base.rpartition(".")
     if not dot or not stem.strip("."):  # "noext", ".bashrc", "..."
+        return ""
+    if len(ext) > MAX_RAW_EXTENSION_CHARS:
         return ""
     clean = "".join(ch for ch in _any_script(ext).lower() if ch in _EXT_CHARS)
     if not clean or len(clean) > MAX_EXTENSION_CHARS:

@@ -583,3 +583,32 @@ async def test_builder_keys_work_on_a_backend(paths: StoragePathBuilder) -> None
     key = paths.user_path("u1", paths.safe_name("\U0001f600 holiday \u00e9t\u00e9.JPG"))
     await backend.save(key, b"x")
     assert await backend.list_files(paths.user_root("u1")) == ["users/u1/holiday_ete.JPG"]
+
+
+def _peak_memory(call: functools.partial[str]) -> tuple[str, int]:
+    """What ``call`` returns, and the peak of memory it allocated meanwhile."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        return call(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+# U+FDFA is one character that NFKD spells in 18: transliterating megabytes of it whole
+# took gigabytes; the name is at most 255 bytes whatever the text's length
+EXPANDING = "\ufdfa" * 200_000
+
+
+def test_safe_name_of_a_huge_text_keeps_its_extension_in_little_memory() -> None:
+    name, peak = _peak_memory(functools.partial(StoragePathBuilder().safe_name, EXPANDING + ".pdf"))
+    assert peak < 4 << 20
+    assert name.endswith(".pdf")
+    assert len(name) <= 255
+
+
+def test_unique_with_a_huge_extension_drops_it_in_little_memory() -> None:
+    key, peak = _peak_memory(functools.partial(StoragePathBuilder().unique, "u", "a." + EXPANDING))
+    assert peak < 4 << 20
+    assert re.fullmatch(rf"u/\d{{4}}/\d{{2}}/{HEX}", key)

@@ -52,7 +52,13 @@ class DictStorageBackend(StorageBackend):
         )
 
     async def _save(self, key, body, content_type, metadata, options: Any = None) -> None:
-        data = body if isinstance(body, bytes) else b"".join([c async for c in body])
+        if isinstance(body, bytes):
+            data = body
+        else:  # joined as they come: a million tiny chunks in a list are ~40x their bytes
+            buf = bytearray()
+            async for chunk in body:
+                buf += chunk
+            data = bytes(buf)
         # options (None for a plain write): the condition and headers of the write;
         # checked and stored with no await in between, so the condition is atomic
         if options is not None and not options.overwrite and key in self._objects:

@@ -190,7 +190,11 @@ class MemoryStorageBackend(RouterSigned):
     ) -> str:
         if not isinstance(body, bytes):
             self._check_layout(key)  # before the stream is read (and counted by quota)
-            body = b"".join([c async for c in body])
+            # joined as they come: a list of a million tiny chunks is ~40x their bytes
+            buf = bytearray()
+            async for chunk in body:
+                buf += chunk
+            body = bytes(buf)
         return self._put(key, self._new(body, content_type, metadata, options), options)
 
     async def _load(self, key: str) -> bytes:

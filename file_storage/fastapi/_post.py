@@ -28,6 +28,10 @@ logger = logging.getLogger("file_storage.fastapi")
 FILE_FIELD = "file"  # as on S3: the file is the last field, named "file"
 MAX_FIELD_BYTES = 8192
 MAX_FIELDS = 32
+# a part's headers: python-multipart bounds them from 0.0.27 on (8 lines of 4 KiB), earlier
+# versions not at all (header bytes kept as they come, each piece copying all before it)
+MAX_PART_HEADERS = 8
+MAX_HEADER_BYTES = 8192
 
 # ("field", (name, value)), then ("file", b""), ("data", bytes)..., ("end", b"")
 _Part = tuple[str, tuple[str, str] | bytes]
@@ -94,7 +98,8 @@ async def _parts(request: Request, boundary: bytes) -> AsyncIterator[_Part]:
     except Exception as exc:  # a boundary over 256 bytes (RFC 2046: 70 at most)
         raise _Refused(400, "malformed multipart/form-data body") from exc
     headers: dict[bytes, bytes] = {}
-    field, value = b"", b""
+    field, value = bytearray(), bytearray()
+    count = 0
     name, is_file, content = "", False, bytearray()
     async for chunk in request.stream():
         try:
@@ -104,13 +109,17 @@ async def _parts(request: Request, boundary: bytes) -> AsyncIterator[_Part]:
         happened, events = events, []
         for kind, data in happened:
             if kind == "begin":
-                headers, content = {}, bytearray()
-            elif kind == "header_field":
-                field += data
-            elif kind == "header_value":
-                value += data
+                headers, content, count = {}, bytearray(), 0
+            elif kind in ("header_field", "header_value"):
+                (field if kind == "header_field" else value).extend(data)
+                if len(field) + len(value) > MAX_HEADER_BYTES:
+                    raise _Refused(400, "a form part has a header line over 8 KiB")
             elif kind == "header_end":
-                headers[field.lower()], field, value = value, b"", b""
+                count += 1
+                if count > MAX_PART_HEADERS:
+                    raise _Refused(400, "a form part has too many headers")
+                headers[bytes(field).lower()] = bytes(value)
+                field, value = bytearray(), bytearray()
             elif kind == "headers":
                 _, params = parse_options_header(headers.get(b"content-disposition"))
                 name = params.get(b"name", b"").decode("utf-8", "replace")

@@ -545,3 +545,31 @@ async def test_reads_of_a_key_holding_a_fifo_socket_or_device_find_no_object(
             await read("planted")
         assert info.value.key == "planted"
     assert await local_backend.list_files() == []
+
+
+async def test_a_sidecar_of_a_million_metadata_names_reads_as_the_defaults(
+    tmp_path: Path,
+) -> None:
+    # no write makes such a record (50 names, 2 KiB at most): another process did, and
+    # each stat parsed 14 MB into 150 MB and handed the app a million names
+    import hashlib
+    import json
+    import tracemalloc
+
+    async with LocalStorageBackend(tmp_path) as backend:
+        await backend.save("a.txt", b"x", metadata={"k": "v"})
+        digest = hashlib.sha256(b"a.txt").hexdigest()
+        sidecar = tmp_path / ".file_storage\\meta" / digest[:2] / digest
+        raw = json.loads(sidecar.read_text())
+        for record in raw["versions"].values():
+            record["metadata"] = {f"m{i}": "" for i in range(1_150_000)}
+        sidecar.write_text(json.dumps(raw, separators=(",", ":")))
+        tracemalloc.start()
+        try:
+            info = await backend.stat("a.txt")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert (info.content_type, info.metadata) == ("text/plain", {})
+        assert peak < 16 << 20
+        assert await backend.load("a.txt") == b"x"

@@ -141,3 +141,41 @@ async def test_malformed_upload_is_a_clear_4xx_and_stores_nothing(
     assert (await backend.get_usage("")).used == 0
     if isinstance(backend, LocalStorageBackend):
         assert [p for p in backend.root.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize(
+    ("opening", "filler"),
+    [
+        # a header line that never ends, and header after header: python-multipart
+        # refuses both from 0.0.27 on, the router itself whatever the version
+        (b"--b\r\nX-Long: ", b"v" * 65536),
+        (b"--b\r\n", b"X-Many: v\r\n" * 6000),
+    ],
+    ids=["endless_header", "endless_headers"],
+)
+async def test_router_stops_reading_a_form_whose_part_headers_never_end(
+    opening: bytes, filler: bytes
+) -> None:
+    backend = MemoryStorageBackend(base_url="http://test/files", signing_key=SIGNING_KEY)
+    app = FastAPI()
+    app.include_router(make_signed_url_router(get_backend=lambda: backend), prefix="/files")
+    post = await backend.get_presigned_post("in/k.bin")
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield opening
+        for _ in range(2_000):  # 128 MiB of headers if it were all read (and held)
+            sent += 1
+            yield filler
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as asgi:
+        response = await asgi.post(
+            urlsplit(post.url).path,
+            content=body(),
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        )
+    assert response.status_code == 400
+    assert sent <= 3
+    assert await backend.list_files() == []

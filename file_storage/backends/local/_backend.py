@@ -52,6 +52,7 @@ from file_storage.backends.local._fs import (
 from file_storage.backends.local._io import (
     IO_BATCH,
     READ_BATCH,
+    SMALL_CHUNK,
     TMP_MARK,
     Gate,
     copy_fd,
@@ -220,10 +221,17 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         try:
             # Chunks are gathered into batches written with one writev per thread hop,
             # while the next batch arrives: a hop per 1 MiB chunk costs half the speed.
-            batch: list[bytes] = []
+            # Small chunks are joined as they come: kept one by one, a client sending
+            # a byte per packet would make a batch of millions of objects (~40x its size)
+            batch: list[bytes | bytearray] = []
             batched = 0
             async for chunk in body:
-                batch.append(chunk)
+                if len(chunk) < SMALL_CHUNK:
+                    if not batch or not isinstance(batch[-1], bytearray):
+                        batch.append(bytearray())
+                    batch[-1] += chunk
+                else:
+                    batch.append(chunk)
                 batched += len(chunk)
                 if batched >= IO_BATCH:
                     if pending is not None:

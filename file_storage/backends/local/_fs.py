@@ -331,9 +331,9 @@ def open_object(root: Root, key: str) -> Found:
 SMALL_MAX = 16 * 1024 * 1024  # the largest of the backend's own files it reads
 
 
-def read_small(dir_fd: int, name: str) -> bytes | None:
+def read_small(dir_fd: int, name: str, limit: int = SMALL_MAX) -> bytes | None:
     """The bytes of the backend's own file ``name`` (a sidecar, the rules, a state file);
-    ``None`` when no regular file of at most ``SMALL_MAX`` bytes is there: a FIFO, folder
+    ``None`` when no regular file of at most ``limit`` bytes is there: a FIFO, folder
     or device someone put in its place is neither waited on nor read, nor is a huge file
     read into memory. A link is refused (``OSError``) like a missing file's other errors."""
     try:
@@ -344,11 +344,11 @@ def read_small(dir_fd: int, name: str) -> bytes | None:
         raise
     try:
         st = os.fstat(fd)
-        if not stat_mod.S_ISREG(st.st_mode) or st.st_size > SMALL_MAX:
+        if not stat_mod.S_ISREG(st.st_mode) or st.st_size > limit:
             return None
         with open(fd, "rb", closefd=False) as f:
-            data = f.read(SMALL_MAX + 1)  # (it may have grown since)
-        return None if len(data) > SMALL_MAX else data
+            data = f.read(limit + 1)  # (it may have grown since)
+        return None if len(data) > limit else data
     finally:
         os.close(fd)
 

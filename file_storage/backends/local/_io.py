@@ -18,6 +18,7 @@ TMP_MARK = "\\tmp-"  # a backslash is banned from keys: a temp name is never a k
 
 T = TypeVar("T")
 IO_BATCH = 8 * 1024 * 1024  # bytes written per thread hop by streamed writes
+SMALL_CHUNK = 64 * 1024  # a streamed write's chunks below this are joined before writing
 # Bytes read per hop. Larger batches would cost fewer hops but are slower: glibc hands a
 # freed run of more than 2 MiB at the top of the heap back to the kernel (M_TRIM_THRESHOLD
 # tracks twice the 1 MiB mmap threshold), so every batch would fault its pages in anew.
@@ -98,15 +99,16 @@ def discard_tmp(opened: tuple[int, str, int]) -> None:
     os.close(dir_fd)
 
 
-def write_all(fd: int, chunks: list[bytes]) -> None:
+def write_all(fd: int, chunks: list[bytes] | list[bytes | bytearray]) -> None:
     views = [memoryview(c) for c in chunks if c]
-    while views:
-        written = os.writev(fd, views[:1024])  # IOV_MAX is 1024 on Linux
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]
+    first = 0  # views before it are written: an index, as popping the head is quadratic
+    while first < len(views):
+        written = os.writev(fd, views[first : first + 1024])  # IOV_MAX is 1024 on Linux
+        while first < len(views) and written >= len(views[first]):
+            written -= len(views[first])
+            first += 1
+        if first < len(views) and written:
+            views[first] = views[first][written:]
 
 
 def read_batch(fd: int, offset: int, end: int | None, chunk_size: int, count: int) -> list[bytes]:

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from file_storage._json import parse_json
+from file_storage._metadata import MAX_METADATA_NAMES
 from file_storage.backends import _forks
 from file_storage.backends.local._fs import (
     _LINK_ERRNOS,
@@ -37,6 +38,10 @@ logger = logging.getLogger("file_storage")
 
 META_DIR = ".file_storage\\meta"
 KEEP = 4  # versions kept per key: the current one and those a reader may still hold open
+# KEEP records of at most 2 KiB of metadata and three 2 KiB headers, JSON-escaped (up to 6
+# bytes a character): about 200 KiB. A larger sidecar is none the backend wrote, and is not
+# parsed (14 MB of JSON took 150 MB and seconds per stat)
+SIDECAR_MAX = 1024 * 1024
 
 
 class Meta(NamedTuple):
@@ -129,7 +134,7 @@ def _read(root: Root, key: str) -> dict[str, object]:
     except ObjectNotFoundError:
         return {}
     try:
-        data = read_small(fd, name)
+        data = read_small(fd, name, SIDECAR_MAX)
     except FileNotFoundError:
         return {}
     except OSError as exc:
@@ -151,8 +156,8 @@ def _entry(raw: object) -> Meta | None:
     if not isinstance(raw, dict) or "content_type" not in raw:
         return None
     metadata = raw.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        return None
+    if not isinstance(metadata, dict) or len(metadata) > MAX_METADATA_NAMES:
+        return None  # no write makes more names: not a record of ours
     headers = [raw.get(name) for name in ("cache_control", "content_disposition")]
     return Meta(
         str(raw["content_type"]),
