@@ -269,12 +269,15 @@ def _http_session_class() -> Any:
         class BoundedWaits(AIOHTTPSession):  # type: ignore[misc]
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
-                timeout: aiohttp.ClientTimeout = self._timeout  # type: ignore[has-type]
-                self._timeout = aiohttp.ClientTimeout(
-                    sock_connect=timeout.sock_connect,
-                    sock_read=timeout.sock_read,
-                    connect=timeout.sock_connect,
-                )
+                # a private attribute: an aiobotocore that names it otherwise keeps its
+                # own timeouts (tests/backends/test_s3_pool.py then fails, not S3)
+                timeout = getattr(self, "_timeout", None)
+                if isinstance(timeout, aiohttp.ClientTimeout):
+                    self._timeout = aiohttp.ClientTimeout(
+                        sock_connect=timeout.sock_connect,
+                        sock_read=timeout.sock_read,
+                        connect=timeout.sock_connect,
+                    )
 
         _http_session = BoundedWaits
     return _http_session
