@@ -173,7 +173,7 @@ async def test_a_failing_read_of_the_metadata_record_fails_the_write_and_keeps_i
     await local_backend.set_versioning(True)
     await local_backend.save("k.txt", b"one", content_type="text/csv", metadata={"rev": "1"})
 
-    def failing(dir_fd: int, name: str) -> bytes | None:
+    def failing(dir_fd: int, name: str, limit: int = 0) -> bytes | None:
         raise OSError(errno.EMFILE, "Too many open files")
 
     monkeypatch.setattr(meta_file, "read_small", failing)
