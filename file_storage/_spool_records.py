@@ -7,9 +7,9 @@ on nor read, and a huge file is not read into memory; either reads as no record.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
+from file_storage._small_files import read_regular
 from file_storage.errors import StorageConfigError
 
 __all__ = ["MAX_RECORD", "owner_of", "read_record"]
@@ -31,14 +31,10 @@ def read_record(path: Path) -> str:
     # O_NONBLOCK: opening a FIFO for reading would wait for a writer
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_RECORD:
-            raise ValueError(f"{path.name} is not a spool record")
-        with open(fd, "rb", closefd=False) as f:
-            data = f.read(MAX_RECORD + 1)  # (it may have grown since)
+        data = read_regular(fd, MAX_RECORD)
     finally:
         os.close(fd)
-    if len(data) > MAX_RECORD:
+    if data is None:
         raise ValueError(f"{path.name} is not a spool record")
     return data.decode("utf-8")
 

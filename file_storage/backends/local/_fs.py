@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from file_storage._small_files import read_regular
 from file_storage.backends import _forks
 from file_storage.backends.local._io import tmp_name
 from file_storage.backends.local._place import open_folder
@@ -343,12 +344,7 @@ def read_small(dir_fd: int, name: str, limit: int = SMALL_MAX) -> bytes | None:
             return None
         raise
     try:
-        st = os.fstat(fd)
-        if not stat_mod.S_ISREG(st.st_mode) or st.st_size > limit:
-            return None
-        with open(fd, "rb", closefd=False) as f:
-            data = f.read(limit + 1)  # (it may have grown since)
-        return None if len(data) > limit else data
+        return read_regular(fd, limit)
     finally:
         os.close(fd)
 
