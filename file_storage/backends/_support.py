@@ -262,9 +262,7 @@ async def temp_folder(operation: str = "", key: str | None = None) -> AsyncItera
         yield Path(making.path)
     finally:
         # to its end: a cancel scope cancelling the caller again must not skip it
-        _, cancelled = await run_whole(asyncio.to_thread(shutil.rmtree, making.path, True))
-        if cancelled is not None:
-            raise cancelled
+        await run_to_end(asyncio.to_thread(shutil.rmtree, making.path, True))
 
 
 def server_of(url: str) -> str:
@@ -371,6 +369,18 @@ async def run_whole(
     return task, cancelled
 
 
+async def run_to_end(step: Awaitable[T]) -> T:
+    """:func:`run_whole` for a caller with no use for the step's outcome once cancelled:
+    the step runs to its end, then the caller's cancellation is raised (the step's own
+    error retrieved, not raised), else the step's result or error."""
+    done, cancelled = await run_whole(step)
+    if cancelled is not None:
+        if not done.cancelled():
+            done.exception()  # retrieved: the caller is told of the cancellation
+        raise cancelled
+    return done.result()
+
+
 async def stop_then_wait(step: Coroutine[Any, Any, T]) -> T:
     """Await ``step`` in a task of its own; when the caller is cancelled, cancel it once
     and wait for it to end before raising the cancellation. Its clean-up then runs whole,
@@ -429,8 +439,5 @@ async def opened(path: Path, mode: Literal["rb", "wb"]) -> AsyncIterator[AsyncBu
             raise cancelled
         yield file
     finally:
-        closing, late = await run_whole(file.close())
-        if late is not None:
-            closing.exception()  # retrieved: the caller is told of the cancellation
-            raise late
-        closing.result()  # the flush of the last bytes failed (a full disk): the caller's
+        # a flush of the last bytes failing (a full disk) is the caller's error
+        await run_to_end(file.close())

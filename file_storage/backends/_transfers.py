@@ -31,7 +31,7 @@ from file_storage.backends._reads import Reads
 from file_storage.backends._support import (
     NEW_FILE,
     normalize_metadata,
-    run_whole,
+    run_to_end,
     stop_then_wait,
     temp_folder,
 )
@@ -139,11 +139,7 @@ class Transfers(Writes, Reads):
         with self._translate(operation, key) as call:
             # waited for to its end: a thread still making the folders after its caller
             # was cancelled would make again a temp folder local_copy had just removed
-            making, cancelled = await run_whole(aiofiles.os.makedirs(target.parent, exist_ok=True))
-            if cancelled is not None:
-                making.exception()  # retrieved: the caller is told of the cancellation
-                raise cancelled
-            making.result()
+            await run_to_end(aiofiles.os.makedirs(target.parent, exist_ok=True))
             # cut by UTF-8 bytes, never mid-character: a name is at most 255 bytes
             stem = os.fsencode(target.name)[:200].decode("utf-8", "ignore")
 
