@@ -18,6 +18,8 @@ import uuid
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
+    Callable,
     Iterable,
     Iterator,
     Mapping,
@@ -421,6 +423,13 @@ class BackendCore(abc.ABC):
         return self._store_identity
 
     async def _move(self, src: str, dst: str) -> str | None:
+        return await self._copy_then_delete(src, dst, lambda: self._delete(src))
+
+    async def _copy_then_delete(
+        self, src: str, dst: str, delete_source: Callable[[], Awaitable[None]]
+    ) -> str | None:
+        """A move as two steps: copy ``src`` to ``dst``, then ``delete_source()``; what
+        either step's error leaves (``src`` kept, or ``dst`` stored) marked on it."""
         try:
             etag = await self._copy(src, dst)
         except BaseException as exc:
@@ -428,7 +437,7 @@ class BackendCore(abc.ABC):
                 mark_landed(exc, source_kept=True)
             raise
         try:
-            await self._delete(src)
+            await delete_source()
         except BaseException as exc:
             # dst is stored whatever the delete did; src too, unless the delete landed
             mark_landed(exc, source_kept=not has_landed(exc))
@@ -441,8 +450,10 @@ class BackendCore(abc.ABC):
 
         Default: a stat, a comparison, then a delete; a write landing between the stat
         and the delete is deleted too. A backend that can compare and delete in one step
-        (the memory backend, local disk under the key's lock) overrides this; one that
-        cannot lacks the suite's ``exact_expiry`` feature.
+        (the memory backend, local disk under the key's lock) overrides this, one that
+        can make the delete conditional overrides :meth:`_delete_looked_at` (GCS and
+        Azure with a key to sign with); one that can neither lacks the suite's
+        ``exact_expiry`` feature.
         """
         try:
             current = await self._stat(key)
@@ -452,6 +463,12 @@ class BackendCore(abc.ABC):
             return False
         if not same_version(current, listed):
             return False
+        return await self._delete_looked_at(key, current)
+
+    async def _delete_looked_at(self, key: str, current: ObjectInfo) -> bool:
+        """Delete ``key``, just found holding ``current``; False: nothing deleted (the
+        store refused, as it was written since). Default: a plain delete; a backend that
+        can make the delete conditional on ``current`` overrides this."""
         await self._delete(key)
         return True
 

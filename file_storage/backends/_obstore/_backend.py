@@ -24,7 +24,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Unpack
 from urllib.parse import urlsplit
 
-from file_storage._expiry import same_version
 from file_storage._keys import validate_key
 from file_storage._metadata import decode_value, encode_value
 from file_storage._settings_common import check_base_url, checked, checked_url, warn_in_clear
@@ -49,7 +48,7 @@ from file_storage.backends._obstore._names import (
 )
 from file_storage.backends._obstore._requests import Interruptible, to_the_end
 from file_storage.backends._obstore._rules import ObstoreRules
-from file_storage.backends._support import has_landed, mark_landed, server_of
+from file_storage.backends._support import server_of
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
@@ -435,13 +434,8 @@ class ObstoreBackend(StorageBackend):
         # a copy, then a delete of the source only while it is the object found here: a
         # write landing on it meanwhile stays (the delete fails, as move documents)
         info, version = await self._head_meta(src)
-        try:
-            etag = await self._copy(src, dst)
-        except BaseException as exc:
-            if has_landed(exc):  # a copy cancelled once it was stored: src is there too
-                mark_landed(exc, source_kept=True)
-            raise
-        try:
+
+        async def delete_source() -> None:
             outcome = await self._delete_unchanged(src, info, version)
             if outcome is None:
                 await self._delete(src)  # no key to sign with: unconditional
@@ -450,19 +444,10 @@ class ObstoreBackend(StorageBackend):
                     "the source was written during the move: it is kept, and the "
                     "destination holds the copy"
                 )
-        except BaseException as exc:
-            # dst is stored whatever the delete did; src too, unless the delete landed
-            mark_landed(exc, source_kept=not has_landed(exc))
-            raise
-        return etag
 
-    async def _delete_expired(self, key: str, listed: ObjectInfo) -> bool:
-        try:
-            current = await self._stat(key)
-        except FileNotFoundError:  # obstore's NotFoundError is one
-            return False
-        if not same_version(current, listed):
-            return False
+        return await self._copy_then_delete(src, dst, delete_source)
+
+    async def _delete_looked_at(self, key: str, current: ObjectInfo) -> bool:
         outcome = await self._delete_unchanged(key, current)
         if outcome is None:  # no key to sign with: checked, then deleted
             await self._delete(key)
