@@ -19,7 +19,7 @@ import codecs
 import re
 from collections.abc import Mapping
 
-from file_storage.errors import InvalidMetadataError
+from file_storage.errors import InvalidMetadataError, _elided_repr
 
 __all__ = [
     "MAX_HEADER_VALUE_BYTES",
@@ -121,11 +121,8 @@ def normalize_metadata(
 
 
 def _shown(name: str) -> str:
-    """``repr(name)``, its middle left out when long: a message never repeats megabytes."""
-    if len(name) <= _SHOWN_CHARS:
-        return repr(name)
-    half = _SHOWN_CHARS // 2
-    return f"{name[:half]!r}...{name[-half:]!r} ({len(name)} characters)"
+    """``repr(name)``, its middle left out when long."""
+    return _elided_repr(name, _SHOWN_CHARS, _SHOWN_CHARS // 2)
 
 
 def check_content_type(content_type: str, operation: str = "", key: str | None = None) -> str:

@@ -74,10 +74,15 @@ _SHOWN_KEY_END = 100
 
 
 def _shown_key(key: str) -> str:
-    if len(key) <= _SHOWN_KEY_CHARS:
-        return repr(key)
-    head, tail = key[:_SHOWN_KEY_END], key[-_SHOWN_KEY_END:]
-    return f"{head!r}...{tail!r} ({len(key)} characters)"
+    return _elided_repr(key, _SHOWN_KEY_CHARS, _SHOWN_KEY_END)
+
+
+def _elided_repr(text: str, most: int, end: int) -> str:
+    """``repr(text)``; over ``most`` characters, only its first and last ``end`` and its
+    length: a message never repeats the megabytes a user sent."""
+    if len(text) <= most:
+        return repr(text)
+    return f"{text[:end]!r}...{text[-end:]!r} ({len(text)} characters)"
 
 
 def _rebuild(
