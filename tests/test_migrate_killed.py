@@ -26,26 +26,37 @@ HOOKS = {
     "verified": "file_storage.backends.local.LocalStorageBackend._purge_one",  # delete_source
 }
 
-RUN = textwrap.dedent(
+# run in a child process first: kill_on_call(target, nth) kills the process (SIGKILL) on
+# the nth call of the function or method that the dotted name ``target`` names
+KILL_ON_CALL = textwrap.dedent(
     """
-    import asyncio, importlib, os, signal, sys
+    import importlib, os, signal
+
+    def kill_on_call(target, nth):
+        where, name = target.rsplit(".", 1)
+        try:
+            owner = importlib.import_module(where)
+        except ImportError:
+            module, cls = where.rsplit(".", 1)
+            owner = getattr(importlib.import_module(module), cls)
+        real, calls = getattr(owner, name), []
+
+        def hook(*args, **kwargs):
+            calls.append(args)
+            if len(calls) == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+
+        setattr(owner, name, hook)
+    """
+)
+
+RUN = KILL_ON_CALL + textwrap.dedent(
+    """
+    import asyncio, sys
     from file_storage import LocalStorageBackend, migrate
 
-    where, name = sys.argv[3].rsplit(".", 1)
-    try:
-        owner = importlib.import_module(where)
-    except ImportError:
-        module, cls = where.rsplit(".", 1)
-        owner = getattr(importlib.import_module(module), cls)
-    real, calls = getattr(owner, name), []
-
-    def hook(*args, **kwargs):
-        calls.append(args)
-        if len(calls) == int(sys.argv[4]):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(*args, **kwargs)
-
-    setattr(owner, name, hook)
+    kill_on_call(sys.argv[3], int(sys.argv[4]))
     source, dest = LocalStorageBackend(sys.argv[1]), LocalStorageBackend(sys.argv[2])
     asyncio.run(migrate(source, dest, concurrency=1, delete_source=True))
     """

@@ -20,6 +20,7 @@ import pytest
 
 from file_storage import LocalStorageBackend, StorageBackend, migrate
 from tests.s3util import SERVER, s3_backends
+from tests.test_migrate_killed import KILL_ON_CALL
 
 pytestmark = pytest.mark.s3
 
@@ -30,27 +31,13 @@ SMALL = {f"small/{i}.txt": f"small object {i}\n".encode() * (i + 1) for i in ran
 HEADERS = {"cache_control": "max-age=60", "content_disposition": "attachment"}
 META = {"owner": "u1"}
 
-RUN = textwrap.dedent(
+RUN = KILL_ON_CALL + textwrap.dedent(
     """
-    import asyncio, importlib, json, os, signal, sys
+    import asyncio, json, sys
     from file_storage import LocalStorageBackend, S3StorageBackend, migrate
 
     spec = json.loads(sys.argv[1])
-    where, name = spec["hook"].rsplit(".", 1)
-    try:
-        owner = importlib.import_module(where)
-    except ImportError:
-        module, cls = where.rsplit(".", 1)
-        owner = getattr(importlib.import_module(module), cls)
-    real, calls = getattr(owner, name), []
-
-    def hook(*args, **kwargs):
-        calls.append(args)
-        if len(calls) == spec["nth"]:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(*args, **kwargs)
-
-    setattr(owner, name, hook)
+    kill_on_call(spec["hook"], spec["nth"])
 
     def backend(side):
         if side["type"] == "local":
