@@ -207,3 +207,54 @@ async def test_a_write_landing_while_purge_lists_is_never_purged_with_keep_1(
     monkeypatch.setattr(versions.LocalVersions, "_list_versions", then_a_write)
     await local_backend.purge_versions("k.txt", keep=1)
     assert await local_backend.load("k.txt") == b"written after the listing"
+
+
+@pytest.mark.parametrize("record", ["current", "name"])
+async def test_a_folder_planted_at_a_version_record_fails_the_write_clearly_and_loses_nothing(
+    local_backend: LocalStorageBackend, record: str
+) -> None:
+    await _two_versions(local_backend)
+    folder = local_backend._dir.path.joinpath(*versions._folder("k.txt"))
+    (folder / record).unlink()
+    (folder / record).mkdir()
+    (folder / record / "theirs").write_bytes(b"not ours")
+    before = await local_backend.list_versions("k.txt")
+    with pytest.raises(StorageError) as caught:
+        await local_backend.save("k.txt", b"newest")
+    # the key is no folder: the backend's own record is what is in the way
+    assert type(caught.value) is StorageError
+    assert (caught.value.operation, caught.value.key) == ("save", "k.txt")
+    assert f"record {record!r}" in str(caught.value)
+    assert await local_backend.load("k.txt") == b"new"
+    assert await local_backend.list_versions("k.txt") == before
+    assert (folder / record / "theirs").read_bytes() == b"not ours"
+    assert sorted(p.name for p in folder.iterdir() if "tmp" in p.name) == []
+
+
+async def test_a_folder_planted_at_the_versioning_state_fails_set_versioning_clearly(
+    local_backend: LocalStorageBackend,
+) -> None:
+    (local_backend._dir.path / STATE_FILE).mkdir(parents=True)
+    with pytest.raises(StorageError) as caught:
+        await local_backend.set_versioning(True)
+    assert type(caught.value) is StorageError
+    assert caught.value.operation == "set_versioning"
+    assert "record" in str(caught.value)
+    await local_backend.save("k.txt", b"one")
+    await local_backend.save("k.txt", b"two")  # read as suspended: nothing with an id lost
+    assert await local_backend.load("k.txt") == b"two"
+
+
+async def test_a_link_planted_at_the_current_record_is_never_followed(
+    local_backend: LocalStorageBackend, tmp_path: Path
+) -> None:
+    await _two_versions(local_backend)
+    folder = local_backend._dir.path.joinpath(*versions._folder("k.txt"))
+    outside = tmp_path / "outside.json"
+    outside.write_bytes(b"{}")
+    (folder / "current").unlink()
+    (folder / "current").symlink_to(outside)
+    await local_backend.save("k.txt", b"newest")  # the link is replaced, not written through
+    assert outside.read_bytes() == b"{}"
+    assert [v.size for v in await local_backend.list_versions("k.txt")] == [6, 3, 4]
+    assert await local_backend.load("k.txt") == b"newest"

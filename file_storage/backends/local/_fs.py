@@ -363,7 +363,16 @@ def write_small(root: Root, dir_fd: int, name: str, data: bytes) -> None:
                 os.fsync(out)
         finally:
             os.close(out)
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        try:
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            # a folder put in place of the record: said as such (not as the key being a
+            # folder), and neither it nor what it holds is removed
+            raise StorageError(
+                f"the backend's own record {name!r} is a folder put there by someone else"
+            ) from exc
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dir_fd)
