@@ -67,6 +67,8 @@ FEATURES: dict[str, frozenset[str]] = {
             "checks_content_md5",
             "enforces_post_policy",
             "cors_on_post",
+            # verified: keeps the versions with ids of a key written while suspended
+            "suspended_versioning",
         }
     ),
 }

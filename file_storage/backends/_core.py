@@ -600,8 +600,12 @@ class BackendCore(abc.ABC):
         # the one version is the latest already: nothing to write once it is known to exist
         return (await self._stat_version(key, version_id)).etag
 
-    async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
-        """Delete these versions of ``key`` for good; ``everything``: no version is left,
-        so delete markers go too (S3)."""
-        if NULL_VERSION in version_ids:
+    async def _purge_versions(
+        self, key: str, doomed: list[ObjectVersion], everything: bool
+    ) -> None:
+        """Delete these versions of ``key`` for good, as listed; ``everything``: no
+        version is left, so delete markers go too (S3). Else the latest version listed
+        was kept: one of ``doomed`` whose id a write since took again (``"null"``,
+        versioning suspended meanwhile) is that newer write, never deleted."""
+        if any(v.version_id == NULL_VERSION for v in doomed):
             await self._delete(key)

@@ -141,8 +141,7 @@ class Versions(Writes):
                 doomed, kept = versions[keep:], versions[:keep]
                 try:
                     if doomed or keep == 0:
-                        ids = [v.version_id for v in doomed]
-                        await self._purge_versions(key, ids, keep == 0)
+                        await self._purge_versions(key, doomed, keep == 0)
                 except BaseException as exc:
                     if has_landed(exc):  # cancelled once the purge was done: count it
                         await self._purged(key, doomed, kept, done)

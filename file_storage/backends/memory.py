@@ -352,8 +352,10 @@ class MemoryStorageBackend(RouterSigned):
         old = self._version(key, version_id)
         return self._put(key, dataclasses.replace(old, last_modified=datetime.now(UTC)))
 
-    async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
-        doomed = set(version_ids)
+    async def _purge_versions(
+        self, key: str, versions: list[ObjectVersion], everything: bool
+    ) -> None:
+        doomed = {v.version_id for v in versions}
         # the live object goes only with everything (keep=0): else the caller kept the
         # latest version it listed, so a live object named here was written since under
         # an id used again ("null", versioning suspended meanwhile): a newer write

@@ -557,8 +557,11 @@ class LocalVersions(StorageBackend):
 
         return await gated(restore)
 
-    async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
-        await to_the_end(purge, self._dir, key, version_ids, everything)
+    async def _purge_versions(
+        self, key: str, doomed: list[ObjectVersion], everything: bool
+    ) -> None:
+        ids = [v.version_id for v in doomed]
+        await to_the_end(purge, self._dir, key, ids, everything)
 
     async def _version_sizes(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         epoch = datetime.fromtimestamp(0, UTC)

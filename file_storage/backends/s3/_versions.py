@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from file_storage._quota.ledger import VERSION_SEP
-from file_storage.backends._core import DELETE_BATCH, Versioning
+from file_storage.backends._core import DELETE_BATCH, NULL_VERSION, Versioning
 from file_storage.backends.base import StorageBackend
 from file_storage.backends.s3._errors import batch_delete_error, error_code
 from file_storage.backends.s3._info import head_info, utc
@@ -195,9 +195,37 @@ class S3Versions(StorageBackend):
         # newer than the key's spooled version
         return await self._fallback.direct(key, restore)
 
-    async def _purge_versions(self, key: str, version_ids: list[str], everything: bool) -> None:
+    async def _still_listed(self, key: str, listed: ObjectVersion) -> bool:
+        """Whether the ``"null"`` version of ``key`` is still the one the purge listed: a
+        write or delete made since with versioning suspended replaced it (the write is
+        then that version, the delete a ``"null"`` delete marker), and S3 deletes by id
+        whatever holds it, with no condition on the version (``If-Match`` on DeleteObject
+        is checked against the current version, not the one named, and only by some
+        servers). Same size and second as listed: the listed one, or a write of that size
+        within the same second (the one case this cannot tell)."""
+        try:
+            with _version_lookup():
+                head = await self._stat_head(key, VersionId=NULL_VERSION)
+        except ObjectNotFoundError:
+            return False  # a delete marker now, or purged by another caller meanwhile
+        except Exception as exc:
+            if error_code(exc) in {"NoSuchKey", "404"}:
+                return False
+            raise
+        seconds = (head.last_modified.replace(microsecond=0), head.size)
+        return seconds == (listed.last_modified.replace(microsecond=0), listed.size)
+
+    async def _purge_versions(
+        self, key: str, versions: list[ObjectVersion], everything: bool
+    ) -> None:
         full = self._full(key)
-        doomed = [{"Key": full, "VersionId": vid} for vid in version_ids]
+        ids = [
+            v.version_id
+            for v in versions
+            # a "null" version is asked again just before its delete (one HeadObject)
+            if everything or v.version_id != NULL_VERSION or await self._still_listed(key, v)
+        ]
+        doomed = [{"Key": full, "VersionId": vid} for vid in ids]
         if everything:  # the delete markers go too: nothing of the key is left
             doomed += [
                 {"Key": full, "VersionId": str(item["VersionId"])}
