@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from file_storage._quota.ledger import VERSION_SEP
 from file_storage._settings_common import check_base_url, checked
-from file_storage.backends._core import Versioning
+from file_storage.backends._core import NULL_VERSION, Versioning
 from file_storage.backends._pages import Entry, folder_end
 from file_storage.backends._router_signed import RouterSigned
 from file_storage.backends._write_options import PLAIN, WriteOptions
@@ -356,13 +356,25 @@ class MemoryStorageBackend(RouterSigned):
         self, key: str, versions: list[ObjectVersion], everything: bool
     ) -> None:
         doomed = {v.version_id for v in versions}
+        listed = {(v.version_id, v.last_modified, v.size) for v in versions}
         # the live object goes only with everything (keep=0): else the caller kept the
         # latest version it listed, so a live object named here was written since under
         # an id used again ("null", versioning suspended meanwhile): a newer write
         if everything and key in self._objects and self._live_ids.get(key, "null") in doomed:
             self._live_ids.pop(key, None)
             self._remove(key, keep=False)
-        history = [(vid, obj) for vid, obj in self._history.get(key, []) if vid not in doomed]
+        # a prior version goes when it is the one listed: a "null" version written since
+        # (suspended meanwhile, then overwritten) has the id but is a newer write
+        history = [
+            (vid, obj)
+            for vid, obj in self._history.get(key, [])
+            if vid not in doomed
+            or (
+                vid == NULL_VERSION
+                and not everything
+                and (vid, obj.last_modified, len(obj.data)) not in listed
+            )
+        ]
         if history:
             self._history[key] = history
         else:

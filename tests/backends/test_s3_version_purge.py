@@ -82,3 +82,20 @@ async def test_the_listed_null_version_is_still_purged(backend: StorageBackend) 
     assert [(v.version_id == "null", v.size) for v in await backend.list_versions("k.txt")] == [
         (False, 4)
     ]
+
+
+async def test_a_suspended_write_landing_after_the_listing_then_overwritten_stays(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _null_then_kept(backend)
+
+    async def writes() -> None:
+        await backend.set_versioning(False)
+        await backend.save("k.txt", b"written after the listing")  # the new "null"
+        await backend.set_versioning(True)
+        await backend.save("k.txt", b"newest")  # the new "null" is a prior version now
+
+    _after_the_listing(backend, monkeypatch, writes)
+    await backend.purge_versions("k.txt", keep=1)
+    listed = [(v.version_id == "null", v.size) for v in await backend.list_versions("k.txt")]
+    assert listed == [(False, 6), (True, 25), (False, 4)]

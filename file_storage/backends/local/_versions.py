@@ -367,18 +367,22 @@ def _open_kept(dir_fd: int, entry: _Kept) -> tuple[int, os.stat_result, Meta | N
         raise
 
 
-def purge(root: Root, key: str, version_ids: list[str], everything: bool) -> None:
-    """Delete these versions of ``key`` for good; the live file too when named and
-    ``everything`` (``keep=0``). Otherwise the caller kept the latest version it listed,
-    so a live file named here was written since, under an id used again (``"null"``,
-    suspended meanwhile): a newer write, never purged."""
-    doomed = set(version_ids)
+def purge(root: Root, key: str, versions: list[ObjectVersion], everything: bool) -> None:
+    """Delete these versions of ``key`` (as listed) for good; the live file too when
+    named and ``everything`` (``keep=0``). Otherwise the caller kept the latest version
+    it listed, so a live file named here was written since, under an id used again
+    (``"null"``, suspended meanwhile): a newer write, never purged; and so is a prior
+    version of that id that is not the file listed (that write, overwritten since)."""
+    doomed = {v.version_id for v in versions}
+    listed = {(v.version_id, v.last_modified, v.size) for v in versions}
     with key_locks(root, key):
         folder = _Key(root, key)
         live = folder.live()
         try:
             for entry in folder.kept(None if live is None else live.st):
-                if entry.version_id in doomed:
+                if entry.version_id in doomed and (
+                    everything or entry.version_id != "null" or _stamp(folder.fd, entry) in listed
+                ):
                     folder.remove(entry)
             live_id = None if live is None else folder.live_id(live.st)
             if live is not None and live_id in doomed and everything:
@@ -398,6 +402,15 @@ def purge(root: Root, key: str, version_ids: list[str], everything: bool) -> Non
             if live is not None:
                 live.close()
             folder.close()
+
+
+def _stamp(dir_fd: int, entry: _Kept) -> tuple[str, datetime, int] | None:
+    """A prior version as :func:`list_versions` lists it: id, time and size."""
+    try:
+        st = os.stat(entry.name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return entry.version_id, datetime.fromtimestamp(st.st_mtime, UTC), st.st_size
 
 
 def _live_file(root: Root, key: str, dir_fd: int) -> set[tuple[int, int, str]]:
@@ -560,8 +573,7 @@ class LocalVersions(StorageBackend):
     async def _purge_versions(
         self, key: str, doomed: list[ObjectVersion], everything: bool
     ) -> None:
-        ids = [v.version_id for v in doomed]
-        await to_the_end(purge, self._dir, key, ids, everything)
+        await to_the_end(purge, self._dir, key, doomed, everything)
 
     async def _version_sizes(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         epoch = datetime.fromtimestamp(0, UTC)

@@ -1,0 +1,80 @@
+"""Versioning while another task writes or deletes the same key: what purge_versions and
+restore_version leave. A hook runs the other task between the listing a purge makes and
+its deletes (the window a slow listing of many versions leaves open)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from file_storage import ObjectVersion, StorageBackend
+
+
+async def _null_then_kept(versioned: StorageBackend) -> None:
+    """``k.txt``: a prior ``"null"`` version (b"null") under a latest with an id."""
+    await versioned.set_versioning(False)
+    await versioned.save("k.txt", b"null")
+    await versioned.set_versioning(True)
+    await versioned.save("k.txt", b"kept")
+
+
+def _after_the_listing(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, other: Callable[[], Awaitable[None]]
+) -> list[asyncio.Task[None]]:
+    """Run ``other`` once the purge has listed the versions, as far as it can before the
+    deletes (a ledger holding the key through the purge makes it wait for the purge)."""
+    listing = backend._list_versions
+    started: list[asyncio.Task[None]] = []
+
+    async def then_the_other_task(key: str) -> list[ObjectVersion]:
+        out = await listing(key)
+        monkeypatch.undo()
+        started.append(asyncio.ensure_future(other()))
+        # until it is done (a backend's writes may run in threads), bounded for a backend
+        # that holds the key through the purge: the purge goes on, the test still checks
+        await asyncio.wait(started, timeout=30)
+        return out
+
+    monkeypatch.setattr(backend, "_list_versions", then_the_other_task)
+    return started
+
+
+@pytest.mark.backend_needs("versions", "suspended_versioning", "exact_version_purge")
+async def test_purge_keep_1_never_undoes_a_delete_landing_while_it_runs(
+    versioned: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _null_then_kept(versioned)
+
+    async def delete() -> None:
+        await versioned.set_versioning(False)
+        await versioned.delete("k.txt")  # replaces the "null" version (S3: a delete marker)
+
+    started = _after_the_listing(versioned, monkeypatch, delete)
+    await versioned.purge_versions("k.txt", keep=1)
+    await started[0]
+    assert not await versioned.exists("k.txt")
+    listed = [(v.version_id == "null", v.size) for v in await versioned.list_versions("k.txt")]
+    assert listed == [(False, 4)]  # "kept", restorable
+
+
+@pytest.mark.backend_needs("versions", "suspended_versioning", "exact_version_purge")
+async def test_purge_keep_1_never_purges_a_write_landing_while_it_runs_then_overwritten(
+    versioned: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _null_then_kept(versioned)
+
+    async def writes() -> None:
+        await versioned.set_versioning(False)
+        await versioned.save("k.txt", b"written after the listing")  # a new "null"
+        await versioned.set_versioning(True)
+        await versioned.save("k.txt", b"newest")  # the new "null" is a prior version now
+
+    started = _after_the_listing(versioned, monkeypatch, writes)
+    await versioned.purge_versions("k.txt", keep=1)
+    await started[0]
+    assert await versioned.load("k.txt") == b"newest"
+    # both writes kept; the "null" version listed was replaced already, nothing purged
+    listed = [(v.version_id == "null", v.size) for v in await versioned.list_versions("k.txt")]
+    assert listed == [(False, 6), (True, 25), (False, 4)]
