@@ -3,9 +3,11 @@ records: no prior version silently dropped, typed errors, nothing outside the ro
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -258,3 +260,26 @@ async def test_a_link_planted_at_the_current_record_is_never_followed(
     assert outside.read_bytes() == b"{}"
     assert [v.size for v in await local_backend.list_versions("k.txt")] == [6, 3, 4]
     assert await local_backend.load("k.txt") == b"newest"
+
+
+async def test_a_restore_racing_a_rewrite_of_the_key_keeps_both(
+    local_backend: LocalStorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = await _two_versions(local_backend)
+    loop = asyncio.get_running_loop()
+    opened = versions.open_version
+
+    def then_a_rewrite(root: Root, key: str, version_id: str) -> Any:
+        out = opened(root, key, version_id)  # the restore has its source open
+        monkeypatch.setattr(versions, "open_version", opened)
+        # another task rewrites the key (and purges the version being restored) meanwhile
+        write = local_backend.save("k.txt", b"rewritten")
+        asyncio.run_coroutine_threadsafe(write, loop).result(timeout=60)
+        purge = local_backend.purge_versions("k.txt", keep=1)
+        asyncio.run_coroutine_threadsafe(purge, loop).result(timeout=60)
+        return out
+
+    monkeypatch.setattr(versions, "open_version", then_a_rewrite)
+    await local_backend.restore_version("k.txt", old)
+    assert await local_backend.load("k.txt") == b"old!"  # the restore, the latest
+    assert await _sizes(local_backend, "k.txt") == [4, 9]  # the rewrite kept under it
