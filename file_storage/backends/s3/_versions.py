@@ -35,6 +35,7 @@ logger = logging.getLogger("file_storage")
 _NO_VERSION = frozenset({"NoSuchVersion", "InvalidArgument", "400", "MethodNotAllowed", "405"})
 # a server or policy that does not let us read the versioning state: treated as off
 _NO_STATE = frozenset({"AccessDenied", "403", "NotImplemented", "501"})
+LIST_PAGE = 1000  # ListObjectVersions' most versions a page (MaxKeys)
 
 
 @contextmanager
@@ -101,17 +102,25 @@ class S3Versions(StorageBackend):
         )
         self._versioning_state = "enabled" if enabled else "suspended"
 
-    async def _object_versions(self, prefix: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """``("version" or "marker", item)`` for every version under the full ``prefix``."""
+    async def _object_versions(
+        self, prefix: str, *, key: bool = False
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """``("version" or "marker", item)`` for every version under the full ``prefix``;
+        ``key``: of the key ``prefix`` only (and maybe some of the keys after it)."""
         client = await self._client()
         pages = client.get_paginator("list_object_versions").paginate(
-            Bucket=self._bucket, Prefix=prefix
+            Bucket=self._bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE}
         )
         async for page in pages:
-            for item in page.get("Versions") or ():
-                yield "version", item
-            for item in page.get("DeleteMarkers") or ():
-                yield "marker", item
+            items = [("version", item) for item in page.get("Versions") or ()]
+            items += [("marker", item) for item in page.get("DeleteMarkers") or ()]
+            for item in items:
+                yield item
+            # versions come by key, and the key sorts before every longer key it is a
+            # prefix of: past its last version, the pages hold only those ("logs/...",
+            # "logs.1"), any number of them
+            if key and any(item["Key"] != prefix for _, item in items):
+                return
 
     async def _deleted_at(self, key: str, missing: Exception) -> datetime | None:
         """When S3 answered ``missing`` (not found) for ``key`` because its current version
@@ -143,7 +152,7 @@ class S3Versions(StorageBackend):
                 last_modified=utc(item["LastModified"]),
                 is_latest=bool(item["IsLatest"]),
             )
-            async for kind, item in self._object_versions(full)
+            async for kind, item in self._object_versions(full, key=True)
             if kind == "version" and item["Key"] == full
         ]
 
@@ -229,7 +238,7 @@ class S3Versions(StorageBackend):
         if everything:  # the delete markers go too: nothing of the key is left
             doomed += [
                 {"Key": full, "VersionId": str(item["VersionId"])}
-                async for kind, item in self._object_versions(full)
+                async for kind, item in self._object_versions(full, key=True)
                 if kind == "marker" and item["Key"] == full
             ]
         client = await self._client()
