@@ -283,3 +283,28 @@ async def test_a_restore_racing_a_rewrite_of_the_key_keeps_both(
     await local_backend.restore_version("k.txt", old)
     assert await local_backend.load("k.txt") == b"old!"  # the restore, the latest
     assert await _sizes(local_backend, "k.txt") == [4, 9]  # the rewrite kept under it
+
+
+@pytest.mark.parametrize("depth", [0, 1], ids=["key-folder", "mirrored-folder"])
+async def test_a_file_planted_in_the_versions_folders_fails_writes_clearly(
+    local_backend: LocalStorageBackend, depth: int
+) -> None:
+    await local_backend.set_versioning(True)
+    await local_backend.save("a/k.txt", b"one")
+    await local_backend.save("a/k.txt", b"two")
+    parts = versions._folder("a/k.txt")
+    target = local_backend._dir.path.joinpath(*parts[: len(parts) - depth])
+    target.rename(target.with_name("moved away"))
+    target.write_bytes(b"planted")
+    for write in (
+        lambda: local_backend.save("a/k.txt", b"three"),
+        lambda: local_backend.delete("a/k.txt"),
+    ):
+        with pytest.raises(StorageError) as caught:
+            await write()
+        # the key lies under no object: the backend's own folder is what is in the way
+        assert type(caught.value) is StorageError
+        assert caught.value.key == "a/k.txt"
+        assert "versions folder" in str(caught.value)
+    assert await local_backend.load("a/k.txt") == b"two"
+    assert target.read_bytes() == b"planted"

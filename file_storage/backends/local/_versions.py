@@ -56,7 +56,7 @@ from file_storage.backends.local._fs import (
 )
 from file_storage.backends.local._io import gated, in_pool, read_batch, to_the_end
 from file_storage.backends.local._meta import Meta, key_locks
-from file_storage.errors import ObjectNotFoundError, StorageError
+from file_storage.errors import ObjectConflictError, ObjectNotFoundError, StorageError
 from file_storage.models import ObjectInfo, ObjectVersion
 
 if TYPE_CHECKING:
@@ -186,8 +186,15 @@ class _Key:
         self.key = key
         self.fd = -1
         self.where = _folder(key)
-        with contextlib.suppress(ObjectNotFoundError):
+        try:
             self.fd, _ = open_dir(root, self.where, create=create, follow=False)
+        except ObjectNotFoundError:
+            pass
+        except ObjectConflictError as exc:
+            # not the key's own conflict (it lies under no object): said as what it is
+            raise StorageError(
+                "a file put in the backend's versions folder is in the way of this key's versions"
+            ) from exc
         if create and _read_text(self.fd, "name") is None:
             _write_text(root, self.fd, "name", key.split("/")[-1])
 
