@@ -24,6 +24,9 @@ from file_storage.errors import ObjectNotFoundError
 from file_storage.models import ObjectInfo, ObjectVersion
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from file_storage._spool import Entry
     from file_storage.backends.s3 import _multipart as mp
     from file_storage.backends.s3._config import S3Options
     from file_storage.backends.s3._fallback import Fallback
@@ -67,6 +70,8 @@ class S3Versions(StorageBackend):
         def _user_key(self, full: str) -> str | None: ...
 
         async def _transfer(self) -> mp.Transfer: ...
+
+        async def _flush_spooled(self, entry: Entry, path: Path) -> bool: ...
 
     async def _versioning(self) -> Versioning:
         if self._versioning_state is not None:
@@ -144,6 +149,10 @@ class S3Versions(StorageBackend):
         return None
 
     async def _list_versions(self, key: str) -> list[ObjectVersion]:
+        # a write spooled while S3 was down is the key's newest version (what load reads):
+        # sent first, so that the listing shows it and a purge of everything reaches it
+        # (else its flush would bring the purged key back)
+        await self._fallback.flush_key(key, self._flush_spooled)
         full = self._full(key)
         return [
             ObjectVersion(
