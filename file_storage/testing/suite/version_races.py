@@ -86,15 +86,15 @@ async def _stored(backend: StorageBackend, keys: list[str]) -> int:
 
 async def _race_under_a_quota(versioned: StorageBackend, *, suspend: bool) -> None:
     """Writes, deletes, restores and purges of two keys from concurrent tasks, versioning
-    switched between rounds when ``suspend``; usage is then what the versions listed hold."""
+    switched as they run when ``suspend``; usage is then what the versions listed hold."""
     versioned.set_quota("", 10**6)
     keys = ["r/a.txt", "r/b.txt"]
     for key in keys:
         await versioned.save(key, b"0")
     for i in range(12):  # bounded rounds, every task of a round started together
-        if suspend and i % 3 == 1:
-            await versioned.set_versioning(i % 2 == 0)
         steps = []
+        if suspend and i % 3 == 1:
+            steps.append(versioned.set_versioning(i % 2 == 0))  # while the others run
         for n, key in enumerate(keys):
             listed = await versioned.list_versions(key)  # none after a suspended delete
             steps += [
