@@ -97,6 +97,9 @@ class Transfers(Writes, Reads):
     #: the base of :meth:`get_public_url` (``None``: not configured) and its setting
     _public_base_url: str | None = None
     _public_setting: str = "STORAGE_LOCAL_PUBLIC_BASE_URL"
+    #: a presigned PUT is answered by the library (``signed_url_router`` calls ``save``,
+    #: which counts quotas); else the upload goes straight to the store, uncounted
+    _presigned_puts_counted: bool = False
 
     @final
     async def download_file(
@@ -204,7 +207,10 @@ class Transfers(Writes, Reads):
             ValueError: bad ``expires_in``, ``method``, ``content_type`` or ``filename``
                 (``filename`` with PUT).
             StorageConfigError: the backend cannot sign (local or memory without a
-                signing key and base URL).
+                signing key and base URL); or a PUT URL for a key a quota covers, on a
+                store the upload reaches without the library (S3, GCS, Azure): its PUT
+                takes any size, so the quota could not hold. Use
+                :meth:`get_presigned_post` with ``max_bytes`` there.
         """
         key = self._key(path, "get_presigned_url")
         content_type = check_header_value("content_type", content_type, "get_presigned_url", key)
@@ -223,6 +229,16 @@ class Transfers(Writes, Reads):
             or not 1 <= expires_in <= MAX_PRESIGN_SECONDS
         ):
             raise ValueError(f"expires_in must be an int in [1, {MAX_PRESIGN_SECONDS}] seconds")
+        if method == "PUT" and not self._presigned_puts_counted and self._quotas.covering(key):
+            # S3's PUT signs no size range (only an exact Content-Length) and GCS's and
+            # Azure's none: whoever holds the URL could store any size past the quota
+            raise StorageConfigError(
+                "a presigned PUT reaches the store without the library, which cannot cap "
+                "its size, and a quota covers this key: use get_presigned_post(max_bytes=...)"
+                " (capped at the quota left), or upload through the application",
+                operation="get_presigned_url",
+                key=key,
+            )
         with self._translate("get_presigned_url", key):
             return await self._presign(key, expires_in, method, content_type, filename)
 
