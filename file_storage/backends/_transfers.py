@@ -20,7 +20,14 @@ from typing import final
 import aiofiles
 import aiofiles.os
 
-from file_storage._http import check_header_value, public_url
+from file_storage._http import (
+    as_download,
+    check_header_value,
+    content_disposition,
+    public_url,
+    served_type,
+    shown_inline,
+)
 from file_storage._keys import KeyLike
 from file_storage._metadata import check_content_type
 from file_storage._mime import guess_content_type
@@ -193,12 +200,22 @@ class Transfers(Writes, Reads):
     ) -> str:
         """Return a URL that lets anyone holding it GET or PUT ``path`` until it expires.
 
+        A GET URL of S3, GCS or Azure (signed with the backend's own key) is served by the
+        store, so it is signed with the response's headers: without ``content_type`` and
+        ``filename`` the object's type as it is now (a HEAD; its key's guess when there
+        is no object yet), pinned, so a page uploaded over it later is served as what the
+        URL was made for; a type a browser would run (HTML, SVG, XML: any but images,
+        audio, video, PDF, plain text, CSV and JSON) as a download (``attachment``); a
+        stored list of types or a script's as ``application/octet-stream``. The local
+        and memory backends' router sends ``nosniff`` and a sandbox instead.
+
         Args:
             expires_in: seconds, ``1 <= expires_in <= 604800`` (7 days).
             method: ``"GET"`` or ``"PUT"``; a URL for one never works for the other.
             content_type: GET: the ``Content-Type`` of the response (S3
-                ``ResponseContentType``). PUT: a signed condition: the upload must send
-                exactly this ``Content-Type`` (else 403), and it is stored.
+                ``ResponseContentType``), as given: your word for a type you trust (no
+                HEAD is made). PUT: a signed condition: the upload must send exactly this
+                ``Content-Type`` (else 403), and it is stored.
             filename: GET only: the response is a download named ``filename``
                 (``Content-Disposition: attachment``, RFC 6266: any Unicode name), so an
                 app can store ``<uuid>.mp4`` and still hand the user ``Отпуск 2026.mp4``.
@@ -241,6 +258,33 @@ class Transfers(Writes, Reads):
             )
         with self._translate("get_presigned_url", key):
             return await self._presign(key, expires_in, method, content_type, filename)
+
+    async def _served_headers(
+        self, key: str, content_type: str | None, filename: str | None
+    ) -> tuple[str | None, str | None]:
+        """The ``Content-Type`` and ``Content-Disposition`` a GET URL for ``key`` is signed
+        with, on a store that serves it without the library (None: the stored one).
+
+        The caller's ``content_type`` or ``filename`` is its word. Else the type is pinned
+        to the object's as it is now (its key's guess when there is none yet), so a page
+        uploaded over it later is still served as what the URL was made for; and a type
+        a browser would run (HTML, SVG, XML, anything not known to be shown inertly) is a
+        download. A stored list of types or a script's is served as bytes.
+        """
+        if content_type is not None or filename is not None:
+            return content_type, None if filename is None else content_disposition(filename)
+        try:
+            info = await self._stat(key)
+        except Exception as exc:
+            if not self._not_found(exc):
+                raise
+            served, stored = served_type(guess_content_type(key)), None
+        else:
+            served, stored = served_type(info.content_type), info.content_disposition
+        served = served or "application/octet-stream"
+        # shown in place, the stored disposition is served as it is then (a name, or a
+        # download); else a download, keeping the stored parameters (its file name)
+        return served, None if shown_inline(served) else as_download(stored)
 
     @final
     def get_public_url(self, path: KeyLike) -> str:

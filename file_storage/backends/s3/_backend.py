@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from file_storage._http import content_disposition
 from file_storage._keys import validate_key
 from file_storage._metadata import encode_value
 from file_storage._settings_common import check_base_url, checked
@@ -485,10 +484,12 @@ class S3StorageBackend(S3Flushes):
         params: dict[str, str] = {"Bucket": self._bucket, "Key": self._full(key)}
         if method == "PUT" and content_type is not None:
             params["ContentType"] = content_type  # a signed header: the uploader must send it
-        if method == "GET" and content_type is not None:
-            params["ResponseContentType"] = content_type
-        if method == "GET" and filename is not None:
-            params["ResponseContentDisposition"] = content_disposition(filename)
+        if method == "GET":
+            served, disposition = await self._served_headers(key, content_type, filename)
+            if served is not None:
+                params["ResponseContentType"] = served
+            if disposition is not None:
+                params["ResponseContentDisposition"] = disposition
         url: str = await client.generate_presigned_url(
             "get_object" if method == "GET" else "put_object",
             Params=params,
