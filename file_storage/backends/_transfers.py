@@ -37,6 +37,7 @@ from file_storage.backends._core import Method
 from file_storage.backends._reads import Reads
 from file_storage.backends._support import (
     NEW_FILE,
+    is_caller_error,
     normalize_metadata,
     run_to_end,
     stop_then_wait,
@@ -48,6 +49,7 @@ from file_storage.errors import (
     ObjectNotFoundError,
     StorageConfigError,
     StorageError,
+    StoragePermissionError,
     StorageUnavailableError,
 )
 
@@ -266,17 +268,18 @@ class Transfers(Writes, Reads):
         with, on a store that serves it without the library (None: the stored one).
 
         The caller's ``content_type`` or ``filename`` is its word. Else the type is pinned
-        to the object's as it is now (its key's guess when there is none yet), so a page
-        uploaded over it later is still served as what the URL was made for; and a type
-        a browser would run (HTML, SVG, XML, anything not known to be shown inertly) is a
-        download. A stored list of types or a script's is served as bytes.
+        to the object's as it is now (its key's guess when there is none yet, or the HEAD
+        is denied), so a page uploaded over it later is still served as what the URL was
+        made for; and a type a browser would run (HTML, SVG, XML, anything not known to
+        be shown inertly) is a download. A stored list of types or a script's is served
+        as bytes.
         """
         if content_type is not None or filename is not None:
             return content_type, None if filename is None else content_disposition(filename)
         try:
             info = await self._stat(key)
         except Exception as exc:
-            if not self._not_found(exc):
+            if not (self._not_found(exc) or self._denied(exc)):
                 raise
             served, stored = served_type(guess_content_type(key)), None
         else:
@@ -285,6 +288,14 @@ class Transfers(Writes, Reads):
         # shown in place, the stored disposition is served as it is then (a name, or a
         # download); else a download, keeping the stored parameters (its file name)
         return served, None if shown_inline(served) else as_download(stored)
+
+    def _denied(self, exc: Exception) -> bool:
+        """Whether a hook's ``exc`` is access denied: S3's answer to a HEAD of a missing
+        key for a credential without ``s3:ListBucket`` (one without ``s3:GetObject`` can
+        sign no GET URL that works anyway)."""
+        if isinstance(exc, StorageError) or is_caller_error(exc):
+            return isinstance(exc, StoragePermissionError)
+        return isinstance(self._map_error(exc, "", None), StoragePermissionError)
 
     @final
     def get_public_url(self, path: KeyLike) -> str:
