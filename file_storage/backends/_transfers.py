@@ -209,7 +209,8 @@ class Transfers(Writes, Reads):
         URL was made for; a type a browser would run (HTML, SVG, XML: any but images,
         audio, video, PDF, plain text, CSV and JSON) as a download (``attachment``); a
         stored list of types or a script's as ``application/octet-stream``. The local
-        and memory backends' router sends ``nosniff`` and a sandbox instead.
+        and memory backends' router does the same when the URL is used (the type as it is
+        then, with ``nosniff`` and a sandbox): a link behaves alike on every backend.
 
         Args:
             expires_in: seconds, ``1 <= expires_in <= 604800`` (7 days).
