@@ -101,7 +101,7 @@ async def metered(
             continue
         counter.value += len(chunk)
         if reservation is not None:
-            await reservation.grow_to(counter.value)
+            await reservation.grow_streamed(counter.value)
         if progress is not None:
             progress(counter.value, None)
         yield chunk
