@@ -388,6 +388,8 @@ class QuotaSettings(BaseModel):
     def _check_namespace(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():  # the ledger refuses it too
             raise ValueError("must not be blank")
+        if value is not None and ("{" in value or "}" in value):  # (see check_ledger_options)
+            raise ValueError("must not contain '{' or '}'")
         return value
 
 

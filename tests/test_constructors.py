@@ -122,6 +122,19 @@ CASES: list[tuple[str, Build, str]] = [
         "quota_redis_namespace",
     ),
     ("s3-namespace-int-no-redis", _s3(quota_redis_namespace=5), "quota_redis_namespace"),
+    # "{app}:lk:{app}:q:" is both this ledger's count and the lock of key "{app}:q:" in
+    # the ledger "app"; "}" alone makes an empty Cluster hash tag (CROSSSLOT everywhere)
+    (
+        "local-namespace-brace",
+        _local(quota_redis_url="redis://127.0.0.1:1", quota_redis_namespace="app}:lk:{app"),
+        "quota_redis_namespace",
+    ),
+    (
+        "memory-namespace-brace-no-redis",
+        _memory(quota_redis_namespace="}"),
+        "quota_redis_namespace",
+    ),
+    ("s3-namespace-open-brace-no-redis", _s3(quota_redis_namespace="a{b"), "quota_redis_namespace"),
     # a NUL in a folder: a bare ValueError ("embedded null byte") at the first operation
     ("local-root-nul", lambda root: LocalStorageBackend(f"{root}/a\x00b"), "root"),
     ("s3-fallback-nul", _s3(fallback_path="spool\x00"), "fallback_path"),
