@@ -92,6 +92,8 @@ async def metered(
         try:
             raw = await anext(iterator)
         except StopAsyncIteration:
+            if reservation is not None:
+                await reservation.streamed(counter.value)
             return
         except Exception as exc:
             _mark_caller_error(exc)

@@ -147,3 +147,29 @@ async def test_a_drip_that_stops_half_way_gives_back_what_it_held_ahead(
         assert await counted(backend) == 100
         await backend.save("fill", drip(9900))  # every byte it held is free again
         assert await counted(backend) == 10_000
+
+
+@pytest.mark.parametrize("existing", [0, 1000])
+async def test_a_drip_holding_bytes_ahead_when_redis_loses_its_data_never_lands_over_the_limit(
+    tmp_path: Path, own_redis: RedisServer, namespace: str, existing: int
+) -> None:
+    a = local(tmp_path, own_redis, namespace, max_size_bytes=10_000)
+    b = local(tmp_path, own_redis, namespace, max_size_bytes=10_000)
+    async with a, b:
+        if existing:
+            await a.save("s", b"e" * existing)
+        gate = asyncio.Event()
+        # (3000 sent, it holds ahead: the rest of it needs no more bytes from Redis)
+        write = asyncio.create_task(a.save("s", drip(4000, gate, at=3000)))
+        await until_used(b, 3000)  # (an overwrite holds only its growth)
+        for x in (a, b):  # each process has seen its connection drop
+            await x._quotas._client.aclose()  # type: ignore[attr-defined]
+        own_redis.stop()
+        own_redis.start()  # the same port, and no data: persistence is off
+        # listed again: the drip is not stored yet, the old object is
+        await b.save("other", b"o" * 6500)
+        gate.set()
+        with pytest.raises(StorageQuotaExceededError):
+            await write
+        assert await a.get_total_size() == existing + 6500
+        assert await counted(b) == existing + 6500

@@ -168,6 +168,14 @@ class _RedisReservation(Reservation):
         ahead = min(total, _MAX_AHEAD) if self._steps > _EXACT_STEPS else 0
         await self._grow(total, None, total + ahead if ahead else None)
 
+    async def streamed(self, total: int) -> None:
+        # what it held ahead was never asked for again: Redis may have lost it meanwhile (a
+        # restart without persistence) and handed it to others; one exact step before the
+        # write lands finds that out (and refuses what no longer fits), where a commit
+        # finding it could only keep an overwrite past the quota
+        if self._steps > _EXACT_STEPS:
+            await self._grow(total, None, None)
+
     async def _grow(self, total: int, requested: int | None, want: int | None) -> None:
         try:
             await self._ledger._reserve(self, total, requested, first=False, want=want)
