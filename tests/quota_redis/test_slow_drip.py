@@ -173,3 +173,27 @@ async def test_a_drip_holding_bytes_ahead_when_redis_loses_its_data_never_lands_
             await write
         assert await a.get_total_size() == existing + 6500
         assert await counted(b) == existing + 6500
+
+
+@pytest.mark.parametrize(("lowered", "lands"), [(3500, False), (4000, True)])
+async def test_a_drip_holding_bytes_ahead_is_checked_against_a_limit_lowered_meanwhile(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, lowered: int, lands: bool
+) -> None:
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=10_000)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=10_000)
+    async with a, b:
+        gate = asyncio.Event()
+        # (3000 sent, it holds ahead: the rest of it needs no more bytes from Redis)
+        write = asyncio.create_task(a.save("s", drip(4000, gate, at=3000)))
+        await until_used(b, 3000)
+        b.set_quota("", lowered)
+        await b.get_usage()  # the new limit is in Redis
+        gate.set()
+        if lands:
+            await write
+        else:
+            with pytest.raises(StorageQuotaExceededError) as caught:
+                await write
+            assert (caught.value.limit, caught.value.requested) == (lowered, 4000)
+        assert await a.get_total_size() == (4000 if lands else 0)
+        assert await counted(b) == (4000 if lands else 0)

@@ -170,13 +170,14 @@ class _RedisReservation(Reservation):
 
     async def streamed(self, total: int) -> None:
         # what it held ahead was never asked for again: Redis may have lost it meanwhile (a
-        # restart without persistence) and handed it to others; one exact step before the
-        # write lands finds that out (and refuses what no longer fits), where a commit
-        # finding it could only keep an overwrite past the quota
+        # restart without persistence) and handed it to others, or a limit may have been
+        # lowered since; one step before the write lands checks its whole size against
+        # the quotas as they are now and refuses what no longer fits, where a commit could
+        # only keep an overwrite past the quota
         if self._steps > _EXACT_STEPS:
-            await self._grow(total, None, None)
+            await self._grow(total, None, "=")
 
-    async def _grow(self, total: int, requested: int | None, want: int | None) -> None:
+    async def _grow(self, total: int, requested: int | None, want: int | str | None) -> None:
         try:
             await self._ledger._reserve(self, total, requested, first=False, want=want)
         except RedisUnavailable as exc:

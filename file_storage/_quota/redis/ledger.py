@@ -390,10 +390,11 @@ class RedisQuotaManager(Switches):
         *,
         first: bool,
         frees: str | None = None,
-        want: int | None = None,
+        want: int | str | None = None,
     ) -> bool:
         """One reserve step; ``False`` when no quota covers the key. ``want``: a total
-        past ``total`` to hold ahead, as far as the quotas allow (see RESERVE)."""
+        past ``total`` to hold ahead, as far as the quotas allow, or ``"="``: check the
+        whole ``total`` against the quotas as they are now (see RESERVE)."""
         key = reservation.key
         hold = reservation._hold
         backoff = Backoff(_MAX_WAIT)

@@ -198,7 +198,8 @@ end
 # token ('' or the hold's token: take the lock of key for it first, as LOCK does),
 # epoch ('' or the epoch this process pushed its limits into: another one is a reset),
 # want ('' or a total past ``total`` to hold ahead of a stream, as far as each quota has
-# half of its free space left after ``total``)
+# half of its free space left after ``total``; '=': a stream that held ahead ends, its
+# whole ``total`` checked against each quota as it is now, what it holds included)
 # -> {'ok', held} (the total now held for: ``total`` or more, at most ``want``) |
 # {'none'} | {'reset'} | {'locked'} (another holder has key) |
 # {'unseeded', prefix} | {'over', prefix, used, limit}; with a token, every reply but
@@ -208,6 +209,7 @@ RESERVE = Script(
     + """
 local id, key, total, frees = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local lease, first, token = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8]
+local recheck = ARGV[10] == '='
 local now = now_ms()
 purge(now)
 local epoch = redis.call('GET', ns .. ':epoch')
@@ -247,7 +249,8 @@ for j, ql in ipairs(quotas) do
     held = num(redis.call('HGET', rk, 'h:' .. p))
   end
   local extra = math.max(0, total - old) - held
-  if extra > 0 then
+  -- (rechecked: a limit lowered since its bytes were held ahead may no longer take them)
+  if extra > 0 or recheck then
     local over, bh, bl = exceeds(f[2], f[3], extra, limit)
     if over then return {'over', p, text(bh, bl - held), limit} end
   end
