@@ -36,6 +36,11 @@ async def test_move_whose_delete_fails_keeps_both_and_counts_both(
     error: type[StorageError],
 ) -> None:
     backend = make_backend(max_size_bytes=1000)
+    # a first move learns whether the server checks If-Match on DeleteObject (a probe of
+    # its own, once per backend): the faults below hit the move's delete, not the probe
+    await backend.save("first", b"")
+    await backend.move("first", "moved")
+    await backend.delete("moved")
     await backend.save("src", b"x" * 400)
     proxy.fail_next(ATTEMPTS, status=status, code=code, match="DELETE")
     with pytest.raises(error) as info:
