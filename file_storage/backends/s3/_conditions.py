@@ -48,6 +48,8 @@ PROBE_NAME = ".file-storage-probe\\"
 _STALE_ETAG = '"00000000000000000000000000000000"'
 
 IfMatchForm = Literal["quoted", "bare"]
+#: a write refused by a policy (not by credentials that have expired): kept as the answer
+_POLICY_DENIED = frozenset({"AccessDenied", "403"})
 
 
 @dataclass(frozen=True)
@@ -160,8 +162,8 @@ async def probe_delete(client: Any, bucket: str, key: str) -> IfMatchForm | None
     try:
         etag = str((await client.put_object(Bucket=bucket, Key=key, Body=b"1"))["ETag"])
     except Exception as exc:
-        if error_code(exc) not in DENIED:
-            raise
+        if error_code(exc) not in _POLICY_DENIED:
+            raise  # an outage, or credentials refused (expired): probed again next time
         # a source the credentials may read and delete but not write (a migration's):
         # its deletes stay plain, as they were
         logger.warning("could not probe conditional deletes (access denied): plain deletes")
