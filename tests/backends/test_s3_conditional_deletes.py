@@ -134,3 +134,49 @@ async def test_a_server_that_ignores_if_match_on_delete_gets_the_plain_move(
     await s3.move("src.txt", "dst.txt")
     monkeypatch.undo()
     assert await s3.list_files() == ["dst.txt"]  # the documented loss where unchecked
+
+
+class _Server:
+    """A DeleteObject that compares If-Match as ``checks`` says: ``"quoted"``, ``"bare"``
+    (Ceph's form on PutObject), ``"ignored"`` (Ceph 16 on DeleteObject) or ``"unknown"``
+    (the header refused as not implemented)."""
+
+    def __init__(self, checks: str) -> None:
+        self.checks = checks
+        self.objects: dict[str, str] = {}
+
+    @staticmethod
+    def _error(code: str, status: int) -> Exception:
+        from botocore.exceptions import ClientError
+
+        answer: Any = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        return ClientError(answer, "DeleteObject")
+
+    async def put_object(self, *, Bucket: str, Key: str, Body: bytes) -> dict[str, str]:
+        self.objects[Key] = f'"{len(self.objects)}{Body.hex()}"'
+        return {"ETag": self.objects[Key]}
+
+    async def delete_object(self, *, Bucket: str, Key: str, IfMatch: str | None = None) -> None:
+        etag = self.objects.get(Key)
+        if IfMatch is not None and self.checks == "unknown":
+            raise self._error("NotImplemented", 501)
+        if IfMatch is not None and self.checks in ("quoted", "bare"):
+            if etag is None:
+                raise self._error("NoSuchKey", 404)
+            if IfMatch != (etag if self.checks == "quoted" else etag.strip('"')):
+                raise self._error("PreconditionFailed", 412)
+        self.objects.pop(Key, None)
+
+
+@pytest.mark.parametrize(
+    ("checks", "learnt"),
+    [("quoted", "quoted"), ("bare", "bare"), ("ignored", None), ("unknown", None)],
+)
+async def test_the_delete_probe_tells_each_kind_of_server_and_leaves_nothing(
+    checks: str, learnt: str | None
+) -> None:
+    from file_storage.backends.s3._conditions import probe_delete
+
+    server = _Server(checks)
+    assert await probe_delete(server, "bucket", "storage/.probe") == learnt
+    assert server.objects == {}

@@ -189,6 +189,8 @@ async def _refused(request: Any) -> bool | None:
     except Exception as exc:
         if condition_error(exc, create_only=False) is not None:
             return True
+        if error_code(exc) == "NotImplemented":  # a 501 for the header: not checked
+            return None
         if is_outage(exc) or error_code(exc) in DENIED or error_code(exc) is None:
             raise
         return None
