@@ -237,6 +237,21 @@ async def test_a_move_without_delete_keeps_both_objects_and_says_so(
     assert await backend.list_files("") == ["a.txt", "b.txt"]
 
 
+async def test_moves_without_delete_leave_one_probe_object_not_one_each(
+    as_user: MakeUser, iam: IamMoto, bucket: str
+) -> None:
+    # the probe of conditional deletes cannot remove its object under such a policy:
+    # it is left once, and not probed again at every move
+    admin = as_user(admin=True)
+    await admin.save("a.txt", b"a")
+    await admin.save("c.txt", b"c")
+    backend = as_user(without=("s3:DeleteObject",))
+    await denied(backend.move("a.txt", "b.txt"), "move")
+    await denied(backend.move("c.txt", "d.txt"), "move")
+    keys = [item["Key"] for item in iam.s3().list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert len([key for key in keys if ".file-storage-probe" in key]) == 1
+
+
 async def test_a_migration_source_without_put_object_still_deletes_what_it_moved(
     as_user: MakeUser, caplog: pytest.LogCaptureFixture
 ) -> None:
