@@ -36,9 +36,9 @@ from file_storage.backends.s3._checksums import Checksums
 from file_storage.backends.s3._clients import LoopClients
 from file_storage.backends.s3._conditions import Conditions
 from file_storage.backends.s3._config import s3_options
+from file_storage.backends.s3._deletes import S3Deletes
 from file_storage.backends.s3._errors import condition_error, error_code
 from file_storage.backends.s3._fallback import Fallback
-from file_storage.backends.s3._flushes import S3Flushes
 from file_storage.backends.s3._info import head_info, utc
 from file_storage.backends.s3._lifecycle import S3Rules
 from file_storage.backends.s3._obstore import ObstoreTransfer
@@ -54,7 +54,7 @@ __all__ = ["S3StorageBackend"]
 logger = logging.getLogger("file_storage.backends.s3")
 
 
-class S3StorageBackend(S3Flushes):
+class S3StorageBackend(S3Deletes):
     """Stores objects in an S3 bucket under ``prefix``; see :class:`StorageBackend`.
 
     Args:
