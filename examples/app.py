@@ -55,6 +55,7 @@ from file_storage import (
     ObjectInfo,
     ObjectNotFoundError,
     StorageBackend,
+    StorageConfigError,
     StoragePathBuilder,
     StorageSettings,
 )
@@ -365,15 +366,20 @@ def create_app() -> FastAPI:
     async def presign(root: UserRoot, body: UploadRequest, storage: StorageDep) -> PresignedUpload:
         """A presigned PUT for a new key in the user's folder.
 
-        A presigned PUT cannot cap the size on S3, so the size the browser declares is
-        checked here and again by ``POST /api/finish``; the form below is capped by the
-        store itself.
+        The signed-URL route of the local and memory backends counts the upload in the
+        user's quota. A PUT straight to S3, GCS or Azure takes any size, so under a quota
+        the library refuses to sign one: the answer is then 409 and the page sends the
+        capped form (``POST /api/presign-post``) instead. The size the browser declares
+        is checked here too, to refuse early.
         """
         cap = (await usage_of(storage, root)).max_upload
         if body.size is not None and body.size > cap:
             raise HTTPException(413, f"the file is larger than the {cap} bytes you may upload")
         key = paths.unique(root, body.filename)
-        url = await storage.get_presigned_url(key, expires_in=PRESIGN_SECONDS, method="PUT")
+        try:
+            url = await storage.get_presigned_url(key, expires_in=PRESIGN_SECONDS, method="PUT")
+        except StorageConfigError as exc:
+            raise HTTPException(409, exc.detail) from exc
         return PresignedUpload(key=key, url=url, expires_in=PRESIGN_SECONDS)
 
     @app.post("/api/presign-post")
@@ -393,8 +399,9 @@ def create_app() -> FastAPI:
         """After a presigned upload: keep the file's name, and count it in the quota.
 
         The name goes into the object's Content-Disposition, in place (server-side on
-        S3). The bytes went around the app, so the user's usage is counted afresh; a
-        presigned PUT that brought more than the quota left is deleted (413).
+        S3). The bytes went around the app, so the user's usage is counted afresh; an
+        upload that brought more than the quota left (a PUT signed before the user had
+        a quota) is deleted (413).
         """
         key = own_key(root, body.key)
         # count first: the rewrite below is then an overwrite of a known size (free)

@@ -219,6 +219,16 @@ def warn_in_clear(url: str | None, setting: str, what: str) -> None:
     )
 
 
+def namespace_is_own(namespace: str) -> bool:
+    """Whether the ledger's Redis keys, ``{<namespace>}:...``, are its own: ``}:`` inside
+    would name the keys of another ledger on the same Redis (``{app}:lk:{app}:q:`` is the
+    count of the namespace ``app}:lk:{app`` and the lock of the key ``{app}:q:`` in
+    ``app``; without ``}:`` no two namespaces share a key), and ``}`` first leaves an
+    empty Cluster hash tag, spreading one ledger's keys over slots where its scripts fail.
+    Other braces are fine: the tag is then what lies before the first ``}``."""
+    return not namespace.startswith("}") and "}:" not in namespace
+
+
 def check_ledger_options(lease_seconds: object, namespace: object) -> None:
     """The Redis ledger's options, checked by every backend's constructor whether a Redis
     URL is given or not (as the settings check them): turning Redis on later must not be
@@ -237,8 +247,10 @@ def check_ledger_options(lease_seconds: object, namespace: object) -> None:
         not isinstance(namespace, str)
         or not namespace.strip()
         or len(namespace) > MAX_NAMESPACE_CHARS
+        or not namespace_is_own(namespace)
     ):
         raise StorageConfigError(
             "quota_redis_namespace (STORAGE_QUOTA_REDIS_NAMESPACE) must be a non-blank str "
-            f"of at most {MAX_NAMESPACE_CHARS} characters, or None"
+            f"of at most {MAX_NAMESPACE_CHARS} characters, neither starting with '}}' nor "
+            "containing '}:', or None"
         )

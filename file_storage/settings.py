@@ -53,6 +53,7 @@ from file_storage._settings_common import (
     check_folder,
     check_s3_region,
     gb_to_bytes,
+    namespace_is_own,
 )
 from file_storage._signing import signing_key_problem
 from file_storage.errors import StorageConfigError
@@ -388,6 +389,8 @@ class QuotaSettings(BaseModel):
     def _check_namespace(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():  # the ledger refuses it too
             raise ValueError("must not be blank")
+        if value is not None and not namespace_is_own(value):
+            raise ValueError("must neither start with '}' nor contain '}:'")
         return value
 
 

@@ -45,6 +45,8 @@ REASONS = {
     "enforces_post_policy": "stores a form POST without checking its policy (size, type, expiry)",
     "cors_on_post": "sends no CORS headers on its answer to a form POST",
     "marks_missing_deletes": "keeps no delete marker for a delete of a key it does not hold",
+    # the library then deletes plainly, as before (backends/s3/_conditions.py)
+    "if_match_on_delete": "ignores If-Match on DeleteObject (deletes whatever the key holds)",
 }
 
 #: What each known server does; a second user comes from the environment.
@@ -57,6 +59,7 @@ FEATURES: dict[str, frozenset[str]] = {
             "underscore_metadata_names",
             "if_match_on_put",
             "conditional_completion",
+            "if_match_on_delete",
         }
     ),
     # Ceph RGW 16.2 as scripts/ceph-rgw.sh configures it (docs/compatibility.md)

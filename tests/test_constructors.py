@@ -122,6 +122,23 @@ CASES: list[tuple[str, Build, str]] = [
         "quota_redis_namespace",
     ),
     ("s3-namespace-int-no-redis", _s3(quota_redis_namespace=5), "quota_redis_namespace"),
+    # "{app}:lk:{app}:q:" is both this ledger's count and the lock of key "{app}:q:" in
+    # the ledger "app"; "}" alone makes an empty Cluster hash tag (CROSSSLOT everywhere)
+    (
+        "local-namespace-naming-another-ledgers-keys",
+        _local(quota_redis_url="redis://127.0.0.1:1", quota_redis_namespace="app}:lk:{app"),
+        "quota_redis_namespace",
+    ),
+    (
+        "memory-namespace-empty-hash-tag-no-redis",
+        _memory(quota_redis_namespace="}"),
+        "quota_redis_namespace",
+    ),
+    (
+        "s3-namespace-brace-colon-no-redis",
+        _s3(quota_redis_namespace="a}:b"),
+        "quota_redis_namespace",
+    ),
     # a NUL in a folder: a bare ValueError ("embedded null byte") at the first operation
     ("local-root-nul", lambda root: LocalStorageBackend(f"{root}/a\x00b"), "root"),
     ("s3-fallback-nul", _s3(fallback_path="spool\x00"), "fallback_path"),
@@ -160,6 +177,7 @@ def test_a_bad_argument_fails_when_the_backend_is_built_naming_it(
         _local(max_size_bytes=0, quota_refresh_seconds=0.0),
         _local(quota_lease_seconds=1, quota_redis_namespace="n" * 200),
         _memory(quota_lease_seconds=86400.0, quota_redis_namespace="app"),
+        _memory(quota_redis_namespace="{app}"),  # a hash tag of its own: still one slot
         _s3(public_base_url="https://cdn.example/media", region="eu-west-3"),
         _gcs(bucket="my-bucket.example", public_base_url="https://storage.googleapis.com/b/p"),
         _azure(container="media-2", account="acct01"),

@@ -384,6 +384,9 @@ def test_an_env_file_that_is_not_utf8_is_a_config_error_without_its_content(
         ({"STORAGE_QUOTA_LEASE_SECONDS": "0.999"}, "STORAGE_QUOTA_LEASE_SECONDS"),
         # accepted, then refused by the Redis ledger naming no variable
         ({"STORAGE_QUOTA_REDIS_NAMESPACE": "   "}, "STORAGE_QUOTA_REDIS_NAMESPACE"),
+        # a brace could name another ledger's keys, or spread one over Cluster slots
+        ({"STORAGE_QUOTA_REDIS_NAMESPACE": f"app}}:{MARK}"}, "STORAGE_QUOTA_REDIS_NAMESPACE"),
+        ({"STORAGE_QUOTA_REDIS_NAMESPACE": f"}}{MARK}"}, "STORAGE_QUOTA_REDIS_NAMESPACE"),
         ({"STORAGE_QUOTA_REFRESH_SECONDS": f"soon-{MARK}"}, "STORAGE_QUOTA_REFRESH_SECONDS"),
         ({"STORAGE_S3_ACCESS_KEY_ID": f"AKIA{MARK}"}, "STORAGE_S3_SECRET_ACCESS_KEY"),
         ({"STORAGE_S3_SECRET_ACCESS_KEY": f"{SECRET}{MARK}"}, "STORAGE_S3_ACCESS_KEY_ID"),

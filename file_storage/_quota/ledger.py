@@ -227,6 +227,15 @@ class Reservation:
         with _LEDGER:
             self._grow_to(total, requested)
 
+    async def grow_streamed(self, total: int) -> None:
+        """Hold enough for a stream that has sent ``total`` bytes so far (its length
+        unknown): a shared ledger may hold ahead of it, to ask less often."""
+        await self.grow_to(total)
+
+    async def streamed(self, total: int) -> None:
+        """The stream ended at ``total`` bytes, before its write lands: a shared ledger
+        that held ahead of it checks that it still holds them."""
+
     def _grow_to(self, total: int, requested: int | None) -> None:
         extras = []
         for q, old, held in zip(self._quotas, self._olds, self._reserved, strict=True):

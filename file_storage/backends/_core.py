@@ -451,9 +451,8 @@ class BackendCore(abc.ABC):
         Default: a stat, a comparison, then a delete; a write landing between the stat
         and the delete is deleted too. A backend that can compare and delete in one step
         (the memory backend, local disk under the key's lock) overrides this, one that
-        can make the delete conditional overrides :meth:`_delete_looked_at` (GCS and
-        Azure with a key to sign with); one that can neither lacks the suite's
-        ``exact_expiry`` feature.
+        can make the delete conditional overrides :meth:`_delete_looked_at` (S3, GCS and
+        Azure where they can); one that can neither lacks ``exact_expiry``.
         """
         try:
             current = await self._stat(key)

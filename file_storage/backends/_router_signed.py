@@ -25,6 +25,7 @@ class RouterSigned(StorageBackend):
     """A backend whose presigned URLs and form uploads ``signed_url_router`` serves."""
 
     _base_url: str | None = None
+    _presigned_puts_counted = True  # the router's PUT calls save(), which counts quotas
     _signing_key: SecretStr | None = None
 
     def _set_signing(self, base_url: str | None, signing_key: str | SecretStr | None) -> None:

@@ -92,6 +92,8 @@ async def metered(
         try:
             raw = await anext(iterator)
         except StopAsyncIteration:
+            if reservation is not None:
+                await reservation.streamed(counter.value)
             return
         except Exception as exc:
             _mark_caller_error(exc)
@@ -101,7 +103,7 @@ async def metered(
             continue
         counter.value += len(chunk)
         if reservation is not None:
-            await reservation.grow_to(counter.value)
+            await reservation.grow_streamed(counter.value)
         if progress is not None:
             progress(counter.value, None)
         yield chunk

@@ -20,7 +20,14 @@ from typing import final
 import aiofiles
 import aiofiles.os
 
-from file_storage._http import check_header_value, public_url
+from file_storage._http import (
+    as_download,
+    check_header_value,
+    content_disposition,
+    public_url,
+    served_type,
+    shown_inline,
+)
 from file_storage._keys import KeyLike
 from file_storage._metadata import check_content_type
 from file_storage._mime import guess_content_type
@@ -30,6 +37,7 @@ from file_storage.backends._core import Method
 from file_storage.backends._reads import Reads
 from file_storage.backends._support import (
     NEW_FILE,
+    is_caller_error,
     normalize_metadata,
     run_to_end,
     stop_then_wait,
@@ -41,6 +49,7 @@ from file_storage.errors import (
     ObjectNotFoundError,
     StorageConfigError,
     StorageError,
+    StoragePermissionError,
     StorageUnavailableError,
 )
 
@@ -97,6 +106,9 @@ class Transfers(Writes, Reads):
     #: the base of :meth:`get_public_url` (``None``: not configured) and its setting
     _public_base_url: str | None = None
     _public_setting: str = "STORAGE_LOCAL_PUBLIC_BASE_URL"
+    #: a presigned PUT is answered by the library (``signed_url_router`` calls ``save``,
+    #: which counts quotas); else the upload goes straight to the store, uncounted
+    _presigned_puts_counted: bool = False
 
     @final
     async def download_file(
@@ -190,12 +202,23 @@ class Transfers(Writes, Reads):
     ) -> str:
         """Return a URL that lets anyone holding it GET or PUT ``path`` until it expires.
 
+        A GET URL of S3, GCS or Azure (signed with the backend's own key) is served by the
+        store, so it is signed with the response's headers: without ``content_type`` and
+        ``filename`` the object's type as it is now (a HEAD; its key's guess when there
+        is no object yet), pinned, so a page uploaded over it later is served as what the
+        URL was made for; a type a browser would run (HTML, SVG, XML: any but images,
+        audio, video, PDF, plain text, CSV and JSON) as a download (``attachment``); a
+        stored list of types or a script's as ``application/octet-stream``. The local
+        and memory backends' router does the same when the URL is used (the type as it is
+        then, with ``nosniff`` and a sandbox): a link behaves alike on every backend.
+
         Args:
             expires_in: seconds, ``1 <= expires_in <= 604800`` (7 days).
             method: ``"GET"`` or ``"PUT"``; a URL for one never works for the other.
             content_type: GET: the ``Content-Type`` of the response (S3
-                ``ResponseContentType``). PUT: a signed condition: the upload must send
-                exactly this ``Content-Type`` (else 403), and it is stored.
+                ``ResponseContentType``), as given: your word for a type you trust (no
+                HEAD is made). PUT: a signed condition: the upload must send exactly this
+                ``Content-Type`` (else 403), and it is stored.
             filename: GET only: the response is a download named ``filename``
                 (``Content-Disposition: attachment``, RFC 6266: any Unicode name), so an
                 app can store ``<uuid>.mp4`` and still hand the user ``Отпуск 2026.mp4``.
@@ -204,7 +227,10 @@ class Transfers(Writes, Reads):
             ValueError: bad ``expires_in``, ``method``, ``content_type`` or ``filename``
                 (``filename`` with PUT).
             StorageConfigError: the backend cannot sign (local or memory without a
-                signing key and base URL).
+                signing key and base URL); or a PUT URL for a key a quota covers, on a
+                store the upload reaches without the library (S3, GCS, Azure): its PUT
+                takes any size, so the quota could not hold. Use
+                :meth:`get_presigned_post` with ``max_bytes`` there.
         """
         key = self._key(path, "get_presigned_url")
         content_type = check_header_value("content_type", content_type, "get_presigned_url", key)
@@ -223,8 +249,54 @@ class Transfers(Writes, Reads):
             or not 1 <= expires_in <= MAX_PRESIGN_SECONDS
         ):
             raise ValueError(f"expires_in must be an int in [1, {MAX_PRESIGN_SECONDS}] seconds")
+        if method == "PUT" and not self._presigned_puts_counted and self._quotas.covering(key):
+            # S3's PUT signs no size range (only an exact Content-Length) and GCS's and
+            # Azure's none: whoever holds the URL could store any size past the quota
+            raise StorageConfigError(
+                "a presigned PUT reaches the store without the library, which cannot cap "
+                "its size, and a quota covers this key: use get_presigned_post(max_bytes=...)"
+                " (capped at the quota left), or upload through the application",
+                operation="get_presigned_url",
+                key=key,
+            )
         with self._translate("get_presigned_url", key):
             return await self._presign(key, expires_in, method, content_type, filename)
+
+    async def _served_headers(
+        self, key: str, content_type: str | None, filename: str | None
+    ) -> tuple[str | None, str | None]:
+        """The ``Content-Type`` and ``Content-Disposition`` a GET URL for ``key`` is signed
+        with, on a store that serves it without the library (None: the stored one).
+
+        The caller's ``content_type`` or ``filename`` is its word. Else the type is pinned
+        to the object's as it is now (its key's guess when there is none yet, or the HEAD
+        is denied), so a page uploaded over it later is still served as what the URL was
+        made for; and a type a browser would run (HTML, SVG, XML, anything not known to
+        be shown inertly) is a download. A stored list of types or a script's is served
+        as bytes.
+        """
+        if content_type is not None or filename is not None:
+            return content_type, None if filename is None else content_disposition(filename)
+        try:
+            info = await self._stat(key)
+        except Exception as exc:
+            if not (self._not_found(exc) or self._denied(exc)):
+                raise
+            served, stored = served_type(guess_content_type(key)), None
+        else:
+            served, stored = served_type(info.content_type), info.content_disposition
+        served = served or "application/octet-stream"
+        # shown in place, the stored disposition is served as it is then (a name, or a
+        # download); else a download, keeping the stored parameters (its file name)
+        return served, None if shown_inline(served) else as_download(stored)
+
+    def _denied(self, exc: Exception) -> bool:
+        """Whether a hook's ``exc`` is access denied: S3's answer to a HEAD of a missing
+        key for a credential without ``s3:ListBucket`` (one without ``s3:GetObject`` can
+        sign no GET URL that works anyway)."""
+        if isinstance(exc, StorageError) or is_caller_error(exc):
+            return isinstance(exc, StoragePermissionError)
+        return isinstance(self._map_error(exc, "", None), StoragePermissionError)
 
     @final
     def get_public_url(self, path: KeyLike) -> str:

@@ -343,16 +343,18 @@ class Writes(Settles):
         On S3 (and any backend without a rename) the copy and the delete are two steps:
         if the delete fails, ``dst`` stays written, ``src`` stays too, the delete's error
         is raised, and quota counts both objects (what is really stored; a delete done
-        whose answer was lost counts ``dst`` alone). On GCS and Azure the delete is
-        conditional: a write landing on ``src`` after the move looked at it is kept.
+        whose answer was lost counts ``dst`` alone). The delete is conditional on S3
+        (where the server checks ``If-Match`` on DeleteObject: AWS, not Ceph RGW 16), GCS
+        and Azure (with a key of their own): a write landing on ``src`` after the move
+        looked at it is kept.
 
         Returns:
             The ``dst`` key.
 
         Raises:
             ObjectNotFoundError: ``src`` does not exist.
-            PreconditionFailedError: (GCS, Azure) ``src`` was written during the move: it
-                is kept, and ``dst`` holds the copy.
+            PreconditionFailedError: (S3, GCS, Azure, memory) ``src`` was written during
+                the move: it is kept, and ``dst`` holds the copy.
         """
         src_key = self._key(src, "move")
         dst_key = self._key(dst, "move")

@@ -229,6 +229,25 @@ class MemoryStorageBackend(RouterSigned):
         self._remove(key)
         return True
 
+    async def _move(self, src: str, dst: str) -> str | None:
+        # the source is deleted only while it is the object the move found, compared and
+        # deleted with nothing able to run between (_delete does not wait): a write
+        # landing on it after the copy (a hook's, a subclass's) is kept, as on S3, GCS
+        # and Azure
+        found = self._get(src)
+
+        async def delete_source() -> None:
+            now = self._objects.get(src)
+            if now is found:
+                await self._delete(src)
+            elif now is not None:
+                raise PreconditionFailedError(
+                    "the source was written during the move: it is kept, and the "
+                    "destination holds the copy"
+                )
+
+        return await self._copy_then_delete(src, dst, delete_source)
+
     async def _delete_prefix(self, prefix: str) -> int:
         doomed = self._index[self._first(prefix, None) : self._end(prefix)]
         for key in doomed:

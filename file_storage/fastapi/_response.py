@@ -20,7 +20,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from file_storage._http import Disposition, check_header_value, with_charset
+from file_storage._http import (
+    MEDIA_TYPE,
+    SCRIPT_TYPES,
+    Disposition,
+    check_header_value,
+    with_charset,
+)
 from file_storage._http import content_disposition as content_disposition
 from file_storage._keys import KeyLike
 from file_storage.backends.base import StorageBackend
@@ -38,38 +44,6 @@ _RANGE_SPEC = re.compile(r"([0-9]{0,30})[ \t]*-[ \t]*([0-9]{0,30})")
 _UNSATISFIABLE: Literal["unsatisfiable"] = "unsatisfiable"
 # what a stored header may hold to be sent unchanged: visible ASCII and spaces
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
-# one media type (RFC 9110, 8.3.1): a list ("image/png, text/html") is read by browsers as
-# its last type (Fetch, "extract a MIME type"), not the one an app checks
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_QUOTED = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
-# each run of spaces has one place to match: "[ \t]*;[ \t]*(param)?" repeated gave the
-# spaces between two ";" two places, and a failing match tried every split (a stored type
-# of 60 characters took 40 s of CPU)
-_MEDIA_TYPE = re.compile(
-    rf"{_TOKEN}/{_TOKEN}[ \t]*(?:;[ \t]*(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED})[ \t]*)?)*"
-)
-# the JavaScript MIME types (WHATWG MIME Sniffing, 4.6): the one kind a page runs when it
-# loads the object, whatever the object's own headers say (a script runs as the page's)
-_SCRIPT_TYPES = frozenset(
-    {
-        "application/ecmascript",
-        "application/javascript",
-        "application/x-ecmascript",
-        "application/x-javascript",
-        "text/ecmascript",
-        "text/javascript",
-        "text/javascript1.0",
-        "text/javascript1.1",
-        "text/javascript1.2",
-        "text/javascript1.3",
-        "text/javascript1.4",
-        "text/javascript1.5",
-        "text/jscript",
-        "text/livescript",
-        "text/x-ecmascript",
-        "text/x-javascript",
-    }
-)
 # headers a 304 repeats (RFC 9110, 15.4.5)
 _NOT_MODIFIED_HEADERS = ("etag", "last-modified", "cache-control", "vary")
 # stored objects are user data: never sniff a type, never run script on the app's origin
@@ -242,10 +216,10 @@ def _stored_type(info: ObjectInfo) -> str | None:
     stored = _sendable(info, "Content-Type", info.content_type)
     if stored is None:
         return None
-    if not _MEDIA_TYPE.fullmatch(stored):
+    if not MEDIA_TYPE.fullmatch(stored):
         logger.info("%r: its stored Content-Type is not one media type; not sent", info.key)
         return None
-    if stored.partition(";")[0].strip().lower() in _SCRIPT_TYPES:
+    if stored.partition(";")[0].strip().lower() in SCRIPT_TYPES:
         logger.info("%r: its stored Content-Type is a script's; not sent", info.key)
         return None
     return stored

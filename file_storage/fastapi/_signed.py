@@ -3,7 +3,8 @@ and form uploads (POST, see ``_post``).
 
 Presign options travel signed in the query: ``content_type`` and ``filename`` set the
 response's type and ``Content-Disposition`` on GET; on PUT ``content_type`` is a condition
-(the upload must send that ``Content-Type``, else 403) and is stored.
+(the upload must send that ``Content-Type``, else 403) and is stored. A GET without them
+serves a type a browser would run as a download, as the cloud backends' URLs do.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from file_storage._events import landing
+from file_storage._http import as_download, shown_inline
 from file_storage._keys import validate_key
 from file_storage._signing import check
 from file_storage.backends._router_signed import RouterSigned
@@ -93,6 +95,16 @@ def _authorize(request: Request, backend: StorageBackend, key: str, method: str)
     if verdict != "valid":
         return _deny(403, "invalid signature for this URL and method")
     return None
+
+
+def _as_download_unless_inert(response: Response) -> None:
+    """A type a browser would run (HTML, SVG, XML...) made a download, as S3, GCS and
+    Azure serve their presigned GETs: a link works alike on every backend."""
+    served = response.headers.get("content-type")
+    if response.status_code in (200, 206) and served is not None and not shown_inline(served):
+        response.headers["content-disposition"] = as_download(
+            response.headers.get("content-disposition")
+        )
 
 
 def _same_type(sent: str | None, signed: str) -> bool:
@@ -248,16 +260,16 @@ def build_signed_url_router(
         denied = _authorize(request, backend, key, "GET")  # HEAD rides on a GET URL
         if denied is not None:
             return cors(request, denied)
+        filename = request.query_params.get("filename")
+        content_type = request.query_params.get("content_type")
         try:
             response = await storage_response(
-                backend,
-                key,
-                request,
-                filename=request.query_params.get("filename"),
-                content_type=request.query_params.get("content_type"),
+                backend, key, request, filename=filename, content_type=content_type
             )
         except StorageError as exc:
             response = error_response(exc)
+        if filename is None and content_type is None:
+            _as_download_unless_inert(response)
         return cors(request, response)
 
     @router.put("/{key:path}", include_in_schema=False)

@@ -50,6 +50,10 @@ FEATURES = {
     "exact_expiry": (
         "may delete an object rewritten while purge_expired checks it (no conditional delete)"
     ),
+    "exact_moves": (
+        "may delete a write landing on a move's source between its copy and its delete, "
+        "or on migrate's source after its last look (no conditional delete)"
+    ),
     "exact_version_purge": (
         "may delete a write of the key that lands while purge_versions(keep>=1) runs, when "
         'versioning was suspended meanwhile (it reuses the purged version id "null")'

@@ -18,7 +18,13 @@ from typing import Any
 
 import pytest
 
-from file_storage import S3StorageBackend, StoragePermissionError, StorageQuotaExceededError
+from file_storage import (
+    MemoryStorageBackend,
+    S3StorageBackend,
+    StoragePermissionError,
+    StorageQuotaExceededError,
+    migrate,
+)
 from tests.backends.iam_moto import IamMoto, Keys
 from tests.faults.proxy import FaultProxy
 from tests.s3util import s3_backends
@@ -229,6 +235,34 @@ async def test_a_move_without_delete_keeps_both_objects_and_says_so(
     backend = as_user(without=("s3:DeleteObject",))
     await denied(backend.move("a.txt", "b.txt"), "move")
     assert await backend.list_files("") == ["a.txt", "b.txt"]
+
+
+async def test_moves_without_delete_leave_one_probe_object_not_one_each(
+    as_user: MakeUser, iam: IamMoto, bucket: str
+) -> None:
+    # the probe of conditional deletes cannot remove its object under such a policy:
+    # it is left once, and not probed again at every move
+    admin = as_user(admin=True)
+    await admin.save("a.txt", b"a")
+    await admin.save("c.txt", b"c")
+    backend = as_user(without=("s3:DeleteObject",))
+    await denied(backend.move("a.txt", "b.txt"), "move")
+    await denied(backend.move("c.txt", "d.txt"), "move")
+    keys = [item["Key"] for item in iam.s3().list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert len([key for key in keys if ".file-storage-probe" in key]) == 1
+
+
+async def test_a_migration_source_without_put_object_still_deletes_what_it_moved(
+    as_user: MakeUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the probe of conditional deletes cannot write its object: the deletes stay plain
+    # (logged), rather than every source delete failing for a write it never needed
+    await as_user(admin=True).save("m/a.txt", b"a")
+    source = as_user(without=("s3:PutObject",))
+    report = await migrate(source, MemoryStorageBackend(), delete_source=True)
+    assert (report.copied, report.failed) == (1, {})
+    assert await source.list_files("") == []
+    assert "could not probe conditional deletes" in caplog.text
 
 
 async def test_the_versions_feature_works_with_its_actions(as_user: MakeUser) -> None:

@@ -64,7 +64,7 @@ async def main():
         folder = pathlib.Path(tempfile.mkdtemp())
         await backend.download_file("a/big.bin", folder / "big.bin")
         await backend.upload_file(folder / "big.bin", "e/big.bin")
-        await backend.get_presigned_url("a/b.txt")
+        # (a presigned GET signs the response's headers, which obstore cannot: aiobotocore)
         await backend.get_presigned_url("a/b.txt", method="PUT")
         await backend.delete_many(["a/b.txt", "e/big.bin"])
         await backend.delete_prefix("a")

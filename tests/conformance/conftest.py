@@ -23,14 +23,19 @@ LACKS: dict[str, frozenset[str]] = {
     # Azure drops a trailing dot from a blob name: the backend refuses such keys
     "azure": frozenset({"versions", "folder_checks", "copy_etags", "trailing_dot_keys"}),
     # the example third-party backend of docs/plugins.md keeps one version per key, does
-    # not check the object-or-folder rule, and keeps the default (stat, then delete) purge
-    "plugin": frozenset({"versions", "folder_checks", "exact_expiry", "write_etags"}),
+    # not check the object-or-folder rule, and keeps the default (stat, then delete)
+    # purge and move (copy, then delete)
+    "plugin": frozenset(
+        {"versions", "folder_checks", "exact_expiry", "exact_moves", "write_etags"}
+    ),
     # the suite's features that are the S3 server's, and this server lacks
     # S3 has no conditional DeleteObjects of a version: a suspended write landing while
     # purge_versions runs replaces the "null" version it deletes; the purge asks for it
     # again just before, which leaves one round trip (docs/versioning.md)
     "s3": frozenset(f for f in FEATURES if f in REASONS and f not in SERVER.features)
-    | {"folder_checks", "exact_version_purge"},
+    | {"folder_checks", "exact_version_purge"}
+    # a server ignoring If-Match on DeleteObject (Ceph 16) gets plain deletes
+    | (frozenset() if "if_match_on_delete" in SERVER.features else {"exact_moves"}),
 }
 # obstore's copy answers no ETag (the transport's fast path for a CopyObject)
 LACKS["s3_obstore"] = LACKS["s3"] | {"copy_etags"}

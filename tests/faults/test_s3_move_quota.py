@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from file_storage import (
+    S3StorageBackend,
     StoragePermissionError,
     StorageQuotaExceededError,
     StorageUnavailableError,
@@ -17,6 +18,15 @@ from tests.faults.proxy import FaultProxy
 from tests.s3util import stored_keys
 
 pytestmark = pytest.mark.s3
+
+
+async def learn_conditional_deletes(backend: S3StorageBackend) -> None:
+    """A first move learns whether the server checks If-Match on DeleteObject (a probe of
+    its own, once per backend): faults injected afterwards hit a move's delete, not the
+    probe's."""
+    await backend.save("first", b"")
+    await backend.move("first", "moved")
+    await backend.delete("moved")
 
 
 @pytest.mark.parametrize(
@@ -36,6 +46,7 @@ async def test_move_whose_delete_fails_keeps_both_and_counts_both(
     error: type[StorageError],
 ) -> None:
     backend = make_backend(max_size_bytes=1000)
+    await learn_conditional_deletes(backend)
     await backend.save("src", b"x" * 400)
     proxy.fail_next(ATTEMPTS, status=status, code=code, match="DELETE")
     with pytest.raises(error) as info:
@@ -88,6 +99,7 @@ async def test_a_move_whose_delete_answers_were_lost_counts_the_destination_once
     make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str
 ) -> None:
     backend = make_backend(max_size_bytes=1000)
+    await learn_conditional_deletes(backend)
     await backend.save("src", b"x" * 400)
     proxy.cut_response_after(0, match="DELETE", times=2 * ATTEMPTS)
     with pytest.raises(StorageUnavailableError):

@@ -93,6 +93,30 @@ async def test_get_url_sends_stored_headers(
     assert response.headers["content-disposition"] == "inline"
 
 
+@pytest.mark.parametrize(
+    ("stored_type", "disposition"),
+    [
+        ("text/html", 'attachment; filename="p.html"'),
+        ("image/svg+xml", 'attachment; filename="p.html"'),
+        ("image/png", 'inline; filename="p.html"'),
+    ],
+)
+async def test_get_url_of_active_content_is_a_download_on_every_backend(
+    presigning: StorageBackend, http: httpx.AsyncClient, stored_type: str, disposition: str
+) -> None:
+    # a page or an SVG opened from the link must not show as a page: a download, its
+    # stored file name kept; an image is shown as stored
+    await presigning.save(
+        "v/p.html",
+        b"<script>alert(1)</script>",
+        content_type=stored_type,
+        content_disposition='inline; filename="p.html"',
+    )
+    response = await http.get(await presigning.get_presigned_url("v/p.html"))
+    assert response.status_code == 200
+    assert response.headers["content-disposition"] == disposition
+
+
 async def test_put_url_with_content_type_stores_it(
     presigning: StorageBackend, http: httpx.AsyncClient
 ) -> None:

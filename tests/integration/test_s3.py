@@ -94,6 +94,7 @@ async def test_example_service_hands_out_public_endpoint_urls(
 ) -> None:
     public = public_twin(moto_endpoint)
     monkeypatch.setenv("STORAGE_S3_PUBLIC_ENDPOINT_URL", public)
+    monkeypatch.setenv("EXAMPLE_USER_QUOTA_BYTES", "0")  # under a quota S3 signs no PUT
     serve(build_example_app())
     presigned = (await client.post("/api/presign", json={"filename": "a.txt"})).json()
     assert presigned["url"].startswith(public + "/")

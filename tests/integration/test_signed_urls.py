@@ -147,6 +147,57 @@ async def test_url_valid_for_longer_than_any_presign_is_403(
     assert (await client.get(longest)).status_code == 200
 
 
+async def get_raw(server: str, target: str) -> httpx.Response:
+    """GET ``target`` byte for byte (httpx would normalize dot segments)."""
+    async with httpx.AsyncClient(trust_env=False) as raw:
+        request = raw.build_request("GET", server)
+        request.url = request.url.copy_with(raw_path=target.encode())
+        return await raw.send(request)
+
+
+# a URL signed for docs/report.txt, sent with another spelling of its path: the same key
+# (200, its bytes), or refused; never another object (the request line is sent as is)
+PATH_SPELLINGS = {
+    "/files/docs%2Freport.txt": 200,  # an encoded slash: the same key
+    "/files/docs%2freport.txt": 200,
+    "/files/docs/%2E%2E/secret.txt": 400,  # dot segments decoded: not a key
+    "/files/docs/%2e/report.txt": 400,
+    "/files/docs//report.txt": 400,
+    "/files//docs/report.txt": 400,
+    "/files/docs/report.txt/": 400,
+    "/files/docs/report.txt%00": 400,
+    "/files/docs%252Freport.txt": 403,  # double-encoded: the key "docs%2Freport.txt"
+    "/files/DOCS/report.txt": 403,
+    "/files/docs/report.tx%74": 200,
+    "/files/docs/report.txt;x": 403,
+}
+
+
+@pytest.mark.parametrize("spelling", sorted(PATH_SPELLINGS))
+async def test_get_url_serves_its_one_key_under_any_spelling_of_the_path(
+    server: str, local_storage: LocalStorageBackend, stored: str, spelling: str
+) -> None:
+    await local_storage.save("secret.txt", b"secret")
+    await local_storage.save("docs%2Freport.txt", b"other")
+    url = await local_storage.get_presigned_url(stored)
+    response = await get_raw(server, f"{spelling}?{urlsplit(url).query}")
+    assert response.status_code == PATH_SPELLINGS[spelling], response.text
+    if response.status_code == 200:
+        assert response.content == DATA
+
+
+async def test_get_url_of_one_unicode_spelling_never_serves_the_other(
+    server: str, local_storage: LocalStorageBackend
+) -> None:
+    # "café" as one letter (NFC) and as "e" plus an accent (NFD) are two keys
+    await local_storage.save("caf\u00e9.txt", b"nfc")
+    await local_storage.save("cafe\u0301.txt", b"nfd")
+    url = await local_storage.get_presigned_url("caf\u00e9.txt")
+    assert (await get_raw(server, f"/files/caf%C3%A9.txt?{urlsplit(url).query}")).content == b"nfc"
+    other = await get_raw(server, f"/files/cafe%CC%81.txt?{urlsplit(url).query}")
+    assert other.status_code == 403
+
+
 async def test_get_url_never_works_for_put(
     server: str, client: httpx.AsyncClient, local_storage: LocalStorageBackend, stored: str
 ) -> None:

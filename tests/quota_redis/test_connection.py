@@ -289,3 +289,41 @@ def test_well_formed_redis_urls_are_accepted(url: str) -> None:
     from file_storage import MemoryStorageBackend
 
     MemoryStorageBackend(quota_redis_url=url)  # builds, connects nowhere yet
+
+
+async def test_a_loop_held_before_a_call_was_written_is_no_redis_timeout(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the app held the event loop (a blocking call: an SDK client built in it, a long GC
+    # pause) past the ledger's timeout after a call was made and before it was written:
+    # Redis answers as soon as it gets it, and was never silent
+    import time
+
+    from file_storage._quota.redis import wire
+
+    held = 0.0
+    monkeypatch.setattr(
+        wire, "time", type("Clock", (), {"monotonic": lambda: time.monotonic() + held})
+    )
+    flush = wire._Wire._flush
+    stalls = [True]
+
+    def flush_after_a_stall(self: wire._Wire) -> None:
+        nonlocal held
+        if not stalls:
+            flush(self)
+            return
+        stalls.clear()
+        held += 6.0  # the loop was held for longer than the timeout (5 s)...
+        flush(self)
+        self._check_timeout()  # ...so its timer, due, runs in the same pass as the write
+
+    async with LocalStorageBackend(
+        tmp_path, quota_redis_url=redis_server.url, quota_redis_namespace=namespace
+    ) as backend:
+        backend.set_quota("", 100)
+        await backend.save("warm", b"w")
+        monkeypatch.setattr(wire._Wire, "_flush", flush_after_a_stall)
+        await backend.save("a", b"x" * 10)
+        assert not stalls
+        assert (await backend.get_usage()).used == 11 == await backend.get_total_size()

@@ -152,6 +152,32 @@ async def test_writers_of_four_processes_never_overshoot_per_user_prefixes(
             assert (await storage.get_usage(user)).used == stored
 
 
+async def test_dripping_writers_of_four_processes_never_overshoot_nested_quotas(
+    store: dict[str, Any], redis_server: RedisServer, namespace: str
+) -> None:
+    # streams of a few bytes per chunk hold ahead of what they sent: never past a quota
+    quotas = {"": 40_000, "users/a": 15_000}
+    results = run_all(
+        specs(
+            store,
+            redis_server,
+            namespace,
+            mode="fill",
+            drip=True,
+            writes=4,
+            prefixes=["users/a/", "users/b/", ""],
+            quotas=quotas,
+        )
+    )
+    assert sum(r["refused"] for r in results) > 0
+    async with observer(store, redis_server, namespace) as storage:
+        for prefix, limit in quotas.items():
+            stored = await storage.get_total_size(prefix)
+            assert 0 < stored <= limit
+            assert (await storage.get_usage(prefix)).used == stored
+        assert sum(r["stored"] for r in results) == len(await storage.list_files())
+
+
 async def test_overwrites_deletes_copies_and_moves_from_four_processes_stay_exact(
     store: dict[str, Any], redis_server: RedisServer, namespace: str
 ) -> None:

@@ -43,6 +43,15 @@ def build(spec: dict[str, Any]) -> StorageBackend:
     )
 
 
+async def drip(content: bytes, rng: random.Random) -> AsyncIterator[bytes]:
+    """``content`` in chunks of 1 to 40 bytes: a client sending a few bytes per packet."""
+    sent = 0
+    while sent < len(content):
+        step = rng.randint(1, 40)
+        yield content[sent : sent + step]
+        sent += step
+
+
 async def fill(storage: StorageBackend, spec: dict[str, Any], rng: random.Random) -> dict[str, int]:
     counts = {"stored": 0, "refused": 0, "unavailable": 0}
     prefixes: list[str] = spec["prefixes"]
@@ -50,8 +59,9 @@ async def fill(storage: StorageBackend, spec: dict[str, Any], rng: random.Random
     async def writer(w: int) -> None:
         for i in range(spec["writes"]):
             key = f"{rng.choice(prefixes)}p{spec['id']}-w{w}-{i}"
+            content = b"x" * rng.randint(100, 2000)
             try:
-                await storage.save(key, b"x" * rng.randint(100, 2000))
+                await storage.save(key, drip(content, rng) if spec.get("drip") else content)
                 counts["stored"] += 1
             except StorageQuotaExceededError:
                 counts["refused"] += 1

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("file_storage")
 
+_EXACT_STEPS = 8  # a stream's first reserve steps hold exactly what it sent
+_MAX_AHEAD = 8 * 1024 * 1024  # the most a stream holds ahead of what it sent, in bytes
+
 _current: contextvars.ContextVar[_RedisHeld | None] = contextvars.ContextVar(
     "file_storage_redis_hold", default=None
 )
@@ -132,7 +135,7 @@ class _RedisHeld:
 class _RedisReservation(Reservation):
     """A reservation held in Redis (a lease renewed by the hold while the write runs)."""
 
-    __slots__ = ("_hold", "_id", "_ledger", "_requested")
+    __slots__ = ("_granted", "_hold", "_id", "_ledger", "_requested", "_steps")
 
     def __init__(
         self, ledger: RedisQuotaManager, hold: _RedisHeld | None, key: str, operation: str
@@ -145,12 +148,38 @@ class _RedisReservation(Reservation):
         self.operation = operation
         self._done = False
         self.relisted = False
+        self._granted = 0  # the total Redis holds bytes for (a stream's may be ahead of it)
+        self._steps = 0  # the stream's reserve steps so far
         if hold is not None:
             hold.reservations.append(self._id)
 
     async def grow_to(self, total: int, requested: int | None = None) -> None:
+        await self._grow(total, requested, None)
+
+    async def grow_streamed(self, total: int) -> None:
+        # one script per chunk would let a client sending a byte per packet cost Redis one
+        # script per byte: past its first few steps (exact, as with the in-process ledger)
+        # a stream holds ahead of what it sent, as much again (geometric growth, at most
+        # _MAX_AHEAD), and Redis grants at most half of each quota's free space, so that
+        # writers near the limit keep the other half; its commit counts the exact size
+        if total <= self._granted:
+            return
+        self._steps += 1
+        ahead = min(total, _MAX_AHEAD) if self._steps > _EXACT_STEPS else 0
+        await self._grow(total, None, total + ahead if ahead else None)
+
+    async def streamed(self, total: int) -> None:
+        # what it held ahead was never asked for again: Redis may have lost it meanwhile (a
+        # restart without persistence) and handed it to others, or a limit may have been
+        # lowered since; one step before the write lands checks its whole size against
+        # the quotas as they are now and refuses what no longer fits, where a commit could
+        # only keep an overwrite past the quota
+        if self._steps > _EXACT_STEPS:
+            await self._grow(total, None, "=")
+
+    async def _grow(self, total: int, requested: int | None, want: int | str | None) -> None:
         try:
-            await self._ledger._reserve(self, total, requested, first=False)
+            await self._ledger._reserve(self, total, requested, first=False, want=want)
         except RedisUnavailable as exc:
             self._ledger._unavailable(self.operation, self.key, exc)  # raises failing closed
             self._ledger._dirty.add(self.key)

@@ -390,8 +390,11 @@ class RedisQuotaManager(Switches):
         *,
         first: bool,
         frees: str | None = None,
+        want: int | str | None = None,
     ) -> bool:
-        """One reserve step; ``False`` when no quota covers the key."""
+        """One reserve step; ``False`` when no quota covers the key. ``want``: a total
+        past ``total`` to hold ahead, as far as the quotas allow, or ``"="``: check the
+        whole ``total`` against the quotas as they are now (see RESERVE)."""
         key = reservation.key
         hold = reservation._hold
         backoff = Backoff(_MAX_WAIT)
@@ -407,7 +410,7 @@ class RedisQuotaManager(Switches):
                     lua.RESERVE,
                     [self.ns, reservation._id, key, total, frees or "", self.lease_ms,
                      1 if first else 0, hold.token if take and hold is not None else "",
-                     self._epoch],
+                     self._epoch, "" if want is None else want],
                 )  # fmt: skip
             except BaseException:  # a lost answer, or cancelled awaiting it
                 if take and hold is not None:
@@ -418,6 +421,7 @@ class RedisQuotaManager(Switches):
             if take and hold is not None and state not in ("none", "reset", "locked"):
                 hold.locked = True
             if state == "ok":
+                reservation._granted = int(result[1])
                 return True
             if state == "none":
                 return False

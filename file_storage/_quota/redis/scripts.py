@@ -196,8 +196,12 @@ end
 
 # ARGV: ns, id, key, total, frees ('' or a key), lease_ms, first (1: a new reservation),
 # token ('' or the hold's token: take the lock of key for it first, as LOCK does),
-# epoch ('' or the epoch this process pushed its limits into: another one is a reset)
-# -> {'ok'} | {'none'} | {'reset'} | {'locked'} (another holder has key) |
+# epoch ('' or the epoch this process pushed its limits into: another one is a reset),
+# want ('' or a total past ``total`` to hold ahead of a stream, as far as each quota has
+# half of its free space left after ``total``; '=': a stream that held ahead ends, its
+# whole ``total`` checked against each quota as it is now, what it holds included)
+# -> {'ok', held} (the total now held for: ``total`` or more, at most ``want``) |
+# {'none'} | {'reset'} | {'locked'} (another holder has key) |
 # {'unseeded', prefix} | {'over', prefix, used, limit}; with a token, every reply but
 # none, reset and locked means the key is now locked by it
 RESERVE = Script(
@@ -205,6 +209,7 @@ RESERVE = Script(
     + """
 local id, key, total, frees = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local lease, first, token = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8]
+local recheck = ARGV[10] == '='
 local now = now_ms()
 purge(now)
 local epoch = redis.call('GET', ns .. ':epoch')
@@ -222,12 +227,13 @@ if token ~= '' then
 end
 local rk = ns .. ':rsv:' .. id
 local fresh = first or redis.call('EXISTS', rk) == 0
-local extras, olds, lists = {}, {}, {}
+local extras, olds, lists, helds, counts = {}, {}, {}, {}, {}
 for j, ql in ipairs(quotas) do
   local p, limit = ql[1], ql[2]
   local q = ns .. ':q:' .. p
   local f = redis.call('HMGET', q, 'seeded', 'used', 'reserved', 'lists')
   if f[1] ~= '1' then return {'unseeded', p} end
+  counts[j] = f
   local old, held
   if fresh and versioned then
     old, held = 0, 0
@@ -243,11 +249,39 @@ for j, ql in ipairs(quotas) do
     held = num(redis.call('HGET', rk, 'h:' .. p))
   end
   local extra = math.max(0, total - old) - held
-  if extra > 0 then
+  -- (rechecked: a limit lowered since its bytes were held ahead may no longer take them)
+  if extra > 0 or recheck then
     local over, bh, bl = exceeds(f[2], f[3], extra, limit)
     if over then return {'over', p, text(bh, bl - held), limit} end
   end
-  extras[j], olds[j], lists[j] = extra, old, f[4] or '0'
+  extras[j], olds[j], lists[j], helds[j] = extra, old, f[4] or '0', held
+end
+local grant = total
+local want = tonumber(ARGV[10] or '')
+if want and want > total then
+  -- ahead of a stream: at most half of what each quota has free once ``total`` is held,
+  -- so the others near the limit keep the other half (see docs/quota.md)
+  grant = want
+  for j, ql in ipairs(quotas) do
+    local f = counts[j]
+    local _, bh, bl = exceeds(f[2], f[3], 0, ql[2])
+    local lh, ll = split(ql[2])
+    local free = (lh - bh) * BIG + (ll - bl) - math.max(extras[j], 0)
+    local room = math.max(0, math.floor(free / 2))
+    grant = math.min(grant, olds[j] + helds[j] + math.max(extras[j], 0) + room)
+  end
+  grant = math.max(grant, total)
+  -- checked again exactly (the free space above is a double): else only ``total``
+  for j, ql in ipairs(quotas) do
+    local extra = math.max(0, grant - olds[j]) - helds[j]
+    if extra > extras[j] and exceeds(counts[j][2], counts[j][3], extra, ql[2]) then
+      grant = total
+      break
+    end
+  end
+  if grant > total then
+    for j = 1, #quotas do extras[j] = math.max(0, grant - olds[j]) - helds[j] end
+  end
 end
 for j, ql in ipairs(quotas) do
   local p, extra = ql[1], math.max(extras[j], 0)
@@ -260,7 +294,7 @@ for j, ql in ipairs(quotas) do
 end
 if fresh then redis.call('HSET', rk, 'v', vv[1] or 'off', 'c', vv[2] or '0') end
 redis.call('ZADD', ns .. ':leases', now + lease, id)
-return {'ok'}
+return {'ok', string.format('%d', grant)}
 """
 )
 

@@ -152,7 +152,8 @@ class _Wire(asyncio.Protocol):
         self._timeout = timeout
         self._writer = writer
         self._buf = b""
-        self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        # each call's future and when it was written (its timeout runs from then)
+        self._waiting: collections.deque[list[Any]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
         self._out: list[bytes] = []
         self.transport: asyncio.Transport | None = None
@@ -170,7 +171,7 @@ class _Wire(asyncio.Protocol):
             raise RedisUnavailable("connection lost")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._waiting.append((future, time.monotonic()))
+        self._waiting.append([future, None])  # (stamped as it is written)
         # the calls made in one pass of the loop leave in one write: on a busy machine a
         # send to a local Redis costs far more than its bytes (the syscall wakes the server)
         if not self._out:
@@ -182,6 +183,15 @@ class _Wire(asyncio.Protocol):
 
     def _flush(self) -> None:
         out, self._out = self._out, []
+        # Redis is judged silent from when a call left, not from when it was made: the
+        # loop may have been held in between (a blocking call of the app, a GC pause) for
+        # longer than the timeout, and the timer, due by then, runs before the reply
+        # can be read (a call timed out is then every call failing for a timeout more)
+        now = time.monotonic()
+        for entry in reversed(self._waiting):
+            if entry[1] is not None:
+                break
+            entry[1] = now
         if self.transport is not None and self.lost is None:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
@@ -189,7 +199,8 @@ class _Wire(asyncio.Protocol):
         self._timer = None
         if not self._waiting:
             return
-        age = time.monotonic() - self._waiting[0][1]
+        sent = self._waiting[0][1]
+        age = 0.0 if sent is None else time.monotonic() - sent
         if age >= self._timeout:
             self._fail(RedisTimeout("TimeoutError"))
             return

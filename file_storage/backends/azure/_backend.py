@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from file_storage._cloud_settings import check_azure_account, check_azure_container
-from file_storage._http import content_disposition
 from file_storage._keys import KeyLike
 from file_storage._settings_common import check_http_url, checked
 from file_storage.backends._core import Method
@@ -175,6 +174,9 @@ class AzureStorageBackend(ObstoreBackend):
             # a user delegation SAS, made by object_store (no response headers)
             return await super()._presign(key, expires_in, method, content_type, filename)
         endpoint = self._endpoint_url or self._default_endpoint()
+        disposition = None
+        if method == "GET":
+            content_type, disposition = await self._served_headers(key, content_type, filename)
         return service_sas_url(
             endpoint=endpoint,
             account=self._account,
@@ -184,7 +186,7 @@ class AzureStorageBackend(ObstoreBackend):
             method=method,
             expires_in=expires_in,
             content_type=content_type if method == "GET" else None,
-            disposition=content_disposition(filename) if filename is not None else None,
+            disposition=disposition,
         )
 
     async def _delete_request(

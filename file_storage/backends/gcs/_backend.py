@@ -17,7 +17,6 @@ from pydantic import SecretStr
 
 from file_storage._cloud_settings import check_gcs_bucket
 from file_storage._expiry import same_version
-from file_storage._http import content_disposition
 from file_storage._json import parse_json
 from file_storage._keys import KeyLike
 from file_storage._settings_common import checked
@@ -181,6 +180,9 @@ class GCSStorageBackend(ObstoreBackend):
         if fields is None:
             # no key of our own: object_store asks the IAM signBlob API to sign
             return await super()._presign(key, expires_in, method, content_type, filename)
+        disposition = None
+        if method == "GET":
+            content_type, disposition = await self._served_headers(key, content_type, filename)
         return signed_url(
             endpoint=self._endpoint_url or fields.get("gcs_base_url") or GCS_ENDPOINT,
             bucket=self._bucket,
@@ -190,7 +192,7 @@ class GCSStorageBackend(ObstoreBackend):
             client_email=fields["client_email"],
             private_key=fields["private_key"],
             content_type=content_type,
-            disposition=content_disposition(filename) if filename is not None else None,
+            disposition=disposition,
         )
 
     def _open_store(self, obs: ModuleType) -> ObjectStore:

@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from file_storage._http import content_disposition
 from file_storage._keys import validate_key
 from file_storage._metadata import encode_value
 from file_storage._settings_common import check_base_url, checked
@@ -37,9 +36,9 @@ from file_storage.backends.s3._checksums import Checksums
 from file_storage.backends.s3._clients import LoopClients
 from file_storage.backends.s3._conditions import Conditions
 from file_storage.backends.s3._config import s3_options
+from file_storage.backends.s3._deletes import S3Deletes
 from file_storage.backends.s3._errors import condition_error, error_code
 from file_storage.backends.s3._fallback import Fallback
-from file_storage.backends.s3._flushes import S3Flushes
 from file_storage.backends.s3._info import head_info, utc
 from file_storage.backends.s3._lifecycle import S3Rules
 from file_storage.backends.s3._obstore import ObstoreTransfer
@@ -55,7 +54,7 @@ __all__ = ["S3StorageBackend"]
 logger = logging.getLogger("file_storage.backends.s3")
 
 
-class S3StorageBackend(S3Flushes):
+class S3StorageBackend(S3Deletes):
     """Stores objects in an S3 bucket under ``prefix``; see :class:`StorageBackend`.
 
     Args:
@@ -485,10 +484,12 @@ class S3StorageBackend(S3Flushes):
         params: dict[str, str] = {"Bucket": self._bucket, "Key": self._full(key)}
         if method == "PUT" and content_type is not None:
             params["ContentType"] = content_type  # a signed header: the uploader must send it
-        if method == "GET" and content_type is not None:
-            params["ResponseContentType"] = content_type
-        if method == "GET" and filename is not None:
-            params["ResponseContentDisposition"] = content_disposition(filename)
+        if method == "GET":
+            served, disposition = await self._served_headers(key, content_type, filename)
+            if served is not None:
+                params["ResponseContentType"] = served
+            if disposition is not None:
+                params["ResponseContentDisposition"] = disposition
         url: str = await client.generate_presigned_url(
             "get_object" if method == "GET" else "put_object",
             Params=params,

@@ -16,6 +16,14 @@ then either sends the condition in the form the server checks, or refuses the wr
 :class:`StorageConfigError` before a byte is sent. No write with a condition ever goes
 where the server would not check it. A create-only single PutObject, the common case,
 needs no probe: every server measured checks it.
+
+Deletes that must take only the version looked at (a move's source after its copy,
+``migrate``'s moved source, an expired object) send ``If-Match`` on DeleteObject. AWS S3
+(conditional deletes, 2024) and moto check it; Ceph RGW 16.2 ignores it and deletes
+whatever the key holds. A server that ignores it deletes on a stale ETag, so that probe
+(:func:`probe_delete`) runs on an object of its own too, and a server that does not check
+gets a plain delete, as before (the check-then-delete documented in
+docs/compatibility.md).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from typing import Any, Literal
 from file_storage.backends.s3._errors import DENIED, condition_error, error_code, is_outage
 from file_storage.errors import StorageConfigError
 
-__all__ = ["PROBE_NAME", "Conditions", "Support", "probe"]
+__all__ = ["PROBE_NAME", "Conditions", "Support", "probe", "probe_delete"]
 
 logger = logging.getLogger("file_storage.backends.s3")
 
@@ -40,6 +48,8 @@ PROBE_NAME = ".file-storage-probe\\"
 _STALE_ETAG = '"00000000000000000000000000000000"'
 
 IfMatchForm = Literal["quoted", "bare"]
+#: a write refused by a policy (not by credentials that have expired): kept as the answer
+_POLICY_DENIED = frozenset({"AccessDenied", "403"})
 
 
 @dataclass(frozen=True)
@@ -63,13 +73,17 @@ class Conditions:
     def __init__(self, root: str) -> None:
         self._root = root
         self.support: Support | None = None
+        #: the form DeleteObject's ``If-Match`` is compared in; ``None``: not checked
+        self.delete_form: IfMatchForm | None = None
+        self.delete_probed = False
+
+    def _probe_key(self) -> str:
+        return f"{self._root}{PROBE_NAME}{uuid.uuid4().hex}"
 
     async def learn(self, client: Any, bucket: str) -> Support:
         """The server's support, probed on first call (a failed probe is not kept)."""
         if self.support is None:
-            self.support = await probe(
-                client, bucket, f"{self._root}{PROBE_NAME}{uuid.uuid4().hex}"
-            )
+            self.support = await probe(client, bucket, self._probe_key())
             logger.info(
                 "S3 server checks If-Match on PutObject: %s; on CompleteMultipartUpload: %s",
                 self.support.if_match or "no",
@@ -92,6 +106,17 @@ class Conditions:
         if support.if_match == "bare":
             return {**condition, "IfMatch": etag.strip('"')}
         return condition
+
+    async def for_delete(self, client: Any, bucket: str, etag: str) -> dict[str, str] | None:
+        """The condition of a DeleteObject that deletes only the object with ``etag``, in
+        the form the server compares; ``None``: the server does not check one."""
+        if not self.delete_probed:
+            self.delete_form = await probe_delete(client, bucket, self._probe_key())
+            self.delete_probed = True
+            logger.info("S3 server checks If-Match on DeleteObject: %s", self.delete_form or "no")
+        if self.delete_form is None:
+            return None
+        return {"IfMatch": etag.strip('"') if self.delete_form == "bare" else etag}
 
     async def for_completion(
         self, client: Any, bucket: str, condition: dict[str, str], threshold: int
@@ -130,6 +155,41 @@ async def probe(client: Any, bucket: str, key: str) -> Support:
     return Support(if_match, completion)
 
 
+async def probe_delete(client: Any, bucket: str, key: str) -> IfMatchForm | None:
+    """Delete ``key`` (an object of our own) on a stale ETag, which must be refused, then
+    on its own: the form DeleteObject's ``If-Match`` is checked in (``None``: not
+    checked, or the probe's object could not be written: denied)."""
+    try:
+        etag = str((await client.put_object(Bucket=bucket, Key=key, Body=b"1"))["ETag"])
+    except Exception as exc:
+        if error_code(exc) not in _POLICY_DENIED:
+            raise  # an outage, or credentials refused (expired): probed again next time
+        # a source the credentials may read and delete but not write (a migration's):
+        # its deletes stay plain, as they were
+        logger.warning("could not probe conditional deletes (access denied): plain deletes")
+        return None
+    try:
+        stale = client.delete_object(Bucket=bucket, Key=key, IfMatch=_STALE_ETAG)
+        try:
+            refused = await _refused(stale)
+        except Exception as exc:
+            if error_code(exc) not in _POLICY_DENIED:
+                raise
+            # deletes denied by a policy: every delete fails as before, and a probe at
+            # each one would leave an object it cannot remove each time
+            logger.warning("could not probe conditional deletes (access denied): plain deletes")
+            return None
+        if refused is not True:
+            return None  # deleted on a stale ETag (or the header is unknown): not checked
+        for form, value in (("quoted", etag), ("bare", etag.strip('"'))):
+            current = client.delete_object(Bucket=bucket, Key=key, IfMatch=value)
+            if await _refused(current) is False:
+                return "quoted" if form == "quoted" else "bare"
+        return None
+    finally:
+        await asyncio.shield(_remove(client, bucket, key))
+
+
 async def _refused(request: Any) -> bool | None:
     """True: refused as a failed condition; False: done; None: refused otherwise (the
     server does not know the header). An outage or a denial is raised."""
@@ -138,6 +198,8 @@ async def _refused(request: Any) -> bool | None:
     except Exception as exc:
         if condition_error(exc, create_only=False) is not None:
             return True
+        if error_code(exc) == "NotImplemented":  # a 501 for the header: not checked
+            return None
         if is_outage(exc) or error_code(exc) in DENIED or error_code(exc) is None:
             raise
         return None

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from file_storage._loops import LoopLock, Periodic
 from file_storage._spool import Entry, Spool, intact, unlock
@@ -27,11 +27,13 @@ from file_storage.backends.s3._errors import is_outage
 from file_storage.backends.s3._multipart import run_bounded
 from file_storage.models import ObjectInfo
 
-__all__ = ["Fallback"]
+__all__ = ["Fallback", "Outcome"]
 
 logger = logging.getLogger("file_storage.spool")
 
 Upload = Callable[[Entry, Path], Awaitable[str | None]]
+#: what a conditional delete did: ``gone`` (nothing there), ``changed`` (another version)
+Outcome = Literal["deleted", "gone", "changed"]
 Flush = Callable[[Entry, Path], Awaitable[bool]]  # False: not sent, S3 has a newer object
 Send = Callable[[bytes | AsyncIterator[bytes]], Awaitable[str | None]]
 
@@ -166,6 +168,32 @@ class Fallback:
             await delete()
             for key in spooled:
                 await self.spool.discard(key)
+
+    async def delete_unchanged(
+        self,
+        key: str,
+        looked_at: ObjectInfo,
+        on_s3: Callable[[], Awaitable[Outcome]],
+        plain: Callable[[], Awaitable[None]],
+    ) -> Outcome:
+        """Delete ``key`` only while it holds ``looked_at``: S3's object (``on_s3()``,
+        conditional where the server checks), or the spooled version, which S3's older
+        object goes with (``plain()``). Never spooled: S3 unavailable raises, nothing
+        deleted, as a condition cannot wait in the spool for a later flush."""
+        if self.spool is None:
+            return await on_s3()
+        async with self.spool.locked(key):  # no write or flush of the key meanwhile
+            entry = await self.spool.get(key)
+            if entry is None:
+                return await on_s3()
+            spooled = entry.info()
+            if (spooled.etag, spooled.last_modified) != (looked_at.etag, looked_at.last_modified):
+                return "changed"  # another spooled version, or S3's looked at before it
+            # a direct write to S3 drops the spooled version under this lock: what S3
+            # holds is older than the spooled version looked at
+            await plain()
+            await self.spool.discard(key)
+            return "deleted"
 
     # ------------------------------------------------------------ reads
 

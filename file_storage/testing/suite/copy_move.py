@@ -1,12 +1,15 @@
-"""copy and move: content, content type and metadata kept; missing source typed."""
+"""copy and move: content, content type and metadata kept; missing source typed; a
+write landing on a move's source while it runs is kept."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
-from file_storage import ObjectNotFoundError, StorageBackend
+from file_storage import ObjectNotFoundError, PreconditionFailedError, StorageBackend
+from file_storage.backends._write_options import PLAIN, WriteOptions
 
 
 async def test_copy_keeps_source(source: StorageBackend) -> None:
@@ -112,3 +115,83 @@ async def test_copy_and_move_to_another_extension_keep_the_guessed_content_type(
     await backend.move("t/a.txt", "t/moved.png")
     for key in ("t/copied.png", "t/moved.png"):
         assert (await backend.stat(key)).content_type == "text/plain", key
+
+
+@pytest.mark.backend_needs("exact_moves")
+async def test_move_keeps_a_source_rewritten_after_its_copy(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # another writer replaces the source once the copy is stored, just before the
+    # move's delete: that delete must not take the new bytes. A move that renames in
+    # one step makes no copy (nothing is rewritten): it simply moves
+    await backend.save("src.txt", b"old")
+    copy = backend._copy
+    rewritten = False
+
+    async def copy_then_rewrite(src: str, dst: str, options: WriteOptions = PLAIN) -> str | None:
+        nonlocal rewritten
+        etag = await copy(src, dst, options)
+        if src == "src.txt" and not rewritten:
+            rewritten = True
+            await backend.save("src.txt", b"new")
+        return etag
+
+    monkeypatch.setattr(backend, "_copy", copy_then_rewrite)
+    error = None
+    try:
+        await backend.move("src.txt", "dst.txt")
+    except PreconditionFailedError as exc:
+        error = exc
+    monkeypatch.undo()
+    assert await backend.load("dst.txt") == b"old"
+    if not rewritten:
+        assert (error, await backend.list_files()) == (None, ["dst.txt"])
+        return
+    assert error is not None
+    assert (error.operation, error.key) == ("move", "src.txt")
+    assert await backend.load("src.txt") == b"new"
+
+
+@pytest.mark.backend_needs("exact_moves")
+async def test_move_keeps_a_source_rewritten_before_its_copy(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the rewrite lands after the move looked at the source, before the copy: the copy
+    # may take the new bytes, but the source, no longer what the move found, stays
+    await backend.save("src.txt", b"old")
+    copy = backend._copy
+    rewritten = False
+
+    async def rewrite_then_copy(src: str, dst: str, options: WriteOptions = PLAIN) -> str | None:
+        nonlocal rewritten
+        if src == "src.txt" and not rewritten:
+            rewritten = True
+            await backend.save("src.txt", b"new")
+        return await copy(src, dst, options)
+
+    monkeypatch.setattr(backend, "_copy", rewrite_then_copy)
+    with contextlib.suppress(PreconditionFailedError):
+        await backend.move("src.txt", "dst.txt")
+    monkeypatch.undo()
+    if rewritten:
+        assert await backend.load("src.txt") == b"new"
+        assert await backend.load("dst.txt") == b"new"
+
+
+async def test_move_of_a_source_deleted_after_its_copy_ends_with_the_copy(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # another caller deleted the source meanwhile: nothing is lost, the move is done
+    await backend.save("src.txt", b"old")
+    copy = backend._copy
+
+    async def copy_then_delete(src: str, dst: str, options: WriteOptions = PLAIN) -> str | None:
+        etag = await copy(src, dst, options)
+        await backend.delete("src.txt")
+        return etag
+
+    monkeypatch.setattr(backend, "_copy", copy_then_delete)
+    assert await backend.move("src.txt", "dst.txt") == "dst.txt"
+    monkeypatch.undo()
+    assert await backend.list_files() == ["dst.txt"]
+    assert await backend.load("dst.txt") == b"old"

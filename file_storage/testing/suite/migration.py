@@ -1,10 +1,13 @@
 """migrate into and out of the backend under test: a quota there stops each object that
 does not fit with its own failure, never an overshoot, and a re-run with room moves the
-rest; moved out with delete_source, each object's source is deleted."""
+rest; moved out with delete_source, each object's source is deleted, and never a write
+landing on it after migrate's last look."""
 
 from __future__ import annotations
 
-from file_storage import MemoryStorageBackend, StorageBackend, migrate
+import pytest
+
+from file_storage import MemoryStorageBackend, ObjectInfo, StorageBackend, migrate
 
 SIZE = 2000
 COUNT = 8
@@ -48,3 +51,34 @@ async def test_migrate_from_the_backend_deletes_each_source_moved_and_only_that(
     assert (report.copied, report.failed) == (3, {})
     assert await backend.list_files() == []
     assert await dest.load_many(objects) == objects
+
+
+@pytest.mark.backend_needs("exact_moves")
+async def test_migrate_from_the_backend_keeps_a_source_rewritten_after_its_last_look(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the rewrite lands once the copy is verified, after migrate's last look at the
+    # source (the stat before its delete, where it takes one) and before the delete:
+    # delete_source must not take it, and the object is failed, for the next run. A
+    # backend comparing and deleting in one step looks at nothing: it simply moves
+    await backend.save("m/a.txt", b"old")
+    dest = MemoryStorageBackend()
+    delete_looked_at = backend._delete_looked_at
+    rewritten = False
+
+    async def rewritten_then_deleted(key: str, current: ObjectInfo) -> bool:
+        nonlocal rewritten
+        if key == "m/a.txt" and not rewritten:
+            rewritten = True
+            await backend.save(key, b"new")
+        return await delete_looked_at(key, current)
+
+    monkeypatch.setattr(backend, "_delete_looked_at", rewritten_then_deleted)
+    report = await migrate(backend, dest, delete_source=True)
+    monkeypatch.undo()
+    assert await dest.load("m/a.txt") == b"old"
+    if rewritten:
+        assert list(report.failed) == ["m/a.txt"]
+        assert await backend.load("m/a.txt") == b"new"
+    else:
+        assert (report.copied, report.failed, await backend.list_files()) == (1, {}, [])
