@@ -92,7 +92,7 @@ async def _race_under_a_quota(versioned: StorageBackend, *, suspend: bool) -> No
     for key in keys:
         await versioned.save(key, b"0")
     for i in range(12):  # bounded rounds, every task of a round started together
-        steps = []
+        steps: list[Awaitable[object]] = []
         if suspend and i % 3 == 1:
             steps.append(versioned.set_versioning(i % 2 == 0))  # while the others run
         for n, key in enumerate(keys):
