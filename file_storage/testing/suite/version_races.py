@@ -87,7 +87,6 @@ async def _stored(backend: StorageBackend, keys: list[str]) -> int:
 async def _race_under_a_quota(versioned: StorageBackend, *, suspend: bool) -> None:
     """Writes, deletes, restores and purges of two keys from concurrent tasks, versioning
     switched as they run when ``suspend``; usage is then what the versions listed hold."""
-    versioned.set_quota("", 10**6)
     keys = ["r/a.txt", "r/b.txt"]
     for key in keys:
         await versioned.save(key, b"0")
@@ -118,6 +117,7 @@ async def _race_under_a_quota(versioned: StorageBackend, *, suspend: bool) -> No
 async def test_usage_stays_what_the_versions_hold_under_racing_purges_and_writes(
     versioned: StorageBackend,
 ) -> None:
+    versioned.set_quota("", 10**6)
     await _race_under_a_quota(versioned, suspend=False)
 
 
@@ -125,4 +125,5 @@ async def test_usage_stays_what_the_versions_hold_under_racing_purges_and_writes
 async def test_usage_stays_what_the_versions_hold_while_versioning_switches(
     versioned: StorageBackend,
 ) -> None:
+    versioned.set_quota("", 10**6)
     await _race_under_a_quota(versioned, suspend=True)
