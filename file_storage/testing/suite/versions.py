@@ -234,7 +234,9 @@ async def test_purge_keep_1_never_purges_a_write_landing_while_it_runs(
         out = await listing(key)
         monkeypatch.undo()
         writes.append(asyncio.ensure_future(write()))
-        for _ in range(200):  # bounded loop passes, no clock
+        # bounded loop passes, no clock: enough for a backend whose writes run in
+        # threads to land (each pass lets the loop take their results)
+        for _ in range(20_000):
             if writes[0].done():
                 break
             await asyncio.sleep(0)
