@@ -45,9 +45,12 @@ def _after_the_listing(
 
 
 @pytest.mark.backend_needs("versions", "suspended_versioning", "exact_version_purge")
+@pytest.mark.parametrize("quota", [False, True], ids=["plain", "quota"])
 async def test_purge_keep_1_never_undoes_a_delete_landing_while_it_runs(
-    versioned: StorageBackend, monkeypatch: pytest.MonkeyPatch
+    versioned: StorageBackend, monkeypatch: pytest.MonkeyPatch, quota: bool
 ) -> None:
+    if quota:  # the purge holds the key: the delete waits for it, and both are counted
+        versioned.set_quota("", 10**6)
     await _null_then_kept(versioned)
 
     async def delete() -> None:
@@ -60,12 +63,17 @@ async def test_purge_keep_1_never_undoes_a_delete_landing_while_it_runs(
     assert not await versioned.exists("k.txt")
     listed = [(v.version_id == "null", v.size) for v in await versioned.list_versions("k.txt")]
     assert listed == [(False, 4)]  # "kept", restorable
+    if quota:
+        assert (await versioned.get_usage()).used == 4
 
 
 @pytest.mark.backend_needs("versions", "suspended_versioning", "exact_version_purge")
+@pytest.mark.parametrize("quota", [False, True], ids=["plain", "quota"])
 async def test_purge_keep_1_never_purges_a_write_landing_while_it_runs_then_overwritten(
-    versioned: StorageBackend, monkeypatch: pytest.MonkeyPatch
+    versioned: StorageBackend, monkeypatch: pytest.MonkeyPatch, quota: bool
 ) -> None:
+    if quota:  # the purge holds the key: the writes wait for it, and all are counted
+        versioned.set_quota("", 10**6)
     await _null_then_kept(versioned)
 
     async def writes() -> None:
@@ -81,6 +89,8 @@ async def test_purge_keep_1_never_purges_a_write_landing_while_it_runs_then_over
     # both writes kept; the "null" version listed was replaced already, nothing purged
     listed = [(v.version_id == "null", v.size) for v in await versioned.list_versions("k.txt")]
     assert listed == [(False, 6), (True, 25), (False, 4)]
+    if quota:
+        assert (await versioned.get_usage()).used == 35
 
 
 async def _stored(backend: StorageBackend, keys: list[str]) -> int:
