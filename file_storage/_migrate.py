@@ -251,7 +251,8 @@ class _Job:
     async def _delete_moved(self, key: str, moved: ObjectInfo) -> None:
         """Delete the source version ``moved`` (the one at the destination now), never one
         written since: checked and deleted in one step where the backend can (local,
-        memory; on S3, GCS and Azure a write landing between the two is deleted too)."""
+        memory; elsewhere a conditional delete where the store checks one, so a write
+        landing between the two is kept; a plain delete, which takes it, where not)."""
         if await self.source._purge_one(key, moved, "delete"):
             return
         if await self.source.exists(key):  # not gone meanwhile: written again

@@ -431,6 +431,10 @@ class QuotaManager:
         """The prefixes of the quotas that cover ``key``."""
         return [q.prefix for q in self._covering(key)]
 
+    async def prefixes_covering(self, key: str, operation: str) -> list[str]:
+        """The prefixes of the quotas that cover ``key``, set by any process sharing them."""
+        return self.covering(key)
+
     def _covering(self, key: str) -> list[_Quota]:
         # a copy first (taken at once): another thread may set a quota meanwhile, and a
         # table changing under its iteration would fail the write

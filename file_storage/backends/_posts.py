@@ -93,7 +93,7 @@ class Posts(BackendCore):
     async def _post_cap(self, key: str, max_bytes: int | None) -> int | None:
         """``min(max_bytes, what each quota covering key has left)``; None: no cap."""
         cap = max_bytes
-        for prefix in self._quotas.covering(key):
+        for prefix in await self._quotas.prefixes_covering(key, "get_presigned_post"):
             usage = await self._quotas.usage(prefix)
             assert usage.limit is not None
             # overwriting counts only the difference (the size is known once scanned)

@@ -249,7 +249,11 @@ class Transfers(Writes, Reads):
             or not 1 <= expires_in <= MAX_PRESIGN_SECONDS
         ):
             raise ValueError(f"expires_in must be an int in [1, {MAX_PRESIGN_SECONDS}] seconds")
-        if method == "PUT" and not self._presigned_puts_counted and self._quotas.covering(key):
+        if (
+            method == "PUT"
+            and not self._presigned_puts_counted
+            and await self._quotas.prefixes_covering(key, "get_presigned_url")
+        ):
             # S3's PUT signs no size range (only an exact Content-Length) and GCS's and
             # Azure's none: whoever holds the URL could store any size past the quota
             raise StorageConfigError(

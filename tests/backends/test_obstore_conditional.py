@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from file_storage import StorageError, StoragePermissionError, StorageUnavailableError
+from file_storage import (
+    MemoryStorageBackend,
+    StorageBackend,
+    StorageError,
+    StoragePermissionError,
+    StorageUnavailableError,
+    migrate,
+)
+from file_storage.backends._obstore import _conditional
 from file_storage.backends._obstore._conditional import ATTEMPTS, send_delete
 
 SECRET = "sig=c2VjcmV0LXNpZ25hdHVyZQ%3D%3D"
@@ -99,3 +107,45 @@ async def test_each_failure_is_one_typed_error_without_the_url(
         assert "sig=" not in text
         assert "127.0.0.1" not in text
     assert info.value.__cause__ is None  # http.client's errors may hold the request
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("gcs", marks=pytest.mark.gcs),
+        pytest.param("azure", marks=pytest.mark.azure),
+    ]
+)
+def cloud(request: pytest.FixtureRequest) -> StorageBackend:
+    backend: StorageBackend = request.getfixturevalue(f"{request.param}_backend")
+    return backend
+
+
+async def test_a_moved_source_whose_delete_answer_was_lost_is_counted_deleted(
+    cloud: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the conditional DELETE of migrate's moved source landed, its answer was lost, and
+    # the resend found nothing (404): the source is deleted, so its quota frees it and
+    # its "deleted" event is sent, as after a plain delete
+    backend = cloud
+    backend.set_quota("", 1000)
+    await backend.save("m/a.bin", b"x" * 600)
+    events: list[str] = []
+    backend.subscribe(lambda event: events.append(f"{event.type} {event.key}"))
+    send = _conditional._send
+    lost: list[str] = []
+
+    def landed_then_lost(url: str, headers: Mapping[str, str]) -> int:
+        status = send(url, headers)
+        if not lost:
+            lost.append(url)
+            raise ConnectionResetError("the answer was lost")
+        return status
+
+    monkeypatch.setattr(_conditional, "_send", landed_then_lost)
+    report = await migrate(backend, MemoryStorageBackend(), delete_source=True)
+    monkeypatch.undo()
+    assert lost, "the conditional DELETE was not sent"
+    assert (report.copied, report.failed) == (1, {})
+    assert await backend.list_files() == []
+    assert events == ["deleted m/a.bin"]
+    assert (await backend.get_usage()).used == 0

@@ -3,12 +3,17 @@ whoever holds one cannot do with it (push a quota over, serve a page from the st
 
 from __future__ import annotations
 
+import base64
+import json
+import uuid
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-from file_storage import StorageBackend, StorageConfigError
+from file_storage import StorageBackend, StorageConfigError, StorageQuotaExceededError
+from tests.conftest import s3_backends
+from tests.quota_redis.server import RedisServer
 
 CLOUDS = [
     pytest.param("s3", marks=pytest.mark.s3),
@@ -155,3 +160,43 @@ async def test_gcs_get_url_of_active_content_signs_a_download(gcs_backend: Stora
     query = parse_qs(urlsplit(await gcs_backend.get_presigned_url("pic.png")).query)
     assert query["response-content-type"] == ["image/png"]
     assert "response-content-disposition" not in query
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("own", [True, False], ids=["set-here", "set-by-another-process"])
+async def test_put_url_under_a_quota_kept_in_redis_is_refused(
+    moto_endpoint: str, s3_bucket: str, redis_server: RedisServer, own: bool
+) -> None:
+    # with the shared ledger a quota lives in Redis, set by this process or another one:
+    # a PUT URL for a key it covers is refused all the same
+    namespace = f"test:{uuid.uuid4().hex[:12]}"
+    async with s3_backends(moto_endpoint, s3_bucket) as make:
+        setter = make(
+            prefix="storage",
+            region="us-east-1",
+            quota_redis_url=redis_server.url,
+            quota_redis_namespace=namespace,
+        )
+        signer = (
+            setter
+            if own
+            else make(
+                prefix="storage",
+                region="us-east-1",
+                quota_redis_url=redis_server.url,
+                quota_redis_namespace=namespace,
+            )
+        )
+        setter.set_quota("up/", 100)
+        await setter.save("up/first.bin", b"x" * 60)  # the quota reaches Redis with a step
+        with pytest.raises(StorageConfigError, match="get_presigned_post"):
+            await signer.get_presigned_url("up/a.bin", method="PUT")
+        assert (await signer.get_presigned_url("out/a.bin", method="PUT")).startswith("http")
+        # and the form upload it names is capped at what the quota has left (S3 checks
+        # the policy's content-length-range; moto does not, so the policy is read)
+        post = await signer.get_presigned_post("up/b.bin")
+        policy = json.loads(base64.b64decode(post.fields["policy"]))
+        assert ["content-length-range", 0, 40] in policy["conditions"]
+        await setter.save("up/c.bin", b"z" * 40)
+        with pytest.raises(StorageQuotaExceededError):  # 100 of 100 used: nothing left
+            await signer.get_presigned_post("up/d.bin")

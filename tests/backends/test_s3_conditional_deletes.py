@@ -14,6 +14,8 @@ import pytest
 
 from file_storage import MemoryStorageBackend, PreconditionFailedError, S3StorageBackend, migrate
 from file_storage.backends._write_options import PLAIN, WriteOptions
+from file_storage.backends.s3._conditions import _STALE_ETAG as STALE
+from file_storage.backends.s3._conditions import PROBE_NAME
 from tests.s3util import SERVER, s3_backends, stored_keys
 
 pytestmark = pytest.mark.s3
@@ -156,6 +158,11 @@ class _Server:
         self.objects[Key] = f'"{len(self.objects)}{Body.hex()}"'
         return {"ETag": self.objects[Key]}
 
+    async def head_object(self, *, Bucket: str, Key: str) -> dict[str, str]:
+        if Key not in self.objects:
+            raise self._error("404", 404)
+        return {"ETag": self.objects[Key]}
+
     async def delete_object(self, *, Bucket: str, Key: str, IfMatch: str | None = None) -> None:
         etag = self.objects.get(Key)
         if IfMatch is not None and self.checks == "unknown":
@@ -180,3 +187,28 @@ async def test_the_delete_probe_tells_each_kind_of_server_and_leaves_nothing(
     server = _Server(checks)
     assert await probe_delete(server, "bucket", "storage/.probe") == learnt
     assert server.objects == {}
+
+
+@pytest.mark.s3_needs("if_match_on_delete")
+async def test_a_probe_delete_whose_answer_was_lost_still_learns_the_check(
+    s3: S3StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the probe's delete on its object's own ETag landed, its answer was lost, and
+    # botocore sent it again: the resend finds nothing (404). The server checks If-Match
+    # all the same, so a move still keeps a source rewritten after its copy
+    client = await s3._client()
+    delete_object = client.delete_object
+
+    async def resent_once_landed(**params: Any) -> Any:
+        if PROBE_NAME in params["Key"] and params.get("IfMatch") not in (None, STALE):
+            await delete_object(**params)  # landed; the answer lost on the way back
+        return await delete_object(**params)
+
+    monkeypatch.setattr(client, "delete_object", resent_once_landed)
+    await s3.save("src.txt", b"old")
+    rewrite_after_copy(s3, monkeypatch)
+    with pytest.raises(PreconditionFailedError):
+        await s3.move("src.txt", "dst.txt")
+    monkeypatch.undo()
+    assert (await s3.load("src.txt"), await s3.load("dst.txt")) == (b"new", b"old")
+    assert s3._conditions.delete_form is not None

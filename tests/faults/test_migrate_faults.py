@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from file_storage import LocalStorageBackend, migrate
+from file_storage import LocalStorageBackend, MemoryStorageBackend, migrate
 from tests.faults.conftest import SMALL, MakeBackend, MiB
 from tests.faults.proxy import FaultProxy
-from tests.s3util import open_uploads
+from tests.s3util import open_uploads, stored_keys
 
 pytestmark = pytest.mark.s3
 
@@ -65,3 +65,26 @@ async def test_a_source_body_cut_mid_read_lands_nothing_and_keeps_the_source(
     assert (again.copied, again.failed) == (1, {})
     assert await dest.load("m/a.bin") == data
     assert await source.list_files() == []
+
+
+async def test_a_lost_answer_to_the_source_s_conditional_delete_frees_its_quota(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str
+) -> None:
+    # S3 deleted the moved source on its If-Match, the answer was lost, botocore sent the
+    # delete again and S3 answered 404 (the key is gone): the source is deleted all the
+    # same, so its quota and its "deleted" event must say so
+    source = make_backend(max_size_bytes=1000)
+    await source.save("first", b"")
+    await source.move("first", "moved")  # learns the conditional-delete probe first
+    await source.delete("moved")
+    await source.save("m/a.bin", b"x" * 600)
+    events: list[str] = []
+    source.subscribe(lambda event: events.append(f"{event.type} {event.key}"))
+    proxy.cut_response_after(0, match=f"DELETE /{s3_bucket}/storage/m/a.bin")
+    report = await migrate(source, MemoryStorageBackend(), delete_source=True)
+    proxy.clear()
+    assert (report.copied, report.failed) == (1, {})
+    assert stored_keys(raw, s3_bucket) == []
+    assert events == ["deleted m/a.bin"]
+    assert (await source.get_usage()).used == 0
+    await source.save("more", b"y" * 1000)  # the whole quota is free again

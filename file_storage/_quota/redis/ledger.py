@@ -530,6 +530,22 @@ class RedisQuotaManager(Switches):
                 "quota ledger: Redis unavailable", operation="refresh_usage", key=prefix
             ) from exc
 
+    async def prefixes_covering(self, key: str, operation: str) -> list[str]:
+        # the limits live in Redis, set there by any process: this one's own are pushed
+        # first (one removed here is not found), and kept here too (after a reset)
+        prefixes = ["", *(key[: i + 1] for i, ch in enumerate(key) if ch == "/")]
+        try:
+            await self._sync()
+            limits = await self._client.call("HMGET", self.ns + ":limits", *prefixes)
+        except RedisUnavailable as exc:
+            self._unavailable(operation, key, exc)  # raises failing closed
+            limits = [None] * len(prefixes)
+        return [
+            p
+            for p, limit in zip(prefixes, limits, strict=True)
+            if limit is not None or p in self._limits
+        ]
+
     async def _quota_prefixes(self) -> list[str]:
         prefixes: list[str] = await self._client.call("HKEYS", self.ns + ":limits")
         return sorted(prefixes)

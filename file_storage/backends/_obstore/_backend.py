@@ -452,7 +452,9 @@ class ObstoreBackend(StorageBackend):
         if outcome is None:  # no key to sign with: checked, then deleted
             await self._delete(key)
             return True
-        return outcome == "deleted"
+        # "gone" is deleted too: a resent DELETE whose first try landed finds nothing;
+        # either way nothing is stored, so the quota frees it and the delete is told
+        return outcome != "changed"
 
     async def _delete_many(self, keys: list[str]) -> None:
         obs, store = self._store()

@@ -34,7 +34,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from file_storage.backends.s3._errors import DENIED, condition_error, error_code, is_outage
+from file_storage.backends.s3._errors import (
+    DENIED,
+    NOT_FOUND,
+    condition_error,
+    error_code,
+    is_outage,
+)
 from file_storage.errors import StorageConfigError
 
 __all__ = ["PROBE_NAME", "Conditions", "Support", "probe", "probe_delete"]
@@ -183,11 +189,25 @@ async def probe_delete(client: Any, bucket: str, key: str) -> IfMatchForm | None
             return None  # deleted on a stale ETag (or the header is unknown): not checked
         for form, value in (("quoted", etag), ("bare", etag.strip('"'))):
             current = client.delete_object(Bucket=bucket, Key=key, IfMatch=value)
-            if await _refused(current) is False:
+            # refused, yet gone: botocore resent a delete that landed (its answer lost),
+            # and the resend found nothing (404, or 412 from a server that answers so):
+            # no one else knows this key, so this form deleted it
+            refused = await _refused(current)
+            if refused is False or not await _exists(client, bucket, key):
                 return "quoted" if form == "quoted" else "bare"
         return None
     finally:
         await asyncio.shield(_remove(client, bucket, key))
+
+
+async def _exists(client: Any, bucket: str, key: str) -> bool:
+    try:
+        await client.head_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        if error_code(exc) in NOT_FOUND:
+            return False
+        raise
+    return True
 
 
 async def _refused(request: Any) -> bool | None:

@@ -49,7 +49,10 @@ class S3Deletes(S3Flushes):
         return await self._copy_then_delete(src, dst, delete_source)
 
     async def _delete_looked_at(self, key: str, current: ObjectInfo) -> bool:
-        return await self._delete_unchanged(key, current) == "deleted"
+        # "gone" is deleted too: botocore resends a DeleteObject whose answer was lost,
+        # and the resend of one that landed finds nothing (404); either way nothing is
+        # stored, so the quota frees it and the delete is told, as a plain delete would
+        return await self._delete_unchanged(key, current) != "changed"
 
     async def _delete_unchanged(self, key: str, looked_at: ObjectInfo) -> Outcome:
         """Delete ``key`` only while it holds ``looked_at`` (its ETag), where the server
