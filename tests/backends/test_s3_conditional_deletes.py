@@ -92,6 +92,28 @@ async def test_move_keeps_a_source_rewritten_after_its_copy_in_a_versioned_bucke
     assert [v.size for v in await s3.list_versions("src.txt")] == [3, 3]
 
 
+async def test_move_of_a_source_rewritten_before_its_copy_fails_and_copies_nothing(
+    s3: S3StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the write lands after the move looked at the source, before its copy reads it: the
+    # copy is pinned to the version looked at, so it fails and nothing lands at dst (no
+    # move that raises while src and dst both hold the new bytes)
+    await s3.save("src.txt", b"old")
+    copy = s3._copy
+
+    async def rewrite_then_copy(src: str, dst: str, options: WriteOptions = PLAIN) -> str | None:
+        await s3.save("src.txt", b"new")
+        return await copy(src, dst, options)
+
+    monkeypatch.setattr(s3, "_copy", rewrite_then_copy)
+    with pytest.raises(PreconditionFailedError) as info:
+        await s3.move("src.txt", "dst.txt")
+    monkeypatch.undo()
+    assert (info.value.operation, info.value.key) == ("move", "src.txt")
+    assert await s3.list_files() == ["src.txt"]
+    assert await s3.load("src.txt") == b"new"
+
+
 async def test_move_in_a_versioned_bucket_keeps_the_moved_version_as_a_prior_one(
     s3: S3StorageBackend,
 ) -> None:

@@ -336,16 +336,18 @@ class S3StorageBackend(S3Deletes):
         headers = _headers(options)
         if headers:  # the new headers go on S3's copy of src: a spooled src is sent first
             await self._fallback.flush_key(src, self._flush_spooled)
-        copy = functools.partial(
-            (await self._transfer()).copy,
-            self._full(src),
-            self._full(dst),
-            self._options.sse,
-            self._copy_threshold,
-            self._copy_part_size,
-            headers=headers,
-        )
-        return await self._fallback.copy(src, dst, copy, self._send_spooled)
+        with self._pinned(src) as source_etag:  # a move's copy: only the version it found
+            copy = functools.partial(
+                (await self._transfer()).copy,
+                self._full(src),
+                self._full(dst),
+                self._options.sse,
+                self._copy_threshold,
+                self._copy_part_size,
+                headers=headers,
+                source_etag=source_etag,
+            )
+            return await self._fallback.copy(src, dst, copy, self._send_spooled)
 
     async def _delete(self, key: str) -> None:
         client = await self._client()

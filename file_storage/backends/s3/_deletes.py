@@ -16,6 +16,9 @@ with the same bytes is taken for the version looked at.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from file_storage.backends.s3._errors import NOT_FOUND, condition_error, error_code
@@ -25,6 +28,9 @@ from file_storage.errors import PreconditionFailedError
 from file_storage.models import ObjectInfo
 
 __all__ = ["S3Deletes"]
+
+#: the source the move running in this task copies, and the ETag it found there
+_moving: ContextVar[tuple[str, str | None] | None] = ContextVar("s3_moving", default=None)
 
 
 class S3Deletes(S3Flushes):
@@ -46,7 +52,31 @@ class S3Deletes(S3Flushes):
                     "destination holds the copy"
                 )
 
-        return await self._copy_then_delete(src, dst, delete_source)
+        # the copy is pinned to that version too (see _pinned): a write landing before
+        # the copy reads src fails the copy, and nothing lands at dst. Unpinned, the copy
+        # took the new version and the delete then refused: a move that failed with src
+        # and dst both holding the new bytes
+        token = _moving.set((src, looked_at.etag))
+        try:
+            return await self._copy_then_delete(src, dst, delete_source)
+        finally:
+            _moving.reset(token)
+
+    @contextlib.contextmanager
+    def _pinned(self, src: str) -> Iterator[str | None]:
+        """The ETag a copy of ``src`` is pinned to: the one the move copying it found
+        (``None``: not a move's copy). The copy's refusal (412) raises
+        :class:`PreconditionFailedError`: the source changed, nothing was copied."""
+        moving = _moving.get()
+        etag = moving[1] if moving is not None and moving[0] == src else None
+        try:
+            yield etag
+        except Exception as exc:
+            if etag is None or not _refused(exc):
+                raise
+            raise PreconditionFailedError(
+                "the source was written during the move: it is kept, and nothing was copied"
+            ) from exc
 
     async def _delete_looked_at(self, key: str, current: ObjectInfo) -> bool:
         # "gone" is deleted too: botocore resends a DeleteObject whose answer was lost,
@@ -94,3 +124,10 @@ class S3Deletes(S3Flushes):
                 return False
             raise
         return True
+
+
+def _refused(exc: Exception) -> bool:
+    """The copy's condition failed (not: the source is gone, which stays not found)."""
+    if isinstance(exc, PreconditionFailedError):  # the obstore transport's own
+        return True
+    return error_code(exc) not in NOT_FOUND and condition_error(exc, create_only=False) is not None

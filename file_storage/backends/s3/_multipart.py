@@ -448,17 +448,26 @@ class Transfer:
         part_size: int,
         version_id: str | None = None,
         headers: dict[str, str] | None = None,
+        source_etag: str | None = None,
     ) -> str | None:
         """Copy server-side, keeping content type, metadata and headers (``headers``, e.g.
         ``{"CacheControl": ...}``, replace the source's); multipart above ``threshold``.
         Return the copy's ETag when S3 answered it (a HEAD now could see a later writer's).
 
-        ``version_id``: copy that version of ``src`` (a restore).
+        ``version_id``: copy that version of ``src`` (a restore). ``source_etag``: copy
+        ``src`` only while it has that ETag (a move's source, as the move found it): the
+        HEAD carries ``If-Match`` and the copy ``x-amz-copy-source-if-match``, so another
+        version fails the copy (412) before anything lands at ``dst``.
         """
         source = {"Bucket": self.bucket, "Key": src}
         if version_id is not None:
             source["VersionId"] = version_id
-        head = await self.client.head_object(**source)
+        looked = {} if source_etag is None else {"IfMatch": source_etag}
+        head = await self.client.head_object(**source, **looked)
+        # pinned: the copy takes only the version HEAD saw, where the server checks the
+        # header (AWS S3; moto 5 checks it neither here nor on UploadPartCopy, so there
+        # only the HEAD's If-Match refuses a version written before the copy began)
+        pinned = {} if source_etag is None else {"CopySourceIfMatch": head["ETag"]}
         size: int = head["ContentLength"]
         if size <= threshold and headers:
             # REPLACE: every system header is then given anew, the source's kept by hand
@@ -471,6 +480,7 @@ class Transfer:
                 **_object_headers(head, headers),
                 **extra,
                 **sse,
+                **pinned,
             )
             return copied_etag(response)
         if size <= threshold:
@@ -483,6 +493,7 @@ class Transfer:
                 MetadataDirective="COPY",
                 **extra,
                 **sse,
+                **pinned,
             )
             return copied_etag(response)
         # a multipart copy makes a new object: carry content type and metadata by hand
