@@ -116,13 +116,17 @@ class Conditions:
     async def for_delete(self, client: Any, bucket: str, etag: str) -> dict[str, str] | None:
         """The condition of a DeleteObject that deletes only the object with ``etag``, in
         the form the server compares; ``None``: the server does not check one."""
+        if not await self.checks_delete(client, bucket):
+            return None
+        return {"IfMatch": etag.strip('"') if self.delete_form == "bare" else etag}
+
+    async def checks_delete(self, client: Any, bucket: str) -> bool:
+        """Whether the server checks ``If-Match`` on DeleteObject (probed on first call)."""
         if not self.delete_probed:
             self.delete_form = await probe_delete(client, bucket, self._probe_key())
             self.delete_probed = True
             logger.info("S3 server checks If-Match on DeleteObject: %s", self.delete_form or "no")
-        if self.delete_form is None:
-            return None
-        return {"IfMatch": etag.strip('"') if self.delete_form == "bare" else etag}
+        return self.delete_form is not None
 
     async def for_completion(
         self, client: Any, bucket: str, condition: dict[str, str], threshold: int

@@ -8,7 +8,8 @@ S3 deletes the object only while it is that version, and a write landing meanwhi
 (the move raises :class:`PreconditionFailedError`, the migration reports the object
 failed, the purge keeps it). A server that ignores the header (Ceph RGW 16) gets the
 plain delete it got before, as documented. With the fallback spool, a spooled version
-looked at is deleted under the key's spool lock; a conditional delete is never spooled.
+looked at is deleted under the key's spool lock, with S3's object under it only while it
+is what a HEAD then found there (where checked); a conditional delete is never spooled.
 
 S3's ETag names the bytes (their MD5, for a single upload without SSE-KMS): a rewrite
 with the same bytes is taken for the version looked at.
@@ -93,8 +94,7 @@ class S3Deletes(S3Flushes):
         async def plain() -> None:
             await client.delete_object(Bucket=self._bucket, Key=full)
 
-        async def on_s3() -> Outcome:
-            etag = looked_at.etag
+        async def on_s3(etag: str | None) -> Outcome:
             condition = None
             if etag is not None:
                 condition = await self._conditions.for_delete(client, self._bucket, etag)
@@ -113,17 +113,36 @@ class S3Deletes(S3Flushes):
                 return "changed" if await self._in_s3(key) else "gone"
             return "deleted"
 
-        return await self._fallback.delete_unchanged(key, looked_at, on_s3, plain)
+        async def under_spooled() -> Outcome:
+            # S3's older object under the spooled version looked at: deleted only while
+            # it is what S3 holds now (HEAD), where the server checks, so a direct write
+            # by a process outside this spool, landing meanwhile, stays ("changed").
+            # A server that would not check gets the plain delete, as documented
+            if not await self._conditions.checks_delete(client, self._bucket):
+                await plain()
+                return "deleted"
+            etag = await self._s3_etag(key)
+            if etag is None:
+                return "gone"  # nothing in S3 under it: nothing to delete there
+            return await on_s3(etag)
+
+        return await self._fallback.delete_unchanged(
+            key, looked_at, lambda: on_s3(looked_at.etag), under_spooled
+        )
 
     async def _in_s3(self, key: str) -> bool:
+        return await self._s3_etag(key) is not None
+
+    async def _s3_etag(self, key: str) -> str | None:
+        """The ETag of the object S3 holds at ``key`` (``None``: none), spool aside."""
         client: Any = await self._client()
         try:
-            await client.head_object(Bucket=self._bucket, Key=self._full(key))
+            head = await client.head_object(Bucket=self._bucket, Key=self._full(key))
         except Exception as exc:
             if self._not_found(exc):
-                return False
+                return None
             raise
-        return True
+        return str(head["ETag"])
 
 
 def _refused(exc: Exception) -> bool:

@@ -174,11 +174,12 @@ class Fallback:
         key: str,
         looked_at: ObjectInfo,
         on_s3: Callable[[], Awaitable[Outcome]],
-        plain: Callable[[], Awaitable[None]],
+        under_spooled: Callable[[], Awaitable[Outcome]],
     ) -> Outcome:
         """Delete ``key`` only while it holds ``looked_at``: S3's object (``on_s3()``,
         conditional where the server checks), or the spooled version, which S3's older
-        object goes with (``plain()``). Never spooled: S3 unavailable raises, nothing
+        object goes with (``under_spooled()``, conditional on what S3 holds then where
+        checked: ``"changed"`` keeps both). Never spooled: S3 unavailable raises, nothing
         deleted, as a condition cannot wait in the spool for a later flush."""
         if self.spool is None:
             return await on_s3()
@@ -189,9 +190,11 @@ class Fallback:
             spooled = entry.info()
             if (spooled.etag, spooled.last_modified) != (looked_at.etag, looked_at.last_modified):
                 return "changed"  # another spooled version, or S3's looked at before it
-            # a direct write to S3 drops the spooled version under this lock: what S3
-            # holds is older than the spooled version looked at
-            await plain()
+            # a direct write to S3 through this spool drops the spooled version under
+            # this lock: what S3 holds is older than the spooled version looked at, but a
+            # process outside this spool may write S3 meanwhile, and that write stays
+            if await under_spooled() == "changed":
+                return "changed"
             await self.spool.discard(key)
             return "deleted"
 
