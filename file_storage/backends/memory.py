@@ -14,9 +14,9 @@ from pydantic import SecretStr
 
 from file_storage._quota.ledger import VERSION_SEP
 from file_storage._settings_common import check_base_url, checked
-from file_storage.backends._core import NULL_VERSION, Versioning
 from file_storage.backends._pages import Entry, folder_end
 from file_storage.backends._router_signed import RouterSigned
+from file_storage.backends._version_hooks import NULL_VERSION, Versioning
 from file_storage.backends._write_options import PLAIN, WriteOptions
 from file_storage.errors import (
     ObjectConflictError,

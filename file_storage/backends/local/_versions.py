@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from file_storage._json import parse_json
 from file_storage._quota.ledger import VERSION_SEP
-from file_storage.backends._core import Versioning
+from file_storage.backends._version_hooks import Versioning
 from file_storage.backends.base import StorageBackend
 from file_storage.backends.local import _meta as meta_file
 from file_storage.backends.local._fs import (

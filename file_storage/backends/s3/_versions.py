@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from file_storage._quota.ledger import VERSION_SEP
-from file_storage.backends._core import DELETE_BATCH, NULL_VERSION, Versioning
+from file_storage.backends._core import DELETE_BATCH
+from file_storage.backends._version_hooks import NULL_VERSION, Versioning
 from file_storage.backends.base import StorageBackend
 from file_storage.backends.s3._errors import batch_delete_error, error_code
 from file_storage.backends.s3._info import head_info, utc
