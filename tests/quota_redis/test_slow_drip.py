@@ -84,7 +84,7 @@ async def test_a_drip_fills_a_quota_to_its_last_byte_and_one_byte_more_is_refuse
         assert await counted(backend) == room
 
 
-async def test_two_processes_dripping_into_nested_quotas_fill_them_exactly(
+async def test_two_processes_dripping_into_nested_quotas_never_overshoot_them(
     tmp_path: Path, redis_server: RedisServer, namespace: str
 ) -> None:
     async with (
@@ -93,12 +93,20 @@ async def test_two_processes_dripping_into_nested_quotas_fill_them_exactly(
     ):
         one.set_quota("users/a/", 3000)
         two.set_quota("users/a/", 3000)
-        await asyncio.gather(
-            one.save("users/a/x", drip(1500)),
-            two.save("users/a/y", drip(1500)),
-            one.save("z", drip(1000)),
-            two.save("w", drip(1000)),
+        writes = [(one, "users/a/x", 1500), (two, "users/a/y", 1500), (one, "z", 1000),
+                  (two, "w", 1000)]  # fmt: skip
+        results = await asyncio.gather(
+            *(backend.save(key, drip(size)) for backend, key, size in writes),
+            return_exceptions=True,
         )
+        # together they fill both quotas to the byte; one may be refused while another
+        # stream holds bytes ahead it does not need in the end (as documented), never
+        # stored past a limit, and the holds end with the streams: sent again, it fits
+        for (backend, key, size), result in zip(writes, results, strict=True):
+            if isinstance(result, BaseException):
+                assert isinstance(result, StorageQuotaExceededError), result
+                assert not await backend.exists(key)
+                await backend.save(key, drip(size))
         assert await counted(one, "users/a/") == 3000
         assert await counted(two) == 5000
         for backend, key in [(one, "users/a/v"), (two, "v")]:
