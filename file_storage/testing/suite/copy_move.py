@@ -5,11 +5,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from file_storage import ObjectNotFoundError, PreconditionFailedError, StorageBackend
 from file_storage.backends._write_options import PLAIN, WriteOptions
+
+Action = Callable[[], Awaitable[object]]
+
+
+def _around_the_move_copy(
+    backend: StorageBackend,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    before: Action | None = None,
+    after: Action | None = None,
+) -> list[bool]:
+    """Run ``before`` / ``after`` around the first copy of ``src.txt`` (the move's, where
+    it copies); the list returned holds ``True`` once one of them ran."""
+    copy = backend._copy
+    ran: list[bool] = []
+
+    async def hooked(src: str, dst: str, options: WriteOptions = PLAIN) -> str | None:
+        first = src == "src.txt" and not ran
+        if first and before is not None:
+            ran.append(True)
+            await before()
+        etag = await copy(src, dst, options)
+        if first and after is not None:
+            ran.append(True)
+            await after()
+        return etag
+
+    monkeypatch.setattr(backend, "_copy", hooked)
+    return ran
 
 
 async def test_copy_keeps_source(source: StorageBackend) -> None:
@@ -125,18 +155,9 @@ async def test_move_keeps_a_source_rewritten_after_its_copy(
     # move's delete: that delete must not take the new bytes. A move that renames in
     # one step makes no copy (nothing is rewritten): it simply moves
     await backend.save("src.txt", b"old")
-    copy = backend._copy
-    rewritten = False
-
-    async def copy_then_rewrite(src: str, dst: str, options: WriteOptions = PLAIN) -> str | None:
-        nonlocal rewritten
-        etag = await copy(src, dst, options)
-        if src == "src.txt" and not rewritten:
-            rewritten = True
-            await backend.save("src.txt", b"new")
-        return etag
-
-    monkeypatch.setattr(backend, "_copy", copy_then_rewrite)
+    rewritten = _around_the_move_copy(
+        backend, monkeypatch, after=lambda: backend.save("src.txt", b"new")
+    )
     error = None
     try:
         await backend.move("src.txt", "dst.txt")
@@ -160,17 +181,9 @@ async def test_move_keeps_a_source_rewritten_before_its_copy(
     # no longer what the move found, stays. The copy takes the new bytes or, pinned to
     # the version the move found (S3), fails: the destination never holds the old bytes
     await backend.save("src.txt", b"old")
-    copy = backend._copy
-    rewritten = False
-
-    async def rewrite_then_copy(src: str, dst: str, options: WriteOptions = PLAIN) -> str | None:
-        nonlocal rewritten
-        if src == "src.txt" and not rewritten:
-            rewritten = True
-            await backend.save("src.txt", b"new")
-        return await copy(src, dst, options)
-
-    monkeypatch.setattr(backend, "_copy", rewrite_then_copy)
+    rewritten = _around_the_move_copy(
+        backend, monkeypatch, before=lambda: backend.save("src.txt", b"new")
+    )
     with contextlib.suppress(PreconditionFailedError):
         await backend.move("src.txt", "dst.txt")
     monkeypatch.undo()
@@ -186,14 +199,7 @@ async def test_move_of_a_source_deleted_after_its_copy_ends_with_the_copy(
 ) -> None:
     # another caller deleted the source meanwhile: nothing is lost, the move is done
     await backend.save("src.txt", b"old")
-    copy = backend._copy
-
-    async def copy_then_delete(src: str, dst: str, options: WriteOptions = PLAIN) -> str | None:
-        etag = await copy(src, dst, options)
-        await backend.delete("src.txt")
-        return etag
-
-    monkeypatch.setattr(backend, "_copy", copy_then_delete)
+    _around_the_move_copy(backend, monkeypatch, after=lambda: backend.delete("src.txt"))
     assert await backend.move("src.txt", "dst.txt") == "dst.txt"
     monkeypatch.undo()
     assert await backend.list_files() == ["dst.txt"]
