@@ -52,7 +52,7 @@ RUN = KILL_ON_CALL + textwrap.dedent(
 # where a run is killed: the hook's dotted name and on which of its calls (objects move
 # one at a time, in key order: big/0.bin, big/1.bin, then the small ones)
 TO_S3 = {
-    "part-sent": ("file_storage.backends.s3._multipart.Multipart.put_part", 2),
+    "part-sent": ("file_storage.backends.s3._parts.Multipart.put_part", 2),
     "copy-landed": ("file_storage._migrate._check", 1),
     "verified": ("file_storage.backends.local.LocalStorageBackend._purge_one", 2),
 }

@@ -29,6 +29,7 @@ from file_storage._settings_common import (
 )
 from file_storage.backends._core import count_attempt
 from file_storage.backends.s3 import _multipart as mp
+from file_storage.backends.s3 import _parts
 from file_storage.backends.s3._checksums import CHECKSUM_MODES
 from file_storage.backends.s3._errors import ATTEMPTS_ATTR, undecodable
 from file_storage.errors import InvalidKeyError, StorageConfigError
@@ -148,7 +149,7 @@ def s3_options(
         addressing_style=_choice("addressing_style", addressing_style, ("auto", "path", "virtual")),
         threshold=_int("multipart_threshold", multipart_threshold, 0, mp.MAX_PUT_SIZE),
         chunk_size=_int(
-            "multipart_chunk_size", multipart_chunk_size, mp.MIN_PART_SIZE, mp.MAX_PART_SIZE
+            "multipart_chunk_size", multipart_chunk_size, _parts.MIN_PART_SIZE, _parts.MAX_PART_SIZE
         ),
         concurrency=concurrency,
         sse=encryption,

@@ -24,7 +24,7 @@ from file_storage._spool import Entry, Spool, intact, unlock
 from file_storage._streams import closing
 from file_storage.backends._support import is_caller_error
 from file_storage.backends.s3._errors import is_outage
-from file_storage.backends.s3._multipart import run_bounded
+from file_storage.backends.s3._parts import run_bounded
 from file_storage.models import ObjectInfo
 
 __all__ = ["Fallback", "Outcome"]

@@ -1,15 +1,12 @@
 """Moving bytes to and from S3: one request when small, parallel parts when large.
 
-Above the threshold, uploads are multipart uploads and downloads parallel ranged GETs;
-copies above CopyObject's limit use UploadPartCopy. Parts run as tasks, at most
-``concurrency`` at once, and the next part is read only when a slot frees, so memory
-stays at about ``concurrency`` parts whatever the size.
-A multipart upload that fails or is cancelled is aborted (shielded from a second
-cancellation), so no orphan upload keeps costing storage and no partial object appears.
+Above the threshold, uploads are multipart uploads (run by ``_parts``) and downloads
+parallel ranged GETs; copies above CopyObject's limit use UploadPartCopy. The next part is
+read only when a slot frees, so memory stays at about ``concurrency`` parts whatever the
+size.
 
 Every request body is bytes, so botocore can replay any request it retries: a part that
-fails is retried on its own, never the whole upload. A completion whose answer was lost
-is retried too; S3 may then say NoSuchUpload, and the object is checked instead.
+fails is retried on its own, never the whole upload.
 
 Every PutObject and UploadPart carries a checksum of its body that the server verifies
 before storing anything (:class:`Checksums`): CRC32 where the server keeps flexible
@@ -20,34 +17,30 @@ it), both until the first answer tells which.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 from file_storage._streams import CHUNK_SIZE, Progress, prepend, rechunk
 from file_storage.backends._core import DELETE_BATCH
-from file_storage.backends._support import check_unchanged, file_version, opened, run_whole
-from file_storage.backends.s3._checksums import Checksums, crc32
+from file_storage.backends._support import check_unchanged, file_version, opened
+from file_storage.backends.s3._checksums import Checksums
 from file_storage.backends.s3._conditions import Conditions
-from file_storage.backends.s3._errors import NOT_FOUND, batch_delete_error, error_code
+from file_storage.backends.s3._errors import batch_delete_error
+from file_storage.backends.s3._parts import (
+    MAX_PARTS,
+    Multipart,
+    Part,
+    answered_etag,
+    part_size_for,
+    run_bounded,
+)
 from file_storage.errors import StorageError, StorageUnavailableError
 
-logger = logging.getLogger("file_storage.backends.s3")
-
-T = TypeVar("T")
-Part = dict[str, Any]
-
-# AWS, "Amazon S3 multipart upload limits":
-MAX_PARTS = 10_000  # parts per upload
-MIN_PART_SIZE = 5 * 2**20  # every part but the last
-MAX_PART_SIZE = 5 * 2**30
 # Upload bytes buffered in flight, whatever max_concurrency says: each part is held about
 # three times on its way out (our buffer, aiohttp's payload, the socket's unsent buffer).
 # Measured (docs/benchmarks.md), 256 MiB upload with 8 MiB parts: 8 in flight peaked at
@@ -55,184 +48,6 @@ MAX_PART_SIZE = 5 * 2**30
 # parts go more at a time (5 MiB parts: 3), up to max_concurrency.
 MAX_UPLOAD_BUFFER = 16 * 2**20
 MAX_PUT_SIZE = 5 * 2**30  # one PutObject or CopyObject ("Uploading objects", "Copying objects")
-
-
-def part_size_for(size: int, preferred: int) -> int:
-    """The part size to send ``size`` bytes in at most 10,000 parts."""
-    return max(preferred, -(-size // MAX_PARTS))
-
-
-async def run_bounded(jobs: AsyncGenerator[Awaitable[T], None], limit: int) -> list[T]:
-    """Run what ``jobs`` yields, ``limit`` at a time; on an error cancel the rest, re-raise it."""
-    results: list[T] = []
-    pending: set[asyncio.Future[T]] = set()
-    try:
-        while True:
-            while len(pending) >= limit:
-                pending = await _reap(pending, results)
-            try:
-                job = await anext(jobs)
-            except StopAsyncIteration:
-                break
-            pending.add(asyncio.ensure_future(job))
-        while pending:
-            pending = await _reap(pending, results)
-    except BaseException as exc:
-        for task in pending:
-            task.cancel()
-        late = None
-        if pending:
-            # to their end, however often the caller is cancelled meanwhile (an anyio
-            # cancel scope): a part still in flight could land after the abort
-            _, late = await run_whole(asyncio.wait(pending))
-            for task in pending:  # a part that failed on its own: its error is not news
-                if not task.cancelled():
-                    task.exception()
-        if late is not None:
-            raise late from exc
-        raise
-    finally:
-        await jobs.aclose()
-    return results
-
-
-async def _reap(pending: set[asyncio.Future[T]], results: list[T]) -> set[asyncio.Future[T]]:
-    """Wait for one job to end; collect its result or raise its error."""
-    done, rest = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-    # read every exception so none is reported as "never retrieved"
-    failures = [exc for task in done if (exc := task.exception()) is not None]
-    if failures:
-        raise failures[0]
-    results.extend(task.result() for task in done)
-    return rest
-
-
-@dataclass
-class Multipart:
-    """One multipart upload to ``key``; ``params`` go to CreateMultipartUpload."""
-
-    client: Any
-    bucket: str
-    key: str
-    params: dict[str, Any]
-    concurrency: int
-    background: set[asyncio.Task[None]]
-    integrity: Checksums
-    checksums: bool = True  # False: the parts carry no data of ours (copies)
-    condition: dict[str, str] = field(default_factory=dict)  # IfNoneMatch/IfMatch: completion
-    upload_id: str = field(default="", init=False)
-
-    def __post_init__(self) -> None:
-        # the algorithm is fixed at creation: every part then carries a CRC32
-        self.checksums = self.checksums and self.integrity.crc32
-
-    async def run(
-        self, jobs: Callable[[Multipart], AsyncGenerator[Awaitable[Part], None]]
-    ) -> str | None:
-        """Create the upload, run the part jobs, complete it; abort on any failure. Return
-        the object's ETag (``None``: a retried completion, S3 had done it)."""
-        extra = {"ChecksumAlgorithm": "CRC32"} if self.checksums else {}
-        create: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(
-            self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=self.key, **extra, **self.params
-            )
-        )
-        try:
-            # shielded: a cancel must not lose the id of an upload S3 may have created
-            self.upload_id = (await asyncio.shield(create))["UploadId"]
-        except asyncio.CancelledError:
-            await self._cleanup(create)
-            raise
-        try:
-            parts = await run_bounded(jobs(self), self.concurrency)
-            parts.sort(key=lambda part: int(part["PartNumber"]))
-            try:
-                done = await self.client.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=self.key,
-                    UploadId=self.upload_id,
-                    MultipartUpload={"Parts": parts},
-                    **self.condition,  # checked when the object would appear: at completion
-                )
-            except Exception as exc:
-                if error_code(exc) != "NoSuchUpload" or not await self._completed(parts):
-                    raise
-                logger.debug("completion of %r was retried after S3 had done it", self.key)
-                return None
-        except BaseException:
-            await self._cleanup(create)
-            raise
-        # Ceph RGW answers a completion with an empty ETag: the object's is known all the
-        # same, from its parts (a HEAD now could see a later writer's object)
-        return answered_etag(done) or composite_etag(parts)
-
-    async def _completed(self, parts: list[Part]) -> bool:
-        """True when the object holds exactly these parts: a retried completion that S3
-        had already done answers NoSuchUpload (AWS, "CompleteMultipartUpload")."""
-        try:
-            head = await self.client.head_object(
-                Bucket=self.bucket, Key=self.key, ChecksumMode="ENABLED"
-            )
-        except Exception as exc:
-            if error_code(exc) in NOT_FOUND:
-                return False  # aborted meanwhile (a lifecycle rule, another process)
-            raise
-        if head.get("ETag") == composite_etag(parts):
-            return True
-        if not self.checksums:  # SSE-KMS ETags are no MD5: the CRC32s decide
-            return False
-        crcs = b"".join(base64.b64decode(str(part["ChecksumCRC32"])) for part in parts)
-        stored = str(head.get("ChecksumCRC32", "")).split("-", 1)[0]
-        return stored == crc32(crcs)
-
-    async def _cleanup(self, create: asyncio.Future[dict[str, Any]]) -> None:
-        """Abort in a task of its own, kept referenced, so a second cancel cannot skip it."""
-        task = asyncio.ensure_future(self._abort(create))
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-        # waited for to its end (an anyio cancel scope cancels every await): the caller
-        # hears of the failure once nothing of the upload is left
-        _, late = await run_whole(task)
-        if late is not None:
-            raise late
-
-    async def _abort(self, create: asyncio.Future[dict[str, Any]]) -> None:
-        """Abort the upload once it exists; S3 drops its parts. Log, never raise."""
-        try:
-            upload_id = (await create)["UploadId"]
-        except Exception:
-            return  # never created: nothing to abort
-        try:
-            await self.client.abort_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=upload_id
-            )
-        except Exception as exc:
-            if error_code(exc) == "NoSuchUpload":  # a retried abort, or already completed
-                return
-            logger.warning(
-                "could not abort multipart upload of %r (%s); a bucket lifecycle rule "
-                "(AbortIncompleteMultipartUpload) will remove it",
-                self.key,
-                type(exc).__name__,
-            )
-
-    async def put_part(self, number: int, data: bytes) -> Part:
-        """Upload one part with its checksums, which S3 verifies (the completion repeats
-        a CRC32)."""
-        sums = await self.integrity.params(data, with_crc32=self.checksums)
-        response = await self.client.upload_part(
-            Bucket=self.bucket,
-            Key=self.key,
-            UploadId=self.upload_id,
-            PartNumber=number,
-            Body=data,
-            **sums,
-        )
-        self.integrity.observe(sums, response)
-        part: Part = {"PartNumber": number, "ETag": response["ETag"]}
-        if self.checksums:
-            part["ChecksumCRC32"] = sums["ChecksumCRC32"]
-        return part
 
 
 async def _slices(data: bytes, size: int) -> AsyncIterator[bytes]:
@@ -574,28 +389,6 @@ def _object_headers(head: dict[str, Any], overrides: dict[str, str]) -> dict[str
             params[name] = head[name]
     params.update(overrides)
     return params
-
-
-def answered_etag(response: dict[str, Any]) -> str | None:
-    """The ETag S3 answered to a write (``None``: none in the answer), quoted as in the
-    ``ETag`` header: Ceph RGW answers a copy's ``CopyObjectResult`` ETag bare."""
-    etag = response.get("ETag")
-    if not isinstance(etag, str) or not etag:
-        return None
-    return etag if etag.startswith(('"', 'W/"')) else f'"{etag}"'
-
-
-def composite_etag(parts: list[Part]) -> str | None:
-    """The ETag S3 gives an object completed from ``parts``: the MD5 of their MD5s and
-    their count (``None``: a part's ETag is no MD5, as under SSE-KMS)."""
-    try:
-        digests = [bytes.fromhex(str(part["ETag"]).strip('"')) for part in parts]
-    except ValueError:
-        return None
-    if any(len(digest) != 16 for digest in digests):
-        return None
-    joined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
-    return f'"{joined}-{len(parts)}"'
 
 
 def copied_etag(response: dict[str, Any]) -> str | None:

@@ -32,6 +32,7 @@ from file_storage._streams import CHUNK_SIZE, Progress, prepend
 from file_storage.backends._core import count_attempt
 from file_storage.backends._support import check_unchanged, file_version, opened, run_whole
 from file_storage.backends.s3 import _multipart as mp
+from file_storage.backends.s3._parts import answered_etag, part_size_for
 from file_storage.errors import StorageConfigError, StorageUnavailableError
 
 __all__ = ["ObstoreClient", "ObstoreTransfer", "load_obstore", "open_store"]
@@ -450,7 +451,7 @@ class ObstoreTransfer(mp.Transfer):
         response = await self.client.put_object(
             Bucket=self.bucket, Key=key, Body=data, **params, **(condition or {})
         )
-        return mp.answered_etag(response)
+        return answered_etag(response)
 
     def _writer(self, key: str, params: dict[str, Any], part_size: int) -> Any:
         attributes, mode = _put_options(params)
@@ -495,7 +496,7 @@ class ObstoreTransfer(mp.Transfer):
         if size <= self.threshold or condition:
             # a conditional upload completes with the condition: aiobotocore's multipart
             return await super().upload_file(key, path, size, params, progress, condition)
-        part_size = mp.part_size_for(size, self.part_size)
+        part_size = part_size_for(size, self.part_size)
         try:
             writer = self._writer(key, params, part_size)
         except _Fallback:
