@@ -1,16 +1,16 @@
 """S3 only: purge_versions while another writer writes or deletes the key with versioning
 suspended, when the new "null" version (or delete marker) takes the id of the "null"
-version the purge listed to delete. A hook runs the other writer between the purge's
-listing and its deletes (the window a slow listing of many versions leaves open)."""
+version the purge listed to delete. The suite's hook (``_purge_hooks``) runs the other
+writer between the purge's listing and its deletes (the window a slow listing of many
+versions leaves open)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import pytest
 
-from file_storage import ObjectVersion, StorageBackend
+from file_storage import StorageBackend
 from file_storage.backends.s3 import _versions as s3_versions
+from file_storage.testing.suite._purge_hooks import after_the_listing, null_then_kept
 
 pytestmark = pytest.mark.s3
 # moto drops every version of a key written while versioning is suspended (tests/s3util.py)
@@ -23,41 +23,20 @@ def backend(request: pytest.FixtureRequest) -> StorageBackend:
     return backend
 
 
-async def _null_then_kept(backend: StorageBackend) -> None:
-    """``k.txt``: a prior ``"null"`` version (b"null") under the latest with an id."""
-    await backend.set_versioning(True)
-    await backend.set_versioning(False)
-    await backend.save("k.txt", b"null")
-    await backend.set_versioning(True)
-    await backend.save("k.txt", b"kept")
-
-
-def _after_the_listing(
-    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, other: Callable[[], Awaitable[None]]
-) -> None:
-    listing = backend._list_versions
-
-    async def then_the_other_writer(key: str) -> list[ObjectVersion]:
-        out = await listing(key)
-        monkeypatch.undo()
-        await other()
-        return out
-
-    monkeypatch.setattr(backend, "_list_versions", then_the_other_writer)
-
-
 @suspended
 async def test_a_suspended_write_landing_after_the_listing_is_never_purged(
     backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await _null_then_kept(backend)
+    await null_then_kept(backend)
 
     async def write() -> None:
         await backend.set_versioning(False)
         await backend.save("k.txt", b"written after the listing")  # the new "null"
 
-    _after_the_listing(backend, monkeypatch, write)
+    # S3 holds no key through the purge: the hook waits for the other writer to its end
+    started = after_the_listing(backend, monkeypatch, write, passes=None)
     await backend.purge_versions("k.txt", keep=1)
+    await started[0]
     assert await backend.load("k.txt") == b"written after the listing"
     [latest, *_] = await backend.list_versions("k.txt")
     assert (latest.version_id, latest.size, latest.is_latest) == ("null", 25, True)
@@ -67,21 +46,23 @@ async def test_a_suspended_write_landing_after_the_listing_is_never_purged(
 async def test_a_suspended_delete_landing_after_the_listing_stays_a_delete(
     backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await _null_then_kept(backend)
+    await null_then_kept(backend)
 
     async def delete() -> None:
         await backend.set_versioning(False)
         await backend.delete("k.txt")  # a "null" delete marker replaces the "null" version
 
-    _after_the_listing(backend, monkeypatch, delete)
+    # S3 holds no key through the purge: the hook waits for the other writer to its end
+    started = after_the_listing(backend, monkeypatch, delete, passes=None)
     await backend.purge_versions("k.txt", keep=1)
+    await started[0]
     assert not await backend.exists("k.txt")  # the delete is not undone by the purge
     assert [v.size for v in await backend.list_versions("k.txt")] == [4]
 
 
 @suspended
 async def test_the_listed_null_version_is_still_purged(backend: StorageBackend) -> None:
-    await _null_then_kept(backend)
+    await null_then_kept(backend)
     await backend.set_versioning(False)  # as the writers above leave it
     assert await backend.purge_versions("k.txt", keep=1) == 1
     assert [(v.version_id == "null", v.size) for v in await backend.list_versions("k.txt")] == [
@@ -93,7 +74,7 @@ async def test_the_listed_null_version_is_still_purged(backend: StorageBackend) 
 async def test_a_suspended_write_landing_after_the_listing_then_overwritten_stays(
     backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await _null_then_kept(backend)
+    await null_then_kept(backend)
 
     async def writes() -> None:
         await backend.set_versioning(False)
@@ -101,8 +82,10 @@ async def test_a_suspended_write_landing_after_the_listing_then_overwritten_stay
         await backend.set_versioning(True)
         await backend.save("k.txt", b"newest")  # the new "null" is a prior version now
 
-    _after_the_listing(backend, monkeypatch, writes)
+    # S3 holds no key through the purge: the hook waits for the other writer to its end
+    started = after_the_listing(backend, monkeypatch, writes, passes=None)
     await backend.purge_versions("k.txt", keep=1)
+    await started[0]
     listed = [(v.version_id == "null", v.size) for v in await backend.list_versions("k.txt")]
     assert listed == [(False, 6), (True, 25), (False, 4)]
 

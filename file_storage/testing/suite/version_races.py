@@ -1,47 +1,16 @@
 """Versioning while another task writes or deletes the same key: what purge_versions and
-restore_version leave. A hook runs the other task between the listing a purge makes and
-its deletes (the window a slow listing of many versions leaves open)."""
+restore_version leave. A hook (``_purge_hooks``) runs the other task between the listing a
+purge makes and its deletes (the window a slow listing of many versions leaves open)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 import pytest
 
-from file_storage import ObjectVersion, StorageBackend
-
-
-async def _null_then_kept(versioned: StorageBackend) -> None:
-    """``k.txt``: a prior ``"null"`` version (b"null") under a latest with an id."""
-    await versioned.set_versioning(False)
-    await versioned.save("k.txt", b"null")
-    await versioned.set_versioning(True)
-    await versioned.save("k.txt", b"kept")
-
-
-def _after_the_listing(
-    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch, other: Callable[[], Awaitable[None]]
-) -> list[asyncio.Task[None]]:
-    """Run ``other`` once the purge has listed the versions, as far as it can before the
-    deletes (a ledger holding the key through the purge makes it wait for the purge)."""
-    listing = backend._list_versions
-    started: list[asyncio.Task[None]] = []
-
-    async def then_the_other_task(key: str) -> list[ObjectVersion]:
-        out = await listing(key)
-        monkeypatch.undo()
-        started.append(asyncio.ensure_future(other()))
-        # bounded loop passes, no clock: enough for a backend whose writes run in threads
-        # to land; a backend holding the key through the purge makes it wait for the purge
-        for _ in range(20_000):
-            if started[0].done():
-                break
-            await asyncio.sleep(0)
-        return out
-
-    monkeypatch.setattr(backend, "_list_versions", then_the_other_task)
-    return started
+from file_storage import StorageBackend
+from file_storage.testing.suite._purge_hooks import after_the_listing, null_then_kept
 
 
 @pytest.mark.backend_needs("versions", "suspended_versioning", "exact_version_purge")
@@ -51,13 +20,13 @@ async def test_purge_keep_1_never_undoes_a_delete_landing_while_it_runs(
 ) -> None:
     if quota:  # the purge holds the key: the delete waits for it, and both are counted
         versioned.set_quota("", 10**6)
-    await _null_then_kept(versioned)
+    await null_then_kept(versioned)
 
     async def delete() -> None:
         await versioned.set_versioning(False)
         await versioned.delete("k.txt")  # replaces the "null" version (S3: a delete marker)
 
-    started = _after_the_listing(versioned, monkeypatch, delete)
+    started = after_the_listing(versioned, monkeypatch, delete)
     await versioned.purge_versions("k.txt", keep=1)
     await started[0]
     assert not await versioned.exists("k.txt")
@@ -74,7 +43,7 @@ async def test_purge_keep_1_never_purges_a_write_landing_while_it_runs_then_over
 ) -> None:
     if quota:  # the purge holds the key: the writes wait for it, and all are counted
         versioned.set_quota("", 10**6)
-    await _null_then_kept(versioned)
+    await null_then_kept(versioned)
 
     async def writes() -> None:
         await versioned.set_versioning(False)
@@ -82,7 +51,7 @@ async def test_purge_keep_1_never_purges_a_write_landing_while_it_runs_then_over
         await versioned.set_versioning(True)
         await versioned.save("k.txt", b"newest")  # the new "null" is a prior version now
 
-    started = _after_the_listing(versioned, monkeypatch, writes)
+    started = after_the_listing(versioned, monkeypatch, writes)
     await versioned.purge_versions("k.txt", keep=1)
     await started[0]
     assert await versioned.load("k.txt") == b"newest"
