@@ -10,11 +10,20 @@ import pytest
 
 from file_storage import StorageBackend
 from file_storage.backends.s3 import _versions as s3_versions
-from file_storage.testing.suite._purge_hooks import after_the_listing, null_then_kept
+from file_storage.testing.suite._purge_hooks import (
+    delete_suspended,
+    null_then_kept,
+    purge_racing,
+    write_suspended,
+    write_suspended_then_versioned,
+)
 
 pytestmark = pytest.mark.s3
 # moto drops every version of a key written while versioning is suspended (tests/s3util.py)
 suspended = pytest.mark.s3_needs("suspended_versioning")
+# S3 holds no key through a purge: the other writer is waited for to its end after the
+# listing, before the purge goes on
+WHOLE = None
 
 
 @pytest.fixture(params=["s3", "s3_obstore"])
@@ -29,14 +38,7 @@ async def test_a_suspended_write_landing_after_the_listing_is_never_purged(
 ) -> None:
     await null_then_kept(backend)
 
-    async def write() -> None:
-        await backend.set_versioning(False)
-        await backend.save("k.txt", b"written after the listing")  # the new "null"
-
-    # S3 holds no key through the purge: the hook waits for the other writer to its end
-    started = after_the_listing(backend, monkeypatch, write, passes=None)
-    await backend.purge_versions("k.txt", keep=1)
-    await started[0]
+    await purge_racing(backend, monkeypatch, write_suspended, passes=WHOLE)
     assert await backend.load("k.txt") == b"written after the listing"
     [latest, *_] = await backend.list_versions("k.txt")
     assert (latest.version_id, latest.size, latest.is_latest) == ("null", 25, True)
@@ -48,14 +50,7 @@ async def test_a_suspended_delete_landing_after_the_listing_stays_a_delete(
 ) -> None:
     await null_then_kept(backend)
 
-    async def delete() -> None:
-        await backend.set_versioning(False)
-        await backend.delete("k.txt")  # a "null" delete marker replaces the "null" version
-
-    # S3 holds no key through the purge: the hook waits for the other writer to its end
-    started = after_the_listing(backend, monkeypatch, delete, passes=None)
-    await backend.purge_versions("k.txt", keep=1)
-    await started[0]
+    await purge_racing(backend, monkeypatch, delete_suspended, passes=WHOLE)
     assert not await backend.exists("k.txt")  # the delete is not undone by the purge
     assert [v.size for v in await backend.list_versions("k.txt")] == [4]
 
@@ -76,16 +71,7 @@ async def test_a_suspended_write_landing_after_the_listing_then_overwritten_stay
 ) -> None:
     await null_then_kept(backend)
 
-    async def writes() -> None:
-        await backend.set_versioning(False)
-        await backend.save("k.txt", b"written after the listing")  # the new "null"
-        await backend.set_versioning(True)
-        await backend.save("k.txt", b"newest")  # the new "null" is a prior version now
-
-    # S3 holds no key through the purge: the hook waits for the other writer to its end
-    started = after_the_listing(backend, monkeypatch, writes, passes=None)
-    await backend.purge_versions("k.txt", keep=1)
-    await started[0]
+    await purge_racing(backend, monkeypatch, write_suspended_then_versioned, passes=WHOLE)
     listed = [(v.version_id == "null", v.size) for v in await backend.list_versions("k.txt")]
     assert listed == [(False, 6), (True, 25), (False, 4)]
 

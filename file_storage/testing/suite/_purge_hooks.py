@@ -27,6 +27,42 @@ async def null_then_kept(backend: StorageBackend) -> None:
     await backend.save("k.txt", b"kept")
 
 
+async def delete_suspended(backend: StorageBackend) -> None:
+    """The other task: ``k.txt`` deleted with versioning suspended, which replaces its
+    ``"null"`` version (S3: by a ``"null"`` delete marker)."""
+    await backend.set_versioning(False)
+    await backend.delete("k.txt")
+
+
+async def write_suspended(backend: StorageBackend) -> None:
+    """The other task: ``k.txt`` written with versioning suspended (a new ``"null"``)."""
+    await backend.set_versioning(False)
+    await backend.save("k.txt", b"written after the listing")
+
+
+async def write_suspended_then_versioned(backend: StorageBackend) -> None:
+    """The other task: :func:`write_suspended`, then versioning on and ``k.txt`` written
+    again, so the new ``"null"`` is a prior version."""
+    await write_suspended(backend)
+    await backend.set_versioning(True)
+    await backend.save("k.txt", b"newest")
+
+
+async def purge_racing(
+    backend: StorageBackend,
+    monkeypatch: pytest.MonkeyPatch,
+    other: Callable[[StorageBackend], Awaitable[None]],
+    *,
+    passes: int | None = PASSES,
+) -> None:
+    """``purge_versions("k.txt", keep=1)`` with ``other(backend)`` started between its
+    listing and its deletes (:func:`after_the_listing`); it has ended on return."""
+    started = after_the_listing(backend, monkeypatch, lambda: other(backend), passes=passes)
+    await backend.purge_versions("k.txt", keep=1)
+    assert started, "the purge never listed the versions"
+    await started[0]
+
+
 def after_the_listing(
     backend: StorageBackend,
     monkeypatch: pytest.MonkeyPatch,
@@ -35,7 +71,7 @@ def after_the_listing(
     passes: int | None = PASSES,
 ) -> list[asyncio.Task[None]]:
     """Start ``other`` once the purge has listed the versions, and let it run before the
-    deletes; the task is returned in the list (awaited by the test after the purge).
+    deletes; the task is returned in the list (to be awaited after the purge).
 
     ``passes``: how many loop passes the other task gets, for a backend that may hold the
     key through the purge (a ledger under a quota), where the task waits for the purge;

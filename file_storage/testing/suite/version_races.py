@@ -10,7 +10,12 @@ from collections.abc import Awaitable
 import pytest
 
 from file_storage import StorageBackend
-from file_storage.testing.suite._purge_hooks import after_the_listing, null_then_kept
+from file_storage.testing.suite._purge_hooks import (
+    delete_suspended,
+    null_then_kept,
+    purge_racing,
+    write_suspended_then_versioned,
+)
 
 
 @pytest.mark.backend_needs("versions", "suspended_versioning", "exact_version_purge")
@@ -22,13 +27,7 @@ async def test_purge_keep_1_never_undoes_a_delete_landing_while_it_runs(
         versioned.set_quota("", 10**6)
     await null_then_kept(versioned)
 
-    async def delete() -> None:
-        await versioned.set_versioning(False)
-        await versioned.delete("k.txt")  # replaces the "null" version (S3: a delete marker)
-
-    started = after_the_listing(versioned, monkeypatch, delete)
-    await versioned.purge_versions("k.txt", keep=1)
-    await started[0]
+    await purge_racing(versioned, monkeypatch, delete_suspended)
     assert not await versioned.exists("k.txt")
     listed = [(v.version_id == "null", v.size) for v in await versioned.list_versions("k.txt")]
     assert listed == [(False, 4)]  # "kept", restorable
@@ -45,15 +44,7 @@ async def test_purge_keep_1_never_purges_a_write_landing_while_it_runs_then_over
         versioned.set_quota("", 10**6)
     await null_then_kept(versioned)
 
-    async def writes() -> None:
-        await versioned.set_versioning(False)
-        await versioned.save("k.txt", b"written after the listing")  # a new "null"
-        await versioned.set_versioning(True)
-        await versioned.save("k.txt", b"newest")  # the new "null" is a prior version now
-
-    started = after_the_listing(versioned, monkeypatch, writes)
-    await versioned.purge_versions("k.txt", keep=1)
-    await started[0]
+    await purge_racing(versioned, monkeypatch, write_suspended_then_versioned)
     assert await versioned.load("k.txt") == b"newest"
     # both writes kept; the "null" version listed was replaced already, nothing purged
     listed = [(v.version_id == "null", v.size) for v in await versioned.list_versions("k.txt")]
