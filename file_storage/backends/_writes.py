@@ -525,8 +525,13 @@ class Writes(Settles):
         Quota is checked per item, so one object over quota fails alone.
 
         Args:
-            items: a mapping path -> content, or an iterable of ``(path, content)`` pairs
-                (read whole before the first write; the contents are not read then).
+            items: a mapping path -> content, or an iterable of ``(path, content)`` pairs.
+                A mapping or a list (any collection) is checked whole before the first
+                write: a bad item there writes nothing. Any other iterable (a generator)
+                is pulled only as saves end, at most ``concurrency`` items ahead, so its
+                contents are never all held at once; an item found bad there raises
+                (below) once the saves already started have ended: the items before it
+                are saved, none from it on.
 
         Returns:
             For each path as given (``str(path)``), in input order: its key, or the
@@ -535,8 +540,9 @@ class Writes(Settles):
             One failure hides no other.
 
         Raises:
-            TypeError: a path or a content of the wrong type (nothing is written).
-            ValueError: a path given twice, or ``concurrency < 1`` (nothing is written).
+            InvalidKeyError: a path that is no ``str`` or ``PurePosixPath``.
+            TypeError: a content that is not bytes-like or an async iterable.
+            ValueError: a path given twice, or ``concurrency < 1``.
         """
         return await _batch.save_many(self, items, concurrency)
 

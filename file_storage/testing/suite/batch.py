@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from pathlib import PurePosixPath
 
 import pytest
@@ -185,3 +186,77 @@ async def test_save_many_failing_stream_fails_alone(backend: StorageBackend) -> 
     assert (await backend.get_usage()).used == 10 + 3 + 50 + 20
     await backend.refresh_usage()
     assert (await backend.get_usage()).used == 10 + 3 + 50 + 20
+
+
+async def test_save_many_pulls_a_generator_only_as_saves_end(backend: StorageBackend) -> None:
+    # 10,000 contents of 1 MiB from a generator must not be held at once: an item is
+    # pulled only when one of the `concurrency` saves has ended
+    landed: list[str] = []
+    backend.subscribe(lambda event: landed.append(event.key))
+    ahead: list[int] = []  # items pulled and not saved yet, at each pull
+
+    def items() -> Iterator[tuple[str, bytes]]:
+        for i in range(24):
+            ahead.append(i + 1 - len(landed))
+            yield f"g/{i:02d}", bytes([i]) * 10
+
+    results = await backend.save_many(items(), concurrency=3)
+    assert results == {f"g/{i:02d}": f"g/{i:02d}" for i in range(24)}
+    assert len(ahead) == 24
+    assert max(ahead) <= 3
+    assert await backend.load("g/23") == bytes([23]) * 10
+
+
+class _Content(bytearray):
+    """A content a weak reference can follow (bytes cannot be weakly referenced)."""
+
+
+async def test_save_many_holds_no_saved_content_of_a_generator(backend: StorageBackend) -> None:
+    # what decides the memory a generator of large contents takes: the contents alive
+    # (anywhere) when the next is pulled are at most those of the other saves running
+    refs: list[weakref.ref[_Content]] = []
+    alive: list[int] = []  # contents not freed yet, at each pull
+
+    def items() -> Iterator[tuple[str, _Content]]:
+        for i in range(24):
+            alive.append(sum(ref() is not None for ref in refs))
+            content = _Content(bytes([i]) * 1000)
+            refs.append(weakref.ref(content))
+            yield f"w/{i:02d}", content
+            del content
+
+    results = await backend.save_many(items(), concurrency=3)
+    assert all(value == key for key, value in results.items())
+    assert len(alive) == 24
+    assert max(alive) <= 2  # the puller's own slot is free
+    assert await backend.load("w/23") == bytes([23]) * 1000
+
+
+async def test_save_many_from_a_generator_stops_at_a_path_given_twice(
+    backend: StorageBackend,
+) -> None:
+    # a generator cannot be checked whole before the first write: the items before the
+    # repeated path are saved, none from it on, and the call raises as for a collection
+    pulled: list[str] = []
+
+    def items() -> Iterator[tuple[str, bytes]]:
+        for path, content in [("d/a", b"1"), ("d/b", b"2"), ("d/a", b"3"), ("d/c", b"4")]:
+            pulled.append(path)
+            yield path, content
+
+    with pytest.raises(ValueError, match="twice"):
+        await backend.save_many(items(), concurrency=1)
+    assert pulled == ["d/a", "d/b", "d/a"]
+    assert await backend.list_files("d") == ["d/a", "d/b"]
+    assert await backend.load("d/a") == b"1"
+
+
+async def test_save_many_from_a_generator_stops_at_a_bad_item(backend: StorageBackend) -> None:
+    def items() -> Iterator[tuple[str, object]]:
+        yield "t/a", b"1"
+        yield "t/b", "text"  # not bytes
+        yield "t/c", b"3"
+
+    with pytest.raises(TypeError):
+        await backend.save_many(items())  # type: ignore[arg-type]
+    assert await backend.list_files("t") == ["t/a"]
