@@ -165,6 +165,11 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         folder = self._folder()
         return f"local:{fs_place(folder) or folder}"
 
+    async def _signing_place(self) -> str:
+        # the root folder as _store_place finds it (through a symlink or a bind mount: the
+        # same), so a URL signed by a backend over another root is refused here
+        return await asyncio.to_thread(self._store_place)
+
     def _folder(self) -> str:
         """The root folder's resolved path now (where it went, when renamed while open)."""
         return self._dir.current()
