@@ -1,19 +1,23 @@
 """HMAC-SHA256 signatures for the local backend's presigned URLs.
 
-A URL carries ``expires`` (unix seconds) and ``signature`` =
-HMAC-SHA256(signing key, ``"<METHOD>\\n<key>\\n<expires>"``), hex. The method is
-signed, so a GET URL never works for PUT and the reverse. A URL with presign options
-(``content_type``, ``filename``) carries them in its query and signs them too, as two more
-lines, so none can be added, changed or dropped.
+A URL carries ``expires`` (unix seconds) and ``signature`` = HMAC-SHA256(signing key,
+``"file_storage-url-2\\n<METHOD>\\n<binding>\\n<key>\\n<expires>"``), hex. The method is
+signed, so a GET URL never works for PUT and the reverse. ``binding`` (see
+:func:`binding`) names where the URL was issued: the path of the base URL the router is
+mounted at and the store the backend serves (a local root folder, a memory backend), so
+two routers sharing one signing key never accept each other's URLs. A URL with presign
+options (``content_type``, ``filename``) carries them in its query and signs them too, as
+two more lines, so none can be added, changed or dropped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from typing import Literal
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import SecretStr
 
@@ -29,6 +33,16 @@ _CLOCK_SKEW_SECONDS = 900
 # far beyond any real expiry; keeps int() away from huge digit strings (and its 4300-digit limit)
 _MAX_EXPIRES_DIGITS = 20
 _ABSENT = "\x00"  # an option left out of the signed message
+# opens every URL message: none signed before URLs were bound (which began with the
+# method) nor any form's (_post_policy) reads the same
+_URL_TAG = "file_storage-url-2"
+
+
+def binding(base_url: str, place: str) -> str:
+    """What a URL or form is bound to: the path of ``base_url`` (where the router is
+    mounted, as the client sees it: a proxy may strip a prefix before the app) and
+    ``place``, the store the backend serves. JSON, so no two pairs read alike."""
+    return json.dumps([urlsplit(base_url).path.rstrip("/"), place])
 
 
 def _digest(
@@ -38,8 +52,10 @@ def _digest(
     expires: int,
     content_type: str | None = None,
     filename: str | None = None,
+    *,
+    bound: str,
 ) -> str:
-    message = f"{method}\n{key}\n{expires}"
+    message = f"{_URL_TAG}\n{method}\n{bound}\n{key}\n{expires}"
     if content_type is not None or filename is not None:
         # _ABSENT marks an absent option: no value signed can spell it (header values are
         # visible ASCII; a file name with NUL is refused), so "" and absent never sign
@@ -59,19 +75,20 @@ def sign_url(
     expires_in: int,
     secret: str,
     *,
+    bound: str,
     now: float | None = None,
     content_type: str | None = None,
     filename: str | None = None,
 ) -> str:
     """Return ``<base_url>/<quoted key>?expires=...&signature=...`` (options before the
-    signature: ``content_type=``, ``filename=``)."""
+    signature: ``content_type=``, ``filename=``), bound to ``bound`` (:func:`binding`)."""
     expires = int(now if now is not None else time.time()) + expires_in
     params: dict[str, str | int] = {"expires": expires}
     if content_type is not None:
         params["content_type"] = content_type
     if filename is not None:
         params["filename"] = filename
-    params["signature"] = _digest(secret, method, key, expires, content_type, filename)
+    params["signature"] = _digest(secret, method, key, expires, content_type, filename, bound=bound)
     return f"{base_url.rstrip('/')}/{quote(key, safe='/')}?{urlencode(params)}"
 
 
@@ -82,11 +99,13 @@ def check(
     signature: str | None,
     secret: str,
     *,
+    bound: str,
     now: float | None = None,
     content_type: str | None = None,
     filename: str | None = None,
 ) -> Verdict:
-    """Say whether a URL's ``expires`` and ``signature`` are valid for this method and key.
+    """Say whether a URL's ``expires`` and ``signature`` are valid for this method and key
+    where the router checking it serves (``bound``, :func:`binding`).
 
     ``"expired"`` and ``"late"`` only for a genuine signature, so a forger learns nothing
     from them.
@@ -102,7 +121,9 @@ def check(
     # str.isdigit() alone accepts "²" and other digits that int() refuses
     if not (expires.isascii() and expires.isdigit()):
         return "invalid"
-    expected = _digest(secret, method, key, int(expires), content_type, filename).encode()
+    expected = _digest(
+        secret, method, key, int(expires), content_type, filename, bound=bound
+    ).encode()
     # compare first, in constant time, so timing says nothing about the signature; as
     # bytes, because compare_digest refuses str with non-ASCII characters
     if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
@@ -128,10 +149,11 @@ def verify(
     signature: str | None,
     secret: str,
     *,
+    bound: str,
     now: float | None = None,
 ) -> bool:
-    """True when ``signature`` is valid for this method and key and has not expired."""
-    return check(key, method, expires, signature, secret, now=now) == "valid"
+    """True when ``signature`` is valid for this method, key and binding, and has not expired."""
+    return check(key, method, expires, signature, secret, bound=bound, now=now) == "valid"
 
 
 def signing_key_problem(value: str) -> str | None:
@@ -166,6 +188,8 @@ def presign(
     expires_in: int,
     content_type: str | None,
     filename: str | None,
+    *,
+    place: str,
 ) -> str:
     """A URL for ``signed_url_router`` (local and memory backends)."""
     if not base_url or secret is None:
@@ -180,6 +204,7 @@ def presign(
         method,
         expires_in,
         secret.get_secret_value(),
+        bound=binding(base_url, place),
         content_type=content_type,
         filename=filename,
     )

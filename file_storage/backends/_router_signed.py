@@ -2,16 +2,20 @@
 
 The local and memory backends sign URLs and form uploads themselves, with an HMAC key
 (``STORAGE_LOCAL_SIGNING_KEY``), for the FastAPI router the app mounts at ``base_url``
-(``STORAGE_LOCAL_BASE_URL``); the router checks them with the same key.
+(``STORAGE_LOCAL_BASE_URL``); the router checks them with the same key and binding: the
+base URL's path and the store the backend serves (:meth:`RouterSigned._signing_place`),
+so one key shared by two backends signs nothing the other's router accepts.
 """
 
 from __future__ import annotations
+
+import uuid
 
 from pydantic import SecretStr
 
 from file_storage._post_policy import presign_post
 from file_storage._settings_common import check_base_url, checked
-from file_storage._signing import presign
+from file_storage._signing import binding, presign
 from file_storage._signing import signing_key as wrap_signing_key
 from file_storage.backends._core import Method
 from file_storage.backends.base import StorageBackend
@@ -27,6 +31,7 @@ class RouterSigned(StorageBackend):
     _base_url: str | None = None
     _presigned_puts_counted = True  # the router's PUT calls save(), which counts quotas
     _signing_key: SecretStr | None = None
+    _signing_id = ""  # this instance's own store, for backends that name none (memory)
 
     def _set_signing(self, base_url: str | None, signing_key: str | SecretStr | None) -> None:
         """Keep the router's address and the key (too short: StorageConfigError)."""
@@ -38,6 +43,17 @@ class RouterSigned(StorageBackend):
             )
         self._base_url = checked("base_url", check_base_url, base_url)
         self._signing_key = wrap_signing_key(signing_key)
+        self._signing_id = uuid.uuid4().hex
+
+    async def _signing_place(self) -> str:
+        """The store this backend serves, as its signatures name it: two backends name
+        one only when they serve the same objects. Here the instance itself (a memory
+        backend's objects live in it); the local backend names its root folder."""
+        return f"instance:{self._signing_id}"
+
+    async def _signing_binding(self) -> str:
+        """What this backend's URLs and forms are bound to, and its router checks."""
+        return binding(self._base_url or "", await self._signing_place())
 
     async def _presign(
         self,
@@ -48,12 +64,25 @@ class RouterSigned(StorageBackend):
         filename: str | None = None,
     ) -> str:
         return presign(
-            self._base_url, self._signing_key, key, method, expires_in, content_type, filename
+            self._base_url,
+            self._signing_key,
+            key,
+            method,
+            expires_in,
+            content_type,
+            filename,
+            place=await self._signing_place(),
         )
 
     async def _presign_post(
         self, key: str, expires_in: int, max_bytes: int | None, content_type: str
     ) -> PresignedPost:
         return presign_post(
-            self._base_url, self._signing_key, key, expires_in, max_bytes, content_type
+            self._base_url,
+            self._signing_key,
+            key,
+            expires_in,
+            max_bytes,
+            content_type,
+            place=await self._signing_place(),
         )

@@ -199,8 +199,12 @@ def make_signed_url_router(
     ``app.include_router(make_signed_url_router(), prefix="/files")``. It serves
     ``GET``/``HEAD`` (with ``Range``, through :func:`storage_response`) for GET URLs
     and ``PUT`` (the body streamed into ``save``, its ``Content-Type`` kept, quota
-    enforced) for PUT URLs. It answers 403 for a bad or expired signature or a URL
-    signed for another method, 400 for an invalid key, 404 for a missing object,
+    enforced) for PUT URLs. A URL is accepted only when the backend serving the request
+    signed it, or one over the same store with the same base URL path: the signature
+    binds the path of ``STORAGE_LOCAL_BASE_URL`` and the root folder (memory: the
+    instance), so backends sharing a signing key never answer each other's URLs. It
+    answers 403 for a bad or expired signature, a URL signed for another method or
+    another backend, 400 for an invalid key, 404 for a missing object,
     413 over quota (nothing stored), and 404 when the backend is not a local or memory
     backend with a signing key (S3 URLs point at S3 itself). The URL's signed options
     are honoured: ``content_type`` and ``filename`` shape a GET's response; on PUT the

@@ -155,10 +155,14 @@ async def _capped(parts: AsyncIterator[_Part], cap: int | None) -> AsyncIterator
 
 
 async def receive_post(
-    backend: StorageBackend, key: str, request: Request, secret: str | None
+    backend: StorageBackend, key: str, request: Request, signing: tuple[str, str] | None
 ) -> Response:
-    """Store the file of a signed form upload to ``key``, or refuse it (nothing stored)."""
-    if secret is None:
+    """Store the file of a signed form upload to ``key``, or refuse it (nothing stored).
+
+    ``signing``: the backend's signing key and binding (``_signing.binding``); None when
+    it signs nothing.
+    """
+    if signing is None:
         logger.warning("a form upload was posted but the storage backend cannot sign URLs")
         return _deny(404, "signed URLs are not enabled on this server")
     try:
@@ -184,7 +188,8 @@ async def receive_post(
                 fields.setdefault(*data)
             else:
                 raise _Refused(400, f"the form has no {FILE_FIELD!r} field")
-            verdict = check_post(key, fields, secret)
+            secret, bound = signing
+            verdict = check_post(key, fields, secret, bound=bound)
             if verdict == "expired":
                 return _deny(403, "the signed form has expired")
             if verdict == "late":

@@ -57,21 +57,29 @@ class _Pin(TypedDict, total=False):
     if_match: str
 
 
-def _signing_secret(backend: StorageBackend) -> str | None:
+async def _signing(backend: StorageBackend) -> tuple[str, str] | None:
+    """The backend's signing key and binding, or None when it signs nothing."""
     if not isinstance(backend, RouterSigned):
         return None
     key = backend._signing_key  # the router is the other half of the backend's _presign
-    return None if key is None else key.get_secret_value()
+    if key is None:
+        return None
+    # the binding of the backend this request is served from, never one the URL names:
+    # a URL another backend signed with the same key (another mount, another root) fails
+    return key.get_secret_value(), await backend._signing_binding()
 
 
 def _deny(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
-def _authorize(request: Request, backend: StorageBackend, key: str, method: str) -> Response | None:
-    """None when the URL is a valid, unexpired signature of ``method`` on ``key``."""
-    secret = _signing_secret(backend)
-    if secret is None:
+async def _authorize(
+    request: Request, backend: StorageBackend, key: str, method: str
+) -> Response | None:
+    """None when the URL is a valid, unexpired signature of ``method`` on ``key``, issued
+    by this backend (its mount path and store)."""
+    signing = await _signing(backend)
+    if signing is None:
         logger.warning("a signed URL was requested but the storage backend cannot sign URLs")
         return _deny(404, "signed URLs are not enabled on this server")
     try:
@@ -79,12 +87,14 @@ def _authorize(request: Request, backend: StorageBackend, key: str, method: str)
         validate_key(key, "save" if method == "PUT" else "stat")
     except StorageError as exc:
         return error_response(exc)
+    secret, bound = signing
     verdict = check(
         key,
         method,
         request.query_params.get("expires"),
         request.query_params.get("signature"),
         secret,
+        bound=bound,
         content_type=request.query_params.get("content_type"),
         filename=request.query_params.get("filename"),
     )
@@ -257,7 +267,7 @@ def build_signed_url_router(
     async def get_object(
         key: str, request: Request, backend: StorageBackend = backend_dep
     ) -> Response:
-        denied = _authorize(request, backend, key, "GET")  # HEAD rides on a GET URL
+        denied = await _authorize(request, backend, key, "GET")  # HEAD rides on a GET URL
         if denied is not None:
             return cors(request, denied)
         filename = request.query_params.get("filename")
@@ -276,7 +286,7 @@ def build_signed_url_router(
     async def put_object(
         key: str, request: Request, backend: StorageBackend = backend_dep
     ) -> Response:
-        denied = _authorize(request, backend, key, "PUT")
+        denied = await _authorize(request, backend, key, "PUT")
         if denied is not None:
             return cors(request, denied)
         try:
@@ -290,7 +300,7 @@ def build_signed_url_router(
     async def post_object(
         key: str, request: Request, backend: StorageBackend = backend_dep
     ) -> Response:
-        response = await receive_post(backend, key, request, _signing_secret(backend))
+        response = await receive_post(backend, key, request, await _signing(backend))
         return cors(request, response)
 
     if origins:

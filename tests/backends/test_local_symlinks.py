@@ -234,8 +234,8 @@ def test_a_short_signing_key_is_refused(tmp_path: Path, key: str) -> None:
 
 
 def test_verification_refuses_an_empty_secret() -> None:
-    forged = _digest("", "GET", "a.txt", 4_000_000_000)
-    assert not verify("a.txt", "GET", "4000000000", forged, "")
+    forged = _digest("", "GET", "a.txt", 4_000_000_000, bound="")
+    assert not verify("a.txt", "GET", "4000000000", forged, "", bound="")
 
 
 @pytest.mark.parametrize("link", ["a.txt", "via/a.txt"])

@@ -41,12 +41,22 @@ async def test_local_form_is_signed_for_its_key_and_cap(signer: LocalStorageBack
     assert post.url == "http://127.0.0.1:9/files/in/a%20b.csv"
     assert post.fields["max_bytes"] == "500"
     assert post.fields["content_type"] == "text/csv"
-    assert check_post("in/a b.csv", post.fields, SECRET) == "valid"
-    assert check_post("in/other.csv", post.fields, SECRET) == "invalid"
-    assert check_post("in/a b.csv", {**post.fields, "max_bytes": "5000"}, SECRET) == "invalid"
-    assert check_post("in/a b.csv", {**post.fields, "content_type": "text/html"}, SECRET) == (
-        "invalid"
-    )
+    bound = await signer._signing_binding()
+    assert check_post("in/a b.csv", post.fields, SECRET, bound=bound) == "valid"
+    assert check_post("in/other.csv", post.fields, SECRET, bound=bound) == "invalid"
+    capped = {**post.fields, "max_bytes": "5000"}
+    assert check_post("in/a b.csv", capped, SECRET, bound=bound) == "invalid"
+    typed = {**post.fields, "content_type": "text/html"}
+    assert check_post("in/a b.csv", typed, SECRET, bound=bound) == "invalid"
+    # bound to the signer's mount path and root: another's router refuses it
+    for other in (
+        LocalStorageBackend(signer.root, base_url="http://127.0.0.1:9/other", signing_key=SECRET),
+        LocalStorageBackend(f"{signer.root}-2", base_url=signer._base_url, signing_key=SECRET),
+    ):
+        assert (
+            check_post("in/a b.csv", post.fields, SECRET, bound=await other._signing_binding())
+            == "invalid"
+        )
 
 
 async def test_local_cap_is_the_quota_left_when_signed(signer: LocalStorageBackend) -> None:
@@ -93,8 +103,13 @@ async def test_memory_form_is_signed_for_its_key_and_the_quota_left() -> None:
     post = await backend.get_presigned_post("u/a b.csv", max_bytes=500, expires_in=60)
     assert post.url == "http://127.0.0.1:9/files/u/a%20b.csv"
     assert (post.fields["max_bytes"], post.fields["content_type"]) == ("400", "text/csv")
-    assert check_post("u/a b.csv", post.fields, SECRET) == "valid"
-    assert check_post("u/other.csv", post.fields, SECRET) == "invalid"
+    bound = await backend._signing_binding()
+    assert check_post("u/a b.csv", post.fields, SECRET, bound=bound) == "valid"
+    assert check_post("u/other.csv", post.fields, SECRET, bound=bound) == "invalid"
+    twin = MemoryStorageBackend(base_url="http://127.0.0.1:9/files", signing_key=SECRET)
+    assert check_post("u/a b.csv", post.fields, SECRET, bound=await twin._signing_binding()) == (
+        "invalid"
+    )
 
 
 @pytest.mark.parametrize(

@@ -118,7 +118,10 @@ async def test_expired_form_is_forbidden(
     local_server: str, client: httpx.AsyncClient, local_storage: LocalStorageBackend
 ) -> None:
     base = f"{local_server}/files"
-    post = sign_post(base, "in/a.txt", 1, None, "text/plain", SIGNING_KEY, now=time.time() - 60)
+    bound = await local_storage._signing_binding()
+    post = sign_post(
+        base, "in/a.txt", 1, None, "text/plain", SIGNING_KEY, bound=bound, now=time.time() - 60
+    )
     response = await _post(client, post.url, post.fields, b"hello")
     assert response.status_code == 403
     assert response.json() == {"detail": "the signed form has expired"}
@@ -130,7 +133,10 @@ async def test_form_valid_for_longer_than_any_presign_is_forbidden(
     # signed by a clock 30 days ahead: valid for a month, past the 7 days a form may live
     base = f"{local_server}/files"
     ahead = time.time() + 30 * 86400
-    post = sign_post(base, "in/a.txt", 3600, None, "text/plain", SIGNING_KEY, now=ahead)
+    bound = await local_storage._signing_binding()
+    post = sign_post(
+        base, "in/a.txt", 3600, None, "text/plain", SIGNING_KEY, bound=bound, now=ahead
+    )
     response = await _post(client, post.url, post.fields, b"hello")
     assert response.status_code == 403
     assert response.json() == {"detail": "the signed form expires later than any form may"}

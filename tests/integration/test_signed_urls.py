@@ -120,11 +120,16 @@ async def test_expired_url_is_403(
     server: str, client: httpx.AsyncClient, stored: str, local_storage: LocalStorageBackend
 ) -> None:
     # signed 100 s ago for 10 s: expired without waiting
-    url = sign_url(f"{server}/files", stored, "GET", 10, SIGNING_KEY, now=time.time() - 100)
+    bound = await local_storage._signing_binding()
+    url = sign_url(
+        f"{server}/files", stored, "GET", 10, SIGNING_KEY, bound=bound, now=time.time() - 100
+    )
     response = await client.get(url)
     assert response.status_code == 403
     assert response.json() == {"detail": "the signed URL has expired"}
-    put_url = sign_url(f"{server}/files", "new.txt", "PUT", 10, SIGNING_KEY, now=time.time() - 100)
+    put_url = sign_url(
+        f"{server}/files", "new.txt", "PUT", 10, SIGNING_KEY, bound=bound, now=time.time() - 100
+    )
     assert (await client.put(put_url, content=b"x")).status_code == 403
     assert not await local_storage.exists("new.txt")
 
@@ -135,15 +140,20 @@ async def test_url_valid_for_longer_than_any_presign_is_403(
     # a signer whose clock ran 30 days ahead: its URLs, valid an hour there, would stay
     # valid for a month here, past the 7 days no presigned URL may live
     ahead = time.time() + 30 * 86400
-    url = sign_url(f"{server}/files", stored, "GET", 3600, SIGNING_KEY, now=ahead)
+    bound = await local_storage._signing_binding()
+    url = sign_url(f"{server}/files", stored, "GET", 3600, SIGNING_KEY, bound=bound, now=ahead)
     response = await client.get(url)
     assert response.status_code == 403
     assert response.json() == {"detail": "the signed URL expires later than any URL may"}
-    put_url = sign_url(f"{server}/files", "new.txt", "PUT", 3600, SIGNING_KEY, now=ahead)
+    put_url = sign_url(
+        f"{server}/files", "new.txt", "PUT", 3600, SIGNING_KEY, bound=bound, now=ahead
+    )
     assert (await client.put(put_url, content=b"x")).status_code == 403
     assert not await local_storage.exists("new.txt")
     # the longest a URL may live, signed by a clock a few minutes ahead, still works
-    longest = sign_url(f"{server}/files", stored, "GET", 604800, SIGNING_KEY, now=time.time() + 300)
+    longest = sign_url(
+        f"{server}/files", stored, "GET", 604800, SIGNING_KEY, bound=bound, now=time.time() + 300
+    )
     assert (await client.get(longest)).status_code == 200
 
 
@@ -224,13 +234,16 @@ async def test_missing_object_is_404(
     assert response.json() == {"detail": "stat 'docs/missing.txt': object not found"}
 
 
-async def test_invalid_key_is_400(server: str, client: httpx.AsyncClient) -> None:
+async def test_invalid_key_is_400(
+    server: str, client: httpx.AsyncClient, local_storage: LocalStorageBackend
+) -> None:
     # the backend never signs such a key; sign it by hand to get past the signature check
-    url = sign_url(f"{server}/files", "a\\b.txt", "GET", 60, SIGNING_KEY)
+    bound = await local_storage._signing_binding()
+    url = sign_url(f"{server}/files", "a\\b.txt", "GET", 60, SIGNING_KEY, bound=bound)
     response = await client.get(url)
     assert response.status_code == 400
     assert "backslash" in response.json()["detail"]
-    long_segment = sign_url(f"{server}/files", "x" * 256, "PUT", 60, SIGNING_KEY)
+    long_segment = sign_url(f"{server}/files", "x" * 256, "PUT", 60, SIGNING_KEY, bound=bound)
     assert (await client.put(long_segment, content=b"x")).status_code == 400
 
 
@@ -287,7 +300,8 @@ async def test_router_answers_404_when_the_backend_cannot_sign(
     memory = MemoryStorageBackend()
     app.dependency_overrides[get_storage] = lambda: memory
     serve(app)
-    url = sign_url(f"{base_url}/files", "a.txt", "GET", 60, SIGNING_KEY)
+    signer = MemoryStorageBackend(base_url=f"{base_url}/files", signing_key=SIGNING_KEY)
+    url = await signer.get_presigned_url("a.txt")
     response = await client.get(url)
     assert response.status_code == 404
     assert response.json() == {"detail": "signed URLs are not enabled on this server"}

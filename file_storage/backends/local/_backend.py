@@ -165,6 +165,13 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         folder = self._folder()
         return f"local:{fs_place(folder) or folder}"
 
+    async def _signing_place(self) -> str:
+        # the root folder's real path (symlinks resolved), so a URL signed by a backend
+        # over another root is refused here. Not _store_place's device number: on NFS,
+        # overlay or btrfs it changes with a remount (a reboot, a new pod), which would
+        # void every URL still out
+        return "local:" + await asyncio.to_thread(self._folder)
+
     def _folder(self) -> str:
         """The root folder's resolved path now (where it went, when renamed while open)."""
         return self._dir.current()
