@@ -19,14 +19,16 @@ LACKS: dict[str, frozenset[str]] = {
     # stores do not check the object-or-folder rule (a request per folder level per
     # write); object_store's copy answers no ETag. Their purge deletes conditionally (a
     # signed request with the fixtures' keys: exact_expiry)
-    "gcs": frozenset({"versions", "folder_checks", "copy_etags"}),
+    "gcs": frozenset({"versions", "folder_checks", "copy_etags", "pinned_moves"}),
     # Azure drops a trailing dot from a blob name: the backend refuses such keys
-    "azure": frozenset({"versions", "folder_checks", "copy_etags", "trailing_dot_keys"}),
+    "azure": frozenset(
+        {"versions", "folder_checks", "copy_etags", "trailing_dot_keys", "pinned_moves"}
+    ),
     # the example third-party backend of docs/plugins.md keeps one version per key, does
     # not check the object-or-folder rule, and keeps the default (stat, then delete)
     # purge and move (copy, then delete)
     "plugin": frozenset(
-        {"versions", "folder_checks", "exact_expiry", "exact_moves", "write_etags"}
+        {"versions", "folder_checks", "exact_expiry", "exact_moves", "pinned_moves", "write_etags"}
     ),
     # the suite's features that are the S3 server's, and this server lacks
     # S3 has no conditional DeleteObjects of a version: a suspended write landing while
