@@ -19,11 +19,9 @@ LACKS: dict[str, frozenset[str]] = {
     # stores do not check the object-or-folder rule (a request per folder level per
     # write); object_store's copy answers no ETag. Their purge deletes conditionally (a
     # signed request with the fixtures' keys: exact_expiry)
-    "gcs": frozenset({"versions", "folder_checks", "copy_etags", "pinned_moves"}),
+    "gcs": frozenset({"versions", "folder_checks", "copy_etags"}),
     # Azure drops a trailing dot from a blob name: the backend refuses such keys
-    "azure": frozenset(
-        {"versions", "folder_checks", "copy_etags", "trailing_dot_keys", "pinned_moves"}
-    ),
+    "azure": frozenset({"versions", "folder_checks", "copy_etags", "trailing_dot_keys"}),
     # the example third-party backend of docs/plugins.md keeps one version per key, does
     # not check the object-or-folder rule, and keeps the default (stat, then delete)
     # purge and move (copy, then delete)
