@@ -1,12 +1,13 @@
 """What a move looked at, handed to its copy: the copy takes only that version.
 
 A move looks at its source, copies it, then deletes it only while it is still what the
-move looked at. Where a backend can make the copy conditional too (memory; GCS and Azure
-with a key of their own), a write landing on the source after that look fails the copy:
-the move raises :class:`~file_storage.PreconditionFailedError` with nothing at the
-destination, instead of copying the new bytes and then refusing to delete them. The move
-hands what it looked at to its ``_copy`` through a task-local ContextVar, so the hook
-keeps its signature (and wrappers around it, like the conformance suite's, still work).
+move looked at. Where a backend can make the copy conditional too (memory, S3; GCS and
+Azure with a key of their own), a write landing on the source after that look fails
+the copy: the move raises :class:`~file_storage.PreconditionFailedError` with nothing at
+the destination, instead of copying the new bytes and then refusing to delete them. The
+move hands what it looked at to its ``_copy`` through a task-local ContextVar, so the
+hook keeps its signature (and wrappers around it, like the conformance suite's, still
+work).
 """
 
 from __future__ import annotations
