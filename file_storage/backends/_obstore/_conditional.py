@@ -31,7 +31,7 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 
-__all__ = ["SIGNED_SECONDS", "Answer", "Outcome", "send_delete", "send_request"]
+__all__ = ["SIGNED_SECONDS", "Answer", "Outcome", "send_copy", "send_delete"]
 
 #: how long the URL of one conditional delete is valid: its attempts all fit in it
 SIGNED_SECONDS = 300
@@ -68,18 +68,24 @@ def _send(url: str, headers: Mapping[str, str], method: str = "DELETE") -> int:
 async def send_delete(url: str, headers: Mapping[str, str], kind: str) -> Outcome:
     """Send the signed DELETE ``url`` with ``headers`` (its condition); say what it did.
 
-    Raises as :func:`send_request` does."""
-    answer = await send_request("DELETE", url, headers, kind)
+    Raises as :func:`send_copy` does."""
+    answer, _ = await _send_until_answered("DELETE", url, headers, kind)
     return "deleted" if answer == "done" else answer
 
 
-async def send_request(method: str, url: str, headers: Mapping[str, str], kind: str) -> Answer:
-    """Send the signed, body-less ``method`` request ``url`` with ``headers`` (its
-    condition); say what it did. A copy (PUT) is sent again like a delete: both do
-    the same thing twice.
+async def send_copy(url: str, headers: Mapping[str, str], kind: str) -> tuple[Answer, bool]:
+    """Send the signed copy (a body-less PUT) ``url`` with ``headers`` (its condition);
+    say what it did, and whether an earlier try may have landed unanswered (a refusal
+    or a 404 is then no proof that nothing was copied).
 
     Raises StoragePermissionError (401, 403), StorageUnavailableError (no answer, 408,
     429, 5xx after :data:`ATTEMPTS`), StorageError (any other status)."""
+    return await _send_until_answered("PUT", url, headers, kind)
+
+
+async def _send_until_answered(
+    method: str, url: str, headers: Mapping[str, str], kind: str
+) -> tuple[Answer, bool]:
     error: StorageError = StorageUnavailableError(f"{kind} unavailable (no answer)")
     for attempt in range(ATTEMPTS):
         if attempt:
@@ -94,12 +100,13 @@ async def send_request(method: str, url: str, headers: Mapping[str, str], kind: 
             # http.client's exceptions may carry the request line
             error = StorageUnavailableError(f"{kind} unavailable (no answer)")
             continue
+        resent = attempt > 0  # after no answer, or a 408, 429 or 5xx: it may have landed
         if status in (200, 201, 202, 204):
-            return "done"
+            return "done", resent
         if status == 404:
-            return "gone"
+            return "gone", resent
         if status == 412:
-            return "changed"
+            return "changed", resent
         if status in (401, 403):
             raise StoragePermissionError(f"{kind}: access denied ({status})")
         if status >= 500 or status in (408, 429):

@@ -6,7 +6,7 @@ while the object is the version looked at, where a key of the backend's own sign
 
 from __future__ import annotations
 
-from file_storage.backends._obstore._conditional import Outcome, send_delete, send_request
+from file_storage.backends._obstore._conditional import Outcome, send_copy, send_delete
 from file_storage.backends._obstore._requests import to_the_end
 from file_storage.backends._pins import looked_at, moving
 from file_storage.backends.base import StorageBackend
@@ -21,6 +21,8 @@ class ObstoreConditions(StorageBackend):
 
     #: the store's name in messages ("GCS", "Azure")
     _kind: str = "obstore"
+    #: a server-side copy has its source's ETag (GCS: the MD5; Azure makes a new one)
+    _copy_keeps_etag: bool = False
 
     async def _head_meta(
         self, key: str, if_match: str | None = None
@@ -99,7 +101,12 @@ class ObstoreConditions(StorageBackend):
         if request is None:
             return False
         url, headers = request
-        answer = await to_the_end(send_request("PUT", url, headers, self._kind))
+        answer, resent = await to_the_end(send_copy(url, headers, self._kind))
+        if answer != "done" and resent and await self._copied(dst, found):
+            # a try whose answer was lost copied the version looked at, and the source
+            # changed (or went) before the resend: the copy is there, and the move's
+            # delete, conditional on that version, tells what became of the source
+            return True
         if answer == "gone" or (answer == "changed" and not await self._exists(src)):
             raise ObjectNotFoundError()  # (Azure may answer 412 for a source gone)
         if answer == "changed":
@@ -107,6 +114,25 @@ class ObstoreConditions(StorageBackend):
                 "the source was written during the move: it is kept, and nothing was copied"
             )
         return True
+
+    async def _copied(self, dst: str, found: object) -> bool:
+        """Whether ``dst`` holds a copy of the source version ``found`` (its size, type,
+        metadata and headers; on GCS its MD5 ETag too, which a copy keeps)."""
+        info, _ = _found(found)
+        try:
+            there, _ = await self._head_meta(dst)
+        except FileNotFoundError:
+            return False
+        same = (there.size, there.content_type, dict(there.metadata)) == (
+            info.size,
+            info.content_type,
+            dict(info.metadata),
+        )
+        kept = (there.cache_control, there.content_disposition) == (
+            info.cache_control,
+            info.content_disposition,
+        )
+        return same and kept and (not self._copy_keeps_etag or there.etag == info.etag)
 
     async def _delete_looked_at(self, key: str, current: ObjectInfo) -> bool:
         outcome = await self._delete_unchanged(key, current)

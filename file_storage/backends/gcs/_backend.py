@@ -60,6 +60,7 @@ class GCSStorageBackend(ObstoreBackend):
 
     _public_setting = "STORAGE_GCS_PUBLIC_BASE_URL"
     _kind = "GCS"
+    _copy_keeps_etag = True
     _endpoint_setting = "endpoint_url (STORAGE_GCS_ENDPOINT_URL)"
 
     def __init__(
