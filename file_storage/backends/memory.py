@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from file_storage._quota.ledger import VERSION_SEP
 from file_storage._settings_common import check_base_url, checked
 from file_storage.backends._pages import Entry, folder_end
+from file_storage.backends._pins import looked_at, moving
 from file_storage.backends._router_signed import RouterSigned
 from file_storage.backends._version_hooks import NULL_VERSION, Versioning
 from file_storage.backends._write_options import PLAIN, WriteOptions
@@ -233,7 +234,8 @@ class MemoryStorageBackend(RouterSigned):
         # the source is deleted only while it is the object the move found, compared and
         # deleted with nothing able to run between (_delete does not wait): a write
         # landing on it after the copy (a hook's, a subclass's) is kept, as on S3, GCS
-        # and Azure
+        # and Azure. The copy takes only that object too (see _pins): one landing before
+        # the copy fails the move with nothing at dst
         found = self._get(src)
 
         async def delete_source() -> None:
@@ -246,7 +248,8 @@ class MemoryStorageBackend(RouterSigned):
                     "destination holds the copy"
                 )
 
-        return await self._copy_then_delete(src, dst, delete_source)
+        with moving(src, found):
+            return await self._copy_then_delete(src, dst, delete_source)
 
     async def _delete_prefix(self, prefix: str) -> int:
         doomed = self._index[self._first(prefix, None) : self._end(prefix)]
@@ -297,6 +300,11 @@ class MemoryStorageBackend(RouterSigned):
 
     async def _copy(self, src: str, dst: str, options: WriteOptions = PLAIN) -> str:
         obj = self._get(src)
+        found = looked_at(src)
+        if found is not None and obj is not found:
+            raise PreconditionFailedError(
+                "the source was written during the move: it is kept, and nothing was copied"
+            )
         return self._put(
             dst,
             dataclasses.replace(

@@ -62,6 +62,11 @@ FEATURES = {
         "does not refuse a key that is a folder or lies under an object (ObjectConflictError)"
     ),
     "object_headers": "does not store cache_control and content_disposition",
+    "pinned_moves": (
+        "may copy a write landing on a move's source after the move looked at it and "
+        "before its copy read it (no conditional copy): the move then fails with the "
+        "new bytes at both keys"
+    ),
     "pinned_reads": "cannot pin a stream to the version an ETag names (stream(if_match=))",
     "suspended_versioning": "drops every version of a key written while versioning is suspended",
     "trailing_dot_keys": (

@@ -26,7 +26,7 @@ LACKS: dict[str, frozenset[str]] = {
     # not check the object-or-folder rule, and keeps the default (stat, then delete)
     # purge and move (copy, then delete)
     "plugin": frozenset(
-        {"versions", "folder_checks", "exact_expiry", "exact_moves", "write_etags"}
+        {"versions", "folder_checks", "exact_expiry", "exact_moves", "pinned_moves", "write_etags"}
     ),
     # the suite's features that are the S3 server's, and this server lacks
     # S3 has no conditional DeleteObjects of a version: a suspended write landing while

@@ -5,8 +5,9 @@ backend, opened on first use (obstore runs its requests on its own Rust runtime 
 answers on whichever asyncio loop awaits, so one store serves every loop and thread).
 A subclass says how to open its store, how metadata names travel and how URLs are
 signed; everything else (keys under the prefix, conditional writes, object headers,
-ranges, pinned reads, listings, copies) is the same. obstore is imported when the first
-store opens, never by ``import file_storage``.
+ranges, pinned reads, listings, copies) is the same; the conditional moves and deletes
+are :class:`~._moves.ObstoreConditions`. obstore is imported when the first store
+opens, never by ``import file_storage``.
 
 Neither store keeps versions here (object_store has no API for GCS generations or Azure
 blob versions): every object has the one version ``"null"`` (the base class's default),
@@ -30,7 +31,6 @@ from file_storage._settings_common import check_base_url, checked, checked_url, 
 from file_storage._streams import prepend, rechunk
 from file_storage.backends import _forks, _pages
 from file_storage.backends._core import DELETE_BATCH, CoreArgs, Method
-from file_storage.backends._obstore._conditional import Outcome, send_delete
 from file_storage.backends._obstore._errors import (
     is_discarded_block_list,
     is_lost_commit,
@@ -39,6 +39,7 @@ from file_storage.backends._obstore._errors import (
     is_refused_condition,
     map_obstore_error,
 )
+from file_storage.backends._obstore._moves import ObstoreConditions
 from file_storage.backends._obstore._names import (
     ESCAPE,
     RESERVED,
@@ -50,7 +51,6 @@ from file_storage.backends._obstore._requests import Interruptible, to_the_end
 from file_storage.backends._obstore._rules import ObstoreRules
 from file_storage.backends._support import server_of
 from file_storage.backends._write_options import PLAIN, WriteOptions
-from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
     InvalidKeyError,
     PreconditionFailedError,
@@ -95,13 +95,11 @@ def load_obstore(backend: str) -> ModuleType:
     return obstore
 
 
-class ObstoreBackend(StorageBackend):
+class ObstoreBackend(ObstoreConditions):
     """A :class:`StorageBackend` whose hooks are requests of one obstore store."""
 
     _cancel_may_land = True  # a request the store took completes whether awaited or not
 
-    #: the store's name in messages ("GCS", "Azure")
-    _kind: str = "obstore"
     #: the setting ``endpoint_url`` comes from, in messages
     _endpoint_setting: str = "endpoint_url"
 
@@ -180,16 +178,6 @@ class ObstoreBackend(StorageBackend):
             return None
         return {"allow_http": urlsplit(self._endpoint_url).scheme == "http"}
 
-    async def _delete_request(
-        self, key: str, info: ObjectInfo, version: str | None
-    ) -> tuple[str, dict[str, str]] | None:
-        """The signed URL and headers of a DELETE of ``key`` that the server refuses (412)
-        unless the object is still ``info`` (``version``: its store version, when known);
-        ``None``: no key of our own to sign with (see ``_conditional``). Raises
-        PreconditionFailedError or FileNotFoundError when it is already known to be
-        another object, or none."""
-        return None
-
     def _update_version(self, info: ObjectInfo, version: str | None) -> dict[str, str]:
         """obstore's ``UpdateVersion`` for a write that replaces exactly ``info``."""
         update = {"e_tag": info.etag or ""}
@@ -253,7 +241,6 @@ class ObstoreBackend(StorageBackend):
     async def _head_meta(
         self, key: str, if_match: str | None = None
     ) -> tuple[ObjectInfo, str | None]:
-        """The object's info and its store version (GCS: the generation)."""
         obs, store = self._store()
         options: dict[str, Any] = {"head": True}
         if if_match is not None:
@@ -409,53 +396,6 @@ class ObstoreBackend(StorageBackend):
         with contextlib.suppress(FileNotFoundError):  # idempotent: already gone
             await to_the_end(obs.delete_async(store, key), gone_ok=True)
 
-    async def _delete_unchanged(
-        self, key: str, info: ObjectInfo, version: str | None = None
-    ) -> Outcome | None:
-        """Delete ``key`` only while it holds ``info``: what the delete did, or ``None``
-        when it cannot be made conditional here (nothing deleted)."""
-        try:
-            request = await self._delete_request(key, info, version)
-        except FileNotFoundError:
-            return "gone"
-        except PreconditionFailedError:
-            return "changed"
-        if request is None:
-            return None
-        url, headers = request
-        outcome: Outcome = await to_the_end(send_delete(url, headers, self._kind))
-        if outcome == "changed" and not await self._exists(key):
-            # Azure answers 412 for a blob gone, as does a retry of a delete whose
-            # first answer was lost
-            return "gone"
-        return outcome
-
-    async def _move(self, src: str, dst: str) -> str | None:
-        # a copy, then a delete of the source only while it is the object found here: a
-        # write landing on it meanwhile stays (the delete fails, as move documents)
-        info, version = await self._head_meta(src)
-
-        async def delete_source() -> None:
-            outcome = await self._delete_unchanged(src, info, version)
-            if outcome is None:
-                await self._delete(src)  # no key to sign with: unconditional
-            elif outcome == "changed":
-                raise PreconditionFailedError(
-                    "the source was written during the move: it is kept, and the "
-                    "destination holds the copy"
-                )
-
-        return await self._copy_then_delete(src, dst, delete_source)
-
-    async def _delete_looked_at(self, key: str, current: ObjectInfo) -> bool:
-        outcome = await self._delete_unchanged(key, current)
-        if outcome is None:  # no key to sign with: checked, then deleted
-            await self._delete(key)
-            return True
-        # "gone" is deleted too: a resent DELETE whose first try landed finds nothing;
-        # either way nothing is stored, so the quota frees it and the delete is told
-        return outcome != "changed"
-
     async def _delete_many(self, keys: list[str]) -> None:
         obs, store = self._store()
         for start in range(0, len(keys), DELETE_BATCH):
@@ -511,7 +451,10 @@ class ObstoreBackend(StorageBackend):
         obs, store = self._store()
         if options.cache_control is None and options.content_disposition is None:
             # server-side; the destination keeps the source's type, metadata and headers
-            # (object_store's copy answers no ETag: the event stats for it)
+            # (object_store's copy answers no ETag: the event stats for it). A move's copy
+            # is pinned to what the move found, where it can be signed
+            if await self._pinned_copy(src, dst):
+                return None
             await to_the_end(obs.copy_async(store, src, dst, overwrite=True))
             return None
         # a header to change: object_store's copy cannot set one, so the bytes go through

@@ -1,4 +1,4 @@
-"""Conditional deletes, which object_store cannot send: one signed request per delete.
+"""Conditional deletes and copies, which object_store cannot send: one signed request each.
 
 object_store's delete takes no condition, so a check followed by a delete removes a write
 landing in between (a move's source rewritten after its copy, an object re-uploaded while
@@ -8,6 +8,10 @@ sends it with the condition as a header (GCS ``x-goog-if-generation-match``, Azu
 ``If-Match``): the server deletes the object only while it is the version looked at.
 Without a key (Application Default Credentials, the Azure credential chain) there is
 nothing to sign with, and callers fall back to a check, then a delete.
+
+A move's copy is sent the same way, pinned to the source's version the move looked at
+(GCS ``x-goog-copy-source-if-generation-match``, Azure ``x-ms-source-if-match``): a
+write landing on the source after that look fails the copy (412), nothing copied.
 
 The request goes through :mod:`http.client` in a thread (no client library for one verb).
 Its messages carry the status alone, never the URL (it holds the signature).
@@ -27,7 +31,7 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 
-__all__ = ["SIGNED_SECONDS", "Outcome", "send_delete"]
+__all__ = ["SIGNED_SECONDS", "Answer", "Outcome", "send_copy", "send_delete"]
 
 #: how long the URL of one conditional delete is valid: its attempts all fit in it
 SIGNED_SECONDS = 300
@@ -38,9 +42,11 @@ TIMEOUT = 30.0
 #: ``deleted``; ``gone`` (404: nothing there); ``changed`` (412: the condition failed,
 #: or the object is gone and the server answers so, as Azure may)
 Outcome = Literal["deleted", "gone", "changed"]
+#: the same for any request: ``done`` (2xx)
+Answer = Literal["done", "gone", "changed"]
 
 
-def _send(url: str, headers: Mapping[str, str]) -> int:
+def _send(url: str, headers: Mapping[str, str], method: str = "DELETE") -> int:
     parts = urlsplit(url)
     if parts.scheme == "https":
         connection: http.client.HTTPConnection = http.client.HTTPSConnection(
@@ -50,7 +56,8 @@ def _send(url: str, headers: Mapping[str, str]) -> int:
         connection = http.client.HTTPConnection(parts.netloc, timeout=TIMEOUT)
     try:
         target = f"{parts.path}?{parts.query}" if parts.query else parts.path
-        connection.request("DELETE", target, headers=dict(headers))
+        # a PUT without a body (a copy) is sent with Content-Length: 0
+        connection.request(method, target, headers=dict(headers))
         response = connection.getresponse()
         response.read()
         return response.status
@@ -61,25 +68,45 @@ def _send(url: str, headers: Mapping[str, str]) -> int:
 async def send_delete(url: str, headers: Mapping[str, str], kind: str) -> Outcome:
     """Send the signed DELETE ``url`` with ``headers`` (its condition); say what it did.
 
+    Raises as :func:`send_copy` does."""
+    answer, _ = await _send_until_answered("DELETE", url, headers, kind)
+    return "deleted" if answer == "done" else answer
+
+
+async def send_copy(url: str, headers: Mapping[str, str], kind: str) -> tuple[Answer, bool]:
+    """Send the signed copy (a body-less PUT) ``url`` with ``headers`` (its condition);
+    say what it did, and whether an earlier try may have landed unanswered (a refusal
+    or a 404 is then no proof that nothing was copied).
+
     Raises StoragePermissionError (401, 403), StorageUnavailableError (no answer, 408,
     429, 5xx after :data:`ATTEMPTS`), StorageError (any other status)."""
+    return await _send_until_answered("PUT", url, headers, kind)
+
+
+async def _send_until_answered(
+    method: str, url: str, headers: Mapping[str, str], kind: str
+) -> tuple[Answer, bool]:
     error: StorageError = StorageUnavailableError(f"{kind} unavailable (no answer)")
     for attempt in range(ATTEMPTS):
         if attempt:
             await asyncio.sleep(0.1 * 2 ** (attempt - 1))
         try:
-            status = await asyncio.to_thread(_send, url, headers)
+            if method == "DELETE":
+                status = await asyncio.to_thread(_send, url, headers)
+            else:
+                status = await asyncio.to_thread(_send, url, headers, method)
         except (OSError, http.client.HTTPException):
             # the message of a connection error names the host at most; not chained, as
             # http.client's exceptions may carry the request line
             error = StorageUnavailableError(f"{kind} unavailable (no answer)")
             continue
-        if status in (200, 202, 204):
-            return "deleted"
+        resent = attempt > 0  # after no answer, or a 408, 429 or 5xx: it may have landed
+        if status in (200, 201, 202, 204):
+            return "done", resent
         if status == 404:
-            return "gone"
+            return "gone", resent
         if status == 412:
-            return "changed"
+            return "changed", resent
         if status in (401, 403):
             raise StoragePermissionError(f"{kind}: access denied ({status})")
         if status >= 500 or status in (408, 429):

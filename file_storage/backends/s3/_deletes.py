@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from file_storage.backends._pins import looked_at as moves_look
+from file_storage.backends._pins import moving
 from file_storage.backends.s3._errors import NOT_FOUND, condition_error, error_code
 from file_storage.backends.s3._fallback import Outcome
 from file_storage.backends.s3._flushes import S3Flushes
@@ -29,9 +30,6 @@ from file_storage.errors import PreconditionFailedError
 from file_storage.models import ObjectInfo
 
 __all__ = ["S3Deletes"]
-
-#: the source the move running in this task copies, and the ETag it found there
-_moving: ContextVar[tuple[str, str | None] | None] = ContextVar("s3_moving", default=None)
 
 
 class S3Deletes(S3Flushes):
@@ -57,19 +55,16 @@ class S3Deletes(S3Flushes):
         # the copy reads src fails the copy, and nothing lands at dst. Unpinned, the copy
         # took the new version and the delete then refused: a move that failed with src
         # and dst both holding the new bytes
-        token = _moving.set((src, looked_at.etag))
-        try:
+        with moving(src, looked_at.etag):
             return await self._copy_then_delete(src, dst, delete_source)
-        finally:
-            _moving.reset(token)
 
     @contextlib.contextmanager
     def _pinned(self, src: str) -> Iterator[str | None]:
         """The ETag a copy of ``src`` is pinned to: the one the move copying it found
         (``None``: not a move's copy). The copy's refusal (412) raises
         :class:`PreconditionFailedError`: the source changed, nothing was copied."""
-        moving = _moving.get()
-        etag = moving[1] if moving is not None and moving[0] == src else None
+        found = moves_look(src)
+        etag = found if isinstance(found, str) else None
         try:
             yield etag
         except Exception as exc:

@@ -179,7 +179,8 @@ async def test_move_keeps_a_source_rewritten_before_its_copy(
 ) -> None:
     # the rewrite lands after the move looked at the source, before the copy: the source,
     # no longer what the move found, stays. The copy takes the new bytes or, pinned to
-    # the version the move found (S3), fails: the destination never holds the old bytes
+    # the version the move found, fails (pinned_moves, the test below): the destination
+    # never holds the old bytes
     await backend.save("src.txt", b"old")
     rewritten = _around_the_move_copy(
         backend, monkeypatch, before=lambda: backend.save("src.txt", b"new")
@@ -192,6 +193,34 @@ async def test_move_keeps_a_source_rewritten_before_its_copy(
         assert await backend.list_files() in (["src.txt"], ["dst.txt", "src.txt"])
         if await backend.exists("dst.txt"):
             assert await backend.load("dst.txt") == b"new"
+
+
+@pytest.mark.backend_needs("pinned_moves")
+async def test_move_of_a_source_rewritten_before_its_copy_fails_and_copies_nothing(
+    backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the rewrite lands after the move looked at the source, before its copy read it:
+    # the copy takes only the version the move found, so the move fails before anything
+    # lands at dst (not: a failed move leaving the new bytes at both keys). A move that
+    # renames in one step makes no copy (nothing is rewritten): it simply moves
+    await backend.save("src.txt", b"old")
+    rewritten = _around_the_move_copy(
+        backend, monkeypatch, before=lambda: backend.save("src.txt", b"new")
+    )
+    error = None
+    try:
+        await backend.move("src.txt", "dst.txt")
+    except PreconditionFailedError as exc:
+        error = exc
+    monkeypatch.undo()
+    if not rewritten:
+        assert (error, await backend.list_files()) == (None, ["dst.txt"])
+        assert await backend.load("dst.txt") == b"old"
+        return
+    assert error is not None
+    assert (error.operation, error.key) == ("move", "src.txt")
+    assert await backend.list_files() == ["src.txt"]
+    assert await backend.load("src.txt") == b"new"
 
 
 async def test_move_of_a_source_deleted_after_its_copy_ends_with_the_copy(
