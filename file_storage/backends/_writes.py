@@ -541,7 +541,8 @@ class Writes(Settles):
 
         Raises:
             InvalidKeyError: a path that is no ``str`` or ``PurePosixPath``.
-            TypeError: a content that is not bytes-like or an async iterable.
+            TypeError: a content that is not bytes-like or an async iterable, or
+                ``items`` that are no iterable (an async iterable of pairs included).
             ValueError: a path given twice, or ``concurrency < 1``.
         """
         return await _batch.save_many(self, items, concurrency)

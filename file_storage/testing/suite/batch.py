@@ -284,3 +284,13 @@ async def test_save_many_holds_no_content_of_a_failed_item(backend: StorageBacke
     gc.collect()
     assert [ref() for ref in refs] == [None] * 12
     assert await backend.list_files("f") == []
+
+
+async def test_save_many_refuses_an_async_iterable_of_items(backend: StorageBackend) -> None:
+    # contents may be async iterables, the items may not: said so, nothing saved
+    async def items() -> AsyncIterator[tuple[str, bytes]]:
+        yield "ai/a", b"1"
+
+    with pytest.raises(TypeError, match="not an async iterable"):
+        await backend.save_many(items())  # type: ignore[arg-type]
+    assert await backend.list_files("ai") == []
