@@ -531,7 +531,8 @@ class Writes(Settles):
                 is pulled only as saves end, at most ``concurrency`` items ahead, so its
                 contents are never all held at once; an item found bad there raises
                 (below) once the saves already started have ended: the items before it
-                are saved, none from it on.
+                are saved, none from it on. An exception the generator raises comes
+                out the same way, as itself.
 
         Returns:
             For each path as given (``str(path)``), in input order: its key, or the
