@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 from collections.abc import (
     AsyncIterable,
@@ -11,7 +10,6 @@ from collections.abc import (
     Callable,
     Collection,
     Coroutine,
-    Generator,
     Iterable,
     Mapping,
 )
@@ -106,23 +104,6 @@ def _ended(frame: FrameType) -> bool:
     return any(referent is frame.f_code for referent in gc.get_referents(frame))
 
 
-@functools.cache
-def _ends_told_apart() -> bool:
-    """:func:`_ended` tells a suspended generator's frame from an ended one here (CPython
-    3.11 to 3.13 do); elsewhere no frame is cleared: a failed item's content is then
-    kept with its error, never a running coroutine finalized."""
-
-    def probe() -> Generator[None, None, None]:
-        yield
-
-    suspended = probe()
-    next(suspended)
-    frame: FrameType | None = getattr(suspended, "gi_frame", None)
-    told = frame is not None and not _ended(frame)
-    suspended.close()
-    return told
-
-
 def _without_locals(error: BaseException) -> None:
     """Drop the variables of the ended frames ``error`` (and the errors it chains) went
     through: its traceback still says where it was raised, but no longer holds its item's
@@ -132,8 +113,6 @@ def _without_locals(error: BaseException) -> None:
     (an error one task stored, another task raising it again, keeps the first task's
     frames in its traceback).
     """
-    if not _ends_told_apart():
-        return
     chained: list[BaseException | None] = [error]
     seen: set[int] = set()
     while chained:
