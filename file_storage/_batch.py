@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import (
     AsyncIterable,
     Awaitable,
@@ -14,7 +13,6 @@ from collections.abc import (
     Mapping,
 )
 from pathlib import PurePosixPath
-from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from file_storage.backends._support import is_caller_error
@@ -96,38 +94,6 @@ async def for_each(
     return {name: results[name] for name in names}
 
 
-def _ended(frame: FrameType) -> bool:
-    """``frame`` has ended (returned or raised): no generator, coroutine or thread runs
-    it any more. CPython's gc sees an ended frame's variables (its code among them)
-    only once the frame object owns them: a running frame's, or a suspended coroutine's
-    or generator's, are their owner's (``frame_tp_traverse``)."""
-    return any(referent is frame.f_code for referent in gc.get_referents(frame))
-
-
-def _without_locals(error: BaseException) -> None:
-    """Drop the variables of the ended frames ``error`` (and the errors it chains) went
-    through: its traceback still says where it was raised, but no longer holds its item's
-    content (``save``'s argument) for as long as the caller keeps the results.
-
-    Only ended frames: ``frame.clear()`` would finalize a suspended coroutine or generator
-    (an error one task stored, another task raising it again, keeps the first task's
-    frames in its traceback).
-    """
-    chained: list[BaseException | None] = [error]
-    seen: set[int] = set()
-    while chained:
-        each = chained.pop()
-        if each is None or id(each) in seen:
-            continue
-        seen.add(id(each))
-        tb = each.__traceback__
-        while tb is not None:
-            if _ended(tb.tb_frame):
-                tb.tb_frame.clear()
-            tb = tb.tb_next
-        chained += [each.__cause__, each.__context__]
-
-
 def _path_name(path: object, operation: str) -> str:
     """The result's key for ``path``: its text. Another type is refused for the whole
     call (``InvalidKeyError``, as a single call refuses it): no result could name it."""
@@ -207,11 +173,8 @@ async def save_many(
         while item is not None:
             name, content = item
             del item  # no reference to this content is left once its save has ended
-            result = await _outcome(backend.save(name, content))
-            if isinstance(result, Exception):
-                _without_locals(result)
-            results[name] = result
-            del content, result
+            results[name] = await _outcome(backend.save(name, content))
+            del content
             item = pull()
 
     # one worker per item of the first `concurrency` (no idle tasks for a short input)
