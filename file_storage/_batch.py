@@ -136,6 +136,12 @@ async def save_many(
     raised.
     """
     check_concurrency(concurrency)
+    if not isinstance(items, Iterable):
+        # iter() would say only "'async_generator' object is not iterable"
+        kind = "an async iterable" if isinstance(items, AsyncIterable) else type(items).__name__
+        raise TypeError(
+            f"items must be a mapping or an iterable of (path, content) pairs, not {kind}"
+        )
     pairs: Iterable[object] = items.items() if isinstance(items, Mapping) else items
     if isinstance(pairs, Collection):
         checked: set[str] = set()

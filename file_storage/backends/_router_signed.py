@@ -22,7 +22,13 @@ from file_storage.backends.base import StorageBackend
 from file_storage.errors import StorageConfigError
 from file_storage.models import PresignedPost
 
-__all__ = ["RouterSigned"]
+__all__ = ["RouterSigned", "refused_hint"]
+
+
+def refused_hint(backend: StorageBackend) -> str:
+    """What a refused signature's answer adds for ``backend``: why a URL it did not sign
+    may be a genuine one (see :attr:`RouterSigned._refused_hint`)."""
+    return backend._refused_hint if isinstance(backend, RouterSigned) else ""
 
 
 class RouterSigned(StorageBackend):
@@ -32,6 +38,9 @@ class RouterSigned(StorageBackend):
     _presigned_puts_counted = True  # the router's PUT calls save(), which counts quotas
     _signing_key: SecretStr | None = None
     _signing_id = ""  # this instance's own store, for backends that name none (memory)
+    # added to a refused signature's answer where a genuine URL is refused by design (a
+    # memory store answers only its own: a server's other worker processes refuse them)
+    _refused_hint = ""
 
     def _set_signing(self, base_url: str | None, signing_key: str | SecretStr | None) -> None:
         """Keep the router's address and the key (too short: StorageConfigError)."""

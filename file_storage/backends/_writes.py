@@ -532,7 +532,8 @@ class Writes(Settles):
                 is pulled only as saves end, at most ``concurrency`` items ahead, so its
                 contents are never all held at once; an item found bad there raises
                 (below) once the saves already started have ended: the items before it
-                are saved, none from it on.
+                are saved, none from it on. An exception the generator raises comes
+                out the same way, as itself.
 
         Returns:
             For each path as given (``str(path)``), in input order: its key, or the
@@ -542,7 +543,8 @@ class Writes(Settles):
 
         Raises:
             InvalidKeyError: a path that is no ``str`` or ``PurePosixPath``.
-            TypeError: a content that is not bytes-like or an async iterable.
+            TypeError: a content that is not bytes-like or an async iterable, or
+                ``items`` that are no iterable (an async iterable of pairs included).
             ValueError: a path given twice, or ``concurrency < 1``.
         """
         return await _batch.save_many(self, items, concurrency)

@@ -59,6 +59,12 @@ class MemoryStorageBackend(RouterSigned):
     """
 
     _streams_conditional_writes = True  # (every object is held whole anyway)
+    # several worker processes each hold their own store: a URL one signed reaches
+    # another one as often as not, and "invalid signature" alone reads as a wrong key
+    _refused_hint = (
+        "; a memory backend answers only the URLs it signed itself "
+        "(each worker process of a server has its own store)"
+    )
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ from file_storage._events import landing
 from file_storage._keys import validate_key
 from file_storage._post_policy import check_post
 from file_storage._streams import closing
+from file_storage.backends._router_signed import refused_hint
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import StorageError
 from file_storage.fastapi._errors import error_response
@@ -195,7 +196,7 @@ async def receive_post(
             if verdict == "late":
                 return _deny(403, "the signed form expires later than any form may")
             if verdict != "valid":
-                return _deny(403, "invalid signature for this form and key")
+                return _deny(403, "invalid signature for this form and key" + refused_hint(backend))
             # a field left out signs as an empty one (check_post): no cap, a guessed type
             cap = fields.get("max_bytes", "")
             body = _capped(parts, int(cap) if cap else None)

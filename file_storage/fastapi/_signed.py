@@ -24,7 +24,7 @@ from file_storage._events import landing
 from file_storage._http import as_download, shown_inline
 from file_storage._keys import validate_key
 from file_storage._signing import check
-from file_storage.backends._router_signed import RouterSigned
+from file_storage.backends._router_signed import RouterSigned, refused_hint
 from file_storage.backends.base import StorageBackend
 from file_storage.errors import (
     ObjectNotFoundError,
@@ -103,7 +103,7 @@ async def _authorize(
     if verdict == "late":
         return _deny(403, "the signed URL expires later than any URL may")
     if verdict != "valid":
-        return _deny(403, "invalid signature for this URL and method")
+        return _deny(403, "invalid signature for this URL and method" + refused_hint(backend))
     return None
 
 

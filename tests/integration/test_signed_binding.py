@@ -251,3 +251,26 @@ async def test_put_url_replayed_after_the_quota_shrank_is_refused_and_stores_not
     assert replay.status_code == 413
     assert await backend.load("in/a.bin") == b"x" * 100
     assert (await client.put(url, content=b"z" * 150)).status_code == 200
+
+
+async def test_memory_url_served_by_another_worker_says_why_it_is_refused(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    # a server's worker processes each hold their own memory store: a URL one signed,
+    # sent to another, is refused with a reason beyond "invalid signature" (which reads
+    # as a wrong signing key), and nothing is stored there
+    signer, other = (MemoryStorageBackend(base_url="/files", signing_key=SIGNING_KEY) for _ in "ab")
+    app = FastAPI()
+    app.include_router(make_signed_url_router(get_backend=lambda: other), prefix="/files")
+    serve(app)
+    hint = "a memory backend answers only the URLs it signed itself"
+    put = await signer.get_presigned_url("w.txt", method="PUT")
+    refused = await client.put(put, content=b"lost")
+    assert refused.status_code == 403
+    assert refused.json()["detail"].startswith("invalid signature for this URL and method; ")
+    assert hint in refused.json()["detail"]
+    form = await signer.get_presigned_post("w.txt")
+    posted = await _post(client, form.url, form.fields)
+    assert posted.status_code == 403
+    assert hint in posted.json()["detail"]
+    assert await other.list_files() == []

@@ -169,8 +169,13 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         # the root folder's real path (symlinks resolved), so a URL signed by a backend
         # over another root is refused here. Not _store_place's device number: on NFS,
         # overlay or btrfs it changes with a remount (a reboot, a new pod), which would
-        # void every URL still out
-        return "local:" + await asyncio.to_thread(self._folder)
+        # void every URL still out. Read at each request (a rename is seen at once), on
+        # the loop while the root is held open (a readlink in /proc: no thread hop, no
+        # wait behind the app's default thread pool), else in a thread
+        place = self._dir.held_path()
+        if place is None:
+            place = await asyncio.to_thread(self._folder)
+        return "local:" + place
 
     def _folder(self) -> str:
         """The root folder's resolved path now (where it went, when renamed while open)."""

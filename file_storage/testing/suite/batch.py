@@ -260,3 +260,36 @@ async def test_save_many_from_a_generator_stops_at_a_bad_item(backend: StorageBa
     with pytest.raises(TypeError):
         await backend.save_many(items())  # type: ignore[arg-type]
     assert await backend.list_files("t") == ["t/a"]
+
+
+async def test_save_many_refuses_an_async_iterable_of_items(backend: StorageBackend) -> None:
+    # contents may be async iterables, the items may not: said so, nothing saved
+    async def items() -> AsyncIterator[tuple[str, bytes]]:
+        yield "ai/a", b"1"
+
+    with pytest.raises(TypeError, match="not an async iterable"):
+        await backend.save_many(items())  # type: ignore[arg-type]
+    assert await backend.list_files("ai") == []
+
+
+async def test_save_many_from_a_generator_that_raises_ends_its_saves_then_raises(
+    backend: StorageBackend,
+) -> None:
+    # the caller's generator breaks (its own source went away) while saves run: those
+    # end (saved), nothing after is pulled, and its exception comes out as itself
+    class _SourceGone(Exception):
+        pass
+
+    pulled: list[str] = []
+
+    def items() -> Iterator[tuple[str, bytes]]:
+        for path in ("r/a", "r/b"):
+            pulled.append(path)
+            yield path, path.encode()
+        raise _SourceGone("the source went away")
+
+    with pytest.raises(_SourceGone):
+        await backend.save_many(items(), concurrency=4)
+    assert pulled == ["r/a", "r/b"]
+    assert await backend.list_files("r") == ["r/a", "r/b"]
+    assert await backend.load("r/b") == b"r/b"
