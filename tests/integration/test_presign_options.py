@@ -160,7 +160,7 @@ async def test_no_option_can_be_added_to_a_signed_url(
     assert (await http.get(url)).status_code == 200
     forged = await http.get(f"{url}&{added}")
     assert forged.status_code == 403
-    assert forged.json() == {"detail": "invalid signature for this URL and method"}
+    assert forged.json()["detail"].startswith("invalid signature for this URL and method")
     assert "content-disposition" not in forged.headers
 
 
