@@ -14,6 +14,8 @@ requests they match (``match`` is a substring of ``"METHOD target"``):
 * ``stall_next(n)``: swallow the request and never answer, until the client gives up;
 * ``corrupt_next(n, at)``: forward the request with one body byte flipped (byte ``at`` of
   the body as sent: a bit error a TCP checksum missed, or a broken middlebox);
+* ``rewrite_header(name, value, times)``: forward the request, then set the answer's
+  header ``name`` to ``value`` (an answer no emulator gives: Azure's pending copy);
 * ``refuse()`` / ``restore()``: stop listening (and reset open connections), as a
   server that is down; then listen again on the same port.
 
@@ -39,12 +41,13 @@ _STALL_LIMIT = 60.0  # a stalled request is released after this, whatever the cl
 
 @dataclass
 class _Rule:
-    kind: str  # "fail", "reset", "cut", "stall", "corrupt"
+    kind: str  # "fail", "reset", "cut", "stall", "corrupt", "rewrite"
     times: int
     match: str
     status: int = 503
     code: str = "SlowDown"
     after: int = 0
+    header: tuple[str, str] = ("", "")
 
 
 @dataclass
@@ -137,6 +140,10 @@ class FaultProxy:
         """Forward the next ``n`` matching requests with body byte ``at`` flipped."""
         self._add(_Rule("corrupt", n, match, after=at))
 
+    def rewrite_header(self, name: str, value: str, *, times: int = 1, match: str = "") -> None:
+        """Forward the next matching requests; in their answers, set header ``name``."""
+        self._add(_Rule("rewrite", times, match, header=(name, value)))
+
     def refuse(self) -> None:
         """Stop listening and reset every open connection: the server is down."""
         self._call(self._close_all())
@@ -218,6 +225,9 @@ class FaultProxy:
                 if kind == "cut":
                     assert rule is not None
                     upstream.cut_after = rule.after
+                if kind == "rewrite":
+                    assert rule is not None
+                    upstream.rewrite = rule.header
                 if kind == "corrupt":
                     assert rule is not None
                     await upstream.forward(reader, request, flip_at=rule.after)
@@ -275,6 +285,7 @@ class _Upstream:
         self.writer = writer
         self.client = client
         self.cut_after: int | None = None
+        self.rewrite: tuple[str, str] | None = None  # a header of the next answer's head
         self.pump = asyncio.create_task(self._pump())
 
     @classmethod
@@ -284,7 +295,14 @@ class _Upstream:
 
     async def _pump(self) -> None:
         try:
+            head = b""
             while data := await self.reader.read(65536):
+                if self.rewrite is not None:
+                    head += data
+                    if b"\r\n\r\n" not in head:
+                        continue
+                    data, head = _with_header(head, *self.rewrite), b""
+                    self.rewrite = None
                 if self.cut_after is not None:
                     if len(data) >= self.cut_after:
                         self.client.write(data[: self.cut_after])
@@ -325,6 +343,18 @@ class _Upstream:
         self.writer.close()
         with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
+
+
+def _with_header(answer: bytes, name: str, value: str) -> bytes:
+    """``answer`` (its head whole) with header ``name`` set to ``value``."""
+    head, body = answer.split(b"\r\n\r\n", 1)
+    lines = [
+        line
+        for line in head.split(b"\r\n")
+        if not line.lower().startswith(name.lower().encode() + b":")
+    ]
+    lines.append(f"{name}: {value}".encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 class _Budget:
