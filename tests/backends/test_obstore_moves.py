@@ -26,7 +26,7 @@ async def test_a_moves_copy_is_refused_by_the_store_for_a_source_written_as_it_i
 
     async def rewrite_then_send(
         url: str, headers: Mapping[str, str], kind: str
-    ) -> tuple[Answer, bool]:
+    ) -> tuple[Answer, bool, dict[str, str]]:
         await cloud.save("src.txt", b"new")
         return await send(url, headers, kind)
 
@@ -48,7 +48,7 @@ async def test_a_moves_copy_of_a_source_deleted_as_it_is_sent_raises_not_found(
 
     async def delete_then_send(
         url: str, headers: Mapping[str, str], kind: str
-    ) -> tuple[Answer, bool]:
+    ) -> tuple[Answer, bool, dict[str, str]]:
         await cloud.delete("src.txt")
         return await send(url, headers, kind)
 
@@ -76,7 +76,9 @@ async def test_a_moves_copy_landed_with_its_answer_lost_is_counted_as_copied(
     send = _conditional._send
     lost: list[str] = []
 
-    def landed_then_lost(url: str, headers: Mapping[str, str], method: str = "DELETE") -> int:
+    def landed_then_lost(
+        url: str, headers: Mapping[str, str], method: str = "DELETE"
+    ) -> tuple[int, dict[str, str]]:
         status = send(url, headers, method)
         if method == "PUT" and not lost:
             lost.append(url)
@@ -109,7 +111,9 @@ async def test_a_move_cancelled_during_its_pinned_copy_ends_it_first(
     send = _moves.send_copy
     started, go = asyncio.Event(), asyncio.Event()
 
-    async def held_send(url: str, headers: Mapping[str, str], kind: str) -> tuple[Answer, bool]:
+    async def held_send(
+        url: str, headers: Mapping[str, str], kind: str
+    ) -> tuple[Answer, bool, dict[str, str]]:
         started.set()
         await go.wait()
         return await send(url, headers, kind)

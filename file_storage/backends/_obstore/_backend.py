@@ -456,6 +456,7 @@ class ObstoreBackend(ObstoreConditions):
             if await self._pinned_copy(src, dst):
                 return None
             await to_the_end(obs.copy_async(store, src, dst, overwrite=True))
+            await self._copy_done(dst, None)
             return None
         # a header to change: object_store's copy cannot set one, so the bytes go through
         # us, pinned to the source's version, into a write with the new headers

@@ -31,7 +31,7 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 
-__all__ = ["SIGNED_SECONDS", "Answer", "Outcome", "send_copy", "send_delete"]
+__all__ = ["SIGNED_SECONDS", "Answer", "Outcome", "send_copy", "send_delete", "send_head"]
 
 #: how long the URL of one conditional delete is valid: its attempts all fit in it
 SIGNED_SECONDS = 300
@@ -46,7 +46,9 @@ Outcome = Literal["deleted", "gone", "changed"]
 Answer = Literal["done", "gone", "changed"]
 
 
-def _send(url: str, headers: Mapping[str, str], method: str = "DELETE") -> int:
+def _send(
+    url: str, headers: Mapping[str, str], method: str = "DELETE"
+) -> tuple[int, dict[str, str]]:
     parts = urlsplit(url)
     if parts.scheme == "https":
         connection: http.client.HTTPConnection = http.client.HTTPSConnection(
@@ -60,7 +62,7 @@ def _send(url: str, headers: Mapping[str, str], method: str = "DELETE") -> int:
         connection.request(method, target, headers=dict(headers))
         response = connection.getresponse()
         response.read()
-        return response.status
+        return response.status, {name.lower(): value for name, value in response.getheaders()}
     finally:
         connection.close()
 
@@ -69,32 +71,42 @@ async def send_delete(url: str, headers: Mapping[str, str], kind: str) -> Outcom
     """Send the signed DELETE ``url`` with ``headers`` (its condition); say what it did.
 
     Raises as :func:`send_copy` does."""
-    answer, _ = await _send_until_answered("DELETE", url, headers, kind)
+    answer, _, _ = await _send_until_answered("DELETE", url, headers, kind)
     return "deleted" if answer == "done" else answer
 
 
-async def send_copy(url: str, headers: Mapping[str, str], kind: str) -> tuple[Answer, bool]:
+async def send_copy(
+    url: str, headers: Mapping[str, str], kind: str
+) -> tuple[Answer, bool, dict[str, str]]:
     """Send the signed copy (a body-less PUT) ``url`` with ``headers`` (its condition);
-    say what it did, and whether an earlier try may have landed unanswered (a refusal
-    or a 404 is then no proof that nothing was copied).
+    say what it did, whether an earlier try may have landed unanswered (a refusal or a
+    404 is then no proof that nothing was copied), and the answer's headers (lower-case
+    names; Azure's tell whether the copy is done or still pending).
 
     Raises StoragePermissionError (401, 403), StorageUnavailableError (no answer, 408,
     429, 5xx after :data:`ATTEMPTS`), StorageError (any other status)."""
     return await _send_until_answered("PUT", url, headers, kind)
 
 
+async def send_head(url: str, kind: str) -> tuple[Answer, dict[str, str]]:
+    """Send the signed HEAD ``url``; say what it found (``done``: there, ``gone``: 404)
+    and its headers (lower-case names). Raises as :func:`send_copy` does."""
+    answer, _, headers = await _send_until_answered("HEAD", url, {}, kind)
+    return answer, headers
+
+
 async def _send_until_answered(
     method: str, url: str, headers: Mapping[str, str], kind: str
-) -> tuple[Answer, bool]:
+) -> tuple[Answer, bool, dict[str, str]]:
     error: StorageError = StorageUnavailableError(f"{kind} unavailable (no answer)")
     for attempt in range(ATTEMPTS):
         if attempt:
             await asyncio.sleep(0.1 * 2 ** (attempt - 1))
         try:
             if method == "DELETE":
-                status = await asyncio.to_thread(_send, url, headers)
+                status, answered = await asyncio.to_thread(_send, url, headers)
             else:
-                status = await asyncio.to_thread(_send, url, headers, method)
+                status, answered = await asyncio.to_thread(_send, url, headers, method)
         except (OSError, http.client.HTTPException):
             # the message of a connection error names the host at most; not chained, as
             # http.client's exceptions may carry the request line
@@ -102,11 +114,11 @@ async def _send_until_answered(
             continue
         resent = attempt > 0  # after no answer, or a 408, 429 or 5xx: it may have landed
         if status in (200, 201, 202, 204):
-            return "done", resent
+            return "done", resent, answered
         if status == 404:
-            return "gone", resent
+            return "gone", resent, answered
         if status == 412:
-            return "changed", resent
+            return "changed", resent, answered
         if status in (401, 403):
             raise StoragePermissionError(f"{kind}: access denied ({status})")
         if status >= 500 or status in (408, 429):

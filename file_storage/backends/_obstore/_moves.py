@@ -101,8 +101,11 @@ class ObstoreConditions(StorageBackend):
         if request is None:
             return False
         url, headers = request
-        answer, resent = await to_the_end(send_copy(url, headers, self._kind))
-        if answer != "done" and resent and await self._copied(dst, found):
+        answer, resent, answered = await to_the_end(send_copy(url, headers, self._kind))
+        if answer == "done":
+            await self._copy_done(dst, answered)
+            return True
+        if resent and await self._copied(src, dst, found):
             # a try whose answer was lost copied the version looked at, and the source
             # changed (or went) before the resend: the copy is there, and the move's
             # delete, conditional on that version, tells what became of the source
@@ -115,9 +118,15 @@ class ObstoreConditions(StorageBackend):
             )
         return True
 
-    async def _copied(self, dst: str, found: object) -> bool:
+    async def _copy_done(self, dst: str, answered: dict[str, str] | None) -> None:
+        """Return once the server-side copy to ``dst`` is complete (``answered``: the
+        copy's answer headers; ``None``: object_store's copy, whose answer is not seen).
+        GCS's copies end with their answer; Azure's may go on after it (see azure)."""
+
+    async def _copied(self, src: str, dst: str, found: object) -> bool:
         """Whether ``dst`` holds a copy of the source version ``found`` (its size, type,
-        metadata and headers; on GCS its MD5 ETag too, which a copy keeps)."""
+        metadata and headers; on GCS its MD5 ETag too, which a copy keeps; on Azure a
+        complete copy of ``src``, as the destination's copy properties say)."""
         info, _ = _found(found)
         try:
             there, _ = await self._head_meta(dst)

@@ -11,6 +11,7 @@ import base64
 import re
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import SecretStr
 
@@ -19,7 +20,8 @@ from file_storage._keys import KeyLike
 from file_storage._settings_common import check_http_url, checked
 from file_storage.backends._core import Method
 from file_storage.backends._obstore._backend import ESCAPE, RETRY, ObstoreBackend, escape_name
-from file_storage.backends._obstore._conditional import SIGNED_SECONDS
+from file_storage.backends._obstore._conditional import SIGNED_SECONDS, send_head
+from file_storage.backends.azure._copies import CopyStatus, Sign, wait_for_copy
 from file_storage.backends.azure._sas import SAS_VERSION, service_sas_url
 from file_storage.errors import InvalidKeyError, StorageConfigError
 from file_storage.models import ObjectInfo
@@ -212,6 +214,60 @@ class AzureStorageBackend(ObstoreBackend):
             "x-ms-version": SAS_VERSION,
         }
         return self._sas(dst, "PUT"), headers
+
+    async def _copy_done(self, dst: str, answered: dict[str, str] | None) -> None:
+        # Copy Blob may answer "pending" and go on reading the source after its answer:
+        # nothing (a move's delete of its source) trusts the copy before it is complete
+        if answered is not None and not CopyStatus(answered).pending:
+            return  # copied with its answer (always so on Azurite)
+        copy_id = None if answered is None else CopyStatus(answered).copy_id
+        sign = await self._copy_signer(dst)
+        if sign is not None:
+            await wait_for_copy(copy_id, sign, SAS_VERSION)
+
+    async def _copied(self, src: str, dst: str, found: object) -> bool:
+        if not await super()._copied(src, dst, found):
+            return False
+        # and the destination's copy properties name this source (a write of the same
+        # size and metadata by another writer clears them): then it is complete, awaited
+        sign = await self._copy_signer(dst)
+        if sign is None:
+            return True
+        answer, headers = await send_head(await sign("GET"), self._kind)
+        state = CopyStatus(headers)
+        if answer != "done" or state.source is None or state.status in ("failed", "aborted"):
+            return False
+        if unquote(urlsplit(state.source).path) != unquote(urlsplit(self._blob_url(src)).path):
+            return False
+        if state.pending:
+            await wait_for_copy(state.copy_id, sign, SAS_VERSION)
+        return True
+
+    async def _copy_signer(self, dst: str) -> Sign | None:
+        """What signs the requests that look at (and abort) a copy to ``dst``; ``None``:
+        nothing can (a credential that gets no user delegation key): not awaited."""
+        if self._access_key is not None:
+
+            async def sign(method: str) -> str:
+                return self._sas(dst, method)
+
+            return sign
+        try:
+            await super()._presign(dst, SIGNED_SECONDS, "GET")
+        except Exception:
+            return None
+
+        async def delegated(method: str) -> str:
+            return await super(AzureStorageBackend, self)._presign(
+                dst, SIGNED_SECONDS, "PUT" if method == "PUT" else "GET"
+            )
+
+        return delegated
+
+    def _blob_url(self, key: str) -> str:
+        """The blob's URL, unsigned."""
+        endpoint = self._endpoint_url or self._default_endpoint()
+        return f"{endpoint.rstrip('/')}/{self._container}/{quote(self._name(key))}"
 
     def _sas(self, key: str, method: str) -> str:
         """A URL allowing ``method`` on ``key``'s blob for one conditional request."""

@@ -1,0 +1,157 @@
+"""Azure's Copy Blob may answer "pending" and go on copying after its answer (a large
+blob, another account): Azurite always copies before it answers, so the fault proxy
+gives the answers Azure would. A copy is trusted, and a move's source deleted, only once
+the destination says the copy is complete."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from file_storage import (
+    AzureStorageBackend,
+    PreconditionFailedError,
+    StorageUnavailableError,
+)
+from file_storage.backends.azure import EMULATOR_ACCOUNT, _copies
+from tests.azure_emulator import fresh_container_backend
+from tests.faults.proxy import FaultProxy
+
+pytestmark = pytest.mark.azure
+
+
+@pytest.fixture
+def azure_proxy(azurite: Any) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(azurite.endpoint.rsplit("/", 1)[0])
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+async def backend(azurite: Any, azure_proxy: FaultProxy) -> AsyncIterator[AzureStorageBackend]:
+    endpoint = f"{azure_proxy.endpoint}/{EMULATOR_ACCOUNT}"
+    async with fresh_container_backend(azurite, endpoint, max_size_bytes=10**6) as backend:
+        yield backend
+
+
+def line(backend: AzureStorageBackend, method: str, key: str) -> str:
+    """The start of the request line of ``method`` on ``key``'s blob."""
+    return f"{method} /{EMULATOR_ACCOUNT}/{backend._container}/{backend._name(key)}"
+
+
+def pending_copy(proxy: FaultProxy, backend: AzureStorageBackend, looks: int, then: str) -> None:
+    """The copy to dst.bin answers "pending", and so do ``looks`` looks at it; the next
+    look answers ``then`` (``""``: what Azurite says, success)."""
+    proxy.rewrite_header("x-ms-copy-status", "pending", match=line(backend, "PUT", "dst.bin"))
+    head = line(backend, "HEAD", "dst.bin")
+    if looks:
+        proxy.rewrite_header("x-ms-copy-status", "pending", times=looks, match=head)
+    if then:
+        proxy.rewrite_header("x-ms-copy-status", then, match=head)
+
+
+@pytest.mark.parametrize("operation", ["move", "copy"])
+async def test_a_pending_copy_is_awaited_before_it_is_trusted(
+    backend: AzureStorageBackend, azure_proxy: FaultProxy, operation: str
+) -> None:
+    await backend.save("src.bin", b"s" * 300)
+    pending_copy(azure_proxy, backend, looks=2, then="")
+    await getattr(backend, operation)("src.bin", "dst.bin")
+    requests = azure_proxy.requests
+    looks = [
+        i
+        for i, request in enumerate(requests)
+        if request.startswith(line(backend, "HEAD", "dst.bin"))
+    ]
+    assert len(looks) == 3  # two pending, then success
+    if operation == "move":
+        # the source is deleted only after the copy was seen complete
+        delete = next(
+            i for i, r in enumerate(requests) if r.startswith(line(backend, "DELETE", "src.bin"))
+        )
+        assert delete > looks[-1]
+        assert await backend.list_files() == ["dst.bin"]
+    else:
+        assert await backend.list_files() == ["dst.bin", "src.bin"]
+    assert await backend.load("dst.bin") == b"s" * 300
+    assert (await backend.get_usage()).used == 300 * (1 if operation == "move" else 2)
+
+
+@pytest.mark.parametrize("ended", ["failed", "aborted"])
+async def test_a_pending_copy_that_fails_fails_the_move_and_keeps_the_source(
+    backend: AzureStorageBackend, azure_proxy: FaultProxy, ended: str
+) -> None:
+    await backend.save("src.bin", b"s" * 300)
+    pending_copy(azure_proxy, backend, looks=1, then=ended)
+    with pytest.raises(StorageUnavailableError, match=f"copy ended {ended}") as info:
+        await backend.move("src.bin", "dst.bin")
+    assert (info.value.operation, info.value.key) == ("move", "src.bin")
+    assert azure_proxy.count(line(backend, "DELETE", "src.bin")) == 0
+    assert await backend.load("src.bin") == b"s" * 300
+    # the quota counts what the destination holds (here Azurite's whole copy)
+    stored = sum([(await backend.stat(key)).size for key in await backend.list_files()])
+    assert (await backend.get_usage()).used == stored
+
+
+async def test_a_copy_still_pending_after_the_wait_is_aborted_and_the_source_kept(
+    backend: AzureStorageBackend, azure_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_copies, "COPY_WAIT", 0.3)  # a few looks (0.05, 0.1, 0.2 s apart)
+    await backend.save("src.bin", b"s" * 300)
+    pending_copy(azure_proxy, backend, looks=50, then="")
+    with pytest.raises(StorageUnavailableError, match="still pending"):
+        await backend.move("src.bin", "dst.bin")
+    assert azure_proxy.count("comp=copy&copyid=") == 1  # Abort Copy Blob (Azurite: 409)
+    assert azure_proxy.count(line(backend, "DELETE", "src.bin")) == 0
+    assert await backend.load("src.bin") == b"s" * 300
+
+
+async def test_a_destination_written_while_its_copy_is_pending_fails_the_move(
+    backend: AzureStorageBackend, azure_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # another writer's Put Blob on dst ends the pending copy (its copy id is gone): the
+    # copy never completed, so the move keeps its source
+    await backend.save("src.bin", b"s" * 300)
+    pending_copy(azure_proxy, backend, looks=0, then="")
+    look = _copies.send_head
+
+    async def written_then_look(url: str, kind: str) -> tuple[Any, dict[str, str]]:
+        # another process's write (its hook: the move holds the key in this one)
+        await backend._save("dst.bin", b"other", "text/plain", {})
+        return await look(url, kind)
+
+    monkeypatch.setattr(_copies, "send_head", written_then_look)
+    with pytest.raises(PreconditionFailedError, match="did not complete"):
+        await backend.move("src.bin", "dst.bin")
+    monkeypatch.undo()
+    assert await backend.load("src.bin") == b"s" * 300
+    assert await backend.load("dst.bin") == b"other"
+
+
+async def test_a_move_cancelled_while_its_copy_is_pending_aborts_it(
+    backend: AzureStorageBackend, azure_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await backend.save("src.bin", b"s" * 300)
+    pending_copy(azure_proxy, backend, looks=50, then="")
+    looking, look = asyncio.Event(), _copies.send_head
+
+    async def noted_look(url: str, kind: str) -> tuple[Any, dict[str, str]]:
+        looking.set()
+        return await look(url, kind)
+
+    monkeypatch.setattr(_copies, "send_head", noted_look)
+    task = asyncio.create_task(backend.move("src.bin", "dst.bin"))
+    waiting = asyncio.create_task(looking.wait())
+    await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+    assert looking.is_set(), "the move did not wait for its pending copy"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.undo()
+    assert azure_proxy.count("comp=copy&copyid=") == 1
+    assert azure_proxy.count(line(backend, "DELETE", "src.bin")) == 0
+    assert await backend.load("src.bin") == b"s" * 300
