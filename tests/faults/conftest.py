@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
-from file_storage import S3StorageBackend
+from file_storage import AzureStorageBackend, S3StorageBackend
 from file_storage._spool import Spool
+from file_storage.backends.azure import EMULATOR_ACCOUNT
+from tests.azure_emulator import fresh_container_backend
 from tests.faults.proxy import FaultProxy
 from tests.forks import DEADLINE, forked, in_child
 from tests.s3util import MakeBackend, s3_backends
@@ -95,3 +97,22 @@ def hold_in_child(
         return "done"
 
     return forked(in_child(lambda: asyncio.run(child())))
+
+
+@pytest.fixture
+def azure_proxy(azurite: Any) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the session's Azurite, for one test."""
+    proxy = FaultProxy(azurite.endpoint.rsplit("/", 1)[0])
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+async def azure_behind_proxy(
+    azurite: Any, azure_proxy: FaultProxy
+) -> AsyncIterator[AzureStorageBackend]:
+    """An Azure backend on a fresh container, reached through ``azure_proxy``."""
+    endpoint = f"{azure_proxy.endpoint}/{EMULATOR_ACCOUNT}"
+    async with fresh_container_backend(azurite, endpoint, max_size_bytes=10**9) as backend:
+        yield backend

@@ -6,7 +6,6 @@ the destination says the copy is complete."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -17,25 +16,14 @@ from file_storage import (
     StorageUnavailableError,
 )
 from file_storage.backends.azure import EMULATOR_ACCOUNT, _copies
-from tests.azure_emulator import fresh_container_backend
 from tests.faults.proxy import FaultProxy
 
 pytestmark = pytest.mark.azure
 
 
 @pytest.fixture
-def azure_proxy(azurite: Any) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(azurite.endpoint.rsplit("/", 1)[0])
-    proxy.start()
-    yield proxy
-    proxy.stop()
-
-
-@pytest.fixture
-async def backend(azurite: Any, azure_proxy: FaultProxy) -> AsyncIterator[AzureStorageBackend]:
-    endpoint = f"{azure_proxy.endpoint}/{EMULATOR_ACCOUNT}"
-    async with fresh_container_backend(azurite, endpoint, max_size_bytes=10**6) as backend:
-        yield backend
+def backend(azure_behind_proxy: AzureStorageBackend) -> AzureStorageBackend:
+    return azure_behind_proxy
 
 
 def line(backend: AzureStorageBackend, method: str, key: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,24 +18,12 @@ from file_storage import (
     StorageError,
     StorageUnavailableError,
 )
-from file_storage.backends.azure import EMULATOR_ACCOUNT
-from tests.azure_emulator import fresh_container_backend
 from tests.faults.proxy import FaultProxy
 
 
 @pytest.fixture
-def azure_proxy(azurite: Any) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(azurite.endpoint.rsplit("/", 1)[0])
-    proxy.start()
-    yield proxy
-    proxy.stop()
-
-
-@pytest.fixture
-async def backend(azurite: Any, azure_proxy: FaultProxy) -> AsyncIterator[AzureStorageBackend]:
-    endpoint = f"{azure_proxy.endpoint}/{EMULATOR_ACCOUNT}"
-    async with fresh_container_backend(azurite, endpoint, max_size_bytes=10**9) as backend:
-        yield backend
+def backend(azure_behind_proxy: AzureStorageBackend) -> AzureStorageBackend:
+    return azure_behind_proxy
 
 
 @pytest.mark.azure
