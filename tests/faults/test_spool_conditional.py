@@ -96,6 +96,32 @@ async def test_a_flush_with_nothing_changed_meanwhile_still_sends_the_spooled_ve
     assert spool_files(spool_path) == []
 
 
+@pytest.mark.parametrize("stored", [True, False], ids=["over-an-object", "new-key"])
+async def test_a_flush_whose_answer_was_lost_counts_its_own_upload(
+    make_backend: MakeBackend,
+    proxy: FaultProxy,
+    raw: Any,
+    s3_bucket: str,
+    spool_path: Path,
+    stored: bool,
+) -> None:
+    # the upload lands and its answer is lost (as a read timeout under load): botocore
+    # sends it again, and S3 refuses the resend's condition because of that very
+    # upload. The spooled version is in S3: flushed, not dropped as another's write
+    spooling = make_backend(fallback_path=spool_path)
+    events: list[Any] = []
+    spooling.subscribe(events.append)
+    if stored:
+        await spooling.save("a.txt", b"stored before the outage")
+    await spool(spooling, proxy, "a.txt", b"spooled")
+    proxy.cut_response_after(0, match="PUT")
+    assert await spooling.flush_spool() == 1
+    assert proxy.count("PUT") >= 2  # the resend was made (and refused)
+    assert s3_body(raw, s3_bucket, "a.txt") == b"spooled"
+    assert spool_files(spool_path) == []
+    assert [(e.type, e.key, e.size) for e in events][-1] == ("created", "a.txt", 7)
+
+
 @pytest.mark.s3_needs("conditional_completion")
 async def test_a_create_between_the_check_and_a_multipart_flush_is_kept(
     make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str, spool_path: Path

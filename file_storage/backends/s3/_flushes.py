@@ -5,11 +5,14 @@ A spooled version is sent only when S3 holds nothing newer: the flush asks S3 fo
 was deleted after it (a delete marker, in a bucket that versions). The upload then carries
 the condition that what the check saw is still there (``If-Match`` its ETag, or
 ``If-None-Match: *`` when there was nothing), where the server checks it: a write or delete
-another server makes between the check and the upload is newer, and wins.
+another server makes between the check and the upload is newer, and wins. A refusal
+after the client resent the upload (its first try's answer lost) may be that try's own
+object: the flush reads it back and counts it flushed when it holds the spooled bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -97,7 +100,9 @@ class S3Flushes(S3Clients):
             refused = condition_error(exc, create_only="IfNoneMatch" in condition)
             if not condition or refused is None:
                 raise
-            return _dropped(entry, "S3's object was replaced or deleted during the flush")
+            if not await self._holds_spooled(entry):
+                return _dropped(entry, "S3's object was replaced or deleted during the flush")
+            etag = None  # its own first try landed, unanswered: flushed
         if uploaded is not None:
             uploaded[entry.etag] = etag
         if not self._events:
@@ -110,6 +115,34 @@ class S3Flushes(S3Clients):
                     raise
         self._events.emit(ObjectEvent("created", entry.key, entry.size, etag))
         return True
+
+    async def _holds_spooled(self, entry: Entry) -> bool:
+        """After S3 refused the flush's conditional upload: whether S3 holds the spooled
+        bytes all the same. A try whose answer was lost (a timeout) lands, and the
+        client's resend is then refused by that very object (the retries are the
+        client's own, unseen here). Compared by size, type and the bytes' SHA-256, read
+        back only on this path; another server's write of the same bytes and type in
+        that instant is taken for the flush's own, as it stores the same."""
+        try:
+            head = await self._head(entry.key)
+        except Exception as exc:
+            if self._not_found(exc):
+                return False
+            raise
+        if (head.get("ContentLength"), head.get("ContentType")) != (
+            entry.size,
+            entry.content_type,
+        ):
+            return False
+        digest = hashlib.sha256()
+        client = await self._client()
+        extra = {"IfMatch": head["ETag"]} if head.get("ETag") else {}
+        response = await client.get_object(Bucket=self._bucket, Key=self._full(entry.key), **extra)
+        body = response["Body"]
+        async with body:
+            async for chunk in body.iter_chunks(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest() == entry.sha256
 
     async def _send_spooled(
         self, entry: Entry, path: Path, condition: dict[str, str] | None = None
