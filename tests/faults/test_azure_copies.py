@@ -16,6 +16,7 @@ from file_storage import (
     PreconditionFailedError,
     StorageUnavailableError,
 )
+from file_storage.backends._obstore import _conditional
 from file_storage.backends.azure import EMULATOR_ACCOUNT, _copies
 from tests.azure_emulator import fresh_container_backend
 from tests.faults.proxy import FaultProxy
@@ -155,3 +156,45 @@ async def test_a_move_cancelled_while_its_copy_is_pending_aborts_it(
     assert azure_proxy.count("comp=copy&copyid=") == 1
     assert azure_proxy.count(line(backend, "DELETE", "src.bin")) == 0
     assert await backend.load("src.bin") == b"s" * 300
+
+
+async def test_looks_left_unanswered_while_a_copy_is_pending_are_made_again(
+    backend: AzureStorageBackend, azure_proxy: FaultProxy
+) -> None:
+    # a pending copy goes on whatever our looks get: a few 503s (more than one look's
+    # tries) neither fail the move nor let it delete its source before the copy is seen
+    # complete
+    await backend.save("src.bin", b"s" * 300)
+    pending_copy(azure_proxy, backend, looks=1, then="")
+    head = line(backend, "HEAD", "dst.bin")
+    azure_proxy.fail_next(_conditional.ATTEMPTS + 1, status=503, code="ServerBusy", match=head)
+    await backend.move("src.bin", "dst.bin")
+    requests = azure_proxy.requests
+    looks = [i for i, request in enumerate(requests) if request.startswith(head)]
+    assert len(looks) == 1 + _conditional.ATTEMPTS + 1 + 1  # pending, 503s, success
+    delete = next(
+        i for i, r in enumerate(requests) if r.startswith(line(backend, "DELETE", "src.bin"))
+    )
+    assert delete > looks[-1]
+    assert await backend.list_files() == ["dst.bin"]
+    assert (await backend.get_usage()).used == 300
+
+
+async def test_a_look_refused_while_a_copy_is_pending_aborts_it(
+    backend: AzureStorageBackend, azure_proxy: FaultProxy
+) -> None:
+    # the move gives up (it cannot see the copy): the copy is aborted first, so that
+    # it does not land after the caller was told, and the source is kept; what the
+    # destination holds is unknown (here the copy ended), so the quota looks at it
+    await backend.save("src.bin", b"s" * 300)
+    pending_copy(azure_proxy, backend, looks=1, then="")
+    head = line(backend, "HEAD", "dst.bin")
+    azure_proxy.fail_next(1, status=403, code="AuthorizationFailure", match=head)
+    with pytest.raises(StorageUnavailableError, match=r"could not be looked at \(Azure: ac"):
+        await backend.move("src.bin", "dst.bin")
+    assert azure_proxy.count("comp=copy&copyid=") == 1  # Abort Copy Blob (Azurite: 409)
+    assert azure_proxy.count(line(backend, "DELETE", "src.bin")) == 0
+    assert await backend.load("src.bin") == b"s" * 300
+    stored = sum([(await backend.stat(key)).size for key in await backend.list_files()])
+    assert (await backend.get_usage()).used == stored
+
