@@ -198,3 +198,27 @@ async def test_a_look_refused_while_a_copy_is_pending_aborts_it(
     stored = sum([(await backend.stat(key)).size for key in await backend.list_files()])
     assert (await backend.get_usage()).used == stored
 
+
+async def test_a_resent_copy_refused_as_its_first_try_is_pending_awaits_that_copy(
+    backend: AzureStorageBackend, azure_proxy: FaultProxy
+) -> None:
+    # the copy's answer is lost (Azurite copied); Azure refuses the resend with 409
+    # PendingCopyOperation while the first try goes on: that copy is the move's, awaited
+    # until complete, and the move ends (it was a StorageError, with the copy landing
+    # after the caller was told, uncounted)
+    await backend.save("src.bin", b"s" * 300)
+    put, head = line(backend, "PUT", "dst.bin"), line(backend, "HEAD", "dst.bin")
+    azure_proxy.cut_response_after(0, match=put)
+    azure_proxy.fail_next(1, status=409, code="PendingCopyOperation", match=put)
+    azure_proxy.rewrite_header("x-ms-copy-status", "pending", times=2, match=head)
+    await backend.move("src.bin", "dst.bin")
+    requests = azure_proxy.requests
+    looks = [i for i, request in enumerate(requests) if request.startswith(head)]
+    assert len(looks) == 3  # object_store's HEAD, a signed look (pending), one (success)
+    delete = next(
+        i for i, r in enumerate(requests) if r.startswith(line(backend, "DELETE", "src.bin"))
+    )
+    assert delete > looks[-1]
+    assert await backend.list_files() == ["dst.bin"]
+    assert await backend.load("dst.bin") == b"s" * 300
+    assert (await backend.get_usage()).used == 300
