@@ -17,6 +17,7 @@ from file_storage import (
     StorageUnavailableError,
 )
 from file_storage.backends._obstore import _conditional
+from file_storage.backends._obstore._backend import ObstoreBackend
 from file_storage.backends.azure import EMULATOR_ACCOUNT, _copies
 from tests.azure_emulator import fresh_container_backend
 from tests.faults.proxy import FaultProxy
@@ -222,3 +223,26 @@ async def test_a_resent_copy_refused_as_its_first_try_is_pending_awaits_that_cop
     assert await backend.list_files() == ["dst.bin"]
     assert await backend.load("dst.bin") == b"s" * 300
     assert (await backend.get_usage()).used == 300
+
+
+async def test_a_credential_that_cannot_sign_for_now_fails_the_move_and_keeps_the_source(
+    backend: AzureStorageBackend, azure_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the credential chain signs its looks with a user delegation key; one that cannot
+    # be had for now (the service unreachable) is no credential that can sign nothing:
+    # the copy is not trusted unseen, and the move keeps its source (it deleted it)
+    await backend.save("src.bin", b"s" * 300)  # the store is opened with the key
+    monkeypatch.setattr(backend, "_access_key", None)  # then signs as the chain does
+
+    async def unreachable(*args: Any, **kwargs: Any) -> str:
+        raise StorageUnavailableError("Azure unavailable (no answer)")
+
+    monkeypatch.setattr(ObstoreBackend, "_presign", unreachable)
+    azure_proxy.rewrite_header("x-ms-copy-status", "pending", match=line(backend, "HEAD", "dst"))
+    with pytest.raises(StorageUnavailableError, match="unavailable"):
+        await backend.move("src.bin", "dst.bin")
+    monkeypatch.undo()
+    assert azure_proxy.count(line(backend, "DELETE", "src.bin")) == 0
+    assert await backend.load("src.bin") == b"s" * 300
+    stored = sum([(await backend.stat(key)).size for key in await backend.list_files()])
+    assert (await backend.get_usage()).used == stored
