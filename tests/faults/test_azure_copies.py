@@ -157,6 +157,9 @@ async def test_a_move_cancelled_while_its_copy_is_pending_aborts_it(
     assert azure_proxy.count("comp=copy&copyid=") == 1
     assert azure_proxy.count(line(backend, "DELETE", "src.bin")) == 0
     assert await backend.load("src.bin") == b"s" * 300
+    # the quota counts what is stored (here Azurite's whole copy: the abort found it ended)
+    stored = sum([(await backend.stat(key)).size for key in await backend.list_files()])
+    assert (await backend.get_usage()).used == stored == 600
 
 
 async def test_looks_left_unanswered_while_a_copy_is_pending_are_made_again(
