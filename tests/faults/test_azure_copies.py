@@ -194,8 +194,13 @@ async def test_a_look_refused_while_a_copy_is_pending_aborts_it(
     pending_copy(azure_proxy, backend, looks=1, then="")
     head = line(backend, "HEAD", "dst.bin")
     azure_proxy.fail_next(1, status=403, code="AuthorizationFailure", match=head)
-    with pytest.raises(StorageUnavailableError, match=r"could not be looked at \(Azure: ac"):
+    with pytest.raises(
+        StorageUnavailableError, match=r"could not be looked at \(Azure: ac"
+    ) as info:
         await backend.move("src.bin", "dst.bin")
+    cause = info.value.__cause__
+    assert cause is not None
+    assert "sig=" not in repr(info.value) + repr(cause)  # no SAS in the error or its cause
     assert azure_proxy.count("comp=copy&copyid=") == 1  # Abort Copy Blob (Azurite: 409)
     assert azure_proxy.count(line(backend, "DELETE", "src.bin")) == 0
     assert await backend.load("src.bin") == b"s" * 300
