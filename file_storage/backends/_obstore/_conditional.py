@@ -31,7 +31,15 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 
-__all__ = ["SIGNED_SECONDS", "Answer", "Outcome", "send_copy", "send_delete", "send_head"]
+__all__ = [
+    "SIGNED_SECONDS",
+    "Answer",
+    "Outcome",
+    "ResentConflict",
+    "send_copy",
+    "send_delete",
+    "send_head",
+]
 
 #: how long the URL of one conditional delete is valid: its attempts all fit in it
 SIGNED_SECONDS = 300
@@ -44,6 +52,11 @@ TIMEOUT = 30.0
 Outcome = Literal["deleted", "gone", "changed"]
 #: the same for any request: ``done`` (2xx)
 Answer = Literal["done", "gone", "changed"]
+
+
+class ResentConflict(StorageError):
+    """A 409 answering a request sent again (an earlier try may have landed unanswered):
+    Azure refuses a copy to a blob whose copy is pending, such as that earlier try's."""
 
 
 def _send(
@@ -84,7 +97,8 @@ async def send_copy(
     names; Azure's tell whether the copy is done or still pending).
 
     Raises StoragePermissionError (401, 403), StorageUnavailableError (no answer, 408,
-    429, 5xx after :data:`ATTEMPTS`), StorageError (any other status)."""
+    429, 5xx after :data:`ATTEMPTS`), ResentConflict (409 to a resend), StorageError
+    (any other status)."""
     return await _send_until_answered("PUT", url, headers, kind)
 
 
@@ -124,5 +138,7 @@ async def _send_until_answered(
         if status >= 500 or status in (408, 429):
             error = StorageUnavailableError(f"{kind} unavailable ({status})")
             continue
+        if status == 409 and resent:
+            raise ResentConflict(f"{kind} request failed ({status})")
         raise StorageError(f"{kind} request failed ({status})")
     raise error

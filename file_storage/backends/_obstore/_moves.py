@@ -6,7 +6,12 @@ while the object is the version looked at, where a key of the backend's own sign
 
 from __future__ import annotations
 
-from file_storage.backends._obstore._conditional import Outcome, send_copy, send_delete
+from file_storage.backends._obstore._conditional import (
+    Outcome,
+    ResentConflict,
+    send_copy,
+    send_delete,
+)
 from file_storage.backends._obstore._requests import to_the_end
 from file_storage.backends._pins import looked_at, moving
 from file_storage.backends.base import StorageBackend
@@ -101,7 +106,14 @@ class ObstoreConditions(StorageBackend):
         if request is None:
             return False
         url, headers = request
-        answer, resent, answered = await to_the_end(send_copy(url, headers, self._kind))
+        try:
+            answer, resent, answered = await to_the_end(send_copy(url, headers, self._kind))
+        except ResentConflict:
+            # Azure refuses a copy to a blob whose copy is pending: the try whose answer
+            # was lost may be that copy, going on (awaited there until complete)
+            if await self._copied(src, dst, found):
+                return True
+            raise
         if answer == "done":
             await self._copy_done(dst, answered)
             return True

@@ -23,7 +23,12 @@ from file_storage.backends._obstore._backend import ESCAPE, RETRY, ObstoreBacken
 from file_storage.backends._obstore._conditional import SIGNED_SECONDS, send_head
 from file_storage.backends.azure._copies import CopyStatus, Sign, wait_for_copy
 from file_storage.backends.azure._sas import SAS_VERSION, service_sas_url
-from file_storage.errors import InvalidKeyError, StorageConfigError
+from file_storage.errors import (
+    InvalidKeyError,
+    StorageConfigError,
+    StorageError,
+    StorageUnavailableError,
+)
 from file_storage.models import ObjectInfo
 
 if TYPE_CHECKING:
@@ -245,7 +250,8 @@ class AzureStorageBackend(ObstoreBackend):
 
     async def _copy_signer(self, dst: str) -> Sign | None:
         """What signs the requests that look at (and abort) a copy to ``dst``; ``None``:
-        nothing can (a credential that gets no user delegation key): not awaited."""
+        nothing can (a credential that gets no user delegation key): not awaited. Raises
+        StorageUnavailableError when the key cannot be had for now."""
         if self._access_key is not None:
 
             async def sign(method: str) -> str:
@@ -254,7 +260,10 @@ class AzureStorageBackend(ObstoreBackend):
             return sign
         try:
             await super()._presign(dst, SIGNED_SECONDS, "GET")
-        except Exception:
+        except Exception as exc:
+            mapped = exc if isinstance(exc, StorageError) else self._map_error(exc, "", None)
+            if isinstance(mapped, StorageUnavailableError):
+                raise  # no key for now (the service unreachable): the copy is not trusted
             return None
 
         async def delegated(method: str) -> str:

@@ -4,9 +4,11 @@ Azure's Copy Blob may answer 202 with ``x-ms-copy-status: pending``: the service
 copying after its answer, reading the source as it goes. A move that deleted its source
 then would leave the copy to fail, and the object lost. So a copy is awaited until the
 destination's ``x-ms-copy-status`` says ``success`` (polled with a signed HEAD, the
-waits growing to :data:`MAX_POLL` seconds); ``failed`` or ``aborted`` raise, and so does
+waits growing to :data:`MAX_POLL` seconds; a look left without an answer is made again,
+a refused one aborts the copy and raises); ``failed`` or ``aborted`` raise, and so does
 a copy still pending after :data:`COPY_WAIT` seconds, which is aborted first (Abort Copy
-Blob) so that it does not land after its caller was told it failed; these raise
+Blob) so that it does not land after its caller was told it failed (an abort that
+finds the copy ended is followed by one more look, which the caller is told); these raise
 :class:`StorageUnavailableError`, a server-side fault to try again. A caller cancelled
 while it waits aborts the copy the same way before the cancellation goes on (what the
 destination then holds is counted, as for any cancelled write). Either way a move's
@@ -61,7 +63,8 @@ async def wait_for_copy(copy_id: str | None, sign: Sign, version: str) -> None:
     holds, if any) to end; ``sign`` signs the requests on the destination.
 
     Raises StorageUnavailableError (the copy failed or was aborted, or it was still
-    pending after :data:`COPY_WAIT` seconds: aborted), PreconditionFailedError (the
+    pending after :data:`COPY_WAIT` seconds: aborted; or it could not be looked at, its
+    looks refused or unanswered for as long: aborted), PreconditionFailedError (the
     destination was written meanwhile). What the destination then holds is counted as
     for a write left without an answer (looked at)."""
     loop = asyncio.get_running_loop()
@@ -69,24 +72,52 @@ async def wait_for_copy(copy_id: str | None, sign: Sign, version: str) -> None:
     end = loop.time() + wait
     delay = 0.05
     pending_id = copy_id
+    looked_again = False  # once the wait is over, after an abort that found no copy
     try:
         while True:
-            answer, headers = await send_head(await sign("GET"), "Azure")
+            try:
+                answer, headers = await send_head(await sign("GET"), "Azure")
+            except StorageUnavailableError:
+                # a look left without an answer: the copy goes on all the same, so it is
+                # looked at again (until the wait is over), never given up on unaborted
+                answer, headers = None, {}
+            except StorageError as exc:
+                # the copy cannot be looked at (refused): given up, aborted first; what
+                # the destination holds is unknown (the copy may have ended), so it is
+                # raised as a copy left without an answer, which the quota looks at
+                with contextlib.suppress(StorageError):
+                    await _abort(sign, pending_id, version)
+                raise StorageUnavailableError(
+                    f"Azure: the server-side copy could not be looked at ({exc.detail}); aborted"
+                ) from exc
             state = CopyStatus(headers)
-            if answer == "gone" or (copy_id is not None and state.copy_id != copy_id):
-                raise PreconditionFailedError(
-                    "the destination was written or deleted while Azure copied to it: the "
-                    "copy did not complete"
-                )
-            if not state.pending:
-                if state.status in (None, "success"):
-                    return
-                raise StorageUnavailableError(f"Azure: the server-side copy ended {state.status}")
-            pending_id = state.copy_id
+            if answer is not None:
+                if answer == "gone" or (copy_id is not None and state.copy_id != copy_id):
+                    raise PreconditionFailedError(
+                        "the destination was written or deleted while Azure copied to it: "
+                        "the copy did not complete"
+                    )
+                if not state.pending:
+                    if state.status in (None, "success"):
+                        return
+                    raise StorageUnavailableError(
+                        f"Azure: the server-side copy ended {state.status}"
+                    )
+                pending_id = state.copy_id
             if loop.time() >= end:
-                await _abort(sign, pending_id, version)
+                if not looked_again:
+                    aborted = None
+                    with contextlib.suppress(StorageError):  # best tried (the store down)
+                        aborted = await _abort(sign, pending_id, version)
+                    if aborted is False:
+                        # refused (409): the copy ended before the abort reached it, and
+                        # one more look says how (complete: the caller is told so)
+                        looked_again = True
+                        continue
                 raise StorageUnavailableError(
                     f"Azure: the server-side copy was still pending after {wait:g} s (aborted)"
+                    if answer is not None
+                    else f"Azure: the server-side copy could not be looked at for {wait:g} s"
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_POLL)
