@@ -21,7 +21,7 @@ from file_storage._settings_common import check_http_url, checked
 from file_storage.backends._core import Method
 from file_storage.backends._obstore._backend import ESCAPE, RETRY, ObstoreBackend, escape_name
 from file_storage.backends._obstore._conditional import SIGNED_SECONDS, send_head
-from file_storage.backends.azure._copies import CopyStatus, Sign, wait_for_copy
+from file_storage.backends.azure._copies import COPY_WAIT, CopyStatus, Sign, wait_for_copy
 from file_storage.backends.azure._sas import SAS_VERSION, service_sas_url
 from file_storage.errors import (
     InvalidKeyError,
@@ -212,7 +212,9 @@ class AzureStorageBackend(ObstoreBackend):
         # authorized by a SAS reaches no other blob without one)
         if self._access_key is None or info.etag is None:
             return None  # the credential chain: object_store's copy, unpinned
-        source = self._sas(src, "GET")
+        # valid while the copy may still read it (a pending copy reads it after its answer,
+        # awaited up to COPY_WAIT): never shown, it goes to Azure in this header alone
+        source = self._sas(src, "GET", expires_in=int(COPY_WAIT) + SIGNED_SECONDS)
         headers = {
             "x-ms-copy-source": source,
             "x-ms-source-if-match": info.etag,
@@ -278,7 +280,7 @@ class AzureStorageBackend(ObstoreBackend):
         endpoint = self._endpoint_url or self._default_endpoint()
         return f"{endpoint.rstrip('/')}/{self._container}/{quote(self._name(key))}"
 
-    def _sas(self, key: str, method: str) -> str:
+    def _sas(self, key: str, method: str, expires_in: int = SIGNED_SECONDS) -> str:
         """A URL allowing ``method`` on ``key``'s blob for one conditional request."""
         assert self._access_key is not None
         return service_sas_url(
@@ -288,7 +290,7 @@ class AzureStorageBackend(ObstoreBackend):
             container=self._container,
             name=self._name(key),
             method=method,
-            expires_in=SIGNED_SECONDS,
+            expires_in=expires_in,
         )
 
     def _encode_name(self, name: str) -> str:
