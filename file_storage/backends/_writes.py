@@ -46,6 +46,7 @@ from file_storage.backends._support import (
 from file_storage.backends._write_options import WriteOptions, passed, write_options
 from file_storage.errors import (
     ObjectNotFoundError,
+    PreconditionFailedError,
 )
 from file_storage.models import ObjectEvent
 
@@ -157,7 +158,11 @@ class Writes(Settles):
                         await reservation.commit(sent)
                     elif isinstance(exc, asyncio.CancelledError) and self._cancel_may_land:
                         await self._settle(reservation, sent)
-                    elif self._cancel_may_land and self._unanswered(exc):
+                    elif self._cancel_may_land and (
+                        self._unanswered(exc) or isinstance(exc, PreconditionFailedError)
+                    ):
+                        # a refused condition too: a resend (its first try's answer lost)
+                        # is refused by that try's own object, which is stored
                         await self._settle(reservation, sent, assume_stored=False)
                     else:
                         await reservation.release()
