@@ -354,6 +354,39 @@ async def test_a_reserve_whose_answer_is_lost_leaves_no_bytes_or_lock_behind(
         assert (await b.get_usage()).used == 100
 
 
+async def test_a_key_lock_whose_answer_is_lost_leaves_the_key_free(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Redis takes a delete's key lock but the connection drops before its answer (a
+    # proxy or failover cutting it): the delete goes on without Redis, and the lock it
+    # may hold there is given back, not left to block every writer of the key for a lease
+    from file_storage._quota.redis import scripts as lua
+    from file_storage._quota.redis.wire import Client, RedisUnavailable
+
+    run = Client.run
+    lost: list[int] = []
+
+    async def lose_lock_answer(self: Client, script: object, args: list[object]) -> object:
+        result = await run(self, script, args)  # type: ignore[arg-type]
+        if script is lua.LOCK and not lost:
+            lost.append(1)
+            raise RedisUnavailable("ConnectionResetError")
+        return result
+
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    async with a, b:
+        await a.save("k", b"x" * 10)
+        monkeypatch.setattr(Client, "run", lose_lock_answer)
+        await a.delete("k")
+        assert lost == [1]
+        await asyncio.wait_for(b.save("k", b"y" * 20), 10)  # the key is not locked
+        assert (await b.get_usage()).used == await b.get_total_size() == 20
+
+
 async def test_a_commit_whose_answer_is_lost_is_listed_again_after_the_process_ends(
     tmp_path: Path,
     redis_server: RedisServer,

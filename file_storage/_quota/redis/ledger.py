@@ -301,7 +301,13 @@ class RedisQuotaManager(Switches):
                     lua.LOCK, [self.ns, hold.token, self.lease_ms, *hold.keys]
                 )
             except RedisUnavailable:
-                return False  # deletes go on; a write then fails (or fails open) at reserve
+                # deletes go on; a write fails (or fails open) at reserve. Redis may have
+                # taken the locks (the answer lost): given back, else they block the keys
+                # for a lease (a silent Redis is not asked again: they run out with it)
+                if not self._client.quiet:
+                    with contextlib.suppress(RedisUnavailable):
+                        await self._client.run(lua.FINISH, [self.ns, hold.token, "", 0, *hold.keys])
+                return False
             self._reachable()
             if got:
                 hold.since = str(got)
