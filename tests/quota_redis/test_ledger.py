@@ -36,6 +36,25 @@ async def test_a_limit_set_in_one_process_caps_the_others(
         assert await a.list_files("users/u1") == ["users/u1/a", "users/u1/b"]
 
 
+async def test_a_form_upload_signed_after_another_process_removed_the_quota_is_uncapped_by_it(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    signed = {"base_url": "http://testserver/files", "signing_key": "k" * 32}
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000, **signed)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000, **signed)
+    async with a, b:
+        a.set_quota("u", 100)
+        assert (await a.get_usage("u")).limit == 100
+        b.set_quota("u", None)
+        assert (await b.get_usage("u")).limit is None
+        post = await a.get_presigned_post("u/x", max_bytes=500)  # was a bare LookupError
+        assert post.url.startswith("http://testserver/files")
+        await b.save("other", b"x" * 1000)
+        with pytest.raises(StorageQuotaExceededError) as info:  # the quota left still caps
+            await a.get_presigned_post("u/x", max_bytes=500)
+        assert (info.value.prefix, info.value.limit) == ("", 1000)
+
+
 async def test_concurrent_writers_of_two_instances_never_overshoot(
     tmp_path: Path, redis_server: RedisServer, namespace: str
 ) -> None:
