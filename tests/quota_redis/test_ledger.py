@@ -406,6 +406,41 @@ async def test_a_key_lock_whose_answer_is_lost_leaves_the_key_free(
         assert (await b.get_usage()).used == await b.get_total_size() == 20
 
 
+async def test_a_key_lock_whose_call_timed_out_is_given_back_once_redis_answers(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Redis takes a delete's key lock, then stalls past the timeout before answering: it is
+    # not asked again while silent, and the lock goes with the process's next step
+    from file_storage._quota.redis import scripts as lua
+    from file_storage._quota.redis.wire import Client
+
+    run = Client.run
+    lost: list[int] = []
+
+    async def time_out_lock(self: Client, script: object, args: list[object]) -> object:
+        result = await run(self, script, args)  # type: ignore[arg-type]
+        if script is lua.LOCK and not lost:
+            lost.append(1)
+            self._timed_out(RedisTimeout("TimeoutError"))  # as a call that timed out does
+            raise RedisTimeout("TimeoutError")
+        return result
+
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    async with a, b:
+        await a.save("k", b"x" * 10)
+        monkeypatch.setattr(Client, "run", time_out_lock)
+        await a.delete("k")
+        assert lost == [1]
+        a._quotas._client._quiet_until = 0.0  # type: ignore[attr-defined]  # (time passed)
+        await a.get_usage()  # a's next step, answered
+        await asyncio.wait_for(b.save("k", b"y" * 20), 10)  # the key is not locked
+        assert (await b.get_usage()).used == await b.get_total_size() == 20
+
+
 async def test_a_commit_whose_answer_is_lost_is_listed_again_after_the_process_ends(
     tmp_path: Path,
     redis_server: RedisServer,
