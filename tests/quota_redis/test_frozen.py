@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from file_storage import LocalStorageBackend
 from tests.quota_redis.ledger import DeleteGated, gated_pair, local, run_out_locks
 from tests.quota_redis.server import RedisServer
 
@@ -58,3 +59,35 @@ async def test_a_late_delete_after_another_process_wrote_the_key_counts_what_is_
         await first
         assert await b.load("k") == b"y" * 10
         assert (await b.get_usage()).used == await b.get_total_size() == 10
+
+
+class CopyGated(LocalStorageBackend):
+    """Holds its next copy once its bytes are reserved, before it reads the source."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.reserved = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def _copy(self, src: str, dst: str, *args: object) -> str:
+        self.reserved.set()
+        await self.gate.wait()
+        return await super()._copy(src, dst, *args)  # type: ignore[arg-type]
+
+
+async def test_a_late_copy_of_a_source_another_process_overwrote_counts_what_is_stored(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    options = {"quota_redis_url": redis_server.url, "quota_redis_namespace": namespace}
+    a = CopyGated(tmp_path, max_size_bytes=1000, **options)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
+    async with a, b:
+        await b.save("src", b"x" * 100)
+        first = asyncio.create_task(a.copy("src", "dst"))
+        await a.reserved.wait()  # 100 bytes held for dst
+        await run_out_locks(redis_server, namespace)
+        await b.save("src", b"y" * 10)  # the copy reads this one
+        a.gate.set()
+        await first
+        assert await b.load("dst") == b"y" * 10
+        assert (await b.get_usage()).used == await b.get_total_size() == 20
