@@ -94,7 +94,10 @@ class Posts(BackendCore):
         """``min(max_bytes, what each quota covering key has left)``; None: no cap."""
         cap = max_bytes
         for prefix in await self._quotas.prefixes_covering(key, "get_presigned_post"):
-            usage = await self._quotas.usage(prefix)
+            try:
+                usage = await self._quotas.usage(prefix)
+            except LookupError:  # a shared ledger: another process removed that quota
+                continue
             assert usage.limit is not None
             # overwriting counts only the difference (the size is known once scanned)
             left = usage.limit - usage.used + (self._quotas.size_of(key) or 0)

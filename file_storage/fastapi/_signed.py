@@ -228,7 +228,9 @@ async def _check_declared_length(backend: StorageBackend, key: str, request: Req
         return
     length = int(declared)
     usage = await backend.get_usage("")
-    if usage.used + length <= limit:
+    # the ledger's limit: a shared one may have been changed (or removed) by another process
+    limit = usage.limit
+    if limit is None or usage.used + length <= limit:
         return
     try:
         existing = await backend.get_size(key)  # overwriting counts only the difference

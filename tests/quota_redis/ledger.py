@@ -129,3 +129,15 @@ class DeleteGated(LocalStorageBackend):
         if not self.deleted.is_set():
             self.deleted.set()
             await self.gate.wait()
+
+
+async def run_out_locks(server: RedisServer, namespace: str) -> None:
+    """Every lease and key lock held now runs out (a writer frozen past its lease: a
+    long GC pause, a stopped VM), so that another process may take its keys."""
+    import redis.asyncio
+
+    await run_out_leases(server, namespace)
+    client = redis.asyncio.Redis.from_url(server.url)
+    async for lock in client.scan_iter(match="{" + namespace + "}:lk:*"):
+        await client.delete(lock)
+    await client.aclose()

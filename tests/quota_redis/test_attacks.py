@@ -552,3 +552,33 @@ async def test_a_late_save_cancelled_before_its_commit_left_is_counted_by_the_ot
         assert (await b.get_usage()).used == await b.get_total_size() == 1100
         with pytest.raises(StorageQuotaExceededError):
             await b.save("more", b"y" * 10)
+
+
+async def test_a_write_cancelled_again_while_it_gives_its_bytes_back_holds_none(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a caller cancelled twice (a cancel scope, then a shutdown): the second lands while
+    # the failed write's release is on its way to Redis, before it left
+    run = Client.run
+    leaving, go = asyncio.Event(), asyncio.Event()
+
+    async def held(self: Client, script: Script, args: list[object]) -> object:
+        if script is lua.RELEASE and not leaving.is_set():
+            leaving.set()
+            await go.wait()
+        return await run(self, script, args)
+
+    monkeypatch.setattr(Client, "run", held)
+    steps_through_run(monkeypatch)
+    a, b = gated_pair(tmp_path, redis_server, namespace, "k", before=True)
+    async with a, b:
+        first = asyncio.create_task(a.save("k", b"x" * 600))
+        await a.landed.wait()  # 600 bytes reserved, nothing written yet
+        first.cancel()
+        await leaving.wait()
+        first.cancel()
+        go.set()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await b.save("other", b"y" * 1000)  # nothing of a's is held any more
+        assert (await b.get_usage()).used == await b.get_total_size() == 1000

@@ -36,6 +36,25 @@ async def test_a_limit_set_in_one_process_caps_the_others(
         assert await a.list_files("users/u1") == ["users/u1/a", "users/u1/b"]
 
 
+async def test_a_form_upload_signed_after_another_process_removed_the_quota_is_uncapped_by_it(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    signed = {"base_url": "http://testserver/files", "signing_key": "k" * 32}
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=1000, **signed)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=1000, **signed)
+    async with a, b:
+        a.set_quota("u", 100)
+        assert (await a.get_usage("u")).limit == 100
+        b.set_quota("u", None)
+        assert (await b.get_usage("u")).limit is None
+        post = await a.get_presigned_post("u/x", max_bytes=500)  # was a bare LookupError
+        assert post.url.startswith("http://testserver/files")
+        await b.save("other", b"x" * 1000)
+        with pytest.raises(StorageQuotaExceededError) as info:  # the quota left still caps
+            await a.get_presigned_post("u/x", max_bytes=500)
+        assert (info.value.prefix, info.value.limit) == ("", 1000)
+
+
 async def test_concurrent_writers_of_two_instances_never_overshoot(
     tmp_path: Path, redis_server: RedisServer, namespace: str
 ) -> None:
@@ -352,6 +371,74 @@ async def test_a_reserve_whose_answer_is_lost_leaves_no_bytes_or_lock_behind(
         assert (await b.get_usage()).used == 10  # nothing of the lost step is held
         await asyncio.wait_for(b.save("k", b"x" * 90), 10)  # the key is not locked
         assert (await b.get_usage()).used == 100
+
+
+async def test_a_key_lock_whose_answer_is_lost_leaves_the_key_free(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Redis takes a delete's key lock but the connection drops before its answer (a
+    # proxy or failover cutting it): the delete goes on without Redis, and the lock it
+    # may hold there is given back, not left to block every writer of the key for a lease
+    from file_storage._quota.redis import scripts as lua
+    from file_storage._quota.redis.wire import Client, RedisUnavailable
+
+    run = Client.run
+    lost: list[int] = []
+
+    async def lose_lock_answer(self: Client, script: object, args: list[object]) -> object:
+        result = await run(self, script, args)  # type: ignore[arg-type]
+        if script is lua.LOCK and not lost:
+            lost.append(1)
+            raise RedisUnavailable("ConnectionResetError")
+        return result
+
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    async with a, b:
+        await a.save("k", b"x" * 10)
+        monkeypatch.setattr(Client, "run", lose_lock_answer)
+        await a.delete("k")
+        assert lost == [1]
+        await asyncio.wait_for(b.save("k", b"y" * 20), 10)  # the key is not locked
+        assert (await b.get_usage()).used == await b.get_total_size() == 20
+
+
+async def test_a_key_lock_whose_call_timed_out_is_given_back_once_redis_answers(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Redis takes a delete's key lock, then stalls past the timeout before answering: it is
+    # not asked again while silent, and the lock goes with the process's next step
+    from file_storage._quota.redis import scripts as lua
+    from file_storage._quota.redis.wire import Client
+
+    run = Client.run
+    lost: list[int] = []
+
+    async def time_out_lock(self: Client, script: object, args: list[object]) -> object:
+        result = await run(self, script, args)  # type: ignore[arg-type]
+        if script is lua.LOCK and not lost:
+            lost.append(1)
+            self._timed_out(RedisTimeout("TimeoutError"))  # as a call that timed out does
+            raise RedisTimeout("TimeoutError")
+        return result
+
+    a = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=100)
+    async with a, b:
+        await a.save("k", b"x" * 10)
+        monkeypatch.setattr(Client, "run", time_out_lock)
+        await a.delete("k")
+        assert lost == [1]
+        a._quotas._client._quiet_until = 0.0  # type: ignore[attr-defined]  # (time passed)
+        await a.get_usage()  # a's next step, answered
+        await asyncio.wait_for(b.save("k", b"y" * 20), 10)  # the key is not locked
+        assert (await b.get_usage()).used == await b.get_total_size() == 20
 
 
 async def test_a_commit_whose_answer_is_lost_is_listed_again_after_the_process_ends(

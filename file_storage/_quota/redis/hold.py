@@ -9,7 +9,6 @@ by the ledger's timer (one per event loop) while their operation runs. See
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 from types import TracebackType
@@ -190,8 +189,15 @@ class _RedisReservation(Reservation):
         self._done = True
         if _running() is not self._loop:
             return  # collected after its loop was closed under it: its lease runs out
-        with contextlib.suppress(RedisUnavailable):  # else the lease runs out on its own
-            await self._ledger._client.run(lua.RELEASE, [self._ledger.ns, self._id])
+        # made whole when its caller is cancelled (again) meanwhile: else, cut before it
+        # left (while connecting), the bytes stay held from every process for a lease
+        args: list[object] = [self._ledger.ns, self._id]
+        step, cancelled = await run_whole(self._ledger._client.start(lua.RELEASE, args))
+        error = None if step.cancelled() else step.exception()
+        if error is not None and not isinstance(error, RedisUnavailable):
+            raise error  # (Redis did not answer: the lease runs out on its own)
+        if cancelled is not None:
+            raise cancelled
 
     async def commit(self, size: int) -> None:
         if self._done:

@@ -174,8 +174,7 @@ class RedisQuotaManager(Switches):
         return True  # Redis knows; usage() raises LookupError when it has no quota there
 
     async def aclose(self) -> None:
-        # keys changed while Redis did not answer: tell it now (their quotas are listed
-        # again by the next user), or a process that ends takes the miss with it
+        # what changed while Redis did not answer: told now, or the process takes it along
         if self._unsynced:
             with contextlib.suppress(RedisUnavailable):
                 await self._sync()
@@ -295,13 +294,22 @@ class RedisQuotaManager(Switches):
         """Take ``hold.keys`` in Redis, waiting while another process has one of them."""
         backoff = Backoff(_MAX_WAIT)
         while True:
+            quiet = self._client.quiet
             try:
                 await self._sync()
                 got = await self._client.run(
                     lua.LOCK, [self.ns, hold.token, self.lease_ms, *hold.keys]
                 )
             except RedisUnavailable:
-                return False  # deletes go on; a write then fails (or fails open) at reserve
+                # deletes go on, a write fails (or fails open) at reserve; locks taken with
+                # the answer lost are given back (a timeout: with the next step answered)
+                unlock: list[object] = [self.ns, hold.token, "", 0, *hold.keys]
+                if not self._client.quiet:
+                    with contextlib.suppress(RedisUnavailable):
+                        await self._client.run(lua.FINISH, unlock)
+                elif not quiet:
+                    self._replay.append((None, lua.FINISH, unlock))
+                return False
             self._reachable()
             if got:
                 hold.since = str(got)
@@ -317,9 +325,9 @@ class RedisQuotaManager(Switches):
                 raise RedisUnavailable("unreachable at lock")
             hold.relisted = await self._client.run(lua.FINISH, args) == 2
         except (RedisUnavailable, asyncio.CancelledError) as exc:
-            # the step ran or not (cancelled before its answer, or before it was sent
-            # while connecting): the deletes' quotas are listed again, and the locks
-            # given back with this process's next step (else they hold for a lease)
+            # the step ran or not (cancelled before its answer, or before it was sent while
+            # connecting): the deletes' quotas are listed again, the locks given back with
+            # this process's next step (else they hold for a lease)
             if hold.locked:
                 self._replay.append((None, lua.FINISH, [self.ns, hold.token, "", 0, *hold.keys]))
                 hold.locked = False
@@ -362,8 +370,8 @@ class RedisQuotaManager(Switches):
             self._dirty.add(key)  # lands uncounted: list its quotas again once Redis is back
             return None
         except asyncio.CancelledError:
-            # cancelled awaiting the answer: the step may have run all the same, and its
-            # bytes would stay held for a lease (the hold's exit frees the key's lock)
+            # cancelled awaiting the answer: the step may have run all the same, its bytes
+            # held for a lease (the hold's exit frees the key's lock)
             await asyncio.shield(reservation.release())
             raise
         if not found and reservation._hold is not None:
@@ -531,8 +539,7 @@ class RedisQuotaManager(Switches):
             ) from exc
 
     async def prefixes_covering(self, key: str, operation: str) -> list[str]:
-        # the limits live in Redis, set there by any process: this one's own are pushed
-        # first (one removed here is not found), and kept here too (after a reset)
+        # limits live in Redis, set by any process: ours pushed first, kept here (a reset)
         prefixes = ["", *(key[: i + 1] for i, ch in enumerate(key) if ch == "/")]
         try:
             await self._sync()

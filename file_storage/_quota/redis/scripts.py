@@ -299,8 +299,9 @@ return {'ok', string.format('%d', grant)}
 )
 
 # ARGV: ns, id, key, size, token, undoable ('1': the caller can delete the new object), lock keys...
-# -> {'ok'} | {'over', prefix, used, limit} (lease lost, a new undoable object that no
-# longer fits: nothing recorded) | {'overshoot', prefix} (lease lost: recorded anyway);
+# -> {'ok'} | {'over', prefix, used, limit} (lease lost, its key still locked by token, a
+# new undoable object that no longer fits: nothing recorded) | {'overshoot', prefix}
+# (lease lost: recorded anyway); the key's lock lost too: its quotas are listed again;
 # 'relisted' appended to ok and overshoot (the lock keys then stay locked): see below
 COMMIT = Script(
     _COMMON
@@ -317,6 +318,11 @@ local ver = vv[1]
 local versioned = ver == 'enabled' or ver == 'suspended'
 local result = {'ok'}
 local held = redis.call('HGETALL', rk)
+-- the key's lock ran out too (a process frozen past its lease): another process may have
+-- written or deleted the key since, landing before or after this write; which object the
+-- store holds is not known here, so the quotas are listed again (below), and the object
+-- at the key, maybe another's, is never taken back
+local lost = token ~= '' and redis.call('GET', ns .. ':lk:' .. key) ~= token
 if #held == 0 then
   -- the lease ran out (or Redis lost it): check again instead of trusting it
   local known = 0
@@ -336,7 +342,7 @@ if #held == 0 then
   end
   if result[1] == 'over' then
     -- the caller deletes it, key held (not when versioned: a delete would keep it stored)
-    if known == 0 and undoable and not versioned then return result end
+    if known == 0 and undoable and not versioned and not lost then return result end
     result = {'overshoot', result[2]}
   end
 end
@@ -361,6 +367,7 @@ release(id, held)
 for _, ql in ipairs(quotas) do
   if versioned then keep(ql[1], key) end
   record(ql[1], key, size)
+  if lost then stale(ql[1]) end
 end
 -- relisted: the key stays locked until the caller has counted it (its hold unlocks it),
 -- else a write of another process could land between this step and that count
@@ -425,8 +432,13 @@ local vv = redis.call('MGET', ns .. ':ver', ns .. ':vchg')
 local versioned = vv[1] == 'enabled' or vv[1] == 'suspended'
 local relisted = (versioned and vv[1] == 'suspended') or (n > 0 and (switching()
   or (since_v and since_v ~= (vv[2] or '0'))))
+local locked = {}
+for j = 5 + n, #ARGV do locked[ARGV[j]] = true end
 for j = 5, 4 + n do
   local key = ARGV[j]
+  -- held, but its lock ran out (a process frozen past its lease): another process may
+  -- have written the key since, landing before or after this delete (see COMMIT)
+  local lost = locked[key] and redis.call('GET', ns .. ':lk:' .. key) ~= token
   for _, ql in ipairs(covering(key)) do
     if versioned then
       keep(ql[1], key)
@@ -434,6 +446,7 @@ for j = 5, 4 + n do
       if f[1] or (since and num(f[2]) > since) then relisted = true end
     end
     record(ql[1], key, nil)
+    if lost then stale(ql[1]) end
   end
 end
 unlock(token, 5 + n, #ARGV)

@@ -331,6 +331,11 @@ class Client:
         self._wires_lock = threading.Lock()  # (another thread may have held it at the fork)
         self._opening = {}
 
+    @property
+    def quiet(self) -> bool:
+        """A call timed out just now: calls fail at once, without asking Redis."""
+        return time.monotonic() < self._quiet_until
+
     def _check_quiet(self) -> None:
         if time.monotonic() < self._quiet_until:
             raise RedisTimeout("TimeoutError (a call timed out just now)")
