@@ -143,7 +143,9 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
             quota_redis_namespace=quota_redis_namespace,
             quota_lease_seconds=quota_lease_seconds,
             quota_fail_open=quota_fail_open,
-            quota_identity=f"local:{self._root}",
+            # the folder's real path: processes reaching it through a symlink or ".." share
+            # one Redis ledger (and processes behind a symlink since retargeted do not)
+            quota_identity=f"local:{os.path.realpath(self._root)}",
             expire_interval_seconds=expire_interval_seconds,
         )
         self._dir = Root(self._root, on_open=self._sweep_in_background, durable=durable)
@@ -161,7 +163,7 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
     def _store_place(self) -> str:
         # the folder itself, whatever path reaches it: a symlink, "..", a bind mount (the
         # folder within its file system), its new name when renamed while held open (the
-        # quota's identity keeps the path as given: its Redis namespace)
+        # quota's identity, its Redis namespace, is the real path when the backend is made)
         folder = self._folder()
         return f"local:{fs_place(folder) or folder}"
 

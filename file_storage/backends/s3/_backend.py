@@ -18,6 +18,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -185,7 +186,7 @@ class S3StorageBackend(S3Deletes):
             quota_redis_namespace=quota_redis_namespace,
             quota_lease_seconds=quota_lease_seconds,
             quota_fail_open=quota_fail_open,
-            quota_identity=f"s3:{endpoint_url or 'aws'}/{options.bucket}/{options.root}",
+            quota_identity=f"s3:{_spelled_once(endpoint_url)}/{options.bucket}/{options.root}",
             expire_interval_seconds=expire_interval_seconds,
         )
         self._bucket = options.bucket
@@ -213,7 +214,7 @@ class S3StorageBackend(S3Deletes):
     def _store_place(self) -> str:
         # the server however its URL is spelled (a trailing "/", an upper-case scheme), or
         # AWS's partition, whose every endpoint reaches the same buckets: the quota's
-        # identity keeps the URL as given (its Redis namespace)
+        # identity (its Redis namespace) folds only the URL's case and trailing "/"
         url, region = self._options.endpoint_url, self._options.region
         server = aws_partition(url, region) or server_of(url or "")
         return f"s3:{server}/{self._bucket}/{self._root}"
@@ -516,3 +517,13 @@ def _headers(options: WriteOptions) -> dict[str, str]:
     if options.content_disposition is not None:
         headers["ContentDisposition"] = options.content_disposition
     return headers
+
+
+def _spelled_once(endpoint_url: str | None) -> str:
+    """The endpoint as the Redis ledger's namespace names it: scheme and host in lower
+    case, no trailing ``/`` (processes spelling one URL two ways share one ledger). Kept
+    otherwise as given, so that the namespace of a URL already spelled so is unchanged."""
+    if endpoint_url is None:
+        return "aws"
+    parts = urlsplit(endpoint_url.strip())
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
