@@ -100,9 +100,10 @@ class S3Flushes(S3Clients):
             refused = condition_error(exc, create_only="IfNoneMatch" in condition)
             if not condition or refused is None:
                 raise
-            if not await self._holds_spooled(entry):
+            held = await self._holds_spooled(entry)
+            if held is None:
                 return _dropped(entry, "S3's object was replaced or deleted during the flush")
-            etag = None  # its own first try landed, unanswered: flushed
+            etag = held or None  # its own first try landed, unanswered: flushed
         if uploaded is not None:
             uploaded[entry.etag] = etag
         if not self._events:
@@ -116,33 +117,44 @@ class S3Flushes(S3Clients):
         self._events.emit(ObjectEvent("created", entry.key, entry.size, etag))
         return True
 
-    async def _holds_spooled(self, entry: Entry) -> bool:
+    async def _holds_spooled(self, entry: Entry) -> str | None:
         """After S3 refused the flush's conditional upload: whether S3 holds the spooled
-        bytes all the same. A try whose answer was lost (a timeout) lands, and the
-        client's resend is then refused by that very object (the retries are the
-        client's own, unseen here). Compared by size, type and the bytes' SHA-256, read
-        back only on this path; another server's write of the same bytes and type in
-        that instant is taken for the flush's own, as it stores the same."""
+        bytes all the same: their S3 ETag (``""`` when S3 gave none), ``None`` when not.
+        A try whose answer was lost (a timeout) lands, and the client's resend is then
+        refused by that very object (the retries are the client's own, unseen here).
+        Compared by size, type and the bytes' SHA-256, read back only on this path;
+        another server's write of the same bytes and type in that instant is taken for
+        the flush's own, as it stores the same. One replaced during the read-back is
+        another server's, newer: not."""
         try:
             head = await self._head(entry.key)
         except Exception as exc:
             if self._not_found(exc):
-                return False
+                return None
             raise
         if (head.get("ContentLength"), head.get("ContentType")) != (
             entry.size,
             entry.content_type,
         ):
-            return False
+            return None
         digest = hashlib.sha256()
         client = await self._client()
         extra = {"IfMatch": head["ETag"]} if head.get("ETag") else {}
-        response = await client.get_object(Bucket=self._bucket, Key=self._full(entry.key), **extra)
+        try:
+            response = await client.get_object(
+                Bucket=self._bucket, Key=self._full(entry.key), **extra
+            )
+        except Exception as exc:
+            # replaced (or deleted) since that HEAD: another server's write, newer
+            if self._not_found(exc) or condition_error(exc, create_only=False) is not None:
+                return None
+            raise
         body = response["Body"]
         async with body:
             async for chunk in body.iter_chunks(1 << 20):
                 digest.update(chunk)
-        return digest.hexdigest() == entry.sha256
+        # read under If-Match that HEAD's ETag: the object the ETag names
+        return str(head.get("ETag") or "") if digest.hexdigest() == entry.sha256 else None
 
     async def _send_spooled(
         self, entry: Entry, path: Path, condition: dict[str, str] | None = None
