@@ -47,3 +47,24 @@ async def test_a_create_refused_by_another_writers_object_never_takes_it_back(
         await a.save("k.bin", b"k" * 300, overwrite=False)
     assert proxy.count("PUT /") == 2  # other.bin, k.bin once: refused on its first try
     assert raw.get_object(Bucket=s3_bucket, Key="storage/k.bin")["Body"].read() == b"o" * 600
+
+
+@pytest.mark.parametrize("lost", [False, True], ids=["another-writer", "own-try-lost"])
+async def test_a_refused_create_on_a_versioned_bucket_counts_each_version_once(
+    make_backend: MakeBackend, proxy: FaultProxy, lost: bool
+) -> None:
+    # the prior version stays counted, and the object that refused the create counted
+    # once, as the latest version: another writer's, or the create's own first try
+    backend = make_backend(max_size_bytes=10_000)
+    await backend.set_versioning(True)
+    await backend.save("k.bin", b"a" * 100)
+    if lost:
+        await backend.delete("k.bin")  # a prior version of 100 bytes, nothing latest
+        proxy.cut_response_after(0, match="PUT")  # stored, never answered: resent
+    else:
+        await backend.save("k.bin", b"b" * 200)
+    with pytest.raises(PreconditionFailedError):
+        await backend.save("k.bin", b"c" * 600, overwrite=False)
+    assert (await backend.get_usage("")).used == (700 if lost else 300)
+    versions = await backend.list_versions("k.bin")
+    assert sum(v.size for v in versions) == (700 if lost else 300)
