@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from file_storage import S3StorageBackend
-from tests.faults.conftest import MakeBackend
+import file_storage._spool
+from file_storage import S3StorageBackend, StorageUnavailableError
+from tests.faults.conftest import ATTEMPTS, MakeBackend
 from tests.faults.proxy import FaultProxy
 from tests.faults.test_spool import s3_body, spool_files
 from tests.faults.test_spool_conditional import spool
@@ -75,3 +77,38 @@ async def test_an_if_match_naming_a_version_flushed_on_read_back_holds(
     assert proxy.count("PUT") >= 3  # the flush, its resend, the write
     assert s3_body(raw, s3_bucket, "a.txt") == b"after it"
     assert spool_files(spool_path) == []
+
+
+class _AMinuteAgo(datetime):
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
+        return datetime.now(tz) - timedelta(minutes=1)
+
+
+async def test_a_flush_whose_every_answer_was_lost_is_counted_by_the_next_flush(
+    make_backend: MakeBackend,
+    proxy: FaultProxy,
+    raw: Any,
+    s3_bucket: str,
+    spool_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the upload lands, and every answer (the resends' too) is lost: the flush fails
+    # and the version stays spooled. The next flush's check finds S3's object written
+    # after the spooled write: it is the flush's own (the spooled bytes), not another
+    # server's newer write. Flushed and announced, not dropped
+    spooling = make_backend(fallback_path=spool_path)
+    with monkeypatch.context() as patch:
+        patch.setattr(file_storage._spool, "datetime", _AMinuteAgo)  # S3 back a minute on
+        await spool(spooling, proxy, "a.txt", b"spooled")
+    events: list[Any] = []
+    spooling.subscribe(events.append)
+    a_txt = f"PUT /{s3_bucket}/storage/a.txt"
+    proxy.cut_response_after(0, times=4 * ATTEMPTS, match=a_txt)
+    with pytest.raises(StorageUnavailableError):
+        await spooling.flush_spool()
+    assert s3_body(raw, s3_bucket, "a.txt") == b"spooled"
+    proxy.clear()
+    assert await spooling.flush_spool() == 1
+    assert spool_files(spool_path) == []
+    assert [(e.type, e.key, e.size) for e in events] == [("created", "a.txt", 7)]
