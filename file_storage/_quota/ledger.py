@@ -270,7 +270,10 @@ class Reservation:
                 q.reserved -= held
                 q.reservations.discard(self)
 
-    async def commit(self, size: int) -> None:
+    async def commit(self, size: int, *, found: bool = False) -> None:
+        """Count the object the write left at the key: ``size`` bytes. ``found``: an
+        object found there after a write whose outcome is unknown (maybe another
+        writer's): a shared ledger counts it, and never has it taken back."""
         with _LEDGER:
             if self._done:
                 return

@@ -167,8 +167,8 @@ class Settles(BackendCore):
                 hurry = assume_stored or cancelled is not None
                 counted, late = await self._settle_versions(reservation, cancelled=hurry)
                 cancelled = cancelled or late
-            if not counted:
-                await reservation.commit(look.result().size)
+            if not counted:  # (maybe another writer's object: never taken back)
+                await reservation.commit(look.result().size, found=True)
         if cancelled is not None:
             raise cancelled
 
@@ -191,7 +191,7 @@ class Settles(BackendCore):
         if not latest:
             await reservation.release()  # deleted since: what it kept is counted so
             return True, late
-        await reservation.commit(latest[0])
+        await reservation.commit(latest[0], found=True)
         await self._quotas.set_kept(key, sum(v.size for v in versions if not v.is_latest))
         return True, late
 

@@ -199,14 +199,15 @@ class _RedisReservation(Reservation):
         if cancelled is not None:
             raise cancelled
 
-    async def commit(self, size: int) -> None:
+    async def commit(self, size: int, *, found: bool = False) -> None:
         if self._done:
             return
         self._done = True
         hold = self._hold
         unlock = hold.keys if hold is not None and hold.locked and hold.keys == [self.key] else []
-        # a move cannot be undone (its source is gone): it is counted whatever it finds
-        undoable = 0 if self.operation == "move" else 1
+        # a move cannot be undone (its source is gone): it is counted whatever it finds;
+        # nor an object found at the key after an unsure write (maybe another writer's)
+        undoable = 0 if self.operation == "move" or found else 1
         token = hold.token if hold else ""
         cancelled: asyncio.CancelledError | None = None
         while True:

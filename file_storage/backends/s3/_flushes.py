@@ -7,7 +7,9 @@ the condition that what the check saw is still there (``If-Match`` its ETag, or
 ``If-None-Match: *`` when there was nothing), where the server checks it: a write or delete
 another server makes between the check and the upload is newer, and wins. A refusal
 after the client resent the upload (its first try's answer lost) may be that try's own
-object: the flush reads it back and counts it flushed when it holds the spooled bytes.
+object, and so may an object newer than the spooled write that the check finds (an
+earlier flush's, all its answers lost): the flush reads it back and counts it flushed
+when it holds the spooled bytes.
 """
 
 from __future__ import annotations
@@ -91,7 +93,13 @@ class S3Flushes(S3Clients):
         else:
             stored = utc(head["LastModified"])
             if stored > entry.spooled_at:
-                return _dropped(entry, f"S3 has a newer object (written {stored.isoformat()})")
+                # a flush before this one may have stored it, its answers lost: then
+                # S3 holds the spooled bytes, and they are flushed
+                held = await self._holds_spooled(entry, head)
+                if held is None:
+                    why = f"S3 has a newer object (written {stored.isoformat()})"
+                    return _dropped(entry, why)
+                return await self._flushed(entry, held or None, uploaded)
             condition = {"IfMatch": head["ETag"]} if head.get("ETag") else {}
         condition = await self._checked_condition(condition, entry.size)
         try:
@@ -100,9 +108,16 @@ class S3Flushes(S3Clients):
             refused = condition_error(exc, create_only="IfNoneMatch" in condition)
             if not condition or refused is None:
                 raise
-            if not await self._holds_spooled(entry):
+            held = await self._holds_spooled(entry)
+            if held is None:
                 return _dropped(entry, "S3's object was replaced or deleted during the flush")
-            etag = None  # its own first try landed, unanswered: flushed
+            etag = held or None  # its own first try landed, unanswered: flushed
+        return await self._flushed(entry, etag, uploaded)
+
+    async def _flushed(
+        self, entry: Entry, etag: str | None, uploaded: dict[str, str | None] | None
+    ) -> bool:
+        """``entry`` is in S3 (``etag``: S3's, when known): noted and announced."""
         if uploaded is not None:
             uploaded[entry.etag] = etag
         if not self._events:
@@ -116,33 +131,47 @@ class S3Flushes(S3Clients):
         self._events.emit(ObjectEvent("created", entry.key, entry.size, etag))
         return True
 
-    async def _holds_spooled(self, entry: Entry) -> bool:
-        """After S3 refused the flush's conditional upload: whether S3 holds the spooled
-        bytes all the same. A try whose answer was lost (a timeout) lands, and the
-        client's resend is then refused by that very object (the retries are the
-        client's own, unseen here). Compared by size, type and the bytes' SHA-256, read
-        back only on this path; another server's write of the same bytes and type in
-        that instant is taken for the flush's own, as it stores the same."""
-        try:
-            head = await self._head(entry.key)
-        except Exception as exc:
-            if self._not_found(exc):
-                return False
-            raise
+    async def _holds_spooled(self, entry: Entry, head: dict[str, Any] | None = None) -> str | None:
+        """After S3 refused the flush's conditional upload, or its check found an object
+        written after the spooled write: whether S3 holds the spooled bytes all the
+        same: their S3 ETag (``""`` when S3 gave none), ``None`` when not. A try whose
+        answer was lost (a timeout) lands, and the client's resend is then refused by
+        that very object (the retries are the client's own, unseen here); when every
+        answer was lost, the flush failed, and the next one finds that object.
+        Compared by size, type and the bytes' SHA-256, read back only on this path;
+        another server's write of the same bytes and type in that instant is taken for
+        the flush's own, as it stores the same. One replaced during the read-back is
+        another server's, newer: not. ``head``: S3's answer to a HEAD just made."""
+        if head is None:
+            try:
+                head = await self._head(entry.key)
+            except Exception as exc:
+                if self._not_found(exc):
+                    return None
+                raise
         if (head.get("ContentLength"), head.get("ContentType")) != (
             entry.size,
             entry.content_type,
         ):
-            return False
+            return None
         digest = hashlib.sha256()
         client = await self._client()
         extra = {"IfMatch": head["ETag"]} if head.get("ETag") else {}
-        response = await client.get_object(Bucket=self._bucket, Key=self._full(entry.key), **extra)
+        try:
+            response = await client.get_object(
+                Bucket=self._bucket, Key=self._full(entry.key), **extra
+            )
+        except Exception as exc:
+            # replaced (or deleted) since that HEAD: another server's write, newer
+            if self._not_found(exc) or condition_error(exc, create_only=False) is not None:
+                return None
+            raise
         body = response["Body"]
         async with body:
             async for chunk in body.iter_chunks(1 << 20):
                 digest.update(chunk)
-        return digest.hexdigest() == entry.sha256
+        # read under If-Match that HEAD's ETag: the object the ETag names
+        return str(head.get("ETag") or "") if digest.hexdigest() == entry.sha256 else None
 
     async def _send_spooled(
         self, entry: Entry, path: Path, condition: dict[str, str] | None = None
