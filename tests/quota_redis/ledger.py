@@ -29,6 +29,36 @@ def steps_through_run(monkeypatch: pytest.MonkeyPatch | None = None) -> None:
         monkeypatch.setattr(Client, "start", start)
 
 
+def lose_first_answer(
+    monkeypatch: pytest.MonkeyPatch,
+    script: object,
+    error: Exception,
+    *,
+    ran: bool = True,
+    timed_out: bool = False,
+) -> list[int]:
+    """The first call of ``script`` raises ``error``, its answer lost: after Redis ran it
+    (``ran``), or before it reached Redis; ``timed_out``: the client takes Redis for
+    silent too, as after a call that timed out. Returns a list that call appends 1 to."""
+    from file_storage._quota.redis.wire import Client, Script
+
+    run = Client.run
+    lost: list[int] = []
+
+    async def lose(self: Client, called: Script, args: list[object]) -> object:
+        if called is script and not lost:
+            lost.append(1)
+            if ran:
+                await run(self, called, args)
+            if timed_out:
+                self._timed_out(error)
+            raise error
+        return await run(self, called, args)
+
+    monkeypatch.setattr(Client, "run", lose)
+    return lost
+
+
 def local(
     root: Path, server: RedisServer, namespace: str, **options: object
 ) -> LocalStorageBackend:

@@ -14,9 +14,15 @@ from file_storage import (
     StorageQuotaExceededError,
     StorageUnavailableError,
 )
-from file_storage._quota.redis.wire import RedisTimeout, Script
+from file_storage._quota.redis.wire import RedisTimeout
 from file_storage.testing.suite.quota import paused_save
-from tests.quota_redis.ledger import gated_pair, local, run_out_leases, steps_through_run
+from tests.quota_redis.ledger import (
+    gated_pair,
+    local,
+    lose_first_answer,
+    run_out_leases,
+    steps_through_run,
+)
 from tests.quota_redis.server import RedisServer
 
 
@@ -348,23 +354,12 @@ async def test_a_reserve_whose_answer_is_lost_leaves_no_bytes_or_lock_behind(
     # Redis runs the reserve step but its answer never arrives (a timeout under load):
     # the write fails closed, and neither its bytes nor the key's lock stay held
     from file_storage._quota.redis import scripts as lua
-    from file_storage._quota.redis.wire import Client
-
-    run = Client.run
-    lost: list[int] = []
-
-    async def lose_reserve_answer(self: Client, script: object, args: list[object]) -> object:
-        result = await run(self, script, args)  # type: ignore[arg-type]
-        if script is lua.RESERVE and not lost:
-            lost.append(1)
-            raise RedisTimeout("TimeoutError")
-        return result
 
     a = local(tmp_path, redis_server, namespace, max_size_bytes=100)
     b = local(tmp_path, redis_server, namespace, max_size_bytes=100)
     async with a, b:
         await a.save("seed", b"x" * 10)  # seeded before the fault
-        monkeypatch.setattr(Client, "run", lose_reserve_answer)
+        lost = lose_first_answer(monkeypatch, lua.RESERVE, RedisTimeout("TimeoutError"))
         with pytest.raises(StorageUnavailableError):
             await a.save("k", b"x" * 90)
         assert lost == [1]
@@ -383,23 +378,13 @@ async def test_a_key_lock_whose_answer_is_lost_leaves_the_key_free(
     # proxy or failover cutting it): the delete goes on without Redis, and the lock it
     # may hold there is given back, not left to block every writer of the key for a lease
     from file_storage._quota.redis import scripts as lua
-    from file_storage._quota.redis.wire import Client, RedisUnavailable
-
-    run = Client.run
-    lost: list[int] = []
-
-    async def lose_lock_answer(self: Client, script: object, args: list[object]) -> object:
-        result = await run(self, script, args)  # type: ignore[arg-type]
-        if script is lua.LOCK and not lost:
-            lost.append(1)
-            raise RedisUnavailable("ConnectionResetError")
-        return result
+    from file_storage._quota.redis.wire import RedisUnavailable
 
     a = local(tmp_path, redis_server, namespace, max_size_bytes=100)
     b = local(tmp_path, redis_server, namespace, max_size_bytes=100)
     async with a, b:
         await a.save("k", b"x" * 10)
-        monkeypatch.setattr(Client, "run", lose_lock_answer)
+        lost = lose_first_answer(monkeypatch, lua.LOCK, RedisUnavailable("ConnectionResetError"))
         await a.delete("k")
         assert lost == [1]
         await asyncio.wait_for(b.save("k", b"y" * 20), 10)  # the key is not locked
@@ -415,24 +400,13 @@ async def test_a_key_lock_whose_call_timed_out_is_given_back_once_redis_answers(
     # Redis takes a delete's key lock, then stalls past the timeout before answering: it is
     # not asked again while silent, and the lock goes with the process's next step
     from file_storage._quota.redis import scripts as lua
-    from file_storage._quota.redis.wire import Client
-
-    run = Client.run
-    lost: list[int] = []
-
-    async def time_out_lock(self: Client, script: object, args: list[object]) -> object:
-        result = await run(self, script, args)  # type: ignore[arg-type]
-        if script is lua.LOCK and not lost:
-            lost.append(1)
-            self._timed_out(RedisTimeout("TimeoutError"))  # as a call that timed out does
-            raise RedisTimeout("TimeoutError")
-        return result
 
     a = local(tmp_path, redis_server, namespace, max_size_bytes=100)
     b = local(tmp_path, redis_server, namespace, max_size_bytes=100)
     async with a, b:
         await a.save("k", b"x" * 10)
-        monkeypatch.setattr(Client, "run", time_out_lock)
+        error = RedisTimeout("TimeoutError")
+        lost = lose_first_answer(monkeypatch, lua.LOCK, error, timed_out=True)
         await a.delete("k")
         assert lost == [1]
         a._quotas._client._quiet_until = 0.0  # type: ignore[attr-defined]  # (time passed)
@@ -503,24 +477,12 @@ async def test_a_lost_commit_counts_its_object_once_from_the_next_step(
     # process sees it counted once from this process's next ledger step, not twice (the
     # listing, and its reservation) until the lease runs out a minute later
     from file_storage._quota.redis import scripts as lua
-    from file_storage._quota.redis.wire import Client
-
-    run = Client.run
-    lost: list[int] = []
-
-    async def lose_commit(self: Client, script: Script, args: list[object]) -> object:
-        if script is lua.COMMIT and not lost:
-            lost.append(1)
-            if ran:
-                await run(self, script, args)
-            raise RedisTimeout("TimeoutError")
-        return await run(self, script, args)
 
     a = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
     b = local(tmp_path, redis_server, namespace, max_size_bytes=1000)
     async with a, b:
         await a.save("seed", b"x" * 10)
-        monkeypatch.setattr(Client, "run", lose_commit)
+        lost = lose_first_answer(monkeypatch, lua.COMMIT, RedisTimeout("TimeoutError"), ran=ran)
         steps_through_run(monkeypatch)
         await a.save("k", b"x" * 90)  # landed: the ledger only missed its commit
         assert lost == [1]
