@@ -29,10 +29,18 @@ def script_calls(server: RedisServer) -> int:
     )
 
 
-async def drip(size: int, paused: asyncio.Event | None = None, at: int = 0) -> AsyncIterator[bytes]:
-    """``size`` bytes, one per chunk; waits for ``paused`` to be set once ``at`` are sent."""
+async def drip(
+    size: int,
+    paused: asyncio.Event | None = None,
+    at: int = 0,
+    waiting: asyncio.Event | None = None,
+) -> AsyncIterator[bytes]:
+    """``size`` bytes, one per chunk; waits for ``paused`` to be set once ``at`` are sent
+    (setting ``waiting`` then: the write asks for its next chunk, done with the others)."""
     for sent in range(size):
         if paused is not None and sent == at:
+            if waiting is not None:
+                waiting.set()
             await paused.wait()
         yield b"d"
 
@@ -166,10 +174,12 @@ async def test_a_drip_holding_bytes_ahead_when_redis_loses_its_data_never_lands_
     async with a, b:
         if existing:
             await a.save("s", b"e" * existing)
-        gate = asyncio.Event()
+        gate, waiting = asyncio.Event(), asyncio.Event()
         # (3000 sent, it holds ahead: the rest of it needs no more bytes from Redis)
-        write = asyncio.create_task(a.save("s", drip(4000, gate, at=3000)))
+        write = asyncio.create_task(a.save("s", drip(4000, gate, at=3000, waiting=waiting)))
         await until_used(b, 3000)  # (an overwrite holds only its growth)
+        # and its last step's answer is in: the connections dropped below cut no step of it
+        await asyncio.wait_for(waiting.wait(), 30)
         for x in (a, b):  # each process has seen its connection drop
             await x._quotas._client.aclose()  # type: ignore[attr-defined]
         own_redis.stop()
