@@ -34,8 +34,8 @@ from file_storage.errors import (
 __all__ = [
     "SIGNED_SECONDS",
     "Answer",
+    "Conflict",
     "Outcome",
-    "ResentConflict",
     "send_copy",
     "send_delete",
     "send_head",
@@ -54,9 +54,14 @@ Outcome = Literal["deleted", "gone", "changed"]
 Answer = Literal["done", "gone", "changed"]
 
 
-class ResentConflict(StorageError):
-    """A 409 answering a request sent again (an earlier try may have landed unanswered):
-    Azure refuses a copy to a blob whose copy is pending, such as that earlier try's."""
+class Conflict(StorageError):
+    """A 409: Azure refuses a copy to a blob whose copy is pending (``resent``: the
+    request was sent again, and that copy may be its earlier try's, landed unanswered),
+    and an abort of a copy no longer pending."""
+
+    def __init__(self, message: str, *, resent: bool) -> None:
+        super().__init__(message)
+        self.resent = resent
 
 
 def _send(
@@ -97,7 +102,7 @@ async def send_copy(
     names; Azure's tell whether the copy is done or still pending).
 
     Raises StoragePermissionError (401, 403), StorageUnavailableError (no answer, 408,
-    429, 5xx after :data:`ATTEMPTS`), ResentConflict (409 to a resend), StorageError
+    429, 5xx after :data:`ATTEMPTS`), Conflict (409), StorageError
     (any other status)."""
     return await _send_until_answered("PUT", url, headers, kind)
 
@@ -138,7 +143,7 @@ async def _send_until_answered(
         if status >= 500 or status in (408, 429):
             error = StorageUnavailableError(f"{kind} unavailable ({status})")
             continue
-        if status == 409 and resent:
-            raise ResentConflict(f"{kind} request failed ({status})")
+        if status == 409:
+            raise Conflict(f"{kind} request failed ({status})", resent=resent)
         raise StorageError(f"{kind} request failed ({status})")
     raise error

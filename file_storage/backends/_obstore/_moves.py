@@ -7,8 +7,8 @@ while the object is the version looked at, where a key of the backend's own sign
 from __future__ import annotations
 
 from file_storage.backends._obstore._conditional import (
+    Conflict,
     Outcome,
-    ResentConflict,
     send_copy,
     send_delete,
 )
@@ -108,10 +108,10 @@ class ObstoreConditions(StorageBackend):
         url, headers = request
         try:
             answer, resent, answered = await to_the_end(send_copy(url, headers, self._kind))
-        except ResentConflict:
+        except Conflict as conflict:
             # Azure refuses a copy to a blob whose copy is pending: the try whose answer
             # was lost may be that copy, going on (awaited there until complete)
-            if await self._copied(src, dst, found):
+            if conflict.resent and await self._copied(src, dst, found):
                 return True
             raise
         if answer == "done":

@@ -25,7 +25,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
-from file_storage.backends._obstore._conditional import send_copy, send_head
+from file_storage.backends._core import Method
+from file_storage.backends._obstore._conditional import Conflict, send_copy, send_head
 from file_storage.backends._obstore._requests import to_the_end
 from file_storage.errors import (
     PreconditionFailedError,
@@ -42,7 +43,7 @@ MAX_POLL = 2.0
 
 #: signs a request of ``method`` on the destination blob: ``GET`` (a HEAD is sent with
 #: it) to look at the copy, ``PUT`` to abort it
-Sign = Callable[[str], Awaitable[str]]
+Sign = Callable[[Method], Awaitable[str]]
 
 
 class CopyStatus:
@@ -138,9 +139,6 @@ async def _abort(sign: Sign, copy_id: str | None, version: str) -> bool:
     url = await sign("PUT") + "&comp=copy&copyid=" + quote(copy_id, safe="")
     try:
         answer: str = (await to_the_end(send_copy(url, headers, "Azure")))[0]
-    except StorageError as exc:
-        # 409 NoPendingCopyOperation: the copy ended before the abort reached it
-        if str(exc).endswith("(409)"):
-            return False
-        raise
+    except Conflict:  # 409 NoPendingCopyOperation: the copy ended before the abort came
+        return False
     return answer == "done"
