@@ -388,6 +388,13 @@ class S3StorageBackend(S3Deletes):
             async for chunk in read_range(src, start, end, chunk_size):
                 yield chunk
             return
+        async for chunk in self._stream_stored(key, start, end, chunk_size, if_match):
+            yield chunk
+
+    async def _stream_stored(
+        self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
+    ) -> AsyncIterator[bytes]:
+        """:meth:`_stream` of what S3 holds, whatever the spool holds."""
         client = await self._client()
         extra: dict[str, str] = {}
         if start or end is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,10 @@ class S3Flushes(S3Clients):
     if TYPE_CHECKING:
 
         async def _head(self, key: str) -> dict[str, Any]: ...
+
+        def _stream_stored(
+            self, key: str, start: int, end: int | None, chunk_size: int, if_match: str | None
+        ) -> AsyncIterator[bytes]: ...
 
         def _write_params(self, content_type: str, metadata: dict[str, str]) -> dict[str, Any]: ...
 
@@ -155,21 +160,14 @@ class S3Flushes(S3Clients):
         ):
             return None
         digest = hashlib.sha256()
-        client = await self._client()
-        extra = {"IfMatch": head["ETag"]} if head.get("ETag") else {}
         try:
-            response = await client.get_object(
-                Bucket=self._bucket, Key=self._full(entry.key), **extra
-            )
+            async for chunk in self._stream_stored(entry.key, 0, None, 1 << 20, head.get("ETag")):
+                digest.update(chunk)
         except Exception as exc:
             # replaced (or deleted) since that HEAD: another server's write, newer
             if self._not_found(exc) or condition_error(exc, create_only=False) is not None:
                 return None
             raise
-        body = response["Body"]
-        async with body:
-            async for chunk in body.iter_chunks(1 << 20):
-                digest.update(chunk)
         # read under If-Match that HEAD's ETag: the object the ETag names
         return str(head.get("ETag") or "") if digest.hexdigest() == entry.sha256 else None
 
