@@ -225,9 +225,10 @@ class AzureStorageBackend(ObstoreBackend):
     async def _copy_done(self, dst: str, answered: dict[str, str] | None) -> None:
         # Copy Blob may answer "pending" and go on reading the source after its answer:
         # nothing (a move's delete of its source) trusts the copy before it is complete
-        if answered is not None and not CopyStatus(answered).pending:
+        state = None if answered is None else CopyStatus(answered)
+        if state is not None and not state.pending:
             return  # copied with its answer (always so on Azurite)
-        copy_id = None if answered is None else CopyStatus(answered).copy_id
+        copy_id = None if state is None else state.copy_id
         sign = await self._copy_signer(dst)
         if sign is not None:
             await wait_for_copy(copy_id, sign, SAS_VERSION)
@@ -256,7 +257,7 @@ class AzureStorageBackend(ObstoreBackend):
         StorageUnavailableError when the key cannot be had for now."""
         if self._access_key is not None:
 
-            async def sign(method: str) -> str:
+            async def sign(method: Method) -> str:
                 return self._sas(dst, method)
 
             return sign
@@ -268,10 +269,8 @@ class AzureStorageBackend(ObstoreBackend):
                 raise  # no key for now (the service unreachable): the copy is not trusted
             return None
 
-        async def delegated(method: str) -> str:
-            return await super(AzureStorageBackend, self)._presign(
-                dst, SIGNED_SECONDS, "PUT" if method == "PUT" else "GET"
-            )
+        async def delegated(method: Method) -> str:
+            return await super(AzureStorageBackend, self)._presign(dst, SIGNED_SECONDS, method)
 
         return delegated
 
