@@ -222,9 +222,10 @@ async def _pin_conditions(backend: StorageBackend, key: str, request: Request) -
 
 async def _check_declared_length(backend: StorageBackend, key: str, request: Request) -> None:
     """Refuse over quota before reading a body whose Content-Length already says so."""
-    limit = backend.max_size_bytes
     declared = request.headers.get("content-length", "")
-    if limit is None or not (declared.isascii() and declared.isdigit()) or len(declared) > 20:
+    if not (declared.isascii() and declared.isdigit()) or len(declared) > 20:
+        return
+    if backend.max_size_bytes is None:  # no quota here (the ledger's limit is read below)
         return
     length = int(declared)
     usage = await backend.get_usage("")

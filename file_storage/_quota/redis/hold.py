@@ -86,6 +86,10 @@ class _RedisHeld:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reset: contextvars.Token[_RedisHeld | None] | None = None
 
+    def unlock_args(self) -> list[object]:
+        """The FINISH step's arguments that give these keys' locks back, recording nothing."""
+        return [self._ledger.ns, self.token, "", 0, *self.keys]
+
     async def __aenter__(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self._local.__aenter__()

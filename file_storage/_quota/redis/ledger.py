@@ -303,7 +303,7 @@ class RedisQuotaManager(Switches):
             except RedisUnavailable:
                 # deletes go on, a write fails (or fails open) at reserve; locks taken with
                 # the answer lost are given back (a timeout: with the next step answered)
-                unlock: list[object] = [self.ns, hold.token, "", 0, *hold.keys]
+                unlock = hold.unlock_args()
                 if not self._client.quiet:
                     with contextlib.suppress(RedisUnavailable):
                         await self._client.run(lua.FINISH, unlock)
@@ -329,7 +329,7 @@ class RedisQuotaManager(Switches):
             # connecting): the deletes' quotas are listed again, the locks given back with
             # this process's next step (else they hold for a lease)
             if hold.locked:
-                self._replay.append((None, lua.FINISH, [self.ns, hold.token, "", 0, *hold.keys]))
+                self._replay.append((None, lua.FINISH, hold.unlock_args()))
                 hold.locked = False
             if isinstance(exc, asyncio.CancelledError):
                 self._dirty.update(hold.deleted)

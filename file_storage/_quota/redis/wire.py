@@ -337,7 +337,7 @@ class Client:
         return time.monotonic() < self._quiet_until
 
     def _check_quiet(self) -> None:
-        if time.monotonic() < self._quiet_until:
+        if self.quiet:
             raise RedisTimeout("TimeoutError (a call timed out just now)")
         self._quiet_until = 0.0  # over: the next call asks Redis again
 
