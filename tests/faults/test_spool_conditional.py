@@ -29,19 +29,21 @@ async def spool(backend: S3StorageBackend, proxy: FaultProxy, key: str, body: by
     proxy.restore()
 
 
-def after_the_check(backend: S3StorageBackend, meanwhile: Callable[[], Any]) -> None:
-    """Run ``meanwhile`` (another server's call, in a thread) right after the backend's
-    next ``HEAD``: the flush's check, before its upload."""
+def after_heads(backend: S3StorageBackend, *meanwhile: Callable[[], Any]) -> None:
+    """Run each of ``meanwhile`` (another server's call, in a thread) right after the
+    backend's next ``HEAD``s, one per ``HEAD``: the first, after the flush's check, before
+    its upload."""
     head = backend._head
+    steps = list(meanwhile)
 
-    async def once(key: str) -> dict[str, Any]:
-        backend._head = head  # type: ignore[method-assign]
+    async def hooked(key: str) -> dict[str, Any]:
         try:
             return await head(key)
         finally:
-            await asyncio.to_thread(meanwhile)
+            if steps:
+                await asyncio.to_thread(steps.pop(0))
 
-    backend._head = once  # type: ignore[method-assign]
+    backend._head = hooked  # type: ignore[method-assign]
 
 
 @pytest.mark.parametrize("client", ["aioboto3", "obstore"])
@@ -53,7 +55,7 @@ async def test_a_delete_between_the_flush_check_and_its_upload_stays_deleted(
     spooling = make_backend(fallback_path=spool_path, client=client)
     await spooling.save("a.txt", b"stored before the outage")
     await spool(spooling, proxy, "a.txt", b"spooled")
-    after_the_check(spooling, lambda: raw.delete_object(Bucket=s3_bucket, Key="storage/a.txt"))
+    after_heads(spooling, lambda: raw.delete_object(Bucket=s3_bucket, Key="storage/a.txt"))
     assert await spooling.flush_spool() == 0
     assert stored_keys(raw, s3_bucket) == []
     assert spool_files(spool_path) == []
@@ -75,9 +77,7 @@ async def test_a_write_between_the_flush_check_and_its_upload_is_kept(
         await spooling.save("a.txt", b"stored before the outage")
     await spool(spooling, proxy, "a.txt", b"spooled")
     newer = b"newer, from another server"
-    after_the_check(
-        spooling, lambda: raw.put_object(Bucket=s3_bucket, Key="storage/a.txt", Body=newer)
-    )
+    after_heads(spooling, lambda: raw.put_object(Bucket=s3_bucket, Key="storage/a.txt", Body=newer))
     assert await spooling.flush_spool() == 0
     assert s3_body(raw, s3_bucket, "a.txt") == newer
     assert spool_files(spool_path) == []
@@ -131,7 +131,7 @@ async def test_a_create_between_the_check_and_a_multipart_flush_is_kept(
     spooling = make_backend(fallback_path=spool_path, **SMALL)
     await spool(spooling, proxy, "big.bin", b"s" * (6 * MiB))
     newer = b"newer, from another server"
-    after_the_check(
+    after_heads(
         spooling, lambda: raw.put_object(Bucket=s3_bucket, Key="storage/big.bin", Body=newer)
     )
     assert await spooling.flush_spool() == 0

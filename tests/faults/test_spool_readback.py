@@ -4,7 +4,6 @@ write. Another server's write during that read-back is newer, and wins."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
@@ -13,29 +12,13 @@ from typing import Any
 import pytest
 
 import file_storage._spool
-from file_storage import S3StorageBackend, StorageUnavailableError
+from file_storage import StorageUnavailableError
 from tests.faults.conftest import ATTEMPTS, MakeBackend
 from tests.faults.proxy import FaultProxy
 from tests.faults.test_spool import s3_body, spool_files
-from tests.faults.test_spool_conditional import spool
+from tests.faults.test_spool_conditional import after_heads, spool
 
 pytestmark = pytest.mark.s3
-
-
-def after_heads(backend: S3StorageBackend, *meanwhile: Callable[[], Any]) -> None:
-    """Run each of ``meanwhile`` (another server's call, in a thread) right after the
-    backend's next ``HEAD``s, one per ``HEAD``."""
-    head = backend._head
-    steps = list(meanwhile)
-
-    async def hooked(key: str) -> dict[str, Any]:
-        try:
-            return await head(key)
-        finally:
-            if steps:
-                await asyncio.to_thread(steps.pop(0))
-
-    backend._head = hooked  # type: ignore[method-assign]
 
 
 @pytest.mark.parametrize("client", ["aioboto3", "obstore"])
