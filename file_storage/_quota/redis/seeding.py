@@ -8,7 +8,7 @@ and prior versions recorded meanwhile winning over it. The keys are described in
 
 from __future__ import annotations
 
-from file_storage._quota.redis.scripts import _COMMON
+from file_storage._quota.redis.lua_common import _COMMON
 from file_storage._quota.redis.wire import Script
 
 # ARGV: ns, prefix, token, lease_ms, force -> 'seeded' | 'wait' | 'go'
