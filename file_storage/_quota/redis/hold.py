@@ -61,6 +61,7 @@ class _RedisHeld:
         "lazy",
         "locked",
         "loose",
+        "olds",
         "relisted",
         "reservations",
         "since",
@@ -82,13 +83,22 @@ class _RedisHeld:
         self.loose: list[str] = []
         self.relisted = False  # the deleted keys' versions are to be counted as listed
         self.since = ""  # what LOCK answered (listings begun or ended before): see FINISH
+        # local disk with allowances: the keys' sizes found on disk under their key locks
+        # (None: no object), kept as this hold changes them; None: Redis's sizes are used
+        self.olds: dict[str, int | None] | None = None
         self._renewer: Renewer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reset: contextvars.Token[_RedisHeld | None] | None = None
 
+    def old_text(self, key: str) -> str:
+        """The size at ``key`` found on disk, as a script argument ('': Redis's is used)."""
+        if self.olds is None or key not in self.olds:
+            return ""
+        return str(self.olds[key] or 0)
+
     def unlock_args(self) -> list[object]:
         """The FINISH step's arguments that give these keys' locks back, recording nothing."""
-        return [self._ledger.ns, self.token, "", 0, *self.keys]
+        return [self._ledger.ns, self.token, "", 0, "", *self.keys]
 
     async def __aenter__(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -215,7 +225,8 @@ class _RedisReservation(Reservation):
         token = hold.token if hold else ""
         cancelled: asyncio.CancelledError | None = None
         while True:
-            args = [self._ledger.ns, self._id, self.key, size, token, undoable, *unlock]
+            old = hold.old_text(self.key) if hold is not None else ""
+            args = [self._ledger.ns, self._id, self.key, size, token, undoable, old, *unlock]
             # the object landed: the step is made whole even when the caller is cancelled
             # meanwhile (else, cancelled before it left, the object stays uncounted by
             # every other process until this one's next step, and for good if it is

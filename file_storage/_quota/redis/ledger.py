@@ -317,7 +317,11 @@ class RedisQuotaManager(Switches):
             await backoff.wait()
 
     async def _finish(self, hold: _RedisHeld) -> None:
-        args: list[object] = [self.ns, hold.token, hold.since, len(hold.deleted), *hold.deleted]
+        olds = [hold.old_text(key) for key in hold.deleted]
+        found = ",".join(olds) if all(olds) else ""  # (every size found on disk, or none)
+        args: list[object] = [
+            self.ns, hold.token, hold.since, len(hold.deleted), *hold.deleted, found,
+        ]  # fmt: skip
         if hold.locked:
             args += hold.keys
         try:
@@ -346,7 +350,7 @@ class RedisQuotaManager(Switches):
             hold.deleted.append(key)  # recorded with the unlock, in one step
             return
         try:
-            await self._client.run(lua.FINISH, [self.ns, "", "", 1, key])
+            await self._client.run(lua.FINISH, [self.ns, "", "", 1, key, ""])
         except RedisUnavailable:
             self._missed(key, "delete")
 
@@ -418,7 +422,9 @@ class RedisQuotaManager(Switches):
                     lua.RESERVE,
                     [self.ns, reservation._id, key, total, frees or "", self.lease_ms,
                      1 if first else 0, hold.token if take and hold is not None else "",
-                     self._epoch, "" if want is None else want],
+                     self._epoch, "" if want is None else want,
+                     hold.old_text(key) if hold is not None else "",
+                     hold.old_text(frees) if hold is not None and frees else ""],
                 )  # fmt: skip
             except BaseException:  # a lost answer, or cancelled awaiting it
                 if take and hold is not None:
@@ -435,7 +441,8 @@ class RedisQuotaManager(Switches):
                 return False
             if state == "reset":
                 self._push_all()
-            elif state == "locked":  # another process writes or deletes this key now
+            elif state in ("locked", "recall"):  # another process has this key, or
+                # holds an allowance it is asked to give back now
                 await backoff.wait()
             elif state == "unseeded":
                 await self._seed(result[1], force=False)
@@ -485,7 +492,9 @@ class RedisQuotaManager(Switches):
                 return
             if state == "go":
                 break
-            if force:  # another process is listing it now: that listing is as fresh
+            if (
+                force and state == "wait"
+            ):  # another process is listing it now: that listing is as fresh
                 force = False
             await backoff.wait()
         if self._probe is not None:  # learned with each listing, as the in-process ledger does
@@ -510,7 +519,7 @@ class RedisQuotaManager(Switches):
         try:
             await self._sync()
             while True:
-                limit, used, reserved, seeded, epoch = await self._client.run(
+                limit, used, reserved, seeded, epoch, allowed = await self._client.run(
                     lua.USAGE, [self.ns, prefix]
                 )
                 if not epoch or (self._epoch and epoch != self._epoch):
@@ -520,7 +529,9 @@ class RedisQuotaManager(Switches):
                 if limit is None:
                     raise LookupError(prefix)
                 if seeded:
-                    return Usage(prefix=prefix, used=int(used) + int(reserved), limit=int(limit))
+                    # (the allowances processes hold are not in use: see allowance_lua)
+                    in_use = int(used) + int(reserved) - int(allowed)
+                    return Usage(prefix=prefix, used=in_use, limit=int(limit))
                 await self._seed(prefix, force=False)
         except RedisUnavailable as exc:
             raise StorageUnavailableError(

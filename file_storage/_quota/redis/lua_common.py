@@ -39,6 +39,12 @@ one ledger lands in one slot, so the scripts may touch keys they compute):
   in ms. RESERVE, RELEASE, FINISH and USAGE first free the reservations whose lease ran
   out, and mark their quotas to be listed again: whether such a write landed is unknown
   (its process died, or its commit was lost on the way).
+- ``{ns}:rsv:a.<member>``: a process's allowance (local disk): ``h:<prefix>`` bytes of
+  the quota it holds and spends without asking (counted in ``reserved`` and in the quota's
+  ``allowed``); ``{ns}:mem`` its lease (a sorted set like ``leases``); ``{ns}:ack``: member
+  -> the ``{ns}:agen`` it acknowledged; ``{ns}:agen`` is bumped by every change a member
+  must see before it draws again (a limit set, a listing begun or ended, a quota marked to
+  be listed again). See :mod:`file_storage._quota.redis.allowance_lua`.
 
 Time is Redis's own clock (``TIME``), the same for every process on every machine.
 """
@@ -107,12 +113,26 @@ local function release(id, held)
   end
   redis.call('DEL', rk)
   redis.call('ZREM', ns .. ':leases', id)
+  if string.sub(id, 1, 2) == 'a.' then
+    -- a process's allowance (see allowance_lua): its bytes were counted in allowed too
+    for j = 1, #held, 2 do
+      local n = tonumber(held[j + 1])
+      if string.sub(held[j], 1, 2) == 'h:' and n ~= 0 then
+        redis.call('HINCRBY', ns .. ':q:' .. string.sub(held[j], 3), 'allowed', 0 - n)
+      end
+    end
+    redis.call('ZREM', ns .. ':mem', id)
+    redis.call('HDEL', ns .. ':ack', id)
+  end
 end
 local function stale(p)
   -- what the store holds under p is not known here any more: list it again on next use
   -- (a listing under way may have passed the key already: it is not trusted either)
   local q = ns .. ':q:' .. p
-  if redis.call('EXISTS', q) == 1 then redis.call('HSET', q, 'seeded', '0', 'stale', '1') end
+  if redis.call('EXISTS', q) == 1 then
+    redis.call('HSET', q, 'seeded', '0', 'stale', '1')
+    redis.call('INCR', ns .. ':agen')  -- (processes drawing on allowances stop: see there)
+  end
 end
 local function switching()
   -- set_versioning under way in some process (the store may switch at any moment)
@@ -120,6 +140,7 @@ local function switching()
 end
 local function purge(now)
   redis.call('ZREMRANGEBYSCORE', ns .. ':vsw', '-inf', now)  -- a switcher that died
+  redis.call('ZREMRANGEBYSCORE', ns .. ':mem', '-inf', now)  -- (their allowances: below)
   local expired = redis.call('ZRANGEBYSCORE', ns .. ':leases', '-inf', now, 'LIMIT', 0, 100)
   for _, id in ipairs(expired) do
     -- a lease that ran out: its process died or lost Redis mid-write, and whether the
@@ -146,6 +167,24 @@ local function record(p, key, size)
   local old = num(redis.call('HGET', sz, key))
   if size then redis.call('HSET', sz, key, size) else redis.call('HDEL', sz, key) end
   redis.call('HINCRBY', q, 'used', (size or 0) - old)
+end
+-- local disk with allowances (see allowance_lua): a change of key from the size its
+-- writer found on disk under its key locks, by ``delta``. The counts move by the
+-- difference, whatever Redis's size of key says: it lags by the sizes other processes
+-- drawing on allowances have not sent yet, which move it by their own differences
+local function shift(p, key, delta)
+  if delta == 0 then return end
+  local q = ns .. ':q:' .. p
+  if redis.call('HGET', q, 'seeded') ~= '1' then return end
+  redis.call('HINCRBY', q, 'used', delta)
+  local sz = ns .. ':sz:' .. p
+  if redis.call('HINCRBY', sz, key, delta) == 0 then redis.call('HDEL', sz, key) end
+end
+-- no listing of p began or ended since ``lists`` was read, nor runs now: a difference
+-- found on disk is then the change of p's count (else the listing may have seen it)
+local function steady(p, lists)
+  local f = redis.call('HMGET', ns .. ':q:' .. p, 'seeding', 'lists')
+  return not f[1] and lists ~= nil and (f[2] or '0') == lists
 end
 local function keep(p, key)
   -- the object at key becomes a prior version: its bytes move to kept, still counted

@@ -14,9 +14,12 @@ from file_storage._quota.redis.wire import Script
 # epoch ('' or the epoch this process pushed its limits into: another one is a reset),
 # want ('' or a total past ``total`` to hold ahead of a stream, as far as each quota has
 # half of its free space left after ``total``; '=': a stream that held ahead ends, its
-# whole ``total`` checked against each quota as it is now, what it holds included)
+# whole ``total`` checked against each quota as it is now, what it holds included),
+# old, frees_old ('' or the sizes at key and at frees the caller found under its key
+# locks: local disk, where processes drawing on allowances send sizes in batches)
 # -> {'ok', held} (the total now held for: ``total`` or more, at most ``want``) |
-# {'none'} | {'reset'} | {'locked'} (another holder has key) |
+# {'none'} | {'reset'} | {'locked'} (another holder has key) | {'recall'} (it fits once
+# the allowances processes hold are given back: they are asked to; try again) |
 # {'unseeded', prefix} | {'over', prefix, used, limit}; with a token, every reply but
 # none, reset and locked means the key is now locked by it
 RESERVE = Script(
@@ -46,17 +49,19 @@ local extras, olds, lists, helds, counts = {}, {}, {}, {}, {}
 for j, ql in ipairs(quotas) do
   local p, limit = ql[1], ql[2]
   local q = ns .. ':q:' .. p
-  local f = redis.call('HMGET', q, 'seeded', 'used', 'reserved', 'lists')
+  local f = redis.call('HMGET', q, 'seeded', 'used', 'reserved', 'lists', 'allowed')
   if f[1] ~= '1' then return {'unseeded', p} end
   counts[j] = f
   local old, held
   if fresh and versioned then
     old, held = 0, 0
   elseif fresh then
+    -- the sizes the caller found on disk under its key locks (local disk with
+    -- allowances: Redis's may lag by the sizes other processes have not sent yet)
     local sz = ns .. ':sz:' .. p
-    old = num(redis.call('HGET', sz, key))
+    old = tonumber(ARGV[11] or '') or num(redis.call('HGET', sz, key))
     if frees ~= '' and string.sub(frees, 1, #p) == p then
-      old = old + num(redis.call('HGET', sz, frees))
+      old = old + (tonumber(ARGV[12] or '') or num(redis.call('HGET', sz, frees)))
     end
     held = 0
   else
@@ -67,7 +72,15 @@ for j, ql in ipairs(quotas) do
   -- (rechecked: a limit lowered since its bytes were held ahead may no longer take them)
   if extra > 0 or recheck then
     local over, bh, bl = exceeds(f[2], f[3], extra, limit)
-    if over then return {'over', p, text(bh, bl - held), limit} end
+    if over then
+      local allowed = num(f[5])
+      if allowed > 0 and not exceeds(f[2], f[3], extra - allowed, limit) then
+        -- it fits once processes give back the allowances they hold: asked to, at once
+        redis.call('HSET', q, 'recall', now)
+        return {'recall'}
+      end
+      return {'over', p, text(bh, bl - held - allowed), limit}
+    end
   end
   extras[j], olds[j], lists[j], helds[j] = extra, old, f[4] or '0', held
 end
@@ -113,7 +126,8 @@ return {'ok', string.format('%d', grant)}
 """
 )
 
-# ARGV: ns, id, key, size, token, undoable ('1': the caller can delete the new object), lock keys...
+# ARGV: ns, id, key, size, token, undoable ('1': the caller can delete the new object),
+# old ('' or the size at key the caller found on disk under its key locks), lock keys...
 # -> {'ok'} | {'over', prefix, used, limit} (lease lost, its key still locked by token, a
 # new undoable object that no longer fits: nothing recorded) | {'overshoot', prefix}
 # (lease lost: recorded anyway); the key's lock lost too: its quotas are listed again;
@@ -123,6 +137,7 @@ COMMIT = Script(
     + """
 local id, key, size, token = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local undoable = ARGV[6] == '1'
+local given = tonumber(ARGV[7] or '')  -- the size at key found on disk (see shift)
 -- no purge here: while this reservation exists its bytes are still counted as reserved
 -- (only a release frees them), so no other write was given them even if its lease ran
 -- out: trusting it is safe. A reservation that is gone is checked again below
@@ -145,7 +160,7 @@ if #held == 0 then
     local p, limit = ql[1], ql[2]
     local q = ns .. ':q:' .. p
     if redis.call('HGET', q, 'seeded') == '1' then
-      local old = num(redis.call('HGET', ns .. ':sz:' .. p, key))
+      local old = given or num(redis.call('HGET', ns .. ':sz:' .. p, key))
       known = known + old
       if versioned then old = 0 end  -- kept as a prior version: still counted
       local f = redis.call('HMGET', q, 'used', 'reserved')
@@ -181,15 +196,20 @@ end
 release(id, held)
 for _, ql in ipairs(quotas) do
   if versioned then keep(ql[1], key) end
-  record(ql[1], key, size)
-  if lost then stale(ql[1]) end
+  if given and not versioned and steady(ql[1], g['g:' .. ql[1]]) then
+    shift(ql[1], key, size - given)
+  else
+    record(ql[1], key, size)
+  end
+  -- (a lease run out on local disk with allowances: Redis's size of key may lag)
+  if lost or (given and #held == 0) then stale(ql[1]) end
 end
 -- relisted: the key stays locked until the caller has counted it (its hold unlocks it),
 -- else a write of another process could land between this step and that count
 if relisted then
   result[#result + 1] = 'relisted'
 else
-  unlock(token, 7, #ARGV)
+  unlock(token, 8, #ARGV)
 end
 return result
 """
@@ -225,7 +245,8 @@ return (m[1] or '0') .. '/' .. (m[2] or '0')
 )
 
 # ARGV: ns, token, since ('' or what LOCK answered as the keys were locked), n_deleted,
-# deleted keys..., lock keys...: record the deletes, unlock
+# deleted keys..., their sizes found on disk under their key locks ('' or one text of
+# sizes joined by ',': see shift), lock keys...: record the deletes, unlock
 # -> 1, or 2: the caller counts the deleted keys' versions as the store lists them (a
 # set_versioning under way, or begun or ended since the keys were locked: the store may
 # have applied either state; a versioned store: suspended, where only the store knows
@@ -247,10 +268,13 @@ local vv = redis.call('MGET', ns .. ':ver', ns .. ':vchg')
 local versioned = vv[1] == 'enabled' or vv[1] == 'suspended'
 local relisted = (versioned and vv[1] == 'suspended') or (n > 0 and (switching()
   or (since_v and since_v ~= (vv[2] or '0'))))
+-- the sizes the deleted keys had on disk, found under their key locks (see shift)
+local olds = {}
+for v in string.gmatch(ARGV[5 + n] or '', '[^,]+') do olds[#olds + 1] = tonumber(v) end
 local locked = {}
-for j = 5 + n, #ARGV do locked[ARGV[j]] = true end
+for j = 6 + n, #ARGV do locked[ARGV[j]] = true end
 for j = 5, 4 + n do
-  local key = ARGV[j]
+  local key, given = ARGV[j], olds[j - 4]
   -- held, but its lock ran out (a process frozen past its lease): another process may
   -- have written the key since, landing before or after this delete (see COMMIT)
   local lost = locked[key] and redis.call('GET', ns .. ':lk:' .. key) ~= token
@@ -260,11 +284,16 @@ for j = 5, 4 + n do
       local f = redis.call('HMGET', ns .. ':q:' .. ql[1], 'seeding', 'gen')
       if f[1] or (since and num(f[2]) > since) then relisted = true end
     end
-    record(ql[1], key, nil)
+    local f = redis.call('HMGET', ns .. ':q:' .. ql[1], 'seeding', 'gen')
+    if given and not versioned and since and not f[1] and num(f[2]) <= since then
+      shift(ql[1], key, 0 - given)
+    else
+      record(ql[1], key, nil)
+    end
     if lost then stale(ql[1]) end
   end
 end
-unlock(token, 5 + n, #ARGV)
+unlock(token, 6 + n, #ARGV)
 return relisted and 2 or 1
 """
 )
@@ -310,6 +339,9 @@ local function drop(p)
 end
 for j = 2, #ARGV, 2 do
   local p, limit = ARGV[j], ARGV[j + 1]
+  if redis.call('HGET', ns .. ':limits', p) ~= (limit ~= '' and limit or nil) then
+    redis.call('INCR', ns .. ':agen')  -- (processes drawing on allowances see it first)
+  end
   if limit == '' then
     redis.call('HDEL', ns .. ':limits', p)
     drop(p)
@@ -325,17 +357,18 @@ return redis.call('GET', ns .. ':epoch')
 """
 )
 
-# ARGV: ns, prefix -> {limit or false, used, reserved, seeded, epoch or false}
+# ARGV: ns, prefix -> {limit or false, used, reserved, seeded, epoch or false, allowed}
 USAGE = Script(
     _COMMON
     + """
 local p = ARGV[2]
 purge(now_ms())
 local limit = redis.call('HGET', ns .. ':limits', p)
-local f = redis.call('HMGET', ns .. ':q:' .. p, 'used', 'reserved', 'seeded')
--- (the counts as Redis keeps them, exact: as Lua numbers they are rounded past 2^53)
+local f = redis.call('HMGET', ns .. ':q:' .. p, 'used', 'reserved', 'seeded', 'allowed')
+-- (the counts as Redis keeps them, exact: as Lua numbers they are rounded past 2^53);
+-- the allowances processes hold are not in use: what they spent is sent within moments
 return {limit, f[1] or '0', f[2] or '0', f[3] == '1' and 1 or 0,
-  redis.call('GET', ns .. ':epoch')}
+  redis.call('GET', ns .. ':epoch'), f[4] or '0'}
 """
 )
 
@@ -387,11 +420,17 @@ local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', ns .. ':vsw', '-inf', now)
 if state == '' then
   redis.call('ZADD', ns .. ':vsw', now + lease, token)
+  -- processes drawing on allowances send their sizes in batches; the versioned steps
+  -- read the sizes Redis keeps, so every quota is listed again (after they sent them)
+  if redis.call('ZCARD', ns .. ':mem') > 0 then
+    for _, p in ipairs(redis.call('HKEYS', ns .. ':limits')) do stale(p) end
+  end
 else
   if state ~= '-' then redis.call('SET', ns .. ':ver', state) end
   redis.call('ZREM', ns .. ':vsw', token)
 end
 redis.call('INCR', ns .. ':vchg')
+redis.call('INCR', ns .. ':agen')
 return 1
 """
 )
@@ -406,6 +445,7 @@ PROBED = Script(
 local state, since = ARGV[2], ARGV[3]
 redis.call('ZREMRANGEBYSCORE', ns .. ':vsw', '-inf', now_ms())
 if (redis.call('GET', ns .. ':vchg') or '0') == since and not switching() then
+  if (redis.call('GET', ns .. ':ver') or 'off') ~= state then redis.call('INCR', ns .. ':agen') end
   redis.call('SET', ns .. ':ver', state)
   return state
 end

@@ -11,7 +11,9 @@ from __future__ import annotations
 from file_storage._quota.redis.lua_common import _COMMON
 from file_storage._quota.redis.wire import Script
 
-# ARGV: ns, prefix, token, lease_ms, force -> 'seeded' | 'wait' | 'go'
+# ARGV: ns, prefix, token, lease_ms, force -> 'seeded' | 'wait' (another process lists
+# it) | 'barrier' (ours, waiting for the members' acknowledgements: ask again with the
+# same token) | 'go'
 SEED_BEGIN = Script(
     _COMMON
     + """
@@ -21,7 +23,26 @@ local q = ns .. ':q:' .. p
 -- one would miss every write until a quota is set, then be trusted, too low
 if redis.call('HEXISTS', ns .. ':limits', p) == 0 then return 'seeded' end
 if not force and redis.call('HGET', q, 'seeded') == '1' then return 'seeded' end
-if not redis.call('SET', ns .. ':seedlk:' .. p, token, 'NX', 'PX', lease) then return 'wait' end
+local lk = ns .. ':seedlk:' .. p
+local owner = redis.call('GET', lk)
+if owner and owner ~= token then return 'wait' end
+redis.call('SET', lk, token, 'PX', lease)
+-- processes drawing on allowances (local disk) send what they spent and stop drawing
+-- under p before it is listed: a barrier (a new agen), then the listing once every
+-- live member acknowledged it (see allowance_lua)
+local now = now_ms()
+if redis.call('ZCOUNT', ns .. ':mem', now, '+inf') > 0 then
+  if redis.call('HGET', q, 'btok') ~= token then
+    redis.call('HSET', q, 'barrier', redis.call('INCR', ns .. ':agen'), 'btok', token)
+    return 'barrier'
+  end
+  local b = tonumber(redis.call('HGET', q, 'barrier'))
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', ns .. ':mem', now, '+inf')) do
+    if num(redis.call('HGET', ns .. ':ack', m)) < b then return 'barrier' end
+  end
+end
+redis.call('HDEL', q, 'barrier', 'btok')
+redis.call('INCR', ns .. ':agen')
 redis.call('HSET', q, 'seeding', token)
 redis.call('HINCRBY', q, 'lists', 1)  -- (a versioned commit then knows one overlapped it)
 redis.call('HSET', q, 'gen', redis.call('INCR', ns .. ':gen'))  -- (and a delete: FINISH)
@@ -109,6 +130,7 @@ redis.call('HINCRBY', q, 'lists', 1)
 redis.call('HSET', q, 'gen', redis.call('INCR', ns .. ':gen'))
 redis.call('DEL', pend, pendk)
 unlock_seed(p, token)
+redis.call('INCR', ns .. ':agen')
 return 1
 """
 )
@@ -120,6 +142,8 @@ SEED_ABORT = Script(
     + """
 local p, token = ARGV[2], ARGV[3]
 local q = ns .. ':q:' .. p
+if redis.call('HGET', q, 'btok') == token then redis.call('HDEL', q, 'barrier', 'btok') end
+redis.call('INCR', ns .. ':agen')
 if redis.call('HGET', q, 'seeding') == token then
   redis.call('HDEL', q, 'seeding')
   redis.call('DEL', ns .. ':pend:' .. p, ns .. ':stage:' .. p, ns .. ':pendk:' .. p,

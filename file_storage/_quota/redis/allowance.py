@@ -1,0 +1,334 @@
+"""Allowances: the Redis ledger on local disk, where a process spends its share unasked.
+
+A save on local disk costs a few hundred microseconds of CPU; two Redis round trips per
+save to a Redis on the same cores cost about as much again. So on local disk each
+process holds an *allowance* of every quota it writes under (a share of its free space,
+reserved in Redis), draws its saves from it in memory, and sends what it spent (each
+key's difference, found on disk under the key's lock every process of the machine
+takes) in one call every few tens of milliseconds, which also tops the allowance up.
+The Lua side and what it guarantees are in
+:mod:`file_storage._quota.redis.allowance_lua`.
+
+This module is one process's side: the :class:`Book` of what it holds, spent and has
+still to send, and the task that sends it (:meth:`Book.run`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Protocol
+
+from file_storage._loops import SharedLock
+from file_storage._quota.redis.allowance_lua import ALLOW
+from file_storage._quota.redis.lease import new_id
+from file_storage._quota.redis.wire import RedisUnavailable
+
+if TYPE_CHECKING:
+    from file_storage._quota.redis.ledger import RedisQuotaManager
+
+logger = logging.getLogger("file_storage")
+
+CHUNK = 4 * 1024 * 1024  # what a member asks to hold per quota, ahead of its saves
+LARGEST = 1024 * 1024  # a write past this reserves in Redis, as without allowances
+INTERVAL = 0.05  # seconds between two calls while there is something to send
+IDLE = 2.0  # seconds with nothing drawn, then the allowances are given back
+RECALLED = 1.0  # a quota recalled is not drawn on for this long
+
+
+class Disk(Protocol):
+    """What the backend gives the ledger: key locks every process of the machine takes,
+    and the sizes at keys (``None``: no object)."""
+
+    def lock(self, keys: list[str]) -> AbstractAsyncContextManager[None]: ...
+
+    def sizes(self, keys: list[str]) -> dict[str, int | None]: ...
+
+
+def covering(key: str) -> list[str]:
+    """Every prefix a quota covering ``key`` could have: ``""`` and each folder."""
+    return ["", *(key[: i + 1] for i, ch in enumerate(key) if ch == "/")]
+
+
+class Refused(Exception):
+    """A draw Redis refused: ``flag`` is ``over`` (with ``used`` and ``limit``) or ``busy``."""
+
+    def __init__(self, flag: str, prefix: str, used: int, limit: int) -> None:
+        super().__init__(flag)
+        self.flag, self.prefix, self.used, self.limit = flag, prefix, used, limit
+
+
+class Book:
+    """One process's allowances under one ledger, shared by its threads and event loops
+    (every field under ``_mu``)."""
+
+    def __init__(self, ledger: RedisQuotaManager, disk: Disk) -> None:
+        self.ledger = ledger
+        self.disk = disk
+        self._mu = threading.Lock()
+        self._calls = SharedLock()  # one call at a time, from any loop
+        self._reset()
+
+    def _reset(self) -> None:
+        """A new member: nothing held (the old one's lease runs out in Redis, its quotas
+        then listed again)."""
+        self.member = new_id()
+        self.fresh = True
+        self.agen = ""  # the last agen Redis told
+        self.acked = ""  # the last agen this member acknowledged
+        self.deadline = 0.0  # monotonic time its allowances can be drawn on until
+        self.plain = False  # the store keeps no prior versions (else no allowances)
+        self.limits: dict[str, int | None] = {}  # prefix -> limit (None: no quota), at agen
+        self.ready: set[str] = set()  # prefixes with a quota drawn on now (no listing)
+        self.held: dict[str, int] = {}
+        self.spent: dict[str, int] = {}
+        self.pend: dict[str, int] = {}  # drawn by writes in flight
+        self.deltas: dict[str, int] = {}
+        self.inflight = 0  # holds drawing now
+        self.recalled: dict[str, float] = {}
+        self.used_at = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+
+    def forked(self) -> None:
+        """In a child forked from the process: the parent's draws are the parent's."""
+        self._mu = threading.Lock()
+        self._calls = SharedLock()
+        self._reset()
+
+    # -- drawing (under the hold's key locks) -----------------------------------------
+
+    def open_for(self, prefixes: Iterable[str]) -> bool | None:
+        """Start a hold that draws on allowances (``True``), one that goes through Redis
+        (``False``: a quota there is being listed, or none can be drawn now), or ``None``:
+        a prefix is not known yet (ask :meth:`describe`)."""
+        with self._mu:
+            if self.fresh or not self.plain or self.acked != self.agen:
+                return False
+            if time.monotonic() >= self.deadline:
+                return False
+            for p in prefixes:
+                if p not in self.limits:
+                    return None
+                if self.limits[p] is not None and p not in self.ready:
+                    return False
+            self.inflight += 1
+            self.used_at = time.monotonic()
+            return True
+
+    def quotas_of(self, key: str) -> list[str]:
+        with self._mu:
+            return [p for p in covering(key) if self.limits.get(p) is not None]
+
+    def close_hold(self, member: str) -> None:
+        with self._mu:
+            if member != self.member:
+                return  # (a member since replaced: its holds no longer count)
+            self.inflight -= 1
+            wake = self.inflight == 0 and self.acked != self.agen
+        if wake:
+            self.wake()
+
+    def draw(self, prefixes: list[str], needs: dict[str, int]) -> dict[str, int]:
+        """Take ``needs`` from what this member holds; the shortfall per prefix (empty:
+        drawn)."""
+        with self._mu:
+            now = time.monotonic()
+            short = {}
+            for p in prefixes:
+                left = self.held.get(p, 0) - self.spent.get(p, 0) - self.pend.get(p, 0)
+                if needs[p] > left or self.recalled.get(p, 0.0) > now:
+                    short[p] = needs[p] - max(left, 0)
+            if not short:
+                for p in prefixes:
+                    self.pend[p] = self.pend.get(p, 0) + needs[p]
+            return short
+
+    def undraw(self, needs: dict[str, int]) -> None:
+        with self._mu:
+            for p, n in needs.items():
+                self.pend[p] = self.pend.get(p, 0) - n
+
+    def spend(self, member: str, key: str, prefixes: list[str], delta: int) -> bool:
+        """Record ``key``'s change by ``delta`` (its draws undone by the caller first);
+        ``False``: drawn by a member since replaced (its quotas are listed again)."""
+        with self._mu:
+            if member != self.member:
+                return False
+            if prefixes and delta:
+                self.deltas[key] = self.deltas.get(key, 0) + delta
+                for p in prefixes:
+                    self.spent[p] = self.spent.get(p, 0) + delta
+            self.used_at = time.monotonic()
+        return True
+
+    # -- the calls ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the sending task on this loop unless one runs (on this loop or another)."""
+        task = self._task
+        if task is not None and not task.done() and not task.get_loop().is_closed():
+            return
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._task = loop.create_task(self.run())
+
+    def wake(self) -> None:
+        task, wake = self._task, self._wake
+        if task is None or wake is None or task.done():
+            return
+        loop = task.get_loop()
+        with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+            loop.call_soon_threadsafe(wake.set)
+
+    async def run(self) -> None:
+        """Send what was spent, acknowledge, renew and top up, until idle for a while."""
+        wake = self._wake
+        assert wake is not None
+        lease = self.ledger.lease_seconds
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), INTERVAL)
+            wake.clear()
+            with self._mu:
+                idle = (
+                    not self.deltas
+                    and self.inflight == 0
+                    and time.monotonic() - self.used_at > IDLE
+                )
+                due = (
+                    self.deltas
+                    or self.acked != self.agen
+                    or time.monotonic() > self.deadline - lease * 2 / 3
+                    or any(self._low(p) for p in self.held)
+                )
+            try:
+                if idle and not self.fresh:
+                    await self.call(leave=True)
+                    return
+                if due and not self.fresh:
+                    await self.call()
+            except RedisUnavailable:
+                await asyncio.sleep(INTERVAL)  # (the member was replaced: see call)
+            if self.fresh and idle:
+                return
+
+    def _low(self, p: str) -> bool:
+        left = self.held.get(p, 0) - self.spent.get(p, 0) - self.pend.get(p, 0)
+        return left < CHUNK // 2 and self.recalled.get(p, 0.0) <= time.monotonic()
+
+    async def describe(self, prefixes: list[str]) -> None:
+        await self.call(describe=prefixes)
+
+    async def call(
+        self,
+        *,
+        need: dict[str, int] | None = None,
+        describe: list[str] = (),  # type: ignore[assignment]
+        leave: bool = False,
+    ) -> dict[str, tuple[str, int, int]]:
+        """One ALLOW call; the flags of the prefixes in ``need`` that were not granted."""
+        async with self._calls:
+            return await self._call(need or {}, list(describe), leave)
+
+    async def _call(
+        self, need: dict[str, int], describe: list[str], leave: bool
+    ) -> dict[str, tuple[str, int, int]]:
+        ledger = self.ledger
+        if ledger._unsynced:
+            await ledger._sync()
+        with self._mu:
+            member, fresh = self.member, self.fresh
+            deltas, self.deltas = self.deltas, {}
+            spent, self.spent = self.spent, {}
+            ack = self.agen if self.acked != self.agen and self.inflight == 0 else ""
+            now = time.monotonic()
+            quads: list[object] = []
+            gives: dict[str, int] = {}
+            for p in sorted(set(self.held) | set(need)):
+                left = self.held.get(p, 0) - spent.get(p, 0) - self.pend.get(p, 0)
+                give = 0
+                if leave or self.recalled.get(p, 0.0) > now:
+                    give = max(left, 0)
+                elif left > 2 * CHUNK:
+                    give = left - CHUNK
+                gives[p] = give
+                self.held[p] = self.held.get(p, 0) - give
+                want = 0 if leave else self.pend.get(p, 0) + CHUNK
+                quads += [p, give, want, need.get(p, 0)]
+        args: list[object] = [
+            ledger.ns, member, ledger.lease_ms, 1 if fresh else 0, ack, 1 if leave else 0,
+            len(deltas), *(x for kv in deltas.items() for x in kv),
+            len(quads) // 4, *quads, *describe,
+        ]  # fmt: skip
+        sent_at = time.monotonic()
+        try:
+            reply = await asyncio.shield(ledger._client.run(ALLOW, args))
+        except (RedisUnavailable, asyncio.CancelledError):
+            # it ran or not: the keys' quotas are listed again once Redis answers, and a
+            # new member draws from then on (this one's lease runs out in Redis)
+            ledger._dirty.update(deltas)
+            with self._mu:
+                if self.member == member:
+                    self._forget_member()
+            raise
+        ledger._reachable()
+        refused: dict[str, tuple[str, int, int]] = {}
+        with self._mu:
+            if self.member != member:  # (replaced meanwhile by another loop's failure)
+                ledger._dirty.update(deltas)
+                return refused
+            if reply[1] != "ok":
+                # reset: Redis lost its data (every quota is listed again); expired: this
+                # member's lease ran out, and Redis marked the keys' quotas to be listed
+                if reply[1] == "reset":
+                    ledger._push_all()
+                self._forget_member()
+                if leave:
+                    return refused
+                raise RedisUnavailable(f"allowance {reply[1]}")
+            agen = str(reply[0])
+            if ack:
+                self.acked = ack
+            elif self.fresh:
+                self.acked = agen  # (nothing drawn yet: nothing to send first)
+            self.fresh = False
+            if agen != self.agen:
+                self.agen = agen
+                self.limits.clear()
+                self.ready.clear()
+            self.plain = reply[2] == 1
+            self.deadline = sent_at + ledger.lease_seconds * 0.8
+            for p, held, flag, used, limit in reply[3]:
+                if flag == "gone":
+                    self.held.pop(p, None)
+                    continue
+                self.held[p] = int(held)
+                if flag == "recalled":
+                    self.recalled[p] = time.monotonic() + RECALLED
+                elif flag in ("over", "busy", "recall") and need.get(p):
+                    refused[p] = (flag, int(used), int(limit))
+            for p, limit, ready in reply[4]:
+                self.limits[p] = int(limit) if limit != "" else None
+                if ready == 1 and limit != "":
+                    self.ready.add(p)
+                else:
+                    self.ready.discard(p)
+            if leave:
+                self._forget_member()
+        return refused
+
+    def _forget_member(self) -> None:
+        """Under ``_mu``: a new member from now (what was still to be sent is listed
+        again: the caller marked its keys)."""
+        task, wake, pend = self._task, self._wake, self.pend
+        self._reset()
+        # draws in flight stay counted here until undone (their commits find the member
+        # replaced: their keys' quotas are listed again)
+        self.pend = pend
+        self._task, self._wake = task, wake

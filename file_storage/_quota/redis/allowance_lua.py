@@ -1,0 +1,178 @@
+"""The Lua script of the allowances: one call sends a process's sizes and tops up its share.
+
+On local disk a save costs a few hundred microseconds, and two Redis round trips per
+save would double it; there the ledger lets each process (a *member*) hold an
+*allowance* of each quota's free space, spend it without asking, and send what it spent
+in batches. The member finds each change on disk under the key's lock every process of
+the machine takes (an ``flock``), so what it sends is the exact difference a write or a
+delete made, whatever Redis's size of that key says then (see ``shift``).
+
+- An allowance is a reservation (``{ns}:rsv:a.<member>``, fields ``h:<prefix>``): its
+  bytes are in the quota's ``reserved``, so no other write is given them, and in its
+  ``allowed``, so ``get_usage`` leaves them out. Its lease is the member's
+  (``{ns}:leases`` and ``{ns}:mem``), renewed by each call; a member that stops calling
+  (killed) loses it, and its quotas are listed again, as for any reservation whose
+  lease ran out: what it spent and had not sent is then counted by that listing.
+- A listing must not race sizes still to be sent: SEED_BEGIN raises a barrier (bumps
+  ``{ns}:agen``) and lists only once every live member has acknowledged it (``{ns}:ack``),
+  which a member does once its draws in flight are over and their sizes sent. Until
+  the listing ends the member writes there through the ledger's other steps, which
+  record each size as it lands (the listing's pending changes).
+- Near a limit the free space is not handed out: an allowance takes at most a quarter
+  of what is free, nothing under ``_MIN_GRANT``; a write that needs more asks for its
+  exact bytes (``need``) and, refused only because other members hold allowances, has
+  them recalled (``recall``: they give back what they do not use with their next call).
+"""
+
+from __future__ import annotations
+
+from file_storage._quota.redis.lua_common import _COMMON
+from file_storage._quota.redis.wire import Script
+
+MIN_GRANT = 64 * 1024  # an allowance smaller than this is not worth a member's holding
+RECALL_MS = 1000  # after a recall, no allowance under that quota for this long
+
+# ARGV: ns, member, lease_ms, fresh ('1': the member's first call), ack ('' or the agen it
+# acknowledges: nothing drawn before it is in flight, all sent), leave ('1': give every
+# allowance back and end the lease), n, n pairs (key, the difference its changes made),
+# m, m quadruples (prefix, give, want, need): give back ``give`` bytes, hold up to
+# ``want`` (best effort), and ``need`` bytes more now (or a refusal), then prefixes to
+# describe...
+# -> {agen, 'reset'} (Redis lost its data) | {agen, 'expired'} (its lease ran out: the
+# quotas of the sizes sent are listed again, nothing else done) |
+# {agen, 'ok', plain (1: no versioning and no switch of it under way),
+#  {prefix, held, flag ('ok', 'busy', 'recall', 'recalled', 'over', 'gone'), used, limit}...,
+#  {prefix, limit or '', ready (1: seeded, no listing nor barrier there)}...}
+ALLOW = Script(
+    _COMMON
+    + f"""
+local member, lease, fresh = ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+local ack, leave = ARGV[5], ARGV[6] == '1'
+local id = 'a.' .. member
+local rk = ns .. ':rsv:' .. id
+local now = now_ms()
+purge(now)
+local nk = tonumber(ARGV[7])
+local at = 8 + 2 * nk
+local np = tonumber(ARGV[at])
+local dat = at + 1 + 4 * np
+if not redis.call('GET', ns .. ':epoch') then
+  return {{redis.call('GET', ns .. ':agen') or '0', 'reset'}}
+end
+if not fresh and redis.call('EXISTS', rk) == 0 then
+  -- its lease ran out (a process frozen past it): a listing may have begun since, and
+  -- whether it saw these changes is not known; it is not trusted
+  for j = 8, at - 1, 2 do
+    for _, ql in ipairs(covering(ARGV[j])) do stale(ql[1]) end
+  end
+  return {{redis.call('GET', ns .. ':agen') or '0', 'expired'}}
+end
+redis.call('HSET', rk, 'a', '1')
+local spent = {{}}
+for j = 8, at - 1, 2 do
+  local key, d = ARGV[j], tonumber(ARGV[j + 1])
+  for _, ql in ipairs(covering(key)) do
+    local p = ql[1]
+    if redis.call('HGET', ns .. ':q:' .. p, 'seeding') then
+      stale(p)  -- (a live member sent its sizes before the listing began: never here)
+    else
+      shift(p, key, d)
+    end
+    spent[p] = (spent[p] or 0) + d
+  end
+end
+local function move(p, n)
+  -- n bytes more (or fewer) held by the member under p
+  if n == 0 then return end
+  local q = ns .. ':q:' .. p
+  redis.call('HINCRBY', q, 'reserved', n)
+  redis.call('HINCRBY', q, 'allowed', n)
+end
+for p, d in pairs(spent) do
+  local h = tonumber(redis.call('HGET', rk, 'h:' .. p) or '')
+  if h then
+    -- what it spent comes off what it holds; what it freed (d < 0) it holds now
+    local take = math.min(h, d)
+    move(p, 0 - take)
+    redis.call('HSET', rk, 'h:' .. p, h - take)
+  end
+end
+local out = {{}}
+for j = at + 1, dat - 1, 4 do
+  local p, give = ARGV[j], tonumber(ARGV[j + 1])
+  local want, need = tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3])
+  local limit = redis.call('HGET', ns .. ':limits', p)
+  local h = tonumber(redis.call('HGET', rk, 'h:' .. p) or '')
+  local q = ns .. ':q:' .. p
+  if not limit or not h then
+    out[#out + 1] = {{p, '0', 'gone', '0', ''}}
+  else
+    if leave then give = h end
+    give = math.min(give, h)
+    move(p, 0 - give)
+    h = h - give
+    local f = redis.call('HMGET', q, 'seeded', 'used', 'reserved', 'seeding', 'barrier',
+      'recall', 'allowed')
+    local ready = f[1] == '1' and not f[4] and not f[5]
+    local recalled = f[6] and now - tonumber(f[6]) < {RECALL_MS}
+    local flag = 'ok'
+    if need > 0 then
+      if not ready then
+        flag = 'busy'
+      elseif exceeds(f[2], f[3], need, limit) then
+        local others = num(f[7]) - h
+        if others > 0 and not exceeds(f[2], f[3], need - others, limit) then
+          redis.call('HSET', q, 'recall', now)
+          flag = 'recall'
+        else
+          flag = 'over'
+        end
+      else
+        move(p, need)
+        h = h + need
+      end
+    end
+    if flag == 'ok' and recalled then flag = 'recalled' end
+    if flag == 'ok' and ready and want > h and not leave then
+      local used, reserved = redis.call('HGET', q, 'used'), redis.call('HGET', q, 'reserved')
+      local _, bh, bl = exceeds(used, reserved, 0, limit)
+      local lh, ll = split(limit)
+      local free = (lh - bh) * BIG + (ll - bl)
+      local g = math.min(want - h, math.floor(free / 4))
+      if g >= {MIN_GRANT} and not exceeds(used, reserved, g, limit) then
+        move(p, g)
+        h = h + g
+      end
+    end
+    redis.call('HSET', rk, 'h:' .. p, h)
+    local g = redis.call('HMGET', q, 'used', 'reserved', 'allowed')
+    local _, bh, bl = exceeds(g[1], g[2], 0, limit)
+    out[#out + 1] = {{p, string.format('%d', h), flag, text(bh, bl - num(g[3])), limit}}
+  end
+end
+local described = {{}}
+for j = dat, #ARGV do
+  local p = ARGV[j]
+  local limit = redis.call('HGET', ns .. ':limits', p)
+  if limit then
+    local f = redis.call('HMGET', ns .. ':q:' .. p, 'seeded', 'seeding', 'barrier')
+    local ready = f[1] == '1' and not f[2] and not f[3]
+    -- held (even at 0): if the member dies, its quotas are listed again (see purge)
+    if ready and not leave then redis.call('HSETNX', rk, 'h:' .. p, 0) end
+    described[#described + 1] = {{p, limit, ready and 1 or 0}}
+  else
+    described[#described + 1] = {{p, '', 1}}
+  end
+end
+if leave then
+  release(id)
+else
+  redis.call('ZADD', ns .. ':leases', now + lease, id)
+  redis.call('ZADD', ns .. ':mem', now + lease, id)
+  if ack ~= '' then redis.call('HSET', ns .. ':ack', id, ack) end
+end
+local vv = redis.call('MGET', ns .. ':ver', ns .. ':vchg')
+local plain = (not vv[1] or vv[1] == 'off') and not switching()
+return {{redis.call('GET', ns .. ':agen') or '0', 'ok', plain and 1 or 0, out, described}}
+"""
+)
