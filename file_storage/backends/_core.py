@@ -138,6 +138,8 @@ class BackendCore(VersionHooks, abc.ABC):
     #: an ETag that looks like an MD5 (32 hex digits) is the MD5 of the bytes: ``migrate``
     #: then checks copies against it (S3 under SSE-KMS: its ETags look like one, are none)
     _md5_etags: bool = True
+    #: with a Redis ledger, processes draw on allowances (the backend attaches its disk)
+    _draws_allowances: bool = False
 
     def __init__(
         self,
@@ -159,7 +161,7 @@ class BackendCore(VersionHooks, abc.ABC):
         if quota_redis_url is None:
             self._quotas = QuotaManager(self._usage_scan, quota_refresh_seconds, self._versioning)
         else:
-            from file_storage._quota.redis.ledger import redis_ledger
+            from file_storage._quota.redis.build import redis_ledger
 
             self._quotas = redis_ledger(
                 self._ledger_scan,
@@ -170,6 +172,7 @@ class BackendCore(VersionHooks, abc.ABC):
                 lease_seconds=quota_lease_seconds,
                 fail_open=quota_fail_open,
                 probe=self._versioning,
+                allowances=self._draws_allowances,
             )
             self._quotas.undo = self._delete
         if max_size_bytes is not None:

@@ -59,10 +59,19 @@ def lose_first_answer(
     return lost
 
 
+class ExactLocal(LocalStorageBackend):
+    """A local backend whose ledger asks Redis at every write (as on S3): no allowances."""
+
+    _draws_allowances = False
+
+
 def local(
-    root: Path, server: RedisServer, namespace: str, **options: object
+    root: Path, server: RedisServer, namespace: str, *, allowances: bool = False, **options: object
 ) -> LocalStorageBackend:
-    return LocalStorageBackend(
+    """A local backend on the ledger in Redis; ``allowances=False``: one that asks Redis at
+    every write, the steps these tests lose, cut or delay."""
+    make = LocalStorageBackend if allowances else ExactLocal
+    return make(
         root,
         quota_redis_url=server.url,
         quota_redis_namespace=namespace,
@@ -72,7 +81,11 @@ def local(
 
 class GatedLocal(LocalStorageBackend):
     """Holds each write of ``gated`` between landing and returning: the window in which
-    another process's write of the same key must not land and commit first."""
+    another process's write of the same key must not land and commit first. Its ledger
+    asks Redis at every write (the steps these tests hold; a listing would wait for a
+    write drawing on an allowance until it ends)."""
+
+    _draws_allowances = False
 
     gated = ""
     before = False  # hold the write before it touches the store instead
@@ -147,7 +160,10 @@ def pause_listing_after(
 
 
 class DeleteGated(LocalStorageBackend):
-    """Holds its next delete once the store has done it, before the ledger records it."""
+    """Holds its next delete once the store has done it, before the ledger records it
+    (asking Redis at every write, as GatedLocal)."""
+
+    _draws_allowances = False
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]

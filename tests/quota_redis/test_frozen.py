@@ -64,6 +64,8 @@ async def test_a_late_delete_after_another_process_wrote_the_key_counts_what_is_
 class CopyGated(LocalStorageBackend):
     """Holds its next copy once its bytes are reserved, before it reads the source."""
 
+    _draws_allowances = False  # (the steps of a frozen process in Redis, as on S3)
+
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.reserved = asyncio.Event()

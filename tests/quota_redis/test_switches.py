@@ -15,7 +15,10 @@ from tests.quota_redis.server import RedisServer
 
 
 class Landing(LocalStorageBackend):
-    """Holds its write of ``gated`` that comes after ``skip`` others once it has landed."""
+    """Holds its write of ``gated`` that comes after ``skip`` others once it has landed
+    (asking Redis at every write: a switch's listing would wait for a draw to end)."""
+
+    _draws_allowances = False
 
     gated = ""
     skip = 0

@@ -22,12 +22,13 @@ import threading
 import time
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from file_storage._loops import SharedLock
 from file_storage._quota.redis.allowance_lua import ALLOW
 from file_storage._quota.redis.lease import new_id
 from file_storage._quota.redis.wire import RedisUnavailable
+from file_storage.backends._support import run_whole
 
 if TYPE_CHECKING:
     from file_storage._quota.redis.ledger import RedisQuotaManager
@@ -50,17 +51,14 @@ class Disk(Protocol):
     def sizes(self, keys: list[str]) -> dict[str, int | None]: ...
 
 
+class DiskLocksUnavailable(Exception):
+    """Raised by :meth:`Disk.lock` where the file system refuses the locks: the hold
+    then goes through Redis, with Redis's sizes."""
+
+
 def covering(key: str) -> list[str]:
     """Every prefix a quota covering ``key`` could have: ``""`` and each folder."""
     return ["", *(key[: i + 1] for i, ch in enumerate(key) if ch == "/")]
-
-
-class Refused(Exception):
-    """A draw Redis refused: ``flag`` is ``over`` (with ``used`` and ``limit``) or ``busy``."""
-
-    def __init__(self, flag: str, prefix: str, used: int, limit: int) -> None:
-        super().__init__(flag)
-        self.flag, self.prefix, self.used, self.limit = flag, prefix, used, limit
 
 
 class Book:
@@ -149,6 +147,11 @@ class Book:
                     self.pend[p] = self.pend.get(p, 0) + needs[p]
             return short
 
+    def in_use(self, p: str) -> int:
+        """What this process's writes hold under ``p`` or spent and did not send."""
+        with self._mu:
+            return self.pend.get(p, 0) + max(0, self.spent.get(p, 0))
+
     def undraw(self, needs: dict[str, int]) -> None:
         with self._mu:
             for p, n in needs.items():
@@ -177,6 +180,13 @@ class Book:
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._task = loop.create_task(self.run())
+
+    def stop(self) -> None:
+        """The backend closes: no more calls (what was left to send was sent)."""
+        task = self._task
+        if task is not None and not task.done():
+            with contextlib.suppress(RuntimeError):
+                task.get_loop().call_soon_threadsafe(task.cancel)
 
     def wake(self) -> None:
         task, wake = self._task, self._wake
@@ -233,8 +243,11 @@ class Book:
         leave: bool = False,
     ) -> dict[str, tuple[str, int, int]]:
         """One ALLOW call; the flags of the prefixes in ``need`` that were not granted."""
-        async with self._calls:
+        grant = await self._calls.acquire()
+        try:
             return await self._call(need or {}, list(describe), leave)
+        finally:
+            self._calls.release(grant)
 
     async def _call(
         self, need: dict[str, int], describe: list[str], leave: bool
@@ -248,7 +261,7 @@ class Book:
             spent, self.spent = self.spent, {}
             ack = self.agen if self.acked != self.agen and self.inflight == 0 else ""
             now = time.monotonic()
-            quads: list[object] = []
+            asks: list[object] = []
             gives: dict[str, int] = {}
             for p in sorted(set(self.held) | set(need)):
                 left = self.held.get(p, 0) - spent.get(p, 0) - self.pend.get(p, 0)
@@ -258,25 +271,49 @@ class Book:
                 elif left > 2 * CHUNK:
                     give = left - CHUNK
                 gives[p] = give
-                self.held[p] = self.held.get(p, 0) - give
+                # as Redis will hold it: what was spent is sent now, what is given back
+                # is not drawn on meanwhile
+                self.held[p] = self.held.get(p, 0) - spent.get(p, 0) - give
                 want = 0 if leave else self.pend.get(p, 0) + CHUNK
-                quads += [p, give, want, need.get(p, 0)]
+                asks += [p, give, want, need.get(p, 0), self.pend.get(p, 0)]
         args: list[object] = [
             ledger.ns, member, ledger.lease_ms, 1 if fresh else 0, ack, 1 if leave else 0,
             len(deltas), *(x for kv in deltas.items() for x in kv),
-            len(quads) // 4, *quads, *describe,
+            len(asks) // 5, *asks, *describe,
         ]  # fmt: skip
         sent_at = time.monotonic()
-        try:
-            reply = await asyncio.shield(ledger._client.run(ALLOW, args))
-        except (RedisUnavailable, asyncio.CancelledError):
+        # made whole when the caller is cancelled meanwhile: its answer is used (else
+        # what it sent and was given would be listed again), the cancellation raised after
+        step, cancelled = await run_whole(ledger._client.start(ALLOW, args))
+        error = None if step.cancelled() else step.exception()
+        if step.cancelled() or error is not None:
             # it ran or not: the keys' quotas are listed again once Redis answers, and a
             # new member draws from then on (this one's lease runs out in Redis)
             ledger._dirty.update(deltas)
             with self._mu:
                 if self.member == member:
                     self._forget_member()
-            raise
+            if error is not None and not isinstance(error, RedisUnavailable):
+                raise error
+            raise cancelled or RedisUnavailable("the allowance call was cut")
+        reply = step.result()
+        try:
+            return self._answered(reply, member, deltas, need, ack, leave, sent_at)
+        finally:
+            if cancelled is not None:
+                raise cancelled
+
+    def _answered(
+        self,
+        reply: list[Any],
+        member: str,
+        deltas: dict[str, int],
+        need: dict[str, int],
+        ack: str,
+        leave: bool,
+        sent_at: float,
+    ) -> dict[str, tuple[str, int, int]]:
+        ledger = self.ledger
         ledger._reachable()
         refused: dict[str, tuple[str, int, int]] = {}
         with self._mu:
@@ -289,9 +326,8 @@ class Book:
                 if reply[1] == "reset":
                     ledger._push_all()
                 self._forget_member()
-                if leave:
-                    return refused
-                raise RedisUnavailable(f"allowance {reply[1]}")
+                # (a write that asked goes through Redis; the next hold draws again)
+                return {p: ("busy", 0, 0) for p in need}
             agen = str(reply[0])
             if ack:
                 self.acked = ack
@@ -304,7 +340,7 @@ class Book:
                 self.ready.clear()
             self.plain = reply[2] == 1
             self.deadline = sent_at + ledger.lease_seconds * 0.8
-            for p, held, flag, used, limit in reply[3]:
+            for p, held, flag, used, limit, mine in reply[3]:
                 if flag == "gone":
                     self.held.pop(p, None)
                     continue
@@ -312,7 +348,9 @@ class Book:
                 if flag == "recalled":
                     self.recalled[p] = time.monotonic() + RECALLED
                 elif flag in ("over", "busy", "recall") and need.get(p):
-                    refused[p] = (flag, int(used), int(limit))
+                    # what this process holds for its writes is known better here
+                    # (drawn ahead, or sent meanwhile): the caller adds it back
+                    refused[p] = (flag, int(used) - int(mine), int(limit))
             for p, limit, ready in reply[4]:
                 self.limits[p] = int(limit) if limit != "" else None
                 if ready == 1 and limit != "":

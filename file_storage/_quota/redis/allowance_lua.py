@@ -35,13 +35,14 @@ RECALL_MS = 1000  # after a recall, no allowance under that quota for this long
 # ARGV: ns, member, lease_ms, fresh ('1': the member's first call), ack ('' or the agen it
 # acknowledges: nothing drawn before it is in flight, all sent), leave ('1': give every
 # allowance back and end the lease), n, n pairs (key, the difference its changes made),
-# m, m quadruples (prefix, give, want, need): give back ``give`` bytes, hold up to
-# ``want`` (best effort), and ``need`` bytes more now (or a refusal), then prefixes to
-# describe...
+# m, m quintuples (prefix, give, want, need, drawn): give back ``give`` bytes, hold up
+# to ``want`` (best effort), ``need`` bytes more now (or a refusal); ``drawn``: what its
+# writes in flight drew (in use, not ahead), then prefixes to describe...
 # -> {agen, 'reset'} (Redis lost its data) | {agen, 'expired'} (its lease ran out: the
 # quotas of the sizes sent are listed again, nothing else done) |
 # {agen, 'ok', plain (1: no versioning and no switch of it under way),
-#  {prefix, held, flag ('ok', 'busy', 'recall', 'recalled', 'over', 'gone'), used, limit}...,
+#  {prefix, held, flag ('ok', 'busy', 'recall', 'recalled', 'over', 'gone'), used (stored
+#  and held for writes in flight, not ahead), limit, held for this member's writes}...,
 #  {prefix, limit or '', ready (1: seeded, no listing nor barrier there)}...}
 ALLOW = Script(
     _COMMON
@@ -55,7 +56,7 @@ purge(now)
 local nk = tonumber(ARGV[7])
 local at = 8 + 2 * nk
 local np = tonumber(ARGV[at])
-local dat = at + 1 + 4 * np
+local dat = at + 1 + 5 * np
 if not redis.call('GET', ns .. ':epoch') then
   return {{redis.call('GET', ns .. ':agen') or '0', 'reset'}}
 end
@@ -81,35 +82,42 @@ for j = 8, at - 1, 2 do
     spent[p] = (spent[p] or 0) + d
   end
 end
-local function move(p, n)
-  -- n bytes more (or fewer) held by the member under p
-  if n == 0 then return end
+local function move(p, n, ahead)
+  -- n bytes more (or fewer) held by the member under p, ``ahead`` of them held ahead
   local q = ns .. ':q:' .. p
-  redis.call('HINCRBY', q, 'reserved', n)
-  redis.call('HINCRBY', q, 'allowed', n)
+  if n ~= 0 then redis.call('HINCRBY', q, 'reserved', n) end
+  if ahead ~= 0 then redis.call('HINCRBY', q, 'allowed', ahead) end
 end
 for p, d in pairs(spent) do
   local h = tonumber(redis.call('HGET', rk, 'h:' .. p) or '')
   if h then
-    -- what it spent comes off what it holds; what it freed (d < 0) it holds now
+    -- what it spent comes off what it holds (first what it was given for writes in
+    -- flight); what it freed (d < 0) it holds now, ahead
+    local n = num(redis.call('HGET', rk, 'n:' .. p))
     local take = math.min(h, d)
-    move(p, 0 - take)
-    redis.call('HSET', rk, 'h:' .. p, h - take)
+    local tn = math.max(0, math.min(n, take))
+    move(p, 0 - take, 0 - (take - tn))
+    redis.call('HSET', rk, 'h:' .. p, h - take, 'n:' .. p, n - tn)
   end
 end
 local out = {{}}
-for j = at + 1, dat - 1, 4 do
+for j = at + 1, dat - 1, 5 do
   local p, give = ARGV[j], tonumber(ARGV[j + 1])
-  local want, need = tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3])
+  local want, need, drawn = tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3]), tonumber(ARGV[j + 4])
   local limit = redis.call('HGET', ns .. ':limits', p)
   local h = tonumber(redis.call('HGET', rk, 'h:' .. p) or '')
   local q = ns .. ':q:' .. p
   if not limit or not h then
-    out[#out + 1] = {{p, '0', 'gone', '0', ''}}
+    out[#out + 1] = {{p, '0', 'gone', '0', '', '0'}}
   else
+    -- in use: what its writes in flight drew (the rest is held ahead)
+    local n = num(redis.call('HGET', rk, 'n:' .. p))
+    local now_n = math.max(0, math.min(h, drawn))
+    move(p, 0, n - now_n)
+    n = now_n
+    give = math.max(0, math.min(give, h - n))
     if leave then give = h end
-    give = math.min(give, h)
-    move(p, 0 - give)
+    move(p, 0 - give, 0 - math.min(give, h - n))
     h = h - give
     local f = redis.call('HMGET', q, 'seeded', 'used', 'reserved', 'seeding', 'barrier',
       'recall', 'allowed')
@@ -120,7 +128,7 @@ for j = at + 1, dat - 1, 4 do
       if not ready then
         flag = 'busy'
       elseif exceeds(f[2], f[3], need, limit) then
-        local others = num(f[7]) - h
+        local others = num(f[7]) - (h - n)
         if others > 0 and not exceeds(f[2], f[3], need - others, limit) then
           redis.call('HSET', q, 'recall', now)
           flag = 'recall'
@@ -128,8 +136,8 @@ for j = at + 1, dat - 1, 4 do
           flag = 'over'
         end
       else
-        move(p, need)
-        h = h + need
+        move(p, need, 0)
+        h, n = h + need, n + need
       end
     end
     if flag == 'ok' and recalled then flag = 'recalled' end
@@ -140,14 +148,16 @@ for j = at + 1, dat - 1, 4 do
       local free = (lh - bh) * BIG + (ll - bl)
       local g = math.min(want - h, math.floor(free / 4))
       if g >= {MIN_GRANT} and not exceeds(used, reserved, g, limit) then
-        move(p, g)
+        move(p, g, g)
         h = h + g
       end
     end
-    redis.call('HSET', rk, 'h:' .. p, h)
+    if leave then n = 0 end
+    redis.call('HSET', rk, 'h:' .. p, h, 'n:' .. p, n)
     local g = redis.call('HMGET', q, 'used', 'reserved', 'allowed')
     local _, bh, bl = exceeds(g[1], g[2], 0, limit)
-    out[#out + 1] = {{p, string.format('%d', h), flag, text(bh, bl - num(g[3])), limit}}
+    out[#out + 1] = {{p, string.format('%d', h), flag, text(bh, bl - num(g[3])), limit,
+      string.format('%d', n)}}
   end
 end
 local described = {{}}

@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from types import ModuleType
 
 from pydantic import SecretStr
 
@@ -43,14 +41,8 @@ from file_storage._quota.redis import seeding
 from file_storage._quota.redis.hold import _current, _RedisHeld, _RedisReservation
 from file_storage._quota.redis.lease import Renewer, new_id
 from file_storage._quota.redis.switches import Switches
-from file_storage._quota.redis.wire import Client, RedisUnavailable, Script, url_problem
-from file_storage._settings_common import (
-    check_ledger_options,
-    has_password,
-    warn_in_clear,
-)
+from file_storage._quota.redis.wire import Client, RedisUnavailable, Script
 from file_storage.errors import (
-    StorageConfigError,
     StorageQuotaExceededError,
     StorageUnavailableError,
 )
@@ -61,22 +53,6 @@ logger = logging.getLogger("file_storage")
 _SEED_BATCH = 1000  # keys staged per script call while a quota is listed
 _MAX_DIRTY = 10_000  # past this many unrecorded keys, every quota is listed again
 _MAX_WAIT = 0.05  # seconds between two tries of a busy key lock or a listing in progress
-
-
-def load_redis() -> ModuleType:
-    """Import the Redis client (extra ``file_storage[redis]``), imported only when used."""
-    try:
-        import redis.asyncio
-    except ImportError as exc:
-        raise StorageConfigError(
-            "STORAGE_QUOTA_REDIS_URL needs the redis client: pip install 'file_storage[redis]'"
-        ) from exc
-    return redis
-
-
-def default_namespace(identity: str) -> str:
-    """A namespace derived from what the backend stores into (root, or bucket and prefix)."""
-    return "file_storage:" + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 class RedisQuotaManager(Switches):
@@ -567,45 +543,3 @@ class RedisQuotaManager(Switches):
     async def _quota_prefixes(self) -> list[str]:
         prefixes: list[str] = await self._client.call("HKEYS", self.ns + ":limits")
         return sorted(prefixes)
-
-
-def redis_ledger(
-    scan: Scanner,
-    refresh_seconds: float | None,
-    *,
-    url: str | SecretStr,
-    namespace: str | None,
-    identity: str,
-    lease_seconds: float,
-    fail_open: bool,
-    probe: Probe | None = None,
-) -> RedisQuotaManager:
-    """Check the options and build the ledger (no connection is opened here)."""
-    secret = SecretStr(url) if isinstance(url, str) else url
-    scheme = secret.get_secret_value().partition("://")[0].lower()
-    if scheme not in ("redis", "rediss", "unix"):
-        # never echo the URL: it may carry a password
-        raise StorageConfigError(
-            "quota_redis_url (STORAGE_QUOTA_REDIS_URL) must be a redis://, rediss:// or unix:// URL"
-        )
-    check_ledger_options(lease_seconds, namespace)
-    # a missing extra, or a URL the client cannot use, fails when the backend is built,
-    # not on the first write
-    problem = url_problem(secret.get_secret_value(), load_redis())
-    if problem is not None:
-        raise StorageConfigError(f"quota_redis_url (STORAGE_QUOTA_REDIS_URL): {problem}")
-    if has_password(secret.get_secret_value()):
-        warn_in_clear(
-            secret.get_secret_value(),
-            "quota_redis_url (STORAGE_QUOTA_REDIS_URL)",
-            "its password and the ledger's commands",
-        )
-    return RedisQuotaManager(
-        scan,
-        refresh_seconds,
-        url=secret,
-        namespace=namespace or default_namespace(identity),
-        lease_seconds=float(lease_seconds),
-        fail_open=bool(fail_open),
-        probe=probe,
-    )

@@ -40,11 +40,13 @@ one ledger lands in one slot, so the scripts may touch keys they compute):
   out, and mark their quotas to be listed again: whether such a write landed is unknown
   (its process died, or its commit was lost on the way).
 - ``{ns}:rsv:a.<member>``: a process's allowance (local disk): ``h:<prefix>`` bytes of
-  the quota it holds and spends without asking (counted in ``reserved`` and in the quota's
-  ``allowed``); ``{ns}:mem`` its lease (a sorted set like ``leases``); ``{ns}:ack``: member
-  -> the ``{ns}:agen`` it acknowledged; ``{ns}:agen`` is bumped by every change a member
-  must see before it draws again (a limit set, a listing begun or ended, a quota marked to
-  be listed again). See :mod:`file_storage._quota.redis.allowance_lua`.
+  the quota it holds and spends without asking (counted in ``reserved``), ``n:<prefix>``
+  the part given for writes in flight (the rest, held ahead, is in the quota's
+  ``allowed``, which ``get_usage`` leaves out); ``{ns}:mem``: its lease (a sorted set like
+  ``leases``); ``{ns}:ack``: member -> the ``{ns}:agen`` it acknowledged. ``{ns}:agen`` is
+  bumped by every change a member must see before it draws again (a limit set, a listing
+  begun or ended, a quota marked to be listed again). See
+  :mod:`file_storage._quota.redis.allowance_lua`.
 
 Time is Redis's own clock (``TIME``), the same for every process on every machine.
 """
@@ -114,11 +116,14 @@ local function release(id, held)
   redis.call('DEL', rk)
   redis.call('ZREM', ns .. ':leases', id)
   if string.sub(id, 1, 2) == 'a.' then
-    -- a process's allowance (see allowance_lua): its bytes were counted in allowed too
-    for j = 1, #held, 2 do
-      local n = tonumber(held[j + 1])
-      if string.sub(held[j], 1, 2) == 'h:' and n ~= 0 then
-        redis.call('HINCRBY', ns .. ':q:' .. string.sub(held[j], 3), 'allowed', 0 - n)
+    -- a process's allowance (see allowance_lua): what it held ahead was in allowed too
+    local g = {}
+    for j = 1, #held, 2 do g[held[j]] = tonumber(held[j + 1]) end
+    for f, n in pairs(g) do
+      local p = string.sub(f, 3)
+      local ahead = n - (g['n:' .. p] or 0)
+      if string.sub(f, 1, 2) == 'h:' and ahead ~= 0 then
+        redis.call('HINCRBY', ns .. ':q:' .. p, 'allowed', 0 - ahead)
       end
     end
     redis.call('ZREM', ns .. ':mem', id)

@@ -334,7 +334,7 @@ local function drop(p)
     ns .. ':stage:' .. p, ns .. ':kept:' .. p, ns .. ':pendk:' .. p, ns .. ':stagek:' .. p,
     ns .. ':seedlk:' .. p)
   for _, id in ipairs(redis.call('ZRANGE', ns .. ':leases', 0, -1)) do
-    redis.call('HDEL', ns .. ':rsv:' .. id, 'h:' .. p, 'o:' .. p)
+    redis.call('HDEL', ns .. ':rsv:' .. id, 'h:' .. p, 'o:' .. p, 'n:' .. p)
   end
 end
 for j = 2, #ARGV, 2 do

@@ -346,7 +346,7 @@ class Client:
             self._quiet_until = time.monotonic() + self._timeout
 
     async def _connect(self) -> _Wire:
-        from file_storage._quota.redis.ledger import load_redis
+        from file_storage._quota.redis.build import load_redis
 
         redis = load_redis()
         from redis.asyncio.retry import Retry

@@ -114,6 +114,8 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
             :meth:`get_public_url` (``STORAGE_LOCAL_PUBLIC_BASE_URL``).
     """
 
+    _draws_allowances = True
+
     _streams_conditional_writes = True  # checked at the temp file's rename
 
     def __init__(
@@ -149,6 +151,11 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
             expire_interval_seconds=expire_interval_seconds,
         )
         self._dir = Root(self._root, on_open=self._sweep_in_background, durable=durable)
+        attach = getattr(self._quotas, "attach", None)
+        if attach is not None:  # the Redis ledger: its processes draw on allowances here
+            from file_storage.backends.local._quota_locks import LocalDisk
+
+            attach(LocalDisk(self._dir))
         self._rules = LocalRules(self._dir)
         self._sweeping: concurrent.futures.Future[None] | None = None
         self._set_signing(base_url, signing_key)

@@ -1,0 +1,312 @@
+"""A hold and a reservation drawing on the process's allowances (local disk).
+
+The hold takes its keys' locks in this process and on disk (every process of the
+machine takes them), and reads the keys' sizes there: while it holds them no other
+process changes them, so the difference its write or delete makes is exact. It draws
+on the allowances when every quota covering its keys can be drawn on (none is being
+listed), else it goes through Redis as a :class:`_RedisHeld` does, giving Redis the
+sizes it found. A write past :data:`~file_storage._quota.redis.allowance.LARGEST`, and a
+stream, reserve in Redis: a listing waits for the draws in flight, and one that takes
+long (a client sending slowly) would hold every listing back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from file_storage._quota.ledger import Reservation
+from file_storage._quota.redis.allowance import LARGEST, Book, DiskLocksUnavailable, covering
+from file_storage._quota.redis.hold import _current, _RedisHeld, _RedisReservation
+from file_storage._quota.redis.wire import RedisUnavailable
+from file_storage.errors import StorageQuotaExceededError
+
+if TYPE_CHECKING:
+    from file_storage._quota.redis.ledger import RedisQuotaManager
+
+_RECALL_TRIES = 40  # a draw refused until allowances are given back: tries, 50 ms apart
+
+
+class _LeaseHeld(_RedisHeld):
+    """Holds keys in this process and on disk; draws on allowances when it can."""
+
+    __slots__ = ("_book", "_disk", "_member", "_quotas", "leased")
+
+    def __init__(self, ledger: RedisQuotaManager, book: Book, keys: list[str], lazy: bool):
+        super().__init__(ledger, keys, lazy)
+        self._book = book
+        self._disk: contextlib.AbstractAsyncContextManager[None] | None = None
+        self._member = ""
+        self._quotas: dict[str, list[str]] = {}  # key -> the prefixes of its quotas
+        self.leased = False
+
+    async def __aenter__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self._local.__aenter__()
+        try:
+            disk = self._book.disk.lock(self.keys)
+            try:
+                await disk.__aenter__()
+            except DiskLocksUnavailable:
+                await self._enter_redis()  # (Redis's sizes: no others drew here)
+            else:
+                self._disk = disk
+                try:
+                    self.olds = await self._sizes()
+                    self.leased = await self._open()
+                    if not self.leased:
+                        await self._enter_redis()
+                except BaseException:
+                    self._disk = None
+                    await disk.__aexit__(None, None, None)
+                    raise
+        except BaseException:
+            await self._local.__aexit__(None, None, None)
+            raise
+        self._reset = _current.set(self)
+
+    async def _sizes(self) -> dict[str, int | None]:
+        if len(self.keys) <= 4:
+            return self._book.disk.sizes(self.keys)
+        return await asyncio.to_thread(self._book.disk.sizes, self.keys)
+
+    def _refresh_due(self) -> bool:
+        """``STORAGE_QUOTA_REFRESH_SECONDS`` has run out for a quota of these keys: the
+        hold goes through Redis, whose reserve lists it again (a listing waits for the
+        draws in flight, this one's too)."""
+        ledger = self._ledger
+        if ledger._refresh_seconds is None:
+            return False
+        now = asyncio.get_running_loop().time()
+        return any(
+            now - ledger._refreshed.setdefault(prefix, now) > ledger._refresh_seconds
+            for prefix in list(ledger._limits)
+            for key in self.keys
+            if key.startswith(prefix)
+        )
+
+    async def _open(self) -> bool:
+        book = self._book
+        if self._refresh_due():
+            return False
+        prefixes = sorted({p for key in self.keys for p in covering(key)})
+        book.start()
+        # a limit set here and not pushed yet: pushed first (the cached ones may miss it)
+        state = None if self._ledger._unsynced else book.open_for(prefixes)
+        if state is None or (state is False and book.fresh):
+            try:
+                await book.describe(prefixes)
+            except RedisUnavailable:
+                self.unreachable = True  # (not asked again to lock: a delete goes on)
+                return False
+            state = book.open_for(prefixes)
+        if not state:
+            return False
+        self._member = book.member
+        self._quotas = {key: book.quotas_of(key) for key in self.keys}
+        return True
+
+    async def _enter_redis(self) -> None:
+        """The hold goes through Redis from here (as a :class:`_RedisHeld` does)."""
+        if (not self.lazy or self.reservations) and not self.unreachable:
+            try:
+                self.locked = await self._ledger._lock(self)
+            except BaseException:
+                self.locked = True
+                await asyncio.shield(self._ledger._finish(self))
+                raise
+            self.unreachable = not self.locked
+        self._renewer = self._ledger._renewer()
+        self._renewer.add(self)
+
+    async def unlease(self) -> None:
+        """Draw no more: what is left goes through Redis (a large write)."""
+        if self.leased:
+            self.leased = False
+            self._book.close_hold(self._member)
+            self.lazy = False  # (its keys are locked in Redis now: since is known)
+            await self._enter_redis()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self.leased:
+                if self._reset is not None:
+                    _current.reset(self._reset)
+                self.leased = False
+                self._book.close_hold(self._member)
+                await self._local.__aexit__(exc_type, exc, tb)
+            else:
+                await super().__aexit__(exc_type, exc, tb)  # (its local locks too)
+        finally:
+            if self._disk is not None:
+                await self._disk.__aexit__(None, None, None)
+
+    # -- what a drawing hold does --------------------------------------------------------
+
+    def quotas(self, key: str) -> list[str]:
+        return self._quotas.get(key, [])
+
+    def spend(self, key: str, size: int | None) -> None:
+        """``key`` now holds ``size`` bytes (``None``: deleted)."""
+        assert self.olds is not None
+        delta = (size or 0) - (self.olds.get(key) or 0)
+        self.olds[key] = size
+        if not self._book.spend(self._member, key, self.quotas(key), delta):
+            self._ledger._dirty.add(key)  # drawn by a member since replaced
+
+
+class _LeaseReservation(Reservation):
+    """A write's bytes drawn from the allowances (or, past ``LARGEST``, held in Redis)."""
+
+    __slots__ = ("_book", "_exact", "_frees", "_hold", "_ledger", "_needs", "_requested")
+
+    def __init__(
+        self,
+        ledger: RedisQuotaManager,
+        hold: _LeaseHeld,
+        key: str,
+        operation: str,
+        frees: str | None,
+    ) -> None:
+        self._ledger = ledger
+        self._book = hold._book
+        self._hold = hold
+        self.key = key
+        self.operation = operation
+        self._frees = frees
+        self._loop = asyncio.get_running_loop()
+        self._done = False
+        self.relisted = False
+        self._needs: dict[str, int] = {}
+        self._exact: _RedisReservation | None = None
+        self._requested: int | None = None
+
+    def _needs_for(self, total: int) -> dict[str, int]:
+        olds = self._hold.olds or {}
+        old = olds.get(self.key) or 0
+        frees = self._frees
+        needs = {}
+        for p in self._hold.quotas(self.key):
+            credit = old + (olds.get(frees) or 0 if frees and frees.startswith(p) else 0)
+            needs[p] = max(0, total - credit)
+        return needs
+
+    async def draw(self, total: int, requested: int | None) -> None:
+        """Hold ``total`` bytes for the write (more than drawn so far, or as much)."""
+        if self._exact is not None:
+            await self._exact.grow_to(total, requested)
+            return
+        if total > LARGEST:
+            await self._to_redis(total, requested)
+            return
+        needs = self._needs_for(total)
+        more = {p: max(0, n - self._needs.get(p, 0)) for p, n in needs.items()}
+        prefixes = list(more)
+        last = ("over", prefixes[0] if prefixes else "", 0, 0)
+        for _ in range(_RECALL_TRIES):
+            short = self._book.draw(prefixes, more)
+            if not short:
+                for p, n in more.items():
+                    self._needs[p] = self._needs.get(p, 0) + n
+                return
+            try:
+                refused = await self._book.call(need=short)
+            except RedisUnavailable as exc:
+                self._ledger._unavailable(self.operation, self.key, exc)  # raises closed
+                return  # failing open: the write lands uncounted (listed again later)
+            for p, (flag, others, limit) in refused.items():
+                # stored and held by other writes: this process's own, but this one's
+                used = others + self._book.in_use(p) - self._needs.get(p, 0)
+                last = (flag, p, used, limit)
+                if flag == "over":
+                    raise StorageQuotaExceededError(
+                        used=used,
+                        limit=limit,
+                        requested=total if requested is None else requested,
+                        prefix=p,
+                        operation=self.operation,
+                        key=self.key,
+                    )
+                if flag == "busy":  # a listing began there: through Redis instead
+                    await self._to_redis(total, requested)
+                    return
+            if refused:  # recalled from the others: they give back within a call or two
+                await asyncio.sleep(0.05)
+        # still held by others (a process that died holding them, until its lease ends)
+        raise StorageQuotaExceededError(
+            used=last[2],
+            limit=last[3],
+            requested=total if requested is None else requested,
+            prefix=last[1],
+            operation=self.operation,
+            key=self.key,
+        )
+
+    async def _to_redis(self, total: int, requested: int | None) -> None:
+        """Give the draws back and reserve ``total`` in Redis (the hold too goes there)."""
+        self._book.undraw(self._needs)
+        self._needs = {}
+        await self._hold.unlease()
+        exact = _RedisReservation(self._ledger, self._hold, self.key, self.operation)
+        self._exact = exact
+        try:
+            found = await self._ledger._reserve(
+                exact, total, requested, first=True, frees=self._frees
+            )
+        except RedisUnavailable as exc:
+            await exact.release()
+            self._exact = None
+            self._ledger._unavailable(self.operation, self.key, exc)  # raises failing closed
+            self._ledger._dirty.add(self.key)
+            return
+        if not found:
+            exact._done = True
+            self._exact = None
+
+    async def grow_to(self, total: int, requested: int | None = None) -> None:
+        await self.draw(total, requested)
+
+    async def grow_streamed(self, total: int) -> None:
+        # a stream reserves in Redis from its first bytes: it may last as long as its
+        # client sends (a byte a second), and a listing would wait for it to end
+        if self._exact is None:
+            await self._to_redis(total, None)
+        if self._exact is not None:
+            await self._exact.grow_streamed(total)
+
+    async def streamed(self, total: int) -> None:
+        if self._exact is not None:
+            await self._exact.streamed(total)
+
+    async def release(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._exact is not None:
+            await self._exact.release()
+            return
+        self._book.undraw(self._needs)
+
+    async def commit(self, size: int, *, found: bool = False) -> None:
+        if self._done:
+            return
+        if self._exact is not None:
+            self._done = True
+            await self._exact.commit(size, found=found)
+            if self._hold.olds is not None:
+                self._hold.olds[self.key] = size
+            return
+        self._done = True
+        self._book.undraw(self._needs)
+        if self._hold.leased:
+            self._hold.spend(self.key, size)
+        else:
+            # its hold went through Redis meanwhile (another write of it, past LARGEST)
+            self._ledger._dirty.add(self.key)

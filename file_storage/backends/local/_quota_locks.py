@@ -1,0 +1,147 @@
+"""What the Redis quota ledger's allowances need of local disk: key locks every process
+of the machine takes, and the sizes at keys.
+
+A hold of the ledger locks its keys here for the whole operation (a save, a copy, a
+move, a delete), then reads their sizes: no other process using this library changes
+them meanwhile, so the difference the operation makes is exact, whatever Redis's
+figures say (see :mod:`file_storage._quota.redis.allowance`).
+
+The locks are byte-range locks of one file, ``<root>/.file_storage\\quota-locks`` (a
+backslash: never a key), one byte per key hash (65,536 of them: two keys sharing one
+merely wait for each other). They are open file description locks (Linux
+``F_OFD_SETLK``): unlike ``lockf`` they are not dropped when this process closes another
+descriptor of that file, and two descriptors conflict like two processes. This process
+opens it once and counts its own holders per byte (its own keys take turns in the
+ledger's own locks first). A file system that refuses them (some network ones) leaves
+the ledger going through Redis for every write, as on S3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import struct
+import threading
+import weakref
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+
+from file_storage._loops import Backoff
+from file_storage._quota.redis.allowance import DiskLocksUnavailable
+from file_storage.backends import _forks
+from file_storage.backends.local._fs import O_CLOEXEC, Root, open_object
+from file_storage.errors import ObjectNotFoundError, StorageError
+
+logger = logging.getLogger("file_storage")
+
+LOCKS_NAME = ".file_storage\\quota-locks"
+_SLOTS = 1 << 16
+_BUSY = (errno.EAGAIN, errno.EACCES)
+_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
+_DISKS: weakref.WeakSet[LocalDisk] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for disk in list(_DISKS):
+        disk._forked()
+
+
+def _range(kind: int, slot: int) -> bytes:
+    # struct flock (Linux): l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks)
+    return struct.pack("hhqqii", kind, os.SEEK_SET, slot, 1, 0, 0)
+
+
+class LocalDisk:
+    """The key locks and key sizes of one local backend's root."""
+
+    def __init__(self, root: Root) -> None:
+        self._root = root
+        self._mu = threading.Lock()
+        self._fd = -1
+        self._opened: tuple[int, int] = (0, -1)  # (pid, root descriptor) it was opened for
+        self._holders: dict[int, int] = {}  # slot -> holders in this process
+        self.refused = False
+        _DISKS.add(self)
+
+    def _forked(self) -> None:
+        # a child holds none of its parent's locks (nor its descriptor's: it opens its own)
+        self._mu = threading.Lock()
+        self._holders = {}
+        self._opened = (0, -1)
+        self._fd = -1
+
+    def _file(self) -> int:
+        root_fd = self._root.fd()
+        if self._opened != (os.getpid(), root_fd):
+            flags = os.O_RDWR | os.O_CREAT | O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+            self._fd = os.open(LOCKS_NAME, flags, 0o600, dir_fd=root_fd)
+            self._opened = (os.getpid(), root_fd)
+        return self._fd
+
+    def lock(self, keys: list[str]) -> AbstractAsyncContextManager[None]:
+        return self._locked(sorted({zlib.crc32(k.encode()) % _SLOTS for k in keys}))
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, slots: list[int]) -> AsyncIterator[None]:
+        if self.refused or _SETLK is None:
+            raise DiskLocksUnavailable()
+        taken: list[int] = []
+        try:
+            for slot in slots:  # in order: no two processes wait on each other
+                backoff = Backoff(0.02)
+                while not self._take(slot):
+                    await backoff.wait()
+                taken.append(slot)
+            yield
+        finally:
+            for slot in taken:
+                self._give(slot)
+
+    def _take(self, slot: int) -> bool:
+        assert _SETLK is not None
+        with self._mu:
+            if self._holders.get(slot):
+                self._holders[slot] += 1
+                return True
+            try:
+                fcntl.fcntl(self._file(), _SETLK, _range(fcntl.F_WRLCK, slot))
+            except OSError as exc:
+                if exc.errno in _BUSY:
+                    return False  # another process holds it: waited for
+                self.refused = True
+                logger.warning(
+                    "the storage folder refuses byte-range locks (%s): the shared quota "
+                    "ledger asks Redis at every write",
+                    exc.strerror,
+                )
+                raise DiskLocksUnavailable() from exc
+            self._holders[slot] = 1
+            return True
+
+    def _give(self, slot: int) -> None:
+        assert _SETLK is not None
+        with self._mu:
+            self._holders[slot] -= 1
+            if self._holders[slot] == 0:
+                del self._holders[slot]
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(self._fd, _SETLK, _range(fcntl.F_UNLCK, slot))
+
+    def sizes(self, keys: list[str]) -> dict[str, int | None]:
+        out: dict[str, int | None] = {}
+        for key in keys:
+            try:
+                found = open_object(self._root, key)
+            except (ObjectNotFoundError, StorageError, OSError):
+                out[key] = None  # no object (a folder, nothing, a link leading out)
+                continue
+            out[key] = found.st.st_size
+            found.close()
+        return out
+
+
+_forks.renew(_after_fork_in_child)
