@@ -44,11 +44,18 @@ RECALLED = 1.0  # a quota recalled is not drawn on for this long
 
 class Disk(Protocol):
     """What the backend gives the ledger: key locks every process of the machine takes,
-    and the sizes at keys (``None``: no object)."""
+    the sizes at keys (``None``: no object), and for a save, the size its landing
+    replaced, read under the key's lock as it lands (``expect``, then ``replaced``)."""
+
+    refused: bool  # the file system refuses the locks
 
     def lock(self, keys: list[str]) -> AbstractAsyncContextManager[None]: ...
 
     def sizes(self, keys: list[str]) -> dict[str, int | None]: ...
+
+    def expect(self, key: str) -> None: ...
+
+    def replaced(self, key: str) -> tuple[bool, int | None]: ...
 
 
 class DiskLocksUnavailable(Exception):
@@ -136,11 +143,10 @@ class Book:
         """Take ``needs`` from what this member holds; the shortfall per prefix (empty:
         drawn)."""
         with self._mu:
-            now = time.monotonic()
             short = {}
             for p in prefixes:
                 left = self.held.get(p, 0) - self.spent.get(p, 0) - self.pend.get(p, 0)
-                if needs[p] > left or self.recalled.get(p, 0.0) > now:
+                if needs[p] > left:
                     short[p] = needs[p] - max(left, 0)
             if not short:
                 for p in prefixes:
@@ -211,18 +217,25 @@ class Book:
                     and self.inflight == 0
                     and time.monotonic() - self.used_at > IDLE
                 )
-                due = (
+                # every interval while it holds a share: a recall (another process's
+                # write needing what it holds ahead) is heard within one
+                # and while a quota it knows is being listed: it draws there once it ends
+                waiting = [p for p, limit in self.limits.items() if limit is not None]
+                waiting = [p for p in waiting if p not in self.ready]
+                due = bool(
                     self.deltas
                     or self.acked != self.agen
                     or time.monotonic() > self.deadline - lease * 2 / 3
+                    or any(self.held.values())
                     or any(self._low(p) for p in self.held)
+                    or waiting
                 )
             try:
                 if idle and not self.fresh:
                     await self.call(leave=True)
                     return
                 if due and not self.fresh:
-                    await self.call()
+                    await self.call(describe=waiting)
             except RedisUnavailable:
                 await asyncio.sleep(INTERVAL)  # (the member was replaced: see call)
             if self.fresh and idle:

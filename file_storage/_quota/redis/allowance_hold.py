@@ -46,26 +46,45 @@ class _LeaseHeld(_RedisHeld):
         self._loop = asyncio.get_running_loop()
         await self._local.__aenter__()
         try:
-            disk = self._book.disk.lock(self.keys)
-            try:
-                await disk.__aenter__()
-            except DiskLocksUnavailable:
-                await self._enter_redis()  # (Redis's sizes: no others drew here)
-            else:
-                self._disk = disk
-                try:
-                    self.olds = await self._sizes()
+            if self.lazy and not self._book.disk.refused:
+                # a save: its landing reads the size it replaces, under the key's disk
+                # lock (see local._quota_locks), unless it must know it first (pin)
+                self.leased = await self._open()
+            if not self.leased:
+                pinned = await self.pin()
+                if pinned and not self.lazy:
                     self.leased = await self._open()
-                    if not self.leased:
-                        await self._enter_redis()
-                except BaseException:
-                    self._disk = None
-                    await disk.__aexit__(None, None, None)
-                    raise
+                if not self.leased:
+                    await self._enter_redis()  # (with no sizes pinned: Redis's)
         except BaseException:
+            await self._unpin()
             await self._local.__aexit__(None, None, None)
             raise
         self._reset = _current.set(self)
+
+    async def pin(self) -> bool:
+        """Lock the keys on disk and read their sizes (once); ``False``: the file system
+        refuses the locks."""
+        if self._disk is not None:
+            return True
+        disk = self._book.disk.lock(self.keys)
+        try:
+            await disk.__aenter__()
+        except DiskLocksUnavailable:
+            return False
+        self._disk = disk
+        try:
+            found = await self._sizes()
+        except BaseException:
+            await self._unpin()
+            raise
+        self.olds = {**found, **(self.olds or {})}  # (what this hold changed stays)
+        return True
+
+    async def _unpin(self) -> None:
+        disk, self._disk = self._disk, None
+        if disk is not None:
+            await disk.__aexit__(None, None, None)
 
     async def _sizes(self) -> dict[str, int | None]:
         if len(self.keys) <= 4:
@@ -122,8 +141,9 @@ class _LeaseHeld(_RedisHeld):
         self._renewer.add(self)
 
     async def unlease(self) -> None:
-        """Draw no more: what is left goes through Redis (a large write)."""
+        """Draw no more: what is left goes through Redis (a large write, a stream)."""
         if self.leased:
+            await self.pin()
             self.leased = False
             self._book.close_hold(self._member)
             self.lazy = False  # (its keys are locked in Redis now: since is known)
@@ -145,19 +165,26 @@ class _LeaseHeld(_RedisHeld):
             else:
                 await super().__aexit__(exc_type, exc, tb)  # (its local locks too)
         finally:
-            if self._disk is not None:
-                await self._disk.__aexit__(None, None, None)
+            await self._unpin()
 
     # -- what a drawing hold does --------------------------------------------------------
 
     def quotas(self, key: str) -> list[str]:
         return self._quotas.get(key, [])
 
-    def spend(self, key: str, size: int | None) -> None:
-        """``key`` now holds ``size`` bytes (``None``: deleted)."""
-        assert self.olds is not None
-        delta = (size or 0) - (self.olds.get(key) or 0)
-        self.olds[key] = size
+    def spend(self, key: str, size: int | None, *, replaced: tuple[bool, int | None]) -> None:
+        """``key`` now holds ``size`` bytes (``None``: deleted); ``replaced``: the size
+        its landing replaced, if it read it (else the one pinned)."""
+        olds = self.olds if self.olds is not None else {}
+        read, old = replaced
+        if not read and key not in olds:
+            # neither read nor pinned (a landing that did not read it): listed again
+            self._ledger._dirty.add(key)
+            olds[key] = size
+            return
+        delta = (size or 0) - ((old if read else olds.get(key)) or 0)
+        olds[key] = size
+        self.olds = olds
         if not self._book.spend(self._member, key, self.quotas(key), delta):
             self._ledger._dirty.add(key)  # drawn by a member since replaced
 
@@ -206,16 +233,22 @@ class _LeaseReservation(Reservation):
         if total > LARGEST:
             await self._to_redis(total, requested)
             return
-        needs = self._needs_for(total)
-        more = {p: max(0, n - self._needs.get(p, 0)) for p, n in needs.items()}
-        prefixes = list(more)
-        last = ("over", prefixes[0] if prefixes else "", 0, 0)
+        hold = self._hold
+        if hold.olds is None or self.key not in hold.olds:
+            # the size it replaces is read as it lands (0 meanwhile: it draws the most)
+            self._book.disk.expect(self.key)
+        last = ("over", "", 0, 0)
         for _ in range(_RECALL_TRIES):
+            needs = self._needs_for(total)
+            more = {p: max(0, n - self._needs.get(p, 0)) for p, n in needs.items()}
+            prefixes = list(more)
             short = self._book.draw(prefixes, more)
             if not short:
                 for p, n in more.items():
                     self._needs[p] = self._needs.get(p, 0) + n
                 return
+            if hold._disk is None and await hold.pin():
+                continue  # the size it replaces, read now, may be enough of a credit
             try:
                 refused = await self._book.call(need=short)
             except RedisUnavailable as exc:
@@ -253,6 +286,7 @@ class _LeaseReservation(Reservation):
         """Give the draws back and reserve ``total`` in Redis (the hold too goes there)."""
         self._book.undraw(self._needs)
         self._needs = {}
+        self._book.disk.replaced(self.key)  # (pinned below: its size is known first)
         await self._hold.unlease()
         exact = _RedisReservation(self._ledger, self._hold, self.key, self.operation)
         self._exact = exact
@@ -293,6 +327,7 @@ class _LeaseReservation(Reservation):
             await self._exact.release()
             return
         self._book.undraw(self._needs)
+        self._book.disk.replaced(self.key)
 
     async def commit(self, size: int, *, found: bool = False) -> None:
         if self._done:
@@ -305,8 +340,9 @@ class _LeaseReservation(Reservation):
             return
         self._done = True
         self._book.undraw(self._needs)
+        replaced = self._book.disk.replaced(self.key)
         if self._hold.leased:
-            self._hold.spend(self.key, size)
+            self._hold.spend(self.key, size, replaced=replaced)
         else:
             # its hold went through Redis meanwhile (another write of it, past LARGEST)
             self._ledger._dirty.add(self.key)

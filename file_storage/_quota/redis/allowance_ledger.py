@@ -56,7 +56,7 @@ class AllowanceQuotaManager(RedisQuotaManager):
     async def forget(self, key: str) -> None:
         hold = _current.get()
         if isinstance(hold, _LeaseHeld) and hold.leased and key in hold.keys:
-            hold.spend(key, None)
+            hold.spend(key, None, replaced=(False, None))
             return
         await super().forget(key)
 

@@ -155,7 +155,8 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         if attach is not None:  # the Redis ledger: its processes draw on allowances here
             from file_storage.backends.local._quota_locks import LocalDisk
 
-            attach(LocalDisk(self._dir))
+            self._quota_disk = LocalDisk(self._dir)
+            attach(self._quota_disk)
         self._rules = LocalRules(self._dir)
         self._sweeping: concurrent.futures.Future[None] | None = None
         self._set_signing(base_url, signing_key)

@@ -16,8 +16,10 @@ import os
 import stat as stat_mod
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from file_storage._keys import is_valid_segment
 from file_storage._mime import guess_content_type
@@ -53,6 +55,9 @@ from file_storage.errors import (
 )
 from file_storage.models import ObjectInfo
 
+if TYPE_CHECKING:
+    from file_storage.backends.local._quota_locks import LocalDisk
+
 __all__ = ["GROWN", "TRUNCATED", "LocalFiles"]
 
 logger = logging.getLogger("file_storage")
@@ -73,6 +78,14 @@ class LocalFiles(LocalMoves):
     _root: Path
     _dir: Root
     _durable: bool
+    #: the Redis ledger's side on this disk (``local._quota_locks``), when it draws there
+    _quota_disk: LocalDisk | None = None
+
+    def _quota_landing(self, key: str, dir_fd: int, name: str) -> AbstractContextManager[None]:
+        """Around a save's rename into place: what the ledger's allowances read there."""
+        disk = self._quota_disk
+        return contextlib.nullcontext() if disk is None else disk.landing(key, dir_fd, name)
+
     _temp_max_age: float
     _sweeping: concurrent.futures.Future[None] | None
 
@@ -104,7 +117,7 @@ class LocalFiles(LocalMoves):
         finally:
             os.close(fd)
         _checkpoint("rename", gate)
-        with key_locks(self._dir, key):
+        with self._quota_landing(key, dir_fd, name), key_locks(self._dir, key):
             with gate.lock:
                 gate.check()
                 if options.if_match is not None:  # exact within this process: see local._cond

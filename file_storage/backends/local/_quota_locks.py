@@ -23,11 +23,13 @@ import errno
 import fcntl
 import logging
 import os
+import stat as stat_mod
 import struct
 import threading
+import time
 import weakref
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 
 from file_storage._loops import Backoff
@@ -43,6 +45,13 @@ _SLOTS = 1 << 16
 _BUSY = (errno.EAGAIN, errno.EACCES)
 _SETLK = getattr(fcntl, "F_OFD_SETLK", None)
 _DISKS: weakref.WeakSet[LocalDisk] = weakref.WeakSet()
+
+
+class _Unread:
+    """Not read yet."""
+
+
+_UNREAD = _Unread()
 
 
 def _after_fork_in_child() -> None:
@@ -65,6 +74,11 @@ class LocalDisk:
         self._opened: tuple[int, int] = (0, -1)  # (pid, root descriptor) it was opened for
         self._holders: dict[int, int] = {}  # slot -> holders in this process
         self.refused = False
+        self._root_fd = -1
+        self._checked = 0.0  # when the root's descriptor was last checked
+        # keys whose save draws on an allowance without having read the key's size:
+        # the landing reads it under the key's locks and leaves it here (see landing)
+        self._expected: dict[str, int | _Unread | None] = {}
         _DISKS.add(self)
 
     def _forked(self) -> None:
@@ -73,9 +87,19 @@ class LocalDisk:
         self._holders = {}
         self._opened = (0, -1)
         self._fd = -1
+        self._root_fd = -1
+        self._expected = {}
+
+    def _root_now(self) -> int:
+        # (Root.fd() checks the folder was not removed with an fstat: once a second here)
+        now = time.monotonic()
+        if self._root_fd < 0 or self._opened[0] != os.getpid() or now - self._checked > 1.0:
+            self._root_fd = self._root.fd()
+            self._checked = now
+        return self._root_fd
 
     def _file(self) -> int:
-        root_fd = self._root.fd()
+        root_fd = self._root_now()
         if self._opened != (os.getpid(), root_fd):
             flags = os.O_RDWR | os.O_CREAT | O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
             self._fd = os.open(LOCKS_NAME, flags, 0o600, dir_fd=root_fd)
@@ -131,13 +155,68 @@ class LocalDisk:
                 with contextlib.suppress(OSError):
                     fcntl.fcntl(self._fd, _SETLK, _range(fcntl.F_UNLCK, slot))
 
+    # -- a save's landing (in its thread) ------------------------------------------------
+
+    # (each a single dict operation, atomic under the interpreter's lock: no lock taken,
+    # which the landing thread would hold across its system calls)
+
+    def expect(self, key: str) -> None:
+        """The next landing of ``key`` reads the size it replaces (see :meth:`landing`)."""
+        self._expected[key] = _UNREAD
+
+    def replaced(self, key: str) -> tuple[bool, int | None]:
+        """What the landing of ``key`` read (``False``: it did not land, or read none)."""
+        found = self._expected.pop(key, _UNREAD)
+        if found is _UNREAD or isinstance(found, _Unread):
+            return False, None
+        return True, found
+
+    @contextlib.contextmanager
+    def landing(self, key: str, dir_fd: int, name: str) -> Iterator[None]:
+        """Around a save's rename into place (in its thread, before the key's metadata
+        locks): the key's disk lock, and the size the rename replaces, read under it, for
+        a save that drew on an allowance without reading it."""
+        if key not in self._expected or self.refused or _SETLK is None:
+            yield
+            return
+        slot = zlib.crc32(key.encode()) % _SLOTS
+        while not self._take(slot):  # (in a thread: another process's operation ends soon)
+            time.sleep(0.001)
+        try:
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                size = st.st_size if stat_mod.S_ISREG(st.st_mode) else None
+            except OSError:
+                size = None
+            if key in self._expected:  # (its save was not given up meanwhile)
+                self._expected[key] = size
+            yield
+        finally:
+            self._give(slot)
+
     def sizes(self, keys: list[str]) -> dict[str, int | None]:
         out: dict[str, int | None] = {}
+        root = self._root_now()
         for key in keys:
+            # one fstatat: the key's folders resolved by the kernel (a folder linked out
+            # of the root is refused by every operation there, which then changes nothing)
             try:
+                st = os.stat(key, dir_fd=root, follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                out[key] = None
+                continue
+            except OSError:
+                st = None
+            if st is not None and stat_mod.S_ISREG(st.st_mode):
+                out[key] = st.st_size
+                continue
+            if st is not None and not stat_mod.S_ISLNK(st.st_mode):
+                out[key] = None  # a folder, a FIFO: no object
+                continue
+            try:  # a link: followed as the backend does (inside the root only)
                 found = open_object(self._root, key)
             except (ObjectNotFoundError, StorageError, OSError):
-                out[key] = None  # no object (a folder, nothing, a link leading out)
+                out[key] = None  # nothing, or a link leading out
                 continue
             out[key] = found.st.st_size
             found.close()
