@@ -42,6 +42,7 @@ logger = logging.getLogger("file_storage")
 
 LOCKS_NAME = ".file_storage\\quota-locks"
 _SLOTS = 1 << 16
+_FILES = 64  # lock files: the kernel walks one file's locks at each lock and unlock
 _BUSY = (errno.EAGAIN, errno.EACCES)
 _SETLK = getattr(fcntl, "F_OFD_SETLK", None)
 _DISKS: weakref.WeakSet[LocalDisk] = weakref.WeakSet()
@@ -70,7 +71,7 @@ class LocalDisk:
     def __init__(self, root: Root) -> None:
         self._root = root
         self._mu = threading.Lock()
-        self._fd = -1
+        self._fds: dict[int, int] = {}
         self._opened: tuple[int, int] = (0, -1)  # (pid, root descriptor) it was opened for
         self._holders: dict[int, int] = {}  # slot -> holders in this process
         self.refused = False
@@ -86,7 +87,7 @@ class LocalDisk:
         self._mu = threading.Lock()
         self._holders = {}
         self._opened = (0, -1)
-        self._fd = -1
+        self._fds = {}
         self._root_fd = -1
         self._expected = {}
 
@@ -98,13 +99,17 @@ class LocalDisk:
             self._checked = now
         return self._root_fd
 
-    def _file(self) -> int:
+    def _file(self, slot: int) -> int:
         root_fd = self._root_now()
         if self._opened != (os.getpid(), root_fd):
-            flags = os.O_RDWR | os.O_CREAT | O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-            self._fd = os.open(LOCKS_NAME, flags, 0o600, dir_fd=root_fd)
+            self._fds = {}
             self._opened = (os.getpid(), root_fd)
-        return self._fd
+        fd = self._fds.get(slot % _FILES)
+        if fd is None:
+            flags = os.O_RDWR | os.O_CREAT | O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+            name = f"{LOCKS_NAME}-{slot % _FILES:02x}"
+            fd = self._fds[slot % _FILES] = os.open(name, flags, 0o600, dir_fd=root_fd)
+        return fd
 
     def lock(self, keys: list[str]) -> AbstractAsyncContextManager[None]:
         return self._locked(sorted({zlib.crc32(k.encode()) % _SLOTS for k in keys}))
@@ -132,7 +137,7 @@ class LocalDisk:
                 self._holders[slot] += 1
                 return True
             try:
-                fcntl.fcntl(self._file(), _SETLK, _range(fcntl.F_WRLCK, slot))
+                fcntl.fcntl(self._file(slot), _SETLK, _range(fcntl.F_WRLCK, slot // _FILES))
             except OSError as exc:
                 if exc.errno in _BUSY:
                     return False  # another process holds it: waited for
@@ -153,7 +158,7 @@ class LocalDisk:
             if self._holders[slot] == 0:
                 del self._holders[slot]
                 with contextlib.suppress(OSError):
-                    fcntl.fcntl(self._fd, _SETLK, _range(fcntl.F_UNLCK, slot))
+                    fcntl.fcntl(self._file(slot), _SETLK, _range(fcntl.F_UNLCK, slot // _FILES))
 
     # -- a save's landing (in its thread) ------------------------------------------------
 
