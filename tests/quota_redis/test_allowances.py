@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from file_storage import LocalStorageBackend, StorageQuotaExceededError
+from file_storage import LocalStorageBackend, StorageQuotaExceededError, StorageUnavailableError
 from file_storage._quota.redis import allowance
 from file_storage._quota.redis.allowance_lua import ALLOW
 from file_storage._quota.redis.wire import Client, Script
@@ -157,7 +157,8 @@ async def test_a_process_that_stops_calling_loses_its_allowance_and_its_writes_a
         await a.save("warm", b"w" * 10)
         # a's book sends nothing more (a process killed: its task never runs again)
         book = a._quotas._book  # type: ignore[attr-defined]
-        assert book is not None and book._task is not None
+        assert book is not None
+        assert book._task is not None
         book._task.cancel()
         for i in range(5):
             await a.save(f"dead/{i}", b"d" * 1000)  # drawn, never sent
@@ -198,7 +199,7 @@ async def test_redis_restarted_without_its_data_resumes_exactly(
         for i in range(10, 20):
             try:
                 await a.save(f"k{i}", b"x" * 100)
-            except Exception:  # noqa: BLE001 - a write may fail while it reconnects
+            except StorageUnavailableError:  # a write may fail while it reconnects
                 await a.delete(f"k{i}")
         await settled(a)
         assert (await a.get_usage()).used == await a.get_total_size()

@@ -1,19 +1,21 @@
 """What the Redis quota ledger's allowances need of local disk: key locks every process
 of the machine takes, and the sizes at keys.
 
-A hold of the ledger locks its keys here for the whole operation (a save, a copy, a
-move, a delete), then reads their sizes: no other process using this library changes
-them meanwhile, so the difference the operation makes is exact, whatever Redis's
-figures say (see :mod:`file_storage._quota.redis.allowance`).
+A delete, copy or move locks its keys here for the whole operation, then reads their
+sizes; a save locks its key as it lands (its rename, in its thread) and reads there the
+size it replaces. No other process using this library changes a key meanwhile, so the
+difference each operation makes is exact, whatever Redis's figures say (see
+:mod:`file_storage._quota.redis.allowance`).
 
-The locks are byte-range locks of one file, ``<root>/.file_storage\\quota-locks`` (a
-backslash: never a key), one byte per key hash (65,536 of them: two keys sharing one
-merely wait for each other). They are open file description locks (Linux
-``F_OFD_SETLK``): unlike ``lockf`` they are not dropped when this process closes another
-descriptor of that file, and two descriptors conflict like two processes. This process
-opens it once and counts its own holders per byte (its own keys take turns in the
-ledger's own locks first). A file system that refuses them (some network ones) leaves
-the ledger going through Redis for every write, as on S3.
+The locks are byte-range locks of 64 files, ``<root>/.file_storage\\quota-locks-<nn>``
+(a backslash: never a key; several files, as the kernel walks a file's locks at each lock
+and unlock), one byte per key hash (65,536 of them: two keys sharing one merely wait for
+each other). They are open file description locks (Linux ``F_OFD_SETLK``): unlike
+``lockf`` they are not dropped when this process closes another descriptor of a file,
+and two descriptors conflict like two processes. This process opens each file once and
+counts its own holders per byte (its own keys take turns in the ledger's own locks
+first). A file system that refuses them (some network ones) leaves the ledger going
+through Redis for every write, as on S3.
 """
 
 from __future__ import annotations
