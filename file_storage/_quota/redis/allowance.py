@@ -40,6 +40,9 @@ LARGEST = 1024 * 1024  # a write past this reserves in Redis, as without allowan
 INTERVAL = 0.05  # seconds between two calls while there is something to send
 IDLE = 2.0  # seconds with nothing drawn, then the allowances are given back
 RECALLED = 1.0  # a quota recalled is not drawn on for this long
+# a member's lease (at most the ledger's): a listing waits for every live member, so one
+# whose event loop is stuck (a long blocking call) holds listings back this long at most
+MEMBER_LEASE = 10.0
 
 
 class Disk(Protocol):
@@ -75,6 +78,7 @@ class Book:
     def __init__(self, ledger: RedisQuotaManager, disk: Disk) -> None:
         self.ledger = ledger
         self.disk = disk
+        self.lease = min(ledger.lease_seconds, MEMBER_LEASE)
         self._mu = threading.Lock()
         self._calls = SharedLock()  # one call at a time, from any loop
         self._reset()
@@ -206,7 +210,7 @@ class Book:
         """Send what was spent, acknowledge, renew and top up, until idle for a while."""
         wake = self._wake
         assert wake is not None
-        lease = self.ledger.lease_seconds
+        lease = self.lease
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), INTERVAL)
@@ -290,7 +294,8 @@ class Book:
                 want = 0 if leave else self.pend.get(p, 0) + CHUNK
                 asks += [p, give, want, need.get(p, 0), self.pend.get(p, 0)]
         args: list[object] = [
-            ledger.ns, member, ledger.lease_ms, 1 if fresh else 0, ack, 1 if leave else 0,
+            ledger.ns, member, int(self.lease * 1000), 1 if fresh else 0, ack,
+            1 if leave else 0,
             len(deltas), *(x for kv in deltas.items() for x in kv),
             len(asks) // 5, *asks, *describe,
         ]  # fmt: skip
@@ -352,7 +357,7 @@ class Book:
                 self.limits.clear()
                 self.ready.clear()
             self.plain = reply[2] == 1
-            self.deadline = sent_at + ledger.lease_seconds * 0.8
+            self.deadline = sent_at + self.lease * 0.8
             for p, held, flag, used, limit, mine in reply[3]:
                 if flag == "gone":
                     self.held.pop(p, None)
