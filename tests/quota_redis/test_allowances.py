@@ -203,3 +203,35 @@ async def test_redis_restarted_without_its_data_resumes_exactly(
                 await a.delete(f"k{i}")
         await settled(a)
         assert (await a.get_usage()).used == await a.get_total_size()
+
+
+async def test_event_loops_of_several_threads_draw_on_one_book_and_stay_exact(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    # one backend shared by threads each running a loop of their own (a threaded worker):
+    # the process's allowances and its sending task serve them all
+    import threading
+
+    storage = drawing(tmp_path, redis_server, namespace, max_size_bytes=10**7)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        async def writes() -> None:
+            for i in range(60):
+                await storage.save(f"t{n}/k{i % 20}", b"x" * (n * 7 + i))
+                if i % 9 == 0:
+                    await storage.delete(f"t{n}/k{(i * 3) % 20}")
+
+        try:
+            asyncio.run(writes())
+        except BaseException as exc:
+            errors.append(exc)
+
+    async with storage:
+        await storage.save("first", b"f")
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        await asyncio.to_thread(lambda: [thread.join() for thread in threads])
+        assert errors == []
+        assert (await storage.get_usage()).used == await storage.get_total_size()
