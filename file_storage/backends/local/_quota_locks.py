@@ -187,8 +187,12 @@ class LocalDisk:
             yield
             return
         slot = zlib.crc32(key.encode()) % _SLOTS
-        while not self._take(slot):  # (in a thread: another process's operation ends soon)
-            time.sleep(0.001)
+        try:
+            while not self._take(slot):  # (in a thread: another process's op ends soon)
+                time.sleep(0.001)
+        except DiskLocksUnavailable:  # refused now: unread, its quotas listed again
+            yield
+            return
         try:
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
