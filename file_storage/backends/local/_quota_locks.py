@@ -72,10 +72,13 @@ class LocalDisk:
 
     def __init__(self, root: Root) -> None:
         self._root = root
-        self._mu = threading.Lock()
+        # a slot's holders change under its stripe (one per 256 slots): the threads
+        # landing saves do not queue behind one mutex across their lock calls
+        self._stripes = [threading.Lock() for _ in range(256)]
+        self._opening = threading.Lock()
         self._fds: dict[int, int] = {}
         self._opened: tuple[int, int] = (0, -1)  # (pid, root descriptor) it was opened for
-        self._holders: dict[int, int] = {}  # slot -> holders in this process
+        self._holders: dict[int, list[int]] = {}  # slot -> [holders here, descriptor]
         self.refused = False
         self._root_fd = -1
         self._checked = 0.0  # when the root's descriptor was last checked
@@ -86,7 +89,8 @@ class LocalDisk:
 
     def _forked(self) -> None:
         # a child holds none of its parent's locks (nor its descriptor's: it opens its own)
-        self._mu = threading.Lock()
+        self._stripes = [threading.Lock() for _ in range(256)]
+        self._opening = threading.Lock()
         self._holders = {}
         self._opened = (0, -1)
         self._fds = {}
@@ -102,16 +106,19 @@ class LocalDisk:
         return self._root_fd
 
     def _file(self, slot: int) -> int:
-        root_fd = self._root_now()
-        if self._opened != (os.getpid(), root_fd):
-            self._fds = {}
-            self._opened = (os.getpid(), root_fd)
-        fd = self._fds.get(slot % _FILES)
-        if fd is None:
-            flags = os.O_RDWR | os.O_CREAT | O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-            name = f"{LOCKS_NAME}-{slot % _FILES:02x}"
-            fd = self._fds[slot % _FILES] = os.open(name, flags, 0o600, dir_fd=root_fd)
-        return fd
+        with self._opening:  # (one descriptor per file: a lock is undone through it)
+            root_fd = self._root_now()
+            if self._opened != (os.getpid(), root_fd):
+                # (the root folder was made anew: the old files' descriptors stay open
+                # while their locks are held, then are dropped with this process)
+                self._fds = {}
+                self._opened = (os.getpid(), root_fd)
+            fd = self._fds.get(slot % _FILES)
+            if fd is None:
+                flags = os.O_RDWR | os.O_CREAT | O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+                name = f"{LOCKS_NAME}-{slot % _FILES:02x}"
+                fd = self._fds[slot % _FILES] = os.open(name, flags, 0o600, dir_fd=root_fd)
+            return fd
 
     def lock(self, keys: list[str]) -> AbstractAsyncContextManager[None]:
         return self._locked(sorted({zlib.crc32(k.encode()) % _SLOTS for k in keys}))
@@ -134,12 +141,14 @@ class LocalDisk:
 
     def _take(self, slot: int) -> bool:
         assert _SETLK is not None
-        with self._mu:
-            if self._holders.get(slot):
-                self._holders[slot] += 1
+        with self._stripes[slot % 256]:
+            held = self._holders.get(slot)
+            if held is not None:
+                held[0] += 1
                 return True
+            fd = self._file(slot)
             try:
-                fcntl.fcntl(self._file(slot), _SETLK, _range(fcntl.F_WRLCK, slot // _FILES))
+                fcntl.fcntl(fd, _SETLK, _range(fcntl.F_WRLCK, slot // _FILES))
             except OSError as exc:
                 if exc.errno in _BUSY:
                     return False  # another process holds it: waited for
@@ -150,17 +159,18 @@ class LocalDisk:
                     exc.strerror,
                 )
                 raise DiskLocksUnavailable() from exc
-            self._holders[slot] = 1
+            self._holders[slot] = [1, fd]  # (unlocked through the descriptor it took)
             return True
 
     def _give(self, slot: int) -> None:
         assert _SETLK is not None
-        with self._mu:
-            self._holders[slot] -= 1
-            if self._holders[slot] == 0:
+        with self._stripes[slot % 256]:
+            held = self._holders[slot]
+            held[0] -= 1
+            if held[0] == 0:
                 del self._holders[slot]
                 with contextlib.suppress(OSError):
-                    fcntl.fcntl(self._file(slot), _SETLK, _range(fcntl.F_UNLCK, slot // _FILES))
+                    fcntl.fcntl(held[1], _SETLK, _range(fcntl.F_UNLCK, slot // _FILES))
 
     # -- a save's landing (in its thread) ------------------------------------------------
 
