@@ -192,7 +192,16 @@ class _LeaseHeld(_RedisHeld):
 class _LeaseReservation(Reservation):
     """A write's bytes drawn from the allowances (or, past ``LARGEST``, held in Redis)."""
 
-    __slots__ = ("_book", "_exact", "_frees", "_hold", "_ledger", "_needs", "_requested")
+    __slots__ = (
+        "_book",
+        "_exact",
+        "_expects",
+        "_frees",
+        "_hold",
+        "_ledger",
+        "_needs",
+        "_requested",
+    )
 
     def __init__(
         self,
@@ -214,6 +223,7 @@ class _LeaseReservation(Reservation):
         self._needs: dict[str, int] = {}
         self._exact: _RedisReservation | None = None
         self._requested: int | None = None
+        self._expects = False  # its landing reads the size it replaces (see draw)
 
     def _needs_for(self, total: int) -> dict[str, int]:
         olds = self._hold.olds or {}
@@ -237,6 +247,7 @@ class _LeaseReservation(Reservation):
         if hold.olds is None or self.key not in hold.olds:
             # the size it replaces is read as it lands (0 meanwhile: it draws the most)
             self._book.disk.expect(self.key)
+            self._expects = True
         last = ("over", "", 0, 0)
         for _ in range(_RECALL_TRIES):
             needs = self._needs_for(total)
@@ -341,6 +352,8 @@ class _LeaseReservation(Reservation):
         self._done = True
         self._book.undraw(self._needs)
         replaced = self._book.disk.replaced(self.key)
+        if not self._expects:
+            replaced = (False, None)  # (never read for it: its pinned size counts)
         if self._hold.leased:
             self._hold.spend(self.key, size, replaced=replaced)
         else:

@@ -1,0 +1,73 @@
+"""Attacks on the allowances (local disk): a write refused, cut or sent at the wrong
+moment must leave the counts exact and nothing behind in the process."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from file_storage import LocalStorageBackend, StorageQuotaExceededError
+from tests.quota_redis.ledger import local, pause_listing
+from tests.quota_redis.server import RedisServer
+
+
+def drawing(
+    root: Path, server: RedisServer, namespace: str, **options: object
+) -> LocalStorageBackend:
+    return local(root, server, namespace, allowances=True, **options)
+
+
+def expected(backend: LocalStorageBackend) -> dict[str, object]:
+    disk = backend._quota_disk  # type: ignore[attr-defined]
+    assert disk is not None
+    return disk._expected  # type: ignore[no-any-return]
+
+
+async def drawing_now(backend: LocalStorageBackend, prefix: str = "") -> None:
+    """``backend``'s next writes under ``prefix`` draw on its allowance: it has
+    acknowledged every change Redis told it of (a bounded loop of its calls)."""
+    book = backend._quotas._book  # type: ignore[attr-defined]
+    for _ in range(50):
+        await book.call(describe=[prefix])
+        if book.acked == book.agen and prefix in book.ready and book.plain:
+            return
+    raise AssertionError("never drew")
+
+
+async def test_saves_refused_over_quota_leave_nothing_expected_behind(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    async with drawing(tmp_path, redis_server, namespace, max_size_bytes=100_000) as a:
+        await a.save("warm", b"w" * 60_000)
+        await drawing_now(a)
+        for i in range(20):
+            with pytest.raises(StorageQuotaExceededError):
+                await a.save(f"big{i}", b"x" * 50_000)  # drawn, refused
+        assert expected(a) == {}
+        assert (await a.get_usage()).used == await a.get_total_size() == 60_000
+
+
+async def test_a_move_onto_a_key_once_refused_counts_the_size_it_replaced(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = drawing(tmp_path, redis_server, namespace, max_size_bytes=100_000)
+    b = drawing(tmp_path, redis_server, namespace, max_size_bytes=100_000)
+    async with a, b:
+        await a.save("src", b"s" * 50)
+        await b.save("warm", b"w" * 60_000)
+        await drawing_now(a)
+        with pytest.raises(StorageQuotaExceededError):
+            await a.save("k", b"x" * 50_000)  # refused as it drew
+        # a save of k while a listing runs goes through Redis (its landing still reads)
+        listed, go = pause_listing(b)
+        refresh = asyncio.create_task(b.refresh_usage())
+        await asyncio.wait_for(listed.wait(), 10)
+        await a.save("k", b"k" * 100)
+        go.set()
+        await refresh
+        await drawing_now(a)
+        await a.move("src", "k")  # replaces 100 bytes with 50
+        await b.get_usage()
+        assert (await a.get_usage()).used == await a.get_total_size() == 60_050
