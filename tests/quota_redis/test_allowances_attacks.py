@@ -71,3 +71,32 @@ async def test_a_move_onto_a_key_once_refused_counts_the_size_it_replaced(
         await a.move("src", "k")  # replaces 100 bytes with 50
         await b.get_usage()
         assert (await a.get_usage()).used == await a.get_total_size() == 60_050
+
+
+async def test_a_limit_lowered_under_what_a_process_holds_is_not_overshot(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = drawing(tmp_path, redis_server, namespace)
+    b = drawing(tmp_path, redis_server, namespace)
+    async with a, b:
+        a.set_quota("u", 100 * 1024 * 1024)
+        b.set_quota("u", 100 * 1024 * 1024)
+        await a.save("u/warm", b"w")
+        await drawing_now(a, "u/")
+        await a.save("u/held", b"h" * 1000)  # (a holds an allowance ahead now)
+        book = a._quotas._book  # type: ignore[attr-defined]
+        assert book.held.get("u/", 0) > 200_000
+        b.set_quota("u", 200_000)  # (another process lowers it: applies to a too)
+        await b.get_usage("u")  # (pushed to Redis)
+        await drawing_now(a, "u/")  # (a has heard of it)
+        refused = 0
+        for i in range(10):
+            try:
+                await a.save(f"u/k{i}", b"x" * 50_000)
+            except StorageQuotaExceededError:
+                refused += 1
+        await b.get_usage("u")
+        stored = await a.get_total_size("u")
+        assert stored <= 200_000
+        assert refused > 0
+        assert (await b.get_usage("u")).used == stored

@@ -116,6 +116,9 @@ for j = at + 1, dat - 1, 5 do
     move(p, 0, n - now_n)
     n = now_n
     give = math.max(0, math.min(give, h - n))
+    local c = redis.call('HMGET', q, 'used', 'reserved')
+    -- over its limit (one lowered under what is held): what it holds ahead is given back
+    if exceeds(c[1], c[2], 0, limit) then give = h - n end
     if leave then give = h end
     move(p, 0 - give, 0 - math.min(give, h - n))
     h = h - give
