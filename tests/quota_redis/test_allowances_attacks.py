@@ -100,3 +100,23 @@ async def test_a_limit_lowered_under_what_a_process_holds_is_not_overshot(
         assert stored <= 200_000
         assert refused > 0
         assert (await b.get_usage("u")).used == stored
+
+
+async def test_a_job_per_asyncio_run_does_not_hold_the_listings_of_others_back(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = drawing(tmp_path, redis_server, namespace, max_size_bytes=10**8)
+    b = drawing(tmp_path, redis_server, namespace, max_size_bytes=10**8)
+
+    async def job() -> None:  # (a script or sync worker: one loop per job)
+        await a.save("warm", b"w")
+        await drawing_now(a)
+        await a.save("job", b"j" * 10)
+
+    await asyncio.to_thread(asyncio.run, job())
+    async with b:
+        b.set_quota("v", 10**6)  # a new quota: listed first, once every process sent
+        # a's loop is gone: its share must not hold the listing back for its lease (60 s)
+        await asyncio.wait_for(b.save("v/x", b"x"), 10)
+        assert (await b.get_usage()).used == await b.get_total_size() == 12
+    await a.aclose()

@@ -204,6 +204,21 @@ class Book:
 
     async def run(self) -> None:
         """Send what was spent, acknowledge, renew and top up, until idle for a while."""
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            # its loop ends (``asyncio.run`` cancels what is left): a member nobody calls
+            # for would hold every listing's barrier back until its lease ran out, so it
+            # sends what was spent and leaves, unless another loop's writes draw (the
+            # next hold there starts this task again)
+            with self._mu:
+                leave = not self.fresh and self.inflight == 0
+            if leave:
+                with contextlib.suppress(RedisUnavailable):
+                    await self.call(leave=True)
+            raise
+
+    async def _run(self) -> None:
         wake = self._wake
         assert wake is not None
         lease = self.ledger.lease_seconds
