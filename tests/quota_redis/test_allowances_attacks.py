@@ -120,3 +120,30 @@ async def test_a_job_per_asyncio_run_does_not_hold_the_listings_of_others_back(
         await asyncio.wait_for(b.save("v/x", b"x"), 10)
         assert (await b.get_usage()).used == await b.get_total_size() == 12
     await a.aclose()
+
+
+async def test_a_lister_that_died_at_its_barrier_does_not_stop_the_draws_for_good(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    import redis.asyncio
+
+    from file_storage._quota.redis import seeding
+
+    a = drawing(tmp_path, redis_server, namespace, max_size_bytes=10**8)
+    b = drawing(tmp_path, redis_server, namespace, max_size_bytes=10**8)
+    async with a, b:
+        await a.save("warm", b"w")
+        await drawing_now(a)
+        ledger = b._quotas  # type: ignore[attr-defined]
+        await ledger._sync()
+        # b begins a refresh, raises the barrier for a, and dies there (killed)
+        state = await ledger._client.run(
+            seeding.SEED_BEGIN, [ledger.ns, "", "dead-lister", ledger.lease_ms, 1]
+        )
+        assert state == "barrier"
+        client = redis.asyncio.Redis.from_url(redis_server.url)
+        await client.delete(ledger.ns + ":seedlk:")  # (its lock's lease ran out)
+        await client.aclose()
+        await drawing_now(a)  # a draws again (not through Redis for every write, for ever)
+        await a.save("after", b"a" * 10)
+        assert (await b.get_usage()).used == await b.get_total_size() == 11
