@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from file_storage import LocalStorageBackend, StorageQuotaExceededError
-from tests.quota_redis.ledger import local, pause_listing
+from tests.quota_redis.ledger import kill_book, local, pause_listing
 from tests.quota_redis.server import RedisServer
 
 
@@ -147,3 +147,22 @@ async def test_a_lister_that_died_at_its_barrier_does_not_stop_the_draws_for_goo
         await drawing_now(a)  # a draws again (not through Redis for every write, for ever)
         await a.save("after", b"a" * 10)
         assert (await b.get_usage()).used == await b.get_total_size() == 11
+
+
+async def test_a_large_write_is_refused_not_stalled_by_a_dead_process_share(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    limit = 8 * 1024 * 1024
+    a = drawing(tmp_path, redis_server, namespace, max_size_bytes=limit)
+    b = drawing(tmp_path, redis_server, namespace, max_size_bytes=limit)
+    async with b:
+        await a.save("warm", b"w")
+        await drawing_now(a)
+        await a.save("held", b"h")  # (a holds a share ahead now)
+        book = a._quotas._book  # type: ignore[attr-defined]
+        assert book.held.get("", 0) >= 1024 * 1024
+        kill_book(a)  # (killed: its share stays reserved until its lease runs out, 60 s)
+        # past 1 MiB: reserved in Redis, which fits only once a's share is given back;
+        # refused after a few tries as a draw is, not retried until the lease runs out
+        with pytest.raises(StorageQuotaExceededError):
+            await asyncio.wait_for(b.save("big", b"b" * (limit - 1024 * 1024)), 10)
