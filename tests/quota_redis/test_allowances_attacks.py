@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from file_storage import LocalStorageBackend, StorageQuotaExceededError
+from file_storage._quota.redis import seeding
+from file_storage._quota.redis.wire import Script
 from tests.quota_redis.ledger import kill_book, local, pause_listing
 from tests.quota_redis.server import RedisServer
 
@@ -127,8 +129,6 @@ async def test_a_lister_that_died_at_its_barrier_does_not_stop_the_draws_for_goo
 ) -> None:
     import redis.asyncio
 
-    from file_storage._quota.redis import seeding
-
     a = drawing(tmp_path, redis_server, namespace, max_size_bytes=10**8)
     b = drawing(tmp_path, redis_server, namespace, max_size_bytes=10**8)
     async with a, b:
@@ -166,3 +166,59 @@ async def test_a_large_write_is_refused_not_stalled_by_a_dead_process_share(
         # refused after a few tries as a draw is, not retried until the lease runs out
         with pytest.raises(StorageQuotaExceededError):
             await asyncio.wait_for(b.save("big", b"b" * (limit - 1024 * 1024)), 10)
+
+
+class HeldSave(LocalStorageBackend):
+    """Holds its next save of ``gated`` after it drew, before it lands."""
+
+    gated = ""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.drawn = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def _save(self, key: str, body: object, content_type: str, metadata: object) -> None:
+        if key == self.gated:
+            self.drawn.set()
+            await self.gate.wait()
+        await super()._save(key, body, content_type, metadata)  # type: ignore[arg-type]
+
+
+async def test_a_listing_begun_holding_a_disk_lock_does_not_deadlock_a_drawing_save(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    options = {"quota_redis_url": redis_server.url, "quota_redis_namespace": namespace}
+    a = drawing(tmp_path, redis_server, namespace, max_size_bytes=10**8)
+    b = HeldSave(tmp_path, max_size_bytes=10**8, **options)  # type: ignore[arg-type]
+    b.gated = "src"
+    async with a, b:
+        await a.save("src", b"s" * 10)
+        await b.save("warm", b"w")
+        await drawing_now(b)
+        saving = asyncio.create_task(b.save("src", b"S" * 20))  # draws, then held
+        await asyncio.wait_for(b.drawn.wait(), 10)
+        a.set_quota("v", 10**6)  # a new quota: its first use lists it
+        # a's copy locks src and v/x on disk, then lists v/ (waiting for b's draws)
+        barrier = asyncio.Event()
+        client = a._quotas._client  # type: ignore[attr-defined]
+        run = client.run
+
+        async def seen(script: Script, args: list[object]) -> object:
+            answer = await run(script, args)
+            if script is seeding.SEED_BEGIN and answer == "barrier":
+                barrier.set()
+            return answer
+
+        client.run = seen
+        copying = asyncio.create_task(a.copy("src", "v/x"))
+        await asyncio.wait_for(barrier.wait(), 10)  # (a's listing waits for b's draws)
+        b.gate.set()  # b's save lands: it needs src's disk lock
+        await asyncio.wait_for(asyncio.gather(saving, copying), 10)
+        await settled(a, b)
+        assert (await a.get_usage()).used == await a.get_total_size()
+
+
+async def settled(*backends: LocalStorageBackend) -> None:
+    for backend in backends:
+        await backend.get_usage()

@@ -126,6 +126,14 @@ class Book:
             self.used_at = time.monotonic()
             return True
 
+    def unready(self, prefixes: list[str]) -> list[str] | None:
+        """The prefixes with a quota not drawn on now (being listed, or to be); ``None``:
+        one is not known yet (ask :meth:`describe`)."""
+        with self._mu:
+            if self.fresh or any(p not in self.limits for p in prefixes):
+                return None
+            return [p for p in prefixes if self.limits[p] is not None and p not in self.ready]
+
     def quotas_of(self, key: str) -> list[str]:
         with self._mu:
             return [p for p in covering(key) if self.limits.get(p) is not None]
