@@ -4,6 +4,7 @@ moment must leave the counts exact and nothing behind in the process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,45 @@ async def test_a_listing_begun_holding_a_disk_lock_does_not_deadlock_a_drawing_s
 async def settled(*backends: LocalStorageBackend) -> None:
     for backend in backends:
         await backend.get_usage()
+
+
+async def test_a_lister_killed_mid_listing_does_not_stop_the_draws_for_good(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    import redis.asyncio
+
+    a = drawing(tmp_path, redis_server, namespace, max_size_bytes=10**8)
+    # b only lists (a cron job's refresh_usage): it holds no share of its own
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=10**8)
+    async with a, b:
+        await a.save("warm", b"w")
+        await b.save("warm2", b"ww")
+        listed, _go = pause_listing(b)
+        refresh = asyncio.create_task(b.refresh_usage())
+        await asyncio.wait_for(listed.wait(), 10)
+        # b is killed mid-listing: nothing more from it (not even its abort)
+        client = b._quotas._client  # type: ignore[attr-defined]
+        run = client.run
+
+        async def dead(script: Script, args: list[object]) -> object:
+            if script is seeding.SEED_ABORT:
+                return 0
+            return await run(script, args)
+
+        client.run = dead
+        refresh.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await refresh
+        ns = b._quotas.ns  # type: ignore[attr-defined]
+        raw = redis.asyncio.Redis.from_url(redis_server.url)
+        await raw.delete(ns + ":seedlk:")  # (its lock's lease ran out)
+        await raw.aclose()
+        for i in range(3):  # a writes on: the dead listing is not trusted, "" listed again
+            await a.save(f"after{i}", b"a")
+            with contextlib.suppress(AssertionError):
+                await drawing_now(a)  # then a draws again (not through Redis for ever)
+                break
+        else:
+            raise AssertionError("a never drew again")
+        await a.save("drawn", b"d" * 10)
+        assert (await a.get_usage()).used == await a.get_total_size() == 3 + i + 1 + 10
