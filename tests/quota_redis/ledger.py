@@ -187,3 +187,20 @@ async def run_out_locks(server: RedisServer, namespace: str) -> None:
     async for lock in client.scan_iter(match="{" + namespace + "}:lk:*"):
         await client.delete(lock)
     await client.aclose()
+
+
+def kill_book(backend: LocalStorageBackend) -> None:
+    """``backend``'s process stops calling Redis for its allowances, as if killed: its
+    sending task ends without a word and is never started again."""
+    from file_storage._quota.redis.wire import RedisUnavailable
+
+    book = backend._quotas._book  # type: ignore[attr-defined]
+    assert book is not None
+
+    async def dead(**_: object) -> dict[str, object]:
+        raise RedisUnavailable("killed")
+
+    book.call = dead
+    book.start = lambda: None
+    if book._task is not None:
+        book._task.cancel()

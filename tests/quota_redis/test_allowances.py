@@ -18,7 +18,13 @@ from file_storage import LocalStorageBackend, StorageQuotaExceededError, Storage
 from file_storage._quota.redis import allowance
 from file_storage._quota.redis.allowance_lua import ALLOW
 from file_storage._quota.redis.wire import Client, Script
-from tests.quota_redis.ledger import local, pause_listing, run_out_leases, steps_through_run
+from tests.quota_redis.ledger import (
+    kill_book,
+    local,
+    pause_listing,
+    run_out_leases,
+    steps_through_run,
+)
 from tests.quota_redis.server import RedisServer
 
 
@@ -156,10 +162,7 @@ async def test_a_process_that_stops_calling_loses_its_allowance_and_its_writes_a
     async with b:
         await a.save("warm", b"w" * 10)
         # a's book sends nothing more (a process killed: its task never runs again)
-        book = a._quotas._book  # type: ignore[attr-defined]
-        assert book is not None
-        assert book._task is not None
-        book._task.cancel()
+        kill_book(a)
         for i in range(5):
             await a.save(f"dead/{i}", b"d" * 1000)  # drawn, never sent
         await run_out_leases(redis_server, namespace)  # its lease ran out

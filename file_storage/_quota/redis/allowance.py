@@ -130,6 +130,14 @@ class Book:
             self.used_at = time.monotonic()
             return True
 
+    def unready(self, prefixes: list[str]) -> list[str] | None:
+        """The prefixes with a quota not drawn on now (being listed, or to be); ``None``:
+        one is not known yet (ask :meth:`describe`)."""
+        with self._mu:
+            if self.fresh or any(p not in self.limits for p in prefixes):
+                return None
+            return [p for p in prefixes if self.limits[p] is not None and p not in self.ready]
+
     def quotas_of(self, key: str) -> list[str]:
         with self._mu:
             return [p for p in covering(key) if self.limits.get(p) is not None]
@@ -208,6 +216,21 @@ class Book:
 
     async def run(self) -> None:
         """Send what was spent, acknowledge, renew and top up, until idle for a while."""
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            # its loop ends (``asyncio.run`` cancels what is left): a member nobody calls
+            # for would hold every listing's barrier back until its lease ran out, so it
+            # sends what was spent and leaves, unless another loop's writes draw (the
+            # next hold there starts this task again)
+            with self._mu:
+                leave = not self.fresh and self.inflight == 0
+            if leave:
+                with contextlib.suppress(RedisUnavailable):
+                    await self.call(leave=True)
+            raise
+
+    async def _run(self) -> None:
         wake = self._wake
         assert wake is not None
         lease = self.lease

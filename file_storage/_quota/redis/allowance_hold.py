@@ -51,8 +51,9 @@ class _LeaseHeld(_RedisHeld):
                 # lock (see local._quota_locks), unless it must know it first (pin)
                 self.leased = await self._open()
             if not self.leased:
+                await self._listed()
                 pinned = await self.pin()
-                if pinned and not self.lazy:
+                if pinned and not self.lazy and not self.unreachable:
                     self.leased = await self._open()
                 if not self.leased:
                     await self._enter_redis()  # (with no sizes pinned: Redis's)
@@ -61,6 +62,29 @@ class _LeaseHeld(_RedisHeld):
             await self._local.__aexit__(None, None, None)
             raise
         self._reset = _current.set(self)
+
+    async def _listed(self) -> None:
+        """List the quotas of these keys that are due (first use, a refresh) before the
+        keys are locked on disk: a listing waits for every process's draws, and one of
+        them may be a save waiting to land on one of these keys."""
+        ledger = self._ledger
+        prefixes = sorted({p for key in self.keys for p in covering(key)})
+        if self.unreachable or self._book.disk.refused:
+            return  # (no disk locks: nothing waits for them)
+        try:
+            if ledger._refresh_seconds is not None:
+                for key in self.keys:
+                    await ledger._refresh_due(key)
+            book = self._book
+            unready = None if ledger._unsynced else book.unready(prefixes)
+            if unready is None:
+                book.start()
+                await book.describe(prefixes)
+                unready = book.unready(prefixes) or []
+            for p in unready:
+                await ledger._seed(p, force=False)
+        except RedisUnavailable:
+            self.unreachable = True  # (not asked again to lock: a delete goes on)
 
     async def pin(self) -> bool:
         """Lock the keys on disk and read their sizes (once); ``False``: the file system
@@ -192,7 +216,16 @@ class _LeaseHeld(_RedisHeld):
 class _LeaseReservation(Reservation):
     """A write's bytes drawn from the allowances (or, past ``LARGEST``, held in Redis)."""
 
-    __slots__ = ("_book", "_exact", "_frees", "_hold", "_ledger", "_needs", "_requested")
+    __slots__ = (
+        "_book",
+        "_exact",
+        "_expects",
+        "_frees",
+        "_hold",
+        "_ledger",
+        "_needs",
+        "_requested",
+    )
 
     def __init__(
         self,
@@ -214,6 +247,7 @@ class _LeaseReservation(Reservation):
         self._needs: dict[str, int] = {}
         self._exact: _RedisReservation | None = None
         self._requested: int | None = None
+        self._expects = False  # its landing reads the size it replaces (see draw)
 
     def _needs_for(self, total: int) -> dict[str, int]:
         olds = self._hold.olds or {}
@@ -237,6 +271,7 @@ class _LeaseReservation(Reservation):
         if hold.olds is None or self.key not in hold.olds:
             # the size it replaces is read as it lands (0 meanwhile: it draws the most)
             self._book.disk.expect(self.key)
+            self._expects = True
         last = ("over", "", 0, 0)
         for _ in range(_RECALL_TRIES):
             needs = self._needs_for(total)
@@ -341,6 +376,8 @@ class _LeaseReservation(Reservation):
         self._done = True
         self._book.undraw(self._needs)
         replaced = self._book.disk.replaced(self.key)
+        if not self._expects:
+            replaced = (False, None)  # (never read for it: its pinned size counts)
         if self._hold.leased:
             self._hold.spend(self.key, size, replaced=replaced)
         else:

@@ -50,7 +50,13 @@ class AllowanceQuotaManager(RedisQuotaManager):
         if not hold.quotas(key):
             return None  # (a quota set meanwhile is listed after this hold: see Book)
         reservation = _LeaseReservation(self, hold, key, operation, frees)
-        await reservation.draw(size, requested)
+        try:
+            await reservation.draw(size, requested)
+        except BaseException:
+            # refused or cut: no commit nor release follows, and the size its landing was
+            # to read would stay, for a later write of the key to take as its own
+            await reservation.release()
+            raise
         return reservation
 
     async def forget(self, key: str) -> None:

@@ -100,6 +100,25 @@ for p, d in pairs(spent) do
     redis.call('HSET', rk, 'h:' .. p, h - take, 'n:' .. p, n - tn)
   end
 end
+local function barred(p)
+  -- a listing of p under way, or its barrier up. One whose lister died (its lock ran
+  -- out) is taken down, else no member would draw there again until a refresh_usage:
+  -- a barrier simply; a listing begun, with p to be listed again (it may have missed
+  -- writes, and what it staged is dropped by the next one)
+  local q = ns .. ':q:' .. p
+  local f = redis.call('HMGET', q, 'barrier', 'btok', 'seeding')
+  if not f[1] and not f[3] then return false end
+  local owner = redis.call('GET', ns .. ':seedlk:' .. p)
+  if f[3] then
+    if owner == f[3] then return true end
+    redis.call('HDEL', q, 'seeding')
+    stale(p)
+    return true
+  end
+  if owner == f[2] then return true end
+  redis.call('HDEL', q, 'barrier', 'btok')
+  return false
+end
 local out = {{}}
 for j = at + 1, dat - 1, 5 do
   local p, give = ARGV[j], tonumber(ARGV[j + 1])
@@ -116,12 +135,15 @@ for j = at + 1, dat - 1, 5 do
     move(p, 0, n - now_n)
     n = now_n
     give = math.max(0, math.min(give, h - n))
+    local c = redis.call('HMGET', q, 'used', 'reserved')
+    -- over its limit (one lowered under what is held): what it holds ahead is given back
+    if exceeds(c[1], c[2], 0, limit) then give = h - n end
     if leave then give = h end
     move(p, 0 - give, 0 - math.min(give, h - n))
     h = h - give
     local f = redis.call('HMGET', q, 'seeded', 'used', 'reserved', 'seeding', 'barrier',
       'recall', 'allowed')
-    local ready = f[1] == '1' and not f[4] and not f[5]
+    local ready = not barred(p) and f[1] == '1'
     local recalled = f[6] and now - tonumber(f[6]) < {RECALL_MS}
     local flag = 'ok'
     if need > 0 then
@@ -166,7 +188,7 @@ for j = dat, #ARGV do
   local limit = redis.call('HGET', ns .. ':limits', p)
   if limit then
     local f = redis.call('HMGET', ns .. ':q:' .. p, 'seeded', 'seeding', 'barrier')
-    local ready = f[1] == '1' and not f[2] and not f[3]
+    local ready = not barred(p) and f[1] == '1'
     -- held (even at 0): if the member dies, its quotas are listed again (see purge)
     if ready and not leave then redis.call('HSETNX', rk, 'h:' .. p, 0) end
     described[#described + 1] = {{p, limit, ready and 1 or 0}}

@@ -53,6 +53,7 @@ logger = logging.getLogger("file_storage")
 _SEED_BATCH = 1000  # keys staged per script call while a quota is listed
 _MAX_DIRTY = 10_000  # past this many unrecorded keys, every quota is listed again
 _MAX_WAIT = 0.05  # seconds between two tries of a busy key lock or a listing in progress
+RECALL_SECONDS = 2.0  # a write waits this long for recalled allowances, then is refused
 
 
 class RedisQuotaManager(Switches):
@@ -386,11 +387,16 @@ class RedisQuotaManager(Switches):
         key = reservation.key
         hold = reservation._hold
         backoff = Backoff(_MAX_WAIT)
+        recalled: float | None = None  # when the allowances were first recalled for it
         while True:
             if self._unsynced:
                 await self._sync()
             if self._refresh_seconds is not None:
                 await self._refresh_due(key)
+            # a share still held after RECALL_SECONDS (a process that died holding it,
+            # until its lease ends) counts as used: refused, as a draw is, not retried
+            now = asyncio.get_running_loop().time()
+            recall = recalled is None or now - recalled < RECALL_SECONDS
             # a lazy hold's lock is taken here, in the same step as the reservation
             take = hold is not None and hold.lazy and not hold.locked and hold.keys == [key]
             try:
@@ -400,7 +406,8 @@ class RedisQuotaManager(Switches):
                      1 if first else 0, hold.token if take and hold is not None else "",
                      self._epoch, "" if want is None else want,
                      hold.old_text(key) if hold is not None else "",
-                     hold.old_text(frees) if hold is not None and frees else ""],
+                     hold.old_text(frees) if hold is not None and frees else "",
+                     "" if recall else "0"],
                 )  # fmt: skip
             except BaseException:  # a lost answer, or cancelled awaiting it
                 if take and hold is not None:
@@ -419,6 +426,8 @@ class RedisQuotaManager(Switches):
                 self._push_all()
             elif state in ("locked", "recall"):  # another process has this key, or
                 # holds an allowance it is asked to give back now
+                if state == "recall" and recalled is None:
+                    recalled = now
                 await backoff.wait()
             elif state == "unseeded":
                 await self._seed(result[1], force=False)

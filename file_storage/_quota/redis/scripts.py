@@ -16,7 +16,8 @@ from file_storage._quota.redis.wire import Script
 # half of its free space left after ``total``; '=': a stream that held ahead ends, its
 # whole ``total`` checked against each quota as it is now, what it holds included),
 # old, frees_old ('' or the sizes at key and at frees the caller found under its key
-# locks: local disk, where processes drawing on allowances send sizes in batches)
+# locks: local disk, where processes drawing on allowances send sizes in batches),
+# recall ('0': recalled long enough, the allowances still held count as used: 'over')
 # -> {'ok', held} (the total now held for: ``total`` or more, at most ``want``) |
 # {'none'} | {'reset'} | {'locked'} (another holder has key) | {'recall'} (it fits once
 # the allowances processes hold are given back: they are asked to; try again) |
@@ -74,7 +75,7 @@ for j, ql in ipairs(quotas) do
     local over, bh, bl = exceeds(f[2], f[3], extra, limit)
     if over then
       local allowed = num(f[5])
-      if allowed > 0 and not exceeds(f[2], f[3], extra - allowed, limit) then
+      if allowed > 0 and ARGV[13] ~= '0' and not exceeds(f[2], f[3], extra - allowed, limit) then
         -- it fits once processes give back the allowances they hold: asked to, at once
         redis.call('HSET', q, 'recall', now)
         return {'recall'}
