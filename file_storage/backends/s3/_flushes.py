@@ -161,7 +161,8 @@ class S3Flushes(S3Clients):
             return None
         digest = hashlib.sha256()
         try:
-            async for chunk in self._stream_stored(entry.key, 0, None, 1 << 20, head.get("ETag")):
+            etag = head.get("ETag") or None  # (an empty one is no condition to send)
+            async for chunk in self._stream_stored(entry.key, 0, None, 1 << 20, etag):
                 digest.update(chunk)
         except Exception as exc:
             # replaced (or deleted) since that HEAD: another server's write, newer
