@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from file_storage import LocalStorageBackend, StorageQuotaExceededError
+from file_storage._quota.redis import scripts as lua
 from file_storage._quota.redis import seeding
 from file_storage._quota.redis.wire import Script
 from tests.quota_redis.ledger import kill_book, local, pause_listing
@@ -265,3 +266,52 @@ async def test_a_lister_killed_mid_listing_does_not_stop_the_draws_for_good(
             raise AssertionError("a never drew again")
         await a.save("drawn", b"d" * 10)
         assert (await a.get_usage()).used == await a.get_total_size() == 3 + i + 1 + 10
+
+
+async def test_a_quota_listed_again_mid_hold_does_not_deadlock_a_save_of_its_keys(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    import threading
+
+    import redis.asyncio
+
+    a = drawing(tmp_path, redis_server, namespace, max_size_bytes=10**9)
+    b = drawing(tmp_path, redis_server, namespace, max_size_bytes=10**9)
+    async with a, b:
+        await a.save("src", b"s" * (2 * 1024 * 1024))  # a copy of it reserves in Redis
+        await b.save("warm", b"w")
+        await drawing_now(b)
+        busy = threading.Event()  # b's save found src locked on disk (in a thread or not)
+        disk = b._quota_disk  # type: ignore[attr-defined]
+        take = disk._take
+
+        def taking(slot: int) -> bool:
+            got: bool = take(slot)
+            if not got:
+                busy.set()
+            return got
+
+        disk._take = taking
+        client = a._quotas._client  # type: ignore[attr-defined]
+        run = client.run
+        saving: list[asyncio.Task[None]] = []
+
+        async def reserving(script: Script, args: list[object]) -> object:
+            if script is lua.RESERVE and not saving:
+                # a's copy holds src and dst locked on disk; its quota is now to be
+                # listed again (another process's lease ran out), and b saves src
+                raw = redis.asyncio.Redis.from_url(redis_server.url)
+                ns = a._quotas.ns  # type: ignore[attr-defined]
+                await raw.hset(ns + ":q:", mapping={"seeded": "0", "stale": "1"})
+                await raw.incr(ns + ":agen")
+                await raw.aclose()
+                saving.append(asyncio.create_task(b.save("src", b"S" * 20)))
+                await asyncio.to_thread(busy.wait, 10)
+            return await run(script, args)
+
+        client.run = reserving
+        await asyncio.wait_for(a.copy("src", "dst"), 20)  # (it lists "" meanwhile)
+        await asyncio.wait_for(saving[0], 20)
+        await settled(a, b)
+        assert await b.load("src") == b"S" * 20
+        assert (await a.get_usage()).used == await a.get_total_size() == 2 * 1024 * 1024 + 21

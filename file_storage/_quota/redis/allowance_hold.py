@@ -8,6 +8,13 @@ listed), else it goes through Redis as a :class:`_RedisHeld` does, giving Redis 
 sizes it found. A write past :data:`~file_storage._quota.redis.allowance.LARGEST`, and a
 stream, reserve in Redis: a listing waits for the draws in flight, and one that takes
 long (a client sending slowly) would hold every listing back.
+
+A listing waits for every process's draws in flight, and its lister may hold keys
+locked on disk (a write whose quota must be listed again mid-hold). So a hold counts as
+drawing only once it holds every lock it takes (in this process, then on disk, a save's
+key too), and while it draws it waits for no lock and no listing: the only wait is for
+allowances recalled from other processes, bounded (``_RECALL_TRIES``). Whatever a
+listing waits for ends without it.
 """
 
 from __future__ import annotations
@@ -32,12 +39,13 @@ _RECALL_TRIES = 40  # a draw refused until allowances are given back: tries, 50 
 class _LeaseHeld(_RedisHeld):
     """Holds keys in this process and on disk; draws on allowances when it can."""
 
-    __slots__ = ("_book", "_disk", "_member", "_quotas", "leased")
+    __slots__ = ("_book", "_disk", "_member", "_quotas", "_read", "leased")
 
     def __init__(self, ledger: RedisQuotaManager, book: Book, keys: list[str], lazy: bool):
         super().__init__(ledger, keys, lazy)
         self._book = book
         self._disk: contextlib.AbstractAsyncContextManager[None] | None = None
+        self._read = False  # the keys' sizes were read under their disk locks
         self._member = ""
         self._quotas: dict[str, list[str]] = {}  # key -> the prefixes of its quotas
         self.leased = False
@@ -46,10 +54,13 @@ class _LeaseHeld(_RedisHeld):
         self._loop = asyncio.get_running_loop()
         await self._local.__aenter__()
         try:
-            if self.lazy and not self._book.disk.refused:
-                # a save: its landing reads the size it replaces, under the key's disk
-                # lock (see local._quota_locks), unless it must know it first (pin)
+            if self.lazy and not self._book.disk.refused and await self._lock_disk():
+                # a save: its key locked on disk before it draws (a hold that draws
+                # waits for nothing: see the module), the size it replaces read as it
+                # lands (see local._quota_locks), unless it must know it first (pin)
                 self.leased = await self._open()
+                if not self.leased:
+                    await self._unpin()  # (a listing may be due: never waited for locked)
             if not self.leased:
                 await self._listed()
                 pinned = await self.pin()
@@ -89,6 +100,21 @@ class _LeaseHeld(_RedisHeld):
     async def pin(self) -> bool:
         """Lock the keys on disk and read their sizes (once); ``False``: the file system
         refuses the locks."""
+        if self._read:
+            return True
+        if not await self._lock_disk():
+            return False
+        try:
+            found = await self._sizes()
+        except BaseException:
+            await self._unpin()
+            raise
+        self.olds = {**found, **(self.olds or {})}  # (what this hold changed stays)
+        self._read = True
+        return True
+
+    async def _lock_disk(self) -> bool:
+        """Lock the keys on disk (once); ``False``: the file system refuses the locks."""
         if self._disk is not None:
             return True
         disk = self._book.disk.lock(self.keys)
@@ -97,16 +123,11 @@ class _LeaseHeld(_RedisHeld):
         except DiskLocksUnavailable:
             return False
         self._disk = disk
-        try:
-            found = await self._sizes()
-        except BaseException:
-            await self._unpin()
-            raise
-        self.olds = {**found, **(self.olds or {})}  # (what this hold changed stays)
         return True
 
     async def _unpin(self) -> None:
         disk, self._disk = self._disk, None
+        self._read = False
         if disk is not None:
             await disk.__aexit__(None, None, None)
 
@@ -282,7 +303,7 @@ class _LeaseReservation(Reservation):
                 for p, n in more.items():
                     self._needs[p] = self._needs.get(p, 0) + n
                 return
-            if hold._disk is None and await hold.pin():
+            if not hold._read and await hold.pin():
                 continue  # the size it replaces, read now, may be enough of a credit
             try:
                 refused = await self._book.call(need=short)

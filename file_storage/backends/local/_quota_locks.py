@@ -2,10 +2,10 @@
 of the machine takes, and the sizes at keys.
 
 A delete, copy or move locks its keys here for the whole operation, then reads their
-sizes; a save locks its key as it lands (its rename, in its thread) and reads there the
-size it replaces. No other process using this library changes a key meanwhile, so the
-difference each operation makes is exact, whatever Redis's figures say (see
-:mod:`file_storage._quota.redis.allowance`).
+sizes; a save locks its key for the whole save too, and reads the size it replaces as it
+lands (its rename, in its thread). No other process using this library changes a key
+meanwhile, so the difference each operation makes is exact, whatever Redis's figures say
+(see :mod:`file_storage._quota.redis.allowance`).
 
 The locks are byte-range locks of 64 files, ``<root>/.file_storage\\quota-locks-<nn>``
 (a backslash: never a key; several files, as the kernel walks a file's locks at each lock
@@ -31,7 +31,7 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 
 from file_storage._loops import Backoff
@@ -121,23 +121,7 @@ class LocalDisk:
             return fd
 
     def lock(self, keys: list[str]) -> AbstractAsyncContextManager[None]:
-        return self._locked(sorted({zlib.crc32(k.encode()) % _SLOTS for k in keys}))
-
-    @contextlib.asynccontextmanager
-    async def _locked(self, slots: list[int]) -> AsyncIterator[None]:
-        if self.refused or _SETLK is None:
-            raise DiskLocksUnavailable()
-        taken: list[int] = []
-        try:
-            for slot in slots:  # in order: no two processes wait on each other
-                backoff = Backoff(0.02)
-                while not self._take(slot):
-                    await backoff.wait()
-                taken.append(slot)
-            yield
-        finally:
-            for slot in taken:
-                self._give(slot)
+        return _Locked(self, sorted({zlib.crc32(k.encode()) % _SLOTS for k in keys}))
 
     def _take(self, slot: int) -> bool:
         assert _SETLK is not None
@@ -191,14 +175,16 @@ class LocalDisk:
     @contextlib.contextmanager
     def landing(self, key: str, dir_fd: int, name: str) -> Iterator[None]:
         """Around a save's rename into place (in its thread, before the key's metadata
-        locks): the key's disk lock, and the size the rename replaces, read under it, for
-        a save that drew on an allowance without reading it."""
+        locks): the size the rename replaces, read under the key's disk lock, for a save
+        that drew on an allowance without reading it. Its hold took that lock on the
+        event loop before it drew (see ``allowance_hold``), so the take here only counts
+        one more holder; it is waited for only by a save whose hold was given up."""
         if key not in self._expected or self.refused or _SETLK is None:
             yield
             return
         slot = zlib.crc32(key.encode()) % _SLOTS
         try:
-            while not self._take(slot):  # (in a thread: another process's op ends soon)
+            while not self._take(slot):  # (in a thread: its hold was cancelled)
                 time.sleep(0.001)
         except DiskLocksUnavailable:  # refused now: unread, its quotas listed again
             yield
@@ -242,6 +228,41 @@ class LocalDisk:
             out[key] = found.st.st_size
             found.close()
         return out
+
+
+class _Locked:
+    """The disk locks of some keys' slots, taken in order (no two processes wait on each
+    other): each at once when free, else waited for on the event loop."""
+
+    __slots__ = ("_disk", "_slots", "_taken")
+
+    def __init__(self, disk: LocalDisk, slots: list[int]) -> None:
+        self._disk = disk
+        self._slots = slots
+        self._taken: list[int] = []
+
+    async def __aenter__(self) -> None:
+        disk = self._disk
+        if disk.refused or _SETLK is None:
+            raise DiskLocksUnavailable()
+        try:
+            for slot in self._slots:
+                if not disk._take(slot):
+                    backoff = Backoff(0.02)
+                    while not disk._take(slot):
+                        await backoff.wait()
+                self._taken.append(slot)
+        except BaseException:
+            self._give_all()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._give_all()
+
+    def _give_all(self) -> None:
+        taken, self._taken = self._taken, []
+        for slot in taken:
+            self._disk._give(slot)
 
 
 _forks.renew(_after_fork_in_child)
