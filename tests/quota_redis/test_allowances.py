@@ -238,3 +238,40 @@ async def test_event_loops_of_several_threads_draw_on_one_book_and_stay_exact(
         await asyncio.to_thread(lambda: [thread.join() for thread in threads])
         assert errors == []
         assert (await storage.get_usage()).used == await storage.get_total_size()
+
+
+async def test_a_process_gives_back_the_shares_of_quotas_it_no_longer_writes_under(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a service with a quota per user: each call asks only for the users written lately
+    async with (
+        drawing(tmp_path, redis_server, namespace) as a,
+        drawing(tmp_path, redis_server, namespace) as b,
+    ):
+        for i in range(20):
+            a.set_quota(f"u{i}", 2**20)
+        book = a._quotas._book  # type: ignore[attr-defined]
+        for i in range(20):
+            await a.save(f"u{i}/w", b"w" * 5)  # (its first use lists it)
+        for _ in range(50):
+            await book.call(describe=[f"u{i}/" for i in range(20)])
+            if book.acked == book.agen and len(book.ready) >= 20:
+                break
+        for i in range(20):
+            await a.save(f"u{i}/x", b"x" * 5)
+        assert sum(p.startswith("u") for p in book.held) == 20
+        # nothing drawn there for IDLE seconds (time itself not waited for)
+        monkeypatch.setattr(allowance, "IDLE", -1.0)
+        await book.call()
+        await book.call()
+        assert not any(p.startswith("u") for p in book.held)
+        # b is not kept from any of them by what a held, and the counts are exact
+        for i in range(20):
+            assert (await b.get_usage(f"u{i}")).used == 10
+            await b.save(f"u{i}/y", b"y" * (2**20 - 10 - (i == 3)))
+        monkeypatch.setattr(allowance, "IDLE", 2.0)
+        await a.save("u3/z", b"z")  # (drawn again: u3 is asked for anew)
+        with pytest.raises(StorageQuotaExceededError):
+            await a.save("u4/z", b"z")
+        await settled(a, b)
+        assert (await a.get_usage("u3")).used == 2**20

@@ -38,7 +38,8 @@ logger = logging.getLogger("file_storage")
 CHUNK = 4 * 1024 * 1024  # what a member asks to hold per quota, ahead of its saves
 LARGEST = 1024 * 1024  # a write past this reserves in Redis, as without allowances
 INTERVAL = 0.05  # seconds between two calls while there is something to send
-IDLE = 2.0  # seconds with nothing drawn, then the allowances are given back
+IDLE = 2.0  # seconds with nothing drawn (under a quota, or at all): its share given back
+KNOWN = 4096  # quotas known per member at most (then they are asked again as used)
 RECALLED = 1.0  # a quota recalled is not drawn on for this long
 # a member's lease (at most the ledger's): a listing waits for every live member, so one
 # whose event loop is stuck (a long blocking call) holds listings back this long at most
@@ -95,6 +96,7 @@ class Book:
         self.limits: dict[str, int | None] = {}  # prefix -> limit (None: no quota), at agen
         self.ready: set[str] = set()  # prefixes with a quota drawn on now (no listing)
         self.held: dict[str, int] = {}
+        self.touched: dict[str, float] = {}  # prefix -> when a hold last drew there
         self.spent: dict[str, int] = {}
         self.pend: dict[str, int] = {}  # drawn by writes in flight
         self.deltas: dict[str, int] = {}
@@ -163,6 +165,7 @@ class Book:
             if not short:
                 for p in prefixes:
                     self.pend[p] = self.pend.get(p, 0) + needs[p]
+                    self.touched[p] = self.used_at
             return short
 
     def in_use(self, p: str) -> int:
@@ -268,6 +271,10 @@ class Book:
             if self.fresh and idle:
                 return
 
+    def _unused(self, p: str, now: float, need: dict[str, int]) -> bool:
+        """Under ``_mu``: nothing drawn under ``p`` for :data:`IDLE` seconds, nor now."""
+        return not self.pend.get(p) and p not in need and now - self.touched.get(p, 0.0) > IDLE
+
     def _low(self, p: str) -> bool:
         left = self.held.get(p, 0) - self.spent.get(p, 0) - self.pend.get(p, 0)
         return left < CHUNK // 2 and self.recalled.get(p, 0.0) <= time.monotonic()
@@ -303,10 +310,12 @@ class Book:
             now = time.monotonic()
             asks: list[object] = []
             gives: dict[str, int] = {}
+            self.recalled = {p: t for p, t in self.recalled.items() if t > now}
             for p in sorted(set(self.held) | set(need)):
                 left = self.held.get(p, 0) - spent.get(p, 0) - self.pend.get(p, 0)
                 give = 0
-                if leave or self.recalled.get(p, 0.0) > now:
+                unused = self._unused(p, now, need)
+                if leave or self.recalled.get(p, 0.0) > now or unused:
                     give = max(left, 0)
                 elif left > 2 * CHUNK:
                     give = left - CHUNK
@@ -314,7 +323,7 @@ class Book:
                 # as Redis will hold it: what was spent is sent now, what is given back
                 # is not drawn on meanwhile
                 self.held[p] = self.held.get(p, 0) - spent.get(p, 0) - give
-                want = 0 if leave else self.pend.get(p, 0) + CHUNK
+                want = 0 if leave or unused else self.pend.get(p, 0) + CHUNK
                 asks += [p, give, want, need.get(p, 0), self.pend.get(p, 0)]
         args: list[object] = [
             ledger.ns, member, int(self.lease * 1000), 1 if fresh else 0, ack,
@@ -392,6 +401,17 @@ class Book:
                     # what this process holds for its writes is known better here
                     # (drawn ahead, or sent meanwhile): the caller adds it back
                     refused[p] = (flag, int(used) - int(mine), int(limit))
+            now = time.monotonic()
+            for p in [p for p, held in self.held.items() if not held]:
+                if self._unused(p, now, need) and not self.spent.get(p):
+                    # (not asked for at each call: a member writing under many quotas, one
+                    # per user, asks only for those it wrote under lately)
+                    del self.held[p]
+                    self.touched.pop(p, None)
+                    self.pend.pop(p, None)
+            if len(self.limits) > KNOWN:
+                self.limits.clear()
+                self.ready.clear()
             for p, limit, ready in reply[4]:
                 self.limits[p] = int(limit) if limit != "" else None
                 if ready == 1 and limit != "":
