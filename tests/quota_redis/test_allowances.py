@@ -275,3 +275,30 @@ async def test_a_process_gives_back_the_shares_of_quotas_it_no_longer_writes_und
             await a.save("u4/z", b"z")
         await settled(a, b)
         assert (await a.get_usage("u3")).used == 2**20
+
+
+async def test_a_folder_refusing_byte_range_locks_keeps_the_quota_exact_through_redis(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import errno
+
+    from file_storage.backends.local import _quota_locks
+
+    def refused(fd: int, kind: int, slot: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")  # (as some network file systems)
+
+    monkeypatch.setattr(_quota_locks, "_setlk", refused)
+    async with drawing(tmp_path, redis_server, namespace, max_size_bytes=100) as a:
+        for i in range(5):
+            await a.save(f"k{i}", b"x" * 10)
+        await a.copy("k0", "c")
+        await a.delete("k1")
+        with pytest.raises(StorageQuotaExceededError):
+            await a.save("big", b"y" * 51)
+        assert (await a.get_usage()).used == await a.get_total_size() == 50
+    warnings = [r for r in caplog.records if "refuses byte-range locks" in r.getMessage()]
+    assert len(warnings) == 1

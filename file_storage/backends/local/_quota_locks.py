@@ -21,6 +21,7 @@ through Redis for every write, as on S3.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import logging
@@ -31,8 +32,9 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from typing import cast
 
 from file_storage._loops import Backoff
 from file_storage._quota.redis.allowance import DiskLocksUnavailable
@@ -60,6 +62,33 @@ _UNREAD = _Unread()
 def _after_fork_in_child() -> None:
     for disk in list(_DISKS):
         disk._forked()
+
+
+def _native_fcntl() -> Callable[[int, int, bytes], int] | None:
+    """libc's ``fcntl``, called without giving up the interpreter's lock. A lock or unlock
+    of these never blocks (``F_OFD_SETLK``), and on the event loop ``fcntl.fcntl``, which
+    gives the lock up around the call, then waits to get it back behind the threads
+    landing saves: a wait measured larger than the call itself."""
+    try:
+        call = ctypes.PyDLL(None, use_errno=True).fcntl
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p]
+    call.restype = ctypes.c_int
+    return cast("Callable[[int, int, bytes], int]", call)
+
+
+_FCNTL = _native_fcntl()
+
+
+def _setlk(fd: int, kind: int, slot: int) -> None:
+    """Lock or unlock ``slot`` of ``fd`` (``OSError`` as ``fcntl.fcntl`` raises it)."""
+    assert _SETLK is not None
+    if _FCNTL is None:
+        fcntl.fcntl(fd, _SETLK, _range(kind, slot))
+    elif _FCNTL(fd, _SETLK, _range(kind, slot)) == -1:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 def _range(kind: int, slot: int) -> bytes:
@@ -132,7 +161,7 @@ class LocalDisk:
                 return True
             fd = self._file(slot)
             try:
-                fcntl.fcntl(fd, _SETLK, _range(fcntl.F_WRLCK, slot // _FILES))
+                _setlk(fd, fcntl.F_WRLCK, slot // _FILES)
             except OSError as exc:
                 if exc.errno in _BUSY:
                     return False  # another process holds it: waited for
@@ -154,7 +183,7 @@ class LocalDisk:
             if held[0] == 0:
                 del self._holders[slot]
                 with contextlib.suppress(OSError):
-                    fcntl.fcntl(held[1], _SETLK, _range(fcntl.F_UNLCK, slot // _FILES))
+                    _setlk(held[1], fcntl.F_UNLCK, slot // _FILES)
 
     # -- a save's landing (in its thread) ------------------------------------------------
 
