@@ -20,7 +20,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -67,6 +67,16 @@ class DiskLocksUnavailable(Exception):
     then goes through Redis, with Redis's sizes."""
 
 
+def _pairs(keys: dict[str, int]) -> Iterator[object]:
+    for key, delta in keys.items():
+        yield key
+        yield delta
+
+
+def _keys(deltas: dict[str, dict[str, int]]) -> set[str]:
+    return {key for keys in deltas.values() for key in keys}
+
+
 def covering(key: str) -> list[str]:
     """Every prefix a quota covering ``key`` could have: ``""`` and each folder."""
     return ["", *(key[: i + 1] for i, ch in enumerate(key) if ch == "/")]
@@ -99,7 +109,8 @@ class Book:
         self.touched: dict[str, float] = {}  # prefix -> when a hold last drew there
         self.spent: dict[str, int] = {}
         self.pend: dict[str, int] = {}  # drawn by writes in flight
-        self.deltas: dict[str, int] = {}
+        # quota prefix -> key -> the difference its changes made, not sent yet
+        self.deltas: dict[str, dict[str, int]] = {}
         self.inflight = 0  # holds drawing now
         self.recalled: dict[str, float] = {}
         self.used_at = time.monotonic()
@@ -185,8 +196,9 @@ class Book:
             if member != self.member:
                 return False
             if prefixes and delta:
-                self.deltas[key] = self.deltas.get(key, 0) + delta
                 for p in prefixes:
+                    keys = self.deltas.setdefault(p, {})
+                    keys[key] = keys.get(key, 0) + delta
                     self.spent[p] = self.spent.get(p, 0) + delta
             self.used_at = time.monotonic()
         return True
@@ -328,7 +340,8 @@ class Book:
         args: list[object] = [
             ledger.ns, member, int(self.lease * 1000), 1 if fresh else 0, ack,
             1 if leave else 0,
-            len(deltas), *(x for kv in deltas.items() for x in kv),
+            len(deltas),
+            *(x for p, keys in deltas.items() for x in (p, len(keys), *_pairs(keys))),
             len(asks) // 5, *asks, *describe,
         ]  # fmt: skip
         sent_at = time.monotonic()
@@ -339,7 +352,7 @@ class Book:
         if step.cancelled() or error is not None:
             # it ran or not: the keys' quotas are listed again once Redis answers, and a
             # new member draws from then on (this one's lease runs out in Redis)
-            ledger._dirty.update(deltas)
+            ledger._dirty.update(_keys(deltas))
             with self._mu:
                 if self.member == member:
                     self._forget_member()
@@ -357,7 +370,7 @@ class Book:
         self,
         reply: list[Any],
         member: str,
-        deltas: dict[str, int],
+        deltas: dict[str, dict[str, int]],
         need: dict[str, int],
         ack: str,
         leave: bool,
@@ -368,7 +381,7 @@ class Book:
         refused: dict[str, tuple[str, int, int]] = {}
         with self._mu:
             if self.member != member:  # (replaced meanwhile by another loop's failure)
-                ledger._dirty.update(deltas)
+                ledger._dirty.update(_keys(deltas))
                 return refused
             if reply[1] != "ok":
                 # reset: Redis lost its data (every quota is listed again); expired: this

@@ -34,10 +34,11 @@ RECALL_MS = 1000  # after a recall, no allowance under that quota for this long
 
 # ARGV: ns, member, lease_ms, fresh ('1': the member's first call), ack ('' or the agen it
 # acknowledges: nothing drawn before it is in flight, all sent), leave ('1': give every
-# allowance back and end the lease), n, n pairs (key, the difference its changes made),
-# m, m quintuples (prefix, give, want, need, drawn): give back ``give`` bytes, hold up
-# to ``want`` (best effort), ``need`` bytes more now (or a refusal); ``drawn``: what its
-# writes in flight drew (in use, not ahead), then prefixes to describe...
+# allowance back and end the lease), n, n groups (the prefix of a quota the member knows,
+# k, k pairs (key under it, the difference its changes made)), m, m quintuples (prefix,
+# give, want, need, drawn): give back ``give`` bytes, hold up to ``want`` (best effort),
+# ``need`` bytes more now (or a refusal); ``drawn``: what its writes in flight drew (in
+# use, not ahead), then prefixes to describe...
 # -> {agen, 'reset'} (Redis lost its data) | {agen, 'expired'} (its lease ran out: the
 # quotas of the sizes sent are listed again, nothing else done) |
 # {agen, 'ok', plain (1: no versioning and no switch of it under way),
@@ -53,8 +54,16 @@ local id = 'a.' .. member
 local rk = ns .. ':rsv:' .. id
 local now = now_ms()
 purge(now)
-local nk = tonumber(ARGV[7])
-local at = 8 + 2 * nk
+-- (grouped by quota: one check and one count per quota, not per key; a quota the member
+-- does not know of is not listed yet: nothing is counted there before its listing,
+-- which waits for what the member drew, see SEED_BEGIN)
+local groups = {{}}
+local at = 8
+for _ = 1, tonumber(ARGV[7]) do
+  local k = tonumber(ARGV[at + 1])
+  groups[#groups + 1] = {{ARGV[at], at + 2, at + 1 + 2 * k}}
+  at = at + 2 + 2 * k
+end
 local np = tonumber(ARGV[at])
 local dat = at + 1 + 5 * np
 if not redis.call('GET', ns .. ':epoch') then
@@ -63,23 +72,31 @@ end
 if not fresh and redis.call('EXISTS', rk) == 0 then
   -- its lease ran out (a process frozen past it): a listing may have begun since, and
   -- whether it saw these changes is not known; it is not trusted
-  for j = 8, at - 1, 2 do
-    for _, ql in ipairs(covering(ARGV[j])) do stale(ql[1]) end
-  end
+  for _, g in ipairs(groups) do stale(g[1]) end
   return {{redis.call('GET', ns .. ':agen') or '0', 'expired'}}
 end
 redis.call('HSET', rk, 'a', '1')
 local spent = {{}}
-for j = 8, at - 1, 2 do
-  local key, d = ARGV[j], tonumber(ARGV[j + 1])
-  for _, ql in ipairs(covering(key)) do
-    local p = ql[1]
-    if redis.call('HGET', ns .. ':q:' .. p, 'seeding') then
+for _, g in ipairs(groups) do
+  local p = g[1]
+  if redis.call('HEXISTS', ns .. ':limits', p) == 1 then
+    local q = ns .. ':q:' .. p
+    local total = 0
+    for j = g[2], g[3], 2 do total = total + tonumber(ARGV[j + 1]) end
+    local f = redis.call('HMGET', q, 'seeding', 'seeded')
+    if f[1] then
       stale(p)  -- (a live member sent its sizes before the listing began: never here)
-    else
-      shift(p, key, d)
+    elseif f[2] == '1' then
+      local sz = ns .. ':sz:' .. p
+      for j = g[2], g[3], 2 do
+        local d = tonumber(ARGV[j + 1])
+        if d ~= 0 and redis.call('HINCRBY', sz, ARGV[j], d) == 0 then
+          redis.call('HDEL', sz, ARGV[j])
+        end
+      end
+      if total ~= 0 then redis.call('HINCRBY', q, 'used', total) end
     end
-    spent[p] = (spent[p] or 0) + d
+    spent[p] = (spent[p] or 0) + total
   end
 end
 local function move(p, n, ahead)
