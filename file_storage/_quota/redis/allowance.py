@@ -168,6 +168,12 @@ class Book:
                     self.touched[p] = self.used_at
             return short
 
+    def trusted(self, member: str) -> bool:
+        """What ``member`` drew is still its own in Redis: it was not replaced, and its
+        lease, renewed by each call, has not run out (see :meth:`_answered`)."""
+        with self._mu:
+            return member == self.member and time.monotonic() < self.deadline
+
     def in_use(self, p: str) -> int:
         """What this process's writes hold under ``p`` or spent and did not send."""
         with self._mu:

@@ -1,0 +1,79 @@
+"""Attacks on the allowances (local disk), second round: a process frozen past its
+lease, Redis lost, forks, slow saves, mixed processes. Whatever happens, what is stored
+never passes a limit and, once every process has sent, usage equals what is stored."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from file_storage import LocalStorageBackend, StorageQuotaExceededError
+from tests.quota_redis.ledger import local
+from tests.quota_redis.server import RedisServer
+from tests.quota_redis.test_allowances_attacks import HeldSave, drawing_now, settled
+
+
+def freeze_book(backend: LocalStorageBackend) -> asyncio.Event:
+    """``backend``'s allowance calls wait until the event returned is set (its process
+    frozen, as by ``SIGSTOP``: nothing sent, nothing renewed)."""
+    book = backend._quotas._book  # type: ignore[attr-defined]
+    thaw = asyncio.Event()
+    call = book.call
+
+    async def frozen(**kwargs: object) -> object:
+        await thaw.wait()
+        return await call(**kwargs)
+
+    book.call = frozen
+    return thaw
+
+
+async def run_out_members(server: RedisServer, namespace: str) -> None:
+    """Every member's lease (and every reservation's) runs out now: a frozen process."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(server.url)
+    for name in ("leases", "mem"):
+        zset = "{" + namespace + "}:" + name
+        for member in await client.zrange(zset, 0, -1):
+            await client.zadd(zset, {member: 0})
+    await client.aclose()
+
+
+async def test_a_save_drawn_before_its_process_froze_past_its_lease_is_not_past_the_limit(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    limit = 1_000_000
+    options = {"quota_redis_url": redis_server.url, "quota_redis_namespace": namespace}
+    a = HeldSave(tmp_path, max_size_bytes=limit, **options)  # type: ignore[arg-type]
+    a.gated = "late"
+    b = local(tmp_path, redis_server, namespace, max_size_bytes=limit)
+    async with a, b:
+        await a.save("warm", b"w")
+        await drawing_now(a)
+        saving = asyncio.create_task(a.save("late", b"l" * 200_000))  # drawn, held
+        await asyncio.wait_for(a.drawn.wait(), 10)
+        thaw = freeze_book(a)
+        try:
+            await run_out_members(redis_server, namespace)  # a froze past its lease
+            book = a._quotas._book  # type: ignore[attr-defined]
+            book.deadline = 0.0  # (and its clock says so: it draws no more)
+            # b fills the quota meanwhile (a's share is free again once its lease ran out)
+            for i in range(20):
+                try:
+                    await b.save(f"b{i}", b"b" * 100_000)
+                except StorageQuotaExceededError:
+                    break
+            assert await b.get_total_size() <= limit
+            a.gate.set()  # a thaws: its save lands
+            with pytest.raises(StorageQuotaExceededError):
+                await asyncio.wait_for(saving, 10)
+        finally:
+            a.gate.set()
+            thaw.set()
+        assert await b.get_total_size() <= limit
+        assert not await a.exists("late")
+        await settled(a, b)
+        assert (await b.get_usage()).used == await b.get_total_size()
