@@ -77,3 +77,36 @@ async def test_a_save_drawn_before_its_process_froze_past_its_lease_is_not_past_
         assert not await a.exists("late")
         await settled(a, b)
         assert (await b.get_usage()).used == await b.get_total_size()
+
+
+async def test_a_save_drawn_before_redis_lost_its_data_is_not_past_the_limit(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    limit = 1_000_000
+    options = {"quota_redis_url": own_redis.url, "quota_redis_namespace": namespace}
+    a = HeldSave(tmp_path, max_size_bytes=limit, **options)  # type: ignore[arg-type]
+    a.gated = "late"
+    b = local(tmp_path, own_redis, namespace, max_size_bytes=limit)
+    async with a, b:
+        await a.save("warm", b"w")
+        await drawing_now(a)
+        saving = asyncio.create_task(a.save("late", b"l" * 200_000))  # drawn, held
+        await asyncio.wait_for(a.drawn.wait(), 10)
+        own_redis.stop()
+        own_redis.start()  # (persistence off: it lost everything, a's share too)
+        try:
+            # b writes first: it pushes the limit again, lists, and fills the quota
+            for i in range(20):
+                try:
+                    await b.save(f"b{i}", b"b" * 100_000)
+                except StorageQuotaExceededError:
+                    break
+            book = a._quotas._book  # type: ignore[attr-defined]
+            await book.call()  # (a hears of it: its member is replaced)
+        finally:
+            a.gate.set()  # a's save lands
+        with pytest.raises(StorageQuotaExceededError):
+            await asyncio.wait_for(saving, 10)
+        assert await b.get_total_size() <= limit
+        await settled(a, b)
+        assert (await b.get_usage()).used == await b.get_total_size()
