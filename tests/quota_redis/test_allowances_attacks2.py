@@ -110,3 +110,28 @@ async def test_a_save_drawn_before_redis_lost_its_data_is_not_past_the_limit(
         assert await b.get_total_size() <= limit
         await settled(a, b)
         assert (await b.get_usage()).used == await b.get_total_size()
+
+
+def test_a_forked_child_draws_as_a_member_of_its_own(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    from file_storage._quota.redis.lease import new_id
+    from tests.forks import forked, in_child
+
+    a = local(tmp_path, own_redis, namespace, allowances=True, max_size_bytes=10**6)
+
+    async def warm() -> None:
+        await a.save("warm", b"w")
+        await drawing_now(a)
+
+    asyncio.run(warm())
+    book = a._quotas._book  # type: ignore[attr-defined]
+
+    def child() -> tuple[str, str]:
+        return book.member, new_id()
+
+    members = forked(in_child(child))()
+    # the parent's next ids (its next member, once this one leaves: a loop that ends)
+    mine = {book.member, *(new_id() for _ in range(3))}
+    assert not set(members) & mine
+    asyncio.run(a.aclose())
