@@ -135,3 +135,56 @@ def test_a_forked_child_draws_as_a_member_of_its_own(
     mine = {book.member, *(new_id() for _ in range(3))}
     assert not set(members) & mine
     asyncio.run(a.aclose())
+
+
+async def test_a_process_that_joins_while_a_barrier_is_up_does_not_hold_the_listing_back(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    from file_storage._quota.redis import seeding
+    from file_storage._quota.redis.wire import Script
+
+    a = local(tmp_path, redis_server, namespace, allowances=True)
+    b = local(tmp_path, redis_server, namespace, allowances=True)
+    lister = local(tmp_path, redis_server, namespace, allowances=True)
+    async with a, b, lister:
+        for backend in (a, b, lister):
+            backend.set_quota("u", 10**8)
+        await b.save("u/warm", b"w")
+        await drawing_now(b, "u/")
+        thaw = freeze_book(b)  # b is slow to acknowledge: the barrier stays up meanwhile
+        barrier = asyncio.Event()
+        client = lister._quotas._client  # type: ignore[attr-defined]
+        run = client.run
+
+        async def seen(script: Script, args: list[object]) -> object:
+            answer = await run(script, args)
+            if script is seeding.SEED_BEGIN and answer == "barrier":
+                barrier.set()
+            return answer
+
+        client.run = seen
+        stop = asyncio.Event()
+
+        async def writing() -> None:  # a joins now, and writes on (outside the quota)
+            i = 0
+            while not stop.is_set():
+                await a.save(f"free/{i % 10}", b"a" * 10)
+                await asyncio.sleep(0.01)  # (a steady writer, not a synchronisation)
+                i += 1
+
+        try:
+            refresh = asyncio.create_task(lister.refresh_usage("u"))
+            await asyncio.wait_for(barrier.wait(), 10)
+            writer = asyncio.create_task(writing())
+            book = a._quotas._book  # type: ignore[attr-defined]
+            for _ in range(100):  # (until a is a member: its first call answered)
+                await asyncio.sleep(0.01)
+                if not book.fresh:
+                    break
+            thaw.set()  # b acknowledges: only a is left, which drew nothing under u/
+            await asyncio.wait_for(refresh, 5)  # (a's lease is 10 s, and a renews it)
+        finally:
+            thaw.set()
+            stop.set()
+        await writer
+        assert (await lister.get_usage("u")).used == await lister.get_total_size("u") == 1
