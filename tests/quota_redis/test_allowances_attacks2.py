@@ -5,6 +5,11 @@ never passes a limit and, once every process has sent, usage equals what is stor
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +193,66 @@ async def test_a_process_that_joins_while_a_barrier_is_up_does_not_hold_the_list
             stop.set()
         await writer
         assert (await lister.get_usage("u")).used == await lister.get_total_size("u") == 1
+
+
+# A process holding a key's disk lock (a save under way) forks a child, then is killed:
+# the child must not keep the lock's open file description alive (every save of the key,
+# in every process, would then wait for the child to end)
+_FORKS_HOLDING = """
+import asyncio, os, sys
+from file_storage import LocalStorageBackend
+
+class Held(LocalStorageBackend):
+    async def _save(self, key, body, content_type, metadata):
+        if key == "k":
+            pid = os.fork()
+            if pid == 0:  # the child: alive until the test ends it, the store untouched
+                os.close(1)
+                os.read(0, 1)  # (the test's pipe)
+                os._exit(0)
+            print(pid, flush=True)
+            await asyncio.Event().wait()  # (killed here, its disk lock on k held)
+        await super()._save(key, body, content_type, metadata)
+
+async def main():
+    root, url, ns = sys.argv[1:4]
+    async with Held(root, quota_redis_url=url, quota_redis_namespace=ns) as backend:
+        backend.set_quota("u", 10**8)
+        await backend.save("k", b"k")
+
+asyncio.run(main())
+"""
+
+
+def _forking(root: Path, server: RedisServer, namespace: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _FORKS_HOLDING, str(root), server.url, namespace],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},  # (this tree's)
+    )
+
+
+async def test_a_killed_process_forked_child_does_not_keep_its_disk_locks(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    parent = _forking(tmp_path, redis_server, namespace)
+    assert parent.stdout is not None
+    assert parent.stdin is not None
+    child = 0
+    try:
+        child = int(await asyncio.wait_for(asyncio.to_thread(parent.stdout.readline), 20))
+        parent.send_signal(signal.SIGKILL)  # killed mid-save, its child alive
+        await asyncio.to_thread(parent.wait)
+        async with local(tmp_path, redis_server, namespace, allowances=True) as b:
+            await asyncio.wait_for(b.save("k", b"kk"), 10)
+            assert await b.load("k") == b"kk"
+    finally:
+        parent.kill()
+        await asyncio.to_thread(parent.wait)
+        parent.stdin.close()  # (the child ends)
+        parent.stdout.close()
+        if child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
