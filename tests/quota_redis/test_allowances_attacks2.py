@@ -256,3 +256,67 @@ async def test_a_killed_process_forked_child_does_not_keep_its_disk_locks(
         if child:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
+
+
+async def test_a_draw_whose_member_was_replaced_meanwhile_goes_through_redis(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    from file_storage._quota.redis.allowance_lua import ALLOW
+    from file_storage._quota.redis.wire import Script
+
+    a = local(tmp_path, redis_server, namespace, allowances=True, max_size_bytes=100_000)
+    async with a:
+        await a.save("warm", b"w")
+        await drawing_now(a)
+        book = a._quotas._book  # type: ignore[attr-defined]
+        assert book.held.get("", 0) < 50_000  # (a quarter of what is free at most)
+        await run_out_members(redis_server, namespace)  # a froze past its lease, unaware
+        client = a._quotas._client  # type: ignore[attr-defined]
+        run = client.run
+        go, asked = asyncio.Event(), asyncio.Event()
+
+        async def held(script: Script, args: list[object]) -> object:
+            if script is ALLOW and not go.is_set():
+                await go.wait()  # (its sending task's call, in flight)
+            return await run(script, args)
+
+        client.run = held
+        draw = book.draw
+
+        def drawing(prefixes: list[str], needs: dict[str, int]) -> dict[str, int]:
+            short: dict[str, int] = draw(prefixes, needs)
+            if short:
+                asked.set()  # the save asks Redis next (after the call in flight)
+            return short
+
+        book.draw = drawing
+        sending = asyncio.create_task(book.call())  # answered: its lease ran out
+        saving = asyncio.create_task(a.save("x", b"x" * 50_000))
+        await asyncio.wait_for(asked.wait(), 10)
+        go.set()
+        await sending
+        await asyncio.wait_for(saving, 10)  # fits: stored through Redis, not refused
+        assert (await a.get_usage()).used == await a.get_total_size() == 50_001
+
+
+async def test_a_draw_under_a_quota_removed_meanwhile_goes_through_redis(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    a = local(tmp_path, redis_server, namespace, allowances=True)
+    async with a:
+        a.set_quota("u", 100_000)
+        await a.save("u/warm", b"w")
+        await drawing_now(a, "u/")
+        book = a._quotas._book  # type: ignore[attr-defined]
+        assert book.held.get("u/", 0) < 50_000  # (a quarter of what is free at most)
+        draw = book.draw
+
+        def drawing(prefixes: list[str], needs: dict[str, int]) -> dict[str, int]:
+            short: dict[str, int] = draw(prefixes, needs)
+            if short:  # the quota is removed just now (another task): pushed with its ask
+                a.set_quota("u", None)
+            return short
+
+        book.draw = drawing
+        await asyncio.wait_for(a.save("u/x", b"x" * 60_000), 10)  # no quota now: stored
+        assert await a.load("u/x") == b"x" * 60_000

@@ -398,7 +398,11 @@ class Book:
             self.deadline = sent_at + self.lease * 0.8
             for p, held, flag, used, limit, mine in reply[3]:
                 if flag == "gone":
+                    # (no quota there now, or none held: a write that asked goes
+                    # through Redis rather than ask again)
                     self.held.pop(p, None)
+                    if need.get(p):
+                        refused[p] = ("busy", 0, 0)
                     continue
                 self.held[p] = int(held)
                 if flag == "recalled":

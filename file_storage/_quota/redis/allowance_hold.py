@@ -295,6 +295,12 @@ class _LeaseReservation(Reservation):
             self._expects = True
         last = ("over", "", 0, 0)
         for _ in range(_RECALL_TRIES):
+            if self._book.member != hold._member:
+                # its member was replaced meanwhile (its lease ran out, Redis lost its
+                # data: a call of another write answered so): the new one's share is
+                # not this hold's to draw on, and asking it would never be granted
+                await self._to_redis(total, requested)
+                return
             needs = self._needs_for(total)
             more = {p: max(0, n - self._needs.get(p, 0)) for p, n in needs.items()}
             prefixes = list(more)
