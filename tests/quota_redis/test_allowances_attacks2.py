@@ -320,3 +320,51 @@ async def test_a_draw_under_a_quota_removed_meanwhile_goes_through_redis(
         book.draw = drawing
         await asyncio.wait_for(a.save("u/x", b"x" * 60_000), 10)  # no quota now: stored
         assert await a.load("u/x") == b"x" * 60_000
+
+
+async def test_redis_restarted_while_a_listing_waits_at_its_barrier(
+    tmp_path: Path, own_redis: RedisServer, namespace: str
+) -> None:
+    from file_storage._quota.redis import seeding
+    from file_storage._quota.redis.wire import Script
+
+    a = local(tmp_path, own_redis, namespace, allowances=True, max_size_bytes=100_000)
+    b = local(tmp_path, own_redis, namespace, allowances=True, max_size_bytes=100_000)
+    async with a, b:
+        await a.save("warm", b"w")
+        await drawing_now(a)
+        await a.save("sent", b"s" * 1000)  # (its size still to send)
+        thaw = freeze_book(a)  # a acknowledges late: b's listing waits at its barrier
+        barrier = asyncio.Event()
+        client = b._quotas._client  # type: ignore[attr-defined]
+        run = client.run
+
+        async def seen(script: Script, args: list[object]) -> object:
+            answer = await run(script, args)
+            if script is seeding.SEED_BEGIN and answer == "barrier":
+                barrier.set()
+            return answer
+
+        client.run = seen
+        refresh = asyncio.create_task(b.refresh_usage())
+        try:
+            await asyncio.wait_for(barrier.wait(), 10)
+            own_redis.stop()
+            own_redis.start()  # (persistence off: it lost everything)
+        finally:
+            thaw.set()
+        await asyncio.wait_for(refresh, 20)
+        for i in range(5):  # both write on, a's first write learning of the loss
+            await a.save(f"a{i}", b"a" * 1000)
+            await b.save(f"b{i}", b"b" * 1000)
+        refused = False
+        for i in range(100):  # the limit holds: a fills it and is refused
+            try:
+                await a.save(f"z{i}", b"z" * 5000)
+            except StorageQuotaExceededError:
+                refused = True
+                break
+        assert refused
+        assert await b.get_total_size() <= 100_000
+        await settled(a, b)
+        assert (await b.get_usage()).used == await b.get_total_size()
