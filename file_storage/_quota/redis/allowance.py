@@ -179,6 +179,12 @@ class Book:
                     self.touched[p] = self.used_at
             return short
 
+    def trusted(self, member: str) -> bool:
+        """What ``member`` drew is still its own in Redis: it was not replaced, and its
+        lease, renewed by each call, has not run out (see :meth:`_answered`)."""
+        with self._mu:
+            return member == self.member and time.monotonic() < self.deadline
+
     def in_use(self, p: str) -> int:
         """What this process's writes hold under ``p`` or spent and did not send."""
         with self._mu:
@@ -405,7 +411,11 @@ class Book:
             self.deadline = sent_at + self.lease * 0.8
             for p, held, flag, used, limit, mine in reply[3]:
                 if flag == "gone":
+                    # (no quota there now, or none held: a write that asked goes
+                    # through Redis rather than ask again)
                     self.held.pop(p, None)
+                    if need.get(p):
+                        refused[p] = ("busy", 0, 0)
                     continue
                 self.held[p] = int(held)
                 if flag == "recalled":

@@ -295,6 +295,12 @@ class _LeaseReservation(Reservation):
             self._expects = True
         last = ("over", "", 0, 0)
         for _ in range(_RECALL_TRIES):
+            if self._book.member != hold._member:
+                # its member was replaced meanwhile (its lease ran out, Redis lost its
+                # data: a call of another write answered so): the new one's share is
+                # not this hold's to draw on, and asking it would never be granted
+                await self._to_redis(total, requested)
+                return
             needs = self._needs_for(total)
             more = {p: max(0, n - self._needs.get(p, 0)) for p, n in needs.items()}
             prefixes = list(more)
@@ -399,8 +405,36 @@ class _LeaseReservation(Reservation):
         replaced = self._book.disk.replaced(self.key)
         if not self._expects:
             replaced = (False, None)  # (never read for it: its pinned size counts)
-        if self._hold.leased:
-            self._hold.spend(self.key, size, replaced=replaced)
-        else:
+        if not self._hold.leased:
             # its hold went through Redis meanwhile (another write of it, past LARGEST)
             self._ledger._dirty.add(self.key)
+        elif any(self._needs.values()) and not self._book.trusted(self._hold._member):
+            await self._checked(size, replaced, found)
+        else:
+            self._hold.spend(self.key, size, replaced=replaced)
+
+    async def _checked(self, size: int, replaced: tuple[bool, int | None], found: bool) -> None:
+        """Count a write whose draw Redis may no longer hold: its process froze past its
+        member's lease (or Redis lost its data) between the draw and the landing, and its
+        bytes may have been given to other writes since. Checked again as a write whose
+        reservation ran out (see ``COMMIT``): a new object that no longer fits is taken
+        back and refused; an overwrite is kept, counted past the quota, with a WARNING."""
+        hold = self._hold
+        olds = hold.olds if hold.olds is not None else {}
+        read, old = replaced
+        if not read and self.key not in olds:
+            self._ledger._dirty.add(self.key)  # (nothing known of what it replaced)
+            olds[self.key] = size
+            hold.olds = olds
+            return
+        old = old if read else olds.get(self.key)
+        # (no reservation in Redis by that id: the step checks the quota again)
+        reservation = _RedisReservation(self._ledger, None, self.key, self.operation)
+        reservation.given = str(old or 0)
+        olds[self.key] = size
+        hold.olds = olds
+        try:
+            await reservation.commit(size, found=found)
+        except StorageQuotaExceededError:
+            olds[self.key] = None  # (taken back: nothing there now)
+            raise

@@ -218,7 +218,14 @@ if leave then
 else
   redis.call('ZADD', ns .. ':leases', now + lease, id)
   redis.call('ZADD', ns .. ':mem', now + lease, id)
-  if ack ~= '' then redis.call('HSET', ns .. ':ack', id, ack) end
+  if ack ~= '' then
+    redis.call('HSET', ns .. ':ack', id, ack)
+  elseif fresh then
+    -- a new member has drawn nothing: it acknowledges every barrier up to now (else one
+    -- raised before it joined waits for it until the next change of agen: for ever, as
+    -- long as it renews its lease)
+    redis.call('HSET', ns .. ':ack', id, redis.call('GET', ns .. ':agen') or '0')
+  end
 end
 local vv = redis.call('MGET', ns .. ':ver', ns .. ':vchg')
 local plain = (not vv[1] or vv[1] == 'off') and not switching()

@@ -148,7 +148,7 @@ class _RedisHeld:
 class _RedisReservation(Reservation):
     """A reservation held in Redis (a lease renewed by the hold while the write runs)."""
 
-    __slots__ = ("_granted", "_hold", "_id", "_ledger", "_requested", "_steps")
+    __slots__ = ("_granted", "_hold", "_id", "_ledger", "_requested", "_steps", "given")
 
     def __init__(
         self, ledger: RedisQuotaManager, hold: _RedisHeld | None, key: str, operation: str
@@ -163,6 +163,7 @@ class _RedisReservation(Reservation):
         self.relisted = False
         self._granted = 0  # the total Redis holds bytes for (a stream's may be ahead of it)
         self._steps = 0  # the stream's reserve steps so far
+        self.given = ""  # with no hold: the size at key found on disk ('': Redis's)
         if hold is not None:
             hold.reservations.append(self._id)
 
@@ -225,7 +226,7 @@ class _RedisReservation(Reservation):
         token = hold.token if hold else ""
         cancelled: asyncio.CancelledError | None = None
         while True:
-            old = hold.old_text(self.key) if hold is not None else ""
+            old = hold.old_text(self.key) if hold is not None else self.given
             args = [self._ledger.ns, self._id, self.key, size, token, undoable, old, *unlock]
             # the object landed: the step is made whole even when the caller is cancelled
             # meanwhile (else, cancelled before it left, the object stays uncounted by

@@ -20,15 +20,18 @@ def _new_prefix() -> str:
 
 
 # ids of reservations and lock tokens: unique across processes (a random prefix, drawn
-# again in a forked child) and cheap within one (a counter)
-_ids = {"prefix": _new_prefix()}
+# again in a forked child) and cheap within one (a counter). The prefix is drawn again
+# as a child's first id is made, not by a hook of its own: the hooks that reset the
+# ledgers in a child run in the order they were registered, and one that makes an id
+# (a new allowance member: allowance.Book.forked) would otherwise make the parent's next
+_ids: dict[str, object] = {"prefix": _new_prefix(), "pid": os.getpid()}
 _counter = itertools.count()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: _ids.update(prefix=_new_prefix()))
 
 
 def new_id() -> str:
-    return _ids["prefix"] + str(next(_counter))
+    if _ids["pid"] != os.getpid():
+        _ids.update(prefix=_new_prefix(), pid=os.getpid())
+    return f"{_ids['prefix']}{next(_counter)}"
 
 
 class Renewer:

@@ -117,7 +117,14 @@ class LocalDisk:
         _DISKS.add(self)
 
     def _forked(self) -> None:
-        # a child holds none of its parent's locks (nor its descriptor's: it opens its own)
+        # a child holds none of its parent's locks (nor its descriptor's: it opens its own).
+        # It closes its copies of the parent's descriptors: a lock belongs to the open
+        # file, which lives on while any copy does, so a parent killed holding one would
+        # leave it held for as long as the child lives (every save of the key waiting)
+        inherited = {*self._fds.values(), *(held[1] for held in self._holders.values())}
+        for fd in inherited:
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self._stripes = [threading.Lock() for _ in range(256)]
         self._opening = threading.Lock()
         self._holders = {}
