@@ -18,20 +18,14 @@ from file_storage import LocalStorageBackend, StorageQuotaExceededError, Storage
 from file_storage._quota.redis import allowance
 from file_storage._quota.redis.allowance_lua import ALLOW
 from file_storage._quota.redis.wire import Client, Script
+from tests.quota_redis.drawing import drawing, settled
 from tests.quota_redis.ledger import (
     kill_book,
-    local,
     pause_listing,
     run_out_leases,
     steps_through_run,
 )
 from tests.quota_redis.server import RedisServer
-
-
-def drawing(
-    root: Path, server: RedisServer, namespace: str, **options: object
-) -> LocalStorageBackend:
-    return local(root, server, namespace, allowances=True, **options)
 
 
 def count_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
@@ -45,12 +39,6 @@ def count_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
     monkeypatch.setattr(Client, "run", counted)
     return counts
-
-
-async def settled(*backends: LocalStorageBackend) -> None:
-    """Every process has sent what it spent (each one's get_usage sends its own first)."""
-    for backend in backends:
-        await backend.get_usage()
 
 
 async def test_saves_draw_on_the_allowance_without_asking_redis_each_time(

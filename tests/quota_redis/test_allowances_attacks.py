@@ -13,31 +13,15 @@ from file_storage import LocalStorageBackend, StorageQuotaExceededError
 from file_storage._quota.redis import scripts as lua
 from file_storage._quota.redis import seeding
 from file_storage._quota.redis.wire import Script
+from tests.quota_redis.drawing import HeldSave, drawing, drawing_now, settled
 from tests.quota_redis.ledger import kill_book, local, pause_listing
 from tests.quota_redis.server import RedisServer
-
-
-def drawing(
-    root: Path, server: RedisServer, namespace: str, **options: object
-) -> LocalStorageBackend:
-    return local(root, server, namespace, allowances=True, **options)
 
 
 def expected(backend: LocalStorageBackend) -> dict[str, object]:
     disk = backend._quota_disk  # type: ignore[attr-defined]
     assert disk is not None
     return disk._expected  # type: ignore[no-any-return]
-
-
-async def drawing_now(backend: LocalStorageBackend, prefix: str = "") -> None:
-    """``backend``'s next writes under ``prefix`` draw on its allowance: it has
-    acknowledged every change Redis told it of (a bounded loop of its calls)."""
-    book = backend._quotas._book  # type: ignore[attr-defined]
-    for _ in range(50):
-        await book.call(describe=[prefix])
-        if book.acked == book.agen and prefix in book.ready and book.plain:
-            return
-    raise AssertionError("never drew")
 
 
 async def test_saves_refused_over_quota_leave_nothing_expected_behind(
@@ -170,23 +154,6 @@ async def test_a_large_write_is_refused_not_stalled_by_a_dead_process_share(
             await asyncio.wait_for(b.save("big", b"b" * (limit - 1024 * 1024)), 10)
 
 
-class HeldSave(LocalStorageBackend):
-    """Holds its next save of ``gated`` after it drew, before it lands."""
-
-    gated = ""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.drawn = asyncio.Event()
-        self.gate = asyncio.Event()
-
-    async def _save(self, key: str, body: object, content_type: str, metadata: object) -> None:
-        if key == self.gated:
-            self.drawn.set()
-            await self.gate.wait()
-        await super()._save(key, body, content_type, metadata)  # type: ignore[arg-type]
-
-
 async def test_a_listing_begun_holding_a_disk_lock_does_not_deadlock_a_drawing_save(
     tmp_path: Path, redis_server: RedisServer, namespace: str
 ) -> None:
@@ -219,11 +186,6 @@ async def test_a_listing_begun_holding_a_disk_lock_does_not_deadlock_a_drawing_s
         await asyncio.wait_for(asyncio.gather(saving, copying), 10)
         await settled(a, b)
         assert (await a.get_usage()).used == await a.get_total_size()
-
-
-async def settled(*backends: LocalStorageBackend) -> None:
-    for backend in backends:
-        await backend.get_usage()
 
 
 async def test_a_lister_killed_mid_listing_does_not_stop_the_draws_for_good(

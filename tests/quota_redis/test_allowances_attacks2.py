@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from file_storage import LocalStorageBackend, StorageQuotaExceededError
+from tests.quota_redis.drawing import HeldSave, drawing_now, settled
 from tests.quota_redis.ledger import local
 from tests.quota_redis.server import RedisServer
-from tests.quota_redis.test_allowances_attacks import HeldSave, drawing_now, settled
 
 
 def freeze_book(backend: LocalStorageBackend) -> asyncio.Event:
