@@ -161,3 +161,68 @@ def test_a_child_forked_while_its_parent_loop_runs_purges_in_the_background(
 
     assert asyncio.run(parent()) == "purged"
     asyncio.run(backend.aclose())
+
+
+_KILLED_MID_WRITE = r"""
+import asyncio, os, sys, threading
+from file_storage import LocalStorageBackend
+from file_storage.backends.local import _meta
+
+backend = LocalStorageBackend(sys.argv[1])
+asyncio.run(backend.save("k", b"before"))
+held = threading.Event()
+
+def write():  # a write of "k" caught between its stamp and its rename
+    with _meta.key_locks(backend._dir, "k"):
+        held.set()
+        threading.Event().wait()
+
+threading.Thread(target=write, daemon=True).start()
+held.wait()
+child = os.fork()  # a worker forked now, which never touches the folder
+if child == 0:
+    sys.stdin.read()  # lives until the test ends
+    os._exit(0)
+print(child, flush=True)
+sys.stdin.read()
+"""
+
+_SAVE = r"""
+import asyncio, sys
+from file_storage import LocalStorageBackend
+asyncio.run(LocalStorageBackend(sys.argv[1]).save("k", b"after"))
+"""
+
+
+def test_a_parent_killed_mid_write_leaves_no_key_locked_by_the_children_it_forked(
+    tmp_path: Path,
+) -> None:
+    # the key's flock belongs to the open file: a child's inherited copy of the parent's
+    # descriptor would keep it held after the parent died, for as long as the child lives
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_MID_WRITE, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    try:
+        parent.send_signal(signal.SIGKILL)  # killed holding the key's lock
+        parent.wait()
+        # another process's write of the key goes on (the child still lives)
+        subprocess.run(
+            [sys.executable, "-c", _SAVE, str(tmp_path)], env=env, check=True, timeout=DEADLINE
+        )
+        assert asyncio.run(LocalStorageBackend(tmp_path).load("k")) == b"after"
+    finally:
+        os.kill(child, signal.SIGKILL)
+        for pipe in (parent.stdin, parent.stdout):
+            if pipe is not None:
+                pipe.close()

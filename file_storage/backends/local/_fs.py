@@ -64,6 +64,7 @@ _ROOTS: weakref.WeakSet[Root] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     for root in list(_ROOTS):
         root._lock = threading.Lock()
+        root._forked()
 
 
 _forks.renew(_after_fork_in_child)
@@ -86,6 +87,18 @@ class Root:
         self.kept_fds: dict[str, int] = {}  # folders held open while the root is (lock files)
         self._retired: list[int] = []  # of a root folder removed meanwhile
         _ROOTS.add(self)
+
+    def _forked(self) -> None:
+        """In a child, at once: its copies of the parent's descriptors are closed. A key's
+        ``flock`` belongs to the open folder, which lives on while any copy does: a parent
+        killed holding one would leave that key locked for every process as long as a
+        child it forked lives, even one that never uses this folder."""
+        if self._fd < 0 or self._pid == os.getpid():
+            return
+        for fd in [self._fd, *self.kept_fds.values(), *self._retired]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fd, self.kept_fds, self._retired = -1, {}, []
 
     def fd(self) -> int:
         fd = self._fd  # once: another thread may replace it (never closing the old one)
