@@ -10,6 +10,8 @@ neither loses bytes for good nor leaves its unsent writes uncounted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from pathlib import Path
 
 import pytest
@@ -290,3 +292,30 @@ async def test_a_folder_refusing_byte_range_locks_keeps_the_quota_exact_through_
         assert (await a.get_usage()).used == await a.get_total_size() == 50
     warnings = [r for r in caplog.records if "refuses byte-range locks" in r.getMessage()]
     assert len(warnings) == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc/self/fd")
+async def test_a_closed_backend_keeps_none_of_its_lock_files_open(
+    tmp_path: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    def lock_files() -> int:  # (this root's: other tests' backends may hold theirs)
+        found = 0
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                found += os.readlink(f"/proc/self/fd/{fd}").startswith(f"{root}/.file_storage")
+        return found
+
+    root = tmp_path.resolve()
+
+    a = drawing(tmp_path, redis_server, namespace, max_size_bytes=10**8)
+    async with a:
+        for i in range(50):
+            await a.save(f"k{i}", b"x")
+            await a.copy(f"k{i}", f"c{i}")  # (its keys locked on disk)
+        assert lock_files() > 1
+    assert lock_files() == 0
+    async with a:  # used again: they are opened again
+        for i in range(50):
+            await a.delete(f"c{i}")
+        assert (await a.get_usage()).used == await a.get_total_size() == 50
+    assert lock_files() == 0

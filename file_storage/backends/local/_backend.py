@@ -463,13 +463,18 @@ class LocalStorageBackend(RouterSigned, LocalFiles):
         # operations of this loop still walk from the root's descriptors (in threads that
         # cannot be stopped): closed now, a number reused by another open would send
         # their writes elsewhere. They are closed once the last of them ends
-        if self._in_flight.when_idle(self._dir.close):
+        if self._in_flight.when_idle(self._close_dir):
             return
         if self._in_flight.busy_elsewhere():
             # another thread's loop is walking the root: left open (the root keeps one
             # set of descriptors, reused, never doubled), closed by a later aclose
             return
+        self._close_dir()
+
+    def _close_dir(self) -> None:
         self._dir.close()
+        if self._quota_disk is not None:
+            self._quota_disk.close()  # (the shared quota's lock files: opened again on use)
 
 
 def _hand_over(fd: int, local: Path) -> None:

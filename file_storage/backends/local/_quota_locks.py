@@ -156,6 +156,18 @@ class LocalDisk:
                 fd = self._fds[slot % _FILES] = os.open(name, flags, 0o600, dir_fd=root_fd)
             return fd
 
+    def close(self) -> None:
+        """The backend closes: the lock files' descriptors are closed (opened again on next
+        use), but one a lock is held through (another loop's operation, ending later)."""
+        with self._opening:
+            held = {entry[1] for entry in list(self._holders.values())}
+            fds = self._fds
+            self._fds = {n: fd for n, fd in fds.items() if fd in held}
+            self._root_fd = -1  # (the root's descriptor is closed with it: asked again)
+            for fd in fds.values():
+                if fd not in held:
+                    os.close(fd)
+
     def lock(self, keys: list[str]) -> AbstractAsyncContextManager[None]:
         return _Locked(self, sorted({zlib.crc32(k.encode()) % _SLOTS for k in keys}))
 
