@@ -20,8 +20,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Protocol
 
 from file_storage._loops import SharedLock
@@ -65,12 +66,6 @@ class Disk(Protocol):
 class DiskLocksUnavailable(Exception):
     """Raised by :meth:`Disk.lock` where the file system refuses the locks: the hold
     then goes through Redis, with Redis's sizes."""
-
-
-def _pairs(keys: dict[str, int]) -> Iterator[object]:
-    for key, delta in keys.items():
-        yield key
-        yield delta
 
 
 def _keys(deltas: dict[str, dict[str, int]]) -> set[str]:
@@ -347,7 +342,7 @@ class Book:
             ledger.ns, member, int(self.lease * 1000), 1 if fresh else 0, ack,
             1 if leave else 0,
             len(deltas),
-            *(x for p, keys in deltas.items() for x in (p, len(keys), *_pairs(keys))),
+            *(x for p, keys in deltas.items() for x in (p, len(keys), *chain(*keys.items()))),
             len(asks) // 5, *asks, *describe,
         ]  # fmt: skip
         sent_at = time.monotonic()

@@ -79,9 +79,9 @@ class _LeaseHeld(_RedisHeld):
         keys are locked on disk: a listing waits for every process's draws, and one of
         them may be a save waiting to land on one of these keys."""
         ledger = self._ledger
-        prefixes = sorted({p for key in self.keys for p in covering(key)})
         if self.unreachable or self._book.disk.refused:
             return  # (no disk locks: nothing waits for them)
+        prefixes = sorted({p for key in self.keys for p in covering(key)})
         try:
             if ledger._refresh_seconds is not None:
                 for key in self.keys:
@@ -140,16 +140,7 @@ class _LeaseHeld(_RedisHeld):
         """``STORAGE_QUOTA_REFRESH_SECONDS`` has run out for a quota of these keys: the
         hold goes through Redis, whose reserve lists it again (a listing waits for the
         draws in flight, this one's too)."""
-        ledger = self._ledger
-        if ledger._refresh_seconds is None:
-            return False
-        now = asyncio.get_running_loop().time()
-        return any(
-            now - ledger._refreshed.setdefault(prefix, now) > ledger._refresh_seconds
-            for prefix in list(ledger._limits)
-            for key in self.keys
-            if key.startswith(prefix)
-        )
+        return any(self._ledger._due(key) for key in self.keys)
 
     async def _open(self) -> bool:
         book = self._book

@@ -443,15 +443,21 @@ class RedisQuotaManager(Switches):
 
     async def _refresh_due(self, key: str) -> None:
         """``STORAGE_QUOTA_REFRESH_SECONDS``: list the quotas this process set again."""
+        for prefix in self._due(key):
+            self._refreshed[prefix] = asyncio.get_running_loop().time()
+            await self._seed(prefix, force=True)
+
+    def _due(self, key: str) -> list[str]:
+        """The quotas this process set over ``key`` whose refresh interval has run out."""
         if self._refresh_seconds is None:
-            return
-        loop = asyncio.get_running_loop()
-        for prefix in list(self._limits):
-            if key.startswith(prefix):
-                last = self._refreshed.setdefault(prefix, loop.time())
-                if loop.time() - last > self._refresh_seconds:
-                    self._refreshed[prefix] = loop.time()
-                    await self._seed(prefix, force=True)
+            return []
+        now = asyncio.get_running_loop().time()
+        return [
+            prefix
+            for prefix in list(self._limits)
+            if key.startswith(prefix)
+            and now - self._refreshed.setdefault(prefix, now) > self._refresh_seconds
+        ]
 
     async def _seed(self, prefix: str, *, force: bool) -> None:
         """List ``prefix`` once (one process does, the others wait) and swap its usage in."""
