@@ -68,18 +68,22 @@ class _AMinuteAgo(datetime):
         return datetime.now(tz) - timedelta(minutes=1)
 
 
-async def test_a_flush_whose_every_answer_was_lost_is_counted_by_the_next_flush(
+@pytest.mark.parametrize("look", ["answered", "unanswered"])
+async def test_a_flush_whose_every_answer_was_lost_is_counted_once_done(
     make_backend: MakeBackend,
     proxy: FaultProxy,
     raw: Any,
     s3_bucket: str,
     spool_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    look: str,
 ) -> None:
-    # the upload lands, and every answer (the resends' too) is lost: the flush fails
-    # and the version stays spooled. The next flush's check finds S3's object written
-    # after the spooled write: it is the flush's own (the spooled bytes), not another
-    # server's newer write. Flushed and announced, not dropped
+    # the upload lands, and every answer (the resends' too) is lost: the flush looks at
+    # the key, finds its own object (the spooled bytes, stored since it began) and is
+    # done. When that look gets no answer either, the flush fails and the version stays
+    # spooled; the next flush's check finds S3's object written after the spooled write:
+    # it is the flush's own, not another server's newer write. Flushed and announced
+    # once, never dropped
     spooling = make_backend(fallback_path=spool_path)
     with monkeypatch.context() as patch:
         patch.setattr(file_storage._spool, "datetime", _AMinuteAgo)  # S3 back a minute on
@@ -87,11 +91,16 @@ async def test_a_flush_whose_every_answer_was_lost_is_counted_by_the_next_flush(
     events: list[Any] = []
     spooling.subscribe(events.append)
     a_txt = f"PUT /{s3_bucket}/storage/a.txt"
-    proxy.cut_response_after(0, times=4 * ATTEMPTS, match=a_txt)
-    with pytest.raises(StorageUnavailableError):
-        await spooling.flush_spool()
-    assert s3_body(raw, s3_bucket, "a.txt") == b"spooled"
-    proxy.clear()
-    assert await spooling.flush_spool() == 1
+    proxy.cut_response_after(0, times=ATTEMPTS, match=a_txt)
+    if look == "answered":
+        assert await spooling.flush_spool() == 1
+    else:  # the HEADs after the flush's check (its first) fail
+        after_heads(spooling, lambda: proxy.fail_next(ATTEMPTS, match="HEAD"))
+        with pytest.raises(StorageUnavailableError):
+            await spooling.flush_spool()
+        assert s3_body(raw, s3_bucket, "a.txt") == b"spooled"
+        proxy.clear()
+        assert await spooling.flush_spool() == 1
     assert spool_files(spool_path) == []
+    assert s3_body(raw, s3_bucket, "a.txt") == b"spooled"
     assert [(e.type, e.key, e.size) for e in events] == [("created", "a.txt", 7)]

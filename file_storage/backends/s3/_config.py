@@ -253,7 +253,8 @@ _http_session: Any = None
 
 
 def _http_session_class() -> Any:
-    """aiobotocore's aiohttp session, with the wait for a free pooled connection bounded.
+    """aiobotocore's aiohttp session, with the wait for a free pooled connection bounded
+    and every resend left to botocore.
 
     aiobotocore gives aiohttp only ``sock_connect`` and ``sock_read``: aiohttp's
     ``connect`` timeout, the one that also covers waiting for a free connection of the
@@ -279,6 +280,17 @@ def _http_session_class() -> Any:
                         sock_read=timeout.sock_read,
                         connect=timeout.sock_connect,
                     )
+
+            async def _get_session(self, proxy_url: Any) -> Any:
+                session = await super()._get_session(proxy_url)
+                # aiohttp sends a PUT or DELETE again by itself when a pooled connection
+                # drops, unseen by botocore: its count of retries would then miss a try
+                # that may have landed (s3._landed). botocore retries instead, counted.
+                # A private attribute: an aiohttp that names it otherwise resends, and
+                # tests/faults/test_s3_conditional_lost.py fails
+                if hasattr(session, "_retry_connection"):
+                    session._retry_connection = False
+                return session
 
         _http_session = BoundedWaits
     return _http_session

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,8 @@ from file_storage.backends._core import DELETE_BATCH
 from file_storage.backends._support import check_unchanged, file_version, opened
 from file_storage.backends.s3._checksums import Checksums
 from file_storage.backends.s3._conditions import Conditions
-from file_storage.backends.s3._errors import batch_delete_error
+from file_storage.backends.s3._errors import batch_delete_error, condition_error, is_outage
+from file_storage.backends.s3._landed import own_object, resent, same_bytes, same_headers
 from file_storage.backends.s3._parts import (
     MAX_PARTS,
     Multipart,
@@ -128,11 +130,43 @@ class Transfer:
         the stored object's ETag."""
         condition = await self.checked(condition, multipart=False)
         sums = await self.integrity.params(data)
-        response = await self.client.put_object(
-            Bucket=self.bucket, Key=key, Body=data, **sums, **params, **(condition or {})
-        )
+        started = time.monotonic()
+        try:
+            response = await self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, **sums, **params, **(condition or {})
+            )
+        except Exception as exc:
+            return await self.landed(exc, key, data, params, condition, started)
         self.integrity.observe(sums, response)
         return answered_etag(response)
+
+    async def landed(
+        self,
+        exc: Exception,
+        key: str,
+        data: bytes,
+        params: dict[str, Any],
+        condition: dict[str, str] | None,
+        started: float,
+    ) -> str | None:
+        """After a conditional PutObject of ``data`` failed with ``exc``: the ETag of the
+        object there when it is this write's own, which landed although its answer was
+        lost; else ``exc`` is raised. Only a refusal of a resent write (refused because
+        of its first try) or an outage (the obstore transport does not resend a
+        conditional write: its outcome is unknown) is looked into."""
+        refused = condition is not None and condition_error(exc, "IfNoneMatch" in condition)
+        if not condition or not ((refused and resent(exc)) or is_outage(exc)):
+            raise exc
+        head = await own_object(
+            self.client,
+            self.bucket,
+            key,
+            started,
+            lambda head: same_bytes(head, data) and same_headers(head, params),
+        )
+        if head is None:
+            raise exc
+        return answered_etag(head)
 
     async def save(
         self,

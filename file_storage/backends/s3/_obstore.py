@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -448,9 +449,13 @@ class ObstoreTransfer(mp.Transfer):
     ) -> str | None:
         """One PutObject; obstore signs the body's SHA-256, which the server verifies."""
         condition = await self.checked(condition, multipart=False)
-        response = await self.client.put_object(
-            Bucket=self.bucket, Key=key, Body=data, **params, **(condition or {})
-        )
+        started = time.monotonic()
+        try:
+            response = await self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, **params, **(condition or {})
+            )
+        except Exception as exc:
+            return await self.landed(exc, key, data, params, condition, started)
         return answered_etag(response)
 
     def _writer(self, key: str, params: dict[str, Any], part_size: int) -> Any:

@@ -5,7 +5,8 @@ Parts run as tasks and the next job is pulled only when a slot frees, so memory 
 about ``concurrency`` parts whatever the size. A multipart upload that fails or is
 cancelled is aborted (shielded from a second cancellation), so no orphan upload keeps
 costing storage and no partial object appears. A completion whose answer was lost is
-retried by botocore; S3 may then say NoSuchUpload, and the object is checked instead.
+retried by botocore; S3 may then say NoSuchUpload, or refuse a conditional completion
+because of the object its own first try made: the object is checked instead.
 What the parts carry (bytes read from a stream or a file, ranges copied server-side) is
 ``_multipart``'s: this module only runs them.
 """
@@ -16,13 +17,15 @@ import asyncio
 import base64
 import hashlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from file_storage.backends._support import run_whole
 from file_storage.backends.s3._checksums import Checksums, crc32
-from file_storage.backends.s3._errors import NOT_FOUND, error_code
+from file_storage.backends.s3._errors import NOT_FOUND, condition_error, error_code
+from file_storage.backends.s3._landed import own_object, resent, same_headers
 
 logger = logging.getLogger("file_storage.backends.s3")
 
@@ -110,6 +113,7 @@ class Multipart:
         """Create the upload, run the part jobs, complete it; abort on any failure. Return
         the object's ETag (``None``: a retried completion, S3 had done it)."""
         extra = {"ChecksumAlgorithm": "CRC32"} if self.checksums else {}
+        started = time.monotonic()
         create: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(
             self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=self.key, **extra, **self.params
@@ -133,6 +137,20 @@ class Multipart:
                     **self.condition,  # checked when the object would appear: at completion
                 )
             except Exception as exc:
+                refused = self.condition and condition_error(exc, "IfNoneMatch" in self.condition)
+                if refused and resent(exc):
+                    # refused: by another writer's object, or by this completion's own
+                    # earlier try, which landed (its answer lost)
+                    head = await own_object(
+                        self.client,
+                        self.bucket,
+                        self.key,
+                        started,
+                        lambda head: same_headers(head, self.params) and self._holds(head, parts),
+                    )
+                    if head is None:
+                        raise
+                    return answered_etag(head) or composite_etag(parts)
                 if error_code(exc) != "NoSuchUpload" or not await self._completed(parts):
                     raise
                 logger.debug("completion of %r was retried after S3 had done it", self.key)
@@ -155,6 +173,11 @@ class Multipart:
             if error_code(exc) in NOT_FOUND:
                 return False  # aborted meanwhile (a lifecycle rule, another process)
             raise
+        return self._holds(head, parts)
+
+    def _holds(self, head: dict[str, Any], parts: list[Part]) -> bool:
+        """Whether the object of ``head`` was completed from ``parts``: its ETag, or the
+        composite CRC32 of theirs."""
         if head.get("ETag") == composite_etag(parts):
             return True
         if not self.checksums:  # SSE-KMS ETags are no MD5: the CRC32s decide

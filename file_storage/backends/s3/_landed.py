@@ -1,0 +1,121 @@
+"""A conditional write refused because of its own earlier try, which landed.
+
+When the answer to a write is lost (the connection cut after the server stored it),
+botocore sends it again, and so does aiohttp, once, on a pooled connection. For a
+conditional write the resend is then checked against the object the first try stored:
+``If-None-Match: *`` finds the key taken, ``If-Match`` finds a new ETag, and S3 answers
+412. The write did land, so that 412 must not reach the caller as a failed condition:
+the caller would report a conflict and, retrying under another name, leave the object
+behind, counted by its quota and referenced by nothing.
+
+A refusal answered to a write sent once is a refusal: nothing of the write can be
+there. The backend's aiohttp session does not resend by itself (``_config``), so
+botocore's count of retries (``RetryAttempts``) says whether an earlier try was sent.
+A write refused after one was looks at its key (one HEAD) and succeeds when the object
+there is its own: the same bytes (the MD5 ETag of a PutObject, the composite ETag of a
+multipart upload, or the CRC32 S3 keeps), the same size, content type and metadata, and
+stored after the write began by the server's clock. Anything else keeps the refusal.
+What is left ambiguous is what nothing on the wire can tell apart: another writer that
+stored exactly the same object, within the clock's two seconds of slack, while this
+write was being made; the key then holds exactly what the caller asked for, and the
+caller is told so. The obstore transport does not resend a conditional write: a lost
+answer is an outage there, whose outcome the same look settles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from file_storage.backends.s3._checksums import crc32
+from file_storage.backends.s3._errors import NOT_FOUND, error_code
+
+__all__ = ["own_object", "resent", "same_bytes", "same_headers"]
+
+logger = logging.getLogger("file_storage.backends.s3")
+
+# Last-Modified and Date both have a resolution of one second, each truncated
+SLACK = timedelta(seconds=2)
+
+
+def resent(exc: BaseException) -> bool:
+    """Whether the request that failed with ``exc`` was sent more than once (botocore's
+    answer says how often it retried; the obstore transport's errors carry no answer)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    retries = response.get("ResponseMetadata", {}).get("RetryAttempts")
+    return isinstance(retries, int) and retries > 0
+
+
+def same_headers(head: dict[str, Any], params: dict[str, Any]) -> bool:
+    """Whether the object has the content type and metadata the write sent."""
+    metadata = head.get("Metadata") or {}
+    return bool(
+        head.get("ContentType") == params.get("ContentType")
+        and metadata == params.get("Metadata", {})
+    )
+
+
+def same_bytes(head: dict[str, Any], data: bytes) -> bool:
+    """Whether the object holds ``data``, as far as its ETag or stored CRC32 shows (an
+    SSE-KMS ETag is no MD5: then only a CRC32 the server keeps can tell)."""
+    if head.get("ContentLength") != len(data):
+        return False
+    digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    if str(head.get("ETag", "")).strip('"') == digest:
+        return True
+    stored = head.get("ChecksumCRC32")
+    return isinstance(stored, str) and stored == crc32(data)
+
+
+async def own_object(
+    client: Any,
+    bucket: str,
+    key: str,
+    started: float,
+    matches: Callable[[dict[str, Any]], bool],
+) -> dict[str, Any] | None:
+    """The HEAD of the object at ``key`` when it is the refused write's own (``matches``
+    says whether it holds the write's bytes and headers) and was stored after the write
+    began (``started``, ``time.monotonic()``); ``None``: it is not, or cannot be known
+    (the look-up failed: the refusal stands, as it did before the look-up)."""
+    try:
+        head: dict[str, Any] = await client.head_object(
+            Bucket=bucket, Key=key, ChecksumMode="ENABLED"
+        )
+    except Exception as exc:
+        if error_code(exc) not in NOT_FOUND:
+            logger.warning(
+                "could not check whether a refused conditional write of %r had landed (%s)",
+                key,
+                type(exc).__name__,
+            )
+        return None
+    if not matches(head) or not _stored_since(head, started):
+        return None
+    logger.info("a conditional write of %r was refused by its own earlier try: done", key)
+    return head
+
+
+def _stored_since(head: dict[str, Any], started: float) -> bool:
+    """Whether the object's Last-Modified is no earlier than ``started``, in the server's
+    time: its ``Date`` now, less the time that has passed here since then."""
+    modified = head.get("LastModified")
+    date = head.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    if modified is None or not isinstance(date, str):
+        return False
+    try:
+        now = parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        return False
+    began = now - timedelta(seconds=time.monotonic() - started) - SLACK
+    try:
+        return bool(modified >= began)
+    except TypeError:  # one of them naive: not comparable
+        return False
