@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,7 @@ from file_storage.backends._obstore._errors import (
     is_refused_condition,
     map_obstore_error,
 )
+from file_storage.backends._obstore._landed import Sent, own_object
 from file_storage.backends._obstore._moves import ObstoreConditions
 from file_storage.backends._obstore._names import (
     ESCAPE,
@@ -320,6 +322,7 @@ class ObstoreBackend(ObstoreConditions):
                         ) from exc
                     raise
         mode = await self._mode(key, options)
+        started = datetime.now(UTC)
         put = obs.put_async(store, key, body, attributes=attributes, mode=mode, use_multipart=False)
         try:
             return _put_etag(await to_the_end(put))
@@ -327,7 +330,27 @@ class ObstoreBackend(ObstoreConditions):
             if mode == "create" and is_refused_condition(exc):
                 # whatever the 409's code (Azure's LeaseIdMissing too): an object is there
                 raise PreconditionFailedError("an object exists at this key") from exc
-            raise
+            if mode is None or not isinstance(
+                map_obstore_error(exc, self._kind), StorageUnavailableError
+            ):
+                raise
+            # a conditional write whose answer was lost: not resent, and the caller's
+            # own retry would be refused by it if it landed; so look
+            headers = (options.cache_control, options.content_disposition)
+            sent = Sent(body, content_type, metadata, headers, started)
+            info = await own_object(
+                key, sent, functools.partial(self._head, key), functools.partial(self._read, key)
+            )
+            if info is None:
+                raise
+            return info.etag
+
+    async def _read(self, key: str, etag: str | None) -> AsyncIterator[bytes]:
+        """The bytes of ``key``, of the version ``etag`` alone (a 412 once replaced)."""
+        obs, store = self._store()
+        options = {"if_match": etag} if etag is not None else {}
+        result = await obs.get_async(store, key, options=options)
+        return (bytes(chunk) async for chunk in result.stream())
 
     async def _landed(self, key: str, chunks: Interruptible, content_type: str) -> bool:
         """Whether the upload whose completion was retried is stored: the key holds an
