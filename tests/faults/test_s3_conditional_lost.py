@@ -16,7 +16,7 @@ from file_storage import (
     StorageQuotaExceededError,
     StorageUnavailableError,
 )
-from tests.faults.conftest import SMALL, MakeBackend, chunks
+from tests.faults.conftest import ATTEMPTS, SMALL, MakeBackend, chunks
 from tests.faults.proxy import FaultProxy
 
 pytestmark = [pytest.mark.s3, pytest.mark.parametrize("client", ["aioboto3", "obstore"])]
@@ -62,20 +62,23 @@ async def test_a_replace_refused_by_its_own_landed_try_is_done(
         await backend.save("k.bin", b"c" * 10, if_match=etag)
 
 
-@pytest.mark.parametrize("resend_answer", ["moto's", "412"])
+@pytest.mark.parametrize("resend_answer", ["moto's", "412", "none"])
 async def test_a_long_create_whose_completion_answer_was_lost_is_done(
     make_backend: MakeBackend, proxy: FaultProxy, client: str, s3_bucket: str, resend_answer: str
 ) -> None:
     # the resent completion finds its upload done: moto answers NoSuchUpload; a server
-    # that checks If-None-Match first answers 412, because of the object it just made
+    # that checks If-None-Match first answers 412, because of the object it just made;
+    # or no resend is answered either
     backend = make_backend(**SMALL, client=client)
     data = bytes(range(256)) * (12 * MiB // 256)  # three parts
     completion = f"POST /{s3_bucket}/storage/long.bin?uploadId="
     proxy.cut_response_after(0, match=completion)  # done, never answered: resent
     if resend_answer == "412":
         proxy.fail_next(status=412, code="PreconditionFailed", match=completion)
+    if resend_answer == "none":  # every answer lost: the outcome is looked up
+        proxy.cut_response_after(0, match=completion, times=ATTEMPTS - 1)
     await backend.save("long.bin", chunks(data), overwrite=False)
-    assert proxy.count(completion) == 2
+    assert proxy.count(completion) == (ATTEMPTS if resend_answer == "none" else 2)
     assert await backend.load("long.bin") == data
 
 

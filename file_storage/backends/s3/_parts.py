@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from file_storage.backends._support import run_whole
 from file_storage.backends.s3._checksums import Checksums, crc32
-from file_storage.backends.s3._errors import NOT_FOUND, condition_error, error_code
+from file_storage.backends.s3._errors import NOT_FOUND, condition_error, error_code, is_outage
 from file_storage.backends.s3._landed import own_object, resent, same_headers
 
 logger = logging.getLogger("file_storage.backends.s3")
@@ -138,9 +138,10 @@ class Multipart:
                 )
             except Exception as exc:
                 refused = self.condition and condition_error(exc, "IfNoneMatch" in self.condition)
-                if refused and resent(exc):
-                    # refused: by another writer's object, or by this completion's own
-                    # earlier try, which landed (its answer lost)
+                if (refused and resent(exc)) or (self.condition and is_outage(exc)):
+                    # refused by another writer's object, or by this completion's own
+                    # earlier try, which landed (its answer lost); or every answer lost:
+                    # the caller could not try again, its own object would refuse it
                     head = await own_object(
                         self.client,
                         self.bucket,
