@@ -24,23 +24,46 @@ answer is an outage there, whose outcome the same look settles.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from file_storage.backends.s3._checksums import crc32
 from file_storage.backends.s3._errors import NOT_FOUND, error_code
 
-__all__ = ["own_object", "resent", "same_bytes", "same_headers"]
+__all__ = ["own_object", "past_conflicts", "resent", "same_bytes", "same_headers"]
 
 logger = logging.getLogger("file_storage.backends.s3")
 
 # Last-Modified and Date both have a resolution of one second, each truncated
 SLACK = timedelta(seconds=2)
+#: tries of a conditional write that S3 answers 409 ConditionalRequestConflict
+CONFLICT_TRIES = 4
+
+T = TypeVar("T")
+
+
+async def past_conflicts(send: Callable[[], Awaitable[T]]) -> T:
+    """``send()`` a conditional write, again while S3 answers it 409
+    ConditionalRequestConflict: another request on the key (a delete that succeeded
+    first, a conditional write still in flight) raced it, and nothing of it was stored.
+    AWS asks for a retry ("Conditional writes"): told as a failed condition, a
+    create-only writer would take the key for taken when it may be free. 0.1, 0.2 and
+    0.4 s apart; the last refusal is raised (a failed condition: the key is busy)."""
+    for attempt in range(CONFLICT_TRIES - 1):
+        try:
+            return await send()
+        except Exception as exc:
+            if error_code(exc) != "ConditionalRequestConflict":
+                raise
+            logger.info("a conditional write raced another request on its key: sent again")
+        await asyncio.sleep(0.1 * 2**attempt)
+    return await send()
 
 
 def resent(exc: BaseException) -> bool:

@@ -32,7 +32,13 @@ from file_storage.backends._support import check_unchanged, file_version, opened
 from file_storage.backends.s3._checksums import Checksums
 from file_storage.backends.s3._conditions import Conditions
 from file_storage.backends.s3._errors import batch_delete_error, condition_error, is_outage
-from file_storage.backends.s3._landed import own_object, resent, same_bytes, same_headers
+from file_storage.backends.s3._landed import (
+    own_object,
+    past_conflicts,
+    resent,
+    same_bytes,
+    same_headers,
+)
 from file_storage.backends.s3._parts import (
     MAX_PARTS,
     Multipart,
@@ -132,8 +138,10 @@ class Transfer:
         sums = await self.integrity.params(data)
         started = time.monotonic()
         try:
-            response = await self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=data, **sums, **params, **(condition or {})
+            response = await past_conflicts(
+                lambda: self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=data, **sums, **params, **(condition or {})
+                )
             )
         except Exception as exc:
             return await self.landed(exc, key, data, params, condition, started)

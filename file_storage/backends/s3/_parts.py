@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from file_storage.backends._support import run_whole
 from file_storage.backends.s3._checksums import Checksums, crc32
 from file_storage.backends.s3._errors import NOT_FOUND, condition_error, error_code, is_outage
-from file_storage.backends.s3._landed import own_object, resent, same_headers
+from file_storage.backends.s3._landed import own_object, past_conflicts, resent, same_headers
 
 logger = logging.getLogger("file_storage.backends.s3")
 
@@ -129,12 +129,14 @@ class Multipart:
             parts = await run_bounded(jobs(self), self.concurrency)
             parts.sort(key=lambda part: int(part["PartNumber"]))
             try:
-                done = await self.client.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=self.key,
-                    UploadId=self.upload_id,
-                    MultipartUpload={"Parts": parts},
-                    **self.condition,  # checked when the object would appear: at completion
+                done = await past_conflicts(
+                    lambda: self.client.complete_multipart_upload(
+                        Bucket=self.bucket,
+                        Key=self.key,
+                        UploadId=self.upload_id,
+                        MultipartUpload={"Parts": parts},
+                        **self.condition,  # checked when the object would appear: at completion
+                    )
                 )
             except Exception as exc:
                 refused = self.condition and condition_error(exc, "IfNoneMatch" in self.condition)
