@@ -18,8 +18,10 @@ stored after the write began by the server's clock. Anything else keeps the refu
 What is left ambiguous is what nothing on the wire can tell apart: another writer that
 stored exactly the same object, within the clock's two seconds of slack, while this
 write was being made; the key then holds exactly what the caller asked for, and the
-caller is told so. The obstore transport does not resend a conditional write: a lost
-answer is an outage there, whose outcome the same look settles.
+caller is told so. The obstore transport does not resend a conditional write whose
+answer was lost: that is an outage there, whose outcome the same look settles; it does
+resend one answered 5xx (S3 may answer 500 InternalError to a write it stored), and its
+error's text says so ("after 1 retries").
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -67,12 +70,19 @@ async def past_conflicts(send: Callable[[], Awaitable[T]]) -> T:
 
 
 def resent(exc: BaseException) -> bool:
-    """Whether the request that failed with ``exc`` was sent more than once (botocore's
-    answer says how often it retried; the obstore transport's errors carry no answer)."""
+    """Whether the request that failed with ``exc`` was sent more than once: botocore's
+    answer says how often it retried; the obstore transport's errors carry no answer, but
+    their text does (object_store retries a 5xx answer, and S3 may answer 500 to a write
+    it stored)."""
     response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
+    if isinstance(response, dict):
+        retries = response.get("ResponseMetadata", {}).get("RetryAttempts")
+    elif "obstore.exceptions" in sys.modules:
+        from file_storage.backends.s3 import _obstore_errors
+
+        retries = _obstore_errors.retries(exc)
+    else:
         return False
-    retries = response.get("ResponseMetadata", {}).get("RetryAttempts")
     return isinstance(retries, int) and retries > 0
 
 

@@ -22,7 +22,7 @@ from file_storage.errors import (
     StorageUnavailableError,
 )
 
-__all__ = ["code", "map_error"]
+__all__ = ["code", "map_error", "retries"]
 
 _CODE = re.compile(r"<Code>([A-Za-z0-9.]+)</Code>")
 _STATUS = re.compile(r"status code: (\d{3})")
@@ -66,6 +66,15 @@ def code(exc: BaseException) -> str | None:
     # an answer without a body (to a HEAD): its status, the code botocore gives it too
     status = _STATUS.search(str(exc))
     return status.group(1) if status is not None else None
+
+
+def retries(exc: BaseException) -> int | None:
+    """How often object_store retried the request that failed with ``exc`` (it retries a
+    5xx answer even to a conditional write); ``None``: no obstore error, or not said."""
+    if not _is_obstore(exc):
+        return None
+    found = _RETRIES.search(str(exc))
+    return int(found.group(1)) if found is not None else None
 
 
 def map_error(exc: BaseException, bucket: str) -> StorageError | None:
