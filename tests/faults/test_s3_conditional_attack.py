@@ -4,6 +4,8 @@ the client retried; one that did not must stay refused."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from file_storage import ObjectEvent, PreconditionFailedError
@@ -58,6 +60,26 @@ async def test_a_create_refused_after_a_500_that_stored_nothing_is_refused(
     with pytest.raises(PreconditionFailedError, match="exists"):
         await backend.save("k.bin", b"k" * 600, overwrite=False)
     assert await backend.load("k.bin") == b"theirs" * 100
+
+
+def _b_words(text: str) -> str:
+    """``text`` as one RFC 2047 B encoded-word (as a server may re-encode it)."""
+    return f"=?utf-8?b?{base64.b64encode(text.encode()).decode()}?="
+
+
+@pytest.mark.parametrize("spelling", ["as sent", "re-encoded"])
+async def test_a_create_with_non_ascii_metadata_refused_by_its_own_try_is_done(
+    make_backend: MakeBackend, proxy: FaultProxy, client: str, spelling: str
+) -> None:
+    # S3 decodes RFC 2047 metadata values when storing and encodes them again when
+    # answering: the words may differ from the ones sent, the value is the same
+    value = "Zoë Ünicode " * 8  # longer than one encoded-word
+    backend = make_backend(client=client)
+    proxy.cut_response_after(0, match="PUT")
+    if spelling == "re-encoded":
+        proxy.rewrite_header("x-amz-meta-owner", _b_words(value), match="HEAD")
+    await backend.save("k.bin", b"k" * 600, overwrite=False, metadata={"owner": value})
+    assert (await backend.stat("k.bin")).metadata == {"owner": value}
 
 
 async def test_an_empty_create_refused_by_its_own_try_is_done(

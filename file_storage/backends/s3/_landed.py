@@ -36,6 +36,7 @@ from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
+from file_storage._metadata import decode_value
 from file_storage.backends.s3._checksums import crc32
 from file_storage.backends.s3._errors import NOT_FOUND, error_code
 
@@ -87,12 +88,17 @@ def resent(exc: BaseException) -> bool:
 
 
 def same_headers(head: dict[str, Any], params: dict[str, Any]) -> bool:
-    """Whether the object has the content type and metadata the write sent."""
-    metadata = head.get("Metadata") or {}
+    """Whether the object has the content type and metadata the write sent. Metadata
+    values are compared decoded: S3 decodes the RFC 2047 words of a value when storing it
+    and encodes it again when answering, not necessarily in the same words."""
     return bool(
         head.get("ContentType") == params.get("ContentType")
-        and metadata == params.get("Metadata", {})
+        and _decoded(head.get("Metadata") or {}) == _decoded(params.get("Metadata") or {})
     )
+
+
+def _decoded(metadata: dict[str, Any]) -> dict[str, str]:
+    return {str(name).lower(): decode_value(str(value)) for name, value in metadata.items()}
 
 
 def same_bytes(head: dict[str, Any], data: bytes) -> bool:
