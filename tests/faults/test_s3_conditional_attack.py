@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
+import zlib
 from pathlib import Path
 
 import pytest
@@ -151,10 +152,11 @@ async def _bare_etag_of(data: bytes) -> str:
 async def test_a_create_with_a_non_md5_etag_and_a_kept_crc32_is_done(
     make_backend: MakeBackend, proxy: FaultProxy, client: str
 ) -> None:
-    # SSE-KMS: the ETag is no MD5 of the bytes; the CRC32 S3 keeps tells them
+    # SSE-KMS: the ETag is no MD5 of the bytes (moto's is: made another here); the
+    # CRC32 S3 keeps tells them
     if client == "obstore":
         pytest.skip("the obstore transport sends no CRC32 for S3 to keep")
-    backend = make_backend(checksum="crc32", client=client)
+    backend = make_backend(checksum="crc32", sse="aws:kms", client=client)
     proxy.cut_response_after(0, match="PUT")
     proxy.rewrite_header("ETag", '"' + "ab" * 16 + '"', match="HEAD")
     await backend.save("k.bin", b"k" * 600, overwrite=False)
@@ -178,3 +180,51 @@ async def test_a_create_refused_by_its_own_try_is_counted_once_by_a_shared_ledge
     assert (await other.get_usage("")).used == 800
     with pytest.raises(StorageQuotaExceededError):
         await other.save("c.bin", b"c" * 300)
+
+
+def _same_crc32(data: bytes) -> bytes:
+    """Other bytes of ``data``'s length and CRC32 (its first byte changed, its last four
+    chosen to make up for it: CRC32 is linear, anyone can forge one)."""
+
+    def delta(diff: bytes) -> int:  # the CRC32 change a difference of these bytes makes
+        return zlib.crc32(diff) ^ zlib.crc32(bytes(len(diff)))
+
+    size = len(data)
+    target = delta(b"\x01" + bytes(size - 1))
+    rows: list[tuple[int, int]] = []  # (delta, bits of the tail) in echelon form
+    for bit in range(32):
+        tail = (1 << bit).to_bytes(4, "big")
+        value, bits = delta(bytes(size - 4) + tail), 1 << bit
+        for pivot_value, pivot_bits in rows:
+            if value ^ pivot_value < value:
+                value, bits = value ^ pivot_value, bits ^ pivot_bits
+        if value:
+            rows.append((value, bits))
+    rows.sort(reverse=True)
+    value, bits = target, 0
+    for pivot_value, pivot_bits in rows:
+        if value ^ pivot_value < value:
+            value, bits = value ^ pivot_value, bits ^ pivot_bits
+    assert value == 0
+    diff = b"\x01" + bytes(size - 5) + bits.to_bytes(4, "big")
+    forged = bytes(a ^ b for a, b in zip(data, diff, strict=True))
+    assert forged != data
+    assert zlib.crc32(forged) == zlib.crc32(data)
+    return forged
+
+
+async def test_a_create_refused_by_another_writers_crc32_look_alike_is_refused(
+    make_backend: MakeBackend, proxy: FaultProxy, client: str
+) -> None:
+    # another writer stored other bytes of the same size and CRC32 (and headers) just
+    # before; this write's first try never reached S3 (500), its retry is refused. The
+    # ETag, an MD5 of other bytes (no SSE-KMS), says the object is not this write's
+    mine = b"k" * 600
+    theirs = _same_crc32(mine)
+    writer = make_backend(checksum="crc32")
+    await writer.save("k.bin", theirs)
+    backend = make_backend(checksum="crc32", client=client)
+    proxy.fail_next(status=500, code="InternalError", match="PUT")
+    with pytest.raises(PreconditionFailedError, match="exists"):
+        await backend.save("k.bin", mine, overwrite=False)
+    assert await backend.load("k.bin") == theirs

@@ -13,7 +13,8 @@ there. The backend's aiohttp session does not resend by itself (``_config``), so
 botocore's count of retries (``RetryAttempts``) says whether an earlier try was sent.
 A write refused after one was looks at its key (one HEAD) and succeeds when the object
 there is its own: the same bytes (the MD5 ETag of a PutObject, the composite ETag of a
-multipart upload, or the CRC32 S3 keeps), the same size, content type and metadata, and
+multipart upload, or, only where the ETag is no MD5 (SSE-KMS, SSE-C), the CRC32 S3
+keeps), the same size, content type and metadata, and
 stored after the write began by the server's clock. Anything else keeps the refusal.
 What is left ambiguous is what nothing on the wire can tell apart: another writer that
 stored exactly the same object, within the clock's two seconds of slack, while this
@@ -40,7 +41,14 @@ from file_storage._metadata import decode_value
 from file_storage.backends.s3._checksums import crc32
 from file_storage.backends.s3._errors import NOT_FOUND, error_code
 
-__all__ = ["own_object", "past_conflicts", "resent", "same_bytes", "same_headers"]
+__all__ = [
+    "etag_is_md5",
+    "own_object",
+    "past_conflicts",
+    "resent",
+    "same_bytes",
+    "same_headers",
+]
 
 logger = logging.getLogger("file_storage.backends.s3")
 
@@ -102,15 +110,25 @@ def _decoded(metadata: dict[str, Any]) -> dict[str, str]:
 
 
 def same_bytes(head: dict[str, Any], data: bytes) -> bool:
-    """Whether the object holds ``data``, as far as its ETag or stored CRC32 shows (an
-    SSE-KMS ETag is no MD5: then only a CRC32 the server keeps can tell)."""
+    """Whether the object holds ``data``, as far as its ETag or stored CRC32 shows. The
+    ETag is the MD5 of the bytes unless the object is encrypted with SSE-KMS or SSE-C:
+    only then does the CRC32 the server keeps decide (anyone can make other bytes of
+    the same CRC32, never of the same MD5)."""
     if head.get("ContentLength") != len(data):
         return False
     digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
-    if str(head.get("ETag", "")).strip('"') == digest:
+    if str(head.get("ETag", "")).strip('"').lower() == digest:
         return True
     stored = head.get("ChecksumCRC32")
-    return isinstance(stored, str) and stored == crc32(data)
+    return not etag_is_md5(head) and isinstance(stored, str) and stored == crc32(data)
+
+
+def etag_is_md5(head: dict[str, Any]) -> bool:
+    """Whether the ETag of the object of ``head`` is made of MD5s of its bytes (AWS,
+    "Checking object integrity"): not with SSE-KMS (``aws:kms``, ``aws:kms:dsse``) or
+    SSE-C."""
+    encryption = str(head.get("ServerSideEncryption") or "")
+    return not encryption.startswith("aws:kms") and not head.get("SSECustomerAlgorithm")
 
 
 async def own_object(

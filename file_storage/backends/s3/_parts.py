@@ -25,7 +25,13 @@ from typing import Any, TypeVar
 from file_storage.backends._support import run_whole
 from file_storage.backends.s3._checksums import Checksums, crc32
 from file_storage.backends.s3._errors import NOT_FOUND, condition_error, error_code, is_outage
-from file_storage.backends.s3._landed import own_object, past_conflicts, resent, same_headers
+from file_storage.backends.s3._landed import (
+    etag_is_md5,
+    own_object,
+    past_conflicts,
+    resent,
+    same_headers,
+)
 
 logger = logging.getLogger("file_storage.backends.s3")
 
@@ -184,7 +190,9 @@ class Multipart:
         etag = composite_etag(parts)
         if etag is not None and answered_etag(head) == etag:
             return True
-        if not self.checksums:  # SSE-KMS ETags are no MD5: the CRC32s decide
+        if not self.checksums or etag_is_md5(head):
+            # an ETag of MD5s that is another says other bytes; only an SSE-KMS or SSE-C
+            # ETag is no MD5, and then the CRC32s decide (a CRC32 anyone can match)
             return False
         crcs = b"".join(base64.b64decode(str(part["ChecksumCRC32"])) for part in parts)
         stored = str(head.get("ChecksumCRC32", "")).split("-", 1)[0]
