@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from file_storage import ObjectEvent, PreconditionFailedError, StorageQuotaExceededError
+from file_storage import (
+    ObjectEvent,
+    PreconditionFailedError,
+    StorageQuotaExceededError,
+    StorageUnavailableError,
+)
 from tests.faults import proxy as proxy_module
 from tests.faults.conftest import SMALL, MakeBackend
 from tests.faults.proxy import FaultProxy
@@ -54,6 +59,27 @@ async def test_a_create_stored_and_answered_500_is_done(
     info = await backend.stat("k.bin")
     assert seen == [ObjectEvent("created", "k.bin", 600, info.etag)]
     assert (await backend.get_usage("")).used == 600
+
+
+async def test_a_replace_stored_and_answered_500_is_done(
+    make_backend: MakeBackend,
+    proxy: FaultProxy,
+    client: str,
+    s3_bucket: str,
+    status_rewrites: None,
+) -> None:
+    backend = make_backend(max_size_bytes=10_000, client=client)
+    await backend.save("k.bin", b"a" * 100)
+    etag = (await backend.stat("k.bin")).etag
+    seen: list[ObjectEvent] = []
+    backend.subscribe(seen.append)
+    put = f"PUT /{s3_bucket}/storage/k.bin"
+    proxy.rewrite_header(STATUS, "500 Internal Server Error", match=put)
+    await backend.save("k.bin", b"b" * 300, if_match=etag)
+    info = await backend.stat("k.bin")
+    assert await backend.load("k.bin") == b"b" * 300
+    assert seen == [ObjectEvent("created", "k.bin", 300, info.etag)]
+    assert (await backend.get_usage("")).used == 300
 
 
 async def test_a_create_refused_after_a_500_that_stored_nothing_is_refused(
@@ -228,3 +254,29 @@ async def test_a_create_refused_by_another_writers_crc32_look_alike_is_refused(
     with pytest.raises(PreconditionFailedError, match="exists"):
         await backend.save("k.bin", mine, overwrite=False)
     assert await backend.load("k.bin") == theirs
+
+
+async def test_a_create_whose_every_answer_was_lost_is_done(
+    make_backend: MakeBackend, proxy: FaultProxy, client: str
+) -> None:
+    # the first try stored it; every answer, refusals included, is lost: an outage whose
+    # outcome the look settles
+    backend = make_backend(max_size_bytes=10_000, client=client)
+    proxy.cut_response_after(0, times=3, match="PUT")
+    await backend.save("k.bin", b"k" * 600, overwrite=False, metadata={"note": "", "a": "=?x"})
+    assert proxy.count("PUT /") == (3 if client == "aioboto3" else 1)
+    assert (await backend.get_usage("")).used == 600
+
+
+async def test_a_spooling_backends_create_refused_by_its_own_try_is_done(
+    make_backend: MakeBackend, proxy: FaultProxy, client: str, spool_path: Path
+) -> None:
+    backend = make_backend(max_size_bytes=10_000, client=client, fallback_path=spool_path)
+    proxy.cut_response_after(0, match="PUT")
+    await backend.save("k.bin", b"k" * 600, overwrite=False)
+    proxy.refuse()  # read from S3 alone: nothing of it waits in the spool
+    with pytest.raises(StorageUnavailableError):
+        await backend.load("k.bin")
+    proxy.restore()
+    assert await backend.load("k.bin") == b"k" * 600
+    assert (await backend.get_usage("")).used == 600
