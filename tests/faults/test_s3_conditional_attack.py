@@ -280,3 +280,39 @@ async def test_a_spooling_backends_create_refused_by_its_own_try_is_done(
     proxy.restore()
     assert await backend.load("k.bin") == b"k" * 600
     assert (await backend.get_usage("")).used == 600
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs"),
+    [
+        ({"cache_control": "max-age=60"}, {}),
+        ({}, {"content_disposition": "attachment"}),
+        ({"cache_control": "max-age=60"}, {"cache_control": "no-store"}),
+    ],
+)
+async def test_a_create_refused_by_an_object_with_other_stored_headers_is_refused(
+    make_backend: MakeBackend,
+    proxy: FaultProxy,
+    client: str,
+    mine: dict[str, str],
+    theirs: dict[str, str],
+) -> None:
+    # the same bytes, content type and metadata, stored by another writer just before;
+    # this write's first try never reached S3 (500): the headers it asked for are not
+    # the object's, so the object is not its own
+    writer = make_backend()
+    await writer.save("k.bin", b"k" * 600, **theirs)
+    backend = make_backend(client=client)
+    proxy.fail_next(status=500, code="InternalError", match="PUT")
+    with pytest.raises(PreconditionFailedError, match="exists"):
+        await backend.save("k.bin", b"k" * 600, overwrite=False, **mine)
+
+
+async def test_a_create_with_stored_headers_refused_by_its_own_try_is_done(
+    make_backend: MakeBackend, proxy: FaultProxy, client: str
+) -> None:
+    backend = make_backend(client=client)
+    headers = {"cache_control": "max-age=60", "content_disposition": "attachment"}
+    proxy.cut_response_after(0, match="PUT")
+    await backend.save("k.bin", b"k" * 600, overwrite=False, **headers)
+    assert await backend.load("k.bin") == b"k" * 600

@@ -14,7 +14,7 @@ botocore's count of retries (``RetryAttempts``) says whether an earlier try was 
 A write refused after one was looks at its key (one HEAD) and succeeds when the object
 there is its own: the same bytes (the MD5 ETag of a PutObject, the composite ETag of a
 multipart upload, or, only where the ETag is no MD5 (SSE-KMS, SSE-C), the CRC32 S3
-keeps), the same size, content type and metadata, and
+keeps), the same size, content type, stored headers and metadata, and
 stored after the write began by the server's clock. Anything else keeps the refusal.
 What is left ambiguous is what nothing on the wire can tell apart: another writer that
 stored exactly the same object, within the clock's two seconds of slack, while this
@@ -95,12 +95,17 @@ def resent(exc: BaseException) -> bool:
     return isinstance(retries, int) and retries > 0
 
 
+# the headers a write stores with the object (its content type, and those asked for)
+STORED_HEADERS = ("ContentType", "CacheControl", "ContentDisposition")
+
+
 def same_headers(head: dict[str, Any], params: dict[str, Any]) -> bool:
-    """Whether the object has the content type and metadata the write sent. Metadata
-    values are compared decoded: S3 decodes the RFC 2047 words of a value when storing it
-    and encodes it again when answering, not necessarily in the same words."""
+    """Whether the object has the content type, headers and metadata the write sent (a
+    header it did not send: the object has none). Metadata values are compared decoded:
+    S3 decodes the RFC 2047 words of a value when storing it and encodes it again when
+    answering, not necessarily in the same words."""
     return bool(
-        head.get("ContentType") == params.get("ContentType")
+        all(head.get(name) == params.get(name) for name in STORED_HEADERS)
         and _decoded(head.get("Metadata") or {}) == _decoded(params.get("Metadata") or {})
     )
 
