@@ -8,6 +8,7 @@ import base64
 import hashlib
 import uuid
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -315,4 +316,24 @@ async def test_a_create_with_stored_headers_refused_by_its_own_try_is_done(
     headers = {"cache_control": "max-age=60", "content_disposition": "attachment"}
     proxy.cut_response_after(0, match="PUT")
     await backend.save("k.bin", b"k" * 600, overwrite=False, **headers)
+    assert await backend.load("k.bin") == b"k" * 600
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "%a, %d %b %Y %H:%M:%S -0000",  # RFC 5322's UTC of no known zone
+        "%a, %d %b %Y %H:%M:%S",  # no zone: HTTP dates are GMT
+        "%A, %d-%b-%y %H:%M:%S GMT",  # RFC 850, which HTTP/1.1 clients must accept
+        "%a %b %d %H:%M:%S %Y",  # asctime, which they must accept too
+    ],
+)
+async def test_a_create_refused_by_its_own_try_with_an_oddly_spelled_date_is_done(
+    make_backend: MakeBackend, proxy: FaultProxy, client: str, spelling: str
+) -> None:
+    backend = make_backend(client=client)
+    proxy.cut_response_after(0, match="PUT")
+    now = datetime.now(UTC).strftime(spelling)
+    proxy.rewrite_header("Date", now, match="HEAD")
+    await backend.save("k.bin", b"k" * 600, overwrite=False)
     assert await backend.load("k.bin") == b"k" * 600

@@ -33,7 +33,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
@@ -176,6 +176,8 @@ def _stored_since(head: dict[str, Any], started: float) -> bool:
         now = parsedate_to_datetime(date)
     except (TypeError, ValueError):
         return False
+    if now.tzinfo is None:  # "-0000", asctime: an HTTP date is GMT (RFC 9110, 5.6.7)
+        now = now.replace(tzinfo=UTC)
     began = now - timedelta(seconds=time.monotonic() - started) - SLACK
     try:
         return bool(modified >= began)
