@@ -152,6 +152,8 @@ async def test_a_long_create_from_a_file_with_a_bare_etag_refused_by_its_own_try
     # Ceph RGW spells ETags bare; with Content-MD5 only (no CRC32 kept) the composite
     # ETag of the parts alone says the object is this upload's
     backend = make_backend(**SMALL, checksum="md5", client=client)
+    seen: list[ObjectEvent] = []
+    backend.subscribe(seen.append)
     data = bytes(range(256)) * (11 * MiB // 256)  # three parts
     source = tmp_path / "long.bin"
     source.write_bytes(data)
@@ -163,6 +165,9 @@ async def test_a_long_create_from_a_file_with_a_bare_etag_refused_by_its_own_try
     await backend.upload_file(source, "long.bin", overwrite=False)
     assert proxy.count(completion) == 2
     assert await backend.load("long.bin") == data
+    etag = f'"{etag}"'
+    assert (await backend.stat("long.bin")).etag == etag
+    assert seen == [ObjectEvent("created", "long.bin", len(data), etag)]
 
 
 async def _bare_etag_of(data: bytes) -> str:
