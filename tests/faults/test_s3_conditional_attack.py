@@ -20,7 +20,7 @@ from file_storage import (
     StorageUnavailableError,
 )
 from tests.faults import proxy as proxy_module
-from tests.faults.conftest import SMALL, MakeBackend
+from tests.faults.conftest import SMALL, MakeBackend, chunks
 from tests.faults.proxy import FaultProxy
 from tests.quota_redis.server import RedisServer
 
@@ -131,7 +131,9 @@ async def test_an_empty_create_refused_by_its_own_try_is_done(
 async def test_a_create_refused_409_after_its_own_try_is_done(
     make_backend: MakeBackend, proxy: FaultProxy, client: str
 ) -> None:
-    # the resend meets a concurrent-write conflict (409) caused by its own first try
+    # the resend meets a concurrent-write conflict (409: the first try still in flight at
+    # the server); sent again after it, the write is refused (412) by that first try's
+    # object, on a request botocore sent once: the earlier try counts all the same
     backend = make_backend(client=client)
     proxy.cut_response_after(0, match="PUT")
     proxy.fail_next(status=409, code="ConditionalRequestConflict", match="PUT")
@@ -342,3 +344,20 @@ async def test_a_create_refused_by_its_own_try_with_an_oddly_spelled_date_is_don
     proxy.rewrite_header("Date", now, match="HEAD")
     await backend.save("k.bin", b"k" * 600, overwrite=False)
     assert await backend.load("k.bin") == b"k" * 600
+
+
+async def test_a_long_create_refused_after_a_409_that_followed_its_own_try_is_done(
+    make_backend: MakeBackend, proxy: FaultProxy, client: str, s3_bucket: str
+) -> None:
+    # the completion's answer is lost; botocore's resend meets a 409 (raced by the first
+    # try, still in flight at the server); sent again after the 409, it is refused (412)
+    # because of that first try's object, on a request botocore sent once
+    backend = make_backend(**SMALL, client=client)
+    data = bytes(range(256)) * (11 * MiB // 256)
+    completion = f"POST /{s3_bucket}/storage/long.bin?uploadId="
+    proxy.cut_response_after(0, match=completion)
+    proxy.fail_next(status=409, code="ConditionalRequestConflict", match=completion)
+    proxy.fail_next(status=412, code="PreconditionFailed", match=completion)
+    await backend.save("long.bin", chunks(data), overwrite=False)
+    assert proxy.count(completion) == 3
+    assert await backend.load("long.bin") == data

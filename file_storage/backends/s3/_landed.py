@@ -28,6 +28,7 @@ error's text says so ("after 1 retries").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import sys
@@ -66,16 +67,37 @@ async def past_conflicts(send: Callable[[], Awaitable[T]]) -> T:
     first, a conditional write still in flight) raced it, and nothing of it was stored.
     AWS asks for a retry ("Conditional writes"): told as a failed condition, a
     create-only writer would take the key for taken when it may be free. 0.1, 0.2 and
-    0.4 s apart; the last refusal is raised (a failed condition: the key is busy)."""
+    0.4 s apart; the last refusal is raised (a failed condition: the key is busy).
+
+    A 409 answered to a resend (botocore's, after an answer was lost) says nothing of the
+    try before it, which may have landed, and raced the resend: the error of a later
+    send then counts as resent (``resent``), though botocore sent that one once."""
+    earlier = False  # a try before a 409 was sent: it may have landed
     for attempt in range(CONFLICT_TRIES - 1):
         try:
             return await send()
         except Exception as exc:
             if error_code(exc) != "ConditionalRequestConflict":
+                _after_tries(exc, earlier)
                 raise
+            earlier = earlier or resent(exc)
             logger.info("a conditional write raced another request on its key: sent again")
         await asyncio.sleep(0.1 * 2**attempt)
-    return await send()
+    try:
+        return await send()
+    except Exception as exc:
+        _after_tries(exc, earlier)
+        raise
+
+
+# set on the error of a send that came after an earlier try, which may have landed
+_RESENT_ATTR = "_file_storage_resent"
+
+
+def _after_tries(exc: BaseException, earlier: bool) -> None:
+    if earlier:
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(exc, _RESENT_ATTR, True)
 
 
 def resent(exc: BaseException) -> bool:
@@ -83,6 +105,8 @@ def resent(exc: BaseException) -> bool:
     answer says how often it retried; the obstore transport's errors carry no answer, but
     their text does (object_store retries a 5xx answer, and S3 may answer 500 to a write
     it stored)."""
+    if getattr(exc, _RESENT_ATTR, False):  # past_conflicts sent it after an earlier try
+        return True
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         retries = response.get("ResponseMetadata", {}).get("RetryAttempts")
