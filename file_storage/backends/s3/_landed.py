@@ -39,10 +39,11 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 from file_storage._metadata import decode_value
-from file_storage.backends.s3._checksums import crc32
+from file_storage.backends.s3._checksums import INLINE_CHECKSUM_BYTES, crc32
 from file_storage.backends.s3._errors import NOT_FOUND, error_code
 
 __all__ = [
+    "Fingerprint",
     "etag_is_md5",
     "own_object",
     "past_conflicts",
@@ -138,18 +139,35 @@ def _decoded(metadata: dict[str, Any]) -> dict[str, str]:
     return {str(name).lower(): decode_value(str(value)) for name, value in metadata.items()}
 
 
-def same_bytes(head: dict[str, Any], data: bytes) -> bool:
-    """Whether the object holds ``data``, as far as its ETag or stored CRC32 shows. The
-    ETag is the MD5 of the bytes unless the object is encrypted with SSE-KMS or SSE-C:
-    only then does the CRC32 the server keeps decide (anyone can make other bytes of
-    the same CRC32, never of the same MD5)."""
-    if head.get("ContentLength") != len(data):
+class Fingerprint:
+    """The size, MD5 and CRC32 of a body sent, to tell it from another object's."""
+
+    __slots__ = ("crc32", "md5", "size")
+
+    def __init__(self, data: bytes) -> None:
+        self.size = len(data)
+        self.md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        self.crc32 = crc32(data)
+
+    @classmethod
+    async def of(cls, data: bytes) -> Fingerprint:
+        """Hashed in a thread when large: zlib and hashlib release the GIL."""
+        if len(data) <= INLINE_CHECKSUM_BYTES:
+            return cls(data)
+        return await asyncio.to_thread(cls, data)
+
+
+def same_bytes(head: dict[str, Any], sent: Fingerprint) -> bool:
+    """Whether the object holds the bytes ``sent``, as far as its ETag or stored CRC32
+    shows. The ETag is the MD5 of the bytes unless the object is encrypted with SSE-KMS
+    or SSE-C: only then does the CRC32 the server keeps decide (anyone can make other
+    bytes of the same CRC32, never of the same MD5)."""
+    if head.get("ContentLength") != sent.size:
         return False
-    digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
-    if str(head.get("ETag", "")).strip('"').lower() == digest:
+    if str(head.get("ETag", "")).strip('"').lower() == sent.md5:
         return True
     stored = head.get("ChecksumCRC32")
-    return not etag_is_md5(head) and isinstance(stored, str) and stored == crc32(data)
+    return not etag_is_md5(head) and isinstance(stored, str) and stored == sent.crc32
 
 
 def etag_is_md5(head: dict[str, Any]) -> bool:

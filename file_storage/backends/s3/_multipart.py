@@ -33,6 +33,7 @@ from file_storage.backends.s3._checksums import Checksums
 from file_storage.backends.s3._conditions import Conditions
 from file_storage.backends.s3._errors import batch_delete_error, condition_error, is_outage
 from file_storage.backends.s3._landed import (
+    Fingerprint,
     own_object,
     past_conflicts,
     resent,
@@ -160,17 +161,18 @@ class Transfer:
         """After a conditional PutObject of ``data`` failed with ``exc``: the ETag of the
         object there when it is this write's own, which landed although its answer was
         lost; else ``exc`` is raised. Only a refusal of a resent write (refused because
-        of its first try) or an outage (the obstore transport does not resend a
-        conditional write: its outcome is unknown) is looked into."""
+        of its first try) or an outage (every answer lost: the outcome is unknown) is
+        looked into."""
         refused = condition is not None and condition_error(exc, "IfNoneMatch" in condition)
         if not condition or not ((refused and resent(exc)) or is_outage(exc)):
             raise exc
+        sent = await Fingerprint.of(data)
         head = await own_object(
             self.client,
             self.bucket,
             key,
             started,
-            lambda head: same_bytes(head, data) and same_headers(head, params),
+            lambda head: same_bytes(head, sent) and same_headers(head, params),
         )
         if head is None:
             raise exc
