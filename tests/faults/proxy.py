@@ -14,6 +14,8 @@ requests they match (``match`` is a substring of ``"METHOD target"``):
 * ``stall_next(n)``: swallow the request and never answer, until the client gives up;
 * ``corrupt_next(n, at)``: forward the request with one body byte flipped (byte ``at`` of
   the body as sent: a bit error a TCP checksum missed, or a broken middlebox);
+* ``rewrite_status(status, times)``: forward the request, then answer ``status`` (the
+  server did the work: a 500 after storing);
 * ``rewrite_header(name, value, times)``: forward the request, then set the answer's
   header ``name`` to ``value`` (an answer no emulator gives: Azure's pending copy);
 * ``refuse()`` / ``restore()``: stop listening (and reset open connections), as a
@@ -143,6 +145,11 @@ class FaultProxy:
     def rewrite_header(self, name: str, value: str, *, times: int = 1, match: str = "") -> None:
         """Forward the next matching requests; in their answers, set header ``name``."""
         self._add(_Rule("rewrite", times, match, header=(name, value)))
+
+    def rewrite_status(self, status: str, *, times: int = 1, match: str = "") -> None:
+        """Forward the next matching requests (the server does the work); answer them
+        with ``status`` ("500 Internal Server Error") instead of the server's."""
+        self._add(_Rule("rewrite", times, match, header=(STATUS_LINE, status)))
 
     def refuse(self) -> None:
         """Stop listening and reset every open connection: the server is down."""
@@ -345,8 +352,16 @@ class _Upstream:
             await self.writer.wait_closed()
 
 
+#: the "header" a rewrite_status rule sets: the answer's status line
+STATUS_LINE = ":status"
+
+
 def _with_header(answer: bytes, name: str, value: str) -> bytes:
-    """``answer`` (its head whole) with header ``name`` set to ``value``."""
+    """``answer`` (its head whole) with header ``name`` set to ``value`` (or its status
+    line, for :data:`STATUS_LINE`)."""
+    if name == STATUS_LINE:
+        _, rest = answer.split(b"\r\n", 1)
+        return f"HTTP/1.1 {value}\r\n".encode() + rest
     head, body = answer.split(b"\r\n\r\n", 1)
     lines = [
         line

@@ -19,7 +19,6 @@ from file_storage import (
     StorageQuotaExceededError,
     StorageUnavailableError,
 )
-from tests.faults import proxy as proxy_module
 from tests.faults.conftest import SMALL, MakeBackend, chunks
 from tests.faults.proxy import FaultProxy
 from tests.quota_redis.server import RedisServer
@@ -28,33 +27,16 @@ MiB = 1 << 20
 
 pytestmark = [pytest.mark.s3, pytest.mark.parametrize("client", ["aioboto3", "obstore"])]
 
-STATUS = "x-test-status"  # a pseudo-header: the answer's status line is replaced
-
-
-@pytest.fixture
-def status_rewrites(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``proxy.rewrite_header(STATUS, "500 Internal Server Error")`` forwards the request
-    (the server does the work) and answers with that status instead of the server's."""
-    original = proxy_module._with_header
-
-    def rewritten(answer: bytes, name: str, value: str) -> bytes:
-        if name != STATUS:
-            return original(answer, name, value)
-        _, rest = answer.split(b"\r\n", 1)
-        return f"HTTP/1.1 {value}\r\n".encode() + rest
-
-    monkeypatch.setattr(proxy_module, "_with_header", rewritten)
-
 
 async def test_a_create_stored_and_answered_500_is_done(
-    make_backend: MakeBackend, proxy: FaultProxy, client: str, status_rewrites: None
+    make_backend: MakeBackend, proxy: FaultProxy, client: str
 ) -> None:
     # S3's 500 InternalError may come after the object was stored; both clients retry a
     # 5xx, and the retry is refused because of the first try's object
     backend = make_backend(max_size_bytes=10_000, client=client)
     seen: list[ObjectEvent] = []
     backend.subscribe(seen.append)
-    proxy.rewrite_header(STATUS, "500 Internal Server Error", match="PUT")
+    proxy.rewrite_status("500 Internal Server Error", match="PUT")
     await backend.save("k.bin", b"k" * 600, overwrite=False)
     assert proxy.count("PUT /") == 2
     info = await backend.stat("k.bin")
@@ -67,7 +49,6 @@ async def test_a_replace_stored_and_answered_500_is_done(
     proxy: FaultProxy,
     client: str,
     s3_bucket: str,
-    status_rewrites: None,
 ) -> None:
     backend = make_backend(max_size_bytes=10_000, client=client)
     await backend.save("k.bin", b"a" * 100)
@@ -75,7 +56,7 @@ async def test_a_replace_stored_and_answered_500_is_done(
     seen: list[ObjectEvent] = []
     backend.subscribe(seen.append)
     put = f"PUT /{s3_bucket}/storage/k.bin"
-    proxy.rewrite_header(STATUS, "500 Internal Server Error", match=put)
+    proxy.rewrite_status("500 Internal Server Error", match=put)
     await backend.save("k.bin", b"b" * 300, if_match=etag)
     info = await backend.stat("k.bin")
     assert await backend.load("k.bin") == b"b" * 300
@@ -202,14 +183,13 @@ async def test_a_create_refused_by_its_own_try_is_counted_once_by_a_shared_ledge
     proxy: FaultProxy,
     client: str,
     redis_server: RedisServer,
-    status_rewrites: None,
 ) -> None:
     options = {"quota_redis_url": redis_server.url, "quota_redis_namespace": uuid.uuid4().hex}
     backend = make_backend(max_size_bytes=1_000, client=client, **options)
     other = make_backend(max_size_bytes=1_000, client=client, **options)  # a second process
     proxy.cut_response_after(0, match="PUT /")
     await backend.save("a.bin", b"a" * 400, overwrite=False)
-    proxy.rewrite_header(STATUS, "500 Internal Server Error", match="PUT /")
+    proxy.rewrite_status("500 Internal Server Error", match="PUT /")
     await backend.save("b.bin", b"b" * 400, overwrite=False)
     assert (await other.get_usage("")).used == 800
     with pytest.raises(StorageQuotaExceededError):
