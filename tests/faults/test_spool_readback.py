@@ -46,6 +46,36 @@ async def test_a_write_during_the_read_back_of_a_refused_flush_wins(
     assert events == []
 
 
+@pytest.mark.parametrize("client", ["aioboto3", "obstore"])
+async def test_a_refused_flush_finding_the_same_bytes_with_other_metadata_is_dropped(
+    make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str,
+    spool_path: Path, client: str
+) -> None:  # fmt: skip
+    # another server stores the spooled bytes and type with metadata of its own after
+    # the flush's check: its object is newer and stays; the spooled version, with other
+    # metadata, is not what S3 holds, so it is dropped, never announced as flushed
+    spooling = make_backend(fallback_path=spool_path, client=client)
+    proxy.refuse()
+    await spooling.save("a.txt", b"spooled", metadata={"who": "spool"})
+    proxy.restore()
+    events: list[Any] = []
+    spooling.subscribe(events.append)
+    after_heads(
+        spooling,
+        lambda: raw.put_object(
+            Bucket=s3_bucket,
+            Key="storage/a.txt",
+            Body=b"spooled",
+            ContentType="text/plain",
+            Metadata={"who": "other"},
+        ),
+    )
+    assert await spooling.flush_spool() == 0
+    assert raw.head_object(Bucket=s3_bucket, Key="storage/a.txt")["Metadata"] == {"who": "other"}
+    assert spool_files(spool_path) == []
+    assert events == []
+
+
 async def test_an_if_match_naming_a_version_flushed_on_read_back_holds(
     make_backend: MakeBackend, proxy: FaultProxy, raw: Any, s3_bucket: str, spool_path: Path
 ) -> None:

@@ -25,6 +25,7 @@ from file_storage._spool import Entry
 from file_storage.backends.s3._clients import S3Clients
 from file_storage.backends.s3._errors import condition_error
 from file_storage.backends.s3._info import utc
+from file_storage.backends.s3._landed import same_headers
 from file_storage.models import ObjectEvent
 
 if TYPE_CHECKING:
@@ -143,10 +144,11 @@ class S3Flushes(S3Clients):
         answer was lost (a timeout) lands, and the client's resend is then refused by
         that very object (the retries are the client's own, unseen here); when every
         answer was lost, the flush failed, and the next one finds that object.
-        Compared by size, type and the bytes' SHA-256, read back only on this path;
-        another server's write of the same bytes and type in that instant is taken for
-        the flush's own, as it stores the same. One replaced during the read-back is
-        another server's, newer: not. ``head``: S3's answer to a HEAD just made."""
+        Compared by size, type, metadata and the bytes' SHA-256, read back only on this
+        path; another server's write of the same bytes, type and metadata in that
+        instant is taken for the flush's own, as it stores the same. One replaced during
+        the read-back is another server's, newer: not. ``head``: S3's answer to a HEAD
+        just made."""
         if head is None:
             try:
                 head = await self._head(entry.key)
@@ -154,10 +156,10 @@ class S3Flushes(S3Clients):
                 if self._not_found(exc):
                     return None
                 raise
-        if (head.get("ContentLength"), head.get("ContentType")) != (
-            entry.size,
-            entry.content_type,
-        ):
+        # the spooled write's type and metadata (it carried no other header: such writes
+        # go straight to S3), compared as the look at a landed write compares them
+        params = self._write_params(entry.content_type, entry.metadata)
+        if head.get("ContentLength") != entry.size or not same_headers(head, params):
             return None
         digest = hashlib.sha256()
         try:
