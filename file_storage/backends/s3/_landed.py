@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 from file_storage._metadata import decode_value
 from file_storage.backends.s3._checksums import INLINE_CHECKSUM_BYTES, crc32
-from file_storage.backends.s3._errors import NOT_FOUND, error_code
+from file_storage.backends.s3._errors import NOT_FOUND, condition_error, error_code, is_outage
 
 __all__ = [
     "Fingerprint",
@@ -50,6 +50,7 @@ __all__ = [
     "resent",
     "same_bytes",
     "same_headers",
+    "worth_a_look",
 ]
 
 logger = logging.getLogger("file_storage.backends.s3")
@@ -118,6 +119,16 @@ def resent(exc: BaseException) -> bool:
     else:
         return False
     return isinstance(retries, int) and retries > 0
+
+
+def worth_a_look(exc: BaseException, condition: dict[str, str] | None) -> bool:
+    """Whether the conditional write that failed with ``exc`` may have stored its own
+    object: refused after a resend (because of its first try), or every answer lost
+    (its outcome unknown). A plain write, or one refused on its only try, may not."""
+    if not condition:
+        return False
+    refused = condition_error(exc, "IfNoneMatch" in condition) is not None
+    return (refused and resent(exc)) or is_outage(exc)
 
 
 # the headers a write stores with the object (its content type, and those asked for)

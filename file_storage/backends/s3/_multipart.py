@@ -31,14 +31,14 @@ from file_storage.backends._core import DELETE_BATCH
 from file_storage.backends._support import check_unchanged, file_version, opened
 from file_storage.backends.s3._checksums import Checksums
 from file_storage.backends.s3._conditions import Conditions
-from file_storage.backends.s3._errors import batch_delete_error, condition_error, is_outage
+from file_storage.backends.s3._errors import batch_delete_error
 from file_storage.backends.s3._landed import (
     Fingerprint,
     own_object,
     past_conflicts,
-    resent,
     same_bytes,
     same_headers,
+    worth_a_look,
 )
 from file_storage.backends.s3._parts import (
     MAX_PARTS,
@@ -163,8 +163,7 @@ class Transfer:
         lost; else ``exc`` is raised. Only a refusal of a resent write (refused because
         of its first try) or an outage (every answer lost: the outcome is unknown) is
         looked into."""
-        refused = condition is not None and condition_error(exc, "IfNoneMatch" in condition)
-        if not condition or not ((refused and resent(exc)) or is_outage(exc)):
+        if not worth_a_look(exc, condition):
             raise exc
         sent = await Fingerprint.of(data)
         head = await own_object(

@@ -24,13 +24,13 @@ from typing import Any, TypeVar
 
 from file_storage.backends._support import run_whole
 from file_storage.backends.s3._checksums import Checksums, crc32
-from file_storage.backends.s3._errors import NOT_FOUND, condition_error, error_code, is_outage
+from file_storage.backends.s3._errors import NOT_FOUND, error_code
 from file_storage.backends.s3._landed import (
     etag_is_md5,
     own_object,
     past_conflicts,
-    resent,
     same_headers,
+    worth_a_look,
 )
 
 logger = logging.getLogger("file_storage.backends.s3")
@@ -145,8 +145,7 @@ class Multipart:
                     )
                 )
             except Exception as exc:
-                refused = self.condition and condition_error(exc, "IfNoneMatch" in self.condition)
-                if (refused and resent(exc)) or (self.condition and is_outage(exc)):
+                if worth_a_look(exc, self.condition):
                     # refused by another writer's object, or by this completion's own
                     # earlier try, which landed (its answer lost); or every answer lost:
                     # the caller could not try again, its own object would refuse it
