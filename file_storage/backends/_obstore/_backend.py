@@ -339,18 +339,14 @@ class ObstoreBackend(ObstoreConditions):
             headers = (options.cache_control, options.content_disposition)
             sent = Sent(body, content_type, metadata, headers, started)
             info = await own_object(
-                key, sent, functools.partial(self._head, key), functools.partial(self._read, key)
+                key,
+                sent,
+                functools.partial(self._head, key),
+                lambda etag: self._stream(key, 0, None, PART_SIZE, etag),
             )
             if info is None:
                 raise
             return info.etag
-
-    async def _read(self, key: str, etag: str | None) -> AsyncIterator[bytes]:
-        """The bytes of ``key``, of the version ``etag`` alone (a 412 once replaced)."""
-        obs, store = self._store()
-        options = {"if_match": etag} if etag is not None else {}
-        result = await obs.get_async(store, key, options=options)
-        return (bytes(chunk) async for chunk in result.stream())
 
     async def _landed(self, key: str, chunks: Interruptible, content_type: str) -> bool:
         """Whether the upload whose completion was retried is stored: the key holds an

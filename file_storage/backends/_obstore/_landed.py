@@ -18,9 +18,8 @@ the write's own object look older, and the outage stands, as before the look.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from file_storage.models import ObjectInfo
 
@@ -65,7 +64,7 @@ async def own_object(
     key: str,
     sent: Sent,
     head: Callable[[], Awaitable[ObjectInfo]],
-    read: Callable[[str | None], Awaitable[Any]],
+    read: Callable[[str | None], AsyncIterator[bytes]],
 ) -> ObjectInfo | None:
     """The object at ``key`` when it is the write's own (``None``: it is not, or the
     look failed). ``read(etag)`` streams the object's bytes pinned to that version."""
@@ -74,7 +73,7 @@ async def own_object(
         if not sent.described_by(info):
             return None
         offset = 0
-        async for chunk in await read(info.etag):
+        async for chunk in read(info.etag):
             end = offset + len(chunk)
             if sent.body[offset:end] != chunk:
                 return None
